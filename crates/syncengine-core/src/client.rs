@@ -1,0 +1,255 @@
+//! The [`StorageClient`] contract and the [`StorageClientExt`] conveniences.
+
+use std::fmt;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+
+use crate::capabilities::Capabilities;
+use crate::entry::{ContentHash, Entry};
+use crate::error::Result;
+use crate::path::RelPath;
+
+/// A stream of file content, chunk by chunk. Nothing in the engine buffers a whole file.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// A listing: entries in canonical order (see [`StorageClient::list`]).
+pub type EntryStream = BoxStream<'static, Result<Entry>>;
+
+/// How a write treats an existing file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteMode {
+    /// Replace whatever is there.
+    #[default]
+    Overwrite,
+    /// Fail with [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the path exists.
+    Create,
+    /// Replace only the version whose etag is given; otherwise
+    /// [`Error::PreconditionFailed`](crate::Error::PreconditionFailed).
+    Update(String),
+}
+
+/// Options for [`StorageClient::read_opts`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadOptions {
+    /// Byte range to read; the whole file when `None`. A range past the end is clamped.
+    pub range: Option<Range<u64>>,
+}
+
+impl ReadOptions {
+    /// Reads only `range`.
+    pub fn with_range(mut self, range: Range<u64>) -> Self {
+        self.range = Some(range);
+        self
+    }
+}
+
+/// Options for [`StorageClient::write_opts`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteOptions {
+    /// What to do about an existing file.
+    pub mode: WriteMode,
+    /// Modification time to record, where the backend can (see
+    /// [`Capabilities::set_mtime`](crate::Capabilities::set_mtime)).
+    pub mtime: Option<SystemTime>,
+    /// Expected size of the body, when known; lets object stores choose single PUT or multipart.
+    pub size_hint: Option<u64>,
+}
+
+impl WriteOptions {
+    /// Sets the write mode.
+    pub fn with_mode(mut self, mode: WriteMode) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// Sets the modification time to record.
+    pub fn with_mtime(mut self, mtime: SystemTime) -> Self {
+        self.mtime = Some(mtime);
+        self
+    }
+    /// Sets the expected size.
+    pub fn with_size_hint(mut self, size: u64) -> Self {
+        self.size_hint = Some(size);
+        self
+    }
+}
+
+/// Options for [`StorageClient::delete_opts`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeleteOptions {}
+
+/// Options for [`StorageClient::copy_opts`] and [`StorageClient::rename_opts`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransferOptions {
+    /// Replace an existing target. When false an existing target gives
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists).
+    pub overwrite: bool,
+}
+
+impl TransferOptions {
+    /// Sets whether an existing target is replaced.
+    pub fn with_overwrite(mut self, overwrite: bool) -> Self {
+        self.overwrite = overwrite;
+        self
+    }
+}
+
+/// A storage location the engine can sync: local disk, a bucket prefix, a WebDAV collection…
+///
+/// A client is rooted somewhere; every path it takes or returns is a [`RelPath`] relative to
+/// that root. Implementations must be cheap to share (`Arc<dyn StorageClient>`); every
+/// returned future and stream is `Send + 'static`.
+///
+/// The conformance suite (`syncengine_core::conformance`, feature `conformance`) has a case
+/// for every promise below; a backend runs it to prove it keeps them.
+#[async_trait]
+pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
+    /// Short backend name used in errors and logs, e.g. `local`, `s3`, `memory`.
+    fn backend(&self) -> &'static str;
+
+    /// Facts about this client. Must not change over the client's life.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Lists every file strictly below `prefix` (the whole root when `None`), recursively.
+    ///
+    /// # Behavior
+    /// - Yields files only; directories are implied.
+    /// - In canonical (byte-wise) order of the path when
+    ///   [`Capabilities::ordered_listing`] is true; otherwise in any order, each path once.
+    /// - `prefix` is a directory: `a` lists `a/x` but neither `a` itself nor `ab`.
+    /// - A missing prefix lists nothing (not an error).
+    /// - The backend's own temporary files (in-progress atomic writes) are never listed.
+    ///
+    /// # Errors
+    /// Any failure is yielded as an `Err` item, after which the stream ends. The engine treats
+    /// a listing that failed as an error for the whole run: nothing is deleted on its basis.
+    fn list(&self, prefix: Option<&RelPath>) -> EntryStream;
+
+    /// Returns the entry for one file.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) when no file is at `path` (a directory is
+    /// not a file).
+    async fn stat(&self, path: &RelPath) -> Result<Entry>;
+
+    /// Opens the content of `path` (or a byte range of it) as a stream.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) when the file does not exist. Errors during
+    /// streaming are yielded as `Err` items.
+    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream>;
+
+    /// Writes `body` to `path` atomically and returns the new entry.
+    ///
+    /// # Behavior
+    /// - Atomic: readers see the old content or the new, never a part. A failed or cancelled
+    ///   write (the future dropped) leaves the old content, and no temporary file visible in
+    ///   listings.
+    /// - Missing parent directories are created.
+    /// - [`WriteOptions::mtime`] is recorded where [`Capabilities::set_mtime`] says so.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) for [`WriteMode::Create`] on an
+    /// existing file; [`Error::PreconditionFailed`](crate::Error::PreconditionFailed) for
+    /// [`WriteMode::Update`] when the etag does not match (or the file is missing); an error
+    /// yielded by `body` aborts the write and is returned.
+    async fn write_opts(&self, path: &RelPath, body: ByteStream, opts: WriteOptions)
+    -> Result<Entry>;
+
+    /// Deletes the file at `path`.
+    ///
+    /// # Behavior
+    /// - Deleting a missing file is `Ok` (idempotent: re-planning after a crash is safe).
+    /// - On backends with [`Capabilities::real_directories`], parent directories the delete
+    ///   left empty are removed, up to (not including) the root.
+    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()>;
+
+    /// Copies `from` to `to` on the server, without moving bytes through the client.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when
+    /// [`Capabilities::server_side_copy`] is false; `NotFound` for a missing source;
+    /// `AlreadyExists` when `to` exists and `opts.overwrite` is false.
+    async fn copy_opts(&self, from: &RelPath, to: &RelPath, opts: TransferOptions)
+    -> Result<Entry>;
+
+    /// Moves `from` to `to`, natively where [`Capabilities::native_rename`] says so, else by
+    /// server-side copy and delete.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing source; `AlreadyExists` when `to` exists and
+    /// `opts.overwrite` is false; `Unsupported` when the backend can do neither.
+    async fn rename_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry>;
+}
+
+/// Conveniences over [`StorageClient`], available on every client.
+#[async_trait]
+pub trait StorageClientExt: StorageClient {
+    /// Reads the whole file.
+    async fn read(&self, path: &RelPath) -> Result<ByteStream> {
+        self.read_opts(path, ReadOptions::default()).await
+    }
+
+    /// Reads the whole file into memory. For tests and small files only.
+    async fn read_to_bytes(&self, path: &RelPath) -> Result<Bytes> {
+        let chunks: Vec<Bytes> = self.read(path).await?.try_collect().await?;
+        Ok(chunks.concat().into())
+    }
+
+    /// Writes `data` with default options (overwrite).
+    async fn put(&self, path: &RelPath, data: Bytes) -> Result<Entry> {
+        let size = data.len() as u64;
+        self.write_opts(
+            path,
+            bytes_stream(data),
+            WriteOptions::default().with_size_hint(size),
+        )
+        .await
+    }
+
+    /// Deletes with default options.
+    async fn delete(&self, path: &RelPath) -> Result<()> {
+        self.delete_opts(path, DeleteOptions::default()).await
+    }
+
+    /// Renames, failing if the target exists.
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
+        self.rename_opts(from, to, TransferOptions::default()).await
+    }
+
+    /// Computes the MD5 of a file by streaming it.
+    async fn md5(&self, path: &RelPath) -> Result<ContentHash> {
+        let mut stream = self.read(path).await?;
+        let mut hasher = Md5::new();
+        while let Some(chunk) = stream.next().await {
+            hasher.update(&chunk?);
+        }
+        Ok(ContentHash::Md5(hasher.finalize().into()))
+    }
+
+    /// Collects a whole listing. For tests and small trees only.
+    async fn list_all(&self, prefix: Option<&RelPath>) -> Result<Vec<Entry>> {
+        self.list(prefix).try_collect().await
+    }
+}
+
+impl<T: StorageClient + ?Sized> StorageClientExt for T {}
+
+/// Wraps one buffer as a [`ByteStream`].
+pub fn bytes_stream(data: Bytes) -> ByteStream {
+    futures::stream::once(async move { Ok(data) }).boxed()
+}

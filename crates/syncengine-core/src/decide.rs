@@ -1,0 +1,282 @@
+//! [`decide`]: the pure, table-driven heart of the engine.
+//!
+//! Given the mode, the policies and what happened to one path on each side since the base,
+//! `decide` says what to do. It touches no storage and no state, so every row of the seed's
+//! scenario tables (and every case `SEMANTICS.md` adds) is a unit test of this one function.
+//!
+//! # Decisions beyond the seed's tables
+//! - **Modified on one side, deleted on the other**: in `TWO_WAY` and the backup modes the
+//!   modified version wins and is restored to the deleting side, when the mode can copy that
+//!   way; otherwise nothing happens. A delete never destroys an edit the engine has not seen.
+//! - **Mirror modes** have no conflicts: the authoritative side wins every difference,
+//!   including an edit on the other side meeting a delete on the authoritative side (the
+//!   edit is removed, into the trash or backup dir where one is configured).
+//! - **Identical changes** on both sides are recorded as synced, never a conflict.
+//! - **Both sides added a path with different content** is a conflict (`TWO_WAY`: by strategy;
+//!   backup modes: the backed-up side wins; mirrors: the authoritative side wins outright).
+
+use crate::mode::{ConflictStrategy, InitialSyncPreference, Side, SyncMode};
+
+/// What happened to a path on one side, relative to the base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// Not present now, not in the base.
+    Absent,
+    /// Present now, not in the base.
+    Added,
+    /// Present now and in the base, same content token.
+    Unchanged,
+    /// Present now and in the base, different content token.
+    Modified,
+    /// Not present now, but in the base.
+    Deleted,
+}
+
+impl Change {
+    /// The path exists on this side now.
+    pub fn is_present(self) -> bool {
+        matches!(self, Change::Added | Change::Unchanged | Change::Modified)
+    }
+
+    /// The path changed on this side since the base (added, modified or deleted).
+    pub fn is_changed(self) -> bool {
+        matches!(self, Change::Added | Change::Modified | Change::Deleted)
+    }
+}
+
+/// Everything `decide` needs to know about one path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// What happened on the source.
+    pub source: Change,
+    /// What happened on the destination.
+    pub destination: Change,
+    /// Whether the two current versions are known to have the same content. Only consulted
+    /// when both are present and at least one changed; `None` counts as different.
+    pub contents_equal: Option<bool>,
+    /// The side whose current version has the newer mtime; `None` for a tie or unknown.
+    pub newer: Option<Side>,
+}
+
+impl Observation {
+    /// An observation with unknown equality and no newer side.
+    pub fn new(source: Change, destination: Change) -> Self {
+        Observation {
+            source,
+            destination,
+            contents_equal: None,
+            newer: None,
+        }
+    }
+
+    /// Sets whether the contents are equal.
+    pub fn with_equal(mut self, equal: bool) -> Self {
+        self.contents_equal = Some(equal);
+        self
+    }
+
+    /// Sets the side with the newer mtime.
+    pub fn with_newer(mut self, side: Side) -> Self {
+        self.newer = Some(side);
+        self
+    }
+}
+
+/// The policies of a run that `decide` applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The sync mode.
+    pub mode: SyncMode,
+    /// True when the pair has no completed sync yet (no base).
+    pub initial: bool,
+    /// The initial-sync preference (only `TWO_WAY` first runs consult it).
+    pub initial_preference: InitialSyncPreference,
+    /// How `TWO_WAY` conflicts are resolved.
+    pub conflict: ConflictStrategy,
+}
+
+impl Policy {
+    /// A policy for `mode` with defaults: not initial, `MERGE`, `NEWEST_WINS`.
+    pub fn new(mode: SyncMode) -> Self {
+        Policy {
+            mode,
+            initial: false,
+            initial_preference: InitialSyncPreference::Merge,
+            conflict: ConflictStrategy::NewestWins,
+        }
+    }
+}
+
+/// How a conflict is settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Resolution {
+    /// This side's version is copied over the other; the loser is kept under a conflict name
+    /// unless the run says to drop it.
+    Winner(Side),
+    /// Both versions are kept under conflict names on both sides.
+    KeepBoth,
+}
+
+/// What to do about one path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// Leave both sides and the base alone.
+    Nothing,
+    /// Both sides hold the same content: record the path as synced.
+    Record,
+    /// Gone from both sides: drop the path from the base.
+    Forget,
+    /// Copy this side's version to the other side (creating or replacing).
+    Copy(Side),
+    /// Delete the path on this side.
+    Delete(Side),
+    /// Both sides changed the path differently; settle it as given.
+    Conflict(Resolution),
+}
+
+/// Decides what to do about one path. Pure: same inputs, same answer.
+///
+/// ```
+/// use syncengine_core::decide::{decide, Change, Decision, Observation, Policy};
+/// use syncengine_core::{Side, SyncMode};
+///
+/// let policy = Policy::new(SyncMode::TwoWay);
+/// let obs = Observation::new(Change::Unchanged, Change::Deleted);
+/// assert_eq!(decide(&policy, &obs), Decision::Delete(Side::Source));
+/// ```
+pub fn decide(policy: &Policy, obs: &Observation) -> Decision {
+    use Change::*;
+    let (s, d) = (obs.source, obs.destination);
+
+    // Facts independent of the mode.
+    match (s, d) {
+        (Absent | Deleted, Absent | Deleted) => {
+            return if s == Deleted || d == Deleted {
+                Decision::Forget
+            } else {
+                Decision::Nothing
+            };
+        }
+        (Unchanged, Unchanged) => return Decision::Nothing,
+        _ => {}
+    }
+    let both_present = s.is_present() && d.is_present();
+    if both_present && obs.contents_equal == Some(true) {
+        return Decision::Record;
+    }
+
+    match policy.mode {
+        SyncMode::TwoWay => two_way(policy, obs),
+        SyncMode::SourceToDestination => mirror(Side::Source, s, d),
+        SyncMode::DestinationToSource => mirror(Side::Destination, d, s),
+        SyncMode::SourceBackup => source_backup(s, d),
+        SyncMode::DestinationBackup => destination_backup(s, d),
+    }
+}
+
+fn two_way(policy: &Policy, obs: &Observation) -> Decision {
+    use Change::*;
+    use Side::{Destination as Dst, Source as Src};
+    let conflict = || Decision::Conflict(resolve(policy.conflict, obs.newer));
+    match (obs.source, obs.destination) {
+        // First sighting of a path (no base for it).
+        (Added, Absent) => match initial_preference(policy) {
+            InitialSyncPreference::DestinationWins => Decision::Delete(Src),
+            _ => Decision::Copy(Src),
+        },
+        (Absent, Added) => match initial_preference(policy) {
+            InitialSyncPreference::SourceWins => Decision::Delete(Dst),
+            _ => Decision::Copy(Dst),
+        },
+        (Added, Added) => match initial_preference(policy) {
+            InitialSyncPreference::SourceWins => Decision::Copy(Src),
+            InitialSyncPreference::DestinationWins => Decision::Copy(Dst),
+            _ => conflict(),
+        },
+        // One side changed.
+        (Modified, Unchanged) => Decision::Copy(Src),
+        (Unchanged, Modified) => Decision::Copy(Dst),
+        (Deleted, Unchanged) => Decision::Delete(Dst),
+        (Unchanged, Deleted) => Decision::Delete(Src),
+        // Modify vs delete: the edit wins and is restored.
+        (Modified, Deleted) => Decision::Copy(Src),
+        (Deleted, Modified) => Decision::Copy(Dst),
+        (Modified, Modified) => conflict(),
+        // A path present on one side and recorded in the base cannot be "absent" on the
+        // other, nor "added": the base covers both sides. Treat a malformed pairing safely
+        // by copying the present version, which deletes nothing.
+        (Added | Unchanged | Modified, _) => Decision::Copy(Src),
+        (_, Added | Unchanged | Modified) => Decision::Copy(Dst),
+        _ => Decision::Nothing,
+    }
+}
+
+/// The preference that applies: only the first run consults it.
+fn initial_preference(policy: &Policy) -> InitialSyncPreference {
+    if policy.initial {
+        policy.initial_preference
+    } else {
+        // After the first sync, a path new on one side is an addition to copy.
+        InitialSyncPreference::Merge
+    }
+}
+
+fn resolve(strategy: ConflictStrategy, newer: Option<Side>) -> Resolution {
+    match strategy {
+        ConflictStrategy::NewestWins => Resolution::Winner(newer.unwrap_or(Side::Source)),
+        ConflictStrategy::SourceWins => Resolution::Winner(Side::Source),
+        ConflictStrategy::DestinationWins => Resolution::Winner(Side::Destination),
+        ConflictStrategy::KeepBoth => Resolution::KeepBoth,
+    }
+}
+
+/// Mirror modes: `auth` is the authoritative side, `a` its change, `o` the other side's.
+/// The other side is made equal to the authoritative side, whatever happened there.
+fn mirror(auth: Side, a: Change, o: Change) -> Decision {
+    use Change::*;
+    match (a, o) {
+        (Added | Unchanged | Modified, _) => Decision::Copy(auth),
+        (Absent | Deleted, Added | Unchanged | Modified) => Decision::Delete(auth.other()),
+        _ => Decision::Nothing,
+    }
+}
+
+/// `SOURCE_BACKUP`: uploads and downloads, never deletes; source edits win conflicts.
+fn source_backup(s: Change, d: Change) -> Decision {
+    use Change::*;
+    use Side::{Destination as Dst, Source as Src};
+    match (s, d) {
+        (Added, Absent) | (Modified, Unchanged) | (Modified, Deleted) => Decision::Copy(Src),
+        // "Delete file at destination: re-upload from source".
+        (Unchanged, Deleted) => Decision::Copy(Src),
+        // "Add/modify file at destination: download to source"; a destination edit also
+        // survives a source delete (modify beats delete).
+        (Absent, Added) | (Unchanged, Modified) | (Deleted, Modified) => Decision::Copy(Dst),
+        // "Delete file at source: no action (backup preserved)".
+        (Deleted, Unchanged) => Decision::Nothing,
+        (Added, Added) | (Modified, Modified) => Decision::Conflict(Resolution::Winner(Src)),
+        _ => Decision::Nothing,
+    }
+}
+
+/// `DESTINATION_BACKUP`: downloads only, never deletes; destination edits win.
+fn destination_backup(s: Change, d: Change) -> Decision {
+    use Change::*;
+    use Side::Destination as Dst;
+    match (s, d) {
+        // "Add file at destination: download"; "modify file at destination: download".
+        (Absent, Added) | (Unchanged, Modified) | (Deleted, Modified) => Decision::Copy(Dst),
+        // "Modify file at source: overwrite with destination version".
+        (Modified, Unchanged) => Decision::Copy(Dst),
+        // "Delete file at source: re-download from destination".
+        (Deleted, Unchanged) => Decision::Copy(Dst),
+        // "Add file at source: no action"; "delete file at destination: no action (backup
+        // preserved)"; a source edit of a file the destination deleted stays where it is.
+        (Added, Absent) | (Unchanged, Deleted) | (Modified, Deleted) => Decision::Nothing,
+        (Added, Added) | (Modified, Modified) => Decision::Conflict(Resolution::Winner(Dst)),
+        _ => Decision::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,307 @@
+//! The error type every [`StorageClient`](crate::StorageClient) returns and the engine wraps.
+
+/// A boxed error from a backend or the operating system.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, in a form callers can match on.
+///
+/// Backends map their own errors into exactly one of these variants, keeping the original
+/// error as `source`. The engine retries only errors for which [`Error::is_transient`] is true.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The path does not exist.
+    #[error("{backend}: not found: {path}")]
+    NotFound {
+        /// Backend name, e.g. `local` or `s3`.
+        backend: &'static str,
+        /// The path concerned, relative to the client's root.
+        path: String,
+        /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A create-only write or a rename/copy without overwrite met an existing path.
+    #[error("{backend}: already exists: {path}")]
+    AlreadyExists {
+        /// Backend name.
+        backend: &'static str,
+        /// The path concerned.
+        path: String,
+        /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A conditional operation found a different version than expected.
+    #[error("{backend}: precondition failed (changed since it was listed): {path}")]
+    PreconditionFailed {
+        /// Backend name.
+        backend: &'static str,
+        /// The path concerned.
+        path: String,
+        /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The backend refused access.
+    #[error("{backend}: permission denied: {path}")]
+    PermissionDenied {
+        /// Backend name.
+        backend: &'static str,
+        /// The path concerned.
+        path: String,
+        /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A path failed validation (see [`RelPath`](crate::RelPath)).
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// The offending path as given.
+        path: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// The backend cannot do this operation.
+    #[error("{backend}: unsupported operation: {operation}")]
+    Unsupported {
+        /// Backend name.
+        backend: &'static str,
+        /// What was asked, e.g. `copy`.
+        operation: &'static str,
+    },
+    /// A failure worth retrying: timeouts, connection resets, throttling, 5xx answers.
+    #[error("{backend}: transient error on {path}: {source}")]
+    Transient {
+        /// Backend name.
+        backend: &'static str,
+        /// The path concerned (empty for whole-client operations).
+        path: String,
+        /// The backend's own error.
+        #[source]
+        source: BoxError,
+    },
+    /// Anything else.
+    #[error("{backend}: {path}: {source}")]
+    Other {
+        /// Backend name.
+        backend: &'static str,
+        /// The path concerned (empty for whole-client operations).
+        path: String,
+        /// The backend's own error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Returns true when retrying the same operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Transient { .. })
+    }
+
+    /// Returns true for [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    /// Builds [`Error::NotFound`] without a source.
+    pub fn not_found(backend: &'static str, path: impl Into<String>) -> Self {
+        Error::NotFound {
+            backend,
+            path: path.into(),
+            source: None,
+        }
+    }
+
+    /// Builds [`Error::AlreadyExists`] without a source.
+    pub fn already_exists(backend: &'static str, path: impl Into<String>) -> Self {
+        Error::AlreadyExists {
+            backend,
+            path: path.into(),
+            source: None,
+        }
+    }
+
+    /// Builds [`Error::PreconditionFailed`] without a source.
+    pub fn precondition_failed(backend: &'static str, path: impl Into<String>) -> Self {
+        Error::PreconditionFailed {
+            backend,
+            path: path.into(),
+            source: None,
+        }
+    }
+
+    /// Builds [`Error::Other`] from a message.
+    pub fn other(backend: &'static str, path: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Other {
+            backend,
+            path: path.into(),
+            source: msg.into().into(),
+        }
+    }
+
+    /// Builds [`Error::Transient`] from any error.
+    pub fn transient(
+        backend: &'static str,
+        path: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Transient {
+            backend,
+            path: path.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Maps an I/O error for `path` onto the matching variant.
+    ///
+    /// `NotFound`, `AlreadyExists` and `PermissionDenied` keep their meaning; interrupted,
+    /// timed-out and connection errors are [`Error::Transient`]; the rest is [`Error::Other`].
+    pub fn from_io(backend: &'static str, path: impl Into<String>, err: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let path = path.into();
+        let source: Option<BoxError> = Some(Box::new(err));
+        // Re-borrow the kind from the boxed error so we keep the original as `source`.
+        let kind = source
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .map(|e| e.kind())
+            .unwrap_or(K::Other);
+        match kind {
+            K::NotFound => Error::NotFound {
+                backend,
+                path,
+                source,
+            },
+            K::AlreadyExists => Error::AlreadyExists {
+                backend,
+                path,
+                source,
+            },
+            K::PermissionDenied => Error::PermissionDenied {
+                backend,
+                path,
+                source,
+            },
+            K::Interrupted
+            | K::TimedOut
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::ConnectionRefused
+            | K::BrokenPipe
+            | K::WouldBlock => Error::Transient {
+                backend,
+                path,
+                source: source.unwrap_or_else(|| "i/o error".into()),
+            },
+            _ => Error::Other {
+                backend,
+                path,
+                source: source.unwrap_or_else(|| "i/o error".into()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_map_to_variants() {
+        let e = Error::from_io("local", "a", std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert!(e.is_not_found());
+        let e = Error::from_io("local", "a", std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(e.is_transient());
+        let e = Error::from_io("local", "a", std::io::Error::other("boom"));
+        assert!(matches!(e, Error::Other { .. }));
+        assert_eq!(e.to_string(), "local: a: boom");
+    }
+}
+
+/// Why a whole sync run failed or was stopped before it changed anything.
+///
+/// Per-file failures do not end a run: they are counted in
+/// [`SyncStats::errors`](crate::SyncStats::errors). A `SyncError` means the run as a whole did
+/// not complete; [`SyncError::is_safety_stop`] tells the stops that protect data (the CLI
+/// exits 3 on them) from failures (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// Listing one side failed or ended early; nothing was changed.
+    #[error("listing the {side} failed, so nothing was changed: {source}")]
+    Listing {
+        /// The side whose listing failed.
+        side: crate::Side,
+        /// The underlying error.
+        #[source]
+        source: Error,
+    },
+    /// The run would delete more than the allowed share of a side.
+    #[error(
+        "stopped before changing anything: the run would delete {would_delete} of {total} files \
+         ({percent:.0}%) on the {side}, above the --max-delete limit of {limit}%; check that both \
+         roots are right, then re-run with --force (or a higher --max-delete) if this is intended"
+    )]
+    MaxDelete {
+        /// The side that would lose files.
+        side: crate::Side,
+        /// Files that would be deleted.
+        would_delete: u64,
+        /// Files on that side now.
+        total: u64,
+        /// `would_delete / total` in percent.
+        percent: f64,
+        /// The configured limit.
+        limit: u8,
+    },
+    /// One side is empty although the base says it had files.
+    #[error(
+        "stopped before changing anything: the {side} is empty but held {base_files} files at the \
+         last sync (an unmounted disk or a wrong prefix?); re-run with --force if it really was emptied"
+    )]
+    EmptySide {
+        /// The empty side.
+        side: crate::Side,
+        /// Files the base recorded for it.
+        base_files: u64,
+    },
+    /// Another run of the same pair holds the lock.
+    #[error("another sync of this pair is running (lock {lock_path} is held); try again when it ends")]
+    Locked {
+        /// The lock file.
+        lock_path: String,
+    },
+    /// The state database failed.
+    #[error("state store error: {0}")]
+    State(String),
+    /// The run was cancelled; the base is true for what was done.
+    #[error("the run was cancelled")]
+    Cancelled,
+    /// The pair or options are unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A storage error outside any single action (e.g. reading `.syncignore`).
+    #[error("{side}: {source}")]
+    Storage {
+        /// The side concerned.
+        side: crate::Side,
+        /// The underlying error.
+        #[source]
+        source: Error,
+    },
+}
+
+impl SyncError {
+    /// True for the stops that protect data: max-delete, empty side, lock held.
+    pub fn is_safety_stop(&self) -> bool {
+        matches!(
+            self,
+            SyncError::MaxDelete { .. } | SyncError::EmptySide { .. } | SyncError::Locked { .. }
+        )
+    }
+}

@@ -1,0 +1,49 @@
+//! The core of syncengine: the [`StorageClient`] contract every backend implements, the
+//! streaming three-way reconciler, the planner and executor, and the state store.
+//!
+//! Most users want the `syncengine` facade crate, which re-exports this one together with
+//! the backends. Backend authors implement [`StorageClient`] and run the conformance suite
+//! (feature `conformance`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use syncengine_core::{MemoryClient, RelPath, StorageClientExt, SyncEngine, SyncMode, SyncPair};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let src = Arc::new(MemoryClient::new());
+//! src.put(&RelPath::new("notes/todo.txt")?, Bytes::from("milk")).await?;
+//! let dst = Arc::new(MemoryClient::new());
+//!
+//! let state = tempfile::tempdir()?;
+//! let engine = SyncEngine::new(state.path());
+//! let stats = engine.sync_pair(&SyncPair::new(src, dst.clone(), SyncMode::TwoWay)).await?;
+//! assert_eq!(stats.uploaded, 1);
+//! assert_eq!(dst.read_to_bytes(&RelPath::new("notes/todo.txt")?).await?, "milk");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+pub mod capabilities;
+pub mod client;
+pub mod decide;
+pub mod entry;
+pub mod error;
+pub mod mode;
+pub mod pair;
+pub mod path;
+pub mod progress;
+pub mod stats;
+
+pub use capabilities::Capabilities;
+pub use client::{
+    ByteStream, DeleteOptions, EntryStream, ReadOptions, StorageClient, StorageClientExt,
+    TransferOptions, WriteMode, WriteOptions, bytes_stream,
+};
+pub use entry::{ContentHash, Entry, HashKind};
+pub use error::{BoxError, Error, Result, SyncError};
+pub use mode::{ConflictLoser, ConflictStrategy, InitialSyncPreference, Side, SyncMode};
+pub use pair::{Recovery, SyncOptions, SyncPair};
+pub use path::RelPath;
+pub use progress::{ActionKind, ProgressEvent};
+pub use stats::SyncStats;

@@ -1,0 +1,257 @@
+//! [`SyncPair`] and [`SyncOptions`]: what to sync, and how.
+
+use std::fmt;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::client::StorageClient;
+use crate::mode::{ConflictLoser, ConflictStrategy, InitialSyncPreference, Side, SyncMode};
+
+/// Where a file goes before the engine deletes or overwrites it on a side.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum Recovery {
+    /// [`Recovery::Trash`] on backends with real directories and native rename (local disk,
+    /// SFTP, WebDAV), [`Recovery::None`] elsewhere. The default.
+    #[default]
+    Auto,
+    /// Deleted and overwritten files are gone (object-store versioning aside).
+    None,
+    /// Moved to `.syncengine/trash/<YYYYMMDDTHHMMSSZ>/<path>` under the side's own root.
+    Trash,
+    /// Copied to this client (rclone's `--backup-dir`) under
+    /// `<YYYYMMDDTHHMMSSZ>/<path>` before being deleted or overwritten.
+    BackupDir(Arc<dyn StorageClient>),
+}
+
+impl fmt::Debug for Recovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Recovery::Auto => f.write_str("Auto"),
+            Recovery::None => f.write_str("None"),
+            Recovery::Trash => f.write_str("Trash"),
+            Recovery::BackupDir(c) => write!(f, "BackupDir({c})"),
+        }
+    }
+}
+
+/// How a run behaves. Every field has a safe default.
+///
+/// ```
+/// use syncengine_core::{ConflictStrategy, SyncOptions};
+///
+/// let opts = SyncOptions::default()
+///     .with_conflict(ConflictStrategy::KeepBoth)
+///     .with_excludes(["*.tmp", "build/"])
+///     .with_dry_run(true);
+/// assert_eq!(opts.transfers, 8);
+/// assert_eq!(opts.max_delete_percent, 50);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SyncOptions {
+    /// The first-sync preference; `None` means `MERGE` with a risk warning where it applies.
+    pub initial_preference: Option<InitialSyncPreference>,
+    /// How `TWO_WAY` conflicts are resolved.
+    pub conflict: ConflictStrategy,
+    /// What happens to a conflict's losing version.
+    pub conflict_loser: ConflictLoser,
+    /// Extra ignore patterns (gitignore syntax), on top of each root's `.syncignore`.
+    pub excludes: Vec<String>,
+    /// Plan and report, change nothing (not even the state).
+    pub dry_run: bool,
+    /// Actions in flight at once.
+    pub transfers: usize,
+    /// Stop before changing anything if a run would delete more than this percentage of the
+    /// files on either side (counted after rename matching).
+    pub max_delete_percent: u8,
+    /// Override the safety stops (max-delete, empty side).
+    pub force: bool,
+    /// Compare content hashes, not just size and mtime, when deciding whether files differ.
+    pub checksum: bool,
+    /// Attempts per action for transient errors (1 = no retry).
+    pub attempts: u32,
+    /// Always sort listings in the engine, even from clients that claim ordered listings.
+    pub sort_listings: bool,
+    /// Recovery of deleted/overwritten files on the source.
+    pub source_recovery: Recovery,
+    /// Recovery of deleted/overwritten files on the destination.
+    pub destination_recovery: Recovery,
+    /// Trash folders older than this many days are removed at the end of a run.
+    pub trash_keep_days: Option<u32>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            initial_preference: None,
+            conflict: ConflictStrategy::NewestWins,
+            conflict_loser: ConflictLoser::Keep,
+            excludes: Vec::new(),
+            dry_run: false,
+            transfers: 8,
+            max_delete_percent: 50,
+            force: false,
+            checksum: false,
+            attempts: 4,
+            sort_listings: false,
+            source_recovery: Recovery::Auto,
+            destination_recovery: Recovery::Auto,
+            trash_keep_days: None,
+        }
+    }
+}
+
+impl SyncOptions {
+    /// Sets the first-sync preference.
+    pub fn with_initial_preference(mut self, p: InitialSyncPreference) -> Self {
+        self.initial_preference = Some(p);
+        self
+    }
+    /// Sets the conflict strategy.
+    pub fn with_conflict(mut self, c: ConflictStrategy) -> Self {
+        self.conflict = c;
+        self
+    }
+    /// Sets what happens to a conflict's loser.
+    pub fn with_conflict_loser(mut self, l: ConflictLoser) -> Self {
+        self.conflict_loser = l;
+        self
+    }
+    /// Adds ignore patterns.
+    pub fn with_excludes<I, S>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.excludes.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+    /// Sets dry-run.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+    /// Sets the number of actions in flight (at least 1).
+    pub fn with_transfers(mut self, n: usize) -> Self {
+        self.transfers = n.max(1);
+        self
+    }
+    /// Sets the max-delete percentage.
+    pub fn with_max_delete_percent(mut self, p: u8) -> Self {
+        self.max_delete_percent = p.min(100);
+        self
+    }
+    /// Overrides the safety stops.
+    pub fn with_force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+    /// Compares content hashes.
+    pub fn with_checksum(mut self, checksum: bool) -> Self {
+        self.checksum = checksum;
+        self
+    }
+    /// Sets attempts per action for transient errors.
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+    /// Always sorts listings in the engine.
+    pub fn with_sort_listings(mut self, sort: bool) -> Self {
+        self.sort_listings = sort;
+        self
+    }
+    /// Sets the recovery policy of one side.
+    pub fn with_recovery(mut self, side: Side, recovery: Recovery) -> Self {
+        match side {
+            Side::Source => self.source_recovery = recovery,
+            Side::Destination => self.destination_recovery = recovery,
+        }
+        self
+    }
+    /// Prunes trash folders older than `days` at the end of each run.
+    pub fn with_trash_keep_days(mut self, days: u32) -> Self {
+        self.trash_keep_days = Some(days);
+        self
+    }
+}
+
+/// Two storage locations kept in sync in one mode.
+///
+/// ```
+/// use std::sync::Arc;
+/// use syncengine_core::{MemoryClient, SyncMode, SyncPair};
+///
+/// let pair = SyncPair::new(
+///     Arc::new(MemoryClient::new()),
+///     Arc::new(MemoryClient::new()),
+///     SyncMode::TwoWay,
+/// );
+/// assert_eq!(pair.mode, SyncMode::TwoWay);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SyncPair {
+    /// The source side.
+    pub source: Arc<dyn StorageClient>,
+    /// The destination side.
+    pub destination: Arc<dyn StorageClient>,
+    /// The mode.
+    pub mode: SyncMode,
+    /// The options.
+    pub options: SyncOptions,
+    id: Option<String>,
+}
+
+impl SyncPair {
+    /// Creates a pair with default options.
+    pub fn new(
+        source: Arc<dyn StorageClient>,
+        destination: Arc<dyn StorageClient>,
+        mode: SyncMode,
+    ) -> Self {
+        SyncPair {
+            source,
+            destination,
+            mode,
+            options: SyncOptions::default(),
+            id: None,
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: SyncOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets an explicit pair id (the key of the pair's state). By default the id is derived
+    /// from the two clients' `Display` forms, which name their roots.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The stable id of the pair: the explicit one, or a hash of both roots. The mode is not
+    /// part of it, so switching modes keeps the base.
+    pub fn id(&self) -> String {
+        if let Some(id) = &self.id {
+            return id.clone();
+        }
+        let mut h = Sha256::new();
+        h.update(self.source.to_string().as_bytes());
+        h.update(b"\n");
+        h.update(self.destination.to_string().as_bytes());
+        hex::encode(&h.finalize()[..12])
+    }
+
+    /// The client of one side.
+    pub fn client(&self, side: Side) -> &Arc<dyn StorageClient> {
+        match side {
+            Side::Source => &self.source,
+            Side::Destination => &self.destination,
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! [`RelPath`]: a validated path relative to a client's root, ordered byte-wise.
+
+use std::borrow::Borrow;
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// A validated, `/`-separated path relative to a storage client's root.
+///
+/// Every path the engine handles passes through [`RelPath::new`], so a `RelPath` is never
+/// empty, never absolute and never escapes the root:
+///
+/// - no leading or trailing `/`, no empty segments (`a//b`);
+/// - no `.` or `..` segments;
+/// - no NUL bytes.
+///
+/// Ordering is the byte-wise order of the UTF-8 string ("canonical order"): listings, the
+/// state store and the reconciler all agree on it, which is what lets the reconciler merge
+/// them in one pass.
+///
+/// ```
+/// use syncengine_core::RelPath;
+///
+/// let p = RelPath::new("photos/2024/cat.jpg").unwrap();
+/// assert_eq!(p.file_name(), "cat.jpg");
+/// assert_eq!(p.parent().unwrap().as_str(), "photos/2024");
+/// assert!(RelPath::new("../etc/passwd").is_err());
+/// // canonical order: "a/b" sorts after "a.b" because '/' (0x2f) > '.' (0x2e)
+/// assert!(RelPath::new("a.b").unwrap() < RelPath::new("a/b").unwrap());
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct RelPath(String);
+
+impl RelPath {
+    /// Validates `path` and wraps it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPath`] when the path is empty, absolute, has empty, `.` or `..`
+    /// segments, a trailing `/`, or contains a NUL byte.
+    pub fn new(path: impl Into<String>) -> Result<Self> {
+        let path = path.into();
+        match validate(&path) {
+            Ok(()) => Ok(RelPath(path)),
+            Err(reason) => Err(Error::InvalidPath { path, reason }),
+        }
+    }
+
+    /// Returns the path as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Returns the last segment of the path.
+    pub fn file_name(&self) -> &str {
+        match self.0.rfind('/') {
+            Some(i) => &self.0[i + 1..],
+            None => &self.0,
+        }
+    }
+
+    /// Returns the parent path, or `None` for a path of one segment.
+    pub fn parent(&self) -> Option<RelPath> {
+        self.0.rfind('/').map(|i| RelPath(self.0[..i].to_owned()))
+    }
+
+    /// Returns the segments of the path.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+
+    /// Appends `child` (one or more segments) to this path.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPath`] when `child` is not a valid relative path.
+    pub fn join(&self, child: &str) -> Result<RelPath> {
+        RelPath::new(format!("{}/{}", self.0, child))
+    }
+
+    /// Returns true when `self` lies strictly below the directory `prefix`.
+    ///
+    /// `a/b` is below `a`; `ab` and `a` are not.
+    pub fn is_below(&self, prefix: &RelPath) -> bool {
+        self.0.len() > prefix.0.len()
+            && self.0.starts_with(&prefix.0)
+            && self.0.as_bytes()[prefix.0.len()] == b'/'
+    }
+
+    /// Returns the path with `suffix` inserted before the extension of its file name.
+    ///
+    /// `docs/report.pdf` with `.conflict-x` gives `docs/report.conflict-x.pdf`; a name
+    /// without an extension (or a dot-file like `.bashrc`) gets the suffix at the end.
+    pub fn with_stem_suffix(&self, suffix: &str) -> Result<RelPath> {
+        let name = self.file_name();
+        let dir_len = self.0.len() - name.len();
+        let (stem, ext) = match name.rfind('.') {
+            Some(i) if i > 0 => (&name[..i], &name[i..]),
+            _ => (name, ""),
+        };
+        RelPath::new(format!("{}{}{}{}", &self.0[..dir_len], stem, suffix, ext))
+    }
+
+    /// Consumes the path and returns the inner string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+fn validate(path: &str) -> std::result::Result<(), String> {
+    if path.is_empty() {
+        return Err("empty path".into());
+    }
+    if path.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    if path.starts_with('/') {
+        return Err("absolute path".into());
+    }
+    for segment in path.split('/') {
+        match segment {
+            "" => return Err("empty segment (leading, trailing or double '/')".into()),
+            "." | ".." => return Err(format!("'{segment}' segment")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl AsRef<str> for RelPath {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for RelPath {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for RelPath {
+    type Error = Error;
+    fn try_from(value: &str) -> Result<Self> {
+        RelPath::new(value)
+    }
+}
+
+impl TryFrom<String> for RelPath {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self> {
+        RelPath::new(value)
+    }
+}
+
+impl std::str::FromStr for RelPath {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        RelPath::new(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RelPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RelPath::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_invalid_paths() {
+        for bad in ["", "/a", "a/", "a//b", ".", "..", "a/../b", "./a", "a\0b"] {
+            assert!(RelPath::new(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn accepts_hostile_but_valid_names() {
+        for ok in ["a b", "it's", "q\"uote", "#hash", "what?", "ünïcødé/日本", "a\\b", "..a", "a.."] {
+            assert_eq!(RelPath::new(ok).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn orders_bytewise() {
+        let mut v: Vec<RelPath> = ["a/b", "a-b", "a.b", "a b", "a0", "aB", "é", "z", "a~"]
+            .into_iter()
+            .map(|s| RelPath::new(s).unwrap())
+            .collect();
+        v.sort();
+        let got: Vec<&str> = v.iter().map(|p| p.as_str()).collect();
+        assert_eq!(got, ["a b", "a-b", "a.b", "a/b", "a0", "aB", "a~", "z", "é"]);
+    }
+
+    #[test]
+    fn prefix_boundaries() {
+        let a = RelPath::new("a").unwrap();
+        assert!(RelPath::new("a/b").unwrap().is_below(&a));
+        assert!(!RelPath::new("ab").unwrap().is_below(&a));
+        assert!(!a.is_below(&a));
+    }
+
+    #[test]
+    fn stem_suffix() {
+        let p = RelPath::new("d/report.pdf").unwrap();
+        assert_eq!(p.with_stem_suffix(".x").unwrap().as_str(), "d/report.x.pdf");
+        let p = RelPath::new(".bashrc").unwrap();
+        assert_eq!(p.with_stem_suffix(".x").unwrap().as_str(), ".bashrc.x");
+        let p = RelPath::new("Makefile").unwrap();
+        assert_eq!(p.with_stem_suffix(".x").unwrap().as_str(), "Makefile.x");
+    }
+}

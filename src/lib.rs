@@ -1,0 +1,2 @@
+//! syncengine facade (placeholder until the engine lands).
+pub use syncengine_core::*;
