@@ -119,6 +119,13 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// Facts about this client. Must not change over the client's life.
     fn capabilities(&self) -> Capabilities;
 
+    /// How many entries this client's listings have skipped so far (symlinks, sockets and
+    /// other non-files), counting since the client was created. The engine reads it before
+    /// and after listing to report skipped paths; backends that never skip keep the default.
+    fn skipped_count(&self) -> u64 {
+        0
+    }
+
     /// Lists every file strictly below `prefix` (the whole root when `None`), recursively.
     ///
     /// # Behavior

@@ -25,10 +25,14 @@
 //! ```
 
 pub mod capabilities;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod client;
 pub mod decide;
+pub mod engine;
 pub mod entry;
 pub mod error;
+pub mod memory;
 pub mod mode;
 pub mod pair;
 pub mod path;
@@ -40,6 +44,7 @@ pub use client::{
     ByteStream, DeleteOptions, EntryStream, ReadOptions, StorageClient, StorageClientExt,
     TransferOptions, WriteMode, WriteOptions, bytes_stream,
 };
+pub use engine::{SyncEngine, default_state_dir};
 pub use entry::{ContentHash, Entry, HashKind};
 pub use error::{BoxError, Error, Result, SyncError};
 pub use mode::{ConflictLoser, ConflictStrategy, InitialSyncPreference, Side, SyncMode};

@@ -1,0 +1,1 @@
+//! MemoryClient (in progress).
