@@ -47,6 +47,7 @@ pub use client::{
 pub use engine::{SyncEngine, default_state_dir};
 pub use entry::{ContentHash, Entry, HashKind};
 pub use error::{BoxError, Error, Result, SyncError};
+pub use memory::MemoryClient;
 pub use mode::{ConflictLoser, ConflictStrategy, InitialSyncPreference, Side, SyncMode};
 pub use pair::{Recovery, SyncOptions, SyncPair};
 pub use path::RelPath;
