@@ -34,9 +34,11 @@ pub mod entry;
 pub mod error;
 pub mod memory;
 pub mod mode;
+pub mod order;
 pub mod pair;
 pub mod path;
 pub mod progress;
+pub mod state;
 pub mod stats;
 
 pub use capabilities::Capabilities;
