@@ -32,6 +32,7 @@ pub mod decide;
 pub mod engine;
 pub mod entry;
 pub mod error;
+pub mod ignore_rules;
 pub mod memory;
 pub mod mode;
 pub mod order;
@@ -49,6 +50,7 @@ pub use client::{
 pub use engine::{SyncEngine, default_state_dir};
 pub use entry::{ContentHash, Entry, HashKind};
 pub use error::{BoxError, Error, Result, SyncError};
+pub use ignore_rules::IgnoreRules;
 pub use memory::MemoryClient;
 pub use mode::{ConflictLoser, ConflictStrategy, InitialSyncPreference, Side, SyncMode};
 pub use pair::{Recovery, SyncOptions, SyncPair};

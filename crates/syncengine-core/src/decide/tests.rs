@@ -1,1 +1,959 @@
+//! Unit tests of [`decide`], derived from the seed's Scenarios tables and `SEMANTICS.md`
+//! (not from the implementation).
+//!
+//! Mapping of the tables' words: "add at X" is `Added` on X and `Absent` on the other side
+//! (no base); "modify at X" is `Modified` on X and `Unchanged` on the other; "delete at X" is
+//! `Deleted` on X and `Unchanged` on the other. Upload is `Copy(Source)`, download is
+//! `Copy(Destination)`. Renames are paired by a later stage, so a rename row tests the two
+//! halves `decide` sees: the old path (deleted on the renaming side) and the new path (added).
 
+use super::*;
+use crate::mode::{ConflictStrategy, InitialSyncPreference, Side, SyncMode};
+use Change::{Absent, Added, Deleted, Modified, Unchanged};
+use Side::{Destination as Dst, Source as Src};
+
+const ALL_CHANGES: [Change; 5] = [Absent, Added, Unchanged, Modified, Deleted];
+const ALL_PREFERENCES: [InitialSyncPreference; 3] = [
+    InitialSyncPreference::Merge,
+    InitialSyncPreference::SourceWins,
+    InitialSyncPreference::DestinationWins,
+];
+const ALL_STRATEGIES: [ConflictStrategy; 4] = [
+    ConflictStrategy::NewestWins,
+    ConflictStrategy::SourceWins,
+    ConflictStrategy::DestinationWins,
+    ConflictStrategy::KeepBoth,
+];
+const ALL_EQUAL: [Option<bool>; 3] = [None, Some(false), Some(true)];
+const ALL_NEWER: [Option<Side>; 3] = [None, Some(Src), Some(Dst)];
+
+/// Decides with the default policy of `mode` (not initial, MERGE, NEWEST_WINS) and unknown
+/// equality (which counts as different).
+fn run(mode: SyncMode, source: Change, destination: Change) -> Decision {
+    decide(&Policy::new(mode), &Observation::new(source, destination))
+}
+
+fn initial(mode: SyncMode, preference: InitialSyncPreference) -> Policy {
+    Policy {
+        initial: true,
+        initial_preference: preference,
+        ..Policy::new(mode)
+    }
+}
+
+fn with_strategy(mode: SyncMode, conflict: ConflictStrategy) -> Policy {
+    Policy {
+        conflict,
+        ..Policy::new(mode)
+    }
+}
+
+/// Every policy and observation `decide` can be given.
+fn every_input() -> Vec<(Policy, Observation)> {
+    let mut all = Vec::new();
+    for mode in SyncMode::ALL {
+        for is_initial in [false, true] {
+            for initial_preference in ALL_PREFERENCES {
+                for conflict in ALL_STRATEGIES {
+                    let policy = Policy {
+                        mode,
+                        initial: is_initial,
+                        initial_preference,
+                        conflict,
+                    };
+                    for source in ALL_CHANGES {
+                        for destination in ALL_CHANGES {
+                            for contents_equal in ALL_EQUAL {
+                                for newer in ALL_NEWER {
+                                    let obs = Observation {
+                                        source,
+                                        destination,
+                                        contents_equal,
+                                        newer,
+                                    };
+                                    all.push((policy, obs));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    all
+}
+
+/// True for the observations the reconciler can produce: the base records a path for both
+/// sides at once, so either both sides are classified against a base record
+/// (`Unchanged`/`Modified`/`Deleted`) or neither is (`Added`/`Absent`).
+fn well_formed(obs: &Observation) -> bool {
+    let no_base = |c: Change| matches!(c, Absent | Added);
+    no_base(obs.source) == no_base(obs.destination)
+}
+
+// ---------------------------------------------------------------------------------------
+// TWO_WAY Scenarios table
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn two_way_add_file_at_source_uploads() {
+    assert_eq!(run(SyncMode::TwoWay, Added, Absent), Decision::Copy(Src));
+}
+
+#[test]
+fn two_way_add_file_at_destination_downloads() {
+    assert_eq!(run(SyncMode::TwoWay, Absent, Added), Decision::Copy(Dst));
+}
+
+#[test]
+fn two_way_modify_file_at_source_uploads() {
+    assert_eq!(
+        run(SyncMode::TwoWay, Modified, Unchanged),
+        Decision::Copy(Src)
+    );
+}
+
+#[test]
+fn two_way_modify_file_at_destination_downloads() {
+    assert_eq!(
+        run(SyncMode::TwoWay, Unchanged, Modified),
+        Decision::Copy(Dst)
+    );
+}
+
+#[test]
+fn two_way_modify_file_at_both_sides_conflicts_resolved_by_strategy() {
+    let obs = Observation::new(Modified, Modified).with_equal(false);
+    // Default strategy NEWEST_WINS.
+    let policy = Policy::new(SyncMode::TwoWay);
+    assert_eq!(
+        decide(&policy, &obs.with_newer(Dst)),
+        Decision::Conflict(Resolution::Winner(Dst))
+    );
+    assert_eq!(
+        decide(&policy, &obs.with_newer(Src)),
+        Decision::Conflict(Resolution::Winner(Src))
+    );
+    let keep_both = with_strategy(SyncMode::TwoWay, ConflictStrategy::KeepBoth);
+    assert_eq!(
+        decide(&keep_both, &obs),
+        Decision::Conflict(Resolution::KeepBoth)
+    );
+}
+
+#[test]
+fn two_way_delete_file_at_source_deletes_at_destination() {
+    assert_eq!(
+        run(SyncMode::TwoWay, Deleted, Unchanged),
+        Decision::Delete(Dst)
+    );
+}
+
+#[test]
+fn two_way_delete_file_at_destination_deletes_at_source() {
+    assert_eq!(
+        run(SyncMode::TwoWay, Unchanged, Deleted),
+        Decision::Delete(Src)
+    );
+}
+
+#[test]
+fn two_way_rename_file_at_source_renames_at_destination() {
+    // Old name: gone on the source, removed from the destination.
+    assert_eq!(
+        run(SyncMode::TwoWay, Deleted, Unchanged),
+        Decision::Delete(Dst)
+    );
+    // New name: appears on the destination.
+    assert_eq!(run(SyncMode::TwoWay, Added, Absent), Decision::Copy(Src));
+}
+
+#[test]
+fn two_way_rename_file_at_destination_renames_at_source() {
+    assert_eq!(
+        run(SyncMode::TwoWay, Unchanged, Deleted),
+        Decision::Delete(Src)
+    );
+    assert_eq!(run(SyncMode::TwoWay, Absent, Added), Decision::Copy(Dst));
+}
+
+// ---------------------------------------------------------------------------------------
+// SOURCE_TO_DESTINATION Scenarios table
+// ---------------------------------------------------------------------------------------
+
+const STD: SyncMode = SyncMode::SourceToDestination;
+
+#[test]
+fn source_to_destination_add_file_at_source_uploads() {
+    assert_eq!(run(STD, Added, Absent), Decision::Copy(Src));
+}
+
+#[test]
+fn source_to_destination_add_file_at_destination_deletes_at_destination() {
+    assert_eq!(run(STD, Absent, Added), Decision::Delete(Dst));
+}
+
+#[test]
+fn source_to_destination_modify_file_at_source_uploads() {
+    assert_eq!(run(STD, Modified, Unchanged), Decision::Copy(Src));
+}
+
+#[test]
+fn source_to_destination_modify_file_at_destination_overwrites_with_source_version() {
+    assert_eq!(run(STD, Unchanged, Modified), Decision::Copy(Src));
+}
+
+#[test]
+fn source_to_destination_delete_file_at_source_deletes_at_destination() {
+    assert_eq!(run(STD, Deleted, Unchanged), Decision::Delete(Dst));
+}
+
+#[test]
+fn source_to_destination_delete_file_at_destination_reuploads_from_source() {
+    assert_eq!(run(STD, Unchanged, Deleted), Decision::Copy(Src));
+}
+
+#[test]
+fn source_to_destination_rename_file_at_source_renames_at_destination_old_file_deleted() {
+    assert_eq!(run(STD, Deleted, Unchanged), Decision::Delete(Dst));
+    assert_eq!(run(STD, Added, Absent), Decision::Copy(Src));
+}
+
+// ---------------------------------------------------------------------------------------
+// SOURCE_BACKUP Scenarios table
+// ---------------------------------------------------------------------------------------
+
+const SB: SyncMode = SyncMode::SourceBackup;
+
+#[test]
+fn source_backup_add_file_at_source_uploads() {
+    assert_eq!(run(SB, Added, Absent), Decision::Copy(Src));
+}
+
+#[test]
+fn source_backup_add_file_at_destination_downloads() {
+    assert_eq!(run(SB, Absent, Added), Decision::Copy(Dst));
+}
+
+#[test]
+fn source_backup_modify_file_at_source_uploads() {
+    assert_eq!(run(SB, Modified, Unchanged), Decision::Copy(Src));
+}
+
+#[test]
+fn source_backup_modify_file_at_destination_downloads() {
+    assert_eq!(run(SB, Unchanged, Modified), Decision::Copy(Dst));
+}
+
+#[test]
+fn source_backup_delete_file_at_source_no_action_backup_preserved() {
+    assert_eq!(run(SB, Deleted, Unchanged), Decision::Nothing);
+}
+
+#[test]
+fn source_backup_delete_file_at_destination_reuploads_from_source() {
+    assert_eq!(run(SB, Unchanged, Deleted), Decision::Copy(Src));
+}
+
+#[test]
+fn source_backup_rename_file_at_source_renames_at_destination_old_backup_kept() {
+    // The old name stays on the destination...
+    assert_eq!(run(SB, Deleted, Unchanged), Decision::Nothing);
+    // ...and the new name is uploaded next to it.
+    assert_eq!(run(SB, Added, Absent), Decision::Copy(Src));
+}
+
+// ---------------------------------------------------------------------------------------
+// DESTINATION_TO_SOURCE Scenarios table
+// ---------------------------------------------------------------------------------------
+
+const DTS: SyncMode = SyncMode::DestinationToSource;
+
+#[test]
+fn destination_to_source_add_file_at_source_deletes_at_source() {
+    assert_eq!(run(DTS, Added, Absent), Decision::Delete(Src));
+}
+
+#[test]
+fn destination_to_source_add_file_at_destination_downloads() {
+    assert_eq!(run(DTS, Absent, Added), Decision::Copy(Dst));
+}
+
+#[test]
+fn destination_to_source_modify_file_at_source_overwrites_with_destination_version() {
+    assert_eq!(run(DTS, Modified, Unchanged), Decision::Copy(Dst));
+}
+
+#[test]
+fn destination_to_source_modify_file_at_destination_downloads() {
+    assert_eq!(run(DTS, Unchanged, Modified), Decision::Copy(Dst));
+}
+
+#[test]
+fn destination_to_source_delete_file_at_source_redownloads_from_destination() {
+    assert_eq!(run(DTS, Deleted, Unchanged), Decision::Copy(Dst));
+}
+
+#[test]
+fn destination_to_source_delete_file_at_destination_deletes_at_source() {
+    assert_eq!(run(DTS, Unchanged, Deleted), Decision::Delete(Src));
+}
+
+#[test]
+fn destination_to_source_rename_file_at_destination_renames_at_source_old_file_deleted() {
+    assert_eq!(run(DTS, Unchanged, Deleted), Decision::Delete(Src));
+    assert_eq!(run(DTS, Absent, Added), Decision::Copy(Dst));
+}
+
+// ---------------------------------------------------------------------------------------
+// DESTINATION_BACKUP Scenarios table
+// ---------------------------------------------------------------------------------------
+
+const DB: SyncMode = SyncMode::DestinationBackup;
+
+#[test]
+fn destination_backup_add_file_at_source_no_action() {
+    assert_eq!(run(DB, Added, Absent), Decision::Nothing);
+}
+
+#[test]
+fn destination_backup_add_file_at_destination_downloads() {
+    assert_eq!(run(DB, Absent, Added), Decision::Copy(Dst));
+}
+
+#[test]
+fn destination_backup_modify_file_at_source_overwrites_with_destination_version() {
+    assert_eq!(run(DB, Modified, Unchanged), Decision::Copy(Dst));
+}
+
+#[test]
+fn destination_backup_modify_file_at_destination_downloads() {
+    assert_eq!(run(DB, Unchanged, Modified), Decision::Copy(Dst));
+}
+
+#[test]
+fn destination_backup_delete_file_at_source_redownloads_from_destination() {
+    assert_eq!(run(DB, Deleted, Unchanged), Decision::Copy(Dst));
+}
+
+#[test]
+fn destination_backup_delete_file_at_destination_no_action_backup_preserved() {
+    assert_eq!(run(DB, Unchanged, Deleted), Decision::Nothing);
+}
+
+#[test]
+fn destination_backup_rename_file_at_destination_renames_at_source_old_backup_kept() {
+    assert_eq!(run(DB, Unchanged, Deleted), Decision::Nothing);
+    assert_eq!(run(DB, Absent, Added), Decision::Copy(Dst));
+}
+
+// ---------------------------------------------------------------------------------------
+// Initial sync (SEMANTICS: "Initial sync (no base for the pair)")
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn initial_merge_copies_both_ways_and_deletes_nothing() {
+    let p = initial(SyncMode::TwoWay, InitialSyncPreference::Merge);
+    assert_eq!(
+        decide(&p, &Observation::new(Added, Absent)),
+        Decision::Copy(Src)
+    );
+    assert_eq!(
+        decide(&p, &Observation::new(Absent, Added)),
+        Decision::Copy(Dst)
+    );
+    for s in [Added, Absent] {
+        for d in [Added, Absent] {
+            for eq in ALL_EQUAL {
+                for newer in ALL_NEWER {
+                    let obs = Observation {
+                        source: s,
+                        destination: d,
+                        contents_equal: eq,
+                        newer,
+                    };
+                    assert!(
+                        !matches!(decide(&p, &obs), Decision::Delete(_)),
+                        "MERGE deleted for {obs:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn initial_merge_both_sides_different_content_is_conflict_by_strategy() {
+    let obs = Observation::new(Added, Added).with_equal(false);
+    let expect = [
+        (ConflictStrategy::NewestWins, Resolution::Winner(Dst)),
+        (ConflictStrategy::SourceWins, Resolution::Winner(Src)),
+        (ConflictStrategy::DestinationWins, Resolution::Winner(Dst)),
+        (ConflictStrategy::KeepBoth, Resolution::KeepBoth),
+    ];
+    for (strategy, resolution) in expect {
+        let p = Policy {
+            conflict: strategy,
+            ..initial(SyncMode::TwoWay, InitialSyncPreference::Merge)
+        };
+        assert_eq!(
+            decide(&p, &obs.with_newer(Dst)),
+            Decision::Conflict(resolution),
+            "{strategy}"
+        );
+    }
+}
+
+#[test]
+fn initial_merge_both_sides_same_content_is_recorded() {
+    let p = initial(SyncMode::TwoWay, InitialSyncPreference::Merge);
+    let obs = Observation::new(Added, Added).with_equal(true);
+    assert_eq!(decide(&p, &obs), Decision::Record);
+}
+
+#[test]
+fn initial_source_wins_uploads_and_deletes_destination_only_files() {
+    let p = initial(SyncMode::TwoWay, InitialSyncPreference::SourceWins);
+    assert_eq!(
+        decide(&p, &Observation::new(Added, Absent)),
+        Decision::Copy(Src)
+    );
+    assert_eq!(
+        decide(&p, &Observation::new(Absent, Added)),
+        Decision::Delete(Dst)
+    );
+    // The destination becomes a copy of the source: a differing version is replaced by the
+    // source's, whichever is newer.
+    let both = Observation::new(Added, Added)
+        .with_equal(false)
+        .with_newer(Dst);
+    assert_eq!(decide(&p, &both), Decision::Copy(Src));
+    assert_eq!(decide(&p, &both.with_equal(true)), Decision::Record);
+}
+
+#[test]
+fn initial_destination_wins_downloads_and_deletes_source_only_files() {
+    let p = initial(SyncMode::TwoWay, InitialSyncPreference::DestinationWins);
+    assert_eq!(
+        decide(&p, &Observation::new(Absent, Added)),
+        Decision::Copy(Dst)
+    );
+    assert_eq!(
+        decide(&p, &Observation::new(Added, Absent)),
+        Decision::Delete(Src)
+    );
+    let both = Observation::new(Added, Added)
+        .with_equal(false)
+        .with_newer(Src);
+    assert_eq!(decide(&p, &both), Decision::Copy(Dst));
+    assert_eq!(decide(&p, &both.with_equal(true)), Decision::Record);
+}
+
+#[test]
+fn initial_preference_has_no_effect_after_first_sync() {
+    for pref in ALL_PREFERENCES {
+        let p = Policy {
+            initial: false,
+            initial_preference: pref,
+            ..Policy::new(SyncMode::TwoWay)
+        };
+        // New files on either side are copied to the other, never deleted.
+        assert_eq!(
+            decide(&p, &Observation::new(Added, Absent)),
+            Decision::Copy(Src),
+            "{pref}"
+        );
+        assert_eq!(
+            decide(&p, &Observation::new(Absent, Added)),
+            Decision::Copy(Dst),
+            "{pref}"
+        );
+    }
+    // And in general: same answer as MERGE for every observation.
+    for (policy, obs) in every_input() {
+        if policy.mode == SyncMode::TwoWay && !policy.initial {
+            let merge = Policy {
+                initial_preference: InitialSyncPreference::Merge,
+                ..policy
+            };
+            assert_eq!(
+                decide(&policy, &obs),
+                decide(&merge, &obs),
+                "{policy:?} {obs:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn initial_preference_has_no_effect_on_other_modes() {
+    for (policy, obs) in every_input() {
+        if policy.mode == SyncMode::TwoWay {
+            continue;
+        }
+        let plain = Policy {
+            initial: false,
+            initial_preference: InitialSyncPreference::Merge,
+            ..policy
+        };
+        assert_eq!(
+            decide(&policy, &obs),
+            decide(&plain, &obs),
+            "{policy:?} {obs:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Conflict strategies (SEMANTICS: "Conflicts")
+// ---------------------------------------------------------------------------------------
+
+fn two_way_conflict(strategy: ConflictStrategy, newer: Option<Side>) -> Decision {
+    let obs = Observation {
+        newer,
+        ..Observation::new(Modified, Modified).with_equal(false)
+    };
+    decide(&with_strategy(SyncMode::TwoWay, strategy), &obs)
+}
+
+#[test]
+fn conflict_newest_wins_picks_newer_side() {
+    let s = ConflictStrategy::NewestWins;
+    assert_eq!(
+        two_way_conflict(s, Some(Src)),
+        Decision::Conflict(Resolution::Winner(Src))
+    );
+    assert_eq!(
+        two_way_conflict(s, Some(Dst)),
+        Decision::Conflict(Resolution::Winner(Dst))
+    );
+}
+
+#[test]
+fn conflict_newest_wins_tie_or_unknown_goes_to_source() {
+    // `newer: None` stands for both a tie and an unknown mtime.
+    assert_eq!(
+        two_way_conflict(ConflictStrategy::NewestWins, None),
+        Decision::Conflict(Resolution::Winner(Src))
+    );
+}
+
+#[test]
+fn conflict_source_wins_ignores_mtimes() {
+    for newer in ALL_NEWER {
+        assert_eq!(
+            two_way_conflict(ConflictStrategy::SourceWins, newer),
+            Decision::Conflict(Resolution::Winner(Src))
+        );
+    }
+}
+
+#[test]
+fn conflict_destination_wins_ignores_mtimes() {
+    for newer in ALL_NEWER {
+        assert_eq!(
+            two_way_conflict(ConflictStrategy::DestinationWins, newer),
+            Decision::Conflict(Resolution::Winner(Dst))
+        );
+    }
+}
+
+#[test]
+fn conflict_keep_both_has_no_winner() {
+    for newer in ALL_NEWER {
+        assert_eq!(
+            two_way_conflict(ConflictStrategy::KeepBoth, newer),
+            Decision::Conflict(Resolution::KeepBoth)
+        );
+    }
+}
+
+#[test]
+fn conflict_unknown_equality_counts_as_different() {
+    let obs = Observation::new(Modified, Modified);
+    assert_eq!(
+        decide(&Policy::new(SyncMode::TwoWay), &obs),
+        Decision::Conflict(Resolution::Winner(Src))
+    );
+}
+
+#[test]
+fn both_added_different_content_after_first_sync_is_conflict() {
+    let obs = Observation::new(Added, Added)
+        .with_equal(false)
+        .with_newer(Dst);
+    assert_eq!(
+        decide(&Policy::new(SyncMode::TwoWay), &obs),
+        Decision::Conflict(Resolution::Winner(Dst))
+    );
+}
+
+#[test]
+fn source_backup_conflicts_are_won_by_source_whatever_the_strategy() {
+    for strategy in ALL_STRATEGIES {
+        for newer in ALL_NEWER {
+            for (s, d) in [(Modified, Modified), (Added, Added)] {
+                let obs = Observation {
+                    newer,
+                    ..Observation::new(s, d).with_equal(false)
+                };
+                assert_eq!(
+                    decide(&with_strategy(SB, strategy), &obs),
+                    Decision::Conflict(Resolution::Winner(Src)),
+                    "{strategy} {obs:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn destination_backup_conflicts_are_won_by_destination_whatever_the_strategy() {
+    for strategy in ALL_STRATEGIES {
+        for newer in ALL_NEWER {
+            for (s, d) in [(Modified, Modified), (Added, Added)] {
+                let obs = Observation {
+                    newer,
+                    ..Observation::new(s, d).with_equal(false)
+                };
+                assert_eq!(
+                    decide(&with_strategy(DB, strategy), &obs),
+                    Decision::Conflict(Resolution::Winner(Dst)),
+                    "{strategy} {obs:?}"
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Modified on one side, deleted on the other
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn two_way_modify_vs_delete_restores_the_edit() {
+    assert_eq!(
+        run(SyncMode::TwoWay, Modified, Deleted),
+        Decision::Copy(Src)
+    );
+    assert_eq!(
+        run(SyncMode::TwoWay, Deleted, Modified),
+        Decision::Copy(Dst)
+    );
+}
+
+#[test]
+fn source_to_destination_modify_vs_delete_follows_the_source() {
+    // Source edit, destination delete: the edit is re-uploaded.
+    assert_eq!(run(STD, Modified, Deleted), Decision::Copy(Src));
+    // Source delete, destination edit: the mirror cannot download, and the authoritative
+    // side wins every difference, so the destination copy goes (into trash / backup dir).
+    // SEMANTICS leaves this open (see decide.rs docs); this asserts the chosen behavior.
+    assert_eq!(run(STD, Deleted, Modified), Decision::Delete(Dst));
+}
+
+#[test]
+fn destination_to_source_modify_vs_delete_follows_the_destination() {
+    assert_eq!(run(DTS, Deleted, Modified), Decision::Copy(Dst));
+    // Mirror of the case above; same open question, same choice.
+    assert_eq!(run(DTS, Modified, Deleted), Decision::Delete(Src));
+}
+
+#[test]
+fn source_backup_modify_vs_delete_keeps_both_edits() {
+    // Destination delete is never propagated: the source edit is re-uploaded.
+    assert_eq!(run(SB, Modified, Deleted), Decision::Copy(Src));
+    // Source delete is never propagated and destination edits are downloaded.
+    assert_eq!(run(SB, Deleted, Modified), Decision::Copy(Dst));
+}
+
+#[test]
+fn destination_backup_modify_vs_delete_never_uploads_or_deletes() {
+    // The source edit cannot be uploaded and the destination delete is not propagated.
+    assert_eq!(run(DB, Modified, Deleted), Decision::Nothing);
+    // Source delete is re-downloaded from the destination's edited version.
+    assert_eq!(run(DB, Deleted, Modified), Decision::Copy(Dst));
+}
+
+// ---------------------------------------------------------------------------------------
+// Mode-independent facts
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn identical_changes_are_recorded_never_conflicts() {
+    let pairs = [
+        (Added, Added),
+        (Modified, Modified),
+        (Modified, Unchanged),
+        (Unchanged, Modified),
+        (Added, Unchanged),
+        (Modified, Added),
+    ];
+    for mode in SyncMode::ALL {
+        for strategy in ALL_STRATEGIES {
+            for (s, d) in pairs {
+                for newer in ALL_NEWER {
+                    let obs = Observation {
+                        newer,
+                        ..Observation::new(s, d).with_equal(true)
+                    };
+                    assert_eq!(
+                        decide(&with_strategy(mode, strategy), &obs),
+                        Decision::Record,
+                        "{mode} {obs:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn both_deleted_is_forgotten_in_every_mode() {
+    for (policy, obs) in every_input() {
+        let gone = |c: Change| matches!(c, Absent | Deleted);
+        if gone(obs.source) && gone(obs.destination) {
+            let expect = if obs.source == Deleted || obs.destination == Deleted {
+                Decision::Forget
+            } else {
+                Decision::Nothing
+            };
+            assert_eq!(decide(&policy, &obs), expect, "{policy:?} {obs:?}");
+        }
+    }
+}
+
+#[test]
+fn unchanged_on_both_sides_is_nothing_in_every_mode() {
+    for (policy, obs) in every_input() {
+        if obs.source == Unchanged && obs.destination == Unchanged {
+            assert_eq!(
+                decide(&policy, &obs),
+                Decision::Nothing,
+                "{policy:?} {obs:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn mirror_modes_never_return_conflict() {
+    for (policy, obs) in every_input() {
+        if policy.mode.is_mirror() {
+            assert!(
+                !matches!(decide(&policy, &obs), Decision::Conflict(_)),
+                "{policy:?} {obs:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn mirror_modes_make_the_other_side_equal_to_the_authoritative_side() {
+    for (policy, obs) in every_input() {
+        let auth = match policy.mode {
+            SyncMode::SourceToDestination => Src,
+            SyncMode::DestinationToSource => Dst,
+            _ => continue,
+        };
+        let (a, o) = match auth {
+            Src => (obs.source, obs.destination),
+            Dst => (obs.destination, obs.source),
+        };
+        let expect = if a == Unchanged && o == Unchanged {
+            Decision::Nothing
+        } else if a.is_present() && o.is_present() && obs.contents_equal == Some(true) {
+            Decision::Record
+        } else if a.is_present() {
+            Decision::Copy(auth)
+        } else if o.is_present() {
+            Decision::Delete(auth.other())
+        } else if a == Deleted || o == Deleted {
+            Decision::Forget
+        } else {
+            Decision::Nothing
+        };
+        assert_eq!(decide(&policy, &obs), expect, "{policy:?} {obs:?}");
+    }
+}
+
+#[test]
+fn backup_modes_never_delete() {
+    for (policy, obs) in every_input() {
+        if matches!(
+            policy.mode,
+            SyncMode::SourceBackup | SyncMode::DestinationBackup
+        ) {
+            assert!(
+                !matches!(decide(&policy, &obs), Decision::Delete(_)),
+                "{policy:?} {obs:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn two_way_is_symmetric_under_swapping_sides() {
+    let swap_strategy = |s: ConflictStrategy| match s {
+        ConflictStrategy::SourceWins => ConflictStrategy::DestinationWins,
+        ConflictStrategy::DestinationWins => ConflictStrategy::SourceWins,
+        other => other,
+    };
+    let swap_pref = |p: InitialSyncPreference| match p {
+        InitialSyncPreference::SourceWins => InitialSyncPreference::DestinationWins,
+        InitialSyncPreference::DestinationWins => InitialSyncPreference::SourceWins,
+        other => other,
+    };
+    let swap_decision = |d: Decision| match d {
+        Decision::Copy(s) => Decision::Copy(s.other()),
+        Decision::Delete(s) => Decision::Delete(s.other()),
+        Decision::Conflict(Resolution::Winner(s)) => {
+            Decision::Conflict(Resolution::Winner(s.other()))
+        }
+        other => other,
+    };
+    for (policy, obs) in every_input() {
+        // NEWEST_WINS breaks ties towards the source on purpose: not symmetric.
+        if policy.mode != SyncMode::TwoWay
+            || !well_formed(&obs)
+            || (policy.conflict == ConflictStrategy::NewestWins && obs.newer.is_none())
+        {
+            continue;
+        }
+        let swapped_policy = Policy {
+            conflict: swap_strategy(policy.conflict),
+            initial_preference: swap_pref(policy.initial_preference),
+            ..policy
+        };
+        let swapped_obs = Observation {
+            source: obs.destination,
+            destination: obs.source,
+            contents_equal: obs.contents_equal,
+            newer: obs.newer.map(Side::other),
+        };
+        assert_eq!(
+            decide(&swapped_policy, &swapped_obs),
+            swap_decision(decide(&policy, &obs)),
+            "{policy:?} {obs:?}"
+        );
+    }
+}
+
+#[test]
+fn source_to_destination_mirrors_destination_to_source() {
+    let swap_decision = |d: Decision| match d {
+        Decision::Copy(s) => Decision::Copy(s.other()),
+        Decision::Delete(s) => Decision::Delete(s.other()),
+        other => other,
+    };
+    for (policy, obs) in every_input() {
+        if policy.mode != STD {
+            continue;
+        }
+        let swapped = Observation {
+            source: obs.destination,
+            destination: obs.source,
+            contents_equal: obs.contents_equal,
+            newer: obs.newer.map(Side::other),
+        };
+        let dts = Policy {
+            mode: DTS,
+            ..policy
+        };
+        assert_eq!(
+            decide(&dts, &swapped),
+            swap_decision(decide(&policy, &obs)),
+            "{policy:?} {obs:?}"
+        );
+    }
+}
+
+/// The exhaustive property test: over every input, the decision respects the mode's
+/// properties and never acts on a version that does not exist.
+#[test]
+fn every_decision_respects_the_mode_properties() {
+    let mut checked = 0;
+    for (policy, obs) in every_input() {
+        let m = policy.mode;
+        let (s, d) = (obs.source, obs.destination);
+        let decision = decide(&policy, &obs);
+        let ctx = format!("{m} {policy:?} {obs:?} -> {decision:?}");
+        // Which side's version is written to the other, if any.
+        let copies_from = match decision {
+            Decision::Copy(side) | Decision::Conflict(Resolution::Winner(side)) => Some(side),
+            _ => None,
+        };
+        match copies_from {
+            Some(Src) => assert!(m.allows_upload(), "upload not allowed: {ctx}"),
+            Some(Dst) => assert!(m.allows_download(), "download not allowed: {ctx}"),
+            None => {}
+        }
+        if let Some(side) = copies_from {
+            let present = if side == Src { s } else { d }.is_present();
+            assert!(present, "copies a missing version: {ctx}");
+        }
+        match decision {
+            Decision::Delete(Src) => {
+                assert!(m.allows_source_delete(), "source delete not allowed: {ctx}");
+                assert!(s.is_present(), "deletes a missing path: {ctx}");
+            }
+            Decision::Delete(Dst) => {
+                assert!(
+                    m.allows_destination_delete(),
+                    "destination delete not allowed: {ctx}"
+                );
+                assert!(d.is_present(), "deletes a missing path: {ctx}");
+            }
+            Decision::Conflict(resolution) => {
+                assert!(!m.is_mirror(), "conflict in a mirror mode: {ctx}");
+                assert!(
+                    s.is_present() && d.is_present(),
+                    "conflict without two versions: {ctx}"
+                );
+                assert_ne!(
+                    obs.contents_equal,
+                    Some(true),
+                    "conflict on equal contents: {ctx}"
+                );
+                if resolution == Resolution::KeepBoth {
+                    // Both versions are synced to both sides: only a bidirectional mode can.
+                    assert!(m.is_bidirectional(), "keep-both outside TWO_WAY: {ctx}");
+                }
+            }
+            Decision::Record => {
+                assert!(
+                    s.is_present() && d.is_present(),
+                    "record without two versions: {ctx}"
+                );
+                assert_eq!(
+                    obs.contents_equal,
+                    Some(true),
+                    "record of different contents: {ctx}"
+                );
+            }
+            Decision::Forget => {
+                assert!(
+                    !s.is_present() && !d.is_present(),
+                    "forgets a present path: {ctx}"
+                );
+            }
+            _ => {}
+        }
+        // A delete never destroys an edit the engine has not seen on both sides, outside the
+        // mirror modes (where the authoritative side wins every difference) and the
+        // authoritative initial-sync preferences of TWO_WAY (where one-sided files go).
+        if let Decision::Delete(side) = decision {
+            let victim = if side == Src { s } else { d };
+            let authoritative_initial = m == SyncMode::TwoWay
+                && policy.initial
+                && victim == Added
+                && policy.initial_preference != InitialSyncPreference::Merge;
+            assert!(
+                m.is_mirror() || victim == Unchanged || authoritative_initial,
+                "delete destroys an unseen edit: {ctx}"
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 5 * 2 * 3 * 4 * 5 * 5 * 3 * 3);
+}

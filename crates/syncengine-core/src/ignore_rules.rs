@@ -1,0 +1,453 @@
+//! [`IgnoreRules`]: which paths a sync leaves alone, in gitignore syntax.
+//!
+//! Rules come from `--exclude PATTERN` options ([`IgnoreRules::new`]) and from a
+//! [`SYNCIGNORE_FILE`] at either root ([`IgnoreRules::add_file`]). They apply to both sides'
+//! listings: an ignored path is never uploaded, downloaded or deleted on either side.
+//!
+//! ```
+//! use syncengine_core::{IgnoreRules, RelPath};
+//!
+//! let mut rules = IgnoreRules::new(&["*.tmp".to_string()])?;
+//! rules.add_file("source:.syncignore", "# build output\nbuild/\n!keep.tmp\n")?;
+//!
+//! let ignored = |p: &str| rules.is_ignored(&RelPath::new(p).unwrap());
+//! assert!(ignored("notes/draft.tmp"));
+//! assert!(ignored("build/a/b.o"));
+//! assert!(!ignored("src/main.rs"));
+//! // Our own state and temp files are ignored whatever the patterns say.
+//! assert!(ignored(".syncengine/trash/20240101T000000Z/a.txt"));
+//! assert!(ignored("docs/.syncengine-tmp-1234"));
+//! // `.syncignore` itself syncs like any file.
+//! assert!(!ignored(".syncignore"));
+//! # Ok::<(), syncengine_core::Error>(())
+//! ```
+//!
+//! # Behavior
+//! - Syntax and matching are git's (`man gitignore`), through the `ignore` crate: `#`
+//!   comments, blank lines, `!` negation, `/` anchoring to the root, a trailing `/` for
+//!   directories only, `*`, `?`, `[...]` and `**`. Matching is case-sensitive.
+//! - Within one source of rules the last matching pattern wins. Patterns given to
+//!   [`IgnoreRules::new`] (the command line) take precedence over those of files, as git's
+//!   command-line excludes do over `.gitignore`: a file's `!pattern` cannot re-include what
+//!   `--exclude` excluded.
+//! - A path is ignored when it, or any of its parent directories, is ignored. As in git, a
+//!   file cannot be re-included when a parent directory is excluded (`build/` then
+//!   `!build/keep.txt` still ignores `build/keep.txt`; write `build/*` to allow that).
+//! - Always ignored, whatever the patterns: the `.syncengine` folder at the root (trash and
+//!   state) with everything under it (a root entry of that name, even a file, is left alone
+//!   too, as it would collide with our folder), and every path with a segment starting with
+//!   [`TEMP_FILE_PREFIX`] (our in-flight temp files).
+
+use std::path::{Path, PathBuf};
+
+use ignore::Match;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+use crate::error::{Error, Result};
+use crate::path::RelPath;
+
+/// The name of the ignore file read at the root of either side.
+pub const SYNCIGNORE_FILE: &str = ".syncignore";
+
+/// The folder at the root of a side that holds the engine's own files (trash, and state if
+/// the user puts it there). Never synced.
+pub const STATE_DIR_NAME: &str = ".syncengine";
+
+/// The name prefix of the temp files the engine writes before renaming them into place.
+/// Never synced.
+pub const TEMP_FILE_PREFIX: &str = ".syncengine-tmp-";
+
+/// The `backend` name used in errors about ignore patterns.
+const ERROR_SOURCE: &str = "ignore";
+
+/// Gitignore-syntax rules that decide which paths a sync leaves alone.
+///
+/// See the [module docs](self) for the syntax and precedence.
+#[derive(Clone, Debug)]
+pub struct IgnoreRules {
+    /// Patterns from the command line / API: they win over file patterns.
+    explicit: Gitignore,
+    /// Builder of the file patterns, kept so that further files can be added.
+    files_builder: GitignoreBuilder,
+    /// Patterns from `.syncignore` files, in the order the files were added.
+    files: Gitignore,
+}
+
+impl Default for IgnoreRules {
+    /// Rules without user patterns: only the engine's own files are ignored.
+    fn default() -> Self {
+        IgnoreRules {
+            explicit: Gitignore::empty(),
+            files_builder: builder(),
+            files: Gitignore::empty(),
+        }
+    }
+}
+
+impl IgnoreRules {
+    /// Builds rules from gitignore-syntax patterns, one pattern each (e.g. `--exclude`
+    /// options). Blank patterns and `#` comments are allowed and ignored.
+    ///
+    /// # Errors
+    /// [`Error::Other`] naming the pattern when one does not parse (e.g. `[z-a]`) or
+    /// contains a line break.
+    pub fn new(patterns: &[String]) -> Result<IgnoreRules> {
+        let mut b = builder();
+        for pattern in patterns {
+            if pattern.contains(['\n', '\r']) {
+                return Err(Error::other(
+                    ERROR_SOURCE,
+                    "--exclude",
+                    format!("invalid ignore pattern {pattern:?}: contains a line break"),
+                ));
+            }
+            add_line(&mut b, None, pattern, "--exclude")?;
+        }
+        let explicit = build(&b, "--exclude")?;
+        Ok(IgnoreRules {
+            explicit,
+            ..IgnoreRules::default()
+        })
+    }
+
+    /// Adds the rules of a `.syncignore` file, given its text. `origin` names the file in
+    /// error messages (e.g. `source:.syncignore`). Rules of files added later win over
+    /// earlier ones where both match.
+    ///
+    /// # Errors
+    /// [`Error::Other`] naming the origin, line number and pattern when a line does not
+    /// parse. On error the rules are left as they were.
+    pub fn add_file(&mut self, origin: &str, contents: &str) -> Result<()> {
+        let mut b = self.files_builder.clone();
+        for (i, line) in contents.lines().enumerate() {
+            let at = format!("{origin}:{}", i + 1);
+            add_line(&mut b, Some(PathBuf::from(origin)), line, &at)?;
+        }
+        self.files = build(&b, origin)?;
+        self.files_builder = b;
+        Ok(())
+    }
+
+    /// Returns true when the file at `path` is ignored, by the engine's own rules or because
+    /// it or one of its parent directories matches the patterns.
+    pub fn is_ignored(&self, path: &RelPath) -> bool {
+        self.ignored(path, false)
+    }
+
+    /// Returns true when the directory at `path` and everything below it is ignored, so a
+    /// listing need not descend into it.
+    pub fn is_ignored_dir(&self, path: &RelPath) -> bool {
+        self.ignored(path, true)
+    }
+
+    fn ignored(&self, path: &RelPath, is_dir: bool) -> bool {
+        if is_always_ignored(path) {
+            return true;
+        }
+        let s = path.as_str();
+        // Parents top-down: an excluded directory cannot have anything re-included below it.
+        let parents = s.match_indices('/').map(|(i, _)| &s[..i]);
+        for parent in parents {
+            if self.matched(Path::new(parent), true).is_ignore() {
+                return true;
+            }
+        }
+        self.matched(Path::new(s), is_dir).is_ignore()
+    }
+
+    fn matched(&self, path: &Path, is_dir: bool) -> Match<()> {
+        match self.explicit.matched(path, is_dir) {
+            Match::None => self.files.matched(path, is_dir).map(|_| ()),
+            m => m.map(|_| ()),
+        }
+    }
+}
+
+/// True for the engine's own files, which no pattern can re-include.
+fn is_always_ignored(path: &RelPath) -> bool {
+    let mut segments = path.segments();
+    if segments.next() == Some(STATE_DIR_NAME) {
+        return true;
+    }
+    path.segments().any(|s| s.starts_with(TEMP_FILE_PREFIX))
+}
+
+fn builder() -> GitignoreBuilder {
+    // Root "." makes the matcher take our relative paths as they are, without stripping.
+    GitignoreBuilder::new(".")
+}
+
+fn add_line(b: &mut GitignoreBuilder, from: Option<PathBuf>, line: &str, at: &str) -> Result<()> {
+    b.add_line(from, line).map(|_| ()).map_err(|e| {
+        Error::other(
+            ERROR_SOURCE,
+            at,
+            format!("invalid ignore pattern {:?}: {e}", line.trim_end()),
+        )
+    })
+}
+
+fn build(b: &GitignoreBuilder, at: &str) -> Result<Gitignore> {
+    b.build()
+        .map_err(|e| Error::other(ERROR_SOURCE, at, format!("cannot build ignore rules: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        match RelPath::new(s) {
+            Ok(p) => p,
+            Err(e) => panic!("bad test path {s:?}: {e}"),
+        }
+    }
+
+    fn rules(patterns: &[&str]) -> IgnoreRules {
+        let owned: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
+        match IgnoreRules::new(&owned) {
+            Ok(r) => r,
+            Err(e) => panic!("bad test patterns {patterns:?}: {e}"),
+        }
+    }
+
+    fn from_file(contents: &str) -> IgnoreRules {
+        let mut r = IgnoreRules::default();
+        if let Err(e) = r.add_file(SYNCIGNORE_FILE, contents) {
+            panic!("bad test file: {e}");
+        }
+        r
+    }
+
+    #[track_caller]
+    fn assert_ignored(r: &IgnoreRules, yes: &[&str], no: &[&str]) {
+        for s in yes {
+            assert!(r.is_ignored(&p(s)), "{s:?} should be ignored");
+        }
+        for s in no {
+            assert!(!r.is_ignored(&p(s)), "{s:?} should not be ignored");
+        }
+    }
+
+    #[test]
+    fn no_patterns_ignore_only_our_own_files() {
+        let r = IgnoreRules::default();
+        assert_ignored(
+            &r,
+            &[
+                ".syncengine/trash/t/a.txt",
+                ".syncengine",
+                "a/.syncengine-tmp-x",
+            ],
+            &["a.txt", "dir/b/c.o", SYNCIGNORE_FILE, ".gitignore"],
+        );
+        assert_ignored(&rules(&[]), &[".syncengine/state.db"], &["a.txt"]);
+    }
+
+    #[test]
+    fn basename_pattern_matches_at_any_depth() {
+        let r = rules(&["*.o"]);
+        assert_ignored(&r, &["a.o", "x/y/z.o"], &["a.c", "x/y/z.oo", "o"]);
+    }
+
+    #[test]
+    fn anchored_pattern_matches_only_at_the_root() {
+        let r = rules(&["/todo.txt"]);
+        assert_ignored(&r, &["todo.txt"], &["notes/todo.txt"]);
+    }
+
+    #[test]
+    fn pattern_with_slash_is_relative_to_the_root() {
+        let r = rules(&["doc/*.pdf"]);
+        assert_ignored(&r, &["doc/a.pdf"], &["x/doc/a.pdf", "doc/sub/a.pdf"]);
+    }
+
+    #[test]
+    fn dir_only_pattern_ignores_everything_below_but_not_a_file_of_that_name() {
+        let r = rules(&["build/"]);
+        assert_ignored(
+            &r,
+            &["build/a/b.o", "build/x", "src/build/y"],
+            &["build", "src/build", "builder/x"],
+        );
+        assert!(r.is_ignored_dir(&p("build")));
+        assert!(r.is_ignored_dir(&p("src/build")));
+        assert!(!r.is_ignored_dir(&p("src")));
+    }
+
+    #[test]
+    fn name_pattern_ignores_a_directory_of_that_name_and_its_contents() {
+        let r = rules(&["node_modules"]);
+        assert_ignored(
+            &r,
+            &["node_modules", "web/node_modules/a/b.js"],
+            &["web/a.js"],
+        );
+    }
+
+    #[test]
+    fn double_star_patterns() {
+        let r = rules(&["**/cache/**", "a/**/z.txt"]);
+        assert_ignored(
+            &r,
+            &["cache/x", "p/q/cache/r/s", "a/z.txt", "a/b/c/z.txt"],
+            &["cache", "p/cache", "b/a/z.txt", "a/b/z.txt.bak"],
+        );
+        let r = rules(&["logs/**"]);
+        assert_ignored(&r, &["logs/a", "logs/b/c"], &["logs", "x/logs/a"]);
+    }
+
+    #[test]
+    fn negation_re_includes_a_file() {
+        let r = rules(&["*.log", "!keep.log"]);
+        assert_ignored(&r, &["a.log", "d/b.log"], &["keep.log", "d/keep.log"]);
+        // Order matters: the last matching pattern wins.
+        let r = rules(&["!keep.log", "*.log"]);
+        assert_ignored(&r, &["keep.log"], &[]);
+    }
+
+    #[test]
+    fn negation_cannot_re_include_below_an_excluded_directory() {
+        let r = rules(&["build/", "!build/keep.txt"]);
+        assert_ignored(&r, &["build/keep.txt", "build/other"], &[]);
+        // Excluding the contents instead of the directory allows it, as in git.
+        let r = rules(&["build/*", "!build/keep.txt"]);
+        assert_ignored(&r, &["build/other", "build/sub/x"], &["build/keep.txt"]);
+    }
+
+    #[test]
+    fn file_comments_blank_lines_and_escapes() {
+        let r = from_file(
+            "# a comment\n\n   \n*.bak\n\\#literal\n\\!bang\ntrailing.txt   \r\n/anchored\n",
+        );
+        assert_ignored(
+            &r,
+            &[
+                "x.bak",
+                "d/x.bak",
+                "#literal",
+                "!bang",
+                "trailing.txt",
+                "anchored",
+            ],
+            &["# a comment", "a comment", "d/anchored", "x.bakk"],
+        );
+    }
+
+    #[test]
+    fn file_supports_negation_anchoring_dirs_and_double_star() {
+        let r = from_file("target/\n/secret.env\n*.tmp\n!important.tmp\n**/gen/**\n");
+        assert_ignored(
+            &r,
+            &["target/debug/app", "secret.env", "a.tmp", "x/gen/y.rs"],
+            &["sub/secret.env", "important.tmp", "target", "gen"],
+        );
+    }
+
+    #[test]
+    fn later_files_override_earlier_ones() {
+        let mut r = from_file("*.log\n");
+        assert!(r.is_ignored(&p("a.log")));
+        assert!(r.add_file("destination:.syncignore", "!a.log\n").is_ok());
+        assert_ignored(&r, &["b.log"], &["a.log"]);
+    }
+
+    #[test]
+    fn explicit_patterns_win_over_file_negations() {
+        let mut r = rules(&["*.iso"]);
+        assert!(r.add_file(SYNCIGNORE_FILE, "!big.iso\nnotes.txt\n").is_ok());
+        assert_ignored(&r, &["big.iso", "a.iso", "notes.txt"], &["a.txt"]);
+        // An explicit negation likewise overrides a file's exclusion.
+        let mut r = rules(&["!notes.txt"]);
+        assert!(r.add_file(SYNCIGNORE_FILE, "*.txt\n").is_ok());
+        assert_ignored(&r, &["a.txt"], &["notes.txt"]);
+    }
+
+    #[test]
+    fn state_folder_and_temp_files_are_always_ignored() {
+        let r = rules(&[
+            "!.syncengine",
+            "!.syncengine/",
+            "!.syncengine/**",
+            "!*",
+            "!**/.syncengine-tmp-*",
+        ]);
+        assert_ignored(
+            &r,
+            &[
+                ".syncengine",
+                ".syncengine/trash/20240101T000000Z/a.txt",
+                ".syncengine/state.db",
+                ".syncengine-tmp-abc",
+                "a/b/.syncengine-tmp-abc",
+                "a/.syncengine-tmp-dir/c.txt",
+            ],
+            &["a.txt"],
+        );
+        assert!(r.is_ignored_dir(&p(".syncengine")));
+    }
+
+    #[test]
+    fn state_folder_is_only_ours_at_the_root() {
+        let r = IgnoreRules::default();
+        assert_ignored(
+            &r,
+            &[],
+            &[
+                "sub/.syncengine/x",
+                ".syncengine2/x",
+                ".syncengine.txt",
+                "x.syncengine-tmp-1",
+            ],
+        );
+    }
+
+    #[test]
+    fn syncignore_is_synced_unless_the_user_says_otherwise() {
+        let r = from_file("*.tmp\n");
+        assert_ignored(&r, &[], &[SYNCIGNORE_FILE, "sub/.syncignore"]);
+        let r = from_file(".syncignore\n");
+        assert_ignored(&r, &[SYNCIGNORE_FILE], &[]);
+        assert_eq!(SYNCIGNORE_FILE, ".syncignore");
+    }
+
+    #[test]
+    fn invalid_explicit_pattern_is_an_error_naming_it() {
+        let err = match IgnoreRules::new(&["ok".to_string(), "[z-a]".to_string()]) {
+            Ok(_) => panic!("invalid range accepted"),
+            Err(e) => e,
+        };
+        assert!(matches!(err, Error::Other { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("[z-a]") && msg.contains("--exclude"), "{msg}");
+
+        let err = IgnoreRules::new(&["a\nb".to_string()]).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("line break")));
+    }
+
+    #[test]
+    fn invalid_file_line_is_an_error_naming_origin_and_line_and_keeps_the_rules() {
+        let mut r = from_file("*.log\n");
+        let err = match r.add_file("source:.syncignore", "*.bak\n\n[z-a]\n") {
+            Ok(()) => panic!("invalid range accepted"),
+            Err(e) => e,
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains("source:.syncignore:3") && msg.contains("[z-a]"),
+            "{msg}"
+        );
+        // Nothing of the failed file was applied.
+        assert_ignored(&r, &["a.log"], &["a.bak"]);
+    }
+
+    #[test]
+    fn matching_is_case_sensitive_and_handles_hostile_names() {
+        let r = rules(&["*.JPG", "what?", "a b/"]);
+        assert_ignored(
+            &r,
+            &["x.JPG", "what!", "a b/c", "ünï/what?"],
+            &["x.jpg", "what", "a b", "it's"],
+        );
+    }
+}
