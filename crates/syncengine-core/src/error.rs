@@ -164,28 +164,23 @@ impl Error {
     pub fn from_io(backend: &'static str, path: impl Into<String>, err: std::io::Error) -> Self {
         use std::io::ErrorKind as K;
         let path = path.into();
-        let source: Option<BoxError> = Some(Box::new(err));
-        // Re-borrow the kind from the boxed error so we keep the original as `source`.
-        let kind = source
-            .as_ref()
-            .and_then(|s| s.downcast_ref::<std::io::Error>())
-            .map(|e| e.kind())
-            .unwrap_or(K::Other);
+        let kind = err.kind();
+        let source: BoxError = Box::new(err);
         match kind {
             K::NotFound => Error::NotFound {
                 backend,
                 path,
-                source,
+                source: Some(source),
             },
             K::AlreadyExists => Error::AlreadyExists {
                 backend,
                 path,
-                source,
+                source: Some(source),
             },
             K::PermissionDenied => Error::PermissionDenied {
                 backend,
                 path,
-                source,
+                source: Some(source),
             },
             K::Interrupted
             | K::TimedOut
@@ -196,12 +191,12 @@ impl Error {
             | K::WouldBlock => Error::Transient {
                 backend,
                 path,
-                source: source.unwrap_or_else(|| "i/o error".into()),
+                source,
             },
             _ => Error::Other {
                 backend,
                 path,
-                source: source.unwrap_or_else(|| "i/o error".into()),
+                source,
             },
         }
     }
@@ -213,9 +208,17 @@ mod tests {
 
     #[test]
     fn io_errors_map_to_variants() {
-        let e = Error::from_io("local", "a", std::io::Error::from(std::io::ErrorKind::NotFound));
+        let e = Error::from_io(
+            "local",
+            "a",
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        );
         assert!(e.is_not_found());
-        let e = Error::from_io("local", "a", std::io::Error::from(std::io::ErrorKind::TimedOut));
+        let e = Error::from_io(
+            "local",
+            "a",
+            std::io::Error::from(std::io::ErrorKind::TimedOut),
+        );
         assert!(e.is_transient());
         let e = Error::from_io("local", "a", std::io::Error::other("boom"));
         assert!(matches!(e, Error::Other { .. }));
@@ -271,7 +274,9 @@ pub enum SyncError {
         base_files: u64,
     },
     /// Another run of the same pair holds the lock.
-    #[error("another sync of this pair is running (lock {lock_path} is held); try again when it ends")]
+    #[error(
+        "another sync of this pair is running (lock {lock_path} is held); try again when it ends"
+    )]
     Locked {
         /// The lock file.
         lock_path: String,

@@ -32,13 +32,16 @@ pub mod decide;
 pub mod engine;
 pub mod entry;
 pub mod error;
+pub mod exec;
 pub mod ignore_rules;
 pub mod memory;
 pub mod mode;
 pub mod order;
 pub mod pair;
+pub mod plan;
 pub mod path;
 pub mod progress;
+pub mod reconcile;
 pub mod state;
 pub mod stats;
 

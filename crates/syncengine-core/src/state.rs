@@ -242,6 +242,20 @@ impl StateStore {
         })
     }
 
+    /// Opens the base of `pair_id` only if its database already exists (dry runs, which must
+    /// create nothing); `Ok(None)` when it does not.
+    ///
+    /// # Errors
+    /// As [`open`](StateStore::open) for an existing database.
+    pub fn open_existing(state_dir: &Path, pair_id: &str) -> Result<Option<StateStore>, SyncError> {
+        let path = state_dir.join(format!("{}.db", file_stem(pair_id)));
+        if path.exists() {
+            StateStore::open(state_dir, pair_id).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Returns the database file, or `None` for an in-memory store.
     pub fn path(&self) -> Option<&Path> {
         self.inner.path.as_deref()

@@ -1,0 +1,198 @@
+//! [`Plan`] and [`Action`]: what a run will do, decided before anything is changed.
+//!
+//! The reconciler produces a plan; the safety checks read it; a dry run reports it; the
+//! executor carries it out. One accounting function ([`Action::count_into`]) serves both the
+//! dry run's prediction and the real run's tally, so the two cannot drift apart.
+
+use crate::entry::Entry;
+use crate::mode::Side;
+use crate::path::RelPath;
+use crate::progress::ActionKind;
+use crate::state::BaseUpdate;
+use crate::stats::SyncStats;
+
+/// One change to make to the storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Copy `entry` from side `from` to the same path on the other side.
+    Copy {
+        /// Side the content comes from.
+        from: Side,
+        /// The listed entry being copied.
+        entry: Entry,
+        /// What the target side holds at that path now (replaced by the copy), if anything.
+        target: Option<Entry>,
+    },
+    /// Delete `entry` on `side`.
+    Delete {
+        /// The side to delete on.
+        side: Side,
+        /// The entry as listed; a file that changed since is not deleted.
+        entry: Entry,
+    },
+    /// Mirror a rename seen on `seen_on` by renaming `from` to `to.path` on the other side.
+    /// With `keep_old` (backup modes) the old name stays: a copy, not a move.
+    Rename {
+        /// The side where the rename was observed.
+        seen_on: Side,
+        /// The old path on the other side.
+        from: Entry,
+        /// The new entry on `seen_on`.
+        to: Entry,
+        /// Copy instead of move (backup modes keep the old backup).
+        keep_old: bool,
+    },
+    /// Both sides changed `path` differently: settle it.
+    Conflict {
+        /// The source's version.
+        source: Entry,
+        /// The destination's version.
+        destination: Entry,
+        /// The winner, or `None` to keep both.
+        winner: Option<Side>,
+    },
+}
+
+impl Action {
+    /// The path the action is about (the new path for renames).
+    pub fn path(&self) -> &RelPath {
+        match self {
+            Action::Copy { entry, .. } | Action::Delete { entry, .. } => &entry.path,
+            Action::Rename { to, .. } => &to.path,
+            Action::Conflict { source, .. } => &source.path,
+        }
+    }
+
+    /// The kind of the action, for progress displays.
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Copy {
+                from: Side::Source, ..
+            } => ActionKind::Upload,
+            Action::Copy {
+                from: Side::Destination,
+                ..
+            } => ActionKind::Download,
+            Action::Delete { side, .. } => ActionKind::Delete(*side),
+            Action::Rename { seen_on, .. } => ActionKind::Rename(seen_on.other()),
+            Action::Conflict { winner, .. } => match winner {
+                Some(Side::Source) => ActionKind::Upload,
+                Some(Side::Destination) => ActionKind::Download,
+                None => ActionKind::ConflictRename(Side::Source),
+            },
+        }
+    }
+
+    /// Bytes this action moves through the engine.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Action::Copy { entry, .. } => entry.size,
+            Action::Delete { .. } | Action::Rename { .. } => 0,
+            Action::Conflict {
+                source,
+                destination,
+                winner,
+            } => match winner {
+                Some(Side::Source) => source.size,
+                Some(Side::Destination) => destination.size,
+                None => source.size + destination.size,
+            },
+        }
+    }
+
+    /// True for deletes (they run last, and only if every transfer succeeded).
+    pub fn is_delete(&self) -> bool {
+        matches!(self, Action::Delete { .. })
+    }
+
+    /// Adds what this action does, once done, to `stats`.
+    pub fn count_into(&self, stats: &mut SyncStats) {
+        match self {
+            Action::Copy { from, entry, .. } => count_copy(stats, *from, entry.size),
+            Action::Delete { side, .. } => match side {
+                Side::Source => stats.deleted_source += 1,
+                Side::Destination => stats.deleted_destination += 1,
+            },
+            Action::Rename { seen_on, .. } => match seen_on.other() {
+                Side::Source => stats.renamed_source += 1,
+                Side::Destination => stats.renamed_destination += 1,
+            },
+            Action::Conflict {
+                source,
+                destination,
+                winner,
+            } => {
+                stats.conflicts += 1;
+                stats.conflict_paths.push(source.path.clone());
+                match winner {
+                    Some(Side::Source) => count_copy(stats, Side::Source, source.size),
+                    Some(Side::Destination) => {
+                        count_copy(stats, Side::Destination, destination.size)
+                    }
+                    None => {
+                        count_copy(stats, Side::Source, source.size);
+                        count_copy(stats, Side::Destination, destination.size);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn count_copy(stats: &mut SyncStats, from: Side, size: u64) {
+    match from {
+        Side::Source => {
+            stats.uploaded += 1;
+            stats.bytes_uploaded += size;
+        }
+        Side::Destination => {
+            stats.downloaded += 1;
+            stats.bytes_downloaded += size;
+        }
+    }
+}
+
+/// Everything a run will do, plus what planning learned on the way.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Plan {
+    /// Changes to the storage, in canonical path order.
+    pub actions: Vec<Action>,
+    /// Base updates that need no storage change (identical content, both deleted, refreshed
+    /// metadata).
+    pub state_updates: Vec<BaseUpdate>,
+    /// Files listed on the source (after ignore rules).
+    pub source_files: u64,
+    /// Files listed on the destination (after ignore rules).
+    pub destination_files: u64,
+    /// Records in the base.
+    pub base_files: u64,
+    /// Paths left alone on purpose (ignored, skipped by the backend).
+    pub skipped: u64,
+    /// Warnings for the user.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Files the plan deletes on `side` (renames are not deletes).
+    pub fn deletes_on(&self, side: Side) -> u64 {
+        self.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Delete { side: s, .. } if *s == side))
+            .count() as u64
+    }
+
+    /// The stats the plan would produce if every action succeeded.
+    pub fn predicted_stats(&self) -> SyncStats {
+        let mut stats = SyncStats {
+            skipped: self.skipped,
+            warnings: self.warnings.clone(),
+            ..SyncStats::default()
+        };
+        for a in &self.actions {
+            a.count_into(&mut stats);
+        }
+        stats
+    }
+}
