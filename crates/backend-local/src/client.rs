@@ -1,0 +1,493 @@
+//! [`LocalClient`]: the [`StorageClient`] implementation for a local directory.
+
+use std::fmt;
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{StreamExt, TryStreamExt};
+use syncengine_core::{
+    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
+    Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
+};
+use tokio::io::AsyncReadExt;
+use tokio_util::io::ReaderStream;
+
+use crate::TEMP_PREFIX;
+use crate::error::{BACKEND, io_on, map_io};
+use crate::list::list_stream;
+
+/// Chunk size of read streams.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes of body collected before one blocking write call.
+const WRITE_BATCH: usize = 1024 * 1024;
+
+/// A [`StorageClient`] over a local directory.
+///
+/// See the [crate docs](crate) for the behaviour of each operation. Cloning is cheap; clones
+/// share the skipped-entries counter.
+///
+/// ```
+/// use syncengine_backend_local::LocalClient;
+///
+/// let client = LocalClient::new("/srv/photos");
+/// assert_eq!(client.to_string(), "LocalClient(/srv/photos)");
+/// ```
+#[derive(Clone, Debug)]
+pub struct LocalClient {
+    root: PathBuf,
+    fsync: bool,
+    skipped: Arc<AtomicU64>,
+}
+
+impl LocalClient {
+    /// Creates a client rooted at `root`, without touching the disk.
+    ///
+    /// A relative root is made absolute against the current directory now, so later changes
+    /// of the current directory do not move the client. A missing root lists nothing; the
+    /// first write creates it.
+    pub fn new(root: impl Into<PathBuf>) -> LocalClient {
+        let root = root.into();
+        let root = std::path::absolute(&root).unwrap_or(root);
+        LocalClient {
+            root,
+            fsync: true,
+            skipped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Sets whether writes and copies are flushed to disk (`fsync`) before they are renamed
+    /// into place. On by default.
+    ///
+    /// # Behavior
+    /// Without the flush, a power loss shortly after a write can leave a file empty or
+    /// truncated under its final name on some filesystems, while the engine's state database
+    /// (which does flush) already records it as synced — the next run would then see a
+    /// "modified" file and could propagate the damage. The flush costs roughly 3 ms per file
+    /// on a typical virtual disk (vs. 0.15 ms without), so turn it off only for bulk copies
+    /// that can be redone. rclone does not flush by default.
+    pub fn with_fsync(mut self, fsync: bool) -> LocalClient {
+        self.fsync = fsync;
+        self
+    }
+
+    /// Returns the root directory (absolute).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn abs(&self, path: &RelPath) -> PathBuf {
+        self.root.join(path.as_str())
+    }
+}
+
+impl fmt::Display for LocalClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LocalClient({})", self.root.display())
+    }
+}
+
+/// Builds an entry from a file's metadata.
+pub(crate) fn entry_from_metadata(path: RelPath, metadata: &Metadata) -> Entry {
+    let entry = Entry::new(path, metadata.len()).with_file_id(metadata.ino());
+    match metadata.modified() {
+        Ok(mtime) => entry.with_mtime(mtime),
+        Err(_) => entry,
+    }
+}
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::other(BACKEND, "", format!("blocking filesystem task failed: {e}")))?
+}
+
+/// Refuses names the backend reserves for its temporary files: they could never be listed.
+fn check_not_reserved(path: &RelPath) -> Result<()> {
+    if path.file_name().starts_with(TEMP_PREFIX) {
+        return Err(Error::InvalidPath {
+            path: path.as_str().to_owned(),
+            reason: format!("names starting with {TEMP_PREFIX} are reserved for temporary files"),
+        });
+    }
+    Ok(())
+}
+
+/// The metadata of the regular file at `abs`, without following a final symlink; anything
+/// else there (a directory, a symlink, nothing) is `NotFound`.
+fn file_metadata(abs: &Path, rel: &str) -> Result<Metadata> {
+    match fs::symlink_metadata(abs) {
+        Ok(md) if md.is_file() => Ok(md),
+        Ok(_) => Err(Error::not_found(BACKEND, rel)),
+        Err(e) => Err(map_io(rel, e)),
+    }
+}
+
+/// A temporary file that is removed when dropped, unless [`TempFile::keep`] was called.
+///
+/// Held across the whole write, so an error, a failing body or a dropped (cancelled) future
+/// all remove it; the target is only ever touched by the final rename or link.
+struct TempFile {
+    path: Option<PathBuf>,
+}
+
+impl TempFile {
+    /// Creates a new, empty temporary file in `dir` (which must exist).
+    fn create(dir: &Path) -> io::Result<(TempFile, File)> {
+        loop {
+            let path = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => return Ok((TempFile { path: Some(path) }, file)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The temporary file became the target: nothing to remove.
+    fn keep(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take()
+            && let Err(e) = fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), "could not remove temporary file: {e}");
+        }
+    }
+}
+
+/// How [`link_noreplace`] put the file in place.
+enum Placed {
+    /// A second name was made; the caller removes the old one.
+    Linked,
+    /// The filesystem has no hard links; the file was renamed (after a racy existence check).
+    Renamed,
+}
+
+/// Gives `from` the new name `to`, failing with `AlreadyExists` if `to` exists.
+///
+/// `link(2)` checks and creates in one step, so no concurrent writer can slip in between.
+fn link_noreplace(from: &Path, to: &Path) -> io::Result<Placed> {
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(Placed::Linked),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Unsupported
+                    | io::ErrorKind::PermissionDenied
+                    | io::ErrorKind::CrossesDevices
+            ) =>
+        {
+            tracing::debug!(
+                to = %to.display(),
+                "hard link failed ({e}); falling back to a check-then-rename"
+            );
+            match fs::symlink_metadata(to) {
+                Ok(_) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::rename(from, to).map(|()| Placed::Renamed)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Finishes a temporary file: mtime, flush, then rename (or no-replace link) onto `target`.
+/// Returns the metadata of the file now at `target`.
+fn commit(
+    temp: TempFile,
+    file: File,
+    target: &Path,
+    rel: &str,
+    mtime: Option<SystemTime>,
+    fsync: bool,
+    replace: bool,
+) -> Result<Metadata> {
+    if let Some(mtime) = mtime {
+        file.set_modified(mtime).map_err(io_on(rel))?;
+    }
+    if fsync {
+        file.sync_all().map_err(io_on(rel))?;
+    }
+    let metadata = file.metadata().map_err(io_on(rel))?;
+    drop(file);
+    if replace {
+        fs::rename(temp.path(), target).map_err(io_on(rel))?;
+        temp.keep();
+    } else {
+        // On `Linked` the temporary name is still there and `temp` removes it when dropped.
+        link_noreplace(temp.path(), target).map_err(io_on(rel))?;
+    }
+    Ok(metadata)
+}
+
+/// Removes the directories between `dir` and `root` (exclusive) that are empty, bottom up.
+fn prune_empty_dirs(root: &Path, mut dir: &Path) {
+    while dir != root && dir.starts_with(root) {
+        match fs::remove_dir(dir) {
+            // Gone already: a concurrent delete pruned it; its parent may still be empty.
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // Not empty (or not ours to remove): stop here.
+            Err(_) => return,
+        }
+        match dir.parent() {
+            Some(parent) => dir = parent,
+            None => return,
+        }
+    }
+}
+
+fn create_parent(target: &Path, rel: &str) -> Result<()> {
+    match target.parent() {
+        Some(parent) => fs::create_dir_all(parent).map_err(io_on(rel)),
+        None => Ok(()),
+    }
+}
+
+#[async_trait]
+impl StorageClient for LocalClient {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.ordered_listing = true;
+        caps.set_mtime = true;
+        // ext4 (with 256-byte inodes), XFS, btrfs and tmpfs keep nanoseconds; a coarser
+        // filesystem (FAT: 2 s) makes mtimes compare unequal and files re-transfer once.
+        caps.mtime_precision = Duration::from_nanos(1);
+        caps.listed_hash = None;
+        caps.etag = false;
+        caps.file_id = true;
+        caps.server_side_copy = true;
+        caps.native_rename = true;
+        caps.conditional_write = false;
+        caps.case_insensitive = false;
+        caps.real_directories = true;
+        caps
+    }
+
+    fn skipped_count(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
+        list_stream(self.root.clone(), prefix.cloned(), self.skipped.clone())
+    }
+
+    async fn stat(&self, path: &RelPath) -> Result<Entry> {
+        let abs = self.abs(path);
+        let path = path.clone();
+        blocking(move || {
+            let metadata = file_metadata(&abs, path.as_str())?;
+            Ok(entry_from_metadata(path, &metadata))
+        })
+        .await
+    }
+
+    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
+        let abs = self.abs(path);
+        let rel = path.as_str().to_owned();
+        let range = opts.range;
+        let (file, len) = blocking(move || {
+            file_metadata(&abs, &rel)?;
+            let mut file = File::open(&abs).map_err(io_on(&rel))?;
+            // Check the opened handle too: the path may have been swapped for a directory.
+            let size = match file.metadata() {
+                Ok(md) if md.is_file() => md.len(),
+                Ok(_) => return Err(Error::not_found(BACKEND, rel)),
+                Err(e) => return Err(map_io(&rel, e)),
+            };
+            let (start, end) = match range {
+                None => (0, size),
+                Some(r) => (r.start.min(size), r.end.min(size).max(r.start.min(size))),
+            };
+            if start > 0 {
+                file.seek(SeekFrom::Start(start)).map_err(io_on(&rel))?;
+            }
+            Ok((file, end - start))
+        })
+        .await?;
+        let rel = path.as_str().to_owned();
+        let reader = tokio::fs::File::from_std(file).take(len);
+        Ok(ReaderStream::with_capacity(reader, READ_CHUNK)
+            .map_err(move |e| map_io(&rel, e))
+            .boxed())
+    }
+
+    async fn write_opts(
+        &self,
+        path: &RelPath,
+        mut body: ByteStream,
+        opts: WriteOptions,
+    ) -> Result<Entry> {
+        check_not_reserved(path)?;
+        let replace = match opts.mode {
+            WriteMode::Overwrite => true,
+            WriteMode::Create => false,
+            _ => {
+                return Err(Error::Unsupported {
+                    backend: BACKEND,
+                    operation: "conditional write (WriteMode::Update)",
+                });
+            }
+        };
+        let target = self.abs(path);
+        let rel = path.as_str().to_owned();
+
+        let (temp, mut file) = {
+            let (target, rel) = (target.clone(), rel.clone());
+            blocking(move || {
+                create_parent(&target, &rel)?;
+                let dir = target.parent().unwrap_or(Path::new("/"));
+                TempFile::create(dir).map_err(io_on(&rel))
+            })
+            .await?
+        };
+
+        // `temp` lives in this future until `commit`: if the body fails or the future is
+        // dropped, it removes the temporary file and the target is never touched.
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batched = 0usize;
+        loop {
+            let chunk = body.next().await.transpose()?;
+            let done = chunk.is_none();
+            if let Some(chunk) = chunk {
+                batched += chunk.len();
+                batch.push(chunk);
+            }
+            if batched >= WRITE_BATCH || (done && !batch.is_empty()) {
+                let chunks = std::mem::take(&mut batch);
+                batched = 0;
+                let rel = rel.clone();
+                file = blocking(move || {
+                    for chunk in &chunks {
+                        file.write_all(chunk).map_err(io_on(&rel))?;
+                    }
+                    Ok(file)
+                })
+                .await?;
+            }
+            if done {
+                break;
+            }
+        }
+
+        let fsync = self.fsync;
+        let path = path.clone();
+        blocking(move || {
+            let metadata = commit(temp, file, &target, &rel, opts.mtime, fsync, replace)?;
+            Ok(entry_from_metadata(path, &metadata))
+        })
+        .await
+    }
+
+    async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
+        let abs = self.abs(path);
+        let root = self.root.clone();
+        let rel = path.as_str().to_owned();
+        blocking(move || {
+            match fs::remove_file(&abs) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound
+                            | io::ErrorKind::NotADirectory
+                            // A directory is not a file: there is no file here to delete.
+                            | io::ErrorKind::IsADirectory
+                    ) =>
+                {
+                    return Ok(());
+                }
+                Err(e) => return Err(map_io(&rel, e)),
+            }
+            if let Some(parent) = abs.parent() {
+                prune_empty_dirs(&root, parent);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        check_not_reserved(to)?;
+        let (src, target) = (self.abs(from), self.abs(to));
+        let (from_rel, to_path) = (from.as_str().to_owned(), to.clone());
+        let fsync = self.fsync;
+        blocking(move || {
+            let rel = to_path.as_str();
+            let source = file_metadata(&src, &from_rel)?;
+            create_parent(&target, rel)?;
+            let dir = target.parent().unwrap_or(Path::new("/"));
+            let (temp, file) = TempFile::create(dir).map_err(io_on(rel))?;
+            drop(file);
+            // copy_file_range(2) where the filesystem has it: no bytes through user space.
+            fs::copy(&src, temp.path()).map_err(io_on(&from_rel))?;
+            let file = OpenOptions::new()
+                .write(true)
+                .open(temp.path())
+                .map_err(io_on(rel))?;
+            let mtime = source.modified().ok();
+            let metadata = commit(temp, file, &target, rel, mtime, fsync, opts.overwrite)?;
+            Ok(entry_from_metadata(to_path, &metadata))
+        })
+        .await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        check_not_reserved(to)?;
+        let (src, target, root) = (self.abs(from), self.abs(to), self.root.clone());
+        let (from_rel, to_path) = (from.as_str().to_owned(), to.clone());
+        blocking(move || {
+            let rel = to_path.as_str();
+            file_metadata(&src, &from_rel)?;
+            create_parent(&target, rel)?;
+            if opts.overwrite {
+                fs::rename(&src, &target).map_err(io_on(rel))?;
+            } else if let Placed::Linked = link_noreplace(&src, &target).map_err(io_on(rel))? {
+                fs::remove_file(&src).map_err(io_on(&from_rel))?;
+            }
+            if src != target
+                && let Some(parent) = src.parent()
+            {
+                prune_empty_dirs(&root, parent);
+            }
+            let metadata = file_metadata(&target, rel)?;
+            Ok(entry_from_metadata(to_path, &metadata))
+        })
+        .await
+    }
+}
