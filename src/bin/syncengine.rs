@@ -1,1 +1,632 @@
-fn main() {}
+//! The `syncengine` command-line tool: `syncengine sync <SOURCE> <DESTINATION> [OPTIONS]`.
+//!
+//! Exit status: 0 success, 1 the run failed or had errors, 2 usage error, 3 stopped by a
+//! safety rule (max-delete, empty side, lock held).
+
+// The binary's own modules live beside it in `src/bin/syncengine/`.
+#[path = "syncengine/location.rs"]
+mod location;
+#[path = "syncengine/progress.rs"]
+mod progress;
+
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use syncengine::{
+    ConflictLoser, ConflictStrategy, InitialSyncPreference, Recovery, Side, StorageClient,
+    SyncEngine, SyncError, SyncMode, SyncOptions, SyncPair, SyncStats, default_state_dir,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::location::{Location, LocationError};
+
+/// Success.
+const EXIT_OK: u8 = 0;
+/// The run failed, was cancelled, or some actions failed.
+const EXIT_FAILED: u8 = 1;
+/// Bad command line.
+const EXIT_USAGE: u8 = 2;
+/// Stopped by a safety rule before changing anything.
+const EXIT_SAFETY_STOP: u8 = 3;
+
+const SYNC_AFTER_HELP: &str = "\
+MODES (--mode; names are case-insensitive, - and _ are ignored):
+  two-way                [twoWay, tw]        both sides kept equal: adds, edits, deletes and renames
+                                             flow both ways; conflicts resolved by --conflict
+  source-to-destination  [std, localtocloud, ltc]
+                                             destination mirrors source; destination-only changes
+                                             are undone
+  source-backup          [sb, localbackup, lb]
+                                             upload new and changed files, download destination
+                                             additions; never deletes on either side
+  destination-to-source  [dts, cloudtolocal, ctl]
+                                             source mirrors destination; source-only changes are
+                                             undone
+  destination-backup     [db, cloudbackup, cb]
+                                             download new and changed files; never uploads or
+                                             deletes
+
+LOCATIONS:
+  A local path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
+  webdav://host[:port]/path, webdavs://host[:port]/path, sftp://user@host[:port]/path.
+  Remote schemes need the backend's cargo feature (s3, gcs, azure, webdav, sftp).
+  A missing local folder counts as empty; the first file written creates it.
+
+CREDENTIALS:
+  Never on the command line. S3 reads AWS_* (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+  AWS_REGION, AWS_ENDPOINT…), Google Cloud Storage reads GOOGLE_* (GOOGLE_APPLICATION_CREDENTIALS…),
+  Azure reads AZURE_* (AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY…); WebDAV and SFTP
+  read SYNCENGINE_* variables (see each backend's documentation).
+
+SAFETY AND RECOVERY:
+  Nothing is deleted on the basis of a failed listing. A run that would delete more than
+  --max-delete percent of either side, or that finds one side empty although it had files at
+  the last sync, stops before changing anything (exit 3) unless --force is given. Only one run
+  of a pair at a time (a second one exits 3). On local disk, deleted and overwritten files are
+  moved to <root>/.syncengine/trash/<UTC time>/ unless --no-trash. --backup-dir URL receives
+  them instead, for both sides: URL/source/<UTC time>/<path> and URL/destination/<UTC time>/<path>.
+  Conflict losers are kept as <name>.conflict-<UTC time>-<side>.<ext> unless
+  --conflict-loser delete.
+
+OUTPUT:
+  Progress bars on stderr when it is a terminal (not with --json or -q). When the run ends, a
+  one-line summary on stdout, or with --json exactly one JSON object on stdout:
+  {\"uploaded\", \"downloaded\", \"deleted_source\", \"deleted_destination\", \"renamed_source\",
+  \"renamed_destination\", \"conflicts\", \"skipped\", \"errors\", \"bytes_uploaded\",
+  \"bytes_downloaded\", \"dry_run\", \"warnings\": [..], \"conflict_paths\": [..]}
+  (a failed or stopped run prints nothing on stdout). Warnings, errors and logs go to stderr.
+
+EXIT STATUS:
+  0  success
+  1  the run failed, was cancelled (Ctrl-C), or some files failed
+  2  usage error (bad option, unknown mode or URL scheme, backend not compiled in)
+  3  stopped by a safety rule: --max-delete, an empty side, or another run holds the pair's lock
+
+EXAMPLES:
+  Keep two folders in sync both ways:
+    syncengine sync ~/notes /mnt/usb/notes
+  See what a mirror would do, without changing anything:
+    syncengine sync ./site /srv/www --mode source-to-destination --dry-run
+  Back up photos to S3 (never deletes), skipping raw files:
+    syncengine sync ~/photos s3://my-bucket/photos --mode source-backup --exclude '*.raw'
+  First sync where the destination is authoritative (a restore):
+    syncengine sync ./vault sftp://me@nas:2222/vault --initial destination-wins
+  Machine-readable result:
+    syncengine sync ./a ./b --json -q
+";
+
+/// Keep two storage locations in sync: two-way, mirror and backup modes, with conflict
+/// resolution and persisted state.
+#[derive(Debug, Parser)]
+#[command(name = "syncengine", version, propagate_version = true)]
+struct Cli {
+    /// More logging on stderr (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Print only errors: no progress, no warnings, no summary (--json still prints).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sync SOURCE and DESTINATION once, in one of five modes.
+    #[command(after_help = SYNC_AFTER_HELP)]
+    Sync(SyncArgs),
+}
+
+/// The `sync` subcommand's arguments.
+#[derive(Debug, Args)]
+struct SyncArgs {
+    /// The source: a local path or a URL (see LOCATIONS).
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// The destination: a local path or a URL (see LOCATIONS).
+    #[arg(value_name = "DESTINATION")]
+    destination: String,
+    /// How the two sides relate (see MODES).
+    #[arg(long, value_name = "MODE", default_value = "two-way", value_parser = parse_mode)]
+    mode: SyncMode,
+    /// First two-way sync of the pair: merge (copy both ways, delete nothing; the default),
+    /// source-wins or destination-wins (that side becomes authoritative).
+    #[arg(long, value_name = "PREFERENCE", value_parser = parse_initial)]
+    initial: Option<InitialSyncPreference>,
+    /// Who wins when both sides changed a file: newest-wins (newer mtime; tie → source),
+    /// source-wins, destination-wins, or keep-both (both kept under conflict names).
+    #[arg(long, value_name = "STRATEGY", default_value = "newest-wins", value_parser = parse_conflict)]
+    conflict: ConflictStrategy,
+    /// What happens to a conflict's losing version: keep (renamed aside) or delete.
+    #[arg(long, value_name = "POLICY", default_value = "keep", value_parser = parse_loser)]
+    conflict_loser: ConflictLoser,
+    /// Ignore paths matching PATTERN (gitignore syntax) on both sides; repeatable. Adds to
+    /// each root's .syncignore.
+    #[arg(long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Where pair state is kept [default: $SYNCENGINE_STATE_DIR, else
+    /// $XDG_STATE_HOME/syncengine, else ~/.local/state/syncengine].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Plan and report what would be done; change neither side nor the state.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the result as one JSON object on stdout (see OUTPUT).
+    #[arg(long)]
+    json: bool,
+    /// Actions in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    transfers: u64,
+    /// Stop before changing anything if the run would delete more than PERCENT of the files
+    /// on either side.
+    #[arg(long, value_name = "PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    max_delete: u8,
+    /// Override the safety stops (--max-delete, empty side). Not the lock.
+    #[arg(long)]
+    force: bool,
+    /// Compare content hashes, not just size and modification time.
+    #[arg(long)]
+    checksum: bool,
+    /// Delete and overwrite local files outright instead of moving them to the trash.
+    #[arg(long, conflicts_with = "backup_dir")]
+    no_trash: bool,
+    /// Move deleted and overwritten files of both sides to URL/source/… and
+    /// URL/destination/… instead of the trash (see SAFETY AND RECOVERY).
+    #[arg(long, value_name = "URL")]
+    backup_dir: Option<String>,
+    /// Remove trash folders older than DAYS at the end of each run.
+    #[arg(long, value_name = "DAYS")]
+    trash_keep: Option<u32>,
+    /// Sort listings in the engine even when a backend claims ordered listings (for servers
+    /// that list out of order).
+    #[arg(long)]
+    sort_listings: bool,
+}
+
+/// Parses `--mode` with every alias of [`SyncMode::from_str`](std::str::FromStr).
+fn parse_mode(s: &str) -> Result<SyncMode, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_initial(s: &str) -> Result<InitialSyncPreference, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_conflict(s: &str) -> Result<ConflictStrategy, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_loser(s: &str) -> Result<ConflictLoser, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+/// How chatty the run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose(u8),
+}
+
+fn main() -> ExitCode {
+    // clap prints its own errors and exits 2 (0 for --help and --version).
+    let cli = Cli::parse();
+    let verbosity = match (cli.quiet, cli.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (false, 0) => Verbosity::Normal,
+        (false, n) => Verbosity::Verbose(n),
+    };
+    init_logging(verbosity);
+    let code = match cli.command {
+        Command::Sync(args) => run_sync(args, verbosity),
+    };
+    ExitCode::from(code)
+}
+
+/// Logs go to stderr: warnings by default, debug (-v) or trace (-vv) for syncengine's own
+/// crates, errors only with -q. `RUST_LOG` wins when set.
+fn init_logging(verbosity: Verbosity) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbosity {
+        Verbosity::Quiet => "error",
+        Verbosity::Normal => "warn",
+        // Target directives match by prefix: `syncengine` covers syncengine_core and the
+        // backend crates too.
+        Verbosity::Verbose(1) => "warn,syncengine=debug",
+        Verbosity::Verbose(_) => "warn,syncengine=trace",
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(v).unwrap_or_else(|_| EnvFilter::new(default)),
+        _ => EnvFilter::new(default),
+    };
+    // Fails only if a subscriber is already set, which nothing else here does.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(matches!(verbosity, Verbosity::Verbose(_)))
+        .try_init();
+}
+
+/// Prints a usage error in clap's style and returns exit status 2.
+fn usage_error(msg: impl std::fmt::Display) -> u8 {
+    eprintln!("error: {msg}\n\nFor more information, try 'syncengine sync --help'.");
+    EXIT_USAGE
+}
+
+/// One side, parsed and opened.
+struct Opened {
+    location: Location,
+    client: Arc<dyn StorageClient>,
+}
+
+/// Parses a location argument and opens its client; local paths are made absolute (see
+/// [`location::normalize_local`]). A missing local folder is left to the backend, which lists
+/// it as empty and creates it on the first write (so a dry run creates nothing).
+fn open_side(what: &str, arg: &str) -> Result<Opened, (u8, String)> {
+    let mut loc = location::parse(arg).map_err(|e| (EXIT_USAGE, format!("{what}: {e}")))?;
+    if let Location::Local(path) = &loc {
+        if path.exists() && !path.is_dir() {
+            return Err((
+                EXIT_USAGE,
+                format!("{what}: {} is not a directory", path.display()),
+            ));
+        }
+        loc = Location::Local(location::normalize_local(path));
+    }
+    let client = location::open(&loc).map_err(|e| {
+        let code = match e {
+            LocationError::UnknownScheme { .. }
+            | LocationError::MissingFeature { .. }
+            | LocationError::Invalid { .. } => EXIT_USAGE,
+        };
+        (code, format!("{what}: {e}"))
+    })?;
+    Ok(Opened {
+        location: loc,
+        client,
+    })
+}
+
+/// Refuses a local backup folder that lies inside a synced local root (outside its
+/// `.syncengine/` folder), or that contains one: backups would be synced, or the root would
+/// receive backups.
+fn check_backup_overlap(backup: &Path, roots: &[&Location]) -> Result<(), String> {
+    let backup = location::normalize_local(backup);
+    for root in roots.iter().filter_map(|r| r.local_path()) {
+        let inside_root = backup.starts_with(root) && !backup.starts_with(root.join(".syncengine"));
+        if inside_root || root.starts_with(&backup) {
+            return Err(format!(
+                "--backup-dir {} overlaps the synced folder {}; put it outside both roots \
+                 (or under the root's .syncengine/ folder)",
+                backup.display(),
+                root.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `syncengine sync` and returns the exit status.
+fn run_sync(args: SyncArgs, verbosity: Verbosity) -> u8 {
+    let Some(state_dir) = args.state_dir.clone().or_else(default_state_dir) else {
+        return usage_error(
+            "no state directory: pass --state-dir DIR or set SYNCENGINE_STATE_DIR \
+             (neither XDG_STATE_HOME nor HOME is set)",
+        );
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    runtime.block_on(sync_async(args, state_dir, verbosity))
+}
+
+/// Builds the pair from the arguments, or returns the exit status and message of the failure.
+fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
+    let source = open_side("source", &args.source)?;
+    let destination = open_side("destination", &args.destination)?;
+
+    let mut options = SyncOptions::default()
+        .with_conflict(args.conflict)
+        .with_conflict_loser(args.conflict_loser)
+        .with_excludes(args.exclude.iter().cloned())
+        .with_dry_run(args.dry_run)
+        // The parser bounds it to 1..=1024, so it fits in usize on every platform.
+        .with_transfers(usize::try_from(args.transfers).unwrap_or(8))
+        .with_max_delete_percent(args.max_delete)
+        .with_force(args.force)
+        .with_checksum(args.checksum)
+        .with_sort_listings(args.sort_listings);
+    if let Some(p) = args.initial {
+        options = options.with_initial_preference(p);
+    }
+    if let Some(days) = args.trash_keep {
+        options = options.with_trash_keep_days(days);
+    }
+    if args.no_trash {
+        options = options
+            .with_recovery(Side::Source, Recovery::None)
+            .with_recovery(Side::Destination, Recovery::None);
+    }
+    if let Some(url) = &args.backup_dir {
+        let base = location::parse(url).map_err(|e| (EXIT_USAGE, format!("--backup-dir: {e}")))?;
+        if let Some(path) = base.local_path() {
+            check_backup_overlap(path, &[&source.location, &destination.location])
+                .map_err(|e| (EXIT_USAGE, e))?;
+        }
+        for side in [Side::Source, Side::Destination] {
+            let loc = base.join(side.as_str());
+            let client =
+                location::open(&loc).map_err(|e| (EXIT_USAGE, format!("--backup-dir: {e}")))?;
+            options = options.with_recovery(side, Recovery::BackupDir(client));
+        }
+    }
+    Ok(SyncPair::new(source.client, destination.client, args.mode).with_options(options))
+}
+
+async fn sync_async(args: SyncArgs, state_dir: PathBuf, verbosity: Verbosity) -> u8 {
+    let pair = match build_pair(&args) {
+        Ok(p) => p,
+        Err((EXIT_USAGE, msg)) => return usage_error(msg),
+        Err((code, msg)) => {
+            eprintln!("error: {msg}");
+            return code;
+        }
+    };
+
+    let cancel = CancellationToken::new();
+    let mut engine = SyncEngine::new(&state_dir).with_cancellation(cancel.clone());
+    let show_bars = verbosity != Verbosity::Quiet && !args.json && std::io::stderr().is_terminal();
+    let renderer = if show_bars {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        engine = engine.with_progress(tx);
+        Some(tokio::spawn(progress::render(rx)))
+    } else {
+        None
+    };
+
+    // First Ctrl-C: stop cleanly (the base stays true for what was done). Second: abort now.
+    let interrupt = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: stopping cleanly (press Ctrl-C again to abort at once)");
+                cancel.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("cancelled: aborted");
+                    std::process::exit(i32::from(EXIT_FAILED));
+                }
+            }
+        }
+    });
+
+    let started = Instant::now();
+    let result = engine.sync_pair(&pair).await;
+    let elapsed = started.elapsed();
+    // Dropping the engine drops the progress sender, which ends the renderer.
+    drop(engine);
+    let already_printed = match renderer {
+        Some(handle) => handle.await.unwrap_or_default(),
+        None => HashSet::new(),
+    };
+    interrupt.abort();
+
+    report(
+        &args,
+        verbosity,
+        result,
+        elapsed,
+        &already_printed,
+        cancel.is_cancelled(),
+    )
+}
+
+/// Prints the outcome and returns the exit status.
+fn report(
+    args: &SyncArgs,
+    verbosity: Verbosity,
+    result: Result<SyncStats, SyncError>,
+    elapsed: Duration,
+    already_printed: &HashSet<String>,
+    cancelled: bool,
+) -> u8 {
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(SyncError::Cancelled) => {
+            eprintln!("cancelled: {}", SyncError::Cancelled);
+            return EXIT_FAILED;
+        }
+        Err(e) if e.is_safety_stop() => {
+            eprintln!("error: {e}");
+            return EXIT_SAFETY_STOP;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    if verbosity != Verbosity::Quiet {
+        for w in stats
+            .warnings
+            .iter()
+            .filter(|w| !already_printed.contains(*w))
+        {
+            eprintln!("warning: {w}");
+        }
+    }
+    for e in &stats.error_messages {
+        eprintln!("error: {e}");
+    }
+    if args.json {
+        match serde_json::to_string(&stats) {
+            Ok(json) => {
+                let mut out = std::io::stdout().lock();
+                if writeln!(out, "{json}").and_then(|()| out.flush()).is_err() {
+                    return EXIT_FAILED;
+                }
+            }
+            Err(e) => {
+                eprintln!("error: cannot serialise the result: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    } else if verbosity != Verbosity::Quiet {
+        println!("{}", summary(&stats, elapsed));
+    }
+    if cancelled {
+        // The engine finished despite the interrupt; still report it as the user asked.
+        eprintln!("cancelled: the run was interrupted");
+        return EXIT_FAILED;
+    }
+    if stats.errors > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// A warning as printed: prefixed with `warning: ` unless it already says it is one (the
+/// seed's risky-first-sync wording starts with `⚠ WARNING:`).
+pub(crate) fn warning_line(w: &str) -> String {
+    let head: String = w.chars().take(12).collect::<String>().to_lowercase();
+    if head.starts_with('⚠') || head.starts_with("warning") {
+        w.to_owned()
+    } else {
+        format!("warning: {w}")
+    }
+}
+
+/// `1 conflict`, `2 conflicts`.
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// The one-line human summary of a run.
+fn summary(stats: &SyncStats, elapsed: Duration) -> String {
+    let lead = if stats.dry_run {
+        "dry run, nothing changed; would sync"
+    } else {
+        "synced"
+    };
+    let mut line = format!(
+        "{lead}: {} uploaded, {} downloaded, {} deleted, {} renamed, {}, {}",
+        stats.uploaded,
+        stats.downloaded,
+        stats.deleted_source + stats.deleted_destination,
+        stats.renamed_source + stats.renamed_destination,
+        plural(stats.conflicts, "conflict"),
+        plural(stats.errors, "error"),
+    );
+    if stats.skipped > 0 {
+        line.push_str(&format!(", {} skipped", stats.skipped));
+    }
+    line.push_str(&format!(
+        " ({} up, {} down) in {:.1}s",
+        human_bytes(stats.bytes_uploaded),
+        human_bytes(stats.bytes_downloaded),
+        elapsed.as_secs_f64()
+    ));
+    line
+}
+
+/// `0 B`, `512 B`, `12.3 KiB`, `4.0 GiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    // Display only: the float rounding is fine.
+    #[allow(clippy::cast_precision_loss)]
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn warnings_are_prefixed_once() {
+        assert_eq!(
+            warning_line("skipped a symlink"),
+            "warning: skipped a symlink"
+        );
+        assert_eq!(warning_line("⚠ WARNING: lopsided"), "⚠ WARNING: lopsided");
+    }
+
+    #[test]
+    fn human_bytes_picks_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(12_595), "12.3 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
+    }
+
+    #[test]
+    fn summary_reads_well() {
+        let mut s = SyncStats::default();
+        s.uploaded = 3;
+        s.downloaded = 1;
+        s.conflicts = 1;
+        s.bytes_uploaded = 12_595;
+        assert_eq!(
+            summary(&s, Duration::from_millis(400)),
+            "synced: 3 uploaded, 1 downloaded, 0 deleted, 0 renamed, 1 conflict, 0 errors \
+             (12.3 KiB up, 0 B down) in 0.4s"
+        );
+        s.dry_run = true;
+        assert!(summary(&s, Duration::ZERO).starts_with("dry run, nothing changed"));
+    }
+
+    #[test]
+    fn modes_parse_with_aliases_and_list_valid_ones() {
+        let cli =
+            Cli::try_parse_from(["syncengine", "sync", "a", "b", "--mode", "LocalBackup"]).unwrap();
+        let Command::Sync(args) = cli.command;
+        assert_eq!(args.mode, SyncMode::SourceBackup);
+        let err = Cli::try_parse_from(["syncengine", "sync", "a", "b", "--mode", "sideways"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("two-way") && err.contains("destination-backup"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn backup_dir_must_not_overlap_a_root() {
+        let root = Location::Local("/data/a".into());
+        assert!(check_backup_overlap(Path::new("/data/a/bak"), &[&root]).is_err());
+        assert!(check_backup_overlap(Path::new("/data"), &[&root]).is_err());
+        assert!(check_backup_overlap(Path::new("/data/a/.syncengine/bak"), &[&root]).is_ok());
+        assert!(check_backup_overlap(Path::new("/data/bak"), &[&root]).is_ok());
+    }
+}

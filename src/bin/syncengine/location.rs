@@ -1,0 +1,346 @@
+//! Turning a `SOURCE`/`DESTINATION`/`--backup-dir` argument into a storage client.
+//!
+//! A plain path or a `file://` URL is local disk. The remote schemes of the CLI contract are
+//! recognised here even when their backend is not compiled in, so that the user is told which
+//! cargo feature to enable instead of being told the scheme is unknown.
+//!
+//! Adding a backend: add an arm to the `match` in [`open`] above the fallback, gated by the
+//! backend's cargo feature, e.g. `#[cfg(feature = "s3")] "s3" => …`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use syncengine::{LocalClient, StorageClient};
+
+/// The remote schemes of the CLI contract and the cargo feature that brings each one in.
+const REMOTE_SCHEMES: &[(&str, &str)] = &[
+    ("s3", "s3"),
+    ("gs", "gcs"),
+    ("az", "azure"),
+    ("webdav", "webdav"),
+    ("webdavs", "webdav"),
+    ("sftp", "sftp"),
+];
+
+/// A parsed location, not yet opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A local directory (absolute or relative to the working directory, as given).
+    Local(PathBuf),
+    /// A URL of one of [`REMOTE_SCHEMES`].
+    Remote {
+        /// The scheme, lowercase, without `://`.
+        scheme: String,
+        /// The whole URL as given.
+        url: String,
+    },
+}
+
+/// Why a location could not be parsed or opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocationError {
+    /// A `scheme://` that no backend knows.
+    UnknownScheme {
+        /// The scheme as given.
+        scheme: String,
+    },
+    /// A known scheme whose backend is not compiled into this binary.
+    MissingFeature {
+        /// The scheme, e.g. `s3`.
+        scheme: String,
+        /// The cargo feature that enables it.
+        feature: &'static str,
+    },
+    /// A malformed URL.
+    Invalid {
+        /// The argument as given.
+        given: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl fmt::Display for LocationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LocationError::UnknownScheme { scheme } => {
+                let known: Vec<String> = REMOTE_SCHEMES
+                    .iter()
+                    .map(|(s, _)| format!("{s}://"))
+                    .collect();
+                write!(
+                    f,
+                    "unknown URL scheme {scheme}://; use a local path, file://, or one of {} \
+                     (write ./{scheme}://… for a local path that contains ://)",
+                    known.join(", ")
+                )
+            }
+            LocationError::MissingFeature { scheme, feature } => write!(
+                f,
+                "{scheme}:// needs the \"{feature}\" feature: \
+                 cargo install syncengine --features {feature}"
+            ),
+            LocationError::Invalid { given, reason } => {
+                write!(f, "invalid location {given:?}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LocationError {}
+
+/// Splits `scheme://rest` when `arg` starts with a URL scheme (RFC 3986 characters).
+fn split_scheme(arg: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = arg.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first_is_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let valid =
+        first_is_letter && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some((scheme, rest))
+}
+
+/// Decodes `%XX` escapes of a `file://` URL path; a malformed escape is kept as written.
+fn percent_decode(s: &str) -> Result<String, &'static str> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            // Two hex digits are at most 0xFF, so the cast cannot truncate.
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "the decoded path is not UTF-8")
+}
+
+/// Parses a command-line location: a path, a `file://` URL or a remote URL.
+///
+/// # Errors
+/// [`LocationError::UnknownScheme`] for a scheme no backend knows, [`LocationError::Invalid`]
+/// for a URL without a host or bucket.
+pub fn parse(arg: &str) -> Result<Location, LocationError> {
+    if arg.is_empty() {
+        return Err(LocationError::Invalid {
+            given: arg.to_owned(),
+            reason: "empty location",
+        });
+    }
+    let Some((scheme, rest)) = split_scheme(arg) else {
+        return Ok(Location::Local(PathBuf::from(arg)));
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme == "file" {
+        // file:///abs/path or file://localhost/abs/path; other hosts are not local.
+        let path = if rest.starts_with('/') {
+            rest
+        } else if let Some(p) = rest.strip_prefix("localhost") {
+            p
+        } else {
+            return Err(LocationError::Invalid {
+                given: arg.to_owned(),
+                reason: "a file:// URL needs an absolute path (file:///path) or the host localhost",
+            });
+        };
+        if path.is_empty() {
+            return Err(LocationError::Invalid {
+                given: arg.to_owned(),
+                reason: "a file:// URL needs a path",
+            });
+        }
+        let decoded = percent_decode(path).map_err(|reason| LocationError::Invalid {
+            given: arg.to_owned(),
+            reason,
+        })?;
+        return Ok(Location::Local(PathBuf::from(decoded)));
+    }
+    if REMOTE_SCHEMES.iter().any(|(s, _)| *s == scheme) {
+        let authority = rest.split('/').next().unwrap_or_default();
+        // `user@` alone (sftp) or `:port` alone is not a host either.
+        let host = authority.rsplit('@').next().unwrap_or_default();
+        if host.is_empty() || host.starts_with(':') {
+            return Err(LocationError::Invalid {
+                given: arg.to_owned(),
+                reason: "the URL needs a bucket, container or host after ://",
+            });
+        }
+        return Ok(Location::Remote {
+            scheme,
+            url: arg.to_owned(),
+        });
+    }
+    Err(LocationError::UnknownScheme {
+        scheme: scheme.to_owned(),
+    })
+}
+
+impl Location {
+    /// The location of a sub-folder `name` of this one.
+    pub fn join(&self, name: &str) -> Location {
+        match self {
+            Location::Local(p) => Location::Local(p.join(name)),
+            Location::Remote { scheme, url } => Location::Remote {
+                scheme: scheme.clone(),
+                url: format!("{}/{name}", url.trim_end_matches('/')),
+            },
+        }
+    }
+
+    /// The local directory, if this is local disk.
+    pub fn local_path(&self) -> Option<&Path> {
+        match self {
+            Location::Local(p) => Some(p),
+            Location::Remote { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::Remote { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+/// Makes a local root absolute and, where it exists, free of symlinks and `..`, so that the
+/// same folder spelled two ways gets the same pair id (and so the same base state).
+pub fn normalize_local(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent().map(Path::canonicalize), abs.file_name()) {
+        (Some(Ok(parent)), Some(name)) => parent.join(name),
+        _ => abs,
+    }
+}
+
+/// Opens a client for `loc`.
+///
+/// # Errors
+/// [`LocationError::MissingFeature`] for a remote scheme whose backend is not compiled in.
+// The inner `match` has only the fallback arm until the first remote backend adds its own.
+#[allow(clippy::match_single_binding)]
+pub fn open(loc: &Location) -> Result<Arc<dyn StorageClient>, LocationError> {
+    match loc {
+        Location::Local(path) => Ok(Arc::new(LocalClient::new(path.clone()))),
+        Location::Remote { scheme, .. } => match scheme.as_str() {
+            // Remote backends add their feature-gated arm here, above the fallback.
+            other => Err(missing_feature(other)),
+        },
+    }
+}
+
+/// The error for a recognised remote scheme whose backend is not compiled in.
+fn missing_feature(scheme: &str) -> LocationError {
+    match REMOTE_SCHEMES.iter().find(|(s, _)| *s == scheme) {
+        Some((_, feature)) => LocationError::MissingFeature {
+            scheme: scheme.to_owned(),
+            feature,
+        },
+        None => LocationError::UnknownScheme {
+            scheme: scheme.to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_paths_are_local() {
+        assert_eq!(parse("./a").unwrap(), Location::Local("./a".into()));
+        assert_eq!(
+            parse("/tmp/x y").unwrap(),
+            Location::Local("/tmp/x y".into())
+        );
+        // Not a scheme: does not start with a letter.
+        assert_eq!(
+            parse("./s3://x").unwrap(),
+            Location::Local("./s3://x".into())
+        );
+        assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn file_urls_are_local() {
+        assert_eq!(
+            parse("file:///tmp/a").unwrap(),
+            Location::Local("/tmp/a".into())
+        );
+        assert_eq!(
+            parse("FILE://localhost/tmp/a%20b").unwrap(),
+            Location::Local("/tmp/a b".into())
+        );
+        assert!(matches!(
+            parse("file://host/x"),
+            Err(LocationError::Invalid { .. })
+        ));
+        assert!(matches!(
+            parse("file://"),
+            Err(LocationError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn remote_schemes_are_recognised_and_need_their_feature() {
+        for (url, feature) in [
+            ("s3://bucket/prefix", "s3"),
+            ("gs://bucket", "gcs"),
+            ("az://container/p", "azure"),
+            ("webdav://127.0.0.1:8080/dav", "webdav"),
+            ("webdavs://host/dav", "webdav"),
+            ("sftp://me@host:2222/srv", "sftp"),
+        ] {
+            let loc = parse(url).unwrap();
+            assert!(matches!(loc, Location::Remote { .. }), "{url}");
+            let err = open(&loc).err().unwrap();
+            assert!(
+                matches!(&err, LocationError::MissingFeature { feature: f, .. } if *f == feature),
+                "{url}: {err}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("--features {feature}")), "{msg}");
+        }
+        assert_eq!(
+            open(&parse("s3://b/p").unwrap()).err().unwrap().to_string(),
+            "s3:// needs the \"s3\" feature: cargo install syncengine --features s3"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_rejected() {
+        assert!(matches!(
+            parse("ftp://host/x"),
+            Err(LocationError::UnknownScheme { scheme }) if scheme == "ftp"
+        ));
+        assert!(matches!(parse("s3://"), Err(LocationError::Invalid { .. })));
+        assert!(matches!(
+            parse("sftp://me@/x"),
+            Err(LocationError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn join_appends_a_folder() {
+        assert_eq!(
+            parse("s3://b/p/").unwrap().join("source").to_string(),
+            "s3://b/p/source"
+        );
+        assert_eq!(
+            parse("/x").unwrap().join("destination"),
+            Location::Local("/x/destination".into())
+        );
+    }
+}

@@ -1,0 +1,678 @@
+//! End-to-end tests of the `syncengine` binary on local folders.
+//!
+//! Every test runs the built binary on its own temporary folders with its own `--state-dir`.
+#![cfg(feature = "cli")]
+// Test helpers panic on purpose: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_syncengine");
+
+/// The keys of the `--json` object, in the CLI contract's order.
+const JSON_KEYS: [&str; 14] = [
+    "uploaded",
+    "downloaded",
+    "deleted_source",
+    "deleted_destination",
+    "renamed_source",
+    "renamed_destination",
+    "conflicts",
+    "skipped",
+    "errors",
+    "bytes_uploaded",
+    "bytes_downloaded",
+    "dry_run",
+    "warnings",
+    "conflict_paths",
+];
+
+/// A source folder `a`, a destination folder `b` and a state folder, all temporary.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    a: PathBuf,
+    b: PathBuf,
+    state: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a");
+        let b = tmp.path().join("b");
+        let state = tmp.path().join("state");
+        for d in [&a, &b, &state] {
+            std::fs::create_dir(d).unwrap();
+        }
+        Fixture {
+            _tmp: tmp,
+            a,
+            b,
+            state,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.a.parent().unwrap()
+    }
+
+    /// `syncengine sync a b --state-dir state <extra>`.
+    fn cmd(&self, extra: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("sync")
+            .arg(&self.a)
+            .arg(&self.b)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, extra: &[&str]) -> Output {
+        self.cmd(extra).output().unwrap()
+    }
+
+    /// Runs and asserts the exit status, showing stderr when it differs.
+    fn run_expect(&self, extra: &[&str], code: i32) -> Output {
+        let out = self.run(extra);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "args {extra:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs with `--json`, asserts exit 0 and returns the parsed object.
+    fn run_json(&self, extra: &[&str]) -> Value {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let out = self.run_expect(&args, 0);
+        json_of(&out)
+    }
+}
+
+fn json_of(out: &Output) -> Value {
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "exactly one line on stdout: {stdout:?}"
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn write(root: &Path, rel: &str, content: impl AsRef<[u8]>) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+/// Every file below `root` (relative path → content), leaving out the root's `.syncengine/`
+/// folder (trash) which is never synced.
+fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel == ".syncengine" {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Asserts two trees hold the same files with the same contents, naming the differences
+/// (not dumping the contents).
+fn assert_same_tree(a: &Path, b: &Path, what: &str) {
+    let (ta, tb) = (tree(a), tree(b));
+    let only_a: Vec<&String> = ta.keys().filter(|k| !tb.contains_key(*k)).collect();
+    let only_b: Vec<&String> = tb.keys().filter(|k| !ta.contains_key(*k)).collect();
+    let differ: Vec<&String> = ta
+        .iter()
+        .filter(|(k, v)| tb.get(*k).is_some_and(|w| w != *v))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        only_a.is_empty() && only_b.is_empty() && differ.is_empty(),
+        "{what}: only in {}: {only_a:?}; only in {}: {only_b:?}; contents differ: {differ:?}",
+        a.display(),
+        b.display()
+    );
+}
+
+fn names(root: &Path) -> BTreeSet<String> {
+    tree(root).into_keys().collect()
+}
+
+/// Every path below `root`, `.syncengine/` included, for leftovers such as temp files.
+fn all_paths(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// The state folder's files and contents. Lock files are compared by name only: a run
+/// writes its pid into the lock it holds, which is not pair state.
+fn state_snapshot(state: &Path) -> BTreeMap<String, Vec<u8>> {
+    all_paths(state)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p
+                .strip_prefix(state)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let content = if name.ends_with(".lock") {
+                Vec::new()
+            } else {
+                std::fs::read(&p).unwrap()
+            };
+            (name, content)
+        })
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn help_mentions_every_flag_modes_and_exit_codes() {
+    let out = Command::new(BIN).args(["sync", "--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--mode",
+        "--initial",
+        "--conflict ",
+        "--conflict-loser",
+        "--exclude",
+        "--state-dir",
+        "--dry-run",
+        "--json",
+        "--transfers",
+        "--max-delete",
+        "--force",
+        "--checksum",
+        "--no-trash",
+        "--backup-dir",
+        "--trash-keep",
+        "--sort-listings",
+        "--verbose",
+        "--quiet",
+        "SOURCE",
+        "DESTINATION",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+    for mode in SYNC_MODES {
+        assert!(help.contains(mode), "--help lacks mode {mode}");
+    }
+    for section in [
+        "EXAMPLES",
+        "EXIT STATUS",
+        "CREDENTIALS",
+        "AWS_",
+        "SYNCENGINE_STATE_DIR",
+    ] {
+        assert!(help.contains(section), "--help lacks {section}");
+    }
+    let top = Command::new(BIN).arg("--help").output().unwrap();
+    assert_eq!(top.status.code(), Some(0));
+    assert!(String::from_utf8(top.stdout).unwrap().contains("sync"));
+}
+
+const SYNC_MODES: [&str; 5] = [
+    "two-way",
+    "source-to-destination",
+    "source-backup",
+    "destination-to-source",
+    "destination-backup",
+];
+
+#[test]
+fn usage_errors_exit_2_and_touch_nothing() {
+    let f = Fixture::new();
+    write(&f.a, "x.txt", "x");
+
+    let out = f.run_expect(&["--mode", "sideways"], 2);
+    let err = stderr_of(&out);
+    for valid in SYNC_MODES {
+        assert!(err.contains(valid), "the error should list {valid}: {err}");
+    }
+    f.run_expect(&["--bogus-flag"], 2);
+    f.run_expect(&["--conflict", "coin-toss"], 2);
+    f.run_expect(&["--max-delete", "101"], 2);
+    f.run_expect(&["--transfers", "0"], 2);
+    f.run_expect(&["-v", "-q"], 2);
+
+    let run = |src: &str, dst: &str| {
+        Command::new(BIN)
+            .args(["sync", src, dst, "--state-dir"])
+            .arg(&f.state)
+            .output()
+            .unwrap()
+    };
+    let a = f.a.to_str().unwrap();
+    let out = run(a, "ftp://127.0.0.1/x");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("ftp://"), "{}", stderr_of(&out));
+
+    let out = run("nosuch://bucket", a);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+
+    // Nothing was synced and no state was written by any of these.
+    assert!(names(&f.b).is_empty());
+    assert!(state_snapshot(&f.state).is_empty());
+}
+
+// The `s3` feature arrives with the S3 backend; until then this test always runs.
+#[allow(unexpected_cfgs)]
+mod without_s3_feature {
+    use super::*;
+
+    #[cfg(not(feature = "s3"))]
+    #[test]
+    fn s3_without_its_feature_is_a_usage_error_naming_the_feature() {
+        let f = Fixture::new();
+        let out = Command::new(BIN)
+            .args([
+                "sync",
+                f.a.to_str().unwrap(),
+                "s3://bucket/prefix",
+                "--state-dir",
+            ])
+            .arg(&f.state)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("s3:// needs the \"s3\" feature: cargo install syncengine --features s3"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn json_has_exactly_the_contract_keys_with_the_right_types() {
+    let f = Fixture::new();
+    write(&f.a, "one.txt", "hello");
+    write(&f.a, "dir/two.txt", "world!");
+    write(&f.b, "three.txt", "from b");
+    let v = f.run_json(&[]);
+    let obj = v.as_object().unwrap();
+    let keys: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
+    assert_eq!(keys, JSON_KEYS.into_iter().collect::<BTreeSet<_>>());
+    for k in &JSON_KEYS[..11] {
+        assert!(obj[*k].is_u64(), "{k} should be a count: {v}");
+    }
+    assert_eq!(obj["dry_run"], Value::Bool(false));
+    for k in ["warnings", "conflict_paths"] {
+        let arr = obj[k]
+            .as_array()
+            .unwrap_or_else(|| panic!("{k} should be an array"));
+        assert!(arr.iter().all(Value::is_string), "{k}: {v}");
+    }
+    assert_eq!(obj["uploaded"], 2);
+    assert_eq!(obj["downloaded"], 1);
+    assert_eq!(obj["bytes_uploaded"], 11);
+    assert_eq!(obj["bytes_downloaded"], 6);
+    assert_eq!(obj["errors"], 0);
+    assert_same_tree(&f.a, &f.b, "after the run");
+}
+
+#[test]
+fn human_summary_and_exit_0_on_success() {
+    let f = Fixture::new();
+    write(&f.a, "hello.txt", "hi\n");
+    let out = f.run_expect(&[], 0);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.starts_with("synced: 1 uploaded, 0 downloaded"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read(f.b.join("hello.txt")).unwrap(), b"hi\n");
+
+    // -q: nothing on stdout.
+    let out = f.run_expect(&["-q"], 0);
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_missing_destination_folder_is_created_but_not_in_a_dry_run() {
+    let f = Fixture::new();
+    write(&f.a, "x.txt", "x");
+    let dst = f.root().join("new/dest");
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .arg("sync")
+            .arg(&f.a)
+            .arg(&dst)
+            .arg("--state-dir")
+            .arg(&f.state)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(!dst.exists());
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(std::fs::read(dst.join("x.txt")).unwrap(), b"x");
+}
+
+/// Base: f1..f8 on both sides. Then: `s_new` added at the source, `d_new` added at the
+/// destination, `f1` deleted at the source, `f2` deleted at the destination. Runs `mode` and
+/// checks both sides against the seed's scenario table; `f3`..`f8` stay on both sides.
+fn mode_case(mode: &str, want_a: &[&str], want_b: &[&str]) {
+    let f = Fixture::new();
+    for i in 1..=8 {
+        write(&f.a, &format!("f{i}.txt"), format!("base {i}"));
+    }
+    f.run_expect(&["--mode", "two-way"], 0);
+    assert_same_tree(&f.a, &f.b, "base sync");
+
+    write(&f.a, "s_new.txt", "added at source");
+    write(&f.b, "d_new.txt", "added at destination");
+    std::fs::remove_file(f.a.join("f1.txt")).unwrap();
+    std::fs::remove_file(f.b.join("f2.txt")).unwrap();
+
+    f.run_expect(&["--mode", mode], 0);
+
+    let unchanged: Vec<String> = (3..=8).map(|i| format!("f{i}.txt")).collect();
+    for (side, root, want) in [("source", &f.a, want_a), ("destination", &f.b, want_b)] {
+        let mut want = set(want);
+        want.extend(unchanged.iter().cloned());
+        assert_eq!(names(root), want, "mode {mode}: {side}");
+    }
+    // Whatever exists on both sides has the same content.
+    let (ta, tb) = (tree(&f.a), tree(&f.b));
+    for (k, v) in &ta {
+        if let Some(w) = tb.get(k) {
+            assert!(v == w, "mode {mode}: {k} differs");
+        }
+    }
+}
+
+#[test]
+fn two_way_scenarios() {
+    // Adds both ways, deletes both ways.
+    mode_case(
+        "two-way",
+        &["s_new.txt", "d_new.txt"],
+        &["s_new.txt", "d_new.txt"],
+    );
+}
+
+#[test]
+fn source_to_destination_scenarios() {
+    // Upload the source add, delete the destination add, delete at destination what the
+    // source deleted, re-upload what the destination deleted.
+    mode_case("std", &["s_new.txt", "f2.txt"], &["s_new.txt", "f2.txt"]);
+}
+
+#[test]
+fn source_backup_scenarios() {
+    // Upload, download the destination add, keep the backup of the source delete,
+    // re-upload the destination delete.
+    mode_case(
+        "sourceBackup",
+        &["s_new.txt", "d_new.txt", "f2.txt"],
+        &["s_new.txt", "d_new.txt", "f1.txt", "f2.txt"],
+    );
+}
+
+#[test]
+fn destination_to_source_scenarios() {
+    // Delete the source add, download the destination add, re-download the source delete,
+    // delete at source what the destination deleted.
+    mode_case(
+        "CLOUD_TO_LOCAL",
+        &["d_new.txt", "f1.txt"],
+        &["d_new.txt", "f1.txt"],
+    );
+}
+
+#[test]
+fn destination_backup_scenarios() {
+    // Ignore the source add, download the destination add, re-download the source delete,
+    // keep the source copy of the destination delete.
+    mode_case(
+        "db",
+        &["s_new.txt", "d_new.txt", "f1.txt", "f2.txt"],
+        &["d_new.txt", "f1.txt"],
+    );
+}
+
+#[test]
+fn dry_run_changes_nothing_and_predicts_the_real_run() {
+    let f = Fixture::new();
+    for i in 1..=6 {
+        write(&f.a, &format!("f{i}.txt"), format!("base {i}"));
+    }
+    f.run_json(&[]);
+    write(&f.a, "new_a.txt", "new on a");
+    write(&f.b, "sub/new_b.txt", "new on b");
+    write(&f.a, "f3.txt", "modified on a, longer");
+    std::fs::remove_file(f.b.join("f4.txt")).unwrap();
+
+    let before = (tree(&f.a), tree(&f.b), state_snapshot(&f.state));
+    let dry = f.run_json(&["--dry-run"]);
+    let after = (tree(&f.a), tree(&f.b), state_snapshot(&f.state));
+    assert!(before.0 == after.0, "a dry run changed the source");
+    assert!(before.1 == after.1, "a dry run changed the destination");
+    assert_eq!(
+        before.2.keys().collect::<Vec<_>>(),
+        after.2.keys().collect::<Vec<_>>(),
+        "a dry run added or removed state files"
+    );
+    for (k, v) in &before.2 {
+        assert!(after.2[k] == *v, "a dry run changed the state file {k}");
+    }
+    assert_eq!(dry["dry_run"], Value::Bool(true));
+    // A second dry run plans the same (it recorded nothing).
+    let dry2 = f.run_json(&["--dry-run"]);
+    assert_eq!(dry, dry2);
+
+    let real = f.run_json(&[]);
+    assert_eq!(real["dry_run"], Value::Bool(false));
+    for k in JSON_KEYS.iter().filter(|k| **k != "dry_run") {
+        assert_eq!(dry[*k], real[*k], "{k}: dry {dry} vs real {real}");
+    }
+    assert_eq!(real["uploaded"], 2, "{real}");
+    assert_eq!(real["downloaded"], 1, "{real}");
+    assert_eq!(real["deleted_source"], 1, "{real}");
+    assert_same_tree(&f.a, &f.b, "after the run");
+}
+
+#[test]
+fn max_delete_stops_with_exit_3_and_force_overrides_it() {
+    let f = Fixture::new();
+    for i in 0..10 {
+        write(&f.a, &format!("f{i}.txt"), format!("{i}"));
+    }
+    f.run_expect(&[], 0);
+    for i in 0..8 {
+        std::fs::remove_file(f.a.join(format!("f{i}.txt"))).unwrap();
+    }
+    let out = f.run_expect(&["--json"], 3);
+    assert!(out.stdout.is_empty(), "a stopped run prints no JSON");
+    assert!(
+        stderr_of(&out).contains("max-delete"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(names(&f.b).len(), 10, "nothing deleted on the destination");
+    assert_eq!(names(&f.a).len(), 2, "nothing restored either");
+
+    // A higher limit lets it through too, but check --force as the contract's override.
+    f.run_expect(&["--force"], 0);
+    assert_eq!(names(&f.b), set(&["f8.txt", "f9.txt"]));
+}
+
+#[test]
+fn an_emptied_side_stops_with_exit_3() {
+    let f = Fixture::new();
+    for i in 0..10 {
+        write(&f.a, &format!("f{i}.txt"), format!("{i}"));
+    }
+    f.run_expect(&[], 0);
+    for i in 0..10 {
+        std::fs::remove_file(f.a.join(format!("f{i}.txt"))).unwrap();
+    }
+    f.run_expect(&[], 3);
+    // Even with max-delete out of the way, the empty-side rule stops it.
+    let out = f.run_expect(&["--max-delete", "100"], 3);
+    assert!(stderr_of(&out).contains("empty"), "{}", stderr_of(&out));
+    assert_eq!(names(&f.b).len(), 10);
+    f.run_expect(&["--max-delete", "100", "--force"], 0);
+    assert!(names(&f.b).is_empty());
+}
+
+#[test]
+fn a_held_pair_lock_makes_a_second_run_exit_3() {
+    let f = Fixture::new();
+    write(&f.a, "x.txt", "x");
+    f.run_expect(&[], 0);
+    let locks: Vec<PathBuf> = all_paths(&f.state)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "lock"))
+        .collect();
+    assert_eq!(locks.len(), 1, "one lock file per pair: {locks:?}");
+
+    let held = File::options()
+        .read(true)
+        .write(true)
+        .open(&locks[0])
+        .unwrap();
+    held.try_lock().unwrap();
+    write(&f.a, "y.txt", "y");
+    let out = f.run_expect(&[], 3);
+    assert!(stderr_of(&out).contains("lock"), "{}", stderr_of(&out));
+    assert!(!f.b.join("y.txt").exists());
+
+    held.unlock().unwrap();
+    f.run_expect(&[], 0);
+    assert!(f.b.join("y.txt").exists());
+}
+
+#[test]
+fn backup_dir_receives_deleted_files_per_side() {
+    let f = Fixture::new();
+    for i in 0..4 {
+        write(&f.a, &format!("f{i}.txt"), format!("content {i}"));
+    }
+    f.run_expect(&[], 0);
+    std::fs::remove_file(f.a.join("f0.txt")).unwrap();
+    let backup = f.root().join("backup");
+    f.run_expect(&["--backup-dir", backup.to_str().unwrap()], 0);
+    assert!(!f.b.join("f0.txt").exists());
+    let kept: Vec<PathBuf> = all_paths(&backup.join("destination"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "f0.txt"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), b"content 0");
+
+    // A backup folder inside a synced root is refused.
+    let inside = f.b.join("bak");
+    f.run_expect(&["--backup-dir", inside.to_str().unwrap()], 2);
+    // --no-trash and --backup-dir contradict each other.
+    f.run_expect(&["--no-trash", "--backup-dir", backup.to_str().unwrap()], 2);
+}
+
+#[test]
+fn a_killed_run_converges_on_the_next_run_without_leftovers() {
+    const FILES: usize = 2000;
+    let f = Fixture::new();
+    let body = vec![b'z'; 8 * 1024];
+    for i in 0..FILES {
+        write(&f.a, &format!("d{:02}/file{i:05}.bin", i % 40), &body);
+    }
+    let mut child = f
+        .cmd(&["--transfers", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once some files have arrived, well before all of them.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let arrived = all_paths(&f.b).iter().filter(|p| p.is_file()).count();
+        if arrived >= 50 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "no progress within 120 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before it could be killed"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = names(&f.b).len();
+    assert!(
+        partial < FILES,
+        "the kill came too late to test anything ({partial} files)"
+    );
+
+    f.run_expect(&[], 0);
+    assert_same_tree(&f.a, &f.b, "after the run");
+    for root in [&f.a, &f.b] {
+        let leftovers: Vec<PathBuf> = all_paths(root)
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".syncengine-tmp-"))
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    }
+    // And a third run has nothing to do.
+    let v = f.run_json(&[]);
+    for k in &JSON_KEYS[..9] {
+        assert_eq!(v[*k], 0, "{k}: {v}");
+    }
+}
