@@ -1,0 +1,411 @@
+//! Local-disk specifics the shared conformance suite cannot see: symlinks, odd names, leftover
+//! temporary files, directory pruning and the on-disk shape of the tree.
+
+// Helpers outside `#[test]` fns are test code too; clippy's in-tests allowance misses them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use syncengine_backend_local::{LocalClient, TEMP_PREFIX};
+use syncengine_core::{
+    ByteStream, Error, RelPath, StorageClient, StorageClientExt, WriteMode, WriteOptions,
+    bytes_stream,
+};
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+fn touch(path: &Path, content: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, content).unwrap();
+}
+
+async fn paths(client: &LocalClient, prefix: Option<&str>) -> Vec<String> {
+    client
+        .list_all(prefix.map(p).as_ref())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path.into_string())
+        .collect()
+}
+
+/// Every file below `dir`, found by a plain recursive walk, as sorted relative paths.
+fn walk_sorted(dir: &Path, rel: &str, out: &mut Vec<String>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let child = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        if entry.file_type().unwrap().is_dir() {
+            walk_sorted(&entry.path(), &child, out);
+        } else {
+            out.push(child);
+        }
+    }
+}
+
+/// Names of temporary files anywhere below `dir`.
+fn temp_files(dir: &Path) -> Vec<String> {
+    let mut all = Vec::new();
+    if dir.exists() {
+        walk_sorted(dir, "", &mut all);
+    }
+    all.into_iter()
+        .filter(|path| path.rsplit('/').next().unwrap().starts_with(TEMP_PREFIX))
+        .collect()
+}
+
+#[tokio::test]
+async fn symlinks_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    touch(&root.join("real/file"), "x");
+    touch(&dir.path().join("outside/secret"), "s");
+    std::os::unix::fs::symlink(root.join("real/file"), root.join("file-link")).unwrap();
+    std::os::unix::fs::symlink(root.join("outside"), root.join("dir-link")).unwrap();
+    std::os::unix::fs::symlink(root.join("nowhere"), root.join("real/dangling")).unwrap();
+    let client = LocalClient::new(root);
+
+    assert_eq!(client.skipped_count(), 0);
+    let listed = paths(&client, None).await;
+    assert!(listed.contains(&"real/file".to_owned()));
+    assert!(
+        !listed
+            .iter()
+            .any(|p| p.contains("link") || p.contains("dangling"))
+    );
+    assert_eq!(client.skipped_count(), 3, "three symlinks were skipped");
+    assert!(
+        paths(&client, Some("dir-link")).await.is_empty(),
+        "a prefix through a symlink lists nothing"
+    );
+    assert!(
+        client
+            .stat(&p("file-link"))
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    // Skips accumulate over listings.
+    paths(&client, None).await;
+    assert_eq!(client.skipped_count(), 6);
+}
+
+#[tokio::test]
+async fn non_utf8_names_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(OsStr::from_bytes(b"bad-\xff-name")), "x").unwrap();
+    fs::create_dir(dir.path().join(OsStr::from_bytes(b"bad-dir-\xfe"))).unwrap();
+    touch(
+        &dir.path()
+            .join(OsStr::from_bytes(b"bad-dir-\xfe"))
+            .join("inner"),
+        "y",
+    );
+    touch(&dir.path().join("good"), "g");
+    let client = LocalClient::new(dir.path());
+    assert_eq!(paths(&client, None).await, ["good"]);
+    assert_eq!(client.skipped_count(), 2);
+}
+
+#[tokio::test]
+async fn leftover_temp_files_are_not_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    touch(&dir.path().join("a/b"), "b");
+    // What a crashed write leaves behind, at the root and below.
+    touch(
+        &dir.path().join(format!("{TEMP_PREFIX}0123456789abcdef")),
+        "partial",
+    );
+    touch(
+        &dir.path().join(format!("a/{TEMP_PREFIX}fedcba9876543210")),
+        "partial",
+    );
+    let client = LocalClient::new(dir.path());
+    assert_eq!(paths(&client, None).await, ["a/b"]);
+    assert_eq!(
+        client.skipped_count(),
+        0,
+        "our own temp files are not 'skipped' entries"
+    );
+    let reserved = client
+        .put(&p(&format!("x/{TEMP_PREFIX}mine")), Bytes::from("x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(reserved, Error::InvalidPath { .. }),
+        "{reserved:?}"
+    );
+}
+
+#[tokio::test]
+async fn delete_prunes_emptied_directories_but_not_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let client = LocalClient::new(&root);
+    client
+        .put(&p("a/b/c/file"), Bytes::from("1"))
+        .await
+        .unwrap();
+    client.put(&p("a/keep"), Bytes::from("2")).await.unwrap();
+    client.put(&p("top"), Bytes::from("3")).await.unwrap();
+
+    client.delete(&p("a/b/c/file")).await.unwrap();
+    assert!(
+        !root.join("a/b").exists(),
+        "emptied a/b/c and a/b are removed"
+    );
+    assert!(root.join("a/keep").exists(), "a still holds a file");
+
+    client.delete(&p("a/keep")).await.unwrap();
+    client.delete(&p("top")).await.unwrap();
+    assert!(!root.join("a").exists());
+    assert!(root.is_dir(), "the root stays even when empty");
+    assert!(paths(&client, None).await.is_empty());
+
+    // Renames prune the directories they empty too.
+    client.put(&p("x/y/z"), Bytes::from("4")).await.unwrap();
+    client.rename(&p("x/y/z"), &p("moved")).await.unwrap();
+    assert!(!root.join("x").exists());
+    assert!(root.join("moved").is_file());
+}
+
+#[tokio::test]
+async fn nested_tree_lists_in_canonical_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["a", "a b", "a-", "a.b", "a0", "aB", "a~", "é", "#", "z"];
+    // Three levels, where every level mixes files and directories with names that sort
+    // differently as `name` and `name/`.
+    for (i, first) in names.iter().enumerate() {
+        if i % 2 == 0 {
+            for (j, second) in names.iter().enumerate() {
+                if j % 3 == 0 {
+                    for third in ["f", "f.txt", "f-x", "f0"] {
+                        touch(&dir.path().join(first).join(second).join(third), third);
+                    }
+                } else {
+                    touch(&dir.path().join(first).join(second), second);
+                }
+            }
+        } else {
+            touch(&dir.path().join(first), first);
+        }
+    }
+    let mut expected = Vec::new();
+    walk_sorted(dir.path(), "", &mut expected);
+    expected.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    assert!(expected.len() > 100, "the tree is big enough to matter");
+    let client = LocalClient::new(dir.path());
+    assert_eq!(paths(&client, None).await, expected);
+
+    let below: Vec<String> = expected
+        .iter()
+        .filter(|path| path.starts_with("a/"))
+        .cloned()
+        .collect();
+    assert_eq!(paths(&client, Some("a")).await, below);
+}
+
+#[tokio::test]
+async fn big_listing_crosses_batches_and_can_stop_early() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in 0..10 {
+        for f in 0..300 {
+            touch(&dir.path().join(format!("d{d}/f{f:04}")), "");
+        }
+    }
+    let client = LocalClient::new(dir.path());
+    let listed = paths(&client, None).await;
+    assert_eq!(listed.len(), 3000);
+    assert!(listed.is_sorted_by(|a, b| a.as_bytes() < b.as_bytes()));
+    // Dropping a listing early stops the worker instead of blocking it forever.
+    let first: Vec<_> = client.list(None).take(10).collect().await;
+    assert_eq!(first.len(), 10);
+    let again = tokio::time::timeout(Duration::from_secs(10), client.list_all(None))
+        .await
+        .expect("a later listing is not blocked by the dropped one")
+        .unwrap();
+    assert_eq!(again.len(), 3000);
+}
+
+#[tokio::test]
+async fn missing_root_lists_nothing_and_writes_create_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("not/yet/there");
+    let client = LocalClient::new(&root);
+    assert!(paths(&client, None).await.is_empty());
+    assert!(!root.exists(), "listing must not create the root");
+    client.put(&p("f"), Bytes::from("x")).await.unwrap();
+    assert!(root.join("f").is_file());
+}
+
+#[tokio::test]
+async fn root_that_is_a_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    touch(&dir.path().join("file"), "x");
+    let client = LocalClient::new(dir.path().join("file"));
+    assert!(client.list_all(None).await.is_err());
+}
+
+#[tokio::test]
+async fn failed_and_cancelled_writes_leave_no_temp_files_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = LocalClient::new(dir.path());
+    client.put(&p("d/f"), Bytes::from("old")).await.unwrap();
+
+    let failing: ByteStream = stream::iter(vec![
+        Ok(Bytes::from(vec![1u8; 3 * 1024 * 1024])),
+        Err(Error::other("test", "d/f", "boom")),
+    ])
+    .boxed();
+    assert!(
+        client
+            .write_opts(&p("d/f"), failing, WriteOptions::default())
+            .await
+            .is_err()
+    );
+    assert_eq!(temp_files(dir.path()), Vec::<String>::new());
+
+    let hanging: ByteStream = stream::iter(vec![Ok(Bytes::from(vec![2u8; 3 * 1024 * 1024]))])
+        .chain(stream::pending())
+        .boxed();
+    let path = p("d/f");
+    let write = client.write_opts(&path, hanging, WriteOptions::default());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), write)
+            .await
+            .is_err()
+    );
+    // A blocking write batch may still be running on its thread; it writes to the already
+    // unlinked file, so nothing reappears.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(temp_files(dir.path()), Vec::<String>::new());
+    assert_eq!(fs::read(dir.path().join("d/f")).unwrap(), b"old");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_let_exactly_one_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Arc::new(LocalClient::new(dir.path()));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .write_opts(
+                        &p("race/target"),
+                        bytes_stream(Bytes::from(format!("writer {i}"))),
+                        WriteOptions::default().with_mode(WriteMode::Create),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(_) => won.push(i),
+            Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one Create wins");
+    let content = fs::read_to_string(dir.path().join("race/target")).unwrap();
+    assert_eq!(content, format!("writer {}", won[0]));
+    assert_eq!(temp_files(dir.path()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn update_mode_is_unsupported() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = LocalClient::new(dir.path());
+    client.put(&p("f"), Bytes::from("x")).await.unwrap();
+    let err = client
+        .write_opts(
+            &p("f"),
+            bytes_stream(Bytes::from("y")),
+            WriteOptions::default().with_mode(WriteMode::Update("anything".into())),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    assert!(!client.capabilities().conditional_write);
+    assert_eq!(client.read_to_bytes(&p("f")).await.unwrap(), "x");
+}
+
+#[tokio::test]
+async fn display_is_absolute_and_mtime_keeps_nanoseconds() {
+    let client = LocalClient::new("relative/dir");
+    let shown = client.to_string();
+    assert!(shown.starts_with("LocalClient(/"), "{shown}");
+    assert!(shown.ends_with("relative/dir)"), "{shown}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let client = LocalClient::new(dir.path());
+    let mtime = std::time::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+    client
+        .write_opts(
+            &p("t"),
+            bytes_stream(Bytes::from("t")),
+            WriteOptions::default().with_mtime(mtime),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fs::metadata(dir.path().join("t"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        mtime
+    );
+    // Copies keep the source's mtime.
+    let copied = client
+        .copy_opts(&p("t"), &p("c"), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(copied.mtime, Some(mtime));
+}
+
+#[tokio::test]
+async fn hostile_names_round_trip_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = LocalClient::new(dir.path());
+    let names = [
+        "sp ace",
+        "qu'ote",
+        "dq\"uote",
+        "#hash",
+        "what?",
+        "100%",
+        "back\\slash",
+        "-dash",
+        "ünï/cødé",
+        "tab\there",
+        "new\nline",
+    ];
+    for name in names {
+        client.put(&p(name), Bytes::from(name)).await.unwrap();
+        assert!(
+            dir.path().join(name).is_file(),
+            "{name:?} is stored under its own name"
+        );
+    }
+    let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    want.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    assert_eq!(paths(&client, None).await, want);
+    for name in names {
+        assert_eq!(client.read_to_bytes(&p(name)).await.unwrap(), name);
+    }
+}
