@@ -7,7 +7,6 @@
 
 use std::fs::{self, DirEntry};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -301,7 +300,6 @@ fn walk(root: &Path, prefix: Option<&RelPath>, skipped: &AtomicU64, out: &mut Se
                     }
                 };
                 let entry = entry_from_metadata(path, &metadata);
-                debug_assert_eq!(entry.file_id, Some(metadata.ino()));
                 if !out.push(Ok(entry)) {
                     return;
                 }

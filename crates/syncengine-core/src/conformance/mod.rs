@@ -11,7 +11,7 @@
 //! and [`conformance_tests!`](crate::conformance_tests), which expands to one `#[tokio::test]`
 //! per case (so failures are reported by name and cases run in parallel):
 //!
-//! ```ignore
+//! ```no_run
 //! use std::sync::Arc;
 //! use syncengine_core::{MemoryClient, StorageClient};
 //!
@@ -20,17 +20,24 @@
 //! }
 //!
 //! syncengine_core::conformance_tests!(fresh);
+//! # fn main() {}
 //! ```
 //!
 //! The factory may also return a `(client, guard)` pair; the guard (a `tempfile::TempDir`, a
 //! server handle…) lives until the case ends:
 //!
-//! ```ignore
+//! ```no_run
+//! use std::sync::Arc;
+//! use syncengine_core::{MemoryClient, StorageClient};
+//!
 //! async fn fresh() -> (Arc<dyn StorageClient>, tempfile::TempDir) {
 //!     let dir = tempfile::tempdir().unwrap();
-//!     (Arc::new(LocalClient::new(dir.path())), dir)
+//!     // A disk backend roots its client in `dir`, e.g. `LocalClient::new(dir.path())`
+//!     // (see `crates/backend-local/tests/conformance.rs`).
+//!     (Arc::new(MemoryClient::new()), dir)
 //! }
 //! syncengine_core::conformance_tests!(fresh);
+//! # fn main() {}
 //! ```
 //!
 //! The test crate needs `tokio` (with `macros` and `rt`) as a dev-dependency.
@@ -93,11 +100,12 @@ impl<C: AsClient, G> AsClient for (C, G) {
 /// `Arc<dyn StorageClient>` rooted at a fresh random location, or `(client, guard)`. To run
 /// the suite twice in one file (e.g. over two configurations), invoke the macro in two modules.
 ///
-/// ```ignore
+/// ```no_run
 /// async fn fresh() -> std::sync::Arc<dyn syncengine_core::StorageClient> {
 ///     std::sync::Arc::new(syncengine_core::MemoryClient::new())
 /// }
 /// syncengine_core::conformance_tests!(fresh);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
