@@ -1,0 +1,470 @@
+//! [`S3Builder`]: builds an [`S3Client`] from code, a URL or the environment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use syncengine_core::{Error, Result};
+
+use crate::client::S3Client;
+use crate::config::{S3Config, Secret, StoreKind};
+use crate::error::StoreError;
+
+/// Builds an [`S3Client`] for S3, Azure Blob or GCS.
+///
+/// ```no_run
+/// # async fn demo() -> syncengine_core::Result<()> {
+/// use syncengine_backend_s3::S3Builder;
+///
+/// // Explicit settings (an S3-compatible server on loopback):
+/// let client = S3Builder::new()
+///     .with_url("s3://test/backups/laptop")?
+///     .with_endpoint("http://127.0.0.1:9100")
+///     .with_region("us-east-1")
+///     .with_credentials("a", "b")
+///     .with_allow_http(true)
+///     .build()?;
+///
+/// // Or from the ecosystem's variables (AWS_*, AZURE_STORAGE_*, GOOGLE_*):
+/// let client = S3Builder::from_env("az://container/prefix")?.build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct S3Builder {
+    config: S3Config,
+}
+
+impl Default for S3Builder {
+    fn default() -> Self {
+        S3Builder::new()
+    }
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
+}
+
+impl S3Builder {
+    /// Starts an S3 builder with no bucket; set one with [`with_url`](Self::with_url) or
+    /// [`with_bucket`](Self::with_bucket).
+    pub fn new() -> Self {
+        S3Builder {
+            config: S3Config::new(StoreKind::S3, ""),
+        }
+    }
+
+    /// Starts a builder for `kind` and `bucket`.
+    pub fn for_store(kind: StoreKind, bucket: impl Into<String>) -> Self {
+        S3Builder {
+            config: S3Config::new(kind, bucket),
+        }
+    }
+
+    /// Starts from `url` and the environment variables of its store.
+    ///
+    /// - S3: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`
+    ///   (or `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT`), `AWS_ALLOW_HTTP`,
+    ///   `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`.
+    /// - Azure: `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`,
+    ///   `AZURE_STORAGE_SAS_TOKEN`, `AZURE_STORAGE_USE_EMULATOR`, `AZURE_STORAGE_ENDPOINT`
+    ///   (or `AZURITE_BLOB_STORAGE_URL`), `AZURE_ALLOW_HTTP`.
+    /// - GCS: `GOOGLE_SERVICE_ACCOUNT` (or `GOOGLE_SERVICE_ACCOUNT_PATH`,
+    ///   `GOOGLE_APPLICATION_CREDENTIALS`), `GOOGLE_SERVICE_ACCOUNT_KEY`, `GOOGLE_BASE_URL`,
+    ///   `GOOGLE_SKIP_SIGNATURE`, `GOOGLE_ALLOW_HTTP`.
+    /// - Any store: `SYNCENGINE_UNORDERED_LISTING=1` declares the server's listing unordered
+    ///   (the engine then sorts it), `SYNCENGINE_MTIME_FROM_METADATA=1` reads rclone's mtime
+    ///   metadata in listings (one HEAD per object).
+    ///
+    /// Variables not listed here are ignored; in particular `AWS_CA_BUNDLE` is not read.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPath`] when `url` is not `s3://`, `az://` or `gs://` with a bucket.
+    pub fn from_env(url: &str) -> Result<Self> {
+        Self::from_env_with(url, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env) with a custom variable lookup (for tests and
+    /// embedders that keep settings elsewhere).
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn from_env_with(url: &str, var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut b = S3Builder::new().with_url(url)?;
+        let first = |names: &[&str]| names.iter().find_map(|n| var(n).filter(|v| !v.is_empty()));
+        let c = &mut b.config;
+        match c.kind {
+            StoreKind::S3 => {
+                c.access_key_id = first(&["AWS_ACCESS_KEY_ID"]);
+                c.secret_access_key = first(&["AWS_SECRET_ACCESS_KEY"]).map(Secret::new);
+                c.session_token = first(&["AWS_SESSION_TOKEN", "AWS_TOKEN"]).map(Secret::new);
+                c.region = first(&["AWS_REGION", "AWS_DEFAULT_REGION"]);
+                c.endpoint = first(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]);
+                c.allow_http = first(&["AWS_ALLOW_HTTP"]).is_some_and(|v| truthy(&v));
+                c.virtual_hosted_style =
+                    first(&["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"]).is_some_and(|v| truthy(&v));
+                c.skip_signature = first(&["AWS_SKIP_SIGNATURE"]).is_some_and(|v| truthy(&v));
+            }
+            StoreKind::Azure => {
+                c.access_key_id = first(&["AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT"]);
+                c.secret_access_key =
+                    first(&["AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY"])
+                        .map(Secret::new);
+                c.session_token = first(&["AZURE_STORAGE_SAS_TOKEN"]).map(Secret::new);
+                c.use_emulator = first(&["AZURE_STORAGE_USE_EMULATOR"]).is_some_and(|v| truthy(&v));
+                c.endpoint = first(&["AZURE_STORAGE_ENDPOINT", "AZURITE_BLOB_STORAGE_URL"]);
+                c.allow_http =
+                    c.use_emulator || first(&["AZURE_ALLOW_HTTP"]).is_some_and(|v| truthy(&v));
+                c.skip_signature = first(&["AZURE_SKIP_SIGNATURE"]).is_some_and(|v| truthy(&v));
+            }
+            StoreKind::Gcs => {
+                c.service_account_path = first(&[
+                    "GOOGLE_SERVICE_ACCOUNT",
+                    "GOOGLE_SERVICE_ACCOUNT_PATH",
+                    "GOOGLE_APPLICATION_CREDENTIALS",
+                ]);
+                c.service_account_key = first(&["GOOGLE_SERVICE_ACCOUNT_KEY"]).map(Secret::new);
+                c.endpoint = first(&["GOOGLE_BASE_URL"]);
+                c.skip_signature = first(&["GOOGLE_SKIP_SIGNATURE"]).is_some_and(|v| truthy(&v));
+                c.allow_http = first(&["GOOGLE_ALLOW_HTTP"]).is_some_and(|v| truthy(&v));
+            }
+        }
+        if first(&["SYNCENGINE_UNORDERED_LISTING"]).is_some_and(|v| truthy(&v)) {
+            c.ordered_listing = false;
+        }
+        if first(&["SYNCENGINE_MTIME_FROM_METADATA"]).is_some_and(|v| truthy(&v)) {
+            c.mtime_from_metadata = true;
+        }
+        Ok(b)
+    }
+
+    /// Sets store, bucket and prefix from `s3://bucket/prefix`, `az://container/prefix` or
+    /// `gs://bucket/prefix`. The prefix is taken literally (no percent-decoding).
+    ///
+    /// # Errors
+    /// [`Error::InvalidPath`] for another scheme, a missing bucket, or a prefix with `.`,
+    /// `..` or empty segments.
+    pub fn with_url(mut self, url: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::InvalidPath {
+            path: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| invalid("expected s3://, az:// or gs://"))?;
+        let kind = StoreKind::from_scheme(scheme)
+            .ok_or_else(|| invalid("unknown scheme; expected s3://, az:// or gs://"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid("no bucket or container name"));
+        }
+        let prefix = prefix.trim_matches('/');
+        if !prefix.is_empty() {
+            syncengine_core::RelPath::new(prefix).map_err(|e| invalid(&e.to_string()))?;
+        }
+        let keep = self.config.clone();
+        self.config = S3Config {
+            kind,
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            etag_is_md5: kind == StoreKind::S3 && keep.etag_is_md5,
+            ..keep
+        };
+        Ok(self)
+    }
+
+    /// Sets the bucket (or container).
+    pub fn with_bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.config.bucket = bucket.into();
+        self
+    }
+
+    /// Sets the root prefix inside the bucket (leading and trailing `/` are ignored).
+    pub fn with_prefix(mut self, prefix: impl AsRef<str>) -> Self {
+        self.config.prefix = prefix.as_ref().trim_matches('/').to_owned();
+        self
+    }
+
+    /// Sets the endpoint URL (an S3-compatible server, Azurite, a GCS base URL).
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.config.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Sets the region (S3).
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.config.region = Some(region.into());
+        self
+    }
+
+    /// Sets the access key id and secret (S3), or account name and key (Azure).
+    pub fn with_credentials(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.config.access_key_id = Some(id.into());
+        self.config.secret_access_key = Some(Secret::new(secret));
+        self
+    }
+
+    /// Sets the GCS service account key (JSON text).
+    pub fn with_service_account_key(mut self, json: impl Into<String>) -> Self {
+        self.config.service_account_key = Some(Secret::new(json));
+        self
+    }
+
+    /// Allows plain `http://` endpoints.
+    pub fn with_allow_http(mut self, allow: bool) -> Self {
+        self.config.allow_http = allow;
+        self
+    }
+
+    /// Uses the Azurite emulator's well-known account (Azure).
+    pub fn with_use_emulator(mut self, emulator: bool) -> Self {
+        self.config.use_emulator = emulator;
+        self
+    }
+
+    /// Sends unsigned requests.
+    pub fn with_skip_signature(mut self, skip: bool) -> Self {
+        self.config.skip_signature = skip;
+        self
+    }
+
+    /// Declares whether the server lists keys in byte-wise order (default true). Set false
+    /// for servers such as SeaweedFS; the engine then sorts their listings.
+    pub fn with_ordered_listing(mut self, ordered: bool) -> Self {
+        self.config.ordered_listing = ordered;
+        self
+    }
+
+    /// Declares whether single-part S3 ETags are MD5s (default true on S3).
+    pub fn with_etag_is_md5(mut self, md5: bool) -> Self {
+        self.config.etag_is_md5 = md5 && self.config.kind == StoreKind::S3;
+        self
+    }
+
+    /// Reads rclone's mtime metadata in listings and `stat` (one HEAD per listed object).
+    pub fn with_mtime_from_metadata(mut self, on: bool) -> Self {
+        self.config.mtime_from_metadata = on;
+        self
+    }
+
+    /// Sets the multipart part size (at least 5 MiB) and the parts in flight per upload.
+    pub fn with_multipart(mut self, part_size: usize, parts_in_flight: usize) -> Self {
+        self.config.part_size = part_size.max(5 * 1024 * 1024);
+        self.config.parts_in_flight = parts_in_flight.max(1);
+        self
+    }
+
+    /// Sets object_store's own retries per HTTP request and their time limit.
+    pub fn with_retries(mut self, max_retries: usize, retry_timeout: Duration) -> Self {
+        self.config.max_retries = max_retries;
+        self.config.retry_timeout = retry_timeout;
+        self
+    }
+
+    /// Sets the timeout of one HTTP request.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Returns the configuration built so far.
+    pub fn config(&self) -> &S3Config {
+        &self.config
+    }
+
+    /// Builds the client. Makes no network request.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the store's cargo feature is off; [`Error::Other`] for a
+    /// configuration object_store rejects (no bucket, a bad endpoint…).
+    pub fn build(self) -> Result<S3Client> {
+        let c = self.config;
+        let store = make_store(&c).map_err(|e| e.into_core(c.kind.backend(), ""))?;
+        Ok(S3Client::new(c, store))
+    }
+}
+
+fn client_options(c: &S3Config) -> object_store::ClientOptions {
+    let mut o = object_store::ClientOptions::new().with_allow_http(c.allow_http);
+    if let Some(t) = c.request_timeout {
+        o = o.with_timeout(t);
+    }
+    o
+}
+
+fn retry_config(c: &S3Config) -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig::default(),
+        max_retries: c.max_retries,
+        retry_timeout: c.retry_timeout,
+    }
+}
+
+fn make_store(c: &S3Config) -> std::result::Result<Arc<dyn ObjectStore>, StoreError> {
+    if c.bucket.is_empty() {
+        return Err(StoreError::Config("no bucket or container name".into()));
+    }
+    match c.kind {
+        #[cfg(feature = "s3")]
+        StoreKind::S3 => {
+            use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
+            let mut b = AmazonS3Builder::new()
+                .with_bucket_name(&c.bucket)
+                .with_region(c.region.as_deref().unwrap_or("us-east-1"))
+                .with_allow_http(c.allow_http)
+                .with_virtual_hosted_style_request(c.virtual_hosted_style)
+                .with_skip_signature(c.skip_signature)
+                // Copy without overwrite on S3 goes through HEAD + CopyObject (see client.rs);
+                // this setting only keeps object_store's own copy_if_not_exists usable.
+                .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
+                .with_client_options(client_options(c))
+                .with_retry(retry_config(c));
+            if let Some(e) = &c.endpoint {
+                b = b.with_endpoint(e);
+            }
+            if let Some(k) = &c.access_key_id {
+                b = b.with_access_key_id(k);
+            }
+            if let Some(s) = &c.secret_access_key {
+                b = b.with_secret_access_key(s.expose());
+            }
+            if let Some(t) = &c.session_token {
+                b = b.with_token(t.expose());
+            }
+            Ok(Arc::new(b.build().map_err(StoreError::Store)?))
+        }
+        #[cfg(feature = "azure")]
+        StoreKind::Azure => {
+            use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+            let mut b = MicrosoftAzureBuilder::new()
+                .with_container_name(&c.bucket)
+                .with_use_emulator(c.use_emulator)
+                .with_allow_http(c.allow_http)
+                .with_skip_signature(c.skip_signature)
+                .with_client_options(client_options(c))
+                .with_retry(retry_config(c));
+            if let Some(e) = &c.endpoint {
+                b = b.with_endpoint(e.clone());
+            }
+            if let Some(k) = &c.access_key_id {
+                b = b.with_account(k);
+            }
+            if let Some(s) = &c.secret_access_key {
+                b = b.with_access_key(s.expose());
+            }
+            if let Some(t) = &c.session_token {
+                b = b.with_config(AzureConfigKey::SasKey, t.expose());
+            }
+            Ok(Arc::new(b.build().map_err(StoreError::Store)?))
+        }
+        #[cfg(feature = "gcs")]
+        StoreKind::Gcs => {
+            use object_store::gcp::GoogleCloudStorageBuilder;
+            let mut b = GoogleCloudStorageBuilder::new()
+                .with_bucket_name(&c.bucket)
+                .with_skip_signature(c.skip_signature)
+                .with_client_options(client_options(c))
+                .with_retry(retry_config(c));
+            if let Some(e) = &c.endpoint {
+                b = b.with_base_url(e);
+            }
+            if let Some(p) = &c.service_account_path {
+                b = b.with_service_account_path(p);
+            }
+            if let Some(k) = &c.service_account_key {
+                b = b.with_service_account_key(k.expose());
+            }
+            Ok(Arc::new(b.build().map_err(StoreError::Store)?))
+        }
+        #[allow(unreachable_patterns)]
+        kind => Err(StoreError::FeatureOff(kind)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn url_sets_kind_bucket_and_prefix() {
+        let b = S3Builder::new().with_url("s3://bkt/a/b c/").unwrap();
+        assert_eq!(b.config().kind, StoreKind::S3);
+        assert_eq!(b.config().bucket, "bkt");
+        assert_eq!(b.config().prefix, "a/b c");
+        let b = S3Builder::new().with_url("az://cont").unwrap();
+        assert_eq!(
+            (b.config().kind, b.config().prefix.as_str()),
+            (StoreKind::Azure, "")
+        );
+        assert!(!b.config().etag_is_md5, "Azure ETags are not MD5s");
+        assert!(S3Builder::new().with_url("s3:///x").is_err());
+        assert!(S3Builder::new().with_url("s3://b/../x").is_err());
+        assert!(S3Builder::new().with_url("ftp://b/x").is_err());
+    }
+
+    #[test]
+    fn env_reads_ecosystem_variables() {
+        let b = S3Builder::from_env_with(
+            "s3://b/p",
+            env(&[
+                ("AWS_ACCESS_KEY_ID", "id"),
+                ("AWS_SECRET_ACCESS_KEY", "sk"),
+                ("AWS_DEFAULT_REGION", "eu-west-1"),
+                ("AWS_ENDPOINT", "http://127.0.0.1:1"),
+                ("AWS_ALLOW_HTTP", "true"),
+                ("AWS_CA_BUNDLE", "/nonexistent"),
+                ("SYNCENGINE_UNORDERED_LISTING", "1"),
+            ]),
+        )
+        .unwrap();
+        let c = b.config();
+        assert_eq!(c.access_key_id.as_deref(), Some("id"));
+        assert_eq!(c.secret_access_key.as_ref().map(Secret::expose), Some("sk"));
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+        assert!(c.allow_http && !c.ordered_listing);
+        assert!(
+            !format!("{b:?}").contains("\"sk\""),
+            "Debug leaks the secret"
+        );
+
+        let b = S3Builder::from_env_with(
+            "az://c",
+            env(&[
+                ("AZURE_STORAGE_USE_EMULATOR", "1"),
+                ("AZURE_STORAGE_ACCOUNT_NAME", "acct"),
+            ]),
+        )
+        .unwrap();
+        assert!(b.config().use_emulator && b.config().allow_http);
+        assert_eq!(b.config().access_key_id.as_deref(), Some("acct"));
+
+        let b = S3Builder::from_env_with(
+            "gs://g/x",
+            env(&[
+                ("GOOGLE_SERVICE_ACCOUNT", "/k.json"),
+                ("GOOGLE_BASE_URL", "http://h"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(b.config().service_account_path.as_deref(), Some("/k.json"));
+        assert_eq!(b.config().endpoint.as_deref(), Some("http://h"));
+    }
+
+    #[test]
+    fn build_without_bucket_fails() {
+        assert!(S3Builder::new().build().is_err());
+    }
+}

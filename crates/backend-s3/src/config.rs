@@ -1,0 +1,178 @@
+//! [`S3Config`]: everything a client needs to reach one bucket (or container) and prefix.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Which object store a client talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// Amazon S3 or an S3-compatible server (MinIO, SeaweedFS, moto…): `s3://`.
+    S3,
+    /// Azure Blob Storage (or Azurite): `az://`.
+    Azure,
+    /// Google Cloud Storage: `gs://`.
+    Gcs,
+}
+
+impl StoreKind {
+    /// Returns the URL scheme of this store (`s3`, `az`, `gs`).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            StoreKind::S3 => "s3",
+            StoreKind::Azure => "az",
+            StoreKind::Gcs => "gs",
+        }
+    }
+
+    /// Returns the backend name used in errors and logs (`s3`, `azure`, `gcs`).
+    pub fn backend(self) -> &'static str {
+        match self {
+            StoreKind::S3 => "s3",
+            StoreKind::Azure => "azure",
+            StoreKind::Gcs => "gcs",
+        }
+    }
+
+    /// Parses a URL scheme: `s3`, `s3a`, `az`, `azure`, `abfs`, `gs`, `gcs`.
+    pub fn from_scheme(scheme: &str) -> Option<StoreKind> {
+        match scheme.to_ascii_lowercase().as_str() {
+            "s3" | "s3a" => Some(StoreKind::S3),
+            "az" | "azure" | "abfs" | "abfss" => Some(StoreKind::Azure),
+            "gs" | "gcs" => Some(StoreKind::Gcs),
+            _ => None,
+        }
+    }
+}
+
+/// A secret string (key, token): usable, but never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// Returns the secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// The configuration of an [`S3Client`](crate::S3Client), as built by
+/// [`S3Builder`](crate::S3Builder). `Debug` hides every secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct S3Config {
+    /// Which store.
+    pub kind: StoreKind,
+    /// Bucket (S3, GCS) or container (Azure).
+    pub bucket: String,
+    /// Root prefix inside the bucket, without leading or trailing `/`; empty for the whole bucket.
+    pub prefix: String,
+    /// Endpoint URL (S3-compatible servers, Azurite, a GCS emulator's base URL).
+    pub endpoint: Option<String>,
+    /// Region (S3).
+    pub region: Option<String>,
+    /// Access key id (S3) or storage account name (Azure).
+    pub access_key_id: Option<String>,
+    /// Secret access key (S3) or storage account key (Azure).
+    pub secret_access_key: Option<Secret>,
+    /// Session token (S3) or SAS token (Azure).
+    pub session_token: Option<Secret>,
+    /// Service account JSON file path (GCS).
+    pub service_account_path: Option<String>,
+    /// Service account key as JSON text (GCS).
+    pub service_account_key: Option<Secret>,
+    /// Allow plain `http://` endpoints.
+    pub allow_http: bool,
+    /// S3: address buckets as `bucket.host` instead of `host/bucket`.
+    pub virtual_hosted_style: bool,
+    /// Azure: use the Azurite emulator's well-known account and key.
+    pub use_emulator: bool,
+    /// Send unsigned requests (public buckets, emulators).
+    pub skip_signature: bool,
+    /// Whether the server lists keys in byte-wise order. True for AWS S3, MinIO, moto,
+    /// Azure and GCS; false for servers such as SeaweedFS, whose listings the engine must sort.
+    pub ordered_listing: bool,
+    /// Whether a single-part S3 ETag is taken as the object's MD5 (false for buckets with
+    /// SSE-KMS/SSE-C encryption, where it is not).
+    pub etag_is_md5: bool,
+    /// Read each object's rclone-style `mtime` metadata in listings and `stat` (one HEAD per
+    /// listed object). When false, entries carry the store's Last-Modified time.
+    pub mtime_from_metadata: bool,
+    /// Part size for multipart uploads; also the largest body sent as one PUT.
+    pub part_size: usize,
+    /// Parts uploaded concurrently per multipart upload (memory: `part_size × this`).
+    pub parts_in_flight: usize,
+    /// Retries object_store makes per HTTP request before the error reaches the engine.
+    pub max_retries: usize,
+    /// Upper bound on the time object_store spends retrying one request.
+    pub retry_timeout: Duration,
+    /// Timeout for one HTTP request (None: object_store's default).
+    pub request_timeout: Option<Duration>,
+}
+
+/// Default multipart part size: 8 MiB (S3's minimum is 5 MiB).
+pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+
+impl S3Config {
+    /// A configuration with defaults for `kind` and `bucket`, and no credentials.
+    pub fn new(kind: StoreKind, bucket: impl Into<String>) -> Self {
+        S3Config {
+            kind,
+            bucket: bucket.into(),
+            prefix: String::new(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            service_account_path: None,
+            service_account_key: None,
+            allow_http: false,
+            virtual_hosted_style: false,
+            use_emulator: false,
+            skip_signature: false,
+            ordered_listing: true,
+            etag_is_md5: kind == StoreKind::S3,
+            mtime_from_metadata: false,
+            part_size: DEFAULT_PART_SIZE,
+            parts_in_flight: 2,
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(30),
+            request_timeout: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut c = S3Config::new(StoreKind::S3, "b");
+        c.secret_access_key = Some(Secret::new("hunter2"));
+        c.session_token = Some(Secret::new("tok3n"));
+        c.service_account_key = Some(Secret::new("{\"private_key\":\"pk\"}"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("tok3n") && !shown.contains("pk\""));
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn schemes() {
+        assert_eq!(StoreKind::from_scheme("S3"), Some(StoreKind::S3));
+        assert_eq!(StoreKind::from_scheme("az"), Some(StoreKind::Azure));
+        assert_eq!(StoreKind::from_scheme("gs"), Some(StoreKind::Gcs));
+        assert_eq!(StoreKind::from_scheme("ftp"), None);
+    }
+}

@@ -1,0 +1,177 @@
+//! Shared test support: loopback server checks and factories for fresh clients.
+//!
+//! Every factory roots its client at a fresh random prefix, so cases run in parallel and
+//! never see each other's objects. Clients are built explicitly, never from the environment
+//! (this machine sets `AWS_CA_BUNDLE`, and the tests must never reach a real cloud).
+
+// Test support: failing loudly is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, dead_code)]
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use syncengine_backend_s3::{S3Builder, S3Client, StoreKind};
+use syncengine_core::StorageClient;
+
+/// moto (S3), SeaweedFS (S3, unordered listings), Azurite, fake-gcs-server.
+pub const MOTO: (&str, u16) = ("moto", 9100);
+/// SeaweedFS's S3 gateway.
+pub const SEAWEED: (&str, u16) = ("SeaweedFS", 9400);
+/// Azurite's blob service.
+pub const AZURITE: (&str, u16) = ("Azurite", 10000);
+/// fake-gcs-server.
+pub const FAKE_GCS: (&str, u16) = ("fake-gcs-server", 4443);
+
+/// Returns when `server` answers on 127.0.0.1. Otherwise: with `CI=true` the test fails;
+/// elsewhere it prints how to start the servers and ends this test binary successfully
+/// (its cases did not run, and the message says so).
+pub fn require(server: (&str, u16)) {
+    let (name, port) = server;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
+        return;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{name} is not reachable on {addr} and CI=true: the S3/Azure/GCS tests need it");
+    }
+    // Straight to the terminal: libtest's capture would swallow eprintln! before exit.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** {name} is not running on {addr}: skipping this test file.\n\
+         *** Start the test servers with:\n\
+         ***   bash scripts/test-servers.sh install && bash scripts/test-servers.sh start\n"
+    );
+    std::process::exit(0);
+}
+
+/// A random prefix that no other case uses.
+pub fn fresh_prefix(tag: &str) -> String {
+    format!("t-{tag}-{:016x}", rand::random::<u64>())
+}
+
+/// An S3 builder for moto at a fresh prefix.
+pub fn moto_builder() -> S3Builder {
+    require(MOTO);
+    S3Builder::for_store(StoreKind::S3, "test")
+        .with_prefix(fresh_prefix("moto"))
+        .with_endpoint("http://127.0.0.1:9100")
+        .with_region("us-east-1")
+        .with_credentials("a", "b")
+        .with_allow_http(true)
+}
+
+/// A client on moto.
+pub async fn moto() -> Arc<dyn StorageClient> {
+    Arc::new(moto_builder().build().expect("moto client"))
+}
+
+/// A moto client that reads rclone's mtime metadata (one HEAD per listed object).
+pub async fn moto_mtime() -> Arc<dyn StorageClient> {
+    Arc::new(
+        moto_builder()
+            .with_mtime_from_metadata(true)
+            .build()
+            .expect("moto client"),
+    )
+}
+
+/// An S3 builder for SeaweedFS at a fresh prefix, declared ordered or not.
+pub fn seaweed_builder(ordered: bool) -> S3Builder {
+    require(SEAWEED);
+    S3Builder::for_store(StoreKind::S3, "test")
+        .with_prefix(fresh_prefix("weed"))
+        .with_endpoint("http://127.0.0.1:9400")
+        .with_region("us-east-1")
+        .with_credentials("weedak", "weedsk")
+        .with_allow_http(true)
+        .with_ordered_listing(ordered)
+}
+
+/// A SeaweedFS client, declared unordered: the engine sorts its listings.
+pub async fn seaweed() -> Arc<dyn StorageClient> {
+    Arc::new(seaweed_builder(false).build().expect("SeaweedFS client"))
+}
+
+/// An Azure builder for Azurite at a fresh prefix.
+pub fn azurite_builder() -> S3Builder {
+    require(AZURITE);
+    S3Builder::for_store(StoreKind::Azure, "test")
+        .with_prefix(fresh_prefix("az"))
+        .with_use_emulator(true)
+        .with_endpoint("http://127.0.0.1:10000")
+        .with_allow_http(true)
+}
+
+/// A client on Azurite.
+pub async fn azurite() -> Arc<dyn StorageClient> {
+    Arc::new(azurite_builder().build().expect("Azurite client"))
+}
+
+/// A GCS client on fake-gcs-server at `prefix` (read side only, see the crate docs).
+pub fn gcs_at(prefix: &str) -> S3Client {
+    require(FAKE_GCS);
+    S3Builder::for_store(StoreKind::Gcs, "test")
+        .with_prefix(prefix)
+        .with_service_account_key(
+            r#"{"gcs_base_url":"http://127.0.0.1:4443","disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}"#,
+        )
+        .with_allow_http(true)
+        .build()
+        .expect("GCS client")
+}
+
+/// A local-disk client in a fresh temporary directory.
+pub async fn local() -> (Arc<dyn StorageClient>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let client = syncengine_backend_local::LocalClient::new(dir.path().join("root"));
+    (Arc::new(client), dir)
+}
+
+/// Percent-encodes a query value (for the fake-gcs-server JSON API).
+pub fn query_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Runs curl with `args` and returns its stdout; panics when curl fails.
+pub fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-S", "--fail-with-body"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Uploads `body` to fake-gcs-server's bucket `test` under `key`, through its JSON API.
+pub fn gcs_seed(key: &str, body: &[u8]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("body");
+    std::fs::write(&file, body).expect("write body");
+    let url = format!(
+        "http://127.0.0.1:4443/upload/storage/v1/b/test/o?uploadType=media&name={}",
+        query_encode(key)
+    );
+    curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &url,
+    ]);
+}
