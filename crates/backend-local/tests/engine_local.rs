@@ -1,6 +1,9 @@
 //! Engine behaviour that only shows on real directories: the trash, its pruning, backup dirs,
 //! skipped symlinks, and the canonical order of deep trees.
 
+// Test helpers outside #[test] fns unwrap freely: a panic is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
