@@ -52,9 +52,15 @@ impl<G: Send> ScenarioClient for (Client, G) {
 /// async factories returning fresh, empty clients (or `(client, guard)` pairs): the source
 /// and the destination.
 ///
-/// ```ignore
-/// async fn fresh() -> Arc<dyn StorageClient> { Arc::new(MemoryClient::new()) }
+/// ```no_run
+/// use std::sync::Arc;
+/// use syncengine_core::{MemoryClient, StorageClient};
+///
+/// async fn fresh() -> Arc<dyn StorageClient> {
+///     Arc::new(MemoryClient::new())
+/// }
 /// syncengine_core::sync_scenario_tests!(fresh, fresh);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! sync_scenario_tests {
