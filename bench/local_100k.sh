@@ -56,7 +56,7 @@ measure() {
 
 count() { find "$1" -path "$1/.syncengine" -prune -o -type f -print | wc -l; }
 
-measure "syncengine first run (two-way a→b)" \
+measure "syncengine first run (two-way a->b)" \
     "$SE" sync "$SRC" "$WORK/se_dst" --mode two-way --state-dir "$WORK/state" -q
 measure "cp -a" cp -a "$SRC" "$WORK/cp_dst"
 measure "rsync -a (initial copy)" rsync -a "$SRC/" "$WORK/rsync_dst/"
@@ -74,9 +74,11 @@ for d in se_dst cp_dst rsync_dst; do
 done
 
 echo
-echo "syncengine local benchmark: $N files in $DIRS folders, $(du -sh "$SRC" | cut -f1) ($(nproc) cores)"
+folders=$(( $(find "$SRC" -type d | wc -l) - 1 ))
+echo "syncengine local benchmark: $N files in $folders folders, $(du -sh "$SRC" | cut -f1) ($(nproc) cores)"
 printf '| %-36s | %10s | %14s |\n' "step" "wall (s)" "peak RSS (MiB)"
 printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..38})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..16})"
 printf '%s\n' "${ROWS[@]}"
 echo
+echo "syncengine flushes (fsync) every file it writes before renaming it into place; cp and rsync do not."
 echo "second syncengine run: $second_json"

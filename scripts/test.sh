@@ -16,13 +16,22 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # --- test servers hook -------------------------------------------------------------------
-# Backend issues add scripts/test-servers.sh (install|start|stop); it is used only if present.
+# scripts/test-servers.sh (install|start|stop|env) runs the loopback S3, Azure, GCS, WebDAV and
+# SFTP servers the backend tests talk to; it is used only if present.
 servers=scripts/test-servers.sh
 if [[ -f "$servers" ]]; then
     bash "$servers" install
-    bash "$servers" start
     trap 'bash "$servers" stop || true' EXIT
+    bash "$servers" start
+    # The endpoints the backend tests read (SYNCENGINE_TEST_*).
+    eval "$(bash "$servers" env)"
 fi
 # ------------------------------------------------------------------------------------------
 
 cargo test --workspace --all-features "$@"
+
+# The facade with its default features only (no remote backend compiled in): the CLI's
+# "s3:// needs the \"s3\" feature" usage errors, which --all-features compiles away.
+if [[ $# -eq 0 ]]; then
+    cargo test -p syncengine --bins --test cli -- feature
+fi

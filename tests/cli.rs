@@ -300,32 +300,27 @@ fn usage_errors_exit_2_and_touch_nothing() {
     assert!(state_snapshot(&f.state).is_empty());
 }
 
-// The `s3` feature arrives with the S3 backend; until then this test always runs.
-#[allow(unexpected_cfgs)]
-mod without_s3_feature {
-    use super::*;
-
-    #[cfg(not(feature = "s3"))]
-    #[test]
-    fn s3_without_its_feature_is_a_usage_error_naming_the_feature() {
-        let f = Fixture::new();
-        let out = Command::new(BIN)
-            .args([
-                "sync",
-                f.a.to_str().unwrap(),
-                "s3://bucket/prefix",
-                "--state-dir",
-            ])
-            .arg(&f.state)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
-        let err = stderr_of(&out);
-        assert!(
-            err.contains("s3:// needs the \"s3\" feature: cargo install syncengine --features s3"),
-            "{err}"
-        );
-    }
+// Under --all-features this is compiled out; scripts/test.sh also runs the default features.
+#[cfg(not(feature = "s3"))]
+#[test]
+fn s3_without_its_feature_is_a_usage_error_naming_the_feature() {
+    let f = Fixture::new();
+    let out = Command::new(BIN)
+        .args([
+            "sync",
+            f.a.to_str().unwrap(),
+            "s3://bucket/prefix",
+            "--state-dir",
+        ])
+        .arg(&f.state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("s3:// needs the \"s3\" feature: cargo install syncengine --features s3"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -675,4 +670,56 @@ fn a_killed_run_converges_on_the_next_run_without_leftovers() {
     for k in &JSON_KEYS[..9] {
         assert_eq!(v[*k], 0, "{k}: {v}");
     }
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_with_exit_1_and_the_next_run_finishes() {
+    const FILES: usize = 2000;
+    let f = Fixture::new();
+    let body = vec![b'q'; 8 * 1024];
+    for i in 0..FILES {
+        write(&f.a, &format!("d{:02}/file{i:05}.bin", i % 40), &body);
+    }
+    let child = f
+        .cmd(&["--transfers", "1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while all_paths(&f.b).iter().filter(|p| p.is_file()).count() < 50 {
+        assert!(Instant::now() < deadline, "no progress within 120 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("cancelled"), "{}", stderr_of(&out));
+    assert!(out.stdout.is_empty(), "a cancelled run prints no JSON");
+    let partial = names(&f.b).len();
+    assert!(
+        partial < FILES,
+        "the interrupt came too late ({partial} files)"
+    );
+    let temps = all_paths(&f.b)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".syncengine-tmp-"))
+        })
+        .count();
+    assert_eq!(temps, 0, "a clean stop leaves no temp files");
+
+    // The next run copies only what is missing.
+    let v = f.run_json(&[]);
+    assert_eq!(
+        v["uploaded"].as_u64().unwrap() as usize,
+        FILES - partial,
+        "{v}"
+    );
+    assert_same_tree(&f.a, &f.b, "after the resumed run");
 }
