@@ -1,0 +1,938 @@
+//! [`SftpClient`]: the [`StorageClient`] implementation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
+use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, Packet, StatusCode};
+use syncengine_core::{
+    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
+    Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
+};
+
+use crate::config::SftpConfig;
+use crate::conn::{Pool, Session};
+use crate::error::{SftpError, to_core};
+use crate::{BACKEND, TEMP_PREFIX};
+
+/// Bytes per SFTP read or write request (every server accepts 32 KiB).
+const CHUNK: usize = 32 * 1024;
+/// Requests in flight per read or write.
+const PIPELINE: usize = 16;
+
+/// A [`StorageClient`] for a directory on an SFTP server.
+///
+/// Build it with [`SftpBuilder`](crate::SftpBuilder). Cheap to clone: clones share the
+/// connection pool. See the [crate docs](crate) for the behavior.
+#[derive(Clone)]
+pub struct SftpClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: Arc<SftpConfig>,
+    pool: Pool,
+    skipped: AtomicU64,
+}
+
+impl SftpClient {
+    pub(crate) fn from_config(cfg: SftpConfig) -> Self {
+        let cfg = Arc::new(cfg);
+        SftpClient {
+            inner: Arc::new(Inner {
+                pool: Pool::new(cfg.clone()),
+                cfg,
+                skipped: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Returns the configuration (secrets redacted in its `Debug`).
+    pub fn config(&self) -> &SftpConfig {
+        &self.inner.cfg
+    }
+
+    /// Connects now (if not connected yet), verifying the host key and logging in, so that
+    /// configuration problems show before the first real operation.
+    ///
+    /// # Errors
+    /// [`Error::Transient`] when the server cannot be reached; [`Error::Other`] when the host
+    /// key is not trusted (the message names its SHA256 fingerprint) or login fails.
+    pub async fn check(&self) -> Result<()> {
+        self.inner
+            .pool
+            .get()
+            .await
+            .map(|_| ())
+            .map_err(|e| to_core(e, ""))
+    }
+}
+
+impl fmt::Display for SftpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SftpClient({})", self.inner.cfg.url())
+    }
+}
+
+impl fmt::Debug for SftpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SftpClient")
+            .field("config", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// The server path of `rel` (or of the root for `None`).
+    fn remote(&self, rel: Option<&RelPath>) -> String {
+        let root = self.cfg.root.as_str();
+        match rel {
+            None if root.is_empty() => ".".to_owned(),
+            None => root.to_owned(),
+            Some(rel) if root.is_empty() => rel.as_str().to_owned(),
+            Some(rel) => format!("{}/{}", root.trim_end_matches('/'), rel.as_str()),
+        }
+    }
+}
+
+/// Parent directory of a server path (`.` for a bare name).
+fn remote_parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &path[..i],
+        None => ".",
+    }
+}
+
+fn temp_name(dir: &str, tag: &str) -> String {
+    let name = format!("{TEMP_PREFIX}{tag}{:016x}", rand::random::<u64>());
+    if dir == "." {
+        name
+    } else {
+        format!("{}/{name}", dir.trim_end_matches('/'))
+    }
+}
+
+fn to_system_time(secs: u32) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::from(secs))
+}
+
+fn to_secs(t: SystemTime) -> u32 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+        Err(_) => 0,
+    }
+}
+
+fn entry_from(path: RelPath, attrs: &FileAttributes) -> Entry {
+    let entry = Entry::new(path, attrs.size.unwrap_or(0));
+    match attrs.mtime {
+        Some(m) => entry.with_mtime(to_system_time(m)),
+        None => entry,
+    }
+}
+
+fn is_regular(attrs: &FileAttributes) -> bool {
+    attrs.file_type() == FileType::File
+}
+
+fn is_dir(attrs: &FileAttributes) -> bool {
+    attrs.file_type() == FileType::Dir
+}
+
+/// Encodes SSH strings for an extended request.
+fn ssh_strings(parts: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        let len = u32::try_from(p.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(p.as_bytes());
+    }
+    out
+}
+
+async fn lstat(s: &Session, path: &str) -> Result<FileAttributes, SftpError> {
+    s.run(s.raw.lstat(path)).await.map(|a| a.attrs)
+}
+
+/// `lstat`, with "no such file" as `None`.
+async fn lstat_opt(s: &Session, path: &str) -> Result<Option<FileAttributes>, SftpError> {
+    match lstat(s, path).await {
+        Ok(a) => Ok(Some(a)),
+        Err(e) if e.is_no_such_file() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `dir` and its missing ancestors; an existing directory is fine.
+async fn mkdir_all(s: &Session, dir: &str) -> Result<(), SftpError> {
+    let mut missing: Vec<&str> = Vec::new();
+    let mut cur = dir;
+    // Walk up until a directory exists, then create downwards.
+    loop {
+        if cur == "/" || cur == "." || cur.is_empty() {
+            break;
+        }
+        match s.run(s.raw.mkdir(cur, FileAttributes::empty())).await {
+            Ok(_) => break,
+            Err(e) => match lstat_opt(s, cur).await? {
+                Some(a) if is_dir(&a) => break,
+                Some(_) => {
+                    return Err(SftpError::Message(format!(
+                        "{cur} exists and is not a directory"
+                    )));
+                }
+                None => {
+                    let parent = remote_parent(cur);
+                    if parent == cur {
+                        return Err(e);
+                    }
+                    missing.push(cur);
+                    cur = parent;
+                }
+            },
+        }
+    }
+    for d in missing.into_iter().rev() {
+        if let Err(e) = s.run(s.raw.mkdir(d, FileAttributes::empty())).await {
+            match lstat_opt(s, d).await? {
+                Some(a) if is_dir(&a) => {}
+                _ => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn posix_rename(s: &Session, from: &str, to: &str) -> Result<(), SftpError> {
+    let reply = s
+        .run(
+            s.raw
+                .extended("posix-rename@openssh.com", ssh_strings(&[from, to])),
+        )
+        .await?;
+    status_ok(reply)
+}
+
+fn status_ok(reply: Packet) -> Result<(), SftpError> {
+    match reply {
+        Packet::Status(st) if st.status_code == StatusCode::Ok => Ok(()),
+        Packet::Status(st) => Err(SftpError::Sftp(st.into())),
+        _ => Err(SftpError::Message(
+            "unexpected reply to an extended request".into(),
+        )),
+    }
+}
+
+/// Moves `from` onto `to`, replacing `to` if it exists. Atomic with `posix-rename`; else the
+/// old file is moved aside and only removed once the new one is in place.
+async fn rename_replace(s: &Session, from: &str, to: &str) -> Result<(), SftpError> {
+    if s.posix_rename {
+        return posix_rename(s, from, to).await;
+    }
+    let first = match s.run(s.raw.rename(from, to)).await {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    // SFTP v3 rename refuses an existing target (OpenSSH): move the old file aside first.
+    if lstat_opt(s, to).await?.is_none() {
+        return Err(first);
+    }
+    let aside = temp_name(remote_parent(to), "old-");
+    s.run(s.raw.rename(to, aside.as_str())).await?;
+    match s.run(s.raw.rename(from, to)).await {
+        Ok(_) => {
+            if let Err(e) = s.run(s.raw.remove(aside.as_str())).await {
+                tracing::warn!(path = %aside, "could not remove the replaced file: {e}");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if let Err(back) = s.run(s.raw.rename(aside.as_str(), to)).await {
+                tracing::error!(
+                    path = %to, aside = %aside,
+                    "could not put the old file back after a failed replace: {back}"
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Moves `from` to `to` only if `to` does not exist ([`SftpError::Exists`] otherwise).
+///
+/// With `hardlink@openssh.com` the check is race-free (`link(2)` fails on an existing
+/// name); without it, it is check-then-rename.
+async fn rename_noreplace(s: &Session, from: &str, to: &str) -> Result<(), SftpError> {
+    if s.hardlink {
+        match s.run(s.raw.hardlink(from, to)).await {
+            Ok(_) => {
+                match s.run(s.raw.remove(from)).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_no_such_file() => {}
+                    Err(e) => return Err(e),
+                }
+                return Ok(());
+            }
+            Err(e) if e.is_connection_error() => return Err(e),
+            Err(e) => {
+                if lstat_opt(s, to).await?.is_some() {
+                    return Err(SftpError::Exists);
+                }
+                // The filesystem may not do hard links: fall through to check-then-rename.
+                tracing::debug!("hardlink failed, using check-then-rename: {e}");
+            }
+        }
+    }
+    if lstat_opt(s, to).await?.is_some() {
+        return Err(SftpError::Exists);
+    }
+    s.run(s.raw.rename(from, to)).await.map(|_| ())
+}
+
+/// Removes the directories above `rel` that are now empty, up to (not including) the root.
+async fn prune_parents(inner: &Inner, s: &Session, rel: &RelPath) {
+    let mut dir = rel.parent();
+    while let Some(d) = dir {
+        let remote = inner.remote(Some(&d));
+        if s.run(s.raw.rmdir(remote.as_str())).await.is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
+async fn stat_entry(inner: &Inner, s: &Session, rel: &RelPath) -> Result<Entry, SftpError> {
+    let attrs = lstat(s, &inner.remote(Some(rel))).await?;
+    if !is_regular(&attrs) {
+        return Err(SftpError::NotAFile);
+    }
+    Ok(entry_from(rel.clone(), &attrs))
+}
+
+fn check_name(rel: &RelPath) -> Result<()> {
+    if rel.file_name().starts_with(TEMP_PREFIX) {
+        return Err(Error::InvalidPath {
+            path: rel.to_string(),
+            reason: format!("names starting with {TEMP_PREFIX} are reserved for temporary files"),
+        });
+    }
+    Ok(())
+}
+
+/// A temporary upload file: closed and removed when dropped unless committed.
+struct TempFile {
+    inner: Arc<Inner>,
+    session: Arc<Session>,
+    path: String,
+    handle: Option<String>,
+    armed: bool,
+}
+
+impl TempFile {
+    /// Removes the file now (after a failed write), through a fresh session if this one died.
+    async fn discard(mut self) {
+        self.armed = false;
+        cleanup(
+            self.inner.clone(),
+            self.session.clone(),
+            self.handle.take(),
+            self.path.clone(),
+        )
+        .await;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // The write was cancelled (its future dropped): clean up in the background.
+        let job = cleanup(
+            self.inner.clone(),
+            self.session.clone(),
+            self.handle.take(),
+            self.path.clone(),
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(job);
+            }
+            Err(_) => tracing::warn!(path = %self.path, "no runtime to remove a temporary file"),
+        }
+    }
+}
+
+async fn cleanup(inner: Arc<Inner>, session: Arc<Session>, handle: Option<String>, path: String) {
+    if session.is_alive() {
+        if let Some(h) = handle {
+            let _ = session.run(session.raw.close(h)).await;
+        }
+        match session.run(session.raw.remove(path.as_str())).await {
+            Ok(_) => return,
+            Err(e) if e.is_no_such_file() => return,
+            Err(e) if !e.is_connection_error() => {
+                tracing::warn!(%path, "could not remove a temporary file: {e}");
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+    // The connection died mid-write: reconnect to remove the temporary file.
+    drop(session);
+    match inner.pool.get().await {
+        Ok(s) => match s.run(s.raw.remove(path.as_str())).await {
+            Ok(_) => {}
+            Err(e) if e.is_no_such_file() => {}
+            Err(e) => tracing::warn!(%path, "could not remove a temporary file: {e}"),
+        },
+        Err(e) => tracing::warn!(%path, "could not reconnect to remove a temporary file: {e}"),
+    }
+}
+
+/// An open remote file being read; closed when the last reader drops it.
+struct OpenFile {
+    session: Arc<Session>,
+    handle: String,
+}
+
+impl OpenFile {
+    /// Reads `len` bytes at `offset`, following short reads; less only at end of file.
+    async fn read_full(&self, offset: u64, len: usize) -> Result<Bytes, SftpError> {
+        let mut buf = BytesMut::with_capacity(len);
+        while buf.len() < len {
+            let at = offset + buf.len() as u64;
+            let want = u32::try_from(len - buf.len()).unwrap_or(u32::MAX);
+            match self
+                .session
+                .run(self.session.raw.read(self.handle.as_str(), at, want))
+                .await
+            {
+                Ok(data) if data.data.is_empty() => break,
+                Ok(data) => buf.extend_from_slice(&data.data),
+                Err(SftpError::Sftp(russh_sftp::client::error::Error::Status(st)))
+                    if st.status_code == StatusCode::Eof =>
+                {
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(buf.freeze())
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        if !self.session.is_alive() {
+            return;
+        }
+        let session = self.session.clone();
+        let handle = std::mem::take(&mut self.handle);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = session.run(session.raw.close(handle)).await;
+            });
+        }
+    }
+}
+
+/// One directory's children, sorted for the canonical order, being walked.
+struct Frame {
+    dir: Option<RelPath>,
+    children: std::vec::IntoIter<Child>,
+}
+
+struct Child {
+    name: String,
+    attrs: FileAttributes,
+    is_dir: bool,
+}
+
+struct Walk {
+    inner: Arc<Inner>,
+    session: Arc<Session>,
+    stack: Vec<Frame>,
+}
+
+impl Walk {
+    /// Reads one directory, sorted: files by name, directories by `name/`. Symlinks and
+    /// other non-files are skipped and counted; our temporary files are left out.
+    async fn read_dir(&self, dir: Option<&RelPath>) -> Result<Option<Vec<Child>>, SftpError> {
+        let s = &self.session;
+        let remote = self.inner.remote(dir);
+        let handle = match s.run(s.raw.opendir(remote.as_str())).await {
+            Ok(h) => h.handle,
+            // Removed while we listed: nothing below it any more.
+            Err(e) if e.is_no_such_file() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut children = Vec::new();
+        let result = loop {
+            match s.run(s.raw.readdir(handle.as_str())).await {
+                Ok(name) => {
+                    for f in name.files {
+                        if f.filename == "." || f.filename == ".." {
+                            continue;
+                        }
+                        if f.filename.starts_with(TEMP_PREFIX) {
+                            continue;
+                        }
+                        let child_path = match dir {
+                            Some(d) => format!("{d}/{}", f.filename),
+                            None => f.filename.clone(),
+                        };
+                        let kind = f.attrs.file_type();
+                        let valid = !f.filename.contains('/') && RelPath::new(&child_path).is_ok();
+                        if !valid || !(kind == FileType::File || kind == FileType::Dir) {
+                            self.inner.skipped.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                path = %child_path, kind = ?kind,
+                                "skipping: not a regular file or directory, or an invalid name"
+                            );
+                            continue;
+                        }
+                        children.push(Child {
+                            is_dir: kind == FileType::Dir,
+                            name: f.filename,
+                            attrs: f.attrs,
+                        });
+                    }
+                }
+                Err(SftpError::Sftp(russh_sftp::client::error::Error::Status(st)))
+                    if st.status_code == StatusCode::Eof =>
+                {
+                    break Ok(());
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = s.run(s.raw.close(handle)).await;
+        result?;
+        children.sort_by(|a, b| {
+            let key = |c: &Child| {
+                let mut k = c.name.as_bytes().to_vec();
+                if c.is_dir {
+                    k.push(b'/');
+                }
+                k
+            };
+            key(a).cmp(&key(b))
+        });
+        Ok(Some(children))
+    }
+
+    /// Yields the next file in canonical order.
+    async fn next(&mut self) -> Result<Option<Entry>, SftpError> {
+        loop {
+            let Some(frame) = self.stack.last_mut() else {
+                return Ok(None);
+            };
+            let Some(child) = frame.children.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let path = match &frame.dir {
+                Some(d) => format!("{d}/{}", child.name),
+                None => child.name.clone(),
+            };
+            let rel = RelPath::new(path).map_err(|e| SftpError::Message(e.to_string()))?;
+            if child.is_dir {
+                if let Some(children) = self.read_dir(Some(&rel)).await? {
+                    self.stack.push(Frame {
+                        dir: Some(rel),
+                        children: children.into_iter(),
+                    });
+                }
+            } else {
+                return Ok(Some(entry_from(rel, &child.attrs)));
+            }
+        }
+    }
+}
+
+async fn start_walk(inner: Arc<Inner>, prefix: Option<RelPath>) -> Result<Option<Walk>, SftpError> {
+    let session = inner.pool.get().await?;
+    let start = inner.remote(prefix.as_ref());
+    // The root may itself be a symlink to a directory; a prefix below it is a plain path.
+    let attrs = match &prefix {
+        None => match session.run(session.raw.stat(start.as_str())).await {
+            Ok(a) => Some(a.attrs),
+            Err(e) if e.is_no_such_file() => None,
+            Err(e) => return Err(e),
+        },
+        Some(_) => lstat_opt(&session, &start).await?,
+    };
+    match attrs {
+        Some(a) if is_dir(&a) => {}
+        None => return Ok(None),
+        Some(_) if prefix.is_some() => return Ok(None),
+        Some(_) => {
+            return Err(SftpError::Message(format!(
+                "the root {start} is not a directory"
+            )));
+        }
+    }
+    let mut walk = Walk {
+        inner,
+        session,
+        stack: Vec::new(),
+    };
+    if let Some(children) = walk.read_dir(prefix.as_ref()).await? {
+        walk.stack.push(Frame {
+            dir: prefix,
+            children: children.into_iter(),
+        });
+    }
+    Ok(Some(walk))
+}
+
+enum ListState {
+    Start(Arc<Inner>, Option<RelPath>),
+    Walking(Walk),
+    Done,
+}
+
+#[async_trait]
+impl StorageClient for SftpClient {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.ordered_listing = true;
+        caps.set_mtime = true;
+        // SFTP v3 carries whole seconds.
+        caps.mtime_precision = Duration::from_secs(1);
+        caps.listed_hash = None;
+        caps.etag = false;
+        caps.file_id = false;
+        caps.server_side_copy = false;
+        caps.native_rename = true;
+        caps.conditional_write = false;
+        caps.case_insensitive = false;
+        caps.real_directories = true;
+        caps
+    }
+
+    fn skipped_count(&self) -> u64 {
+        self.inner.skipped.load(Ordering::Relaxed)
+    }
+
+    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
+        let path_for_errors = prefix.map(|p| p.to_string()).unwrap_or_default();
+        let state = ListState::Start(self.inner.clone(), prefix.cloned());
+        stream::unfold(state, move |state| {
+            let path_for_errors = path_for_errors.clone();
+            async move {
+                let mut walk = match state {
+                    ListState::Done => return None,
+                    ListState::Walking(w) => w,
+                    ListState::Start(inner, prefix) => match start_walk(inner, prefix).await {
+                        Ok(Some(w)) => w,
+                        Ok(None) => return None,
+                        Err(e) => {
+                            return Some((Err(to_core(e, &path_for_errors)), ListState::Done));
+                        }
+                    },
+                };
+                match walk.next().await {
+                    Ok(Some(entry)) => Some((Ok(entry), ListState::Walking(walk))),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(to_core(e, &path_for_errors)), ListState::Done)),
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn stat(&self, path: &RelPath) -> Result<Entry> {
+        let s = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| to_core(e, path.as_str()))?;
+        stat_entry(&self.inner, &s, path)
+            .await
+            .map_err(|e| to_core(e, path.as_str()))
+    }
+
+    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
+        let err = |e: SftpError| to_core(e, path.as_str());
+        let s = self.inner.pool.get().await.map_err(err)?;
+        let remote = self.inner.remote(Some(path));
+        let handle = s
+            .run(
+                s.raw
+                    .open(remote.as_str(), OpenFlags::READ, FileAttributes::empty()),
+            )
+            .await
+            .map_err(err)?
+            .handle;
+        let file = Arc::new(OpenFile {
+            session: s.clone(),
+            handle,
+        });
+        let attrs = s
+            .run(s.raw.fstat(file.handle.as_str()))
+            .await
+            .map_err(err)?
+            .attrs;
+        if !is_regular(&attrs) {
+            return Err(err(SftpError::NotAFile));
+        }
+        let size = attrs.size.unwrap_or(0);
+        let (start, end) = match opts.range {
+            Some(r) => (r.start.min(size), r.end.min(size)),
+            None => (0, size),
+        };
+        let end = end.max(start);
+        let chunk = CHUNK as u64;
+        let offsets = (0..(end - start).div_ceil(chunk)).map(move |i| {
+            let at = start + i * chunk;
+            (at, (end - at).min(chunk) as usize)
+        });
+        let path_owned = path.to_string();
+        let body = stream::iter(offsets)
+            .map(move |(at, len)| {
+                let file = file.clone();
+                async move { file.read_full(at, len).await }
+            })
+            .buffered(PIPELINE)
+            .map_err(move |e| to_core(e, &path_owned))
+            .try_filter(|b| futures::future::ready(!b.is_empty()));
+        Ok(stop_after_error(body))
+    }
+
+    async fn write_opts(
+        &self,
+        path: &RelPath,
+        body: ByteStream,
+        opts: WriteOptions,
+    ) -> Result<Entry> {
+        check_name(path)?;
+        let err = |e: SftpError| to_core(e, path.as_str());
+        let create_only = match &opts.mode {
+            WriteMode::Overwrite => false,
+            WriteMode::Create => true,
+            WriteMode::Update(_) => {
+                return Err(Error::Unsupported {
+                    backend: BACKEND,
+                    operation: "conditional write (WriteMode::Update)",
+                });
+            }
+            _ => {
+                return Err(Error::Unsupported {
+                    backend: BACKEND,
+                    operation: "this write mode",
+                });
+            }
+        };
+        let s = self.inner.pool.get().await.map_err(err)?;
+        let target = self.inner.remote(Some(path));
+        if create_only && lstat_opt(&s, &target).await.map_err(err)?.is_some() {
+            return Err(err(SftpError::Exists));
+        }
+        let dir = remote_parent(&target).to_owned();
+        let temp_path = temp_name(&dir, "");
+        let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
+        let mut attempt = 0;
+        let handle = loop {
+            attempt += 1;
+            match s
+                .run(
+                    s.raw
+                        .open(temp_path.as_str(), flags, FileAttributes::empty()),
+                )
+                .await
+            {
+                Ok(h) => break h.handle,
+                // A missing parent (or one pruned by a concurrent delete): create and retry.
+                Err(e) if e.is_no_such_file() && attempt < 4 => {
+                    mkdir_all(&s, &dir).await.map_err(err)?;
+                }
+                Err(e) => return Err(err(e)),
+            }
+        };
+        let mut temp = TempFile {
+            inner: self.inner.clone(),
+            session: s.clone(),
+            path: temp_path.clone(),
+            handle: Some(handle.clone()),
+            armed: true,
+        };
+
+        match upload(&s, &handle, body).await {
+            Ok(()) => {}
+            Err(UploadError::Body(e)) => {
+                temp.discard().await;
+                return Err(e);
+            }
+            Err(UploadError::Sftp(e)) => {
+                temp.discard().await;
+                return Err(err(e));
+            }
+        }
+        let finished = async {
+            let h = temp.handle.take().unwrap_or_default();
+            s.run(s.raw.close(h)).await?;
+            if let Some(mtime) = opts.mtime {
+                let secs = to_secs(mtime);
+                let attrs = FileAttributes {
+                    atime: Some(secs),
+                    mtime: Some(secs),
+                    ..FileAttributes::empty()
+                };
+                s.run(s.raw.setstat(temp_path.as_str(), attrs)).await?;
+            }
+            if create_only {
+                rename_noreplace(&s, &temp_path, &target).await
+            } else {
+                rename_replace(&s, &temp_path, &target).await
+            }
+        }
+        .await;
+        if let Err(e) = finished {
+            temp.discard().await;
+            return Err(err(e));
+        }
+        temp.armed = false;
+        stat_entry(&self.inner, &s, path).await.map_err(err)
+    }
+
+    async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
+        let err = |e: SftpError| to_core(e, path.as_str());
+        let s = self.inner.pool.get().await.map_err(err)?;
+        let remote = self.inner.remote(Some(path));
+        match s.run(s.raw.remove(remote.as_str())).await {
+            Ok(_) => {
+                prune_parents(&self.inner, &s, path).await;
+                Ok(())
+            }
+            Err(e) if e.is_no_such_file() => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    async fn copy_opts(
+        &self,
+        _from: &RelPath,
+        _to: &RelPath,
+        _opts: TransferOptions,
+    ) -> Result<Entry> {
+        Err(Error::Unsupported {
+            backend: BACKEND,
+            operation: "copy",
+        })
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        check_name(to)?;
+        let err = |e: SftpError| to_core(e, from.as_str());
+        let err_to = |e: SftpError| to_core(e, to.as_str());
+        let s = self.inner.pool.get().await.map_err(err)?;
+        stat_entry(&self.inner, &s, from).await.map_err(err)?;
+        if from == to {
+            return stat_entry(&self.inner, &s, to).await.map_err(err_to);
+        }
+        let remote_from = self.inner.remote(Some(from));
+        let remote_to = self.inner.remote(Some(to));
+        mkdir_all(&s, remote_parent(&remote_to))
+            .await
+            .map_err(err_to)?;
+        if opts.overwrite {
+            rename_replace(&s, &remote_from, &remote_to)
+                .await
+                .map_err(err_to)?;
+        } else {
+            rename_noreplace(&s, &remote_from, &remote_to)
+                .await
+                .map_err(err_to)?;
+        }
+        prune_parents(&self.inner, &s, from).await;
+        stat_entry(&self.inner, &s, to).await.map_err(err_to)
+    }
+}
+
+enum UploadError {
+    /// The body stream failed: returned as is.
+    Body(Error),
+    /// Writing to the server failed.
+    Sftp(SftpError),
+}
+
+/// Streams `body` into the open handle, `PIPELINE` writes of `CHUNK` bytes in flight.
+async fn upload(s: &Session, handle: &str, mut body: ByteStream) -> Result<(), UploadError> {
+    let mut offset = 0u64;
+    let mut pending = BytesMut::new();
+    let mut inflight = FuturesUnordered::new();
+    let mut body_done = false;
+    loop {
+        // Send every full chunk we have (and the rest at the end), keeping the pipeline bounded.
+        while pending.len() >= CHUNK || (body_done && !pending.is_empty()) {
+            if inflight.len() >= PIPELINE {
+                if let Some(r) = inflight.next().await {
+                    let r: Result<(), SftpError> = r;
+                    r.map_err(UploadError::Sftp)?;
+                }
+            }
+            let take = pending.len().min(CHUNK);
+            let piece = pending.split_to(take).freeze();
+            let at = offset;
+            offset += piece.len() as u64;
+            inflight.push(async move {
+                s.run(s.raw.write(handle, at, piece.to_vec()))
+                    .await
+                    .map(|_| ())
+            });
+        }
+        if body_done {
+            break;
+        }
+        // Drive writes in flight while waiting for the next body chunk.
+        let next = {
+            let mut next_chunk = body.next();
+            loop {
+                if inflight.is_empty() {
+                    break next_chunk.await;
+                }
+                tokio::select! {
+                    chunk = &mut next_chunk => break chunk,
+                    Some(r) = inflight.next() => r.map_err(UploadError::Sftp)?,
+                }
+            }
+        };
+        match next {
+            Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
+            Some(Err(e)) => return Err(UploadError::Body(e)),
+            None => body_done = true,
+        }
+    }
+    while let Some(r) = inflight.next().await {
+        r.map_err(UploadError::Sftp)?;
+    }
+    Ok(())
+}
+
+/// Ends a byte stream after its first error, as the contract asks.
+fn stop_after_error(s: impl futures::Stream<Item = Result<Bytes>> + Send + 'static) -> ByteStream {
+    let mut failed = false;
+    s.take_while(move |r| {
+        let keep = !failed;
+        failed = failed || r.is_err();
+        futures::future::ready(keep)
+    })
+    .boxed()
+}

@@ -1,0 +1,75 @@
+//! SFTP backend for syncengine: an [`SftpClient`] keeps a directory on an SSH server in sync.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use syncengine_backend_sftp::SftpBuilder;
+//! use syncengine_core::{RelPath, StorageClientExt};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // Key, passphrase, password and known_hosts may also come from SYNCENGINE_SFTP_* variables.
+//! let client = SftpBuilder::from_env()
+//!     .with_url("sftp://me@nas.local:2222/srv/notes")
+//!     .with_key_file("/home/me/.ssh/id_ed25519")
+//!     .build()?;
+//! client.put(&RelPath::new("todo.txt")?, Bytes::from("milk")).await?;
+//! let listed = client.list_all(None).await?;
+//! assert_eq!(listed[0].path.as_str(), "todo.txt");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Behavior
+//! - **SSH** is [`russh`] (pure Rust, `ring` crypto) with [`russh_sftp`] on top.
+//! - **Host keys are verified** against a known_hosts file (default `~/.ssh/known_hosts`;
+//!   plain, `[host]:port` and hashed `|1|…` entries). An unknown or changed key is an error
+//!   whose message names the key's SHA256 fingerprint. Trust on first use (append an unknown
+//!   key to known_hosts) happens only when asked for with
+//!   [`SftpBuilder::with_trust_on_first_use`] or `SYNCENGINE_SFTP_TOFU=1`; a *changed* key is
+//!   refused even then. Wildcard patterns and `@cert-authority` lines are not understood.
+//! - **Authentication**: the configured key file (`SYNCENGINE_SFTP_KEY`, optionally with
+//!   `SYNCENGINE_SFTP_KEY_PASSPHRASE`), else `~/.ssh/id_{ed25519,ecdsa,rsa}`; then the keys of
+//!   the ssh-agent at `SSH_AUTH_SOCK`; then a password, only when one was given explicitly
+//!   (`SYNCENGINE_SFTP_PASSWORD`, the URL, or [`SftpBuilder::with_password`]).
+//! - **Sessions**: up to 4 SFTP channels (configurable) over one SSH connection, opened on
+//!   demand; requests are pipelined within a channel. A dropped connection is noticed and the
+//!   next operation reconnects; connection failures are `Error::Transient`.
+//! - **Listing** walks the tree depth-first, sorting each directory's children by name, a
+//!   directory as `name/`, so entries come in canonical order. Entries carry size and mtime
+//!   (whole seconds: SFTP v3). Symlinks, devices, sockets and names that are not valid paths
+//!   are skipped, logged and counted in `skipped_count()`.
+//! - **Writes** go to a temporary sibling `.syncengine-tmp-<random>`, get their mtime with
+//!   `setstat`, and are renamed into place: with `posix-rename@openssh.com` where the server
+//!   offers it (atomic replace); otherwise the old file is renamed aside, the new one renamed
+//!   in, and only then is the old one removed (put back if the second rename fails). A failed,
+//!   cancelled or disconnected write removes its temporary file (through a new connection if
+//!   the old one died) and leaves the old content. Temporary files are never listed, so a name
+//!   starting with `.syncengine-tmp-` cannot be written (`InvalidPath`).
+//! - `WriteMode::Create` and `rename` without overwrite use `hardlink@openssh.com` (fails on
+//!   an existing name, race-free) where offered, else check-then-rename.
+//!   `WriteMode::Update` is `Unsupported` (no version token to compare and swap).
+//! - **Deletes** of a missing file are `Ok`; directories a delete or rename leaves empty are
+//!   removed, up to (not including) the root.
+//! - `copy` is `Unsupported` (no server-side copy in SFTP v3); `rename` is native.
+//! - **Paths**: the URL's path is absolute on the server (`/srv/x`); `/~/x` is relative to the
+//!   login directory. Servers with a virtual root (rclone's) see `/x` as below their root.
+
+mod builder;
+mod client;
+mod config;
+mod conn;
+mod error;
+
+pub use builder::{
+    ENV_KEY, ENV_KEY_PASSPHRASE, ENV_KNOWN_HOSTS, ENV_PASSWORD, ENV_TOFU, SftpBuilder,
+};
+pub use client::SftpClient;
+pub use config::SftpConfig;
+
+/// URL scheme of this backend (`sftp://user@host:port/path`).
+pub const SCHEME: &str = "sftp";
+
+/// Prefix of the temporary files of in-progress writes; never listed.
+pub const TEMP_PREFIX: &str = ".syncengine-tmp-";
+
+/// Backend name in errors and logs.
+pub(crate) const BACKEND: &str = "sftp";
