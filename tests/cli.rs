@@ -123,14 +123,19 @@ fn write(root: &Path, rel: &str, content: impl AsRef<[u8]>) {
 }
 
 /// Every file below `root` (relative path → content), leaving out the root's `.syncengine/`
-/// folder (trash) which is never synced.
+/// folder (trash) and in-progress temp files, which are never synced (tests that care about
+/// leftover temp files look for them with [`all_paths`]).
 fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let e = e.unwrap();
             let p = e.path();
             let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            if rel == ".syncengine" {
+            if rel == ".syncengine"
+                || e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".syncengine-tmp-")
+            {
                 continue;
             }
             if e.file_type().unwrap().is_dir() {

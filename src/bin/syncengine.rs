@@ -106,10 +106,16 @@ EXAMPLES:
 #[command(name = "syncengine", version, propagate_version = true)]
 struct Cli {
     /// More logging on stderr (-v debug, -vv trace). RUST_LOG overrides.
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count, global = true, display_order = 100)]
     verbose: u8,
     /// Print only errors: no progress, no warnings, no summary (--json still prints).
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        display_order = 100
+    )]
     quiet: bool,
     #[command(subcommand)]
     command: Command,
