@@ -1,0 +1,203 @@
+//! [`WebDavBuilder`]: turns a URL, credentials and options into a [`WebDavClient`].
+
+use std::time::Duration;
+
+use syncengine_core::{Error, Result};
+use url::Url;
+
+use crate::client::{Credentials, WebDavClient};
+use crate::config::WebDavConfig;
+use crate::error::BACKEND;
+
+/// Environment variable holding the user name ([`WebDavBuilder::from_env`]).
+pub const ENV_USER: &str = "SYNCENGINE_WEBDAV_USER";
+/// Environment variable holding the password ([`WebDavBuilder::from_env`]).
+pub const ENV_PASSWORD: &str = "SYNCENGINE_WEBDAV_PASSWORD";
+
+/// Builds a [`WebDavClient`].
+///
+/// ```no_run
+/// use syncengine_backend_webdav::WebDavBuilder;
+///
+/// let client = WebDavBuilder::from_env()
+///     .with_url("webdav://127.0.0.1:8082/backups/laptop")
+///     .build()?;
+/// assert_eq!(client.to_string(), "WebDavClient(http://127.0.0.1:8082/backups/laptop/)");
+/// # Ok::<(), syncengine_core::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct WebDavBuilder {
+    config: WebDavConfig,
+}
+
+impl WebDavBuilder {
+    /// Starts from the default configuration: no URL, no credentials.
+    pub fn new() -> Self {
+        WebDavBuilder::default()
+    }
+
+    /// Starts from the default configuration plus credentials from `SYNCENGINE_WEBDAV_USER`
+    /// and `SYNCENGINE_WEBDAV_PASSWORD`, where set.
+    pub fn from_env() -> Self {
+        let mut b = WebDavBuilder::new();
+        b.config.username = std::env::var(ENV_USER).ok().filter(|s| !s.is_empty());
+        b.config.password = std::env::var(ENV_PASSWORD).ok().filter(|s| !s.is_empty());
+        b
+    }
+
+    /// Starts from a configuration.
+    pub fn from_config(config: WebDavConfig) -> Self {
+        WebDavBuilder { config }
+    }
+
+    /// Sets the root collection: `webdav://host[:port]/path`, `webdavs://…`, `http://…` or
+    /// `https://…`. A `user:password@` in the URL is taken as credentials.
+    pub fn with_url(mut self, url: impl Into<String>) -> Self {
+        self.config.url = Some(url.into());
+        self
+    }
+
+    /// Sets the credentials for HTTP Basic authentication.
+    pub fn with_credentials(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.config.username = Some(user.into());
+        self.config.password = Some(password.into());
+        self
+    }
+
+    /// Keeps modification times in a dead property (default) or not (see
+    /// [`WebDavConfig::mtime_property`]).
+    pub fn with_mtime_property(mut self, enabled: bool) -> Self {
+        self.config.mtime_property = enabled;
+        self
+    }
+
+    /// Sets how many `PROPFIND` requests a listing keeps in flight.
+    pub fn with_list_concurrency(mut self, n: usize) -> Self {
+        self.config.list_concurrency = n;
+        self
+    }
+
+    /// Builds the client. No request is made until the client is used.
+    ///
+    /// # Errors
+    /// [`Error::Other`] when the URL is missing, unparseable, has another scheme, a query or a
+    /// fragment, or when the HTTP client cannot be set up.
+    pub fn build(self) -> Result<WebDavClient> {
+        let raw =
+            self.config.url.as_deref().ok_or_else(|| {
+                Error::other(BACKEND, "", "no URL given (webdav://host[:port]/path)")
+            })?;
+        let (base, url_user, url_password) = parse_root_url(raw)?;
+        let username = self.config.username.clone().or(url_user);
+        let password = self.config.password.clone().or(url_password);
+        let credentials = username.map(|user| Credentials::new(user, password.unwrap_or_default()));
+        let http = reqwest::Client::builder()
+            // Redirects could carry credentials to another origin; no WebDAV method needs them.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(300))
+            .user_agent(concat!("syncengine/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Other {
+                backend: BACKEND,
+                path: String::new(),
+                source: Box::new(e),
+            })?;
+        Ok(WebDavClient::new(
+            http,
+            base,
+            credentials,
+            self.config.mtime_property,
+            self.config.list_concurrency.max(1),
+        ))
+    }
+}
+
+/// Parses a root URL into an `http(s)` URL ending in `/` without credentials, plus the
+/// credentials it carried.
+fn parse_root_url(raw: &str) -> Result<(Url, Option<String>, Option<String>)> {
+    let bad = |why: &str| Error::other(BACKEND, "", format!("bad WebDAV URL: {why}"));
+    let (scheme, rest) = raw
+        .split_once("://")
+        .ok_or_else(|| bad("expected webdav://host[:port]/path"))?;
+    let http_scheme = match scheme.to_ascii_lowercase().as_str() {
+        "webdav" | "http" => "http",
+        "webdavs" | "https" => "https",
+        _ => return Err(bad("the scheme must be webdav, webdavs, http or https")),
+    };
+    let mut url =
+        Url::parse(&format!("{http_scheme}://{rest}")).map_err(|e| bad(&e.to_string()))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("a query or fragment is not allowed"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = Some(url.username()).filter(|u| !u.is_empty()).map(decode);
+    let password = url.password().map(decode);
+    // Infallible for http(s) URLs with a host, which was checked above.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok((url, user, password))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_schemes() {
+        let (u, _, _) = parse_root_url("webdav://127.0.0.1:8082/a/b").unwrap();
+        assert_eq!(u.as_str(), "http://127.0.0.1:8082/a/b/");
+        let (u, _, _) = parse_root_url("webdavs://example.invalid/dav/").unwrap();
+        assert_eq!(u.as_str(), "https://example.invalid/dav/");
+        let (u, _, _) = parse_root_url("http://h:1").unwrap();
+        assert_eq!(u.as_str(), "http://h:1/");
+        let (u, user, pw) = parse_root_url("webdav://me:p%40ss@h/x").unwrap();
+        assert_eq!(u.as_str(), "http://h/x/");
+        assert_eq!(user.as_deref(), Some("me"));
+        assert_eq!(pw.as_deref(), Some("p@ss"));
+        for bad in [
+            "ftp://h/x",
+            "h/x",
+            "webdav://h/x?q",
+            "webdav://h/x#f",
+            "webdav:///x",
+        ] {
+            assert!(parse_root_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn builder_debug_and_display_hide_secrets() {
+        let b = WebDavBuilder::new()
+            .with_url("webdav://user:urlsecret@127.0.0.1:8082/root")
+            .with_credentials("dav", "buildersecret");
+        let shown = format!("{b:?}");
+        assert!(
+            !shown.contains("buildersecret") && !shown.contains("urlsecret"),
+            "{shown}"
+        );
+        let c = b.build().unwrap();
+        for shown in [format!("{c:?}"), c.to_string()] {
+            assert!(
+                !shown.contains("buildersecret") && !shown.contains("urlsecret"),
+                "{shown}"
+            );
+        }
+        assert_eq!(c.to_string(), "WebDavClient(http://127.0.0.1:8082/root/)");
+    }
+}

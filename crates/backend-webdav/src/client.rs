@@ -1,0 +1,1081 @@
+//! [`WebDavClient`]: the [`StorageClient`] implementation over WebDAV.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
+use syncengine_core::entry::{nanos_to_system_time, system_time_to_nanos};
+use syncengine_core::ignore_rules::TEMP_FILE_PREFIX;
+use syncengine_core::{
+    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
+    Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
+};
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::error::{BACKEND, Ctx, DavError, map_error};
+use crate::multistatus::{
+    self, MAX_BODY_BYTES, MTIME_NAMESPACE, MTIME_PROPERTY, ParseError, Resource,
+};
+
+/// Characters left unescaped in a path segment: RFC 3986 unreserved. Everything else,
+/// including `+`, `%`, `#`, `?` and non-ASCII, is percent-encoded.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The properties every PROPFIND asks for.
+const PROPFIND_BODY: &str = concat!(
+    r#"<?xml version="1.0" encoding="utf-8"?>"#,
+    r#"<D:propfind xmlns:D="DAV:" xmlns:S="urn:syncengine:"><D:prop>"#,
+    "<D:resourcetype/><D:getcontentlength/><D:getlastmodified/><D:getetag/><S:mtime/>",
+    "</D:prop></D:propfind>"
+);
+
+/// The known-collections cache is cleared rather than grown past this many entries.
+const KNOWN_DIRS_MAX: usize = 10_000;
+
+/// How many stacked items a listing scans for directories to prefetch.
+const PREFETCH_SCAN: usize = 256;
+
+/// Basic-auth credentials; `Debug` hides the password.
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl Credentials {
+    pub(crate) fn new(user: String, password: String) -> Self {
+        Credentials { user, password }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A [`StorageClient`] rooted at a WebDAV collection.
+///
+/// Build one with [`WebDavBuilder`](crate::WebDavBuilder). Cheap to clone (shares one HTTP
+/// connection pool). See the [crate docs](crate) for how each operation maps onto WebDAV.
+#[derive(Clone)]
+pub struct WebDavClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// The root collection, `http(s)://host:port/path/`, always ending in `/`.
+    base: Url,
+    /// The decoded segments of the root's path, to compare decoded hrefs against.
+    base_segments: Vec<String>,
+    credentials: Option<Credentials>,
+    mtime_property: bool,
+    list_concurrency: usize,
+    /// Collection URLs known to exist, so that a write costs no MKCOL in the common case.
+    known_dirs: Mutex<HashSet<String>>,
+}
+
+impl WebDavClient {
+    pub(crate) fn new(
+        http: reqwest::Client,
+        base: Url,
+        credentials: Option<Credentials>,
+        mtime_property: bool,
+        list_concurrency: usize,
+    ) -> Self {
+        let base_segments = multistatus::decode_href(base.path(), &base)
+            .map(|(segments, _)| segments)
+            // The builder's URL parser already refused what decode_href refuses, except
+            // names it cannot decode; those simply never match an href (listing errors out).
+            .unwrap_or_default();
+        WebDavClient {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                base_segments,
+                credentials,
+                mtime_property,
+                list_concurrency,
+                known_dirs: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// Returns the root collection's URL (`http(s)://…/`, without credentials).
+    pub fn url(&self) -> &Url {
+        &self.inner.base
+    }
+}
+
+impl fmt::Display for WebDavClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WebDavClient({})", self.inner.base)
+    }
+}
+
+impl fmt::Debug for WebDavClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebDavClient")
+            .field("url", &self.inner.base.as_str())
+            .field("credentials", &self.inner.credentials)
+            .field("mtime_property", &self.inner.mtime_property)
+            .field("list_concurrency", &self.inner.list_concurrency)
+            .finish()
+    }
+}
+
+fn method(name: &'static str) -> Method {
+    match Method::from_bytes(name.as_bytes()) {
+        Ok(m) => m,
+        // Only called with the WebDAV method names below, all valid HTTP tokens.
+        Err(_) => unreachable!("{name} is a valid HTTP method token"),
+    }
+}
+
+fn status_err(method: &'static str, url: &str, status: StatusCode) -> DavError {
+    DavError::Status {
+        method,
+        url: url.to_owned(),
+        status,
+    }
+}
+
+/// The form of an etag stored in entries: weakness dropped (Apache marks its ETag weak for
+/// about a second after a write, then strong, with the same value), always quoted (wsgidav
+/// sends it unquoted in PROPFIND and quoted in headers).
+fn normalize_etag(raw: &str) -> String {
+    let t = raw.trim();
+    let t = t.strip_prefix("W/").unwrap_or(t);
+    if t.starts_with('"') {
+        t.to_owned()
+    } else {
+        format!("\"{t}\"")
+    }
+}
+
+/// The etag exactly as the server reports it, quoted, for an `If:` header state token.
+fn if_etag(raw: &str) -> String {
+    let t = raw.trim();
+    if t.starts_with('"') || t.starts_with("W/\"") {
+        t.to_owned()
+    } else {
+        format!("\"{t}\"")
+    }
+}
+
+fn check_not_temp(path: &RelPath) -> Result<()> {
+    if path.file_name().starts_with(TEMP_FILE_PREFIX) {
+        return Err(Error::InvalidPath {
+            path: path.to_string(),
+            reason: format!(
+                "names starting with {TEMP_FILE_PREFIX} are reserved for temporary files"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Turns "no such file" (as [`map_error`] with [`Ctx::Lookup`] judges it) into `None`.
+fn found<T>(result: std::result::Result<T, DavError>, path: &RelPath) -> Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => match map_error(e, path.as_str(), Ctx::Lookup) {
+            Error::NotFound { .. } => Ok(None),
+            other => Err(other),
+        },
+    }
+}
+
+impl Inner {
+    fn file_url(&self, path: &RelPath) -> String {
+        let mut url = self.base.as_str().to_owned();
+        for (i, segment) in path.segments().enumerate() {
+            if i > 0 {
+                url.push('/');
+            }
+            url.extend(utf8_percent_encode(segment, SEGMENT));
+        }
+        url
+    }
+
+    fn dir_url(&self, dir: Option<&RelPath>) -> String {
+        match dir {
+            None => self.base.as_str().to_owned(),
+            Some(d) => format!("{}/", self.file_url(d)),
+        }
+    }
+
+    fn segments_of(&self, path: Option<&RelPath>) -> Vec<String> {
+        let mut segments = self.base_segments.clone();
+        if let Some(p) = path {
+            segments.extend(p.segments().map(str::to_owned));
+        }
+        segments
+    }
+
+    fn request(&self, method: Method, url: &str) -> RequestBuilder {
+        let rb = self.http.request(method, url);
+        match &self.credentials {
+            Some(c) => rb.basic_auth(&c.user, Some(&c.password)),
+            None => rb,
+        }
+    }
+
+    async fn send(
+        &self,
+        name: &'static str,
+        rb: RequestBuilder,
+        url: &str,
+    ) -> std::result::Result<Response, DavError> {
+        tracing::debug!(method = name, url, "webdav request");
+        rb.send().await.map_err(|source| DavError::Http {
+            method: name,
+            url: url.to_owned(),
+            source,
+        })
+    }
+
+    /// Reads a whole (XML) answer, refusing more than [`MAX_BODY_BYTES`].
+    async fn read_xml(
+        &self,
+        resp: Response,
+        name: &'static str,
+        url: &str,
+    ) -> std::result::Result<Vec<u8>, DavError> {
+        let too_large = || DavError::Parse {
+            url: url.to_owned(),
+            source: ParseError::TooLarge,
+        };
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        let mut chunks = resp.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|source| DavError::Http {
+                method: name,
+                url: url.to_owned(),
+                source,
+            })?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    async fn propfind(
+        &self,
+        url: &str,
+        depth: &'static str,
+    ) -> std::result::Result<Vec<Resource>, DavError> {
+        let rb = self
+            .request(method("PROPFIND"), url)
+            .header("Depth", depth)
+            .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
+            .body(PROPFIND_BODY);
+        let resp = self.send("PROPFIND", rb, url).await?;
+        if resp.status() != StatusCode::MULTI_STATUS {
+            return Err(status_err("PROPFIND", url, resp.status()));
+        }
+        let body = self.read_xml(resp, "PROPFIND", url).await?;
+        multistatus::parse(&body, &self.base).map_err(|source| DavError::Parse {
+            url: url.to_owned(),
+            source,
+        })
+    }
+
+    /// PROPFIND `Depth: 0` of one path; the resource whose href is exactly that path.
+    async fn lookup(&self, path: &RelPath) -> std::result::Result<Resource, DavError> {
+        let url = self.file_url(path);
+        let want = self.segments_of(Some(path));
+        let resources = self.propfind(&url, "0").await?;
+        let mut matching = resources.into_iter().filter(|r| r.segments == want);
+        match (matching.next(), matching.next()) {
+            (Some(r), None) if r.status.is_none_or(|s| (200..300).contains(&s)) => Ok(r),
+            (Some(r), None) => Err(DavError::Protocol(format!(
+                "PROPFIND {url}: response status {:?}",
+                r.status
+            ))),
+            _ => Err(DavError::Protocol(format!(
+                "PROPFIND {url}: no single response for the requested path"
+            ))),
+        }
+    }
+
+    /// Like [`Inner::lookup`], but `None` for a missing path or a collection.
+    async fn lookup_file(&self, path: &RelPath) -> Result<Option<Resource>> {
+        Ok(found(self.lookup(path).await, path)?.filter(|r| !r.is_collection))
+    }
+
+    fn entry(&self, path: RelPath, res: &Resource) -> Entry {
+        let mut entry = Entry::new(path, res.size.unwrap_or(0));
+        let mtime = match res.mtime_nanos {
+            Some(n) if self.mtime_property => Some(nanos_to_system_time(n)),
+            _ => res.last_modified,
+        };
+        if let Some(m) = mtime {
+            entry = entry.with_mtime(m);
+        }
+        if let Some(etag) = &res.etag {
+            entry = entry.with_etag(normalize_etag(etag));
+        }
+        entry
+    }
+
+    async fn stat_entry(&self, path: &RelPath) -> Result<Entry> {
+        match self.lookup_file(path).await? {
+            Some(res) => Ok(self.entry(path.clone(), &res)),
+            None => Err(Error::not_found(BACKEND, path.as_str())),
+        }
+    }
+
+    /// Makes sure the collection `dir` (the root when `None`) exists, creating missing
+    /// ancestors, from the deepest existing one down.
+    async fn ensure_collection(&self, dir: Option<&RelPath>) -> std::result::Result<(), DavError> {
+        let mut chain: Vec<String> = Vec::new();
+        // The root's own path, then the directories below it.
+        let root_path = self.base.path();
+        let mut prefix = String::new();
+        for segment in root_path
+            .trim_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+        {
+            prefix.push('/');
+            prefix.push_str(segment);
+            let mut url = self.base.clone();
+            url.set_path(&format!("{prefix}/"));
+            chain.push(url.into());
+        }
+        if let Some(d) = dir {
+            let mut partial: Option<RelPath> = None;
+            for segment in d.segments() {
+                let next = match &partial {
+                    None => RelPath::new(segment),
+                    Some(p) => p.join(segment),
+                }
+                .map_err(|e| DavError::Protocol(e.to_string()))?;
+                chain.push(self.dir_url(Some(&next)));
+                partial = Some(next);
+            }
+        }
+        let Some(last) = chain.last() else {
+            return Ok(());
+        };
+        if self.known().contains(last) {
+            return Ok(());
+        }
+        // Walk up until a MKCOL does not answer 409 (missing parent), then down again.
+        let mut i = chain.len() - 1;
+        loop {
+            match self.mkcol(&chain[i]).await? {
+                StatusCode::CONFLICT if i > 0 => i -= 1,
+                StatusCode::CONFLICT => {
+                    return Err(status_err("MKCOL", &chain[i], StatusCode::CONFLICT));
+                }
+                _ => break,
+            }
+        }
+        for url in &chain[i + 1..] {
+            match self.mkcol(url).await? {
+                StatusCode::CONFLICT => {
+                    return Err(DavError::Vanished(format!(
+                        "MKCOL {url}: a parent collection vanished while creating it"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let mut known = self.known();
+        if known.len() + chain.len() > KNOWN_DIRS_MAX {
+            known.clear();
+        }
+        known.extend(chain);
+        Ok(())
+    }
+
+    /// MKCOL: `Ok` with 201 (created), 405 (already there) or 409 (parent missing).
+    async fn mkcol(&self, url: &str) -> std::result::Result<StatusCode, DavError> {
+        let resp = self
+            .send("MKCOL", self.request(method("MKCOL"), url), url)
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(s),
+            s @ (StatusCode::METHOD_NOT_ALLOWED | StatusCode::CONFLICT) => Ok(s),
+            s => Err(status_err("MKCOL", url, s)),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // The set is only a cache: a panic elsewhere cannot leave it inconsistent.
+        self.known_dirs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets the collection `url` and everything below it.
+    fn forget_dir(&self, url: &str) {
+        self.known().retain(|k| !k.starts_with(url));
+    }
+
+    /// COPY or MOVE `from_url` onto the file `to`.
+    ///
+    /// Without `overwrite`, `Overwrite: F` (412 → `AlreadyExists` through [`Ctx::NoOverwrite`]).
+    /// With it, `Overwrite: F` first (new targets need nothing else); if the target exists it
+    /// must be a file — `Overwrite: T` onto a collection would delete a whole tree — and is
+    /// then replaced. With `if_tag`, the replace carries `If: <to> ([etag])`, which servers
+    /// that evaluate tagged lists on the destination (Apache) check atomically.
+    async fn transfer(
+        &self,
+        name: &'static str,
+        from_url: &str,
+        to: &RelPath,
+        overwrite: bool,
+        if_tag: Option<&str>,
+    ) -> std::result::Result<(), DavError> {
+        let to_url = self.file_url(to);
+        let send = |overwrite: bool| {
+            let mut rb = self
+                .request(method(name), from_url)
+                .header("Destination", &to_url)
+                .header("Overwrite", if overwrite { "T" } else { "F" })
+                .header("Depth", "0");
+            if let Some(etag) = if_tag {
+                rb = rb.header("If", format!("<{to_url}> ([{etag}])"));
+            }
+            self.send(name, rb, from_url)
+        };
+        let check = |resp: Response| match resp.status() {
+            s if s.is_success() => Ok(()),
+            s => Err(status_err(name, &to_url, s)),
+        };
+        if if_tag.is_some() {
+            return check(send(true).await?);
+        }
+        let resp = send(false).await?;
+        if !overwrite || resp.status() != StatusCode::PRECONDITION_FAILED {
+            return check(resp);
+        }
+        match self.lookup(to).await {
+            Ok(res) if res.is_collection => {
+                return Err(DavError::Protocol(format!(
+                    "{name} onto {to_url}: a directory is in the way"
+                )));
+            }
+            _ => {}
+        }
+        check(send(true).await?)
+    }
+
+    async fn set_mtime(&self, url: &str, mtime: SystemTime) -> std::result::Result<(), DavError> {
+        let body = format!(
+            concat!(
+                r#"<?xml version="1.0" encoding="utf-8"?>"#,
+                r#"<D:propertyupdate xmlns:D="DAV:" xmlns:S="{ns}"><D:set><D:prop>"#,
+                "<S:{prop}>{nanos}</S:{prop}></D:prop></D:set></D:propertyupdate>"
+            ),
+            ns = MTIME_NAMESPACE,
+            prop = MTIME_PROPERTY,
+            nanos = system_time_to_nanos(mtime)
+        );
+        let rb = self
+            .request(method("PROPPATCH"), url)
+            .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
+            .body(body);
+        let resp = self.send("PROPPATCH", rb, url).await?;
+        match resp.status() {
+            StatusCode::MULTI_STATUS => {}
+            s if s.is_success() => return Ok(()),
+            s => return Err(status_err("PROPPATCH", url, s)),
+        }
+        let body = self.read_xml(resp, "PROPPATCH", url).await?;
+        let resources =
+            multistatus::parse(&body, &self.base).map_err(|source| DavError::Parse {
+                url: url.to_owned(),
+                source,
+            })?;
+        if let Some(code) = resources
+            .iter()
+            .flat_map(|r| r.failed_propstats.iter())
+            .next()
+        {
+            return Err(DavError::Protocol(format!(
+                "PROPPATCH {url}: the server refused the mtime dead property (status {code}); \
+                 build the client with mtime_property = false for this server"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn delete_quietly(&self, url: &str) {
+        match self
+            .send("DELETE", self.request(Method::DELETE, url), url)
+            .await
+        {
+            Ok(resp) if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND => {}
+            Ok(resp) => {
+                tracing::warn!(url, status = %resp.status(), "could not delete temporary file")
+            }
+            Err(e) => tracing::warn!(url, "could not delete temporary file: {e}"),
+        }
+    }
+
+    /// Removes the collections that `dir` and its ancestors left empty, up to (not including)
+    /// the root. Best effort: any failure stops it quietly.
+    async fn prune(&self, mut dir: Option<RelPath>) {
+        while let Some(d) = dir {
+            let url = self.dir_url(Some(&d));
+            let Ok(resources) = self.propfind(&url, "1").await else {
+                return;
+            };
+            let own = self.segments_of(Some(&d));
+            if resources.iter().any(|r| r.segments != own) {
+                return;
+            }
+            let etag = resources.iter().find_map(|r| r.etag.clone());
+            let mut rb = self.request(Method::DELETE, &url);
+            // A file arriving between the check and the delete changes the collection's
+            // etag (on servers that give collections one): then the delete is refused.
+            if let Some(etag) = etag {
+                rb = rb.header("If", format!("([{}])", if_etag(&etag)));
+            }
+            match self.send("DELETE", rb, &url).await {
+                Ok(resp) if resp.status().is_success() => {
+                    tracing::debug!(url, "removed empty collection");
+                    self.forget_dir(&url);
+                }
+                _ => return,
+            }
+            dir = d.parent();
+        }
+    }
+
+    /// The children of one collection as listing items in canonical order.
+    fn children(&self, dir: Option<&RelPath>, resources: Vec<Resource>) -> Result<Vec<Item>> {
+        let path_str = dir.map_or("", RelPath::as_str);
+        let own = self.segments_of(dir);
+        let bad = |msg: String| Error::other(BACKEND, path_str, msg);
+        let mut names = HashSet::new();
+        let mut items: Vec<(String, Item)> = Vec::new();
+        for res in resources {
+            if res.segments == own {
+                if !res.is_collection {
+                    // The prefix names a file: it has no children.
+                    return Ok(Vec::new());
+                }
+                continue;
+            }
+            let is_child = res.segments.len() == own.len() + 1 && res.segments.starts_with(&own);
+            let Some(name) = res.segments.last().filter(|_| is_child) else {
+                return Err(bad(format!(
+                    "the server listed /{} below {}, outside the listed collection",
+                    res.segments.join("/"),
+                    self.dir_url(dir)
+                )));
+            };
+            if let Some(status) = res.status.filter(|s| !(200..300).contains(s)) {
+                return Err(bad(format!("member {name:?} listed with status {status}")));
+            }
+            if name.starts_with(TEMP_FILE_PREFIX) {
+                continue;
+            }
+            if !names.insert(name.clone()) {
+                return Err(bad(format!("member {name:?} listed twice")));
+            }
+            let path = match dir {
+                None => RelPath::new(name.as_str()),
+                Some(d) => d.join(name),
+            }?;
+            if res.is_collection {
+                items.push((format!("{name}/"), Item::Dir(path, None)));
+            } else {
+                items.push((name.clone(), Item::File(self.entry(path, &res))));
+            }
+        }
+        items.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        Ok(items.into_iter().map(|(_, item)| item).collect())
+    }
+
+    /// Lists one collection's members; a missing collection (or a file) has none.
+    async fn list_dir(self: Arc<Self>, dir: Option<RelPath>) -> Result<Vec<Item>> {
+        let url = self.dir_url(dir.as_ref());
+        let result = self.propfind(&url, "1").await;
+        let resources = match dir.as_ref() {
+            Some(d) => found(result, d)?,
+            None => match result {
+                Err(DavError::Status {
+                    status: StatusCode::NOT_FOUND,
+                    ..
+                }) => None,
+                other => Some(other.map_err(|e| map_error(e, "", Ctx::Plain))?),
+            },
+        };
+        match resources {
+            Some(resources) => self.children(dir.as_ref(), resources),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// A listing task prefetching one collection; aborted when the listing is dropped.
+struct Prefetch(JoinHandle<Result<Vec<Item>>>);
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a listing walk has yet to visit.
+enum Item {
+    File(Entry),
+    Dir(RelPath, Option<Prefetch>),
+}
+
+/// The state of a listing walk: a stack whose top is the next item in canonical order.
+struct Walk {
+    inner: Arc<Inner>,
+    stack: Vec<Item>,
+    prefetching: usize,
+    pending_root: Option<Option<RelPath>>,
+}
+
+impl Walk {
+    async fn next(mut self) -> Option<(Result<Entry>, Walk)> {
+        if let Some(root) = self.pending_root.take() {
+            match self.inner.clone().list_dir(root).await {
+                Ok(items) => self.push(items),
+                Err(e) => return Some((Err(e), self.fail())),
+            }
+        }
+        loop {
+            match self.stack.pop()? {
+                Item::File(entry) => return Some((Ok(entry), self)),
+                Item::Dir(path, prefetch) => {
+                    let result = match prefetch {
+                        Some(mut p) => {
+                            self.prefetching -= 1;
+                            match (&mut p.0).await {
+                                Ok(r) => r,
+                                Err(e) => Err(Error::other(BACKEND, path.as_str(), e.to_string())),
+                            }
+                        }
+                        None => self.inner.clone().list_dir(Some(path)).await,
+                    };
+                    match result {
+                        Ok(items) => self.push(items),
+                        Err(e) => return Some((Err(e), self.fail())),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pushes a collection's children (in canonical order) and starts prefetching the next
+    /// few collections the walk will enter.
+    fn push(&mut self, items: Vec<Item>) {
+        self.stack.extend(items.into_iter().rev());
+        let limit = self.inner.list_concurrency.saturating_sub(1);
+        let len = self.stack.len();
+        for item in self.stack[len.saturating_sub(PREFETCH_SCAN)..]
+            .iter_mut()
+            .rev()
+        {
+            if self.prefetching >= limit {
+                break;
+            }
+            if let Item::Dir(path, slot @ None) = item {
+                let inner = self.inner.clone();
+                let path = path.clone();
+                *slot = Some(Prefetch(tokio::spawn(inner.list_dir(Some(path)))));
+                self.prefetching += 1;
+            }
+        }
+    }
+
+    /// Ends the walk after an error.
+    fn fail(mut self) -> Walk {
+        self.stack.clear();
+        self.prefetching = 0;
+        self
+    }
+}
+
+/// Removes a temporary upload unless disarmed: awaited on known failures, spawned when the
+/// write future is dropped (cancelled).
+struct TempGuard {
+    inner: Option<Arc<Inner>>,
+    url: String,
+}
+
+impl TempGuard {
+    fn disarm(&mut self) {
+        self.inner = None;
+    }
+
+    async fn cleanup(mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.delete_quietly(&self.url).await;
+        }
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        let url = std::mem::take(&mut self.url);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move { inner.delete_quietly(&url).await });
+            }
+            Err(_) => tracing::warn!(url, "no runtime to delete a temporary upload"),
+        }
+    }
+}
+
+/// Cuts `skip` bytes off the front of a stream and ends it after `len` bytes: for servers
+/// that answer a range request with the whole file (200), and as a guard on 206 answers.
+fn slice_stream(body: ByteStream, skip: u64, len: u64) -> ByteStream {
+    stream::unfold(
+        (body, skip, len),
+        |(mut body, mut skip, remaining)| async move {
+            if remaining == 0 {
+                return None;
+            }
+            loop {
+                match body.next().await? {
+                    Err(e) => return Some((Err(e), (body, 0, 0))),
+                    Ok(mut chunk) => {
+                        let n = chunk.len() as u64;
+                        if skip >= n {
+                            skip -= n;
+                            continue;
+                        }
+                        // Both casts are bounded by the chunk's length.
+                        let chunk_rest = chunk.split_off(skip as usize);
+                        let take = remaining.min(chunk_rest.len() as u64);
+                        let out = chunk_rest.slice(..take as usize);
+                        return Some((Ok(out), (body, 0, remaining - take)));
+                    }
+                }
+            }
+        },
+    )
+    .boxed()
+}
+
+#[async_trait]
+impl StorageClient for WebDavClient {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.ordered_listing = true;
+        caps.set_mtime = self.inner.mtime_property;
+        caps.mtime_precision = if self.inner.mtime_property {
+            Duration::from_nanos(1)
+        } else {
+            Duration::from_secs(1)
+        };
+        caps.etag = true;
+        caps.server_side_copy = true;
+        caps.native_rename = true;
+        caps.conditional_write = true;
+        caps.real_directories = true;
+        caps
+    }
+
+    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
+        let walk = Walk {
+            inner: self.inner.clone(),
+            stack: Vec::new(),
+            prefetching: 0,
+            pending_root: Some(prefix.cloned()),
+        };
+        stream::unfold(walk, Walk::next).boxed()
+    }
+
+    async fn stat(&self, path: &RelPath) -> Result<Entry> {
+        self.inner.stat_entry(path).await
+    }
+
+    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
+        let inner = &self.inner;
+        let url = inner.file_url(path);
+        let mut rb = inner.request(Method::GET, &url);
+        if let Some(range) = &opts.range {
+            if range.start >= range.end {
+                inner.stat_entry(path).await?;
+                return Ok(stream::empty().boxed());
+            }
+            rb = rb.header(
+                header::RANGE,
+                format!("bytes={}-{}", range.start, range.end - 1),
+            );
+        }
+        let resp = inner
+            .send("GET", rb, &url)
+            .await
+            .map_err(|e| map_error(e, path.as_str(), Ctx::Plain))?;
+        let status = resp.status();
+        if status == StatusCode::RANGE_NOT_SATISFIABLE && opts.range.is_some() {
+            // The file exists and ends before the range starts.
+            return Ok(stream::empty().boxed());
+        }
+        if !status.is_success() {
+            return Err(map_error(
+                status_err("GET", &url, status),
+                path.as_str(),
+                Ctx::Lookup,
+            ));
+        }
+        let partial = status == StatusCode::PARTIAL_CONTENT;
+        if partial {
+            let start = resp
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes "))
+                .and_then(|v| v.split('-').next())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let want = opts.range.as_ref().map(|r| r.start);
+            if start != want {
+                return Err(map_error(
+                    DavError::Protocol(format!(
+                        "GET {url}: Content-Range does not start at {want:?}"
+                    )),
+                    path.as_str(),
+                    Ctx::Plain,
+                ));
+            }
+        }
+        let owned_path = path.to_string();
+        let body: ByteStream = resp
+            .bytes_stream()
+            .map_err(move |source| {
+                map_error(
+                    DavError::Http {
+                        method: "GET",
+                        url: url.clone(),
+                        source,
+                    },
+                    &owned_path,
+                    Ctx::Plain,
+                )
+            })
+            .boxed();
+        Ok(match &opts.range {
+            None => body,
+            Some(r) if partial => slice_stream(body, 0, r.end - r.start),
+            Some(r) => slice_stream(body, r.start, r.end - r.start),
+        })
+    }
+
+    async fn write_opts(
+        &self,
+        path: &RelPath,
+        body: ByteStream,
+        opts: WriteOptions,
+    ) -> Result<Entry> {
+        check_not_temp(path)?;
+        let inner = &self.inner;
+        let p = path.as_str();
+        let parent = path.parent();
+        inner
+            .ensure_collection(parent.as_ref())
+            .await
+            .map_err(|e| map_error(e, p, Ctx::Plain))?;
+        let temp_name = format!("{TEMP_FILE_PREFIX}{:016x}", rand::random::<u64>());
+        let temp = match &parent {
+            None => RelPath::new(temp_name),
+            Some(d) => d.join(&temp_name),
+        }?;
+        let temp_url = inner.file_url(&temp);
+        // From here on, the temporary file is removed however this future ends.
+        let mut guard = TempGuard {
+            inner: Some(inner.clone()),
+            url: temp_url.clone(),
+        };
+
+        let body_error: Arc<Mutex<Option<Error>>> = Arc::default();
+        let slot = body_error.clone();
+        let body = body.map(move |chunk| {
+            chunk.map_err(|e| {
+                let msg = e.to_string();
+                *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                std::io::Error::other(msg)
+            })
+        });
+        let rb = inner
+            .request(Method::PUT, &temp_url)
+            .body(reqwest::Body::wrap_stream(body));
+        let sent = inner.send("PUT", rb, &temp_url).await;
+        let taken = body_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(e) = taken {
+            guard.cleanup().await;
+            return Err(e);
+        }
+        let status = match sent {
+            Ok(resp) => resp.status(),
+            Err(e) => {
+                guard.cleanup().await;
+                return Err(map_error(e, p, Ctx::Plain));
+            }
+        };
+        if !status.is_success() {
+            guard.cleanup().await;
+            let err = if status == StatusCode::CONFLICT {
+                // Our cache said the parent existed; it was removed behind our back.
+                inner.forget_dir(&inner.dir_url(parent.as_ref()));
+                DavError::Vanished(format!("PUT {temp_url}: the parent collection vanished"))
+            } else {
+                status_err("PUT", &temp_url, status)
+            };
+            return Err(map_error(err, p, Ctx::Plain));
+        }
+
+        if let (true, Some(mtime)) = (inner.mtime_property, opts.mtime) {
+            if let Err(e) = inner.set_mtime(&temp_url, mtime).await {
+                guard.cleanup().await;
+                return Err(map_error(e, p, Ctx::Plain));
+            }
+        }
+
+        let committed = match &opts.mode {
+            WriteMode::Create => inner
+                .transfer("MOVE", &temp_url, path, false, None)
+                .await
+                .map_err(|e| map_error(e, p, Ctx::NoOverwrite)),
+            WriteMode::Update(expected) => match inner.lookup_file(path).await {
+                Ok(Some(current))
+                    if current
+                        .etag
+                        .as_deref()
+                        .is_some_and(|e| normalize_etag(e) == normalize_etag(expected)) =>
+                {
+                    let tag = current.etag.as_deref().map(if_etag);
+                    inner
+                        .transfer("MOVE", &temp_url, path, true, tag.as_deref())
+                        .await
+                        .map_err(|e| map_error(e, p, Ctx::Plain))
+                }
+                Ok(_) => Err(Error::precondition_failed(BACKEND, p)),
+                Err(e) => Err(e),
+            },
+            _ => inner
+                .transfer("MOVE", &temp_url, path, true, None)
+                .await
+                .map_err(|e| map_error(e, p, Ctx::Plain)),
+        };
+        if let Err(e) = committed {
+            guard.cleanup().await;
+            return Err(e);
+        }
+        guard.disarm();
+        inner.stat_entry(path).await
+    }
+
+    async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
+        let inner = &self.inner;
+        if inner.lookup_file(path).await?.is_none() {
+            // Missing, or a collection: there is no file to delete.
+            return Ok(());
+        }
+        let url = inner.file_url(path);
+        let result = match inner
+            .send("DELETE", inner.request(Method::DELETE, &url), &url)
+            .await
+        {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) => Err(status_err("DELETE", &url, resp.status())),
+            Err(e) => Err(e),
+        };
+        found(result, path)?;
+        inner.prune(path.parent()).await;
+        Ok(())
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        self.transfer_file("COPY", from, to, opts.overwrite).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        let entry = self.transfer_file("MOVE", from, to, opts.overwrite).await?;
+        self.inner.prune(from.parent()).await;
+        Ok(entry)
+    }
+}
+
+impl WebDavClient {
+    /// Server-side COPY or MOVE of the file `from` onto `to`.
+    async fn transfer_file(
+        &self,
+        name: &'static str,
+        from: &RelPath,
+        to: &RelPath,
+        overwrite: bool,
+    ) -> Result<Entry> {
+        check_not_temp(to)?;
+        let inner = &self.inner;
+        if inner.lookup_file(from).await?.is_none() {
+            return Err(Error::not_found(BACKEND, from.as_str()));
+        }
+        inner
+            .ensure_collection(to.parent().as_ref())
+            .await
+            .map_err(|e| map_error(e, to.as_str(), Ctx::Plain))?;
+        let ctx = if overwrite {
+            Ctx::Plain
+        } else {
+            Ctx::NoOverwrite
+        };
+        inner
+            .transfer(name, &inner.file_url(from), to, overwrite, None)
+            .await
+            .map_err(|e| match e {
+                // The source vanished between the lookup and the request.
+                DavError::Status {
+                    status: StatusCode::NOT_FOUND,
+                    ..
+                } => map_error(e, from.as_str(), Ctx::Plain),
+                e => map_error(e, to.as_str(), ctx),
+            })?;
+        inner.stat_entry(to).await
+    }
+}

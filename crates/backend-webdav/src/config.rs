@@ -1,0 +1,101 @@
+//! [`WebDavConfig`]: everything a [`WebDavClient`](crate::WebDavClient) is built from.
+
+use std::fmt;
+
+/// Settings of a WebDAV client. Build one with [`WebDavBuilder`](crate::WebDavBuilder), or
+/// deserialize it and pass it to [`WebDavBuilder::from_config`](crate::WebDavBuilder::from_config).
+///
+/// `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct WebDavConfig {
+    /// The root collection: `webdav://host[:port]/path` (plain HTTP), `webdavs://…` (TLS), or
+    /// an `http://` / `https://` URL.
+    pub url: Option<String>,
+    /// User name for HTTP Basic authentication.
+    pub username: Option<String>,
+    /// Password for HTTP Basic authentication.
+    pub password: Option<String>,
+    /// Keep modification times in the `urn:syncengine:` `mtime` dead property (true by
+    /// default). Turn it off for servers that refuse dead properties; mtimes then come from
+    /// `getlastmodified` (the upload time, to the second).
+    pub mtime_property: bool,
+    /// How many `PROPFIND` requests a listing keeps in flight (at least 1; default 4).
+    pub list_concurrency: usize,
+}
+
+impl Default for WebDavConfig {
+    fn default() -> Self {
+        WebDavConfig {
+            url: None,
+            username: None,
+            password: None,
+            mtime_property: true,
+            list_concurrency: 4,
+        }
+    }
+}
+
+impl fmt::Debug for WebDavConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebDavConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("mtime_property", &self.mtime_property)
+            .field("list_concurrency", &self.list_concurrency)
+            .finish()
+    }
+}
+
+/// Replaces the password of a `scheme://user:password@host/…` URL with `<redacted>`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let authority = &url[start..end];
+    match authority.rfind('@') {
+        Some(at) => match authority[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:<redacted>{}",
+                &url[..start],
+                &authority[..colon],
+                &url[start + at..]
+            ),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_password() {
+        let config = WebDavConfig {
+            username: Some("dav".into()),
+            password: Some("s3cr3t-pw".into()),
+            ..WebDavConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("dav"),
+            "{shown}"
+        );
+        let config = WebDavConfig {
+            url: Some("webdav://me:urlpw@h:1/x".into()),
+            ..WebDavConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("urlpw") && shown.contains("webdav://me:<redacted>@h:1/x"),
+            "{shown}"
+        );
+        assert_eq!(redact_url("webdav://h/a@b:c"), "webdav://h/a@b:c");
+    }
+}

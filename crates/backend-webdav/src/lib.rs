@@ -1,0 +1,83 @@
+//! WebDAV backend for syncengine: a [`WebDavClient`] keeps a WebDAV collection in sync.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use syncengine_backend_webdav::WebDavBuilder;
+//! use syncengine_core::{RelPath, StorageClientExt};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! // Credentials from SYNCENGINE_WEBDAV_USER / SYNCENGINE_WEBDAV_PASSWORD.
+//! let client = WebDavBuilder::from_env()
+//!     .with_url("webdav://127.0.0.1:8082/notes")
+//!     .build()?;
+//! client.put(&RelPath::new("todo.txt")?, Bytes::from("milk")).await?;
+//! let listed = client.list_all(None).await?;
+//! assert_eq!(listed[0].path.as_str(), "todo.txt");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # URLs and authentication
+//! `webdav://host[:port]/path` speaks plain HTTP, `webdavs://host[:port]/path` HTTPS (rustls,
+//! the platform's trust store); `http://` and `https://` URLs are accepted as they are.
+//! Credentials come from the builder, from `user:password@` in the URL, or from
+//! `SYNCENGINE_WEBDAV_USER` / `SYNCENGINE_WEBDAV_PASSWORD` ([`WebDavBuilder::from_env`]), and
+//! are sent as HTTP Basic authentication (use `webdavs://` anywhere but loopback). Digest
+//! authentication is not supported. Passwords never appear in `Debug`, `Display` or logs;
+//! redirects are not followed, so credentials never travel to another origin.
+//!
+//! # Behavior
+//! - **Listing** walks the tree with `PROPFIND Depth: 1` (many servers refuse
+//!   `Depth: infinity`), sorting each collection's members by name, a collection as `name/`,
+//!   depth-first: the stream is in canonical order without sorting the whole tree. A few
+//!   collections ahead are fetched concurrently ([`WebDavBuilder::with_list_concurrency`]).
+//!   Each answer is parsed by a real XML parser ([`multistatus`]); hrefs are percent-decoded
+//!   segment by segment (upper- or lower-case escapes, `+` stays `+`); absolute-URL hrefs are
+//!   accepted for the server's own origin only. A member whose decoded href is not exactly one
+//!   segment below the listed collection, or whose name fails [`RelPath`](syncengine_core::RelPath) validation, fails
+//!   the listing with an error — it is never followed.
+//! - **Writes** are atomic: the body streams (`PUT`, chunked) to a hidden temporary sibling
+//!   `.syncengine-tmp-<random hex>`, gets its mtime, and is `MOVE`d onto the target. Missing
+//!   parents are made with `MKCOL` first (the body is a stream and cannot be replayed after a
+//!   409). A failed write deletes its temporary file; a cancelled one (future dropped) spawns
+//!   the delete. Temporary names are never listed, and writing one is `InvalidPath`.
+//! - **Write modes**: `Create` is `MOVE` with `Overwrite: F` (412 → `AlreadyExists`), atomic on
+//!   the server. `Update(etag)` compares the target's current etag, then `MOVE`s with
+//!   `Overwrite: T` and a tagged `If: <target> (["etag"])` header: Apache evaluates it on the
+//!   destination, so there it is atomic; wsgidav ignores tagged lists on the destination, so
+//!   there a concurrent change between the check and the move can slip through. `If-Match` on
+//!   `PUT` is not used: the temp file is new, and Apache's ETag is weak (`W/"…"`) for about a
+//!   second after a write, which fails strong `If-Match` comparison. Entries carry the ETag
+//!   without the `W/`, so an etag read in that second still matches later.
+//!   `Overwrite` never replaces a collection: `Overwrite: T` onto a directory would delete a
+//!   whole tree, so an existing target is checked to be a file first.
+//! - **mtimes** are kept, to the nanosecond, in the dead property `mtime` in the namespace
+//!   `urn:syncengine:` (nanoseconds since the Unix epoch, decimal), set with `PROPPATCH` on the
+//!   temporary file before the `MOVE` (both servers move and copy dead properties with the
+//!   file) and read back in the listing's `PROPFIND`. rclone keeps no mtime on generic WebDAV
+//!   servers, so there is no format to share. Files without the property report
+//!   `getlastmodified` (the upload time, to the second). Servers that refuse dead properties
+//!   need [`WebDavBuilder::with_mtime_property`]`(false)`.
+//! - **copy** and **rename** are server-side `COPY` / `MOVE` (`Overwrite: F` unless
+//!   overwriting; 412 → `AlreadyExists`).
+//! - **Deletes** of a missing file are `Ok`; collections the delete (or a rename) left empty
+//!   are removed up to, not including, the root — best effort, guarded by the collection's
+//!   etag where the server gives collections one.
+//! - **Errors**: 404 `NotFound`, 412 `PreconditionFailed`, 401/403 `PermissionDenied`,
+//!   408/429/5xx and connection failures `Transient`; the rest `Other`.
+
+mod builder;
+mod client;
+mod config;
+mod error;
+pub mod multistatus;
+
+pub use builder::{ENV_PASSWORD, ENV_USER, WebDavBuilder};
+pub use client::WebDavClient;
+pub use config::WebDavConfig;
+
+/// URL scheme of this backend over plain HTTP (`webdav://host[:port]/path`).
+pub const SCHEME: &str = "webdav";
+
+/// URL scheme of this backend over HTTPS (`webdavs://host[:port]/path`).
+pub const SCHEME_TLS: &str = "webdavs";

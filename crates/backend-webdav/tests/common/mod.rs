@@ -1,0 +1,108 @@
+//! Shared test fixtures: fresh WebDAV clients on a fresh random collection of a loopback server.
+
+// Fixture code, not `#[test]` fns: clippy's in-tests allowance does not reach it.
+#![allow(clippy::expect_used, dead_code)]
+
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use syncengine_backend_webdav::{WebDavBuilder, WebDavClient};
+use syncengine_core::StorageClient;
+
+/// One of the loopback servers `scripts/test-servers.sh start` runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Server {
+    pub name: &'static str,
+    pub env: &'static str,
+    pub default_url: &'static str,
+}
+
+/// Apache 2 + mod_dav_fs on :8082.
+pub const APACHE: Server = Server {
+    name: "apache",
+    env: "SYNCENGINE_TEST_WEBDAV_APACHE",
+    default_url: "http://127.0.0.1:8082",
+};
+
+/// wsgidav + cheroot on :8083.
+pub const WSGIDAV: Server = Server {
+    name: "wsgidav",
+    env: "SYNCENGINE_TEST_WEBDAV_WSGIDAV",
+    default_url: "http://127.0.0.1:8083",
+};
+
+impl Server {
+    pub fn url(&self) -> String {
+        std::env::var(self.env).unwrap_or_else(|_| self.default_url.to_owned())
+    }
+}
+
+/// Returns the server's URL when it accepts connections. When it does not: with `CI=true`
+/// the test fails; otherwise this prints how to start the servers and ends the test process
+/// with success, skipping every test of this binary. (The core's test macros give a factory
+/// no way to skip one case, so the whole binary is skipped at its first case.)
+pub fn server_or_skip(server: Server) -> String {
+    static CHECKED: OnceLock<std::sync::Mutex<Vec<&'static str>>> = OnceLock::new();
+    let url = server.url();
+    let checked = CHECKED.get_or_init(Default::default);
+    if checked.lock().expect("lock").contains(&server.name) {
+        return url;
+    }
+    let authority = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("server URL has an authority")
+        .to_owned();
+    let reachable = authority
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
+    if reachable {
+        checked.lock().expect("lock").push(server.name);
+        return url;
+    }
+    let msg = format!(
+        "WebDAV test server {} is not reachable at {url} (set {} to use another).\n\
+         Start the loopback test servers with:\n    \
+         bash scripts/test-servers.sh install && bash scripts/test-servers.sh start\n",
+        server.name, server.env
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}(CI=true: a missing test server fails the run)");
+    }
+    // Written to the real stderr: the test harness's capture would swallow it on exit.
+    let _ = std::io::stderr().write_all(format!("SKIPPED: {msg}").as_bytes());
+    std::process::exit(0);
+}
+
+/// A client rooted at a fresh random collection on `server` (created by the first write).
+pub fn client(server: Server) -> WebDavClient {
+    let url = server_or_skip(server);
+    let root = format!(
+        "{}/syncengine-tests/{}-{:016x}",
+        url.trim_end_matches('/'),
+        server.name,
+        rand::random::<u64>()
+    );
+    let mut builder = WebDavBuilder::from_env().with_url(root);
+    if std::env::var(syncengine_backend_webdav::ENV_USER).is_err() {
+        builder = builder.with_credentials("dav", "davpass");
+    }
+    builder.build().expect("build the WebDAV client")
+}
+
+/// The same, as the conformance and scenario macros take it.
+pub async fn fresh(server: Server) -> Arc<dyn StorageClient> {
+    Arc::new(client(server))
+}
+
+/// A local client on a fresh temporary directory, with the guard that removes it.
+pub async fn fresh_local() -> (Arc<dyn StorageClient>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let client = syncengine_backend_local::LocalClient::new(dir.path().join("root"));
+    (Arc::new(client), dir)
+}
