@@ -35,21 +35,14 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_SAFETY_STOP: u8 = 3;
 
 const SYNC_AFTER_HELP: &str = "\
-MODES (--mode; names are case-insensitive, - and _ are ignored):
-  two-way                [twoWay, tw]        both sides kept equal: adds, edits, deletes and renames
-                                             flow both ways; conflicts resolved by --conflict
-  source-to-destination  [std, localtocloud, ltc]
-                                             destination mirrors source; destination-only changes
-                                             are undone
-  source-backup          [sb, localbackup, lb]
-                                             upload new and changed files, download destination
-                                             additions; never deletes on either side
-  destination-to-source  [dts, cloudtolocal, ctl]
-                                             source mirrors destination; source-only changes are
-                                             undone
-  destination-backup     [db, cloudbackup, cb]
-                                             download new and changed files; never uploads or
-                                             deletes
+MODES (--mode; case-insensitive, - and _ ignored; aliases in brackets):
+  two-way [twoWay, tw]             changes flow both ways; conflicts resolved by --conflict
+  source-to-destination [std, ltc] destination mirrors source; destination-only changes are undone
+  source-backup [sb, lb]           upload, and download destination additions; never deletes
+  destination-to-source [dts, ctl] source mirrors destination; source-only changes are undone
+  destination-backup [db, cb]      download only; never uploads or deletes
+  (also accepted: sourceToDestination, localtocloud, sourceBackup, localbackup,
+   destinationToSource, cloudtolocal, destinationBackup, cloudbackup)
 
 LOCATIONS:
   A local path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
