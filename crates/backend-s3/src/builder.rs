@@ -76,7 +76,8 @@ impl S3Builder {
     ///   `GOOGLE_SKIP_SIGNATURE`, `GOOGLE_ALLOW_HTTP`.
     /// - Any store: `SYNCENGINE_UNORDERED_LISTING=1` declares the server's listing unordered
     ///   (the engine then sorts it), `SYNCENGINE_MTIME_FROM_METADATA=1` reads rclone's mtime
-    ///   metadata in listings (one HEAD per object).
+    ///   metadata in listings (one HEAD per object), `SYNCENGINE_ENCODE_BACKSLASH=1|0` switches
+    ///   rclone's `\\` → `＼` name encoding (on by default for Azure only).
     ///
     /// Variables not listed here are ignored; in particular `AWS_CA_BUNDLE` is not read.
     ///
@@ -134,6 +135,9 @@ impl S3Builder {
         if first(&["SYNCENGINE_UNORDERED_LISTING"]).is_some_and(|v| truthy(&v)) {
             c.ordered_listing = false;
         }
+        if let Some(v) = first(&["SYNCENGINE_ENCODE_BACKSLASH"]) {
+            c.encode_backslash = truthy(&v);
+        }
         if first(&["SYNCENGINE_MTIME_FROM_METADATA"]).is_some_and(|v| truthy(&v)) {
             c.mtime_from_metadata = true;
         }
@@ -170,6 +174,8 @@ impl S3Builder {
             bucket: bucket.to_owned(),
             prefix: prefix.to_owned(),
             etag_is_md5: kind == StoreKind::S3 && keep.etag_is_md5,
+            encode_backslash: kind == StoreKind::Azure
+                || (keep.kind == kind && keep.encode_backslash),
             ..keep
         };
         Ok(self)
@@ -240,6 +246,13 @@ impl S3Builder {
     /// Declares whether single-part S3 ETags are MD5s (default true on S3).
     pub fn with_etag_is_md5(mut self, md5: bool) -> Self {
         self.config.etag_is_md5 = md5 && self.config.kind == StoreKind::S3;
+        self
+    }
+
+    /// Stores `\\` in names as U+FF3C `＼` (rclone's encoding), for servers that turn `\\`
+    /// into `/`: Azure (the default there) and SeaweedFS.
+    pub fn with_encode_backslash(mut self, on: bool) -> Self {
+        self.config.encode_backslash = on;
         self
     }
 

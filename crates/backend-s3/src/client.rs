@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
 use object_store::path::Path;
 use object_store::{
     Attributes, CopyMode, CopyOptions, GetOptions, GetRange, MultipartUpload, ObjectMeta,
@@ -70,6 +71,60 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
     }
 }
 
+/// Puts an ETag in its quoted form: Azure lists ETags bare but returns them quoted from HEAD
+/// and PUT, and `stat` must agree with `list`.
+fn normalize_etag(tag: &str) -> String {
+    if tag.starts_with('"') || tag.starts_with("W/") {
+        tag.to_owned()
+    } else {
+        format!("\"{tag}\"")
+    }
+}
+
+/// rclone's replacement for `\` on stores that turn it into `/` (Azure, SeaweedFS): U+FF3C.
+const FULLWIDTH_BACKSLASH: char = '\u{FF3C}';
+/// rclone's quote for a literal replacement character.
+const QUOTE: char = '\u{201B}';
+
+/// Encodes a relative path for a store that mangles `\` (the way rclone does).
+fn encode_backslash(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(['\\', FULLWIDTH_BACKSLASH]) {
+        return path.into();
+    }
+    let mut out = String::with_capacity(path.len() + 8);
+    for ch in path.chars() {
+        match ch {
+            '\\' => out.push(FULLWIDTH_BACKSLASH),
+            FULLWIDTH_BACKSLASH => {
+                out.push(QUOTE);
+                out.push(FULLWIDTH_BACKSLASH);
+            }
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// Reverses [`encode_backslash`].
+fn decode_backslash(key: &str) -> std::borrow::Cow<'_, str> {
+    if !key.contains(FULLWIDTH_BACKSLASH) {
+        return key.into();
+    }
+    let mut out = String::with_capacity(key.len());
+    let mut chars = key.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
+            QUOTE if chars.peek() == Some(&FULLWIDTH_BACKSLASH) => {
+                chars.next();
+                out.push(FULLWIDTH_BACKSLASH);
+            }
+            FULLWIDTH_BACKSLASH => out.push('\\'),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 /// The MD5 in an ETag, when it is one: 32 hex digits. Multipart ETags (`…-N`) are not.
 fn md5_of_etag(etag: &str) -> Option<ContentHash> {
     let hexpart = etag.trim().trim_start_matches("W/").trim_matches('"');
@@ -109,15 +164,24 @@ impl S3Client {
 
     /// The object key of `path`: `prefix/path`, parsed raw (never percent-encoded).
     fn key(&self, path: &RelPath) -> Result<Path> {
+        let rel = self.encode(path.as_str());
         let full = if self.config.prefix.is_empty() {
-            path.as_str().to_owned()
+            rel.into_owned()
         } else {
-            format!("{}/{}", self.config.prefix, path)
+            format!("{}/{}", self.config.prefix, rel)
         };
         Path::parse(&full).map_err(|e| {
             StoreError::Store(object_store::Error::InvalidPath { source: e })
                 .into_core(self.backend_name(), path.as_str())
         })
+    }
+
+    fn encode<'a>(&self, rel: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.config.encode_backslash {
+            encode_backslash(rel)
+        } else {
+            rel.into()
+        }
     }
 
     fn entry(&self, path: RelPath, meta: &ObjectMeta, attrs: Option<&Attributes>) -> Entry {
@@ -132,7 +196,7 @@ impl S3Client {
             {
                 e = e.with_hash(h);
             }
-            e = e.with_etag(tag.clone());
+            e = e.with_etag(normalize_etag(tag));
         }
         e
     }
@@ -176,7 +240,12 @@ impl S3Client {
                 Err(e) => Err(self.err(path, e)),
             },
             WriteMode::Update(etag) => match self.store.head(key).await {
-                Ok(meta) if meta.e_tag.as_deref() == Some(etag.as_str()) => Ok(()),
+                Ok(meta)
+                    if meta.e_tag.as_deref().map(normalize_etag).as_deref()
+                        == Some(etag.as_str()) =>
+                {
+                    Ok(())
+                }
                 Ok(_) | Err(object_store::Error::NotFound { .. }) => {
                     Err(Error::precondition_failed(backend, path.as_str()))
                 }
@@ -349,9 +418,9 @@ impl StorageClient for S3Client {
         let root = self.config.prefix.clone();
         let full = match (root.is_empty(), prefix) {
             (true, None) => None,
-            (true, Some(p)) => Some(p.as_str().to_owned()),
+            (true, Some(p)) => Some(self.encode(p.as_str()).into_owned()),
             (false, None) => Some(root.clone()),
-            (false, Some(p)) => Some(format!("{root}/{p}")),
+            (false, Some(p)) => Some(format!("{root}/{}", self.encode(p.as_str()))),
         };
         let list_prefix = match full.map(|f| Path::parse(&f)).transpose() {
             Ok(p) => p,
@@ -367,6 +436,7 @@ impl StorageClient for S3Client {
             format!("{root}/")
         };
         let this = self.clone();
+        let decode = self.config.encode_backslash;
         let metas = self.store.list(list_prefix.as_ref()).map(move |item| {
             let meta = item.map_err(|e| StoreError::Store(e).into_core(backend, ""))?;
             let key = meta.location.as_ref();
@@ -377,7 +447,12 @@ impl StorageClient for S3Client {
                     reason: "outside the client's prefix".into(),
                 })
                 .and_then(|r| {
-                    RelPath::new(r).map_err(|e| StoreError::BadKey {
+                    let r = if decode {
+                        decode_backslash(r)
+                    } else {
+                        r.into()
+                    };
+                    RelPath::new(r.into_owned()).map_err(|e| StoreError::BadKey {
                         key: key.to_owned(),
                         reason: e.to_string(),
                     })
@@ -473,16 +548,14 @@ impl StorageClient for S3Client {
             .map(|t| mtime::attributes(self.config.kind, t))
             .unwrap_or_default();
         let part_size = self.config.part_size;
-        let written_entry = |meta_size: u64, etag: Option<String>, multipart: bool| {
-            let mut e = Entry::new(path.clone(), meta_size);
+        // Hash what is sent. Where the ETag is not an MD5 (Azure, GCS, multipart uploads) the
+        // entry the engine records in its base then still carries the MD5, which is what
+        // lets it pair a later rename of this object (those ETags do not survive a copy).
+        let mut hasher = Md5::new();
+        let written_entry = |meta_size: u64, etag: Option<String>, md5: [u8; 16]| {
+            let mut e = Entry::new(path.clone(), meta_size).with_hash(ContentHash::Md5(md5));
             if let Some(tag) = etag {
-                if self.config.etag_is_md5
-                    && !multipart
-                    && let Some(h) = md5_of_etag(&tag)
-                {
-                    e = e.with_hash(h);
-                }
-                e = e.with_etag(tag);
+                e = e.with_etag(normalize_etag(&tag));
             }
             if self.config.mtime_from_metadata {
                 e = e.with_mtime(
@@ -502,6 +575,7 @@ impl StorageClient for S3Client {
                 Some(Ok(chunk)) => {
                     buffered += chunk.len();
                     total += chunk.len() as u64;
+                    hasher.update(&chunk);
                     if !chunk.is_empty() {
                         pending.push_back(chunk);
                     }
@@ -516,7 +590,7 @@ impl StorageClient for S3Client {
                     };
                     let result = self.store.put_opts(&key, payload, put).await;
                     return match result {
-                        Ok(r) => Ok(written_entry(total, r.e_tag, false)),
+                        Ok(r) => Ok(written_entry(total, r.e_tag, hasher.finalize().into())),
                         // If-Match on a missing object answers 404 on some servers.
                         Err(object_store::Error::NotFound { .. })
                             if matches!(opts.mode, WriteMode::Update(_)) =>
@@ -567,6 +641,7 @@ impl StorageClient for S3Client {
                 Some(Ok(chunk)) => {
                     buffered += chunk.len();
                     total += chunk.len() as u64;
+                    hasher.update(&chunk);
                     if !chunk.is_empty() {
                         pending.push_back(chunk);
                     }
@@ -583,7 +658,7 @@ impl StorageClient for S3Client {
             return Err(e);
         }
         match mp.finish().await {
-            Ok(r) => Ok(written_entry(total, r.e_tag, true)),
+            Ok(r) => Ok(written_entry(total, r.e_tag, hasher.finalize().into())),
             Err(e) => {
                 mp.abort().await;
                 Err(self.err(path, e))
@@ -634,6 +709,22 @@ mod tests {
         assert!(md5_of_etag("\"9e107d9d372bb6826bd81d3542a419d6\"").is_some());
         assert!(md5_of_etag("\"9e107d9d372bb6826bd81d3542a419d6-4\"").is_none());
         assert!(md5_of_etag("\"0x8DBF1234567890A\"").is_none());
+    }
+
+    #[test]
+    fn backslash_encoding_round_trips() {
+        for name in ["a\\b", "plain", "x\u{FF3C}y", "\u{201B}\u{FF3C}", "\\\\"] {
+            let enc = encode_backslash(name);
+            assert!(!enc.contains('\\'), "{enc}");
+            assert_eq!(decode_backslash(&enc), name);
+        }
+        assert_eq!(encode_backslash("a\\b"), "a\u{FF3C}b");
+    }
+
+    #[test]
+    fn etags_are_quoted() {
+        assert_eq!(normalize_etag("0x8D1"), "\"0x8D1\"");
+        assert_eq!(normalize_etag("\"abc\""), "\"abc\"");
     }
 
     #[test]

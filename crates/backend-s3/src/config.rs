@@ -105,6 +105,9 @@ pub struct S3Config {
     /// Whether a single-part S3 ETag is taken as the object's MD5 (false for buckets with
     /// SSE-KMS/SSE-C encryption, where it is not).
     pub etag_is_md5: bool,
+    /// Store `\\` in names as rclone does on stores that turn it into `/` (Azure, SeaweedFS):
+    /// as U+FF3C `＼`. Default: true on Azure, false elsewhere.
+    pub encode_backslash: bool,
     /// Read each object's rclone-style `mtime` metadata in listings and `stat` (one HEAD per
     /// listed object). When false, entries carry the store's Last-Modified time.
     pub mtime_from_metadata: bool,
@@ -144,6 +147,7 @@ impl S3Config {
             ordered_listing: true,
             etag_is_md5: kind == StoreKind::S3,
             mtime_from_metadata: false,
+            encode_backslash: kind == StoreKind::Azure,
             part_size: DEFAULT_PART_SIZE,
             parts_in_flight: 2,
             max_retries: 2,

@@ -87,6 +87,8 @@ pub fn seaweed_builder(ordered: bool) -> S3Builder {
         .with_credentials("weedak", "weedsk")
         .with_allow_http(true)
         .with_ordered_listing(ordered)
+        // SeaweedFS's filer turns `\\` into `/`, like Azure.
+        .with_encode_backslash(true)
 }
 
 /// A SeaweedFS client, declared unordered: the engine sorts its listings.
