@@ -265,33 +265,24 @@ async fn rename_replace(s: &Session, from: &str, to: &str) -> Result<(), SftpErr
 
 /// Moves `from` to `to` only if `to` does not exist ([`SftpError::Exists`] otherwise).
 ///
-/// With `hardlink@openssh.com` the check is race-free (`link(2)` fails on an existing
-/// name); without it, it is check-then-rename.
+/// A plain SFTP v3 rename refuses an existing target on OpenSSH (it links, then unlinks), so
+/// there this is race-free; servers whose plain rename replaces (rclone's) get
+/// check-then-rename. `hardlink@openssh.com` is not used: rclone's server answers OK
+/// without creating the link, and a following unlink would lose the file.
 async fn rename_noreplace(s: &Session, from: &str, to: &str) -> Result<(), SftpError> {
-    if s.hardlink {
-        match s.run(s.raw.hardlink(from, to)).await {
-            Ok(_) => {
-                match s.run(s.raw.remove(from)).await {
-                    Ok(_) => {}
-                    Err(e) if e.is_no_such_file() => {}
-                    Err(e) => return Err(e),
-                }
-                return Ok(());
-            }
-            Err(e) if e.is_connection_error() => return Err(e),
-            Err(e) => {
-                if lstat_opt(s, to).await?.is_some() {
-                    return Err(SftpError::Exists);
-                }
-                // The filesystem may not do hard links: fall through to check-then-rename.
-                tracing::debug!("hardlink failed, using check-then-rename: {e}");
-            }
-        }
-    }
     if lstat_opt(s, to).await?.is_some() {
         return Err(SftpError::Exists);
     }
-    s.run(s.raw.rename(from, to)).await.map(|_| ())
+    match s.run(s.raw.rename(from, to)).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_connection_error() => Err(e),
+        Err(e) => {
+            if lstat_opt(s, to).await?.is_some() {
+                return Err(SftpError::Exists);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Removes the directories above `rel` that are now empty, up to (not including) the root.

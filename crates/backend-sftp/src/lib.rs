@@ -44,8 +44,10 @@
 //!   cancelled or disconnected write removes its temporary file (through a new connection if
 //!   the old one died) and leaves the old content. Temporary files are never listed, so a name
 //!   starting with `.syncengine-tmp-` cannot be written (`InvalidPath`).
-//! - `WriteMode::Create` and `rename` without overwrite use `hardlink@openssh.com` (fails on
-//!   an existing name, race-free) where offered, else check-then-rename.
+//! - `WriteMode::Create` and `rename` without overwrite check that the target is absent, then
+//!   do a plain SFTP rename, which OpenSSH itself refuses onto an existing name (race-free
+//!   there; a server whose plain rename replaces leaves a small race window).
+//!   `hardlink@openssh.com` is not used: rclone's server acknowledges it without linking.
 //!   `WriteMode::Update` is `Unsupported` (no version token to compare and swap).
 //! - **Deletes** of a missing file are `Ok`; directories a delete or rename leaves empty are
 //!   removed, up to (not including) the root.

@@ -311,7 +311,7 @@ macro_rules! scenario_cases {
             async fn $name() {
                 let Some(s) = $source().await else { return };
                 let Some(d) = $destination().await else { return };
-                syncengine_core::conformance::scenarios::table_row(
+                $crate::support::table_row(
                     syncengine_core::SyncMode::$mode,
                     syncengine_core::conformance::scenarios::Edit::$edit,
                     s.0.clone(),
@@ -358,4 +358,125 @@ pub fn core_case_names(source: &str, start: &str) -> Vec<String> {
             (!name.is_empty() && (rest.starts_with(',') || rest.starts_with(':'))).then_some(name)
         })
         .collect()
+}
+
+/// Whether the engine can tell a rename on `client` from a delete plus an add: it pairs
+/// them by inode (`file_id`), listed hash or etag, and SFTP v3 offers none of the three.
+fn can_identify_renames(client: &dyn StorageClient) -> bool {
+    let caps = client.capabilities();
+    caps.file_id || caps.listed_hash.is_some() || caps.etag
+}
+
+/// Runs one seed table row, like `syncengine_core::conformance::scenarios::table_row`,
+/// branching on capability for the rename rows the core case checks as "carried out as a
+/// rename": when the side that renamed cannot identify renames, the row is checked by
+/// [`rename_as_copy_and_delete`] instead (same end state, a copy plus a delete instead of a
+/// rename), and says so.
+pub async fn table_row(
+    mode: syncengine_core::SyncMode,
+    edit: syncengine_core::conformance::scenarios::Edit,
+    source: Arc<dyn StorageClient>,
+    destination: Arc<dyn StorageClient>,
+) {
+    use syncengine_core::SyncMode::{DestinationToSource, SourceToDestination, TwoWay};
+    use syncengine_core::conformance::scenarios::Edit::{RenameDestination, RenameSource};
+    let renamed_on = match (mode, edit) {
+        (TwoWay | SourceToDestination, RenameSource) => Some(&source),
+        (TwoWay | DestinationToSource, RenameDestination) => Some(&destination),
+        _ => None,
+    };
+    match renamed_on {
+        Some(client) if !can_identify_renames(client.as_ref()) => {
+            eprintln!(
+                "{client}: no file_id, listed hash or etag: checking {mode} {edit:?} as a copy \
+                 plus a delete instead of a rename"
+            );
+            rename_as_copy_and_delete(mode, edit, source, destination).await;
+        }
+        _ => {
+            syncengine_core::conformance::scenarios::table_row(mode, edit, source, destination)
+                .await
+        }
+    }
+}
+
+const F: &str = "dir/f.txt";
+const G: &str = "dir/g.txt";
+const BASE: &str = "base content";
+const BYSTANDERS: [&str; 4] = ["keep/1.txt", "keep/2.txt", "keep/3 b.txt", "keep/é.txt"];
+
+/// The rename rows for a side that cannot identify renames: the same base and edit as the
+/// core case, then: `dir/f.txt` is gone from both sides, `dir/g.txt` holds the base content
+/// on both, bystanders are intact, the move happened as one copy and one delete, nothing
+/// failed, and a second run is idle.
+pub async fn rename_as_copy_and_delete(
+    mode: syncengine_core::SyncMode,
+    edit: syncengine_core::conformance::scenarios::Edit,
+    source: Arc<dyn StorageClient>,
+    destination: Arc<dyn StorageClient>,
+) {
+    use bytes::Bytes;
+    use syncengine_core::conformance::scenarios::{Edit, snapshot};
+    use syncengine_core::{RelPath, StorageClientExt, SyncEngine, SyncPair};
+
+    let p = |s: &str| RelPath::new(s).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let run = |mode| {
+        let pair = SyncPair::new(source.clone(), destination.clone(), mode);
+        let engine = &engine;
+        async move { engine.sync_pair(&pair).await.unwrap() }
+    };
+    source.put(&p(F), Bytes::from(BASE)).await.unwrap();
+    for b in BYSTANDERS {
+        source.put(&p(b), Bytes::from(b)).await.unwrap();
+    }
+    let base = run(syncengine_core::SyncMode::TwoWay).await;
+    assert_eq!((base.uploaded, base.errors), (5, 0), "base sync: {base:?}");
+
+    let renamed = if edit == Edit::RenameSource {
+        &source
+    } else {
+        &destination
+    };
+    renamed.rename(&p(F), &p(G)).await.unwrap();
+    let stats = run(mode).await;
+    assert_eq!(
+        stats.errors, 0,
+        "{mode} {edit:?}: {:?}",
+        stats.error_messages
+    );
+    assert_eq!(stats.conflicts, 0, "{mode} {edit:?}: no conflict expected");
+    let (copied, deleted) = if edit == Edit::RenameSource {
+        (stats.uploaded, stats.deleted_destination)
+    } else {
+        (stats.downloaded, stats.deleted_source)
+    };
+    assert_eq!(
+        (copied, deleted),
+        (1, 1),
+        "{mode} {edit:?}: one copy, one delete: {stats:?}"
+    );
+
+    for client in [&source, &destination] {
+        let snap = snapshot(client.as_ref()).await;
+        assert_eq!(snap.get(F), None, "{mode} {edit:?}: {F} on {client}");
+        assert_eq!(
+            snap.get(G).map(String::as_str),
+            Some(BASE),
+            "{mode} {edit:?}: {G} on {client}"
+        );
+        for b in BYSTANDERS {
+            assert_eq!(
+                snap.get(b).map(String::as_str),
+                Some(b),
+                "bystander {b} on {client}"
+            );
+        }
+    }
+    let again = run(mode).await;
+    assert!(
+        again.is_noop() && again.errors == 0,
+        "{mode} {edit:?}: second run not idle: {again:?}"
+    );
 }
