@@ -78,12 +78,21 @@ async fn round_trip_64_mib_through_s3() {
     );
 }
 
-/// Lists moto's in-progress multipart uploads in bucket `test` whose key starts with `prefix`.
+/// Lists the in-progress multipart uploads (S3 ListMultipartUploads, signed by curl so MinIO
+/// answers too) in bucket `test` whose key starts with `prefix`.
 fn open_uploads(prefix: &str) -> usize {
-    let xml = common::curl(&[&format!(
-        "http://127.0.0.1:9100/test?uploads&prefix={}",
-        common::query_encode(prefix)
-    )]);
+    let (id, secret) = common::s3_keys();
+    let xml = common::curl(&[
+        "--aws-sigv4",
+        "aws:amz:us-east-1:s3",
+        "--user",
+        &format!("{id}:{secret}"),
+        &format!(
+            "{}/test?uploads&prefix={}",
+            common::endpoint(common::MOTO),
+            common::query_encode(prefix)
+        ),
+    ]);
     assert!(
         xml.contains("ListMultipartUploadsResult"),
         "unexpected answer: {xml}"

@@ -15,21 +15,73 @@ use std::time::Duration;
 use syncengine_backend_s3::{S3Builder, S3Client, StoreKind};
 use syncengine_core::StorageClient;
 
-/// moto (S3), SeaweedFS (S3, unordered listings), Azurite, fake-gcs-server.
-pub const MOTO: (&str, u16) = ("moto", 9100);
-/// SeaweedFS's S3 gateway.
-pub const SEAWEED: (&str, u16) = ("SeaweedFS", 9400);
-/// Azurite's blob service.
-pub const AZURITE: (&str, u16) = ("Azurite", 10000);
-/// fake-gcs-server.
-pub const FAKE_GCS: (&str, u16) = ("fake-gcs-server", 4443);
+/// A test server: display name, the variable holding its endpoint, the default endpoint.
+pub type Server = (&'static str, &'static str, &'static str);
 
-/// Returns when `server` answers on 127.0.0.1. Otherwise: with `CI=true` the test fails;
+/// The primary S3 server: moto (or MinIO, see the README: same variables).
+pub const MOTO: Server = (
+    "S3 (moto)",
+    "SYNCENGINE_TEST_S3_ENDPOINT",
+    "http://127.0.0.1:9100",
+);
+/// SeaweedFS's S3 gateway (lists out of byte order).
+pub const SEAWEED: Server = (
+    "SeaweedFS",
+    "SYNCENGINE_TEST_SEAWEEDFS_ENDPOINT",
+    "http://127.0.0.1:9400",
+);
+/// Azurite's blob service.
+pub const AZURITE: Server = (
+    "Azurite",
+    "SYNCENGINE_TEST_AZURITE_ENDPOINT",
+    "http://127.0.0.1:10000",
+);
+/// fake-gcs-server.
+pub const FAKE_GCS: Server = (
+    "fake-gcs-server",
+    "SYNCENGINE_TEST_GCS_ENDPOINT",
+    "http://127.0.0.1:4443",
+);
+
+/// A variable's value, or `default` when unset or empty.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// The endpoint URL of `server` (from its variable, else the loopback default).
+pub fn endpoint(server: Server) -> String {
+    env_or(server.1, server.2)
+}
+
+/// The S3 test credentials: `SYNCENGINE_TEST_S3_ACCESS_KEY_ID` / `_SECRET_ACCESS_KEY`
+/// (moto accepts anything; MinIO wants its root user).
+pub fn s3_keys() -> (String, String) {
+    (
+        env_or("SYNCENGINE_TEST_S3_ACCESS_KEY_ID", "a"),
+        env_or("SYNCENGINE_TEST_S3_SECRET_ACCESS_KEY", "b"),
+    )
+}
+
+/// Returns when `server` accepts TCP connections. Otherwise: with `CI=true` the test fails;
 /// elsewhere it prints how to start the servers and ends this test binary successfully
 /// (its cases did not run, and the message says so).
-pub fn require(server: (&str, u16)) {
-    let (name, port) = server;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+pub fn require(server: Server) {
+    let name = server.0;
+    let url = endpoint(server);
+    let authority = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(&url)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
         return;
     }
@@ -54,11 +106,12 @@ pub fn fresh_prefix(tag: &str) -> String {
 /// An S3 builder for moto at a fresh prefix.
 pub fn moto_builder() -> S3Builder {
     require(MOTO);
+    let (id, secret) = s3_keys();
     S3Builder::for_store(StoreKind::S3, "test")
         .with_prefix(fresh_prefix("moto"))
-        .with_endpoint("http://127.0.0.1:9100")
+        .with_endpoint(endpoint(MOTO))
         .with_region("us-east-1")
-        .with_credentials("a", "b")
+        .with_credentials(id, secret)
         .with_allow_http(true)
 }
 
@@ -82,7 +135,7 @@ pub fn seaweed_builder(ordered: bool) -> S3Builder {
     require(SEAWEED);
     S3Builder::for_store(StoreKind::S3, "test")
         .with_prefix(fresh_prefix("weed"))
-        .with_endpoint("http://127.0.0.1:9400")
+        .with_endpoint(endpoint(SEAWEED))
         .with_region("us-east-1")
         .with_credentials("weedak", "weedsk")
         .with_allow_http(true)
@@ -102,7 +155,7 @@ pub fn azurite_builder() -> S3Builder {
     S3Builder::for_store(StoreKind::Azure, "test")
         .with_prefix(fresh_prefix("az"))
         .with_use_emulator(true)
-        .with_endpoint("http://127.0.0.1:10000")
+        .with_endpoint(endpoint(AZURITE))
         .with_allow_http(true)
 }
 
@@ -116,9 +169,10 @@ pub fn gcs_at(prefix: &str) -> S3Client {
     require(FAKE_GCS);
     S3Builder::for_store(StoreKind::Gcs, "test")
         .with_prefix(prefix)
-        .with_service_account_key(
-            r#"{"gcs_base_url":"http://127.0.0.1:4443","disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}"#,
-        )
+        .with_service_account_key(format!(
+            r#"{{"gcs_base_url":"{}","disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}}"#,
+            endpoint(FAKE_GCS)
+        ))
         .with_allow_http(true)
         .build()
         .expect("GCS client")
@@ -166,7 +220,8 @@ pub fn gcs_seed(key: &str, body: &[u8]) {
     let file = dir.path().join("body");
     std::fs::write(&file, body).expect("write body");
     let url = format!(
-        "http://127.0.0.1:4443/upload/storage/v1/b/test/o?uploadType=media&name={}",
+        "{}/upload/storage/v1/b/test/o?uploadType=media&name={}",
+        endpoint(FAKE_GCS),
         query_encode(key)
     );
     curl(&[
