@@ -129,6 +129,9 @@ fn parse_root_url(raw: &str) -> Result<(Url, Option<String>, Option<String>)> {
         "webdavs" | "https" => "https",
         _ => return Err(bad("the scheme must be webdav, webdavs, http or https")),
     };
+    if rest.is_empty() || rest.starts_with(['/', '?', '#']) {
+        return Err(bad("no host"));
+    }
     let mut url =
         Url::parse(&format!("{http_scheme}://{rest}")).map_err(|e| bad(&e.to_string()))?;
     if url.query().is_some() || url.fragment().is_some() {

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -87,6 +88,9 @@ struct Inner {
     list_concurrency: usize,
     /// Collection URLs known to exist, so that a write costs no MKCOL in the common case.
     known_dirs: Mutex<HashSet<String>>,
+    /// Whether the server cuts `Destination` names at `?` or `;` (see [`risky_name`]):
+    /// 0 not yet probed, 1 no, 2 yes.
+    destination_mangles: AtomicU8,
 }
 
 impl WebDavClient {
@@ -111,6 +115,7 @@ impl WebDavClient {
                 mtime_property,
                 list_concurrency,
                 known_dirs: Mutex::new(HashSet::new()),
+                destination_mangles: AtomicU8::new(0),
             }),
         }
     }
@@ -175,6 +180,15 @@ fn if_etag(raw: &str) -> String {
     } else {
         format!("\"{t}\"")
     }
+}
+
+/// Names that a server which percent-decodes the `Destination` header *before* splitting off
+/// a query (`?`) or parameters (`;`) moves to the wrong place: wsgidav 4.4 turns a MOVE to
+/// `q%3F` into a MOVE to `q`. For such names the client probes the server once (see
+/// [`Inner::destination_mangles`]) and, on a server that does it, writes them with a direct
+/// `PUT` (not atomic) and copies/renames them through the client.
+fn risky_name(path: &RelPath) -> bool {
+    path.as_str().contains(['?', ';'])
 }
 
 fn check_not_temp(path: &RelPath) -> Result<()> {
@@ -421,7 +435,13 @@ impl Inner {
         match resp.status() {
             s if s.is_success() => Ok(s),
             s @ (StatusCode::METHOD_NOT_ALLOWED | StatusCode::CONFLICT) => Ok(s),
-            s => Err(status_err("MKCOL", url, s)),
+            // Two MKCOLs of one collection racing each other can both pass Apache's existence
+            // check; the loser's mkdir fails with EEXIST and Apache answers 403. A collection
+            // that is there now counts as "already there".
+            s => match self.propfind(url, "0").await {
+                Ok(r) if r.iter().any(|r| r.is_collection) => Ok(StatusCode::METHOD_NOT_ALLOWED),
+                _ => Err(status_err("MKCOL", url, s)),
+            },
         }
     }
 
@@ -526,6 +546,89 @@ impl Inner {
         Ok(())
     }
 
+    /// Probes (once per client) whether a MOVE to a name with `?` and `;` lands where asked.
+    async fn destination_mangles(&self, dir: Option<&RelPath>) -> bool {
+        match self.destination_mangles.load(Ordering::Relaxed) {
+            1 => return false,
+            2 => return true,
+            _ => {}
+        }
+        let cut = format!(
+            "{}{TEMP_FILE_PREFIX}{:016x}",
+            self.dir_url(dir),
+            rand::random::<u64>()
+        );
+        let src = format!("{cut}-probe");
+        let dest = format!("{cut}%3F%3Bprobe");
+        let outcome: std::result::Result<bool, DavError> = async {
+            let resp = self
+                .send("PUT", self.request(Method::PUT, &src).body(""), &src)
+                .await?;
+            if !resp.status().is_success() {
+                return Err(status_err("PUT", &src, resp.status()));
+            }
+            let rb = self
+                .request(method("MOVE"), &src)
+                .header("Destination", &dest)
+                .header("Overwrite", "F");
+            let resp = self.send("MOVE", rb, &src).await?;
+            if !resp.status().is_success() {
+                return Err(status_err("MOVE", &src, resp.status()));
+            }
+            Ok(self.propfind(&dest, "0").await.is_err())
+        }
+        .await;
+        for url in [&src, &dest, &cut] {
+            self.delete_quietly(url).await;
+        }
+        match outcome {
+            Ok(mangles) => {
+                if mangles {
+                    tracing::warn!(
+                        url = self.base.as_str(),
+                        "this WebDAV server mis-decodes '?' or ';' in Destination headers: \
+                         names with them are written non-atomically"
+                    );
+                }
+                self.destination_mangles
+                    .store(if mangles { 2 } else { 1 }, Ordering::Relaxed);
+                mangles
+            }
+            // Unknown this time: assume a correct server, probe again next time.
+            Err(_) => false,
+        }
+    }
+
+    /// Streams `body` to `url` with PUT. A failure of `body` itself is returned as it was.
+    async fn upload(
+        &self,
+        url: &str,
+        body: ByteStream,
+        path: &str,
+        extra: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Result<StatusCode> {
+        let body_error: Arc<Mutex<Option<Error>>> = Arc::default();
+        let slot = body_error.clone();
+        let body = body.map(move |chunk| {
+            chunk.map_err(|e| {
+                let msg = e.to_string();
+                *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                std::io::Error::other(msg)
+            })
+        });
+        let rb = extra(self.request(Method::PUT, url)).body(reqwest::Body::wrap_stream(body));
+        let sent = self.send("PUT", rb, url).await;
+        let taken = body_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(e) = taken {
+            return Err(e);
+        }
+        sent.map(|resp| resp.status())
+            .map_err(|e| map_error(e, path, Ctx::Plain))
+    }
+
     async fn delete_quietly(&self, url: &str) {
         match self
             .send("DELETE", self.request(Method::DELETE, url), url)
@@ -556,7 +659,7 @@ impl Inner {
             // A file arriving between the check and the delete changes the collection's
             // etag (on servers that give collections one): then the delete is refused.
             if let Some(etag) = etag {
-                rb = rb.header("If", format!("([{}])", if_etag(&etag)));
+                rb = rb.header("If", format!("<{url}> ([{}])", if_etag(&etag)));
             }
             match self.send("DELETE", rb, &url).await {
                 Ok(resp) if resp.status().is_success() => {
@@ -908,6 +1011,9 @@ impl StorageClient for WebDavClient {
             .ensure_collection(parent.as_ref())
             .await
             .map_err(|e| map_error(e, p, Ctx::Plain))?;
+        if risky_name(path) && inner.destination_mangles(parent.as_ref()).await {
+            return self.write_direct(path, body, opts).await;
+        }
         let temp_name = format!("{TEMP_FILE_PREFIX}{:016x}", rand::random::<u64>());
         let temp = match &parent {
             None => RelPath::new(temp_name),
@@ -920,32 +1026,11 @@ impl StorageClient for WebDavClient {
             url: temp_url.clone(),
         };
 
-        let body_error: Arc<Mutex<Option<Error>>> = Arc::default();
-        let slot = body_error.clone();
-        let body = body.map(move |chunk| {
-            chunk.map_err(|e| {
-                let msg = e.to_string();
-                *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
-                std::io::Error::other(msg)
-            })
-        });
-        let rb = inner
-            .request(Method::PUT, &temp_url)
-            .body(reqwest::Body::wrap_stream(body));
-        let sent = inner.send("PUT", rb, &temp_url).await;
-        let taken = body_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(e) = taken {
-            guard.cleanup().await;
-            return Err(e);
-        }
-        let status = match sent {
-            Ok(resp) => resp.status(),
+        let status = match inner.upload(&temp_url, body, p, |rb| rb).await {
+            Ok(status) => status,
             Err(e) => {
                 guard.cleanup().await;
-                return Err(map_error(e, p, Ctx::Plain));
+                return Err(e);
             }
         };
         if !status.is_success() {
@@ -1043,6 +1128,73 @@ impl StorageClient for WebDavClient {
 }
 
 impl WebDavClient {
+    /// Writes straight to the target with one PUT, the write mode enforced by `If-None-Match`
+    /// / `If-Match`: only for names a server's MOVE would mangle (see [`risky_name`]). Not
+    /// atomic: a reader can see a partial file while it uploads.
+    async fn write_direct(
+        &self,
+        path: &RelPath,
+        body: ByteStream,
+        opts: WriteOptions,
+    ) -> Result<Entry> {
+        let inner = &self.inner;
+        let p = path.as_str();
+        let url = inner.file_url(path);
+        let ctx = match &opts.mode {
+            WriteMode::Create => Ctx::NoOverwrite,
+            _ => Ctx::Plain,
+        };
+        if ctx == Ctx::Plain {
+            if let Ok(res) = inner.lookup(path).await {
+                if res.is_collection {
+                    return Err(Error::other(BACKEND, p, "a directory is in the way"));
+                }
+            }
+        }
+        let mode = opts.mode.clone();
+        let status = inner
+            .upload(&url, body, p, move |rb| match mode {
+                WriteMode::Create => rb.header(header::IF_NONE_MATCH, "*"),
+                WriteMode::Update(etag) => rb.header(header::IF_MATCH, normalize_etag(&etag)),
+                _ => rb,
+            })
+            .await?;
+        if !status.is_success() {
+            return Err(map_error(status_err("PUT", &url, status), p, ctx));
+        }
+        if let (true, Some(mtime)) = (inner.mtime_property, opts.mtime) {
+            inner
+                .set_mtime(&url, mtime)
+                .await
+                .map_err(|e| map_error(e, p, Ctx::Plain))?;
+        }
+        inner.stat_entry(path).await
+    }
+
+    /// COPY or MOVE through the client, for targets a server's MOVE would mangle.
+    async fn transfer_through_client(
+        &self,
+        name: &'static str,
+        from: &RelPath,
+        to: &RelPath,
+        overwrite: bool,
+    ) -> Result<Entry> {
+        let source = self.inner.stat_entry(from).await?;
+        let body = self.read_opts(from, ReadOptions::default()).await?;
+        let mut opts = WriteOptions::default().with_size_hint(source.size);
+        if !overwrite {
+            opts = opts.with_mode(WriteMode::Create);
+        }
+        if let Some(mtime) = source.mtime {
+            opts = opts.with_mtime(mtime);
+        }
+        let entry = self.write_direct(to, body, opts).await?;
+        if name == "MOVE" {
+            self.delete_opts(from, DeleteOptions::default()).await?;
+        }
+        Ok(entry)
+    }
+
     /// Server-side COPY or MOVE of the file `from` onto `to`.
     async fn transfer_file(
         &self,
@@ -1060,6 +1212,11 @@ impl WebDavClient {
             .ensure_collection(to.parent().as_ref())
             .await
             .map_err(|e| map_error(e, to.as_str(), Ctx::Plain))?;
+        if risky_name(to) && inner.destination_mangles(to.parent().as_ref()).await {
+            return self
+                .transfer_through_client(name, from, to, overwrite)
+                .await;
+        }
         let ctx = if overwrite {
             Ctx::Plain
         } else {
