@@ -1,0 +1,20 @@
+//! Cross-backend syncs, every mode and scenario: local disk ↔ SFTP, in both directions, on
+//! both loopback servers. Servers: `bash scripts/test-servers.sh start`.
+
+mod support;
+
+mod local_to_sshd {
+    crate::scenario_cases!(crate::support::local, crate::support::sshd);
+}
+
+mod sshd_to_local {
+    crate::scenario_cases!(crate::support::sshd, crate::support::local);
+}
+
+mod local_to_rclone {
+    crate::scenario_cases!(crate::support::local, crate::support::rclone);
+}
+
+mod rclone_to_local {
+    crate::scenario_cases!(crate::support::rclone, crate::support::local);
+}
