@@ -146,7 +146,13 @@ impl TempFile {
     /// Creates a new, empty temporary file in `dir` (which must exist).
     fn create(dir: &Path) -> io::Result<(TempFile, File)> {
         loop {
-            let path = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+            // The pid in the name lets a later listing recognise temps of a process that
+            // died mid-write (SIGKILL, power loss) and remove them.
+            let path = dir.join(format!(
+                "{TEMP_PREFIX}{}-{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => return Ok((TempFile { path: Some(path) }, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

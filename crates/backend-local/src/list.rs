@@ -122,6 +122,32 @@ impl Child {
     }
 }
 
+/// Removes a temp file left by a process that no longer runs (killed mid-write). Temps name
+/// their writer's pid (`.syncengine-tmp-<pid>-<random>`); a temp whose pid is ours or alive is
+/// an in-progress write and stays. Best effort: failures are ignored.
+fn remove_if_orphaned(path: &Path, name: &std::ffi::OsStr) {
+    let Some(pid) = orphan_pid(name) else { return };
+    if pid == std::process::id() || !Path::new("/proc/self").exists() {
+        return;
+    }
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        match fs::remove_file(path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), pid, "removed a temp file of a dead process")
+            }
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "could not remove an orphaned temp file")
+            }
+        }
+    }
+}
+
+/// The writer pid in a temp file name, if it has one.
+fn orphan_pid(name: &std::ffi::OsStr) -> Option<u32> {
+    let rest = name.to_str()?.strip_prefix(TEMP_PREFIX)?;
+    rest.split_once('-')?.0.parse().ok()
+}
+
 /// Notes a skipped path: logged and counted, never fatal.
 fn skip(skipped: &AtomicU64, path: &Path, why: &str) {
     skipped.fetch_add(1, Ordering::Relaxed);
@@ -138,6 +164,7 @@ fn read_children(dir: &Path, skipped: &AtomicU64) -> io::Result<Vec<Child>> {
             .as_encoded_bytes()
             .starts_with(TEMP_PREFIX.as_bytes())
         {
+            remove_if_orphaned(&dirent.path(), &os_name);
             continue;
         }
         let Some(name) = os_name.to_str() else {

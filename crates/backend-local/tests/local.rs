@@ -150,6 +150,28 @@ async fn leftover_temp_files_are_not_listed() {
     );
 }
 
+/// Temps of a process that died mid-write (its pid is gone) are removed by the next listing;
+/// temps of a live writer (here: this process) stay.
+#[tokio::test]
+async fn temp_files_of_dead_processes_are_removed_by_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    touch(&dir.path().join("a/b"), "b");
+    // No Linux pid is this large (pid_max is at most 2^22).
+    let dead = dir
+        .path()
+        .join(format!("a/{TEMP_PREFIX}999999999-0123456789abcdef"));
+    let live = dir.path().join(format!(
+        "a/{TEMP_PREFIX}{}-fedcba9876543210",
+        std::process::id()
+    ));
+    touch(&dead, "partial");
+    touch(&live, "in progress");
+    let client = LocalClient::new(dir.path());
+    assert_eq!(paths(&client, None).await, ["a/b"]);
+    assert!(!dead.exists(), "a dead writer's temp file was left behind");
+    assert!(live.exists(), "a live writer's temp file was removed");
+}
+
 #[tokio::test]
 async fn delete_prunes_emptied_directories_but_not_the_root() {
     let dir = tempfile::tempdir().unwrap();

@@ -179,7 +179,7 @@ impl SyncEngine {
             plan.warnings.push(w);
         }
         for w in &plan.warnings {
-            tracing::warn!("{w}");
+            tracing::debug!("{w}");
             self.emit(ProgressEvent::Warning(w.clone()));
         }
 
