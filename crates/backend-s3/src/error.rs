@@ -98,16 +98,16 @@ fn is_transient(err: &object_store::Error) -> bool {
     use object_store::client::{HttpError, HttpErrorKind};
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(h) = e.downcast_ref::<HttpError>() {
-            if matches!(
+        if let Some(h) = e.downcast_ref::<HttpError>()
+            && matches!(
                 h.kind(),
                 HttpErrorKind::Connect
                     | HttpErrorKind::Request
                     | HttpErrorKind::Timeout
                     | HttpErrorKind::Interrupted
-            ) {
-                return true;
-            }
+            )
+        {
+            return true;
         }
         if let Some(status) = status_in_text(&e.to_string()) {
             return status == 429 || status == 408 || (500..600).contains(&status);
