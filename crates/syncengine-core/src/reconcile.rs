@@ -46,10 +46,10 @@ struct Gone {
     matched: bool,
 }
 
-/// A path new on `side` and absent on the other: the other half of a rename.
+/// A path new on `side` and absent on the other: the other half of a rename. The entry is
+/// the one in the copy action at `copy_action` (not cloned: on a first run every file is new).
 struct Appeared {
     side: Side,
-    entry: Entry,
     copy_action: usize,
 }
 
@@ -224,7 +224,6 @@ impl Reconciler {
                     if change == Change::Added && other == Change::Absent {
                         appeared.push(Appeared {
                             side: from,
-                            entry: entry.clone(),
                             copy_action: index,
                         });
                     }
@@ -304,7 +303,11 @@ impl Reconciler {
         let mut removed = vec![false; plan.actions.len()];
         let mut renames = Vec::new();
         for a in appeared {
-            let Some(candidates) = by_size.get(&(a.side, a.entry.size)) else {
+            let Some(Action::Copy { entry, .. }) = plan.actions.get(a.copy_action) else {
+                continue;
+            };
+            let entry = entry.clone();
+            let Some(candidates) = by_size.get(&(a.side, entry.size)) else {
                 continue;
             };
             let mut computed: Option<Option<ContentHash>> = None;
@@ -314,16 +317,16 @@ impl Reconciler {
                 if g.matched {
                     continue;
                 }
-                if self.same_identity(&a.entry, &g.base, a.side) {
+                if self.same_identity(&entry, &g.base, a.side) {
                     found = Some(gi);
                     break;
                 }
                 // Fall back to hashing the new file when the base knows the old one's hash.
                 if let Some(old_hash) = &g.base.hash {
                     if computed.is_none() {
-                        computed = Some(match &a.entry.hash {
+                        computed = Some(match &entry.hash {
                             Some(h) => Some(h.clone()),
-                            None => self.client(a.side).md5(&a.entry.path).await.ok(),
+                            None => self.client(a.side).md5(&entry.path).await.ok(),
                         });
                     }
                     if computed.as_ref().and_then(|h| h.as_ref()) == Some(old_hash) {
@@ -342,7 +345,7 @@ impl Reconciler {
             renames.push(Action::Rename {
                 seen_on: a.side,
                 from: g.other_entry.clone(),
-                to: a.entry,
+                to: entry,
                 keep_old: g.delete_action.is_none(),
             });
         }
