@@ -873,11 +873,11 @@ async fn upload(s: &Session, handle: &str, mut body: ByteStream) -> Result<(), U
     loop {
         // Send every full chunk we have (and the rest at the end), keeping the pipeline bounded.
         while pending.len() >= CHUNK || (body_done && !pending.is_empty()) {
-            if inflight.len() >= PIPELINE {
-                if let Some(r) = inflight.next().await {
-                    let r: Result<(), SftpError> = r;
-                    r.map_err(UploadError::Sftp)?;
-                }
+            if inflight.len() >= PIPELINE
+                && let Some(r) = inflight.next().await
+            {
+                let r: Result<(), SftpError> = r;
+                r.map_err(UploadError::Sftp)?;
             }
             let take = pending.len().min(CHUNK);
             let piece = pending.split_to(take).freeze();
