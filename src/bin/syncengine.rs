@@ -312,6 +312,24 @@ fn check_backup_overlap(backup: &Path, roots: &[&Location]) -> Result<(), String
     Ok(())
 }
 
+/// Refuses two local roots that are the same folder or nested: the outer root's listing would
+/// contain the inner one, and every run would copy the tree into itself again.
+fn check_roots_apart(source: &Path, destination: &Path) -> Result<(), String> {
+    let (s, d) = (
+        location::normalize_local(source),
+        location::normalize_local(destination),
+    );
+    if s.starts_with(&d) || d.starts_with(&s) {
+        return Err(format!(
+            "the source {} and the destination {} are the same folder or one contains the \
+             other; choose two separate folders",
+            s.display(),
+            d.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Runs `syncengine sync` and returns the exit status.
 fn run_sync(args: SyncArgs, verbosity: Verbosity) -> u8 {
     let Some(state_dir) = args.state_dir.clone().or_else(default_state_dir) else {
@@ -337,6 +355,12 @@ fn run_sync(args: SyncArgs, verbosity: Verbosity) -> u8 {
 fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
     let source = open_side("source", &args.source)?;
     let destination = open_side("destination", &args.destination)?;
+    if let (Some(s), Some(d)) = (
+        source.location.local_path(),
+        destination.location.local_path(),
+    ) {
+        check_roots_apart(s, d).map_err(|e| (EXIT_USAGE, e))?;
+    }
 
     let mut options = SyncOptions::default()
         .with_conflict(args.conflict)
@@ -618,6 +642,15 @@ mod tests {
             err.contains("two-way") && err.contains("destination-backup"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn nested_or_equal_roots_are_refused() {
+        assert!(check_roots_apart(Path::new("/data/a"), Path::new("/data/a")).is_err());
+        assert!(check_roots_apart(Path::new("/data/a"), Path::new("/data/a/b")).is_err());
+        assert!(check_roots_apart(Path::new("/data/a/b"), Path::new("/data/a")).is_err());
+        assert!(check_roots_apart(Path::new("/data/a"), Path::new("/data/ab")).is_ok());
+        assert!(check_roots_apart(Path::new("/data/a"), Path::new("/data/b")).is_ok());
     }
 
     #[test]
