@@ -234,8 +234,17 @@ pub fn normalize_local(path: &Path) -> PathBuf {
 pub fn open(loc: &Location) -> Result<Arc<dyn StorageClient>, LocationError> {
     match loc {
         Location::Local(path) => Ok(Arc::new(LocalClient::new(path.clone()))),
-        Location::Remote { scheme, .. } => match scheme.as_str() {
+        Location::Remote { scheme, url: _url } => match scheme.as_str() {
             // Remote backends add their feature-gated arm here, above the fallback.
+            #[cfg(feature = "sftp")]
+            "sftp" => syncengine_backend_sftp::SftpBuilder::from_env()
+                .with_url(_url.as_str())
+                .build()
+                .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
+                .map_err(|_| LocationError::Invalid {
+                    given: _url.clone(),
+                    reason: "not a usable sftp:// URL (sftp://user@host[:port]/path)",
+                }),
             other => Err(missing_feature(other)),
         },
     }
