@@ -236,6 +236,14 @@ pub fn open(loc: &Location) -> Result<Arc<dyn StorageClient>, LocationError> {
         Location::Local(path) => Ok(Arc::new(LocalClient::new(path.clone()))),
         Location::Remote { scheme, url: _url } => match scheme.as_str() {
             // Remote backends add their feature-gated arm here, above the fallback.
+            #[cfg(feature = "s3")]
+            "s3" => open_object_store(_url),
+            #[cfg(feature = "azure")]
+            "az" => open_object_store(_url),
+            #[cfg(feature = "gcs")]
+            "gs" => open_object_store(_url),
+            #[cfg(feature = "webdav")]
+            "webdav" | "webdavs" => open_webdav(_url),
             #[cfg(feature = "sftp")]
             "sftp" => syncengine_backend_sftp::SftpBuilder::from_env()
                 .with_url(_url.as_str())
@@ -248,6 +256,39 @@ pub fn open(loc: &Location) -> Result<Arc<dyn StorageClient>, LocationError> {
             other => Err(missing_feature(other)),
         },
     }
+}
+
+/// Opens `s3://`, `az://` or `gs://` with settings from the store's own environment variables.
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
+fn open_object_store(url: &str) -> Result<Arc<dyn StorageClient>, LocationError> {
+    syncengine_backend_s3::S3Builder::from_env(url)
+        .and_then(|b| b.build())
+        .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
+        .map_err(|_| LocationError::Invalid {
+            given: url.to_owned(),
+            reason: "not a usable bucket URL or store configuration \
+                     (see the AWS_*, AZURE_STORAGE_* and GOOGLE_* variables)",
+        })
+}
+
+/// Opens `webdav://` (HTTP) or `webdavs://` (HTTPS), with credentials from
+/// `SYNCENGINE_WEBDAV_USER` / `SYNCENGINE_WEBDAV_PASSWORD` or `user:password@` in the URL.
+#[cfg(feature = "webdav")]
+fn open_webdav(url: &str) -> Result<Arc<dyn StorageClient>, LocationError> {
+    syncengine_backend_webdav::WebDavBuilder::from_env()
+        .with_url(url)
+        .build()
+        .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
+        .map_err(|_| {
+            // Never echo a password given in the URL.
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            LocationError::Invalid {
+                given: format!("{scheme}://{host}/{path}"),
+                reason: "not a usable WebDAV URL (webdav://host[:port]/path or webdavs://…)",
+            }
+        })
 }
 
 /// The error for a recognised remote scheme whose backend is not compiled in.
