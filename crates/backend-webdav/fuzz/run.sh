@@ -13,6 +13,6 @@ else
     export RUSTC_BOOTSTRAP=1
     TOOLCHAIN=()
 fi
-mkdir -p corpus/multistatus
-cargo "${TOOLCHAIN[@]}" fuzz run multistatus corpus/multistatus -- \
+mkdir -p corpus/multistatus  # new inputs land here (not committed); seeds/ holds the committed seeds
+cargo "${TOOLCHAIN[@]}" fuzz run multistatus corpus/multistatus seeds/multistatus -- \
     -max_total_time="$SECONDS_TO_RUN" -max_len=65536 -rss_limit_mb=2048

@@ -410,13 +410,10 @@ impl Inner {
             }
         }
         for url in &chain[i + 1..] {
-            match self.mkcol(url).await? {
-                StatusCode::CONFLICT => {
-                    return Err(DavError::Vanished(format!(
-                        "MKCOL {url}: a parent collection vanished while creating it"
-                    )));
-                }
-                _ => {}
+            if self.mkcol(url).await? == StatusCode::CONFLICT {
+                return Err(DavError::Vanished(format!(
+                    "MKCOL {url}: a parent collection vanished while creating it"
+                )));
             }
         }
         let mut known = self.known();
@@ -1045,11 +1042,11 @@ impl StorageClient for WebDavClient {
             return Err(map_error(err, p, Ctx::Plain));
         }
 
-        if let (true, Some(mtime)) = (inner.mtime_property, opts.mtime) {
-            if let Err(e) = inner.set_mtime(&temp_url, mtime).await {
-                guard.cleanup().await;
-                return Err(map_error(e, p, Ctx::Plain));
-            }
+        if let (true, Some(mtime)) = (inner.mtime_property, opts.mtime)
+            && let Err(e) = inner.set_mtime(&temp_url, mtime).await
+        {
+            guard.cleanup().await;
+            return Err(map_error(e, p, Ctx::Plain));
         }
 
         let committed = match &opts.mode {
@@ -1144,12 +1141,11 @@ impl WebDavClient {
             WriteMode::Create => Ctx::NoOverwrite,
             _ => Ctx::Plain,
         };
-        if ctx == Ctx::Plain {
-            if let Ok(res) = inner.lookup(path).await {
-                if res.is_collection {
-                    return Err(Error::other(BACKEND, p, "a directory is in the way"));
-                }
-            }
+        if ctx == Ctx::Plain
+            && let Ok(res) = inner.lookup(path).await
+            && res.is_collection
+        {
+            return Err(Error::other(BACKEND, p, "a directory is in the way"));
         }
         let mode = opts.mode.clone();
         let status = inner

@@ -1,0 +1,149 @@
+//! WebDAV-specific behaviour beyond the shared suites: authentication and connection errors,
+//! no temporary file left by a failed upload, and a hostile server's listing.
+
+// Helpers here are test code but not `#[test]` fns, so clippy's in-tests allowance misses them.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use syncengine_backend_webdav::WebDavBuilder;
+use syncengine_core::{Error, RelPath, StorageClient, StorageClientExt, WriteOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use common::{APACHE, WSGIDAV};
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+#[tokio::test]
+async fn wrong_password_is_permission_denied() {
+    for server in [APACHE, WSGIDAV] {
+        let url = common::server_or_skip(server);
+        let client = WebDavBuilder::new()
+            .with_url(format!("{url}/syncengine-tests"))
+            .with_credentials("dav", "not-the-password")
+            .build()
+            .unwrap();
+        let err = client.list_all(None).await.unwrap_err();
+        assert!(
+            matches!(err, Error::PermissionDenied { .. }),
+            "{server:?}: {err:?}"
+        );
+        assert!(!format!("{err:?}{client:?}").contains("not-the-password"));
+    }
+}
+
+#[tokio::test]
+async fn nothing_listening_is_transient() {
+    let client = WebDavBuilder::new()
+        .with_url("webdav://127.0.0.1:1/x")
+        .build()
+        .unwrap();
+    let err = client.stat(&p("a")).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+}
+
+/// Lists the raw member hrefs of a collection, temporary files included.
+async fn raw_members(client: &syncengine_backend_webdav::WebDavClient) -> Vec<String> {
+    let resp = reqwest::Client::new()
+        .request(
+            reqwest::Method::from_bytes(b"PROPFIND").unwrap(),
+            client.url().as_str(),
+        )
+        .basic_auth("dav", Some("davpass"))
+        .header("Depth", "infinity")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 207);
+    let body = resp.bytes().await.unwrap();
+    syncengine_backend_webdav::multistatus::parse(&body, client.url())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.segments.join("/"))
+        .collect()
+}
+
+#[tokio::test]
+async fn failed_upload_leaves_no_temporary_file() {
+    for server in [APACHE, WSGIDAV] {
+        let client = common::client(server);
+        client.put(&p("d/keep"), Bytes::from("keep")).await.unwrap();
+        let body = stream::iter(vec![
+            Ok(Bytes::from(vec![7u8; 300_000])),
+            Err(Error::other("test", "d/f", "body failed on purpose")),
+        ])
+        .boxed();
+        let err = client
+            .write_opts(&p("d/f"), body, WriteOptions::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("on purpose"), "{server:?}: {err}");
+        let members = raw_members(&client).await;
+        assert!(
+            members.iter().all(|m| !m.contains(".syncengine-tmp-")),
+            "{server:?}: temporary file left behind: {members:?}"
+        );
+        assert!(members.iter().any(|m| m.ends_with("d/keep")), "{members:?}");
+    }
+}
+
+/// Serves one canned PROPFIND answer per connection on a loopback port.
+async fn hostile_server(body: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..16 {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 65536];
+            let _ = sock.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 207 Multi-Status\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    format!("webdav://{addr}/root")
+}
+
+#[tokio::test]
+async fn hostile_listing_is_an_error_never_an_escape() {
+    for href in [
+        "/root/../etc/passwd",
+        "/root/%2e%2e/secret",
+        "/elsewhere/file",
+        "http://evil.example/root/x",
+        "/root/sub/deeper/file",
+    ] {
+        let body: &'static str = Box::leak(
+            format!(
+                r#"<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype/><D:getcontentlength>1</D:getcontentlength></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#
+            )
+            .into_boxed_str(),
+        );
+        let client: Arc<dyn StorageClient> = Arc::new(
+            WebDavBuilder::new()
+                .with_url(hostile_server(body).await)
+                .build()
+                .unwrap(),
+        );
+        let err = match client.list_all(None).await {
+            Ok(listed) => panic!("{href}: listed {listed:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("refused href") || err.contains("outside the listed collection"),
+            "{href}: {err}"
+        );
+    }
+}
