@@ -74,6 +74,15 @@ impl SftpConfig {
         format!("{host}:{}", self.port)
     }
 
+    /// The host as known_hosts names it: `host` on port 22, else `[host]:port`.
+    pub(crate) fn known_hosts_name(&self) -> String {
+        if self.port == 22 {
+            self.host.clone()
+        } else {
+            format!("[{}]:{}", self.host, self.port)
+        }
+    }
+
     /// The URL this config connects to, without secrets.
     pub fn url(&self) -> String {
         let root = if self.root.starts_with('/') {

@@ -34,7 +34,7 @@ impl HostKeyCheck {
     fn verify(&self, key: &PublicKey) -> Result<(), String> {
         let fingerprint = key.fingerprint(HashAlg::Sha256);
         let algorithm = key.algorithm();
-        let who = self.cfg.host_port();
+        let who = self.cfg.known_hosts_name();
         let Some(path) = self.cfg.known_hosts_path() else {
             return Err(format!(
                 "cannot verify the host key of {who} ({algorithm} {fingerprint}): no known_hosts \
@@ -61,8 +61,8 @@ impl HostKeyCheck {
             Ok(false) => Err(format!(
                 "host key verification failed: {who} is not in {shown}; its {algorithm} key has \
                  fingerprint {fingerprint}. If that is right, add the key with \
-                 `ssh-keyscan -p {port} {host} >> {shown}`, or opt into trust on first use \
-                 (SYNCENGINE_SFTP_TOFU=1)",
+                 `ssh-keyscan -p {port} {host} >> {shown}` (and compare the fingerprint), \
+                 or opt into trust on first use (SYNCENGINE_SFTP_TOFU=1)",
                 port = self.cfg.port,
                 host = self.cfg.host,
             )),

@@ -135,7 +135,9 @@ async fn unknown_host_is_refused_unless_trusted_on_first_use() {
     tofu.put(&p("f"), Bytes::from("first use")).await.unwrap();
     let recorded = std::fs::read_to_string(&known_hosts).unwrap();
     assert!(
-        recorded.trim_start().starts_with("[127.0.0.1]:2222 ssh-ed25519 "),
+        recorded
+            .trim_start()
+            .starts_with("[127.0.0.1]:2222 ssh-ed25519 "),
         "{recorded:?}"
     );
     // The recorded key now satisfies a strict client.
