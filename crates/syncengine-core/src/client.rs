@@ -169,8 +169,12 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// existing file; [`Error::PreconditionFailed`](crate::Error::PreconditionFailed) for
     /// [`WriteMode::Update`] when the etag does not match (or the file is missing); an error
     /// yielded by `body` aborts the write and is returned.
-    async fn write_opts(&self, path: &RelPath, body: ByteStream, opts: WriteOptions)
-    -> Result<Entry>;
+    async fn write_opts(
+        &self,
+        path: &RelPath,
+        body: ByteStream,
+        opts: WriteOptions,
+    ) -> Result<Entry>;
 
     /// Deletes the file at `path`.
     ///

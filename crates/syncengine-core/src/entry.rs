@@ -127,7 +127,9 @@ pub fn nanos_to_system_time(n: i64) -> SystemTime {
 
 /// Truncates nanoseconds to a precision (1 s precision turns 1.7 s into 1 s).
 pub fn truncate_nanos(n: i64, precision: Duration) -> i64 {
-    let p = i64::try_from(precision.as_nanos()).unwrap_or(i64::MAX).max(1);
+    let p = i64::try_from(precision.as_nanos())
+        .unwrap_or(i64::MAX)
+        .max(1);
     n.div_euclid(p) * p
 }
 
@@ -140,7 +142,10 @@ mod tests {
         for n in [0i64, 1, 1_700_000_000_123_456_789, -5_000_000_001] {
             assert_eq!(system_time_to_nanos(nanos_to_system_time(n)), n);
         }
-        assert_eq!(truncate_nanos(1_700_000_000, Duration::from_secs(1)), 1_000_000_000);
+        assert_eq!(
+            truncate_nanos(1_700_000_000, Duration::from_secs(1)),
+            1_000_000_000
+        );
         assert_eq!(truncate_nanos(-1, Duration::from_secs(1)), -1_000_000_000);
     }
 

@@ -25,9 +25,9 @@
 //! ```
 
 pub mod capabilities;
+pub mod client;
 #[cfg(feature = "conformance")]
 pub mod conformance;
-pub mod client;
 pub mod decide;
 pub mod engine;
 pub mod entry;
@@ -38,8 +38,8 @@ pub mod memory;
 pub mod mode;
 pub mod order;
 pub mod pair;
-pub mod plan;
 pub mod path;
+pub mod plan;
 pub mod progress;
 pub mod reconcile;
 pub mod state;

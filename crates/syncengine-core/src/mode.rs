@@ -16,7 +16,9 @@ use std::str::FromStr;
 /// assert!(sb.allows_upload() && sb.allows_download());
 /// assert!(!sb.allows_source_delete() && !sb.allows_destination_delete());
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum SyncMode {
@@ -133,13 +135,9 @@ impl FromStr for SyncMode {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match normalize(s).as_str() {
             "twoway" | "tw" => SyncMode::TwoWay,
-            "sourcetodestination" | "std" | "localtocloud" | "ltc" => {
-                SyncMode::SourceToDestination
-            }
+            "sourcetodestination" | "std" | "localtocloud" | "ltc" => SyncMode::SourceToDestination,
             "sourcebackup" | "sb" | "localbackup" | "lb" => SyncMode::SourceBackup,
-            "destinationtosource" | "dts" | "cloudtolocal" | "ctl" => {
-                SyncMode::DestinationToSource
-            }
+            "destinationtosource" | "dts" | "cloudtolocal" | "ctl" => SyncMode::DestinationToSource,
             "destinationbackup" | "db" | "cloudbackup" | "cb" => SyncMode::DestinationBackup,
             _ => {
                 return Err(ParseNameError {
@@ -157,7 +155,9 @@ impl FromStr for SyncMode {
 }
 
 /// How a first `TWO_WAY` sync (no base state yet) treats files present on one side only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum InitialSyncPreference {
@@ -199,7 +199,9 @@ impl fmt::Display for InitialSyncPreference {
 }
 
 /// Which version wins when both sides changed a file differently.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum ConflictStrategy {
@@ -245,7 +247,9 @@ impl fmt::Display for ConflictStrategy {
 }
 
 /// What happens to the losing version of a conflict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum ConflictLoser {
@@ -314,22 +318,53 @@ mod tests {
     #[test]
     fn every_alias_parses() {
         let table = [
-            (SyncMode::TwoWay, &["two-way", "twoWay", "tw", "TWO_WAY"][..]),
+            (
+                SyncMode::TwoWay,
+                &["two-way", "twoWay", "tw", "TWO_WAY"][..],
+            ),
             (
                 SyncMode::SourceToDestination,
-                &["source-to-destination", "sourceToDestination", "std", "localtocloud", "ltc", "SOURCE_TO_DESTINATION"],
+                &[
+                    "source-to-destination",
+                    "sourceToDestination",
+                    "std",
+                    "localtocloud",
+                    "ltc",
+                    "SOURCE_TO_DESTINATION",
+                ],
             ),
             (
                 SyncMode::SourceBackup,
-                &["source-backup", "sourceBackup", "sb", "localbackup", "lb", "SOURCE_BACKUP"],
+                &[
+                    "source-backup",
+                    "sourceBackup",
+                    "sb",
+                    "localbackup",
+                    "lb",
+                    "SOURCE_BACKUP",
+                ],
             ),
             (
                 SyncMode::DestinationToSource,
-                &["destination-to-source", "destinationToSource", "dts", "cloudtolocal", "ctl", "DESTINATION_TO_SOURCE"],
+                &[
+                    "destination-to-source",
+                    "destinationToSource",
+                    "dts",
+                    "cloudtolocal",
+                    "ctl",
+                    "DESTINATION_TO_SOURCE",
+                ],
             ),
             (
                 SyncMode::DestinationBackup,
-                &["destination-backup", "destinationBackup", "db", "cloudbackup", "cb", "DESTINATION_BACKUP"],
+                &[
+                    "destination-backup",
+                    "destinationBackup",
+                    "db",
+                    "cloudbackup",
+                    "cb",
+                    "DESTINATION_BACKUP",
+                ],
             ),
         ];
         for (mode, aliases) in table {
@@ -339,7 +374,10 @@ mod tests {
             assert_eq!(mode.as_str().parse::<SyncMode>().unwrap(), mode);
         }
         let err = "sideways".parse::<SyncMode>().unwrap_err().to_string();
-        assert!(err.contains("sideways") && err.contains("two-way") && err.contains("cb"), "{err}");
+        assert!(
+            err.contains("sideways") && err.contains("two-way") && err.contains("cb"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -347,10 +385,19 @@ mod tests {
         // (upload, download, source delete, destination delete, bidirectional)
         let expect = [
             (SyncMode::TwoWay, [true, true, true, true, true]),
-            (SyncMode::SourceToDestination, [true, false, false, true, false]),
+            (
+                SyncMode::SourceToDestination,
+                [true, false, false, true, false],
+            ),
             (SyncMode::SourceBackup, [true, true, false, false, false]),
-            (SyncMode::DestinationToSource, [false, true, true, false, false]),
-            (SyncMode::DestinationBackup, [false, true, false, false, false]),
+            (
+                SyncMode::DestinationToSource,
+                [false, true, true, false, false],
+            ),
+            (
+                SyncMode::DestinationBackup,
+                [false, true, false, false, false],
+            ),
         ];
         for (m, e) in expect {
             let got = [
@@ -367,10 +414,22 @@ mod tests {
 
     #[test]
     fn policies_parse() {
-        assert_eq!("keep-both".parse::<ConflictStrategy>().unwrap(), ConflictStrategy::KeepBoth);
-        assert_eq!("NEWEST_WINS".parse::<ConflictStrategy>().unwrap(), ConflictStrategy::NewestWins);
-        assert_eq!("destination-wins".parse::<InitialSyncPreference>().unwrap(), InitialSyncPreference::DestinationWins);
-        assert_eq!("delete".parse::<ConflictLoser>().unwrap(), ConflictLoser::Delete);
+        assert_eq!(
+            "keep-both".parse::<ConflictStrategy>().unwrap(),
+            ConflictStrategy::KeepBoth
+        );
+        assert_eq!(
+            "NEWEST_WINS".parse::<ConflictStrategy>().unwrap(),
+            ConflictStrategy::NewestWins
+        );
+        assert_eq!(
+            "destination-wins".parse::<InitialSyncPreference>().unwrap(),
+            InitialSyncPreference::DestinationWins
+        );
+        assert_eq!(
+            "delete".parse::<ConflictLoser>().unwrap(),
+            ConflictLoser::Delete
+        );
         assert!("x".parse::<ConflictLoser>().is_err());
     }
 }

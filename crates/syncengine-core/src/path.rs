@@ -191,7 +191,17 @@ mod tests {
 
     #[test]
     fn accepts_hostile_but_valid_names() {
-        for ok in ["a b", "it's", "q\"uote", "#hash", "what?", "ünïcødé/日本", "a\\b", "..a", "a.."] {
+        for ok in [
+            "a b",
+            "it's",
+            "q\"uote",
+            "#hash",
+            "what?",
+            "ünïcødé/日本",
+            "a\\b",
+            "..a",
+            "a..",
+        ] {
             assert_eq!(RelPath::new(ok).unwrap().as_str(), ok);
         }
     }
@@ -204,7 +214,10 @@ mod tests {
             .collect();
         v.sort();
         let got: Vec<&str> = v.iter().map(|p| p.as_str()).collect();
-        assert_eq!(got, ["a b", "a-b", "a.b", "a/b", "a0", "aB", "a~", "z", "é"]);
+        assert_eq!(
+            got,
+            ["a b", "a-b", "a.b", "a/b", "a0", "aB", "a~", "z", "é"]
+        );
     }
 
     #[test]
