@@ -301,6 +301,8 @@ impl Reconciler {
             by_size.entry((g.side, g.base.size)).or_default().push(i);
         }
         let mut removed = vec![false; plan.actions.len()];
+        // Each vanished file's content hash, computed at most once.
+        let mut old_hashes: Vec<Option<Option<ContentHash>>> = vec![None; gone.len()];
         let mut renames = Vec::new();
         for a in appeared {
             let Some(Action::Copy { entry, .. }) = plan.actions.get(a.copy_action) else {
@@ -321,18 +323,31 @@ impl Reconciler {
                     found = Some(gi);
                     break;
                 }
-                // Fall back to hashing the new file when the base knows the old one's hash.
-                if let Some(old_hash) = &g.base.hash {
-                    if computed.is_none() {
-                        computed = Some(match &entry.hash {
-                            Some(h) => Some(h.clone()),
-                            None => self.client(a.side).md5(&entry.path).await.ok(),
-                        });
-                    }
-                    if computed.as_ref().and_then(|h| h.as_ref()) == Some(old_hash) {
-                        found = Some(gi);
-                        break;
-                    }
+                // Fall back to content: the new file's hash against the old version's, which
+                // the base may know, or else the other side's untouched copy of it (hashed
+                // there: it was in sync with the vanished file).
+                if computed.is_none() {
+                    computed = Some(match &entry.hash {
+                        Some(h) => Some(h.clone()),
+                        None => self.client(a.side).md5(&entry.path).await.ok(),
+                    });
+                }
+                let Some(Some(new_hash)) = &computed else {
+                    continue;
+                };
+                if old_hashes[gi].is_none() {
+                    old_hashes[gi] = Some(match (&g.base.hash, &g.other_entry.hash) {
+                        (Some(h), _) | (None, Some(h)) => Some(h.clone()),
+                        (None, None) => self
+                            .client(a.side.other())
+                            .md5(&g.other_entry.path)
+                            .await
+                            .ok(),
+                    });
+                }
+                if old_hashes[gi].as_ref().and_then(|h| h.as_ref()) == Some(new_hash) {
+                    found = Some(gi);
+                    break;
                 }
             }
             let Some(gi) = found else { continue };
