@@ -1,7 +1,7 @@
-//! [`SyncEngine`]: runs a [`SyncPair`](crate::SyncPair) end to end.
+//! [`SyncEngine`]: runs a [`SyncPair`] end to end.
 //!
 //! One run: take the pair's lock, open its state, read ignore rules, stream both listings
-//! and the base through the [`Reconciler`](crate::reconcile::Reconciler), check the plan
+//! and the base through the [`Reconciler`], check the plan
 //! against the safety rules, then (unless it is a dry run) execute it.
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! The streaming three-way reconciler: merge-joins the two listings and the base by path,
-//! classifies each path on each side, asks [`decide`](crate::decide::decide) and builds the
+//! classifies each path on each side, asks [`decide`] and builds the
 //! [`Plan`].
 //!
 //! All three inputs arrive in canonical order, so the merge holds one entry per input at a
