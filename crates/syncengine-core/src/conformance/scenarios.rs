@@ -24,9 +24,30 @@ pub type Client = Arc<dyn StorageClient>;
 
 /// What a scenario factory may return: a client, or a client with a guard that must live as
 /// long as the case (a temp dir, a server handle).
+///
+/// A factory may also return `Option` of those: `None` (its server is not running) makes the
+/// case report that it skipped.
 pub trait ScenarioClient: Send {
     /// The client under test.
     fn client(&self) -> Client;
+
+    /// The client under test, or `None` when the case must be skipped.
+    fn try_client(&self) -> Option<Client> {
+        Some(self.client())
+    }
+}
+
+impl<C: ScenarioClient> ScenarioClient for Option<C> {
+    fn client(&self) -> Client {
+        match self {
+            Some(c) => c.client(),
+            None => panic!("no client: the factory returned None (server not running?)"),
+        }
+    }
+
+    fn try_client(&self) -> Option<Client> {
+        self.as_ref().map(ScenarioClient::client)
+    }
 }
 
 impl ScenarioClient for Client {
@@ -129,11 +150,15 @@ macro_rules! sync_scenario_tests {
                 use $crate::conformance::scenarios::ScenarioClient as _;
                 let s = ($source)().await;
                 let d = ($destination)().await;
+                let (Some(s), Some(d)) = (s.try_client(), d.try_client()) else {
+                    eprintln!("skipped {}: a factory has no client (server not running)", stringify!($name));
+                    return;
+                };
                 $crate::conformance::scenarios::table_row(
                     $crate::SyncMode::$mode,
                     $crate::conformance::scenarios::Edit::$edit,
-                    s.client(),
-                    d.client(),
+                    s,
+                    d,
                 )
                 .await;
             }
@@ -146,8 +171,10 @@ macro_rules! sync_scenario_tests {
                 use $crate::conformance::scenarios::ScenarioClient as _;
                 let source_guard = ($source)().await;
                 let destination_guard = ($destination)().await;
-                let $s = source_guard.client();
-                let $d = destination_guard.client();
+                let (Some($s), Some($d)) = (source_guard.try_client(), destination_guard.try_client()) else {
+                    eprintln!("skipped {}: a factory has no client (server not running)", stringify!($name));
+                    return;
+                };
                 $body.await;
             }
         )*
