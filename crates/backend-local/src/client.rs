@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::stream::{StreamExt, TryStreamExt};
 use syncengine_core::{
     ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
-    Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
+    Result, StorageClient, TransferOptions, WriteMode, WriteOptions, bytes_stream,
 };
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
@@ -25,6 +25,14 @@ use crate::list::list_stream;
 
 /// Chunk size of read streams.
 const READ_CHUNK: usize = 64 * 1024;
+/// Files up to this size are read whole in one blocking call.
+const SMALL_READ: u64 = 256 * 1024;
+
+/// An opened file: small ones already read, larger ones to stream.
+enum Opened {
+    Whole(Bytes),
+    Stream(File, u64),
+}
 /// Bytes of body collected before one blocking write call.
 const WRITE_BATCH: usize = 1024 * 1024;
 
@@ -319,7 +327,7 @@ impl StorageClient for LocalClient {
         let abs = self.abs(path);
         let rel = path.as_str().to_owned();
         let range = opts.range;
-        let (file, len) = blocking(move || {
+        let opened = blocking(move || {
             file_metadata(&abs, &rel)?;
             let mut file = File::open(&abs).map_err(io_on(&rel))?;
             // Check the opened handle too: the path may have been swapped for a directory.
@@ -335,9 +343,23 @@ impl StorageClient for LocalClient {
             if start > 0 {
                 file.seek(SeekFrom::Start(start)).map_err(io_on(&rel))?;
             }
-            Ok((file, end - start))
+            let len = end - start;
+            if len <= SMALL_READ {
+                // Small files (most of a typical tree) are read in the same blocking call.
+                let mut data = Vec::with_capacity(len as usize);
+                (&mut file)
+                    .take(len)
+                    .read_to_end(&mut data)
+                    .map_err(io_on(&rel))?;
+                return Ok(Opened::Whole(Bytes::from(data)));
+            }
+            Ok(Opened::Stream(file, len))
         })
         .await?;
+        let (file, len) = match opened {
+            Opened::Whole(data) => return Ok(bytes_stream(data)),
+            Opened::Stream(file, len) => (file, len),
+        };
         let rel = path.as_str().to_owned();
         let reader = tokio::fs::File::from_std(file).take(len);
         Ok(ReaderStream::with_capacity(reader, READ_CHUNK)
@@ -364,19 +386,57 @@ impl StorageClient for LocalClient {
         };
         let target = self.abs(path);
         let rel = path.as_str().to_owned();
+        let fsync = self.fsync;
 
+        // Gather the first batch before touching the disk: a small body (the common case)
+        // is then created, written and committed in a single blocking call.
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batched = 0usize;
+        let mut done = false;
+        while batched < WRITE_BATCH {
+            match body.next().await.transpose()? {
+                Some(chunk) => {
+                    batched += chunk.len();
+                    batch.push(chunk);
+                }
+                None => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        let open_temp = |target: &Path, rel: &str| -> Result<(TempFile, File)> {
+            create_parent(target, rel)?;
+            let dir = target.parent().unwrap_or(Path::new("/"));
+            TempFile::create(dir).map_err(io_on(rel))
+        };
+        if done {
+            let path = path.clone();
+            return blocking(move || {
+                let (temp, mut file) = open_temp(&target, &rel)?;
+                for chunk in &batch {
+                    file.write_all(chunk).map_err(io_on(&rel))?;
+                }
+                let metadata = commit(temp, file, &target, &rel, opts.mtime, fsync, replace)?;
+                Ok(entry_from_metadata(path, &metadata))
+            })
+            .await;
+        }
+
+        // A large body: stream it in batches. `temp` lives in this future until `commit`: if
+        // the body fails or the future is dropped, it removes the temporary file and the
+        // target is never touched.
         let (temp, mut file) = {
             let (target, rel) = (target.clone(), rel.clone());
             blocking(move || {
-                create_parent(&target, &rel)?;
-                let dir = target.parent().unwrap_or(Path::new("/"));
-                TempFile::create(dir).map_err(io_on(&rel))
+                let (temp, mut file) = open_temp(&target, &rel)?;
+                for chunk in &batch {
+                    file.write_all(chunk).map_err(io_on(&rel))?;
+                }
+                Ok((temp, file))
             })
             .await?
         };
-
-        // `temp` lives in this future until `commit`: if the body fails or the future is
-        // dropped, it removes the temporary file and the target is never touched.
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batched = 0usize;
         loop {
@@ -403,7 +463,6 @@ impl StorageClient for LocalClient {
             }
         }
 
-        let fsync = self.fsync;
         let path = path.clone();
         blocking(move || {
             let metadata = commit(temp, file, &target, &rel, opts.mtime, fsync, replace)?;
