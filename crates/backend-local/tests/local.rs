@@ -431,3 +431,22 @@ async fn hostile_names_round_trip_on_disk() {
         assert_eq!(client.read_to_bytes(&p(name)).await.unwrap(), name);
     }
 }
+
+/// The durability barrier the engine calls before recording copies works on a written tree
+/// and on a root that does not exist yet.
+#[tokio::test]
+async fn sync_written_flushes_and_tolerates_a_missing_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = LocalClient::new(dir.path().join("not-yet"));
+    missing.sync_written().await.unwrap();
+    let client = LocalClient::new(dir.path().join("root"));
+    client
+        .put(&p("a/b.txt"), Bytes::from("data"))
+        .await
+        .unwrap();
+    client.sync_written().await.unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("root/a/b.txt")).unwrap(),
+        b"data"
+    );
+}

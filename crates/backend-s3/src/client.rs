@@ -502,6 +502,22 @@ impl StorageClient for S3Client {
         self.stat_key(path, &key).await
     }
 
+    /// Listings carry the upload time; the file's own time is in its `mtime` metadata, read
+    /// here with one HEAD (only for files the engine copies or compares in a conflict).
+    async fn recorded_mtime(&self, listed: &Entry) -> Result<Option<SystemTime>> {
+        if self.config.mtime_from_metadata {
+            return Ok(listed.mtime);
+        }
+        let key = self.key(&listed.path)?;
+        let (meta, attrs) = self
+            .head_with_attrs(&key)
+            .await
+            .map_err(|e| self.err(&listed.path, e))?;
+        Ok(Some(mtime::from_attributes(&attrs).unwrap_or_else(|| {
+            whole_seconds(meta.last_modified.into())
+        })))
+    }
+
     async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
         let key = self.key(path)?;
         let empty = || -> ByteStream { stream::empty().boxed() };

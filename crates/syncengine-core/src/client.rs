@@ -126,6 +126,37 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
         0
     }
 
+    /// Makes every file this client has written so far durable: after it returns, a power
+    /// loss cannot take them back.
+    ///
+    /// The engine calls it before it records completed copies in the base, so the base never
+    /// claims a file that could still vanish or come back empty. Backends whose writes are
+    /// durable when they return (remote servers answer after storing) keep the default,
+    /// which does nothing. Local disk flushes the filesystem once here instead of once per
+    /// file.
+    ///
+    /// # Errors
+    /// The backend's error when the flush fails; the engine then records nothing.
+    async fn sync_written(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Returns the modification time recorded with the file (the one
+    /// [`WriteOptions::mtime`] set), for a file as listed.
+    ///
+    /// Listings of some backends carry another time: object stores list the upload time and
+    /// keep the file's own time in metadata that only a per-object request returns. The engine
+    /// calls this only where the real time matters — for each file it copies (so the copy
+    /// keeps the original time) and for both versions of a `NEWEST_WINS` conflict — never per
+    /// listed file. The default returns the listed time, which is right for backends whose
+    /// listings carry it.
+    ///
+    /// # Errors
+    /// As [`StorageClient::stat`].
+    async fn recorded_mtime(&self, listed: &Entry) -> Result<Option<SystemTime>> {
+        Ok(listed.mtime)
+    }
+
     /// Lists every file strictly below `prefix` (the whole root when `None`), recursively.
     ///
     /// # Behavior

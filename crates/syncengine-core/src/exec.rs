@@ -104,7 +104,10 @@ impl Executor {
     /// [`SyncError::State`] when the base cannot be written. Failed actions are counted in
     /// `stats.errors`, not returned.
     pub async fn run(&self, plan: Plan, stats: &mut SyncStats) -> Result<(), SyncError> {
-        let mut writer = BaseWriter::new(self.store.clone());
+        let mut writer = BaseWriter::new(
+            self.store.clone(),
+            [self.source.clone(), self.destination.clone()],
+        );
         writer.extend(plan.state_updates).await?;
 
         let (deletes, others): (Vec<Action>, Vec<Action>) =
@@ -384,6 +387,8 @@ impl Executor {
         let src = self.client(from);
         let dst = self.client(to);
         let mode = &mode;
+        // The copy keeps the file's own modification time, which some listings lack.
+        let mtime = self.retry(|| src.recorded_mtime(listed)).await?;
         let written = self
             .retry(|| async move {
                 let body = src.read(from_path).await?;
@@ -402,7 +407,7 @@ impl Executor {
                 let mut opts = WriteOptions::default()
                     .with_mode(mode.clone())
                     .with_size_hint(listed.size);
-                opts.mtime = listed.mtime;
+                opts.mtime = mtime;
                 dst.write_opts(to_path, body, opts).await
             })
             .await?;
@@ -612,17 +617,19 @@ fn record(from: Side, from_entry: &Entry, written: &Entry) -> BaseRecord {
     }
 }
 
-/// Batches base updates into transactions.
+/// Batches base updates into transactions, each after a durability barrier on both sides.
 struct BaseWriter {
     store: StateStore,
+    clients: [Arc<dyn StorageClient>; 2],
     pending: Vec<BaseUpdate>,
     last_flush: Instant,
 }
 
 impl BaseWriter {
-    fn new(store: StateStore) -> Self {
+    fn new(store: StateStore, clients: [Arc<dyn StorageClient>; 2]) -> Self {
         BaseWriter {
             store,
+            clients,
             pending: Vec::new(),
             last_flush: Instant::now(),
         }
@@ -640,6 +647,13 @@ impl BaseWriter {
         self.last_flush = Instant::now();
         if self.pending.is_empty() {
             return Ok(());
+        }
+        // The base may only claim what a power loss cannot take back.
+        for (client, side) in self.clients.iter().zip([Side::Source, Side::Destination]) {
+            client
+                .sync_written()
+                .await
+                .map_err(|source| SyncError::Storage { side, source })?;
         }
         let batch = std::mem::take(&mut self.pending);
         let store = self.store.clone();

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -165,11 +166,15 @@ impl Reconciler {
             &self.destination_caps,
         );
         let mut obs = Observation::new(sc, dc);
-        if let (Some(se), Some(de)) = (&s, &d) {
-            if sc.is_changed() && dc.is_changed() {
-                obs.contents_equal = self.contents_equal(se, de).await;
+        if let (Some(se), Some(de)) = (&s, &d)
+            && sc.is_changed()
+            && dc.is_changed()
+        {
+            obs.contents_equal = self.contents_equal(se, de).await;
+            if obs.contents_equal != Some(true) {
+                // A conflict: compare the files' own times, which some listings lack.
+                obs.newer = self.newer_recorded(se, de).await;
             }
-            obs.newer = newer(se, de);
         }
 
         let decision = decide(&self.policy, &obs);
@@ -489,8 +494,29 @@ fn same_version(e: &Entry, r: &SideRecord, caps: &Capabilities) -> bool {
     }
 }
 
-fn newer(s: &Entry, d: &Entry) -> Option<Side> {
-    match (s.mtime, d.mtime) {
+impl Reconciler {
+    /// Which side's version was modified last, by the times recorded with the files.
+    async fn newer_recorded(&self, s: &Entry, d: &Entry) -> Option<Side> {
+        let st = match self.source.recorded_mtime(s).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(path = %s.path, error = %e, "could not read the source mtime");
+                s.mtime
+            }
+        };
+        let dt = match self.destination.recorded_mtime(d).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(path = %d.path, error = %e, "could not read the destination mtime");
+                d.mtime
+            }
+        };
+        newer(st, dt)
+    }
+}
+
+fn newer(s: Option<SystemTime>, d: Option<SystemTime>) -> Option<Side> {
+    match (s, d) {
         (Some(a), Some(b)) if a > b => Some(Side::Source),
         (Some(a), Some(b)) if b > a => Some(Side::Destination),
         _ => None,

@@ -245,9 +245,10 @@ async fn failed_listing_deletes_nothing() {
     assert_eq!(d.files().len(), 10, "a partial listing led to deletes");
 }
 
-/// Wraps a client and slows its writes, so a run can be cancelled part way.
+/// Wraps a client and slows its writes, so a run can be cancelled part way; optionally its
+/// durability barrier fails.
 #[derive(Debug)]
-struct SlowWrites(Arc<MemoryClient>);
+struct SlowWrites(Arc<MemoryClient>, bool);
 
 impl std::fmt::Display for SlowWrites {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -283,6 +284,17 @@ impl StorageClient for SlowWrites {
     }
     async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
         self.0.delete_opts(path, opts).await
+    }
+    async fn sync_written(&self) -> Result<()> {
+        if self.1 {
+            Err(syncengine_core::Error::other(
+                "slow",
+                "",
+                "disk flush failed",
+            ))
+        } else {
+            Ok(())
+        }
     }
     async fn copy_opts(
         &self,
@@ -329,7 +341,7 @@ async fn cancelled_run_resumes_without_redoing_work() {
     let engine = SyncEngine::new(state.path())
         .with_progress(tx)
         .with_cancellation(token.clone());
-    let slow_dst: Arc<dyn StorageClient> = Arc::new(SlowWrites(d.clone()));
+    let slow_dst: Arc<dyn StorageClient> = Arc::new(SlowWrites(d.clone(), false));
     let pair = SyncPair::new(s.clone(), slow_dst, SyncMode::TwoWay)
         .with_options(SyncOptions::default().with_transfers(4));
     let run = tokio::spawn(async move { engine.sync_pair(&pair).await });
@@ -366,4 +378,31 @@ async fn cancelled_run_resumes_without_redoing_work() {
     );
     assert_eq!(resumed.deleted_destination, 1);
     assert_eq!(contents(&s).await, contents(&d).await);
+}
+
+/// The base records a copy only after the destination's durability barrier succeeded: when the
+/// flush fails, the run fails and the base claims nothing.
+#[tokio::test]
+async fn base_waits_for_the_durability_barrier() {
+    let state = tempfile::tempdir().unwrap();
+    let s = Arc::new(MemoryClient::new());
+    let d = Arc::new(MemoryClient::new());
+    for i in 0..5 {
+        s.put(&rel(&format!("f{i}")), Bytes::from(fresh_content()))
+            .await
+            .unwrap();
+    }
+    let failing: Arc<dyn StorageClient> = Arc::new(SlowWrites(d.clone(), true));
+    let pair = SyncPair::new(s.clone(), failing, SyncMode::TwoWay);
+    let err = SyncEngine::new(state.path())
+        .sync_pair(&pair)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SyncError::Storage { .. }), "{err}");
+    let store = syncengine_core::state::StateStore::open(state.path(), &pair.id()).unwrap();
+    assert_eq!(
+        store.count().unwrap(),
+        0,
+        "the base recorded unflushed copies"
+    );
 }
