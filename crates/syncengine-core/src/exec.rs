@@ -73,8 +73,8 @@ enum Outcome {
 }
 
 /// How many base updates are written per transaction, and how long they may wait.
-const FLUSH_EVERY: usize = 512;
-const FLUSH_AFTER: Duration = Duration::from_millis(500);
+const FLUSH_EVERY: usize = 4096;
+const FLUSH_AFTER: Duration = Duration::from_secs(2);
 
 impl Executor {
     fn client(&self, side: Side) -> &Arc<dyn StorageClient> {
