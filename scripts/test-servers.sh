@@ -153,8 +153,23 @@ start_sftp() {
     local S=$TS/sshd
     mkdir -p "$S" /run/sshd
     chmod 700 "$S"
-    [[ -f $S/host_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -f "$S/host_ed25519"
-    [[ -f $S/client_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -f "$S/client_ed25519"
+    # Two concurrent starts race here: each generates into a temporary name (ssh-keygen never
+    # meets an existing file, so no "Overwrite (y/n)?" prompt; stdin is /dev/null anyway),
+    # `mv -n` lets exactly one private key win, and the .pub in place is always the winner's.
+    local k tmp
+    for k in "$S/host_ed25519" "$S/client_ed25519"; do
+        if [[ ! -f $k ]]; then
+            tmp=$(mktemp -u "$k.tmp.XXXXXX")
+            ssh-keygen -q -t ed25519 -N '' -f "$tmp" </dev/null
+            mv -n "$tmp" "$k" || true
+            if [[ -f $tmp ]]; then rm -f "$tmp" "$tmp.pub"; else mv -f "$tmp.pub" "$k.pub"; fi
+        fi
+        if [[ ! -f $k.pub ]]; then # another start won $k and has not moved its .pub yet
+            tmp=$(mktemp -u "$k.tmp.XXXXXX")
+            ssh-keygen -y -f "$k" </dev/null >"$tmp.pub"
+            mv -f "$tmp.pub" "$k.pub"
+        fi
+    done
     cp "$S/client_ed25519.pub" "$S/authorized_keys"
     chmod 600 "$S/authorized_keys"
     cat >"$S/sshd_config" <<EOF

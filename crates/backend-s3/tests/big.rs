@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +25,9 @@ fn pattern(len: usize) -> Vec<u8> {
 /// 64 MiB: local → S3 (multipart) → another local directory, compared by MD5.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_64_mib_through_s3() {
-    let s3: Arc<dyn StorageClient> = common::moto().await;
+    let Some(s3) = common::moto().await else {
+        return;
+    };
     let (src, _d1) = common::local().await;
     let (dst, _d2) = common::local().await;
     let data = pattern(64 * 1024 * 1024);
@@ -104,7 +105,10 @@ fn open_uploads(prefix: &str) -> usize {
 /// the final key, the old content stays, and no multipart upload is left open on the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_multipart_upload_leaves_nothing() {
-    let builder = common::moto_builder().with_multipart(5 * 1024 * 1024, 2);
+    let Some(builder) = common::moto_builder() else {
+        return;
+    };
+    let builder = builder.with_multipart(5 * 1024 * 1024, 2);
     let prefix = builder.config().prefix.clone();
     let client = builder.build().unwrap();
     let path = RelPath::new("killed.bin").unwrap();
@@ -162,7 +166,10 @@ async fn killed_multipart_upload_leaves_nothing() {
 /// A body that fails after several parts: the write fails, and the upload is aborted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_multipart_body_aborts_the_upload() {
-    let builder = common::moto_builder().with_multipart(5 * 1024 * 1024, 2);
+    let Some(builder) = common::moto_builder() else {
+        return;
+    };
+    let builder = builder.with_multipart(5 * 1024 * 1024, 2);
     let prefix = builder.config().prefix.clone();
     let client = builder.build().unwrap();
     let mut chunks: Vec<syncengine_core::Result<Bytes>> = (0..3)

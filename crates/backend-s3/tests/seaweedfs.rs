@@ -28,7 +28,10 @@ const TRICKY: [&str; 5] = ["a b", "a-b", "a.b", "a/b", "a0"];
 /// SeaweedFS really lists out of byte order: the reason it is declared unordered.
 #[tokio::test]
 async fn seaweedfs_lists_out_of_byte_order() {
-    let client = common::seaweed_builder(true).build().unwrap();
+    let Some(builder) = common::seaweed_builder(true) else {
+        return;
+    };
+    let client = builder.build().unwrap();
     for name in TRICKY {
         client
             .put(&RelPath::new(name).unwrap(), Bytes::from(name))
@@ -56,7 +59,10 @@ async fn seaweedfs_lists_out_of_byte_order() {
 /// unordered) makes the same sync succeed.
 #[tokio::test]
 async fn misdeclared_ordered_listing_is_caught_and_sorting_fixes_it() {
-    let source: Arc<dyn StorageClient> = Arc::new(common::seaweed_builder(true).build().unwrap());
+    let Some(builder) = common::seaweed_builder(true) else {
+        return;
+    };
+    let source: Arc<dyn StorageClient> = Arc::new(builder.build().unwrap());
     let (destination, _dir) = common::local().await;
     for name in TRICKY {
         source

@@ -4,17 +4,17 @@
 mod support;
 
 mod local_to_sshd {
-    crate::scenario_cases!(crate::support::local, crate::support::sshd);
+    syncengine_core::sync_scenario_tests!(crate::support::local, crate::support::sshd);
 }
 
 mod sshd_to_local {
-    crate::scenario_cases!(crate::support::sshd, crate::support::local);
+    syncengine_core::sync_scenario_tests!(crate::support::sshd, crate::support::local);
 }
 
 mod local_to_rclone {
-    crate::scenario_cases!(crate::support::local, crate::support::rclone);
+    syncengine_core::sync_scenario_tests!(crate::support::local, crate::support::rclone);
 }
 
 mod rclone_to_local {
-    crate::scenario_cases!(crate::support::rclone, crate::support::local);
+    syncengine_core::sync_scenario_tests!(crate::support::rclone, crate::support::local);
 }

@@ -3,7 +3,7 @@
 //! `bash scripts/test-servers.sh start`.
 
 // Test code: panicking with a message is how a test fails.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -13,16 +13,8 @@ use syncengine_backend_webdav::WebDavBuilder;
 use syncengine_core::StorageClient;
 
 /// A client on a fresh Apache collection, or `None` (outside CI) when Apache is down.
-pub async fn apache() -> Option<(Arc<dyn StorageClient>, ())> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 8082));
-    if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_err() {
-        let msg = "WebDAV test server apache is unavailable (nothing listens on \
-                   127.0.0.1:8082). Start the servers with:\n    bash scripts/test-servers.sh \
-                   install && bash scripts/test-servers.sh start";
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
+pub async fn apache() -> Option<Arc<dyn StorageClient>> {
+    if !support::server_up("WebDAV apache", 8082, None) {
         return None;
     }
     let client = WebDavBuilder::new()
@@ -33,13 +25,13 @@ pub async fn apache() -> Option<(Arc<dyn StorageClient>, ())> {
         .with_credentials("dav", "davpass")
         .build()
         .unwrap();
-    Some((Arc::new(client), ()))
+    Some(Arc::new(client))
 }
 
 mod sshd_to_webdav {
-    crate::scenario_cases!(crate::support::sshd, crate::apache);
+    syncengine_core::sync_scenario_tests!(crate::support::sshd, crate::apache);
 }
 
 mod webdav_to_sshd {
-    crate::scenario_cases!(crate::apache, crate::support::sshd);
+    syncengine_core::sync_scenario_tests!(crate::apache, crate::support::sshd);
 }

@@ -23,7 +23,9 @@ fn p(s: &str) -> RelPath {
 #[tokio::test]
 async fn wrong_password_is_permission_denied() {
     for server in [APACHE, WSGIDAV] {
-        let url = common::server_or_skip(server);
+        let Some(url) = common::server_url(server) else {
+            continue;
+        };
         let client = WebDavBuilder::new()
             .with_url(format!("{url}/syncengine-tests"))
             .with_credentials("dav", "not-the-password")
@@ -72,7 +74,9 @@ async fn raw_members(client: &syncengine_backend_webdav::WebDavClient) -> Vec<St
 #[tokio::test]
 async fn failed_upload_leaves_no_temporary_file() {
     for server in [APACHE, WSGIDAV] {
-        let client = common::client(server);
+        let Some(client) = common::client(server) else {
+            continue;
+        };
         client.put(&p("d/keep"), Bytes::from("keep")).await.unwrap();
         let body = stream::iter(vec![
             Ok(Bytes::from(vec![7u8; 300_000])),

@@ -7,7 +7,6 @@
 // Test support: failing loudly is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, dead_code)]
 
-use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,10 +64,11 @@ pub fn s3_keys() -> (String, String) {
     )
 }
 
-/// Returns when `server` accepts TCP connections. Otherwise: with `CI=true` the test fails;
-/// elsewhere it prints how to start the servers and ends this test binary successfully
-/// (its cases did not run, and the message says so).
-pub fn require(server: Server) {
+/// The one skip-or-fail rule: true when `server` accepts TCP connections. Otherwise: with
+/// `CI=true` the test fails; elsewhere it prints how to start the servers and returns false,
+/// and the caller skips (a factory returns `None`, which the core's test macros report as a
+/// skipped case; a plain test returns early).
+pub fn up(server: Server) -> bool {
     let name = server.0;
     let url = endpoint(server);
     let authority = url
@@ -83,19 +83,18 @@ pub fn require(server: Server) {
         .and_then(|mut a| a.next())
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
-        return;
+        return true;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
         panic!("{name} is not reachable on {addr} and CI=true: the S3/Azure/GCS tests need it");
     }
-    // Straight to the terminal: libtest's capture would swallow eprintln! before exit.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** {name} is not running on {addr}: skipping this test file.\n\
-         *** Start the test servers with:\n\
-         ***   bash scripts/test-servers.sh install && bash scripts/test-servers.sh start\n"
+    eprintln!(
+        "SKIPPED: {name} is not running on {addr} (set {} to use another endpoint). \
+         Start the test servers with:\n    \
+         bash scripts/test-servers.sh install && bash scripts/test-servers.sh start",
+        server.1
     );
-    std::process::exit(0);
+    false
 }
 
 /// A random prefix that no other case uses.
@@ -103,71 +102,86 @@ pub fn fresh_prefix(tag: &str) -> String {
     format!("t-{tag}-{:016x}", rand::random::<u64>())
 }
 
-/// An S3 builder for moto at a fresh prefix.
-pub fn moto_builder() -> S3Builder {
-    require(MOTO);
+/// An S3 builder for moto at a fresh prefix, or `None` when moto is down (see [`up`]).
+pub fn moto_builder() -> Option<S3Builder> {
+    if !up(MOTO) {
+        return None;
+    }
     let (id, secret) = s3_keys();
-    S3Builder::for_store(StoreKind::S3, "test")
-        .with_prefix(fresh_prefix("moto"))
-        .with_endpoint(endpoint(MOTO))
-        .with_region("us-east-1")
-        .with_credentials(id, secret)
-        .with_allow_http(true)
-}
-
-/// A client on moto.
-pub async fn moto() -> Arc<dyn StorageClient> {
-    Arc::new(moto_builder().build().expect("moto client"))
-}
-
-/// A moto client that reads rclone's mtime metadata (one HEAD per listed object).
-pub async fn moto_mtime() -> Arc<dyn StorageClient> {
-    Arc::new(
-        moto_builder()
-            .with_mtime_from_metadata(true)
-            .build()
-            .expect("moto client"),
+    Some(
+        S3Builder::for_store(StoreKind::S3, "test")
+            .with_prefix(fresh_prefix("moto"))
+            .with_endpoint(endpoint(MOTO))
+            .with_region("us-east-1")
+            .with_credentials(id, secret)
+            .with_allow_http(true),
     )
 }
 
-/// An S3 builder for SeaweedFS at a fresh prefix, declared ordered or not.
-pub fn seaweed_builder(ordered: bool) -> S3Builder {
-    require(SEAWEED);
-    S3Builder::for_store(StoreKind::S3, "test")
-        .with_prefix(fresh_prefix("weed"))
-        .with_endpoint(endpoint(SEAWEED))
-        .with_region("us-east-1")
-        .with_credentials("weedak", "weedsk")
-        .with_allow_http(true)
-        .with_ordered_listing(ordered)
-        // SeaweedFS's filer turns `\\` into `/`, like Azure.
-        .with_encode_backslash(true)
+/// A client on moto.
+pub async fn moto() -> Option<Arc<dyn StorageClient>> {
+    let builder = moto_builder()?;
+    Some(Arc::new(builder.build().expect("moto client")))
+}
+
+/// A moto client that reads rclone's mtime metadata (one HEAD per listed object).
+pub async fn moto_mtime() -> Option<Arc<dyn StorageClient>> {
+    let builder = moto_builder()?.with_mtime_from_metadata(true);
+    Some(Arc::new(builder.build().expect("moto client")))
+}
+
+/// An S3 builder for SeaweedFS at a fresh prefix, declared ordered or not, or `None` when
+/// SeaweedFS is down (see [`up`]).
+pub fn seaweed_builder(ordered: bool) -> Option<S3Builder> {
+    if !up(SEAWEED) {
+        return None;
+    }
+    Some(
+        S3Builder::for_store(StoreKind::S3, "test")
+            .with_prefix(fresh_prefix("weed"))
+            .with_endpoint(endpoint(SEAWEED))
+            .with_region("us-east-1")
+            .with_credentials("weedak", "weedsk")
+            .with_allow_http(true)
+            .with_ordered_listing(ordered)
+            // SeaweedFS's filer turns `\\` into `/`, like Azure.
+            .with_encode_backslash(true),
+    )
 }
 
 /// A SeaweedFS client, declared unordered: the engine sorts its listings.
-pub async fn seaweed() -> Arc<dyn StorageClient> {
-    Arc::new(seaweed_builder(false).build().expect("SeaweedFS client"))
+pub async fn seaweed() -> Option<Arc<dyn StorageClient>> {
+    let builder = seaweed_builder(false)?;
+    Some(Arc::new(builder.build().expect("SeaweedFS client")))
 }
 
-/// An Azure builder for Azurite at a fresh prefix.
-pub fn azurite_builder() -> S3Builder {
-    require(AZURITE);
-    S3Builder::for_store(StoreKind::Azure, "test")
-        .with_prefix(fresh_prefix("az"))
-        .with_use_emulator(true)
-        .with_endpoint(endpoint(AZURITE))
-        .with_allow_http(true)
+/// An Azure builder for Azurite at a fresh prefix, or `None` when Azurite is down.
+pub fn azurite_builder() -> Option<S3Builder> {
+    if !up(AZURITE) {
+        return None;
+    }
+    Some(
+        S3Builder::for_store(StoreKind::Azure, "test")
+            .with_prefix(fresh_prefix("az"))
+            .with_use_emulator(true)
+            .with_endpoint(endpoint(AZURITE))
+            .with_allow_http(true),
+    )
 }
 
 /// A client on Azurite.
-pub async fn azurite() -> Arc<dyn StorageClient> {
-    Arc::new(azurite_builder().build().expect("Azurite client"))
+pub async fn azurite() -> Option<Arc<dyn StorageClient>> {
+    let builder = azurite_builder()?;
+    Some(Arc::new(builder.build().expect("Azurite client")))
 }
 
-/// A GCS client on fake-gcs-server at `prefix` (read side only, see the crate docs).
-pub fn gcs_at(prefix: &str) -> S3Client {
-    require(FAKE_GCS);
-    S3Builder::for_store(StoreKind::Gcs, "test")
+/// A GCS client on fake-gcs-server at `prefix` (read side only, see the crate docs), or
+/// `None` when fake-gcs-server is down.
+pub fn gcs_at(prefix: &str) -> Option<S3Client> {
+    if !up(FAKE_GCS) {
+        return None;
+    }
+    let client = S3Builder::for_store(StoreKind::Gcs, "test")
         .with_prefix(prefix)
         .with_service_account_key(format!(
             r#"{{"gcs_base_url":"{}","disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}}"#,
@@ -175,7 +189,8 @@ pub fn gcs_at(prefix: &str) -> S3Client {
         ))
         .with_allow_http(true)
         .build()
-        .expect("GCS client")
+        .expect("GCS client");
+    Some(client)
 }
 
 /// A local-disk client in a fresh temporary directory.
