@@ -314,15 +314,23 @@ impl Executor {
         }
     }
 
+    /// The run's folder name in the trash or backup dir; `n` > 1 picks a fresh one when the
+    /// first is taken (never overwriting an earlier copy).
+    fn stamped_folder(&self, n: u32) -> String {
+        if n == 1 {
+            self.stamp.clone()
+        } else {
+            format!("{}-{n}", self.stamp)
+        }
+    }
+
     async fn move_to_trash(&self, side: Side, path: &RelPath) -> Result<(), Error> {
         let client = self.client(side);
         for n in 1u32.. {
-            let folder = if n == 1 {
-                self.stamp.clone()
-            } else {
-                format!("{}-{n}", self.stamp)
-            };
-            let target = RelPath::new(format!("{ENGINE_DIR}/trash/{folder}/{path}"))?;
+            let target = RelPath::new(format!(
+                "{ENGINE_DIR}/trash/{}/{path}",
+                self.stamped_folder(n)
+            ))?;
             match self
                 .retry(|| client.rename_opts(path, &target, TransferOptions::default()))
                 .await
@@ -344,12 +352,7 @@ impl Executor {
     ) -> Result<(), Error> {
         let client = self.client(side);
         for n in 1u32..100 {
-            let folder = if n == 1 {
-                self.stamp.clone()
-            } else {
-                format!("{}-{n}", self.stamp)
-            };
-            let target = RelPath::new(format!("{folder}/{}", entry.path))?;
+            let target = RelPath::new(format!("{}/{}", self.stamped_folder(n), entry.path))?;
             let result = self
                 .retry(|| async {
                     let target = &target;
@@ -435,18 +438,19 @@ impl Executor {
     ) -> Result<Vec<BaseUpdate>, Error> {
         let target_side = seen_on.other();
         let target = self.client(target_side);
+        let copy_new = || {
+            self.transfer(
+                seen_on,
+                &new.path,
+                target_side,
+                &new.path,
+                WriteMode::Create,
+                new,
+            )
+        };
         if !self.still_as_listed(target_side, old).await? {
             // The old file vanished meanwhile: copy the new one instead.
-            let written = self
-                .transfer(
-                    seen_on,
-                    &new.path,
-                    target_side,
-                    &new.path,
-                    WriteMode::Create,
-                    new,
-                )
-                .await?;
+            let written = copy_new().await?;
             return Ok(vec![
                 BaseUpdate::Remove(old.path.clone()),
                 BaseUpdate::Put(record(seen_on, new, &written)),
@@ -463,16 +467,7 @@ impl Executor {
         let written = match moved {
             Ok(e) => e,
             Err(Error::Unsupported { .. }) => {
-                let written = self
-                    .transfer(
-                        seen_on,
-                        &new.path,
-                        target_side,
-                        &new.path,
-                        WriteMode::Create,
-                        new,
-                    )
-                    .await?;
+                let written = copy_new().await?;
                 if !keep_old {
                     self.remove(target_side, old).await?;
                 }
