@@ -147,6 +147,20 @@ lock_storage: true
 verbose: 1
 EOF
     bg wsgidav "$VENV/bin/wsgidav" --config "$TS/wsgidav.yaml"
+    # A second wsgidav that speaks Digest only (same user), for the Digest auth tests.
+    mkdir -p "$TS/wsgidav-digest-root"
+    cat >"$TS/wsgidav-digest.yaml" <<EOF
+host: 127.0.0.1
+port: 8084
+server: cheroot
+provider_mapping: {"/": "$TS/wsgidav-digest-root"}
+http_authenticator: {accept_basic: false, accept_digest: true, default_to_digest: true}
+simple_dc: {user_mapping: {"*": {"dav": {password: "davpass"}}}}
+property_manager: true
+lock_storage: true
+verbose: 1
+EOF
+    bg wsgidav-digest "$VENV/bin/wsgidav" --config "$TS/wsgidav-digest.yaml"
 }
 
 start_sftp() {
@@ -212,6 +226,7 @@ start() {
     wait_http fgcs http://127.0.0.1:4443/storage/v1/b
     wait_http apache http://127.0.0.1:8082/
     wait_http wsgidav http://127.0.0.1:8083/
+    wait_http wsgidav-digest http://127.0.0.1:8084/
     wait_tcp sshd 2222
     wait_tcp rclone-sftp 2223
     local i
@@ -229,7 +244,7 @@ start() {
 
 stop() {
     local f
-    for f in moto weed azurite fgcs wsgidav rclone-sftp; do
+    for f in moto weed azurite fgcs wsgidav wsgidav-digest rclone-sftp; do
         if [[ -f $TS/$f.pid ]]; then kill "$(cat "$TS/$f.pid")" 2>/dev/null || true; rm -f "$TS/$f.pid"; fi
     done
     if [[ -f $TS/sshd/sshd.pid ]]; then kill "$(cat "$TS/sshd/sshd.pid")" 2>/dev/null || true; fi
@@ -246,6 +261,7 @@ export SYNCENGINE_TEST_AZURITE_ENDPOINT=http://127.0.0.1:10000
 export SYNCENGINE_TEST_GCS_ENDPOINT=http://127.0.0.1:4443
 export SYNCENGINE_TEST_WEBDAV_APACHE=http://127.0.0.1:8082
 export SYNCENGINE_TEST_WEBDAV_WSGIDAV=http://127.0.0.1:8083
+export SYNCENGINE_TEST_WEBDAV_DIGEST=http://127.0.0.1:8084
 export SYNCENGINE_TEST_SFTP_DIR=$TS/sshd
 EOF
 }

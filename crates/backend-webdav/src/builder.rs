@@ -5,14 +5,18 @@ use std::time::Duration;
 use syncengine_core::{Error, Result};
 use url::Url;
 
-use crate::client::{Credentials, WebDavClient};
-use crate::config::WebDavConfig;
+use crate::auth::{Auth, Credentials};
+use crate::client::WebDavClient;
+use crate::config::{WebDavAuth, WebDavConfig};
 use crate::error::BACKEND;
 
 /// Environment variable holding the user name ([`WebDavBuilder::from_env`]).
 pub const ENV_USER: &str = "SYNCENGINE_WEBDAV_USER";
 /// Environment variable holding the password ([`WebDavBuilder::from_env`]).
 pub const ENV_PASSWORD: &str = "SYNCENGINE_WEBDAV_PASSWORD";
+/// Environment variable choosing the authentication mode, `basic`, `digest` or `auto`
+/// ([`WebDavBuilder::from_env`], [`WebDavAuth`]).
+pub const ENV_AUTH: &str = "SYNCENGINE_WEBDAV_AUTH";
 
 /// Builds a [`WebDavClient`].
 ///
@@ -28,6 +32,8 @@ pub const ENV_PASSWORD: &str = "SYNCENGINE_WEBDAV_PASSWORD";
 #[derive(Clone, Debug, Default)]
 pub struct WebDavBuilder {
     config: WebDavConfig,
+    /// An unparseable `SYNCENGINE_WEBDAV_AUTH`, reported by [`WebDavBuilder::build`].
+    env_error: Option<String>,
 }
 
 impl WebDavBuilder {
@@ -37,17 +43,31 @@ impl WebDavBuilder {
     }
 
     /// Starts from the default configuration plus credentials from `SYNCENGINE_WEBDAV_USER`
-    /// and `SYNCENGINE_WEBDAV_PASSWORD`, where set.
+    /// and `SYNCENGINE_WEBDAV_PASSWORD` and the authentication mode from
+    /// `SYNCENGINE_WEBDAV_AUTH` (`basic`, `digest` or `auto`), where set. An unknown mode
+    /// fails [`WebDavBuilder::build`] unless [`WebDavBuilder::with_auth`] replaces it.
     pub fn from_env() -> Self {
         let mut b = WebDavBuilder::new();
         b.config.username = std::env::var(ENV_USER).ok().filter(|s| !s.is_empty());
         b.config.password = std::env::var(ENV_PASSWORD).ok().filter(|s| !s.is_empty());
+        if let Some(mode) = std::env::var(ENV_AUTH)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+        {
+            match mode.parse::<WebDavAuth>() {
+                Ok(mode) => b.config.auth = mode,
+                Err(e) => b.env_error = Some(format!("{ENV_AUTH}: {e}")),
+            }
+        }
         b
     }
 
     /// Starts from a configuration.
     pub fn from_config(config: WebDavConfig) -> Self {
-        WebDavBuilder { config }
+        WebDavBuilder {
+            config,
+            env_error: None,
+        }
     }
 
     /// Sets the root collection: `webdav://host[:port]/path`, `webdavs://…`, `http://…` or
@@ -57,7 +77,8 @@ impl WebDavBuilder {
         self
     }
 
-    /// Sets the credentials for HTTP Basic authentication.
+    /// Sets the credentials for HTTP authentication (Basic or Digest, see
+    /// [`WebDavBuilder::with_auth`]).
     pub fn with_credentials(
         mut self,
         user: impl Into<String>,
@@ -65,6 +86,15 @@ impl WebDavBuilder {
     ) -> Self {
         self.config.username = Some(user.into());
         self.config.password = Some(password.into());
+        self
+    }
+
+    /// Sets how to authenticate: [`WebDavAuth::Auto`] (the default) answers the server's
+    /// challenge, Digest when offered, else Basic; [`WebDavAuth::Basic`] sends Basic with every
+    /// request; [`WebDavAuth::Digest`] answers Digest challenges only.
+    pub fn with_auth(mut self, auth: WebDavAuth) -> Self {
+        self.config.auth = auth;
+        self.env_error = None;
         self
     }
 
@@ -85,8 +115,12 @@ impl WebDavBuilder {
     ///
     /// # Errors
     /// [`Error::Other`] when the URL is missing, unparseable, has another scheme, a query or a
-    /// fragment, or when the HTTP client cannot be set up.
+    /// fragment, when `SYNCENGINE_WEBDAV_AUTH` names no mode, or when the HTTP client cannot be
+    /// set up.
     pub fn build(self) -> Result<WebDavClient> {
+        if let Some(e) = self.env_error {
+            return Err(Error::other(BACKEND, "", e));
+        }
         let raw =
             self.config.url.as_deref().ok_or_else(|| {
                 Error::other(BACKEND, "", "no URL given (webdav://host[:port]/path)")
@@ -110,7 +144,7 @@ impl WebDavBuilder {
         Ok(WebDavClient::new(
             http,
             base,
-            credentials,
+            Auth::new(credentials, self.config.auth),
             self.config.mtime_property,
             self.config.list_concurrency.max(1),
         ))
@@ -202,5 +236,22 @@ mod tests {
             );
         }
         assert_eq!(c.to_string(), "WebDavClient(http://127.0.0.1:8082/root/)");
+    }
+
+    #[test]
+    fn auth_mode_from_the_builder_and_a_bad_environment_value() {
+        let b = WebDavBuilder::new()
+            .with_url("webdav://127.0.0.1:8084/root")
+            .with_credentials("dav", "pw")
+            .with_auth(WebDavAuth::Digest);
+        assert_eq!(b.config.auth, WebDavAuth::Digest);
+        assert!(format!("{:?}", b.clone().build().unwrap()).contains("Digest"));
+        // What from_env keeps for an unknown SYNCENGINE_WEBDAV_AUTH value.
+        let mut bad = b.clone();
+        bad.env_error = Some(format!("{ENV_AUTH}: unknown"));
+        let err = bad.clone().build().unwrap_err().to_string();
+        assert!(err.contains(ENV_AUTH), "{err}");
+        // An explicit mode replaces it.
+        assert!(bad.with_auth(WebDavAuth::Auto).build().is_ok());
     }
 }

@@ -19,6 +19,7 @@ use syncengine_core::{
 use tokio::task::JoinHandle;
 use url::Url;
 
+use crate::auth::{Auth, Verdict};
 use crate::error::{BACKEND, Ctx, DavError, map_error};
 use crate::multistatus::{
     self, MAX_BODY_BYTES, MTIME_NAMESPACE, MTIME_PROPERTY, ParseError, Resource,
@@ -46,28 +47,6 @@ const KNOWN_DIRS_MAX: usize = 10_000;
 /// How many stacked items a listing scans for directories to prefetch.
 const PREFETCH_SCAN: usize = 256;
 
-/// Basic-auth credentials; `Debug` hides the password.
-#[derive(Clone)]
-pub(crate) struct Credentials {
-    user: String,
-    password: String,
-}
-
-impl Credentials {
-    pub(crate) fn new(user: String, password: String) -> Self {
-        Credentials { user, password }
-    }
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
-
 /// A [`StorageClient`] rooted at a WebDAV collection.
 ///
 /// Build one with [`WebDavBuilder`](crate::WebDavBuilder). Cheap to clone (shares one HTTP
@@ -83,7 +62,9 @@ struct Inner {
     base: Url,
     /// The decoded segments of the root's path, to compare decoded hrefs against.
     base_segments: Vec<String>,
-    credentials: Option<Credentials>,
+    /// Credentials and the server's cached challenge; every request is authorized in
+    /// [`Inner::send`].
+    auth: Auth,
     mtime_property: bool,
     list_concurrency: usize,
     /// Collection URLs known to exist, so that a write costs no MKCOL in the common case.
@@ -97,7 +78,7 @@ impl WebDavClient {
     pub(crate) fn new(
         http: reqwest::Client,
         base: Url,
-        credentials: Option<Credentials>,
+        auth: Auth,
         mtime_property: bool,
         list_concurrency: usize,
     ) -> Self {
@@ -111,7 +92,7 @@ impl WebDavClient {
                 http,
                 base,
                 base_segments,
-                credentials,
+                auth,
                 mtime_property,
                 list_concurrency,
                 known_dirs: Mutex::new(HashSet::new()),
@@ -136,7 +117,7 @@ impl fmt::Debug for WebDavClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebDavClient")
             .field("url", &self.inner.base.as_str())
-            .field("credentials", &self.inner.credentials)
+            .field("auth", &self.inner.auth)
             .field("mtime_property", &self.inner.mtime_property)
             .field("list_concurrency", &self.inner.list_concurrency)
             .finish()
@@ -241,14 +222,16 @@ impl Inner {
         segments
     }
 
+    /// A request without credentials: [`Inner::send`] adds them.
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        let rb = self.http.request(method, url);
-        match &self.credentials {
-            Some(c) => rb.basic_auth(&c.user, Some(&c.password)),
-            None => rb,
-        }
+        self.http.request(method, url)
     }
 
+    /// Sends a request with the `Authorization` header [`Auth`] gives it. On a 401 whose
+    /// challenge is worth answering (the first one, a stale nonce) a request with a replayable
+    /// body is sent again (twice at most); one whose body is a stream is not, and fails as
+    /// [`DavError::Rechallenged`] (transient: the challenge is cached for the retry). Any other
+    /// 401 is returned for the caller to map to `PermissionDenied`.
     async fn send(
         &self,
         name: &'static str,
@@ -256,11 +239,69 @@ impl Inner {
         url: &str,
     ) -> std::result::Result<Response, DavError> {
         tracing::debug!(method = name, url, "webdav request");
-        rb.send().await.map_err(|source| DavError::Http {
+        let http_err = |source| DavError::Http {
             method: name,
             url: url.to_owned(),
             source,
-        })
+        };
+        let mut req = rb.build().map_err(http_err)?;
+        // The request target as the request line carries it: path and query.
+        let uri = req.url()[url::Position::BeforePath..url::Position::AfterQuery].to_owned();
+        // The request as built, without credentials, to send again after a challenge.
+        let spare = req.try_clone();
+        let mut replays = 0;
+        loop {
+            let method = req.method().as_str().to_owned();
+            let sent = self.auth.authorize(&method, &uri, req.headers_mut());
+            let resp = self.http.execute(req).await.map_err(http_err)?;
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                self.auth.accepted();
+                return Ok(resp);
+            }
+            let verdict = self.auth.challenged(resp.headers(), &sent);
+            // At most two replays: the first answers any new challenge, the second only one
+            // that the server called stale (or changed the scheme of). No loop either way.
+            let again = match verdict {
+                Verdict::Refused => None,
+                Verdict::NewNonce if replays > 0 => None,
+                _ if replays >= 2 => None,
+                _ => spare.as_ref().and_then(reqwest::Request::try_clone),
+            };
+            match again {
+                Some(next) => {
+                    tracing::debug!(method = name, url, "answering the authentication challenge");
+                    replays += 1;
+                    req = next;
+                }
+                None if spare.is_none() && verdict == Verdict::Answerable => {
+                    return Err(DavError::Rechallenged {
+                        method: name,
+                        url: url.to_owned(),
+                    });
+                }
+                None => return Ok(resp),
+            }
+        }
+    }
+
+    /// Makes sure the server has accepted the credentials before a request whose body cannot
+    /// be replayed: a cheap `PROPFIND Depth: 0` of the root answers the challenge first when
+    /// none is known to work ([`Auth::needs_check`]). One per client, and after each 401.
+    async fn ensure_authenticated(&self) -> std::result::Result<(), DavError> {
+        if !self.auth.needs_check() {
+            return Ok(());
+        }
+        let url = self.base.as_str();
+        let rb = self
+            .request(method("PROPFIND"), url)
+            .header("Depth", "0")
+            .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
+            .body(PROPFIND_BODY);
+        let resp = self.send("PROPFIND", rb, url).await?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(status_err("PROPFIND", url, resp.status()));
+        }
+        Ok(())
     }
 
     /// Reads a whole (XML) answer, refusing more than [`MAX_BODY_BYTES`].
@@ -604,6 +645,10 @@ impl Inner {
         path: &str,
         extra: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> Result<StatusCode> {
+        // The body streams and cannot be sent again after a 401.
+        self.ensure_authenticated()
+            .await
+            .map_err(|e| map_error(e, path, Ctx::Plain))?;
         let body_error: Arc<Mutex<Option<Error>>> = Arc::default();
         let slot = body_error.clone();
         let body = body.map(move |chunk| {

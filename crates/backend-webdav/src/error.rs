@@ -39,6 +39,10 @@ pub(crate) enum DavError {
     /// A parent collection vanished between our check and the request; a retry recreates it.
     #[error("{0}")]
     Vanished(String),
+    /// A request whose body streamed (and cannot be replayed) met a new authentication
+    /// challenge; it is cached, so a retry answers it.
+    #[error("{method} {url}: the server asked for authentication anew after the body was sent")]
+    Rechallenged { method: &'static str, url: String },
 }
 
 /// What the failed request was trying to do, where one status means different things.
@@ -66,7 +70,7 @@ pub(crate) fn map_error(err: DavError, path: &str, ctx: Ctx) -> Error {
         DavError::Http { source, .. } => {
             source.is_timeout() || source.is_connect() || source.is_request() || source.is_body()
         }
-        DavError::Vanished(_) => true,
+        DavError::Vanished(_) | DavError::Rechallenged { .. } => true,
         _ => false,
     };
     let source: syncengine_core::BoxError = Box::new(err);
@@ -148,6 +152,11 @@ mod tests {
         assert!(matches!(m(400, Ctx::Lookup), Error::NotFound { .. }));
         assert!(matches!(m(301, Ctx::Lookup), Error::NotFound { .. }));
         assert!(map_error(DavError::Vanished("gone".into()), "x", Ctx::Plain).is_transient());
+        let again = DavError::Rechallenged {
+            method: "PUT",
+            url: "http://h/x".into(),
+        };
+        assert!(map_error(again, "x", Ctx::Plain).is_transient());
         assert!(matches!(
             map_error(DavError::Protocol("bad".into()), "x", Ctx::Plain),
             Error::Other { .. }

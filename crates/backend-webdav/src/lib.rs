@@ -22,9 +22,25 @@
 //! the platform's trust store); `http://` and `https://` URLs are accepted as they are.
 //! Credentials come from the builder, from `user:password@` in the URL, or from
 //! `SYNCENGINE_WEBDAV_USER` / `SYNCENGINE_WEBDAV_PASSWORD` ([`WebDavBuilder::from_env`]), and
-//! are sent as HTTP Basic authentication (use `webdavs://` anywhere but loopback). Digest
-//! authentication is not supported. Passwords never appear in `Debug`, `Display` or logs;
-//! redirects are not followed, so credentials never travel to another origin.
+//! are sent as HTTP Basic or Digest authentication ([`WebDavAuth`], chosen with
+//! [`WebDavBuilder::with_auth`] or `SYNCENGINE_WEBDAV_AUTH=basic|digest|auto`):
+//! - **auto** (the default) sends no credentials until the server answers 401, then answers
+//!   its challenge: Digest when offered (RFC 7616/2617: the strongest of SHA-512-256, SHA-256
+//!   and MD5 offered, `-sess` variants too, `qop=auth`), else Basic. The challenge is cached
+//!   and answers every later request with an advancing nonce count, so a client pays one extra
+//!   round trip when it starts, not one per request. A 401 with `stale=true` (or a new nonce)
+//!   is answered once more with the new nonce; a second refusal is `PermissionDenied`, never a
+//!   retry loop.
+//! - **basic** sends Basic credentials with every request (use `webdavs://` anywhere but
+//!   loopback) and never answers a Digest challenge.
+//! - **digest** answers Digest challenges only.
+//!
+//! Upload bodies stream and cannot be replayed after a 401, so before an upload a client
+//! whose credentials the server has not yet accepted makes one `PROPFIND Depth: 0` of the root
+//! to answer the challenge first; an upload that still meets a fresh challenge fails as
+//! `Transient` (a retry answers it). Passwords never appear in `Debug`, `Display` or logs, the
+//! `Authorization` header (Basic or Digest) is marked sensitive; redirects are not followed,
+//! so credentials never travel to another origin.
 //!
 //! # Behavior
 //! - **Listing** walks the tree with `PROPFIND Depth: 1` (many servers refuse
@@ -66,15 +82,16 @@
 //! - **Errors**: 404 `NotFound`, 412 `PreconditionFailed`, 401/403 `PermissionDenied`,
 //!   408/429/5xx and connection failures `Transient`; the rest `Other`.
 
+mod auth;
 mod builder;
 mod client;
 mod config;
 mod error;
 pub mod multistatus;
 
-pub use builder::{ENV_PASSWORD, ENV_USER, WebDavBuilder};
+pub use builder::{ENV_AUTH, ENV_PASSWORD, ENV_USER, WebDavBuilder};
 pub use client::WebDavClient;
-pub use config::WebDavConfig;
+pub use config::{WebDavAuth, WebDavConfig};
 
 /// URL scheme of this backend over plain HTTP (`webdav://host[:port]/path`).
 pub const SCHEME: &str = "webdav";

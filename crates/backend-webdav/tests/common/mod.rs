@@ -32,6 +32,13 @@ pub const WSGIDAV: Server = Server {
     default_url: "http://127.0.0.1:8083",
 };
 
+/// wsgidav + cheroot on :8084, accepting Digest authentication only.
+pub const DIGEST: Server = Server {
+    name: "wsgidav-digest",
+    env: "SYNCENGINE_TEST_WEBDAV_DIGEST",
+    default_url: "http://127.0.0.1:8084",
+};
+
 impl Server {
     pub fn url(&self) -> String {
         std::env::var(self.env).unwrap_or_else(|_| self.default_url.to_owned())
