@@ -80,5 +80,5 @@ printf '| %-36s | %10s | %14s |\n' "step" "wall (s)" "peak RSS (MiB)"
 printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..38})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..16})"
 printf '%s\n' "${ROWS[@]}"
 echo
-echo "syncengine flushes (fsync) every file it writes before renaming it into place; cp and rsync do not."
+echo "syncengine makes its writes durable (syncfs) before it records them in its state; cp and rsync leave them in the page cache."
 echo "second syncengine run: $second_json"

@@ -193,14 +193,26 @@ impl Drop for TempFile {
 enum Placed {
     /// A second name was made; the caller removes the old one.
     Linked,
-    /// The filesystem has no hard links; the file was renamed (after a racy existence check).
+    /// The file was renamed: atomically with `RENAME_NOREPLACE` where the filesystem has it,
+    /// else (no hard links either) after a racy existence check.
     Renamed,
 }
 
 /// Gives `from` the new name `to`, failing with `AlreadyExists` if `to` exists.
 ///
-/// `link(2)` checks and creates in one step, so no concurrent writer can slip in between.
+/// `renameat2(RENAME_NOREPLACE)` and `link(2)` check and create in one step, so no concurrent
+/// writer can slip in between.
 fn link_noreplace(from: &Path, to: &Path) -> io::Result<Placed> {
+    // One atomic step where the filesystem supports it (ext4, XFS, btrfs, tmpfs).
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => return Ok(Placed::Renamed),
+        Err(e) if e == rustix::io::Errno::EXIST => {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        // Not supported here (EINVAL on some filesystems, ENOSYS on old kernels): link instead.
+        Err(_) => {}
+    }
     match fs::hard_link(from, to) {
         Ok(()) => Ok(Placed::Linked),
         Err(e)
@@ -251,7 +263,9 @@ fn commit(
         temp.keep();
     } else {
         // On `Linked` the temporary name is still there and `temp` removes it when dropped.
-        link_noreplace(temp.path(), target).map_err(io_on(rel))?;
+        if let Placed::Renamed = link_noreplace(temp.path(), target).map_err(io_on(rel))? {
+            temp.keep();
+        }
     }
     Ok(metadata)
 }
