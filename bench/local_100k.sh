@@ -59,13 +59,15 @@ count() { find "$1" -path "$1/.syncengine" -prune -o -type f -print | wc -l; }
 measure "syncengine first run (two-way a->b)" \
     "$SE" sync "$SRC" "$WORK/se_dst" --mode two-way --state-dir "$WORK/state" -q
 measure "cp -a" cp -a "$SRC" "$WORK/cp_dst"
+# syncengine flushes its writes to disk before recording them; this row pays the same.
+measure "cp -a, then sync (durable)" sh -c 'cp -a "$1" "$2" && sync' _ "$SRC" "$WORK/cp_sync_dst"
 measure "rsync -a (initial copy)" rsync -a "$SRC/" "$WORK/rsync_dst/"
 measure "syncengine second run (no change)" \
     "$SE" sync "$SRC" "$WORK/se_dst" --mode two-way --state-dir "$WORK/state" --json
 second_json=$(cat "$WORK/out.txt")
 measure "rsync -a re-run (no change)" rsync -a "$SRC/" "$WORK/rsync_dst/"
 
-for d in se_dst cp_dst rsync_dst; do
+for d in se_dst cp_dst cp_sync_dst rsync_dst; do
     got=$(count "$WORK/$d")
     if [[ "$got" -ne "$N" ]]; then
         echo "ERROR: $d has $got files, expected $N" >&2
