@@ -416,10 +416,19 @@ async fn prune_trash(client: &dyn StorageClient, days: u32) -> Result<(), Error>
     let mut old = Vec::new();
     while let Some(entry) = listing.next().await {
         let entry = entry?;
-        let rest = &entry.path.as_str()[trash.as_str().len() + 1..];
+        let rest = entry
+            .path
+            .as_str()
+            .strip_prefix(trash.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or_default();
         let folder = rest.split('/').next().unwrap_or_default();
-        // Folder names are stamps (optionally with a -N suffix), which sort like times.
-        if folder.len() >= 16 && folder[..16] < *cutoff.as_str() {
+        // Folder names are stamps (optionally with a -N suffix), which sort like times; a
+        // folder that is not a stamp is someone else's and stays.
+        if let Some(stamp) = folder.get(..16)
+            && is_stamp(stamp)
+            && stamp < cutoff.as_str()
+        {
             old.push(entry.path);
         }
     }
@@ -427,6 +436,15 @@ async fn prune_trash(client: &dyn StorageClient, days: u32) -> Result<(), Error>
         client.delete(&path).await?;
     }
     Ok(())
+}
+
+/// True for `YYYYMMDDTHHMMSSZ`.
+fn is_stamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, SyncError>
@@ -480,8 +498,10 @@ mod tests {
     #[test]
     fn stamp_shape() {
         let s = run_stamp();
-        assert_eq!(s.len(), 16);
-        assert!(s.ends_with('Z') && s.as_bytes()[8] == b'T');
+        assert!(is_stamp(&s), "{s}");
+        assert!(!is_stamp("2024010xT000000Z"));
+        assert!(!is_stamp("ééééééééT0000Z"));
+        assert!(!is_stamp("20240101T000000"));
     }
 
     #[test]
