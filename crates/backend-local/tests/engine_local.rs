@@ -145,6 +145,8 @@ async fn old_trash_is_pruned() {
         ".syncengine/trash/29990101T000000Z/new.txt",
         "recent",
     );
+    // Not a stamp (and multi-byte at the 16th byte): not ours to prune, and no panic.
+    write(&f.src, ".syncengine/trash/ééééééééééé/mine.txt", "user's");
     let opts = SyncOptions::default().with_trash_keep_days(7);
     let stats = f
         .engine
@@ -163,6 +165,11 @@ async fn old_trash_is_pruned() {
     assert!(
         f.src
             .join(".syncengine/trash/29990101T000000Z/new.txt")
+            .exists()
+    );
+    assert!(
+        f.src
+            .join(".syncengine/trash/ééééééééééé/mine.txt")
             .exists()
     );
     assert!(!f.dst.join(".syncengine").exists());
