@@ -146,7 +146,7 @@ async fn old_trash_is_pruned() {
         "recent",
     );
     // Not a stamp (and multi-byte at the 16th byte): not ours to prune, and no panic.
-    write(&f.src, ".syncengine/trash/ééééééééééé/mine.txt", "user's");
+    write(&f.src, ".syncengine/trash/aééééééééé/mine.txt", "user's");
     let opts = SyncOptions::default().with_trash_keep_days(7);
     let stats = f
         .engine
@@ -169,7 +169,7 @@ async fn old_trash_is_pruned() {
     );
     assert!(
         f.src
-            .join(".syncengine/trash/ééééééééééé/mine.txt")
+            .join(".syncengine/trash/aééééééééé/mine.txt")
             .exists()
     );
     assert!(!f.dst.join(".syncengine").exists());
