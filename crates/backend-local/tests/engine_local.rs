@@ -167,11 +167,7 @@ async fn old_trash_is_pruned() {
             .join(".syncengine/trash/29990101T000000Z/new.txt")
             .exists()
     );
-    assert!(
-        f.src
-            .join(".syncengine/trash/aééééééééé/mine.txt")
-            .exists()
-    );
+    assert!(f.src.join(".syncengine/trash/aééééééééé/mine.txt").exists());
     assert!(!f.dst.join(".syncengine").exists());
 }
 
