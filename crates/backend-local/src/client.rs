@@ -3,7 +3,7 @@
 use std::fmt;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,6 +141,10 @@ fn file_metadata(abs: &Path, rel: &str) -> Result<Metadata> {
     }
 }
 
+/// Makes temp names unique within this process (the pid in the name covers the others, and
+/// `O_EXCL` catches anything else).
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
 /// A temporary file that is removed when dropped, unless [`TempFile::keep`] was called.
 ///
 /// Held across the whole write, so an error, a failing body or a dropped (cancelled) future
@@ -158,7 +162,7 @@ impl TempFile {
             let path = dir.join(format!(
                 "{TEMP_PREFIX}{}-{:016x}",
                 std::process::id(),
-                rand::random::<u64>()
+                TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
             ));
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => return Ok((TempFile { path: Some(path) }, file)),
@@ -355,8 +359,18 @@ impl StorageClient for LocalClient {
         let rel = path.as_str().to_owned();
         let range = opts.range;
         let opened = blocking(move || {
-            file_metadata(&abs, &rel)?;
-            let mut file = File::open(&abs).map_err(io_on(&rel))?;
+            // Never through a symlink at the last component: symlinks are not synced.
+            let mut file = match OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&abs)
+            {
+                Ok(file) => file,
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                    return Err(Error::not_found(BACKEND, rel));
+                }
+                Err(e) => return Err(map_io(&rel, e)),
+            };
             // Check the opened handle too: the path may have been swapped for a directory.
             let size = match file.metadata() {
                 Ok(md) if md.is_file() => md.len(),
@@ -433,9 +447,15 @@ impl StorageClient for LocalClient {
             }
         }
         let open_temp = |target: &Path, rel: &str| -> Result<(TempFile, File)> {
-            create_parent(target, rel)?;
             let dir = target.parent().unwrap_or(Path::new("/"));
-            TempFile::create(dir).map_err(io_on(rel))
+            // The parent usually exists: try first, create it only when missing.
+            match TempFile::create(dir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    create_parent(target, rel)?;
+                    TempFile::create(dir).map_err(io_on(rel))
+                }
+                other => other.map_err(io_on(rel)),
+            }
         };
         if done {
             let path = path.clone();
