@@ -125,6 +125,49 @@ async fn apply_edits(
     written
 }
 
+/// A pair synced once two-way from `initial`, then edited on both sides.
+struct Edited {
+    _state: tempfile::TempDir,
+    engine: SyncEngine,
+    s: Arc<MemoryClient>,
+    d: Arc<MemoryClient>,
+    base: BTreeMap<String, String>,
+    new_versions: BTreeSet<String>,
+}
+
+async fn synced_then_edited(
+    initial: &BTreeSet<String>,
+    src_edits: &[Edit],
+    dst_edits: &[Edit],
+    src_adds: &BTreeSet<String>,
+    dst_adds: &BTreeSet<String>,
+) -> Edited {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let s = Arc::new(MemoryClient::new());
+    let d = Arc::new(MemoryClient::new());
+    for p in initial {
+        s.put(&rel(p), Bytes::from(fresh_content())).await.unwrap();
+    }
+    sync(&engine, &s, &d, SyncMode::TwoWay).await;
+    let base = contents(&s).await;
+    assert_eq!(
+        base,
+        contents(&d).await,
+        "base sync left the sides different"
+    );
+    let mut new_versions = apply_edits(&s, &base, src_edits, src_adds).await;
+    new_versions.extend(apply_edits(&d, &base, dst_edits, dst_adds).await);
+    Edited {
+        _state: state,
+        engine,
+        s,
+        d,
+        base,
+        new_versions,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -140,19 +183,8 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let state = tempfile::tempdir().unwrap();
-            let engine = SyncEngine::new(state.path());
-            let s = Arc::new(MemoryClient::new());
-            let d = Arc::new(MemoryClient::new());
-            for p in &initial {
-                s.put(&rel(p), Bytes::from(fresh_content())).await.unwrap();
-            }
-            sync(&engine, &s, &d, SyncMode::TwoWay).await;
-            let base = contents(&s).await;
-            assert_eq!(base, contents(&d).await, "base sync left the sides different");
-
-            let mut new_versions = apply_edits(&s, &base, &src_edits, &src_adds).await;
-            new_versions.extend(apply_edits(&d, &base, &dst_edits, &dst_adds).await);
+            let Edited { _state, engine, s, d, base, new_versions } =
+                synced_then_edited(&initial, &src_edits, &dst_edits, &src_adds, &dst_adds).await;
             let before_s = contents(&s).await;
             let before_d = contents(&d).await;
 
@@ -200,17 +232,8 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let state = tempfile::tempdir().unwrap();
-            let engine = SyncEngine::new(state.path());
-            let s = Arc::new(MemoryClient::new());
-            let d = Arc::new(MemoryClient::new());
-            for p in &initial {
-                s.put(&rel(p), Bytes::from(fresh_content())).await.unwrap();
-            }
-            sync(&engine, &s, &d, SyncMode::TwoWay).await;
-            let base = contents(&s).await;
-            apply_edits(&s, &base, &src_edits, &src_adds).await;
-            apply_edits(&d, &base, &dst_edits, &dst_adds).await;
+            let Edited { _state, engine, s, d, .. } =
+                synced_then_edited(&initial, &src_edits, &dst_edits, &src_adds, &dst_adds).await;
             let first = sync(&engine, &s, &d, mode).await;
             let second = sync(&engine, &s, &d, mode).await;
             // A conflict's kept loser is a new file for the next run to spread; after that
