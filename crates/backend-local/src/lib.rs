@@ -49,4 +49,4 @@ pub use client::LocalClient;
 pub const SCHEME: &str = "file";
 
 /// Prefix of the temporary files of in-progress writes; never listed.
-pub const TEMP_PREFIX: &str = ".syncengine-tmp-";
+pub const TEMP_PREFIX: &str = syncengine_core::ignore_rules::TEMP_FILE_PREFIX;

@@ -71,7 +71,7 @@ pub use config::SftpConfig;
 pub const SCHEME: &str = "sftp";
 
 /// Prefix of the temporary files of in-progress writes; never listed.
-pub const TEMP_PREFIX: &str = ".syncengine-tmp-";
+pub const TEMP_PREFIX: &str = syncengine_core::ignore_rules::TEMP_FILE_PREFIX;
 
 /// Backend name in errors and logs.
 pub(crate) const BACKEND: &str = "sftp";

@@ -16,8 +16,8 @@ use tracing::Instrument;
 use crate::client::{EntryStream, StorageClient, StorageClientExt};
 use crate::decide::Policy;
 use crate::error::{Error, SyncError};
-use crate::exec::{ENGINE_DIR, Executor, ResolvedRecovery};
-use crate::ignore_rules::{IgnoreRules, SYNCIGNORE_FILE};
+use crate::exec::{Executor, ResolvedRecovery};
+use crate::ignore_rules::{IgnoreRules, STATE_DIR_NAME, SYNCIGNORE_FILE, is_always_ignored};
 use crate::mode::{Side, SyncMode};
 use crate::order::{check_order, sort_listing};
 use crate::pair::{Recovery, SyncPair};
@@ -278,7 +278,7 @@ impl SyncEngine {
             .list(None)
             .filter(move |item| {
                 let keep = match item {
-                    Ok(entry) if is_internal(&entry.path) => false,
+                    Ok(entry) if is_always_ignored(&entry.path) => false,
                     Ok(entry) if rules.is_ignored(&entry.path) => {
                         ignored.fetch_add(1, Ordering::Relaxed);
                         false
@@ -294,12 +294,6 @@ impl SyncEngine {
             sort_listing(filtered, &std::env::temp_dir(), SORT_RUN_SIZE).await
         }
     }
-}
-
-/// True for the engine's own files: the `.syncengine/` folder and temp files.
-fn is_internal(path: &RelPath) -> bool {
-    path.as_str().starts_with(".syncengine/")
-        || path.segments().any(|s| s.starts_with(".syncengine-tmp-"))
 }
 
 /// The seed's risk warning for a first `TWO_WAY` run without an explicit preference.
@@ -401,7 +395,7 @@ fn run_stamp() -> String {
 
 /// Deletes trash folders older than `days`.
 async fn prune_trash(client: &dyn StorageClient, days: u32) -> Result<(), Error> {
-    let trash = RelPath::new(format!("{ENGINE_DIR}/trash"))?;
+    let trash = RelPath::new(format!("{STATE_DIR_NAME}/trash"))?;
     let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
     let cutoff = format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
@@ -506,9 +500,15 @@ mod tests {
 
     #[test]
     fn internal_paths() {
-        assert!(is_internal(&RelPath::new(".syncengine/trash/x").unwrap()));
-        assert!(is_internal(&RelPath::new("a/.syncengine-tmp-123").unwrap()));
-        assert!(!is_internal(&RelPath::new(".syncengine-notes").unwrap()));
-        assert!(!is_internal(&RelPath::new("a/.syncengine").unwrap()));
+        assert!(is_always_ignored(
+            &RelPath::new(".syncengine/trash/x").unwrap()
+        ));
+        assert!(is_always_ignored(
+            &RelPath::new("a/.syncengine-tmp-123").unwrap()
+        ));
+        assert!(!is_always_ignored(
+            &RelPath::new(".syncengine-notes").unwrap()
+        ));
+        assert!(!is_always_ignored(&RelPath::new("a/.syncengine").unwrap()));
     }
 }

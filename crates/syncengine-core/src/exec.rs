@@ -18,15 +18,13 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{StorageClient, StorageClientExt, TransferOptions, WriteMode, WriteOptions};
 use crate::entry::Entry;
 use crate::error::{Error, SyncError};
+use crate::ignore_rules::STATE_DIR_NAME;
 use crate::mode::{ConflictLoser, Side};
 use crate::path::RelPath;
 use crate::plan::{Action, Plan};
 use crate::progress::ProgressEvent;
 use crate::state::{BaseRecord, BaseUpdate, SideRecord, StateStore};
 use crate::stats::SyncStats;
-
-/// Folder at a side's root that holds the trash (and is never synced).
-pub const ENGINE_DIR: &str = ".syncengine";
 
 /// Where a side's deleted and overwritten files go, resolved from
 /// [`Recovery`](crate::Recovery) for one run.
@@ -328,7 +326,7 @@ impl Executor {
         let client = self.client(side);
         for n in 1u32.. {
             let target = RelPath::new(format!(
-                "{ENGINE_DIR}/trash/{}/{path}",
+                "{STATE_DIR_NAME}/trash/{}/{path}",
                 self.stamped_folder(n)
             ))?;
             match self

@@ -163,8 +163,9 @@ impl IgnoreRules {
     }
 }
 
-/// True for the engine's own files, which no pattern can re-include.
-fn is_always_ignored(path: &RelPath) -> bool {
+/// True for the engine's own files (the root's `.syncengine/` folder and temp files), which no
+/// pattern can re-include.
+pub fn is_always_ignored(path: &RelPath) -> bool {
     let mut segments = path.segments();
     if segments.next() == Some(STATE_DIR_NAME) {
         return true;

@@ -186,15 +186,13 @@ impl Reconciler {
                 if let (Some(se), Some(de), Some(base)) = (&s, &d, &b)
                     && sc == Change::Unchanged
                     && dc == Change::Unchanged
+                    && !(base.source.describes(se) && base.destination.describes(de))
                 {
-                    let fresh = BaseRecord {
+                    plan.state_updates.push(BaseUpdate::Put(BaseRecord {
                         path: path.clone(),
                         source: SideRecord::from_entry(se),
                         destination: SideRecord::from_entry(de),
-                    };
-                    if fresh.source != base.source || fresh.destination != base.destination {
-                        plan.state_updates.push(BaseUpdate::Put(fresh));
-                    }
+                    }));
                 }
                 // Half of a backup-mode rename: the kept side moved a file whose backup stays.
                 if let Some(base) = &b {

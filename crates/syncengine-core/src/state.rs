@@ -96,6 +96,16 @@ impl SideRecord {
         }
     }
 
+    /// True when this record says exactly what [`from_entry`](SideRecord::from_entry) would
+    /// say of `e` (compared without building a record: this runs for every unchanged file).
+    pub fn describes(&self, e: &Entry) -> bool {
+        self.size == e.size
+            && self.mtime_nanos == e.mtime_nanos()
+            && self.etag == e.etag
+            && self.hash == e.hash
+            && self.file_id == e.file_id
+    }
+
     /// Rebuilds an [`Entry`] at `path` from this record.
     pub fn to_entry(&self, path: RelPath) -> Entry {
         Entry {
@@ -869,6 +879,23 @@ mod tests {
         assert_eq!(s.hash, Some(ContentHash::Md5([1; 16])));
         assert_eq!(s.file_id, Some(9));
         assert_eq!(s.to_entry(rp("a")), e);
+    }
+
+    #[test]
+    fn describes_matches_from_entry_field_by_field() {
+        let e = Entry::new(rp("a"), 7)
+            .with_mtime(nanos_to_system_time(5))
+            .with_etag("v1")
+            .with_file_id(9);
+        let s = SideRecord::from_entry(&e);
+        assert!(s.describes(&e));
+        assert!(!s.describes(&e.clone().with_file_id(10)), "new inode");
+        assert!(!s.describes(&e.clone().with_etag("v2")), "new etag");
+        assert!(
+            !s.describes(&e.clone().with_mtime(nanos_to_system_time(6))),
+            "touched"
+        );
+        assert!(!s.describes(&Entry::new(rp("a"), 7)), "fields missing now");
     }
 
     #[test]
