@@ -783,10 +783,21 @@ impl StorageClient for SftpClient {
                 };
                 s.run(s.raw.setstat(temp_path.as_str(), attrs)).await?;
             }
-            if create_only {
-                rename_noreplace(&s, &temp_path, &target).await
-            } else {
-                rename_replace(&s, &temp_path, &target).await
+            let place = || async {
+                if create_only {
+                    rename_noreplace(&s, &temp_path, &target).await
+                } else {
+                    rename_replace(&s, &temp_path, &target).await
+                }
+            };
+            match place().await {
+                // Seen on rclone's server under concurrent writes into a new folder: the
+                // folder made by another request is not visible yet. Make sure, then retry.
+                Err(e) if e.is_no_such_file() => {
+                    mkdir_all(&s, &dir).await?;
+                    place().await
+                }
+                placed => placed,
             }
         }
         .await;
@@ -795,7 +806,17 @@ impl StorageClient for SftpClient {
             return Err(err(e));
         }
         temp.armed = false;
-        stat_entry(&self.inner, &s, path).await.map_err(err)
+        // The same lag can hide the file just renamed into place for a moment.
+        let mut tries = 0u64;
+        loop {
+            match stat_entry(&self.inner, &s, path).await {
+                Err(e) if e.is_no_such_file() && tries < 3 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+                }
+                entry => return entry.map_err(err),
+            }
+        }
     }
 
     async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
