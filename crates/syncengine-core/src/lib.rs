@@ -44,6 +44,8 @@ pub mod progress;
 pub mod reconcile;
 pub mod state;
 pub mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use capabilities::Capabilities;
 pub use client::{

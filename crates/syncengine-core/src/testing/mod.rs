@@ -1,0 +1,13 @@
+//! Tools for testing the engine adversarially (feature `testing`).
+//!
+//! - [`FaultClient`]: wraps any [`StorageClient`](crate::StorageClient) and injects errors,
+//!   transient errors, lost replies, short/corrupted/failing read streams, failing write
+//!   bodies, failing and truncated listings and cancellation, from a seeded (reproducible)
+//!   schedule or a script of "fault at call N".
+//!
+//! The model-based state-machine test of the engine (`tests/model.rs` in this crate) and the
+//! campaign scripts under `scripts/` are built on it.
+
+mod fault;
+
+pub use fault::{Fault, FaultClient, FaultConfig, Injected, Op};
