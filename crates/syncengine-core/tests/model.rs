@@ -50,8 +50,8 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use syncengine_core::testing::{Fault, FaultClient, FaultConfig};
 use syncengine_core::{
-    ConflictStrategy, InitialSyncPreference, MemoryClient, Recovery, RelPath, Side,
-    StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncOptions, SyncPair,
+    ConflictStrategy, InitialSyncPreference, MemoryClient, Recovery, RelPath, Side, StorageClient,
+    StorageClientExt, SyncEngine, SyncMode, SyncOptions, SyncPair,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -193,11 +193,7 @@ const LENS: [usize; 3] = [3, 8, 20];
 #[derive(Clone, Debug)]
 enum Step {
     /// Writes a new version at a pool path (an overwrite if something is there).
-    Add {
-        side: Side,
-        path: usize,
-        len: usize,
-    },
+    Add { side: Side, path: usize, len: usize },
     /// Writes a new version over an existing file.
     Edit {
         side: Side,
@@ -562,8 +558,16 @@ impl Ctx<'_> {
     /// A two-way conflict between `v` (source) and `w` (destination).
     fn conflict(&self, v: Ver, w: Ver) -> Outcome {
         match self.winner(v, w) {
-            Some(Side::Source) => with_loser(out(Some(v), Some(v)), w, Side::Destination, self.spread(), false),
-            Some(Side::Destination) => with_loser(out(Some(w), Some(w)), v, Side::Source, self.spread(), false),
+            Some(Side::Source) => with_loser(
+                out(Some(v), Some(v)),
+                w,
+                Side::Destination,
+                self.spread(),
+                false,
+            ),
+            Some(Side::Destination) => {
+                with_loser(out(Some(w), Some(w)), v, Side::Source, self.spread(), false)
+            }
             None => {
                 // Keep both: no winner, both versions under conflict names on both sides.
                 let o = with_loser(out(None, None), v, Side::Source, Spread::Both, false);
@@ -617,11 +621,21 @@ impl Ctx<'_> {
                 (AddedAtSettled(v), Unchanged(k)) => {
                     // A new file where a kept copy was: the new file keeps the path, the kept
                     // copy becomes a conflict copy on the backup side.
-                    with_loser(out(Some(v), Some(v)), k, Side::Destination, Spread::LoserSide, true)
+                    with_loser(
+                        out(Some(v), Some(v)),
+                        k,
+                        Side::Destination,
+                        Spread::LoserSide,
+                        true,
+                    )
                 }
-                (Unchanged(k), AddedAtSettled(w)) => {
-                    with_loser(out(Some(w), Some(w)), k, Side::Source, Spread::LoserSide, true)
-                }
+                (Unchanged(k), AddedAtSettled(w)) => with_loser(
+                    out(Some(w), Some(w)),
+                    k,
+                    Side::Source,
+                    Spread::LoserSide,
+                    true,
+                ),
                 (_, Nothing) | (_, Unchanged(_)) if s.changed().is_some() => out(sv, sv),
                 (Nothing, _) | (Unchanged(_), _) if d.changed().is_some() => out(dv, dv),
                 _ => match (sv, dv) {
@@ -636,7 +650,7 @@ impl Ctx<'_> {
                 (Nothing, Modified(w)) => vec![out(Some(w), Some(w)), settled(None, Some(w))],
                 (Unchanged(v), Nothing) => vec![out(Some(v), Some(v)), settled(Some(v), None)],
                 (Deleted, Unchanged(w)) => vec![settled(None, Some(w))], // backup preserved
-                (Unchanged(v), Deleted) => vec![out(Some(v), Some(v))], // re-upload
+                (Unchanged(v), Deleted) => vec![out(Some(v), Some(v))],  // re-upload
                 (Deleted, _) => vec![out(dv, dv)],
                 (_, Deleted) => vec![out(sv, sv)],
                 (AddedAtSettled(v), Unchanged(k)) => vec![with_loser(
@@ -670,11 +684,17 @@ impl Ctx<'_> {
                     vec![settled(Some(v), None), out(Some(v), None)]
                 }
                 (Added(v), Deleted | Nothing) => vec![out(Some(v), None)], // never uploads
-                (Deleted, Unchanged(w)) => vec![out(Some(w), Some(w))], // re-download
+                (Deleted, Unchanged(w)) => vec![out(Some(w), Some(w))],    // re-download
                 (Deleted, _) => vec![out(dv, dv)],
                 (Modified(_), Unchanged(w)) => vec![out(Some(w), Some(w))], // overwritten
                 (AddedAtSettled(v), Unchanged(k)) => vec![
-                    with_loser(out(Some(v), Some(v)), k, Side::Destination, Spread::LoserSide, true),
+                    with_loser(
+                        out(Some(v), Some(v)),
+                        k,
+                        Side::Destination,
+                        Spread::LoserSide,
+                        true,
+                    ),
                     out(Some(k), Some(k)),
                     out(Some(v), Some(k)),
                 ],
@@ -792,10 +812,9 @@ impl World {
                 // A file cannot sit where a folder is, nor below a file: keep trees possible
                 // on real disks.
                 let live = self.live_paths(*side);
-                if live
-                    .iter()
-                    .any(|p| p.starts_with(&format!("{path}/")) || path.starts_with(&format!("{p}/")))
-                {
+                if live.iter().any(|p| {
+                    p.starts_with(&format!("{path}/")) || path.starts_with(&format!("{p}/"))
+                }) {
                     return;
                 }
                 self.write(*side, path, *len).await;
@@ -829,14 +848,23 @@ impl World {
                 }) {
                     return;
                 }
-                client(self, *side).rename(&rel(from), &rel(to)).await.unwrap();
+                client(self, *side)
+                    .rename(&rel(from), &rel(to))
+                    .await
+                    .unwrap();
                 let _ = writeln!(self.log, "  {side}: rename {from} -> {to}");
             }
             Step::Run(_) => unreachable!(),
         }
     }
 
-    fn pair(&self, spec: &RunSpec, dry_run: bool, s: Arc<dyn StorageClient>, d: Arc<dyn StorageClient>) -> SyncPair {
+    fn pair(
+        &self,
+        spec: &RunSpec,
+        dry_run: bool,
+        s: Arc<dyn StorageClient>,
+        d: Arc<dyn StorageClient>,
+    ) -> SyncPair {
         let mut opts = SyncOptions::default()
             .with_force(true)
             .with_conflict(spec.strategy)
@@ -885,20 +913,25 @@ impl World {
                 let config = FaultConfig::seeded(f.seed)
                     .with_rate(f64::from(f.rate) / 100.0)
                     .with_faults(self.kinds.faults.clone());
-                let wrap = |c: &Arc<MemoryClient>, on: bool, seed_shift: u64| -> Arc<dyn StorageClient> {
-                    if on {
-                        let mut cfg = config.clone();
-                        cfg.seed ^= seed_shift;
-                        let fc = FaultClient::new(c.clone(), cfg).with_cancel_token(token.clone());
-                        if let (Some(at), 1) = (f.cancel_at, seed_shift) {
-                            fc.cancel_at(u64::from(at));
+                let wrap =
+                    |c: &Arc<MemoryClient>, on: bool, seed_shift: u64| -> Arc<dyn StorageClient> {
+                        if on {
+                            let mut cfg = config.clone();
+                            cfg.seed ^= seed_shift;
+                            let fc =
+                                FaultClient::new(c.clone(), cfg).with_cancel_token(token.clone());
+                            if let (Some(at), 1) = (f.cancel_at, seed_shift) {
+                                fc.cancel_at(u64::from(at));
+                            }
+                            Arc::new(fc)
+                        } else {
+                            c.clone()
                         }
-                        Arc::new(fc)
-                    } else {
-                        c.clone()
-                    }
-                };
-                (wrap(&self.s, f.sides & 1 != 0, 1), wrap(&self.d, f.sides & 2 != 0, 2))
+                    };
+                (
+                    wrap(&self.s, f.sides & 1 != 0, 1),
+                    wrap(&self.d, f.sides & 2 != 0, 2),
+                )
             }
         };
         let pair = self.pair(spec, false, sc, dc);
@@ -1074,7 +1107,11 @@ impl World {
                         ));
                     }
                 }
-                let in_trash = s1.trash.values().chain(d1.trash.values()).any(|v| *v == l.ver);
+                let in_trash = s1
+                    .trash
+                    .values()
+                    .chain(d1.trash.values())
+                    .any(|v| *v == l.ver);
                 if found.is_empty() && !faulted && l.spread != Spread::Optional {
                     self.violations.push(format!(
                         "[conflict] no conflict copy holds the losing version v{} of {origin} on the {}{}",
@@ -1110,7 +1147,10 @@ impl World {
         // Idle: a dry run right after a fault-free run plans nothing.
         if clean && !faulted {
             let conflicts_pending = !self.kinds.check_same_run_spread
-                && expected_losers.values().flatten().any(|l| l.spread != Spread::Optional);
+                && expected_losers
+                    .values()
+                    .flatten()
+                    .any(|l| l.spread != Spread::Optional);
             let dry = self.pair(spec, true, self.s.clone(), self.d.clone());
             match SyncEngine::new(self.state.path()).sync_pair(&dry).await {
                 Ok(st) if st.is_noop() || conflicts_pending => {}
@@ -1236,7 +1276,10 @@ fn campaign(kinds: &Kinds, cases: u64, seed: u64, keep_going: bool) -> (u64, Vec
         failure_persistence: None,
         ..Config::default()
     };
-    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
+    let mut runner = TestRunner::new_with_rng(
+        config,
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+    );
     let strategy = schedule(kinds);
     let mut failures = Vec::new();
     let mut ran = 0;
@@ -1277,7 +1320,11 @@ fn campaign(kinds: &Kinds, cases: u64, seed: u64, keep_going: bool) -> (u64, Vec
         );
         if let Ok(path) = std::env::var("MODEL_REPORT") {
             use std::io::Write as _;
-            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
                 let _ = writeln!(f, "{report}\n-----");
             }
         }
@@ -1339,24 +1386,51 @@ fn the_model_follows_the_seed_tables() {
     // Delete at source.
     assert_eq!(one(TwoWay, None, Some(0), synced), (None, None));
     assert_eq!(one(SourceBackup, None, Some(0), synced), (None, Some(0)));
-    assert_eq!(one(DestinationToSource, None, Some(0), synced), (Some(0), Some(0)));
-    assert_eq!(one(DestinationBackup, None, Some(0), synced), (Some(0), Some(0)));
+    assert_eq!(
+        one(DestinationToSource, None, Some(0), synced),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        one(DestinationBackup, None, Some(0), synced),
+        (Some(0), Some(0))
+    );
     // Delete at destination.
     assert_eq!(one(SourceBackup, Some(0), None, synced), (Some(0), Some(0)));
-    assert_eq!(one(DestinationBackup, Some(0), None, synced), (Some(0), None));
+    assert_eq!(
+        one(DestinationBackup, Some(0), None, synced),
+        (Some(0), None)
+    );
     // Modify at destination in a mirror from the source: overwritten.
-    assert_eq!(one(SourceToDestination, Some(0), Some(1), synced), (Some(0), Some(0)));
+    assert_eq!(
+        one(SourceToDestination, Some(0), Some(1), synced),
+        (Some(0), Some(0))
+    );
     // Modify beats delete in two-way.
     assert_eq!(one(TwoWay, None, Some(1), synced), (Some(1), Some(1)));
     // Settled deletion: switching to two-way copies the kept copy back.
-    assert_eq!(one(TwoWay, None, Some(0), Some((None, Some(0)))), (Some(0), Some(0)));
-    assert_eq!(one(SourceBackup, None, Some(0), Some((None, Some(0)))), (None, Some(0)));
-    assert_eq!(one(SourceToDestination, None, Some(0), Some((None, Some(0)))), (None, None));
+    assert_eq!(
+        one(TwoWay, None, Some(0), Some((None, Some(0)))),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        one(SourceBackup, None, Some(0), Some((None, Some(0)))),
+        (None, Some(0))
+    );
+    assert_eq!(
+        one(SourceToDestination, None, Some(0), Some((None, Some(0)))),
+        (None, None)
+    );
     // Conflict, source wins, loser kept.
     let outs = ctx(TwoWay).predict(synced, Some(1), Some(2));
     assert_eq!((outs[0].s, outs[0].d), (Some(1), Some(1)));
     assert_eq!(outs[0].losers[0].ver, 2);
-    assert_eq!(conflict_origin("d/x.conflict-20240101T000000Z-source.txt").as_deref(), Some("d/x.txt"));
-    assert_eq!(conflict_origin("x.conflict-20240101T000000Z-destination-2").as_deref(), Some("x"));
+    assert_eq!(
+        conflict_origin("d/x.conflict-20240101T000000Z-source.txt").as_deref(),
+        Some("d/x.txt")
+    );
+    assert_eq!(
+        conflict_origin("x.conflict-20240101T000000Z-destination-2").as_deref(),
+        Some("x")
+    );
     assert_eq!(conflict_origin("x.txt"), None);
 }

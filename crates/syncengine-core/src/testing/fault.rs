@@ -530,10 +530,7 @@ impl StorageClient for FaultClient {
         match fault {
             Some(Fault::ListError) => {
                 let error = Error::other(BACKEND, path, "injected: listing failed part way");
-                listing
-                    .take(keep)
-                    .chain(stream::iter([Err(error)]))
-                    .boxed()
+                listing.take(keep).chain(stream::iter([Err(error)])).boxed()
             }
             Some(Fault::ListTruncated) => listing.take(keep).boxed(),
             _ => listing,
@@ -717,12 +714,18 @@ mod tests {
         client.fail_at(2, Fault::Transient);
         assert!(client.stat(&p("a")).await.is_ok());
         let e = client.stat(&p("a")).await.unwrap_err();
-        assert!(!e.is_transient() && e.to_string().contains("injected"), "{e}");
+        assert!(
+            !e.is_transient() && e.to_string().contains("injected"),
+            "{e}"
+        );
         assert!(client.stat(&p("a")).await.unwrap_err().is_transient());
         assert!(client.stat(&p("a")).await.is_ok());
         let log = client.injected();
         assert_eq!(log.len(), 2);
-        assert_eq!((log[0].call, log[0].op, log[0].fault), (1, Op::Stat, Fault::Error));
+        assert_eq!(
+            (log[0].call, log[0].op, log[0].fault),
+            (1, Op::Stat, Fault::Error)
+        );
         assert_eq!(log[1].path, "a");
     }
 
@@ -809,8 +812,7 @@ mod tests {
     async fn cancellation_fires_at_the_given_call() {
         let inner = memory_with(&[("a", "alpha")]).await;
         let token = CancellationToken::new();
-        let client =
-            FaultClient::new(inner, FaultConfig::none()).with_cancel_token(token.clone());
+        let client = FaultClient::new(inner, FaultConfig::none()).with_cancel_token(token.clone());
         client.cancel_at(3);
         for _ in 0..3 {
             client.stat(&p("a")).await.unwrap();
@@ -836,7 +838,10 @@ mod tests {
                 let _ = client.stat(&p("a")).await;
                 let _ = client.read_to_bytes(&p("b")).await;
                 let _ = client.list_all(None).await;
-                client.put(&p("c"), Bytes::from("never faulted")).await.unwrap();
+                client
+                    .put(&p("c"), Bytes::from("never faulted"))
+                    .await
+                    .unwrap();
             }
             client.injected()
         }
