@@ -259,7 +259,7 @@ struct Shared {
 }
 
 /// A [`StorageClient`] that forwards to an inner client and injects faults (see the
-/// [module docs](self)).
+/// [module docs](crate::testing::fault)).
 ///
 /// `Display`, `backend`, `capabilities` and `skipped_count` are the inner client's, so a pair
 /// built on the wrapper has the same identity as one built on the inner client.

@@ -8,6 +8,6 @@
 //! The model-based state-machine test of the engine (`tests/model.rs` in this crate) and the
 //! campaign scripts under `scripts/` are built on it.
 
-mod fault;
+pub mod fault;
 
 pub use fault::{Fault, FaultClient, FaultConfig, Injected, Op};
