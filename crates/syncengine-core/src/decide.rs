@@ -14,6 +14,18 @@
 //! - **Identical changes** on both sides are recorded as synced, never a conflict.
 //! - **Both sides added a path with different content** is a conflict (`TWO_WAY`: by strategy;
 //!   backup modes: the backed-up side wins; mirrors: the authoritative side wins outright).
+//! - **Settled deletions**: a backup mode's "no action (backup preserved)" is
+//!   [`Decision::Settle`]: the base records the deleting side as absent on purpose. From then
+//!   on ([`Observation::settled`]) the kept copy is one-sided: `TWO_WAY` copies it back; a
+//!   mirror mode copies it or deletes it like any other one-sided file; the backup mode whose
+//!   primary side deleted it keeps it where it is (even when the kept copy is edited: the
+//!   deletion stays settled); the other backup mode copies it from its primary side to its
+//!   backup side. A new file at that path on the deleting side is [`Decision::SetAside`]: the
+//!   new file keeps the path, the kept copy is renamed to a conflict name on its own side and
+//!   inherits the settled absence (deleted photos never come back to the source) — except in
+//!   `TWO_WAY`, where the renamed copy is shared with the other side at once, and in
+//!   `DESTINATION_BACKUP` when the new file is on the source (which it never uploads): there
+//!   it is an ordinary conflict that the destination wins.
 
 use crate::mode::{ConflictStrategy, InitialSyncPreference, Side, SyncMode};
 
@@ -56,6 +68,11 @@ pub struct Observation {
     pub contents_equal: Option<bool>,
     /// The side whose current version has the newer mtime; `None` for a tie or unknown.
     pub newer: Option<Side>,
+    /// The side whose absence the base records as settled (see
+    /// [`BaseRecord::settled`](crate::state::BaseRecord::settled)). That side's change is then
+    /// `Absent` (still gone) or `Added` (a new file at the path); the other side's change is
+    /// relative to the kept copy.
+    pub settled: Option<Side>,
 }
 
 impl Observation {
@@ -66,6 +83,21 @@ impl Observation {
             destination,
             contents_equal: None,
             newer: None,
+            settled: None,
+        }
+    }
+
+    /// Marks `side`'s absence as settled in the base.
+    pub fn with_settled(mut self, side: Side) -> Self {
+        self.settled = Some(side);
+        self
+    }
+
+    /// The change on `side`.
+    pub fn change(&self, side: Side) -> Change {
+        match side {
+            Side::Source => self.source,
+            Side::Destination => self.destination,
         }
     }
 
@@ -87,7 +119,8 @@ impl Observation {
 pub struct Policy {
     /// The sync mode.
     pub mode: SyncMode,
-    /// True when the pair has no completed sync yet (no base).
+    /// True until the pair's first plan has ended normally (see
+    /// [`StateStore::initial_sync_pending`](crate::state::StateStore::initial_sync_pending)).
     pub initial: bool,
     /// The initial-sync preference (only `TWO_WAY` first runs consult it).
     pub initial_preference: InitialSyncPreference,
@@ -132,6 +165,20 @@ pub enum Decision {
     Delete(Side),
     /// Both sides changed the path differently; settle it as given.
     Conflict(Resolution),
+    /// This side deleted the path and the mode does not propagate that ("no action (backup
+    /// preserved)"): change no storage, and record the side's absence as settled, with the
+    /// other side's current version as the kept copy.
+    Settle(Side),
+    /// A new file appeared on the side whose absence was settled, while side `kept` still
+    /// holds the kept copy: rename the kept copy to a conflict name on `kept` (its base keeps
+    /// the settled absence of the other side, unless `share`), then copy the new file to
+    /// `kept` at the path. With `share` the renamed copy is also copied to the other side.
+    SetAside {
+        /// The side holding the kept copy.
+        kept: Side,
+        /// Copy the renamed kept copy to the other side as well.
+        share: bool,
+    },
 }
 
 /// Decides what to do about one path. Pure: same inputs, same answer.
@@ -146,6 +193,9 @@ pub enum Decision {
 /// ```
 pub fn decide(policy: &Policy, obs: &Observation) -> Decision {
     use Change::*;
+    if let Some(absent) = obs.settled {
+        return settled(policy, obs, absent);
+    }
     let (s, d) = (obs.source, obs.destination);
 
     // Facts independent of the mode.
@@ -252,8 +302,8 @@ fn source_backup(s: Change, d: Change) -> Decision {
         // "Add/modify file at destination: download to source"; a destination edit also
         // survives a source delete (modify beats delete).
         (Absent, Added) | (Unchanged, Modified) | (Deleted, Modified) => Decision::Copy(Dst),
-        // "Delete file at source: no action (backup preserved)".
-        (Deleted, Unchanged) => Decision::Nothing,
+        // "Delete file at source: no action (backup preserved)": settled from now on.
+        (Deleted, Unchanged) => Decision::Settle(Src),
         (Added, Added) | (Modified, Modified) => Decision::Conflict(Resolution::Winner(Src)),
         _ => Decision::Nothing,
     }
@@ -270,11 +320,104 @@ fn destination_backup(s: Change, d: Change) -> Decision {
         (Modified, Unchanged) => Decision::Copy(Dst),
         // "Delete file at source: re-download from destination".
         (Deleted, Unchanged) => Decision::Copy(Dst),
-        // "Add file at source: no action"; "delete file at destination: no action (backup
-        // preserved)"; a source edit of a file the destination deleted stays where it is.
-        (Added, Absent) | (Unchanged, Deleted) | (Modified, Deleted) => Decision::Nothing,
+        // "Add file at source: no action".
+        (Added, Absent) => Decision::Nothing,
+        // "Delete file at destination: no action (backup preserved)"; a source edit of a file
+        // the destination deleted stays where it is. Either way the deletion is settled.
+        (Unchanged, Deleted) | (Modified, Deleted) => Decision::Settle(Dst),
         (Added, Added) | (Modified, Modified) => Decision::Conflict(Resolution::Winner(Dst)),
         _ => Decision::Nothing,
+    }
+}
+
+/// Decides a path whose absence on side `absent` is settled in the base.
+fn settled(policy: &Policy, obs: &Observation, absent: Side) -> Decision {
+    use Change::*;
+    let kept = absent.other();
+    match (obs.change(absent), obs.change(kept)) {
+        (Absent, Deleted) => Decision::Forget,
+        // The kept copy is gone too: what is left is an ordinary addition (never an initial
+        // sighting: the path has a history).
+        (Added, Deleted) => {
+            let mut plain = Observation::new(obs.source, obs.destination);
+            match kept {
+                Side::Source => plain.source = Absent,
+                Side::Destination => plain.destination = Absent,
+            }
+            let later = Policy {
+                initial: false,
+                ..*policy
+            };
+            decide(&later, &plain)
+        }
+        (Absent, kept_change @ (Unchanged | Modified)) => {
+            one_sided_kept_copy(policy.mode, absent, kept_change)
+        }
+        (Added, Unchanged | Modified) => {
+            if obs.contents_equal == Some(true) {
+                return Decision::Record;
+            }
+            match policy.mode {
+                SyncMode::SourceToDestination => Decision::Copy(Side::Source),
+                SyncMode::DestinationToSource => Decision::Copy(Side::Destination),
+                // Never uploads: the new source file cannot take the path on the destination.
+                SyncMode::DestinationBackup if absent == Side::Source => {
+                    Decision::Conflict(Resolution::Winner(Side::Destination))
+                }
+                mode => Decision::SetAside {
+                    kept,
+                    share: one_sided_kept_copy(mode, absent, Unchanged) == Decision::Copy(kept),
+                },
+            }
+        }
+        // Not produced by the reconciler (a settled side is classified without a base):
+        // decide as if nothing were settled.
+        _ => decide(
+            policy,
+            &Observation {
+                settled: None,
+                ..*obs
+            },
+        ),
+    }
+}
+
+/// What a mode does with a kept copy on the other side of a settled absence on `absent`.
+fn one_sided_kept_copy(mode: SyncMode, absent: Side, kept_change: Change) -> Decision {
+    let kept = absent.other();
+    match mode {
+        SyncMode::TwoWay => Decision::Copy(kept),
+        SyncMode::SourceToDestination | SyncMode::DestinationToSource => {
+            let auth = if mode == SyncMode::SourceToDestination {
+                Side::Source
+            } else {
+                Side::Destination
+            };
+            if auth == kept {
+                Decision::Copy(kept)
+            } else {
+                // An extra file on the non-authoritative side, like any other.
+                Decision::Delete(kept)
+            }
+        }
+        SyncMode::SourceBackup | SyncMode::DestinationBackup => {
+            let primary = if mode == SyncMode::SourceBackup {
+                Side::Source
+            } else {
+                Side::Destination
+            };
+            if absent == primary {
+                // The primary side deleted it: the backup keeps it, edited or not.
+                if kept_change == Change::Modified {
+                    Decision::Settle(absent)
+                } else {
+                    Decision::Nothing
+                }
+            } else {
+                // The backup side lacks a file the primary holds: back it up.
+                Decision::Copy(primary)
+            }
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use crate::decide::Policy;
 use crate::error::{Error, SyncError};
 use crate::exec::{Executor, ResolvedRecovery};
 use crate::ignore_rules::{IgnoreRules, STATE_DIR_NAME, SYNCIGNORE_FILE, is_always_ignored};
-use crate::mode::{Side, SyncMode};
+use crate::mode::{InitialSyncPreference, Side, SyncMode};
 use crate::order::{check_order, sort_listing};
 use crate::pair::{Recovery, SyncPair};
 use crate::path::RelPath;
@@ -125,9 +125,11 @@ impl SyncEngine {
                 blocking(move || StateStore::open(&dir, &id)).await?
             }
         };
+        // The initial-sync preference holds until the pair's first plan has ended normally;
+        // a safety stop, a dry run, a kill or a cancellation does not consume it.
         let initial = {
             let s = store.clone();
-            blocking(move || s.is_initial()).await?
+            blocking(move || s.initial_sync_pending()).await?
         };
 
         let policy = Policy {
@@ -178,6 +180,15 @@ impl SyncEngine {
         {
             plan.warnings.push(w);
         }
+        if !initial
+            && let Some(p) = opts.initial_preference
+            && p != InitialSyncPreference::Merge
+        {
+            plan.warnings.push(format!(
+                "the initial-sync preference {p} was ignored: this pair's first sync already ran, \
+                 so files found on one side only are ordinary additions"
+            ));
+        }
         for w in &plan.warnings {
             tracing::debug!("{w}");
             self.emit(ProgressEvent::Warning(w.clone()));
@@ -214,6 +225,11 @@ impl SyncEngine {
             attempts: opts.attempts,
         };
         executor.run(plan, &mut stats).await?;
+        // The plan ended normally (per-file errors allowed): the initial sync is over.
+        if initial {
+            let s = store.clone();
+            blocking(move || s.mark_initial_sync_done()).await?;
+        }
 
         if stats.errors == 0 {
             let s = store.clone();
@@ -338,11 +354,11 @@ fn check_safety(plan: &Plan, force: bool, max_delete_percent: u8) -> Result<(), 
         (Side::Source, plan.source_files),
         (Side::Destination, plan.destination_files),
     ] {
-        if files == 0 && plan.base_files > 0 {
-            return Err(SyncError::EmptySide {
-                side,
-                base_files: plan.base_files,
-            });
+        // Only records where the side held a version count: a side whose every file was
+        // deleted on purpose under a backup mode (settled) may be empty.
+        let base_files = plan.base_files_on(side);
+        if files == 0 && base_files > 0 {
+            return Err(SyncError::EmptySide { side, base_files });
         }
     }
     for (side, files) in [

@@ -224,6 +224,12 @@ impl Executor {
                 }
                 None => self.keep_both(source, destination).await,
             },
+            Action::SetAside {
+                kept_side,
+                kept,
+                new,
+                share,
+            } => self.set_aside(*kept_side, kept, new, *share).await,
         }
     }
 
@@ -575,6 +581,77 @@ impl Executor {
         Ok(updates)
     }
 
+    /// Carries out [`Action::SetAside`]: the kept copy of a settled deletion moves to a free
+    /// conflict name on its own side and the new file takes the path. The renamed copy keeps
+    /// the settled absence of the other side (or, with `share`, is copied there too). If the
+    /// new file cannot be copied, the kept copy is moved back, so the next run finds what this
+    /// one found instead of a renamed copy without a base.
+    async fn set_aside(
+        &self,
+        kept_side: Side,
+        kept: &Entry,
+        new: &Entry,
+        share: bool,
+    ) -> Result<Vec<BaseUpdate>, Error> {
+        let new_side = kept_side.other();
+        if !self.still_as_listed(kept_side, kept).await? {
+            return Err(Error::PreconditionFailed {
+                backend: self.client(kept_side).backend(),
+                path: kept.path.to_string(),
+                source: Some("the file vanished during the sync".into()),
+            });
+        }
+        let aside = self.conflict_name(&kept.path, kept_side).await?;
+        let client = self.client(kept_side);
+        let moved = self
+            .retry(|| client.rename_opts(&kept.path, &aside, TransferOptions::default()))
+            .await?;
+        tracing::info!(path = %kept.path, kept_as = %aside, "a new file took the path of a settled deletion; the kept copy is set aside");
+        let written = match self
+            .transfer(
+                new_side,
+                &new.path,
+                kept_side,
+                &new.path,
+                WriteMode::Create,
+                new,
+            )
+            .await
+        {
+            Ok(w) => w,
+            Err(e) => {
+                if let Err(undo) = self
+                    .retry(|| client.rename_opts(&aside, &kept.path, TransferOptions::default()))
+                    .await
+                {
+                    tracing::error!(path = %kept.path, kept_as = %aside, error = %undo, "could not move the kept copy back");
+                }
+                return Err(e);
+            }
+        };
+        let mut updates = vec![BaseUpdate::Put(record(new_side, new, &written))];
+        if share {
+            let copied = self
+                .transfer(
+                    kept_side,
+                    &moved.path,
+                    new_side,
+                    &moved.path,
+                    WriteMode::Create,
+                    &moved,
+                )
+                .await?;
+            updates.push(BaseUpdate::Put(record(kept_side, &moved, &copied)));
+        } else {
+            updates.push(BaseUpdate::Put(BaseRecord::settled_absence(
+                moved.path.clone(),
+                new_side,
+                SideRecord::from_entry(&moved),
+            )));
+        }
+        Ok(updates)
+    }
+
     /// Runs `op`, retrying transient errors with exponential backoff.
     async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, Error>
     where
@@ -603,11 +680,11 @@ fn record(from: Side, from_entry: &Entry, written: &Entry) -> BaseRecord {
         Side::Source => (from_entry, written),
         Side::Destination => (written, from_entry),
     };
-    BaseRecord {
-        path: from_entry.path.clone(),
-        source: SideRecord::from_entry(source),
-        destination: SideRecord::from_entry(destination),
-    }
+    BaseRecord::new(
+        from_entry.path.clone(),
+        SideRecord::from_entry(source),
+        SideRecord::from_entry(destination),
+    )
 }
 
 /// Batches base updates into transactions, each after a durability barrier on both sides.

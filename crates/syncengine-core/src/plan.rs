@@ -52,6 +52,20 @@ pub enum Action {
         /// The winner, or `None` to keep both.
         winner: Option<Side>,
     },
+    /// A new file took the path of a settled deletion (a camera restarting at
+    /// `IMG_0001.JPG`): rename the kept copy to a conflict name on `kept_side`, then copy
+    /// `new` from the other side to `kept_side` at the path. The renamed copy's base keeps the
+    /// settled absence of the other side, unless `share` copies it there too.
+    SetAside {
+        /// The side holding the kept copy.
+        kept_side: Side,
+        /// The kept copy, as listed on `kept_side`.
+        kept: Entry,
+        /// The new file, as listed on the other side.
+        new: Entry,
+        /// Also copy the renamed kept copy to the other side.
+        share: bool,
+    },
 }
 
 impl Action {
@@ -61,6 +75,7 @@ impl Action {
             Action::Copy { entry, .. } | Action::Delete { entry, .. } => &entry.path,
             Action::Rename { to, .. } => &to.path,
             Action::Conflict { source, .. } => &source.path,
+            Action::SetAside { new, .. } => &new.path,
         }
     }
 
@@ -81,6 +96,10 @@ impl Action {
                 Some(Side::Destination) => ActionKind::Download,
                 None => ActionKind::ConflictRename(Side::Source),
             },
+            Action::SetAside { kept_side, .. } => match kept_side {
+                Side::Source => ActionKind::Download,
+                Side::Destination => ActionKind::Upload,
+            },
         }
     }
 
@@ -98,6 +117,9 @@ impl Action {
                 Some(Side::Destination) => destination.size,
                 None => source.size + destination.size,
             },
+            Action::SetAside {
+                kept, new, share, ..
+            } => new.size + if *share { kept.size } else { 0 },
         }
     }
 
@@ -136,6 +158,19 @@ impl Action {
                     }
                 }
             }
+            Action::SetAside {
+                kept_side,
+                kept,
+                new,
+                share,
+            } => {
+                stats.conflicts += 1;
+                stats.conflict_paths.push(new.path.clone());
+                count_copy(stats, kept_side.other(), new.size);
+                if *share {
+                    count_copy(stats, *kept_side, kept.size);
+                }
+            }
         }
     }
 }
@@ -168,6 +203,10 @@ pub struct Plan {
     pub destination_files: u64,
     /// Records in the base.
     pub base_files: u64,
+    /// Records in the base that hold a version on the source (not a settled absence).
+    pub base_source_files: u64,
+    /// Records in the base that hold a version on the destination.
+    pub base_destination_files: u64,
     /// Paths left alone on purpose (ignored, skipped by the backend).
     pub skipped: u64,
     /// Warnings for the user.
@@ -175,6 +214,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Base records that hold a version on `side`: what that side had after the last sync.
+    pub fn base_files_on(&self, side: Side) -> u64 {
+        match side {
+            Side::Source => self.base_source_files,
+            Side::Destination => self.base_destination_files,
+        }
+    }
+
     /// Files the plan deletes on `side` (renames are not deletes).
     pub fn deletes_on(&self, side: Side) -> u64 {
         self.actions

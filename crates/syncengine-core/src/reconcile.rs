@@ -136,6 +136,14 @@ impl Reconciler {
             };
             let b = if b_head.as_ref().is_some_and(|b| b.path == path) {
                 plan.base_files += 1;
+                match b_head.as_ref().and_then(|b| b.settled) {
+                    Some(Side::Source) => plan.base_destination_files += 1,
+                    Some(Side::Destination) => plan.base_source_files += 1,
+                    None => {
+                        plan.base_source_files += 1;
+                        plan.base_destination_files += 1;
+                    }
+                }
                 std::mem::replace(&mut b_head, base.next().await.transpose()?)
             } else {
                 None
@@ -159,16 +167,25 @@ impl Reconciler {
         gone: &mut Vec<Gone>,
         appeared: &mut Vec<Appeared>,
     ) {
-        let sc = classify(s.as_ref(), b.as_ref().map(|b| &b.source), &self.source_caps);
+        // A side whose absence the base settled is classified as if it had no base: absent
+        // (still) or added (a new file at the path).
+        let sc = classify(
+            s.as_ref(),
+            b.as_ref().and_then(|b| b.present(Side::Source)),
+            &self.source_caps,
+        );
         let dc = classify(
             d.as_ref(),
-            b.as_ref().map(|b| &b.destination),
+            b.as_ref().and_then(|b| b.present(Side::Destination)),
             &self.destination_caps,
         );
+        let settled = b.as_ref().and_then(|b| b.settled);
         let mut obs = Observation::new(sc, dc);
+        obs.settled = settled;
+        // Both changed, or a new file met the kept copy of a settled deletion: is it the same?
+        let settled_meets_kept = settled.is_some_and(|x| obs.change(x) == Change::Added);
         if let (Some(se), Some(de)) = (&s, &d)
-            && sc.is_changed()
-            && dc.is_changed()
+            && ((sc.is_changed() && dc.is_changed()) || settled_meets_kept)
         {
             obs.contents_equal = self.contents_equal(se, de).await;
             if obs.contents_equal != Some(true) {
@@ -188,11 +205,11 @@ impl Reconciler {
                     && dc == Change::Unchanged
                     && !(base.source.describes(se) && base.destination.describes(de))
                 {
-                    plan.state_updates.push(BaseUpdate::Put(BaseRecord {
-                        path: path.clone(),
-                        source: SideRecord::from_entry(se),
-                        destination: SideRecord::from_entry(de),
-                    }));
+                    plan.state_updates.push(BaseUpdate::Put(BaseRecord::new(
+                        path.clone(),
+                        SideRecord::from_entry(se),
+                        SideRecord::from_entry(de),
+                    )));
                 }
                 // Half of a backup-mode rename: the kept side moved a file whose backup stays.
                 if let Some(base) = &b {
@@ -201,11 +218,48 @@ impl Reconciler {
             }
             Decision::Record => {
                 if let (Some(se), Some(de)) = (&s, &d) {
-                    plan.state_updates.push(BaseUpdate::Put(BaseRecord {
-                        path: path.clone(),
-                        source: SideRecord::from_entry(se),
-                        destination: SideRecord::from_entry(de),
-                    }));
+                    plan.state_updates.push(BaseUpdate::Put(BaseRecord::new(
+                        path.clone(),
+                        SideRecord::from_entry(se),
+                        SideRecord::from_entry(de),
+                    )));
+                }
+            }
+            Decision::Settle(absent) => {
+                let kept = match absent {
+                    Side::Source => &d,
+                    Side::Destination => &s,
+                };
+                if let Some(kept) = kept {
+                    let already = b.as_ref().is_some_and(|base| {
+                        base.settled == Some(absent) && base.side(absent.other()).describes(kept)
+                    });
+                    if !already {
+                        plan.state_updates
+                            .push(BaseUpdate::Put(BaseRecord::settled_absence(
+                                path.clone(),
+                                absent,
+                                SideRecord::from_entry(kept),
+                            )));
+                    }
+                }
+                // Half of a backup-mode rename: the kept side moved a file whose backup stays.
+                if let Some(base) = &b {
+                    self.note_gone(sc, dc, &s, &d, base, None, gone);
+                }
+            }
+            Decision::SetAside { kept, share } => {
+                let (kept_entry, new_entry) = match kept {
+                    Side::Source => (s, d),
+                    Side::Destination => (d, s),
+                };
+                if let (Some(kept_entry), Some(new_entry)) = (kept_entry, new_entry) {
+                    plan.actions.push(Action::SetAside {
+                        kept_side: kept,
+                        kept: kept_entry,
+                        new: new_entry,
+                        share,
+                    });
                 }
             }
             Decision::Forget => plan.state_updates.push(BaseUpdate::Remove(path.clone())),

@@ -1,7 +1,10 @@
 //! [`StateStore`]: the base state of one pair, and [`PairLock`]: one run per pair at a time.
 //!
 //! The base is what both sides looked like after the last successful sync of a pair: per path
-//! the size, mtime, etag, hash and file id on each side ([`BaseRecord`]). It lives in one
+//! the size, mtime, etag, hash and file id on each side ([`BaseRecord`]), or, for one side,
+//! a *settled absence*: that side deleted the path and the mode chose not to propagate the
+//! deletion (a backup mode's "no action (backup preserved)"), so the other side's copy is
+//! one-sided from then on ([`BaseRecord::settled`]). It lives in one
 //! SQLite database per pair, `<state_dir>/<pair id>.db`, in WAL mode with
 //! `synchronous=NORMAL`: a crash may lose the last few committed batches, never corrupt the
 //! file, and a lost batch only makes the next run re-plan work that was already done.
@@ -14,6 +17,10 @@
 //! - A database that cannot be read (garbage, truncated pages, a schema from a newer
 //!   syncengine, a foreign SQLite file) is an error, never an empty base: an empty base would
 //!   turn every deletion of a `TWO_WAY` run into a re-download.
+//! - Schema version 2 added settled absences (a nullable `settled` column; version 1
+//!   databases are migrated in place when opened) and the `initial_sync_done` mark (see
+//!   [`StateStore::initial_sync_pending`]). Tables of other subsystems live next to `base`
+//!   and `meta`, each created with `CREATE TABLE IF NOT EXISTS`.
 //! - The methods are synchronous; async callers run them in `spawn_blocking`. Only
 //!   [`StateStore::stream`] returns a stream, fed by a thread of its own.
 //!
@@ -26,13 +33,10 @@
 //! assert!(store.is_initial()?);
 //! let side = SideRecord { size: 4, mtime_nanos: Some(1), etag: None, hash: None, file_id: None };
 //! let path = RelPath::new("notes/todo.txt")?;
-//! store.apply(&[BaseUpdate::Put(BaseRecord {
-//!     path: path.clone(),
-//!     source: side.clone(),
-//!     destination: side,
-//! })])?;
+//! store.apply(&[BaseUpdate::Put(BaseRecord::new(path.clone(), side.clone(), side))])?;
 //! store.mark_completed()?;
-//! assert!(!store.is_initial()?);
+//! store.mark_initial_sync_done()?;
+//! assert!(!store.is_initial()? && !store.initial_sync_pending()?);
 //! assert_eq!(store.get(&path)?.map(|r| r.source.size), Some(4));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -55,7 +59,7 @@ use crate::mode::Side;
 use crate::path::RelPath;
 
 /// The schema version this code writes. A database with a higher version is refused.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Records per page of [`StateStore::stream`]; also the size of one channel message.
 const STREAM_PAGE: usize = 1000;
@@ -67,7 +71,11 @@ const STREAM_CHANNEL: usize = 2;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SELECT_COLUMNS: &str = "SELECT path, s_size, s_mtime, s_etag, s_hash, s_file_id, \
-                              d_size, d_mtime, d_etag, d_hash, d_file_id FROM base";
+                              d_size, d_mtime, d_etag, d_hash, d_file_id, settled FROM base";
+
+/// Values of the `settled` column: which side's absence is settled (NULL: neither).
+const SETTLED_SOURCE: i64 = 0;
+const SETTLED_DESTINATION: i64 = 1;
 
 /// What the base remembers about one side of one path.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -120,6 +128,10 @@ impl SideRecord {
 }
 
 /// The base of one path: both sides as they were after the last sync that touched it.
+///
+/// When [`settled`](BaseRecord::settled) names a side, that side's record is meaningless
+/// (all defaults): the side holds nothing at the path, on purpose, and only the other side's
+/// record describes a version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BaseRecord {
     /// The path, the same on both sides.
@@ -128,14 +140,53 @@ pub struct BaseRecord {
     pub source: SideRecord,
     /// The destination side.
     pub destination: SideRecord,
+    /// The side whose absence is settled: it deleted the path and the mode chose not to
+    /// propagate that (e.g. `SOURCE_BACKUP`'s "no action (backup preserved)"). The other
+    /// side's copy is one-sided from then on: a later `TWO_WAY` run copies it back instead of
+    /// reading the old deletion as a delete to carry out.
+    pub settled: Option<Side>,
 }
 
 impl BaseRecord {
-    /// Returns the record of one side.
+    /// A record of a path both sides hold.
+    pub fn new(path: RelPath, source: SideRecord, destination: SideRecord) -> Self {
+        BaseRecord {
+            path,
+            source,
+            destination,
+            settled: None,
+        }
+    }
+
+    /// A record of a path `absent` deleted on purpose while the other side kept `kept`.
+    pub fn settled_absence(path: RelPath, absent: Side, kept: SideRecord) -> Self {
+        let (source, destination) = match absent {
+            Side::Source => (SideRecord::default(), kept),
+            Side::Destination => (kept, SideRecord::default()),
+        };
+        BaseRecord {
+            path,
+            source,
+            destination,
+            settled: Some(absent),
+        }
+    }
+
+    /// Returns the record of one side (meaningless for a [settled](BaseRecord::settled) side;
+    /// see [`present`](BaseRecord::present)).
     pub fn side(&self, side: Side) -> &SideRecord {
         match side {
             Side::Source => &self.source,
             Side::Destination => &self.destination,
+        }
+    }
+
+    /// Returns the record of one side, or `None` when that side's absence is settled.
+    pub fn present(&self, side: Side) -> Option<&SideRecord> {
+        if self.settled == Some(side) {
+            None
+        } else {
+            Some(self.side(side))
         }
     }
 }
@@ -297,6 +348,45 @@ impl StateStore {
         Ok(v.map(nanos_to_system_time))
     }
 
+    /// Returns true until [`mark_initial_sync_done`](StateStore::mark_initial_sync_done) has
+    /// been called once on this database: the pair's first plan has not ended normally yet, so
+    /// an initial-sync preference still applies.
+    ///
+    /// Unlike [`is_initial`](StateStore::is_initial), a first run that ended with per-file
+    /// errors counts as done: after it, one-sided paths are ordinary additions, whatever the
+    /// preference said.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be read.
+    pub fn initial_sync_pending(&self) -> Result<bool, SyncError> {
+        let conn = self.conn()?;
+        let v: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'initial_sync_done'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err("reading the initial-sync mark", e))?;
+        Ok(v.is_none())
+    }
+
+    /// Records that the pair's first plan ended normally (the executor finished it, per-file
+    /// errors allowed). Keeps the first time it was recorded.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be written.
+    pub fn mark_initial_sync_done(&self) -> Result<(), SyncError> {
+        let now = system_time_to_nanos(SystemTime::now());
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('initial_sync_done', ?1)",
+            params![now],
+        )
+        .map_err(|e| self.err("recording the end of the initial sync", e))?;
+        Ok(())
+    }
+
     /// Records that a run of this pair completed now.
     ///
     /// # Errors
@@ -353,8 +443,8 @@ impl StateStore {
             let mut put = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO base(path, s_size, s_mtime, s_etag, s_hash, \
-                     s_file_id, d_size, d_mtime, d_etag, d_hash, d_file_id) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     s_file_id, d_size, d_mtime, d_etag, d_hash, d_file_id, settled) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(ctx)?;
             let mut remove = tx
@@ -376,6 +466,10 @@ impl StateStore {
                             d.etag,
                             d.hash.as_ref().map(ContentHash::to_token),
                             d.file_id.map(file_id_to_sql),
+                            r.settled.map(|side| match side {
+                                Side::Source => SETTLED_SOURCE,
+                                Side::Destination => SETTLED_DESTINATION,
+                            }),
                         ])
                         .map_err(ctx)?;
                     }
@@ -573,8 +667,32 @@ fn init_schema(conn: &mut Connection) -> Result<(), SyncError> {
                      {SCHEMA_VERSION})"
                 )));
             }
-            // Future migrations go here, one step per version.
-            Some(v) if v >= 1 && has("base") => {}
+            // Migrations, one step per version.
+            Some(1) if has("base") => {
+                // Settled absences: NULL (no side) for every existing record, which is what
+                // a version 1 base meant. ADD COLUMN does not rewrite the table.
+                tx.execute_batch("ALTER TABLE base ADD COLUMN settled INTEGER;")
+                    .map_err(ctx)?;
+                // Version 1 had no initial-sync mark. A completed run surely ended its first
+                // plan; so, presumably, did a base with records but no completed run (the
+                // case of one permanent per-file error, where an authoritative preference kept
+                // deleting later additions). Counting it as done is the safe side: merging
+                // deletes nothing, and an explicit preference is then reported as ignored.
+                tx.execute_batch(
+                    "INSERT OR IGNORE INTO meta(key, value)
+                         SELECT 'initial_sync_done', value FROM meta
+                         WHERE key = 'last_completed';
+                     INSERT OR IGNORE INTO meta(key, value)
+                         SELECT 'initial_sync_done', 0 WHERE EXISTS (SELECT 1 FROM base);",
+                )
+                .map_err(ctx)?;
+                tx.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                    params![SCHEMA_VERSION],
+                )
+                .map_err(ctx)?;
+            }
+            Some(v) if v >= 2 && has("base") => {}
             _ => {
                 return Err(SyncError::State(
                     "not a syncengine state database (schema version or base table missing)".into(),
@@ -591,7 +709,8 @@ fn init_schema(conn: &mut Connection) -> Result<(), SyncError> {
                  s_size INTEGER NOT NULL, s_mtime INTEGER, s_etag TEXT, s_hash TEXT,
                  s_file_id INTEGER,
                  d_size INTEGER NOT NULL, d_mtime INTEGER, d_etag TEXT, d_hash TEXT,
-                 d_file_id INTEGER
+                 d_file_id INTEGER,
+                 settled INTEGER
              ) WITHOUT ROWID;",
         )
         .map_err(ctx)?;
@@ -605,6 +724,8 @@ fn init_schema(conn: &mut Connection) -> Result<(), SyncError> {
             "not a syncengine state database (it holds tables {tables:?} but no meta table)"
         )));
     }
+    // Tables of other subsystems go here, each `CREATE TABLE IF NOT EXISTS` (no version bump
+    // needed for a new table).
     tx.commit().map_err(ctx)
 }
 
@@ -734,14 +855,22 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<BaseRecord, SyncError>> {
     };
     let source = side(1)?;
     let destination = side(6)?;
+    let settled: Option<i64> = row.get(11)?;
     Ok((|| {
         let malformed =
             |what: String| SyncError::State(format!("malformed base record for {path:?}: {what}"));
         let rel = RelPath::new(path.clone()).map_err(|e| malformed(e.to_string()))?;
+        let settled = match settled {
+            None => None,
+            Some(SETTLED_SOURCE) => Some(Side::Source),
+            Some(SETTLED_DESTINATION) => Some(Side::Destination),
+            Some(v) => return Err(malformed(format!("unknown settled side {v}"))),
+        };
         Ok(BaseRecord {
             path: rel,
             source: source.map_err(malformed)?,
             destination: destination.map_err(malformed)?,
+            settled,
         })
     })())
 }
@@ -809,14 +938,14 @@ mod tests {
     }
 
     fn rec(path: &str, size: u64) -> BaseRecord {
-        BaseRecord {
-            path: rp(path),
-            source: side(size),
-            destination: SideRecord {
+        BaseRecord::new(
+            rp(path),
+            side(size),
+            SideRecord {
                 size,
                 ..SideRecord::default()
             },
-        }
+        )
     }
 
     #[test]
@@ -1134,6 +1263,141 @@ mod tests {
         assert!(store.get(&rp("x")).is_err());
         let all: Result<Vec<_>, _> = store.stream().try_collect().await;
         assert!(all.is_err());
+    }
+
+    #[tokio::test]
+    async fn settled_absences_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "settled").unwrap();
+        let kept = side(9);
+        let a = BaseRecord::settled_absence(rp("a"), Side::Source, kept.clone());
+        let b = BaseRecord::settled_absence(rp("b"), Side::Destination, kept.clone());
+        let c = rec("c", 3);
+        store
+            .apply(&[
+                BaseUpdate::Put(a.clone()),
+                BaseUpdate::Put(b.clone()),
+                BaseUpdate::Put(c.clone()),
+            ])
+            .unwrap();
+        assert_eq!(store.get(&rp("a")).unwrap(), Some(a.clone()));
+        assert_eq!(a.present(Side::Source), None);
+        assert_eq!(a.present(Side::Destination), Some(&kept));
+        assert_eq!(b.present(Side::Destination), None);
+        assert_eq!(c.present(Side::Source), Some(&c.source));
+        drop(store);
+        let store = StateStore::open(dir.path(), "settled").unwrap();
+        let all: Vec<BaseRecord> = store.stream().try_collect().await.unwrap();
+        assert_eq!(all, vec![a, b, c.clone()]);
+        // A later Put of the path (the kept copy was copied back) clears the settlement.
+        store.apply(&[BaseUpdate::Put(rec("a", 9))]).unwrap();
+        assert_eq!(store.get(&rp("a")).unwrap().unwrap().settled, None);
+        // An unknown side value is a malformed record, not a guess.
+        store
+            .conn()
+            .unwrap()
+            .execute("UPDATE base SET settled = 7 WHERE path = 'c'", [])
+            .unwrap();
+        assert!(store.get(&rp("c")).is_err());
+    }
+
+    #[test]
+    fn initial_sync_mark_is_separate_from_completed_runs() {
+        let store = StateStore::open_in_memory().unwrap();
+        assert!(store.initial_sync_pending().unwrap());
+        // Records alone (a killed first run) do not end the initial sync.
+        store.apply(&[BaseUpdate::Put(rec("a", 1))]).unwrap();
+        assert!(store.initial_sync_pending().unwrap());
+        store.mark_initial_sync_done().unwrap();
+        assert!(!store.initial_sync_pending().unwrap());
+        // A first run with errors: initial done, but no completed run.
+        assert!(store.is_initial().unwrap());
+        store.mark_initial_sync_done().unwrap();
+        assert!(!store.initial_sync_pending().unwrap());
+    }
+
+    /// Writes a version 1 database the way the previous release did.
+    fn write_v1(dir: &Path, id: &str, records: &[(&str, u64)], completed: bool) -> PathBuf {
+        let path = dir.join(format!("{}.db", file_stem(id)));
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+             CREATE TABLE base(
+                 path TEXT PRIMARY KEY,
+                 s_size INTEGER NOT NULL, s_mtime INTEGER, s_etag TEXT, s_hash TEXT,
+                 s_file_id INTEGER,
+                 d_size INTEGER NOT NULL, d_mtime INTEGER, d_etag TEXT, d_hash TEXT,
+                 d_file_id INTEGER
+             ) WITHOUT ROWID;
+             INSERT INTO meta(key, value) VALUES ('schema_version', 1), ('created', 5);",
+        )
+        .unwrap();
+        for (p, size) in records {
+            conn.execute(
+                "INSERT INTO base(path, s_size, s_mtime, d_size, d_mtime) VALUES (?1, ?2, 7, ?2, 7)",
+                params![p, *size as i64],
+            )
+            .unwrap();
+        }
+        if completed {
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('last_completed', 1234)",
+                [],
+            )
+            .unwrap();
+        }
+        path
+    }
+
+    #[test]
+    fn version_1_databases_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        // A pair whose runs completed.
+        write_v1(dir.path(), "done", &[("a", 1), ("b/c", 2)], true);
+        let store = StateStore::open(dir.path(), "done").unwrap();
+        let a = store.get(&rp("a")).unwrap().unwrap();
+        assert_eq!((a.source.size, a.settled), (1, None));
+        assert_eq!(a.source.mtime_nanos, Some(7));
+        assert!(!store.initial_sync_pending().unwrap());
+        assert!(!store.is_initial().unwrap());
+        // The new column works after the migration.
+        store
+            .apply(&[BaseUpdate::Put(BaseRecord::settled_absence(
+                rp("a"),
+                Side::Source,
+                side(1),
+            ))])
+            .unwrap();
+        assert_eq!(
+            store.get(&rp("a")).unwrap().unwrap().settled,
+            Some(Side::Source)
+        );
+        let version: i64 = store
+            .conn()
+            .unwrap()
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(store);
+        // Opening again does not migrate twice.
+        let store = StateStore::open(dir.path(), "done").unwrap();
+        assert_eq!(store.count().unwrap(), 2);
+
+        // Records but no completed run (a permanent per-file error): the initial sync is over.
+        write_v1(dir.path(), "errors", &[("a", 1)], false);
+        let store = StateStore::open(dir.path(), "errors").unwrap();
+        assert!(!store.initial_sync_pending().unwrap());
+        assert!(store.is_initial().unwrap());
+
+        // Created but never run: still initial.
+        write_v1(dir.path(), "fresh", &[], false);
+        let store = StateStore::open(dir.path(), "fresh").unwrap();
+        assert!(store.initial_sync_pending().unwrap());
     }
 
     #[test]

@@ -70,6 +70,7 @@ fn every_input() -> Vec<(Policy, Observation)> {
                                         destination,
                                         contents_equal,
                                         newer,
+                                        settled: None,
                                     };
                                     all.push((policy, obs));
                                 }
@@ -247,7 +248,8 @@ fn source_backup_modify_file_at_destination_downloads() {
 
 #[test]
 fn source_backup_delete_file_at_source_no_action_backup_preserved() {
-    assert_eq!(run(SB, Deleted, Unchanged), Decision::Nothing);
+    // No storage change; the base records the source's absence as settled.
+    assert_eq!(run(SB, Deleted, Unchanged), Decision::Settle(Src));
 }
 
 #[test]
@@ -257,8 +259,8 @@ fn source_backup_delete_file_at_destination_reuploads_from_source() {
 
 #[test]
 fn source_backup_rename_file_at_source_renames_at_destination_old_backup_kept() {
-    // The old name stays on the destination...
-    assert_eq!(run(SB, Deleted, Unchanged), Decision::Nothing);
+    // The old name stays on the destination (settled)...
+    assert_eq!(run(SB, Deleted, Unchanged), Decision::Settle(Src));
     // ...and the new name is uploaded next to it.
     assert_eq!(run(SB, Added, Absent), Decision::Copy(Src));
 }
@@ -338,12 +340,12 @@ fn destination_backup_delete_file_at_source_redownloads_from_destination() {
 
 #[test]
 fn destination_backup_delete_file_at_destination_no_action_backup_preserved() {
-    assert_eq!(run(DB, Unchanged, Deleted), Decision::Nothing);
+    assert_eq!(run(DB, Unchanged, Deleted), Decision::Settle(Dst));
 }
 
 #[test]
 fn destination_backup_rename_file_at_destination_renames_at_source_old_backup_kept() {
-    assert_eq!(run(DB, Unchanged, Deleted), Decision::Nothing);
+    assert_eq!(run(DB, Unchanged, Deleted), Decision::Settle(Dst));
     assert_eq!(run(DB, Absent, Added), Decision::Copy(Dst));
 }
 
@@ -371,6 +373,7 @@ fn initial_merge_copies_both_ways_and_deletes_nothing() {
                         destination: d,
                         contents_equal: eq,
                         newer,
+                        settled: None,
                     };
                     assert!(
                         !matches!(decide(&p, &obs), Decision::Delete(_)),
@@ -669,8 +672,9 @@ fn source_backup_modify_vs_delete_keeps_both_edits() {
 
 #[test]
 fn destination_backup_modify_vs_delete_never_uploads_or_deletes() {
-    // The source edit cannot be uploaded and the destination delete is not propagated.
-    assert_eq!(run(DB, Modified, Deleted), Decision::Nothing);
+    // The source edit cannot be uploaded and the destination delete is not propagated: the
+    // destination's absence is settled, the source keeps its edit.
+    assert_eq!(run(DB, Modified, Deleted), Decision::Settle(Dst));
     // Source delete is re-downloaded from the destination's edited version.
     assert_eq!(run(DB, Deleted, Modified), Decision::Copy(Dst));
 }
@@ -830,6 +834,7 @@ fn two_way_is_symmetric_under_swapping_sides() {
             destination: obs.source,
             contents_equal: obs.contents_equal,
             newer: obs.newer.map(Side::other),
+            settled: None,
         };
         assert_eq!(
             decide(&swapped_policy, &swapped_obs),
@@ -855,6 +860,7 @@ fn source_to_destination_mirrors_destination_to_source() {
             destination: obs.source,
             contents_equal: obs.contents_equal,
             newer: obs.newer.map(Side::other),
+            settled: None,
         };
         let dts = Policy {
             mode: DTS,
@@ -956,4 +962,290 @@ fn every_decision_respects_the_mode_properties() {
         checked += 1;
     }
     assert_eq!(checked, 5 * 2 * 3 * 4 * 5 * 5 * 3 * 3);
+}
+
+// ---------------------------------------------------------------------------------------
+// Settled deletions (SEMANTICS: "Settled deletions")
+// ---------------------------------------------------------------------------------------
+
+/// Decides with the default policy of `mode`, with `absent`'s absence settled in the base.
+fn run_settled(mode: SyncMode, absent: Side, source: Change, destination: Change) -> Decision {
+    decide(
+        &Policy::new(mode),
+        &Observation::new(source, destination).with_settled(absent),
+    )
+}
+
+/// `(absent side's change, kept side's change)` as `(source, destination)`.
+fn sides(absent: Side, absent_change: Change, kept_change: Change) -> (Change, Change) {
+    match absent {
+        Src => (absent_change, kept_change),
+        Dst => (kept_change, absent_change),
+    }
+}
+
+#[test]
+fn settled_two_way_copies_the_kept_copy_back_never_deletes_it() {
+    for absent in [Src, Dst] {
+        for kept_change in [Unchanged, Modified] {
+            let (s, d) = sides(absent, Absent, kept_change);
+            assert_eq!(
+                run_settled(SyncMode::TwoWay, absent, s, d),
+                Decision::Copy(absent.other()),
+                "{absent} {kept_change:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn settled_mirror_modes_treat_the_kept_copy_as_one_sided() {
+    for kept_change in [Unchanged, Modified] {
+        // Source-backup kept a copy on the destination; the source is authoritative: the
+        // copy is an extra file on the destination and goes (through a normal delete).
+        assert_eq!(
+            run_settled(STD, Src, Absent, kept_change),
+            Decision::Delete(Dst)
+        );
+        // The destination is authoritative: the copy is downloaded.
+        assert_eq!(
+            run_settled(DTS, Src, Absent, kept_change),
+            Decision::Copy(Dst)
+        );
+        assert_eq!(
+            run_settled(DTS, Dst, kept_change, Absent),
+            Decision::Delete(Src)
+        );
+        assert_eq!(
+            run_settled(STD, Dst, kept_change, Absent),
+            Decision::Copy(Src)
+        );
+    }
+}
+
+#[test]
+fn settled_backup_mode_of_the_deleting_side_keeps_the_copy_where_it_is() {
+    assert_eq!(run_settled(SB, Src, Absent, Unchanged), Decision::Nothing);
+    // An edit of the kept copy does not bring it back to the source: the base follows it.
+    assert_eq!(
+        run_settled(SB, Src, Absent, Modified),
+        Decision::Settle(Src)
+    );
+    assert_eq!(run_settled(DB, Dst, Unchanged, Absent), Decision::Nothing);
+    assert_eq!(
+        run_settled(DB, Dst, Modified, Absent),
+        Decision::Settle(Dst)
+    );
+}
+
+#[test]
+fn settled_other_backup_mode_backs_the_primary_copy_up() {
+    // Settled under DESTINATION_BACKUP (the destination deleted, the source kept a copy),
+    // now SOURCE_BACKUP: the source is primary, its file is uploaded.
+    for kept_change in [Unchanged, Modified] {
+        assert_eq!(
+            run_settled(SB, Dst, kept_change, Absent),
+            Decision::Copy(Src)
+        );
+        assert_eq!(
+            run_settled(DB, Src, Absent, kept_change),
+            Decision::Copy(Dst)
+        );
+    }
+}
+
+#[test]
+fn settled_and_kept_copy_gone_is_forgotten_in_every_mode() {
+    for mode in SyncMode::ALL {
+        for absent in [Src, Dst] {
+            let (s, d) = sides(absent, Absent, Deleted);
+            assert_eq!(
+                run_settled(mode, absent, s, d),
+                Decision::Forget,
+                "{mode} {absent}"
+            );
+        }
+    }
+}
+
+#[test]
+fn settled_new_file_after_the_kept_copy_went_is_an_ordinary_addition() {
+    for mode in SyncMode::ALL {
+        for absent in [Src, Dst] {
+            let (s, d) = sides(absent, Added, Deleted);
+            let (ps, pd) = sides(absent, Added, Absent);
+            assert_eq!(
+                run_settled(mode, absent, s, d),
+                run(mode, ps, pd),
+                "{mode} {absent}"
+            );
+            // Even while an initial preference would still apply: the path has a history.
+            for pref in ALL_PREFERENCES {
+                assert_eq!(
+                    decide(
+                        &initial(mode, pref),
+                        &Observation::new(s, d).with_settled(absent)
+                    ),
+                    run(mode, ps, pd),
+                    "{mode} {absent} {pref}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn settled_new_file_on_the_deleting_side_keeps_the_path_and_sets_the_copy_aside() {
+    // IMG_0001.JPG: the camera restarted its numbering on the source.
+    for kept_change in [Unchanged, Modified] {
+        for equal in [None, Some(false)] {
+            let obs = |absent: Side| {
+                let (s, d) = sides(absent, Added, kept_change);
+                let mut o = Observation::new(s, d).with_settled(absent);
+                o.contents_equal = equal;
+                o
+            };
+            let dec = |mode: SyncMode, absent: Side| decide(&Policy::new(mode), &obs(absent));
+            // The backup side keeps the old photo under a conflict name, settled.
+            assert_eq!(
+                dec(SB, Src),
+                Decision::SetAside {
+                    kept: Dst,
+                    share: false
+                }
+            );
+            assert_eq!(
+                dec(DB, Dst),
+                Decision::SetAside {
+                    kept: Src,
+                    share: false
+                }
+            );
+            // TWO_WAY shares the renamed copy with the other side at once.
+            assert_eq!(
+                dec(SyncMode::TwoWay, Src),
+                Decision::SetAside {
+                    kept: Dst,
+                    share: true
+                }
+            );
+            assert_eq!(
+                dec(SyncMode::TwoWay, Dst),
+                Decision::SetAside {
+                    kept: Src,
+                    share: true
+                }
+            );
+            // Settled under the other backup mode: the primary's copy is shared.
+            assert_eq!(
+                dec(SB, Dst),
+                Decision::SetAside {
+                    kept: Src,
+                    share: true
+                }
+            );
+            // DESTINATION_BACKUP never uploads the new source file: a plain conflict the
+            // destination wins (the source's new file is kept under a conflict name).
+            assert_eq!(dec(DB, Src), Decision::Conflict(Resolution::Winner(Dst)));
+            // Mirrors: the authoritative side wins outright.
+            assert_eq!(dec(STD, Src), Decision::Copy(Src));
+            assert_eq!(dec(STD, Dst), Decision::Copy(Src));
+            assert_eq!(dec(DTS, Src), Decision::Copy(Dst));
+            assert_eq!(dec(DTS, Dst), Decision::Copy(Dst));
+        }
+        // The same photo came back: recorded as synced.
+        for mode in SyncMode::ALL {
+            for absent in [Src, Dst] {
+                let (s, d) = sides(absent, Added, kept_change);
+                let o = Observation::new(s, d).with_settled(absent).with_equal(true);
+                assert_eq!(decide(&Policy::new(mode), &o), Decision::Record, "{mode}");
+            }
+        }
+    }
+}
+
+/// Every settled observation the reconciler can produce, under every policy.
+fn every_settled_input() -> Vec<(Policy, Observation)> {
+    let mut all = Vec::new();
+    for (policy, _) in every_input()
+        .into_iter()
+        .filter(|(_, o)| o.source == Absent && o.destination == Absent)
+        .filter(|(_, o)| o.contents_equal.is_none() && o.newer.is_none())
+    {
+        for absent in [Src, Dst] {
+            for absent_change in [Absent, Added] {
+                for kept_change in [Unchanged, Modified, Deleted] {
+                    for contents_equal in ALL_EQUAL {
+                        for newer in ALL_NEWER {
+                            let (s, d) = sides(absent, absent_change, kept_change);
+                            let obs = Observation {
+                                contents_equal,
+                                newer,
+                                ..Observation::new(s, d).with_settled(absent)
+                            };
+                            all.push((policy, obs));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn every_settled_decision_respects_the_mode_and_never_deletes_outside_mirrors() {
+    let mut checked = 0;
+    for (policy, obs) in every_settled_input() {
+        let m = policy.mode;
+        let absent = obs.settled.unwrap();
+        let decision = decide(&policy, &obs);
+        let ctx = format!("{m} {policy:?} {obs:?} -> {decision:?}");
+        let allows_copy_from = |side: Side| match side {
+            Src => m.allows_upload(),
+            Dst => m.allows_download(),
+        };
+        match decision {
+            Decision::Copy(side) | Decision::Conflict(Resolution::Winner(side)) => {
+                assert!(allows_copy_from(side), "copy not allowed: {ctx}");
+                assert!(obs.change(side).is_present(), "copies nothing: {ctx}");
+            }
+            Decision::Delete(side) => {
+                assert!(m.is_mirror(), "a settled deletion became a delete: {ctx}");
+                assert!(obs.change(side).is_present(), "deletes nothing: {ctx}");
+            }
+            Decision::SetAside { kept, share } => {
+                assert!(!m.is_mirror(), "set aside in a mirror: {ctx}");
+                assert_eq!(kept, absent.other(), "{ctx}");
+                assert_eq!(obs.change(absent), Added, "{ctx}");
+                assert!(obs.change(kept).is_present(), "{ctx}");
+                assert_ne!(obs.contents_equal, Some(true), "{ctx}");
+                assert!(allows_copy_from(absent), "new file cannot be copied: {ctx}");
+                if share {
+                    assert!(allows_copy_from(kept), "cannot share: {ctx}");
+                }
+            }
+            Decision::Settle(side) => {
+                assert!(!m.is_mirror() && m != SyncMode::TwoWay, "{ctx}");
+                assert_eq!(side, absent, "{ctx}");
+            }
+            Decision::Forget => assert!(
+                !obs.source.is_present() && !obs.destination.is_present(),
+                "{ctx}"
+            ),
+            Decision::Record => assert_eq!(obs.contents_equal, Some(true), "{ctx}"),
+            Decision::Nothing | Decision::Conflict(Resolution::KeepBoth) => {}
+        }
+        // The initial preference and the conflict strategy play no part: a settled record
+        // exists only once a plan has run.
+        let plain = Policy {
+            initial: false,
+            initial_preference: InitialSyncPreference::Merge,
+            conflict: ConflictStrategy::NewestWins,
+            ..policy
+        };
+        assert_eq!(decide(&plain, &obs), decision, "{ctx}");
+        checked += 1;
+    }
+    assert_eq!(checked, 5 * 2 * 3 * 4 * 2 * 2 * 3 * 3 * 3);
 }
