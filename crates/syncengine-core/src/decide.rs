@@ -22,10 +22,10 @@
 //!   deletion stays settled); the other backup mode copies it from its primary side to its
 //!   backup side. A new file at that path on the deleting side is [`Decision::SetAside`]: the
 //!   new file keeps the path, the kept copy is renamed to a conflict name on its own side and
-//!   inherits the settled absence (deleted photos never come back to the source) — except in
-//!   `TWO_WAY`, where the renamed copy is shared with the other side at once, and in
-//!   `DESTINATION_BACKUP` when the new file is on the source (which it never uploads): there
-//!   it is an ordinary conflict that the destination wins.
+//!   inherits the settled absence (deleted photos never come back to the source; a later
+//!   `TWO_WAY` run copies it back like any kept copy). `DESTINATION_BACKUP` never uploads, so
+//!   a new file on the source at a path the destination keeps is left alone (nothing is
+//!   copied; the settlement stands).
 
 use crate::mode::{ConflictStrategy, InitialSyncPreference, Side, SyncMode};
 
@@ -169,16 +169,10 @@ pub enum Decision {
     /// preserved)"): change no storage, and record the side's absence as settled, with the
     /// other side's current version as the kept copy.
     Settle(Side),
-    /// A new file appeared on the side whose absence was settled, while side `kept` still
-    /// holds the kept copy: rename the kept copy to a conflict name on `kept` (its base keeps
-    /// the settled absence of the other side, unless `share`), then copy the new file to
-    /// `kept` at the path. With `share` the renamed copy is also copied to the other side.
-    SetAside {
-        /// The side holding the kept copy.
-        kept: Side,
-        /// Copy the renamed kept copy to the other side as well.
-        share: bool,
-    },
+    /// A new file appeared on the side whose absence was settled, while this side still
+    /// holds the kept copy: rename the kept copy to a conflict name on this side (its base
+    /// keeps the settled absence of the other side), then copy the new file here at the path.
+    SetAside(Side),
 }
 
 /// Decides what to do about one path. Pure: same inputs, same answer.
@@ -360,14 +354,10 @@ fn settled(policy: &Policy, obs: &Observation, absent: Side) -> Decision {
             match policy.mode {
                 SyncMode::SourceToDestination => Decision::Copy(Side::Source),
                 SyncMode::DestinationToSource => Decision::Copy(Side::Destination),
-                // Never uploads: the new source file cannot take the path on the destination.
-                SyncMode::DestinationBackup if absent == Side::Source => {
-                    Decision::Conflict(Resolution::Winner(Side::Destination))
-                }
-                mode => Decision::SetAside {
-                    kept,
-                    share: one_sided_kept_copy(mode, absent, Unchanged) == Decision::Copy(kept),
-                },
+                // Never uploads: the new source file cannot take the path on the destination,
+                // and overwriting it with the kept copy would undo a source addition.
+                SyncMode::DestinationBackup if absent == Side::Source => Decision::Nothing,
+                _ => Decision::SetAside(kept),
             }
         }
         // Not produced by the reconciler (a settled side is classified without a base):

@@ -228,8 +228,7 @@ impl Executor {
                 kept_side,
                 kept,
                 new,
-                share,
-            } => self.set_aside(*kept_side, kept, new, *share).await,
+            } => self.set_aside(*kept_side, kept, new).await,
         }
     }
 
@@ -583,15 +582,14 @@ impl Executor {
 
     /// Carries out [`Action::SetAside`]: the kept copy of a settled deletion moves to a free
     /// conflict name on its own side and the new file takes the path. The renamed copy keeps
-    /// the settled absence of the other side (or, with `share`, is copied there too). If the
-    /// new file cannot be copied, the kept copy is moved back, so the next run finds what this
-    /// one found instead of a renamed copy without a base.
+    /// the settled absence of the other side. If the new file cannot be copied, the kept copy
+    /// is moved back, so the next run finds what this one found instead of a renamed copy
+    /// without a base.
     async fn set_aside(
         &self,
         kept_side: Side,
         kept: &Entry,
         new: &Entry,
-        share: bool,
     ) -> Result<Vec<BaseUpdate>, Error> {
         let new_side = kept_side.other();
         if !self.still_as_listed(kept_side, kept).await? {
@@ -629,26 +627,14 @@ impl Executor {
                 return Err(e);
             }
         };
-        let mut updates = vec![BaseUpdate::Put(record(new_side, new, &written))];
-        if share {
-            let copied = self
-                .transfer(
-                    kept_side,
-                    &moved.path,
-                    new_side,
-                    &moved.path,
-                    WriteMode::Create,
-                    &moved,
-                )
-                .await?;
-            updates.push(BaseUpdate::Put(record(kept_side, &moved, &copied)));
-        } else {
-            updates.push(BaseUpdate::Put(BaseRecord::settled_absence(
+        let updates = vec![
+            BaseUpdate::Put(record(new_side, new, &written)),
+            BaseUpdate::Put(BaseRecord::settled_absence(
                 moved.path.clone(),
                 new_side,
                 SideRecord::from_entry(&moved),
-            )));
-        }
+            )),
+        ];
         Ok(updates)
     }
 

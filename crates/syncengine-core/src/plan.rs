@@ -54,8 +54,8 @@ pub enum Action {
     },
     /// A new file took the path of a settled deletion (a camera restarting at
     /// `IMG_0001.JPG`): rename the kept copy to a conflict name on `kept_side`, then copy
-    /// `new` from the other side to `kept_side` at the path. The renamed copy's base keeps the
-    /// settled absence of the other side, unless `share` copies it there too.
+    /// `new` from the other side to `kept_side` at the path. The renamed copy stays on
+    /// `kept_side`, its base keeping the settled absence of the other side.
     SetAside {
         /// The side holding the kept copy.
         kept_side: Side,
@@ -63,8 +63,6 @@ pub enum Action {
         kept: Entry,
         /// The new file, as listed on the other side.
         new: Entry,
-        /// Also copy the renamed kept copy to the other side.
-        share: bool,
     },
 }
 
@@ -117,9 +115,7 @@ impl Action {
                 Some(Side::Destination) => destination.size,
                 None => source.size + destination.size,
             },
-            Action::SetAside {
-                kept, new, share, ..
-            } => new.size + if *share { kept.size } else { 0 },
+            Action::SetAside { new, .. } => new.size,
         }
     }
 
@@ -158,18 +154,10 @@ impl Action {
                     }
                 }
             }
-            Action::SetAside {
-                kept_side,
-                kept,
-                new,
-                share,
-            } => {
+            Action::SetAside { kept_side, new, .. } => {
                 stats.conflicts += 1;
                 stats.conflict_paths.push(new.path.clone());
                 count_copy(stats, kept_side.other(), new.size);
-                if *share {
-                    count_copy(stats, *kept_side, kept.size);
-                }
             }
         }
     }

@@ -248,7 +248,7 @@ impl Reconciler {
                     self.note_gone(sc, dc, &s, &d, base, None, gone);
                 }
             }
-            Decision::SetAside { kept, share } => {
+            Decision::SetAside(kept) => {
                 let (kept_entry, new_entry) = match kept {
                     Side::Source => (s, d),
                     Side::Destination => (d, s),
@@ -258,7 +258,6 @@ impl Reconciler {
                         kept_side: kept,
                         kept: kept_entry,
                         new: new_entry,
-                        share,
                     });
                 }
             }

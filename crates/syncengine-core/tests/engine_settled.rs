@@ -304,7 +304,7 @@ async fn new_file_at_a_settled_path_keeps_it_and_the_backup_becomes_a_conflict_c
 }
 
 #[tokio::test]
-async fn new_file_at_a_settled_path_in_two_way_shares_the_conflict_copy() {
+async fn new_file_at_a_settled_path_in_two_way_keeps_the_path_then_the_copy_comes_back() {
     let state = tempfile::tempdir().unwrap();
     let engine = SyncEngine::new(state.path());
     let s = Arc::new(MemoryClient::new());
@@ -320,32 +320,31 @@ async fn new_file_at_a_settled_path_in_two_way_shares_the_conflict_copy() {
         .await
         .unwrap();
     put(s.as_ref(), "IMG_0001.JPG", "new, and longer").await;
-    let stats = run(
-        &engine,
-        s.clone(),
-        d.clone(),
-        SyncMode::TwoWay,
-        SyncOptions::default(),
-    )
-    .await
-    .unwrap();
+    let tw = SyncMode::TwoWay;
+    let stats = run(&engine, s.clone(), d.clone(), tw, SyncOptions::default())
+        .await
+        .unwrap();
     assert_eq!(stats.conflicts, 1, "{stats:?}");
     assert_eq!(stats.deleted_destination + stats.deleted_source, 0);
     assert_eq!(files(&d)["IMG_0001.JPG"], "new, and longer");
-    assert_eq!(user_files(&s), user_files(&d));
-    let kept = conflict_copies(&s, "IMG_0001", ".JPG");
-    assert_eq!(kept.len(), 1, "{:?}", files(&s));
+    assert_eq!(files(&s)["IMG_0001.JPG"], "new, and longer");
+    let kept = conflict_copies(&d, "IMG_0001", "-destination.JPG");
+    assert_eq!(kept.len(), 1, "{:?}", files(&d));
     assert_eq!(kept[0].1, "old");
-    let again = run(
-        &engine,
-        s.clone(),
-        d.clone(),
-        SyncMode::TwoWay,
-        SyncOptions::default(),
-    )
-    .await
-    .unwrap();
-    assert!(again.is_noop(), "{again:?}");
+    // The set-aside copy inherited the settled absence: TWO_WAY copies it back next run.
+    let next = run(&engine, s.clone(), d.clone(), tw, SyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (next.downloaded, next.deleted_destination),
+        (1, 0),
+        "{next:?}"
+    );
+    assert_eq!(user_files(&s), user_files(&d));
+    let idle = run(&engine, s.clone(), d.clone(), tw, SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(idle.is_noop(), "{idle:?}");
 }
 
 #[tokio::test]

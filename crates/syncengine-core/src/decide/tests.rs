@@ -1107,46 +1107,16 @@ fn settled_new_file_on_the_deleting_side_keeps_the_path_and_sets_the_copy_aside(
             };
             let dec = |mode: SyncMode, absent: Side| decide(&Policy::new(mode), &obs(absent));
             // The backup side keeps the old photo under a conflict name, settled.
-            assert_eq!(
-                dec(SB, Src),
-                Decision::SetAside {
-                    kept: Dst,
-                    share: false
-                }
-            );
-            assert_eq!(
-                dec(DB, Dst),
-                Decision::SetAside {
-                    kept: Src,
-                    share: false
-                }
-            );
-            // TWO_WAY shares the renamed copy with the other side at once.
-            assert_eq!(
-                dec(SyncMode::TwoWay, Src),
-                Decision::SetAside {
-                    kept: Dst,
-                    share: true
-                }
-            );
-            assert_eq!(
-                dec(SyncMode::TwoWay, Dst),
-                Decision::SetAside {
-                    kept: Src,
-                    share: true
-                }
-            );
-            // Settled under the other backup mode: the primary's copy is shared.
-            assert_eq!(
-                dec(SB, Dst),
-                Decision::SetAside {
-                    kept: Src,
-                    share: true
-                }
-            );
-            // DESTINATION_BACKUP never uploads the new source file: a plain conflict the
-            // destination wins (the source's new file is kept under a conflict name).
-            assert_eq!(dec(DB, Src), Decision::Conflict(Resolution::Winner(Dst)));
+            assert_eq!(dec(SB, Src), Decision::SetAside(Dst));
+            assert_eq!(dec(DB, Dst), Decision::SetAside(Src));
+            // TWO_WAY too (a later run copies the settled copy back, like any kept copy).
+            assert_eq!(dec(SyncMode::TwoWay, Src), Decision::SetAside(Dst));
+            assert_eq!(dec(SyncMode::TwoWay, Dst), Decision::SetAside(Src));
+            // Settled under the other backup mode: the same rule.
+            assert_eq!(dec(SB, Dst), Decision::SetAside(Src));
+            // DESTINATION_BACKUP never uploads the new source file, and overwriting it with
+            // the kept copy would undo a source addition: left alone.
+            assert_eq!(dec(DB, Src), Decision::Nothing);
             // Mirrors: the authoritative side wins outright.
             assert_eq!(dec(STD, Src), Decision::Copy(Src));
             assert_eq!(dec(STD, Dst), Decision::Copy(Src));
@@ -1214,16 +1184,13 @@ fn every_settled_decision_respects_the_mode_and_never_deletes_outside_mirrors() 
                 assert!(m.is_mirror(), "a settled deletion became a delete: {ctx}");
                 assert!(obs.change(side).is_present(), "deletes nothing: {ctx}");
             }
-            Decision::SetAside { kept, share } => {
+            Decision::SetAside(kept) => {
                 assert!(!m.is_mirror(), "set aside in a mirror: {ctx}");
                 assert_eq!(kept, absent.other(), "{ctx}");
                 assert_eq!(obs.change(absent), Added, "{ctx}");
                 assert!(obs.change(kept).is_present(), "{ctx}");
                 assert_ne!(obs.contents_equal, Some(true), "{ctx}");
                 assert!(allows_copy_from(absent), "new file cannot be copied: {ctx}");
-                if share {
-                    assert!(allows_copy_from(kept), "cannot share: {ctx}");
-                }
             }
             Decision::Settle(side) => {
                 assert!(!m.is_mirror() && m != SyncMode::TwoWay, "{ctx}");
@@ -1234,7 +1201,8 @@ fn every_settled_decision_respects_the_mode_and_never_deletes_outside_mirrors() 
                 "{ctx}"
             ),
             Decision::Record => assert_eq!(obs.contents_equal, Some(true), "{ctx}"),
-            Decision::Nothing | Decision::Conflict(Resolution::KeepBoth) => {}
+            Decision::Conflict(Resolution::KeepBoth) => panic!("keep-both: {ctx}"),
+            Decision::Nothing => {}
         }
         // The initial preference and the conflict strategy play no part: a settled record
         // exists only once a plan has run.
