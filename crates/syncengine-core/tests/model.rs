@@ -31,7 +31,8 @@
 //! enables the kinds whose behaviours are fixed on main (see [`Kinds::ci`]); the others are
 //! listed there with the reason, and `scripts/model-campaign.sh` runs everything at length.
 //!
-//! Environment: `MODEL_CASES` (default 300), `MODEL_SEED` (default fixed), `MODEL_KINDS`
+//! Environment: `MODEL_CASES` or `PROPTEST_CASES` (default 300), `MODEL_SEED` or
+//! `PROPTEST_RNG_SEED` (default fixed), `MODEL_KINDS`
 //! (`ci` or `all`, or a comma list of kind names), `MODEL_CONTINUE=1` (count every failing
 //! schedule instead of stopping at the first), `MODEL_REPORT=<file>` (append each minimal
 //! failing schedule there).
@@ -1340,8 +1341,8 @@ fn campaign(kinds: &Kinds, cases: u64, seed: u64, keep_going: bool) -> (u64, Vec
 #[test]
 fn model_schedules_keep_every_version() {
     let kinds = Kinds::from_env();
-    let cases = env_u64("MODEL_CASES", 300);
-    let seed = env_u64("MODEL_SEED", 0x5EED_0008);
+    let cases = env_u64("MODEL_CASES", env_u64("PROPTEST_CASES", 300));
+    let seed = env_u64("MODEL_SEED", env_u64("PROPTEST_RNG_SEED", 0x5EED_0008));
     let keep_going = std::env::var("MODEL_CONTINUE").is_ok_and(|v| v == "1");
     let (ran, failures) = campaign(&kinds, cases, seed, keep_going);
     eprintln!(

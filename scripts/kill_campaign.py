@@ -1,0 +1,437 @@
+#!/usr/bin/env python3
+"""SIGKILL campaign for the `syncengine` binary (driven by scripts/kill-campaign.sh).
+
+Two-way syncs of a local folder with another local folder or an S3 prefix are killed with
+SIGKILL at random moments while a concurrent writer keeps changing both sides. Every file the
+writer makes carries its own length and checksum, so a torn file is detectable, and every
+version it makes is logged.
+
+After each kill (the writer paused):
+  - no torn file under a final name (the engine's own temp files are exempt);
+  - no lost version: every version the writer produced is on a side (any path, conflict
+    copies included), in a trash, or was superseded by the writer itself (it overwrote,
+    deleted or renamed over that version where it saw it).
+At the end (writer stopped, runs until one exits 0):
+  - no conflict copy of a path that only one side ever edited;
+  - both sides equal;
+  - a further (dry) run plans nothing.
+Prints a summary line: kills survived and violations.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+MAGIC = b"SEV1"
+TEMP = ".syncengine-tmp-"
+CONFLICT = re.compile(r"^(.*)\.conflict-\d{8}T\d{6}Z-(source|destination)(-\d+)?(\.[^/]*)?$")
+
+
+def make_content(vid, size, rng):
+    payload = rng.randbytes(size) if size else b""
+    digest = hashlib.sha256(payload).hexdigest()[:32].encode()
+    head = MAGIC + b" " + vid.encode() + b" " + str(size).encode() + b" " + digest + b"\n"
+    return head + payload
+
+
+def parse_content(data):
+    """Returns the version id, or None when the content is torn or foreign."""
+    nl = data.find(b"\n")
+    if nl < 0:
+        return None
+    parts = data[:nl].split(b" ")
+    if len(parts) != 4 or parts[0] != MAGIC:
+        return None
+    payload = data[nl + 1:]
+    try:
+        size = int(parts[2])
+    except ValueError:
+        return None
+    if len(payload) != size or hashlib.sha256(payload).hexdigest()[:32].encode() != parts[3]:
+        return None
+    return parts[1].decode()
+
+
+def conflict_origin(path):
+    d, _, name = path.rpartition("/")
+    m = CONFLICT.match(name)
+    if not m:
+        return None
+    origin = m.group(1) + (m.group(4) or "")
+    return f"{d}/{origin}" if d else origin
+
+
+def internal(path):
+    return path == ".syncengine" or path.startswith(".syncengine/")
+
+
+class LocalSide:
+    def __init__(self, name, root, scratch):
+        self.name, self.root, self.scratch = name, root, scratch
+        os.makedirs(root, exist_ok=True)
+        os.makedirs(scratch, exist_ok=True)
+
+    def url(self):
+        return self.root
+
+    def files(self):
+        out = {}
+        for d, dirs, names in os.walk(self.root):
+            for n in names:
+                full = os.path.join(d, n)
+                rel = os.path.relpath(full, self.root)
+                if n.startswith(TEMP) or os.path.islink(full):
+                    continue
+                try:
+                    with open(full, "rb") as f:
+                        out[rel] = f.read()
+                except OSError:
+                    continue
+        return out
+
+    def paths(self):
+        out = []
+        for d, dirs, names in os.walk(self.root):
+            for n in names:
+                if not n.startswith(TEMP):
+                    out.append(os.path.relpath(os.path.join(d, n), self.root))
+        return out
+
+    def read(self, path):
+        try:
+            with open(os.path.join(self.root, path), "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def write(self, path, data):
+        full = os.path.join(self.root, path)
+        try:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+        except OSError:
+            return False  # a file where a folder should be
+        tmp = os.path.join(self.scratch, f"w{random.random()}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        try:
+            os.replace(tmp, full)  # atomic: the writer never tears its own files
+            return True
+        except OSError:
+            os.unlink(tmp)
+            return False
+
+    def delete(self, path):
+        try:
+            os.unlink(os.path.join(self.root, path))
+            return True
+        except OSError:
+            return False
+
+    def rename(self, a, b):
+        fb = os.path.join(self.root, b)
+        if os.path.lexists(fb):
+            return False
+        try:
+            os.makedirs(os.path.dirname(fb), exist_ok=True)
+            os.rename(os.path.join(self.root, a), fb)
+            return True
+        except OSError:
+            return False
+
+
+class S3Side:
+    def __init__(self, name, endpoint, bucket, prefix):
+        import boto3  # from the test servers' virtualenv
+
+        self.name, self.bucket, self.prefix = name, bucket, prefix.strip("/")
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="a",
+            aws_secret_access_key="b",
+            region_name="us-east-1",
+        )
+
+    def url(self):
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def key(self, path):
+        return f"{self.prefix}/{path}"
+
+    def paths(self):
+        out = []
+        token = None
+        while True:
+            kw = {"Bucket": self.bucket, "Prefix": self.prefix + "/"}
+            if token:
+                kw["ContinuationToken"] = token
+            page = self.s3.list_objects_v2(**kw)
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(self.prefix) + 1:]
+                if not rel.rsplit("/", 1)[-1].startswith(TEMP):
+                    out.append(rel)
+            if not page.get("IsTruncated"):
+                return out
+            token = page["NextContinuationToken"]
+
+    def files(self):
+        out = {}
+        token = None
+        while True:
+            kw = {"Bucket": self.bucket, "Prefix": self.prefix + "/"}
+            if token:
+                kw["ContinuationToken"] = token
+            page = self.s3.list_objects_v2(**kw)
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(self.prefix) + 1:]
+                if rel.rsplit("/", 1)[-1].startswith(TEMP):
+                    continue
+                data = self.read(rel)
+                if data is not None:
+                    out[rel] = data
+            if not page.get("IsTruncated"):
+                return out
+            token = page["NextContinuationToken"]
+
+    def read(self, path):
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=self.key(path))["Body"].read()
+        except Exception:
+            return None
+
+    def write(self, path, data):
+        self.s3.put_object(Bucket=self.bucket, Key=self.key(path), Body=data)
+        return True
+
+    def delete(self, path):
+        self.s3.delete_object(Bucket=self.bucket, Key=self.key(path))
+        return True
+
+    def rename(self, a, b):
+        if self.read(b) is not None or self.read(a) is None:
+            return False
+        self.s3.copy_object(
+            Bucket=self.bucket, Key=self.key(b), CopySource={"Bucket": self.bucket, "Key": self.key(a)}
+        )
+        self.s3.delete_object(Bucket=self.bucket, Key=self.key(a))
+        return True
+
+
+NAMES = [f"{d}{n}" for d in ("", "docs/", "docs/sub/", "pics/") for n in ("a.txt", "b.bin", "c", "d.md", "e.txt")]
+
+
+class Writer(threading.Thread):
+    """Keeps changing both sides; logs every version and what it superseded itself."""
+
+    def __init__(self, sides, rng):
+        super().__init__(daemon=True)
+        self.sides, self.rng = sides, rng
+        self.run_flag = threading.Event()
+        self.idle = threading.Event()
+        self.stop_flag = False
+        self.lock = threading.Lock()
+        self.versions = {}  # vid -> (side, path)
+        self.superseded = set()
+        self.edited_by = {}  # path -> sides that wrote it
+        self.counter = 0
+
+    def pause(self):
+        self.run_flag.clear()
+        self.idle.wait()
+
+    def resume(self):
+        self.idle.clear()
+        self.run_flag.set()
+
+    def size(self):
+        r = self.rng.random()
+        if r < 0.7:
+            return self.rng.randrange(0, 2000)
+        if r < 0.95:
+            return self.rng.randrange(20_000, 300_000)
+        return self.rng.randrange(1_000_000, 4_000_000)
+
+    def new_version(self, side, path):
+        self.counter += 1
+        vid = f"{side.name}{self.counter}"
+        data = make_content(vid, self.size(), self.rng)
+        return vid, data
+
+    def supersede(self, side, path):
+        old = side.read(path)
+        if old is not None:
+            vid = parse_content(old)
+            if vid:
+                self.superseded.add(vid)
+
+    def step(self):
+        side = self.rng.choice(self.sides)
+        live = [p for p in side.paths() if not internal(p)]
+        op = self.rng.random()
+        if op < 0.45 or not live:
+            path = self.rng.choice(NAMES) if self.rng.random() < 0.7 or not live else self.rng.choice(live)
+            vid, data = self.new_version(side, path)
+            self.supersede(side, path)
+            if side.write(path, data):
+                with self.lock:
+                    self.versions[vid] = (side.name, path)
+                    self.edited_by.setdefault(path, set()).add(side.name)
+        elif op < 0.7:
+            path = self.rng.choice(live)
+            vid, data = self.new_version(side, path)
+            self.supersede(side, path)
+            if side.write(path, data):
+                with self.lock:
+                    self.versions[vid] = (side.name, path)
+                    self.edited_by.setdefault(path, set()).add(side.name)
+        elif op < 0.85:
+            path = self.rng.choice(live)
+            self.supersede(side, path)
+            side.delete(path)
+            self.edited_by.setdefault(path, set()).add(side.name)
+        else:
+            a = self.rng.choice(live)
+            b = self.rng.choice(NAMES)
+            if side.rename(a, b):
+                self.edited_by.setdefault(a, set()).add(side.name)
+                self.edited_by.setdefault(b, set()).add(side.name)
+
+    def run(self):
+        while not self.stop_flag:
+            if not self.run_flag.is_set():
+                self.idle.set()
+                self.run_flag.wait(0.05)
+                continue
+            try:
+                self.step()
+            except Exception as e:  # a race with the engine (a folder vanished…): try again
+                print(f"writer: {e!r}", file=sys.stderr)
+            time.sleep(self.rng.uniform(0.002, 0.03))
+        self.idle.set()
+
+
+def check(sides, writer, label, violations):
+    present = set()
+    for side in sides:
+        for path, data in side.files().items():
+            vid = parse_content(data)
+            if vid is None:
+                violations.append(f"{label}: torn or foreign file {side.name}:{path} ({len(data)} bytes)")
+            else:
+                present.add(vid)
+    with writer.lock:
+        for vid, (side, path) in writer.versions.items():
+            if vid not in present and vid not in writer.superseded:
+                violations.append(f"{label}: lost version {vid} (written on {side} at {path})")
+                writer.superseded.add(vid)  # report each loss once
+
+
+def run_sync(args, sides, extra=(), env=None):
+    cmd = [args.bin, "sync", sides[0].url(), sides[1].url(), "--mode", "two-way",
+           "--state-dir", args.state, "--json", "-q", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--pair", choices=["local", "s3"], default="local")
+    ap.add_argument("--kills", type=int, default=100)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--seed", type=int, default=int(time.time()))
+    ap.add_argument("--endpoint", default="http://127.0.0.1:9100")
+    ap.add_argument("--bucket", default="test")
+    ap.add_argument("--max-wait", type=float, default=0.6)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+    args.state = os.path.join(args.work, "state")
+    scratch = os.path.join(args.work, "scratch")
+    a = LocalSide("A", os.path.join(args.work, "a"), scratch)
+    if args.pair == "local":
+        b = LocalSide("B", os.path.join(args.work, "b"), scratch)
+    else:
+        b = S3Side("B", args.endpoint, args.bucket, f"kill-{args.seed}-{os.getpid()}")
+    sides = [a, b]
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="a", AWS_SECRET_ACCESS_KEY="b", AWS_REGION="us-east-1",
+               AWS_ENDPOINT_URL=args.endpoint, AWS_ALLOW_HTTP="true", RUST_LOG="off")
+
+    writer = Writer(sides, rng)
+    writer.start()
+    violations = []
+    kills = attempts = survived = 0
+    exits = {}
+    while kills < args.kills and attempts < args.kills * 5:
+        attempts += 1
+        writer.resume()
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc = run_sync(args, sides, env=env)
+        time.sleep(rng.uniform(0.01, args.max_wait))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        exits[proc.returncode] = exits.get(proc.returncode, 0) + 1
+        writer.pause()
+        before = len(violations)
+        check(sides, writer, f"after attempt {attempts} (kill {kills})", violations)
+        if proc.returncode == -signal.SIGKILL and len(violations) == before:
+            survived += 1
+        if attempts % 10 == 0:
+            print(f"  {args.pair}: {attempts} runs, {kills} kills, {len(violations)} violations", flush=True)
+
+    writer.stop_flag = True
+    writer.resume()
+    writer.join()
+    # Converge: runs until one ends with exit 0 (a few may find work left by the last kill).
+    final = None
+    for _ in range(5):
+        final = run_sync(args, sides, env=env)
+        out, err = final.communicate()
+        if final.returncode == 0:
+            break
+    if final is None or final.returncode != 0:
+        violations.append(f"final: no clean run (exit {final.returncode}): {err.decode()[-500:]}")
+    check(sides, writer, "final", violations)
+    live = [{p: d for p, d in s.files().items() if not internal(p)} for s in sides]
+    if live[0] != live[1]:
+        only = sorted(set(live[0]) ^ set(live[1]))
+        differ = sorted(p for p in set(live[0]) & set(live[1]) if live[0][p] != live[1][p])
+        violations.append(f"final: sides differ: only on one side {only[:10]}, different {differ[:10]}")
+    for p in set(live[0]) | set(live[1]):
+        origin = conflict_origin(p)
+        if origin is not None and len(writer.edited_by.get(origin, ())) < 2:
+            violations.append(
+                f"final: conflict copy {p} of {origin}, which only {sorted(writer.edited_by.get(origin, ()))} edited"
+            )
+    dry = run_sync(args, sides, extra=["--dry-run"], env=env)
+    out, err = dry.communicate()
+    try:
+        stats = json.loads(out.decode().strip().splitlines()[-1])
+        keys = ["uploaded", "downloaded", "deleted_source", "deleted_destination",
+                "renamed_source", "renamed_destination", "conflicts"]
+        busy = {k: stats[k] for k in keys if stats.get(k)}
+        if busy:
+            violations.append(f"final: a further run plans work: {busy}")
+    except (ValueError, IndexError, KeyError):
+        violations.append(f"final: the dry run printed no JSON (exit {dry.returncode}): {err.decode()[-300:]}")
+
+    for v in violations:
+        print("VIOLATION", v)
+    print(f"kill campaign {args.pair}: {survived} of {kills} kills survived ({attempts} runs), "
+          f"{len(violations)} violations (exit codes {exits}; {len(writer.versions)} versions written; seed {args.seed})")
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
