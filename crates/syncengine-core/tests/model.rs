@@ -49,7 +49,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use syncengine_core::testing::{Fault, FaultClient, FaultConfig};
+use syncengine_core::testing::{Fault, FaultClient, FaultConfig, QuirkClient};
 use syncengine_core::{
     ConflictStrategy, InitialSyncPreference, MemoryClient, Recovery, RelPath, Side, StorageClient,
     StorageClientExt, SyncEngine, SyncMode, SyncOptions, SyncPair,
@@ -67,6 +67,12 @@ struct Kinds {
     edit: bool,
     delete: bool,
     rename: bool,
+    /// A file replaced by a folder and the reverse; both sides refuse a file where a folder
+    /// is, as disks do (behaviour 10).
+    type_change: bool,
+    /// The destination folds letter case, and users make names differing only in case
+    /// (behaviour 9).
+    case_fold: bool,
     /// Runs change mode within a schedule (settled deletions meet other modes: behaviour 1).
     mode_switch: bool,
     /// First-run preferences other than merge (behaviour 4).
@@ -81,6 +87,9 @@ struct Kinds {
     /// interrupted copy must not turn the next edit into a conflict). When off, every faulted
     /// run is followed at once by a fault-free run of the same spec.
     edit_after_crash: bool,
+    /// Runs use the default recovery (`Recovery::Auto`) instead of forcing a trash on both
+    /// sides: every delete and overwrite must still be recoverable (behaviour 13).
+    default_recovery: bool,
     /// Check that a path is never absent after a failed or cancelled overwrite (behaviour 5).
     check_never_absent: bool,
     /// Check that a kept conflict loser reaches the other side in the same run where the
@@ -98,6 +107,8 @@ impl Kinds {
             edit: true,
             delete: true,
             rename: true,
+            type_change: true,
+            case_fold: true,
             mode_switch: true,
             initial_prefs: true,
             strategies: true,
@@ -113,6 +124,7 @@ impl Kinds {
             ],
             cancel: true,
             edit_after_crash: true,
+            default_recovery: true,
             check_never_absent: true,
             check_same_run_spread: true,
             check_initial_once: true,
@@ -122,6 +134,10 @@ impl Kinds {
     /// The kinds the CI-sized run enables: every kind whose behaviour is fixed on main.
     ///
     /// Off, and why (see /work/notes/testkit-findings.md for the reproducing schedules):
+    /// - `type_change`: behaviour 10 — a file replaced by a folder (or the reverse) does not
+    ///   converge on sides that cannot hold both;
+    /// - `case_fold`: behaviour 9 — names differing only in case overwrite each other on a
+    ///   case-insensitive side;
     /// - `mode_switch`: behaviour 1 (settled deletions) — a switch from a backup mode deletes
     ///   kept copies;
     /// - `initial_prefs`, `check_initial_once`: behaviour 4 — a run with per-file errors does
@@ -132,6 +148,8 @@ impl Kinds {
     ///   interrupted copy becomes a conflict;
     /// - `edit_after_crash`: behaviour 12 — a copy whose base update was lost (a failed
     ///   durability barrier, a cancel) turns the next edit of either side into a conflict;
+    /// - `default_recovery`: behaviour 13 — without an explicit trash, a side without real
+    ///   directories (object stores, here `MemoryClient`) deletes and overwrites for good;
     /// - `check_same_run_spread`: behaviour 12 — a kept loser reaches the other side one run
     ///   later.
     /// - `Fault::ListTruncated` is never on: a listing that ends early without an error looks
@@ -139,11 +157,14 @@ impl Kinds {
     ///   client's own tests cover it, and the trash keeps what such a run deletes.
     fn ci() -> Self {
         Kinds {
+            type_change: false,
+            case_fold: false,
             mode_switch: false,
             initial_prefs: false,
             faults: vec![Fault::Error, Fault::Transient, Fault::ListError],
             cancel: false,
             edit_after_crash: false,
+            default_recovery: false,
             check_never_absent: false,
             check_same_run_spread: false,
             check_initial_once: false,
@@ -161,9 +182,12 @@ impl Kinds {
                 for name in list.split(',').map(str::trim) {
                     match name {
                         "mode_switch" => k.mode_switch = true,
+                        "type_change" => k.type_change = true,
+                        "case_fold" => k.case_fold = true,
                         "initial_prefs" => k.initial_prefs = true,
                         "cancel" => k.cancel = true,
                         "edit_after_crash" => k.edit_after_crash = true,
+                        "default_recovery" => k.default_recovery = true,
                         "never_absent" => k.check_never_absent = true,
                         "same_run_spread" => k.check_same_run_spread = true,
                         "initial_once" => k.check_initial_once = true,
@@ -188,6 +212,10 @@ impl Kinds {
 
 /// Names users create. Few, so operations collide often.
 const POOL: [&str; 6] = ["a", "b.txt", "c/d", "c/e.txt", "f/g/h", "r.txt"];
+/// Names that collide with pool names on a case-insensitive side.
+const CASE_POOL: [&str; 2] = ["A", "B.txt"];
+/// Children of a file turned into a folder.
+const CHILDREN: [&str; 2] = ["x", "y.txt"];
 /// Content lengths: few, so edits often keep the size.
 const LENS: [usize; 3] = [3, 8, 20];
 
@@ -211,6 +239,25 @@ enum Step {
         side: Side,
         pick: prop::sample::Index,
         to: usize,
+    },
+    /// Writes a new version at a name that differs from a pool name only in case.
+    AddCase {
+        side: Side,
+        path: usize,
+        len: usize,
+    },
+    /// Replaces an existing file by a folder holding one new file.
+    FileToFolder {
+        side: Side,
+        pick: prop::sample::Index,
+        child: usize,
+        len: usize,
+    },
+    /// Replaces the folder of an existing file (all of it) by a new file.
+    FolderToFile {
+        side: Side,
+        pick: prop::sample::Index,
+        len: usize,
     },
     /// Runs the engine.
     Run(RunSpec),
@@ -326,6 +373,33 @@ fn step(kinds: &Kinds) -> BoxedStrategy<Step> {
             2,
             (side(), any::<prop::sample::Index>(), 0..POOL.len())
                 .prop_map(|(side, pick, to)| Step::Rename { side, pick, to })
+                .boxed(),
+        ));
+    }
+    if kinds.case_fold {
+        options.push((
+            2,
+            (side(), 0..CASE_POOL.len(), len())
+                .prop_map(|(side, path, len)| Step::AddCase { side, path, len })
+                .boxed(),
+        ));
+    }
+    if kinds.type_change {
+        options.push((
+            1,
+            (side(), any::<prop::sample::Index>(), 0..CHILDREN.len(), len())
+                .prop_map(|(side, pick, child, len)| Step::FileToFolder {
+                    side,
+                    pick,
+                    child,
+                    len,
+                })
+                .boxed(),
+        ));
+        options.push((
+            1,
+            (side(), any::<prop::sample::Index>(), len())
+                .prop_map(|(side, pick, len)| Step::FolderToFile { side, pick, len })
                 .boxed(),
         ));
     }
@@ -717,6 +791,54 @@ impl Ctx<'_> {
     }
 }
 
+/// A side cannot hold a file at `p` and files below `p/`: where the outcomes below surely
+/// put a file on a side, the folder keeps the path there, and the file's version is kept (a
+/// conflict copy or the trash; the no-version-lost check sees to it).
+fn resolve_type_clashes(predicted: &mut BTreeMap<String, Vec<Outcome>>) {
+    let paths: Vec<String> = predicted.keys().cloned().collect();
+    for p in &paths {
+        let prefix = format!("{p}/");
+        let below = || {
+            predicted
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .map(|(_, outs)| outs)
+        };
+        let folder_s = below().any(|outs| outs.iter().all(|o| o.s.is_some()));
+        let folder_d = below().any(|outs| outs.iter().all(|o| o.d.is_some()));
+        if !folder_s && !folder_d {
+            continue;
+        }
+        let Some(outs) = predicted.get_mut(p) else {
+            continue;
+        };
+        for o in outs.iter_mut() {
+            let mut clashed = false;
+            if folder_s && let Some(v) = o.s.take() {
+                o.losers.push(Loser {
+                    ver: v,
+                    side: Side::Source,
+                    spread: Spread::Optional,
+                    settled: false,
+                });
+                clashed = true;
+            }
+            if folder_d && let Some(v) = o.d.take() {
+                o.losers.push(Loser {
+                    ver: v,
+                    side: Side::Destination,
+                    spread: Spread::Optional,
+                    settled: false,
+                });
+                clashed = true;
+            }
+            if clashed {
+                o.rec = None;
+            }
+        }
+    }
+}
+
 /// If `path` is a conflict copy, the path it was made from.
 fn conflict_origin(path: &str) -> Option<String> {
     let (dir, name) = match path.rfind('/') {
@@ -744,6 +866,10 @@ struct World {
     reg: Registry,
     s: Arc<MemoryClient>,
     d: Arc<MemoryClient>,
+    /// What users and the engine see of each side: the memory client with the name rules
+    /// of a disk where the kinds ask for them.
+    s_view: Arc<dyn StorageClient>,
+    d_view: Arc<dyn StorageClient>,
     state: tempfile::TempDir,
     /// The model's base: per path, every record the engine may hold.
     base: BTreeMap<String, Vec<Rec>>,
@@ -753,7 +879,14 @@ struct World {
     violations: Vec<String>,
 }
 
-fn client(world: &World, side: Side) -> &Arc<MemoryClient> {
+fn client(world: &World, side: Side) -> &Arc<dyn StorageClient> {
+    match side {
+        Side::Source => &world.s_view,
+        Side::Destination => &world.d_view,
+    }
+}
+
+fn memory(world: &World, side: Side) -> &Arc<MemoryClient> {
     match side {
         Side::Source => &world.s,
         Side::Destination => &world.d,
@@ -766,11 +899,23 @@ fn rel(s: &str) -> RelPath {
 
 impl World {
     fn new(kinds: Kinds) -> Self {
+        let s = Arc::new(MemoryClient::new());
+        let d = Arc::new(MemoryClient::new());
+        let s_view: Arc<dyn StorageClient> = Arc::new(
+            QuirkClient::new(s.clone()).with_exclusive_names(kinds.type_change),
+        );
+        let d_view: Arc<dyn StorageClient> = Arc::new(
+            QuirkClient::new(d.clone())
+                .with_exclusive_names(kinds.type_change)
+                .with_case_insensitive(kinds.case_fold),
+        );
         World {
             kinds,
             reg: Registry::default(),
-            s: Arc::new(MemoryClient::new()),
-            d: Arc::new(MemoryClient::new()),
+            s,
+            d,
+            s_view,
+            d_view,
             state: tempfile::tempdir().unwrap(),
             base: BTreeMap::new(),
             initial: true,
@@ -788,7 +933,7 @@ impl World {
     }
 
     fn live_paths(&self, side: Side) -> Vec<String> {
-        client(self, side)
+        memory(self, side)
             .files()
             .into_keys()
             .map(|p| p.to_string())
@@ -855,6 +1000,44 @@ impl World {
                     .unwrap();
                 let _ = writeln!(self.log, "  {side}: rename {from} -> {to}");
             }
+            Step::AddCase { side, path, len } => {
+                let path = CASE_POOL[*path];
+                let live = self.live_paths(*side);
+                if live.iter().any(|p| p.starts_with(&format!("{path}/"))) {
+                    return;
+                }
+                self.write(*side, path, *len).await;
+            }
+            Step::FileToFolder {
+                side,
+                pick,
+                child,
+                len,
+            } => {
+                let live = self.live_paths(*side);
+                if live.is_empty() {
+                    return;
+                }
+                let path = live[pick.index(live.len())].clone();
+                client(self, *side).delete(&rel(&path)).await.unwrap();
+                let _ = writeln!(self.log, "  {side}: delete {path} (file to folder)");
+                let child = format!("{path}/{}", CHILDREN[*child]);
+                self.write(*side, &child, *len).await;
+            }
+            Step::FolderToFile { side, pick, len } => {
+                let live = self.live_paths(*side);
+                let nested: Vec<&String> = live.iter().filter(|p| p.contains('/')).collect();
+                if nested.is_empty() {
+                    return;
+                }
+                let file = nested[pick.index(nested.len())];
+                let folder = file.split('/').next().unwrap_or_default().to_owned();
+                for p in live.iter().filter(|p| p.starts_with(&format!("{folder}/"))) {
+                    client(self, *side).delete(&rel(p)).await.unwrap();
+                }
+                let _ = writeln!(self.log, "  {side}: delete folder {folder} (folder to file)");
+                self.write(*side, &folder, *len).await;
+            }
             Step::Run(_) => unreachable!(),
         }
     }
@@ -869,9 +1052,12 @@ impl World {
         let mut opts = SyncOptions::default()
             .with_force(true)
             .with_conflict(spec.strategy)
-            .with_dry_run(dry_run)
-            .with_recovery(Side::Source, Recovery::Trash)
-            .with_recovery(Side::Destination, Recovery::Trash);
+            .with_dry_run(dry_run);
+        if !self.kinds.default_recovery {
+            opts = opts
+                .with_recovery(Side::Source, Recovery::Trash)
+                .with_recovery(Side::Destination, Recovery::Trash);
+        }
         if let Some(p) = spec.initial {
             opts = opts.with_initial_preference(p);
         }
@@ -904,18 +1090,37 @@ impl World {
             }
             predicted.insert(p.clone(), outs);
         }
+        if self.kinds.type_change {
+            resolve_type_clashes(&mut predicted);
+        }
+        // Names one side cannot hold apart (case): each side keeps what it had or takes the
+        // path's own predicted version, never a sibling's.
+        let collisions: BTreeSet<String> = if self.kinds.case_fold {
+            let mut groups: BTreeMap<String, BTreeSet<&String>> = BTreeMap::new();
+            for p in &paths {
+                groups.entry(p.to_lowercase()).or_default().insert(p);
+            }
+            groups
+                .into_values()
+                .filter(|g| g.len() > 1)
+                .flatten()
+                .cloned()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
 
         let token = CancellationToken::new();
         let engine = SyncEngine::new(self.state.path()).with_cancellation(token.clone());
         let faulted = spec.fault.is_some();
         let (sc, dc): (Arc<dyn StorageClient>, Arc<dyn StorageClient>) = match &spec.fault {
-            None => (self.s.clone(), self.d.clone()),
+            None => (self.s_view.clone(), self.d_view.clone()),
             Some(f) => {
                 let config = FaultConfig::seeded(f.seed)
                     .with_rate(f64::from(f.rate) / 100.0)
                     .with_faults(self.kinds.faults.clone());
                 let wrap =
-                    |c: &Arc<MemoryClient>, on: bool, seed_shift: u64| -> Arc<dyn StorageClient> {
+                    |c: &Arc<dyn StorageClient>, on: bool, seed_shift: u64| -> Arc<dyn StorageClient> {
                         if on {
                             let mut cfg = config.clone();
                             cfg.seed ^= seed_shift;
@@ -930,8 +1135,8 @@ impl World {
                         }
                     };
                 (
-                    wrap(&self.s, f.sides & 1 != 0, 1),
-                    wrap(&self.d, f.sides & 2 != 0, 2),
+                    wrap(&self.s_view, f.sides & 1 != 0, 1),
+                    wrap(&self.d_view, f.sides & 2 != 0, 2),
                 )
             }
         };
@@ -1009,6 +1214,22 @@ impl World {
                     .extend(o.losers.iter().cloned());
             }
             let old_recs = self.base.get(p).cloned().unwrap_or_else(|| vec![None]);
+            if collisions.contains(p) && matching.is_empty() {
+                let s_ok = as_ == bs || outs.iter().any(|o| o.s == as_);
+                let d_ok = ad == bd || outs.iter().any(|o| o.d == ad);
+                if !(s_ok && d_ok) {
+                    self.violations.push(format!(
+                        "[collision] {p} (its name collides on the case-insensitive destination) holds source {} destination {}: neither its old state (source {} destination {}) nor its own predicted version {}",
+                        show(as_), show(ad), show(bs), show(bd), show_outs(outs)
+                    ));
+                }
+                let mut recs = old_recs.clone();
+                recs.retain(|r| r.is_some());
+                if !recs.is_empty() {
+                    new_base.insert(p.clone(), recs);
+                }
+                continue;
+            }
             if faulted {
                 let untouched = (as_, ad) == (bs, bd);
                 // With the never-absent check off, a side may have lost the path part way
@@ -1152,9 +1373,9 @@ impl World {
                     .values()
                     .flatten()
                     .any(|l| l.spread != Spread::Optional);
-            let dry = self.pair(spec, true, self.s.clone(), self.d.clone());
+            let dry = self.pair(spec, true, self.s_view.clone(), self.d_view.clone());
             match SyncEngine::new(self.state.path()).sync_pair(&dry).await {
-                Ok(st) if st.is_noop() || conflicts_pending => {}
+                Ok(st) if st.is_noop() || conflicts_pending || !collisions.is_empty() => {}
                 Ok(st) => self.violations.push(format!(
                     "[idle] a dry run after a fault-free {} run plans work: up {} down {} del s/d {}/{} ren s/d {}/{} conflicts {} {:?}",
                     spec.mode, st.uploaded, st.downloaded, st.deleted_source, st.deleted_destination,
@@ -1162,6 +1383,20 @@ impl World {
                 )),
                 Err(e) => self.violations.push(format!("[idle] the dry run failed: {e}")),
             }
+        }
+    }
+}
+
+/// Leaves out names that differ only in case (a case-insensitive side cannot hold both).
+fn drop_collisions(s: &mut View, d: &mut View) {
+    let mut count: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for p in s.live.keys().chain(d.live.keys()) {
+        count.entry(p.to_lowercase()).or_default().insert(p.clone());
+    }
+    for names in count.into_values().filter(|n| n.len() > 1) {
+        for n in names {
+            s.live.remove(&n);
+            d.live.remove(&n);
         }
     }
 }
@@ -1237,7 +1472,8 @@ fn run_schedule(kinds: &Kinds, steps: &[Step]) -> Result<(), String> {
             };
             let _ = writeln!(w.log, "final: {last:?}");
             w.run(&last).await;
-            let (s, d) = w.views();
+            let (mut s, mut d) = w.views();
+            drop_collisions(&mut s, &mut d);
             if w.violations.is_empty() && s.live != d.live {
                 let conflicts_pending = !kinds.check_same_run_spread
                     && s.live.keys().chain(d.live.keys()).any(|p| conflict_origin(p).is_some());
@@ -1245,7 +1481,8 @@ fn run_schedule(kinds: &Kinds, steps: &[Step]) -> Result<(), String> {
                     // A kept loser spreads one run later (behaviour 12 not checked): one more.
                     w.run(&last).await;
                 }
-                let (s, d) = w.views();
+                let (mut s, mut d) = w.views();
+                drop_collisions(&mut s, &mut d);
                 if s.live != d.live {
                     w.violations.push(format!(
                         "[convergence] after a fault-free two-way run the sides differ: source {:?} destination {:?}",

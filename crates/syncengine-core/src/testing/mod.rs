@@ -4,10 +4,14 @@
 //!   transient errors, lost replies, short/corrupted/failing read streams, failing write
 //!   bodies, failing and truncated listings and cancellation, from a seeded (reproducible)
 //!   schedule or a script of "fault at call N".
+//! - [`QuirkClient`]: gives any client case-insensitive names or exclusive file/folder names,
+//!   the name rules of real filesystems that `MemoryClient` lacks.
 //!
 //! The model-based state-machine test of the engine (`tests/model.rs` in this crate) and the
 //! campaign scripts under `scripts/` are built on it.
 
 pub mod fault;
+pub mod quirks;
 
 pub use fault::{Fault, FaultClient, FaultConfig, Injected, Op};
+pub use quirks::QuirkClient;
