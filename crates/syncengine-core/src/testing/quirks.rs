@@ -276,7 +276,11 @@ mod tests {
         assert!(c.put(&p("a/b/c/d"), Bytes::from("2")).await.is_err());
         c.put(&p("f"), Bytes::from("3")).await.unwrap();
         assert!(c.rename(&p("a/b/c"), &p("f/x")).await.is_err());
-        assert!(c.copy_opts(&p("f"), &p("a"), TransferOptions::default()).await.is_err());
+        assert!(
+            c.copy_opts(&p("f"), &p("a"), TransferOptions::default())
+                .await
+                .is_err()
+        );
         c.put(&p("a/b/e"), Bytes::from("4")).await.unwrap();
         assert_eq!(inner.files().len(), 3);
     }
