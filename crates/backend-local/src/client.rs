@@ -104,11 +104,16 @@ impl fmt::Display for LocalClient {
 
 /// Builds an entry from a file's metadata.
 pub(crate) fn entry_from_metadata(path: RelPath, metadata: &Metadata) -> Entry {
-    let entry = Entry::new(path, metadata.len()).with_file_id(metadata.ino());
-    match metadata.modified() {
-        Ok(mtime) => entry.with_mtime(mtime),
-        Err(_) => entry,
+    let mut entry = Entry::new(path, metadata.len()).with_file_id(metadata.ino());
+    if let Ok(mtime) = metadata.modified() {
+        entry = entry.with_mtime(mtime);
     }
+    // std asks statx for the birth time along with the rest (no extra syscall); filesystems
+    // that keep none report an error here and the entry goes without.
+    if let Ok(birth) = metadata.created() {
+        entry = entry.with_birth_time(birth);
+    }
+    entry
 }
 
 /// Runs blocking filesystem work off the async threads.
@@ -314,6 +319,9 @@ impl StorageClient for LocalClient {
         caps.listed_hash = None;
         caps.etag = false;
         caps.file_id = true;
+        // Where the filesystem keeps one (ext4, XFS, btrfs, tmpfs on current kernels).
+        caps.birth_time = true;
+        caps.local_reads = true;
         caps.server_side_copy = true;
         caps.native_rename = true;
         caps.conditional_write = false;

@@ -273,3 +273,137 @@ async fn no_change_run_touches_nothing() {
         );
     }
 }
+
+fn inode(p: &Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap())
+}
+
+/// Writes `body` at `rel` with the given mtime.
+fn write_with_mtime(root: &Path, rel: &str, body: &str, mtime: std::time::SystemTime) {
+    write(root, rel, body);
+    fs::File::options()
+        .write(true)
+        .open(root.join(rel))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
+/// Real inode reuse: a file is deleted and another one, with the same size and mtime, is
+/// created under a new name. ext4 hands the freed inode to the new file; the old code took
+/// that for a rename and moved the old content to the new name on the other side, for good.
+/// Birth times (and content) tell the two apart. Where the filesystem does not reuse the
+/// inode the test still checks the outcome (the memory client's switch reproduces the reuse
+/// in `syncengine-core`'s `renames` tests).
+#[tokio::test]
+async fn a_reused_inode_is_not_taken_for_a_rename() {
+    let f = fixture();
+    for i in 0..3 {
+        write(&f.src, &format!("other/{i}"), "untouched");
+    }
+    let mtime = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    write_with_mtime(&f.src, "a.txt", "old content", mtime);
+    f.engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    let old_inode = inode(&f.src.join("a.txt"));
+    fs::remove_file(f.src.join("a.txt")).unwrap();
+    // The freed inode goes to one of the next files created (ext4 usually gives it to the
+    // very next one); create new files until one has it and name that one b.txt.
+    let mut reused = false;
+    for i in 0..200 {
+        let name = format!("new-{i}.tmp");
+        write_with_mtime(&f.src, &name, "new content", mtime);
+        if inode(&f.src.join(&name)) == old_inode {
+            fs::rename(f.src.join(&name), f.src.join("b.txt")).unwrap();
+            reused = true;
+            break;
+        }
+    }
+    for i in 0..200 {
+        let _ = fs::remove_file(f.src.join(format!("new-{i}.tmp")));
+    }
+    if !reused {
+        eprintln!("note: this filesystem did not reuse the inode");
+        write_with_mtime(&f.src, "b.txt", "new content", mtime);
+    }
+
+    let stats = f
+        .engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    assert_eq!(stats.renamed_destination, 0, "{stats:?}");
+    assert_eq!(
+        fs::read_to_string(f.dst.join("b.txt")).unwrap(),
+        "new content"
+    );
+    assert!(!f.dst.join("a.txt").exists());
+    assert_eq!(
+        trash_files(&f.dst),
+        ["old content"],
+        "the old version is kept"
+    );
+    assert!(
+        f.engine
+            .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+            .await
+            .unwrap()
+            .is_noop()
+    );
+}
+
+/// A genuine rename on local disk is still mirrored as a rename (the destination's file is
+/// moved, not copied), confirmed by inode and birth time.
+#[tokio::test]
+async fn a_genuine_rename_on_local_disk_is_a_rename() {
+    let f = fixture();
+    write(&f.src, "a.txt", "some content");
+    write(&f.src, "keep.txt", "keep");
+    f.engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    let dst_inode = inode(&f.dst.join("a.txt"));
+    fs::create_dir_all(f.src.join("moved")).unwrap();
+    fs::rename(f.src.join("a.txt"), f.src.join("moved/b.txt")).unwrap();
+
+    let stats = f
+        .engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    assert_eq!(stats.renamed_destination, 1, "{stats:?}");
+    assert_eq!(
+        (stats.uploaded, stats.deleted_destination),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        inode(&f.dst.join("moved/b.txt")),
+        dst_inode,
+        "moved, not copied"
+    );
+    assert!(!f.dst.join("a.txt").exists());
+}
+
+/// `--checksum` detects an edit that kept size and mtime (the hash kept in the base
+/// differs) and copies it.
+#[tokio::test]
+async fn checksum_detects_an_edit_that_keeps_size_and_mtime() {
+    let f = fixture();
+    let checksum = || f.pair(SyncMode::TwoWay, SyncOptions::default().with_checksum(true));
+    let mtime = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    write_with_mtime(&f.src, "a.txt", "version 1", mtime);
+    f.engine.sync_pair(&checksum()).await.unwrap();
+    write_with_mtime(&f.src, "a.txt", "version 2", mtime);
+
+    let stats = f.engine.sync_pair(&checksum()).await.unwrap();
+    assert_eq!(stats.uploaded, 1, "{stats:?}");
+    assert_eq!(
+        fs::read_to_string(f.dst.join("a.txt")).unwrap(),
+        "version 2"
+    );
+    assert!(f.engine.sync_pair(&checksum()).await.unwrap().is_noop());
+}

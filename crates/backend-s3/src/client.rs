@@ -14,6 +14,7 @@ use object_store::{
     ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
     UpdateVersion,
 };
+use syncengine_core::entry::md5_of_etag;
 use syncengine_core::{
     ByteStream, Capabilities, ContentHash, DeleteOptions, Entry, EntryStream, Error, HashKind,
     ReadOptions, RelPath, Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
@@ -123,17 +124,6 @@ fn decode_backslash(key: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     out.into()
-}
-
-/// The MD5 in an ETag, when it is one: 32 hex digits. Multipart ETags (`…-N`) are not.
-fn md5_of_etag(etag: &str) -> Option<ContentHash> {
-    let hexpart = etag.trim().trim_start_matches("W/").trim_matches('"');
-    if hexpart.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    hex::decode_to_slice(hexpart, &mut out).ok()?;
-    Some(ContentHash::Md5(out))
 }
 
 impl S3Client {
@@ -407,6 +397,11 @@ impl StorageClient for S3Client {
         };
         caps.listed_hash = c.etag_is_md5.then_some(HashKind::Md5);
         caps.etag = true;
+        // S3 single-part ETags are MD5s unless SSE-KMS/SSE-C (configured off then); multipart
+        // ETags (`…-N`) never count, by their form. Azure ETags are opaque and GCS ones are
+        // not MD5s for composite objects, which carry no marker: the builder keeps this off
+        // for both.
+        caps.etag_is_md5 = c.etag_is_md5;
         caps.server_side_copy = true;
         caps.native_rename = false;
         caps.conditional_write = true;

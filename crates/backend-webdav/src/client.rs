@@ -946,6 +946,9 @@ impl StorageClient for WebDavClient {
             Duration::from_secs(1)
         };
         caps.etag = true;
+        // Apache, nginx and wsgidav derive ETags from size and mtime (and inode): equal ETags
+        // never prove equal content.
+        caps.etag_is_md5 = false;
         caps.server_side_copy = true;
         caps.native_rename = true;
         caps.conditional_write = true;

@@ -19,8 +19,24 @@ pub struct Capabilities {
     pub listed_hash: Option<HashKind>,
     /// `Entry::etag` is present and changes whenever the content changes.
     pub etag: bool,
+    /// An ETag in MD5 form (32 hex digits, no `-N` suffix: see
+    /// [`md5_of_etag`](crate::entry::md5_of_etag)) is the MD5 of the content: true for S3
+    /// objects written in one part without SSE-KMS/SSE-C. False where ETags are opaque version
+    /// tokens (Azure, GCS, whose composite objects carry no marker, memory) or derived from
+    /// size and mtime (Apache, nginx and wsgidav WebDAV): there an equal ETag says nothing
+    /// about content, so it may nominate a rename but never confirm one, and it never verifies
+    /// a transfer. Read it through [`Entry::content_hash`](crate::Entry::content_hash).
+    pub etag_is_md5: bool,
     /// `Entry::file_id` is present and survives renames (inode).
     pub file_id: bool,
+    /// `Entry::birth_time` is present where the storage keeps one (statx on local disk): it
+    /// survives renames and is new for every new file, so together with `file_id` it tells a
+    /// renamed file from a new one that reused a freed inode.
+    pub birth_time: bool,
+    /// Reads come from a local disk (no network), so hashing a file on demand is cheap: the
+    /// engine hashes such files at any size to confirm a rename, and under `--checksum` hashes
+    /// every file the listing gave no hash for.
+    pub local_reads: bool,
     /// `copy` is done server-side (no bytes through the client).
     pub server_side_copy: bool,
     /// `rename` is a native, atomic move (not copy + delete).
@@ -42,7 +58,10 @@ impl Default for Capabilities {
             mtime_precision: Duration::from_secs(1),
             listed_hash: None,
             etag: false,
+            etag_is_md5: false,
             file_id: false,
+            birth_time: false,
+            local_reads: false,
             server_side_copy: false,
             native_rename: false,
             conditional_write: false,

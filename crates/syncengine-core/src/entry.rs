@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::capabilities::Capabilities;
 use crate::path::RelPath;
 
 /// A content hash a backend knows or the engine computed.
@@ -63,6 +64,10 @@ pub struct Entry {
     pub hash: Option<ContentHash>,
     /// A file identity that survives renames (the inode on local disk).
     pub file_id: Option<u64>,
+    /// When the file was created (`statx` birth time on local disk): kept across renames and
+    /// new for every new file, so it tells a renamed file from a new one that reused a freed
+    /// `file_id`.
+    pub birth_time: Option<SystemTime>,
 }
 
 impl Entry {
@@ -75,6 +80,7 @@ impl Entry {
             etag: None,
             hash: None,
             file_id: None,
+            birth_time: None,
         }
     }
 
@@ -102,10 +108,56 @@ impl Entry {
         self
     }
 
+    /// Sets the birth (creation) time.
+    pub fn with_birth_time(mut self, birth: SystemTime) -> Self {
+        self.birth_time = Some(birth);
+        self
+    }
+
     /// Returns the mtime as nanoseconds since the Unix epoch (negative before it).
     pub fn mtime_nanos(&self) -> Option<i64> {
         self.mtime.map(system_time_to_nanos)
     }
+
+    /// Returns the birth time as nanoseconds since the Unix epoch.
+    pub fn birth_nanos(&self) -> Option<i64> {
+        self.birth_time.map(system_time_to_nanos)
+    }
+
+    /// Returns a hash of this entry's content that the listing gave for free: [`Entry::hash`],
+    /// or else the ETag read as an MD5 where `caps` says the backend's ETags are MD5s
+    /// ([`Capabilities::etag_is_md5`]; never a multipart `…-N` ETag, see [`md5_of_etag`]).
+    ///
+    /// This is the one place where an ETag may stand for content: everywhere else an ETag is
+    /// only a version token, which servers may derive from size and mtime (Apache, nginx).
+    pub fn content_hash(&self, caps: &Capabilities) -> Option<ContentHash> {
+        match (&self.hash, &self.etag) {
+            (Some(h), _) => Some(h.clone()),
+            (None, Some(tag)) if caps.etag_is_md5 => md5_of_etag(tag),
+            _ => None,
+        }
+    }
+}
+
+/// Reads an ETag as the MD5 of the content, when it has the form of one: 32 hex digits,
+/// optionally quoted, never weak (`W/…`) and never with a multipart suffix (`…-N`, the MD5 of
+/// the parts' MD5s, not of the content).
+///
+/// Whether a backend's ETags are MD5s at all is a capability
+/// ([`Capabilities::etag_is_md5`]); this function only checks the form.
+pub fn md5_of_etag(etag: &str) -> Option<ContentHash> {
+    let hexpart = etag.trim();
+    if hexpart.starts_with("W/") {
+        return None;
+    }
+    let hexpart = hexpart.strip_prefix('"').unwrap_or(hexpart);
+    let hexpart = hexpart.strip_suffix('"').unwrap_or(hexpart);
+    if hexpart.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(hexpart, &mut out).ok()?;
+    Some(ContentHash::Md5(out))
 }
 
 /// Converts a [`SystemTime`] to nanoseconds since the Unix epoch, saturating.
@@ -147,6 +199,29 @@ mod tests {
             1_000_000_000
         );
         assert_eq!(truncate_nanos(-1, Duration::from_secs(1)), -1_000_000_000);
+    }
+
+    #[test]
+    fn etags_count_as_md5_only_in_md5_form_and_where_the_capability_says_so() {
+        let md5 = "9e107d9d372bb6826bd81d3542a419d6";
+        assert!(md5_of_etag(&format!("\"{md5}\"")).is_some());
+        assert!(md5_of_etag(md5).is_some());
+        assert_eq!(md5_of_etag(&format!("\"{md5}-4\"")), None, "multipart");
+        assert_eq!(md5_of_etag(&format!("W/\"{md5}\"")), None, "weak");
+        assert_eq!(md5_of_etag("\"0x8DBF1234567890A\""), None, "Azure");
+        assert_eq!(md5_of_etag("\"1000-6610c2376bbe1\""), None, "Apache");
+
+        let e = Entry::new(RelPath::new("a").unwrap(), 1).with_etag(format!("\"{md5}\""));
+        let mut caps = Capabilities::default();
+        assert_eq!(
+            e.content_hash(&caps),
+            None,
+            "an ETag is a version token by default"
+        );
+        caps.etag_is_md5 = true;
+        assert_eq!(e.content_hash(&caps), md5_of_etag(md5));
+        let listed = e.clone().with_hash(ContentHash::Md5([1; 16]));
+        assert_eq!(listed.content_hash(&caps), Some(ContentHash::Md5([1; 16])));
     }
 
     #[test]

@@ -60,7 +60,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 ///   write).
 /// - `Create` and `Update(etag)` are checked and applied under one lock, so they are truly
 ///   conditional.
-/// - A file keeps its `file_id` across renames; copies get a new one.
+/// - A file keeps its `file_id` and birth time across renames; writes and copies make a new
+///   file with a new id and a later birth time, unless the reuse switches
+///   ([`MemoryClient::reuse_file_ids`], [`MemoryClient::reuse_birth_times`]) make it take those
+///   of the file freed last, as filesystems reuse inodes.
 /// - There are no real directories: `a/x` and `a` may both be files.
 pub struct MemoryClient {
     id: u64,
@@ -74,6 +77,21 @@ struct State {
     /// Counter behind etags and file ids; bumped on every write, copy and rename.
     version: u64,
     fail_listing_after: Option<usize>,
+    /// Identity switches (see [`MemoryClient::reuse_file_ids`]).
+    identity: IdentitySwitches,
+    /// Identities of deleted or replaced files, the last freed last.
+    freed: Vec<(u64, Option<SystemTime>)>,
+    /// The last birth time handed out, so birth times strictly increase.
+    last_birth: Option<SystemTime>,
+}
+
+/// How new files get their `file_id` and birth time.
+#[derive(Clone, Copy, Default)]
+struct IdentitySwitches {
+    reuse_file_ids: bool,
+    reuse_birth_times: bool,
+    no_birth_times: bool,
+    webdav_like: bool,
 }
 
 #[derive(Clone)]
@@ -83,6 +101,9 @@ struct Stored {
     etag: String,
     md5: [u8; 16],
     file_id: u64,
+    birth: Option<SystemTime>,
+    /// Listed like on an Apache WebDAV server (see [`MemoryClient::webdav_like_metadata`]).
+    webdav_like: bool,
 }
 
 impl State {
@@ -90,15 +111,61 @@ impl State {
         self.version += 1;
         self.version
     }
+
+    /// The file id and birth time of a new file made at `version`.
+    fn new_identity(&mut self, version: u64) -> (u64, Option<SystemTime>) {
+        let switches = self.identity;
+        let reused = if switches.reuse_file_ids {
+            self.freed.pop()
+        } else {
+            None
+        };
+        let birth = match reused {
+            Some((_, birth)) if switches.reuse_birth_times => birth,
+            _ if switches.no_birth_times => None,
+            _ => {
+                let now = SystemTime::now();
+                let birth = match self.last_birth {
+                    Some(last) if now <= last => last + Duration::from_nanos(1),
+                    _ => now,
+                };
+                self.last_birth = Some(birth);
+                Some(birth)
+            }
+        };
+        (reused.map_or(version, |(id, _)| id), birth)
+    }
+
+    /// Remembers the identity of a file that is gone (deleted, or replaced at its path).
+    fn free(&mut self, stored: Option<Stored>) {
+        if let Some(stored) = stored {
+            self.freed.push((stored.file_id, stored.birth));
+        }
+    }
 }
 
 impl Stored {
     fn entry(&self, path: &RelPath) -> Entry {
-        Entry::new(path.clone(), self.data.len() as u64)
+        let size = self.data.len() as u64;
+        let entry = Entry::new(path.clone(), size)
             .with_mtime(self.mtime)
-            .with_etag(self.etag.clone())
-            .with_hash(ContentHash::Md5(self.md5))
-            .with_file_id(self.file_id)
+            .with_file_id(self.file_id);
+        let entry = if self.webdav_like {
+            // Apache's default `FileETag MTime Size`: hex size and microseconds.
+            let micros = self
+                .mtime
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            entry.with_etag(format!("\"{size:x}-{micros:x}\""))
+        } else {
+            entry
+                .with_etag(self.etag.clone())
+                .with_hash(ContentHash::Md5(self.md5))
+        };
+        match self.birth {
+            Some(birth) => entry.with_birth_time(birth),
+            None => entry,
+        }
     }
 }
 
@@ -143,6 +210,37 @@ impl MemoryClient {
     /// Lets tests check that a listing which ends early never leads to deletes.
     pub fn fail_listing_after(&self, n: Option<usize>) {
         self.lock().fail_listing_after = n;
+    }
+
+    /// Makes every later new file (a write, a copy) take the `file_id` of the file deleted or
+    /// replaced last, when there is one, the way ext4 and other filesystems reuse a freed
+    /// inode number (when `on`); or hand out fresh ids again (when not).
+    ///
+    /// Lets tests check that a reused inode alone never passes for a rename.
+    pub fn reuse_file_ids(&self, on: bool) {
+        self.lock().identity.reuse_file_ids = on;
+    }
+
+    /// Makes a new file that reuses a freed `file_id` (see [`MemoryClient::reuse_file_ids`])
+    /// take that file's birth time too (when `on`), as on a filesystem whose birth times are
+    /// too coarse to tell two files apart. Such birth times identify nothing, so the client
+    /// then reports [`Capabilities::birth_time`] off although entries carry them: the engine
+    /// must go by the capability, and only content can confirm a rename.
+    pub fn reuse_birth_times(&self, on: bool) {
+        self.lock().identity.reuse_birth_times = on;
+    }
+
+    /// Gives later new files no birth time and reports the capability off (when `on`), like
+    /// a filesystem or server that keeps none.
+    pub fn without_birth_times(&self, on: bool) {
+        self.lock().identity.no_birth_times = on;
+    }
+
+    /// Makes files written from now on list like on an Apache WebDAV server (when `on`): with
+    /// no hash and an ETag derived from size and mtime, so two different files of equal size
+    /// and mtime share one. Copies and renames keep the way a file lists.
+    pub fn webdav_like_metadata(&self, on: bool) {
+        self.lock().identity.webdav_like = on;
     }
 
     /// Returns a snapshot of every file and its content.
@@ -212,7 +310,14 @@ impl StorageClient for MemoryClient {
             mtime_precision: Duration::from_nanos(1),
             listed_hash: Some(HashKind::Md5),
             etag: true,
+            // Etags are counters, not digests of the content.
+            etag_is_md5: false,
             file_id: true,
+            birth_time: {
+                let switches = self.lock().identity;
+                !switches.no_birth_times && !switches.reuse_birth_times
+            },
+            local_reads: true,
             server_side_copy: true,
             native_rename: true,
             conditional_write: true,
@@ -327,27 +432,34 @@ impl StorageClient for MemoryClient {
             (WriteMode::Create, Some(_)) => {
                 return Err(Error::already_exists(BACKEND, path.as_str()));
             }
-            (WriteMode::Update(expected), Some(stored)) if stored.etag == *expected => {}
+            (WriteMode::Update(expected), Some(stored))
+                if stored.entry(path).etag.as_ref() == Some(expected) => {}
             (WriteMode::Update(_), _) => {
                 return Err(Error::precondition_failed(BACKEND, path.as_str()));
             }
             _ => {}
         }
         let version = state.next_version();
+        let (file_id, birth) = state.new_identity(version);
         let stored = Stored {
             data: data.into(),
             mtime: opts.mtime.unwrap_or_else(SystemTime::now),
             etag: format!("v{version}"),
             md5,
-            file_id: version,
+            file_id,
+            birth,
+            webdav_like: state.identity.webdav_like,
         };
         let entry = stored.entry(path);
-        state.files.insert(path.clone(), stored);
+        let replaced = state.files.insert(path.clone(), stored);
+        state.free(replaced);
         Ok(entry)
     }
 
     async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
-        self.lock().files.remove(path);
+        let mut state = self.lock();
+        let removed = state.files.remove(path);
+        state.free(removed);
         Ok(())
     }
 
@@ -368,13 +480,16 @@ impl StorageClient for MemoryClient {
         }
         Self::check_target(&state, to, &opts)?;
         let version = state.next_version();
+        let (file_id, birth) = state.new_identity(version);
         let copy = Stored {
             etag: format!("v{version}"),
-            file_id: version,
+            file_id,
+            birth,
             ..source
         };
         let entry = copy.entry(to);
-        state.files.insert(to.clone(), copy);
+        let replaced = state.files.insert(to.clone(), copy);
+        state.free(replaced);
         Ok(entry)
     }
 
@@ -392,7 +507,8 @@ impl StorageClient for MemoryClient {
         match state.files.remove(from) {
             Some(stored) => {
                 let entry = stored.entry(to);
-                state.files.insert(to.clone(), stored);
+                let replaced = state.files.insert(to.clone(), stored);
+                state.free(replaced);
                 Ok(entry)
             }
             None => Err(Error::not_found(BACKEND, from.as_str())),
@@ -478,6 +594,64 @@ mod tests {
                 .is_not_found()
         );
         assert_eq!(client.files().get("a").map(|b| b.as_ref()), Some(&b"x"[..]));
+    }
+
+    #[tokio::test]
+    async fn identities_survive_renames_and_are_reused_only_when_asked() {
+        let client = MemoryClient::new();
+        let a = client.put(&p("a"), Bytes::from("x")).await.unwrap();
+        assert!(a.birth_time.is_some() && client.capabilities().birth_time);
+        let moved = client.rename(&p("a"), &p("b")).await.unwrap();
+        assert_eq!((moved.file_id, moved.birth_time), (a.file_id, a.birth_time));
+        client.delete(&p("b")).await.unwrap();
+        let c = client.put(&p("c"), Bytes::from("y")).await.unwrap();
+        assert_ne!(c.file_id, a.file_id, "no reuse by default");
+        assert!(c.birth_time > a.birth_time);
+
+        client.reuse_file_ids(true);
+        client.delete(&p("c")).await.unwrap();
+        let d = client.put(&p("d"), Bytes::from("z")).await.unwrap();
+        assert_eq!(d.file_id, c.file_id, "the freed id is reused");
+        assert!(d.birth_time > c.birth_time, "with a new birth time");
+
+        client.reuse_birth_times(true);
+        let e = client.put(&p("d"), Bytes::from("w")).await.unwrap();
+        assert_ne!(
+            e.file_id, d.file_id,
+            "an overwrite frees the old file only after"
+        );
+        let g = client.put(&p("g"), Bytes::from("u")).await.unwrap();
+        assert_eq!(
+            (g.file_id, g.birth_time),
+            (d.file_id, d.birth_time),
+            "the replaced file's identity goes to the next new file"
+        );
+
+        client.without_birth_times(true);
+        let f = client.put(&p("f"), Bytes::from("v")).await.unwrap();
+        assert_eq!(f.birth_time, None);
+        assert!(!client.capabilities().birth_time);
+    }
+
+    #[tokio::test]
+    async fn webdav_like_files_share_etags_by_size_and_mtime() {
+        let client = MemoryClient::new();
+        client.webdav_like_metadata(true);
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        let opts = || WriteOptions::default().with_mtime(t);
+        let body = |s: &'static str| crate::client::bytes_stream(Bytes::from(s));
+        let a = client
+            .write_opts(&p("a"), body("one"), opts())
+            .await
+            .unwrap();
+        let b = client
+            .write_opts(&p("b"), body("two"), opts())
+            .await
+            .unwrap();
+        assert_eq!(a.hash, None);
+        assert!(a.etag.is_some());
+        assert_eq!(a.etag, b.etag, "equal size and mtime, different content");
+        assert!(!client.capabilities().etag_is_md5);
     }
 
     #[tokio::test]

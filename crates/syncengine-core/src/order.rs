@@ -249,6 +249,8 @@ struct SpillEntry {
     h: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     f: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    b: Option<i64>,
 }
 
 impl SpillEntry {
@@ -260,6 +262,7 @@ impl SpillEntry {
             e: e.etag.clone(),
             h: e.hash.as_ref().map(ContentHash::to_token),
             f: e.file_id,
+            b: e.birth_nanos(),
         }
     }
 
@@ -281,6 +284,7 @@ impl SpillEntry {
             etag: self.e,
             hash,
             file_id: self.f,
+            birth_time: self.b.map(nanos_to_system_time),
         })
     }
 }

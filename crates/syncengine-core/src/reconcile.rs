@@ -17,7 +17,7 @@ use futures::stream::BoxStream;
 use crate::capabilities::Capabilities;
 use crate::client::{EntryStream, StorageClient, StorageClientExt};
 use crate::decide::{Change, Decision, Observation, Policy, Resolution, decide};
-use crate::entry::{ContentHash, Entry, truncate_nanos};
+use crate::entry::{ContentHash, Entry, md5_of_etag, truncate_nanos};
 use crate::error::SyncError;
 use crate::mode::Side;
 use crate::path::RelPath;
@@ -95,14 +95,16 @@ impl Reconciler {
     /// of a partial listing), [`SyncError::State`] when reading the base fails.
     pub async fn plan(
         &self,
-        mut source: EntryStream,
-        mut destination: EntryStream,
+        source: EntryStream,
+        destination: EntryStream,
         mut base: BaseStream,
     ) -> Result<Plan, SyncError> {
         let mut plan = Plan::default();
         let mut gone: Vec<Gone> = Vec::new();
         let mut appeared: Vec<Appeared> = Vec::new();
 
+        let mut source = self.with_checksums(source, Side::Source);
+        let mut destination = self.with_checksums(destination, Side::Destination);
         let mut s_head = next_entry(&mut source, Side::Source).await?;
         let mut d_head = next_entry(&mut destination, Side::Destination).await?;
         let mut b_head = base.next().await.transpose()?;
@@ -345,9 +347,17 @@ impl Reconciler {
         }
     }
 
-    /// Pairs paths that vanished from a side with paths that appeared on the same side with
-    /// the same identity (inode) or content (size + hash/etag), and turns each pair's
-    /// delete + copy into one rename on the other side.
+    /// Pairs paths that vanished from a side with paths that appeared on the same side, and
+    /// turns each pair's delete + copy into one rename on the other side.
+    ///
+    /// # Behavior
+    /// A pair needs proof that the new path holds the vanished file's bytes: equal content
+    /// hashes, or the same file id *and* birth time with unchanged size and mtime (a renamed
+    /// file keeps both; a new file that reused a freed inode has a new birth time). An equal
+    /// inode without birth times, or an equal ETag that is not a content hash (Apache derives
+    /// its ETags from size and mtime), only nominates: then content decides, hashed where
+    /// that is cheap (see [`REMOTE_HASH_LIMIT`]). Without proof the delete + copy stay, which
+    /// is safe: the deleted version goes to the trash.
     async fn pair_renames(&self, plan: &mut Plan, mut gone: Vec<Gone>, appeared: Vec<Appeared>) {
         if gone.is_empty() || appeared.is_empty() {
             return;
@@ -357,7 +367,7 @@ impl Reconciler {
             by_size.entry((g.side, g.base.size)).or_default().push(i);
         }
         let mut removed = vec![false; plan.actions.len()];
-        // Each vanished file's content hash, computed at most once.
+        // Each vanished file's content hash, looked up or computed at most once.
         let mut old_hashes: Vec<Option<Option<ContentHash>>> = vec![None; gone.len()];
         let mut renames = Vec::new();
         for a in appeared {
@@ -368,40 +378,32 @@ impl Reconciler {
             let Some(candidates) = by_size.get(&(a.side, entry.size)) else {
                 continue;
             };
-            let mut computed: Option<Option<ContentHash>> = None;
+            let mut new_hash: Option<Option<ContentHash>> = None;
             let mut found = None;
             for &gi in candidates {
                 let g = &gone[gi];
                 if g.matched {
                     continue;
                 }
-                if self.same_identity(&entry, &g.base, a.side) {
-                    found = Some(gi);
-                    break;
+                match self.same_identity(&entry, &g.base, a.side) {
+                    Identity::Same => {
+                        found = Some(gi);
+                        break;
+                    }
+                    Identity::Different => continue,
+                    Identity::Unknown => {}
                 }
-                // Fall back to content: the new file's hash against the old version's, which
-                // the base may know, or else the other side's untouched copy of it (hashed
-                // there: it was in sync with the vanished file).
-                if computed.is_none() {
-                    computed = Some(match &entry.hash {
-                        Some(h) => Some(h.clone()),
-                        None => self.client(a.side).md5(&entry.path).await.ok(),
-                    });
+                if new_hash.is_none() {
+                    new_hash = Some(self.cheap_hash(a.side, &entry).await);
                 }
-                let Some(Some(new_hash)) = &computed else {
+                let Some(Some(new)) = &new_hash else {
+                    // No cheap hash of the new file: only metadata can confirm a candidate.
                     continue;
                 };
                 if old_hashes[gi].is_none() {
-                    old_hashes[gi] = Some(match (&g.base.hash, &g.other_entry.hash) {
-                        (Some(h), _) | (None, Some(h)) => Some(h.clone()),
-                        (None, None) => self
-                            .client(a.side.other())
-                            .md5(&g.other_entry.path)
-                            .await
-                            .ok(),
-                    });
+                    old_hashes[gi] = Some(self.old_hash(g, a.side).await);
                 }
-                if old_hashes[gi].as_ref().and_then(|h| h.as_ref()) == Some(new_hash) {
+                if old_hashes[gi].as_ref().and_then(|h| h.as_ref()) == Some(new) {
                     found = Some(gi);
                     break;
                 }
@@ -432,25 +434,77 @@ impl Reconciler {
         plan.actions.extend(renames);
     }
 
-    fn same_identity(&self, now: &Entry, old: &SideRecord, side: Side) -> bool {
+    /// What metadata alone tells about whether `now` (a new path on `side`) is the file the
+    /// base recorded as `old` (a path that vanished from `side`).
+    fn same_identity(&self, now: &Entry, old: &SideRecord, side: Side) -> Identity {
+        let caps = self.caps(side);
         if now.size != old.size {
-            return false;
+            return Identity::Different;
         }
-        if self.caps(side).file_id
+        if let (Some(a), Some(b)) = (now.content_hash(caps), record_content_hash(old, caps))
+            && a.kind() == b.kind()
+        {
+            return if a == b {
+                Identity::Same
+            } else {
+                Identity::Different
+            };
+        }
+        // The same inode with the same birth time is the same file, and an unchanged mtime
+        // says it was not written since. Without birth times the inode may have been freed
+        // and reused (ext4 hands a freed number to the next new file), so it only nominates.
+        // A new file could share a birth time only if it was born within one clock tick of
+        // the old one, across the whole previous run that listed the old one; backends whose
+        // birth times repeat more easily than that do not claim the capability.
+        if caps.file_id
+            && caps.birth_time
             && now.file_id.is_some()
             && now.file_id == old.file_id
-            && now.mtime_nanos() == old.mtime_nanos
+            && let (Some(a), Some(b)) = (now.birth_nanos(), old.birth_nanos)
+            && a == b
+            && let (Some(a), Some(b)) = (now.mtime_nanos(), old.mtime_nanos)
+            && truncate_nanos(a, caps.mtime_precision) == truncate_nanos(b, caps.mtime_precision)
         {
-            return true;
+            return Identity::Same;
         }
-        if let (Some(a), Some(b)) = (&now.hash, &old.hash) {
-            return a == b;
-        }
-        matches!((&now.etag, &old.etag), (Some(a), Some(b)) if a == b)
+        // Everything else — an equal inode, an equal ETag that is not a digest — leaves it
+        // to the content.
+        Identity::Unknown
     }
 
-    /// Whether two present versions hold the same bytes: by size, then hashes, then (unless
-    /// `--checksum`) equal mtimes, else by hashing both. `None` when that could not be told.
+    /// The content hash of `entry` on `side`: the one the listing gave, else computed where
+    /// that is cheap. `None` when neither.
+    async fn cheap_hash(&self, side: Side, entry: &Entry) -> Option<ContentHash> {
+        if let Some(h) = entry.content_hash(self.caps(side)) {
+            return Some(h);
+        }
+        if !self.caps(side).local_reads && entry.size > REMOTE_HASH_LIMIT {
+            return None;
+        }
+        match self.client(side).md5(&entry.path).await {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(%side, path = %entry.path, error = %e, "could not hash a rename candidate");
+                None
+            }
+        }
+    }
+
+    /// The hash of the version that vanished from `side`: recorded in the base, else that of
+    /// the other side's untouched copy (in sync with it), listed or cheaply computed.
+    async fn old_hash(&self, g: &Gone, side: Side) -> Option<ContentHash> {
+        if let Some(h) = record_content_hash(&g.base, self.caps(side)) {
+            return Some(h);
+        }
+        self.cheap_hash(side.other(), &g.other_entry).await
+    }
+
+    /// Whether two present versions hold the same bytes: by size, then by content hashes —
+    /// listed ones where both sides have them, else computed. Equal size and mtime are not
+    /// enough: two edits of one file can agree on both and still differ, and calling them
+    /// equal would drop one of them. Only paths both sides changed get here, so the cost is
+    /// bounded by the number of double edits. `None` when the hashes could not be had (the
+    /// caller then treats the pair as different: a conflict, whose loser is kept).
     async fn contents_equal(&self, s: &Entry, d: &Entry) -> Option<bool> {
         if s.size != d.size {
             return Some(false);
@@ -458,24 +512,15 @@ impl Reconciler {
         if s.size == 0 {
             return Some(true);
         }
-        if let (Some(a), Some(b)) = (&s.hash, &d.hash)
+        let listed_s = s.content_hash(&self.source_caps);
+        let listed_d = d.content_hash(&self.destination_caps);
+        if let (Some(a), Some(b)) = (&listed_s, &listed_d)
             && a.kind() == b.kind()
         {
             return Some(a == b);
         }
-        if !self.checksum
-            && let (Some(a), Some(b)) = (s.mtime_nanos(), d.mtime_nanos())
-        {
-            let p = self
-                .source_caps
-                .mtime_precision
-                .max(self.destination_caps.mtime_precision);
-            if truncate_nanos(a, p) == truncate_nanos(b, p) {
-                return Some(true);
-            }
-        }
-        let a = match &s.hash {
-            Some(h) => h.clone(),
+        let a = match listed_s {
+            Some(h) => h,
             None => match self.source.md5(&s.path).await {
                 Ok(h) => h,
                 Err(e) => {
@@ -484,8 +529,8 @@ impl Reconciler {
                 }
             },
         };
-        let b = match &d.hash {
-            Some(h) if h.kind() == a.kind() => h.clone(),
+        let b = match listed_d {
+            Some(h) if h.kind() == a.kind() => h,
             _ => match self.destination.md5(&d.path).await {
                 Ok(h) => h,
                 Err(e) => {
@@ -496,6 +541,70 @@ impl Reconciler {
         };
         Some(a == b)
     }
+
+    /// Under `--checksum`, gives every listed file of a side whose reads are local a content
+    /// hash (computed when the listing has none), so an edit that keeps size and mtime shows
+    /// against the hash recorded in the base. Other sides keep the hashes they list (S3's
+    /// MD5 ETags): downloading every remote file on every run is not what `--checksum` asks
+    /// for (rclone does not either).
+    fn with_checksums(&self, listing: EntryStream, side: Side) -> EntryStream {
+        let caps = self.caps(side).clone();
+        if !self.checksum || !caps.local_reads {
+            return listing;
+        }
+        let client = self.client(side).clone();
+        listing
+            .map(move |item| {
+                let client = client.clone();
+                let caps = caps.clone();
+                async move {
+                    let mut entry = item?;
+                    if entry.content_hash(&caps).is_none() {
+                        match client.md5(&entry.path).await {
+                            Ok(h) => entry.hash = Some(h),
+                            // A file that vanished or cannot be read since it was listed
+                            // keeps to size and mtime; its copy, if any, reports the error.
+                            Err(e) => tracing::warn!(
+                                %side, path = %entry.path, error = %e, "could not hash for --checksum"
+                            ),
+                        }
+                    }
+                    Ok(entry)
+                }
+            })
+            .buffered(CHECKSUM_HASHES_IN_FLIGHT)
+            .boxed()
+    }
+}
+
+/// The content hash a base record holds for its side: the recorded hash, else the recorded
+/// ETag where the backend's ETags are MD5s.
+fn record_content_hash(r: &SideRecord, caps: &Capabilities) -> Option<ContentHash> {
+    match (&r.hash, &r.etag) {
+        (Some(h), _) => Some(h.clone()),
+        (None, Some(tag)) if caps.etag_is_md5 => md5_of_etag(tag),
+        _ => None,
+    }
+}
+
+/// Files up to this size are hashed over the network to confirm a rename (64 MiB: a second
+/// or so on a fast link). Bigger files are hashed on demand only where reads are local
+/// ([`Capabilities::local_reads`]); elsewhere an unconfirmed rename is planned as delete +
+/// add, which is safe because the deleted version goes to the trash.
+pub const REMOTE_HASH_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Files a `--checksum` listing hashes at once.
+const CHECKSUM_HASHES_IN_FLIGHT: usize = 4;
+
+/// What metadata tells about a rename candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Identity {
+    /// Proven the same, unchanged file: a rename.
+    Same,
+    /// Proven another file, or the file changed: no rename.
+    Different,
+    /// Not told by metadata (an inode or an ETag nominates at most): content decides.
+    Unknown,
 }
 
 async fn next_entry(stream: &mut EntryStream, side: Side) -> Result<Option<Entry>, SyncError> {
@@ -572,4 +681,368 @@ fn newer(s: Option<SystemTime>, d: Option<SystemTime>) -> Option<Side> {
         (Some(a), Some(b)) if b > a => Some(Side::Destination),
         _ => None,
     }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use futures::stream;
+
+    use super::*;
+    use crate::client::{
+        ByteStream, DeleteOptions, ReadOptions, StorageClientExt, TransferOptions, WriteOptions,
+    };
+    use crate::memory::MemoryClient;
+    use crate::mode::SyncMode;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn t(nanos: i64) -> SystemTime {
+        crate::entry::nanos_to_system_time(nanos)
+    }
+
+    const MTIME: i64 = 1_600_000_000_000_000_000;
+
+    /// A listed file with size, mtime, and optional inode/birth time; no hash, no etag.
+    fn file(path: &str, size: u64, ino: Option<u64>, birth: Option<i64>) -> Entry {
+        let mut e = Entry::new(p(path), size).with_mtime(t(MTIME));
+        e.file_id = ino;
+        e.birth_time = birth.map(t);
+        e
+    }
+
+    fn base(e: &Entry) -> BaseRecord {
+        BaseRecord {
+            path: e.path.clone(),
+            source: SideRecord::from_entry(e),
+            destination: SideRecord::from_entry(e),
+        }
+    }
+
+    fn listing(entries: Vec<Entry>) -> EntryStream {
+        stream::iter(entries.into_iter().map(Ok)).boxed()
+    }
+
+    fn base_stream(records: Vec<BaseRecord>) -> BaseStream {
+        stream::iter(records.into_iter().map(Ok)).boxed()
+    }
+
+    /// A memory client holding `files`; the listings the tests feed the reconciler are their
+    /// own, so the client only serves the reads a hash needs.
+    async fn holding(files: &[(&str, &str)]) -> Arc<dyn StorageClient> {
+        let c = MemoryClient::new();
+        for (path, body) in files {
+            c.put(&p(path), Bytes::from(body.to_string()))
+                .await
+                .unwrap();
+        }
+        Arc::new(c)
+    }
+
+    fn reconciler(
+        checksum: bool,
+        source: Arc<dyn StorageClient>,
+        destination: Arc<dyn StorageClient>,
+    ) -> Reconciler {
+        Reconciler::new(Policy::new(SyncMode::TwoWay), checksum, source, destination)
+    }
+
+    fn renames(plan: &Plan) -> usize {
+        plan.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Rename { .. }))
+            .count()
+    }
+
+    /// Sets up "a was in sync on both sides; on the source a is gone and b appeared", with
+    /// the given listed `old` and `new` source entries, and returns the plan.
+    async fn plan_move(
+        old: Entry,
+        new: Entry,
+        source: Arc<dyn StorageClient>,
+        destination: Arc<dyn StorageClient>,
+    ) -> Plan {
+        let mut kept = old.clone();
+        kept.file_id = None;
+        kept.birth_time = None;
+        let mut record = base(&old);
+        record.destination = SideRecord::from_entry(&kept);
+        reconciler(false, source, destination)
+            .plan(
+                listing(vec![new]),
+                listing(vec![kept]),
+                base_stream(vec![record]),
+            )
+            .await
+            .unwrap()
+    }
+
+    /// A new file that reused the vanished file's inode, with the same size and mtime but a
+    /// new birth time and other content, is not a rename: the old code carried the old
+    /// content to the new name.
+    #[tokio::test]
+    async fn a_reused_inode_with_a_new_birth_time_is_not_a_rename() {
+        let plan = plan_move(
+            file("a", 3, Some(7), Some(100)),
+            file("b", 3, Some(7), Some(200)),
+            holding(&[("b", "new")]).await,
+            holding(&[("a", "old")]).await,
+        )
+        .await;
+        assert_eq!(renames(&plan), 0, "{:?}", plan.actions);
+        assert_eq!(
+            plan.actions.len(),
+            2,
+            "copy b, delete a: {:?}",
+            plan.actions
+        );
+    }
+
+    /// Without birth times an inode only nominates: content decides either way.
+    #[tokio::test]
+    async fn an_inode_without_birth_times_only_nominates() {
+        let plan = plan_move(
+            file("a", 3, Some(7), None),
+            file("b", 3, Some(7), None),
+            holding(&[("b", "new")]).await,
+            holding(&[("a", "old")]).await,
+        )
+        .await;
+        assert_eq!(renames(&plan), 0, "{:?}", plan.actions);
+        let plan = plan_move(
+            file("a", 3, Some(7), None),
+            file("b", 3, Some(7), None),
+            holding(&[("b", "old")]).await,
+            holding(&[("a", "old")]).await,
+        )
+        .await;
+        assert_eq!(renames(&plan), 1, "same bytes: a rename {:?}", plan.actions);
+    }
+
+    /// Inode and birth time together confirm a rename without reading a byte: neither
+    /// client holds the files, so any hash attempt would fail and no rename would be found.
+    #[tokio::test]
+    async fn inode_and_birth_time_confirm_a_rename_without_reading() {
+        let plan = plan_move(
+            file("a", 3, Some(7), Some(100)),
+            file("b", 3, Some(7), Some(100)),
+            holding(&[]).await,
+            holding(&[]).await,
+        )
+        .await;
+        assert_eq!(renames(&plan), 1, "{:?}", plan.actions);
+        assert_eq!(plan.actions.len(), 1);
+        // A renamed file written since (mtime moved) is not a pure rename.
+        let mut edited = file("b", 3, Some(7), Some(100));
+        edited.mtime = Some(t(MTIME + 1));
+        let plan = plan_move(
+            file("a", 3, Some(7), Some(100)),
+            edited,
+            holding(&[]).await,
+            holding(&[]).await,
+        )
+        .await;
+        assert_eq!(renames(&plan), 0, "{:?}", plan.actions);
+    }
+
+    /// An equal ETag that is not a content hash (Apache: size and mtime) only nominates.
+    #[tokio::test]
+    async fn an_etag_that_is_not_a_digest_only_nominates() {
+        let tag = "\"3-5f5e1000\"";
+        let old = file("a", 3, None, None).with_etag(tag);
+        let new = file("b", 3, None, None).with_etag(tag);
+        let plan = plan_move(
+            old.clone(),
+            new.clone(),
+            holding(&[("b", "new")]).await,
+            holding(&[("a", "old")]).await,
+        )
+        .await;
+        assert_eq!(renames(&plan), 0, "{:?}", plan.actions);
+        let plan = plan_move(
+            old,
+            new,
+            holding(&[("b", "old")]).await,
+            holding(&[("a", "old")]).await,
+        )
+        .await;
+        assert_eq!(renames(&plan), 1, "{:?}", plan.actions);
+    }
+
+    /// A [`MemoryClient`] whose reads pretend to cross a network (`local_reads: false`).
+    #[derive(Debug)]
+    struct Remote(MemoryClient);
+
+    #[async_trait]
+    impl StorageClient for Remote {
+        fn backend(&self) -> &'static str {
+            "remote-memory"
+        }
+        fn capabilities(&self) -> Capabilities {
+            let mut caps = self.0.capabilities();
+            caps.local_reads = false;
+            caps
+        }
+        fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
+            self.0.list(prefix)
+        }
+        async fn stat(&self, path: &RelPath) -> crate::Result<Entry> {
+            self.0.stat(path).await
+        }
+        async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> crate::Result<ByteStream> {
+            self.0.read_opts(path, opts).await
+        }
+        async fn write_opts(
+            &self,
+            path: &RelPath,
+            body: ByteStream,
+            opts: WriteOptions,
+        ) -> crate::Result<Entry> {
+            self.0.write_opts(path, body, opts).await
+        }
+        async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> crate::Result<()> {
+            self.0.delete_opts(path, opts).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &RelPath,
+            to: &RelPath,
+            opts: TransferOptions,
+        ) -> crate::Result<Entry> {
+            self.0.copy_opts(from, to, opts).await
+        }
+        async fn rename_opts(
+            &self,
+            from: &RelPath,
+            to: &RelPath,
+            opts: TransferOptions,
+        ) -> crate::Result<Entry> {
+            self.0.rename_opts(from, to, opts).await
+        }
+    }
+
+    impl fmt::Display for Remote {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "Remote({})", self.0)
+        }
+    }
+
+    /// Over the network, files above [`REMOTE_HASH_LIMIT`] are not hashed to confirm a
+    /// rename: delete + add instead. At or below it they are.
+    #[tokio::test]
+    async fn remote_files_are_hashed_for_renames_only_below_the_bound() {
+        let remote = |files: &'static [(&'static str, &'static str)]| async move {
+            let c = MemoryClient::new();
+            for (path, body) in files {
+                c.put(&p(path), Bytes::from(*body)).await.unwrap();
+            }
+            Arc::new(Remote(c)) as Arc<dyn StorageClient>
+        };
+        // The listed sizes are what the bound looks at; the stored bytes are equal, so a
+        // hash, if taken, confirms.
+        for (size, expected) in [(REMOTE_HASH_LIMIT, 1), (REMOTE_HASH_LIMIT + 1, 0)] {
+            let plan = plan_move(
+                file("a", size, None, None),
+                file("b", size, None, None),
+                remote(&[("b", "same")]).await,
+                remote(&[("a", "same")]).await,
+            )
+            .await;
+            assert_eq!(renames(&plan), expected, "size {size}: {:?}", plan.actions);
+        }
+    }
+
+    /// Both sides changed to the same size and mtime but different bytes: a conflict, found
+    /// by hashing (the old code called them equal and recorded one side's version for both).
+    #[tokio::test]
+    async fn double_edits_with_equal_size_and_mtime_are_hashed() {
+        let old = file("a", 3, None, None);
+        let mut record = base(&old);
+        record.source.mtime_nanos = Some(MTIME - 5);
+        record.destination.mtime_nanos = Some(MTIME - 5);
+        let plan = |s: &'static str, d: &'static str, record: BaseRecord| async move {
+            reconciler(
+                false,
+                holding(&[("a", s)]).await,
+                holding(&[("a", d)]).await,
+            )
+            .plan(
+                listing(vec![file("a", 3, None, None)]),
+                listing(vec![file("a", 3, None, None)]),
+                base_stream(vec![record]),
+            )
+            .await
+            .unwrap()
+        };
+        let differ = plan("one", "two", record.clone()).await;
+        assert!(
+            matches!(differ.actions.as_slice(), [Action::Conflict { .. }]),
+            "{:?}",
+            differ.actions
+        );
+        let same = plan("one", "one", record).await;
+        assert!(same.actions.is_empty(), "{:?}", same.actions);
+        assert_eq!(same.state_updates.len(), 1, "recorded as synced");
+    }
+
+    /// `--checksum` sees an edit that kept size and mtime, against the hash in the base;
+    /// without it the listing (no hash on this side) cannot, and nothing is read.
+    #[tokio::test]
+    async fn checksum_sees_edits_that_keep_size_and_mtime() {
+        let old = file("a", 3, None, None);
+        let mut record = base(&old);
+        let md5 = |s: &str| ContentHash::Md5(md5::Md5::digest(s.as_bytes()).into());
+        record.source.hash = Some(md5("old"));
+        let plan = |checksum: bool, record: BaseRecord| {
+            let old = old.clone();
+            async move {
+                reconciler(
+                    checksum,
+                    holding(&[("a", "new")]).await,
+                    holding(&[("a", "old")]).await,
+                )
+                .plan(
+                    listing(vec![old.clone()]),
+                    listing(vec![old]),
+                    base_stream(vec![record]),
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let with = plan(true, record.clone()).await;
+        assert!(
+            matches!(
+                with.actions.as_slice(),
+                [Action::Copy {
+                    from: Side::Source,
+                    ..
+                }]
+            ),
+            "{:?}",
+            with.actions
+        );
+        let without = plan(false, record).await;
+        assert!(without.actions.is_empty(), "{:?}", without.actions);
+    }
+
+    #[test]
+    fn birth_times_are_read_back_as_given() {
+        let e = file("a", 1, Some(1), Some(5));
+        assert_eq!(e.birth_nanos(), Some(5));
+        assert_eq!(SideRecord::from_entry(&e).to_entry(p("a")), e);
+        assert_eq!(
+            t(MTIME).duration_since(UNIX_EPOCH).unwrap(),
+            Duration::from_nanos(MTIME as u64)
+        );
+    }
+
+    use md5::Digest;
+    use std::fmt;
 }

@@ -31,7 +31,7 @@
 //! let dir = tempfile::tempdir()?;
 //! let store = StateStore::open(dir.path(), "my-pair")?;
 //! assert!(store.is_initial()?);
-//! let side = SideRecord { size: 4, mtime_nanos: Some(1), etag: None, hash: None, file_id: None };
+//! let side = SideRecord { size: 4, mtime_nanos: Some(1), ..SideRecord::default() };
 //! let path = RelPath::new("notes/todo.txt")?;
 //! store.apply(&[BaseUpdate::Put(BaseRecord::new(path.clone(), side.clone(), side))])?;
 //! store.mark_completed()?;
@@ -71,7 +71,8 @@ const STREAM_CHANNEL: usize = 2;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SELECT_COLUMNS: &str = "SELECT path, s_size, s_mtime, s_etag, s_hash, s_file_id, \
-                              d_size, d_mtime, d_etag, d_hash, d_file_id, settled FROM base";
+                              d_size, d_mtime, d_etag, d_hash, d_file_id, settled, \
+                              s_birth, d_birth FROM base";
 
 /// Values of the `settled` column: which side's absence is settled (NULL: neither).
 const SETTLED_SOURCE: i64 = 0;
@@ -90,6 +91,9 @@ pub struct SideRecord {
     pub hash: Option<ContentHash>,
     /// The file identity (inode on local disk).
     pub file_id: Option<u64>,
+    /// The birth (creation) time in nanoseconds since the Unix epoch, where the backend has
+    /// one: what confirms that a file with this `file_id` under another name was renamed.
+    pub birth_nanos: Option<i64>,
 }
 
 impl SideRecord {
@@ -101,17 +105,22 @@ impl SideRecord {
             etag: e.etag.clone(),
             hash: e.hash.clone(),
             file_id: e.file_id,
+            birth_nanos: e.birth_nanos(),
         }
     }
 
     /// True when this record says exactly what [`from_entry`](SideRecord::from_entry) would
     /// say of `e` (compared without building a record: this runs for every unchanged file).
+    ///
+    /// A listing without a hash does not contradict a recorded one: hashes computed by a
+    /// `--checksum` run stay in the base through later runs without it.
     pub fn describes(&self, e: &Entry) -> bool {
         self.size == e.size
             && self.mtime_nanos == e.mtime_nanos()
             && self.etag == e.etag
-            && self.hash == e.hash
+            && (e.hash.is_none() || self.hash == e.hash)
             && self.file_id == e.file_id
+            && self.birth_nanos == e.birth_nanos()
     }
 
     /// Rebuilds an [`Entry`] at `path` from this record.
@@ -123,6 +132,7 @@ impl SideRecord {
             etag: self.etag.clone(),
             hash: self.hash.clone(),
             file_id: self.file_id,
+            birth_time: self.birth_nanos.map(nanos_to_system_time),
         }
     }
 }
@@ -443,8 +453,9 @@ impl StateStore {
             let mut put = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO base(path, s_size, s_mtime, s_etag, s_hash, \
-                     s_file_id, d_size, d_mtime, d_etag, d_hash, d_file_id, settled) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     s_file_id, d_size, d_mtime, d_etag, d_hash, d_file_id, settled, s_birth, \
+                     d_birth) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )
                 .map_err(ctx)?;
             let mut remove = tx
@@ -470,6 +481,8 @@ impl StateStore {
                                 Side::Source => SETTLED_SOURCE,
                                 Side::Destination => SETTLED_DESTINATION,
                             }),
+                            s.birth_nanos,
+                            d.birth_nanos,
                         ])
                         .map_err(ctx)?;
                     }
@@ -710,7 +723,8 @@ fn init_schema(conn: &mut Connection) -> Result<(), SyncError> {
                  s_file_id INTEGER,
                  d_size INTEGER NOT NULL, d_mtime INTEGER, d_etag TEXT, d_hash TEXT,
                  d_file_id INTEGER,
-                 settled INTEGER
+                 settled INTEGER,
+                 s_birth INTEGER, d_birth INTEGER
              ) WITHOUT ROWID;",
         )
         .map_err(ctx)?;
@@ -724,9 +738,29 @@ fn init_schema(conn: &mut Connection) -> Result<(), SyncError> {
             "not a syncengine state database (it holds tables {tables:?} but no meta table)"
         )));
     }
+    add_birth_columns(&tx).map_err(ctx)?;
     // Tables of other subsystems go here, each `CREATE TABLE IF NOT EXISTS` (no version bump
     // needed for a new table).
     tx.commit().map_err(ctx)
+}
+
+/// Adds the birth-time columns to a base written before they existed.
+///
+/// An additive step outside the version ladder: older code names its columns in every
+/// statement, so it keeps reading and writing such a database (its writes leave the birth
+/// times NULL, which only costs a hash to confirm a rename).
+fn add_birth_columns(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let columns: Vec<String> = {
+        let mut stmt = tx.prepare("SELECT name FROM pragma_table_info('base')")?;
+        stmt.query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for column in ["s_birth", "d_birth"] {
+        if !columns.iter().any(|c| c == column) {
+            tx.execute_batch(&format!("ALTER TABLE base ADD COLUMN {column} INTEGER"))?;
+        }
+    }
+    Ok(())
 }
 
 /// One message from the reader thread of [`StateStore::stream`].
@@ -829,12 +863,13 @@ fn read_page(conn: &Connection, after: Option<&str>) -> Result<Vec<BaseRecord>, 
 /// Reads one row; SQL failures are the outer error, malformed values the inner one.
 fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<BaseRecord, SyncError>> {
     let path: String = row.get(0)?;
-    let side = |base: usize| -> rusqlite::Result<Result<SideRecord, String>> {
+    let side = |base: usize, birth: usize| -> rusqlite::Result<Result<SideRecord, String>> {
         let size: i64 = row.get(base)?;
         let mtime_nanos: Option<i64> = row.get(base + 1)?;
         let etag: Option<String> = row.get(base + 2)?;
         let hash: Option<String> = row.get(base + 3)?;
         let file_id: Option<i64> = row.get(base + 4)?;
+        let birth_nanos: Option<i64> = row.get(birth)?;
         Ok((|| {
             let size = u64::try_from(size).map_err(|_| format!("negative size {size}"))?;
             let hash = match hash {
@@ -850,11 +885,12 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<BaseRecord, SyncError>> {
                 etag,
                 hash,
                 file_id: file_id.map(file_id_from_sql),
+                birth_nanos,
             })
         })())
     };
-    let source = side(1)?;
-    let destination = side(6)?;
+    let source = side(1, 12)?;
+    let destination = side(6, 13)?;
     let settled: Option<i64> = row.get(11)?;
     Ok((|| {
         let malformed =
@@ -934,6 +970,7 @@ mod tests {
             etag: Some(format!("\"etag-{size}\"")),
             hash: Some(ContentHash::Md5([size as u8; 16])),
             file_id: Some(u64::MAX - size),
+            birth_nanos: Some(1_600_000_000_000_000_000 + size as i64),
         }
     }
 
@@ -1246,6 +1283,42 @@ mod tests {
         drop(store);
         let err = StateStore::open(dir.path(), "newer").unwrap_err();
         assert!(err.to_string().contains("newer syncengine"), "{err}");
+    }
+
+    /// A base written before birth times were recorded gains the columns on open, keeps its
+    /// records, and stores birth times from then on.
+    #[test]
+    fn bases_without_birth_columns_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+             CREATE TABLE base(
+                 path TEXT PRIMARY KEY,
+                 s_size INTEGER NOT NULL, s_mtime INTEGER, s_etag TEXT, s_hash TEXT,
+                 s_file_id INTEGER,
+                 d_size INTEGER NOT NULL, d_mtime INTEGER, d_etag TEXT, d_hash TEXT,
+                 d_file_id INTEGER
+             ) WITHOUT ROWID;
+             INSERT INTO meta(key, value) VALUES ('schema_version', 1), ('last_completed', 5);
+             INSERT INTO base(path, s_size, s_mtime, s_file_id, d_size) VALUES ('a', 3, 7, 9, 3);",
+        )
+        .unwrap();
+        drop(conn);
+        let store = StateStore::open(dir.path(), "old").unwrap();
+        assert!(!store.is_initial().unwrap());
+        let old = store.get(&rp("a")).unwrap().unwrap();
+        assert_eq!(
+            (old.source.size, old.source.file_id, old.source.birth_nanos),
+            (3, Some(9), None)
+        );
+        store.apply(&[BaseUpdate::Put(rec("b", 2))]).unwrap();
+        drop(store);
+        // Reopening finds the columns already there.
+        let store = StateStore::open(dir.path(), "old").unwrap();
+        assert_eq!(store.get(&rp("b")).unwrap().unwrap(), rec("b", 2));
+        assert!(rec("b", 2).source.birth_nanos.is_some());
     }
 
     #[tokio::test]
