@@ -204,6 +204,9 @@ impl BaseRecord {
 /// One change to the base, applied with others in one transaction by [`StateStore::apply`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+// Nearly every update is a `Put`: boxing it would add an allocation per record to save
+// space only in the rare `Remove`.
+#[allow(clippy::large_enum_variant)]
 pub enum BaseUpdate {
     /// Inserts or replaces the record of a path.
     Put(BaseRecord),
