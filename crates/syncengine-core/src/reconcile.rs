@@ -722,6 +722,7 @@ mod tests {
             path: e.path.clone(),
             source: SideRecord::from_entry(e),
             destination: SideRecord::from_entry(e),
+            settled: None,
         }
     }
 
