@@ -60,11 +60,17 @@ SAFETY AND RECOVERY:
   Nothing is deleted on the basis of a failed listing. A run that would delete more than
   --max-delete percent of either side, or that finds one side empty although it had files at
   the last sync, stops before changing anything (exit 3) unless --force is given. Only one run
-  of a pair at a time (a second one exits 3). On local disk, deleted and overwritten files are
-  moved to <root>/.syncengine/trash/<UTC time>/ unless --no-trash. --backup-dir URL receives
-  them instead, for both sides: URL/source/<UTC time>/<path> and URL/destination/<UTC time>/<path>.
+  of a pair at a time (a second one exits 3). On every side, local or remote, deleted and
+  overwritten files are moved to <root>/.syncengine/trash/<UTC time>/<path> (never synced) and
+  kept --trash-keep days (default 30; 'forever' keeps them). On S3, Azure and GCS each trashed
+  file costs a server-side copy and a delete request, and its storage for those days; use
+  --no-trash on versioned buckets, whose versions already keep old copies. A root served as a
+  website would publish its trash: a warning says so when a remote root has an index.html;
+  --trash-dir URL keeps the trash elsewhere (URL/source/<UTC time>/<path> and
+  URL/destination/<UTC time>/<path>, pruned the same way). --backup-dir URL receives them
+  instead, in the same layout, and is never pruned.
   Conflict losers are kept as <name>.conflict-<UTC time>-<side>.<ext> unless
-  --conflict-loser delete.
+  --conflict-loser delete. The state directory is never synced, even inside a synced folder.
 
 OUTPUT:
   Progress bars on stderr when it is a terminal (not with --json or -q). When the run ends, a
@@ -173,20 +179,44 @@ struct SyncArgs {
     /// Compare content hashes, not just size and modification time.
     #[arg(long)]
     checksum: bool,
-    /// Delete and overwrite local files outright instead of moving them to the trash.
-    #[arg(long, conflicts_with = "backup_dir")]
+    /// Delete and overwrite files outright on both sides instead of moving them to the trash
+    /// (for versioned buckets).
+    #[arg(long, conflicts_with_all = ["backup_dir", "trash_dir"])]
     no_trash: bool,
     /// Move deleted and overwritten files of both sides to URL/source/… and
-    /// URL/destination/… instead of the trash (see SAFETY AND RECOVERY).
-    #[arg(long, value_name = "URL")]
+    /// URL/destination/… instead of the trash; never pruned (see SAFETY AND RECOVERY).
+    #[arg(long, value_name = "URL", conflicts_with = "trash_dir")]
     backup_dir: Option<String>,
-    /// Remove trash folders older than DAYS at the end of each run.
-    #[arg(long, value_name = "DAYS")]
-    trash_keep: Option<u32>,
+    /// Keep the trash of both sides at URL/source/… and URL/destination/… instead of under
+    /// each root (e.g. for a root served as a website); pruned like the trash.
+    #[arg(long, value_name = "URL")]
+    trash_dir: Option<String>,
+    /// Remove trash folders older than DAYS at the end of each run; 'forever' keeps them.
+    #[arg(long, value_name = "DAYS|forever", default_value = "30", value_parser = parse_trash_keep)]
+    trash_keep: TrashKeep,
     /// Sort listings in the engine even when a backend claims ordered listings (for servers
     /// that list out of order).
     #[arg(long)]
     sort_listings: bool,
+}
+
+/// How long trash folders are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TrashKeep {
+    /// Pruned after this many days.
+    Days(u32),
+    /// Never pruned.
+    Forever,
+}
+
+/// Parses `--trash-keep`: a number of days, or `forever`.
+fn parse_trash_keep(s: &str) -> Result<TrashKeep, String> {
+    if s.eq_ignore_ascii_case("forever") {
+        return Ok(TrashKeep::Forever);
+    }
+    s.parse()
+        .map(TrashKeep::Days)
+        .map_err(|_| format!("expected a number of days or 'forever', got {s:?}"))
 }
 
 /// Parses `--mode` with every alias of [`SyncMode::from_str`](std::str::FromStr).
@@ -293,16 +323,16 @@ fn open_side(what: &str, arg: &str) -> Result<Opened, (u8, String)> {
     })
 }
 
-/// Refuses a local backup folder that lies inside a synced local root (outside its
+/// Refuses a local backup or trash folder that lies inside a synced local root (outside its
 /// `.syncengine/` folder), or that contains one: backups would be synced, or the root would
 /// receive backups.
-fn check_backup_overlap(backup: &Path, roots: &[&Location]) -> Result<(), String> {
+fn check_backup_overlap(flag: &str, backup: &Path, roots: &[&Location]) -> Result<(), String> {
     let backup = location::normalize_local(backup);
     for root in roots.iter().filter_map(|r| r.local_path()) {
         let inside_root = backup.starts_with(root) && !backup.starts_with(root.join(".syncengine"));
         if inside_root || root.starts_with(&backup) {
             return Err(format!(
-                "--backup-dir {} overlaps the synced folder {}; put it outside both roots \
+                "{flag} {} overlaps the synced folder {}; put it outside both roots \
                  (or under the root's .syncengine/ folder)",
                 backup.display(),
                 root.display()
@@ -376,25 +406,30 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
     if let Some(p) = args.initial {
         options = options.with_initial_preference(p);
     }
-    if let Some(days) = args.trash_keep {
-        options = options.with_trash_keep_days(days);
-    }
+    options = match args.trash_keep {
+        TrashKeep::Days(days) => options.with_trash_keep_days(days),
+        TrashKeep::Forever => options.with_trash_kept_forever(),
+    };
     if args.no_trash {
         options = options
             .with_recovery(Side::Source, Recovery::None)
             .with_recovery(Side::Destination, Recovery::None);
     }
-    if let Some(url) = &args.backup_dir {
-        let base = location::parse(url).map_err(|e| (EXIT_USAGE, format!("--backup-dir: {e}")))?;
+    let elsewhere = [
+        ("--backup-dir", &args.backup_dir, Recovery::BackupDir as fn(_) -> _),
+        ("--trash-dir", &args.trash_dir, Recovery::TrashDir as fn(_) -> _),
+    ];
+    for (flag, url, recovery) in elsewhere {
+        let Some(url) = url else { continue };
+        let base = location::parse(url).map_err(|e| (EXIT_USAGE, format!("{flag}: {e}")))?;
         if let Some(path) = base.local_path() {
-            check_backup_overlap(path, &[&source.location, &destination.location])
+            check_backup_overlap(flag, path, &[&source.location, &destination.location])
                 .map_err(|e| (EXIT_USAGE, e))?;
         }
         for side in [Side::Source, Side::Destination] {
             let loc = base.join(side.as_str());
-            let client =
-                location::open(&loc).map_err(|e| (EXIT_USAGE, format!("--backup-dir: {e}")))?;
-            options = options.with_recovery(side, Recovery::BackupDir(client));
+            let client = location::open(&loc).map_err(|e| (EXIT_USAGE, format!("{flag}: {e}")))?;
+            options = options.with_recovery(side, recovery(client));
         }
     }
     Ok(SyncPair::new(source.client, destination.client, args.mode).with_options(options))
@@ -656,9 +691,9 @@ mod tests {
     #[test]
     fn backup_dir_must_not_overlap_a_root() {
         let root = Location::Local("/data/a".into());
-        assert!(check_backup_overlap(Path::new("/data/a/bak"), &[&root]).is_err());
-        assert!(check_backup_overlap(Path::new("/data"), &[&root]).is_err());
-        assert!(check_backup_overlap(Path::new("/data/a/.syncengine/bak"), &[&root]).is_ok());
-        assert!(check_backup_overlap(Path::new("/data/bak"), &[&root]).is_ok());
+        assert!(check_backup_overlap("--backup-dir", Path::new("/data/a/bak"), &[&root]).is_err());
+        assert!(check_backup_overlap("--backup-dir", Path::new("/data"), &[&root]).is_err());
+        assert!(check_backup_overlap("--backup-dir", Path::new("/data/a/.syncengine/bak"), &[&root]).is_ok());
+        assert!(check_backup_overlap("--backup-dir", Path::new("/data/bak"), &[&root]).is_ok());
     }
 }

@@ -19,6 +19,8 @@ use syncengine_core::{
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
+use syncengine_core::ignore_rules::{StaleTemps, temp_file_name};
+
 use crate::TEMP_PREFIX;
 use crate::error::{BACKEND, io_on, map_io};
 use crate::list::list_stream;
@@ -52,6 +54,7 @@ pub struct LocalClient {
     root: PathBuf,
     fsync: bool,
     skipped: Arc<AtomicU64>,
+    stale: Arc<StaleTemps>,
 }
 
 impl LocalClient {
@@ -67,6 +70,7 @@ impl LocalClient {
             root,
             fsync: false,
             skipped: Arc::new(AtomicU64::new(0)),
+            stale: Arc::new(StaleTemps::default()),
         }
     }
 
@@ -162,12 +166,12 @@ impl TempFile {
     /// Creates a new, empty temporary file in `dir` (which must exist).
     fn create(dir: &Path) -> io::Result<(TempFile, File)> {
         loop {
-            // The pid in the name lets a later listing recognise temps of a process that
-            // died mid-write (SIGKILL, power loss) and remove them.
-            let path = dir.join(format!(
-                "{TEMP_PREFIX}{}-{:016x}",
-                std::process::id(),
-                TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+            // The pid keeps processes apart; the core's exact temp format lets a later run
+            // recognise the temps of a write killed midway (SIGKILL, power loss) and remove
+            // them once they are a day old.
+            let path = dir.join(temp_file_name(
+                (u64::from(std::process::id()) << 32)
+                    | (TEMP_COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff),
             ));
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => return Ok((TempFile { path: Some(path) }, file)),
@@ -334,6 +338,29 @@ impl StorageClient for LocalClient {
         self.skipped.load(Ordering::Relaxed)
     }
 
+    fn local_root(&self) -> Option<PathBuf> {
+        Some(self.root.clone())
+    }
+
+    async fn remove_stale_temps(&self) -> Result<u64> {
+        let found = self.stale.take();
+        blocking(move || {
+            let mut removed = 0;
+            for path in found {
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::info!(%path, "removed a temp file untouched for a day");
+                        removed += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(map_io("", e)),
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn sync_written(&self) -> Result<()> {
         let root = self.root.clone();
         blocking(move || {
@@ -349,7 +376,12 @@ impl StorageClient for LocalClient {
     }
 
     fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        list_stream(self.root.clone(), prefix.cloned(), self.skipped.clone())
+        list_stream(
+            self.root.clone(),
+            prefix.cloned(),
+            self.skipped.clone(),
+            self.stale.clone(),
+        )
     }
 
     async fn stat(&self, path: &RelPath) -> Result<Entry> {

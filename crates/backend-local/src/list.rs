@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::stream::{self, StreamExt};
+use syncengine_core::ignore_rules::StaleTemps;
 use syncengine_core::{EntryStream, Error, RelPath, Result};
 use tokio::sync::mpsc;
 
@@ -35,23 +36,24 @@ pub(crate) fn list_stream(
     root: PathBuf,
     prefix: Option<RelPath>,
     skipped: Arc<AtomicU64>,
+    stale: Arc<StaleTemps>,
 ) -> EntryStream {
     enum State {
-        Start(PathBuf, Option<RelPath>, Arc<AtomicU64>),
+        Start(PathBuf, Option<RelPath>, Arc<AtomicU64>, Arc<StaleTemps>),
         Running(mpsc::Receiver<Batch>),
         Done,
     }
     // The worker starts on first poll, so `list` itself needs no runtime.
-    stream::unfold(State::Start(root, prefix, skipped), |state| async move {
+    stream::unfold(State::Start(root, prefix, skipped, stale), |state| async move {
         let mut rx = match state {
-            State::Start(root, prefix, skipped) => {
+            State::Start(root, prefix, skipped, stale) => {
                 let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
                 tokio::task::spawn_blocking(move || {
                     let mut out = Sender {
                         tx,
                         buf: Vec::with_capacity(BATCH),
                     };
-                    walk(&root, prefix.as_ref(), &skipped, &mut out);
+                    walk(&root, prefix.as_ref(), &skipped, &stale, &mut out);
                     out.finish();
                 });
                 rx
@@ -122,30 +124,25 @@ impl Child {
     }
 }
 
-/// Removes a temp file left by a process that no longer runs (killed mid-write). Temps name
-/// their writer's pid (`.syncengine-tmp-<pid>-<random>`); a temp whose pid is ours or alive is
-/// an in-progress write and stays. Best effort: failures are ignored.
-fn remove_if_orphaned(path: &Path, name: &std::ffi::OsStr) {
-    let Some(pid) = orphan_pid(name) else { return };
-    if pid == std::process::id() || !Path::new("/proc/self").exists() {
+/// Notes a temp file for removal when it is stale by the core's one rule
+/// ([`is_stale_temp`](syncengine_core::ignore_rules::is_stale_temp)): the exact temp format,
+/// untouched for a day. The access time counts as a touch: a write in progress sets its
+/// temp's modification time to the source's (often years ago) just before renaming it into
+/// place, and leaves the access time at the temp's creation. Nothing is removed here: a dry
+/// run lists too.
+fn note_if_stale(stale: &StaleTemps, path: &Path, name: &std::ffi::OsStr) {
+    let Some(name) = name.to_str() else { return };
+    let Ok(md) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if !md.is_file() {
         return;
     }
-    if !Path::new(&format!("/proc/{pid}")).exists() {
-        match fs::remove_file(path) {
-            Ok(()) => {
-                tracing::info!(path = %path.display(), pid, "removed a temp file of a dead process")
-            }
-            Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "could not remove an orphaned temp file")
-            }
-        }
-    }
-}
-
-/// The writer pid in a temp file name, if it has one.
-fn orphan_pid(name: &std::ffi::OsStr) -> Option<u32> {
-    let rest = name.to_str()?.strip_prefix(TEMP_PREFIX)?;
-    rest.split_once('-')?.0.parse().ok()
+    let newest = [md.modified().ok(), md.accessed().ok()]
+        .into_iter()
+        .flatten()
+        .max();
+    stale.consider(path.to_string_lossy().into_owned(), name, newest);
 }
 
 /// Notes a skipped path: logged and counted, never fatal.
@@ -155,7 +152,7 @@ fn skip(skipped: &AtomicU64, path: &Path, why: &str) {
 }
 
 /// Reads one directory's listable children, sorted in canonical order.
-fn read_children(dir: &Path, skipped: &AtomicU64) -> io::Result<Vec<Child>> {
+fn read_children(dir: &Path, skipped: &AtomicU64, stale: &StaleTemps) -> io::Result<Vec<Child>> {
     let mut children = Vec::new();
     for dirent in fs::read_dir(dir)? {
         let dirent = dirent?;
@@ -164,7 +161,7 @@ fn read_children(dir: &Path, skipped: &AtomicU64) -> io::Result<Vec<Child>> {
             .as_encoded_bytes()
             .starts_with(TEMP_PREFIX.as_bytes())
         {
-            remove_if_orphaned(&dirent.path(), &os_name);
+            note_if_stale(stale, &dirent.path(), &os_name);
             continue;
         }
         let Some(name) = os_name.to_str() else {
@@ -267,7 +264,13 @@ fn join_rel(dir: &str, name: &str) -> String {
 }
 
 /// Walks the tree, pushing entries (and at most one error, last) into `out`.
-fn walk(root: &Path, prefix: Option<&RelPath>, skipped: &AtomicU64, out: &mut Sender) {
+fn walk(
+    root: &Path,
+    prefix: Option<&RelPath>,
+    skipped: &AtomicU64,
+    stale: &StaleTemps,
+    out: &mut Sender,
+) {
     let start = match start_dir(root, prefix) {
         Ok(Some(dir)) => dir,
         Ok(None) => return,
@@ -277,7 +280,7 @@ fn walk(root: &Path, prefix: Option<&RelPath>, skipped: &AtomicU64, out: &mut Se
         }
     };
     let start_rel = prefix.map(|p| p.as_str().to_owned()).unwrap_or_default();
-    let children = match read_children(&start, skipped) {
+    let children = match read_children(&start, skipped, stale) {
         Ok(children) => children,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
         Err(e) => {
@@ -331,7 +334,7 @@ fn walk(root: &Path, prefix: Option<&RelPath>, skipped: &AtomicU64, out: &mut Se
                     return;
                 }
             }
-            Kind::Dir => match read_children(&child.dirent.path(), skipped) {
+            Kind::Dir => match read_children(&child.dirent.path(), skipped, stale) {
                 Ok(children) => stack.push(Frame {
                     rel,
                     children: children.into_iter(),

@@ -407,3 +407,209 @@ async fn checksum_detects_an_edit_that_keeps_size_and_mtime() {
     );
     assert!(f.engine.sync_pair(&checksum()).await.unwrap().is_noop());
 }
+
+/// Without any `--trash-keep`, trash folders older than 30 days are pruned and younger ones
+/// stay.
+#[tokio::test]
+async fn trash_is_kept_thirty_days_by_default() {
+    let f = fixture();
+    write(&f.src, "a.txt", "a");
+    let stamp = |days_ago: i64| {
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days_ago as u64 * 86_400);
+        let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        // Civil date from days since the epoch (Howard Hinnant's algorithm).
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )
+    };
+    let old = format!(".syncengine/trash/{}/old.txt", stamp(31));
+    let old_numbered = format!(".syncengine/trash/{}-2/old2.txt", stamp(40));
+    let recent = format!(".syncengine/trash/{}/recent.txt", stamp(29));
+    for rel in [&old, &old_numbered, &recent] {
+        write(&f.src, rel, "trashed");
+    }
+    f.engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    assert!(!f.src.join(&old).exists(), "a 31-day-old trash folder was kept");
+    assert!(!f.src.join(&old_numbered).exists());
+    assert!(f.src.join(&recent).exists(), "a 29-day-old trash folder was pruned");
+
+    // Kept forever when asked.
+    write(&f.src, &old, "trashed");
+    f.engine
+        .sync_pair(&f.pair(
+            SyncMode::TwoWay,
+            SyncOptions::default().with_trash_kept_forever(),
+        ))
+        .await
+        .unwrap();
+    assert!(f.src.join(&old).exists());
+}
+
+/// A trash dir (`--trash-dir`) receives deleted and overwritten files instead of the side's
+/// own trash, and is pruned like it.
+#[tokio::test]
+async fn trash_dir_keeps_the_trash_elsewhere() {
+    let f = fixture();
+    for i in 0..4 {
+        write(&f.src, &format!("k{i}.txt"), "keep");
+    }
+    write(&f.src, "gone.txt", "precious");
+    write(&f.src, "over.txt", "first");
+    f.engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    let elsewhere = f.src.parent().unwrap().join("elsewhere");
+    write(&elsewhere, "20000101T000000Z/ancient.txt", "old");
+    fs::remove_file(f.src.join("gone.txt")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&f.src, "over.txt", "second");
+    let trash: Arc<dyn StorageClient> = Arc::new(LocalClient::new(&elsewhere));
+    let opts = SyncOptions::default().with_recovery(Side::Destination, Recovery::TrashDir(trash));
+    let stats = f
+        .engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, opts))
+        .await
+        .unwrap();
+    assert_eq!((stats.deleted_destination, stats.uploaded), (1, 1), "{stats:?}");
+    let mut saved: Vec<String> = walk(&elsewhere)
+        .into_iter()
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect();
+    saved.sort();
+    assert_eq!(saved, ["first", "precious"], "the old stamp is pruned, the new kept");
+    assert!(trash_files(&f.dst).is_empty(), "the trash dir replaces the trash");
+}
+
+/// The state directory inside a synced root (the default one lies inside `~`) is the engine's
+/// own: its database, WAL and lock files are never synced, and the run succeeds.
+#[tokio::test]
+async fn state_dir_inside_the_source_root_is_not_synced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let dst = tmp.path().join("dst");
+    write(&home, "notes/todo.txt", "milk");
+    let state_dir = home.join(".local/state/syncengine");
+    let engine = SyncEngine::new(&state_dir);
+    let pair = SyncPair::new(
+        Arc::new(LocalClient::new(&home)),
+        Arc::new(LocalClient::new(&dst)),
+        SyncMode::TwoWay,
+    );
+    for _ in 0..2 {
+        let stats = engine.sync_pair(&pair).await.unwrap();
+        assert_eq!(stats.errors, 0, "{stats:?}");
+        assert_eq!(stats.skipped, 0, "our own files are not 'skipped': {stats:?}");
+    }
+    assert!(
+        fs::read_dir(&state_dir).unwrap().count() > 0,
+        "the state lives there"
+    );
+    assert_eq!(fs::read_to_string(dst.join("notes/todo.txt")).unwrap(), "milk");
+    assert!(
+        !dst.join(".local").exists(),
+        "the state directory was synced: {:?}",
+        walk(&dst)
+    );
+    // A state directory given by a path through a symlink is recognised too.
+    let link = tmp.path().join("link-to-home");
+    std::os::unix::fs::symlink(&home, &link).unwrap();
+    let engine = SyncEngine::new(link.join("state"));
+    let stats = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    assert!(!dst.join("state").exists(), "{:?}", walk(&dst));
+}
+
+/// Stale temp files (exact format, untouched for a day) are removed after a real run, never
+/// by a dry run; a young one and a look-alike stay.
+#[tokio::test]
+async fn stale_temps_are_removed_only_by_a_real_run() {
+    let f = fixture();
+    write(&f.src, "a.txt", "a");
+    let day = std::time::Duration::from_secs(86_400);
+    let old = std::time::SystemTime::now() - day - std::time::Duration::from_secs(60);
+    let stale = f.src.join("d/.syncengine-tmp-00000000deadbeef");
+    let young = f.src.join("d/.syncengine-tmp-00000000cafef00d");
+    let lookalike = f.src.join("d/.syncengine-tmp-my-notes");
+    for path in [&stale, &young, &lookalike] {
+        write(&f.src, path.strip_prefix(&f.src).unwrap().to_str().unwrap(), "x");
+    }
+    for path in [&stale, &lookalike] {
+        let file = fs::File::options().write(true).open(path).unwrap();
+        file.set_times(fs::FileTimes::new().set_modified(old).set_accessed(old))
+            .unwrap();
+    }
+    let dry = SyncOptions::default().with_dry_run(true);
+    f.engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, dry))
+        .await
+        .unwrap();
+    assert!(stale.exists(), "a dry run removed a file");
+    f.engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    assert!(!stale.exists(), "a day-old temp was left behind");
+    assert!(young.exists(), "a temp younger than a day was removed");
+    assert!(lookalike.exists(), "a file that only resembles a temp was removed");
+    assert!(!f.dst.join("d").exists(), "temps are never synced");
+}
+
+/// A conflict on a 250-byte name gets a conflict name cut to the 255-byte limit that keeps
+/// the extension and the conflict suffix; both versions survive.
+#[tokio::test]
+async fn long_names_get_valid_conflict_names() {
+    let f = fixture();
+    let name = format!("{}.txt", "n".repeat(246));
+    assert_eq!(name.len(), 250);
+    write(&f.src, &name, "base");
+    f.engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    write(&f.src, &name, "source edit");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&f.dst, &name, "destination edit, newer");
+    let stats = f
+        .engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    assert_eq!((stats.conflicts, stats.errors), (1, 0), "{stats:?}");
+    // The kept loser reaches the other side (in this run or the next).
+    f.engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    for side in [&f.src, &f.dst] {
+        let mut names: Vec<String> = fs::read_dir(side)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with(".syncengine"))
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let conflict = names.iter().find(|n| **n != name).unwrap();
+        assert!(conflict.len() <= 255, "{}", conflict.len());
+        assert!(conflict.contains(".conflict-") && conflict.ends_with("-source.txt"), "{conflict}");
+        assert_eq!(fs::read_to_string(side.join(conflict)).unwrap(), "source edit");
+        assert_eq!(fs::read_to_string(side.join(&name)).unwrap(), "destination edit, newer");
+    }
+}

@@ -150,26 +150,57 @@ async fn leftover_temp_files_are_not_listed() {
     );
 }
 
-/// Temps of a process that died mid-write (its pid is gone) are removed by the next listing;
-/// temps of a live writer (here: this process) stay.
+/// Sets both the modification and the access time of `path` to `age` ago.
+fn age(path: &Path, age: Duration) {
+    let t = std::time::SystemTime::now() - age;
+    let file = fs::File::options().write(true).open(path).unwrap();
+    file.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+        .unwrap();
+}
+
+/// Listings never remove temp files; `remove_stale_temps` removes only files in the exact temp
+/// format untouched for more than a day. A younger one may be another machine's write in
+/// progress; a file that only resembles the format is the user's.
 #[tokio::test]
-async fn temp_files_of_dead_processes_are_removed_by_listing() {
+async fn only_exact_temps_older_than_a_day_are_removed() {
     let dir = tempfile::tempdir().unwrap();
     touch(&dir.path().join("a/b"), "b");
-    // No Linux pid is this large (pid_max is at most 2^22).
-    let dead = dir
-        .path()
-        .join(format!("a/{TEMP_PREFIX}999999999-0123456789abcdef"));
-    let live = dir.path().join(format!(
-        "a/{TEMP_PREFIX}{}-fedcba9876543210",
-        std::process::id()
-    ));
-    touch(&dead, "partial");
-    touch(&live, "in progress");
+    let day = Duration::from_secs(24 * 3600);
+    let stale = dir.path().join(format!("a/{TEMP_PREFIX}0123456789abcdef"));
+    let young = dir.path().join(format!("a/{TEMP_PREFIX}fedcba9876543210"));
+    // Old content, but its access time says a writer created it an hour ago (a write about to
+    // be renamed into place has set its mtime to the source's).
+    let renaming = dir.path().join(format!("{TEMP_PREFIX}00000000000000ff"));
+    let lookalikes = [
+        dir.path().join(format!("a/{TEMP_PREFIX}notes.txt")),
+        dir.path().join(format!("a/{TEMP_PREFIX}0123456789ABCDEF")),
+        dir.path().join(format!("a/{TEMP_PREFIX}old-0123456789abcdef")),
+        dir.path().join(format!("a/{TEMP_PREFIX}999999999-0123456789abcdef")),
+    ];
+    for path in [&stale, &young, &renaming].into_iter().chain(&lookalikes) {
+        touch(path, "partial");
+    }
+    for path in [&stale].into_iter().chain(&lookalikes) {
+        age(path, day + Duration::from_secs(3600));
+    }
+    age(&young, day - Duration::from_secs(3600));
+    {
+        let file = fs::File::options().write(true).open(&renaming).unwrap();
+        let old = std::time::SystemTime::now() - 400 * day;
+        file.set_times(fs::FileTimes::new().set_modified(old))
+            .unwrap();
+    }
     let client = LocalClient::new(dir.path());
     assert_eq!(paths(&client, None).await, ["a/b"]);
-    assert!(!dead.exists(), "a dead writer's temp file was left behind");
-    assert!(live.exists(), "a live writer's temp file was removed");
+    assert!(stale.exists(), "a listing removed a file (a dry run lists too)");
+    assert_eq!(client.remove_stale_temps().await.unwrap(), 1);
+    assert!(!stale.exists(), "a day-old temp file was left behind");
+    assert!(young.exists(), "a temp younger than a day was removed");
+    assert!(renaming.exists(), "a temp being renamed into place was removed");
+    for path in &lookalikes {
+        assert!(path.exists(), "{} only resembles a temp", path.display());
+    }
+    assert_eq!(client.remove_stale_temps().await.unwrap(), 0);
 }
 
 #[tokio::test]

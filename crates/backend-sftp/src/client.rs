@@ -14,6 +14,8 @@ use syncengine_core::{
     Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
 };
 
+use syncengine_core::ignore_rules::{StaleTemps, temp_file_name};
+
 use crate::config::SftpConfig;
 use crate::conn::{Pool, Session};
 use crate::error::{SftpError, to_core};
@@ -37,6 +39,8 @@ struct Inner {
     cfg: Arc<SftpConfig>,
     pool: Pool,
     skipped: AtomicU64,
+    /// Stale temp files the listings came across, removed when the engine asks.
+    stale: StaleTemps,
 }
 
 impl SftpClient {
@@ -47,6 +51,7 @@ impl SftpClient {
                 pool: Pool::new(cfg.clone()),
                 cfg,
                 skipped: AtomicU64::new(0),
+                stale: StaleTemps::default(),
             }),
         }
     }
@@ -108,8 +113,15 @@ fn remote_parent(path: &str) -> &str {
     }
 }
 
+/// A fresh temp name in `dir`: the core's exact temp format for uploads (`tag` empty), which
+/// a later run may remove once it is a day old; `old-` for a replaced file moved aside, which
+/// never has that format and so is never removed automatically (it may be the only copy).
 fn temp_name(dir: &str, tag: &str) -> String {
-    let name = format!("{TEMP_PREFIX}{tag}{:016x}", rand::random::<u64>());
+    let name = if tag.is_empty() {
+        temp_file_name(rand::random::<u64>())
+    } else {
+        format!("{TEMP_PREFIX}{tag}{:016x}", rand::random::<u64>())
+    };
     if dir == "." {
         name
     } else {
@@ -472,6 +484,15 @@ impl Walk {
                             continue;
                         }
                         if f.filename.starts_with(TEMP_PREFIX) {
+                            // Uploads set the access time to now (see `write_opts`), so the
+                            // newer of the two times tells when a writer last touched it.
+                            let newest = [f.attrs.mtime, f.attrs.atime]
+                                .into_iter()
+                                .flatten()
+                                .max()
+                                .map(to_system_time);
+                            let location = format!("{}/{}", remote.trim_end_matches('/'), f.filename);
+                            self.inner.stale.consider(location, &f.filename, newest);
                             continue;
                         }
                         let child_path = match dir {
@@ -614,6 +635,31 @@ impl StorageClient for SftpClient {
 
     fn skipped_count(&self) -> u64 {
         self.inner.skipped.load(Ordering::Relaxed)
+    }
+
+    async fn remove_stale_temps(&self) -> Result<u64> {
+        let found = self.inner.stale.take();
+        if found.is_empty() {
+            return Ok(0);
+        }
+        let s = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| to_core(e, ""))?;
+        let mut removed = 0;
+        for path in found {
+            match s.run(s.raw.remove(path.as_str())).await {
+                Ok(_) => {
+                    tracing::info!(%path, "removed a temp file untouched for a day");
+                    removed += 1;
+                }
+                Err(e) if e.is_no_such_file() => {}
+                Err(e) => return Err(to_core(e, &path)),
+            }
+        }
+        Ok(removed)
     }
 
     fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
@@ -776,8 +822,11 @@ impl StorageClient for SftpClient {
             s.run(s.raw.close(h)).await?;
             if let Some(mtime) = opts.mtime {
                 let secs = to_secs(mtime);
+                // The access time says "touched now": until the rename below, a temp whose
+                // mtime is the source's (often old) must not look stale to another machine.
+                let now = to_secs(SystemTime::now());
                 let attrs = FileAttributes {
-                    atime: Some(secs),
+                    atime: Some(now),
                     mtime: Some(secs),
                     ..FileAttributes::empty()
                 };

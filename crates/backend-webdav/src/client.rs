@@ -11,7 +11,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use syncengine_core::entry::{nanos_to_system_time, system_time_to_nanos};
-use syncengine_core::ignore_rules::TEMP_FILE_PREFIX;
+use syncengine_core::ignore_rules::{StaleTemps, TEMP_FILE_PREFIX, temp_file_name};
 use syncengine_core::{
     ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
     Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
@@ -72,6 +72,8 @@ struct Inner {
     /// Whether the server cuts `Destination` names at `?` or `;` (see [`risky_name`]):
     /// 0 not yet probed, 1 no, 2 yes.
     destination_mangles: AtomicU8,
+    /// Stale temp files the listings came across (by URL), removed when the engine asks.
+    stale: StaleTemps,
 }
 
 impl WebDavClient {
@@ -97,6 +99,7 @@ impl WebDavClient {
                 list_concurrency,
                 known_dirs: Mutex::new(HashSet::new()),
                 destination_mangles: AtomicU8::new(0),
+                stale: StaleTemps::default(),
             }),
         }
     }
@@ -741,6 +744,23 @@ impl Inner {
                 return Err(bad(format!("member {name:?} listed with status {status}")));
             }
             if name.starts_with(TEMP_FILE_PREFIX) {
+                if !res.is_collection {
+                    // The server's own last-modified time (the mtime property is what the
+                    // writer set from the source, often long ago).
+                    let newest = [
+                        res.last_modified,
+                        res.mtime_nanos.map(nanos_to_system_time),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .max();
+                    let url = format!(
+                        "{}{}",
+                        self.dir_url(dir),
+                        utf8_percent_encode(name, SEGMENT)
+                    );
+                    self.stale.consider(url, name, newest);
+                }
                 continue;
             }
             if !names.insert(name.clone()) {
@@ -936,6 +956,25 @@ impl StorageClient for WebDavClient {
         BACKEND
     }
 
+    async fn remove_stale_temps(&self) -> Result<u64> {
+        let inner = &self.inner;
+        let mut removed = 0;
+        for url in inner.stale.take() {
+            let resp = inner
+                .send("DELETE", inner.request(Method::DELETE, &url), &url)
+                .await
+                .map_err(|e| map_error(e, "", Ctx::Plain))?;
+            let status = resp.status();
+            if status.is_success() {
+                tracing::info!(%url, "removed a temp file untouched for a day");
+                removed += 1;
+            } else if status != StatusCode::NOT_FOUND {
+                return Err(map_error(status_err("DELETE", &url, status), "", Ctx::Plain));
+            }
+        }
+        Ok(removed)
+    }
+
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::default();
         caps.ordered_listing = true;
@@ -1059,7 +1098,7 @@ impl StorageClient for WebDavClient {
         if risky_name(path) && inner.destination_mangles(parent.as_ref()).await {
             return self.write_direct(path, body, opts).await;
         }
-        let temp_name = format!("{TEMP_FILE_PREFIX}{:016x}", rand::random::<u64>());
+        let temp_name = temp_file_name(rand::random::<u64>());
         let temp = match &parent {
             None => RelPath::new(temp_name),
             Some(d) => d.join(&temp_name),

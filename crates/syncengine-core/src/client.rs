@@ -141,6 +141,32 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
         Ok(())
     }
 
+    /// The folder on this machine's filesystem that the client is rooted at, for clients of
+    /// local disk; `None` (the default) for everything else.
+    ///
+    /// The engine uses it to keep its own state directory out of the sync when that lies
+    /// inside a synced root (the default state directory is under the home folder).
+    fn local_root(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// Removes the stale temp files (see
+    /// [`is_stale_temp`](crate::ignore_rules::is_stale_temp)) this client's listings came
+    /// across, and returns how many it removed.
+    ///
+    /// Listings only note such files; the engine calls this after a run that was not a dry
+    /// run, so a dry run removes nothing. Only files in the exact temp format and untouched
+    /// for [`STALE_TEMP_AGE`](crate::ignore_rules::STALE_TEMP_AGE) are removed: a younger
+    /// one may be another machine's write in progress. Backends that write no temp files
+    /// (object stores stage uploads as multipart uploads) keep the default, which does
+    /// nothing.
+    ///
+    /// # Errors
+    /// The backend's error for a removal that failed; the engine reports it as a warning.
+    async fn remove_stale_temps(&self) -> Result<u64> {
+        Ok(0)
+    }
+
     /// Returns the modification time recorded with the file (the one
     /// [`WriteOptions::mtime`] set), for a file as listed.
     ///

@@ -17,7 +17,7 @@ use crate::client::{EntryStream, StorageClient, StorageClientExt};
 use crate::decide::Policy;
 use crate::error::{Error, SyncError};
 use crate::exec::{Executor, ResolvedRecovery};
-use crate::ignore_rules::{IgnoreRules, STATE_DIR_NAME, SYNCIGNORE_FILE, is_always_ignored};
+use crate::ignore_rules::{IgnoreRules, STATE_DIR_NAME, SYNCIGNORE_FILE};
 use crate::mode::{InitialSyncPreference, Side, SyncMode};
 use crate::order::{check_order, sort_listing};
 use crate::pair::{Recovery, SyncPair};
@@ -189,6 +189,15 @@ impl SyncEngine {
                  so files found on one side only are ordinary additions"
             ));
         }
+        for side in [Side::Source, Side::Destination] {
+            let recovery = match side {
+                Side::Source => &opts.source_recovery,
+                Side::Destination => &opts.destination_recovery,
+            };
+            if let Some(w) = served_root_warning(side, pair.client(side), recovery).await {
+                plan.warnings.push(w);
+            }
+        }
         for w in &plan.warnings {
             tracing::debug!("{w}");
             self.emit(ProgressEvent::Warning(w.clone()));
@@ -218,8 +227,8 @@ impl SyncEngine {
             progress: self.progress.clone(),
             cancel: self.cancel.clone(),
             stamp: run_stamp(),
-            source_recovery: resolve_recovery(&opts.source_recovery, &pair.source),
-            destination_recovery: resolve_recovery(&opts.destination_recovery, &pair.destination),
+            source_recovery: resolve_recovery(&opts.source_recovery),
+            destination_recovery: resolve_recovery(&opts.destination_recovery),
             conflict_loser: opts.conflict_loser,
             transfers: opts.transfers,
             attempts: opts.attempts,
@@ -235,17 +244,31 @@ impl SyncEngine {
             let s = store.clone();
             blocking(move || s.mark_completed()).await?;
         }
+        for side in [Side::Source, Side::Destination] {
+            let client = pair.client(side);
+            match client.remove_stale_temps().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(%side, removed = n, "removed temp files untouched for a day"),
+                Err(e) => stats
+                    .warnings
+                    .push(format!("removing stale temp files on the {side} failed: {e}")),
+            }
+        }
         if let Some(days) = opts.trash_keep_days {
-            for (side, recovery) in [
-                (Side::Source, &executor.source_recovery),
-                (Side::Destination, &executor.destination_recovery),
-            ] {
-                if matches!(recovery, ResolvedRecovery::Trash)
-                    && let Err(e) = prune_trash(pair.client(side).as_ref(), days).await
-                {
-                    stats
+            for side in [Side::Source, Side::Destination] {
+                let recovery = match side {
+                    Side::Source => &opts.source_recovery,
+                    Side::Destination => &opts.destination_recovery,
+                };
+                let Some((client, folder)) = trash_of(recovery, pair.client(side)) else {
+                    continue;
+                };
+                match prune_trash(client.as_ref(), folder.as_ref(), days).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(%side, removed = n, days, "pruned old trash"),
+                    Err(e) => stats
                         .warnings
-                        .push(format!("pruning the {side} trash failed: {e}"));
+                        .push(format!("pruning the {side} trash failed: {e}")),
                 }
             }
         }
@@ -262,6 +285,21 @@ impl SyncEngine {
     async fn ignore_rules(&self, pair: &SyncPair) -> Result<IgnoreRules, SyncError> {
         let mut rules = IgnoreRules::new(&pair.options.excludes)
             .map_err(|e| SyncError::Config(e.to_string()))?;
+        // The default state directory lies inside the home folder, which people sync: its
+        // database, WAL and lock files are ours, never synced.
+        for side in [Side::Source, Side::Destination] {
+            if let Some(root) = pair.client(side).local_root() {
+                let state_dir = self.state_dir.clone();
+                let own = tokio::task::spawn_blocking(move || own_dir_below(&root, &state_dir))
+                    .await
+                    .ok()
+                    .flatten();
+                if let Some(dir) = own {
+                    tracing::debug!(%side, %dir, "the state directory lies inside this root; left out");
+                    rules.add_own_dir(dir);
+                }
+            }
+        }
         let file = RelPath::new(SYNCIGNORE_FILE).map_err(|e| SyncError::Config(e.to_string()))?;
         for side in [Side::Source, Side::Destination] {
             let client = pair.client(side);
@@ -294,7 +332,7 @@ impl SyncEngine {
             .list(None)
             .filter(move |item| {
                 let keep = match item {
-                    Ok(entry) if is_always_ignored(&entry.path) => false,
+                    Ok(entry) if rules.is_own(&entry.path) => false,
                     Ok(entry) if rules.is_ignored(&entry.path) => {
                         ignored.fetch_add(1, Ordering::Relaxed);
                         false
@@ -379,20 +417,77 @@ fn check_safety(plan: &Plan, force: bool, max_delete_percent: u8) -> Result<(), 
     Ok(())
 }
 
-fn resolve_recovery(recovery: &Recovery, client: &Arc<dyn StorageClient>) -> ResolvedRecovery {
+/// Where one side's deleted and overwritten files go this run. Every backend gets its own
+/// trash by default: rename where it is native, server-side copy and delete on object stores.
+fn resolve_recovery(recovery: &Recovery) -> ResolvedRecovery {
     match recovery {
         Recovery::None => ResolvedRecovery::None,
-        Recovery::Trash => ResolvedRecovery::Trash,
-        Recovery::BackupDir(c) => ResolvedRecovery::BackupDir(c.clone()),
-        Recovery::Auto => {
-            let caps = client.capabilities();
-            if caps.real_directories && caps.native_rename {
-                ResolvedRecovery::Trash
-            } else {
-                ResolvedRecovery::None
-            }
+        Recovery::Trash | Recovery::Auto => ResolvedRecovery::Trash,
+        Recovery::BackupDir(c) | Recovery::TrashDir(c) => ResolvedRecovery::BackupDir(c.clone()),
+    }
+}
+
+/// The trash a side's recovery keeps, as (client, folder holding the stamp folders), for
+/// pruning; `None` for recoveries that are not a trash.
+fn trash_of<'a>(
+    recovery: &'a Recovery,
+    side_client: &'a Arc<dyn StorageClient>,
+) -> Option<(&'a Arc<dyn StorageClient>, Option<RelPath>)> {
+    match recovery {
+        Recovery::Auto | Recovery::Trash => Some((side_client, trash_folder().ok())),
+        Recovery::TrashDir(c) => Some((c, None)),
+        _ => None,
+    }
+}
+
+/// `.syncengine/trash`.
+fn trash_folder() -> Result<RelPath, Error> {
+    RelPath::new(format!("{STATE_DIR_NAME}/trash"))
+}
+
+/// Files whose presence at a root suggests a web server publishes it.
+const WEBSITE_INDEX_FILES: [&str; 2] = ["index.html", "index.htm"];
+
+/// Warns about a remote root that looks served as a website (an index page at its root) while
+/// the side's trash lies inside it: the web server would publish deleted files too.
+async fn served_root_warning(
+    side: Side,
+    client: &Arc<dyn StorageClient>,
+    recovery: &Recovery,
+) -> Option<String> {
+    if !matches!(recovery, Recovery::Auto | Recovery::Trash) || client.local_root().is_some() {
+        return None;
+    }
+    for name in WEBSITE_INDEX_FILES {
+        let Ok(path) = RelPath::new(name) else {
+            continue;
+        };
+        if client.stat(&path).await.is_ok() {
+            return Some(format!(
+                "the {side} root {client} has an {name}: if it is served as a website, its trash \
+                 ({STATE_DIR_NAME}/trash/, deleted and overwritten files) is published too; \
+                 keep the trash elsewhere with --trash-dir URL, or block {STATE_DIR_NAME}/ in the \
+                 server"
+            ));
         }
     }
+    None
+}
+
+/// The state directory's place inside a local root, if it lies strictly inside it.
+fn own_dir_below(root: &Path, state_dir: &Path) -> Option<RelPath> {
+    let canonical = |p: &Path| {
+        p.canonicalize()
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    let (root, state) = (canonical(root), canonical(state_dir));
+    let rel = state.strip_prefix(&root).ok()?;
+    let rel = rel.to_str()?;
+    if rel.is_empty() {
+        return None;
+    }
+    RelPath::new(rel).ok()
 }
 
 /// The UTC time now as `YYYYMMDDTHHMMSSZ`.
@@ -409,9 +504,13 @@ fn run_stamp() -> String {
     )
 }
 
-/// Deletes trash folders older than `days`.
-async fn prune_trash(client: &dyn StorageClient, days: u32) -> Result<(), Error> {
-    let trash = RelPath::new(format!("{STATE_DIR_NAME}/trash"))?;
+/// Deletes the stamp folders older than `days` in `folder` (the client's root when `None`).
+/// Folders whose name is not a stamp are someone else's and stay.
+async fn prune_trash(
+    client: &dyn StorageClient,
+    folder: Option<&RelPath>,
+    days: u32,
+) -> Result<u64, Error> {
     let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
     let cutoff = format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
@@ -422,30 +521,36 @@ async fn prune_trash(client: &dyn StorageClient, days: u32) -> Result<(), Error>
         cutoff.minute(),
         cutoff.second()
     );
-    let mut listing = client.list(Some(&trash));
+    let mut listing = client.list(folder);
     let mut old = Vec::new();
     while let Some(entry) = listing.next().await {
         let entry = entry?;
-        let rest = entry
-            .path
-            .as_str()
-            .strip_prefix(trash.as_str())
-            .and_then(|r| r.strip_prefix('/'))
-            .unwrap_or_default();
-        let folder = rest.split('/').next().unwrap_or_default();
-        // Folder names are stamps (optionally with a -N suffix), which sort like times; a
-        // folder that is not a stamp is someone else's and stays.
-        if let Some(stamp) = folder.get(..16)
+        let rest = match folder {
+            Some(f) => entry
+                .path
+                .as_str()
+                .strip_prefix(f.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or_default(),
+            None => entry.path.as_str(),
+        };
+        let Some((stamp_folder, _)) = rest.split_once('/') else {
+            continue;
+        };
+        // Folder names are stamps (optionally with a -N suffix), which sort like times.
+        if let Some(stamp) = stamp_folder.get(..16)
             && is_stamp(stamp)
+            && (stamp_folder.len() == 16 || stamp_folder.as_bytes()[16] == b'-')
             && stamp < cutoff.as_str()
         {
             old.push(entry.path);
         }
     }
+    let removed = old.len() as u64;
     for path in old {
         client.delete(&path).await?;
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// True for `YYYYMMDDTHHMMSSZ`.
@@ -484,6 +589,7 @@ pub fn default_state_dir() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ignore_rules::is_always_ignored;
 
     #[test]
     fn risk_warning_thresholds() {

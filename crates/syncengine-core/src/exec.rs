@@ -494,7 +494,7 @@ impl Executor {
             } else {
                 format!(".conflict-{}-{}-{n}", self.stamp, loser)
             };
-            let candidate = path.with_stem_suffix(&suffix)?;
+            let candidate = path.with_stem_suffix_max(&suffix, crate::path::NAME_MAX)?;
             let mut free = true;
             for side in [Side::Source, Side::Destination] {
                 match self.client(side).stat(&candidate).await {

@@ -38,7 +38,10 @@
 //!   too, as it would collide with our folder), and every path with a segment starting with
 //!   [`TEMP_FILE_PREFIX`] (our in-flight temp files).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use ignore::Match;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -57,6 +60,97 @@ pub const STATE_DIR_NAME: &str = ".syncengine";
 /// Never synced.
 pub const TEMP_FILE_PREFIX: &str = ".syncengine-tmp-";
 
+/// How long a temp file must have been left untouched before a listing may remove it as the
+/// leftover of a killed write.
+///
+/// Another machine may be writing into the same remote root (laptop A ↔ S3 or SFTP ↔ laptop
+/// B is a supported topology), and whether its process still runs cannot be known from here:
+/// only age tells a dead write from a live one. A day covers slow uploads and clock skew.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The name of one of the engine's temp files: [`TEMP_FILE_PREFIX`] and `unique` as 16
+/// lowercase hex digits. Backends pick `unique` (random, or a per-process counter).
+///
+/// ```
+/// use syncengine_core::ignore_rules::{is_temp_file_name, temp_file_name};
+///
+/// assert_eq!(temp_file_name(0xab), ".syncengine-tmp-00000000000000ab");
+/// assert!(is_temp_file_name(&temp_file_name(u64::MAX)));
+/// ```
+pub fn temp_file_name(unique: u64) -> String {
+    format!("{TEMP_FILE_PREFIX}{unique:016x}")
+}
+
+/// True when `name` is exactly a name [`temp_file_name`] makes: a file that only resembles it
+/// (another suffix, upper-case hex, a longer or shorter tail) is never taken for ours.
+pub fn is_temp_file_name(name: &str) -> bool {
+    name.strip_prefix(TEMP_FILE_PREFIX).is_some_and(|tail| {
+        tail.len() == 16
+            && tail
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The one rule for removing left-behind temp files, used by every backend that writes them
+/// (local disk, SFTP, WebDAV): true only when `name` has the exact temp format and
+/// `last_change` (the newest time the backend knows for the file: modification, and status
+/// change where it has one) is older than [`STALE_TEMP_AGE`] before `now`.
+///
+/// A file without a known time, or with a time in the future, is never stale. Backends only
+/// collect candidates while listing ([`StaleTemps`]); the engine removes them after a run
+/// that is not a dry run (see
+/// [`StorageClient::remove_stale_temps`](crate::StorageClient::remove_stale_temps)).
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use syncengine_core::ignore_rules::{is_stale_temp, temp_file_name};
+///
+/// let now = SystemTime::now();
+/// let old = now - Duration::from_secs(25 * 3600);
+/// assert!(is_stale_temp(&temp_file_name(7), Some(old), now));
+/// assert!(!is_stale_temp(&temp_file_name(7), Some(now - Duration::from_secs(3600)), now));
+/// assert!(!is_stale_temp(".syncengine-tmp-notes.txt", Some(old), now));
+/// assert!(!is_stale_temp(&temp_file_name(7), None, now));
+/// ```
+pub fn is_stale_temp(name: &str, last_change: Option<SystemTime>, now: SystemTime) -> bool {
+    is_temp_file_name(name)
+        && last_change
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > STALE_TEMP_AGE)
+}
+
+/// Stale temp files a backend's listings found (see [`is_stale_temp`]), by the backend's own
+/// location string, until the engine asks for them to be removed.
+///
+/// Listings never remove anything themselves: a dry run lists too, and must change nothing.
+#[derive(Debug, Default)]
+pub struct StaleTemps(Mutex<BTreeSet<String>>);
+
+impl StaleTemps {
+    /// Records `location` (a path or URL in the backend's own terms) when the file is stale
+    /// by [`is_stale_temp`]; returns whether it was recorded.
+    pub fn consider(&self, location: impl Into<String>, name: &str, last_change: Option<SystemTime>) -> bool {
+        let stale = is_stale_temp(name, last_change, SystemTime::now());
+        if stale {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(location.into());
+        }
+        stale
+    }
+
+    /// Takes the recorded locations, leaving none.
+    pub fn take(&self) -> Vec<String> {
+        let mut set = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::take(&mut *set).into_iter().collect()
+    }
+}
+
 /// The `backend` name used in errors about ignore patterns.
 const ERROR_SOURCE: &str = "ignore";
 
@@ -71,6 +165,9 @@ pub struct IgnoreRules {
     files_builder: GitignoreBuilder,
     /// Patterns from `.syncignore` files, in the order the files were added.
     files: Gitignore,
+    /// Folders holding the engine's own files besides `.syncengine/` (a state directory
+    /// inside a synced root): never synced, whatever the patterns say.
+    own_dirs: Vec<RelPath>,
 }
 
 impl Default for IgnoreRules {
@@ -80,6 +177,7 @@ impl Default for IgnoreRules {
             explicit: Gitignore::empty(),
             files_builder: builder(),
             files: Gitignore::empty(),
+            own_dirs: Vec::new(),
         }
     }
 }
@@ -128,6 +226,23 @@ impl IgnoreRules {
         Ok(())
     }
 
+    /// Marks `dir` (and everything below it) as the engine's own, like `.syncengine/`: the
+    /// engine does this for its state directory when it lies inside a synced local root.
+    pub fn add_own_dir(&mut self, dir: RelPath) {
+        self.own_dirs.push(dir);
+    }
+
+    /// Returns true for the engine's own files: `.syncengine/`, temp files, and folders given
+    /// to [`IgnoreRules::add_own_dir`]. They are left out of a sync without being counted as
+    /// skipped.
+    pub fn is_own(&self, path: &RelPath) -> bool {
+        is_always_ignored(path)
+            || self
+                .own_dirs
+                .iter()
+                .any(|d| path == d || path.is_below(d))
+    }
+
     /// Returns true when the file at `path` is ignored, by the engine's own rules or because
     /// it or one of its parent directories matches the patterns.
     pub fn is_ignored(&self, path: &RelPath) -> bool {
@@ -141,7 +256,7 @@ impl IgnoreRules {
     }
 
     fn ignored(&self, path: &RelPath, is_dir: bool) -> bool {
-        if is_always_ignored(path) {
+        if self.is_own(path) {
             return true;
         }
         let s = path.as_str();
@@ -401,6 +516,50 @@ mod tests {
                 "x.syncengine-tmp-1",
             ],
         );
+    }
+
+    #[test]
+    fn own_dirs_are_ignored_whatever_the_patterns() {
+        let mut r = rules(&["!**"]);
+        r.add_own_dir(p("home/.local/state/syncengine"));
+        assert!(r.is_own(&p("home/.local/state/syncengine/ab.db-wal")));
+        assert!(r.is_ignored(&p("home/.local/state/syncengine/ab.lock")));
+        assert!(r.is_ignored_dir(&p("home/.local/state/syncengine")));
+        assert!(!r.is_ignored(&p("home/.local/state/syncengine2/x")));
+        assert!(!r.is_ignored_dir(&p("home/.local/state")));
+    }
+
+    #[test]
+    fn only_the_exact_temp_format_old_enough_is_stale() {
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let old = Some(now - 25 * hour);
+        let name = temp_file_name(0x0123_4567_89ab_cdef);
+        assert_eq!(name, ".syncengine-tmp-0123456789abcdef");
+        assert!(is_stale_temp(&name, old, now));
+        // Younger than a day: maybe another machine's write in progress.
+        assert!(!is_stale_temp(&name, Some(now - 23 * hour), now));
+        assert!(!is_stale_temp(&name, Some(now + hour), now));
+        assert!(!is_stale_temp(&name, None, now));
+        // Names that only resemble the format are never ours to remove.
+        for other in [
+            ".syncengine-tmp-0123456789ABCDEF",
+            ".syncengine-tmp-0123456789abcde",
+            ".syncengine-tmp-0123456789abcdef0",
+            ".syncengine-tmp-0123456789abcdeg",
+            ".syncengine-tmp-old-0123456789abcdef",
+            ".syncengine-tmp-0123456789abcdef.txt",
+            "x.syncengine-tmp-0123456789abcdef",
+            ".syncengine-tmp-",
+        ] {
+            assert!(!is_stale_temp(other, old, now), "{other}");
+        }
+        let found = StaleTemps::default();
+        assert!(found.consider("/r/a", &name, old));
+        assert!(!found.consider("/r/b", &name, Some(now)));
+        assert!(found.consider("/r/a", &name, old));
+        assert_eq!(found.take(), vec!["/r/a".to_string()]);
+        assert!(found.take().is_empty());
     }
 
     #[test]

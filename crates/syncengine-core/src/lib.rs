@@ -58,7 +58,7 @@ pub use error::{BoxError, Error, Result, SyncError};
 pub use ignore_rules::IgnoreRules;
 pub use memory::MemoryClient;
 pub use mode::{ConflictLoser, ConflictStrategy, InitialSyncPreference, Side, SyncMode};
-pub use pair::{Recovery, SyncOptions, SyncPair};
+pub use pair::{DEFAULT_TRASH_KEEP_DAYS, Recovery, SyncOptions, SyncPair};
 pub use path::RelPath;
 pub use progress::{ActionKind, ProgressEvent};
 pub use stats::SyncStats;

@@ -8,21 +8,37 @@ use sha2::{Digest, Sha256};
 use crate::client::StorageClient;
 use crate::mode::{ConflictLoser, ConflictStrategy, InitialSyncPreference, Side, SyncMode};
 
+/// How many days trash folders are kept by default (like the cloud drives people know).
+pub const DEFAULT_TRASH_KEEP_DAYS: u32 = 30;
+
 /// Where a file goes before the engine deletes or overwrites it on a side.
+///
+/// # Behavior
+/// The trash is `<root>/.syncengine/trash/<YYYYMMDDTHHMMSSZ>/<path>` on the side's own
+/// storage, reached by a native rename on local disk, SFTP and WebDAV and by a server-side
+/// copy and delete on object stores (S3, Azure, GCS: each trashed object costs a copy and a
+/// delete request, and its storage until the trash is pruned). It is never synced, and
+/// folders older than [`SyncOptions::trash_keep_days`] are removed at the end of each run.
+/// A backend that can neither rename nor copy fails its deletes (`Unsupported`) rather than
+/// lose a file: give it [`Recovery::None`] or a [`Recovery::TrashDir`].
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum Recovery {
-    /// [`Recovery::Trash`] on backends with real directories and native rename (local disk,
-    /// SFTP, WebDAV), [`Recovery::None`] elsewhere. The default.
+    /// The side's own trash, on every backend. The default.
     #[default]
     Auto,
-    /// Deleted and overwritten files are gone (object-store versioning aside).
+    /// Deleted and overwritten files are gone (for versioned buckets, whose versions already
+    /// keep them).
     None,
-    /// Moved to `.syncengine/trash/<YYYYMMDDTHHMMSSZ>/<path>` under the side's own root.
+    /// The side's own trash, `.syncengine/trash/<YYYYMMDDTHHMMSSZ>/<path>` under its root.
     Trash,
     /// Copied to this client (rclone's `--backup-dir`) under
-    /// `<YYYYMMDDTHHMMSSZ>/<path>` before being deleted or overwritten.
+    /// `<YYYYMMDDTHHMMSSZ>/<path>` before being deleted or overwritten; never pruned.
     BackupDir(Arc<dyn StorageClient>),
+    /// A trash kept elsewhere: copied to this client under `<YYYYMMDDTHHMMSSZ>/<path>` before
+    /// being deleted or overwritten, and pruned like the side's own trash. For roots whose
+    /// own folder must not hold it (a root served as a website would publish its trash).
+    TrashDir(Arc<dyn StorageClient>),
 }
 
 impl fmt::Debug for Recovery {
@@ -32,6 +48,7 @@ impl fmt::Debug for Recovery {
             Recovery::None => f.write_str("None"),
             Recovery::Trash => f.write_str("Trash"),
             Recovery::BackupDir(c) => write!(f, "BackupDir({c})"),
+            Recovery::TrashDir(c) => write!(f, "TrashDir({c})"),
         }
     }
 }
@@ -47,6 +64,7 @@ impl fmt::Debug for Recovery {
 ///     .with_dry_run(true);
 /// assert_eq!(opts.transfers, 8);
 /// assert_eq!(opts.max_delete_percent, 50);
+/// assert_eq!(opts.trash_keep_days, Some(30));
 /// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -78,7 +96,9 @@ pub struct SyncOptions {
     pub source_recovery: Recovery,
     /// Recovery of deleted/overwritten files on the destination.
     pub destination_recovery: Recovery,
-    /// Trash folders older than this many days are removed at the end of a run.
+    /// Trash folders older than this many days are removed at the end of a run (default
+    /// [`DEFAULT_TRASH_KEEP_DAYS`]); `None` keeps them forever. Applies to each side's own
+    /// trash and to [`Recovery::TrashDir`], never to a [`Recovery::BackupDir`].
     pub trash_keep_days: Option<u32>,
 }
 
@@ -98,7 +118,7 @@ impl Default for SyncOptions {
             sort_listings: false,
             source_recovery: Recovery::Auto,
             destination_recovery: Recovery::Auto,
-            trash_keep_days: None,
+            trash_keep_days: Some(DEFAULT_TRASH_KEEP_DAYS),
         }
     }
 }
@@ -174,6 +194,11 @@ impl SyncOptions {
     /// Prunes trash folders older than `days` at the end of each run.
     pub fn with_trash_keep_days(mut self, days: u32) -> Self {
         self.trash_keep_days = Some(days);
+        self
+    }
+    /// Keeps trash folders forever (no pruning).
+    pub fn with_trash_kept_forever(mut self) -> Self {
+        self.trash_keep_days = None;
         self
     }
 }

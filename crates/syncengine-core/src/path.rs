@@ -5,6 +5,10 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
+/// The longest file name (one path segment), in bytes, that common filesystems accept (ext4,
+/// XFS, btrfs, APFS; NTFS counts 255 UTF-16 units, which is never fewer bytes).
+pub const NAME_MAX: usize = 255;
+
 /// A validated, `/`-separated path relative to a storage client's root.
 ///
 /// Every path the engine handles passes through [`RelPath::new`], so a `RelPath` is never
@@ -98,6 +102,55 @@ impl RelPath {
             _ => (name, ""),
         };
         RelPath::new(format!("{}{}{}{}", &self.0[..dir_len], stem, suffix, ext))
+    }
+
+    /// Returns the path with `suffix` inserted before the extension of its file name, the
+    /// file name cut to at most `max_name_bytes` bytes.
+    ///
+    /// Like [`RelPath::with_stem_suffix`], but a name that would grow past the limit (most
+    /// filesystems allow [`NAME_MAX`] bytes per name) keeps its extension and the whole
+    /// suffix and loses the end of its stem, cut at a character boundary. When the suffix
+    /// and extension alone leave no room, the extension counts as part of the stem.
+    ///
+    /// ```
+    /// use syncengine_core::RelPath;
+    ///
+    /// let long = format!("d/{}.pdf", "é".repeat(100)); // a 204-byte name
+    /// let p = RelPath::new(long).unwrap();
+    /// let c = p.with_stem_suffix_max(".conflict-20240101T000000Z-source", 200).unwrap();
+    /// assert!(c.file_name().len() <= 200);
+    /// assert!(c.file_name().ends_with("é.conflict-20240101T000000Z-source.pdf"));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidPath`] when `suffix` alone does not fit in `max_name_bytes`.
+    pub fn with_stem_suffix_max(&self, suffix: &str, max_name_bytes: usize) -> Result<RelPath> {
+        let name = self.file_name();
+        let dir_len = self.0.len() - name.len();
+        let (mut stem, mut ext) = match name.rfind('.') {
+            Some(i) if i > 0 => (&name[..i], &name[i..]),
+            _ => (name, ""),
+        };
+        if suffix.len() + ext.len() >= max_name_bytes {
+            (stem, ext) = (name, "");
+        }
+        let Some(room) = max_name_bytes.checked_sub(suffix.len() + ext.len()) else {
+            return Err(Error::InvalidPath {
+                path: self.0.clone(),
+                reason: format!("the suffix {suffix:?} is longer than a file name may be"),
+            });
+        };
+        let mut cut = stem.len().min(room);
+        while !stem.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        RelPath::new(format!(
+            "{}{}{}{}",
+            &self.0[..dir_len],
+            &stem[..cut],
+            suffix,
+            ext
+        ))
     }
 
     /// Consumes the path and returns the inner string.
@@ -236,5 +289,35 @@ mod tests {
         assert_eq!(p.with_stem_suffix(".x").unwrap().as_str(), ".bashrc.x");
         let p = RelPath::new("Makefile").unwrap();
         assert_eq!(p.with_stem_suffix(".x").unwrap().as_str(), "Makefile.x");
+    }
+
+    #[test]
+    fn stem_suffix_max_fits_the_name_limit() {
+        let suffix = ".conflict-20240101T000000Z-destination-2";
+        // Short names are unchanged.
+        let p = RelPath::new("d/report.pdf").unwrap();
+        assert_eq!(
+            p.with_stem_suffix_max(suffix, NAME_MAX).unwrap(),
+            p.with_stem_suffix(suffix).unwrap()
+        );
+        // A 250-byte name keeps its extension and the suffix; the stem is cut.
+        let name = format!("{}.txt", "a".repeat(246));
+        let p = RelPath::new(format!("dir/{name}")).unwrap();
+        let c = p.with_stem_suffix_max(suffix, NAME_MAX).unwrap();
+        assert_eq!(c.file_name().len(), NAME_MAX);
+        assert!(c.as_str().starts_with("dir/aaaa"));
+        assert!(c.file_name().ends_with(&format!("{suffix}.txt")), "{c}");
+        // Multi-byte characters are never split.
+        let p = RelPath::new(format!("{}.md", "日".repeat(84))).unwrap(); // 255 bytes
+        let c = p.with_stem_suffix_max(suffix, NAME_MAX).unwrap();
+        assert!(c.file_name().len() <= NAME_MAX);
+        assert!(c.file_name().ends_with(&format!("日{suffix}.md")), "{c}");
+        // An "extension" too long to keep counts as stem.
+        let p = RelPath::new(format!("x.{}", "e".repeat(250))).unwrap();
+        let c = p.with_stem_suffix_max(suffix, NAME_MAX).unwrap();
+        assert_eq!(c.file_name().len(), NAME_MAX);
+        assert!(c.file_name().starts_with("x.eee") && c.file_name().ends_with(suffix));
+        // A suffix that cannot fit at all is an error, not an invalid name.
+        assert!(p.with_stem_suffix_max(suffix, 10).is_err());
     }
 }

@@ -30,10 +30,12 @@ fn rel(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
 }
 
+/// The synced files of a side: everything but the engine's own `.syncengine/` (the trash).
 async fn contents(client: &MemoryClient) -> BTreeMap<String, String> {
     client
         .files()
         .into_iter()
+        .filter(|(p, _)| !p.as_str().starts_with(".syncengine/"))
         .map(|(p, b)| (p.to_string(), String::from_utf8_lossy(&b).into_owned()))
         .collect()
 }
