@@ -236,6 +236,9 @@ fn help_mentions_every_flag_modes_and_exit_codes() {
         "--no-trash",
         "--backup-dir",
         "--trash-keep",
+        "--trash-dir",
+        "forever",
+        "copy and a delete request",
         "--sort-listings",
         "--verbose",
         "--quiet",
@@ -618,6 +621,108 @@ fn backup_dir_receives_deleted_files_per_side() {
     f.run_expect(&["--no-trash", "--backup-dir", backup.to_str().unwrap()], 2);
 }
 
+/// Every file below `dir` whose name is `name`, with its content.
+fn found(dir: &Path, name: &str) -> Vec<Vec<u8>> {
+    all_paths(dir)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == name))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect()
+}
+
+#[test]
+fn trash_flags_no_trash_trash_dir_and_trash_keep() {
+    let f = Fixture::new();
+    for i in 0..6 {
+        write(&f.a, &format!("f{i}.txt"), format!("content {i}"));
+    }
+    f.run_expect(&[], 0);
+
+    // Default: the deleted file is in the destination's trash.
+    std::fs::remove_file(f.a.join("f0.txt")).unwrap();
+    f.run_expect(&[], 0);
+    assert_eq!(
+        found(&f.b.join(".syncengine/trash"), "f0.txt"),
+        [b"content 0"]
+    );
+
+    // --trash-dir: in URL/destination/<stamp>/, not in the root's trash.
+    let elsewhere = f.root().join("trash-elsewhere");
+    std::fs::remove_file(f.a.join("f1.txt")).unwrap();
+    f.run_expect(&["--trash-dir", elsewhere.to_str().unwrap()], 0);
+    assert_eq!(
+        found(&elsewhere.join("destination"), "f1.txt"),
+        [b"content 1"]
+    );
+    assert!(found(&f.b.join(".syncengine/trash"), "f1.txt").is_empty());
+
+    // --no-trash: gone outright.
+    std::fs::remove_file(f.a.join("f2.txt")).unwrap();
+    f.run_expect(&["--no-trash"], 0);
+    assert!(!f.b.join("f2.txt").exists());
+    assert!(
+        found(f.root(), "f2.txt").is_empty(),
+        "--no-trash kept a copy"
+    );
+
+    // Old trash is pruned after 30 days by default, kept with `forever`, and pruned after
+    // DAYS with --trash-keep DAYS.
+    let old = f.b.join(".syncengine/trash/20000101T000000Z/ancient.txt");
+    write(
+        &f.b,
+        ".syncengine/trash/20000101T000000Z/ancient.txt",
+        "old",
+    );
+    f.run_expect(&["--trash-keep", "forever"], 0);
+    assert!(old.exists(), "--trash-keep forever pruned");
+    f.run_expect(&[], 0);
+    assert!(
+        !old.exists(),
+        "the default 30 days kept a 2000 trash folder"
+    );
+    let stamp = {
+        // A trash folder from this run's own day stays with --trash-keep 1.
+        std::fs::remove_file(f.a.join("f3.txt")).unwrap();
+        f.run_expect(&["--trash-keep", "1"], 0);
+        found(&f.b.join(".syncengine/trash"), "f3.txt")
+    };
+    assert_eq!(stamp, [b"content 3"]);
+
+    // Usage errors: a bad value, and flags that contradict each other.
+    for bad in [
+        vec!["--trash-keep", "soon"],
+        vec!["--trash-keep", "-1"],
+        vec!["--no-trash", "--trash-dir", "/tmp/x"],
+        vec!["--backup-dir", "/tmp/x", "--trash-dir", "/tmp/y"],
+    ] {
+        f.run_expect(&bad, 2);
+    }
+    // A trash dir inside a synced root is refused.
+    let inside = f.b.join("trash");
+    f.run_expect(&["--trash-dir", inside.to_str().unwrap()], 2);
+}
+
+#[test]
+fn a_state_dir_inside_the_source_is_not_synced() {
+    let f = Fixture::new();
+    write(&f.a, "x.txt", "x");
+    let state = f.a.join(".local/state/syncengine");
+    let out = Command::new(BIN)
+        .arg("sync")
+        .arg(&f.a)
+        .arg(&f.b)
+        .env("SYNCENGINE_STATE_DIR", &state)
+        .env_remove("RUST_LOG")
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let json = json_of(&out);
+    assert_eq!(json["uploaded"], 1, "{json}");
+    assert!(state.is_dir());
+    assert_eq!(names(&f.b), set(&["x.txt"]));
+}
+
 #[test]
 fn a_killed_run_converges_on_the_next_run_without_leftovers() {
     const FILES: usize = 2000;
@@ -660,14 +765,30 @@ fn a_killed_run_converges_on_the_next_run_without_leftovers() {
 
     f.run_expect(&[], 0);
     assert_same_tree(&f.a, &f.b, "after the run");
-    for root in [&f.a, &f.b] {
-        let leftovers: Vec<PathBuf> = all_paths(root)
+    let temps = |root: &Path| -> Vec<PathBuf> {
+        all_paths(root)
             .into_iter()
             .filter(|p| {
                 p.file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with(".syncengine-tmp-"))
             })
-            .collect();
+            .collect()
+    };
+    // The killed run's temps stay for a day (another machine's write into a shared root
+    // looks the same), then the next run removes them.
+    let day_old = std::time::SystemTime::now() - Duration::from_secs(25 * 3600);
+    for temp in temps(&f.b) {
+        let file = File::options().write(true).open(&temp).unwrap();
+        file.set_times(
+            std::fs::FileTimes::new()
+                .set_modified(day_old)
+                .set_accessed(day_old),
+        )
+        .unwrap();
+    }
+    f.run_expect(&[], 0);
+    for root in [&f.a, &f.b] {
+        let leftovers = temps(root);
         assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
     }
     // And a third run has nothing to do.

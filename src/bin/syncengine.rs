@@ -416,8 +416,16 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
             .with_recovery(Side::Destination, Recovery::None);
     }
     let elsewhere = [
-        ("--backup-dir", &args.backup_dir, Recovery::BackupDir as fn(_) -> _),
-        ("--trash-dir", &args.trash_dir, Recovery::TrashDir as fn(_) -> _),
+        (
+            "--backup-dir",
+            &args.backup_dir,
+            Recovery::BackupDir as fn(_) -> _,
+        ),
+        (
+            "--trash-dir",
+            &args.trash_dir,
+            Recovery::TrashDir as fn(_) -> _,
+        ),
     ];
     for (flag, url, recovery) in elsewhere {
         let Some(url) = url else { continue };
@@ -693,7 +701,14 @@ mod tests {
         let root = Location::Local("/data/a".into());
         assert!(check_backup_overlap("--backup-dir", Path::new("/data/a/bak"), &[&root]).is_err());
         assert!(check_backup_overlap("--backup-dir", Path::new("/data"), &[&root]).is_err());
-        assert!(check_backup_overlap("--backup-dir", Path::new("/data/a/.syncengine/bak"), &[&root]).is_ok());
+        assert!(
+            check_backup_overlap(
+                "--backup-dir",
+                Path::new("/data/a/.syncengine/bak"),
+                &[&root]
+            )
+            .is_ok()
+        );
         assert!(check_backup_overlap("--backup-dir", Path::new("/data/bak"), &[&root]).is_ok());
     }
 }

@@ -44,38 +44,41 @@ pub(crate) fn list_stream(
         Done,
     }
     // The worker starts on first poll, so `list` itself needs no runtime.
-    stream::unfold(State::Start(root, prefix, skipped, stale), |state| async move {
-        let mut rx = match state {
-            State::Start(root, prefix, skipped, stale) => {
-                let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-                tokio::task::spawn_blocking(move || {
-                    let mut out = Sender {
-                        tx,
-                        buf: Vec::with_capacity(BATCH),
-                    };
-                    walk(&root, prefix.as_ref(), &skipped, &stale, &mut out);
-                    out.finish();
-                });
-                rx
+    stream::unfold(
+        State::Start(root, prefix, skipped, stale),
+        |state| async move {
+            let mut rx = match state {
+                State::Start(root, prefix, skipped, stale) => {
+                    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+                    tokio::task::spawn_blocking(move || {
+                        let mut out = Sender {
+                            tx,
+                            buf: Vec::with_capacity(BATCH),
+                        };
+                        walk(&root, prefix.as_ref(), &skipped, &stale, &mut out);
+                        out.finish();
+                    });
+                    rx
+                }
+                State::Running(rx) => rx,
+                State::Done => return None,
+            };
+            match rx.recv().await {
+                Some(batch) if batch.last => Some((stream::iter(batch.items), State::Done)),
+                Some(batch) => Some((stream::iter(batch.items), State::Running(rx))),
+                // The worker died (panicked) before saying it was done: never pass a truncated
+                // listing off as complete.
+                None => Some((
+                    stream::iter(vec![Err(Error::other(
+                        BACKEND,
+                        "",
+                        "the listing worker ended before the listing was complete",
+                    ))]),
+                    State::Done,
+                )),
             }
-            State::Running(rx) => rx,
-            State::Done => return None,
-        };
-        match rx.recv().await {
-            Some(batch) if batch.last => Some((stream::iter(batch.items), State::Done)),
-            Some(batch) => Some((stream::iter(batch.items), State::Running(rx))),
-            // The worker died (panicked) before saying it was done: never pass a truncated
-            // listing off as complete.
-            None => Some((
-                stream::iter(vec![Err(Error::other(
-                    BACKEND,
-                    "",
-                    "the listing worker ended before the listing was complete",
-                ))]),
-                State::Done,
-            )),
-        }
-    })
+        },
+    )
     .flatten()
     .boxed()
 }

@@ -415,7 +415,8 @@ async fn trash_is_kept_thirty_days_by_default() {
     let f = fixture();
     write(&f.src, "a.txt", "a");
     let stamp = |days_ago: i64| {
-        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days_ago as u64 * 86_400);
+        let t =
+            std::time::SystemTime::now() - std::time::Duration::from_secs(days_ago as u64 * 86_400);
         let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         // Civil date from days since the epoch (Howard Hinnant's algorithm).
         let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -445,9 +446,15 @@ async fn trash_is_kept_thirty_days_by_default() {
         .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
         .await
         .unwrap();
-    assert!(!f.src.join(&old).exists(), "a 31-day-old trash folder was kept");
+    assert!(
+        !f.src.join(&old).exists(),
+        "a 31-day-old trash folder was kept"
+    );
     assert!(!f.src.join(&old_numbered).exists());
-    assert!(f.src.join(&recent).exists(), "a 29-day-old trash folder was pruned");
+    assert!(
+        f.src.join(&recent).exists(),
+        "a 29-day-old trash folder was pruned"
+    );
 
     // Kept forever when asked.
     write(&f.src, &old, "trashed");
@@ -487,14 +494,25 @@ async fn trash_dir_keeps_the_trash_elsewhere() {
         .sync_pair(&f.pair(SyncMode::TwoWay, opts))
         .await
         .unwrap();
-    assert_eq!((stats.deleted_destination, stats.uploaded), (1, 1), "{stats:?}");
+    assert_eq!(
+        (stats.deleted_destination, stats.uploaded),
+        (1, 1),
+        "{stats:?}"
+    );
     let mut saved: Vec<String> = walk(&elsewhere)
         .into_iter()
         .map(|p| fs::read_to_string(p).unwrap())
         .collect();
     saved.sort();
-    assert_eq!(saved, ["first", "precious"], "the old stamp is pruned, the new kept");
-    assert!(trash_files(&f.dst).is_empty(), "the trash dir replaces the trash");
+    assert_eq!(
+        saved,
+        ["first", "precious"],
+        "the old stamp is pruned, the new kept"
+    );
+    assert!(
+        trash_files(&f.dst).is_empty(),
+        "the trash dir replaces the trash"
+    );
 }
 
 /// The state directory inside a synced root (the default one lies inside `~`) is the engine's
@@ -515,13 +533,19 @@ async fn state_dir_inside_the_source_root_is_not_synced() {
     for _ in 0..2 {
         let stats = engine.sync_pair(&pair).await.unwrap();
         assert_eq!(stats.errors, 0, "{stats:?}");
-        assert_eq!(stats.skipped, 0, "our own files are not 'skipped': {stats:?}");
+        assert_eq!(
+            stats.skipped, 0,
+            "our own files are not 'skipped': {stats:?}"
+        );
     }
     assert!(
         fs::read_dir(&state_dir).unwrap().count() > 0,
         "the state lives there"
     );
-    assert_eq!(fs::read_to_string(dst.join("notes/todo.txt")).unwrap(), "milk");
+    assert_eq!(
+        fs::read_to_string(dst.join("notes/todo.txt")).unwrap(),
+        "milk"
+    );
     assert!(
         !dst.join(".local").exists(),
         "the state directory was synced: {:?}",
@@ -548,7 +572,11 @@ async fn stale_temps_are_removed_only_by_a_real_run() {
     let young = f.src.join("d/.syncengine-tmp-00000000cafef00d");
     let lookalike = f.src.join("d/.syncengine-tmp-my-notes");
     for path in [&stale, &young, &lookalike] {
-        write(&f.src, path.strip_prefix(&f.src).unwrap().to_str().unwrap(), "x");
+        write(
+            &f.src,
+            path.strip_prefix(&f.src).unwrap().to_str().unwrap(),
+            "x",
+        );
     }
     for path in [&stale, &lookalike] {
         let file = fs::File::options().write(true).open(path).unwrap();
@@ -567,7 +595,10 @@ async fn stale_temps_are_removed_only_by_a_real_run() {
         .unwrap();
     assert!(!stale.exists(), "a day-old temp was left behind");
     assert!(young.exists(), "a temp younger than a day was removed");
-    assert!(lookalike.exists(), "a file that only resembles a temp was removed");
+    assert!(
+        lookalike.exists(),
+        "a file that only resembles a temp was removed"
+    );
     assert!(!f.dst.join("d").exists(), "temps are never synced");
 }
 
@@ -608,8 +639,17 @@ async fn long_names_get_valid_conflict_names() {
         assert_eq!(names.len(), 2, "{names:?}");
         let conflict = names.iter().find(|n| **n != name).unwrap();
         assert!(conflict.len() <= 255, "{}", conflict.len());
-        assert!(conflict.contains(".conflict-") && conflict.ends_with("-source.txt"), "{conflict}");
-        assert_eq!(fs::read_to_string(side.join(conflict)).unwrap(), "source edit");
-        assert_eq!(fs::read_to_string(side.join(&name)).unwrap(), "destination edit, newer");
+        assert!(
+            conflict.contains(".conflict-") && conflict.ends_with("-source.txt"),
+            "{conflict}"
+        );
+        assert_eq!(
+            fs::read_to_string(side.join(conflict)).unwrap(),
+            "source edit"
+        );
+        assert_eq!(
+            fs::read_to_string(side.join(&name)).unwrap(),
+            "destination edit, newer"
+        );
     }
 }

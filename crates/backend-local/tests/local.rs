@@ -174,8 +174,10 @@ async fn only_exact_temps_older_than_a_day_are_removed() {
     let lookalikes = [
         dir.path().join(format!("a/{TEMP_PREFIX}notes.txt")),
         dir.path().join(format!("a/{TEMP_PREFIX}0123456789ABCDEF")),
-        dir.path().join(format!("a/{TEMP_PREFIX}old-0123456789abcdef")),
-        dir.path().join(format!("a/{TEMP_PREFIX}999999999-0123456789abcdef")),
+        dir.path()
+            .join(format!("a/{TEMP_PREFIX}old-0123456789abcdef")),
+        dir.path()
+            .join(format!("a/{TEMP_PREFIX}999999999-0123456789abcdef")),
     ];
     for path in [&stale, &young, &renaming].into_iter().chain(&lookalikes) {
         touch(path, "partial");
@@ -192,11 +194,17 @@ async fn only_exact_temps_older_than_a_day_are_removed() {
     }
     let client = LocalClient::new(dir.path());
     assert_eq!(paths(&client, None).await, ["a/b"]);
-    assert!(stale.exists(), "a listing removed a file (a dry run lists too)");
+    assert!(
+        stale.exists(),
+        "a listing removed a file (a dry run lists too)"
+    );
     assert_eq!(client.remove_stale_temps().await.unwrap(), 1);
     assert!(!stale.exists(), "a day-old temp file was left behind");
     assert!(young.exists(), "a temp younger than a day was removed");
-    assert!(renaming.exists(), "a temp being renamed into place was removed");
+    assert!(
+        renaming.exists(),
+        "a temp being renamed into place was removed"
+    );
     for path in &lookalikes {
         assert!(path.exists(), "{} only resembles a temp", path.display());
     }

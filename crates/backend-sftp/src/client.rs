@@ -491,7 +491,8 @@ impl Walk {
                                 .flatten()
                                 .max()
                                 .map(to_system_time);
-                            let location = format!("{}/{}", remote.trim_end_matches('/'), f.filename);
+                            let location =
+                                format!("{}/{}", remote.trim_end_matches('/'), f.filename);
                             self.inner.stale.consider(location, &f.filename, newest);
                             continue;
                         }
@@ -642,12 +643,7 @@ impl StorageClient for SftpClient {
         if found.is_empty() {
             return Ok(0);
         }
-        let s = self
-            .inner
-            .pool
-            .get()
-            .await
-            .map_err(|e| to_core(e, ""))?;
+        let s = self.inner.pool.get().await.map_err(|e| to_core(e, ""))?;
         let mut removed = 0;
         for path in found {
             match s.run(s.raw.remove(path.as_str())).await {

@@ -747,13 +747,10 @@ impl Inner {
                 if !res.is_collection {
                     // The server's own last-modified time (the mtime property is what the
                     // writer set from the source, often long ago).
-                    let newest = [
-                        res.last_modified,
-                        res.mtime_nanos.map(nanos_to_system_time),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .max();
+                    let newest = [res.last_modified, res.mtime_nanos.map(nanos_to_system_time)]
+                        .into_iter()
+                        .flatten()
+                        .max();
                     let url = format!(
                         "{}{}",
                         self.dir_url(dir),
@@ -969,7 +966,11 @@ impl StorageClient for WebDavClient {
                 tracing::info!(%url, "removed a temp file untouched for a day");
                 removed += 1;
             } else if status != StatusCode::NOT_FOUND {
-                return Err(map_error(status_err("DELETE", &url, status), "", Ctx::Plain));
+                return Err(map_error(
+                    status_err("DELETE", &url, status),
+                    "",
+                    Ctx::Plain,
+                ));
             }
         }
         Ok(removed)

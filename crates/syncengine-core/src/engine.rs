@@ -248,10 +248,12 @@ impl SyncEngine {
             let client = pair.client(side);
             match client.remove_stale_temps().await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(%side, removed = n, "removed temp files untouched for a day"),
-                Err(e) => stats
-                    .warnings
-                    .push(format!("removing stale temp files on the {side} failed: {e}")),
+                Ok(n) => {
+                    tracing::info!(%side, removed = n, "removed temp files untouched for a day")
+                }
+                Err(e) => stats.warnings.push(format!(
+                    "removing stale temp files on the {side} failed: {e}"
+                )),
             }
         }
         if let Some(days) = opts.trash_keep_days {

@@ -130,7 +130,12 @@ pub struct StaleTemps(Mutex<BTreeSet<String>>);
 impl StaleTemps {
     /// Records `location` (a path or URL in the backend's own terms) when the file is stale
     /// by [`is_stale_temp`]; returns whether it was recorded.
-    pub fn consider(&self, location: impl Into<String>, name: &str, last_change: Option<SystemTime>) -> bool {
+    pub fn consider(
+        &self,
+        location: impl Into<String>,
+        name: &str,
+        last_change: Option<SystemTime>,
+    ) -> bool {
         let stale = is_stale_temp(name, last_change, SystemTime::now());
         if stale {
             self.0
@@ -236,11 +241,7 @@ impl IgnoreRules {
     /// to [`IgnoreRules::add_own_dir`]. They are left out of a sync without being counted as
     /// skipped.
     pub fn is_own(&self, path: &RelPath) -> bool {
-        is_always_ignored(path)
-            || self
-                .own_dirs
-                .iter()
-                .any(|d| path == d || path.is_below(d))
+        is_always_ignored(path) || self.own_dirs.iter().any(|d| path == d || path.is_below(d))
     }
 
     /// Returns true when the file at `path` is ignored, by the engine's own rules or because

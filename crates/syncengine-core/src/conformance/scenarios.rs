@@ -141,6 +141,8 @@ macro_rules! sync_scenario_tests {
             max_delete_guard: |s, d| $crate::conformance::scenarios::max_delete_guard(s, d),
             empty_side_guard: |s, d| $crate::conformance::scenarios::empty_side_guard(s, d),
             ignore_rules_apply_to_both_sides: |s, d| $crate::conformance::scenarios::ignore_rules_apply_to_both_sides(s, d),
+            deletes_and_overwrites_go_to_the_trash: |s, d| $crate::conformance::scenarios::deletes_and_overwrites_go_to_the_trash(s, d),
+            old_trash_is_pruned_on_both_sides: |s, d| $crate::conformance::scenarios::old_trash_is_pruned_on_both_sides(s, d),
         );
     };
     (@rows $source:expr, $destination:expr; $($name:ident: $mode:ident $edit:ident,)*) => {
@@ -717,4 +719,174 @@ pub async fn ignore_rules_apply_to_both_sides(source: Client, destination: Clien
         d.contains_key("y.tmp") && d.contains_key("skip.log"),
         "ignored deleted: {d:?}"
     );
+}
+
+/// The files in a client's trash: path below the stamp folder → contents (several when the
+/// path was trashed more than once).
+pub async fn trash_contents(client: &dyn StorageClient) -> BTreeMap<String, Vec<String>> {
+    let trash = p(".syncengine/trash");
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let entries = client
+        .list_all(Some(&trash))
+        .await
+        .unwrap_or_else(|e| panic!("listing the trash of {client}: {e}"));
+    for e in entries {
+        let below = e
+            .path
+            .as_str()
+            .strip_prefix(".syncengine/trash/")
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(_, path)| path.to_owned())
+            .unwrap_or_else(|| panic!("{} is not in a stamp folder", e.path));
+        let body = client
+            .read_to_bytes(&e.path)
+            .await
+            .unwrap_or_else(|err| panic!("reading {}: {err}", e.path));
+        out.entry(below)
+            .or_default()
+            .push(String::from_utf8_lossy(&body).into_owned());
+    }
+    for contents in out.values_mut() {
+        contents.sort();
+    }
+    out
+}
+
+/// On every backend, a file the engine deletes or overwrites lands, content intact, in the
+/// side's own trash (`.syncengine/trash/<stamp>/<path>`), on either side; with
+/// [`Recovery::None`](crate::Recovery::None) (`--no-trash`) it is gone.
+pub async fn deletes_and_overwrites_go_to_the_trash(source: Client, destination: Client) {
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let engine = SyncEngine::new(state.path());
+    establish_base(&engine, &source, &destination).await;
+
+    // The source deletes a file and edits f: the destination trashes both old versions.
+    let deleted = BYSTANDERS[1];
+    source
+        .delete(&p(deleted))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    put(source.as_ref(), F, MODIFIED).await;
+    let stats = run(
+        &engine,
+        &source,
+        &destination,
+        SyncMode::TwoWay,
+        SyncOptions::default(),
+    )
+    .await;
+    assert_eq!(
+        (stats.deleted_destination, stats.uploaded, stats.errors),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+    let d = snapshot(destination.as_ref()).await;
+    assert_eq!(d.get(F).map(String::as_str), Some(MODIFIED));
+    assert!(!d.contains_key(deleted), "{d:?}");
+    let trash = trash_contents(destination.as_ref()).await;
+    assert_eq!(
+        trash.get(deleted),
+        Some(&vec![deleted.to_owned()]),
+        "{trash:?}"
+    );
+    assert_eq!(trash.get(F), Some(&vec![BASE.to_owned()]), "{trash:?}");
+    assert!(
+        trash_contents(source.as_ref()).await.is_empty(),
+        "nothing was deleted on the source"
+    );
+
+    // The other way: the destination deletes a bystander, the source trashes it.
+    let gone = BYSTANDERS[3];
+    destination
+        .delete(&p(gone))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stats = run(
+        &engine,
+        &source,
+        &destination,
+        SyncMode::TwoWay,
+        SyncOptions::default(),
+    )
+    .await;
+    assert_eq!((stats.deleted_source, stats.errors), (1, 0), "{stats:?}");
+    let trash = trash_contents(source.as_ref()).await;
+    assert_eq!(trash.get(gone), Some(&vec![gone.to_owned()]), "{trash:?}");
+
+    // --no-trash: deleted outright.
+    let gone = BYSTANDERS[0];
+    source
+        .delete(&p(gone))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let opts = SyncOptions::default()
+        .with_recovery(Side::Source, crate::Recovery::None)
+        .with_recovery(Side::Destination, crate::Recovery::None);
+    let stats = run(&engine, &source, &destination, SyncMode::TwoWay, opts).await;
+    assert_eq!(
+        (stats.deleted_destination, stats.errors),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert!(!snapshot(destination.as_ref()).await.contains_key(gone));
+    assert!(
+        !trash_contents(destination.as_ref())
+            .await
+            .contains_key(gone),
+        "--no-trash kept a copy"
+    );
+    // The trash itself is never synced.
+    assert!(!trash_contents(source.as_ref()).await.contains_key(F));
+}
+
+/// The UTC time `days` ago as a trash stamp, `YYYYMMDDTHHMMSSZ`.
+fn stamp_days_ago(days: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() - time::Duration::days(days);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// By default trash folders are kept 30 days: older stamp folders are removed on both sides,
+/// recent ones and folders that are not stamps stay.
+pub async fn old_trash_is_pruned_on_both_sides(source: Client, destination: Client) {
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let engine = SyncEngine::new(state.path());
+    let old = format!(".syncengine/trash/{}/dir/old.txt", stamp_days_ago(31));
+    let old_numbered = format!(".syncengine/trash/{}-2/old.txt", stamp_days_ago(400));
+    let recent = format!(".syncengine/trash/{}/dir/recent.txt", stamp_days_ago(29));
+    let foreign = ".syncengine/trash/not-a-stamp/x.txt";
+    for client in [&source, &destination] {
+        for path in [old.as_str(), &old_numbered, &recent, foreign] {
+            put(client.as_ref(), path, "trashed").await;
+        }
+    }
+    put(source.as_ref(), F, BASE).await;
+    let stats = run(
+        &engine,
+        &source,
+        &destination,
+        SyncMode::TwoWay,
+        SyncOptions::default(),
+    )
+    .await;
+    assert_eq!((stats.uploaded, stats.errors), (1, 0), "{stats:?}");
+    assert!(stats.warnings.is_empty(), "{stats:?}");
+    for client in [&source, &destination] {
+        let mut left: Vec<String> = client
+            .list_all(Some(&p(".syncengine/trash")))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|e| e.path.into_string())
+            .collect();
+        left.sort();
+        assert_eq!(left, [recent.clone(), foreign.to_owned()], "{client}");
+    }
 }
