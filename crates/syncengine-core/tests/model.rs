@@ -43,7 +43,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
+
+/// Counters for the summary line: runs, faulted runs, injected faults, cancelled and crashed
+/// runs (so a campaign shows that its faults fired).
+static RUNS: AtomicU64 = AtomicU64::new(0);
+static FAULTED_RUNS: AtomicU64 = AtomicU64::new(0);
+static INJECTED: AtomicU64 = AtomicU64::new(0);
+static CANCELLED: AtomicU64 = AtomicU64::new(0);
+static CRASHED: AtomicU64 = AtomicU64::new(0);
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -83,6 +92,9 @@ struct Kinds {
     faults: Vec<Fault>,
     /// Cancellation at a random call of a faulted run.
     cancel: bool,
+    /// A crash at a random call of a faulted run: the run's future is dropped there, as in
+    /// a killed process (behaviours 5 and 12).
+    crash: bool,
     /// Users may change files between a faulted run and the next run (behaviour 12: an
     /// interrupted copy must not turn the next edit into a conflict). When off, every faulted
     /// run is followed at once by a fault-free run of the same spec.
@@ -123,6 +135,7 @@ impl Kinds {
                 Fault::ListError,
             ],
             cancel: true,
+            crash: true,
             edit_after_crash: true,
             default_recovery: true,
             check_never_absent: true,
@@ -133,17 +146,19 @@ impl Kinds {
 
     /// The kinds the CI-sized run enables: every kind whose behaviour is fixed on main
     /// (mode switches with settled deletions, behaviour 1, and the initial preference that
-    /// applies once, behaviour 4, since 1eedbeb).
+    /// applies once, behaviour 4, since 1eedbeb), with errors, lost replies, failing reads,
+    /// write bodies and listings, cancellations and crashes — each faulted run followed by a
+    /// fault-free one.
     ///
     /// Off, and why (see /work/notes/testkit-findings.md for the reproducing schedules):
     /// - `type_change`: behaviour 10 — a file replaced by a folder (or the reverse) does not
     ///   converge on sides that cannot hold both;
     /// - `case_fold`: behaviours 9 and 10 — a name collision fails its copy in every run,
     ///   and that failure postpones every delete of the run;
-    /// - faults `ErrorAfter`, `ShortRead`, `CorruptRead`, `ReadErrorMidStream`,
-    ///   `WriteBodyError` and `cancel`, `check_never_absent`: behaviours 5, 7 and 12 — a
-    ///   failed overwrite leaves the path empty, a short or corrupt read is committed, an
-    ///   interrupted copy becomes a conflict;
+    /// - faults `ShortRead`, `CorruptRead`: behaviour 7 — a short or corrupt read is
+    ///   committed under the final name;
+    /// - `check_never_absent`: behaviour 5 — a failed overwrite leaves the path empty (the
+    ///   old version is in the trash);
     /// - `edit_after_crash`: behaviour 12 — a copy whose base update was lost (a failed
     ///   durability barrier, a cancel) turns the next edit of either side into a conflict;
     /// - `default_recovery`: behaviour 13 — without an explicit trash, a side without real
@@ -157,8 +172,14 @@ impl Kinds {
         Kinds {
             type_change: false,
             case_fold: false,
-            faults: vec![Fault::Error, Fault::Transient, Fault::ListError],
-            cancel: false,
+            faults: vec![
+                Fault::Error,
+                Fault::Transient,
+                Fault::ListError,
+                Fault::ErrorAfter,
+                Fault::ReadErrorMidStream,
+                Fault::WriteBodyError,
+            ],
             edit_after_crash: false,
             default_recovery: false,
             check_never_absent: false,
@@ -181,6 +202,7 @@ impl Kinds {
                         "case_fold" => k.case_fold = true,
                         "initial_prefs" => k.initial_prefs = true,
                         "cancel" => k.cancel = true,
+                        "crash" => k.crash = true,
                         "edit_after_crash" => k.edit_after_crash = true,
                         "default_recovery" => k.default_recovery = true,
                         "never_absent" => k.check_never_absent = true,
@@ -269,8 +291,11 @@ struct FaultSpec {
     rate: u8,
     /// Which sides are wrapped: 1 source, 2 destination, 3 both.
     sides: u8,
-    /// Cancel at this call of the source client.
+    /// Cancel at this call of each wrapped client.
     cancel_at: Option<u16>,
+    /// The cancellations crash the run instead: the engine's future is dropped at the await
+    /// where the cancel happens (nothing of the run's own clean-up runs).
+    crash: bool,
 }
 
 fn side() -> impl Strategy<Value = Side> {
@@ -303,16 +328,25 @@ fn run_spec(kinds: &Kinds) -> impl Strategy<Value = RunSpec> + use<> {
     } else {
         vec![None]
     };
-    let faulted = !kinds.faults.is_empty() || kinds.cancel;
-    let cancel = kinds.cancel;
-    let fault = (any::<u64>(), 1u8..40, 1u8..=3, 0u16..40, any::<bool>()).prop_map(
-        move |(seed, rate, sides, at, cancels)| FaultSpec {
+    let faulted = !kinds.faults.is_empty() || kinds.cancel || kinds.crash;
+    let cancel = kinds.cancel || kinds.crash;
+    let (cancel_on, crash_on) = (kinds.cancel, kinds.crash);
+    let fault = (
+        any::<u64>(),
+        1u8..40,
+        1u8..=3,
+        0u16..12,
+        prop::bool::weighted(0.7),
+        any::<bool>(),
+    )
+        .prop_map(move |(seed, rate, sides, at, cancels, crashes)| FaultSpec {
             seed,
             rate,
             sides,
             cancel_at: (cancel && cancels).then_some(at),
-        },
-    );
+            // With both on, half the cancellations are crashes.
+            crash: crash_on && (!cancel_on || crashes),
+        });
     let fault = if faulted {
         prop_oneof![2 => Just(None), 1 => fault.prop_map(Some)].boxed()
     } else {
@@ -731,6 +765,15 @@ impl Ctx<'_> {
                     Spread::LoserSide,
                     true,
                 )],
+                // A new destination file where the source kept a copy (settled in another
+                // mode): the new file keeps the path, the kept copy is set aside on the source.
+                (Unchanged(k), AddedAtSettled(w)) => vec![with_loser(
+                    out(Some(w), Some(w)),
+                    k,
+                    Side::Source,
+                    Spread::LoserSide,
+                    true,
+                )],
                 (_, Nothing | Unchanged(_)) if s.changed().is_some() => vec![out(sv, sv)],
                 (Nothing | Unchanged(_), _) if d.changed().is_some() => vec![out(dv, dv)],
                 _ => match (sv, dv) {
@@ -769,6 +812,13 @@ impl Ctx<'_> {
                     out(Some(k), Some(k)),
                     out(Some(v), Some(k)),
                 ],
+                (Unchanged(k), AddedAtSettled(w)) => vec![with_loser(
+                    out(Some(w), Some(w)),
+                    k,
+                    Side::Source,
+                    Spread::LoserSide,
+                    true,
+                )],
                 (Nothing | Unchanged(_), _) if d.changed().is_some() => vec![out(dv, dv)],
                 _ => match (sv, dv) {
                     // Destination modifications win; the source's loser stays on the source.
@@ -841,7 +891,8 @@ fn conflict_origin(path: &str) -> Option<String> {
         Some(i) => (&path[..=i], &path[i + 1..]),
         None => ("", path),
     };
-    let at = name.find(".conflict-")?;
+    // The last marker: a conflict copy of a conflict copy names the copy it was made from.
+    let at = name.rfind(".conflict-")?;
     let stem = &name[..at];
     let rest = &name[at + ".conflict-".len()..];
     // <16-char stamp>-<source|destination>[-N][.ext]
@@ -1121,25 +1172,39 @@ impl World {
 
         let token = CancellationToken::new();
         let engine = SyncEngine::new(self.state.path()).with_cancellation(token.clone());
+        let crash_token = CancellationToken::new();
+        let client_token = match &spec.fault {
+            Some(f) if f.crash => crash_token.clone(),
+            _ => token.clone(),
+        };
         let faulted = spec.fault.is_some();
+        let mut fault_clients: Vec<(Side, Arc<FaultClient>)> = Vec::new();
         let (sc, dc): (Arc<dyn StorageClient>, Arc<dyn StorageClient>) = match &spec.fault {
             None => (self.s_view.clone(), self.d_view.clone()),
             Some(f) => {
                 let config = FaultConfig::seeded(f.seed)
                     .with_rate(f64::from(f.rate) / 100.0)
                     .with_faults(self.kinds.faults.clone());
-                let wrap = |c: &Arc<dyn StorageClient>,
-                            on: bool,
-                            seed_shift: u64|
+                let mut wrap = |c: &Arc<dyn StorageClient>,
+                                on: bool,
+                                seed_shift: u64|
                  -> Arc<dyn StorageClient> {
                     if on {
                         let mut cfg = config.clone();
                         cfg.seed ^= seed_shift;
-                        let fc = FaultClient::new(c.clone(), cfg).with_cancel_token(token.clone());
-                        if let (Some(at), 1) = (f.cancel_at, seed_shift) {
+                        let fc = FaultClient::new(c.clone(), cfg)
+                            .with_cancel_token(client_token.clone());
+                        if let Some(at) = f.cancel_at {
                             fc.cancel_at(u64::from(at));
                         }
-                        Arc::new(fc)
+                        let fc = Arc::new(fc);
+                        let side = if seed_shift == 1 {
+                            Side::Source
+                        } else {
+                            Side::Destination
+                        };
+                        fault_clients.push((side, fc.clone()));
+                        fc
                     } else {
                         c.clone()
                     }
@@ -1151,7 +1216,25 @@ impl World {
             }
         };
         let pair = self.pair(spec, false, sc, dc);
-        let result = engine.sync_pair(&pair).await;
+        let result = tokio::select! {
+            biased;
+            _ = crash_token.cancelled() => Err(syncengine_core::SyncError::State("crashed (the test dropped the run)".into())),
+            r = engine.sync_pair(&pair) => r,
+        };
+        RUNS.fetch_add(1, Ordering::Relaxed);
+        if faulted {
+            FAULTED_RUNS.fetch_add(1, Ordering::Relaxed);
+        }
+        if crash_token.is_cancelled() {
+            CRASHED.fetch_add(1, Ordering::Relaxed);
+        } else if token.is_cancelled() {
+            CANCELLED.fetch_add(1, Ordering::Relaxed);
+        }
+        let injected: Vec<String> = fault_clients
+            .iter()
+            .flat_map(|(side, c)| c.injected().into_iter().map(move |i| format!("{side} {i}")))
+            .collect();
+        INJECTED.fetch_add(injected.len() as u64, Ordering::Relaxed);
         let _ = writeln!(
             self.log,
             "  run {} strategy {:?} initial {:?} (model initial {}){} -> {}",
@@ -1176,6 +1259,9 @@ impl World {
                 Err(e) => format!("error: {e}"),
             }
         );
+        for i in &injected {
+            let _ = writeln!(self.log, "    injected: {i}");
+        }
         let ended_normally = result.is_ok();
         let clean = matches!(&result, Ok(st) if st.errors == 0);
         // Colliding names are reported (an error for the run is a report); otherwise a
@@ -1595,8 +1681,13 @@ fn model_schedules_keep_every_version() {
     let keep_going = std::env::var("MODEL_CONTINUE").is_ok_and(|v| v == "1");
     let (ran, failures) = campaign(&kinds, cases, seed, keep_going);
     eprintln!(
-        "model: {ran} schedules run, {} failing (seed {seed}, kinds {kinds:?})",
-        failures.len()
+        "model: {ran} schedules run, {} failing (seed {seed}, kinds {kinds:?}); {} runs, {} with faults: {} faults injected, {} runs cancelled, {} crashed",
+        failures.len(),
+        RUNS.load(Ordering::Relaxed),
+        FAULTED_RUNS.load(Ordering::Relaxed),
+        INJECTED.load(Ordering::Relaxed),
+        CANCELLED.load(Ordering::Relaxed),
+        CRASHED.load(Ordering::Relaxed),
     );
     assert!(failures.is_empty(), "{}", failures.join("\n=====\n"));
 }
@@ -1683,4 +1774,11 @@ fn the_model_follows_the_seed_tables() {
         Some("x")
     );
     assert_eq!(conflict_origin("x.txt"), None);
+    assert_eq!(
+        conflict_origin(
+            "r.conflict-20240101T000000Z-destination.conflict-20240101T000001Z-source.txt"
+        )
+        .as_deref(),
+        Some("r.conflict-20240101T000000Z-destination.txt")
+    );
 }
