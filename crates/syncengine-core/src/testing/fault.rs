@@ -261,7 +261,8 @@ struct Shared {
 /// A [`StorageClient`] that forwards to an inner client and injects faults (see the
 /// [module docs](crate::testing::fault)).
 ///
-/// `Display`, `backend`, `capabilities` and `skipped_count` are the inner client's, so a pair
+/// `Display`, `backend`, `capabilities`, `skipped_count`, `local_root` and
+/// `remove_stale_temps` are the inner client's, so a pair
 /// built on the wrapper has the same identity as one built on the inner client.
 pub struct FaultClient {
     inner: Arc<dyn StorageClient>,
@@ -498,6 +499,14 @@ impl StorageClient for FaultClient {
 
     fn skipped_count(&self) -> u64 {
         self.inner.skipped_count()
+    }
+
+    fn local_root(&self) -> Option<std::path::PathBuf> {
+        self.inner.local_root()
+    }
+
+    async fn remove_stale_temps(&self) -> Result<u64> {
+        self.inner.remove_stale_temps().await
     }
 
     async fn sync_written(&self) -> Result<()> {

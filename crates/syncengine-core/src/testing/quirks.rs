@@ -165,6 +165,14 @@ impl StorageClient for QuirkClient {
         self.inner.skipped_count()
     }
 
+    fn local_root(&self) -> Option<std::path::PathBuf> {
+        self.inner.local_root()
+    }
+
+    async fn remove_stale_temps(&self) -> Result<u64> {
+        self.inner.remove_stale_temps().await
+    }
+
     async fn sync_written(&self) -> Result<()> {
         self.inner.sync_written().await
     }
