@@ -269,6 +269,16 @@ impl S3Builder {
         self
     }
 
+    /// S3 only: copies objects larger than `bytes` (default and maximum 5 GiB, S3's
+    /// CopyObject limit; at least 5 MiB) server-side as a multipart upload of `UploadPartCopy`
+    /// parts of that size. Moves and the trash on S3 are copies, so this is what lets them
+    /// handle objects over 5 GiB.
+    pub fn with_multipart_copy_threshold(mut self, bytes: u64) -> Self {
+        self.config.multipart_copy_threshold =
+            bytes.clamp(5 * 1024 * 1024, crate::config::COPY_OBJECT_LIMIT);
+        self
+    }
+
     /// Sets object_store's own retries per HTTP request and their time limit.
     pub fn with_retries(mut self, max_retries: usize, retry_timeout: Duration) -> Self {
         self.config.max_retries = max_retries;
@@ -294,8 +304,8 @@ impl S3Builder {
     /// configuration object_store rejects (no bucket, a bad endpoint…).
     pub fn build(self) -> Result<S3Client> {
         let c = self.config;
-        let store = make_store(&c).map_err(|e| e.into_core(c.kind.backend(), ""))?;
-        Ok(S3Client::new(c, store))
+        let (store, big_copy) = make_store(&c).map_err(|e| e.into_core(c.kind.backend(), ""))?;
+        Ok(S3Client::new(c, store, big_copy))
     }
 }
 
@@ -315,7 +325,10 @@ fn retry_config(c: &S3Config) -> object_store::RetryConfig {
     }
 }
 
-fn make_store(c: &S3Config) -> std::result::Result<Arc<dyn ObjectStore>, StoreError> {
+/// A store, and for S3 the big-object copier that goes with it.
+type Made = (Arc<dyn ObjectStore>, Option<Arc<crate::big_copy::BigCopy>>);
+
+fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
     if c.bucket.is_empty() {
         return Err(StoreError::Config("no bucket or container name".into()));
     }
@@ -346,7 +359,19 @@ fn make_store(c: &S3Config) -> std::result::Result<Arc<dyn ObjectStore>, StoreEr
             if let Some(t) = &c.session_token {
                 b = b.with_token(t.expose());
             }
-            Ok(Arc::new(b.build().map_err(StoreError::Store)?))
+            let s3 = Arc::new(b.build().map_err(StoreError::Store)?);
+            let http = object_store::client::HttpConnector::connect(
+                &object_store::client::ReqwestConnector::default(),
+                &client_options(c),
+            )
+            .map_err(StoreError::Store)?;
+            let big_copy = crate::big_copy::BigCopy {
+                s3: s3.clone(),
+                http,
+                bucket: c.bucket.clone(),
+                threshold: c.multipart_copy_threshold,
+            };
+            Ok((s3, Some(Arc::new(big_copy))))
         }
         #[cfg(feature = "azure")]
         StoreKind::Azure => {
@@ -370,7 +395,7 @@ fn make_store(c: &S3Config) -> std::result::Result<Arc<dyn ObjectStore>, StoreEr
             if let Some(t) = &c.session_token {
                 b = b.with_config(AzureConfigKey::SasKey, t.expose());
             }
-            Ok(Arc::new(b.build().map_err(StoreError::Store)?))
+            Ok((Arc::new(b.build().map_err(StoreError::Store)?), None))
         }
         #[cfg(feature = "gcs")]
         StoreKind::Gcs => {
@@ -389,7 +414,7 @@ fn make_store(c: &S3Config) -> std::result::Result<Arc<dyn ObjectStore>, StoreEr
             if let Some(k) = &c.service_account_key {
                 b = b.with_service_account_key(k.expose());
             }
-            Ok(Arc::new(b.build().map_err(StoreError::Store)?))
+            Ok((Arc::new(b.build().map_err(StoreError::Store)?), None))
         }
         #[allow(unreachable_patterns)]
         kind => Err(StoreError::FeatureOff(kind)),

@@ -21,6 +21,7 @@ use syncengine_core::{
 };
 use tokio::task::JoinSet;
 
+use crate::big_copy::BigCopy;
 use crate::config::{S3Config, StoreKind};
 use crate::error::StoreError;
 use crate::mtime;
@@ -36,6 +37,8 @@ const METADATA_HEADS_IN_FLIGHT: usize = 16;
 pub struct S3Client {
     store: Arc<dyn ObjectStore>,
     config: Arc<S3Config>,
+    /// S3 only: copies objects larger than CopyObject allows.
+    big_copy: Option<Arc<BigCopy>>,
 }
 
 impl fmt::Debug for S3Client {
@@ -127,10 +130,15 @@ fn decode_backslash(key: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl S3Client {
-    pub(crate) fn new(config: S3Config, store: Arc<dyn ObjectStore>) -> Self {
+    pub(crate) fn new(
+        config: S3Config,
+        store: Arc<dyn ObjectStore>,
+        big_copy: Option<Arc<BigCopy>>,
+    ) -> Self {
         S3Client {
             store,
             config: Arc::new(config),
+            big_copy,
         }
     }
 
@@ -272,6 +280,20 @@ impl S3Client {
         } else {
             CopyMode::Create
         };
+        #[cfg(feature = "s3")]
+        if let Some(big) = &self.big_copy {
+            // CopyObject stops at 5 GiB: bigger objects (moves, the trash) go in parts.
+            let (meta, attributes) = self
+                .head_with_attrs(&fk)
+                .await
+                .map_err(|e| self.err(from, e))?;
+            if meta.size > big.threshold {
+                big.copy(&fk, &tk, meta.size, attributes)
+                    .await
+                    .map_err(|e| self.err(from, e))?;
+                return self.stat_key(to, &tk).await;
+            }
+        }
         let result = self
             .store
             .copy_opts(&fk, &tk, CopyOptions::new().with_mode(mode))

@@ -121,7 +121,14 @@ pub struct S3Config {
     pub retry_timeout: Duration,
     /// Timeout for one HTTP request (None: object_store's default).
     pub request_timeout: Option<Duration>,
+    /// S3 only: objects larger than this are copied server-side as a multipart upload of
+    /// `UploadPartCopy` parts of this size (default 5 GiB, the CopyObject limit).
+    pub multipart_copy_threshold: u64,
 }
+
+/// The largest object one S3 CopyObject request may copy (S3's documented limit); larger
+/// objects are copied in parts (see [`S3Config::multipart_copy_threshold`]).
+pub const COPY_OBJECT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Default multipart part size: 8 MiB (S3's minimum is 5 MiB).
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
@@ -153,6 +160,7 @@ impl S3Config {
             max_retries: 2,
             retry_timeout: Duration::from_secs(30),
             request_timeout: None,
+            multipart_copy_threshold: COPY_OBJECT_LIMIT,
         }
     }
 }

@@ -62,6 +62,14 @@
 //! runnable there (asserting that the emulator really rejects them). Writes to real GCS use
 //! the same code path as S3 and Azure.
 
+#[cfg(feature = "s3")]
+mod big_copy;
+/// Stands in for the S3-only big-object copier when S3 is not built in.
+#[cfg(not(feature = "s3"))]
+mod big_copy {
+    /// Never constructed without the `s3` feature.
+    pub(crate) struct BigCopy;
+}
 mod builder;
 mod client;
 mod config;
@@ -70,7 +78,7 @@ pub mod mtime;
 
 pub use builder::S3Builder;
 pub use client::S3Client;
-pub use config::{DEFAULT_PART_SIZE, S3Config, Secret, StoreKind};
+pub use config::{COPY_OBJECT_LIMIT, DEFAULT_PART_SIZE, S3Config, Secret, StoreKind};
 
 /// The URL schemes this crate serves: `s3`, `az`, `gs`.
 pub const SCHEMES: [&str; 3] = ["s3", "az", "gs"];

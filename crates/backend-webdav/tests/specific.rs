@@ -151,3 +151,61 @@ async fn hostile_listing_is_an_error_never_an_escape() {
         );
     }
 }
+
+/// Left-behind temp files on Apache: listings only note them, and `remove_stale_temps`
+/// removes exactly those in the temp format untouched for a day (by the server's own
+/// last-modified time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apache_removes_only_exact_temps_untouched_for_a_day() {
+    let Some(client) = common::client(APACHE) else {
+        return;
+    };
+    client.put(&p("a/b.txt"), Bytes::from("b")).await.unwrap();
+    // Apache serves this directory (scripts/test-servers.sh); elsewhere the case cannot age
+    // files and says so.
+    let ts = std::env::var_os("TS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/tmp/syncengine-test-servers".into());
+    let dir = ts
+        .join("apache/dav")
+        .join(client.url().path().trim_start_matches('/'))
+        .join("a");
+    if !dir.is_dir() {
+        eprintln!("SKIPPED: Apache's DAV folder is not at {}", dir.display());
+        return;
+    }
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let stale = dir.join(".syncengine-tmp-0123456789abcdef");
+    let young = dir.join(".syncengine-tmp-fedcba9876543210");
+    let lookalike = dir.join(".syncengine-tmp-notes.txt");
+    for (path, age) in [
+        (&stale, day + day / 24),
+        (&young, day - day / 24),
+        (&lookalike, day + day / 24),
+    ] {
+        std::fs::write(path, "partial").unwrap();
+        let t = std::time::SystemTime::now() - age;
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
+            .unwrap();
+    }
+    let listed: Vec<String> = client
+        .list_all(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path.into_string())
+        .collect();
+    assert_eq!(listed, ["a/b.txt"]);
+    assert!(
+        stale.exists(),
+        "a listing removed a file (a dry run lists too)"
+    );
+    assert_eq!(client.remove_stale_temps().await.unwrap(), 1);
+    assert!(!stale.exists(), "a day-old temp was left behind");
+    assert!(young.exists(), "a temp younger than a day was removed");
+    assert!(
+        lookalike.exists(),
+        "a file that only resembles a temp was removed"
+    );
+}

@@ -1,0 +1,190 @@
+//! Server-side copies of S3 objects larger than CopyObject allows (5 GiB): a multipart upload
+//! whose parts are `UploadPartCopy` requests, so no byte passes through this machine.
+//!
+//! object_store 0.14 has no public `UploadPartCopy` with a byte range (its own multipart copy
+//! copies a whole object as one part, which is limited to 5 GiB too). So: the upload is
+//! created (with the source's metadata) and completed through object_store's
+//! [`MultipartStore`]; each part is an `UploadPartCopy` presigned with object_store's
+//! [`Signer`], the copy source and range bound to the signature, and sent with an HTTP
+//! client built from the same client options as the store. A failed copy aborts the upload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3;
+use object_store::client::{HttpClient, HttpRequestBody};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::signer::{SignedUrlOptions, Signer};
+use object_store::{Attributes, PutMultipartOptions};
+
+use crate::config::COPY_OBJECT_LIMIT;
+
+/// S3's smallest part (all parts but the last).
+const MIN_PART: u64 = 5 * 1024 * 1024;
+/// S3's largest number of parts per upload.
+const MAX_PARTS: u64 = 10_000;
+/// How long one presigned part request stays valid.
+const PRESIGN_FOR: Duration = Duration::from_secs(3600);
+
+/// Copies big objects within one bucket.
+pub(crate) struct BigCopy {
+    pub(crate) s3: Arc<AmazonS3>,
+    pub(crate) http: HttpClient,
+    pub(crate) bucket: String,
+    /// Objects larger than this are copied in parts; also the part size.
+    pub(crate) threshold: u64,
+}
+
+fn generic(msg: impl Into<String>) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "S3",
+        source: msg.into().into(),
+    }
+}
+
+/// Percent-encodes an object key for `x-amz-copy-source` (unreserved characters and `/` stay).
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The ETag in an `UploadPartCopy` answer (`<CopyPartResult><ETag>"…"</ETag>…`).
+fn etag_of(body: &str) -> Option<String> {
+    let start = body.find("<ETag>")? + "<ETag>".len();
+    let end = start + body[start..].find("</ETag>")?;
+    Some(
+        body[start..end]
+            .replace("&quot;", "\"")
+            .replace("&#34;", "\""),
+    )
+}
+
+impl BigCopy {
+    /// The part size for an object of `size` bytes: the threshold, within S3's limits.
+    pub(crate) fn part_size(&self, size: u64) -> u64 {
+        self.threshold
+            .clamp(MIN_PART, COPY_OBJECT_LIMIT)
+            .max(size.div_ceil(MAX_PARTS))
+    }
+
+    /// Copies `from` (`size` bytes) to `to`, with `attributes` (the source's metadata).
+    pub(crate) async fn copy(
+        &self,
+        from: &Path,
+        to: &Path,
+        size: u64,
+        attributes: Attributes,
+    ) -> object_store::Result<()> {
+        let opts = PutMultipartOptions {
+            attributes,
+            ..PutMultipartOptions::default()
+        };
+        let id = self.s3.create_multipart_opts(to, opts).await?;
+        let copied = async {
+            let part = self.part_size(size);
+            let mut parts = Vec::new();
+            let mut start = 0;
+            while start < size {
+                let end = (start + part).min(size) - 1;
+                let number = parts.len() + 1;
+                parts.push(self.copy_part(from, to, &id, number, start, end).await?);
+                start = end + 1;
+            }
+            self.s3.complete_multipart(to, &id, parts).await
+        }
+        .await;
+        match copied {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Err(abort) = self.s3.abort_multipart(to, &id).await {
+                    tracing::warn!(error = %abort, "aborting a failed multipart copy failed; parts may remain");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn copy_part(
+        &self,
+        from: &Path,
+        to: &Path,
+        upload_id: &str,
+        number: usize,
+        start: u64,
+        end: u64,
+    ) -> object_store::Result<PartId> {
+        let source = format!("{}/{}", self.bucket, encode_key(from.as_ref()));
+        let range = format!("bytes={start}-{end}");
+        let header = |v: &str| {
+            http::HeaderValue::from_str(v).map_err(|e| generic(format!("copy header {v:?}: {e}")))
+        };
+        let copy_source = http::HeaderName::from_static("x-amz-copy-source");
+        let copy_range = http::HeaderName::from_static("x-amz-copy-source-range");
+        let signed = SignedUrlOptions::new()
+            .with_query([
+                ("partNumber", number.to_string()),
+                ("uploadId", upload_id.to_owned()),
+            ])
+            .with_signed_header(copy_source.clone(), header(&source)?)
+            .with_signed_header(copy_range.clone(), header(&range)?);
+        let url = self
+            .s3
+            .signed_url_opts(http::Method::PUT, to, PRESIGN_FOR, &signed)
+            .await?;
+        let request = http::Request::builder()
+            .method(http::Method::PUT)
+            .uri(url.as_str())
+            .header(copy_source, header(&source)?)
+            .header(copy_range, header(&range)?)
+            .header(http::header::CONTENT_LENGTH, "0")
+            .body(HttpRequestBody::empty())
+            .map_err(|e| generic(format!("building UploadPartCopy: {e}")))?;
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| generic(format!("UploadPartCopy {number} of {to}: {e}")))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .bytes()
+            .await
+            .map_err(|e| generic(format!("UploadPartCopy {number} of {to}: {e}")))?;
+        let text = String::from_utf8_lossy(&body);
+        // S3 may answer 200 and still report an error in the body.
+        match etag_of(&text) {
+            Some(e_tag) if status.is_success() && !text.contains("<Error>") => {
+                Ok(PartId { content_id: e_tag })
+            }
+            _ => Err(generic(format!(
+                "UploadPartCopy {number} of {to} (bytes {start}-{end}) failed: {status}: {}",
+                text.chars().take(300).collect::<String>()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_etags() {
+        assert_eq!(encode_key("a b/é?.txt"), "a%20b/%C3%A9%3F.txt");
+        assert_eq!(
+            etag_of(
+                "<CopyPartResult><LastModified>x</LastModified><ETag>&quot;abc&quot;</ETag></CopyPartResult>"
+            ),
+            Some("\"abc\"".to_owned())
+        );
+        assert_eq!(etag_of("<Error><Code>x</Code></Error>"), None);
+    }
+}
