@@ -20,8 +20,11 @@
 //! - **Listing** walks the tree depth-first on a blocking thread, sorting each directory's
 //!   children by name, a directory as `name/`, so the stream is in canonical order without
 //!   sorting the whole tree; entries travel in batches through a bounded channel, so memory
-//!   stays bounded however big the tree. Entries carry size, nanosecond mtime and the inode as
-//!   `file_id`; no hash (compute one with `StorageClientExt::md5`).
+//!   stays bounded however big the tree. Entries carry size, nanosecond mtime, the inode as
+//!   `file_id` and, where the filesystem keeps one, the birth time (`statx`, read with the
+//!   rest of the metadata); no hash (compute one with `StorageClientExt::md5`). Inode plus
+//!   birth time is what lets the engine confirm a rename without reading the file: a new file
+//!   that reused a deleted file's inode has a new birth time.
 //! - **Skipped**: symlinks (never followed), sockets, FIFOs and devices, and names that are not
 //!   UTF-8 or not valid [`RelPath`](syncengine_core::RelPath) segments. Each is logged with
 //!   `tracing::warn!` and counted in `skipped_count()`.

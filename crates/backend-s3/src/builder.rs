@@ -78,6 +78,8 @@ impl S3Builder {
     ///   (the engine then sorts it), `SYNCENGINE_MTIME_FROM_METADATA=1` reads rclone's mtime
     ///   metadata in listings (one HEAD per object), `SYNCENGINE_ENCODE_BACKSLASH=1|0` switches
     ///   rclone's `\\` → `＼` name encoding (on by default for Azure only).
+    /// - S3: `SYNCENGINE_S3_ETAG_IS_MD5=0` declares that single-part ETags are not MD5s
+    ///   (buckets with SSE-KMS or SSE-C encryption), so they are never taken for content.
     ///
     /// Variables not listed here are ignored; in particular `AWS_CA_BUNDLE` is not read.
     ///
@@ -140,6 +142,9 @@ impl S3Builder {
         }
         if first(&["SYNCENGINE_MTIME_FROM_METADATA"]).is_some_and(|v| truthy(&v)) {
             c.mtime_from_metadata = true;
+        }
+        if let Some(v) = first(&["SYNCENGINE_S3_ETAG_IS_MD5"]) {
+            c.etag_is_md5 = c.kind == StoreKind::S3 && truthy(&v);
         }
         Ok(b)
     }
@@ -499,6 +504,22 @@ mod tests {
         .unwrap();
         assert_eq!(b.config().service_account_path.as_deref(), Some("/k.json"));
         assert_eq!(b.config().endpoint.as_deref(), Some("http://h"));
+    }
+
+    /// SSE-KMS/SSE-C buckets can turn ETag-as-MD5 off from the environment; other stores
+    /// never have it on.
+    #[test]
+    fn etag_is_md5_follows_the_environment_on_s3_only() {
+        let on = |url: &str, vars: &[(&str, &str)]| {
+            S3Builder::from_env_with(url, env(vars))
+                .unwrap()
+                .config()
+                .etag_is_md5
+        };
+        assert!(on("s3://b", &[]));
+        assert!(!on("s3://b", &[("SYNCENGINE_S3_ETAG_IS_MD5", "0")]));
+        assert!(!on("gs://b", &[("SYNCENGINE_S3_ETAG_IS_MD5", "1")]));
+        assert!(!on("az://b", &[("SYNCENGINE_S3_ETAG_IS_MD5", "1")]));
     }
 
     #[test]

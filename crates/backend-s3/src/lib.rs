@@ -37,8 +37,11 @@
 //!   seconds) and change detection uses the ETag against the base;
 //!   [`S3Builder::with_mtime_from_metadata`] reads the metadata instead, at one HEAD per
 //!   listed object, and then promises `set_mtime`.
-//! - **Hashes**: a single-part S3 ETag is the content's MD5 and is reported as such; a
-//!   multipart ETag (`…-N`) never is. Azure and GCS entries carry no hash.
+//! - **Hashes**: a single-part S3 ETag is the content's MD5 and is reported as such
+//!   (`Capabilities::etag_is_md5`); a multipart ETag (`…-N`) never is, nor any ETag with
+//!   `with_etag_is_md5(false)`, which buckets with SSE-KMS or SSE-C encryption need. Azure
+//!   ETags are opaque and GCS ones are not MD5s for composite objects (which carry no marker):
+//!   Azure and GCS entries carry no hash, and their ETags are version tokens only.
 //! - **Copy and rename** are server-side copies (rename = copy + delete). On S3 a copy without
 //!   overwrite checks the target with a HEAD first (S3 has no conditional copy that keeps the
 //!   MD5 ETag); Azure and GCS enforce it on the server.

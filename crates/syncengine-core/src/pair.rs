@@ -86,7 +86,14 @@ pub struct SyncOptions {
     pub max_delete_percent: u8,
     /// Override the safety stops (max-delete, empty side).
     pub force: bool,
-    /// Compare content hashes, not just size and mtime, when deciding whether files differ.
+    /// Compare content hashes, not just size and mtime, when deciding whether a side changed
+    /// a file: every file of a side whose reads are local
+    /// ([`Capabilities::local_reads`](crate::Capabilities::local_reads)) that its listing
+    /// gives no hash is hashed on every run, and hashes are kept in the base, so an edit that
+    /// keeps size and mtime is seen. Remote sides use the hashes their listings carry (S3
+    /// single-part MD5 ETags); their files are never downloaded just to be hashed, as with
+    /// rclone's `--checksum`. Without this option no file is read on a run where nothing
+    /// changed.
     pub checksum: bool,
     /// Attempts per action for transient errors (1 = no retry).
     pub attempts: u32,
@@ -168,7 +175,7 @@ impl SyncOptions {
         self.force = force;
         self
     }
-    /// Compares content hashes.
+    /// Compares content hashes (see [`SyncOptions::checksum`]).
     pub fn with_checksum(mut self, checksum: bool) -> Self {
         self.checksum = checksum;
         self
