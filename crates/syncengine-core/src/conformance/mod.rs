@@ -155,6 +155,8 @@ macro_rules! conformance_tests {
             rename_semantics,
             etag_changes_on_rewrite,
             file_id_survives_rename,
+            birth_time_tells_renamed_from_new,
+            etag_md5_is_the_content_md5,
         );
     };
 }

@@ -1019,3 +1019,74 @@ pub async fn file_id_survives_rename(client: &dyn StorageClient) {
         "{client}: file_id changed across rename"
     );
 }
+
+/// A file's birth time survives a rename, and a file created later (here after the old one
+/// was deleted, so a filesystem may hand it the freed inode) gets a later one: together with
+/// the file id that is what tells a renamed file from a new one.
+pub async fn birth_time_tells_renamed_from_new(client: &dyn StorageClient) {
+    let name = "birth_time_tells_renamed_from_new";
+    if !client.capabilities().birth_time {
+        skip(client, name, "capabilities.birth_time is false");
+        return;
+    }
+    let before = put(client, "k/a", "content").await;
+    let Some(born) = client.stat(&p("k/a")).await.unwrap().birth_time else {
+        skip(client, name, "this filesystem keeps no birth times");
+        return;
+    };
+    assert_eq!(
+        before.birth_time,
+        Some(born),
+        "{client}: write and stat disagree"
+    );
+    let moved = client.rename(&p("k/a"), &p("l/a")).await.unwrap();
+    assert_eq!(
+        moved.birth_time,
+        Some(born),
+        "{client}: rename returned another birth time"
+    );
+    let listed = client.list_all(None).await.unwrap();
+    let listed = listed.iter().find(|e| e.path == p("l/a")).unwrap();
+    assert_eq!(
+        listed.birth_time,
+        Some(born),
+        "{client}: birth time changed across rename"
+    );
+    client.delete(&p("l/a")).await.unwrap();
+    // Past the coarsest clock tick a filesystem uses for its timestamps.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let new = put(client, "k/b", "content").await;
+    assert!(
+        new.birth_time.is_some_and(|b| b > born),
+        "{client}: a new file must be born later ({:?} vs {born:?})",
+        new.birth_time
+    );
+}
+
+/// Where the capabilities say ETags are MD5s, a file written in one piece lists with an ETag
+/// that is the MD5 of its content.
+pub async fn etag_md5_is_the_content_md5(client: &dyn StorageClient) {
+    let caps = client.capabilities();
+    if !caps.etag_is_md5 {
+        skip(
+            client,
+            "etag_md5_is_the_content_md5",
+            "capabilities.etag_is_md5 is false",
+        );
+        return;
+    }
+    put(client, "m/a", "some content").await;
+    let want = client.md5(&p("m/a")).await.unwrap();
+    let listed = client.list_all(None).await.unwrap();
+    let listed = listed.iter().find(|e| e.path == p("m/a")).unwrap();
+    let tag = listed
+        .etag
+        .as_deref()
+        .expect("etag_is_md5 promises an etag");
+    assert_eq!(
+        crate::entry::md5_of_etag(tag),
+        Some(want.clone()),
+        "{client}: ETag {tag} is not the MD5 of the content"
+    );
+    assert_eq!(listed.content_hash(&caps), Some(want));
+}
