@@ -39,11 +39,23 @@ async fn write(client: &MemoryClient, path: &str, body: &str, mtime: SystemTime)
         .unwrap()
 }
 
+/// The synced files (the engine's own `.syncengine/` folder left out).
 fn contents(client: &MemoryClient) -> BTreeMap<String, String> {
     client
         .files()
         .into_iter()
+        .filter(|(p, _)| !p.as_str().starts_with(".syncengine/"))
         .map(|(p, b)| (p.to_string(), String::from_utf8_lossy(&b).into_owned()))
+        .collect()
+}
+
+/// The contents in the trash.
+fn trashed(client: &MemoryClient) -> Vec<String> {
+    client
+        .files()
+        .into_iter()
+        .filter(|(p, _)| p.as_str().starts_with(".syncengine/trash/"))
+        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
         .collect()
 }
 
@@ -135,6 +147,7 @@ async fn a_reused_inode_with_equal_size_and_mtime_is_not_a_rename() {
             with_others(&[("b.txt", "new!")]),
             "{case}"
         );
+        assert_eq!(trashed(&f.dst), ["old!"], "{case}: the old version is kept");
         assert!(f.sync().await.is_noop(), "{case}");
     }
 }
@@ -185,6 +198,7 @@ async fn an_etag_nominated_rename_with_other_content_is_not_a_rename() {
         with_others(&[("b.txt", "bbb")]),
         "{stats:?}"
     );
+    assert_eq!(trashed(&f.dst), ["aaa"]);
 }
 
 /// Both sides edited one file to the same size and mtime: the contents are hashed, so it is
