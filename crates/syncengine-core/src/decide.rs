@@ -26,6 +26,11 @@
 //!   `TWO_WAY` run copies it back like any kept copy). `DESTINATION_BACKUP` never uploads, so
 //!   a new file on the source at a path the destination keeps is left alone (nothing is
 //!   copied; the settlement stands).
+//! - **Type changes** (a file `x` on one side, files below `x/` on the other) are decided per
+//!   path first, then as a whole by [`decide_type_change`]: the side that changed wins and the
+//!   other side's old entry is deleted (an ordinary delete, run before the writes it makes room
+//!   for); when both are to stay (the other side edited the file, both added, a mode that
+//!   never deletes) the folder keeps the path and the file becomes a conflict copy.
 
 use crate::mode::{ConflictStrategy, InitialSyncPreference, Side, SyncMode};
 
@@ -321,6 +326,92 @@ fn destination_backup(s: Change, d: Change) -> Decision {
         (Unchanged, Deleted) | (Modified, Deleted) => Decision::Settle(Dst),
         (Added, Added) | (Modified, Modified) => Decision::Conflict(Resolution::Winner(Dst)),
         _ => Decision::Nothing,
+    }
+}
+
+/// A file on one side meets a folder of the same name on the other (a type change: a file
+/// replaced by a folder, or the reverse, or both added), after every path has been decided
+/// on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TypeChange {
+    /// The side holding the file `x` (the other side holds files below `x/`, and no `x`).
+    pub file_side: Side,
+    /// The decision about the file `x`.
+    pub file_decision: Decision,
+    /// The side whose absence of `x` the base records as settled, if any.
+    pub file_settled: Option<Side>,
+    /// Whether anything will be below `x/` on each side once the plan has run (`[source,
+    /// destination]`): children kept there or copied there.
+    pub folder_after: [bool; 2],
+}
+
+/// What to do about a [`TypeChange`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TypeDecision {
+    /// The per-path decisions agree (one side's entry is deleted to make room for the other
+    /// side's): carry them out, the deletes that make room first.
+    Proceed,
+    /// Both the file and the folder are to stay: the folder keeps the path and the file is
+    /// renamed to a conflict name on its side.
+    MoveAside {
+        /// Copy the renamed file to the other side as well.
+        share: bool,
+        /// The renamed file inherits a settled absence of the other side (it was the kept
+        /// copy of a deletion a backup mode did not propagate): not shared, and its base
+        /// records the other side as absent on purpose.
+        settled: bool,
+    },
+}
+
+/// Decides a type change. Pure, like [`decide`]: the side that changed wins (its decisions
+/// already delete the other side's old entry, which is planned as an ordinary delete); when
+/// both the file and something below the folder are to stay — the other side edited the file
+/// meanwhile, both sides added, or a mode that never deletes — the folder keeps the path and
+/// the file becomes a conflict copy, shared with the other side where the mode copies that
+/// way.
+///
+/// ```
+/// use syncengine_core::decide::{decide_type_change, Decision, Policy, TypeChange, TypeDecision};
+/// use syncengine_core::{Side, SyncMode};
+///
+/// // The destination replaced file `x` by a folder; the source left `x` alone.
+/// let t = TypeChange {
+///     file_side: Side::Source,
+///     file_decision: Decision::Delete(Side::Source),
+///     file_settled: None,
+///     folder_after: [true, true],
+/// };
+/// assert_eq!(decide_type_change(&Policy::new(SyncMode::TwoWay), &t), TypeDecision::Proceed);
+/// // ...but the source edited `x` meanwhile: it is kept as a conflict copy on both sides.
+/// let t = TypeChange { file_decision: Decision::Copy(Side::Source), ..t };
+/// assert_eq!(
+///     decide_type_change(&Policy::new(SyncMode::TwoWay), &t),
+///     TypeDecision::MoveAside { share: true, settled: false }
+/// );
+/// ```
+pub fn decide_type_change(policy: &Policy, t: &TypeChange) -> TypeDecision {
+    let f = t.file_side;
+    let folder_side = f.other();
+    let file_after_on_f = t.file_decision != Decision::Delete(f);
+    let file_after_on_folder_side = t.file_decision == Decision::Copy(f);
+    let folder_after = |side: Side| match side {
+        Side::Source => t.folder_after[0],
+        Side::Destination => t.folder_after[1],
+    };
+    let clash = (file_after_on_f && folder_after(f))
+        || (file_after_on_folder_side && folder_after(folder_side));
+    if !clash {
+        return TypeDecision::Proceed;
+    }
+    let settled = t.file_decision == Decision::Settle(folder_side)
+        || (t.file_settled == Some(folder_side) && t.file_decision == Decision::Nothing);
+    let copies_that_way = match f {
+        Side::Source => policy.mode.allows_upload(),
+        Side::Destination => policy.mode.allows_download(),
+    };
+    TypeDecision::MoveAside {
+        share: !settled && copies_that_way,
+        settled,
     }
 }
 

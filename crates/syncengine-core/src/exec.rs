@@ -1,12 +1,15 @@
 //! The executor: carries out a [`Plan`] with bounded concurrency, keeping the base true after
 //! every completed action.
 //!
-//! Order of work: base-only updates; then renames, conflicts and copies (up to
+//! Order of work: base-only updates; then what makes room for a type change
+//! ([`Action::makes_room`], and the deletes of a file `x` on the side that receives `x/…`, or
+//! of `x/…` on the side that receives `x`); then renames, conflicts and copies (up to
 //! `transfers` at once); then — only if all of those succeeded and the run was not
 //! cancelled — deletes. Before the engine deletes or overwrites a file it checks that the file
 //! is still what was listed (a file changed since is left alone and reported), and hands the
 //! old version to the side's [`Recovery`](crate::Recovery) (trash or backup dir).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,8 +111,17 @@ impl Executor {
         );
         writer.extend(plan.state_updates).await?;
 
+        let (first, actions): (Vec<Action>, Vec<Action>) =
+            plan.actions.into_iter().partition(Action::makes_room);
         let (deletes, others): (Vec<Action>, Vec<Action>) =
-            plan.actions.into_iter().partition(Action::is_delete);
+            actions.into_iter().partition(Action::is_delete);
+        // Type changes: what stands in the way of a new file or folder goes first.
+        let (room, deletes) = deletes_making_room(deletes, &others);
+        let first: Vec<Action> = first.into_iter().chain(room).collect();
+        if self.run_batch(first, stats, &mut writer).await? {
+            writer.flush().await?;
+            return Err(SyncError::Cancelled);
+        }
 
         let cancelled = self.run_batch(others, stats, &mut writer).await?;
         if cancelled {
@@ -229,6 +241,12 @@ impl Executor {
                 kept,
                 new,
             } => self.set_aside(*kept_side, kept, new).await,
+            Action::MoveAside {
+                side,
+                entry,
+                share,
+                settled,
+            } => self.move_aside(*side, entry, *share, *settled).await,
         }
     }
 
@@ -638,6 +656,52 @@ impl Executor {
         Ok(updates)
     }
 
+    /// Carries out [`Action::MoveAside`]: a type change where the folder keeps the path; the
+    /// file moves to a free conflict name on its side (and, with `share`, is copied to the
+    /// other side under that name).
+    async fn move_aside(
+        &self,
+        side: Side,
+        entry: &Entry,
+        share: bool,
+        settled: bool,
+    ) -> Result<Vec<BaseUpdate>, Error> {
+        if !self.still_as_listed(side, entry).await? {
+            return Err(Error::PreconditionFailed {
+                backend: self.client(side).backend(),
+                path: entry.path.to_string(),
+                source: Some("the file vanished during the sync".into()),
+            });
+        }
+        let aside = self.conflict_name(&entry.path, side).await?;
+        let client = self.client(side);
+        let moved = self
+            .retry(|| client.rename_opts(&entry.path, &aside, TransferOptions::default()))
+            .await?;
+        tracing::info!(path = %entry.path, kept_as = %aside, "type change: the folder keeps the path, the file is kept under a conflict name");
+        let mut updates = vec![BaseUpdate::Remove(entry.path.clone())];
+        if share {
+            let written = self
+                .transfer(
+                    side,
+                    &moved.path,
+                    side.other(),
+                    &moved.path,
+                    WriteMode::Create,
+                    &moved,
+                )
+                .await?;
+            updates.push(BaseUpdate::Put(record(side, &moved, &written)));
+        } else if settled {
+            updates.push(BaseUpdate::Put(BaseRecord::settled_absence(
+                moved.path.clone(),
+                side.other(),
+                SideRecord::from_entry(&moved),
+            )));
+        }
+        Ok(updates)
+    }
+
     /// Runs `op`, retrying transient errors with exponential backoff.
     async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, Error>
     where
@@ -671,6 +735,46 @@ fn record(from: Side, from_entry: &Entry, written: &Entry) -> BaseRecord {
         SideRecord::from_entry(source),
         SideRecord::from_entry(destination),
     )
+}
+
+/// Splits off the deletes that make room for a type change: a file `x` deleted on the side
+/// where something below `x/` is written, or something below `x/` deleted on the side where
+/// `x` is written. They run before the writes (which would fail on a disk: a file cannot hold
+/// children, a folder cannot be overwritten by a file).
+fn deletes_making_room(deletes: Vec<Action>, others: &[Action]) -> (Vec<Action>, Vec<Action>) {
+    if deletes.is_empty() {
+        return (Vec::new(), deletes);
+    }
+    let side_index = |side: Side| match side {
+        Side::Source => 0,
+        Side::Destination => 1,
+    };
+    let mut written: [HashSet<&str>; 2] = [HashSet::new(), HashSet::new()];
+    let mut folders: [HashSet<&str>; 2] = [HashSet::new(), HashSet::new()];
+    for action in others {
+        let (side, path) = match action {
+            Action::Copy { from, entry, .. } => (from.other(), &entry.path),
+            Action::Rename { seen_on, to, .. } => (seen_on.other(), &to.path),
+            Action::SetAside { kept_side, new, .. } => (*kept_side, &new.path),
+            _ => continue,
+        };
+        let i = side_index(side);
+        written[i].insert(path.as_str());
+        folders[i].extend(ancestors(path.as_str()));
+    }
+    deletes.into_iter().partition(|d| match d {
+        Action::Delete { side, entry } => {
+            let i = side_index(*side);
+            let p = entry.path.as_str();
+            folders[i].contains(p) || ancestors(p).any(|a| written[i].contains(a))
+        }
+        _ => false,
+    })
+}
+
+/// The folders above a path, nearest last: `a/b/c` gives `a`, `a/b`.
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(i, _)| &path[..i])
 }
 
 /// Batches base updates into transactions, each after a durability barrier on both sides.

@@ -68,6 +68,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct MemoryClient {
     id: u64,
     ordered: bool,
+    /// Refuse what a disk refuses: a file below a file, a file where a folder is.
+    folders: bool,
     state: Mutex<State>,
 }
 
@@ -175,8 +177,17 @@ impl MemoryClient {
         MemoryClient {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             ordered: true,
+            folders: false,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Makes writes, copies and renames refuse what a disk refuses: a file at `a/b` while
+    /// `a` is a file, or a file at `a` while files exist below `a/` (an error, as a disk
+    /// would give). Lets engine tests reproduce type changes (a file replaced by a folder).
+    pub fn with_disk_folders(mut self) -> Self {
+        self.folders = true;
+        self
     }
 
     /// Creates an empty client that reports `ordered_listing: false` and lists in a scrambled
@@ -258,6 +269,38 @@ impl MemoryClient {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// With [`with_disk_folders`](MemoryClient::with_disk_folders), checks that a file can
+    /// exist at `path`: no file at a folder above it, no files below it.
+    fn check_folders(&self, state: &State, path: &RelPath) -> Result<()> {
+        if !self.folders {
+            return Ok(());
+        }
+        let p = path.as_str();
+        for (i, _) in p.match_indices('/') {
+            if state.files.contains_key(&p[..i]) {
+                return Err(Error::other(
+                    BACKEND,
+                    p,
+                    format!("{} is a file, not a folder", &p[..i]),
+                ));
+            }
+        }
+        let lower = format!("{p}/");
+        let upper = format!("{p}0");
+        if state
+            .files
+            .range::<str, _>((
+                Bound::Included(lower.as_str()),
+                Bound::Excluded(upper.as_str()),
+            ))
+            .next()
+            .is_some()
+        {
+            return Err(Error::other(BACKEND, p, "a folder is in the way"));
+        }
+        Ok(())
     }
 
     /// Checks `opts.overwrite` against `to`, under the caller's lock.
@@ -427,6 +470,7 @@ impl StorageClient for MemoryClient {
         let md5: [u8; 16] = hasher.finalize().into();
 
         let mut state = self.lock();
+        self.check_folders(&state, path)?;
         let existing = state.files.get(path);
         match (&opts.mode, existing) {
             (WriteMode::Create, Some(_)) => {
@@ -479,6 +523,7 @@ impl StorageClient for MemoryClient {
             return Self::check_target(&state, to, &opts).map(|()| source.entry(to));
         }
         Self::check_target(&state, to, &opts)?;
+        self.check_folders(&state, to)?;
         let version = state.next_version();
         let (file_id, birth) = state.new_identity(version);
         let copy = Stored {
@@ -504,6 +549,8 @@ impl StorageClient for MemoryClient {
             return Err(Error::not_found(BACKEND, from.as_str()));
         }
         Self::check_target(&state, to, &opts)?;
+        // As on a disk, even `a/b` cannot become `a`: the folder `a` holds it.
+        self.check_folders(&state, to)?;
         match state.files.remove(from) {
             Some(stored) => {
                 let entry = stored.entry(to);
@@ -659,5 +706,30 @@ mod tests {
         let client = MemoryClient::new();
         let entry = client.put(&p("a"), Bytes::from("hello")).await.unwrap();
         assert_eq!(entry.hash, Some(client.md5(&p("a")).await.unwrap()));
+    }
+    #[tokio::test]
+    async fn disk_folders_refuse_a_file_below_a_file_and_over_a_folder() {
+        let client = MemoryClient::new().with_disk_folders();
+        client.put(&p("x"), Bytes::from("file")).await.unwrap();
+        client
+            .put(&p("d/y"), Bytes::from("in a folder"))
+            .await
+            .unwrap();
+        assert!(client.put(&p("x/y"), Bytes::from("no")).await.is_err());
+        assert!(client.put(&p("d"), Bytes::from("no")).await.is_err());
+        assert!(client.rename(&p("x"), &p("d")).await.is_err());
+        assert!(
+            client
+                .copy_opts(&p("x"), &p("x/z"), TransferOptions::default())
+                .await
+                .is_err()
+        );
+        // Not even the only file below `d/` can take the folder's name (a disk says no).
+        assert!(client.rename(&p("d/y"), &p("d")).await.is_err());
+        assert_eq!(client.files().len(), 2);
+        // Without the switch, anything goes.
+        let loose = MemoryClient::new();
+        loose.put(&p("x"), Bytes::from("file")).await.unwrap();
+        loose.put(&p("x/y"), Bytes::from("both")).await.unwrap();
     }
 }

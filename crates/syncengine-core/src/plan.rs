@@ -64,6 +64,23 @@ pub enum Action {
         /// The new file, as listed on the other side.
         new: Entry,
     },
+    /// A type change where the folder keeps the path: rename the file `entry` on `side` to a
+    /// conflict name there (and with `share` copy it to the other side under that name).
+    ///
+    /// Makes room: it must finish before anything is written below `entry.path` on `side`
+    /// (the copies of the folder's files); if it fails, those copies fail too and nothing is
+    /// lost. See [`Action::makes_room`].
+    MoveAside {
+        /// The side holding the file.
+        side: Side,
+        /// The file, as listed.
+        entry: Entry,
+        /// Also copy the renamed file to the other side.
+        share: bool,
+        /// The renamed file's base records the other side as absent on purpose (it was the
+        /// kept copy of a settled deletion).
+        settled: bool,
+    },
 }
 
 impl Action {
@@ -74,6 +91,7 @@ impl Action {
             Action::Rename { to, .. } => &to.path,
             Action::Conflict { source, .. } => &source.path,
             Action::SetAside { new, .. } => &new.path,
+            Action::MoveAside { entry, .. } => &entry.path,
         }
     }
 
@@ -98,6 +116,7 @@ impl Action {
                 Side::Source => ActionKind::Download,
                 Side::Destination => ActionKind::Upload,
             },
+            Action::MoveAside { side, .. } => ActionKind::ConflictRename(*side),
         }
     }
 
@@ -116,12 +135,28 @@ impl Action {
                 None => source.size + destination.size,
             },
             Action::SetAside { new, .. } => new.size,
+            Action::MoveAside { entry, share, .. } => {
+                if *share {
+                    entry.size
+                } else {
+                    0
+                }
+            }
         }
     }
 
     /// True for deletes (they run last, and only if every transfer succeeded).
     pub fn is_delete(&self) -> bool {
         matches!(self, Action::Delete { .. })
+    }
+
+    /// True for actions that clear a path for a type change and must finish before the other
+    /// actions start ([`Action::MoveAside`]). Deletes that make room for a type change (file
+    /// `x` deleted on the side that receives `x/…`, or `x/…` deleted on the side that
+    /// receives `x`) are ordinary [`Action::Delete`]s; the executor recognises them by path
+    /// and runs them first too.
+    pub fn makes_room(&self) -> bool {
+        matches!(self, Action::MoveAside { .. })
     }
 
     /// Adds what this action does, once done, to `stats`.
@@ -158,6 +193,15 @@ impl Action {
                 stats.conflicts += 1;
                 stats.conflict_paths.push(new.path.clone());
                 count_copy(stats, kept_side.other(), new.size);
+            }
+            Action::MoveAside {
+                side, entry, share, ..
+            } => {
+                stats.conflicts += 1;
+                stats.conflict_paths.push(entry.path.clone());
+                if *share {
+                    count_copy(stats, *side, entry.size);
+                }
             }
         }
     }

@@ -16,7 +16,10 @@ use futures::stream::BoxStream;
 
 use crate::capabilities::Capabilities;
 use crate::client::{EntryStream, StorageClient, StorageClientExt};
-use crate::decide::{Change, Decision, Observation, Policy, Resolution, decide};
+use crate::decide::{
+    Change, Decision, Observation, Policy, Resolution, TypeChange, TypeDecision, decide,
+    decide_type_change,
+};
 use crate::entry::{ContentHash, Entry, md5_of_etag, truncate_nanos};
 use crate::error::SyncError;
 use crate::mode::Side;
@@ -52,6 +55,65 @@ struct Gone {
 struct Appeared {
     side: Side,
     copy_action: usize,
+}
+
+/// A file present on one side only, waiting until the merge has passed the folder of the same
+/// name, to find out whether the other side holds a folder there (a type change).
+struct PendingFile {
+    /// The file, as listed on `file_side`.
+    entry: Entry,
+    file_side: Side,
+    /// The decision about the file.
+    decision: Decision,
+    /// The side whose absence of the file the base records as settled.
+    file_settled: Option<Side>,
+    /// Index of the file's action in `plan.actions`, if it has one.
+    action: Option<usize>,
+    /// Whether each side (`[source, destination]`) lists something below `path/` now.
+    children_now: [bool; 2],
+    /// Whether each side will hold something below `path/` once the plan has run.
+    children_after: [bool; 2],
+    /// Whether the path being visited lies below `path/`.
+    visiting_child: bool,
+}
+
+impl PendingFile {
+    /// Accounts for a path visited while this file waited: a child when it lies below the
+    /// file's path (callers only pass paths that may be, see `may_hold_children_of`).
+    fn note(&mut self, present: [bool; 2], decision: Decision) {
+        if !self.visiting_child {
+            return;
+        }
+        for side in [Side::Source, Side::Destination] {
+            let i = index(side);
+            let stays = present[i] && decision != Decision::Delete(side);
+            let arrives = decision == Decision::Copy(side.other());
+            self.children_now[i] |= present[i];
+            self.children_after[i] |= stays || arrives;
+        }
+    }
+}
+
+/// True when `path` lies below the folder `name/`.
+fn is_below(name: &RelPath, path: &RelPath) -> bool {
+    let (n, p) = (name.as_str().as_bytes(), path.as_str().as_bytes());
+    p.len() > n.len() + 1 && p.starts_with(n) && p[n.len()] == b'/'
+}
+
+/// Index of a side in `[source, destination]` arrays.
+fn index(side: Side) -> usize {
+    match side {
+        Side::Source => 0,
+        Side::Destination => 1,
+    }
+}
+
+/// True when `path` sorts between `name` and the end of `name/`'s subtree: it starts with
+/// `name` followed by a byte up to `/` (`name-1`, `name.txt`, `name/x`). Such paths come
+/// before the merge has seen all of `name/`.
+fn may_hold_children_of(name: &RelPath, path: &RelPath) -> bool {
+    let (n, p) = (name.as_str().as_bytes(), path.as_str().as_bytes());
+    p.len() > n.len() && p.starts_with(n) && p[n.len()] <= b'/'
 }
 
 impl Reconciler {
@@ -102,6 +164,7 @@ impl Reconciler {
         let mut plan = Plan::default();
         let mut gone: Vec<Gone> = Vec::new();
         let mut appeared: Vec<Appeared> = Vec::new();
+        let mut pending: Vec<PendingFile> = Vec::new();
 
         let mut source = self.with_checksums(source, Side::Source);
         let mut destination = self.with_checksums(destination, Side::Destination);
@@ -150,14 +213,95 @@ impl Reconciler {
             } else {
                 None
             };
-            self.visit(path, s, d, b, &mut plan, &mut gone, &mut appeared)
+            // Type changes: a file `x` waits until the merge has passed `x/`, which sorts after
+            // `x-1`, `x.txt`… (so only a chain of such names ever waits).
+            self.resolve_passed(Some(&path), &mut pending, &mut plan);
+            let present = [s.is_some(), d.is_some()];
+            let one_sided = match (&s, &d) {
+                (Some(e), None) => Some((Side::Source, e.clone())),
+                (None, Some(e)) => Some((Side::Destination, e.clone())),
+                _ => None,
+            };
+            let file_settled = b.as_ref().and_then(|b| b.settled);
+            for waiting in &mut pending {
+                waiting.visiting_child = is_below(&waiting.entry.path, &path);
+            }
+            let before = plan.actions.len();
+            let decision = self
+                .visit(path, s, d, b, &mut plan, &mut gone, &mut appeared)
                 .await;
+            let action = (plan.actions.len() > before).then_some(before);
+            for waiting in &mut pending {
+                waiting.note(present, decision);
+            }
+            if let Some((file_side, entry)) = one_sided {
+                pending.push(PendingFile {
+                    entry,
+                    file_side,
+                    decision,
+                    file_settled,
+                    action,
+                    children_now: [false; 2],
+                    children_after: [false; 2],
+                    visiting_child: false,
+                });
+            }
         }
+        self.resolve_passed(None, &mut pending, &mut plan);
 
         self.pair_renames(&mut plan, gone, appeared).await;
         Ok(plan)
     }
 
+    /// Settles every waiting file whose folder name the merge has passed (all of them when
+    /// `next` is `None`, the end of the listings).
+    fn resolve_passed(
+        &self,
+        next: Option<&RelPath>,
+        pending: &mut Vec<PendingFile>,
+        plan: &mut Plan,
+    ) {
+        while let Some(top) = pending.last() {
+            if next.is_some_and(|p| may_hold_children_of(&top.entry.path, p)) {
+                break;
+            }
+            let Some(waiting) = pending.pop() else { break };
+            self.resolve_type_change(waiting, plan);
+        }
+    }
+
+    fn resolve_type_change(&self, waiting: PendingFile, plan: &mut Plan) {
+        let f = waiting.file_side;
+        let folder_side = f.other();
+        // Only a clean type change: the file on one side, a folder (and no file) on the other.
+        if !waiting.children_now[index(folder_side)] || waiting.children_now[index(f)] {
+            return;
+        }
+        let change = TypeChange {
+            file_side: f,
+            file_decision: waiting.decision,
+            file_settled: waiting.file_settled,
+            folder_after: waiting.children_after,
+        };
+        match decide_type_change(&self.policy, &change) {
+            TypeDecision::Proceed => {}
+            TypeDecision::MoveAside { share, settled } => {
+                let aside = Action::MoveAside {
+                    side: f,
+                    entry: waiting.entry,
+                    share,
+                    settled,
+                };
+                match waiting.action.and_then(|i| plan.actions.get_mut(i)) {
+                    Some(slot) => *slot = aside,
+                    None => plan.actions.push(aside),
+                }
+            }
+        }
+    }
+
+    /// Decides one path and adds what it needs to the plan (at most one action); returns the
+    /// decision.
     #[allow(clippy::too_many_arguments)]
     async fn visit(
         &self,
@@ -168,7 +312,7 @@ impl Reconciler {
         plan: &mut Plan,
         gone: &mut Vec<Gone>,
         appeared: &mut Vec<Appeared>,
-    ) {
+    ) -> Decision {
         // A side whose absence the base settled is classified as if it had no base: absent
         // (still) or added (a new file at the path).
         let sc = classify(
@@ -197,6 +341,24 @@ impl Reconciler {
         }
 
         let decision = decide(&self.policy, &obs);
+        self.add_to_plan(decision, path, s, d, b, sc, dc, plan, gone, appeared);
+        decision
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_to_plan(
+        &self,
+        decision: Decision,
+        path: RelPath,
+        s: Option<Entry>,
+        d: Option<Entry>,
+        b: Option<BaseRecord>,
+        sc: Change,
+        dc: Change,
+        plan: &mut Plan,
+        gone: &mut Vec<Gone>,
+        appeared: &mut Vec<Appeared>,
+    ) {
         match decision {
             Decision::Nothing => {
                 // Refresh metadata the base holds for unchanged files (e.g. a new inode after
@@ -382,7 +544,12 @@ impl Reconciler {
             let mut found = None;
             for &gi in candidates {
                 let g = &gone[gi];
-                if g.matched {
+                // A file and a path below its own name (`x` and `x/y`) are a type change,
+                // never a rename: no disk can move one into the other.
+                if g.matched
+                    || is_below(&g.other_entry.path, &entry.path)
+                    || is_below(&entry.path, &g.other_entry.path)
+                {
                     continue;
                 }
                 match self.same_identity(&entry, &g.base, a.side) {

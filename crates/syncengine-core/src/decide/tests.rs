@@ -1217,3 +1217,240 @@ fn every_settled_decision_respects_the_mode_and_never_deletes_outside_mirrors() 
     }
     assert_eq!(checked, 5 * 2 * 3 * 4 * 2 * 2 * 3 * 3 * 3);
 }
+
+// ---------------------------------------------------------------------------------------
+// Type changes (SEMANTICS: "Type changes")
+// ---------------------------------------------------------------------------------------
+
+fn type_change(
+    mode: SyncMode,
+    file_side: Side,
+    file_decision: Decision,
+    folder_after: [bool; 2],
+) -> TypeDecision {
+    decide_type_change(
+        &Policy::new(mode),
+        &TypeChange {
+            file_side,
+            file_decision,
+            file_settled: None,
+            folder_after,
+        },
+    )
+}
+
+/// `[file side, folder side]` as `[source, destination]`.
+fn by_side(file_side: Side, on_file_side: bool, on_folder_side: bool) -> [bool; 2] {
+    match file_side {
+        Src => [on_file_side, on_folder_side],
+        Dst => [on_folder_side, on_file_side],
+    }
+}
+
+#[test]
+fn type_change_file_replaced_by_folder_deletes_the_old_file() {
+    // The folder side replaced `x` by `x/…`; the file side left `x` alone: `x` is deleted
+    // there (an ordinary delete, run first) and the folder's files are copied over.
+    for f in [Src, Dst] {
+        assert_eq!(
+            type_change(
+                SyncMode::TwoWay,
+                f,
+                Decision::Delete(f),
+                by_side(f, true, true)
+            ),
+            TypeDecision::Proceed
+        );
+    }
+}
+
+#[test]
+fn type_change_folder_replaced_by_file_deletes_the_old_folder() {
+    // The file side replaced `x/…` by `x`; the folder side left its files alone: they are
+    // deleted there (run first) and `x` is copied over.
+    for f in [Src, Dst] {
+        assert_eq!(
+            type_change(
+                SyncMode::TwoWay,
+                f,
+                Decision::Copy(f),
+                by_side(f, false, false)
+            ),
+            TypeDecision::Proceed
+        );
+    }
+}
+
+#[test]
+fn type_change_with_an_edit_on_the_other_side_keeps_the_folder_and_a_conflict_copy() {
+    for f in [Src, Dst] {
+        // File replaced by a folder while the file side edited `x`: modify beats delete says
+        // copy `x` back, the folder's files are copied to the file side too.
+        let edited = by_side(f, true, true);
+        assert_eq!(
+            type_change(SyncMode::TwoWay, f, Decision::Copy(f), edited),
+            TypeDecision::MoveAside {
+                share: true,
+                settled: false
+            }
+        );
+        // Folder replaced by a file while the folder side edited a file in it: the edit is
+        // restored to the file side and stays on the folder side.
+        assert_eq!(
+            type_change(
+                SyncMode::TwoWay,
+                f,
+                Decision::Copy(f),
+                by_side(f, true, true)
+            ),
+            TypeDecision::MoveAside {
+                share: true,
+                settled: false
+            }
+        );
+        // Only the folder side keeps something below `x/` (nothing arrives on the file
+        // side), while `x` is copied there: still both.
+        assert_eq!(
+            type_change(
+                SyncMode::TwoWay,
+                f,
+                Decision::Copy(f),
+                by_side(f, false, true)
+            ),
+            TypeDecision::MoveAside {
+                share: true,
+                settled: false
+            }
+        );
+        // Both added (no base): the same.
+        assert_eq!(
+            type_change(
+                SyncMode::TwoWay,
+                f,
+                Decision::Copy(f),
+                by_side(f, true, true)
+            ),
+            TypeDecision::MoveAside {
+                share: true,
+                settled: false
+            }
+        );
+    }
+}
+
+#[test]
+fn type_change_in_mirror_modes_follows_the_authoritative_side() {
+    // STD, the source holds `x`: `x` is copied, the destination's folder deleted.
+    assert_eq!(
+        type_change(STD, Src, Decision::Copy(Src), [false, false]),
+        TypeDecision::Proceed
+    );
+    // STD, the source holds `x/…`: the destination's `x` is deleted.
+    assert_eq!(
+        type_change(STD, Dst, Decision::Delete(Dst), [true, true]),
+        TypeDecision::Proceed
+    );
+    assert_eq!(
+        type_change(DTS, Dst, Decision::Copy(Dst), [false, false]),
+        TypeDecision::Proceed
+    );
+    assert_eq!(
+        type_change(DTS, Src, Decision::Delete(Src), [true, true]),
+        TypeDecision::Proceed
+    );
+}
+
+#[test]
+fn type_change_in_backup_modes_keeps_everything() {
+    // SOURCE_BACKUP, the source replaced file `x` by a folder: the destination's backup of
+    // `x` is the kept copy of a settled deletion; it moves aside and stays there.
+    let t = TypeChange {
+        file_side: Dst,
+        file_decision: Decision::Settle(Src),
+        file_settled: None,
+        folder_after: [true, true],
+    };
+    assert_eq!(
+        decide_type_change(&Policy::new(SB), &t),
+        TypeDecision::MoveAside {
+            share: false,
+            settled: true
+        }
+    );
+    // The same on a later run (already settled, nothing to decide for `x`).
+    let later = TypeChange {
+        file_decision: Decision::Nothing,
+        file_settled: Some(Src),
+        ..t
+    };
+    assert_eq!(
+        decide_type_change(&Policy::new(SB), &later),
+        TypeDecision::MoveAside {
+            share: false,
+            settled: true
+        }
+    );
+    // SOURCE_BACKUP, the source replaced folder `x/` by a file: the destination keeps the
+    // backups below `x/`; the new file is uploaded under a conflict name.
+    assert_eq!(
+        type_change(SB, Src, Decision::Copy(Src), [false, true]),
+        TypeDecision::MoveAside {
+            share: true,
+            settled: false
+        }
+    );
+    // DESTINATION_BACKUP never uploads: a source file in the way of a downloaded folder
+    // moves aside on the source only.
+    assert_eq!(
+        type_change(DB, Src, Decision::Nothing, [true, true]),
+        TypeDecision::MoveAside {
+            share: false,
+            settled: false
+        }
+    );
+}
+
+#[test]
+fn type_change_never_moves_aside_without_a_clash() {
+    // Exhaustive over decisions and folder outcomes: a move aside happens exactly when the
+    // file and something below its name would end up on the same side.
+    let decisions = [
+        Decision::Nothing,
+        Decision::Record,
+        Decision::Forget,
+        Decision::Copy(Src),
+        Decision::Copy(Dst),
+        Decision::Delete(Src),
+        Decision::Delete(Dst),
+        Decision::Settle(Src),
+        Decision::Settle(Dst),
+    ];
+    for mode in SyncMode::ALL {
+        for f in [Src, Dst] {
+            for decision in decisions {
+                for after in [[false, false], [true, false], [false, true], [true, true]] {
+                    let got = type_change(mode, f, decision, after);
+                    let on = |side: Side| if side == Src { after[0] } else { after[1] };
+                    let file_on_f = decision != Decision::Delete(f);
+                    let file_on_other = decision == Decision::Copy(f);
+                    let clash = (file_on_f && on(f)) || (file_on_other && on(f.other()));
+                    assert_eq!(
+                        got != TypeDecision::Proceed,
+                        clash,
+                        "{mode} {f} {decision:?} {after:?}"
+                    );
+                    if let TypeDecision::MoveAside { share, .. } = got
+                        && share
+                    {
+                        let allowed = if f == Src {
+                            mode.allows_upload()
+                        } else {
+                            mode.allows_download()
+                        };
+                        assert!(allowed, "shares against the mode: {mode} {f} {decision:?}");
+                    }
+                }
+            }
+        }
+    }
+}

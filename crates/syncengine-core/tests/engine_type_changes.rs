@@ -1,0 +1,302 @@
+//! Engine-level tests of type changes (issue 8, behaviour 10, planning half): a file replaced
+//! by a folder or the reverse converges, over `MemoryClient`s that refuse what a disk refuses
+//! (a file below a file, a file over a folder).
+
+// Test helpers outside #[test] fns unwrap freely: a panic is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use syncengine_core::{
+    MemoryClient, Recovery, RelPath, Side, StorageClientExt, SyncEngine, SyncMode, SyncOptions,
+    SyncPair, SyncStats,
+};
+
+fn rel(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+fn files(client: &MemoryClient) -> BTreeMap<String, String> {
+    client
+        .files()
+        .into_iter()
+        .map(|(p, b)| (p.to_string(), String::from_utf8_lossy(&b).into_owned()))
+        .collect()
+}
+
+fn user_files(client: &MemoryClient) -> BTreeMap<String, String> {
+    files(client)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(".syncengine/"))
+        .collect()
+}
+
+fn trashed(client: &MemoryClient, name: &str) -> Vec<String> {
+    files(client)
+        .into_iter()
+        .filter(|(p, _)| p.starts_with(".syncengine/trash/") && p.ends_with(&format!("/{name}")))
+        .map(|(_, c)| c)
+        .collect()
+}
+
+async fn put(client: &MemoryClient, path: &str, data: &str) {
+    client
+        .put(&rel(path), Bytes::from(data.to_owned()))
+        .await
+        .unwrap();
+}
+
+struct Pair {
+    _state: tempfile::TempDir,
+    engine: SyncEngine,
+    s: Arc<MemoryClient>,
+    d: Arc<MemoryClient>,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let state = tempfile::tempdir().unwrap();
+        Pair {
+            engine: SyncEngine::new(state.path()),
+            _state: state,
+            s: Arc::new(MemoryClient::new().with_disk_folders()),
+            d: Arc::new(MemoryClient::new().with_disk_folders()),
+        }
+    }
+
+    fn side(&self, side: Side) -> &MemoryClient {
+        match side {
+            Side::Source => &self.s,
+            Side::Destination => &self.d,
+        }
+    }
+
+    async fn sync(&self, mode: SyncMode) -> SyncStats {
+        let opts = SyncOptions::default()
+            .with_recovery(Side::Source, Recovery::Trash)
+            .with_recovery(Side::Destination, Recovery::Trash)
+            .with_force(true);
+        let pair = SyncPair::new(self.s.clone(), self.d.clone(), mode).with_options(opts);
+        let stats = self.engine.sync_pair(&pair).await.unwrap();
+        assert_eq!(stats.errors, 0, "{:?}", stats.error_messages);
+        stats
+    }
+
+    async fn two_way(&self) -> SyncStats {
+        self.sync(SyncMode::TwoWay).await
+    }
+
+    /// Both sides equal, and a further run plans nothing.
+    async fn assert_converged(&self) {
+        assert_eq!(user_files(&self.s), user_files(&self.d));
+        let again = self.two_way().await;
+        assert!(again.is_noop(), "not idle: {again:?}");
+    }
+}
+
+/// Conflict copies of `stem` on a side: `stem.conflict-…`.
+fn conflict_copies(client: &MemoryClient, stem: &str) -> Vec<(String, String)> {
+    user_files(client)
+        .into_iter()
+        .filter(|(p, _)| p.starts_with(&format!("{stem}.conflict-")))
+        .collect()
+}
+
+#[tokio::test]
+async fn file_replaced_by_a_folder_in_two_way_both_directions() {
+    for changer in [Side::Source, Side::Destination] {
+        for same_content in [false, true] {
+            let p = Pair::new();
+            put(&p.s, "notes", "the notes").await;
+            put(&p.s, "other.txt", "o").await;
+            p.two_way().await;
+            let a = p.side(changer);
+            a.delete(&rel("notes")).await.unwrap();
+            let inner = if same_content {
+                "the notes"
+            } else {
+                "new notes"
+            };
+            put(a, "notes/today.txt", inner).await;
+
+            let stats = p.two_way().await;
+            assert_eq!(stats.conflicts, 0, "{stats:?}");
+            let other = p.side(changer.other());
+            assert_eq!(files(other).get("notes"), None, "{changer} {same_content}");
+            assert_eq!(files(other)["notes/today.txt"], inner);
+            assert_eq!(trashed(other, "notes"), vec!["the notes".to_owned()]);
+            p.assert_converged().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn folder_replaced_by_a_file_in_two_way_both_directions() {
+    for changer in [Side::Source, Side::Destination] {
+        for same_content in [false, true] {
+            let p = Pair::new();
+            put(&p.s, "build/a.o", "object a").await;
+            put(&p.s, "build/sub/b.o", "object b").await;
+            put(&p.s, "other.txt", "o").await;
+            p.two_way().await;
+            let a = p.side(changer);
+            a.delete(&rel("build/a.o")).await.unwrap();
+            a.delete(&rel("build/sub/b.o")).await.unwrap();
+            let inner = if same_content {
+                "object a"
+            } else {
+                "a file now"
+            };
+            put(a, "build", inner).await;
+
+            let stats = p.two_way().await;
+            assert_eq!(stats.conflicts, 0, "{stats:?}");
+            let other = p.side(changer.other());
+            assert_eq!(files(other)["build"], inner, "{changer} {same_content}");
+            assert!(!files(other).keys().any(|k| k.starts_with("build/")));
+            assert_eq!(trashed(other, "build/a.o"), vec!["object a".to_owned()]);
+            assert_eq!(trashed(other, "build/sub/b.o"), vec!["object b".to_owned()]);
+            p.assert_converged().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn file_replaced_by_a_folder_while_the_other_side_edited_it() {
+    for changer in [Side::Source, Side::Destination] {
+        let p = Pair::new();
+        put(&p.s, "notes", "the notes").await;
+        put(&p.s, "other.txt", "o").await;
+        p.two_way().await;
+        let a = p.side(changer);
+        let b = p.side(changer.other());
+        a.delete(&rel("notes")).await.unwrap();
+        put(a, "notes/today.txt", "new notes").await;
+        put(b, "notes", "the notes, edited").await;
+
+        let stats = p.two_way().await;
+        assert_eq!(stats.conflicts, 1, "{stats:?}");
+        assert_eq!(stats.conflict_paths, vec![rel("notes")]);
+        // The folder keeps the path; the edited file is a conflict copy on both sides.
+        for side in [&p.s, &p.d] {
+            assert_eq!(files(side)["notes/today.txt"], "new notes");
+            let copies = conflict_copies(side, "notes");
+            assert_eq!(copies.len(), 1, "{changer}: {:?}", files(side));
+            assert_eq!(copies[0].1, "the notes, edited");
+            assert!(
+                copies[0].0.ends_with(changer.other().as_str()),
+                "{copies:?}"
+            );
+        }
+        p.assert_converged().await;
+    }
+}
+
+#[tokio::test]
+async fn folder_replaced_by_a_file_while_the_other_side_edited_a_file_in_it() {
+    for changer in [Side::Source, Side::Destination] {
+        let p = Pair::new();
+        put(&p.s, "build/a.o", "object a").await;
+        put(&p.s, "build/b.o", "object b").await;
+        put(&p.s, "other.txt", "o").await;
+        p.two_way().await;
+        let a = p.side(changer);
+        let b = p.side(changer.other());
+        a.delete(&rel("build/a.o")).await.unwrap();
+        a.delete(&rel("build/b.o")).await.unwrap();
+        put(a, "build", "a file now").await;
+        put(b, "build/a.o", "object a, edited").await;
+
+        let stats = p.two_way().await;
+        assert_eq!(stats.conflicts, 1, "{stats:?}");
+        for side in [&p.s, &p.d] {
+            // The edit survives at its path (modify beats delete) and the folder keeps the
+            // path; the unchanged file the changer deleted goes.
+            assert_eq!(files(side)["build/a.o"], "object a, edited", "{changer}");
+            assert_eq!(files(side).get("build/b.o"), None);
+            let copies = conflict_copies(side, "build");
+            assert_eq!(copies.len(), 1, "{changer}: {:?}", files(side));
+            assert_eq!(copies[0].1, "a file now");
+        }
+        assert_eq!(trashed(b, "build/b.o"), vec!["object b".to_owned()]);
+        p.assert_converged().await;
+    }
+}
+
+#[tokio::test]
+async fn a_file_and_a_folder_of_the_same_name_added_on_both_sides() {
+    let p = Pair::new();
+    put(&p.s, "x", "a file").await;
+    put(&p.d, "x/y", "in a folder").await;
+    let stats = p.two_way().await;
+    assert_eq!(stats.conflicts, 1, "{stats:?}");
+    for side in [&p.s, &p.d] {
+        assert_eq!(files(side)["x/y"], "in a folder");
+        let copies = conflict_copies(side, "x");
+        assert_eq!(copies.len(), 1, "{:?}", files(side));
+        assert_eq!(copies[0].1, "a file");
+    }
+    p.assert_converged().await;
+}
+
+#[tokio::test]
+async fn names_sorting_between_a_file_and_its_folder_do_not_confuse_the_planner() {
+    // `x` < `x-1` < `x.txt` < `x.txt/…` < `x/…`: the planner learns about `x/` late.
+    let p = Pair::new();
+    put(&p.s, "x", "file x").await;
+    put(&p.s, "x-1", "one").await;
+    put(&p.s, "x.txt", "txt").await;
+    put(&p.s, "x.d/inner", "inner").await;
+    p.two_way().await;
+    p.d.delete(&rel("x")).await.unwrap();
+    put(&p.d, "x/y", "now a folder").await;
+    put(&p.d, "x.d/inner2", "more").await;
+    let stats = p.two_way().await;
+    assert_eq!((stats.conflicts, stats.deleted_source), (0, 1), "{stats:?}");
+    assert_eq!(files(&p.s)["x/y"], "now a folder");
+    assert_eq!(files(&p.s)["x.d/inner2"], "more");
+    assert_eq!(files(&p.s)["x-1"], "one");
+    p.assert_converged().await;
+}
+
+#[tokio::test]
+async fn source_backup_file_replaced_by_a_folder_keeps_the_backup_aside() {
+    let p = Pair::new();
+    put(&p.s, "notes", "the notes").await;
+    put(&p.s, "other.txt", "o").await;
+    let sb = SyncMode::SourceBackup;
+    p.sync(sb).await;
+    p.s.delete(&rel("notes")).await.unwrap();
+    put(&p.s, "notes/today.txt", "new notes").await;
+    let stats = p.sync(sb).await;
+    assert_eq!(stats.deleted_destination, 0, "{stats:?}");
+    assert_eq!(files(&p.d)["notes/today.txt"], "new notes");
+    let kept = conflict_copies(&p.d, "notes");
+    assert_eq!(kept.len(), 1, "{:?}", files(&p.d));
+    assert_eq!(kept[0].1, "the notes");
+    // The backup stays on the backup side only (a settled deletion), run after run.
+    assert!(conflict_copies(&p.s, "notes").is_empty());
+    let again = p.sync(sb).await;
+    assert!(again.is_noop(), "{again:?}");
+    assert!(conflict_copies(&p.s, "notes").is_empty());
+}
+
+#[tokio::test]
+async fn mirror_mode_type_changes_follow_the_source() {
+    let p = Pair::new();
+    put(&p.s, "x", "file").await;
+    put(&p.s, "f/inner", "in f").await;
+    let std = SyncMode::SourceToDestination;
+    p.sync(std).await;
+    p.s.delete(&rel("x")).await.unwrap();
+    put(&p.s, "x/y", "folder now").await;
+    p.s.delete(&rel("f/inner")).await.unwrap();
+    put(&p.s, "f", "file now").await;
+    let stats = p.sync(std).await;
+    assert_eq!(stats.conflicts, 0, "{stats:?}");
+    assert_eq!(user_files(&p.s), user_files(&p.d));
+    assert_eq!(trashed(&p.d, "x"), vec!["file".to_owned()]);
+    assert_eq!(trashed(&p.d, "f/inner"), vec!["in f".to_owned()]);
+}
