@@ -379,8 +379,9 @@ def main():
         time.sleep(rng.uniform(0.01, args.max_wait))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            kills += 1
         proc.wait()
+        if proc.returncode == -signal.SIGKILL:
+            kills += 1
         exits[proc.returncode] = exits.get(proc.returncode, 0) + 1
         writer.pause()
         before = len(violations)

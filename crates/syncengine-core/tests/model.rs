@@ -82,6 +82,12 @@ struct Kinds {
     /// The destination folds letter case, and users make names differing only in case
     /// (behaviour 9).
     case_fold: bool,
+    /// Freed inode numbers and birth times are reused (both memory clients), and users
+    /// delete a file and create another of the same size and mtime (behaviour 3).
+    inode_reuse: bool,
+    /// Files list like on a WebDAV server (ETag from size and mtime, no hash), users make
+    /// edits that keep size and mtime, and runs use `--checksum` (behaviour 6).
+    same_size_mtime: bool,
     /// Runs change mode within a schedule (settled deletions meet other modes: behaviour 1).
     mode_switch: bool,
     /// First-run preferences other than merge (behaviour 4).
@@ -121,6 +127,8 @@ impl Kinds {
             rename: true,
             type_change: true,
             case_fold: true,
+            inode_reuse: true,
+            same_size_mtime: true,
             mode_switch: true,
             initial_prefs: true,
             strategies: true,
@@ -148,7 +156,8 @@ impl Kinds {
     /// (mode switches with settled deletions, behaviour 1, and the initial preference that
     /// applies once, behaviour 4, since 1eedbeb), with errors, lost replies, failing reads,
     /// write bodies and listings, cancellations and crashes — each faulted run followed by a
-    /// fault-free one.
+    /// fault-free one; confirmed renames with reused inodes and birth times (behaviour 3) and
+    /// the default recovery (trash on every side, behaviour 13).
     ///
     /// Off, and why (see /work/notes/testkit-findings.md for the reproducing schedules):
     /// - `type_change`: behaviour 10 — a file replaced by a folder (or the reverse) does not
@@ -161,8 +170,9 @@ impl Kinds {
     ///   old version is in the trash);
     /// - `edit_after_crash`: behaviour 12 — a copy whose base update was lost (a failed
     ///   durability barrier, a cancel) turns the next edit of either side into a conflict;
-    /// - `default_recovery`: behaviour 13 — without an explicit trash, a side without real
-    ///   directories (object stores, here `MemoryClient`) deletes and overwrites for good;
+    /// - `same_size_mtime`: behaviour 6 — with `--checksum`, an edit that keeps size and
+    ///   mtime on a side whose listing has no hash (WebDAV-like metadata) goes unseen: the
+    ///   engine hashes local files only (open question, finding F10);
     /// - `check_same_run_spread`: behaviour 12 — a kept loser reaches the other side one run
     ///   later.
     /// - `Fault::ListTruncated` is never on: a listing that ends early without an error looks
@@ -172,6 +182,7 @@ impl Kinds {
         Kinds {
             type_change: false,
             case_fold: false,
+            same_size_mtime: false,
             faults: vec![
                 Fault::Error,
                 Fault::Transient,
@@ -181,7 +192,6 @@ impl Kinds {
                 Fault::WriteBodyError,
             ],
             edit_after_crash: false,
-            default_recovery: false,
             check_never_absent: false,
             check_same_run_spread: false,
             ..Kinds::all()
@@ -200,6 +210,8 @@ impl Kinds {
                         "mode_switch" => k.mode_switch = true,
                         "type_change" => k.type_change = true,
                         "case_fold" => k.case_fold = true,
+                        "inode_reuse" => k.inode_reuse = true,
+                        "same_size_mtime" => k.same_size_mtime = true,
                         "initial_prefs" => k.initial_prefs = true,
                         "cancel" => k.cancel = true,
                         "crash" => k.crash = true,
@@ -271,6 +283,18 @@ enum Step {
         side: Side,
         pick: prop::sample::Index,
         len: usize,
+    },
+    /// Deletes an existing file, then creates a new one of the same size and mtime at a free
+    /// pool path (it may get the freed inode).
+    DeleteThenCreate {
+        side: Side,
+        pick: prop::sample::Index,
+        to: usize,
+    },
+    /// Writes a new version with the size and mtime of the old one.
+    EditKeep {
+        side: Side,
+        pick: prop::sample::Index,
     },
     /// Runs the engine.
     Run(RunSpec),
@@ -433,6 +457,22 @@ fn step(kinds: &Kinds) -> BoxedStrategy<Step> {
                 .boxed(),
         ));
     }
+    if kinds.inode_reuse {
+        options.push((
+            2,
+            (side(), any::<prop::sample::Index>(), 0..POOL.len())
+                .prop_map(|(side, pick, to)| Step::DeleteThenCreate { side, pick, to })
+                .boxed(),
+        ));
+    }
+    if kinds.same_size_mtime {
+        options.push((
+            2,
+            (side(), any::<prop::sample::Index>())
+                .prop_map(|(side, pick)| Step::EditKeep { side, pick })
+                .boxed(),
+        ));
+    }
     options.push((3, run_spec(kinds).prop_map(Step::Run).boxed()));
     prop::strategy::Union::new_weighted(options).boxed()
 }
@@ -452,6 +492,7 @@ type Ver = u64;
 struct Registry {
     by_bytes: BTreeMap<Bytes, Ver>,
     mtimes: Vec<SystemTime>,
+    lens: Vec<usize>,
 }
 
 impl Registry {
@@ -467,6 +508,15 @@ impl Registry {
         let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + id);
         self.by_bytes.insert(bytes.clone(), id);
         self.mtimes.push(mtime);
+        self.lens.push(len);
+        (id, bytes, mtime)
+    }
+
+    /// A new version with the size and modification time of `like`.
+    fn new_version_like(&mut self, like: Ver) -> (Ver, Bytes, SystemTime) {
+        let (len, mtime) = (self.lens[like as usize], self.mtimes[like as usize]);
+        let (id, bytes, _) = self.new_version(len);
+        self.mtimes[id as usize] = mtime;
         (id, bytes, mtime)
     }
 }
@@ -948,6 +998,15 @@ impl World {
     fn new(kinds: Kinds) -> Self {
         let s = Arc::new(MemoryClient::new());
         let d = Arc::new(MemoryClient::new());
+        for m in [&s, &d] {
+            if kinds.inode_reuse {
+                m.reuse_file_ids(true);
+                m.reuse_birth_times(true);
+            }
+            if kinds.same_size_mtime {
+                m.webdav_like_metadata(true);
+            }
+        }
         let s_view: Arc<dyn StorageClient> =
             Arc::new(QuirkClient::new(s.clone()).with_exclusive_names(kinds.type_change));
         let d_view: Arc<dyn StorageClient> = Arc::new(
@@ -988,7 +1047,18 @@ impl World {
     }
 
     async fn write(&mut self, side: Side, path: &str, len: usize) {
-        let (id, bytes, mtime) = self.reg.new_version(len);
+        let version = self.reg.new_version(len);
+        self.write_version(side, path, version).await;
+    }
+
+    /// The version at `path` on `side`, if a user's.
+    fn version_at(&self, side: Side, path: &str) -> Option<Ver> {
+        let bytes = memory(self, side).files().get(path)?.clone();
+        self.reg.by_bytes.get(&bytes).copied()
+    }
+
+    async fn write_version(&mut self, side: Side, path: &str, version: (Ver, Bytes, SystemTime)) {
+        let (id, bytes, mtime) = version;
         let c = client(self, side).clone();
         let opts = syncengine_core::WriteOptions::default().with_mtime(mtime);
         // A disk may refuse (a folder is there): the user's write then fails, as it would.
@@ -1098,6 +1168,39 @@ impl World {
                 );
                 self.write(*side, &folder, *len).await;
             }
+            Step::DeleteThenCreate { side, pick, to } => {
+                let live = self.live_paths(*side);
+                if live.is_empty() {
+                    return;
+                }
+                let from = live[pick.index(live.len())].clone();
+                let to = POOL[*to];
+                if live.iter().any(|p| {
+                    p == to || p.starts_with(&format!("{to}/")) || to.starts_with(&format!("{p}/"))
+                }) {
+                    return;
+                }
+                let Some(old) = self.version_at(*side, &from) else {
+                    return;
+                };
+                client(self, *side).delete(&rel(&from)).await.unwrap();
+                let _ = writeln!(self.log, "  {side}: delete {from} (then create at {to})");
+                let version = self.reg.new_version_like(old);
+                self.write_version(*side, to, version).await;
+            }
+            Step::EditKeep { side, pick } => {
+                let live = self.live_paths(*side);
+                if live.is_empty() {
+                    return;
+                }
+                let path = live[pick.index(live.len())].clone();
+                let Some(old) = self.version_at(*side, &path) else {
+                    return;
+                };
+                let version = self.reg.new_version_like(old);
+                let _ = writeln!(self.log, "  {side}: edit keeping size and mtime:");
+                self.write_version(*side, &path, version).await;
+            }
             Step::Run(_) => unreachable!(),
         }
     }
@@ -1112,6 +1215,7 @@ impl World {
         let mut opts = SyncOptions::default()
             .with_force(true)
             .with_conflict(spec.strategy)
+            .with_checksum(self.kinds.same_size_mtime)
             .with_dry_run(dry_run);
         if !self.kinds.default_recovery {
             opts = opts
