@@ -69,7 +69,8 @@ struct Inner {
     list_concurrency: usize,
     /// Collection URLs known to exist, so that a write costs no MKCOL in the common case.
     known_dirs: Mutex<HashSet<String>>,
-    /// Whether the server cuts `Destination` names at `?` or `;` (see [`risky_name`]):
+    /// Whether the server mangles `Destination` names with `?`, `;` or control characters
+    /// (see [`risky_name`]):
     /// 0 not yet probed, 1 no, 2 yes.
     destination_mangles: AtomicU8,
     /// Stale temp files the listings came across (by URL), removed when the engine asks.
@@ -168,11 +169,13 @@ fn if_etag(raw: &str) -> String {
 
 /// Names that a server which percent-decodes the `Destination` header *before* splitting off
 /// a query (`?`) or parameters (`;`) moves to the wrong place: wsgidav 4.4 turns a MOVE to
-/// `q%3F` into a MOVE to `q`. For such names the client probes the server once (see
-/// [`Inner::destination_mangles`]) and, on a server that does it, writes them with a direct
-/// `PUT` (not atomic) and copies/renames them through the client.
+/// `q%3F` into a MOVE to `q`, and drops control characters (a MOVE to `tab%09x` lands on
+/// `tabx`, replacing whatever file had that name). For such names the client probes the server
+/// once (see [`Inner::destination_mangles`]) and, on a server that does it, writes them with a
+/// direct `PUT` (not atomic) and copies/renames them through the client.
 fn risky_name(path: &RelPath) -> bool {
-    path.as_str().contains(['?', ';'])
+    let name = path.as_str();
+    name.contains(['?', ';']) || name.chars().any(char::is_control)
 }
 
 fn check_not_temp(path: &RelPath) -> Result<()> {
@@ -587,7 +590,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Probes (once per client) whether a MOVE to a name with `?` and `;` lands where asked.
+    /// Probes (once per client) whether a MOVE to a name with `?`, `;` and a control character
+    /// lands where asked.
     async fn destination_mangles(&self, dir: Option<&RelPath>) -> bool {
         match self.destination_mangles.load(Ordering::Relaxed) {
             1 => return false,
@@ -600,7 +604,10 @@ impl Inner {
             rand::random::<u64>()
         );
         let src = format!("{cut}-probe");
-        let dest = format!("{cut}%3F%3Bprobe");
+        // The tab comes last, so that a server which only drops control characters leaves
+        // `{cut}?;probe`, removed below like the other names a probe can leave.
+        let dropped = format!("{cut}%3F%3Bprobe");
+        let dest = format!("{dropped}%09");
         let outcome: std::result::Result<bool, DavError> = async {
             let resp = self
                 .send("PUT", self.request(Method::PUT, &src).body(""), &src)
@@ -619,7 +626,7 @@ impl Inner {
             Ok(self.propfind(&dest, "0").await.is_err())
         }
         .await;
-        for url in [&src, &dest, &cut] {
+        for url in [&src, &dest, &cut, &dropped] {
             self.delete_quietly(url).await;
         }
         match outcome {
@@ -627,8 +634,8 @@ impl Inner {
                 if mangles {
                     tracing::warn!(
                         url = self.base.as_str(),
-                        "this WebDAV server mis-decodes '?' or ';' in Destination headers: \
-                         names with them are written non-atomically"
+                        "this WebDAV server mis-decodes '?', ';' or control characters in \
+                         Destination headers: names with them are written non-atomically"
                     );
                 }
                 self.destination_mangles
