@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use syncengine_core::{RelPath, StorageClient, StorageClientExt};
+use syncengine_core::{RelPath, StorageClientExt};
 
 use common::{APACHE, WSGIDAV};
 
