@@ -12,6 +12,7 @@ use md5::{Digest, Md5};
 use crate::capabilities::Capabilities;
 use crate::entry::{ContentHash, Entry};
 use crate::error::Result;
+use crate::identity::Location;
 use crate::path::RelPath;
 
 /// A stream of file content, chunk by chunk. Nothing in the engine buffers a whole file.
@@ -118,6 +119,34 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
 
     /// Facts about this client. Must not change over the client's life.
     fn capabilities(&self) -> Capabilities;
+
+    /// Where this client's root is, resolved to what selects the storage: scheme, endpoint
+    /// `host:port`, bucket or container (and account), prefix; `host:port` and canonical path
+    /// for SFTP and WebDAV; the canonical path on local disk. The engine builds the pair id
+    /// from it, so it must name everything that could put another storage behind the same
+    /// root, and nothing that can change while the storage stays (credentials, timeouts):
+    /// rotating a key keeps the pair and its base.
+    ///
+    /// The default is the client's `Display` form under the scheme [`backend`](Self::backend);
+    /// every backend of this project resolves its own.
+    ///
+    /// # Errors
+    /// The backend's error when resolving needs the server and fails (SFTP asks the server
+    /// for the canonical path).
+    async fn location(&self) -> Result<Location> {
+        Ok(Location::new(self.backend(), "", self.to_string()))
+    }
+
+    /// A persistent id of the volume that holds the root (local disk: the filesystem UUID),
+    /// or `None` where the backend has none. The engine records it as the root's identity
+    /// only where it cannot write the root's id file (a read-only root); a device number is
+    /// never such an id (it changes across reboots and hot-plugs).
+    ///
+    /// # Errors
+    /// The backend's error when asking fails.
+    async fn volume_id(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 
     /// How many entries this client's listings have skipped so far (symlinks, sockets and
     /// other non-files), counting since the client was created. The engine reads it before

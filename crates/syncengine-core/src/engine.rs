@@ -17,6 +17,7 @@ use crate::client::{EntryStream, StorageClient, StorageClientExt};
 use crate::decide::Policy;
 use crate::error::{Error, SyncError};
 use crate::exec::{Executor, ResolvedRecovery};
+use crate::identity;
 use crate::ignore_rules::{IgnoreRules, STATE_DIR_NAME, SYNCIGNORE_FILE};
 use crate::mode::{InitialSyncPreference, Side, SyncMode};
 use crate::order::{check_order, sort_listing};
@@ -103,7 +104,13 @@ impl SyncEngine {
 
     async fn run(&self, pair: &SyncPair) -> Result<SyncStats, SyncError> {
         let opts = &pair.options;
-        let id = pair.id();
+        let locations = pair.locations().await?;
+        let id = match pair.explicit_id() {
+            Some(id) => id.to_owned(),
+            None => identity::pair_id(&locations[0], &locations[1]),
+        };
+        // State kept under the id older versions derived from display strings is adopted.
+        let older_id = pair.explicit_id().is_none().then(|| pair.older_id());
         let dry_run = opts.dry_run;
 
         // A dry run takes no lock and creates no state: it must change nothing.
@@ -112,19 +119,38 @@ impl SyncEngine {
         } else {
             let dir = self.state_dir.clone();
             let lock_id = id.clone();
-            Some(blocking(move || PairLock::acquire(&dir, &lock_id)).await?)
+            let older_id = older_id.clone();
+            Some(
+                blocking(move || {
+                    let lock = PairLock::acquire(&dir, &lock_id)?;
+                    if let Some(old) = older_id {
+                        StateStore::adopt_older_id(&dir, &old, &lock_id)?;
+                    }
+                    Ok(lock)
+                })
+                .await?,
+            )
         };
         let store = {
             let dir = self.state_dir.clone();
             let id = id.clone();
             if dry_run {
-                blocking(move || StateStore::open_existing(&dir, &id))
-                    .await?
-                    .map_or_else(StateStore::open_in_memory, Ok)?
+                blocking(move || {
+                    Ok(match StateStore::open_existing(&dir, &id)? {
+                        Some(store) => Some(store),
+                        None => match older_id {
+                            Some(old) => StateStore::open_existing(&dir, &old)?,
+                            None => None,
+                        },
+                    })
+                })
+                .await?
+                .map_or_else(StateStore::open_in_memory, Ok)?
             } else {
                 blocking(move || StateStore::open(&dir, &id)).await?
             }
         };
+        let roots = identity::check_roots(pair, &locations, &store, dry_run).await?;
         // The initial-sync preference holds until the pair's first plan has ended normally;
         // a safety stop, a dry run, a kill or a cancellation does not consume it.
         let initial = {
@@ -156,9 +182,27 @@ impl SyncEngine {
             pair.source.clone(),
             pair.destination.clone(),
         );
+        // An accepted new root is not what the base describes: plan as if there were none.
+        let base = if roots.accepted {
+            futures::stream::empty().boxed()
+        } else {
+            store.stream()
+        };
         let mut plan = reconciler
-            .plan(source_list, destination_list, store.stream())
+            .plan(source_list, destination_list, base)
             .await?;
+        plan.warnings.extend(roots.warnings.iter().cloned());
+        if roots.accepted {
+            let before = plan.actions.len();
+            plan.actions.retain(|a| !a.is_delete());
+            let dropped = before - plan.actions.len();
+            if dropped > 0 {
+                plan.warnings.push(format!(
+                    "{dropped} deletions the mode would make were skipped because a new root \
+                     was accepted; later runs apply them as usual"
+                ));
+            }
+        }
 
         plan.skipped += ignored.load(Ordering::Relaxed);
         for (side, before) in [Side::Source, Side::Destination]
@@ -209,6 +253,12 @@ impl SyncEngine {
             let mut stats = plan.predicted_stats();
             stats.dry_run = true;
             return Ok(stats);
+        }
+
+        if roots.accepted || !roots.record.is_empty() {
+            let s = store.clone();
+            let (record, accepted) = (roots.record.clone(), roots.accepted);
+            blocking(move || s.record_root_identities(&record, accepted)).await?;
         }
 
         self.emit(ProgressEvent::Planned {

@@ -273,6 +273,16 @@ pub enum SyncError {
         /// Files the base recorded for it.
         base_files: u64,
     },
+    /// A root is not the storage the pair's state describes (another disk at the same path,
+    /// another server behind the same URL, a re-created folder, a state file copied from
+    /// another pair). Nothing was changed; accept the new root with
+    /// [`SyncOptions::with_accept_new_root`](crate::SyncOptions::with_accept_new_root)
+    /// (`--accept-new-root`).
+    #[error("{}", crate::identity::root_changed_message(changes))]
+    RootChanged {
+        /// Each root that changed, with the recorded and the found identity.
+        changes: Vec<crate::identity::RootChange>,
+    },
     /// Another run of the same pair holds the lock.
     #[error(
         "another sync of this pair is running (lock {lock_path} is held); try again when it ends"
@@ -302,11 +312,15 @@ pub enum SyncError {
 }
 
 impl SyncError {
-    /// True for the stops that protect data: max-delete, empty side, lock held.
+    /// True for the stops that protect data: max-delete, empty side, lock held, a changed
+    /// root.
     pub fn is_safety_stop(&self) -> bool {
         matches!(
             self,
-            SyncError::MaxDelete { .. } | SyncError::EmptySide { .. } | SyncError::Locked { .. }
+            SyncError::MaxDelete { .. }
+                | SyncError::EmptySide { .. }
+                | SyncError::Locked { .. }
+                | SyncError::RootChanged { .. }
         )
     }
 }

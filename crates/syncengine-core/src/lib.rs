@@ -33,6 +33,7 @@ pub mod engine;
 pub mod entry;
 pub mod error;
 pub mod exec;
+pub mod identity;
 pub mod ignore_rules;
 pub mod memory;
 pub mod mode;
@@ -55,6 +56,7 @@ pub use client::{
 pub use engine::{SyncEngine, default_state_dir};
 pub use entry::{ContentHash, Entry, HashKind};
 pub use error::{BoxError, Error, Result, SyncError};
+pub use identity::{AcceptNewRoot, Location, RootChange, RootIdentity};
 pub use ignore_rules::IgnoreRules;
 pub use memory::MemoryClient;
 pub use mode::{ConflictLoser, ConflictStrategy, InitialSyncPreference, Side, SyncMode};

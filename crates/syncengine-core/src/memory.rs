@@ -40,6 +40,7 @@ use crate::client::{
 };
 use crate::entry::{ContentHash, Entry, HashKind};
 use crate::error::{Error, Result};
+use crate::identity::Location;
 use crate::path::RelPath;
 
 const BACKEND: &str = "memory";
@@ -67,6 +68,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// - There are no real directories: `a/x` and `a` may both be files.
 pub struct MemoryClient {
     id: u64,
+    /// The name [`location`](StorageClient::location) reports; the instance id by default.
+    location: Option<String>,
     ordered: bool,
     /// Refuse what a disk refuses: a file below a file, a file where a folder is.
     folders: bool,
@@ -176,6 +179,7 @@ impl MemoryClient {
     pub fn new() -> Self {
         MemoryClient {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            location: None,
             ordered: true,
             folders: false,
             state: Mutex::new(State::default()),
@@ -197,6 +201,15 @@ impl MemoryClient {
             ordered: false,
             ..MemoryClient::new()
         }
+    }
+
+    /// Makes [`location`](StorageClient::location) report `memory:///<name>` instead of this
+    /// instance's own `memory:///<id>`: two clients with the same name stand for two
+    /// storages behind the same URL (another server behind an endpoint, another disk at a
+    /// mount point), which share a pair id and must be told apart by their root identity.
+    pub fn with_location(mut self, name: impl Into<String>) -> Self {
+        self.location = Some(name.into());
+        self
     }
 
     /// Sets the modification time of an existing file without changing its content or etag
@@ -344,6 +357,15 @@ fn scramble_key(path: &RelPath) -> [u8; 16] {
 impl StorageClient for MemoryClient {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    /// `memory:///<id>`: every instance is a storage of its own (or `memory:///<name>`, see
+    /// [`MemoryClient::with_location`]).
+    async fn location(&self) -> Result<Location> {
+        Ok(match &self.location {
+            Some(name) => Location::new("memory", "", name),
+            None => Location::new("memory", "", self.id.to_string()),
+        })
     }
 
     fn capabilities(&self) -> Capabilities {

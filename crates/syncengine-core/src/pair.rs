@@ -6,6 +6,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::client::StorageClient;
+use crate::error::SyncError;
+use crate::identity::{AcceptNewRoot, Location, pair_id};
 use crate::mode::{ConflictLoser, ConflictStrategy, InitialSyncPreference, Side, SyncMode};
 
 /// How many days trash folders are kept by default (like the cloud drives people know).
@@ -107,6 +109,10 @@ pub struct SyncOptions {
     /// [`DEFAULT_TRASH_KEEP_DAYS`]); `None` keeps them forever. Applies to each side's own
     /// trash and to [`Recovery::TrashDir`], never to a [`Recovery::BackupDir`].
     pub trash_keep_days: Option<u32>,
+    /// Accept a root that is not the storage the state recorded (see
+    /// [`SyncError::RootChanged`]): the run ignores the old base, deletes nothing, and
+    /// records the new root's identity.
+    pub accept_new_root: Option<AcceptNewRoot>,
 }
 
 impl Default for SyncOptions {
@@ -126,6 +132,7 @@ impl Default for SyncOptions {
             source_recovery: Recovery::Auto,
             destination_recovery: Recovery::Auto,
             trash_keep_days: Some(DEFAULT_TRASH_KEEP_DAYS),
+            accept_new_root: None,
         }
     }
 }
@@ -198,6 +205,11 @@ impl SyncOptions {
         }
         self
     }
+    /// Accepts a new root on the given side(s) (see [`SyncOptions::accept_new_root`]).
+    pub fn with_accept_new_root(mut self, sides: AcceptNewRoot) -> Self {
+        self.accept_new_root = Some(sides);
+        self
+    }
     /// Prunes trash folders older than `days` at the end of each run.
     pub fn with_trash_keep_days(mut self, days: u32) -> Self {
         self.trash_keep_days = Some(days);
@@ -260,18 +272,50 @@ impl SyncPair {
     }
 
     /// Sets an explicit pair id (the key of the pair's state). By default the id is derived
-    /// from the two clients' `Display` forms, which name their roots.
+    /// from both sides' resolved locations ([`StorageClient::location`]). The roots of a pair
+    /// with an explicit id are identity-checked like any other.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
         self
     }
 
-    /// The stable id of the pair: the explicit one, or a hash of both roots. The mode is not
-    /// part of it, so switching modes keeps the base.
-    pub fn id(&self) -> String {
+    /// The stable id of the pair: the explicit one, or a hash of both sides' resolved
+    /// locations (endpoint, bucket, canonical path…, never credentials). The mode is not part
+    /// of it, so switching modes keeps the base.
+    ///
+    /// # Errors
+    /// [`SyncError::Storage`] when a side cannot resolve its location.
+    pub async fn id(&self) -> Result<String, SyncError> {
         if let Some(id) = &self.id {
-            return id.clone();
+            return Ok(id.clone());
         }
+        let [s, d] = self.locations().await?;
+        Ok(pair_id(&s, &d))
+    }
+
+    /// Both sides' resolved locations, source first.
+    ///
+    /// # Errors
+    /// [`SyncError::Storage`] when a side cannot resolve its location.
+    pub async fn locations(&self) -> Result<[Location; 2], SyncError> {
+        let resolve = |side: Side| async move {
+            self.client(side)
+                .location()
+                .await
+                .map_err(|source| SyncError::Storage { side, source })
+        };
+        let (s, d) = futures::try_join!(resolve(Side::Source), resolve(Side::Destination))?;
+        Ok([s, d])
+    }
+
+    /// The explicit id, if one was set.
+    pub(crate) fn explicit_id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// The id older versions gave this pair: a hash of the clients' `Display` forms, which
+    /// left out endpoints, hosts and ports. Only used to find and adopt an older state file.
+    pub(crate) fn older_id(&self) -> String {
         let mut h = Sha256::new();
         h.update(self.source.to_string().as_bytes());
         h.update(b"\n");

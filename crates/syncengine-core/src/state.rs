@@ -58,6 +58,9 @@ use crate::error::SyncError;
 use crate::mode::Side;
 use crate::path::RelPath;
 
+mod roots;
+pub use roots::RootRecord;
+
 /// The schema version this code writes. A database with a higher version is refused.
 const SCHEMA_VERSION: i64 = 2;
 

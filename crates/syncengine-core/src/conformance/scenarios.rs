@@ -662,10 +662,14 @@ pub async fn empty_side_guard(source: Client, destination: Client) {
     let state = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let engine = SyncEngine::new(state.path());
     establish_base(&engine, &source, &destination).await;
+    // The user's files go; the engine's own folder (the root's id) stays, so this is the
+    // same storage emptied, not another one.
     for e in source
         .list_all(None)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter(|e| !crate::ignore_rules::is_always_ignored(&e.path))
     {
         source
             .delete(&e.path)

@@ -1,0 +1,599 @@
+//! Which storage a side is: its resolved [`Location`] (what the pair id is built from) and
+//! its [`RootIdentity`] (what the state records and checks on every run).
+//!
+//! # Why both
+//! A URL or a path does not say which storage answers there: another server can sit behind
+//! the same endpoint, another disk can be mounted at the same path, a folder can be deleted
+//! and re-created, and a state file can be copied next to another pair's. Applying a base to
+//! storage it does not describe turns every file the base knows but the storage lacks into a
+//! deletion on the other side. So:
+//!
+//! - the pair id is a hash of both sides' [`Location`]s: scheme, endpoint `host:port`, bucket
+//!   or container (and the Azure account), prefix; SFTP and WebDAV `host:port` and canonical
+//!   path; the canonical local path. Never credentials: rotating a key keeps the pair.
+//! - each root holds a random id in `<root>/.syncengine/root-id` (written once, create-only),
+//!   which the state records. Where no id file can be written (a read-only root), the
+//!   backend's persistent volume id stands in ([`StorageClient::volume_id`]); where there is
+//!   none either, the run warns and goes on without an identity for that side.
+//! - a run whose root does not show the recorded identity stops before planning
+//!   ([`SyncError::RootChanged`], a safety stop), naming both identities. Accepting the new
+//!   root ([`AcceptNewRoot`], `--accept-new-root`) makes that run ignore the base and delete
+//!   nothing; the new identity is recorded (and the stale base dropped) just before the run
+//!   changes anything.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::client::{StorageClient, StorageClientExt, WriteMode, WriteOptions, bytes_stream};
+use crate::error::{Error, SyncError};
+use crate::ignore_rules::STATE_DIR_NAME;
+use crate::mode::Side;
+use crate::pair::SyncPair;
+use crate::path::RelPath;
+use crate::state::{RootRecord, StateStore};
+
+/// Name of the id file in a root's `.syncengine/` folder.
+pub const ROOT_ID_FILE: &str = "root-id";
+
+/// Id files longer than this are not ids someone wrote on purpose; they are hashed.
+const MAX_ID_LEN: usize = 128;
+
+/// Where a client's root is, resolved to what selects the storage: the input of the pair id.
+///
+/// Its text form is `scheme://authority/path`, e.g. `file:///home/me/notes`,
+/// `s3://127.0.0.1:9000/bucket/prefix`, `sftp://nas.local:22/home/me/vault`. It never holds
+/// credentials.
+///
+/// ```
+/// use syncengine_core::identity::Location;
+///
+/// let loc = Location::new("S3", "127.0.0.1:9000", "/bucket//photos/");
+/// assert_eq!(loc.to_string(), "s3://127.0.0.1:9000/bucket/photos");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Location {
+    /// The scheme, lower case: `file`, `s3`, `az`, `gs`, `webdav`, `sftp`, `memory`…
+    pub scheme: String,
+    /// What is reached before the path: endpoint `host:port` (and any path the endpoint
+    /// itself has), an account host; empty for local disk.
+    pub authority: String,
+    /// The canonical path below the authority, without leading or trailing `/` and without
+    /// empty segments: the bucket and prefix, or the directory.
+    pub path: String,
+}
+
+impl Location {
+    /// Builds a location; the scheme and authority are lower-cased (hosts are case-insensitive)
+    /// and the path loses empty segments and outer `/`.
+    pub fn new(
+        scheme: impl Into<String>,
+        authority: impl Into<String>,
+        path: impl AsRef<str>,
+    ) -> Location {
+        let path = path
+            .as_ref()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("/");
+        Location {
+            scheme: scheme.into().to_ascii_lowercase(),
+            authority: authority.into().to_ascii_lowercase(),
+            path,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}/{}", self.scheme, self.authority, self.path)
+    }
+}
+
+/// `host:port` of a URL, with the scheme's default port when it has none, lower case. For
+/// endpoints given as URLs (`http://127.0.0.1:9000`, `https://s3.example.com/base`), the
+/// path of the endpoint is kept after the port: it can select the storage too (Azurite's
+/// `/devstoreaccount1`).
+///
+/// ```
+/// use syncengine_core::identity::endpoint_authority;
+///
+/// assert_eq!(endpoint_authority("http://LOCALHOST:9000/"), "localhost:9000");
+/// assert_eq!(endpoint_authority("https://s3.example.com"), "s3.example.com:443");
+/// assert_eq!(endpoint_authority("http://127.0.0.1:10000/acct/"), "127.0.0.1:10000/acct");
+/// ```
+pub fn endpoint_authority(url: &str) -> String {
+    let url = url.trim();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    // Credentials in a URL (`user:pass@host`) never take part.
+    let (host_port, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
+    let has_port = match host_port.rsplit_once(':') {
+        // `[::1]:9000` has a port, `[::1]` does not.
+        Some((_, port)) => !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
+        None => false,
+    };
+    let mut out = host_port.to_ascii_lowercase();
+    if !has_port {
+        match scheme.to_ascii_lowercase().as_str() {
+            "http" | "webdav" => out.push_str(":80"),
+            "https" | "webdavs" => out.push_str(":443"),
+            _ => {}
+        }
+    }
+    let path = path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
+    if !path.is_empty() {
+        out.push('/');
+        out.push_str(&path);
+    }
+    out
+}
+
+/// The id of a pair whose sides are at these locations (the mode is not part of it, so
+/// switching modes keeps the base).
+pub fn pair_id(source: &Location, destination: &Location) -> String {
+    let mut h = Sha256::new();
+    // A version tag keeps these ids apart from the older ids made from display strings.
+    h.update(b"syncengine-pair-v2\n");
+    h.update(source.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(destination.to_string().as_bytes());
+    hex::encode(&h.finalize()[..12])
+}
+
+/// What the state records to recognise a root.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RootIdentity {
+    /// The random id in `<root>/.syncengine/root-id`.
+    IdFile(String),
+    /// A persistent id of the volume holding the root ([`StorageClient::volume_id`]), used
+    /// where no id file can be written.
+    Volume(String),
+}
+
+impl RootIdentity {
+    /// The form kept in the state database: `id:<id>` or `volume:<id>`.
+    pub fn to_token(&self) -> String {
+        match self {
+            RootIdentity::IdFile(id) => format!("id:{id}"),
+            RootIdentity::Volume(id) => format!("volume:{id}"),
+        }
+    }
+
+    /// Parses [`to_token`](RootIdentity::to_token)'s form.
+    pub fn from_token(token: &str) -> Option<RootIdentity> {
+        if let Some(id) = token.strip_prefix("id:") {
+            Some(RootIdentity::IdFile(id.to_owned()))
+        } else {
+            token
+                .strip_prefix("volume:")
+                .map(|id| RootIdentity::Volume(id.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for RootIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RootIdentity::IdFile(id) => write!(f, "root id {id}"),
+            RootIdentity::Volume(id) => write!(f, "volume id {id}"),
+        }
+    }
+}
+
+/// Which sides' new roots the user accepts (`--accept-new-root`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AcceptNewRoot {
+    /// The source's.
+    Source,
+    /// The destination's.
+    Destination,
+    /// Both.
+    Both,
+}
+
+impl AcceptNewRoot {
+    /// True when `side`'s new root is accepted.
+    pub fn covers(self, side: Side) -> bool {
+        matches!(
+            (self, side),
+            (AcceptNewRoot::Both, _)
+                | (AcceptNewRoot::Source, Side::Source)
+                | (AcceptNewRoot::Destination, Side::Destination)
+        )
+    }
+
+    /// The CLI spelling: `source`, `destination` or `both`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcceptNewRoot::Source => "source",
+            AcceptNewRoot::Destination => "destination",
+            AcceptNewRoot::Both => "both",
+        }
+    }
+}
+
+impl fmt::Display for AcceptNewRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AcceptNewRoot {
+    type Err = String;
+
+    /// Parses `source`, `destination` or `both` (any case).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "source" | "src" => Ok(AcceptNewRoot::Source),
+            "destination" | "dest" | "dst" => Ok(AcceptNewRoot::Destination),
+            "both" => Ok(AcceptNewRoot::Both),
+            _ => Err(format!(
+                "unknown side {s:?}; valid values: source, destination, both"
+            )),
+        }
+    }
+}
+
+/// One root that is not the storage the state describes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RootChange {
+    /// The side.
+    pub side: Side,
+    /// Its resolved location.
+    pub location: String,
+    /// The identity the state recorded.
+    pub recorded: RootIdentity,
+    /// The identity the root shows now; `None` when it has no id file (and no volume id).
+    pub found: Option<RootIdentity>,
+}
+
+/// The message of [`SyncError::RootChanged`].
+pub(crate) fn root_changed_message(changes: &[RootChange]) -> String {
+    let mut msg = String::from("stopped before changing anything: ");
+    for (i, c) in changes.iter().enumerate() {
+        if i > 0 {
+            msg.push_str("; and ");
+        }
+        let found = match &c.found {
+            Some(id) => format!("it now has {id}"),
+            None => format!("it now has no {STATE_DIR_NAME}/{ROOT_ID_FILE} file"),
+        };
+        msg.push_str(&format!(
+            "the {} root {} is not the storage this pair was last synced with (the state \
+             recorded {}, {found})",
+            c.side, c.location, c.recorded
+        ));
+    }
+    let accept = match changes {
+        [one] => AcceptNewRoot::from(one.side),
+        _ => AcceptNewRoot::Both,
+    };
+    msg.push_str(&format!(
+        ". It may be another disk mounted at the same path (or an unmounted one), another \
+         server behind the same URL, a folder that was deleted and re-created, or a state file copied from another \
+         pair. If this root is the right one, re-run with --accept-new-root {accept}: that run \
+         deletes nothing on either side, copies what is missing, and records the new identity"
+    ));
+    msg
+}
+
+impl From<Side> for AcceptNewRoot {
+    fn from(side: Side) -> Self {
+        match side {
+            Side::Source => AcceptNewRoot::Source,
+            Side::Destination => AcceptNewRoot::Destination,
+        }
+    }
+}
+
+/// The path of the id file, relative to a root: `.syncengine/root-id`.
+///
+/// # Errors
+/// None in practice (the path is a valid constant); typed so that no code path can panic.
+pub fn root_id_path() -> Result<RelPath, Error> {
+    RelPath::new(format!("{STATE_DIR_NAME}/{ROOT_ID_FILE}"))
+}
+
+/// Reads a root's id file: `None` when there is none.
+///
+/// # Errors
+/// The backend's error for anything but a missing file.
+pub async fn read_root_id(client: &dyn StorageClient) -> Result<Option<String>, Error> {
+    match client.read_to_bytes(&root_id_path()?).await {
+        Ok(bytes) => Ok(Some(id_from_bytes(&bytes))),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The id an id file's content stands for: its trimmed text when that looks like an id,
+/// else a hash of the bytes (so any content still identifies the root).
+fn id_from_bytes(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes).map(str::trim) {
+        Ok(s)
+            if !s.is_empty()
+                && s.len() <= MAX_ID_LEN
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            s.to_owned()
+        }
+        _ => format!("sha256-{}", hex::encode(&Sha256::digest(bytes)[..16])),
+    }
+}
+
+/// Writes a new random id file into a root (create-only, so two runs racing on a fresh root
+/// agree on the first one written) and returns the id the root holds afterwards.
+///
+/// # Errors
+/// The backend's error when the file can neither be created nor read back.
+pub async fn create_root_id(client: &dyn StorageClient) -> Result<String, Error> {
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    let body = Bytes::from(format!("{id}\n"));
+    let size = body.len() as u64;
+    let opts = WriteOptions::default()
+        .with_mode(WriteMode::Create)
+        .with_size_hint(size);
+    let path = root_id_path()?;
+    match client.write_opts(&path, bytes_stream(body), opts).await
+    {
+        Ok(_) => Ok(id),
+        Err(Error::AlreadyExists { .. }) => match read_root_id(client).await? {
+            Some(existing) => Ok(existing),
+            None => Err(Error::other(
+                client.backend(),
+                path.as_str(),
+                "the id file exists but cannot be read",
+            )),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// What the identity check of one run decided.
+#[derive(Debug, Default)]
+pub(crate) struct RootCheck {
+    /// The user accepted a new root: this run ignores the base and deletes nothing.
+    pub(crate) accepted: bool,
+    /// Identities to record before the run changes anything (new, changed or accepted).
+    pub(crate) record: Vec<RootRecord>,
+    /// Warnings for the user.
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Checks that each root is the storage `store` describes.
+///
+/// # Behavior
+/// Per side: with no recorded identity (a new pair, or state from before identities), or
+/// with an empty base (nothing it could misapply), the root's current identity is adopted;
+/// a missing id file is created (not in a dry run). Otherwise the root must show the recorded
+/// identity; a root whose id file is missing is a changed root too (the disk was replaced or
+/// the folder re-created). Changed roots stop the run, unless `accept` covers them.
+///
+/// # Errors
+/// [`SyncError::RootChanged`] for unaccepted changes; [`SyncError::Storage`] when an id file
+/// cannot be read (or created, for a transient reason); [`SyncError::State`] from the store.
+pub(crate) async fn check_roots(
+    pair: &SyncPair,
+    locations: &[Location; 2],
+    store: &StateStore,
+    dry_run: bool,
+) -> Result<RootCheck, SyncError> {
+    let recorded = {
+        let store = store.clone();
+        blocking(move || {
+            Ok((
+                store.root_identity(Side::Source)?,
+                store.root_identity(Side::Destination)?,
+                store.count()?,
+            ))
+        })
+        .await?
+    };
+    let (recorded_source, recorded_destination, base_files) = recorded;
+    let accept = pair.options.accept_new_root;
+    let mut check = RootCheck::default();
+    let mut changes = Vec::new();
+    for (side, recorded, location) in [
+        (Side::Source, recorded_source, &locations[0]),
+        (Side::Destination, recorded_destination, &locations[1]),
+    ] {
+        let client = pair.client(side).as_ref();
+        let storage = |source| SyncError::Storage { side, source };
+        let current = read_root_id(client).await.map_err(storage)?;
+        let found = match recorded.filter(|_| base_files > 0) {
+            None => None,
+            Some(RootIdentity::IdFile(r)) if current.as_deref() == Some(r.as_str()) => continue,
+            Some(r @ RootIdentity::IdFile(_)) => Some((r, current.clone().map(RootIdentity::IdFile))),
+            Some(RootIdentity::Volume(r)) => {
+                let volume = client.volume_id().await.map_err(storage)?;
+                if volume.as_deref() == Some(r.as_str()) {
+                    // Same volume: record an id file now if the root has become writable.
+                    None
+                } else {
+                    let found = match &current {
+                        Some(id) => Some(RootIdentity::IdFile(id.clone())),
+                        None => volume.map(RootIdentity::Volume),
+                    };
+                    Some((RootIdentity::Volume(r), found))
+                }
+            }
+        };
+        if let Some((recorded, found)) = found {
+            if !accept.is_some_and(|a| a.covers(side)) {
+                changes.push(RootChange {
+                    side,
+                    location: location.to_string(),
+                    recorded,
+                    found,
+                });
+                continue;
+            }
+            check.accepted = true;
+            check.warnings.push(format!(
+                "the {side} root {location} was accepted as a new root (the state recorded \
+                 {recorded}): this run ignores the old base and deletes nothing"
+            ));
+        }
+        let identity = match current {
+            Some(id) => Some(RootIdentity::IdFile(id)),
+            // A dry run creates nothing; the real run will.
+            None if dry_run => None,
+            None => match create_root_id(client).await {
+                Ok(id) => Some(RootIdentity::IdFile(id)),
+                Err(e) if e.is_transient() => return Err(storage(e)),
+                Err(e) => match client.volume_id().await {
+                    Ok(Some(v)) => Some(RootIdentity::Volume(v)),
+                    Ok(None) | Err(_) => {
+                        check.warnings.push(format!(
+                            "cannot write the {side}'s identity file {STATE_DIR_NAME}/\
+                             {ROOT_ID_FILE} ({e}) and the backend offers no volume id: this \
+                             run cannot check that the {side} root {location} is the storage \
+                             the state describes"
+                        ));
+                        None
+                    }
+                },
+            },
+        };
+        if let Some(identity) = identity {
+            check.record.push((side, identity, location.to_string()));
+        }
+    }
+    if changes.is_empty() {
+        Ok(check)
+    } else {
+        Err(SyncError::RootChanged { changes })
+    }
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, SyncError>
+where
+    F: FnOnce() -> Result<T, SyncError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SyncError::State(format!("blocking task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryClient;
+
+    #[test]
+    fn locations_are_canonical() {
+        let a = Location::new("FILE", "", "/home//me/notes/");
+        assert_eq!(a.to_string(), "file:///home/me/notes");
+        assert_eq!(a, Location::new("file", "", "home/me/notes"));
+        let b = Location::new("s3", "LocalHost:9000", "bucket");
+        assert_eq!(b.to_string(), "s3://localhost:9000/bucket");
+    }
+
+    #[test]
+    fn endpoints_reduce_to_host_and_port() {
+        assert_eq!(endpoint_authority("http://127.0.0.1:9000"), "127.0.0.1:9000");
+        assert_eq!(
+            endpoint_authority("http://key:secret@127.0.0.1:9000/"),
+            "127.0.0.1:9000"
+        );
+        assert_eq!(endpoint_authority("http://[::1]"), "[::1]:80");
+        assert_eq!(endpoint_authority("http://[::1]:81"), "[::1]:81");
+        assert_eq!(endpoint_authority("https://h.example/x/?a=b"), "h.example:443/x");
+    }
+
+    #[test]
+    fn pair_ids_follow_locations_and_order() {
+        let a = Location::new("file", "", "/a");
+        let b = Location::new("s3", "127.0.0.1:9000", "bucket");
+        let c = Location::new("s3", "127.0.0.1:9001", "bucket");
+        assert_eq!(pair_id(&a, &b), pair_id(&a, &b));
+        assert_ne!(pair_id(&a, &b), pair_id(&a, &c));
+        assert_ne!(pair_id(&a, &b), pair_id(&b, &a));
+    }
+
+    #[test]
+    fn identity_tokens_round_trip() {
+        for id in [
+            RootIdentity::IdFile("abc".into()),
+            RootIdentity::Volume("1234-ABCD".into()),
+        ] {
+            assert_eq!(RootIdentity::from_token(&id.to_token()), Some(id));
+        }
+        assert_eq!(RootIdentity::from_token("what"), None);
+    }
+
+    #[test]
+    fn accept_parses_and_covers() {
+        let a: AcceptNewRoot = "Destination".parse().unwrap();
+        assert!(a.covers(Side::Destination) && !a.covers(Side::Source));
+        let b: AcceptNewRoot = "both".parse().unwrap();
+        assert!(b.covers(Side::Source) && b.covers(Side::Destination));
+        assert!("sideways".parse::<AcceptNewRoot>().is_err());
+    }
+
+    #[test]
+    fn odd_id_files_still_identify() {
+        assert_eq!(id_from_bytes(b"abc-123\n"), "abc-123");
+        let odd = id_from_bytes(b"not an id: \xff");
+        assert!(odd.starts_with("sha256-"), "{odd}");
+        assert_ne!(odd, id_from_bytes(b"another odd one"));
+        assert!(id_from_bytes(b"").starts_with("sha256-"));
+    }
+
+    #[tokio::test]
+    async fn id_files_are_created_once() {
+        let c = MemoryClient::new();
+        assert_eq!(read_root_id(&c).await.unwrap(), None);
+        let first = create_root_id(&c).await.unwrap();
+        assert_eq!(first.len(), 32);
+        assert_eq!(read_root_id(&c).await.unwrap(), Some(first.clone()));
+        // A second creation (a racing run) keeps the first id.
+        assert_eq!(create_root_id(&c).await.unwrap(), first);
+    }
+
+    #[test]
+    fn messages_name_both_identities_and_the_command() {
+        let msg = root_changed_message(&[RootChange {
+            side: Side::Destination,
+            location: "file:///mnt/usb".into(),
+            recorded: RootIdentity::IdFile("aaa".into()),
+            found: Some(RootIdentity::IdFile("bbb".into())),
+        }]);
+        assert!(msg.contains("root id aaa") && msg.contains("root id bbb"), "{msg}");
+        assert!(msg.contains("--accept-new-root destination"), "{msg}");
+        assert!(msg.contains("file:///mnt/usb"), "{msg}");
+        let both = root_changed_message(&[
+            RootChange {
+                side: Side::Source,
+                location: "s".into(),
+                recorded: RootIdentity::IdFile("a".into()),
+                found: None,
+            },
+            RootChange {
+                side: Side::Destination,
+                location: "d".into(),
+                recorded: RootIdentity::Volume("v".into()),
+                found: None,
+            },
+        ]);
+        assert!(both.contains("--accept-new-root both"), "{both}");
+        assert!(both.contains("no .syncengine/root-id file"), "{both}");
+    }
+}

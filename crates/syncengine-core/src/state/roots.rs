@@ -1,0 +1,249 @@
+//! The root identities recorded with a pair's base (see [`crate::identity`]), and the move of
+//! a state file from the pair's older id to its current one.
+//!
+//! The identities live in a table of their own, `root_identity`, created when the first
+//! identity is recorded: a database without it (older, or never recorded) simply has none, so
+//! opening a state file changes nothing and a dry run writes nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::{BUSY_TIMEOUT, PairLock, StateStore, file_stem, state_err};
+use crate::entry::system_time_to_nanos;
+use crate::error::SyncError;
+use crate::identity::RootIdentity;
+use crate::mode::Side;
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS root_identity(
+    side TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
+    location TEXT NOT NULL,
+    recorded INTEGER NOT NULL
+) WITHOUT ROWID";
+
+/// One identity to record: the side, what identifies its root, and where the root is.
+pub type RootRecord = (Side, RootIdentity, String);
+
+impl StateStore {
+    /// The database file of `pair_id` under `state_dir` (whether or not it exists).
+    pub fn file_for(state_dir: &Path, pair_id: &str) -> PathBuf {
+        state_dir.join(format!("{}.db", file_stem(pair_id)))
+    }
+
+    /// Returns the identity recorded for `side`'s root, if any.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be read or holds an identity this
+    /// version cannot parse.
+    pub fn root_identity(&self, side: Side) -> Result<Option<RootIdentity>, SyncError> {
+        let ctx = |e| self.err("reading the recorded root identity", e);
+        let conn = self.conn()?;
+        let has_table: bool = conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM sqlite_master \
+                 WHERE type = 'table' AND name = 'root_identity')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(ctx)?;
+        if !has_table {
+            return Ok(None);
+        }
+        let token: Option<String> = conn
+            .query_row(
+                "SELECT identity FROM root_identity WHERE side = ?1",
+                params![side.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(ctx)?;
+        token
+            .map(|t| {
+                RootIdentity::from_token(&t).ok_or_else(|| {
+                    SyncError::State(format!("unreadable recorded root identity {t:?}"))
+                })
+            })
+            .transpose()
+    }
+
+    /// Records root identities in one transaction; with `forget_base`, the base is emptied in
+    /// the same transaction (a new root was accepted: the old base does not describe it).
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the transaction fails (then nothing of it is applied).
+    pub fn record_root_identities(
+        &self,
+        roots: &[RootRecord],
+        forget_base: bool,
+    ) -> Result<(), SyncError> {
+        let ctx = |e| self.err("recording root identities", e);
+        let now = system_time_to_nanos(SystemTime::now());
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(ctx)?;
+        tx.execute_batch(CREATE_TABLE).map_err(ctx)?;
+        if forget_base {
+            tx.execute("DELETE FROM base", []).map_err(ctx)?;
+        }
+        for (side, identity, location) in roots {
+            tx.execute(
+                "INSERT OR REPLACE INTO root_identity(side, identity, location, recorded) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![side.as_str(), identity.to_token(), location, now],
+            )
+            .map_err(ctx)?;
+        }
+        tx.commit().map_err(ctx)
+    }
+
+    /// Moves the state of `old_id` to `new_id` when only the old one exists: pair ids used to
+    /// be made from the clients' display strings, and a user upgrading keeps their base.
+    /// Returns whether a file was moved.
+    ///
+    /// # Behavior
+    /// Takes the old id's run lock (an older syncengine running that pair makes this fail
+    /// with [`SyncError::Locked`]), folds the write-ahead log into the database file, then
+    /// renames the file. The caller holds the new id's lock.
+    ///
+    /// # Errors
+    /// [`SyncError::Locked`] as above; [`SyncError::State`] when the old file cannot be
+    /// checkpointed or renamed (it is then left as it was).
+    pub fn adopt_older_id(state_dir: &Path, old_id: &str, new_id: &str) -> Result<bool, SyncError> {
+        let from = StateStore::file_for(state_dir, old_id);
+        let to = StateStore::file_for(state_dir, new_id);
+        if from == to || to.exists() || !from.exists() {
+            return Ok(false);
+        }
+        let _old_lock = PairLock::acquire(state_dir, old_id)?;
+        {
+            let ctx = |e| state_err(&from, "checkpointing", e);
+            let conn = Connection::open_with_flags(
+                &from,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(ctx)?;
+            conn.busy_timeout(BUSY_TIMEOUT).map_err(ctx)?;
+            let busy: i64 = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .map_err(ctx)?;
+            if busy != 0 {
+                return Err(SyncError::State(format!(
+                    "moving {} to {}: another process has it open; try again",
+                    from.display(),
+                    to.display()
+                )));
+            }
+        }
+        // After a full checkpoint the log holds nothing the database lacks.
+        for suffix in ["-wal", "-shm"] {
+            let mut side_file = from.clone().into_os_string();
+            side_file.push(suffix);
+            match std::fs::remove_file(&side_file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(SyncError::State(format!(
+                        "removing {}: {e}",
+                        Path::new(&side_file).display()
+                    )));
+                }
+            }
+        }
+        std::fs::rename(&from, &to).map_err(|e| {
+            SyncError::State(format!(
+                "moving {} to {}: {e}",
+                from.display(),
+                to.display()
+            ))
+        })?;
+        tracing::info!(
+            "moved the pair's state from {} to {} (pair ids now cover each side's endpoint)",
+            from.display(),
+            to.display()
+        );
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::RelPath;
+    use crate::state::{BaseRecord, BaseUpdate, SideRecord};
+
+    fn rec(path: &str) -> BaseUpdate {
+        BaseUpdate::Put(BaseRecord {
+            path: RelPath::new(path).unwrap(),
+            source: SideRecord::default(),
+            destination: SideRecord::default(),
+        })
+    }
+
+    #[test]
+    fn identities_are_recorded_per_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "p").unwrap();
+        assert_eq!(store.root_identity(Side::Source).unwrap(), None);
+        let a = RootIdentity::IdFile("aaa".into());
+        let v = RootIdentity::Volume("vvv".into());
+        store
+            .record_root_identities(
+                &[
+                    (Side::Source, a.clone(), "file:///a".into()),
+                    (Side::Destination, v.clone(), "file:///b".into()),
+                ],
+                false,
+            )
+            .unwrap();
+        drop(store);
+        let store = StateStore::open(dir.path(), "p").unwrap();
+        assert_eq!(store.root_identity(Side::Source).unwrap(), Some(a));
+        assert_eq!(store.root_identity(Side::Destination).unwrap(), Some(v));
+    }
+
+    #[test]
+    fn forgetting_the_base_goes_with_the_new_identity() {
+        let store = StateStore::open_in_memory().unwrap();
+        store.apply(&[rec("a"), rec("b")]).unwrap();
+        let b = RootIdentity::IdFile("bbb".into());
+        store
+            .record_root_identities(&[(Side::Destination, b.clone(), "x".into())], false)
+            .unwrap();
+        assert_eq!(store.count().unwrap(), 2);
+        store
+            .record_root_identities(&[(Side::Destination, b, "x".into())], true)
+            .unwrap();
+        assert_eq!(store.count().unwrap(), 0);
+    }
+
+    #[test]
+    fn an_older_id_is_adopted_once_with_its_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = StateStore::open(dir.path(), "old").unwrap();
+        old.apply(&[rec("kept")]).unwrap();
+        old.mark_completed().unwrap();
+        drop(old);
+        assert!(StateStore::adopt_older_id(dir.path(), "old", "new").unwrap());
+        assert!(!StateStore::file_for(dir.path(), "old").exists());
+        let new = StateStore::open(dir.path(), "new").unwrap();
+        assert_eq!(new.count().unwrap(), 1);
+        assert!(!new.is_initial().unwrap());
+        // Nothing to adopt any more; and an existing new file is never replaced.
+        assert!(!StateStore::adopt_older_id(dir.path(), "old", "new").unwrap());
+        let other = StateStore::open(dir.path(), "other").unwrap();
+        drop(other);
+        assert!(!StateStore::adopt_older_id(dir.path(), "other", "new").unwrap());
+        assert!(StateStore::file_for(dir.path(), "other").exists());
+    }
+
+    #[test]
+    fn adopting_waits_for_nobody_holding_the_old_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(StateStore::open(dir.path(), "old").unwrap());
+        let _held = PairLock::acquire(dir.path(), "old").unwrap();
+        let err = StateStore::adopt_older_id(dir.path(), "old", "new").unwrap_err();
+        assert!(matches!(err, SyncError::Locked { .. }), "{err}");
+        assert!(StateStore::file_for(dir.path(), "old").exists());
+    }
+}
