@@ -240,6 +240,7 @@ fn help_mentions_every_flag_modes_and_exit_codes() {
         "forever",
         "copy and a delete request",
         "--sort-listings",
+        "--accept-new-root",
         "--verbose",
         "--quiet",
         "SOURCE",
@@ -567,6 +568,47 @@ fn an_emptied_side_stops_with_exit_3() {
     assert_eq!(names(&f.b).len(), 10);
     f.run_expect(&["--max-delete", "100", "--force"], 0);
     assert!(names(&f.b).is_empty());
+}
+
+#[test]
+fn a_replaced_root_exits_3_naming_both_ids_until_accepted() {
+    let f = Fixture::new();
+    for i in 0..10 {
+        write(&f.a, &format!("f{i}.txt"), format!("{i}"));
+    }
+    f.run_expect(&[], 0);
+    let recorded = std::fs::read_to_string(f.b.join(".syncengine/root-id")).unwrap();
+    // Another folder takes the destination's place: six of the files, and an id of its own.
+    std::fs::remove_dir_all(&f.b).unwrap();
+    for i in 0..6 {
+        write(&f.b, &format!("f{i}.txt"), format!("{i}"));
+    }
+    write(&f.b, ".syncengine/root-id", "0123456789abcdef\n");
+    let out = f.run_expect(&["--json"], 3);
+    assert!(out.stdout.is_empty(), "a stopped run prints no JSON");
+    let err = stderr_of(&out);
+    assert!(err.contains(recorded.trim()), "{err}");
+    assert!(err.contains("0123456789abcdef"), "{err}");
+    assert!(err.contains("--accept-new-root destination"), "{err}");
+    assert_eq!(names(&f.a).len(), 10, "the source lost files");
+    assert_eq!(names(&f.b).len(), 6);
+    // A dry run says the same and writes nothing.
+    f.run_expect(&["--dry-run"], 3);
+
+    let out = f.run_expect(&["--accept-new-root", "destination", "--json"], 0);
+    let json = json_of(&out);
+    assert_eq!(json["deleted_source"], 0);
+    assert_eq!(json["deleted_destination"], 0);
+    assert_eq!(json["uploaded"], 4);
+    assert_same_tree(&f.a, &f.b, "after accepting the new root");
+    // Recorded: the next run is an ordinary one.
+    std::fs::remove_file(f.b.join("f0.txt")).unwrap();
+    let json = json_of(&f.run_expect(&["--json"], 0));
+    assert_eq!(json["deleted_source"], 1);
+    assert!(!f.a.join("f0.txt").exists());
+
+    let bad = f.run_expect(&["--accept-new-root", "sideways"], 2);
+    assert!(stderr_of(&bad).contains("both"), "{}", stderr_of(&bad));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The `syncengine` command-line tool: `syncengine sync <SOURCE> <DESTINATION> [OPTIONS]`.
 //!
 //! Exit status: 0 success, 1 the run failed or had errors, 2 usage error, 3 stopped by a
-//! safety rule (max-delete, empty side, lock held).
+//! safety rule (max-delete, empty side, lock held, a root that is not the one recorded).
 
 // The binary's own modules live beside it in `src/bin/syncengine/`.
 #[path = "syncengine/location.rs"]
@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use syncengine::{
-    ConflictLoser, ConflictStrategy, InitialSyncPreference, Recovery, Side, StorageClient,
-    SyncEngine, SyncError, SyncMode, SyncOptions, SyncPair, SyncStats, default_state_dir,
+    AcceptNewRoot, ConflictLoser, ConflictStrategy, InitialSyncPreference, Recovery, Side,
+    StorageClient, SyncEngine, SyncError, SyncMode, SyncOptions, SyncPair, SyncStats,
+    default_state_dir,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +70,13 @@ SAFETY AND RECOVERY:
   --trash-dir URL keeps the trash elsewhere (URL/source/<UTC time>/<path> and
   URL/destination/<UTC time>/<path>, pruned the same way). --backup-dir URL receives them
   instead, in the same layout, and is never pruned.
+  Pair state is keyed by where each side really is (canonical local path; endpoint host:port,
+  bucket and prefix; server host:port and canonical path), never by credentials, and each
+  root gets a random id in <root>/.syncengine/root-id that the state records. A root that does
+  not show the recorded id (another disk mounted at the same path, another server behind the
+  same URL, a deleted and re-created folder, a state file copied from another pair) stops the
+  run (exit 3) naming both ids; --accept-new-root source|destination|both accepts it: that
+  run deletes nothing, copies what is missing and records the new id.
   Conflict losers are kept as <name>.conflict-<UTC time>-<side>.<ext> unless
   --conflict-loser delete. The state directory is never synced, even inside a synced folder.
 
@@ -84,7 +92,8 @@ EXIT STATUS:
   0  success
   1  the run failed, was cancelled (Ctrl-C), or some files failed
   2  usage error (bad option, unknown mode or URL scheme, backend not compiled in)
-  3  stopped by a safety rule: --max-delete, an empty side, or another run holds the pair's lock
+  3  stopped by a safety rule: --max-delete, an empty side, another run holds the pair's lock,
+     or a root is not the storage the pair's state recorded (see --accept-new-root)
 
 EXAMPLES:
   Keep two folders in sync both ways:
@@ -198,6 +207,10 @@ struct SyncArgs {
     /// that list out of order).
     #[arg(long)]
     sort_listings: bool,
+    /// Accept a root that is not the storage this pair last synced with (source, destination
+    /// or both): this run ignores the old state, deletes nothing, and records the new root.
+    #[arg(long, value_name = "SIDE", value_parser = parse_accept)]
+    accept_new_root: Option<AcceptNewRoot>,
 }
 
 /// How long trash folders are kept.
@@ -234,6 +247,10 @@ fn parse_conflict(s: &str) -> Result<ConflictStrategy, String> {
 
 fn parse_loser(s: &str) -> Result<ConflictLoser, String> {
     s.parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_accept(s: &str) -> Result<AcceptNewRoot, String> {
+    s.parse()
 }
 
 /// How chatty the run is.
@@ -410,6 +427,9 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
         TrashKeep::Days(days) => options.with_trash_keep_days(days),
         TrashKeep::Forever => options.with_trash_kept_forever(),
     };
+    if let Some(sides) = args.accept_new_root {
+        options = options.with_accept_new_root(sides);
+    }
     if args.no_trash {
         options = options
             .with_recovery(Side::Source, Recovery::None)

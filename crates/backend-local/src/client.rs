@@ -19,6 +19,7 @@ use syncengine_core::{
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
+use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, temp_file_name};
 
 use crate::TEMP_PREFIX;
@@ -118,6 +119,64 @@ pub(crate) fn entry_from_metadata(path: RelPath, metadata: &Metadata) -> Entry {
         entry = entry.with_birth_time(birth);
     }
     entry
+}
+
+/// `path` with symlinks and `..` resolved as far as it exists; missing trailing components
+/// are appended as given (a root the first write will create).
+fn canonical_path(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut cur = path;
+    loop {
+        if let Ok(real) = fs::canonicalize(cur) {
+            let mut out = real;
+            for part in missing.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_owned());
+                cur = parent;
+            }
+            // Nothing of it exists (or it ends in `..`): keep the absolute path as given.
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// See [`LocalClient::volume_id`](StorageClient::volume_id).
+fn volume_id(root: &Path) -> Option<String> {
+    // The root may not exist yet: ask about the deepest existing ancestor's filesystem.
+    let mut at = root;
+    let meta = loop {
+        match fs::metadata(at) {
+            Ok(m) => break m,
+            Err(_) => at = at.parent()?,
+        }
+    };
+    if let Ok(links) = fs::read_dir("/dev/disk/by-uuid") {
+        for link in links.flatten() {
+            // `metadata` follows the link to the device node.
+            if let Ok(dev) = link.metadata()
+                && std::os::unix::fs::FileTypeExt::is_block_device(&dev.file_type())
+                && dev.rdev() == meta.dev()
+                && let Some(name) = link.file_name().to_str()
+            {
+                return Some(format!("uuid:{name}"));
+            }
+        }
+    }
+    const EXT_MAGIC: i64 = 0xEF53;
+    const BTRFS_MAGIC: i64 = 0x9123_683E;
+    let fs_type = rustix::fs::statfs(at).ok()?.f_type;
+    #[allow(clippy::useless_conversion)]
+    let fs_type = i64::from(fs_type);
+    if fs_type != EXT_MAGIC && fs_type != BTRFS_MAGIC {
+        return None;
+    }
+    let fsid = rustix::fs::statvfs(at).ok()?.f_fsid;
+    (fsid != 0).then(|| format!("fsid:{fsid:016x}"))
 }
 
 /// Runs blocking filesystem work off the async threads.
@@ -359,6 +418,32 @@ impl StorageClient for LocalClient {
             Ok(removed)
         })
         .await
+    }
+
+    /// `file:///<canonical path>`: the root with symlinks and `..` resolved (a root that does
+    /// not exist yet: its deepest existing ancestor resolved, the rest appended), so two
+    /// spellings of one folder are one pair.
+    async fn location(&self) -> Result<Location> {
+        let root = self.root.clone();
+        blocking(move || {
+            Ok(Location::new(
+                crate::SCHEME,
+                "",
+                canonical_path(&root).to_string_lossy(),
+            ))
+        })
+        .await
+    }
+
+    /// The UUID of the filesystem holding the root, where one can be found without root
+    /// privileges: the `/dev/disk/by-uuid/` link whose block device is the root's device;
+    /// else, on ext2/3/4 and btrfs (whose `statfs` `f_fsid` is derived from the filesystem
+    /// UUID), `f_fsid`. Other filesystems (xfs, tmpfs, overlayfs, network mounts) derive
+    /// `f_fsid` from the device number, which changes across reboots and hot-plugs, so they
+    /// have no volume id here. The engine uses it only where it cannot write the root's id file.
+    async fn volume_id(&self) -> Result<Option<String>> {
+        let root = self.root.clone();
+        blocking(move || Ok(volume_id(&root))).await
     }
 
     async fn sync_written(&self) -> Result<()> {

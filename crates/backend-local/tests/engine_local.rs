@@ -168,7 +168,8 @@ async fn old_trash_is_pruned() {
             .exists()
     );
     assert!(f.src.join(".syncengine/trash/aééééééééé/mine.txt").exists());
-    assert!(!f.dst.join(".syncengine").exists());
+    // The destination's .syncengine/ holds only its own root id, no synced trash.
+    assert!(!f.dst.join(".syncengine/trash").exists());
 }
 
 /// A backup dir receives deleted files instead of the trash.

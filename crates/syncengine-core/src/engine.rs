@@ -188,9 +188,7 @@ impl SyncEngine {
         } else {
             store.stream()
         };
-        let mut plan = reconciler
-            .plan(source_list, destination_list, base)
-            .await?;
+        let mut plan = reconciler.plan(source_list, destination_list, base).await?;
         plan.warnings.extend(roots.warnings.iter().cloned());
         if roots.accepted {
             let before = plan.actions.len();

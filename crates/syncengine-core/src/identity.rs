@@ -350,8 +350,7 @@ pub async fn create_root_id(client: &dyn StorageClient) -> Result<String, Error>
         .with_mode(WriteMode::Create)
         .with_size_hint(size);
     let path = root_id_path()?;
-    match client.write_opts(&path, bytes_stream(body), opts).await
-    {
+    match client.write_opts(&path, bytes_stream(body), opts).await {
         Ok(_) => Ok(id),
         Err(Error::AlreadyExists { .. }) => match read_root_id(client).await? {
             Some(existing) => Ok(existing),
@@ -419,7 +418,9 @@ pub(crate) async fn check_roots(
         let found = match recorded.filter(|_| base_files > 0) {
             None => None,
             Some(RootIdentity::IdFile(r)) if current.as_deref() == Some(r.as_str()) => continue,
-            Some(r @ RootIdentity::IdFile(_)) => Some((r, current.clone().map(RootIdentity::IdFile))),
+            Some(r @ RootIdentity::IdFile(_)) => {
+                Some((r, current.clone().map(RootIdentity::IdFile)))
+            }
             Some(RootIdentity::Volume(r)) => {
                 let volume = client.volume_id().await.map_err(storage)?;
                 if volume.as_deref() == Some(r.as_str()) {
@@ -508,14 +509,20 @@ mod tests {
 
     #[test]
     fn endpoints_reduce_to_host_and_port() {
-        assert_eq!(endpoint_authority("http://127.0.0.1:9000"), "127.0.0.1:9000");
+        assert_eq!(
+            endpoint_authority("http://127.0.0.1:9000"),
+            "127.0.0.1:9000"
+        );
         assert_eq!(
             endpoint_authority("http://key:secret@127.0.0.1:9000/"),
             "127.0.0.1:9000"
         );
         assert_eq!(endpoint_authority("http://[::1]"), "[::1]:80");
         assert_eq!(endpoint_authority("http://[::1]:81"), "[::1]:81");
-        assert_eq!(endpoint_authority("https://h.example/x/?a=b"), "h.example:443/x");
+        assert_eq!(
+            endpoint_authority("https://h.example/x/?a=b"),
+            "h.example:443/x"
+        );
     }
 
     #[test]
@@ -576,7 +583,10 @@ mod tests {
             recorded: RootIdentity::IdFile("aaa".into()),
             found: Some(RootIdentity::IdFile("bbb".into())),
         }]);
-        assert!(msg.contains("root id aaa") && msg.contains("root id bbb"), "{msg}");
+        assert!(
+            msg.contains("root id aaa") && msg.contains("root id bbb"),
+            "{msg}"
+        );
         assert!(msg.contains("--accept-new-root destination"), "{msg}");
         assert!(msg.contains("file:///mnt/usb"), "{msg}");
         let both = root_changed_message(&[

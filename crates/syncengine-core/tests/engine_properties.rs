@@ -267,7 +267,11 @@ async fn failed_listing_deletes_nothing() {
         matches!(err, SyncError::Listing { .. }),
         "expected a listing error, got {err}"
     );
-    assert_eq!(contents(&d).await.len(), 10, "a partial listing led to deletes");
+    assert_eq!(
+        contents(&d).await.len(),
+        10,
+        "a partial listing led to deletes"
+    );
 }
 
 /// Wraps a client and slows its writes, so a run can be cancelled part way; optionally its
@@ -424,7 +428,8 @@ async fn base_waits_for_the_durability_barrier() {
         .await
         .unwrap_err();
     assert!(matches!(err, SyncError::Storage { .. }), "{err}");
-    let store = syncengine_core::state::StateStore::open(state.path(), &pair.id().await.unwrap()).unwrap();
+    let store =
+        syncengine_core::state::StateStore::open(state.path(), &pair.id().await.unwrap()).unwrap();
     assert_eq!(
         store.count().unwrap(),
         0,

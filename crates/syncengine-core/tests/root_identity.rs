@@ -1,0 +1,459 @@
+//! A base is used only for the storage it describes: pair ids follow each side's resolved
+//! location, and each root's identity (its `.syncengine/root-id`) is recorded and checked.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use syncengine_core::state::{BaseRecord, BaseUpdate, SideRecord, StateStore};
+use syncengine_core::{
+    AcceptNewRoot, ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, Location,
+    MemoryClient, ReadOptions, RelPath, Result, RootIdentity, Side, StorageClient,
+    StorageClientExt, SyncEngine, SyncError, SyncMode, SyncOptions, SyncPair, TransferOptions,
+    WriteOptions,
+};
+
+fn rel(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+/// The user's files (the engine's `.syncengine/` folder left out).
+fn user_files(c: &MemoryClient) -> BTreeMap<String, Bytes> {
+    c.files()
+        .into_iter()
+        .filter(|(p, _)| !p.as_str().starts_with(".syncengine/"))
+        .map(|(p, b)| (p.to_string(), b))
+        .collect()
+}
+
+async fn fill(c: &MemoryClient, names: impl IntoIterator<Item = String>) {
+    for n in names {
+        c.put(&rel(&n), Bytes::from(format!("content of {n}")))
+            .await
+            .unwrap();
+    }
+}
+
+fn ten() -> Vec<String> {
+    (0..10).map(|i| format!("f{i}.txt")).collect()
+}
+
+fn root_id(c: &MemoryClient) -> Option<String> {
+    c.files()
+        .get(&rel(".syncengine/root-id"))
+        .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+}
+
+/// Source with ten files, synced two-way to a destination "mounted" at `usb`.
+async fn synced_pair(state: &std::path::Path) -> (Arc<MemoryClient>, Arc<MemoryClient>) {
+    let s = Arc::new(MemoryClient::new());
+    let d = Arc::new(MemoryClient::new().with_location("usb"));
+    fill(&s, ten()).await;
+    let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay);
+    SyncEngine::new(state).sync_pair(&pair).await.unwrap();
+    assert_eq!(user_files(&d).len(), 10);
+    (s, d)
+}
+
+/// Another disk at the same mount point: six of the ten files, no id file of ours.
+async fn replacement_disk() -> Arc<MemoryClient> {
+    let d = Arc::new(MemoryClient::new().with_location("usb"));
+    fill(&d, ten().into_iter().take(6)).await;
+    d
+}
+
+#[tokio::test]
+async fn pair_ids_follow_resolved_locations() {
+    let a = Arc::new(MemoryClient::new());
+    let b = Arc::new(MemoryClient::new());
+    let c = Arc::new(MemoryClient::new());
+    let ab = SyncPair::new(a.clone(), b.clone(), SyncMode::TwoWay);
+    let ac = SyncPair::new(a.clone(), c.clone(), SyncMode::TwoWay);
+    assert_ne!(ab.id().await.unwrap(), ac.id().await.unwrap());
+    // Two storages behind one name share the id (the root identity tells them apart).
+    let u1 = Arc::new(MemoryClient::new().with_location("usb"));
+    let u2 = Arc::new(MemoryClient::new().with_location("usb"));
+    assert_eq!(
+        SyncPair::new(a.clone(), u1, SyncMode::TwoWay)
+            .id()
+            .await
+            .unwrap(),
+        SyncPair::new(a.clone(), u2, SyncMode::SourceBackup)
+            .id()
+            .await
+            .unwrap(),
+        "the mode is not part of the id"
+    );
+    assert_eq!(
+        ab.locations().await.unwrap()[1],
+        b.location().await.unwrap()
+    );
+    // An explicit id wins.
+    assert_eq!(ab.clone().with_id("mine").id().await.unwrap(), "mine");
+}
+
+#[tokio::test]
+async fn a_replaced_root_stops_the_run_and_deletes_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let (s, d) = synced_pair(state.path()).await;
+    let recorded = root_id(&d).unwrap();
+    let swapped = replacement_disk().await;
+    let pair = SyncPair::new(s.clone(), swapped.clone(), SyncMode::TwoWay)
+        .with_options(SyncOptions::default().with_force(true));
+    let err = SyncEngine::new(state.path())
+        .sync_pair(&pair)
+        .await
+        .unwrap_err();
+    assert!(err.is_safety_stop(), "{err}");
+    let SyncError::RootChanged { changes } = &err else {
+        panic!("expected RootChanged, got {err}")
+    };
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].side, Side::Destination);
+    assert_eq!(changes[0].recorded, RootIdentity::IdFile(recorded.clone()));
+    assert_eq!(changes[0].found, None);
+    let msg = err.to_string();
+    assert!(msg.contains(&recorded), "{msg}");
+    assert!(msg.contains("--accept-new-root destination"), "{msg}");
+    assert_eq!(user_files(&s).len(), 10, "the source lost files");
+    assert_eq!(user_files(&swapped).len(), 6);
+    assert_eq!(root_id(&swapped), None, "a stopped run wrote an id file");
+
+    // A root that carries another pair's id file is named with both ids.
+    let other = Arc::new(MemoryClient::new().with_location("usb"));
+    fill(&other, ten().into_iter().take(6)).await;
+    other
+        .put(&rel(".syncengine/root-id"), Bytes::from("feedface\n"))
+        .await
+        .unwrap();
+    let pair = SyncPair::new(s.clone(), other.clone(), SyncMode::SourceToDestination);
+    let err = SyncEngine::new(state.path())
+        .sync_pair(&pair)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("root id {recorded}")) && msg.contains("root id feedface"),
+        "{msg}"
+    );
+    assert_eq!(user_files(&other).len(), 6);
+}
+
+#[tokio::test]
+async fn an_accepted_root_plans_no_deletions_then_runs_normally() {
+    let state = tempfile::tempdir().unwrap();
+    let (s, _d) = synced_pair(state.path()).await;
+    // The new disk also holds a file of its own that a mirror would delete.
+    let swapped = replacement_disk().await;
+    fill(&swapped, ["extra.txt".to_owned()]).await;
+    let engine = SyncEngine::new(state.path());
+    for mode in [SyncMode::TwoWay, SyncMode::SourceToDestination] {
+        let pair = SyncPair::new(s.clone(), swapped.clone(), mode)
+            .with_options(SyncOptions::default().with_accept_new_root(AcceptNewRoot::Destination));
+        let dry = engine
+            .sync_pair(
+                &pair
+                    .clone()
+                    .with_options(pair.options.clone().with_dry_run(true)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(dry.deleted_source + dry.deleted_destination, 0, "{mode}");
+        assert_eq!(root_id(&swapped), None, "a dry run wrote an id file");
+    }
+    let pair = SyncPair::new(s.clone(), swapped.clone(), SyncMode::SourceToDestination)
+        .with_options(SyncOptions::default().with_accept_new_root(AcceptNewRoot::Destination));
+    let stats = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(stats.deleted_source + stats.deleted_destination, 0);
+    assert_eq!(stats.uploaded, 4, "the four missing files are copied");
+    assert!(
+        stats.warnings.iter().any(|w| w.contains("accepted")),
+        "{:?}",
+        stats.warnings
+    );
+    assert_eq!(user_files(&s).len(), 10);
+    assert_eq!(user_files(&swapped).len(), 11, "extra.txt was deleted");
+    let new_id = root_id(&swapped).expect("the accepted root got an id file");
+
+    // The next run is an ordinary one: identity matches, the mirror removes the extra file.
+    let pair = SyncPair::new(s.clone(), swapped.clone(), SyncMode::SourceToDestination);
+    let stats = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(stats.deleted_destination, 1);
+    assert_eq!(user_files(&swapped), user_files(&s));
+    assert_eq!(root_id(&swapped), Some(new_id));
+    // And a deletion on the source now propagates (the base is live again).
+    s.delete(&rel("f0.txt")).await.unwrap();
+    let stats = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(stats.deleted_destination, 1);
+    assert_eq!(user_files(&swapped).len(), 9);
+}
+
+#[tokio::test]
+async fn a_state_file_copied_from_another_pair_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let (a_src, a_dst) = synced_pair(state.path()).await;
+    let a_id = SyncPair::new(a_src.clone(), a_dst.clone(), SyncMode::TwoWay)
+        .id()
+        .await
+        .unwrap();
+
+    let b_src = Arc::new(MemoryClient::new());
+    let b_dst = Arc::new(MemoryClient::new());
+    fill(&b_src, ten().into_iter().skip(4)).await;
+    let b = SyncPair::new(b_src.clone(), b_dst.clone(), SyncMode::TwoWay);
+    engine.sync_pair(&b).await.unwrap();
+    let b_id = b.id().await.unwrap();
+    std::fs::copy(
+        StateStore::file_for(state.path(), &a_id),
+        StateStore::file_for(state.path(), &b_id),
+    )
+    .unwrap();
+    let err = engine.sync_pair(&b).await.unwrap_err();
+    let SyncError::RootChanged { changes } = &err else {
+        panic!("expected RootChanged, got {err}")
+    };
+    assert_eq!(changes.len(), 2, "{err}");
+    assert!(err.to_string().contains("--accept-new-root both"), "{err}");
+    assert_eq!(user_files(&b_src).len(), 6);
+    assert_eq!(user_files(&b_dst).len(), 6);
+}
+
+#[tokio::test]
+async fn explicit_pair_ids_are_checked_too() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let s = Arc::new(MemoryClient::new());
+    let d = Arc::new(MemoryClient::new());
+    fill(&s, ten()).await;
+    engine
+        .sync_pair(&SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay).with_id("backup"))
+        .await
+        .unwrap();
+    // The same explicit id on another destination.
+    let other = replacement_disk().await;
+    let err = engine
+        .sync_pair(&SyncPair::new(s.clone(), other.clone(), SyncMode::TwoWay).with_id("backup"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SyncError::RootChanged { .. }), "{err}");
+    assert_eq!(user_files(&s).len(), 10);
+}
+
+#[tokio::test]
+async fn a_dry_run_writes_no_id_file_and_no_state() {
+    let state = tempfile::tempdir().unwrap();
+    let s = Arc::new(MemoryClient::new());
+    let d = Arc::new(MemoryClient::new());
+    fill(&s, ten()).await;
+    let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay)
+        .with_options(SyncOptions::default().with_dry_run(true));
+    let stats = SyncEngine::new(state.path())
+        .sync_pair(&pair)
+        .await
+        .unwrap();
+    assert_eq!(stats.uploaded, 10);
+    assert_eq!(root_id(&s), None);
+    assert_eq!(root_id(&d), None);
+    assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), 0);
+}
+
+/// The id older versions used: a hash of the clients' display strings.
+fn older_id(s: &dyn StorageClient, d: &dyn StorageClient) -> String {
+    let mut h = Sha256::new();
+    h.update(s.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(d.to_string().as_bytes());
+    hex::encode(&h.finalize()[..12])
+}
+
+#[tokio::test]
+async fn state_under_the_older_id_is_adopted() {
+    let state = tempfile::tempdir().unwrap();
+    let s = Arc::new(MemoryClient::new());
+    let d = Arc::new(MemoryClient::new());
+    fill(&s, ten()).await;
+    fill(&d, ten()).await;
+    // What an older version left: a completed base keyed by the display-string id, and no
+    // root identities (nor id files on the roots).
+    let old = older_id(s.as_ref(), d.as_ref());
+    {
+        let store = StateStore::open(state.path(), &old).unwrap();
+        let mut ups = Vec::new();
+        for e in s.list_all(None).await.unwrap() {
+            let de = d.stat(&e.path).await.unwrap();
+            ups.push(BaseUpdate::Put(BaseRecord {
+                path: e.path.clone(),
+                source: SideRecord::from_entry(&e),
+                destination: SideRecord::from_entry(&de),
+            }));
+        }
+        store.apply(&ups).unwrap();
+        store.mark_completed().unwrap();
+    }
+    let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay);
+    let new = pair.id().await.unwrap();
+    assert_ne!(new, old);
+    // A deletion propagates only with the base: proof that it was kept.
+    d.delete(&rel("f3.txt")).await.unwrap();
+    let stats = SyncEngine::new(state.path())
+        .sync_pair(&pair)
+        .await
+        .unwrap();
+    assert_eq!(stats.deleted_source, 1, "{stats:?}");
+    assert!(!StateStore::file_for(state.path(), &old).exists());
+    assert!(StateStore::file_for(state.path(), &new).exists());
+    // The first run recorded both roots: replacing one now stops the run.
+    assert!(root_id(&s).is_some() && root_id(&d).is_some());
+    let store = StateStore::open(state.path(), &new).unwrap();
+    assert_eq!(
+        store.root_identity(Side::Destination).unwrap(),
+        Some(RootIdentity::IdFile(root_id(&d).unwrap()))
+    );
+}
+
+/// A client whose root refuses writes to the engine's folder (a read-only root), with or
+/// without a volume id.
+#[derive(Debug)]
+struct ReadOnlyRoot {
+    inner: Arc<MemoryClient>,
+    volume: Option<String>,
+}
+
+impl std::fmt::Display for ReadOnlyRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadOnlyRoot({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl StorageClient for ReadOnlyRoot {
+    fn backend(&self) -> &'static str {
+        "readonly"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn location(&self) -> Result<Location> {
+        self.inner.location().await
+    }
+    async fn volume_id(&self) -> Result<Option<String>> {
+        Ok(self.volume.clone())
+    }
+    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
+        self.inner.list(prefix)
+    }
+    async fn stat(&self, path: &RelPath) -> Result<Entry> {
+        self.inner.stat(path).await
+    }
+    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
+        self.inner.read_opts(path, opts).await
+    }
+    async fn write_opts(
+        &self,
+        path: &RelPath,
+        body: ByteStream,
+        opts: WriteOptions,
+    ) -> Result<Entry> {
+        if path.as_str().starts_with(".syncengine/") {
+            return Err(Error::PermissionDenied {
+                backend: "readonly",
+                path: path.to_string(),
+                source: None,
+            });
+        }
+        self.inner.write_opts(path, body, opts).await
+    }
+    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
+        self.inner.delete_opts(path, opts).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        self.inner.copy_opts(from, to, opts).await
+    }
+    async fn rename_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        self.inner.rename_opts(from, to, opts).await
+    }
+}
+
+#[tokio::test]
+async fn read_only_roots_fall_back_to_the_volume_id_or_warn() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let store_a = Arc::new(MemoryClient::new().with_location("ro"));
+    fill(&store_a, ten()).await;
+    let d = Arc::new(MemoryClient::new());
+    let ro = |inner: &Arc<MemoryClient>, volume: &str| -> Arc<dyn StorageClient> {
+        Arc::new(ReadOnlyRoot {
+            inner: inner.clone(),
+            volume: Some(volume.to_owned()),
+        })
+    };
+    let pair = SyncPair::new(
+        ro(&store_a, "vol-A"),
+        d.clone(),
+        SyncMode::SourceToDestination,
+    );
+    engine.sync_pair(&pair).await.unwrap();
+    let id = pair.id().await.unwrap();
+    let store = StateStore::open(state.path(), &id).unwrap();
+    assert_eq!(
+        store.root_identity(Side::Source).unwrap(),
+        Some(RootIdentity::Volume("vol-A".into()))
+    );
+    drop(store);
+    engine.sync_pair(&pair).await.unwrap();
+
+    // Another volume behind the same name is a changed root.
+    let store_b = Arc::new(MemoryClient::new().with_location("ro"));
+    fill(&store_b, ten().into_iter().take(3)).await;
+    let swapped = SyncPair::new(
+        ro(&store_b, "vol-B"),
+        d.clone(),
+        SyncMode::SourceToDestination,
+    )
+    .with_options(SyncOptions::default().with_force(true));
+    let err = engine.sync_pair(&swapped).await.unwrap_err();
+    assert!(
+        err.to_string().contains("volume id vol-A") && err.to_string().contains("volume id vol-B"),
+        "{err}"
+    );
+    assert_eq!(user_files(&d).len(), 10);
+
+    // Without a volume id the run warns and goes on.
+    let state2 = tempfile::tempdir().unwrap();
+    let bare: Arc<dyn StorageClient> = Arc::new(ReadOnlyRoot {
+        inner: store_a.clone(),
+        volume: None,
+    });
+    let stats = SyncEngine::new(state2.path())
+        .sync_pair(&SyncPair::new(
+            bare,
+            Arc::new(MemoryClient::new()),
+            SyncMode::SourceToDestination,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        stats
+            .warnings
+            .iter()
+            .any(|w| w.contains("cannot write the source's identity file")),
+        "{:?}",
+        stats.warnings
+    );
+    assert_eq!(stats.uploaded, 10);
+}
