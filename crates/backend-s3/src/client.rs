@@ -15,6 +15,7 @@ use object_store::{
     UpdateVersion,
 };
 use syncengine_core::entry::md5_of_etag;
+use syncengine_core::identity::{Location, endpoint_authority};
 use syncengine_core::{
     ByteStream, Capabilities, ContentHash, DeleteOptions, Entry, EntryStream, Error, HashKind,
     ReadOptions, RelPath, Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
@@ -404,6 +405,37 @@ fn take_part(
 impl StorageClient for S3Client {
     fn backend(&self) -> &'static str {
         self.backend_name()
+    }
+
+    /// `<scheme>://<endpoint host:port>/<bucket>/<prefix>` (Azure: the account before the
+    /// container). Without an endpoint, the cloud's own host: `s3.<region>.amazonaws.com`,
+    /// `<account>.blob.core.windows.net` (or Azurite's), `storage.googleapis.com`. No
+    /// credentials: a rotated key is the same storage.
+    async fn location(&self) -> Result<Location> {
+        let c = &self.config;
+        let authority = match (&c.endpoint, c.kind) {
+            (Some(endpoint), _) => endpoint_authority(endpoint),
+            (None, StoreKind::S3) => format!(
+                "s3.{}.amazonaws.com:443",
+                c.region.as_deref().unwrap_or("us-east-1")
+            ),
+            (None, StoreKind::Azure) if c.use_emulator => "127.0.0.1:10000".to_owned(),
+            (None, StoreKind::Azure) => format!(
+                "{}.blob.core.windows.net:443",
+                c.access_key_id.as_deref().unwrap_or_default()
+            ),
+            (None, StoreKind::Gcs) => "storage.googleapis.com:443".to_owned(),
+        };
+        let account = match (c.kind, c.access_key_id.as_deref()) {
+            (StoreKind::Azure, Some(account)) => account.to_owned(),
+            (StoreKind::Azure, None) if c.use_emulator => "devstoreaccount1".to_owned(),
+            _ => String::new(),
+        };
+        Ok(Location::new(
+            c.kind.scheme(),
+            authority,
+            format!("{account}/{}/{}", c.bucket, c.prefix),
+        ))
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -14,6 +14,7 @@ use syncengine_core::{
     Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
 };
 
+use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, temp_file_name};
 
 use crate::config::SftpConfig;
@@ -615,6 +616,39 @@ enum ListState {
 impl StorageClient for SftpClient {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    /// `sftp://<host:port>/<canonical path>`: the server resolves the root (`realpath`), so a
+    /// relative root names the login directory it really is (another user's home is another
+    /// path), and a symlinked root its target. A root that does not exist yet is resolved
+    /// through the login directory (relative) or taken as written (absolute).
+    async fn location(&self) -> Result<Location> {
+        let cfg = &self.inner.cfg;
+        let session = self.inner.pool.get().await.map_err(|e| to_core(e, ""))?;
+        let root = self.inner.remote(None);
+        let realpath = |path: String| async {
+            session
+                .run(session.raw.realpath(path))
+                .await
+                .ok()
+                .and_then(|name| name.files.into_iter().next())
+                .map(|f| f.filename)
+        };
+        let path = match realpath(root.clone()).await {
+            Some(path) => path,
+            None if root.starts_with('/') => root,
+            None => match realpath(".".to_owned()).await {
+                Some(home) => format!("{}/{root}", home.trim_end_matches('/')),
+                None => {
+                    return Err(Error::other(
+                        BACKEND,
+                        root,
+                        "the server resolves neither the root nor the login directory",
+                    ));
+                }
+            },
+        };
+        Ok(Location::new("sftp", cfg.host_port(), path))
     }
 
     fn capabilities(&self) -> Capabilities {

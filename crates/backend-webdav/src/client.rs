@@ -11,6 +11,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use syncengine_core::entry::{nanos_to_system_time, system_time_to_nanos};
+use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, TEMP_FILE_PREFIX, temp_file_name};
 use syncengine_core::{
     ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
@@ -981,6 +982,23 @@ impl StorageClient for WebDavClient {
             }
         }
         Ok(removed)
+    }
+
+    /// `webdav://<host:port>/<decoded path of the root collection>` (the scheme of the URL
+    /// does not take part: one port serves one protocol).
+    async fn location(&self) -> Result<Location> {
+        let base = &self.inner.base;
+        let host = match base.host() {
+            Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+            Some(host) => host.to_string(),
+            None => String::new(),
+        };
+        let port = base.port_or_known_default().unwrap_or_default();
+        Ok(Location::new(
+            "webdav",
+            format!("{host}:{port}"),
+            self.inner.base_segments.join("/"),
+        ))
     }
 
     fn capabilities(&self) -> Capabilities {

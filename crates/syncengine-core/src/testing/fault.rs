@@ -509,6 +509,16 @@ impl StorageClient for FaultClient {
         self.inner.remove_stale_temps().await
     }
 
+    /// The wrapped client's: a faulty connection to a storage is still that storage (and a
+    /// pair id that changed with the wrapper would lose the base).
+    async fn location(&self) -> Result<crate::identity::Location> {
+        self.inner.location().await
+    }
+
+    async fn volume_id(&self) -> Result<Option<String>> {
+        self.inner.volume_id().await
+    }
+
     async fn sync_written(&self) -> Result<()> {
         let (fault, _) = self.begin(Op::SyncWritten, "");
         if let Some(e) = fault.and_then(|f| Self::error(f, Op::SyncWritten, "")) {
