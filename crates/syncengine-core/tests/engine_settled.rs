@@ -290,7 +290,7 @@ async fn new_file_at_a_settled_path_keeps_it_and_the_backup_becomes_a_conflict_c
     assert_eq!(kept[0].1, "the first photo");
     assert_eq!(files(&d)["DCIM/IMG_0002.JPG"], "the second photo");
     // The source has only its new photo: deleted photos never come back.
-    let source_files = files(&s);
+    let source_files = user_files(&s);
     assert_eq!(source_files.len(), 2, "{source_files:?}");
     assert_eq!(source_files["DCIM/IMG_0001.JPG"], "a brand new photo");
 
@@ -299,8 +299,8 @@ async fn new_file_at_a_settled_path_keeps_it_and_the_backup_becomes_a_conflict_c
         .await
         .unwrap();
     assert!(again.is_noop(), "{again:?}");
-    assert_eq!(files(&s).len(), 2);
-    assert_eq!(files(&d).len(), 4);
+    assert_eq!(user_files(&s).len(), 2);
+    assert_eq!(user_files(&d).len(), 4);
 }
 
 #[tokio::test]

@@ -287,9 +287,12 @@ impl StorageClient for CountingReads {
         self.inner.stat(path).await
     }
     async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
-        // Only reads that find a file count: every run looks for `.syncignore`.
+        // Only reads of user files that find one count: every run looks for `.syncignore`
+        // and reads each root's `.syncengine/root-id`.
         let body = self.inner.read_opts(path, opts).await?;
-        self.reads.fetch_add(1, Ordering::Relaxed);
+        if !path.as_str().starts_with(".syncengine/") {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(body)
     }
     async fn write_opts(

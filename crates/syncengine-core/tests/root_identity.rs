@@ -286,11 +286,11 @@ async fn state_under_the_older_id_is_adopted() {
         let mut ups = Vec::new();
         for e in s.list_all(None).await.unwrap() {
             let de = d.stat(&e.path).await.unwrap();
-            ups.push(BaseUpdate::Put(BaseRecord {
-                path: e.path.clone(),
-                source: SideRecord::from_entry(&e),
-                destination: SideRecord::from_entry(&de),
-            }));
+            ups.push(BaseUpdate::Put(BaseRecord::new(
+                e.path.clone(),
+                SideRecord::from_entry(&e),
+                SideRecord::from_entry(&de),
+            )));
         }
         store.apply(&ups).unwrap();
         store.mark_completed().unwrap();

@@ -173,11 +173,11 @@ mod tests {
     use crate::state::{BaseRecord, BaseUpdate, SideRecord};
 
     fn rec(path: &str) -> BaseUpdate {
-        BaseUpdate::Put(BaseRecord {
-            path: RelPath::new(path).unwrap(),
-            source: SideRecord::default(),
-            destination: SideRecord::default(),
-        })
+        BaseUpdate::Put(BaseRecord::new(
+            RelPath::new(path).unwrap(),
+            SideRecord::default(),
+            SideRecord::default(),
+        ))
     }
 
     #[test]

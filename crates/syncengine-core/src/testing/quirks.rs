@@ -173,6 +173,14 @@ impl StorageClient for QuirkClient {
         self.inner.remove_stale_temps().await
     }
 
+    async fn location(&self) -> Result<crate::identity::Location> {
+        self.inner.location().await
+    }
+
+    async fn volume_id(&self) -> Result<Option<String>> {
+        self.inner.volume_id().await
+    }
+
     async fn sync_written(&self) -> Result<()> {
         self.inner.sync_written().await
     }
