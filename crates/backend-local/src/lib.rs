@@ -32,7 +32,11 @@
 //!   disk (`fsync`, see [`LocalClient::with_fsync`]), get their mtime, and are then renamed into
 //!   place: a reader sees the old or the new content, never a part. A failed or cancelled write
 //!   removes its temporary file. Temporary files are never listed, so a name starting with
-//!   `.syncengine-tmp-` cannot be synced (writing one is `InvalidPath`).
+//!   `.syncengine-tmp-` cannot be synced (writing one is `InvalidPath`). The temp of a killed
+//!   write stays until it is a day old (modification and access time; another machine may be
+//!   writing into a shared folder): listings note it and `remove_stale_temps` removes it, as
+//!   the engine does after every run that is not a dry run. Names that merely start with the
+//!   prefix are never removed (the core's `is_stale_temp`).
 //! - `WriteMode::Create` and `rename`/`copy` without overwrite are race-free: the new name is
 //!   made with `link(2)`, which fails if it exists, never by check-then-rename. (On a filesystem
 //!   without hard links they fall back to check-then-rename, logged at debug level.)

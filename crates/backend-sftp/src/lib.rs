@@ -43,7 +43,11 @@
 //!   in, and only then is the old one removed (put back if the second rename fails). A failed,
 //!   cancelled or disconnected write removes its temporary file (through a new connection if
 //!   the old one died) and leaves the old content. Temporary files are never listed, so a name
-//!   starting with `.syncengine-tmp-` cannot be written (`InvalidPath`).
+//!   starting with `.syncengine-tmp-` cannot be written (`InvalidPath`). The temp's access
+//!   time is set to now with its mtime, so until the rename it never looks stale; a temp left
+//!   by a killed write is removed by `remove_stale_temps` (after a run, never in a dry run)
+//!   once both times are a day old (the core's `is_stale_temp`). A file moved aside
+//!   (`.syncengine-tmp-old-…`) is never removed automatically: it may be the only copy.
 //! - `WriteMode::Create` and `rename` without overwrite check that the target is absent, then
 //!   do a plain SFTP rename, which OpenSSH itself refuses onto an existing name (race-free
 //!   there; a server whose plain rename replaces leaves a small race window).

@@ -56,7 +56,9 @@
 //!   `.syncengine-tmp-<random hex>`, gets its mtime, and is `MOVE`d onto the target. Missing
 //!   parents are made with `MKCOL` first (the body is a stream and cannot be replayed after a
 //!   409). A failed write deletes its temporary file; a cancelled one (future dropped) spawns
-//!   the delete. Temporary names are never listed, and writing one is `InvalidPath`.
+//!   the delete. Temporary names are never listed, and writing one is `InvalidPath`. A temp
+//!   left by a killed write is removed by `remove_stale_temps` (after a run, never in a dry
+//!   run) once the server's last-modified time is a day old (the core's `is_stale_temp`).
 //! - **Write modes**: `Create` is `MOVE` with `Overwrite: F` (412 → `AlreadyExists`), atomic on
 //!   the server. `Update(etag)` compares the target's current etag, then `MOVE`s with
 //!   `Overwrite: T` and a tagged `If: <target> (["etag"])` header: Apache evaluates it on the

@@ -35,8 +35,10 @@
 //!   `!build/keep.txt` still ignores `build/keep.txt`; write `build/*` to allow that).
 //! - Always ignored, whatever the patterns: the `.syncengine` folder at the root (trash and
 //!   state) with everything under it (a root entry of that name, even a file, is left alone
-//!   too, as it would collide with our folder), and every path with a segment starting with
-//!   [`TEMP_FILE_PREFIX`] (our in-flight temp files).
+//!   too, as it would collide with our folder), every path with a segment starting with
+//!   [`TEMP_FILE_PREFIX`] (our in-flight temp files), and folders given to
+//!   [`IgnoreRules::add_own_dir`] (the engine's state directory when it lies inside a synced
+//!   local root).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
