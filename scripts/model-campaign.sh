@@ -9,14 +9,15 @@
 #
 # Environment: MODEL_CASES (or PROPTEST_CASES; total over all profiles), MODEL_SEED (or
 # PROPTEST_RNG_SEED), PROFILES (space-separated MODEL_KINDS values; see `Kinds::from_env` in
-# the test), REPORT (file that receives every minimal failing schedule).
+# the test), REPORT (file that receives every minimal failing schedule), MODEL_SHRINK_ITERS
+# (default 150: shrinking steps per failing schedule).
 # Prints one summary line per profile and a total: schedules run, failing schedules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 total=${MODEL_CASES:-${PROPTEST_CASES:-10000}}
 seed=${MODEL_SEED:-${PROPTEST_RNG_SEED:-$(date +%s)}}
-profiles=${PROFILES:-"ci mode_switch initial_prefs,initial_once edit_after_crash same_run_spread cancel,never_absent ErrorAfter ShortRead,ReadErrorMidStream CorruptRead WriteBodyError all"}
+profiles=${PROFILES:-"ci type_change case_fold same_size_mtime edit_after_crash same_run_spread never_absent ShortRead CorruptRead all"}
 report=${REPORT:-target/model-campaign-$seed.txt}
 mkdir -p "$(dirname "$report")"
 : >"$report"
@@ -33,6 +34,7 @@ i=0
 for kinds in "${list[@]}"; do
     i=$((i + 1))
     out=$(MODEL_KINDS=$kinds MODEL_CASES=$per MODEL_SEED=$((seed + i)) MODEL_CONTINUE=1 \
+        MODEL_SHRINK_ITERS=${MODEL_SHRINK_ITERS:-150} \
         MODEL_REPORT=$report \
         cargo test -q -p syncengine-core --features testing --test model \
         model_schedules_keep_every_version -- --nocapture 2>&1 || true)

@@ -1734,7 +1734,7 @@ fn campaign(kinds: &Kinds, cases: u64, seed: u64, keep_going: bool) -> (u64, Vec
         if tree.simplify() {
             loop {
                 iters += 1;
-                if iters > 400 {
+                if iters > env_u64("MODEL_SHRINK_ITERS", 400) {
                     break;
                 }
                 match run_schedule(kinds, &tree.current()) {
