@@ -3,7 +3,10 @@
 //!
 //! Most users want the `syncengine` facade crate, which re-exports this one together with
 //! the backends. Backend authors implement [`StorageClient`] and run the conformance suite
-//! (feature `conformance`).
+//! (feature `conformance`). Feature `testing` adds adversarial test tools: a fault-injecting
+//! client wrapper (errors, lost replies, short or corrupt reads, failing listings,
+//! cancellation at a chosen call) and a wrapper with the name rules of real disks; the
+//! crate's `tests/model.rs` drives them from a reference model of the sync semantics.
 //!
 //! ```
 //! use std::sync::Arc;
