@@ -359,6 +359,39 @@ fn check_backup_overlap(flag: &str, backup: &Path, roots: &[&Location]) -> Resul
     Ok(())
 }
 
+/// Refuses a remote backup or trash folder that lies inside a synced remote root (outside its
+/// `.syncengine/` folder), or that contains one, and two remote roots that are the same folder
+/// or nested: the trash would be synced back as user files, or every run would copy the tree
+/// into itself again. URLs are compared by their path segments
+/// ([`Location::remote_segments`]).
+fn check_remote_overlap(
+    what: &str,
+    backup: &Location,
+    roots: &[&Location],
+    allow_own_dir: bool,
+) -> Result<(), String> {
+    let Some((scheme, inner)) = backup.remote_segments() else {
+        return Ok(());
+    };
+    for root in roots {
+        let Some((root_scheme, outer)) = root.remote_segments() else {
+            continue;
+        };
+        if root_scheme != scheme {
+            continue;
+        }
+        let inside_root = inner.starts_with(&outer)
+            && !(allow_own_dir && inner.get(outer.len()).is_some_and(|s| s == ".syncengine"));
+        if inside_root || outer.starts_with(&inner) {
+            return Err(format!(
+                "{what} {backup} overlaps the synced folder {root}; put it outside both roots \
+                 (or under the root's .syncengine/ folder)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses two local roots that are the same folder or nested: the outer root's listing would
 /// contain the inner one, and every run would copy the tree into itself again.
 fn check_roots_apart(source: &Path, destination: &Path) -> Result<(), String> {
@@ -408,6 +441,13 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
     ) {
         check_roots_apart(s, d).map_err(|e| (EXIT_USAGE, e))?;
     }
+    check_remote_overlap(
+        "the source",
+        &source.location,
+        &[&destination.location],
+        false,
+    )
+    .map_err(|e| (EXIT_USAGE, e))?;
 
     let mut options = SyncOptions::default()
         .with_conflict(args.conflict)
@@ -454,6 +494,13 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
             check_backup_overlap(flag, path, &[&source.location, &destination.location])
                 .map_err(|e| (EXIT_USAGE, e))?;
         }
+        check_remote_overlap(
+            flag,
+            &base,
+            &[&source.location, &destination.location],
+            true,
+        )
+        .map_err(|e| (EXIT_USAGE, e))?;
         for side in [Side::Source, Side::Destination] {
             let loc = base.join(side.as_str());
             let client = location::open(&loc).map_err(|e| (EXIT_USAGE, format!("{flag}: {e}")))?;
@@ -730,5 +777,42 @@ mod tests {
             .is_ok()
         );
         assert!(check_backup_overlap("--backup-dir", Path::new("/data/bak"), &[&root]).is_ok());
+    }
+
+    #[test]
+    fn remote_backup_dir_and_roots_must_not_overlap() {
+        let remote = |url: &str| location::parse(url).unwrap();
+        let root = remote("s3://bucket/photos");
+        for inside in [
+            "s3://bucket/photos/old",
+            "s3://bucket/photos//old",
+            "s3://bucket/./photos/old/",
+            "s3://BUCKET/photos/old",
+            "s3://bucket/photos",
+            "s3://bucket",
+        ] {
+            assert!(
+                check_remote_overlap("--trash-dir", &remote(inside), &[&root], true).is_err(),
+                "{inside}"
+            );
+        }
+        for apart in [
+            "s3://bucket/photos-old",
+            "s3://bucket/photos/.syncengine/trash",
+            "s3://other/photos/old",
+            "webdav://bucket/photos/old",
+        ] {
+            assert!(
+                check_remote_overlap("--trash-dir", &remote(apart), &[&root], true).is_ok(),
+                "{apart}"
+            );
+        }
+        let inner = remote("s3://bucket/photos/inner");
+        assert!(check_remote_overlap("the source", &root, &[&inner], false).is_err());
+        assert!(check_remote_overlap("the source", &inner, &[&root], false).is_err());
+        let dot = remote("s3://bucket/photos/.syncengine");
+        assert!(check_remote_overlap("the source", &root, &[&dot], false).is_err());
+        let apart = remote("s3://bucket/videos");
+        assert!(check_remote_overlap("the source", &root, &[&apart], false).is_ok());
     }
 }

@@ -201,6 +201,27 @@ impl Location {
             Location::Remote { .. } => None,
         }
     }
+
+    /// A remote URL as the scheme and its path segments (the authority first, lower-cased;
+    /// empty and `.` segments dropped, a query cut off), for telling whether two remote
+    /// locations are the same folder or nested. `None` for local disk. Spellings this does not
+    /// fold (percent-escapes, another alias of the host) compare as different.
+    pub fn remote_segments(&self) -> Option<(String, Vec<String>)> {
+        let Location::Remote { scheme, url } = self else {
+            return None;
+        };
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let mut segments: Vec<String> = rest
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .map(str::to_owned)
+            .collect();
+        if let Some(first) = segments.first_mut() {
+            *first = first.to_lowercase();
+        }
+        Some((scheme.to_lowercase(), segments))
+    }
 }
 
 impl fmt::Display for Location {
