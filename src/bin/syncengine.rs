@@ -624,7 +624,8 @@ fn report(
         eprintln!("cancelled: the run was interrupted");
         return EXIT_FAILED;
     }
-    if stats.errors > 0 {
+    // Paths that could not be listed were left alone: the pair is not fully in sync.
+    if stats.errors > 0 || stats.unknown > 0 {
         EXIT_FAILED
     } else {
         EXIT_OK
@@ -667,6 +668,9 @@ fn summary(stats: &SyncStats, elapsed: Duration) -> String {
         plural(stats.conflicts, "conflict"),
         plural(stats.errors, "error"),
     );
+    if stats.unknown > 0 {
+        line.push_str(&format!(", {} not listable (left alone)", stats.unknown));
+    }
     if stats.skipped > 0 {
         line.push_str(&format!(", {} skipped", stats.skipped));
     }

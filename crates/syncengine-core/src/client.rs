@@ -148,9 +148,11 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
         Ok(None)
     }
 
-    /// How many entries this client's listings have skipped so far (symlinks, sockets and
-    /// other non-files), counting since the client was created. The engine reads it before
-    /// and after listing to report skipped paths; backends that never skip keep the default.
+    /// How many entries this client's listings have left out on purpose so far, counting
+    /// since the client was created. The engine reads it before and after listing to report
+    /// them; backends that never skip keep the default. Paths a listing could not see are
+    /// not skipped: they are reported as [`Error::Unlisted`](crate::Error::Unlisted) items
+    /// (see [`StorageClient::list`]).
     fn skipped_count(&self) -> u64 {
         0
     }
@@ -221,10 +223,20 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// - `prefix` is a directory: `a` lists `a/x` but neither `a` itself nor `ab`.
     /// - A missing prefix lists nothing (not an error).
     /// - The backend's own temporary files (in-progress atomic writes) are never listed.
+    /// - **Unknown paths are reported, never left out silently.** A path the listing cannot
+    ///   see into — a symlink (never followed), a special file, a folder that cannot be read,
+    ///   answers an error, or vanished or changed while it was walked, a name that cannot be
+    ///   decoded — is yielded as an `Err(`[`Error::Unlisted`](crate::Error::Unlisted)`)` item
+    ///   at its place in canonical order ([`Error::unlisted_key`](crate::Error::unlisted_key))
+    ///   and the listing **goes on**. Leaving such a path out would make its files look
+    ///   deleted, and the engine would delete the other side's copies. Nothing at or below an
+    ///   unlisted path is listed.
     ///
     /// # Errors
-    /// Any failure is yielded as an `Err` item, after which the stream ends. The engine treats
-    /// a listing that failed as an error for the whole run: nothing is deleted on its basis.
+    /// Any other failure is yielded as an `Err` item, after which the stream ends: a failure
+    /// of the root itself, of the transport, or of a flat (paginated) listing. The engine
+    /// treats a listing that failed as an error for the whole run: nothing is deleted on its
+    /// basis.
     fn list(&self, prefix: Option<&RelPath>) -> EntryStream;
 
     /// Returns the entry for one file.
@@ -338,7 +350,8 @@ pub trait StorageClientExt: StorageClient {
         Ok(ContentHash::Md5(hasher.finalize().into()))
     }
 
-    /// Collects a whole listing. For tests and small trees only.
+    /// Collects a whole listing. For tests and small trees only. Stops with the error at the
+    /// first [`Error::Unlisted`](crate::Error::Unlisted) item, as at any other error.
     async fn list_all(&self, prefix: Option<&RelPath>) -> Result<Vec<Entry>> {
         self.list(prefix).try_collect().await
     }

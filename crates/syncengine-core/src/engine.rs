@@ -211,7 +211,7 @@ impl SyncEngine {
             if n > 0 {
                 plan.skipped += n;
                 plan.warnings.push(format!(
-                    "{n} entries on the {side} were skipped (symlinks or other non-files are not synced)"
+                    "{n} entries on the {side} were skipped"
                 ));
             }
         }
@@ -265,6 +265,7 @@ impl SyncEngine {
         });
         let mut stats = SyncStats {
             skipped: plan.skipped,
+            unknown: plan.source_unknown + plan.destination_unknown,
             warnings: plan.warnings.clone(),
             ..SyncStats::default()
         };
@@ -387,6 +388,16 @@ impl SyncEngine {
                         ignored.fetch_add(1, Ordering::Relaxed);
                         false
                     }
+                    // An unknown path the rules exclude blocks nothing: it would not be
+                    // synced even if it could be read.
+                    Err(Error::Unlisted { path, .. }) => match RelPath::new(path.as_str()) {
+                        Ok(p) if is_always_ignored(&p) => false,
+                        Ok(p) if rules.is_ignored(&p) || rules.is_ignored_dir(&p) => {
+                            ignored.fetch_add(1, Ordering::Relaxed);
+                            false
+                        }
+                        _ => true,
+                    },
                     _ => true,
                 };
                 futures::future::ready(keep)
@@ -438,14 +449,16 @@ fn check_safety(plan: &Plan, force: bool, max_delete_percent: u8) -> Result<(), 
     if force {
         return Ok(());
     }
-    for (side, files) in [
-        (Side::Source, plan.source_files),
-        (Side::Destination, plan.destination_files),
+    for (side, files, unknown) in [
+        (Side::Source, plan.source_files, plan.source_unknown),
+        (Side::Destination, plan.destination_files, plan.destination_unknown),
     ] {
         // Only records where the side held a version count: a side whose every file was
-        // deleted on purpose under a backup mode (settled) may be empty.
+        // deleted on purpose under a backup mode (settled) may be empty. A side with paths it
+        // could not list is not empty (a root holding only a symlinked folder); nothing below
+        // those paths is deleted anyway.
         let base_files = plan.base_files_on(side);
-        if files == 0 && base_files > 0 {
+        if files == 0 && unknown == 0 && base_files > 0 {
             return Err(SyncError::EmptySide { side, base_files });
         }
     }

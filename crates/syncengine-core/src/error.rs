@@ -84,6 +84,30 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// A listing could not tell what is at `path`: a symlink, a special file, a folder that
+    /// could not be read or vanished while it was walked, a name that cannot be decoded.
+    ///
+    /// Unlike every other error, this one does **not** end a listing: it is the one
+    /// non-terminal item a [`StorageClient::list`](crate::StorageClient::list) stream may
+    /// yield, in canonical order (see [`Error::unlisted_key`]), and the listing goes on after
+    /// it. The engine treats the path (and everything below it) as *unknown* for the run:
+    /// nothing there is deleted on either side, nothing is copied into it, its base is kept,
+    /// and the run reports it and ends with an error status. A consumer that collects a
+    /// listing with `try_collect` stops at it, which is the safe reading.
+    #[error("{backend}: could not list {}: {reason}", if path.is_empty() { "the root" } else { path.as_str() })]
+    Unlisted {
+        /// Backend name.
+        backend: &'static str,
+        /// The path concerned, relative to the client's root (empty only for the root itself
+        /// with `contents_only`).
+        path: String,
+        /// Only the folder's contents are unknown (a member whose name could not be decoded):
+        /// the folder itself was listed, and files may still be written into it; nothing below
+        /// it is deleted. When false, `path` itself is unknown, with everything below it.
+        contents_only: bool,
+        /// Why, for the user: e.g. `a symlink (not followed)`.
+        reason: String,
+    },
     /// Anything else.
     #[error("{backend}: {path}: {source}")]
     Other {
@@ -106,6 +130,59 @@ impl Error {
     /// Returns true for [`Error::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
+    }
+
+    /// Returns true for [`Error::Unlisted`], the one listing error that does not end a
+    /// listing.
+    pub fn is_unlisted(&self) -> bool {
+        matches!(self, Error::Unlisted { .. })
+    }
+
+    /// Builds [`Error::Unlisted`] for a path that is unknown with everything below it.
+    pub fn unlisted(
+        backend: &'static str,
+        path: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Unlisted {
+            backend,
+            path: path.into(),
+            contents_only: false,
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds [`Error::Unlisted`] for a folder (`""` for the root) some of whose members could
+    /// not be named: nothing below it is deleted, but the folder itself is known.
+    pub fn unlisted_contents(
+        backend: &'static str,
+        folder: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Unlisted {
+            backend,
+            path: folder.into(),
+            contents_only: true,
+            reason: reason.into(),
+        }
+    }
+
+    /// The position of an [`Error::Unlisted`] item in a listing's canonical order, `None` for
+    /// every other error.
+    ///
+    /// An unknown path sorts where a file of that name would (`a` comes before `a.txt`, so the
+    /// engine knows it before it meets anything at or below `a`); a folder whose contents are
+    /// unknown sorts as `folder/`, right before its first member (the root's as `""`, first).
+    pub fn unlisted_key(&self) -> Option<String> {
+        match self {
+            Error::Unlisted {
+                path,
+                contents_only: true,
+                ..
+            } if !path.is_empty() => Some(format!("{path}/")),
+            Error::Unlisted { path, .. } => Some(path.clone()),
+            _ => None,
+        }
     }
 
     /// Builds [`Error::NotFound`] without a source.

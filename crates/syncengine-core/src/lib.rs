@@ -50,6 +50,7 @@ pub mod state;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub(crate) mod unknown;
 
 pub use capabilities::Capabilities;
 pub use client::{

@@ -82,6 +82,8 @@ struct State {
     /// Counter behind etags and file ids; bumped on every write, copy and rename.
     version: u64,
     fail_listing_after: Option<usize>,
+    /// Paths listings report as [`Error::Unlisted`] (test hook [`MemoryClient::set_unlisted`]).
+    unlisted: BTreeMap<RelPath, String>,
     /// Identity switches (see [`MemoryClient::reuse_file_ids`]).
     identity: IdentitySwitches,
     /// Identities of deleted or replaced files, the last freed last.
@@ -267,6 +269,20 @@ impl MemoryClient {
         self.lock().identity.webdav_like = on;
     }
 
+    /// Makes listings report `path` as a path they cannot see (a symlink, an unreadable
+    /// folder…) with `reason`, hiding every file at or below it, as a real backend would
+    /// (when `Some`); or lists it normally again (when `None`).
+    ///
+    /// The files stay stored and readable: lets tests check that an unknown path is never
+    /// deleted or overwritten, on either side.
+    pub fn set_unlisted(&self, path: &RelPath, reason: Option<&str>) {
+        let mut state = self.lock();
+        match reason {
+            Some(r) => state.unlisted.insert(path.clone(), r.to_owned()),
+            None => state.unlisted.remove(path),
+        };
+    }
+
     /// Returns a snapshot of every file and its content.
     pub fn files(&self) -> BTreeMap<RelPath, Bytes> {
         self.lock()
@@ -349,8 +365,8 @@ impl fmt::Debug for MemoryClient {
 }
 
 /// A deterministic scramble key: the MD5 of the path.
-fn scramble_key(path: &RelPath) -> [u8; 16] {
-    Md5::digest(path.as_str().as_bytes()).into()
+fn scramble_key(path: &str) -> [u8; 16] {
+    Md5::digest(path.as_bytes()).into()
 }
 
 #[async_trait]
@@ -415,17 +431,40 @@ impl StorageClient for MemoryClient {
             }
         };
         let fail_after = state.fail_listing_after;
+        let hidden = |p: &RelPath| {
+            state
+                .unlisted
+                .keys()
+                .any(|u| p == u || p.as_str().starts_with(&format!("{u}/")))
+        };
+        entries.retain(|e| !hidden(&e.path));
+        let below_prefix = |u: &RelPath| {
+            prefix.is_none_or(|p| u.as_str().starts_with(&format!("{p}/")))
+        };
+        let mut items: Vec<(String, Result<Entry>)> = entries
+            .into_iter()
+            .map(|e| (e.path.as_str().to_owned(), Ok(e)))
+            .collect();
+        for (u, reason) in &state.unlisted {
+            if below_prefix(u) {
+                items.push((
+                    u.as_str().to_owned(),
+                    Err(Error::unlisted(BACKEND, u.as_str(), reason.clone())),
+                ));
+            }
+        }
         drop(state);
+        items.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
 
         if !self.ordered {
-            entries.sort_by_key(|entry| scramble_key(&entry.path));
+            items.sort_by_key(|(key, _)| scramble_key(key));
             // Two or more entries must really be out of order, or the sorting path goes untested.
-            if entries.len() > 1 && entries.is_sorted_by(|a, b| a.path <= b.path) {
-                entries.reverse();
+            if items.len() > 1 && items.is_sorted_by(|a, b| a.0.as_bytes() <= b.0.as_bytes()) {
+                items.reverse();
             }
         }
 
-        let mut items: Vec<Result<Entry>> = entries.into_iter().map(Ok).collect();
+        let mut items: Vec<Result<Entry>> = items.into_iter().map(|(_, item)| item).collect();
         if let Some(n) = fail_after {
             items.truncate(n);
             items.push(Err(Error::other(

@@ -75,19 +75,22 @@ pub fn check_order(stream: EntryStream, client: String) -> EntryStream {
             return None;
         }
         let item = st.inner.next().await?;
-        let item = match item {
-            Ok(entry) => match &st.prev {
-                Some(prev) if entry.path <= *prev => {
-                    st.done = true;
-                    Err(order_error(&st.client, prev, &entry.path))
-                }
-                _ => {
-                    st.prev = Some(entry.path.clone());
-                    Ok(entry)
-                }
-            },
-            Err(e) => Err(e),
+        // Unlisted items (unknown paths) are ordered too: the engine must meet an unknown
+        // path before anything at or below it.
+        let key = match &item {
+            Ok(entry) => Some(entry.path.as_str().to_owned()),
+            Err(e) => e.unlisted_key(),
         };
+        let Some(key) = key else {
+            return Some((item, st));
+        };
+        if let Some(prev) = &st.prev
+            && key.as_bytes() <= prev.as_bytes()
+        {
+            st.done = true;
+            return Some((Err(order_error(&st.client, prev, &key)), st));
+        }
+        st.prev = Some(key);
         Some((item, st))
     })
     .boxed()
@@ -95,12 +98,13 @@ pub fn check_order(stream: EntryStream, client: String) -> EntryStream {
 
 struct CheckState {
     inner: EntryStream,
-    prev: Option<RelPath>,
+    /// The sort key of the last item (a path, or an unlisted item's key).
+    prev: Option<String>,
     client: String,
     done: bool,
 }
 
-fn order_error(client: &str, prev: &RelPath, path: &RelPath) -> Error {
+fn order_error(client: &str, prev: &str, path: &str) -> Error {
     let what = if path == prev {
         format!("{client} listed {path:?} twice")
     } else {
@@ -108,7 +112,7 @@ fn order_error(client: &str, prev: &RelPath, path: &RelPath) -> Error {
     };
     Error::other(
         BACKEND,
-        path.as_str(),
+        path,
         format!(
             "{what}; the run stops rather than plan from a listing it cannot trust. If this \
              server does not list in byte-wise order, enable sorted listings: \
@@ -133,19 +137,36 @@ fn order_error(client: &str, prev: &RelPath, path: &RelPath) -> Error {
 /// # Errors
 /// The returned stream yields an `Err` and ends when the input yields one (that same error,
 /// and nothing sorted before it), when a path occurs twice (naming it), or when spilling or
-/// merging fails.
+/// merging fails. [`Error::Unlisted`] items (unknown paths) are not failures: they are sorted
+/// with the entries, by [`Error::unlisted_key`], and come out in their place.
 pub async fn sort_listing(
     mut stream: EntryStream,
     scratch_dir: &Path,
     run_size: usize,
 ) -> EntryStream {
     let run_size = run_size.max(1);
-    let mut run: Vec<Entry> = Vec::new();
+    let mut run: Vec<Listed> = Vec::new();
     let mut spilled: Vec<File> = Vec::new();
     let mut pending: Option<JoinHandle<Result<File>>> = None;
+    // Unlisted items lose their `&'static` backend name in spill files; one listing comes
+    // from one backend, so the first one seen names them all.
+    let mut backend = BACKEND;
     while let Some(item) = stream.next().await {
         let entry = match item {
-            Ok(entry) => entry,
+            Ok(entry) => Listed::File(entry),
+            Err(Error::Unlisted {
+                backend: b,
+                path,
+                contents_only,
+                reason,
+            }) => {
+                backend = b;
+                Listed::Unlisted {
+                    path,
+                    contents_only,
+                    reason,
+                }
+            }
             Err(e) => return error_stream(e),
         };
         // Spill only once an entry arrives that does not fit: a listing of exactly
@@ -170,8 +191,10 @@ pub async fn sort_listing(
         }
     }
     if spilled.is_empty() {
-        run.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-        return dedup_checked(stream::iter(run.into_iter().map(Ok)).boxed());
+        run.sort_unstable_by(Listed::cmp_key);
+        return dedup_checked(
+            stream::iter(run.into_iter().map(move |l| l.into_item(backend))).boxed(),
+        );
     }
     if spilled.len() > MAX_FAN_IN {
         let dir = scratch_dir.to_path_buf();
@@ -185,8 +208,59 @@ pub async fn sort_listing(
         }
     }
     // The last, partial run stays in memory as one more merge input.
-    run.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-    dedup_checked(merge_stream(spilled, run, scratch_dir.to_path_buf()))
+    run.sort_unstable_by(Listed::cmp_key);
+    dedup_checked(merge_stream(
+        spilled,
+        run,
+        scratch_dir.to_path_buf(),
+        backend,
+    ))
+}
+
+/// One listing item on its way through the sorter: a file, or an unknown path
+/// ([`Error::Unlisted`] without its backend name).
+enum Listed {
+    File(Entry),
+    Unlisted {
+        path: String,
+        contents_only: bool,
+        reason: String,
+    },
+}
+
+impl Listed {
+    /// The canonical-order key: the path, or the unlisted item's key.
+    fn key(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Listed::File(e) => e.path.as_str().into(),
+            Listed::Unlisted {
+                path,
+                contents_only: true,
+                ..
+            } if !path.is_empty() => format!("{path}/").into(),
+            Listed::Unlisted { path, .. } => path.as_str().into(),
+        }
+    }
+
+    fn cmp_key(a: &Listed, b: &Listed) -> Ordering {
+        a.key().as_bytes().cmp(b.key().as_bytes())
+    }
+
+    fn into_item(self, backend: &'static str) -> Result<Entry> {
+        match self {
+            Listed::File(e) => Ok(e),
+            Listed::Unlisted {
+                path,
+                contents_only,
+                reason,
+            } => Err(Error::Unlisted {
+                backend,
+                path,
+                contents_only,
+                reason,
+            }),
+        }
+    }
 }
 
 fn error_stream(e: Error) -> EntryStream {
@@ -204,33 +278,34 @@ async fn join<T: Send + 'static>(handle: JoinHandle<Result<T>>) -> Result<T> {
     }
 }
 
-/// Ends a sorted stream with an error at the first repeated path.
+/// Ends a sorted stream with an error at the first repeated path (or unlisted key).
 fn dedup_checked(sorted: EntryStream) -> EntryStream {
     stream::unfold(
-        (sorted, None::<RelPath>, false),
+        (sorted, None::<String>, false),
         |(mut inner, prev, done)| async move {
             if done {
                 return None;
             }
-            match inner.next().await? {
-                Ok(entry) if prev.as_ref() == Some(&entry.path) => {
-                    let err = Error::other(
-                        BACKEND,
-                        entry.path.as_str(),
-                        format!(
-                            "the listing has {:?} twice; the run stops rather than plan from a \
-                             listing it cannot trust",
-                            entry.path
-                        ),
-                    );
-                    Some((Err(err), (inner, prev, true)))
-                }
-                Ok(entry) => {
-                    let path = entry.path.clone();
-                    Some((Ok(entry), (inner, Some(path), false)))
-                }
-                Err(e) => Some((Err(e), (inner, prev, true))),
+            let item = inner.next().await?;
+            let key = match &item {
+                Ok(entry) => entry.path.as_str().to_owned(),
+                Err(e) => match e.unlisted_key() {
+                    Some(key) => key,
+                    None => return Some((item, (inner, prev, true))),
+                },
+            };
+            if prev.as_ref() == Some(&key) {
+                let err = Error::other(
+                    BACKEND,
+                    key.as_str(),
+                    format!(
+                        "the listing has {key:?} twice; the run stops rather than plan from a \
+                         listing it cannot trust"
+                    ),
+                );
+                return Some((Err(err), (inner, prev, true)));
             }
+            Some((item, (inner, Some(key), false)))
         },
     )
     .boxed()
@@ -251,19 +326,55 @@ struct SpillEntry {
     f: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     b: Option<i64>,
+    /// For an unlisted item: why (and `p` may then be empty, for the root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    u: Option<String>,
+    /// For an unlisted item: only the folder's contents are unknown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    c: bool,
 }
 
 impl SpillEntry {
-    fn from_entry(e: &Entry) -> Self {
-        SpillEntry {
-            p: e.path.as_str().to_owned(),
-            s: e.size,
-            m: e.mtime_nanos(),
-            e: e.etag.clone(),
-            h: e.hash.as_ref().map(ContentHash::to_token),
-            f: e.file_id,
-            b: e.birth_nanos(),
+    fn from_listed(l: &Listed) -> Self {
+        match l {
+            Listed::File(e) => SpillEntry {
+                p: e.path.as_str().to_owned(),
+                s: e.size,
+                m: e.mtime_nanos(),
+                e: e.etag.clone(),
+                h: e.hash.as_ref().map(ContentHash::to_token),
+                f: e.file_id,
+                b: e.birth_nanos(),
+                u: None,
+                c: false,
+            },
+            Listed::Unlisted {
+                path,
+                contents_only,
+                reason,
+            } => SpillEntry {
+                p: path.clone(),
+                s: 0,
+                m: None,
+                e: None,
+                h: None,
+                f: None,
+                b: None,
+                u: Some(reason.clone()),
+                c: *contents_only,
+            },
         }
+    }
+
+    fn into_listed(self) -> Result<Listed> {
+        if let Some(reason) = self.u {
+            return Ok(Listed::Unlisted {
+                path: self.p,
+                contents_only: self.c,
+                reason,
+            });
+        }
+        self.into_entry().map(Listed::File)
     }
 
     fn into_entry(self) -> Result<Entry> {
@@ -303,8 +414,8 @@ fn new_spill_file(dir: &Path) -> Result<File> {
 }
 
 /// Sorts one run and writes it to a new spill file, rewound for reading.
-fn spill(mut run: Vec<Entry>, dir: &Path) -> Result<File> {
-    run.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+fn spill(mut run: Vec<Listed>, dir: &Path) -> Result<File> {
+    run.sort_unstable_by(Listed::cmp_key);
     let mut sink = SpillWriter::new(dir)?;
     for entry in &run {
         sink.push(entry)?;
@@ -325,8 +436,8 @@ impl<'a> SpillWriter<'a> {
         })
     }
 
-    fn push(&mut self, entry: &Entry) -> Result<()> {
-        serde_json::to_writer(&mut self.out, &SpillEntry::from_entry(entry))
+    fn push(&mut self, entry: &Listed) -> Result<()> {
+        serde_json::to_writer(&mut self.out, &SpillEntry::from_listed(entry))
             .map_err(|e| io_error(self.dir, "writing a spill file", e))?;
         self.out
             .write_all(b"\n")
@@ -346,20 +457,20 @@ impl<'a> SpillWriter<'a> {
 }
 
 /// Reads a spill file back, entry by entry.
-type RunReader = Box<dyn Iterator<Item = Result<Entry>> + Send>;
+type RunReader = Box<dyn Iterator<Item = Result<Listed>> + Send>;
 
 fn read_run(file: File, dir: PathBuf) -> RunReader {
     let de = serde_json::Deserializer::from_reader(BufReader::with_capacity(64 * 1024, file));
     Box::new(de.into_iter::<SpillEntry>().map(move |r| {
         r.map_err(|e| io_error(&dir, "reading a spill file", e))
-            .and_then(SpillEntry::into_entry)
+            .and_then(SpillEntry::into_listed)
     }))
 }
 
 /// One head of a run in the merge heap: ordered by path, then by run index (so the merge
 /// is stable and deterministic).
 struct Head {
-    entry: Entry,
+    entry: Listed,
     run: usize,
 }
 
@@ -376,16 +487,13 @@ impl PartialOrd for Head {
 }
 impl Ord for Head {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.entry
-            .path
-            .cmp(&other.entry.path)
-            .then(self.run.cmp(&other.run))
+        Listed::cmp_key(&self.entry, &other.entry).then(self.run.cmp(&other.run))
     }
 }
 
 /// K-way merges sorted runs, calling `emit` for each entry in order until it returns
 /// `Ok(false)` (the consumer is gone).
-fn merge(mut runs: Vec<RunReader>, mut emit: impl FnMut(Entry) -> Result<bool>) -> Result<()> {
+fn merge(mut runs: Vec<RunReader>, mut emit: impl FnMut(Listed) -> Result<bool>) -> Result<()> {
     let mut heap = BinaryHeap::with_capacity(runs.len());
     for (i, run) in runs.iter_mut().enumerate() {
         if let Some(entry) = run.next().transpose()? {
@@ -424,13 +532,18 @@ fn reduce_runs(mut files: Vec<File>, dir: &Path) -> Result<Vec<File>> {
 }
 
 enum Batch {
-    Entries(Vec<Entry>),
+    Entries(Vec<Listed>),
     Done,
     Failed(Error),
 }
 
 /// Merges spilled runs plus one in-memory run on a thread of its own, as a stream.
-fn merge_stream(files: Vec<File>, last: Vec<Entry>, dir: PathBuf) -> EntryStream {
+fn merge_stream(
+    files: Vec<File>,
+    last: Vec<Listed>,
+    dir: PathBuf,
+    backend: &'static str,
+) -> EntryStream {
     let (tx, rx) = mpsc::channel::<Batch>(MERGE_CHANNEL);
     let spawned = std::thread::Builder::new()
         .name("syncengine-sort-merge".into())
@@ -466,12 +579,15 @@ fn merge_stream(files: Vec<File>, last: Vec<Entry>, dir: PathBuf) -> EntryStream
             format!("sorting a listing: starting the merge thread: {e}"),
         ));
     }
-    stream::unfold((rx, false), |(mut rx, finished)| async move {
+    stream::unfold((rx, false), move |(mut rx, finished)| async move {
         if finished {
             return None;
         }
         match rx.recv().await {
-            Some(Batch::Entries(v)) => Some((v.into_iter().map(Ok).collect(), (rx, false))),
+            Some(Batch::Entries(v)) => Some((
+                v.into_iter().map(|l| l.into_item(backend)).collect(),
+                (rx, false),
+            )),
             Some(Batch::Done) => None,
             Some(Batch::Failed(e)) => Some((vec![Err(e)], (rx, true))),
             None => Some((

@@ -241,6 +241,11 @@ pub struct Plan {
     pub base_destination_files: u64,
     /// Paths left alone on purpose (ignored, skipped by the backend).
     pub skipped: u64,
+    /// Paths the source's listing could not see (symlinks, unreadable folders, …): nothing
+    /// at or below them is touched this run, and the run ends with an error status.
+    pub source_unknown: u64,
+    /// Paths the destination's listing could not see.
+    pub destination_unknown: u64,
     /// Warnings for the user.
     pub warnings: Vec<String>,
 }
@@ -266,6 +271,7 @@ impl Plan {
     pub fn predicted_stats(&self) -> SyncStats {
         let mut stats = SyncStats {
             skipped: self.skipped,
+            unknown: self.source_unknown + self.destination_unknown,
             warnings: self.warnings.clone(),
             ..SyncStats::default()
         };

@@ -26,6 +26,7 @@ use crate::mode::Side;
 use crate::path::RelPath;
 use crate::plan::{Action, Plan};
 use crate::state::{BaseRecord, BaseUpdate, SideRecord};
+use crate::unknown::{Coverage, UnknownScopes, strongest};
 
 /// The base as a stream of records in canonical order.
 pub type BaseStream = BoxStream<'static, Result<BaseRecord, SyncError>>;
@@ -168,8 +169,11 @@ impl Reconciler {
 
         let mut source = self.with_checksums(source, Side::Source);
         let mut destination = self.with_checksums(destination, Side::Destination);
-        let mut s_head = next_entry(&mut source, Side::Source).await?;
-        let mut d_head = next_entry(&mut destination, Side::Destination).await?;
+        // What each listing could not see (see `crate::unknown`).
+        let mut s_unknown = UnknownScopes::new(Side::Source);
+        let mut d_unknown = UnknownScopes::new(Side::Destination);
+        let mut s_head = next_entry(&mut source, &mut s_unknown).await?;
+        let mut d_head = next_entry(&mut destination, &mut d_unknown).await?;
         let mut b_head = base.next().await.transpose()?;
 
         loop {
@@ -186,7 +190,7 @@ impl Reconciler {
 
             let s = if s_head.as_ref().is_some_and(|e| e.path == path) {
                 plan.source_files += 1;
-                std::mem::replace(&mut s_head, next_entry(&mut source, Side::Source).await?)
+                std::mem::replace(&mut s_head, next_entry(&mut source, &mut s_unknown).await?)
             } else {
                 None
             };
@@ -194,7 +198,7 @@ impl Reconciler {
                 plan.destination_files += 1;
                 std::mem::replace(
                     &mut d_head,
-                    next_entry(&mut destination, Side::Destination).await?,
+                    next_entry(&mut destination, &mut d_unknown).await?,
                 )
             } else {
                 None
@@ -216,6 +220,23 @@ impl Reconciler {
             // Type changes: a file `x` waits until the merge has passed `x/`, which sorts after
             // `x-1`, `x.txt`… (so only a chain of such names ever waits).
             self.resolve_passed(Some(&path), &mut pending, &mut plan);
+            // Unknown paths (see `crate::unknown`): a guard around `visit`, so the decision
+            // logic stays unaware of them. A fully covered path is left alone; a file waiting
+            // for its folder's contents still learns that something is there.
+            let s_cover = s_unknown.coverage(&path);
+            let d_cover = d_unknown.coverage(&path);
+            let cover = strongest(s_cover, d_cover);
+            if cover == Some(Coverage::Full) {
+                let present = [
+                    s.is_some() || s_cover == Some(Coverage::Full),
+                    d.is_some() || d_cover == Some(Coverage::Full),
+                ];
+                for waiting in &mut pending {
+                    waiting.visiting_child = is_below(&waiting.entry.path, &path);
+                    waiting.note(present, Decision::Nothing);
+                }
+                continue;
+            }
             let present = [s.is_some(), d.is_some()];
             let one_sided = match (&s, &d) {
                 (Some(e), None) => Some((Side::Source, e.clone())),
@@ -227,14 +248,21 @@ impl Reconciler {
                 waiting.visiting_child = is_below(&waiting.entry.path, &path);
             }
             let before = plan.actions.len();
-            let decision = self
+            let marks = (before, plan.state_updates.len(), gone.len());
+            let mut decision = self
                 .visit(path, s, d, b, &mut plan, &mut gone, &mut appeared)
                 .await;
+            if cover == Some(Coverage::NoDelete) {
+                spare_deletes(marks, &mut plan, &mut gone, &mut appeared);
+                if matches!(decision, Decision::Delete(_)) {
+                    decision = Decision::Nothing;
+                }
+            }
             let action = (plan.actions.len() > before).then_some(before);
             for waiting in &mut pending {
                 waiting.note(present, decision);
             }
-            if let Some((file_side, entry)) = one_sided {
+            if let Some((file_side, entry)) = one_sided.filter(|_| cover.is_none()) {
                 pending.push(PendingFile {
                     entry,
                     file_side,
@@ -246,6 +274,18 @@ impl Reconciler {
                     visiting_child: false,
                 });
             }
+        }
+        plan.source_unknown = s_unknown.count;
+        plan.destination_unknown = d_unknown.count;
+        let named = (s_unknown.messages.len() + d_unknown.messages.len()) as u64;
+        plan.warnings.append(&mut s_unknown.messages);
+        plan.warnings.append(&mut d_unknown.messages);
+        let total = s_unknown.count + d_unknown.count;
+        if total > named {
+            plan.warnings.push(format!(
+                "…and {} more paths that could not be listed (left alone)",
+                total - named
+            ));
         }
         self.resolve_passed(None, &mut pending, &mut plan);
 
@@ -774,12 +814,65 @@ enum Identity {
     Unknown,
 }
 
-async fn next_entry(stream: &mut EntryStream, side: Side) -> Result<Option<Entry>, SyncError> {
-    stream
-        .next()
-        .await
-        .transpose()
-        .map_err(|source| SyncError::Listing { side, source })
+/// The next entry of a listing; unlisted items on the way go into `unknown`.
+async fn next_entry(
+    stream: &mut EntryStream,
+    unknown: &mut UnknownScopes,
+) -> Result<Option<Entry>, SyncError> {
+    while let Some(item) = stream.next().await {
+        match unknown.accept(item) {
+            Ok(Some(entry)) => return Ok(Some(entry)),
+            Ok(None) => {}
+            Err(source) => {
+                return Err(SyncError::Listing {
+                    side: unknown.side(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Takes back what one visit planned below a folder with unknown members: its deletes, its
+/// base removals, and its part in rename pairing (see `crate::unknown`).
+fn spare_deletes(
+    (actions, updates, gone_mark): (usize, usize, usize),
+    plan: &mut Plan,
+    gone: &mut Vec<Gone>,
+    appeared: &mut Vec<Appeared>,
+) {
+    let tail: Vec<Action> = plan.actions.drain(actions..).collect();
+    let mut new_index = Vec::with_capacity(tail.len());
+    for action in tail {
+        if action.is_delete() {
+            new_index.push(None);
+        } else {
+            new_index.push(Some(plan.actions.len()));
+            plan.actions.push(action);
+        }
+    }
+    let mut i = updates;
+    while i < plan.state_updates.len() {
+        if matches!(plan.state_updates[i], BaseUpdate::Remove(_)) {
+            plan.state_updates.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    gone.truncate(gone_mark);
+    appeared.retain_mut(|a| {
+        if a.copy_action < actions {
+            return true;
+        }
+        match new_index.get(a.copy_action - actions).copied().flatten() {
+            Some(i) => {
+                a.copy_action = i;
+                true
+            }
+            None => false,
+        }
+    });
 }
 
 /// Classifies one side of one path against the base.

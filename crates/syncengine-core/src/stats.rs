@@ -24,11 +24,16 @@ pub struct SyncStats {
     pub renamed_destination: u64,
     /// Conflicts found (each resolved by the strategy).
     pub conflicts: u64,
-    /// Paths left alone on purpose: ignored, unsupported (symlinks), or skipped because they
-    /// changed during the run.
+    /// Paths left alone on purpose: ignored, or skipped because they changed during the run.
     pub skipped: u64,
     /// Actions that failed. A run with errors leaves the base true for what was done.
     pub errors: u64,
+    /// Paths a listing could not see — a symlink, a special file, an unreadable or vanished
+    /// folder, a name that cannot be decoded, names that collide on a side that cannot hold
+    /// them apart. Nothing at or below them was deleted, copied or recorded; each is named in
+    /// [`SyncStats::warnings`]. A run with unknown paths did not sync everything: the CLI
+    /// exits 1, as for errors.
+    pub unknown: u64,
     /// Bytes copied source → destination.
     pub bytes_uploaded: u64,
     /// Bytes copied destination → source.

@@ -1,0 +1,237 @@
+//! Unknown paths (issue 8, behaviour 8): what a listing could not see is never deleted,
+//! overwritten or forgotten, on either side; the rest of the tree syncs and the run reports it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use syncengine_core::{
+    Error, InitialSyncPreference, MemoryClient, RelPath, StorageClient, StorageClientExt,
+    SyncEngine, SyncMode, SyncOptions, SyncPair, SyncStats,
+};
+
+fn rel(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+async fn put(c: &MemoryClient, path: &str, data: &str) {
+    c.put(&rel(path), Bytes::from(data.to_owned()))
+        .await
+        .unwrap();
+}
+
+fn text(c: &MemoryClient, path: &str) -> Option<String> {
+    c.files()
+        .get(&rel(path))
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+async fn run(
+    engine: &SyncEngine,
+    src: &Arc<MemoryClient>,
+    dst: &Arc<MemoryClient>,
+    mode: SyncMode,
+    opts: SyncOptions,
+) -> SyncStats {
+    let pair = SyncPair::new(src.clone(), dst.clone(), mode).with_options(opts);
+    engine.sync_pair(&pair).await.unwrap()
+}
+
+/// Source and destination in sync with `x/a`, `x/b`, `x.txt` and `y`.
+async fn synced(
+    src: &Arc<MemoryClient>,
+    dst: &Arc<MemoryClient>,
+    engine: &SyncEngine,
+    mode: SyncMode,
+) {
+    for p in ["x/a", "x/b", "x.txt", "y"] {
+        put(src, p, p).await;
+    }
+    let stats = run(engine, src, dst, mode, SyncOptions::default()).await;
+    assert_eq!(stats.uploaded, 4);
+    assert_eq!(stats.unknown, 0);
+}
+
+#[tokio::test]
+async fn unknown_folder_on_the_source_is_not_deleted_in_any_deleting_mode() {
+    for (mode, opts) in [
+        (SyncMode::TwoWay, SyncOptions::default()),
+        (SyncMode::SourceToDestination, SyncOptions::default()),
+        (
+            SyncMode::TwoWay,
+            SyncOptions::default().with_initial_preference(InitialSyncPreference::SourceWins),
+        ),
+    ] {
+        for ordered in [true, false] {
+            let state = tempfile::tempdir().unwrap();
+            let engine = SyncEngine::new(state.path());
+            let src = Arc::new(if ordered {
+                MemoryClient::new()
+            } else {
+                MemoryClient::unordered()
+            });
+            let dst = Arc::new(MemoryClient::new());
+            synced(&src, &dst, &engine, mode).await;
+
+            // `x` becomes a symlink to a folder on another disk; `y` is edited.
+            src.set_unlisted(&rel("x"), Some("a symlink (not followed)"));
+            put(&src, "y", "y2").await;
+            let stats = run(&engine, &src, &dst, mode, opts.clone()).await;
+            let ctx = format!("{mode:?} ordered={ordered}");
+            assert_eq!(text(&dst, "x/a").as_deref(), Some("x/a"), "{ctx}");
+            assert_eq!(text(&dst, "x/b").as_deref(), Some("x/b"), "{ctx}");
+            assert_eq!(text(&dst, "x.txt").as_deref(), Some("x.txt"), "{ctx}");
+            assert_eq!(text(&dst, "y").as_deref(), Some("y2"), "{ctx}: the rest syncs");
+            assert_eq!(stats.deleted_destination, 0, "{ctx}");
+            assert_eq!(stats.unknown, 1, "{ctx}");
+            assert!(
+                stats
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains("\"x\"") && w.contains("symlink")),
+                "{ctx}: {:?}",
+                stats.warnings
+            );
+
+            // The base was kept: once `x` is readable again nothing is deleted or copied.
+            src.set_unlisted(&rel("x"), None);
+            let stats = run(&engine, &src, &dst, mode, SyncOptions::default()).await;
+            assert!(stats.is_noop(), "{ctx}: {stats:?}");
+            assert_eq!(stats.unknown, 0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_copied_into_an_unknown_path() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    let dst = Arc::new(MemoryClient::new());
+    synced(&src, &dst, &engine, SyncMode::TwoWay).await;
+
+    src.set_unlisted(&rel("x"), Some("an unreadable folder"));
+    // The destination edits a file below it, adds one, and deletes one.
+    put(&dst, "x/a", "edited on the destination").await;
+    put(&dst, "x/new", "new").await;
+    dst.delete(&rel("x/b")).await.unwrap();
+    let stats = run(
+        &engine,
+        &src,
+        &dst,
+        SyncMode::TwoWay,
+        SyncOptions::default(),
+    )
+    .await;
+    assert_eq!(stats.unknown, 1);
+    assert_eq!(stats.downloaded, 0, "{stats:?}");
+    assert_eq!(stats.deleted_source, 0);
+    assert_eq!(text(&src, "x/a").as_deref(), Some("x/a"), "not overwritten");
+    assert_eq!(text(&src, "x/b").as_deref(), Some("x/b"), "not deleted");
+    assert_eq!(text(&src, "x/new"), None, "not copied into it");
+
+    // Readable again: the destination's changes arrive as ordinary changes against the
+    // kept base (the edit and the addition copied, the delete propagated).
+    src.set_unlisted(&rel("x"), None);
+    let stats = run(
+        &engine,
+        &src,
+        &dst,
+        SyncMode::TwoWay,
+        SyncOptions::default(),
+    )
+    .await;
+    assert_eq!(stats.unknown, 0);
+    assert_eq!(
+        text(&src, "x/a").as_deref(),
+        Some("edited on the destination")
+    );
+    assert_eq!(text(&src, "x/new").as_deref(), Some("new"));
+    assert_eq!(text(&src, "x/b"), None);
+}
+
+#[tokio::test]
+async fn unknown_file_on_the_destination_is_not_deleted_or_replaced() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    let dst = Arc::new(MemoryClient::new());
+    synced(&src, &dst, &engine, SyncMode::TwoWay).await;
+
+    // A FIFO (or a file that vanished during the walk) at `y` on the destination, and the
+    // source edits `y` and deletes `x.txt`.
+    dst.set_unlisted(&rel("y"), Some("a special file"));
+    put(&src, "y", "y2").await;
+    src.delete(&rel("x.txt")).await.unwrap();
+    let stats = run(
+        &engine,
+        &src,
+        &dst,
+        SyncMode::TwoWay,
+        SyncOptions::default(),
+    )
+    .await;
+    assert_eq!(stats.unknown, 1);
+    assert_eq!(text(&dst, "y").as_deref(), Some("y"), "not overwritten");
+    assert_eq!(text(&src, "y").as_deref(), Some("y2"), "not deleted");
+    assert_eq!(text(&dst, "x.txt"), None, "the rest syncs");
+    assert_eq!(stats.deleted_destination, 1);
+}
+
+#[tokio::test]
+async fn a_side_holding_only_unknown_paths_is_not_an_empty_side() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    let dst = Arc::new(MemoryClient::new());
+    put(&src, "x/a", "a").await;
+    run(
+        &engine,
+        &src,
+        &dst,
+        SyncMode::TwoWay,
+        SyncOptions::default(),
+    )
+    .await;
+    src.set_unlisted(&rel("x"), Some("a symlink (not followed)"));
+    let stats = run(
+        &engine,
+        &src,
+        &dst,
+        SyncMode::TwoWay,
+        SyncOptions::default(),
+    )
+    .await;
+    assert_eq!(stats.unknown, 1);
+    assert!(stats.is_noop());
+    assert_eq!(text(&dst, "x/a").as_deref(), Some("a"));
+}
+
+#[tokio::test]
+async fn an_excluded_unknown_path_blocks_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    let dst = Arc::new(MemoryClient::new());
+    put(&src, "a", "a").await;
+    src.set_unlisted(&rel("cache"), Some("an unreadable folder"));
+    let opts = SyncOptions::default().with_excludes(vec!["cache/".to_string()]);
+    let stats = run(&engine, &src, &dst, SyncMode::TwoWay, opts).await;
+    assert_eq!(stats.unknown, 0, "{stats:?}");
+    assert_eq!(stats.uploaded, 1);
+}
+
+#[tokio::test]
+async fn collecting_a_listing_with_an_unknown_path_fails_closed() {
+    let c = MemoryClient::new();
+    put(&c, "a/b", "x").await;
+    put(&c, "c", "x").await;
+    c.set_unlisted(&rel("a"), Some("a symlink (not followed)"));
+    let err = c.list_all(None).await.unwrap_err();
+    assert!(err.is_unlisted(), "{err}");
+    assert!(matches!(err, Error::Unlisted { ref path, .. } if path == "a"));
+    let items: Vec<_> = futures::StreamExt::collect::<Vec<_>>(c.list(None)).await;
+    assert_eq!(items.len(), 2, "the listing goes on after an unlisted item");
+    assert_eq!(items[1].as_ref().unwrap().path.as_str(), "c");
+}
