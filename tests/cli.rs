@@ -16,7 +16,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_syncengine");
 
 /// The keys of the `--json` object, in the CLI contract's order.
-const JSON_KEYS: [&str; 14] = [
+const JSON_KEYS: [&str; 15] = [
     "uploaded",
     "downloaded",
     "deleted_source",
@@ -26,6 +26,7 @@ const JSON_KEYS: [&str; 14] = [
     "conflicts",
     "skipped",
     "errors",
+    "unknown",
     "bytes_uploaded",
     "bytes_downloaded",
     "dry_run",
@@ -342,7 +343,7 @@ fn json_has_exactly_the_contract_keys_with_the_right_types() {
     let obj = v.as_object().unwrap();
     let keys: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
     assert_eq!(keys, JSON_KEYS.into_iter().collect::<BTreeSet<_>>());
-    for k in &JSON_KEYS[..11] {
+    for k in &JSON_KEYS[..12] {
         assert!(obj[*k].is_u64(), "{k} should be a count: {v}");
     }
     assert_eq!(obj["dry_run"], Value::Bool(false));
@@ -890,4 +891,142 @@ fn ctrl_c_stops_cleanly_with_exit_1_and_the_next_run_finishes() {
         "{v}"
     );
     assert_same_tree(&f.a, &f.b, "after the resumed run");
+}
+
+/// True when this process runs as root (where mode 000 does not stop reads).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next().map(|uid| uid == "0"))
+        .unwrap_or(false)
+}
+
+/// Runs the binary where a folder of mode 000 really cannot be read: as is for an ordinary
+/// user; as root, through `setpriv` without the capabilities that bypass file permissions.
+/// `None` (and a message) only when running as root without `setpriv`.
+fn run_without_dac_override(f: &Fixture, extra: &[&str]) -> Option<Output> {
+    let mut c = if is_root() {
+        let found = Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!(
+                "skipped: running as root and `setpriv` is missing, so mode 000 cannot make a folder unreadable"
+            );
+            return None;
+        }
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--bounding-set",
+            "-dac_override,-dac_read_search",
+            "--",
+            BIN,
+        ]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    c.arg("sync")
+        .arg(&f.a)
+        .arg(&f.b)
+        .arg("--state-dir")
+        .arg(&f.state)
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    Some(c.output().unwrap())
+}
+
+/// Restores a folder's mode when dropped, so the temporary tree can be removed.
+struct Unlock(PathBuf);
+
+impl Drop for Unlock {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
+fn lock_folder(dir: &Path) -> Unlock {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o000)).unwrap();
+    Unlock(dir.to_path_buf())
+}
+
+/// An unreadable folder is unknown: the destination keeps its copies, the rest syncs, and the
+/// run exits 1 naming the folder. (Old code failed the whole run on it.)
+#[test]
+fn unreadable_folder_is_left_alone_and_exits_1() {
+    let f = Fixture::new();
+    write(&f.a, "private/a.txt", "a");
+    write(&f.a, "private/b.txt", "b");
+    write(&f.a, "top.txt", "v1");
+    for i in 0..10 {
+        write(&f.a, &format!("other/f{i}"), "x");
+    }
+    f.run_expect(&[], 0);
+    write(&f.a, "top.txt", "v2");
+    write(&f.b, "private/new.txt", "new on the destination");
+    let _unlock = lock_folder(&f.a.join("private"));
+    let Some(out) = run_without_dac_override(&f, &[]) else {
+        return;
+    };
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("\"private\"") && err.contains("cannot be read"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(f.b.join("private/a.txt")).unwrap(), b"a");
+    assert_eq!(std::fs::read(f.b.join("private/b.txt")).unwrap(), b"b");
+    assert_eq!(
+        std::fs::read(f.b.join("top.txt")).unwrap(),
+        b"v2",
+        "the rest syncs"
+    );
+    drop(_unlock);
+    assert!(
+        !f.a.join("private/new.txt").exists(),
+        "nothing was copied into the unreadable folder"
+    );
+}
+
+/// An excluded folder that cannot be read blocks nothing: exit 0.
+#[test]
+fn excluded_unreadable_folder_blocks_nothing() {
+    let f = Fixture::new();
+    write(&f.a, "cache/blob", "x");
+    write(&f.a, "keep.txt", "k");
+    let _unlock = lock_folder(&f.a.join("cache"));
+    let Some(out) = run_without_dac_override(&f, &["--exclude", "cache/"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(std::fs::read(f.b.join("keep.txt")).unwrap(), b"k");
+    assert!(!f.b.join("cache").exists());
+}
+
+/// A symlinked folder: exit 1, the message names it, the destination keeps its files.
+#[test]
+fn symlinked_folder_exits_1_and_names_it() {
+    let f = Fixture::new();
+    write(&f.a, "music/a.mp3", "a");
+    for i in 0..10 {
+        write(&f.a, &format!("other/f{i}"), "x");
+    }
+    f.run_expect(&[], 0);
+    let disk = f.root().join("usb");
+    std::fs::create_dir(&disk).unwrap();
+    std::fs::rename(f.a.join("music"), disk.join("music")).unwrap();
+    std::os::unix::fs::symlink(disk.join("music"), f.a.join("music")).unwrap();
+    let out = f.run_expect(&[], 1);
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("\"music\"") && err.contains("symlink"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(f.b.join("music/a.mp3")).unwrap(), b"a");
 }

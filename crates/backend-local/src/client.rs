@@ -41,8 +41,7 @@ const WRITE_BATCH: usize = 1024 * 1024;
 
 /// A [`StorageClient`] over a local directory.
 ///
-/// See the [crate docs](crate) for the behaviour of each operation. Cloning is cheap; clones
-/// share the skipped-entries counter.
+/// See the [crate docs](crate) for the behaviour of each operation. Cloning is cheap.
 ///
 /// ```
 /// use syncengine_backend_local::LocalClient;
@@ -54,7 +53,6 @@ const WRITE_BATCH: usize = 1024 * 1024;
 pub struct LocalClient {
     root: PathBuf,
     fsync: bool,
-    skipped: Arc<AtomicU64>,
     stale: Arc<StaleTemps>,
 }
 
@@ -70,7 +68,6 @@ impl LocalClient {
         LocalClient {
             root,
             fsync: false,
-            skipped: Arc::new(AtomicU64::new(0)),
             stale: Arc::new(StaleTemps::default()),
         }
     }
@@ -393,10 +390,6 @@ impl StorageClient for LocalClient {
         caps
     }
 
-    fn skipped_count(&self) -> u64 {
-        self.skipped.load(Ordering::Relaxed)
-    }
-
     fn local_root(&self) -> Option<PathBuf> {
         Some(self.root.clone())
     }
@@ -464,7 +457,6 @@ impl StorageClient for LocalClient {
         list_stream(
             self.root.clone(),
             prefix.cloned(),
-            self.skipped.clone(),
             self.stale.clone(),
         )
     }

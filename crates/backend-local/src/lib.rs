@@ -25,9 +25,14 @@
 //!   rest of the metadata); no hash (compute one with `StorageClientExt::md5`). Inode plus
 //!   birth time is what lets the engine confirm a rename without reading the file: a new file
 //!   that reused a deleted file's inode has a new birth time.
-//! - **Skipped**: symlinks (never followed), sockets, FIFOs and devices, and names that are not
-//!   UTF-8 or not valid [`RelPath`](syncengine_core::RelPath) segments. Each is logged with
-//!   `tracing::warn!` and counted in `skipped_count()`.
+//! - **Unknown, never silently left out**: symlinks (never followed), sockets, FIFOs and
+//!   devices, sub-directories that cannot be read or that vanish or change while they are
+//!   walked, and files that vanish or change between readdir and stat are listed as
+//!   `Error::Unlisted` items at their place in canonical order; a directory holding names
+//!   that are not UTF-8 or not valid [`RelPath`](syncengine_core::RelPath) segments is listed
+//!   as `Error::Unlisted { contents_only: true, .. }` before its first member. The engine
+//!   leaves everything at or below them alone on both sides and reports them. Only a failure
+//!   to read the root (or the listed prefix) ends the listing with an error.
 //! - **Writes** go to a hidden temporary sibling `.syncengine-tmp-<random hex>`, are flushed to
 //!   disk (`fsync`, see [`LocalClient::with_fsync`]), get their mtime, and are then renamed into
 //!   place: a reader sees the old or the new content, never a part. A failed or cancelled write

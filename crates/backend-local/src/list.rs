@@ -4,12 +4,22 @@
 //! (a directory as `name/`), which yields the whole tree in byte-wise path order while holding
 //! only one directory's names per level. Entries go to the async side in batches through a
 //! bounded channel, so a slow consumer pauses the walk instead of growing a buffer.
+//!
+//! What the walk cannot see is reported, never left out: a symlink, a special file, a
+//! sub-directory that cannot be read or that vanished or changed while it was walked, a file
+//! that vanished or changed between readdir and stat, is an `Error::Unlisted` item at its
+//! place in canonical order; a directory holding names that are not UTF-8 (or not valid
+//! paths) is reported as `Error::unlisted_contents` before its first member. Only a failure
+//! of the start directory itself ends the listing with an error.
+//!
+//! To report an unreadable directory `d` at `d`'s place (before `d.txt`, which sorts between
+//! `d` and `d/`), the walk reads each directory's members when it reaches the name `d`, and
+//! keeps them until it reaches `d/`: usually the very next step.
 
 use std::fs::{self, DirEntry};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::stream::{self, StreamExt};
 use syncengine_core::ignore_rules::StaleTemps;
@@ -35,50 +45,46 @@ struct Batch {
 pub(crate) fn list_stream(
     root: PathBuf,
     prefix: Option<RelPath>,
-    skipped: Arc<AtomicU64>,
     stale: Arc<StaleTemps>,
 ) -> EntryStream {
     enum State {
-        Start(PathBuf, Option<RelPath>, Arc<AtomicU64>, Arc<StaleTemps>),
+        Start(PathBuf, Option<RelPath>, Arc<StaleTemps>),
         Running(mpsc::Receiver<Batch>),
         Done,
     }
     // The worker starts on first poll, so `list` itself needs no runtime.
-    stream::unfold(
-        State::Start(root, prefix, skipped, stale),
-        |state| async move {
-            let mut rx = match state {
-                State::Start(root, prefix, skipped, stale) => {
-                    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-                    tokio::task::spawn_blocking(move || {
-                        let mut out = Sender {
-                            tx,
-                            buf: Vec::with_capacity(BATCH),
-                        };
-                        walk(&root, prefix.as_ref(), &skipped, &stale, &mut out);
-                        out.finish();
-                    });
-                    rx
-                }
-                State::Running(rx) => rx,
-                State::Done => return None,
-            };
-            match rx.recv().await {
-                Some(batch) if batch.last => Some((stream::iter(batch.items), State::Done)),
-                Some(batch) => Some((stream::iter(batch.items), State::Running(rx))),
-                // The worker died (panicked) before saying it was done: never pass a truncated
-                // listing off as complete.
-                None => Some((
-                    stream::iter(vec![Err(Error::other(
-                        BACKEND,
-                        "",
-                        "the listing worker ended before the listing was complete",
-                    ))]),
-                    State::Done,
-                )),
+    stream::unfold(State::Start(root, prefix, stale), |state| async move {
+        let mut rx = match state {
+            State::Start(root, prefix, stale) => {
+                let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+                tokio::task::spawn_blocking(move || {
+                    let mut out = Sender {
+                        tx,
+                        buf: Vec::with_capacity(BATCH),
+                    };
+                    walk(&root, prefix.as_ref(), &stale, &mut out);
+                    out.finish();
+                });
+                rx
             }
-        },
-    )
+            State::Running(rx) => rx,
+            State::Done => return None,
+        };
+        match rx.recv().await {
+            Some(batch) if batch.last => Some((stream::iter(batch.items), State::Done)),
+            Some(batch) => Some((stream::iter(batch.items), State::Running(rx))),
+            // The worker died (panicked) before saying it was done: never pass a truncated
+            // listing off as complete.
+            None => Some((
+                stream::iter(vec![Err(Error::other(
+                    BACKEND,
+                    "",
+                    "the listing worker ended before the listing was complete",
+                ))]),
+                State::Done,
+            )),
+        }
+    })
     .flatten()
     .boxed()
 }
@@ -108,23 +114,36 @@ impl Sender {
     }
 }
 
-enum Kind {
-    File,
-    Dir,
+/// One step of a directory's walk, in canonical order of `key`.
+enum Step {
+    /// A regular file (as readdir saw it).
+    File(DirEntry),
+    /// A directory: read it now (at `name`), descend later (at `name/`).
+    Probe(DirEntry),
+    /// Descend into the directory read by the matching `Probe`.
+    Descend,
+    /// Something the walk does not follow or read: reported as unlisted.
+    Unknown(&'static str),
 }
 
 struct Child {
-    /// The sort key: the name, with `/` appended for a directory.
+    /// The sort key: the name, with `/` appended for a `Descend` step.
     key: String,
     name_len: usize,
-    kind: Kind,
-    dirent: DirEntry,
+    step: Step,
 }
 
 impl Child {
     fn name(&self) -> &str {
         &self.key[..self.name_len]
     }
+}
+
+/// One directory's members, sorted for the walk.
+struct Members {
+    children: Vec<Child>,
+    /// Why some members could not be named (not UTF-8, not a valid path segment), if so.
+    unnamed: Option<String>,
 }
 
 /// Notes a temp file for removal when it is stale by the core's one rule
@@ -148,15 +167,10 @@ fn note_if_stale(stale: &StaleTemps, path: &Path, name: &std::ffi::OsStr) {
     stale.consider(path.to_string_lossy().into_owned(), name, newest);
 }
 
-/// Notes a skipped path: logged and counted, never fatal.
-fn skip(skipped: &AtomicU64, path: &Path, why: &str) {
-    skipped.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(path = %path.display(), "skipping {why}");
-}
-
-/// Reads one directory's listable children, sorted in canonical order.
-fn read_children(dir: &Path, skipped: &AtomicU64, stale: &StaleTemps) -> io::Result<Vec<Child>> {
+/// Reads one directory's members, sorted in canonical order.
+fn read_children(dir: &Path, stale: &StaleTemps) -> io::Result<Members> {
     let mut children = Vec::new();
+    let mut unnamed: Vec<String> = Vec::new();
     for dirent in fs::read_dir(dir)? {
         let dirent = dirent?;
         let os_name = dirent.file_name();
@@ -168,43 +182,58 @@ fn read_children(dir: &Path, skipped: &AtomicU64, stale: &StaleTemps) -> io::Res
             continue;
         }
         let Some(name) = os_name.to_str() else {
-            skip(skipped, &dirent.path(), "a name that is not UTF-8");
+            tracing::warn!(path = %dirent.path().display(), "a name that is not UTF-8");
+            unnamed.push(format!("{:?} is not UTF-8", os_name));
             continue;
         };
         if let Err(e) = RelPath::new(name) {
-            skip(skipped, &dirent.path(), &format!("an invalid name: {e}"));
+            unnamed.push(format!("{name:?} is not a valid name: {e}"));
             continue;
         }
         let file_type = match dirent.file_type() {
             Ok(t) => t,
-            // Removed between readdir and lstat: it is simply not there any more.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                children.push(child(name, Step::Unknown("vanished while it was listed")));
+                continue;
+            }
             Err(e) => return Err(e),
         };
-        let (kind, key) = if file_type.is_symlink() {
-            skip(skipped, &dirent.path(), "a symlink (not followed)");
-            continue;
+        if file_type.is_symlink() {
+            children.push(child(name, Step::Unknown("a symlink (not followed)")));
         } else if file_type.is_dir() {
-            (Kind::Dir, format!("{name}/"))
+            children.push(Child {
+                key: format!("{name}/"),
+                name_len: name.len(),
+                step: Step::Descend,
+            });
+            children.push(child(name, Step::Probe(dirent)));
         } else if file_type.is_file() {
-            (Kind::File, name.to_owned())
+            children.push(child(name, Step::File(dirent)));
         } else {
-            skip(
-                skipped,
-                &dirent.path(),
-                "a special file (socket, FIFO or device)",
-            );
-            continue;
-        };
-        children.push(Child {
-            key,
-            name_len: name.len(),
-            kind,
-            dirent,
-        });
+            children.push(child(
+                name,
+                Step::Unknown("a special file (socket, FIFO or device)"),
+            ));
+        }
     }
     children.sort_unstable_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
-    Ok(children)
+    let unnamed = (!unnamed.is_empty()).then(|| {
+        let n = unnamed.len();
+        let mut why = unnamed.into_iter().take(3).collect::<Vec<_>>().join(", ");
+        if n > 3 {
+            why.push_str(&format!(" and {} more", n - 3));
+        }
+        format!("names that cannot be synced: {why}")
+    });
+    Ok(Members { children, unnamed })
+}
+
+fn child(name: &str, step: Step) -> Child {
+    Child {
+        key: name.to_owned(),
+        name_len: name.len(),
+        step,
+    }
 }
 
 /// Finds the directory to walk: the root, or the prefix below it if every component of the
@@ -256,6 +285,9 @@ struct Frame {
     /// Path of this directory relative to the root ("" for the root).
     rel: String,
     children: std::vec::IntoIter<Child>,
+    /// Members of probed sub-directories waiting for their `Descend` step: usually none or
+    /// one; more only while names like `d-x` (between `d` and `d/`) are walked.
+    probed: Vec<(String, Members)>,
 }
 
 fn join_rel(dir: &str, name: &str) -> String {
@@ -266,14 +298,35 @@ fn join_rel(dir: &str, name: &str) -> String {
     }
 }
 
-/// Walks the tree, pushing entries (and at most one error, last) into `out`.
-fn walk(
-    root: &Path,
-    prefix: Option<&RelPath>,
-    skipped: &AtomicU64,
-    stale: &StaleTemps,
-    out: &mut Sender,
-) {
+/// Why a sub-directory could not be read, for the user.
+fn unreadable(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "vanished while it was listed".into(),
+        io::ErrorKind::NotADirectory => "changed while it was listed (no longer a folder)".into(),
+        io::ErrorKind::PermissionDenied => {
+            "a folder that cannot be read (permission denied)".into()
+        }
+        _ => format!("a folder that cannot be read: {e}"),
+    }
+}
+
+/// Pushes a frame for a directory's members, reporting first any members it could not name.
+fn enter(stack: &mut Vec<Frame>, rel: String, members: Members, out: &mut Sender) -> bool {
+    if let Some(why) = members.unnamed
+        && !out.push(Err(Error::unlisted_contents(BACKEND, rel.as_str(), why)))
+    {
+        return false;
+    }
+    stack.push(Frame {
+        rel,
+        children: members.children.into_iter(),
+        probed: Vec::new(),
+    });
+    true
+}
+
+/// Walks the tree, pushing entries, unlisted items and at most one (final) error into `out`.
+fn walk(root: &Path, prefix: Option<&RelPath>, stale: &StaleTemps, out: &mut Sender) {
     let start = match start_dir(root, prefix) {
         Ok(Some(dir)) => dir,
         Ok(None) => return,
@@ -283,71 +336,76 @@ fn walk(
         }
     };
     let start_rel = prefix.map(|p| p.as_str().to_owned()).unwrap_or_default();
-    let children = match read_children(&start, skipped, stale) {
-        Ok(children) => children,
+    let members = match read_children(&start, stale) {
+        Ok(members) => members,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
         Err(e) => {
             out.push(Err(map_io(&start_rel, e)));
             return;
         }
     };
-    let mut stack = vec![Frame {
-        rel: start_rel,
-        children: children.into_iter(),
-    }];
+    let mut stack = Vec::new();
+    if !enter(&mut stack, start_rel, members, out) {
+        return;
+    }
     loop {
-        let (rel, child) = {
-            let Some(frame) = stack.last_mut() else {
-                return;
-            };
-            match frame.children.next() {
-                Some(child) => (join_rel(&frame.rel, child.name()), child),
-                None => {
-                    stack.pop();
+        let Some(frame) = stack.last_mut() else {
+            return;
+        };
+        let Some(child) = frame.children.next() else {
+            stack.pop();
+            continue;
+        };
+        let name = child.name().to_owned();
+        let rel = join_rel(&frame.rel, &name);
+        let item = match child.step {
+            Step::Unknown(why) => Err(Error::unlisted(BACKEND, rel, why)),
+            Step::Probe(dirent) => match read_children(&dirent.path(), stale) {
+                Ok(members) => {
+                    frame.probed.push((name, members));
                     continue;
                 }
-            }
-        };
-        match child.kind {
-            Kind::File => {
-                let metadata = match child.dirent.metadata() {
-                    Ok(md) if md.is_file() => md,
-                    // Replaced by something else, or gone, since readdir: not a file now.
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        out.push(Err(map_io(&rel, e)));
+                Err(e) => Err(Error::unlisted(BACKEND, rel, unreadable(&e))),
+            },
+            Step::Descend => {
+                // No members kept means the probe reported the directory as unlisted.
+                if let Some(i) = frame.probed.iter().rposition(|(n, _)| *n == name) {
+                    let (_, members) = frame.probed.swap_remove(i);
+                    if !enter(&mut stack, rel, members, out) {
                         return;
                     }
-                };
-                let path = match RelPath::new(rel) {
-                    Ok(path) => path,
-                    Err(e) => {
-                        // Unreachable in practice: every segment was validated above.
-                        skip(
-                            skipped,
-                            &child.dirent.path(),
-                            &format!("an invalid path: {e}"),
-                        );
-                        continue;
-                    }
-                };
-                let entry = entry_from_metadata(path, &metadata);
-                if !out.push(Ok(entry)) {
-                    return;
                 }
+                continue;
             }
-            Kind::Dir => match read_children(&child.dirent.path(), skipped, stale) {
-                Ok(children) => stack.push(Frame {
+            Step::File(dirent) => match dirent.metadata() {
+                Ok(md) if md.is_file() => match RelPath::new(rel.as_str()) {
+                    Ok(path) => Ok(entry_from_metadata(path, &md)),
+                    // Unreachable in practice: every segment was validated above.
+                    Err(e) => Err(Error::unlisted(
+                        BACKEND,
+                        rel,
+                        format!("an invalid path: {e}"),
+                    )),
+                },
+                Ok(_) => Err(Error::unlisted(
+                    BACKEND,
                     rel,
-                    children: children.into_iter(),
-                }),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    out.push(Err(map_io(&rel, e)));
-                    return;
-                }
+                    "changed while it was listed (no longer a file)",
+                )),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::unlisted(
+                    BACKEND,
+                    rel,
+                    "vanished while it was listed",
+                )),
+                Err(e) => Err(Error::unlisted(
+                    BACKEND,
+                    rel,
+                    format!("a file that cannot be read: {e}"),
+                )),
             },
+        };
+        if !out.push(item) {
+            return;
         }
     }
 }

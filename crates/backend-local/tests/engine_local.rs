@@ -1,5 +1,5 @@
 //! Engine behaviour that only shows on real directories: the trash, its pruning, backup dirs,
-//! skipped symlinks, and the canonical order of deep trees.
+//! unknown paths (symlinks, special files), and the canonical order of deep trees.
 
 // Test helpers outside #[test] fns unwrap freely: a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -206,9 +206,94 @@ async fn backup_dir_receives_deleted_files() {
     );
 }
 
-/// Symlinks are not followed or synced; they are counted as skipped with a warning.
+/// Writes `n` filler files so that the deletes old code planned stay under max-delete.
+fn filler(root: &Path, n: usize) {
+    for i in 0..n {
+        write(root, &format!("other/f{i}.txt"), &format!("f{i}"));
+    }
+}
+
+/// A folder moved to another disk and linked back is unknown: the destination's copies of its
+/// files are not deleted (old code skipped the symlink, saw its files as deleted and deleted
+/// them on the other side), the rest syncs, and the run reports the path.
 #[tokio::test]
-async fn symlinks_are_skipped_and_reported() {
+async fn symlinked_folder_is_unknown_and_its_copies_stay() {
+    for mode in [SyncMode::TwoWay, SyncMode::SourceToDestination] {
+        let f = fixture();
+        write(&f.src, "photos/a.jpg", "a");
+        write(&f.src, "photos/b.jpg", "b");
+        write(&f.src, "top.txt", "v1");
+        filler(&f.src, 10);
+        let stats = f
+            .engine
+            .sync_pair(&f.pair(mode, SyncOptions::default()))
+            .await
+            .unwrap();
+        assert_eq!(stats.uploaded, 13);
+
+        let elsewhere = f._tmp.path().join("other-disk");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::rename(f.src.join("photos"), elsewhere.join("photos")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("photos"), f.src.join("photos")).unwrap();
+        write(&f.src, "top.txt", "v2");
+        let stats = f
+            .engine
+            .sync_pair(&f.pair(mode, SyncOptions::default()))
+            .await
+            .unwrap();
+        assert_eq!(stats.deleted_destination, 0, "{mode:?}: {stats:?}");
+        assert_eq!(fs::read_to_string(f.dst.join("photos/a.jpg")).unwrap(), "a");
+        assert_eq!(fs::read_to_string(f.dst.join("photos/b.jpg")).unwrap(), "b");
+        assert_eq!(fs::read_to_string(f.dst.join("top.txt")).unwrap(), "v2");
+        assert_eq!(stats.unknown, 1, "{stats:?}");
+        assert!(
+            stats
+                .warnings
+                .iter()
+                .any(|w| w.contains("\"photos\"") && w.contains("symlink")),
+            "{stats:?}"
+        );
+        // Nothing was written through the link either.
+        assert_eq!(walk(&elsewhere.join("photos")).len(), 2);
+    }
+}
+
+/// A file replaced by a FIFO (or socket, device) is unknown: the other side's copy stays.
+#[tokio::test]
+async fn special_file_is_unknown_and_the_other_copy_stays() {
+    let f = fixture();
+    write(&f.src, "data", "precious");
+    filler(&f.src, 4);
+    f.engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    fs::remove_file(f.src.join("data")).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(f.src.join("data"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stats = f
+        .engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    assert_eq!(stats.deleted_destination, 0, "{stats:?}");
+    assert_eq!(stats.unknown, 1, "{stats:?}");
+    assert_eq!(fs::read_to_string(f.dst.join("data")).unwrap(), "precious");
+    assert!(
+        stats
+            .warnings
+            .iter()
+            .any(|w| w.contains("\"data\"") && w.contains("special file")),
+        "{stats:?}"
+    );
+}
+
+/// Symlinks to files are unknown too, and an excluded one blocks nothing.
+#[tokio::test]
+async fn symlinks_are_reported_unless_excluded() {
     let f = fixture();
     write(&f.src, "real.txt", "data");
     std::os::unix::fs::symlink(f.src.join("real.txt"), f.src.join("link.txt")).unwrap();
@@ -219,15 +304,17 @@ async fn symlinks_are_skipped_and_reported() {
         .await
         .unwrap();
     assert_eq!(stats.uploaded, 1, "{stats:?}");
-    assert_eq!(stats.skipped, 2, "{stats:?}");
-    assert!(
-        stats
-            .warnings
-            .iter()
-            .any(|w| w.contains("2 entries on the source were skipped")),
-        "{stats:?}"
-    );
+    assert_eq!(stats.unknown, 2, "{stats:?}");
     assert!(!f.dst.join("link.txt").exists() && !f.dst.join("etc-link").exists());
+    let stats = f
+        .engine
+        .sync_pair(&f.pair(
+            SyncMode::TwoWay,
+            SyncOptions::default().with_excludes(["link.txt", "etc-link"]),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(stats.unknown, 0, "{stats:?}");
 }
 
 /// A second run over an unchanged tree reads no file content and writes nothing: mtimes and

@@ -67,26 +67,59 @@ fn temp_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Every item of a listing: `Ok(path)`, or `Err((path, contents_only, reason))` for what the
+/// listing could not see.
+async fn items(
+    client: &LocalClient,
+    prefix: Option<&str>,
+) -> Vec<Result<String, (String, bool, String)>> {
+    client
+        .list(prefix.map(p).as_ref())
+        .map(|item| match item {
+            Ok(e) => Ok(e.path.into_string()),
+            Err(Error::Unlisted {
+                path,
+                contents_only,
+                reason,
+                ..
+            }) => Err((path, contents_only, reason)),
+            Err(e) => panic!("listing failed: {e}"),
+        })
+        .collect()
+        .await
+}
+
 #[tokio::test]
-async fn symlinks_are_skipped_and_counted() {
+async fn symlinks_are_reported_as_unlisted_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     touch(&root.join("real/file"), "x");
+    touch(&root.join("dir-link.txt"), "x");
     touch(&dir.path().join("outside/secret"), "s");
     std::os::unix::fs::symlink(root.join("real/file"), root.join("file-link")).unwrap();
     std::os::unix::fs::symlink(root.join("outside"), root.join("dir-link")).unwrap();
     std::os::unix::fs::symlink(root.join("nowhere"), root.join("real/dangling")).unwrap();
     let client = LocalClient::new(root);
 
-    assert_eq!(client.skipped_count(), 0);
-    let listed = paths(&client, None).await;
-    assert!(listed.contains(&"real/file".to_owned()));
-    assert!(
-        !listed
-            .iter()
-            .any(|p| p.contains("link") || p.contains("dangling"))
+    let got = items(&client, None).await;
+    let unlisted = |p: &str| Err((p.to_owned(), false, "a symlink (not followed)".to_owned()));
+    assert_eq!(
+        got,
+        vec![
+            // `dir-link` before `dir-link.txt`: the engine must know it before anything
+            // at or below it.
+            unlisted("dir-link"),
+            Ok("dir-link.txt".to_owned()),
+            unlisted("file-link"),
+            Ok("outside/secret".to_owned()),
+            unlisted("real/dangling"),
+            Ok("real/file".to_owned()),
+        ]
     );
-    assert_eq!(client.skipped_count(), 3, "three symlinks were skipped");
+    assert!(
+        client.list_all(None).await.unwrap_err().is_unlisted(),
+        "collecting stops at an unlisted item"
+    );
     assert!(
         paths(&client, Some("dir-link")).await.is_empty(),
         "a prefix through a symlink lists nothing"
@@ -98,13 +131,34 @@ async fn symlinks_are_skipped_and_counted() {
             .unwrap_err()
             .is_not_found()
     );
-    // Skips accumulate over listings.
-    paths(&client, None).await;
-    assert_eq!(client.skipped_count(), 6);
 }
 
 #[tokio::test]
-async fn non_utf8_names_are_skipped_and_counted() {
+async fn special_files_and_vanished_entries_are_unlisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    touch(&root.join("a"), "a");
+    let status = std::process::Command::new("mkfifo")
+        .arg(root.join("fifo"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let client = LocalClient::new(root);
+    assert_eq!(
+        items(&client, None).await,
+        vec![
+            Ok("a".to_owned()),
+            Err((
+                "fifo".to_owned(),
+                false,
+                "a special file (socket, FIFO or device)".to_owned()
+            )),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn non_utf8_names_make_their_folder_partly_unknown() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join(OsStr::from_bytes(b"bad-\xff-name")), "x").unwrap();
     fs::create_dir(dir.path().join(OsStr::from_bytes(b"bad-dir-\xfe"))).unwrap();
@@ -115,9 +169,22 @@ async fn non_utf8_names_are_skipped_and_counted() {
         "y",
     );
     touch(&dir.path().join("good"), "g");
+    touch(&dir.path().join("sub/ok"), "g");
+    fs::write(dir.path().join("sub").join(OsStr::from_bytes(b"\xe9")), "x").unwrap();
+    touch(&dir.path().join("sub.txt"), "g");
     let client = LocalClient::new(dir.path());
-    assert_eq!(paths(&client, None).await, ["good"]);
-    assert_eq!(client.skipped_count(), 2);
+    let got = items(&client, None).await;
+    assert_eq!(got.len(), 5, "{got:?}");
+    // The root's own members first, as the root's contents (key "").
+    assert!(matches!(&got[0], Err((p, true, why)) if p.is_empty() && why.contains("not UTF-8")));
+    assert_eq!(got[1], Ok("good".to_owned()));
+    assert_eq!(got[2], Ok("sub.txt".to_owned()));
+    // `sub/` right before its first member.
+    assert!(
+        matches!(&got[3], Err((p, true, _)) if p == "sub"),
+        "{got:?}"
+    );
+    assert_eq!(got[4], Ok("sub/ok".to_owned()));
 }
 
 #[tokio::test]
@@ -135,11 +202,6 @@ async fn leftover_temp_files_are_not_listed() {
     );
     let client = LocalClient::new(dir.path());
     assert_eq!(paths(&client, None).await, ["a/b"]);
-    assert_eq!(
-        client.skipped_count(),
-        0,
-        "our own temp files are not 'skipped' entries"
-    );
     let reserved = client
         .put(&p(&format!("x/{TEMP_PREFIX}mine")), Bytes::from("x"))
         .await

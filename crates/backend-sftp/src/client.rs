@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -39,7 +38,6 @@ pub struct SftpClient {
 struct Inner {
     cfg: Arc<SftpConfig>,
     pool: Pool,
-    skipped: AtomicU64,
     /// Stale temp files the listings came across, removed when the engine asks.
     stale: StaleTemps,
 }
@@ -51,7 +49,6 @@ impl SftpClient {
             inner: Arc::new(Inner {
                 pool: Pool::new(cfg.clone()),
                 cfg,
-                skipped: AtomicU64::new(0),
                 stale: StaleTemps::default(),
             }),
         }
@@ -450,12 +447,30 @@ impl Drop for OpenFile {
 struct Frame {
     dir: Option<RelPath>,
     children: std::vec::IntoIter<Child>,
+    /// Members of probed sub-directories waiting for their `Descend` step (see [`Step`]).
+    probed: Vec<(String, Members)>,
+}
+
+/// One step of a directory's walk. A directory `d` is read when the walk reaches the name
+/// `d` (so a failure is reported there, before `d.txt`) and entered at `d/`.
+enum Step {
+    File(FileAttributes),
+    Probe,
+    Descend,
+    Unknown(&'static str),
 }
 
 struct Child {
     name: String,
-    attrs: FileAttributes,
-    is_dir: bool,
+    /// The sort key: the name, with `/` appended for a `Descend` step.
+    key: Vec<u8>,
+    step: Step,
+}
+
+/// One directory's members, sorted, and why some could not be named (if so).
+struct Members {
+    children: Vec<Child>,
+    unnamed: Option<String>,
 }
 
 struct Walk {
@@ -465,9 +480,11 @@ struct Walk {
 }
 
 impl Walk {
-    /// Reads one directory, sorted: files by name, directories by `name/`. Symlinks and
-    /// other non-files are skipped and counted; our temporary files are left out.
-    async fn read_dir(&self, dir: Option<&RelPath>) -> Result<Option<Vec<Child>>, SftpError> {
+    /// Reads one directory, sorted: files by name, directories by `name/` (and probed at
+    /// `name`). Symlinks and other non-files become unknown steps; names that are not UTF-8
+    /// (the SFTP client decodes them lossily, with U+FFFD) or not valid path segments make the
+    /// directory's contents partly unknown; our temporary files are left out.
+    async fn read_dir(&self, dir: Option<&RelPath>) -> Result<Option<Members>, SftpError> {
         let s = &self.session;
         let remote = self.inner.remote(dir);
         let handle = match s.run(s.raw.opendir(remote.as_str())).await {
@@ -477,6 +494,7 @@ impl Walk {
             Err(e) => return Err(e),
         };
         let mut children = Vec::new();
+        let mut unnamed = Vec::new();
         let result = loop {
             match s.run(s.raw.readdir(handle.as_str())).await {
                 Ok(name) => {
@@ -501,20 +519,35 @@ impl Walk {
                             Some(d) => format!("{d}/{}", f.filename),
                             None => f.filename.clone(),
                         };
-                        let kind = f.attrs.file_type();
-                        let valid = !f.filename.contains('/') && RelPath::new(&child_path).is_ok();
-                        if !valid || !(kind == FileType::File || kind == FileType::Dir) {
-                            self.inner.skipped.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(
-                                path = %child_path, kind = ?kind,
-                                "skipping: not a regular file or directory, or an invalid name"
-                            );
+                        let valid = !f.filename.contains(['/', '\u{FFFD}'])
+                            && RelPath::new(&child_path).is_ok();
+                        if !valid {
+                            tracing::warn!(path = %child_path, "a name that cannot be synced");
+                            unnamed.push(format!("{:?}", f.filename));
                             continue;
                         }
+                        let kind = f.attrs.file_type();
+                        let mut key = f.filename.as_bytes().to_vec();
+                        let step = match kind {
+                            FileType::File => Step::File(f.attrs),
+                            FileType::Dir => {
+                                let mut dkey = key.clone();
+                                dkey.push(b'/');
+                                children.push(Child {
+                                    name: f.filename.clone(),
+                                    key: dkey,
+                                    step: Step::Descend,
+                                });
+                                Step::Probe
+                            }
+                            FileType::Symlink => Step::Unknown("a symlink (not followed)"),
+                            _ => Step::Unknown("a special file (socket, FIFO or device)"),
+                        };
+                        key.shrink_to_fit();
                         children.push(Child {
-                            is_dir: kind == FileType::Dir,
                             name: f.filename,
-                            attrs: f.attrs,
+                            key,
+                            step,
                         });
                     }
                 }
@@ -528,21 +561,34 @@ impl Walk {
         };
         let _ = s.run(s.raw.close(handle)).await;
         result?;
-        children.sort_by(|a, b| {
-            let key = |c: &Child| {
-                let mut k = c.name.as_bytes().to_vec();
-                if c.is_dir {
-                    k.push(b'/');
-                }
-                k
-            };
-            key(a).cmp(&key(b))
+        children.sort_by(|a, b| a.key.cmp(&b.key));
+        let unnamed = (!unnamed.is_empty()).then(|| {
+            let n = unnamed.len();
+            let mut why = unnamed.into_iter().take(3).collect::<Vec<_>>().join(", ");
+            if n > 3 {
+                why.push_str(&format!(" and {} more", n - 3));
+            }
+            format!("names that are not UTF-8 or not valid paths: {why}")
         });
-        Ok(Some(children))
+        Ok(Some(Members { children, unnamed }))
     }
 
-    /// Yields the next file in canonical order.
-    async fn next(&mut self) -> Result<Option<Entry>, SftpError> {
+    /// Enters a directory: its members become the next frame, after an unlisted item for
+    /// the members it could not name, if any.
+    fn enter(&mut self, dir: Option<RelPath>, members: Members) -> Option<Error> {
+        let unnamed = members.unnamed.map(|why| {
+            Error::unlisted_contents(BACKEND, dir.as_ref().map_or("", RelPath::as_str), why)
+        });
+        self.stack.push(Frame {
+            dir,
+            children: members.children.into_iter(),
+            probed: Vec::new(),
+        });
+        unnamed
+    }
+
+    /// Yields the next file (or unlisted item) in canonical order.
+    async fn next(&mut self) -> Result<Option<Result<Entry, Error>>, SftpError> {
         loop {
             let Some(frame) = self.stack.last_mut() else {
                 return Ok(None);
@@ -556,21 +602,48 @@ impl Walk {
                 None => child.name.clone(),
             };
             let rel = RelPath::new(path).map_err(|e| SftpError::Message(e.to_string()))?;
-            if child.is_dir {
-                if let Some(children) = self.read_dir(Some(&rel)).await? {
-                    self.stack.push(Frame {
-                        dir: Some(rel),
-                        children: children.into_iter(),
-                    });
+            match child.step {
+                Step::File(attrs) => return Ok(Some(Ok(entry_from(rel, &attrs)))),
+                Step::Unknown(why) => {
+                    return Ok(Some(Err(Error::unlisted(BACKEND, rel.as_str(), why))));
                 }
-            } else {
-                return Ok(Some(entry_from(rel, &child.attrs)));
+                Step::Probe => {
+                    let why = match self.read_dir(Some(&rel)).await {
+                        Ok(Some(members)) => {
+                            if let Some(frame) = self.stack.last_mut() {
+                                frame.probed.push((child.name, members));
+                            }
+                            continue;
+                        }
+                        Ok(None) => "vanished while it was listed".to_owned(),
+                        // A broken connection fails the listing; a folder the server will not
+                        // list is unknown, and the rest of the tree goes on.
+                        Err(e) if e.is_connection_error() => return Err(e),
+                        Err(e) => format!("a folder that cannot be read: {e}"),
+                    };
+                    return Ok(Some(Err(Error::unlisted(BACKEND, rel.as_str(), why))));
+                }
+                Step::Descend => {
+                    let Some(i) = frame.probed.iter().rposition(|(n, _)| *n == child.name) else {
+                        // The probe reported the directory as unlisted.
+                        continue;
+                    };
+                    let (_, members) = frame.probed.swap_remove(i);
+                    if let Some(unlisted) = self.enter(Some(rel), members) {
+                        return Ok(Some(Err(unlisted)));
+                    }
+                }
             }
         }
     }
 }
 
-async fn start_walk(inner: Arc<Inner>, prefix: Option<RelPath>) -> Result<Option<Walk>, SftpError> {
+/// Starts a walk; also returns the unlisted item for the start directory's undecodable
+/// members, if any, to yield first.
+async fn start_walk(
+    inner: Arc<Inner>,
+    prefix: Option<RelPath>,
+) -> Result<Option<(Walk, Option<Error>)>, SftpError> {
     let session = inner.pool.get().await?;
     let start = inner.remote(prefix.as_ref());
     // The root may itself be a symlink to a directory; a prefix below it is a plain path.
@@ -597,13 +670,11 @@ async fn start_walk(inner: Arc<Inner>, prefix: Option<RelPath>) -> Result<Option
         session,
         stack: Vec::new(),
     };
-    if let Some(children) = walk.read_dir(prefix.as_ref()).await? {
-        walk.stack.push(Frame {
-            dir: prefix,
-            children: children.into_iter(),
-        });
+    let mut first = None;
+    if let Some(members) = walk.read_dir(prefix.as_ref()).await? {
+        first = walk.enter(prefix, members);
     }
-    Ok(Some(walk))
+    Ok(Some((walk, first)))
 }
 
 enum ListState {
@@ -668,10 +739,6 @@ impl StorageClient for SftpClient {
         caps
     }
 
-    fn skipped_count(&self) -> u64 {
-        self.inner.skipped.load(Ordering::Relaxed)
-    }
-
     async fn remove_stale_temps(&self) -> Result<u64> {
         let found = self.inner.stale.take();
         if found.is_empty() {
@@ -702,7 +769,10 @@ impl StorageClient for SftpClient {
                     ListState::Done => return None,
                     ListState::Walking(w) => w,
                     ListState::Start(inner, prefix) => match start_walk(inner, prefix).await {
-                        Ok(Some(w)) => w,
+                        Ok(Some((w, Some(unlisted)))) => {
+                            return Some((Err(unlisted), ListState::Walking(w)));
+                        }
+                        Ok(Some((w, None))) => w,
                         Ok(None) => return None,
                         Err(e) => {
                             return Some((Err(to_core(e, &path_for_errors)), ListState::Done));
@@ -710,7 +780,7 @@ impl StorageClient for SftpClient {
                     },
                 };
                 match walk.next().await {
-                    Ok(Some(entry)) => Some((Ok(entry), ListState::Walking(walk))),
+                    Ok(Some(item)) => Some((item, ListState::Walking(walk))),
                     Ok(None) => None,
                     Err(e) => Some((Err(to_core(e, &path_for_errors)), ListState::Done)),
                 }

@@ -35,8 +35,12 @@
 //!   next operation reconnects; connection failures are `Error::Transient`.
 //! - **Listing** walks the tree depth-first, sorting each directory's children by name, a
 //!   directory as `name/`, so entries come in canonical order. Entries carry size and mtime
-//!   (whole seconds: SFTP v3). Symlinks, devices, sockets and names that are not valid paths
-//!   are skipped, logged and counted in `skipped_count()`.
+//!   (whole seconds: SFTP v3). What the walk cannot see is reported, never left out:
+//!   symlinks, devices and sockets, and sub-directories the server will not list (or that
+//!   vanish while walked) are `Error::Unlisted` items at their place in canonical order; a
+//!   directory holding names that are not UTF-8 or not valid paths is reported as
+//!   `Error::Unlisted { contents_only: true, .. }`. The engine leaves them alone on both sides.
+//!   A failure of the root or of the connection ends the listing with an error.
 //! - **Writes** go to a temporary sibling `.syncengine-tmp-<random>`, get their mtime with
 //!   `setstat`, and are renamed into place: with `posix-rename@openssh.com` where the server
 //!   offers it (atomic replace); otherwise the old file is renamed aside, the new one renamed

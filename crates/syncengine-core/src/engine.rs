@@ -210,9 +210,8 @@ impl SyncEngine {
             let n = pair.client(side).skipped_count().saturating_sub(before);
             if n > 0 {
                 plan.skipped += n;
-                plan.warnings.push(format!(
-                    "{n} entries on the {side} were skipped"
-                ));
+                plan.warnings
+                    .push(format!("{n} entries on the {side} were skipped"));
             }
         }
         if initial
@@ -391,7 +390,7 @@ impl SyncEngine {
                     // An unknown path the rules exclude blocks nothing: it would not be
                     // synced even if it could be read.
                     Err(Error::Unlisted { path, .. }) => match RelPath::new(path.as_str()) {
-                        Ok(p) if is_always_ignored(&p) => false,
+                        Ok(p) if rules.is_own(&p) => false,
                         Ok(p) if rules.is_ignored(&p) || rules.is_ignored_dir(&p) => {
                             ignored.fetch_add(1, Ordering::Relaxed);
                             false
@@ -451,7 +450,11 @@ fn check_safety(plan: &Plan, force: bool, max_delete_percent: u8) -> Result<(), 
     }
     for (side, files, unknown) in [
         (Side::Source, plan.source_files, plan.source_unknown),
-        (Side::Destination, plan.destination_files, plan.destination_unknown),
+        (
+            Side::Destination,
+            plan.destination_files,
+            plan.destination_unknown,
+        ),
     ] {
         // Only records where the side held a version count: a side whose every file was
         // deleted on purpose under a backup mode (settled) may be empty. A side with paths it

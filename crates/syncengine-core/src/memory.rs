@@ -438,9 +438,8 @@ impl StorageClient for MemoryClient {
                 .any(|u| p == u || p.as_str().starts_with(&format!("{u}/")))
         };
         entries.retain(|e| !hidden(&e.path));
-        let below_prefix = |u: &RelPath| {
-            prefix.is_none_or(|p| u.as_str().starts_with(&format!("{p}/")))
-        };
+        let below_prefix =
+            |u: &RelPath| prefix.is_none_or(|p| u.as_str().starts_with(&format!("{p}/")));
         let mut items: Vec<(String, Result<Entry>)> = entries
             .into_iter()
             .map(|e| (e.path.as_str().to_owned(), Ok(e)))

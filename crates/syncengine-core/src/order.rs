@@ -814,6 +814,70 @@ mod tests {
         }
     }
 
+    /// Unknown paths are ordered where a file of their name would be (a folder with
+    /// undecodable members as `folder/`), survive spilling, and keep the stream going.
+    #[tokio::test]
+    async fn unlisted_items_are_sorted_checked_and_kept() {
+        let input = || {
+            stream::iter(vec![
+                Ok(Entry::new(rp("d.txt"), 1)),
+                Err(Error::unlisted("local", "d", "a symlink (not followed)")),
+                Ok(Entry::new(rp("e/x"), 1)),
+                Err(Error::unlisted_contents(
+                    "local",
+                    "e",
+                    "names that cannot be synced",
+                )),
+                Ok(Entry::new(rp("a"), 1)),
+                Err(Error::unlisted_contents(
+                    "local",
+                    "",
+                    "names that cannot be synced",
+                )),
+            ])
+            .boxed()
+        };
+        let keys = |items: Vec<Result<Entry>>| -> Vec<String> {
+            items
+                .into_iter()
+                .map(|i| match i {
+                    Ok(e) => e.path.into_string(),
+                    Err(e) => format!("?{}", e.unlisted_key().unwrap()),
+                })
+                .collect()
+        };
+        let want = ["?", "a", "?d", "d.txt", "?e/", "e/x"];
+        let scratch = tempfile::tempdir().unwrap();
+        for run_size in [1, 2, 100] {
+            let sorted = sort_listing(input(), scratch.path(), run_size).await;
+            let got = collect(check_order(sorted, "C".into())).await;
+            assert_eq!(keys(got), want, "run_size {run_size}");
+        }
+        // The backend name survives spilling.
+        let got = collect(sort_listing(input(), scratch.path(), 1).await).await;
+        assert!(
+            got[0]
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .starts_with("local:")
+        );
+        // Out of order: `d` (unknown) after `d.txt`.
+        let bad = stream::iter(vec![
+            Ok(Entry::new(rp("d.txt"), 1)),
+            Err(Error::unlisted("local", "d", "x")),
+        ])
+        .boxed();
+        let got = collect(check_order(bad, "C".into())).await;
+        assert!(
+            got[1]
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("out of canonical")
+        );
+    }
+
     #[tokio::test]
     async fn unusable_scratch_dir_is_an_error() {
         let scratch = tempfile::tempdir().unwrap();

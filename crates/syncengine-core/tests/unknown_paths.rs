@@ -82,7 +82,11 @@ async fn unknown_folder_on_the_source_is_not_deleted_in_any_deleting_mode() {
             assert_eq!(text(&dst, "x/a").as_deref(), Some("x/a"), "{ctx}");
             assert_eq!(text(&dst, "x/b").as_deref(), Some("x/b"), "{ctx}");
             assert_eq!(text(&dst, "x.txt").as_deref(), Some("x.txt"), "{ctx}");
-            assert_eq!(text(&dst, "y").as_deref(), Some("y2"), "{ctx}: the rest syncs");
+            assert_eq!(
+                text(&dst, "y").as_deref(),
+                Some("y2"),
+                "{ctx}: the rest syncs"
+            );
             assert_eq!(stats.deleted_destination, 0, "{ctx}");
             assert_eq!(stats.unknown, 1, "{ctx}");
             assert!(
