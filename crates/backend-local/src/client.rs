@@ -693,6 +693,43 @@ impl StorageClient for LocalClient {
         .await
     }
 
+    /// A hard link: no bytes copied, and the old version keeps its inode. Where the
+    /// filesystem has no hard links (FAT, some network mounts) or `to` is on another device,
+    /// a copy.
+    async fn preserve(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
+        check_not_reserved(to)?;
+        let (src, target) = (self.abs(from), self.abs(to));
+        let (from_rel, to_path) = (from.as_str().to_owned(), to.clone());
+        let linked = blocking(move || {
+            let rel = to_path.as_str();
+            file_metadata(&src, &from_rel)?;
+            create_parent(&target, rel)?;
+            match fs::hard_link(&src, &target) {
+                Ok(()) => {
+                    let metadata = file_metadata(&target, rel)?;
+                    Ok(Some(entry_from_metadata(to_path, &metadata)))
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Unsupported
+                            | io::ErrorKind::PermissionDenied
+                            | io::ErrorKind::CrossesDevices
+                    ) =>
+                {
+                    tracing::debug!(to = rel, "hard link failed ({e}); copying instead");
+                    Ok(None)
+                }
+                Err(e) => Err(map_io(rel, e)),
+            }
+        })
+        .await?;
+        match linked {
+            Some(entry) => Ok(entry),
+            None => self.copy_opts(from, to, TransferOptions::default()).await,
+        }
+    }
+
     async fn rename_opts(
         &self,
         from: &RelPath,

@@ -994,6 +994,44 @@ impl StorageClient for SftpClient {
         })
     }
 
+    /// `hardlink@openssh.com` where the server offers it, checked afterwards (rclone's server
+    /// answers OK without making the link); else a copy through the client.
+    async fn preserve(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
+        check_name(to)?;
+        let err = |e: SftpError| to_core(e, from.as_str());
+        let err_to = |e: SftpError| to_core(e, to.as_str());
+        let s = self.inner.pool.get().await.map_err(err)?;
+        if s.hardlink {
+            let source = stat_entry(&self.inner, &s, from).await.map_err(err)?;
+            let remote_from = self.inner.remote(Some(from));
+            let remote_to = self.inner.remote(Some(to));
+            if lstat_opt(&s, &remote_to).await.map_err(err_to)?.is_some() {
+                return Err(err_to(SftpError::Exists));
+            }
+            mkdir_all(&s, remote_parent(&remote_to))
+                .await
+                .map_err(err_to)?;
+            let linked = s
+                .run(s.raw.extended(
+                    "hardlink@openssh.com",
+                    ssh_strings(&[remote_from.as_str(), remote_to.as_str()]),
+                ))
+                .await
+                .and_then(status_ok);
+            match linked {
+                Ok(()) => match stat_entry(&self.inner, &s, to).await {
+                    Ok(entry) if entry.size == source.size => return Ok(entry),
+                    other => tracing::debug!(
+                        path = %to,
+                        "hardlink@openssh.com answered OK but made no usable link ({other:?}); copying"
+                    ),
+                },
+                Err(e) => tracing::debug!(path = %to, "hardlink@openssh.com failed ({e}); copying"),
+            }
+        }
+        syncengine_core::client::preserve_by_copy(self, from, to).await
+    }
+
     async fn rename_opts(
         &self,
         from: &RelPath,

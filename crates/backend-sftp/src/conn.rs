@@ -17,6 +17,7 @@ use crate::config::SftpConfig;
 use crate::error::SftpError;
 
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
+const HARDLINK: &str = "hardlink@openssh.com";
 
 /// What the host-key check decided, kept for the error message (russh only says "unknown key").
 #[derive(Default)]
@@ -332,6 +333,8 @@ pub(crate) struct Session {
     conn: Arc<Conn>,
     /// The server offers `posix-rename@openssh.com` (and the config allows it).
     pub(crate) posix_rename: bool,
+    /// The server offers `hardlink@openssh.com`.
+    pub(crate) hardlink: bool,
 }
 
 impl Session {
@@ -450,6 +453,7 @@ impl Pool {
         let offers = |name: &str| version.extensions.contains_key(name);
         Ok(Arc::new(Session {
             posix_rename: self.cfg.use_posix_rename && offers(POSIX_RENAME),
+            hardlink: offers(HARDLINK),
             raw,
             dead,
             conn,

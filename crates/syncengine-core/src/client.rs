@@ -11,9 +11,10 @@ use md5::{Digest, Md5};
 
 use crate::capabilities::Capabilities;
 use crate::entry::{ContentHash, Entry};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::identity::Location;
 use crate::path::RelPath;
+use crate::verify::{Expected, verify_body};
 
 /// A stream of file content, chunk by chunk. Nothing in the engine buffers a whole file.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
@@ -303,6 +304,30 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
         to: &RelPath,
         opts: TransferOptions,
     ) -> Result<Entry>;
+
+    /// Keeps the current version of the file at `from` also at `to`, as cheaply as the
+    /// backend can: a hard link where it has them, else a server-side copy, else a copy
+    /// through the client. `from` is left as it is.
+    ///
+    /// The engine calls it before it replaces or deletes a file, to keep the old version in
+    /// the trash (or under a conflict name) while the path itself is never absent: the old
+    /// version stays at `from` until an atomic write replaces it.
+    ///
+    /// # Behavior
+    /// - Never replaces anything: `to` must not exist.
+    /// - Missing parent directories of `to` are created.
+    /// - After it returns, `to` holds what `from` held, and an atomic write or a rename onto
+    ///   `from` later leaves `to` as it is. (A hard link shares the file: an edit made *in
+    ///   place* to `from` shows at `to` too — the edit is kept, not lost.)
+    /// - The default makes a server-side copy ([`copy_opts`](StorageClient::copy_opts)
+    ///   without overwrite) and, where that is `Unsupported`, streams the file through the
+    ///   client into a create-only write, checked against the size `stat` reported.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing `from`; `AlreadyExists` when `to` exists.
+    async fn preserve(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
+        preserve_by_copy(self, from, to).await
+    }
 }
 
 /// Conveniences over [`StorageClient`], available on every client.
@@ -358,6 +383,39 @@ pub trait StorageClientExt: StorageClient {
 }
 
 impl<T: StorageClient + ?Sized> StorageClientExt for T {}
+
+/// The default [`StorageClient::preserve`]: a server-side copy without overwrite, else a
+/// copy through the client, checked against the size (and MD5, where listed) of `from`.
+///
+/// Backends that override `preserve` with something cheaper (a hard link) call this where
+/// that is not possible.
+///
+/// # Errors
+/// As [`StorageClient::preserve`].
+pub async fn preserve_by_copy<C: StorageClient + ?Sized>(
+    client: &C,
+    from: &RelPath,
+    to: &RelPath,
+) -> Result<Entry> {
+    match client.copy_opts(from, to, TransferOptions::default()).await {
+        Err(Error::Unsupported { .. }) => {}
+        other => return other,
+    }
+    let listed = client.stat(from).await?;
+    let mtime = client.recorded_mtime(&listed).await?;
+    let body = client.read_opts(from, ReadOptions::default()).await?;
+    let body = verify_body(
+        body,
+        Expected::of(&listed, &client.capabilities()),
+        client.backend(),
+        from.as_str(),
+    );
+    let mut opts = WriteOptions::default()
+        .with_mode(WriteMode::Create)
+        .with_size_hint(listed.size);
+    opts.mtime = mtime;
+    client.write_opts(to, body, opts).await
+}
 
 /// Wraps one buffer as a [`ByteStream`].
 pub fn bytes_stream(data: Bytes) -> ByteStream {

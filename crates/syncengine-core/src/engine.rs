@@ -16,7 +16,7 @@ use tracing::Instrument;
 use crate::client::{EntryStream, StorageClient, StorageClientExt};
 use crate::decide::Policy;
 use crate::error::{Error, SyncError};
-use crate::exec::{Executor, ResolvedRecovery};
+use crate::exec::{Executor, ResolvedRecovery, overlay_base, recover_intents};
 use crate::identity;
 use crate::ignore_rules::{IgnoreRules, STATE_DIR_NAME, SYNCIGNORE_FILE};
 use crate::mode::{InitialSyncPreference, Side, SyncMode};
@@ -26,7 +26,7 @@ use crate::path::RelPath;
 use crate::plan::Plan;
 use crate::progress::ProgressEvent;
 use crate::reconcile::Reconciler;
-use crate::state::{PairLock, StateStore};
+use crate::state::{BaseUpdate, PairLock, StateStore};
 use crate::stats::SyncStats;
 
 /// Entries kept in memory per sorted run when a listing has to be sorted.
@@ -182,11 +182,19 @@ impl SyncEngine {
             pair.source.clone(),
             pair.destination.clone(),
         );
-        // An accepted new root is not what the base describes: plan as if there were none.
+        // Copies an interrupted run left behind: those that landed count as synced. An
+        // accepted new root is not what the base describes: plan as if there were none.
+        let (recovered, stale_intents) =
+            recover_intents(&store, &pair.source, &pair.destination).await?;
+        let recovered = if roots.accepted {
+            Vec::new()
+        } else {
+            recovered
+        };
         let base = if roots.accepted {
             futures::stream::empty().boxed()
         } else {
-            store.stream()
+            overlay_base(store.stream(), recovered.clone())
         };
         let mut plan = reconciler.plan(source_list, destination_list, base).await?;
         plan.warnings.extend(roots.warnings.iter().cloned());
@@ -258,6 +266,8 @@ impl SyncEngine {
             blocking(move || s.record_root_identities(&record, accepted)).await?;
         }
 
+        plan.state_updates
+            .splice(0..0, recovered.into_iter().map(BaseUpdate::Put));
         self.emit(ProgressEvent::Planned {
             actions: plan.actions.len() as u64,
             bytes: plan.actions.iter().map(|a| a.bytes()).sum(),
@@ -280,6 +290,8 @@ impl SyncEngine {
             conflict_loser: opts.conflict_loser,
             transfers: opts.transfers,
             attempts: opts.attempts,
+            mode: pair.mode,
+            stale_intents: stale_intents > 0,
         };
         executor.run(plan, &mut stats).await?;
         // The plan ended normally (per-file errors allowed): the initial sync is over.

@@ -3,11 +3,26 @@
 //!
 //! Order of work: base-only updates; then what makes room for a type change
 //! ([`Action::makes_room`], and the deletes of a file `x` on the side that receives `x/…`, or
-//! of `x/…` on the side that receives `x`); then renames, conflicts and copies (up to
-//! `transfers` at once); then — only if all of those succeeded and the run was not
-//! cancelled — deletes. Before the engine deletes or overwrites a file it checks that the file
-//! is still what was listed (a file changed since is left alone and reported), and hands the
-//! old version to the side's [`Recovery`](crate::Recovery) (trash or backup dir).
+//! of `x/…` on the side that receives `x`); then renames,
+//! conflicts and copies (up to `transfers` at once); then the copies those asked for (a kept
+//! conflict loser going to the other side); then — unless the run was cancelled — the other
+//! deletes. A failed action postpones only the deletes that depend on it (its path, the
+//! folders above it, its folder, its rename pair); a systemic failure (disk full, lost
+//! credentials, 10 failures in a row, more than half of at least 20 actions) postpones all.
+//!
+//! Before the engine deletes or overwrites a file it checks that the file is still what was
+//! listed (a file changed since is left alone and reported), and hands the old version to the
+//! side's [`Recovery`](crate::Recovery) (trash or backup dir).
+//!
+//! # Overwrites are staged; the path is never absent
+//! The old version is first *preserved* ([`StorageClient::preserve`]: a hard link on local
+//! disk and where SFTP servers offer one, a server-side copy elsewhere) into the trash or under
+//! its conflict name; then the new content is written with an atomic write (temp file + rename
+//! on local, SFTP and WebDAV; the PUT or multipart-complete on object stores) that replaces the
+//! old one in one step. Each body is checked inside the stream ([`verify_body`]) for the listed
+//! length and MD5, so a short, long or corrupt read makes the write abort before it commits. A
+//! failed, short or cancelled transfer leaves the old version at its path, and the spare copy
+//! made for it is removed again (after a cancellation, by a background task, best effort).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -19,15 +34,17 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{StorageClient, StorageClientExt, TransferOptions, WriteMode, WriteOptions};
-use crate::entry::Entry;
+use crate::entry::{Entry, truncate_nanos};
 use crate::error::{Error, SyncError};
 use crate::ignore_rules::STATE_DIR_NAME;
-use crate::mode::{ConflictLoser, Side};
+use crate::mode::{ConflictLoser, Side, SyncMode};
 use crate::path::RelPath;
 use crate::plan::{Action, Plan};
 use crate::progress::ProgressEvent;
-use crate::state::{BaseRecord, BaseUpdate, SideRecord, StateStore};
+use crate::reconcile::BaseStream;
+use crate::state::{BaseRecord, BaseUpdate, Intent, SideRecord, StateStore};
 use crate::stats::SyncStats;
+use crate::verify::{Expected, verify_body};
 
 /// Where a side's deleted and overwritten files go, resolved from
 /// [`Recovery`](crate::Recovery) for one run.
@@ -65,13 +82,47 @@ pub struct Executor {
     pub transfers: usize,
     /// Attempts per primitive operation for transient errors.
     pub attempts: u32,
+    /// The pair's mode: a kept conflict loser goes to the other side in the same run when the
+    /// mode copies additions in that direction.
+    pub mode: SyncMode,
+    /// The state holds intents of an earlier, interrupted run (see [`recover_intents`]):
+    /// they are cleared once the plan's base updates (which include what was recovered from
+    /// them) are written.
+    pub stale_intents: bool,
+}
+
+/// What a finished action hands back.
+struct Done {
+    /// Base updates for what it did.
+    updates: Vec<BaseUpdate>,
+    /// Actions to run after this batch (the copy of a kept conflict loser).
+    follow_ups: Vec<Action>,
+}
+
+impl Done {
+    fn updates(updates: Vec<BaseUpdate>) -> Self {
+        Done {
+            updates,
+            follow_ups: Vec::new(),
+        }
+    }
 }
 
 enum Outcome {
-    Done(Vec<BaseUpdate>),
+    Done(Done),
     Failed(Error),
     Cancelled,
+    /// Recording intents failed: the run cannot go on safely.
+    Fatal(SyncError),
 }
+
+/// Copies whose intents are recorded in one transaction, ahead of the copies.
+const INTENT_BATCH: usize = 512;
+
+/// Failures in a row after which every delete of the run is postponed.
+const SYSTEMIC_IN_A_ROW: u32 = 10;
+/// With at least this many actions finished, more than half of them failing is systemic.
+const SYSTEMIC_SHARE_MIN: u64 = 20;
 
 /// How many base updates are written per transaction, and how long they may wait.
 const FLUSH_EVERY: usize = 4096;
@@ -110,34 +161,69 @@ impl Executor {
             [self.source.clone(), self.destination.clone()],
         );
         writer.extend(plan.state_updates).await?;
+        if self.stale_intents {
+            // What the old intents told us is in the updates above: once those are written,
+            // the intents have served.
+            writer.flush().await?;
+            let store = self.store.clone();
+            blocking(move || store.clear_all_intents()).await?;
+        }
 
         let (first, actions): (Vec<Action>, Vec<Action>) =
             plan.actions.into_iter().partition(Action::makes_room);
         let (deletes, others): (Vec<Action>, Vec<Action>) =
             actions.into_iter().partition(Action::is_delete);
-        // Type changes: what stands in the way of a new file or folder goes first.
-        let (room, deletes) = deletes_making_room(deletes, &others);
-        let first: Vec<Action> = first.into_iter().chain(room).collect();
-        if self.run_batch(first, stats, &mut writer).await? {
-            writer.flush().await?;
-            return Err(SyncError::Cancelled);
-        }
+        let (room, deletes) = split_making_room(deletes, &others);
+        let early: Vec<Action> = first.into_iter().chain(room).collect();
+        let mut failures = Failures::default();
+        let mut follow_ups = Vec::new();
 
-        let cancelled = self.run_batch(others, stats, &mut writer).await?;
+        // Type changes: the old file (or folder) must go before the new entry can be written.
+        let mut cancelled = self
+            .run_batch(early, stats, &mut writer, &mut failures, &mut follow_ups)
+            .await?;
+        if !cancelled {
+            cancelled = self
+                .run_batch(others, stats, &mut writer, &mut failures, &mut follow_ups)
+                .await?;
+        }
+        if !cancelled && !follow_ups.is_empty() {
+            let batch = std::mem::take(&mut follow_ups);
+            cancelled = self
+                .run_batch(batch, stats, &mut writer, &mut failures, &mut follow_ups)
+                .await?;
+        }
         if cancelled {
             writer.flush().await?;
             return Err(SyncError::Cancelled);
         }
-        if stats.errors > 0 {
+
+        let deletes = if let Some(reason) = failures.systemic() {
             if !deletes.is_empty() {
                 stats.skipped += deletes.len() as u64;
                 stats.warnings.push(format!(
-                    "{} deletion(s) postponed because {} action(s) failed; the next run retries them",
-                    deletes.len(),
-                    stats.errors
+                    "all {} deletion(s) postponed because {reason}; the next run retries them",
+                    deletes.len()
                 ));
             }
-        } else if self.run_batch(deletes, stats, &mut writer).await? {
+            Vec::new()
+        } else {
+            let (blocked, free): (Vec<Action>, Vec<Action>) =
+                deletes.into_iter().partition(|d| failures.blocks(d.path()));
+            if !blocked.is_empty() {
+                stats.skipped += blocked.len() as u64;
+                stats.warnings.push(format!(
+                    "{} deletion(s) postponed because an action on the same path or in the same \
+                     folder failed; the next run retries them",
+                    blocked.len()
+                ));
+            }
+            free
+        };
+        if self
+            .run_batch(deletes, stats, &mut writer, &mut failures, &mut follow_ups)
+            .await?
+        {
             writer.flush().await?;
             return Err(SyncError::Cancelled);
         }
@@ -150,35 +236,85 @@ impl Executor {
         actions: Vec<Action>,
         stats: &mut SyncStats,
         writer: &mut BaseWriter,
+        failures: &mut Failures,
+        follow_ups: &mut Vec<Action>,
     ) -> Result<bool, SyncError> {
         let mut cancelled = false;
-        let mut results = futures::stream::iter(actions)
-            .map(|action| async move {
+        // Intents are recorded a batch at a time, each batch before any of its copies starts:
+        // `then` holds the next batch back until its intents are durable.
+        let mut batches = Vec::with_capacity(actions.len().div_ceil(INTENT_BATCH));
+        let mut actions = actions.into_iter().peekable();
+        while actions.peek().is_some() {
+            batches.push(actions.by_ref().take(INTENT_BATCH).collect::<Vec<_>>());
+        }
+        let store = self.store.clone();
+        let items = futures::stream::iter(batches)
+            .then(move |batch| {
+                let store = store.clone();
+                async move {
+                    let intents: Vec<Intent> = batch.iter().filter_map(intent_of).collect();
+                    let recorded = if intents.is_empty() {
+                        Ok(())
+                    } else {
+                        blocking(move || store.record_intents(&intents)).await
+                    };
+                    let items: Vec<Result<Action, SyncError>> = match recorded {
+                        Ok(()) => batch.into_iter().map(Ok).collect(),
+                        Err(e) => vec![Err(e)],
+                    };
+                    futures::stream::iter(items)
+                }
+            })
+            .flatten();
+        let results = items
+            .map(|item| async move {
+                let action = match item {
+                    Ok(action) => action,
+                    Err(e) => return (None, Outcome::Fatal(e)),
+                };
                 if self.cancel.is_cancelled() {
-                    return (action, Outcome::Cancelled);
+                    return (Some(action), Outcome::Cancelled);
                 }
                 let outcome = tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => Outcome::Cancelled,
                     r = self.perform(&action) => match r {
-                        Ok(updates) => Outcome::Done(updates),
+                        Ok(done) => Outcome::Done(done),
                         Err(e) => Outcome::Failed(e),
                     },
                 };
-                (action, outcome)
+                (Some(action), outcome)
             })
             .buffer_unordered(self.transfers.max(1));
+        let mut results = std::pin::pin!(results);
         while let Some((action, outcome)) = results.next().await {
+            let action = match (action, outcome) {
+                (_, Outcome::Fatal(e)) => return Err(e),
+                (_, Outcome::Cancelled) => {
+                    // The copy may or may not have landed: its intent stays for the next run.
+                    cancelled = true;
+                    continue;
+                }
+                (None, _) => continue,
+                (Some(action), outcome) => (action, outcome),
+            };
+            let (action, outcome) = action;
+            if let Some(intent) = intent_of(&action) {
+                writer.clear(intent.path);
+            }
             match outcome {
-                Outcome::Done(updates) => {
+                Outcome::Done(done) => {
+                    failures.succeeded();
                     action.count_into(stats);
                     self.emit(ProgressEvent::Done {
                         path: action.path().clone(),
                         kind: action.kind(),
                     });
-                    writer.extend(updates).await?;
+                    follow_ups.extend(done.follow_ups);
+                    writer.extend(done.updates).await?;
                 }
                 Outcome::Failed(error) => {
+                    failures.failed(&action, &error);
                     stats.errors += 1;
                     let message = format!("{}: {}", action.path(), error);
                     tracing::error!(path = %action.path(), %error, "action failed");
@@ -189,13 +325,13 @@ impl Executor {
                         error: error.to_string(),
                     });
                 }
-                Outcome::Cancelled => cancelled = true,
+                Outcome::Cancelled | Outcome::Fatal(_) => {}
             }
         }
         Ok(cancelled)
     }
 
-    async fn perform(&self, action: &Action) -> Result<Vec<BaseUpdate>, Error> {
+    async fn perform(&self, action: &Action) -> Result<Done, Error> {
         self.emit(ProgressEvent::Started {
             path: action.path().clone(),
             kind: action.kind(),
@@ -210,18 +346,23 @@ impl Executor {
                 target,
             } => {
                 let written = self.copy_over(*from, entry, target.as_ref()).await?;
-                Ok(vec![BaseUpdate::Put(record(*from, entry, &written))])
+                Ok(Done::updates(vec![BaseUpdate::Put(record(
+                    *from, entry, &written,
+                ))]))
             }
             Action::Delete { side, entry } => {
                 self.remove(*side, entry).await?;
-                Ok(vec![BaseUpdate::Remove(entry.path.clone())])
+                Ok(Done::updates(vec![BaseUpdate::Remove(entry.path.clone())]))
             }
             Action::Rename {
                 seen_on,
                 from,
                 to,
                 keep_old,
-            } => self.mirror_rename(*seen_on, from, to, *keep_old).await,
+            } => self
+                .mirror_rename(*seen_on, from, to, *keep_old)
+                .await
+                .map(Done::updates),
             Action::Conflict {
                 source,
                 destination,
@@ -234,7 +375,7 @@ impl Executor {
                     };
                     self.settle_conflict(*w, win, lose).await
                 }
-                None => self.keep_both(source, destination).await,
+                None => self.keep_both(source, destination).await.map(Done::updates),
             },
             Action::SetAside {
                 kept_side,
@@ -246,7 +387,10 @@ impl Executor {
                 entry,
                 share,
                 settled,
-            } => self.move_aside(*side, entry, *share, *settled).await,
+            } => self
+                .move_aside(*side, entry, *share, *settled)
+                .await
+                .map(Done::updates),
         }
     }
 
@@ -257,31 +401,79 @@ impl Executor {
         entry: &Entry,
         target: Option<&Entry>,
     ) -> Result<Entry, Error> {
-        let to = from.other();
-        let mode = match target {
-            None => WriteMode::Create,
-            Some(t) => self.prepare_overwrite(to, t).await?,
-        };
-        self.transfer(from, &entry.path, to, &entry.path, mode, entry)
-            .await
+        match target {
+            None => {
+                self.transfer(
+                    from,
+                    &entry.path,
+                    from.other(),
+                    &entry.path,
+                    WriteMode::Create,
+                    entry,
+                )
+                .await
+            }
+            Some(t) => Ok(self.replace(from, entry, t, None).await?.0),
+        }
     }
 
-    /// Makes sure `existing` on `side` is still as listed, hands it to recovery, and returns
-    /// the write mode that replaces it safely.
-    async fn prepare_overwrite(&self, side: Side, existing: &Entry) -> Result<WriteMode, Error> {
+    /// Writes `new` from side `from` over `existing` on the other side, staged so that the
+    /// path is never absent: `existing` is first preserved at `keep_at` (a conflict name) or,
+    /// without one, handed to the side's recovery (a preserved copy in the trash, a copy in the
+    /// backup dir); then an atomic write replaces it. Returns the written entry and the
+    /// preserved copy, if one was made.
+    ///
+    /// A failed or cancelled write leaves `existing` at its path, and the preserved copy is
+    /// removed again while `existing` is still there.
+    async fn replace(
+        &self,
+        from: Side,
+        new: &Entry,
+        existing: &Entry,
+        keep_at: Option<&RelPath>,
+    ) -> Result<(Entry, Option<Entry>), Error> {
+        let side = from.other();
+        let client = self.client(side);
         if !self.still_as_listed(side, existing).await? {
-            return Ok(WriteMode::Create);
+            let written = self
+                .transfer(from, &new.path, side, &new.path, WriteMode::Create, new)
+                .await?;
+            return Ok((written, None));
         }
-        match self.recovery(side) {
-            ResolvedRecovery::Trash => {
-                self.move_to_trash(side, &existing.path).await?;
-                Ok(WriteMode::Create)
+        let kept = match keep_at {
+            Some(aside) => Some(
+                self.retry(|| client.preserve(&existing.path, aside))
+                    .await?,
+            ),
+            None => match self.recovery(side) {
+                ResolvedRecovery::Trash => {
+                    Some(self.preserve_in_trash(side, &existing.path).await?)
+                }
+                ResolvedRecovery::BackupDir(backup) => {
+                    self.copy_to_backup(side, existing, backup).await?;
+                    None
+                }
+                ResolvedRecovery::None => None,
+            },
+        };
+        let undo = Undo {
+            client: client.clone(),
+            copy: kept.as_ref().map(|k| k.path.clone()),
+            original: existing.clone(),
+        };
+        let mode = self.overwrite_mode(side, existing);
+        match self
+            .transfer(from, &new.path, side, &new.path, mode, new)
+            .await
+        {
+            Ok(written) => {
+                undo.disarm();
+                Ok((written, kept))
             }
-            ResolvedRecovery::BackupDir(backup) => {
-                self.copy_to_backup(side, existing, backup).await?;
-                Ok(self.overwrite_mode(side, existing))
+            Err(e) => {
+                undo.run().await;
+                Err(e)
             }
-            ResolvedRecovery::None => Ok(self.overwrite_mode(side, existing)),
         }
     }
 
@@ -301,10 +493,7 @@ impl Executor {
         let client = self.client(side);
         match self.retry(|| client.stat(&listed.path)).await {
             Ok(now) => {
-                let same = now.size == listed.size
-                    && now.mtime == listed.mtime
-                    && (now.etag.is_none() || listed.etag.is_none() || now.etag == listed.etag);
-                if same {
+                if same_version(&now, listed) {
                     Ok(true)
                 } else {
                     Err(Error::PreconditionFailed {
@@ -345,13 +534,18 @@ impl Executor {
         }
     }
 
+    /// Where `path` goes in the side's trash; `n` > 1 picks a fresh run folder.
+    fn trash_path(&self, path: &RelPath, n: u32) -> Result<RelPath, Error> {
+        RelPath::new(format!(
+            "{STATE_DIR_NAME}/trash/{}/{path}",
+            self.stamped_folder(n)
+        ))
+    }
+
     async fn move_to_trash(&self, side: Side, path: &RelPath) -> Result<(), Error> {
         let client = self.client(side);
         for n in 1u32.. {
-            let target = RelPath::new(format!(
-                "{STATE_DIR_NAME}/trash/{}/{path}",
-                self.stamped_folder(n)
-            ))?;
+            let target = self.trash_path(path, n)?;
             match self
                 .retry(|| client.rename_opts(path, &target, TransferOptions::default()))
                 .await
@@ -363,6 +557,24 @@ impl Executor {
             }
         }
         Ok(())
+    }
+
+    /// Keeps the current version of `path` in the side's trash while it stays at its path
+    /// (see [`StorageClient::preserve`]); returns the copy.
+    async fn preserve_in_trash(&self, side: Side, path: &RelPath) -> Result<Entry, Error> {
+        let client = self.client(side);
+        for n in 1u32..100 {
+            let target = self.trash_path(path, n)?;
+            match self.retry(|| client.preserve(path, &target)).await {
+                Err(Error::AlreadyExists { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(Error::other(
+            client.backend(),
+            path.to_string(),
+            "no free name in the trash",
+        ))
     }
 
     async fn copy_to_backup(
@@ -416,6 +628,14 @@ impl Executor {
         let written = self
             .retry(|| async move {
                 let body = src.read(from_path).await?;
+                // Checked inside the stream: a short or corrupt read fails the body before its
+                // end, so the write aborts instead of committing it over the old version.
+                let body = verify_body(
+                    body,
+                    Expected::of(listed, &src.capabilities()),
+                    src.backend(),
+                    from_path.as_str(),
+                );
                 let progress = self.progress.clone();
                 let path = to_path.clone();
                 let body = body
@@ -537,27 +757,41 @@ impl Executor {
         winner: Side,
         win: &Entry,
         lose: &Entry,
-    ) -> Result<Vec<BaseUpdate>, Error> {
+    ) -> Result<Done, Error> {
         let loser = winner.other();
-        let mode = match self.conflict_loser {
+        let mut follow_ups = Vec::new();
+        let written = match self.conflict_loser {
             ConflictLoser::Keep => {
-                if self.still_as_listed(loser, lose).await? {
-                    let aside = self.conflict_name(&lose.path, loser).await?;
-                    let client = self.client(loser);
-                    self.retry(|| {
-                        client.rename_opts(&lose.path, &aside, TransferOptions::default())
-                    })
-                    .await?;
-                    tracing::info!(path = %lose.path, kept_as = %aside, "conflict: losing version kept");
+                let aside = self.conflict_name(&lose.path, loser).await?;
+                let (written, kept) = self.replace(winner, win, lose, Some(&aside)).await?;
+                if let Some(kept) = kept {
+                    tracing::info!(path = %lose.path, kept_as = %kept.path, "conflict: losing version kept");
+                    // The kept loser is an addition on its side: where the mode copies
+                    // additions that way, it reaches the other side in this run.
+                    if self.copies_additions_from(loser) {
+                        follow_ups.push(Action::Copy {
+                            from: loser,
+                            entry: kept,
+                            target: None,
+                        });
+                    }
                 }
-                WriteMode::Create
+                written
             }
-            ConflictLoser::Delete => self.prepare_overwrite(loser, lose).await?,
+            ConflictLoser::Delete => self.replace(winner, win, lose, None).await?.0,
         };
-        let written = self
-            .transfer(winner, &win.path, loser, &win.path, mode, win)
-            .await?;
-        Ok(vec![BaseUpdate::Put(record(winner, win, &written))])
+        Ok(Done {
+            updates: vec![BaseUpdate::Put(record(winner, win, &written))],
+            follow_ups,
+        })
+    }
+
+    /// True when the mode copies files added on `side` to the other side.
+    fn copies_additions_from(&self, side: Side) -> bool {
+        match side {
+            Side::Source => self.mode.allows_upload(),
+            Side::Destination => self.mode.allows_download(),
+        }
     }
 
     async fn keep_both(
@@ -598,17 +832,11 @@ impl Executor {
         Ok(updates)
     }
 
-    /// Carries out [`Action::SetAside`]: the kept copy of a settled deletion moves to a free
-    /// conflict name on its own side and the new file takes the path. The renamed copy keeps
-    /// the settled absence of the other side. If the new file cannot be copied, the kept copy
-    /// is moved back, so the next run finds what this one found instead of a renamed copy
-    /// without a base.
-    async fn set_aside(
-        &self,
-        kept_side: Side,
-        kept: &Entry,
-        new: &Entry,
-    ) -> Result<Vec<BaseUpdate>, Error> {
+    /// Carries out [`Action::SetAside`]: the kept copy of a settled deletion is kept under a
+    /// free conflict name on its own side and the new file takes the path — staged like any
+    /// overwrite, so the path is never absent and a failed copy leaves the kept copy where it
+    /// was. The set-aside copy keeps the settled absence of the other side.
+    async fn set_aside(&self, kept_side: Side, kept: &Entry, new: &Entry) -> Result<Done, Error> {
         let new_side = kept_side.other();
         if !self.still_as_listed(kept_side, kept).await? {
             return Err(Error::PreconditionFailed {
@@ -618,42 +846,17 @@ impl Executor {
             });
         }
         let aside = self.conflict_name(&kept.path, kept_side).await?;
-        let client = self.client(kept_side);
-        let moved = self
-            .retry(|| client.rename_opts(&kept.path, &aside, TransferOptions::default()))
-            .await?;
-        tracing::info!(path = %kept.path, kept_as = %aside, "a new file took the path of a settled deletion; the kept copy is set aside");
-        let written = match self
-            .transfer(
-                new_side,
-                &new.path,
-                kept_side,
-                &new.path,
-                WriteMode::Create,
-                new,
-            )
-            .await
-        {
-            Ok(w) => w,
-            Err(e) => {
-                if let Err(undo) = self
-                    .retry(|| client.rename_opts(&aside, &kept.path, TransferOptions::default()))
-                    .await
-                {
-                    tracing::error!(path = %kept.path, kept_as = %aside, error = %undo, "could not move the kept copy back");
-                }
-                return Err(e);
-            }
-        };
-        let updates = vec![
-            BaseUpdate::Put(record(new_side, new, &written)),
-            BaseUpdate::Put(BaseRecord::settled_absence(
+        let (written, moved) = self.replace(new_side, new, kept, Some(&aside)).await?;
+        let mut updates = vec![BaseUpdate::Put(record(new_side, new, &written))];
+        if let Some(moved) = moved {
+            tracing::info!(path = %kept.path, kept_as = %moved.path, "a new file took the path of a settled deletion; the kept copy is set aside");
+            updates.push(BaseUpdate::Put(BaseRecord::settled_absence(
                 moved.path.clone(),
                 new_side,
                 SideRecord::from_entry(&moved),
-            )),
-        ];
-        Ok(updates)
+            )));
+        }
+        Ok(Done::updates(updates))
     }
 
     /// Carries out [`Action::MoveAside`]: a type change where the folder keeps the path; the
@@ -737,44 +940,208 @@ fn record(from: Side, from_entry: &Entry, written: &Entry) -> BaseRecord {
     )
 }
 
-/// Splits off the deletes that make room for a type change: a file `x` deleted on the side
-/// where something below `x/` is written, or something below `x/` deleted on the side where
-/// `x` is written. They run before the writes (which would fail on a disk: a file cannot hold
-/// children, a folder cannot be overwritten by a file).
-fn deletes_making_room(deletes: Vec<Action>, others: &[Action]) -> (Vec<Action>, Vec<Action>) {
+/// True when `now` is the version `listed` describes (size, mtime, and etag where both have
+/// one).
+fn same_version(now: &Entry, listed: &Entry) -> bool {
+    now.size == listed.size
+        && now.mtime == listed.mtime
+        && (now.etag.is_none() || listed.etag.is_none() || now.etag == listed.etag)
+}
+
+/// Removes the copy [`Executor::replace`] preserved when the write that was to follow failed
+/// or was cancelled — but only while the old version is still at its path: if the write
+/// landed after all, the copy is the only old version left and stays.
+struct Undo {
+    client: Arc<dyn StorageClient>,
+    copy: Option<RelPath>,
+    original: Entry,
+}
+
+impl Undo {
+    fn disarm(mut self) {
+        self.copy = None;
+    }
+
+    async fn run(mut self) {
+        if let Some(copy) = self.copy.take() {
+            undo_copy(self.client.clone(), copy, self.original.clone()).await;
+        }
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        // Dropped armed: the action was cancelled mid-write. Clean up in the background.
+        if let Some(copy) = self.copy.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(undo_copy(self.client.clone(), copy, self.original.clone()));
+        }
+    }
+}
+
+async fn undo_copy(client: Arc<dyn StorageClient>, copy: RelPath, original: Entry) {
+    match client.stat(&original.path).await {
+        Ok(now) if same_version(&now, &original) => {
+            if let Err(e) = client.delete(&copy).await {
+                tracing::warn!(path = %copy, "could not remove a spare copy of an unchanged file: {e}");
+            }
+        }
+        _ => tracing::debug!(path = %copy, "kept: the original changed or could not be checked"),
+    }
+}
+
+/// The folders above `path`, nearest last (`a/b/c` → `a`, `a/b`).
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(i, _)| &path[..i])
+}
+
+/// The folder holding `path` (`""` for the root).
+fn folder_of(path: &str) -> &str {
+    path.rfind('/').map_or("", |i| &path[..i])
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Source => 0,
+        Side::Destination => 1,
+    }
+}
+
+/// The paths an action writes, with the side they are written on.
+fn written_paths(action: &Action) -> Vec<(Side, &RelPath)> {
+    match action {
+        Action::Copy { from, entry, .. } => vec![(from.other(), &entry.path)],
+        Action::Rename { seen_on, to, .. } => vec![(seen_on.other(), &to.path)],
+        Action::Conflict {
+            source,
+            winner: Some(w),
+            ..
+        } => vec![(w.other(), &source.path)],
+        Action::SetAside { kept_side, new, .. } => vec![(*kept_side, &new.path)],
+        _ => Vec::new(),
+    }
+}
+
+/// Splits `deletes` into those that must run before `others` — a file deleted on the side
+/// where an action writes below it (`x` deleted, `x/y` coming), or a file deleted below a path
+/// an action writes as a file (`x/y` deleted, `x` coming) — and the rest.
+fn split_making_room(deletes: Vec<Action>, others: &[Action]) -> (Vec<Action>, Vec<Action>) {
     if deletes.is_empty() {
         return (Vec::new(), deletes);
     }
-    let side_index = |side: Side| match side {
-        Side::Source => 0,
-        Side::Destination => 1,
-    };
-    let mut written: [HashSet<&str>; 2] = [HashSet::new(), HashSet::new()];
+    let mut targets: [HashSet<&str>; 2] = [HashSet::new(), HashSet::new()];
     let mut folders: [HashSet<&str>; 2] = [HashSet::new(), HashSet::new()];
-    for action in others {
-        let (side, path) = match action {
-            Action::Copy { from, entry, .. } => (from.other(), &entry.path),
-            Action::Rename { seen_on, to, .. } => (seen_on.other(), &to.path),
-            Action::SetAside { kept_side, new, .. } => (*kept_side, &new.path),
-            _ => continue,
-        };
+    for (side, path) in others.iter().flat_map(written_paths) {
         let i = side_index(side);
-        written[i].insert(path.as_str());
+        targets[i].insert(path.as_str());
         folders[i].extend(ancestors(path.as_str()));
     }
     deletes.into_iter().partition(|d| match d {
         Action::Delete { side, entry } => {
             let i = side_index(*side);
             let p = entry.path.as_str();
-            folders[i].contains(p) || ancestors(p).any(|a| written[i].contains(a))
+            folders[i].contains(p) || ancestors(p).any(|a| targets[i].contains(a))
         }
         _ => false,
     })
 }
 
-/// The folders above a path, nearest last: `a/b/c` gives `a`, `a/b`.
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
-    path.match_indices('/').map(move |(i, _)| &path[..i])
+/// What failed so far in a run, and which deletes that blocks.
+#[derive(Default)]
+struct Failures {
+    /// Failed paths and every folder above them.
+    at_or_above: HashSet<String>,
+    /// Failed paths.
+    exact: HashSet<String>,
+    /// The folders holding failed paths (`""` is the root).
+    folders: HashSet<String>,
+    in_a_row: u32,
+    failed: u64,
+    finished: u64,
+    systemic: Option<String>,
+}
+
+impl Failures {
+    fn succeeded(&mut self) {
+        self.in_a_row = 0;
+        self.finished += 1;
+    }
+
+    fn failed(&mut self, action: &Action, error: &Error) {
+        self.in_a_row += 1;
+        self.failed += 1;
+        self.finished += 1;
+        let mut paths = vec![action.path()];
+        if let Action::Rename { from, .. } = action {
+            paths.push(&from.path);
+        }
+        for path in paths {
+            let p = path.as_str();
+            self.exact.insert(p.to_owned());
+            self.at_or_above.insert(p.to_owned());
+            self.at_or_above.extend(ancestors(p).map(str::to_owned));
+            self.folders.insert(folder_of(p).to_owned());
+        }
+        if self.systemic.is_none() {
+            if let Some(cause) = systemic_cause(error) {
+                self.systemic = Some(format!("{cause} ({error})"));
+            } else if self.in_a_row >= SYSTEMIC_IN_A_ROW {
+                self.systemic = Some(format!("{SYSTEMIC_IN_A_ROW} actions failed in a row"));
+            }
+        }
+    }
+
+    /// Why every delete must wait, if a failure was systemic.
+    fn systemic(&self) -> Option<String> {
+        if let Some(reason) = &self.systemic {
+            return Some(reason.clone());
+        }
+        (self.finished >= SYSTEMIC_SHARE_MIN && self.failed * 2 > self.finished)
+            .then(|| format!("{} of {} actions failed", self.failed, self.finished))
+    }
+
+    /// True when a delete of `path` depends on a failed action: the same path, a folder
+    /// above it or below it, or the same folder.
+    fn blocks(&self, path: &RelPath) -> bool {
+        let p = path.as_str();
+        self.at_or_above.contains(p)
+            || self.folders.contains(folder_of(p))
+            || ancestors(p).any(|a| self.exact.contains(a))
+    }
+}
+
+/// Whether an error means every further action will fail too: a full disk or quota, or
+/// credentials the server no longer accepts.
+fn systemic_cause(error: &Error) -> Option<&'static str> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return Some("the storage is full");
+        }
+        let text = e.to_string().to_ascii_lowercase();
+        if text.contains("no space left")
+            || text.contains("insufficient storage")
+            || text.contains("quota exceeded")
+        {
+            return Some("the storage is full");
+        }
+        if matches!(error, Error::PermissionDenied { .. })
+            && (text.contains("unauthenticated")
+                || text.contains("unauthorized")
+                || text.contains("authentication")
+                || text.contains("credentials"))
+        {
+            return Some("the credentials were refused");
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// Batches base updates into transactions, each after a durability barrier on both sides.
@@ -782,6 +1149,8 @@ struct BaseWriter {
     store: StateStore,
     clients: [Arc<dyn StorageClient>; 2],
     pending: Vec<BaseUpdate>,
+    /// Intents of finished actions, cleared after the next batch of updates is written.
+    clears: Vec<RelPath>,
     last_flush: Instant,
 }
 
@@ -791,6 +1160,7 @@ impl BaseWriter {
             store,
             clients,
             pending: Vec::new(),
+            clears: Vec::new(),
             last_flush: Instant::now(),
         }
     }
@@ -803,9 +1173,19 @@ impl BaseWriter {
         Ok(())
     }
 
+    /// Clears the intent of `path` with the next flush.
+    fn clear(&mut self, path: RelPath) {
+        self.clears.push(path);
+    }
+
     async fn flush(&mut self) -> Result<(), SyncError> {
         self.last_flush = Instant::now();
         if self.pending.is_empty() {
+            if !self.clears.is_empty() {
+                let clears = std::mem::take(&mut self.clears);
+                let store = self.store.clone();
+                blocking(move || store.clear_intents(&clears)).await?;
+            }
             return Ok(());
         }
         // The base may only claim what a power loss cannot take back.
@@ -816,9 +1196,181 @@ impl BaseWriter {
                 .map_err(|source| SyncError::Storage { side, source })?;
         }
         let batch = std::mem::take(&mut self.pending);
+        let clears = std::mem::take(&mut self.clears);
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.apply(&batch))
-            .await
-            .map_err(|e| SyncError::State(format!("state writer panicked: {e}")))?
+        // The intents go only after the updates that settle their copies are in: a crash in
+        // between leaves an intent whose copy is recorded, which the next run re-records.
+        blocking(move || {
+            store.apply(&batch)?;
+            if clears.is_empty() {
+                Ok(())
+            } else {
+                store.clear_intents(&clears)
+            }
+        })
+        .await
     }
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, SyncError>
+where
+    F: FnOnce() -> Result<T, SyncError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SyncError::State(format!("state task failed: {e}")))?
+}
+
+/// The intent of an action that writes a file: what will be at which path on which side.
+fn intent_of(action: &Action) -> Option<Intent> {
+    let (path, to, version) = match action {
+        Action::Copy { from, entry, .. } => (&entry.path, from.other(), entry),
+        Action::Rename { seen_on, to, .. } => (&to.path, seen_on.other(), to),
+        Action::Conflict {
+            source,
+            destination,
+            winner: Some(w),
+        } => {
+            let win = match w {
+                Side::Source => source,
+                Side::Destination => destination,
+            };
+            (&win.path, w.other(), win)
+        }
+        Action::SetAside { kept_side, new, .. } => (&new.path, *kept_side, new),
+        _ => return None,
+    };
+    Some(Intent {
+        path: path.clone(),
+        to,
+        version: SideRecord::from_entry(version),
+    })
+}
+
+/// Files up to this size are hashed to check an interrupted copy whose target lists no hash.
+const RECOVERY_HASH_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Turns the intents an interrupted run left into base records, for the copies that landed.
+///
+/// For each intent, the side written to is asked what it holds at the path. When that is
+/// exactly the intended version — same size, and the same MD5 where both are known (the
+/// target's is computed for files up to 64 MiB when only the intent has one), else the same
+/// mtime at the target's precision where the target keeps mtimes — the copy landed, and the
+/// returned record says both sides hold that version. The next plan then sees an edit made
+/// since as a change of one side, not as a conflict. Anything else (the copy did not land, or
+/// it cannot be told) yields no record: the path is planned from the old base, which is safe.
+///
+/// Returns the records (in path order) and the number of intents found.
+///
+/// # Errors
+/// [`SyncError::State`] when the intents cannot be read.
+pub async fn recover_intents(
+    store: &StateStore,
+    source: &Arc<dyn StorageClient>,
+    destination: &Arc<dyn StorageClient>,
+) -> Result<(Vec<BaseRecord>, usize), SyncError> {
+    let intents = {
+        let store = store.clone();
+        blocking(move || store.intents()).await?
+    };
+    let found = intents.len();
+    let mut records = Vec::new();
+    for intent in intents {
+        let client = match intent.to {
+            Side::Source => source,
+            Side::Destination => destination,
+        };
+        let now = match client.stat(&intent.path).await {
+            Ok(now) => now,
+            Err(e) => {
+                if !e.is_not_found() {
+                    tracing::debug!(path = %intent.path, "checking an interrupted copy: {e}");
+                }
+                continue;
+            }
+        };
+        if !landed(client.as_ref(), &now, &intent.version).await {
+            continue;
+        }
+        tracing::info!(path = %intent.path, side = %intent.to, "an interrupted copy had landed; recorded");
+        let (source, destination) = match intent.to {
+            Side::Destination => (intent.version, SideRecord::from_entry(&now)),
+            Side::Source => (SideRecord::from_entry(&now), intent.version),
+        };
+        records.push(BaseRecord::new(intent.path, source, destination));
+    }
+    Ok((records, found))
+}
+
+/// True when `now` is the copy of `version`.
+async fn landed(client: &dyn StorageClient, now: &Entry, version: &SideRecord) -> bool {
+    if now.size != version.size {
+        return false;
+    }
+    if let Some(want) = &version.hash {
+        let have = match &now.hash {
+            Some(h) => Some(h.clone()),
+            None if now.size <= RECOVERY_HASH_LIMIT => client.md5(&now.path).await.ok(),
+            None => None,
+        };
+        if let Some(have) = have {
+            return &have == want;
+        }
+    }
+    let caps = client.capabilities();
+    match (caps.set_mtime, now.mtime_nanos(), version.mtime_nanos) {
+        (true, Some(a), Some(b)) => {
+            truncate_nanos(a, caps.mtime_precision) == truncate_nanos(b, caps.mtime_precision)
+        }
+        _ => false,
+    }
+}
+
+/// The base as `base` streams it, with `records` replacing (or adding) the records of their
+/// paths. Both are in canonical order; `records` is small (one per recovered intent).
+pub fn overlay_base(base: BaseStream, mut records: Vec<BaseRecord>) -> BaseStream {
+    if records.is_empty() {
+        return base;
+    }
+    records.sort_by(|a, b| a.path.cmp(&b.path));
+    records.dedup_by(|a, b| a.path == b.path);
+    struct State {
+        base: BaseStream,
+        base_done: bool,
+        pending: Option<BaseRecord>,
+        records: std::iter::Peekable<std::vec::IntoIter<BaseRecord>>,
+    }
+    let state = State {
+        base,
+        base_done: false,
+        pending: None,
+        records: records.into_iter().peekable(),
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        if st.pending.is_none() && !st.base_done {
+            match st.base.next().await {
+                Some(Ok(r)) => st.pending = Some(r),
+                Some(Err(e)) => {
+                    st.base_done = true;
+                    st.records = Vec::new().into_iter().peekable();
+                    return Some((Err(e), st));
+                }
+                None => st.base_done = true,
+            }
+        }
+        let next = match (&st.pending, st.records.peek()) {
+            (Some(b), Some(r)) if r.path <= b.path => {
+                if r.path == b.path {
+                    st.pending = None;
+                }
+                st.records.next()
+            }
+            (Some(_), _) => st.pending.take(),
+            (None, Some(_)) => st.records.next(),
+            (None, None) => None,
+        };
+        next.map(|r| (Ok(r), st))
+    })
+    .boxed()
 }

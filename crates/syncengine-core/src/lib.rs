@@ -51,6 +51,7 @@ pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub(crate) mod unknown;
+pub mod verify;
 
 pub use capabilities::Capabilities;
 pub use client::{

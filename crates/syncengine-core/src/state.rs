@@ -217,6 +217,23 @@ pub enum BaseUpdate {
     Remove(RelPath),
 }
 
+/// A copy the executor is about to make: `version` (as listed on the other side) is being
+/// written to `path` on side `to`.
+///
+/// Intents are recorded durably before their copies start and cleared when the copies
+/// complete or fail. One still there at the start of a run belongs to a copy that was
+/// interrupted (a crash, a kill, a cancel): if side `to` holds exactly `version` at `path`,
+/// the copy landed and the run records it as synced instead of seeing two changed sides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    /// The path written.
+    pub path: RelPath,
+    /// The side written to.
+    pub to: Side,
+    /// The version being copied there.
+    pub version: SideRecord,
+}
+
 /// The base state of one pair: an SQLite database, shared cheaply by cloning.
 ///
 /// `Send + Sync`; clones share one write connection (behind a mutex), and each
@@ -295,6 +312,7 @@ impl StateStore {
         }
         let mut conn = conn;
         init_schema(&mut conn).map_err(|e| prefix_err(&path, e))?;
+        init_intents(&conn).map_err(|e| prefix_err(&path, e))?;
         Ok(StateStore {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
@@ -311,6 +329,7 @@ impl StateStore {
         let mut conn = Connection::open_in_memory()
             .map_err(|e| SyncError::State(format!("opening in-memory state: {e}")))?;
         init_schema(&mut conn)?;
+        init_intents(&conn)?;
         Ok(StateStore {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
@@ -552,6 +571,136 @@ impl StateStore {
         .boxed()
     }
 
+    /// Records intents in one transaction that is durable when this returns (one sync of
+    /// the log for the whole batch).
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be written (nothing is recorded).
+    pub fn record_intents(&self, intents: &[Intent]) -> Result<(), SyncError> {
+        let ctx = |e| self.err("recording copy intents", e);
+        let mut conn = self.conn()?;
+        // FULL for this one commit: the intents must be on disk before the copies start.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(ctx)?;
+        let result = (|| {
+            let tx = conn.transaction().map_err(ctx)?;
+            {
+                let mut put = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO intents(path, to_side, size, mtime, etag, hash, \
+                         file_id, birth) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )
+                    .map_err(ctx)?;
+                for i in intents {
+                    let v = &i.version;
+                    put.execute(params![
+                        i.path.as_str(),
+                        side_to_sql(i.to),
+                        size_to_sql(&i.path, v.size)?,
+                        v.mtime_nanos,
+                        v.etag,
+                        v.hash.as_ref().map(ContentHash::to_token),
+                        v.file_id.map(file_id_to_sql),
+                        v.birth_nanos,
+                    ])
+                    .map_err(ctx)?;
+                }
+            }
+            tx.commit().map_err(ctx)
+        })();
+        let restored = conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(ctx);
+        result.and(restored)
+    }
+
+    /// Forgets the intents of `paths` (missing ones are fine).
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be written.
+    pub fn clear_intents(&self, paths: &[RelPath]) -> Result<(), SyncError> {
+        let ctx = |e| self.err("clearing copy intents", e);
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(ctx)?;
+        {
+            let mut del = tx
+                .prepare_cached("DELETE FROM intents WHERE path = ?1")
+                .map_err(ctx)?;
+            for p in paths {
+                del.execute(params![p.as_str()]).map_err(ctx)?;
+            }
+        }
+        tx.commit().map_err(ctx)
+    }
+
+    /// Forgets every intent.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be written.
+    pub fn clear_all_intents(&self) -> Result<(), SyncError> {
+        let conn = self.conn()?;
+        conn.execute("DELETE FROM intents", [])
+            .map_err(|e| self.err("clearing copy intents", e))?;
+        Ok(())
+    }
+
+    /// Returns the intents recorded and not cleared, in path order.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be read or a row is malformed.
+    pub fn intents(&self) -> Result<Vec<Intent>, SyncError> {
+        let ctx = |e| self.err("reading copy intents", e);
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT path, to_side, size, mtime, etag, hash, file_id, birth FROM intents \
+                 ORDER BY path",
+            )
+            .map_err(ctx)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                ))
+            })
+            .map_err(ctx)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (path, side, size, mtime_nanos, etag, hash, file_id, birth_nanos) =
+                row.map_err(ctx)?;
+            let bad =
+                |what: &str| SyncError::State(format!("malformed intent for {path:?}: {what}"));
+            let hash = match hash {
+                None => None,
+                Some(t) => Some(ContentHash::from_token(&t).ok_or_else(|| bad("hash"))?),
+            };
+            out.push(Intent {
+                path: RelPath::new(path.clone()).map_err(|e| bad(&e.to_string()))?,
+                to: if side == 0 {
+                    Side::Source
+                } else {
+                    Side::Destination
+                },
+                version: SideRecord {
+                    size: u64::try_from(size).map_err(|_| bad("size"))?,
+                    mtime_nanos,
+                    etag,
+                    hash,
+                    file_id: file_id.map(file_id_from_sql),
+                    birth_nanos,
+                },
+            });
+        }
+        Ok(out)
+    }
+
     fn conn(&self) -> Result<MutexGuard<'_, Connection>, SyncError> {
         lock(&self.inner.conn)
     }
@@ -767,6 +916,26 @@ fn add_birth_columns(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Creates the intents table where it is missing (databases of any schema version may lack
+/// it; it holds nothing a run cannot do without).
+fn init_intents(conn: &Connection) -> Result<(), SyncError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS intents(
+             path TEXT PRIMARY KEY, to_side INTEGER NOT NULL,
+             size INTEGER NOT NULL, mtime INTEGER, etag TEXT, hash TEXT, file_id INTEGER,
+             birth INTEGER
+         ) WITHOUT ROWID;",
+    )
+    .map_err(|e| SyncError::State(format!("creating the intents table: {e}")))
+}
+
+fn side_to_sql(side: Side) -> i64 {
+    match side {
+        Side::Source => 0,
+        Side::Destination => 1,
+    }
 }
 
 /// One message from the reader thread of [`StateStore::stream`].
@@ -1477,6 +1646,37 @@ mod tests {
         write_v1(dir.path(), "fresh", &[], false);
         let store = StateStore::open(dir.path(), "fresh").unwrap();
         assert!(store.initial_sync_pending().unwrap());
+    }
+
+    #[test]
+    fn intents_round_trip_and_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "intents").unwrap();
+        assert!(store.intents().unwrap().is_empty());
+        let a = Intent {
+            path: rp("b/a"),
+            to: Side::Destination,
+            version: side(3),
+        };
+        let b = Intent {
+            path: rp("a"),
+            to: Side::Source,
+            version: SideRecord {
+                size: 1,
+                ..SideRecord::default()
+            },
+        };
+        store.record_intents(&[a.clone(), b.clone()]).unwrap();
+        drop(store);
+        let store = StateStore::open(dir.path(), "intents").unwrap();
+        assert_eq!(store.intents().unwrap(), [b.clone(), a.clone()]);
+        store.clear_intents(&[rp("a"), rp("zz")]).unwrap();
+        assert_eq!(store.intents().unwrap(), [a]);
+        store.record_intents(&[b]).unwrap();
+        store.clear_all_intents().unwrap();
+        assert!(store.intents().unwrap().is_empty());
+        // The base is untouched by all of it.
+        assert_eq!(store.count().unwrap(), 0);
     }
 
     #[test]

@@ -150,6 +150,8 @@ macro_rules! conformance_tests {
             write_sets_mtime,
             failed_write_keeps_old_content,
             cancelled_write_keeps_old_content,
+            trailing_body_error_aborts_write,
+            preserve_keeps_a_copy,
             delete_is_idempotent,
             copy_semantics,
             rename_semantics,

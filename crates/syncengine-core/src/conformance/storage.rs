@@ -750,6 +750,88 @@ pub async fn failed_write_keeps_old_content(client: &dyn StorageClient) {
     );
 }
 
+/// A body that delivers all its data and then an error in place of its end (what
+/// [`verify_body`](crate::verify::verify_body) does on a short or corrupt read) aborts the
+/// write: nothing is committed, the old content stays.
+pub async fn trailing_body_error_aborts_write(client: &dyn StorageClient) {
+    put(client, "t/f", "old content").await;
+    for size in [10usize, 3_000_000] {
+        let body: ByteStream = chunked(pattern(size, 9), 64 * 1024)
+            .chain(stream::iter(vec![Err(Error::transient(
+                "conformance",
+                "t/f",
+                "verification failed on purpose",
+            ))]))
+            .boxed();
+        let result = client
+            .write_opts(
+                &p("t/f"),
+                body,
+                WriteOptions::default().with_size_hint(size as u64),
+            )
+            .await;
+        assert!(
+            result.is_err(),
+            "{client}: a write whose body ends in an error must fail ({size} bytes), got {result:?}"
+        );
+        assert_eq!(
+            read(client, "t/f").await,
+            "old content",
+            "{client}: a body that failed at its end was committed ({size} bytes)"
+        );
+    }
+    assert_eq!(
+        list_paths(client, None).await,
+        ["t/f"],
+        "{client}: an aborted write left something behind"
+    );
+}
+
+/// `preserve` keeps the current version under a second name: the copy survives a later
+/// overwrite of the original, an existing target is refused, a missing source is `NotFound`.
+pub async fn preserve_keeps_a_copy(client: &dyn StorageClient) {
+    put(client, "p/f", "old version").await;
+    let kept = client
+        .preserve(&p("p/f"), &p("keep/deep/f"))
+        .await
+        .unwrap_or_else(|e| panic!("{client}: preserve failed: {e}"));
+    assert_eq!(kept.path, p("keep/deep/f"));
+    assert_eq!(kept.size, 11, "{client}: preserve returned a wrong size");
+    assert_eq!(
+        read(client, "p/f").await,
+        "old version",
+        "{client}: preserve changed the original"
+    );
+    put(client, "p/f", "new version!").await;
+    assert_eq!(
+        read(client, "keep/deep/f").await,
+        "old version",
+        "{client}: an overwrite of the original changed the preserved copy"
+    );
+    put(client, "p/g", "g").await;
+    assert_err(
+        client,
+        "preserve onto an existing file",
+        client.preserve(&p("p/g"), &p("keep/deep/f")).await,
+        is_already_exists,
+        "AlreadyExists",
+    );
+    assert_eq!(read(client, "keep/deep/f").await, "old version");
+    assert_err(
+        client,
+        "preserve of a missing file",
+        client.preserve(&p("p/missing"), &p("keep/m")).await,
+        is_not_found,
+        "NotFound",
+    );
+    assert_listing(
+        client,
+        "after preserve",
+        &list_paths(client, None).await,
+        &["keep/deep/f", "p/f", "p/g"],
+    );
+}
+
 /// A write whose future is dropped midway (cancelled) leaves the old content and no
 /// temporary file in listings.
 pub async fn cancelled_write_keeps_old_content(client: &dyn StorageClient) {

@@ -1,0 +1,3 @@
+//! Test helpers shared by the executor tests.
+
+pub mod faulty;
