@@ -32,7 +32,8 @@ fn body(tag: &str, len: usize) -> Vec<u8> {
     v
 }
 
-/// Every file below `root` (relative paths), the engine's own folder included.
+/// Every file below `root` (relative paths), the trash included (the engine's other files,
+/// such as the root id, left out).
 fn files(root: &Path) -> Vec<String> {
     fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
         for e in fs::read_dir(dir).unwrap().flatten() {
@@ -46,6 +47,7 @@ fn files(root: &Path) -> Vec<String> {
     }
     let mut out = Vec::new();
     walk(root, root, &mut out);
+    out.retain(|p| !p.starts_with(".syncengine/") || p.starts_with(".syncengine/trash/"));
     out.sort();
     out
 }
