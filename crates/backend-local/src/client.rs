@@ -454,11 +454,7 @@ impl StorageClient for LocalClient {
     }
 
     fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        list_stream(
-            self.root.clone(),
-            prefix.cloned(),
-            self.stale.clone(),
-        )
+        list_stream(self.root.clone(), prefix.cloned(), self.stale.clone())
     }
 
     async fn stat(&self, path: &RelPath) -> Result<Entry> {

@@ -741,3 +741,70 @@ async fn long_names_get_valid_conflict_names() {
         );
     }
 }
+
+/// The UTC stamp `secs` seconds from now, as the engine names trash folders.
+fn stamp_in(secs: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// A file sitting where the trash needs a folder (`trash/<stamp>/p` is a file while `p/x` is
+/// trashed: a file `p` trashed a moment earlier in the same second) must not stop the delete,
+/// nor be mistaken for "already gone": the old version goes to the next stamp folder.
+#[tokio::test]
+async fn a_file_in_the_way_in_the_trash_moves_deletes_and_overwrites_to_the_next_trash_folder() {
+    let f = fixture();
+    for i in 0..4 {
+        write(&f.src, &format!("k{i}.txt"), "keep");
+    }
+    write(&f.src, "p/x", "old p/x");
+    write(&f.src, "p/y", "old p/y");
+    f.engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    // The run below starts within the next 20 s: every stamp it can use already holds a
+    // file `p` in the destination's trash.
+    for s in 0..20 {
+        write(
+            &f.dst,
+            &format!(".syncengine/trash/{}/p", stamp_in(s)),
+            "an earlier trashed file p",
+        );
+    }
+    fs::remove_file(f.src.join("p/x")).unwrap();
+    write(&f.src, "p/y", "new p/y, longer");
+    let stats = f
+        .engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.deleted_destination, stats.uploaded, stats.errors),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+    assert!(!f.dst.join("p/x").exists(), "the delete did not happen");
+    assert_eq!(
+        fs::read_to_string(f.dst.join("p/y")).unwrap(),
+        "new p/y, longer"
+    );
+    let trashed = trash_files(&f.dst);
+    assert!(
+        trashed.contains(&"old p/y".to_string()),
+        "the overwritten version is not in the trash: {trashed:?}"
+    );
+    assert!(
+        trash_files(&f.dst).contains(&"old p/x".to_string()),
+        "the deleted version is not in the trash: {:?}",
+        trash_files(&f.dst)
+    );
+}

@@ -50,7 +50,11 @@ async fn symlinks_special_files_and_bad_names_are_unlisted_in_order() {
             .success()
     );
     touch(&root.join("sub/ok"), "ok");
-    fs::write(root.join("sub").join(OsStr::from_bytes(b"caf\xe9")), "latin-1").unwrap();
+    fs::write(
+        root.join("sub").join(OsStr::from_bytes(b"caf\xe9")),
+        "latin-1",
+    )
+    .unwrap();
     let locked = root.join("zlocked");
     touch(&locked.join("f"), "f");
     if !is_root() {
@@ -111,6 +115,12 @@ async fn symlinked_folder_on_the_server_keeps_the_other_sides_copies() {
     let stats = engine.sync_pair(&pair).await.unwrap();
     assert_eq!(stats.deleted_destination, 0, "{stats:?}");
     assert_eq!(stats.unknown, 1, "{stats:?}");
-    assert_eq!(fs::read_to_string(tmp.path().join("local/docs/a")).unwrap(), "a");
-    assert_eq!(fs::read_to_string(tmp.path().join("local/docs/b")).unwrap(), "b");
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("local/docs/a")).unwrap(),
+        "a"
+    );
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("local/docs/b")).unwrap(),
+        "b"
+    );
 }

@@ -710,5 +710,14 @@ mod tests {
             &RelPath::new(".syncengine-notes").unwrap()
         ));
         assert!(!is_always_ignored(&RelPath::new("a/.syncengine").unwrap()));
+        assert!(is_always_ignored(
+            &RelPath::new("photos/.syncengine/root-id").unwrap()
+        ));
+        assert!(is_always_ignored(
+            &RelPath::new("a/b/.syncengine/trash/20260101T000000Z/x").unwrap()
+        ));
+        assert!(!is_always_ignored(
+            &RelPath::new("a/.syncengine.txt").unwrap()
+        ));
     }
 }

@@ -281,14 +281,28 @@ impl IgnoreRules {
     }
 }
 
-/// True for the engine's own files (the root's `.syncengine/` folder and temp files), which no
-/// pattern can re-include.
+/// True for the engine's own files, which no pattern can re-include: the root's `.syncengine`
+/// entry, every `.syncengine/` folder below the root, and temp files.
+///
+/// A `.syncengine/` folder below the root belongs to another pair whose root lies inside this
+/// one (`~/photos` synced on its own while `~` is synced elsewhere). Its `root-id` and trash
+/// are that pair's: copying them would publish its trash as user files and give the copy the
+/// inner root's identity, so a copy put in place of the inner root would not be recognised.
+/// Ignored paths are never deleted either, so the inner pair's folder is left alone on both
+/// sides. A plain file named `.syncengine` below the root is an ordinary user file.
 pub fn is_always_ignored(path: &RelPath) -> bool {
-    let mut segments = path.segments();
-    if segments.next() == Some(STATE_DIR_NAME) {
+    let mut segments = path.segments().peekable();
+    if segments.peek() == Some(&STATE_DIR_NAME) {
         return true;
     }
-    path.segments().any(|s| s.starts_with(TEMP_FILE_PREFIX))
+    while let Some(segment) = segments.next() {
+        if segment.starts_with(TEMP_FILE_PREFIX)
+            || (segment == STATE_DIR_NAME && segments.peek().is_some())
+        {
+            return true;
+        }
+    }
+    false
 }
 
 fn builder() -> GitignoreBuilder {
