@@ -551,3 +551,23 @@ async fn sync_written_flushes_and_tolerates_a_missing_root() {
         b"data"
     );
 }
+
+/// The name-folding probe (issue 8, behaviour 9) writes nothing where the engine's folder
+/// does not exist yet, and on a Linux file system that keeps names apart reports no folding
+/// and leaves no probe file behind.
+#[test]
+fn folding_probe_is_clean_and_reports_linux_filesystems_as_case_sensitive() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = LocalClient::new(dir.path());
+    let caps = client.capabilities();
+    assert!(!caps.case_insensitive && !caps.normalization_insensitive);
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "a probe wrote files");
+    fs::create_dir(dir.path().join(".syncengine")).unwrap();
+    let caps = client.capabilities();
+    assert!(!caps.case_insensitive && !caps.normalization_insensitive);
+    assert_eq!(
+        fs::read_dir(dir.path().join(".syncengine")).unwrap().count(),
+        0,
+        "probe files left behind"
+    );
+}

@@ -45,6 +45,9 @@ pub struct Capabilities {
     pub conditional_write: bool,
     /// Paths differing only in letter case name the same file.
     pub case_insensitive: bool,
+    /// Paths that differ only in Unicode normalisation (NFC `café` vs NFD `cafe\u{301}`)
+    /// name the same file (macOS file systems, some SMB/WebDAV servers).
+    pub normalization_insensitive: bool,
     /// The backend has real directories (they can exist empty and are removed when emptied).
     pub real_directories: bool,
 }
@@ -66,6 +69,7 @@ impl Default for Capabilities {
             native_rename: false,
             conditional_write: false,
             case_insensitive: false,
+            normalization_insensitive: false,
             real_directories: false,
         }
     }

@@ -20,6 +20,7 @@ use crate::exec::{Executor, ResolvedRecovery, overlay_base, recover_intents};
 use crate::identity;
 use crate::ignore_rules::{IgnoreRules, STATE_DIR_NAME, SYNCIGNORE_FILE};
 use crate::mode::{InitialSyncPreference, Side, SyncMode};
+use crate::collide::{find_collisions, mark_collisions, Collisions};
 use crate::order::{check_order, sort_listing};
 use crate::pair::{Recovery, SyncPair};
 use crate::path::RelPath;
@@ -166,15 +167,32 @@ impl SyncEngine {
         };
 
         let rules = Arc::new(self.ignore_rules(pair).await?);
+        // Names that collide on a side that folds them (`Readme`/`readme`, NFC/NFD) are
+        // unknown for the run: found in a pre-pass over each listing, so it costs nothing
+        // when neither side folds names.
+        let mut collisions = [Collisions::new(), Collisions::new()];
+        if let Some(note) = folding_note(pair) {
+            for (i, side) in [Side::Source, Side::Destination].into_iter().enumerate() {
+                let scratch = Arc::new(AtomicU64::new(0));
+                let pre = self.listing(pair, side, &rules, &scratch).await;
+                collisions[i] = find_collisions(pre, &note).await;
+            }
+        }
+        let [source_collisions, destination_collisions] = collisions;
         let ignored = Arc::new(AtomicU64::new(0));
         let skipped_before = [
             pair.source.skipped_count(),
             pair.destination.skipped_count(),
         ];
-        let source_list = self.listing(pair, Side::Source, &rules, &ignored).await;
-        let destination_list = self
-            .listing(pair, Side::Destination, &rules, &ignored)
-            .await;
+        let source_list = mark_collisions(
+            self.listing(pair, Side::Source, &rules, &ignored).await,
+            source_collisions,
+        );
+        let destination_list = mark_collisions(
+            self.listing(pair, Side::Destination, &rules, &ignored)
+                .await,
+            destination_collisions,
+        );
 
         let reconciler = Reconciler::new(
             policy,
@@ -419,6 +437,27 @@ impl SyncEngine {
         } else {
             sort_listing(filtered, &std::env::temp_dir(), SORT_RUN_SIZE).await
         }
+    }
+}
+
+/// How the pair's folding sides fold names, for collision reasons; `None` when neither side
+/// folds names (then no collision check runs).
+fn folding_note(pair: &SyncPair) -> Option<String> {
+    let mut parts = Vec::new();
+    for side in [Side::Source, Side::Destination] {
+        let caps = pair.client(side).capabilities();
+        let what = match (caps.case_insensitive, caps.normalization_insensitive) {
+            (true, true) => "letter case and Unicode normalisation",
+            (true, false) => "letter case",
+            (false, true) => "Unicode normalisation",
+            (false, false) => continue,
+        };
+        parts.push(format!("the {side}, which does not tell {what} apart"));
+    }
+    if parts.is_empty() {
+        None
+    } else {
+        Some(format!("on {}", parts.join(" and on ")))
     }
 }
 

@@ -29,6 +29,7 @@
 
 pub mod capabilities;
 pub mod client;
+pub mod collide;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod decide;

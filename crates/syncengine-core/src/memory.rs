@@ -403,6 +403,7 @@ impl StorageClient for MemoryClient {
             native_rename: true,
             conditional_write: true,
             case_insensitive: false,
+            normalization_insensitive: false,
             real_directories: false,
         }
     }

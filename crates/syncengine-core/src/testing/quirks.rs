@@ -53,6 +53,7 @@ use crate::path::RelPath;
 pub struct QuirkClient {
     inner: Arc<dyn StorageClient>,
     case_insensitive: bool,
+    normalization_insensitive: bool,
     exclusive_names: bool,
 }
 
@@ -62,6 +63,7 @@ impl QuirkClient {
         QuirkClient {
             inner,
             case_insensitive: false,
+            normalization_insensitive: false,
             exclusive_names: false,
         }
     }
@@ -71,6 +73,27 @@ impl QuirkClient {
     pub fn with_case_insensitive(mut self, on: bool) -> Self {
         self.case_insensitive = on;
         self
+    }
+
+    /// Makes names that differ only in Unicode normalisation (NFC/NFD) name the same file (and
+    /// reports the capability), as on macOS.
+    pub fn with_normalization_insensitive(mut self, on: bool) -> Self {
+        self.normalization_insensitive = on;
+        self
+    }
+
+    /// The key under which this client stores `path`.
+    fn fold(&self, path: &str) -> String {
+        let s = if self.case_insensitive {
+            path.to_lowercase()
+        } else {
+            path.to_string()
+        };
+        if self.normalization_insensitive {
+            unicode_normalization::UnicodeNormalization::nfc(s.as_str()).collect()
+        } else {
+            s
+        }
     }
 
     /// Refuses files where a folder is and below a file.
@@ -86,15 +109,15 @@ impl QuirkClient {
 
     /// The stored path that `path` names: itself, or a stored path equal but for case.
     async fn resolve(&self, path: &RelPath) -> Result<RelPath> {
-        if !self.case_insensitive {
+        if !self.case_insensitive && !self.normalization_insensitive {
             return Ok(path.clone());
         }
-        let folded = path.as_str().to_lowercase();
+        let folded = self.fold(path.as_str());
         // The whole tree: folder names fold too (`D/x` names `d/x`).
         let mut listing = self.inner.list(None);
         while let Some(entry) = listing.next().await {
             let entry = entry?;
-            if entry.path.as_str().to_lowercase() == folded {
+            if self.fold(entry.path.as_str()) == folded {
                 return Ok(entry.path);
             }
         }
@@ -144,6 +167,7 @@ impl fmt::Debug for QuirkClient {
         f.debug_struct("QuirkClient")
             .field("inner", &self.inner)
             .field("case_insensitive", &self.case_insensitive)
+            .field("normalization_insensitive", &self.normalization_insensitive)
             .field("exclusive_names", &self.exclusive_names)
             .finish()
     }
@@ -158,6 +182,7 @@ impl StorageClient for QuirkClient {
     fn capabilities(&self) -> Capabilities {
         let mut caps = self.inner.capabilities();
         caps.case_insensitive |= self.case_insensitive;
+        caps.normalization_insensitive |= self.normalization_insensitive;
         caps
     }
 

@@ -1,0 +1,259 @@
+//! Name collisions: siblings that one side of the pair cannot keep apart.
+//!
+//! A side whose file system folds names ([`Capabilities::case_insensitive`],
+//! [`Capabilities::normalization_insensitive`]) stores `Readme` and `readme`, or NFC and NFD
+//! `café`, as one file. Copied there, such a pair lands on one file; on the next run one of
+//! them seems to have vanished and would be deleted on the other side. So when either side
+//! folds names, both listings pass through [`find_collisions`] (a pre-pass) and
+//! [`mark_collisions`]: every name that collides with a sibling becomes an
+//! [`Error::Unlisted`] item, an *unknown* path (see [`crate::unknown`]). The engine then
+//! neither copies, deletes nor forgets anything at or below it on either side, reports it,
+//! and the run ends with an error status until the user renames one of them.
+//!
+//! Memory: in canonical (byte-wise) order the members of one folder are contiguous but its
+//! direct children are not (`a/b/c` sorts between `a/b` and `a/c`), so the pre-pass keeps one
+//! map of folded names per folder on the current path, and drops a folder's map once the walk
+//! has left it: at most one folder's names per level. A collision is only known at its second
+//! name, after the first was passed, hence a pre-pass rather than buffering a whole subtree.
+//! The engine runs none of this when neither side folds names (local Linux ↔ local Linux).
+//!
+//! [`Capabilities::case_insensitive`]: crate::Capabilities::case_insensitive
+//! [`Capabilities::normalization_insensitive`]: crate::Capabilities::normalization_insensitive
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use futures::StreamExt;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::client::EntryStream;
+use crate::error::{Error, Result};
+use crate::entry::Entry;
+
+/// The `backend` named in the unknown items raised here: they come from the engine.
+const BACKEND: &str = "syncengine";
+
+/// The key two names share when a folding side stores them as one file: lower case, then
+/// Unicode NFC. NFC is what folding file systems compare (APFS and HFS+ treat NFC and NFD
+/// alike); `unicode-normalization` is the maintained implementation of the Unicode
+/// algorithm, which the standard library lacks. Folding both case and normalisation whatever
+/// the side folds is conservative: at worst a pair is reported that one side could keep.
+pub fn fold_name(name: &str) -> String {
+    name.to_lowercase().nfc().collect()
+}
+
+/// Paths that collide with a sibling, each with the reason to report; sorted canonically.
+pub type Collisions = BTreeMap<String, String>;
+
+/// Reads a listing and returns its colliding paths. `side_note` completes the reason, e.g.
+/// "on the destination, which folds letter case". A listing error other than an unknown
+/// item ends the pre-pass early: the real listing meets the same error and fails the run.
+pub async fn find_collisions(mut listing: EntryStream, side_note: &str) -> Collisions {
+    // One level per folder on the current path: (folder prefix, folded name → first name).
+    let mut stack: Vec<(String, HashMap<String, String>)> = Vec::new();
+    let mut found = Collisions::new();
+    while let Some(item) = listing.next().await {
+        let path = match &item {
+            Ok(entry) => entry.path.as_str().to_string(),
+            Err(Error::Unlisted { path, .. }) => path.clone(),
+            Err(_) => break,
+        };
+        if path.is_empty() {
+            continue;
+        }
+        let comps: Vec<&str> = path.split('/').collect();
+        let mut prefix = String::new();
+        for (i, name) in comps.iter().enumerate() {
+            if stack.len() > i && stack[i].0 != prefix {
+                stack.truncate(i);
+            }
+            if stack.len() == i {
+                stack.push((prefix.clone(), HashMap::new()));
+            }
+            let names = &mut stack[i].1;
+            let key = fold_name(name);
+            match names.get(&key) {
+                None => {
+                    names.insert(key, (*name).to_string());
+                }
+                Some(first) if first != name => {
+                    let a = format!("{prefix}{first}");
+                    let b = format!("{prefix}{name}");
+                    found.entry(a.clone()).or_insert_with(|| {
+                        format!("name collides with `{b}` {side_note}; rename one of them")
+                    });
+                    found.entry(b).or_insert_with(|| {
+                        format!("name collides with `{a}` {side_note}; rename one of them")
+                    });
+                }
+                Some(_) => {}
+            }
+            prefix.push_str(name);
+            prefix.push('/');
+        }
+    }
+    found
+}
+
+fn is_at_or_below(path: &str, top: &str) -> bool {
+    path == top
+        || (path.len() > top.len()
+            && path.starts_with(top)
+            && path.as_bytes()[top.len()] == b'/')
+}
+
+/// Passes a canonically ordered listing through, replacing each colliding path (and
+/// everything below it) by one [`Error::Unlisted`] item at the place where it sorts.
+pub fn mark_collisions(listing: EntryStream, collisions: Collisions) -> EntryStream {
+    if collisions.is_empty() {
+        return listing;
+    }
+    struct State {
+        input: EntryStream,
+        pending: VecDeque<(String, String)>,
+        active: Option<String>,
+        out: VecDeque<Result<Entry>>,
+        done: bool,
+    }
+    impl State {
+        /// Emits the pending unknown paths that sort at or before `upto` (all with `None`).
+        fn release(&mut self, upto: Option<&str>) {
+            while let Some((path, _)) = self.pending.front() {
+                if upto.is_some_and(|p| path.as_bytes() > p.as_bytes()) {
+                    break;
+                }
+                let Some((path, reason)) = self.pending.pop_front() else {
+                    break;
+                };
+                if self.active.as_deref().is_some_and(|a| is_at_or_below(&path, a)) {
+                    continue;
+                }
+                self.out.push_back(Err(Error::unlisted(BACKEND, path.clone(), reason)));
+                self.active = Some(path);
+            }
+        }
+    }
+    let state = State {
+        input: listing,
+        pending: collisions.into_iter().collect(),
+        active: None,
+        out: VecDeque::new(),
+        done: false,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(item) = st.out.pop_front() {
+                return Some((item, st));
+            }
+            if st.done {
+                return None;
+            }
+            match st.input.next().await {
+                None => {
+                    st.release(None);
+                    st.done = true;
+                }
+                Some(item) => {
+                    let path = match &item {
+                        Ok(entry) => Some(entry.path.as_str().to_string()),
+                        Err(Error::Unlisted { path, .. }) => Some(path.clone()),
+                        Err(_) => None,
+                    };
+                    if let Some(path) = path {
+                        st.release(Some(&path));
+                        if st.active.as_deref().is_some_and(|a| is_at_or_below(&path, a)) {
+                            continue;
+                        }
+                    }
+                    st.out.push_back(item);
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::RelPath;
+    use futures::stream;
+
+    fn listing(paths: &[&str]) -> EntryStream {
+        let items: Vec<Result<Entry>> = paths
+            .iter()
+            .map(|p| Ok(Entry::new(RelPath::new(*p).unwrap(), 1)))
+            .collect();
+        stream::iter(items).boxed()
+    }
+
+    async fn marked(paths: &[&str]) -> (Collisions, Vec<String>) {
+        let found = find_collisions(listing(paths), "on a folding side").await;
+        let out: Vec<String> = mark_collisions(listing(paths), found.clone())
+            .map(|item| match item {
+                Ok(e) => e.path.into_string(),
+                Err(Error::Unlisted { path, .. }) => format!("?{path}"),
+                Err(e) => format!("!{e}"),
+            })
+            .collect()
+            .await;
+        (found, out)
+    }
+
+    #[tokio::test]
+    async fn nested_collision_with_interleaved_entries() {
+        let nfd = "d/cafe\u{301}";
+        let mut paths = vec![
+            "a",
+            "d/Readme",
+            "d/Zeta",
+            "d/b/c",
+            "d/b/readme",
+            "d/café",
+            "d/readme",
+            "d/x",
+            "e",
+        ];
+        paths.push(nfd);
+        paths.sort_unstable();
+        let (found, out) = marked(&paths).await;
+        assert_eq!(
+            found.keys().cloned().collect::<Vec<_>>(),
+            ["d/Readme", "d/café", nfd, "d/readme"]
+                .map(String::from)
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
+        assert!(found["d/Readme"].contains("`d/readme`"));
+        // `d/b/readme` is in another folder than `d/Readme`: no collision.
+        let mut expected: Vec<String> = paths
+            .iter()
+            .map(|p| {
+                if found.contains_key(*p) {
+                    format!("?{p}")
+                } else {
+                    (*p).to_string()
+                }
+            })
+            .collect();
+        expected.dedup();
+        assert_eq!(out, expected);
+    }
+
+    #[tokio::test]
+    async fn colliding_folders_hide_their_contents() {
+        let (found, out) = marked(&["A!x", "A/one", "A/two", "B", "a/three", "b"]).await;
+        assert_eq!(found.len(), 4, "{found:?}");
+        // `A` sorts before `A!x`, where a file of that name would.
+        assert_eq!(out, ["?A", "A!x", "?B", "?a", "?b"]);
+    }
+
+    #[tokio::test]
+    async fn no_collision_passes_everything() {
+        let paths = ["Readme", "a/Readme", "a/b", "b/readme"];
+        let (found, out) = marked(&paths).await;
+        assert!(found.is_empty());
+        assert_eq!(out, paths);
+    }
+}

@@ -1,0 +1,154 @@
+//! Name collisions (issue 8, behaviour 9): names that one side folds into one file
+//! (`Readme`/`readme`, NFC/NFD `café`) are reported and kept apart: never copied onto each
+//! other, never deleted on either side because one of them seemed to vanish.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use syncengine_core::testing::QuirkClient;
+use syncengine_core::{
+    MemoryClient, RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncOptions,
+    SyncPair, SyncStats,
+};
+
+const NFC: &str = "caf\u{e9}";
+const NFD: &str = "cafe\u{301}";
+
+fn rel(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+async fn put(c: &MemoryClient, path: &str, data: &str) {
+    c.put(&rel(path), Bytes::from(data.to_owned()))
+        .await
+        .unwrap();
+}
+
+fn text(c: &MemoryClient, path: &str) -> Option<String> {
+    c.files()
+        .get(&rel(path))
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+/// Paths stored in `c` outside the engine's own folder.
+fn user_paths(c: &MemoryClient) -> Vec<String> {
+    c.files()
+        .keys()
+        .map(|p| p.as_str().to_string())
+        .filter(|p| !p.starts_with(".syncengine"))
+        .collect()
+}
+
+async fn run(
+    engine: &SyncEngine,
+    src: Arc<dyn StorageClient>,
+    dst: Arc<dyn StorageClient>,
+    mode: SyncMode,
+) -> SyncStats {
+    let pair = SyncPair::new(src, dst, mode).with_options(SyncOptions::default());
+    engine.sync_pair(&pair).await.unwrap()
+}
+
+/// `names` collide on a folding side. For each direction (the folding side as destination,
+/// then as source): the plain side holds both names plus an unrelated file; runs in several
+/// modes, with the user editing one of the colliding files in between, must report both
+/// names as unknown, copy neither onto the other, and delete neither anywhere.
+async fn colliding_names_are_kept_apart(names: [&str; 2], folding: fn(QuirkClient) -> QuirkClient) {
+    for folding_is_destination in [true, false] {
+        let state = tempfile::tempdir().unwrap();
+        let engine = SyncEngine::new(state.path());
+        let plain = Arc::new(MemoryClient::new());
+        let folded_inner = Arc::new(MemoryClient::new());
+        let folded: Arc<dyn StorageClient> =
+            Arc::new(folding(QuirkClient::new(folded_inner.clone())));
+        put(&plain, &format!("docs/{}", names[0]), "first").await;
+        put(&plain, &format!("docs/{}", names[1]), "second").await;
+        put(&plain, "docs/other", "other").await;
+        let (src, dst): (Arc<dyn StorageClient>, Arc<dyn StorageClient>) =
+            if folding_is_destination {
+                (plain.clone(), folded.clone())
+            } else {
+                (folded.clone(), plain.clone())
+            };
+        for (i, mode) in [
+            SyncMode::TwoWay,
+            SyncMode::TwoWay,
+            SyncMode::SourceToDestination,
+            SyncMode::DestinationToSource,
+            SyncMode::TwoWay,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let stats = run(&engine, src.clone(), dst.clone(), mode).await;
+            assert_eq!(stats.unknown, 2, "run {i} ({mode:?}): {stats:?}");
+            assert!(
+                stats
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains(&format!("`docs/{}`", names[1]))),
+                "the collision is named: {:?}",
+                stats.warnings
+            );
+            // Nothing was copied onto the folding side, and both files are intact.
+            assert_eq!(
+                user_paths(&folded_inner),
+                ["docs/other"],
+                "run {i} ({mode:?}), folding side is destination: {folding_is_destination}"
+            );
+            let second = if i == 0 { "second".to_string() } else { format!("edit {}", i - 1) };
+            assert_eq!(text(&plain, &format!("docs/{}", names[0])).as_deref(), Some("first"));
+            assert_eq!(
+                text(&plain, &format!("docs/{}", names[1])).as_deref(),
+                Some(second.as_str())
+            );
+            // The user keeps editing one of them.
+            put(&plain, &format!("docs/{}", names[1]), &format!("edit {i}")).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn case_colliding_names_are_reported_and_never_deleted_or_merged() {
+    colliding_names_are_kept_apart(["Readme", "readme"], |q| q.with_case_insensitive(true))
+        .await;
+}
+
+#[tokio::test]
+async fn nfc_nfd_colliding_names_are_reported_and_never_deleted_or_merged() {
+    colliding_names_are_kept_apart([NFC, NFD], |q| q.with_normalization_insensitive(true))
+        .await;
+}
+
+/// A file already synced to a case-insensitive destination keeps its content there when the
+/// user adds a name colliding with it on the source; neither is deleted later.
+#[tokio::test]
+async fn a_new_colliding_name_does_not_overwrite_the_synced_file() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    let dst_inner = Arc::new(MemoryClient::new());
+    let dst: Arc<dyn StorageClient> =
+        Arc::new(QuirkClient::new(dst_inner.clone()).with_case_insensitive(true));
+    put(&src, "Readme", "old").await;
+    let stats = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+    assert_eq!((stats.uploaded, stats.unknown), (1, 0));
+    put(&src, "readme", "new").await;
+    for mode in [SyncMode::TwoWay, SyncMode::SourceToDestination, SyncMode::TwoWay] {
+        let stats = run(&engine, src.clone(), dst.clone(), mode).await;
+        assert_eq!(stats.unknown, 2, "{mode:?}: {stats:?}");
+        assert_eq!(text(&dst_inner, "Readme").as_deref(), Some("old"));
+        assert_eq!(user_paths(&dst_inner), ["Readme"]);
+        assert_eq!(text(&src, "Readme").as_deref(), Some("old"));
+        assert_eq!(text(&src, "readme").as_deref(), Some("new"));
+    }
+    // Once the user renames one, the pair syncs again.
+    src.delete(&rel("readme")).await.unwrap();
+    put(&src, "readme-2", "new").await;
+    let stats = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+    assert_eq!(stats.unknown, 0, "{stats:?}");
+    assert_eq!(text(&dst_inner, "readme-2").as_deref(), Some("new"));
+    assert_eq!(text(&dst_inner, "Readme").as_deref(), Some("old"));
+}
