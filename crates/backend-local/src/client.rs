@@ -5,8 +5,8 @@ use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -88,7 +88,9 @@ impl LocalClient {
         if let Some(known) = self.folding.get() {
             return *known;
         }
-        let dir = self.root.join(syncengine_core::ignore_rules::STATE_DIR_NAME);
+        let dir = self
+            .root
+            .join(syncengine_core::ignore_rules::STATE_DIR_NAME);
         let fallback = (cfg!(target_os = "macos"), cfg!(target_os = "macos"));
         if !dir.is_dir() {
             return fallback;

@@ -561,12 +561,18 @@ fn folding_probe_is_clean_and_reports_linux_filesystems_as_case_sensitive() {
     let client = LocalClient::new(dir.path());
     let caps = client.capabilities();
     assert!(!caps.case_insensitive && !caps.normalization_insensitive);
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "a probe wrote files");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a probe wrote files"
+    );
     fs::create_dir(dir.path().join(".syncengine")).unwrap();
     let caps = client.capabilities();
     assert!(!caps.case_insensitive && !caps.normalization_insensitive);
     assert_eq!(
-        fs::read_dir(dir.path().join(".syncengine")).unwrap().count(),
+        fs::read_dir(dir.path().join(".syncengine"))
+            .unwrap()
+            .count(),
         0,
         "probe files left behind"
     );

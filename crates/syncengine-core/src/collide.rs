@@ -6,7 +6,7 @@
 //! them seems to have vanished and would be deleted on the other side. So when either side
 //! folds names, both listings pass through [`find_collisions`] (a pre-pass) and
 //! [`mark_collisions`]: every name that collides with a sibling becomes an
-//! [`Error::Unlisted`] item, an *unknown* path (see [`crate::unknown`]). The engine then
+//! [`Error::Unlisted`] item, an *unknown* path. The engine then
 //! neither copies, deletes nor forgets anything at or below it on either side, reports it,
 //! and the run ends with an error status until the user renames one of them.
 //!
@@ -26,8 +26,8 @@ use futures::StreamExt;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::client::EntryStream;
-use crate::error::{Error, Result};
 use crate::entry::Entry;
+use crate::error::{Error, Result};
 
 /// The `backend` named in the unknown items raised here: they come from the engine.
 const BACKEND: &str = "syncengine";
@@ -96,9 +96,7 @@ pub async fn find_collisions(mut listing: EntryStream, side_note: &str) -> Colli
 
 fn is_at_or_below(path: &str, top: &str) -> bool {
     path == top
-        || (path.len() > top.len()
-            && path.starts_with(top)
-            && path.as_bytes()[top.len()] == b'/')
+        || (path.len() > top.len() && path.starts_with(top) && path.as_bytes()[top.len()] == b'/')
 }
 
 /// Passes a canonically ordered listing through, replacing each colliding path (and
@@ -124,10 +122,15 @@ pub fn mark_collisions(listing: EntryStream, collisions: Collisions) -> EntryStr
                 let Some((path, reason)) = self.pending.pop_front() else {
                     break;
                 };
-                if self.active.as_deref().is_some_and(|a| is_at_or_below(&path, a)) {
+                if self
+                    .active
+                    .as_deref()
+                    .is_some_and(|a| is_at_or_below(&path, a))
+                {
                     continue;
                 }
-                self.out.push_back(Err(Error::unlisted(BACKEND, path.clone(), reason)));
+                self.out
+                    .push_back(Err(Error::unlisted(BACKEND, path.clone(), reason)));
                 self.active = Some(path);
             }
         }
@@ -160,7 +163,11 @@ pub fn mark_collisions(listing: EntryStream, collisions: Collisions) -> EntryStr
                     };
                     if let Some(path) = path {
                         st.release(Some(&path));
-                        if st.active.as_deref().is_some_and(|a| is_at_or_below(&path, a)) {
+                        if st
+                            .active
+                            .as_deref()
+                            .is_some_and(|a| is_at_or_below(&path, a))
+                        {
                             continue;
                         }
                     }

@@ -14,13 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::client::{EntryStream, StorageClient, StorageClientExt};
+use crate::collide::{Collisions, find_collisions, mark_collisions};
 use crate::decide::Policy;
 use crate::error::{Error, SyncError};
 use crate::exec::{Executor, ResolvedRecovery, overlay_base, recover_intents};
 use crate::identity;
 use crate::ignore_rules::{IgnoreRules, STATE_DIR_NAME, SYNCIGNORE_FILE};
 use crate::mode::{InitialSyncPreference, Side, SyncMode};
-use crate::collide::{find_collisions, mark_collisions, Collisions};
 use crate::order::{check_order, sort_listing};
 use crate::pair::{Recovery, SyncPair};
 use crate::path::RelPath;

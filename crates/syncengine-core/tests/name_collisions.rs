@@ -66,12 +66,12 @@ async fn colliding_names_are_kept_apart(names: [&str; 2], folding: fn(QuirkClien
         put(&plain, &format!("docs/{}", names[0]), "first").await;
         put(&plain, &format!("docs/{}", names[1]), "second").await;
         put(&plain, "docs/other", "other").await;
-        let (src, dst): (Arc<dyn StorageClient>, Arc<dyn StorageClient>) =
-            if folding_is_destination {
-                (plain.clone(), folded.clone())
-            } else {
-                (folded.clone(), plain.clone())
-            };
+        let (src, dst): (Arc<dyn StorageClient>, Arc<dyn StorageClient>) = if folding_is_destination
+        {
+            (plain.clone(), folded.clone())
+        } else {
+            (folded.clone(), plain.clone())
+        };
         for (i, mode) in [
             SyncMode::TwoWay,
             SyncMode::TwoWay,
@@ -98,8 +98,15 @@ async fn colliding_names_are_kept_apart(names: [&str; 2], folding: fn(QuirkClien
                 ["docs/other"],
                 "run {i} ({mode:?}), folding side is destination: {folding_is_destination}"
             );
-            let second = if i == 0 { "second".to_string() } else { format!("edit {}", i - 1) };
-            assert_eq!(text(&plain, &format!("docs/{}", names[0])).as_deref(), Some("first"));
+            let second = if i == 0 {
+                "second".to_string()
+            } else {
+                format!("edit {}", i - 1)
+            };
+            assert_eq!(
+                text(&plain, &format!("docs/{}", names[0])).as_deref(),
+                Some("first")
+            );
             assert_eq!(
                 text(&plain, &format!("docs/{}", names[1])).as_deref(),
                 Some(second.as_str())
@@ -112,14 +119,12 @@ async fn colliding_names_are_kept_apart(names: [&str; 2], folding: fn(QuirkClien
 
 #[tokio::test]
 async fn case_colliding_names_are_reported_and_never_deleted_or_merged() {
-    colliding_names_are_kept_apart(["Readme", "readme"], |q| q.with_case_insensitive(true))
-        .await;
+    colliding_names_are_kept_apart(["Readme", "readme"], |q| q.with_case_insensitive(true)).await;
 }
 
 #[tokio::test]
 async fn nfc_nfd_colliding_names_are_reported_and_never_deleted_or_merged() {
-    colliding_names_are_kept_apart([NFC, NFD], |q| q.with_normalization_insensitive(true))
-        .await;
+    colliding_names_are_kept_apart([NFC, NFD], |q| q.with_normalization_insensitive(true)).await;
 }
 
 /// A file already synced to a case-insensitive destination keeps its content there when the
@@ -136,7 +141,11 @@ async fn a_new_colliding_name_does_not_overwrite_the_synced_file() {
     let stats = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
     assert_eq!((stats.uploaded, stats.unknown), (1, 0));
     put(&src, "readme", "new").await;
-    for mode in [SyncMode::TwoWay, SyncMode::SourceToDestination, SyncMode::TwoWay] {
+    for mode in [
+        SyncMode::TwoWay,
+        SyncMode::SourceToDestination,
+        SyncMode::TwoWay,
+    ] {
         let stats = run(&engine, src.clone(), dst.clone(), mode).await;
         assert_eq!(stats.unknown, 2, "{mode:?}: {stats:?}");
         assert_eq!(text(&dst_inner, "Readme").as_deref(), Some("old"));
