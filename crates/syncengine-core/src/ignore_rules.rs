@@ -521,13 +521,14 @@ mod tests {
     }
 
     #[test]
-    fn state_folder_is_only_ours_at_the_root() {
+    fn engine_folders_below_the_root_are_ours_but_lookalikes_are_not() {
         let r = IgnoreRules::default();
+        // A nested pair's root-id and trash (red-team R4): never synced by an outer pair.
         assert_ignored(
             &r,
-            &[],
+            &["sub/.syncengine/x", "a/b/.syncengine/root-id"],
             &[
-                "sub/.syncengine/x",
+                "sub/.syncengine",
                 ".syncengine2/x",
                 ".syncengine.txt",
                 "x.syncengine-tmp-1",
