@@ -726,18 +726,36 @@ impl Inner {
     }
 
     /// The children of one collection as listing items in canonical order.
-    fn children(&self, dir: Option<&RelPath>, resources: Vec<Resource>) -> Result<Vec<Item>> {
+    ///
+    /// `start` is true for the collection a listing starts at (the root or the prefix), which
+    /// may be missing or a file (no children). A sub-collection must answer with its own entry
+    /// marked as a collection: anything else is an error, which the walk reports as unlisted.
+    fn children(
+        &self,
+        dir: Option<&RelPath>,
+        resources: Vec<Resource>,
+        start: bool,
+    ) -> Result<Vec<Item>> {
         let path_str = dir.map_or("", RelPath::as_str);
         let own = self.segments_of(dir);
         let bad = |msg: String| Error::other(BACKEND, path_str, msg);
         let mut names = HashSet::new();
         let mut items: Vec<(String, Item)> = Vec::new();
+        let mut seen_self = false;
         for res in resources {
             if res.segments == own {
                 if !res.is_collection {
-                    // The prefix names a file: it has no children.
-                    return Ok(Vec::new());
+                    if start {
+                        // The prefix names a file: it has no children.
+                        return Ok(Vec::new());
+                    }
+                    // A member listed as a collection whose own answer says otherwise: its
+                    // "no children" would make every file below it look deleted.
+                    return Err(bad(
+                        "listed as a collection, but its own entry is not".into()
+                    ));
                 }
+                seen_self = true;
                 continue;
             }
             let is_child = res.segments.len() == own.len() + 1 && res.segments.starts_with(&own);
@@ -776,17 +794,25 @@ impl Inner {
                 Some(d) => d.join(name),
             }?;
             if res.is_collection {
-                items.push((format!("{name}/"), Item::Dir(path, None)));
+                // Read at `name` (so a failure is reported at the collection's place, before
+                // `name.txt`), entered at `name/`.
+                items.push((name.clone(), Item::Probe(path.clone(), None)));
+                items.push((format!("{name}/"), Item::Descend(path)));
             } else {
                 items.push((name.clone(), Item::File(self.entry(path, &res))));
             }
+        }
+        if !start && !seen_self {
+            return Err(bad(
+                "the server's answer has no entry for the collection itself".into(),
+            ));
         }
         items.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         Ok(items.into_iter().map(|(_, item)| item).collect())
     }
 
-    /// Lists one collection's members; a missing collection (or a file) has none.
-    async fn list_dir(self: Arc<Self>, dir: Option<RelPath>) -> Result<Vec<Item>> {
+    /// Lists the collection a listing starts at; a missing collection (or a file) has none.
+    async fn list_start(self: Arc<Self>, dir: Option<RelPath>) -> Result<Vec<Item>> {
         let url = self.dir_url(dir.as_ref());
         let result = self.propfind(&url, "1").await;
         let resources = match dir.as_ref() {
@@ -800,9 +826,21 @@ impl Inner {
             },
         };
         match resources {
-            Some(resources) => self.children(dir.as_ref(), resources),
+            Some(resources) => self.children(dir.as_ref(), resources, true),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Lists a sub-collection some listing named. Every failure is an error here, a 404 or
+    /// a redirect included: the collection was just listed by its parent, so "not found" is
+    /// not "empty", and the walk reports it as unlisted.
+    async fn list_sub(self: Arc<Self>, dir: RelPath) -> Result<Vec<Item>> {
+        let url = self.dir_url(Some(&dir));
+        let resources = self
+            .propfind(&url, "1")
+            .await
+            .map_err(|e| map_error(e, dir.as_str(), Ctx::Plain))?;
+        self.children(Some(&dir), resources, false)
     }
 }
 
@@ -818,7 +856,10 @@ impl Drop for Prefetch {
 /// What a listing walk has yet to visit.
 enum Item {
     File(Entry),
-    Dir(RelPath, Option<Prefetch>),
+    /// A sub-collection to read, at its plain name's place (maybe already being prefetched).
+    Probe(RelPath, Option<Prefetch>),
+    /// Enter the sub-collection read by the matching `Probe`, at `name/`'s place.
+    Descend(RelPath),
 }
 
 /// The state of a listing walk: a stack whose top is the next item in canonical order.
@@ -827,12 +868,15 @@ struct Walk {
     stack: Vec<Item>,
     prefetching: usize,
     pending_root: Option<Option<RelPath>>,
+    /// Members of collections read by a `Probe`, waiting for their `Descend`.
+    probed: Vec<(RelPath, Vec<Item>)>,
 }
 
 impl Walk {
     async fn next(mut self) -> Option<(Result<Entry>, Walk)> {
         if let Some(root) = self.pending_root.take() {
-            match self.inner.clone().list_dir(root).await {
+            // Only the start collection's own failure ends the listing.
+            match self.inner.clone().list_start(root).await {
                 Ok(items) => self.push(items),
                 Err(e) => return Some((Err(e), self.fail())),
             }
@@ -840,7 +884,7 @@ impl Walk {
         loop {
             match self.stack.pop()? {
                 Item::File(entry) => return Some((Ok(entry), self)),
-                Item::Dir(path, prefetch) => {
+                Item::Probe(path, prefetch) => {
                     let result = match prefetch {
                         Some(mut p) => {
                             self.prefetching -= 1;
@@ -849,11 +893,22 @@ impl Walk {
                                 Err(e) => Err(Error::other(BACKEND, path.as_str(), e.to_string())),
                             }
                         }
-                        None => self.inner.clone().list_dir(Some(path)).await,
+                        None => self.inner.clone().list_sub(path.clone()).await,
                     };
                     match result {
-                        Ok(items) => self.push(items),
-                        Err(e) => return Some((Err(e), self.fail())),
+                        Ok(items) => self.probed.push((path, items)),
+                        Err(e) => {
+                            // Never "empty": its files would look deleted.
+                            let why = format!("a collection that could not be listed: {e}");
+                            return Some((Err(Error::unlisted(BACKEND, path.as_str(), why)), self));
+                        }
+                    }
+                }
+                Item::Descend(path) => {
+                    // No members kept means the probe reported the collection as unlisted.
+                    if let Some(i) = self.probed.iter().rposition(|(p, _)| *p == path) {
+                        let (_, items) = self.probed.swap_remove(i);
+                        self.push(items);
                     }
                 }
             }
@@ -873,10 +928,10 @@ impl Walk {
             if self.prefetching >= limit {
                 break;
             }
-            if let Item::Dir(path, slot @ None) = item {
+            if let Item::Probe(path, slot @ None) = item {
                 let inner = self.inner.clone();
                 let path = path.clone();
-                *slot = Some(Prefetch(tokio::spawn(inner.list_dir(Some(path)))));
+                *slot = Some(Prefetch(tokio::spawn(inner.list_sub(path))));
                 self.prefetching += 1;
             }
         }
@@ -885,6 +940,7 @@ impl Walk {
     /// Ends the walk after an error.
     fn fail(mut self) -> Walk {
         self.stack.clear();
+        self.probed.clear();
         self.prefetching = 0;
         self
     }
@@ -1027,6 +1083,7 @@ impl StorageClient for WebDavClient {
             stack: Vec::new(),
             prefetching: 0,
             pending_root: Some(prefix.cloned()),
+            probed: Vec::new(),
         };
         stream::unfold(walk, Walk::next).boxed()
     }
@@ -1254,9 +1311,9 @@ impl WebDavClient {
             WriteMode::Create => Ctx::NoOverwrite,
             _ => Ctx::Plain,
         };
+        // Fails closed: a lookup that errs (other than "no such file") is not a free path.
         if ctx == Ctx::Plain
-            && let Ok(res) = inner.lookup(path).await
-            && res.is_collection
+            && found(inner.lookup(path).await, path)?.is_some_and(|r| r.is_collection)
         {
             return Err(Error::other(BACKEND, p, "a directory is in the way"));
         }

@@ -51,7 +51,14 @@
 //!   segment by segment (upper- or lower-case escapes, `+` stays `+`); absolute-URL hrefs are
 //!   accepted for the server's own origin only. A member whose decoded href is not exactly one
 //!   segment below the listed collection, or whose name fails [`RelPath`](syncengine_core::RelPath) validation, fails
-//!   the listing with an error — it is never followed.
+//!   that collection's listing — it is never followed.
+//! - **Unknown collections**: a sub-collection whose own `PROPFIND` fails (any answer but 207:
+//!   a redirect, 400, 404, 409, 5xx), whose answer is malformed, or whose own entry is missing
+//!   or not marked as a collection, is reported as unknown
+//!   ([`Error::Unlisted`](syncengine_core::Error::Unlisted)) at its place in canonical order
+//!   (each collection is read when the walk reaches its plain name), and the walk goes on:
+//!   its files are never taken for deleted. Only the start collection's own failure ends the
+//!   listing with an error (a missing start collection lists as empty).
 //! - **Writes** are atomic: the body streams (`PUT`, chunked) to a hidden temporary sibling
 //!   `.syncengine-tmp-<random hex>`, gets its mtime, and is `MOVE`d onto the target. Missing
 //!   parents are made with `MKCOL` first (the body is a stream and cannot be replayed after a
