@@ -29,10 +29,10 @@ pub enum WriteMode {
     /// Replace whatever is there.
     #[default]
     Overwrite,
-    /// Fail with [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the path exists.
+    /// Fail with [`Error::AlreadyExists`] if the path exists.
     Create,
     /// Replace only the version whose etag is given; otherwise
-    /// [`Error::PreconditionFailed`](crate::Error::PreconditionFailed).
+    /// [`Error::PreconditionFailed`].
     Update(String),
 }
 
@@ -93,7 +93,7 @@ pub struct DeleteOptions {}
 #[non_exhaustive]
 pub struct TransferOptions {
     /// Replace an existing target. When false an existing target gives
-    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists).
+    /// [`Error::AlreadyExists`].
     pub overwrite: bool,
 }
 
@@ -152,7 +152,7 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// How many entries this client's listings have left out on purpose so far, counting
     /// since the client was created. The engine reads it before and after listing to report
     /// them; backends that never skip keep the default. Paths a listing could not see are
-    /// not skipped: they are reported as [`Error::Unlisted`](crate::Error::Unlisted) items
+    /// not skipped: they are reported as [`Error::Unlisted`] items
     /// (see [`StorageClient::list`]).
     fn skipped_count(&self) -> u64 {
         0
@@ -227,7 +227,7 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// - **Unknown paths are reported, never left out silently.** A path the listing cannot
     ///   see into — a symlink (never followed), a special file, a folder that cannot be read,
     ///   answers an error, or vanished or changed while it was walked, a name that cannot be
-    ///   decoded — is yielded as an `Err(`[`Error::Unlisted`](crate::Error::Unlisted)`)` item
+    ///   decoded — is yielded as an `Err(`[`Error::Unlisted`]`)` item
     ///   at its place in canonical order ([`Error::unlisted_key`](crate::Error::unlisted_key))
     ///   and the listing **goes on**. Leaving such a path out would make its files look
     ///   deleted, and the engine would delete the other side's copies. Nothing at or below an
@@ -243,14 +243,14 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// Returns the entry for one file.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) when no file is at `path` (a directory is
+    /// [`Error::NotFound`] when no file is at `path` (a directory is
     /// not a file).
     async fn stat(&self, path: &RelPath) -> Result<Entry>;
 
     /// Opens the content of `path` (or a byte range of it) as a stream.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) when the file does not exist. Errors during
+    /// [`Error::NotFound`] when the file does not exist. Errors during
     /// streaming are yielded as `Err` items.
     async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream>;
 
@@ -264,8 +264,8 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// - [`WriteOptions::mtime`] is recorded where [`Capabilities::set_mtime`] says so.
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) for [`WriteMode::Create`] on an
-    /// existing file; [`Error::PreconditionFailed`](crate::Error::PreconditionFailed) for
+    /// [`Error::AlreadyExists`] for [`WriteMode::Create`] on an
+    /// existing file; [`Error::PreconditionFailed`] for
     /// [`WriteMode::Update`] when the etag does not match (or the file is missing); an error
     /// yielded by `body` aborts the write and is returned.
     async fn write_opts(
@@ -286,7 +286,7 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// Copies `from` to `to` on the server, without moving bytes through the client.
     ///
     /// # Errors
-    /// [`Error::Unsupported`](crate::Error::Unsupported) when
+    /// [`Error::Unsupported`] when
     /// [`Capabilities::server_side_copy`] is false; `NotFound` for a missing source;
     /// `AlreadyExists` when `to` exists and `opts.overwrite` is false.
     async fn copy_opts(&self, from: &RelPath, to: &RelPath, opts: TransferOptions)
@@ -376,7 +376,7 @@ pub trait StorageClientExt: StorageClient {
     }
 
     /// Collects a whole listing. For tests and small trees only. Stops with the error at the
-    /// first [`Error::Unlisted`](crate::Error::Unlisted) item, as at any other error.
+    /// first [`Error::Unlisted`] item, as at any other error.
     async fn list_all(&self, prefix: Option<&RelPath>) -> Result<Vec<Entry>> {
         self.list(prefix).try_collect().await
     }
