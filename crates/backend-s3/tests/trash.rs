@@ -31,7 +31,7 @@ async fn paths(client: &dyn StorageClient) -> Vec<String> {
 }
 
 /// A trash dir on another prefix receives deleted and overwritten objects (content intact);
-/// the synced root gets no `.syncengine/` at all.
+/// the synced root's `.syncengine/` holds only its root id, no trash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trash_dir_on_another_prefix() {
     let Some(s3) = common::moto().await else {
@@ -60,7 +60,10 @@ async fn trash_dir_on_another_prefix() {
         (1, 1, 0),
         "{stats:?}"
     );
-    assert_eq!(paths(s3.as_ref()).await, ["b.txt", "c.txt", "d.txt"]);
+    assert_eq!(
+        paths(s3.as_ref()).await,
+        [".syncengine/root-id", "b.txt", "c.txt", "d.txt"]
+    );
     let kept = paths(trash.as_ref()).await;
     assert_eq!(kept.len(), 2, "{kept:?}");
     for (path, body) in kept.iter().zip(["a.txt", "b.txt"]) {
