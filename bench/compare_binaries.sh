@@ -44,6 +44,8 @@ measure() {
     awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; w = s }
                 /Maximum resident set size/ { r = $2 / 1024 }
                 END { printf "%.3f %.1f\n", w, r }' "$WORK/time.txt" >>"$out"
+    # Each sample also goes to stderr at once, so an interrupted campaign keeps its figures.
+    echo "sample $(basename "$out"): $(tail -n 1 "$out") (wall s, RSS MiB)" >&2
 }
 
 one() { # one LABEL BINARY: a first run into a fresh destination, then a no-change run.
