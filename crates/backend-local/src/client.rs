@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::stream::{StreamExt, TryStreamExt};
 use syncengine_core::{
     ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
-    Result, StorageClient, TransferOptions, WriteMode, WriteOptions, bytes_stream,
+    Result, StorageClient, TransferOptions, Version, WriteMode, WriteOptions, bytes_stream,
 };
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
@@ -352,8 +352,10 @@ fn link_noreplace(from: &Path, to: &Path) -> io::Result<Placed> {
     }
 }
 
-/// Finishes a temporary file: mtime, flush, then rename (or no-replace link) onto `target`.
-/// Returns the metadata of the file now at `target`.
+/// Finishes a temporary file: mtime, flush, then rename (or no-replace link) onto `target` —
+/// with `unless_changed`, only while `target` is still that version. Returns the metadata of
+/// the file now at `target`.
+#[allow(clippy::too_many_arguments)]
 fn commit(
     temp: TempFile,
     file: File,
@@ -362,6 +364,7 @@ fn commit(
     mtime: Option<SystemTime>,
     fsync: bool,
     replace: bool,
+    unless_changed: Option<(RelPath, Version)>,
 ) -> Result<Metadata> {
     if let Some(mtime) = mtime {
         file.set_modified(mtime).map_err(io_on(rel))?;
@@ -371,6 +374,18 @@ fn commit(
     }
     let metadata = file.metadata().map_err(io_on(rel))?;
     drop(file);
+    if let Some((path, expected)) = unless_changed {
+        // The last moment before the rename: a file saved meanwhile (new inode, mtime or
+        // size) is left in place and the temporary file is removed when `temp` drops.
+        let unchanged = match fs::symlink_metadata(target) {
+            Ok(now) => now.is_file() && expected.matches(&entry_from_metadata(path, &now)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(map_io(rel, e)),
+        };
+        if !unchanged {
+            return Err(Error::precondition_failed(BACKEND, rel));
+        }
+    }
     if replace {
         fs::rename(temp.path(), target).map_err(io_on(rel))?;
         temp.keep();
@@ -572,9 +587,10 @@ impl StorageClient for LocalClient {
         opts: WriteOptions,
     ) -> Result<Entry> {
         check_not_reserved(path)?;
-        let replace = match opts.mode {
-            WriteMode::Overwrite => true,
-            WriteMode::Create => false,
+        let (replace, unless_changed) = match &opts.mode {
+            WriteMode::Overwrite => (true, None),
+            WriteMode::Create => (false, None),
+            WriteMode::IfUnchanged(version) => (true, Some((path.clone(), version.clone()))),
             _ => {
                 return Err(Error::Unsupported {
                     backend: BACKEND,
@@ -621,7 +637,16 @@ impl StorageClient for LocalClient {
                 for chunk in &batch {
                     file.write_all(chunk).map_err(io_on(&rel))?;
                 }
-                let metadata = commit(temp, file, &target, &rel, opts.mtime, fsync, replace)?;
+                let metadata = commit(
+                    temp,
+                    file,
+                    &target,
+                    &rel,
+                    opts.mtime,
+                    fsync,
+                    replace,
+                    unless_changed,
+                )?;
                 Ok(entry_from_metadata(path, &metadata))
             })
             .await;
@@ -669,7 +694,16 @@ impl StorageClient for LocalClient {
 
         let path = path.clone();
         blocking(move || {
-            let metadata = commit(temp, file, &target, &rel, opts.mtime, fsync, replace)?;
+            let metadata = commit(
+                temp,
+                file,
+                &target,
+                &rel,
+                opts.mtime,
+                fsync,
+                replace,
+                unless_changed,
+            )?;
             Ok(entry_from_metadata(path, &metadata))
         })
         .await
@@ -727,7 +761,7 @@ impl StorageClient for LocalClient {
                 .open(temp.path())
                 .map_err(io_on(rel))?;
             let mtime = source.modified().ok();
-            let metadata = commit(temp, file, &target, rel, mtime, fsync, opts.overwrite)?;
+            let metadata = commit(temp, file, &target, rel, mtime, fsync, opts.overwrite, None)?;
             Ok(entry_from_metadata(to_path, &metadata))
         })
         .await

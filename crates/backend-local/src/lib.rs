@@ -46,7 +46,12 @@
 //!   made with `link(2)`, which fails if it exists, never by check-then-rename. (On a filesystem
 //!   without hard links they fall back to check-then-rename, logged at debug level.)
 //! - `WriteMode::Update(etag)` is `Unsupported`: a local file has no version token that could
-//!   be compared and swapped atomically, so `Capabilities::conditional_write` is false.
+//!   be compared and swapped atomically, so `Capabilities::conditional_write` is false. The
+//!   engine replaces files with `WriteMode::IfUnchanged(version)` instead: the body goes to the
+//!   temporary file first, and only then, right before the rename, is the target checked to
+//!   be still that version (size, mtime, inode); a file saved meanwhile is left in place and
+//!   the write fails with `PreconditionFailed`. Only the moment between that check and the
+//!   rename remains open.
 //! - **Deletes** remove the directories they leave empty, up to (not including) the root.
 //! - Symlinks *inside* the root are not followed by listings, but a path whose parent is a
 //!   symlinked directory is resolved by the OS when read or written, as in rclone.

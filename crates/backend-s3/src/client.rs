@@ -607,6 +607,7 @@ impl StorageClient for S3Client {
         mut body: ByteStream,
         opts: WriteOptions,
     ) -> Result<Entry> {
+        let opts = opts.by_etag(self.backend_name())?;
         let key = self.key(path)?;
         let attributes = opts
             .mtime

@@ -857,7 +857,7 @@ impl StorageClient for SftpClient {
         check_name(path)?;
         let err = |e: SftpError| to_core(e, path.as_str());
         let create_only = match &opts.mode {
-            WriteMode::Overwrite => false,
+            WriteMode::Overwrite | WriteMode::IfUnchanged(_) => false,
             WriteMode::Create => true,
             WriteMode::Update(_) => {
                 return Err(Error::Unsupported {
@@ -931,6 +931,16 @@ impl StorageClient for SftpClient {
                     ..FileAttributes::empty()
                 };
                 s.run(s.raw.setstat(temp_path.as_str(), attrs)).await?;
+            }
+            if let WriteMode::IfUnchanged(expected) = &opts.mode {
+                // Checked once the body is on the server, right before the rename: a file the
+                // user saved meanwhile is left in place.
+                let unchanged = lstat_opt(&s, &target).await?.is_some_and(|attrs| {
+                    is_regular(&attrs) && expected.matches(&entry_from(path.clone(), &attrs))
+                });
+                if !unchanged {
+                    return Err(SftpError::Changed);
+                }
             }
             let place = || async {
                 if create_only {

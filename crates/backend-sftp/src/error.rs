@@ -27,6 +27,9 @@ pub(crate) enum SftpError {
     /// A create-only commit met an existing target.
     #[error("target exists")]
     Exists,
+    /// A checked replace found another version (or nothing) at the target.
+    #[error("the file changed since it was listed")]
+    Changed,
     /// Anything else, as a message.
     #[error("{0}")]
     Message(String),
@@ -72,6 +75,11 @@ pub(crate) fn to_core(err: SftpError, path: &str) -> Error {
             source: Some(Box::new(err)),
         },
         SftpError::Exists => Error::AlreadyExists {
+            backend: BACKEND,
+            path,
+            source: None,
+        },
+        SftpError::Changed => Error::PreconditionFailed {
             backend: BACKEND,
             path,
             source: None,

@@ -56,7 +56,9 @@
 //!   do a plain SFTP rename, which OpenSSH itself refuses onto an existing name (race-free
 //!   there; a server whose plain rename replaces leaves a small race window).
 //!   `hardlink@openssh.com` is not used: rclone's server acknowledges it without linking.
-//!   `WriteMode::Update` is `Unsupported` (no version token to compare and swap).
+//!   `WriteMode::Update` is `Unsupported` (no version token to compare and swap);
+//!   `WriteMode::IfUnchanged` checks the target's size and mtime after the upload, right
+//!   before the rename, and leaves a file saved meanwhile in place (`PreconditionFailed`).
 //! - **Deletes** of a missing file are `Ok`; directories a delete or rename leaves empty are
 //!   removed, up to (not including) the root.
 //! - `copy` is `Unsupported` (no server-side copy in SFTP v3); `rename` is native.

@@ -1170,6 +1170,7 @@ impl StorageClient for WebDavClient {
         body: ByteStream,
         opts: WriteOptions,
     ) -> Result<Entry> {
+        let opts = opts.by_etag(BACKEND)?;
         check_not_temp(path)?;
         let inner = &self.inner;
         let p = path.as_str();

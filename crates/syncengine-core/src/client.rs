@@ -10,7 +10,7 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
 use crate::capabilities::Capabilities;
-use crate::entry::{ContentHash, Entry};
+use crate::entry::{ContentHash, Entry, Version};
 use crate::error::{Error, Result};
 use crate::identity::Location;
 use crate::path::RelPath;
@@ -34,6 +34,16 @@ pub enum WriteMode {
     /// Replace only the version whose etag is given; otherwise
     /// [`Error::PreconditionFailed`].
     Update(String),
+    /// Replace only while the file at the path is still the given version (see
+    /// [`Version::matches`]); a missing file or another version gives
+    /// [`Error::PreconditionFailed`] and the write leaves it as it is.
+    ///
+    /// For backends without version tokens (local disk, SFTP). The check is made after the
+    /// body is complete, right before the new content is put in place, so a file the user
+    /// saved while the body was being transferred is never replaced. (What remains is the
+    /// moment between that check and the rename that commits; a backend that cannot check
+    /// at all answers [`Error::Unsupported`].)
+    IfUnchanged(Version),
 }
 
 /// Options for [`StorageClient::read_opts`].
@@ -80,6 +90,25 @@ impl WriteOptions {
     pub fn with_size_hint(mut self, size: u64) -> Self {
         self.size_hint = Some(size);
         self
+    }
+
+    /// For backends that compare version tokens (ETags) themselves: turns
+    /// [`WriteMode::IfUnchanged`] into [`WriteMode::Update`] with the version's ETag, so the
+    /// server checks it when the write commits.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the version has no ETag to compare.
+    pub fn by_etag(mut self, backend: &'static str) -> Result<Self> {
+        if let WriteMode::IfUnchanged(version) = &self.mode {
+            let Some(etag) = version.etag.clone() else {
+                return Err(Error::Unsupported {
+                    backend,
+                    operation: "a checked replace of a file listed without an ETag",
+                });
+            };
+            self.mode = WriteMode::Update(etag);
+        }
+        Ok(self)
     }
 }
 
@@ -266,7 +295,8 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// # Errors
     /// [`Error::AlreadyExists`] for [`WriteMode::Create`] on an
     /// existing file; [`Error::PreconditionFailed`] for
-    /// [`WriteMode::Update`] when the etag does not match (or the file is missing); an error
+    /// [`WriteMode::Update`] when the etag does not match (or the file is missing), and for
+    /// [`WriteMode::IfUnchanged`] when the file is missing or another version; an error
     /// yielded by `body` aborts the write and is returned.
     async fn write_opts(
         &self,

@@ -70,6 +70,64 @@ pub struct Entry {
     pub birth_time: Option<SystemTime>,
 }
 
+/// What tells one version of a file from the next, for a check before it is replaced or
+/// removed: the size and modification time, and the version token (ETag) and file identity
+/// (inode) where both the listing and the check know them.
+///
+/// Used by [`WriteMode::IfUnchanged`](crate::WriteMode::IfUnchanged) on backends without
+/// version tokens (local disk, SFTP): the engine replaces a file only while it is still the
+/// version it listed, so a file the user saved meanwhile is never overwritten.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use syncengine_core::{Entry, RelPath, Version};
+///
+/// let listed = Entry::new(RelPath::new("a.txt")?, 3).with_mtime(UNIX_EPOCH).with_file_id(7);
+/// let version = Version::of(&listed);
+/// assert!(version.matches(&listed));
+/// // The user saved a new file of the same size by rename: another inode.
+/// let saved = Entry::new(RelPath::new("a.txt")?, 3).with_mtime(UNIX_EPOCH).with_file_id(8);
+/// assert!(!version.matches(&saved));
+/// let touched = listed.clone().with_mtime(UNIX_EPOCH + Duration::from_secs(1));
+/// assert!(!version.matches(&touched));
+/// # Ok::<(), syncengine_core::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: Option<SystemTime>,
+    /// Version token, where the backend has one.
+    pub etag: Option<String>,
+    /// File identity (inode), where the backend has one.
+    pub file_id: Option<u64>,
+}
+
+impl Version {
+    /// The version `entry` describes.
+    pub fn of(entry: &Entry) -> Self {
+        Version {
+            size: entry.size,
+            mtime: entry.mtime,
+            etag: entry.etag.clone(),
+            file_id: entry.file_id,
+        }
+    }
+
+    /// Whether `now` (a fresh `stat`) is still this version. A token that only one side knows
+    /// is not compared.
+    pub fn matches(&self, now: &Entry) -> bool {
+        fn agree<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
+            a.is_none() || b.is_none() || a == b
+        }
+        self.size == now.size
+            && self.mtime == now.mtime
+            && agree(&self.etag, &now.etag)
+            && agree(&self.file_id, &now.file_id)
+    }
+}
+
 impl Entry {
     /// Creates an entry with only a path and a size.
     pub fn new(path: RelPath, size: u64) -> Self {

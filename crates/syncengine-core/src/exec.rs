@@ -34,7 +34,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{StorageClient, StorageClientExt, TransferOptions, WriteMode, WriteOptions};
-use crate::entry::{Entry, truncate_nanos};
+use crate::entry::{Entry, Version, truncate_nanos};
 use crate::error::{Error, SyncError};
 use crate::ignore_rules::STATE_DIR_NAME;
 use crate::mode::{ConflictLoser, Side, SyncMode};
@@ -462,10 +462,22 @@ impl Executor {
             original: existing.clone(),
         };
         let mode = self.overwrite_mode(side, existing);
-        match self
-            .transfer(from, &new.path, side, &new.path, mode, new)
+        let written = match self
+            .transfer(from, &new.path, side, &new.path, mode.clone(), new)
             .await
         {
+            // A backend of another crate that cannot check before it replaces: as before.
+            Err(Error::Unsupported { .. }) if matches!(mode, WriteMode::IfUnchanged(_)) => {
+                tracing::debug!(
+                    backend = client.backend(),
+                    "no checked replace (WriteMode::IfUnchanged); overwriting after the stat"
+                );
+                self.transfer(from, &new.path, side, &new.path, WriteMode::Overwrite, new)
+                    .await
+            }
+            other => other,
+        };
+        match written {
             Ok(written) => {
                 undo.disarm();
                 Ok((written, kept))
@@ -477,13 +489,17 @@ impl Executor {
         }
     }
 
+    /// How an overwrite makes sure it replaces only the version that was listed: by its
+    /// version token where the backend compares one, else by a check of size, mtime and
+    /// inode right before the commit ([`WriteMode::IfUnchanged`]). Either way a file the
+    /// user saved while the new content was on its way is left alone and reported.
     fn overwrite_mode(&self, side: Side, existing: &Entry) -> WriteMode {
         match (
             &existing.etag,
             self.client(side).capabilities().conditional_write,
         ) {
             (Some(etag), true) => WriteMode::Update(etag.clone()),
-            _ => WriteMode::Overwrite,
+            _ => WriteMode::IfUnchanged(Version::of(existing)),
         }
     }
 
@@ -943,9 +959,7 @@ fn record(from: Side, from_entry: &Entry, written: &Entry) -> BaseRecord {
 /// True when `now` is the version `listed` describes (size, mtime, and etag where both have
 /// one).
 fn same_version(now: &Entry, listed: &Entry) -> bool {
-    now.size == listed.size
-        && now.mtime == listed.mtime
-        && (now.etag.is_none() || listed.etag.is_none() || now.etag == listed.etag)
+    Version::of(listed).matches(now)
 }
 
 /// Removes the copy [`Executor::replace`] preserved when the write that was to follow failed

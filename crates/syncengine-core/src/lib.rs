@@ -60,7 +60,7 @@ pub use client::{
     TransferOptions, WriteMode, WriteOptions, bytes_stream,
 };
 pub use engine::{SyncEngine, default_state_dir};
-pub use entry::{ContentHash, Entry, HashKind};
+pub use entry::{ContentHash, Entry, HashKind, Version};
 pub use error::{BoxError, Error, Result, SyncError};
 pub use identity::{AcceptNewRoot, Location, RootChange, RootIdentity};
 pub use ignore_rules::IgnoreRules;

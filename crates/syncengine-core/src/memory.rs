@@ -542,6 +542,11 @@ impl StorageClient for MemoryClient {
             (WriteMode::Update(_), _) => {
                 return Err(Error::precondition_failed(BACKEND, path.as_str()));
             }
+            (WriteMode::IfUnchanged(version), Some(stored))
+                if version.matches(&stored.entry(path)) => {}
+            (WriteMode::IfUnchanged(_), _) => {
+                return Err(Error::precondition_failed(BACKEND, path.as_str()));
+            }
             _ => {}
         }
         let version = state.next_version();

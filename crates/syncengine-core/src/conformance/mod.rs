@@ -147,6 +147,7 @@ macro_rules! conformance_tests {
             write_creates_parents,
             write_create_mode,
             write_update_mode,
+            write_if_unchanged_mode,
             write_sets_mtime,
             failed_write_keeps_old_content,
             cancelled_write_keeps_old_content,

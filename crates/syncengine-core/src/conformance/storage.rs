@@ -9,7 +9,7 @@ use crate::client::{
     ByteStream, ReadOptions, StorageClient, StorageClientExt, TransferOptions, WriteMode,
     WriteOptions, bytes_stream,
 };
-use crate::entry::{ContentHash, Entry, HashKind, system_time_to_nanos, truncate_nanos};
+use crate::entry::{ContentHash, Entry, HashKind, Version, system_time_to_nanos, truncate_nanos};
 use crate::error::Error;
 use crate::path::RelPath;
 
@@ -644,6 +644,104 @@ pub async fn write_update_mode(client: &dyn StorageClient) {
         list_paths(client, None).await,
         ["u"],
         "{client}: a refused Update creates nothing"
+    );
+}
+
+/// `WriteMode::IfUnchanged(version)` replaces only that version, checked when the write
+/// commits: a file saved by someone else while the body was still on its way stays, and so
+/// does a missing file stay missing.
+pub async fn write_if_unchanged_mode(client: &dyn StorageClient) {
+    put(client, "w/doc", "the listed version").await;
+    let listed = client
+        .stat(&p("w/doc"))
+        .await
+        .unwrap_or_else(|e| panic!("{client}: stat failed: {e}"));
+    let if_unchanged = |entry: &Entry| {
+        WriteOptions::default().with_mode(WriteMode::IfUnchanged(Version::of(entry)))
+    };
+
+    // The body stops half way until "the user" has saved the file (another size, so that
+    // even a backend with one-second mtimes and no inodes sees the change).
+    let (reached_tx, reached_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let first = stream::once(async { Ok(Bytes::from("the engine's new ")) });
+    let rest = stream::once(async move {
+        let _ = reached_tx.send(());
+        let _ = go_rx.await;
+        Ok(Bytes::from("content"))
+    });
+    let body: ByteStream = first.chain(rest).boxed();
+    let doc = p("w/doc");
+    let write = client.write_opts(&doc, body, if_unchanged(&listed));
+    let user = async {
+        let _ = reached_rx.await;
+        put(client, "w/doc", "saved by the user meanwhile").await;
+        let _ = go_tx.send(());
+    };
+    let (written, ()) = futures::join!(write, user);
+    match written {
+        Err(Error::Unsupported { .. }) => {
+            skip(
+                client,
+                "write_if_unchanged_mode",
+                "WriteMode::IfUnchanged is Unsupported",
+            );
+            return;
+        }
+        other => assert_err(
+            client,
+            "IfUnchanged over a file saved during the write",
+            other,
+            is_precondition_failed,
+            "PreconditionFailed",
+        ),
+    }
+    assert_eq!(
+        read(client, "w/doc").await,
+        "saved by the user meanwhile",
+        "{client}: IfUnchanged replaced a file saved while its body was on its way"
+    );
+    assert_eq!(
+        list_paths(client, None).await,
+        ["w/doc"],
+        "{client}: a refused IfUnchanged leaves nothing behind"
+    );
+
+    // The version that is there now is replaced.
+    let now = client
+        .stat(&p("w/doc"))
+        .await
+        .unwrap_or_else(|e| panic!("{client}: stat failed: {e}"));
+    client
+        .write_opts(
+            &p("w/doc"),
+            bytes_stream(Bytes::from("replaced")),
+            if_unchanged(&now),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{client}: IfUnchanged over the current version failed: {e}"));
+    assert_eq!(read(client, "w/doc").await, "replaced");
+
+    // A missing file is not created.
+    let mut gone = now.clone();
+    gone.path = p("w/missing");
+    assert_err(
+        client,
+        "IfUnchanged on a missing file",
+        client
+            .write_opts(
+                &p("w/missing"),
+                bytes_stream(Bytes::from("x")),
+                if_unchanged(&gone),
+            )
+            .await,
+        is_precondition_failed,
+        "PreconditionFailed",
+    );
+    assert_eq!(
+        list_paths(client, None).await,
+        ["w/doc"],
+        "{client}: a refused IfUnchanged creates nothing"
     );
 }
 

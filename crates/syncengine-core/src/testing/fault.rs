@@ -251,11 +251,15 @@ impl fmt::Display for Injected {
     }
 }
 
+/// What [`FaultClient::at_body_end`] runs: the path being written.
+pub type BodyEndHook = Arc<dyn Fn(&RelPath) + Send + Sync>;
+
 #[derive(Default)]
 struct Shared {
     script: BTreeMap<u64, Fault>,
     cancel_at: Vec<u64>,
     log: Vec<Injected>,
+    at_body_end: Vec<(RelPath, BodyEndHook)>,
 }
 
 /// A [`StorageClient`] that forwards to an inner client and injects faults (see the
@@ -301,6 +305,13 @@ impl FaultClient {
     /// Cancels the token ([`FaultClient::with_cancel_token`]) when call number `call` starts.
     pub fn cancel_at(&self, call: u64) {
         self.lock().cancel_at.push(call);
+    }
+
+    /// Runs `hook` once, when the body of the next write to `path` has been read to its end —
+    /// after the engine transferred the new content, before the inner client commits it. It
+    /// plays a user who saves the file in the middle of a transfer.
+    pub fn at_body_end(&self, path: RelPath, hook: BodyEndHook) {
+        self.lock().at_body_end.push((path, hook));
     }
 
     /// Switches fault injection off (`false`) or back on; calls are counted either way.
@@ -612,6 +623,23 @@ impl StorageClient for FaultClient {
         if let Some(e) = fault.and_then(|f| Self::error(f, Op::Write, path.as_str())) {
             return Err(e);
         }
+        let hook = {
+            let mut shared = self.lock();
+            let at = shared.at_body_end.iter().position(|(p, _)| p == path);
+            at.map(|i| shared.at_body_end.remove(i).1)
+        };
+        let body = match hook {
+            Some(hook) => {
+                let path = path.clone();
+                body.chain(stream::once(async move {
+                    hook(&path);
+                    Ok(Bytes::new())
+                }))
+                .filter(|chunk| futures::future::ready(!matches!(chunk, Ok(b) if b.is_empty())))
+                .boxed()
+            }
+            None => body,
+        };
         match fault {
             Some(Fault::WriteBodyError) => {
                 let keep = opts

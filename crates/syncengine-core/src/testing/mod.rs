@@ -13,5 +13,5 @@
 pub mod fault;
 pub mod quirks;
 
-pub use fault::{Fault, FaultClient, FaultConfig, Injected, Op};
+pub use fault::{BodyEndHook, Fault, FaultClient, FaultConfig, Injected, Op};
 pub use quirks::QuirkClient;
