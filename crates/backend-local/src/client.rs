@@ -13,8 +13,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{StreamExt, TryStreamExt};
 use syncengine_core::{
-    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
-    Result, StorageClient, TransferOptions, Version, WriteMode, WriteOptions, bytes_stream,
+    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, PruneFn, ReadOptions,
+    RelPath, Result, StorageClient, TransferOptions, Version, WriteMode, WriteOptions,
+    bytes_stream,
 };
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
@@ -513,7 +514,16 @@ impl StorageClient for LocalClient {
     }
 
     fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        list_stream(self.root.clone(), prefix.cloned(), self.stale.clone())
+        list_stream(self.root.clone(), prefix.cloned(), self.stale.clone(), None)
+    }
+
+    fn list_pruned(&self, prefix: Option<&RelPath>, prune: PruneFn) -> EntryStream {
+        list_stream(
+            self.root.clone(),
+            prefix.cloned(),
+            self.stale.clone(),
+            Some(prune),
+        )
     }
 
     async fn stat(&self, path: &RelPath) -> Result<Entry> {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
 use syncengine_core::ignore_rules::StaleTemps;
-use syncengine_core::{EntryStream, Error, RelPath, Result};
+use syncengine_core::{EntryStream, Error, PruneFn, RelPath, Result};
 use tokio::sync::mpsc;
 
 use crate::TEMP_PREFIX;
@@ -42,49 +42,54 @@ struct Batch {
 }
 
 /// Lists `prefix` (or the whole root) below `root` as a lazily started stream.
+/// Folders for which `prune` is true are not read.
 pub(crate) fn list_stream(
     root: PathBuf,
     prefix: Option<RelPath>,
     stale: Arc<StaleTemps>,
+    prune: Option<PruneFn>,
 ) -> EntryStream {
     enum State {
-        Start(PathBuf, Option<RelPath>, Arc<StaleTemps>),
+        Start(PathBuf, Option<RelPath>, Arc<StaleTemps>, Option<PruneFn>),
         Running(mpsc::Receiver<Batch>),
         Done,
     }
     // The worker starts on first poll, so `list` itself needs no runtime.
-    stream::unfold(State::Start(root, prefix, stale), |state| async move {
-        let mut rx = match state {
-            State::Start(root, prefix, stale) => {
-                let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-                tokio::task::spawn_blocking(move || {
-                    let mut out = Sender {
-                        tx,
-                        buf: Vec::with_capacity(BATCH),
-                    };
-                    walk(&root, prefix.as_ref(), &stale, &mut out);
-                    out.finish();
-                });
-                rx
+    stream::unfold(
+        State::Start(root, prefix, stale, prune),
+        |state| async move {
+            let mut rx = match state {
+                State::Start(root, prefix, stale, prune) => {
+                    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+                    tokio::task::spawn_blocking(move || {
+                        let mut out = Sender {
+                            tx,
+                            buf: Vec::with_capacity(BATCH),
+                        };
+                        walk(&root, prefix.as_ref(), &stale, prune.as_ref(), &mut out);
+                        out.finish();
+                    });
+                    rx
+                }
+                State::Running(rx) => rx,
+                State::Done => return None,
+            };
+            match rx.recv().await {
+                Some(batch) if batch.last => Some((stream::iter(batch.items), State::Done)),
+                Some(batch) => Some((stream::iter(batch.items), State::Running(rx))),
+                // The worker died (panicked) before saying it was done: never pass a truncated
+                // listing off as complete.
+                None => Some((
+                    stream::iter(vec![Err(Error::other(
+                        BACKEND,
+                        "",
+                        "the listing worker ended before the listing was complete",
+                    ))]),
+                    State::Done,
+                )),
             }
-            State::Running(rx) => rx,
-            State::Done => return None,
-        };
-        match rx.recv().await {
-            Some(batch) if batch.last => Some((stream::iter(batch.items), State::Done)),
-            Some(batch) => Some((stream::iter(batch.items), State::Running(rx))),
-            // The worker died (panicked) before saying it was done: never pass a truncated
-            // listing off as complete.
-            None => Some((
-                stream::iter(vec![Err(Error::other(
-                    BACKEND,
-                    "",
-                    "the listing worker ended before the listing was complete",
-                ))]),
-                State::Done,
-            )),
-        }
-    })
+        },
+    )
     .flatten()
     .boxed()
 }
@@ -325,8 +330,15 @@ fn enter(stack: &mut Vec<Frame>, rel: String, members: Members, out: &mut Sender
     true
 }
 
-/// Walks the tree, pushing entries, unlisted items and at most one (final) error into `out`.
-fn walk(root: &Path, prefix: Option<&RelPath>, stale: &StaleTemps, out: &mut Sender) {
+/// Walks the tree, pushing entries, unlisted items and at most one (final) error into `out`;
+/// folders for which `prune` is true are left unread.
+fn walk(
+    root: &Path,
+    prefix: Option<&RelPath>,
+    stale: &StaleTemps,
+    prune: Option<&PruneFn>,
+    out: &mut Sender,
+) {
     let start = match start_dir(root, prefix) {
         Ok(Some(dir)) => dir,
         Ok(None) => return,
@@ -360,6 +372,13 @@ fn walk(root: &Path, prefix: Option<&RelPath>, stale: &StaleTemps, out: &mut Sen
         let rel = join_rel(&frame.rel, &name);
         let item = match child.step {
             Step::Unknown(why) => Err(Error::unlisted(BACKEND, rel, why)),
+            // A pruned folder is never read; without a probe its `Descend` step is skipped.
+            Step::Probe(_)
+                if prune
+                    .is_some_and(|prune| RelPath::new(rel.as_str()).is_ok_and(|p| prune(&p))) =>
+            {
+                continue;
+            }
             Step::Probe(dirent) => match read_children(&dirent.path(), stale) {
                 Ok(members) => {
                     frame.probed.push((name, members));

@@ -317,6 +317,56 @@ async fn symlinks_are_reported_unless_excluded() {
     assert_eq!(stats.unknown, 0, "{stats:?}");
 }
 
+/// An excluded folder is pruned before it is read: its files are not listed one by one (it
+/// counts once as skipped) and what it holds that the walk would report — a symlink, a FIFO —
+/// is never seen. The engine's own trash is not walked either.
+#[tokio::test]
+async fn excluded_folders_are_not_read() {
+    let f = fixture();
+    write(&f.src, "keep.txt", "data");
+    for i in 0..40 {
+        write(&f.src, &format!("node_modules/pkg{i}/index.js"), "x");
+    }
+    std::os::unix::fs::symlink("/etc", f.src.join("node_modules/etc-link")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        f.src.join("node_modules/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let opts = SyncOptions::default().with_excludes(["node_modules/"]);
+    let stats = f
+        .engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, opts.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.uploaded, stats.unknown, stats.skipped),
+        (1, 0, 1),
+        "the excluded folder was read: {stats:?}"
+    );
+    assert!(!f.dst.join("node_modules").exists());
+
+    // Files in the destination's trash are not walked (nor counted) on the next run.
+    write(&f.dst, ".syncengine/trash/20260101T000000Z/old.txt", "old");
+    let stats = f
+        .engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, opts))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            stats.uploaded + stats.downloaded,
+            stats.unknown,
+            stats.skipped
+        ),
+        (0, 0, 1),
+        "{stats:?}"
+    );
+}
+
 /// A second run over an unchanged tree reads no file content and writes nothing: mtimes and
 /// inodes on both sides stay as they were.
 #[tokio::test]

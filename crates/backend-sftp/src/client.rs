@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
 use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, Packet, StatusCode};
 use syncengine_core::{
-    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
-    Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
+    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, PruneFn, ReadOptions,
+    RelPath, Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
 };
 
 use syncengine_core::identity::Location;
@@ -477,6 +477,8 @@ struct Walk {
     inner: Arc<Inner>,
     session: Arc<Session>,
     stack: Vec<Frame>,
+    /// Folders never read (see `StorageClient::list_pruned`).
+    prune: Option<PruneFn>,
 }
 
 impl Walk {
@@ -607,6 +609,8 @@ impl Walk {
                 Step::Unknown(why) => {
                     return Ok(Some(Err(Error::unlisted(BACKEND, rel.as_str(), why))));
                 }
+                // A pruned folder is never read; without a probe its `Descend` is skipped.
+                Step::Probe if self.prune.as_ref().is_some_and(|prune| prune(&rel)) => {}
                 Step::Probe => {
                     let why = match self.read_dir(Some(&rel)).await {
                         Ok(Some(members)) => {
@@ -643,6 +647,7 @@ impl Walk {
 async fn start_walk(
     inner: Arc<Inner>,
     prefix: Option<RelPath>,
+    prune: Option<PruneFn>,
 ) -> Result<Option<(Walk, Option<Error>)>, SftpError> {
     let session = inner.pool.get().await?;
     let start = inner.remote(prefix.as_ref());
@@ -669,6 +674,7 @@ async fn start_walk(
         inner,
         session,
         stack: Vec::new(),
+        prune,
     };
     let mut first = None;
     if let Some(members) = walk.read_dir(prefix.as_ref()).await? {
@@ -678,9 +684,44 @@ async fn start_walk(
 }
 
 enum ListState {
-    Start(Arc<Inner>, Option<RelPath>),
+    Start(Arc<Inner>, Option<RelPath>, Option<PruneFn>),
     Walking(Walk),
     Done,
+}
+
+impl SftpClient {
+    /// The canonical-order walk behind `list` and `list_pruned`.
+    fn walk(&self, prefix: Option<&RelPath>, prune: Option<PruneFn>) -> EntryStream {
+        let path_for_errors = prefix.map(|p| p.to_string()).unwrap_or_default();
+        let state = ListState::Start(self.inner.clone(), prefix.cloned(), prune);
+        stream::unfold(state, move |state| {
+            let path_for_errors = path_for_errors.clone();
+            async move {
+                let mut walk = match state {
+                    ListState::Done => return None,
+                    ListState::Walking(w) => w,
+                    ListState::Start(inner, prefix, prune) => {
+                        match start_walk(inner, prefix, prune).await {
+                            Ok(Some((w, Some(unlisted)))) => {
+                                return Some((Err(unlisted), ListState::Walking(w)));
+                            }
+                            Ok(Some((w, None))) => w,
+                            Ok(None) => return None,
+                            Err(e) => {
+                                return Some((Err(to_core(e, &path_for_errors)), ListState::Done));
+                            }
+                        }
+                    }
+                };
+                match walk.next().await {
+                    Ok(Some(item)) => Some((item, ListState::Walking(walk))),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(to_core(e, &path_for_errors)), ListState::Done)),
+                }
+            }
+        })
+        .boxed()
+    }
 }
 
 #[async_trait]
@@ -760,33 +801,11 @@ impl StorageClient for SftpClient {
     }
 
     fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        let path_for_errors = prefix.map(|p| p.to_string()).unwrap_or_default();
-        let state = ListState::Start(self.inner.clone(), prefix.cloned());
-        stream::unfold(state, move |state| {
-            let path_for_errors = path_for_errors.clone();
-            async move {
-                let mut walk = match state {
-                    ListState::Done => return None,
-                    ListState::Walking(w) => w,
-                    ListState::Start(inner, prefix) => match start_walk(inner, prefix).await {
-                        Ok(Some((w, Some(unlisted)))) => {
-                            return Some((Err(unlisted), ListState::Walking(w)));
-                        }
-                        Ok(Some((w, None))) => w,
-                        Ok(None) => return None,
-                        Err(e) => {
-                            return Some((Err(to_core(e, &path_for_errors)), ListState::Done));
-                        }
-                    },
-                };
-                match walk.next().await {
-                    Ok(Some(item)) => Some((item, ListState::Walking(walk))),
-                    Ok(None) => None,
-                    Err(e) => Some((Err(to_core(e, &path_for_errors)), ListState::Done)),
-                }
-            }
-        })
-        .boxed()
+        self.walk(prefix, None)
+    }
+
+    fn list_pruned(&self, prefix: Option<&RelPath>, prune: PruneFn) -> EntryStream {
+        self.walk(prefix, Some(prune))
     }
 
     async fn stat(&self, path: &RelPath) -> Result<Entry> {

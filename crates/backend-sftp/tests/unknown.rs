@@ -124,3 +124,29 @@ async fn symlinked_folder_on_the_server_keeps_the_other_sides_copies() {
         "b"
     );
 }
+
+/// `list_pruned` does not read a pruned folder: nothing below it is listed and what it holds
+/// that the walk would report (a symlink, a FIFO) is never seen; other folders are walked.
+#[tokio::test]
+async fn pruned_folders_are_not_read() {
+    if !available(Server::Sshd) {
+        return;
+    }
+    let (client, cleanup) = fixture_with(Server::Sshd, |b| b);
+    let root = cleanup.0.clone();
+    touch(&root.join("a.txt"), "a");
+    touch(&root.join("skip/x.txt"), "x");
+    touch(&root.join("skip/deep/y.txt"), "y");
+    std::os::unix::fs::symlink("/etc", root.join("skip/link")).unwrap();
+    touch(&root.join("z/skip/w.txt"), "w");
+    let prune: syncengine_core::PruneFn = Arc::new(|dir| dir.as_str() == "skip");
+    let got: Vec<String> = client
+        .list_pruned(None, prune)
+        .map(|item| match item {
+            Ok(e) => e.path.into_string(),
+            Err(e) => panic!("the listing reported {e}"),
+        })
+        .collect()
+        .await;
+    assert_eq!(got, ["a.txt", "z/skip/w.txt"]);
+}

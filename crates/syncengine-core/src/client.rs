@@ -22,6 +22,10 @@ pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 /// A listing: entries in canonical order (see [`StorageClient::list`]).
 pub type EntryStream = BoxStream<'static, Result<Entry>>;
 
+/// The folders a listing may leave unread (see [`StorageClient::list_pruned`]): true for a
+/// folder whose contents the caller does not want.
+pub type PruneFn = std::sync::Arc<dyn Fn(&RelPath) -> bool + Send + Sync>;
+
 /// How a write treats an existing file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -268,6 +272,20 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// treats a listing that failed as an error for the whole run: nothing is deleted on its
     /// basis.
     fn list(&self, prefix: Option<&RelPath>) -> EntryStream;
+
+    /// Lists like [`list`](StorageClient::list), but need not read the folders for which
+    /// `prune` returns true: nothing at or below such a folder needs to be listed, and a
+    /// folder that cannot be read is not reported when it is pruned.
+    ///
+    /// The engine prunes the folders its ignore rules exclude and its own `.syncengine/`
+    /// folders, so an excluded folder that is huge, unreadable or on a dead mount costs
+    /// nothing and blocks nothing. Entries below a pruned folder that a backend lists anyway
+    /// are dropped by the caller: the default simply calls `list`. Backends that walk a tree
+    /// of folders (local disk, SFTP) skip pruned folders unread.
+    fn list_pruned(&self, prefix: Option<&RelPath>, prune: PruneFn) -> EntryStream {
+        let _ = prune;
+        self.list(prefix)
+    }
 
     /// Returns the entry for one file.
     ///

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::client::{EntryStream, StorageClient, StorageClientExt};
+use crate::client::{EntryStream, PruneFn, StorageClient, StorageClientExt};
 use crate::collide::{Collisions, find_collisions, mark_collisions};
 use crate::decide::Policy;
 use crate::error::{Error, SyncError};
@@ -406,10 +406,25 @@ impl SyncEngine {
         ignored: &Arc<AtomicU64>,
     ) -> EntryStream {
         let client = pair.client(side);
+        // Excluded folders (and the engine's own) are not even read: one that is huge,
+        // unreadable or on a dead mount costs nothing. Each counts once as skipped.
+        let prune: PruneFn = {
+            let (rules, ignored) = (rules.clone(), ignored.clone());
+            Arc::new(move |dir: &RelPath| {
+                if rules.is_own(dir) {
+                    return true;
+                }
+                let pruned = rules.is_ignored_dir(dir);
+                if pruned {
+                    ignored.fetch_add(1, Ordering::Relaxed);
+                }
+                pruned
+            })
+        };
         let rules = rules.clone();
         let ignored = ignored.clone();
         let filtered = client
-            .list(None)
+            .list_pruned(None, prune)
             .filter(move |item| {
                 let keep = match item {
                     Ok(entry) if rules.is_own(&entry.path) => false,

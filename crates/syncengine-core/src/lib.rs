@@ -56,7 +56,7 @@ pub mod verify;
 
 pub use capabilities::Capabilities;
 pub use client::{
-    ByteStream, DeleteOptions, EntryStream, ReadOptions, StorageClient, StorageClientExt,
+    ByteStream, DeleteOptions, EntryStream, PruneFn, ReadOptions, StorageClient, StorageClientExt,
     TransferOptions, WriteMode, WriteOptions, bytes_stream,
 };
 pub use engine::{SyncEngine, default_state_dir};
