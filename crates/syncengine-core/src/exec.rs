@@ -169,10 +169,11 @@ impl Executor {
             blocking(move || store.clear_all_intents()).await?;
         }
 
-        let (first, actions): (Vec<Action>, Vec<Action>) =
-            plan.actions.into_iter().partition(Action::makes_room);
-        let (deletes, others): (Vec<Action>, Vec<Action>) =
-            actions.into_iter().partition(Action::is_delete);
+        // The few that must go first are taken out of the plan's list in place: partitioning
+        // into new lists would hold every action twice at the run's peak.
+        let mut others = plan.actions;
+        let first: Vec<Action> = others.extract_if(.., |a| a.makes_room()).collect();
+        let deletes: Vec<Action> = others.extract_if(.., |a| a.is_delete()).collect();
         let (room, deletes) = split_making_room(deletes, &others);
         let early: Vec<Action> = first.into_iter().chain(room).collect();
         let mut failures = Failures::default();
@@ -242,13 +243,11 @@ impl Executor {
         let mut cancelled = false;
         // Intents are recorded a batch at a time, each batch before any of its copies starts:
         // `then` holds the next batch back until its intents are durable.
-        let mut batches = Vec::with_capacity(actions.len().div_ceil(INTENT_BATCH));
-        let mut actions = actions.into_iter().peekable();
-        while actions.peek().is_some() {
-            batches.push(actions.by_ref().take(INTENT_BATCH).collect::<Vec<_>>());
-        }
+        // The batches are cut as the copies go, not all up front: a second copy of a long
+        // action list would double the run's peak memory.
         let store = self.store.clone();
-        let items = futures::stream::iter(batches)
+        let items = futures::stream::iter(actions)
+            .chunks(INTENT_BATCH)
             .then(move |batch| {
                 let store = store.clone();
                 async move {
