@@ -22,8 +22,10 @@
 //!   deletion stays settled); the other backup mode copies it from its primary side to its
 //!   backup side. A new file at that path on the deleting side is [`Decision::SetAside`]: the
 //!   new file keeps the path, the kept copy is renamed to a conflict name on its own side and
-//!   inherits the settled absence (deleted photos never come back to the source; a later
-//!   `TWO_WAY` run copies it back like any kept copy). `DESTINATION_BACKUP` never uploads, so
+//!   inherits the settled absence (deleted photos never come back to the source). Where the
+//!   mode copies such a kept copy back ([`kept_copy_goes_back`]: `TWO_WAY`, and the backup
+//!   mode whose primary side holds it), the executor copies the conflict copy to the other
+//!   side in the same run instead of one run later. `DESTINATION_BACKUP` never uploads, so
 //!   a new file on the source at a path the destination keeps is left alone (nothing is
 //!   copied; the settlement stands).
 //! - **Type changes** (a file `x` on one side, files below `x/` on the other) are decided per
@@ -461,6 +463,15 @@ fn settled(policy: &Policy, obs: &Observation, absent: Side) -> Decision {
             },
         ),
     }
+}
+
+/// True when `mode` copies the kept copy of a settled absence on `absent` back to that side
+/// (`TWO_WAY`, and the backup mode whose primary side holds the kept copy). A kept copy set
+/// aside under a conflict name ([`Decision::SetAside`]) inherits the settled absence, so such a
+/// mode would copy it on the next run: the executor does it in the same run (issue 8,
+/// behaviour 12), and the base then records both sides.
+pub fn kept_copy_goes_back(mode: SyncMode, absent: Side) -> bool {
+    one_sided_kept_copy(mode, absent, Change::Unchanged) == Decision::Copy(absent.other())
 }
 
 /// What a mode does with a kept copy on the other side of a settled absence on `absent`.

@@ -34,6 +34,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{StorageClient, StorageClientExt, TransferOptions, WriteMode, WriteOptions};
+use crate::decide::kept_copy_goes_back;
 use crate::entry::{Entry, Version, truncate_nanos};
 use crate::error::{Error, SyncError};
 use crate::ignore_rules::STATE_DIR_NAME;
@@ -850,7 +851,8 @@ impl Executor {
     /// Carries out [`Action::SetAside`]: the kept copy of a settled deletion is kept under a
     /// free conflict name on its own side and the new file takes the path — staged like any
     /// overwrite, so the path is never absent and a failed copy leaves the kept copy where it
-    /// was. The set-aside copy keeps the settled absence of the other side.
+    /// was. The set-aside copy keeps the settled absence of the other side, or, where the mode
+    /// copies it back ([`kept_copy_goes_back`]), goes there in this run (a follow-up copy).
     async fn set_aside(&self, kept_side: Side, kept: &Entry, new: &Entry) -> Result<Done, Error> {
         let new_side = kept_side.other();
         if !self.still_as_listed(kept_side, kept).await? {
@@ -863,6 +865,7 @@ impl Executor {
         let aside = self.conflict_name(&kept.path, kept_side).await?;
         let (written, moved) = self.replace(new_side, new, kept, Some(&aside)).await?;
         let mut updates = vec![BaseUpdate::Put(record(new_side, new, &written))];
+        let mut follow_ups = Vec::new();
         if let Some(moved) = moved {
             tracing::info!(path = %kept.path, kept_as = %moved.path, "a new file took the path of a settled deletion; the kept copy is set aside");
             updates.push(BaseUpdate::Put(BaseRecord::settled_absence(
@@ -870,8 +873,22 @@ impl Executor {
                 new_side,
                 SideRecord::from_entry(&moved),
             )));
+            // The copy inherits the settled absence; a mode that copies such a copy back
+            // (two-way, the backup mode whose primary side keeps it) does so in this run, not
+            // the next. If that copy fails, the settled absence stands and the next run
+            // retries it.
+            if kept_copy_goes_back(self.mode, new_side) {
+                follow_ups.push(Action::Copy {
+                    from: kept_side,
+                    entry: moved,
+                    target: None,
+                });
+            }
         }
-        Ok(Done::updates(updates))
+        Ok(Done {
+            updates,
+            follow_ups,
+        })
     }
 
     /// Carries out [`Action::MoveAside`]: a type change where the folder keeps the path; the

@@ -55,7 +55,9 @@ pub enum Action {
     /// A new file took the path of a settled deletion (a camera restarting at
     /// `IMG_0001.JPG`): rename the kept copy to a conflict name on `kept_side`, then copy
     /// `new` from the other side to `kept_side` at the path. The renamed copy stays on
-    /// `kept_side`, its base keeping the settled absence of the other side.
+    /// `kept_side`, its base keeping the settled absence of the other side — unless the mode
+    /// copies such a kept copy back ([`crate::decide::kept_copy_goes_back`]): then the
+    /// executor copies it to the other side in the same run.
     SetAside {
         /// The side holding the kept copy.
         kept_side: Side,

@@ -304,7 +304,8 @@ async fn new_file_at_a_settled_path_keeps_it_and_the_backup_becomes_a_conflict_c
 }
 
 #[tokio::test]
-async fn new_file_at_a_settled_path_in_two_way_keeps_the_path_then_the_copy_comes_back() {
+async fn new_file_at_a_settled_path_in_two_way_keeps_the_path_and_the_copy_reaches_both_sides_in_the_same_run()
+ {
     let state = tempfile::tempdir().unwrap();
     let engine = SyncEngine::new(state.path());
     let s = Arc::new(MemoryClient::new());
@@ -331,19 +332,52 @@ async fn new_file_at_a_settled_path_in_two_way_keeps_the_path_then_the_copy_come
     let kept = conflict_copies(&d, "IMG_0001", "-destination.JPG");
     assert_eq!(kept.len(), 1, "{:?}", files(&d));
     assert_eq!(kept[0].1, "old");
-    // The set-aside copy inherited the settled absence: TWO_WAY copies it back next run.
-    let next = run(&engine, s.clone(), d.clone(), tw, SyncOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        (next.downloaded, next.deleted_destination),
-        (1, 0),
-        "{next:?}"
-    );
+    // The set-aside copy inherited the settled absence, which TWO_WAY copies back: it reaches
+    // the source in this run (behaviour 12), not one run later.
+    assert_eq!(stats.downloaded, 1, "{stats:?}");
     assert_eq!(user_files(&s), user_files(&d));
-    let idle = run(&engine, s.clone(), d.clone(), tw, SyncOptions::default())
+    let dry = SyncOptions::default().with_dry_run(true);
+    let idle = run(&engine, s.clone(), d.clone(), tw, dry).await.unwrap();
+    assert!(idle.is_noop(), "{idle:?}");
+}
+
+#[tokio::test]
+async fn new_file_where_the_primary_side_keeps_a_copy_backs_the_conflict_copy_up_in_the_same_run() {
+    // The destination deleted `a` under destination-backup (the destination is primary
+    // there): the source keeps it, settled. Under source-backup the source is primary, and a
+    // primary file missing on the backup side is backed up — so when the destination adds
+    // a new `a`, the source's kept copy becomes a conflict copy that is backed up at once.
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let s = Arc::new(MemoryClient::new());
+    let d = Arc::new(MemoryClient::new());
+    put(s.as_ref(), "a.txt", "kept on the source").await;
+    put(s.as_ref(), "other.txt", "x").await;
+    let tw = SyncMode::TwoWay;
+    run(&engine, s.clone(), d.clone(), tw, SyncOptions::default())
         .await
         .unwrap();
+    d.delete(&rel("a.txt")).await.unwrap();
+    let db = SyncMode::DestinationBackup;
+    let settle = run(&engine, s.clone(), d.clone(), db, SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(settle.is_noop(), "{settle:?}");
+    put(d.as_ref(), "a.txt", "a new file on the destination").await;
+
+    let sb = SyncMode::SourceBackup;
+    let stats = run(&engine, s.clone(), d.clone(), sb, SyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(stats.conflicts, 1, "{stats:?}");
+    assert_eq!((stats.uploaded, stats.downloaded), (1, 1), "{stats:?}");
+    assert_eq!(files(&s)["a.txt"], "a new file on the destination");
+    let kept = conflict_copies(&s, "a", "-source.txt");
+    assert_eq!(kept.len(), 1, "{:?}", files(&s));
+    assert_eq!(kept[0].1, "kept on the source");
+    assert_eq!(user_files(&s), user_files(&d));
+    let dry = SyncOptions::default().with_dry_run(true);
+    let idle = run(&engine, s.clone(), d.clone(), sb, dry).await.unwrap();
     assert!(idle.is_noop(), "{idle:?}");
 }
 

@@ -156,8 +156,10 @@ impl Kinds {
     /// (mode switches with settled deletions, behaviour 1, and the initial preference that
     /// applies once, behaviour 4, since 1eedbeb), with errors, lost replies, failing reads,
     /// write bodies and listings, cancellations and crashes — each faulted run followed by a
-    /// fault-free one; confirmed renames with reused inodes and birth times (behaviour 3) and
-    /// the default recovery (trash on every side, behaviour 13).
+    /// fault-free one; confirmed renames with reused inodes and birth times (behaviour 3),
+    /// the default recovery (trash on every side, behaviour 13), and kept conflict losers
+    /// (set-aside kept copies of settled deletions included) reaching the other side in the
+    /// run that made them (behaviour 12, second sentence).
     ///
     /// Off, and why (see /work/notes/testkit-findings.md for the reproducing schedules):
     /// - `type_change`: behaviour 10 — a file replaced by a folder (or the reverse) does not
@@ -173,8 +175,6 @@ impl Kinds {
     /// - `same_size_mtime`: behaviour 6 — with `--checksum`, an edit that keeps size and
     ///   mtime on a side whose listing has no hash (WebDAV-like metadata) goes unseen: the
     ///   engine hashes local files only (open question, finding F10);
-    /// - `check_same_run_spread`: behaviour 12 — a kept loser reaches the other side one run
-    ///   later.
     /// - `Fault::ListTruncated` is never on: a listing that ends early without an error looks
     ///   complete to any client, so the model cannot say what the engine should do; the fault
     ///   client's own tests cover it, and the trash keeps what such a run deletes.
@@ -193,7 +193,6 @@ impl Kinds {
             ],
             edit_after_crash: false,
             check_never_absent: false,
-            check_same_run_spread: false,
             ..Kinds::all()
         }
     }
@@ -773,24 +772,20 @@ impl Ctx<'_> {
                 (Deleted, Unchanged(_)) | (Unchanged(_), Deleted) => out(None, None),
                 (Deleted, _) => out(dv, dv), // modify beats delete
                 (_, Deleted) => out(sv, sv),
-                (AddedAtSettled(v), Unchanged(k)) => {
-                    // A new file where a kept copy was: the new file keeps the path, the kept
-                    // copy becomes a conflict copy on the backup side.
-                    with_loser(
-                        out(Some(v), Some(v)),
-                        k,
-                        Side::Destination,
-                        Spread::LoserSide,
-                        true,
-                    )
-                }
-                (Unchanged(k), AddedAtSettled(w)) => with_loser(
-                    out(Some(w), Some(w)),
+                // A new file where a kept copy was: the new file keeps the path, the kept
+                // copy becomes a conflict copy. It inherits the settled absence, which
+                // TWO_WAY copies back (the `(Unchanged, Nothing)` rows above): so it reaches
+                // the other side in the same run (behaviour 12), not one run later.
+                (AddedAtSettled(v), Unchanged(k)) => with_loser(
+                    out(Some(v), Some(v)),
                     k,
-                    Side::Source,
-                    Spread::LoserSide,
-                    true,
+                    Side::Destination,
+                    self.spread(),
+                    false,
                 ),
+                (Unchanged(k), AddedAtSettled(w)) => {
+                    with_loser(out(Some(w), Some(w)), k, Side::Source, self.spread(), false)
+                }
                 (_, Nothing) | (_, Unchanged(_)) if s.changed().is_some() => out(sv, sv),
                 (Nothing, _) | (Unchanged(_), _) if d.changed().is_some() => out(dv, dv),
                 _ => match (sv, dv) {
@@ -817,12 +812,15 @@ impl Ctx<'_> {
                 )],
                 // A new destination file where the source kept a copy (settled in another
                 // mode): the new file keeps the path, the kept copy is set aside on the source.
+                // The source is primary here, and SOURCE_BACKUP backs up a primary file the
+                // destination lacks (the `(Unchanged, Nothing)` row above): the conflict copy
+                // reaches the destination in the same run (behaviour 12).
                 (Unchanged(k), AddedAtSettled(w)) => vec![with_loser(
                     out(Some(w), Some(w)),
                     k,
                     Side::Source,
-                    Spread::LoserSide,
-                    true,
+                    self.spread(),
+                    false,
                 )],
                 (_, Nothing | Unchanged(_)) if s.changed().is_some() => vec![out(sv, sv)],
                 (Nothing | Unchanged(_), _) if d.changed().is_some() => vec![out(dv, dv)],
