@@ -29,6 +29,7 @@ use crate::progress::ProgressEvent;
 use crate::reconcile::Reconciler;
 use crate::state::{BaseUpdate, PairLock, StateStore};
 use crate::stats::SyncStats;
+use crate::verify::read_own_file;
 
 /// Entries kept in memory per sorted run when a listing has to be sorted.
 const SORT_RUN_SIZE: usize = 100_000;
@@ -383,14 +384,16 @@ impl SyncEngine {
         let file = RelPath::new(SYNCIGNORE_FILE).map_err(|e| SyncError::Config(e.to_string()))?;
         for side in [Side::Source, Side::Destination] {
             let client = pair.client(side);
-            match client.read_to_bytes(&file).await {
-                Ok(bytes) => {
+            // Verified and retried: a short read would drop rules, and the excluded files
+            // would be synced, or deleted by a mirror.
+            match read_own_file(client.as_ref(), &file).await {
+                Ok(Some(bytes)) => {
                     let text = String::from_utf8_lossy(&bytes);
                     rules
                         .add_file(&format!("{client}/{SYNCIGNORE_FILE}"), &text)
                         .map_err(|e| SyncError::Config(e.to_string()))?;
                 }
-                Err(e) if e.is_not_found() => {}
+                Ok(None) => {}
                 Err(source) => return Err(SyncError::Storage { side, source }),
             }
         }

@@ -27,13 +27,14 @@ use std::str::FromStr;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::client::{StorageClient, StorageClientExt, WriteMode, WriteOptions, bytes_stream};
+use crate::client::{StorageClient, WriteMode, WriteOptions, bytes_stream};
 use crate::error::{Error, SyncError};
 use crate::ignore_rules::STATE_DIR_NAME;
 use crate::mode::Side;
 use crate::pair::SyncPair;
 use crate::path::RelPath;
 use crate::state::{RootRecord, StateStore};
+use crate::verify::read_own_file;
 
 /// Name of the id file in a root's `.syncengine/` folder.
 pub const ROOT_ID_FILE: &str = "root-id";
@@ -311,14 +312,17 @@ pub fn root_id_path() -> Result<RelPath, Error> {
 
 /// Reads a root's id file: `None` when there is none.
 ///
+/// The read is verified and retried ([`read_own_file`]): a short or corrupt read of the id
+/// would look like another root — a false [`SyncError::RootChanged`], or, on a pair whose base
+/// is still empty, a wrong identity recorded for good.
+///
 /// # Errors
-/// The backend's error for anything but a missing file.
+/// The backend's error for anything but a missing file; an error naming the file when its
+/// reads stay short or corrupt.
 pub async fn read_root_id(client: &dyn StorageClient) -> Result<Option<String>, Error> {
-    match client.read_to_bytes(&root_id_path()?).await {
-        Ok(bytes) => Ok(Some(id_from_bytes(&bytes))),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
+    Ok(read_own_file(client, &root_id_path()?)
+        .await?
+        .map(|bytes| id_from_bytes(&bytes)))
 }
 
 /// The id an id file's content stands for: its trimmed text when that looks like an id,

@@ -157,17 +157,16 @@ impl Kinds {
     /// applies once, behaviour 4, since 1eedbeb), with errors, lost replies, failing reads,
     /// write bodies and listings, cancellations and crashes — each faulted run followed by a
     /// fault-free one; confirmed renames with reused inodes and birth times (behaviour 3),
-    /// the default recovery (trash on every side, behaviour 13), and kept conflict losers
+    /// the default recovery (trash on every side, behaviour 13), kept conflict losers
     /// (set-aside kept copies of settled deletions included) reaching the other side in the
-    /// run that made them (behaviour 12, second sentence).
+    /// run that made them (behaviour 12, second sentence), and short and corrupt reads
+    /// (behaviour 7: transfers and the engine's own files are read verified).
     ///
     /// Off, and why (see /work/notes/testkit-findings.md for the reproducing schedules):
     /// - `type_change`: behaviour 10 — a file replaced by a folder (or the reverse) does not
     ///   converge on sides that cannot hold both;
     /// - `case_fold`: behaviours 9 and 10 — a name collision fails its copy in every run,
     ///   and that failure postpones every delete of the run;
-    /// - faults `ShortRead`, `CorruptRead`: behaviour 7 — a short or corrupt read is
-    ///   committed under the final name;
     /// - `check_never_absent`: behaviour 5 — a failed overwrite leaves the path empty (the
     ///   old version is in the trash);
     /// - `edit_after_crash`: behaviour 12 — a copy whose base update was lost (a failed
@@ -190,6 +189,8 @@ impl Kinds {
                 Fault::ErrorAfter,
                 Fault::ReadErrorMidStream,
                 Fault::WriteBodyError,
+                Fault::ShortRead,
+                Fault::CorruptRead,
             ],
             edit_after_crash: false,
             check_never_absent: false,

@@ -5,6 +5,8 @@
 //! the wrapper decides whether to inject a fault:
 //!
 //! - **scripted** faults ([`FaultClient::fail_at`]) fire at exactly the given call number;
+//!   faults scripted by path ([`FaultClient::fail_path`]) fire on the next calls on a path,
+//!   whatever their number (the engine's call order may change; the path it reads does not);
 //! - **random** faults ([`FaultConfig`]) fire with probability `rate`, of a kind drawn from
 //!   the enabled [`Fault`] kinds that apply to the call's [`Op`]. The draw for call `n` depends
 //!   only on `(seed, n)`, so a schedule is reproducible whenever the calls arrive in the same
@@ -257,6 +259,8 @@ pub type BodyEndHook = Arc<dyn Fn(&RelPath) + Send + Sync>;
 #[derive(Default)]
 struct Shared {
     script: BTreeMap<u64, Fault>,
+    /// Path, fault, and how many more calls on that path get it.
+    by_path: Vec<(String, Fault, u32)>,
     cancel_at: Vec<u64>,
     log: Vec<Injected>,
     at_body_end: Vec<(RelPath, BodyEndHook)>,
@@ -300,6 +304,15 @@ impl FaultClient {
     /// A fault that does not apply to that call's kind is ignored (and not logged).
     pub fn fail_at(&self, call: u64, fault: Fault) {
         self.lock().script.insert(call, fault);
+    }
+
+    /// Injects `fault` into the next `times` calls on `path` that it applies to (for
+    /// [`Fault::ShortRead`], the next `times` reads of `path`), whatever their call numbers.
+    /// A fault scripted by call number ([`FaultClient::fail_at`]) takes precedence.
+    pub fn fail_path(&self, path: &RelPath, fault: Fault, times: u32) {
+        self.lock()
+            .by_path
+            .push((path.as_str().to_owned(), fault, times));
     }
 
     /// Cancels the token ([`FaultClient::with_cancel_token`]) when call number `call` starts.
@@ -363,6 +376,15 @@ impl FaultClient {
             });
         }
         let mut fault = shared.script.get(&call).copied();
+        if fault.is_none()
+            && let Some((_, f, left)) = shared
+                .by_path
+                .iter_mut()
+                .find(|(p, f, left)| *left > 0 && p == path && f.applies_to(op))
+        {
+            *left -= 1;
+            fault = Some(*f);
+        }
         if fault.is_none()
             && self.config.rate > 0.0
             && self.config.ops.contains(&op)
@@ -774,6 +796,26 @@ mod tests {
             (1, Op::Stat, Fault::Error)
         );
         assert_eq!(log[1].path, "a");
+    }
+
+    #[tokio::test]
+    async fn faults_scripted_by_path_hit_only_that_path_and_only_calls_they_fit() {
+        let content = "0123456789abcdefghij";
+        let inner = memory_with(&[("a", content), ("b", content)]).await;
+        let client = FaultClient::new(inner, FaultConfig::none());
+        client.fail_path(&p("a"), Fault::ShortRead, 2);
+        // Neither a stat of `a` nor a read of `b` uses up the faults.
+        assert!(client.stat(&p("a")).await.is_ok());
+        assert_eq!(client.read_to_bytes(&p("b")).await.unwrap(), content);
+        assert!(client.read_to_bytes(&p("a")).await.unwrap().len() < content.len());
+        assert!(client.read_to_bytes(&p("a")).await.unwrap().len() < content.len());
+        assert_eq!(client.read_to_bytes(&p("a")).await.unwrap(), content);
+        let log = client.injected();
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert!(
+            log.iter()
+                .all(|i| i.path == "a" && i.op == Op::Read && i.fault == Fault::ShortRead)
+        );
     }
 
     #[tokio::test]
