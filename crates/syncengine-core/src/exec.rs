@@ -606,6 +606,14 @@ impl Executor {
                 .retry(|| async {
                     let target = &target;
                     let body = client.read(&entry.path).await?;
+                    // This copy is all that is left once the delete or overwrite is done: a
+                    // short or corrupt read must fail it, not become the backup.
+                    let body = verify_body(
+                        body,
+                        Expected::of(entry, &client.capabilities()),
+                        client.backend(),
+                        entry.path.as_str(),
+                    );
                     let mut opts = WriteOptions::default()
                         .with_mode(WriteMode::Create)
                         .with_size_hint(entry.size);

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use syncengine_core::testing::{Fault, FaultClient, FaultConfig};
 use syncengine_core::{
-    MemoryClient, RelPath, Side, StorageClient, StorageClientExt, SyncEngine, SyncError, SyncMode,
-    SyncPair, SyncStats,
+    MemoryClient, Recovery, RelPath, Side, StorageClient, StorageClientExt, SyncEngine, SyncError,
+    SyncMode, SyncOptions, SyncPair, SyncStats,
 };
 
 const ROOT_ID: &str = ".syncengine/root-id";
@@ -320,5 +320,62 @@ async fn a_syncignore_that_never_reads_right_fails_the_run_with_a_clear_error() 
         assert_eq!(user_files(&s), before_s, "{fault:?}");
         assert_eq!(user_files(&d), before_d, "{fault:?}");
         assert!(trash(&d).is_empty(), "{fault:?}");
+    }
+}
+
+/// The copy a `--backup-dir` (or `--trash-dir`) keeps of a file before it is deleted or
+/// overwritten is the only version left afterwards: it is checked like any transfer, so a
+/// short or corrupt read never leaves a torn backup behind a completed delete.
+#[tokio::test(start_paused = true)]
+async fn a_short_or_corrupt_read_never_leaves_a_torn_backup() {
+    for fault in [Fault::ShortRead, Fault::CorruptRead] {
+        for edit in [false, true] {
+            let what = format!("{fault:?}, {}", if edit { "overwrite" } else { "delete" });
+            let state = tempfile::tempdir().unwrap();
+            let (s, d) = sides(false);
+            let old = "the only other copy of this version, long enough to cut";
+            put(&s, "x.txt", old).await;
+            // Enough other files that the delete stays below the max-delete limit.
+            for i in 0..4 {
+                put(&s, &format!("other{i}.txt"), "other").await;
+            }
+            run(
+                state.path(),
+                s.clone(),
+                d.clone(),
+                SyncMode::SourceToDestination,
+            )
+            .await
+            .unwrap();
+            if edit {
+                put(&s, "x.txt", "a new version").await;
+            } else {
+                s.delete(&rel("x.txt")).await.unwrap();
+            }
+            let backup = Arc::new(MemoryClient::new());
+            let fd = faulty(&d, 6);
+            fd.fail_path(&rel("x.txt"), fault, 1);
+            let pair = SyncPair::new(s.clone(), fd.clone(), SyncMode::SourceToDestination)
+                .with_options(
+                    SyncOptions::default()
+                        .with_recovery(Side::Destination, Recovery::BackupDir(backup.clone())),
+                );
+            let result = SyncEngine::new(state.path()).sync_pair(&pair).await;
+            assert_eq!(hits(&fd, "x.txt"), [format!("Read {fault:?}")], "{what}");
+            let kept: Vec<Bytes> = backup
+                .files()
+                .into_iter()
+                .filter(|(p, _)| p.as_str().ends_with("/x.txt"))
+                .map(|(_, b)| b)
+                .collect();
+            let at_path = d.files().get(&rel("x.txt")).cloned();
+            // The old version is either still at its path or whole in the backup dir.
+            assert!(
+                at_path.as_deref() == Some(old.as_bytes()) || kept.iter().any(|b| b == old),
+                "{what}: the old version is lost ({result:?}); backup holds {kept:?}"
+            );
+            // And no torn copy is left in the backup dir.
+            assert!(kept.iter().all(|b| b == old), "{what}: {kept:?}");
+        }
     }
 }
