@@ -189,20 +189,7 @@ struct ParsedUrl {
     root: String,
 }
 
-/// The URL with any password replaced, for error messages.
-fn redact_url(url: &str) -> String {
-    let Some(rest) = url.strip_prefix("sftp://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => match rest[..at].find(':') {
-            Some(colon) => format!("sftp://{}:<redacted>{}", &rest[..colon], &rest[at..]),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
+use syncengine_core::identity::redact_url;
 
 fn percent_decode(s: &str) -> std::result::Result<String, String> {
     let bytes = s.as_bytes();

@@ -107,26 +107,7 @@ impl FromStr for WebDavAuth {
     }
 }
 
-/// Replaces the password of a `scheme://user:password@host/…` URL with `<redacted>`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
-    let authority = &url[start..end];
-    match authority.rfind('@') {
-        Some(at) => match authority[..at].find(':') {
-            Some(colon) => format!(
-                "{}{}:<redacted>{}",
-                &url[..start],
-                &authority[..colon],
-                &url[start + at..]
-            ),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
+pub(crate) use syncengine_core::identity::redact_url;
 
 #[cfg(test)]
 mod tests {

@@ -311,6 +311,7 @@ impl SyncEngine {
             attempts: opts.attempts,
             mode: pair.mode,
             stale_intents: stale_intents > 0,
+            conflict_names: Default::default(),
         };
         executor.run(plan, &mut stats).await?;
         // The plan ended normally (per-file errors allowed): the initial sync is over.

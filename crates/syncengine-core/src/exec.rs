@@ -21,8 +21,13 @@
 //! on local, SFTP and WebDAV; the PUT or multipart-complete on object stores) that replaces the
 //! old one in one step. Each body is checked inside the stream ([`verify_body`]) for the listed
 //! length and MD5, so a short, long or corrupt read makes the write abort before it commits. A
-//! failed, short or cancelled transfer leaves the old version at its path, and the spare copy
-//! made for it is removed again (after a cancellation, by a background task, best effort).
+//! failed, short or cancelled transfer leaves the old version at its path. The spare copy made
+//! for it is removed again only when the write failed for certain; after a cancellation or a
+//! transient error (the write may still land) it stays, in the trash or under its conflict
+//! name.
+//!
+//! The write replaces only the version that was listed ([`WriteMode::Update`] with its ETag,
+//! else [`WriteMode::IfUnchanged`]): a file saved meanwhile is left in place and reported.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -90,6 +95,10 @@ pub struct Executor {
     /// they are cleared once the plan's base updates (which include what was recovered from
     /// them) are written.
     pub stale_intents: bool,
+    /// Conflict names handed out in this run: two long names cut to the same conflict name,
+    /// resolved at the same time, must not both take it (on a store whose create-only copy
+    /// is a check then a copy, the second would replace the first kept loser).
+    pub(crate) conflict_names: std::sync::Mutex<HashSet<RelPath>>,
 }
 
 /// What a finished action hands back.
@@ -482,6 +491,12 @@ impl Executor {
                 undo.disarm();
                 Ok((written, kept))
             }
+            // A transient failure (a timeout, a lost reply) may have committed on the server
+            // after all: the spare copy stays, as after a cancellation.
+            Err(e) if e.is_transient() => {
+                undo.disarm();
+                Err(e)
+            }
             Err(e) => {
                 undo.run().await;
                 Err(e)
@@ -534,6 +549,10 @@ impl Executor {
             ResolvedRecovery::Trash => self.move_to_trash(side, &entry.path).await,
             ResolvedRecovery::BackupDir(backup) => {
                 self.copy_to_backup(side, entry, backup).await?;
+                // The copy took a while: a version saved meanwhile is not the one backed up.
+                if !self.still_as_listed(side, entry).await? {
+                    return Ok(());
+                }
                 self.retry(|| client.delete(&entry.path)).await
             }
             ResolvedRecovery::None => self.retry(|| client.delete(&entry.path)).await,
@@ -748,7 +767,8 @@ impl Executor {
         Ok(updates)
     }
 
-    /// A free conflict name for `path`: free on both sides, since it will be synced.
+    /// A free conflict name for `path`: free on both sides, since it will be synced, and not
+    /// handed out before in this run.
     async fn conflict_name(&self, path: &RelPath, loser: Side) -> Result<RelPath, Error> {
         for n in 1u32..1000 {
             let suffix = if n == 1 {
@@ -757,6 +777,16 @@ impl Executor {
                 format!(".conflict-{}-{}-{n}", self.stamp, loser)
             };
             let candidate = path.with_stem_suffix_max(&suffix, crate::path::NAME_MAX)?;
+            // Reserved before the check: a concurrent action for another path gets another
+            // name even while this one is still being checked.
+            let reserved = self
+                .conflict_names
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(candidate.clone());
+            if !reserved {
+                continue;
+            }
             let mut free = true;
             for side in [Side::Source, Side::Destination] {
                 match self.client(side).stat(&candidate).await {
@@ -987,8 +1017,13 @@ fn same_version(now: &Entry, listed: &Entry) -> bool {
 }
 
 /// Removes the copy [`Executor::replace`] preserved when the write that was to follow failed
-/// or was cancelled — but only while the old version is still at its path: if the write
-/// landed after all, the copy is the only old version left and stays.
+/// for certain — but only while the old version is still at its path: if the write landed
+/// after all, the copy is the only old version left and stays.
+///
+/// After a cancellation (the write future dropped) the copy always stays: the backend may
+/// still be committing (a blocking rename already under way, a request already sent), and
+/// removing the copy first would leave the old version nowhere. A spare copy in the trash or
+/// under a conflict name is harmless; a missing one is not.
 struct Undo {
     client: Arc<dyn StorageClient>,
     copy: Option<RelPath>,
@@ -1009,11 +1044,9 @@ impl Undo {
 
 impl Drop for Undo {
     fn drop(&mut self) {
-        // Dropped armed: the action was cancelled mid-write. Clean up in the background.
-        if let Some(copy) = self.copy.take()
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            handle.spawn(undo_copy(self.client.clone(), copy, self.original.clone()));
+        // Dropped armed: the action was cancelled mid-write, and the write may still land.
+        if let Some(copy) = self.copy.take() {
+            tracing::debug!(path = %copy, "kept a spare copy: the cancelled write may still land");
         }
     }
 }

@@ -95,6 +95,37 @@ impl fmt::Display for Location {
     }
 }
 
+/// Replaces the password of a `scheme://user:password@host/…` URL with `<redacted>`, for
+/// messages and logs: a URL a user typed may carry credentials.
+///
+/// ```
+/// use syncengine_core::identity::redact_url;
+/// assert_eq!(
+///     redact_url("webdav://dav:s3cret@host:8080/a"),
+///     "webdav://dav:<redacted>@host:8080/a"
+/// );
+/// assert_eq!(redact_url("s3://bucket/prefix"), "s3://bucket/prefix");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let authority = &url[start..end];
+    match authority.rfind('@') {
+        Some(at) => match authority[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:<redacted>{}",
+                &url[..start],
+                &authority[..colon],
+                &url[start + at..]
+            ),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// `host:port` of a URL, with the scheme's default port when it has none, lower case. For
 /// endpoints given as URLs (`http://127.0.0.1:9000`, `https://s3.example.com/base`), the
 /// path of the endpoint is kept after the port: it can select the storage too (Azurite's

@@ -346,8 +346,8 @@ impl Reconciler {
     async fn visit(
         &self,
         path: RelPath,
-        s: Option<Entry>,
-        d: Option<Entry>,
+        mut s: Option<Entry>,
+        mut d: Option<Entry>,
         b: Option<BaseRecord>,
         plan: &mut Plan,
         gone: &mut Vec<Gone>,
@@ -370,7 +370,7 @@ impl Reconciler {
         obs.settled = settled;
         // Both changed, or a new file met the kept copy of a settled deletion: is it the same?
         let settled_meets_kept = settled.is_some_and(|x| obs.change(x) == Change::Added);
-        if let (Some(se), Some(de)) = (&s, &d)
+        if let (Some(se), Some(de)) = (&mut s, &mut d)
             && ((sc.is_changed() && dc.is_changed()) || settled_meets_kept)
         {
             obs.contents_equal = self.contents_equal(se, de).await;
@@ -712,7 +712,11 @@ impl Reconciler {
     /// equal would drop one of them. Only paths both sides changed get here, so the cost is
     /// bounded by the number of double edits. `None` when the hashes could not be had (the
     /// caller then treats the pair as different: a conflict, whose loser is kept).
-    async fn contents_equal(&self, s: &Entry, d: &Entry) -> Option<bool> {
+    ///
+    /// A hash computed here is kept in the entry: the copy's intent then names the content
+    /// (so a crash cannot make the next run take the loser, of the same size and mtime, for
+    /// the winner's landed copy), and the base records it.
+    async fn contents_equal(&self, s: &mut Entry, d: &mut Entry) -> Option<bool> {
         if s.size != d.size {
             return Some(false);
         }
@@ -729,7 +733,10 @@ impl Reconciler {
         let a = match listed_s {
             Some(h) => h,
             None => match self.source.md5(&s.path).await {
-                Ok(h) => h,
+                Ok(h) => {
+                    s.hash = Some(h.clone());
+                    h
+                }
                 Err(e) => {
                     tracing::warn!(path = %s.path, error = %e, "could not hash source file");
                     return None;
@@ -739,7 +746,12 @@ impl Reconciler {
         let b = match listed_d {
             Some(h) if h.kind() == a.kind() => h,
             _ => match self.destination.md5(&d.path).await {
-                Ok(h) => h,
+                Ok(h) => {
+                    if d.hash.is_none() {
+                        d.hash = Some(h.clone());
+                    }
+                    h
+                }
                 Err(e) => {
                     tracing::warn!(path = %d.path, error = %e, "could not hash destination file");
                     return None;

@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use syncengine::identity::redact_url;
 use syncengine::{LocalClient, StorageClient};
 
 /// The remote schemes of the CLI contract and the cargo feature that brings each one in.
@@ -228,7 +229,8 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Local(p) => write!(f, "{}", p.display()),
-            Location::Remote { url, .. } => f.write_str(url),
+            // Shown in messages: a password in the URL stays out of them.
+            Location::Remote { url, .. } => f.write_str(&redact_url(url)),
         }
     }
 }
