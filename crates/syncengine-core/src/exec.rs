@@ -169,6 +169,7 @@ impl Executor {
         let mut writer = BaseWriter::new(
             self.store.clone(),
             [self.source.clone(), self.destination.clone()],
+            self.attempts,
         );
         writer.extend(plan.state_updates).await?;
         if self.stale_intents {
@@ -976,23 +977,12 @@ impl Executor {
     }
 
     /// Runs `op`, retrying transient errors with exponential backoff.
-    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, Error>
+    async fn retry<T, F, Fut>(&self, op: F) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let mut attempt = 1u32;
-        loop {
-            match op().await {
-                Err(e) if e.is_transient() && attempt < self.attempts => {
-                    let wait = Duration::from_millis(100u64 << attempt.min(6));
-                    tracing::debug!(error = %e, attempt, ?wait, "transient error; retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        retry_transient(self.attempts, op).await
     }
 }
 
@@ -1219,6 +1209,8 @@ fn systemic_cause(error: &Error) -> Option<&'static str> {
 struct BaseWriter {
     store: StateStore,
     clients: [Arc<dyn StorageClient>; 2],
+    /// Attempts per barrier for transient errors, as for every other storage call.
+    attempts: u32,
     pending: Vec<BaseUpdate>,
     /// Intents of finished actions, cleared after the next batch of updates is written.
     clears: Vec<RelPath>,
@@ -1226,10 +1218,11 @@ struct BaseWriter {
 }
 
 impl BaseWriter {
-    fn new(store: StateStore, clients: [Arc<dyn StorageClient>; 2]) -> Self {
+    fn new(store: StateStore, clients: [Arc<dyn StorageClient>; 2], attempts: u32) -> Self {
         BaseWriter {
             store,
             clients,
+            attempts,
             pending: Vec::new(),
             clears: Vec::new(),
             last_flush: Instant::now(),
@@ -1259,10 +1252,14 @@ impl BaseWriter {
             }
             return Ok(());
         }
-        // The base may only claim what a power loss cannot take back.
+        // The base may only claim what a power loss cannot take back. A transient failure of
+        // the barrier (a dropped connection) is retried like any other call: giving up at once
+        // would leave every copy of the batch unrecorded, and a user's edit of one of them
+        // before the next run would then look like a conflict (issue 8, behaviour 12). A
+        // backend reports a failed flush of its own disk (EIO from fsync) as a permanent
+        // error, which is never retried: a second flush could succeed without the data.
         for (client, side) in self.clients.iter().zip([Side::Source, Side::Destination]) {
-            client
-                .sync_written()
+            retry_transient(self.attempts, || client.sync_written())
                 .await
                 .map_err(|source| SyncError::Storage { side, source })?;
         }
@@ -1280,6 +1277,27 @@ impl BaseWriter {
             }
         })
         .await
+    }
+}
+
+/// Runs `op` up to `attempts` times while it fails with a transient error, with exponential
+/// backoff.
+async fn retry_transient<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut attempt = 1u32;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && attempt < attempts => {
+                let wait = Duration::from_millis(100u64 << attempt.min(6));
+                tracing::debug!(error = %e, attempt, ?wait, "transient error; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -155,12 +155,15 @@ impl Kinds {
     /// The kinds the CI-sized run enables: every kind whose behaviour is fixed on main
     /// (mode switches with settled deletions, behaviour 1, and the initial preference that
     /// applies once, behaviour 4, since 1eedbeb), with errors, lost replies, failing reads,
-    /// write bodies and listings, cancellations and crashes — each faulted run followed by a
-    /// fault-free one; confirmed renames with reused inodes and birth times (behaviour 3),
-    /// the default recovery (trash on every side, behaviour 13), kept conflict losers
-    /// (set-aside kept copies of settled deletions included) reaching the other side in the
-    /// run that made them (behaviour 12, second sentence), and short and corrupt reads
-    /// (behaviour 7: transfers and the engine's own files are read verified).
+    /// write bodies and listings, cancellations and crashes (each faulted run followed by
+    /// whatever the schedule does next: user changes, other modes, more faults); confirmed
+    /// renames with reused inodes and birth times (behaviour 3), the default recovery (trash
+    /// on every side, behaviour 13), kept conflict losers (set-aside kept copies of settled
+    /// deletions included) reaching the other side in the run that made them (behaviour 12,
+    /// second sentence), short and corrupt reads (behaviour 7: transfers and the engine's own
+    /// files are read verified), and users changing files between a faulted run and the next
+    /// (behaviour 12: a copy that landed is recognised while its side still holds it; an edit
+    /// of it before the next run may be a conflict, with both versions kept).
     ///
     /// Off, and why (see /work/notes/testkit-findings.md for the reproducing schedules):
     /// - `type_change`: behaviour 10 — a file replaced by a folder (or the reverse) does not
@@ -169,8 +172,6 @@ impl Kinds {
     ///   and that failure postpones every delete of the run;
     /// - `check_never_absent`: behaviour 5 — a failed overwrite leaves the path empty (the
     ///   old version is in the trash);
-    /// - `edit_after_crash`: behaviour 12 — a copy whose base update was lost (a failed
-    ///   durability barrier, a cancel) turns the next edit of either side into a conflict;
     /// - `same_size_mtime`: behaviour 6 — with `--checksum`, an edit that keeps size and
     ///   mtime on a side whose listing has no hash (WebDAV-like metadata) goes unseen: the
     ///   engine hashes local files only (open question, finding F10);
@@ -192,7 +193,6 @@ impl Kinds {
                 Fault::ShortRead,
                 Fault::CorruptRead,
             ],
-            edit_after_crash: false,
             check_never_absent: false,
             ..Kinds::all()
         }
@@ -744,7 +744,10 @@ impl Ctx<'_> {
         {
             return vec![out(sv, dv)];
         }
-        if self.initial && self.mode == SyncMode::TwoWay {
+        // The preference is for paths the pair has no record of (SEMANTICS: "Initial sync
+        // (no base for the pair)"). A first run that was cancelled or crashed may have
+        // recorded some paths; an edit of one since is an ordinary change.
+        if self.initial && self.mode == SyncMode::TwoWay && rec.is_none() {
             match self.pref {
                 InitialSyncPreference::SourceWins => {
                     let mut o = out(sv, sv);
@@ -969,10 +972,29 @@ struct World {
     state: tempfile::TempDir,
     /// The model's base: per path, every record the engine may hold.
     base: BTreeMap<String, Vec<Rec>>,
+    /// Paths a run that did not end normally (a failed durability barrier, a crash, a
+    /// cancel) changed: the records they had before it, and what each side held after it.
+    /// Such a run may have recorded nothing; the next run recognises a copy that landed only
+    /// while the side written still holds exactly that copy (behaviour 12; README: a file
+    /// edited between the crash and the next run cannot be told from an edit of the version
+    /// it replaced, so it is a conflict with both versions kept). When a user changes a
+    /// written side before the next run, the old records stay possible.
+    unconfirmed: BTreeMap<String, Unconfirmed>,
     /// True until a run of the pair has ended normally.
     initial: bool,
+    /// A crashed run may have consumed the initial preference: the crash can come after its
+    /// plan ended normally (the engine then records the end of the initial sync).
+    initial_maybe_consumed: bool,
     log: String,
     violations: Vec<String>,
+}
+
+/// A path that a run which did not end normally changed (see `World::unconfirmed`).
+struct Unconfirmed {
+    /// The records the engine may have held before that run.
+    old_recs: Vec<Rec>,
+    /// Per side (source, destination): what the run left there, if it changed that side.
+    written: [Option<Option<Ver>>; 2],
 }
 
 fn client(world: &World, side: Side) -> &Arc<dyn StorageClient> {
@@ -1022,7 +1044,9 @@ impl World {
             d_view,
             state: tempfile::tempdir().unwrap(),
             base: BTreeMap::new(),
+            unconfirmed: BTreeMap::new(),
             initial: true,
+            initial_maybe_consumed: false,
             log: String::new(),
             violations: Vec::new(),
         }
@@ -1229,14 +1253,48 @@ impl World {
 
     async fn run(&mut self, spec: &RunSpec) {
         let (s0, d0) = self.views();
-        let ctx = Ctx {
-            mode: spec.mode,
-            initial: self.initial,
-            pref: spec.initial.unwrap_or_default(),
-            strategy: spec.strategy,
-            reg: &self.reg,
-            same_run_spread: self.kinds.check_same_run_spread,
+        // An unconfirmed change whose written side a user changed since: the engine cannot
+        // tell the landed copy any more, so it may plan from the old record.
+        for (p, u) in std::mem::take(&mut self.unconfirmed) {
+            let now = [s0.live.get(&p).copied(), d0.live.get(&p).copied()];
+            let touched = u
+                .written
+                .iter()
+                .zip(now)
+                .any(|(after, now)| after.is_some_and(|after| after != now));
+            if !touched {
+                continue;
+            }
+            let _ = writeln!(
+                self.log,
+                "  (model: {p} was changed by a run that did not end normally and edited since: its old record {} stays possible)",
+                show_recs(&u.old_recs)
+            );
+            let recs = self.base.entry(p).or_insert_with(|| vec![None]);
+            for r in u.old_recs {
+                if !recs.contains(&r) {
+                    recs.push(r);
+                }
+            }
+        }
+        // A crashed first run may have finished its plan before it was stopped, which
+        // consumes the initial preference (behaviour 4): then both are possible.
+        let initials: Vec<bool> = if self.initial && self.initial_maybe_consumed {
+            vec![true, false]
+        } else {
+            vec![self.initial]
         };
+        let ctxs: Vec<Ctx> = initials
+            .into_iter()
+            .map(|initial| Ctx {
+                mode: spec.mode,
+                initial,
+                pref: spec.initial.unwrap_or_default(),
+                strategy: spec.strategy,
+                reg: &self.reg,
+                same_run_spread: self.kinds.check_same_run_spread,
+            })
+            .collect();
         // Predictions per path, for every record the engine may hold.
         let mut paths: BTreeSet<String> = s0.live.keys().chain(d0.live.keys()).cloned().collect();
         paths.extend(self.base.keys().cloned());
@@ -1244,10 +1302,12 @@ impl World {
         for p in &paths {
             let recs = self.base.get(p).cloned().unwrap_or_else(|| vec![None]);
             let mut outs: Vec<Outcome> = Vec::new();
-            for rec in recs {
-                for o in ctx.predict(rec, s0.live.get(p).copied(), d0.live.get(p).copied()) {
-                    if !outs.contains(&o) {
-                        outs.push(o);
+            for ctx in &ctxs {
+                for rec in &recs {
+                    for o in ctx.predict(*rec, s0.live.get(p).copied(), d0.live.get(p).copied()) {
+                        if !outs.contains(&o) {
+                            outs.push(o);
+                        }
                     }
                 }
             }
@@ -1398,6 +1458,7 @@ impl World {
 
         // Per path: a predicted outcome (or, after faults, the old state).
         let mut new_base: BTreeMap<String, Vec<Rec>> = BTreeMap::new();
+        let mut unconfirmed: BTreeMap<String, Unconfirmed> = BTreeMap::new();
         let mut expected_losers: BTreeMap<String, Vec<Loser>> = BTreeMap::new();
         for p in &paths {
             let (bs, bd) = (s0.live.get(p).copied(), d0.live.get(p).copied());
@@ -1409,12 +1470,36 @@ impl World {
                 if !recs.contains(&o.rec) {
                     recs.push(o.rec);
                 }
+                // Several outcomes may match (the engine may hold one of several records):
+                // a loser is required only if every matching outcome has it; otherwise it
+                // may be kept or trashed (the no-version-lost check still sees to it).
                 expected_losers
                     .entry(p.clone())
                     .or_default()
-                    .extend(o.losers.iter().cloned());
+                    .extend(o.losers.iter().map(|l| {
+                        let everywhere = matching
+                            .iter()
+                            .all(|m| m.losers.iter().any(|k| k.ver == l.ver && k.side == l.side));
+                        if everywhere {
+                            l.clone()
+                        } else {
+                            Loser {
+                                spread: Spread::Optional,
+                                ..l.clone()
+                            }
+                        }
+                    }));
             }
             let old_recs = self.base.get(p).cloned().unwrap_or_else(|| vec![None]);
+            if !ended_normally && (as_, ad) != (bs, bd) {
+                unconfirmed.insert(
+                    p.clone(),
+                    Unconfirmed {
+                        old_recs: old_recs.clone(),
+                        written: [(as_ != bs).then_some(as_), (ad != bd).then_some(ad)],
+                    },
+                );
+            }
             if collisions.contains(p) && matching.is_empty() {
                 let s_ok = as_ == bs || outs.iter().any(|o| o.s == as_);
                 let d_ok = ad == bd || outs.iter().any(|o| o.d == ad);
@@ -1563,6 +1648,10 @@ impl World {
         }
 
         self.base = new_base;
+        self.unconfirmed = unconfirmed;
+        if crash_token.is_cancelled() {
+            self.initial_maybe_consumed = true;
+        }
         if ended_normally && (self.kinds.check_initial_once || clean) {
             self.initial = false;
         }

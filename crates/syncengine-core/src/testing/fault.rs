@@ -7,6 +7,7 @@
 //! - **scripted** faults ([`FaultClient::fail_at`]) fire at exactly the given call number;
 //!   faults scripted by path ([`FaultClient::fail_path`]) fire on the next calls on a path,
 //!   whatever their number (the engine's call order may change; the path it reads does not);
+//!   [`FaultClient::fail_next`] hits the next call of a kind (say, the next `sync_written`);
 //! - **random** faults ([`FaultConfig`]) fire with probability `rate`, of a kind drawn from
 //!   the enabled [`Fault`] kinds that apply to the call's [`Op`]. The draw for call `n` depends
 //!   only on `(seed, n)`, so a schedule is reproducible whenever the calls arrive in the same
@@ -261,6 +262,8 @@ struct Shared {
     script: BTreeMap<u64, Fault>,
     /// Path, fault, and how many more calls on that path get it.
     by_path: Vec<(String, Fault, u32)>,
+    /// Faults for the next calls of a kind ([`FaultClient::fail_next`]), oldest first.
+    next_of: Vec<(Op, Fault)>,
     cancel_at: Vec<u64>,
     log: Vec<Injected>,
     at_body_end: Vec<(RelPath, BodyEndHook)>,
@@ -313,6 +316,13 @@ impl FaultClient {
         self.lock()
             .by_path
             .push((path.as_str().to_owned(), fault, times));
+    }
+
+    /// Injects `fault` into the next call of kind `op` (once; several calls queue up, oldest
+    /// first). Unlike [`FaultClient::fail_at`] this needs no call number, so a test does not
+    /// depend on how many other calls the engine makes first.
+    pub fn fail_next(&self, op: Op, fault: Fault) {
+        self.lock().next_of.push((op, fault));
     }
 
     /// Cancels the token ([`FaultClient::with_cancel_token`]) when call number `call` starts.
@@ -384,6 +394,14 @@ impl FaultClient {
         {
             *left -= 1;
             fault = Some(*f);
+        }
+        if fault.is_none()
+            && let Some(i) = shared
+                .next_of
+                .iter()
+                .position(|(o, f)| *o == op && f.applies_to(op))
+        {
+            fault = Some(shared.next_of.remove(i).1);
         }
         if fault.is_none()
             && self.config.rate > 0.0
