@@ -317,6 +317,48 @@ async fn symlinks_are_reported_unless_excluded() {
     assert_eq!(stats.unknown, 0, "{stats:?}");
 }
 
+/// A `.syncignore` the engine cannot read as a file — here a symlink, which is never followed
+/// — is not a root without rules: a mirror that ran without them would delete what they
+/// exclude on the destination. The run stops before changing anything, naming the file.
+#[tokio::test]
+async fn a_syncignore_that_cannot_be_read_stops_the_run() {
+    let f = fixture();
+    let rules = f.src.parent().unwrap().join("rules");
+    fs::write(&rules, "*.log\n").unwrap();
+    std::os::unix::fs::symlink(&rules, f.src.join(".syncignore")).unwrap();
+    for i in 0..6 {
+        write(&f.src, &format!("k{i}.txt"), "kept");
+        write(&f.dst, &format!("k{i}.txt"), "kept");
+    }
+    write(&f.src, "build.log", "the source's log");
+    write(&f.dst, "local.log", "the destination's own log");
+    let err = f
+        .engine
+        .sync_pair(&f.pair(SyncMode::SourceToDestination, SyncOptions::default()))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(".syncignore") && msg.contains("symlink"),
+        "{msg}"
+    );
+    assert_eq!(
+        fs::read_to_string(f.dst.join("local.log")).unwrap(),
+        "the destination's own log"
+    );
+    assert!(!f.dst.join("build.log").exists());
+    assert!(trash_files(&f.dst).is_empty());
+    // A regular file in its place: the rules apply and the run goes through.
+    fs::remove_file(f.src.join(".syncignore")).unwrap();
+    fs::copy(&rules, f.src.join(".syncignore")).unwrap();
+    f.engine
+        .sync_pair(&f.pair(SyncMode::SourceToDestination, SyncOptions::default()))
+        .await
+        .unwrap();
+    assert!(f.dst.join("local.log").exists() && !f.dst.join("build.log").exists());
+    assert!(trash_files(&f.dst).is_empty());
+}
+
 /// An excluded folder is pruned before it is read: its files are not listed one by one (it
 /// counts once as skipped) and what it holds that the walk would report — a symlink, a FIFO —
 /// is never seen. The engine's own trash is not walked either.

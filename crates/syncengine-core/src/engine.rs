@@ -394,7 +394,7 @@ impl SyncEngine {
                         .add_file(&format!("{client}/{SYNCIGNORE_FILE}"), &text)
                         .map_err(|e| SyncError::Config(e.to_string()))?;
                 }
-                Ok(None) => {}
+                Ok(None) => rules.note_missing_file(side),
                 Err(source) => return Err(SyncError::Storage { side, source }),
             }
         }
@@ -427,8 +427,29 @@ impl SyncEngine {
         };
         let rules = rules.clone();
         let ignored = ignored.clone();
+        // A `.syncignore` that could not be read as a file (a symlink, a special file) but
+        // is there: the run does not have its rules, so it must not sync (or, in a mirror,
+        // delete) what they exclude. The listing fails, and the run with it, before planning.
+        let rules_unread = rules.file_missing(side);
         let filtered = client
             .list_pruned(None, prune)
+            .map(move |item| match item {
+                Err(Error::Unlisted {
+                    backend,
+                    path,
+                    reason,
+                    ..
+                }) if rules_unread && path == SYNCIGNORE_FILE => Err(Error::other(
+                    backend,
+                    path,
+                    format!(
+                        "the ignore rules file is {reason}: its rules cannot be read, and a \
+                         run without them would sync (or, mirroring, delete) what they \
+                         exclude; make it a regular file, or remove it"
+                    ),
+                )),
+                other => other,
+            })
             .filter(move |item| {
                 let keep = match item {
                     Ok(entry) if rules.is_own(&entry.path) => false,

@@ -49,6 +49,7 @@ use ignore::Match;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use crate::error::{Error, Result};
+use crate::mode::Side;
 use crate::path::RelPath;
 
 /// The name of the ignore file read at the root of either side.
@@ -175,6 +176,8 @@ pub struct IgnoreRules {
     /// Folders holding the engine's own files besides `.syncengine/` (a state directory
     /// inside a synced root): never synced, whatever the patterns say.
     own_dirs: Vec<RelPath>,
+    /// Sides whose root had no readable `.syncignore` when the rules were loaded.
+    missing_files: Vec<Side>,
 }
 
 impl Default for IgnoreRules {
@@ -185,6 +188,7 @@ impl Default for IgnoreRules {
             files_builder: builder(),
             files: Gitignore::empty(),
             own_dirs: Vec::new(),
+            missing_files: Vec::new(),
         }
     }
 }
@@ -213,6 +217,18 @@ impl IgnoreRules {
             explicit,
             ..IgnoreRules::default()
         })
+    }
+
+    /// Notes that `side`'s root had no `.syncignore` to read. A listing that then shows one
+    /// there that it cannot read either (a symlink, a special file) means rules the run does
+    /// not have: the engine stops rather than sync, or delete, what they may exclude.
+    pub(crate) fn note_missing_file(&mut self, side: Side) {
+        self.missing_files.push(side);
+    }
+
+    /// True when [`note_missing_file`](Self::note_missing_file) was called for `side`.
+    pub(crate) fn file_missing(&self, side: Side) -> bool {
+        self.missing_files.contains(&side)
     }
 
     /// Adds the rules of a `.syncignore` file, given its text. `origin` names the file in
