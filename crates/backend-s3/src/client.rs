@@ -19,6 +19,7 @@ use syncengine_core::identity::{Location, endpoint_authority};
 use syncengine_core::{
     ByteStream, Capabilities, ContentHash, DeleteOptions, Entry, EntryStream, Error, HashKind,
     ReadOptions, RelPath, Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
+    checked_by_etag,
 };
 use tokio::task::JoinSet;
 
@@ -607,7 +608,9 @@ impl StorageClient for S3Client {
         mut body: ByteStream,
         opts: WriteOptions,
     ) -> Result<Entry> {
-        let opts = opts.by_etag(self.backend_name())?;
+        // A listing without ETags (some S3-compatible stores): checked by a HEAD, then made
+        // conditional on the ETag the HEAD gave.
+        let opts = checked_by_etag(self, path, opts).await?;
         let key = self.key(path)?;
         let attributes = opts
             .mtime

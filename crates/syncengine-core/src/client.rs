@@ -423,6 +423,24 @@ pub trait StorageClientExt: StorageClient {
         Ok(ContentHash::Md5(hasher.finalize().into()))
     }
 
+    /// Computes the MD5 of the listed `entry` by streaming it, checked against its listed
+    /// size: a read that ends early or runs long is an error, never the hash of a part (a
+    /// wrong hash would be compared, and kept in the base, as if it were the file's).
+    async fn md5_of(&self, entry: &Entry) -> Result<ContentHash> {
+        let body = self.read(&entry.path).await?;
+        let mut stream = verify_body(
+            body,
+            Expected::size(entry.size),
+            self.backend(),
+            entry.path.as_str(),
+        );
+        let mut hasher = Md5::new();
+        while let Some(chunk) = stream.next().await {
+            hasher.update(&chunk?);
+        }
+        Ok(ContentHash::Md5(hasher.finalize().into()))
+    }
+
     /// Collects a whole listing. For tests and small trees only. Stops with the error at the
     /// first [`Error::Unlisted`] item, as at any other error.
     async fn list_all(&self, prefix: Option<&RelPath>) -> Result<Vec<Entry>> {
@@ -463,6 +481,46 @@ pub async fn preserve_by_copy<C: StorageClient + ?Sized>(
         .with_size_hint(listed.size);
     opts.mtime = mtime;
     client.write_opts(to, body, opts).await
+}
+
+/// For backends that compare version tokens (ETags) but may list a file without one: turns
+/// [`WriteMode::IfUnchanged`] into a write the server checks. With an ETag in the version,
+/// [`WriteMode::Update`] with it; without one, the file is looked up now (`stat`) and must
+/// still match the version ([`Version::matches`]: size, mtime), and the write then becomes an
+/// [`WriteMode::Update`] on the ETag that lookup returned — so a version saved after the lookup
+/// is refused by the server too. Only where even the lookup has no ETag is the write a plain
+/// overwrite after the check. Other modes are returned as they are.
+///
+/// # Errors
+/// [`Error::PreconditionFailed`] when the file is missing or another version; errors of the
+/// lookup.
+pub async fn checked_by_etag<C: StorageClient + ?Sized>(
+    client: &C,
+    path: &RelPath,
+    mut opts: WriteOptions,
+) -> Result<WriteOptions> {
+    let WriteMode::IfUnchanged(version) = &opts.mode else {
+        return Ok(opts);
+    };
+    if let Some(etag) = &version.etag {
+        opts.mode = WriteMode::Update(etag.clone());
+        return Ok(opts);
+    }
+    let now = match client.stat(path).await {
+        Ok(now) => now,
+        Err(e) if e.is_not_found() => {
+            return Err(Error::precondition_failed(client.backend(), path.as_str()));
+        }
+        Err(e) => return Err(e),
+    };
+    if !version.matches(&now) {
+        return Err(Error::precondition_failed(client.backend(), path.as_str()));
+    }
+    opts.mode = match now.etag {
+        Some(etag) => WriteMode::Update(etag),
+        None => WriteMode::Overwrite,
+    };
+    Ok(opts)
 }
 
 /// Wraps one buffer as a [`ByteStream`].

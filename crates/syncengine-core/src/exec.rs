@@ -1400,7 +1400,7 @@ async fn landed(client: &dyn StorageClient, now: &Entry, version: &SideRecord) -
     if let Some(want) = &version.hash {
         let have = match &now.hash {
             Some(h) => Some(h.clone()),
-            None if now.size <= RECOVERY_HASH_LIMIT => client.md5(&now.path).await.ok(),
+            None if now.size <= RECOVERY_HASH_LIMIT => client.md5_of(now).await.ok(),
             None => None,
         };
         if let Some(have) = have {

@@ -57,7 +57,7 @@ pub mod verify;
 pub use capabilities::Capabilities;
 pub use client::{
     ByteStream, DeleteOptions, EntryStream, PruneFn, ReadOptions, StorageClient, StorageClientExt,
-    TransferOptions, WriteMode, WriteOptions, bytes_stream,
+    TransferOptions, WriteMode, WriteOptions, bytes_stream, checked_by_etag,
 };
 pub use engine::{SyncEngine, default_state_dir};
 pub use entry::{ContentHash, Entry, HashKind, Version};

@@ -688,7 +688,7 @@ impl Reconciler {
         if !self.caps(side).local_reads && entry.size > REMOTE_HASH_LIMIT {
             return None;
         }
-        match self.client(side).md5(&entry.path).await {
+        match self.client(side).md5_of(entry).await {
             Ok(h) => Some(h),
             Err(e) => {
                 tracing::warn!(%side, path = %entry.path, error = %e, "could not hash a rename candidate");
@@ -732,7 +732,7 @@ impl Reconciler {
         }
         let a = match listed_s {
             Some(h) => h,
-            None => match self.source.md5(&s.path).await {
+            None => match self.source.md5_of(s).await {
                 Ok(h) => {
                     s.hash = Some(h.clone());
                     h
@@ -745,7 +745,7 @@ impl Reconciler {
         };
         let b = match listed_d {
             Some(h) if h.kind() == a.kind() => h,
-            _ => match self.destination.md5(&d.path).await {
+            _ => match self.destination.md5_of(d).await {
                 Ok(h) => {
                     if d.hash.is_none() {
                         d.hash = Some(h.clone());
@@ -779,7 +779,7 @@ impl Reconciler {
                 async move {
                     let mut entry = item?;
                     if entry.content_hash(&caps).is_none() {
-                        match client.md5(&entry.path).await {
+                        match client.md5_of(&entry).await {
                             Ok(h) => entry.hash = Some(h),
                             // A file that vanished or cannot be read since it was listed
                             // keeps to size and mtime; its copy, if any, reports the error.
@@ -1148,9 +1148,10 @@ mod tests {
         assert_eq!(renames(&plan), 1, "{:?}", plan.actions);
     }
 
-    /// A [`MemoryClient`] whose reads pretend to cross a network (`local_reads: false`).
+    /// A [`MemoryClient`] whose reads pretend to cross a network (`local_reads: false`);
+    /// counts the reads.
     #[derive(Debug)]
-    struct Remote(MemoryClient);
+    struct Remote(MemoryClient, std::sync::atomic::AtomicU64);
 
     #[async_trait]
     impl StorageClient for Remote {
@@ -1169,6 +1170,7 @@ mod tests {
             self.0.stat(path).await
         }
         async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> crate::Result<ByteStream> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.0.read_opts(path, opts).await
         }
         async fn write_opts(
@@ -1206,8 +1208,9 @@ mod tests {
         }
     }
 
-    /// Over the network, files above [`REMOTE_HASH_LIMIT`] are not hashed to confirm a
-    /// rename: delete + add instead. At or below it they are.
+    /// Over the network, files above [`REMOTE_HASH_LIMIT`] are not read to hash them for a
+    /// rename: delete + add instead. At or below it they are read (and a read whose length is
+    /// not the listed size gives no hash, so no rename).
     #[tokio::test]
     async fn remote_files_are_hashed_for_renames_only_below_the_bound() {
         let remote = |files: &'static [(&'static str, &'static str)]| async move {
@@ -1215,20 +1218,36 @@ mod tests {
             for (path, body) in files {
                 c.put(&p(path), Bytes::from(*body)).await.unwrap();
             }
-            Arc::new(Remote(c)) as Arc<dyn StorageClient>
+            Arc::new(Remote(c, Default::default()))
         };
-        // The listed sizes are what the bound looks at; the stored bytes are equal, so a
-        // hash, if taken, confirms.
-        for (size, expected) in [(REMOTE_HASH_LIMIT, 1), (REMOTE_HASH_LIMIT + 1, 0)] {
+        // The listed sizes are what the bound looks at; the stored bytes are shorter, so a
+        // read is made at or below the bound but cannot confirm.
+        for (size, reads) in [(REMOTE_HASH_LIMIT, true), (REMOTE_HASH_LIMIT + 1, false)] {
+            let (source, destination) = (
+                remote(&[("b", "same")]).await,
+                remote(&[("a", "same")]).await,
+            );
             let plan = plan_move(
                 file("a", size, None, None),
                 file("b", size, None, None),
-                remote(&[("b", "same")]).await,
-                remote(&[("a", "same")]).await,
+                source.clone(),
+                destination.clone(),
             )
             .await;
-            assert_eq!(renames(&plan), expected, "size {size}: {:?}", plan.actions);
+            assert_eq!(renames(&plan), 0, "size {size}: {:?}", plan.actions);
+            let read = source.1.load(std::sync::atomic::Ordering::SeqCst)
+                + destination.1.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(read > 0, reads, "size {size}: {read} reads");
         }
+        // Listed sizes that are the stored ones: the hashes confirm the rename.
+        let plan = plan_move(
+            file("a", 4, None, None),
+            file("b", 4, None, None),
+            remote(&[("b", "same")]).await,
+            remote(&[("a", "same")]).await,
+        )
+        .await;
+        assert_eq!(renames(&plan), 1, "{:?}", plan.actions);
     }
 
     /// Both sides changed to the same size and mtime but different bytes: a conflict, found
