@@ -1,5 +1,6 @@
 //! [`SftpClient`]: the [`StorageClient`] implementation.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +11,7 @@ use futures::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
 use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, Packet, StatusCode};
 use syncengine_core::{
     ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, PruneFn, ReadOptions,
-    RelPath, Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
+    RelPath, Result, StorageClient, TransferOptions, Version, WriteMode, WriteOptions,
 };
 
 use syncengine_core::identity::Location;
@@ -111,20 +112,51 @@ fn remote_parent(path: &str) -> &str {
     }
 }
 
-/// A fresh temp name in `dir`: the core's exact temp format for uploads (`tag` empty), which
-/// a later run may remove once it is a day old; `old-` for a replaced file moved aside, which
-/// never has that format and so is never removed automatically (it may be the only copy).
-fn temp_name(dir: &str, tag: &str) -> String {
-    let name = if tag.is_empty() {
-        temp_file_name(rand::random::<u64>())
-    } else {
-        format!("{TEMP_PREFIX}{tag}{:016x}", rand::random::<u64>())
-    };
+/// `name` in the server directory `dir`.
+fn in_dir(dir: &str, name: &str) -> String {
     if dir == "." {
-        name
+        name.to_owned()
     } else {
         format!("{}/{name}", dir.trim_end_matches('/'))
     }
+}
+
+/// A fresh upload temp name in `dir`: the core's exact temp format, which a later run may
+/// remove once it is a day old.
+fn temp_name(dir: &str) -> String {
+    in_dir(dir, &temp_file_name(rand::random::<u64>()))
+}
+
+/// What follows [`TEMP_PREFIX`] in the name of a replaced file moved aside.
+const ASIDE_TAG: &str = "old-";
+/// The longest file name common server file systems take (bytes).
+const NAME_MAX: usize = 255;
+
+/// A fresh name for moving the file at `to` aside while its replacement is renamed in:
+/// `.syncengine-tmp-old-<16 hex>-<its name>`, so a listing that finds it left behind (a kill
+/// between the renames) can report it at the path it was moved from; just
+/// `.syncengine-tmp-old-<16 hex>` when the name would be too long. It never has the upload
+/// temp format, so it is never removed automatically (it may be the only copy).
+fn aside_path(to: &str) -> String {
+    let name = to.rsplit('/').next().unwrap_or(to);
+    let unique = format!("{TEMP_PREFIX}{ASIDE_TAG}{:016x}", rand::random::<u64>());
+    let aside = if unique.len() + 1 + name.len() <= NAME_MAX {
+        format!("{unique}-{name}")
+    } else {
+        unique
+    };
+    in_dir(remote_parent(to), &aside)
+}
+
+/// For the name of a file moved aside by [`aside_path`]: `Some(Some(name))` naming the file it
+/// was moved from, `Some(None)` when its name does not say; `None` for any other name.
+fn aside_target(name: &str) -> Option<Option<&str>> {
+    let tail = name.strip_prefix(TEMP_PREFIX)?.strip_prefix(ASIDE_TAG)?;
+    let (hex, rest) = (tail.get(..16)?, tail.get(16..)?);
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(rest.strip_prefix('-').filter(|t| !t.is_empty()))
 }
 
 fn to_system_time(secs: u32) -> SystemTime {
@@ -238,12 +270,81 @@ fn status_ok(reply: Packet) -> Result<(), SftpError> {
     }
 }
 
-/// Moves `from` onto `to`, replacing `to` if it exists. Atomic with `posix-rename`; else the
-/// old file is moved aside and only removed once the new one is in place.
-async fn rename_replace(s: &Session, from: &str, to: &str) -> Result<(), SftpError> {
+/// Moves `from` onto `to`, replacing `to` if it exists. Atomic with `posix-rename`.
+///
+/// Without it, the file at `to` is moved aside ([`aside_path`]), `from` renamed in, and only
+/// then is the aside file removed. With `expected` (a checked replace), the file moved aside
+/// must be that version: another one (a save that landed after the caller's check) is put
+/// back and the replace fails with [`SftpError::Changed`]; `from` only goes in where nothing
+/// is, and the aside file is only removed once it is known to be `expected`. Whatever cannot
+/// be put back stays at its aside name, which the error names ([`SftpError::LeftAside`]).
+async fn rename_replace(
+    s: &Session,
+    from: &str,
+    to: &str,
+    expected: Option<(&RelPath, &Version)>,
+) -> Result<(), SftpError> {
     if s.posix_rename {
         return posix_rename(s, from, to).await;
     }
+    let Some((rel, version)) = expected else {
+        return replace_unchecked(s, from, to).await;
+    };
+    let aside = aside_path(to);
+    match s.run(s.raw.rename(to, aside.as_str())).await {
+        Ok(_) => {}
+        // Gone since the caller's check: not the expected version any more.
+        Err(e) if e.is_no_such_file() => return Err(SftpError::Changed),
+        Err(e) => return Err(e),
+    }
+    // From here the aside file may be the only copy of what was at `to`.
+    let moved = match lstat_opt(s, &aside).await {
+        Ok(Some(attrs)) => attrs,
+        // Nothing we moved aside is there any more: nothing to put back.
+        Ok(None) => return Err(SftpError::Changed),
+        Err(e) => {
+            return Err(SftpError::LeftAside {
+                aside,
+                why: format!("it could not be checked after it was moved aside ({e})"),
+            });
+        }
+    };
+    if !(is_regular(&moved) && version.matches(&entry_from(rel.clone(), &moved))) {
+        // Saved after the caller's check: put it back, never over a newer file.
+        return match rename_noreplace(s, &aside, to).await {
+            Ok(()) => Err(SftpError::Changed),
+            Err(back) => Err(SftpError::LeftAside {
+                aside,
+                why: format!(
+                    "it changed since it was listed, and could not be put back ({})",
+                    refusal(&back)
+                ),
+            }),
+        };
+    }
+    // A file saved at `to` since the move aside is not replaced either.
+    match rename_noreplace(s, from, to).await {
+        Ok(()) => {
+            remove_aside(s, &aside).await;
+            Ok(())
+        }
+        Err(e) => match rename_noreplace(s, &aside, to).await {
+            Ok(()) if matches!(e, SftpError::Exists) => Err(SftpError::Changed),
+            Ok(()) => Err(e),
+            Err(back) => Err(SftpError::LeftAside {
+                aside,
+                why: format!(
+                    "its replacement could not be renamed in ({}), nor it put back ({})",
+                    refusal(&e),
+                    refusal(&back)
+                ),
+            }),
+        },
+    }
+}
+
+/// The portable replace without a version check (plain overwrites, renames over a file).
+async fn replace_unchecked(s: &Session, from: &str, to: &str) -> Result<(), SftpError> {
     let first = match s.run(s.raw.rename(from, to)).await {
         Ok(_) => return Ok(()),
         Err(e) => e,
@@ -252,24 +353,39 @@ async fn rename_replace(s: &Session, from: &str, to: &str) -> Result<(), SftpErr
     if lstat_opt(s, to).await?.is_none() {
         return Err(first);
     }
-    let aside = temp_name(remote_parent(to), "old-");
+    let aside = aside_path(to);
     s.run(s.raw.rename(to, aside.as_str())).await?;
     match s.run(s.raw.rename(from, to)).await {
         Ok(_) => {
-            if let Err(e) = s.run(s.raw.remove(aside.as_str())).await {
-                tracing::warn!(path = %aside, "could not remove the replaced file: {e}");
-            }
+            remove_aside(s, &aside).await;
             Ok(())
         }
-        Err(e) => {
-            if let Err(back) = s.run(s.raw.rename(aside.as_str(), to)).await {
-                tracing::error!(
-                    path = %to, aside = %aside,
-                    "could not put the old file back after a failed replace: {back}"
-                );
-            }
-            Err(e)
-        }
+        Err(e) => match rename_noreplace(s, &aside, to).await {
+            Ok(()) => Err(e),
+            Err(back) => Err(SftpError::LeftAside {
+                aside,
+                why: format!(
+                    "its replacement could not be renamed in ({e}), nor it put back ({})",
+                    refusal(&back)
+                ),
+            }),
+        },
+    }
+}
+
+/// Removes a replaced file moved aside once its replacement is in place. A failure only
+/// leaves it, and listings report it at the path it was moved from.
+async fn remove_aside(s: &Session, aside: &str) {
+    if let Err(e) = s.run(s.raw.remove(aside)).await {
+        tracing::warn!(path = %aside, "could not remove the replaced file: {e}");
+    }
+}
+
+/// Why a rename was refused, for a message.
+fn refusal(e: &SftpError) -> String {
+    match e {
+        SftpError::Exists => "a new file took its place".to_owned(),
+        e => e.to_string(),
     }
 }
 
@@ -457,7 +573,7 @@ enum Step {
     File(FileAttributes),
     Probe,
     Descend,
-    Unknown(&'static str),
+    Unknown(Cow<'static, str>),
 }
 
 struct Child {
@@ -465,6 +581,67 @@ struct Child {
     /// The sort key: the name, with `/` appended for a `Descend` step.
     key: Vec<u8>,
     step: Step,
+}
+
+/// Up to three of `names`, and how many more.
+fn name_some(names: Vec<String>) -> String {
+    let n = names.len();
+    let mut out = names.into_iter().take(3).collect::<Vec<_>>().join(", ");
+    if n > 3 {
+        out.push_str(&format!(" and {} more", n - 3));
+    }
+    out
+}
+
+/// Reports each replaced file left aside in a directory (a replace killed between its renames,
+/// or whose removal failed) at the path it was moved from: that path becomes unknown, so the
+/// engine neither deletes the other side's copy (the path may look deleted) nor writes there
+/// until the user has put the file back or removed it. A file listed at that path is reported
+/// as unknown instead; a folder's probe too (its walk is then skipped). Returns the aside files
+/// whose names do not say where they came from (or name no valid path), for the caller to
+/// report as the directory's partly unknown contents.
+fn place_asides(
+    children: &mut Vec<Child>,
+    asides: Vec<(Option<String>, String)>,
+    dir: Option<&RelPath>,
+    remote: &str,
+) -> Vec<String> {
+    let mut unplaced = Vec::new();
+    for (target, aside) in asides {
+        let at = in_dir(remote, &aside);
+        let target = target.filter(|t| {
+            let path = match dir {
+                Some(d) => format!("{d}/{t}"),
+                None => t.clone(),
+            };
+            !t.contains(['/', '\u{FFFD}']) && RelPath::new(path).is_ok()
+        });
+        let Some(target) = target else {
+            unplaced.push(at);
+            continue;
+        };
+        tracing::warn!(path = %at, "a replaced file was left aside by an interrupted replace");
+        let why = format!(
+            "an interrupted replace left a version of it at {at} (it may be the only copy): \
+             rename that file back to this name, or remove it once that version is not needed"
+        );
+        let existing = children
+            .iter_mut()
+            .find(|c| c.name == target && !matches!(c.step, Step::Descend));
+        match existing {
+            Some(Child {
+                step: Step::Unknown(reason),
+                ..
+            }) => *reason = format!("{reason}; {why}").into(),
+            Some(child) => child.step = Step::Unknown(why.into()),
+            None => children.push(Child {
+                key: target.as_bytes().to_vec(),
+                name: target,
+                step: Step::Unknown(why.into()),
+            }),
+        }
+    }
+    unplaced
 }
 
 /// One directory's members, sorted, and why some could not be named (if so).
@@ -497,11 +674,18 @@ impl Walk {
         };
         let mut children = Vec::new();
         let mut unnamed = Vec::new();
+        // Replaced files a replace moved aside and did not remove: (the name they were moved
+        // from, if it says, their own name).
+        let mut asides: Vec<(Option<String>, String)> = Vec::new();
         let result = loop {
             match s.run(s.raw.readdir(handle.as_str())).await {
                 Ok(name) => {
                     for f in name.files {
                         if f.filename == "." || f.filename == ".." {
+                            continue;
+                        }
+                        if let Some(target) = aside_target(&f.filename) {
+                            asides.push((target.map(str::to_owned), f.filename.clone()));
                             continue;
                         }
                         if f.filename.starts_with(TEMP_PREFIX) {
@@ -542,8 +726,8 @@ impl Walk {
                                 });
                                 Step::Probe
                             }
-                            FileType::Symlink => Step::Unknown("a symlink (not followed)"),
-                            _ => Step::Unknown("a special file (socket, FIFO or device)"),
+                            FileType::Symlink => Step::Unknown("a symlink (not followed)".into()),
+                            _ => Step::Unknown("a special file (socket, FIFO or device)".into()),
                         };
                         key.shrink_to_fit();
                         children.push(Child {
@@ -563,15 +747,24 @@ impl Walk {
         };
         let _ = s.run(s.raw.close(handle)).await;
         result?;
+        let unplaced = place_asides(&mut children, asides, dir, &remote);
         children.sort_by(|a, b| a.key.cmp(&b.key));
-        let unnamed = (!unnamed.is_empty()).then(|| {
-            let n = unnamed.len();
-            let mut why = unnamed.into_iter().take(3).collect::<Vec<_>>().join(", ");
-            if n > 3 {
-                why.push_str(&format!(" and {} more", n - 3));
-            }
-            format!("names that are not UTF-8 or not valid paths: {why}")
-        });
+        let mut why = Vec::new();
+        if !unnamed.is_empty() {
+            why.push(format!(
+                "names that are not UTF-8 or not valid paths: {}",
+                name_some(unnamed)
+            ));
+        }
+        if !unplaced.is_empty() {
+            why.push(format!(
+                "files moved aside by an interrupted replace, whose names do not say which file \
+                 they were (each may be the only copy of a file here; rename it back or remove \
+                 it): {}",
+                name_some(unplaced)
+            ));
+        }
+        let unnamed = (!why.is_empty()).then(|| why.join("; "));
         Ok(Some(Members { children, unnamed }))
     }
 
@@ -897,7 +1090,7 @@ impl StorageClient for SftpClient {
             return Err(err(SftpError::Exists));
         }
         let dir = remote_parent(&target).to_owned();
-        let temp_path = temp_name(&dir, "");
+        let temp_path = temp_name(&dir);
         let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
         let mut attempt = 0;
         let handle = loop {
@@ -954,6 +1147,7 @@ impl StorageClient for SftpClient {
             if let WriteMode::IfUnchanged(expected) = &opts.mode {
                 // Checked once the body is on the server, right before the rename: a file the
                 // user saved meanwhile is left in place.
+                // Without posix-rename, `rename_replace` checks the file it moves aside again.
                 let unchanged = lstat_opt(&s, &target).await?.is_some_and(|attrs| {
                     is_regular(&attrs) && expected.matches(&entry_from(path.clone(), &attrs))
                 });
@@ -961,11 +1155,15 @@ impl StorageClient for SftpClient {
                     return Err(SftpError::Changed);
                 }
             }
+            let expected = match &opts.mode {
+                WriteMode::IfUnchanged(version) => Some((path, version)),
+                _ => None,
+            };
             let place = || async {
                 if create_only {
                     rename_noreplace(&s, &temp_path, &target).await
                 } else {
-                    rename_replace(&s, &temp_path, &target).await
+                    rename_replace(&s, &temp_path, &target, expected).await
                 }
             };
             match place().await {
@@ -1081,7 +1279,7 @@ impl StorageClient for SftpClient {
             .await
             .map_err(err_to)?;
         if opts.overwrite {
-            rename_replace(&s, &remote_from, &remote_to)
+            rename_replace(&s, &remote_from, &remote_to, None)
                 .await
                 .map_err(err_to)?;
         } else {

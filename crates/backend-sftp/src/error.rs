@@ -30,6 +30,10 @@ pub(crate) enum SftpError {
     /// A checked replace found another version (or nothing) at the target.
     #[error("the file changed since it was listed")]
     Changed,
+    /// A replace failed half-way: the file that was at the path could not be put back and
+    /// stays at the aside name (it may be the only copy of that version).
+    #[error("{why}; that version is kept at {aside} (it may be its only copy)")]
+    LeftAside { aside: String, why: String },
     /// Anything else, as a message.
     #[error("{0}")]
     Message(String),

@@ -39,19 +39,26 @@
 //!   symlinks, devices and sockets, and sub-directories the server will not list (or that
 //!   vanish while walked) are `Error::Unlisted` items at their place in canonical order; a
 //!   directory holding names that are not UTF-8 or not valid paths is reported as
-//!   `Error::Unlisted { contents_only: true, .. }`. The engine leaves them alone on both sides.
+//!   `Error::Unlisted { contents_only: true, .. }`. A replaced file left aside by an
+//!   interrupted replace (see below) makes the path it was moved from unknown, the message
+//!   naming the aside file, until the user renames it back or removes it (one whose name does
+//!   not say where it came from makes its directory's contents partly unknown). The engine
+//!   leaves all of them alone on both sides.
 //!   A failure of the root or of the connection ends the listing with an error.
 //! - **Writes** go to a temporary sibling `.syncengine-tmp-<random>`, get their mtime with
 //!   `setstat`, and are renamed into place: with `posix-rename@openssh.com` where the server
-//!   offers it (atomic replace); otherwise the old file is renamed aside, the new one renamed
-//!   in, and only then is the old one removed (put back if the second rename fails). A failed,
+//!   offers it (atomic replace); otherwise the old file is renamed aside (to
+//!   `.syncengine-tmp-old-<hex>-<its name>`), the new one renamed in, and only then is the old
+//!   one removed (put back, never over a newer file, if the second rename fails; an error that
+//!   cannot put it back names the aside file). A failed,
 //!   cancelled or disconnected write removes its temporary file (through a new connection if
 //!   the old one died) and leaves the old content. Temporary files are never listed, so a name
 //!   starting with `.syncengine-tmp-` cannot be written (`InvalidPath`). The temp's access
 //!   time is set to now with its mtime, so until the rename it never looks stale; a temp left
 //!   by a killed write is removed by `remove_stale_temps` (after a run, never in a dry run)
 //!   once both times are a day old (the core's `is_stale_temp`). A file moved aside
-//!   (`.syncengine-tmp-old-…`) is never removed automatically: it may be the only copy.
+//!   (`.syncengine-tmp-old-…`) and left there (a kill between the renames) is never removed
+//!   automatically, it may be the only copy: listings report it (see Listing).
 //! - `WriteMode::Create` and `rename` without overwrite check that the target is absent, then
 //!   do a plain SFTP rename, which OpenSSH itself refuses onto an existing name (race-free
 //!   there; a server whose plain rename replaces leaves a small race window).
@@ -59,6 +66,10 @@
 //!   `WriteMode::Update` is `Unsupported` (no version token to compare and swap);
 //!   `WriteMode::IfUnchanged` checks the target's size and mtime after the upload, right
 //!   before the rename, and leaves a file saved meanwhile in place (`PreconditionFailed`).
+//!   Without `posix-rename` it checks again the file it moved aside: a save that landed after
+//!   the first check is put back (`PreconditionFailed`), the new file only goes in where
+//!   nothing is, and only the checked version is removed. (With `posix-rename`, a save in the
+//!   one round trip between the check and the rename is still replaced.)
 //! - **Deletes** of a missing file are `Ok`; directories a delete or rename leaves empty are
 //!   removed, up to (not including) the root.
 //! - `copy` is `Unsupported` (no server-side copy in SFTP v3); `rename` is native.
