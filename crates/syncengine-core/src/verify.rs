@@ -1,7 +1,7 @@
 //! [`verify_body`]: a body stream that checks its own length (and MD5 where known) before it
 //! ends, so a short or corrupt read aborts the write it feeds instead of being committed.
 //!
-//! Every [`StorageClient::write_opts`](crate::StorageClient::write_opts) aborts when its body
+//! Every [`StorageClient::write_opts`] aborts when its body
 //! yields an error, and a backend only commits after the body has ended. So the check has to
 //! happen *inside* the stream: the verifier yields an `Err` in place of the end of the stream
 //! when the bytes seen do not match what the source listed, and the write never commits. A
