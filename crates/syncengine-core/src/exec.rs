@@ -3,7 +3,8 @@
 //!
 //! Order of work: base-only updates; then what makes room for a type change
 //! ([`Action::makes_room`], and the deletes of a file `x` on the side that receives `x/…`, or
-//! of `x/…` on the side that receives `x`); then renames,
+//! of `x/…` on the side that receives `x`, or, on a side that folds names, of a name that
+//! folds to one written there); then renames,
 //! conflicts and copies (up to `transfers` at once); then the copies those asked for (a kept
 //! conflict loser going to the other side); then — unless the run was cancelled — the other
 //! deletes. A failed action postpones only the deletes that depend on it (its path, the
@@ -39,6 +40,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{StorageClient, StorageClientExt, TransferOptions, WriteMode, WriteOptions};
+use crate::collide::fold_name;
 use crate::decide::kept_copy_goes_back;
 use crate::entry::{Entry, Version, truncate_nanos};
 use crate::error::{Error, SyncError};
@@ -185,7 +187,11 @@ impl Executor {
         let mut others = plan.actions;
         let first: Vec<Action> = others.extract_if(.., |a| a.makes_room()).collect();
         let deletes: Vec<Action> = others.extract_if(.., |a| a.is_delete()).collect();
-        let (room, deletes) = split_making_room(deletes, &others);
+        let folds = [Side::Source, Side::Destination].map(|side| {
+            let caps = self.client(side).capabilities();
+            caps.case_insensitive || caps.normalization_insensitive
+        });
+        let (room, deletes) = split_making_room(deletes, &others, folds);
         let early: Vec<Action> = first.into_iter().chain(room).collect();
         let mut failures = Failures::default();
         let mut follow_ups = Vec::new();
@@ -309,7 +315,11 @@ impl Executor {
                 (Some(action), outcome) => (action, outcome),
             };
             let (action, outcome) = action;
-            if let Some(intent) = intent_of(&action) {
+            // A finished copy's intent goes once its record is written. A failed one's stays:
+            // the write may have committed before its reply was lost, and the next run then
+            // finds the copy in place and records it (else an edit of the other side would
+            // look like a conflict); a copy that did not land leaves nothing to record.
+            if let (Some(intent), Outcome::Done(_)) = (intent_of(&action), &outcome) {
                 writer.clear(intent.path);
             }
             match outcome {
@@ -588,8 +598,19 @@ impl Executor {
             {
                 Ok(_) => return Ok(()),
                 Err(Error::AlreadyExists { .. }) if n < 100 => continue,
-                Err(e) if e.is_not_found() => return Ok(()),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // The file is gone (nothing left to trash), or the trash path is in the
+                    // way — which some backends report as "not found" too (a file where a
+                    // folder of the path should be: ENOTDIR). The file itself tells which.
+                    match client.stat(path).await {
+                        Err(gone) if gone.is_not_found() => return Ok(()),
+                        _ => {}
+                    }
+                    if n < 100 && in_the_way(client.as_ref(), &target).await {
+                        continue;
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(())
@@ -603,6 +624,7 @@ impl Executor {
             let target = self.trash_path(path, n)?;
             match self.retry(|| client.preserve(path, &target)).await {
                 Err(Error::AlreadyExists { .. }) => continue,
+                Err(_) if in_the_way(client.as_ref(), &target).await => continue,
                 other => return other,
             }
         }
@@ -644,6 +666,7 @@ impl Executor {
             match result {
                 Ok(_) => return Ok(()),
                 Err(Error::AlreadyExists { .. }) => continue,
+                Err(_) if in_the_way(backup.as_ref(), &target).await => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -1052,6 +1075,25 @@ async fn undo_copy(client: Arc<dyn StorageClient>, copy: RelPath, original: Entr
     }
 }
 
+/// True when `target`, a path in a stamp folder of a trash or backup dir, cannot be written
+/// because an earlier copy is in the way: a file where one of its folders must be
+/// (`<stamp>/a` holds a trashed file `a`, and `a/x` comes next), or a folder at it (the
+/// reverse). Both happen when one stamp folder receives a file and, later in the run or in
+/// another run of the same second, a file below a folder of the same name (a type change).
+/// The caller then takes a fresh stamp folder (`<stamp>-2`), as when the target exists.
+async fn in_the_way(client: &dyn StorageClient, target: &RelPath) -> bool {
+    for folder in ancestors(target.as_str()) {
+        let Ok(folder) = RelPath::new(folder) else {
+            continue;
+        };
+        // A stat succeeds for files only: a file where a folder must be.
+        if client.stat(&folder).await.is_ok() {
+            return true;
+        }
+    }
+    matches!(client.list(Some(target)).next().await, Some(Ok(_)))
+}
+
 /// The folders above `path`, nearest last (`a/b/c` → `a`, `a/b`).
 fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('/').map(move |(i, _)| &path[..i])
@@ -1085,24 +1127,37 @@ fn written_paths(action: &Action) -> Vec<(Side, &RelPath)> {
 }
 
 /// Splits `deletes` into those that must run before `others` — a file deleted on the side
-/// where an action writes below it (`x` deleted, `x/y` coming), or a file deleted below a path
-/// an action writes as a file (`x/y` deleted, `x` coming) — and the rest.
-fn split_making_room(deletes: Vec<Action>, others: &[Action]) -> (Vec<Action>, Vec<Action>) {
+/// where an action writes below it (`x` deleted, `x/y` coming), a file deleted below a path
+/// an action writes as a file (`x/y` deleted, `x` coming), or, on a side that folds names
+/// (`folds`, per side), a file deleted whose name folds to one an action writes there
+/// (`Readme` deleted, `README` coming: the disk holds them as one file, so the write would
+/// fail on the old one) — and the rest.
+fn split_making_room(
+    deletes: Vec<Action>,
+    others: &[Action],
+    folds: [bool; 2],
+) -> (Vec<Action>, Vec<Action>) {
     if deletes.is_empty() {
         return (Vec::new(), deletes);
     }
     let mut targets: [HashSet<&str>; 2] = [HashSet::new(), HashSet::new()];
     let mut folders: [HashSet<&str>; 2] = [HashSet::new(), HashSet::new()];
+    let mut folded: [HashSet<String>; 2] = [HashSet::new(), HashSet::new()];
     for (side, path) in others.iter().flat_map(written_paths) {
         let i = side_index(side);
         targets[i].insert(path.as_str());
         folders[i].extend(ancestors(path.as_str()));
+        if folds[i] {
+            folded[i].insert(fold_name(path.as_str()));
+        }
     }
     deletes.into_iter().partition(|d| match d {
         Action::Delete { side, entry } => {
             let i = side_index(*side);
             let p = entry.path.as_str();
-            folders[i].contains(p) || ancestors(p).any(|a| targets[i].contains(a))
+            folders[i].contains(p)
+                || ancestors(p).any(|a| targets[i].contains(a))
+                || (folds[i] && folded[i].contains(&fold_name(p)))
         }
         _ => false,
     })

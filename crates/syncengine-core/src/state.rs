@@ -220,9 +220,10 @@ pub enum BaseUpdate {
 /// A copy the executor is about to make: `version` (as listed on the other side) is being
 /// written to `path` on side `to`.
 ///
-/// Intents are recorded durably before their copies start and cleared when the copies
-/// complete or fail. One still there at the start of a run belongs to a copy that was
-/// interrupted (a crash, a kill, a cancel): if side `to` holds exactly `version` at `path`,
+/// Intents are recorded durably before their copies start and cleared once a completed
+/// copy is recorded. One still there at the start of a run belongs to a copy that was
+/// interrupted (a crash, a kill, a cancel) or failed (perhaps after the write committed, with
+/// its reply lost): if side `to` holds exactly `version` at `path`,
 /// the copy landed and the run records it as synced instead of seeing two changed sides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Intent {

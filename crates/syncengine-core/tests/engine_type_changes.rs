@@ -300,3 +300,63 @@ async fn mirror_mode_type_changes_follow_the_source() {
     assert_eq!(trashed(&p.d, "x"), vec!["file".to_owned()]);
     assert_eq!(trashed(&p.d, "f/inner"), vec!["in f".to_owned()]);
 }
+
+/// Stamp folder names (`YYYYMMDDTHHMMSSZ`) for the next few seconds: a run started now uses
+/// one of them for its trash.
+fn stamps_from_now() -> Vec<String> {
+    let now = time::OffsetDateTime::now_utc();
+    (-1..=5)
+        .map(|s| {
+            let t = now + time::Duration::seconds(s);
+            format!(
+                "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_trash_folder_blocked_by_an_earlier_file_or_folder_of_the_same_name_takes_a_fresh_one() {
+    // Model finding F11: a run trashed `a` into `.syncengine/trash/<stamp>/a`; a run of the
+    // same second (or later in the same run) then trashed `a/x`, whose trash path cannot
+    // exist below that file ("…/<stamp>/a is a file, not a folder"); the delete failed in
+    // every such run. The reverse (a folder `<stamp>/a/` in the way of the file `a`) too.
+    for (blocking, trashed_path) in [("a", "a/x"), ("a/x", "a")] {
+        let p = Pair::new();
+        put(&p.s, trashed_path, "to be deleted").await;
+        put(&p.s, "keep.txt", "k").await;
+        p.two_way().await;
+        // Earlier trashed files in the stamp folders this run may use.
+        for stamp in stamps_from_now() {
+            put(
+                &p.d,
+                &format!(".syncengine/trash/{stamp}/{blocking}"),
+                "trashed earlier",
+            )
+            .await;
+        }
+        p.s.delete(&rel(trashed_path)).await.unwrap();
+        let stats = p.two_way().await;
+        assert_eq!(stats.deleted_destination, 1, "{stats:?}");
+        assert!(!user_files(&p.d).contains_key(trashed_path));
+        let name = trashed_path.rsplit('/').next().unwrap();
+        let kept: Vec<String> = files(&p.d)
+            .into_iter()
+            .filter(|(path, c)| {
+                path.starts_with(".syncengine/trash/")
+                    && path.ends_with(&format!("/{trashed_path}"))
+                    && c == "to be deleted"
+            })
+            .map(|(path, _)| path)
+            .collect();
+        assert_eq!(kept.len(), 1, "{name}: {:?}", files(&p.d));
+        assert!(kept[0].contains("Z-2/"), "a fresh stamp folder: {kept:?}");
+        p.assert_converged().await;
+    }
+}

@@ -160,3 +160,21 @@ async fn an_edit_of_a_copy_whose_barrier_failed_for_good_is_a_conflict_that_keep
     );
     assert_eq!(user_files(&src), user_files(&dst));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_whose_reply_was_lost_after_it_landed_is_recognised_so_an_edit_is_no_conflict() {
+    // Model finding (kind type_change, seed 777): the write committed, its reply was lost
+    // (the run counted an error), and the copy's intent was cleared with the failure; the
+    // source's edit then met an unrecorded copy on the destination: a conflict.
+    let (_state, engine, src, dst, fd) = pair_with_an_addition().await;
+    fd.fail_next(Op::Write, Fault::ErrorAfter);
+    let stats = two_way(&engine, src.clone(), fd.clone()).await.unwrap();
+    assert_eq!(stats.errors, 1, "{stats:?}");
+    assert_eq!(text(&dst, "b.txt").as_deref(), Some("v1 from the source"));
+
+    put(&src, "b.txt", "v2, the source's edit").await;
+    let next = two_way(&engine, src.clone(), dst.clone()).await.unwrap();
+    assert_eq!(next.conflicts, 0, "a spurious conflict: {next:?}");
+    assert_eq!((next.uploaded, next.errors), (1, 0), "{next:?}");
+    assert_eq!(user_files(&src), user_files(&dst));
+}

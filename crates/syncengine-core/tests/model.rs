@@ -163,11 +163,10 @@ impl Kinds {
     /// second sentence), short and corrupt reads (behaviour 7: transfers and the engine's own
     /// files are read verified), and users changing files between a faulted run and the next
     /// (behaviour 12: a copy that landed is recognised while its side still holds it; an edit
-    /// of it before the next run may be a conflict, with both versions kept).
+    /// of it before the next run may be a conflict, with both versions kept), and type
+    /// changes on sides that refuse a file where a folder is (behaviour 10).
     ///
     /// Off, and why (see /work/notes/testkit-findings.md for the reproducing schedules):
-    /// - `type_change`: behaviour 10 — a file replaced by a folder (or the reverse) does not
-    ///   converge on sides that cannot hold both;
     /// - `case_fold`: behaviours 9 and 10 — a name collision fails its copy in every run,
     ///   and that failure postpones every delete of the run;
     /// - `check_never_absent`: behaviour 5 — a failed overwrite leaves the path empty (the
@@ -180,7 +179,6 @@ impl Kinds {
     ///   client's own tests cover it, and the trash keeps what such a run deletes.
     fn ci() -> Self {
         Kinds {
-            type_change: false,
             case_fold: false,
             same_size_mtime: false,
             faults: vec![
@@ -778,17 +776,18 @@ impl Ctx<'_> {
                 (Deleted, _) => out(dv, dv), // modify beats delete
                 (_, Deleted) => out(sv, sv),
                 // A new file where a kept copy was: the new file keeps the path, the kept
-                // copy becomes a conflict copy. It inherits the settled absence, which
+                // copy (edited since or not: SEMANTICS' rule does not depend on it, nor does
+                // the engine's) becomes a conflict copy. It inherits the settled absence, which
                 // TWO_WAY copies back (the `(Unchanged, Nothing)` rows above): so it reaches
                 // the other side in the same run (behaviour 12), not one run later.
-                (AddedAtSettled(v), Unchanged(k)) => with_loser(
+                (AddedAtSettled(v), Unchanged(k) | Modified(k)) => with_loser(
                     out(Some(v), Some(v)),
                     k,
                     Side::Destination,
                     self.spread(),
                     false,
                 ),
-                (Unchanged(k), AddedAtSettled(w)) => {
+                (Unchanged(k) | Modified(k), AddedAtSettled(w)) => {
                     with_loser(out(Some(w), Some(w)), k, Side::Source, self.spread(), false)
                 }
                 (_, Nothing) | (_, Unchanged(_)) if s.changed().is_some() => out(sv, sv),
@@ -808,7 +807,7 @@ impl Ctx<'_> {
                 (Unchanged(v), Deleted) => vec![out(Some(v), Some(v))],  // re-upload
                 (Deleted, _) => vec![out(dv, dv)],
                 (_, Deleted) => vec![out(sv, sv)],
-                (AddedAtSettled(v), Unchanged(k)) => vec![with_loser(
+                (AddedAtSettled(v), Unchanged(k) | Modified(k)) => vec![with_loser(
                     out(Some(v), Some(v)),
                     k,
                     Side::Destination,
@@ -820,7 +819,7 @@ impl Ctx<'_> {
                 // The source is primary here, and SOURCE_BACKUP backs up a primary file the
                 // destination lacks (the `(Unchanged, Nothing)` row above): the conflict copy
                 // reaches the destination in the same run (behaviour 12).
-                (Unchanged(k), AddedAtSettled(w)) => vec![with_loser(
+                (Unchanged(k) | Modified(k), AddedAtSettled(w)) => vec![with_loser(
                     out(Some(w), Some(w)),
                     k,
                     Side::Source,
@@ -854,7 +853,7 @@ impl Ctx<'_> {
                 (Deleted, Unchanged(w)) => vec![out(Some(w), Some(w))],    // re-download
                 (Deleted, _) => vec![out(dv, dv)],
                 (Modified(_), Unchanged(w)) => vec![out(Some(w), Some(w))], // overwritten
-                (AddedAtSettled(v), Unchanged(k)) => vec![
+                (AddedAtSettled(v), Unchanged(k) | Modified(k)) => vec![
                     with_loser(
                         out(Some(v), Some(v)),
                         k,
@@ -865,7 +864,7 @@ impl Ctx<'_> {
                     out(Some(k), Some(k)),
                     out(Some(v), Some(k)),
                 ],
-                (Unchanged(k), AddedAtSettled(w)) => vec![with_loser(
+                (Unchanged(k) | Modified(k), AddedAtSettled(w)) => vec![with_loser(
                     out(Some(w), Some(w)),
                     k,
                     Side::Source,
@@ -911,6 +910,7 @@ fn resolve_type_clashes(predicted: &mut BTreeMap<String, Vec<Outcome>>) {
         let Some(outs) = predicted.get_mut(p) else {
             continue;
         };
+        let mut moved_aside = Vec::new();
         for o in outs.iter_mut() {
             let mut clashed = false;
             if folder_s && let Some(v) = o.s.take() {
@@ -933,6 +933,32 @@ fn resolve_type_clashes(predicted: &mut BTreeMap<String, Vec<Outcome>>) {
             }
             if clashed {
                 o.rec = None;
+                // Behaviour 10: where both are to stay, "the folder keeps the path and the
+                // file becomes a conflict copy" — on the file's own side too (the engine moves
+                // it aside there and shares it), so the pair converges instead of clashing
+                // again on the next run.
+                let mut aside = Outcome {
+                    s: None,
+                    d: None,
+                    rec: None,
+                    losers: o.losers.clone(),
+                };
+                for (v, side) in [(o.s, Side::Source), (o.d, Side::Destination)] {
+                    if let Some(v) = v {
+                        aside.losers.push(Loser {
+                            ver: v,
+                            side,
+                            spread: Spread::Optional,
+                            settled: false,
+                        });
+                    }
+                }
+                moved_aside.push(aside);
+            }
+        }
+        for a in moved_aside {
+            if !outs.contains(&a) {
+                outs.push(a);
             }
         }
     }
@@ -973,9 +999,10 @@ struct World {
     state: tempfile::TempDir,
     /// The model's base: per path, every record the engine may hold.
     base: BTreeMap<String, Vec<Rec>>,
-    /// Paths a run that did not end normally (a failed durability barrier, a crash, a
-    /// cancel) changed: the records they had before it, and what each side held after it.
-    /// Such a run may have recorded nothing; the next run recognises a copy that landed only
+    /// Paths a faulted run changed: the records they had before it, and what each side held
+    /// after it. Such a run may have recorded nothing for them (a failed durability barrier,
+    /// a crash, a cancel, a write whose reply was lost after it committed); the next run
+    /// recognises a copy that landed only
     /// while the side written still holds exactly that copy (behaviour 12; README: a file
     /// edited between the crash and the next run cannot be told from an edit of the version
     /// it replaced, so it is a conflict with both versions kept). When a user changes a
@@ -990,7 +1017,7 @@ struct World {
     violations: Vec<String>,
 }
 
-/// A path that a run which did not end normally changed (see `World::unconfirmed`).
+/// A path that a faulted run changed (see `World::unconfirmed`).
 struct Unconfirmed {
     /// The records the engine may have held before that run.
     old_recs: Vec<Rec>,
@@ -1268,7 +1295,7 @@ impl World {
             }
             let _ = writeln!(
                 self.log,
-                "  (model: {p} was changed by a run that did not end normally and edited since: its old record {} stays possible)",
+                "  (model: {p} was changed by a faulted run and edited since: its old record {} stays possible)",
                 show_recs(&u.old_recs)
             );
             let recs = self.base.entry(p).or_insert_with(|| vec![None]);
@@ -1492,7 +1519,7 @@ impl World {
                     }));
             }
             let old_recs = self.base.get(p).cloned().unwrap_or_else(|| vec![None]);
-            if !ended_normally && (as_, ad) != (bs, bd) {
+            if faulted && (as_, ad) != (bs, bd) {
                 unconfirmed.insert(
                     p.clone(),
                     Unconfirmed {
@@ -1589,6 +1616,19 @@ impl World {
                     .collect();
                 for n in &found {
                     explained.insert((*n).clone());
+                    if faulted {
+                        // A conflict copy a faulted run made may be unrecorded too.
+                        unconfirmed.insert(
+                            (*n).clone(),
+                            Unconfirmed {
+                                old_recs: vec![None],
+                                written: [
+                                    s1.live.get(*n).map(|v| Some(*v)),
+                                    d1.live.get(*n).map(|v| Some(*v)),
+                                ],
+                            },
+                        );
+                    }
                     let on_both = other.live.get(*n) == Some(&l.ver);
                     let rec = if on_both {
                         Some((Some(l.ver), Some(l.ver)))

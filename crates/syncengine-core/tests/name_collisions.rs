@@ -161,3 +161,51 @@ async fn a_new_colliding_name_does_not_overwrite_the_synced_file() {
     assert_eq!(text(&dst_inner, "readme-2").as_deref(), Some("new"));
     assert_eq!(text(&dst_inner, "Readme").as_deref(), Some("old"));
 }
+
+#[tokio::test]
+async fn a_name_replaced_by_one_differing_in_case_reaches_a_folding_side_and_blocks_no_delete() {
+    // Model finding (kind case_fold, seed 4242): the source replaced `readme.txt` by
+    // `README.txt` (new content) and deleted `r.txt`. On a case-insensitive destination the
+    // copy of `README.txt` failed on the old `readme.txt` (deleted only after the copies), and
+    // that failure postponed every delete of the folder — in every run, for ever.
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    let dst_inner = Arc::new(MemoryClient::new());
+    let dst: Arc<dyn StorageClient> =
+        Arc::new(QuirkClient::new(dst_inner.clone()).with_case_insensitive(true));
+    put(&src, "readme.txt", "old readme").await;
+    put(&src, "r.txt", "r").await;
+    for i in 0..4 {
+        put(&src, &format!("keep{i}.txt"), "k").await;
+    }
+    let first = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+    assert_eq!(first.uploaded, 6, "{first:?}");
+
+    src.delete(&rel("readme.txt")).await.unwrap();
+    put(&src, "README.txt", "the new README, longer").await;
+    src.delete(&rel("r.txt")).await.unwrap();
+    let stats = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+    assert_eq!(stats.errors, 0, "{:?}", stats.error_messages);
+    assert_eq!(
+        (stats.uploaded, stats.deleted_destination),
+        (1, 2),
+        "{stats:?}"
+    );
+    assert_eq!(
+        user_paths(&dst_inner),
+        [
+            "README.txt",
+            "keep0.txt",
+            "keep1.txt",
+            "keep2.txt",
+            "keep3.txt"
+        ]
+    );
+    assert_eq!(
+        text(&dst_inner, "README.txt").as_deref(),
+        Some("the new README, longer")
+    );
+    let idle = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+    assert!(idle.is_noop(), "{idle:?}");
+}
