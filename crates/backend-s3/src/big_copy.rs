@@ -1,5 +1,11 @@
-//! Server-side copies of S3 objects larger than CopyObject allows (5 GiB): a multipart upload
-//! whose parts are `UploadPartCopy` requests, so no byte passes through this machine.
+//! S3 requests object_store does not offer: server-side copies of objects larger than
+//! CopyObject allows (5 GiB), and conditional deletes (`DeleteObject` with `If-Match`).
+//!
+//! A big copy is a multipart upload whose parts are `UploadPartCopy` requests, so no byte
+//! passes through this machine. Each part names the source version it copies
+//! (`x-amz-copy-source-if-match`), and the source is checked once more before the upload is
+//! completed (for servers that ignore that header): a source replaced while it is copied
+//! aborts the copy instead of completing a mix of two versions.
 //!
 //! object_store 0.14 has no public `UploadPartCopy` with a byte range (its own multipart copy
 //! copies a whole object as one part, which is limited to 5 GiB too). So: the upload is
@@ -7,16 +13,20 @@
 //! [`MultipartStore`]; each part is an `UploadPartCopy` presigned with object_store's
 //! [`Signer`], the copy source and range bound to the signature, and sent with an HTTP
 //! client built from the same client options as the store. A failed copy aborts the upload.
+//!
+//! A conditional delete is a `DELETE` with `If-Match`, signed with object_store's
+//! [`AwsAuthorizer`] and sent with the same HTTP client (object_store's own delete is an
+//! unconditional bulk `POST ?delete`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::AmazonS3;
+use object_store::aws::{AmazonS3, AwsAuthorizer};
 use object_store::client::{HttpClient, HttpRequestBody};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::{SignedUrlOptions, Signer};
-use object_store::{Attributes, PutMultipartOptions};
+use object_store::{Attributes, ObjectStoreExt, PutMultipartOptions};
 
 use crate::config::COPY_OBJECT_LIMIT;
 
@@ -32,8 +42,30 @@ pub(crate) struct BigCopy {
     pub(crate) s3: Arc<AmazonS3>,
     pub(crate) http: HttpClient,
     pub(crate) bucket: String,
+    /// The region requests are signed for.
+    pub(crate) region: String,
+    /// Requests go unsigned (anonymous access).
+    pub(crate) skip_signature: bool,
     /// Objects larger than this are copied in parts; also the part size.
     pub(crate) threshold: u64,
+}
+
+/// What a conditional delete did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Deleted {
+    /// The object was that version and is gone (or was already gone).
+    Yes,
+    /// The object is another version, or was written meanwhile: left alone.
+    Changed,
+    /// The server does not support conditional deletes (501): nothing was deleted.
+    Unsupported,
+}
+
+fn precondition(path: &Path, msg: impl Into<String>) -> object_store::Error {
+    object_store::Error::Precondition {
+        path: path.to_string(),
+        source: msg.into().into(),
+    }
 }
 
 fn generic(msg: impl Into<String>) -> object_store::Error {
@@ -75,12 +107,15 @@ impl BigCopy {
             .max(size.div_ceil(MAX_PARTS))
     }
 
-    /// Copies `from` (`size` bytes) to `to`, with `attributes` (the source's metadata).
+    /// Copies `from` (`size` bytes, version `e_tag`) to `to`, with `attributes` (the source's
+    /// metadata). Fails with a precondition error, the upload aborted, when the source is no
+    /// longer version `e_tag` (when given) at any part or before the upload completes.
     pub(crate) async fn copy(
         &self,
         from: &Path,
         to: &Path,
         size: u64,
+        e_tag: Option<&str>,
         attributes: Attributes,
     ) -> object_store::Result<()> {
         let opts = PutMultipartOptions {
@@ -95,8 +130,22 @@ impl BigCopy {
             while start < size {
                 let end = (start + part).min(size) - 1;
                 let number = parts.len() + 1;
-                parts.push(self.copy_part(from, to, &id, number, start, end).await?);
+                parts.push(
+                    self.copy_part(from, to, &id, number, (start, end), e_tag)
+                        .await?,
+                );
                 start = end + 1;
+            }
+            // Servers that ignore `x-amz-copy-source-if-match` copy whatever the source is at
+            // each part: complete only if it is still the version the copy began with.
+            if let Some(expected) = e_tag {
+                let now = self.s3.head(from).await?;
+                if now.e_tag.as_deref() != Some(expected) {
+                    return Err(precondition(
+                        from,
+                        "the source changed while it was copied in parts",
+                    ));
+                }
             }
             self.s3.complete_multipart(to, &id, parts).await
         }
@@ -118,8 +167,8 @@ impl BigCopy {
         to: &Path,
         upload_id: &str,
         number: usize,
-        start: u64,
-        end: u64,
+        (start, end): (u64, u64),
+        e_tag: Option<&str>,
     ) -> object_store::Result<PartId> {
         let source = format!("{}/{}", self.bucket, encode_key(from.as_ref()));
         let range = format!("bytes={start}-{end}");
@@ -128,23 +177,31 @@ impl BigCopy {
         };
         let copy_source = http::HeaderName::from_static("x-amz-copy-source");
         let copy_range = http::HeaderName::from_static("x-amz-copy-source-range");
-        let signed = SignedUrlOptions::new()
+        let copy_if = http::HeaderName::from_static("x-amz-copy-source-if-match");
+        let mut signed = SignedUrlOptions::new()
             .with_query([
                 ("partNumber", number.to_string()),
                 ("uploadId", upload_id.to_owned()),
             ])
             .with_signed_header(copy_source.clone(), header(&source)?)
             .with_signed_header(copy_range.clone(), header(&range)?);
+        if let Some(tag) = e_tag {
+            signed = signed.with_signed_header(copy_if.clone(), header(tag)?);
+        }
         let url = self
             .s3
             .signed_url_opts(http::Method::PUT, to, PRESIGN_FOR, &signed)
             .await?;
-        let request = http::Request::builder()
+        let mut request = http::Request::builder()
             .method(http::Method::PUT)
             .uri(url.as_str())
             .header(copy_source, header(&source)?)
             .header(copy_range, header(&range)?)
-            .header(http::header::CONTENT_LENGTH, "0")
+            .header(http::header::CONTENT_LENGTH, "0");
+        if let Some(tag) = e_tag {
+            request = request.header(copy_if, header(tag)?);
+        }
+        let request = request
             .body(HttpRequestBody::empty())
             .map_err(|e| generic(format!("building UploadPartCopy: {e}")))?;
         let response = self
@@ -159,6 +216,9 @@ impl BigCopy {
             .await
             .map_err(|e| generic(format!("UploadPartCopy {number} of {to}: {e}")))?;
         let text = String::from_utf8_lossy(&body);
+        if status == http::StatusCode::PRECONDITION_FAILED {
+            return Err(precondition(from, "the source changed while it was copied"));
+        }
         // S3 may answer 200 and still report an error in the body.
         match etag_of(&text) {
             Some(e_tag) if status.is_success() && !text.contains("<Error>") => {
@@ -167,6 +227,66 @@ impl BigCopy {
             _ => Err(generic(format!(
                 "UploadPartCopy {number} of {to} (bytes {start}-{end}) failed: {status}: {}",
                 text.chars().take(300).collect::<String>()
+            ))),
+        }
+    }
+}
+
+impl BigCopy {
+    /// Deletes `key` only if it is still version `e_tag` (`DeleteObject` with `If-Match`).
+    ///
+    /// AWS S3, moto and SeaweedFS answer 412 when the object is another version (SeaweedFS
+    /// also when it is missing; moto then answers 404, taken as already deleted).
+    pub(crate) async fn delete_if_match(
+        &self,
+        key: &Path,
+        e_tag: &str,
+    ) -> object_store::Result<Deleted> {
+        // The object's URL in the store's own addressing style and encoding: a presigned
+        // URL without its query.
+        let mut url = self
+            .s3
+            .signed_url(http::Method::DELETE, key, PRESIGN_FOR)
+            .await?;
+        url.set_query(None);
+        let if_match = http::HeaderValue::from_str(e_tag)
+            .map_err(|e| generic(format!("If-Match {e_tag:?}: {e}")))?;
+        let mut request = http::Request::builder()
+            .method(http::Method::DELETE)
+            .uri(url.as_str())
+            .header(http::header::IF_MATCH, if_match)
+            .body(HttpRequestBody::empty())
+            .map_err(|e| generic(format!("building DeleteObject: {e}")))?;
+        if !self.skip_signature {
+            let credential = self.s3.credentials().get_credential().await?;
+            AwsAuthorizer::new(&credential, "s3", &self.region)
+                .try_authorize(&mut request, None)?;
+        }
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| generic(format!("DeleteObject {key}: {e}")))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .bytes()
+            .await
+            .map_err(|e| generic(format!("DeleteObject {key}: {e}")))?;
+        match status {
+            s if s.is_success() || s == http::StatusCode::NOT_FOUND => Ok(Deleted::Yes),
+            // 409: AWS, when a write or delete of the object won the race with this one.
+            http::StatusCode::PRECONDITION_FAILED | http::StatusCode::CONFLICT => {
+                Ok(Deleted::Changed)
+            }
+            http::StatusCode::NOT_IMPLEMENTED => Ok(Deleted::Unsupported),
+            s => Err(generic(format!(
+                "DeleteObject {key} failed: status code: {}: {}",
+                s.as_u16(),
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
             ))),
         }
     }

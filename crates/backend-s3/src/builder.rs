@@ -374,6 +374,8 @@ fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
                 s3: s3.clone(),
                 http,
                 bucket: c.bucket.clone(),
+                region: c.region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
+                skip_signature: c.skip_signature,
                 threshold: c.multipart_copy_threshold,
             };
             Ok((s3, Some(Arc::new(big_copy))))

@@ -28,7 +28,8 @@ use crate::config::{S3Config, StoreKind};
 use crate::error::StoreError;
 use crate::mtime;
 
-/// How many HEAD requests run at once when listings read mtime metadata.
+/// How many HEAD requests a listing runs at once (mtime metadata; zero-byte objects, which
+/// may be folder markers).
 const METADATA_HEADS_IN_FLIGHT: usize = 16;
 
 /// A [`StorageClient`] for one bucket (or container) and prefix on S3, Azure Blob or GCS.
@@ -290,7 +291,7 @@ impl S3Client {
                 .await
                 .map_err(|e| self.err(from, e))?;
             if meta.size > big.threshold {
-                big.copy(&fk, &tk, meta.size, attributes)
+                big.copy(&fk, &tk, meta.size, meta.e_tag.as_deref(), attributes)
                     .await
                     .map_err(|e| self.err(from, e))?;
                 return self.stat_key(to, &tk).await;
@@ -306,6 +307,59 @@ impl S3Client {
             Err(e) => return Err(self.err(from, e)),
         }
         self.stat_key(to, &tk).await
+    }
+
+    /// True when `copy` (the target of a copy, as stat'ed) is the version `source` was: same
+    /// size, and the same MD5 where both ETags are MD5s (S3 single-part objects). Other ETags
+    /// differ between an object and its copy by design (Azure, GCS, multipart).
+    fn copied_version(&self, source: &ObjectMeta, copy: &Entry) -> bool {
+        if source.size != copy.size {
+            return false;
+        }
+        if !self.config.etag_is_md5 {
+            return true;
+        }
+        let source_md5 = source.e_tag.as_deref().and_then(md5_of_etag);
+        let copy_md5 = copy.etag.as_deref().and_then(md5_of_etag);
+        match (source_md5, copy_md5) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+    }
+
+    /// Deletes `key` only if it is still `version` (the version a rename just copied), so a
+    /// version another machine uploaded since stays. Fails with [`Error::PreconditionFailed`]
+    /// and deletes nothing when the object changed. A missing object is `Ok` (already gone).
+    ///
+    /// A HEAD first (also for S3 servers that ignore the condition); then, on S3, a
+    /// `DeleteObject` with `If-Match` (object_store has no conditional delete). Azure, GCS and
+    /// S3 servers that answer the condition with 501 get an unconditional delete after the
+    /// HEAD, which leaves a window of one request.
+    async fn delete_version(&self, path: &RelPath, key: &Path, version: &ObjectMeta) -> Result<()> {
+        let changed = || Error::precondition_failed(self.backend_name(), path.as_str());
+        match self.store.head(key).await {
+            Ok(now)
+                if now.e_tag == version.e_tag
+                    && now.size == version.size
+                    && now.last_modified == version.last_modified => {}
+            Ok(_) => return Err(changed()),
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(self.err(path, e)),
+        }
+        #[cfg(feature = "s3")]
+        if let (Some(big), Some(tag)) = (&self.big_copy, version.e_tag.as_deref()) {
+            use crate::big_copy::Deleted;
+            match big.delete_if_match(key, tag).await {
+                Ok(Deleted::Yes) => return Ok(()),
+                Ok(Deleted::Changed) => return Err(changed()),
+                Ok(Deleted::Unsupported) => {}
+                Err(e) => return Err(self.err(path, e)),
+            }
+        }
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(path, e)),
+        }
     }
 }
 
@@ -487,9 +541,14 @@ impl StorageClient for S3Client {
         };
         let this = self.clone();
         let decode = self.config.encode_backslash;
+        let root_marker = root.clone();
         let metas = self.store.list(list_prefix.as_ref()).map(move |item| {
             let meta = item.map_err(|e| StoreError::Store(e).into_core(backend, ""))?;
             let key = meta.location.as_ref();
+            // The prefix's own folder marker (`root/`), parsed to `root`: not a file.
+            if !root_marker.is_empty() && key == root_marker && meta.size == 0 {
+                return Ok(None);
+            }
             let rel = key
                 .strip_prefix(strip.as_str())
                 .ok_or_else(|| StoreError::BadKey {
@@ -508,31 +567,45 @@ impl StorageClient for S3Client {
                     })
                 })
                 .map_err(|e| e.into_core(backend, ""))?;
-            Ok::<_, Error>((rel, meta))
+            Ok::<_, Error>(Some((rel, meta)))
         });
-        let entries: EntryStream = if self.config.mtime_from_metadata {
-            metas
-                .map(move |item| {
-                    let this = this.clone();
-                    async move {
-                        let (rel, meta) = item?;
-                        match this.head_with_attrs(&meta.location).await {
-                            Ok((_, attrs)) => Ok(this.entry(rel, &meta, Some(&attrs))),
-                            // Deleted since it was listed: report what the listing saw.
-                            Err(object_store::Error::NotFound { .. }) => {
-                                Ok(this.entry(rel, &meta, None))
-                            }
-                            Err(e) => Err(this.err(&rel, e)),
-                        }
+        let metas = metas.try_filter_map(|item| futures::future::ready(Ok(item)));
+        // Folder markers (`photos/`, zero bytes: the AWS and GCS consoles' "Create folder",
+        // many GUIs) are not files. object_store parses keys into paths and drops the
+        // trailing `/`, so a marker lists as a zero-byte object named `photos`; a HEAD of
+        // that name tells it from a real empty file `photos` (no such object: a marker, or
+        // an object deleted since it was listed, which is not there to list either). Objects
+        // with content are HEADed only where mtimes come from metadata.
+        let with_mtime = self.config.mtime_from_metadata;
+        let entries: EntryStream = metas
+            .map(move |item| {
+                let this = this.clone();
+                async move {
+                    let (rel, meta) = item?;
+                    if !with_mtime && meta.size > 0 {
+                        return Ok(Some(this.entry(rel, &meta, None)));
                     }
-                })
-                .buffered(METADATA_HEADS_IN_FLIGHT)
-                .boxed()
-        } else {
-            metas
-                .map(move |item| item.map(|(rel, meta)| this.entry(rel, &meta, None)))
-                .boxed()
-        };
+                    let head = if with_mtime {
+                        this.head_with_attrs(&meta.location).await.map(Some)
+                    } else {
+                        this.store.head(&meta.location).await.map(|_| None)
+                    };
+                    match head {
+                        Ok(attrs) => {
+                            Ok(Some(this.entry(rel, &meta, attrs.as_ref().map(|(_, a)| a))))
+                        }
+                        Err(object_store::Error::NotFound { .. }) if meta.size == 0 => Ok(None),
+                        // Deleted since it was listed: report what the listing saw.
+                        Err(object_store::Error::NotFound { .. }) => {
+                            Ok(Some(this.entry(rel, &meta, None)))
+                        }
+                        Err(e) => Err(this.err(&rel, e)),
+                    }
+                }
+            })
+            .buffered(METADATA_HEADS_IN_FLIGHT)
+            .try_filter_map(|entry| futures::future::ready(Ok(entry)))
+            .boxed();
         // The contract: after the first error the stream ends.
         entries
             .scan(false, |failed, item| {
@@ -759,13 +832,21 @@ impl StorageClient for S3Client {
         to: &RelPath,
         opts: TransferOptions,
     ) -> Result<Entry> {
-        // Object stores have no rename: server-side copy, then delete the source.
-        let entry = self.copy_impl(from, to, opts.overwrite).await?;
+        // Object stores have no rename: server-side copy, then delete the source. The delete
+        // removes only the version that was copied: another machine may upload a new one in
+        // between (a trash move racing an edit), and that one must stay. Then the copy is an
+        // extra, and the rename fails without removing anything.
         let fk = self.key(from)?;
-        match self.store.delete(&fk).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(entry),
-            Err(e) => Err(self.err(from, e)),
+        let before = self.store.head(&fk).await.map_err(|e| self.err(from, e))?;
+        let entry = self.copy_impl(from, to, opts.overwrite).await?;
+        if !self.copied_version(&before, &entry) {
+            return Err(Error::precondition_failed(
+                self.backend_name(),
+                from.as_str(),
+            ));
         }
+        self.delete_version(from, &fk, &before).await?;
+        Ok(entry)
     }
 }
 

@@ -44,7 +44,21 @@
 //!   Azure and GCS entries carry no hash, and their ETags are version tokens only.
 //! - **Copy and rename** are server-side copies (rename = copy + delete). On S3 a copy without
 //!   overwrite checks the target with a HEAD first (S3 has no conditional copy that keeps the
-//!   MD5 ETag); Azure and GCS enforce it on the server.
+//!   MD5 ETag); Azure and GCS enforce it on the server. A rename (the trash move) deletes
+//!   only the version it copied: a HEAD checks the version right before the delete, and on
+//!   S3 the delete is a `DeleteObject` with `If-Match` (AWS, moto and SeaweedFS honour it);
+//!   on Azure and GCS, and on S3 servers that answer it with 501, the delete is
+//!   unconditional after the HEAD (a window of one request). A
+//!   version another machine uploaded meanwhile stays, nothing is removed, and the rename
+//!   fails with [`Error::PreconditionFailed`](syncengine_core::Error) (the copy is then an
+//!   extra). Copies over 5 GiB (S3, in `UploadPartCopy` parts) name the source's ETag in
+//!   every part and check it again before completing: a source replaced midway aborts the
+//!   copy.
+//! - **Folder markers** (zero-byte objects named `folder/`, made by the AWS and GCS consoles
+//!   and many GUIs) are not listed: they are not files. object_store drops the trailing `/`
+//!   of listed keys, so each zero-byte object costs one HEAD in a listing to tell a marker
+//!   from an empty file of the same name. A key with an empty segment (`a//b`) still fails
+//!   the whole listing: object_store rejects the page that holds it.
 //! - **Deletes** of missing objects are `Ok` on every store (Azure's 404 included).
 //! - **Listing order**: AWS S3, MinIO, moto, Azure and GCS list in byte order. Servers that do
 //!   not (SeaweedFS) must be declared with [`S3Builder::with_ordered_listing`]`(false)` (or
