@@ -72,3 +72,53 @@ fn usage_errors_never_print_a_password_from_a_url() {
         );
     }
 }
+
+/// Behaviour 1: in a backup mode, files the source deleted stay deleted there ("deleted photos
+/// never come back to the source"). Accepting a new destination root forgets the whole base,
+/// settled deletions included, so the run after `--accept-new-root destination` downloads
+/// every photo the source had deleted back to it. The source's deletions are facts about the
+/// source root, which did not change. A plausible path there: the user empties the trash with
+/// `rm -rf <dest>/.syncengine`, the next run stops (exit 3, no id file) and says to accept.
+#[test]
+fn accepting_a_new_destination_root_does_not_bring_back_what_the_source_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, state) = (
+        tmp.path().join("phone"),
+        tmp.path().join("nas"),
+        tmp.path().join("state"),
+    );
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    for i in 1..=6 {
+        std::fs::write(a.join(format!("IMG_{i}.JPG")), format!("photo {i}")).unwrap();
+    }
+    let sb = |extra: &[&str]| {
+        let mut args = vec![
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--mode",
+            "source-backup",
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        sync(&args, &state)
+    };
+    assert_eq!(sb(&[]).0, Some(0));
+    std::fs::remove_file(a.join("IMG_1.JPG")).unwrap();
+    std::fs::remove_file(a.join("IMG_2.JPG")).unwrap();
+    assert_eq!(sb(&[]).0, Some(0));
+    assert!(
+        b.join("IMG_1.JPG").exists(),
+        "the backup keeps deleted photos"
+    );
+    // The user empties the NAS's trash folder the blunt way.
+    std::fs::remove_dir_all(b.join(".syncengine")).unwrap();
+    let (code, out) = sb(&[]);
+    assert_eq!(code, Some(3), "{out}");
+    let (code, out) = sb(&["--accept-new-root", "destination"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        !a.join("IMG_1.JPG").exists() && !a.join("IMG_2.JPG").exists(),
+        "photos deleted on the source came back to it after --accept-new-root destination"
+    );
+}

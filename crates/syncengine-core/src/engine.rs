@@ -211,7 +211,18 @@ impl SyncEngine {
             recovered
         };
         let base = if roots.accepted {
-            futures::stream::empty().boxed()
+            // What a side that was not replaced deleted on purpose stays deleted.
+            let replaced = roots.accepted_sides.clone();
+            store
+                .stream()
+                .filter(move |r| {
+                    let keep = match r {
+                        Ok(r) => r.settled.is_some_and(|side| !replaced.contains(&side)),
+                        Err(_) => true,
+                    };
+                    futures::future::ready(keep)
+                })
+                .boxed()
         } else {
             overlay_base(store.stream(), recovered.clone())
         };
@@ -281,8 +292,8 @@ impl SyncEngine {
 
         if roots.accepted || !roots.record.is_empty() {
             let s = store.clone();
-            let (record, accepted) = (roots.record.clone(), roots.accepted);
-            blocking(move || s.record_root_identities(&record, accepted)).await?;
+            let (record, accepted) = (roots.record.clone(), roots.accepted_sides.clone());
+            blocking(move || s.record_root_identities(&record, &accepted)).await?;
         }
 
         plan.state_updates

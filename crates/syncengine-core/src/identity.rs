@@ -402,8 +402,11 @@ pub async fn create_root_id(client: &dyn StorageClient) -> Result<String, Error>
 /// What the identity check of one run decided.
 #[derive(Debug, Default)]
 pub(crate) struct RootCheck {
-    /// The user accepted a new root: this run ignores the base and deletes nothing.
+    /// The user accepted a new root: this run ignores the base (but the settled deletions
+    /// of a side that was not replaced) and deletes nothing.
     pub(crate) accepted: bool,
+    /// The sides accepted as new roots.
+    pub(crate) accepted_sides: Vec<Side>,
     /// Identities to record before the run changes anything (new, changed or accepted).
     pub(crate) record: Vec<RootRecord>,
     /// Warnings for the user.
@@ -481,6 +484,7 @@ pub(crate) async fn check_roots(
                 continue;
             }
             check.accepted = true;
+            check.accepted_sides.push(side);
             check.warnings.push(format!(
                 "the {side} root {location} was accepted as a new root (the state recorded \
                  {recorded}): this run ignores the old base and deletes nothing"

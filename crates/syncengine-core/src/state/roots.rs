@@ -10,7 +10,9 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{BUSY_TIMEOUT, PairLock, StateStore, file_stem, state_err};
+use super::{
+    BUSY_TIMEOUT, PairLock, SETTLED_DESTINATION, SETTLED_SOURCE, StateStore, file_stem, state_err,
+};
 use crate::entry::system_time_to_nanos;
 use crate::error::SyncError;
 use crate::identity::RootIdentity;
@@ -68,23 +70,34 @@ impl StateStore {
             .transpose()
     }
 
-    /// Records root identities in one transaction; with `forget_base`, the base is emptied in
-    /// the same transaction (a new root was accepted: the old base does not describe it).
+    /// Records root identities in one transaction. `accepted` names the sides accepted as new
+    /// roots: the base no longer describes them, so it is forgotten in the same transaction —
+    /// all but the settled absences of a side that was not replaced (what that side deleted
+    /// on purpose stays deleted: a backup mode does not bring it back).
     ///
     /// # Errors
     /// [`SyncError::State`] when the transaction fails (then nothing of it is applied).
     pub fn record_root_identities(
         &self,
         roots: &[RootRecord],
-        forget_base: bool,
+        accepted: &[Side],
     ) -> Result<(), SyncError> {
         let ctx = |e| self.err("recording root identities", e);
         let now = system_time_to_nanos(SystemTime::now());
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(ctx)?;
         tx.execute_batch(CREATE_TABLE).map_err(ctx)?;
-        if forget_base {
-            tx.execute("DELETE FROM base", []).map_err(ctx)?;
+        if !accepted.is_empty() {
+            tx.execute("DELETE FROM base WHERE settled IS NULL", [])
+                .map_err(ctx)?;
+            for side in accepted {
+                let settled = match side {
+                    Side::Source => SETTLED_SOURCE,
+                    Side::Destination => SETTLED_DESTINATION,
+                };
+                tx.execute("DELETE FROM base WHERE settled = ?1", params![settled])
+                    .map_err(ctx)?;
+            }
         }
         for (side, identity, location) in roots {
             tx.execute(
@@ -193,7 +206,7 @@ mod tests {
                     (Side::Source, a.clone(), "file:///a".into()),
                     (Side::Destination, v.clone(), "file:///b".into()),
                 ],
-                false,
+                &[],
             )
             .unwrap();
         drop(store);
@@ -208,13 +221,43 @@ mod tests {
         store.apply(&[rec("a"), rec("b")]).unwrap();
         let b = RootIdentity::IdFile("bbb".into());
         store
-            .record_root_identities(&[(Side::Destination, b.clone(), "x".into())], false)
+            .record_root_identities(&[(Side::Destination, b.clone(), "x".into())], &[])
             .unwrap();
         assert_eq!(store.count().unwrap(), 2);
         store
-            .record_root_identities(&[(Side::Destination, b, "x".into())], true)
+            .record_root_identities(&[(Side::Destination, b, "x".into())], &[Side::Destination])
             .unwrap();
         assert_eq!(store.count().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_new_root_keeps_the_other_sides_settled_deletions() {
+        let store = StateStore::open_in_memory().unwrap();
+        let kept = SideRecord::default();
+        store
+            .apply(&[
+                rec("a"),
+                BaseUpdate::Put(BaseRecord::settled_absence(
+                    RelPath::new("deleted-on-source").unwrap(),
+                    Side::Source,
+                    kept.clone(),
+                )),
+                BaseUpdate::Put(BaseRecord::settled_absence(
+                    RelPath::new("deleted-on-destination").unwrap(),
+                    Side::Destination,
+                    kept,
+                )),
+            ])
+            .unwrap();
+        let b = RootIdentity::IdFile("bbb".into());
+        store
+            .record_root_identities(&[(Side::Destination, b, "x".into())], &[Side::Destination])
+            .unwrap();
+        assert_eq!(store.count().unwrap(), 1);
+        let left = store
+            .get(&RelPath::new("deleted-on-source").unwrap())
+            .unwrap();
+        assert_eq!(left.and_then(|r| r.settled), Some(Side::Source));
     }
 
     #[test]
