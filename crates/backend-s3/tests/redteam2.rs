@@ -33,6 +33,10 @@ use common::MOTO;
 #[derive(Default)]
 struct Control {
     hold_delete: AtomicBool,
+    /// Hold the next PUT of the user's `x.txt` (not the engine's own files).
+    hold_put: AtomicBool,
+    /// Blank the `<ETag>` elements of listings (a store whose listings carry none).
+    strip_list_etags: AtomicBool,
     /// (a DELETE is being held, released)
     gate: Mutex<(bool, bool)>,
     cv: Condvar,
@@ -57,7 +61,12 @@ fn proxy(client: TcpStream, upstream: &str, control: &Control) {
     // object_store deletes one object with a bulk `POST ?delete` (DeleteObjects).
     let deletes = (method == "DELETE" && path.ends_with("/notes.txt"))
         || (method == "POST" && path.contains("?delete"));
-    if deletes && control.hold_delete.swap(false, Ordering::SeqCst) {
+    let held = (deletes && control.hold_delete.swap(false, Ordering::SeqCst))
+        || (method == "PUT"
+            && path.ends_with("/x.txt")
+            && !path.contains(".syncengine")
+            && control.hold_put.swap(false, Ordering::SeqCst));
+    if held {
         let mut g = control.gate.lock().unwrap();
         g.0 = true;
         control.cv.notify_all();
@@ -81,9 +90,34 @@ fn proxy(client: TcpStream, upstream: &str, control: &Control) {
     });
     let mut answer = Vec::new();
     let _ = up.read_to_end(&mut answer);
+    if path.contains("list-type=2") && control.strip_list_etags.load(Ordering::SeqCst) {
+        blank_elements(&mut answer, b"<ETag>", b"</ETag>");
+    }
     let mut client = client;
     let _ = client.write_all(&answer);
     let _ = client.shutdown(std::net::Shutdown::Both);
+}
+
+/// Replaces every `open…close` element with spaces (same length: the framing stays valid).
+fn blank_elements(body: &mut [u8], open: &[u8], close: &[u8]) {
+    let mut i = 0;
+    while let Some(start) = body[i..]
+        .windows(open.len())
+        .position(|w| w == open)
+        .map(|p| p + i)
+    {
+        let Some(end) = body[start..]
+            .windows(close.len())
+            .position(|w| w == close)
+            .map(|p| p + start + close.len())
+        else {
+            break;
+        };
+        for b in &mut body[start..end] {
+            *b = b' ';
+        }
+        i = end;
+    }
 }
 
 fn start_proxy(upstream: String, control: Arc<Control>) -> String {
@@ -322,5 +356,168 @@ async fn folder_markers_do_not_fail_every_run() {
         "folder markers fail every run: {:?} / then {:?}",
         first.error_messages,
         second.error_messages
+    );
+}
+
+/// U1 on S3: a run cancelled while the winner of a conflict is being PUT. The PUT has left
+/// the client (the server finishes it whatever the client does next); the executor drops the
+/// write future, and the background undo finds the loser still at its path and deletes the
+/// kept conflict copy; then the PUT lands. The loser — the remote user's edit — is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_while_a_conflict_winner_is_put_keeps_the_loser() {
+    if !common::up(MOTO) {
+        return;
+    }
+    let endpoint = common::endpoint(MOTO);
+    let upstream = endpoint
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    let control = Arc::new(Control::default());
+    let addr = start_proxy(upstream, control.clone());
+    let prefix = common::fresh_prefix("redteam2-cancel");
+    let through_proxy = Arc::new(moto_at(&format!("http://{addr}"), &prefix));
+    let direct = moto_at(&endpoint, &prefix);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let local_root = tmp.path().join("local");
+    std::fs::create_dir_all(&local_root).unwrap();
+    std::fs::write(local_root.join("x.txt"), "base").unwrap();
+    let state = tmp.path().join("state");
+    let pair = SyncPair::new(
+        Arc::new(LocalClient::new(&local_root)),
+        through_proxy.clone(),
+        SyncMode::TwoWay,
+    );
+    SyncEngine::new(&state).sync_pair(&pair).await.unwrap();
+
+    let loser = "the remote user's edit";
+    direct
+        .write_opts(
+            &RelPath::new("x.txt").unwrap(),
+            bytes_stream(Bytes::from(loser)),
+            WriteOptions::default().with_mode(WriteMode::Overwrite),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(local_root.join("x.txt"), "the local edit, newer").unwrap();
+
+    control.hold_put.store(true, Ordering::SeqCst);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let run = {
+        let engine = SyncEngine::new(&state).with_cancellation(cancel.clone());
+        let pair = pair.clone();
+        tokio::spawn(async move { engine.sync_pair(&pair).await })
+    };
+    let waiter = control.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut g = waiter.gate.lock().unwrap();
+        while !g.0 {
+            let (next, t) = waiter.cv.wait_timeout(g, Duration::from_secs(30)).unwrap();
+            assert!(!t.timed_out(), "the engine never PUT x.txt");
+            g = next;
+        }
+    })
+    .await
+    .unwrap();
+    // Ctrl-C (or a GUI's stop button) while the PUT is on its way.
+    cancel.cancel();
+    let result = run.await.unwrap();
+    // The background clean-up runs; then the server finishes the PUT.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    {
+        let mut g = control.gate.lock().unwrap();
+        g.1 = true;
+        control.cv.notify_all();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let on_server = all_contents(&direct).await;
+    assert!(
+        on_server.iter().any(|c| c == loser),
+        "the conflict's loser is gone after the cancelled run ({result:?}): server holds \
+         {on_server:?}"
+    );
+}
+
+/// W1 on S3-compatible stores whose listings carry no ETag: the executor asks for
+/// `WriteMode::IfUnchanged`, the S3 client turns it into an ETag condition (`by_etag`), finds
+/// none and answers `Unsupported`, and the executor falls back to an unconditional PUT — over
+/// a version another machine uploaded while the new content was on its way.
+#[tokio::test]
+async fn a_version_uploaded_during_an_overwrite_survives_when_listings_carry_no_etag() {
+    if !common::up(MOTO) {
+        return;
+    }
+    let endpoint = common::endpoint(MOTO);
+    let upstream = endpoint
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    let control = Arc::new(Control::default());
+    control.strip_list_etags.store(true, Ordering::SeqCst);
+    let addr = start_proxy(upstream, control.clone());
+    let prefix = common::fresh_prefix("redteam2-noetag");
+    let through_proxy = Arc::new(moto_at(&format!("http://{addr}"), &prefix));
+    let laptop_b = moto_at(&endpoint, &prefix);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let local_root = tmp.path().join("local");
+    std::fs::create_dir_all(&local_root).unwrap();
+    std::fs::write(local_root.join("x.txt"), "version 1").unwrap();
+    let engine = SyncEngine::new(tmp.path().join("state"));
+    let pair = SyncPair::new(
+        Arc::new(LocalClient::new(&local_root)),
+        through_proxy.clone(),
+        SyncMode::TwoWay,
+    );
+    engine.sync_pair(&pair).await.unwrap();
+    {
+        use futures::StreamExt;
+        let listed = through_proxy.list(None).next().await.unwrap().unwrap();
+        assert_eq!(listed.etag, None, "the proxy should hide listing ETags");
+    }
+
+    std::fs::write(local_root.join("x.txt"), "version 2, from laptop A").unwrap();
+    control.hold_put.store(true, Ordering::SeqCst);
+    let run = {
+        let (engine, pair) = (engine.clone(), pair.clone());
+        tokio::spawn(async move { engine.sync_pair(&pair).await })
+    };
+    let waiter = control.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut g = waiter.gate.lock().unwrap();
+        while !g.0 {
+            let (next, t) = waiter.cv.wait_timeout(g, Duration::from_secs(30)).unwrap();
+            assert!(!t.timed_out(), "the engine never PUT x.txt");
+            g = next;
+        }
+    })
+    .await
+    .unwrap();
+    let edit = "version 3, uploaded by laptop B meanwhile";
+    laptop_b
+        .write_opts(
+            &RelPath::new("x.txt").unwrap(),
+            bytes_stream(Bytes::from(edit)),
+            WriteOptions::default().with_mode(WriteMode::Overwrite),
+        )
+        .await
+        .unwrap();
+    {
+        let mut g = control.gate.lock().unwrap();
+        g.1 = true;
+        control.cv.notify_all();
+    }
+    let stats = run.await.unwrap();
+    let on_server = all_contents(&laptop_b).await;
+    assert!(
+        on_server.iter().any(|c| c == edit),
+        "laptop B's upload was overwritten without a check (run: {stats:?}); bucket holds \
+         {on_server:?}"
     );
 }
