@@ -15,7 +15,7 @@ use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, TEMP_FILE_PREFIX, temp_file_name};
 use syncengine_core::{
     ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
-    Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
+    Result, StorageClient, TransferOptions, Version, WriteMode, WriteOptions,
 };
 use tokio::task::JoinHandle;
 use url::Url;
@@ -410,6 +410,20 @@ impl Inner {
         }
     }
 
+    /// Checks that the file at `path` is still `version` ([`Version::matches`]: size and
+    /// mtime as a listing reports them, and the ETag where both know one), for a replace or
+    /// delete that must not touch another version: `PreconditionFailed` when it is missing,
+    /// a collection, or another version. Returns the ETag it has now (as an `If:` state
+    /// token), so that a server which evaluates `If` closes the rest of the window.
+    async fn check_unchanged(&self, path: &RelPath, version: &Version) -> Result<Option<String>> {
+        match self.lookup_file(path).await? {
+            Some(res) if version.matches(&self.entry(path.clone(), &res)) => {
+                Ok(res.etag.as_deref().map(if_etag))
+            }
+            _ => Err(Error::precondition_failed(BACKEND, path.as_str())),
+        }
+    }
+
     /// Makes sure the collection `dir` (the root when `None`) exists, creating missing
     /// ancestors, from the deepest existing one down.
     async fn ensure_collection(&self, dir: Option<&RelPath>) -> std::result::Result<(), DavError> {
@@ -507,35 +521,27 @@ impl Inner {
     /// Without `overwrite`, `Overwrite: F` (412 → `AlreadyExists` through [`Ctx::NoOverwrite`]).
     /// With it, `Overwrite: F` first (new targets need nothing else); if the target exists it
     /// must be a file — `Overwrite: T` onto a collection would delete a whole tree — and is
-    /// then replaced. With `if_tag`, the replace carries `If: <to> ([etag])`, which servers
-    /// that evaluate tagged lists on the destination (Apache) check atomically.
+    /// then replaced. (A checked replace is [`Inner::replace_checked`].)
     async fn transfer(
         &self,
         name: &'static str,
         from_url: &str,
         to: &RelPath,
         overwrite: bool,
-        if_tag: Option<&str>,
     ) -> std::result::Result<(), DavError> {
         let to_url = self.file_url(to);
         let send = |overwrite: bool| {
-            let mut rb = self
+            let rb = self
                 .request(method(name), from_url)
                 .header("Destination", &to_url)
                 .header("Overwrite", if overwrite { "T" } else { "F" })
                 .header("Depth", "0");
-            if let Some(etag) = if_tag {
-                rb = rb.header("If", format!("<{to_url}> ([{etag}])"));
-            }
             self.send(name, rb, from_url)
         };
         let check = |resp: Response| match resp.status() {
             s if s.is_success() => Ok(()),
             s => Err(status_err(name, &to_url, s)),
         };
-        if if_tag.is_some() {
-            return check(send(true).await?);
-        }
         let resp = send(false).await?;
         if !overwrite || resp.status() != StatusCode::PRECONDITION_FAILED {
             return check(resp);
@@ -549,6 +555,32 @@ impl Inner {
             _ => {}
         }
         check(send(true).await?)
+    }
+
+    /// `MOVE`s `from_url` onto the file `to`, which the caller has just checked is the version
+    /// it may replace (so a file, never a collection): straight `Overwrite: T`, with no extra
+    /// round trip to widen the window between the check and the move. With `if_tag`, a tagged
+    /// `If: <to> ([etag])` that Apache evaluates on the destination (atomic there).
+    async fn replace_checked(
+        &self,
+        from_url: &str,
+        to: &RelPath,
+        if_tag: Option<&str>,
+    ) -> std::result::Result<(), DavError> {
+        let to_url = self.file_url(to);
+        let mut rb = self
+            .request(method("MOVE"), from_url)
+            .header("Destination", &to_url)
+            .header("Overwrite", "T")
+            .header("Depth", "0");
+        if let Some(etag) = if_tag {
+            rb = rb.header("If", format!("<{to_url}> ([{etag}])"));
+        }
+        let resp = self.send("MOVE", rb, from_url).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            s => Err(status_err("MOVE", &to_url, s)),
+        }
     }
 
     async fn set_mtime(&self, url: &str, mtime: SystemTime) -> std::result::Result<(), DavError> {
@@ -696,7 +728,8 @@ impl Inner {
     }
 
     /// Removes the collections that `dir` and its ancestors left empty, up to (not including)
-    /// the root. Best effort: any failure stops it quietly.
+    /// the root, each only with a guard on its ETag. Best effort: any failure, or a
+    /// collection without an ETag, stops it quietly.
     async fn prune(&self, mut dir: Option<RelPath>) {
         while let Some(d) = dir {
             let url = self.dir_url(Some(&d));
@@ -707,13 +740,21 @@ impl Inner {
             if resources.iter().any(|r| r.segments != own) {
                 return;
             }
-            let etag = resources.iter().find_map(|r| r.etag.clone());
-            let mut rb = self.request(Method::DELETE, &url);
-            // A file arriving between the check and the delete changes the collection's
-            // etag (on servers that give collections one): then the delete is refused.
-            if let Some(etag) = etag {
-                rb = rb.header("If", format!("<{url}> ([{}])", if_etag(&etag)));
-            }
+            // A DELETE of a collection is recursive: a file another machine uploads into it
+            // between the check and the delete would go with it. The collection's ETag
+            // changes when a file arrives, and the `If` on it makes the server refuse the
+            // delete then; a server that gives collections none (wsgidav) leaves nothing to
+            // guard the delete with, so the empty collection stays.
+            let Some(etag) = resources.iter().find_map(|r| r.etag.clone()) else {
+                tracing::debug!(
+                    url,
+                    "left an empty collection: the server gives it no ETag to guard a delete with"
+                );
+                return;
+            };
+            let rb = self
+                .request(Method::DELETE, &url)
+                .header("If", format!("<{url}> ([{}])", if_etag(&etag)));
             match self.send("DELETE", rb, &url).await {
                 Ok(resp) if resp.status().is_success() => {
                     tracing::debug!(url, "removed empty collection");
@@ -1170,7 +1211,14 @@ impl StorageClient for WebDavClient {
         body: ByteStream,
         opts: WriteOptions,
     ) -> Result<Entry> {
-        let opts = opts.by_etag(BACKEND)?;
+        // A version listed with an ETag is compared by ETag (the server checks it on the
+        // MOVE); one listed without (nginx's dav-ext lists none) by size and mtime, checked
+        // right before the commit. Never `Unsupported`: the caller's fallback is an unchecked
+        // overwrite.
+        let opts = match &opts.mode {
+            WriteMode::IfUnchanged(version) if version.etag.is_none() => opts,
+            _ => opts.by_etag(BACKEND)?,
+        };
         check_not_temp(path)?;
         let inner = &self.inner;
         let p = path.as_str();
@@ -1222,7 +1270,7 @@ impl StorageClient for WebDavClient {
 
         let committed = match &opts.mode {
             WriteMode::Create => inner
-                .transfer("MOVE", &temp_url, path, false, None)
+                .transfer("MOVE", &temp_url, path, false)
                 .await
                 .map_err(|e| map_error(e, p, Ctx::NoOverwrite)),
             WriteMode::Update(expected) => match inner.lookup_file(path).await {
@@ -1234,15 +1282,25 @@ impl StorageClient for WebDavClient {
                 {
                     let tag = current.etag.as_deref().map(if_etag);
                     inner
-                        .transfer("MOVE", &temp_url, path, true, tag.as_deref())
+                        .replace_checked(&temp_url, path, tag.as_deref())
                         .await
                         .map_err(|e| map_error(e, p, Ctx::Plain))
                 }
                 Ok(_) => Err(Error::precondition_failed(BACKEND, p)),
                 Err(e) => Err(e),
             },
+            // Checked now that the body is on the server, so a version saved during the
+            // upload is seen; what remains is the round trip between this check and the MOVE
+            // (closed on servers that give the file an ETag after all and evaluate `If`).
+            WriteMode::IfUnchanged(version) => match inner.check_unchanged(path, version).await {
+                Ok(tag) => inner
+                    .replace_checked(&temp_url, path, tag.as_deref())
+                    .await
+                    .map_err(|e| map_error(e, p, Ctx::Plain)),
+                Err(e) => Err(e),
+            },
             _ => inner
-                .transfer("MOVE", &temp_url, path, true, None)
+                .transfer("MOVE", &temp_url, path, true)
                 .await
                 .map_err(|e| map_error(e, p, Ctx::Plain)),
         };
@@ -1299,6 +1357,12 @@ impl WebDavClient {
     /// Writes straight to the target with one PUT, the write mode enforced by `If-None-Match`
     /// / `If-Match`: only for names a server's MOVE would mangle (see [`risky_name`]). Not
     /// atomic: a reader can see a partial file while it uploads.
+    ///
+    /// `IfUnchanged` of a version listed without an ETag is checked (size and mtime) right
+    /// before the PUT, with `If-Match` on the ETag the check found, if any. Without one a
+    /// version saved on the server while the body uploads is not seen: there is no temporary
+    /// file to check before, and such a server (one that mangles names and lists no ETags)
+    /// leaves nothing to make the PUT itself conditional on.
     async fn write_direct(
         &self,
         path: &RelPath,
@@ -1312,13 +1376,23 @@ impl WebDavClient {
             WriteMode::Create => Ctx::NoOverwrite,
             _ => Ctx::Plain,
         };
-        // Fails closed: a lookup that errs (other than "no such file") is not a free path.
-        if ctx == Ctx::Plain
-            && found(inner.lookup(path).await, path)?.is_some_and(|r| r.is_collection)
-        {
-            return Err(Error::other(BACKEND, p, "a directory is in the way"));
-        }
-        let mode = opts.mode.clone();
+        let mode = match &opts.mode {
+            // Missing, a collection or another version: PreconditionFailed.
+            WriteMode::IfUnchanged(version) => match inner.check_unchanged(path, version).await? {
+                Some(tag) => WriteMode::Update(tag),
+                None => WriteMode::Overwrite,
+            },
+            mode => {
+                // Fails closed: a lookup that errs (other than "no such file") is not a free
+                // path.
+                if ctx == Ctx::Plain
+                    && found(inner.lookup(path).await, path)?.is_some_and(|r| r.is_collection)
+                {
+                    return Err(Error::other(BACKEND, p, "a directory is in the way"));
+                }
+                mode.clone()
+            }
+        };
         let status = inner
             .upload(&url, body, p, move |rb| match mode {
                 WriteMode::Create => rb.header(header::IF_NONE_MATCH, "*"),
@@ -1339,6 +1413,11 @@ impl WebDavClient {
     }
 
     /// COPY or MOVE through the client, for targets a server's MOVE would mangle.
+    ///
+    /// A MOVE removes the source only while it is still the version that was copied (size and
+    /// mtime, and its ETag where it has one, checked right before a `DELETE` that carries that
+    /// ETag in an `If` header): a version saved there during the copy is left where it is and
+    /// the move fails with `PreconditionFailed` (the copy it made stays at `to`).
     async fn transfer_through_client(
         &self,
         name: &'static str,
@@ -1357,7 +1436,23 @@ impl WebDavClient {
         }
         let entry = self.write_direct(to, body, opts).await?;
         if name == "MOVE" {
-            self.delete_opts(from, DeleteOptions::default()).await?;
+            let inner = &self.inner;
+            let f = from.as_str();
+            let tag = inner.check_unchanged(from, &Version::of(&source)).await?;
+            let url = inner.file_url(from);
+            let mut rb = inner.request(Method::DELETE, &url);
+            if let Some(etag) = tag {
+                rb = rb.header("If", format!("<{url}> ([{etag}])"));
+            }
+            let resp = inner
+                .send("DELETE", rb, &url)
+                .await
+                .map_err(|e| map_error(e, f, Ctx::Plain))?;
+            match resp.status() {
+                // Gone since the check: nothing of it is left to lose.
+                s if s.is_success() || s == StatusCode::NOT_FOUND => {}
+                s => return Err(map_error(status_err("DELETE", &url, s), f, Ctx::Plain)),
+            }
         }
         Ok(entry)
     }
@@ -1390,7 +1485,7 @@ impl WebDavClient {
             Ctx::NoOverwrite
         };
         inner
-            .transfer(name, &inner.file_url(from), to, overwrite, None)
+            .transfer(name, &inner.file_url(from), to, overwrite)
             .await
             .map_err(|e| match e {
                 // The source vanished between the lookup and the request.

@@ -74,6 +74,12 @@
 //!   `PUT` is not used: the temp file is new, and Apache's ETag is weak (`W/"…"`) for about a
 //!   second after a write, which fails strong `If-Match` comparison. Entries carry the ETag
 //!   without the `W/`, so an etag read in that second still matches later.
+//!   `IfUnchanged(version)` is `Update` with the version's ETag; a version listed without one
+//!   (nginx's dav-ext lists no `getetag`) is compared by size and mtime with a `PROPFIND
+//!   Depth: 0` of the target made after the body is on the server, right before the `MOVE`:
+//!   a missing file or another version is `PreconditionFailed` and the temporary file is
+//!   removed. What remains is the round trip between that check and the `MOVE`. Never
+//!   `Unsupported`.
 //!   `Overwrite` never replaces a collection: `Overwrite: T` onto a directory would delete a
 //!   whole tree, so an existing target is checked to be a file first.
 //! - **mtimes** are kept, to the nanosecond, in the dead property `mtime` in the namespace
@@ -85,9 +91,18 @@
 //!   need [`WebDavBuilder::with_mtime_property`]`(false)`.
 //! - **copy** and **rename** are server-side `COPY` / `MOVE` (`Overwrite: F` unless
 //!   overwriting; 412 → `AlreadyExists`).
+//! - **Names a server mangles**: a server that percent-decodes `Destination` before splitting
+//!   off `?` and `;` (wsgidav) gets names with `?`, `;` or control characters by a direct
+//!   `PUT` (not atomic; the write mode by `If-None-Match` / `If-Match`, `IfUnchanged` without
+//!   an ETag checked before the `PUT` starts), and copies and renames of them through the
+//!   client: a rename deletes its source only if it is still the version copied (checked
+//!   right before a `DELETE` guarded by its ETag where it has one), else it is left and the
+//!   rename fails with `PreconditionFailed`.
 //! - **Deletes** of a missing file are `Ok`; collections the delete (or a rename) left empty
-//!   are removed up to, not including, the root — best effort, guarded by the collection's
-//!   etag where the server gives collections one.
+//!   are removed up to, not including, the root — best effort, and only with an `If` on the
+//!   collection's ETag (a `DELETE` of a collection is recursive: the guard refuses it when a
+//!   file arrived since it was seen empty). A server that gives collections no ETag (wsgidav)
+//!   keeps its empty collections.
 //! - **Errors**: 404 `NotFound`, 412 `PreconditionFailed`, 401/403 `PermissionDenied`,
 //!   408/429/5xx and connection failures `Transient`; the rest `Other`.
 

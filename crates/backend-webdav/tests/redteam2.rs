@@ -44,8 +44,12 @@ struct Control {
     hold_temp_put: AtomicBool,
     /// Hold the next DELETE of a collection (`…/sub/`) until `released`.
     hold_collection_delete: AtomicBool,
+    /// Hold the next PUT of a (non-temporary) path containing this until `released`.
+    hold_put_containing: Mutex<Option<String>>,
     /// (a temp PUT is being held, the test released it)
     gate: Mutex<(bool, bool)>,
+    /// The engine's run ended (for a request that a fixed client never sends).
+    run_done: AtomicBool,
     cv: Condvar,
 }
 
@@ -60,6 +64,27 @@ impl Control {
             );
             g = next;
         }
+    }
+
+    /// Waits until a request is held (true) or the run ended without sending it (false).
+    fn wait_held_or_done(&self) -> bool {
+        let mut g = self.gate.lock().unwrap();
+        let start = std::time::Instant::now();
+        while !g.0 {
+            if self.run_done.load(Ordering::SeqCst) {
+                return false;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the run neither sent the request nor ended"
+            );
+            g = self
+                .cv
+                .wait_timeout(g, Duration::from_millis(50))
+                .unwrap()
+                .0;
+        }
+        true
     }
 
     fn release(&self) {
@@ -122,7 +147,15 @@ fn proxy(client: TcpStream, upstream: &str, control: &Control) {
         && control.hold_temp_put.swap(false, Ordering::SeqCst))
         || (method == "DELETE"
             && path.ends_with("/sub/")
-            && control.hold_collection_delete.swap(false, Ordering::SeqCst));
+            && control.hold_collection_delete.swap(false, Ordering::SeqCst))
+        || (method == "PUT" && !path.contains(".syncengine-tmp-") && {
+            let mut want = control.hold_put_containing.lock().unwrap();
+            let hit = want.as_deref().is_some_and(|w| path.contains(w));
+            if hit {
+                *want = None;
+            }
+            hit
+        });
     if held {
         let mut g = control.gate.lock().unwrap();
         g.0 = true;
@@ -379,11 +412,17 @@ async fn a_file_uploaded_into_a_folder_being_pruned_survives_on_wsgidav() {
     std::fs::remove_file(local_root.join("sub/a.txt")).unwrap();
     control.hold_collection_delete.store(true, Ordering::SeqCst);
     let run = {
-        let (engine, pair) = (engine.clone(), pair.clone());
-        tokio::spawn(async move { engine.sync_pair(&pair).await })
+        let (engine, pair, control) = (engine.clone(), pair.clone(), control.clone());
+        tokio::spawn(async move {
+            let stats = engine.sync_pair(&pair).await;
+            control.run_done.store(true, Ordering::SeqCst);
+            stats
+        })
     };
     let waiter = control.clone();
-    tokio::task::spawn_blocking(move || waiter.wait_held())
+    // A client that never deletes an unguarded collection sends no DELETE of `sub/` at all:
+    // then the other machine's upload comes after the run, into the folder it left.
+    let held = tokio::task::spawn_blocking(move || waiter.wait_held_or_done())
         .await
         .unwrap();
     let upload = "uploaded by the other machine into sub/";
@@ -400,7 +439,203 @@ async fn a_file_uploaded_into_a_folder_being_pruned_survives_on_wsgidav() {
     let remote = remote_files(&other_machine).await;
     assert!(
         remote.iter().any(|(_, c)| c == upload),
-        "sub/new.txt, uploaded while the engine pruned sub/, was deleted with the folder; \
+        "(DELETE of sub/ sent: {held}) sub/new.txt, uploaded while the engine pruned sub/, was deleted with the folder; \
          run: {stats:?}; server holds {remote:?}"
     );
+}
+
+/// `host:port` of a server URL.
+fn authority(url: &str) -> String {
+    url.split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned()
+}
+
+/// The raw members of the collection at `url` (its own entry included, temporary files too),
+/// or `None` when the server answers 404.
+async fn raw_members(url: &str) -> Option<Vec<String>> {
+    let resp = reqwest::Client::new()
+        .request(reqwest::Method::from_bytes(b"PROPFIND").unwrap(), url)
+        .basic_auth("dav", Some("davpass"))
+        .header("Depth", "1")
+        .send()
+        .await
+        .unwrap();
+    if resp.status().as_u16() == 404 {
+        return None;
+    }
+    assert_eq!(resp.status().as_u16(), 207, "PROPFIND {url}");
+    let body = resp.bytes().await.unwrap();
+    let base = url::Url::parse(url).unwrap();
+    Some(
+        syncengine_backend_webdav::multistatus::parse(&body, &base)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.segments.join("/"))
+            .collect(),
+    )
+}
+
+fn precondition_failed<T>(result: &syncengine_core::Result<T>) -> bool {
+    matches!(result, Err(syncengine_core::Error::PreconditionFailed { .. }))
+}
+
+/// `WriteMode::IfUnchanged` of a file listed without an ETag (the proxy hides Apache's) is
+/// checked by size and mtime once the body is on the server, right before the `MOVE`: a
+/// version another machine saved while the body was on its way is `PreconditionFailed` and
+/// stays, with no temporary file left; the version that is there is replaced; a missing file
+/// is not created. Never `Unsupported` (which made the engine overwrite unchecked).
+#[tokio::test]
+async fn if_unchanged_without_etags_is_checked_before_the_move() {
+    let Some(url) = common::server_url(APACHE) else {
+        return;
+    };
+    let control = Arc::new(Control::default());
+    control.no_etags.store(true, Ordering::SeqCst);
+    let addr = start_proxy(authority(&url), control);
+    let dir = format!(
+        "syncengine-tests/redteam2-ifunchanged-{:016x}",
+        rand::random::<u64>()
+    );
+    let client = dav(format!("http://{addr}/{dir}"));
+    let other_machine = dav(format!("{}/{dir}", url.trim_end_matches('/')));
+    let doc = RelPath::new("w/doc").unwrap();
+    let if_unchanged = |entry: &syncengine_core::Entry| {
+        WriteOptions::default().with_mode(WriteMode::IfUnchanged(syncengine_core::Version::of(
+            entry,
+        )))
+    };
+
+    client
+        .put(&doc, Bytes::from("the listed version"))
+        .await
+        .unwrap();
+    let listed = client.stat(&doc).await.unwrap();
+    assert_eq!(listed.etag, None, "the proxy should hide ETags");
+
+    // The body stops half way until the other machine has saved its version.
+    let (reached_tx, reached_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let first = futures::stream::once(async { Ok(Bytes::from("the engine's new ")) });
+    let rest = futures::stream::once(async move {
+        let _ = reached_tx.send(());
+        let _ = go_rx.await;
+        Ok(Bytes::from("content"))
+    });
+    let body: syncengine_core::ByteStream = futures::StreamExt::boxed(
+        futures::StreamExt::chain(first, rest),
+    );
+    let write = client.write_opts(&doc, body, if_unchanged(&listed));
+    let other = async {
+        let _ = reached_rx.await;
+        other_machine
+            .put(&doc, Bytes::from("saved by the other machine meanwhile"))
+            .await
+            .unwrap();
+        let _ = go_tx.send(());
+    };
+    let (written, ()) = futures::join!(write, other);
+    assert!(precondition_failed(&written), "{written:?}");
+    let now = client.read_to_bytes(&doc).await.unwrap();
+    assert_eq!(&now[..], b"saved by the other machine meanwhile");
+    let members = raw_members(&format!("{}/{dir}/w/", url.trim_end_matches('/')))
+        .await
+        .unwrap();
+    assert!(
+        members.iter().all(|m| !m.contains(".syncengine-tmp-")),
+        "a refused IfUnchanged left its temporary file: {members:?}"
+    );
+
+    // The version that is there now is replaced.
+    let current = client.stat(&doc).await.unwrap();
+    client
+        .write_opts(
+            &doc,
+            bytes_stream(Bytes::from("replaced")),
+            if_unchanged(&current),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&client.read_to_bytes(&doc).await.unwrap()[..], b"replaced");
+
+    // A missing file is not created.
+    let missing = RelPath::new("w/missing").unwrap();
+    let mut gone = current.clone();
+    gone.path = missing.clone();
+    let result = client
+        .write_opts(&missing, bytes_stream(Bytes::from("x")), if_unchanged(&gone))
+        .await;
+    assert!(precondition_failed(&result), "{result:?}");
+    assert!(client.stat(&missing).await.unwrap_err().is_not_found());
+}
+
+/// A rename onto a name wsgidav's `MOVE` mangles (`?`, `;`) goes through the client: copy,
+/// then delete the source. A version another machine saves at the source while the copy is
+/// on its way is not deleted: the rename fails with `PreconditionFailed` and the source keeps
+/// the new version (the unconditional delete lost it).
+#[tokio::test]
+async fn a_rename_through_the_client_keeps_a_source_saved_during_the_copy_on_wsgidav() {
+    let Some(url) = common::server_url(common::WSGIDAV) else {
+        return;
+    };
+    let control = Arc::new(Control::default());
+    let addr = start_proxy(authority(&url), control.clone());
+    let dir = format!(
+        "syncengine-tests/redteam2-rename-{:016x}",
+        rand::random::<u64>()
+    );
+    let client = Arc::new(dav(format!("http://{addr}/{dir}")));
+    let other_machine = dav(format!("{}/{dir}", url.trim_end_matches('/')));
+    let from = RelPath::new("src.txt").unwrap();
+    let to = RelPath::new("q?;x.txt").unwrap();
+    client.put(&from, Bytes::from("version 1")).await.unwrap();
+
+    // Hold the copy's PUT to the mangled name (`?` is sent as %3F).
+    *control.hold_put_containing.lock().unwrap() = Some("%3F".to_owned());
+    let rename = {
+        let (client, from, to) = (client.clone(), from.clone(), to.clone());
+        tokio::spawn(async move {
+            client
+                .rename_opts(&from, &to, syncengine_core::TransferOptions::default())
+                .await
+        })
+    };
+    let waiter = control.clone();
+    tokio::task::spawn_blocking(move || waiter.wait_held())
+        .await
+        .unwrap();
+    let saved = "version 2, saved by the other machine during the copy";
+    other_machine.put(&from, Bytes::from(saved)).await.unwrap();
+    control.release();
+    let result = rename.await.unwrap();
+    assert!(precondition_failed(&result), "{result:?}");
+    let source = other_machine.read_to_bytes(&from).await;
+    assert!(
+        source.as_deref().is_ok_and(|b| b == saved.as_bytes()),
+        "the source saved during the copy was deleted: {source:?}"
+    );
+}
+
+/// Pruning still removes a folder the last delete emptied where the server gives collections
+/// an ETag to guard the delete with (Apache); wsgidav gives none, and keeps it.
+#[tokio::test]
+async fn an_emptied_folder_is_removed_only_with_a_collection_etag() {
+    for (server, removed) in [(APACHE, true), (common::WSGIDAV, false)] {
+        let Some(url) = common::server_url(server) else {
+            continue;
+        };
+        let dir = format!(
+            "syncengine-tests/redteam2-emptied-{:016x}",
+            rand::random::<u64>()
+        );
+        let base = format!("{}/{dir}", url.trim_end_matches('/'));
+        let client = dav(base.clone());
+        let a = RelPath::new("sub/a.txt").unwrap();
+        client.put(&a, Bytes::from("a")).await.unwrap();
+        client.delete(&a).await.unwrap();
+        let sub = raw_members(&format!("{base}/sub/")).await;
+        assert_eq!(sub.is_none(), removed, "{server:?}: sub/ now {sub:?}");
+    }
 }
