@@ -479,7 +479,10 @@ async fn raw_members(url: &str) -> Option<Vec<String>> {
 }
 
 fn precondition_failed<T>(result: &syncengine_core::Result<T>) -> bool {
-    matches!(result, Err(syncengine_core::Error::PreconditionFailed { .. }))
+    matches!(
+        result,
+        Err(syncengine_core::Error::PreconditionFailed { .. })
+    )
 }
 
 /// `WriteMode::IfUnchanged` of a file listed without an ETag (the proxy hides Apache's) is
@@ -503,9 +506,8 @@ async fn if_unchanged_without_etags_is_checked_before_the_move() {
     let other_machine = dav(format!("{}/{dir}", url.trim_end_matches('/')));
     let doc = RelPath::new("w/doc").unwrap();
     let if_unchanged = |entry: &syncengine_core::Entry| {
-        WriteOptions::default().with_mode(WriteMode::IfUnchanged(syncengine_core::Version::of(
-            entry,
-        )))
+        WriteOptions::default()
+            .with_mode(WriteMode::IfUnchanged(syncengine_core::Version::of(entry)))
     };
 
     client
@@ -524,9 +526,8 @@ async fn if_unchanged_without_etags_is_checked_before_the_move() {
         let _ = go_rx.await;
         Ok(Bytes::from("content"))
     });
-    let body: syncengine_core::ByteStream = futures::StreamExt::boxed(
-        futures::StreamExt::chain(first, rest),
-    );
+    let body: syncengine_core::ByteStream =
+        futures::StreamExt::boxed(futures::StreamExt::chain(first, rest));
     let write = client.write_opts(&doc, body, if_unchanged(&listed));
     let other = async {
         let _ = reached_rx.await;
@@ -565,7 +566,11 @@ async fn if_unchanged_without_etags_is_checked_before_the_move() {
     let mut gone = current.clone();
     gone.path = missing.clone();
     let result = client
-        .write_opts(&missing, bytes_stream(Bytes::from("x")), if_unchanged(&gone))
+        .write_opts(
+            &missing,
+            bytes_stream(Bytes::from("x")),
+            if_unchanged(&gone),
+        )
         .await;
     assert!(precondition_failed(&result), "{result:?}");
     assert!(client.stat(&missing).await.unwrap_err().is_not_found());
