@@ -4,7 +4,7 @@
 //! Order of work: base-only updates; then what makes room for a type change
 //! ([`Action::makes_room`], and the deletes of a file `x` on the side that receives `x/…`, or
 //! of `x/…` on the side that receives `x`, or, on a side that folds names, of a name that
-//! folds to one written there); then renames,
+//! folds to one written there, and the renames that free such a name); then renames,
 //! conflicts and copies (up to `transfers` at once); then the copies those asked for (a kept
 //! conflict loser going to the other side); then — unless the run was cancelled — the other
 //! deletes. A failed action postpones only the deletes that depend on it (its path, the
@@ -192,7 +192,8 @@ impl Executor {
             caps.case_insensitive || caps.normalization_insensitive
         });
         let (room, deletes) = split_making_room(deletes, &others, folds);
-        let early: Vec<Action> = first.into_iter().chain(room).collect();
+        let vacating = take_renames_vacating_folded_names(&mut others, folds);
+        let early: Vec<Action> = first.into_iter().chain(room).chain(vacating).collect();
         let mut failures = Failures::default();
         let mut follow_ups = Vec::new();
 
@@ -1161,6 +1162,37 @@ fn split_making_room(
         }
         _ => false,
     })
+}
+
+/// Takes out of `others` the renames that free, on a side that folds names (`folds`, per
+/// side), a name folding to one another action writes there (`B.txt` renamed to `r.txt`
+/// while `b.txt` is copied in): the disk holds both names as one file, so the copy would fail
+/// on the old name unless the rename runs first.
+fn take_renames_vacating_folded_names(others: &mut Vec<Action>, folds: [bool; 2]) -> Vec<Action> {
+    if !folds.contains(&true) {
+        return Vec::new();
+    }
+    let mut written: [std::collections::HashMap<String, usize>; 2] = Default::default();
+    for (side, path) in others.iter().flat_map(written_paths) {
+        let i = side_index(side);
+        if folds[i] {
+            *written[i].entry(fold_name(path.as_str())).or_default() += 1;
+        }
+    }
+    others
+        .extract_if(.., |a| match a {
+            Action::Rename {
+                seen_on, from, to, ..
+            } => {
+                let i = side_index(seen_on.other());
+                let freed = fold_name(from.path.as_str());
+                // Its own new name does not count: a rename that only changes case.
+                let own = usize::from(fold_name(to.path.as_str()) == freed);
+                folds[i] && written[i].get(&freed).copied().unwrap_or(0) > own
+            }
+            _ => false,
+        })
+        .collect()
 }
 
 /// What failed so far in a run, and which deletes that blocks.

@@ -209,3 +209,37 @@ async fn a_name_replaced_by_one_differing_in_case_reaches_a_folding_side_and_blo
     let idle = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
     assert!(idle.is_noop(), "{idle:?}");
 }
+
+#[tokio::test]
+async fn a_rename_freeing_a_name_on_a_folding_side_runs_before_the_copy_that_takes_it() {
+    // Model finding (kind case_fold, seed 777): the source renamed `B.txt` to `r.txt` and
+    // added a new `b.txt`; on a case-insensitive destination the copy of `b.txt` ran beside
+    // the rename and failed on the old `B.txt`.
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    let dst_inner = Arc::new(MemoryClient::new());
+    let dst: Arc<dyn StorageClient> =
+        Arc::new(QuirkClient::new(dst_inner.clone()).with_case_insensitive(true));
+    put(&src, "B.txt", "the B file").await;
+    for i in 0..3 {
+        put(&src, &format!("keep{i}.txt"), "k").await;
+    }
+    run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+    src.rename(&rel("B.txt"), &rel("r.txt")).await.unwrap();
+    put(&src, "b.txt", "a new b file, longer").await;
+    let stats = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+    assert_eq!(stats.errors, 0, "{:?}", stats.error_messages);
+    assert_eq!(
+        (stats.uploaded, stats.renamed_destination),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        text(&dst_inner, "b.txt").as_deref(),
+        Some("a new b file, longer")
+    );
+    assert_eq!(text(&dst_inner, "r.txt").as_deref(), Some("the B file"));
+    let idle = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+    assert!(idle.is_noop(), "{idle:?}");
+}
