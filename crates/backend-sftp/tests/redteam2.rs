@@ -18,11 +18,8 @@
 mod support;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,54 +30,6 @@ use syncengine_core::{SyncEngine, SyncMode, SyncPair};
 use support::Server;
 
 const DELAY: Duration = Duration::from_millis(15);
-
-/// Copies `from` to `to`, each chunk delivered `DELAY` after it was read.
-fn delayed_pipe(mut from: TcpStream, mut to: TcpStream) {
-    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
-    thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx
-                        .send((Instant::now() + DELAY, buf[..n].to_vec()))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    thread::spawn(move || {
-        for (due, chunk) in rx {
-            let now = Instant::now();
-            if due > now {
-                thread::sleep(due - now);
-            }
-            if to.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(std::net::Shutdown::Write);
-    });
-}
-
-fn start_delay_proxy(upstream: u16) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            delayed_pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-            delayed_pipe(server, client);
-        }
-    });
-    port
-}
 
 /// Every file's content below `root`, the engine's own folder included.
 fn contents(root: &Path) -> Vec<String> {
@@ -104,7 +53,7 @@ async fn a_save_after_the_check_is_not_moved_aside_and_removed() {
     if !support::available(Server::Sshd) {
         return;
     }
-    let port = start_delay_proxy(Server::Sshd.port());
+    let port = support::start_delay_proxy(Server::Sshd.port(), DELAY);
     let name = support::fresh_name();
     let remote_dir = Server::Sshd.local_root(&name);
     let _cleanup = support::Cleanup(remote_dir.clone());

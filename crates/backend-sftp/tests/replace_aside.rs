@@ -14,11 +14,8 @@
 mod support;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,61 +33,13 @@ use support::{Cleanup, Server};
 /// One-way latency of the proxy: every step of the replace is a round trip (2 × DELAY) apart.
 const DELAY: Duration = Duration::from_millis(80);
 
-/// Copies `from` to `to`, each chunk delivered `DELAY` after it was read.
-fn delayed_pipe(mut from: TcpStream, mut to: TcpStream) {
-    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
-    thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx
-                        .send((Instant::now() + DELAY, buf[..n].to_vec()))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    thread::spawn(move || {
-        for (due, chunk) in rx {
-            let now = Instant::now();
-            if due > now {
-                thread::sleep(due - now);
-            }
-            if to.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(std::net::Shutdown::Write);
-    });
-}
-
-fn start_delay_proxy(upstream: u16) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            delayed_pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-            delayed_pipe(server, client);
-        }
-    });
-    port
-}
-
 /// A client without posix-rename on a fresh sshd root, through the delay proxy; the root's
 /// directory on disk and its guard.
 fn slow_portable_client(tmp: &Path) -> Option<(SftpClient, PathBuf, Cleanup)> {
     if !support::available(Server::Sshd) {
         return None;
     }
-    let port = start_delay_proxy(Server::Sshd.port());
+    let port = support::start_delay_proxy(Server::Sshd.port(), DELAY);
     let name = support::fresh_name();
     let dir = Server::Sshd.local_root(&name);
     let known_hosts = tmp.join("known_hosts");

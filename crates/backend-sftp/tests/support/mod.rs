@@ -197,3 +197,59 @@ pub fn temp_files_below(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Copies `from` to `to`, each chunk delivered `delay` after it was read.
+fn delayed_pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream, delay: Duration) {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for (due, chunk) in rx {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+/// A TCP proxy on a free loopback port in front of `upstream` that delays every chunk by
+/// `delay` each way (a slow link: each request is a `2 × delay` round trip). Returns its port.
+pub fn start_delay_proxy(upstream: u16, delay: Duration) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            delayed_pipe(
+                client.try_clone().unwrap(),
+                server.try_clone().unwrap(),
+                delay,
+            );
+            delayed_pipe(server, client, delay);
+        }
+    });
+    port
+}
