@@ -122,3 +122,69 @@ fn accepting_a_new_destination_root_does_not_bring_back_what_the_source_deleted(
         "photos deleted on the source came back to it after --accept-new-root destination"
     );
 }
+
+fn sync_local(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    state: &std::path::Path,
+) -> (Option<i32>, String) {
+    sync(
+        &[a.to_str().unwrap(), b.to_str().unwrap(), "--json", "-q"],
+        state,
+    )
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Behaviour 2: "another disk mounted at the same path" must stop the run. A disk that is a
+/// clone of the root made some time ago (a restored backup, `cp -a`/rsync -a, a disk image, a
+/// NAS snapshot rolled back) carries the same `.syncengine/root-id`, so it passes for the root
+/// the base describes. The run then reads every file the clone lacks as deleted there and
+/// every older version as an edit there: the other side's newer work is deleted and rolled
+/// back (into its trash), with exit 0 and no warning — and since overwrites are not counted by
+/// --max-delete, a rollback of any size goes through.
+#[test]
+fn a_root_replaced_by_an_older_clone_of_itself_does_not_roll_back_the_other_side() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, clone, state) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("b-clone"),
+        tmp.path().join("state"),
+    );
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("report.txt"), "draft 1").unwrap();
+    std::fs::write(a.join("g.txt"), "unchanged").unwrap();
+    std::fs::write(a.join("h.txt"), "unchanged too").unwrap();
+    let (code, out) = sync_local(&a, &b, &state);
+    assert_eq!(code, Some(0), "{out}");
+    // A backup (clone) of the destination, taken now.
+    copy_tree(&b, &clone);
+    // Later work on the source, synced.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(a.join("report.txt"), "final version, a week of work").unwrap();
+    std::fs::write(a.join("new.txt"), "written after the backup").unwrap();
+    let (code, out) = sync_local(&a, &b, &state);
+    assert_eq!(code, Some(0), "{out}");
+    // The destination disk dies and is replaced by the clone, mounted at the same path.
+    std::fs::remove_dir_all(&b).unwrap();
+    std::fs::rename(&clone, &b).unwrap();
+    let (code, out) = sync_local(&a, &b, &state);
+    let report = std::fs::read_to_string(a.join("report.txt")).unwrap_or_default();
+    assert!(
+        code == Some(3)
+            || (report == "final version, a week of work" && a.join("new.txt").exists()),
+        "a restored clone of the destination rolled the source back (exit {code:?}): \
+         report.txt is now {report:?}, new.txt exists: {}; {out}",
+        a.join("new.txt").exists()
+    );
+}

@@ -152,7 +152,7 @@ impl SyncEngine {
                 blocking(move || StateStore::open(&dir, &id)).await?
             }
         };
-        let roots = identity::check_roots(pair, &locations, &store, dry_run).await?;
+        let roots = identity::check_roots(pair, &locations, &store, &id, dry_run).await?;
         // The initial-sync preference holds until the pair's first plan has ended normally;
         // a safety stop, a dry run, a kill or a cancellation does not consume it.
         let initial = {
@@ -294,6 +294,20 @@ impl SyncEngine {
             let s = store.clone();
             let (record, accepted) = (roots.record.clone(), roots.accepted_sides.clone());
             blocking(move || s.record_root_identities(&record, &accepted)).await?;
+        }
+        // Each real run leaves a new generation in each root, so an older copy of a root put
+        // back later (same id file) is recognised and stopped.
+        for side in roots.generations.iter().copied() {
+            if let Err(e) =
+                identity::advance_generation(pair.client(side).as_ref(), side, &id, &store).await
+            {
+                let w = format!(
+                    "could not record this run's generation in the {side} root ({e}); an older \
+                     copy of that root put back later would not be recognised"
+                );
+                tracing::warn!("{w}");
+                plan.warnings.push(w);
+            }
         }
 
         plan.state_updates

@@ -292,6 +292,10 @@ pub struct RootChange {
     pub recorded: RootIdentity,
     /// The identity the root shows now; `None` when it has no id file (and no volume id).
     pub found: Option<RootIdentity>,
+    /// The root shows the recorded id, but not the generation the last run of this pair
+    /// wrote into it: an older copy of the root (a restored backup, a rolled-back snapshot,
+    /// a copied folder), whose files would roll the other side back.
+    pub older_copy: bool,
 }
 
 /// The message of [`SyncError::RootChanged`].
@@ -300,6 +304,16 @@ pub(crate) fn root_changed_message(changes: &[RootChange]) -> String {
     for (i, c) in changes.iter().enumerate() {
         if i > 0 {
             msg.push_str("; and ");
+        }
+        if c.older_copy {
+            msg.push_str(&format!(
+                "the {} root {} holds this pair's root id ({}) but not the generation the \
+                 last run wrote into it: it looks like an older copy of the root (a restored \
+                 backup, a rolled-back snapshot, a copied folder), and syncing it would roll \
+                 the other side back and delete what was added since",
+                c.side, c.location, c.recorded
+            ));
+            continue;
         }
         let found = match &c.found {
             Some(id) => format!("it now has {id}"),
@@ -372,6 +386,57 @@ fn id_from_bytes(bytes: &[u8]) -> String {
     }
 }
 
+/// Where a root keeps the generation this pair's runs write into it:
+/// `.syncengine/generation/<hash of the pair id>` — one file per pair, since several machines
+/// may sync one shared root, each with its own pair.
+fn generation_path(pair_id: &str) -> Result<RelPath, Error> {
+    let name = hex::encode(&Sha256::digest(pair_id.as_bytes())[..12]);
+    RelPath::new(format!("{STATE_DIR_NAME}/generation/{name}"))
+}
+
+/// Reads the generation a root holds for `pair_id` (verified, see [`read_own_file`]).
+async fn read_generation(
+    client: &dyn StorageClient,
+    pair_id: &str,
+) -> Result<Option<String>, Error> {
+    Ok(read_own_file(client, &generation_path(pair_id)?)
+        .await?
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned()))
+}
+
+/// Writes a new generation for `pair_id` into a root: the store records it as pending first,
+/// then the file is written, then the store records it as current — a kill anywhere between
+/// leaves the root holding one of the two generations the store accepts.
+///
+/// # Errors
+/// The backend's error when the file cannot be written ([`SyncError::Storage`]), or the
+/// store's.
+pub(crate) async fn advance_generation(
+    client: &dyn StorageClient,
+    side: Side,
+    pair_id: &str,
+    store: &StateStore,
+) -> Result<(), SyncError> {
+    let next = hex::encode(rand::random::<[u8; 16]>());
+    {
+        let (store, next) = (store.clone(), next.clone());
+        blocking(move || store.begin_root_generation(side, &next)).await?;
+    }
+    let body = Bytes::from(format!("{next}\n"));
+    let size = body.len() as u64;
+    let path = generation_path(pair_id).map_err(|source| SyncError::Storage { side, source })?;
+    client
+        .write_opts(
+            &path,
+            bytes_stream(body),
+            WriteOptions::default().with_size_hint(size),
+        )
+        .await
+        .map_err(|source| SyncError::Storage { side, source })?;
+    let store = store.clone();
+    blocking(move || store.commit_root_generation(side, &next)).await
+}
+
 /// Writes a new random id file into a root (create-only, so two runs racing on a fresh root
 /// agree on the first one written) and returns the id the root holds afterwards.
 ///
@@ -407,6 +472,8 @@ pub(crate) struct RootCheck {
     pub(crate) accepted: bool,
     /// The sides accepted as new roots.
     pub(crate) accepted_sides: Vec<Side>,
+    /// The sides whose root has an id file: a real run writes them a new generation.
+    pub(crate) generations: Vec<Side>,
     /// Identities to record before the run changes anything (new, changed or accepted).
     pub(crate) record: Vec<RootRecord>,
     /// Warnings for the user.
@@ -429,6 +496,7 @@ pub(crate) async fn check_roots(
     pair: &SyncPair,
     locations: &[Location; 2],
     store: &StateStore,
+    pair_id: &str,
     dry_run: bool,
 ) -> Result<RootCheck, SyncError> {
     let recorded = {
@@ -455,7 +523,45 @@ pub(crate) async fn check_roots(
         let current = read_root_id(client).await.map_err(storage)?;
         let found = match recorded.filter(|_| base_files > 0) {
             None => None,
-            Some(RootIdentity::IdFile(r)) if current.as_deref() == Some(r.as_str()) => continue,
+            Some(RootIdentity::IdFile(r)) if current.as_deref() == Some(r.as_str()) => {
+                // The right root — but is it the root as the last run left it, or an older
+                // copy of it (same id file)?
+                let (recorded_gen, pending) = {
+                    let store = store.clone();
+                    blocking(move || store.root_generation(side)).await?
+                };
+                let Some(recorded_gen) = recorded_gen else {
+                    // No generation yet (state from before generations): start one.
+                    check.generations.push(side);
+                    continue;
+                };
+                let found = read_generation(client, pair_id).await.map_err(storage)?;
+                let same = found.as_deref() == Some(recorded_gen.as_str())
+                    || (pending.is_some() && found == pending);
+                if same {
+                    check.generations.push(side);
+                    continue;
+                }
+                let identity = RootIdentity::IdFile(r);
+                if !accept.is_some_and(|a| a.covers(side)) {
+                    changes.push(RootChange {
+                        side,
+                        location: location.to_string(),
+                        recorded: identity.clone(),
+                        found: Some(identity),
+                        older_copy: true,
+                    });
+                    continue;
+                }
+                check.accepted = true;
+                check.accepted_sides.push(side);
+                check.warnings.push(format!(
+                    "the {side} root {location} was accepted although it looks like an older \
+                     copy of itself: this run ignores the old base and deletes nothing"
+                ));
+                check.generations.push(side);
+                continue;
+            }
             Some(r @ RootIdentity::IdFile(_)) => {
                 Some((r, current.clone().map(RootIdentity::IdFile)))
             }
@@ -480,6 +586,7 @@ pub(crate) async fn check_roots(
                     location: location.to_string(),
                     recorded,
                     found,
+                    older_copy: false,
                 });
                 continue;
             }
@@ -512,6 +619,9 @@ pub(crate) async fn check_roots(
             },
         };
         if let Some(identity) = identity {
+            if matches!(identity, RootIdentity::IdFile(_)) {
+                check.generations.push(side);
+            }
             check.record.push((side, identity, location.to_string()));
         }
     }
@@ -621,6 +731,7 @@ mod tests {
             location: "file:///mnt/usb".into(),
             recorded: RootIdentity::IdFile("aaa".into()),
             found: Some(RootIdentity::IdFile("bbb".into())),
+            older_copy: false,
         }]);
         assert!(
             msg.contains("root id aaa") && msg.contains("root id bbb"),
@@ -634,12 +745,14 @@ mod tests {
                 location: "s".into(),
                 recorded: RootIdentity::IdFile("a".into()),
                 found: None,
+                older_copy: false,
             },
             RootChange {
                 side: Side::Destination,
                 location: "d".into(),
                 recorded: RootIdentity::Volume("v".into()),
                 found: None,
+                older_copy: false,
             },
         ]);
         assert!(both.contains("--accept-new-root both"), "{both}");

@@ -379,3 +379,42 @@ async fn a_short_or_corrupt_read_never_leaves_a_torn_backup() {
         }
     }
 }
+
+/// A run that wrote its new generation into a root but was stopped before it recorded it
+/// (here: the write's reply is lost) leaves the root holding the pending generation, which
+/// the next run accepts: no false "older copy" stop.
+#[tokio::test]
+async fn a_generation_written_but_not_recorded_is_no_false_alarm() {
+    let state = tempfile::tempdir().unwrap();
+    let s = Arc::new(MemoryClient::new());
+    let d = Arc::new(MemoryClient::new());
+    s.put(&RelPath::new("a.txt").unwrap(), Bytes::from("a"))
+        .await
+        .unwrap();
+    let engine = SyncEngine::new(state.path());
+    engine
+        .sync_pair(&SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay))
+        .await
+        .unwrap();
+    let generation = d
+        .files()
+        .into_keys()
+        .find(|p| p.as_str().starts_with(".syncengine/generation/"))
+        .expect("a generation file");
+    let faulty = Arc::new(FaultClient::new(d.clone(), FaultConfig::none()));
+    faulty.fail_path(&generation, Fault::ErrorAfter, 1);
+    let stats = engine
+        .sync_pair(&SyncPair::new(s.clone(), faulty, SyncMode::TwoWay))
+        .await
+        .unwrap();
+    assert!(
+        stats.warnings.iter().any(|w| w.contains("generation")),
+        "{stats:?}"
+    );
+    for _ in 0..2 {
+        engine
+            .sync_pair(&SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay))
+            .await
+            .unwrap();
+    }
+}

@@ -167,7 +167,12 @@ async fn a_copy_whose_reply_was_lost_after_it_landed_is_recognised_so_an_edit_is
     // (the run counted an error), and the copy's intent was cleared with the failure; the
     // source's edit then met an unrecorded copy on the destination: a conflict.
     let (_state, engine, src, dst, fd) = pair_with_an_addition().await;
-    fd.fail_next(Op::Write, Fault::ErrorAfter);
+    // By path: the run writes the engine's own files too (the root's generation).
+    fd.fail_path(
+        &syncengine_core::RelPath::new("b.txt").unwrap(),
+        Fault::ErrorAfter,
+        1,
+    );
     let stats = two_way(&engine, src.clone(), fd.clone()).await.unwrap();
     assert_eq!(stats.errors, 1, "{stats:?}");
     assert_eq!(text(&dst, "b.txt").as_deref(), Some("v1 from the source"));

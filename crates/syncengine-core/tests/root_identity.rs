@@ -457,3 +457,67 @@ async fn read_only_roots_fall_back_to_the_volume_id_or_warn() {
     );
     assert_eq!(stats.uploaded, 10);
 }
+
+/// An older copy of a root put back in its place (a restored backup, a rolled-back snapshot,
+/// a copied folder: the same root id) is recognised by the generation the last run left in
+/// the root: the run stops before changing anything, and the newer side is not rolled back.
+#[tokio::test]
+async fn an_older_copy_of_a_root_stops_the_run() {
+    let state = tempfile::tempdir().unwrap();
+    let (s, d) = synced_pair(state.path()).await;
+    let backup = d.files();
+    assert!(
+        backup
+            .keys()
+            .any(|p| p.as_str().starts_with(".syncengine/generation/")),
+        "no generation file after a run: {:?}",
+        backup.keys().collect::<Vec<_>>()
+    );
+    // Work goes on after the backup was taken.
+    s.put(&rel("f0.txt"), Bytes::from("edited after the backup"))
+        .await
+        .unwrap();
+    s.put(&rel("new.txt"), Bytes::from("added after the backup"))
+        .await
+        .unwrap();
+    let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay);
+    SyncEngine::new(state.path())
+        .sync_pair(&pair)
+        .await
+        .unwrap();
+
+    // The destination is replaced by the backup, engine folder and all.
+    let restored = Arc::new(MemoryClient::new().with_location("usb"));
+    for (path, body) in backup {
+        restored.put(&path, body).await.unwrap();
+    }
+    let before = user_files(&s);
+    let pair = SyncPair::new(s.clone(), restored.clone(), SyncMode::TwoWay);
+    match SyncEngine::new(state.path()).sync_pair(&pair).await {
+        Err(SyncError::RootChanged { changes }) => {
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            assert!(changes[0].older_copy, "{changes:?}");
+            assert_eq!(changes[0].side, Side::Destination);
+        }
+        other => panic!("an older copy of the destination was synced: {other:?}"),
+    }
+    assert_eq!(user_files(&s), before, "the source was changed");
+
+    // Accepted, it deletes nothing and rolls nothing back on the source.
+    let accepted = SyncPair::new(s.clone(), restored.clone(), SyncMode::TwoWay)
+        .with_options(SyncOptions::default().with_accept_new_root(AcceptNewRoot::Destination));
+    SyncEngine::new(state.path())
+        .sync_pair(&accepted)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.read_to_bytes(&rel("new.txt")).await.unwrap(),
+        Bytes::from("added after the backup")
+    );
+    // And the runs after it are normal.
+    let pair = SyncPair::new(s.clone(), restored.clone(), SyncMode::TwoWay);
+    SyncEngine::new(state.path())
+        .sync_pair(&pair)
+        .await
+        .unwrap();
+}

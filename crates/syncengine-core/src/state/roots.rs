@@ -28,6 +28,15 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS root_identity(
 /// One identity to record: the side, what identifies its root, and where the root is.
 pub type RootRecord = (Side, RootIdentity, String);
 
+/// The generation each root holds for this pair (see
+/// [`check_roots`](crate::identity::RootGeneration)): the current one, and the one a run is
+/// writing (accepted too, so a kill between writing it and recording it is no false alarm).
+const CREATE_GENERATION_TABLE: &str = "CREATE TABLE IF NOT EXISTS root_generation(
+    side TEXT PRIMARY KEY,
+    current TEXT,
+    pending TEXT
+) WITHOUT ROWID";
+
 impl StateStore {
     /// The database file of `pair_id` under `state_dir` (whether or not it exists).
     pub fn file_for(state_dir: &Path, pair_id: &str) -> PathBuf {
@@ -108,6 +117,61 @@ impl StateStore {
             .map_err(ctx)?;
         }
         tx.commit().map_err(ctx)
+    }
+
+    /// The generations recorded for `side`'s root: (current, pending).
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be read.
+    pub fn root_generation(
+        &self,
+        side: Side,
+    ) -> Result<(Option<String>, Option<String>), SyncError> {
+        let ctx = |e| self.err("reading the recorded root generation", e);
+        let conn = self.conn()?;
+        conn.execute_batch(CREATE_GENERATION_TABLE).map_err(ctx)?;
+        let row: Option<(Option<String>, Option<String>)> = conn
+            .query_row(
+                "SELECT current, pending FROM root_generation WHERE side = ?1",
+                params![side.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(ctx)?;
+        Ok(row.unwrap_or((None, None)))
+    }
+
+    /// Records that a run is about to write generation `next` into `side`'s root (before it
+    /// does), keeping the current one.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the transaction fails.
+    pub fn begin_root_generation(&self, side: Side, next: &str) -> Result<(), SyncError> {
+        let ctx = |e| self.err("recording a root generation", e);
+        let conn = self.conn()?;
+        conn.execute_batch(CREATE_GENERATION_TABLE).map_err(ctx)?;
+        conn.execute(
+            "INSERT INTO root_generation(side, current, pending) VALUES (?1, NULL, ?2)              ON CONFLICT(side) DO UPDATE SET pending = excluded.pending",
+            params![side.as_str(), next],
+        )
+        .map_err(ctx)?;
+        Ok(())
+    }
+
+    /// Records `generation` as the one `side`'s root holds now.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the transaction fails.
+    pub fn commit_root_generation(&self, side: Side, generation: &str) -> Result<(), SyncError> {
+        let ctx = |e| self.err("recording a root generation", e);
+        let conn = self.conn()?;
+        conn.execute_batch(CREATE_GENERATION_TABLE).map_err(ctx)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO root_generation(side, current, pending) VALUES (?1, ?2, NULL)",
+            params![side.as_str(), generation],
+        )
+        .map_err(ctx)?;
+        Ok(())
     }
 
     /// Moves the state of `old_id` to `new_id` when only the old one exists: pair ids used to
