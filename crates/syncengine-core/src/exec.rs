@@ -814,7 +814,7 @@ impl Executor {
             }
             let mut free = true;
             for side in [Side::Source, Side::Destination] {
-                match self.client(side).stat(&candidate).await {
+                match self.retry(|| self.client(side).stat(&candidate)).await {
                     Ok(_) => free = false,
                     Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(e),
