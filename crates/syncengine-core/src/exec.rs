@@ -801,7 +801,14 @@ impl Executor {
             } else {
                 format!(".conflict-{}-{}-{n}", self.stamp, loser)
             };
-            let candidate = path.with_stem_suffix_max(&suffix, crate::path::NAME_MAX)?;
+            // The suffix goes before the extension, except where the "extension" is the tag
+            // of an earlier conflict copy (`notes.conflict-…-source` has none): a copy of a
+            // copy then reads as one, `notes.conflict-…-source.conflict-…-destination`.
+            let candidate = if ends_with_conflict_tag(path) {
+                path.with_name_suffix_max(&suffix, crate::path::NAME_MAX)?
+            } else {
+                path.with_stem_suffix_max(&suffix, crate::path::NAME_MAX)?
+            };
             // Reserved before the check: a concurrent action for another path gets another
             // name even while this one is still being checked.
             let reserved = self
@@ -1026,6 +1033,36 @@ fn record(from: Side, from_entry: &Entry, written: &Entry) -> BaseRecord {
 
 /// True when `now` is the version `listed` describes (size, mtime, and etag where both have
 /// one).
+/// Whether the file name of `path` ends in the tag of a conflict copy,
+/// `.conflict-<YYYYMMDDTHHMMSSZ>-<source|destination>[-N]`, with no extension after it.
+fn ends_with_conflict_tag(path: &RelPath) -> bool {
+    let name = path.file_name();
+    let Some(at) = name.rfind(".conflict-") else {
+        return false;
+    };
+    let tag = &name[at + ".conflict-".len()..];
+    let Some((stamp, side)) = tag.split_at_checked(16) else {
+        return false;
+    };
+    let stamp_ok = stamp.len() == 16
+        && stamp.as_bytes()[8] == b'T'
+        && stamp.ends_with('Z')
+        && stamp[..8]
+            .bytes()
+            .chain(stamp[9..15].bytes())
+            .all(|b| b.is_ascii_digit());
+    let side = side
+        .strip_prefix("-source")
+        .or_else(|| side.strip_prefix("-destination"));
+    stamp_ok
+        && side.is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .strip_prefix('-')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
+
 fn same_version(now: &Entry, listed: &Entry) -> bool {
     Version::of(listed).matches(now)
 }
@@ -1549,4 +1586,26 @@ pub fn overlay_base(base: BaseStream, mut records: Vec<BaseRecord>) -> BaseStrea
         next.map(|r| (Ok(r), st))
     })
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ends_with_conflict_tag;
+    use crate::RelPath;
+
+    fn tagged(p: &str) -> bool {
+        ends_with_conflict_tag(&RelPath::new(p).unwrap())
+    }
+
+    #[test]
+    fn a_conflict_tag_is_no_extension() {
+        assert!(tagged("c.conflict-20261202T052824Z-source"));
+        assert!(tagged("d/c.conflict-20261202T052824Z-destination-12"));
+        assert!(!tagged("c.conflict-20261202T052824Z-source.txt"));
+        assert!(!tagged("c.conflict-20261202T052824Z-sourcery"));
+        assert!(!tagged("c.conflict-2026120XT052824Z-source"));
+        assert!(!tagged("c.conflict-20261202T052824Z-source-"));
+        assert!(!tagged("c.conflict-short-source"));
+        assert!(!tagged("report.pdf"));
+    }
 }

@@ -125,10 +125,35 @@ impl RelPath {
     /// # Errors
     /// [`Error::InvalidPath`] when `suffix` alone does not fit in `max_name_bytes`.
     pub fn with_stem_suffix_max(&self, suffix: &str, max_name_bytes: usize) -> Result<RelPath> {
+        self.suffixed(suffix, max_name_bytes, true)
+    }
+
+    /// Returns the path with `suffix` appended to its file name, the file name cut to at
+    /// most `max_name_bytes` bytes (the end of the name gives way, as in
+    /// [`RelPath::with_stem_suffix_max`]): for a name whose last dot starts no extension.
+    ///
+    /// ```
+    /// use syncengine_core::RelPath;
+    ///
+    /// let p = RelPath::new("d/notes.conflict-20240101T000000Z-source").unwrap();
+    /// let c = p.with_name_suffix_max(".conflict-20240202T000000Z-destination", 255).unwrap();
+    /// assert_eq!(
+    ///     c.as_str(),
+    ///     "d/notes.conflict-20240101T000000Z-source.conflict-20240202T000000Z-destination"
+    /// );
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidPath`] when `suffix` alone does not fit in `max_name_bytes`.
+    pub fn with_name_suffix_max(&self, suffix: &str, max_name_bytes: usize) -> Result<RelPath> {
+        self.suffixed(suffix, max_name_bytes, false)
+    }
+
+    fn suffixed(&self, suffix: &str, max_name_bytes: usize, keep_ext: bool) -> Result<RelPath> {
         let name = self.file_name();
         let dir_len = self.0.len() - name.len();
         let (mut stem, mut ext) = match name.rfind('.') {
-            Some(i) if i > 0 => (&name[..i], &name[i..]),
+            Some(i) if i > 0 && keep_ext => (&name[..i], &name[i..]),
             _ => (name, ""),
         };
         if suffix.len() + ext.len() >= max_name_bytes {

@@ -638,6 +638,16 @@ struct Outcome {
     losers: Vec<Loser>,
 }
 
+impl Outcome {
+    /// The version the outcome puts on `side`.
+    fn on(&self, side: Side) -> Option<Ver> {
+        match side {
+            Side::Source => self.s,
+            Side::Destination => self.d,
+        }
+    }
+}
+
 fn out(s: Option<Ver>, d: Option<Ver>) -> Outcome {
     // Both present: the base records them; one side absent: a settled absence is recorded
     // only where a rule says so (callers use `settled`).
@@ -902,66 +912,96 @@ fn resolve_type_clashes(predicted: &mut BTreeMap<String, Vec<Outcome>>) {
                 .take_while(|(k, _)| k.starts_with(&prefix))
                 .map(|(_, outs)| outs)
         };
-        let folder_s = below().any(|outs| outs.iter().all(|o| o.s.is_some()));
-        let folder_d = below().any(|outs| outs.iter().all(|o| o.d.is_some()));
-        if !folder_s && !folder_d {
+        // A folder below `p` is certain on a side where every outcome of some path below
+        // keeps a file there, and only possible where some outcomes do: the engine may hold
+        // one of several records for the paths below (a faulted run may or may not have
+        // recorded a no-op settle), and which outcome comes follows the record it holds.
+        let surely = |side: Side| below().any(|outs| outs.iter().all(|o| o.on(side).is_some()));
+        let maybe = |side: Side| below().any(|outs| outs.iter().any(|o| o.on(side).is_some()));
+        let sure = [surely(Side::Source), surely(Side::Destination)];
+        let possible = [maybe(Side::Source), maybe(Side::Destination)];
+        if possible == [false, false] {
             continue;
         }
         let Some(outs) = predicted.get_mut(p) else {
             continue;
         };
-        let mut moved_aside = Vec::new();
-        for o in outs.iter_mut() {
-            let mut clashed = false;
-            if folder_s && let Some(v) = o.s.take() {
-                o.losers.push(Loser {
-                    ver: v,
-                    side: Side::Source,
-                    spread: Spread::Optional,
-                    settled: false,
-                });
-                clashed = true;
-            }
-            if folder_d && let Some(v) = o.d.take() {
-                o.losers.push(Loser {
-                    ver: v,
-                    side: Side::Destination,
-                    spread: Spread::Optional,
-                    settled: false,
-                });
-                clashed = true;
-            }
-            if clashed {
-                o.rec = None;
-                // Behaviour 10: where both are to stay, "the folder keeps the path and the
-                // file becomes a conflict copy" — on the file's own side too (the engine moves
-                // it aside there and shares it), so the pair converges instead of clashing
-                // again on the next run.
-                let mut aside = Outcome {
-                    s: None,
-                    d: None,
-                    rec: None,
-                    losers: o.losers.clone(),
-                };
-                for (v, side) in [(o.s, Side::Source), (o.d, Side::Destination)] {
-                    if let Some(v) = v {
-                        aside.losers.push(Loser {
-                            ver: v,
-                            side,
-                            spread: Spread::Optional,
-                            settled: false,
-                        });
-                    }
+        let mut resolved = clash(outs, sure);
+        if possible != sure {
+            for o in clash(outs, possible) {
+                if !resolved.contains(&o) {
+                    resolved.push(o);
                 }
-                moved_aside.push(aside);
             }
         }
-        for a in moved_aside {
-            if !outs.contains(&a) {
-                outs.push(a);
+        *outs = resolved;
+    }
+}
+
+/// The outcomes of a file's path where a folder holds the path on the sides `folder`
+/// (`[source, destination]`): the folder keeps the path there, and the file's version is kept.
+fn clash(outs: &[Outcome], folder: [bool; 2]) -> Vec<Outcome> {
+    let mut resolved: Vec<Outcome> = Vec::new();
+    let mut moved_aside = Vec::new();
+    for o in outs {
+        let mut o = o.clone();
+        let mut clashed = false;
+        if folder[0]
+            && let Some(v) = o.s.take()
+        {
+            o.losers.push(Loser {
+                ver: v,
+                side: Side::Source,
+                spread: Spread::Optional,
+                settled: false,
+            });
+            clashed = true;
+        }
+        if folder[1]
+            && let Some(v) = o.d.take()
+        {
+            o.losers.push(Loser {
+                ver: v,
+                side: Side::Destination,
+                spread: Spread::Optional,
+                settled: false,
+            });
+            clashed = true;
+        }
+        if clashed {
+            o.rec = None;
+            // Behaviour 10: where both are to stay, "the folder keeps the path and the
+            // file becomes a conflict copy" — on the file's own side too (the engine moves
+            // it aside there and shares it), so the pair converges instead of clashing
+            // again on the next run.
+            let mut aside = Outcome {
+                s: None,
+                d: None,
+                rec: None,
+                losers: o.losers.clone(),
+            };
+            for (v, side) in [(o.s, Side::Source), (o.d, Side::Destination)] {
+                if let Some(v) = v {
+                    aside.losers.push(Loser {
+                        ver: v,
+                        side,
+                        spread: Spread::Optional,
+                        settled: false,
+                    });
+                }
             }
+            moved_aside.push(aside);
+        }
+        if !resolved.contains(&o) {
+            resolved.push(o);
         }
     }
+    for a in moved_aside {
+        if !resolved.contains(&a) {
+            resolved.push(a);
+        }
+    }
+    resolved
 }
 
 /// If `path` is a conflict copy, the path it was made from.
@@ -1282,7 +1322,10 @@ impl World {
     async fn run(&mut self, spec: &RunSpec) {
         let (s0, d0) = self.views();
         // An unconfirmed change whose written side a user changed since: the engine cannot
-        // tell the landed copy any more, so it may plan from the old record.
+        // tell the landed copy any more, so it may plan from the old record. One not yet
+        // touched stays unconfirmed through a faulted run (which may record nothing at all,
+        // e.g. one that fails at its first call); a fault-free run records it.
+        let mut carried: BTreeMap<String, Unconfirmed> = BTreeMap::new();
         for (p, u) in std::mem::take(&mut self.unconfirmed) {
             let now = [s0.live.get(&p).copied(), d0.live.get(&p).copied()];
             let touched = u
@@ -1291,6 +1334,9 @@ impl World {
                 .zip(now)
                 .any(|(after, now)| after.is_some_and(|after| after != now));
             if !touched {
+                if spec.fault.is_some() {
+                    carried.insert(p, u);
+                }
                 continue;
             }
             let _ = writeln!(
@@ -1689,6 +1735,9 @@ impl World {
         }
 
         self.base = new_base;
+        for (p, u) in carried {
+            unconfirmed.entry(p).or_insert(u);
+        }
         self.unconfirmed = unconfirmed;
         if crash_token.is_cancelled() {
             self.initial_maybe_consumed = true;
