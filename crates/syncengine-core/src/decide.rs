@@ -370,7 +370,9 @@ pub enum TypeDecision {
 /// both the file and something below the folder are to stay — the other side edited the file
 /// meanwhile, both sides added, or a mode that never deletes — the folder keeps the path and
 /// the file becomes a conflict copy, shared with the other side where the mode copies that
-/// way.
+/// way. That holds in every mode, also where the file is on a backup mode's primary side
+/// (SEMANTICS leaves this open): renaming one file loses nothing, while moving a folder aside
+/// is many requests on an object store and not atomic.
 ///
 /// ```
 /// use syncengine_core::decide::{decide_type_change, Decision, Policy, TypeChange, TypeDecision};
