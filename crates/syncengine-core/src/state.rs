@@ -946,6 +946,10 @@ enum Page {
     Failed(SyncError),
 }
 
+/// The page cache of the reader that streams the base, in KiB as SQLite's negative
+/// `cache_size` counts it: enough for the b-tree's interior pages.
+const STREAM_CACHE_KIB: i64 = -256;
+
 /// Reads all records from a file database within one read transaction.
 fn stream_from_file(path: &Path, tx: &mpsc::Sender<Page>) {
     let open = || -> Result<Connection, rusqlite::Error> {
@@ -956,6 +960,9 @@ fn stream_from_file(path: &Path, tx: &mpsc::Sender<Page>) {
         )?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "query_only", true)?;
+        // One sequential scan reads each page once: a page cache would only hold memory
+        // (SQLite's default is 2 MiB per connection, on top of the main connection's).
+        conn.pragma_update(None, "cache_size", STREAM_CACHE_KIB)?;
         Ok(conn)
     };
     let mut conn = match open() {
