@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{StorageClient, StorageClientExt, TransferOptions, WriteMode, WriteOptions};
 use crate::collide::fold_name;
 use crate::decide::kept_copy_goes_back;
-use crate::entry::{Entry, Version, truncate_nanos};
+use crate::entry::{ContentHash, Entry, Version, truncate_nanos};
 use crate::error::{Error, SyncError};
 use crate::ignore_rules::STATE_DIR_NAME;
 use crate::mode::{ConflictLoser, Side, SyncMode};
@@ -109,6 +109,9 @@ struct Done {
     updates: Vec<BaseUpdate>,
     /// Actions to run after this batch (the copy of a kept conflict loser).
     follow_ups: Vec<Action>,
+    /// Intents the action recorded itself (the copies of conflict copies, whose names are
+    /// chosen as it runs), cleared once its updates are written.
+    intents: Vec<RelPath>,
 }
 
 impl Done {
@@ -116,6 +119,7 @@ impl Done {
         Done {
             updates,
             follow_ups: Vec::new(),
+            intents: Vec::new(),
         }
     }
 }
@@ -323,6 +327,11 @@ impl Executor {
             if let (Some(intent), Outcome::Done(_)) = (intent_of(&action), &outcome) {
                 writer.clear(intent.path);
             }
+            if let Outcome::Done(done) = &outcome {
+                for path in &done.intents {
+                    writer.clear(path.clone());
+                }
+            }
             match outcome {
                 Outcome::Done(done) => {
                     failures.succeeded();
@@ -396,7 +405,7 @@ impl Executor {
                     };
                     self.settle_conflict(*w, win, lose).await
                 }
-                None => self.keep_both(source, destination).await.map(Done::updates),
+                None => self.keep_both(source, destination).await,
             },
             Action::SetAside {
                 kept_side,
@@ -408,10 +417,7 @@ impl Executor {
                 entry,
                 share,
                 settled,
-            } => self
-                .move_aside(*side, entry, *share, *settled)
-                .await
-                .map(Done::updates),
+            } => self.move_aside(*side, entry, *share, *settled).await,
         }
     }
 
@@ -462,14 +468,9 @@ impl Executor {
             return Ok((written, None));
         }
         let kept = match keep_at {
-            Some(aside) => Some(
-                self.retry(|| client.preserve(&existing.path, aside))
-                    .await?,
-            ),
+            Some(aside) => Some(self.preserve_at(side, existing, aside).await?),
             None => match self.recovery(side) {
-                ResolvedRecovery::Trash => {
-                    Some(self.preserve_in_trash(side, &existing.path).await?)
-                }
+                ResolvedRecovery::Trash => Some(self.preserve_in_trash(side, existing).await?),
                 ResolvedRecovery::BackupDir(backup) => {
                     self.copy_to_backup(side, existing, backup).await?;
                     None
@@ -513,6 +514,30 @@ impl Executor {
                 undo.run().await;
                 Err(e)
             }
+        }
+    }
+
+    /// Preserves `existing` on `side` at `aside`, a conflict name. A call that failed after
+    /// the copy was made (a lost reply) counts as made when `aside` holds exactly
+    /// `existing`: else the action would fail and the next run make a second conflict copy,
+    /// the first one left as a file of its own that nothing records.
+    async fn preserve_at(
+        &self,
+        side: Side,
+        existing: &Entry,
+        aside: &RelPath,
+    ) -> Result<Entry, Error> {
+        let client = self.client(side);
+        match self.retry(|| client.preserve(&existing.path, aside)).await {
+            Ok(kept) => Ok(kept),
+            Err(e @ Error::Unsupported { .. }) => Err(e),
+            Err(e) => match self.holds_copy(side, existing, side, aside).await {
+                Some(kept) => {
+                    tracing::info!(path = %aside, error = %e, "the copy failed but is in place; kept");
+                    Ok(kept)
+                }
+                None => Err(e),
+            },
         }
     }
 
@@ -617,16 +642,28 @@ impl Executor {
         Ok(())
     }
 
-    /// Keeps the current version of `path` in the side's trash while it stays at its path
-    /// (see [`StorageClient::preserve`]); returns the copy.
-    async fn preserve_in_trash(&self, side: Side, path: &RelPath) -> Result<Entry, Error> {
+    /// Keeps the current version of `existing` in the side's trash while it stays at its
+    /// path (see [`StorageClient::preserve`]); returns the copy. A call that failed after the
+    /// copy was made (a lost reply) counts as made when the trash holds exactly `existing`.
+    async fn preserve_in_trash(&self, side: Side, existing: &Entry) -> Result<Entry, Error> {
         let client = self.client(side);
+        let path = &existing.path;
         for n in 1u32..100 {
             let target = self.trash_path(path, n)?;
             match self.retry(|| client.preserve(path, &target)).await {
                 Err(Error::AlreadyExists { .. }) => continue,
-                Err(_) if in_the_way(client.as_ref(), &target).await => continue,
-                other => return other,
+                Err(e @ Error::Unsupported { .. }) => return Err(e),
+                Err(e) => {
+                    if let Some(kept) = self.holds_copy(side, existing, side, &target).await {
+                        tracing::info!(path = %target, error = %e, "the copy failed but is in place; kept");
+                        return Ok(kept);
+                    }
+                    if in_the_way(client.as_ref(), &target).await {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                ok => return ok,
             }
         }
         Err(Error::other(
@@ -722,7 +759,23 @@ impl Executor {
                 opts.mtime = mtime;
                 dst.write_opts(to_path, body, opts).await
             })
-            .await?;
+            .await;
+        let written = match written {
+            Ok(written) => written,
+            // The write was not tried: the caller falls back to another mode.
+            Err(e @ Error::Unsupported { .. }) => return Err(e),
+            Err(e) => match self.holds_copy(from, listed, to, to_path).await {
+                Some(now) => {
+                    // The server committed and the reply was lost (or a retry met its own
+                    // first attempt): the copy is done, and the base must say so now. Left
+                    // to the next run, an edit of the copy before it would look like a
+                    // change of both sides, a conflict (issue 8, behaviour 12).
+                    tracing::info!(path = %to_path, side = %to, error = %e, "the write failed but the copy is in place; recorded");
+                    now
+                }
+                None => return Err(e),
+            },
+        };
         if written.size != listed.size {
             // The source changed while it was read. The copy is whole and atomic, but the base
             // must not claim the listed version arrived; the next run will see the change.
@@ -736,6 +789,41 @@ impl Executor {
             ));
         }
         Ok(written)
+    }
+
+    /// After a write to `to_path` on side `to` failed: the entry there, when it holds
+    /// exactly the version `listed` on side `from` — the same size and the same MD5. An MD5
+    /// not listed is computed, for files up to [`RECOVERY_HASH_LIMIT`]: on the source that
+    /// reads its current content, so a source changed since (whose new content was not what
+    /// was sent) never passes for the copy.
+    async fn holds_copy(
+        &self,
+        from: Side,
+        listed: &Entry,
+        to: Side,
+        to_path: &RelPath,
+    ) -> Option<Entry> {
+        let dst = self.client(to);
+        let now = self.retry(|| dst.stat(to_path)).await.ok()?;
+        if now.size != listed.size {
+            return None;
+        }
+        let want = self.md5_within_limit(from, listed).await?;
+        let have = self.md5_within_limit(to, &now).await?;
+        (want == have).then_some(now)
+    }
+
+    /// The MD5 of `entry` on `side`: listed, else computed when it is at most
+    /// [`RECOVERY_HASH_LIMIT`] bytes.
+    async fn md5_within_limit(&self, side: Side, entry: &Entry) -> Option<ContentHash> {
+        let client = self.client(side);
+        if let Some(hash) = entry.content_hash(&client.capabilities()) {
+            return Some(hash);
+        }
+        if entry.size > RECOVERY_HASH_LIMIT {
+            return None;
+        }
+        self.retry(|| client.md5_of(entry)).await.ok()
     }
 
     async fn mirror_rename(
@@ -869,6 +957,7 @@ impl Executor {
         Ok(Done {
             updates: vec![BaseUpdate::Put(record(winner, win, &written))],
             follow_ups,
+            intents: Vec::new(),
         })
     }
 
@@ -880,11 +969,7 @@ impl Executor {
         }
     }
 
-    async fn keep_both(
-        &self,
-        source: &Entry,
-        destination: &Entry,
-    ) -> Result<Vec<BaseUpdate>, Error> {
+    async fn keep_both(&self, source: &Entry, destination: &Entry) -> Result<Done, Error> {
         let mut renamed = Vec::with_capacity(2);
         for (side, entry) in [(Side::Source, source), (Side::Destination, destination)] {
             if !self.still_as_listed(side, entry).await? {
@@ -902,20 +987,49 @@ impl Executor {
             renamed.push((side, moved));
         }
         let mut updates = vec![BaseUpdate::Remove(source.path.clone())];
+        let mut intents = Vec::with_capacity(2);
         for (side, moved) in renamed {
-            let written = self
-                .transfer(
-                    side,
-                    &moved.path,
-                    side.other(),
-                    &moved.path,
-                    WriteMode::Create,
-                    &moved,
-                )
-                .await?;
+            let written = self.share_copy(side, &moved).await?;
+            intents.push(moved.path.clone());
             updates.push(BaseUpdate::Put(record(side, &moved, &written)));
         }
-        Ok(updates)
+        Ok(Done {
+            updates,
+            follow_ups: Vec::new(),
+            intents,
+        })
+    }
+
+    /// Copies `copy`, a conflict copy just made on `side`, to the other side under its name,
+    /// with its intent recorded first like every planned copy's: its name is chosen while
+    /// the action runs, so it cannot be in the batch recorded ahead. A run that dies after
+    /// the copy landed (or whose base is then not written) leaves the intent, and the next
+    /// run records the copy instead of taking an edit of either side for a conflict.
+    async fn share_copy(&self, side: Side, copy: &Entry) -> Result<Entry, Error> {
+        let intent = Intent {
+            path: copy.path.clone(),
+            to: side.other(),
+            version: SideRecord::from_entry(copy),
+        };
+        let store = self.store.clone();
+        blocking(move || store.record_intents(&[intent]))
+            .await
+            .map_err(|e| {
+                Error::other(
+                    self.client(side.other()).backend(),
+                    copy.path.to_string(),
+                    format!("the copy was not started: {e}"),
+                )
+            })?;
+        self.transfer(
+            side,
+            &copy.path,
+            side.other(),
+            &copy.path,
+            WriteMode::Create,
+            copy,
+        )
+        .await
     }
 
     /// Carries out [`Action::SetAside`]: the kept copy of a settled deletion is kept under a
@@ -958,6 +1072,7 @@ impl Executor {
         Ok(Done {
             updates,
             follow_ups,
+            intents: Vec::new(),
         })
     }
 
@@ -970,7 +1085,7 @@ impl Executor {
         entry: &Entry,
         share: bool,
         settled: bool,
-    ) -> Result<Vec<BaseUpdate>, Error> {
+    ) -> Result<Done, Error> {
         if !self.still_as_listed(side, entry).await? {
             return Err(Error::PreconditionFailed {
                 backend: self.client(side).backend(),
@@ -984,27 +1099,21 @@ impl Executor {
             .retry(|| client.rename_opts(&entry.path, &aside, TransferOptions::default()))
             .await?;
         tracing::info!(path = %entry.path, kept_as = %aside, "type change: the folder keeps the path, the file is kept under a conflict name");
-        let mut updates = vec![BaseUpdate::Remove(entry.path.clone())];
+        let mut done = Done::updates(vec![BaseUpdate::Remove(entry.path.clone())]);
         if share {
-            let written = self
-                .transfer(
-                    side,
-                    &moved.path,
-                    side.other(),
-                    &moved.path,
-                    WriteMode::Create,
-                    &moved,
-                )
-                .await?;
-            updates.push(BaseUpdate::Put(record(side, &moved, &written)));
+            let written = self.share_copy(side, &moved).await?;
+            done.intents.push(moved.path.clone());
+            done.updates
+                .push(BaseUpdate::Put(record(side, &moved, &written)));
         } else if settled {
-            updates.push(BaseUpdate::Put(BaseRecord::settled_absence(
-                moved.path.clone(),
-                side.other(),
-                SideRecord::from_entry(&moved),
-            )));
+            done.updates
+                .push(BaseUpdate::Put(BaseRecord::settled_absence(
+                    moved.path.clone(),
+                    side.other(),
+                    SideRecord::from_entry(&moved),
+                )));
         }
-        Ok(updates)
+        Ok(done)
     }
 
     /// Runs `op`, retrying transient errors with exponential backoff.
@@ -1461,7 +1570,8 @@ fn intent_of(action: &Action) -> Option<Intent> {
     })
 }
 
-/// Files up to this size are hashed to check an interrupted copy whose target lists no hash.
+/// Files up to this size are hashed to check a copy that was interrupted or whose reply was
+/// lost, where a side lists no hash.
 const RECOVERY_HASH_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Turns the intents an interrupted run left into base records, for the copies that landed.

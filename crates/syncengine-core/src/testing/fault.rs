@@ -262,6 +262,8 @@ struct Shared {
     script: BTreeMap<u64, Fault>,
     /// Path, fault, and how many more calls on that path get it.
     by_path: Vec<(String, Fault, u32)>,
+    /// Part of a path, fault, and how many more calls on a path containing it get it.
+    by_part: Vec<(String, Fault, u32)>,
     /// Faults for the next calls of a kind ([`FaultClient::fail_next`]), oldest first.
     next_of: Vec<(Op, Fault)>,
     cancel_at: Vec<u64>,
@@ -316,6 +318,13 @@ impl FaultClient {
         self.lock()
             .by_path
             .push((path.as_str().to_owned(), fault, times));
+    }
+
+    /// Injects `fault` into the next `times` calls it applies to on any path that contains
+    /// `part`, as [`FaultClient::fail_path`] does for one path: for names the engine makes
+    /// up as it runs (a conflict copy: `part` = `".conflict-"`).
+    pub fn fail_paths_containing(&self, part: &str, fault: Fault, times: u32) {
+        self.lock().by_part.push((part.to_owned(), fault, times));
     }
 
     /// Injects `fault` into the next call of kind `op` (once; several calls queue up, oldest
@@ -391,6 +400,14 @@ impl FaultClient {
                 .by_path
                 .iter_mut()
                 .find(|(p, f, left)| *left > 0 && p == path && f.applies_to(op))
+        {
+            *left -= 1;
+            fault = Some(*f);
+        }
+        if fault.is_none()
+            && let Some((_, f, left)) = shared.by_part.iter_mut().find(|(part, f, left)| {
+                *left > 0 && path.contains(part.as_str()) && f.applies_to(op)
+            })
         {
             *left -= 1;
             fault = Some(*f);
