@@ -8,7 +8,7 @@
 //! conflicts and copies (up to `transfers` at once); then the copies those asked for (a kept
 //! conflict loser going to the other side); then — unless the run was cancelled — the other
 //! deletes. A failed action postpones only the deletes that depend on it (its path, the
-//! folders above it, its folder, its rename pair); a systemic failure (disk full, lost
+//! folders above and below it, its rename pair); a systemic failure (disk full, lost
 //! credentials, 10 failures in a row, more than half of at least 20 actions) postpones all.
 //!
 //! Before the engine deletes or overwrites a file it checks that the file is still what was
@@ -236,8 +236,8 @@ impl Executor {
             if !blocked.is_empty() {
                 stats.skipped += blocked.len() as u64;
                 stats.warnings.push(format!(
-                    "{} deletion(s) postponed because an action on the same path or in the same \
-                     folder failed; the next run retries them",
+                    "{} deletion(s) postponed because an action they depend on (same path, a \
+                     folder above or below, a rename pair) failed; the next run retries them",
                     blocked.len()
                 ));
             }
@@ -1246,11 +1246,6 @@ fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('/').map(move |(i, _)| &path[..i])
 }
 
-/// The folder holding `path` (`""` for the root).
-fn folder_of(path: &str) -> &str {
-    path.rfind('/').map_or("", |i| &path[..i])
-}
-
 fn side_index(side: Side) -> usize {
     match side {
         Side::Source => 0,
@@ -1342,14 +1337,20 @@ fn take_renames_vacating_folded_names(others: &mut Vec<Action>, folds: [bool; 2]
 }
 
 /// What failed so far in a run, and which deletes that blocks.
+///
+/// A delete depends on the actions at its own path, at the folders above it and below it,
+/// and on its rename pair — nothing else. A failed action in the same folder is no reason to
+/// wait: a delete only removes a version the other side deleted on purpose, and no other
+/// name's copy needs it. The one dependency between different names is a side that folds
+/// names (`readme` deleted where `README` is written: one file there); those deletes run
+/// before the copies ([`split_making_room`]), so a failure of theirs fails the copy and
+/// not the reverse.
 #[derive(Default)]
 struct Failures {
     /// Failed paths and every folder above them.
     at_or_above: HashSet<String>,
     /// Failed paths.
     exact: HashSet<String>,
-    /// The folders holding failed paths (`""` is the root).
-    folders: HashSet<String>,
     in_a_row: u32,
     failed: u64,
     finished: u64,
@@ -1375,7 +1376,6 @@ impl Failures {
             self.exact.insert(p.to_owned());
             self.at_or_above.insert(p.to_owned());
             self.at_or_above.extend(ancestors(p).map(str::to_owned));
-            self.folders.insert(folder_of(p).to_owned());
         }
         if self.systemic.is_none() {
             if let Some(cause) = systemic_cause(error) {
@@ -1395,13 +1395,11 @@ impl Failures {
             .then(|| format!("{} of {} actions failed", self.failed, self.finished))
     }
 
-    /// True when a delete of `path` depends on a failed action: the same path, a folder
-    /// above it or below it, or the same folder.
+    /// True when a delete of `path` depends on a failed action: the same path (a rename's
+    /// old path included), a folder above it or a path below it.
     fn blocks(&self, path: &RelPath) -> bool {
         let p = path.as_str();
-        self.at_or_above.contains(p)
-            || self.folders.contains(folder_of(p))
-            || ancestors(p).any(|a| self.exact.contains(a))
+        self.at_or_above.contains(p) || ancestors(p).any(|a| self.exact.contains(a))
     }
 }
 
