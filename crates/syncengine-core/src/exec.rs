@@ -4,7 +4,8 @@
 //! Order of work: base-only updates; then what makes room for a type change
 //! ([`Action::makes_room`], and the deletes of a file `x` on the side that receives `x/…`, or
 //! of `x/…` on the side that receives `x`, or, on a side that folds names, of a name that
-//! folds to one written there, and the renames that free such a name); then renames,
+//! folds to one written there, and the renames that free a name written there or a folder
+//! written into); then renames,
 //! conflicts and copies (up to `transfers` at once); then the copies those asked for (a kept
 //! conflict loser going to the other side); then — unless the run was cancelled — the other
 //! deletes. A failed action postpones only the deletes that depend on it (its path, the
@@ -196,7 +197,7 @@ impl Executor {
             caps.case_insensitive || caps.normalization_insensitive
         });
         let (room, deletes) = split_making_room(deletes, &others, folds);
-        let vacating = take_renames_vacating_folded_names(&mut others, folds);
+        let vacating = take_renames_making_room(&mut others, folds);
         let early: Vec<Action> = first.into_iter().chain(room).chain(vacating).collect();
         let mut failures = Failures::default();
         let mut follow_ups = Vec::new();
@@ -1305,33 +1306,64 @@ fn split_making_room(
     })
 }
 
-/// Takes out of `others` the renames that free, on a side that folds names (`folds`, per
-/// side), a name folding to one another action writes there (`B.txt` renamed to `r.txt`
-/// while `b.txt` is copied in): the disk holds both names as one file, so the copy would fail
-/// on the old name unless the rename runs first.
-fn take_renames_vacating_folded_names(others: &mut Vec<Action>, folds: [bool; 2]) -> Vec<Action> {
-    if !folds.contains(&true) {
+/// Takes out of `others` the renames that free a name another action needs on the side
+/// they rename on, so they run first: an old name with something written below it (`f`
+/// renamed to `b.txt` while `f/x` is copied in: a file where a folder must be), an old name
+/// below a file written there (`x/y` renamed away while a file `x` arrives), or, on a side
+/// that folds names (`folds`, per side), an old name folding to one written there (`B.txt`
+/// renamed to `r.txt` while `b.txt` is copied in: the disk holds both names as one file).
+/// Each time the write would fail on the old name unless the rename runs first.
+fn take_renames_making_room(others: &mut Vec<Action>, folds: [bool; 2]) -> Vec<Action> {
+    if !others.iter().any(|a| matches!(a, Action::Rename { .. })) {
         return Vec::new();
     }
-    let mut written: [std::collections::HashMap<String, usize>; 2] = Default::default();
-    for (side, path) in others.iter().flat_map(written_paths) {
-        let i = side_index(side);
-        if folds[i] {
-            *written[i].entry(fold_name(path.as_str())).or_default() += 1;
-        }
-    }
-    others
-        .extract_if(.., |a| match a {
-            Action::Rename {
-                seen_on, from, to, ..
-            } => {
-                let i = side_index(seen_on.other());
-                let freed = fold_name(from.path.as_str());
-                // Its own new name does not count: a rename that only changes case.
-                let own = usize::from(fold_name(to.path.as_str()) == freed);
-                folds[i] && written[i].get(&freed).copied().unwrap_or(0) > own
+    let early: Vec<bool> = {
+        let mut targets: [HashSet<&str>; 2] = Default::default();
+        // Folder → how many written paths lie below it.
+        let mut below: [std::collections::HashMap<&str, usize>; 2] = Default::default();
+        let mut folded: [std::collections::HashMap<String, usize>; 2] = Default::default();
+        for (side, path) in others.iter().flat_map(written_paths) {
+            let i = side_index(side);
+            let p = path.as_str();
+            targets[i].insert(p);
+            for folder in ancestors(p) {
+                *below[i].entry(folder).or_default() += 1;
             }
-            _ => false,
+            if folds[i] {
+                *folded[i].entry(fold_name(p)).or_default() += 1;
+            }
+        }
+        others
+            .iter()
+            .map(|a| match a {
+                Action::Rename {
+                    seen_on,
+                    from,
+                    to,
+                    keep_old,
+                } => {
+                    let i = side_index(seen_on.other());
+                    let (old, new) = (from.path.as_str(), to.path.as_str());
+                    // Its own new name does not count (`x` renamed to `x/y`, `X` to `x`).
+                    let own_below = usize::from(ancestors(new).any(|f| f == old));
+                    let written_below = below[i].get(old).copied().unwrap_or(0) > own_below;
+                    let written_above = ancestors(old).any(|f| f != new && targets[i].contains(f));
+                    let freed = fold_name(old);
+                    let own = usize::from(fold_name(new) == freed);
+                    let folded_written =
+                        folds[i] && folded[i].get(&freed).copied().unwrap_or(0) > own;
+                    (!keep_old && (written_below || written_above)) || folded_written
+                }
+                _ => false,
+            })
+            .collect()
+    };
+    let mut next = 0;
+    others
+        .extract_if(.., |_| {
+            let take = early.get(next).copied().unwrap_or(false);
+            next += 1;
+            take
         })
         .collect()
 }

@@ -360,3 +360,35 @@ async fn a_trash_folder_blocked_by_an_earlier_file_or_folder_of_the_same_name_ta
         p.assert_converged().await;
     }
 }
+
+#[tokio::test]
+async fn a_file_renamed_away_while_a_folder_takes_its_name_frees_the_name_first() {
+    // Model finding (kind case_fold, seed 2): `f/g/h` renamed to `b.txt` and a folder
+    // `f/g/h/` created in its place; the rename on the other side ran alongside the copy of
+    // `f/g/h/x`, which failed on the file still there. The reverse too: a folder's file
+    // renamed away while a file takes the folder's name.
+    for changer in [Side::Source, Side::Destination] {
+        let p = Pair::new();
+        put(&p.s, "f/g/h", "the file h").await;
+        put(&p.s, "d/inner", "the file in d").await;
+        p.two_way().await;
+        let a = p.side(changer);
+        a.rename(&rel("f/g/h"), &rel("b.txt")).await.unwrap();
+        put(a, "f/g/h/x", "x, in the new folder").await;
+        a.rename(&rel("d/inner"), &rel("moved")).await.unwrap();
+        put(a, "d", "d, now a file").await;
+
+        let stats = p.two_way().await;
+        let renamed = match changer.other() {
+            Side::Source => stats.renamed_source,
+            Side::Destination => stats.renamed_destination,
+        };
+        assert_eq!(renamed, 2, "{changer}: {stats:?}");
+        let other = p.side(changer.other());
+        assert_eq!(files(other)["b.txt"], "the file h");
+        assert_eq!(files(other)["f/g/h/x"], "x, in the new folder");
+        assert_eq!(files(other)["moved"], "the file in d");
+        assert_eq!(files(other)["d"], "d, now a file");
+        p.assert_converged().await;
+    }
+}
