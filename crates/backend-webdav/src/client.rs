@@ -1,6 +1,6 @@
 //! [`WebDavClient`]: the [`StorageClient`] implementation over WebDAV.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -76,6 +76,9 @@ struct Inner {
     destination_mangles: AtomicU8,
     /// Stale temp files the listings came across (by URL), removed when the engine asks.
     stale: StaleTemps,
+    /// Folders moved aside to be removed that listings found empty (by URL; see [`Inner::prune`]),
+    /// removed when the engine asks.
+    empty_asides: Mutex<BTreeSet<(String, Vec<String>)>>,
 }
 
 impl WebDavClient {
@@ -102,6 +105,7 @@ impl WebDavClient {
                 known_dirs: Mutex::new(HashSet::new()),
                 destination_mangles: AtomicU8::new(0),
                 stale: StaleTemps::default(),
+                empty_asides: Mutex::default(),
             }),
         }
     }
@@ -189,6 +193,61 @@ fn check_not_temp(path: &RelPath) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// What follows [`TEMP_FILE_PREFIX`] in the name of a folder moved aside to be removed.
+const ASIDE_TAG: &str = "dir-";
+
+/// The longest name common server file systems take (bytes).
+const NAME_MAX: usize = 255;
+
+/// A fresh name, in the same parent, for moving the emptied folder `dir` aside before it is
+/// deleted: `.syncengine-tmp-dir-<16 hex>-<its name>`, so that a listing which finds it left
+/// behind (a run killed between the move and the delete) can report it at the folder's path;
+/// just `.syncengine-tmp-dir-<16 hex>` when the name would be too long or is one a server's
+/// `MOVE` may mangle ([`risky_name`]). It never has the upload temp format, so the stale-temp
+/// rule never removes it: it is removed only when found empty.
+fn aside_dir_name(dir: &RelPath) -> String {
+    let name = dir.file_name();
+    let unique = format!(
+        "{TEMP_FILE_PREFIX}{ASIDE_TAG}{:016x}",
+        rand::random::<u64>()
+    );
+    if unique.len() + 1 + name.len() <= NAME_MAX && !risky_name(dir) {
+        format!("{unique}-{name}")
+    } else {
+        unique
+    }
+}
+
+/// For the name of a folder moved aside by [`aside_dir_name`]: `Some(Some(name))` naming the
+/// folder it was moved from, `Some(None)` when its name does not say; `None` for any other
+/// name.
+fn aside_target(name: &str) -> Option<Option<&str>> {
+    let tail = name
+        .strip_prefix(TEMP_FILE_PREFIX)?
+        .strip_prefix(ASIDE_TAG)?;
+    let (hex, rest) = (tail.get(..16)?, tail.get(16..)?);
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if rest.is_empty() {
+        return Some(None);
+    }
+    // Anything but `-<name>` after the hex is not a name this client made.
+    rest.strip_prefix('-').filter(|t| !t.is_empty()).map(Some)
+}
+
+/// What a collection moved aside holds now.
+enum AsideState {
+    /// Its own entry and nothing else.
+    Empty,
+    /// It is not there (any more).
+    Gone,
+    /// It holds members (the count).
+    Holds(usize),
+    /// It could not be read.
+    Unreadable(String),
 }
 
 /// Turns "no such file" (as [`map_error`] with [`Ctx::Lookup`] judges it) into `None`.
@@ -728,41 +787,181 @@ impl Inner {
     }
 
     /// Removes the collections that `dir` and its ancestors left empty, up to (not including)
-    /// the root, each only with a guard on its ETag. Best effort: any failure, or a
-    /// collection without an ETag, stops it quietly.
-    async fn prune(&self, mut dir: Option<RelPath>) {
+    /// the root.
+    ///
+    /// A `DELETE` of a collection is recursive: a file another machine uploads into it
+    /// between the emptiness check and the delete would go with it. So a collection is never
+    /// deleted while a file could still arrive in it unseen:
+    /// - with an ETag (Apache), the `DELETE` carries an `If` on it: the ETag changes when a
+    ///   file arrives, and the server then refuses the delete;
+    /// - without one (wsgidav), it is first moved aside to a name of our own
+    ///   ([`aside_dir_name`], `Overwrite: F`), where no writer can find it, checked there,
+    ///   and deleted only if it is still empty (see [`Inner::remove_aside`]).
+    ///
+    /// Best effort: a failure, or a collection that is not empty, stops it quietly.
+    ///
+    /// # Errors
+    /// Only when a collection moved aside turned out not to be empty and could not be moved
+    /// back: its contents stay at the aside name, which the error names (and listings report
+    /// the folder's path as unknown until the user puts them back).
+    async fn prune(&self, mut dir: Option<RelPath>) -> Result<()> {
         while let Some(d) = dir {
             let url = self.dir_url(Some(&d));
             let Ok(resources) = self.propfind(&url, "1").await else {
-                return;
+                return Ok(());
             };
             let own = self.segments_of(Some(&d));
             if resources.iter().any(|r| r.segments != own) {
-                return;
+                return Ok(());
             }
-            // A DELETE of a collection is recursive: a file another machine uploads into it
-            // between the check and the delete would go with it. The collection's ETag
-            // changes when a file arrives, and the `If` on it makes the server refuse the
-            // delete then; a server that gives collections none (wsgidav) leaves nothing to
-            // guard the delete with, so the empty collection stays.
-            let Some(etag) = resources.iter().find_map(|r| r.etag.clone()) else {
-                tracing::debug!(
-                    url,
-                    "left an empty collection: the server gives it no ETag to guard a delete with"
-                );
-                return;
-            };
-            let rb = self
-                .request(Method::DELETE, &url)
-                .header("If", format!("<{url}> ([{}])", if_etag(&etag)));
-            match self.send("DELETE", rb, &url).await {
-                Ok(resp) if resp.status().is_success() => {
-                    tracing::debug!(url, "removed empty collection");
-                    self.forget_dir(&url);
+            let removed = match resources.iter().find_map(|r| r.etag.clone()) {
+                Some(etag) => {
+                    let rb = self
+                        .request(Method::DELETE, &url)
+                        .header("If", format!("<{url}> ([{}])", if_etag(&etag)));
+                    matches!(
+                        self.send("DELETE", rb, &url).await,
+                        Ok(resp) if resp.status().is_success()
+                    )
                 }
-                _ => return,
+                None => self.remove_aside(&d, &url).await?,
+            };
+            if !removed {
+                return Ok(());
             }
+            tracing::debug!(url, "removed empty collection");
+            self.forget_dir(&url);
             dir = d.parent();
+        }
+        Ok(())
+    }
+
+    /// Removes the collection `dir` (at `url`, just seen empty) on a server that gives it no
+    /// ETag: `MOVE` it aside, check that it is empty there, and `DELETE` it; one that is not
+    /// (a file arrived before the move) is moved back. Returns whether `dir` is gone.
+    ///
+    /// A file uploaded after the move finds no collection at `dir` (its upload fails or makes
+    /// a new one): it is never inside the aside collection, whose name no writer knows.
+    ///
+    /// # Errors
+    /// When the collection, not empty, could not be moved back (its name was taken in the
+    /// meantime, or the server refused): it stays aside, and the error names it.
+    async fn remove_aside(&self, dir: &RelPath, url: &str) -> Result<bool> {
+        let parent = dir.parent();
+        let aside_name = aside_dir_name(dir);
+        let aside_url = format!(
+            "{}{}/",
+            self.dir_url(parent.as_ref()),
+            utf8_percent_encode(&aside_name, SEGMENT)
+        );
+        if !self.move_collection(url, &aside_url).await {
+            // Nothing moved (gone, or refused): the collection stays where it was.
+            return Ok(false);
+        }
+        self.forget_dir(url);
+        // From here the aside collection holds whatever was in the folder when it moved.
+        let mut aside_segments = self.segments_of(parent.as_ref());
+        aside_segments.push(aside_name);
+        let why = match self.aside_state(&aside_url, &aside_segments).await {
+            AsideState::Empty => {
+                // No guard is needed any more: nobody else writes below our aside name.
+                match self
+                    .send(
+                        "DELETE",
+                        self.request(Method::DELETE, &aside_url),
+                        &aside_url,
+                    )
+                    .await
+                {
+                    Ok(resp) if resp.status().is_success() => {}
+                    // The folder is gone from its path either way; a listing that meets the
+                    // empty aside collection has it removed later.
+                    Ok(resp) => {
+                        tracing::warn!(url = aside_url, status = %resp.status(), "could not delete an emptied folder moved aside");
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            url = aside_url,
+                            "could not delete an emptied folder moved aside: {e}"
+                        );
+                    }
+                }
+                return Ok(true);
+            }
+            // Removed by someone else meanwhile: nothing of it is left to lose.
+            AsideState::Gone => return Ok(true),
+            AsideState::Holds(n) => format!("{n} members arrived before it was moved"),
+            AsideState::Unreadable(e) => format!("it could not be checked ({e})"),
+        };
+        if self.move_collection(&aside_url, url).await {
+            tracing::debug!(url, "kept a folder that is not empty any more: {why}");
+            return Ok(false);
+        }
+        tracing::warn!(
+            url,
+            aside = aside_url,
+            "a folder moved aside could not be moved back"
+        );
+        Err(Error::other(
+            BACKEND,
+            dir.as_str(),
+            format!(
+                "the folder was moved aside at {aside_url} to be removed, but it is not empty                  ({why}) and could not be moved back (its name is taken): move its contents                  back to this folder, or remove it once they are not needed; until then this                  path is reported as unknown (the file operation itself was done)"
+            ),
+        ))
+    }
+
+    /// Notes an aside folder a listing found empty, for [`StorageClient::remove_stale_temps`]
+    /// (never a listing itself: a dry run lists too).
+    fn note_empty_aside(&self, url: String, segments: Vec<String>) {
+        self.empty_asides
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((url, segments));
+    }
+
+    /// `MOVE` of the collection `from` to `to` (URLs ending in `/`), never replacing
+    /// anything (`Overwrite: F`; no `Depth`, which for a collection means infinity). Returns
+    /// whether it moved.
+    async fn move_collection(&self, from: &str, to: &str) -> bool {
+        let rb = self
+            .request(method("MOVE"), from)
+            .header("Destination", to)
+            .header("Overwrite", "F");
+        match self.send("MOVE", rb, from).await {
+            Ok(resp) if resp.status().is_success() => true,
+            Ok(resp) => {
+                tracing::debug!(from, to, status = %resp.status(), "collection not moved");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(from, to, "collection not moved: {e}");
+                false
+            }
+        }
+    }
+
+    /// What the collection moved aside at `url` (whose decoded path is `own`) holds now.
+    async fn aside_state(&self, url: &str, own: &[String]) -> AsideState {
+        match self.propfind(url, "1").await {
+            Ok(resources) => {
+                let members = resources.iter().filter(|r| r.segments != own).count();
+                let itself = resources
+                    .iter()
+                    .any(|r| r.segments == own && r.is_collection);
+                match (itself, members) {
+                    (true, 0) => AsideState::Empty,
+                    (_, n) if n > 0 => AsideState::Holds(n),
+                    _ => AsideState::Unreadable(
+                        "the answer has no entry for the collection itself".into(),
+                    ),
+                }
+            }
+            Err(DavError::Status {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }) => AsideState::Gone,
+            Err(e) => AsideState::Unreadable(e.to_string()),
         }
     }
 
@@ -783,6 +982,9 @@ impl Inner {
         let mut names = HashSet::new();
         let mut items: Vec<(String, Item)> = Vec::new();
         let mut seen_self = false;
+        // Folders moved aside to be removed: (the name they were moved from, if it says,
+        // their own name).
+        let mut asides: Vec<(Option<String>, String)> = Vec::new();
         for res in resources {
             if res.segments == own {
                 if !res.is_collection {
@@ -809,6 +1011,12 @@ impl Inner {
             };
             if let Some(status) = res.status.filter(|s| !(200..300).contains(s)) {
                 return Err(bad(format!("member {name:?} listed with status {status}")));
+            }
+            if res.is_collection
+                && let Some(target) = aside_target(name)
+            {
+                asides.push((target.map(str::to_owned), name.clone()));
+                continue;
             }
             if name.starts_with(TEMP_FILE_PREFIX) {
                 if !res.is_collection {
@@ -848,8 +1056,59 @@ impl Inner {
                 "the server's answer has no entry for the collection itself".into(),
             ));
         }
+        for (target, name) in asides {
+            self.place_aside(dir, &mut items, target, name);
+        }
         items.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         Ok(items.into_iter().map(|(_, item)| item).collect())
+    }
+
+    /// Puts a folder moved aside to be removed (by this or another machine's run; a run killed
+    /// between the move and the delete leaves it behind) among the listed items of `dir`, at
+    /// the place of the folder it was moved from: the walk checks it there ([`Item::Aside`]).
+    /// What the listing holds at that name itself waits behind it, and is walked as usual
+    /// once the aside folder proves empty. An aside folder whose name does not say where it
+    /// came from is placed first, for `dir`'s contents.
+    fn place_aside(
+        &self,
+        dir: Option<&RelPath>,
+        items: &mut Vec<(String, Item)>,
+        target: Option<String>,
+        name: String,
+    ) {
+        let url = format!(
+            "{}{}/",
+            self.dir_url(dir),
+            utf8_percent_encode(&name, SEGMENT)
+        );
+        let mut segments = self.segments_of(dir);
+        segments.push(name);
+        let target = target.and_then(|t| {
+            let path = match dir {
+                None => RelPath::new(t.as_str()),
+                Some(d) => d.join(&t),
+            };
+            // A single valid name, like every member of a listing.
+            path.ok()
+                .filter(|p| p.file_name() == t)
+                .map(|p| (t, AsideOf::Path(p)))
+        });
+        let (key, of) = target.unwrap_or_else(|| (String::new(), AsideOf::Contents(dir.cloned())));
+        // Whatever holds this place already (the listed file, the probe of the listed folder,
+        // or another aside folder of the same name), never the `name/` step into a folder.
+        let shadowed = items
+            .iter()
+            .position(|(k, item)| *k == key && !matches!(item, Item::Descend(_)))
+            .map(|i| Box::new(items.remove(i).1));
+        items.push((
+            key,
+            Item::Aside(Aside {
+                url,
+                segments,
+                of,
+                shadowed,
+            }),
+        ));
     }
 
     /// Lists the collection a listing starts at; a missing collection (or a file) has none.
@@ -894,8 +1153,60 @@ impl Drop for Prefetch {
     }
 }
 
+/// Where a folder moved aside to be removed came from.
+enum AsideOf {
+    /// The folder at this path.
+    Path(RelPath),
+    /// Some folder in this one (the root when `None`): the aside name does not say which.
+    Contents(Option<RelPath>),
+}
+
+/// A folder moved aside to be removed, met by a listing (see [`Inner::place_aside`]).
+struct Aside {
+    /// Its URL (ending in `/`).
+    url: String,
+    /// Its decoded path segments from the server's root.
+    segments: Vec<String>,
+    of: AsideOf,
+    /// The item listed at the place this one took, walked if the aside folder is empty.
+    shadowed: Option<Box<Item>>,
+}
+
+impl Aside {
+    /// The unknown item a listing reports for an aside folder that is not known to be empty.
+    fn report(&self, state: &AsideState) -> Error {
+        let why = match state {
+            AsideState::Holds(n) => format!(
+                "a removal of this folder (by a run that was interrupted, or is still under \
+                 way on another machine) moved it aside to {} with {n} members in it (they may \
+                 be the only copy): move them back to this path, or remove that folder once \
+                 they are not needed",
+                self.url
+            ),
+            AsideState::Gone => format!(
+                "another run was removing this folder (moved aside at {}) while this \
+                 listing passed; the next run lists it again",
+                self.url
+            ),
+            AsideState::Unreadable(e) => format!(
+                "a folder moved aside to be removed, at {}, could not be read: {e}",
+                self.url
+            ),
+            AsideState::Empty => format!("an empty folder moved aside at {}", self.url),
+        };
+        match &self.of {
+            AsideOf::Path(path) => Error::unlisted(BACKEND, path.as_str(), why),
+            AsideOf::Contents(dir) => {
+                Error::unlisted_contents(BACKEND, dir.as_ref().map_or("", RelPath::as_str), why)
+            }
+        }
+    }
+}
+
 /// What a listing walk has yet to visit.
 enum Item {
+    /// A folder moved aside to be removed, checked at the place of the folder it came from.
+    Aside(Aside),
     File(Entry),
     /// A sub-collection to read, at its plain name's place (maybe already being prefetched).
     Probe(RelPath, Option<Prefetch>),
@@ -943,6 +1254,25 @@ impl Walk {
                             let why = format!("a collection that could not be listed: {e}");
                             return Some((Err(Error::unlisted(BACKEND, path.as_str(), why)), self));
                         }
+                    }
+                }
+                Item::Aside(mut aside) => {
+                    let state = self.inner.aside_state(&aside.url, &aside.segments).await;
+                    match (state, aside.shadowed.take()) {
+                        (AsideState::Empty, shadowed) => {
+                            // Nothing is hidden there: what is listed at its place stands.
+                            self.inner.note_empty_aside(aside.url, aside.segments);
+                            if let Some(item) = shadowed {
+                                self.stack.push(*item);
+                            }
+                        }
+                        // Moved back or removed since the parent was listed, and a file or
+                        // folder is listed at its place: that listing stands.
+                        (AsideState::Gone, Some(item)) => self.stack.push(*item),
+                        // Unknown, with everything below it. A folder listed at the same
+                        // place is not walked: its probe goes, and its `Descend` then finds
+                        // nothing to enter.
+                        (state, _) => return Some((Err(aside.report(&state)), self)),
                     }
                 }
                 Item::Descend(path) => {
@@ -1058,9 +1388,39 @@ impl StorageClient for WebDavClient {
         BACKEND
     }
 
+    /// Removes the stale temp files the listings came across, and the folders moved aside to
+    /// be removed that they found empty (left by a run killed between the move and the
+    /// delete). An aside folder is deleted only if it is still empty now; it needs no age,
+    /// unlike a temp file: nothing arrives in a folder under a name no writer knows, so an
+    /// empty one is never another machine's work in progress. Those removals are best effort.
     async fn remove_stale_temps(&self) -> Result<u64> {
         let inner = &self.inner;
         let mut removed = 0;
+        let asides = std::mem::take(
+            &mut *inner
+                .empty_asides
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (url, segments) in asides {
+            if !matches!(inner.aside_state(&url, &segments).await, AsideState::Empty) {
+                continue;
+            }
+            match inner
+                .send("DELETE", inner.request(Method::DELETE, &url), &url)
+                .await
+            {
+                Ok(resp) if resp.status().is_success() => {
+                    tracing::info!(%url, "removed an empty folder left aside by an interrupted run");
+                    removed += 1;
+                }
+                Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {}
+                Ok(resp) => {
+                    tracing::warn!(%url, status = %resp.status(), "could not remove an empty folder left aside");
+                }
+                Err(e) => tracing::warn!(%url, "could not remove an empty folder left aside: {e}"),
+            }
+        }
         for url in inner.stale.take() {
             let resp = inner
                 .send("DELETE", inner.request(Method::DELETE, &url), &url)
@@ -1328,8 +1688,7 @@ impl StorageClient for WebDavClient {
             Err(e) => Err(e),
         };
         found(result, path)?;
-        inner.prune(path.parent()).await;
-        Ok(())
+        inner.prune(path.parent()).await
     }
 
     async fn copy_opts(
@@ -1348,7 +1707,7 @@ impl StorageClient for WebDavClient {
         opts: TransferOptions,
     ) -> Result<Entry> {
         let entry = self.transfer_file("MOVE", from, to, opts.overwrite).await?;
-        self.inner.prune(from.parent()).await;
+        self.inner.prune(from.parent()).await?;
         Ok(entry)
     }
 }
