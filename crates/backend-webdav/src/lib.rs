@@ -99,10 +99,27 @@
 //!   right before a `DELETE` guarded by its ETag where it has one), else it is left and the
 //!   rename fails with `PreconditionFailed`.
 //! - **Deletes** of a missing file are `Ok`; collections the delete (or a rename) left empty
-//!   are removed up to, not including, the root — best effort, and only with an `If` on the
-//!   collection's ETag (a `DELETE` of a collection is recursive: the guard refuses it when a
-//!   file arrived since it was seen empty). A server that gives collections no ETag (wsgidav)
-//!   keeps its empty collections.
+//!   are removed up to, not including, the root, best effort. A `DELETE` of a collection is
+//!   recursive, so it is never sent while a file could still arrive in the collection unseen:
+//!   where the server gives the collection an ETag (Apache), the `DELETE` carries an `If` on
+//!   it, which refuses the delete when a file arrived since it was seen empty; where it gives
+//!   none (wsgidav), the collection is first `MOVE`d aside (`Overwrite: F`) to
+//!   `.syncengine-tmp-dir-<16 hex>-<name>` in its parent (just `.syncengine-tmp-dir-<16 hex>`
+//!   for a name too long or one the server's `MOVE` may mangle), where no writer can find
+//!   it, listed there, and deleted only if still empty. One that is not (a file arrived
+//!   before the move) is moved back; if its name was taken meanwhile it stays aside, and the
+//!   delete or rename that pruned it fails with an error naming it (the file operation
+//!   itself was done).
+//! - **Folders left aside** (that case, or a run killed between the move and the delete)
+//!   are never synced: a listing checks each one at the place of the folder it came from.
+//!   An empty one is removed when the engine asks for stale temporary files to go (after a
+//!   run, never in a dry run; it needs no age, as nothing arrives in a folder under a name
+//!   no writer knows). One with members, or that cannot be read, makes that path unknown
+//!   ([`Error::Unlisted`](syncengine_core::Error::Unlisted), a file or folder listed there
+//!   included; the listed folder's contents when its name does not say where it came from),
+//!   so the engine deletes nothing there on either side until the user has moved the files
+//!   back. One that is gone by the time it is checked (another machine's run just moved it
+//!   back) makes the path unknown for that run, unless something is listed there.
 //! - **Errors**: 404 `NotFound`, 412 `PreconditionFailed`, 401/403 `PermissionDenied`,
 //!   408/429/5xx and connection failures `Transient`; the rest `Other`.
 

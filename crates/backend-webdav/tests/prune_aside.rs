@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -30,6 +30,168 @@ use syncengine_core::{
 };
 
 use common::{APACHE, Server, WSGIDAV};
+
+/// What the proxy shares with the test.
+#[derive(Default)]
+struct Control {
+    /// Hide ETags (as a server that gives collections none): Apache then takes the same path
+    /// as wsgidav.
+    no_etags: AtomicBool,
+    /// Hold the next request with this method whose path ends with this, until released.
+    hold: Mutex<Option<(&'static str, String)>>,
+    /// (requests held so far, releases so far)
+    gate: Mutex<(u32, u32)>,
+    /// Held requests are dropped when released (the client was killed), not forwarded.
+    drop_held: AtomicBool,
+    cv: Condvar,
+}
+
+impl Control {
+    fn hold_next(&self, method: &'static str, path_end: &str) {
+        *self.hold.lock().unwrap() = Some((method, path_end.to_owned()));
+    }
+
+    /// Waits until `n` requests in all have been held.
+    fn wait_held(&self, n: u32) {
+        let mut g = self.gate.lock().unwrap();
+        while g.0 < n {
+            let (next, timeout) = self.cv.wait_timeout(g, Duration::from_secs(60)).unwrap();
+            assert!(!timeout.timed_out(), "request {n} to hold never came");
+            g = next;
+        }
+    }
+
+    fn release(&self) {
+        let mut g = self.gate.lock().unwrap();
+        g.1 += 1;
+        self.cv.notify_all();
+    }
+}
+
+/// Blanks every `<…getetag>…</…getetag>` element (same length, so framing stays valid).
+fn strip_getetag(body: &mut [u8]) {
+    let needle = b"getetag>";
+    let mut i = 0;
+    while let Some(pos) = find(&body[i..], needle).map(|p| p + i) {
+        let Some(open) = body[..pos].iter().rposition(|&b| b == b'<') else {
+            break;
+        };
+        if body.get(open + 1) == Some(&b'/') {
+            i = pos + needle.len();
+            continue;
+        }
+        let after_open = pos + needle.len();
+        let Some(close) = find(&body[after_open..], needle).map(|p| p + after_open) else {
+            break;
+        };
+        let end = close + needle.len();
+        for b in &mut body[open..end] {
+            *b = b' ';
+        }
+        i = end;
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Forwards one request (the connection is closed after it), holding it first when it is
+/// the one the test waits for.
+fn proxy(client: TcpStream, upstream: &str, control: &Control) {
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let done = line == "\r\n";
+        head.push(line);
+        if done {
+            break;
+        }
+    }
+    let mut parts = head[0].split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or("").to_owned(),
+        parts.next().unwrap_or("").to_owned(),
+    );
+    let held = {
+        let mut hold = control.hold.lock().unwrap();
+        let hit = hold
+            .as_ref()
+            .is_some_and(|(m, p)| *m == method && path.ends_with(p.as_str()));
+        if hit {
+            *hold = None;
+        }
+        hit
+    };
+    if held {
+        let mut g = control.gate.lock().unwrap();
+        g.0 += 1;
+        let ticket = g.0;
+        control.cv.notify_all();
+        while g.1 < ticket {
+            g = control.cv.wait(g).unwrap();
+        }
+        drop(g);
+        if control.drop_held.load(Ordering::SeqCst) {
+            return;
+        }
+    }
+    let strip = control.no_etags.load(Ordering::SeqCst);
+    let mut up = TcpStream::connect(upstream).unwrap();
+    for (i, line) in head.iter().enumerate() {
+        if line.to_ascii_lowercase().starts_with("connection:") {
+            continue;
+        }
+        if line == "\r\n" {
+            up.write_all(b"Connection: close\r\n").unwrap();
+        }
+        if i == 0 && strip && method == "PROPFIND" {
+            // HTTP/1.0: no chunked answer, so the body can be edited in place.
+            up.write_all(line.replace("HTTP/1.1", "HTTP/1.0").as_bytes())
+                .unwrap();
+            continue;
+        }
+        up.write_all(line.as_bytes()).unwrap();
+    }
+    let mut up_write = up.try_clone().unwrap();
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut reader, &mut up_write);
+    });
+    let mut answer = Vec::new();
+    let _ = up.read_to_end(&mut answer);
+    if strip {
+        let split = find(&answer, b"\r\n\r\n").map_or(answer.len(), |p| p + 4);
+        let (headers, body) = answer.split_at_mut(split);
+        for needle in [&b"\r\nETag:"[..], &b"\r\netag:"[..]] {
+            let mut at = 0;
+            while let Some(p) = find(&headers[at..], needle).map(|p| p + at) {
+                headers[p + 2..p + 7].copy_from_slice(b"X-Tg:");
+                at = p + 7;
+            }
+        }
+        strip_getetag(body);
+    }
+    let mut client = client;
+    let _ = client.write_all(&answer);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+}
+
+/// Starts the proxy in front of `upstream` (host:port); returns its address.
+fn start_proxy(upstream: String, control: Arc<Control>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (upstream, control) = (upstream.clone(), control.clone());
+            thread::spawn(move || proxy(stream, &upstream, &control));
+        }
+    });
+    addr
+}
 
 fn dav(url: &str) -> WebDavClient {
     let mut builder = WebDavBuilder::from_env().with_url(url);
@@ -101,6 +263,35 @@ async fn leftovers(url: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Removes a test's collection when the test fails half way, so that the folders it left
+/// aside (which listings report as unknown) do not trouble other tests that list the shared
+/// test area. A passing test leaves nothing aside anyway.
+struct RemoveOnPanic(String);
+
+impl Drop for RemoveOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let url = format!("{}/", self.0);
+        // A thread of its own: this may run inside the test's runtime.
+        let _ = thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let _ = reqwest::Client::new()
+                    .delete(url)
+                    .basic_auth("dav", Some("davpass"))
+                    .send()
+                    .await;
+            });
+        })
+        .join();
+    }
 }
 
 /// A fresh random collection URL on `server`, or `None` when the server is down.
@@ -250,4 +441,425 @@ async fn a_file_replacing_a_folder_in_one_run_converges_on_wsgidav() {
 async fn a_file_replacing_an_emptied_folder_converges_on_apache() {
     folder_emptied_then_replaced_by_a_file(APACHE, false).await;
     folder_emptied_then_replaced_by_a_file(APACHE, true).await;
+}
+
+/// A two-way pair local ↔ WebDAV through the proxy, after a first run that put `sub/a.txt`
+/// and `keep.txt` on both sides, and a client straight to the server (another machine).
+struct Setup {
+    server: Server,
+    control: Arc<Control>,
+    /// The root collection, straight to the server.
+    url: String,
+    other: WebDavClient,
+    local_root: std::path::PathBuf,
+    engine: SyncEngine,
+    pair: SyncPair,
+    _tmp: tempfile::TempDir,
+    _cleanup: RemoveOnPanic,
+}
+
+async fn setup(server: Server, no_etags: bool, tag: &str) -> Option<Setup> {
+    let url = fresh_url(server, tag)?;
+    let control = Arc::new(Control::default());
+    control.no_etags.store(no_etags, Ordering::SeqCst);
+    let addr = start_proxy(authority(&url), control.clone());
+    let path = url.splitn(4, '/').nth(3).unwrap().to_owned();
+    let remote = Arc::new(dav(&format!("http://{addr}/{path}")));
+    let tmp = tempfile::tempdir().unwrap();
+    let local_root = tmp.path().join("local");
+    std::fs::create_dir_all(local_root.join("sub")).unwrap();
+    std::fs::write(local_root.join("sub/a.txt"), "a in sub").unwrap();
+    std::fs::write(local_root.join("keep.txt"), "keep").unwrap();
+    let engine = SyncEngine::new(tmp.path().join("state"));
+    let pair = SyncPair::new(
+        Arc::new(LocalClient::new(&local_root)),
+        remote.clone(),
+        SyncMode::TwoWay,
+    );
+    let stats = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(stats.uploaded, 2, "{stats:?}");
+    Some(Setup {
+        server,
+        control,
+        other: dav(&url),
+        url: url.clone(),
+        local_root,
+        engine,
+        pair,
+        _tmp: tmp,
+        _cleanup: RemoveOnPanic(url),
+    })
+}
+
+impl Setup {
+    /// Starts a run in the background.
+    fn spawn_run(&self) -> tokio::task::JoinHandle<SyncStats> {
+        let (engine, pair) = (self.engine.clone(), self.pair.clone());
+        tokio::spawn(async move { engine.sync_pair(&pair).await.unwrap() })
+    }
+
+    /// Waits (off the runtime) until `n` requests in all have been held.
+    async fn wait_held(&self, n: u32) {
+        let control = self.control.clone();
+        tokio::task::spawn_blocking(move || control.wait_held(n))
+            .await
+            .unwrap();
+    }
+
+    async fn run(&self) -> SyncStats {
+        self.engine.sync_pair(&self.pair).await.unwrap()
+    }
+
+    /// The folders moved aside below the root, as (URL, the names of their members).
+    async fn asides(&self) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        for url in leftovers(&self.url).await {
+            let members = raw_members(&format!("{url}/")).await.unwrap_or_default();
+            out.push((url, members.into_iter().map(|(n, _)| n).collect()));
+        }
+        out
+    }
+}
+
+/// Another machine uploads `sub/new.txt` while the client's `MOVE` of the emptied `sub/` aside
+/// is on its way (after the emptiness check): the file goes aside with the folder, the check
+/// there finds it, and the folder is moved back with it. Nothing is deleted, nothing is left
+/// aside, and the next run brings the file to the local side.
+async fn upload_before_the_move_aside(server: Server, no_etags: bool) {
+    let Some(s) = setup(server, no_etags, "prune-before-move").await else {
+        return;
+    };
+    std::fs::remove_file(s.local_root.join("sub/a.txt")).unwrap();
+    s.control.hold_next("MOVE", "/sub/");
+    let run = s.spawn_run();
+    s.wait_held(1).await;
+    let new = "uploaded by the other machine into sub/";
+    s.other
+        .put(&p("sub/new.txt"), Bytes::from(new))
+        .await
+        .unwrap();
+    s.control.release();
+    let stats = run.await.unwrap();
+    assert_eq!(
+        (stats.deleted_destination, stats.errors),
+        (1, 0),
+        "{server:?}: {stats:?}"
+    );
+    let on_server = s.other.read_to_bytes(&p("sub/new.txt")).await;
+    assert!(
+        on_server.as_deref().is_ok_and(|b| b == new.as_bytes()),
+        "{server:?}: sub/new.txt was not kept at its path: {on_server:?}; aside: {:?}",
+        s.asides().await
+    );
+    assert_eq!(s.asides().await, vec![], "{server:?}");
+    let stats = s.run().await;
+    assert_eq!(
+        (stats.downloaded, stats.errors),
+        (1, 0),
+        "{server:?}: {stats:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.local_root.join("sub/new.txt")).unwrap(),
+        new
+    );
+    let stats = s.run().await;
+    assert!(quiet(&stats), "{server:?}: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_file_uploaded_before_the_move_aside_is_moved_back_on_wsgidav() {
+    upload_before_the_move_aside(WSGIDAV, false).await;
+}
+
+/// Apache with its ETags hidden takes the same path as wsgidav.
+#[tokio::test]
+async fn a_file_uploaded_before_the_move_aside_is_moved_back_on_apache_without_etags() {
+    upload_before_the_move_aside(APACHE, true).await;
+}
+
+/// Another machine uploads `sub/new.txt` after the emptied `sub/` was moved aside and found
+/// empty there, while its `DELETE` is on its way (the window the P1 red-team test aimed at):
+/// the upload makes a new `sub/`, which the delete of the aside folder does not touch.
+async fn upload_between_the_check_and_the_delete(server: Server, no_etags: bool) {
+    let Some(s) = setup(server, no_etags, "prune-before-delete").await else {
+        return;
+    };
+    std::fs::remove_file(s.local_root.join("sub/a.txt")).unwrap();
+    s.control.hold_next("DELETE", "-sub/");
+    let run = s.spawn_run();
+    s.wait_held(1).await;
+    let new = "uploaded by the other machine into sub/";
+    s.other
+        .put(&p("sub/new.txt"), Bytes::from(new))
+        .await
+        .unwrap();
+    s.control.release();
+    let stats = run.await.unwrap();
+    assert_eq!(
+        (stats.deleted_destination, stats.errors),
+        (1, 0),
+        "{server:?}: {stats:?}"
+    );
+    let on_server = s.other.read_to_bytes(&p("sub/new.txt")).await;
+    assert!(
+        on_server.as_deref().is_ok_and(|b| b == new.as_bytes()),
+        "{server:?}: sub/new.txt, uploaded while the folder was being removed, is gone: \
+         {on_server:?}"
+    );
+    assert_eq!(s.asides().await, vec![], "{server:?}");
+    let stats = s.run().await;
+    assert_eq!(
+        (stats.downloaded, stats.errors),
+        (1, 0),
+        "{server:?}: {stats:?}"
+    );
+    let stats = s.run().await;
+    assert!(quiet(&stats), "{server:?}: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_file_uploaded_between_the_check_and_the_delete_survives_on_wsgidav() {
+    upload_between_the_check_and_the_delete(WSGIDAV, false).await;
+}
+
+#[tokio::test]
+async fn a_file_uploaded_between_the_check_and_the_delete_survives_on_apache_without_etags() {
+    upload_between_the_check_and_the_delete(APACHE, true).await;
+}
+
+/// The folder moved aside is not empty (a file arrived before the move), and its name is
+/// taken by the time it would go back (another machine made a new `sub/` for its own upload):
+/// it stays aside, the delete that pruned it says so, and listings report `sub` as unknown
+/// (nothing at or below it is listed, so nothing there can look deleted) until the user has
+/// put the contents back.
+#[tokio::test]
+async fn a_folder_that_cannot_go_back_stays_aside_and_is_reported() {
+    let Some(url) = fresh_url(WSGIDAV, "prune-taken") else {
+        return;
+    };
+    let _cleanup = RemoveOnPanic(url.clone());
+    let control = Arc::new(Control::default());
+    let addr = start_proxy(authority(&url), control.clone());
+    let path = url.splitn(4, '/').nth(3).unwrap().to_owned();
+    let client = Arc::new(dav(&format!("http://{addr}/{path}")));
+    let other = dav(&url);
+    client.put(&p("sub/a.txt"), Bytes::from("a")).await.unwrap();
+    client.put(&p("top.txt"), Bytes::from("top")).await.unwrap();
+
+    control.hold_next("MOVE", "/sub/");
+    let delete = {
+        let client = client.clone();
+        tokio::spawn(async move { client.delete(&p("sub/a.txt")).await })
+    };
+    let c = control.clone();
+    tokio::task::spawn_blocking(move || c.wait_held(1))
+        .await
+        .unwrap();
+    other
+        .put(&p("sub/new.txt"), Bytes::from("new"))
+        .await
+        .unwrap();
+    control.hold_next("PROPFIND", "-sub/");
+    control.release();
+    let c = control.clone();
+    tokio::task::spawn_blocking(move || c.wait_held(2))
+        .await
+        .unwrap();
+    // A fresh client: `other` still takes `sub/` for there (a retry would find out).
+    dav(&url)
+        .put(&p("sub/other.txt"), Bytes::from("other"))
+        .await
+        .unwrap();
+    control.release();
+    let result = delete.await.unwrap();
+    let message = format!("{result:?}");
+    assert!(
+        result.is_err() && message.contains(".syncengine-tmp-dir-"),
+        "the delete must report the folder it left aside: {message}"
+    );
+
+    // Nothing lost: new.txt is aside, other.txt in the new sub/.
+    let asides = leftovers(&url).await;
+    assert_eq!(asides.len(), 1, "{asides:?}");
+    let members = raw_members(&format!("{}/", asides[0])).await.unwrap();
+    assert_eq!(members, vec![("new.txt".to_owned(), false)]);
+    assert_eq!(
+        &other.read_to_bytes(&p("sub/other.txt")).await.unwrap()[..],
+        b"other"
+    );
+
+    // A listing reports `sub` as unknown, in its place, and lists nothing below it.
+    use futures::StreamExt;
+    let items: Vec<_> = client.list(None).collect().await;
+    let shown: Vec<String> = items
+        .iter()
+        .map(|i| match i {
+            Ok(e) => e.path.to_string(),
+            Err(e) if e.is_unlisted() => format!("?{}", e.unlisted_key().unwrap()),
+            Err(e) => panic!("listing failed: {e}"),
+        })
+        .collect();
+    assert_eq!(shown, ["?sub", "top.txt"]);
+    let reason = items[0].as_ref().unwrap_err().to_string();
+    assert!(
+        reason.contains(asides[0].rsplit('/').next().unwrap()),
+        "{reason}"
+    );
+
+    // Once the user has put the file back, the folder lists as usual.
+    let aside_url = format!("{}/", asides[0]);
+    let resp = reqwest::Client::new()
+        .request(
+            reqwest::Method::from_bytes(b"MOVE").unwrap(),
+            format!("{aside_url}new.txt"),
+        )
+        .basic_auth("dav", Some("davpass"))
+        .header("Destination", format!("{url}/sub/new.txt"))
+        .header("Overwrite", "F")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let listed: Vec<String> = client
+        .list_all(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path.to_string())
+        .collect();
+    assert_eq!(listed, ["sub/new.txt", "sub/other.txt", "top.txt"]);
+    // The empty aside folder it left goes after a run (here: the client's own cleanup).
+    client.remove_stale_temps().await.unwrap();
+    assert_eq!(leftovers(&url).await, Vec::<String>::new());
+}
+
+/// A run killed between the move aside and the delete (the `DELETE` of the aside folder is
+/// never sent) leaves an empty folder under the engine's name: it is never synced, nothing is
+/// reported or deleted for it, and the next run removes it.
+#[tokio::test]
+async fn a_run_killed_before_the_delete_leaves_no_garbage() {
+    let Some(s) = setup(WSGIDAV, false, "prune-killed").await else {
+        return;
+    };
+    std::fs::remove_file(s.local_root.join("sub/a.txt")).unwrap();
+    s.control.hold_next("DELETE", "-sub/");
+    let run = s.spawn_run();
+    s.wait_held(1).await;
+    run.abort();
+    assert!(run.await.unwrap_err().is_cancelled());
+    s.control.drop_held.store(true, Ordering::SeqCst);
+    s.control.release();
+    let asides = s.asides().await;
+    assert!(
+        asides.len() == 1 && asides[0].1.is_empty(),
+        "an empty aside folder is left: {asides:?}"
+    );
+    let stats = s.run().await;
+    assert!(
+        stats.errors == 0 && stats.unknown == 0 && stats.uploaded == 0 && stats.downloaded == 0,
+        "{stats:?}"
+    );
+    assert_eq!(
+        local_files(&s.local_root),
+        [("keep.txt".to_owned(), "keep".to_owned())]
+    );
+    assert_eq!(
+        s.asides().await,
+        vec![],
+        "the next run removes the empty aside folder"
+    );
+    let stats = s.run().await;
+    assert!(quiet(&stats), "{stats:?}");
+    assert_eq!(s.server.name, "wsgidav");
+}
+
+/// A run killed while the folder it moved aside holds a file another machine (laptop B, with
+/// its own engine and base) uploaded just before the move: B's next run must not take the
+/// file for deleted on the server (it is not at its path) and trash its own copy. The
+/// listing reports `sub` as unknown instead, on both machines, until the user moves the
+/// folder back; then both converge.
+#[tokio::test]
+async fn a_run_killed_with_a_file_aside_deletes_nothing() {
+    let Some(s) = setup(WSGIDAV, false, "prune-killed-full").await else {
+        return;
+    };
+    let tmp_b = tempfile::tempdir().unwrap();
+    let local_b = tmp_b.path().join("local");
+    std::fs::create_dir_all(&local_b).unwrap();
+    let engine_b = SyncEngine::new(tmp_b.path().join("state"));
+    let pair_b = SyncPair::new(
+        Arc::new(LocalClient::new(&local_b)),
+        Arc::new(dav(&s.url)),
+        SyncMode::TwoWay,
+    );
+    let stats = engine_b.sync_pair(&pair_b).await.unwrap();
+    assert_eq!(stats.downloaded, 2, "{stats:?}");
+
+    std::fs::remove_file(s.local_root.join("sub/a.txt")).unwrap();
+    s.control.hold_next("MOVE", "/sub/");
+    let run = s.spawn_run();
+    s.wait_held(1).await;
+    // Laptop B: sub/a.txt is gone on the server (A trashed it), and B adds sub/new.txt.
+    let new = "written on laptop B";
+    std::fs::write(local_b.join("sub/new.txt"), new).unwrap();
+    let stats = engine_b.sync_pair(&pair_b).await.unwrap();
+    assert_eq!((stats.uploaded, stats.errors), (1, 0), "{stats:?}");
+    s.control.hold_next("PROPFIND", "-sub/");
+    s.control.release();
+    s.wait_held(2).await;
+    run.abort();
+    assert!(run.await.unwrap_err().is_cancelled());
+    s.control.drop_held.store(true, Ordering::SeqCst);
+    s.control.release();
+    let asides = s.asides().await;
+    assert!(
+        asides.len() == 1 && asides[0].1 == ["new.txt"],
+        "the killed run left sub/ aside with new.txt in it: {asides:?}"
+    );
+
+    // Laptop B keeps its copy; `sub` is unknown for this run.
+    let stats = engine_b.sync_pair(&pair_b).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(local_b.join("sub/new.txt"))
+            .ok()
+            .as_deref(),
+        Some(new),
+        "laptop B lost sub/new.txt: {stats:?}"
+    );
+    assert!(stats.unknown > 0 && stats.deleted_source == 0, "{stats:?}");
+    assert!(
+        stats.warnings.iter().any(|w| w.contains("sub")),
+        "{stats:?}"
+    );
+    // Laptop A: the same, and nothing of the aside folder is synced.
+    let stats = s.run().await;
+    assert!(stats.unknown > 0 && stats.deleted_source == 0, "{stats:?}");
+    assert_eq!(
+        local_files(&s.local_root),
+        [("keep.txt".to_owned(), "keep".to_owned())]
+    );
+
+    // The user moves the folder back: both converge.
+    let resp = reqwest::Client::new()
+        .request(
+            reqwest::Method::from_bytes(b"MOVE").unwrap(),
+            format!("{}/", asides[0].0),
+        )
+        .basic_auth("dav", Some("davpass"))
+        .header("Destination", format!("{}/sub/", s.url))
+        .header("Overwrite", "F")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let stats = s.run().await;
+    assert_eq!(
+        (stats.downloaded, stats.errors, stats.unknown),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    let stats = engine_b.sync_pair(&pair_b).await.unwrap();
+    assert!(quiet(&stats), "{stats:?}");
+    assert_eq!(local_files(&s.local_root), local_files(&local_b));
+    assert_eq!(s.asides().await, vec![]);
 }

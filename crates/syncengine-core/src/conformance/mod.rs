@@ -145,6 +145,7 @@ macro_rules! conformance_tests {
             missing_paths,
             directory_is_not_a_file,
             write_creates_parents,
+            emptied_directory_becomes_a_file,
             write_create_mode,
             write_update_mode,
             write_if_unchanged_mode,

@@ -542,6 +542,46 @@ pub async fn write_creates_parents(client: &dyn StorageClient) {
     );
 }
 
+/// A file can take the place of a directory whose last files were deleted and renamed away:
+/// where directories are real, the delete and the rename removed the emptied directories
+/// (else a type change from folder to file could never be synced), and the file lists as one.
+pub async fn emptied_directory_becomes_a_file(client: &dyn StorageClient) {
+    put(client, "d/e/x", "x").await;
+    put(client, "d/y", "y").await;
+    put(client, "top", "top").await;
+    client
+        .delete(&p("d/e/x"))
+        .await
+        .unwrap_or_else(|e| panic!("{client}: deleting the last file of a directory failed: {e}"));
+    let mut want = vec!["d", "top"];
+    match client.rename(&p("d/y"), &p("moved")).await {
+        Ok(_) => want.push("moved"),
+        Err(Error::Unsupported { .. }) => client.delete(&p("d/y")).await.unwrap(),
+        Err(e) => panic!("{client}: renaming the last file out of a directory failed: {e}"),
+    }
+    client
+        .write_opts(
+            &p("d"),
+            bytes_stream(Bytes::from("now a file")),
+            WriteOptions::default().with_mode(WriteMode::Create),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!("{client}: a file could not take the place of an emptied directory: {e}")
+        });
+    assert_eq!(
+        read(client, "d").await,
+        "now a file",
+        "{client}: the file at the emptied directory's path"
+    );
+    assert_listing(
+        client,
+        "a file where an emptied directory was",
+        &list_paths(client, None).await,
+        &want,
+    );
+}
+
 /// `WriteMode::Create` writes a new file and refuses an existing one, leaving it intact.
 pub async fn write_create_mode(client: &dyn StorageClient) {
     let create = || WriteOptions::default().with_mode(WriteMode::Create);
