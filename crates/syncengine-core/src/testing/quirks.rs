@@ -8,6 +8,9 @@
 //! - **Exclusive file and folder names** ([`QuirkClient::with_exclusive_names`]): a file cannot
 //!   be written where a folder is (a file below that path exists) nor below a file, as on every
 //!   disk; `MemoryClient` alone lets `a` and `a/x` both be files.
+//! - **Remote reads** ([`QuirkClient::with_remote_reads`]): the client reports
+//!   [`Capabilities::local_reads`] off, like a network backend, so the engine does not hash
+//!   its files on demand where that is only cheap on local disk (`--checksum`).
 //!
 //! Names are resolved by listing the inner client, so the wrapper suits small test trees. A
 //! new file whose folder exists under another case is stored under the case given.
@@ -55,6 +58,7 @@ pub struct QuirkClient {
     case_insensitive: bool,
     normalization_insensitive: bool,
     exclusive_names: bool,
+    remote_reads: bool,
 }
 
 impl QuirkClient {
@@ -65,7 +69,15 @@ impl QuirkClient {
             case_insensitive: false,
             normalization_insensitive: false,
             exclusive_names: false,
+            remote_reads: false,
         }
+    }
+
+    /// Reports [`Capabilities::local_reads`] off (when `on`): the engine then treats the
+    /// client like a network backend, whose files `--checksum` never downloads to hash.
+    pub fn with_remote_reads(mut self, on: bool) -> Self {
+        self.remote_reads = on;
+        self
     }
 
     /// Makes names that differ only in letter case name the same file (and reports the
@@ -169,6 +181,7 @@ impl fmt::Debug for QuirkClient {
             .field("case_insensitive", &self.case_insensitive)
             .field("normalization_insensitive", &self.normalization_insensitive)
             .field("exclusive_names", &self.exclusive_names)
+            .field("remote_reads", &self.remote_reads)
             .finish()
     }
 }
@@ -183,6 +196,7 @@ impl StorageClient for QuirkClient {
         let mut caps = self.inner.capabilities();
         caps.case_insensitive |= self.case_insensitive;
         caps.normalization_insensitive |= self.normalization_insensitive;
+        caps.local_reads &= !self.remote_reads;
         caps
     }
 
