@@ -1,6 +1,6 @@
 //! [`WebDavClient`]: the [`StorageClient`] implementation over WebDAV.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -76,6 +76,10 @@ struct Inner {
     destination_mangles: AtomicU8,
     /// Stale temp files the listings came across (by URL), removed when the engine asks.
     stale: StaleTemps,
+    /// Collections (by URL) a write or transfer of this client is putting a file into, with
+    /// how many: [`Inner::prune`] leaves them (and every collection above them) alone, so the
+    /// engine's own concurrent actions never race its removal of an emptied folder.
+    busy_dirs: Mutex<HashMap<String, usize>>,
     /// Folders moved aside to be removed that listings found empty (by URL; see [`Inner::prune`]),
     /// removed when the engine asks.
     empty_asides: Mutex<BTreeSet<(String, Vec<String>)>>,
@@ -106,6 +110,7 @@ impl WebDavClient {
                 destination_mangles: AtomicU8::new(0),
                 stale: StaleTemps::default(),
                 empty_asides: Mutex::default(),
+                busy_dirs: Mutex::default(),
             }),
         }
     }
@@ -570,6 +575,20 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn busy(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        // Counts only change under the lock, one step at a time: a panic elsewhere cannot
+        // leave them inconsistent.
+        self.busy_dirs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a write or transfer of this client is putting a file into the collection
+    /// `url` or below it.
+    fn is_busy(&self, url: &str) -> bool {
+        self.busy().keys().any(|k| k.starts_with(url))
+    }
+
     /// Forgets the collection `url` and everything below it.
     fn forget_dir(&self, url: &str) {
         self.known().retain(|k| !k.starts_with(url));
@@ -811,7 +830,7 @@ impl Inner {
                 return Ok(());
             };
             let own = self.segments_of(Some(&d));
-            if resources.iter().any(|r| r.segments != own) {
+            if resources.iter().any(|r| r.segments != own) || self.is_busy(&url) {
                 return Ok(());
             }
             let removed = match resources.iter().find_map(|r| r.etag.clone()) {
@@ -862,7 +881,13 @@ impl Inner {
         // From here the aside collection holds whatever was in the folder when it moved.
         let mut aside_segments = self.segments_of(parent.as_ref());
         aside_segments.push(aside_name);
-        let why = match self.aside_state(&aside_url, &aside_segments).await {
+        // A write of ours that started since the check may be putting a file into it.
+        let state = if self.is_busy(url) {
+            AsideState::Unreadable("a write of this client into it began meanwhile".into())
+        } else {
+            self.aside_state(&aside_url, &aside_segments).await
+        };
+        let why = match state {
             AsideState::Empty => {
                 // No guard is needed any more: nobody else writes below our aside name.
                 match self
@@ -896,6 +921,16 @@ impl Inner {
         if self.move_collection(&aside_url, url).await {
             tracing::debug!(url, "kept a folder that is not empty any more: {why}");
             return Ok(false);
+        }
+        // Its name was taken meanwhile (a write made the folder anew), or the server refused.
+        // Only what it holds now decides whether anything is left aside.
+        match self.aside_state(&aside_url, &aside_segments).await {
+            AsideState::Empty => {
+                self.delete_quietly(&aside_url).await;
+                return Ok(false);
+            }
+            AsideState::Gone => return Ok(false),
+            AsideState::Holds(_) | AsideState::Unreadable(_) => {}
         }
         tracing::warn!(
             url,
@@ -1317,6 +1352,36 @@ impl Walk {
     }
 }
 
+/// Marks the collection a write or transfer puts a file into as busy (see
+/// [`Inner::busy_dirs`]) for as long as it lives.
+struct BusyDir {
+    inner: Arc<Inner>,
+    url: String,
+}
+
+impl BusyDir {
+    fn new(inner: &Arc<Inner>, dir: Option<&RelPath>) -> BusyDir {
+        let url = inner.dir_url(dir);
+        *inner.busy().entry(url.clone()).or_default() += 1;
+        BusyDir {
+            inner: inner.clone(),
+            url,
+        }
+    }
+}
+
+impl Drop for BusyDir {
+    fn drop(&mut self) {
+        let mut busy = self.inner.busy();
+        if let Some(n) = busy.get_mut(&self.url) {
+            *n -= 1;
+            if *n == 0 {
+                busy.remove(&self.url);
+            }
+        }
+    }
+}
+
 /// Removes a temporary upload unless disarmed: awaited on known failures, spawned when the
 /// write future is dropped (cancelled).
 struct TempGuard {
@@ -1583,6 +1648,7 @@ impl StorageClient for WebDavClient {
         let inner = &self.inner;
         let p = path.as_str();
         let parent = path.parent();
+        let _busy = BusyDir::new(inner, parent.as_ref());
         inner
             .ensure_collection(parent.as_ref())
             .await
@@ -1829,6 +1895,7 @@ impl WebDavClient {
         if inner.lookup_file(from).await?.is_none() {
             return Err(Error::not_found(BACKEND, from.as_str()));
         }
+        let _busy = BusyDir::new(inner, to.parent().as_ref());
         inner
             .ensure_collection(to.parent().as_ref())
             .await

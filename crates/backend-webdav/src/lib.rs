@@ -109,7 +109,9 @@
 //!   it, listed there, and deleted only if still empty. One that is not (a file arrived
 //!   before the move) is moved back; if its name was taken meanwhile it stays aside, and the
 //!   delete or rename that pruned it fails with an error naming it (the file operation
-//!   itself was done).
+//!   itself was done). A collection that a write or transfer of the same client is putting a
+//!   file into (or below) is never pruned: the engine's own actions running side by side do
+//!   not race each other.
 //! - **Folders left aside** (that case, or a run killed between the move and the delete)
 //!   are never synced: a listing checks each one at the place of the folder it came from.
 //!   An empty one is removed when the engine asks for stale temporary files to go (after a

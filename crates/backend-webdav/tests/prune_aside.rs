@@ -37,7 +37,8 @@ struct Control {
     /// Hide ETags (as a server that gives collections none): Apache then takes the same path
     /// as wsgidav.
     no_etags: AtomicBool,
-    /// Hold the next request with this method whose path ends with this, until released.
+    /// Hold the next request with this method whose path ends with this (contains what
+    /// follows a leading `~`), until released.
     hold: Mutex<Option<(&'static str, String)>>,
     /// (requests held so far, releases so far)
     gate: Mutex<(u32, u32)>,
@@ -119,9 +120,13 @@ fn proxy(client: TcpStream, upstream: &str, control: &Control) {
     );
     let held = {
         let mut hold = control.hold.lock().unwrap();
-        let hit = hold
-            .as_ref()
-            .is_some_and(|(m, p)| *m == method && path.ends_with(p.as_str()));
+        let hit = hold.as_ref().is_some_and(|(m, p)| {
+            *m == method
+                && match p.strip_prefix('~') {
+                    Some(part) => path.contains(part),
+                    None => path.ends_with(p.as_str()),
+                }
+        });
         if hit {
             *hold = None;
         }
@@ -862,4 +867,40 @@ async fn a_run_killed_with_a_file_aside_deletes_nothing() {
     assert!(quiet(&stats), "{stats:?}");
     assert_eq!(local_files(&s.local_root), local_files(&local_b));
     assert_eq!(s.asides().await, vec![]);
+}
+
+/// The engine runs actions side by side through one client: an upload into `sub/` while
+/// the delete of its last other file prunes it. The client never removes a folder it is
+/// writing into: the upload (held by the proxy before its temporary file reaches the server,
+/// so the folder looks empty) lands in `sub/`, and nothing is left aside.
+#[tokio::test]
+async fn the_clients_own_write_into_an_emptied_folder_keeps_it() {
+    let Some(url) = fresh_url(WSGIDAV, "prune-own-write") else {
+        return;
+    };
+    let _cleanup = RemoveOnPanic(url.clone());
+    let control = Arc::new(Control::default());
+    let addr = start_proxy(authority(&url), control.clone());
+    let path = url.splitn(4, '/').nth(3).unwrap().to_owned();
+    let client = Arc::new(dav(&format!("http://{addr}/{path}")));
+    client.put(&p("sub/a.txt"), Bytes::from("a")).await.unwrap();
+
+    control.hold_next("PUT", "~/sub/.syncengine-tmp-");
+    let write = {
+        let client = client.clone();
+        tokio::spawn(async move { client.put(&p("sub/b.txt"), Bytes::from("b")).await })
+    };
+    let c = control.clone();
+    tokio::task::spawn_blocking(move || c.wait_held(1))
+        .await
+        .unwrap();
+    client.delete(&p("sub/a.txt")).await.unwrap();
+    control.release();
+    let written = write.await.unwrap();
+    assert!(written.is_ok(), "the write into sub/ failed: {written:?}");
+    assert_eq!(
+        &client.read_to_bytes(&p("sub/b.txt")).await.unwrap()[..],
+        b"b"
+    );
+    assert_eq!(leftovers(&url).await, Vec::<String>::new());
 }
