@@ -343,6 +343,11 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// Moves `from` to `to`, natively where [`Capabilities::native_rename`] says so, else by
     /// server-side copy and delete.
     ///
+    /// # Behavior
+    /// - On backends with [`Capabilities::real_directories`], directories the move left empty
+    ///   are removed, up to (not including) the root, as [`delete_opts`](Self::delete_opts)
+    ///   does: a file can then take an emptied folder's name (a folder replaced by a file).
+    ///
     /// # Errors
     /// `NotFound` for a missing source; `AlreadyExists` when `to` exists and
     /// `opts.overwrite` is false; `Unsupported` when the backend can do neither.
