@@ -24,7 +24,7 @@ use crate::mode::{InitialSyncPreference, Side, SyncMode};
 use crate::order::{check_order, sort_listing};
 use crate::pair::{Recovery, SyncPair};
 use crate::path::RelPath;
-use crate::plan::Plan;
+use crate::plan::{Action, Plan};
 use crate::progress::ProgressEvent;
 use crate::reconcile::Reconciler;
 use crate::state::{BaseUpdate, PairLock, StateStore};
@@ -295,18 +295,21 @@ impl SyncEngine {
             let (record, accepted) = (roots.record.clone(), roots.accepted_sides.clone());
             blocking(move || s.record_root_identities(&record, &accepted)).await?;
         }
-        // Each real run leaves a new generation in each root, so an older copy of a root put
-        // back later (same id file) is recognised and stopped.
-        for side in roots.generations.iter().copied() {
-            if let Err(e) =
-                identity::advance_generation(pair.client(side).as_ref(), side, &id, &store).await
-            {
-                let w = format!(
-                    "could not record this run's generation in the {side} root ({e}); an older \
-                     copy of that root put back later would not be recognised"
-                );
-                tracing::warn!("{w}");
-                plan.warnings.push(w);
+        // Each real run that changes a root leaves a new generation in it before and after
+        // the changes, so an older copy of the root put back later (same id file) is
+        // recognised and stopped — also a copy taken while the run was changing it. A root
+        // whose generation cannot be written is not changed: the run stops here.
+        let changed = sides_changed_by(&plan.actions);
+        let mut generations = Vec::new();
+        if let Some(file) = &roots.generation_file {
+            for (side, floor) in roots.generations.iter().copied() {
+                if !changed[side_index(side)] {
+                    continue;
+                }
+                let client = pair.client(side).as_ref();
+                let written =
+                    identity::advance_generation(client, side, file, floor, &store).await?;
+                generations.push((side, written));
             }
         }
 
@@ -338,7 +341,23 @@ impl SyncEngine {
             stale_intents: stale_intents > 0,
             conflict_names: Default::default(),
         };
-        executor.run(plan, &mut stats).await?;
+        let executed = executor.run(plan, &mut stats).await;
+        if let Some(file) = &roots.generation_file {
+            for (side, floor) in generations {
+                let client = pair.client(side).as_ref();
+                if let Err(e) =
+                    identity::advance_generation(client, side, file, floor, &store).await
+                {
+                    let w = format!(
+                        "could not write the {side} root's end-of-run generation ({e}): a copy \
+                         of that root taken during this run would not be recognised as older"
+                    );
+                    tracing::warn!("{w}");
+                    stats.warnings.push(w);
+                }
+            }
+        }
+        executed?;
         // The plan ended normally (per-file errors allowed): the initial sync is over.
         if initial {
             let s = store.clone();
@@ -766,6 +785,31 @@ pub fn default_state_dir() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|d| !d.is_empty())
         .map(|h| PathBuf::from(h).join(".local/state/syncengine"))
+}
+
+/// Which roots (`[source, destination]`) a plan may change: where it writes, deletes or
+/// renames (conflicts and set-asides may touch both).
+fn sides_changed_by(actions: &[Action]) -> [bool; 2] {
+    let mut changed = [false; 2];
+    for action in actions {
+        match action {
+            Action::Copy { from, .. } => changed[side_index(from.other())] = true,
+            Action::Delete { side, .. } => changed[side_index(*side)] = true,
+            Action::Rename { seen_on, .. } => changed[side_index(seen_on.other())] = true,
+            _ => changed = [true; 2],
+        }
+        if changed == [true; 2] {
+            break;
+        }
+    }
+    changed
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Source => 0,
+        Side::Destination => 1,
+    }
 }
 
 #[cfg(test)]

@@ -386,27 +386,109 @@ fn id_from_bytes(bytes: &[u8]) -> String {
     }
 }
 
-/// Where a root keeps the generation this pair's runs write into it:
-/// `.syncengine/generation/<hash of the pair id>` — one file per pair, since several machines
-/// may sync one shared root, each with its own pair.
-fn generation_path(pair_id: &str) -> Result<RelPath, Error> {
-    let name = hex::encode(&Sha256::digest(pair_id.as_bytes())[..12]);
+/// Where a root keeps the generation one state's runs of one pair write into it:
+/// `.syncengine/generation/<hash of the pair id and the state id>`. One file per pair *and*
+/// state: several machines (or state folders) may sync one shared root with the same pair
+/// id (the same local path on each), and each must see only its own generations.
+fn generation_path(pair_id: &str, state_id: &str) -> Result<RelPath, Error> {
+    let mut hash = Sha256::new();
+    hash.update(pair_id.as_bytes());
+    hash.update(b"\n");
+    hash.update(state_id.as_bytes());
+    let name = hex::encode(&hash.finalize()[..12]);
     RelPath::new(format!("{STATE_DIR_NAME}/generation/{name}"))
 }
 
-/// Reads the generation a root holds for `pair_id` (verified, see [`read_own_file`]).
+/// One generation a run wrote into a root: a counter that only grows within a state, and a
+/// random tag (two copies of one state database that both went on writing reach the same
+/// counter with different tags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Generation {
+    counter: u64,
+    tag: String,
+}
+
+impl Generation {
+    /// A new generation after `counter`.
+    fn after(counter: u64) -> Generation {
+        Generation {
+            counter: counter.saturating_add(1),
+            tag: hex::encode(rand::random::<[u8; 8]>()),
+        }
+    }
+
+    /// Parses `<counter>-<tag>`; `None` for anything else (a damaged file, or the format of
+    /// an earlier development version, which never shipped).
+    fn parse(text: &str) -> Option<Generation> {
+        let (counter, tag) = text.trim().split_once('-')?;
+        let ok = !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_hexdigit());
+        Some(Generation {
+            counter: counter.parse().ok()?,
+            tag: tag.to_owned(),
+        })
+        .filter(|_| ok)
+    }
+
+    fn text(&self) -> String {
+        format!("{}-{}", self.counter, self.tag)
+    }
+}
+
+/// How the generation a root holds compares with what the state recorded for it.
+#[derive(Debug, PartialEq, Eq)]
+enum Freshness {
+    /// The root holds the generation the state recorded (or the one a stopped run was
+    /// writing): the root as the last run left it.
+    Current,
+    /// The root holds a generation this state wrote before the recorded one, or none at
+    /// all: an older copy of the root, whose files would roll the other side back.
+    Older,
+    /// The root holds a later generation, or one this state cannot place: the *state* is
+    /// older than the root (a laptop restored with its state from one backup) or a copy of
+    /// this state wrote it. The root's files are then not older than the base, so syncing
+    /// them rolls nothing back.
+    Ahead,
+}
+
+fn freshness(
+    found: Option<&str>,
+    recorded: &Generation,
+    pending: Option<&Generation>,
+) -> Freshness {
+    let Some(found) = found else {
+        return Freshness::Older;
+    };
+    let Some(found) = Generation::parse(found) else {
+        return Freshness::Ahead;
+    };
+    if found == *recorded || Some(&found) == pending {
+        return Freshness::Current;
+    }
+    if found.counter < recorded.counter {
+        Freshness::Older
+    } else {
+        Freshness::Ahead
+    }
+}
+
+/// Reads the generation a root holds at `path` (verified, see [`read_own_file`]).
 async fn read_generation(
     client: &dyn StorageClient,
-    pair_id: &str,
+    path: &RelPath,
 ) -> Result<Option<String>, Error> {
-    Ok(read_own_file(client, &generation_path(pair_id)?)
+    Ok(read_own_file(client, path)
         .await?
         .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned()))
 }
 
-/// Writes a new generation for `pair_id` into a root: the store records it as pending first,
-/// then the file is written, then the store records it as current — a kill anywhere between
-/// leaves the root holding one of the two generations the store accepts.
+/// How often a generation write is tried when it fails for a transient reason.
+const GENERATION_ATTEMPTS: u32 = 3;
+
+/// Writes a new generation into `side`'s root at `path`, later than `floor` and than any
+/// the store recorded, and returns its counter. The store records it as pending first, then
+/// the file is written, then the store records it as current — a kill anywhere between
+/// leaves the root holding one of the two generations the store accepts. A failed write is
+/// checked (a lost reply may have landed it) and retried when the failure is transient.
 ///
 /// # Errors
 /// The backend's error when the file cannot be written ([`SyncError::Storage`]), or the
@@ -414,27 +496,53 @@ async fn read_generation(
 pub(crate) async fn advance_generation(
     client: &dyn StorageClient,
     side: Side,
-    pair_id: &str,
+    path: &RelPath,
+    floor: u64,
     store: &StateStore,
-) -> Result<(), SyncError> {
-    let next = hex::encode(rand::random::<[u8; 16]>());
+) -> Result<u64, SyncError> {
+    let (current, pending) = {
+        let store = store.clone();
+        blocking(move || store.root_generation(side)).await?
+    };
+    let top = [current, pending]
+        .iter()
+        .flatten()
+        .filter_map(|g| Generation::parse(g))
+        .map(|g| g.counter)
+        .fold(floor, u64::max);
+    let next = Generation::after(top).text();
     {
         let (store, next) = (store.clone(), next.clone());
         blocking(move || store.begin_root_generation(side, &next)).await?;
     }
     let body = Bytes::from(format!("{next}\n"));
     let size = body.len() as u64;
-    let path = generation_path(pair_id).map_err(|source| SyncError::Storage { side, source })?;
-    client
-        .write_opts(
-            &path,
-            bytes_stream(body),
-            WriteOptions::default().with_size_hint(size),
-        )
-        .await
-        .map_err(|source| SyncError::Storage { side, source })?;
+    let mut attempt = 1;
+    loop {
+        let written = client
+            .write_opts(
+                path,
+                bytes_stream(body.clone()),
+                WriteOptions::default().with_size_hint(size),
+            )
+            .await;
+        let Err(e) = written else { break };
+        // A reply lost after the write landed: the root holds it.
+        if let Ok(Some(found)) = read_generation(client, path).await
+            && found == next
+        {
+            break;
+        }
+        if !e.is_transient() || attempt >= GENERATION_ATTEMPTS {
+            return Err(SyncError::Storage { side, source: e });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+        attempt += 1;
+    }
     let store = store.clone();
-    blocking(move || store.commit_root_generation(side, &next)).await
+    let counter = top.saturating_add(1);
+    blocking(move || store.commit_root_generation(side, &next)).await?;
+    Ok(counter)
 }
 
 /// Writes a new random id file into a root (create-only, so two runs racing on a fresh root
@@ -472,8 +580,12 @@ pub(crate) struct RootCheck {
     pub(crate) accepted: bool,
     /// The sides accepted as new roots.
     pub(crate) accepted_sides: Vec<Side>,
-    /// The sides whose root has an id file: a real run writes them a new generation.
-    pub(crate) generations: Vec<Side>,
+    /// The sides whose root has an id file, each with the highest generation counter seen
+    /// there: a real run that changes that side writes it a new, later generation.
+    pub(crate) generations: Vec<(Side, u64)>,
+    /// Where this state's generation file lies in each root (`None` in a dry run of a state
+    /// that has never written one).
+    pub(crate) generation_file: Option<RelPath>,
     /// Identities to record before the run changes anything (new, changed or accepted).
     pub(crate) record: Vec<RootRecord>,
     /// Warnings for the user.
@@ -513,6 +625,14 @@ pub(crate) async fn check_roots(
     let (recorded_source, recorded_destination, base_files) = recorded;
     let accept = pair.options.accept_new_root;
     let mut check = RootCheck::default();
+    let state_id = {
+        let store = store.clone();
+        blocking(move || store.state_id(!dry_run)).await?
+    };
+    check.generation_file = state_id
+        .map(|state_id| generation_path(pair_id, &state_id))
+        .transpose()
+        .map_err(|e| SyncError::State(format!("naming the generation file: {e}")))?;
     let mut changes = Vec::new();
     for (side, recorded, location) in [
         (Side::Source, recorded_source, &locations[0]),
@@ -530,17 +650,36 @@ pub(crate) async fn check_roots(
                     let store = store.clone();
                     blocking(move || store.root_generation(side)).await?
                 };
-                let Some(recorded_gen) = recorded_gen else {
-                    // No generation yet (state from before generations): start one.
-                    check.generations.push(side);
+                // No generation recorded yet (a state from before generations, or of a
+                // development format), or none this run can name: start one.
+                let recorded_gen = recorded_gen.as_deref().and_then(Generation::parse);
+                let (Some(recorded_gen), Some(file)) = (recorded_gen, &check.generation_file)
+                else {
+                    check.generations.push((side, 0));
                     continue;
                 };
-                let found = read_generation(client, pair_id).await.map_err(storage)?;
-                let same = found.as_deref() == Some(recorded_gen.as_str())
-                    || (pending.is_some() && found == pending);
-                if same {
-                    check.generations.push(side);
-                    continue;
+                let pending = pending.as_deref().and_then(Generation::parse);
+                let found = read_generation(client, file).await.map_err(storage)?;
+                let floor = found
+                    .as_deref()
+                    .and_then(Generation::parse)
+                    .map_or(0, |g| g.counter);
+                match freshness(found.as_deref(), &recorded_gen, pending.as_ref()) {
+                    Freshness::Current => {
+                        check.generations.push((side, floor));
+                        continue;
+                    }
+                    Freshness::Ahead => {
+                        check.warnings.push(format!(
+                            "the {side} root {location} holds a later generation than this \
+                             state recorded (the state may have been restored from a backup, \
+                             or copied): its files are not older than the state, so the run \
+                             goes on"
+                        ));
+                        check.generations.push((side, floor));
+                        continue;
+                    }
+                    Freshness::Older => {}
                 }
                 let identity = RootIdentity::IdFile(r);
                 if !accept.is_some_and(|a| a.covers(side)) {
@@ -559,7 +698,7 @@ pub(crate) async fn check_roots(
                     "the {side} root {location} was accepted although it looks like an older \
                      copy of itself: this run ignores the old base and deletes nothing"
                 ));
-                check.generations.push(side);
+                check.generations.push((side, floor));
                 continue;
             }
             Some(r @ RootIdentity::IdFile(_)) => {
@@ -620,7 +759,7 @@ pub(crate) async fn check_roots(
         };
         if let Some(identity) = identity {
             if matches!(identity, RootIdentity::IdFile(_)) {
-                check.generations.push(side);
+                check.generations.push((side, 0));
             }
             check.record.push((side, identity, location.to_string()));
         }

@@ -521,3 +521,243 @@ async fn an_older_copy_of_a_root_stops_the_run() {
         .await
         .unwrap();
 }
+
+/// Generations: older copies of a root, and the setups that must not look like one.
+#[cfg(feature = "testing")]
+mod generations {
+    use super::*;
+    use syncengine_core::testing::{Fault, FaultClient, FaultConfig};
+
+    /// The destination's files as a restorable copy: every path, engine folder included.
+    fn snapshot(c: &MemoryClient) -> BTreeMap<RelPath, Bytes> {
+        c.files()
+    }
+
+    async fn restore(files: BTreeMap<RelPath, Bytes>, location: &str) -> Arc<MemoryClient> {
+        let restored = Arc::new(MemoryClient::new().with_location(location));
+        for (path, body) in files {
+            restored.put(&path, body).await.unwrap();
+        }
+        restored
+    }
+
+    fn generation_file(c: &MemoryClient) -> Option<(RelPath, Bytes)> {
+        c.files()
+            .into_iter()
+            .find(|(p, _)| p.as_str().starts_with(".syncengine/generation/"))
+    }
+
+    /// A copy of a root taken while a run was changing it (an hourly snapshot, a backup job)
+    /// holds the generation that run wrote at its start; once the run has ended, that copy is
+    /// older than the root and is recognised as such (red-team R1).
+    #[tokio::test]
+    async fn a_copy_taken_during_a_run_is_an_older_copy_once_the_run_ended() {
+        let state = tempfile::tempdir().unwrap();
+        let (s, d) = synced_pair(state.path()).await;
+        s.put(
+            &rel("a-first.txt"),
+            Bytes::from("copied before the snapshot"),
+        )
+        .await
+        .unwrap();
+        s.put(&rel("z-last.txt"), Bytes::from("copied after the snapshot"))
+            .await
+            .unwrap();
+        let faulty = Arc::new(FaultClient::new(d.clone(), FaultConfig::none()));
+        let taken: Arc<std::sync::Mutex<Option<BTreeMap<RelPath, Bytes>>>> = Arc::default();
+        let (d2, taken2) = (d.clone(), taken.clone());
+        faulty.at_body_end(
+            rel("z-last.txt"),
+            Arc::new(move |_| *taken2.lock().unwrap() = Some(snapshot(&d2))),
+        );
+        let pair = SyncPair::new(s.clone(), faulty, SyncMode::TwoWay)
+            .with_options(SyncOptions::default().with_transfers(1));
+        let stats = SyncEngine::new(state.path())
+            .sync_pair(&pair)
+            .await
+            .unwrap();
+        assert_eq!(stats.uploaded, 2, "{stats:?}");
+        let during = taken
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the snapshot was taken");
+        assert!(during.contains_key(&rel("a-first.txt")), "taken mid-run");
+        assert!(!during.contains_key(&rel("z-last.txt")), "taken mid-run");
+
+        let restored = restore(during, "usb").await;
+        let before = user_files(&s);
+        let pair = SyncPair::new(s.clone(), restored, SyncMode::TwoWay);
+        match SyncEngine::new(state.path()).sync_pair(&pair).await {
+            Err(SyncError::RootChanged { changes }) => {
+                assert!(changes[0].older_copy, "{changes:?}");
+                assert_eq!(changes[0].side, Side::Destination);
+            }
+            other => panic!("a mid-run copy of the destination was synced: {other:?}"),
+        }
+        assert_eq!(
+            user_files(&s),
+            before,
+            "z-last.txt must not be deleted on the source"
+        );
+    }
+
+    /// A root whose new generation cannot be written is not changed: the run stops before its
+    /// first change there, since an older copy of that root could no longer be told apart
+    /// (red-team R2).
+    #[tokio::test]
+    async fn a_root_whose_generation_cannot_be_written_is_not_changed() {
+        let state = tempfile::tempdir().unwrap();
+        let (s, d) = synced_pair(state.path()).await;
+        let (generation, _) = generation_file(&d).expect("a generation file");
+        s.put(&rel("new.txt"), Bytes::from("new")).await.unwrap();
+        let faulty = Arc::new(FaultClient::new(d.clone(), FaultConfig::none()));
+        faulty.fail_path(&generation, Fault::WriteBodyError, 100);
+        let before = user_files(&d);
+        let pair = SyncPair::new(s.clone(), faulty, SyncMode::TwoWay);
+        match SyncEngine::new(state.path()).sync_pair(&pair).await {
+            Err(SyncError::Storage { side, .. }) => assert_eq!(side, Side::Destination),
+            other => panic!("the run went on without a generation: {other:?}"),
+        }
+        assert_eq!(user_files(&d), before, "the destination was changed");
+        // Once the root is writable again, the run goes through.
+        let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay);
+        let stats = SyncEngine::new(state.path())
+            .sync_pair(&pair)
+            .await
+            .unwrap();
+        assert_eq!(stats.uploaded, 1, "{stats:?}");
+    }
+
+    /// Two machines whose sync folders have the same path share one remote root (laptop A ↔
+    /// NAS ↔ laptop B): same pair id, two states. Each keeps its own generation in the shared
+    /// root, so neither calls it an older copy (red-team F1; F2 is the same with two state
+    /// folders on one machine).
+    #[tokio::test]
+    async fn two_states_of_one_pair_keep_their_generations_apart() {
+        let (state_a, state_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let laptop_a = Arc::new(MemoryClient::new().with_location("home/me/Sync"));
+        let laptop_b = Arc::new(MemoryClient::new().with_location("home/me/Sync"));
+        let nas = Arc::new(MemoryClient::new().with_location("nas"));
+        let (a, b) = (
+            SyncEngine::new(state_a.path()),
+            SyncEngine::new(state_b.path()),
+        );
+        for round in 0..3 {
+            laptop_a
+                .put(&rel(&format!("a{round}.txt")), Bytes::from("from a"))
+                .await
+                .unwrap();
+            a.sync_pair(&SyncPair::new(
+                laptop_a.clone(),
+                nas.clone(),
+                SyncMode::TwoWay,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, laptop A: {e}"));
+            laptop_b
+                .put(&rel(&format!("b{round}.txt")), Bytes::from("from b"))
+                .await
+                .unwrap();
+            b.sync_pair(&SyncPair::new(
+                laptop_b.clone(),
+                nas.clone(),
+                SyncMode::TwoWay,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, laptop B: {e}"));
+        }
+        let generations = nas
+            .files()
+            .into_keys()
+            .filter(|p| p.as_str().starts_with(".syncengine/generation/"))
+            .count();
+        assert_eq!(generations, 2, "one generation file per state");
+        assert_eq!(user_files(&laptop_b).len(), 6);
+    }
+
+    /// A laptop restored as a whole, sync folder and state from one backup: the NAS is *ahead*
+    /// of that state, not an older copy. The run goes on (with a warning) and brings the laptop
+    /// forward; nothing on the NAS is rolled back (red-team F3).
+    #[tokio::test]
+    async fn a_state_restored_with_its_root_goes_on_and_rolls_nothing_back() {
+        let state = tempfile::tempdir().unwrap();
+        let s = Arc::new(MemoryClient::new().with_location("home/me/Sync"));
+        let d = Arc::new(MemoryClient::new().with_location("nas"));
+        fill(&s, ten()).await;
+        let engine = SyncEngine::new(state.path());
+        engine
+            .sync_pair(&SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay))
+            .await
+            .unwrap();
+        // The backup: the laptop's folder and its state folder.
+        let laptop_backup = snapshot(&s);
+        let state_backup = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(state.path()).unwrap() {
+            let f = f.unwrap();
+            if f.file_type().unwrap().is_file() {
+                std::fs::copy(f.path(), state_backup.path().join(f.file_name())).unwrap();
+            }
+        }
+        // More work, synced to the NAS.
+        s.put(&rel("f0.txt"), Bytes::from("edited after the backup"))
+            .await
+            .unwrap();
+        s.put(&rel("new.txt"), Bytes::from("added after the backup"))
+            .await
+            .unwrap();
+        engine
+            .sync_pair(&SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay))
+            .await
+            .unwrap();
+        // The laptop dies; folder and state come back from the backup.
+        let laptop = restore(laptop_backup, "home/me/Sync").await;
+        let restored = SyncEngine::new(state_backup.path());
+        let pair = SyncPair::new(laptop.clone(), d.clone(), SyncMode::TwoWay);
+        assert_eq!(
+            pair.id().await.unwrap(),
+            SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay)
+                .id()
+                .await
+                .unwrap()
+        );
+        let stats = restored.sync_pair(&pair).await.unwrap();
+        assert!(
+            stats
+                .warnings
+                .iter()
+                .any(|w| w.contains("later generation")),
+            "{:?}",
+            stats.warnings
+        );
+        assert_eq!(
+            d.read_to_bytes(&rel("f0.txt")).await.unwrap(),
+            Bytes::from("edited after the backup"),
+            "the NAS was rolled back"
+        );
+        assert_eq!(
+            laptop.read_to_bytes(&rel("f0.txt")).await.unwrap(),
+            Bytes::from("edited after the backup")
+        );
+        assert!(user_files(&laptop).contains_key("new.txt"));
+        // The runs after it are normal.
+        restored.sync_pair(&pair).await.unwrap();
+    }
+
+    /// A run that changes nothing writes no generation: a no-change run stays free of writes.
+    #[tokio::test]
+    async fn a_run_that_changes_nothing_writes_no_generation() {
+        let state = tempfile::tempdir().unwrap();
+        let (s, d) = synced_pair(state.path()).await;
+        let before = (generation_file(&s), generation_file(&d));
+        // Only the destination was changed (the first run uploaded): only it has one.
+        assert!(before.0.is_none() && before.1.is_some(), "{before:?}");
+        let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay);
+        let stats = SyncEngine::new(state.path())
+            .sync_pair(&pair)
+            .await
+            .unwrap();
+        assert_eq!(stats.uploaded + stats.downloaded, 0, "{stats:?}");
+        assert_eq!((generation_file(&s), generation_file(&d)), before);
+    }
+}

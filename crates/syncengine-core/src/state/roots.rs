@@ -174,6 +174,37 @@ impl StateStore {
         Ok(())
     }
 
+    /// The random id of this state database, which names the generation files it writes
+    /// into roots (see [`crate::identity`]): two machines, or two state folders, that sync the
+    /// same locations keep apart generations. Created on first use when `create` is set;
+    /// `None` otherwise when there is none yet (a dry run writes nothing).
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be read or written.
+    pub fn state_id(&self, create: bool) -> Result<Option<String>, SyncError> {
+        let ctx = |e| self.err("reading the state id", e);
+        let conn = self.conn()?;
+        let read = |conn: &Connection| {
+            conn.query_row("SELECT value FROM meta WHERE key = 'state_id'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+        };
+        if let Some(id) = read(&conn).map_err(ctx)? {
+            return Ok(Some(id));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let id = hex::encode(rand::random::<[u8; 12]>());
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('state_id', ?1)",
+            params![id],
+        )
+        .map_err(ctx)?;
+        read(&conn).map_err(ctx)
+    }
+
     /// Moves the state of `old_id` to `new_id` when only the old one exists: pair ids used to
     /// be made from the clients' display strings, and a user upgrading keeps their base.
     /// Returns whether a file was moved.
