@@ -93,12 +93,19 @@ async fn forcing_digest_against_a_basic_only_server_is_permission_denied() {
     let Some(url) = common::server_url(WSGIDAV) else {
         return;
     };
-    let client = client_for(&url, "syncengine-tests", "davpass", WebDavAuth::Digest);
+    // A fresh root of its own: the whole shared test area is too big to list in a minute.
+    let root = format!(
+        "syncengine-tests/digest-denied-{:016x}",
+        rand::random::<u64>()
+    );
+    let client = client_for(&url, &root, "davpass", WebDavAuth::Digest);
     let err = bounded(client.list_all(None)).await.unwrap_err();
     assert_denied(&err, "list");
     // Auto falls back to Basic there.
-    let client = client_for(&url, "syncengine-tests", "davpass", WebDavAuth::Auto);
-    bounded(client.list_all(None)).await.unwrap();
+    let client = client_for(&url, &root, "davpass", WebDavAuth::Auto);
+    client.put(&p("f"), Bytes::from("data")).await.unwrap();
+    let listed = bounded(client.list_all(None)).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
 }
 
 #[tokio::test]
