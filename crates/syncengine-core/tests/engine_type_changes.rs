@@ -392,3 +392,56 @@ async fn a_file_renamed_away_while_a_folder_takes_its_name_frees_the_name_first(
         p.assert_converged().await;
     }
 }
+
+/// Model finding F14 (`never_absent`, seed 6100): the last file of a folder renamed out of it
+/// while a file takes the folder's name (and the reverse: a file renamed away while a folder
+/// takes its name). The other side must carry out the rename before the copy that needs the
+/// name, as it does for deletes that make room; on 004946b the copy ran first and failed ("a
+/// folder is in the way") in every run (fixed by 6586cb8; this covers both directions and
+/// both sides).
+#[tokio::test]
+async fn a_rename_that_frees_a_name_for_a_type_change_runs_before_the_copy_that_takes_it() {
+    for changer in [Side::Source, Side::Destination] {
+        // Folder to file: r.txt/x renamed to b.txt, then a file r.txt.
+        let p = Pair::new();
+        put(&p.s, "r.txt/x", "the x").await;
+        p.two_way().await;
+        let a = p.side(changer);
+        a.rename(&rel("r.txt/x"), &rel("b.txt")).await.unwrap();
+        put(a, "r.txt", "a file now").await;
+        p.two_way().await;
+        let other = files(p.side(changer.other()));
+        assert_eq!(
+            other.get("b.txt").map(String::as_str),
+            Some("the x"),
+            "{changer}"
+        );
+        assert_eq!(
+            other.get("r.txt").map(String::as_str),
+            Some("a file now"),
+            "{changer}"
+        );
+        p.assert_converged().await;
+
+        // File to folder: r.txt renamed to b.txt, then a file r.txt/x.
+        let p = Pair::new();
+        put(&p.s, "r.txt", "the r").await;
+        p.two_way().await;
+        let a = p.side(changer);
+        a.rename(&rel("r.txt"), &rel("b.txt")).await.unwrap();
+        put(a, "r.txt/x", "below now").await;
+        p.two_way().await;
+        let other = files(p.side(changer.other()));
+        assert_eq!(
+            other.get("b.txt").map(String::as_str),
+            Some("the r"),
+            "{changer}"
+        );
+        assert_eq!(
+            other.get("r.txt/x").map(String::as_str),
+            Some("below now"),
+            "{changer}"
+        );
+        p.assert_converged().await;
+    }
+}
