@@ -295,21 +295,34 @@ impl SyncEngine {
             let (record, accepted) = (roots.record.clone(), roots.accepted_sides.clone());
             blocking(move || s.record_root_identities(&record, &accepted)).await?;
         }
-        // Each real run that changes a root leaves a new generation in it before and after
-        // the changes, so an older copy of the root put back later (same id file) is
-        // recognised and stopped — also a copy taken while the run was changing it. A root
-        // whose generation cannot be written is not changed: the run stops here.
+        // Each real run that acts leaves a new generation in each root before and after its
+        // actions, so an older copy of a root put back later (same id file) is recognised
+        // and stopped — also a copy taken while the run was changing it. Both roots: the base
+        // moves on for the side copies come from as well (an older copy of it would look like
+        // deletions and old edits). A root the run changes but whose generation cannot be
+        // written is not changed: the run stops here. A run with nothing to do writes none.
         let changed = sides_changed_by(&plan.actions);
         let mut generations = Vec::new();
-        if let Some(file) = &roots.generation_file {
+        if let Some(file) = roots
+            .generation_file
+            .as_ref()
+            .filter(|_| !plan.actions.is_empty())
+        {
             for (side, floor) in roots.generations.iter().copied() {
-                if !changed[side_index(side)] {
-                    continue;
-                }
                 let client = pair.client(side).as_ref();
-                let written =
-                    identity::advance_generation(client, side, file, floor, &store).await?;
-                generations.push((side, written));
+                match identity::advance_generation(client, side, file, floor, &store).await {
+                    Ok(written) => generations.push((side, written)),
+                    Err(e) if changed[side_index(side)] => return Err(e),
+                    Err(e) => {
+                        let w = format!(
+                            "could not write this run's generation into the {side} root ({e}); \
+                             this run does not change that root, but an older copy of it put \
+                             back later would not be recognised"
+                        );
+                        tracing::warn!("{w}");
+                        plan.warnings.push(w);
+                    }
+                }
             }
         }
 
@@ -345,6 +358,7 @@ impl SyncEngine {
         if let Some(file) = &roots.generation_file {
             for (side, floor) in generations {
                 let client = pair.client(side).as_ref();
+                identity::note_generation_temps(client, file).await;
                 if let Err(e) =
                     identity::advance_generation(client, side, file, floor, &store).await
                 {

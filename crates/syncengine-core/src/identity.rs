@@ -471,6 +471,29 @@ fn freshness(
     }
 }
 
+/// Whether `mode` is a mirror whose overwritten (never read) side is `side`.
+fn mirrors_onto(mode: crate::mode::SyncMode, side: Side) -> bool {
+    use crate::mode::SyncMode;
+    match mode {
+        SyncMode::SourceToDestination => side == Side::Destination,
+        SyncMode::DestinationToSource => side == Side::Source,
+        _ => false,
+    }
+}
+
+/// Lists the folder of a root's generation files, so that the backend notes a temp file a
+/// killed generation write left there (listings of the tree prune `.syncengine/`) and
+/// [`StorageClient::remove_stale_temps`] removes it once it is a day old.
+pub(crate) async fn note_generation_temps(client: &dyn StorageClient, file: &RelPath) {
+    let Some(folder) = file.parent() else { return };
+    let mut listing = client.list(Some(&folder));
+    while let Some(item) = futures::StreamExt::next(&mut listing).await {
+        if let Err(e) = item {
+            tracing::debug!(error = %e, "listing the generation folder");
+        }
+    }
+}
+
 /// Reads the generation a root holds at `path` (verified, see [`read_own_file`]).
 async fn read_generation(
     client: &dyn StorageClient,
@@ -675,6 +698,19 @@ pub(crate) async fn check_roots(
                              state recorded (the state may have been restored from a backup, \
                              or copied): its files are not older than the state, so the run \
                              goes on"
+                        ));
+                        check.generations.push((side, floor));
+                        continue;
+                    }
+                    // A mirror never reads the side it overwrites: an older copy there is
+                    // mirrored again, and nothing flows back (the backup modes do read both
+                    // sides, so they stop).
+                    Freshness::Older if mirrors_onto(pair.mode, side) => {
+                        check.warnings.push(format!(
+                            "the {side} root {location} looks like an older copy of itself \
+                             (a restored snapshot or backup); {} only writes to it, so this run \
+                             brings it up to date",
+                            pair.mode
                         ));
                         check.generations.push((side, floor));
                         continue;

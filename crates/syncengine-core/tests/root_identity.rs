@@ -750,8 +750,7 @@ mod generations {
         let state = tempfile::tempdir().unwrap();
         let (s, d) = synced_pair(state.path()).await;
         let before = (generation_file(&s), generation_file(&d));
-        // Only the destination was changed (the first run uploaded): only it has one.
-        assert!(before.0.is_none() && before.1.is_some(), "{before:?}");
+        assert!(before.0.is_some() && before.1.is_some(), "{before:?}");
         let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay);
         let stats = SyncEngine::new(state.path())
             .sync_pair(&pair)
@@ -759,5 +758,57 @@ mod generations {
             .unwrap();
         assert_eq!(stats.uploaded + stats.downloaded, 0, "{stats:?}");
         assert_eq!((generation_file(&s), generation_file(&d)), before);
+    }
+
+    /// A mirror never reads the side it overwrites: an older copy of its destination (a
+    /// restored snapshot) is mirrored again, while an older copy of its source, which it
+    /// reads, still stops the run (red-team F5).
+    #[tokio::test]
+    async fn an_older_copy_of_a_mirror_destination_is_mirrored_again() {
+        let state = tempfile::tempdir().unwrap();
+        let s = Arc::new(MemoryClient::new().with_location("work"));
+        let d = Arc::new(MemoryClient::new().with_location("usb"));
+        fill(&s, ten()).await;
+        let engine = SyncEngine::new(state.path());
+        let mirror = SyncMode::SourceToDestination;
+        engine
+            .sync_pair(&SyncPair::new(s.clone(), d.clone(), mirror))
+            .await
+            .unwrap();
+        let (old_d, old_s) = (snapshot(&d), snapshot(&s));
+        s.put(&rel("f0.txt"), Bytes::from("edited")).await.unwrap();
+        s.put(&rel("new.txt"), Bytes::from("new")).await.unwrap();
+        engine
+            .sync_pair(&SyncPair::new(s.clone(), d.clone(), mirror))
+            .await
+            .unwrap();
+
+        let restored = restore(old_d, "usb").await;
+        let stats = engine
+            .sync_pair(&SyncPair::new(s.clone(), restored.clone(), mirror))
+            .await
+            .unwrap();
+        assert!(
+            stats.warnings.iter().any(|w| w.contains("older copy")),
+            "{:?}",
+            stats.warnings
+        );
+        assert_eq!(user_files(&restored), user_files(&s));
+
+        // The source is what a mirror reads: an older copy of it would roll the destination
+        // back, so it stops.
+        let old_source = restore(old_s, "work").await;
+        match engine
+            .sync_pair(&SyncPair::new(old_source, restored.clone(), mirror))
+            .await
+        {
+            Err(SyncError::RootChanged { changes }) => {
+                assert!(
+                    changes[0].older_copy && changes[0].side == Side::Source,
+                    "{changes:?}"
+                )
+            }
+            other => panic!("an older copy of the mirror's source was synced: {other:?}"),
+        }
     }
 }
