@@ -6,7 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -55,8 +55,6 @@ pub struct LocalClient {
     root: PathBuf,
     fsync: bool,
     stale: Arc<StaleTemps>,
-    /// Whether the root's file system folds (letter case, Unicode normalisation), once probed.
-    folding: Arc<OnceLock<(bool, bool)>>,
 }
 
 impl LocalClient {
@@ -72,48 +70,6 @@ impl LocalClient {
             root,
             fsync: false,
             stale: Arc::new(StaleTemps::default()),
-            folding: Arc::new(OnceLock::new()),
-        }
-    }
-
-    /// Whether the root's file system treats names differing in letter case, or in Unicode
-    /// normalisation (NFC/NFD), as one file: probed once per client by creating two files
-    /// in `<root>/.syncengine/` and asking for their folded twins, then removing them.
-    ///
-    /// # Behavior
-    /// Probes only where `<root>/.syncengine/` already exists (the root identity check
-    /// creates it before the listing), so a dry run on a new root writes nothing; without a
-    /// probe the answer is the platform's default (folding on macOS, not elsewhere), and is
-    /// not cached, so a later call can still probe. A probe that fails to write the same.
-    fn folding(&self) -> (bool, bool) {
-        if let Some(known) = self.folding.get() {
-            return *known;
-        }
-        let dir = self
-            .root
-            .join(syncengine_core::ignore_rules::STATE_DIR_NAME);
-        let fallback = (cfg!(target_os = "macos"), cfg!(target_os = "macos"));
-        if !dir.is_dir() {
-            return fallback;
-        }
-        let stem = format!("probe-{:016x}-", rand::random::<u64>());
-        let probe = |made: String, twin: String| -> Option<bool> {
-            let made = dir.join(made);
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&made)
-                .ok()?;
-            let folds = fs::symlink_metadata(dir.join(twin)).is_ok();
-            // A probe file left behind (remove failed) is one empty file in our own folder.
-            let _ = fs::remove_file(&made);
-            Some(folds)
-        };
-        let case = probe(format!("{stem}Aa"), format!("{stem}aA"));
-        let nfc = probe(format!("{stem}n\u{e9}"), format!("{stem}ne\u{301}"));
-        match (case, nfc) {
-            (Some(case), Some(nfc)) => *self.folding.get_or_init(|| (case, nfc)),
-            _ => fallback,
         }
     }
 
@@ -445,7 +401,12 @@ impl StorageClient for LocalClient {
         caps.server_side_copy = true;
         caps.native_rename = true;
         caps.conditional_write = false;
-        (caps.case_insensitive, caps.normalization_insensitive) = self.folding();
+        // The platform's default (macOS disks fold both); whether this root's file system
+        // folds (a FAT stick, a casefolded ext4 folder, an SMB mount) only a probe can tell:
+        // the engine probes it in `.syncengine/probe/` once per root identity
+        // (`syncengine_core::folding`), so `folding_known` stays false.
+        caps.case_insensitive = cfg!(target_os = "macos");
+        caps.normalization_insensitive = cfg!(target_os = "macos");
         caps.real_directories = true;
         caps
     }

@@ -514,6 +514,8 @@ impl StorageClient for S3Client {
         caps.server_side_copy = true;
         caps.native_rename = false;
         caps.conditional_write = true;
+        // Object keys are exact byte strings: no folding, and no probe needed.
+        caps.folding_known = true;
         caps
     }
 

@@ -968,6 +968,8 @@ impl StorageClient for SftpClient {
         caps.server_side_copy = false;
         caps.native_rename = true;
         caps.conditional_write = false;
+        // What the server's disk does is unknown here (Windows OpenSSH folds letter case):
+        // the engine probes the root (`folding_known` stays false).
         caps.case_insensitive = false;
         caps.real_directories = true;
         caps

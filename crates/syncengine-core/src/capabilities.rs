@@ -48,6 +48,14 @@ pub struct Capabilities {
     /// Paths that differ only in Unicode normalisation (NFC `café` vs NFD `cafe\u{301}`)
     /// name the same file (macOS file systems, some SMB/WebDAV servers).
     pub normalization_insensitive: bool,
+    /// `case_insensitive` and `normalization_insensitive` are known for sure, so the engine
+    /// does not probe the root (see [`crate::folding`]). True for object stores (S3, GCS,
+    /// Azure), whose keys are exact byte strings, and for [`MemoryClient`](crate::MemoryClient).
+    /// False (the default) wherever a server or disk decides: local disk, SFTP and WebDAV
+    /// servers can fold names (a FAT stick, Windows OpenSSH, IIS, a Samba-backed share)
+    /// whatever the client declares; the engine probes such roots once per root identity
+    /// and uses what it found.
+    pub folding_known: bool,
     /// The backend has real directories (they can exist empty and are removed when emptied).
     pub real_directories: bool,
 }
@@ -70,6 +78,7 @@ impl Default for Capabilities {
             conditional_write: false,
             case_insensitive: false,
             normalization_insensitive: false,
+            folding_known: false,
             real_directories: false,
         }
     }

@@ -13,11 +13,13 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::capabilities::Capabilities;
 use crate::client::{EntryStream, PruneFn, StorageClient, StorageClientExt};
 use crate::collide::{Collisions, find_collisions, mark_collisions};
 use crate::decide::Policy;
 use crate::error::{Error, SyncError};
 use crate::exec::{Executor, ResolvedRecovery, overlay_base, recover_intents};
+use crate::folding;
 use crate::identity;
 use crate::ignore_rules::{IgnoreRules, STATE_DIR_NAME, SYNCIGNORE_FILE};
 use crate::mode::{InitialSyncPreference, Side, SyncMode};
@@ -167,12 +169,18 @@ impl SyncEngine {
             conflict: opts.conflict,
         };
 
+        // How each root folds names: declared, cached with its identity, or probed now. The
+        // clients below carry the answer in their capabilities, which is where the
+        // collision check, the reconciler and the executor read it.
+        let folding = folding::resolve(pair, &roots, &store, dry_run).await?;
+        let [source, destination] = folding.clients;
+
         let rules = Arc::new(self.ignore_rules(pair).await?);
         // Names that collide on a side that folds them (`Readme`/`readme`, NFC/NFD) are
         // unknown for the run: found in a pre-pass over each listing, so it costs nothing
         // when neither side folds names.
         let mut collisions = [Collisions::new(), Collisions::new()];
-        if let Some(note) = folding_note(pair) {
+        if let Some(note) = folding_note(&[source.capabilities(), destination.capabilities()]) {
             for (i, side) in [Side::Source, Side::Destination].into_iter().enumerate() {
                 let scratch = Arc::new(AtomicU64::new(0));
                 let pre = self.listing(pair, side, &rules, &scratch).await;
@@ -198,8 +206,8 @@ impl SyncEngine {
         let reconciler = Reconciler::new(
             policy,
             opts.checksum,
-            pair.source.clone(),
-            pair.destination.clone(),
+            source.clone(),
+            destination.clone(),
         );
         // Copies an interrupted run left behind: those that landed count as synced. An
         // accepted new root is not what the base describes: plan as if there were none.
@@ -228,6 +236,7 @@ impl SyncEngine {
         };
         let mut plan = reconciler.plan(source_list, destination_list, base).await?;
         plan.warnings.extend(roots.warnings.iter().cloned());
+        plan.warnings.extend(folding.warnings);
         if roots.accepted {
             let before = plan.actions.len();
             plan.actions.retain(|a| !a.is_delete());
@@ -339,8 +348,8 @@ impl SyncEngine {
             ..SyncStats::default()
         };
         let executor = Executor {
-            source: pair.source.clone(),
-            destination: pair.destination.clone(),
+            source,
+            destination,
             store: store.clone(),
             progress: self.progress.clone(),
             cancel: self.cancel.clone(),
@@ -538,12 +547,11 @@ impl SyncEngine {
     }
 }
 
-/// How the pair's folding sides fold names, for collision reasons; `None` when neither side
-/// folds names (then no collision check runs).
-fn folding_note(pair: &SyncPair) -> Option<String> {
+/// How the pair's folding sides fold names (`caps` of the source, then the destination), for
+/// collision reasons; `None` when neither side folds names (then no collision check runs).
+fn folding_note(caps: &[Capabilities; 2]) -> Option<String> {
     let mut parts = Vec::new();
-    for side in [Side::Source, Side::Destination] {
-        let caps = pair.client(side).capabilities();
+    for (side, caps) in [Side::Source, Side::Destination].into_iter().zip(caps) {
         let what = match (caps.case_insensitive, caps.normalization_insensitive) {
             (true, true) => "letter case and Unicode normalisation",
             (true, false) => "letter case",

@@ -613,6 +613,19 @@ pub(crate) struct RootCheck {
     pub(crate) record: Vec<RootRecord>,
     /// Warnings for the user.
     pub(crate) warnings: Vec<String>,
+    /// The identity each root shows in this run (recorded, adopted or accepted); a side
+    /// without one is missing. The name-folding cache is kept per identity.
+    pub(crate) identities: Vec<(Side, RootIdentity)>,
+}
+
+impl RootCheck {
+    /// The identity `side`'s root shows in this run, if it has one.
+    pub(crate) fn identity(&self, side: Side) -> Option<&RootIdentity> {
+        self.identities
+            .iter()
+            .find(|(s, _)| *s == side)
+            .map(|(_, identity)| identity)
+    }
 }
 
 /// Checks that each root is the storage `store` describes.
@@ -673,6 +686,9 @@ pub(crate) async fn check_roots(
                     let store = store.clone();
                     blocking(move || store.root_generation(side)).await?
                 };
+                check
+                    .identities
+                    .push((side, RootIdentity::IdFile(r.clone())));
                 // No generation recorded yet (a state from before generations, or of a
                 // development format), or none this run can name: start one.
                 let recorded_gen = recorded_gen.as_deref().and_then(Generation::parse);
@@ -797,6 +813,7 @@ pub(crate) async fn check_roots(
             if matches!(identity, RootIdentity::IdFile(_)) {
                 check.generations.push((side, 0));
             }
+            check.identities.push((side, identity.clone()));
             check.record.push((side, identity, location.to_string()));
         }
     }

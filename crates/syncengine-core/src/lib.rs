@@ -37,6 +37,7 @@ pub mod engine;
 pub mod entry;
 pub mod error;
 pub mod exec;
+pub mod folding;
 pub mod identity;
 pub mod ignore_rules;
 pub mod memory;

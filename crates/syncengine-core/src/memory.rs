@@ -404,6 +404,8 @@ impl StorageClient for MemoryClient {
             conditional_write: true,
             case_insensitive: false,
             normalization_insensitive: false,
+            // Keys are exact strings in a map.
+            folding_known: true,
             real_directories: false,
         }
     }

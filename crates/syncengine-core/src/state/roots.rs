@@ -15,6 +15,7 @@ use super::{
 };
 use crate::entry::system_time_to_nanos;
 use crate::error::SyncError;
+use crate::folding::Folding;
 use crate::identity::RootIdentity;
 use crate::mode::Side;
 
@@ -37,7 +38,86 @@ const CREATE_GENERATION_TABLE: &str = "CREATE TABLE IF NOT EXISTS root_generatio
     pending TEXT
 ) WITHOUT ROWID";
 
+/// How each root folds names, as the name-folding probe found (see [`crate::folding`]), with
+/// the root identity it was probed under: a result is used only while the root shows that
+/// identity.
+const CREATE_FOLDING_TABLE: &str = "CREATE TABLE IF NOT EXISTS root_folding(
+    side TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
+    case_insensitive INTEGER NOT NULL,
+    normalization_insensitive INTEGER NOT NULL,
+    probed INTEGER NOT NULL
+) WITHOUT ROWID";
+
 impl StateStore {
+    /// The name folding recorded for `side`'s root, with the identity token
+    /// ([`RootIdentity::to_token`]) the root showed when it was probed; `None` when none is
+    /// recorded. Reading creates nothing (a dry run may read).
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be read.
+    pub fn root_folding(&self, side: Side) -> Result<Option<(String, Folding)>, SyncError> {
+        let ctx = |e| self.err("reading the recorded name folding", e);
+        let conn = self.conn()?;
+        let has_table: bool = conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM sqlite_master \
+                 WHERE type = 'table' AND name = 'root_folding')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(ctx)?;
+        if !has_table {
+            return Ok(None);
+        }
+        conn.query_row(
+            "SELECT identity, case_insensitive, normalization_insensitive FROM root_folding \
+             WHERE side = ?1",
+            params![side.as_str()],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Folding {
+                        case_insensitive: r.get(1)?,
+                        normalization_insensitive: r.get(2)?,
+                    },
+                ))
+            },
+        )
+        .optional()
+        .map_err(ctx)
+    }
+
+    /// Records how `side`'s root folds names, probed while it showed `identity` (a
+    /// [`RootIdentity::to_token`]), replacing what was recorded before.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be written.
+    pub fn record_root_folding(
+        &self,
+        side: Side,
+        identity: &str,
+        folding: Folding,
+    ) -> Result<(), SyncError> {
+        let ctx = |e| self.err("recording the name folding", e);
+        let now = system_time_to_nanos(SystemTime::now());
+        let conn = self.conn()?;
+        conn.execute_batch(CREATE_FOLDING_TABLE).map_err(ctx)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO root_folding(side, identity, case_insensitive, \
+             normalization_insensitive, probed) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                side.as_str(),
+                identity,
+                folding.case_insensitive,
+                folding.normalization_insensitive,
+                now
+            ],
+        )
+        .map_err(ctx)?;
+        Ok(())
+    }
+
     /// The database file of `pair_id` under `state_dir` (whether or not it exists).
     pub fn file_for(state_dir: &Path, pair_id: &str) -> PathBuf {
         state_dir.join(format!("{}.db", file_stem(pair_id)))
@@ -308,6 +388,40 @@ mod tests {
         let store = StateStore::open(dir.path(), "p").unwrap();
         assert_eq!(store.root_identity(Side::Source).unwrap(), Some(a));
         assert_eq!(store.root_identity(Side::Destination).unwrap(), Some(v));
+    }
+
+    #[test]
+    fn name_folding_is_recorded_per_side_with_its_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "p").unwrap();
+        assert_eq!(store.root_folding(Side::Source).unwrap(), None);
+        let folds = Folding {
+            case_insensitive: true,
+            normalization_insensitive: false,
+        };
+        store
+            .record_root_folding(Side::Destination, "id:aaa", folds)
+            .unwrap();
+        store
+            .record_root_folding(Side::Source, "id:bbb", Folding::default())
+            .unwrap();
+        drop(store);
+        let store = StateStore::open(dir.path(), "p").unwrap();
+        assert_eq!(
+            store.root_folding(Side::Destination).unwrap(),
+            Some(("id:aaa".to_owned(), folds))
+        );
+        store
+            .record_root_folding(Side::Destination, "id:ccc", Folding::default())
+            .unwrap();
+        assert_eq!(
+            store.root_folding(Side::Destination).unwrap(),
+            Some(("id:ccc".to_owned(), Folding::default()))
+        );
+        assert_eq!(
+            store.root_folding(Side::Source).unwrap(),
+            Some(("id:bbb".to_owned(), Folding::default()))
+        );
     }
 
     #[test]

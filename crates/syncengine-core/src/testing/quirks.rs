@@ -59,6 +59,8 @@ pub struct QuirkClient {
     normalization_insensitive: bool,
     exclusive_names: bool,
     remote_reads: bool,
+    /// The folding is reported in the capabilities (the default).
+    declared: bool,
 }
 
 impl QuirkClient {
@@ -70,6 +72,7 @@ impl QuirkClient {
             normalization_insensitive: false,
             exclusive_names: false,
             remote_reads: false,
+            declared: true,
         }
     }
 
@@ -91,6 +94,16 @@ impl QuirkClient {
     /// reports the capability), as on macOS.
     pub fn with_normalization_insensitive(mut self, on: bool) -> Self {
         self.normalization_insensitive = on;
+        self
+    }
+
+    /// Whether the capabilities report the folding switched on above (`true`, the default).
+    /// With `false` they report the inner client's flags, but not as known for sure
+    /// ([`Capabilities::folding_known`] false): a case-insensitive server behind a client that
+    /// declares a case-sensitive one (Windows OpenSSH, IIS WebDAV), which the engine must
+    /// find out by probing.
+    pub fn with_declared_folding(mut self, on: bool) -> Self {
+        self.declared = on;
         self
     }
 
@@ -182,6 +195,7 @@ impl fmt::Debug for QuirkClient {
             .field("normalization_insensitive", &self.normalization_insensitive)
             .field("exclusive_names", &self.exclusive_names)
             .field("remote_reads", &self.remote_reads)
+            .field("declared", &self.declared)
             .finish()
     }
 }
@@ -194,8 +208,12 @@ impl StorageClient for QuirkClient {
 
     fn capabilities(&self) -> Capabilities {
         let mut caps = self.inner.capabilities();
-        caps.case_insensitive |= self.case_insensitive;
-        caps.normalization_insensitive |= self.normalization_insensitive;
+        if self.declared {
+            caps.case_insensitive |= self.case_insensitive;
+            caps.normalization_insensitive |= self.normalization_insensitive;
+        } else {
+            caps.folding_known = false;
+        }
         caps.local_reads &= !self.remote_reads;
         caps
     }
