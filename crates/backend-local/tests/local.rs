@@ -552,28 +552,30 @@ async fn sync_written_flushes_and_tolerates_a_missing_root() {
     );
 }
 
-/// The name-folding probe (issue 8, behaviour 9) writes nothing where the engine's folder
-/// does not exist yet, and on a Linux file system that keeps names apart reports no folding
-/// and leaves no probe file behind.
-#[test]
-fn folding_probe_is_clean_and_reports_linux_filesystems_as_case_sensitive() {
+/// The name-folding probe (issue 8, behaviour 9) is the core's, made with ordinary client
+/// calls: on a Linux file system that keeps names apart it reports no folding, agrees with
+/// what the client declares, and leaves neither a probe file nor its folder behind.
+#[tokio::test]
+async fn folding_probe_is_clean_and_reports_linux_filesystems_as_case_sensitive() {
+    use syncengine_core::folding::{Folding, probe_folding};
     let dir = tempfile::tempdir().unwrap();
     let client = LocalClient::new(dir.path());
     let caps = client.capabilities();
-    assert!(!caps.case_insensitive && !caps.normalization_insensitive);
+    assert!(!caps.folding_known, "local disk is probed by the engine");
+    let probed = probe_folding(&client).await.unwrap();
+    assert_eq!(probed, Folding::default());
+    assert_eq!(probed, Folding::declared(&caps));
     assert_eq!(
         fs::read_dir(dir.path()).unwrap().count(),
         0,
-        "a probe wrote files"
+        "the probe left files or folders behind"
     );
     fs::create_dir(dir.path().join(".syncengine")).unwrap();
-    let caps = client.capabilities();
-    assert!(!caps.case_insensitive && !caps.normalization_insensitive);
-    assert_eq!(
-        fs::read_dir(dir.path().join(".syncengine"))
-            .unwrap()
-            .count(),
-        0,
-        "probe files left behind"
-    );
+    fs::write(dir.path().join(".syncengine/root-id"), "id").unwrap();
+    assert_eq!(probe_folding(&client).await.unwrap(), Folding::default());
+    let left: Vec<_> = fs::read_dir(dir.path().join(".syncengine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["root-id"], "probe files left behind");
 }

@@ -1,7 +1,8 @@
 //! Name collisions: siblings that one side of the pair cannot keep apart.
 //!
 //! A side whose file system folds names ([`Capabilities::case_insensitive`],
-//! [`Capabilities::normalization_insensitive`]) stores `Readme` and `readme`, or NFC and NFD
+//! [`Capabilities::normalization_insensitive`], as declared or as the probe of
+//! [`crate::folding`] found) stores `Readme` and `readme`, or NFC and NFD
 //! `café`, as one file. Copied there, such a pair lands on one file; on the next run one of
 //! them seems to have vanished and would be deleted on the other side. So when either side
 //! folds names, both listings pass through [`find_collisions`] (a pre-pass) and
