@@ -89,7 +89,10 @@ async fn an_engine_run_probes_the_root_cleanly(remote: Arc<dyn StorageClient>) {
 /// what the client declares, and syncs the rest; the blocking file stays as it was.
 async fn a_probe_the_server_refuses_falls_back_with_a_warning(remote: Arc<dyn StorageClient>) {
     let blocker = probe_dir().unwrap();
-    remote.put(&blocker, Bytes::from("in the way")).await.unwrap();
+    remote
+        .put(&blocker, Bytes::from("in the way"))
+        .await
+        .unwrap();
     assert!(probe_folding(remote.as_ref()).await.is_err());
     let local_dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
@@ -108,7 +111,8 @@ async fn a_probe_the_server_refuses_falls_back_with_a_warning(remote: Arc<dyn St
         .collect();
     assert_eq!(warnings.len(), 1, "{stats:?}");
     assert!(
-        warnings[0].contains("destination") && warnings[0].contains("assuming what the backend declares"),
+        warnings[0].contains("destination")
+            && warnings[0].contains("assuming what the backend declares"),
         "{}",
         warnings[0]
     );

@@ -203,12 +203,8 @@ impl SyncEngine {
             destination_collisions,
         );
 
-        let reconciler = Reconciler::new(
-            policy,
-            opts.checksum,
-            source.clone(),
-            destination.clone(),
-        );
+        let reconciler =
+            Reconciler::new(policy, opts.checksum, source.clone(), destination.clone());
         // Copies an interrupted run left behind: those that landed count as synced. An
         // accepted new root is not what the base describes: plan as if there were none.
         let (recovered, stale_intents) =

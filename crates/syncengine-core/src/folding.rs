@@ -37,8 +37,8 @@ use futures::StreamExt;
 
 use crate::capabilities::Capabilities;
 use crate::client::{
-    ByteStream, DeleteOptions, EntryStream, PruneFn, ReadOptions, StorageClient,
-    StorageClientExt, TransferOptions, WriteMode, WriteOptions, bytes_stream,
+    ByteStream, DeleteOptions, EntryStream, PruneFn, ReadOptions, StorageClient, StorageClientExt,
+    TransferOptions, WriteMode, WriteOptions, bytes_stream,
 };
 use crate::collide::fold_name;
 use crate::entry::Entry;
@@ -96,12 +96,14 @@ impl Folding {
 
 impl fmt::Display for Folding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match (self.case_insensitive, self.normalization_insensitive) {
-            (false, false) => "keeps letter case and Unicode normalisation apart",
-            (true, false) => "folds letter case",
-            (false, true) => "folds Unicode normalisation",
-            (true, true) => "folds letter case and Unicode normalisation",
-        })
+        f.write_str(
+            match (self.case_insensitive, self.normalization_insensitive) {
+                (false, false) => "keeps letter case and Unicode normalisation apart",
+                (true, false) => "folds letter case",
+                (false, true) => "folds Unicode normalisation",
+                (true, true) => "folds letter case and Unicode normalisation",
+            },
+        )
     }
 }
 
@@ -262,7 +264,10 @@ pub fn with_folding(client: Arc<dyn StorageClient>, folding: Folding) -> Arc<dyn
         return client;
     }
     folding.apply(&mut caps);
-    Arc::new(Folded { inner: client, caps })
+    Arc::new(Folded {
+        inner: client,
+        caps,
+    })
 }
 
 /// See [`with_folding`]. Every method of [`StorageClient`] is forwarded, defaults included,
@@ -448,8 +453,7 @@ pub(crate) async fn resolve(
                     if let (false, Some(identity)) = (dry_run, &identity) {
                         let store = store.clone();
                         let token = identity.to_token();
-                        blocking(move || store.record_root_folding(side, &token, folding))
-                            .await?;
+                        blocking(move || store.record_root_folding(side, &token, folding)).await?;
                     }
                     folding
                 }
@@ -509,7 +513,10 @@ mod tests {
             format!("{STATE_DIR_NAME}/fold-{token}-A\u{e9}"),
             format!("a/{dir}/fold-{token}-A\u{e9}"),
         ] {
-            assert!(!is_probe_file(&RelPath::new(odd.as_str()).unwrap()), "{odd}");
+            assert!(
+                !is_probe_file(&RelPath::new(odd.as_str()).unwrap()),
+                "{odd}"
+            );
         }
     }
 

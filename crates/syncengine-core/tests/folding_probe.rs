@@ -120,9 +120,15 @@ async fn undeclared_folding_is_probed_and_collisions_are_kept_apart(
         .into_iter()
         .enumerate()
         {
-            let stats = run_with(&engine, src.clone(), dst.clone(), mode, SyncOptions::default())
-                .await
-                .unwrap();
+            let stats = run_with(
+                &engine,
+                src.clone(),
+                dst.clone(),
+                mode,
+                SyncOptions::default(),
+            )
+            .await
+            .unwrap();
             let ctx = format!("run {i} ({mode:?}), folding destination {folding_is_destination}");
             assert_eq!(stats.unknown, 2, "{ctx}: {stats:?}");
             assert!(
@@ -205,7 +211,9 @@ async fn the_probe_is_cached_with_the_root_identity() {
     };
 
     // First run: probed, the collision found.
-    let first = two_way(faulty(false), SyncOptions::default()).await.unwrap();
+    let first = two_way(faulty(false), SyncOptions::default())
+        .await
+        .unwrap();
     assert_eq!((first.unknown, first.uploaded), (2, 1), "{first:?}");
 
     // Second run: every call on the probe folder would fail; none is made, and the cached
@@ -275,11 +283,7 @@ async fn a_probe_that_cannot_write_falls_back_with_a_warning() {
         undeclared(&dst_inner, true, false),
         FaultConfig::none(),
     ));
-    fc.fail_paths_containing(
-        &format!("{}/", probe_dir().unwrap()),
-        Fault::Error,
-        1000,
-    );
+    fc.fail_paths_containing(&format!("{}/", probe_dir().unwrap()), Fault::Error, 1000);
     let stats = run_with(
         &engine,
         src.clone(),
@@ -318,11 +322,7 @@ async fn a_dry_run_on_a_new_root_writes_no_probe() {
         undeclared(&dst_inner, true, false),
         FaultConfig::none(),
     ));
-    fc.fail_paths_containing(
-        &format!("{}/", probe_dir().unwrap()),
-        Fault::Error,
-        1000,
-    );
+    fc.fail_paths_containing(&format!("{}/", probe_dir().unwrap()), Fault::Error, 1000);
     let stats = run_with(
         &engine,
         src,
@@ -356,7 +356,10 @@ async fn a_probe_file_left_by_a_kill_is_never_synced_and_removed_later() {
     put(&src_inner, &old, "").await;
     put(&src_inner, &young, "").await;
     src_inner
-        .set_mtime(&rel(&old), SystemTime::now() - Duration::from_secs(3 * 86_400))
+        .set_mtime(
+            &rel(&old),
+            SystemTime::now() - Duration::from_secs(3 * 86_400),
+        )
         .unwrap();
     put(&src_inner, "a", "a").await;
     let src = undeclared(&src_inner, false, false);
