@@ -13,7 +13,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use syncengine_backend_local::LocalClient;
 use syncengine_core::folding::{Folding, probe_dir, probe_folding};
-use syncengine_core::{RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncPair};
+use syncengine_core::identity::pair_id;
+use syncengine_core::state::StateStore;
+use syncengine_core::{
+    RelPath, Side, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncPair,
+};
 
 /// Probe files anywhere in `client`'s root (the raw listing shows the engine's folder too).
 async fn probe_files(client: &dyn StorageClient) -> Vec<String> {
@@ -80,6 +84,19 @@ async fn an_engine_run_probes_the_root_cleanly(remote: Arc<dyn StorageClient>) {
             .unwrap(),
         "one"
     );
+    // Both roots were probed and the answers kept with their identities.
+    let id = pair_id(
+        &local.location().await.unwrap(),
+        &remote.location().await.unwrap(),
+    );
+    let store = StateStore::open_existing(state.path(), &id)
+        .unwrap()
+        .unwrap();
+    for side in [Side::Source, Side::Destination] {
+        let (identity, folding) = store.root_folding(side).unwrap().unwrap();
+        assert!(identity.starts_with("id:"), "{side}: {identity}");
+        assert_eq!(folding, Folding::default(), "{side}");
+    }
 }
 
 /// A root where the probe cannot write (a file sits where its folder must go, so the server
