@@ -132,6 +132,47 @@ fn decode_backslash(key: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
+/// Drops the folder marker `name/` listed next to an object `name` (object_store lists both
+/// as `name`).
+///
+/// Listings come in key order (S3, Azure, GCS), and `name` < `name/`: the object comes
+/// first, then keys that extend `name` with a byte below `/` (`name-2`, `name.txt`), then
+/// the marker. So the marker twin of an object can only follow while every key since the
+/// object starts with its name. This keeps the names passed that are prefixes of the latest
+/// key (a chain, as long as a key at most) and drops a zero-byte entry whose location is one
+/// of them.
+///
+/// Only a zero-byte entry is ever dropped, and only when the same location was passed
+/// before: that location stays listed once, so no object goes missing from a listing (which
+/// the engine would read as a delete). A store that lists out of order may put the marker
+/// first: then the marker passes as an empty `name` and the object after it is not dropped
+/// when it has content (a repeated path, which the engine refuses with an error); an empty
+/// object after it is dropped, and the path is listed once, empty, as the object is.
+#[derive(Debug, Default)]
+struct MarkerTwins {
+    /// Locations passed, each a prefix of the next; the last one is the latest passed.
+    open: Vec<String>,
+}
+
+impl MarkerTwins {
+    /// Whether the entry listed at `location` (`zero`: listed with zero bytes) is kept.
+    fn keep(&mut self, location: &str, zero: bool) -> bool {
+        while let Some(top) = self.open.last() {
+            if location.starts_with(top.as_str()) {
+                break;
+            }
+            self.open.pop();
+        }
+        if self.open.last().is_some_and(|top| top == location) {
+            // The same location again: the marker twin when empty. One with content (an
+            // object `name/` with bytes in it) passes, and the engine reports the repeat.
+            return !zero;
+        }
+        self.open.push(location.to_owned());
+        true
+    }
+}
+
 impl S3Client {
     pub(crate) fn new(
         config: S3Config,
@@ -574,18 +615,24 @@ impl StorageClient for S3Client {
         let metas = metas.try_filter_map(|item| futures::future::ready(Ok(item)));
         // Folder markers (`photos/`, zero bytes: the AWS and GCS consoles' "Create folder",
         // many GUIs) are not files. object_store parses keys into paths and drops the
-        // trailing `/`, so a marker lists as a zero-byte object named `photos`; a HEAD of
-        // that name tells it from a real empty file `photos` (no such object: a marker, or
-        // an object deleted since it was listed, which is not there to list either). Objects
-        // with content are HEADed only where mtimes come from metadata.
+        // trailing `/` (the raw key never reaches this crate), so a marker lists as a
+        // zero-byte object named `photos`. Two checks tell it from a real empty file:
+        // - a HEAD of that name: no such object means a marker (or an object deleted since
+        //   it was listed, which is not there to list either);
+        // - the object `photos` itself listed just before (a file next to a marker of the
+        //   same name, two tools marking folders differently): see [`MarkerTwins`].
+        // Objects with content are HEADed only where mtimes come from metadata.
         let with_mtime = self.config.mtime_from_metadata;
+        let mut twins = MarkerTwins::default();
         let entries: EntryStream = metas
             .map(move |item| {
                 let this = this.clone();
                 async move {
                     let (rel, meta) = item?;
-                    if !with_mtime && meta.size > 0 {
-                        return Ok(Some(this.entry(rel, &meta, None)));
+                    let zero = meta.size == 0;
+                    let listed = |e: Entry| Ok(Some((e, zero, meta.location.clone())));
+                    if !with_mtime && !zero {
+                        return listed(this.entry(rel, &meta, None));
                     }
                     let head = if with_mtime {
                         this.head_with_attrs(&meta.location).await.map(Some)
@@ -593,20 +640,23 @@ impl StorageClient for S3Client {
                         this.store.head(&meta.location).await.map(|_| None)
                     };
                     match head {
-                        Ok(attrs) => {
-                            Ok(Some(this.entry(rel, &meta, attrs.as_ref().map(|(_, a)| a))))
-                        }
-                        Err(object_store::Error::NotFound { .. }) if meta.size == 0 => Ok(None),
+                        Ok(attrs) => listed(this.entry(rel, &meta, attrs.as_ref().map(|(_, a)| a))),
+                        Err(object_store::Error::NotFound { .. }) if zero => Ok(None),
                         // Deleted since it was listed: report what the listing saw.
                         Err(object_store::Error::NotFound { .. }) => {
-                            Ok(Some(this.entry(rel, &meta, None)))
+                            listed(this.entry(rel, &meta, None))
                         }
                         Err(e) => Err(this.err(&rel, e)),
                     }
                 }
             })
             .buffered(METADATA_HEADS_IN_FLIGHT)
-            .try_filter_map(|entry| futures::future::ready(Ok(entry)))
+            .try_filter_map(move |item| {
+                let kept = item.and_then(|(entry, zero, location)| {
+                    twins.keep(location.as_ref(), zero).then_some(entry)
+                });
+                futures::future::ready(Ok(kept))
+            })
             .boxed();
         // The contract: after the first error the stream ends.
         entries
@@ -871,6 +921,33 @@ mod tests {
             assert_eq!(decode_backslash(&enc), name);
         }
         assert_eq!(encode_backslash("a\\b"), "a\u{FF3C}b");
+    }
+
+    #[test]
+    fn a_marker_after_its_object_is_dropped_and_nothing_else() {
+        let mut t = MarkerTwins::default();
+        let kept: Vec<bool> = [
+            ("p/empty", true),
+            ("p/empty", true), // `empty/`, marker twin of an empty file
+            ("p/photos", false),
+            ("p/photos-2", false),
+            ("p/photos.txt", true),
+            ("p/photos", true), // `photos/`, after `photos.txt`
+            ("p/photos/a", true),
+            ("p/photos/a", false), // a repeat with content: passed, the engine refuses it
+            ("p/photosynthesis", true),
+            ("p/q", true),
+            ("p/photos", true), // not next to `photos` any more (out of order): passed
+        ]
+        .into_iter()
+        .map(|(loc, zero)| t.keep(loc, zero))
+        .collect();
+        assert_eq!(
+            kept,
+            [
+                true, false, true, true, true, false, true, true, true, true, true
+            ]
+        );
     }
 
     #[test]

@@ -57,8 +57,14 @@
 //! - **Folder markers** (zero-byte objects named `folder/`, made by the AWS and GCS consoles
 //!   and many GUIs) are not listed: they are not files. object_store drops the trailing `/`
 //!   of listed keys, so each zero-byte object costs one HEAD in a listing to tell a marker
-//!   from an empty file of the same name. A key with an empty segment (`a//b`) still fails
-//!   the whole listing: object_store rejects the page that holds it.
+//!   from an empty file of the same name. A marker next to an object of its name (`photos`
+//!   and `photos/`, two tools marking folders differently) lists right after it in key order
+//!   and is left out; the object is listed once. Only zero-byte entries are ever left out,
+//!   and only when no object of that name exists or it is already listed, so a marker never
+//!   hides a file (the engine would read that as a delete). On a server that lists out of key
+//!   order, such a pair can still stop the run as a repeated path (SeaweedFS cannot hold one:
+//!   a file and a folder of one name exclude each other there). A key with an empty segment
+//!   (`a//b`) still fails the whole listing: object_store rejects the page that holds it.
 //! - **Deletes** of missing objects are `Ok` on every store (Azure's 404 included).
 //! - **Listing order**: AWS S3, MinIO, moto, Azure and GCS list in byte order. Servers that do
 //!   not (SeaweedFS) must be declared with [`S3Builder::with_ordered_listing`]`(false)` (or
