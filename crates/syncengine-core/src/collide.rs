@@ -29,6 +29,8 @@ use unicode_normalization::UnicodeNormalization;
 use crate::client::EntryStream;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
+use crate::mode::Side;
+use crate::plan::{Action, Plan};
 
 /// The `backend` named in the unknown items raised here: they come from the engine.
 const BACKEND: &str = "syncengine";
@@ -178,6 +180,126 @@ pub fn mark_collisions(listing: EntryStream, collisions: Collisions) -> EntryStr
         }
     })
     .boxed()
+}
+
+/// Most crossing collisions named one by one in a run's warnings; the rest are counted.
+const MAX_NAMED: usize = 20;
+
+/// Drops from `plan` the copies that would put two names a folding side cannot keep apart
+/// onto it, one from each side: `a` new on the source and `A` new on a destination that folds
+/// case (or `a` and `A/x`: a file and a folder of one folded name). Neither listing alone
+/// shows the collision, so [`find_collisions`] cannot; the copy onto the folding side would
+/// fail on the other name (or, on a server that does not refuse it, replace it), and the
+/// copy the other way would leave the plain side holding both. Each such name is instead an
+/// unknown path on its side for this run (counted in the plan's `*_unknown`, named in a
+/// warning): nothing at or below it is copied, and the run ends with an error status until
+/// the user renames one. `folds` says per side (source, destination) whether it folds names;
+/// `side_note` completes the reason as for [`find_collisions`].
+///
+/// Only additions are compared (copies with no target): a name both sides hold is the same
+/// name on both, and one side's listing shows any collision it has.
+pub fn drop_crossing_collisions(plan: &mut Plan, folds: [bool; 2], side_note: &str) {
+    for (i, folding) in [Side::Source, Side::Destination].into_iter().enumerate() {
+        if !folds[i] {
+            continue;
+        }
+        // Folded name → the names, spelled as listed, new on the folding side (any level:
+        // `A/x` brings the folder `A`).
+        let mut theirs: HashMap<String, Vec<String>> = HashMap::new();
+        for a in &plan.actions {
+            if let Action::Copy {
+                from,
+                entry,
+                target: None,
+            } = a
+                && *from == folding
+            {
+                for prefix in prefixes(entry.path.as_str()) {
+                    let spelled = theirs.entry(fold_name(prefix)).or_default();
+                    if !spelled.iter().any(|s| s == prefix) {
+                        spelled.push(prefix.to_string());
+                    }
+                }
+            }
+        }
+        if theirs.is_empty() {
+            continue;
+        }
+        // Pairs (name on the plain side, name on the folding side) that collide.
+        let mut clashes: BTreeMap<String, String> = BTreeMap::new();
+        for a in &plan.actions {
+            if let Action::Copy {
+                from,
+                entry,
+                target: None,
+            } = a
+                && *from != folding
+            {
+                for prefix in prefixes(entry.path.as_str()) {
+                    if let Some(other) = theirs
+                        .get(&fold_name(prefix))
+                        .and_then(|names| names.iter().find(|n| n.as_str() != prefix))
+                    {
+                        clashes.insert(prefix.to_string(), other.clone());
+                        break;
+                    }
+                }
+            }
+        }
+        if clashes.is_empty() {
+            continue;
+        }
+        let plain = folding.other();
+        let on_folding: std::collections::BTreeSet<String> = clashes.values().cloned().collect();
+        plan.actions.retain(|a| match a {
+            Action::Copy {
+                from,
+                entry,
+                target: None,
+            } => {
+                let p = entry.path.as_str();
+                let hidden = if *from == folding {
+                    &on_folding
+                } else {
+                    return !clashes.keys().any(|top| is_at_or_below(p, top));
+                };
+                !hidden.iter().any(|top| is_at_or_below(p, top))
+            }
+            _ => true,
+        });
+        let (plain_count, folding_count) = (clashes.len() as u64, on_folding.len() as u64);
+        match plain {
+            Side::Source => {
+                plan.source_unknown += plain_count;
+                plan.destination_unknown += folding_count;
+            }
+            Side::Destination => {
+                plan.destination_unknown += plain_count;
+                plan.source_unknown += folding_count;
+            }
+        }
+        for (mine, other) in clashes.iter().take(MAX_NAMED) {
+            tracing::warn!(path = %mine, other = %other, "name collision across sides");
+            plan.warnings.push(format!(
+                "{mine:?} on the {plain} and {other:?} on the {folding} are one name {side_note}; \
+                 neither was copied (nothing at or below them) this run; rename one of them"
+            ));
+        }
+        if clashes.len() > MAX_NAMED {
+            plan.warnings.push(format!(
+                "{} more names on the {plain} collide with names on the {folding}",
+                clashes.len() - MAX_NAMED
+            ));
+        }
+    }
+}
+
+/// `a`, `a/b`, `a/b/c` for `a/b/c`.
+fn prefixes(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/')
+        .map(|(i, _)| i)
+        .chain([path.len()])
+        .map(move |end| &path[..end])
 }
 
 #[cfg(test)]

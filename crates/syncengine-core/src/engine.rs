@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::capabilities::Capabilities;
 use crate::client::{EntryStream, PruneFn, StorageClient, StorageClientExt};
-use crate::collide::{Collisions, find_collisions, mark_collisions};
+use crate::collide::{Collisions, drop_crossing_collisions, find_collisions, mark_collisions};
 use crate::decide::Policy;
 use crate::error::{Error, SyncError};
 use crate::exec::{Executor, ResolvedRecovery, overlay_base, recover_intents};
@@ -231,6 +231,11 @@ impl SyncEngine {
             overlay_base(store.stream(), recovered.clone())
         };
         let mut plan = reconciler.plan(source_list, destination_list, base).await?;
+        let caps = [source.capabilities(), destination.capabilities()];
+        if let Some(note) = folding_note(&caps) {
+            let folds = caps.map(|c| c.case_insensitive || c.normalization_insensitive);
+            drop_crossing_collisions(&mut plan, folds, &note);
+        }
         plan.warnings.extend(roots.warnings.iter().cloned());
         plan.warnings.extend(folding.warnings);
         if roots.accepted {

@@ -243,3 +243,58 @@ async fn a_rename_freeing_a_name_on_a_folding_side_runs_before_the_copy_that_tak
     let idle = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
     assert!(idle.is_noop(), "{idle:?}");
 }
+
+#[tokio::test]
+async fn names_new_on_each_side_that_a_folding_side_holds_as_one_are_reported_not_copied() {
+    // Model finding (kind case_fold): `a` new on the source and `A` new on a case-insensitive
+    // destination. Neither listing holds both, so neither showed the collision: the copy of
+    // `a` failed on `A` (an error in every run), and `A` reached the source, which then held
+    // both. The same for a file `x` and a folder `X/` of one folded name.
+    for folding_is_destination in [true, false] {
+        let state = tempfile::tempdir().unwrap();
+        let engine = SyncEngine::new(state.path());
+        let plain = Arc::new(MemoryClient::new());
+        let folded_inner = Arc::new(MemoryClient::new());
+        let folded: Arc<dyn StorageClient> =
+            Arc::new(QuirkClient::new(folded_inner.clone()).with_case_insensitive(true));
+        put(&plain, "docs/a", "a on the plain side").await;
+        put(&plain, "x", "a file x").await;
+        put(&plain, "docs/other", "other").await;
+        put(&folded_inner, "docs/A", "A on the folding side").await;
+        put(&folded_inner, "X/y", "a file in folder X").await;
+        let (src, dst): (Arc<dyn StorageClient>, Arc<dyn StorageClient>) = if folding_is_destination
+        {
+            (plain.clone(), folded.clone())
+        } else {
+            (folded.clone(), plain.clone())
+        };
+        for mode in [SyncMode::TwoWay, SyncMode::TwoWay] {
+            let stats = run(&engine, src.clone(), dst.clone(), mode).await;
+            assert_eq!(
+                (stats.unknown, stats.errors),
+                (4, 0),
+                "folding side is destination: {folding_is_destination}: {stats:?}"
+            );
+            assert!(
+                stats
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains("\"docs/a\"") && w.contains("\"docs/A\"")),
+                "{:?}",
+                stats.warnings
+            );
+            assert_eq!(user_paths(&plain), ["docs/a", "docs/other", "x"]);
+            assert_eq!(user_paths(&folded_inner), ["X/y", "docs/A", "docs/other"]);
+        }
+        // Once the user renames one of each pair, the pair syncs.
+        plain.rename(&rel("docs/a"), &rel("docs/a2")).await.unwrap();
+        plain.rename(&rel("x"), &rel("x2")).await.unwrap();
+        let stats = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+        assert_eq!((stats.unknown, stats.errors), (0, 0), "{stats:?}");
+        assert_eq!(user_paths(&plain), user_paths(&folded_inner));
+        assert_eq!(
+            text(&plain, "docs/A").as_deref(),
+            Some("A on the folding side")
+        );
+    }
+}
