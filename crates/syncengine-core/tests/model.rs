@@ -172,8 +172,6 @@ impl Kinds {
     /// changes on sides that refuse a file where a folder is (behaviour 10).
     ///
     /// Off, and why (see /work/notes/testkit-findings.md for the reproducing schedules):
-    /// - `case_fold`: behaviours 9 and 10 — a name collision fails its copy in every run,
-    ///   and that failure postpones every delete of the run;
     /// - `check_never_absent`: behaviour 5 — a failed overwrite leaves the path empty (the
     ///   old version is in the trash);
     /// - `same_size_mtime`: behaviour 6 — a file the engine has just written, renamed or
@@ -186,7 +184,6 @@ impl Kinds {
     ///   client's own tests cover it, and the trash keeps what such a run deletes.
     fn ci() -> Self {
         Kinds {
-            case_fold: false,
             same_size_mtime: false,
             faults: vec![
                 Fault::Error,
