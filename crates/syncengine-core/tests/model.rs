@@ -172,8 +172,9 @@ impl Kinds {
     /// changes on sides that refuse a file where a folder is (behaviour 10).
     ///
     /// Off, and why (see /work/notes/testkit-findings.md for the reproducing schedules):
-    /// - `check_never_absent`: behaviour 5 — a failed overwrite leaves the path empty (the
-    ///   old version is in the trash);
+    /// - `check_never_absent`: behaviour 5 — 0 of 700 (seed 6107) and of 300 (seeds 44, 55)
+    ///   fail, but with the CI kinds seed 66 ends in a conflict copy the model does not
+    ///   predict after a destination-backup run cancelled early (not analysed yet);
     /// - `same_size_mtime`: behaviour 6 — a file the engine has just written, renamed or
     ///   kept under a conflict name on a side that reads locally gets no hash in the base
     ///   where the listing gave none, so an edit keeping size and mtime before the next run
@@ -1729,10 +1730,16 @@ impl World {
             }
             if faulted {
                 let untouched = (as_, ad) == (bs, bd);
-                // With the never-absent check off, a side may have lost the path part way
-                // (an overwrite that failed after the old version went to the trash).
-                let half = !self.kinds.check_never_absent
-                    && ((as_ == bs || as_.is_none()) && (ad == bd || ad.is_none()));
+                // A side may have lost the path part way where the run meant to remove it
+                // there (a delete, both versions of a keep-both conflict moved to conflict
+                // names, a file moved aside for a folder), and, with the never-absent check
+                // off, anywhere (an overwrite that failed after the old version went to the
+                // trash). Behaviour 5 is about overwrites: their path is never absent.
+                let may_vanish = |side: Side| {
+                    !self.kinds.check_never_absent || outs.iter().any(|o| o.on(side).is_none())
+                };
+                let half = (as_ == bs || (as_.is_none() && may_vanish(Side::Source)))
+                    && (ad == bd || (ad.is_none() && may_vanish(Side::Destination)));
                 if untouched || (matching.is_empty() && half) {
                     for r in &old_recs {
                         if !recs.contains(r) {
