@@ -297,6 +297,16 @@ impl S3Client {
         }
     }
 
+    /// True when S3 answers a HEAD of `key` with "not found" (only S3: a create-only PUT
+    /// refused there without an object is a filer's folder; see `write_opts`).
+    async fn object_absent(&self, key: &Path) -> bool {
+        self.config.kind == StoreKind::S3
+            && matches!(
+                self.store.head(key).await,
+                Err(object_store::Error::NotFound { .. })
+            )
+    }
+
     fn put_mode(mode: &WriteMode) -> PutMode {
         match mode {
             WriteMode::Create => PutMode::Create,
@@ -779,10 +789,28 @@ impl StorageClient for S3Client {
                     let payload: PutPayload = pending.into_iter().collect();
                     let put = PutOptions {
                         mode: Self::put_mode(&opts.mode),
-                        attributes,
+                        attributes: attributes.clone(),
                         ..PutOptions::default()
                     };
-                    let result = self.store.put_opts(&key, payload, put).await;
+                    let mut result = self.store.put_opts(&key, payload.clone(), put).await;
+                    if matches!(result, Err(object_store::Error::AlreadyExists { .. }))
+                        && matches!(opts.mode, WriteMode::Create)
+                        && self.object_absent(&key).await
+                    {
+                        // Refused though no object has this name: SeaweedFS keeps the
+                        // folder its last file left (not an object: neither listed nor
+                        // found by a HEAD) and refuses a create-only PUT of the folder's
+                        // name, so a folder could never become a file. The folder gives
+                        // way to a plain PUT (its files, if any, stay). Racy by one request
+                        // against another machine creating the same object, as the
+                        // multipart check is.
+                        let put = PutOptions {
+                            mode: PutMode::Overwrite,
+                            attributes,
+                            ..PutOptions::default()
+                        };
+                        result = self.store.put_opts(&key, payload, put).await;
+                    }
                     return match result {
                         Ok(r) => Ok(written_entry(total, r.e_tag, hasher.finalize().into())),
                         // If-Match on a missing object answers 404 on some servers.

@@ -29,7 +29,10 @@
 //! - **Conditional writes**: `WriteMode::Create` and `Update(etag)` map to object_store's
 //!   `PutMode::Create`/`Update` for single PUTs. object_store has no conditional multipart
 //!   complete, so for multipart bodies the condition is checked with a HEAD before the upload
-//!   and again before completing it (a race window of one request).
+//!   and again before completing it (a race window of one request). SeaweedFS keeps a
+//!   folder after its last file goes and refuses a `Create` PUT of the folder's name; where
+//!   S3 refuses one and a HEAD finds no object, the file is written with a plain PUT (a race
+//!   window of one request; a folder's files stay), so a folder can become a file.
 //! - **Modification times** are written as metadata under rclone's key and format (see
 //!   [`mtime`]): S3 `mtime` = decimal seconds, Azure `mtime` = RFC 3339 with nanoseconds,
 //!   GCS `mtime` = RFC 3339 (gsutil's `goog-reserved-file-mtime` is read too). Listings do not

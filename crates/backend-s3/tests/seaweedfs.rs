@@ -103,3 +103,37 @@ async fn user_files(client: &dyn StorageClient) -> Vec<RelPath> {
         .filter(|p| !syncengine_core::ignore_rules::is_always_ignored(p))
         .collect()
 }
+
+/// SeaweedFS keeps a folder after its last file is deleted, and refuses a create-only PUT of
+/// the folder's name: the client then writes the file anyway (a folder becomes a file, as
+/// in the conformance case `emptied_directory_becomes_a_file`). That fallback never
+/// replaces an object, and never removes the files of a folder that still holds some.
+#[tokio::test]
+async fn create_where_a_folder_is_refuses_objects_and_keeps_the_folders_files() {
+    let Some(client) = common::seaweed().await else {
+        return;
+    };
+    let p = |s: &str| RelPath::new(s).unwrap();
+    let create =
+        || syncengine_core::WriteOptions::default().with_mode(syncengine_core::WriteMode::Create);
+    let body = |s: &'static str| -> syncengine_core::ByteStream {
+        futures::StreamExt::boxed(futures::stream::iter([Ok(Bytes::from(s))]))
+    };
+    client.put(&p("d/x"), Bytes::from("x")).await.unwrap();
+    client
+        .write_opts(&p("d"), body("file d"), create())
+        .await
+        .unwrap();
+    assert_eq!(client.read_to_bytes(&p("d")).await.unwrap(), "file d");
+    assert_eq!(client.read_to_bytes(&p("d/x")).await.unwrap(), "x");
+    // An object of that name: refused, and left as it was.
+    let err = client
+        .write_opts(&p("d"), body("again"), create())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, syncengine_core::Error::AlreadyExists { .. }),
+        "{err:?}"
+    );
+    assert_eq!(client.read_to_bytes(&p("d")).await.unwrap(), "file d");
+}
