@@ -270,35 +270,86 @@ fn status_ok(reply: Packet) -> Result<(), SftpError> {
     }
 }
 
-/// Moves `from` onto `to`, replacing `to` if it exists. Atomic with `posix-rename`.
+/// A replace that went through. The version it replaced may still sit at its aside name:
+/// [`Replaced::finish`] removes it (callers overlap that with their next request).
+#[must_use = "the replaced version moved aside is still to be removed (Replaced::finish)"]
+struct Replaced {
+    aside: Option<String>,
+}
+
+impl Replaced {
+    /// Nothing was moved aside.
+    const CLEAN: Replaced = Replaced { aside: None };
+
+    /// Removes the replaced version moved aside, if any. A failure only leaves it, and
+    /// listings report it at the path it was moved from.
+    async fn finish(self, s: &Session) {
+        if let Some(aside) = self.aside {
+            remove_aside(s, &aside).await;
+        }
+    }
+}
+
+/// Moves `from` onto `to`, replacing `to` if it exists.
 ///
-/// Without it, the file at `to` is moved aside ([`aside_path`]), `from` renamed in, and only
-/// then is the aside file removed. With `expected` (a checked replace), the file moved aside
-/// must be that version: another one (a save that landed after the caller's check) is put
-/// back and the replace fails with [`SftpError::Changed`]; `from` only goes in where nothing
-/// is, and the aside file is only removed once it is known to be `expected`. Whatever cannot
-/// be put back stays at its aside name, which the error names ([`SftpError::LeftAside`]).
+/// Without `expected` this is one `posix-rename` (atomic) where the server offers it, else
+/// the portable [`replace_unchecked`]. With `expected` (a checked replace) it is
+/// [`replace_checked`], with or without `posix-rename`: nothing the caller's check did not
+/// see is replaced.
 async fn rename_replace(
     s: &Session,
     from: &str,
     to: &str,
     expected: Option<(&RelPath, &Version)>,
-) -> Result<(), SftpError> {
-    if s.posix_rename {
-        return posix_rename(s, from, to).await;
+) -> Result<Replaced, SftpError> {
+    match expected {
+        Some((rel, version)) => replace_checked(s, from, to, rel, version).await,
+        None if s.posix_rename => posix_rename(s, from, to).await.map(|()| Replaced::CLEAN),
+        None => replace_unchecked(s, from, to).await,
     }
-    let Some((rel, version)) = expected else {
-        return replace_unchecked(s, from, to).await;
-    };
+}
+
+/// The checked replace: `to` is grabbed (renamed to a fresh [`aside_path`]), the grabbed file
+/// must be the `expected` version, `from` goes in only where nothing is, and the grabbed file
+/// is removed (by [`Replaced::finish`]) only then.
+///
+/// - The grab is a `posix-rename` where the server offers one: atomic, so a save racing it is
+///   either grabbed (and seen) or left at `to` after it. OpenSSH's plain rename is a link and
+///   an unlink of `to`, which would remove a file saved between the two; it is used only
+///   where nothing else is offered.
+/// - A grabbed file that is not `expected` (a save that landed after the caller's check) is
+///   put back and the replace fails with [`SftpError::Changed`].
+/// - `from` goes in with a no-replace rename ([`rename_onto_absent`], after the lookup that
+///   found `to` free): a save that took the name after the grab is not replaced; the grabbed
+///   version then cannot go back either, and stays aside.
+/// - Whatever cannot be put back stays at its aside name, which the error names
+///   ([`SftpError::LeftAside`]) and listings report at `to` (the engine leaves the path alone).
+///
+/// Round trips: the grab, one for looking up the grabbed file and `to` together, the rename
+/// in; the removal of the grabbed file is left to the caller to overlap.
+async fn replace_checked(
+    s: &Session,
+    from: &str,
+    to: &str,
+    rel: &RelPath,
+    version: &Version,
+) -> Result<Replaced, SftpError> {
     let aside = aside_path(to);
-    match s.run(s.raw.rename(to, aside.as_str())).await {
-        Ok(_) => {}
+    let grabbed = if s.posix_rename {
+        posix_rename(s, to, &aside).await
+    } else {
+        s.run(s.raw.rename(to, aside.as_str())).await.map(|_| ())
+    };
+    match grabbed {
+        Ok(()) => {}
         // Gone since the caller's check: not the expected version any more.
         Err(e) if e.is_no_such_file() => return Err(SftpError::Changed),
         Err(e) => return Err(e),
     }
-    // From here the aside file may be the only copy of what was at `to`.
-    let moved = match lstat_opt(s, &aside).await {
+    // From here the aside file may be the only copy of what was at `to`. Both lookups are
+    // independent of each other, so they share one round trip.
+    let (moved, there) = tokio::join!(lstat_opt(s, &aside), lstat_opt(s, to));
+    let moved = match moved {
         Ok(Some(attrs)) => attrs,
         // Nothing we moved aside is there any more: nothing to put back.
         Ok(None) => return Err(SftpError::Changed),
@@ -309,44 +360,64 @@ async fn rename_replace(
             });
         }
     };
+    let taken = match there {
+        Ok(there) => there.is_some(),
+        Err(e) => {
+            let why = "its replacement was not renamed in";
+            return Err(put_back(s, aside, to, e, why).await);
+        }
+    };
     if !(is_regular(&moved) && version.matches(&entry_from(rel.clone(), &moved))) {
         // Saved after the caller's check: put it back, never over a newer file.
-        return match rename_noreplace(s, &aside, to).await {
-            Ok(()) => Err(SftpError::Changed),
-            Err(back) => Err(SftpError::LeftAside {
-                aside,
-                why: format!(
-                    "it changed since it was listed, and could not be put back ({})",
-                    refusal(&back)
-                ),
-            }),
-        };
+        let why = "it changed since it was listed";
+        return Err(put_back(s, aside, to, SftpError::Changed, why).await);
     }
-    // A file saved at `to` since the move aside is not replaced either.
-    match rename_noreplace(s, from, to).await {
-        Ok(()) => {
-            remove_aside(s, &aside).await;
-            Ok(())
+    let placed = if taken {
+        Err(SftpError::Exists)
+    } else {
+        rename_onto_absent(s, from, to).await
+    };
+    match placed {
+        Ok(()) => Ok(Replaced { aside: Some(aside) }),
+        // A file saved at `to` since the grab: left there, and the replace refused.
+        Err(SftpError::Exists) => {
+            let why = "a file saved at its name after it was moved aside was not replaced";
+            Err(put_back(s, aside, to, SftpError::Changed, why).await)
         }
-        Err(e) => match rename_noreplace(s, &aside, to).await {
-            Ok(()) if matches!(e, SftpError::Exists) => Err(SftpError::Changed),
-            Ok(()) => Err(e),
-            Err(back) => Err(SftpError::LeftAside {
-                aside,
-                why: format!(
-                    "its replacement could not be renamed in ({}), nor it put back ({})",
-                    refusal(&e),
-                    refusal(&back)
-                ),
-            }),
-        },
+        Err(e) => {
+            let why = format!("its replacement could not be renamed in ({})", refusal(&e));
+            Err(put_back(s, aside, to, e, &why).await)
+        }
+    }
+}
+
+/// Puts the grabbed file at `aside` back at `to` (never over a file there) and returns
+/// `outcome`; where it cannot go back, the [`SftpError::LeftAside`] that names it.
+async fn put_back(
+    s: &Session,
+    aside: String,
+    to: &str,
+    outcome: SftpError,
+    why: &str,
+) -> SftpError {
+    match rename_noreplace(s, &aside, to).await {
+        Ok(()) => outcome,
+        Err(back) => left_aside(aside, why, &back),
+    }
+}
+
+/// The error for a replaced file that stays at `aside` because putting it back failed.
+fn left_aside(aside: String, why: &str, back: &SftpError) -> SftpError {
+    SftpError::LeftAside {
+        aside,
+        why: format!("{why}, and it could not be put back ({})", refusal(back)),
     }
 }
 
 /// The portable replace without a version check (plain overwrites, renames over a file).
-async fn replace_unchecked(s: &Session, from: &str, to: &str) -> Result<(), SftpError> {
+async fn replace_unchecked(s: &Session, from: &str, to: &str) -> Result<Replaced, SftpError> {
     let first = match s.run(s.raw.rename(from, to)).await {
-        Ok(_) => return Ok(()),
+        Ok(_) => return Ok(Replaced::CLEAN),
         Err(e) => e,
     };
     // SFTP v3 rename refuses an existing target (OpenSSH): move the old file aside first.
@@ -356,20 +427,11 @@ async fn replace_unchecked(s: &Session, from: &str, to: &str) -> Result<(), Sftp
     let aside = aside_path(to);
     s.run(s.raw.rename(to, aside.as_str())).await?;
     match s.run(s.raw.rename(from, to)).await {
-        Ok(_) => {
-            remove_aside(s, &aside).await;
-            Ok(())
+        Ok(_) => Ok(Replaced { aside: Some(aside) }),
+        Err(e) => {
+            let why = format!("its replacement could not be renamed in ({e})");
+            Err(put_back(s, aside, to, e, &why).await)
         }
-        Err(e) => match rename_noreplace(s, &aside, to).await {
-            Ok(()) => Err(e),
-            Err(back) => Err(SftpError::LeftAside {
-                aside,
-                why: format!(
-                    "its replacement could not be renamed in ({e}), nor it put back ({})",
-                    refusal(&back)
-                ),
-            }),
-        },
     }
 }
 
@@ -399,6 +461,13 @@ async fn rename_noreplace(s: &Session, from: &str, to: &str) -> Result<(), SftpE
     if lstat_opt(s, to).await?.is_some() {
         return Err(SftpError::Exists);
     }
+    rename_onto_absent(s, from, to).await
+}
+
+/// The rename of [`rename_noreplace`], once a lookup found `to` free: a plain SFTP rename
+/// (refused onto an existing name on OpenSSH; a refusal with a file at `to` is
+/// [`SftpError::Exists`]).
+async fn rename_onto_absent(s: &Session, from: &str, to: &str) -> Result<(), SftpError> {
     match s.run(s.raw.rename(from, to)).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_connection_error() => Err(e),
@@ -1148,8 +1217,8 @@ impl StorageClient for SftpClient {
             }
             if let WriteMode::IfUnchanged(expected) = &opts.mode {
                 // Checked once the body is on the server, right before the rename: a file the
-                // user saved meanwhile is left in place.
-                // Without posix-rename, `rename_replace` checks the file it moves aside again.
+                // user saved meanwhile is left in place, nothing moved. `replace_checked`
+                // then checks the file it grabs again (a save after this lookup).
                 let unchanged = lstat_opt(&s, &target).await?.is_some_and(|attrs| {
                     is_regular(&attrs) && expected.matches(&entry_from(path.clone(), &attrs))
                 });
@@ -1163,7 +1232,9 @@ impl StorageClient for SftpClient {
             };
             let place = || async {
                 if create_only {
-                    rename_noreplace(&s, &temp_path, &target).await
+                    rename_noreplace(&s, &temp_path, &target)
+                        .await
+                        .map(|()| Replaced::CLEAN)
                 } else {
                     rename_replace(&s, &temp_path, &target, expected).await
                 }
@@ -1179,22 +1250,30 @@ impl StorageClient for SftpClient {
             }
         }
         .await;
-        if let Err(e) = finished {
-            temp.discard().await;
-            return Err(err(e));
-        }
-        temp.armed = false;
-        // The same lag can hide the file just renamed into place for a moment.
-        let mut tries = 0u64;
-        loop {
-            match stat_entry(&self.inner, &s, path).await {
-                Err(e) if e.is_no_such_file() && tries < 3 => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
-                }
-                entry => return entry.map_err(err),
+        let replaced = match finished {
+            Ok(replaced) => replaced,
+            Err(e) => {
+                temp.discard().await;
+                return Err(err(e));
             }
-        }
+        };
+        temp.armed = false;
+        let written = async {
+            // The same lag can hide the file just renamed into place for a moment.
+            let mut tries = 0u64;
+            loop {
+                match stat_entry(&self.inner, &s, path).await {
+                    Err(e) if e.is_no_such_file() && tries < 3 => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+                    }
+                    entry => return entry.map_err(err),
+                }
+            }
+        };
+        // The replaced version's removal shares its round trip with the lookup.
+        let ((), written) = tokio::join!(replaced.finish(&s), written);
+        written
     }
 
     async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
@@ -1283,7 +1362,9 @@ impl StorageClient for SftpClient {
         if opts.overwrite {
             rename_replace(&s, &remote_from, &remote_to, None)
                 .await
-                .map_err(err_to)?;
+                .map_err(err_to)?
+                .finish(&s)
+                .await;
         } else {
             rename_noreplace(&s, &remote_from, &remote_to)
                 .await
