@@ -1,9 +1,10 @@
-//! The portable replace (sshd with `posix-rename@openssh.com` turned off): the file at the
-//! target is moved aside to `.syncengine-tmp-old-<hex>-<name>` while the new one is renamed
-//! in. A checked replace (`WriteMode::IfUnchanged`) checks the file it moved aside, so a save
-//! that lands after the first check is put back, never removed; and a file left aside (a kill
-//! between the renames) is reported by listings at the path it was moved from, so the engine
-//! neither deletes the other side's copy nor writes there.
+//! The checked replace (`WriteMode::IfUnchanged`) and the portable replace (sshd with
+//! `posix-rename@openssh.com` turned off). The file at the target is moved aside to
+//! `.syncengine-tmp-old-<hex>-<name>` while the new one is renamed in. A checked replace
+//! checks the file it moved aside (with posix-rename too), so a save that lands after the
+//! first check is put back, never removed; and a file left aside (a kill between the renames)
+//! is reported by listings at the path it was moved from, so the engine neither deletes the
+//! other side's copy nor writes there.
 //!
 //! The race tests put a TCP proxy with a fixed latency between the client and sshd, watch the
 //! server's folder, and save the user's version at a chosen moment of the replace.
@@ -36,10 +37,16 @@ const DELAY: Duration = Duration::from_millis(80);
 /// A client without posix-rename on a fresh sshd root, through the delay proxy; the root's
 /// directory on disk and its guard.
 fn slow_portable_client(tmp: &Path) -> Option<(SftpClient, PathBuf, Cleanup)> {
+    slow_client(tmp, false, DELAY)
+}
+
+/// A client (with `posix-rename` where `posix`) on a fresh sshd root, through a proxy adding
+/// `delay` each way; the root's directory on disk and its guard.
+fn slow_client(tmp: &Path, posix: bool, delay: Duration) -> Option<(SftpClient, PathBuf, Cleanup)> {
     if !support::available(Server::Sshd) {
         return None;
     }
-    let port = support::start_delay_proxy(Server::Sshd.port(), DELAY);
+    let port = support::start_delay_proxy(Server::Sshd.port(), delay);
     let name = support::fresh_name();
     let dir = Server::Sshd.local_root(&name);
     let known_hosts = tmp.join("known_hosts");
@@ -54,7 +61,7 @@ fn slow_portable_client(tmp: &Path) -> Option<(SftpClient, PathBuf, Cleanup)> {
         .with_known_hosts(&known_hosts)
         .with_trust_on_first_use(true)
         .with_agent(false)
-        .with_posix_rename(false)
+        .with_posix_rename(posix)
         .with_max_sessions(1)
         .build()
         .unwrap();
@@ -402,4 +409,109 @@ async fn checked_replaces_without_posix_rename() {
     assert!(matches!(err, Error::PreconditionFailed { .. }), "{err}");
     assert!(!file.exists());
     assert!(support::temp_files_below(&guard.0).is_empty());
+}
+
+/// How a checked replace raced by a save ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    /// The write went through; the save came after it (and replaced it, as the user's own).
+    Written,
+    /// Refused as a changed file, nothing left aside (the first check, or the grabbed file
+    /// did not match and was put back).
+    Refused,
+    /// Refused, the listed version kept at an aside name the error names (the save took the
+    /// name after the grab).
+    KeptAside,
+}
+
+/// A save at every moment of a checked replace, half a one-way delay apart (the first check
+/// reaches the server 2 delays after the temp's setstat, the grab 4, the lookups 6, the rename
+/// in 8), with posix-rename (OpenSSH's default) and without: the save is always at its path
+/// afterwards, the listed version is at an aside name the error names or nowhere because the
+/// user's rename replaced it (never because the replace did), and no upload temp is left.
+/// With posix-rename this failed before the grab was checked (red-team S2): a save that
+/// reached the server between the first check and the posix-rename was replaced and lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_at_any_moment_of_a_checked_replace_stays_at_its_path() {
+    const STEP: Duration = Duration::from_micros(7_500);
+    let tmp = tempfile::tempdir().unwrap();
+    for posix in [true, false] {
+        let Some((client, root, _guard)) = slow_client(tmp.path(), posix, STEP * 2) else {
+            return;
+        };
+        let mut seen = Vec::new();
+        for steps in 0u32..=24 {
+            let folder = format!("r{steps}");
+            let path = RelPath::new(format!("{folder}/doc.txt")).unwrap();
+            let listed = client.put(&path, Bytes::from("version 1")).await.unwrap();
+            let dir = root.join(&folder);
+            let saved = format!("version 3, saved {steps} half-delays after the setstat");
+            let watcher = {
+                let (dir, saved) = (dir.clone(), saved.clone());
+                thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while Instant::now() < deadline {
+                        if temp_has_its_mtime(&dir) {
+                            thread::sleep(STEP * steps);
+                            save(&dir.join("doc.txt"), &saved);
+                            return true;
+                        }
+                        thread::sleep(Duration::from_micros(300));
+                    }
+                    false
+                })
+            };
+            let marker = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+            let result = client
+                .write_opts(
+                    &path,
+                    syncengine_core::bytes_stream(Bytes::from("version 2, from the other side")),
+                    WriteOptions::default()
+                        .with_mode(WriteMode::IfUnchanged(Version::of(&listed)))
+                        .with_mtime(marker),
+                )
+                .await;
+            assert!(watcher.join().unwrap(), "the temp's setstat was never seen");
+            let round = format!("posix-rename {posix}, save at {steps} half-delays: {result:?}");
+            assert_eq!(
+                fs::read_to_string(dir.join("doc.txt")).ok().as_deref(),
+                Some(saved.as_str()),
+                "the user's save is not at its path ({round})"
+            );
+            let asides = names_with(&dir, ".syncengine-tmp-old-");
+            let outcome = match &result {
+                Ok(_) => Outcome::Written,
+                Err(Error::PreconditionFailed { .. }) => Outcome::Refused,
+                Err(e) => {
+                    assert_eq!(asides.len(), 1, "{round}");
+                    assert!(e.to_string().contains(&asides[0]), "{round}");
+                    assert_eq!(
+                        fs::read_to_string(dir.join(&asides[0])).unwrap(),
+                        "version 1",
+                        "{round}"
+                    );
+                    Outcome::KeptAside
+                }
+            };
+            if outcome != Outcome::KeptAside {
+                assert!(asides.is_empty(), "left aside: {asides:?} ({round})");
+            }
+            assert_eq!(
+                names_with(&dir, ".syncengine-tmp-").len(),
+                asides.len(),
+                "the upload's temp file was left behind ({round})"
+            );
+            seen.push(outcome);
+        }
+        eprintln!("posix-rename {posix}: outcomes by half-delay {seen:?}");
+        // The sweep reached every phase: before the check, after the grab, after the rename.
+        let mut kinds = seen.clone();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(
+            kinds,
+            [Outcome::Written, Outcome::Refused, Outcome::KeptAside],
+            "posix-rename {posix}: not every phase of the replace was raced: {seen:?}"
+        );
+    }
 }
