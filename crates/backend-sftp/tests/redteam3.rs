@@ -136,7 +136,7 @@ async fn a_save_after_the_check_survives_a_posix_rename_replace() {
             .into_iter()
             .chain(contents(&src))
             .collect();
-        if !everywhere.iter().any(|c| *c == saved) {
+        if !everywhere.contains(&saved) {
             lost.push(format!(
                 "round {round} (+{tenths} tenths of a delay): {stats:?}"
             ));
