@@ -584,7 +584,10 @@ impl Executor {
         }
         let client = self.client(side);
         match self.recovery(side) {
-            ResolvedRecovery::Trash => self.move_to_trash(side, &entry.path).await,
+            ResolvedRecovery::Trash => {
+                let trashed = self.move_to_trash(side, &entry.path).await?;
+                self.check_trashed(side, entry, trashed).await
+            }
             ResolvedRecovery::BackupDir(backup) => {
                 self.copy_to_backup(side, entry, backup).await?;
                 // The copy took a while: a version saved meanwhile is not the one backed up.
@@ -615,7 +618,54 @@ impl Executor {
         ))
     }
 
-    async fn move_to_trash(&self, side: Side, path: &RelPath) -> Result<(), Error> {
+    /// A save can land between the check that a file is as listed and the move that takes it
+    /// to the trash: then the move took a version the run never saw, and the delete must not
+    /// stand. The trashed file is compared with the listed version (size, time and file id;
+    /// not the ETag, which some servers derive from the path) and, when it differs, put back
+    /// where it was — or, if its path was taken again meanwhile, left in the trash — and the
+    /// delete fails with [`Error::PreconditionFailed`], so the next run sees the new version.
+    async fn check_trashed(
+        &self,
+        side: Side,
+        listed: &Entry,
+        trashed: Option<RelPath>,
+    ) -> Result<(), Error> {
+        let Some(trashed) = trashed else {
+            return Ok(());
+        };
+        let client = self.client(side);
+        let moved = match self.retry(|| client.stat(&trashed)).await {
+            Ok(moved) => moved,
+            // Nothing to compare with: the move itself was as listed-checked as before.
+            Err(_) => return Ok(()),
+        };
+        let listed_version = Version {
+            etag: None,
+            ..Version::of(listed)
+        };
+        if listed_version.matches(&moved) {
+            return Ok(());
+        }
+        let put_back = self
+            .retry(|| client.rename_opts(&trashed, &listed.path, TransferOptions::default()))
+            .await;
+        let kept = match &put_back {
+            Ok(_) => "put back at its path".to_owned(),
+            Err(_) => format!("kept in the trash as {trashed}"),
+        };
+        tracing::warn!(%side, path = %listed.path, "a version saved during the delete was {kept}");
+        Err(Error::other(
+            client.backend(),
+            listed.path.as_str(),
+            format!(
+                "changed while it was being deleted: the new version was {kept}; the delete \
+                 is not done"
+            ),
+        ))
+    }
+
+    /// Moves `path` to the side's trash; returns where it went (`None` when it was gone).
+    async fn move_to_trash(&self, side: Side, path: &RelPath) -> Result<Option<RelPath>, Error> {
         let client = self.client(side);
         for n in 1u32.. {
             let target = self.trash_path(path, n)?;
@@ -623,14 +673,14 @@ impl Executor {
                 .retry(|| client.rename_opts(path, &target, TransferOptions::default()))
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(Some(target)),
                 Err(Error::AlreadyExists { .. }) if n < 100 => continue,
                 Err(e) => {
                     // The file is gone (nothing left to trash), or the trash path is in the
                     // way — which some backends report as "not found" too (a file where a
                     // folder of the path should be: ENOTDIR). The file itself tells which.
                     match client.stat(path).await {
-                        Err(gone) if gone.is_not_found() => return Ok(()),
+                        Err(gone) if gone.is_not_found() => return Ok(None),
                         _ => {}
                     }
                     if n < 100 && in_the_way(client.as_ref(), &target).await {
@@ -640,7 +690,7 @@ impl Executor {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Keeps the current version of `existing` in the side's trash while it stays at its

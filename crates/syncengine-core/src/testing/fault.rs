@@ -254,7 +254,7 @@ impl fmt::Display for Injected {
     }
 }
 
-/// What [`FaultClient::at_body_end`] runs: the path being written.
+/// What [`FaultClient::at_body_end`] and [`FaultClient::before`] run: the path concerned.
 pub type BodyEndHook = Arc<dyn Fn(&RelPath) + Send + Sync>;
 
 #[derive(Default)]
@@ -269,6 +269,7 @@ struct Shared {
     cancel_at: Vec<u64>,
     log: Vec<Injected>,
     at_body_end: Vec<(RelPath, BodyEndHook)>,
+    before: Vec<(Op, RelPath, BodyEndHook)>,
 }
 
 /// A [`StorageClient`] that forwards to an inner client and injects faults (see the
@@ -346,6 +347,13 @@ impl FaultClient {
         self.lock().at_body_end.push((path, hook));
     }
 
+    /// Runs `hook` once, right before the next call of kind `op` on `path` reaches the inner
+    /// client (for a rename, `path` is where it moves from). It plays a user or another
+    /// machine acting in the gap between the engine's check and its change.
+    pub fn before(&self, op: Op, path: RelPath, hook: BodyEndHook) {
+        self.lock().before.push((op, path, hook));
+    }
+
     /// Switches fault injection off (`false`) or back on; calls are counted either way.
     pub fn set_enabled(&self, enabled: bool) {
         self.enabled.store(enabled, Ordering::SeqCst);
@@ -377,6 +385,17 @@ impl FaultClient {
     /// Numbers a call and decides its fault. Returns the call number, the fault (if any) and
     /// a generator for the fault's details, seeded from `(seed, call)`.
     fn begin(&self, op: Op, path: &str) -> (Option<Fault>, StdRng) {
+        let hook = {
+            let mut shared = self.lock();
+            let at = shared
+                .before
+                .iter()
+                .position(|(o, p, _)| *o == op && p.as_str() == path);
+            at.map(|i| shared.before.remove(i))
+        };
+        if let Some((_, hooked, hook)) = hook {
+            hook(&hooked);
+        }
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         let mut rng = StdRng::seed_from_u64(mix(self.config.seed, call));
         if !self.enabled.load(Ordering::SeqCst) {
