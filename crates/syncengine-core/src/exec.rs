@@ -864,6 +864,12 @@ impl Executor {
         (want == have).then_some(now)
     }
 
+    /// True when `path` is on `side`, or when that cannot be told.
+    async fn exists(&self, side: Side, path: &RelPath) -> bool {
+        let client = self.client(side);
+        !matches!(self.retry(|| client.stat(path)).await, Err(e) if e.is_not_found())
+    }
+
     /// The MD5 of `entry` on `side`: listed, else computed when it is at most
     /// [`RECOVERY_HASH_LIMIT`] bytes.
     async fn md5_within_limit(&self, side: Side, entry: &Entry) -> Option<ContentHash> {
@@ -921,7 +927,16 @@ impl Executor {
                 }
                 written
             }
-            Err(e) => return Err(e),
+            // A rename (or copy) that went through before its reply was lost: the new name
+            // holds the content, and for a rename the old name is gone. Recorded now, as for
+            // a write (see `transfer`).
+            Err(e) => match self.holds_copy(seen_on, new, target_side, &new.path).await {
+                Some(now) if keep_old || !self.exists(target_side, &old.path).await => {
+                    tracing::info!(path = %new.path, side = %target_side, error = %e, "the rename failed but is in place; recorded");
+                    now
+                }
+                _ => return Err(e),
+            },
         };
         let mut updates = Vec::with_capacity(2);
         if !keep_old {

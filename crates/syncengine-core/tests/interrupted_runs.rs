@@ -400,3 +400,42 @@ async fn a_lost_reply_of_the_copy_that_keeps_a_conflict_loser_makes_no_second_co
     assert!(next.is_noop(), "{next:?}");
     assert_eq!(named(&dst, ".conflict-").len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_reply_of_a_rename_is_recorded_in_its_run_so_an_edit_under_the_new_name_is_no_conflict()
+ {
+    let (_state, engine, src, dst, fd) = pair_with_an_addition().await;
+    assert_eq!(
+        two_way(&engine, src.clone(), dst.clone())
+            .await
+            .unwrap()
+            .uploaded,
+        1
+    );
+    src.rename(&rel("b.txt"), &rel("c.txt")).await.unwrap();
+    fd.fail_path(&rel("b.txt"), Fault::ErrorAfter, 1);
+    let stats = two_way(&engine, src.clone(), fd.clone()).await.unwrap();
+    let ops: Vec<Op> = fd.injected().iter().map(|i| i.op).collect();
+    assert_eq!(ops, [Op::Rename], "{:?}", fd.injected());
+    assert_eq!(
+        (stats.renamed_destination, stats.errors),
+        (1, 0),
+        "{stats:?}"
+    );
+
+    put(
+        &dst,
+        "c.txt",
+        "v2, the destination's edit under the new name",
+    )
+    .await;
+    let next = two_way(&engine, src.clone(), dst.clone()).await.unwrap();
+    assert_eq!(next.conflicts, 0, "a spurious conflict: {next:?}");
+    assert_eq!((next.downloaded, next.errors), (1, 0), "{next:?}");
+    assert_eq!(
+        text(&src, "c.txt").as_deref(),
+        Some("v2, the destination's edit under the new name")
+    );
+    assert!(named(&src, ".conflict-").is_empty());
+    assert_eq!(user_files(&src), user_files(&dst));
+}
