@@ -362,6 +362,7 @@ impl SyncEngine {
             attempts: opts.attempts,
             mode: pair.mode,
             stale_intents: stale_intents > 0,
+            checksum: opts.checksum,
             conflict_names: Default::default(),
         };
         let executed = executor.run(plan, &mut stats).await;

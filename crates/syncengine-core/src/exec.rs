@@ -98,6 +98,9 @@ pub struct Executor {
     /// they are cleared once the plan's base updates (which include what was recovered from
     /// them) are written.
     pub stale_intents: bool,
+    /// `--checksum`: the base keeps a content hash for every file it records where one is
+    /// cheap to have, so an edit that keeps size and mtime is seen.
+    pub checksum: bool,
     /// Conflict names handed out in this run: two long names cut to the same conflict name,
     /// resolved at the same time, must not both take it (on a store whose create-only copy
     /// is a check then a copy, the second would replace the first kept loser).
@@ -530,7 +533,14 @@ impl Executor {
     ) -> Result<Entry, Error> {
         let client = self.client(side);
         match self.retry(|| client.preserve(&existing.path, aside)).await {
-            Ok(kept) => Ok(kept),
+            // The copy holds the listed content: it keeps the listed hash where its own
+            // listing has none (the base records it; `--checksum` compares with it).
+            Ok(mut kept) => {
+                if kept.hash.is_none() {
+                    kept.hash = existing.hash.clone();
+                }
+                Ok(kept)
+            }
             Err(e @ Error::Unsupported { .. }) => Err(e),
             Err(e) => match self.holds_copy(side, existing, side, aside).await {
                 Some(kept) => {
@@ -827,6 +837,17 @@ impl Executor {
                 None => return Err(e),
             },
         };
+        // With `--checksum`, a copy to a side that reads locally, of content whose hash nobody
+        // listed, is hashed now (cheap there), so the base keeps a hash to compare with.
+        let mut written = written;
+        if self.checksum
+            && written.hash.is_none()
+            && listed.hash.is_none()
+            && dst.capabilities().local_reads
+            && let Ok(h) = dst.md5_of(&written).await
+        {
+            written.hash = Some(h);
+        }
         if written.size != listed.size {
             // The source changed while it was read. The copy is whole and atomic, but the base
             // must not claim the listed version arrived; the next run will see the change.
@@ -938,6 +959,11 @@ impl Executor {
                 _ => return Err(e),
             },
         };
+        // The renamed copy holds the old file's content: it keeps its hash.
+        let mut written = written;
+        if written.hash.is_none() {
+            written.hash = old.hash.clone();
+        }
         let mut updates = Vec::with_capacity(2);
         if !keep_old {
             updates.push(BaseUpdate::Remove(old.path.clone()));
@@ -1047,9 +1073,12 @@ impl Executor {
             }
             let name = self.conflict_name(&entry.path, side).await?;
             let client = self.client(side);
-            let moved = self
+            let mut moved = self
                 .retry(|| client.rename_opts(&entry.path, &name, TransferOptions::default()))
                 .await?;
+            if moved.hash.is_none() {
+                moved.hash = entry.hash.clone();
+            }
             renamed.push((side, moved));
         }
         let mut updates = vec![BaseUpdate::Remove(source.path.clone())];
@@ -1161,9 +1190,12 @@ impl Executor {
         }
         let aside = self.conflict_name(&entry.path, side).await?;
         let client = self.client(side);
-        let moved = self
+        let mut moved = self
             .retry(|| client.rename_opts(&entry.path, &aside, TransferOptions::default()))
             .await?;
+        if moved.hash.is_none() {
+            moved.hash = entry.hash.clone();
+        }
         tracing::info!(path = %entry.path, kept_as = %aside, "type change: the folder keeps the path, the file is kept under a conflict name");
         let mut done = Done::updates(vec![BaseUpdate::Remove(entry.path.clone())]);
         if share {
@@ -1195,6 +1227,13 @@ impl Executor {
 /// The base record of a path after copying `from_entry` from side `from`, which produced
 /// `written` on the other side.
 fn record(from: Side, from_entry: &Entry, written: &Entry) -> BaseRecord {
+    // The written copy holds `from_entry`'s content (verified in the stream where its hash is
+    // known): it keeps that hash where its own listing has none.
+    let mut written = written.clone();
+    if written.hash.is_none() {
+        written.hash = from_entry.hash.clone();
+    }
+    let written = &written;
     let (source, destination) = match from {
         Side::Source => (from_entry, written),
         Side::Destination => (written, from_entry),

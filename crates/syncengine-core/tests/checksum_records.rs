@@ -1,11 +1,13 @@
-//! `--checksum` and the hashes kept in the base (issue 8, behaviour 6; model findings F10,
-//! F13).
+//! `--checksum` and the hashes kept in the base (issue 8, behaviour 6; model finding F13).
 //!
 //! README: with `--checksum`, "local files are hashed on every run and compared with the
-//! hashes kept in the state; remote sides use the hashes they list, remote files are never
-//! downloaded to be hashed". The memory clients here list like an Apache WebDAV server (no
-//! hash, an ETag made of size and mtime: `MemoryClient::webdav_like_metadata`); wrapped with
-//! `QuirkClient::with_remote_reads` they are a network backend, else a local disk.
+//! hashes kept in the state". The memory clients here read locally
+//! (`Capabilities::local_reads`) but list no hash (`MemoryClient::webdav_like_metadata`), so
+//! the engine hashes them itself under `--checksum`. A file the engine has just written or
+//! moved is the content it listed (and verified in the stream), so its record must keep that
+//! hash; otherwise an edit that keeps size and mtime before the next run is compared by ETag
+//! (size and mtime) only, goes unseen, and that run records the edited content's hash: the
+//! edit never reaches the other side.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,8 +17,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use syncengine_core::testing::QuirkClient;
 use syncengine_core::{
-    ConflictStrategy, MemoryClient, Recovery, RelPath, Side, StorageClient, SyncEngine, SyncMode,
-    SyncOptions, SyncPair, SyncStats, WriteOptions,
+    ConflictStrategy, MemoryClient, Recovery, RelPath, Side, StorageClient, StorageClientExt,
+    SyncEngine, SyncMode, SyncOptions, SyncPair, SyncStats, WriteOptions,
 };
 
 fn rel(s: &str) -> RelPath {
@@ -52,6 +54,24 @@ fn text(c: &MemoryClient, path: &str) -> Option<String> {
         .map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
+fn conflict_copies(c: &MemoryClient) -> Vec<String> {
+    c.files()
+        .into_keys()
+        .map(|p| p.to_string())
+        .filter(|p| p.contains(".conflict-") && !p.starts_with(".syncengine"))
+        .collect()
+}
+
+async fn run(
+    engine: &SyncEngine,
+    src: &Arc<MemoryClient>,
+    dst: &Arc<MemoryClient>,
+    mode: SyncMode,
+) -> SyncStats {
+    let (s, d): (Arc<dyn StorageClient>, Arc<dyn StorageClient>) = (src.clone(), dst.clone());
+    run_clients(engine, s, d, mode).await
+}
+
 async fn run_clients(
     engine: &SyncEngine,
     s: Arc<dyn StorageClient>,
@@ -69,6 +89,78 @@ async fn run_clients(
         .unwrap();
     assert_eq!(stats.errors, 0, "{stats:?}");
     stats
+}
+
+#[tokio::test]
+async fn an_uploaded_file_keeps_its_hash_so_an_edit_keeping_size_and_mtime_is_seen_next_run() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let (src, dst) = (client(), client());
+    write(&src, "a", "one", at(0)).await;
+    let first = run(&engine, &src, &dst, SyncMode::TwoWay).await;
+    assert_eq!(first.uploaded, 1, "{first:?}");
+
+    // The destination's copy is edited: same size, same mtime, other bytes.
+    write(&dst, "a", "two", at(0)).await;
+    let second = run(&engine, &src, &dst, SyncMode::TwoWay).await;
+    assert_eq!(
+        text(&src, "a").as_deref(),
+        Some("two"),
+        "the edit of the copy the engine wrote was not seen: {second:?}"
+    );
+    assert_eq!(second.downloaded, 1, "{second:?}");
+}
+
+#[tokio::test]
+async fn a_kept_conflict_copy_keeps_its_hash_so_an_edit_keeping_size_and_mtime_is_seen_next_run() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let (src, dst) = (client(), client());
+    write(&src, "r.txt", "src", at(0)).await;
+    write(&dst, "r.txt", "dst", at(1)).await;
+    // Source-backup: the source's version wins; the destination's is kept as a conflict copy
+    // (renamed on the destination, then backed up to the source).
+    let first = run(&engine, &src, &dst, SyncMode::SourceBackup).await;
+    assert_eq!(first.conflicts, 1, "{first:?}");
+    let copies = conflict_copies(&dst);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let copy = &copies[0];
+    assert_eq!(text(&src, copy).as_deref(), Some("dst"), "{first:?}");
+
+    // The destination edits its conflict copy: same size, same mtime, other bytes.
+    write(&dst, copy, "DST", at(1)).await;
+    let second = run(&engine, &src, &dst, SyncMode::TwoWay).await;
+    assert_eq!(
+        text(&src, copy).as_deref(),
+        Some("DST"),
+        "the edit of the kept conflict copy was not seen: {second:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_downloaded_from_a_remote_side_keeps_a_hash_so_a_local_edit_keeping_size_and_mtime_is_seen()
+ {
+    // Local disk <- WebDAV: the destination lists no hash and is not read locally, so the
+    // engine never hashes it; the source is local, so `--checksum` hashes it every run and
+    // compares with the hash the base keeps. The file the engine downloaded must have one.
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let (src, dst) = (client(), client());
+    let remote: Arc<dyn StorageClient> =
+        Arc::new(QuirkClient::new(dst.clone()).with_remote_reads(true));
+    write(&dst, "a", "one", at(0)).await;
+    let first = run_clients(&engine, src.clone(), remote.clone(), SyncMode::TwoWay).await;
+    assert_eq!(first.downloaded, 1, "{first:?}");
+
+    // The local copy is edited: same size, same mtime, other bytes.
+    write(&src, "a", "two", at(0)).await;
+    let second = run_clients(&engine, src.clone(), remote.clone(), SyncMode::TwoWay).await;
+    assert_eq!(
+        text(&dst, "a").as_deref(),
+        Some("two"),
+        "the local edit of the downloaded file was not seen: {second:?}"
+    );
+    assert_eq!(second.uploaded, 1, "{second:?}");
 }
 
 #[tokio::test]
@@ -103,5 +195,31 @@ async fn an_edit_keeping_size_and_mtime_on_a_remote_side_without_hashes_is_not_s
     assert!(
         trashed.contains(&"two".to_owned()),
         "the unseen remote edit is in no trash: {trashed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_renamed_like_the_remote_side_keeps_its_hash_so_a_local_edit_keeping_size_and_mtime_is_seen()
+ {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let (src, dst) = (client(), client());
+    let remote: Arc<dyn StorageClient> =
+        Arc::new(QuirkClient::new(dst.clone()).with_remote_reads(true));
+    write(&src, "c/d", "one", at(0)).await;
+    let first = run_clients(&engine, src.clone(), remote.clone(), SyncMode::TwoWay).await;
+    assert_eq!(first.uploaded, 1, "{first:?}");
+    // Renamed on the remote side; the engine renames the local copy too.
+    dst.rename(&rel("c/d"), &rel("a")).await.unwrap();
+    let second = run_clients(&engine, src.clone(), remote.clone(), SyncMode::TwoWay).await;
+    assert_eq!(second.renamed_source, 1, "{second:?}");
+
+    // The local file is edited: same size, same mtime, other bytes.
+    write(&src, "a", "two", at(0)).await;
+    let third = run_clients(&engine, src.clone(), remote.clone(), SyncMode::TwoWay).await;
+    assert_eq!(
+        text(&dst, "a").as_deref(),
+        Some("two"),
+        "the local edit of the renamed file was not seen: {third:?}"
     );
 }
