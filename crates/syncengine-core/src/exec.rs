@@ -629,8 +629,8 @@ impl Executor {
     }
 
     /// A save can land between the check that a file is as listed and the move that takes it
-    /// to the trash: then the move took a version the run never saw, and the delete must not
-    /// stand. The trashed file is compared with the listed version (size, time and file id;
+    /// to the trash: then a native move (local disk, SFTP, WebDAV) took a version the run
+    /// never saw, and the delete must not stand. The trashed file is compared with the listed version (size, time and file id;
     /// not the ETag, which some servers derive from the path) and, when it differs, put back
     /// where it was — or, if its path was taken again meanwhile, left in the trash — and the
     /// delete fails with [`Error::PreconditionFailed`], so the next run sees the new version.
@@ -644,6 +644,12 @@ impl Executor {
             return Ok(());
         };
         let client = self.client(side);
+        // Only a native move takes whatever is at the path. Object stores move by copy and
+        // delete: the copy is a new object (its own time), and their delete is already tied
+        // to the listed version (S3: If-Match) or re-checked right before it.
+        if !client.capabilities().native_rename {
+            return Ok(());
+        }
         let moved = match self.retry(|| client.stat(&trashed)).await {
             Ok(moved) => moved,
             // Nothing to compare with: the move itself was as listed-checked as before.
