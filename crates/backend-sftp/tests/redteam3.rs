@@ -17,7 +17,6 @@
 mod support;
 
 use std::fs;
-use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -26,26 +25,9 @@ use syncengine_backend_local::LocalClient;
 use syncengine_backend_sftp::SftpBuilder;
 use syncengine_core::{SyncEngine, SyncMode, SyncPair};
 
-use support::Server;
+use support::{Server, contents};
 
 const DELAY: Duration = Duration::from_millis(15);
-
-/// Every file's content below `root`, the engine's own folder included.
-fn contents(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(rd) = fs::read_dir(&dir) else { continue };
-        for e in rd.flatten() {
-            if e.file_type().unwrap().is_dir() {
-                dirs.push(e.path());
-            } else {
-                out.push(fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_save_after_the_check_survives_a_posix_rename_replace() {
