@@ -207,8 +207,7 @@ impl SyncEngine {
             Reconciler::new(policy, opts.checksum, source.clone(), destination.clone());
         // Copies an interrupted run left behind: those that landed count as synced. An
         // accepted new root is not what the base describes: plan as if there were none.
-        let (recovered, stale_intents) =
-            recover_intents(&store, &pair.source, &pair.destination).await?;
+        let (recovered, stale_intents) = recover_intents(&store, &source, &destination).await?;
         let recovered = if roots.accepted {
             Vec::new()
         } else {

@@ -200,7 +200,8 @@ impl Executor {
             caps.case_insensitive || caps.normalization_insensitive
         });
         let (room, deletes) = split_making_room(deletes, &others, folds);
-        let vacating = take_renames_making_room(&mut others, folds);
+        let mut vacating = take_renames_making_room(&mut others, folds);
+        let stepped = take_renames_through_the_trash([&mut vacating, &mut others], folds);
         let early: Vec<Action> = first.into_iter().chain(room).chain(vacating).collect();
         let mut failures = Failures::default();
         let mut follow_ups = Vec::new();
@@ -209,6 +210,11 @@ impl Executor {
         let mut cancelled = self
             .run_batch(early, stats, &mut writer, &mut failures, &mut follow_ups)
             .await?;
+        if !cancelled && !stepped.is_empty() {
+            cancelled = self
+                .run_stepped(stepped, stats, &mut writer, &mut failures, &mut follow_ups)
+                .await?;
+        }
         if !cancelled {
             cancelled = self
                 .run_batch(others, stats, &mut writer, &mut failures, &mut follow_ups)
@@ -268,7 +274,7 @@ impl Executor {
     ) -> Result<bool, SyncError> {
         let mut cancelled = false;
         // Intents are recorded a batch at a time, each batch before any of its copies starts:
-        // `then` holds the next batch back until its intents are durable.
+        // `then` holds the next batch back until its intents are committed.
         // The batches are cut as the copies go, not all up front: a second copy of a long
         // action list would double the run's peak memory.
         let store = self.store.clone();
@@ -331,38 +337,195 @@ impl Executor {
             if let (Some(intent), Outcome::Done(_)) = (intent_of(&action), &outcome) {
                 writer.clear(intent.path);
             }
-            if let Outcome::Done(done) = &outcome {
-                for path in &done.intents {
-                    writer.clear(path.clone());
-                }
-            }
-            match outcome {
-                Outcome::Done(done) => {
-                    failures.succeeded();
-                    action.count_into(stats);
-                    self.emit(ProgressEvent::Done {
-                        path: action.path().clone(),
-                        kind: action.kind(),
-                    });
-                    follow_ups.extend(done.follow_ups);
-                    writer.extend(done.updates).await?;
-                }
-                Outcome::Failed(error) => {
-                    failures.failed(&action, &error);
-                    stats.errors += 1;
-                    let message = format!("{}: {}", action.path(), error);
-                    tracing::error!(path = %action.path(), %error, "action failed");
-                    stats.error_messages.push(message);
-                    self.emit(ProgressEvent::Failed {
-                        path: action.path().clone(),
-                        kind: action.kind(),
-                        error: error.to_string(),
-                    });
-                }
-                Outcome::Cancelled | Outcome::Fatal(_) => {}
-            }
+            self.account(action, outcome, stats, writer, failures, follow_ups)
+                .await?;
         }
         Ok(cancelled)
+    }
+
+    /// Counts a finished or failed action into `stats` and `failures`, reports it, and hands
+    /// its base updates to `writer`.
+    async fn account(
+        &self,
+        action: Action,
+        outcome: Outcome,
+        stats: &mut SyncStats,
+        writer: &mut BaseWriter,
+        failures: &mut Failures,
+        follow_ups: &mut Vec<Action>,
+    ) -> Result<(), SyncError> {
+        match outcome {
+            Outcome::Done(done) => {
+                for path in done.intents {
+                    writer.clear(path);
+                }
+                failures.succeeded();
+                action.count_into(stats);
+                self.emit(ProgressEvent::Done {
+                    path: action.path().clone(),
+                    kind: action.kind(),
+                });
+                follow_ups.extend(done.follow_ups);
+                writer.extend(done.updates).await?;
+            }
+            Outcome::Failed(error) => {
+                failures.failed(&action, &error);
+                stats.errors += 1;
+                let message = format!("{}: {}", action.path(), error);
+                tracing::error!(path = %action.path(), %error, "action failed");
+                stats.error_messages.push(message);
+                self.emit(ProgressEvent::Failed {
+                    path: action.path().clone(),
+                    kind: action.kind(),
+                    error: error.to_string(),
+                });
+            }
+            Outcome::Cancelled | Outcome::Fatal(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Runs renames that must go in two steps on a side that folds names (see
+    /// [`take_renames_through_the_trash`]): every old name moves to the trash first, then
+    /// each goes on to its new name. Returns true if the run was cancelled.
+    ///
+    /// A rename whose second step fails is put back at its old name (or, if that fails too,
+    /// stays in the trash); a run killed between the steps leaves the old version in the
+    /// trash, and the next run copies the new name from the side that renamed it. No intent
+    /// is recorded: on such a side a stat of the new name may find the old file, which an
+    /// intent would take for the landed copy (F17).
+    async fn run_stepped(
+        &self,
+        renames: Vec<Action>,
+        stats: &mut SyncStats,
+        writer: &mut BaseWriter,
+        failures: &mut Failures,
+        follow_ups: &mut Vec<Action>,
+    ) -> Result<bool, SyncError> {
+        let mut cancelled = false;
+        let transfers = self.transfers.max(1);
+        let first = futures::stream::iter(renames)
+            .map(|action| async move {
+                if self.cancel.is_cancelled() {
+                    return (action, None);
+                }
+                let stepped = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => None,
+                    r = self.step_into_the_trash(&action) => Some(r),
+                };
+                (action, stepped)
+            })
+            .buffer_unordered(transfers)
+            .collect::<Vec<_>>()
+            .await;
+        let mut second = Vec::with_capacity(first.len());
+        for (action, stepped) in first {
+            match stepped {
+                None => cancelled = true,
+                Some(Err(e)) => {
+                    self.account(
+                        action,
+                        Outcome::Failed(e),
+                        stats,
+                        writer,
+                        failures,
+                        follow_ups,
+                    )
+                    .await?;
+                }
+                Some(Ok(at)) => second.push((action, at)),
+            }
+        }
+        if cancelled {
+            // The old names stay in the trash; the next run copies the new ones.
+            return Ok(true);
+        }
+        let finished = futures::stream::iter(second)
+            .map(|(action, at)| async move {
+                let outcome = match self.step_out_of_the_trash(&action, at).await {
+                    Ok(updates) => Outcome::Done(Done::updates(updates)),
+                    Err(e) => Outcome::Failed(e),
+                };
+                (action, outcome)
+            })
+            .buffer_unordered(transfers)
+            .collect::<Vec<_>>()
+            .await;
+        for (action, outcome) in finished {
+            self.account(action, outcome, stats, writer, failures, follow_ups)
+                .await?;
+        }
+        Ok(false)
+    }
+
+    /// The first step of a two-step rename: its old name goes to the trash, checked to be
+    /// the version listed. Returns where it went (`None` when it was gone already).
+    async fn step_into_the_trash(&self, action: &Action) -> Result<Option<RelPath>, Error> {
+        let Action::Rename { seen_on, from, .. } = action else {
+            return Ok(None);
+        };
+        let side = seen_on.other();
+        if !self.still_as_listed(side, from).await? {
+            return Ok(None);
+        }
+        let at = self.move_to_trash(side, &from.path).await?;
+        self.check_trashed(side, from, at.clone()).await?;
+        Ok(at)
+    }
+
+    /// The second step of a two-step rename: from the trash (`at`) to the new name, or, when
+    /// the old file was gone, a copy of the new one.
+    async fn step_out_of_the_trash(
+        &self,
+        action: &Action,
+        at: Option<RelPath>,
+    ) -> Result<Vec<BaseUpdate>, Error> {
+        let Action::Rename {
+            seen_on, from, to, ..
+        } = action
+        else {
+            return Ok(Vec::new());
+        };
+        let (seen_on, side) = (*seen_on, seen_on.other());
+        let client = self.client(side);
+        let written = match at {
+            None => {
+                self.transfer(seen_on, &to.path, side, &to.path, WriteMode::Create, to)
+                    .await?
+            }
+            Some(at) => {
+                let opts = TransferOptions::default();
+                match self
+                    .retry(|| client.rename_opts(&at, &to.path, opts.clone()))
+                    .await
+                {
+                    Ok(mut written) => {
+                        // The renamed file holds the old file's content: it keeps its hash.
+                        if written.hash.is_none() {
+                            written.hash = from.hash.clone();
+                        }
+                        written
+                    }
+                    Err(e) => match self.holds_copy(seen_on, to, side, &to.path).await {
+                        Some(now) if !self.exists(side, &at).await => now,
+                        _ => {
+                            let back = self
+                                .retry(|| client.rename_opts(&at, &from.path, opts.clone()))
+                                .await;
+                            if let Err(back) = back {
+                                tracing::warn!(path = %from.path, %side, kept_as = %at, error = %back, "a rename failed half-way; the file stays in the trash");
+                            }
+                            return Err(e);
+                        }
+                    },
+                }
+            }
+        };
+        Ok(vec![
+            BaseUpdate::Remove(from.path.clone()),
+            BaseUpdate::Put(record(seen_on, to, &written)),
+        ])
     }
 
     async fn perform(&self, action: &Action) -> Result<Done, Error> {
@@ -1478,6 +1641,48 @@ fn take_renames_making_room(others: &mut Vec<Action>, folds: [bool; 2]) -> Vec<A
         .collect()
 }
 
+/// Takes out of `lists` the renames that cannot go in one step on a side that folds names:
+/// those whose new name folds to the old name of a rename there — its own (`Report.txt` →
+/// `report.txt`: the disk holds both names as one file) or another's (`A.txt` → `b.txt`
+/// while `B.txt` → `a.txt`, a swap, or a chain `A.txt` → `b.txt`, `B.txt` → `c.txt`). Each
+/// goes through the trash ([`Executor::run_stepped`]): all the old names leave first, then
+/// each takes its new name, so no order of single renames is needed and none exists for a
+/// cycle. Backup modes' renames (`keep_old`) keep their old names and stay as they are.
+fn take_renames_through_the_trash(lists: [&mut Vec<Action>; 2], folds: [bool; 2]) -> Vec<Action> {
+    let renames = |a: &Action| matches!(a, Action::Rename { .. });
+    if !folds.contains(&true) || !lists.iter().any(|l| l.iter().any(renames)) {
+        return Vec::new();
+    }
+    let mut olds: [HashSet<String>; 2] = Default::default();
+    for action in lists.iter().flat_map(|l| l.iter()) {
+        if let Action::Rename {
+            seen_on,
+            from,
+            keep_old: false,
+            ..
+        } = action
+        {
+            let i = side_index(seen_on.other());
+            if folds[i] {
+                olds[i].insert(fold_name(from.path.as_str()));
+            }
+        }
+    }
+    let mut taken = Vec::new();
+    for list in lists {
+        taken.extend(list.extract_if(.., |a| match a {
+            Action::Rename {
+                seen_on,
+                to,
+                keep_old: false,
+                ..
+            } => olds[side_index(seen_on.other())].contains(&fold_name(to.path.as_str())),
+            _ => false,
+        }));
+    }
+    taken
+}
+
 /// What failed so far in a run, and which deletes that blocks.
 ///
 /// A delete depends on the actions at its own path, at the folders above it and below it,
@@ -1738,12 +1943,33 @@ pub async fn recover_intents(
         blocking(move || store.intents()).await?
     };
     let found = intents.len();
+    // On a side that folds names a stat of `report.txt` finds `Report.txt`: what is there
+    // under the exact name is read from the folders' listings instead.
+    let mut exact: [Option<HashSet<String>>; 2] = [None, None];
+    for (i, client) in [source, destination].into_iter().enumerate() {
+        let caps = client.capabilities();
+        if caps.case_insensitive || caps.normalization_insensitive {
+            let side = if i == 0 {
+                Side::Source
+            } else {
+                Side::Destination
+            };
+            let paths = intents.iter().filter(|t| t.to == side).map(|t| &t.path);
+            exact[i] = Some(exact_names(client.as_ref(), paths).await);
+        }
+    }
     let mut records = Vec::new();
     for intent in intents {
-        let client = match intent.to {
-            Side::Source => source,
-            Side::Destination => destination,
+        let (client, exact) = match intent.to {
+            Side::Source => (source, &exact[0]),
+            Side::Destination => (destination, &exact[1]),
         };
+        if exact
+            .as_ref()
+            .is_some_and(|names| !names.contains(intent.path.as_str()))
+        {
+            continue;
+        }
         let now = match client.stat(&intent.path).await {
             Ok(now) => now,
             Err(e) => {
@@ -1764,6 +1990,46 @@ pub async fn recover_intents(
         records.push(BaseRecord::new(intent.path, source, destination));
     }
     Ok((records, found))
+}
+
+/// The names among `paths` that `client` lists exactly as spelled: a walk of just the folders
+/// above them, compared byte for byte (a side that folds names finds `Report.txt` for a
+/// stat of `report.txt`, and `Docs/a.txt` under `docs/`). A listing that fails confirms
+/// nothing.
+async fn exact_names<'a>(
+    client: &dyn StorageClient,
+    paths: impl Iterator<Item = &'a RelPath>,
+) -> HashSet<String> {
+    let wanted: HashSet<String> = paths.map(|p| p.as_str().to_owned()).collect();
+    if wanted.is_empty() {
+        return wanted;
+    }
+    let folders: Arc<HashSet<String>> = Arc::new(
+        wanted
+            .iter()
+            .flat_map(|p| ancestors(p).map(str::to_owned))
+            .collect(),
+    );
+    let prune: crate::client::PruneFn = {
+        let folders = folders.clone();
+        Arc::new(move |folder: &RelPath| !folders.contains(folder.as_str()))
+    };
+    let mut listing = client.list_pruned(None, prune);
+    let mut found = HashSet::new();
+    while let Some(entry) = listing.next().await {
+        match entry {
+            Ok(entry) => {
+                if wanted.contains(entry.path.as_str()) {
+                    found.insert(entry.path.as_str().to_owned());
+                }
+            }
+            Err(e) => {
+                tracing::debug!("checking interrupted copies by name: {e}");
+                return HashSet::new();
+            }
+        }
+    }
+    found
 }
 
 /// True when `now` is the copy of `version`.

@@ -572,47 +572,46 @@ impl StateStore {
         .boxed()
     }
 
-    /// Records intents in one transaction that is durable when this returns (one sync of
-    /// the log for the whole batch).
+    /// Records intents in one transaction, committed when this returns.
+    ///
+    /// Like the base's own batches it commits with `synchronous=NORMAL`: once this returns
+    /// the intents survive a crash or kill of the process (they are in the database's log),
+    /// without a sync of the disk per batch. A power loss may lose the last batches — and
+    /// with them, as the copies themselves are made durable only at the run's durability
+    /// barrier, the copies they announce. What an intent is for is telling a landed copy
+    /// from the other side's edit after an interruption; without it the next run compares
+    /// the two sides' contents, and at worst keeps both versions as a conflict. Nothing is
+    /// lost either way.
     ///
     /// # Errors
     /// [`SyncError::State`] when the database cannot be written (nothing is recorded).
     pub fn record_intents(&self, intents: &[Intent]) -> Result<(), SyncError> {
         let ctx = |e| self.err("recording copy intents", e);
         let mut conn = self.conn()?;
-        // FULL for this one commit: the intents must be on disk before the copies start.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(ctx)?;
-        let result = (|| {
-            let tx = conn.transaction().map_err(ctx)?;
-            {
-                let mut put = tx
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO intents(path, to_side, size, mtime, etag, hash, \
-                         file_id, birth) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    )
-                    .map_err(ctx)?;
-                for i in intents {
-                    let v = &i.version;
-                    put.execute(params![
-                        i.path.as_str(),
-                        side_to_sql(i.to),
-                        size_to_sql(&i.path, v.size)?,
-                        v.mtime_nanos,
-                        v.etag,
-                        v.hash.as_ref().map(ContentHash::to_token),
-                        v.file_id.map(file_id_to_sql),
-                        v.birth_nanos,
-                    ])
-                    .map_err(ctx)?;
-                }
+        let tx = conn.transaction().map_err(ctx)?;
+        {
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO intents(path, to_side, size, mtime, etag, hash, \
+                     file_id, birth) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(ctx)?;
+            for i in intents {
+                let v = &i.version;
+                put.execute(params![
+                    i.path.as_str(),
+                    side_to_sql(i.to),
+                    size_to_sql(&i.path, v.size)?,
+                    v.mtime_nanos,
+                    v.etag,
+                    v.hash.as_ref().map(ContentHash::to_token),
+                    v.file_id.map(file_id_to_sql),
+                    v.birth_nanos,
+                ])
+                .map_err(ctx)?;
             }
-            tx.commit().map_err(ctx)
-        })();
-        let restored = conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(ctx);
-        result.and(restored)
+        }
+        tx.commit().map_err(ctx)
     }
 
     /// Forgets the intents of `paths` (missing ones are fine).

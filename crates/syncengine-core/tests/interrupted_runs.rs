@@ -439,3 +439,51 @@ async fn a_lost_reply_of_a_rename_is_recorded_in_its_run_so_an_edit_under_the_ne
     assert!(named(&src, ".conflict-").is_empty());
     assert_eq!(user_files(&src), user_files(&dst));
 }
+
+/// F17: on a side that folds names, a stat of `report.txt` finds `Report.txt`. An intent
+/// left for `report.txt` (a case-only rename or a copy that did not land) must not take
+/// `Report.txt`, with the same content, for the landed copy: the next run would then delete
+/// `Report.txt` — the same file there — and the run after it the source's `report.txt`.
+/// Only a name listed exactly as spelled is recovered; the exact one still is.
+#[tokio::test]
+async fn an_intent_is_recovered_only_under_its_exact_name_on_a_folding_side() {
+    use syncengine_core::exec::recover_intents;
+    use syncengine_core::state::{Intent, SideRecord, StateStore};
+    use syncengine_core::testing::QuirkClient;
+
+    let src: Arc<dyn StorageClient> = Arc::new(MemoryClient::new());
+    let inner = Arc::new(MemoryClient::new());
+    put(&inner, "Docs/Report.txt", "the report").await;
+    put(&inner, "Docs/exact.txt", "exact").await;
+    let dst: Arc<dyn StorageClient> =
+        Arc::new(QuirkClient::new(inner.clone()).with_case_insensitive(true));
+    let version = |path: &str| {
+        let c = inner.clone();
+        let path = rel(path);
+        async move { SideRecord::from_entry(&c.stat(&path).await.unwrap()) }
+    };
+    let store = StateStore::open_in_memory().unwrap();
+    store
+        .record_intents(&[
+            Intent {
+                path: rel("Docs/report.txt"),
+                to: Side::Destination,
+                version: version("Docs/Report.txt").await,
+            },
+            Intent {
+                path: rel("docs/Report.txt"),
+                to: Side::Destination,
+                version: version("Docs/Report.txt").await,
+            },
+            Intent {
+                path: rel("Docs/exact.txt"),
+                to: Side::Destination,
+                version: version("Docs/exact.txt").await,
+            },
+        ])
+        .unwrap();
+    let (records, found) = recover_intents(&store, &src, &dst).await.unwrap();
+    assert_eq!(found, 3);
+    let recovered: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(recovered, ["Docs/exact.txt"]);
+}
