@@ -18,7 +18,9 @@ use crate::client::{EntryStream, PruneFn, StorageClient, StorageClientExt};
 use crate::collide::{Collisions, drop_crossing_collisions, find_collisions, mark_collisions};
 use crate::decide::Policy;
 use crate::error::{Error, SyncError};
-use crate::exec::{Executor, ResolvedRecovery, overlay_base, recover_intents};
+use crate::exec::{
+    Executor, ResolvedRecovery, overlay_base, recover_intents, return_stepped_files,
+};
 use crate::folding;
 use crate::identity;
 use crate::ignore_rules::{IgnoreRules, STATE_DIR_NAME, SYNCIGNORE_FILE};
@@ -174,6 +176,21 @@ impl SyncEngine {
         // collision check, the reconciler and the executor read it.
         let folding = folding::resolve(pair, &roots, &store, dry_run).await?;
         let [source, destination] = folding.clients;
+        // What a run killed between the two steps of a rename on a folding side left aside
+        // goes back first: the side must not look emptied, and nothing may stay behind.
+        let mut stepped_warnings = Vec::new();
+        for (side, client) in [(Side::Source, &source), (Side::Destination, &destination)] {
+            let caps = client.capabilities();
+            if !(caps.case_insensitive || caps.normalization_insensitive) {
+                continue;
+            }
+            match return_stepped_files(client.as_ref(), side, dry_run).await {
+                Ok(w) => stepped_warnings.extend(w),
+                Err(e) => stepped_warnings.push(format!(
+                    "could not check the {side} for files an interrupted rename moved aside: {e}"
+                )),
+            }
+        }
 
         let rules = Arc::new(self.ignore_rules(pair).await?);
         // Names that collide on a side that folds them (`Readme`/`readme`, NFC/NFD) are
@@ -237,6 +254,7 @@ impl SyncEngine {
         }
         plan.warnings.extend(roots.warnings.iter().cloned());
         plan.warnings.extend(folding.warnings);
+        plan.warnings.extend(stepped_warnings);
         if roots.accepted {
             let before = plan.actions.len();
             plan.actions.retain(|a| !a.is_delete());

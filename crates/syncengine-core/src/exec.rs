@@ -201,7 +201,7 @@ impl Executor {
         });
         let (room, deletes) = split_making_room(deletes, &others, folds);
         let mut vacating = take_renames_making_room(&mut others, folds);
-        let stepped = take_renames_through_the_trash([&mut vacating, &mut others], folds);
+        let stepped = take_renames_in_two_steps([&mut vacating, &mut others], folds);
         let early: Vec<Action> = first.into_iter().chain(room).chain(vacating).collect();
         let mut failures = Failures::default();
         let mut follow_ups = Vec::new();
@@ -386,14 +386,15 @@ impl Executor {
     }
 
     /// Runs renames that must go in two steps on a side that folds names (see
-    /// [`take_renames_through_the_trash`]): every old name moves to the trash first, then
-    /// each goes on to its new name. Returns true if the run was cancelled.
+    /// [`take_renames_in_two_steps`]): every old name moves aside first, then each goes
+    /// on to its new name. Returns true if the run was cancelled.
     ///
-    /// A rename whose second step fails is put back at its old name (or, if that fails too,
-    /// stays in the trash); a run killed between the steps leaves the old version in the
-    /// trash, and the next run copies the new name from the side that renamed it. No intent
-    /// is recorded: on such a side a stat of the new name may find the old file, which an
-    /// intent would take for the landed copy (F17).
+    /// The old names wait in `<root>/.syncengine/stepping/<stamp>/`, not in the trash: a
+    /// rename whose second step fails is put back at its old name, and what a killed run left
+    /// there is put back by the next run before it lists the side
+    /// ([`return_stepped_files`]), so the side never looks emptied and nothing stays behind.
+    /// No intent is recorded: on such a side a stat of the new name may find the old file,
+    /// which an intent would take for the landed copy (F17).
     async fn run_stepped(
         &self,
         renames: Vec<Action>,
@@ -412,7 +413,7 @@ impl Executor {
                 let stepped = tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => None,
-                    r = self.step_into_the_trash(&action) => Some(r),
+                    r = self.step_aside(&action) => Some(r),
                 };
                 (action, stepped)
             })
@@ -443,7 +444,7 @@ impl Executor {
         }
         let finished = futures::stream::iter(second)
             .map(|(action, at)| async move {
-                let outcome = match self.step_out_of_the_trash(&action, at).await {
+                let outcome = match self.step_in(&action, at).await {
                     Ok(updates) => Outcome::Done(Done::updates(updates)),
                     Err(e) => Outcome::Failed(e),
                 };
@@ -459,9 +460,10 @@ impl Executor {
         Ok(false)
     }
 
-    /// The first step of a two-step rename: its old name goes to the trash, checked to be
-    /// the version listed. Returns where it went (`None` when it was gone already).
-    async fn step_into_the_trash(&self, action: &Action) -> Result<Option<RelPath>, Error> {
+    /// The first step of a two-step rename: its old name moves aside (to the stepping
+    /// folder), checked to be the version listed. Returns where it went (`None` when it was
+    /// gone already).
+    async fn step_aside(&self, action: &Action) -> Result<Option<RelPath>, Error> {
         let Action::Rename { seen_on, from, .. } = action else {
             return Ok(None);
         };
@@ -469,14 +471,14 @@ impl Executor {
         if !self.still_as_listed(side, from).await? {
             return Ok(None);
         }
-        let at = self.move_to_trash(side, &from.path).await?;
+        let at = self.move_into(side, &from.path, STEPPING_AREA).await?;
         self.check_trashed(side, from, at.clone()).await?;
         Ok(at)
     }
 
-    /// The second step of a two-step rename: from the trash (`at`) to the new name, or, when
-    /// the old file was gone, a copy of the new one.
-    async fn step_out_of_the_trash(
+    /// The second step of a two-step rename: from the stepping folder (`at`) to the new name,
+    /// or, when the old file was gone, a copy of the new one.
+    async fn step_in(
         &self,
         action: &Action,
         at: Option<RelPath>,
@@ -514,7 +516,7 @@ impl Executor {
                                 .retry(|| client.rename_opts(&at, &from.path, opts.clone()))
                                 .await;
                             if let Err(back) = back {
-                                tracing::warn!(path = %from.path, %side, kept_as = %at, error = %back, "a rename failed half-way; the file stays in the trash");
+                                tracing::warn!(path = %from.path, %side, kept_as = %at, error = %back, "a rename failed half-way; the next run puts the file back");
                             }
                             return Err(e);
                         }
@@ -785,8 +787,13 @@ impl Executor {
 
     /// Where `path` goes in the side's trash; `n` > 1 picks a fresh run folder.
     fn trash_path(&self, path: &RelPath, n: u32) -> Result<RelPath, Error> {
+        self.area_path("trash", path, n)
+    }
+
+    /// Where `path` goes in the engine's folder `area` (`trash`, `stepping`) of its root.
+    fn area_path(&self, area: &str, path: &RelPath, n: u32) -> Result<RelPath, Error> {
         RelPath::new(format!(
-            "{STATE_DIR_NAME}/trash/{}/{path}",
+            "{STATE_DIR_NAME}/{area}/{}/{path}",
             self.stamped_folder(n)
         ))
     }
@@ -845,9 +852,20 @@ impl Executor {
 
     /// Moves `path` to the side's trash; returns where it went (`None` when it was gone).
     async fn move_to_trash(&self, side: Side, path: &RelPath) -> Result<Option<RelPath>, Error> {
+        self.move_into(side, path, "trash").await
+    }
+
+    /// Moves `path` into the engine's folder `area` of its root, under this run's stamp;
+    /// returns where it went (`None` when it was gone).
+    async fn move_into(
+        &self,
+        side: Side,
+        path: &RelPath,
+        area: &str,
+    ) -> Result<Option<RelPath>, Error> {
         let client = self.client(side);
         for n in 1u32.. {
-            let target = self.trash_path(path, n)?;
+            let target = self.area_path(area, path, n)?;
             match self
                 .retry(|| client.rename_opts(path, &target, TransferOptions::default()))
                 .await
@@ -1047,6 +1065,16 @@ impl Executor {
         let dst = self.client(to);
         let now = self.retry(|| dst.stat(to_path)).await.ok()?;
         if now.size != listed.size {
+            return None;
+        }
+        // A side that folds names finds `Report.txt` for `report.txt`: only the exact name
+        // counts as the copy.
+        let caps = dst.capabilities();
+        if (caps.case_insensitive || caps.normalization_insensitive)
+            && !exact_names(dst.as_ref(), std::iter::once(to_path))
+                .await
+                .contains(to_path.as_str())
+        {
             return None;
         }
         let want = self.md5_within_limit(from, listed).await?;
@@ -1645,10 +1673,11 @@ fn take_renames_making_room(others: &mut Vec<Action>, folds: [bool; 2]) -> Vec<A
 /// those whose new name folds to the old name of a rename there — its own (`Report.txt` →
 /// `report.txt`: the disk holds both names as one file) or another's (`A.txt` → `b.txt`
 /// while `B.txt` → `a.txt`, a swap, or a chain `A.txt` → `b.txt`, `B.txt` → `c.txt`). Each
-/// goes through the trash ([`Executor::run_stepped`]): all the old names leave first, then
+/// goes in two steps ([`Executor::run_stepped`]): all the old names leave first, then
 /// each takes its new name, so no order of single renames is needed and none exists for a
-/// cycle. Backup modes' renames (`keep_old`) keep their old names and stay as they are.
-fn take_renames_through_the_trash(lists: [&mut Vec<Action>; 2], folds: [bool; 2]) -> Vec<Action> {
+/// cycle. Backup modes' renames (`keep_old`) keep their old names and stay as they are,
+/// except a change of case alone, which there cannot keep both names.
+fn take_renames_in_two_steps(lists: [&mut Vec<Action>; 2], folds: [bool; 2]) -> Vec<Action> {
     let renames = |a: &Action| matches!(a, Action::Rename { .. });
     if !folds.contains(&true) || !lists.iter().any(|l| l.iter().any(renames)) {
         return Vec::new();
@@ -1673,10 +1702,20 @@ fn take_renames_through_the_trash(lists: [&mut Vec<Action>; 2], folds: [bool; 2]
         taken.extend(list.extract_if(.., |a| match a {
             Action::Rename {
                 seen_on,
+                from,
                 to,
-                keep_old: false,
-                ..
-            } => olds[side_index(seen_on.other())].contains(&fold_name(to.path.as_str())),
+                keep_old,
+            } => {
+                let i = side_index(seen_on.other());
+                let new = fold_name(to.path.as_str());
+                if *keep_old {
+                    // A backup mode keeps the old name, but there both names are one file,
+                    // with the same content: the case changes, the old name goes.
+                    folds[i] && new == fold_name(from.path.as_str())
+                } else {
+                    olds[i].contains(&new)
+                }
+            }
             _ => false,
         }));
     }
@@ -1990,6 +2029,59 @@ pub async fn recover_intents(
         records.push(BaseRecord::new(intent.path, source, destination));
     }
     Ok((records, found))
+}
+
+/// The engine's folder (below `.syncengine/`) where the old names of two-step renames wait
+/// between the steps.
+const STEPPING_AREA: &str = "stepping";
+
+/// Puts back what a run killed between the two steps of a rename
+/// ([`Executor::run_stepped`]) left in `<root>/.syncengine/stepping/<stamp>/<path>`: each
+/// file goes back to `<path>` (a rename that never replaces), so the side is as it was
+/// before that run and this run plans the rename again. A file whose old name was taken
+/// meanwhile stays, and is named in a returned warning with what to do. Returns the
+/// warnings; nothing is done in a dry run.
+///
+/// # Errors
+/// Listing the stepping folder failed: the run cannot tell what the side holds.
+pub async fn return_stepped_files(
+    client: &dyn StorageClient,
+    side: Side,
+    dry_run: bool,
+) -> Result<Vec<String>, Error> {
+    let folder = RelPath::new(format!("{STATE_DIR_NAME}/{STEPPING_AREA}"))?;
+    let left = client.list_all(Some(&folder)).await?;
+    let mut warnings = Vec::new();
+    for stone in left {
+        let Some(old) = stone
+            .path
+            .as_str()
+            .strip_prefix(folder.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|rest| rest.split_once('/'))
+            .and_then(|(_stamp, old)| RelPath::new(old).ok())
+        else {
+            continue;
+        };
+        if dry_run {
+            warnings.push(format!(
+                "{old} on the {side} waits at {} since an interrupted rename; the next run                  (not a dry run) puts it back",
+                stone.path
+            ));
+            continue;
+        }
+        let opts = TransferOptions::default().with_overwrite(false);
+        match client.rename_opts(&stone.path, &old, opts).await {
+            Ok(_) => {
+                tracing::info!(%side, path = %old, "put back a file an interrupted rename had moved aside");
+            }
+            Err(e) => warnings.push(format!(
+                "{old} on the {side} was moved aside by an interrupted rename and cannot go                  back ({e}); it is kept at {}: move it where you want it",
+                stone.path
+            )),
+        }
+    }
+    Ok(warnings)
 }
 
 /// The names among `paths` that `client` lists exactly as spelled: a walk of just the folders

@@ -7,6 +7,7 @@
 //! candidates for rename pairing (paths gone from one side, paths new on one side) are kept
 //! until the end of the listing, where they are paired.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -357,12 +358,12 @@ impl Reconciler {
         // (still) or added (a new file at the path).
         let sc = classify(
             s.as_ref(),
-            b.as_ref().and_then(|b| b.present(Side::Source)),
+            self.recorded(b.as_ref(), Side::Source).as_deref(),
             &self.source_caps,
         );
         let dc = classify(
             d.as_ref(),
-            b.as_ref().and_then(|b| b.present(Side::Destination)),
+            self.recorded(b.as_ref(), Side::Destination).as_deref(),
             &self.destination_caps,
         );
         let settled = b.as_ref().and_then(|b| b.settled);
@@ -927,6 +928,26 @@ fn same_version(e: &Entry, r: &SideRecord, caps: &Capabilities) -> bool {
 }
 
 impl Reconciler {
+    /// What the base records of `side`, if present there. Under `--checksum` a side
+    /// recorded without a hash (by a run without `--checksum`, on a backend that lists none)
+    /// takes the other side's recorded hash: a record describes both sides holding the same
+    /// content, so that hash was this side's too, and an edit that kept size and mtime is
+    /// seen against it.
+    fn recorded<'a>(&self, b: Option<&'a BaseRecord>, side: Side) -> Option<Cow<'a, SideRecord>> {
+        let b = b?;
+        let own = b.present(side)?;
+        if self.checksum
+            && own.hash.is_none()
+            && let Some(hash) = b.present(side.other()).and_then(|o| o.hash.clone())
+        {
+            return Some(Cow::Owned(SideRecord {
+                hash: Some(hash),
+                ..own.clone()
+            }));
+        }
+        Some(Cow::Borrowed(own))
+    }
+
     /// Which side's version was modified last, by the times recorded with the files.
     async fn newer_recorded(&self, s: &Entry, d: &Entry) -> Option<Side> {
         let st = match self.source.recorded_mtime(s).await {

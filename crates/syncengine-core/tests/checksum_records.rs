@@ -223,3 +223,33 @@ async fn a_file_renamed_like_the_remote_side_keeps_its_hash_so_a_local_edit_keep
         "the local edit of the renamed file was not seen: {third:?}"
     );
 }
+
+/// A file recorded by a run *without* `--checksum` on a side that lists no hash has no hash
+/// of that side in the base. When the other side's record has one (an object store listing
+/// MD5s), the first `--checksum` run compares against it: the two sides held the same content
+/// when the record was written. Before, that run saw only size and mtime (the residual of
+/// F13), missed an edit that kept both, and recorded the edited content as synced.
+#[tokio::test]
+async fn a_record_without_a_hash_takes_the_other_sides_under_checksum() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = client();
+    // Lists the MD5 of each file, as S3 does.
+    let dst = Arc::new(MemoryClient::new());
+    write(&src, "a", "one", at(0)).await;
+    let (s, d): (Arc<dyn StorageClient>, Arc<dyn StorageClient>) = (src.clone(), dst.clone());
+    let first = engine
+        .sync_pair(&SyncPair::new(s, d, SyncMode::TwoWay))
+        .await
+        .unwrap();
+    assert_eq!((first.uploaded, first.errors), (1, 0), "{first:?}");
+
+    // The source's file is edited keeping size and mtime; then a `--checksum` run.
+    write(&src, "a", "two", at(0)).await;
+    let second = run(&engine, &src, &dst, SyncMode::TwoWay).await;
+    assert_eq!(
+        text(&dst, "a").as_deref(),
+        Some("two"),
+        "the edit was not seen: {second:?}"
+    );
+}
