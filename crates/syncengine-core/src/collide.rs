@@ -30,6 +30,7 @@ use crate::client::EntryStream;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::mode::Side;
+use crate::path::RelPath;
 use crate::plan::{Action, Plan};
 
 /// The `backend` named in the unknown items raised here: they come from the engine.
@@ -196,29 +197,26 @@ const MAX_NAMED: usize = 20;
 /// the user renames one. `folds` says per side (source, destination) whether it folds names;
 /// `side_note` completes the reason as for [`find_collisions`].
 ///
-/// Only additions are compared (copies with no target): a name both sides hold is the same
-/// name on both, and one side's listing shows any collision it has.
+/// Only additions are compared (copies with no target, and the new names of renames): a name
+/// both sides hold is the same name on both, and one side's listing shows any collision it
+/// has. A rename whose new name collides leaves that name alone and becomes the delete of
+/// its old name (a backup mode's rename, which keeps the old name, is dropped).
 pub fn drop_crossing_collisions(plan: &mut Plan, folds: [bool; 2], side_note: &str) {
     for (i, folding) in [Side::Source, Side::Destination].into_iter().enumerate() {
         if !folds[i] {
             continue;
         }
         // Folded name → the names, spelled as listed, new on the folding side (any level:
-        // `A/x` brings the folder `A`).
+        // `A/x` brings the folder `A`): its additions and the new names of its renames.
         let mut theirs: HashMap<String, Vec<String>> = HashMap::new();
-        for a in &plan.actions {
-            if let Action::Copy {
-                from,
-                entry,
-                target: None,
-            } = a
-                && *from == folding
-            {
-                for prefix in prefixes(entry.path.as_str()) {
-                    let spelled = theirs.entry(fold_name(prefix)).or_default();
-                    if !spelled.iter().any(|s| s == prefix) {
-                        spelled.push(prefix.to_string());
-                    }
+        for (from_folding, path) in plan.actions.iter().filter_map(new_name) {
+            if from_folding != folding {
+                continue;
+            }
+            for prefix in prefixes(path.as_str()) {
+                let spelled = theirs.entry(fold_name(prefix)).or_default();
+                if !spelled.iter().any(|s| s == prefix) {
+                    spelled.push(prefix.to_string());
                 }
             }
         }
@@ -227,22 +225,17 @@ pub fn drop_crossing_collisions(plan: &mut Plan, folds: [bool; 2], side_note: &s
         }
         // Pairs (name on the plain side, name on the folding side) that collide.
         let mut clashes: BTreeMap<String, String> = BTreeMap::new();
-        for a in &plan.actions {
-            if let Action::Copy {
-                from,
-                entry,
-                target: None,
-            } = a
-                && *from != folding
-            {
-                for prefix in prefixes(entry.path.as_str()) {
-                    if let Some(other) = theirs
-                        .get(&fold_name(prefix))
-                        .and_then(|names| names.iter().find(|n| n.as_str() != prefix))
-                    {
-                        clashes.insert(prefix.to_string(), other.clone());
-                        break;
-                    }
+        for (from, path) in plan.actions.iter().filter_map(new_name) {
+            if from == folding {
+                continue;
+            }
+            for prefix in prefixes(path.as_str()) {
+                if let Some(other) = theirs
+                    .get(&fold_name(prefix))
+                    .and_then(|names| names.iter().find(|n| n.as_str() != prefix))
+                {
+                    clashes.insert(prefix.to_string(), other.clone());
+                    break;
                 }
             }
         }
@@ -251,22 +244,37 @@ pub fn drop_crossing_collisions(plan: &mut Plan, folds: [bool; 2], side_note: &s
         }
         let plain = folding.other();
         let on_folding: std::collections::BTreeSet<String> = clashes.values().cloned().collect();
-        plan.actions.retain(|a| match a {
-            Action::Copy {
-                from,
-                entry,
-                target: None,
-            } => {
-                let p = entry.path.as_str();
-                let hidden = if *from == folding {
-                    &on_folding
-                } else {
-                    return !clashes.keys().any(|top| is_at_or_below(p, top));
-                };
-                !hidden.iter().any(|top| is_at_or_below(p, top))
+        let hidden = |from: Side, p: &str| {
+            if from == folding {
+                on_folding.iter().any(|top| is_at_or_below(p, top))
+            } else {
+                clashes.keys().any(|top| is_at_or_below(p, top))
             }
-            _ => true,
-        });
+        };
+        // Rare (only when names cross): the list is rebuilt rather than edited in place.
+        let actions = std::mem::take(&mut plan.actions);
+        plan.actions = actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Copy {
+                    from,
+                    ref entry,
+                    target: None,
+                } if hidden(from, entry.path.as_str()) => None,
+                // The new name is left alone like an addition; the old name goes as the
+                // renaming side deleted it (a backup mode's rename keeps it anyway).
+                Action::Rename {
+                    seen_on,
+                    from,
+                    to,
+                    keep_old,
+                } if hidden(seen_on, to.path.as_str()) => (!keep_old).then(|| Action::Delete {
+                    side: seen_on.other(),
+                    entry: from,
+                }),
+                other => Some(other),
+            })
+            .collect();
         let (plain_count, folding_count) = (clashes.len() as u64, on_folding.len() as u64);
         match plain {
             Side::Source => {
@@ -291,6 +299,20 @@ pub fn drop_crossing_collisions(plan: &mut Plan, folds: [bool; 2], side_note: &s
                 clashes.len() - MAX_NAMED
             ));
         }
+    }
+}
+
+/// The name an action brings new to the side it writes, with the side it comes from: an
+/// addition's path, or a rename's new name.
+fn new_name(action: &Action) -> Option<(Side, &RelPath)> {
+    match action {
+        Action::Copy {
+            from,
+            entry,
+            target: None,
+        } => Some((*from, &entry.path)),
+        Action::Rename { seen_on, to, .. } => Some((*seen_on, &to.path)),
+        _ => None,
     }
 }
 

@@ -298,3 +298,59 @@ async fn names_new_on_each_side_that_a_folding_side_holds_as_one_are_reported_no
         );
     }
 }
+
+#[tokio::test]
+async fn a_rename_onto_a_name_new_on_the_folding_side_is_a_collision_and_its_old_name_goes() {
+    // Model finding (seed 8402, kind type_change): the plain side renames `c/d` → `a` while
+    // the folding side adds `A`. The rename's new name crosses the addition: mirroring the
+    // rename failed on `A` (an error in a fault-free run, every run) and left `c/d` behind.
+    // Now `a` and `A` are a reported collision like two additions, and the old name goes as
+    // the plain side deleted it (to the trash).
+    for folding_is_destination in [true, false] {
+        let state = tempfile::tempdir().unwrap();
+        let engine = SyncEngine::new(state.path());
+        let plain = Arc::new(MemoryClient::new());
+        let folded_inner = Arc::new(MemoryClient::new());
+        let folded: Arc<dyn StorageClient> =
+            Arc::new(QuirkClient::new(folded_inner.clone()).with_case_insensitive(true));
+        let (src, dst): (Arc<dyn StorageClient>, Arc<dyn StorageClient>) = if folding_is_destination
+        {
+            (plain.clone(), folded.clone())
+        } else {
+            (folded.clone(), plain.clone())
+        };
+        put(&plain, "c/d", "the file d").await;
+        put(&plain, "keep", "k").await;
+        let first = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+        assert_eq!(first.errors, 0, "{first:?}");
+        plain.rename(&rel("c/d"), &rel("a")).await.unwrap();
+        put(&folded_inner, "A", "a new A, longer").await;
+        for _ in 0..2 {
+            let stats = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+            assert_eq!(
+                (stats.errors, stats.unknown),
+                (0, 2),
+                "folding side is destination: {folding_is_destination}: {stats:?}"
+            );
+            assert!(
+                stats
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains("\"a\"") && w.contains("\"A\"")),
+                "{:?}",
+                stats.warnings
+            );
+            assert_eq!(user_paths(&plain), ["a", "keep"]);
+            assert_eq!(user_paths(&folded_inner), ["A", "keep"]);
+        }
+        // The old name's content is not lost: it is in the folding side's trash.
+        assert!(
+            folded_inner
+                .files()
+                .iter()
+                .any(|(p, b)| p.as_str().starts_with(".syncengine/trash/") && b == "the file d"),
+            "{:?}",
+            folded_inner.files().keys().collect::<Vec<_>>()
+        );
+    }
+}
