@@ -71,6 +71,12 @@ struct PendingFile {
     file_settled: Option<Side>,
     /// Index of the file's action in `plan.actions`, if it has one.
     action: Option<usize>,
+    /// For a settled deletion ([`Decision::Settle`]): the index of its base update in
+    /// `plan.state_updates` and the record it replaces. When the file then turns out to be
+    /// a type change moved aside, the settlement is the move's to record once it is done,
+    /// not the plan's: the old record is put back in its place, so a run interrupted before
+    /// the move leaves the base as it was.
+    settle_update: Option<(usize, BaseRecord)>,
     /// Whether each side (`[source, destination]`) lists something below `path/` now.
     children_now: [bool; 2],
     /// Whether each side will hold something below `path/` once the plan has run.
@@ -250,6 +256,7 @@ impl Reconciler {
             }
             let before = plan.actions.len();
             let marks = (before, plan.state_updates.len(), gone.len());
+            let old_base = b.clone().filter(|_| one_sided.is_some());
             let mut decision = self
                 .visit(path, s, d, b, &mut plan, &mut gone, &mut appeared)
                 .await;
@@ -264,12 +271,19 @@ impl Reconciler {
                 waiting.note(present, decision);
             }
             if let Some((file_side, entry)) = one_sided.filter(|_| cover.is_none()) {
+                let settle_update = match (decision, old_base) {
+                    (Decision::Settle(_), Some(old)) if plan.state_updates.len() == marks.1 + 1 => {
+                        Some((marks.1, old))
+                    }
+                    _ => None,
+                };
                 pending.push(PendingFile {
                     entry,
                     file_side,
                     decision,
                     file_settled,
                     action,
+                    settle_update,
                     children_now: [false; 2],
                     children_after: [false; 2],
                     visiting_child: false,
@@ -327,6 +341,12 @@ impl Reconciler {
         match decide_type_change(&self.policy, &change) {
             TypeDecision::Proceed => {}
             TypeDecision::MoveAside { share, settled } => {
+                if let Some((i, old)) = waiting.settle_update
+                    && let Some(BaseUpdate::Put(r)) = plan.state_updates.get(i)
+                    && r.path == waiting.entry.path
+                {
+                    plan.state_updates[i] = BaseUpdate::Put(old);
+                }
                 let aside = Action::MoveAside {
                     side: f,
                     entry: waiting.entry,

@@ -445,3 +445,49 @@ async fn a_rename_that_frees_a_name_for_a_type_change_runs_before_the_copy_that_
         p.assert_converged().await;
     }
 }
+
+/// Model finding (seed 8402, kind type_change): the destination turns the file `a` into a
+/// folder; a destination-backup run (whose table keeps the source's `a` as the backup of a
+/// deletion, then moves it aside for the folder) is cancelled before its first action. That
+/// run's plan had recorded the settlement of `a` at its start, although the move aside it
+/// belongs to never ran: the next two-way run then took the source's unchanged file for a
+/// kept backup and made it a conflict copy, where a two-way run trashes it (the side that
+/// changed wins). The base now moves for `a` only with the move aside.
+#[tokio::test]
+async fn a_settlement_waits_for_the_move_aside_it_belongs_to() {
+    use syncengine_core::testing::{Fault, FaultClient, FaultConfig};
+    use tokio_util::sync::CancellationToken;
+
+    let pair = Pair::new();
+    put(&pair.s, "a", "the file a").await;
+    pair.two_way().await;
+    pair.d.delete(&rel("a")).await.unwrap();
+    put(&pair.d, "a/y.txt", "a file in the new folder a").await;
+
+    // The destination-backup run, cancelled when it writes its first generation (right
+    // before its actions).
+    let token = CancellationToken::new();
+    let src =
+        FaultClient::new(pair.s.clone(), FaultConfig::none()).with_cancel_token(token.clone());
+    src.fail_paths_containing(".syncengine/generation/", Fault::Cancel, 1);
+    let engine = pair.engine.clone().with_cancellation(token);
+    let opts = SyncOptions::default()
+        .with_recovery(Side::Source, Recovery::Trash)
+        .with_recovery(Side::Destination, Recovery::Trash);
+    let cancelled = engine
+        .sync_pair(
+            &SyncPair::new(Arc::new(src), pair.d.clone(), SyncMode::DestinationBackup)
+                .with_options(opts),
+        )
+        .await;
+    assert!(cancelled.is_err(), "{cancelled:?}");
+    assert_eq!(
+        user_files(&pair.s).get("a").map(String::as_str),
+        Some("the file a")
+    );
+
+    let stats = pair.two_way().await;
+    assert_eq!(conflict_copies(&pair.s, "a"), [], "{stats:?}");
+    assert_eq!(trashed(&pair.s, "a"), ["the file a"], "{stats:?}");
+    pair.assert_converged().await;
+}
