@@ -1666,8 +1666,31 @@ impl World {
             let (bs, bd) = (s0.live.get(p).copied(), d0.live.get(p).copied());
             let (as_, ad) = (s1.live.get(p).copied(), d1.live.get(p).copied());
             let outs = &predicted[p];
-            let matching: Vec<&Outcome> = outs.iter().filter(|o| o.s == as_ && o.d == ad).collect();
+            let mut matching: Vec<&Outcome> =
+                outs.iter().filter(|o| o.s == as_ && o.d == ad).collect();
+            // Kind `same_size_mtime`: an edit that kept size and mtime is unseen where no hash
+            // tells it (README, `--checksum`), so a side may hold it where the model predicts
+            // the version it replaced — a rename the engine mirrored carries it to the new
+            // name, where the model (which sees a delete and an add) predicts a copy. Such an
+            // outcome matches, and the path is recorded as holding the unseen pair.
+            let unseen_match = matching.is_empty() && self.kinds.same_size_mtime && {
+                let like = |a: Option<Ver>, b: Option<Ver>| match (a, b) {
+                    (Some(x), Some(y)) => {
+                        self.reg.lens[x as usize] == self.reg.lens[y as usize]
+                            && self.reg.mtimes[x as usize] == self.reg.mtimes[y as usize]
+                    }
+                    _ => a == b,
+                };
+                matching = outs
+                    .iter()
+                    .filter(|o| like(o.s, as_) && like(o.d, ad))
+                    .collect();
+                !matching.is_empty()
+            };
             let mut recs: Vec<Rec> = Vec::new();
+            if unseen_match {
+                recs.push(Some((as_, ad)));
+            }
             for o in &matching {
                 if !recs.contains(&o.rec) {
                     recs.push(o.rec);
