@@ -13,11 +13,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,109 +25,15 @@ use syncengine_core::{
     RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncPair, WriteMode,
     WriteOptions, bytes_stream,
 };
+use syncengine_test_proxy::{Matcher, Proxy, edit};
 
 use common::MOTO;
 
-#[derive(Default)]
-struct Control {
-    hold_delete: AtomicBool,
-    /// Hold the next PUT of the user's `x.txt` (not the engine's own files).
-    hold_put: AtomicBool,
-    /// Blank the `<ETag>` elements of listings (a store whose listings carry none).
-    strip_list_etags: AtomicBool,
-    /// (a DELETE is being held, released)
-    gate: Mutex<(bool, bool)>,
-    cv: Condvar,
-}
-
-fn proxy(client: TcpStream, upstream: &str, control: &Control) {
-    let mut reader = BufReader::new(client.try_clone().unwrap());
-    let mut head = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let done = line == "\r\n";
-        head.push(line);
-        if done {
-            break;
-        }
-    }
-    let mut parts = head[0].split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    // object_store deletes one object with a bulk `POST ?delete` (DeleteObjects).
-    let deletes = (method == "DELETE" && path.ends_with("/notes.txt"))
-        || (method == "POST" && path.contains("?delete"));
-    let held = (deletes && control.hold_delete.swap(false, Ordering::SeqCst))
-        || (method == "PUT"
-            && path.ends_with("/x.txt")
-            && !path.contains(".syncengine")
-            && control.hold_put.swap(false, Ordering::SeqCst));
-    if held {
-        let mut g = control.gate.lock().unwrap();
-        g.0 = true;
-        control.cv.notify_all();
-        while !g.1 {
-            g = control.cv.wait(g).unwrap();
-        }
-    }
-    let mut up = TcpStream::connect(upstream).unwrap();
-    for line in &head {
-        if line.to_ascii_lowercase().starts_with("connection:") {
-            continue;
-        }
-        if line == "\r\n" {
-            up.write_all(b"Connection: close\r\n").unwrap();
-        }
-        up.write_all(line.as_bytes()).unwrap();
-    }
-    let mut up_write = up.try_clone().unwrap();
-    thread::spawn(move || {
-        let _ = std::io::copy(&mut reader, &mut up_write);
-    });
-    let mut answer = Vec::new();
-    let _ = up.read_to_end(&mut answer);
-    if path.contains("list-type=2") && control.strip_list_etags.load(Ordering::SeqCst) {
-        blank_elements(&mut answer, b"<ETag>", b"</ETag>");
-    }
-    let mut client = client;
-    let _ = client.write_all(&answer);
-    let _ = client.shutdown(std::net::Shutdown::Both);
-}
-
-/// Replaces every `open…close` element with spaces (same length: the framing stays valid).
-fn blank_elements(body: &mut [u8], open: &[u8], close: &[u8]) {
-    let mut i = 0;
-    while let Some(start) = body[i..]
-        .windows(open.len())
-        .position(|w| w == open)
-        .map(|p| p + i)
-    {
-        let Some(end) = body[start..]
-            .windows(close.len())
-            .position(|w| w == close)
-            .map(|p| p + start + close.len())
-        else {
-            break;
-        };
-        for b in &mut body[start..end] {
-            *b = b' ';
-        }
-        i = end;
-    }
-}
-
-fn start_proxy(upstream: String, control: Arc<Control>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (upstream, control) = (upstream.clone(), control.clone());
-            thread::spawn(move || proxy(stream, &upstream, &control));
-        }
-    });
-    addr
+/// The next PUT of the user's `x.txt` (not the engine's own files).
+fn put_of_x() -> Matcher {
+    Matcher::method("PUT")
+        .path_ends_with("/x.txt")
+        .path_lacks(".syncengine")
 }
 
 fn moto_at(endpoint: &str, prefix: &str) -> syncengine_backend_s3::S3Client {
@@ -165,16 +69,9 @@ async fn a_version_uploaded_while_the_engine_trashes_the_object_survives() {
         return;
     }
     let endpoint = common::endpoint(MOTO);
-    let upstream = endpoint
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .to_owned();
-    let control = Arc::new(Control::default());
-    let addr = start_proxy(upstream, control.clone());
+    let proxy = Proxy::start(&endpoint).unwrap();
     let prefix = common::fresh_prefix("redteam2");
-    let through_proxy = Arc::new(moto_at(&format!("http://{addr}"), &prefix));
+    let through_proxy = Arc::new(moto_at(&proxy.url(), &prefix));
     let laptop_b = moto_at(&endpoint, &prefix);
 
     let tmp = tempfile::tempdir().unwrap();
@@ -194,22 +91,20 @@ async fn a_version_uploaded_while_the_engine_trashes_the_object_survives() {
 
     // Laptop A deletes notes.txt; its next run moves the object to the trash.
     std::fs::remove_file(local_root.join("notes.txt")).unwrap();
-    control.hold_delete.store(true, Ordering::SeqCst);
+    // object_store deletes one object with a bulk `POST ?delete` (DeleteObjects).
+    proxy.hold(
+        Matcher::method("DELETE")
+            .path_ends_with("/notes.txt")
+            .or(Matcher::method("POST").path_contains("?delete")),
+    );
     let run = {
         let (engine, pair) = (engine.clone(), pair.clone());
         tokio::spawn(async move { engine.sync_pair(&pair).await })
     };
-    let waiter = control.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut g = waiter.gate.lock().unwrap();
-        while !g.0 {
-            let (next, t) = waiter.cv.wait_timeout(g, Duration::from_secs(30)).unwrap();
-            assert!(!t.timed_out(), "the engine never deleted notes.txt");
-            g = next;
-        }
-    })
-    .await
-    .unwrap();
+    assert!(
+        proxy.held_within(1, Duration::from_secs(30)).await,
+        "the engine never deleted notes.txt"
+    );
     // Laptop B saves its edit of notes.txt now (after A's copy to the trash).
     let edit = "version 2, saved on laptop B\n";
     laptop_b
@@ -220,11 +115,7 @@ async fn a_version_uploaded_while_the_engine_trashes_the_object_survives() {
         )
         .await
         .unwrap();
-    {
-        let mut g = control.gate.lock().unwrap();
-        g.1 = true;
-        control.cv.notify_all();
-    }
+    proxy.release();
     let stats = run.await.unwrap();
     let on_server = all_contents(&laptop_b).await;
     assert!(
@@ -369,16 +260,9 @@ async fn cancelling_while_a_conflict_winner_is_put_keeps_the_loser() {
         return;
     }
     let endpoint = common::endpoint(MOTO);
-    let upstream = endpoint
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .to_owned();
-    let control = Arc::new(Control::default());
-    let addr = start_proxy(upstream, control.clone());
+    let proxy = Proxy::start(&endpoint).unwrap();
     let prefix = common::fresh_prefix("redteam2-cancel");
-    let through_proxy = Arc::new(moto_at(&format!("http://{addr}"), &prefix));
+    let through_proxy = Arc::new(moto_at(&proxy.url(), &prefix));
     let direct = moto_at(&endpoint, &prefix);
 
     let tmp = tempfile::tempdir().unwrap();
@@ -405,34 +289,23 @@ async fn cancelling_while_a_conflict_winner_is_put_keeps_the_loser() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     std::fs::write(local_root.join("x.txt"), "the local edit, newer").unwrap();
 
-    control.hold_put.store(true, Ordering::SeqCst);
+    proxy.hold(put_of_x());
     let cancel = tokio_util::sync::CancellationToken::new();
     let run = {
         let engine = SyncEngine::new(&state).with_cancellation(cancel.clone());
         let pair = pair.clone();
         tokio::spawn(async move { engine.sync_pair(&pair).await })
     };
-    let waiter = control.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut g = waiter.gate.lock().unwrap();
-        while !g.0 {
-            let (next, t) = waiter.cv.wait_timeout(g, Duration::from_secs(30)).unwrap();
-            assert!(!t.timed_out(), "the engine never PUT x.txt");
-            g = next;
-        }
-    })
-    .await
-    .unwrap();
+    assert!(
+        proxy.held_within(1, Duration::from_secs(30)).await,
+        "the engine never PUT x.txt"
+    );
     // Ctrl-C (or a GUI's stop button) while the PUT is on its way.
     cancel.cancel();
     let result = run.await.unwrap();
     // The background clean-up runs; then the server finishes the PUT.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    {
-        let mut g = control.gate.lock().unwrap();
-        g.1 = true;
-        control.cv.notify_all();
-    }
+    proxy.release();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let on_server = all_contents(&direct).await;
     assert!(
@@ -452,17 +325,13 @@ async fn a_version_uploaded_during_an_overwrite_survives_when_listings_carry_no_
         return;
     }
     let endpoint = common::endpoint(MOTO);
-    let upstream = endpoint
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .to_owned();
-    let control = Arc::new(Control::default());
-    control.strip_list_etags.store(true, Ordering::SeqCst);
-    let addr = start_proxy(upstream, control.clone());
+    let proxy = Proxy::start(&endpoint).unwrap();
+    // A store whose listings carry no ETags.
+    proxy.edit_answers(Matcher::any().path_contains("list-type=2"), |answer| {
+        edit::blank_elements(answer, b"<ETag>", b"</ETag>");
+    });
     let prefix = common::fresh_prefix("redteam2-noetag");
-    let through_proxy = Arc::new(moto_at(&format!("http://{addr}"), &prefix));
+    let through_proxy = Arc::new(moto_at(&proxy.url(), &prefix));
     let laptop_b = moto_at(&endpoint, &prefix);
 
     let tmp = tempfile::tempdir().unwrap();
@@ -483,22 +352,15 @@ async fn a_version_uploaded_during_an_overwrite_survives_when_listings_carry_no_
     }
 
     std::fs::write(local_root.join("x.txt"), "version 2, from laptop A").unwrap();
-    control.hold_put.store(true, Ordering::SeqCst);
+    proxy.hold(put_of_x());
     let run = {
         let (engine, pair) = (engine.clone(), pair.clone());
         tokio::spawn(async move { engine.sync_pair(&pair).await })
     };
-    let waiter = control.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut g = waiter.gate.lock().unwrap();
-        while !g.0 {
-            let (next, t) = waiter.cv.wait_timeout(g, Duration::from_secs(30)).unwrap();
-            assert!(!t.timed_out(), "the engine never PUT x.txt");
-            g = next;
-        }
-    })
-    .await
-    .unwrap();
+    assert!(
+        proxy.held_within(1, Duration::from_secs(30)).await,
+        "the engine never PUT x.txt"
+    );
     let edit = "version 3, uploaded by laptop B meanwhile";
     laptop_b
         .write_opts(
@@ -508,11 +370,7 @@ async fn a_version_uploaded_during_an_overwrite_survives_when_listings_carry_no_
         )
         .await
         .unwrap();
-    {
-        let mut g = control.gate.lock().unwrap();
-        g.1 = true;
-        control.cv.notify_all();
-    }
+    proxy.release();
     let stats = run.await.unwrap();
     let on_server = all_contents(&laptop_b).await;
     assert!(

@@ -15,208 +15,30 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
 use syncengine_backend_local::LocalClient;
-use syncengine_backend_webdav::{WebDavBuilder, WebDavClient};
+use syncengine_backend_webdav::WebDavClient;
 use syncengine_core::{
     RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncPair, SyncStats,
 };
+use syncengine_test_proxy::{Matcher, Proxy};
 
-use common::{APACHE, Server, WSGIDAV};
+use common::{APACHE, Server, WSGIDAV, dav};
 
-/// What the proxy shares with the test.
-#[derive(Default)]
-struct Control {
-    /// Hide ETags (as a server that gives collections none): Apache then takes the same path
-    /// as wsgidav.
-    no_etags: AtomicBool,
-    /// Hold the next request with this method whose path ends with this (contains what
-    /// follows a leading `~`), until released.
-    hold: Mutex<Option<(&'static str, String)>>,
-    /// (requests held so far, releases so far)
-    gate: Mutex<(u32, u32)>,
-    /// Held requests are dropped when released (the client was killed), not forwarded.
-    drop_held: AtomicBool,
-    cv: Condvar,
-}
-
-impl Control {
-    fn hold_next(&self, method: &'static str, path_end: &str) {
-        *self.hold.lock().unwrap() = Some((method, path_end.to_owned()));
-    }
-
-    /// Waits until `n` requests in all have been held.
-    fn wait_held(&self, n: u32) {
-        let mut g = self.gate.lock().unwrap();
-        while g.0 < n {
-            let (next, timeout) = self.cv.wait_timeout(g, Duration::from_secs(60)).unwrap();
-            assert!(!timeout.timed_out(), "request {n} to hold never came");
-            g = next;
-        }
-    }
-
-    fn release(&self) {
-        let mut g = self.gate.lock().unwrap();
-        g.1 += 1;
-        self.cv.notify_all();
-    }
-}
-
-/// Blanks every `<…getetag>…</…getetag>` element (same length, so framing stays valid).
-fn strip_getetag(body: &mut [u8]) {
-    let needle = b"getetag>";
-    let mut i = 0;
-    while let Some(pos) = find(&body[i..], needle).map(|p| p + i) {
-        let Some(open) = body[..pos].iter().rposition(|&b| b == b'<') else {
-            break;
-        };
-        if body.get(open + 1) == Some(&b'/') {
-            i = pos + needle.len();
-            continue;
-        }
-        let after_open = pos + needle.len();
-        let Some(close) = find(&body[after_open..], needle).map(|p| p + after_open) else {
-            break;
-        };
-        let end = close + needle.len();
-        for b in &mut body[open..end] {
-            *b = b' ';
-        }
-        i = end;
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Forwards one request (the connection is closed after it), holding it first when it is
-/// the one the test waits for.
-fn proxy(client: TcpStream, upstream: &str, control: &Control) {
-    let mut reader = BufReader::new(client.try_clone().unwrap());
-    let mut head = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let done = line == "\r\n";
-        head.push(line);
-        if done {
-            break;
-        }
-    }
-    let mut parts = head[0].split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or("").to_owned(),
-        parts.next().unwrap_or("").to_owned(),
+/// Waits until `n` requests in all have been held.
+async fn wait_held(proxy: &Proxy, n: u32) {
+    assert!(
+        proxy.held_within(n, Duration::from_secs(60)).await,
+        "request {n} to hold never came"
     );
-    let held = {
-        let mut hold = control.hold.lock().unwrap();
-        let hit = hold.as_ref().is_some_and(|(m, p)| {
-            *m == method
-                && match p.strip_prefix('~') {
-                    Some(part) => path.contains(part),
-                    None => path.ends_with(p.as_str()),
-                }
-        });
-        if hit {
-            *hold = None;
-        }
-        hit
-    };
-    if held {
-        let mut g = control.gate.lock().unwrap();
-        g.0 += 1;
-        let ticket = g.0;
-        control.cv.notify_all();
-        while g.1 < ticket {
-            g = control.cv.wait(g).unwrap();
-        }
-        drop(g);
-        if control.drop_held.load(Ordering::SeqCst) {
-            return;
-        }
-    }
-    let strip = control.no_etags.load(Ordering::SeqCst);
-    let mut up = TcpStream::connect(upstream).unwrap();
-    for (i, line) in head.iter().enumerate() {
-        if line.to_ascii_lowercase().starts_with("connection:") {
-            continue;
-        }
-        if line == "\r\n" {
-            up.write_all(b"Connection: close\r\n").unwrap();
-        }
-        if i == 0 && strip && method == "PROPFIND" {
-            // HTTP/1.0: no chunked answer, so the body can be edited in place.
-            up.write_all(line.replace("HTTP/1.1", "HTTP/1.0").as_bytes())
-                .unwrap();
-            continue;
-        }
-        up.write_all(line.as_bytes()).unwrap();
-    }
-    let mut up_write = up.try_clone().unwrap();
-    thread::spawn(move || {
-        let _ = std::io::copy(&mut reader, &mut up_write);
-    });
-    let mut answer = Vec::new();
-    let _ = up.read_to_end(&mut answer);
-    if strip {
-        let split = find(&answer, b"\r\n\r\n").map_or(answer.len(), |p| p + 4);
-        let (headers, body) = answer.split_at_mut(split);
-        for needle in [&b"\r\nETag:"[..], &b"\r\netag:"[..]] {
-            let mut at = 0;
-            while let Some(p) = find(&headers[at..], needle).map(|p| p + at) {
-                headers[p + 2..p + 7].copy_from_slice(b"X-Tg:");
-                at = p + 7;
-            }
-        }
-        strip_getetag(body);
-    }
-    let mut client = client;
-    let _ = client.write_all(&answer);
-    let _ = client.shutdown(std::net::Shutdown::Both);
-}
-
-/// Starts the proxy in front of `upstream` (host:port); returns its address.
-fn start_proxy(upstream: String, control: Arc<Control>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (upstream, control) = (upstream.clone(), control.clone());
-            thread::spawn(move || proxy(stream, &upstream, &control));
-        }
-    });
-    addr
-}
-
-fn dav(url: &str) -> WebDavClient {
-    let mut builder = WebDavBuilder::from_env().with_url(url);
-    if std::env::var(syncengine_backend_webdav::ENV_USER).is_err() {
-        builder = builder.with_credentials("dav", "davpass");
-    }
-    builder.build().unwrap()
 }
 
 fn p(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
-}
-
-/// `host:port` of a server URL.
-fn authority(url: &str) -> String {
-    url.split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .to_owned()
 }
 
 /// The raw members of the collection at `url` (temporary and engine names included, its own
@@ -452,7 +274,7 @@ async fn a_file_replacing_an_emptied_folder_converges_on_apache() {
 /// and `keep.txt` on both sides, and a client straight to the server (another machine).
 struct Setup {
     server: Server,
-    control: Arc<Control>,
+    proxy: Proxy,
     /// The root collection, straight to the server.
     url: String,
     other: WebDavClient,
@@ -465,11 +287,12 @@ struct Setup {
 
 async fn setup(server: Server, no_etags: bool, tag: &str) -> Option<Setup> {
     let url = fresh_url(server, tag)?;
-    let control = Arc::new(Control::default());
-    control.no_etags.store(no_etags, Ordering::SeqCst);
-    let addr = start_proxy(authority(&url), control.clone());
+    let proxy = Proxy::start(&url).unwrap();
+    if no_etags {
+        common::hide_etags(&proxy);
+    }
     let path = url.splitn(4, '/').nth(3).unwrap().to_owned();
-    let remote = Arc::new(dav(&format!("http://{addr}/{path}")));
+    let remote = Arc::new(dav(&format!("{}/{path}", proxy.url())));
     let tmp = tempfile::tempdir().unwrap();
     let local_root = tmp.path().join("local");
     std::fs::create_dir_all(local_root.join("sub")).unwrap();
@@ -485,7 +308,7 @@ async fn setup(server: Server, no_etags: bool, tag: &str) -> Option<Setup> {
     assert_eq!(stats.uploaded, 2, "{stats:?}");
     Some(Setup {
         server,
-        control,
+        proxy,
         other: dav(&url),
         url: url.clone(),
         local_root,
@@ -503,12 +326,9 @@ impl Setup {
         tokio::spawn(async move { engine.sync_pair(&pair).await.unwrap() })
     }
 
-    /// Waits (off the runtime) until `n` requests in all have been held.
+    /// Waits until `n` requests in all have been held.
     async fn wait_held(&self, n: u32) {
-        let control = self.control.clone();
-        tokio::task::spawn_blocking(move || control.wait_held(n))
-            .await
-            .unwrap();
+        wait_held(&self.proxy, n).await;
     }
 
     async fn run(&self) -> SyncStats {
@@ -535,7 +355,8 @@ async fn upload_before_the_move_aside(server: Server, no_etags: bool) {
         return;
     };
     std::fs::remove_file(s.local_root.join("sub/a.txt")).unwrap();
-    s.control.hold_next("MOVE", "/sub/");
+    s.proxy
+        .hold(Matcher::method("MOVE").path_ends_with("/sub/"));
     let run = s.spawn_run();
     s.wait_held(1).await;
     let new = "uploaded by the other machine into sub/";
@@ -543,7 +364,7 @@ async fn upload_before_the_move_aside(server: Server, no_etags: bool) {
         .put(&p("sub/new.txt"), Bytes::from(new))
         .await
         .unwrap();
-    s.control.release();
+    s.proxy.release();
     let stats = run.await.unwrap();
     assert_eq!(
         (stats.deleted_destination, stats.errors),
@@ -590,7 +411,8 @@ async fn upload_between_the_check_and_the_delete(server: Server, no_etags: bool)
         return;
     };
     std::fs::remove_file(s.local_root.join("sub/a.txt")).unwrap();
-    s.control.hold_next("DELETE", "-sub/");
+    s.proxy
+        .hold(Matcher::method("DELETE").path_ends_with("-sub/"));
     let run = s.spawn_run();
     s.wait_held(1).await;
     let new = "uploaded by the other machine into sub/";
@@ -598,7 +420,7 @@ async fn upload_between_the_check_and_the_delete(server: Server, no_etags: bool)
         .put(&p("sub/new.txt"), Bytes::from(new))
         .await
         .unwrap();
-    s.control.release();
+    s.proxy.release();
     let stats = run.await.unwrap();
     assert_eq!(
         (stats.deleted_destination, stats.errors),
@@ -643,39 +465,32 @@ async fn a_folder_that_cannot_go_back_stays_aside_and_is_reported() {
         return;
     };
     let _cleanup = RemoveOnPanic(url.clone());
-    let control = Arc::new(Control::default());
-    let addr = start_proxy(authority(&url), control.clone());
+    let proxy = Proxy::start(&url).unwrap();
     let path = url.splitn(4, '/').nth(3).unwrap().to_owned();
-    let client = Arc::new(dav(&format!("http://{addr}/{path}")));
+    let client = Arc::new(dav(&format!("{}/{path}", proxy.url())));
     let other = dav(&url);
     client.put(&p("sub/a.txt"), Bytes::from("a")).await.unwrap();
     client.put(&p("top.txt"), Bytes::from("top")).await.unwrap();
 
-    control.hold_next("MOVE", "/sub/");
+    proxy.hold(Matcher::method("MOVE").path_ends_with("/sub/"));
     let delete = {
         let client = client.clone();
         tokio::spawn(async move { client.delete(&p("sub/a.txt")).await })
     };
-    let c = control.clone();
-    tokio::task::spawn_blocking(move || c.wait_held(1))
-        .await
-        .unwrap();
+    wait_held(&proxy, 1).await;
     other
         .put(&p("sub/new.txt"), Bytes::from("new"))
         .await
         .unwrap();
-    control.hold_next("PROPFIND", "-sub/");
-    control.release();
-    let c = control.clone();
-    tokio::task::spawn_blocking(move || c.wait_held(2))
-        .await
-        .unwrap();
+    proxy.hold(Matcher::method("PROPFIND").path_ends_with("-sub/"));
+    proxy.release();
+    wait_held(&proxy, 2).await;
     // A fresh client: `other` still takes `sub/` for there (a retry would find out).
     dav(&url)
         .put(&p("sub/other.txt"), Bytes::from("other"))
         .await
         .unwrap();
-    control.release();
+    proxy.release();
     let result = delete.await.unwrap();
     let message = format!("{result:?}");
     assert!(
@@ -747,13 +562,14 @@ async fn a_run_killed_before_the_delete_leaves_no_garbage() {
         return;
     };
     std::fs::remove_file(s.local_root.join("sub/a.txt")).unwrap();
-    s.control.hold_next("DELETE", "-sub/");
+    s.proxy
+        .hold(Matcher::method("DELETE").path_ends_with("-sub/"));
     let run = s.spawn_run();
     s.wait_held(1).await;
     run.abort();
     assert!(run.await.unwrap_err().is_cancelled());
-    s.control.drop_held.store(true, Ordering::SeqCst);
-    s.control.release();
+    s.proxy.drop_released();
+    s.proxy.release();
     let asides = s.asides().await;
     assert!(
         asides.len() == 1 && asides[0].1.is_empty(),
@@ -801,7 +617,8 @@ async fn a_run_killed_with_a_file_aside_deletes_nothing() {
     assert_eq!(stats.downloaded, 2, "{stats:?}");
 
     std::fs::remove_file(s.local_root.join("sub/a.txt")).unwrap();
-    s.control.hold_next("MOVE", "/sub/");
+    s.proxy
+        .hold(Matcher::method("MOVE").path_ends_with("/sub/"));
     let run = s.spawn_run();
     s.wait_held(1).await;
     // Laptop B: sub/a.txt is gone on the server (A trashed it), and B adds sub/new.txt.
@@ -809,13 +626,14 @@ async fn a_run_killed_with_a_file_aside_deletes_nothing() {
     std::fs::write(local_b.join("sub/new.txt"), new).unwrap();
     let stats = engine_b.sync_pair(&pair_b).await.unwrap();
     assert_eq!((stats.uploaded, stats.errors), (1, 0), "{stats:?}");
-    s.control.hold_next("PROPFIND", "-sub/");
-    s.control.release();
+    s.proxy
+        .hold(Matcher::method("PROPFIND").path_ends_with("-sub/"));
+    s.proxy.release();
     s.wait_held(2).await;
     run.abort();
     assert!(run.await.unwrap_err().is_cancelled());
-    s.control.drop_held.store(true, Ordering::SeqCst);
-    s.control.release();
+    s.proxy.drop_released();
+    s.proxy.release();
     let asides = s.asides().await;
     assert!(
         asides.len() == 1 && asides[0].1 == ["new.txt"],
@@ -879,23 +697,19 @@ async fn the_clients_own_write_into_an_emptied_folder_keeps_it() {
         return;
     };
     let _cleanup = RemoveOnPanic(url.clone());
-    let control = Arc::new(Control::default());
-    let addr = start_proxy(authority(&url), control.clone());
+    let proxy = Proxy::start(&url).unwrap();
     let path = url.splitn(4, '/').nth(3).unwrap().to_owned();
-    let client = Arc::new(dav(&format!("http://{addr}/{path}")));
+    let client = Arc::new(dav(&format!("{}/{path}", proxy.url())));
     client.put(&p("sub/a.txt"), Bytes::from("a")).await.unwrap();
 
-    control.hold_next("PUT", "~/sub/.syncengine-tmp-");
+    proxy.hold(Matcher::method("PUT").path_contains("/sub/.syncengine-tmp-"));
     let write = {
         let client = client.clone();
         tokio::spawn(async move { client.put(&p("sub/b.txt"), Bytes::from("b")).await })
     };
-    let c = control.clone();
-    tokio::task::spawn_blocking(move || c.wait_held(1))
-        .await
-        .unwrap();
+    wait_held(&proxy, 1).await;
     client.delete(&p("sub/a.txt")).await.unwrap();
-    control.release();
+    proxy.release();
     let written = write.await.unwrap();
     assert!(written.is_ok(), "the write into sub/ failed: {written:?}");
     assert_eq!(

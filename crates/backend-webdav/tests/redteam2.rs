@@ -18,214 +18,22 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use syncengine_backend_local::LocalClient;
-use syncengine_backend_webdav::WebDavBuilder;
 use syncengine_core::{
     RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncPair, WriteMode,
     WriteOptions, bytes_stream,
 };
+use syncengine_test_proxy::{Matcher, Proxy};
 
-use common::APACHE;
+use common::{APACHE, dav};
 
-/// What the proxy shares with the test.
-#[derive(Default)]
-struct Control {
-    /// Strip ETags from answers.
-    no_etags: AtomicBool,
-    /// Hold the next PUT of a temporary file until `released`.
-    hold_temp_put: AtomicBool,
-    /// Hold the next DELETE of a collection (`…/sub/`) until `released`.
-    hold_collection_delete: AtomicBool,
-    /// Hold the next PUT of a (non-temporary) path containing this until `released`.
-    hold_put_containing: Mutex<Option<String>>,
-    /// (a temp PUT is being held, the test released it)
-    gate: Mutex<(bool, bool)>,
-    /// The engine's run ended (for a request that a fixed client never sends).
-    run_done: AtomicBool,
-    cv: Condvar,
-}
-
-impl Control {
-    fn wait_held(&self) {
-        let mut g = self.gate.lock().unwrap();
-        while !g.0 {
-            let (next, timeout) = self.cv.wait_timeout(g, Duration::from_secs(30)).unwrap();
-            assert!(
-                !timeout.timed_out(),
-                "the engine never uploaded a temp file"
-            );
-            g = next;
-        }
-    }
-
-    /// Waits until a request is held (true) or the run ended without sending it (false).
-    fn wait_held_or_done(&self) -> bool {
-        let mut g = self.gate.lock().unwrap();
-        let start = std::time::Instant::now();
-        while !g.0 {
-            if self.run_done.load(Ordering::SeqCst) {
-                return false;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the run neither sent the request nor ended"
-            );
-            g = self
-                .cv
-                .wait_timeout(g, Duration::from_millis(50))
-                .unwrap()
-                .0;
-        }
-        true
-    }
-
-    fn release(&self) {
-        let mut g = self.gate.lock().unwrap();
-        g.1 = true;
-        self.cv.notify_all();
-    }
-}
-
-/// Blanks every `<…getetag>…</…getetag>` element (same length, so framing stays valid).
-fn strip_getetag(body: &mut [u8]) {
-    let needle = b"getetag>";
-    let mut i = 0;
-    while let Some(pos) = find(&body[i..], needle).map(|p| p + i) {
-        // The opening tag starts at the `<` before the needle.
-        let Some(open) = body[..pos].iter().rposition(|&b| b == b'<') else {
-            break;
-        };
-        if body.get(open + 1) == Some(&b'/') {
-            i = pos + needle.len();
-            continue;
-        }
-        let after_open = pos + needle.len();
-        let Some(close_needle) = find(&body[after_open..], needle).map(|p| p + after_open) else {
-            break;
-        };
-        let end = close_needle + needle.len();
-        for b in &mut body[open..end] {
-            *b = b' ';
-        }
-        i = end;
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn proxy(client: TcpStream, upstream: &str, control: &Control) {
-    let mut reader = BufReader::new(client.try_clone().unwrap());
-    let mut head = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let done = line == "\r\n";
-        head.push(line);
-        if done {
-            break;
-        }
-    }
-    let mut parts = head[0].split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or("").to_owned(),
-        parts.next().unwrap_or("").to_owned(),
-    );
-    let held = (method == "PUT"
-        && path.contains(".syncengine-tmp-")
-        && control.hold_temp_put.swap(false, Ordering::SeqCst))
-        || (method == "DELETE"
-            && path.ends_with("/sub/")
-            && control.hold_collection_delete.swap(false, Ordering::SeqCst))
-        || (method == "PUT" && !path.contains(".syncengine-tmp-") && {
-            let mut want = control.hold_put_containing.lock().unwrap();
-            let hit = want.as_deref().is_some_and(|w| path.contains(w));
-            if hit {
-                *want = None;
-            }
-            hit
-        });
-    if held {
-        let mut g = control.gate.lock().unwrap();
-        g.0 = true;
-        control.cv.notify_all();
-        while !g.1 {
-            g = control.cv.wait(g).unwrap();
-        }
-    }
-    let strip = control.no_etags.load(Ordering::SeqCst);
-    let mut up = TcpStream::connect(upstream).unwrap();
-    for (i, line) in head.iter().enumerate() {
-        if line.to_ascii_lowercase().starts_with("connection:") {
-            continue;
-        }
-        if line == "\r\n" {
-            up.write_all(b"Connection: close\r\n").unwrap();
-        }
-        if i == 0 && strip && method == "PROPFIND" {
-            // HTTP/1.0: no chunked answer, so the body can be edited in place.
-            up.write_all(line.replace("HTTP/1.1", "HTTP/1.0").as_bytes())
-                .unwrap();
-            continue;
-        }
-        up.write_all(line.as_bytes()).unwrap();
-    }
-    let mut up_write = up.try_clone().unwrap();
-    thread::spawn(move || {
-        let _ = std::io::copy(&mut reader, &mut up_write);
-    });
-    let mut answer = Vec::new();
-    let _ = up.read_to_end(&mut answer);
-    if strip {
-        let split = find(&answer, b"\r\n\r\n").map_or(answer.len(), |p| p + 4);
-        let (headers, body) = answer.split_at_mut(split);
-        // `ETag:` → `X-Tg:` (same length).
-        let mut at = 0;
-        while let Some(p) = find(&headers[at..], b"\r\nETag:").map(|p| p + at) {
-            headers[p + 2..p + 7].copy_from_slice(b"X-Tg:");
-            at = p + 7;
-        }
-        let mut lower = 0;
-        while let Some(p) = find(&headers[lower..], b"\r\netag:").map(|p| p + lower) {
-            headers[p + 2..p + 7].copy_from_slice(b"X-Tg:");
-            lower = p + 7;
-        }
-        strip_getetag(body);
-    }
-    let mut client = client;
-    let _ = client.write_all(&answer);
-    let _ = client.shutdown(std::net::Shutdown::Both);
-}
-
-fn start_proxy(upstream: String, control: Arc<Control>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (upstream, control) = (upstream.clone(), control.clone());
-            thread::spawn(move || proxy(stream, &upstream, &control));
-        }
-    });
-    addr
-}
-
-fn dav(url: String) -> syncengine_backend_webdav::WebDavClient {
-    let mut builder = WebDavBuilder::from_env().with_url(url);
-    if std::env::var(syncengine_backend_webdav::ENV_USER).is_err() {
-        builder = builder.with_credentials("dav", "davpass");
-    }
-    builder.build().unwrap()
+/// The upload of one of the engine's temporary files.
+fn temp_put() -> Matcher {
+    Matcher::method("PUT").path_contains(".syncengine-tmp-")
 }
 
 /// Every file under the remote root (trash included), as (path, content).
@@ -262,18 +70,13 @@ async fn save_on_server_during_upload(no_etags: bool) {
     let Some(url) = common::server_url(APACHE) else {
         return;
     };
-    let upstream = url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .to_owned();
-    let control = Arc::new(Control::default());
-    control.no_etags.store(no_etags, Ordering::SeqCst);
-    let addr = start_proxy(upstream, control.clone());
+    let proxy = Proxy::start(&url).unwrap();
+    if no_etags {
+        common::hide_etags(&proxy);
+    }
     let dir = format!("syncengine-tests/redteam2-{:016x}", rand::random::<u64>());
-    let through_proxy = Arc::new(dav(format!("http://{addr}/{dir}")));
-    let other_machine = dav(format!("{}/{dir}", url.trim_end_matches('/')));
+    let through_proxy = Arc::new(dav(&format!("{}/{dir}", proxy.url())));
+    let other_machine = dav(&format!("{}/{dir}", url.trim_end_matches('/')));
 
     let tmp = tempfile::tempdir().unwrap();
     let local_root = tmp.path().join("local");
@@ -301,15 +104,15 @@ async fn save_on_server_during_upload(no_etags: bool) {
         "version 2, saved on this laptop\n",
     )
     .unwrap();
-    control.hold_temp_put.store(true, Ordering::SeqCst);
+    proxy.hold(temp_put());
     let run = {
         let (engine, pair) = (engine.clone(), pair.clone());
         tokio::spawn(async move { engine.sync_pair(&pair).await })
     };
-    let waiter = control.clone();
-    tokio::task::spawn_blocking(move || waiter.wait_held())
-        .await
-        .unwrap();
+    assert!(
+        proxy.held_within(1, Duration::from_secs(30)).await,
+        "the engine never uploaded a temp file"
+    );
     // Another machine (laptop B ↔ the same server) saves its version now.
     let other = "version 3, saved on the other machine meanwhile\n";
     other_machine
@@ -320,7 +123,7 @@ async fn save_on_server_during_upload(no_etags: bool) {
         )
         .await
         .unwrap();
-    control.release();
+    proxy.release();
     let stats = run.await.unwrap();
 
     let remote = remote_files(&other_machine).await;
@@ -378,20 +181,13 @@ async fn a_file_uploaded_into_a_folder_being_pruned_survives_on_wsgidav() {
     let Some(url) = common::server_url(common::WSGIDAV) else {
         return;
     };
-    let upstream = url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .to_owned();
-    let control = Arc::new(Control::default());
-    let addr = start_proxy(upstream, control.clone());
+    let proxy = Proxy::start(&url).unwrap();
     let dir = format!(
         "syncengine-tests/redteam2-prune-{:016x}",
         rand::random::<u64>()
     );
-    let through_proxy = Arc::new(dav(format!("http://{addr}/{dir}")));
-    let other_machine = dav(format!("{}/{dir}", url.trim_end_matches('/')));
+    let through_proxy = Arc::new(dav(&format!("{}/{dir}", proxy.url())));
+    let other_machine = dav(&format!("{}/{dir}", url.trim_end_matches('/')));
 
     let tmp = tempfile::tempdir().unwrap();
     let local_root = tmp.path().join("local");
@@ -410,22 +206,27 @@ async fn a_file_uploaded_into_a_folder_being_pruned_survives_on_wsgidav() {
     assert_eq!(stats.uploaded, 4, "{stats:?}");
 
     std::fs::remove_file(local_root.join("sub/a.txt")).unwrap();
-    control.hold_collection_delete.store(true, Ordering::SeqCst);
+    proxy.hold(Matcher::method("DELETE").path_ends_with("/sub/"));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let run = {
-        let (engine, pair, control) = (engine.clone(), pair.clone(), control.clone());
+        let (engine, pair) = (engine.clone(), pair.clone());
         tokio::spawn(async move {
             let stats = engine.sync_pair(&pair).await;
-            control.run_done.store(true, Ordering::SeqCst);
+            let _ = done_tx.send(());
             stats
         })
     };
-    let waiter = control.clone();
     // A client that never deletes an unguarded collection sends no DELETE of `sub/` at all
     // (it moves the collection aside and deletes it there: `prune_aside.rs` holds those
     // requests): then the other machine's upload comes after the run, and makes `sub/` anew.
-    let held = tokio::task::spawn_blocking(move || waiter.wait_held_or_done())
-        .await
-        .unwrap();
+    let held = tokio::select! {
+        biased;
+        held = proxy.held_within(1, Duration::from_secs(60)) => {
+            assert!(held, "the run neither sent the request nor ended");
+            true
+        }
+        _ = done_rx => false,
+    };
     let upload = "uploaded by the other machine into sub/";
     other_machine
         .write_opts(
@@ -435,7 +236,7 @@ async fn a_file_uploaded_into_a_folder_being_pruned_survives_on_wsgidav() {
         )
         .await
         .unwrap();
-    control.release();
+    proxy.release();
     let stats = run.await.unwrap();
     let remote = remote_files(&other_machine).await;
     assert!(
@@ -443,15 +244,6 @@ async fn a_file_uploaded_into_a_folder_being_pruned_survives_on_wsgidav() {
         "(DELETE of sub/ sent: {held}) sub/new.txt, uploaded while the engine pruned sub/, was deleted with the folder; \
          run: {stats:?}; server holds {remote:?}"
     );
-}
-
-/// `host:port` of a server URL.
-fn authority(url: &str) -> String {
-    url.split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .to_owned()
 }
 
 /// The raw members of the collection at `url` (its own entry included, temporary files too),
@@ -496,15 +288,14 @@ async fn if_unchanged_without_etags_is_checked_before_the_move() {
     let Some(url) = common::server_url(APACHE) else {
         return;
     };
-    let control = Arc::new(Control::default());
-    control.no_etags.store(true, Ordering::SeqCst);
-    let addr = start_proxy(authority(&url), control);
+    let proxy = Proxy::start(&url).unwrap();
+    common::hide_etags(&proxy);
     let dir = format!(
         "syncengine-tests/redteam2-ifunchanged-{:016x}",
         rand::random::<u64>()
     );
-    let client = dav(format!("http://{addr}/{dir}"));
-    let other_machine = dav(format!("{}/{dir}", url.trim_end_matches('/')));
+    let client = dav(&format!("{}/{dir}", proxy.url()));
+    let other_machine = dav(&format!("{}/{dir}", url.trim_end_matches('/')));
     let doc = RelPath::new("w/doc").unwrap();
     let if_unchanged = |entry: &syncengine_core::Entry| {
         WriteOptions::default()
@@ -586,20 +377,23 @@ async fn a_rename_through_the_client_keeps_a_source_saved_during_the_copy_on_wsg
     let Some(url) = common::server_url(common::WSGIDAV) else {
         return;
     };
-    let control = Arc::new(Control::default());
-    let addr = start_proxy(authority(&url), control.clone());
+    let proxy = Proxy::start(&url).unwrap();
     let dir = format!(
         "syncengine-tests/redteam2-rename-{:016x}",
         rand::random::<u64>()
     );
-    let client = Arc::new(dav(format!("http://{addr}/{dir}")));
-    let other_machine = dav(format!("{}/{dir}", url.trim_end_matches('/')));
+    let client = Arc::new(dav(&format!("{}/{dir}", proxy.url())));
+    let other_machine = dav(&format!("{}/{dir}", url.trim_end_matches('/')));
     let from = RelPath::new("src.txt").unwrap();
     let to = RelPath::new("q?;x.txt").unwrap();
     client.put(&from, Bytes::from("version 1")).await.unwrap();
 
     // Hold the copy's PUT to the mangled name (`?` is sent as %3F).
-    *control.hold_put_containing.lock().unwrap() = Some("%3F".to_owned());
+    proxy.hold(
+        Matcher::method("PUT")
+            .path_contains("%3F")
+            .path_lacks(".syncengine-tmp-"),
+    );
     let rename = {
         let (client, from, to) = (client.clone(), from.clone(), to.clone());
         tokio::spawn(async move {
@@ -608,13 +402,13 @@ async fn a_rename_through_the_client_keeps_a_source_saved_during_the_copy_on_wsg
                 .await
         })
     };
-    let waiter = control.clone();
-    tokio::task::spawn_blocking(move || waiter.wait_held())
-        .await
-        .unwrap();
+    assert!(
+        proxy.held_within(1, Duration::from_secs(30)).await,
+        "the engine never uploaded a temp file"
+    );
     let saved = "version 2, saved by the other machine during the copy";
     other_machine.put(&from, Bytes::from(saved)).await.unwrap();
-    control.release();
+    proxy.release();
     let result = rename.await.unwrap();
     assert!(precondition_failed(&result), "{result:?}");
     let source = other_machine.read_to_bytes(&from).await;
@@ -638,7 +432,7 @@ async fn an_emptied_folder_is_removed_with_or_without_a_collection_etag() {
             rand::random::<u64>()
         );
         let base = format!("{}/{dir}", url.trim_end_matches('/'));
-        let client = dav(base.clone());
+        let client = dav(&base);
         let a = RelPath::new("sub/a.txt").unwrap();
         client.put(&a, Bytes::from("a")).await.unwrap();
         client

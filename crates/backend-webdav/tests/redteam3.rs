@@ -10,116 +10,28 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use syncengine_backend_local::LocalClient;
-use syncengine_backend_webdav::WebDavBuilder;
 use syncengine_core::{
     RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncPair, WriteMode,
     WriteOptions, bytes_stream,
 };
+use syncengine_test_proxy::{Matcher, Proxy};
 
-use common::APACHE;
-
-#[derive(Default)]
-struct Control {
-    /// Hold the next MOVE of a path ending in `/doc.txt`.
-    hold_move: AtomicBool,
-    /// (a MOVE is held, the test released it)
-    gate: Mutex<(bool, bool)>,
-    cv: Condvar,
-}
-
-fn proxy(client: TcpStream, upstream: &str, control: &Control) {
-    let mut reader = BufReader::new(client.try_clone().unwrap());
-    let mut head = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let done = line == "\r\n";
-        head.push(line);
-        if done {
-            break;
-        }
-    }
-    let mut parts = head[0].split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method == "MOVE"
-        && path.ends_with("/doc.txt")
-        && control.hold_move.swap(false, Ordering::SeqCst)
-    {
-        let mut g = control.gate.lock().unwrap();
-        g.0 = true;
-        control.cv.notify_all();
-        while !g.1 {
-            g = control.cv.wait(g).unwrap();
-        }
-    }
-    let mut up = TcpStream::connect(upstream).unwrap();
-    for line in &head {
-        if line.to_ascii_lowercase().starts_with("connection:") {
-            continue;
-        }
-        if line == "\r\n" {
-            up.write_all(b"Connection: close\r\n").unwrap();
-        }
-        up.write_all(line.as_bytes()).unwrap();
-    }
-    let mut up_write = up.try_clone().unwrap();
-    thread::spawn(move || {
-        let _ = std::io::copy(&mut reader, &mut up_write);
-    });
-    let mut answer = Vec::new();
-    let _ = up.read_to_end(&mut answer);
-    let mut client = client;
-    let _ = client.write_all(&answer);
-    let _ = client.shutdown(std::net::Shutdown::Both);
-}
-
-fn start_proxy(upstream: String, control: Arc<Control>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (upstream, control) = (upstream.clone(), control.clone());
-            thread::spawn(move || proxy(stream, &upstream, &control));
-        }
-    });
-    addr
-}
-
-fn dav(url: String) -> syncengine_backend_webdav::WebDavClient {
-    let mut builder = WebDavBuilder::from_env().with_url(url);
-    if std::env::var(syncengine_backend_webdav::ENV_USER).is_err() {
-        builder = builder.with_credentials("dav", "davpass");
-    }
-    builder.build().unwrap()
-}
+use common::{APACHE, dav};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_saved_during_a_trash_move_stays_at_its_path() {
     let Some(url) = common::server_url(APACHE) else {
         return;
     };
-    let upstream = url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .to_owned();
-    let control = Arc::new(Control::default());
-    let addr = start_proxy(upstream, control.clone());
+    let proxy = Proxy::start(&url).unwrap();
     let dir = format!("syncengine-tests/redteam3-{:016x}", rand::random::<u64>());
-    let through_proxy = Arc::new(dav(format!("http://{addr}/{dir}")));
-    let other_machine = dav(format!("{}/{dir}", url.trim_end_matches('/')));
+    let through_proxy = Arc::new(dav(&format!("{}/{dir}", proxy.url())));
+    let other_machine = dav(&format!("{}/{dir}", url.trim_end_matches('/')));
 
     let tmp = tempfile::tempdir().unwrap();
     let local_root = tmp.path().join("local");
@@ -140,22 +52,15 @@ async fn a_version_saved_during_a_trash_move_stays_at_its_path() {
     // The laptop deletes doc.txt; the run checks the server's doc.txt (still version 1) and
     // moves it to the trash — held by the proxy while another machine saves version 2.
     std::fs::remove_file(local_root.join("doc.txt")).unwrap();
-    control.hold_move.store(true, Ordering::SeqCst);
+    proxy.hold(Matcher::method("MOVE").path_ends_with("/doc.txt"));
     let run = {
         let (engine, pair) = (engine.clone(), pair.clone());
         tokio::spawn(async move { engine.sync_pair(&pair).await })
     };
-    let waiter = control.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut g = waiter.gate.lock().unwrap();
-        while !g.0 {
-            let (next, t) = waiter.cv.wait_timeout(g, Duration::from_secs(30)).unwrap();
-            assert!(!t.timed_out(), "the engine never moved doc.txt");
-            g = next;
-        }
-    })
-    .await
-    .unwrap();
+    assert!(
+        proxy.held_within(1, Duration::from_secs(30)).await,
+        "the engine never moved doc.txt"
+    );
     let saved = "version 2, saved on the other machine meanwhile\n";
     other_machine
         .write_opts(
@@ -165,11 +70,7 @@ async fn a_version_saved_during_a_trash_move_stays_at_its_path() {
         )
         .await
         .unwrap();
-    {
-        let mut g = control.gate.lock().unwrap();
-        g.1 = true;
-        control.cv.notify_all();
-    }
+    proxy.release();
     let stats = run.await.unwrap();
     let at_path = other_machine
         .read_to_bytes(&RelPath::new("doc.txt").unwrap())

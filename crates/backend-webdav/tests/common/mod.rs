@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use syncengine_backend_webdav::{WebDavBuilder, WebDavClient};
 use syncengine_core::StorageClient;
+use syncengine_test_proxy::{Matcher, Proxy, edit};
 
 /// One of the loopback servers `scripts/test-servers.sh start` runs.
 #[derive(Clone, Copy, Debug)]
@@ -94,11 +95,28 @@ pub fn client(server: Server) -> Option<WebDavClient> {
         server.name,
         rand::random::<u64>()
     );
-    let mut builder = WebDavBuilder::from_env().with_url(root);
+    Some(dav(&root))
+}
+
+/// A client rooted at `url` (a test server's, or a proxy's in front of it), with the test
+/// servers' credentials unless the environment names others.
+pub fn dav(url: &str) -> WebDavClient {
+    let mut builder = WebDavBuilder::from_env().with_url(url);
     if std::env::var(syncengine_backend_webdav::ENV_USER).is_err() {
         builder = builder.with_credentials("dav", "davpass");
     }
-    Some(builder.build().expect("build the WebDAV client"))
+    builder.build().expect("build the WebDAV client")
+}
+
+/// Makes `proxy` hide ETags, as a server that has none (nginx's dav-ext module): `ETag`
+/// headers renamed, `getetag` properties blanked (a `PROPFIND` goes as HTTP/1.0, so that its
+/// answer comes unchunked and is edited in place).
+pub fn hide_etags(proxy: &Proxy) {
+    proxy.send_as_http10(Matcher::method("PROPFIND"));
+    proxy.edit_answers(Matcher::any(), |answer| {
+        edit::rename_header(answer, "ETag", "X-Tg");
+        edit::blank_dav_property(answer, "getetag");
+    });
 }
 
 /// The same, as the conformance and scenario macros take it.
