@@ -10,6 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/files.rs"]
+mod files;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,24 +23,10 @@ use syncengine_core::{
 };
 use tokio_util::sync::CancellationToken;
 
+use files::user_files;
+
 fn rel(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
-}
-
-fn user_files(c: &MemoryClient) -> Vec<(String, String)> {
-    let mut v: Vec<_> = c
-        .files()
-        .iter()
-        .filter(|(p, _)| !p.as_str().starts_with(".syncengine"))
-        .map(|(p, b)| {
-            (
-                p.as_str().to_owned(),
-                String::from_utf8_lossy(b).into_owned(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 /// What the source does between the first run and the faulted one.

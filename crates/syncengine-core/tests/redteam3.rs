@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/files.rs"]
+mod files;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,6 +14,8 @@ use syncengine_core::{
     MemoryClient, RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncOptions,
     SyncPair, SyncStats,
 };
+
+use files::user_files;
 
 fn rel(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
@@ -28,22 +33,6 @@ fn all_contents(c: &MemoryClient) -> Vec<String> {
         .values()
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .collect()
-}
-
-fn user_files(c: &MemoryClient) -> Vec<(String, String)> {
-    let mut v: Vec<_> = c
-        .files()
-        .iter()
-        .filter(|(p, _)| !p.as_str().starts_with(".syncengine"))
-        .map(|(p, b)| {
-            (
-                p.as_str().to_owned(),
-                String::from_utf8_lossy(b).into_owned(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 async fn run(

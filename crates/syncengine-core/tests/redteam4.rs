@@ -4,6 +4,9 @@
 #![cfg(feature = "testing")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/files.rs"]
+mod files;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,30 +16,10 @@ use syncengine_core::{
     SyncOptions, SyncPair, SyncStats,
 };
 
+use files::{all_files, user_files};
+
 fn rel(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
-}
-
-fn all_files(c: &MemoryClient) -> Vec<(String, String)> {
-    let mut v: Vec<_> = c
-        .files()
-        .iter()
-        .map(|(p, b)| {
-            (
-                p.as_str().to_owned(),
-                String::from_utf8_lossy(b).into_owned(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-fn user_files(c: &MemoryClient) -> Vec<(String, String)> {
-    all_files(c)
-        .into_iter()
-        .filter(|(p, _)| !p.starts_with(".syncengine"))
-        .collect()
 }
 
 /// What the root holds in its trash or its stepping folder (old names between the steps).

@@ -1,0 +1,28 @@
+//! What a `MemoryClient` holds, as sorted (path, content) pairs: shared by the tests that
+//! compare sides after runs. Included with `#[path = "support/files.rs"] mod files;`.
+
+use syncengine_core::MemoryClient;
+
+/// Every stored file with its content, the engine's own `.syncengine/` folder included.
+pub fn all_files(c: &MemoryClient) -> Vec<(String, String)> {
+    let mut v: Vec<_> = c
+        .files()
+        .iter()
+        .map(|(p, b)| {
+            (
+                p.as_str().to_owned(),
+                String::from_utf8_lossy(b).into_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The user's files: everything but the engine's own `.syncengine/` folder.
+pub fn user_files(c: &MemoryClient) -> Vec<(String, String)> {
+    all_files(c)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(".syncengine"))
+        .collect()
+}
