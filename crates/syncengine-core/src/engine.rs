@@ -17,9 +17,11 @@ use crate::capabilities::Capabilities;
 use crate::client::{EntryStream, PruneFn, StorageClient, StorageClientExt};
 use crate::collide::{Collisions, drop_crossing_collisions, find_collisions, mark_collisions};
 use crate::decide::Policy;
+use crate::entry::Entry;
 use crate::error::{Error, SyncError};
 use crate::exec::{
     Executor, ResolvedRecovery, overlay_base, recover_intents, return_stepped_files,
+    with_waiting_files,
 };
 use crate::folding;
 use crate::identity;
@@ -178,18 +180,22 @@ impl SyncEngine {
         let [source, destination] = folding.clients;
         // What a run killed between the two steps of a rename on a folding side left aside
         // goes back first: the side must not look emptied, and nothing may stay behind.
+        // A dry run moves nothing: it lists the waiting files where the real run puts them.
         let mut stepped_warnings = Vec::new();
-        for (side, client) in [(Side::Source, &source), (Side::Destination, &destination)] {
+        let mut waiting: [Vec<Entry>; 2] = Default::default();
+        for (i, (side, client)) in [(Side::Source, &source), (Side::Destination, &destination)]
+            .into_iter()
+            .enumerate()
+        {
             let caps = client.capabilities();
             if !(caps.case_insensitive || caps.normalization_insensitive) {
                 continue;
             }
-            match return_stepped_files(client.as_ref(), side, dry_run).await {
-                Ok(w) => stepped_warnings.extend(w),
-                Err(e) => stepped_warnings.push(format!(
-                    "could not check the {side} for files an interrupted rename moved aside: {e}"
-                )),
-            }
+            let found = return_stepped_files(client.as_ref(), side, dry_run)
+                .await
+                .map_err(|source| SyncError::Listing { side, source })?;
+            stepped_warnings.extend(found.warnings);
+            waiting[i] = found.waiting;
         }
 
         let rules = Arc::new(self.ignore_rules(pair).await?);
@@ -200,7 +206,10 @@ impl SyncEngine {
         if let Some(note) = folding_note(&[source.capabilities(), destination.capabilities()]) {
             for (i, side) in [Side::Source, Side::Destination].into_iter().enumerate() {
                 let scratch = Arc::new(AtomicU64::new(0));
-                let pre = self.listing(pair, side, &rules, &scratch).await;
+                let pre = with_waiting_files(
+                    self.listing(pair, side, &rules, &scratch).await,
+                    waiting[i].clone(),
+                );
                 collisions[i] = find_collisions(pre, &note).await;
             }
         }
@@ -210,13 +219,20 @@ impl SyncEngine {
             pair.source.skipped_count(),
             pair.destination.skipped_count(),
         ];
+        let [source_waiting, destination_waiting] = waiting;
         let source_list = mark_collisions(
-            self.listing(pair, Side::Source, &rules, &ignored).await,
+            with_waiting_files(
+                self.listing(pair, Side::Source, &rules, &ignored).await,
+                source_waiting,
+            ),
             source_collisions,
         );
         let destination_list = mark_collisions(
-            self.listing(pair, Side::Destination, &rules, &ignored)
-                .await,
+            with_waiting_files(
+                self.listing(pair, Side::Destination, &rules, &ignored)
+                    .await,
+                destination_waiting,
+            ),
             destination_collisions,
         );
 

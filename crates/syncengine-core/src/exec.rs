@@ -40,7 +40,9 @@ use futures::StreamExt;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{StorageClient, StorageClientExt, TransferOptions, WriteMode, WriteOptions};
+use crate::client::{
+    EntryStream, StorageClient, StorageClientExt, TransferOptions, WriteMode, WriteOptions,
+};
 use crate::collide::fold_name;
 use crate::decide::kept_copy_goes_back;
 use crate::entry::{ContentHash, Entry, Version, truncate_nanos};
@@ -370,6 +372,22 @@ impl Executor {
             }
             Outcome::Failed(error) => {
                 failures.failed(&action, &error);
+                if let Some((side, path)) = self.folded_twin(&action, &error).await {
+                    // Two names that side holds as one, which the plan could not see (the
+                    // twin is new there and nothing was to be done about it): a collision,
+                    // left alone and named, as for the ones found before the run.
+                    stats.unknown += 1;
+                    let w = format!(
+                        "{path:?} could not be written on the {side}, which holds another \
+                         name that differs from it only in letter case or Unicode \
+                         normalisation: they are one name there; left alone this run, rename \
+                         one of them"
+                    );
+                    tracing::warn!(%side, %path, "name collision found while writing");
+                    self.emit(ProgressEvent::Warning(w.clone()));
+                    stats.warnings.push(w);
+                    return Ok(());
+                }
                 stats.errors += 1;
                 let message = format!("{}: {}", action.path(), error);
                 tracing::error!(path = %action.path(), %error, "action failed");
@@ -383,6 +401,31 @@ impl Executor {
             Outcome::Cancelled | Outcome::Fatal(_) => {}
         }
         Ok(())
+    }
+
+    /// For a write of a new name that failed because the name is taken, on a side that
+    /// folds names: the side and path when that name is not there as spelled — another
+    /// spelling of it is (`a.txt` refused for `A.txt`).
+    async fn folded_twin(&self, action: &Action, error: &Error) -> Option<(Side, RelPath)> {
+        if !matches!(error, Error::AlreadyExists { .. }) {
+            return None;
+        }
+        let (side, path) = match action {
+            Action::Copy {
+                from,
+                entry,
+                target: None,
+            } => (from.other(), &entry.path),
+            Action::Rename { seen_on, to, .. } => (seen_on.other(), &to.path),
+            _ => return None,
+        };
+        let client = self.client(side);
+        let caps = client.capabilities();
+        if !(caps.case_insensitive || caps.normalization_insensitive) {
+            return None;
+        }
+        let exact = exact_names(client.as_ref(), std::iter::once(path)).await;
+        (!exact.contains(path.as_str())).then(|| (side, path.clone()))
     }
 
     /// Runs renames that must go in two steps on a side that folds names (see
@@ -2035,23 +2078,36 @@ pub async fn recover_intents(
 /// between the steps.
 const STEPPING_AREA: &str = "stepping";
 
-/// Puts back what a run killed between the two steps of a rename
-/// ([`Executor::run_stepped`]) left in `<root>/.syncengine/stepping/<stamp>/<path>`: each
-/// file goes back to `<path>` (a rename that never replaces), so the side is as it was
-/// before that run and this run plans the rename again. A file whose old name was taken
-/// meanwhile stays, and is named in a returned warning with what to do. Returns the
-/// warnings; nothing is done in a dry run.
+/// What [`return_stepped_files`] found waiting on a side.
+#[derive(Debug, Default)]
+pub struct SteppedFiles {
+    /// Notes for the run's warnings: a file that could not go back (where it is kept and
+    /// what to do), and in a dry run each file a real run would put back.
+    pub warnings: Vec<String>,
+    /// In a dry run, the files that wait, as entries at their old paths in canonical order:
+    /// the dry run lists them there, as the real run will after putting them back
+    /// ([`with_waiting_files`]), so it plans what the real run does. Empty otherwise.
+    pub waiting: Vec<Entry>,
+}
+
+/// Puts back what a run killed between the two steps of a rename on a side that folds
+/// names left in `<root>/.syncengine/stepping/<stamp>/<path>`: each file goes back to
+/// `<path>` (a rename that never replaces), so the side is as it was before that run and
+/// this run plans the rename again. A file whose old name was taken meanwhile stays, and
+/// is named in a warning with what to do. A dry run moves nothing and returns the files
+/// that wait instead.
 ///
 /// # Errors
-/// Listing the stepping folder failed: the run cannot tell what the side holds.
+/// Listing the stepping folder failed: the run cannot tell what the side holds, and must
+/// not go on as if those files were gone.
 pub async fn return_stepped_files(
     client: &dyn StorageClient,
     side: Side,
     dry_run: bool,
-) -> Result<Vec<String>, Error> {
+) -> Result<SteppedFiles, Error> {
     let folder = RelPath::new(format!("{STATE_DIR_NAME}/{STEPPING_AREA}"))?;
     let left = client.list_all(Some(&folder)).await?;
-    let mut warnings = Vec::new();
+    let mut found = SteppedFiles::default();
     for stone in left {
         let Some(old) = stone
             .path
@@ -2064,10 +2120,12 @@ pub async fn return_stepped_files(
             continue;
         };
         if dry_run {
-            warnings.push(format!(
-                "{old} on the {side} waits at {} since an interrupted rename; the next run                  (not a dry run) puts it back",
+            found.warnings.push(format!(
+                "{old} on the {side} waits at {} since an interrupted rename; a real run puts \
+                 it back first (this dry run plans as if it were back)",
                 stone.path
             ));
+            found.waiting.push(Entry { path: old, ..stone });
             continue;
         }
         let opts = TransferOptions::default().with_overwrite(false);
@@ -2075,13 +2133,55 @@ pub async fn return_stepped_files(
             Ok(_) => {
                 tracing::info!(%side, path = %old, "put back a file an interrupted rename had moved aside");
             }
-            Err(e) => warnings.push(format!(
-                "{old} on the {side} was moved aside by an interrupted rename and cannot go                  back ({e}); it is kept at {}: move it where you want it",
+            Err(e) => found.warnings.push(format!(
+                "{old} on the {side} was moved aside by an interrupted rename and cannot go \
+                 back ({e}); it is kept at {}: move it where you want it",
                 stone.path
             )),
         }
     }
-    Ok(warnings)
+    found.waiting.sort_by(|a, b| a.path.cmp(&b.path));
+    found.waiting.dedup_by(|a, b| a.path == b.path);
+    Ok(found)
+}
+
+/// `listing` with the `waiting` entries (canonical order, see [`SteppedFiles::waiting`])
+/// merged in at their places; a listed entry at the same path wins.
+pub fn with_waiting_files(listing: EntryStream, waiting: Vec<Entry>) -> EntryStream {
+    if waiting.is_empty() {
+        return listing;
+    }
+    // The listing is dropped once it has ended (a stream must not be polled after that),
+    // and after an error, which ends a listing.
+    let state = (
+        Some(listing),
+        std::collections::VecDeque::from(waiting),
+        None::<Entry>,
+    );
+    futures::stream::unfold(state, |(mut listing, mut waiting, mut next)| async move {
+        if next.is_none()
+            && let Some(stream) = listing.as_mut()
+        {
+            match stream.next().await {
+                Some(Ok(e)) => next = Some(e),
+                Some(Err(e)) => return Some((Err(e), (None, Default::default(), None))),
+                None => listing = None,
+            }
+        }
+        let item = match (&next, waiting.front()) {
+            (Some(listed), Some(w)) if w.path < listed.path => waiting.pop_front(),
+            (Some(listed), Some(w)) if w.path == listed.path => {
+                waiting.pop_front();
+                next.take()
+            }
+            (Some(_), _) => next.take(),
+            (None, Some(_)) => waiting.pop_front(),
+            (None, None) => None,
+        }?;
+        Some((Ok(item), (listing, waiting, next)))
+    })
+    .fuse()
+    .boxed()
 }
 
 /// The names among `paths` that `client` lists exactly as spelled: a walk of just the folders

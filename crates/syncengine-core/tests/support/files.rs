@@ -1,5 +1,7 @@
 //! What a `MemoryClient` holds, as sorted (path, content) pairs: shared by the tests that
 //! compare sides after runs. Included with `#[path = "support/files.rs"] mod files;`.
+// Each test file uses what it needs of these.
+#![allow(dead_code)]
 
 use syncengine_core::MemoryClient;
 
