@@ -1241,9 +1241,17 @@ impl Executor {
             }
             let mut free = true;
             for side in [Side::Source, Side::Destination] {
-                match self.retry(|| self.client(side).stat(&candidate)).await {
+                let client = self.client(side);
+                match self.retry(|| client.stat(&candidate)).await {
                     Ok(_) => free = false,
-                    Err(e) if e.is_not_found() => {}
+                    // A stat sees files only: a folder of that name (a conflict copy of an
+                    // earlier run in the same second, since made a folder) takes it too.
+                    Err(e) if e.is_not_found() => {
+                        if let Some(below) = client.list(Some(&candidate)).next().await {
+                            below?;
+                            free = false;
+                        }
+                    }
                     Err(e) => return Err(e),
                 }
             }

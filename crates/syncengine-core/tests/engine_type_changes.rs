@@ -491,3 +491,49 @@ async fn a_settlement_waits_for_the_move_aside_it_belongs_to() {
     assert_eq!(trashed(&pair.s, "a"), ["the file a"], "{stats:?}");
     pair.assert_converged().await;
 }
+
+/// Model finding (seed 8506): conflict names carry the run's second, so a run in the same
+/// second as an earlier one may pick the name of that run's conflict copy — which the user
+/// has since made a folder. The name was checked with a stat, which sees files only: the
+/// copy was written onto the folder and failed in a fault-free run. A folder now takes a
+/// conflict name too, and the next free one is used.
+#[tokio::test]
+async fn a_conflict_copy_avoids_a_folder_of_its_name() {
+    let pair = Pair::new();
+    put(&pair.s, "a", "base").await;
+    pair.two_way().await;
+    put(&pair.s, "a", "source edit").await;
+    put(&pair.d, "a", "destination edit, longer").await;
+    // Folders at every name the run could hand out, for every second it may run in.
+    let now = time::OffsetDateTime::now_utc();
+    for s in -2i64..30 {
+        let t = now + time::Duration::seconds(s);
+        let stamp = format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        for loser in ["source", "destination"] {
+            put(
+                &pair.s,
+                &format!("a.conflict-{stamp}-{loser}/y.txt"),
+                "in a folder",
+            )
+            .await;
+        }
+    }
+    let stats = pair.two_way().await;
+    assert_eq!(stats.conflicts, 1, "{stats:?}");
+    for version in ["source edit", "destination edit, longer"] {
+        assert!(
+            user_files(&pair.s).values().any(|c| c == version)
+                && user_files(&pair.d).values().any(|c| c == version),
+            "{version:?} is not on both sides: {stats:?}"
+        );
+    }
+    pair.assert_converged().await;
+}

@@ -1729,8 +1729,20 @@ impl World {
                 );
             }
             if collisions.contains(p) && matching.is_empty() {
-                let s_ok = as_ == bs || outs.iter().any(|o| o.s == as_);
-                let d_ok = ad == bd || outs.iter().any(|o| o.d == ad);
+                // A case-only rename that a backup mode carries to a folding side moves the
+                // kept version to the new spelling there (both names are one file; README):
+                // the version is then under its case twin on that side.
+                let moved_to_twin = |now: Option<Ver>, before: Option<Ver>, view: &View| {
+                    now.is_none()
+                        && before.is_some_and(|v| {
+                            view.live.iter().any(|(q, &w)| {
+                                q != p && q.to_lowercase() == p.to_lowercase() && w == v
+                            })
+                        })
+                };
+                let s_ok =
+                    as_ == bs || outs.iter().any(|o| o.s == as_) || moved_to_twin(as_, bs, &s1);
+                let d_ok = ad == bd || outs.iter().any(|o| o.d == ad) || moved_to_twin(ad, bd, &d1);
                 if !(s_ok && d_ok) {
                     self.violations.push(format!(
                         "[collision] {p} (its name collides on the case-insensitive destination) holds source {} destination {}: neither its old state (source {} destination {}) nor its own predicted version {}",
