@@ -256,7 +256,7 @@ impl Reconciler {
             }
             let before = plan.actions.len();
             let marks = (before, plan.state_updates.len(), gone.len());
-            let old_base = b.clone().filter(|_| one_sided.is_some());
+            let old_base = if one_sided.is_some() { b.clone() } else { None };
             let mut decision = self
                 .visit(path, s, d, b, &mut plan, &mut gone, &mut appeared)
                 .await;
