@@ -265,6 +265,16 @@ impl Executor {
         writer.flush().await
     }
 
+    /// Runs `work` unless the run is cancelled first (or while it runs): `None` then. A
+    /// token cancelled already wins before `work` is polled at all.
+    async fn unless_cancelled<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => None,
+            r = work => Some(r),
+        }
+    }
+
     /// Runs actions with bounded concurrency; returns true if the run was cancelled.
     async fn run_batch(
         &self,
@@ -305,16 +315,10 @@ impl Executor {
                     Ok(action) => action,
                     Err(e) => return (None, Outcome::Fatal(e)),
                 };
-                if self.cancel.is_cancelled() {
-                    return (Some(action), Outcome::Cancelled);
-                }
-                let outcome = tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => Outcome::Cancelled,
-                    r = self.perform(&action) => match r {
-                        Ok(done) => Outcome::Done(done),
-                        Err(e) => Outcome::Failed(e),
-                    },
+                let outcome = match self.unless_cancelled(self.perform(&action)).await {
+                    None => Outcome::Cancelled,
+                    Some(Ok(done)) => Outcome::Done(done),
+                    Some(Err(e)) => Outcome::Failed(e),
                 };
                 (Some(action), outcome)
             })
@@ -450,14 +454,7 @@ impl Executor {
         let transfers = self.transfers.max(1);
         let first = futures::stream::iter(renames)
             .map(|action| async move {
-                if self.cancel.is_cancelled() {
-                    return (action, None);
-                }
-                let stepped = tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => None,
-                    r = self.step_aside(&action) => Some(r),
-                };
+                let stepped = self.unless_cancelled(self.step_aside(&action)).await;
                 (action, stepped)
             })
             .buffer_unordered(transfers)

@@ -5,6 +5,9 @@
 // Test helpers outside #[test] fns unwrap freely: a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/stamps.rs"]
+mod stamps;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -13,6 +16,8 @@ use syncengine_core::{
     MemoryClient, Recovery, RelPath, Side, StorageClientExt, SyncEngine, SyncMode, SyncOptions,
     SyncPair, SyncStats,
 };
+
+use stamps::stamps_around_now;
 
 fn rel(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
@@ -505,18 +510,7 @@ async fn a_conflict_copy_avoids_a_folder_of_its_name() {
     put(&pair.s, "a", "source edit").await;
     put(&pair.d, "a", "destination edit, longer").await;
     // Folders at every name the run could hand out, for every second it may run in.
-    let now = time::OffsetDateTime::now_utc();
-    for s in -2i64..30 {
-        let t = now + time::Duration::seconds(s);
-        let stamp = format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        );
+    for stamp in stamps_around_now() {
         for loser in ["source", "destination"] {
             put(
                 &pair.s,

@@ -7,184 +7,21 @@
 
 #[path = "support/files.rs"]
 mod files;
+#[path = "support/folding_pair.rs"]
+mod folding_pair;
+#[path = "support/stamps.rs"]
+mod stamps;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use syncengine_core::testing::{Fault, FaultClient, FaultConfig, Op, QuirkClient};
+use syncengine_core::testing::{Fault, FaultClient, FaultConfig};
 use syncengine_core::{
-    MemoryClient, Recovery, RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode,
-    SyncOptions, SyncPair, SyncStats,
+    MemoryClient, StorageClient, StorageClientExt, SyncMode, SyncPair, SyncStats,
 };
 
 use files::all_files;
-
-fn rel(s: &str) -> RelPath {
-    RelPath::new(s).unwrap()
-}
-
-#[derive(Clone)]
-struct Cfg {
-    src_folds: bool,
-    dst_folds: bool,
-    mode: SyncMode,
-    dst_recovery: Recovery,
-    src_recovery: Recovery,
-}
-
-impl Default for Cfg {
-    fn default() -> Self {
-        Cfg {
-            src_folds: false,
-            dst_folds: true,
-            mode: SyncMode::TwoWay,
-            dst_recovery: Recovery::Auto,
-            src_recovery: Recovery::Auto,
-        }
-    }
-}
-
-struct Setup {
-    engine: SyncEngine,
-    _state: tempfile::TempDir,
-    cfg: Cfg,
-    src_inner: Arc<MemoryClient>,
-    dst_inner: Arc<MemoryClient>,
-    src: Arc<dyn StorageClient>,
-    dst: Arc<dyn StorageClient>,
-}
-
-fn side(inner: &Arc<MemoryClient>, folds: bool) -> Arc<dyn StorageClient> {
-    if folds {
-        Arc::new(QuirkClient::new(inner.clone()).with_case_insensitive(true))
-    } else {
-        inner.clone()
-    }
-}
-
-impl Setup {
-    fn options(&self) -> SyncOptions {
-        let mut o = SyncOptions::default();
-        o.source_recovery = self.cfg.src_recovery.clone();
-        o.destination_recovery = self.cfg.dst_recovery.clone();
-        o
-    }
-
-    async fn run_with(
-        &self,
-        src: Arc<dyn StorageClient>,
-        dst: Arc<dyn StorageClient>,
-    ) -> SyncStats {
-        let pair = SyncPair::new(src, dst, self.cfg.mode).with_options(self.options());
-        self.engine.sync_pair(&pair).await.unwrap()
-    }
-
-    async fn run(&self) -> SyncStats {
-        self.run_with(self.src.clone(), self.dst.clone()).await
-    }
-
-    /// Clean runs until idle (at most 4); returns the stats of each.
-    async fn settle(&self) -> Vec<SyncStats> {
-        let mut runs = Vec::new();
-        for _ in 0..4 {
-            let s = self.run().await;
-            let idle = s.is_noop() && s.errors == 0;
-            runs.push(s);
-            if idle {
-                break;
-            }
-        }
-        runs
-    }
-}
-
-async fn synced(cfg: Cfg, files: &[(&str, &str)]) -> Setup {
-    synced_on(cfg, files, false).await
-}
-
-/// As [`synced`]; with `both`, the files are written on both sides before the first run
-/// (modes that never upload).
-async fn synced_on(cfg: Cfg, files: &[(&str, &str)], both: bool) -> Setup {
-    let state = tempfile::tempdir().unwrap();
-    let engine = SyncEngine::new(state.path());
-    let src_inner = Arc::new(MemoryClient::new());
-    let dst_inner = Arc::new(MemoryClient::new());
-    let src = side(&src_inner, cfg.src_folds);
-    let dst = side(&dst_inner, cfg.dst_folds);
-    for (p, d) in files {
-        src_inner
-            .put(&rel(p), Bytes::from((*d).to_owned()))
-            .await
-            .unwrap();
-        if both {
-            dst_inner
-                .put(&rel(p), Bytes::from((*d).to_owned()))
-                .await
-                .unwrap();
-        }
-    }
-    let setup = Setup {
-        engine,
-        _state: state,
-        cfg,
-        src_inner,
-        dst_inner,
-        src,
-        dst,
-    };
-    let first = setup.run().await;
-    assert_eq!(first.errors, 0, "{first:?}");
-    setup
-}
-// ---------------------------------------------------------------- kill between the steps
-
-/// The run stamps a trash folder could have during a run starting now.
-fn stamps_around_now() -> Vec<String> {
-    let now = time::OffsetDateTime::now_utc();
-    (-2i64..30)
-        .map(|s| {
-            let t = now + time::Duration::seconds(s);
-            format!(
-                "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        })
-        .collect()
-}
-
-/// Runs once on the destination and kills the process (a panic unwinding out of the run:
-/// nothing after it happens) right before the first second step of a two-step rename
-/// reaches the destination, i.e. after every old name of `olds` moved aside. Returns true
-/// when the kill happened.
-async fn kill_between_steps(setup: &Setup, olds: &[&str]) -> bool {
-    let faulty = Arc::new(FaultClient::new(setup.dst.clone(), FaultConfig::none()));
-    for stamp in stamps_around_now() {
-        for old in olds {
-            faulty.before(
-                Op::Rename,
-                rel(&format!(".syncengine/stepping/{stamp}/{old}")),
-                Arc::new(|p| panic!("killed before the second step of {p}")),
-            );
-        }
-    }
-    let dst: Arc<dyn StorageClient> = faulty;
-    let pair = SyncPair::new(setup.src.clone(), dst, setup.cfg.mode).with_options(setup.options());
-    let run = std::panic::AssertUnwindSafe(setup.engine.sync_pair(&pair));
-    futures::FutureExt::catch_unwind(run).await.is_err()
-}
-
-fn show(setup: &Setup) -> String {
-    format!(
-        "source {:?}, destination {:?}",
-        all_files(&setup.src_inner),
-        all_files(&setup.dst_inner)
-    )
-}
+use folding_pair::*;
 
 /// The files waiting in the root's stepping folder.
 fn stepping_files(c: &MemoryClient) -> Vec<(String, String)> {
