@@ -520,7 +520,7 @@ impl SyncEngine {
                 if rules.is_own(dir) {
                     return true;
                 }
-                let pruned = rules.is_ignored_dir(dir);
+                let pruned = rules.matches_patterns(dir, true);
                 if pruned {
                     ignored.fetch_add(1, Ordering::Relaxed);
                 }
@@ -555,7 +555,7 @@ impl SyncEngine {
             .filter(move |item| {
                 let keep = match item {
                     Ok(entry) if rules.is_own(&entry.path) => false,
-                    Ok(entry) if rules.is_ignored(&entry.path) => {
+                    Ok(entry) if rules.matches_patterns(&entry.path, false) => {
                         ignored.fetch_add(1, Ordering::Relaxed);
                         false
                     }
@@ -563,7 +563,10 @@ impl SyncEngine {
                     // synced even if it could be read.
                     Err(Error::Unlisted { path, .. }) => match RelPath::new(path.as_str()) {
                         Ok(p) if rules.is_own(&p) => false,
-                        Ok(p) if rules.is_ignored(&p) || rules.is_ignored_dir(&p) => {
+                        Ok(p)
+                            if rules.matches_patterns(&p, false)
+                                || rules.matches_patterns(&p, true) =>
+                        {
                             ignored.fetch_add(1, Ordering::Relaxed);
                             false
                         }

@@ -275,8 +275,15 @@ impl IgnoreRules {
     }
 
     fn ignored(&self, path: &RelPath, is_dir: bool) -> bool {
-        if self.is_own(path) {
-            return true;
+        self.is_own(path) || self.matches_patterns(path, is_dir)
+    }
+
+    /// Returns true when the user's patterns exclude `path` (a file, or a directory when
+    /// `is_dir`) or one of its parent directories; the engine's own files are not considered.
+    /// A listing filter that has already called [`IgnoreRules::is_own`] asks this.
+    pub fn matches_patterns(&self, path: &RelPath, is_dir: bool) -> bool {
+        if self.explicit.is_empty() && self.files.is_empty() {
+            return false;
         }
         let s = path.as_str();
         // Parents top-down: an excluded directory cannot have anything re-included below it.
@@ -307,6 +314,12 @@ impl IgnoreRules {
 /// Ignored paths are never deleted either, so the inner pair's folder is left alone on both
 /// sides. A plain file named `.syncengine` below the root is an ordinary user file.
 pub fn is_always_ignored(path: &RelPath) -> bool {
+    // Both the state folder's name and the temp prefix contain it: one substring search
+    // settles the common case (a path that is neither) without splitting the path.
+    debug_assert!(TEMP_FILE_PREFIX.starts_with(STATE_DIR_NAME));
+    if !path.as_str().contains(STATE_DIR_NAME) {
+        return false;
+    }
     let mut segments = path.segments().peekable();
     if segments.peek() == Some(&STATE_DIR_NAME) {
         return true;

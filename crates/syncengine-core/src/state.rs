@@ -1075,19 +1075,26 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<BaseRecord, SyncError>> {
     let destination = side(6, 13)?;
     let settled: Option<i64> = row.get(11)?;
     Ok((|| {
-        let malformed =
-            |what: String| SyncError::State(format!("malformed base record for {path:?}: {what}"));
-        let rel = RelPath::new(path.clone()).map_err(|e| malformed(e.to_string()))?;
+        let rel = RelPath::new(path)
+            .map_err(|e| SyncError::State(format!("malformed base record: {e}")))?;
+        let malformed = |what: String| {
+            SyncError::State(format!(
+                "malformed base record for {:?}: {what}",
+                rel.as_str()
+            ))
+        };
         let settled = match settled {
             None => None,
             Some(SETTLED_SOURCE) => Some(Side::Source),
             Some(SETTLED_DESTINATION) => Some(Side::Destination),
             Some(v) => return Err(malformed(format!("unknown settled side {v}"))),
         };
+        let source = source.map_err(malformed)?;
+        let destination = destination.map_err(malformed)?;
         Ok(BaseRecord {
             path: rel,
-            source: source.map_err(malformed)?,
-            destination: destination.map_err(malformed)?,
+            source,
+            destination,
             settled,
         })
     })())

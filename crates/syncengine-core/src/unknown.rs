@@ -135,6 +135,9 @@ impl UnknownScopes {
     /// How this side's unknown paths cover `path`, if they do. Call with paths in canonical
     /// order: scopes the walk has passed are dropped.
     pub fn coverage(&mut self, path: &RelPath) -> Option<Coverage> {
+        if self.active.is_empty() {
+            return None;
+        }
         let p = path.as_str();
         self.active.retain(|s| !s.passed(p));
         let mut cover = None;
