@@ -684,7 +684,14 @@ impl Reconciler {
         // A new file could share a birth time only if it was born within one clock tick of
         // the old one, across the whole previous run that listed the old one; backends whose
         // birth times repeat more easily than that do not claim the capability.
-        if caps.file_id
+        //
+        // Under `--checksum` a file the listing hashed is judged by its content even so: the
+        // base had no hash to compare (a run without `--checksum` recorded it), and an edit
+        // that kept size and mtime while the file moved is what `--checksum` is asked to see.
+        // `old_hash` finds the old content's hash on the other side's untouched copy.
+        let listed_hash = self.checksum && now.hash.is_some();
+        if !listed_hash
+            && caps.file_id
             && caps.birth_time
             && now.file_id.is_some()
             && now.file_id == old.file_id
