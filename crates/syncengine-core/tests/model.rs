@@ -873,17 +873,16 @@ impl Ctx<'_> {
                 (Deleted, Unchanged(w)) => vec![out(Some(w), Some(w))],    // re-download
                 (Deleted, _) => vec![out(dv, dv)],
                 (Modified(_), Unchanged(w)) => vec![out(Some(w), Some(w))], // overwritten
-                (AddedAtSettled(v), Unchanged(k) | Modified(k)) => vec![
-                    with_loser(
-                        out(Some(v), Some(v)),
-                        k,
-                        Side::Destination,
-                        Spread::LoserSide,
-                        true,
-                    ),
-                    out(Some(k), Some(k)),
-                    out(Some(v), Some(k)),
-                ],
+                // A new source file where the destination keeps a copy of a settled source
+                // deletion: this mode never uploads, so the new file cannot take the path on
+                // the destination, and the kept copy must not overwrite it. Nothing is copied
+                // and the settlement stands: the base is left as it was (recording the two
+                // different versions as in sync would hide the conflict from later runs;
+                // model seed 8509, case 809).
+                (AddedAtSettled(v), Unchanged(k) | Modified(k)) => vec![Outcome {
+                    rec,
+                    ..out(Some(v), Some(k))
+                }],
                 (Unchanged(k) | Modified(k), AddedAtSettled(w)) => vec![with_loser(
                     out(Some(w), Some(w)),
                     k,
