@@ -1372,6 +1372,40 @@ impl Executor {
         .await
     }
 
+    /// Records in the base, at once and ahead of the move or copy that puts it there, that
+    /// `aside` (a conflict name) on `kept_side` holds `kept`'s version and that its absence
+    /// on the other side is settled: the kept copy of a settled deletion keeps its
+    /// settlement under its new name.
+    ///
+    /// The action's own update says the same after the move, but goes to the base only with
+    /// the run's next batch, behind the durability barrier. A run that dies in between (or
+    /// whose barrier fails) would leave the conflict copy unrecorded, and the next run would
+    /// take it for a new file and copy it to the side that deleted it (source-backup: "add
+    /// file at destination: download to source"). Recorded ahead, the worst case is a record
+    /// for a name where nothing landed, which the next run forgets (absent on both sides).
+    async fn settle_ahead(
+        &self,
+        aside: &RelPath,
+        kept_side: Side,
+        kept: &Entry,
+    ) -> Result<(), Error> {
+        let record = BaseRecord::settled_absence(
+            aside.clone(),
+            kept_side.other(),
+            SideRecord::from_entry(kept),
+        );
+        let store = self.store.clone();
+        blocking(move || store.apply(&[BaseUpdate::Put(record)]))
+            .await
+            .map_err(|e| {
+                Error::other(
+                    self.client(kept_side).backend(),
+                    kept.path.to_string(),
+                    format!("the file was not set aside: {e}"),
+                )
+            })
+    }
+
     /// Carries out [`Action::SetAside`]: the kept copy of a settled deletion is kept under a
     /// free conflict name on its own side and the new file takes the path — staged like any
     /// overwrite, so the path is never absent and a failed copy leaves the kept copy where it
@@ -1387,6 +1421,7 @@ impl Executor {
             });
         }
         let aside = self.conflict_name(&kept.path, kept_side).await?;
+        self.settle_ahead(&aside, kept_side, kept).await?;
         let (written, moved) = self.replace(new_side, new, kept, Some(&aside)).await?;
         let mut updates = vec![BaseUpdate::Put(record(new_side, new, &written))];
         let mut follow_ups = Vec::new();
@@ -1434,10 +1469,28 @@ impl Executor {
             });
         }
         let aside = self.conflict_name(&entry.path, side).await?;
+        if settled {
+            self.settle_ahead(&aside, side, entry).await?;
+        }
         let client = self.client(side);
-        let mut moved = self
+        let mut moved = match self
             .retry(|| client.rename_opts(&entry.path, &aside, TransferOptions::default()))
-            .await?;
+            .await
+        {
+            Ok(moved) => moved,
+            Err(e @ Error::Unsupported { .. }) => return Err(e),
+            // A rename that went through before its reply was lost: recorded now, as for a
+            // rename of the plan (see `rename`). Left to the next run, the file under its
+            // conflict name would be an unrecorded addition there: a kept copy of a settled
+            // deletion would lose its settlement and go back to the side that deleted it.
+            Err(e) => match self.renamed_anyway(side, entry, &aside).await {
+                Some(now) => {
+                    tracing::info!(path = %entry.path, kept_as = %aside, error = %e, "the move aside failed but is in place; recorded");
+                    now
+                }
+                None => return Err(e),
+            },
+        };
         if moved.hash.is_none() {
             moved.hash = entry.hash.clone();
         }
@@ -1457,6 +1510,21 @@ impl Executor {
                 )));
         }
         Ok(done)
+    }
+
+    /// After a rename of `entry` to `to` on `side` failed: the entry at `to` when the rename
+    /// went through all the same (a lost reply) — the old name is gone and the new one holds
+    /// the listed version (its size, and its hash or its modification time, which a rename
+    /// keeps). `None` when that cannot be told.
+    async fn renamed_anyway(&self, side: Side, entry: &Entry, to: &RelPath) -> Option<Entry> {
+        if self.exists(side, &entry.path).await {
+            return None;
+        }
+        let client = self.client(side);
+        let now = self.retry(|| client.stat(to)).await.ok()?;
+        landed(client.as_ref(), &now, &SideRecord::from_entry(entry))
+            .await
+            .then_some(now)
     }
 
     /// Runs `op`, retrying transient errors with exponential backoff.

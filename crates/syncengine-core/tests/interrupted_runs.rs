@@ -487,3 +487,150 @@ async fn an_intent_is_recovered_only_under_its_exact_name_on_a_folding_side() {
     let recovered: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(recovered, ["Docs/exact.txt"]);
 }
+
+async fn source_backup(
+    engine: &SyncEngine,
+    source: Arc<dyn StorageClient>,
+    destination: Arc<dyn StorageClient>,
+) -> SyncStats {
+    engine
+        .sync_pair(
+            &SyncPair::new(source, destination, SyncMode::SourceBackup).with_options(options()),
+        )
+        .await
+        .unwrap()
+}
+
+/// A type change's move aside whose reply was lost (the rename went through, an error came
+/// back). The source deleted the photo `x` and made a folder `x/` in its place; source-backup
+/// keeps the destination's `x` (backup preserved), so the folder takes the path and the
+/// photo moves to a conflict name, keeping the settled deletion. Recorded in its run, as a
+/// lost reply of a rename is; otherwise the next run finds an unrecorded file on the backup
+/// side and ("add file at destination: download to source") brings the photo the source
+/// deleted back to the source.
+#[tokio::test(start_paused = true)]
+async fn a_lost_reply_of_a_move_aside_keeps_the_settled_deletion() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    let dst = Arc::new(MemoryClient::new());
+    put(&src, "x", "v1, a photo").await;
+    let first = source_backup(&engine, src.clone(), dst.clone()).await;
+    assert_eq!(first.uploaded, 1, "{first:?}");
+
+    src.delete(&rel("x")).await.unwrap();
+    put(&src, "x/y", "a file in the folder that replaced the photo").await;
+    let fd = Arc::new(FaultClient::new(dst.clone(), FaultConfig::none()));
+    fd.fail_next(Op::Rename, Fault::ErrorAfter);
+    let stats = source_backup(&engine, src.clone(), fd.clone()).await;
+    let ops: Vec<Op> = fd.injected().iter().map(|i| i.op).collect();
+    assert_eq!(ops, [Op::Rename], "{:?}", fd.injected());
+    assert_eq!((stats.uploaded, stats.errors), (1, 0), "{stats:?}");
+    let asides = named(&dst, ".conflict-");
+    assert_eq!(asides.len(), 1, "{:?}", user_files(&dst));
+    assert_eq!(text(&dst, &asides[0]).as_deref(), Some("v1, a photo"));
+    assert_eq!(
+        text(&dst, "x/y").as_deref(),
+        Some("a file in the folder that replaced the photo")
+    );
+
+    let next = source_backup(&engine, src.clone(), dst.clone()).await;
+    assert!(
+        named(&src, ".conflict-").is_empty(),
+        "the photo the source deleted came back to it: {next:?}"
+    );
+    assert!(next.is_noop(), "{next:?}");
+    assert_eq!(named(&dst, ".conflict-"), asides, "the backup is kept");
+}
+
+/// What the source does with its photo `x` after the backup was made.
+#[derive(Clone, Copy, Debug)]
+enum Replacement {
+    /// Deletes it and makes a folder `x/` in its place: the folder takes the path and the
+    /// destination's photo moves to a conflict name (a type change's move aside).
+    Folder,
+    /// Deletes it, and later a new, unrelated file appears at `x` (a camera restarting at
+    /// `IMG_0001.JPG`): the new file takes the path and the photo is set aside.
+    NewFile,
+}
+
+/// The photo's backup through a failure at any call of the destination in the run that
+/// moves it aside — an error before the call, after it went through (a lost reply), or a
+/// transient one — followed by clean runs: whatever step failed, the photo never goes back
+/// to the source that deleted it, its one backup stays on the destination (at `x` where the
+/// move failed, else under a conflict name), the replacement reaches both sides, and the
+/// pair settles. Returns the number of destination calls of the run.
+async fn photo_set_aside(replacement: Replacement, fault: Option<(u64, Fault)>) -> u64 {
+    const PHOTO: &str = "v1, a photo";
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    let dst = Arc::new(MemoryClient::new());
+    put(&src, "x", PHOTO).await;
+    // Another file, so that the source is not empty once the photo is deleted.
+    put(&src, "other", "another file").await;
+    source_backup(&engine, src.clone(), dst.clone()).await;
+    src.delete(&rel("x")).await.unwrap();
+    let (path, body) = match replacement {
+        Replacement::Folder => ("x/y", "in the folder"),
+        Replacement::NewFile => {
+            // The deletion is settled first; the new file comes later.
+            source_backup(&engine, src.clone(), dst.clone()).await;
+            ("x", "a new, unrelated file")
+        }
+    };
+    put(&src, path, body).await;
+    let fd = Arc::new(FaultClient::new(dst.clone(), FaultConfig::none()));
+    if let Some((call, fault)) = fault {
+        fd.fail_at(call, fault);
+    }
+    let pair =
+        SyncPair::new(src.clone(), fd.clone(), SyncMode::SourceBackup).with_options(options());
+    let faulted = engine.sync_pair(&pair).await;
+    let calls = fd.calls();
+    let case = format!(
+        "{replacement:?}, {fault:?}: {faulted:?}; injected {:?}",
+        fd.injected()
+    );
+    source_backup(&engine, src.clone(), dst.clone()).await;
+    let last = source_backup(&engine, src.clone(), dst.clone()).await;
+    assert!(last.is_noop(), "{case}; last run {last:?}");
+    let holding = |c: &MemoryClient| -> Vec<String> {
+        c.files()
+            .into_iter()
+            .filter(|(p, b)| {
+                b.as_ref() == PHOTO.as_bytes() && !p.as_str().starts_with(".syncengine/")
+            })
+            .map(|(p, _)| p.to_string())
+            .collect()
+    };
+    assert!(
+        holding(&src).is_empty(),
+        "back on the source: {:?}; {case}",
+        holding(&src)
+    );
+    let kept = holding(&dst);
+    // A memory client, like an object store, holds a file `x` beside `x/y`.
+    assert_eq!(kept.len(), 1, "the backup: {kept:?}; {case}");
+    assert!(
+        kept[0] == "x" || kept[0].starts_with("x.conflict-"),
+        "{kept:?}; {case}"
+    );
+    for c in [&src, &dst] {
+        assert_eq!(text(c, path).as_deref(), Some(body), "{case}");
+    }
+    calls
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_at_any_step_of_setting_a_backup_aside_keeps_it_and_its_settlement() {
+    for replacement in [Replacement::Folder, Replacement::NewFile] {
+        let calls = photo_set_aside(replacement, None).await;
+        assert!(calls > 5, "{replacement:?}: {calls}");
+        for call in 0..calls {
+            for fault in [Fault::Error, Fault::ErrorAfter, Fault::Transient] {
+                photo_set_aside(replacement, Some((call, fault))).await;
+            }
+        }
+    }
+}
