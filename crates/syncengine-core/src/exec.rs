@@ -2288,6 +2288,9 @@ async fn exact_names<'a>(
                     found.insert(entry.path.as_str().to_owned());
                 }
             }
+            // A path the listing cannot see is not found (so not confirmed); the others
+            // still are.
+            Err(Error::Unlisted { .. }) => {}
             Err(e) => {
                 tracing::debug!("checking interrupted copies by name: {e}");
                 return HashSet::new();

@@ -99,6 +99,10 @@ struct Kinds {
     initial_prefs: bool,
     /// Conflict strategies other than the default (newest wins).
     strategies: bool,
+    /// A file or folder a listing cannot see for one run (a folder swapped for a symlink,
+    /// an unreadable folder, a name that cannot be read: behaviour 8): nothing at or below it
+    /// changes on either side, and the base keeps what it had.
+    unlisted: bool,
     /// Fault kinds that runs may get (empty: no faulted runs).
     faults: Vec<Fault>,
     /// Cancellation at a random call of a faulted run.
@@ -137,6 +141,7 @@ impl Kinds {
             mode_switch: true,
             initial_prefs: true,
             strategies: true,
+            unlisted: true,
             faults: vec![
                 Fault::Error,
                 Fault::Transient,
@@ -216,6 +221,7 @@ impl Kinds {
                         "inode_reuse" => k.inode_reuse = true,
                         "same_size_mtime" => k.same_size_mtime = true,
                         "initial_prefs" => k.initial_prefs = true,
+                        "unlisted" => k.unlisted = true,
                         "cancel" => k.cancel = true,
                         "crash" => k.crash = true,
                         "edit_after_crash" => k.edit_after_crash = true,
@@ -249,6 +255,8 @@ const POOL: [&str; 6] = ["a", "b.txt", "c/d", "c/e.txt", "f/g/h", "r.txt"];
 const CASE_POOL: [&str; 2] = ["A", "B.txt"];
 /// Children of a file turned into a folder.
 const CHILDREN: [&str; 2] = ["x", "y.txt"];
+/// Paths a listing may fail to see for a run: files and folders of the pool.
+const HIDE_POOL: [&str; 5] = ["a", "c", "c/d", "f/g", "r.txt"];
 /// Content lengths: few, so edits often keep the size.
 const LENS: [usize; 3] = [3, 8, 20];
 
@@ -300,6 +308,9 @@ enum Step {
         side: Side,
         pick: prop::sample::Index,
     },
+    /// Makes a pool path (a file or a folder, present or not) invisible to the next run's
+    /// listing of one side, as a symlink or an unreadable folder is.
+    Hide { side: Side, path: usize },
     /// Runs the engine.
     Run(RunSpec),
 }
@@ -474,6 +485,14 @@ fn step(kinds: &Kinds) -> BoxedStrategy<Step> {
             2,
             (side(), any::<prop::sample::Index>())
                 .prop_map(|(side, pick)| Step::EditKeep { side, pick })
+                .boxed(),
+        ));
+    }
+    if kinds.unlisted {
+        options.push((
+            1,
+            (side(), 0..HIDE_POOL.len())
+                .prop_map(|(side, path)| Step::Hide { side, path })
                 .boxed(),
         ));
     }
@@ -1066,6 +1085,8 @@ struct World {
     /// run may have failed to hash a file it then recorded. A fault-free `--checksum` run
     /// hashes every source file and records the hash of every file it settles.
     maybe_hashless: BTreeSet<String>,
+    /// Paths hidden from the next run's listings (`Step::Hide`), per side.
+    hidden: Vec<(Side, String)>,
     log: String,
     violations: Vec<String>,
 }
@@ -1130,6 +1151,7 @@ impl World {
             initial: true,
             initial_maybe_consumed: false,
             maybe_hashless: BTreeSet::new(),
+            hidden: Vec::new(),
             log: String::new(),
             violations: Vec::new(),
         }
@@ -1409,8 +1431,36 @@ impl World {
                 let _ = writeln!(self.log, "  {side}: edit keeping size and mtime:");
                 self.write_version(*side, &path, version).await;
             }
+            Step::Hide { side, path } => {
+                let path = HIDE_POOL[*path];
+                // Hidden only while the run lists (`World::run`): users still reach it.
+                let _ = writeln!(self.log, "  {side}: {path} cannot be listed next run");
+                self.hidden.push((*side, path.to_owned()));
+            }
             Step::Run(_) => unreachable!(),
         }
+    }
+
+    /// Lists the hidden paths again (after the run they were hidden from).
+    fn reveal(&mut self) {
+        for (side, path) in std::mem::take(&mut self.hidden) {
+            memory(self, side).set_unlisted(&rel(&path), None);
+        }
+    }
+
+    /// True when a hidden path covers `path` (it or a folder above it). On the destination
+    /// when it folds case, names equal but for case are the same name: a hidden `a` there is
+    /// what a user's `A` would be (a disk cannot hold both).
+    fn is_hidden(&self, path: &str) -> bool {
+        self.hidden.iter().any(|(side, h)| {
+            let folds = self.kinds.case_fold && *side == Side::Destination;
+            let (path, h) = if folds {
+                (path.to_lowercase(), h.to_lowercase())
+            } else {
+                (path.to_owned(), h.clone())
+            };
+            path == h || path.starts_with(&format!("{h}/"))
+        })
     }
 
     fn pair(
@@ -1438,6 +1488,9 @@ impl World {
 
     async fn run(&mut self, spec: &RunSpec) {
         let (s0, d0) = self.views();
+        for (side, path) in &self.hidden {
+            memory(self, *side).set_unlisted(&rel(path), Some("a symlink (model)"));
+        }
         // An unconfirmed change whose written side a user changed since: the engine cannot
         // tell the landed copy any more, so it may plan from the old record. One not yet
         // touched stays unconfirmed through a faulted run (which may record nothing at all,
@@ -1513,6 +1566,25 @@ impl World {
         }
         if self.kinds.type_change {
             resolve_type_clashes(&mut predicted);
+        }
+        // What a listing cannot see is unknown for the run: nothing at or below it changes
+        // on either side, and the base keeps what it had (behaviour 8).
+        if !self.hidden.is_empty() {
+            for (p, outs) in predicted.iter_mut() {
+                if self.is_hidden(p) {
+                    let (s, d) = (s0.live.get(p).copied(), d0.live.get(p).copied());
+                    let recs = self.base.get(p).cloned().unwrap_or_else(|| vec![None]);
+                    *outs = recs
+                        .into_iter()
+                        .map(|rec| Outcome {
+                            s,
+                            d,
+                            rec,
+                            losers: Vec::new(),
+                        })
+                        .collect();
+                }
+            }
         }
         // Names one side cannot hold apart (case): each side keeps what it had or takes the
         // path's own predicted version, never a sibling's.
@@ -1947,6 +2019,7 @@ impl World {
                 Err(e) => self.violations.push(format!("[idle] the dry run failed: {e}")),
             }
         }
+        self.reveal();
     }
 }
 
@@ -2060,6 +2133,8 @@ fn run_schedule(kinds: &Kinds, steps: &[Step]) -> Result<(), String> {
                 fault: None,
             };
             let _ = writeln!(w.log, "final: {last:?}");
+            // Everything is listable again: a hide before the final run does not apply.
+            w.hidden.clear();
             w.run(&last).await;
             let (mut s, mut d) = w.views();
             drop_collisions(&mut s, &mut d);

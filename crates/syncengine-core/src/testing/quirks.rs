@@ -141,7 +141,13 @@ impl QuirkClient {
         // The whole tree: folder names fold too (`D/x` names `d/x`).
         let mut listing = self.inner.list(None);
         while let Some(entry) = listing.next().await {
-            let entry = entry?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                // What the listing cannot see (a symlink, an unreadable folder) names nothing
+                // here; the rest of the tree still resolves.
+                Err(Error::Unlisted { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             if self.fold(entry.path.as_str()) == folded {
                 return Ok(entry.path);
             }
