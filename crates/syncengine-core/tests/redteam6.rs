@@ -235,3 +235,51 @@ async fn an_unreadable_folder_under_an_only_these_files_pattern_keeps_its_files(
     );
     assert_eq!(stats.unknown, 1, "the unknown folder is reported: {stats:?}");
 }
+
+/// The backup side reorganises its kept copies: a settled deletion renamed on the backup.
+///
+/// Source-backup. The photo `2019/x.jpg` was backed up, then deleted on the source (phone
+/// space): the deletion is settled and the destination keeps the backup. Later the user
+/// tidies the backup drive and moves old photos into `archive/` there
+/// (`2019/x.jpg` → `archive/2019/x.jpg`). The next run sees the settled path gone from the
+/// destination (`Forget`) and an unknown file appear on the destination ("add file at
+/// destination: download to source"): the photo the user deleted from the source is
+/// downloaded back to it, under its new name. Rename detection only pairs paths whose other
+/// side is an unchanged twin, so the kept copy of a settled deletion is never recognised as
+/// moved, and the settled absence is dropped with the old name.
+///
+/// SEMANTICS: a rename is a path that disappeared and one that appeared on the same side
+/// with the same content; a settled deletion is one-sided from then on, and "deleted photos
+/// never come back to the source" (the set aside takes care to carry the settlement to the
+/// new name for the same reason). A moved kept copy should carry its settlement to its new
+/// name. Severity: resurrection.
+#[tokio::test]
+async fn a_kept_copy_moved_on_the_backup_side_does_not_come_back_to_the_source() {
+    const PHOTO: &str = "a photo the user deleted from the source";
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    let dst = Arc::new(MemoryClient::new());
+    put(&src, "2019/x.jpg", PHOTO).await;
+    for other in ["a.jpg", "b.jpg", "c.jpg"] {
+        put(&src, other, other).await;
+    }
+    let sb = SyncMode::SourceBackup;
+    run(&engine, src.clone(), dst.clone(), sb, options()).await;
+    src.delete(&rel("2019/x.jpg")).await.unwrap();
+    let settled = run(&engine, src.clone(), dst.clone(), sb, options()).await;
+    assert!(settled.is_noop(), "{settled:?}");
+    assert_eq!(text(&dst, "2019/x.jpg").as_deref(), Some(PHOTO), "backup preserved");
+
+    // The user tidies the backup drive.
+    dst.rename(&rel("2019/x.jpg"), &rel("archive/2019/x.jpg"))
+        .await
+        .unwrap();
+    let stats = run(&engine, src.clone(), dst.clone(), sb, options()).await;
+    assert!(
+        holding(&src, PHOTO).is_empty(),
+        "the photo deleted from the source came back to it: {:?}; {stats:?}",
+        holding(&src, PHOTO)
+    );
+    assert_eq!(text(&dst, "archive/2019/x.jpg").as_deref(), Some(PHOTO));
+}
