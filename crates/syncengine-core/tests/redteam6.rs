@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use syncengine_core::{
-    MemoryClient, Recovery, RelPath, Side, StorageClient, StorageClientExt, SyncEngine,
-    SyncMode, SyncOptions, SyncPair, SyncStats,
+    MemoryClient, Recovery, RelPath, Side, StorageClient, StorageClientExt, SyncEngine, SyncMode,
+    SyncOptions, SyncPair, SyncStats,
 };
 
 fn rel(s: &str) -> RelPath {
@@ -122,7 +122,10 @@ async fn a_failed_set_aside_upload_does_not_leave_a_second_conflict_copy() {
     run(&engine, src.clone(), dst.clone(), sb, options()).await;
     let last = run(&engine, src.clone(), dst.clone(), sb, options()).await;
     assert!(last.is_noop(), "{last:?}");
-    assert!(holding(&src, PHOTO).is_empty(), "the deleted photo came back");
+    assert!(
+        holding(&src, PHOTO).is_empty(),
+        "the deleted photo came back"
+    );
     assert_eq!(text(&dst, "x").as_deref(), Some(NEW));
     let kept = holding(&dst, PHOTO);
     assert_eq!(
@@ -162,8 +165,14 @@ async fn an_unknown_file_matched_only_by_a_folder_pattern_is_not_deleted_on_the_
     put(&src, "b", "b").await;
     let opts = || options().with_excludes(vec!["build/".to_string()]);
     let first = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay, opts()).await;
-    assert_eq!(first.uploaded, 3, "a folder pattern does not exclude a file: {first:?}");
-    assert_eq!(text(&dst, "build").as_deref(), Some("#!/bin/sh\nmake all\n"));
+    assert_eq!(
+        first.uploaded, 3,
+        "a folder pattern does not exclude a file: {first:?}"
+    );
+    assert_eq!(
+        text(&dst, "build").as_deref(),
+        Some("#!/bin/sh\nmake all\n")
+    );
 
     src.set_unlisted(&rel("build"), Some("a symlink (not followed)"));
     let stats = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay, opts()).await;
@@ -216,14 +225,7 @@ async fn an_unreadable_folder_under_an_only_these_files_pattern_keeps_its_files(
     assert_eq!(text(&dst, "photos/a.jpg").as_deref(), Some("photo a"));
 
     src.set_unlisted(&rel("photos"), Some("an unreadable folder"));
-    let stats = run(
-        &engine,
-        src.clone(),
-        dst.clone(),
-        SyncMode::TwoWay,
-        opts(),
-    )
-    .await;
+    let stats = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay, opts()).await;
     assert_eq!(
         (
             text(&dst, "photos/a.jpg").as_deref(),
@@ -233,7 +235,10 @@ async fn an_unreadable_folder_under_an_only_these_files_pattern_keeps_its_files(
         "the destination's photos were deleted because the source's folder could not be \
          read: {stats:?}"
     );
-    assert_eq!(stats.unknown, 1, "the unknown folder is reported: {stats:?}");
+    assert_eq!(
+        stats.unknown, 1,
+        "the unknown folder is reported: {stats:?}"
+    );
 }
 
 /// The backup side reorganises its kept copies: a settled deletion renamed on the backup.
@@ -269,7 +274,11 @@ async fn a_kept_copy_moved_on_the_backup_side_does_not_come_back_to_the_source()
     src.delete(&rel("2019/x.jpg")).await.unwrap();
     let settled = run(&engine, src.clone(), dst.clone(), sb, options()).await;
     assert!(settled.is_noop(), "{settled:?}");
-    assert_eq!(text(&dst, "2019/x.jpg").as_deref(), Some(PHOTO), "backup preserved");
+    assert_eq!(
+        text(&dst, "2019/x.jpg").as_deref(),
+        Some(PHOTO),
+        "backup preserved"
+    );
 
     // The user tidies the backup drive.
     dst.rename(&rel("2019/x.jpg"), &rel("archive/2019/x.jpg"))
