@@ -105,23 +105,30 @@ fn user_files(dir: &Path) -> Vec<String> {
 /// is writing), and every later run uploads it again; in a mirror towards that root the
 /// engine would move its own open database to the trash. The engine's state must never be
 /// synced: SEMANTICS, "Always ignored: … state if the user puts it there". Severity: garbage
-/// (the base's database published to the other side, re-uploaded every run).
+/// (the base's database published to the other side, re-uploaded every run). Fixed by a
+/// refusal (exit 2): the state directory may lie inside a root, not be one.
 #[test]
-fn a_state_dir_that_is_the_root_itself_is_not_synced() {
+fn a_state_dir_that_is_the_root_itself_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let (src, dst) = (t.join("src"), t.join("dst"));
     fs::create_dir_all(&src).unwrap();
     fs::create_dir_all(&dst).unwrap();
     fs::write(src.join("notes.txt"), "notes").unwrap();
-    let (_, first) = sync(&src, &dst, &src, &[]);
-    let (code, out) = sync(&src, &dst, &src, &[]);
-    assert_eq!(
-        user_files(&dst),
-        ["notes.txt"],
-        "the engine's state files were synced as user files: first run {first}; second {out}"
-    );
-    assert_eq!(code, Some(0), "{out}");
+    // Which `*.db` files are the engine's cannot be told from a user's: the run refuses to
+    // start, names the cause and the fix, and copies nothing.
+    for _ in 0..2 {
+        let (code, out) = sync(&src, &dst, &src, &[]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            out.contains("the state directory is the source root itself")
+                && out.contains("--state-dir"),
+            "{out}"
+        );
+        assert!(user_files(&dst).is_empty(), "{:?}; {out}", user_files(&dst));
+        // Nor is any state created in the root.
+        assert_eq!(user_files(&src), ["notes.txt"], "{out}");
+    }
 }
 
 /// Every file below `dir` with its content, the engine's own folder left out.

@@ -112,6 +112,10 @@ impl SyncEngine {
 
     async fn run(&self, pair: &SyncPair) -> Result<SyncStats, SyncError> {
         let opts = &pair.options;
+        // Before any state is created: a state directory that is a root is refused.
+        for side in [Side::Source, Side::Destination] {
+            self.state_dir_place(pair, side).await?;
+        }
         let locations = pair.locations().await?;
         let id = match pair.explicit_id() {
             Some(id) => id.to_owned(),
@@ -465,6 +469,33 @@ impl SyncEngine {
         }
     }
 
+    /// Where the state directory lies relative to `side`'s root, when that is a local one.
+    ///
+    /// # Errors
+    /// [`SyncError::Config`] when the state directory is the root itself: its databases, WAL
+    /// and lock files would be the root's user files — synced (a live WAL fails every run),
+    /// and in a mirror towards that root moved to the trash while open. Which names are the
+    /// engine's cannot be told from a user's `*.db` files, so the run must not start (and is
+    /// asked before it creates any state there).
+    async fn state_dir_place(&self, pair: &SyncPair, side: Side) -> Result<OwnDir, SyncError> {
+        let Some(root) = pair.client(side).local_root() else {
+            return Ok(OwnDir::Outside);
+        };
+        let state_dir = self.state_dir.clone();
+        let shown = root.display().to_string();
+        let place = tokio::task::spawn_blocking(move || own_dir_below(&root, &state_dir))
+            .await
+            .unwrap_or(OwnDir::Outside);
+        if place == OwnDir::IsRoot {
+            return Err(SyncError::Config(format!(
+                "the state directory is the {side} root itself ({shown}): its databases would \
+                 be synced as user files; pass another --state-dir (a folder inside the root \
+                 is fine: it is left out)"
+            )));
+        }
+        Ok(place)
+    }
+
     /// Builds the ignore rules: the options' patterns plus `.syncignore` at either root.
     async fn ignore_rules(&self, pair: &SyncPair) -> Result<IgnoreRules, SyncError> {
         let mut rules = IgnoreRules::new(&pair.options.excludes)
@@ -472,16 +503,9 @@ impl SyncEngine {
         // The default state directory lies inside the home folder, which people sync: its
         // database, WAL and lock files are ours, never synced.
         for side in [Side::Source, Side::Destination] {
-            if let Some(root) = pair.client(side).local_root() {
-                let state_dir = self.state_dir.clone();
-                let own = tokio::task::spawn_blocking(move || own_dir_below(&root, &state_dir))
-                    .await
-                    .ok()
-                    .flatten();
-                if let Some(dir) = own {
-                    tracing::debug!(%side, %dir, "the state directory lies inside this root; left out");
-                    rules.add_own_dir(dir);
-                }
+            if let OwnDir::Below(dir) = self.state_dir_place(pair, side).await? {
+                tracing::debug!(%side, %dir, "the state directory lies inside this root; left out");
+                rules.add_own_dir(dir);
             }
         }
         let file = RelPath::new(SYNCIGNORE_FILE).map_err(|e| SyncError::Config(e.to_string()))?;
@@ -560,12 +584,17 @@ impl SyncEngine {
                         false
                     }
                     // An unknown path the rules exclude blocks nothing: it would not be
-                    // synced even if it could be read.
+                    // synced even if it could be read. The listing cannot tell what it is (a
+                    // symlink may stand for a file or a folder), so only a path excluded
+                    // both as a file and as a folder is dropped: `build/` (folders only)
+                    // does not exclude a file `build`, and a whitelist (`*`, `!*/`,
+                    // `!*.jpg`) excludes a name as a file but keeps it as a folder, whose
+                    // photos must not be deleted on the other side.
                     Err(Error::Unlisted { path, .. }) => match RelPath::new(path.as_str()) {
                         Ok(p) if rules.is_own(&p) => false,
                         Ok(p)
                             if rules.matches_patterns(&p, false)
-                                || rules.matches_patterns(&p, true) =>
+                                && rules.matches_patterns(&p, true) =>
                         {
                             ignored.fetch_add(1, Ordering::Relaxed);
                             false
@@ -735,20 +764,32 @@ async fn served_root_warning(
     None
 }
 
-/// The state directory's place inside a local root, if it lies strictly inside it.
-fn own_dir_below(root: &Path, state_dir: &Path) -> Option<RelPath> {
+/// Where the state directory lies relative to a local root.
+#[derive(Debug, PartialEq)]
+enum OwnDir {
+    /// Outside the root (or not to be told).
+    Outside,
+    /// Strictly inside it, at this path.
+    Below(RelPath),
+    /// It is the root itself.
+    IsRoot,
+}
+
+/// The state directory's place relative to a local root.
+fn own_dir_below(root: &Path, state_dir: &Path) -> OwnDir {
     let canonical = |p: &Path| {
         p.canonicalize()
             .or_else(|_| std::path::absolute(p))
             .unwrap_or_else(|_| p.to_path_buf())
     };
     let (root, state) = (canonical(root), canonical(state_dir));
-    let rel = state.strip_prefix(&root).ok()?;
-    let rel = rel.to_str()?;
+    let Some(rel) = state.strip_prefix(&root).ok().and_then(Path::to_str) else {
+        return OwnDir::Outside;
+    };
     if rel.is_empty() {
-        return None;
+        return OwnDir::IsRoot;
     }
-    RelPath::new(rel).ok()
+    RelPath::new(rel).map_or(OwnDir::Outside, OwnDir::Below)
 }
 
 /// The UTC time now as `YYYYMMDDTHHMMSSZ`.
