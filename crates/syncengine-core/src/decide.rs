@@ -476,6 +476,13 @@ pub fn kept_copy_goes_back(mode: SyncMode, absent: Side) -> bool {
     one_sided_kept_copy(mode, absent, Change::Unchanged) == Decision::Copy(absent.other())
 }
 
+/// True when `mode` leaves the kept copy of a settled absence on `absent` where it is (the
+/// backup mode whose primary side deleted it): such a copy that moved on its side keeps its
+/// settlement under its new name, instead of being taken for a new file there.
+pub fn kept_copy_stays(mode: SyncMode, absent: Side) -> bool {
+    one_sided_kept_copy(mode, absent, Change::Unchanged) == Decision::Nothing
+}
+
 /// What a mode does with a kept copy on the other side of a settled absence on `absent`.
 fn one_sided_kept_copy(mode: SyncMode, absent: Side, kept_change: Change) -> Decision {
     let kept = absent.other();

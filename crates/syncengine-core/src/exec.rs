@@ -668,6 +668,21 @@ impl Executor {
         existing: &Entry,
         keep_at: Option<&RelPath>,
     ) -> Result<(Entry, Option<Entry>), Error> {
+        let keep = match keep_at {
+            Some(aside) => Keep::At(aside),
+            None => Keep::Recovery,
+        };
+        self.replace_keeping(from, new, existing, keep).await
+    }
+
+    /// [`replace`](Executor::replace), with the old version kept as `keep` says.
+    async fn replace_keeping(
+        &self,
+        from: Side,
+        new: &Entry,
+        existing: &Entry,
+        keep: Keep<'_>,
+    ) -> Result<(Entry, Option<Entry>), Error> {
         let side = from.other();
         let client = self.client(side);
         if !self.still_as_listed(side, existing).await? {
@@ -676,9 +691,10 @@ impl Executor {
                 .await?;
             return Ok((written, None));
         }
-        let kept = match keep_at {
-            Some(aside) => Some(self.preserve_at(side, existing, aside).await?),
-            None => match self.recovery(side) {
+        let kept = match keep {
+            Keep::Already(spare) => Some(spare),
+            Keep::At(aside) => Some(self.preserve_at(side, existing, aside).await?),
+            Keep::Recovery => match self.recovery(side) {
                 ResolvedRecovery::Trash => Some(self.preserve_in_trash(side, existing).await?),
                 ResolvedRecovery::BackupDir(backup) => {
                     self.copy_to_backup(side, existing, backup).await?;
@@ -1372,6 +1388,57 @@ impl Executor {
         .await
     }
 
+    /// The conflict copy of `kept` that an earlier set aside left on `kept_side` and recorded
+    /// ahead ([`settle_ahead`](Executor::settle_ahead)): a path `<kept>.conflict-…` whose
+    /// record settles its absence on the other side, records `kept`'s version, and which
+    /// still holds it. `None` when there is none (or it cannot be told).
+    async fn spare_of(&self, kept_side: Side, kept: &Entry) -> Option<Entry> {
+        // Conflict names as `conflict_name` makes them, with the tag left empty: the part
+        // before the tag and the extension after it.
+        const MARK: &str = ".conflict-";
+        let probe = if ends_with_conflict_tag(&kept.path) {
+            kept.path.with_name_suffix_max(MARK, crate::path::NAME_MAX)
+        } else {
+            kept.path.with_stem_suffix_max(MARK, crate::path::NAME_MAX)
+        }
+        .ok()?;
+        let at = probe.as_str().rfind(MARK)? + MARK.len();
+        let (prefix, ext) = probe.as_str().split_at(at);
+        let (prefix, ext) = (prefix.to_owned(), ext.to_owned());
+        let store = self.store.clone();
+        let records = blocking(move || store.records_with_prefix(&prefix))
+            .await
+            .ok()?;
+        let want = SideRecord::from_entry(kept);
+        let client = self.client(kept_side);
+        for r in records {
+            let tagged = r
+                .path
+                .as_str()
+                .strip_suffix(ext.as_str())
+                .and_then(|untagged| RelPath::new(untagged).ok())
+                .is_some_and(|untagged| ends_with_conflict_tag(&untagged));
+            if r.settled != Some(kept_side.other()) || !tagged {
+                continue;
+            }
+            let recorded = r.side(kept_side);
+            if recorded.size != want.size || recorded.mtime_nanos != want.mtime_nanos {
+                continue;
+            }
+            let Ok(now) = self.retry(|| client.stat(&r.path)).await else {
+                continue;
+            };
+            if now.path == r.path && landed(client.as_ref(), &now, &want).await {
+                let mut now = now;
+                if now.hash.is_none() {
+                    now.hash = kept.hash.clone();
+                }
+                return Some(now);
+            }
+        }
+        None
+    }
+
     /// Records in the base, at once and ahead of the move or copy that puts it there, that
     /// `aside` (a conflict name) on `kept_side` holds `kept`'s version and that its absence
     /// on the other side is settled: the kept copy of a settled deletion keeps its
@@ -1420,9 +1487,21 @@ impl Executor {
                 source: Some("the file vanished during the sync".into()),
             });
         }
-        let aside = self.conflict_name(&kept.path, kept_side).await?;
-        self.settle_ahead(&aside, kept_side, kept).await?;
-        let (written, moved) = self.replace(new_side, new, kept, Some(&aside)).await?;
+        // A set aside that failed before (its upload, or its run killed) left the kept copy
+        // under a conflict name, recorded ahead: that copy is used again, so each failed
+        // attempt does not leave one more.
+        let (written, moved) = match self.spare_of(kept_side, kept).await {
+            Some(spare) => {
+                tracing::info!(path = %kept.path, kept_as = %spare.path, "the kept copy is already set aside (an earlier attempt); used again");
+                self.replace_keeping(new_side, new, kept, Keep::Already(spare))
+                    .await?
+            }
+            None => {
+                let aside = self.conflict_name(&kept.path, kept_side).await?;
+                self.settle_ahead(&aside, kept_side, kept).await?;
+                self.replace(new_side, new, kept, Some(&aside)).await?
+            }
+        };
         let mut updates = vec![BaseUpdate::Put(record(new_side, new, &written))];
         let mut follow_ups = Vec::new();
         if let Some(moved) = moved {
@@ -1535,6 +1614,16 @@ impl Executor {
     {
         retry_transient(self.attempts, op).await
     }
+}
+
+/// How [`Executor::replace_keeping`] keeps the version it replaces.
+enum Keep<'a> {
+    /// As the side's recovery says: in the trash, the backup dir, or not at all.
+    Recovery,
+    /// Under this conflict name.
+    At(&'a RelPath),
+    /// Already kept: this copy holds it (an earlier attempt's conflict copy).
+    Already(Entry),
 }
 
 /// The base record of a path after copying `from_entry` from side `from`, which produced

@@ -19,7 +19,7 @@ use crate::capabilities::Capabilities;
 use crate::client::{EntryStream, StorageClient, StorageClientExt};
 use crate::decide::{
     Change, Decision, Observation, Policy, Resolution, TypeChange, TypeDecision, decide,
-    decide_type_change,
+    decide_type_change, kept_copy_stays,
 };
 use crate::entry::{ContentHash, Entry, md5_of_etag, truncate_nanos};
 use crate::error::SyncError;
@@ -50,6 +50,10 @@ struct Gone {
     /// Index of the delete on the other side in `plan.actions`, if the mode deletes it.
     delete_action: Option<usize>,
     matched: bool,
+    /// The kept copy of a settled deletion (the other side's absence is settled), which the
+    /// mode leaves where it is: `other_entry` is then the record at the old path, not a file
+    /// on the other side. Moved, it keeps its settlement under the new name.
+    settled: bool,
 }
 
 /// A path new on `side` and absent on the other: the other half of a rename. The entry is
@@ -486,7 +490,28 @@ impl Reconciler {
                     });
                 }
             }
-            Decision::Forget => plan.state_updates.push(BaseUpdate::Remove(path.clone())),
+            Decision::Forget => {
+                plan.state_updates.push(BaseUpdate::Remove(path.clone()));
+                // The kept copy of a settled deletion left its path on the kept side: it may
+                // have moved there (a tidied backup drive), and a mode that leaves such copies
+                // where they are must not take it for a new file under its new name.
+                if let Some(base) = &b
+                    && let Some(absent) = base.settled
+                    && s.is_none()
+                    && d.is_none()
+                    && kept_copy_stays(self.policy.mode, absent)
+                {
+                    let record = base.side(absent.other()).clone();
+                    gone.push(Gone {
+                        side: absent.other(),
+                        other_entry: record.to_entry(path.clone()),
+                        base: record,
+                        delete_action: None,
+                        matched: false,
+                        settled: true,
+                    });
+                }
+            }
             Decision::Copy(from) => {
                 let (entry, target) = match from {
                     Side::Source => (s.clone(), d.clone()),
@@ -566,6 +591,7 @@ impl Reconciler {
                 other_entry: other_entry.clone(),
                 delete_action,
                 matched: false,
+                settled: false,
             });
         }
     }
@@ -629,7 +655,12 @@ impl Reconciler {
                     continue;
                 };
                 if old_hashes[gi].is_none() {
-                    old_hashes[gi] = Some(self.old_hash(g, a.side).await);
+                    // A settled kept copy has no copy on the other side to hash.
+                    old_hashes[gi] = Some(if g.settled {
+                        record_content_hash(&g.base, self.caps(a.side))
+                    } else {
+                        self.old_hash(g, a.side).await
+                    });
                 }
                 if old_hashes[gi].as_ref().and_then(|h| h.as_ref()) == Some(new) {
                     found = Some(gi);
@@ -640,6 +671,17 @@ impl Reconciler {
             let g = &mut gone[gi];
             g.matched = true;
             removed[a.copy_action] = true;
+            if g.settled {
+                // Nothing to rename on the other side, which deleted it for good: the new name
+                // inherits the settlement, and the copy back is dropped.
+                plan.state_updates
+                    .push(BaseUpdate::Put(BaseRecord::settled_absence(
+                        entry.path.clone(),
+                        g.side.other(),
+                        SideRecord::from_entry(&entry),
+                    )));
+                continue;
+            }
             if let Some(di) = g.delete_action {
                 removed[di] = true;
             }
@@ -650,7 +692,7 @@ impl Reconciler {
                 keep_old: g.delete_action.is_none(),
             });
         }
-        if renames.is_empty() {
+        if !removed.iter().any(|r| *r) {
             return;
         }
         let mut i = 0;

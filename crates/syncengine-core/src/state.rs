@@ -466,6 +466,32 @@ impl StateStore {
         row.transpose()
     }
 
+    /// Returns the base records whose path starts with `prefix`, in path order (an index
+    /// range: cheap however large the base).
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be read or a record is malformed.
+    pub fn records_with_prefix(&self, prefix: &str) -> Result<Vec<BaseRecord>, SyncError> {
+        let ctx = |e| self.err("reading base records", e);
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "{SELECT_COLUMNS} WHERE path >= ?1 AND path < ?2 \
+                 AND substr(path, 1, length(?1)) = ?1 ORDER BY path"
+            ))
+            .map_err(ctx)?;
+        // Paths compare byte-wise: every path that starts with `prefix` sorts below `prefix`
+        // followed by the highest character (the range only bounds the index scan; `substr`
+        // decides).
+        let upper = format!("{prefix}\u{10FFFF}");
+        let rows = stmt
+            .query_map(params![prefix, upper], read_row)
+            .map_err(ctx)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(ctx)?;
+        rows.into_iter().collect()
+    }
+
     /// Applies a batch of updates in one transaction: all of them or none.
     ///
     /// # Errors
