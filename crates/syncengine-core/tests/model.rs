@@ -974,6 +974,15 @@ fn clash(outs: &[Outcome], folder: [bool; 2]) -> Vec<Outcome> {
     for o in outs {
         let mut o = o.clone();
         let mut clashed = false;
+        // The kept copy of a settled deletion keeps its settlement under its conflict name
+        // (behaviour 1: deleted photos never come back to the side that deleted them).
+        let settled_on = |side: Side| {
+            matches!(
+                (o.rec, side),
+                (Some((None, Some(_))), Side::Destination) | (Some((Some(_), None)), Side::Source)
+            )
+        };
+        let settled = [settled_on(Side::Source), settled_on(Side::Destination)];
         if folder[0]
             && let Some(v) = o.s.take()
         {
@@ -981,7 +990,7 @@ fn clash(outs: &[Outcome], folder: [bool; 2]) -> Vec<Outcome> {
                 ver: v,
                 side: Side::Source,
                 spread: Spread::Optional,
-                settled: false,
+                settled: settled[0],
             });
             clashed = true;
         }
@@ -992,7 +1001,7 @@ fn clash(outs: &[Outcome], folder: [bool; 2]) -> Vec<Outcome> {
                 ver: v,
                 side: Side::Destination,
                 spread: Spread::Optional,
-                settled: false,
+                settled: settled[1],
             });
             clashed = true;
         }
@@ -1448,12 +1457,12 @@ impl World {
         }
     }
 
-    /// True when a hidden path covers `path` (it or a folder above it). On the destination
-    /// when it folds case, names equal but for case are the same name: a hidden `a` there is
-    /// what a user's `A` would be (a disk cannot hold both).
+    /// True when a hidden path covers `path` (it or a folder above it). When the destination
+    /// folds case, names equal but for case are one name there: a path that folds to a hidden
+    /// one (on either side) may be it, and is left alone too.
     fn is_hidden(&self, path: &str) -> bool {
-        self.hidden.iter().any(|(side, h)| {
-            let folds = self.kinds.case_fold && *side == Side::Destination;
+        self.hidden.iter().any(|(_, h)| {
+            let folds = self.kinds.case_fold;
             let (path, h) = if folds {
                 (path.to_lowercase(), h.to_lowercase())
             } else {
