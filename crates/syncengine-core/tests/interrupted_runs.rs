@@ -6,37 +6,15 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+#[path = "support/files.rs"]
+mod files;
+use files::{put, rel, text, user_files};
+
 use syncengine_core::testing::{Fault, FaultClient, FaultConfig, Op};
 use syncengine_core::{
-    MemoryClient, Recovery, RelPath, Side, StorageClient, StorageClientExt, SyncEngine, SyncError,
-    SyncMode, SyncOptions, SyncPair, SyncStats,
+    MemoryClient, Recovery, Side, StorageClient, StorageClientExt, SyncEngine, SyncError, SyncMode,
+    SyncOptions, SyncPair, SyncStats,
 };
-
-fn rel(s: &str) -> RelPath {
-    RelPath::new(s).unwrap()
-}
-
-async fn put(c: &MemoryClient, path: &str, data: &str) {
-    c.put(&rel(path), Bytes::from(data.to_owned()))
-        .await
-        .unwrap();
-}
-
-fn text(c: &MemoryClient, path: &str) -> Option<String> {
-    c.files()
-        .get(&rel(path))
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-}
-
-/// User files (the engine's own folder left out), with their contents.
-fn user_files(c: &MemoryClient) -> Vec<(String, String)> {
-    c.files()
-        .into_iter()
-        .filter(|(p, _)| !p.as_str().starts_with(".syncengine"))
-        .map(|(p, b)| (p.to_string(), String::from_utf8_lossy(&b).into_owned()))
-        .collect()
-}
 
 fn options() -> SyncOptions {
     SyncOptions::default()

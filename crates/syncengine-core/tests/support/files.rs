@@ -28,3 +28,23 @@ pub fn user_files(c: &MemoryClient) -> Vec<(String, String)> {
         .filter(|(p, _)| !p.starts_with(".syncengine"))
         .collect()
 }
+
+/// `s` as a path (a test's literal: it must be valid).
+pub fn rel(s: &str) -> syncengine_core::RelPath {
+    syncengine_core::RelPath::new(s).unwrap()
+}
+
+/// Stores `data` at `path`, as a user's write would.
+pub async fn put(c: &MemoryClient, path: &str, data: &str) {
+    use syncengine_core::StorageClientExt;
+    c.put(&rel(path), bytes::Bytes::from(data.to_owned()))
+        .await
+        .unwrap();
+}
+
+/// The content at `path`, if a file is there.
+pub fn text(c: &MemoryClient, path: &str) -> Option<String> {
+    c.files()
+        .get(&rel(path))
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}
