@@ -12,28 +12,16 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_syncengine");
+#[path = "support/cli.rs"]
+mod cli;
+use cli::sync;
 
-fn sync(a: &Path, b: &Path, state: &Path, extra: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .arg("sync")
-        .arg(a)
-        .arg(b)
-        .args(["--mode", "two-way", "-q", "--state-dir"])
-        .arg(state)
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(0), "{text}");
+/// A two-way run that must succeed; returns its output (its `--json` line last).
+fn two_way(a: &Path, b: &Path, state: &Path, extra: &[&str]) -> String {
+    let extra: Vec<&str> = ["--mode", "two-way"].iter().chain(extra).copied().collect();
+    let (code, text) = sync(a, b, state, &extra);
+    assert_eq!(code, Some(0), "{text}");
     text
 }
 
@@ -75,7 +63,7 @@ fn checksum_sees_an_edit_keeping_size_and_mtime_made_while_the_file_moved() {
         fs::write(src.join(name), name).unwrap();
     }
     // The first run has no --checksum: the base records no hash.
-    sync(&src, &dst, &state, &[]);
+    two_way(&src, &dst, &state, &[]);
     assert_eq!(fs::read(dst.join("a.txt")).unwrap(), old);
 
     let before = fs::metadata(src.join("a.txt")).unwrap();
@@ -112,7 +100,7 @@ fn checksum_sees_an_edit_keeping_size_and_mtime_made_while_the_file_moved() {
         );
     }
 
-    let out = sync(&src, &dst, &state, &["--checksum"]);
+    let out = two_way(&src, &dst, &state, &["--checksum"]);
     assert_eq!(
         fs::read(dst.join("b.txt")).unwrap(),
         new,
@@ -127,7 +115,7 @@ fn checksum_sees_an_edit_keeping_size_and_mtime_made_while_the_file_moved() {
     );
     // And the pair is in sync: a further run does nothing.
     let again: serde_json::Value =
-        serde_json::from_str(&sync(&src, &dst, &state, &["--checksum", "--json"])).unwrap();
+        serde_json::from_str(&two_way(&src, &dst, &state, &["--checksum"])).unwrap();
     for k in [
         "uploaded",
         "downloaded",

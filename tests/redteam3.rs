@@ -6,26 +6,9 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_syncengine");
-
-/// Runs `syncengine sync <a> <b> --json -q --state-dir <state>` and returns (exit code,
-/// stdout + stderr).
-fn sync(a: &Path, b: &Path, state: &Path) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
-        .arg("sync")
-        .arg(a)
-        .arg(b)
-        .args(["--json", "-q"])
-        .arg("--state-dir")
-        .arg(state)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code(), text)
-}
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{BIN, sync};
 
 /// The most common multi-machine setup (README: laptop A ↔ shared storage ↔ laptop B): two
 /// laptops whose users have the same name sync the same folder path (`/home/me/Sync`) with
@@ -56,7 +39,7 @@ fn two_machines_with_the_same_folder_path_and_one_shared_root_are_no_older_copy(
     // Runs the machine's pair with its folder at the common path.
     let run_on = |folder: &Path, state: &Path| {
         std::fs::rename(folder, &laptop).unwrap();
-        let r = sync(&laptop, &shared, state);
+        let r = sync(&laptop, &shared, state, &[]);
         std::fs::rename(&laptop, folder).unwrap();
         r
     };
@@ -85,13 +68,13 @@ fn a_run_with_another_state_dir_does_not_make_both_roots_older_copies() {
     std::fs::create_dir_all(&a).unwrap();
     std::fs::create_dir_all(&b).unwrap();
     std::fs::write(a.join("x.txt"), "x").unwrap();
-    let (code, out) = sync(&a, &b, &t.join("state"));
+    let (code, out) = sync(&a, &b, &t.join("state"), &[]);
     assert_eq!(code, Some(0), "{out}");
     // Once with another state dir (nothing changed in between: it finds both sides equal).
-    let (code, out) = sync(&a, &b, &t.join("state-of-sudo"));
+    let (code, out) = sync(&a, &b, &t.join("state-of-sudo"), &[]);
     assert_eq!(code, Some(0), "{out}");
     std::fs::write(a.join("y.txt"), "y").unwrap();
-    let (code, out) = sync(&a, &b, &t.join("state"));
+    let (code, out) = sync(&a, &b, &t.join("state"), &[]);
     assert_eq!(
         code,
         Some(0),
@@ -131,7 +114,7 @@ fn a_laptop_restored_with_its_state_does_not_call_the_newer_nas_an_older_copy() 
     for i in 0..4 {
         std::fs::write(laptop.join(format!("doc{i}.txt")), format!("doc {i}")).unwrap();
     }
-    let (code, out) = sync(&laptop, &nas, &state);
+    let (code, out) = sync(&laptop, &nas, &state, &[]);
     assert_eq!(code, Some(0), "{out}");
     // The laptop's backup: its folder and its state, at the same moment.
     let backup = t.join("backup");
@@ -140,14 +123,14 @@ fn a_laptop_restored_with_its_state_does_not_call_the_newer_nas_an_older_copy() 
     copy_tree(&state, &backup.join("state"));
     // More work, synced to the NAS.
     std::fs::write(laptop.join("late.txt"), "written after the backup").unwrap();
-    let (code, out) = sync(&laptop, &nas, &state);
+    let (code, out) = sync(&laptop, &nas, &state, &[]);
     assert_eq!(code, Some(0), "{out}");
     // The laptop's disk dies; the whole laptop is restored from the backup.
     std::fs::remove_dir_all(&laptop).unwrap();
     std::fs::remove_dir_all(&state).unwrap();
     copy_tree(&backup.join("laptop"), &laptop);
     copy_tree(&backup.join("state"), &state);
-    let (code, out) = sync(&laptop, &nas, &state);
+    let (code, out) = sync(&laptop, &nas, &state, &[]);
     assert!(
         code == Some(0) || !out.contains("older copy"),
         "the newer NAS is called an older copy of itself (exit {code:?}): {out}"

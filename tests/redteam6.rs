@@ -6,27 +6,9 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_syncengine");
-
-/// Runs `syncengine sync <a> <b> --json -q --state-dir <state> <extra…>`; returns (exit code,
-/// stdout + stderr).
-fn sync(a: &Path, b: &Path, state: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
-        .arg("sync")
-        .arg(a)
-        .arg(b)
-        .args(["--json", "-q"])
-        .arg("--state-dir")
-        .arg(state)
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code(), text)
-}
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{BIN, sync};
 
 /// A synced folder of photos replaced on the source by a symlink, under the common
 /// "only these files" `.syncignore` (`*`, `!*/`, `!*.jpg`: ignore everything, re-include
