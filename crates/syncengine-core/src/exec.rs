@@ -649,34 +649,19 @@ impl Executor {
                 )
                 .await
             }
-            Some(t) => Ok(self.replace(from, entry, t, None).await?.0),
+            Some(t) => Ok(self.replace(from, entry, t, Keep::Recovery).await?.0),
         }
     }
 
     /// Writes `new` from side `from` over `existing` on the other side, staged so that the
-    /// path is never absent: `existing` is first preserved at `keep_at` (a conflict name) or,
-    /// without one, handed to the side's recovery (a preserved copy in the trash, a copy in the
-    /// backup dir); then an atomic write replaces it. Returns the written entry and the
-    /// preserved copy, if one was made.
+    /// path is never absent: `existing` is first kept as `keep` says — at a conflict name, by
+    /// a copy an earlier attempt already made, or by the side's recovery (a preserved copy in
+    /// the trash, a copy in the backup dir); then an atomic write replaces it. Returns the
+    /// written entry and the kept copy, if there is one.
     ///
     /// A failed or cancelled write leaves `existing` at its path, and the preserved copy is
     /// removed again while `existing` is still there.
     async fn replace(
-        &self,
-        from: Side,
-        new: &Entry,
-        existing: &Entry,
-        keep_at: Option<&RelPath>,
-    ) -> Result<(Entry, Option<Entry>), Error> {
-        let keep = match keep_at {
-            Some(aside) => Keep::At(aside),
-            None => Keep::Recovery,
-        };
-        self.replace_keeping(from, new, existing, keep).await
-    }
-
-    /// [`replace`](Executor::replace), with the old version kept as `keep` says.
-    async fn replace_keeping(
         &self,
         from: Side,
         new: &Entry,
@@ -1290,7 +1275,7 @@ impl Executor {
         let written = match self.conflict_loser {
             ConflictLoser::Keep => {
                 let aside = self.conflict_name(&lose.path, loser).await?;
-                let (written, kept) = self.replace(winner, win, lose, Some(&aside)).await?;
+                let (written, kept) = self.replace(winner, win, lose, Keep::At(&aside)).await?;
                 if let Some(kept) = kept {
                     tracing::info!(path = %lose.path, kept_as = %kept.path, "conflict: losing version kept");
                     // The kept loser is an addition on its side: where the mode copies
@@ -1305,7 +1290,7 @@ impl Executor {
                 }
                 written
             }
-            ConflictLoser::Delete => self.replace(winner, win, lose, None).await?.0,
+            ConflictLoser::Delete => self.replace(winner, win, lose, Keep::Recovery).await?.0,
         };
         Ok(Done {
             updates: vec![BaseUpdate::Put(record(winner, win, &written))],
@@ -1493,13 +1478,13 @@ impl Executor {
         let (written, moved) = match self.spare_of(kept_side, kept).await {
             Some(spare) => {
                 tracing::info!(path = %kept.path, kept_as = %spare.path, "the kept copy is already set aside (an earlier attempt); used again");
-                self.replace_keeping(new_side, new, kept, Keep::Already(spare))
+                self.replace(new_side, new, kept, Keep::Already(spare))
                     .await?
             }
             None => {
                 let aside = self.conflict_name(&kept.path, kept_side).await?;
                 self.settle_ahead(&aside, kept_side, kept).await?;
-                self.replace(new_side, new, kept, Some(&aside)).await?
+                self.replace(new_side, new, kept, Keep::At(&aside)).await?
             }
         };
         let mut updates = vec![BaseUpdate::Put(record(new_side, new, &written))];
@@ -1616,7 +1601,7 @@ impl Executor {
     }
 }
 
-/// How [`Executor::replace_keeping`] keeps the version it replaces.
+/// How [`Executor::replace`] keeps the version it replaces.
 enum Keep<'a> {
     /// As the side's recovery says: in the trash, the backup dir, or not at all.
     Recovery,
