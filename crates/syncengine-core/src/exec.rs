@@ -1377,6 +1377,12 @@ impl Executor {
     /// ahead ([`settle_ahead`](Executor::settle_ahead)): a path `<kept>.conflict-…` whose
     /// record settles its absence on the other side, records `kept`'s version, and which
     /// still holds it. `None` when there is none (or it cannot be told).
+    ///
+    /// Only content tells that the spare still holds the kept version: the user may have
+    /// edited it since, keeping its size and mtime, and reusing it would then leave the kept
+    /// version nowhere once the new file takes its path. Where a hash cannot be had for both
+    /// (no listed hash and too big to read), no spare is reused: one more conflict copy,
+    /// never a loss.
     async fn spare_of(&self, kept_side: Side, kept: &Entry) -> Option<Entry> {
         // Conflict names as `conflict_name` makes them, with the tag left empty: the part
         // before the tag and the extension after it.
@@ -1396,6 +1402,7 @@ impl Executor {
             .ok()?;
         let want = SideRecord::from_entry(kept);
         let client = self.client(kept_side);
+        let mut kept_hash = None;
         for r in records {
             let tagged = r
                 .path
@@ -1410,14 +1417,17 @@ impl Executor {
             if recorded.size != want.size || recorded.mtime_nanos != want.mtime_nanos {
                 continue;
             }
-            let Ok(now) = self.retry(|| client.stat(&r.path)).await else {
+            let Ok(mut now) = self.retry(|| client.stat(&r.path)).await else {
                 continue;
             };
-            if now.path == r.path && landed(client.as_ref(), &now, &want).await {
-                let mut now = now;
-                if now.hash.is_none() {
-                    now.hash = kept.hash.clone();
-                }
+            if now.path != r.path || now.size != want.size {
+                continue;
+            }
+            if kept_hash.is_none() {
+                kept_hash = Some(self.md5_within_limit(kept_side, kept).await?);
+            }
+            if self.md5_within_limit(kept_side, &now).await.as_ref() == kept_hash.as_ref() {
+                now.hash = kept_hash;
                 return Some(now);
             }
         }

@@ -270,3 +270,78 @@ async fn a_kept_copy_moved_on_the_backup_side_does_not_come_back_to_the_source()
     );
     assert_eq!(text(&dst, "archive/2019/x.jpg").as_deref(), Some(PHOTO));
 }
+
+/// A spare conflict copy edited before the retry, keeping its size and mtime.
+///
+/// As in `a_failed_set_aside_upload_does_not_leave_a_second_conflict_copy`, a set aside on
+/// the backup fails after the photo was copied to its conflict name. The backup lists like an
+/// Apache WebDAV server (no hash; size and mtime are all it tells). Before the retry the user
+/// edits the spare copy in a way that keeps its size and mtime (a tool that restores mtimes,
+/// a metadata fix of the same length). The retry must not take the edited spare for the
+/// photo: reusing it and overwriting `x` would leave no copy of the photo anywhere. Only
+/// content can tell the spare still holds the kept version. Severity: loss.
+#[tokio::test(start_paused = true)]
+async fn an_edited_spare_copy_is_not_taken_for_the_kept_version() {
+    use syncengine_core::testing::{Fault, FaultClient, FaultConfig, Op};
+    const PHOTO: &str = "v1, a photo, 40 bytes of it ..........";
+    const EDIT: &str = "v1, a PHOTO, 40 bytes of it, retouched";
+    const NEW: &str = "a new, unrelated file at the photo's old name";
+    assert_eq!(PHOTO.len(), EDIT.len());
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    let dst = Arc::new(MemoryClient::new());
+    dst.webdav_like_metadata(true);
+    put(&src, "x", PHOTO).await;
+    put(&src, "other", "another file").await;
+    let sb = SyncMode::SourceBackup;
+    run(&engine, src.clone(), dst.clone(), sb, options()).await;
+    src.delete(&rel("x")).await.unwrap();
+    let settled = run(&engine, src.clone(), dst.clone(), sb, options()).await;
+    assert!(settled.is_noop(), "{settled:?}");
+    put(&src, "x", NEW).await;
+
+    let fd = Arc::new(FaultClient::new(dst.clone(), FaultConfig::none()));
+    let weak = Arc::downgrade(&fd);
+    fd.before(
+        Op::Write,
+        rel("x"),
+        Arc::new(move |_: &RelPath| {
+            if let Some(fd) = weak.upgrade() {
+                fd.fail_next(Op::Write, Fault::Transient);
+                fd.fail_next(Op::Write, Fault::Transient);
+            }
+        }),
+    );
+    let failed = run(&engine, src.clone(), fd.clone(), sb, options()).await;
+    assert_eq!(failed.errors, 1, "{failed:?}; {:?}", fd.injected());
+    let spares: Vec<String> = holding(&dst, PHOTO)
+        .into_iter()
+        .filter(|p| p != "x")
+        .collect();
+    assert_eq!(spares.len(), 1, "{:?}", user_files(&dst));
+    let spare = rel(&spares[0]);
+    let mtime = dst.stat(&spare).await.unwrap().mtime.unwrap();
+    put(&dst, spare.as_str(), EDIT).await;
+    dst.set_mtime(&spare, mtime).unwrap();
+
+    run(&engine, src.clone(), dst.clone(), sb, options()).await;
+    let last = run(&engine, src.clone(), dst.clone(), sb, options()).await;
+    assert!(last.is_noop(), "{last:?}");
+    assert_eq!(text(&dst, "x").as_deref(), Some(NEW));
+    assert_eq!(
+        holding(&dst, PHOTO).len(),
+        1,
+        "the photo should be kept on the backup: {:?}",
+        user_files(&dst)
+    );
+    assert_eq!(
+        holding(&dst, EDIT),
+        vec![spare.as_str().to_owned()],
+        "the user's edit stays where it was made"
+    );
+    assert!(
+        holding(&src, PHOTO).is_empty(),
+        "the deleted photo came back"
+    );
+}
