@@ -343,7 +343,9 @@ pub struct TypeChange {
     /// The side whose absence of `x` the base records as settled, if any.
     pub file_settled: Option<Side>,
     /// Whether anything will be below `x/` on each side once the plan has run (`[source,
-    /// destination]`): children kept there or copied there.
+    /// destination]`): children kept there or copied there. A member the listing could not
+    /// see (`crate::unknown`) is kept there: it is never deleted, so where the file would
+    /// be copied onto such a folder, the folder keeps the path and the file moves aside.
     pub folder_after: [bool; 2],
 }
 

@@ -81,7 +81,8 @@ struct PendingFile {
     /// not the plan's: the old record is put back in its place, so a run interrupted before
     /// the move leaves the base as it was.
     settle_update: Option<(usize, BaseRecord)>,
-    /// Whether each side (`[source, destination]`) lists something below `path/` now.
+    /// Whether each side (`[source, destination]`) holds something below `path/` now: a
+    /// listed path, or an unknown one (see [`PendingFile::note_unknown_member`]).
     children_now: [bool; 2],
     /// Whether each side will hold something below `path/` once the plan has run.
     children_after: [bool; 2],
@@ -104,6 +105,32 @@ impl PendingFile {
             self.children_after[i] |= stays || arrives;
         }
     }
+
+    /// Accounts for an unknown path inside the folder of this file's name on `side` (below
+    /// `path/`, or `path` itself with unknown members; see `crate::unknown`). Nothing below
+    /// it may be listed, yet the side holds a folder there, now and after the run: an unknown
+    /// path is never deleted. Without this, a folder whose only members are unknown (a
+    /// symlink, an unreadable sub-folder, undecodable names) looked absent, and the file was
+    /// copied onto it: an error on every run.
+    fn note_unknown_member(&mut self, side: Side) {
+        self.children_now[index(side)] = true;
+        self.children_after[index(side)] = true;
+    }
+}
+
+/// Tells the waiting files about the unknown paths `unknown` accepted since the last call
+/// (while the listing's head moved on): each one inside a waiting file's folder name is a
+/// member of that folder. Free while nothing new is unknown.
+fn note_fresh_unknown(unknown: &mut UnknownScopes, pending: &mut [PendingFile]) {
+    if !unknown.has_fresh() {
+        return;
+    }
+    for waiting in pending.iter_mut() {
+        if unknown.fresh_inside(&waiting.entry.path) {
+            waiting.note_unknown_member(unknown.side());
+        }
+    }
+    unknown.clear_fresh();
 }
 
 /// True when `path` lies below the folder `name/`.
@@ -228,6 +255,11 @@ impl Reconciler {
             } else {
                 None
             };
+            // Unknown paths read while the heads moved on may be members of a waiting file's
+            // folder name, which no listed path below it shows (and the walk may pass them
+            // before the file is settled): taken note of at once.
+            note_fresh_unknown(&mut s_unknown, &mut pending);
+            note_fresh_unknown(&mut d_unknown, &mut pending);
             // Type changes: a file `x` waits until the merge has passed `x/`, which sorts after
             // `x-1`, `x.txt`… (so only a chain of such names ever waits).
             self.resolve_passed(Some(&path), &mut pending, &mut plan);
@@ -281,7 +313,7 @@ impl Reconciler {
                     }
                     _ => None,
                 };
-                pending.push(PendingFile {
+                let mut waiting = PendingFile {
                     entry,
                     file_side,
                     decision,
@@ -291,7 +323,16 @@ impl Reconciler {
                     children_now: [false; 2],
                     children_after: [false; 2],
                     visiting_child: false,
-                });
+                };
+                // Unknown members of a folder of this name read before the file came up
+                // (another side's head moved past them): they sort after the file, so the
+                // walk has not dropped them yet; those read later come as fresh ones.
+                for unknown in [&s_unknown, &d_unknown] {
+                    if unknown.has_inside(&waiting.entry.path) {
+                        waiting.note_unknown_member(unknown.side());
+                    }
+                }
+                pending.push(waiting);
             }
         }
         plan.source_unknown = s_unknown.count;
@@ -1058,6 +1099,7 @@ mod tests {
     use crate::client::{
         ByteStream, DeleteOptions, ReadOptions, StorageClientExt, TransferOptions, WriteOptions,
     };
+    use crate::error::Error;
     use crate::memory::MemoryClient;
     use crate::mode::SyncMode;
 
@@ -1412,6 +1454,55 @@ mod tests {
         );
         let without = plan(false, record).await;
         assert!(without.actions.is_empty(), "{:?}", without.actions);
+    }
+
+    /// A file `x` on the source meets a destination folder `x` whose members all have names
+    /// that cannot be read (`x` reported with `contents_only`, sorting as `x/`): a type
+    /// change, whether the unknown item is read before the file comes up (`a` taken) or
+    /// while it waits (`x.txt` taken). The folder keeps the path; the file is moved aside.
+    #[tokio::test]
+    async fn a_folder_with_only_unreadable_names_is_a_type_change() {
+        let unreadable = || {
+            Err(Error::unlisted_contents(
+                "t",
+                "x",
+                "names that cannot be read",
+            ))
+        };
+        let before: Vec<Result<Entry, Error>> = vec![
+            Ok(file("a", 1, None, None)),
+            unreadable(),
+            Ok(file("z", 1, None, None)),
+        ];
+        let after: Vec<Result<Entry, Error>> = vec![Ok(file("x.txt", 1, None, None)), unreadable()];
+        for destination in [before, after] {
+            let plan = reconciler(false, holding(&[]).await, holding(&[]).await)
+                .plan(
+                    listing(vec![file("x", 3, None, None)]),
+                    stream::iter(destination).boxed(),
+                    base_stream(vec![]),
+                )
+                .await
+                .unwrap();
+            assert_eq!(plan.destination_unknown, 1);
+            let x: Vec<&Action> = plan
+                .actions
+                .iter()
+                .filter(|a| a.path().as_str() == "x")
+                .collect();
+            assert!(
+                matches!(
+                    x.as_slice(),
+                    [Action::MoveAside {
+                        side: Side::Source,
+                        share: true,
+                        ..
+                    }]
+                ),
+                "{:?}",
+                plan.actions
+            );
+        }
     }
 
     #[test]

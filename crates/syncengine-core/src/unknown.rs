@@ -21,6 +21,12 @@
 //!   not take part in rename pairing.
 //! - Every unknown path is counted and reported with its reason; the run then ends with an
 //!   error status (exit 1 in the CLI), while the rest of the tree syncs.
+//! - An unknown path inside a folder `x` (below `x/`, or `x` itself when only some of its
+//!   members are unknown) shows that the side holds a folder `x`, although no path below `x/`
+//!   may be listed at all: a file `x` on the other side is then a type change
+//!   ([`UnknownScopes::has_inside`], [`UnknownScopes::fresh_inside`]). The unknown member
+//!   counts as a member of the folder now and after the run (it is never deleted), so the
+//!   folder keeps the path where both are to stay.
 
 use crate::error::Error;
 use crate::mode::Side;
@@ -38,7 +44,7 @@ pub enum Coverage {
     NoDelete,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Scope {
     path: String,
     contents_only: bool,
@@ -53,6 +59,15 @@ impl Scope {
             && path.starts_with(self.path.as_str())
             && path.as_bytes()[self.path.len()] == b'/';
         below || (!self.contents_only && path == self.path)
+    }
+
+    /// True when this unknown path lies inside the folder `name`: strictly below `name/`, or
+    /// `name` itself when some of its members are unknown (it is a folder then).
+    fn inside(&self, name: &str) -> bool {
+        let below = self.path.len() > name.len() + 1
+            && self.path.starts_with(name)
+            && self.path.as_bytes()[name.len()] == b'/';
+        below || (self.contents_only && self.path == name)
     }
 
     /// True once the walk, now at `path`, has passed everything this scope covers.
@@ -72,6 +87,10 @@ impl Scope {
 pub struct UnknownScopes {
     side: Side,
     active: Vec<Scope>,
+    /// Scopes accepted since the reconciler last took note of them ([`Self::clear_fresh`]):
+    /// a file waiting for the merge to pass its folder name learns from them that the other
+    /// side's folder has members, even after the walk has dropped them from `active`.
+    fresh: Vec<Scope>,
     /// Unknown paths reported on this side.
     pub count: u64,
     /// One warning per unknown path, up to [`MAX_NAMED_UNKNOWN`].
@@ -84,6 +103,7 @@ impl UnknownScopes {
         UnknownScopes {
             side,
             active: Vec::new(),
+            fresh: Vec::new(),
             count: 0,
             messages: Vec::new(),
         }
@@ -122,10 +142,12 @@ impl UnknownScopes {
                     ));
                 }
                 tracing::warn!(side = %self.side, path, reason, "unknown path");
-                self.active.push(Scope {
+                let scope = Scope {
                     path,
                     contents_only,
-                });
+                };
+                self.fresh.push(scope.clone());
+                self.active.push(scope);
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -150,6 +172,37 @@ impl UnknownScopes {
             }
         }
         cover
+    }
+}
+
+impl UnknownScopes {
+    /// True when an unknown path the walk has not passed lies inside the folder `name`
+    /// (strictly below `name/`, or `name` itself with unknown members): this side holds a
+    /// folder `name`. Asked when a file `name` of the other side starts to wait for the merge
+    /// to pass `name/`; every scope inside `name/` sorts after `name`, so none accepted before
+    /// has been passed yet. Free while nothing is unknown.
+    pub fn has_inside(&self, name: &RelPath) -> bool {
+        if self.active.is_empty() {
+            return false;
+        }
+        self.active.iter().any(|s| s.inside(name.as_str()))
+    }
+
+    /// True when an unknown path accepted since the last [`Self::clear_fresh`] lies inside
+    /// the folder `name` (see [`Self::has_inside`]): for files already waiting when it was
+    /// read.
+    pub fn fresh_inside(&self, name: &RelPath) -> bool {
+        self.fresh.iter().any(|s| s.inside(name.as_str()))
+    }
+
+    /// True when unknown paths were accepted since the last [`Self::clear_fresh`].
+    pub fn has_fresh(&self) -> bool {
+        !self.fresh.is_empty()
+    }
+
+    /// Forgets the freshly accepted unknown paths (they stay in force for coverage).
+    pub fn clear_fresh(&mut self) {
+        self.fresh.clear();
     }
 }
 
@@ -202,6 +255,39 @@ mod tests {
             .unwrap();
         assert_eq!(root.coverage(&rp("zzz/y")), Some(Coverage::NoDelete));
         assert!(root.messages[0].contains("root"));
+    }
+
+    #[test]
+    fn unknown_members_make_a_folder() {
+        let mut u = UnknownScopes::new(Side::Source);
+        assert!(!u.has_inside(&rp("x")) && !u.has_fresh());
+        u.accept::<()>(Err(Error::unlisted("t", "x/sub", "a symlink")))
+            .unwrap();
+        u.accept::<()>(Err(Error::unlisted_contents("t", "y", "bad name")))
+            .unwrap();
+        u.accept::<()>(Err(Error::unlisted("t", "z", "a symlink")))
+            .unwrap();
+        u.accept::<()>(Err(Error::unlisted_contents("t", "", "bad name")))
+            .unwrap();
+        for (name, inside) in [
+            ("x", true),
+            ("x/sub", false),
+            ("x/s", false),
+            ("xx", false),
+            ("y", true),
+            ("z", false),
+            ("a", false),
+        ] {
+            assert_eq!(u.has_inside(&rp(name)), inside, "{name}");
+            assert_eq!(u.fresh_inside(&rp(name)), inside, "{name}");
+        }
+        // Passed scopes leave `active`, but stay fresh until the reconciler took note.
+        assert_eq!(u.coverage(&rp("x0")), Some(Coverage::NoDelete));
+        assert!(!u.has_inside(&rp("x")));
+        assert!(u.fresh_inside(&rp("x")));
+        u.clear_fresh();
+        assert!(!u.has_fresh() && !u.fresh_inside(&rp("y")));
+        assert!(u.has_inside(&rp("y")), "still active");
     }
 
     #[test]

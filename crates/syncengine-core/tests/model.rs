@@ -930,9 +930,22 @@ impl Ctx<'_> {
 /// A side cannot hold a file at `p` and files below `p/`: where the outcomes below surely
 /// put a file on a side, the folder keeps the path there, and the file's version is kept (a
 /// conflict copy or the trash; the no-version-lost check sees to it).
-fn resolve_type_clashes(predicted: &mut BTreeMap<String, Vec<Outcome>>) {
+///
+/// `unknown` lists what a listing cannot see this run, per side (behaviour 8): something is
+/// there (a symlink, an unreadable folder) and stays, whether or not the model knows of files
+/// below it, so a folder above it holds the path on that side, listed members or not.
+/// `left_alone` tells the paths at or below an unknown one: the run changes nothing there,
+/// and their outcomes (already their old state) are not resolved again.
+fn resolve_type_clashes(
+    predicted: &mut BTreeMap<String, Vec<Outcome>>,
+    unknown: &[(Side, String)],
+    left_alone: impl Fn(&str) -> bool,
+) {
     let paths: Vec<String> = predicted.keys().cloned().collect();
     for p in &paths {
+        if left_alone(p) {
+            continue;
+        }
         let prefix = format!("{p}/");
         let below = || {
             predicted
@@ -946,8 +959,15 @@ fn resolve_type_clashes(predicted: &mut BTreeMap<String, Vec<Outcome>>) {
         // recorded a no-op settle), and which outcome comes follows the record it holds.
         let surely = |side: Side| below().any(|outs| outs.iter().all(|o| o.on(side).is_some()));
         let maybe = |side: Side| below().any(|outs| outs.iter().any(|o| o.on(side).is_some()));
-        let sure = [surely(Side::Source), surely(Side::Destination)];
-        let possible = [maybe(Side::Source), maybe(Side::Destination)];
+        let mut sure = [surely(Side::Source), surely(Side::Destination)];
+        let mut possible = [maybe(Side::Source), maybe(Side::Destination)];
+        for (side, h) in unknown {
+            if h.starts_with(&prefix) {
+                let i = usize::from(*side == Side::Destination);
+                sure[i] = true;
+                possible[i] = true;
+            }
+        }
         if possible == [false, false] {
             continue;
         }
@@ -1497,6 +1517,28 @@ impl World {
 
     async fn run(&mut self, spec: &RunSpec) {
         let (s0, d0) = self.views();
+        // A hidden path stands for something a listing cannot see (a symlink, an unreadable
+        // folder), there whether or not files are stored below it. A disk cannot hold one
+        // below a file of its own side (`c/d` while `c` is a file), so there is nothing to
+        // hide then.
+        let hidden = std::mem::take(&mut self.hidden);
+        for (side, path) in hidden {
+            let view = match side {
+                Side::Source => &s0,
+                Side::Destination => &d0,
+            };
+            let below_a_file = path
+                .match_indices('/')
+                .any(|(i, _)| view.live.contains_key(&path[..i]));
+            if below_a_file {
+                let _ = writeln!(
+                    self.log,
+                    "  ({side}: {path} is below a file there: nothing to hide)"
+                );
+            } else {
+                self.hidden.push((side, path));
+            }
+        }
         for (side, path) in &self.hidden {
             memory(self, *side).set_unlisted(&rel(path), Some("a symlink (model)"));
         }
@@ -1573,11 +1615,9 @@ impl World {
         for n in notes {
             let _ = writeln!(self.log, "{n}");
         }
-        if self.kinds.type_change {
-            resolve_type_clashes(&mut predicted);
-        }
         // What a listing cannot see is unknown for the run: nothing at or below it changes
-        // on either side, and the base keeps what it had (behaviour 8).
+        // on either side, and the base keeps what it had (behaviour 8). Decided before type
+        // clashes: a folder above an unknown path keeps what the run leaves there.
         if !self.hidden.is_empty() {
             for (p, outs) in predicted.iter_mut() {
                 if self.is_hidden(p) {
@@ -1594,6 +1634,9 @@ impl World {
                         .collect();
                 }
             }
+        }
+        if self.kinds.type_change {
+            resolve_type_clashes(&mut predicted, &self.hidden, |p| self.is_hidden(p));
         }
         // Names one side cannot hold apart (case): each side keeps what it had or takes the
         // path's own predicted version, never a sibling's.

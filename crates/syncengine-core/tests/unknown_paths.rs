@@ -253,3 +253,159 @@ async fn collecting_a_listing_with_an_unknown_path_fails_closed() {
     assert_eq!(items.len(), 2, "the listing goes on after an unlisted item");
     assert_eq!(items[1].as_ref().unwrap().path.as_str(), "c");
 }
+
+/// When the other side's unknown member of the folder `x` was read: before the file `x` came
+/// up in the merge (the listing's head moved past it earlier), or while `x` waited for the
+/// merge to pass `x/`.
+#[derive(Clone, Copy, Debug)]
+enum Seen {
+    /// The folder side lists `a`, `x/sub` (unknown), `z`: `x/sub` is read when `a` is taken.
+    Before,
+    /// The folder side lists `x.txt`, `x/sub` (unknown): `x/sub` is read when `x.txt` is
+    /// taken, after the file `x`.
+    After,
+}
+
+/// User files of a side (the engine's own folder left out), by path.
+fn user_files(c: &MemoryClient) -> std::collections::BTreeMap<String, String> {
+    c.files()
+        .into_iter()
+        .map(|(p, b)| (p.to_string(), String::from_utf8_lossy(&b).into_owned()))
+        .filter(|(p, _)| !p.starts_with(".syncengine/"))
+        .collect()
+}
+
+/// A file `x` on one side meets a folder `x` on the other whose only member is unknown (a
+/// symlink `x/sub`, which disks keep apart from a file `x`): a type change, which the merge
+/// sees although no path below `x/` is listed. Where the mode copies the file that way, the
+/// folder keeps the path and the file becomes a conflict copy on both sides (the unknown
+/// member can be neither deleted nor overwritten). The old code saw no folder and copied the
+/// file onto it: a per-file error on every run, never converging. Two-way and the backup
+/// modes whose copies go that way, both timings.
+#[tokio::test]
+async fn a_file_meets_a_folder_whose_only_member_is_unknown() {
+    use syncengine_core::Side;
+    let cases = [
+        (SyncMode::TwoWay, Side::Source),
+        (SyncMode::TwoWay, Side::Destination),
+        (SyncMode::SourceBackup, Side::Source),
+        (SyncMode::SourceBackup, Side::Destination),
+        (SyncMode::DestinationBackup, Side::Destination),
+    ];
+    for (mode, file_side) in cases {
+        for seen in [Seen::Before, Seen::After] {
+            let ctx = format!("{mode:?}, file on the {file_side}, {seen:?}");
+            let state = tempfile::tempdir().unwrap();
+            let engine = SyncEngine::new(state.path());
+            let src = Arc::new(MemoryClient::new().with_disk_folders());
+            let dst = Arc::new(MemoryClient::new().with_disk_folders());
+            let (file, folder) = match file_side {
+                Side::Source => (&src, &dst),
+                Side::Destination => (&dst, &src),
+            };
+            put(file, "x", "the file").await;
+            put(folder, "x/sub/inner", "behind a symlink").await;
+            folder.set_unlisted(&rel("x/sub"), Some("a symlink (not followed)"));
+            let others: &[&str] = match seen {
+                Seen::Before => &["a", "z"],
+                Seen::After => &["x.txt"],
+            };
+            for p in others {
+                put(folder, p, p).await;
+            }
+            let opts = SyncOptions::default().with_force(true);
+            let stats = run(&engine, &src, &dst, mode, opts.clone()).await;
+            assert_eq!(stats.errors, 0, "{ctx}: {:?}", stats.error_messages);
+            assert_eq!(stats.unknown, 1, "{ctx}");
+            assert_eq!(stats.conflicts, 1, "{ctx}: {stats:?}");
+            assert_eq!(
+                text(folder, "x/sub/inner").as_deref(),
+                Some("behind a symlink"),
+                "{ctx}"
+            );
+            for side in [&src, &dst] {
+                let files = user_files(side);
+                assert_eq!(files.get("x"), None, "{ctx}: {files:?}");
+                let copies: Vec<&String> = files
+                    .iter()
+                    .filter(|(p, _)| p.starts_with("x.conflict-"))
+                    .map(|(_, c)| c)
+                    .collect();
+                assert_eq!(copies, vec!["the file"], "{ctx}: {files:?}");
+            }
+            // Converged: the next run (the member still unknown) has nothing to do.
+            let again = run(&engine, &src, &dst, mode, opts).await;
+            assert_eq!(again.errors, 0, "{ctx}: {:?}", again.error_messages);
+            assert!(again.is_noop(), "{ctx}: {again:?}");
+        }
+    }
+}
+
+/// In a mode that does not copy the file towards the folder (`DESTINATION_BACKUP` never
+/// uploads), nothing changes and nothing fails: the file stays where it is.
+#[tokio::test]
+async fn a_file_the_mode_does_not_copy_stays_beside_an_unknown_folder() {
+    for seen in [Seen::Before, Seen::After] {
+        let state = tempfile::tempdir().unwrap();
+        let engine = SyncEngine::new(state.path());
+        let src = Arc::new(MemoryClient::new().with_disk_folders());
+        let dst = Arc::new(MemoryClient::new().with_disk_folders());
+        put(&src, "x", "the file").await;
+        put(&dst, "x/sub/inner", "behind a symlink").await;
+        dst.set_unlisted(&rel("x/sub"), Some("a symlink (not followed)"));
+        if let Seen::Before = seen {
+            put(&dst, "a", "a").await;
+        }
+        let stats = run(
+            &engine,
+            &src,
+            &dst,
+            SyncMode::DestinationBackup,
+            SyncOptions::default(),
+        )
+        .await;
+        assert_eq!(stats.errors, 0, "{seen:?}: {:?}", stats.error_messages);
+        assert_eq!(stats.conflicts, 0, "{seen:?}");
+        assert_eq!(text(&src, "x").as_deref(), Some("the file"));
+        assert_eq!(text(&dst, "x"), None);
+    }
+}
+
+/// The side that replaced a folder by a file wins over the folder's known files (deleted to
+/// the trash, as in any type change), but not over a member the other side could not list:
+/// that stays, so the folder keeps the path and the new file becomes a conflict copy.
+#[tokio::test]
+async fn a_folder_replaced_by_a_file_keeps_its_unknown_member_on_the_other_side() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new().with_disk_folders());
+    let dst = Arc::new(MemoryClient::new().with_disk_folders());
+    put(&src, "x/a", "known").await;
+    let opts = SyncOptions::default().with_force(true);
+    run(&engine, &src, &dst, SyncMode::TwoWay, opts.clone()).await;
+    src.delete(&rel("x/a")).await.unwrap();
+    put(&src, "x", "a file now").await;
+    put(&dst, "x/sub/inner", "behind a symlink").await;
+    dst.set_unlisted(&rel("x/sub"), Some("a symlink (not followed)"));
+    let stats = run(&engine, &src, &dst, SyncMode::TwoWay, opts.clone()).await;
+    assert_eq!(stats.errors, 0, "{:?}", stats.error_messages);
+    assert_eq!(stats.deleted_destination, 1, "x/a: {stats:?}");
+    assert_eq!(text(&dst, "x/a"), None);
+    assert_eq!(
+        text(&dst, "x/sub/inner").as_deref(),
+        Some("behind a symlink")
+    );
+    for side in [&src, &dst] {
+        let files = user_files(side);
+        assert_eq!(files.get("x"), None, "{files:?}");
+        assert!(
+            files
+                .iter()
+                .any(|(p, c)| p.starts_with("x.conflict-") && c == "a file now"),
+            "{files:?}"
+        );
+    }
+    let again = run(&engine, &src, &dst, SyncMode::TwoWay, opts).await;
+    assert_eq!(again.errors, 0, "{:?}", again.error_messages);
+    assert!(again.is_noop(), "{again:?}");
+}
