@@ -53,7 +53,7 @@ use crate::path::RelPath;
 use crate::plan::{Action, Plan};
 use crate::progress::ProgressEvent;
 use crate::reconcile::BaseStream;
-use crate::state::{BaseRecord, BaseUpdate, Intent, SideRecord, StateStore};
+use crate::state::{BaseRecord, BaseUpdate, Intent, IntentBatch, SideRecord, StateStore};
 use crate::stats::SyncStats;
 use crate::verify::{Expected, verify_body};
 
@@ -117,7 +117,7 @@ struct Done {
     follow_ups: Vec<Action>,
     /// Intents the action recorded itself (the copies of conflict copies, whose names are
     /// chosen as it runs), cleared once its updates are written.
-    intents: Vec<RelPath>,
+    intents: Vec<IntentBatch>,
 }
 
 impl Done {
@@ -140,6 +140,44 @@ enum Outcome {
 
 /// Copies whose intents are recorded in one transaction, ahead of the copies.
 const INTENT_BATCH: usize = 512;
+
+/// The batch an action's intent was recorded in, and how many intents that batch holds.
+#[derive(Clone, Copy)]
+struct BatchShare {
+    id: IntentBatch,
+    count: usize,
+}
+
+/// The intent batches of a [`Executor::run_batch`] whose copies are not all finished: for
+/// each, how many are still running and the intents that stay (failed or cancelled copies).
+#[derive(Default)]
+struct OpenBatches(std::collections::HashMap<IntentBatch, (usize, Vec<Intent>)>);
+
+impl OpenBatches {
+    /// Accounts for a finished copy of batch `share` whose intent is `intent` (kept when
+    /// `stays`); returns the batch and the intents that stay once all of its copies are done.
+    fn finished(
+        &mut self,
+        share: BatchShare,
+        intent: Intent,
+        stays: bool,
+    ) -> Option<(IntentBatch, Vec<Intent>)> {
+        let (left, remaining) = self
+            .0
+            .entry(share.id)
+            .or_insert_with(|| (share.count, Vec::new()));
+        *left = left.saturating_sub(1);
+        if stays {
+            remaining.push(intent);
+        }
+        if *left > 0 {
+            return None;
+        }
+        self.0
+            .remove(&share.id)
+            .map(|(_, remaining)| (share.id, remaining))
+    }
+}
 
 /// Failures in a row after which every delete of the run is postponed.
 const SYSTEMIC_IN_A_ROW: u32 = 10;
@@ -296,13 +334,17 @@ impl Executor {
                 let store = store.clone();
                 async move {
                     let intents: Vec<Intent> = batch.iter().filter_map(intent_of).collect();
+                    let count = intents.len();
                     let recorded = if intents.is_empty() {
-                        Ok(())
+                        Ok(None)
                     } else {
-                        blocking(move || store.record_intents(&intents)).await
+                        blocking(move || store.record_intents(&intents))
+                            .await
+                            .map(|id| Some(BatchShare { id, count }))
                     };
-                    let items: Vec<Result<Action, SyncError>> = match recorded {
-                        Ok(()) => batch.into_iter().map(Ok).collect(),
+                    let items: Vec<Result<(Action, Option<BatchShare>), SyncError>> = match recorded
+                    {
+                        Ok(share) => batch.into_iter().map(|a| Ok((a, share))).collect(),
                         Err(e) => vec![Err(e)],
                     };
                     futures::stream::iter(items)
@@ -311,8 +353,8 @@ impl Executor {
             .flatten();
         let results = items
             .map(|item| async move {
-                let action = match item {
-                    Ok(action) => action,
+                let (action, share) = match item {
+                    Ok(item) => item,
                     Err(e) => return (None, Outcome::Fatal(e)),
                 };
                 let outcome = match self.unless_cancelled(self.perform(&action)).await {
@@ -320,28 +362,31 @@ impl Executor {
                     Some(Ok(done)) => Outcome::Done(done),
                     Some(Err(e)) => Outcome::Failed(e),
                 };
-                (Some(action), outcome)
+                (Some((action, share)), outcome)
             })
             .buffer_unordered(self.transfers.max(1));
         let mut results = std::pin::pin!(results);
+        let mut open_batches = OpenBatches::default();
         while let Some((action, outcome)) = results.next().await {
-            let action = match (action, outcome) {
+            let ((action, share), outcome) = match (action, outcome) {
                 (_, Outcome::Fatal(e)) => return Err(e),
-                (_, Outcome::Cancelled) => {
-                    // The copy may or may not have landed: its intent stays for the next run.
-                    cancelled = true;
-                    continue;
-                }
                 (None, _) => continue,
-                (Some(action), outcome) => (action, outcome),
+                (Some(item), outcome) => (item, outcome),
             };
-            let (action, outcome) = action;
             // A finished copy's intent goes once its record is written. A failed one's stays:
             // the write may have committed before its reply was lost, and the next run then
             // finds the copy in place and records it (else an edit of the other side would
-            // look like a conflict); a copy that did not land leaves nothing to record.
-            if let (Some(intent), Outcome::Done(_)) = (intent_of(&action), &outcome) {
-                writer.clear(intent.path);
+            // look like a conflict); a copy that did not land leaves nothing to record. So
+            // does a cancelled one's: the copy may or may not have landed.
+            if let (Some(share), Some(intent)) = (share, intent_of(&action)) {
+                let stays = !matches!(outcome, Outcome::Done(_));
+                if let Some((id, remaining)) = open_batches.finished(share, intent, stays) {
+                    writer.settle(id, remaining);
+                }
+            }
+            if matches!(outcome, Outcome::Cancelled) {
+                cancelled = true;
+                continue;
             }
             self.account(action, outcome, stats, writer, failures, follow_ups)
                 .await?;
@@ -362,8 +407,8 @@ impl Executor {
     ) -> Result<(), SyncError> {
         match outcome {
             Outcome::Done(done) => {
-                for path in done.intents {
-                    writer.clear(path);
+                for batch in done.intents {
+                    writer.settle(batch, Vec::new());
                 }
                 failures.succeeded();
                 action.count_into(stats);
@@ -1330,8 +1375,8 @@ impl Executor {
         let mut updates = vec![BaseUpdate::Remove(source.path.clone())];
         let mut intents = Vec::with_capacity(2);
         for (side, moved) in renamed {
-            let written = self.share_copy(side, &moved).await?;
-            intents.push(moved.path.clone());
+            let (written, batch) = self.share_copy(side, &moved).await?;
+            intents.push(batch);
             updates.push(BaseUpdate::Put(record(side, &moved, &written)));
         }
         Ok(Done {
@@ -1346,14 +1391,16 @@ impl Executor {
     /// the action runs, so it cannot be in the batch recorded ahead. A run that dies after
     /// the copy landed (or whose base is then not written) leaves the intent, and the next
     /// run records the copy instead of taking an edit of either side for a conflict.
-    async fn share_copy(&self, side: Side, copy: &Entry) -> Result<Entry, Error> {
+    ///
+    /// Returns the copy and the batch of its intent, to be settled once its record is written.
+    async fn share_copy(&self, side: Side, copy: &Entry) -> Result<(Entry, IntentBatch), Error> {
         let intent = Intent {
             path: copy.path.clone(),
             to: side.other(),
             version: SideRecord::from_entry(copy),
         };
         let store = self.store.clone();
-        blocking(move || store.record_intents(&[intent]))
+        let batch = blocking(move || store.record_intents(&[intent]))
             .await
             .map_err(|e| {
                 Error::other(
@@ -1362,15 +1409,17 @@ impl Executor {
                     format!("the copy was not started: {e}"),
                 )
             })?;
-        self.transfer(
-            side,
-            &copy.path,
-            side.other(),
-            &copy.path,
-            WriteMode::Create,
-            copy,
-        )
-        .await
+        let written = self
+            .transfer(
+                side,
+                &copy.path,
+                side.other(),
+                &copy.path,
+                WriteMode::Create,
+                copy,
+            )
+            .await?;
+        Ok((written, batch))
     }
 
     /// The conflict copy of `kept` that an earlier set aside left on `kept_side` and recorded
@@ -1571,8 +1620,8 @@ impl Executor {
         tracing::info!(path = %entry.path, kept_as = %aside, "type change: the folder keeps the path, the file is kept under a conflict name");
         let mut done = Done::updates(vec![BaseUpdate::Remove(entry.path.clone())]);
         if share {
-            let written = self.share_copy(side, &moved).await?;
-            done.intents.push(moved.path.clone());
+            let (written, batch) = self.share_copy(side, &moved).await?;
+            done.intents.push(batch);
             done.updates
                 .push(BaseUpdate::Put(record(side, &moved, &written)));
         } else if settled {
@@ -2029,8 +2078,9 @@ struct BaseWriter {
     /// Attempts per barrier for transient errors, as for every other storage call.
     attempts: u32,
     pending: Vec<BaseUpdate>,
-    /// Intents of finished actions, cleared after the next batch of updates is written.
-    clears: Vec<RelPath>,
+    /// Intent batches whose copies are all finished, each with the intents that stay
+    /// (failed copies'), settled after the next batch of updates is written.
+    clears: Vec<(IntentBatch, Vec<Intent>)>,
     last_flush: Instant,
 }
 
@@ -2054,9 +2104,10 @@ impl BaseWriter {
         Ok(())
     }
 
-    /// Clears the intent of `path` with the next flush.
-    fn clear(&mut self, path: RelPath) {
-        self.clears.push(path);
+    /// Settles intent batch `batch` with the next flush, once the records of its finished
+    /// copies are written: it keeps `remaining` only.
+    fn settle(&mut self, batch: IntentBatch, remaining: Vec<Intent>) {
+        self.clears.push((batch, remaining));
     }
 
     async fn flush(&mut self) -> Result<(), SyncError> {
@@ -2065,7 +2116,7 @@ impl BaseWriter {
             if !self.clears.is_empty() {
                 let clears = std::mem::take(&mut self.clears);
                 let store = self.store.clone();
-                blocking(move || store.clear_intents(&clears)).await?;
+                blocking(move || settle_all(&store, &clears)).await?;
             }
             return Ok(());
         }
@@ -2087,14 +2138,19 @@ impl BaseWriter {
         // between leaves an intent whose copy is recorded, which the next run re-records.
         blocking(move || {
             store.apply(&batch)?;
-            if clears.is_empty() {
-                Ok(())
-            } else {
-                store.clear_intents(&clears)
-            }
+            settle_all(&store, &clears)
         })
         .await
     }
+}
+
+/// Settles each intent batch of `clears` with what remains of it (see
+/// [`StateStore::settle_intents`]).
+fn settle_all(store: &StateStore, clears: &[(IntentBatch, Vec<Intent>)]) -> Result<(), SyncError> {
+    for (batch, remaining) in clears {
+        store.settle_intents(*batch, remaining)?;
+    }
+    Ok(())
 }
 
 /// Runs `op` up to `attempts` times while it fails with a transient error, with exponential

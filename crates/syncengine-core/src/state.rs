@@ -217,6 +217,74 @@ pub enum BaseUpdate {
     Remove(RelPath),
 }
 
+/// A batch of [`Intent`]s recorded together ([`StateStore::record_intents`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IntentBatch(i64);
+
+/// An [`Intent`] as the state store keeps it: a row of the `intents` table of earlier
+/// versions, or an element of a batch's JSON array.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredIntent {
+    path: String,
+    to: i64,
+    size: i64,
+    mtime: Option<i64>,
+    etag: Option<String>,
+    hash: Option<String>,
+    file_id: Option<i64>,
+    birth: Option<i64>,
+}
+
+impl StoredIntent {
+    fn from_intent(i: &Intent) -> Result<Self, SyncError> {
+        let v = &i.version;
+        Ok(StoredIntent {
+            path: i.path.as_str().to_owned(),
+            to: side_to_sql(i.to),
+            size: size_to_sql(&i.path, v.size)?,
+            mtime: v.mtime_nanos,
+            etag: v.etag.clone(),
+            hash: v.hash.as_ref().map(ContentHash::to_token),
+            file_id: v.file_id.map(file_id_to_sql),
+            birth: v.birth_nanos,
+        })
+    }
+
+    fn into_intent(self) -> Result<Intent, SyncError> {
+        let path = self.path;
+        let bad = |what: &str| SyncError::State(format!("malformed intent for {path:?}: {what}"));
+        let hash = match self.hash {
+            None => None,
+            Some(t) => Some(ContentHash::from_token(&t).ok_or_else(|| bad("hash"))?),
+        };
+        Ok(Intent {
+            to: if self.to == 0 {
+                Side::Source
+            } else {
+                Side::Destination
+            },
+            version: SideRecord {
+                size: u64::try_from(self.size).map_err(|_| bad("size"))?,
+                mtime_nanos: self.mtime,
+                etag: self.etag,
+                hash,
+                file_id: self.file_id.map(file_id_from_sql),
+                birth_nanos: self.birth,
+            },
+            path: RelPath::new(path.clone()).map_err(|e| bad(&e.to_string()))?,
+        })
+    }
+}
+
+fn intents_to_json(intents: &[Intent]) -> Result<String, SyncError> {
+    let stored = intents
+        .iter()
+        .map(StoredIntent::from_intent)
+        .collect::<Result<Vec<_>, _>>()?;
+    serde_json::to_string(&stored)
+        .map_err(|e| SyncError::State(format!("encoding copy intents: {e}")))
+}
+
 /// A copy the executor is about to make: `version` (as listed on the other side) is being
 /// written to `path` on side `to`.
 ///
@@ -598,7 +666,12 @@ impl StateStore {
         .boxed()
     }
 
-    /// Records intents in one transaction, committed when this returns.
+    /// Records intents as one batch, in one transaction committed when this returns, and
+    /// returns the batch's id, which [`settle_intents`](StateStore::settle_intents) takes
+    /// once its copies are done.
+    ///
+    /// A batch is one row, whatever its size: recording and clearing intents costs two
+    /// statements per batch rather than two per copy (on a first run every file is a copy).
     ///
     /// Like the base's own batches it commits with `synchronous=NORMAL`: once this returns
     /// the intents survive a crash or kill of the process (they are in the database's log),
@@ -611,52 +684,41 @@ impl StateStore {
     ///
     /// # Errors
     /// [`SyncError::State`] when the database cannot be written (nothing is recorded).
-    pub fn record_intents(&self, intents: &[Intent]) -> Result<(), SyncError> {
+    pub fn record_intents(&self, intents: &[Intent]) -> Result<IntentBatch, SyncError> {
         let ctx = |e| self.err("recording copy intents", e);
-        let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(ctx)?;
-        {
-            let mut put = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO intents(path, to_side, size, mtime, etag, hash, \
-                     file_id, birth) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(ctx)?;
-            for i in intents {
-                let v = &i.version;
-                put.execute(params![
-                    i.path.as_str(),
-                    side_to_sql(i.to),
-                    size_to_sql(&i.path, v.size)?,
-                    v.mtime_nanos,
-                    v.etag,
-                    v.hash.as_ref().map(ContentHash::to_token),
-                    v.file_id.map(file_id_to_sql),
-                    v.birth_nanos,
-                ])
-                .map_err(ctx)?;
-            }
-        }
-        tx.commit().map_err(ctx)
+        let json = intents_to_json(intents)?;
+        let conn = self.conn()?;
+        conn.prepare_cached("INSERT INTO intent_batches(intents) VALUES (?1)")
+            .and_then(|mut put| put.insert(params![json]))
+            .map(IntentBatch)
+            .map_err(ctx)
     }
 
-    /// Forgets the intents of `paths` (missing ones are fine).
+    /// Settles a batch of intents once each of its copies is done or failed: the batch keeps
+    /// only `remaining` (the intents of copies that failed or were cancelled, whose writes
+    /// may still have landed), and goes when nothing remains. Call it once the base records
+    /// of the batch's finished copies are written.
     ///
     /// # Errors
     /// [`SyncError::State`] when the database cannot be written.
-    pub fn clear_intents(&self, paths: &[RelPath]) -> Result<(), SyncError> {
+    pub fn settle_intents(
+        &self,
+        batch: IntentBatch,
+        remaining: &[Intent],
+    ) -> Result<(), SyncError> {
         let ctx = |e| self.err("clearing copy intents", e);
-        let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(ctx)?;
-        {
-            let mut del = tx
-                .prepare_cached("DELETE FROM intents WHERE path = ?1")
+        let conn = self.conn()?;
+        if remaining.is_empty() {
+            conn.prepare_cached("DELETE FROM intent_batches WHERE id = ?1")
+                .and_then(|mut del| del.execute(params![batch.0]))
                 .map_err(ctx)?;
-            for p in paths {
-                del.execute(params![p.as_str()]).map_err(ctx)?;
-            }
+        } else {
+            let json = intents_to_json(remaining)?;
+            conn.prepare_cached("UPDATE intent_batches SET intents = ?2 WHERE id = ?1")
+                .and_then(|mut put| put.execute(params![batch.0, json]))
+                .map_err(ctx)?;
         }
-        tx.commit().map_err(ctx)
+        Ok(())
     }
 
     /// Forgets every intent.
@@ -665,66 +727,58 @@ impl StateStore {
     /// [`SyncError::State`] when the database cannot be written.
     pub fn clear_all_intents(&self) -> Result<(), SyncError> {
         let conn = self.conn()?;
-        conn.execute("DELETE FROM intents", [])
+        conn.execute_batch("DELETE FROM intents; DELETE FROM intent_batches;")
             .map_err(|e| self.err("clearing copy intents", e))?;
         Ok(())
     }
 
-    /// Returns the intents recorded and not cleared, in path order.
+    /// Returns the intents recorded and not settled, in path order; where two batches hold
+    /// an intent for one path, the later one's.
     ///
     /// # Errors
     /// [`SyncError::State`] when the database cannot be read or a row is malformed.
     pub fn intents(&self) -> Result<Vec<Intent>, SyncError> {
         let ctx = |e| self.err("reading copy intents", e);
         let conn = self.conn()?;
+        let mut by_path = std::collections::BTreeMap::new();
+        // One row per intent: what a version before batches left.
         let mut stmt = conn
             .prepare_cached(
-                "SELECT path, to_side, size, mtime, etag, hash, file_id, birth FROM intents \
-                 ORDER BY path",
+                "SELECT path, to_side, size, mtime, etag, hash, file_id, birth FROM intents",
             )
             .map_err(ctx)?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, Option<i64>>(7)?,
-                ))
+                Ok(StoredIntent {
+                    path: r.get(0)?,
+                    to: r.get(1)?,
+                    size: r.get(2)?,
+                    mtime: r.get(3)?,
+                    etag: r.get(4)?,
+                    hash: r.get(5)?,
+                    file_id: r.get(6)?,
+                    birth: r.get(7)?,
+                })
             })
             .map_err(ctx)?;
-        let mut out = Vec::new();
         for row in rows {
-            let (path, side, size, mtime_nanos, etag, hash, file_id, birth_nanos) =
-                row.map_err(ctx)?;
-            let bad =
-                |what: &str| SyncError::State(format!("malformed intent for {path:?}: {what}"));
-            let hash = match hash {
-                None => None,
-                Some(t) => Some(ContentHash::from_token(&t).ok_or_else(|| bad("hash"))?),
-            };
-            out.push(Intent {
-                path: RelPath::new(path.clone()).map_err(|e| bad(&e.to_string()))?,
-                to: if side == 0 {
-                    Side::Source
-                } else {
-                    Side::Destination
-                },
-                version: SideRecord {
-                    size: u64::try_from(size).map_err(|_| bad("size"))?,
-                    mtime_nanos,
-                    etag,
-                    hash,
-                    file_id: file_id.map(file_id_from_sql),
-                    birth_nanos,
-                },
-            });
+            let intent = row.map_err(ctx)?.into_intent()?;
+            by_path.insert(intent.path.clone(), intent);
         }
-        Ok(out)
+        let mut stmt = conn
+            .prepare_cached("SELECT intents FROM intent_batches ORDER BY id")
+            .map_err(ctx)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(ctx)?;
+        for row in rows {
+            let json = row.map_err(ctx)?;
+            let stored: Vec<StoredIntent> = serde_json::from_str(&json)
+                .map_err(|e| SyncError::State(format!("malformed batch of copy intents: {e}")))?;
+            for s in stored {
+                let intent = s.into_intent()?;
+                by_path.insert(intent.path.clone(), intent);
+            }
+        }
+        Ok(by_path.into_values().collect())
     }
 
     fn conn(&self) -> Result<MutexGuard<'_, Connection>, SyncError> {
@@ -944,15 +998,20 @@ fn add_birth_columns(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Creates the intents table where it is missing (databases of any schema version may lack
-/// it; it holds nothing a run cannot do without).
+/// Creates the intents tables where they are missing (databases of any schema version may
+/// lack them; they hold nothing a run cannot do without): `intent_batches`, one row per
+/// batch with its intents as a JSON array, and `intents`, one row per intent, which earlier
+/// versions wrote and which is still read and cleared.
 fn init_intents(conn: &Connection) -> Result<(), SyncError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS intents(
              path TEXT PRIMARY KEY, to_side INTEGER NOT NULL,
              size INTEGER NOT NULL, mtime INTEGER, etag TEXT, hash TEXT, file_id INTEGER,
              birth INTEGER
-         ) WITHOUT ROWID;",
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS intent_batches(
+             id INTEGER PRIMARY KEY, intents TEXT NOT NULL
+         );",
     )
     .map_err(|e| SyncError::State(format!("creating the intents table: {e}")))
 }
@@ -1706,17 +1765,68 @@ mod tests {
                 ..SideRecord::default()
             },
         };
-        store.record_intents(&[a.clone(), b.clone()]).unwrap();
+        let first = store.record_intents(&[a.clone(), b.clone()]).unwrap();
         drop(store);
         let store = StateStore::open(dir.path(), "intents").unwrap();
         assert_eq!(store.intents().unwrap(), [b.clone(), a.clone()]);
-        store.clear_intents(&[rp("a"), rp("zz")]).unwrap();
+        // A later batch's intent for a path wins over an earlier one's.
+        let newer = Intent {
+            version: side(9),
+            ..a.clone()
+        };
+        let second = store.record_intents(std::slice::from_ref(&newer)).unwrap();
+        assert_eq!(store.intents().unwrap(), [b.clone(), newer.clone()]);
+        // Settled with what remains of it (a failed copy), then completely.
+        store
+            .settle_intents(first, std::slice::from_ref(&a))
+            .unwrap();
+        assert_eq!(store.intents().unwrap(), [newer]);
+        store.settle_intents(second, &[]).unwrap();
         assert_eq!(store.intents().unwrap(), [a]);
+        store.settle_intents(first, &[]).unwrap();
+        assert!(store.intents().unwrap().is_empty());
         store.record_intents(&[b]).unwrap();
         store.clear_all_intents().unwrap();
         assert!(store.intents().unwrap().is_empty());
         // The base is untouched by all of it.
         assert_eq!(store.count().unwrap(), 0);
+    }
+
+    #[test]
+    fn intents_left_by_an_earlier_version_are_read_and_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "legacy").unwrap();
+        // One row per intent, as versions before intent batches wrote them.
+        store
+            .conn()
+            .unwrap()
+            .execute(
+                "INSERT INTO intents(path, to_side, size, mtime, etag, hash, file_id, birth) \
+                 VALUES ('old', 1, 3, 7, 'e', NULL, 5, NULL), ('both', 0, 1, NULL, NULL, NULL, \
+                 NULL, NULL)",
+                [],
+            )
+            .unwrap();
+        let newer = Intent {
+            path: rp("both"),
+            to: Side::Destination,
+            version: side(4),
+        };
+        store.record_intents(std::slice::from_ref(&newer)).unwrap();
+        let old = Intent {
+            path: rp("old"),
+            to: Side::Destination,
+            version: SideRecord {
+                size: 3,
+                mtime_nanos: Some(7),
+                etag: Some("e".into()),
+                file_id: Some(5),
+                ..SideRecord::default()
+            },
+        };
+        assert_eq!(store.intents().unwrap(), [newer, old]);
+        store.clear_all_intents().unwrap();
+        assert!(store.intents().unwrap().is_empty());
     }
 
     #[test]

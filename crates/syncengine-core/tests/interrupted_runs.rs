@@ -182,6 +182,31 @@ async fn a_copy_whose_reply_was_lost_after_it_landed_is_recognised_so_an_edit_is
     assert_eq!(user_files(&src), user_files(&dst));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_failed_copys_intent_stays_when_the_rest_of_its_batch_is_done() {
+    // Intents are recorded and settled a batch at a time: the batch of a run's copies goes
+    // once they are all done, but keeps the intent of one that failed. Here `b.txt` landed,
+    // its reply was lost and the check that follows failed too, so the run counts an error;
+    // `c.txt`, in the same batch, was copied. The next run must still recognise `b.txt`.
+    let (_state, engine, src, dst, fd) = pair_with_an_addition().await;
+    put(&src, "c.txt", "c from the source").await;
+    fd.fail_path(&rel("b.txt"), Fault::ErrorAfter, 1);
+    fd.fail_path(&rel("b.txt"), Fault::Error, 10);
+    let stats = two_way(&engine, src.clone(), fd.clone()).await.unwrap();
+    assert_eq!((stats.uploaded, stats.errors), (1, 1), "{stats:?}");
+    assert_eq!(text(&dst, "b.txt").as_deref(), Some("v1 from the source"));
+    assert_eq!(text(&dst, "c.txt").as_deref(), Some("c from the source"));
+
+    put(&src, "b.txt", "v2, the source's edit").await;
+    put(&src, "c.txt", "c2, the source's edit").await;
+    let next = two_way(&engine, src.clone(), dst.clone()).await.unwrap();
+    assert_eq!(next.conflicts, 0, "a spurious conflict: {next:?}");
+    assert_eq!((next.uploaded, next.errors), (2, 0), "{next:?}");
+    assert_eq!(user_files(&src), user_files(&dst));
+    let idle = two_way(&engine, src.clone(), dst.clone()).await.unwrap();
+    assert!(idle.is_noop(), "{idle:?}");
+}
+
 // Lost replies in runs that end normally (issue 8, behaviour 12). The intent kept after a
 // failed copy lets the next run recognise the copy only while the written side still holds
 // it; a user who edits the copy before that run made the next run see two changed sides, a
