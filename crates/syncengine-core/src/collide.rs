@@ -11,11 +11,18 @@
 //! neither copies, deletes nor forgets anything at or below it on either side, reports it,
 //! and the run ends with an error status until the user renames one of them.
 //!
+//! The pre-pass walks both listings merged, so it also finds a name on one side that folds
+//! to an *unknown* name on the other (`A` against an `a` the listing could not see, a
+//! symlink say): on a folding side the two are one name, and a copy of `A` would land on the
+//! unknown `a` (see [`find_collisions`]). Unknown coverage (`crate::unknown`) compares
+//! paths byte-wise and cannot see this, as `A` sorts before `a`.
+//!
 //! Memory: in canonical (byte-wise) order the members of one folder are contiguous but its
 //! direct children are not (`a/b/c` sorts between `a/b` and `a/c`), so the pre-pass keeps one
-//! map of folded names per folder on the current path, and drops a folder's map once the walk
-//! has left it: at most one folder's names per level. A collision is only known at its second
-//! name, after the first was passed, hence a pre-pass rather than buffering a whole subtree.
+//! map of folded names per folder on the current path (both sides' names in one map), and
+//! drops a folder's map once the walk has left it: at most one folder's names per level. A
+//! collision is only known at its second name, after the first was passed, hence a pre-pass
+//! rather than buffering a whole subtree.
 //! The engine runs none of this when neither side folds names (local Linux ↔ local Linux).
 //!
 //! [`Capabilities::case_insensitive`]: crate::Capabilities::case_insensitive
@@ -48,54 +55,153 @@ pub fn fold_name(name: &str) -> String {
 /// Paths that collide with a sibling, each with the reason to report; sorted canonically.
 pub type Collisions = BTreeMap<String, String>;
 
-/// Reads a listing and returns its colliding paths. `side_note` completes the reason, e.g.
-/// "on the destination, which folds letter case". A listing error other than an unknown
-/// item ends the pre-pass early: the real listing meets the same error and fails the run.
-pub async fn find_collisions(mut listing: EntryStream, side_note: &str) -> Collisions {
-    // One level per folder on the current path: (folder prefix, folded name → first name).
-    let mut stack: Vec<(String, HashMap<String, String>)> = Vec::new();
-    let mut found = Collisions::new();
-    while let Some(item) = listing.next().await {
-        let path = match &item {
-            Ok(entry) => entry.path.as_str().to_string(),
-            Err(Error::Unlisted { path, .. }) => path.clone(),
-            Err(_) => break,
+/// What the walk of one folder saw of one folded name, per side (source, destination).
+#[derive(Default)]
+struct Spellings {
+    /// The name as first spelt on each side.
+    first: [Option<Box<str>>; 2],
+    /// A spelling on each side with an unknown path at or below it.
+    unknown: [Option<Box<str>>; 2],
+}
+
+/// One listing item of the pre-pass: the side, the path, and whether it is unknown.
+type Item = (Side, String, bool);
+
+/// The next path of a listing with whether it is unknown, or `None` at its end. A listing
+/// error other than an unknown item ends it early: the real listing meets the same error and
+/// fails the run.
+async fn next_path(listing: &mut EntryStream) -> Option<(String, bool)> {
+    match listing.next().await? {
+        Ok(entry) => Some((entry.path.into_string(), false)),
+        Err(Error::Unlisted { path, .. }) => Some((path, true)),
+        Err(_) => None,
+    }
+}
+
+/// Reads both listings (source, destination) in one merged walk and returns each side's
+/// colliding paths. `side_note` completes the reasons, e.g. "on the destination, which
+/// folds letter case".
+///
+/// # Behavior
+/// - Two names of one folder on one side that fold alike collide (`Readme`, `readme`).
+/// - A name on one side collides with a name of the same folder on the other side that folds
+///   alike but is spelt otherwise when the other one is unknown, or has an unknown path below
+///   it: `A` (or `A/x`) against an `a` the listing could not see (a symlink, an unreadable
+///   folder, a folder with such members). On a side that folds, `A` *is* that unknown `a`: a
+///   copy of `A` would be written through it (a symlink may lead outside the root) or over a
+///   file nobody saw, and a side that lacks `A` only seems to have deleted it. The other
+///   way round (the unknown name on the plain side), the folding side's `A` could not be
+///   held apart from it once copied there. Only the listed name is marked (the unknown one
+///   is unknown already), so nothing at or below it is copied or deleted on either side.
+///   Unknown coverage itself (`crate::unknown`) compares paths byte-wise: in canonical
+///   order `A` sorts before `a`, so the walk of the reconciler may meet `A` before the
+///   unknown `a`, which is why the pre-pass finds these.
+///
+/// Memory: one map of folded names per folder on the current path, shared by both sides, as
+/// described in the [module docs](self).
+pub async fn find_collisions(listings: [EntryStream; 2], side_note: &str) -> [Collisions; 2] {
+    let [mut source, mut destination] = listings;
+    // One level per folder on the current path: (folder prefix, folded name → spellings).
+    let mut stack: Vec<(String, HashMap<String, Spellings>)> = Vec::new();
+    let mut found = [Collisions::new(), Collisions::new()];
+    let mut heads = [
+        next_path(&mut source).await,
+        next_path(&mut destination).await,
+    ];
+    loop {
+        // The side whose head sorts first (the source on a tie).
+        let i = match (&heads[0], &heads[1]) {
+            (None, None) => break,
+            (Some(_), None) => 0,
+            (None, Some(_)) => 1,
+            (Some((s, _)), Some((d, _))) => usize::from(d.as_bytes() < s.as_bytes()),
         };
-        if path.is_empty() {
-            continue;
-        }
-        let comps: Vec<&str> = path.split('/').collect();
-        let mut prefix = String::new();
-        for (i, name) in comps.iter().enumerate() {
-            if stack.len() > i && stack[i].0 != prefix {
-                stack.truncate(i);
-            }
-            if stack.len() == i {
-                stack.push((prefix.clone(), HashMap::new()));
-            }
-            let names = &mut stack[i].1;
-            let key = fold_name(name);
-            match names.get(&key) {
-                None => {
-                    names.insert(key, (*name).to_string());
-                }
-                Some(first) if first != name => {
-                    let a = format!("{prefix}{first}");
-                    let b = format!("{prefix}{name}");
-                    found.entry(a.clone()).or_insert_with(|| {
-                        format!("name collides with `{b}` {side_note}; rename one of them")
-                    });
-                    found.entry(b).or_insert_with(|| {
-                        format!("name collides with `{a}` {side_note}; rename one of them")
-                    });
-                }
-                Some(_) => {}
-            }
-            prefix.push_str(name);
-            prefix.push('/');
-        }
+        let next = match i {
+            0 => next_path(&mut source).await,
+            _ => next_path(&mut destination).await,
+        };
+        let Some((path, unknown)) = std::mem::replace(&mut heads[i], next) else {
+            break;
+        };
+        let side = [Side::Source, Side::Destination][i];
+        visit_names(&mut stack, &mut found, (side, path, unknown), side_note);
     }
     found
+}
+
+/// Takes in the names of one path of the merged walk (see [`find_collisions`]).
+fn visit_names(
+    stack: &mut Vec<(String, HashMap<String, Spellings>)>,
+    found: &mut [Collisions; 2],
+    (side, path, unknown): Item,
+    side_note: &str,
+) {
+    if path.is_empty() {
+        return;
+    }
+    let (x, y) = match side {
+        Side::Source => (0, 1),
+        Side::Destination => (1, 0),
+    };
+    let other = side.other();
+    let mut prefix = String::new();
+    for (level, name) in path.split('/').enumerate() {
+        if stack.len() > level && stack[level].0 != prefix {
+            stack.truncate(level);
+        }
+        if stack.len() == level {
+            stack.push((prefix.clone(), HashMap::new()));
+        }
+        let seen = stack[level].1.entry(fold_name(name)).or_default();
+        // Two spellings on one side.
+        match seen.first[x].as_deref() {
+            None => seen.first[x] = Some(name.into()),
+            Some(first) if first != name => {
+                let a = format!("{prefix}{first}");
+                let b = format!("{prefix}{name}");
+                found[x].entry(a.clone()).or_insert_with(|| {
+                    format!("name collides with `{b}` {side_note}; rename one of them")
+                });
+                found[x].entry(b).or_insert_with(|| {
+                    format!("name collides with `{a}` {side_note}; rename one of them")
+                });
+            }
+            Some(_) => {}
+        }
+        // Every name on the way to an unknown path has an unknown path at or below it.
+        if unknown && seen.unknown[x].is_none() {
+            seen.unknown[x] = Some(name.into());
+        }
+        let crossing = |found: &mut Collisions, mine: String, theirs: String, holder: Side| {
+            found.entry(mine).or_insert_with(|| {
+                format!(
+                    "name collides with `{theirs}`, which the {holder} could not list (or not \
+                     all of it), {side_note}; rename one of them"
+                )
+            });
+        };
+        // This name against an unknown spelling on the other side.
+        if let Some(theirs) = seen.unknown[y].as_deref().filter(|t| *t != name) {
+            crossing(
+                &mut found[x],
+                format!("{prefix}{name}"),
+                format!("{prefix}{theirs}"),
+                other,
+            );
+        }
+        // This unknown name against the other side's spelling (a second spelling there
+        // collides on that side already).
+        if unknown && let Some(theirs) = seen.first[y].as_deref().filter(|t| *t != name) {
+            crossing(
+                &mut found[y],
+                format!("{prefix}{theirs}"),
+                format!("{prefix}{name}"),
+                side,
+            );
+        }
+        prefix.push_str(name);
+        prefix.push('/');
+    }
 }
 
 fn is_at_or_below(path: &str, top: &str) -> bool {
@@ -339,7 +445,11 @@ mod tests {
     }
 
     async fn marked(paths: &[&str]) -> (Collisions, Vec<String>) {
-        let found = find_collisions(listing(paths), "on a folding side").await;
+        let [found, _] = find_collisions(
+            [listing(paths), stream::empty().boxed()],
+            "on a folding side",
+        )
+        .await;
         let out: Vec<String> = mark_collisions(listing(paths), found.clone())
             .map(|item| match item {
                 Ok(e) => e.path.into_string(),
@@ -399,6 +509,65 @@ mod tests {
         assert_eq!(found.len(), 4, "{found:?}");
         // `A` sorts before `A!x`, where a file of that name would.
         assert_eq!(out, ["?A", "A!x", "?B", "?a", "?b"]);
+    }
+
+    /// A listing of `paths` in canonical order; `?p` is an unknown path `p`.
+    fn with_unknown(paths: &[&str]) -> EntryStream {
+        let mut items: Vec<(String, Result<Entry>)> = paths
+            .iter()
+            .map(|p| match p.strip_prefix('?') {
+                Some(u) => (u.to_string(), Err(Error::unlisted("t", u, "a symlink"))),
+                None => (p.to_string(), Ok(Entry::new(RelPath::new(*p).unwrap(), 1))),
+            })
+            .collect();
+        items.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        stream::iter(items.into_iter().map(|(_, item)| item)).boxed()
+    }
+
+    #[tokio::test]
+    async fn names_folding_to_an_unknown_name_on_the_other_side_collide() {
+        // `A` sorts before `a` and `Q` before `q`: found whichever comes first, at any depth,
+        // for a name with an unknown path below it too (`c/d` has `c`), and only where the
+        // spellings differ (`m`, `s`).
+        let source = ["A", "b/X", "C/y", "caf\u{e9}", "m", "?q", "?s"];
+        let destination = ["?a", "?b/x", "?c/d", "?cafe\u{301}", "Q/z", "m", "s"];
+        let [s, d] = find_collisions(
+            [with_unknown(&source), with_unknown(&destination)],
+            "on a folding side",
+        )
+        .await;
+        assert_eq!(s.keys().collect::<Vec<_>>(), ["A", "C", "b/X", "caf\u{e9}"]);
+        assert_eq!(d.keys().collect::<Vec<_>>(), ["Q"]);
+        assert!(
+            s["A"].contains("`a`, which the destination could not list"),
+            "{s:?}"
+        );
+        assert!(
+            d["Q"].contains("`q`, which the source could not list"),
+            "{d:?}"
+        );
+        // The same with the sides swapped.
+        let [s, d] = find_collisions(
+            [with_unknown(&destination), with_unknown(&source)],
+            "on a folding side",
+        )
+        .await;
+        assert_eq!(d.keys().collect::<Vec<_>>(), ["A", "C", "b/X", "caf\u{e9}"]);
+        assert_eq!(s.keys().collect::<Vec<_>>(), ["Q"]);
+        // Marked, `A` hides all of itself, and the unknown `a` stays as it was.
+        let out: Vec<String> = mark_collisions(with_unknown(&["A", "A/x", "?a"]), {
+            let mut c = Collisions::new();
+            c.insert("A".into(), "why".into());
+            c
+        })
+        .map(|item| match item {
+            Ok(e) => e.path.into_string(),
+            Err(Error::Unlisted { path, .. }) => format!("?{path}"),
+            Err(e) => format!("!{e}"),
+        })
+        .collect()
+        .await;
+        assert_eq!(out, ["?A", "?a"]);
     }
 
     #[tokio::test]

@@ -203,19 +203,23 @@ impl SyncEngine {
         }
 
         let rules = Arc::new(self.ignore_rules(pair).await?);
-        // Names that collide on a side that folds them (`Readme`/`readme`, NFC/NFD) are
-        // unknown for the run: found in a pre-pass over each listing, so it costs nothing
-        // when neither side folds names.
-        let mut collisions = [Collisions::new(), Collisions::new()];
+        // Names that collide on a side that folds them (`Readme`/`readme`, NFC/NFD), and
+        // names that fold to an unknown one on the other side (`A` against an unlisted `a`),
+        // are unknown for the run: found in a pre-pass over both listings, so it costs
+        // nothing when neither side folds names.
+        let mut collisions: [Collisions; 2] = Default::default();
         if let Some(note) = folding_note(&[source.capabilities(), destination.capabilities()]) {
-            for (i, side) in [Side::Source, Side::Destination].into_iter().enumerate() {
-                let scratch = Arc::new(AtomicU64::new(0));
-                let pre = with_waiting_files(
-                    self.listing(pair, side, &rules, &scratch).await,
-                    waiting[i].clone(),
-                );
-                collisions[i] = find_collisions(pre, &note).await;
-            }
+            let scratch = Arc::new(AtomicU64::new(0));
+            let source_pre = with_waiting_files(
+                self.listing(pair, Side::Source, &rules, &scratch).await,
+                waiting[0].clone(),
+            );
+            let destination_pre = with_waiting_files(
+                self.listing(pair, Side::Destination, &rules, &scratch)
+                    .await,
+                waiting[1].clone(),
+            );
+            collisions = find_collisions([source_pre, destination_pre], &note).await;
         }
         let [source_collisions, destination_collisions] = collisions;
         let ignored = Arc::new(AtomicU64::new(0));

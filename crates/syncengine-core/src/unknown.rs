@@ -27,6 +27,10 @@
 //!   ([`UnknownScopes::has_inside`], [`UnknownScopes::fresh_inside`]). The unknown member
 //!   counts as a member of the folder now and after the run (it is never deleted), so the
 //!   folder keeps the path where both are to stay.
+//! - Coverage compares paths byte-wise. On a side that folds names, `A` is the same name as
+//!   an unknown `a`, but sorts before it, so the walk may meet `A` first: when either side
+//!   folds, the collision pre-pass ([`crate::collide::find_collisions`]) makes a name that
+//!   folds to an unknown one on the other side unknown itself, before the walk starts.
 
 use crate::error::Error;
 use crate::mode::Side;

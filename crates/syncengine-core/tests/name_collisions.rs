@@ -354,3 +354,253 @@ async fn a_rename_onto_a_name_new_on_the_folding_side_is_a_collision_and_its_old
         );
     }
 }
+
+/// A plain store, a folding side's inner store, the source and the destination.
+type PlainAndFolding = (
+    Arc<MemoryClient>,
+    Arc<MemoryClient>,
+    Arc<dyn StorageClient>,
+    Arc<dyn StorageClient>,
+);
+
+/// A plain side and a side folding letter case, as (plain, folding's inner store, source,
+/// destination) with the folding side on `folding_is_destination`.
+fn plain_and_folding(folding_is_destination: bool) -> PlainAndFolding {
+    let plain = Arc::new(MemoryClient::new());
+    let folded_inner = Arc::new(MemoryClient::new());
+    let folded: Arc<dyn StorageClient> =
+        Arc::new(QuirkClient::new(folded_inner.clone()).with_case_insensitive(true));
+    let (src, dst): (Arc<dyn StorageClient>, Arc<dyn StorageClient>) = if folding_is_destination {
+        (plain.clone(), folded)
+    } else {
+        (folded, plain.clone())
+    };
+    (plain, folded_inner, src, dst)
+}
+
+/// Files stored in `c` outside the engine's folder, with their contents.
+fn user_files(c: &MemoryClient) -> Vec<(String, String)> {
+    c.files()
+        .into_iter()
+        .filter(|(p, _)| !p.as_str().starts_with(".syncengine"))
+        .map(|(p, b)| (p.into_string(), String::from_utf8_lossy(&b).into_owned()))
+        .collect()
+}
+
+/// Runs `modes` one after the other; each must report exactly `unknown` unknown paths, no
+/// error, name `names` in a warning, and leave both sides as they were (plus `m`, which
+/// syncs).
+async fn left_alone(
+    engine: &SyncEngine,
+    (src, dst): (&Arc<dyn StorageClient>, &Arc<dyn StorageClient>),
+    (plain, folded_inner): (&MemoryClient, &MemoryClient),
+    modes: &[SyncMode],
+    unknown: u64,
+    names: [&str; 2],
+    what: &str,
+) {
+    let mut before_plain = user_files(plain);
+    let mut before_folded = user_files(folded_inner);
+    for list in [&mut before_plain, &mut before_folded] {
+        if !list.iter().any(|(p, _)| p == "m") {
+            list.push(("m".into(), "m".into()));
+            list.sort();
+        }
+    }
+    for mode in modes {
+        let stats = run(engine, src.clone(), dst.clone(), *mode).await;
+        assert_eq!(
+            (stats.unknown, stats.errors),
+            (unknown, 0),
+            "{what}, {mode:?}: {stats:?}"
+        );
+        assert!(
+            stats
+                .warnings
+                .iter()
+                .any(|w| w.contains(&format!("\"{}\"", names[0]))
+                    && w.contains(&format!("`{}`", names[1]))),
+            "{what}, {mode:?}: the folded twin is named: {:?}",
+            stats.warnings
+        );
+        assert_eq!(
+            user_files(plain),
+            before_plain,
+            "{what}, {mode:?}: plain side"
+        );
+        assert_eq!(
+            user_files(folded_inner),
+            before_folded,
+            "{what}, {mode:?}: folding side"
+        );
+    }
+}
+
+const ALL_DIRECTIONS: [SyncMode; 4] = [
+    SyncMode::TwoWay,
+    SyncMode::SourceToDestination,
+    SyncMode::DestinationToSource,
+    SyncMode::TwoWay,
+];
+
+#[tokio::test]
+async fn a_name_that_folds_to_an_unknown_name_on_the_other_side_is_left_alone() {
+    // Model finding (seed 7003, kinds case_fold + unlisted): `A` on the source, and on a
+    // case-insensitive destination an `a` its listing cannot see (a symlink, perhaps to
+    // somewhere outside the root). The engine copied `A` there: on a real disk the write
+    // lands on `a`. Unknown coverage compared names byte-wise; `A` sorts before `a`, so the
+    // unknown item may come only after `A` was visited (`m` keeps the listing's head between
+    // them). Every combination: the folding side as destination or source, the unknown name
+    // on the folding or the plain side, listed `A` before hidden `a` or hidden `A` before `a`.
+    for folding_is_destination in [true, false] {
+        for hidden_on_folding in [true, false] {
+            for (listed, hidden) in [("A", "a"), ("a", "A")] {
+                let what = format!(
+                    "folding side is destination: {folding_is_destination}, hidden on the \
+                     folding side: {hidden_on_folding}, listed {listed}, hidden {hidden}"
+                );
+                let state = tempfile::tempdir().unwrap();
+                let engine = SyncEngine::new(state.path());
+                let (plain, folded_inner, src, dst) = plain_and_folding(folding_is_destination);
+                let (holds_hidden, holds_listed) = if hidden_on_folding {
+                    (&folded_inner, &plain)
+                } else {
+                    (&plain, &folded_inner)
+                };
+                put(holds_hidden, hidden, "unseen").await;
+                holds_hidden.set_unlisted(&rel(hidden), Some("a symlink (test)"));
+                put(holds_hidden, "m", "m").await;
+                put(holds_listed, listed, "listed").await;
+                left_alone(
+                    &engine,
+                    (&src, &dst),
+                    (&plain, &folded_inner),
+                    &ALL_DIRECTIONS,
+                    2,
+                    [listed, hidden],
+                    &what,
+                )
+                .await;
+                // Once the hidden name can be listed again, the two are an ordinary collision
+                // or pair of names; nothing of either is lost.
+                holds_hidden.set_unlisted(&rel(hidden), None);
+                let stats = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+                assert_eq!(stats.errors, 0, "{what}: {stats:?}");
+                assert_eq!(
+                    text(holds_hidden, hidden).as_deref(),
+                    Some("unseen"),
+                    "{what}"
+                );
+                assert_eq!(
+                    text(holds_listed, listed).as_deref(),
+                    Some("listed"),
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_folder_that_folds_to_an_unknown_name_is_left_alone_and_the_reverse() {
+    // `A/x` against an unknown `a` (a symlink to a folder, perhaps), and a file `A` against a
+    // folder `a` whose only member cannot be listed: nothing is written into or over the
+    // unknown, whichever side folds and whichever side holds it.
+    for folding_is_destination in [true, false] {
+        for hidden_on_folding in [true, false] {
+            for (listed, hidden) in [("A/x", "a"), ("A", "a/x"), ("a/y", "A")] {
+                let what = format!(
+                    "folding side is destination: {folding_is_destination}, hidden on the \
+                     folding side: {hidden_on_folding}, listed {listed}, hidden {hidden}"
+                );
+                let state = tempfile::tempdir().unwrap();
+                let engine = SyncEngine::new(state.path());
+                let (plain, folded_inner, src, dst) = plain_and_folding(folding_is_destination);
+                let (holds_hidden, holds_listed) = if hidden_on_folding {
+                    (&folded_inner, &plain)
+                } else {
+                    (&plain, &folded_inner)
+                };
+                put(holds_hidden, hidden, "unseen").await;
+                holds_hidden.set_unlisted(&rel(hidden), Some("a symlink (test)"));
+                put(holds_hidden, "m", "m").await;
+                put(holds_listed, listed, "listed").await;
+                let top = |p: &str| p.split('/').next().unwrap().to_owned();
+                left_alone(
+                    &engine,
+                    (&src, &dst),
+                    (&plain, &folded_inner),
+                    &ALL_DIRECTIONS,
+                    2,
+                    [&top(listed), &top(hidden)],
+                    &what,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_synced_name_that_became_an_unknown_folded_twin_is_not_deleted_on_the_other_side() {
+    // `A` synced; then one side holds, instead of `A`, an `a` its listing cannot see (a
+    // case-only rename into a symlink, say). On the folding side that is the same name, so
+    // `A` there is unknown, not deleted; on the plain side `a` is unknown and the folding
+    // side cannot hold `A` apart from it. Either way `A` stays on the other side, in every
+    // mode that would propagate a delete, and its base is kept.
+    for folding_is_destination in [true, false] {
+        for renamed_on_folding in [true, false] {
+            let what = format!(
+                "folding side is destination: {folding_is_destination}, renamed on the folding \
+                 side: {renamed_on_folding}"
+            );
+            let state = tempfile::tempdir().unwrap();
+            let engine = SyncEngine::new(state.path());
+            let (plain, folded_inner, src, dst) = plain_and_folding(folding_is_destination);
+            put(&plain, "A", "synced").await;
+            put(&plain, "m", "m").await;
+            let first = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+            assert_eq!(
+                (first.uploaded + first.downloaded, first.errors),
+                (2, 0),
+                "{what}"
+            );
+            let renaming = if renamed_on_folding {
+                &folded_inner
+            } else {
+                &plain
+            };
+            renaming.delete(&rel("A")).await.unwrap();
+            put(renaming, "a", "unseen").await;
+            renaming.set_unlisted(&rel("a"), Some("a symlink (test)"));
+            let other = if renamed_on_folding {
+                &plain
+            } else {
+                &folded_inner
+            };
+            // The modes that would carry a delete from the renaming side to the other.
+            let renaming_is_source = renamed_on_folding != folding_is_destination;
+            let mirror = if renaming_is_source {
+                SyncMode::SourceToDestination
+            } else {
+                SyncMode::DestinationToSource
+            };
+            left_alone(
+                &engine,
+                (&src, &dst),
+                (&plain, &folded_inner),
+                &[SyncMode::TwoWay, mirror, SyncMode::TwoWay],
+                2,
+                ["A", "a"],
+                &what,
+            )
+            .await;
+            assert_eq!(text(other, "A").as_deref(), Some("synced"), "{what}");
+            // Listed again, `a` and `A` are still there on their sides.
+            renaming.set_unlisted(&rel("a"), None);
+            let stats = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay).await;
+            assert_eq!(stats.errors, 0, "{what}: {stats:?}");
+            assert_eq!(text(renaming, "a").as_deref(), Some("unseen"), "{what}");
+        }
+    }
+}
