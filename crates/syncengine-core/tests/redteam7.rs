@@ -1,0 +1,202 @@
+//! Red-team round 7: failing tests for what this session's changes (copy intents recorded a
+//! batch at a time, spare conflict copies reused only on equal content, folders whose only
+//! members are unknown) still let through. Each test asserts the safe behaviour and fails on
+//! the code it was written against.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+#[path = "support/files.rs"]
+mod files;
+use files::{put, rel, text, user_files};
+
+use syncengine_core::{
+    MemoryClient, Recovery, RelPath, Side, StorageClient, StorageClientExt, SyncEngine, SyncMode,
+    SyncOptions, SyncPair, SyncStats,
+};
+
+fn options() -> SyncOptions {
+    SyncOptions::default()
+        .with_recovery(Side::Source, Recovery::Trash)
+        .with_recovery(Side::Destination, Recovery::Trash)
+        .with_attempts(2)
+}
+
+async fn run(
+    engine: &SyncEngine,
+    source: Arc<dyn StorageClient>,
+    destination: Arc<dyn StorageClient>,
+    mode: SyncMode,
+    opts: SyncOptions,
+) -> SyncStats {
+    engine
+        .sync_pair(&SyncPair::new(source, destination, mode).with_options(opts))
+        .await
+        .unwrap()
+}
+
+/// Paths on `c` (engine folder left out) whose content is exactly `body`.
+fn holding(c: &MemoryClient, body: &str) -> Vec<String> {
+    user_files(c)
+        .into_iter()
+        .filter(|(_, b)| b == body)
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Makes every attempt of the next write of `path` through `fd` fail transiently (the
+/// upload of a set aside: a flaky link that outlasts the retries).
+fn fail_writes_of(fd: &Arc<syncengine_core::testing::FaultClient>, path: &str) {
+    use syncengine_core::testing::{Fault, Op};
+    let weak = Arc::downgrade(fd);
+    fd.before(
+        Op::Write,
+        rel(path),
+        Arc::new(move |_: &RelPath| {
+            if let Some(fd) = weak.upgrade() {
+                fd.fail_next(Op::Write, Fault::Transient);
+                fd.fail_next(Op::Write, Fault::Transient);
+            }
+        }),
+    );
+}
+
+/// A failed set aside of a photo bigger than 64 MiB, on a backup that lists no hash.
+///
+/// The scenario of redteam6's `a_failed_set_aside_upload_does_not_leave_a_second_conflict_copy`
+/// (source-backup; the photo `x` was deleted on the source, the deletion settled; a new,
+/// unrelated file appears at `x`; the set aside links the photo to a conflict name, then the
+/// upload of the new `x` fails transiently and the spare stays), with two differences: the
+/// backup lists like an Apache WebDAV server or a local disk (size and mtime, no hash), and
+/// the photo is a 65 MiB video. `spare_of` now wants an MD5 of both the kept file and the
+/// spare, and `md5_within_limit` gives up above 64 MiB when none is listed: the spare is never
+/// reused, and every failed attempt leaves one more full copy of the video on the backup
+/// (a link that times out on big uploads fails on exactly the big files). Re-making the copy
+/// costs a whole server-side copy of the file anyway; reading both to compare would cost
+/// about the same and leave no duplicate. Severity: garbage (documented as a trade-off in
+/// `spare_of`, but it brings back the duplicate redteam6 fixed, for exactly the big files).
+#[tokio::test(start_paused = true)]
+async fn a_failed_set_aside_of_a_big_file_does_not_leave_a_second_copy() {
+    use syncengine_core::testing::{FaultClient, FaultConfig};
+    let mut video = String::from("v1, a video ");
+    video.extend(std::iter::repeat_n('v', (65 << 20) - video.len()));
+    const NEW: &str = "a new, unrelated file at the video's old name";
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    let dst = Arc::new(MemoryClient::new());
+    dst.webdav_like_metadata(true);
+    put(&src, "x", &video).await;
+    put(&src, "other", "another file").await;
+    let sb = SyncMode::SourceBackup;
+    run(&engine, src.clone(), dst.clone(), sb, options()).await;
+    src.delete(&rel("x")).await.unwrap();
+    let settled = run(&engine, src.clone(), dst.clone(), sb, options()).await;
+    assert!(settled.is_noop(), "{settled:?}");
+    put(&src, "x", NEW).await;
+
+    for attempt in 0..2 {
+        let fd = Arc::new(FaultClient::new(dst.clone(), FaultConfig::none()));
+        fail_writes_of(&fd, "x");
+        let failed = run(&engine, src.clone(), fd.clone(), sb, options()).await;
+        assert_eq!(failed.errors, 1, "attempt {attempt}: {failed:?}");
+    }
+    run(&engine, src.clone(), dst.clone(), sb, options()).await;
+    let last = run(&engine, src.clone(), dst.clone(), sb, options()).await;
+    assert!(last.is_noop(), "{last:?}");
+    assert_eq!(text(&dst, "x").as_deref(), Some(NEW));
+    assert!(holding(&src, &video).is_empty(), "the deleted video came back");
+    let kept = holding(&dst, &video);
+    assert_eq!(
+        kept.len(),
+        1,
+        "the video should be kept once on the backup, not once per failed attempt: {kept:?}"
+    );
+}
+
+/// The state database of `state` (one pair per test).
+fn state_db(state: &std::path::Path) -> std::path::PathBuf {
+    let dbs: Vec<_> = std::fs::read_dir(state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "db"))
+        .collect();
+    assert_eq!(dbs.len(), 1, "{dbs:?}");
+    dbs.into_iter().next().unwrap()
+}
+
+/// Copy intents left by this version outlive runs of an earlier version, and come back
+/// stale after an upgrade.
+///
+/// Two-way. A copy of `p` to the destination lands but its reply is lost (the run counts an
+/// error): its intent stays in `intent_batches`, as designed, for the next run. The next runs
+/// are made by the previous release (a rollback: the distribution package, a pinned
+/// container), which knows only the one-row-per-intent `intents` table. It neither reads nor
+/// clears `intent_batches` (its `clear_all_intents` is `DELETE FROM intents`); it records
+/// `p` as synced, the user switches to source-backup and deletes `p` on the source, and that
+/// deletion is settled: the destination keeps the only copy of `p`. Then the user upgrades
+/// again and runs two-way. The old intent is still there: `recover_intents` finds the
+/// destination still holding that version and overlays the base of `p` with "both sides hold
+/// it". The settled deletion is gone from the plan's view: the source "deleted" `p`, and two-way
+/// deletes the destination's only copy (into the trash, which is purged after 30 days).
+/// SEMANTICS: a later two-way run never turns a settled deletion into a delete (it copies the
+/// kept copy back). An intent is only true for the run after the one that recorded it; one
+/// that an unknown version may have outlived must not be applied (a version stamp or a
+/// generation in the row, or a schema version bump that older versions refuse). Severity:
+/// loss (of the only copy, to the trash).
+///
+/// The earlier release is emulated by hiding the `intent_batches` table from the engine
+/// while it runs (it then behaves as that release does towards them: it cannot see them).
+#[tokio::test(start_paused = true)]
+async fn intents_that_an_older_version_outlived_do_not_undo_a_settled_deletion() {
+    use syncengine_core::testing::{Fault, FaultClient, FaultConfig};
+    const P: &str = "the only copy, once the source deleted it";
+    let state = tempfile::tempdir().unwrap();
+    let src = Arc::new(MemoryClient::new());
+    let dst = Arc::new(MemoryClient::new());
+    put(&src, "a", "a from the source").await;
+    {
+        let engine = SyncEngine::new(state.path());
+        run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay, options()).await;
+        put(&src, "p", P).await;
+        let fd = Arc::new(FaultClient::new(dst.clone(), FaultConfig::none()));
+        fd.fail_path(&rel("p"), Fault::ErrorAfter, 1);
+        fd.fail_path(&rel("p"), Fault::Error, 10);
+        let lost = run(&engine, src.clone(), fd.clone(), SyncMode::TwoWay, options()).await;
+        assert_eq!(lost.errors, 1, "{lost:?}");
+        assert_eq!(text(&dst, "p").as_deref(), Some(P));
+    }
+    let db = state_db(state.path());
+    let sql = |q: &str| {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(q).unwrap();
+    };
+    let left: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM intent_batches", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1, "the lost copy's intent stays, as designed");
+
+    // The earlier release runs: it cannot see `intent_batches`.
+    sql("ALTER TABLE intent_batches RENAME TO hidden_from_the_old_release;");
+    {
+        let engine = SyncEngine::new(state.path());
+        let synced = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay, options()).await;
+        assert_eq!(synced.errors, 0, "{synced:?}");
+        src.delete(&rel("p")).await.unwrap();
+        let sb = SyncMode::SourceBackup;
+        run(&engine, src.clone(), dst.clone(), sb, options()).await;
+        let idle = run(&engine, src.clone(), dst.clone(), sb, options()).await;
+        assert!(idle.is_noop(), "{idle:?}");
+    }
+    sql("DROP TABLE intent_batches; \
+         ALTER TABLE hidden_from_the_old_release RENAME TO intent_batches;");
+
+    // Upgraded again: a two-way run.
+    let engine = SyncEngine::new(state.path());
+    let tw = run(&engine, src.clone(), dst.clone(), SyncMode::TwoWay, options()).await;
+    assert_eq!(tw.deleted_destination, 0, "the kept copy was deleted: {tw:?}");
+    assert_eq!(text(&dst, "p").as_deref(), Some(P), "{:?}", user_files(&dst));
+    assert_eq!(text(&src, "p").as_deref(), Some(P), "two-way copies the kept copy back");
+}
