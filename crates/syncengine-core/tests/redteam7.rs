@@ -200,3 +200,56 @@ async fn intents_that_an_older_version_outlived_do_not_undo_a_settled_deletion()
     assert_eq!(text(&dst, "p").as_deref(), Some(P), "{:?}", user_files(&dst));
     assert_eq!(text(&src, "p").as_deref(), Some(P), "two-way copies the kept copy back");
 }
+
+/// A mirror mode renames a file on its authoritative side because the mirror holds a folder
+/// of that name whose only member is unknown.
+///
+/// Source-to-destination (and the reverse, destination-to-source). The authoritative side
+/// holds a file `x`; the mirror holds a folder `x` whose only member is a symlink `x/link`
+/// (unknown: never followed, never deleted). Since "a folder whose only members are unknown
+/// counts as a folder in a type change", the run decides `MoveAside` on the file's side —
+/// the authoritative one: the user's `x` is renamed to `x.conflict-…-source` on the source,
+/// and counted as a conflict. SEMANTICS: mirror modes have no conflicts, the authoritative side
+/// wins every difference, and a one-way mode never writes its authoritative side (`allows_download`
+/// is false for source-to-destination); an unknown path is left alone on both sides and
+/// reported. The mirror cannot be made to match here (the folder cannot go), so the run should
+/// leave `x` alone on both sides and report it, not move the user's file on the side the mode
+/// treats as read-only (an application that opens `x` there no longer finds it; on a read-only
+/// source the rename fails every run instead). No content is lost. Severity: noise (a
+/// contract violation of the mirror modes: an unasked write on the authoritative side).
+#[tokio::test]
+async fn a_mirror_never_renames_a_file_on_its_authoritative_side() {
+    for (mode, auth) in [
+        (SyncMode::SourceToDestination, Side::Source),
+        (SyncMode::DestinationToSource, Side::Destination),
+    ] {
+        let state = tempfile::tempdir().unwrap();
+        let engine = SyncEngine::new(state.path());
+        let src = Arc::new(MemoryClient::new().with_disk_folders());
+        let dst = Arc::new(MemoryClient::new().with_disk_folders());
+        let (file, folder) = match auth {
+            Side::Source => (&src, &dst),
+            Side::Destination => (&dst, &src),
+        };
+        put(file, "x", "the user's file").await;
+        put(file, "a", "another file").await;
+        put(folder, "x/link/inner", "behind a symlink").await;
+        folder.set_unlisted(&rel("x/link"), Some("a symlink (not followed)"));
+        let stats = run(&engine, src.clone(), dst.clone(), mode, options()).await;
+        assert_eq!(stats.unknown, 1, "{mode:?}: {stats:?}");
+        assert_eq!(
+            text(folder, "x/link/inner").as_deref(),
+            Some("behind a symlink"),
+            "{mode:?}"
+        );
+        assert_eq!(stats.conflicts, 0, "{mode:?}: a mirror mode has no conflicts: {stats:?}");
+        assert_eq!(
+            user_files(file),
+            vec![
+                ("a".to_owned(), "another file".to_owned()),
+                ("x".to_owned(), "the user's file".to_owned()),
+            ],
+            "{mode:?}: the authoritative side was changed"
+        );
+    }
+}
