@@ -365,6 +365,10 @@ pub enum TypeDecision {
         /// records the other side as absent on purpose.
         settled: bool,
     },
+    /// A mirror mode cannot make its mirror match: the folder there holds what it cannot
+    /// delete (members its listing could not see), and renaming the file on the
+    /// authoritative side is not the mirror's to do. Both stay as they are, reported.
+    Hold,
 }
 
 /// Decides a type change. Pure, like [`decide`]: the side that changed wins (its decisions
@@ -372,9 +376,12 @@ pub enum TypeDecision {
 /// both the file and something below the folder are to stay — the other side edited the file
 /// meanwhile, both sides added, or a mode that never deletes — the folder keeps the path and
 /// the file becomes a conflict copy, shared with the other side where the mode copies that
-/// way. That holds in every mode, also where the file is on a backup mode's primary side
-/// (SEMANTICS leaves this open): renaming one file loses nothing, while moving a folder aside
-/// is many requests on an object store and not atomic.
+/// way. That holds in every mode but the mirrors, also where the file is on a backup mode's
+/// primary side (SEMANTICS leaves this open): renaming one file loses nothing, while moving a
+/// folder aside is many requests on an object store and not atomic. A mirror deletes every
+/// member of the folder it can see, so it meets a clash only where the folder holds members
+/// its listing could not see: it never writes its authoritative side, and leaves both alone
+/// ([`TypeDecision::Hold`]).
 ///
 /// ```
 /// use syncengine_core::decide::{decide_type_change, Decision, Policy, TypeChange, TypeDecision};
@@ -408,6 +415,9 @@ pub fn decide_type_change(policy: &Policy, t: &TypeChange) -> TypeDecision {
         || (file_after_on_folder_side && folder_after(folder_side));
     if !clash {
         return TypeDecision::Proceed;
+    }
+    if policy.mode.is_mirror() {
+        return TypeDecision::Hold;
     }
     let settled = t.file_decision == Decision::Settle(folder_side)
         || (t.file_settled == Some(folder_side) && t.file_decision == Decision::Nothing);

@@ -1187,6 +1187,15 @@ impl Executor {
         self.retry(|| client.md5_of(entry)).await.ok()
     }
 
+    /// The MD5 of `entry` on `side`: listed, else computed by reading it, whatever its size.
+    async fn md5_any_size(&self, side: Side, entry: &Entry) -> Option<ContentHash> {
+        let client = self.client(side);
+        if let Some(hash) = entry.content_hash(&client.capabilities()) {
+            return Some(hash);
+        }
+        self.retry(|| client.md5_of(entry)).await.ok()
+    }
+
     async fn mirror_rename(
         &self,
         seen_on: Side,
@@ -1429,9 +1438,11 @@ impl Executor {
     ///
     /// Only content tells that the spare still holds the kept version: the user may have
     /// edited it since, keeping its size and mtime, and reusing it would then leave the kept
-    /// version nowhere once the new file takes its path. Where a hash cannot be had for both
-    /// (no listed hash and too big to read), no spare is reused: one more conflict copy,
-    /// never a loss.
+    /// version nowhere once the new file takes its path. The same file under both names (a
+    /// hard link, as a local set aside makes: one file id, in one folder) is that content;
+    /// otherwise both are hashed, whatever their size: reading them once costs less than a
+    /// full copy of a big file left behind by every failed attempt. A spare whose hash
+    /// cannot be had is not reused: one more conflict copy, never a loss.
     async fn spare_of(&self, kept_side: Side, kept: &Entry) -> Option<Entry> {
         // Conflict names as `conflict_name` makes them, with the tag left empty: the part
         // before the tag and the extension after it.
@@ -1472,10 +1483,18 @@ impl Executor {
             if now.path != r.path || now.size != want.size {
                 continue;
             }
-            if kept_hash.is_none() {
-                kept_hash = Some(self.md5_within_limit(kept_side, kept).await?);
+            // A conflict name lies beside the kept file's: one folder, one filesystem.
+            if client.capabilities().file_id && now.file_id.is_some() && now.file_id == kept.file_id
+            {
+                if now.hash.is_none() {
+                    now.hash = kept.hash.clone();
+                }
+                return Some(now);
             }
-            if self.md5_within_limit(kept_side, &now).await.as_ref() == kept_hash.as_ref() {
+            if kept_hash.is_none() {
+                kept_hash = Some(self.md5_any_size(kept_side, kept).await?);
+            }
+            if self.md5_any_size(kept_side, &now).await.as_ref() == kept_hash.as_ref() {
                 now.hash = kept_hash;
                 return Some(now);
             }

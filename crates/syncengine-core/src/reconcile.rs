@@ -204,6 +204,7 @@ impl Reconciler {
         let mut gone: Vec<Gone> = Vec::new();
         let mut appeared: Vec<Appeared> = Vec::new();
         let mut pending: Vec<PendingFile> = Vec::new();
+        let mut held: Vec<usize> = Vec::new();
 
         let mut source = self.with_checksums(source, Side::Source);
         let mut destination = self.with_checksums(destination, Side::Destination);
@@ -262,7 +263,7 @@ impl Reconciler {
             note_fresh_unknown(&mut d_unknown, &mut pending);
             // Type changes: a file `x` waits until the merge has passed `x/`, which sorts after
             // `x-1`, `x.txt`… (so only a chain of such names ever waits).
-            self.resolve_passed(Some(&path), &mut pending, &mut plan);
+            self.resolve_passed(Some(&path), &mut pending, &mut plan, &mut held);
             // Unknown paths (see `crate::unknown`): a guard around `visit`, so the decision
             // logic stays unaware of them. A fully covered path is left alone; a file waiting
             // for its folder's contents still learns that something is there.
@@ -347,30 +348,35 @@ impl Reconciler {
                 total - named
             ));
         }
-        self.resolve_passed(None, &mut pending, &mut plan);
+        self.resolve_passed(None, &mut pending, &mut plan, &mut held);
 
-        self.pair_renames(&mut plan, gone, appeared).await;
+        self.pair_renames(&mut plan, gone, appeared, &held).await;
         Ok(plan)
     }
 
     /// Settles every waiting file whose folder name the merge has passed (all of them when
     /// `next` is `None`, the end of the listings).
+    ///
+    /// The indices of actions the type changes take back ([`TypeDecision::Hold`]) go to
+    /// `held`: they are dropped once the plan is complete, as indices into `plan.actions`
+    /// must stay valid until then.
     fn resolve_passed(
         &self,
         next: Option<&RelPath>,
         pending: &mut Vec<PendingFile>,
         plan: &mut Plan,
+        held: &mut Vec<usize>,
     ) {
         while let Some(top) = pending.last() {
             if next.is_some_and(|p| may_hold_children_of(&top.entry.path, p)) {
                 break;
             }
             let Some(waiting) = pending.pop() else { break };
-            self.resolve_type_change(waiting, plan);
+            self.resolve_type_change(waiting, plan, held);
         }
     }
 
-    fn resolve_type_change(&self, waiting: PendingFile, plan: &mut Plan) {
+    fn resolve_type_change(&self, waiting: PendingFile, plan: &mut Plan, held: &mut Vec<usize>) {
         let f = waiting.file_side;
         let folder_side = f.other();
         // Only a clean type change: the file on one side, a folder (and no file) on the other.
@@ -385,6 +391,17 @@ impl Reconciler {
         };
         match decide_type_change(&self.policy, &change) {
             TypeDecision::Proceed => {}
+            TypeDecision::Hold => {
+                held.extend(waiting.action);
+                let w = format!(
+                    "{:?}: a file on the {f} and a folder on the {folder_side} holding what its \
+                     listing could not see; a mirror cannot replace that folder, so both are \
+                     left alone this run",
+                    waiting.entry.path.as_str()
+                );
+                tracing::warn!(path = %waiting.entry.path, "type change held: the folder has unknown members");
+                plan.warnings.push(w);
+            }
             TypeDecision::MoveAside { share, settled } => {
                 if let Some((i, old)) = waiting.settle_update
                     && let Some(BaseUpdate::Put(r)) = plan.state_updates.get(i)
@@ -648,15 +665,30 @@ impl Reconciler {
     /// its ETags from size and mtime), only nominates: then content decides, hashed where
     /// that is cheap (see [`REMOTE_HASH_LIMIT`]). Without proof the delete + copy stay, which
     /// is safe: the deleted version goes to the trash.
-    async fn pair_renames(&self, plan: &mut Plan, mut gone: Vec<Gone>, appeared: Vec<Appeared>) {
-        if gone.is_empty() || appeared.is_empty() {
+    ///
+    /// Also drops the actions at the indices `held` (type changes a mirror leaves alone),
+    /// which take no part in pairing.
+    async fn pair_renames(
+        &self,
+        plan: &mut Plan,
+        mut gone: Vec<Gone>,
+        mut appeared: Vec<Appeared>,
+        held: &[usize],
+    ) {
+        if held.is_empty() && (gone.is_empty() || appeared.is_empty()) {
             return;
         }
+        appeared.retain(|a| !held.contains(&a.copy_action));
         let mut by_size: HashMap<(Side, u64), Vec<usize>> = HashMap::new();
         for (i, g) in gone.iter().enumerate() {
             by_size.entry((g.side, g.base.size)).or_default().push(i);
         }
         let mut removed = vec![false; plan.actions.len()];
+        for &i in held {
+            if let Some(r) = removed.get_mut(i) {
+                *r = true;
+            }
+        }
         // Each vanished file's content hash, looked up or computed at most once.
         let mut old_hashes: Vec<Option<Option<ContentHash>>> = vec![None; gone.len()];
         let mut renames = Vec::new();

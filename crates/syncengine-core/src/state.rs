@@ -62,7 +62,7 @@ mod roots;
 pub use roots::RootRecord;
 
 /// The schema version this code writes. A database with a higher version is refused.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Records per page of [`StateStore::stream`]; also the size of one channel message.
 const STREAM_PAGE: usize = 1000;
@@ -221,8 +221,8 @@ pub enum BaseUpdate {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IntentBatch(i64);
 
-/// An [`Intent`] as the state store keeps it: a row of the `intents` table of earlier
-/// versions, or an element of a batch's JSON array.
+/// An [`Intent`] as the state store keeps it: an element of a batch's JSON array (or a row
+/// of the `intents` table of schema version 2, migrated).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredIntent {
     path: String,
@@ -727,7 +727,7 @@ impl StateStore {
     /// [`SyncError::State`] when the database cannot be written.
     pub fn clear_all_intents(&self) -> Result<(), SyncError> {
         let conn = self.conn()?;
-        conn.execute_batch("DELETE FROM intents; DELETE FROM intent_batches;")
+        conn.execute_batch("DELETE FROM intent_batches;")
             .map_err(|e| self.err("clearing copy intents", e))?;
         Ok(())
     }
@@ -741,30 +741,6 @@ impl StateStore {
         let ctx = |e| self.err("reading copy intents", e);
         let conn = self.conn()?;
         let mut by_path = std::collections::BTreeMap::new();
-        // One row per intent: what a version before batches left.
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT path, to_side, size, mtime, etag, hash, file_id, birth FROM intents",
-            )
-            .map_err(ctx)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(StoredIntent {
-                    path: r.get(0)?,
-                    to: r.get(1)?,
-                    size: r.get(2)?,
-                    mtime: r.get(3)?,
-                    etag: r.get(4)?,
-                    hash: r.get(5)?,
-                    file_id: r.get(6)?,
-                    birth: r.get(7)?,
-                })
-            })
-            .map_err(ctx)?;
-        for row in rows {
-            let intent = row.map_err(ctx)?.into_intent()?;
-            by_path.insert(intent.path.clone(), intent);
-        }
         let mut stmt = conn
             .prepare_cached("SELECT intents FROM intent_batches ORDER BY id")
             .map_err(ctx)?;
@@ -916,31 +892,18 @@ fn init_schema(conn: &mut Connection) -> Result<(), SyncError> {
                 )));
             }
             // Migrations, one step per version.
-            Some(1) if has("base") => {
-                // Settled absences: NULL (no side) for every existing record, which is what
-                // a version 1 base meant. ADD COLUMN does not rewrite the table.
-                tx.execute_batch("ALTER TABLE base ADD COLUMN settled INTEGER;")
-                    .map_err(ctx)?;
-                // Version 1 had no initial-sync mark. A completed run surely ended its first
-                // plan; so, presumably, did a base with records but no completed run (the
-                // case of one permanent per-file error, where an authoritative preference kept
-                // deleting later additions). Counting it as done is the safe side: merging
-                // deletes nothing, and an explicit preference is then reported as ignored.
-                tx.execute_batch(
-                    "INSERT OR IGNORE INTO meta(key, value)
-                         SELECT 'initial_sync_done', value FROM meta
-                         WHERE key = 'last_completed';
-                     INSERT OR IGNORE INTO meta(key, value)
-                         SELECT 'initial_sync_done', 0 WHERE EXISTS (SELECT 1 FROM base);",
-                )
-                .map_err(ctx)?;
+            Some(v @ (1 | 2)) if has("base") => {
+                if v == 1 {
+                    migrate_1_to_2(&tx).map_err(ctx)?;
+                }
+                migrate_2_to_3(&tx, has("intents")).map_err(ctx)?;
                 tx.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
                     params![SCHEMA_VERSION],
                 )
                 .map_err(ctx)?;
             }
-            Some(v) if v >= 2 && has("base") => {}
+            Some(v) if v >= 3 && has("base") => {}
             _ => {
                 return Err(SyncError::State(
                     "not a syncengine state database (schema version or base table missing)".into(),
@@ -998,22 +961,75 @@ fn add_birth_columns(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Creates the intents tables where they are missing (databases of any schema version may
-/// lack them; they hold nothing a run cannot do without): `intent_batches`, one row per
-/// batch with its intents as a JSON array, and `intents`, one row per intent, which earlier
-/// versions wrote and which is still read and cleared.
-fn init_intents(conn: &Connection) -> Result<(), SyncError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS intents(
-             path TEXT PRIMARY KEY, to_side INTEGER NOT NULL,
-             size INTEGER NOT NULL, mtime INTEGER, etag TEXT, hash TEXT, file_id INTEGER,
-             birth INTEGER
-         ) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS intent_batches(
-             id INTEGER PRIMARY KEY, intents TEXT NOT NULL
-         );",
+/// Version 1 to 2: settled absences and the initial-sync mark.
+fn migrate_1_to_2(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    // Settled absences: NULL (no side) for every existing record, which is what a version 1
+    // base meant. ADD COLUMN does not rewrite the table.
+    tx.execute_batch("ALTER TABLE base ADD COLUMN settled INTEGER;")?;
+    // Version 1 had no initial-sync mark. A completed run surely ended its first plan; so,
+    // presumably, did a base with records but no completed run (the case of one permanent
+    // per-file error, where an authoritative preference kept deleting later additions).
+    // Counting it as done is the safe side: merging deletes nothing, and an explicit
+    // preference is then reported as ignored.
+    tx.execute_batch(
+        "INSERT OR IGNORE INTO meta(key, value)
+             SELECT 'initial_sync_done', value FROM meta
+             WHERE key = 'last_completed';
+         INSERT OR IGNORE INTO meta(key, value)
+             SELECT 'initial_sync_done', 0 WHERE EXISTS (SELECT 1 FROM base);",
     )
-    .map_err(|e| SyncError::State(format!("creating the intents table: {e}")))
+}
+
+/// Version 2 to 3: copy intents go from one row each (table `intents`) to one row per batch
+/// (table `intent_batches`); the intents an interrupted run left move into one batch.
+///
+/// The version goes up so that a syncengine that knows only the `intents` table refuses the
+/// database instead of running against it: it would leave the batches unread and uncleared,
+/// and after an upgrade again they would be taken for copies of the run just before, over a
+/// base that has changed since (a kept copy's settled deletion turned back into a synced
+/// file, and deleted).
+fn migrate_2_to_3(tx: &rusqlite::Transaction<'_>, has_intents: bool) -> rusqlite::Result<()> {
+    tx.execute_batch(INTENT_BATCHES_TABLE)?;
+    if !has_intents {
+        return Ok(());
+    }
+    let stored: Vec<StoredIntent> = {
+        let mut stmt = tx.prepare(
+            "SELECT path, to_side, size, mtime, etag, hash, file_id, birth FROM intents",
+        )?;
+        stmt.query_map([], |r| {
+            Ok(StoredIntent {
+                path: r.get(0)?,
+                to: r.get(1)?,
+                size: r.get(2)?,
+                mtime: r.get(3)?,
+                etag: r.get(4)?,
+                hash: r.get(5)?,
+                file_id: r.get(6)?,
+                birth: r.get(7)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    if !stored.is_empty() {
+        let json = serde_json::to_string(&stored)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        tx.execute(
+            "INSERT INTO intent_batches(intents) VALUES (?1)",
+            params![json],
+        )?;
+    }
+    tx.execute_batch("DROP TABLE intents;")
+}
+
+/// The copy intents: one row per batch, its intents as a JSON array of [`StoredIntent`].
+const INTENT_BATCHES_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS intent_batches(id INTEGER PRIMARY KEY, intents TEXT NOT NULL);";
+
+/// Creates the intents table where it is missing (it holds nothing a run cannot do without).
+fn init_intents(conn: &Connection) -> Result<(), SyncError> {
+    conn.execute_batch(INTENT_BATCHES_TABLE)
+        .map_err(|e| SyncError::State(format!("creating the intents table: {e}")))
 }
 
 fn side_to_sql(side: Side) -> i64 {
@@ -1793,26 +1809,27 @@ mod tests {
     }
 
     #[test]
-    fn intents_left_by_an_earlier_version_are_read_and_cleared() {
+    fn intents_of_schema_version_2_move_into_a_batch() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path(), "legacy").unwrap();
-        // One row per intent, as versions before intent batches wrote them.
+        // Turn the new database into one of schema version 2, with intents one row each.
         store
             .conn()
             .unwrap()
-            .execute(
-                "INSERT INTO intents(path, to_side, size, mtime, etag, hash, file_id, birth) \
-                 VALUES ('old', 1, 3, 7, 'e', NULL, 5, NULL), ('both', 0, 1, NULL, NULL, NULL, \
-                 NULL, NULL)",
-                [],
+            .execute_batch(
+                "UPDATE meta SET value = 2 WHERE key = 'schema_version';
+                 DROP TABLE intent_batches;
+                 CREATE TABLE intents(
+                     path TEXT PRIMARY KEY, to_side INTEGER NOT NULL,
+                     size INTEGER NOT NULL, mtime INTEGER, etag TEXT, hash TEXT,
+                     file_id INTEGER, birth INTEGER
+                 ) WITHOUT ROWID;
+                 INSERT INTO intents(path, to_side, size, mtime, etag, hash, file_id, birth)
+                     VALUES ('old', 1, 3, 7, 'e', NULL, 5, NULL);",
             )
             .unwrap();
-        let newer = Intent {
-            path: rp("both"),
-            to: Side::Destination,
-            version: side(4),
-        };
-        store.record_intents(std::slice::from_ref(&newer)).unwrap();
+        drop(store);
+        let store = StateStore::open(dir.path(), "legacy").unwrap();
         let old = Intent {
             path: rp("old"),
             to: Side::Destination,
@@ -1824,7 +1841,18 @@ mod tests {
                 ..SideRecord::default()
             },
         };
-        assert_eq!(store.intents().unwrap(), [newer, old]);
+        assert_eq!(store.intents().unwrap(), [old]);
+        let (version, legacy): (i64, i64) = store
+            .conn()
+            .unwrap()
+            .query_row(
+                "SELECT (SELECT value FROM meta WHERE key = 'schema_version'), \
+                 (SELECT count(*) FROM sqlite_master WHERE name = 'intents')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((version, legacy), (SCHEMA_VERSION, 0));
         store.clear_all_intents().unwrap();
         assert!(store.intents().unwrap().is_empty());
     }

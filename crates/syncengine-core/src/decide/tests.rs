@@ -1358,6 +1358,16 @@ fn type_change_in_mirror_modes_follows_the_authoritative_side() {
         type_change(DTS, Src, Decision::Delete(Src), [true, true]),
         TypeDecision::Proceed
     );
+    // The mirror's folder keeps members it cannot delete (unknown ones): the authoritative
+    // file is neither written there nor renamed at home.
+    assert_eq!(
+        type_change(STD, Src, Decision::Copy(Src), [false, true]),
+        TypeDecision::Hold
+    );
+    assert_eq!(
+        type_change(DTS, Dst, Decision::Copy(Dst), [true, false]),
+        TypeDecision::Hold
+    );
 }
 
 #[test]
