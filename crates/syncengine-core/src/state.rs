@@ -888,7 +888,8 @@ fn init_schema(conn: &mut Connection) -> Result<(), SyncError> {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(SyncError::State(format!(
                     "schema version {v} was written by a newer syncengine (this one knows up to \
-                     {SCHEMA_VERSION})"
+                     {SCHEMA_VERSION}): run that version or a later one, or move the state file \
+                     away to start over with an initial sync"
                 )));
             }
             // Migrations, one step per version.
