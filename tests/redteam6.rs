@@ -57,24 +57,7 @@ fn a_photo_folder_replaced_by_a_symlink_is_not_deleted_on_the_other_side() {
 
 /// Every file below `dir` (relative paths), the engine's own `.syncengine/` folder left out.
 fn user_files(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
-            if rel.starts_with(".syncengine") {
-                continue;
-            }
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                found.push(rel);
-            }
-        }
-    }
-    found.sort();
-    found
+    cli::disk_files(dir).into_keys().collect()
 }
 
 /// The state directory *is* a synced root (`--state-dir ~/Sync`, or `--state-dir .` run from

@@ -11,25 +11,9 @@ mod cli;
 use cli::{BIN, sync};
 
 /// Every file below `dir` (relative paths) with its size, the engine's own `.syncengine/`
-/// folder and temp files left out.
+/// folder left out.
 fn user_files(dir: &Path) -> std::collections::BTreeMap<String, u64> {
-    let mut found = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
-            if rel.starts_with(".syncengine") {
-                continue;
-            }
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                found.insert(rel, e.metadata().unwrap().len());
-            }
-        }
-    }
-    found
+    cli::disk_files(dir)
 }
 
 /// Bytes that do not repeat (so no two files are alike by accident).

@@ -28,3 +28,25 @@ pub fn sync(a: &Path, b: &Path, state: &Path, extra: &[&str]) -> (Option<i32>, S
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code(), text)
 }
+
+/// Every file below `dir` (relative paths) with its size, the engine's own `.syncengine/`
+/// folder left out.
+pub fn disk_files(dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            if rel.starts_with(".syncengine") {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                found.insert(rel, e.metadata().unwrap().len());
+            }
+        }
+    }
+    found
+}

@@ -8,41 +8,12 @@ use std::sync::Arc;
 
 #[path = "support/files.rs"]
 mod files;
+#[path = "support/runs.rs"]
+mod runs;
 use files::{put, rel, text, user_files};
+use runs::{fail_writes_of, holding, kept_copy_meets_a_new_file, options, run};
 
-use syncengine_core::{
-    MemoryClient, Recovery, RelPath, Side, StorageClient, StorageClientExt, SyncEngine, SyncMode,
-    SyncOptions, SyncPair, SyncStats,
-};
-
-fn options() -> SyncOptions {
-    SyncOptions::default()
-        .with_recovery(Side::Source, Recovery::Trash)
-        .with_recovery(Side::Destination, Recovery::Trash)
-        .with_attempts(2)
-}
-
-async fn run(
-    engine: &SyncEngine,
-    source: Arc<dyn StorageClient>,
-    destination: Arc<dyn StorageClient>,
-    mode: SyncMode,
-    opts: SyncOptions,
-) -> SyncStats {
-    engine
-        .sync_pair(&SyncPair::new(source, destination, mode).with_options(opts))
-        .await
-        .unwrap()
-}
-
-/// Paths on `c` (engine folder left out) whose content is exactly `body`.
-fn holding(c: &MemoryClient, body: &str) -> Vec<String> {
-    user_files(c)
-        .into_iter()
-        .filter(|(_, b)| b == body)
-        .map(|(p, _)| p)
-        .collect()
-}
+use syncengine_core::{MemoryClient, StorageClient, StorageClientExt, SyncEngine, SyncMode};
 
 /// A set aside whose upload fails after the photo was linked aside (a transient error that
 /// outlasts the retries: a flaky link, a timeout), or whose run is killed at that point.
@@ -64,35 +35,19 @@ fn holding(c: &MemoryClient, body: &str) -> Vec<String> {
 /// Severity: garbage.
 #[tokio::test(start_paused = true)]
 async fn a_failed_set_aside_upload_does_not_leave_a_second_conflict_copy() {
-    use syncengine_core::testing::{Fault, FaultClient, FaultConfig, Op};
+    use syncengine_core::testing::{FaultClient, FaultConfig};
     const PHOTO: &str = "v1, a photo, 40 bytes of it ..........";
     const NEW: &str = "a new, unrelated file at the photo's old name";
     let state = tempfile::tempdir().unwrap();
     let engine = SyncEngine::new(state.path());
     let src = Arc::new(MemoryClient::new());
     let dst = Arc::new(MemoryClient::new());
-    put(&src, "x", PHOTO).await;
-    put(&src, "other", "another file").await;
     let sb = SyncMode::SourceBackup;
-    run(&engine, src.clone(), dst.clone(), sb, options()).await;
-    src.delete(&rel("x")).await.unwrap();
-    let settled = run(&engine, src.clone(), dst.clone(), sb, options()).await;
-    assert!(settled.is_noop(), "{settled:?}");
-    put(&src, "x", NEW).await;
+    kept_copy_meets_a_new_file(&engine, &src, &dst, PHOTO, NEW).await;
 
     let fd = Arc::new(FaultClient::new(dst.clone(), FaultConfig::none()));
     // Every attempt (`with_attempts(2)`) of the upload of `x` fails transiently.
-    let weak = Arc::downgrade(&fd);
-    fd.before(
-        Op::Write,
-        rel("x"),
-        Arc::new(move |_: &RelPath| {
-            if let Some(fd) = weak.upgrade() {
-                fd.fail_next(Op::Write, Fault::Transient);
-                fd.fail_next(Op::Write, Fault::Transient);
-            }
-        }),
-    );
+    fail_writes_of(&fd, "x");
     let failed = run(&engine, src.clone(), fd.clone(), sb, options()).await;
     assert_eq!(failed.errors, 1, "{failed:?}; {:?}", fd.injected());
     let after_failure = user_files(&dst);
@@ -282,7 +237,7 @@ async fn a_kept_copy_moved_on_the_backup_side_does_not_come_back_to_the_source()
 /// content can tell the spare still holds the kept version. Severity: loss.
 #[tokio::test(start_paused = true)]
 async fn an_edited_spare_copy_is_not_taken_for_the_kept_version() {
-    use syncengine_core::testing::{Fault, FaultClient, FaultConfig, Op};
+    use syncengine_core::testing::{FaultClient, FaultConfig};
     const PHOTO: &str = "v1, a photo, 40 bytes of it ..........";
     const EDIT: &str = "v1, a PHOTO, 40 bytes of it, retouched";
     const NEW: &str = "a new, unrelated file at the photo's old name";
@@ -292,27 +247,11 @@ async fn an_edited_spare_copy_is_not_taken_for_the_kept_version() {
     let src = Arc::new(MemoryClient::new());
     let dst = Arc::new(MemoryClient::new());
     dst.webdav_like_metadata(true);
-    put(&src, "x", PHOTO).await;
-    put(&src, "other", "another file").await;
     let sb = SyncMode::SourceBackup;
-    run(&engine, src.clone(), dst.clone(), sb, options()).await;
-    src.delete(&rel("x")).await.unwrap();
-    let settled = run(&engine, src.clone(), dst.clone(), sb, options()).await;
-    assert!(settled.is_noop(), "{settled:?}");
-    put(&src, "x", NEW).await;
+    kept_copy_meets_a_new_file(&engine, &src, &dst, PHOTO, NEW).await;
 
     let fd = Arc::new(FaultClient::new(dst.clone(), FaultConfig::none()));
-    let weak = Arc::downgrade(&fd);
-    fd.before(
-        Op::Write,
-        rel("x"),
-        Arc::new(move |_: &RelPath| {
-            if let Some(fd) = weak.upgrade() {
-                fd.fail_next(Op::Write, Fault::Transient);
-                fd.fail_next(Op::Write, Fault::Transient);
-            }
-        }),
-    );
+    fail_writes_of(&fd, "x");
     let failed = run(&engine, src.clone(), fd.clone(), sb, options()).await;
     assert_eq!(failed.errors, 1, "{failed:?}; {:?}", fd.injected());
     let spares: Vec<String> = holding(&dst, PHOTO)

@@ -9,58 +9,12 @@ use std::sync::Arc;
 
 #[path = "support/files.rs"]
 mod files;
+#[path = "support/runs.rs"]
+mod runs;
 use files::{put, rel, text, user_files};
+use runs::{fail_writes_of, holding, kept_copy_meets_a_new_file, options, run};
 
-use syncengine_core::{
-    MemoryClient, Recovery, RelPath, Side, StorageClient, StorageClientExt, SyncEngine, SyncMode,
-    SyncOptions, SyncPair, SyncStats,
-};
-
-fn options() -> SyncOptions {
-    SyncOptions::default()
-        .with_recovery(Side::Source, Recovery::Trash)
-        .with_recovery(Side::Destination, Recovery::Trash)
-        .with_attempts(2)
-}
-
-async fn run(
-    engine: &SyncEngine,
-    source: Arc<dyn StorageClient>,
-    destination: Arc<dyn StorageClient>,
-    mode: SyncMode,
-    opts: SyncOptions,
-) -> SyncStats {
-    engine
-        .sync_pair(&SyncPair::new(source, destination, mode).with_options(opts))
-        .await
-        .unwrap()
-}
-
-/// Paths on `c` (engine folder left out) whose content is exactly `body`.
-fn holding(c: &MemoryClient, body: &str) -> Vec<String> {
-    user_files(c)
-        .into_iter()
-        .filter(|(_, b)| b == body)
-        .map(|(p, _)| p)
-        .collect()
-}
-
-/// Makes every attempt of the next write of `path` through `fd` fail transiently (the
-/// upload of a set aside: a flaky link that outlasts the retries).
-fn fail_writes_of(fd: &Arc<syncengine_core::testing::FaultClient>, path: &str) {
-    use syncengine_core::testing::{Fault, Op};
-    let weak = Arc::downgrade(fd);
-    fd.before(
-        Op::Write,
-        rel(path),
-        Arc::new(move |_: &RelPath| {
-            if let Some(fd) = weak.upgrade() {
-                fd.fail_next(Op::Write, Fault::Transient);
-                fd.fail_next(Op::Write, Fault::Transient);
-            }
-        }),
-    );
-}
+use syncengine_core::{MemoryClient, Side, SyncEngine, SyncMode};
 
 /// A failed set aside of a photo bigger than 64 MiB, on a backup that lists no hash.
 ///
@@ -87,14 +41,8 @@ async fn a_failed_set_aside_of_a_big_file_does_not_leave_a_second_copy() {
     let src = Arc::new(MemoryClient::new());
     let dst = Arc::new(MemoryClient::new());
     dst.webdav_like_metadata(true);
-    put(&src, "x", &video).await;
-    put(&src, "other", "another file").await;
     let sb = SyncMode::SourceBackup;
-    run(&engine, src.clone(), dst.clone(), sb, options()).await;
-    src.delete(&rel("x")).await.unwrap();
-    let settled = run(&engine, src.clone(), dst.clone(), sb, options()).await;
-    assert!(settled.is_noop(), "{settled:?}");
-    put(&src, "x", NEW).await;
+    kept_copy_meets_a_new_file(&engine, &src, &dst, &video, NEW).await;
 
     for attempt in 0..2 {
         let fd = Arc::new(FaultClient::new(dst.clone(), FaultConfig::none()));
