@@ -145,7 +145,11 @@ pub fn seaweed_builder(ordered: bool) -> Option<S3Builder> {
             .with_allow_http(true)
             .with_ordered_listing(ordered)
             // SeaweedFS's filer turns `\\` into `/`, like Azure.
-            .with_encode_backslash(true),
+            .with_encode_backslash(true)
+            // SeaweedFS answers 500 InternalError for a moment while it grows a volume (seen
+            // in CI, on a test's own setup writes): object_store's default of two quick
+            // retries is not enough for that.
+            .with_retries(8, std::time::Duration::from_secs(30)),
     )
 }
 
