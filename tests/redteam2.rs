@@ -2,24 +2,14 @@
 #![cfg(feature = "cli")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_syncengine");
+#[path = "support/cli.rs"]
+mod cli;
 
 /// Runs `syncengine sync <args>` and returns (exit code, stdout + stderr).
 fn sync(args: &[&str], state: &std::path::Path) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
-        .arg("sync")
-        .args(args)
-        .arg("--state-dir")
-        .arg(state)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code(), text)
+    cli::run_sync(args, state)
 }
 
 /// A password given in a WebDAV or SFTP URL (the WebDAV builder takes `user:password@` as

@@ -156,22 +156,7 @@ fn an_older_copy_of_a_mirror_destination_is_mirrored_again() {
     for i in 0..3 {
         std::fs::write(a.join(format!("f{i}.txt")), format!("f{i}")).unwrap();
     }
-    let mirror = |state: &Path| {
-        let out = Command::new(BIN)
-            .arg("sync")
-            .arg(&a)
-            .arg(&b)
-            .args(["--mode", "source-to-destination", "--json", "-q"])
-            .arg("--state-dir")
-            .arg(state)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status.code(), text)
-    };
+    let mirror = |state: &Path| sync(&a, &b, state, &["--mode", "source-to-destination"]);
     let (code, out) = mirror(&state);
     assert_eq!(code, Some(0), "{out}");
     let snapshot = t.join("b-snapshot");

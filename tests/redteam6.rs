@@ -4,11 +4,10 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 #[path = "support/cli.rs"]
 mod cli;
-use cli::{BIN, sync};
+use cli::sync;
 
 /// A synced folder of photos replaced on the source by a symlink, under the common
 /// "only these files" `.syncignore` (`*`, `!*/`, `!*.jpg`: ignore everything, re-include
@@ -113,25 +112,6 @@ fn body(tag: &str, i: usize) -> Vec<u8> {
     v
 }
 
-/// Starts a source-backup run and SIGKILLs it after `ms` milliseconds.
-fn killed_run(src: &Path, dst: &Path, state: &Path, ms: u64) {
-    let mut child = Command::new(BIN)
-        .arg("sync")
-        .arg(src)
-        .arg(dst)
-        .args(["--mode", "source-backup", "-q", "--state-dir"])
-        .arg(state)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(ms));
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// Source-backup runs SIGKILLed at many points, then run to the end: deleted photos never
 /// return to the source, no version is lost, no file is torn, no conflict copy appears for
 /// paths only one side changed. (This one holds; it is kept as a guard.)
@@ -167,7 +147,7 @@ fn killed_source_backup_runs_converge_without_resurrection() {
             }
         }
         for ms in delays {
-            killed_run(&src, &dst, &state, ms);
+            cli::killed_source_backup(&src, &dst, &state, ms);
         }
         let (code, out) = sync(&src, &dst, &state, &sb);
         assert_eq!(code, Some(0), "round {round}: {out}");
@@ -253,7 +233,7 @@ fn killed_set_asides_keep_each_deleted_photo_once_on_the_backup() {
         fs::write(src.join(format!("p{i:03}.jpg")), big(i)).unwrap();
     }
     for ms in [60u64, 120, 200, 300, 450, 650] {
-        killed_run(&src, &dst, &state, ms);
+        cli::killed_source_backup(&src, &dst, &state, ms);
     }
     let (code, out) = sync(&src, &dst, &state, &sb);
     assert_eq!(code, Some(0), "{out}");

@@ -4,11 +4,10 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 #[path = "support/cli.rs"]
 mod cli;
-use cli::{BIN, sync};
+use cli::sync;
 
 /// Every file below `dir` (relative paths) with its size, the engine's own `.syncengine/`
 /// folder left out.
@@ -56,21 +55,7 @@ fn killed_set_asides_of_a_big_video_keep_it_once_on_the_backup() {
     assert_eq!(sync(&src, &dst, &state, &sb).0, Some(0));
     fs::write(src.join("p.mov"), noise(200_000_000, 11)).unwrap();
     for ms in [300u64, 600, 900] {
-        let mut child = Command::new(BIN)
-            .arg("sync")
-            .arg(&src)
-            .arg(&dst)
-            .args(["--mode", "source-backup", "-q", "--state-dir"])
-            .arg(&state)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        cli::killed_source_backup(&src, &dst, &state, ms);
     }
     let (code, out) = sync(&src, &dst, &state, &sb);
     assert_eq!(code, Some(0), "{out}");

@@ -9,17 +9,13 @@ use std::process::{Command, Stdio};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_syncengine");
 
-/// Runs `syncengine sync <a> <b> --json -q --state-dir <state> <extra…>`; returns (exit code,
-/// stdout + stderr).
-pub fn sync(a: &Path, b: &Path, state: &Path, extra: &[&str]) -> (Option<i32>, String) {
+/// Runs `syncengine sync <args…> --state-dir <state>`; returns (exit code, stdout + stderr).
+pub fn run_sync<S: AsRef<std::ffi::OsStr>>(args: &[S], state: &Path) -> (Option<i32>, String) {
     let out = Command::new(BIN)
         .arg("sync")
-        .arg(a)
-        .arg(b)
-        .args(["--json", "-q"])
+        .args(args)
         .arg("--state-dir")
         .arg(state)
-        .args(extra)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .output()
@@ -27,6 +23,38 @@ pub fn sync(a: &Path, b: &Path, state: &Path, extra: &[&str]) -> (Option<i32>, S
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code(), text)
+}
+
+/// Runs `syncengine sync <a> <b> --json -q --state-dir <state> <extra…>`; returns (exit code,
+/// stdout + stderr).
+pub fn sync(a: &Path, b: &Path, state: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec![a.as_os_str(), b.as_os_str()];
+    args.extend(
+        ["--json", "-q"]
+            .iter()
+            .chain(extra)
+            .map(std::ffi::OsStr::new),
+    );
+    run_sync(&args, state)
+}
+
+/// Starts a source-backup run of `src` and `dst` and SIGKILLs it after `ms` milliseconds.
+pub fn killed_source_backup(src: &Path, dst: &Path, state: &Path, ms: u64) {
+    let mut child = Command::new(BIN)
+        .arg("sync")
+        .arg(src)
+        .arg(dst)
+        .args(["--mode", "source-backup", "-q", "--state-dir"])
+        .arg(state)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Every file below `dir` (relative paths) with its size, the engine's own `.syncengine/`

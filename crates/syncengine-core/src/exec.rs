@@ -154,22 +154,20 @@ struct BatchShare {
 struct OpenBatches(std::collections::HashMap<IntentBatch, (usize, Vec<Intent>)>);
 
 impl OpenBatches {
-    /// Accounts for a finished copy of batch `share` whose intent is `intent` (kept when
-    /// `stays`); returns the batch and the intents that stay once all of its copies are done.
+    /// Accounts for a finished copy of batch `share`, whose intent `stays` when the copy
+    /// failed or was cancelled; returns the batch and the intents that stay once all of its
+    /// copies are done.
     fn finished(
         &mut self,
         share: BatchShare,
-        intent: Intent,
-        stays: bool,
+        stays: Option<Intent>,
     ) -> Option<(IntentBatch, Vec<Intent>)> {
         let (left, remaining) = self
             .0
             .entry(share.id)
             .or_insert_with(|| (share.count, Vec::new()));
         *left = left.saturating_sub(1);
-        if stays {
-            remaining.push(intent);
-        }
+        remaining.extend(stays);
         if *left > 0 {
             return None;
         }
@@ -378,9 +376,12 @@ impl Executor {
             // finds the copy in place and records it (else an edit of the other side would
             // look like a conflict); a copy that did not land leaves nothing to record. So
             // does a cancelled one's: the copy may or may not have landed.
-            if let (Some(share), Some(intent)) = (share, intent_of(&action)) {
-                let stays = !matches!(outcome, Outcome::Done(_));
-                if let Some((id, remaining)) = open_batches.finished(share, intent, stays) {
+            if let Some(share) = share.filter(|_| intended(&action).is_some()) {
+                // Built again only for the few that stay: a first run's copies all go.
+                let stays = (!matches!(outcome, Outcome::Done(_)))
+                    .then(|| intent_of(&action))
+                    .flatten();
+                if let Some((id, remaining)) = open_batches.finished(share, stays) {
                     writer.settle(id, remaining);
                 }
             }
@@ -2205,6 +2206,16 @@ where
 
 /// The intent of an action that writes a file: what will be at which path on which side.
 fn intent_of(action: &Action) -> Option<Intent> {
+    intended(action).map(|(path, to, version)| Intent {
+        path: path.clone(),
+        to,
+        version: SideRecord::from_entry(version),
+    })
+}
+
+/// What `action` copies where, if it copies: the path written, the side written to, and the
+/// version written there.
+fn intended(action: &Action) -> Option<(&RelPath, Side, &Entry)> {
     let (path, to, version) = match action {
         Action::Copy { from, entry, .. } => (&entry.path, from.other(), entry),
         Action::Rename { seen_on, to, .. } => (&to.path, seen_on.other(), to),
@@ -2222,11 +2233,7 @@ fn intent_of(action: &Action) -> Option<Intent> {
         Action::SetAside { kept_side, new, .. } => (&new.path, *kept_side, new),
         _ => return None,
     };
-    Some(Intent {
-        path: path.clone(),
-        to,
-        version: SideRecord::from_entry(version),
-    })
+    Some((path, to, version))
 }
 
 /// Files up to this size are hashed to check a copy that was interrupted or whose reply was

@@ -11,7 +11,7 @@ mod files;
 #[path = "support/runs.rs"]
 mod runs;
 use files::{put, rel, text, user_files};
-use runs::{fail_writes_of, holding, kept_copy_meets_a_new_file, options, run};
+use runs::{failed_set_aside, holding, kept_copy_meets_a_new_file, options, run};
 
 use syncengine_core::{MemoryClient, StorageClient, StorageClientExt, SyncEngine, SyncMode};
 
@@ -35,7 +35,6 @@ use syncengine_core::{MemoryClient, StorageClient, StorageClientExt, SyncEngine,
 /// Severity: garbage.
 #[tokio::test(start_paused = true)]
 async fn a_failed_set_aside_upload_does_not_leave_a_second_conflict_copy() {
-    use syncengine_core::testing::{FaultClient, FaultConfig};
     const PHOTO: &str = "v1, a photo, 40 bytes of it ..........";
     const NEW: &str = "a new, unrelated file at the photo's old name";
     let state = tempfile::tempdir().unwrap();
@@ -45,11 +44,8 @@ async fn a_failed_set_aside_upload_does_not_leave_a_second_conflict_copy() {
     let sb = SyncMode::SourceBackup;
     kept_copy_meets_a_new_file(&engine, &src, &dst, PHOTO, NEW).await;
 
-    let fd = Arc::new(FaultClient::new(dst.clone(), FaultConfig::none()));
     // Every attempt (`with_attempts(2)`) of the upload of `x` fails transiently.
-    fail_writes_of(&fd, "x");
-    let failed = run(&engine, src.clone(), fd.clone(), sb, options()).await;
-    assert_eq!(failed.errors, 1, "{failed:?}; {:?}", fd.injected());
+    failed_set_aside(&engine, &src, &dst).await;
     let after_failure = user_files(&dst);
 
     run(&engine, src.clone(), dst.clone(), sb, options()).await;
@@ -237,7 +233,6 @@ async fn a_kept_copy_moved_on_the_backup_side_does_not_come_back_to_the_source()
 /// content can tell the spare still holds the kept version. Severity: loss.
 #[tokio::test(start_paused = true)]
 async fn an_edited_spare_copy_is_not_taken_for_the_kept_version() {
-    use syncengine_core::testing::{FaultClient, FaultConfig};
     const PHOTO: &str = "v1, a photo, 40 bytes of it ..........";
     const EDIT: &str = "v1, a PHOTO, 40 bytes of it, retouched";
     const NEW: &str = "a new, unrelated file at the photo's old name";
@@ -250,10 +245,8 @@ async fn an_edited_spare_copy_is_not_taken_for_the_kept_version() {
     let sb = SyncMode::SourceBackup;
     kept_copy_meets_a_new_file(&engine, &src, &dst, PHOTO, NEW).await;
 
-    let fd = Arc::new(FaultClient::new(dst.clone(), FaultConfig::none()));
-    fail_writes_of(&fd, "x");
-    let failed = run(&engine, src.clone(), fd.clone(), sb, options()).await;
-    assert_eq!(failed.errors, 1, "{failed:?}; {:?}", fd.injected());
+    // Every attempt (`with_attempts(2)`) of the upload of `x` fails transiently.
+    failed_set_aside(&engine, &src, &dst).await;
     let spares: Vec<String> = holding(&dst, PHOTO)
         .into_iter()
         .filter(|p| p != "x")

@@ -12,7 +12,7 @@ mod files;
 #[path = "support/runs.rs"]
 mod runs;
 use files::{put, rel, text, user_files};
-use runs::{fail_writes_of, holding, kept_copy_meets_a_new_file, options, run};
+use runs::{failed_set_aside, holding, kept_copy_meets_a_new_file, options, run};
 
 use syncengine_core::{MemoryClient, Side, SyncEngine, SyncMode};
 
@@ -32,7 +32,6 @@ use syncengine_core::{MemoryClient, Side, SyncEngine, SyncMode};
 /// `spare_of`, but it brings back the duplicate redteam6 fixed, for exactly the big files).
 #[tokio::test(start_paused = true)]
 async fn a_failed_set_aside_of_a_big_file_does_not_leave_a_second_copy() {
-    use syncengine_core::testing::{FaultClient, FaultConfig};
     let mut video = String::from("v1, a video ");
     video.extend(std::iter::repeat_n('v', (65 << 20) - video.len()));
     const NEW: &str = "a new, unrelated file at the video's old name";
@@ -44,11 +43,8 @@ async fn a_failed_set_aside_of_a_big_file_does_not_leave_a_second_copy() {
     let sb = SyncMode::SourceBackup;
     kept_copy_meets_a_new_file(&engine, &src, &dst, &video, NEW).await;
 
-    for attempt in 0..2 {
-        let fd = Arc::new(FaultClient::new(dst.clone(), FaultConfig::none()));
-        fail_writes_of(&fd, "x");
-        let failed = run(&engine, src.clone(), fd.clone(), sb, options()).await;
-        assert_eq!(failed.errors, 1, "attempt {attempt}: {failed:?}");
+    for _attempt in 0..2 {
+        failed_set_aside(&engine, &src, &dst).await;
     }
     run(&engine, src.clone(), dst.clone(), sb, options()).await;
     let last = run(&engine, src.clone(), dst.clone(), sb, options()).await;

@@ -79,3 +79,27 @@ pub async fn kept_copy_meets_a_new_file(
     assert!(settled.is_noop(), "{settled:?}");
     super::files::put(src, "x", new).await;
 }
+
+/// A source-backup run after [`kept_copy_meets_a_new_file`] in which every attempt to upload
+/// the new `x` fails transiently: the set aside leaves its spare copy behind and the run
+/// counts that one error.
+pub async fn failed_set_aside(
+    engine: &SyncEngine,
+    src: &Arc<MemoryClient>,
+    dst: &Arc<MemoryClient>,
+) {
+    let fd = Arc::new(FaultClient::new(
+        dst.clone(),
+        syncengine_core::testing::FaultConfig::none(),
+    ));
+    fail_writes_of(&fd, "x");
+    let failed = run(
+        engine,
+        src.clone(),
+        fd.clone(),
+        SyncMode::SourceBackup,
+        options(),
+    )
+    .await;
+    assert_eq!(failed.errors, 1, "{failed:?}; {:?}", fd.injected());
+}
