@@ -1851,6 +1851,18 @@ impl World {
                     },
                 );
             }
+            if collisions.contains(p) && (as_, ad) == (bs, bd) {
+                // A colliding path the run left as it was may be one the engine could not
+                // tell apart (an unknown path: SEMANTICS, "it neither copies, deletes nor
+                // forgets anything at or below it"), so its base may still hold the old
+                // record, even where a predicted outcome matches what the sides hold (a file
+                // kept beside a folder of its name: model seed 7003, case 1467).
+                for r in &old_recs {
+                    if !recs.contains(r) {
+                        recs.push(*r);
+                    }
+                }
+            }
             if collisions.contains(p) && matching.is_empty() {
                 // A case-only rename that a backup mode carries to a folding side moves the
                 // kept version to the new spelling there (both names are one file; README):
