@@ -1440,7 +1440,7 @@ impl Executor {
     /// Only content tells that the spare still holds the kept version: the user may have
     /// edited it since, keeping its size and mtime, and reusing it would then leave the kept
     /// version nowhere once the new file takes its path. The same file under both names (a
-    /// hard link, as a local set aside makes: one file id, in one folder) is that content;
+    /// hard link, as a local set aside makes: one file id and one birth time) is that content;
     /// otherwise both are hashed, whatever their size: reading them once costs less than a
     /// full copy of a big file left behind by every failed attempt. A spare whose hash
     /// cannot be had is not reused: one more conflict copy, never a loss.
@@ -1484,8 +1484,18 @@ impl Executor {
             if now.path != r.path || now.size != want.size {
                 continue;
             }
-            // A conflict name lies beside the kept file's: one folder, one filesystem.
-            if client.capabilities().file_id && now.file_id.is_some() && now.file_id == kept.file_id
+            // The same file under both names, as a local set aside links it. An equal inode
+            // alone does not say so: a file on another filesystem (bind-mounted onto the
+            // conflict name, a mount point in the folder) can carry the same number, size and
+            // mtime with other content. A hard link shares the whole inode, birth time
+            // included; without birth times on both entries the content decides.
+            let caps = client.capabilities();
+            if caps.file_id
+                && caps.birth_time
+                && now.file_id.is_some()
+                && now.file_id == kept.file_id
+                && now.birth_time.is_some()
+                && now.birth_time == kept.birth_time
             {
                 if now.hash.is_none() {
                     now.hash = kept.hash.clone();

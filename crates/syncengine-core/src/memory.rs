@@ -230,6 +230,31 @@ impl MemoryClient {
         }
     }
 
+    /// Sets the `file_id` and birth time an existing file lists with, without changing its
+    /// content, mtime or etag: a file from another filesystem mounted at `path` that happens
+    /// to carry the inode number of a file beside it.
+    ///
+    /// Lets tests check that an equal `file_id` alone never passes for the same file.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when no file is at `path`.
+    pub fn set_identity(
+        &self,
+        path: &RelPath,
+        file_id: u64,
+        birth_time: Option<SystemTime>,
+    ) -> Result<()> {
+        let mut state = self.lock();
+        match state.files.get_mut(path) {
+            Some(stored) => {
+                stored.file_id = file_id;
+                stored.birth = birth_time;
+                Ok(())
+            }
+            None => Err(Error::not_found(BACKEND, path.as_str())),
+        }
+    }
+
     /// Makes every later listing yield `n` entries and then an [`Error::Other`] (when `Some(n)`),
     /// or list normally again (when `None`).
     ///

@@ -14,7 +14,7 @@ mod runs;
 use files::{put, rel, text, user_files};
 use runs::{failed_set_aside, holding, kept_copy_meets_a_new_file, options, run};
 
-use syncengine_core::{MemoryClient, Side, SyncEngine, SyncMode};
+use syncengine_core::{MemoryClient, Side, StorageClient, SyncEngine, SyncMode};
 
 /// A failed set aside of a photo bigger than 64 MiB, on a backup that lists no hash.
 ///
@@ -216,4 +216,93 @@ async fn a_mirror_never_renames_a_file_on_its_authoritative_side() {
             "{mode:?}: the authoritative side was changed"
         );
     }
+}
+
+/// A spare conflict copy that carries the kept file's inode number without being that file.
+///
+/// The scenario of redteam6's `an_edited_spare_copy_is_not_taken_for_the_kept_version`
+/// (source-backup; the photo `x` was deleted on the source, the deletion settled; a new,
+/// unrelated file appears at `x`; the set aside copies the photo to a conflict name, then the
+/// upload of the new `x` fails transiently and the spare stays; the backup lists no hash),
+/// except that the spare path now holds another file that *stats* like the photo: the same
+/// inode number, size and mtime, other content. On disk that is a file bind-mounted onto the
+/// conflict name, or any file of another filesystem mounted in that folder: inode numbers are
+/// per filesystem. `spare_of` took an equal `file_id` for a hard link ("one folder, one
+/// filesystem"), reused the spare as the kept copy, and the new file then replaced `x`: the
+/// photo was nowhere. A hard link shares the whole inode, birth time included; a spare whose
+/// birth time differs, or that has none, must be judged by its content. Severity: loss.
+#[tokio::test(start_paused = true)]
+async fn a_spare_copy_that_only_shares_the_kept_files_inode_is_not_taken_for_it() {
+    for birth in [Birth::Own, Birth::None] {
+        spare_with_the_kept_files_inode(birth).await;
+    }
+}
+
+/// What birth time the look-alike spare of
+/// `a_spare_copy_that_only_shares_the_kept_files_inode_is_not_taken_for_it` lists with.
+#[derive(Clone, Copy, Debug)]
+enum Birth {
+    /// Its own (another file's).
+    Own,
+    /// None (a filesystem that keeps none).
+    None,
+}
+
+async fn spare_with_the_kept_files_inode(birth: Birth) {
+    const PHOTO: &str = "v1, a photo, 40 bytes of it ..........";
+    const OTHER: &str = "another filesystem's file, same length";
+    const NEW: &str = "a new, unrelated file at the photo's old name";
+    assert_eq!(PHOTO.len(), OTHER.len());
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    let dst = Arc::new(MemoryClient::new());
+    dst.webdav_like_metadata(true);
+    let sb = SyncMode::SourceBackup;
+    kept_copy_meets_a_new_file(&engine, &src, &dst, PHOTO, NEW).await;
+
+    failed_set_aside(&engine, &src, &dst).await;
+    let spares: Vec<String> = holding(&dst, PHOTO)
+        .into_iter()
+        .filter(|p| p != "x")
+        .collect();
+    assert_eq!(spares.len(), 1, "{birth:?}: {:?}", user_files(&dst));
+    let spare = rel(&spares[0]);
+    let kept = dst.stat(&rel("x")).await.unwrap();
+    put(&dst, spare.as_str(), OTHER).await;
+    dst.set_mtime(&spare, kept.mtime.unwrap()).unwrap();
+    let own = dst.stat(&spare).await.unwrap().birth_time;
+    let birth_time = match birth {
+        Birth::Own => own,
+        Birth::None => None,
+    };
+    dst.set_identity(&spare, kept.file_id.unwrap(), birth_time)
+        .unwrap();
+    let look_alike = dst.stat(&spare).await.unwrap();
+    assert_eq!(
+        (look_alike.size, look_alike.mtime, look_alike.file_id),
+        (kept.size, kept.mtime, kept.file_id),
+        "{birth:?}: the spare stats like the kept file"
+    );
+    assert_ne!(look_alike.birth_time, kept.birth_time, "{birth:?}");
+
+    run(&engine, src.clone(), dst.clone(), sb, options()).await;
+    let last = run(&engine, src.clone(), dst.clone(), sb, options()).await;
+    assert!(last.is_noop(), "{birth:?}: {last:?}");
+    assert_eq!(text(&dst, "x").as_deref(), Some(NEW), "{birth:?}");
+    assert_eq!(
+        holding(&dst, PHOTO).len(),
+        1,
+        "{birth:?}: the photo should be kept on the backup: {:?}",
+        user_files(&dst)
+    );
+    assert_eq!(
+        holding(&dst, OTHER),
+        vec![spare.as_str().to_owned()],
+        "{birth:?}: the look-alike stays where it is"
+    );
+    assert!(
+        holding(&src, PHOTO).is_empty(),
+        "{birth:?}: the deleted photo came back"
+    );
 }
