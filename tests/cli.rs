@@ -640,6 +640,69 @@ fn a_held_pair_lock_makes_a_second_run_exit_3() {
 }
 
 #[test]
+fn an_unreadable_intent_batch_exits_1_naming_the_state_file_and_changes_nothing() {
+    let f = Fixture::new();
+    write(&f.a, "edited.txt", "v1");
+    write(&f.a, "deleted.txt", "deleted on the source later");
+    f.run_expect(&[], 0);
+    let dbs: Vec<PathBuf> = all_paths(&f.state)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "db"))
+        .collect();
+    assert_eq!(dbs.len(), 1, "one state file per pair: {dbs:?}");
+    let db = &dbs[0];
+    // A batch of copy intents this syncengine cannot read (a damaged disk block, another
+    // program writing the database).
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute(
+            "INSERT INTO intent_batches(intents) VALUES ('not json')",
+            [],
+        )
+        .unwrap();
+    // Changes the run would sync if it went on: an edit, an addition, a deletion.
+    write(&f.a, "edited.txt", "v2, edited on the source");
+    write(&f.b, "added.txt", "added on the destination");
+    std::fs::remove_file(f.a.join("deleted.txt")).unwrap();
+    let (a_before, b_before) = (tree(&f.a), tree(&f.b));
+
+    let out = f.run_expect(&["--json"], 1);
+    assert!(out.stdout.is_empty(), "a failed run prints no JSON");
+    let err = stderr_of(&out);
+    assert!(err.contains(&db.display().to_string()), "{err}");
+    assert!(err.contains("copy intents"), "{err}");
+    assert!(err.contains("move the state file away"), "{err}");
+    assert_eq!(tree(&f.a), a_before, "the source was changed");
+    assert_eq!(tree(&f.b), b_before, "the destination was changed");
+
+    // The way out the message names: with the state moved away, the next run syncs the pair
+    // as its first, and every version is still there.
+    let moved = f.root().join("moved-state");
+    std::fs::create_dir(&moved).unwrap();
+    for p in all_paths(&f.state) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with(&*db.file_name().unwrap().to_string_lossy()) {
+            std::fs::rename(&p, moved.join(&name)).unwrap();
+        }
+    }
+    f.run_expect(&[], 0);
+    assert_same_tree(&f.a, &f.b, "after starting afresh");
+    let bodies: BTreeSet<Vec<u8>> = tree(&f.a).into_values().collect();
+    for body in [
+        "v1",
+        "v2, edited on the source",
+        "added on the destination",
+        "deleted on the source later",
+    ] {
+        assert!(
+            bodies.contains(body.as_bytes()),
+            "{body:?} is gone: {:?}",
+            names(&f.a)
+        );
+    }
+}
+
+#[test]
 fn backup_dir_receives_deleted_files_per_side() {
     let f = Fixture::new();
     for i in 0..4 {

@@ -736,25 +736,58 @@ impl StateStore {
     /// an intent for one path, the later one's.
     ///
     /// # Errors
-    /// [`SyncError::State`] when the database cannot be read or a row is malformed.
+    /// [`SyncError::State`] when the database cannot be read or a row is malformed; the
+    /// message of a malformed row names the state file, the row and what to do.
     pub fn intents(&self) -> Result<Vec<Intent>, SyncError> {
         let ctx = |e| self.err("reading copy intents", e);
         let conn = self.conn()?;
         let mut by_path = std::collections::BTreeMap::new();
         let mut stmt = conn
-            .prepare_cached("SELECT intents FROM intent_batches ORDER BY id")
+            .prepare_cached("SELECT id, intents FROM intent_batches ORDER BY id")
             .map_err(ctx)?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(ctx)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(ctx)?;
         for row in rows {
-            let json = row.map_err(ctx)?;
+            let (id, json) = row.map_err(ctx)?;
             let stored: Vec<StoredIntent> = serde_json::from_str(&json)
-                .map_err(|e| SyncError::State(format!("malformed batch of copy intents: {e}")))?;
+                .map_err(|e| self.unreadable_intents(id, &e.to_string()))?;
             for s in stored {
-                let intent = s.into_intent()?;
+                let intent = s
+                    .into_intent()
+                    .map_err(|e| self.unreadable_intents(id, &strip(&e)))?;
                 by_path.insert(intent.path.clone(), intent);
             }
         }
         Ok(by_path.into_values().collect())
+    }
+
+    /// The error for batch `id` of copy intents that this version cannot read: this
+    /// version reads back every batch it writes, so the file was damaged or written by
+    /// another program, and nothing in it can be trusted to say which copies landed.
+    ///
+    /// The way out it names is the one of a state file that does not open at all: without
+    /// state the pair's next run is its first (SEMANTICS, "Initial sync"). It says what that
+    /// costs, so the user can choose: what one side lacks is copied to it (deletions since
+    /// the last run, and the kept copies of a backup mode's settled deletions, may come
+    /// back) and a path that differs is a conflict with both versions kept, except in the
+    /// mirror modes, which behave as with state; two-way deletes only with `--initial`.
+    fn unreadable_intents(&self, id: i64, what: &str) -> SyncError {
+        let file = match &self.inner.path {
+            Some(p) => format!("state file {}", p.display()),
+            None => "the in-memory state".to_owned(),
+        };
+        SyncError::State(format!(
+            "{file} holds an unreadable batch of copy intents (row {id}: {what}); this \
+             syncengine never writes such a row, so the file was damaged or written by \
+             another program. The run stopped before syncing anything. To start the pair \
+             afresh, move the state file away (with its -wal and -shm files, if any): the \
+             next run then syncs the pair as if for the first time. A mirror mode mirrors as \
+             always; the other modes copy what one side lacks (files deleted on one side, or \
+             kept by a backup from a deletion, may come back) and keep both versions of a file \
+             that differs (unless --conflict-loser delete); two-way deletes nothing unless \
+             --initial says so"
+        ))
     }
 
     fn conn(&self) -> Result<MutexGuard<'_, Connection>, SyncError> {
