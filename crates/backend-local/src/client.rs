@@ -343,16 +343,62 @@ fn commit(
             return Err(Error::precondition_failed(BACKEND, rel));
         }
     }
-    if replace {
-        fs::rename(temp.path(), target).map_err(io_on(rel))?;
-        temp.keep();
-    } else {
-        // On `Linked` the temporary name is still there and `temp` removes it when dropped.
-        if let Placed::Renamed = link_noreplace(temp.path(), target).map_err(io_on(rel))? {
-            temp.keep();
+    // A folder holding nothing but empty folders is nothing a listing shows (listings are
+    // files only), so nothing can be lost by removing it; left there, it would block the file
+    // at its path on every run ("already exists").
+    let place = |temp: &TempFile| -> io::Result<bool> {
+        if replace {
+            fs::rename(temp.path(), target).map(|()| true)
+        } else {
+            // On `Linked` the temporary name is still there and `temp` removes it when dropped.
+            link_noreplace(temp.path(), target).map(|placed| matches!(placed, Placed::Renamed))
         }
+    };
+    let renamed = match place(&temp) {
+        Err(e) if remove_empty_folders(target) => {
+            tracing::debug!(
+                path = rel,
+                "removed empty folders in the way of a file ({e})"
+            );
+            place(&temp)
+        }
+        other => other,
+    }
+    .map_err(io_on(rel))?;
+    if renamed {
+        temp.keep();
     }
     Ok(metadata)
+}
+
+/// Removes `dir` if it is a real directory (not a symlink) holding nothing but directories
+/// with the same property; true if it did. Anything else below it (a file, a symlink, an
+/// unreadable folder) keeps it all in place. A file created below it meanwhile stops the
+/// removal there: `remove_dir` only removes empty directories.
+fn remove_empty_folders(dir: &Path) -> bool {
+    fn only_folders(dir: &Path, order: &mut Vec<PathBuf>) -> bool {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return false;
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { return false };
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => {
+                    if !only_folders(&entry.path(), order) {
+                        return false;
+                    }
+                }
+                _ => return false,
+            }
+        }
+        order.push(dir.to_path_buf());
+        true
+    }
+    if !fs::symlink_metadata(dir).is_ok_and(|md| md.is_dir()) {
+        return false;
+    }
+    let mut order = Vec::new();
+    only_folders(dir, &mut order) && order.iter().all(|d| fs::remove_dir(d).is_ok())
 }
 
 /// Removes the directories between `dir` and `root` (exclusive) that are empty, bottom up.
