@@ -374,8 +374,7 @@ impl StateStore {
             .map_err(ctx)?;
         if check != "ok" {
             return Err(SyncError::State(format!(
-                "state database {} is corrupt ({check}); move it away to start over with an \
-                 initial sync",
+                "state database {} is corrupt ({check}). {START_AFRESH}",
                 path.display()
             )));
         }
@@ -766,12 +765,7 @@ impl StateStore {
     /// version reads back every batch it writes, so the file was damaged or written by
     /// another program, and nothing in it can be trusted to say which copies landed.
     ///
-    /// The way out it names is the one of a state file that does not open at all: without
-    /// state the pair's next run is its first (SEMANTICS, "Initial sync"). It says what that
-    /// costs, so the user can choose: what one side lacks is copied to it (deletions since
-    /// the last run, and the kept copies of a backup mode's settled deletions, may come
-    /// back) and a path that differs is a conflict with both versions kept, except in the
-    /// mirror modes, which behave as with state; two-way deletes only with `--initial`.
+    /// The way out it names is [`START_AFRESH`], as for a state file that does not open.
     fn unreadable_intents(&self, id: i64, what: &str) -> SyncError {
         let file = match &self.inner.path {
             Some(p) => format!("state file {}", p.display()),
@@ -780,13 +774,7 @@ impl StateStore {
         SyncError::State(format!(
             "{file} holds an unreadable batch of copy intents (row {id}: {what}); this \
              syncengine never writes such a row, so the file was damaged or written by \
-             another program. The run stopped before syncing anything. To start the pair \
-             afresh, move the state file away (with its -wal and -shm files, if any): the \
-             next run then syncs the pair as if for the first time. A mirror mode mirrors as \
-             always; the other modes copy what one side lacks (files deleted on one side, or \
-             kept by a backup from a deletion, may come back) and keep both versions of a file \
-             that differs (unless --conflict-loser delete); two-way deletes nothing unless \
-             --initial says so"
+             another program. The run stopped before syncing anything. {START_AFRESH}"
         ))
     }
 
@@ -921,8 +909,7 @@ fn init_schema(conn: &mut Connection) -> Result<(), SyncError> {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(SyncError::State(format!(
                     "schema version {v} was written by a newer syncengine (this one knows up to \
-                     {SCHEMA_VERSION}): run that version or a later one, or move the state file \
-                     away to start over with an initial sync"
+                     {SCHEMA_VERSION}): run that version or a later one. {START_AFRESH}"
                 )));
             }
             // Migrations, one step per version.
@@ -1270,6 +1257,20 @@ fn prefix_err(path: &Path, e: SyncError) -> SyncError {
 }
 
 /// The message of a [`SyncError::State`] without its "state store error: " prefix.
+/// The way out every unusable state file names: without state the pair's next run is its
+/// first (SEMANTICS, "Initial sync"). It says what that costs, so the user can choose: what
+/// one side lacks is copied to it (deletions since the last run, and the kept copies of a
+/// backup mode's settled deletions, may come back) and a path that differs is a conflict with
+/// both versions kept, except in the mirror modes, which behave as with state; two-way
+/// deletes only with `--initial`. The -wal file holds committed changes not yet in the
+/// database: moved apart from it, they are lost.
+const START_AFRESH: &str = "To start the pair afresh, move the state file away (with its \
+    -wal and -shm files, if any): the next run then syncs the pair as if for the first time. \
+    A mirror mode mirrors as always; the other modes copy what one side lacks (files deleted \
+    on one side, or kept by a backup from a deletion, may come back) and keep both versions of \
+    a file that differs (unless --conflict-loser delete); two-way deletes nothing unless \
+    --initial says so";
+
 fn strip(e: &SyncError) -> String {
     match e {
         SyncError::State(m) => m.clone(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 #[path = "support/files.rs"]
 mod files;
-use files::{put, rel, text, user_files};
+use files::{put, rel, state_db, text, user_files};
 
 use syncengine_core::testing::{Fault, FaultClient, FaultConfig, Op};
 use syncengine_core::{
@@ -636,17 +636,6 @@ async fn a_failure_at_any_step_of_setting_a_backup_aside_keeps_it_and_its_settle
             }
         }
     }
-}
-
-/// The state database in `state` (one pair per test).
-fn state_db(state: &std::path::Path) -> std::path::PathBuf {
-    let dbs: Vec<_> = std::fs::read_dir(state)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "db"))
-        .collect();
-    assert_eq!(dbs.len(), 1, "{dbs:?}");
-    dbs.into_iter().next().unwrap()
 }
 
 #[tokio::test(start_paused = true)]

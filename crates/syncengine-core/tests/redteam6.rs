@@ -11,7 +11,7 @@ mod files;
 #[path = "support/runs.rs"]
 mod runs;
 use files::{put, rel, text, user_files};
-use runs::{failed_set_aside, holding, kept_copy_meets_a_new_file, options, run};
+use runs::{failed_set_aside, holding, kept_copy_meets_a_new_file, options, run, the_spare};
 
 use syncengine_core::{MemoryClient, StorageClient, StorageClientExt, SyncEngine, SyncMode};
 
@@ -246,13 +246,7 @@ async fn an_edited_spare_copy_is_not_taken_for_the_kept_version() {
     kept_copy_meets_a_new_file(&engine, &src, &dst, PHOTO, NEW).await;
 
     // Every attempt (`with_attempts(2)`) of the upload of `x` fails transiently.
-    failed_set_aside(&engine, &src, &dst).await;
-    let spares: Vec<String> = holding(&dst, PHOTO)
-        .into_iter()
-        .filter(|p| p != "x")
-        .collect();
-    assert_eq!(spares.len(), 1, "{:?}", user_files(&dst));
-    let spare = rel(&spares[0]);
+    let spare = the_spare(&engine, &src, &dst, PHOTO).await;
     let mtime = dst.stat(&spare).await.unwrap().mtime.unwrap();
     put(&dst, spare.as_str(), EDIT).await;
     dst.set_mtime(&spare, mtime).unwrap();

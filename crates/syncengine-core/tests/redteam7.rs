@@ -11,8 +11,8 @@ use std::sync::Arc;
 mod files;
 #[path = "support/runs.rs"]
 mod runs;
-use files::{put, rel, text, user_files};
-use runs::{failed_set_aside, holding, kept_copy_meets_a_new_file, options, run};
+use files::{put, rel, state_db, text, user_files};
+use runs::{failed_set_aside, holding, kept_copy_meets_a_new_file, options, run, the_spare};
 
 use syncengine_core::{MemoryClient, Side, StorageClient, SyncEngine, SyncMode};
 
@@ -60,17 +60,6 @@ async fn a_failed_set_aside_of_a_big_file_does_not_leave_a_second_copy() {
         1,
         "the video should be kept once on the backup, not once per failed attempt: {kept:?}"
     );
-}
-
-/// The state database of `state` (one pair per test).
-fn state_db(state: &std::path::Path) -> std::path::PathBuf {
-    let dbs: Vec<_> = std::fs::read_dir(state)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "db"))
-        .collect();
-    assert_eq!(dbs.len(), 1, "{dbs:?}");
-    dbs.into_iter().next().unwrap()
 }
 
 /// Copy intents left by this version outlive runs of an earlier version, and come back
@@ -261,13 +250,7 @@ async fn spare_with_the_kept_files_inode(birth: Birth) {
     let sb = SyncMode::SourceBackup;
     kept_copy_meets_a_new_file(&engine, &src, &dst, PHOTO, NEW).await;
 
-    failed_set_aside(&engine, &src, &dst).await;
-    let spares: Vec<String> = holding(&dst, PHOTO)
-        .into_iter()
-        .filter(|p| p != "x")
-        .collect();
-    assert_eq!(spares.len(), 1, "{birth:?}: {:?}", user_files(&dst));
-    let spare = rel(&spares[0]);
+    let spare = the_spare(&engine, &src, &dst, PHOTO).await;
     let kept = dst.stat(&rel("x")).await.unwrap();
     put(&dst, spare.as_str(), OTHER).await;
     dst.set_mtime(&spare, kept.mtime.unwrap()).unwrap();

@@ -48,3 +48,14 @@ pub fn text(c: &MemoryClient, path: &str) -> Option<String> {
         .get(&rel(path))
         .map(|b| String::from_utf8_lossy(b).into_owned())
 }
+
+/// The state database in `state` (one pair per test).
+pub fn state_db(state: &std::path::Path) -> std::path::PathBuf {
+    let dbs: Vec<_> = std::fs::read_dir(state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "db"))
+        .collect();
+    assert_eq!(dbs.len(), 1, "{dbs:?}");
+    dbs.into_iter().next().unwrap()
+}

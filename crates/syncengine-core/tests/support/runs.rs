@@ -103,3 +103,19 @@ pub async fn failed_set_aside(
     .await;
     assert_eq!(failed.errors, 1, "{failed:?}; {:?}", fd.injected());
 }
+
+/// [`failed_set_aside`], then the one spare conflict copy it left on `dst` holding `kept`.
+pub async fn the_spare(
+    engine: &SyncEngine,
+    src: &Arc<MemoryClient>,
+    dst: &Arc<MemoryClient>,
+    kept: &str,
+) -> RelPath {
+    failed_set_aside(engine, src, dst).await;
+    let spares: Vec<String> = holding(dst, kept)
+        .into_iter()
+        .filter(|p| p != "x")
+        .collect();
+    assert_eq!(spares.len(), 1, "{:?}", super::files::user_files(dst));
+    super::files::rel(&spares[0])
+}
