@@ -280,15 +280,7 @@ impl SyncEngine {
         plan.warnings.extend(folding.warnings);
         plan.warnings.extend(stepped_warnings);
         if roots.accepted {
-            let before = plan.actions.len();
-            plan.actions.retain(|a| !a.is_delete());
-            let dropped = before - plan.actions.len();
-            if dropped > 0 {
-                plan.warnings.push(format!(
-                    "{dropped} deletions the mode would make were skipped because a new root \
-                     was accepted; later runs apply them as usual"
-                ));
-            }
+            skip_deletions(&mut plan);
         }
 
         plan.skipped += ignored.load(Ordering::Relaxed);
@@ -351,13 +343,14 @@ impl SyncEngine {
         // and stopped — also a copy taken while the run was changing it. Both roots: the base
         // moves on for the side copies come from as well (an older copy of it would look like
         // deletions and old edits). A root the run changes but whose generation cannot be
-        // written is not changed: the run stops here. A run with nothing to do writes none.
+        // written is not changed: the run stops here. A run with nothing to do writes none,
+        // unless it accepted a root: an accepted older copy is current from now on.
         let changed = sides_changed_by(&plan.actions);
         let mut generations = Vec::new();
         if let Some(file) = roots
             .generation_file
             .as_ref()
-            .filter(|_| !plan.actions.is_empty())
+            .filter(|_| !plan.actions.is_empty() || roots.accepted)
         {
             for (side, floor) in roots.generations.iter().copied() {
                 let client = pair.client(side).as_ref();
@@ -669,6 +662,48 @@ fn risk_warning(source_files: u64, destination_files: u64) -> Option<String> {
     } else {
         None
     }
+}
+
+/// An accepted new root's run deletes nothing ([`identity`]): drops the plan's deletions,
+/// and with them the actions that need one first (a type change whose old file or folder
+/// stays in the way), so that they wait for the next run instead of failing on a path
+/// that is still taken.
+fn skip_deletions(plan: &mut Plan) {
+    let skipped: std::collections::BTreeSet<RelPath> = plan
+        .actions
+        .iter()
+        .filter(|a| a.is_delete())
+        .map(|a| a.path().clone())
+        .collect();
+    if skipped.is_empty() {
+        return;
+    }
+    let in_the_way = |path: &RelPath| {
+        // A skipped deletion at or above the path (a file where a folder should go), or
+        // below it (a folder where a file should go).
+        std::iter::successors(Some(path.clone()), RelPath::parent).any(|p| skipped.contains(&p))
+            || skipped
+                .range(path.clone()..)
+                .take_while(|p| p.as_str().starts_with(path.as_str()))
+                .any(|p| p.is_below(path))
+    };
+    let deletions = plan.actions.iter().filter(|a| a.is_delete()).count();
+    let before = plan.actions.len();
+    plan.actions
+        .retain(|a| !a.is_delete() && !in_the_way(a.path()));
+    let waiting = before - plan.actions.len() - deletions;
+    plan.warnings.push(format!(
+        "{deletions} deletions the mode would make were skipped because a new root was \
+         accepted{}; later runs apply them as usual",
+        if waiting > 0 {
+            format!(
+                " ({waiting} copies that need one of them first, type changes, wait with \
+                 them)"
+            )
+        } else {
+            String::new()
+        }
+    ));
 }
 
 /// The safety rules that stop a run before it changes anything.

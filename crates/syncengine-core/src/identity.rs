@@ -720,8 +720,12 @@ pub(crate) async fn check_roots(
                     }
                     // A mirror never reads the side it overwrites: an older copy there is
                     // mirrored again, and nothing flows back (the backup modes do read both
-                    // sides, so they stop).
-                    Freshness::Older if mirrors_onto(pair.mode, side) => {
+                    // sides, so they stop). Unless the user accepted that side as a new root:
+                    // then, as for any accepted root, the run deletes nothing.
+                    Freshness::Older
+                        if mirrors_onto(pair.mode, side)
+                            && !accept.is_some_and(|a| a.covers(side)) =>
+                    {
                         check.warnings.push(format!(
                             "the {side} root {location} looks like an older copy of itself \
                              (a restored snapshot or backup); {} only writes to it, so this run \
@@ -815,6 +819,17 @@ pub(crate) async fn check_roots(
             }
             check.identities.push((side, identity.clone()));
             check.record.push((side, identity, location.to_string()));
+        }
+    }
+    if let Some(accept) = accept {
+        for (side, location) in [Side::Source, Side::Destination].into_iter().zip(locations) {
+            if accept.covers(side) && !check.accepted_sides.contains(&side) {
+                check.warnings.push(format!(
+                    "--accept-new-root {accept} has no effect on the {side}: its root \
+                     {location} is the storage the state recorded (or the pair has no base \
+                     yet), so this run syncs it as usual"
+                ));
+            }
         }
     }
     if changes.is_empty() {

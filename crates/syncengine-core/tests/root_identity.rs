@@ -192,6 +192,56 @@ async fn an_accepted_root_plans_no_deletions_then_runs_normally() {
     assert_eq!(user_files(&swapped).len(), 9);
 }
 
+/// A type change the accepted run would make needs a deletion first (the folder `d/` on the
+/// destination where the new source has a file `d`): the copy waits with the deletion
+/// instead of failing on a path that is still taken, and the run says why.
+#[tokio::test]
+async fn an_accepted_run_postpones_type_changes_with_their_deletions() {
+    let state = tempfile::tempdir().unwrap();
+    let s = Arc::new(
+        MemoryClient::new()
+            .with_location("work")
+            .with_disk_folders(),
+    );
+    let d = Arc::new(MemoryClient::new().with_location("usb").with_disk_folders());
+    fill(&s, ten()).await;
+    fill(&d, ["d/a.txt".to_owned()]).await;
+    let engine = SyncEngine::new(state.path());
+    let mirror = SyncMode::SourceToDestination;
+    let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay);
+    engine.sync_pair(&pair).await.unwrap();
+
+    // Another disk at the source's mount point, with a file `d` where the folder was.
+    let new_source = Arc::new(
+        MemoryClient::new()
+            .with_location("work")
+            .with_disk_folders(),
+    );
+    fill(&new_source, ten()).await;
+    fill(&new_source, ["d".to_owned()]).await;
+    let accept = SyncOptions::default().with_accept_new_root(AcceptNewRoot::Source);
+    let accepted = SyncPair::new(new_source.clone(), d.clone(), mirror).with_options(accept);
+    let stats = engine.sync_pair(&accepted).await.unwrap();
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    assert_eq!(stats.deleted_destination, 0, "{stats:?}");
+    assert!(
+        d.files().contains_key(&rel("d/a.txt")),
+        "the folder was deleted"
+    );
+    assert!(
+        stats.warnings.iter().any(|w| w.contains("type changes")),
+        "{:?}",
+        stats.warnings
+    );
+    // The next ordinary run makes the type change (the old folder's file to the trash).
+    let stats = engine
+        .sync_pair(&SyncPair::new(new_source.clone(), d.clone(), mirror))
+        .await
+        .unwrap();
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    assert_eq!(user_files(&d), user_files(&new_source));
+}
+
 #[tokio::test]
 async fn a_state_file_copied_from_another_pair_is_refused() {
     let state = tempfile::tempdir().unwrap();
@@ -810,5 +860,56 @@ mod generations {
             }
             other => panic!("an older copy of the mirror's source was synced: {other:?}"),
         }
+    }
+
+    /// An accepted run deletes nothing in any mode: also when the side accepted is an older
+    /// copy of a mirror's destination, which the mirror would otherwise bring up to date
+    /// (deleting its extras). The accepted copy is current from then on, and the next
+    /// ordinary run mirrors as usual (red team 8).
+    #[tokio::test]
+    async fn an_accepted_older_copy_of_a_mirror_destination_loses_nothing() {
+        let state = tempfile::tempdir().unwrap();
+        let s = Arc::new(MemoryClient::new().with_location("work"));
+        let d = Arc::new(MemoryClient::new().with_location("usb"));
+        fill(&s, ten()).await;
+        let engine = SyncEngine::new(state.path());
+        let mirror = SyncMode::SourceToDestination;
+        engine
+            .sync_pair(&SyncPair::new(s.clone(), d.clone(), mirror))
+            .await
+            .unwrap();
+        let old_d = snapshot(&d);
+        s.delete(&rel("f0.txt")).await.unwrap();
+        s.delete(&rel("f1.txt")).await.unwrap();
+        engine
+            .sync_pair(&SyncPair::new(s.clone(), d.clone(), mirror))
+            .await
+            .unwrap();
+
+        let restored = restore(old_d, "usb").await;
+        let accept = SyncOptions::default().with_accept_new_root(AcceptNewRoot::Destination);
+        let accepted = SyncPair::new(s.clone(), restored.clone(), mirror).with_options(accept);
+        let stats = engine.sync_pair(&accepted).await.unwrap();
+        assert_eq!(stats.deleted_destination, 0, "{stats:?}");
+        assert_eq!(
+            user_files(&restored).len(),
+            10,
+            "the accepted copy lost files"
+        );
+        assert!(
+            stats.warnings.iter().any(|w| w.contains("accepted")),
+            "{:?}",
+            stats.warnings
+        );
+
+        // The same flag again has nothing left to accept: it says so, and the run mirrors.
+        let stats = engine.sync_pair(&accepted).await.unwrap();
+        assert!(
+            stats.warnings.iter().any(|w| w.contains("has no effect")),
+            "{:?}",
+            stats.warnings
+        );
+        assert_eq!(stats.deleted_destination, 2, "{stats:?}");
+        assert_eq!(user_files(&restored), user_files(&s));
     }
 }
