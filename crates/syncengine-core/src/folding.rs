@@ -469,7 +469,13 @@ pub(crate) async fn resolve(
                 }
             }
         };
-        clients.push(with_folding(client, folding));
+        // Nothing after this reads `folding_known`: a root that folds as its backend declares
+        // keeps its client as it is (no wrapper on every call of the run).
+        if Folding::declared(&caps) == folding {
+            clients.push(client);
+        } else {
+            clients.push(with_folding(client, folding));
+        }
     }
     let destination = clients.pop();
     let source = clients.pop();
