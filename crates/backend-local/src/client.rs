@@ -373,18 +373,19 @@ fn commit(
 
 /// Removes `dir` if it is a real directory (not a symlink) holding nothing but directories
 /// with the same property; true if it did. Anything else below it (a file, a symlink, an
-/// unreadable folder) keeps it all in place. A file created below it meanwhile stops the
-/// removal there: `remove_dir` only removes empty directories.
+/// unreadable folder, another filesystem mounted there) keeps it all in place. A file created
+/// below it meanwhile stops the removal there: `remove_dir` only removes empty directories
+/// (and never a mount point).
 fn remove_empty_folders(dir: &Path) -> bool {
-    fn only_folders(dir: &Path, order: &mut Vec<PathBuf>) -> bool {
+    fn only_folders(dir: &Path, device: u64, order: &mut Vec<PathBuf>) -> bool {
         let Ok(entries) = fs::read_dir(dir) else {
             return false;
         };
         for entry in entries {
             let Ok(entry) = entry else { return false };
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => {
-                    if !only_folders(&entry.path(), order) {
+            match entry.metadata() {
+                Ok(md) if md.is_dir() && md.dev() == device => {
+                    if !only_folders(&entry.path(), device, order) {
                         return false;
                     }
                 }
@@ -394,11 +395,12 @@ fn remove_empty_folders(dir: &Path) -> bool {
         order.push(dir.to_path_buf());
         true
     }
-    if !fs::symlink_metadata(dir).is_ok_and(|md| md.is_dir()) {
-        return false;
-    }
+    let device = match fs::symlink_metadata(dir) {
+        Ok(md) if md.is_dir() => md.dev(),
+        _ => return false,
+    };
     let mut order = Vec::new();
-    only_folders(dir, &mut order) && order.iter().all(|d| fs::remove_dir(d).is_ok())
+    only_folders(dir, device, &mut order) && order.iter().all(|d| fs::remove_dir(d).is_ok())
 }
 
 /// Removes the directories between `dir` and `root` (exclusive) that are empty, bottom up.
