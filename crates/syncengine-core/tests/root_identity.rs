@@ -810,21 +810,33 @@ mod generations {
         assert_eq!((generation_file(&s), generation_file(&d)), before);
     }
 
+    /// Ten files on `work`, mirrored (source-to-destination) once to `usb`.
+    async fn mirrored_pair(
+        state: &std::path::Path,
+    ) -> (Arc<MemoryClient>, Arc<MemoryClient>, SyncEngine) {
+        let s = Arc::new(MemoryClient::new().with_location("work"));
+        let d = Arc::new(MemoryClient::new().with_location("usb"));
+        fill(&s, ten()).await;
+        let engine = SyncEngine::new(state);
+        engine
+            .sync_pair(&SyncPair::new(
+                s.clone(),
+                d.clone(),
+                SyncMode::SourceToDestination,
+            ))
+            .await
+            .unwrap();
+        (s, d, engine)
+    }
+
     /// A mirror never reads the side it overwrites: an older copy of its destination (a
     /// restored snapshot) is mirrored again, while an older copy of its source, which it
     /// reads, still stops the run (red-team F5).
     #[tokio::test]
     async fn an_older_copy_of_a_mirror_destination_is_mirrored_again() {
         let state = tempfile::tempdir().unwrap();
-        let s = Arc::new(MemoryClient::new().with_location("work"));
-        let d = Arc::new(MemoryClient::new().with_location("usb"));
-        fill(&s, ten()).await;
-        let engine = SyncEngine::new(state.path());
+        let (s, d, engine) = mirrored_pair(state.path()).await;
         let mirror = SyncMode::SourceToDestination;
-        engine
-            .sync_pair(&SyncPair::new(s.clone(), d.clone(), mirror))
-            .await
-            .unwrap();
         let (old_d, old_s) = (snapshot(&d), snapshot(&s));
         s.put(&rel("f0.txt"), Bytes::from("edited")).await.unwrap();
         s.put(&rel("new.txt"), Bytes::from("new")).await.unwrap();
@@ -869,15 +881,8 @@ mod generations {
     #[tokio::test]
     async fn an_accepted_older_copy_of_a_mirror_destination_loses_nothing() {
         let state = tempfile::tempdir().unwrap();
-        let s = Arc::new(MemoryClient::new().with_location("work"));
-        let d = Arc::new(MemoryClient::new().with_location("usb"));
-        fill(&s, ten()).await;
-        let engine = SyncEngine::new(state.path());
+        let (s, d, engine) = mirrored_pair(state.path()).await;
         let mirror = SyncMode::SourceToDestination;
-        engine
-            .sync_pair(&SyncPair::new(s.clone(), d.clone(), mirror))
-            .await
-            .unwrap();
         let old_d = snapshot(&d);
         s.delete(&rel("f0.txt")).await.unwrap();
         s.delete(&rel("f1.txt")).await.unwrap();
