@@ -343,15 +343,18 @@ impl SyncEngine {
         // and stopped — also a copy taken while the run was changing it. Both roots: the base
         // moves on for the side copies come from as well (an older copy of it would look like
         // deletions and old edits). A root the run changes but whose generation cannot be
-        // written is not changed: the run stops here. A run with nothing to do writes none,
-        // unless it accepted a root: an accepted older copy is current from now on.
+        // written is not changed: the run stops here. A run that changes neither the roots
+        // nor the base writes none. One that changes only the base (the same edit made on
+        // both sides, a deletion a backup mode keeps, a landed copy recovered) does: a copy
+        // of a root taken before it would otherwise pass for current under the new base. So
+        // does one that accepted a root: an accepted older copy is current from now on.
         let changed = sides_changed_by(&plan.actions);
         let mut generations = Vec::new();
-        if let Some(file) = roots
-            .generation_file
-            .as_ref()
-            .filter(|_| !plan.actions.is_empty() || roots.accepted)
-        {
+        let moves_on = !plan.actions.is_empty()
+            || !plan.state_updates.is_empty()
+            || !recovered.is_empty()
+            || roots.accepted;
+        if let Some(file) = roots.generation_file.as_ref().filter(|_| moves_on) {
             for (side, floor) in roots.generations.iter().copied() {
                 let client = pair.client(side).as_ref();
                 match identity::advance_generation(client, side, file, floor, &store).await {

@@ -653,12 +653,11 @@ pub(crate) async fn check_roots(
             Ok((
                 store.root_identity(Side::Source)?,
                 store.root_identity(Side::Destination)?,
-                store.count()?,
             ))
         })
         .await?
     };
-    let (recorded_source, recorded_destination, base_files) = recorded;
+    let (recorded_source, recorded_destination) = recorded;
     let accept = pair.options.accept_new_root;
     let mut check = RootCheck::default();
     let state_id = {
@@ -677,7 +676,9 @@ pub(crate) async fn check_roots(
         let client = pair.client(side).as_ref();
         let storage = |source| SyncError::Storage { side, source };
         let current = read_root_id(client).await.map_err(storage)?;
-        let found = match recorded.filter(|_| base_files > 0) {
+        // Checked with or without a base: a mirror deletes the extras of another disk even
+        // with none, and so does a pending `--initial` preference (a killed first run).
+        let found = match recorded {
             None => None,
             Some(RootIdentity::IdFile(r)) if current.as_deref() == Some(r.as_str()) => {
                 // The right root — but is it the root as the last run left it, or an older

@@ -242,6 +242,42 @@ async fn an_accepted_run_postpones_type_changes_with_their_deletions() {
     assert_eq!(user_files(&d), user_files(&new_source));
 }
 
+/// A pair whose base holds no files (every file deleted and synced) still knows its roots:
+/// another disk at the source's mount point stops the run, instead of a mirror deleting that
+/// disk's files (red team 9, finding 01).
+#[tokio::test]
+async fn a_replaced_root_is_stopped_also_when_the_base_is_empty() {
+    let state = tempfile::tempdir().unwrap();
+    let s = Arc::new(MemoryClient::new().with_location("work"));
+    let d = Arc::new(MemoryClient::new().with_location("usb"));
+    fill(&s, ["f.txt".to_owned()]).await;
+    let engine = SyncEngine::new(state.path());
+    let two_way = SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay)
+        .with_options(SyncOptions::default().with_force(true));
+    engine.sync_pair(&two_way).await.unwrap();
+    s.delete(&rel("f.txt")).await.unwrap();
+    engine.sync_pair(&two_way).await.unwrap();
+    assert!(user_files(&d).is_empty());
+
+    let other_disk = Arc::new(MemoryClient::new().with_location("work"));
+    fill(
+        &other_disk,
+        ["o1".to_owned(), "o2".to_owned(), "o3".to_owned()],
+    )
+    .await;
+    let mirror = SyncPair::new(other_disk.clone(), d.clone(), SyncMode::DestinationToSource)
+        .with_options(SyncOptions::default().with_force(true));
+    match engine.sync_pair(&mirror).await {
+        Err(SyncError::RootChanged { changes }) => assert_eq!(changes[0].side, Side::Source),
+        other => panic!("another disk was synced as the source: {other:?}"),
+    }
+    assert_eq!(
+        user_files(&other_disk).len(),
+        3,
+        "the other disk lost files"
+    );
+}
+
 #[tokio::test]
 async fn a_state_file_copied_from_another_pair_is_refused() {
     let state = tempfile::tempdir().unwrap();
@@ -916,5 +952,39 @@ mod generations {
         );
         assert_eq!(stats.deleted_destination, 2, "{stats:?}");
         assert_eq!(user_files(&restored), user_files(&s));
+    }
+
+    /// A run that changes only the base (the same edit made on both sides) moves the
+    /// generation on: a copy of a root taken before it is an older copy under the new base,
+    /// not current (red team 9, finding 05: the restored copy rolled the other side back).
+    #[tokio::test]
+    async fn a_run_that_changes_only_the_base_moves_the_generation_on() {
+        let state = tempfile::tempdir().unwrap();
+        let (s, d) = synced_pair(state.path()).await;
+        let old_d = snapshot(&d);
+        let edit = Bytes::from("the same edit on both sides");
+        let mtime = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        for side in [&s, &d] {
+            side.put(&rel("f0.txt"), edit.clone()).await.unwrap();
+            side.set_mtime(&rel("f0.txt"), mtime).unwrap();
+        }
+        let engine = SyncEngine::new(state.path());
+        let stats = engine
+            .sync_pair(&SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay))
+            .await
+            .unwrap();
+        assert_eq!(stats.uploaded + stats.downloaded, 0, "{stats:?}");
+
+        let restored = restore(old_d, "usb").await;
+        match engine
+            .sync_pair(&SyncPair::new(s.clone(), restored, SyncMode::TwoWay))
+            .await
+        {
+            Err(SyncError::RootChanged { changes }) => {
+                assert!(changes[0].older_copy, "{changes:?}")
+            }
+            other => panic!("a copy from before the run was taken for current: {other:?}"),
+        }
+        assert_eq!(s.read_to_bytes(&rel("f0.txt")).await.unwrap(), edit);
     }
 }
