@@ -384,7 +384,7 @@ fn remove_empty_folders(dir: &Path) -> bool {
         for entry in entries {
             let Ok(entry) = entry else { return false };
             match entry.metadata() {
-                Ok(md) if md.is_dir() && md.dev() == device => {
+                Ok(md) if md.is_dir() && md.dev() == device && !is_mount_root(&entry.path()) => {
                     if !only_folders(&entry.path(), device, order) {
                         return false;
                     }
@@ -396,11 +396,34 @@ fn remove_empty_folders(dir: &Path) -> bool {
         true
     }
     let device = match fs::symlink_metadata(dir) {
-        Ok(md) if md.is_dir() => md.dev(),
+        Ok(md) if md.is_dir() && !is_mount_root(dir) => md.dev(),
         _ => return false,
     };
     let mut order = Vec::new();
     only_folders(dir, device, &mut order) && order.iter().all(|d| fs::remove_dir(d).is_ok())
+}
+
+/// True when `dir` is the root of a mount: another filesystem, or a bind mount of a folder
+/// of the same one (which the device number does not tell apart). Unknown (a kernel before
+/// 5.8, not Linux) counts as not: the device check and `remove_dir`'s refusal to remove a
+/// mount point still hold.
+fn is_mount_root(dir: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags, statx};
+        match statx(CWD, dir, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS) {
+            Ok(st) => {
+                st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+                    && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+            }
+            Err(_) => false,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        false
+    }
 }
 
 /// Removes the directories between `dir` and `root` (exclusive) that are empty, bottom up.
