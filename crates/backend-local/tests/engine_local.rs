@@ -782,6 +782,41 @@ async fn stale_temps_are_removed_only_by_a_real_run() {
     assert!(!f.dst.join("d").exists(), "temps are never synced");
 }
 
+/// A temp file a killed write of the engine's own files left in `.syncengine/` (the id file,
+/// a generation) is removed like any other once it is a day old (red team 9, finding 06); the
+/// trash below it is not read for that.
+#[tokio::test]
+async fn stale_temps_in_the_engine_folder_are_removed() {
+    let f = fixture();
+    write(&f.src, "a.txt", "a");
+    f.engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400 + 60);
+    let stale = f.src.join(".syncengine/.syncengine-tmp-00000000deadbeef");
+    let in_trash = f
+        .src
+        .join(".syncengine/trash/x/.syncengine-tmp-00000000cafef00d");
+    for path in [&stale, &in_trash] {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, "x").unwrap();
+        let file = fs::File::options().write(true).open(path).unwrap();
+        file.set_times(fs::FileTimes::new().set_modified(old).set_accessed(old))
+            .unwrap();
+    }
+    write(&f.src, "b.txt", "b");
+    f.engine
+        .sync_pair(&f.pair(SyncMode::TwoWay, SyncOptions::default()))
+        .await
+        .unwrap();
+    assert!(
+        !stale.exists(),
+        "a day-old temp in .syncengine/ was left behind"
+    );
+    assert!(in_trash.exists(), "the trash was read and cleaned");
+}
+
 /// A conflict on a 250-byte name gets a conflict name cut to the 255-byte limit that keeps
 /// the extension and the conflict suffix; both versions survive.
 #[tokio::test]

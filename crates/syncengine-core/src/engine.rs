@@ -406,7 +406,7 @@ impl SyncEngine {
         if let Some(file) = &roots.generation_file {
             for (side, floor) in generations {
                 let client = pair.client(side).as_ref();
-                identity::note_generation_temps(client, file).await;
+                identity::note_engine_temps(client, file).await;
                 if let Err(e) =
                     identity::advance_generation(client, side, file, floor, &store).await
                 {

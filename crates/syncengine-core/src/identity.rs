@@ -481,15 +481,28 @@ fn mirrors_onto(mode: crate::mode::SyncMode, side: Side) -> bool {
     }
 }
 
-/// Lists the folder of a root's generation files, so that the backend notes a temp file a
-/// killed generation write left there (listings of the tree prune `.syncengine/`) and
-/// [`StorageClient::remove_stale_temps`] removes it once it is a day old.
-pub(crate) async fn note_generation_temps(client: &dyn StorageClient, file: &RelPath) {
-    let Some(folder) = file.parent() else { return };
-    let mut listing = client.list(Some(&folder));
-    while let Some(item) = futures::StreamExt::next(&mut listing).await {
-        if let Err(e) = item {
-            tracing::debug!(error = %e, "listing the generation folder");
+/// Lists the engine's own folders of a root — `.syncengine/` itself (its sub-folders pruned:
+/// the trash is not read) and the folder of the generation files — so that the backend notes
+/// a temp file a killed write of the id file or of a generation left there (listings of the
+/// tree prune `.syncengine/`) and [`StorageClient::remove_stale_temps`] removes it once it is
+/// a day old. Only where writes go through temp files at all (backends with real folders:
+/// an object store's PUT leaves none), so an object store's trash is not listed twice a run.
+pub(crate) async fn note_engine_temps(client: &dyn StorageClient, generation_file: &RelPath) {
+    let Some(generations) = generation_file.parent() else {
+        return;
+    };
+    let own = generations
+        .parent()
+        .filter(|_| client.capabilities().real_directories);
+    let listings = [
+        own.map(|own| client.list_pruned(Some(&own), std::sync::Arc::new(|_: &RelPath| true))),
+        Some(client.list(Some(&generations))),
+    ];
+    for mut listing in listings.into_iter().flatten() {
+        while let Some(item) = futures::StreamExt::next(&mut listing).await {
+            if let Err(e) = item {
+                tracing::debug!(error = %e, "listing the engine's folder");
+            }
         }
     }
 }
