@@ -420,7 +420,12 @@ impl SyncEngine {
             }
         }
         executed?;
-        // The plan ended normally (per-file errors allowed): the initial sync is over.
+        // The plan ended normally (per-file errors allowed): an accepted root's no-deletion
+        // run is over, and so is the initial sync.
+        if roots.accepted {
+            let s = store.clone();
+            blocking(move || s.acceptance_done()).await?;
+        }
         if initial {
             let s = store.clone();
             blocking(move || s.mark_initial_sync_done()).await?;

@@ -666,11 +666,12 @@ pub(crate) async fn check_roots(
             Ok((
                 store.root_identity(Side::Source)?,
                 store.root_identity(Side::Destination)?,
+                store.pending_acceptance()?,
             ))
         })
         .await?
     };
-    let (recorded_source, recorded_destination) = recorded;
+    let (recorded_source, recorded_destination, pending) = recorded;
     let accept = pair.options.accept_new_root;
     let mut check = RootCheck::default();
     let state_id = {
@@ -833,6 +834,21 @@ pub(crate) async fn check_roots(
             }
             check.identities.push((side, identity.clone()));
             check.record.push((side, identity, location.to_string()));
+        }
+    }
+    // An accepted run that did not end normally (killed, cancelled) already recorded the new
+    // root: the runs after it keep its promise — no deletions — until one ends normally.
+    for (side, location) in [Side::Source, Side::Destination].into_iter().zip(locations) {
+        if pending.contains(&side)
+            && !check.accepted_sides.contains(&side)
+            && !changes.iter().any(|c| c.side == side)
+        {
+            check.accepted = true;
+            check.accepted_sides.push(side);
+            check.warnings.push(format!(
+                "the {side} root {location} was accepted as a new root by a run that did not \
+                 finish: this run, too, ignores the old base and deletes nothing"
+            ));
         }
     }
     if let Some(accept) = accept {

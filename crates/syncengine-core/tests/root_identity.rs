@@ -987,4 +987,44 @@ mod generations {
         }
         assert_eq!(s.read_to_bytes(&rel("f0.txt")).await.unwrap(), edit);
     }
+
+    /// An accepted run that is cancelled (or killed) after recording the new root keeps its
+    /// promise on the next run, with or without the flag: nothing is deleted until an accepted
+    /// run ends normally; then the mode's deletions resume (red team 9, finding 07).
+    #[tokio::test]
+    async fn an_interrupted_accepted_run_still_deletes_nothing_on_the_next_run() {
+        let state = tempfile::tempdir().unwrap();
+        let (s, _d) = synced_pair(state.path()).await;
+        let swapped = replacement_disk().await;
+        fill(&swapped, ["extra.txt".to_owned()]).await;
+        let mirror = SyncMode::SourceToDestination;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let faulty = Arc::new(FaultClient::new(swapped.clone(), FaultConfig::none()));
+        let token = cancel.clone();
+        faulty.at_body_end(rel("f6.txt"), Arc::new(move |_| token.cancel()));
+        let accept = SyncOptions::default()
+            .with_accept_new_root(AcceptNewRoot::Destination)
+            .with_transfers(1);
+        let interrupted = SyncEngine::new(state.path())
+            .with_cancellation(cancel)
+            .sync_pair(&SyncPair::new(s.clone(), faulty, mirror).with_options(accept))
+            .await;
+        assert!(interrupted.is_err(), "{interrupted:?}");
+        assert!(swapped.files().contains_key(&rel("extra.txt")));
+
+        let engine = SyncEngine::new(state.path());
+        let pair = SyncPair::new(s.clone(), swapped.clone(), mirror);
+        let stats = engine.sync_pair(&pair).await.unwrap();
+        assert_eq!(stats.deleted_destination, 0, "{stats:?}");
+        assert!(
+            stats.warnings.iter().any(|w| w.contains("did not finish")),
+            "{:?}",
+            stats.warnings
+        );
+        assert!(swapped.files().contains_key(&rel("extra.txt")));
+        // That run ended normally: the next is an ordinary mirror run.
+        let stats = engine.sync_pair(&pair).await.unwrap();
+        assert_eq!(stats.deleted_destination, 1, "{stats:?}");
+        assert_eq!(user_files(&swapped), user_files(&s));
+    }
 }

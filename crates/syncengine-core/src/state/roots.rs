@@ -26,6 +26,14 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS root_identity(
     recorded INTEGER NOT NULL
 ) WITHOUT ROWID";
 
+/// The bit of `side` in the `accept_pending` mask.
+fn acceptance_bit(side: Side) -> i64 {
+    match side {
+        Side::Source => 1,
+        Side::Destination => 2,
+    }
+}
+
 /// One identity to record: the side, what identifies its root, and where the root is.
 pub type RootRecord = (Side, RootIdentity, String);
 
@@ -196,7 +204,57 @@ impl StateStore {
             )
             .map_err(ctx)?;
         }
+        if !accepted.is_empty() {
+            let pending = accepted
+                .iter()
+                .fold(self.pending_acceptance_mask(&tx)?, |m, s| {
+                    m | acceptance_bit(*s)
+                });
+            tx.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('accept_pending', ?1)",
+                params![pending],
+            )
+            .map_err(ctx)?;
+        }
         tx.commit().map_err(ctx)
+    }
+
+    /// The sides accepted as new roots by a run whose plan has not ended normally yet (it was
+    /// killed, cancelled or stopped after recording the acceptance): the runs after it delete
+    /// nothing either until one ends normally ([`acceptance_done`](Self::acceptance_done)),
+    /// so re-running an interrupted accepted run keeps the promise it made.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be read.
+    pub fn pending_acceptance(&self) -> Result<Vec<Side>, SyncError> {
+        let conn = self.conn()?;
+        let mask = self.pending_acceptance_mask(&conn)?;
+        Ok([Side::Source, Side::Destination]
+            .into_iter()
+            .filter(|s| mask & acceptance_bit(*s) != 0)
+            .collect())
+    }
+
+    /// Records that an accepted run's plan ended normally: later runs are ordinary ones.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be written.
+    pub fn acceptance_done(&self) -> Result<(), SyncError> {
+        let conn = self.conn()?;
+        conn.execute("DELETE FROM meta WHERE key = 'accept_pending'", [])
+            .map_err(|e| self.err("recording the end of an accepted run", e))?;
+        Ok(())
+    }
+
+    fn pending_acceptance_mask(&self, conn: &Connection) -> Result<i64, SyncError> {
+        conn.query_row(
+            "SELECT value FROM meta WHERE key = 'accept_pending'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+        .map(Option::unwrap_or_default)
+        .map_err(|e| self.err("reading a pending acceptance", e))
     }
 
     /// The generations recorded for `side`'s root: (current, pending).
