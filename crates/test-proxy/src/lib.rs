@@ -377,6 +377,16 @@ impl Proxy {
         self.shared.rules().http10.push(matcher);
     }
 
+    /// Removes every rule set so far (holds not yet taken, delays, answers, HTTP/1.0 and
+    /// edits), so that later requests are forwarded untouched: the server turns well-behaved
+    /// again for the next run, behind the same address (a pair's remote keeps its identity).
+    /// Requests already held stay held until released, and [`drop_released`] stays on.
+    ///
+    /// [`drop_released`]: Proxy::drop_released
+    pub fn clear(&self) {
+        *self.shared.rules() = Rules::default();
+    }
+
     /// Edits the answer (head and body, as received) to every request `matcher` takes before
     /// it goes back to the client. The edit cannot change the answer's length, so its framing
     /// stays valid: blank or rename in place (see [`edit`]).

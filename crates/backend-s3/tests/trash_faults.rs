@@ -1,0 +1,463 @@
+//! Red team: faults injected into the trash moves and staged overwrites of S3 (moto and
+//! SeaweedFS), by a proxy on 127.0.0.1 in front of the server.
+//!
+//! On S3 a delete moves the object to `.syncengine/trash/<stamp>/<path>` by a server-side
+//! `CopyObject`, then a `DeleteObject` of the version copied; an overwrite first copies the old
+//! version into the trash, then PUTs the new content (the PUT replaces it in one step). Each
+//! case breaks one of those requests — answered 500, answered `200 OK` with an `<Error>` body
+//! (real S3 does that for `CopyObject`: taken as success, the original would be deleted with
+//! no copy made), or dropped on its way — and checks:
+//! - no version of the user's file is lost (at its path, in the trash, on the local side);
+//! - the run reports the error;
+//! - a following clean run converges, with the old version in the trash once and no stray
+//!   multipart upload.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use syncengine_backend_local::LocalClient;
+use syncengine_backend_s3::{S3Builder, S3Client, StoreKind};
+use syncengine_core::{RelPath, StorageClientExt, SyncEngine, SyncMode, SyncPair, SyncStats};
+use syncengine_test_proxy::{Matcher, Proxy};
+
+use common::{MOTO, SEAWEED, Server};
+
+const V1: &str = "version 1 of doc.txt, the one on the server\n";
+const V2: &str = "version 2 of doc.txt: the local edit, a little longer\n";
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+fn client_at(server: Server, endpoint: &str, prefix: &str) -> S3Client {
+    let (id, secret) = if server == SEAWEED {
+        ("weedak".to_owned(), "weedsk".to_owned())
+    } else {
+        common::s3_keys()
+    };
+    S3Builder::for_store(StoreKind::S3, "test")
+        .with_prefix(prefix)
+        .with_endpoint(endpoint)
+        .with_region("us-east-1")
+        .with_credentials(id, secret)
+        .with_allow_http(true)
+        .with_ordered_listing(server != SEAWEED)
+        .with_encode_backslash(server == SEAWEED)
+        // A request answered 500 is retried quickly, a few times, then the action fails.
+        .with_retries(2, Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// What the proxy does to the request it is given.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Answered `500 Internal Server Error`, never forwarded.
+    Status500,
+    /// Answered `200 OK` with an S3 `<Error>` body, never forwarded (what S3 may answer to a
+    /// `CopyObject` that failed after it started).
+    ErrorIn200,
+    /// Held, then dropped: the connection closes before the request reaches the server.
+    Dropped,
+}
+
+const S3_ERROR_BODY: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code>\
+    <Message>We encountered an internal error. Please try again.</Message>\
+    <RequestId>4442587FB7D0A2F9</RequestId><HostId>x</HostId></Error>";
+
+impl Fault {
+    fn apply(self, proxy: &Proxy, matcher: Matcher) {
+        match self {
+            Fault::Status500 => proxy.fail(matcher, 500),
+            Fault::ErrorIn200 => proxy.answer(matcher, |_| {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{S3_ERROR_BODY}",
+                    S3_ERROR_BODY.len()
+                )
+            }),
+            Fault::Dropped => {
+                proxy.drop_released();
+                proxy.hold(matcher);
+                proxy.release();
+            }
+        }
+    }
+
+    /// Whether the run must report an error (a dropped request may be retried and succeed).
+    fn must_fail(self) -> bool {
+        !matches!(self, Fault::Dropped)
+    }
+}
+
+/// A pair: local disk ↔ S3 through the proxy; and a client straight on the server.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    local_root: PathBuf,
+    engine: SyncEngine,
+    pair: SyncPair,
+    proxy: Proxy,
+    direct: S3Client,
+    server: Server,
+}
+
+/// Synced: `doc.txt` (V1) and four other files on both sides.
+async fn setup(server: Server, tag: &str) -> Option<Setup> {
+    if !common::up(server) {
+        return None;
+    }
+    let endpoint = common::endpoint(server);
+    let proxy = Proxy::start(&endpoint).unwrap();
+    let prefix = common::fresh_prefix(tag);
+    let remote = Arc::new(client_at(server, &proxy.url(), &prefix));
+    let direct = client_at(server, &endpoint, &prefix);
+    let tmp = tempfile::tempdir().unwrap();
+    let local_root = tmp.path().join("local");
+    std::fs::create_dir_all(&local_root).unwrap();
+    std::fs::write(local_root.join("doc.txt"), V1).unwrap();
+    for i in 0..4 {
+        std::fs::write(
+            local_root.join(format!("other{i}.txt")),
+            format!("other {i}"),
+        )
+        .unwrap();
+    }
+    let engine = SyncEngine::new(tmp.path().join("state"));
+    let pair = SyncPair::new(
+        Arc::new(LocalClient::new(&local_root)),
+        remote,
+        SyncMode::TwoWay,
+    );
+    let stats = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!((stats.uploaded, stats.errors), (5, 0), "{stats:?}");
+    Some(Setup {
+        _tmp: tmp,
+        local_root,
+        engine,
+        pair,
+        proxy,
+        direct,
+        server,
+    })
+}
+
+impl Setup {
+    async fn run(&self) -> SyncStats {
+        self.engine.sync_pair(&self.pair).await.unwrap()
+    }
+
+    /// The content at `doc.txt` on the server, if any.
+    async fn remote_doc(&self) -> Option<String> {
+        self.direct
+            .read_to_bytes(&p("doc.txt"))
+            .await
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// The trash on the server, as (path, content).
+    async fn trash(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for e in self
+            .direct
+            .list_all(Some(&p(".syncengine/trash")))
+            .await
+            .unwrap()
+        {
+            let body = self.direct.read_to_bytes(&e.path).await.unwrap();
+            out.push((
+                e.path.to_string(),
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+        }
+        out
+    }
+
+    /// Every content the user could get back: the server's files and trash, the local files.
+    async fn everywhere(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.trash().await.into_iter().map(|(_, c)| c).collect();
+        for e in self.direct.list_all(None).await.unwrap() {
+            let body = self.direct.read_to_bytes(&e.path).await.unwrap();
+            out.push(String::from_utf8_lossy(&body).into_owned());
+        }
+        out.extend(local_contents(&self.local_root));
+        out
+    }
+
+    /// Multipart uploads left open under the test's prefix (moto only: unsigned requests).
+    fn open_uploads(&self) -> Vec<String> {
+        if self.server != MOTO {
+            return Vec::new();
+        }
+        let endpoint = common::endpoint(MOTO);
+        let authority = endpoint.split("://").nth(1).unwrap().trim_end_matches('/');
+        let mut s = TcpStream::connect(authority).unwrap();
+        write!(
+            s,
+            "GET /test/?uploads&prefix={} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n",
+            self.direct.config().prefix
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split("</Key>").next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// After the faulty run: two clean runs, the second with nothing to do; then the pair holds
+    /// `expected` at doc.txt on both sides (`None`: on neither), V1 is in the trash at least
+    /// once and at most `copies` times, the trash holds nothing else, and no multipart upload
+    /// is left open.
+    async fn converges(&self, expected: Option<&str>, copies: usize, what: &str) {
+        self.proxy.clear();
+        let second = self.run().await;
+        assert_eq!(second.errors, 0, "{what}: the clean run failed: {second:?}");
+        let third = self.run().await;
+        assert!(
+            quiet(&third),
+            "{what}: the pair did not converge; a third run still did: {third:?}"
+        );
+        let local = std::fs::read_to_string(self.local_root.join("doc.txt")).ok();
+        assert_eq!(local.as_deref(), expected, "{what}: local doc.txt");
+        assert_eq!(
+            self.remote_doc().await.as_deref(),
+            expected,
+            "{what}: remote doc.txt"
+        );
+        let trash = self.trash().await;
+        let v1_copies = trash.iter().filter(|(_, c)| c == V1).count();
+        assert!(
+            (1..=copies).contains(&v1_copies),
+            "{what}: the old version should be in the trash once (at most {copies} times): \
+             {v1_copies} copies in {trash:?}"
+        );
+        assert_eq!(
+            trash.len(),
+            v1_copies,
+            "{what}: the trash holds more than the old version: {trash:?}"
+        );
+        let open = self.open_uploads();
+        assert!(open.is_empty(), "{what}: multipart uploads left: {open:?}");
+    }
+}
+
+fn local_contents(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+fn quiet(stats: &SyncStats) -> bool {
+    stats.uploaded == 0
+        && stats.downloaded == 0
+        && stats.deleted_source == 0
+        && stats.deleted_destination == 0
+        && stats.conflicts == 0
+        && stats.errors == 0
+}
+
+/// The `CopyObject` of doc.txt into the trash (the only PUTs into the trash are copies).
+fn copy_into_trash() -> Matcher {
+    Matcher::method("PUT")
+        .path_contains("/.syncengine/trash/")
+        .path_ends_with("/doc.txt")
+}
+
+/// The delete of doc.txt after its copy: a `DeleteObject` with `If-Match`, or object_store's
+/// bulk `POST ?delete` where the server refuses the condition.
+fn delete_of_doc() -> Matcher {
+    Matcher::method("DELETE")
+        .path_ends_with("/doc.txt")
+        .path_lacks("/.syncengine/")
+        .or(Matcher::method("POST").path_contains("?delete"))
+}
+
+/// The PUT of doc.txt's new content (not a copy into the trash).
+fn put_of_doc() -> Matcher {
+    Matcher::method("PUT")
+        .path_ends_with("/doc.txt")
+        .path_lacks("/.syncengine/")
+}
+
+/// The local side deletes doc.txt; the trash move's `CopyObject` meets `fault`.
+async fn delete_with_faulty_copy(server: Server, fault: Fault) {
+    let Some(s) = setup(server, "trash-faults-del").await else {
+        return;
+    };
+    let what = format!("{server:?} delete, copy {fault:?}");
+    std::fs::remove_file(s.local_root.join("doc.txt")).unwrap();
+    fault.apply(&s.proxy, copy_into_trash());
+    let stats = s.run().await;
+    if fault.must_fail() {
+        assert!(stats.errors > 0, "{what}: no error reported: {stats:?}");
+        assert_eq!(
+            s.remote_doc().await.as_deref(),
+            Some(V1),
+            "{what}: the object was deleted though its copy failed: {stats:?}; trash {:?}",
+            s.trash().await
+        );
+    }
+    assert!(
+        s.everywhere().await.iter().any(|c| c == V1),
+        "{what}: V1 is gone: {stats:?}"
+    );
+    s.converges(None, 1, &what).await;
+}
+
+/// The local side edits doc.txt; the copy of the old version into the trash meets `fault`.
+async fn overwrite_with_faulty_copy(server: Server, fault: Fault) {
+    let Some(s) = setup(server, "trash-faults-ow").await else {
+        return;
+    };
+    let what = format!("{server:?} overwrite, copy {fault:?}");
+    std::fs::write(s.local_root.join("doc.txt"), V2).unwrap();
+    fault.apply(&s.proxy, copy_into_trash());
+    let stats = s.run().await;
+    if fault.must_fail() {
+        assert!(stats.errors > 0, "{what}: no error reported: {stats:?}");
+        assert_eq!(
+            s.remote_doc().await.as_deref(),
+            Some(V1),
+            "{what}: the old version was replaced though its copy failed: {stats:?}; trash {:?}",
+            s.trash().await
+        );
+    }
+    let all = s.everywhere().await;
+    assert!(all.iter().any(|c| c == V1), "{what}: V1 is gone: {stats:?}");
+    assert!(all.iter().any(|c| c == V2), "{what}: V2 is gone: {stats:?}");
+    s.converges(Some(V2), 1, &what).await;
+}
+
+/// The local side deletes doc.txt; the trash copy is made, and the delete after it fails.
+///
+/// Found: the S3 rename left its copy in the trash when the delete failed, and the executor
+/// retried the rename (a 5xx is transient): the retry found its own copy at the trash path
+/// (`AlreadyExists`), took that for a taken name and went on to `<stamp>-2`, `<stamp>-3`… —
+/// 100 copies of the file in the trash from one failed delete, 101 after the next run.
+async fn delete_with_failing_delete(server: Server) {
+    let Some(s) = setup(server, "trash-faults-del2").await else {
+        return;
+    };
+    let what = format!("{server:?} delete, DeleteObject 500");
+    std::fs::remove_file(s.local_root.join("doc.txt")).unwrap();
+    s.proxy.fail(delete_of_doc(), 500);
+    let stats = s.run().await;
+    assert!(stats.errors > 0, "{what}: no error reported: {stats:?}");
+    assert_eq!(s.remote_doc().await.as_deref(), Some(V1), "{what}");
+    let trash = s.trash().await;
+    assert!(
+        trash.len() <= 1,
+        "{what}: one failed delete left {} copies in the trash: {trash:?}",
+        trash.len()
+    );
+    s.converges(None, 1, &what).await;
+}
+
+/// The local side edits doc.txt; the old version is copied into the trash, and the PUT of the
+/// new content meets `fault`.
+async fn overwrite_with_faulty_put(server: Server, fault: Fault) {
+    let Some(s) = setup(server, "trash-faults-put").await else {
+        return;
+    };
+    let what = format!("{server:?} overwrite, PUT {fault:?}");
+    std::fs::write(s.local_root.join("doc.txt"), V2).unwrap();
+    fault.apply(&s.proxy, put_of_doc());
+    let stats = s.run().await;
+    if fault.must_fail() {
+        assert!(stats.errors > 0, "{what}: no error reported: {stats:?}");
+        assert_eq!(s.remote_doc().await.as_deref(), Some(V1), "{what}");
+    }
+    let all = s.everywhere().await;
+    assert!(all.iter().any(|c| c == V1), "{what}: V1 is gone: {stats:?}");
+    assert!(all.iter().any(|c| c == V2), "{what}: V2 is gone: {stats:?}");
+    // A PUT that failed with a transient error (a 5xx, a lost connection) may still land, so
+    // the spare copy of the old version stays in the trash (see the executor's docs), and the
+    // next run keeps the old version once more: two copies, documented; never more.
+    s.converges(Some(V2), 2, &what).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_whose_copy_is_answered_500_moto() {
+    delete_with_faulty_copy(MOTO, Fault::Status500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_whose_copy_is_answered_200_with_an_error_moto() {
+    delete_with_faulty_copy(MOTO, Fault::ErrorIn200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_whose_copy_is_answered_200_with_an_error_seaweedfs() {
+    delete_with_faulty_copy(SEAWEED, Fault::ErrorIn200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_whose_copy_is_dropped_moto() {
+    delete_with_faulty_copy(MOTO, Fault::Dropped).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_whose_copy_is_answered_500_moto() {
+    overwrite_with_faulty_copy(MOTO, Fault::Status500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_whose_copy_is_answered_200_with_an_error_moto() {
+    overwrite_with_faulty_copy(MOTO, Fault::ErrorIn200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_whose_copy_is_answered_200_with_an_error_seaweedfs() {
+    overwrite_with_faulty_copy(SEAWEED, Fault::ErrorIn200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_whose_copy_is_dropped_moto() {
+    overwrite_with_faulty_copy(MOTO, Fault::Dropped).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_whose_delete_after_the_copy_fails_moto() {
+    delete_with_failing_delete(MOTO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_whose_delete_after_the_copy_fails_seaweedfs() {
+    delete_with_failing_delete(SEAWEED).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_whose_put_is_answered_500_moto() {
+    overwrite_with_faulty_put(MOTO, Fault::Status500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_whose_put_is_answered_500_seaweedfs() {
+    overwrite_with_faulty_put(SEAWEED, Fault::Status500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_whose_put_is_dropped_moto() {
+    overwrite_with_faulty_put(MOTO, Fault::Dropped).await;
+}
