@@ -51,7 +51,7 @@ pub(crate) struct BigCopy {
 }
 
 /// What a conditional delete did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Deleted {
     /// The object was that version and is gone (or was already gone).
     Yes,
@@ -59,6 +59,10 @@ pub(crate) enum Deleted {
     Changed,
     /// The server does not support conditional deletes (501): nothing was deleted.
     Unsupported,
+    /// The server answered with another error status (a 5xx, 403…): it did not delete the
+    /// object. Unlike a failure without an answer (a timeout, a lost connection), no request
+    /// of this delete is left that could still land. Carries the error to report.
+    Refused(object_store::Error),
 }
 
 fn precondition(path: &Path, msg: impl Into<String>) -> object_store::Error {
@@ -280,14 +284,14 @@ impl BigCopy {
                 Ok(Deleted::Changed)
             }
             http::StatusCode::NOT_IMPLEMENTED => Ok(Deleted::Unsupported),
-            s => Err(generic(format!(
+            s => Ok(Deleted::Refused(generic(format!(
                 "DeleteObject {key} failed: status code: {}: {}",
                 s.as_u16(),
                 String::from_utf8_lossy(&body)
                     .chars()
                     .take(300)
                     .collect::<String>()
-            ))),
+            )))),
         }
     }
 }

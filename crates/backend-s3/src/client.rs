@@ -386,16 +386,31 @@ impl S3Client {
     /// `DeleteObject` with `If-Match` (object_store has no conditional delete). Azure, GCS and
     /// S3 servers that answer the condition with 501 get an unconditional delete after the
     /// HEAD, which leaves a window of one request.
-    async fn delete_version(&self, path: &RelPath, key: &Path, version: &ObjectMeta) -> Result<()> {
-        let changed = || Error::precondition_failed(self.backend_name(), path.as_str());
+    ///
+    /// A failure says whether the server *refused* the delete (answered it with an error
+    /// status, so the object stays as it was and no request of this delete can still land):
+    /// see [`NotDeleted`].
+    async fn delete_version(
+        &self,
+        path: &RelPath,
+        key: &Path,
+        version: &ObjectMeta,
+    ) -> std::result::Result<(), NotDeleted> {
+        let failed = |error| NotDeleted {
+            error,
+            refused: false,
+        };
+        let changed = || {
+            failed(Error::precondition_failed(
+                self.backend_name(),
+                path.as_str(),
+            ))
+        };
         match self.store.head(key).await {
-            Ok(now)
-                if now.e_tag == version.e_tag
-                    && now.size == version.size
-                    && now.last_modified == version.last_modified => {}
+            Ok(now) if same_meta(&now, version) => {}
             Ok(_) => return Err(changed()),
             Err(object_store::Error::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(self.err(path, e)),
+            Err(e) => return Err(failed(self.err(path, e))),
         }
         #[cfg(feature = "s3")]
         if let (Some(big), Some(tag)) = (&self.big_copy, version.e_tag.as_deref()) {
@@ -404,14 +419,74 @@ impl S3Client {
                 Ok(Deleted::Yes) => return Ok(()),
                 Ok(Deleted::Changed) => return Err(changed()),
                 Ok(Deleted::Unsupported) => {}
-                Err(e) => return Err(self.err(path, e)),
+                Ok(Deleted::Refused(e)) => {
+                    return Err(NotDeleted {
+                        error: self.err(path, e),
+                        refused: true,
+                    });
+                }
+                Err(e) => return Err(failed(self.err(path, e))),
             }
         }
         match self.store.delete(key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.err(path, e)),
+            // object_store retries on its own: an earlier attempt may still land.
+            Err(e) => Err(failed(self.err(path, e))),
         }
     }
+
+    /// Removes `copy` (at `copy_key`), the copy a rename made of `from` before the server
+    /// refused to delete `from`: the rename then leaves nothing behind, as if it had not
+    /// begun, and a retry (or the next run) copies afresh. Without this, each retry found its
+    /// own copy in the way of the trash path and made another one under the next free name.
+    ///
+    /// Only while `from` is still exactly `version`, the version copied (else the copy may be
+    /// the last of that version, and stays); the copy itself is deleted only while it is the
+    /// one this rename made (`If-Match` on its ETag, where the server supports it). Best
+    /// effort: a failure is logged, and the copy stays (an extra, never a loss).
+    async fn drop_own_copy(
+        &self,
+        from: &RelPath,
+        from_key: &Path,
+        version: &ObjectMeta,
+        copy: &Entry,
+        copy_key: &Path,
+    ) {
+        match self.store.head(from_key).await {
+            Ok(now) if same_meta(&now, version) => {}
+            _ => return,
+        }
+        #[cfg(feature = "s3")]
+        if let (Some(big), Some(tag)) = (&self.big_copy, copy.etag.as_deref()) {
+            use crate::big_copy::Deleted;
+            match big.delete_if_match(copy_key, tag).await {
+                // Gone, or not the copy made here any more: nothing to remove.
+                Ok(Deleted::Yes | Deleted::Changed) => return,
+                Ok(Deleted::Unsupported) => {}
+                Ok(Deleted::Refused(e)) | Err(e) => {
+                    tracing::warn!(path = %copy.path, source = %from, error = %e, "could not remove the copy a failed rename made; it stays");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.store.delete(copy_key).await {
+            tracing::warn!(path = %copy.path, source = %from, error = %e, "could not remove the copy a failed rename made; it stays");
+        }
+    }
+}
+
+/// True when `now` is the same version of an object as `then` (ETag, size and time).
+fn same_meta(now: &ObjectMeta, then: &ObjectMeta) -> bool {
+    now.e_tag == then.e_tag && now.size == then.size && now.last_modified == then.last_modified
+}
+
+/// A failed [`S3Client::delete_version`].
+struct NotDeleted {
+    /// The error to report.
+    error: Error,
+    /// The server answered the delete with an error status: the object is as it was, and no
+    /// request of this delete is left that could still land.
+    refused: bool,
 }
 
 /// An in-progress multipart upload that aborts itself when dropped unfinished (a failed or
@@ -925,7 +1000,13 @@ impl StorageClient for S3Client {
                 from.as_str(),
             ));
         }
-        self.delete_version(from, &fk, &before).await?;
+        if let Err(failed) = self.delete_version(from, &fk, &before).await {
+            if failed.refused {
+                let tk = self.key(to)?;
+                self.drop_own_copy(from, &fk, &before, &entry, &tk).await;
+            }
+            return Err(failed.error);
+        }
         Ok(entry)
     }
 }
