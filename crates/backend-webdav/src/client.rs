@@ -488,6 +488,33 @@ impl Inner {
         }
     }
 
+    /// After a `MOVE` of the temporary file `temp_url` over a file, answered with success:
+    /// true when the server did not carry it out — the path, as stat'ed after it (`written`),
+    /// is still the version `mode` replaced, and the temporary file is still there. A server
+    /// (or a proxy in front of it) that answers `201` and does nothing would otherwise have the
+    /// old version recorded as the new content, and the two sides never converge.
+    ///
+    /// Costs a request only when the path still looks like the replaced version (same ETag;
+    /// or same size and mtime where it has none): a real replace gets a new ETag. Only replaces
+    /// are checked (`Update`, `IfUnchanged`): a `Create` that did not happen finds no file at
+    /// the path, and a plain `Overwrite` names no version to compare with.
+    async fn move_not_done(&self, mode: &WriteMode, written: &Entry, temp_url: &str) -> bool {
+        let unchanged = match mode {
+            WriteMode::Update(expected) => written
+                .etag
+                .as_deref()
+                .is_some_and(|e| normalize_etag(e) == normalize_etag(expected)),
+            WriteMode::IfUnchanged(version) => version.matches(written),
+            _ => false,
+        };
+        if !unchanged {
+            return false;
+        }
+        // A PROPFIND of the temporary file: there, the MOVE did not happen. Anything else
+        // (gone, or no answer) is taken as done, as before this check.
+        matches!(self.propfind(temp_url, "0").await, Ok(found) if !found.is_empty())
+    }
+
     /// Makes sure the collection `dir` (the root when `None`) exists, creating missing
     /// ancestors, from the deepest existing one down.
     async fn ensure_collection(&self, dir: Option<&RelPath>) -> std::result::Result<(), DavError> {
@@ -1730,12 +1757,31 @@ impl StorageClient for WebDavClient {
                 .await
                 .map_err(|e| map_error(e, p, Ctx::Plain)),
         };
-        if let Err(e) = committed {
+        // Until the path is seen to hold the new content, the guard stays armed: after a MOVE
+        // that happened, its clean-up finds no temporary file (404), which is harmless.
+        let written = match committed {
+            Ok(()) => inner.stat_entry(path).await,
+            Err(e) => Err(e),
+        };
+        let written = match written {
+            Ok(written) => written,
+            Err(e) => {
+                guard.cleanup().await;
+                return Err(e);
+            }
+        };
+        if inner.move_not_done(&opts.mode, &written, &temp_url).await {
             guard.cleanup().await;
-            return Err(e);
+            return Err(Error::other(
+                BACKEND,
+                p,
+                "the server answered the MOVE of the new content with success but did not \
+                 carry it out (the old version is still at the path, the uploaded temporary \
+                 file still beside it); nothing was replaced",
+            ));
         }
         guard.disarm();
-        inner.stat_entry(path).await
+        Ok(written)
     }
 
     async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
