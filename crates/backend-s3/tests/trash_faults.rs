@@ -36,13 +36,15 @@ fn p(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
 }
 
-fn client_at(server: Server, endpoint: &str, prefix: &str) -> S3Client {
+/// `big`: uploads above 5 MiB go in 5 MiB parts, and copies above 5 MiB in `UploadPartCopy`
+/// parts (the paths S3 takes above 5 GiB), so a small test file takes them.
+fn client_at(server: Server, endpoint: &str, prefix: &str, big: bool) -> S3Client {
     let (id, secret) = if server == SEAWEED {
         ("weedak".to_owned(), "weedsk".to_owned())
     } else {
         common::s3_keys()
     };
-    S3Builder::for_store(StoreKind::S3, "test")
+    let mut builder = S3Builder::for_store(StoreKind::S3, "test")
         .with_prefix(prefix)
         .with_endpoint(endpoint)
         .with_region("us-east-1")
@@ -51,9 +53,21 @@ fn client_at(server: Server, endpoint: &str, prefix: &str) -> S3Client {
         .with_ordered_listing(server != SEAWEED)
         .with_encode_backslash(server == SEAWEED)
         // A request answered 500 is retried quickly, a few times, then the action fails.
-        .with_retries(2, Duration::from_secs(5))
-        .build()
-        .unwrap()
+        .with_retries(2, Duration::from_secs(5));
+    if big {
+        builder = builder
+            .with_multipart(PART, 2)
+            .with_multipart_copy_threshold(PART as u64);
+    }
+    builder.build().unwrap()
+}
+
+const PART: usize = 5 * 1024 * 1024;
+
+/// Text of `len` bytes (`len` > 5 MiB for the multipart paths), told apart by `tag`.
+fn big_text(tag: char, len: usize) -> String {
+    let line = format!("{}\n", tag.to_string().repeat(63));
+    line.repeat(len / line.len() + 1)[..len].to_owned()
 }
 
 /// What the proxy does to the request it is given.
@@ -100,6 +114,8 @@ impl Fault {
 /// A pair: local disk ↔ S3 through the proxy; and a client straight on the server.
 struct Setup {
     _tmp: tempfile::TempDir,
+    /// The old version (doc.txt on both sides after the setup).
+    v1: String,
     local_root: PathBuf,
     engine: SyncEngine,
     pair: SyncPair,
@@ -110,18 +126,25 @@ struct Setup {
 
 /// Synced: `doc.txt` (V1) and four other files on both sides.
 async fn setup(server: Server, tag: &str) -> Option<Setup> {
+    setup_with(server, tag, V1.to_owned()).await
+}
+
+/// Synced: `doc.txt` (`v1`) and four other files on both sides; above 5 MiB, uploads and
+/// copies of doc.txt go in parts.
+async fn setup_with(server: Server, tag: &str, v1: String) -> Option<Setup> {
     if !common::up(server) {
         return None;
     }
     let endpoint = common::endpoint(server);
     let proxy = Proxy::start(&endpoint).unwrap();
     let prefix = common::fresh_prefix(tag);
-    let remote = Arc::new(client_at(server, &proxy.url(), &prefix));
-    let direct = client_at(server, &endpoint, &prefix);
+    let big = v1.len() > PART;
+    let remote = Arc::new(client_at(server, &proxy.url(), &prefix, big));
+    let direct = client_at(server, &endpoint, &prefix, big);
     let tmp = tempfile::tempdir().unwrap();
     let local_root = tmp.path().join("local");
     std::fs::create_dir_all(&local_root).unwrap();
-    std::fs::write(local_root.join("doc.txt"), V1).unwrap();
+    std::fs::write(local_root.join("doc.txt"), &v1).unwrap();
     for i in 0..4 {
         std::fs::write(
             local_root.join(format!("other{i}.txt")),
@@ -139,6 +162,7 @@ async fn setup(server: Server, tag: &str) -> Option<Setup> {
     assert_eq!((stats.uploaded, stats.errors), (5, 0), "{stats:?}");
     Some(Setup {
         _tmp: tmp,
+        v1,
         local_root,
         engine,
         pair,
@@ -229,23 +253,23 @@ impl Setup {
             "{what}: the pair did not converge; a third run still did: {third:?}"
         );
         let local = std::fs::read_to_string(self.local_root.join("doc.txt")).ok();
-        assert_eq!(local.as_deref(), expected, "{what}: local doc.txt");
-        assert_eq!(
-            self.remote_doc().await.as_deref(),
-            expected,
+        assert!(local.as_deref() == expected, "{what}: local doc.txt");
+        assert!(
+            self.remote_doc().await.as_deref() == expected,
             "{what}: remote doc.txt"
         );
         let trash = self.trash().await;
-        let v1_copies = trash.iter().filter(|(_, c)| c == V1).count();
+        let v1_copies = trash.iter().filter(|(_, c)| *c == self.v1).count();
+        let paths: Vec<&String> = trash.iter().map(|(path, _)| path).collect();
         assert!(
             (1..=copies).contains(&v1_copies),
             "{what}: the old version should be in the trash once (at most {copies} times): \
-             {v1_copies} copies in {trash:?}"
+             {v1_copies} copies; trash: {paths:?}"
         );
         assert_eq!(
             trash.len(),
             v1_copies,
-            "{what}: the trash holds more than the old version: {trash:?}"
+            "{what}: the trash holds more than the old version: {paths:?}"
         );
         let open = self.open_uploads();
         assert!(open.is_empty(), "{what}: multipart uploads left: {open:?}");
@@ -460,4 +484,60 @@ async fn overwrite_whose_put_is_answered_500_seaweedfs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overwrite_whose_put_is_dropped_moto() {
     overwrite_with_faulty_put(MOTO, Fault::Dropped).await;
+}
+
+/// The `CompleteMultipartUpload` of doc.txt: of the multipart copy into the trash (`trash`),
+/// or of the upload of its new content.
+fn complete_of_doc(trash: bool) -> Matcher {
+    let m = Matcher::method("POST").path_contains("/doc.txt?uploadId=");
+    if trash {
+        m.path_contains("/.syncengine/trash/")
+    } else {
+        m.path_lacks("/.syncengine/")
+    }
+}
+
+/// Above 5 MiB (in this test's configuration; 5 GiB on S3 for copies) an upload and a copy
+/// are multipart uploads, finished by a `CompleteMultipartUpload` — which S3 may answer
+/// `200 OK` with an `<Error>` body. Taken as success, an overwrite would be recorded as done
+/// over the old version still in place, and a trash move would delete the original with no
+/// copy made. `trash`: the complete of the copy into the trash (a delete); else the complete
+/// of the new content's upload (an overwrite). No version may be lost, the run must report
+/// the error, no multipart upload may stay open, and the next run converges.
+async fn big_complete_answered_200_with_an_error(trash: bool) {
+    let v1 = big_text('1', PART + 4096);
+    let v2 = big_text('2', PART + 8192);
+    let Some(s) = setup_with(MOTO, "trash-faults-big", v1.clone()).await else {
+        return;
+    };
+    let what = format!(
+        "big, complete of the {} 200 + Error",
+        if trash { "trash copy" } else { "upload" }
+    );
+    if trash {
+        std::fs::remove_file(s.local_root.join("doc.txt")).unwrap();
+    } else {
+        std::fs::write(s.local_root.join("doc.txt"), &v2).unwrap();
+    }
+    Fault::ErrorIn200.apply(&s.proxy, complete_of_doc(trash));
+    let stats = s.run().await;
+    assert!(stats.errors > 0, "{what}: no error reported: {stats:?}");
+    assert!(
+        s.remote_doc().await.as_deref() == Some(v1.as_str()),
+        "{what}: doc.txt on the server is not the old version after the failed run: {stats:?}"
+    );
+    let open = s.open_uploads();
+    assert!(open.is_empty(), "{what}: multipart uploads left: {open:?}");
+    let expected = (!trash).then_some(v2.as_str());
+    s.converges(expected, 1, &what).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_delete_whose_multipart_copy_complete_is_answered_200_with_an_error_moto() {
+    big_complete_answered_200_with_an_error(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_overwrite_whose_upload_complete_is_answered_200_with_an_error_moto() {
+    big_complete_answered_200_with_an_error(false).await;
 }
