@@ -378,6 +378,24 @@ impl S3Client {
         }
     }
 
+    /// After a copy onto `to` failed: the object at `to`, when it is the copy of `source`
+    /// that the failed request made after all (its answer lost). Only where both ETags are
+    /// MD5s and equal (S3 single-part objects): the same size alone could be another
+    /// object, and taking it for the copy would delete the only copy of the source.
+    async fn landed_copy(&self, to: &RelPath, source: &ObjectMeta) -> Option<Entry> {
+        let source_md5 = source.e_tag.as_deref().and_then(md5_of_etag)?;
+        if !self.config.etag_is_md5 {
+            return None;
+        }
+        let key = self.key(to).ok()?;
+        let copy = self.stat_key(to, &key).await.ok()?;
+        let copy_md5 = copy.etag.as_deref().and_then(md5_of_etag)?;
+        (copy.size == source.size && copy_md5 == source_md5).then(|| {
+            tracing::info!(path = %to, "the copy failed but is in place (its answer was lost); the rename goes on");
+            copy
+        })
+    }
+
     /// Deletes `key` only if it is still `version` (the version a rename just copied), so a
     /// version another machine uploaded since stays. Fails with [`Error::PreconditionFailed`]
     /// and deletes nothing when the object changed. A missing object is `Ok` (already gone).
@@ -993,7 +1011,18 @@ impl StorageClient for S3Client {
         // extra, and the rename fails without removing anything.
         let fk = self.key(from)?;
         let before = self.store.head(&fk).await.map_err(|e| self.err(from, e))?;
-        let entry = self.copy_impl(from, to, opts.overwrite).await?;
+        let entry = match self.copy_impl(from, to, opts.overwrite).await {
+            Ok(entry) => entry,
+            Err(e @ (Error::AlreadyExists { .. } | Error::NotFound { .. })) => return Err(e),
+            // The copy may have landed with its answer lost (a timeout, a dropped
+            // connection): then the rename goes on from there. Left failed, its copy would
+            // stay behind while the source stays too, and the next trash move would copy the
+            // same version once more.
+            Err(e) => match self.landed_copy(to, &before).await {
+                Some(entry) => entry,
+                None => return Err(e),
+            },
+        };
         if !self.copied_version(&before, &entry) {
             return Err(Error::precondition_failed(
                 self.backend_name(),
