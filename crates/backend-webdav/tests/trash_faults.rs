@@ -105,6 +105,8 @@ impl Step {
 
 struct Setup {
     _tmp: tempfile::TempDir,
+    /// The proxy hides ETags, as a server that has none (nginx's dav-ext module).
+    no_etags: bool,
     local_root: PathBuf,
     engine: SyncEngine,
     pair: SyncPair,
@@ -114,10 +116,14 @@ struct Setup {
     url: String,
 }
 
-/// Synced: `doc.txt` (V1) and four other files on both sides.
-async fn setup(server: Server) -> Option<Setup> {
+/// Synced: `doc.txt` (V1) and four other files on both sides; `no_etags`: through a proxy
+/// that hides ETags.
+async fn setup(server: Server, no_etags: bool) -> Option<Setup> {
     let base = common::server_url(server)?;
     let proxy = Proxy::start(&base).unwrap();
+    if no_etags {
+        common::hide_etags(&proxy);
+    }
     let dir = format!(
         "syncengine-tests/trash-faults-{:016x}",
         rand::random::<u64>()
@@ -148,6 +154,7 @@ async fn setup(server: Server) -> Option<Setup> {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     Some(Setup {
         _tmp: tmp,
+        no_etags,
         local_root,
         engine,
         pair,
@@ -218,6 +225,9 @@ impl Setup {
     /// at most `copies` times, the trash holds nothing else, and no temporary file is left.
     async fn converges(&self, expected: Option<&str>, copies: usize, what: &str) {
         self.proxy.clear();
+        if self.no_etags {
+            common::hide_etags(&self.proxy);
+        }
         let second = self.run().await;
         assert_eq!(second.errors, 0, "{what}: the clean run failed: {second:?}");
         let third = self.run().await;
@@ -309,10 +319,15 @@ fn quiet(stats: &SyncStats) -> bool {
 /// One case: the local change `step` implies, `fault` on its request, then the checks. The
 /// old version may be in the trash up to `copies` times in the end.
 async fn case(server: Server, step: Step, fault: Fault, copies: usize) {
-    let Some(s) = setup(server).await else {
+    case_on(server, false, step, fault, copies).await;
+}
+
+/// [`case`], through a proxy that hides ETags when `no_etags`.
+async fn case_on(server: Server, no_etags: bool, step: Step, fault: Fault, copies: usize) {
+    let Some(s) = setup(server, no_etags).await else {
         return;
     };
-    let what = format!("{}: {step:?} {fault:?}", server.name);
+    let what = format!("{} (no ETags: {no_etags}): {step:?} {fault:?}", server.name);
     match step {
         Step::TrashMove => std::fs::remove_file(s.local_root.join("doc.txt")).unwrap(),
         Step::TrashCopy | Step::FinalMove => {
@@ -440,4 +455,25 @@ async fn final_move_reply_lost_apache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn final_move_reply_lost_wsgidav() {
     case(WSGIDAV, Step::FinalMove, Fault::ReplyLost, 2).await;
+}
+
+/// Without ETags the write is checked by size and mtime, and so is the path after the MOVE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_move_answered_201_but_not_done_apache_without_etags() {
+    case_on(APACHE, true, Step::FinalMove, Fault::Fake201, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trash_move_answered_201_but_not_done_apache_without_etags() {
+    case_on(APACHE, true, Step::TrashMove, Fault::Fake201, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trash_copy_answered_201_but_not_done_apache() {
+    case(APACHE, Step::TrashCopy, Fault::Fake201, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trash_move_answered_500_wsgidav() {
+    case(WSGIDAV, Step::TrashMove, Fault::Status(500), 1).await;
 }

@@ -113,3 +113,15 @@ async fn holds_one_request_until_released_and_delays() {
         .unwrap();
     assert!(got.contains("GET /") && start.elapsed() >= Duration::from_millis(300));
 }
+
+#[test]
+fn clear_forwards_again() {
+    let proxy = Proxy::start(&upstream()).unwrap();
+    proxy.fail(Matcher::method("MOVE"), 500);
+    proxy.edit_answers(Matcher::any(), |a| a.fill(b' '));
+    assert!(get(&proxy, "MOVE", "/a").starts_with("HTTP/1.1 500 "));
+    assert!(!get(&proxy, "GET", "/a").contains("HTTP/1.1"));
+    proxy.clear();
+    assert!(get(&proxy, "MOVE", "/a").contains("MOVE /a"));
+    assert!(get(&proxy, "GET", "/a").starts_with("HTTP/1.1 200 "));
+}
