@@ -402,6 +402,24 @@ async fn delete_with_failing_delete(server: Server) {
     s.converges(None, 1, &what).await;
 }
 
+/// The local side deletes doc.txt; the trash copy is made, and the delete after it meets
+/// `fault` (one request dropped, or every answer lost). The old version may be in the trash
+/// `copies` times in the end.
+async fn delete_with_faulty_delete(server: Server, fault: Fault, copies: usize) {
+    let Some(s) = setup(server, "trash-faults-del3").await else {
+        return;
+    };
+    let what = format!("{server:?} delete, DeleteObject {fault:?}");
+    std::fs::remove_file(s.local_root.join("doc.txt")).unwrap();
+    fault.apply(&s.proxy, delete_of_doc());
+    let stats = s.run().await;
+    assert!(
+        s.everywhere().await.iter().any(|c| c == V1),
+        "{what}: V1 is gone: {stats:?}"
+    );
+    s.converges(None, copies, &what).await;
+}
+
 /// The local side edits doc.txt; the old version is copied into the trash, and the PUT of the
 /// new content meets `fault`.
 async fn overwrite_with_faulty_put(server: Server, fault: Fault) {
@@ -556,4 +574,19 @@ async fn big_delete_whose_multipart_copy_complete_is_answered_200_with_an_error_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_overwrite_whose_upload_complete_is_answered_200_with_an_error_moto() {
     big_complete_answered_200_with_an_error(false).await;
+}
+
+/// A delete whose answer is lost landed: the rename's retry finds no source, and the trash
+/// move counts as done (the file was gone); the copy made first is the one in the trash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_whose_delete_after_the_copy_has_its_reply_lost_moto() {
+    delete_with_faulty_delete(MOTO, Fault::ReplyLost, 1).await;
+}
+
+/// A delete that failed without an answer may still land, so the rename keeps its copy (the
+/// only one, if it lands) and fails; the next run's trash move copies the file once more:
+/// the old version is in the trash twice — an extra, never a loss (seen: two copies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_whose_delete_after_the_copy_is_dropped_moto() {
+    delete_with_faulty_delete(MOTO, Fault::Dropped, 2).await;
 }
