@@ -364,11 +364,30 @@ fn commit(
         }
         other => other,
     }
-    .map_err(io_on(rel))?;
+    .map_err(|e| in_the_way(target, rel, e))?;
     if renamed {
         temp.keep();
     }
     Ok(metadata)
+}
+
+/// The error for a file that could not be put at `target`. When a folder that could not be
+/// cleared is there, says why and what to do: it still holds entries — ones no listing
+/// shows (excluded or temporary files, symlinks, special files, a mount) or ones not deleted
+/// — and nothing is deleted to make room for a file.
+fn in_the_way(target: &Path, rel: &str, e: io::Error) -> Error {
+    if !fs::symlink_metadata(target).is_ok_and(|md| md.is_dir()) {
+        return map_io(rel, e);
+    }
+    Error::other(
+        BACKEND,
+        rel,
+        format!(
+            "a folder is in the way of this file; it still holds entries (excluded or \
+             temporary files, symlinks, special files, a mount, or files not deleted), and \
+             nothing is deleted to make room: move the folder away, or exclude {rel} ({e})"
+        ),
+    )
 }
 
 /// Removes `dir` if it is a real directory (not a symlink) holding nothing but directories
