@@ -15,13 +15,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use syncengine_backend_local::LocalClient;
 use syncengine_backend_webdav::WebDavClient;
-use syncengine_core::{RelPath, StorageClientExt, SyncEngine, SyncMode, SyncPair, SyncStats};
+use syncengine_core::conformance::recovery::{
+    is_quiet, recoverable_contents, text_at, trash_contents,
+};
+use syncengine_core::{RelPath, SyncEngine, SyncMode, SyncPair, SyncStats};
 use syncengine_test_proxy::{Matcher, Proxy};
 
 use common::{APACHE, Server, WSGIDAV, dav};
@@ -170,38 +173,17 @@ impl Setup {
     }
 
     async fn remote_doc(&self) -> Option<String> {
-        self.direct
-            .read_to_bytes(&p("doc.txt"))
-            .await
-            .ok()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        text_at(&self.direct, &p("doc.txt")).await
     }
 
     /// The trash on the server, as (path, content).
     async fn trash(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let Ok(listed) = self.direct.list_all(Some(&p(".syncengine/trash"))).await else {
-            return out;
-        };
-        for e in listed {
-            let body = self.direct.read_to_bytes(&e.path).await.unwrap();
-            out.push((
-                e.path.to_string(),
-                String::from_utf8_lossy(&body).into_owned(),
-            ));
-        }
-        out
+        trash_contents(&self.direct).await
     }
 
     /// Every content the user could get back: the server's files and trash, the local files.
     async fn everywhere(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.trash().await.into_iter().map(|(_, c)| c).collect();
-        for e in self.direct.list_all(None).await.unwrap() {
-            let body = self.direct.read_to_bytes(&e.path).await.unwrap();
-            out.push(String::from_utf8_lossy(&body).into_owned());
-        }
-        out.extend(local_contents(&self.local_root));
-        out
+        recoverable_contents(&self.direct, &self.local_root).await
     }
 
     /// The engine's temporary files left anywhere below the test's collection.
@@ -232,7 +214,7 @@ impl Setup {
         assert_eq!(second.errors, 0, "{what}: the clean run failed: {second:?}");
         let third = self.run().await;
         assert!(
-            quiet(&third),
+            is_quiet(&third),
             "{what}: the pair did not converge; a third run still did: {third:?}"
         );
         let local = std::fs::read_to_string(self.local_root.join("doc.txt")).ok();
@@ -289,31 +271,6 @@ async fn raw_members(url: &str) -> Vec<(String, bool)> {
             )
         })
         .collect()
-}
-
-fn local_contents(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(std::fs::read_to_string(&path).unwrap_or_default());
-            }
-        }
-    }
-    out
-}
-
-fn quiet(stats: &SyncStats) -> bool {
-    stats.uploaded == 0
-        && stats.downloaded == 0
-        && stats.deleted_source == 0
-        && stats.deleted_destination == 0
-        && stats.conflicts == 0
-        && stats.errors == 0
 }
 
 /// One case: the local change `step` implies, `fault` on its request, then the checks. The

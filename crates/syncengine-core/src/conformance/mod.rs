@@ -45,6 +45,7 @@
 // This module is test code shipped as a library: panicking on a broken promise is its job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod recovery;
 pub mod scenarios;
 mod storage;
 
