@@ -11,7 +11,10 @@ mod files;
 #[path = "support/runs.rs"]
 mod runs;
 use files::{put, rel, text, user_files};
-use runs::{failed_set_aside, holding, kept_copy_meets_a_new_file, options, run, the_spare};
+use runs::{
+    assert_spare_left_alone, failed_set_aside, holding, kept_copy_meets_a_new_file, options, run,
+    the_spare,
+};
 
 use syncengine_core::{MemoryClient, StorageClient, StorageClientExt, SyncEngine, SyncMode};
 
@@ -242,7 +245,6 @@ async fn an_edited_spare_copy_is_not_taken_for_the_kept_version() {
     let src = Arc::new(MemoryClient::new());
     let dst = Arc::new(MemoryClient::new());
     dst.webdav_like_metadata(true);
-    let sb = SyncMode::SourceBackup;
     kept_copy_meets_a_new_file(&engine, &src, &dst, PHOTO, NEW).await;
 
     // Every attempt (`with_attempts(2)`) of the upload of `x` fails transiently.
@@ -251,23 +253,15 @@ async fn an_edited_spare_copy_is_not_taken_for_the_kept_version() {
     put(&dst, spare.as_str(), EDIT).await;
     dst.set_mtime(&spare, mtime).unwrap();
 
-    run(&engine, src.clone(), dst.clone(), sb, options()).await;
-    let last = run(&engine, src.clone(), dst.clone(), sb, options()).await;
-    assert!(last.is_noop(), "{last:?}");
-    assert_eq!(text(&dst, "x").as_deref(), Some(NEW));
-    assert_eq!(
-        holding(&dst, PHOTO).len(),
-        1,
-        "the photo should be kept on the backup: {:?}",
-        user_files(&dst)
-    );
-    assert_eq!(
-        holding(&dst, EDIT),
-        vec![spare.as_str().to_owned()],
-        "the user's edit stays where it was made"
-    );
-    assert!(
-        holding(&src, PHOTO).is_empty(),
-        "the deleted photo came back"
-    );
+    assert_spare_left_alone(
+        &engine,
+        &src,
+        &dst,
+        &spare,
+        PHOTO,
+        NEW,
+        EDIT,
+        "the user's edit",
+    )
+    .await;
 }

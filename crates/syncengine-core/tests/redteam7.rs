@@ -12,7 +12,10 @@ mod files;
 #[path = "support/runs.rs"]
 mod runs;
 use files::{put, rel, state_db, text, user_files};
-use runs::{failed_set_aside, holding, kept_copy_meets_a_new_file, options, run, the_spare};
+use runs::{
+    assert_spare_left_alone, failed_set_aside, holding, kept_copy_meets_a_new_file, options, run,
+    the_spare,
+};
 
 use syncengine_core::{MemoryClient, Side, StorageClient, SyncEngine, SyncMode};
 
@@ -247,7 +250,6 @@ async fn spare_with_the_kept_files_inode(birth: Birth) {
     let src = Arc::new(MemoryClient::new());
     let dst = Arc::new(MemoryClient::new());
     dst.webdav_like_metadata(true);
-    let sb = SyncMode::SourceBackup;
     kept_copy_meets_a_new_file(&engine, &src, &dst, PHOTO, NEW).await;
 
     let spare = the_spare(&engine, &src, &dst, PHOTO).await;
@@ -269,23 +271,6 @@ async fn spare_with_the_kept_files_inode(birth: Birth) {
     );
     assert_ne!(look_alike.birth_time, kept.birth_time, "{birth:?}");
 
-    run(&engine, src.clone(), dst.clone(), sb, options()).await;
-    let last = run(&engine, src.clone(), dst.clone(), sb, options()).await;
-    assert!(last.is_noop(), "{birth:?}: {last:?}");
-    assert_eq!(text(&dst, "x").as_deref(), Some(NEW), "{birth:?}");
-    assert_eq!(
-        holding(&dst, PHOTO).len(),
-        1,
-        "{birth:?}: the photo should be kept on the backup: {:?}",
-        user_files(&dst)
-    );
-    assert_eq!(
-        holding(&dst, OTHER),
-        vec![spare.as_str().to_owned()],
-        "{birth:?}: the look-alike stays where it is"
-    );
-    assert!(
-        holding(&src, PHOTO).is_empty(),
-        "{birth:?}: the deleted photo came back"
-    );
+    let context = format!("{birth:?}");
+    assert_spare_left_alone(&engine, &src, &dst, &spare, PHOTO, NEW, OTHER, &context).await;
 }

@@ -16,7 +16,6 @@ use std::path::Path;
 
 use crate::client::{StorageClient, StorageClientExt};
 use crate::path::RelPath;
-use crate::stats::SyncStats;
 
 /// The text at `path`, if it can be read.
 pub async fn text_at(client: &dyn StorageClient, path: &RelPath) -> Option<String> {
@@ -75,14 +74,4 @@ pub async fn recoverable_contents(remote: &dyn StorageClient, local_root: &Path)
     }
     out.extend(local_contents(local_root));
     out
-}
-
-/// True when a run did nothing: no copy, deletion, conflict or error.
-pub fn is_quiet(stats: &SyncStats) -> bool {
-    stats.uploaded == 0
-        && stats.downloaded == 0
-        && stats.deleted_source == 0
-        && stats.deleted_destination == 0
-        && stats.conflicts == 0
-        && stats.errors == 0
 }

@@ -119,3 +119,44 @@ pub async fn the_spare(
     assert_eq!(spares.len(), 1, "{:?}", super::files::user_files(dst));
     super::files::rel(&spares[0])
 }
+
+/// What a spare conflict copy that is *not* the kept file must come to (red teams 6 and 7):
+/// two more source-backup runs later the pair is idle, `x` holds `new`, the kept file
+/// (`kept`) is on the backup exactly once, the spare still holds `spare_body` where it is,
+/// and the kept file did not come back to the source. `context` starts every message.
+#[allow(clippy::too_many_arguments)]
+pub async fn assert_spare_left_alone(
+    engine: &SyncEngine,
+    src: &Arc<MemoryClient>,
+    dst: &Arc<MemoryClient>,
+    spare: &RelPath,
+    kept: &str,
+    new: &str,
+    spare_body: &str,
+    context: &str,
+) {
+    let sb = SyncMode::SourceBackup;
+    run(engine, src.clone(), dst.clone(), sb, options()).await;
+    let last = run(engine, src.clone(), dst.clone(), sb, options()).await;
+    assert!(last.is_noop(), "{context}: {last:?}");
+    assert_eq!(
+        super::files::text(dst, "x").as_deref(),
+        Some(new),
+        "{context}"
+    );
+    assert_eq!(
+        holding(dst, kept).len(),
+        1,
+        "{context}: the kept file should be on the backup once: {:?}",
+        super::files::user_files(dst)
+    );
+    assert_eq!(
+        holding(dst, spare_body),
+        vec![spare.as_str().to_owned()],
+        "{context}: the spare stays where it is"
+    );
+    assert!(
+        holding(src, kept).is_empty(),
+        "{context}: the deleted file came back"
+    );
+}
