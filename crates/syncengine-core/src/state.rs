@@ -634,12 +634,21 @@ impl StateStore {
         let inner = self.inner.clone();
         let spawned = std::thread::Builder::new()
             .name("syncengine-state-stream".into())
-            .spawn(move || match &inner.path {
-                Some(path) => stream_from_file(path, &tx),
-                None => pump(&tx, |after| {
-                    let conn = lock(&inner.conn)?;
-                    read_page(&conn, after).map_err(|e| state_err_mem(&e))
-                }),
+            .spawn(move || match inner.path.clone() {
+                Some(path) => {
+                    // The thread must not hold the main connection either: were it the last
+                    // holder when the process exits, that connection would never close.
+                    drop(inner);
+                    stream_from_file(&path, &tx);
+                }
+                None => {
+                    if let Some(last) = pump(&tx, |after| {
+                        let conn = lock(&inner.conn)?;
+                        read_page(&conn, after).map_err(|e| state_err_mem(&e))
+                    }) {
+                        let _ = tx.blocking_send(last);
+                    }
+                }
             });
         if let Err(e) = spawned {
             let err = SyncError::State(format!("starting the state reader thread: {e}"));
@@ -1100,16 +1109,27 @@ fn stream_from_file(path: &Path, tx: &mpsc::Sender<Page>) {
             return;
         }
     };
-    pump(tx, |after| {
+    let last = pump(tx, |after| {
         read_page(&read_tx, after).map_err(|e| prefix_err(path, e))
     });
+    // Close this connection before the stream ends: once the consumer sees the end, the run
+    // may finish and the process exit, and a connection still open then keeps SQLite from
+    // removing the `-wal` and `-shm` files when the main connection closes (a dry run would
+    // leave them behind).
+    drop(read_tx);
+    drop(conn);
+    if let Some(last) = last {
+        let _ = tx.blocking_send(last);
+    }
 }
 
-/// Pages through the base with `next_page` and sends every page, then `Done` (or `Failed`).
+/// Pages through the base with `next_page`, sends every page and returns the message that
+/// ends the stream (`Done` or `Failed`) for the caller to send once it has released what it
+/// holds; `None` when the stream was dropped.
 fn pump(
     tx: &mpsc::Sender<Page>,
     mut next_page: impl FnMut(Option<&str>) -> Result<Vec<BaseRecord>, SyncError>,
-) {
+) -> Option<Page> {
     let mut after: Option<String> = None;
     loop {
         match next_page(after.as_deref()) {
@@ -1117,20 +1137,14 @@ fn pump(
                 let full = page.len() >= STREAM_PAGE;
                 let last = page.last().map(|r| r.path.as_str().to_owned());
                 if !page.is_empty() && tx.blocking_send(Page::Records(page)).is_err() {
-                    return; // the stream was dropped
+                    return None; // the stream was dropped
                 }
                 match last {
                     Some(last) if full => after = Some(last),
-                    _ => {
-                        let _ = tx.blocking_send(Page::Done);
-                        return;
-                    }
+                    _ => return Some(Page::Done),
                 }
             }
-            Err(e) => {
-                let _ = tx.blocking_send(Page::Failed(e));
-                return;
-            }
+            Err(e) => return Some(Page::Failed(e)),
         }
     }
 }
