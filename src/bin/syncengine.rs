@@ -203,8 +203,9 @@ struct SyncArgs {
     /// Remove trash folders older than DAYS at the end of each run; 'forever' keeps them.
     #[arg(long, value_name = "DAYS|forever", default_value = "30", value_parser = parse_trash_keep)]
     trash_keep: TrashKeep,
-    /// Sort listings in the engine even when a backend claims ordered listings (for servers
-    /// that list out of order).
+    /// Sort listings in the engine from the first run even when a backend claims ordered
+    /// listings. Not needed to make a run work: a listing caught out of order is sorted and
+    /// planned again by itself, with a note, and the pair remembers it.
     #[arg(long)]
     sort_listings: bool,
     /// Accept a root that is not the storage this pair last synced with (source, destination

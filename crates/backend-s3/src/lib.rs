@@ -72,8 +72,9 @@
 //! - **Listing order**: AWS S3, MinIO, moto, Azure and GCS list in byte order. Servers that do
 //!   not (SeaweedFS) must be declared with [`S3Builder::with_ordered_listing`]`(false)` (or
 //!   `SYNCENGINE_UNORDERED_LISTING=1`): the engine then sorts the listing. Declared ordered
-//!   but not ordered, the engine's order check stops the run with an error naming that
-//!   setting; `SyncOptions::sort_listings` also works.
+//!   but not ordered, the engine's order check catches the listing out of order before
+//!   anything changes; the engine then sorts it, plans again with a note, and remembers it
+//!   for the pair (`SyncOptions::sort_listings` sorts from the first run).
 //! - **Retries**: object_store retries each HTTP request itself; this crate turns that down
 //!   to 2 retries within 30 s (see [`S3Builder::with_retries`]) because the engine retries
 //!   whole operations on [`Error::Transient`](syncengine_core::Error) (timeouts, connection

@@ -9,10 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use syncengine_core::{
-    RelPath, StorageClient, StorageClientExt, SyncEngine, SyncError, SyncMode, SyncOptions,
-    SyncPair,
-};
+use syncengine_core::{RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncPair};
 
 mod conformance {
     syncengine_core::conformance_tests!(super::common::seaweed);
@@ -54,11 +51,11 @@ async fn seaweedfs_lists_out_of_byte_order() {
     );
 }
 
-/// Declared ordered by mistake, the engine's order check stops the run with an error naming
-/// the setting, before changing anything; `sort_listings` (or declaring the client
-/// unordered) makes the same sync succeed.
+/// Declared ordered by mistake (SeaweedFS lists `a/b` before `a-b`), the listing is caught
+/// out of order, and the engine sorts it and plans again by itself, with a note; the state
+/// remembers it, so later runs sort from the start and say nothing more.
 #[tokio::test]
-async fn misdeclared_ordered_listing_is_caught_and_sorting_fixes_it() {
+async fn misdeclared_ordered_listing_is_sorted_automatically_and_remembered() {
     let Some(builder) = common::seaweed_builder(true) else {
         return;
     };
@@ -71,25 +68,43 @@ async fn misdeclared_ordered_listing_is_caught_and_sorting_fixes_it() {
             .unwrap();
     }
     let state = tempfile::tempdir().unwrap();
-    let engine = SyncEngine::new(state.path());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = SyncEngine::new(state.path()).with_progress(tx);
     let pair = SyncPair::new(
         source.clone(),
         destination.clone(),
         SyncMode::SourceToDestination,
     );
-    let err = engine
-        .sync_pair(&pair)
-        .await
-        .expect_err("out-of-order listing must stop the run");
-    assert!(matches!(err, SyncError::Listing { .. }), "{err}");
-    assert!(
-        user_files(destination.as_ref()).await.is_empty(),
-        "nothing may be copied on the basis of a bad listing"
-    );
-    let sorted = pair.with_options(SyncOptions::default().with_sort_listings(true));
-    let stats = engine.sync_pair(&sorted).await.unwrap();
+    let stats = engine.sync_pair(&pair).await.expect("sorted automatically");
     assert_eq!(stats.uploaded, TRICKY.len() as u64, "{stats:?}");
+    assert_eq!(stats.errors, 0, "{stats:?}");
     assert_eq!(user_files(destination.as_ref()).await.len(), TRICKY.len());
+    let notes = order_notes(&mut rx);
+    assert_eq!(notes.len(), 1, "one note on the first run: {notes:?}");
+    assert!(notes[0].contains("out of canonical order"), "{notes:?}");
+
+    // Remembered: the next run sorts from the start (no note) and has nothing to do.
+    let stats = engine.sync_pair(&pair).await.unwrap();
+    assert!(stats.is_noop() && stats.errors == 0, "{stats:?}");
+    assert!(
+        order_notes(&mut rx).is_empty(),
+        "the pair remembers the order"
+    );
+}
+
+/// The order notes among the progress events received so far.
+fn order_notes(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<syncengine_core::ProgressEvent>,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        if let syncengine_core::ProgressEvent::Warning(w) = event
+            && w.contains("order")
+        {
+            notes.push(w);
+        }
+    }
+    notes
 }
 
 /// The files a user put there: the engine's own (`.syncengine/root-id`, the trash) left out.

@@ -27,13 +27,13 @@ use crate::folding;
 use crate::identity;
 use crate::ignore_rules::{IgnoreRules, STATE_DIR_NAME, SYNCIGNORE_FILE};
 use crate::mode::{InitialSyncPreference, Side, SyncMode};
-use crate::order::{check_order, sort_listing};
+use crate::order::{OutOfOrder, check_order, sort_listing};
 use crate::pair::{Recovery, SyncPair};
 use crate::path::RelPath;
 use crate::plan::{Action, Plan};
 use crate::progress::ProgressEvent;
 use crate::reconcile::Reconciler;
-use crate::state::{BaseUpdate, PairLock, StateStore};
+use crate::state::{BaseRecord, BaseUpdate, PairLock, StateStore};
 use crate::stats::SyncStats;
 use crate::verify::read_own_file;
 
@@ -203,74 +203,51 @@ impl SyncEngine {
         }
 
         let rules = Arc::new(self.ignore_rules(pair).await?);
-        // Names that collide on a side that folds them (`Readme`/`readme`, NFC/NFD), and
-        // names that fold to an unknown one on the other side (`A` against an unlisted `a`),
-        // are unknown for the run: found in a pre-pass over both listings, so it costs
-        // nothing when neither side folds names.
-        let mut collisions: [Collisions; 2] = Default::default();
-        if let Some(note) = folding_note(&[source.capabilities(), destination.capabilities()]) {
-            let scratch = Arc::new(AtomicU64::new(0));
-            let source_pre = with_waiting_files(
-                self.listing(pair, Side::Source, &rules, &scratch).await,
-                waiting[0].clone(),
-            );
-            let destination_pre = with_waiting_files(
-                self.listing(pair, Side::Destination, &rules, &scratch)
-                    .await,
-                waiting[1].clone(),
-            );
-            collisions = find_collisions([source_pre, destination_pre], &note).await;
-        }
-        let [source_collisions, destination_collisions] = collisions;
-        let ignored = Arc::new(AtomicU64::new(0));
-        let skipped_before = [
-            pair.source.skipped_count(),
-            pair.destination.skipped_count(),
-        ];
-        let [source_waiting, destination_waiting] = waiting;
-        let source_list = mark_collisions(
-            with_waiting_files(
-                self.listing(pair, Side::Source, &rules, &ignored).await,
-                source_waiting,
-            ),
-            source_collisions,
-        );
-        let destination_list = mark_collisions(
-            with_waiting_files(
-                self.listing(pair, Side::Destination, &rules, &ignored)
-                    .await,
-                destination_waiting,
-            ),
-            destination_collisions,
-        );
-
-        let reconciler =
-            Reconciler::new(policy, opts.checksum, source.clone(), destination.clone());
-        // Copies an interrupted run left behind: those that landed count as synced. An
-        // accepted new root is not what the base describes: plan as if there were none.
-        let (recovered, stale_intents) = recover_intents(&store, &source, &destination).await?;
-        let recovered = if roots.accepted {
-            Vec::new()
-        } else {
-            recovered
+        // A side caught listing out of canonical order once is sorted by the engine from then
+        // on: the run plans again with its listing sorted, and the state remembers it.
+        let remembered = {
+            let s = store.clone();
+            blocking(move || s.unordered_listings()).await?
         };
-        let base = if roots.accepted {
-            // What a side that was not replaced deleted on purpose stays deleted.
-            let replaced = roots.accepted_sides.clone();
-            store
-                .stream()
-                .filter(move |r| {
-                    let keep = match r {
-                        Ok(r) => r.settled.is_some_and(|side| !replaced.contains(&side)),
-                        Err(_) => true,
-                    };
-                    futures::future::ready(keep)
-                })
-                .boxed()
-        } else {
-            overlay_base(store.stream(), recovered.clone())
+        let mut sort = remembered.map(|r| r || opts.sort_listings);
+        let mut order_notes = Vec::new();
+        let (mut plan, ignored, skipped_before, recovered, stale_intents) = loop {
+            let attempt = self
+                .plan_once(
+                    PlanInputs {
+                        pair,
+                        policy,
+                        rules: &rules,
+                        clients: [&source, &destination],
+                        waiting: &waiting,
+                        store: &store,
+                        roots: &roots,
+                    },
+                    sort,
+                )
+                .await;
+            match attempt {
+                Err(SyncError::Listing { side, source: e })
+                    if is_out_of_order(&e) && !sort[side_index(side)] =>
+                {
+                    sort[side_index(side)] = true;
+                    let note = format!(
+                        "the {side} ({}) listed out of canonical order ({e}); the engine \
+                         sorted its listing and planned again, and sorts it from now on for \
+                         this pair",
+                        pair.client(side)
+                    );
+                    tracing::info!("{note}");
+                    order_notes.push(note);
+                    if !dry_run {
+                        let s = store.clone();
+                        blocking(move || s.record_unordered_listing(side)).await?;
+                    }
+                }
+                other => break other?,
+            }
         };
-        let mut plan = reconciler.plan(source_list, destination_list, base).await?;
+        plan.warnings.extend(order_notes);
         let caps = [source.capabilities(), destination.capabilities()];
         if let Some(note) = folding_note(&caps) {
             let folds = caps.map(|c| c.case_insensitive || c.normalization_insensitive);
@@ -468,6 +445,95 @@ impl SyncEngine {
         Ok(stats)
     }
 
+    /// Lists both sides (sorting the listings `sort` marks) and plans once; see `run`.
+    async fn plan_once(
+        &self,
+        inputs: PlanInputs<'_>,
+        sort: [bool; 2],
+    ) -> Result<Planned, SyncError> {
+        let PlanInputs {
+            pair,
+            policy,
+            rules,
+            clients: [source, destination],
+            waiting,
+            store,
+            roots,
+        } = inputs;
+        let opts = &pair.options;
+        // Names that collide on a side that folds them (`Readme`/`readme`, NFC/NFD), and
+        // names that fold to an unknown one on the other side (`A` against an unlisted `a`),
+        // are unknown for the run: found in a pre-pass over both listings, so it costs
+        // nothing when neither side folds names.
+        let mut collisions: [Collisions; 2] = Default::default();
+        if let Some(note) = folding_note(&[source.capabilities(), destination.capabilities()]) {
+            let scratch = Arc::new(AtomicU64::new(0));
+            let source_pre = with_waiting_files(
+                self.listing(pair, Side::Source, rules, &scratch, sort[0])
+                    .await,
+                waiting[0].clone(),
+            );
+            let destination_pre = with_waiting_files(
+                self.listing(pair, Side::Destination, rules, &scratch, sort[1])
+                    .await,
+                waiting[1].clone(),
+            );
+            collisions = find_collisions([source_pre, destination_pre], &note).await;
+        }
+        let [source_collisions, destination_collisions] = collisions;
+        let ignored = Arc::new(AtomicU64::new(0));
+        let skipped_before = [
+            pair.source.skipped_count(),
+            pair.destination.skipped_count(),
+        ];
+        let [source_waiting, destination_waiting] = waiting.clone();
+        let source_list = mark_collisions(
+            with_waiting_files(
+                self.listing(pair, Side::Source, rules, &ignored, sort[0])
+                    .await,
+                source_waiting,
+            ),
+            source_collisions,
+        );
+        let destination_list = mark_collisions(
+            with_waiting_files(
+                self.listing(pair, Side::Destination, rules, &ignored, sort[1])
+                    .await,
+                destination_waiting,
+            ),
+            destination_collisions,
+        );
+
+        let reconciler =
+            Reconciler::new(policy, opts.checksum, source.clone(), destination.clone());
+        // Copies an interrupted run left behind: those that landed count as synced. An
+        // accepted new root is not what the base describes: plan as if there were none.
+        let (recovered, stale_intents) = recover_intents(store, source, destination).await?;
+        let recovered = if roots.accepted {
+            Vec::new()
+        } else {
+            recovered
+        };
+        let base = if roots.accepted {
+            // What a side that was not replaced deleted on purpose stays deleted.
+            let replaced = roots.accepted_sides.clone();
+            store
+                .stream()
+                .filter(move |r| {
+                    let keep = match r {
+                        Ok(r) => r.settled.is_some_and(|side| !replaced.contains(&side)),
+                        Err(_) => true,
+                    };
+                    futures::future::ready(keep)
+                })
+                .boxed()
+        } else {
+            overlay_base(store.stream(), recovered.clone())
+        };
+        let plan = reconciler.plan(source_list, destination_list, base).await?;
+        Ok((plan, ignored, skipped_before, recovered, stale_intents))
+    }
+
     fn emit(&self, event: ProgressEvent) {
         if let Some(tx) = &self.progress {
             let _ = tx.send(event);
@@ -539,6 +605,7 @@ impl SyncEngine {
         side: Side,
         rules: &Arc<IgnoreRules>,
         ignored: &Arc<AtomicU64>,
+        sort: bool,
     ) -> EntryStream {
         let client = pair.client(side);
         // Excluded folders (and the engine's own) are not even read: one that is huge,
@@ -611,12 +678,33 @@ impl SyncEngine {
                 futures::future::ready(keep)
             })
             .boxed();
-        if client.capabilities().ordered_listing && !pair.options.sort_listings {
+        if client.capabilities().ordered_listing && !sort {
             check_order(filtered, client.to_string())
         } else {
             sort_listing(filtered, &std::env::temp_dir(), SORT_RUN_SIZE).await
         }
     }
+}
+
+/// What one planning pass reads, besides the sorting choice (see `Engine::plan_once`).
+struct PlanInputs<'a> {
+    pair: &'a SyncPair,
+    policy: Policy,
+    rules: &'a Arc<IgnoreRules>,
+    clients: [&'a Arc<dyn StorageClient>; 2],
+    waiting: &'a [Vec<Entry>; 2],
+    store: &'a StateStore,
+    roots: &'a identity::RootCheck,
+}
+
+/// A plan and what the run needs from its planning pass: the ignored-entry counter, the
+/// clients' skipped counts before it, the copies recovered from intents and the number of
+/// stale intents.
+type Planned = (Plan, Arc<AtomicU64>, [u64; 2], Vec<BaseRecord>, usize);
+
+/// Whether a listing error is the order check's (see [`check_order`]).
+fn is_out_of_order(e: &Error) -> bool {
+    matches!(e, Error::Other { source, .. } if source.is::<OutOfOrder>())
 }
 
 /// How the pair's folding sides fold names (`caps` of the source, then the destination), for

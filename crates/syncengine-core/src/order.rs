@@ -59,9 +59,10 @@ const MERGE_CHANNEL: usize = 2;
 /// strictly greater than the one before.
 ///
 /// # Errors
-/// An out-of-order or repeated path yields [`Error::Other`] naming both paths, `client` and
-/// the setting that makes the engine sort this client's listings instead
-/// (`SyncOptions::sort_listings`, CLI `--sort-listings`); the stream ends after it. `Err`
+/// An out-of-order path yields [`Error::Other`] whose source is an [`OutOfOrder`] naming both
+/// paths and `client`, a repeated one an [`Error::Other`] naming it; the stream ends after
+/// either. The engine then
+/// sorts that client's listings itself (as `SyncOptions::sort_listings` would). `Err`
 /// items of the input pass through unchanged.
 pub fn check_order(stream: EntryStream, client: String) -> EntryStream {
     let state = CheckState {
@@ -104,21 +105,44 @@ struct CheckState {
     done: bool,
 }
 
+/// The error [`check_order`] ends a listing with when a path comes out of canonical order (a
+/// repeated path is a plain [`Error::Other`]: sorting would not mend it).
+///
+/// It is the `source` of an [`Error::Other`]; the engine recognises it (`source.is::<OutOfOrder>()`),
+/// sorts that side's listing and plans again.
+#[derive(Debug)]
+pub struct OutOfOrder {
+    /// What the listing did, naming the client and both paths.
+    pub what: String,
+}
+
+impl std::fmt::Display for OutOfOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for OutOfOrder {}
+
 fn order_error(client: &str, prev: &str, path: &str) -> Error {
-    let what = if path == prev {
-        format!("{client} listed {path:?} twice")
-    } else {
-        format!("{client} listed {path:?} after {prev:?}, out of canonical (byte-wise) order")
-    };
-    Error::other(
-        BACKEND,
-        path,
-        format!(
-            "{what}; the run stops rather than plan from a listing it cannot trust. If this \
-             server does not list in byte-wise order, enable sorted listings: \
-             `SyncOptions::sort_listings` (CLI `--sort-listings`)"
-        ),
-    )
+    if path == prev {
+        // Sorting would not help: the sorted listing has it twice too.
+        return Error::other(
+            BACKEND,
+            path,
+            format!(
+                "{client} listed {path:?} twice; the run stops rather than plan from a \
+                 listing it cannot trust"
+            ),
+        );
+    }
+    let what =
+        format!("{client} listed {path:?} after {prev:?}, out of canonical (byte-wise) order");
+    Error::Other {
+        backend: BACKEND,
+        path: path.to_owned(),
+        source: Box::new(OutOfOrder { what }),
+    }
 }
 
 /// Sorts a listing into canonical order with bounded memory.
@@ -678,14 +702,13 @@ mod tests {
         .await;
         assert_eq!(got.len(), 3, "stream must end after the error");
         assert!(got[0].is_ok() && got[1].is_ok());
-        let msg = got[2].as_ref().unwrap_err().to_string();
-        for needle in [
-            "\"a-b\"",
-            "\"a/b\"",
-            "S3Client(b/p)",
-            "sort_listings",
-            "--sort-listings",
-        ] {
+        let err = got[2].as_ref().unwrap_err();
+        assert!(
+            matches!(err, Error::Other { source, .. } if source.is::<OutOfOrder>()),
+            "the engine must be able to tell it from other listing errors: {err:?}"
+        );
+        let msg = err.to_string();
+        for needle in ["\"a-b\"", "\"a/b\"", "S3Client(b/p)"] {
             assert!(msg.contains(needle), "{needle} missing in: {msg}");
         }
     }
@@ -695,7 +718,10 @@ mod tests {
         let got = collect(check_order(entries(&["a", "b", "b", "c"]), "C".into())).await;
         assert_eq!(got.len(), 3);
         let err = got[2].as_ref().unwrap_err();
-        assert!(matches!(err, Error::Other { .. }));
+        assert!(
+            matches!(err, Error::Other { source, .. } if !source.is::<OutOfOrder>()),
+            "sorting cannot mend a repeated path: {err:?}"
+        );
         assert!(err.to_string().contains("\"b\" twice"), "{err}");
     }
 

@@ -505,6 +505,44 @@ impl StateStore {
         Ok(())
     }
 
+    /// Which sides were caught listing out of canonical order (source, destination): the
+    /// engine sorts their listings itself from then on.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be read.
+    pub fn unordered_listings(&self) -> Result<[bool; 2], SyncError> {
+        let conn = self.conn()?;
+        let mut found = [false; 2];
+        for (i, side) in [Side::Source, Side::Destination].into_iter().enumerate() {
+            found[i] = conn
+                .query_row(
+                    "SELECT 1 FROM meta WHERE key = ?1",
+                    params![unordered_key(side)],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(|e| self.err("reading the listing-order marks", e))?
+                .is_some();
+        }
+        Ok(found)
+    }
+
+    /// Records that `side` listed out of canonical order (see
+    /// [`unordered_listings`](StateStore::unordered_listings)). Keeps the first time.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be written.
+    pub fn record_unordered_listing(&self, side: Side) -> Result<(), SyncError> {
+        let now = system_time_to_nanos(SystemTime::now());
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
+            params![unordered_key(side), now],
+        )
+        .map_err(|e| self.err("recording an unordered listing", e))?;
+        Ok(())
+    }
+
     /// Returns the number of base records.
     ///
     /// # Errors
@@ -1066,6 +1104,14 @@ fn side_to_sql(side: Side) -> i64 {
     match side {
         Side::Source => 0,
         Side::Destination => 1,
+    }
+}
+
+/// The `meta` key that marks `side` as listing out of canonical order.
+fn unordered_key(side: Side) -> &'static str {
+    match side {
+        Side::Source => "unordered_listing_source",
+        Side::Destination => "unordered_listing_destination",
     }
 }
 
