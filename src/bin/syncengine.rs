@@ -34,6 +34,9 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 /// Stopped by a safety rule before changing anything.
 const EXIT_SAFETY_STOP: u8 = 3;
+/// Exit status: a side could not be reached or logged into (connection, credentials, missing
+/// bucket), found by the check before the run reads anything.
+const EXIT_UNREACHABLE: u8 = 4;
 
 const SYNC_AFTER_HELP: &str = "\
 MODES (--mode; case-insensitive, - and _ ignored; aliases in brackets):
@@ -94,6 +97,8 @@ EXIT STATUS:
   2  usage error (bad option, unknown mode or URL scheme, backend not compiled in)
   3  stopped by a safety rule: --max-delete, an empty side, another run holds the pair's lock,
      or a root is not the storage the pair's state recorded (see --accept-new-root)
+  4  a side could not be reached or logged into: connection refused, host not found, TLS
+     certificate error, wrong credentials, missing bucket or container (nothing was changed)
 
 EXAMPLES:
   Keep two folders in sync both ways:
@@ -586,6 +591,10 @@ fn report(
         Err(e) if e.is_safety_stop() => {
             eprintln!("error: {e}");
             return EXIT_SAFETY_STOP;
+        }
+        Err(e) if e.is_unreachable() => {
+            eprintln!("error: {e}");
+            return EXIT_UNREACHABLE;
         }
         Err(e) => {
             eprintln!("error: {e}");

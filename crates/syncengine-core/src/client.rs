@@ -182,6 +182,28 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
         Ok(None)
     }
 
+    /// Checks once, before a run reads anything else, that the root can be reached and read
+    /// with the credentials given: the engine turns a failure into
+    /// [`SyncError::Unreachable`](crate::SyncError::Unreachable) (CLI exit 4), naming the side,
+    /// instead of a first failing request somewhere later (`permission denied: .syncignore`).
+    ///
+    /// A root folder that does not exist yet is reachable (a pair's first run fills it); a
+    /// missing bucket or container is not. The default reads the first item of the root's
+    /// listing: a missing root ([`Error::NotFound`]) or an unreadable entry
+    /// ([`Error::Unlisted`], which the listing reports in its place) passes, any other
+    /// error fails. Backends whose "not found" can also mean a missing bucket, or that have a
+    /// cheaper probe (one key, `PROPFIND` depth 0, a `stat` of the root), override it.
+    ///
+    /// # Errors
+    /// The backend's error, with the server's own reason where it gave one.
+    async fn check_access(&self) -> Result<()> {
+        let mut listing = self.list(None);
+        match listing.next().await {
+            Some(Err(e)) if !e.is_not_found() && !e.is_unlisted() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// How many entries this client's listings have left out on purpose so far, counting
     /// since the client was created. The engine reads it before and after listing to report
     /// them; backends that never skip keep the default. Paths a listing could not see are

@@ -112,6 +112,19 @@ impl SyncEngine {
 
     async fn run(&self, pair: &SyncPair) -> Result<SyncStats, SyncError> {
         let opts = &pair.options;
+        // Each side once, before anything else reads it: an unreachable server, wrong
+        // credentials or a missing bucket is its own failure, named for its side.
+        for side in [Side::Source, Side::Destination] {
+            let client = pair.client(side);
+            client
+                .check_access()
+                .await
+                .map_err(|source| SyncError::Unreachable {
+                    side,
+                    root: client.to_string(),
+                    source,
+                })?;
+        }
         // Before any state is created: a state directory that is a root is refused.
         for side in [Side::Source, Side::Destination] {
             self.state_dir_place(pair, side).await?;

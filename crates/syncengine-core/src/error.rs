@@ -377,6 +377,23 @@ pub enum SyncError {
     /// The pair or options are unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A side could not be reached or logged into when the run checked it, before anything
+    /// else (see [`StorageClient::check_access`](crate::StorageClient::check_access)): a
+    /// connection refused, a host not found, a TLS failure, wrong credentials, a missing
+    /// bucket or container. Nothing was read or changed; the CLI exits 4.
+    #[error(
+        "cannot reach the {side} ({root}): {source}. Check the address, the credentials and that \
+         the bucket, container or share exists; nothing was changed"
+    )]
+    Unreachable {
+        /// The side that could not be reached.
+        side: crate::Side,
+        /// The client's root as it prints itself (no secrets).
+        root: String,
+        /// What the check met, with the server's own reason where it gave one.
+        #[source]
+        source: Error,
+    },
     /// A storage error outside any single action (e.g. reading `.syncignore`).
     #[error("{side}: {source}")]
     Storage {
@@ -399,5 +416,11 @@ impl SyncError {
                 | SyncError::Locked { .. }
                 | SyncError::RootChanged { .. }
         )
+    }
+
+    /// True when a side could not be reached or logged into ([`SyncError::Unreachable`]):
+    /// the CLI's exit status 4.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, SyncError::Unreachable { .. })
     }
 }

@@ -1,0 +1,144 @@
+//! A side that cannot be reached or logged into is its own failure (issue 9): the run checks
+//! each side before it reads anything else and exits 4, naming the side and the cause, with
+//! nothing changed and no state created.
+#![cfg(feature = "cli")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+#[path = "support/cli.rs"]
+mod cli;
+
+/// A port nothing listens on: one just bound and released.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Runs `sync <local> <remote>` with `env`; returns (exit code, stderr).
+fn sync_with(local: &Path, remote: &str, state: &Path, env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(cli::BIN);
+    cmd.arg("sync")
+        .arg(local)
+        .arg(remote)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--json")
+        .env_remove("RUST_LOG")
+        .env_remove("AWS_CA_BUNDLE")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success() || out.stdout.is_empty(),
+        "a run that never started prints no summary: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A local folder with one file, and a state directory that must stay empty.
+fn local_side() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::write(local.join("only-copy.txt"), "precious").unwrap();
+    let state = tmp.path().join("state");
+    (tmp, local, state)
+}
+
+/// Nothing was created in the state directory and the local file is as it was.
+fn assert_nothing_changed(local: &Path, state: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(local.join("only-copy.txt")).unwrap(),
+        "precious"
+    );
+    let entries: Vec<_> = std::fs::read_dir(local).unwrap().collect();
+    assert_eq!(entries.len(), 1, "nothing written into the local root");
+    let state_files = std::fs::read_dir(state).map_or(0, |d| d.count());
+    assert_eq!(state_files, 0, "no state for a run that never started");
+}
+
+#[cfg(feature = "sftp")]
+#[test]
+fn an_sftp_server_that_refuses_connections_exits_4_naming_the_side() {
+    let (_tmp, local, state) = local_side();
+    let url = format!("sftp://me@127.0.0.1:{}/data", closed_port());
+    let (code, err) = sync_with(&local, &url, &state, &[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("cannot reach the destination"), "{err}");
+    assert!(err.contains("refused"), "the cause is named: {err}");
+    assert_nothing_changed(&local, &state);
+}
+
+#[cfg(feature = "webdav")]
+#[test]
+fn a_webdav_server_that_refuses_connections_exits_4_naming_the_side() {
+    let (_tmp, local, state) = local_side();
+    let url = format!("webdav://127.0.0.1:{}/data", closed_port());
+    // Reversed: the unreachable side is the source.
+    let out = Command::new(cli::BIN)
+        .args(["sync", &url])
+        .arg(&local)
+        .arg("--state-dir")
+        .arg(&state)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (code, err) = (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("cannot reach the source"), "{err}");
+    assert_nothing_changed(&local, &state);
+}
+
+/// A bucket that does not exist is not an empty root: the run exits 4 with the server's
+/// reason instead of treating the side as empty. Needs moto (`scripts/test-servers.sh
+/// start`); in CI a missing server fails the test.
+#[cfg(feature = "s3")]
+#[test]
+fn a_missing_bucket_exits_4_with_the_servers_reason() {
+    let endpoint = std::env::var("SYNCENGINE_TEST_S3_ENDPOINT")
+        .unwrap_or_else(|_| "http://127.0.0.1:9100".to_owned());
+    let authority = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    if std::net::TcpStream::connect(authority).is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "moto is not running on {authority} (CI needs it)"
+        );
+        eprintln!("moto is not running on {authority}: skipped (scripts/test-servers.sh start)");
+        return;
+    }
+    let (_tmp, local, state) = local_side();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "a"),
+        ("AWS_SECRET_ACCESS_KEY", "b"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let (code, err) = sync_with(
+        &local,
+        "s3://no-such-bucket-syncengine/prefix",
+        &state,
+        &env,
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("cannot reach the destination"), "{err}");
+    assert!(err.contains("NoSuchBucket"), "the server's reason: {err}");
+    assert_nothing_changed(&local, &state);
+
+    // The same bucket that exists, with a prefix that does not yet: a first run fills it.
+    let prefix = format!("s3://test/unreachable-{}", std::process::id());
+    let (code, err) = sync_with(&local, &prefix, &state, &env);
+    assert_eq!(code, 0, "a missing prefix is an empty root: {err}");
+}
