@@ -197,6 +197,48 @@ fn check_not_reserved(path: &RelPath) -> Result<()> {
     Ok(())
 }
 
+/// Refuses `rel` when a folder on its way below the root is a symlink: nothing is written,
+/// moved or deleted through one, since it may lead outside the root (a write would land where
+/// no listing sees it, a delete would remove a file that was never synced). Each existing
+/// folder from the root down is checked with `lstat`; missing ones are created as real
+/// folders by the caller. The root itself may be a symlink (it is resolved); the last
+/// component is the caller's business. A symlink made between this check and the operation
+/// is not caught.
+fn check_no_symlinked_folder(root: &Path, rel: &RelPath) -> Result<()> {
+    let Some((folders, _)) = rel.as_str().rsplit_once('/') else {
+        return Ok(());
+    };
+    let mut at = root.to_path_buf();
+    let mut end = 0;
+    for name in folders.split('/') {
+        end += name.len();
+        at.push(name);
+        match fs::symlink_metadata(&at) {
+            Ok(md) if md.file_type().is_symlink() => {
+                return Err(symlinked_folder(rel.as_str(), &folders[..end]));
+            }
+            Ok(_) => {}
+            // Missing (or a file in the way, which the operation itself reports).
+            Err(_) => return Ok(()),
+        }
+        end += 1;
+    }
+    Ok(())
+}
+
+/// The error for an operation on `rel` refused because the folder `link` is a symlink.
+fn symlinked_folder(rel: &str, link: &str) -> Error {
+    Error::other(
+        BACKEND,
+        rel,
+        format!(
+            "{link:?} is a symlink: nothing is written, moved or deleted through a symlinked \
+             folder inside the root (it may lead outside it); replace the link by the folder \
+             it points to, or exclude {link}"
+        ),
+    )
+}
+
 /// The metadata of the regular file at `abs`, without following a final symlink; anything
 /// else there (a directory, a symlink, nothing) is `NotFound`.
 fn file_metadata(abs: &Path, rel: &str) -> Result<Metadata> {
@@ -680,7 +722,10 @@ impl StorageClient for LocalClient {
                 }
             }
         }
-        let open_temp = |target: &Path, rel: &str| -> Result<(TempFile, File)> {
+        let root = self.root.clone();
+        let checked = path.clone();
+        let open_temp = move |target: &Path, rel: &str| -> Result<(TempFile, File)> {
+            check_no_symlinked_folder(&root, &checked)?;
             let dir = target.parent().unwrap_or(Path::new("/"));
             // The parent usually exists: try first, create it only when missing.
             match TempFile::create(dir) {
@@ -774,7 +819,9 @@ impl StorageClient for LocalClient {
         let abs = self.abs(path);
         let root = self.root.clone();
         let rel = path.as_str().to_owned();
+        let checked = path.clone();
         blocking(move || {
+            check_no_symlinked_folder(&root, &checked)?;
             match fs::remove_file(&abs) {
                 Ok(()) => {}
                 Err(e)
@@ -808,8 +855,11 @@ impl StorageClient for LocalClient {
         let (src, target) = (self.abs(from), self.abs(to));
         let (from_rel, to_path) = (from.as_str().to_owned(), to.clone());
         let fsync = self.fsync;
+        let (root, from_path) = (self.root.clone(), from.clone());
         blocking(move || {
             let rel = to_path.as_str();
+            check_no_symlinked_folder(&root, &from_path)?;
+            check_no_symlinked_folder(&root, &to_path)?;
             let source = file_metadata(&src, &from_rel)?;
             create_parent(&target, rel)?;
             let dir = target.parent().unwrap_or(Path::new("/"));
@@ -835,8 +885,11 @@ impl StorageClient for LocalClient {
         check_not_reserved(to)?;
         let (src, target) = (self.abs(from), self.abs(to));
         let (from_rel, to_path) = (from.as_str().to_owned(), to.clone());
+        let (root, from_path) = (self.root.clone(), from.clone());
         let linked = blocking(move || {
             let rel = to_path.as_str();
+            check_no_symlinked_folder(&root, &from_path)?;
+            check_no_symlinked_folder(&root, &to_path)?;
             file_metadata(&src, &from_rel)?;
             create_parent(&target, rel)?;
             match fs::hard_link(&src, &target) {
@@ -874,8 +927,11 @@ impl StorageClient for LocalClient {
         check_not_reserved(to)?;
         let (src, target, root) = (self.abs(from), self.abs(to), self.root.clone());
         let (from_rel, to_path) = (from.as_str().to_owned(), to.clone());
+        let from_path = from.clone();
         blocking(move || {
             let rel = to_path.as_str();
+            check_no_symlinked_folder(&root, &from_path)?;
+            check_no_symlinked_folder(&root, &to_path)?;
             file_metadata(&src, &from_rel)?;
             create_parent(&target, rel)?;
             if opts.overwrite {

@@ -53,8 +53,14 @@
 //!   the write fails with `PreconditionFailed`. Only the moment between that check and the
 //!   rename remains open.
 //! - **Deletes** remove the directories they leave empty, up to (not including) the root.
-//! - Symlinks *inside* the root are not followed by listings, but a path whose parent is a
-//!   symlinked directory is resolved by the OS when read or written, as in rclone.
+//! - **Symlinked folders inside the root** are never written, moved or deleted through:
+//!   every write (and the folders it creates), delete (and the pruning of emptied folders),
+//!   rename, copy and trash link first checks each existing folder on the path below the
+//!   root with `lstat`, and a symlink among them fails the operation with an error naming it
+//!   (such a folder may lead outside the root). Listings do not follow them either (above).
+//!   A symlinked root itself is resolved and used. Reads are not checked (the engine only
+//!   reads what a listing showed). A symlink swapped in between the check and the operation
+//!   is not caught.
 
 mod client;
 mod error;
