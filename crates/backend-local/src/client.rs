@@ -3,7 +3,7 @@
 use std::fmt;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -728,13 +728,23 @@ impl StorageClient for LocalClient {
             check_no_symlinked_folder(&root, &checked)?;
             let dir = target.parent().unwrap_or(Path::new("/"));
             // The parent usually exists: try first, create it only when missing.
-            match TempFile::create(dir) {
+            let (temp, file) = match TempFile::create(dir) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     create_parent(target, rel)?;
                     TempFile::create(dir).map_err(io_on(rel))
                 }
                 other => other.map_err(io_on(rel)),
+            }?;
+            // An overwrite keeps the file's permission bits (not setuid, setgid or sticky),
+            // set before any of the new content is written: a private file stays private.
+            if let Ok(old) = fs::symlink_metadata(target)
+                && old.is_file()
+            {
+                let mode = old.permissions().mode() & 0o777;
+                file.set_permissions(fs::Permissions::from_mode(mode))
+                    .map_err(io_on(rel))?;
             }
+            Ok((temp, file))
         };
         if done {
             let path = path.clone();

@@ -35,7 +35,10 @@
 //!   to read the root (or the listed prefix) ends the listing with an error.
 //! - **Writes** go to a hidden temporary sibling `.syncengine-tmp-<random hex>`, are flushed to
 //!   disk (`fsync`, see [`LocalClient::with_fsync`]), get their mtime, and are then renamed into
-//!   place: a reader sees the old or the new content, never a part. A failed or cancelled write
+//!   place: a reader sees the old or the new content, never a part. A file that is
+//!   overwritten keeps its permission bits (`0o777`; setuid, setgid and sticky are dropped),
+//!   given to the temporary file before any content is written; a new file gets the
+//!   process's default (`0o666` less the umask). A failed or cancelled write
 //!   removes its temporary file. Temporary files are never listed, so a name starting with
 //!   `.syncengine-tmp-` cannot be synced (writing one is `InvalidPath`). The temp of a killed
 //!   write stays until it is a day old (modification and access time; another machine may be

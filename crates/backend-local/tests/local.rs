@@ -579,3 +579,42 @@ async fn folding_probe_is_clean_and_reports_linux_filesystems_as_case_sensitive(
         .collect();
     assert_eq!(left, ["root-id"], "probe files left behind");
 }
+
+/// An overwrite keeps the file's permission bits: a private file stays private, an
+/// executable stays executable (issue 9, security). Old code gave every replaced file the
+/// default mode (0644 under the usual umask).
+#[tokio::test]
+async fn overwrites_keep_the_files_permission_bits() {
+    use std::os::unix::fs::PermissionsExt;
+    use syncengine_core::Version;
+
+    let dir = tempfile::tempdir().unwrap();
+    let client = LocalClient::new(dir.path());
+    let mode_of = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    for (name, mode) in [("private", 0o600), ("script.sh", 0o755), ("shared", 0o664)] {
+        let path = RelPath::new(name).unwrap();
+        client.put(&path, Bytes::from("v1")).await.unwrap();
+        std::fs::set_permissions(dir.path().join(name), std::fs::Permissions::from_mode(mode))
+            .unwrap();
+        // A plain overwrite, and the checked one the engine makes.
+        client.put(&path, Bytes::from("v2")).await.unwrap();
+        assert_eq!(mode_of(name), mode, "{name} after an overwrite");
+        let listed = client.stat(&path).await.unwrap();
+        let big = Bytes::from(vec![1u8; 3 << 20]);
+        client
+            .write_opts(
+                &path,
+                syncengine_core::bytes_stream(big),
+                WriteOptions::default().with_mode(WriteMode::IfUnchanged(Version::of(&listed))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(mode_of(name), mode, "{name} after a checked overwrite");
+    }
+}
