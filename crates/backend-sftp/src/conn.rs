@@ -45,6 +45,28 @@ impl HostKeyCheck {
         let shown = path.display();
         match russh::keys::check_known_hosts_path(&self.cfg.host, self.cfg.port, key, &path) {
             Ok(true) => Ok(()),
+            // The host is recorded, but only with keys of other algorithms (russh calls that
+            // "unknown"): a known host, whose new key is refused like a changed one, and
+            // never recorded beside the old ones by trust on first use.
+            Ok(false) if !self.recorded(&path).is_empty() => {
+                let recorded = self.recorded(&path);
+                let lines = recorded
+                    .iter()
+                    .map(|(line, alg)| format!("{shown}:{line} ({alg})"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Err(format!(
+                    "host key verification failed: {who} is recorded with a key of another \
+                     type at {lines}, but the server presents an {algorithm} key with \
+                     fingerprint {fingerprint}; it is not trusted (trust on first use never \
+                     adds a second key for a known host). Someone may be intercepting the \
+                     connection; if the server's keys changed on purpose, remove those lines \
+                     and add the new key (`ssh-keyscan -p {port} {host}`, and compare the \
+                     fingerprint)",
+                    port = self.cfg.port,
+                    host = self.cfg.host,
+                ))
+            }
             Ok(false) if self.cfg.trust_on_first_use => {
                 russh::keys::known_hosts::learn_known_hosts_path(
                     &self.cfg.host,
@@ -77,6 +99,20 @@ impl HostKeyCheck {
                 "cannot verify the host key of {who} ({algorithm} {fingerprint}) against \
                  {shown}: {e}"
             )),
+        }
+    }
+}
+
+impl HostKeyCheck {
+    /// The known_hosts lines recorded for this host (any algorithm), with their algorithm.
+    /// A line that cannot be parsed counts as recorded: the host is not unknown then.
+    fn recorded(&self, path: &std::path::Path) -> Vec<(usize, String)> {
+        match russh::keys::known_hosts::known_host_keys_path(&self.cfg.host, self.cfg.port, path) {
+            Ok(keys) => keys
+                .into_iter()
+                .map(|(line, key)| (line, key.algorithm().to_string()))
+                .collect(),
+            Err(e) => vec![(0, format!("unreadable: {e}"))],
         }
     }
 }
