@@ -492,6 +492,53 @@ async fn prune_parents(inner: &Inner, s: &Session, rel: &RelPath) {
     }
 }
 
+/// Refuses `rel` when a folder on its way below the root is a symlink
+/// ([`SftpError::SymlinkedFolder`]): nothing is written, moved or deleted through one, since
+/// it may lead outside the root. The folders are looked up with `lstat`, all in one round
+/// trip; from the first missing one on, the caller creates real folders. The root itself may
+/// be a symlink; the last component is the caller's business. A symlink made between this
+/// check and the operation is not caught.
+async fn check_no_symlinked_folder(
+    inner: &Inner,
+    s: &Session,
+    rel: &RelPath,
+) -> Result<(), SftpError> {
+    let Some((folders, _)) = rel.as_str().rsplit_once('/') else {
+        return Ok(());
+    };
+    let mut prefixes = Vec::new();
+    for (i, c) in folders.char_indices() {
+        if c == '/' {
+            prefixes.push(&folders[..i]);
+        }
+    }
+    prefixes.push(folders);
+    let remotes: Vec<String> = prefixes
+        .iter()
+        .map(|p| {
+            let root = inner.remote(None);
+            if root == "." {
+                (*p).to_owned()
+            } else {
+                format!("{}/{p}", root.trim_end_matches('/'))
+            }
+        })
+        .collect();
+    let found = futures::future::join_all(remotes.iter().map(|r| lstat_opt(s, r))).await;
+    for (prefix, found) in prefixes.iter().zip(found) {
+        match found? {
+            Some(attrs) if attrs.file_type() == FileType::Symlink => {
+                return Err(SftpError::SymlinkedFolder {
+                    link: (*prefix).to_owned(),
+                });
+            }
+            Some(_) => {}
+            None => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 async fn stat_entry(inner: &Inner, s: &Session, rel: &RelPath) -> Result<Entry, SftpError> {
     let attrs = lstat(s, &inner.remote(Some(rel))).await?;
     if !is_regular(&attrs) {
@@ -1123,7 +1170,17 @@ impl StorageClient for SftpClient {
         let body = stream::iter(offsets)
             .map(move |(at, len)| {
                 let file = file.clone();
-                async move { file.read_full(at, len).await }
+                async move {
+                    let data = file.read_full(at, len).await?;
+                    if data.len() < len {
+                        // EOF before the size the file had when opened: it shrank while read.
+                        return Err(SftpError::EndedEarly {
+                            expected: end - start,
+                            got: at - start + data.len() as u64,
+                        });
+                    }
+                    Ok(data)
+                }
             })
             .buffered(PIPELINE)
             .map_err(move |e| to_core(e, &path_owned))
@@ -1157,20 +1214,35 @@ impl StorageClient for SftpClient {
         };
         let s = self.inner.pool.get().await.map_err(err)?;
         let target = self.inner.remote(Some(path));
-        if create_only && lstat_opt(&s, &target).await.map_err(err)?.is_some() {
+        // One round trip: no symlinked folder on the way, and what is at the target now.
+        let (checked, existing) = tokio::join!(
+            check_no_symlinked_folder(&self.inner, &s, path),
+            lstat_opt(&s, &target)
+        );
+        checked.map_err(err)?;
+        let existing = existing.map_err(err)?;
+        if create_only && existing.is_some() {
             return Err(err(SftpError::Exists));
         }
+        // An overwrite keeps the file's permission bits (not setuid/setgid/sticky): the temp
+        // is created with them (so a private file's new content is never readable by others,
+        // the server's umask aside) and set to them exactly with the mtime.
+        let mode = existing
+            .filter(is_regular)
+            .and_then(|attrs| attrs.permissions)
+            .map(|perm| perm & 0o777);
         let dir = remote_parent(&target).to_owned();
         let temp_path = temp_name(&dir);
         let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
+        let create_attrs = FileAttributes {
+            permissions: mode,
+            ..FileAttributes::empty()
+        };
         let mut attempt = 0;
         let handle = loop {
             attempt += 1;
             match s
-                .run(
-                    s.raw
-                        .open(temp_path.as_str(), flags, FileAttributes::empty()),
-                )
+                .run(s.raw.open(temp_path.as_str(), flags, create_attrs.clone()))
                 .await
             {
                 Ok(h) => break h.handle,
@@ -1203,16 +1275,17 @@ impl StorageClient for SftpClient {
         let finished = async {
             let h = temp.handle.take().unwrap_or_default();
             s.run(s.raw.close(h)).await?;
+            let mut attrs = FileAttributes {
+                permissions: mode,
+                ..FileAttributes::empty()
+            };
             if let Some(mtime) = opts.mtime {
-                let secs = to_secs(mtime);
                 // The access time says "touched now": until the rename below, a temp whose
                 // mtime is the source's (often old) must not look stale to another machine.
-                let now = to_secs(SystemTime::now());
-                let attrs = FileAttributes {
-                    atime: Some(now),
-                    mtime: Some(secs),
-                    ..FileAttributes::empty()
-                };
+                attrs.atime = Some(to_secs(SystemTime::now()));
+                attrs.mtime = Some(to_secs(mtime));
+            }
+            if attrs.permissions.is_some() || attrs.mtime.is_some() {
                 s.run(s.raw.setstat(temp_path.as_str(), attrs)).await?;
             }
             if let WriteMode::IfUnchanged(expected) = &opts.mode {
@@ -1280,6 +1353,9 @@ impl StorageClient for SftpClient {
         let err = |e: SftpError| to_core(e, path.as_str());
         let s = self.inner.pool.get().await.map_err(err)?;
         let remote = self.inner.remote(Some(path));
+        check_no_symlinked_folder(&self.inner, &s, path)
+            .await
+            .map_err(err)?;
         match s.run(s.raw.remove(remote.as_str())).await {
             Ok(_) => {
                 prune_parents(&self.inner, &s, path).await;
@@ -1309,6 +1385,12 @@ impl StorageClient for SftpClient {
         let err = |e: SftpError| to_core(e, from.as_str());
         let err_to = |e: SftpError| to_core(e, to.as_str());
         let s = self.inner.pool.get().await.map_err(err)?;
+        let (from_ok, to_ok) = tokio::join!(
+            check_no_symlinked_folder(&self.inner, &s, from),
+            check_no_symlinked_folder(&self.inner, &s, to)
+        );
+        from_ok.map_err(err)?;
+        to_ok.map_err(err_to)?;
         if s.hardlink {
             let source = stat_entry(&self.inner, &s, from).await.map_err(err)?;
             let remote_from = self.inner.remote(Some(from));
@@ -1350,7 +1432,14 @@ impl StorageClient for SftpClient {
         let err = |e: SftpError| to_core(e, from.as_str());
         let err_to = |e: SftpError| to_core(e, to.as_str());
         let s = self.inner.pool.get().await.map_err(err)?;
-        stat_entry(&self.inner, &s, from).await.map_err(err)?;
+        let (from_ok, to_ok, source) = tokio::join!(
+            check_no_symlinked_folder(&self.inner, &s, from),
+            check_no_symlinked_folder(&self.inner, &s, to),
+            stat_entry(&self.inner, &s, from)
+        );
+        from_ok.map_err(err)?;
+        to_ok.map_err(err_to)?;
+        source.map_err(err)?;
         if from == to {
             return stat_entry(&self.inner, &s, to).await.map_err(err_to);
         }

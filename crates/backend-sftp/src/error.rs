@@ -34,6 +34,20 @@ pub(crate) enum SftpError {
     /// stays at the aside name (it may be the only copy of that version).
     #[error("{why}; that version is kept at {aside} (it may be its only copy)")]
     LeftAside { aside: String, why: String },
+    /// A folder on the path below the root is a symlink: nothing is written, moved or deleted
+    /// through it. Never retried.
+    #[error(
+        "{link:?} is a symlink: nothing is written, moved or deleted through a symlinked folder \
+         inside the root (it may lead outside it); replace the link by the folder it points to, \
+         or exclude {link}"
+    )]
+    SymlinkedFolder { link: String },
+    /// The server's data ended (EOF) before the size the file had when it was opened: the
+    /// file shrank while it was read. Worth a retry.
+    #[error(
+        "the file ended after {got} bytes, before its size of {expected} (it changed while it was read)"
+    )]
+    EndedEarly { expected: u64, got: u64 },
     /// Anything else, as a message.
     #[error("{0}")]
     Message(String),
@@ -108,6 +122,7 @@ pub(crate) fn to_core(err: SftpError, path: &str) -> Error {
                 source: Box::new(err),
             },
         },
+        e @ SftpError::EndedEarly { .. } => Error::transient(BACKEND, path, e),
         e if e.is_connection_error() => Error::transient(BACKEND, path, e),
         // Host key and authentication failures are configuration problems: a retry cannot
         // fix them, and their message (with the fingerprint) must reach the user's screen.

@@ -25,7 +25,8 @@
 //!   whose message names the key's SHA256 fingerprint. Trust on first use (append an unknown
 //!   key to known_hosts) happens only when asked for with
 //!   [`SftpBuilder::with_trust_on_first_use`] or `SYNCENGINE_SFTP_TOFU=1`; a *changed* key is
-//!   refused even then. Wildcard patterns and `@cert-authority` lines are not understood.
+//!   refused even then, and so is a key of a type not recorded for a host that known_hosts
+//!   does record (with keys of other types): no second key is added for a known host. Wildcard patterns and `@cert-authority` lines are not understood.
 //! - **Authentication**: the configured key file (`SYNCENGINE_SFTP_KEY`, optionally with
 //!   `SYNCENGINE_SFTP_KEY_PASSPHRASE`), else `~/.ssh/id_{ed25519,ecdsa,rsa}`; then the keys of
 //!   the ssh-agent at `SSH_AUTH_SOCK`; then a password, only when one was given explicitly
@@ -83,6 +84,20 @@
 //!   lookup and the rename is still replaced; rclone's server also does not see files changed
 //!   behind its back (not through rclone) until its directory cache expires, and there a save
 //!   anywhere between the grab and the rename in is replaced.
+//! - **Overwrites keep the file's permission bits** (`0o777`; setuid, setgid and sticky are
+//!   dropped): the temp file is created with them and set to them exactly with its mtime, so
+//!   a private file's new content is never readable by others. A new file gets the server's
+//!   default.
+//! - **Symlinked folders inside the root** are never written, moved or deleted through:
+//!   every write (with the folders it creates), delete (with the pruning of emptied
+//!   folders), rename and trash link first looks up each existing folder on the path below
+//!   the root (`lstat`, all in one round trip, skipped for files at the root), and a symlink
+//!   among them fails the operation with an error naming it (such a folder may lead outside
+//!   the root). A symlinked root itself is resolved and used. A symlink swapped in between
+//!   the lookup and the operation is not caught.
+//! - **Reads** fetch the size the file has when it is opened; data that ends (EOF) before
+//!   that size (the file shrank while read) fails the read with `Error::Transient`, never a
+//!   short body.
 //! - **Deletes** of a missing file are `Ok`; directories a delete or rename leaves empty are
 //!   removed, up to (not including) the root.
 //! - `copy` is `Unsupported` (no server-side copy in SFTP v3); `rename` is native.
