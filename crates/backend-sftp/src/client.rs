@@ -1214,28 +1214,36 @@ impl StorageClient for SftpClient {
         };
         let s = self.inner.pool.get().await.map_err(err)?;
         let target = self.inner.remote(Some(path));
-        // One round trip: no symlinked folder on the way, and what is at the target now.
-        let (checked, existing) = tokio::join!(
-            check_no_symlinked_folder(&self.inner, &s, path),
-            lstat_opt(&s, &target)
-        );
+        // A checked replace looks the target up right before the rename (below); the others
+        // now, in the same round trip as the lookup of the folders on the way.
+        let checked_replace = matches!(opts.mode, WriteMode::IfUnchanged(_));
+        let (checked, existing) =
+            tokio::join!(check_no_symlinked_folder(&self.inner, &s, path), async {
+                if checked_replace {
+                    Ok(None)
+                } else {
+                    lstat_opt(&s, &target).await
+                }
+            });
         checked.map_err(err)?;
         let existing = existing.map_err(err)?;
         if create_only && existing.is_some() {
             return Err(err(SftpError::Exists));
         }
-        // An overwrite keeps the file's permission bits (not setuid/setgid/sticky): the temp
-        // is created with them (so a private file's new content is never readable by others,
-        // the server's umask aside) and set to them exactly with the mtime.
-        let mode = existing
+        // An overwrite keeps the file's permission bits (not setuid/setgid/sticky), so a
+        // private file's new content is never readable by others: the temp is created with
+        // them (a checked replace: owner-only until its lookup tells them) and set to them
+        // exactly with the mtime.
+        let mut mode = existing
             .filter(is_regular)
             .and_then(|attrs| attrs.permissions)
             .map(|perm| perm & 0o777);
+        let create_mode = if checked_replace { Some(0o600) } else { mode };
         let dir = remote_parent(&target).to_owned();
         let temp_path = temp_name(&dir);
         let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
         let create_attrs = FileAttributes {
-            permissions: mode,
+            permissions: create_mode,
             ..FileAttributes::empty()
         };
         let mut attempt = 0;
@@ -1275,6 +1283,19 @@ impl StorageClient for SftpClient {
         let finished = async {
             let h = temp.handle.take().unwrap_or_default();
             s.run(s.raw.close(h)).await?;
+            if let WriteMode::IfUnchanged(expected) = &opts.mode {
+                // Checked once the body is on the server, right before the temp gets its
+                // attributes and is renamed: a file the user saved meanwhile is left in
+                // place, nothing moved. `replace_checked` then checks the file it grabs again
+                // (a save after this lookup).
+                let now = lstat_opt(&s, &target).await?.filter(|attrs| {
+                    is_regular(attrs) && expected.matches(&entry_from(path.clone(), attrs))
+                });
+                let Some(now) = now else {
+                    return Err(SftpError::Changed);
+                };
+                mode = now.permissions.map(|perm| perm & 0o777);
+            }
             let mut attrs = FileAttributes {
                 permissions: mode,
                 ..FileAttributes::empty()
@@ -1287,17 +1308,6 @@ impl StorageClient for SftpClient {
             }
             if attrs.permissions.is_some() || attrs.mtime.is_some() {
                 s.run(s.raw.setstat(temp_path.as_str(), attrs)).await?;
-            }
-            if let WriteMode::IfUnchanged(expected) = &opts.mode {
-                // Checked once the body is on the server, right before the rename: a file the
-                // user saved meanwhile is left in place, nothing moved. `replace_checked`
-                // then checks the file it grabs again (a save after this lookup).
-                let unchanged = lstat_opt(&s, &target).await?.is_some_and(|attrs| {
-                    is_regular(&attrs) && expected.matches(&entry_from(path.clone(), &attrs))
-                });
-                if !unchanged {
-                    return Err(SftpError::Changed);
-                }
             }
             let expected = match &opts.mode {
                 WriteMode::IfUnchanged(version) => Some((path, version)),

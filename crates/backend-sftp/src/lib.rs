@@ -85,9 +85,11 @@
 //!   behind its back (not through rclone) until its directory cache expires, and there a save
 //!   anywhere between the grab and the rename in is replaced.
 //! - **Overwrites keep the file's permission bits** (`0o777`; setuid, setgid and sticky are
-//!   dropped): the temp file is created with them and set to them exactly with its mtime, so
-//!   a private file's new content is never readable by others. A new file gets the server's
-//!   default.
+//!   dropped), so a private file's new content is never readable by others: the temp file is
+//!   created with them (a checked replace's temp owner-only, `0o600`, until the lookup right
+//!   before the rename tells them; no extra round trip) and set to them exactly with its
+//!   mtime. A new file gets the server's default; a server that reports no permission bits
+//!   leaves a checked replace at `0o600`.
 //! - **Symlinked folders inside the root** are never written, moved or deleted through:
 //!   every write (with the folders it creates), delete (with the pruning of emptied
 //!   folders), rename and trash link first looks up each existing folder on the path below
