@@ -98,7 +98,8 @@ async fn checked_replace_with_a_user(
 ) -> Result<(), Error> {
     let path = RelPath::new("doc.txt").unwrap();
     let listed = client.put(&path, Bytes::from("version 1")).await.unwrap();
-    // The upload's distinctive mtime: its temp file gets it (setstat) right before the check.
+    // The upload's distinctive mtime: its temp file gets it (setstat) right after the check
+    // (which also reads the permission bits the setstat gives it) and before the move aside.
     let marker = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     let watcher = {
         let dir = dir.to_path_buf();
@@ -142,8 +143,8 @@ fn temp_has_its_mtime(dir: &Path) -> bool {
 }
 
 /// A save that reaches the server after the first check (lstat of the target, 2 one-way
-/// trips after the setstat) and before the move aside (4 trips after): the file moved aside
-/// is not the listed version, so it is put back and the write fails as a changed file.
+/// trips before the setstat) and before the move aside (2 trips after it): the file moved
+/// aside is not the listed version, so it is put back and the write fails as a changed file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_save_after_the_check_is_put_back_and_the_write_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -152,7 +153,7 @@ async fn a_save_after_the_check_is_put_back_and_the_write_refused() {
     };
     let saved = "version 3, saved on the server by its user";
     let result = checked_replace_with_a_user(&client, &dir, temp_has_its_mtime, move |dir| {
-        thread::sleep(DELAY * 3);
+        thread::sleep(DELAY);
         save(&dir.join("doc.txt"), saved);
     })
     .await;
