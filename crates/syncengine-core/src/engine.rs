@@ -139,22 +139,18 @@ impl SyncEngine {
         let dry_run = opts.dry_run;
 
         // A dry run takes no lock and creates no state: it must change nothing.
+        // Taken here, not on a blocking thread: a run dropped at this point (a caller's
+        // timeout, a crash test) must not leave the lock held by a thread that finishes
+        // later, where the next run would find it "held by another run". A few syscalls;
+        // adopting an older id's files happens once per pair.
         let _lock = if dry_run {
             None
         } else {
-            let dir = self.state_dir.clone();
-            let lock_id = id.clone();
-            let older_id = older_id.clone();
-            Some(
-                blocking(move || {
-                    let lock = PairLock::acquire(&dir, &lock_id)?;
-                    if let Some(old) = older_id {
-                        StateStore::adopt_older_id(&dir, &old, &lock_id)?;
-                    }
-                    Ok(lock)
-                })
-                .await?,
-            )
+            let lock = PairLock::acquire(&self.state_dir, &id)?;
+            if let Some(old) = &older_id {
+                StateStore::adopt_older_id(&self.state_dir, old, &id)?;
+            }
+            Some(lock)
         };
         let store = {
             let dir = self.state_dir.clone();
