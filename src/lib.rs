@@ -2,6 +2,8 @@
 
 pub use syncengine_core::*;
 
+pub mod location;
+
 /// The local-disk backend (feature `local`, on by default).
 #[cfg(feature = "local")]
 pub use syncengine_backend_local as local;

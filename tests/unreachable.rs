@@ -142,3 +142,37 @@ fn a_missing_bucket_exits_4_with_the_servers_reason() {
     let (code, err) = sync_with(&local, &prefix, &state, &env);
     assert_eq!(code, 0, "a missing prefix is an empty root: {err}");
 }
+
+/// A password in a URL never reaches the terminal, even in trace logs of a failed connection.
+#[cfg(all(feature = "sftp", feature = "webdav"))]
+#[test]
+fn passwords_in_urls_stay_out_of_errors_and_trace_logs() {
+    for url in [
+        format!("sftp://me:S3CRETPW@127.0.0.1:{}/data", closed_port()),
+        format!("webdav://me:S3CRETPW@127.0.0.1:{}/data", closed_port()),
+    ] {
+        let (_tmp, local, state) = local_side();
+        let out = Command::new(cli::BIN)
+            .arg("sync")
+            .arg(&local)
+            .arg(&url)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("-vv")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(4), "{all}");
+        assert!(!all.contains("S3CRETPW"), "a password was printed: {all}");
+        assert!(
+            all.contains("127.0.0.1"),
+            "the server is still named: {all}"
+        );
+    }
+}

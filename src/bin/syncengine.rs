@@ -1,11 +1,10 @@
 //! The `syncengine` command-line tool: `syncengine sync <SOURCE> <DESTINATION> [OPTIONS]`.
 //!
 //! Exit status: 0 success, 1 the run failed or had errors, 2 usage error, 3 stopped by a
-//! safety rule (max-delete, empty side, lock held, a root that is not the one recorded).
+//! safety rule (max-delete, empty side, lock held, a root that is not the one recorded), 4 a
+//! side could not be reached or logged into.
 
 // The binary's own modules live beside it in `src/bin/syncengine/`.
-#[path = "syncengine/location.rs"]
-mod location;
 #[path = "syncengine/progress.rs"]
 mod progress;
 
@@ -24,7 +23,7 @@ use syncengine::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::location::{Location, LocationError};
+use syncengine::location::{self, Location, LocationError};
 
 /// Success.
 const EXIT_OK: u8 = 0;
@@ -37,6 +36,14 @@ const EXIT_SAFETY_STOP: u8 = 3;
 /// Exit status: a side could not be reached or logged into (connection, credentials, missing
 /// bucket), found by the check before the run reads anything.
 const EXIT_UNREACHABLE: u8 = 4;
+
+/// `eprintln!` with every secret the core's redaction helper recognises replaced: nothing the
+/// CLI prints shows a password, a signature or a token (see `syncengine::redact`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        eprintln!("{}", syncengine::redact::redact(&format!($($arg)*)))
+    };
+}
 
 const SYNC_AFTER_HELP: &str = "\
 MODES (--mode; case-insensitive, - and _ ignored; aliases in brackets):
@@ -301,14 +308,37 @@ fn init_logging(verbosity: Verbosity) {
     // Fails only if a subscriber is already set, which nothing else here does.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr(Vec::new()))
         .with_target(matches!(verbosity, Verbosity::Verbose(_)))
         .try_init();
 }
 
+/// A log line on its way to stderr: collected whole, then written with its secrets replaced
+/// (the subscriber makes one writer per event).
+struct RedactingStderr(Vec<u8>);
+
+impl Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactingStderr {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        // Nowhere to report a failed write to stderr.
+        let _ = std::io::stderr().write_all(syncengine::redact::redact(&text).as_bytes());
+    }
+}
+
 /// Prints a usage error in clap's style and returns exit status 2.
 fn usage_error(msg: impl std::fmt::Display) -> u8 {
-    eprintln!("error: {msg}\n\nFor more information, try 'syncengine sync --help'.");
+    say!("error: {msg}\n\nFor more information, try 'syncengine sync --help'.");
     EXIT_USAGE
 }
 
@@ -430,7 +460,7 @@ fn run_sync(args: SyncArgs, verbosity: Verbosity) -> u8 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return EXIT_FAILED;
         }
     };
@@ -521,7 +551,7 @@ async fn sync_async(args: SyncArgs, state_dir: PathBuf, verbosity: Verbosity) ->
         Ok(p) => p,
         Err((EXIT_USAGE, msg)) => return usage_error(msg),
         Err((code, msg)) => {
-            eprintln!("error: {msg}");
+            say!("error: {msg}");
             return code;
         }
     };
@@ -542,10 +572,10 @@ async fn sync_async(args: SyncArgs, state_dir: PathBuf, verbosity: Verbosity) ->
         let cancel = cancel.clone();
         async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: stopping cleanly (press Ctrl-C again to abort at once)");
+                say!("\ninterrupted: stopping cleanly (press Ctrl-C again to abort at once)");
                 cancel.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("cancelled: aborted");
+                    say!("cancelled: aborted");
                     std::process::exit(i32::from(EXIT_FAILED));
                 }
             }
@@ -585,19 +615,19 @@ fn report(
     let stats = match result {
         Ok(stats) => stats,
         Err(SyncError::Cancelled) => {
-            eprintln!("cancelled: {}", SyncError::Cancelled);
+            say!("cancelled: {}", SyncError::Cancelled);
             return EXIT_FAILED;
         }
         Err(e) if e.is_safety_stop() => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return EXIT_SAFETY_STOP;
         }
         Err(e) if e.is_unreachable() => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return EXIT_UNREACHABLE;
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return EXIT_FAILED;
         }
     };
@@ -607,22 +637,23 @@ fn report(
             .iter()
             .filter(|w| !already_printed.contains(*w))
         {
-            eprintln!("warning: {w}");
+            say!("warning: {w}");
         }
     }
     for e in &stats.error_messages {
-        eprintln!("error: {e}");
+        say!("error: {e}");
     }
     if args.json {
         match serde_json::to_string(&stats) {
             Ok(json) => {
+                let json = syncengine::redact::redact(&json);
                 let mut out = std::io::stdout().lock();
                 if writeln!(out, "{json}").and_then(|()| out.flush()).is_err() {
                     return EXIT_FAILED;
                 }
             }
             Err(e) => {
-                eprintln!("error: cannot serialise the result: {e}");
+                say!("error: cannot serialise the result: {e}");
                 return EXIT_FAILED;
             }
         }
@@ -631,7 +662,7 @@ fn report(
     }
     if cancelled {
         // The engine finished despite the interrupt; still report it as the user asked.
-        eprintln!("cancelled: the run was interrupted");
+        say!("cancelled: the run was interrupted");
         return EXIT_FAILED;
     }
     // Paths that could not be listed were left alone: the pair is not fully in sync.
@@ -645,9 +676,10 @@ fn report(
 /// A warning as printed: prefixed with `warning: ` unless it already says it is one (the
 /// seed's risky-first-sync wording starts with `⚠ WARNING:`).
 pub(crate) fn warning_line(w: &str) -> String {
+    let w = syncengine::redact::redact(w);
     let head: String = w.chars().take(12).collect::<String>().to_lowercase();
     if head.starts_with('⚠') || head.starts_with("warning") {
-        w.to_owned()
+        w.into_owned()
     } else {
         format!("warning: {w}")
     }

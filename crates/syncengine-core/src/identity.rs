@@ -107,23 +107,7 @@ impl fmt::Display for Location {
 /// assert_eq!(redact_url("s3://bucket/prefix"), "s3://bucket/prefix");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
-    let authority = &url[start..end];
-    match authority.rfind('@') {
-        Some(at) => match authority[..at].find(':') {
-            Some(colon) => format!(
-                "{}{}:<redacted>{}",
-                &url[..start],
-                &authority[..colon],
-                &url[start + at..]
-            ),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
+    crate::redact::redact(url).into_owned()
 }
 
 /// `host:port` of a URL, with the scheme's default port when it has none, lower case. For

@@ -48,6 +48,7 @@ pub mod path;
 pub mod plan;
 pub mod progress;
 pub mod reconcile;
+pub mod redact;
 pub mod state;
 pub mod stats;
 #[cfg(feature = "testing")]

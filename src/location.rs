@@ -1,8 +1,36 @@
-//! Turning a `SOURCE`/`DESTINATION`/`--backup-dir` argument into a storage client.
+//! Opening a storage location from a URL or a path, with settings from the environment, as
+//! the `syncengine` command does: an embedding service needs no backend-specific code.
 //!
-//! A plain path or a `file://` URL is local disk. The remote schemes of the CLI contract are
-//! recognised here even when their backend is not compiled in, so that the user is told which
-//! cargo feature to enable instead of being told the scheme is unknown.
+//! A plain path or a `file://` URL is local disk; `s3://bucket/prefix`, `gs://…`,
+//! `az://container/…`, `webdav://host[:port]/path`, `webdavs://…` and
+//! `sftp://user@host[:port]/path` are the remote backends, each configured from its own
+//! ecosystem's environment variables (`AWS_*`, `AZURE_STORAGE_*`, `GOOGLE_*`,
+//! `SYNCENGINE_WEBDAV_*`, `SYNCENGINE_SFTP_*`; see each backend's crate docs). The remote
+//! schemes are recognised even when their backend is not compiled in, so the error names the
+//! cargo feature to enable instead of calling the scheme unknown.
+//!
+//! ```
+//! use syncengine::location::{self, Location};
+//! use syncengine::{SyncEngine, SyncMode, SyncPair};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let tmp = tempfile::tempdir()?;
+//! let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+//! std::fs::create_dir_all(&a)?;
+//! std::fs::write(a.join("hello.txt"), "hi")?;
+//! let source = location::open_url(a.to_str().unwrap())?;
+//! let destination = location::open_url(&format!("file://{}", b.display()))?;
+//! let engine = SyncEngine::new(tmp.path().join("state"));
+//! let pair = SyncPair::new(source, destination, SyncMode::TwoWay);
+//! let stats = engine.sync_pair(&pair).await?;
+//! assert_eq!(stats.uploaded, 1);
+//! // Messages never show a password given in a URL.
+//! let remote = location::parse("webdav://me:secret@127.0.0.1:8080/dav")?;
+//! assert!(!remote.to_string().contains("secret"));
+//! assert!(matches!(remote, Location::Remote { .. }));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
 //!
 //! Adding a backend: add an arm to the `match` in [`open`] above the fallback, gated by the
 //! backend's cargo feature, e.g. `#[cfg(feature = "s3")] "s3" => …`.
@@ -11,8 +39,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use syncengine::identity::redact_url;
-use syncengine::{LocalClient, StorageClient};
+use syncengine_core::StorageClient;
+use syncengine_core::identity::redact_url;
 
 /// The remote schemes of the CLI contract and the cargo feature that brings each one in.
 const REMOTE_SCHEMES: &[(&str, &str)] = &[
@@ -57,8 +85,8 @@ pub enum LocationError {
     Invalid {
         /// The argument as given.
         given: String,
-        /// What is wrong with it.
-        reason: &'static str,
+        /// What is wrong with it (the backend's own reason where it gave one).
+        reason: String,
     },
 }
 
@@ -132,7 +160,7 @@ pub fn parse(arg: &str) -> Result<Location, LocationError> {
     if arg.is_empty() {
         return Err(LocationError::Invalid {
             given: arg.to_owned(),
-            reason: "empty location",
+            reason: "empty location".into(),
         });
     }
     let Some((scheme, rest)) = split_scheme(arg) else {
@@ -148,18 +176,19 @@ pub fn parse(arg: &str) -> Result<Location, LocationError> {
         } else {
             return Err(LocationError::Invalid {
                 given: arg.to_owned(),
-                reason: "a file:// URL needs an absolute path (file:///path) or the host localhost",
+                reason: "a file:// URL needs an absolute path (file:///path) or the host localhost"
+                    .into(),
             });
         };
         if path.is_empty() {
             return Err(LocationError::Invalid {
                 given: arg.to_owned(),
-                reason: "a file:// URL needs a path",
+                reason: "a file:// URL needs a path".into(),
             });
         }
         let decoded = percent_decode(path).map_err(|reason| LocationError::Invalid {
             given: arg.to_owned(),
-            reason,
+            reason: reason.into(),
         })?;
         return Ok(Location::Local(PathBuf::from(decoded)));
     }
@@ -170,7 +199,7 @@ pub fn parse(arg: &str) -> Result<Location, LocationError> {
         if host.is_empty() || host.starts_with(':') {
             return Err(LocationError::Invalid {
                 given: arg.to_owned(),
-                reason: "the URL needs a bucket, container or host after ://",
+                reason: "the URL needs a bucket, container or host after ://".into(),
             });
         }
         return Ok(Location::Remote {
@@ -256,7 +285,13 @@ pub fn normalize_local(path: &Path) -> PathBuf {
 #[allow(clippy::match_single_binding)]
 pub fn open(loc: &Location) -> Result<Arc<dyn StorageClient>, LocationError> {
     match loc {
-        Location::Local(path) => Ok(Arc::new(LocalClient::new(path.clone()))),
+        #[cfg(feature = "local")]
+        Location::Local(path) => Ok(Arc::new(crate::LocalClient::new(path.clone()))),
+        #[cfg(not(feature = "local"))]
+        Location::Local(_) => Err(LocationError::MissingFeature {
+            scheme: "file".into(),
+            feature: "local",
+        }),
         Location::Remote { scheme, url: _url } => match scheme.as_str() {
             // Remote backends add their feature-gated arm here, above the fallback.
             #[cfg(feature = "s3")]
@@ -272,13 +307,25 @@ pub fn open(loc: &Location) -> Result<Arc<dyn StorageClient>, LocationError> {
                 .with_url(_url.as_str())
                 .build()
                 .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
-                .map_err(|_| LocationError::Invalid {
-                    given: _url.clone(),
-                    reason: "not a usable sftp:// URL (sftp://user@host[:port]/path)",
+                .map_err(|e| LocationError::Invalid {
+                    given: redact_url(_url),
+                    reason: format!(
+                        "not a usable sftp:// URL (sftp://user@host[:port]/path): {}",
+                        redact_url(&e.to_string())
+                    ),
                 }),
             other => Err(missing_feature(other)),
         },
     }
+}
+
+/// Parses `arg` (see [`parse`]) and opens it (see [`open`]): the one call an embedding
+/// service needs to turn a configured location into a client.
+///
+/// # Errors
+/// As [`parse`] and [`open`].
+pub fn open_url(arg: &str) -> Result<Arc<dyn StorageClient>, LocationError> {
+    open(&parse(arg)?)
 }
 
 /// Opens `s3://`, `az://` or `gs://` with settings from the store's own environment variables.
@@ -287,10 +334,13 @@ fn open_object_store(url: &str) -> Result<Arc<dyn StorageClient>, LocationError>
     syncengine_backend_s3::S3Builder::from_env(url)
         .and_then(|b| b.build())
         .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
-        .map_err(|_| LocationError::Invalid {
-            given: url.to_owned(),
-            reason: "not a usable bucket URL or store configuration \
-                     (see the AWS_*, AZURE_STORAGE_* and GOOGLE_* variables)",
+        .map_err(|e| LocationError::Invalid {
+            given: redact_url(url),
+            reason: format!(
+                "not a usable bucket URL or store configuration (see the AWS_*, \
+                 AZURE_STORAGE_* and GOOGLE_* variables): {}",
+                redact_url(&e.to_string())
+            ),
         })
 }
 
@@ -302,14 +352,17 @@ fn open_webdav(url: &str) -> Result<Arc<dyn StorageClient>, LocationError> {
         .with_url(url)
         .build()
         .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
-        .map_err(|_| {
+        .map_err(|e| {
             // Never echo a password given in the URL.
             let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
             let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
             let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
             LocationError::Invalid {
                 given: format!("{scheme}://{host}/{path}"),
-                reason: "not a usable WebDAV URL (webdav://host[:port]/path or webdavs://…)",
+                reason: format!(
+                    "not a usable WebDAV URL (webdav://host[:port]/path or webdavs://…): {}",
+                    redact_url(&e.to_string())
+                ),
             }
         })
 }
