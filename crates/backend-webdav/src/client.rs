@@ -255,6 +255,16 @@ enum AsideState {
     Unreadable(String),
 }
 
+/// What a fail-closed lookup ([`Inner::presence`]) found at a path.
+enum Presence {
+    /// Nothing: the server said so.
+    Absent,
+    /// A file.
+    File,
+    /// A collection.
+    Collection,
+}
+
 /// Turns "no such file" (as [`map_error`] with [`Ctx::Lookup`] judges it) into `None`.
 fn found<T>(result: std::result::Result<T, DavError>, path: &RelPath) -> Result<Option<T>> {
     match result {
@@ -450,6 +460,52 @@ impl Inner {
     /// Like [`Inner::lookup`], but `None` for a missing path or a collection.
     async fn lookup_file(&self, path: &RelPath) -> Result<Option<Resource>> {
         Ok(found(self.lookup(path).await, path)?.filter(|r| !r.is_collection))
+    }
+
+    /// What is at `path`, for a delete or an overwrite, which must fail closed: only an
+    /// answer that proves it is absent counts as absent, never an error.
+    ///
+    /// - 404 is absent.
+    /// - A redirect (a server that sends a collection to `name/`) is a collection only when
+    ///   `name/` then answers as one.
+    /// - 400 or 409 (Apache, when a parent is a file) is absent only when the parent is
+    ///   then seen to be a file.
+    ///
+    /// Every other failure is an error: a lookup that failed does not say "nothing here",
+    /// and a delete or overwrite that went ahead on it could remove a tree or a file that
+    /// was not meant.
+    async fn presence(&self, path: &RelPath) -> std::result::Result<Presence, DavError> {
+        let err = match self.lookup(path).await {
+            Ok(r) if r.is_collection => return Ok(Presence::Collection),
+            Ok(_) => return Ok(Presence::File),
+            Err(e) => e,
+        };
+        let status = match &err {
+            DavError::Status { status, .. } => status.as_u16(),
+            _ => return Err(err),
+        };
+        let confirmed = match status {
+            404 => return Ok(Presence::Absent),
+            300..=399 => {
+                let url = self.dir_url(Some(path));
+                let own = self.segments_of(Some(path));
+                match self.propfind(&url, "0").await {
+                    Ok(rs) => rs.iter().any(|r| r.segments == own && r.is_collection),
+                    Err(_) => false,
+                }
+                .then_some(Presence::Collection)
+            }
+            400 | 409 => match path.parent() {
+                Some(parent) => match self.lookup(&parent).await {
+                    Ok(r) if !r.is_collection => Some(Presence::Absent),
+                    _ => None,
+                },
+                None => None,
+            },
+            _ => None,
+        };
+        // The caller maps the error without the lookup context: it is not "not found".
+        confirmed.ok_or(err)
     }
 
     fn entry(&self, path: RelPath, res: &Resource) -> Entry {
@@ -651,15 +707,16 @@ impl Inner {
         if !overwrite || resp.status() != StatusCode::PRECONDITION_FAILED {
             return check(resp);
         }
-        match self.lookup(to).await {
-            Ok(res) if res.is_collection => {
-                return Err(DavError::Protocol(format!(
-                    "{name} onto {to_url}: a directory is in the way"
-                )));
-            }
-            _ => {}
+        // Fails closed: only a file seen there is replaced. A lookup that fails says
+        // nothing, and `Overwrite: T` onto a collection would delete a whole tree.
+        match self.presence(to).await? {
+            Presence::File => check(send(true).await?),
+            Presence::Collection => Err(DavError::Protocol(format!(
+                "{name} onto {to_url}: a directory is in the way"
+            ))),
+            // Gone since the 412: try again without replacing anything.
+            Presence::Absent => check(send(false).await?),
         }
-        check(send(true).await?)
     }
 
     /// `MOVE`s `from_url` onto the file `to`, which the caller has just checked is the version
@@ -1786,20 +1843,27 @@ impl StorageClient for WebDavClient {
 
     async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
         let inner = &self.inner;
-        if inner.lookup_file(path).await?.is_none() {
+        let p = path.as_str();
+        // Fails closed: a lookup that fails is an error, not "already gone".
+        match inner
+            .presence(path)
+            .await
+            .map_err(|e| map_error(e, p, Ctx::Plain))?
+        {
             // Missing, or a collection: there is no file to delete.
-            return Ok(());
+            Presence::Absent | Presence::Collection => return Ok(()),
+            Presence::File => {}
         }
         let url = inner.file_url(path);
-        let result = match inner
+        let resp = inner
             .send("DELETE", inner.request(Method::DELETE, &url), &url)
             .await
-        {
-            Ok(resp) if resp.status().is_success() => Ok(()),
-            Ok(resp) => Err(status_err("DELETE", &url, resp.status())),
-            Err(e) => Err(e),
-        };
-        found(result, path)?;
+            .map_err(|e| map_error(e, p, Ctx::Plain))?;
+        match resp.status() {
+            // Gone since the lookup: nothing is left to delete.
+            s if s.is_success() || s == StatusCode::NOT_FOUND => {}
+            s => return Err(map_error(status_err("DELETE", &url, s), p, Ctx::Plain)),
+        }
         inner.prune(path.parent()).await
     }
 
@@ -1854,10 +1918,16 @@ impl WebDavClient {
                 None => WriteMode::Overwrite,
             },
             mode => {
-                // Fails closed: a lookup that errs (other than "no such file") is not a free
-                // path.
+                // Fails closed: a lookup that errs (other than a proven "no such file") is
+                // not a free path.
                 if ctx == Ctx::Plain
-                    && found(inner.lookup(path).await, path)?.is_some_and(|r| r.is_collection)
+                    && matches!(
+                        inner
+                            .presence(path)
+                            .await
+                            .map_err(|e| map_error(e, p, Ctx::Plain))?,
+                        Presence::Collection
+                    )
                 {
                     return Err(Error::other(BACKEND, p, "a directory is in the way"));
                 }

@@ -98,6 +98,12 @@
 //!   client: a rename deletes its source only if it is still the version copied (checked
 //!   right before a `DELETE` guarded by its ETag where it has one), else it is left and the
 //!   rename fails with `PreconditionFailed`.
+//! - **Fail closed**: the lookup a delete or an overwrite depends on must prove its answer.
+//!   Only a 404 is "absent"; a redirect is a collection only when `name/` then answers as one,
+//!   and a 400 or 409 is "absent" only when the parent is then seen to be a file (Apache's
+//!   answer below a file). Any other failure fails the delete or overwrite: it never reports a
+//!   file deleted that is still there, and never sends `Overwrite: T` onto what may be a
+//!   collection.
 //! - **Deletes** of a missing file are `Ok`; collections the delete (or a rename) left empty
 //!   are removed up to, not including, the root, best effort. A `DELETE` of a collection is
 //!   recursive, so it is never sent while a file could still arrive in the collection unseen:
