@@ -182,29 +182,48 @@ pub(crate) enum Verdict {
     NewNonce,
     /// The credentials were refused, or there is nothing to answer with.
     Refused,
+    /// Only Basic can answer the challenge, and Basic may not go over this plain http
+    /// connection ([`InsecureBasic`]).
+    InsecureBasic,
 }
 
 /// Credentials, the configured mode, and the challenge state shared by all requests.
 pub(crate) struct Auth {
     credentials: Option<Credentials>,
     mode: WebDavAuth,
+    /// Whether Basic credentials may go out: over https, or over plain http when the user
+    /// opted in ([`WebDavBuilder::with_allow_insecure_basic`](crate::WebDavBuilder::with_allow_insecure_basic)).
+    basic_allowed: bool,
     state: Mutex<State>,
 }
+
+/// Basic credentials would go over plain http, and the user has not opted in: nothing was
+/// sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct InsecureBasic;
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Auth")
             .field("credentials", &self.credentials)
             .field("mode", &self.mode)
+            .field("basic_allowed", &self.basic_allowed)
             .finish()
     }
 }
 
 impl Auth {
-    pub(crate) fn new(credentials: Option<Credentials>, mode: WebDavAuth) -> Self {
+    /// `basic_allowed`: whether Basic credentials may be sent (https, or the user's opt-in for
+    /// plain http).
+    pub(crate) fn new(
+        credentials: Option<Credentials>,
+        mode: WebDavAuth,
+        basic_allowed: bool,
+    ) -> Self {
         Auth {
             credentials,
             mode,
+            basic_allowed,
             state: Mutex::default(),
         }
     }
@@ -221,16 +240,32 @@ impl Auth {
     /// Sets the `Authorization` header of a `method` request to `uri` (the request target:
     /// path and query) as the configured mode and the cached challenge say, and returns what
     /// it carries. The value is marked sensitive, so `http`'s `Debug` hides it.
-    pub(crate) fn authorize(&self, method: &str, uri: &str, headers: &mut HeaderMap) -> Sent {
+    ///
+    /// # Errors
+    /// [`InsecureBasic`] when it would carry Basic credentials that may not be sent (plain
+    /// http without the opt-in): the request must not go out.
+    pub(crate) fn authorize(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &mut HeaderMap,
+    ) -> Result<Sent, InsecureBasic> {
         let Some(c) = &self.credentials else {
-            return Sent::Nothing;
+            return Ok(Sent::Nothing);
+        };
+        let basic = || {
+            if self.basic_allowed {
+                Ok((Self::basic(c), Sent::Basic))
+            } else {
+                Err(InsecureBasic)
+            }
         };
         let (value, sent) = if self.mode == WebDavAuth::Basic {
-            (Self::basic(c), Sent::Basic)
+            basic()?
         } else {
             match &mut self.state().answer {
                 Answer::Nothing => (None, Sent::Nothing),
-                Answer::Basic => (Self::basic(c), Sent::Basic),
+                Answer::Basic => basic()?,
                 Answer::Digest(d) => {
                     let params = PasswordParams {
                         username: &c.user,
@@ -257,14 +292,14 @@ impl Auth {
                 }
             }
         };
-        match value {
+        Ok(match value {
             Some(mut v) => {
                 v.set_sensitive(true);
                 headers.insert(header::AUTHORIZATION, v);
                 sent
             }
             None => Sent::Nothing,
-        }
+        })
     }
 
     /// Takes a 401 to a request that carried `sent`: caches the challenge it brings and
@@ -283,6 +318,7 @@ impl Auth {
         let mut state = self.state();
         state.verified = false;
         match offer {
+            Offer::Basic if !self.basic_allowed => Verdict::InsecureBasic,
             Offer::Basic => {
                 state.answer = Answer::Basic;
                 if *sent == Sent::Basic {
@@ -423,11 +459,36 @@ mod tests {
         Auth::new(
             Some(Credentials::new("dav".into(), "s3cr3t-pw".into())),
             mode,
+            true,
         )
     }
 
     fn authorize(a: &Auth, h: &mut HeaderMap) -> Sent {
-        a.authorize("PROPFIND", "/dav/a%20b", h)
+        a.authorize("PROPFIND", "/dav/a%20b", h).unwrap()
+    }
+
+    /// Over plain http without the opt-in, Basic credentials never go out: not in Basic
+    /// mode, not as the answer to a Basic-only challenge in Auto mode. Digest is unaffected.
+    #[test]
+    fn basic_is_never_sent_when_not_allowed() {
+        let creds = || Some(Credentials::new("dav".into(), "s3cr3t-pw".into()));
+        let a = Auth::new(creds(), WebDavAuth::Basic, false);
+        let mut h = HeaderMap::new();
+        assert_eq!(a.authorize("GET", "/x", &mut h), Err(InsecureBasic));
+        assert!(h.is_empty());
+        let a = Auth::new(creds(), WebDavAuth::Auto, false);
+        let basic = headers(&["Basic realm=\"dav\""]);
+        assert_eq!(a.challenged(&basic, &Sent::Nothing), Verdict::InsecureBasic);
+        assert_eq!(a.authorize("GET", "/x", &mut h), Ok(Sent::Nothing));
+        assert!(h.is_empty());
+        assert_eq!(
+            a.challenged(&headers(&[MD5]), &Sent::Nothing),
+            Verdict::Answerable
+        );
+        assert!(matches!(
+            a.authorize("GET", "/x", &mut h),
+            Ok(Sent::Digest { .. })
+        ));
     }
 
     #[test]
@@ -505,7 +566,7 @@ mod tests {
         let a = auth(WebDavAuth::Digest);
         assert_eq!(a.challenged(&basic, &Sent::Nothing), Verdict::Refused);
         // No credentials: nothing to answer with.
-        let a = Auth::new(None, WebDavAuth::Auto);
+        let a = Auth::new(None, WebDavAuth::Auto, false);
         assert_eq!(
             a.challenged(&headers(&[MD5]), &Sent::Nothing),
             Verdict::Refused

@@ -18,6 +18,15 @@ pub const ENV_PASSWORD: &str = "SYNCENGINE_WEBDAV_PASSWORD";
 /// ([`WebDavBuilder::from_env`], [`WebDavAuth`]).
 pub const ENV_AUTH: &str = "SYNCENGINE_WEBDAV_AUTH";
 
+/// Environment variable that lets Basic credentials go over plain `http://`: `1` (or
+/// `true`, `yes`) opts in, `0` (or `false`, `no`, empty) does not
+/// ([`WebDavBuilder::from_env`], [`WebDavBuilder::with_allow_insecure_basic`]).
+pub const ENV_ALLOW_INSECURE_BASIC: &str = "SYNCENGINE_WEBDAV_ALLOW_INSECURE_BASIC";
+/// Environment variable naming a PEM file of CA certificates to trust for `https://`
+/// ([`WebDavBuilder::from_env`], [`WebDavBuilder::with_ca_file`]); `SSL_CERT_FILE` is read
+/// when it is not set.
+pub const ENV_CA_FILE: &str = "SYNCENGINE_WEBDAV_CA_FILE";
+
 /// Builds a [`WebDavClient`].
 ///
 /// ```no_run
@@ -34,6 +43,9 @@ pub struct WebDavBuilder {
     config: WebDavConfig,
     /// An unparseable `SYNCENGINE_WEBDAV_AUTH`, reported by [`WebDavBuilder::build`].
     env_error: Option<String>,
+    /// An unparseable `SYNCENGINE_WEBDAV_ALLOW_INSECURE_BASIC`, reported by
+    /// [`WebDavBuilder::build`] unless [`WebDavBuilder::with_allow_insecure_basic`] replaces it.
+    env_insecure_error: Option<String>,
 }
 
 impl WebDavBuilder {
@@ -46,8 +58,26 @@ impl WebDavBuilder {
     /// and `SYNCENGINE_WEBDAV_PASSWORD` and the authentication mode from
     /// `SYNCENGINE_WEBDAV_AUTH` (`basic`, `digest` or `auto`), where set. An unknown mode
     /// fails [`WebDavBuilder::build`] unless [`WebDavBuilder::with_auth`] replaces it.
+    ///
+    /// Also reads `SYNCENGINE_WEBDAV_ALLOW_INSECURE_BASIC` (`1` lets Basic credentials go over
+    /// plain http, see [`WebDavBuilder::with_allow_insecure_basic`]) and a CA file from
+    /// `SYNCENGINE_WEBDAV_CA_FILE`, else `SSL_CERT_FILE` (see [`WebDavBuilder::with_ca_file`]).
     pub fn from_env() -> Self {
         let mut b = WebDavBuilder::new();
+        if let Ok(v) = std::env::var(ENV_ALLOW_INSECURE_BASIC) {
+            match parse_flag(&v) {
+                Some(allow) => b.config.allow_insecure_basic = allow,
+                None => {
+                    b.env_insecure_error = Some(format!(
+                        "{ENV_ALLOW_INSECURE_BASIC}: expected 1 or 0, got {v:?}"
+                    ));
+                }
+            }
+        }
+        b.config.ca_file = [ENV_CA_FILE, "SSL_CERT_FILE"]
+            .iter()
+            .find_map(|k| std::env::var_os(k).filter(|v| !v.is_empty()))
+            .map(std::path::PathBuf::from);
         b.config.username = std::env::var(ENV_USER).ok().filter(|s| !s.is_empty());
         b.config.password = std::env::var(ENV_PASSWORD).ok().filter(|s| !s.is_empty());
         if let Some(mode) = std::env::var(ENV_AUTH)
@@ -67,6 +97,7 @@ impl WebDavBuilder {
         WebDavBuilder {
             config,
             env_error: None,
+            env_insecure_error: None,
         }
     }
 
@@ -98,6 +129,27 @@ impl WebDavBuilder {
         self
     }
 
+    /// Lets Basic credentials go over plain `http://` (default: no). Without it, a client
+    /// that would send Basic credentials over `http://` (in [`WebDavAuth::Basic`] mode, or
+    /// answering a server that offers only Basic) fails with an error that says so, and the
+    /// password never goes out. Only for a network you trust, such as loopback; `https://`
+    /// and Digest authentication are not affected. Also `SYNCENGINE_WEBDAV_ALLOW_INSECURE_BASIC=1`
+    /// ([`WebDavBuilder::from_env`]).
+    pub fn with_allow_insecure_basic(mut self, allow: bool) -> Self {
+        self.config.allow_insecure_basic = allow;
+        self.env_insecure_error = None;
+        self
+    }
+
+    /// Trusts the CA certificates in the PEM file at `path` for `https://`, besides the
+    /// platform's trust store: for a server whose certificate your own CA signed. Certificates
+    /// are still checked (name, dates, chain). Also `SYNCENGINE_WEBDAV_CA_FILE` or
+    /// `SSL_CERT_FILE` ([`WebDavBuilder::from_env`]).
+    pub fn with_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.ca_file = Some(path.into());
+        self
+    }
+
     /// Keeps modification times in a dead property (default) or not (see
     /// [`WebDavConfig::mtime_property`]).
     pub fn with_mtime_property(mut self, enabled: bool) -> Self {
@@ -118,7 +170,7 @@ impl WebDavBuilder {
     /// fragment, when `SYNCENGINE_WEBDAV_AUTH` names no mode, or when the HTTP client cannot be
     /// set up.
     pub fn build(self) -> Result<WebDavClient> {
-        if let Some(e) = self.env_error {
+        if let Some(e) = self.env_error.or(self.env_insecure_error) {
             return Err(Error::other(BACKEND, "", e));
         }
         let raw =
@@ -129,7 +181,13 @@ impl WebDavBuilder {
         let username = self.config.username.clone().or(url_user);
         let password = self.config.password.clone().or(url_password);
         let credentials = username.map(|user| Credentials::new(user, password.unwrap_or_default()));
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(path) = &self.config.ca_file {
+            // Added to the platform's roots; the certificate is checked as always.
+            http = http.tls_certs_merge(read_ca_file(path)?);
+        }
+        let basic_allowed = base.scheme() == "https" || self.config.allow_insecure_basic;
+        let http = http
             // Redirects could carry credentials to another origin; no WebDAV method needs them.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(30))
@@ -144,11 +202,32 @@ impl WebDavBuilder {
         Ok(WebDavClient::new(
             http,
             base,
-            Auth::new(credentials, self.config.auth),
+            Auth::new(credentials, self.config.auth, basic_allowed),
             self.config.mtime_property,
             self.config.list_concurrency.max(1),
         ))
     }
+}
+
+/// An on/off environment value: `1`, `true`, `yes` or `0`, `false`, `no`, empty (any case,
+/// blanks around ignored); `None` for anything else.
+fn parse_flag(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" => Some(true),
+        "" | "0" | "false" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// The certificates of a PEM file of CA certificates.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>> {
+    let bad = |why: String| Error::other(BACKEND, "", format!("CA file {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    Ok(certs)
 }
 
 /// Parses a root URL into an `http(s)` URL ending in `/` without credentials, plus the
@@ -236,6 +315,43 @@ mod tests {
             );
         }
         assert_eq!(c.to_string(), "WebDavClient(http://127.0.0.1:8082/root/)");
+    }
+
+    #[test]
+    fn insecure_basic_flag_values() {
+        for (v, want) in [
+            ("1", Some(true)),
+            (" YES ", Some(true)),
+            ("true", Some(true)),
+            ("0", Some(false)),
+            ("", Some(false)),
+            ("no", Some(false)),
+            ("maybe", None),
+        ] {
+            assert_eq!(parse_flag(v), want, "{v:?}");
+        }
+        let mut b = WebDavBuilder::new().with_url("webdav://127.0.0.1:1/x");
+        b.env_insecure_error = Some(format!("{ENV_ALLOW_INSECURE_BASIC}: bad"));
+        let err = b.clone().build().unwrap_err().to_string();
+        assert!(err.contains(ENV_ALLOW_INSECURE_BASIC), "{err}");
+        assert!(b.with_allow_insecure_basic(false).build().is_ok());
+    }
+
+    #[test]
+    fn a_ca_file_that_is_missing_or_holds_no_certificate_fails_the_build() {
+        let b = WebDavBuilder::new().with_url("webdavs://127.0.0.1:1/x");
+        let err = b
+            .clone()
+            .with_ca_file("/nonexistent/ca.pem")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        let dir = std::env::temp_dir().join(format!("webdav-ca-{}", std::process::id()));
+        std::fs::write(&dir, "not a certificate").unwrap();
+        let err = b.with_ca_file(&dir).build().unwrap_err().to_string();
+        let _ = std::fs::remove_file(&dir);
+        assert!(err.contains("no PEM certificate"), "{err}");
     }
 
     #[test]

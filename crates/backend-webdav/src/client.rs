@@ -333,13 +333,23 @@ impl Inner {
         let mut replays = 0;
         loop {
             let method = req.method().as_str().to_owned();
-            let sent = self.auth.authorize(&method, &uri, req.headers_mut());
+            let insecure = || DavError::InsecureBasic {
+                method: name,
+                url: url.to_owned(),
+            };
+            let sent = self
+                .auth
+                .authorize(&method, &uri, req.headers_mut())
+                .map_err(|_| insecure())?;
             let resp = self.http.execute(req).await.map_err(http_err)?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 self.auth.accepted();
                 return Ok(resp);
             }
             let verdict = self.auth.challenged(resp.headers(), &sent);
+            if verdict == Verdict::InsecureBasic {
+                return Err(insecure());
+            }
             // At most two replays: the first answers any new challenge, the second only one
             // that the server called stale (or changed the scheme of). No loop either way.
             let again = match verdict {
@@ -569,6 +579,73 @@ impl Inner {
         // A PROPFIND of the temporary file: there, the MOVE did not happen. Anything else
         // (gone, or no answer) is taken as done, as before this check.
         matches!(self.propfind(temp_url, "0").await, Ok(found) if !found.is_empty())
+    }
+
+    /// How many bytes the body of the `GET` answer `resp` must have, so that a body that ends
+    /// early is an error, never a short file: its `Content-Length`; for a body without one
+    /// that ends when the connection closes (neither a length nor chunked framing marks its
+    /// end), the length its `Content-Range` gives, or else the size a `PROPFIND` of the file
+    /// reports (an ETag that differs from the answer's means it changed meanwhile: transient).
+    /// `None` for a chunked body (the framing marks its end, and a cut one fails in the HTTP
+    /// client) and for a server that reports no size.
+    async fn expected_length(
+        &self,
+        resp: &Response,
+        path: &RelPath,
+        partial: bool,
+        url: &str,
+    ) -> std::result::Result<Option<u64>, DavError> {
+        let headers = resp.headers();
+        if let Some(n) = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            return Ok(Some(n));
+        }
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            return Ok(None);
+        }
+        if partial {
+            // `bytes <first>-<last>/<total>`
+            let range = headers
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes "))
+                .and_then(|v| v.split('/').next())
+                .and_then(|v| v.split_once('-'))
+                .and_then(|(a, b)| {
+                    Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
+                })
+                .filter(|(a, b)| a <= b);
+            return match range {
+                Some((first, last)) => Ok(Some(last - first + 1)),
+                None => Err(DavError::Protocol(format!(
+                    "GET {url}: a partial answer without Content-Length or a usable Content-Range"
+                ))),
+            };
+        }
+        let res = self.lookup(path).await?;
+        let answer_etag = headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(normalize_etag);
+        if let (Some(a), Some(listed)) = (answer_etag, res.etag.as_deref().map(normalize_etag))
+            && a != listed
+        {
+            return Err(DavError::Truncated(format!(
+                "GET {url}: the file changed while it was read (its ETag is {listed} now, the \
+                 answer's was {a}), and the answer carries no length to check it against"
+            )));
+        }
+        if res.size.is_none() {
+            tracing::warn!(
+                url,
+                "the server answered GET without a length and reports no size: the body cannot \
+                 be checked for completeness here"
+            );
+        }
+        Ok(res.size)
     }
 
     /// Makes sure the collection `dir` (the root when `None`) exists, creating missing
@@ -1500,6 +1577,44 @@ impl Drop for TempGuard {
     }
 }
 
+/// Passes `body` on, failing it (transient) when it ends before `expected` bytes or runs past
+/// them: a `GET` body cut short is never a short file.
+fn exact_length(body: ByteStream, expected: u64, url: String, path: String) -> ByteStream {
+    let fail = move |got: u64, ended: bool| {
+        let what = if ended {
+            format!("the body ended after {got} of {expected} bytes")
+        } else {
+            format!("the body ran past its {expected} bytes")
+        };
+        map_error(
+            DavError::Truncated(format!("GET {url}: {what}")),
+            &path,
+            Ctx::Plain,
+        )
+    };
+    stream::unfold((body, 0u64, false), move |(mut body, got, done)| {
+        let fail = fail.clone();
+        async move {
+            if done {
+                return None;
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    let got = got + chunk.len() as u64;
+                    if got > expected {
+                        return Some((Err(fail(got, false)), (body, got, true)));
+                    }
+                    Some((Ok(chunk), (body, got, false)))
+                }
+                Some(Err(e)) => Some((Err(e), (body, got, true))),
+                None if got < expected => Some((Err(fail(got, true)), (body, got, true))),
+                None => None,
+            }
+        }
+    })
+    .boxed()
+}
+
 /// Cuts `skip` bytes off the front of a stream and ends it after `len` bytes: for servers
 /// that answer a range request with the whole file (200), and as a guard on 206 answers.
 fn slice_stream(body: ByteStream, skip: u64, len: u64) -> ByteStream {
@@ -1692,7 +1807,12 @@ impl StorageClient for WebDavClient {
                 ));
             }
         }
+        let expected = match inner.expected_length(&resp, path, partial, &url).await {
+            Ok(n) => n,
+            Err(e) => return Err(map_error(e, path.as_str(), Ctx::Plain)),
+        };
         let owned_path = path.to_string();
+        let url_for_check = url.clone();
         let body: ByteStream = resp
             .bytes_stream()
             .map_err(move |source| {
@@ -1707,6 +1827,10 @@ impl StorageClient for WebDavClient {
                 )
             })
             .boxed();
+        let body = match expected {
+            Some(n) => exact_length(body, n, url_for_check, path.to_string()),
+            None => body,
+        };
         Ok(match &opts.range {
             None => body,
             Some(r) if partial => slice_stream(body, 0, r.end - r.start),

@@ -27,6 +27,14 @@ pub struct WebDavConfig {
     pub mtime_property: bool,
     /// How many `PROPFIND` requests a listing keeps in flight (at least 1; default 4).
     pub list_concurrency: usize,
+    /// Send Basic credentials over plain `http://` too (false by default: a client refuses
+    /// to, with an error, before the password goes out). Only for a network you trust, such
+    /// as loopback. Digest and `https://` are not affected.
+    pub allow_insecure_basic: bool,
+    /// A PEM file of CA certificates to trust for `https://`, besides the platform's trust
+    /// store (for a server whose certificate a private CA signed). Certificates are always
+    /// checked.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for WebDavConfig {
@@ -38,6 +46,8 @@ impl Default for WebDavConfig {
             auth: WebDavAuth::Auto,
             mtime_property: true,
             list_concurrency: 4,
+            allow_insecure_basic: false,
+            ca_file: None,
         }
     }
 }
@@ -51,6 +61,8 @@ impl fmt::Debug for WebDavConfig {
             .field("auth", &self.auth)
             .field("mtime_property", &self.mtime_property)
             .field("list_concurrency", &self.list_concurrency)
+            .field("allow_insecure_basic", &self.allow_insecure_basic)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

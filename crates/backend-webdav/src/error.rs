@@ -39,6 +39,18 @@ pub(crate) enum DavError {
     /// A parent collection vanished between our check and the request; a retry recreates it.
     #[error("{0}")]
     Vanished(String),
+    /// Basic credentials would have gone over plain http, and the user has not opted in.
+    #[error(
+        "{method} {url}: refusing to send the password with HTTP Basic authentication over \
+         plain http:// (anyone on the network path could read it). Use webdavs:// (https), or \
+         a server that offers Digest authentication; on a network you trust (such as \
+         loopback) opt in with {env}=1 (WebDavBuilder::with_allow_insecure_basic)",
+        env = crate::builder::ENV_ALLOW_INSECURE_BASIC
+    )]
+    InsecureBasic { method: &'static str, url: String },
+    /// An answer's body ended before its length (or ran past it): a retry reads it whole.
+    #[error("{0}")]
+    Truncated(String),
     /// A request whose body streamed (and cannot be replayed) met a new authentication
     /// challenge; it is cached, so a retry answers it.
     #[error("{method} {url}: the server asked for authentication anew after the body was sent")]
@@ -68,9 +80,15 @@ pub(crate) fn map_error(err: DavError, path: &str, ctx: Ctx) -> Error {
     };
     let transient = match &err {
         DavError::Http { source, .. } => {
-            source.is_timeout() || source.is_connect() || source.is_request() || source.is_body()
+            // No content coding is enabled, so a decode error is a body the connection cut
+            // short of its length (hyper's incomplete message): a retry reads it whole.
+            source.is_timeout()
+                || source.is_connect()
+                || source.is_request()
+                || source.is_body()
+                || source.is_decode()
         }
-        DavError::Vanished(_) | DavError::Rechallenged { .. } => true,
+        DavError::Vanished(_) | DavError::Truncated(_) | DavError::Rechallenged { .. } => true,
         _ => false,
     };
     let source: syncengine_core::BoxError = Box::new(err);

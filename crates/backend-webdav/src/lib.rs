@@ -6,7 +6,8 @@
 //! use syncengine_core::{RelPath, StorageClientExt};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! // Credentials from SYNCENGINE_WEBDAV_USER / SYNCENGINE_WEBDAV_PASSWORD.
+//! // Credentials from SYNCENGINE_WEBDAV_USER / SYNCENGINE_WEBDAV_PASSWORD (over plain http,
+//! // Basic needs SYNCENGINE_WEBDAV_ALLOW_INSECURE_BASIC=1).
 //! let client = WebDavBuilder::from_env()
 //!     .with_url("webdav://127.0.0.1:8082/notes")
 //!     .build()?;
@@ -34,6 +35,20 @@
 //! - **basic** sends Basic credentials with every request (use `webdavs://` anywhere but
 //!   loopback) and never answers a Digest challenge.
 //! - **digest** answers Digest challenges only.
+//!
+//! **Basic over plain http is refused unless you opt in.** Basic sends the password in the
+//! clear, so a client on an `http://` / `webdav://` URL that would send Basic credentials (in
+//! basic mode, or answering a server that offers only Basic) fails with an error naming the
+//! cause and the fix, and the password never goes out. Use `webdavs://`, or a server that
+//! offers Digest; on a network you trust (such as loopback) opt in with
+//! [`WebDavBuilder::with_allow_insecure_basic`] or `SYNCENGINE_WEBDAV_ALLOW_INSECURE_BASIC=1`
+//! (read by [`WebDavBuilder::from_env`], which the `syncengine` CLI uses). Digest and https
+//! are not affected.
+//!
+//! **Your own CA**: [`WebDavBuilder::with_ca_file`] (or `SYNCENGINE_WEBDAV_CA_FILE`, else
+//! `SSL_CERT_FILE`, read by [`WebDavBuilder::from_env`]) adds the CA certificates of a PEM
+//! file to the platform's trust store for `webdavs://`. Certificates are always checked; a
+//! certificate that does not check out is an error, never retried as transient.
 //!
 //! Upload bodies stream and cannot be replayed after a 401, so before an upload a client
 //! whose credentials the server has not yet accepted makes one `PROPFIND Depth: 0` of the root
@@ -128,6 +143,9 @@
 //!   so the engine deletes nothing there on either side until the user has moved the files
 //!   back. One that is gone by the time it is checked (another machine's run just moved it
 //!   back) makes the path unknown for that run, unless something is listed there.
+//! - **Reads** check the body's length: a `GET` body that ends before its `Content-Length`,
+//!   or (without one, ending when the connection closes) before its `Content-Range` or the
+//!   size a `PROPFIND` of the file reports, fails the read as `Transient`, never a short file.
 //! - **Errors**: 404 `NotFound`, 412 `PreconditionFailed`, 401/403 `PermissionDenied`,
 //!   408/429/5xx and connection failures `Transient`; the rest `Other`.
 
@@ -138,7 +156,9 @@ mod config;
 mod error;
 pub mod multistatus;
 
-pub use builder::{ENV_AUTH, ENV_PASSWORD, ENV_USER, WebDavBuilder};
+pub use builder::{
+    ENV_ALLOW_INSECURE_BASIC, ENV_AUTH, ENV_CA_FILE, ENV_PASSWORD, ENV_USER, WebDavBuilder,
+};
 pub use client::WebDavClient;
 pub use config::{WebDavAuth, WebDavConfig};
 

@@ -34,6 +34,8 @@ fn client_for(url: &str, root: &str, password: &str, auth: WebDavAuth) -> WebDav
         .with_url(format!("{}/{root}", url.trim_end_matches('/')))
         .with_credentials("dav", password)
         .with_auth(auth)
+        // The test servers speak Basic over plain http on loopback.
+        .with_allow_insecure_basic(true)
         .build()
         .unwrap()
 }

@@ -29,6 +29,7 @@ async fn wrong_password_is_permission_denied() {
         let client = WebDavBuilder::new()
             .with_url(format!("{url}/syncengine-tests"))
             .with_credentials("dav", "not-the-password")
+            .with_allow_insecure_basic(true)
             .build()
             .unwrap();
         let err = client.list_all(None).await.unwrap_err();

@@ -99,9 +99,12 @@ pub fn client(server: Server) -> Option<WebDavClient> {
 }
 
 /// A client rooted at `url` (a test server's, or a proxy's in front of it), with the test
-/// servers' credentials unless the environment names others.
+/// servers' credentials unless the environment names others. The servers are on loopback and
+/// speak Basic over plain http, so the client opts in to that.
 pub fn dav(url: &str) -> WebDavClient {
-    let mut builder = WebDavBuilder::from_env().with_url(url);
+    let mut builder = WebDavBuilder::from_env()
+        .with_url(url)
+        .with_allow_insecure_basic(true);
     if std::env::var(syncengine_backend_webdav::ENV_USER).is_err() {
         builder = builder.with_credentials("dav", "davpass");
     }
