@@ -320,10 +320,17 @@ impl Inner {
         url: &str,
     ) -> std::result::Result<Response, DavError> {
         tracing::debug!(method = name, url, "webdav request");
-        let http_err = |source| DavError::Http {
-            method: name,
-            url: url.to_owned(),
-            source,
+        let http_err = |source: reqwest::Error| match crate::error::tls_failure(&source) {
+            Some(reason) => DavError::Tls {
+                method: name,
+                url: url.to_owned(),
+                reason,
+            },
+            None => DavError::Http {
+                method: name,
+                url: url.to_owned(),
+                source,
+            },
         };
         let mut req = rb.build().map_err(http_err)?;
         // The request target as the request line carries it: path and query.

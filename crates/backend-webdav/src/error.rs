@@ -39,6 +39,19 @@ pub(crate) enum DavError {
     /// A parent collection vanished between our check and the request; a retry recreates it.
     #[error("{0}")]
     Vanished(String),
+    /// The TLS connection failed (a certificate that does not check out, most often): not
+    /// transient, a retry meets the same certificate.
+    #[error(
+        "{method} {url}: TLS failed: {reason}. If the server's certificate is signed by your \
+         own CA, trust it with {env}=<PEM file> (WebDavBuilder::with_ca_file) or SSL_CERT_FILE; \
+         certificate checks are never turned off",
+        env = crate::builder::ENV_CA_FILE
+    )]
+    Tls {
+        method: &'static str,
+        url: String,
+        reason: String,
+    },
     /// Basic credentials would have gone over plain http, and the user has not opted in.
     #[error(
         "{method} {url}: refusing to send the password with HTTP Basic authentication over \
@@ -55,6 +68,27 @@ pub(crate) enum DavError {
     /// challenge; it is cached, so a retry answers it.
     #[error("{method} {url}: the server asked for authentication anew after the body was sent")]
     Rechallenged { method: &'static str, url: String },
+}
+
+/// The TLS error somewhere in `err`'s chain of sources, if any (rustls reports through
+/// nested `std::io::Error`s, whose `source` skips the error they wrap, so those are looked
+/// into).
+pub(crate) fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        // An io::Error's `source` skips the error it wraps (often another io::Error).
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }
 
 /// What the failed request was trying to do, where one status means different things.
