@@ -23,6 +23,8 @@ pub async fn apache() -> Option<Arc<dyn StorageClient>> {
             support::fresh_name()
         ))
         .with_credentials("dav", "davpass")
+        // Basic over plain http on loopback: the tests' own server.
+        .with_allow_insecure_basic(true)
         .build()
         .unwrap();
     Some(Arc::new(client))
