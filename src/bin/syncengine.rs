@@ -65,7 +65,11 @@ CREDENTIALS:
   Never on the command line. S3 reads AWS_* (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
   AWS_REGION, AWS_ENDPOINT…), Google Cloud Storage reads GOOGLE_* (GOOGLE_APPLICATION_CREDENTIALS…),
   Azure reads AZURE_* (AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY…); WebDAV and SFTP
-  read SYNCENGINE_* variables (see each backend's documentation).
+  read SYNCENGINE_* variables (see each backend's documentation). WebDAV never sends Basic
+  credentials over plain webdav:// (HTTP) unless SYNCENGINE_WEBDAV_ALLOW_INSECURE_BASIC=1;
+  use webdavs:// or Digest instead. Trust your own CA with SYNCENGINE_WEBDAV_CA_FILE=PEM (or
+  SSL_CERT_FILE); certificate checks stay on. No secret is ever printed: URL passwords,
+  signatures and tokens show as <redacted>.
 
 SAFETY AND RECOVERY:
   Nothing is deleted on the basis of a failed listing. A run that would delete more than
