@@ -41,6 +41,7 @@ use std::sync::Arc;
 
 use syncengine_core::StorageClient;
 use syncengine_core::identity::redact_url;
+use syncengine_core::timeouts::Timeouts;
 
 /// The remote schemes of the CLI contract and the cargo feature that brings each one in.
 const REMOTE_SCHEMES: &[(&str, &str)] = &[
@@ -284,6 +285,22 @@ pub fn normalize_local(path: &Path) -> PathBuf {
 // The inner `match` has only the fallback arm until the first remote backend adds its own.
 #[allow(clippy::match_single_binding)]
 pub fn open(loc: &Location) -> Result<Arc<dyn StorageClient>, LocationError> {
+    let timeouts = Timeouts::from_env().map_err(|reason| LocationError::Invalid {
+        given: loc.to_string(),
+        reason,
+    })?;
+    open_with_timeouts(loc, timeouts)
+}
+
+/// Opens a client for `loc` as [`open`] does, with `timeouts` instead of the ones the
+/// environment gives (`SYNCENGINE_CONTIMEOUT`, `SYNCENGINE_TIMEOUT`); local disk has none.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_with_timeouts(
+    loc: &Location,
+    #[allow(unused_variables)] timeouts: Timeouts,
+) -> Result<Arc<dyn StorageClient>, LocationError> {
     match loc {
         #[cfg(feature = "local")]
         Location::Local(path) => Ok(Arc::new(crate::LocalClient::new(path.clone()))),
@@ -301,9 +318,10 @@ pub fn open(loc: &Location) -> Result<Arc<dyn StorageClient>, LocationError> {
             #[cfg(feature = "gcs")]
             "gs" => open_object_store(_url),
             #[cfg(feature = "webdav")]
-            "webdav" | "webdavs" => open_webdav(_url),
+            "webdav" | "webdavs" => open_webdav(_url, timeouts),
             #[cfg(feature = "sftp")]
             "sftp" => syncengine_backend_sftp::SftpBuilder::from_env()
+                .with_timeouts(timeouts)
                 .with_url(_url.as_str())
                 .build()
                 .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
@@ -347,8 +365,9 @@ fn open_object_store(url: &str) -> Result<Arc<dyn StorageClient>, LocationError>
 /// Opens `webdav://` (HTTP) or `webdavs://` (HTTPS), with credentials from
 /// `SYNCENGINE_WEBDAV_USER` / `SYNCENGINE_WEBDAV_PASSWORD` or `user:password@` in the URL.
 #[cfg(feature = "webdav")]
-fn open_webdav(url: &str) -> Result<Arc<dyn StorageClient>, LocationError> {
+fn open_webdav(url: &str, timeouts: Timeouts) -> Result<Arc<dyn StorageClient>, LocationError> {
     syncengine_backend_webdav::WebDavBuilder::from_env()
+        .with_timeouts(timeouts)
         .with_url(url)
         .build()
         .map(|c| Arc::new(c) as Arc<dyn StorageClient>)

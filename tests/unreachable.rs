@@ -176,3 +176,67 @@ fn passwords_in_urls_stay_out_of_errors_and_trace_logs() {
         );
     }
 }
+
+/// A server that accepts connections and then says nothing: `--contimeout` bounds the SSH
+/// handshake, `--timeout` a WebDAV request without progress; both end in exit 4, promptly.
+#[cfg(all(feature = "sftp", feature = "webdav"))]
+#[test]
+fn a_silent_server_is_given_up_on_after_the_timeouts_given() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept and hold every connection, never answering.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    for (url, flags) in [
+        (
+            format!("sftp://me@127.0.0.1:{port}/x"),
+            ["--contimeout", "2s"],
+        ),
+        (format!("webdav://127.0.0.1:{port}/x"), ["--timeout", "2s"]),
+    ] {
+        let (_tmp, local, state) = local_side();
+        let started = std::time::Instant::now();
+        let out = Command::new(cli::BIN)
+            .arg("sync")
+            .arg(&local)
+            .arg(&url)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(flags)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{url}: {err}");
+        // Retries may repeat the wait a few times; without the flags it would be minutes.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(50),
+            "{url} took {:?}: {err}",
+            started.elapsed()
+        );
+        assert_nothing_changed(&local, &state);
+    }
+}
+
+#[test]
+fn a_timeout_of_nothing_is_a_usage_error() {
+    let (_tmp, local, state) = local_side();
+    let other = local.with_file_name("other");
+    for flag in ["--timeout", "--contimeout"] {
+        let out = Command::new(cli::BIN)
+            .arg("sync")
+            .arg(&local)
+            .arg(&other)
+            .arg("--state-dir")
+            .arg(&state)
+            .args([flag, "0s"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} 0s");
+    }
+}

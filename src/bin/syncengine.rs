@@ -24,6 +24,7 @@ use syncengine::{
 use tokio_util::sync::CancellationToken;
 
 use syncengine::location::{self, Location, LocationError};
+use syncengine::timeouts::Timeouts;
 
 /// Success.
 const EXIT_OK: u8 = 0;
@@ -224,6 +225,15 @@ struct SyncArgs {
     /// planned again by itself, with a note, and the pair remembers it.
     #[arg(long)]
     sort_listings: bool,
+    /// Fail a request to a remote side after this long without progress (no byte sent or
+    /// received), then retry it; never a limit on a whole transfer. Default 5m, or
+    /// SYNCENGINE_TIMEOUT. Units: ms, s, m, h (e.g. 90s, 10m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    timeout: Option<Duration>,
+    /// Give up connecting to a remote side after this long. Default 60s, or
+    /// SYNCENGINE_CONTIMEOUT.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    contimeout: Option<Duration>,
     /// Accept a root that is not the storage this pair last synced with (source, destination
     /// or both): this run ignores the old state, deletes nothing, and records the new root.
     #[arg(long, value_name = "SIDE", value_parser = parse_accept)]
@@ -355,7 +365,24 @@ struct Opened {
 /// Parses a location argument and opens its client; local paths are made absolute (see
 /// [`location::normalize_local`]). A missing local folder is left to the backend, which lists
 /// it as empty and creates it on the first write (so a dry run creates nothing).
-fn open_side(what: &str, arg: &str) -> Result<Opened, (u8, String)> {
+/// Reads a `--timeout`/`--contimeout` value.
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    syncengine::timeouts::parse_duration(text)
+}
+
+/// The timeouts for remote sides: the environment's, then the flags'.
+fn timeouts_of(args: &SyncArgs) -> Result<Timeouts, (u8, String)> {
+    let mut t = Timeouts::from_env().map_err(|e| (EXIT_USAGE, e))?;
+    if let Some(d) = args.timeout {
+        t.idle = d;
+    }
+    if let Some(d) = args.contimeout {
+        t.connect = d;
+    }
+    Ok(t)
+}
+
+fn open_side(what: &str, arg: &str, timeouts: Timeouts) -> Result<Opened, (u8, String)> {
     let mut loc = location::parse(arg).map_err(|e| (EXIT_USAGE, format!("{what}: {e}")))?;
     if let Location::Local(path) = &loc {
         if path.exists() && !path.is_dir() {
@@ -366,7 +393,7 @@ fn open_side(what: &str, arg: &str) -> Result<Opened, (u8, String)> {
         }
         loc = Location::Local(location::normalize_local(path));
     }
-    let client = location::open(&loc).map_err(|e| {
+    let client = location::open_with_timeouts(&loc, timeouts).map_err(|e| {
         let code = match e {
             LocationError::UnknownScheme { .. }
             | LocationError::MissingFeature { .. }
@@ -473,8 +500,9 @@ fn run_sync(args: SyncArgs, verbosity: Verbosity) -> u8 {
 
 /// Builds the pair from the arguments, or returns the exit status and message of the failure.
 fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
-    let source = open_side("source", &args.source)?;
-    let destination = open_side("destination", &args.destination)?;
+    let timeouts = timeouts_of(args)?;
+    let source = open_side("source", &args.source, timeouts)?;
+    let destination = open_side("destination", &args.destination, timeouts)?;
     if let (Some(s), Some(d)) = (
         source.location.local_path(),
         destination.location.local_path(),
@@ -543,7 +571,8 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
         .map_err(|e| (EXIT_USAGE, e))?;
         for side in [Side::Source, Side::Destination] {
             let loc = base.join(side.as_str());
-            let client = location::open(&loc).map_err(|e| (EXIT_USAGE, format!("{flag}: {e}")))?;
+            let client = location::open_with_timeouts(&loc, timeouts)
+                .map_err(|e| (EXIT_USAGE, format!("{flag}: {e}")))?;
             options = options.with_recovery(side, recovery(client));
         }
     }

@@ -67,6 +67,11 @@ impl SftpBuilder {
         if let Some(k) = var(ENV_KNOWN_HOSTS) {
             b = b.with_known_hosts(k);
         }
+        // An unreadable value keeps the default: `location::open` reads the same variables
+        // first and reports it.
+        if let Ok(t) = syncengine_core::timeouts::Timeouts::from_env() {
+            b = b.with_timeouts(t);
+        }
         if let Some(t) = var(ENV_TOFU) {
             b = b.with_trust_on_first_use(matches!(
                 t.to_ascii_lowercase().as_str(),
@@ -126,9 +131,20 @@ impl SftpBuilder {
         self
     }
 
-    /// Sets the time limit for connecting and for each SFTP request (default 30 s).
+    /// Sets the time limit for each SFTP request (default 5 minutes): a chunk of a transfer
+    /// at most, so a limit on time without progress, never on a whole file.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.cfg.timeout = timeout;
+        self
+    }
+
+    /// Sets both limits from a [`Timeouts`](syncengine_core::timeouts::Timeouts): `connect`
+    /// for the TCP connection and SSH handshake, `idle` for each request (see
+    /// [`with_timeout`](SftpBuilder::with_timeout)). [`from_env`](SftpBuilder::from_env)
+    /// reads them from `SYNCENGINE_CONTIMEOUT` and `SYNCENGINE_TIMEOUT`.
+    pub fn with_timeouts(mut self, timeouts: syncengine_core::timeouts::Timeouts) -> Self {
+        self.cfg.connect_timeout = timeouts.connect;
+        self.cfg.timeout = timeouts.idle;
         self
     }
 

@@ -36,7 +36,10 @@ pub struct SftpConfig {
     pub trust_on_first_use: bool,
     /// Most SFTP channels open at once (at least 1).
     pub max_sessions: usize,
-    /// Time limit for connecting, and for each SFTP request.
+    /// Time limit for connecting (TCP and the SSH handshake). Default 60 s.
+    pub connect_timeout: Duration,
+    /// Time limit for each SFTP request (at most one chunk of a transfer: a limit on time
+    /// without progress, never on a whole file). Default 5 minutes.
     pub timeout: Duration,
     /// Use `posix-rename@openssh.com` when the server offers it. Turning it off forces the
     /// portable replace (old file moved aside until the new one is in place); for tests.
@@ -57,7 +60,8 @@ impl Default for SftpConfig {
             known_hosts: None,
             trust_on_first_use: false,
             max_sessions: 4,
-            timeout: Duration::from_secs(30),
+            connect_timeout: syncengine_core::timeouts::Timeouts::default().connect,
+            timeout: syncengine_core::timeouts::Timeouts::default().idle,
             use_posix_rename: true,
         }
     }
@@ -118,6 +122,7 @@ impl fmt::Debug for SftpConfig {
             .field("known_hosts", &self.known_hosts)
             .field("trust_on_first_use", &self.trust_on_first_use)
             .field("max_sessions", &self.max_sessions)
+            .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
             .field("use_posix_rename", &self.use_posix_rename)
             .finish()

@@ -165,7 +165,7 @@ async fn connect(cfg: &Arc<SftpConfig>) -> Result<Conn, SftpError> {
     };
     let addr = (cfg.host.clone(), cfg.port);
     let connected = tokio::time::timeout(
-        cfg.timeout,
+        cfg.connect_timeout,
         client::connect(Arc::new(ssh_config), addr, handler),
     )
     .await;
@@ -184,7 +184,7 @@ async fn connect(cfg: &Arc<SftpConfig>) -> Result<Conn, SftpError> {
         Err(_) => {
             return Err(SftpError::Connect {
                 target,
-                message: format!("timed out after {:?}", cfg.timeout),
+                message: format!("timed out after {:?}", cfg.connect_timeout),
             });
         }
     };

@@ -1,7 +1,5 @@
 //! [`WebDavBuilder`]: turns a URL, credentials and options into a [`WebDavClient`].
 
-use std::time::Duration;
-
 use syncengine_core::{Error, Result};
 use url::Url;
 
@@ -74,6 +72,10 @@ impl WebDavBuilder {
                 }
             }
         }
+        match syncengine_core::timeouts::Timeouts::from_env() {
+            Ok(t) => b.config.timeouts = t,
+            Err(e) => b.env_error = Some(e),
+        }
         b.config.ca_file = [ENV_CA_FILE, "SSL_CERT_FILE"]
             .iter()
             .find_map(|k| std::env::var_os(k).filter(|v| !v.is_empty()))
@@ -90,6 +92,16 @@ impl WebDavBuilder {
             }
         }
         b
+    }
+
+    /// Sets how long to wait for a connection and how long a request may go without progress
+    /// (defaults 60 s and 5 minutes; `SYNCENGINE_CONTIMEOUT` and `SYNCENGINE_TIMEOUT` with
+    /// [`from_env`](WebDavBuilder::from_env)). A download is limited only by time without
+    /// bytes; an upload's request, sent with its body, by `idle` in all: raise it for single
+    /// files that take longer to send.
+    pub fn with_timeouts(mut self, timeouts: syncengine_core::timeouts::Timeouts) -> Self {
+        self.config.timeouts = timeouts;
+        self
     }
 
     /// Starts from a configuration.
@@ -190,8 +202,8 @@ impl WebDavBuilder {
         let http = http
             // Redirects could carry credentials to another origin; no WebDAV method needs them.
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300))
+            .connect_timeout(self.config.timeouts.connect)
+            .read_timeout(self.config.timeouts.idle)
             .user_agent(concat!("syncengine/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Other {

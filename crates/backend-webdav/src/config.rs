@@ -35,6 +35,10 @@ pub struct WebDavConfig {
     /// store (for a server whose certificate a private CA signed). Certificates are always
     /// checked.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Time to connect and time a request may go without progress (see
+    /// [`Timeouts`](syncengine_core::timeouts::Timeouts); defaults 60 s and 5 minutes).
+    #[serde(skip)]
+    pub timeouts: syncengine_core::timeouts::Timeouts,
 }
 
 impl Default for WebDavConfig {
@@ -48,6 +52,7 @@ impl Default for WebDavConfig {
             list_concurrency: 4,
             allow_insecure_basic: false,
             ca_file: None,
+            timeouts: syncengine_core::timeouts::Timeouts::default(),
         }
     }
 }

@@ -53,6 +53,7 @@ pub mod state;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod timeouts;
 pub(crate) mod unknown;
 pub mod verify;
 
