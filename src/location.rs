@@ -41,6 +41,14 @@ use std::sync::Arc;
 
 use syncengine_core::StorageClient;
 use syncengine_core::identity::redact_url;
+#[cfg(any(
+    feature = "s3",
+    feature = "azure",
+    feature = "gcs",
+    feature = "webdav",
+    feature = "sftp"
+))]
+use syncengine_core::redact::REDACTED;
 use syncengine_core::timeouts::Timeouts;
 
 /// The remote schemes of the CLI contract and the cargo feature that brings each one in.
@@ -326,10 +334,10 @@ pub fn open_with_timeouts(
                 .build()
                 .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
                 .map_err(|e| LocationError::Invalid {
-                    given: redact_url(_url),
+                    given: scrub(_url, _url),
                     reason: format!(
                         "not a usable sftp:// URL (sftp://user@host[:port]/path): {}",
-                        redact_url(&e.to_string())
+                        scrub(&e.to_string(), _url)
                     ),
                 }),
             other => Err(missing_feature(other)),
@@ -346,6 +354,33 @@ pub fn open_url(arg: &str) -> Result<Arc<dyn StorageClient>, LocationError> {
     open(&parse(arg)?)
 }
 
+/// `message` (a builder's error about `url`) redacted, and without any piece of the
+/// password `url` carries: a password a builder could not parse (an unencoded `/` in it) may
+/// come back in bits (`bad port "hunt"`) that no pattern recognises.
+#[cfg(any(
+    feature = "s3",
+    feature = "azure",
+    feature = "gcs",
+    feature = "webdav",
+    feature = "sftp"
+))]
+fn scrub(message: &str, url: &str) -> String {
+    let mut out = redact_url(message);
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let token = rest.split(char::is_whitespace).next().unwrap_or_default();
+    if let (Some(colon), Some(at)) = (token.find(':'), token.rfind('@'))
+        && colon < at
+    {
+        let password = &token[colon + 1..at];
+        for piece in std::iter::once(password).chain(password.split(['/', '@', ':', '?', '#'])) {
+            if piece.len() >= 3 {
+                out = out.replace(piece, REDACTED);
+            }
+        }
+    }
+    out
+}
+
 /// Opens `s3://`, `az://` or `gs://` with settings from the store's own environment variables.
 #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
 fn open_object_store(url: &str) -> Result<Arc<dyn StorageClient>, LocationError> {
@@ -353,11 +388,11 @@ fn open_object_store(url: &str) -> Result<Arc<dyn StorageClient>, LocationError>
         .and_then(|b| b.build())
         .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
         .map_err(|e| LocationError::Invalid {
-            given: redact_url(url),
+            given: scrub(url, url),
             reason: format!(
                 "not a usable bucket URL or store configuration (see the AWS_*, \
                  AZURE_STORAGE_* and GOOGLE_* variables): {}",
-                redact_url(&e.to_string())
+                scrub(&e.to_string(), url)
             ),
         })
 }
@@ -372,15 +407,12 @@ fn open_webdav(url: &str, timeouts: Timeouts) -> Result<Arc<dyn StorageClient>, 
         .build()
         .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
         .map_err(|e| {
-            // Never echo a password given in the URL.
-            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
             LocationError::Invalid {
-                given: format!("{scheme}://{host}/{path}"),
+                // Never echo a password given in the URL.
+                given: scrub(url, url),
                 reason: format!(
                     "not a usable WebDAV URL (webdav://host[:port]/path or webdavs://…): {}",
-                    redact_url(&e.to_string())
+                    scrub(&e.to_string(), url)
                 ),
             }
         })

@@ -324,6 +324,8 @@ fn init_logging(verbosity: Verbosity) {
         .with_env_filter(filter)
         .with_writer(|| RedactingStderr(Vec::new()))
         .with_target(matches!(verbosity, Verbosity::Verbose(_)))
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -677,9 +679,14 @@ fn report(
         say!("error: {e}");
     }
     if args.json {
-        match serde_json::to_string(&stats) {
+        // Secrets can only come in through messages: redact those, before serialising (a
+        // redaction of the JSON text could break its quoting, and would alter paths).
+        let mut shown = stats.clone();
+        for w in &mut shown.warnings {
+            *w = syncengine::redact::redact(w).into_owned();
+        }
+        match serde_json::to_string(&shown) {
             Ok(json) => {
-                let json = syncengine::redact::redact(&json);
                 let mut out = std::io::stdout().lock();
                 if writeln!(out, "{json}").and_then(|()| out.flush()).is_err() {
                     return EXIT_FAILED;

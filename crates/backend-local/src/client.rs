@@ -234,7 +234,7 @@ fn symlinked_folder(rel: &str, link: &str) -> Error {
         format!(
             "{link:?} is a symlink: nothing is written, moved or deleted through a symlinked \
              folder inside the root (it may lead outside it); replace the link by the folder \
-             it points to, or exclude {link}"
+             it points to (or, for a folder of your own, exclude it)"
         ),
     )
 }

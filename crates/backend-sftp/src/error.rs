@@ -38,8 +38,8 @@ pub(crate) enum SftpError {
     /// through it. Never retried.
     #[error(
         "{link:?} is a symlink: nothing is written, moved or deleted through a symlinked folder \
-         inside the root (it may lead outside it); replace the link by the folder it points to, \
-         or exclude {link}"
+         inside the root (it may lead outside it); replace the link by the folder it points to \
+         (or, for a folder of your own, exclude it)"
     )]
     SymlinkedFolder { link: String },
     /// The server's data ended (EOF) before the size the file had when it was opened: the

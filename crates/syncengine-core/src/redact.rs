@@ -90,10 +90,23 @@ fn redact_userinfo(text: &str) -> String {
         let start = i + 3;
         out.push_str(&rest[..start]);
         let after = &rest[start..];
-        // The authority ends at the first `/`, `?`, `#` or character that ends the URL.
-        let end = after
+        // The authority ends at the first `/`, `?`, `#` or character that ends the URL. A
+        // password holding an unencoded `/` (a URL a user mistyped, echoed back by the error
+        // that says so) would end it early: when `user:` and an `@` further on in the same URL
+        // say so, the authority runs to that last `@`'s host instead.
+        let token_end = after.find(ends_url).unwrap_or(after.len());
+        let token = &after[..token_end];
+        let mut end = after
             .find(|c: char| matches!(c, '/' | '?' | '#') || ends_url(c))
             .unwrap_or(after.len());
+        if let Some(at) = token.rfind('@')
+            && at > end
+            && token[..end].contains(':')
+        {
+            end = token[at..]
+                .find(['/', '?', '#'])
+                .map_or(token_end, |i| at + i);
+        }
         let authority = &after[..end];
         match authority.rfind('@') {
             Some(at) => match authority[..at].find(':') {
@@ -192,11 +205,24 @@ mod tests {
 
     #[test]
     fn a_password_holding_at_signs_and_slashes_is_replaced_whole() {
-        // The authority ends at the first `/`: a password with `/` must be percent-encoded
-        // to be a URL at all, so this is what a user can type.
         assert_eq!(
             redact("webdav://u:p@ss@host/x"),
             "webdav://u:<redacted>@host/x"
+        );
+        // Not a valid URL (the `/` must be percent-encoded), but what a user may type, and
+        // what the error that refuses it echoes.
+        assert_eq!(
+            redact("invalid location \"webdav://dav:pa/ss@127.0.0.1:8082/x\": bad"),
+            "invalid location \"webdav://dav:<redacted>@127.0.0.1:8082/x\": bad"
+        );
+        assert_eq!(
+            redact("sftp://root:hunt/er2@h:22/p and --backup-dir webdav://d:my/secret@h/b"),
+            "sftp://root:<redacted>@h:22/p and --backup-dir webdav://d:<redacted>@h/b"
+        );
+        // An `@` in a path without `user:` before it is left alone.
+        assert_eq!(
+            redact("s3://bucket/me@example.com/x"),
+            "s3://bucket/me@example.com/x"
         );
     }
 
