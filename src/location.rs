@@ -66,7 +66,7 @@ const REMOTE_SCHEMES: &[(&str, &str)] = &[
 pub enum Location {
     /// A local directory (absolute or relative to the working directory, as given).
     Local(PathBuf),
-    /// A URL of one of [`REMOTE_SCHEMES`].
+    /// A URL of one of the remote schemes (`s3`, `gs`, `az`, `webdav`, `webdavs`, `sftp`).
     Remote {
         /// The scheme, lowercase, without `://`.
         scheme: String,
