@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -189,15 +190,17 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     ///
     /// A root folder that does not exist yet is reachable (a pair's first run fills it); a
     /// missing bucket or container is not. The default reads the first item of the root's
-    /// listing: a missing root ([`Error::NotFound`]) or an unreadable entry
-    /// ([`Error::Unlisted`], which the listing reports in its place) passes, any other
-    /// error fails. Backends whose "not found" can also mean a missing bucket, or that have a
-    /// cheaper probe (one key, `PROPFIND` depth 0, a `stat` of the root), override it.
+    /// listing, with every folder pruned (nothing below the root is read: not the engine's
+    /// own folder, whose stale temps only the engine's pruned listing may note): a missing
+    /// root ([`Error::NotFound`]) or an unreadable entry ([`Error::Unlisted`], which the
+    /// listing reports in its place) passes, any other error fails. Backends whose "not
+    /// found" can also mean a missing bucket, or that have a cheaper probe (one key,
+    /// `PROPFIND` depth 0, a `stat` of the root), override it.
     ///
     /// # Errors
     /// The backend's error, with the server's own reason where it gave one.
     async fn check_access(&self) -> Result<()> {
-        let mut listing = self.list(None);
+        let mut listing = self.list_pruned(None, Arc::new(|_: &RelPath| true));
         match listing.next().await {
             Some(Err(e)) if !e.is_not_found() && !e.is_unlisted() => Err(e),
             _ => Ok(()),
