@@ -48,6 +48,10 @@ pub(crate) struct BigCopy {
     pub(crate) skip_signature: bool,
     /// Objects larger than this are copied in parts; also the part size.
     pub(crate) threshold: u64,
+    /// The bucket's URL, as object_store addresses it (listings go there).
+    pub(crate) bucket_endpoint: String,
+    /// Retries of a listing request that failed for a transient reason.
+    pub(crate) max_retries: usize,
 }
 
 /// What a conditional delete did.

@@ -314,6 +314,20 @@ impl S3Builder {
     }
 }
 
+/// The bucket's URL as object_store's S3 builder derives it: a virtual-hosted endpoint is
+/// the bucket's own; otherwise `endpoint/bucket`.
+#[cfg(feature = "s3")]
+fn bucket_endpoint(c: &S3Config) -> String {
+    let region = c.region.as_deref().unwrap_or("us-east-1");
+    let bucket = &c.bucket;
+    match (&c.endpoint, c.virtual_hosted_style) {
+        (Some(e), true) => e.trim_end_matches('/').to_owned(),
+        (Some(e), false) => format!("{}/{bucket}", e.trim_end_matches('/')),
+        (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+        (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+    }
+}
+
 fn client_options(c: &S3Config) -> object_store::ClientOptions {
     let mut o = object_store::ClientOptions::new().with_allow_http(c.allow_http);
     if let Some(t) = c.request_timeout {
@@ -377,6 +391,8 @@ fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
                 region: c.region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
                 skip_signature: c.skip_signature,
                 threshold: c.multipart_copy_threshold,
+                bucket_endpoint: bucket_endpoint(c),
+                max_retries: c.max_retries,
             };
             Ok((s3, Some(Arc::new(big_copy))))
         }

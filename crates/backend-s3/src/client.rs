@@ -600,6 +600,121 @@ fn take_part(
     parts.into_iter().collect()
 }
 
+/// Why a key (relative to the root, backslashes decoded) cannot be a path here, if it cannot.
+fn odd_key(rel: &str) -> Option<String> {
+    if rel.starts_with('/') {
+        return Some("its key has a `/` right after the root's prefix".into());
+    }
+    if rel.split('/').any(str::is_empty) {
+        return Some("its key has an empty segment (`//`)".into());
+    }
+    if rel.split('/').any(|s| s == "." || s == "..") {
+        return Some("its key has a `.` or `..` segment".into());
+    }
+    if rel.chars().any(char::is_control) {
+        return Some("its key has a control character".into());
+    }
+    RelPath::new(rel)
+        .err()
+        .map(|e| format!("its key is not a valid path: {e}"))
+}
+
+/// An S3 listing from raw keys ([`crate::raw_list`]): a zero-byte key ending in `/` is a
+/// folder marker and left out (the root's own included); a key that cannot be a path here
+/// (see [`odd_key`], and an object with content whose key ends in `/`) is reported as an
+/// unknown path under its own name, where it sorts, and the listing goes on: it is never
+/// read as another path (`a//b` is not `a/b`). Everything else lists as a file.
+#[cfg(feature = "s3")]
+fn raw_metas(
+    raw: Arc<BigCopy>,
+    backend: &'static str,
+    request_prefix: String,
+    strip: String,
+    decode: bool,
+) -> futures::stream::BoxStream<'static, Result<Option<(RelPath, ObjectMeta)>>> {
+    // (next token, done)
+    let pages = stream::try_unfold((None::<String>, false), move |(token, done)| {
+        let raw = raw.clone();
+        let request_prefix = request_prefix.clone();
+        async move {
+            if done {
+                return Ok(None);
+            }
+            let page = raw
+                .list_page(&request_prefix, token.as_deref())
+                .await
+                .map_err(|e| StoreError::Store(e).into_core(backend, ""))?;
+            let done = page.next.is_none();
+            Ok::<_, Error>(Some((page.objects, (page.next, done))))
+        }
+    });
+    pages
+        .map_ok(|objects| stream::iter(objects.into_iter().map(Ok::<_, Error>)))
+        .try_flatten()
+        .map(move |item| {
+            let object = item?;
+            let key = object.key.as_str();
+            let Some(rel_raw) = key.strip_prefix(strip.as_str()) else {
+                return Err(StoreError::BadKey {
+                    key: key.to_owned(),
+                    reason: "outside the client's prefix".into(),
+                }
+                .into_core(backend, ""));
+            };
+            if rel_raw.is_empty() || rel_raw.ends_with('/') {
+                if object.size == 0 {
+                    // A folder marker: not a file.
+                    return Ok(None);
+                }
+                let why = "an object with content whose key ends in `/` (a folder's name)";
+                return Err(if rel_raw.is_empty() {
+                    Error::unlisted_contents(backend, "", why)
+                } else {
+                    Error::unlisted(backend, rel_raw, why)
+                });
+            }
+            let rel = if decode {
+                decode_backslash(rel_raw)
+            } else {
+                rel_raw.into()
+            };
+            if let Some(why) = odd_key(&rel) {
+                tracing::warn!(key, reason = %why, "skipping an object key that cannot be a path");
+                return Err(Error::unlisted(
+                    backend,
+                    rel_raw,
+                    format!("{why}; the object is left alone"),
+                ));
+            }
+            let location = match Path::parse(key) {
+                Ok(p) if p.as_ref() == key => p,
+                _ => {
+                    return Err(Error::unlisted(
+                        backend,
+                        rel_raw,
+                        "its key is not a valid object path; the object is left alone",
+                    ));
+                }
+            };
+            let rel = RelPath::new(rel.into_owned()).map_err(|e| {
+                StoreError::BadKey {
+                    key: key.to_owned(),
+                    reason: e.to_string(),
+                }
+                .into_core(backend, "")
+            })?;
+            let meta = ObjectMeta {
+                location,
+                last_modified: object.last_modified,
+                size: object.size,
+                e_tag: object.e_tag,
+                version: None,
+            };
+            Ok(Some((rel, meta)))
+        })
+        .boxed()
+}
+
 #[async_trait]
 impl StorageClient for S3Client {
     fn backend(&self) -> &'static str {
@@ -687,34 +802,58 @@ impl StorageClient for S3Client {
         };
         let this = self.clone();
         let decode = self.config.encode_backslash;
-        let root_marker = root.clone();
-        let metas = self.store.list(list_prefix.as_ref()).map(move |item| {
-            let meta = item.map_err(|e| StoreError::Store(e).into_core(backend, ""))?;
-            let key = meta.location.as_ref();
-            // The prefix's own folder marker (`root/`), parsed to `root`: not a file.
-            if !root_marker.is_empty() && key == root_marker && meta.size == 0 {
-                return Ok(None);
-            }
-            let rel = key
-                .strip_prefix(strip.as_str())
-                .ok_or_else(|| StoreError::BadKey {
-                    key: key.to_owned(),
-                    reason: "outside the client's prefix".into(),
-                })
-                .and_then(|r| {
-                    let r = if decode {
-                        decode_backslash(r)
-                    } else {
-                        r.into()
+        // S3: keys come raw (see [`crate::raw_list`]), so markers and keys that cannot be a
+        // path here are told apart by their own names.
+        #[cfg(feature = "s3")]
+        let raw = self.big_copy.clone();
+        #[cfg(not(feature = "s3"))]
+        let raw: Option<()> = None;
+        let metas: futures::stream::BoxStream<'static, Result<Option<(RelPath, ObjectMeta)>>> =
+            match raw {
+                #[cfg(feature = "s3")]
+                Some(raw) => {
+                    let request_prefix = match &list_prefix {
+                        Some(p) => format!("{p}/"),
+                        None => String::new(),
                     };
-                    RelPath::new(r.into_owned()).map_err(|e| StoreError::BadKey {
-                        key: key.to_owned(),
-                        reason: e.to_string(),
-                    })
-                })
-                .map_err(|e| e.into_core(backend, ""))?;
-            Ok::<_, Error>(Some((rel, meta)))
-        });
+                    raw_metas(raw, backend, request_prefix, strip, decode)
+                }
+                _ => {
+                    let root_marker = root.clone();
+                    self.store
+                        .list(list_prefix.as_ref())
+                        .map(move |item| {
+                            let meta =
+                                item.map_err(|e| StoreError::Store(e).into_core(backend, ""))?;
+                            let key = meta.location.as_ref();
+                            // The prefix's own folder marker (`root/`), parsed to `root`: not
+                            // a file.
+                            if !root_marker.is_empty() && key == root_marker && meta.size == 0 {
+                                return Ok(None);
+                            }
+                            let rel = key
+                                .strip_prefix(strip.as_str())
+                                .ok_or_else(|| StoreError::BadKey {
+                                    key: key.to_owned(),
+                                    reason: "outside the client's prefix".into(),
+                                })
+                                .and_then(|r| {
+                                    let r = if decode {
+                                        decode_backslash(r)
+                                    } else {
+                                        r.into()
+                                    };
+                                    RelPath::new(r.into_owned()).map_err(|e| StoreError::BadKey {
+                                        key: key.to_owned(),
+                                        reason: e.to_string(),
+                                    })
+                                })
+                                .map_err(|e| e.into_core(backend, ""))?;
+                            Ok::<_, Error>(Some((rel, meta)))
+                        })
+                        .boxed()
+                }
+            };
         let metas = metas.try_filter_map(|item| futures::future::ready(Ok(item)));
         // Folder markers (`photos/`, zero bytes: the AWS and GCS consoles' "Create folder",
         // many GUIs) are not files. object_store parses keys into paths and drops the
@@ -726,6 +865,7 @@ impl StorageClient for S3Client {
         //   same name, two tools marking folders differently): see [`MarkerTwins`].
         // Objects with content are HEADed only where mtimes come from metadata.
         let with_mtime = self.config.mtime_from_metadata;
+        let raw_keys = self.big_copy.is_some();
         let mut twins = MarkerTwins::default();
         let entries: EntryStream = metas
             .map(move |item| {
@@ -734,7 +874,7 @@ impl StorageClient for S3Client {
                     let (rel, meta) = item?;
                     let zero = meta.size == 0;
                     let listed = |e: Entry| Ok(Some((e, zero, meta.location.clone())));
-                    if !with_mtime && !zero {
+                    if !with_mtime && (!zero || raw_keys) {
                         return listed(this.entry(rel, &meta, None));
                     }
                     let head = if with_mtime {
@@ -761,13 +901,13 @@ impl StorageClient for S3Client {
                 futures::future::ready(Ok(kept))
             })
             .boxed();
-        // The contract: after the first error the stream ends.
+        // The contract: after the first error the stream ends (an unknown path is not one).
         entries
             .scan(false, |failed, item| {
                 let out = if *failed {
                     None
                 } else {
-                    *failed = item.is_err();
+                    *failed = item.as_ref().is_err_and(|e| !e.is_unlisted());
                     Some(item)
                 };
                 futures::future::ready(out)

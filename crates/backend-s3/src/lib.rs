@@ -58,16 +58,20 @@
 //!   every part and check it again before completing: a source replaced midway aborts the
 //!   copy.
 //! - **Folder markers** (zero-byte objects named `folder/`, made by the AWS and GCS consoles
-//!   and many GUIs) are not listed: they are not files. object_store drops the trailing `/`
-//!   of listed keys, so each zero-byte object costs one HEAD in a listing to tell a marker
-//!   from an empty file of the same name. A marker next to an object of its name (`photos`
-//!   and `photos/`, two tools marking folders differently) lists right after it in key order
-//!   and is left out; the object is listed once. Only zero-byte entries are ever left out,
-//!   and only when no object of that name exists or it is already listed, so a marker never
-//!   hides a file (the engine would read that as a delete). On a server that lists out of key
-//!   order, such a pair can still stop the run as a repeated path (SeaweedFS cannot hold one:
-//!   a file and a folder of one name exclude each other there). A key with an empty segment
-//!   (`a//b`) still fails the whole listing: object_store rejects the page that holds it.
+//!   and many GUIs, the root prefix's own `prefix/` included) are not listed: they are not
+//!   files. On S3 the listing reads raw keys (its own `ListObjectsV2`, with
+//!   `encoding-type=url`), so a marker is told by its trailing `/` at no extra cost. Azure
+//!   and GCS list through object_store, which drops the trailing `/` of listed keys: there
+//!   each zero-byte object costs one HEAD in a listing to tell a marker from an empty file of
+//!   the same name, and a marker next to an object of its name (`photos` and `photos/`) lists
+//!   right after it in key order and is left out; the object is listed once.
+//! - **Keys that cannot be a path here** (S3): an empty segment (`a//b`), a `.` or `..`
+//!   segment, a `/` right after the root's prefix, a control character, or an object with
+//!   content whose key ends in `/`. Each is reported as an unknown path
+//!   ([`Error::Unlisted`](syncengine_core::Error), under its own name, where it sorts) and
+//!   the listing goes on: the engine leaves the object alone, syncs the rest and reports it;
+//!   it is never read as another path (`a//b` is not `a/b`). On Azure and GCS such a key
+//!   still fails the whole listing: object_store rejects the page that holds it.
 //! - **Deletes** of missing objects are `Ok` on every store (Azure's 404 included).
 //! - **Listing order**: AWS S3, MinIO, moto, Azure and GCS list in byte order. Servers that do
 //!   not (SeaweedFS) must be declared with [`S3Builder::with_ordered_listing`]`(false)` (or
@@ -102,6 +106,8 @@ mod client;
 mod config;
 mod error;
 pub mod mtime;
+#[cfg(feature = "s3")]
+mod raw_list;
 
 pub use builder::S3Builder;
 pub use client::S3Client;

@@ -1,0 +1,260 @@
+//! S3 listings that see every key as the server stores it.
+//!
+//! object_store parses each listed key into its `Path`, which drops a trailing `/` (a folder
+//! marker `photos/` lists as `photos`), strips a leading `/` (`prefix//x` would list as
+//! `prefix/x`) and rejects a whole page for one key with an empty, `.` or `..` segment or a
+//! control character — so one odd key would stop every run of the root. This module sends
+//! `ListObjectsV2` itself (signed with object_store's [`AwsAuthorizer`], sent with the same
+//! HTTP client as [`BigCopy`]'s requests) and hands back raw keys, which the client then
+//! sorts into files, folder markers and keys that cannot be a path here.
+//!
+//! Keys are requested with `encoding-type=url` (XML cannot carry most control characters)
+//! and decoded only when the server says it encoded them.
+
+use chrono::{DateTime, Utc};
+use object_store::aws::AwsAuthorizer;
+use object_store::client::HttpRequestBody;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, utf8_percent_encode};
+use serde::Deserialize;
+
+use crate::big_copy::BigCopy;
+
+/// Everything but the unreserved characters (`A-Z a-z 0-9 - _ . ~`), as SigV4 encodes.
+const STRICT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// One listed object, its key exactly as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct RawObject {
+    pub(crate) key: String,
+    pub(crate) size: u64,
+    pub(crate) last_modified: DateTime<Utc>,
+    pub(crate) e_tag: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug)]
+pub(crate) struct RawPage {
+    pub(crate) objects: Vec<RawObject>,
+    /// The token of the next page; `None` on the last one.
+    pub(crate) next: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListBucketResult {
+    #[serde(default)]
+    contents: Vec<Contents>,
+    #[serde(default)]
+    is_truncated: Option<bool>,
+    #[serde(default)]
+    next_continuation_token: Option<String>,
+    #[serde(default)]
+    encoding_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Contents {
+    key: String,
+    size: u64,
+    last_modified: String,
+    #[serde(default, rename = "ETag")]
+    e_tag: Option<String>,
+}
+
+fn generic(msg: impl Into<String>) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "S3",
+        source: msg.into().into(),
+    }
+}
+
+/// Decodes a key listed with `encoding-type=url` (`+` is a space, as AWS's SDKs read it).
+fn url_decode(key: &str) -> Result<String, std::str::Utf8Error> {
+    let plus = key.replace('+', " ");
+    percent_decode(plus.as_bytes())
+        .decode_utf8()
+        .map(|c| c.into_owned())
+}
+
+/// Parses one `ListObjectsV2` answer.
+fn parse_page(body: &[u8]) -> object_store::Result<RawPage> {
+    let text = String::from_utf8_lossy(body);
+    let page: ListBucketResult = quick_xml::de::from_str(&text)
+        .map_err(|e| generic(format!("unreadable ListObjectsV2 answer: {e}")))?;
+    let encoded = page
+        .encoding_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("url"));
+    let decode = |s: String| -> object_store::Result<String> {
+        if encoded {
+            url_decode(&s).map_err(|e| generic(format!("listed key {s:?} is not UTF-8: {e}")))
+        } else {
+            Ok(s)
+        }
+    };
+    let mut objects = Vec::with_capacity(page.contents.len());
+    for c in page.contents {
+        let last_modified = DateTime::parse_from_rfc3339(&c.last_modified)
+            .map_err(|e| generic(format!("bad LastModified {:?}: {e}", c.last_modified)))?
+            .with_timezone(&Utc);
+        objects.push(RawObject {
+            key: decode(c.key)?,
+            size: c.size,
+            last_modified,
+            e_tag: c.e_tag,
+        });
+    }
+    let next = match (page.is_truncated, page.next_continuation_token) {
+        (Some(false), _) => None,
+        // Continuation tokens are opaque and never URL-encoded.
+        (_, Some(t)) if !t.is_empty() => Some(t),
+        (Some(true), _) => {
+            return Err(generic(
+                "ListObjectsV2 answer is truncated but has no continuation token",
+            ));
+        }
+        _ => None,
+    };
+    Ok(RawPage { objects, next })
+}
+
+impl BigCopy {
+    /// Lists one page of keys that start with `prefix` (raw, not a `Path`), after the page
+    /// of `token`. Retries connection failures, 429 and 5xx answers like object_store does.
+    pub(crate) async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+    ) -> object_store::Result<RawPage> {
+        let mut attempt = 0;
+        loop {
+            match self.list_page_once(prefix, token).await {
+                Err((e, retry)) if retry && attempt < self.max_retries => {
+                    attempt += 1;
+                    let wait = std::time::Duration::from_millis(100 << attempt.min(5));
+                    tracing::debug!(error = %e, attempt, "retrying ListObjectsV2");
+                    tokio::time::sleep(wait).await;
+                }
+                Err((e, _)) => return Err(e),
+                Ok(page) => return Ok(page),
+            }
+        }
+    }
+
+    /// One request; on failure also whether it is worth retrying.
+    async fn list_page_once(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+    ) -> Result<RawPage, (object_store::Error, bool)> {
+        // The query in SigV4's canonical order and encoding.
+        let enc = |v: &str| utf8_percent_encode(v, STRICT).to_string();
+        let mut query = String::new();
+        if let Some(t) = token {
+            query.push_str(&format!("continuation-token={}&", enc(t)));
+        }
+        query.push_str("encoding-type=url&list-type=2");
+        if !prefix.is_empty() {
+            query.push_str(&format!("&prefix={}", enc(prefix)));
+        }
+        let url = format!("{}?{query}", self.bucket_endpoint);
+        let mut request = http::Request::builder()
+            .method(http::Method::GET)
+            .uri(url.as_str())
+            .body(HttpRequestBody::empty())
+            .map_err(|e| (generic(format!("building ListObjectsV2: {e}")), false))?;
+        if !self.skip_signature {
+            let credential = self
+                .s3
+                .credentials()
+                .get_credential()
+                .await
+                .map_err(|e| (e, false))?;
+            AwsAuthorizer::new(&credential, "s3", &self.region)
+                .try_authorize(&mut request, None)
+                .map_err(|e| (e, false))?;
+        }
+        let response = match self.http.execute(request).await {
+            Ok(r) => r,
+            // Keeps the HTTP error as the source, so a lost connection stays transient.
+            Err(e) => {
+                return Err((
+                    object_store::Error::Generic {
+                        store: "S3",
+                        source: Box::new(e),
+                    },
+                    true,
+                ));
+            }
+        };
+        let status = response.status();
+        let body = match response.into_body().bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Err((
+                    object_store::Error::Generic {
+                        store: "S3",
+                        source: Box::new(e),
+                    },
+                    true,
+                ));
+            }
+        };
+        if status.is_success() {
+            return parse_page(&body).map_err(|e| (e, false));
+        }
+        let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+        let msg = format!(
+            "ListObjectsV2 of {prefix:?} failed: status code: {}: {text}",
+            status.as_u16()
+        );
+        let retry = status.as_u16() == 429 || status.is_server_error();
+        let err = match status {
+            http::StatusCode::FORBIDDEN => object_store::Error::PermissionDenied {
+                path: prefix.to_owned(),
+                source: msg.into(),
+            },
+            http::StatusCode::UNAUTHORIZED => object_store::Error::Unauthenticated {
+                path: prefix.to_owned(),
+                source: msg.into(),
+            },
+            _ => generic(msg),
+        };
+        Err((err, retry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_parse_and_decode() {
+        let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><IsTruncated>true</IsTruncated><Contents><Key>p//lead</Key><LastModified>2026-12-03T06:30:33.000Z</LastModified><ETag>&quot;d41d8cd98f00b204e9800998ecf8427e&quot;</ETag><Size>0</Size></Contents><Contents><Key>p/ctl%01x+y%2B</Key><LastModified>2026-12-03T06:30:33Z</LastModified><Size>6</Size></Contents><EncodingType>url</EncodingType><NextContinuationToken>tok</NextContinuationToken></ListBucketResult>"#;
+        let page = parse_page(xml).unwrap();
+        let keys: Vec<_> = page.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["p//lead", "p/ctl\u{1}x y+"]);
+        assert_eq!(
+            page.objects[0].e_tag.as_deref(),
+            Some("\"d41d8cd98f00b204e9800998ecf8427e\"")
+        );
+        assert_eq!(page.objects[1].size, 6);
+        assert_eq!(page.next.as_deref(), Some("tok"));
+        // Not encoded: keys stay as they are.
+        let xml = br#"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>a+b%41</Key><LastModified>2026-12-03T06:30:33Z</LastModified><Size>1</Size></Contents></ListBucketResult>"#;
+        let page = parse_page(xml).unwrap();
+        assert_eq!(page.objects[0].key, "a+b%41");
+        assert!(page.next.is_none());
+        // An empty listing.
+        let page =
+            parse_page(b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>")
+                .unwrap();
+        assert!(page.objects.is_empty() && page.next.is_none());
+    }
+}
