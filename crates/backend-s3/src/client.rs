@@ -10,8 +10,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use object_store::path::Path;
 use object_store::{
-    Attributes, CopyMode, CopyOptions, GetOptions, GetRange, MultipartUpload, ObjectMeta,
-    ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    Attribute, Attributes, CopyMode, CopyOptions, GetOptions, GetRange, MultipartUpload,
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
     UpdateVersion,
 };
 use syncengine_core::entry::md5_of_etag;
@@ -600,6 +600,14 @@ fn take_part(
     parts.into_iter().collect()
 }
 
+/// The Content-Type an upload of `path` carries, from its file name's extension
+/// (`index.html` → `text/html`); `application/octet-stream` when unknown.
+fn content_type(path: &RelPath) -> &'static str {
+    mime_guess::from_path(path.as_str())
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+}
+
 /// Why a key (relative to the root, backslashes decoded) cannot be a path here, if it cannot.
 fn odd_key(rel: &str) -> Option<String> {
     if rel.starts_with('/') {
@@ -980,10 +988,11 @@ impl StorageClient for S3Client {
         // conditional on the ETag the HEAD gave.
         let opts = checked_by_etag(self, path, opts).await?;
         let key = self.key(path)?;
-        let attributes = opts
+        let mut attributes = opts
             .mtime
             .map(|t| mtime::attributes(self.config.kind, t))
             .unwrap_or_default();
+        attributes.insert(Attribute::ContentType, content_type(path).into());
         let part_size = self.config.part_size;
         // Hash what is sent. Where the ETag is not an MD5 (Azure, GCS, multipart uploads) the
         // entry the engine records in its base then still carries the MD5, which is what
@@ -1226,6 +1235,16 @@ mod tests {
                 true, false, true, true, true, false, true, true, true, true, true
             ]
         );
+    }
+
+    #[test]
+    fn content_types_come_from_the_name() {
+        let ct = |p: &str| content_type(&RelPath::new(p).unwrap());
+        assert_eq!(ct("site/index.html"), "text/html");
+        assert_eq!(ct("a/style.CSS"), "text/css");
+        assert_eq!(ct("p.jpg"), "image/jpeg");
+        assert_eq!(ct("noext"), "application/octet-stream");
+        assert_eq!(ct("x.unknownext"), "application/octet-stream");
     }
 
     #[test]

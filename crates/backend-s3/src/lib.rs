@@ -26,6 +26,10 @@
 //!   one is a multipart upload with at most `parts_in_flight` parts uploading (memory is
 //!   about `part_size × (parts_in_flight + 1)`). A body error, a server error or a dropped
 //!   write future aborts the upload, so no parts remain.
+//! - **Content-Type**: every upload (single PUT or multipart) carries one guessed from the
+//!   file name's extension (`index.html` → `text/html`), `application/octet-stream` when
+//!   unknown, so a site published with the mirror mode serves HTML as HTML. Server-side
+//!   copies (renames, the trash) keep the source's.
 //! - **Conditional writes**: `WriteMode::Create` and `Update(etag)` map to object_store's
 //!   `PutMode::Create`/`Update` for single PUTs. object_store has no conditional multipart
 //!   complete, so for multipart bodies the condition is checked with a HEAD before the upload
