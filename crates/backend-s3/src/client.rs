@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -42,6 +43,10 @@ pub struct S3Client {
     config: Arc<S3Config>,
     /// S3 only: copies objects larger than CopyObject allows.
     big_copy: Option<Arc<BigCopy>>,
+    /// Set once an upload's single-part ETag was not the MD5 of what was sent (SSE-KMS,
+    /// SSE-C, a server that never sends MD5s): ETags are then not taken for MD5s any more,
+    /// by this client and its clones.
+    etag_not_md5: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for S3Client {
@@ -183,6 +188,33 @@ impl S3Client {
             store,
             config: Arc::new(config),
             big_copy,
+            etag_not_md5: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether single-part ETags are taken for the content's MD5: the configured
+    /// [`S3Config::etag_is_md5`], until an upload showed otherwise.
+    pub fn etag_is_md5(&self) -> bool {
+        self.config.etag_is_md5 && !self.etag_not_md5.load(Ordering::Relaxed)
+    }
+
+    /// Checks the ETag of a single PUT against the MD5 of what was sent: one that has an
+    /// MD5's form but another value turns [`Self::etag_is_md5`] off for good.
+    fn check_put_etag(&self, etag: Option<&str>, md5: &[u8; 16]) {
+        if !self.etag_is_md5() {
+            return;
+        }
+        if let Some(ContentHash::Md5(listed)) = etag.and_then(md5_of_etag)
+            && &listed != md5
+            && !self.etag_not_md5.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                client = %self,
+                "this bucket's ETags are not MD5s of the content (SSE-KMS or SSE-C \
+                 encryption?): they are no longer taken for hashes; set \
+                 SYNCENGINE_S3_ETAG_IS_MD5=0 (S3Builder::with_etag_is_md5(false)) to say so \
+                 from the start"
+            );
         }
     }
 
@@ -233,7 +265,7 @@ impl S3Client {
             .unwrap_or_else(|| whole_seconds(meta.last_modified.into()));
         e = e.with_mtime(mtime);
         if let Some(tag) = &meta.e_tag {
-            if self.config.etag_is_md5
+            if self.etag_is_md5()
                 && let Some(h) = md5_of_etag(tag)
             {
                 e = e.with_hash(h);
@@ -367,7 +399,7 @@ impl S3Client {
         if source.size != copy.size {
             return false;
         }
-        if !self.config.etag_is_md5 {
+        if !self.etag_is_md5() {
             return true;
         }
         let source_md5 = source.e_tag.as_deref().and_then(md5_of_etag);
@@ -384,7 +416,7 @@ impl S3Client {
     /// object, and taking it for the copy would delete the only copy of the source.
     async fn landed_copy(&self, to: &RelPath, source: &ObjectMeta) -> Option<Entry> {
         let source_md5 = source.e_tag.as_deref().and_then(md5_of_etag)?;
-        if !self.config.etag_is_md5 {
+        if !self.etag_is_md5() {
             return None;
         }
         let key = self.key(to).ok()?;
@@ -771,13 +803,13 @@ impl StorageClient for S3Client {
         } else {
             Duration::from_secs(1)
         };
-        caps.listed_hash = c.etag_is_md5.then_some(HashKind::Md5);
+        caps.listed_hash = self.etag_is_md5().then_some(HashKind::Md5);
         caps.etag = true;
         // S3 single-part ETags are MD5s unless SSE-KMS/SSE-C (configured off then); multipart
         // ETags (`…-N`) never count, by their form. Azure ETags are opaque and GCS ones are
         // not MD5s for composite objects, which carry no marker: the builder keeps this off
         // for both.
-        caps.etag_is_md5 = c.etag_is_md5;
+        caps.etag_is_md5 = self.etag_is_md5();
         caps.server_side_copy = true;
         caps.native_rename = false;
         caps.conditional_write = true;
@@ -1054,7 +1086,11 @@ impl StorageClient for S3Client {
                         result = self.store.put_opts(&key, payload, put).await;
                     }
                     return match result {
-                        Ok(r) => Ok(written_entry(total, r.e_tag, hasher.finalize().into())),
+                        Ok(r) => {
+                            let md5: [u8; 16] = hasher.finalize().into();
+                            self.check_put_etag(r.e_tag.as_deref(), &md5);
+                            Ok(written_entry(total, r.e_tag, md5))
+                        }
                         // If-Match on a missing object answers 404 on some servers.
                         Err(object_store::Error::NotFound { .. })
                             if matches!(opts.mode, WriteMode::Update(_)) =>

@@ -46,8 +46,11 @@
 //!   listed object, and then promises `set_mtime`.
 //! - **Hashes**: a single-part S3 ETag is the content's MD5 and is reported as such
 //!   (`Capabilities::etag_is_md5`); a multipart ETag (`…-N`) never is, nor any ETag with
-//!   `with_etag_is_md5(false)`, which buckets with SSE-KMS or SSE-C encryption need. Azure
-//!   ETags are opaque and GCS ones are not MD5s for composite objects (which carry no marker):
+//!   `with_etag_is_md5(false)` (`SYNCENGINE_S3_ETAG_IS_MD5=0`), which buckets with SSE-KMS
+//!   or SSE-C encryption need. Where it is not declared, the client finds out from its first
+//!   single-part upload whose ETag is not the MD5 of what it sent, and from then on (it and
+//!   its clones, see [`S3Client::etag_is_md5`]) takes no ETag for a hash; listings made
+//!   before that upload still did. Azure ETags are opaque and GCS ones are not MD5s for composite objects (which carry no marker):
 //!   Azure and GCS entries carry no hash, and their ETags are version tokens only.
 //! - **Copy and rename** are server-side copies (rename = copy + delete). On S3 a copy without
 //!   overwrite checks the target with a HEAD first (S3 has no conditional copy that keeps the
