@@ -274,6 +274,13 @@ impl S3Builder {
         self
     }
 
+    /// Sets the budget of upload part buffers shared by all uploads of the client (see
+    /// [`S3Config::upload_buffer`]; default [`DEFAULT_UPLOAD_BUFFER`](crate::DEFAULT_UPLOAD_BUFFER)).
+    pub fn with_upload_buffer(mut self, bytes: usize) -> Self {
+        self.config.upload_buffer = bytes.max(1);
+        self
+    }
+
     /// S3 only: copies objects larger than `bytes` (default and maximum 5 GiB, S3's
     /// CopyObject limit; at least 5 MiB) server-side as a multipart upload of `UploadPartCopy`
     /// parts of that size. Moves and the trash on S3 are copies, so this is what lets them

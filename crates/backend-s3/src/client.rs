@@ -22,6 +22,7 @@ use syncengine_core::{
     ReadOptions, RelPath, Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
     checked_by_etag,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::big_copy::BigCopy;
@@ -32,6 +33,46 @@ use crate::mtime;
 /// How many HEAD requests a listing runs at once (mtime metadata; zero-byte objects, which
 /// may be folder markers).
 const METADATA_HEADS_IN_FLIGHT: usize = 16;
+
+/// The largest upload budget (a tokio semaphore's limit, and `u32` permits per request).
+const MAX_BUDGET: usize = u32::MAX as usize;
+
+/// Holds at least `want` bytes of the upload budget in `held` (never more than the whole
+/// budget, `total`). Takes what is free at once; otherwise gives back what it holds before it
+/// waits for the whole amount, so uploads never wait on each other while holding part of
+/// the budget (no deadlock; the bytes already buffered are then briefly unaccounted).
+async fn reserve(
+    budget: &Arc<Semaphore>,
+    total: usize,
+    held: &mut Option<OwnedSemaphorePermit>,
+    want: usize,
+) -> Result<()> {
+    let want = want.min(total);
+    let have = held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+    if have >= want {
+        return Ok(());
+    }
+    let more = u32::try_from(want - have).unwrap_or(u32::MAX);
+    let closed = |_| Error::other("s3", "", "the upload buffer budget was closed");
+    match budget.clone().try_acquire_many_owned(more) {
+        Ok(p) => match held {
+            Some(h) => h.merge(p),
+            None => *held = Some(p),
+        },
+        Err(_) => {
+            drop(held.take());
+            let all = u32::try_from(want).unwrap_or(u32::MAX);
+            *held = Some(
+                budget
+                    .clone()
+                    .acquire_many_owned(all)
+                    .await
+                    .map_err(closed)?,
+            );
+        }
+    }
+    Ok(())
+}
 
 /// A [`StorageClient`] for one bucket (or container) and prefix on S3, Azure Blob or GCS.
 ///
@@ -47,6 +88,9 @@ pub struct S3Client {
     /// SSE-C, a server that never sends MD5s): ETags are then not taken for MD5s any more,
     /// by this client and its clones.
     etag_not_md5: Arc<AtomicBool>,
+    /// The bytes all uploads of this client (and its clones) may hold in part buffers at
+    /// once: [`S3Config::upload_buffer`] permits, one per byte.
+    upload_budget: Arc<Semaphore>,
 }
 
 impl fmt::Debug for S3Client {
@@ -186,9 +230,10 @@ impl S3Client {
     ) -> Self {
         S3Client {
             store,
-            config: Arc::new(config),
             big_copy,
             etag_not_md5: Arc::new(AtomicBool::new(false)),
+            upload_budget: Arc::new(Semaphore::new(config.upload_buffer.clamp(1, MAX_BUDGET))),
+            config: Arc::new(config),
         }
     }
 
@@ -548,12 +593,23 @@ struct Multipart {
 }
 
 impl Multipart {
-    async fn put_part(&mut self, part: PutPayload) -> object_store::Result<()> {
+    /// Starts uploading `part`; `permit` (its share of the upload budget) is released when
+    /// the part is uploaded.
+    async fn put_part(
+        &mut self,
+        part: PutPayload,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> object_store::Result<()> {
         while self.tasks.len() >= self.in_flight {
             self.join_one().await?;
         }
         if let Some(upload) = self.upload.as_mut() {
-            self.tasks.spawn(upload.put_part(part));
+            let put = upload.put_part(part);
+            self.tasks.spawn(async move {
+                let r = put.await;
+                drop(permit);
+                r
+            });
         }
         Ok(())
     }
@@ -1044,6 +1100,16 @@ impl StorageClient for S3Client {
             e
         };
 
+        // Part buffers come out of the client's shared budget: the bytes buffered are
+        // reserved before they are read (the first part: as much as the size hint says).
+        let budget = self.upload_budget.clone();
+        let budget_total = self.config.upload_buffer.clamp(1, MAX_BUDGET);
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        let first = opts.size_hint.map_or(part_size, |s| {
+            usize::try_from(s).unwrap_or(usize::MAX).min(part_size)
+        });
+        reserve(&budget, budget_total, &mut held, first).await?;
+
         // Buffer up to one part: a body that ends before is sent as one PUT.
         let mut pending = std::collections::VecDeque::new();
         let mut buffered = 0usize;
@@ -1052,6 +1118,8 @@ impl StorageClient for S3Client {
             match body.next().await {
                 Some(Ok(chunk)) => {
                     buffered += chunk.len();
+                    // Longer than the hint said: the rest of the part is reserved too.
+                    reserve(&budget, budget_total, &mut held, buffered.min(part_size)).await?;
                     total += chunk.len() as u64;
                     hasher.update(&chunk);
                     if !chunk.is_empty() {
@@ -1129,13 +1197,23 @@ impl StorageClient for S3Client {
             while buffered >= part_size || (ended && buffered > 0) {
                 let size = buffered.min(part_size);
                 let part = take_part(&mut pending, &mut buffered, size);
-                if let Err(e) = mp.put_part(part).await {
+                // The part takes its share of the budget along until it is uploaded.
+                let permit = match held.as_mut() {
+                    Some(h) if h.num_permits() > size => h.split(size),
+                    _ => held.take(),
+                };
+                if let Err(e) = mp.put_part(part, permit).await {
                     mp.abort().await;
                     return Err(self.err(path, e));
                 }
             }
             if ended {
                 break;
+            }
+            // The next part's buffer (what is left over from the last chunk included).
+            if let Err(e) = reserve(&budget, budget_total, &mut held, part_size).await {
+                mp.abort().await;
+                return Err(e);
             }
             match body.next().await {
                 Some(Ok(chunk)) => {
@@ -1153,6 +1231,8 @@ impl StorageClient for S3Client {
                 None => ended = true,
             }
         }
+        // Every byte read is in a part now; the parts hold their own shares of the budget.
+        drop(held.take());
         if let Err(e) = self.check_mode(path, &key, &opts.mode).await {
             mp.abort().await;
             return Err(e);

@@ -113,8 +113,14 @@ pub struct S3Config {
     pub mtime_from_metadata: bool,
     /// Part size for multipart uploads; also the largest body sent as one PUT.
     pub part_size: usize,
-    /// Parts uploaded concurrently per multipart upload (memory: `part_size × this`).
+    /// Parts uploaded concurrently per multipart upload.
     pub parts_in_flight: usize,
+    /// The most bytes all uploads of one client (and its clones) hold in part buffers at
+    /// once, buffers being filled and parts uploading alike (default
+    /// [`DEFAULT_UPLOAD_BUFFER`]). An upload reserves a part's worth (a small file: its
+    /// size) before it buffers, and waits while the budget is spent, so memory does not grow
+    /// with the number of concurrent transfers. At least one part is always allowed.
+    pub upload_buffer: usize,
     /// Retries object_store makes per HTTP request before the error reaches the engine.
     pub max_retries: usize,
     /// Upper bound on the time object_store spends retrying one request.
@@ -132,6 +138,9 @@ pub const COPY_OBJECT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Default multipart part size: 8 MiB (S3's minimum is 5 MiB).
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Default budget of upload part buffers per client: 32 MiB (four default parts).
+pub const DEFAULT_UPLOAD_BUFFER: usize = 32 * 1024 * 1024;
 
 impl S3Config {
     /// A configuration with defaults for `kind` and `bucket`, and no credentials.
@@ -157,6 +166,7 @@ impl S3Config {
             encode_backslash: kind == StoreKind::Azure,
             part_size: DEFAULT_PART_SIZE,
             parts_in_flight: 2,
+            upload_buffer: DEFAULT_UPLOAD_BUFFER,
             max_retries: 2,
             retry_timeout: Duration::from_secs(30),
             request_timeout: None,

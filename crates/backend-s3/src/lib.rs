@@ -23,8 +23,11 @@
 //!   and quotes are not percent-encoded, so rclone and the cloud consoles show the same names.
 //!   Names with ASCII control characters are refused ([`Error::InvalidPath`](syncengine_core::Error)).
 //! - **Uploads** stream. A body that fits in one part (8 MiB by default) is one PUT; a longer
-//!   one is a multipart upload with at most `parts_in_flight` parts uploading (memory is
-//!   about `part_size × (parts_in_flight + 1)`). A body error, a server error or a dropped
+//!   one is a multipart upload with at most `parts_in_flight` parts uploading. Part buffers
+//!   (being filled or uploading) of all uploads of a client and its clones share one budget,
+//!   [`S3Config::upload_buffer`] (default 32 MiB): an upload reserves a part's worth (a
+//!   small file, by its size hint: its size) before it buffers and waits while the budget is
+//!   spent, so memory does not grow with the number of transfers in flight. A body error, a server error or a dropped
 //!   write future aborts the upload, so no parts remain.
 //! - **Content-Type**: every upload (single PUT or multipart) carries one guessed from the
 //!   file name's extension (`index.html` → `text/html`), `application/octet-stream` when
@@ -118,7 +121,9 @@ mod raw_list;
 
 pub use builder::S3Builder;
 pub use client::S3Client;
-pub use config::{COPY_OBJECT_LIMIT, DEFAULT_PART_SIZE, S3Config, Secret, StoreKind};
+pub use config::{
+    COPY_OBJECT_LIMIT, DEFAULT_PART_SIZE, DEFAULT_UPLOAD_BUFFER, S3Config, Secret, StoreKind,
+};
 
 /// The URL schemes this crate serves: `s3`, `az`, `gs`.
 pub const SCHEMES: [&str; 3] = ["s3", "az", "gs"];
