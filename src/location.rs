@@ -140,24 +140,10 @@ fn split_scheme(arg: &str) -> Option<(&str, &str)> {
 
 /// Decodes `%XX` escapes of a `file://` URL path; a malformed escape is kept as written.
 fn percent_decode(s: &str) -> Result<String, &'static str> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            // Two hex digits are at most 0xFF, so the cast cannot truncate.
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "the decoded path is not UTF-8")
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| "the decoded path is not UTF-8")
 }
 
 /// Parses a command-line location: a path, a `file://` URL or a remote URL.

@@ -181,16 +181,17 @@ async fn a_symlinked_root_is_still_written() {
     assert!(files(&real).is_empty());
 }
 
+/// The source, destination and outside folders of an engine case, under `tmp`.
+fn roots(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (tmp.join("src"), tmp.join("dst"), tmp.join("outside"))
+}
+
 /// One side has `a -> outside`, the other `a/b.txt`: repeated two-way runs write nothing
 /// outside, and the other side's file survives every run.
 #[tokio::test]
 async fn engine_never_writes_into_a_symlinked_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    let (src, dst, outside) = (
-        tmp.path().join("src"),
-        tmp.path().join("dst"),
-        tmp.path().join("outside"),
-    );
+    let (src, dst, outside) = roots(tmp.path());
     write(&src.join("a/b.txt"), "precious");
     write(&src.join("top.txt"), "top");
     write(&outside.join("other.txt"), "other");
@@ -227,11 +228,7 @@ fn swap_in_symlink(root: &Path, outside: &Path) {
 #[tokio::test]
 async fn engine_write_racing_a_swapped_in_symlink_fails_and_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let (src, dst, outside) = (
-        tmp.path().join("src"),
-        tmp.path().join("dst"),
-        tmp.path().join("outside"),
-    );
+    let (src, dst, outside) = roots(tmp.path());
     write(&src.join("a/b.txt"), "precious");
     write(&src.join("top.txt"), "top");
     write(&dst.join("a/keep.txt"), "keep");
@@ -279,11 +276,7 @@ async fn engine_write_racing_a_swapped_in_symlink_fails_and_loses_nothing() {
 #[tokio::test]
 async fn engine_delete_racing_a_swapped_in_symlink_deletes_nothing_outside() {
     let tmp = tempfile::tempdir().unwrap();
-    let (src, dst, outside) = (
-        tmp.path().join("src"),
-        tmp.path().join("dst"),
-        tmp.path().join("outside"),
-    );
+    let (src, dst, outside) = roots(tmp.path());
     write(&src.join("a/x"), "synced");
     for i in 0..6 {
         write(&src.join(format!("f{i}")), "f");
