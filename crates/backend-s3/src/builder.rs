@@ -146,6 +146,8 @@ impl S3Builder {
         if let Some(v) = first(&["SYNCENGINE_S3_ETAG_IS_MD5"]) {
             c.etag_is_md5 = c.kind == StoreKind::S3 && truthy(&v);
         }
+        c.timeouts = syncengine_core::timeouts::Timeouts::from_vars(&var)
+            .map_err(|reason| Error::other("object store", "", reason))?;
         Ok(b)
     }
 
@@ -298,9 +300,10 @@ impl S3Builder {
         self
     }
 
-    /// Sets the timeout of one HTTP request.
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.config.request_timeout = Some(timeout);
+    /// Sets how long to wait to connect, and how long a request may go without a byte moving
+    /// (see [`S3Config::timeouts`]). A transfer is never limited by its total duration.
+    pub fn with_timeouts(mut self, timeouts: syncengine_core::timeouts::Timeouts) -> Self {
+        self.config.timeouts = timeouts;
         self
     }
 
@@ -335,12 +338,20 @@ fn bucket_endpoint(c: &S3Config) -> String {
     }
 }
 
+/// The options object_store's clients are made with. Timeouts are applied by
+/// [`ProgressConnector`](crate::progress_http::ProgressConnector), by progress: object_store's
+/// total timeout (30 s by default) would fail any transfer that takes longer.
 fn client_options(c: &S3Config) -> object_store::ClientOptions {
-    let mut o = object_store::ClientOptions::new().with_allow_http(c.allow_http);
-    if let Some(t) = c.request_timeout {
-        o = o.with_timeout(t);
+    object_store::ClientOptions::new()
+        .with_allow_http(c.allow_http)
+        .with_timeout_disabled()
+        .with_connect_timeout(c.timeouts.connect)
+}
+
+fn connector(c: &S3Config) -> crate::progress_http::ProgressConnector {
+    crate::progress_http::ProgressConnector {
+        idle: c.timeouts.idle,
     }
-    o
 }
 
 fn retry_config(c: &S3Config) -> object_store::RetryConfig {
@@ -372,6 +383,7 @@ fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
                 // this setting only keeps object_store's own copy_if_not_exists usable.
                 .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
                 .with_client_options(client_options(c))
+                .with_http_connector(connector(c))
                 .with_retry(retry_config(c));
             if let Some(e) = &c.endpoint {
                 b = b.with_endpoint(e);
@@ -386,10 +398,7 @@ fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
                 b = b.with_token(t.expose());
             }
             let s3 = Arc::new(b.build().map_err(StoreError::Store)?);
-            let http = object_store::client::HttpConnector::connect(
-                &object_store::client::ReqwestConnector::default(),
-                &client_options(c),
-            )
+            let http = object_store::client::HttpConnector::connect(&connector(c), &client_options(c))
             .map_err(StoreError::Store)?;
             let big_copy = crate::big_copy::BigCopy {
                 s3: s3.clone(),
@@ -412,6 +421,7 @@ fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
                 .with_allow_http(c.allow_http)
                 .with_skip_signature(c.skip_signature)
                 .with_client_options(client_options(c))
+                .with_http_connector(connector(c))
                 .with_retry(retry_config(c));
             if let Some(e) = &c.endpoint {
                 b = b.with_endpoint(e.clone());
@@ -434,6 +444,7 @@ fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
                 .with_bucket_name(&c.bucket)
                 .with_skip_signature(c.skip_signature)
                 .with_client_options(client_options(c))
+                .with_http_connector(connector(c))
                 .with_retry(retry_config(c));
             if let Some(e) = &c.endpoint {
                 b = b.with_base_url(e);

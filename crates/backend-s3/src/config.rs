@@ -125,8 +125,10 @@ pub struct S3Config {
     pub max_retries: usize,
     /// Upper bound on the time object_store spends retrying one request.
     pub retry_timeout: Duration,
-    /// Timeout for one HTTP request (None: object_store's default).
-    pub request_timeout: Option<Duration>,
+    /// How long to wait to connect, and how long a request may go without a byte moving
+    /// (`SYNCENGINE_CONTIMEOUT`, `SYNCENGINE_TIMEOUT`; defaults 60 s and 5 minutes). A
+    /// transfer is never limited by its total duration.
+    pub timeouts: syncengine_core::timeouts::Timeouts,
     /// S3 only: objects larger than this are copied server-side as a multipart upload of
     /// `UploadPartCopy` parts of this size (default 5 GiB, the CopyObject limit).
     pub multipart_copy_threshold: u64,
@@ -169,7 +171,7 @@ impl S3Config {
             upload_buffer: DEFAULT_UPLOAD_BUFFER,
             max_retries: 2,
             retry_timeout: Duration::from_secs(30),
-            request_timeout: None,
+            timeouts: syncengine_core::timeouts::Timeouts::default(),
             multipart_copy_threshold: COPY_OBJECT_LIMIT,
         }
     }

@@ -116,6 +116,7 @@ mod client;
 mod config;
 mod error;
 pub mod mtime;
+mod progress_http;
 #[cfg(feature = "s3")]
 mod raw_list;
 

@@ -50,6 +50,7 @@ pub mod progress;
 pub mod reconcile;
 pub mod redact;
 pub mod state;
+pub mod stall;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;

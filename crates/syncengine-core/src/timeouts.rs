@@ -51,9 +51,18 @@ impl Timeouts {
     /// # Errors
     /// A message naming the variable and its value when one cannot be read.
     pub fn from_env() -> Result<Timeouts, String> {
+        Timeouts::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), with the variables looked up by `var` (for
+    /// embedders that keep settings elsewhere, and tests).
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Timeouts, String> {
         let mut t = Timeouts::default();
         for (name, slot) in [(CONTIMEOUT_ENV, &mut t.connect), (TIMEOUT_ENV, &mut t.idle)] {
-            if let Ok(v) = std::env::var(name)
+            if let Some(v) = var(name)
                 && !v.trim().is_empty()
             {
                 *slot = parse_duration(&v).map_err(|e| format!("{name}={v:?}: {e}"))?;
