@@ -1345,6 +1345,61 @@ impl Inner {
             .map_err(|e| map_error(e, dir.as_str(), Ctx::Plain))?;
         self.children(Some(&dir), resources, false)
     }
+
+    /// The check before a run ([`StorageClient::check_access`]): one `PROPFIND Depth: 0` of
+    /// the root collection. A root that is there as a collection passes; so does a missing
+    /// one (404, or Apache's 400/409 and a redirect, which a first run's `MKCOL` then
+    /// settles), as with the default check and on local disk and SFTP. A root that is a
+    /// file fails: listings would find it empty, and the run would fail later at its first
+    /// write. Servers answer a file's URL with a trailing slash either as the file (wsgidav)
+    /// or with 400 (Apache), so a root not found as a collection is looked up once more
+    /// without the slash. Any other failure (refused connection, credentials, TLS) is the
+    /// request's own error.
+    async fn check_root(&self) -> Result<()> {
+        let url = self.dir_url(None);
+        let own = self.segments_of(None);
+        let not_a_folder = |url: &str| {
+            Error::other(
+                BACKEND,
+                "",
+                format!("the root {url} is a file, not a folder"),
+            )
+        };
+        let status = match self.propfind(&url, "0").await {
+            Ok(resources) => {
+                return match resources.iter().find(|r| r.segments == own) {
+                    Some(r) if !r.is_collection => Err(not_a_folder(&url)),
+                    // A collection, or an answer without the root's own entry: the listing
+                    // decides about the latter, as it always did.
+                    _ => Ok(()),
+                };
+            }
+            Err(DavError::Status { status, .. })
+                if matches!(status.as_u16(), 400 | 404 | 409 | 300..=399) =>
+            {
+                status
+            }
+            Err(e) => return Err(map_error(e, "", Ctx::Plain)),
+        };
+        tracing::debug!(%url, %status, "the root is not a collection; is it a file?");
+        let bare = url.trim_end_matches('/');
+        if own.is_empty() || bare.len() == url.len() {
+            return Ok(());
+        }
+        match self.propfind(bare, "0").await {
+            Ok(resources) => match resources.iter().find(|r| r.segments == own) {
+                Some(r) if !r.is_collection => Err(not_a_folder(bare)),
+                _ => Ok(()),
+            },
+            // Not there as anything: a missing root, which the first write creates.
+            Err(DavError::Status { status, .. })
+                if matches!(status.as_u16(), 400 | 404 | 409 | 300..=399) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(map_error(e, "", Ctx::Plain)),
+        }
+    }
 }
 
 /// A listing task prefetching one collection; aborted when the listing is dropped.
@@ -1727,6 +1782,13 @@ impl StorageClient for WebDavClient {
             format!("{host}:{port}"),
             self.inner.base_segments.join("/"),
         ))
+    }
+
+    /// One `PROPFIND Depth: 0` of the root: a missing root passes (a first run creates it), a
+    /// root that is a file does not ("the root … is a file, not a folder"), and neither does a
+    /// refused connection, a TLS failure or refused credentials.
+    async fn check_access(&self) -> Result<()> {
+        self.inner.check_root().await
     }
 
     fn capabilities(&self) -> Capabilities {
