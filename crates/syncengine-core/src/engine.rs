@@ -123,6 +123,7 @@ impl SyncEngine {
                     side,
                     root: client.to_string(),
                     source,
+                    during_run: false,
                 })?;
         }
         // Before any state is created: a state directory that is a root is refused.
@@ -387,10 +388,16 @@ impl SyncEngine {
             stale_intents: stale_intents > 0,
             checksum: opts.checksum,
             conflict_names: Default::default(),
+            reach: Default::default(),
         };
         let executed = executor.run(plan, &mut stats).await;
+        // A side lost during the run is not written to again.
+        let lost = match &executed {
+            Err(SyncError::Unreachable { side, .. }) => Some(*side),
+            _ => None,
+        };
         if let Some(file) = &roots.generation_file {
-            for (side, floor) in generations {
+            for (side, floor) in generations.into_iter().filter(|(s, _)| Some(*s) != lost) {
                 let client = pair.client(side).as_ref();
                 identity::note_engine_temps(client, file).await;
                 if let Err(e) =

@@ -377,13 +377,18 @@ pub enum SyncError {
     /// The pair or options are unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// A side could not be reached or logged into when the run checked it, before anything
-    /// else (see [`StorageClient::check_access`](crate::StorageClient::check_access)): a
-    /// connection refused, a host not found, a TLS failure, wrong credentials, a missing
-    /// bucket or container. Nothing was read or changed; the CLI exits 4.
+    /// A side could not be reached or logged into (see
+    /// [`StorageClient::check_access`](crate::StorageClient::check_access)): a connection
+    /// refused, a host not found, a TLS failure, wrong credentials, a missing bucket or
+    /// container. The CLI exits 4.
+    ///
+    /// Checked before anything else (`during_run` false): nothing was read or changed. Or
+    /// found during the run (`during_run` true), when an action failed with a transient error
+    /// and the side then failed the same check: no action was started after that, the ones
+    /// in flight finished or failed, no deletion ran, and the base records only what was done.
     #[error(
-        "cannot reach the {side} ({root}): {source}. Check the address, the credentials and that \
-         the bucket, container or share exists; nothing was changed"
+        "{}",
+        unreachable_message(*.side, .root, .source, *.during_run)
     )]
     Unreachable {
         /// The side that could not be reached.
@@ -393,6 +398,8 @@ pub enum SyncError {
         /// What the check met, with the server's own reason where it gave one.
         #[source]
         source: Error,
+        /// The side was lost during the run, after actions had started.
+        during_run: bool,
     },
     /// A storage error outside any single action (e.g. reading `.syncignore`).
     #[error("{side}: {source}")]
@@ -403,6 +410,22 @@ pub enum SyncError {
         #[source]
         source: Error,
     },
+}
+
+/// The message of [`SyncError::Unreachable`].
+fn unreachable_message(side: crate::Side, root: &str, source: &Error, during_run: bool) -> String {
+    if during_run {
+        format!(
+            "cannot reach the {side} ({root}) any more: {source}. The run stopped: what was \
+             done before is recorded, nothing more was started and nothing was deleted; run \
+             again once it can be reached"
+        )
+    } else {
+        format!(
+            "cannot reach the {side} ({root}): {source}. Check the address, the credentials and \
+             that the bucket, container or share exists; nothing was changed"
+        )
+    }
 }
 
 impl SyncError {

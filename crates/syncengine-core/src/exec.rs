@@ -107,6 +107,57 @@ pub struct Executor {
     /// resolved at the same time, must not both take it (on a store whose create-only copy
     /// is a check then a copy, the second would replace the first kept loser).
     pub(crate) conflict_names: std::sync::Mutex<HashSet<RelPath>>,
+    /// Whether both sides are still there, checked after an action fails with a transient
+    /// error ([`Reach`]).
+    pub(crate) reach: Reach,
+}
+
+/// Whether a side was lost during the run.
+///
+/// A server that goes away mid-run makes every action fail, each after its own retries. So
+/// when an action fails with a transient error (a refused or dropped connection, a timeout),
+/// the executor checks both sides once with [`StorageClient::check_access`] (with the usual
+/// retries). While it checks, no action starts; if a side fails the check it is *lost*: no
+/// further action starts, those in flight finish or fail, no deletion runs, and the run ends
+/// with [`SyncError::Unreachable`]. A failure that a check started after it already
+/// answered for checks nothing again.
+#[derive(Default)]
+pub(crate) struct Reach {
+    /// Held while a check runs; holds the time the last check started.
+    checking: tokio::sync::Mutex<Option<Instant>>,
+    /// Set once a side is lost.
+    lost_flag: std::sync::atomic::AtomicBool,
+    /// The side lost, and what its check met.
+    lost: std::sync::Mutex<Option<(Side, Error)>>,
+}
+
+impl Reach {
+    fn is_lost(&self) -> bool {
+        self.lost_flag.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits for a check that is running; true when a side is lost (the action must not
+    /// start).
+    async fn lost_before_start(&self) -> bool {
+        if self.is_lost() {
+            return true;
+        }
+        drop(self.checking.lock().await);
+        self.is_lost()
+    }
+
+    fn set_lost(&self, side: Side, error: Error) {
+        let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        if lost.is_none() {
+            *lost = Some((side, error));
+        }
+        self.lost_flag
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn take_lost(&self) -> Option<(Side, Error)> {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 /// What a finished action hands back.
@@ -134,6 +185,8 @@ enum Outcome {
     Done(Done),
     Failed(Error),
     Cancelled,
+    /// Not started: a side was lost ([`Reach`]).
+    NotStarted,
     /// Recording intents failed: the run cannot go on safely.
     Fatal(SyncError),
 }
@@ -245,9 +298,12 @@ impl Executor {
         let mut follow_ups = Vec::new();
 
         // Type changes: the old file (or folder) must go before the new entry can be written.
+        // A side lost during a batch ends the run after it ([`Reach`]): nothing later runs,
+        // the deletes least of all.
         let mut cancelled = self
             .run_batch(early, stats, &mut writer, &mut failures, &mut follow_ups)
             .await?;
+        self.stop_if_lost(&mut writer).await?;
         if !cancelled && !stepped.is_empty() {
             cancelled = self
                 .run_stepped(stepped, stats, &mut writer, &mut failures, &mut follow_ups)
@@ -257,12 +313,14 @@ impl Executor {
             cancelled = self
                 .run_batch(others, stats, &mut writer, &mut failures, &mut follow_ups)
                 .await?;
+            self.stop_if_lost(&mut writer).await?;
         }
         if !cancelled && !follow_ups.is_empty() {
             let batch = std::mem::take(&mut follow_ups);
             cancelled = self
                 .run_batch(batch, stats, &mut writer, &mut failures, &mut follow_ups)
                 .await?;
+            self.stop_if_lost(&mut writer).await?;
         }
         if cancelled {
             writer.flush().await?;
@@ -291,10 +349,11 @@ impl Executor {
             }
             free
         };
-        if self
+        let cancelled = self
             .run_batch(deletes, stats, &mut writer, &mut failures, &mut follow_ups)
-            .await?
-        {
+            .await?;
+        self.stop_if_lost(&mut writer).await?;
+        if cancelled {
             writer.flush().await?;
             return Err(SyncError::Cancelled);
         }
@@ -326,7 +385,11 @@ impl Executor {
         // The batches are cut as the copies go, not all up front: a second copy of a long
         // action list would double the run's peak memory.
         let store = self.store.clone();
+        let reach = &self.reach;
         let items = futures::stream::iter(actions)
+            // Once a side is lost, the actions not taken yet are left: no intent is recorded
+            // for them, and the next run plans them again.
+            .take_while(move |_| std::future::ready(!reach.is_lost()))
             .chunks(INTENT_BATCH)
             .then(move |batch| {
                 let store = store.clone();
@@ -355,10 +418,21 @@ impl Executor {
                     Ok(item) => item,
                     Err(e) => return (None, Outcome::Fatal(e)),
                 };
+                if self.reach.lost_before_start().await {
+                    return (Some((action, share)), Outcome::NotStarted);
+                }
                 let outcome = match self.unless_cancelled(self.perform(&action)).await {
                     None => Outcome::Cancelled,
                     Some(Ok(done)) => Outcome::Done(done),
-                    Some(Err(e)) => Outcome::Failed(e),
+                    Some(Err(e)) => {
+                        if e.is_transient() {
+                            // A cancel meanwhile ends the check: the run stops anyway.
+                            let _ = self
+                                .unless_cancelled(self.check_sides(Instant::now()))
+                                .await;
+                        }
+                        Outcome::Failed(e)
+                    }
                 };
                 (Some((action, share)), outcome)
             })
@@ -385,9 +459,15 @@ impl Executor {
                     writer.settle(id, remaining);
                 }
             }
-            if matches!(outcome, Outcome::Cancelled) {
-                cancelled = true;
-                continue;
+            match outcome {
+                Outcome::Cancelled => {
+                    cancelled = true;
+                    continue;
+                }
+                // Its intent (if any) stays, as a cancelled copy's does: the next run finds
+                // nothing landed and copies it.
+                Outcome::NotStarted => continue,
+                _ => {}
             }
             self.account(action, outcome, stats, writer, failures, follow_ups)
                 .await?;
@@ -448,9 +528,49 @@ impl Executor {
                     error: error.to_string(),
                 });
             }
-            Outcome::Cancelled | Outcome::Fatal(_) => {}
+            Outcome::Cancelled | Outcome::NotStarted | Outcome::Fatal(_) => {}
         }
         Ok(())
+    }
+
+    /// Checks both sides after an action failed with a transient error at `failed_at`; marks
+    /// a side that fails the check as lost (see [`Reach`]). Actions wait while it runs.
+    async fn check_sides(&self, failed_at: Instant) {
+        let mut last = self.reach.checking.lock().await;
+        if self.reach.is_lost() || last.is_some_and(|started| started >= failed_at) {
+            return;
+        }
+        *last = Some(Instant::now());
+        for side in [Side::Source, Side::Destination] {
+            let client = self.client(side);
+            match self.retry(|| client.check_access()).await {
+                Ok(()) => tracing::debug!(%side, "still reachable after a transient failure"),
+                Err(e) => {
+                    tracing::warn!(%side, error = %e, "side lost during the run; stopping");
+                    self.reach.set_lost(side, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ends the run when a side was lost ([`Reach`]): what was done is written to the base,
+    /// then the run fails with [`SyncError::Unreachable`].
+    async fn stop_if_lost(&self, writer: &mut BaseWriter) -> Result<(), SyncError> {
+        let Some((side, source)) = self.reach.take_lost() else {
+            return Ok(());
+        };
+        // Nothing written is nothing claimed: a failure here only leaves records out, which
+        // the next run makes again from what it finds.
+        if let Err(e) = writer.flush().await {
+            tracing::warn!(error = %e, "could not record the actions done before a side was lost");
+        }
+        Err(SyncError::Unreachable {
+            side,
+            root: self.client(side).to_string(),
+            source,
+            during_run: true,
+        })
     }
 
     /// For a write of a new name that failed because the name is taken, on a side that

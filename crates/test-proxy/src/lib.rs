@@ -268,11 +268,22 @@ impl Proxy {
     /// # Errors
     /// When no port on 127.0.0.1 can be bound.
     pub fn start(upstream: &str) -> io::Result<Proxy> {
+        Proxy::start_on(upstream, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Starts a proxy on `addr` in front of `upstream` (as [`start`](Proxy::start) does):
+    /// how a test brings a server "back" at the address of a proxy it dropped, so that the
+    /// pair's remote keeps its identity. The address of a dropped proxy is free again once its
+    /// accepting thread has ended, which may take a moment; the caller retries.
+    ///
+    /// # Errors
+    /// When `addr` cannot be bound (in use, or not local).
+    pub fn start_on(upstream: &str, addr: SocketAddr) -> io::Result<Proxy> {
         let authority = match upstream.split_once("://") {
             Some((_, rest)) => rest.split_once('/').map_or(rest, |(a, _)| a),
             None => upstream,
         };
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             upstream: authority.to_owned(),
