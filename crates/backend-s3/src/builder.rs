@@ -398,8 +398,9 @@ fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
                 b = b.with_token(t.expose());
             }
             let s3 = Arc::new(b.build().map_err(StoreError::Store)?);
-            let http = object_store::client::HttpConnector::connect(&connector(c), &client_options(c))
-            .map_err(StoreError::Store)?;
+            let http =
+                object_store::client::HttpConnector::connect(&connector(c), &client_options(c))
+                    .map_err(StoreError::Store)?;
             let big_copy = crate::big_copy::BigCopy {
                 s3: s3.clone(),
                 http,

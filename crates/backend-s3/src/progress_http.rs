@@ -36,8 +36,10 @@ pub(crate) struct ProgressConnector {
 
 impl HttpConnector for ProgressConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let allow_http =
-            options.get_config_value(&ClientConfigKey::AllowHttp).as_deref() == Some("true");
+        let allow_http = options
+            .get_config_value(&ClientConfigKey::AllowHttp)
+            .as_deref()
+            == Some("true");
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("syncengine/", env!("CARGO_PKG_VERSION")))
             // As object_store: compression would change the lengths objects are known by.
@@ -45,7 +47,9 @@ impl HttpConnector for ProgressConnector {
             .no_brotli()
             .no_zstd()
             .no_deflate()
-            .https_only(!allow_http);
+            .https_only(!allow_http)
+            // Bytes the system has sent may go unacknowledged this long (reqwest: 30 s).
+            .tcp_user_timeout(self.idle);
         if let Some(connect) = options
             .get_config_value(&ClientConfigKey::ConnectTimeout)
             .and_then(|v| syncengine_core::timeouts::parse_duration(&v.replace(' ', "")).ok())

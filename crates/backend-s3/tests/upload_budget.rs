@@ -54,7 +54,10 @@ async fn concurrent_uploads_share_one_buffer_budget() {
         .with_region("us-east-1")
         .with_credentials(id, secret)
         .with_allow_http(true)
-        .with_timeouts(syncengine_core::timeouts::Timeouts { connect: Duration::from_secs(60), idle: Duration::from_secs(120) })
+        .with_timeouts(syncengine_core::timeouts::Timeouts {
+            connect: Duration::from_secs(60),
+            idle: Duration::from_secs(120),
+        })
         .build()
         .unwrap();
     let client = Arc::new(client);

@@ -49,8 +49,8 @@ pub mod plan;
 pub mod progress;
 pub mod reconcile;
 pub mod redact;
-pub mod state;
 pub mod stall;
+pub mod state;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;

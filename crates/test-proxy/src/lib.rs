@@ -172,6 +172,26 @@ struct Rules {
     answers: Vec<(Matcher, AnswerFn)>,
     http10: Vec<Matcher>,
     edits: Vec<(Matcher, EditFn)>,
+    throttles: Vec<(Matcher, u64)>,
+    stalls: Vec<(Matcher, Direction, u64)>,
+}
+
+/// Which way bytes go through the proxy, for [`Proxy::stall_after`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The request, from client to server (an upload's body).
+    Request,
+    /// The answer, from server to client (a download's body).
+    Answer,
+}
+
+/// How one direction of a connection is copied.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pace {
+    /// Bytes per second at most.
+    rate: Option<u64>,
+    /// Bytes after which nothing more goes through (the connection stays open).
+    stall_after: Option<u64>,
 }
 
 /// What the rules say about one request.
@@ -181,9 +201,28 @@ struct Plan {
     delay: Duration,
     http10: bool,
     edits: Vec<EditFn>,
+    request_pace: Pace,
+    answer_pace: Pace,
 }
 
 impl Rules {
+    fn pace(&self, request: &Request, direction: Direction) -> Pace {
+        Pace {
+            rate: self
+                .throttles
+                .iter()
+                .filter(|(m, _)| m.matches(request))
+                .map(|(_, r)| *r)
+                .min(),
+            stall_after: self
+                .stalls
+                .iter()
+                .filter(|(m, d, _)| *d == direction && m.matches(request))
+                .map(|(_, _, n)| *n)
+                .min(),
+        }
+    }
+
     fn plan(&mut self, request: &Request) -> Plan {
         let answer = self
             .answers
@@ -215,6 +254,8 @@ impl Rules {
                 .filter(|(m, _)| m.matches(request))
                 .map(|(_, e)| e.clone())
                 .collect(),
+            request_pace: self.pace(request, Direction::Request),
+            answer_pace: self.pace(request, Direction::Answer),
         }
     }
 }
@@ -304,7 +345,7 @@ impl Proxy {
                 let shared = accepting.clone();
                 // A thread a connection: a held request blocks only its own.
                 thread::spawn(move || {
-                    let _ = serve(stream, &shared);
+                    let _ = serve(stream, shared);
                 });
             }
         });
@@ -404,6 +445,22 @@ impl Proxy {
     pub fn edit_answers(&self, matcher: Matcher, edit: impl Fn(&mut [u8]) + Send + Sync + 'static) {
         self.shared.rules().edits.push((matcher, Arc::new(edit)));
     }
+
+    /// Lets the bytes of every request `matcher` takes through at `bytes_per_second` at most,
+    /// both ways (head and body): a slow link.
+    pub fn throttle(&self, matcher: Matcher, bytes_per_second: u64) {
+        self.shared
+            .rules()
+            .throttles
+            .push((matcher, bytes_per_second.max(1)));
+    }
+
+    /// For every request `matcher` takes, lets `bytes` go `direction` (counted from the start
+    /// of the request, head included, or of the answer), then nothing more, with the
+    /// connection left open until the proxy is dropped: a link that went silent mid-transfer.
+    pub fn stall_after(&self, matcher: Matcher, direction: Direction, bytes: u64) {
+        self.shared.rules().stalls.push((matcher, direction, bytes));
+    }
 }
 
 impl Drop for Proxy {
@@ -417,7 +474,7 @@ impl Drop for Proxy {
 }
 
 /// Serves one connection: one request, forwarded (or held, delayed, answered) by the rules.
-fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
+fn serve(client: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = Vec::new();
     loop {
@@ -459,25 +516,41 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
     if !plan.delay.is_zero() {
         thread::sleep(plan.delay);
     }
-    let mut up = TcpStream::connect(&shared.upstream)?;
+    let up = TcpStream::connect(&shared.upstream)?;
+    let mut sent_head = Vec::new();
     for (i, line) in head.iter().enumerate() {
         if line.to_ascii_lowercase().starts_with("connection:") {
             continue;
         }
         if line == "\r\n" {
-            up.write_all(b"Connection: close\r\n")?;
+            sent_head.extend_from_slice(b"Connection: close\r\n");
         }
         match line.strip_suffix("HTTP/1.1\r\n") {
-            Some(start) if i == 0 && plan.http10 => write!(up, "{start}HTTP/1.0\r\n")?,
-            _ => up.write_all(line.as_bytes())?,
+            Some(start) if i == 0 && plan.http10 => {
+                sent_head.extend_from_slice(format!("{start}HTTP/1.0\r\n").as_bytes());
+            }
+            _ => sent_head.extend_from_slice(line.as_bytes()),
         }
     }
+    if plan.request_pace.rate.is_some() {
+        // A slow link holds little in flight: keep the window the client may fill small, so
+        // that what the client has sent is close to what went through.
+        let _ = socket2::SockRef::from(&client).set_recv_buffer_size(16 * 1024);
+    }
     let mut up_write = up.try_clone()?;
+    let request_pace = plan.request_pace;
+    let for_request = shared.clone();
     thread::spawn(move || {
-        let _ = io::copy(&mut reader, &mut up_write);
+        let _ = pipe(
+            &mut io::Cursor::new(sent_head).chain(reader),
+            &mut up_write,
+            request_pace,
+            &for_request,
+        );
     });
+    let mut up = up;
     if plan.edits.is_empty() {
-        let _ = io::copy(&mut up, &mut client);
+        let _ = pipe(&mut up, &mut client, plan.answer_pace, &shared);
     } else {
         let mut answer = Vec::new();
         let _ = up.read_to_end(&mut answer);
@@ -488,6 +561,45 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
     }
     let _ = client.shutdown(Shutdown::Both);
     Ok(())
+}
+
+/// Copies `from` to `to` at the pace asked for; when the pace says to stall, waits (bytes
+/// unread, connection open) until the proxy is dropped.
+fn pipe(from: &mut impl Read, to: &mut impl Write, pace: Pace, shared: &Shared) -> io::Result<()> {
+    if pace.rate.is_none() && pace.stall_after.is_none() {
+        io::copy(from, to)?;
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut moved: u64 = 0;
+    // A tenth of a second's worth at a time, so the pace is even.
+    let step = pace
+        .rate
+        .map_or(64 * 1024, |r| (r / 10).clamp(1, 64 * 1024)) as usize;
+    let mut buf = vec![0u8; step];
+    loop {
+        let room = pace.stall_after.map_or(step as u64, |limit| {
+            limit.saturating_sub(moved).min(step as u64)
+        });
+        if room == 0 {
+            while !shared.stopped.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(50));
+            }
+            return Ok(());
+        }
+        let n = from.read(&mut buf[..room as usize])?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n])?;
+        moved += n as u64;
+        if let Some(rate) = pace.rate {
+            let due = Duration::from_secs_f64(moved as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                thread::sleep(wait);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
