@@ -78,6 +78,14 @@ pub struct WriteOptions {
     pub mtime: Option<SystemTime>,
     /// Expected size of the body, when known; lets object stores choose single PUT or multipart.
     pub size_hint: Option<u64>,
+    /// Unix permission bits for a file this write creates, where the backend keeps them
+    /// (local disk, SFTP; others ignore them): the engine passes the source's
+    /// [`Entry::permissions`]. Only `bits & 0o777` is used (never setuid, setgid or sticky),
+    /// less the destination's umask, and the file (its temporary name included) never has
+    /// more than that at any moment. `None`: the backend's default for a new file.
+    ///
+    /// A write that replaces an existing file keeps that file's permission bits instead.
+    pub permissions: Option<u32>,
 }
 
 impl WriteOptions {
@@ -94,6 +102,12 @@ impl WriteOptions {
     /// Sets the expected size.
     pub fn with_size_hint(mut self, size: u64) -> Self {
         self.size_hint = Some(size);
+        self
+    }
+    /// Sets the permission bits of a file the write creates (see
+    /// [`WriteOptions::permissions`]).
+    pub fn with_permissions(mut self, bits: u32) -> Self {
+        self.permissions = Some(bits);
         self
     }
 
@@ -510,6 +524,8 @@ pub async fn preserve_by_copy<C: StorageClient + ?Sized>(
         .with_mode(WriteMode::Create)
         .with_size_hint(listed.size);
     opts.mtime = mtime;
+    // The kept copy is as private as the file.
+    opts.permissions = listed.permissions;
     client.write_opts(to, body, opts).await
 }
 

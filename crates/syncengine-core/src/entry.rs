@@ -68,6 +68,17 @@ pub struct Entry {
     /// new for every new file, so it tells a renamed file from a new one that reused a freed
     /// `file_id`.
     pub birth_time: Option<SystemTime>,
+    /// Unix permission bits (`0o7777`: the `rwx` bits plus setuid, setgid and sticky; never
+    /// the file type), where the backend keeps them: local disk and SFTP. `None` on object
+    /// stores and WebDAV.
+    ///
+    /// Metadata only: they are not part of the content token, so a change of permissions
+    /// alone is not a change of the file and is not synced. The engine passes them to the
+    /// write that creates a file on the other side ([`WriteOptions::permissions`]), so a
+    /// private file does not become readable by others there.
+    ///
+    /// [`WriteOptions::permissions`]: crate::WriteOptions::permissions
+    pub permissions: Option<u32>,
 }
 
 /// What tells one version of a file from the next, for a check before it is replaced or
@@ -139,6 +150,7 @@ impl Entry {
             hash: None,
             file_id: None,
             birth_time: None,
+            permissions: None,
         }
     }
 
@@ -169,6 +181,12 @@ impl Entry {
     /// Sets the birth (creation) time.
     pub fn with_birth_time(mut self, birth: SystemTime) -> Self {
         self.birth_time = Some(birth);
+        self
+    }
+
+    /// Sets the Unix permission bits (kept as `bits & 0o7777`).
+    pub fn with_permissions(mut self, bits: u32) -> Self {
+        self.permissions = Some(bits & 0o7777);
         self
     }
 

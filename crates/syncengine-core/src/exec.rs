@@ -1153,6 +1153,8 @@ impl Executor {
                         .with_mode(WriteMode::Create)
                         .with_size_hint(entry.size);
                     opts.mtime = entry.mtime;
+                    // The backup is as private as the file.
+                    opts.permissions = entry.permissions;
                     backup.write_opts(target, body, opts).await
                 })
                 .await;
@@ -1212,6 +1214,10 @@ impl Executor {
                     .with_mode(mode.clone())
                     .with_size_hint(listed.size);
                 opts.mtime = mtime;
+                // A file this creates gets the source's permission bits (where it has
+                // them): a private file stays private. An overwrite keeps the
+                // destination's own bits (the backend's rule).
+                opts.permissions = listed.permissions;
                 dst.write_opts(to_path, body, opts).await
             })
             .await;

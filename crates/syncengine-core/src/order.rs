@@ -350,6 +350,9 @@ struct SpillEntry {
     f: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     b: Option<i64>,
+    /// Unix permission bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    x: Option<u32>,
     /// For an unlisted item: why (and `p` may then be empty, for the root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     u: Option<String>,
@@ -369,6 +372,7 @@ impl SpillEntry {
                 h: e.hash.as_ref().map(ContentHash::to_token),
                 f: e.file_id,
                 b: e.birth_nanos(),
+                x: e.permissions,
                 u: None,
                 c: false,
             },
@@ -384,6 +388,7 @@ impl SpillEntry {
                 h: None,
                 f: None,
                 b: None,
+                x: None,
                 u: Some(reason.clone()),
                 c: *contents_only,
             },
@@ -420,6 +425,7 @@ impl SpillEntry {
             hash,
             file_id: self.f,
             birth_time: self.b.map(nanos_to_system_time),
+            permissions: self.x,
         })
     }
 }

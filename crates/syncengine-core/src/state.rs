@@ -136,6 +136,8 @@ impl SideRecord {
             hash: self.hash.clone(),
             file_id: self.file_id,
             birth_time: self.birth_nanos.map(nanos_to_system_time),
+            // Not recorded: permissions are no part of a version.
+            permissions: None,
         }
     }
 }
