@@ -107,7 +107,9 @@ impl fmt::Display for LocalClient {
 
 /// Builds an entry from a file's metadata.
 pub(crate) fn entry_from_metadata(path: RelPath, metadata: &Metadata) -> Entry {
-    let mut entry = Entry::new(path, metadata.len()).with_file_id(metadata.ino());
+    let mut entry = Entry::new(path, metadata.len())
+        .with_file_id(metadata.ino())
+        .with_permissions(metadata.mode());
     if let Ok(mtime) = metadata.modified() {
         entry = entry.with_mtime(mtime);
     }
@@ -262,8 +264,9 @@ struct TempFile {
 }
 
 impl TempFile {
-    /// Creates a new, empty temporary file in `dir` (which must exist).
-    fn create(dir: &Path) -> io::Result<(TempFile, File)> {
+    /// Creates a new, empty temporary file in `dir` (which must exist), with permission bits
+    /// `mode & 0o777` less the umask: given at creation, so the file never has more.
+    fn create(dir: &Path, mode: u32) -> io::Result<(TempFile, File)> {
         loop {
             // The pid keeps processes apart; the core's exact temp format lets a later run
             // recognise the temps of a write killed midway (SIGKILL, power loss) and remove
@@ -272,7 +275,12 @@ impl TempFile {
                 (u64::from(std::process::id()) << 32)
                     | (TEMP_COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff),
             ));
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode & 0o777)
+                .open(&path)
+            {
                 Ok(file) => return Ok((TempFile { path: Some(path) }, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
@@ -724,24 +732,31 @@ impl StorageClient for LocalClient {
         }
         let root = self.root.clone();
         let checked = path.clone();
+        let requested = opts.permissions;
         let open_temp = move |target: &Path, rel: &str| -> Result<(TempFile, File)> {
             check_no_symlinked_folder(&root, &checked)?;
             let dir = target.parent().unwrap_or(Path::new("/"));
+            // An overwrite keeps the file's permission bits (not setuid, setgid or sticky); a
+            // new file gets the requested bits (the source's), else the process's default.
+            // The temp is created with them (less the umask), before any of the new content
+            // is written: a private file stays private, and is never readable by others
+            // under its temporary name either.
+            let old = fs::symlink_metadata(target)
+                .ok()
+                .filter(Metadata::is_file)
+                .map(|old| old.permissions().mode() & 0o777);
+            let mode = old.or(requested).map_or(0o666, |bits| bits & 0o777);
             // The parent usually exists: try first, create it only when missing.
-            let (temp, file) = match TempFile::create(dir) {
+            let (temp, file) = match TempFile::create(dir, mode) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     create_parent(target, rel)?;
-                    TempFile::create(dir).map_err(io_on(rel))
+                    TempFile::create(dir, mode).map_err(io_on(rel))
                 }
                 other => other.map_err(io_on(rel)),
             }?;
-            // An overwrite keeps the file's permission bits (not setuid, setgid or sticky),
-            // set before any of the new content is written: a private file stays private.
-            if let Ok(old) = fs::symlink_metadata(target)
-                && old.is_file()
-            {
-                let mode = old.permissions().mode() & 0o777;
-                file.set_permissions(fs::Permissions::from_mode(mode))
+            if let Some(old) = old {
+                // Exactly the old bits, which the umask may have cut at creation (never more).
+                file.set_permissions(fs::Permissions::from_mode(old))
                     .map_err(io_on(rel))?;
             }
             Ok((temp, file))
@@ -870,17 +885,29 @@ impl StorageClient for LocalClient {
             let rel = to_path.as_str();
             check_no_symlinked_folder(&root, &from_path)?;
             check_no_symlinked_folder(&root, &to_path)?;
-            let source = file_metadata(&src, &from_rel)?;
+            let mut reader = OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&src)
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                        Error::not_found(BACKEND, from_rel.clone())
+                    } else {
+                        map_io(&from_rel, e)
+                    }
+                })?;
+            let source = reader.metadata().map_err(io_on(&from_rel))?;
+            if !source.is_file() {
+                return Err(Error::not_found(BACKEND, from_rel));
+            }
             create_parent(&target, rel)?;
             let dir = target.parent().unwrap_or(Path::new("/"));
-            let (temp, file) = TempFile::create(dir).map_err(io_on(rel))?;
-            drop(file);
+            // The copy gets the source's permission bits (less setuid, setgid, sticky and the
+            // umask) from its creation on, never more while the content goes in.
+            let (temp, mut file) =
+                TempFile::create(dir, source.permissions().mode()).map_err(io_on(rel))?;
             // copy_file_range(2) where the filesystem has it: no bytes through user space.
-            fs::copy(&src, temp.path()).map_err(io_on(&from_rel))?;
-            let file = OpenOptions::new()
-                .write(true)
-                .open(temp.path())
-                .map_err(io_on(rel))?;
+            io::copy(&mut reader, &mut file).map_err(io_on(&from_rel))?;
             let mtime = source.modified().ok();
             let metadata = commit(temp, file, &target, rel, mtime, fsync, opts.overwrite, None)?;
             Ok(entry_from_metadata(to_path, &metadata))

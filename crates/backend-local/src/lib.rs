@@ -35,16 +35,22 @@
 //!   to read the root (or the listed prefix) ends the listing with an error.
 //! - **Writes** go to a hidden temporary sibling `.syncengine-tmp-<random hex>`, are flushed to
 //!   disk (`fsync`, see [`LocalClient::with_fsync`]), get their mtime, and are then renamed into
-//!   place: a reader sees the old or the new content, never a part. A file that is
-//!   overwritten keeps its permission bits (`0o777`; setuid, setgid and sticky are dropped),
-//!   given to the temporary file before any content is written; a new file gets the
-//!   process's default (`0o666` less the umask). A failed or cancelled write
-//!   removes its temporary file. Temporary files are never listed, so a name starting with
+//!   place: a reader sees the old or the new content, never a part. A failed or cancelled
+//!   write removes its temporary file. Temporary files are never listed, so a name starting with
 //!   `.syncengine-tmp-` cannot be synced (writing one is `InvalidPath`). The temp of a killed
 //!   write stays until it is a day old (modification and access time; another machine may be
 //!   writing into a shared folder): listings note it and `remove_stale_temps` removes it, as
 //!   the engine does after every run that is not a dry run. Names that merely start with the
 //!   prefix are never removed (the core's `is_stale_temp`).
+//! - **Permissions**: listings and `stat` carry each file's permission bits
+//!   (`Entry::permissions`). A file that is overwritten keeps its own bits (`0o777`; setuid,
+//!   setgid and sticky are dropped). A new file gets the bits the write asks for
+//!   (`WriteOptions::permissions`: the engine passes the source file's, so a `0o600` key
+//!   stays private and a `0o755` script stays executable), `0o777` of them less the umask
+//!   (as `rsync` does without `--perms`); without them, the process's default (`0o666` less
+//!   the umask). A server-side `copy` gets the source's bits the same way. The temporary
+//!   file is created with those bits, so it never has more than the final file at any
+//!   moment. A change of permissions alone is not a change of the file and is not synced.
 //! - `WriteMode::Create` and `rename`/`copy` without overwrite are race-free: the new name is
 //!   made with `link(2)`, which fails if it exists, never by check-then-rename. (On a filesystem
 //!   without hard links they fall back to check-then-rename, logged at debug level.)
