@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -41,6 +42,10 @@ struct Inner {
     pool: Pool,
     /// Stale temp files the listings came across, removed when the engine asks.
     stale: StaleTemps,
+    /// Set once a temp file came out of `open` with no permission bits beyond those the
+    /// open asked for: the server honours them (less its umask), and later writes need not
+    /// look (see `restrict_temp`).
+    open_mode_honoured: AtomicBool,
 }
 
 impl SftpClient {
@@ -51,6 +56,7 @@ impl SftpClient {
                 pool: Pool::new(cfg.clone()),
                 cfg,
                 stale: StaleTemps::default(),
+                open_mode_honoured: AtomicBool::new(false),
             }),
         }
     }
@@ -171,11 +177,49 @@ fn to_secs(t: SystemTime) -> u32 {
 }
 
 fn entry_from(path: RelPath, attrs: &FileAttributes) -> Entry {
-    let entry = Entry::new(path, attrs.size.unwrap_or(0));
+    let mut entry = Entry::new(path, attrs.size.unwrap_or(0));
+    if let Some(bits) = attrs.permissions {
+        entry = entry.with_permissions(bits);
+    }
     match attrs.mtime {
         Some(m) => entry.with_mtime(to_system_time(m)),
         None => entry,
     }
+}
+
+/// Makes sure the temp file just opened (`handle`) has no permission bits beyond `wanted`
+/// before any content goes in: a server may ignore the bits given to `open` (the SFTP draft
+/// leaves that to it). Looks once per client; a server that honoured them once is trusted
+/// from then on. Bits beyond `wanted` are taken away (`fsetstat`), the umask's cuts kept.
+async fn restrict_temp(
+    inner: &Inner,
+    s: &Session,
+    handle: &str,
+    wanted: u32,
+) -> Result<(), SftpError> {
+    if inner.open_mode_honoured.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let Some(got) = s.run(s.raw.fstat(handle)).await?.attrs.permissions else {
+        // The server says nothing about permission bits: nothing to check or fix.
+        return Ok(());
+    };
+    let got = got & 0o7777;
+    if got & !wanted == 0 {
+        inner.open_mode_honoured.store(true, Ordering::Relaxed);
+        return Ok(());
+    }
+    tracing::debug!(
+        got = format_args!("{got:o}"),
+        wanted = format_args!("{wanted:o}"),
+        "the server created the temp file with more permission bits than asked; narrowing"
+    );
+    let attrs = FileAttributes {
+        permissions: Some(got & wanted),
+        ..FileAttributes::empty()
+    };
+    s.run(s.raw.fsetstat(handle, attrs)).await?;
+    Ok(())
 }
 
 fn is_regular(attrs: &FileAttributes) -> bool {
@@ -1233,12 +1277,17 @@ impl StorageClient for SftpClient {
         // An overwrite keeps the file's permission bits (not setuid/setgid/sticky), so a
         // private file's new content is never readable by others: the temp is created with
         // them (a checked replace: owner-only until its lookup tells them) and set to them
-        // exactly with the mtime.
+        // exactly with the mtime. A new file is created with the bits asked for (the
+        // source's), which the server cuts by its umask; none asked: the server's default.
         let mut mode = existing
             .filter(is_regular)
             .and_then(|attrs| attrs.permissions)
             .map(|perm| perm & 0o777);
-        let create_mode = if checked_replace { Some(0o600) } else { mode };
+        let create_mode = if checked_replace {
+            Some(0o600)
+        } else {
+            mode.or(opts.permissions.map(|bits| bits & 0o777))
+        };
         let dir = remote_parent(&target).to_owned();
         let temp_path = temp_name(&dir);
         let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
@@ -1268,6 +1317,12 @@ impl StorageClient for SftpClient {
             handle: Some(handle.clone()),
             armed: true,
         };
+        if let Some(wanted) = create_mode
+            && let Err(e) = restrict_temp(&self.inner, &s, &handle, wanted).await
+        {
+            temp.discard().await;
+            return Err(err(e));
+        }
 
         match upload(&s, &handle, body).await {
             Ok(()) => {}

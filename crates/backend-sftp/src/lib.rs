@@ -88,8 +88,16 @@
 //!   dropped), so a private file's new content is never readable by others: the temp file is
 //!   created with them (a checked replace's temp owner-only, `0o600`, until the lookup right
 //!   before the rename tells them; no extra round trip) and set to them exactly with its
-//!   mtime. A new file gets the server's default; a server that reports no permission bits
-//!   leaves a checked replace at `0o600`.
+//!   mtime. A server that reports no permission bits leaves a checked replace at `0o600`.
+//! - **Permissions of new files**: listings and `stat` carry each file's permission bits
+//!   (`Entry::permissions`). A new file is created with the bits the write asks for
+//!   (`WriteOptions::permissions`, `0o777` of them: the engine passes the source file's, so
+//!   a `0o600` key stays private and a `0o755` script stays executable), less the server's
+//!   umask; without them, the server's default. The temp file is created with those bits,
+//!   never given more: the first write of a client looks at what the server made of them
+//!   (one `fstat`) and takes away any bits beyond them before content goes in (a server may
+//!   ignore the bits of an open); once a server has honoured them, it is not asked again.
+//!   A change of permissions alone is not a change of the file and is not synced.
 //! - **Symlinked folders inside the root** are never written, moved or deleted through:
 //!   every write (with the folders it creates), delete (with the pruning of emptied
 //!   folders), rename and trash link first looks up each existing folder on the path below
