@@ -129,7 +129,10 @@ async fn permission_changes_alone_are_not_synced_and_overwrites_keep_the_destina
     fs::write(d.src.join("a.sh"), "v2, longer").unwrap();
     let stats = d.engine.sync_pair(&pair).await.unwrap();
     assert_eq!(stats.uploaded, 1, "{stats:?}");
-    assert_eq!(fs::read_to_string(d.dst.join("a.sh")).unwrap(), "v2, longer");
+    assert_eq!(
+        fs::read_to_string(d.dst.join("a.sh")).unwrap(),
+        "v2, longer"
+    );
     assert_eq!(mode_of(&d.dst.join("a.sh")), 0o600);
 }
 
@@ -139,9 +142,16 @@ async fn permission_changes_alone_are_not_synced_and_overwrites_keep_the_destina
 async fn a_source_without_permission_bits_gives_the_default() {
     let d = dirs();
     let memory = MemoryClient::new();
-    memory.put(&p("from-memory.txt"), Bytes::from("hi")).await.unwrap();
+    memory
+        .put(&p("from-memory.txt"), Bytes::from("hi"))
+        .await
+        .unwrap();
     assert_eq!(
-        memory.stat(&p("from-memory.txt")).await.unwrap().permissions,
+        memory
+            .stat(&p("from-memory.txt"))
+            .await
+            .unwrap()
+            .permissions,
         None
     );
     let pair = SyncPair::new(
@@ -174,7 +184,10 @@ async fn the_client_lists_and_writes_permission_bits() {
             ("key".to_owned(), Some(0o600))
         ]
     );
-    assert_eq!(client.stat(&p("key")).await.unwrap().permissions, Some(0o600));
+    assert_eq!(
+        client.stat(&p("key")).await.unwrap().permissions,
+        Some(0o600)
+    );
 
     let umask = umask();
     let written = client
