@@ -21,8 +21,7 @@ use futures::StreamExt;
 use support::{Server, available, fixture_with};
 use syncengine_backend_local::LocalClient;
 use syncengine_core::{
-    MemoryClient, RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncPair,
-    WriteOptions,
+    MemoryClient, RelPath, StorageClientExt, SyncEngine, SyncMode, SyncPair, WriteOptions,
 };
 
 fn p(s: &str) -> RelPath {
