@@ -63,14 +63,13 @@ fn chain(e: &Error) -> String {
     text
 }
 
-/// An upload's last bytes sit in buffers (hyper's, the system's send buffer: about 6 MiB on
-/// loopback here) after the client has handed them over; like rclone's, the idle timeout
-/// cannot see them drain, so the upload test needs an idle timeout longer than that drain:
-/// 12 MiB (an 8 MiB and a 4 MiB part, each over its own connection) at 256 KiB/s a
-/// connection, with 40 s.
-const UPLOAD_SIZE: usize = 12 << 20;
-const UPLOAD_RATE: u64 = 256 * 1024;
-const UPLOAD_IDLE: Duration = Duration::from_secs(40);
+/// An upload's last bytes sit in buffers (the system's send buffer: up to 4 MiB here) after
+/// the client has handed them over; like rclone's, the idle timeout cannot see them drain, so
+/// it must be longer than that drain here: 31 MiB in one request (parts of 32 MiB) at 1 MiB/s,
+/// at least 31 s, with an idle timeout of 10 s.
+const UPLOAD_SIZE: usize = 31 << 20;
+const UPLOAD_RATE: u64 = 1 << 20;
+const UPLOAD_IDLE: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_longer_than_any_timeout_succeeds_while_bytes_move() {
@@ -78,7 +77,21 @@ async fn an_upload_longer_than_any_timeout_succeeds_while_bytes_move() {
         return;
     }
     let proxy = Proxy::start(&common::endpoint(MOTO)).unwrap();
-    let client = client_through(&proxy, "slow-up", UPLOAD_IDLE);
+    let (id, secret) = common::s3_keys();
+    let client = S3Builder::for_store(StoreKind::S3, "test")
+        .with_prefix(common::fresh_prefix("slow-up"))
+        .with_endpoint(proxy.url())
+        .with_region("us-east-1")
+        .with_credentials(id, secret)
+        .with_allow_http(true)
+        .with_timeouts(Timeouts {
+            connect: Duration::from_secs(5),
+            idle: UPLOAD_IDLE,
+        })
+        .with_multipart(32 << 20, 1)
+        .with_upload_buffer(64 << 20)
+        .build()
+        .unwrap();
     let path = RelPath::new("slow.bin").unwrap();
     proxy.throttle(Matcher::method("PUT"), UPLOAD_RATE);
     let content = content(UPLOAD_SIZE);
@@ -89,8 +102,11 @@ async fn an_upload_longer_than_any_timeout_succeeds_while_bytes_move() {
         .expect("a slow, steady upload must succeed");
     let took = started.elapsed();
     // The link really was slow: longer than object_store's 30 s (and than the idle timeout).
-    assert!(took > UPLOAD_IDLE, "the upload took only {took:?}");
-    eprintln!("12 MiB uploaded at 256 KiB/s a connection in {took:?}");
+    assert!(
+        took > Duration::from_secs(30),
+        "the upload took only {took:?}"
+    );
+    eprintln!("31 MiB uploaded at 1 MiB/s in {took:?}");
     proxy.clear();
     assert_eq!(client.read_to_bytes(&path).await.unwrap(), content);
 }

@@ -4,7 +4,7 @@ use syncengine_core::{Error, Result};
 use url::Url;
 
 use crate::auth::{Auth, Credentials};
-use crate::client::WebDavClient;
+use crate::client::{HttpClients, WebDavClient};
 use crate::config::{WebDavAuth, WebDavConfig};
 use crate::error::BACKEND;
 
@@ -193,26 +193,44 @@ impl WebDavBuilder {
         let username = self.config.username.clone().or(url_user);
         let password = self.config.password.clone().or(url_password);
         let credentials = username.map(|user| Credentials::new(user, password.unwrap_or_default()));
-        let mut http = reqwest::Client::builder();
-        if let Some(path) = &self.config.ca_file {
-            // Added to the platform's roots; the certificate is checked as always.
-            http = http.tls_certs_merge(read_ca_file(path)?);
-        }
+        let ca = match &self.config.ca_file {
+            Some(path) => Some(read_ca_file(path)?),
+            None => None,
+        };
         let basic_allowed = base.scheme() == "https" || self.config.allow_insecure_basic;
-        let http = http
-            // Redirects could carry credentials to another origin; no WebDAV method needs them.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(self.config.timeouts.connect)
-            .read_timeout(self.config.timeouts.idle)
-            .user_agent(concat!("syncengine/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Other {
+        let timeouts = self.config.timeouts;
+        let client = |read_timeout: Option<std::time::Duration>| {
+            let mut http = reqwest::Client::builder()
+                // Redirects could carry credentials to another origin; no WebDAV method needs
+                // them.
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(timeouts.connect)
+                // Bytes the system has sent may go unacknowledged this long (reqwest: 30 s).
+                .tcp_user_timeout(timeouts.idle)
+                .user_agent(concat!("syncengine/", env!("CARGO_PKG_VERSION")));
+            if let Some(certs) = &ca {
+                // Added to the platform's roots; the certificate is checked as always.
+                http = http.tls_certs_merge(certs.clone());
+            }
+            if let Some(t) = read_timeout {
+                http = http.read_timeout(t);
+            }
+            http.build().map_err(|e| Error::Other {
                 backend: BACKEND,
                 path: String::new(),
                 source: Box::new(e),
-            })?;
+            })
+        };
+        let clients = HttpClients {
+            // reqwest's read timeout restarts with each chunk of an answer, but runs unreset
+            // from a request's start to its answer's head: fine for every request but uploads.
+            plain: client(Some(timeouts.idle))?,
+            // Uploads are timed by progress instead (see syncengine_core::stall).
+            uploads: client(None)?,
+            idle: timeouts.idle,
+        };
         Ok(WebDavClient::new(
-            http,
+            clients,
             base,
             Auth::new(credentials, self.config.auth, basic_allowed),
             self.config.mtime_property,

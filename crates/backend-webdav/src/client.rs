@@ -13,6 +13,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use syncengine_core::entry::{nanos_to_system_time, system_time_to_nanos};
 use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, TEMP_FILE_PREFIX, temp_file_name};
+use syncengine_core::stall::{MarkProgress, Progress, until_stalled};
 use syncengine_core::{
     ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
     Result, StorageClient, TransferOptions, Version, WriteMode, WriteOptions,
@@ -57,8 +58,19 @@ pub struct WebDavClient {
     inner: Arc<Inner>,
 }
 
+/// The HTTP clients of one WebDAV client: uploads go through their own, timed by progress.
+pub(crate) struct HttpClients {
+    /// Every request but uploads: reqwest's connect and read timeouts.
+    pub(crate) plain: reqwest::Client,
+    /// Uploads: no read timeout; [`Inner::send_upload`] fails one after `idle` without a byte
+    /// of its body taken or of its answer arriving.
+    pub(crate) uploads: reqwest::Client,
+    /// [`Timeouts::idle`](syncengine_core::timeouts::Timeouts::idle).
+    pub(crate) idle: Duration,
+}
+
 struct Inner {
-    http: reqwest::Client,
+    http: HttpClients,
     /// The root collection, `http(s)://host:port/path/`, always ending in `/`.
     base: Url,
     /// The decoded segments of the root's path, to compare decoded hrefs against.
@@ -87,7 +99,7 @@ struct Inner {
 
 impl WebDavClient {
     pub(crate) fn new(
-        http: reqwest::Client,
+        http: HttpClients,
         base: Url,
         auth: Auth,
         mtime_property: bool,
@@ -305,7 +317,7 @@ impl Inner {
 
     /// A request without credentials: [`Inner::send`] adds them.
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        self.http.request(method, url)
+        self.http.plain.request(method, url)
     }
 
     /// Sends a request with the `Authorization` header [`Auth`] gives it. On a 401 whose
@@ -318,6 +330,28 @@ impl Inner {
         name: &'static str,
         rb: RequestBuilder,
         url: &str,
+    ) -> std::result::Result<Response, DavError> {
+        self.send_via(name, rb, url, None).await
+    }
+
+    /// [`send`](Self::send) for an upload whose body marks `progress`: sent through the
+    /// uploads' client, it fails as [`DavError::Stalled`] after
+    /// [`HttpClients::idle`] without progress, however long it takes in all.
+    async fn send_upload(
+        &self,
+        rb: RequestBuilder,
+        url: &str,
+        progress: &Progress,
+    ) -> std::result::Result<Response, DavError> {
+        self.send_via("PUT", rb, url, Some(progress)).await
+    }
+
+    async fn send_via(
+        &self,
+        name: &'static str,
+        rb: RequestBuilder,
+        url: &str,
+        progress: Option<&Progress>,
     ) -> std::result::Result<Response, DavError> {
         tracing::debug!(method = name, url, "webdav request");
         let http_err = |source: reqwest::Error| match crate::error::tls_failure(&source) {
@@ -348,7 +382,19 @@ impl Inner {
                 .auth
                 .authorize(&method, &uri, req.headers_mut())
                 .map_err(|_| insecure())?;
-            let resp = self.http.execute(req).await.map_err(http_err)?;
+            let resp = match progress {
+                None => self.http.plain.execute(req).await,
+                Some(progress) => {
+                    until_stalled(self.http.uploads.execute(req), progress, self.http.idle)
+                        .await
+                        .map_err(|source| DavError::Stalled {
+                            method: name,
+                            url: url.to_owned(),
+                            source,
+                        })?
+                }
+            }
+            .map_err(http_err)?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 self.auth.accepted();
                 return Ok(resp);
@@ -947,8 +993,10 @@ impl Inner {
                 std::io::Error::other(msg)
             })
         });
+        let progress = Progress::new();
+        let body = MarkProgress::new(body, progress.clone());
         let rb = extra(self.request(Method::PUT, url)).body(reqwest::Body::wrap_stream(body));
-        let sent = self.send("PUT", rb, url).await;
+        let sent = self.send_upload(rb, url, &progress).await;
         let taken = body_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

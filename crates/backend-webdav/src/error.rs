@@ -64,6 +64,15 @@ pub(crate) enum DavError {
     /// An answer's body ended before its length (or ran past it): a retry reads it whole.
     #[error("{0}")]
     Truncated(String),
+    /// An upload went [`Timeouts::idle`](syncengine_core::timeouts::Timeouts::idle) without
+    /// progress: transient.
+    #[error("{method} {url}: {source}")]
+    Stalled {
+        method: &'static str,
+        url: String,
+        #[source]
+        source: syncengine_core::stall::Stalled,
+    },
     /// A request whose body streamed (and cannot be replayed) met a new authentication
     /// challenge; it is cached, so a retry answers it.
     #[error("{method} {url}: the server asked for authentication anew after the body was sent")]
@@ -122,7 +131,10 @@ pub(crate) fn map_error(err: DavError, path: &str, ctx: Ctx) -> Error {
                 || source.is_body()
                 || source.is_decode()
         }
-        DavError::Vanished(_) | DavError::Truncated(_) | DavError::Rechallenged { .. } => true,
+        DavError::Vanished(_)
+        | DavError::Truncated(_)
+        | DavError::Rechallenged { .. }
+        | DavError::Stalled { .. } => true,
         _ => false,
     };
     let source: syncengine_core::BoxError = Box::new(err);

@@ -532,11 +532,6 @@ fn serve(client: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
             _ => sent_head.extend_from_slice(line.as_bytes()),
         }
     }
-    if plan.request_pace.rate.is_some() {
-        // A slow link holds little in flight: keep the window the client may fill small, so
-        // that what the client has sent is close to what went through.
-        let _ = socket2::SockRef::from(&client).set_recv_buffer_size(16 * 1024);
-    }
     let mut up_write = up.try_clone()?;
     let request_pace = plan.request_pace;
     let for_request = shared.clone();
