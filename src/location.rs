@@ -306,11 +306,11 @@ pub fn open_with_timeouts(
         Location::Remote { scheme, url: _url } => match scheme.as_str() {
             // Remote backends add their feature-gated arm here, above the fallback.
             #[cfg(feature = "s3")]
-            "s3" => open_object_store(_url),
+            "s3" => open_object_store(_url, timeouts),
             #[cfg(feature = "azure")]
-            "az" => open_object_store(_url),
+            "az" => open_object_store(_url, timeouts),
             #[cfg(feature = "gcs")]
-            "gs" => open_object_store(_url),
+            "gs" => open_object_store(_url, timeouts),
             #[cfg(feature = "webdav")]
             "webdav" | "webdavs" => open_webdav(_url, timeouts),
             #[cfg(feature = "sftp")]
@@ -369,9 +369,12 @@ fn scrub(message: &str, url: &str) -> String {
 
 /// Opens `s3://`, `az://` or `gs://` with settings from the store's own environment variables.
 #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
-fn open_object_store(url: &str) -> Result<Arc<dyn StorageClient>, LocationError> {
+fn open_object_store(
+    url: &str,
+    timeouts: Timeouts,
+) -> Result<Arc<dyn StorageClient>, LocationError> {
     syncengine_backend_s3::S3Builder::from_env(url)
-        .and_then(|b| b.build())
+        .and_then(|b| b.with_timeouts(timeouts).build())
         .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
         .map_err(|e| LocationError::Invalid {
             given: scrub(url, url),

@@ -223,6 +223,48 @@ fn a_silent_server_is_given_up_on_after_the_timeouts_given() {
     }
 }
 
+/// The same on S3: `--timeout` reaches object stores too (object_store's own timeouts are
+/// off; a request without progress fails after it, and the side is unreachable).
+#[cfg(feature = "s3")]
+#[test]
+fn a_silent_object_store_is_given_up_on_after_the_timeout_given() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let (_tmp, local, state) = local_side();
+    let started = std::time::Instant::now();
+    let out = Command::new(cli::BIN)
+        .arg("sync")
+        .arg(&local)
+        .arg("s3://bucket/x")
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--timeout", "2s"])
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "id")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("no progress"), "the cause is not named: {err}");
+    // object_store retries twice; without the flag each wait would be 5 minutes.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(50),
+        "took {:?}: {err}",
+        started.elapsed()
+    );
+    assert_nothing_changed(&local, &state);
+}
+
 #[test]
 fn a_timeout_of_nothing_is_a_usage_error() {
     let (_tmp, local, state) = local_side();

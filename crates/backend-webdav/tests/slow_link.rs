@@ -34,7 +34,7 @@ fn content(size: usize) -> Bytes {
 /// A client of `root` through `proxy`, with an idle timeout of `idle`.
 fn dav_through(proxy: &Proxy, root: &str, idle: Duration) -> WebDavClient {
     let mut builder = WebDavBuilder::from_env()
-        .with_url(&format!("{}/{root}", proxy.url()))
+        .with_url(format!("{}/{root}", proxy.url()))
         .with_allow_insecure_basic(true)
         .with_timeouts(Timeouts {
             connect: Duration::from_secs(5),
