@@ -2,8 +2,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -46,6 +46,9 @@ struct Inner {
     /// open asked for: the server honours them (less its umask), and later writes need not
     /// look (see `restrict_temp`).
     open_mode_honoured: AtomicBool,
+    /// The root's real path as the server resolves it (`realpath`), once known: what an
+    /// [`Anchor`] checks a folder against.
+    real_root: OnceLock<String>,
 }
 
 impl SftpClient {
@@ -57,6 +60,7 @@ impl SftpClient {
                 cfg,
                 stale: StaleTemps::default(),
                 open_mode_honoured: AtomicBool::new(false),
+                real_root: OnceLock::new(),
             }),
         }
     }
@@ -581,6 +585,165 @@ async fn check_no_symlinked_folder(
         }
     }
     Ok(())
+}
+
+/// What follows [`TEMP_PREFIX`] in the name of an [`Anchor`]'s folder.
+const ANCHOR_TAG: &str = "anchor-";
+
+/// A folder below the root pinned for one operation, so that a symlink swapped in for it
+/// (or for a folder above it) between the check and the operation cannot redirect the
+/// operation outside the root.
+///
+/// SFTP has no `openat`: every request names a path the server resolves anew, and a check
+/// (`lstat` of each folder on the way) and the operation are separate requests. An anchor
+/// closes that gap for the paths it hands out:
+///
+/// 1. it creates a fresh, uniquely named empty folder (`.syncengine-tmp-anchor-<hex>`) in the
+///    folder, and, in the same round trip, asks the server for its real path (`realpath` of
+///    `<anchor>/.`, which fails unless the anchor is found at the end of the walk). Only if
+///    that is the root's real path followed by the folder's relative path and the anchor
+///    name was the anchor made in the real folder inside the root (no component on the walk
+///    was a symlink when it was resolved). Otherwise the anchor is removed where it really
+///    landed and the operation refused.
+/// 2. the operation then names its files as `<anchor>/../<name>`. The server's file system
+///    resolves `..` from the anchor to the folder holding it, whatever path led there, and a
+///    folder swapped in for it holds no such anchor (the name is unique), so every one of
+///    the operation's system calls reaches the verified folder or fails with "no such file".
+///    This also covers OpenSSH's plain rename, which is three calls (lstat, link, unlink).
+/// 3. [`Anchor::release`] removes the anchor (also through its own `..`).
+///
+/// The anchor can land outside the root for a moment (a swap between the check and its
+/// `mkdir`): an empty folder of ours, removed at once by its real path.
+struct Anchor {
+    /// The anchor folder's server path, as created.
+    path: String,
+}
+
+impl Anchor {
+    /// The server path of `name` in the anchored folder, bound to it (`<anchor>/../name`).
+    fn at(&self, name: &str) -> String {
+        format!("{}/../{name}", self.path)
+    }
+
+    /// Removes the anchor, by its plain path: its name is unique, so whatever folder that
+    /// path leads to, only the anchor can be removed. A swap can hide it for a moment; the
+    /// removal is retried for a while (about a second), then the empty folder is left, with
+    /// a temporary name that listings skip.
+    async fn release(self, s: &Session) {
+        for attempt in 0..200u32 {
+            match s.run(s.raw.rmdir(self.path.as_str())).await {
+                Ok(_) => return,
+                Err(e) if e.is_no_such_file() && attempt < 199 => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %self.path, "could not remove an anchor folder: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The root's real path as the server resolves it, cached.
+async fn real_root(inner: &Inner, s: &Session) -> Result<String, SftpError> {
+    if let Some(root) = inner.real_root.get() {
+        return Ok(root.clone());
+    }
+    let root = realpath(s, &inner.remote(None)).await?;
+    Ok(inner.real_root.get_or_init(|| root).clone())
+}
+
+/// The server's `realpath` of `path`.
+async fn realpath(s: &Session, path: &str) -> Result<String, SftpError> {
+    let name = s.run(s.raw.realpath(path)).await?;
+    name.files
+        .into_iter()
+        .next()
+        .map(|f| f.filename)
+        .ok_or_else(|| SftpError::Message(format!("no real path for {path}")))
+}
+
+/// Pins the folder `dir` below the root ([`Anchor`]); `None` for the root itself (the
+/// user's choice: not checked). "No such file" when the folder does not exist;
+/// [`SftpError::SymlinkedFolder`] when the anchor did not land in the real folder inside the
+/// root (a symlinked folder on the way, or one swapped in meanwhile).
+async fn anchor(inner: &Inner, s: &Session, dir: &RelPath) -> Result<Anchor, SftpError> {
+    let root = real_root(inner, s).await?;
+    let name = format!("{TEMP_PREFIX}{ANCHOR_TAG}{:016x}", rand::random::<u64>());
+    let path = in_dir(&inner.remote(Some(dir)), &name);
+    let probe = format!("{path}/.");
+    let attrs = FileAttributes {
+        permissions: Some(0o700),
+        ..FileAttributes::empty()
+    };
+    // One round trip: the server answers in order, so the lookup sees the new folder.
+    let (made, real) = tokio::join!(
+        s.run(s.raw.mkdir(path.as_str(), attrs)),
+        realpath(s, &probe)
+    );
+    if let Err(e) = made {
+        if e.is_connection_error() || e.is_no_such_file() {
+            return Err(e);
+        }
+        // Servers differ in what they answer for a folder that is a file (rclone: "file
+        // already exists"): no folder there is a missing file below it.
+        return match lstat_opt(s, &inner.remote(Some(dir))).await? {
+            Some(attrs) if is_dir(&attrs) => Err(e),
+            _ => Err(SftpError::NotAFile),
+        };
+    }
+    let expected = format!("{}/{dir}/{name}", root.trim_end_matches('/'));
+    let real = match real {
+        Ok(real) if real == expected => return Ok(Anchor { path }),
+        Ok(real) => Some(real),
+        // The anchor was not where the lookup went: a swap between the two requests.
+        Err(_) => None,
+    };
+    // The anchor is not (provably) in the folder inside the root: remove it where it landed
+    // (by its real path where the lookup found one) and refuse.
+    match real {
+        Some(real) => match s.run(s.raw.rmdir(real.as_str())).await {
+            Ok(_) => {}
+            Err(_) => Anchor { path }.release(s).await,
+        },
+        None => Anchor { path }.release(s).await,
+    }
+    let found = match dir.join("x") {
+        Ok(inside) => check_no_symlinked_folder(inner, s, &inside).await.err(),
+        Err(_) => None,
+    };
+    let link = match found {
+        Some(SftpError::SymlinkedFolder { link }) => link,
+        _ => dir.to_string(),
+    };
+    Err(SftpError::SymlinkedFolder { link })
+}
+
+/// The server path of `rel` through `anchor` (its parent folder's), or the plain path for a
+/// file in the root.
+fn anchored(inner: &Inner, anchor: Option<&Anchor>, rel: &RelPath) -> String {
+    match anchor {
+        Some(a) => a.at(rel.file_name()),
+        None => inner.remote(Some(rel)),
+    }
+}
+
+/// Pins `rel`'s parent folder ([`anchor`]); `None` for a file in the root.
+async fn anchor_parent(
+    inner: &Inner,
+    s: &Session,
+    rel: &RelPath,
+) -> Result<Option<Anchor>, SftpError> {
+    match rel.parent() {
+        Some(dir) => anchor(inner, s, &dir).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Releases the anchors (in one round trip).
+async fn release(s: &Session, anchors: impl IntoIterator<Item = Option<Anchor>>) {
+    futures::future::join_all(anchors.into_iter().flatten().map(|a| a.release(s))).await;
 }
 
 async fn stat_entry(inner: &Inner, s: &Session, rel: &RelPath) -> Result<Entry, SftpError> {
@@ -1417,11 +1580,21 @@ impl StorageClient for SftpClient {
     async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
         let err = |e: SftpError| to_core(e, path.as_str());
         let s = self.inner.pool.get().await.map_err(err)?;
-        let remote = self.inner.remote(Some(path));
         check_no_symlinked_folder(&self.inner, &s, path)
             .await
             .map_err(err)?;
-        match s.run(s.raw.remove(remote.as_str())).await {
+        // The removal goes through the pinned folder: a symlink swapped in for it since the
+        // check cannot send it outside the root.
+        let anchor = match anchor_parent(&self.inner, &s, path).await {
+            Ok(anchor) => anchor,
+            // No folder: no file to delete.
+            Err(e) if e.is_no_such_file() || matches!(e, SftpError::NotAFile) => return Ok(()),
+            Err(e) => return Err(err(e)),
+        };
+        let remote = anchored(&self.inner, anchor.as_ref(), path);
+        let removed = s.run(s.raw.remove(remote.as_str())).await;
+        release(&s, [anchor]).await;
+        match removed {
             Ok(_) => {
                 prune_parents(&self.inner, &s, path).await;
                 Ok(())
@@ -1508,22 +1681,43 @@ impl StorageClient for SftpClient {
         if from == to {
             return stat_entry(&self.inner, &s, to).await.map_err(err_to);
         }
-        let remote_from = self.inner.remote(Some(from));
-        let remote_to = self.inner.remote(Some(to));
-        mkdir_all(&s, remote_parent(&remote_to))
+        mkdir_all(&s, remote_parent(&self.inner.remote(Some(to))))
             .await
             .map_err(err_to)?;
-        if opts.overwrite {
-            rename_replace(&s, &remote_from, &remote_to, None)
-                .await
-                .map_err(err_to)?
-                .finish(&s)
-                .await;
-        } else {
-            rename_noreplace(&s, &remote_from, &remote_to)
-                .await
-                .map_err(err_to)?;
+        // Both ends go through their pinned folders: a symlink swapped in for either since
+        // the checks cannot make the move take a file from outside the root, nor put one
+        // there.
+        let (from_anchor, to_anchor) = tokio::join!(
+            anchor_parent(&self.inner, &s, from),
+            anchor_parent(&self.inner, &s, to)
+        );
+        let (from_anchor, to_anchor) = match (from_anchor, to_anchor) {
+            (Ok(f), Ok(t)) => (f, t),
+            (Err(e), t) => {
+                release(&s, [t.ok().flatten()]).await;
+                return Err(err(e));
+            }
+            (Ok(f), Err(e)) => {
+                release(&s, [f]).await;
+                return Err(err_to(e));
+            }
+        };
+        let remote_from = anchored(&self.inner, from_anchor.as_ref(), from);
+        let remote_to = anchored(&self.inner, to_anchor.as_ref(), to);
+        let moved = async {
+            if opts.overwrite {
+                rename_replace(&s, &remote_from, &remote_to, None)
+                    .await?
+                    .finish(&s)
+                    .await;
+                Ok(())
+            } else {
+                rename_noreplace(&s, &remote_from, &remote_to).await
+            }
         }
+        .await;
+        release(&s, [from_anchor, to_anchor]).await;
+        moved.map_err(err_to)?;
         prune_parents(&self.inner, &s, from).await;
         stat_entry(&self.inner, &s, to).await.map_err(err_to)
     }

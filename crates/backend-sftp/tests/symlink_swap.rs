@@ -37,7 +37,12 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         let Ok(rd) = fs::read_dir(dir) else { return };
         for e in rd.flatten() {
-            let rel = e.path().strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let ft = e.file_type().unwrap();
             if ft.is_dir() {
                 out.insert(format!("{rel}/"), "<dir>".into());
@@ -151,8 +156,16 @@ async fn a_folder_swapped_for_a_symlink_never_lets_a_file_outside_be_touched() {
     // Twins: same names, sizes and times; only the content tells them apart.
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     for i in 0..FILES {
-        put(&root.join(format!("dir/f{i:04}")), &format!("inside-{i:04}"), mtime);
-        put(&outside.join(format!("f{i:04}")), &format!("OUTSID-{i:04}"), mtime);
+        put(
+            &root.join(format!("dir/f{i:04}")),
+            &format!("inside-{i:04}"),
+            mtime,
+        );
+        put(
+            &outside.join(format!("f{i:04}")),
+            &format!("OUTSID-{i:04}"),
+            mtime,
+        );
     }
     let before = snapshot(&outside);
 
