@@ -20,6 +20,7 @@ use syncengine_core::{
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
+use syncengine_core::cleanup::{CleanupOptions, CleanupReport, clean_up_temps};
 use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, temp_file_name};
 
@@ -570,6 +571,20 @@ impl StorageClient for LocalClient {
                 }
             }
             Ok(removed)
+        })
+        .await
+    }
+
+    /// The engine's temp files anywhere under the root (trash folders excepted) untouched
+    /// (modified or read) for longer than the given age, by the core's
+    /// [`clean_up_temps`](syncengine_core::cleanup::clean_up_temps).
+    async fn clean_up(&self, opts: &CleanupOptions) -> Result<CleanupReport> {
+        clean_up_temps(self, &self.stale, opts, |path| {
+            blocking(move || match fs::remove_file(&path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(map_io(&path, e)),
+            })
         })
         .await
     }

@@ -15,6 +15,7 @@ use syncengine_core::{
     RelPath, Result, StorageClient, TransferOptions, Version, WriteMode, WriteOptions,
 };
 
+use syncengine_core::cleanup::{CleanupOptions, CleanupReport, clean_up_temps};
 use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, temp_file_name};
 
@@ -1316,6 +1317,21 @@ impl StorageClient for SftpClient {
             }
         }
         Ok(removed)
+    }
+
+    /// The engine's temp files anywhere under the root (trash folders excepted) untouched
+    /// (modified or read) for longer than the given age, by the core's
+    /// [`clean_up_temps`](syncengine_core::cleanup::clean_up_temps).
+    async fn clean_up(&self, opts: &CleanupOptions) -> Result<CleanupReport> {
+        clean_up_temps(self, &self.inner.stale, opts, |path| async move {
+            let s = self.inner.pool.get().await.map_err(|e| to_core(e, ""))?;
+            match s.run(s.raw.remove(path.as_str())).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.is_no_such_file() => Ok(false),
+                Err(e) => Err(to_core(e, &path)),
+            }
+        })
+        .await
     }
 
     fn list(&self, prefix: Option<&RelPath>) -> EntryStream {

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
+use syncengine_core::cleanup::{CleanupOptions, CleanupReport, clean_up_temps};
 use syncengine_core::entry::{nanos_to_system_time, system_time_to_nanos};
 use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, TEMP_FILE_PREFIX, temp_file_name};
@@ -1813,6 +1814,33 @@ impl StorageClient for WebDavClient {
             }
         }
         Ok(removed)
+    }
+
+    /// The engine's temp files anywhere under the root (trash folders excepted) whose
+    /// server-side modification time is older than the given age, by the core's
+    /// [`clean_up_temps`](syncengine_core::cleanup::clean_up_temps). Folders left aside
+    /// are not touched here (the engine removes them after a run once they are empty).
+    async fn clean_up(&self, opts: &CleanupOptions) -> Result<CleanupReport> {
+        let inner = &self.inner;
+        clean_up_temps(self, &inner.stale, opts, |url| async move {
+            let resp = inner
+                .send("DELETE", inner.request(Method::DELETE, &url), &url)
+                .await
+                .map_err(|e| map_error(e, "", Ctx::Plain))?;
+            let status = resp.status();
+            if status.is_success() {
+                Ok(true)
+            } else if status == StatusCode::NOT_FOUND {
+                Ok(false)
+            } else {
+                Err(map_error(
+                    status_err("DELETE", &url, status),
+                    "",
+                    Ctx::Plain,
+                ))
+            }
+        })
+        .await
     }
 
     /// `webdav://<host:port>/<decoded path of the root collection>` (the scheme of the URL

@@ -11,6 +11,7 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
 use crate::capabilities::Capabilities;
+use crate::cleanup::{CleanupOptions, CleanupReport};
 use crate::entry::{ContentHash, Entry, Version};
 use crate::error::{Error, Result};
 use crate::identity::Location;
@@ -269,6 +270,52 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// The backend's error for a removal that failed; the engine reports it as a warning.
     async fn remove_stale_temps(&self) -> Result<u64> {
         Ok(0)
+    }
+
+    /// Finds, and unless [`CleanupOptions::dry_run`] removes, what killed or interrupted
+    /// writes left under this client's root, older than [`CleanupOptions::older_than`]:
+    ///
+    /// - backends that write through temp files (local disk, SFTP, WebDAV): the engine's temp
+    ///   files, only in the exact format
+    ///   [`temp_file_name`](crate::ignore_rules::temp_file_name) makes (a user file that only
+    ///   resembles it stays), never inside a trash folder (`.syncengine/trash/`, pruned by
+    ///   age by the engine itself); see [`clean_up_temps`](crate::cleanup::clean_up_temps);
+    /// - S3: multipart uploads under the root's prefix that were started and never completed
+    ///   (`ListMultipartUploads`, then `AbortMultipartUpload`).
+    ///
+    /// Nothing else is touched: no user file, no trash, no state. The default finds nothing
+    /// and returns an empty report: right for a backend that leaves no such garbage (the
+    /// in-memory client; Azure and GCS, whose uncommitted uploads the service expires by
+    /// itself). The `syncengine cleanup URL` command calls it.
+    ///
+    /// ```
+    /// # async fn demo(client: &dyn syncengine_core::StorageClient) -> syncengine_core::Result<()> {
+    /// use std::time::Duration;
+    /// use syncengine_core::cleanup::CleanupOptions;
+    ///
+    /// let report = client.clean_up(&CleanupOptions::new(Duration::from_secs(86_400))).await?;
+    /// for leftover in &report.found {
+    ///     println!("removed {leftover}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A failure to find the leftovers (a listing that failed): nothing was removed then. A
+    /// removal that fails is reported in [`CleanupReport::failed`], and the others are still
+    /// tried.
+    async fn clean_up(&self, opts: &CleanupOptions) -> Result<CleanupReport> {
+        Ok(CleanupReport::empty(opts))
+    }
+
+    /// Waits until the clean-up work this client started in the background has finished, or
+    /// for `limit` at most: the S3 client aborts the multipart upload of a write whose future
+    /// was dropped (a cancelled run) from a spawned task, which a program that exits or drops
+    /// its runtime right after the run would otherwise cut short, leaving the upload's parts
+    /// stored (and billed). The engine calls it on both sides before a run returns, cancelled
+    /// or not. The default has nothing to wait for.
+    async fn settle(&self, limit: std::time::Duration) {
+        let _ = limit;
     }
 
     /// Returns the modification time recorded with the file (the one

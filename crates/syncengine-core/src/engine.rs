@@ -40,6 +40,10 @@ use crate::verify::read_own_file;
 /// Entries kept in memory per sorted run when a listing has to be sorted.
 const SORT_RUN_SIZE: usize = 100_000;
 
+/// How long a run waits, before it returns, for the clients' background clean-up (see
+/// [`StorageClient::settle`](crate::StorageClient::settle)).
+pub const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs syncs. Holds where pair state lives, the progress channel and the cancellation token.
 ///
 /// ```
@@ -107,7 +111,17 @@ impl SyncEngine {
             mode = %pair.mode,
             dry_run = pair.options.dry_run,
         );
-        self.run(pair).instrument(span).await
+        let result = self.run(pair).instrument(span.clone()).await;
+        // Writes dropped by a cancellation may have left clean-up (an S3 multipart abort)
+        // running in the background: it finishes before the run returns, so a program that
+        // exits right after (the CLI on Ctrl-C) does not cut it short.
+        futures::future::join(
+            pair.source.settle(SETTLE_LIMIT),
+            pair.destination.settle(SETTLE_LIMIT),
+        )
+        .instrument(span)
+        .await;
+        result
     }
 
     async fn run(&self, pair: &SyncPair) -> Result<SyncStats, SyncError> {

@@ -330,6 +330,17 @@ impl StorageClient for Folded {
         self.inner.remove_stale_temps().await
     }
 
+    async fn clean_up(
+        &self,
+        opts: &crate::cleanup::CleanupOptions,
+    ) -> Result<crate::cleanup::CleanupReport> {
+        self.inner.clean_up(opts).await
+    }
+
+    async fn settle(&self, limit: std::time::Duration) {
+        self.inner.settle(limit).await
+    }
+
     async fn recorded_mtime(&self, listed: &Entry) -> Result<Option<SystemTime>> {
         self.inner.recorded_mtime(listed).await
     }

@@ -40,7 +40,7 @@
 //!   [`IgnoreRules::add_own_dir`] (the engine's state directory when it lies inside a synced
 //!   local root).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -123,39 +123,60 @@ pub fn is_stale_temp(name: &str, last_change: Option<SystemTime>, now: SystemTim
             .is_some_and(|age| age > STALE_TEMP_AGE)
 }
 
-/// Stale temp files a backend's listings found (see [`is_stale_temp`]), by the backend's own
-/// location string, until the engine asks for them to be removed.
+/// Temp files a backend's listings found, by the backend's own location string, with the
+/// newest time the backend knows for each, until they are asked for: stale ones (see
+/// [`is_stale_temp`]) by the engine after a run ([`take`](Self::take)), any older than a
+/// chosen age by a clean-up ([`take_older_than`](Self::take_older_than), see
+/// [`StorageClient::clean_up`](crate::StorageClient::clean_up)).
 ///
+/// Only names in the exact temp format ([`is_temp_file_name`]) with a known time are kept.
 /// Listings never remove anything themselves: a dry run lists too, and must change nothing.
 #[derive(Debug, Default)]
-pub struct StaleTemps(Mutex<BTreeSet<String>>);
+pub struct StaleTemps(Mutex<BTreeMap<String, SystemTime>>);
 
 impl StaleTemps {
-    /// Records `location` (a path or URL in the backend's own terms) when the file is stale
-    /// by [`is_stale_temp`]; returns whether it was recorded.
+    /// Notes `location` (a path or URL in the backend's own terms) when `name` has the exact
+    /// temp format and `last_change` is known; returns whether it is stale by
+    /// [`is_stale_temp`] (and so will be removed after the run).
     pub fn consider(
         &self,
         location: impl Into<String>,
         name: &str,
         last_change: Option<SystemTime>,
     ) -> bool {
-        let stale = is_stale_temp(name, last_change, SystemTime::now());
-        if stale {
-            self.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(location.into());
-        }
-        stale
+        let Some(time) = last_change.filter(|_| is_temp_file_name(name)) else {
+            return false;
+        };
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(location.into(), time);
+        is_stale_temp(name, last_change, SystemTime::now())
     }
 
-    /// Takes the recorded locations, leaving none.
+    /// Takes the stale locations (untouched for [`STALE_TEMP_AGE`]), forgetting every noted
+    /// one (a younger one is noted again by the next listing).
     pub fn take(&self) -> Vec<String> {
-        let mut set = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::mem::take(&mut *set).into_iter().collect()
+        self.take_older_than(STALE_TEMP_AGE)
+            .into_iter()
+            .map(|(location, _)| location)
+            .collect()
+    }
+
+    /// Takes the locations untouched for longer than `age`, with their last change,
+    /// forgetting every noted one. A time in the future is never old.
+    pub fn take_older_than(&self, age: Duration) -> Vec<(String, SystemTime)> {
+        let noted = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let now = SystemTime::now();
+        noted
+            .into_iter()
+            .filter(|(_, t)| now.duration_since(*t).is_ok_and(|d| d > age))
+            .collect()
     }
 }
 

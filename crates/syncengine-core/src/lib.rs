@@ -28,6 +28,7 @@
 //! ```
 
 pub mod capabilities;
+pub mod cleanup;
 pub mod client;
 pub mod collide;
 #[cfg(feature = "conformance")]

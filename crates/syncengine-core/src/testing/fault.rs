@@ -596,6 +596,17 @@ impl StorageClient for FaultClient {
         self.inner.remove_stale_temps().await
     }
 
+    async fn clean_up(
+        &self,
+        opts: &crate::cleanup::CleanupOptions,
+    ) -> Result<crate::cleanup::CleanupReport> {
+        self.inner.clean_up(opts).await
+    }
+
+    async fn settle(&self, limit: std::time::Duration) {
+        self.inner.settle(limit).await
+    }
+
     /// The wrapped client's: a faulty connection to a storage is still that storage (and a
     /// pair id that changed with the wrapper would lose the base).
     async fn location(&self) -> Result<crate::identity::Location> {

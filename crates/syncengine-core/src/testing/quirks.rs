@@ -236,6 +236,17 @@ impl StorageClient for QuirkClient {
         self.inner.remove_stale_temps().await
     }
 
+    async fn clean_up(
+        &self,
+        opts: &crate::cleanup::CleanupOptions,
+    ) -> Result<crate::cleanup::CleanupReport> {
+        self.inner.clean_up(opts).await
+    }
+
+    async fn settle(&self, limit: std::time::Duration) {
+        self.inner.settle(limit).await
+    }
+
     async fn location(&self) -> Result<crate::identity::Location> {
         self.inner.location().await
     }
