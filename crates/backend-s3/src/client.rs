@@ -15,6 +15,7 @@ use object_store::{
     ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
     UpdateVersion,
 };
+use syncengine_core::cleanup::{CleanupOptions, CleanupReport};
 use syncengine_core::entry::md5_of_etag;
 use syncengine_core::identity::{Location, endpoint_authority};
 use syncengine_core::{
@@ -24,6 +25,7 @@ use syncengine_core::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 use crate::big_copy::BigCopy;
 use crate::config::{S3Config, StoreKind};
@@ -91,6 +93,9 @@ pub struct S3Client {
     /// The bytes all uploads of this client (and its clones) may hold in part buffers at
     /// once: [`S3Config::upload_buffer`] permits, one per byte.
     upload_budget: Arc<Semaphore>,
+    /// Aborts of multipart uploads whose write was dropped (a cancelled run), running in the
+    /// background; [`StorageClient::settle`] waits for them. Shared by clones.
+    aborts: TaskTracker,
 }
 
 impl fmt::Debug for S3Client {
@@ -233,6 +238,7 @@ impl S3Client {
             big_copy,
             etag_not_md5: Arc::new(AtomicBool::new(false)),
             upload_budget: Arc::new(Semaphore::new(config.upload_buffer.clamp(1, MAX_BUDGET))),
+            aborts: TaskTracker::new(),
             config: Arc::new(config),
         }
     }
@@ -588,6 +594,8 @@ struct NotDeleted {
 /// cancelled write), so no orphaned parts stay behind.
 struct Multipart {
     upload: Option<Box<dyn MultipartUpload>>,
+    /// Where the abort of a dropped upload is tracked (the client's).
+    aborts: TaskTracker,
     tasks: JoinSet<object_store::Result<()>>,
     in_flight: usize,
 }
@@ -653,11 +661,19 @@ impl Drop for Multipart {
         if let Some(mut upload) = self.upload.take() {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn(async move {
-                        if let Err(e) = upload.abort().await {
-                            tracing::warn!(error = %e, "aborting a cancelled multipart upload failed");
+                    // Tracked, so the client's `settle` (which the engine awaits before a run
+                    // returns) can wait for it: a program that exits right after a cancelled
+                    // run would otherwise drop it unsent, and the parts would stay stored.
+                    rt.spawn(self.aborts.track_future(async move {
+                        match upload.abort().await {
+                            Ok(()) => tracing::debug!("aborted a cancelled multipart upload"),
+                            Err(e) => tracing::warn!(
+                                error = %e,
+                                "aborting a cancelled multipart upload failed; `syncengine \
+                                 cleanup` removes it later"
+                            ),
                         }
-                    });
+                    }));
                 }
                 Err(_) => tracing::warn!("multipart upload dropped outside a runtime; not aborted"),
             }
@@ -872,6 +888,88 @@ impl StorageClient for S3Client {
         // Object keys are exact byte strings: no folding, and no probe needed.
         caps.folding_known = true;
         caps
+    }
+
+    /// S3: the multipart uploads under the root's prefix that were started longer ago than
+    /// the given age and never completed (`ListMultipartUploads`), aborted
+    /// (`AbortMultipartUpload`) unless it is a dry run. Objects are never touched. Azure and
+    /// GCS: nothing (their services expire uncommitted uploads by themselves).
+    async fn clean_up(&self, opts: &CleanupOptions) -> Result<CleanupReport> {
+        let mut report = CleanupReport::empty(opts);
+        #[cfg(feature = "s3")]
+        if let Some(raw) = &self.big_copy {
+            use syncengine_core::cleanup::{Leftover, LeftoverKind};
+            let backend = self.backend_name();
+            let prefix = if self.config.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", self.config.prefix)
+            };
+            let uploads = raw
+                .list_uploads(&prefix)
+                .await
+                .map_err(|e| StoreError::Store(e).into_core(backend, ""))?;
+            let now = SystemTime::now();
+            for upload in uploads {
+                // The server filtered by prefix; a server that ignores the filter must not
+                // make another root's uploads ours.
+                if !upload.key.starts_with(&prefix) {
+                    continue;
+                }
+                let Some(started) = upload.initiated.map(SystemTime::from) else {
+                    continue;
+                };
+                if !now
+                    .duration_since(started)
+                    .is_ok_and(|age| age > opts.older_than)
+                {
+                    continue;
+                }
+                let leftover = Leftover::new(
+                    LeftoverKind::MultipartUpload,
+                    format!(
+                        "s3://{}/{} (upload {})",
+                        raw.bucket, upload.key, upload.upload_id
+                    ),
+                    Some(started),
+                );
+                if opts.dry_run {
+                    report.found.push(leftover);
+                    continue;
+                }
+                match raw.abort_upload(&upload.key, &upload.upload_id).await {
+                    Ok(true) => {
+                        tracing::info!(location = %leftover.location, "aborted an unfinished multipart upload");
+                        report.found.push(leftover);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        let e = StoreError::Store(e).into_core(backend, &upload.key);
+                        report.failed.push((leftover, e.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Waits for the aborts of multipart uploads whose write was dropped (see
+    /// [`StorageClient::settle`]).
+    async fn settle(&self, limit: Duration) {
+        if self.aborts.is_empty() {
+            return;
+        }
+        self.aborts.close();
+        if tokio::time::timeout(limit, self.aborts.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pending = self.aborts.len(),
+                "multipart upload aborts still running; `syncengine cleanup` removes what they leave"
+            );
+        }
+        self.aborts.reopen();
     }
 
     fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
@@ -1189,6 +1287,7 @@ impl StorageClient for S3Client {
             .map_err(|e| self.err(path, e))?;
         let mut mp = Multipart {
             upload: Some(upload),
+            aborts: self.aborts.clone(),
             tasks: JoinSet::new(),
             in_flight: self.config.parts_in_flight.max(1),
         };

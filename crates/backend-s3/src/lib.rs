@@ -119,6 +119,8 @@ pub mod mtime;
 mod progress_http;
 #[cfg(feature = "s3")]
 mod raw_list;
+#[cfg(feature = "s3")]
+mod uploads;
 
 pub use builder::S3Builder;
 pub use client::S3Client;
