@@ -151,6 +151,59 @@ enum Command {
     /// Sync SOURCE and DESTINATION once, in one of five modes.
     #[command(after_help = SYNC_AFTER_HELP)]
     Sync(SyncArgs),
+    /// Remove what killed or interrupted runs left under URL: the engine's temp files
+    /// (local, SFTP, WebDAV) and unfinished multipart uploads (S3).
+    #[command(after_help = CLEANUP_AFTER_HELP)]
+    Cleanup(CleanupArgs),
+}
+
+const CLEANUP_AFTER_HELP: &str = "\
+WHAT IS REMOVED:
+  Only leftovers of the engine's own interrupted writes, under URL only, and only those
+  older than --older-than (default 24h; a younger one may be a write still in progress, here
+  or on another machine syncing with the same root):
+  - local folders, SFTP and WebDAV: temp files named exactly .syncengine-tmp-<16 hex digits>
+    (the name every atomic write uses before it renames the file into place), by their last
+    modification (or access) time. A file that only resembles that name is left alone.
+  - S3: multipart uploads under the URL's prefix that were started and never completed (a
+    killed upload's parts stay stored, and billed, until they are aborted), by the time
+    they were started.
+  Never removed: any other file or object, the trash (.syncengine/trash/, pruned by age by
+  sync runs) and the pair state. Azure and GCS have nothing to clean (the services expire
+  uncommitted uploads themselves). Sync runs already remove temp files a day old that their
+  listings come across; this command also reaches folders that are excluded or not synced.
+
+OUTPUT:
+  One line per leftover on stdout (\"removed ...\", or \"would remove ...\" with --dry-run),
+  then a summary line. Failed removals go to stderr as errors. -q prints errors only.
+
+EXIT STATUS:
+  0  success (also when there was nothing to remove)
+  1  a leftover could not be removed, the root could not be listed, or Ctrl-C
+  2  usage error (bad option or duration, unknown URL scheme, backend not compiled in)
+  4  the root could not be reached or logged into (nothing was removed)
+
+EXAMPLES:
+  See what a week-old crash left in a bucket prefix:
+    syncengine cleanup s3://my-bucket/photos --older-than 7d --dry-run
+  Remove temp files an hour old from a folder no other machine writes to:
+    syncengine cleanup ~/notes --older-than 1h
+";
+
+/// The `cleanup` subcommand's arguments.
+#[derive(Debug, Args)]
+struct CleanupArgs {
+    /// The root to clean: a local path or a URL, as for sync (see `syncengine sync --help`,
+    /// LOCATIONS).
+    #[arg(value_name = "URL")]
+    root: String,
+    /// Remove only leftovers untouched (temp files) or started (multipart uploads) longer
+    /// ago than this. Units: ms, s, m, h, d (e.g. 90m, 7d).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration_arg)]
+    older_than: Duration,
+    /// Only list what would be removed; remove nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// The `sync` subcommand's arguments.
@@ -299,6 +352,7 @@ fn main() -> ExitCode {
     init_logging(verbosity);
     let code = match cli.command {
         Command::Sync(args) => run_sync(args, verbosity),
+        Command::Cleanup(args) => run_cleanup(args, verbosity),
     };
     ExitCode::from(code)
 }
@@ -354,7 +408,12 @@ impl Drop for RedactingStderr {
 
 /// Prints a usage error in clap's style and returns exit status 2.
 fn usage_error(msg: impl std::fmt::Display) -> u8 {
-    say!("error: {msg}\n\nFor more information, try 'syncengine sync --help'.");
+    usage_error_in("sync", msg)
+}
+
+/// [`usage_error`] for the subcommand `command`.
+fn usage_error_in(command: &str, msg: impl std::fmt::Display) -> u8 {
+    say!("error: {msg}\n\nFor more information, try 'syncengine {command} --help'.");
     EXIT_USAGE
 }
 
@@ -638,6 +697,131 @@ async fn sync_async(args: SyncArgs, state_dir: PathBuf, verbosity: Verbosity) ->
     )
 }
 
+/// Runs `syncengine cleanup` and returns the exit status.
+fn run_cleanup(args: CleanupArgs, verbosity: Verbosity) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            say!("error: cannot start the async runtime: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    runtime.block_on(cleanup_async(args, verbosity))
+}
+
+async fn cleanup_async(args: CleanupArgs, verbosity: Verbosity) -> u8 {
+    let timeouts = match Timeouts::from_env() {
+        Ok(t) => t,
+        Err(e) => return usage_error_in("cleanup", e),
+    };
+    let opened = match open_side("the root", &args.root, timeouts) {
+        Ok(o) => o,
+        Err((EXIT_USAGE, msg)) => return usage_error_in("cleanup", msg),
+        Err((code, msg)) => {
+            say!("error: {msg}");
+            return code;
+        }
+    };
+    let client = opened.client;
+    let opts = syncengine::cleanup::CleanupOptions::new(args.older_than).with_dry_run(args.dry_run);
+    let work = async {
+        if let Err(e) = client.check_access().await {
+            say!("error: cannot reach {client}: {e}");
+            return EXIT_UNREACHABLE;
+        }
+        match client.clean_up(&opts).await {
+            Ok(report) => print_cleanup(&report, &client.to_string(), verbosity),
+            Err(e) => {
+                say!("error: cleaning up {client} failed, nothing was removed after it: {e}");
+                EXIT_FAILED
+            }
+        }
+    };
+    tokio::select! {
+        code = work => code,
+        _ = tokio::signal::ctrl_c() => {
+            say!("\ncancelled: interrupted");
+            EXIT_FAILED
+        }
+    }
+}
+
+/// Prints what a clean-up removed (or would remove) and returns the exit status.
+fn print_cleanup(
+    report: &syncengine::cleanup::CleanupReport,
+    root: &str,
+    verbosity: Verbosity,
+) -> u8 {
+    let now = std::time::SystemTime::now();
+    let age = |since: Option<std::time::SystemTime>| {
+        since
+            .and_then(|t| now.duration_since(t).ok())
+            .map(|d| format!(" ({} old)", human_age(d)))
+            .unwrap_or_default()
+    };
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    if verbosity != Verbosity::Quiet {
+        let mut out = std::io::stdout().lock();
+        for leftover in &report.found {
+            let line =
+                syncengine::redact::redact(&format!("{verb} {leftover}{}", age(leftover.since)))
+                    .into_owned();
+            if writeln!(out, "{line}").is_err() {
+                return EXIT_FAILED;
+            }
+        }
+    }
+    for (leftover, why) in &report.failed {
+        say!("error: could not remove {leftover}: {why}");
+    }
+    if verbosity != Verbosity::Quiet {
+        let count = |kind| report.found.iter().filter(|l| l.kind == kind).count() as u64;
+        let temps = plural(
+            count(syncengine::cleanup::LeftoverKind::TempFile),
+            "temp file",
+        );
+        let uploads = plural(
+            count(syncengine::cleanup::LeftoverKind::MultipartUpload),
+            "multipart upload",
+        );
+        let lead = if report.dry_run {
+            "dry run, nothing removed; would remove"
+        } else {
+            "cleaned up: removed"
+        };
+        println!(
+            "{}",
+            syncengine::redact::redact(&format!(
+                "{lead} {temps} and {uploads} under {root}, {}",
+                plural(report.failed.len() as u64, "error")
+            ))
+        );
+    }
+    if report.failed.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// `45s`, `12m`, `5h`, `3d`: an age, roughly.
+fn human_age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
 /// Prints the outcome and returns the exit status.
 fn report(
     args: &SyncArgs,
@@ -802,6 +986,37 @@ mod tests {
     }
 
     #[test]
+    fn cleanup_parses_its_age_with_a_day_by_default() {
+        let cli = Cli::try_parse_from(["syncengine", "cleanup", "s3://b/p"]).unwrap();
+        let Command::Cleanup(args) = cli.command else {
+            panic!("not cleanup")
+        };
+        assert_eq!(args.older_than, Duration::from_secs(86_400));
+        assert!(!args.dry_run);
+        let cli = Cli::try_parse_from([
+            "syncengine",
+            "cleanup",
+            "./x",
+            "--older-than",
+            "90m",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Command::Cleanup(args) = cli.command else {
+            panic!("not cleanup")
+        };
+        assert_eq!(
+            (args.older_than, args.dry_run),
+            (Duration::from_secs(5400), true)
+        );
+        assert!(
+            Cli::try_parse_from(["syncengine", "cleanup", "x", "--older-than", "soon"]).is_err()
+        );
+        assert_eq!(human_age(Duration::from_secs(90_000)), "25h");
+        assert_eq!(human_age(Duration::from_secs(3 * 86_400)), "3d");
+    }
+
+    #[test]
     fn human_bytes_picks_units() {
         assert_eq!(human_bytes(0), "0 B");
         assert_eq!(human_bytes(1023), "1023 B");
@@ -829,7 +1044,9 @@ mod tests {
     fn modes_parse_with_aliases_and_list_valid_ones() {
         let cli =
             Cli::try_parse_from(["syncengine", "sync", "a", "b", "--mode", "LocalBackup"]).unwrap();
-        let Command::Sync(args) = cli.command;
+        let Command::Sync(args) = cli.command else {
+            panic!("not sync")
+        };
         assert_eq!(args.mode, SyncMode::SourceBackup);
         let err = Cli::try_parse_from(["syncengine", "sync", "a", "b", "--mode", "sideways"])
             .unwrap_err()
