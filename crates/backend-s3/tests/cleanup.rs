@@ -153,6 +153,9 @@ fn a_cancelled_run_leaves_no_multipart_upload() {
     std::fs::write(src_dir.path().join("big.bin"), &content).unwrap();
     let proxy = Proxy::start(&common::endpoint(MOTO)).unwrap();
     proxy.throttle(Matcher::method("PUT"), 2 << 20);
+    // The abort takes a while to reach the server: the run must wait for it, and the check
+    // below, made at once, sees whether it did.
+    proxy.delay(Matcher::method("DELETE"), Duration::from_millis(1500));
     let (id, secret) = common::s3_keys();
     let prefix = common::fresh_prefix("cancel");
     let build = |endpoint: String| {
@@ -189,7 +192,6 @@ fn a_cancelled_run_leaves_no_multipart_upload() {
     assert!(matches!(result, Err(SyncError::Cancelled)), "{result:?}");
     // What the CLI does next: the program ends, and its runtime with every task on it.
     drop(runtime);
-    proxy.clear();
 
     let direct = build(common::endpoint(MOTO));
     let check = tokio::runtime::Runtime::new().unwrap();
@@ -200,4 +202,5 @@ fn a_cancelled_run_leaves_no_multipart_upload() {
         listed.iter().all(|e| e.path.as_str() != "big.bin"),
         "{listed:?}"
     );
+    proxy.clear();
 }
