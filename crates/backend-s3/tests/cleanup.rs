@@ -85,15 +85,20 @@ async fn unfinished_uploads_under_the_root_are_aborted_and_nothing_else() {
         .unwrap();
     assert!(dry.dry_run && dry.failed.is_empty(), "{dry:?}");
     assert_eq!(dry.found.len(), 2, "{dry:?}");
-    assert_eq!(pending(&client).await.len(), 2, "a dry run aborted something");
+    assert_eq!(
+        pending(&client).await.len(),
+        2,
+        "a dry run aborted something"
+    );
 
     let done = client.clean_up(&opts).await.unwrap();
     assert!(!done.dry_run && done.failed.is_empty(), "{done:?}");
     let mut found: Vec<&str> = done.found.iter().map(|l| l.location.as_str()).collect();
     found.sort();
     assert!(
-        found[0].starts_with(&format!("s3://test/{prefix}/.syncengine/trash/x.bin (upload "))
-            && found[1].starts_with(&format!("s3://test/{prefix}/a b.bin (upload ")),
+        found[0].starts_with(&format!(
+            "s3://test/{prefix}/.syncengine/trash/x.bin (upload "
+        )) && found[1].starts_with(&format!("s3://test/{prefix}/a b.bin (upload ")),
         "{found:?}"
     );
     assert!(pending(&client).await.is_empty(), "uploads were left");
@@ -124,7 +129,11 @@ async fn a_young_upload_stays() {
         report.found.is_empty() && report.failed.is_empty(),
         "{report:?}"
     );
-    assert_eq!(pending(&client).await.len(), 1, "a young upload was aborted");
+    assert_eq!(
+        pending(&client).await.len(),
+        1,
+        "a young upload was aborted"
+    );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let report = client
         .clean_up(&CleanupOptions::new(Duration::from_secs(1)))
@@ -196,7 +205,10 @@ fn a_cancelled_run_leaves_no_multipart_upload() {
     let direct = build(common::endpoint(MOTO));
     let check = tokio::runtime::Runtime::new().unwrap();
     let left = check.block_on(pending(&direct));
-    assert!(left.is_empty(), "uploads left by the cancelled run: {left:?}");
+    assert!(
+        left.is_empty(),
+        "uploads left by the cancelled run: {left:?}"
+    );
     let listed = check.block_on(direct.list_all(None)).unwrap();
     assert!(
         listed.iter().all(|e| e.path.as_str() != "big.bin"),

@@ -102,3 +102,64 @@ async fn uploads_keep_the_source_mtime_and_a_fresh_access_time() {
         .unwrap_or_default();
     assert!(accessed_ago < Duration::from_secs(3600), "{accessed_ago:?}");
 }
+
+/// `clean_up` (the `syncengine cleanup` command) removes exact-format temps older than the
+/// age it is given, anywhere under the root but the trash; a dry run removes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_up_removes_old_exact_temps_outside_the_trash() {
+    use syncengine_core::cleanup::{CleanupOptions, LeftoverKind};
+
+    let Some((client, guard)) = support::sshd().await else {
+        return;
+    };
+    client
+        .put(&RelPath::new("a/b.txt").unwrap(), Bytes::from("b"))
+        .await
+        .unwrap();
+    let root = guard.0.clone();
+    let hour = Duration::from_secs(3600);
+    let old = root.join("a/.syncengine-tmp-0123456789abcdef");
+    let old_top = root.join(".syncengine-tmp-00000000000000aa");
+    let young = root.join("a/.syncengine-tmp-fedcba9876543210");
+    let aside = root.join("a/.syncengine-tmp-old-0123456789abcdef");
+    let lookalike = root.join("a/.syncengine-tmp-0123456789ABCDEF");
+    let in_trash = root.join(".syncengine/trash/20260101T000000Z/.syncengine-tmp-0123456789abcdef");
+    fs::create_dir_all(in_trash.parent().unwrap()).unwrap();
+    for path in [&old, &old_top, &young, &aside, &lookalike, &in_trash] {
+        fs::write(path, "partial").unwrap();
+    }
+    for path in [&old, &old_top, &aside, &lookalike, &in_trash] {
+        set_age(path, 2 * hour);
+    }
+    set_age(&young, Duration::from_secs(600));
+
+    let opts = CleanupOptions::new(hour);
+    let dry = client
+        .clean_up(&opts.clone().with_dry_run(true))
+        .await
+        .unwrap();
+    assert_eq!(dry.found.len(), 2, "{dry:?}");
+    assert!(old.exists() && old_top.exists(), "a dry run removed a file");
+    let done = client.clean_up(&opts).await.unwrap();
+    assert!(done.failed.is_empty(), "{done:?}");
+    let mut found: Vec<&str> = done.found.iter().map(|l| l.location.as_str()).collect();
+    found.sort();
+    assert!(
+        found.len() == 2
+            && found[0].ends_with("/.syncengine-tmp-00000000000000aa")
+            && found[1].ends_with("/a/.syncengine-tmp-0123456789abcdef"),
+        "{found:?}"
+    );
+    assert!(done.found.iter().all(|l| l.kind == LeftoverKind::TempFile));
+    assert!(!old.exists() && !old_top.exists(), "old temps were left");
+    for kept in [&young, &aside, &lookalike, &in_trash] {
+        assert!(kept.exists(), "{} was removed", kept.display());
+    }
+    assert_eq!(
+        client
+            .read_to_bytes(&RelPath::new("a/b.txt").unwrap())
+            .await
+            .unwrap(),
+        "b"
+    );
+}
