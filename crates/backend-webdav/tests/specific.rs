@@ -210,3 +210,66 @@ async fn apache_removes_only_exact_temps_untouched_for_a_day() {
         "a file that only resembles a temp was removed"
     );
 }
+
+/// `clean_up` on Apache (the `syncengine cleanup` command) removes exact-format temps older
+/// than the age it is given (by the server's last-modified time), anywhere under the root
+/// but the trash; a dry run removes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apache_clean_up_removes_old_exact_temps_outside_the_trash() {
+    use syncengine_core::StorageClient;
+    use syncengine_core::cleanup::CleanupOptions;
+
+    let Some(client) = common::client(APACHE) else {
+        return;
+    };
+    client.put(&p("a/b.txt"), Bytes::from("b")).await.unwrap();
+    let ts = std::env::var_os("TS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/tmp/syncengine-test-servers".into());
+    let root = ts
+        .join("apache/dav")
+        .join(client.url().path().trim_start_matches('/'));
+    if !root.join("a").is_dir() {
+        eprintln!("SKIPPED: Apache's DAV folder is not at {}", root.display());
+        return;
+    }
+    let hour = std::time::Duration::from_secs(3600);
+    let old = root.join("a/.syncengine-tmp-0123456789abcdef");
+    let young = root.join("a/.syncengine-tmp-fedcba9876543210");
+    let lookalike = root.join("a/.syncengine-tmp-0123456789abcdef.txt");
+    let in_trash = root.join(".syncengine/trash/20260101T000000Z/.syncengine-tmp-0123456789abcdef");
+    std::fs::create_dir_all(in_trash.parent().unwrap()).unwrap();
+    for (path, age) in [
+        (&old, 2 * hour),
+        (&young, hour / 6),
+        (&lookalike, 2 * hour),
+        (&in_trash, 2 * hour),
+    ] {
+        std::fs::write(path, "partial").unwrap();
+        let t = std::time::SystemTime::now() - age;
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
+            .unwrap();
+    }
+    let opts = CleanupOptions::new(hour);
+    let dry = client
+        .clean_up(&opts.clone().with_dry_run(true))
+        .await
+        .unwrap();
+    assert_eq!(dry.found.len(), 1, "{dry:?}");
+    assert!(old.exists(), "a dry run removed a file");
+    let done = client.clean_up(&opts).await.unwrap();
+    assert!(done.failed.is_empty(), "{done:?}");
+    assert_eq!(done.found.len(), 1, "{done:?}");
+    assert!(
+        done.found[0]
+            .location
+            .ends_with("/a/.syncengine-tmp-0123456789abcdef"),
+        "{done:?}"
+    );
+    assert!(!old.exists(), "an old temp was left");
+    for kept in [&young, &lookalike, &in_trash] {
+        assert!(kept.exists(), "{} was removed", kept.display());
+    }
+    assert_eq!(client.read_to_bytes(&p("a/b.txt")).await.unwrap(), "b");
+}
