@@ -15,6 +15,11 @@
 //!   between two chunks while the reader is waiting (time the reader spends elsewhere, such as
 //!   writing to a slow disk, does not count).
 //!
+//! What the operating system has buffered (a socket's send buffer, up to a few MiB) counts as
+//! sent: the tail of an upload drains unseen, so on a link slower than that buffer per `idle`
+//! the last request of an upload can time out while still moving. rclone's `--timeout` has the
+//! same limit; the answer is a longer idle timeout.
+//!
 //! ```
 //! use std::time::Duration;
 //! use bytes::Bytes;
