@@ -66,7 +66,7 @@ struct Contents {
     e_tag: Option<String>,
 }
 
-fn generic(msg: impl Into<String>) -> object_store::Error {
+pub(crate) fn generic(msg: impl Into<String>) -> object_store::Error {
     object_store::Error::Generic {
         store: "S3",
         source: msg.into().into(),
@@ -74,7 +74,7 @@ fn generic(msg: impl Into<String>) -> object_store::Error {
 }
 
 /// Decodes a key listed with `encoding-type=url` (`+` is a space, as AWS's SDKs read it).
-fn url_decode(key: &str) -> Result<String, std::str::Utf8Error> {
+pub(crate) fn url_decode(key: &str) -> Result<String, std::str::Utf8Error> {
     let plus = key.replace('+', " ");
     percent_decode(plus.as_bytes())
         .decode_utf8()

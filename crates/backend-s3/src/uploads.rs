@@ -9,10 +9,11 @@
 use chrono::{DateTime, Utc};
 use object_store::aws::AwsAuthorizer;
 use object_store::client::HttpRequestBody;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
 use crate::big_copy::BigCopy;
+use crate::raw_list::{generic, url_decode};
 
 /// Everything but the unreserved characters (`A-Z a-z 0-9 - _ . ~`), as SigV4 encodes.
 const STRICT: &AsciiSet = &NON_ALPHANUMERIC
@@ -55,21 +56,6 @@ struct Upload {
 
 /// One page: the uploads, and the markers of the next page (`None` on the last one).
 type Page = (Vec<RawUpload>, Option<(String, String)>);
-
-fn generic(msg: impl Into<String>) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "S3",
-        source: msg.into().into(),
-    }
-}
-
-/// Decodes a key listed with `encoding-type=url` (`+` is a space, as AWS's SDKs read it).
-fn url_decode(key: &str) -> Result<String, std::str::Utf8Error> {
-    let plus = key.replace('+', " ");
-    percent_decode(plus.as_bytes())
-        .decode_utf8()
-        .map(|c| c.into_owned())
-}
 
 /// Parses one `ListMultipartUploads` answer.
 fn parse_page(body: &[u8]) -> object_store::Result<Page> {
