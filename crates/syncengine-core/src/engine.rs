@@ -41,7 +41,7 @@ use crate::verify::read_own_file;
 const SORT_RUN_SIZE: usize = 100_000;
 
 /// How long a run waits, before it returns, for the clients' background clean-up (see
-/// [`StorageClient::settle`](crate::StorageClient::settle)).
+/// [`StorageClient::settle`]).
 pub const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs syncs. Holds where pair state lives, the progress channel and the cancellation token.
