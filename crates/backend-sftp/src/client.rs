@@ -194,13 +194,19 @@ fn entry_from(path: RelPath, attrs: &FileAttributes) -> Entry {
 
 /// Makes sure the temp file just opened (`handle`) has no permission bits beyond `wanted`
 /// before any content goes in: a server may ignore the bits given to `open` (the SFTP draft
-/// leaves that to it). Looks once per client; a server that honoured them once is trusted
-/// from then on. Bits beyond `wanted` are taken away (`fsetstat`), the umask's cuts kept.
+/// leaves that to it). Bits beyond `wanted` are taken away (`fsetstat`), the umask's cuts
+/// kept, and, when `wanted` are the file's final bits (`strict`; a checked replace asks for
+/// owner-only bits until its lookup tells the real ones), checked again: a server that keeps
+/// them anyway fails the write ([`SftpError::PermissionsIgnored`]). A server that has
+/// honoured the bits of a private file
+/// (no bits for group or others) is trusted from then on; one that merely matched common bits
+/// (0644) is not.
 async fn restrict_temp(
     inner: &Inner,
     s: &Session,
     handle: &str,
     wanted: u32,
+    strict: bool,
 ) -> Result<(), SftpError> {
     if inner.open_mode_honoured.load(Ordering::Relaxed) {
         return Ok(());
@@ -211,7 +217,9 @@ async fn restrict_temp(
     };
     let got = got & 0o7777;
     if got & !wanted == 0 {
-        inner.open_mode_honoured.store(true, Ordering::Relaxed);
+        if wanted & 0o077 == 0 {
+            inner.open_mode_honoured.store(true, Ordering::Relaxed);
+        }
         return Ok(());
     }
     tracing::debug!(
@@ -224,6 +232,15 @@ async fn restrict_temp(
         ..FileAttributes::empty()
     };
     s.run(s.raw.fsetstat(handle, attrs)).await?;
+    let after = s
+        .run(s.raw.fstat(handle))
+        .await?
+        .attrs
+        .permissions
+        .map_or(got, |p| p & 0o7777);
+    if strict && after & !wanted != 0 {
+        return Err(SftpError::PermissionsIgnored { got: after, wanted });
+    }
     Ok(())
 }
 
@@ -1497,7 +1514,7 @@ impl StorageClient for SftpClient {
             armed: true,
         };
         if let Some(wanted) = create_mode
-            && let Err(e) = restrict_temp(&self.inner, &s, &handle, wanted).await
+            && let Err(e) = restrict_temp(&self.inner, &s, &handle, wanted, !checked_replace).await
         {
             temp.discard().await;
             return Err(err(e));

@@ -48,6 +48,13 @@ pub(crate) enum SftpError {
         "the file ended after {got} bytes, before its size of {expected} (it changed while it was read)"
     )]
     EndedEarly { expected: u64, got: u64 },
+    /// The server keeps a new file's permission bits more open than the source's, even when
+    /// told to narrow them (`rclone serve sftp` applies its own `--file-perms`): the content
+    /// is not written, so a private file never becomes readable by others. Never retried.
+    #[error(
+        "the server keeps new files at mode {got:04o}, more open than the source's {wanted:04o},          even when asked to narrow them; the file is not written so that it does not become          readable by others. Make the server keep permission bits (rclone serve sftp:          --file-perms 0600), or exclude the file"
+    )]
+    PermissionsIgnored { got: u32, wanted: u32 },
     /// Anything else, as a message.
     #[error("{0}")]
     Message(String),

@@ -175,3 +175,42 @@ async fn the_temporary_file_is_never_more_permissive_than_the_final_one() {
     write.await.unwrap().unwrap();
     assert_eq!(mode_of(&remote.join("keys/id_ed25519")), 0o600);
 }
+
+/// A server that keeps new files more open than asked (`rclone serve sftp` applies its own
+/// file permissions, 0644 here) never gets a private file's content: the write fails with the
+/// cause, nothing is left at the path. A file whose bits the server's default already covers
+/// goes through, and does not make the client trust the server for the next private file
+/// (before, one 0644 file that matched made it skip the check from then on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ignores_permission_bits_never_gets_a_private_file() {
+    if !available(Server::Rclone) {
+        return;
+    }
+    let (sftp, cleanup) = fixture_with(Server::Rclone, |b| b);
+    let remote = cleanup.0.clone();
+    let write = |name: &'static str, mode: u32| {
+        let sftp = sftp.clone();
+        async move {
+            let opts = WriteOptions::default().with_permissions(mode);
+            let body = futures::stream::iter([Ok(Bytes::from_static(b"secret"))]).boxed();
+            sftp.write_opts(&p(name), body, opts).await
+        }
+    };
+    write("public.txt", 0o644).await.expect("a 0644 file");
+    let e = write("id_key", 0o600)
+        .await
+        .expect_err("a private file went to a server that keeps it 0644");
+    let text = e.to_string();
+    assert!(
+        text.contains("more open than the source's 0600") && text.contains("--file-perms"),
+        "{text}"
+    );
+    assert!(!e.is_transient(), "retrying cannot help: {e}");
+    assert!(!remote.join("id_key").exists(), "the private file landed");
+    let leftovers: Vec<_> = fs::read_dir(&remote)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "public.txt")
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}

@@ -417,7 +417,7 @@ fn unreachable_message(side: crate::Side, root: &str, source: &Error, during_run
     if during_run {
         format!(
             "cannot reach the {side} ({root}) any more: {source}. The run stopped: what was \
-             done before is recorded, nothing more was started and nothing was deleted; run \
+             done before is recorded and nothing more was started (no further deletion); run \
              again once it can be reached"
         )
     } else {
