@@ -74,11 +74,21 @@ pub(crate) fn generic(msg: impl Into<String>) -> object_store::Error {
 }
 
 /// Decodes a key listed with `encoding-type=url` (`+` is a space, as AWS's SDKs read it).
-pub(crate) fn url_decode(key: &str) -> Result<String, std::str::Utf8Error> {
+fn url_decode(key: &str) -> Result<String, std::str::Utf8Error> {
     let plus = key.replace('+', " ");
     percent_decode(plus.as_bytes())
         .decode_utf8()
         .map(|c| c.into_owned())
+}
+
+/// A key as a listing answer gives it, decoded when the answer says it is (`EncodingType`
+/// `url`); shared by the object and multipart-upload listings.
+pub(crate) fn listed_key(key: String, encoding_type: Option<&str>) -> object_store::Result<String> {
+    if encoding_type.is_some_and(|t| t.eq_ignore_ascii_case("url")) {
+        url_decode(&key).map_err(|e| generic(format!("listed key {key:?} is not UTF-8: {e}")))
+    } else {
+        Ok(key)
+    }
 }
 
 /// Parses one `ListObjectsV2` answer.
@@ -86,17 +96,8 @@ fn parse_page(body: &[u8]) -> object_store::Result<RawPage> {
     let text = String::from_utf8_lossy(body);
     let page: ListBucketResult = quick_xml::de::from_str(&text)
         .map_err(|e| generic(format!("unreadable ListObjectsV2 answer: {e}")))?;
-    let encoded = page
-        .encoding_type
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case("url"));
-    let decode = |s: String| -> object_store::Result<String> {
-        if encoded {
-            url_decode(&s).map_err(|e| generic(format!("listed key {s:?} is not UTF-8: {e}")))
-        } else {
-            Ok(s)
-        }
-    };
+    let encoding = page.encoding_type.clone();
+    let decode = |s: String| listed_key(s, encoding.as_deref());
     let mut objects = Vec::with_capacity(page.contents.len());
     for c in page.contents {
         let last_modified = DateTime::parse_from_rfc3339(&c.last_modified)

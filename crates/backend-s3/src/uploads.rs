@@ -13,7 +13,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
 use crate::big_copy::BigCopy;
-use crate::raw_list::{generic, url_decode};
+use crate::raw_list::{generic, listed_key};
 
 /// Everything but the unreserved characters (`A-Z a-z 0-9 - _ . ~`), as SigV4 encodes.
 const STRICT: &AsciiSet = &NON_ALPHANUMERIC
@@ -62,17 +62,8 @@ fn parse_page(body: &[u8]) -> object_store::Result<Page> {
     let text = String::from_utf8_lossy(body);
     let page: ListMultipartUploadsResult = quick_xml::de::from_str(&text)
         .map_err(|e| generic(format!("unreadable ListMultipartUploads answer: {e}")))?;
-    let encoded = page
-        .encoding_type
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case("url"));
-    let decode = |s: String| -> object_store::Result<String> {
-        if encoded {
-            url_decode(&s).map_err(|e| generic(format!("listed key {s:?} is not UTF-8: {e}")))
-        } else {
-            Ok(s)
-        }
-    };
+    let encoding = page.encoding_type.clone();
+    let decode = |s: String| listed_key(s, encoding.as_deref());
     let mut uploads = Vec::with_capacity(page.upload.len());
     for u in page.upload {
         // An unreadable time is unknown: such an upload is never taken for an old one.
