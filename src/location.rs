@@ -41,6 +41,7 @@ use std::sync::Arc;
 
 use syncengine_core::StorageClient;
 use syncengine_core::identity::redact_url;
+use syncengine_core::path::percent_decode;
 #[cfg(any(
     feature = "s3",
     feature = "azure",
@@ -138,14 +139,6 @@ fn split_scheme(arg: &str) -> Option<(&str, &str)> {
     valid.then_some((scheme, rest))
 }
 
-/// Decodes `%XX` escapes of a `file://` URL path; a malformed escape is kept as written.
-fn percent_decode(s: &str) -> Result<String, &'static str> {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8()
-        .map(std::borrow::Cow::into_owned)
-        .map_err(|_| "the decoded path is not UTF-8")
-}
-
 /// Parses a command-line location: a path, a `file://` URL or a remote URL.
 ///
 /// # Errors
@@ -181,9 +174,9 @@ pub fn parse(arg: &str) -> Result<Location, LocationError> {
                 reason: "a file:// URL needs a path".into(),
             });
         }
-        let decoded = percent_decode(path).map_err(|reason| LocationError::Invalid {
+        let decoded = percent_decode(path).map_err(|e| LocationError::Invalid {
             given: arg.to_owned(),
-            reason: reason.into(),
+            reason: format!("the path: {e}"),
         })?;
         return Ok(Location::Local(PathBuf::from(decoded)));
     }
@@ -456,6 +449,15 @@ mod tests {
         assert!(matches!(
             parse("file://"),
             Err(LocationError::Invalid { .. })
+        ));
+        // A malformed escape is kept as written; one that decodes to non-UTF-8 is refused.
+        assert_eq!(
+            parse("file:///tmp/100%").unwrap(),
+            Location::Local("/tmp/100%".into())
+        );
+        assert!(matches!(
+            parse("file:///tmp/%FF"),
+            Err(LocationError::Invalid { reason, .. }) if reason.contains("UTF-8")
         ));
     }
 

@@ -16,7 +16,7 @@ use object_store::{
     UpdateVersion,
 };
 use syncengine_core::cleanup::{CleanupOptions, CleanupReport};
-use syncengine_core::entry::md5_of_etag;
+use syncengine_core::entry::{md5_of_etag, normalize_etag};
 use syncengine_core::identity::{Location, endpoint_authority};
 use syncengine_core::{
     ByteStream, Capabilities, ContentHash, DeleteOptions, Entry, EntryStream, Error, HashKind,
@@ -129,16 +129,6 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => UNIX_EPOCH + Duration::from_secs(d.as_secs()),
         Err(_) => t,
-    }
-}
-
-/// Puts an ETag in its quoted form: Azure lists ETags bare but returns them quoted from HEAD
-/// and PUT, and `stat` must agree with `list`.
-fn normalize_etag(tag: &str) -> String {
-    if tag.starts_with('"') || tag.starts_with("W/") {
-        tag.to_owned()
-    } else {
-        format!("\"{tag}\"")
     }
 }
 
@@ -1460,12 +1450,6 @@ mod tests {
         assert_eq!(ct("p.jpg"), "image/jpeg");
         assert_eq!(ct("noext"), "application/octet-stream");
         assert_eq!(ct("x.unknownext"), "application/octet-stream");
-    }
-
-    #[test]
-    fn etags_are_quoted() {
-        assert_eq!(normalize_etag("0x8D1"), "\"0x8D1\"");
-        assert_eq!(normalize_etag("\"abc\""), "\"abc\"");
     }
 
     #[test]

@@ -14,8 +14,9 @@
 use chrono::{DateTime, Utc};
 use object_store::aws::AwsAuthorizer;
 use object_store::client::HttpRequestBody;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
+use syncengine_core::path::{NotUtf8, percent_decode};
 
 use crate::big_copy::BigCopy;
 
@@ -74,11 +75,8 @@ pub(crate) fn generic(msg: impl Into<String>) -> object_store::Error {
 }
 
 /// Decodes a key listed with `encoding-type=url` (`+` is a space, as AWS's SDKs read it).
-fn url_decode(key: &str) -> Result<String, std::str::Utf8Error> {
-    let plus = key.replace('+', " ");
-    percent_decode(plus.as_bytes())
-        .decode_utf8()
-        .map(|c| c.into_owned())
+fn url_decode(key: &str) -> Result<String, NotUtf8> {
+    percent_decode(&key.replace('+', " "))
 }
 
 /// A key as a listing answer gives it, decoded when the answer says it is (`EncodingType`

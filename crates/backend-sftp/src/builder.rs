@@ -206,25 +206,11 @@ struct ParsedUrl {
 }
 
 use syncengine_core::identity::redact_url;
+use syncengine_core::path::percent_decode;
 
-fn percent_decode(s: &str) -> std::result::Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent-encoding in {s:?}"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
+/// Decodes one component of the URL; the error names the component, never its text.
+fn decode(what: &str, component: &str) -> std::result::Result<String, String> {
+    percent_decode(component).map_err(|e| format!("the {what}: {e}"))
 }
 
 fn parse_url(url: &str) -> std::result::Result<ParsedUrl, String> {
@@ -242,10 +228,10 @@ fn parse_url(url: &str) -> std::result::Result<ParsedUrl, String> {
     let (user, password) = match userinfo {
         Some(ui) => match ui.find(':') {
             Some(i) => (
-                Some(percent_decode(&ui[..i])?),
-                Some(percent_decode(&ui[i + 1..])?),
+                Some(decode("user name", &ui[..i])?),
+                Some(decode("password", &ui[i + 1..])?),
             ),
-            None => (Some(percent_decode(ui)?), None),
+            None => (Some(decode("user name", ui)?), None),
         },
         None => (None, None),
     };
@@ -269,7 +255,7 @@ fn parse_url(url: &str) -> std::result::Result<ParsedUrl, String> {
         Some(p) => Some(p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?),
         None => None,
     };
-    let path = percent_decode(path)?;
+    let path = decode("path", path)?;
     let root = if path.is_empty() || path == "/~" || path == "/~/" {
         String::new()
     } else if let Some(rel) = path.strip_prefix("/~/") {
@@ -333,6 +319,13 @@ mod tests {
             .with_url("sftp://u:secret@h:bad/x")
             .build()
             .unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
+        // A password whose escapes are not UTF-8: refused, and the error does not echo it.
+        let e = SftpBuilder::new()
+            .with_url("sftp://u:secret%FF@h/x")
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("password"), "{e}");
         assert!(!e.to_string().contains("secret"), "{e}");
     }
 }

@@ -283,13 +283,15 @@ fn parse_root_url(raw: &str) -> Result<(Url, Option<String>, Option<String>)> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(bad("no host"));
     }
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
+    // A credential that does not decode is refused, not mangled into a wrong one.
+    let decode = |what: &str, s: &str| {
+        syncengine_core::path::percent_decode(s).map_err(|e| bad(&format!("the {what}: {e}")))
     };
-    let user = Some(url.username()).filter(|u| !u.is_empty()).map(decode);
-    let password = url.password().map(decode);
+    let user = match Some(url.username()).filter(|u| !u.is_empty()) {
+        Some(u) => Some(decode("user name", u)?),
+        None => None,
+    };
+    let password = url.password().map(|p| decode("password", p)).transpose()?;
     // Infallible for http(s) URLs with a host, which was checked above.
     let _ = url.set_username("");
     let _ = url.set_password(None);
@@ -325,6 +327,11 @@ mod tests {
         ] {
             assert!(parse_root_url(bad).is_err(), "{bad}");
         }
+        // A password whose escapes are not UTF-8 is refused (not mangled into another
+        // password), and the error does not echo it.
+        let e = parse_root_url("webdav://me:secret%FF@h/x").unwrap_err();
+        assert!(e.to_string().contains("password"), "{e}");
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 
     #[test]

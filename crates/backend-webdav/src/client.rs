@@ -11,7 +11,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use syncengine_core::cleanup::{CleanupOptions, CleanupReport, clean_up_temps};
-use syncengine_core::entry::{nanos_to_system_time, system_time_to_nanos};
+use syncengine_core::entry::{nanos_to_system_time, normalize_etag, system_time_to_nanos};
 use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, TEMP_FILE_PREFIX, temp_file_name};
 use syncengine_core::stall::{MarkProgress, Progress, until_stalled};
@@ -164,19 +164,6 @@ fn status_err(method: &'static str, url: &str, status: StatusCode) -> DavError {
         method,
         url: url.to_owned(),
         status,
-    }
-}
-
-/// The form of an etag stored in entries: weakness dropped (Apache marks its ETag weak for
-/// about a second after a write, then strong, with the same value), always quoted (wsgidav
-/// sends it unquoted in PROPFIND and quoted in headers).
-fn normalize_etag(raw: &str) -> String {
-    let t = raw.trim();
-    let t = t.strip_prefix("W/").unwrap_or(t);
-    if t.starts_with('"') {
-        t.to_owned()
-    } else {
-        format!("\"{t}\"")
     }
 }
 

@@ -16,10 +16,10 @@
 
 use std::time::SystemTime;
 
-use percent_encoding::percent_decode_str;
 use quick_xml::NsReader;
 use quick_xml::events::Event;
 use quick_xml::name::{Namespace, ResolveResult};
+use syncengine_core::path::percent_decode;
 use url::Url;
 
 /// The largest PROPFIND answer accepted (64 MiB, a few hundred thousand entries).
@@ -447,13 +447,12 @@ pub fn decode_href(href: &str, origin: &Url) -> Result<(Vec<String>, bool), Pars
         if seg.is_empty() {
             return Err(refuse("empty path segment"));
         }
-        let decoded = percent_decode_str(seg)
-            .decode_utf8()
-            .map_err(|_| refuse("segment is not UTF-8 after decoding"))?;
-        match decoded.as_ref() {
+        let decoded =
+            percent_decode(seg).map_err(|_| refuse("segment is not UTF-8 after decoding"))?;
+        match decoded.as_str() {
             "." | ".." => return Err(refuse("dot segment")),
             d if d.contains(['/', '\0']) => return Err(refuse("encoded '/' or NUL in a segment")),
-            _ => segments.push(decoded.into_owned()),
+            _ => segments.push(decoded),
         }
     }
     Ok((segments, trailing_slash))

@@ -215,6 +215,31 @@ impl Entry {
     }
 }
 
+/// The one form in which backends store an ETag in an [`Entry`], so that a listing, a `stat`
+/// and a write's answer agree on the same version: surrounding blanks trimmed, weakness
+/// dropped, always quoted.
+///
+/// Servers differ in how they spell one ETag: Azure lists it bare and returns it quoted from
+/// `HEAD` and `PUT`; wsgidav sends it unquoted in `PROPFIND` and quoted in headers; Apache
+/// marks it weak (`W/`) for about a second after a write, then strong, with the same value.
+///
+/// ```
+/// use syncengine_core::entry::normalize_etag;
+///
+/// assert_eq!(normalize_etag("0x8D1"), "\"0x8D1\"");
+/// assert_eq!(normalize_etag("\"abc\""), "\"abc\"");
+/// assert_eq!(normalize_etag(" W/\"abc\" "), "\"abc\"");
+/// ```
+pub fn normalize_etag(raw: &str) -> String {
+    let t = raw.trim();
+    let t = t.strip_prefix("W/").unwrap_or(t);
+    if t.starts_with('"') {
+        t.to_owned()
+    } else {
+        format!("\"{t}\"")
+    }
+}
+
 /// Reads an ETag as the MD5 of the content, when it has the form of one: 32 hex digits,
 /// optionally quoted, never weak (`W/…`) and never with a multipart suffix (`…-N`, the MD5 of
 /// the parts' MD5s, not of the content).

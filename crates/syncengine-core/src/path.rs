@@ -5,6 +5,42 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
+/// Decodes the `%XX` escapes of one URL component: a user name, a password, a path.
+///
+/// Every backend and the command line decode location URLs with this one function, so a
+/// name means the same everywhere. A `%` that is not followed by two hex digits is kept as
+/// written, as the `url` crate and browsers do.
+///
+/// ```
+/// use syncengine_core::path::percent_decode;
+///
+/// assert_eq!(percent_decode("my%20photos/%C3%A9t%C3%A9").unwrap(), "my photos/été");
+/// assert_eq!(percent_decode("100%").unwrap(), "100%");
+/// assert!(percent_decode("%FF").is_err());
+/// ```
+///
+/// # Errors
+/// [`NotUtf8`] when the decoded bytes are not UTF-8. The error does not repeat the text,
+/// which may be a password.
+pub fn percent_decode(component: &str) -> std::result::Result<String, NotUtf8> {
+    percent_encoding::percent_decode_str(component)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| NotUtf8)
+}
+
+/// A percent-encoded URL component that does not decode to UTF-8 (see [`percent_decode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotUtf8;
+
+impl fmt::Display for NotUtf8 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("its %-escapes do not decode to UTF-8")
+    }
+}
+
+impl std::error::Error for NotUtf8 {}
+
 /// The longest file name (one path segment), in bytes, that common filesystems accept (ext4,
 /// XFS, btrfs, APFS; NTFS counts 255 UTF-16 units, which is never fewer bytes).
 pub const NAME_MAX: usize = 255;
