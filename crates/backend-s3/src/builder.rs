@@ -66,13 +66,26 @@ impl S3Builder {
     /// Starts from `url` and the environment variables of its store.
     ///
     /// - S3: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`
-    ///   (or `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT`), `AWS_ALLOW_HTTP`,
-    ///   `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`.
+    ///   (or `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`,
+    ///   `AWS_ENDPOINT`), `AWS_ALLOW_HTTP`, `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`; then the
+    ///   shared files as the AWS CLI reads them (`AWS_PROFILE`, `AWS_CONFIG_FILE`,
+    ///   `AWS_SHARED_CREDENTIALS_FILE`, `HOME`): the profile's `region` and `endpoint_url`
+    ///   where the variables set none (an `http://` endpoint_url allows HTTP), and, without
+    ///   `AWS_ACCESS_KEY_ID`, credentials from the AWS SDK's providers: the profile (keys,
+    ///   `credential_process`, `role_arn` with `source_profile`, SSO), web identity
+    ///   (`AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`), container credentials
+    ///   (`AWS_CONTAINER_CREDENTIALS_*`) and EC2 instance metadata (unless
+    ///   `AWS_EC2_METADATA_DISABLED=true`). See [`AwsShared`](crate::AwsShared).
     /// - Azure: `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`,
     ///   `AZURE_STORAGE_SAS_TOKEN`, `AZURE_STORAGE_USE_EMULATOR`, `AZURE_STORAGE_ENDPOINT`
-    ///   (or `AZURITE_BLOB_STORAGE_URL`), `AZURE_ALLOW_HTTP`.
-    /// - GCS: `GOOGLE_SERVICE_ACCOUNT` (or `GOOGLE_SERVICE_ACCOUNT_PATH`,
-    ///   `GOOGLE_APPLICATION_CREDENTIALS`), `GOOGLE_SERVICE_ACCOUNT_KEY`, `GOOGLE_BASE_URL`,
+    ///   (or `AZURITE_BLOB_STORAGE_URL`), `AZURE_ALLOW_HTTP`; tokens: `AZURE_USE_AZURE_CLI`,
+    ///   `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`, `AZURE_CLIENT_SECRET`,
+    ///   `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_MSI_ENDPOINT` (or `IDENTITY_ENDPOINT`,
+    ///   `MSI_ENDPOINT`).
+    /// - GCS: `GOOGLE_SERVICE_ACCOUNT` (or `GOOGLE_SERVICE_ACCOUNT_PATH`),
+    ///   `GOOGLE_SERVICE_ACCOUNT_KEY`, `GOOGLE_APPLICATION_CREDENTIALS` (application default
+    ///   credentials, a service account or a gcloud user; without it object_store reads
+    ///   `~/.config/gcloud/application_default_credentials.json`), `GOOGLE_BASE_URL`,
     ///   `GOOGLE_SKIP_SIGNATURE`, `GOOGLE_ALLOW_HTTP`.
     /// - Any store: `SYNCENGINE_UNORDERED_LISTING=1` declares the server's listing unordered
     ///   (the engine then sorts it), `SYNCENGINE_MTIME_FROM_METADATA=1` reads rclone's mtime
@@ -109,6 +122,20 @@ impl S3Builder {
                 c.virtual_hosted_style =
                     first(&["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"]).is_some_and(|v| truthy(&v));
                 c.skip_signature = first(&["AWS_SKIP_SIGNATURE"]).is_some_and(|v| truthy(&v));
+                // The shared files (`AWS_PROFILE`, `~/.aws/config`): region and endpoint where
+                // the variables give none, and the credential sources when they give no keys.
+                let shared = crate::aws_profile::AwsShared::from_vars(&var);
+                if c.region.is_none() {
+                    c.region = shared.region.clone();
+                }
+                if c.endpoint.is_none()
+                    && let Some(url) = &shared.endpoint_url
+                {
+                    // As for the AWS CLI: an `http://` endpoint the profile names is meant.
+                    c.allow_http |= url.starts_with("http://");
+                    c.endpoint = Some(url.clone());
+                }
+                c.aws_shared = Some(shared);
             }
             StoreKind::Azure => {
                 c.access_key_id = first(&["AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT"]);
@@ -121,13 +148,27 @@ impl S3Builder {
                 c.allow_http =
                     c.use_emulator || first(&["AZURE_ALLOW_HTTP"]).is_some_and(|v| truthy(&v));
                 c.skip_signature = first(&["AZURE_SKIP_SIGNATURE"]).is_some_and(|v| truthy(&v));
+                // Tokens instead of keys: the Azure CLI, a service principal, workload
+                // identity, a managed identity (object_store's own sources, in its order).
+                c.use_azure_cli = first(&["AZURE_USE_AZURE_CLI"]).is_some_and(|v| truthy(&v));
+                c.msi_endpoint = first(&[
+                    "AZURE_MSI_ENDPOINT",
+                    "AZURE_IDENTITY_ENDPOINT",
+                    "MSI_ENDPOINT",
+                    "IDENTITY_ENDPOINT",
+                ]);
+                c.client_id = first(&["AZURE_STORAGE_CLIENT_ID", "AZURE_CLIENT_ID"]);
+                c.tenant_id = first(&["AZURE_STORAGE_TENANT_ID", "AZURE_TENANT_ID"]);
+                c.client_secret =
+                    first(&["AZURE_STORAGE_CLIENT_SECRET", "AZURE_CLIENT_SECRET"]).map(Secret::new);
+                c.federated_token_file = first(&["AZURE_FEDERATED_TOKEN_FILE"]);
             }
             StoreKind::Gcs => {
-                c.service_account_path = first(&[
-                    "GOOGLE_SERVICE_ACCOUNT",
-                    "GOOGLE_SERVICE_ACCOUNT_PATH",
-                    "GOOGLE_APPLICATION_CREDENTIALS",
-                ]);
+                c.service_account_path =
+                    first(&["GOOGLE_SERVICE_ACCOUNT", "GOOGLE_SERVICE_ACCOUNT_PATH"]);
+                // Application default credentials: a service account key or a gcloud user
+                // (`gcloud auth application-default login`) alike.
+                c.application_credentials = first(&["GOOGLE_APPLICATION_CREDENTIALS"]);
                 c.service_account_key = first(&["GOOGLE_SERVICE_ACCOUNT_KEY"]).map(Secret::new);
                 c.endpoint = first(&["GOOGLE_BASE_URL"]);
                 c.skip_signature = first(&["GOOGLE_SKIP_SIGNATURE"]).is_some_and(|v| truthy(&v));
@@ -397,6 +438,14 @@ fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
             if let Some(t) = &c.session_token {
                 b = b.with_token(t.expose());
             }
+            if let (None, false, Some(shared)) = (&c.access_key_id, c.skip_signature, &c.aws_shared)
+            {
+                let region = c.region.clone().unwrap_or_else(|| "us-east-1".to_owned());
+                b = b.with_credentials(Arc::new(crate::aws_profile::SdkCredentials::new(
+                    shared.clone(),
+                    region,
+                )));
+            }
             let s3 = Arc::new(b.build().map_err(StoreError::Store)?);
             let http =
                 object_store::client::HttpConnector::connect(&connector(c), &client_options(c))
@@ -436,6 +485,22 @@ fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
             if let Some(t) = &c.session_token {
                 b = b.with_config(AzureConfigKey::SasKey, t.expose());
             }
+            b = b.with_use_azure_cli(c.use_azure_cli);
+            if let Some(e) = &c.msi_endpoint {
+                b = b.with_msi_endpoint(e);
+            }
+            if let Some(id) = &c.client_id {
+                b = b.with_client_id(id);
+            }
+            if let Some(t) = &c.tenant_id {
+                b = b.with_tenant_id(t);
+            }
+            if let Some(s) = &c.client_secret {
+                b = b.with_client_secret(s.expose());
+            }
+            if let Some(f) = &c.federated_token_file {
+                b = b.with_federated_token_file(f);
+            }
             Ok((Arc::new(b.build().map_err(StoreError::Store)?), None))
         }
         #[cfg(feature = "gcs")]
@@ -455,6 +520,9 @@ fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
             }
             if let Some(k) = &c.service_account_key {
                 b = b.with_service_account_key(k.expose());
+            }
+            if let Some(p) = &c.application_credentials {
+                b = b.with_application_credentials(p);
             }
             Ok((Arc::new(b.build().map_err(StoreError::Store)?), None))
         }
@@ -557,6 +625,50 @@ mod tests {
         assert!(!on("s3://b", &[("SYNCENGINE_S3_ETAG_IS_MD5", "0")]));
         assert!(!on("gs://b", &[("SYNCENGINE_S3_ETAG_IS_MD5", "1")]));
         assert!(!on("az://b", &[("SYNCENGINE_S3_ETAG_IS_MD5", "1")]));
+    }
+
+    /// Azure's token sources and GCS's application default credentials reach the config.
+    #[test]
+    fn env_reads_token_sources_of_azure_and_gcs() {
+        let b = S3Builder::from_env_with(
+            "az://c",
+            env(&[
+                ("AZURE_STORAGE_ACCOUNT_NAME", "acct"),
+                ("AZURE_USE_AZURE_CLI", "true"),
+                ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi"),
+                ("AZURE_CLIENT_ID", "cid"),
+                ("AZURE_TENANT_ID", "tid"),
+                ("AZURE_CLIENT_SECRET", "csecret"),
+                ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
+            ]),
+        )
+        .unwrap();
+        let c = b.config();
+        assert!(c.use_azure_cli);
+        assert_eq!(c.msi_endpoint.as_deref(), Some("http://127.0.0.1:1/msi"));
+        assert_eq!(c.client_id.as_deref(), Some("cid"));
+        assert_eq!(c.tenant_id.as_deref(), Some("tid"));
+        assert_eq!(
+            c.client_secret.as_ref().map(Secret::expose),
+            Some("csecret")
+        );
+        assert_eq!(c.federated_token_file.as_deref(), Some("/var/run/token"));
+        assert!(
+            !format!("{b:?}").contains("csecret"),
+            "Debug leaks the secret"
+        );
+        assert!(b.build().is_ok(), "object_store takes the options");
+
+        let b = S3Builder::from_env_with(
+            "gs://g",
+            env(&[("GOOGLE_APPLICATION_CREDENTIALS", "/adc.json")]),
+        )
+        .unwrap();
+        assert_eq!(
+            b.config().application_credentials.as_deref(),
+            Some("/adc.json")
+        );
+        assert_eq!(b.config().service_account_path, None);
     }
 
     #[test]

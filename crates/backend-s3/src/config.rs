@@ -91,6 +91,28 @@ pub struct S3Config {
     pub service_account_path: Option<String>,
     /// Service account key as JSON text (GCS).
     pub service_account_key: Option<Secret>,
+    /// GCS: an application default credentials file (`GOOGLE_APPLICATION_CREDENTIALS`): a
+    /// service account key or a `gcloud auth application-default login` user. Without it
+    /// (and without a service account), object_store reads
+    /// `~/.config/gcloud/application_default_credentials.json`, then asks the GCE metadata
+    /// server.
+    pub application_credentials: Option<String>,
+    /// Azure: get a token from the Azure CLI (`az account get-access-token`) instead of a
+    /// key (`AZURE_USE_AZURE_CLI`).
+    pub use_azure_cli: bool,
+    /// Azure: the managed identity endpoint (`AZURE_MSI_ENDPOINT`, `IDENTITY_ENDPOINT`…);
+    /// without a key, a SAS, a service principal or the Azure CLI, object_store asks the
+    /// instance metadata endpoint for a managed identity token.
+    pub msi_endpoint: Option<String>,
+    /// Azure: the client id of a service principal, a user-assigned managed identity or a
+    /// workload identity (`AZURE_CLIENT_ID`).
+    pub client_id: Option<String>,
+    /// Azure: the tenant of a service principal or workload identity (`AZURE_TENANT_ID`).
+    pub tenant_id: Option<String>,
+    /// Azure: a service principal's secret (`AZURE_CLIENT_SECRET`).
+    pub client_secret: Option<Secret>,
+    /// Azure: the workload identity token file (`AZURE_FEDERATED_TOKEN_FILE`, AKS).
+    pub federated_token_file: Option<String>,
     /// Allow plain `http://` endpoints.
     pub allow_http: bool,
     /// S3: address buckets as `bucket.host` instead of `host/bucket`.
@@ -132,6 +154,14 @@ pub struct S3Config {
     /// S3 only: objects larger than this are copied server-side as a multipart upload of
     /// `UploadPartCopy` parts of this size (default 5 GiB, the CopyObject limit).
     pub multipart_copy_threshold: u64,
+    /// S3 only: what the shared AWS files (`~/.aws/config`, `~/.aws/credentials`, the
+    /// profile `AWS_PROFILE` names) say, as read by
+    /// [`S3Builder::from_env`](crate::S3Builder::from_env). Without keys in the
+    /// configuration, the client's credentials come from the AWS SDK's providers for this
+    /// profile (see the crate docs); `None` (the builder's other constructors) means keys or
+    /// unsigned requests only.
+    #[cfg(feature = "s3")]
+    pub aws_shared: Option<crate::aws_profile::AwsShared>,
 }
 
 /// The largest object one S3 CopyObject request may copy (S3's documented limit); larger
@@ -158,6 +188,13 @@ impl S3Config {
             session_token: None,
             service_account_path: None,
             service_account_key: None,
+            application_credentials: None,
+            use_azure_cli: false,
+            msi_endpoint: None,
+            client_id: None,
+            tenant_id: None,
+            client_secret: None,
+            federated_token_file: None,
             allow_http: false,
             virtual_hosted_style: false,
             use_emulator: false,
@@ -173,6 +210,8 @@ impl S3Config {
             retry_timeout: Duration::from_secs(30),
             timeouts: syncengine_core::timeouts::Timeouts::default(),
             multipart_copy_threshold: COPY_OBJECT_LIMIT,
+            #[cfg(feature = "s3")]
+            aws_shared: None,
         }
     }
 }
@@ -187,8 +226,10 @@ mod tests {
         c.secret_access_key = Some(Secret::new("hunter2"));
         c.session_token = Some(Secret::new("tok3n"));
         c.service_account_key = Some(Secret::new("{\"private_key\":\"pk\"}"));
+        c.client_secret = Some(Secret::new("cl1entsecret"));
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("tok3n") && !shown.contains("pk\""));
+        assert!(!shown.contains("cl1entsecret"));
         assert!(shown.contains("<redacted>"));
     }
 

@@ -47,6 +47,13 @@ impl StoreError {
                 };
             }
         };
+        #[cfg(feature = "s3")]
+        if let E::Generic { source, .. } = &err
+            && let Some(c) = source.downcast_ref::<crate::aws_profile::CredentialsUnavailable>()
+        {
+            // Our own message, whole: what was tried and the fix.
+            return Error::other(backend, path, c.0.clone());
+        }
         match err {
             E::NotFound { .. } => Error::NotFound {
                 backend,

@@ -111,6 +111,8 @@ mod big_copy {
     /// Never constructed without the `s3` feature.
     pub(crate) struct BigCopy;
 }
+#[cfg(feature = "s3")]
+mod aws_profile;
 mod builder;
 mod client;
 mod config;
@@ -122,6 +124,8 @@ mod raw_list;
 #[cfg(feature = "s3")]
 mod uploads;
 
+#[cfg(feature = "s3")]
+pub use aws_profile::AwsShared;
 pub use builder::S3Builder;
 pub use client::S3Client;
 pub use config::{

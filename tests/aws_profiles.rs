@@ -1,0 +1,267 @@
+//! S3 credentials the way AWS users keep them: `AWS_PROFILE` and the shared
+//! `~/.aws/config` / `~/.aws/credentials` files, through the `syncengine` binary against moto
+//! (127.0.0.1:9100, S3 and STS). Each run gets a cleared environment and its own `HOME`, so
+//! nothing of the machine's own AWS setup takes part and the tests run in parallel.
+//! Needs moto (`scripts/test-servers.sh start`); in CI a missing server fails the tests.
+#![cfg(feature = "s3")]
+
+#[path = "support/cli.rs"]
+mod cli;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// moto's address, or `None` (with a note) when it is not running outside CI.
+fn moto() -> Option<String> {
+    let endpoint = std::env::var("SYNCENGINE_TEST_S3_ENDPOINT")
+        .unwrap_or_else(|_| "http://127.0.0.1:9100".to_owned());
+    let authority = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    if std::net::TcpStream::connect(authority).is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "moto is not running on {authority} (CI needs it)"
+        );
+        eprintln!("moto is not running on {authority}: skipped (scripts/test-servers.sh start)");
+        return None;
+    }
+    Some(endpoint)
+}
+
+/// A home folder with `.aws/config` and `.aws/credentials` as given (`None`: no file).
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new(config: Option<&str>, credentials: Option<&str>) -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        let aws = dir.path().join("home/.aws");
+        std::fs::create_dir_all(&aws).unwrap();
+        if let Some(text) = config {
+            std::fs::write(aws.join("config"), text).unwrap();
+        }
+        if let Some(text) = credentials {
+            std::fs::write(aws.join("credentials"), text).unwrap();
+        }
+        Home { dir }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// A local folder under this temp dir, with `hello.txt` when `with_file`.
+    fn folder(&self, name: &str, with_file: bool) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        if with_file {
+            std::fs::write(p.join("hello.txt"), "hello from a profile").unwrap();
+        }
+        p
+    }
+
+    /// Runs `syncengine sync a b` with only `HOME`, `PATH` and `vars` in the environment.
+    fn sync(&self, a: &str, b: &str, state: &str, vars: &[(&str, &str)]) -> (i32, String) {
+        let out = Command::new(cli::BIN)
+            .arg("sync")
+            .arg(a)
+            .arg(b)
+            .arg("--state-dir")
+            .arg(self.dir.path().join(state))
+            .env_clear()
+            .env("HOME", self.home())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// Uploads `hello.txt` to `url`, downloads it into a fresh folder, and checks it arrived:
+    /// both runs with only `vars` (and the home's files) to go by.
+    fn round_trip(&self, url: &str, vars: &[(&str, &str)]) {
+        let up = self.folder("up", true);
+        let (code, out) = self.sync(s(&up), url, "state-up", vars);
+        assert_eq!(code, 0, "upload through the profile: {out}");
+        let down = self.folder("down", false);
+        let (code, out) = self.sync(url, s(&down), "state-down", vars);
+        assert_eq!(code, 0, "download through the profile: {out}");
+        assert_eq!(
+            std::fs::read_to_string(down.join("hello.txt")).unwrap(),
+            "hello from a profile"
+        );
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn unique(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "s3://test/aws-profiles-{test}-{}-{nanos}",
+        std::process::id()
+    )
+}
+
+/// `[profile x]` with region and `endpoint_url`, keys in the credentials file: `AWS_PROFILE=x`
+/// is all a run needs (no AWS_ENDPOINT_URL, no AWS_ALLOW_HTTP, no keys in the environment).
+#[test]
+fn a_named_profile_gives_keys_region_and_endpoint() {
+    let Some(endpoint) = moto() else { return };
+    let home = Home::new(
+        Some(&format!(
+            "[default]\nregion = eu-west-3\n\n[profile x]\nregion = us-east-1\nendpoint_url = {endpoint}\n"
+        )),
+        Some("[x]\naws_access_key_id = profile-x-key\naws_secret_access_key = profile-x-secret\n"),
+    );
+    home.round_trip(&unique("named"), &[("AWS_PROFILE", "x")]);
+}
+
+/// `credential_process`: the SDK runs the command and takes the JSON it prints.
+#[test]
+fn credential_process_is_run_for_the_profile() {
+    let Some(endpoint) = moto() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("ran");
+    let script = tmp.path().join("creds.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntouch '{}'\necho '{{\"Version\": 1, \"AccessKeyId\": \"proc-key\", \
+             \"SecretAccessKey\": \"proc-secret\"}}'\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = Home::new(
+        Some(&format!(
+            "[default]\nregion = us-east-1\nendpoint_url = {endpoint}\ncredential_process = {}\n",
+            script.display()
+        )),
+        None,
+    );
+    // No AWS_PROFILE: the default profile.
+    home.round_trip(&unique("process"), &[]);
+    assert!(
+        marker.exists(),
+        "the credential_process command was not run"
+    );
+}
+
+/// `role_arn` + `source_profile`: the source profile's keys are exchanged for the role's
+/// with STS AssumeRole (moto's STS, reached through the profile's `endpoint_url`).
+#[test]
+fn role_arn_with_source_profile_is_assumed_through_sts() {
+    let Some(endpoint) = moto() else { return };
+    let home = Home::new(
+        Some(&format!(
+            "[profile base]\nregion = us-east-1\nendpoint_url = {endpoint}\n\n\
+             [profile deploy]\nrole_arn = arn:aws:iam::123456789012:role/syncengine-test\n\
+             source_profile = base\nregion = us-east-1\nendpoint_url = {endpoint}\n"
+        )),
+        Some("[base]\naws_access_key_id = base-key\naws_secret_access_key = base-secret\n"),
+    );
+    home.round_trip(&unique("role"), &[("AWS_PROFILE", "deploy")]);
+
+    // The same role with STS unreachable (a closed port): the run fails on the credentials,
+    // so the success above did go through STS.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let local = home.folder("up2", true);
+    let sts = format!("http://127.0.0.1:{port}");
+    let (code, out) = home.sync(
+        s(&local),
+        &unique("role-no-sts"),
+        "state-no-sts",
+        &[("AWS_PROFILE", "deploy"), ("AWS_ENDPOINT_URL_STS", &sts)],
+    );
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("profile `deploy`"), "names the profile: {out}");
+}
+
+/// A profile that the files do not define: exit 4, the message names the profile, the files
+/// read and the profiles they do define, and nothing is asked of instance metadata.
+#[test]
+fn a_missing_profile_is_named_with_the_files_read() {
+    let Some(endpoint) = moto() else { return };
+    let home = Home::new(
+        Some(&format!(
+            "[profile x]\nregion = us-east-1\nendpoint_url = {endpoint}\n"
+        )),
+        Some("[x]\naws_access_key_id = a\naws_secret_access_key = b\n"),
+    );
+    let local = home.folder("local", true);
+    let (code, out) = home.sync(
+        s(&local),
+        &unique("missing"),
+        "state",
+        &[("AWS_PROFILE", "nope")],
+    );
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("cannot reach the destination"), "{out}");
+    assert!(out.contains("`nope`"), "names the profile: {out}");
+    let config = home.home().join(".aws/config");
+    assert!(
+        out.contains(&config.display().to_string()),
+        "names the file read: {out}"
+    );
+    assert!(out.contains("they define: x"), "lists what is there: {out}");
+    assert!(
+        !out.contains("169.254"),
+        "instance metadata is beside the point: {out}"
+    );
+}
+
+/// No credentials anywhere (an empty home, no variables): exit 4 with what was tried, in
+/// order, and how to fix it. With instance metadata off (`AWS_EC2_METADATA_DISABLED`) it
+/// says so; with it on and nothing answering (a closed port stands in for a laptop, where
+/// nothing answers at 169.254.169.254) it says there was no answer.
+#[test]
+fn no_credentials_anywhere_says_what_was_tried_and_the_fix() {
+    let Some(endpoint) = moto() else { return };
+    let home = Home::new(None, None);
+    let local = home.folder("local", true);
+    let vars = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let (code, out) = home.sync(s(&local), &unique("none"), "state", &vars);
+    assert_eq!(code, 4, "{out}");
+    for words in [
+        "no AWS credentials found",
+        "AWS_ACCESS_KEY_ID",
+        "profile `default`",
+        "not defined",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "EC2 instance metadata: off",
+        "Fix: set AWS_PROFILE",
+    ] {
+        assert!(out.contains(words), "missing {words:?}: {out}");
+    }
+    assert!(!out.contains("169.254.169.254"), "{out}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let imds = format!("http://127.0.0.1:{port}");
+    let vars = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
+    ];
+    let (code, out) = home.sync(s(&local), &unique("none-imds"), "state2", &vars);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("EC2 instance metadata: no answer"), "{out}");
+}
