@@ -657,7 +657,9 @@ mod tests {
             !format!("{b:?}").contains("csecret"),
             "Debug leaks the secret"
         );
-        assert!(b.build().is_ok(), "object_store takes the options");
+        if cfg!(feature = "azure") {
+            assert!(b.build().is_ok(), "object_store takes the options");
+        }
 
         let b = S3Builder::from_env_with(
             "gs://g",
