@@ -3,7 +3,8 @@
 //! (127.0.0.1:9100, S3 and STS). Each run gets a cleared environment and its own `HOME`, so
 //! nothing of the machine's own AWS setup takes part and the tests run in parallel.
 //! Needs moto (`scripts/test-servers.sh start`); in CI a missing server fails the tests.
-#![cfg(feature = "s3")]
+#![cfg(all(feature = "cli", feature = "s3"))]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/cli.rs"]
 mod cli;

@@ -627,6 +627,58 @@ mod tests {
         assert!(!on("az://b", &[("SYNCENGINE_S3_ETAG_IS_MD5", "1")]));
     }
 
+    /// The profile's region and endpoint_url fill what the variables leave unset, and only
+    /// that; the files are found through the variables given, not the process's.
+    #[cfg(feature = "s3")]
+    #[test]
+    fn the_profile_fills_region_and_endpoint_the_variables_leave_unset() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("config");
+        std::fs::write(
+            &config,
+            "[profile x]\nregion = eu-north-1\nendpoint_url = http://127.0.0.1:9\n",
+        )
+        .unwrap();
+        let config = config.to_str().unwrap();
+        let b = S3Builder::from_env_with(
+            "s3://b",
+            env(&[("AWS_CONFIG_FILE", config), ("AWS_PROFILE", "x")]),
+        )
+        .unwrap();
+        let c = b.config();
+        assert_eq!(c.region.as_deref(), Some("eu-north-1"));
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        assert!(
+            c.allow_http,
+            "an http:// endpoint_url in the profile is meant"
+        );
+        let shared = c.aws_shared.as_ref().unwrap();
+        assert!(shared.profile_found && shared.profile_from_env);
+        assert_eq!(shared.profiles, ["x"]);
+
+        let b = S3Builder::from_env_with(
+            "s3://b",
+            env(&[
+                ("AWS_CONFIG_FILE", config),
+                ("AWS_PROFILE", "x"),
+                ("AWS_REGION", "us-west-2"),
+                ("AWS_ENDPOINT_URL", "https://s3.example"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(b.config().region.as_deref(), Some("us-west-2"));
+        assert_eq!(b.config().endpoint.as_deref(), Some("https://s3.example"));
+        assert!(!b.config().allow_http);
+
+        let b = S3Builder::from_env_with(
+            "s3://b",
+            env(&[("AWS_CONFIG_FILE", config), ("AWS_PROFILE", "nope")]),
+        )
+        .unwrap();
+        assert!(!b.config().aws_shared.as_ref().unwrap().profile_found);
+        assert_eq!(b.config().region, None);
+    }
+
     /// Azure's token sources and GCS's application default credentials reach the config.
     #[test]
     fn env_reads_token_sources_of_azure_and_gcs() {
