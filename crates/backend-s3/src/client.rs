@@ -857,7 +857,10 @@ impl StorageClient for S3Client {
     fn capabilities(&self) -> Capabilities {
         let c = &self.config;
         let mut caps = Capabilities::default();
-        caps.ordered_listing = c.ordered_listing;
+        // Names stored with `\` encoded (`＼`, `‛＼`) list in the order of their encoded
+        // keys, which is not the order of the decoded paths (`a＼b` after `a]`, `a\b` before
+        // it): such a listing is never claimed ordered, and the engine sorts it.
+        caps.ordered_listing = c.ordered_listing && !c.encode_backslash;
         caps.set_mtime = c.mtime_from_metadata;
         caps.mtime_precision = if c.mtime_from_metadata {
             // rclone writes S3 times through a float64: exact to about a microsecond.

@@ -123,6 +123,8 @@ pub struct S3Config {
     pub skip_signature: bool,
     /// Whether the server lists keys in byte-wise order. True for AWS S3, MinIO, moto,
     /// Azure and GCS; false for servers such as SeaweedFS, whose listings the engine must sort.
+    /// With [`S3Config::encode_backslash`] on, the client never claims an ordered listing:
+    /// encoded names list in the order of their keys, not of their decoded paths.
     pub ordered_listing: bool,
     /// Whether a single-part S3 ETag is taken as the object's MD5 (false for buckets with
     /// SSE-KMS/SSE-C encryption, where it is not).
