@@ -238,3 +238,126 @@ async fn odd_keys_are_unknown_moto() {
 async fn odd_keys_are_unknown_seaweedfs() {
     odd_keys_are_unknown(SEAWEED).await;
 }
+
+/// 2 500 keys with hostile names (more than two pages of the default 1 000): the one name of
+/// group `g` for pattern `i`.
+fn hostile_name(g: usize, i: usize) -> String {
+    let long = format!("long-{}", "ü".repeat(110));
+    let names = [
+        "a-b".to_owned(),
+        "a/b".to_owned(),
+        "a.b".to_owned(),
+        "a0".to_owned(),
+        "a b+c%41&d".to_owned(),
+        "<x> \"q\" 'it'".to_owned(),
+        "日本/語 é.txt".to_owned(),
+        "100% + 1 = ?#".to_owned(),
+        "🎉 emoji~".to_owned(),
+        long,
+    ];
+    format!("g{g:03}/{}", names[i])
+}
+
+/// Our raw listing against object_store's own `list`, key by key: every key object_store
+/// lists appears exactly once, decoded the same; keys it cannot parse (control characters:
+/// its whole listing fails on them) are what ours reports as unknown, nothing else.
+async fn raw_listing_matches_object_store(server: Server) {
+    if !common::up(server) {
+        return;
+    }
+    let prefix = common::fresh_prefix("rawcmp");
+    let (id, secret) = keys(server);
+    let client = S3Builder::for_store(StoreKind::S3, "test")
+        .with_prefix(&prefix)
+        .with_endpoint(common::endpoint(server))
+        .with_region("us-east-1")
+        .with_credentials(id, secret)
+        .with_allow_http(true)
+        .with_ordered_listing(false)
+        .with_retries(8, std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let store = client.object_store().clone();
+    let names: Vec<String> = (0..250)
+        .flat_map(|g| (0..10).map(move |i| hostile_name(g, i)))
+        .collect();
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let store = store.clone();
+            let location = object_store::path::Path::parse(format!("{prefix}/{name}")).unwrap();
+            assert_eq!(location.as_ref(), format!("{prefix}/{name}"), "kept literally");
+            async move {
+                object_store::ObjectStoreExt::put(&*store, &location, name.clone().into())
+                    .await
+                    .unwrap_or_else(|e| panic!("put {name:?}: {e}"));
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+
+    let root = object_store::path::Path::parse(&prefix).unwrap();
+    let strip = format!("{prefix}/");
+    let theirs = |store: Arc<dyn object_store::ObjectStore>| {
+        let root = root.clone();
+        let strip = strip.clone();
+        async move {
+            let mut out = Vec::new();
+            let mut list = store.list(Some(&root));
+            while let Some(m) = list.next().await {
+                let m = m?;
+                out.push(m.location.as_ref().strip_prefix(&strip).unwrap().to_owned());
+            }
+            out.sort();
+            Ok::<_, object_store::Error>(out)
+        }
+    };
+    let ours = |client: &syncengine_backend_s3::S3Client| {
+        let mut list = client.list(None);
+        async move {
+            let mut listed = Vec::new();
+            let mut unknown = Vec::new();
+            while let Some(item) = list.next().await {
+                match item {
+                    Ok(e) => listed.push(e.path.into_string()),
+                    Err(e) if e.is_unlisted() => unknown.push(e.unlisted_key().unwrap()),
+                    Err(e) => panic!("our listing failed: {e}"),
+                }
+            }
+            listed.sort();
+            unknown.sort();
+            (listed, unknown)
+        }
+    };
+    let mut want = names.clone();
+    want.sort();
+    let theirs_before = theirs(store.clone()).await.unwrap();
+    assert_eq!(theirs_before, want, "object_store lists every key literally");
+    let (listed, unknown) = ours(&client).await;
+    assert_eq!(listed.len(), want.len(), "each key once");
+    assert_eq!(listed, theirs_before, "key by key, decoded the same");
+    assert!(unknown.is_empty(), "{unknown:?}");
+
+    // Keys object_store cannot parse: its listing fails as a whole, ours reports just them.
+    let odd = ["g000/ctl\u{1}x", "g100/tab\tname", "g249/del\u{7f}"];
+    for key in odd {
+        assert_eq!(raw_put(server, &format!("{prefix}/{key}"), key), 200, "{key:?}");
+    }
+    assert!(
+        theirs(store.clone()).await.is_err(),
+        "object_store's list fails on a control character (why the raw listing exists)"
+    );
+    let (listed, unknown) = ours(&client).await;
+    assert_eq!(listed, want, "the rest lists exactly as before");
+    assert_eq!(unknown, odd, "only the keys object_store cannot parse are unknown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_listing_matches_object_store_moto() {
+    raw_listing_matches_object_store(MOTO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_listing_matches_object_store_seaweedfs() {
+    raw_listing_matches_object_store(SEAWEED).await;
+}
