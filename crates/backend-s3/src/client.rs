@@ -86,6 +86,11 @@ pub struct S3Client {
     config: Arc<S3Config>,
     /// S3 only: copies objects larger than CopyObject allows.
     big_copy: Option<Arc<BigCopy>>,
+    /// Lists keys raw (S3 always; Azure with a credential it can sign with), so keys that
+    /// object_store's `Path` cannot hold are reported one by one instead of failing the
+    /// whole listing. `None`: object_store lists.
+    #[cfg(any(feature = "s3", feature = "azure"))]
+    raw_lister: Option<crate::raw_list::RawLister>,
     /// Set once an upload's single-part ETag was not the MD5 of what was sent (SSE-KMS,
     /// SSE-C, a server that never sends MD5s): ETags are then not taken for MD5s any more,
     /// by this client and its clones.
@@ -223,8 +228,25 @@ impl S3Client {
         store: Arc<dyn ObjectStore>,
         big_copy: Option<Arc<BigCopy>>,
     ) -> Self {
+        #[cfg(any(feature = "s3", feature = "azure"))]
+        let raw_lister = {
+            use crate::raw_list::RawLister;
+            let lister: Option<RawLister> = None;
+            #[cfg(feature = "s3")]
+            let lister = lister.or_else(|| big_copy.clone().map(RawLister::S3));
+            #[cfg(feature = "azure")]
+            let lister = lister.or_else(|| {
+                (config.kind == StoreKind::Azure)
+                    .then(|| crate::azure_list::AzureLister::new(&config))
+                    .flatten()
+                    .map(|l| RawLister::Azure(Arc::new(l)))
+            });
+            lister
+        };
         S3Client {
             store,
+            #[cfg(any(feature = "s3", feature = "azure"))]
+            raw_lister,
             big_copy,
             etag_not_md5: Arc::new(AtomicBool::new(false)),
             upload_budget: Arc::new(Semaphore::new(config.upload_buffer.clamp(1, MAX_BUDGET))),
@@ -721,14 +743,14 @@ fn odd_key(rel: &str) -> Option<String> {
         .map(|e| format!("its key is not a valid path: {e}"))
 }
 
-/// An S3 listing from raw keys ([`crate::raw_list`]): a zero-byte key ending in `/` is a
+/// An S3 or Azure listing from raw keys ([`crate::raw_list`], [`crate::azure_list`]): a zero-byte key ending in `/` is a
 /// folder marker and left out (the root's own included); a key that cannot be a path here
 /// (see [`odd_key`], and an object with content whose key ends in `/`) is reported as an
 /// unknown path under its own name, where it sorts, and the listing goes on: it is never
 /// read as another path (`a//b` is not `a/b`). Everything else lists as a file.
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "azure"))]
 fn raw_metas(
-    raw: Arc<BigCopy>,
+    raw: crate::raw_list::RawLister,
     backend: &'static str,
     request_prefix: String,
     strip: String,
@@ -743,7 +765,7 @@ fn raw_metas(
                 return Ok(None);
             }
             let page = raw
-                .list_page(&request_prefix, token.as_deref())
+                .page(&request_prefix, token.as_deref())
                 .await
                 .map_err(|e| StoreError::Store(e).into_core(backend, ""))?;
             let done = page.next.is_none();
@@ -989,15 +1011,15 @@ impl StorageClient for S3Client {
         };
         let this = self.clone();
         let decode = self.config.encode_backslash;
-        // S3: keys come raw (see [`crate::raw_list`]), so markers and keys that cannot be a
+        // S3 and Azure: keys come raw (see [`crate::raw_list`]), so markers and keys that cannot be a
         // path here are told apart by their own names.
-        #[cfg(feature = "s3")]
-        let raw = self.big_copy.clone();
-        #[cfg(not(feature = "s3"))]
+        #[cfg(any(feature = "s3", feature = "azure"))]
+        let raw = self.raw_lister.clone();
+        #[cfg(not(any(feature = "s3", feature = "azure")))]
         let raw: Option<()> = None;
         let metas: futures::stream::BoxStream<'static, Result<Option<(RelPath, ObjectMeta)>>> =
             match raw {
-                #[cfg(feature = "s3")]
+                #[cfg(any(feature = "s3", feature = "azure"))]
                 Some(raw) => {
                     let request_prefix = match &list_prefix {
                         Some(p) => format!("{p}/"),
@@ -1052,7 +1074,10 @@ impl StorageClient for S3Client {
         //   same name, two tools marking folders differently): see [`MarkerTwins`].
         // Objects with content are HEADed only where mtimes come from metadata.
         let with_mtime = self.config.mtime_from_metadata;
-        let raw_keys = self.big_copy.is_some();
+        #[cfg(any(feature = "s3", feature = "azure"))]
+        let raw_keys = self.raw_lister.is_some();
+        #[cfg(not(any(feature = "s3", feature = "azure")))]
+        let raw_keys = false;
         let mut twins = MarkerTwins::default();
         let entries: EntryStream = metas
             .map(move |item| {

@@ -113,13 +113,15 @@ mod big_copy {
 }
 #[cfg(feature = "s3")]
 mod aws_profile;
+#[cfg(feature = "azure")]
+mod azure_list;
 mod builder;
 mod client;
 mod config;
 mod error;
 pub mod mtime;
 mod progress_http;
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "azure"))]
 mod raw_list;
 #[cfg(feature = "s3")]
 mod uploads;

@@ -11,16 +11,50 @@
 //! Keys are requested with `encoding-type=url` (XML cannot carry most control characters)
 //! and decoded only when the server says it encoded them.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
+#[cfg(feature = "s3")]
 use object_store::aws::AwsAuthorizer;
+#[cfg(feature = "s3")]
 use object_store::client::HttpRequestBody;
+#[cfg(feature = "s3")]
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+#[cfg(feature = "s3")]
 use serde::Deserialize;
+#[cfg(feature = "s3")]
 use syncengine_core::path::{NotUtf8, percent_decode};
 
+#[cfg(feature = "s3")]
 use crate::big_copy::BigCopy;
 
+/// Where a client's raw listing pages come from: S3's ListObjectsV2 or Azure's List Blobs.
+#[derive(Clone)]
+pub(crate) enum RawLister {
+    #[cfg(feature = "s3")]
+    S3(Arc<BigCopy>),
+    #[cfg(feature = "azure")]
+    Azure(Arc<crate::azure_list::AzureLister>),
+}
+
+impl RawLister {
+    /// One page of keys that start with `prefix`, after the page of `token`.
+    pub(crate) async fn page(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+    ) -> object_store::Result<RawPage> {
+        match self {
+            #[cfg(feature = "s3")]
+            RawLister::S3(s3) => s3.list_page(prefix, token).await,
+            #[cfg(feature = "azure")]
+            RawLister::Azure(az) => az.list_page(prefix, token).await,
+        }
+    }
+}
+
 /// Everything but the unreserved characters (`A-Z a-z 0-9 - _ . ~`), as SigV4 encodes.
+#[cfg(feature = "s3")]
 const STRICT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
@@ -44,6 +78,7 @@ pub(crate) struct RawPage {
     pub(crate) next: Option<String>,
 }
 
+#[cfg(feature = "s3")]
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ListBucketResult {
@@ -57,6 +92,7 @@ struct ListBucketResult {
     encoding_type: Option<String>,
 }
 
+#[cfg(feature = "s3")]
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Contents {
@@ -74,11 +110,13 @@ pub(crate) fn generic(msg: impl Into<String>) -> object_store::Error {
     }
 }
 
+#[cfg(feature = "s3")]
 /// Decodes a key listed with `encoding-type=url` (`+` is a space, as AWS's SDKs read it).
 fn url_decode(key: &str) -> Result<String, NotUtf8> {
     percent_decode(&key.replace('+', " "))
 }
 
+#[cfg(feature = "s3")]
 /// A key as a listing answer gives it, decoded when the answer says it is (`EncodingType`
 /// `url`); shared by the object and multipart-upload listings.
 pub(crate) fn listed_key(key: String, encoding_type: Option<&str>) -> object_store::Result<String> {
@@ -89,6 +127,7 @@ pub(crate) fn listed_key(key: String, encoding_type: Option<&str>) -> object_sto
     }
 }
 
+#[cfg(feature = "s3")]
 /// Parses one `ListObjectsV2` answer.
 fn parse_page(body: &[u8]) -> object_store::Result<RawPage> {
     let text = String::from_utf8_lossy(body);
@@ -122,6 +161,7 @@ fn parse_page(body: &[u8]) -> object_store::Result<RawPage> {
     Ok(RawPage { objects, next })
 }
 
+#[cfg(feature = "s3")]
 impl BigCopy {
     /// Lists one page of keys that start with `prefix` (raw, not a `Path`), after the page
     /// of `token`. Retries connection failures, 429 and 5xx answers like object_store does.
@@ -228,7 +268,7 @@ impl BigCopy {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "s3"))]
 mod tests {
     use super::*;
 
