@@ -285,7 +285,11 @@ async fn raw_listing_matches_object_store(server: Server) {
         .map(|name| {
             let store = store.clone();
             let location = object_store::path::Path::parse(format!("{prefix}/{name}")).unwrap();
-            assert_eq!(location.as_ref(), format!("{prefix}/{name}"), "kept literally");
+            assert_eq!(
+                location.as_ref(),
+                format!("{prefix}/{name}"),
+                "kept literally"
+            );
             async move {
                 object_store::ObjectStoreExt::put(&*store, &location, name.clone().into())
                     .await
@@ -332,7 +336,10 @@ async fn raw_listing_matches_object_store(server: Server) {
     let mut want = names.clone();
     want.sort();
     let theirs_before = theirs(store.clone()).await.unwrap();
-    assert_eq!(theirs_before, want, "object_store lists every key literally");
+    assert_eq!(
+        theirs_before, want,
+        "object_store lists every key literally"
+    );
     let (listed, unknown) = ours(&client).await;
     assert_eq!(listed.len(), want.len(), "each key once");
     assert_eq!(listed, theirs_before, "key by key, decoded the same");
@@ -341,7 +348,11 @@ async fn raw_listing_matches_object_store(server: Server) {
     // Keys object_store cannot parse: its listing fails as a whole, ours reports just them.
     let odd = ["g000/ctl\u{1}x", "g100/tab\tname", "g249/del\u{7f}"];
     for key in odd {
-        assert_eq!(raw_put(server, &format!("{prefix}/{key}"), key), 200, "{key:?}");
+        assert_eq!(
+            raw_put(server, &format!("{prefix}/{key}"), key),
+            200,
+            "{key:?}"
+        );
     }
     assert!(
         theirs(store.clone()).await.is_err(),
@@ -349,7 +360,10 @@ async fn raw_listing_matches_object_store(server: Server) {
     );
     let (listed, unknown) = ours(&client).await;
     assert_eq!(listed, want, "the rest lists exactly as before");
-    assert_eq!(unknown, odd, "only the keys object_store cannot parse are unknown");
+    assert_eq!(
+        unknown, odd,
+        "only the keys object_store cannot parse are unknown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
