@@ -23,6 +23,7 @@ use crate::config::SftpConfig;
 use crate::conn::{Pool, Session};
 use crate::error::{SftpError, to_core};
 use crate::{BACKEND, TEMP_PREFIX};
+use syncengine_core::path::{NAME_MAX, check_name_lengths};
 
 /// Bytes per SFTP read or write request (every server accepts 32 KiB).
 const CHUNK: usize = 32 * 1024;
@@ -140,8 +141,6 @@ fn temp_name(dir: &str) -> String {
 
 /// What follows [`TEMP_PREFIX`] in the name of a replaced file moved aside.
 const ASIDE_TAG: &str = "old-";
-/// The longest file name common server file systems take (bytes).
-const NAME_MAX: usize = 255;
 
 /// A fresh name for moving the file at `to` aside while its replacement is renamed in:
 /// `.syncengine-tmp-old-<16 hex>-<its name>`, so a listing that finds it left behind (a kill
@@ -772,6 +771,8 @@ async fn stat_entry(inner: &Inner, s: &Session, rel: &RelPath) -> Result<Entry, 
     Ok(entry_from(rel.clone(), &attrs))
 }
 
+/// Refuses a name the engine must not write here: our temporary names, and names longer
+/// than a server's file system holds (the core's one rule, [`check_name_lengths`]).
 fn check_name(rel: &RelPath) -> Result<()> {
     if rel.file_name().starts_with(TEMP_PREFIX) {
         return Err(Error::InvalidPath {
@@ -779,7 +780,7 @@ fn check_name(rel: &RelPath) -> Result<()> {
             reason: format!("names starting with {TEMP_PREFIX} are reserved for temporary files"),
         });
     }
-    Ok(())
+    check_name_lengths(rel, NAME_MAX)
 }
 
 /// A temporary upload file: closed and removed when dropped unless committed.

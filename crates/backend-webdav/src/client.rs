@@ -188,6 +188,9 @@ fn risky_name(path: &RelPath) -> bool {
     name.contains(['?', ';']) || name.chars().any(char::is_control)
 }
 
+/// Refuses a name the engine must not write here: our temporary names, and names longer
+/// than a server's file system holds (the core's one rule,
+/// [`check_name_lengths`](syncengine_core::path::check_name_lengths)).
 fn check_not_temp(path: &RelPath) -> Result<()> {
     if path.file_name().starts_with(TEMP_FILE_PREFIX) {
         return Err(Error::InvalidPath {
@@ -197,7 +200,7 @@ fn check_not_temp(path: &RelPath) -> Result<()> {
             ),
         });
     }
-    Ok(())
+    syncengine_core::path::check_name_lengths(path, syncengine_core::path::NAME_MAX)
 }
 
 /// What follows [`TEMP_FILE_PREFIX`] in the name of a folder moved aside to be removed.

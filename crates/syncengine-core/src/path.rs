@@ -220,6 +220,35 @@ impl RelPath {
     }
 }
 
+/// Refuses `path` when one of its names is longer than `max_name_bytes` bytes: the one rule
+/// backends that keep names in a file system (WebDAV, SFTP: [`NAME_MAX`] on common file
+/// systems) apply before they write, so a file is refused with its own error instead of
+/// failing on the server half-way (a temp file renamed to a name the server cannot create).
+///
+/// ```
+/// use syncengine_core::RelPath;
+/// use syncengine_core::path::{NAME_MAX, check_name_lengths};
+///
+/// assert!(check_name_lengths(&RelPath::new("a/b.txt").unwrap(), NAME_MAX).is_ok());
+/// let long = RelPath::new(format!("a/{}", "x".repeat(256))).unwrap();
+/// assert!(check_name_lengths(&long, NAME_MAX).is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidPath`] naming the segment's length, the limit and the fix (a shorter name).
+pub fn check_name_lengths(path: &RelPath, max_name_bytes: usize) -> Result<()> {
+    match path.segments().find(|s| s.len() > max_name_bytes) {
+        None => Ok(()),
+        Some(long) => Err(Error::InvalidPath {
+            path: path.as_str().to_owned(),
+            reason: format!(
+                "a name of {} bytes is longer than the {max_name_bytes} bytes this storage can                  hold (the file is not written); give it a shorter name",
+                long.len()
+            ),
+        }),
+    }
+}
+
 fn validate(path: &str) -> std::result::Result<(), String> {
     if path.is_empty() {
         return Err("empty path".into());

@@ -141,6 +141,7 @@ macro_rules! conformance_tests {
             stat_matches_listing,
             range_reads,
             canonical_order_hostile_names,
+            unholdable_names_are_refused_or_read_back,
             canonical_order_nested,
             prefix_boundaries,
             missing_paths,

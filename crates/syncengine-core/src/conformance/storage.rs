@@ -363,6 +363,78 @@ pub async fn canonical_order_hostile_names(client: &dyn StorageClient) {
     assert_listing(client, "hostile names", &got, HOSTILE);
 }
 
+/// Names that some backends cannot hold as they are: control characters, `\\` and the
+/// characters rclone encodes it with, trailing and leading spaces and dots, names longer than
+/// a file system allows.
+fn edgy_names() -> Vec<String> {
+    let mut names: Vec<String> = [
+        "ctl\u{1}x",
+        "tab\tname",
+        "cr\rlf",
+        "del\u{7f}",
+        "back\\slash",
+        "dir\\/x",
+        "full\u{FF3C}width",
+        "quote\u{201B}\u{FF3C}",
+        "trail ",
+        "trail.",
+        " lead",
+        "dots..",
+        "d./x",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    names.push("n".repeat(255));
+    names.push("l".repeat(300));
+    names
+}
+
+/// The one path rule: a name is either written and then listed, stat-ed and read back under
+/// exactly that name, or refused by the write with an error for that file that leaves nothing
+/// behind. The engine never creates what its next listing cannot read (an unknown entry) or
+/// reads as another name.
+pub async fn unholdable_names_are_refused_or_read_back(client: &dyn StorageClient) {
+    let mut held = Vec::new();
+    for name in edgy_names() {
+        match client.put(&p(&name), Bytes::from(name.clone())).await {
+            Ok(_) => held.push(name),
+            Err(e) => assert!(
+                !e.is_transient(),
+                "{client}: refusing {name:?} must be a lasting per-file error: {e}"
+            ),
+        }
+    }
+    let mut listed = Vec::new();
+    let mut entries = client.list(None);
+    while let Some(item) = entries.next().await {
+        match item {
+            Ok(e) => listed.push(e.path.into_string()),
+            Err(e) => panic!(
+                "{client}: a name the client wrote cannot be listed back ({e}); written: {held:?}"
+            ),
+        }
+    }
+    let want: Vec<&str> = held.iter().map(String::as_str).collect();
+    assert_listing(client, "edgy names that were written", &listed, &want);
+    for name in &held {
+        assert_eq!(
+            read(client, name).await,
+            name.as_bytes(),
+            "{client}: {name:?}"
+        );
+        let entry = client
+            .stat(&p(name))
+            .await
+            .unwrap_or_else(|e| panic!("{client}: stat {name:?}: {e}"));
+        assert_eq!(
+            entry.path.as_str(),
+            name,
+            "{client}: stat names the same path"
+        );
+    }
+}
+
 /// A three-level tree where directory and file names interleave lists in canonical order,
 /// also below a prefix.
 pub async fn canonical_order_nested(client: &dyn StorageClient) {
