@@ -259,7 +259,9 @@ fn parse_page(body: &[u8]) -> object_store::Result<RawPage> {
         if blob.properties.resource_type.as_deref() == Some("directory") {
             continue;
         }
-        let name = if blob.name.encoded.as_deref() == Some("true") {
+        let encoded = blob.name.encoded.as_deref() == Some("true");
+        let lossy = !encoded && blob.name.text.contains(char::REPLACEMENT_CHARACTER);
+        let name = if encoded {
             percent_decode_str(&blob.name.text)
                 .decode_utf8()
                 .map_err(|e| {
@@ -285,6 +287,7 @@ fn parse_page(body: &[u8]) -> object_store::Result<RawPage> {
             size: blob.properties.content_length,
             last_modified,
             e_tag: blob.properties.etag,
+            lossy,
         });
     }
     let next = page.next_marker.filter(|m| !m.is_empty());

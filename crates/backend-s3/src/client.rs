@@ -86,10 +86,10 @@ pub struct S3Client {
     config: Arc<S3Config>,
     /// S3 only: copies objects larger than CopyObject allows.
     big_copy: Option<Arc<BigCopy>>,
-    /// Lists keys raw (S3 always; Azure with a credential it can sign with), so keys that
+    /// Lists keys raw (S3 and GCS always; Azure with a credential it can sign with), so keys that
     /// object_store's `Path` cannot hold are reported one by one instead of failing the
     /// whole listing. `None`: object_store lists.
-    #[cfg(any(feature = "s3", feature = "azure"))]
+    #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
     raw_lister: Option<crate::raw_list::RawLister>,
     /// Set once an upload's single-part ETag was not the MD5 of what was sent (SSE-KMS,
     /// SSE-C, a server that never sends MD5s): ETags are then not taken for MD5s any more,
@@ -228,7 +228,7 @@ impl S3Client {
         store: Arc<dyn ObjectStore>,
         big_copy: Option<Arc<BigCopy>>,
     ) -> Self {
-        #[cfg(any(feature = "s3", feature = "azure"))]
+        #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
         let raw_lister = {
             use crate::raw_list::RawLister;
             let lister: Option<RawLister> = None;
@@ -241,11 +241,18 @@ impl S3Client {
                     .flatten()
                     .map(|l| RawLister::Azure(Arc::new(l)))
             });
+            #[cfg(feature = "gcs")]
+            let lister = lister.or_else(|| {
+                (config.kind == StoreKind::Gcs)
+                    .then(|| crate::gcs_list::GcsLister::new(&config))
+                    .flatten()
+                    .map(|l| RawLister::Gcs(Arc::new(l)))
+            });
             lister
         };
         S3Client {
             store,
-            #[cfg(any(feature = "s3", feature = "azure"))]
+            #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
             raw_lister,
             big_copy,
             etag_not_md5: Arc::new(AtomicBool::new(false)),
@@ -743,12 +750,12 @@ fn odd_key(rel: &str) -> Option<String> {
         .map(|e| format!("its key is not a valid path: {e}"))
 }
 
-/// An S3 or Azure listing from raw keys ([`crate::raw_list`], [`crate::azure_list`]): a zero-byte key ending in `/` is a
+/// A listing from raw keys ([`crate::raw_list`], [`crate::azure_list`], [`crate::gcs_list`]): a zero-byte key ending in `/` is a
 /// folder marker and left out (the root's own included); a key that cannot be a path here
 /// (see [`odd_key`], and an object with content whose key ends in `/`) is reported as an
 /// unknown path under its own name, where it sorts, and the listing goes on: it is never
 /// read as another path (`a//b` is not `a/b`). Everything else lists as a file.
-#[cfg(any(feature = "s3", feature = "azure"))]
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
 fn raw_metas(
     raw: crate::raw_list::RawLister,
     backend: &'static str,
@@ -796,6 +803,14 @@ fn raw_metas(
                 } else {
                     Error::unlisted(backend, rel_raw, why)
                 });
+            }
+            if object.lossy {
+                return Err(Error::unlisted(
+                    backend,
+                    rel_raw,
+                    "the server sent this name with U+FFFD in place of a character its listing \
+                     cannot carry, so the stored name is not known; the object is left alone",
+                ));
             }
             let rel = if decode {
                 decode_backslash(rel_raw)
@@ -1011,15 +1026,15 @@ impl StorageClient for S3Client {
         };
         let this = self.clone();
         let decode = self.config.encode_backslash;
-        // S3 and Azure: keys come raw (see [`crate::raw_list`]), so markers and keys that cannot be a
+        // Keys come raw (see [`crate::raw_list`]), so markers and keys that cannot be a
         // path here are told apart by their own names.
-        #[cfg(any(feature = "s3", feature = "azure"))]
+        #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
         let raw = self.raw_lister.clone();
-        #[cfg(not(any(feature = "s3", feature = "azure")))]
+        #[cfg(not(any(feature = "s3", feature = "azure", feature = "gcs")))]
         let raw: Option<()> = None;
         let metas: futures::stream::BoxStream<'static, Result<Option<(RelPath, ObjectMeta)>>> =
             match raw {
-                #[cfg(any(feature = "s3", feature = "azure"))]
+                #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
                 Some(raw) => {
                     let request_prefix = match &list_prefix {
                         Some(p) => format!("{p}/"),
@@ -1074,9 +1089,9 @@ impl StorageClient for S3Client {
         //   same name, two tools marking folders differently): see [`MarkerTwins`].
         // Objects with content are HEADed only where mtimes come from metadata.
         let with_mtime = self.config.mtime_from_metadata;
-        #[cfg(any(feature = "s3", feature = "azure"))]
+        #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
         let raw_keys = self.raw_lister.is_some();
-        #[cfg(not(any(feature = "s3", feature = "azure")))]
+        #[cfg(not(any(feature = "s3", feature = "azure", feature = "gcs")))]
         let raw_keys = false;
         let mut twins = MarkerTwins::default();
         let entries: EntryStream = metas

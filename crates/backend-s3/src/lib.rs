@@ -119,9 +119,11 @@ mod builder;
 mod client;
 mod config;
 mod error;
+#[cfg(feature = "gcs")]
+mod gcs_list;
 pub mod mtime;
 mod progress_http;
-#[cfg(any(feature = "s3", feature = "azure"))]
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
 mod raw_list;
 #[cfg(feature = "s3")]
 mod uploads;

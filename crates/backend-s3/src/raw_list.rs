@@ -20,21 +20,24 @@ use object_store::aws::AwsAuthorizer;
 use object_store::client::HttpRequestBody;
 #[cfg(feature = "s3")]
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "gcs"))]
 use serde::Deserialize;
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "gcs"))]
 use syncengine_core::path::{NotUtf8, percent_decode};
 
 #[cfg(feature = "s3")]
 use crate::big_copy::BigCopy;
 
-/// Where a client's raw listing pages come from: S3's ListObjectsV2 or Azure's List Blobs.
+/// Where a client's raw listing pages come from: S3's ListObjectsV2, Azure's List Blobs or
+/// GCS's XML listing.
 #[derive(Clone)]
 pub(crate) enum RawLister {
     #[cfg(feature = "s3")]
     S3(Arc<BigCopy>),
     #[cfg(feature = "azure")]
     Azure(Arc<crate::azure_list::AzureLister>),
+    #[cfg(feature = "gcs")]
+    Gcs(Arc<crate::gcs_list::GcsLister>),
 }
 
 impl RawLister {
@@ -49,6 +52,8 @@ impl RawLister {
             RawLister::S3(s3) => s3.list_page(prefix, token).await,
             #[cfg(feature = "azure")]
             RawLister::Azure(az) => az.list_page(prefix, token).await,
+            #[cfg(feature = "gcs")]
+            RawLister::Gcs(gcs) => gcs.list_page(prefix, token).await,
         }
     }
 }
@@ -68,6 +73,10 @@ pub(crate) struct RawObject {
     pub(crate) size: u64,
     pub(crate) last_modified: DateTime<Utc>,
     pub(crate) e_tag: Option<String>,
+    /// The name came unencoded and holds U+FFFD: servers that cannot put a character in
+    /// XML (Go's encoder, fake-gcs-server) send U+FFFD instead, so the name may not be the
+    /// stored one. Such an object is reported unknown, never taken for that name.
+    pub(crate) lossy: bool,
 }
 
 /// One page of a listing.
@@ -78,7 +87,7 @@ pub(crate) struct RawPage {
     pub(crate) next: Option<String>,
 }
 
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "gcs"))]
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ListBucketResult {
@@ -92,7 +101,7 @@ struct ListBucketResult {
     encoding_type: Option<String>,
 }
 
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "gcs"))]
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Contents {
@@ -110,13 +119,13 @@ pub(crate) fn generic(msg: impl Into<String>) -> object_store::Error {
     }
 }
 
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "gcs"))]
 /// Decodes a key listed with `encoding-type=url` (`+` is a space, as AWS's SDKs read it).
 fn url_decode(key: &str) -> Result<String, NotUtf8> {
     percent_decode(&key.replace('+', " "))
 }
 
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "gcs"))]
 /// A key as a listing answer gives it, decoded when the answer says it is (`EncodingType`
 /// `url`); shared by the object and multipart-upload listings.
 pub(crate) fn listed_key(key: String, encoding_type: Option<&str>) -> object_store::Result<String> {
@@ -127,24 +136,29 @@ pub(crate) fn listed_key(key: String, encoding_type: Option<&str>) -> object_sto
     }
 }
 
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "gcs"))]
 /// Parses one `ListObjectsV2` answer.
-fn parse_page(body: &[u8]) -> object_store::Result<RawPage> {
+pub(crate) fn parse_page(body: &[u8]) -> object_store::Result<RawPage> {
     let text = String::from_utf8_lossy(body);
     let page: ListBucketResult = quick_xml::de::from_str(&text)
         .map_err(|e| generic(format!("unreadable ListObjectsV2 answer: {e}")))?;
     let encoding = page.encoding_type.clone();
+    let encoded = encoding
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("url"));
     let decode = |s: String| listed_key(s, encoding.as_deref());
     let mut objects = Vec::with_capacity(page.contents.len());
     for c in page.contents {
         let last_modified = DateTime::parse_from_rfc3339(&c.last_modified)
             .map_err(|e| generic(format!("bad LastModified {:?}: {e}", c.last_modified)))?
             .with_timezone(&Utc);
+        let lossy = !encoded && c.key.contains(char::REPLACEMENT_CHARACTER);
         objects.push(RawObject {
             key: decode(c.key)?,
             size: c.size,
             last_modified,
             e_tag: c.e_tag,
+            lossy,
         });
     }
     let next = match (page.is_truncated, page.next_continuation_token) {
@@ -289,7 +303,11 @@ mod tests {
         let xml = br#"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>a+b%41</Key><LastModified>2026-12-03T06:30:33Z</LastModified><Size>1</Size></Contents></ListBucketResult>"#;
         let page = parse_page(xml).unwrap();
         assert_eq!(page.objects[0].key, "a+b%41");
+        assert!(!page.objects[0].lossy);
         assert!(page.next.is_none());
+        // Unencoded with U+FFFD (a Go server's stand-in for a control character): lossy.
+        let xml = "<ListBucketResult><Contents><Key>ctl\u{FFFD}x</Key><LastModified>2026-12-03T06:30:33Z</LastModified><Size>1</Size></Contents></ListBucketResult>";
+        assert!(parse_page(xml.as_bytes()).unwrap().objects[0].lossy);
         // An empty listing.
         let page =
             parse_page(b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>")
