@@ -15,8 +15,9 @@
 use chrono::{DateTime, Utc};
 use object_store::azure::{AzureAccessKey, AzureAuthorizer, AzureCredential, split_sas};
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
+use syncengine_core::path::percent_decode;
 
 use crate::config::S3Config;
 use crate::raw_list::{RawObject, RawPage, generic};
@@ -262,15 +263,8 @@ fn parse_page(body: &[u8]) -> object_store::Result<RawPage> {
         let encoded = blob.name.encoded.as_deref() == Some("true");
         let lossy = !encoded && blob.name.text.contains(char::REPLACEMENT_CHARACTER);
         let name = if encoded {
-            percent_decode_str(&blob.name.text)
-                .decode_utf8()
-                .map_err(|e| {
-                    generic_az(format!(
-                        "listed name {:?} is not UTF-8: {e}",
-                        blob.name.text
-                    ))
-                })?
-                .into_owned()
+            percent_decode(&blob.name.text)
+                .map_err(|e| generic_az(format!("listed name {:?}: {e}", blob.name.text)))?
         } else {
             blob.name.text
         };

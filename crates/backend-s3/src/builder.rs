@@ -124,18 +124,21 @@ impl S3Builder {
                 c.skip_signature = first(&["AWS_SKIP_SIGNATURE"]).is_some_and(|v| truthy(&v));
                 // The shared files (`AWS_PROFILE`, `~/.aws/config`): region and endpoint where
                 // the variables give none, and the credential sources when they give no keys.
-                let shared = crate::aws_profile::AwsShared::from_vars(&var);
-                if c.region.is_none() {
-                    c.region = shared.region.clone();
-                }
-                if c.endpoint.is_none()
-                    && let Some(url) = &shared.endpoint_url
+                #[cfg(feature = "s3")]
                 {
-                    // As for the AWS CLI: an `http://` endpoint the profile names is meant.
-                    c.allow_http |= url.starts_with("http://");
-                    c.endpoint = Some(url.clone());
+                    let shared = crate::aws_profile::AwsShared::from_vars(&var);
+                    if c.region.is_none() {
+                        c.region = shared.region.clone();
+                    }
+                    if c.endpoint.is_none()
+                        && let Some(url) = &shared.endpoint_url
+                    {
+                        // As for the AWS CLI: an `http://` endpoint the profile names is meant.
+                        c.allow_http |= url.starts_with("http://");
+                        c.endpoint = Some(url.clone());
+                    }
+                    c.aws_shared = Some(shared);
                 }
-                c.aws_shared = Some(shared);
             }
             StoreKind::Azure => {
                 c.access_key_id = first(&["AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT"]);

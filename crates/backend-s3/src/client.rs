@@ -85,6 +85,7 @@ pub struct S3Client {
     store: Arc<dyn ObjectStore>,
     config: Arc<S3Config>,
     /// S3 only: copies objects larger than CopyObject allows.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     big_copy: Option<Arc<BigCopy>>,
     /// Lists keys raw (S3 and GCS always; Azure with a credential it can sign with), so keys that
     /// object_store's `Path` cannot hold are reported one by one instead of failing the
@@ -925,6 +926,7 @@ impl StorageClient for S3Client {
     /// (`AbortMultipartUpload`) unless it is a dry run. Objects are never touched. Azure and
     /// GCS: nothing (their services expire uncommitted uploads by themselves).
     async fn clean_up(&self, opts: &CleanupOptions) -> Result<CleanupReport> {
+        #[cfg_attr(not(feature = "s3"), allow(unused_mut))]
         let mut report = CleanupReport::empty(opts);
         #[cfg(feature = "s3")]
         if let Some(raw) = &self.big_copy {
