@@ -109,7 +109,7 @@ pub enum Error {
         reason: String,
     },
     /// Anything else.
-    #[error("{backend}: {path}: {source}")]
+    #[error("{backend}: {}{source}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
     Other {
         /// Backend name.
         backend: &'static str,
@@ -282,6 +282,18 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_errors_name_a_path_only_when_there_is_one() {
+        assert_eq!(
+            Error::other("s3", "a/b", "boom").to_string(),
+            "s3: a/b: boom"
+        );
+        assert_eq!(
+            Error::other("s3", "", "no AWS credentials found").to_string(),
+            "s3: no AWS credentials found"
+        );
+    }
 
     #[test]
     fn io_errors_map_to_variants() {
