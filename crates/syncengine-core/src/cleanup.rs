@@ -4,7 +4,9 @@
 //!
 //! Only leftovers of the engine's own writes are ever candidates: a temp file in the exact
 //! format [`temp_file_name`](crate::ignore_rules::temp_file_name) makes (a user file that
-//! merely resembles it stays), outside any trash folder (`.syncengine/trash/`, which the
+//! merely resembles it stays) or an empty temp folder in the exact format
+//! [`temp_dir_name`](crate::ignore_rules::temp_dir_name) makes (SFTP's anchors, removed only
+//! while empty), outside any trash folder (`.syncengine/trash/`, which the
 //! engine prunes by age itself), and a multipart upload under the root's prefix that was
 //! never completed (it is not an object: nothing reads it, and it costs storage until
 //! aborted). Nothing else is touched: not user files, not the trash, not the pair state.
@@ -81,7 +83,9 @@ impl CleanupOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum LeftoverKind {
-    /// A temp file of an atomic write (temp name, then rename) that never finished.
+    /// A temp file of an atomic write (temp name, then rename) that never finished, or an
+    /// empty temp folder an interrupted operation left (SFTP's anchors, see
+    /// [`temp_dir_name`](crate::ignore_rules::temp_dir_name)).
     TempFile,
     /// An S3 multipart upload that was started and never completed or aborted.
     MultipartUpload,
@@ -183,7 +187,7 @@ fn in_trash(location: &str) -> bool {
 
 /// The [`StorageClient::clean_up`] of a backend that writes temp files (local disk, SFTP,
 /// WebDAV): walks the whole root once (trash folders pruned), which makes the backend's
-/// listing note every temp file in the exact temp format in `found`; then takes those
+/// listing note every temp file (and temp folder) in the exact temp format in `found`; then takes those
 /// untouched for longer than [`CleanupOptions::older_than`] and, unless it is a dry run,
 /// removes each with `remove` (its location string as noted; `Ok(false)`: it was already
 /// gone, and is not reported).

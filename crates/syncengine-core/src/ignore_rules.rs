@@ -87,16 +87,47 @@ pub fn temp_file_name(unique: u64) -> String {
 /// True when `name` is exactly a name [`temp_file_name`] makes: a file that only resembles it
 /// (another suffix, upper-case hex, a longer or shorter tail) is never taken for ours.
 pub fn is_temp_file_name(name: &str) -> bool {
-    name.strip_prefix(TEMP_FILE_PREFIX).is_some_and(|tail| {
-        tail.len() == 16
-            && tail
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    name.strip_prefix(TEMP_FILE_PREFIX)
+        .is_some_and(is_unique_tail)
+}
+
+/// What follows [`TEMP_FILE_PREFIX`] in the name of a temp folder ([`temp_dir_name`]).
+const TEMP_DIR_TAG: &str = "anchor-";
+
+/// The name of one of the engine's temp folders: [`TEMP_FILE_PREFIX`], `anchor-` and `unique`
+/// as 16 lowercase hex digits. A backend without `openat` (SFTP) creates such an empty folder
+/// for the length of one operation, to pin the folder it works in; a killed run can leave
+/// one behind, and it counts as a temp file for removal ([`StaleTemps::consider_dir`]):
+/// removed only while empty, never with what it holds.
+///
+/// ```
+/// use syncengine_core::ignore_rules::{is_temp_dir_name, is_temp_file_name, temp_dir_name};
+///
+/// assert_eq!(temp_dir_name(0xab), ".syncengine-tmp-anchor-00000000000000ab");
+/// assert!(is_temp_dir_name(&temp_dir_name(7)) && !is_temp_file_name(&temp_dir_name(7)));
+/// ```
+pub fn temp_dir_name(unique: u64) -> String {
+    format!("{TEMP_FILE_PREFIX}{TEMP_DIR_TAG}{unique:016x}")
+}
+
+/// True when `name` is exactly a name [`temp_dir_name`] makes (like [`is_temp_file_name`]).
+pub fn is_temp_dir_name(name: &str) -> bool {
+    name.strip_prefix(TEMP_FILE_PREFIX)
+        .and_then(|tail| tail.strip_prefix(TEMP_DIR_TAG))
+        .is_some_and(is_unique_tail)
+}
+
+/// 16 lowercase hex digits.
+fn is_unique_tail(tail: &str) -> bool {
+    tail.len() == 16
+        && tail
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The one rule for removing left-behind temp files, used by every backend that writes them
-/// (local disk, SFTP, WebDAV): true only when `name` has the exact temp format and
+/// (local disk, SFTP, WebDAV): true only when `name` has the exact temp format (of a file,
+/// or of a temp folder, [`temp_dir_name`]; the backend checks which the entry is) and
 /// `last_change` (the newest time the backend knows for the file: modification, and status
 /// change where it has one) is older than [`STALE_TEMP_AGE`] before `now`.
 ///
@@ -117,7 +148,7 @@ pub fn is_temp_file_name(name: &str) -> bool {
 /// assert!(!is_stale_temp(&temp_file_name(7), None, now));
 /// ```
 pub fn is_stale_temp(name: &str, last_change: Option<SystemTime>, now: SystemTime) -> bool {
-    is_temp_file_name(name)
+    (is_temp_file_name(name) || is_temp_dir_name(name))
         && last_change
             .and_then(|t| now.duration_since(t).ok())
             .is_some_and(|age| age > STALE_TEMP_AGE)
@@ -144,14 +175,59 @@ impl StaleTemps {
         name: &str,
         last_change: Option<SystemTime>,
     ) -> bool {
-        let Some(time) = last_change.filter(|_| is_temp_file_name(name)) else {
+        self.note(location.into(), name, last_change, is_temp_file_name(name))
+    }
+
+    /// [`consider`](Self::consider) for a folder: notes `location` when `name` has the exact
+    /// temp-folder format ([`temp_dir_name`]). Only for an entry the backend knows to be a
+    /// folder, and one whose removal takes only an empty folder (SFTP's `rmdir`): a user
+    /// folder that merely has such a name must never be removed with its contents.
+    pub fn consider_dir(
+        &self,
+        location: impl Into<String>,
+        name: &str,
+        last_change: Option<SystemTime>,
+    ) -> bool {
+        self.note(location.into(), name, last_change, is_temp_dir_name(name))
+    }
+
+    fn note(
+        &self,
+        location: String,
+        name: &str,
+        last_change: Option<SystemTime>,
+        format_ok: bool,
+    ) -> bool {
+        let Some(time) = last_change.filter(|_| format_ok) else {
             return false;
         };
+        self.lock().insert(location, time);
+        is_stale_temp(name, last_change, SystemTime::now())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SystemTime>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(location.into(), time);
-        is_stale_temp(name, last_change, SystemTime::now())
+    }
+
+    /// Takes the stale locations (untouched for [`STALE_TEMP_AGE`]) for which `pick` is
+    /// true, leaving every other one noted: for a backend that removes some before the run
+    /// ends (a temp folder that keeps an emptied folder from being removed).
+    pub fn take_stale_where(&self, pick: impl Fn(&str) -> bool) -> Vec<String> {
+        let now = SystemTime::now();
+        let mut noted = self.lock();
+        let taken: Vec<String> = noted
+            .iter()
+            .filter(|(location, t)| {
+                now.duration_since(**t).is_ok_and(|d| d > STALE_TEMP_AGE) && pick(location)
+            })
+            .map(|(location, _)| location.clone())
+            .collect();
+        for location in &taken {
+            noted.remove(location);
+        }
+        taken
     }
 
     /// Takes the stale locations (untouched for [`STALE_TEMP_AGE`]), forgetting every noted
@@ -166,12 +242,7 @@ impl StaleTemps {
     /// Takes the locations untouched for longer than `age`, with their last change,
     /// forgetting every noted one. A time in the future is never old.
     pub fn take_older_than(&self, age: Duration) -> Vec<(String, SystemTime)> {
-        let noted = std::mem::take(
-            &mut *self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let noted = std::mem::take(&mut *self.lock());
         let now = SystemTime::now();
         noted
             .into_iter()
@@ -628,6 +699,40 @@ mod tests {
         assert!(found.consider("/r/a", &name, old));
         assert_eq!(found.take(), vec!["/r/a".to_string()]);
         assert!(found.take().is_empty());
+    }
+
+    #[test]
+    fn temp_folders_are_noted_only_as_folders_in_their_exact_format() {
+        let now = SystemTime::now();
+        let old = Some(now - Duration::from_secs(25 * 3600));
+        let anchor = temp_dir_name(0x0123_4567_89ab_cdef);
+        assert_eq!(anchor, ".syncengine-tmp-anchor-0123456789abcdef");
+        assert!(is_stale_temp(&anchor, old, now));
+        for other in [
+            ".syncengine-tmp-anchor-0123456789ABCDEF",
+            ".syncengine-tmp-anchor-0123456789abcde",
+            ".syncengine-tmp-anchor-",
+            ".syncengine-tmp-anchors-0123456789abcdef",
+        ] {
+            assert!(!is_temp_dir_name(other), "{other}");
+        }
+        let found = StaleTemps::default();
+        // A file with a temp folder's name, or a folder with a temp file's: not ours.
+        assert!(!found.consider("/r/f", &anchor, old));
+        assert!(!found.consider_dir("/r/d", &temp_file_name(1), old));
+        assert!(found.consider_dir("/r/a/x", &anchor, old));
+        assert!(found.consider_dir("/r/b/x", &anchor, old));
+        assert!(!found.consider_dir("/r/c/x", &anchor, Some(now)));
+        assert_eq!(
+            found.take_stale_where(|l| l.starts_with("/r/a/")),
+            ["/r/a/x"]
+        );
+        assert!(
+            found
+                .take_stale_where(|l| l.starts_with("/r/a/"))
+                .is_empty()
+        );
+        assert_eq!(found.take(), ["/r/b/x"]);
     }
 
     #[test]
