@@ -140,11 +140,14 @@ impl client::Handler for HostKeyCheck {
 /// One authenticated SSH connection; its channels carry the SFTP sessions.
 pub(crate) struct Conn {
     handle: Handle<HostKeyCheck>,
+    /// Set when opening a channel on it got no answer within the idle timeout: the
+    /// connection is stalled, and taken for closed (its sessions too).
+    stalled: AtomicBool,
 }
 
 impl Conn {
     fn is_closed(&self) -> bool {
-        self.handle.is_closed()
+        self.stalled.load(Ordering::Relaxed) || self.handle.is_closed()
     }
 }
 
@@ -189,7 +192,10 @@ async fn connect(cfg: &Arc<SftpConfig>) -> Result<Conn, SftpError> {
         }
     };
     authenticate(&mut handle, cfg).await?;
-    Ok(Conn { handle })
+    Ok(Conn {
+        handle,
+        stalled: AtomicBool::new(false),
+    })
 }
 
 /// Tries, in order: the configured key file (or the default ones), the agent, the password.
@@ -459,19 +465,37 @@ impl Pool {
             }
         };
         let target = self.cfg.host_port();
-        let channel_err = |e: russh::Error| SftpError::Connect {
-            target: target.clone(),
-            message: format!("cannot open the SFTP channel: {e}"),
+        // Opening a channel is a request on a connection already open: it gets the idle
+        // timeout, not the connect timeout. Unanswered, the connection is stalled: it is
+        // dropped (the next attempt connects anew) rather than waited on until the
+        // keepalive gives up on it (about a minute), with every caller queued behind.
+        let idle = self.cfg.timeout;
+        let opened = tokio::time::timeout(idle, async {
+            let channel = conn.handle.channel_open_session().await?;
+            channel.request_subsystem(true, "sftp").await?;
+            Ok::<_, russh::Error>(channel)
+        })
+        .await;
+        let channel = match opened {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(e)) => {
+                return Err(SftpError::Connect {
+                    target,
+                    message: format!("cannot open the SFTP channel: {e}"),
+                });
+            }
+            Err(_) => {
+                conn.stalled.store(true, Ordering::Relaxed);
+                state.conn = None;
+                return Err(SftpError::Connect {
+                    target,
+                    message: format!(
+                        "the server did not answer the opening of an SFTP channel within \
+                         {idle:?} (the idle timeout); the connection is dropped"
+                    ),
+                });
+            }
         };
-        let channel = conn
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(channel_err)?;
-        channel
-            .request_subsystem(true, "sftp")
-            .await
-            .map_err(channel_err)?;
         let dead = Arc::new(AtomicBool::new(false));
         let stream = WatchedStream {
             inner: channel.into_stream(),

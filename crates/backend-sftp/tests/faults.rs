@@ -182,6 +182,16 @@ struct Proxy {
     cut_after: Arc<AtomicU64>,
     cuts: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    /// While set, nothing is passed on either way, and connections stay open: a stalled
+    /// server or link.
+    frozen: Arc<AtomicBool>,
+}
+
+/// Waits while `frozen` is set.
+async fn thaw(frozen: &AtomicBool) {
+    while frozen.load(Ordering::Relaxed) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 impl Proxy {
@@ -191,8 +201,14 @@ impl Proxy {
         let cut_after = Arc::new(AtomicU64::new(u64::MAX));
         let cuts = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
         let kill = Arc::new(Notify::new());
-        let (ca, cu, st) = (cut_after.clone(), cuts.clone(), stop.clone());
+        let (ca, cu, st, fr) = (
+            cut_after.clone(),
+            cuts.clone(),
+            stop.clone(),
+            frozen.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if st.load(Ordering::Relaxed) {
@@ -201,7 +217,7 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
                     continue;
                 };
-                let (ca, cu, kill) = (ca.clone(), cu.clone(), kill.clone());
+                let (ca, cu, kill, fr) = (ca.clone(), cu.clone(), kill.clone(), fr.clone());
                 tokio::spawn(async move {
                     let (mut cr, mut cw) = client.into_split();
                     let (mut sr, mut sw) = server.into_split();
@@ -212,6 +228,7 @@ impl Proxy {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
+                            thaw(&fr).await;
                             if sw.write_all(&buf[..n]).await.is_err() {
                                 break;
                             }
@@ -227,7 +244,19 @@ impl Proxy {
                             }
                         }
                     };
-                    let down = tokio::io::copy(&mut sr, &mut cw);
+                    let down = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match sr.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            thaw(&fr).await;
+                            if cw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
                     tokio::select! {
                         _ = up => {}
                         _ = down => {}
@@ -242,12 +271,18 @@ impl Proxy {
             cut_after,
             cuts,
             stop,
+            frozen,
         }
     }
 
     /// Cuts all open connections once `bytes` more bytes have gone upstream.
     fn arm(&self, bytes: u64) {
         self.cut_after.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Stalls (or resumes) every connection, open or new.
+    fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::Relaxed);
     }
 
     fn cuts(&self) -> u64 {
@@ -427,4 +462,46 @@ async fn sync_cut_mid_transfer_converges_on_the_next_run() {
         third.is_noop() && third.errors == 0,
         "not idle after converging: {third:?}"
     );
+}
+
+/// A stalled connection (nothing comes back, nothing is closed) fails a request after the
+/// idle timeout, and the next request, which has to open a new SFTP channel on the same SSH
+/// connection, fails after the idle timeout too: it does not wait for the keepalive to give
+/// up on the connection (about a minute), nor hold every other request behind it meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_fails_within_the_idle_timeout_twice() {
+    if !available(Server::Sshd) {
+        return;
+    }
+    let proxy = Proxy::start(Server::Sshd.port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, server_key_line(proxy.port)).unwrap();
+    let name = fresh_name();
+    let _cleanup = Cleanup(Server::Sshd.local_root(&name));
+    let client = builder(Server::Sshd, &name)
+        .with_url(format!(
+            "sftp://root@127.0.0.1:{}{}",
+            proxy.port,
+            Server::Sshd.remote_root(&name)
+        ))
+        .with_known_hosts(&known_hosts)
+        .with_timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap();
+    client.put(&p("a.txt"), Bytes::from("a")).await.unwrap();
+    proxy.freeze(true);
+    // Safety net only: the keepalive gives up on a dead connection after about a minute.
+    let net = std::time::Duration::from_secs(25);
+    let first = tokio::time::timeout(net, client.stat(&p("a.txt"))).await;
+    assert!(matches!(first, Ok(Err(_))), "{first:?}");
+    let second = tokio::time::timeout(net, client.stat(&p("a.txt"))).await;
+    assert!(
+        matches!(second, Ok(Err(_))),
+        "reopening the channel on the stalled connection did not give up: {second:?}"
+    );
+    proxy.freeze(false);
+    // A new connection works again.
+    let back = tokio::time::timeout(net, client.stat(&p("a.txt"))).await;
+    assert!(matches!(back, Ok(Ok(_))), "{back:?}");
 }
