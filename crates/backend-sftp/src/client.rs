@@ -17,7 +17,7 @@ use syncengine_core::{
 
 use syncengine_core::cleanup::{CleanupOptions, CleanupReport, clean_up_temps};
 use syncengine_core::identity::Location;
-use syncengine_core::ignore_rules::{StaleTemps, temp_file_name};
+use syncengine_core::ignore_rules::{StaleTemps, is_temp_dir_name, temp_dir_name, temp_file_name};
 
 use crate::config::SftpConfig;
 use crate::conn::{Pool, Session};
@@ -275,7 +275,8 @@ async fn lstat_opt(s: &Session, path: &str) -> Result<Option<FileAttributes>, Sf
     }
 }
 
-/// Creates `dir` and its missing ancestors; an existing directory is fine.
+/// Creates the root folder `dir` and its missing ancestors, by their plain paths (the root is
+/// the user's choice, not checked); an existing directory is fine.
 async fn mkdir_all(s: &Session, dir: &str) -> Result<(), SftpError> {
     let mut missing: Vec<&str> = Vec::new();
     let mut cur = dir;
@@ -313,6 +314,115 @@ async fn mkdir_all(s: &Session, dir: &str) -> Result<(), SftpError> {
         }
     }
     Ok(())
+}
+
+/// Creates the folder `dir` below the root and its missing ancestors; an existing folder is
+/// fine. Each missing folder is made through an [`Anchor`] in its parent (none for a folder
+/// in the root), so a symlink swapped in for a folder on the way cannot make it create a
+/// folder outside the root.
+async fn mkdir_anchored(inner: &Inner, s: &Session, dir: &RelPath) -> Result<(), SftpError> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir.clone());
+    loop {
+        let Some(d) = cur else {
+            // Nothing below the root exists: nor, maybe, the root.
+            mkdir_all(s, &inner.remote(None)).await?;
+            break;
+        };
+        let remote = inner.remote(Some(&d));
+        match lstat_opt(s, &remote).await? {
+            Some(attrs) if is_dir(&attrs) => break,
+            Some(attrs) if attrs.file_type() == FileType::Symlink => {
+                return Err(SftpError::SymlinkedFolder {
+                    link: d.to_string(),
+                });
+            }
+            Some(_) => {
+                return Err(SftpError::Message(format!(
+                    "{remote} exists and is not a directory"
+                )));
+            }
+            None => {
+                cur = d.parent();
+                missing.push(d);
+            }
+        }
+    }
+    for d in missing.into_iter().rev() {
+        let a = anchor_parent(inner, s, &d).await?;
+        let at = anchored(inner, a.as_ref(), &d);
+        let made = s
+            .run(s.raw.mkdir(at.as_str(), FileAttributes::empty()))
+            .await;
+        release(inner, s, [a]).await;
+        if let Err(e) = made {
+            match lstat_opt(s, &inner.remote(Some(&d))).await? {
+                // Made meanwhile by another request.
+                Some(attrs) if is_dir(&attrs) => {}
+                _ => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pins `rel`'s parent folder ([`anchor_parent`]), creating it first
+/// ([`mkdir_anchored`]) when it is missing; a concurrent delete may prune a folder just made,
+/// so that is tried a few times.
+async fn pin_parent(
+    inner: &Inner,
+    s: &Session,
+    rel: &RelPath,
+) -> Result<Option<Anchor>, SftpError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match anchor_parent(inner, s, rel).await {
+            Err(e) if e.is_no_such_file() && attempt < 4 => {
+                if let Some(dir) = rel.parent() {
+                    mkdir_anchored(inner, s, &dir).await?;
+                }
+            }
+            Err(SftpError::NotAFile) => {
+                let dir = rel
+                    .parent()
+                    .map(|d| inner.remote(Some(&d)))
+                    .unwrap_or_default();
+                return Err(SftpError::Message(format!(
+                    "{dir} exists and is not a directory"
+                )));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The plain server path of a path made through an anchor (`<folder>/<anchor>/../<name>`
+/// becomes `<folder>/<name>`), for messages: the anchor is gone once the operation ends.
+fn unanchored(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').collect();
+    let mut out: Vec<&str> = Vec::with_capacity(parts.len());
+    let mut i = 0;
+    while i < parts.len() {
+        if is_temp_dir_name(parts[i]) && parts.get(i + 1) == Some(&"..") {
+            i += 2;
+            continue;
+        }
+        out.push(parts[i]);
+        i += 1;
+    }
+    out.join("/")
+}
+
+/// [`unanchored`] for the file an error names as left aside.
+fn unanchor_error(e: SftpError) -> SftpError {
+    match e {
+        SftpError::LeftAside { aside, why } => SftpError::LeftAside {
+            aside: unanchored(&aside),
+            why,
+        },
+        e => e,
+    }
 }
 
 async fn posix_rename(s: &Session, from: &str, to: &str) -> Result<(), SftpError> {
@@ -546,15 +656,75 @@ async fn rename_onto_absent(s: &Session, from: &str, to: &str) -> Result<(), Sft
 }
 
 /// Removes the directories above `rel` that are now empty, up to (not including) the root.
+/// Each goes through an [`Anchor`] in its parent (none for a folder in the root), so a
+/// symlink swapped in on the way cannot make it remove an empty folder outside the root.
+/// Anchors a killed operation left in one (noted stale by this run's listing) do not keep it:
+/// they are removed (only while empty) and the folder tried again. A folder already gone (a
+/// concurrent delete pruned it) counts as pruned: the one above is tried.
 async fn prune_parents(inner: &Inner, s: &Session, rel: &RelPath) {
     let mut dir = rel.parent();
     while let Some(d) = dir {
-        let remote = inner.remote(Some(&d));
-        if s.run(s.raw.rmdir(remote.as_str())).await.is_err() {
+        if !prune_one(inner, s, &d).await {
             break;
         }
         dir = d.parent();
     }
+}
+
+/// Removes the folder `dir` if it is empty (see [`prune_parents`]); true when it is gone.
+async fn prune_one(inner: &Inner, s: &Session, dir: &RelPath) -> bool {
+    let Ok(a) = anchor_parent(inner, s, dir).await else {
+        return false;
+    };
+    let at = anchored(inner, a.as_ref(), dir);
+    let mut removed = s.run(s.raw.rmdir(at.as_str())).await;
+    if removed.is_err() {
+        let remote = inner.remote(Some(dir));
+        let stale = inner.stale.take_stale_where(|location| {
+            remote_parent(location) == remote
+                && is_temp_dir_name(location.rsplit('/').next().unwrap_or(""))
+        });
+        if !stale.is_empty() {
+            // By their plain paths: their names are unique (see `Anchor::release`).
+            futures::future::join_all(stale.iter().map(|a| s.run(s.raw.rmdir(a.as_str())))).await;
+            removed = s.run(s.raw.rmdir(at.as_str())).await;
+        }
+    }
+    release(inner, s, [a]).await;
+    match removed {
+        Ok(_) => true,
+        Err(e) => e.is_no_such_file(),
+    }
+}
+
+/// Removes a left-behind temp file or anchor folder at the server path `location` (as a
+/// listing noted it); false when it was gone already. An anchor is removed with `rmdir`
+/// (only while empty), and then the folders above it that this left empty, as the
+/// interrupted operation would have.
+async fn remove_temp(inner: &Inner, s: &Session, location: &str) -> Result<bool, SftpError> {
+    let name = location.rsplit('/').next().unwrap_or(location);
+    if !is_temp_dir_name(name) {
+        return match s.run(s.raw.remove(location)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_no_such_file() => Ok(false),
+            Err(e) => Err(e),
+        };
+    }
+    match s.run(s.raw.rmdir(location)).await {
+        Ok(_) => {}
+        Err(e) if e.is_no_such_file() => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let root = inner.remote(None);
+    let below = if root == "." {
+        Some(location.strip_prefix("./").unwrap_or(location))
+    } else {
+        location.strip_prefix(&format!("{}/", root.trim_end_matches('/')))
+    };
+    if let Some(rel) = below.and_then(|b| RelPath::new(b).ok()) {
+        prune_parents(inner, s, &rel).await;
+    }
+    Ok(true)
 }
 
 /// Refuses `rel` when a folder on its way below the root is a symlink
@@ -604,9 +774,6 @@ async fn check_no_symlinked_folder(
     Ok(())
 }
 
-/// What follows [`TEMP_PREFIX`] in the name of an [`Anchor`]'s folder.
-const ANCHOR_TAG: &str = "anchor-";
-
 /// A folder below the root pinned for one operation, so that a symlink swapped in for it
 /// (or for a folder above it) between the check and the operation cannot redirect the
 /// operation outside the root.
@@ -645,13 +812,26 @@ impl Anchor {
     /// Removes the anchor, by its plain path: its name is unique, so whatever folder that
     /// path leads to, only the anchor can be removed. A swap can hide it for a moment; the
     /// removal is retried for a while (about a second), then the empty folder is left, with
-    /// a temporary name that listings skip.
-    async fn release(self, s: &Session) {
+    /// a temporary name that listings skip and note: once stale, a later run removes it
+    /// (`remove_temp`). When the connection died (a dead server, a cut link), the removal
+    /// goes through a new one from `inner`'s pool.
+    async fn release(self, inner: &Inner, s: &Session) {
+        let mut fresh: Option<Arc<Session>> = None;
         for attempt in 0..200u32 {
+            let s = fresh.as_deref().unwrap_or(s);
             match s.run(s.raw.rmdir(self.path.as_str())).await {
                 Ok(_) => return,
                 Err(e) if e.is_no_such_file() && attempt < 199 => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) if e.is_connection_error() && fresh.is_none() => {
+                    match inner.pool.get().await {
+                        Ok(new) => fresh = Some(new),
+                        Err(e) => {
+                            tracing::warn!(path = %self.path, "could not reconnect to remove an anchor folder: {e}");
+                            return;
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(path = %self.path, "could not remove an anchor folder: {e}");
@@ -687,7 +867,7 @@ async fn realpath(s: &Session, path: &str) -> Result<String, SftpError> {
 /// root (a symlinked folder on the way, or one swapped in meanwhile).
 async fn anchor(inner: &Inner, s: &Session, dir: &RelPath) -> Result<Anchor, SftpError> {
     let root = real_root(inner, s).await?;
-    let name = format!("{TEMP_PREFIX}{ANCHOR_TAG}{:016x}", rand::random::<u64>());
+    let name = temp_dir_name(rand::random::<u64>());
     let path = in_dir(&inner.remote(Some(dir)), &name);
     let probe = format!("{path}/.");
     let attrs = FileAttributes {
@@ -722,9 +902,9 @@ async fn anchor(inner: &Inner, s: &Session, dir: &RelPath) -> Result<Anchor, Sft
     match real {
         Some(real) => match s.run(s.raw.rmdir(real.as_str())).await {
             Ok(_) => {}
-            Err(_) => Anchor { path }.release(s).await,
+            Err(_) => Anchor { path }.release(inner, s).await,
         },
-        None => Anchor { path }.release(s).await,
+        None => Anchor { path }.release(inner, s).await,
     }
     let found = match dir.join("x") {
         Ok(inside) => check_no_symlinked_folder(inner, s, &inside).await.err(),
@@ -759,8 +939,8 @@ async fn anchor_parent(
 }
 
 /// Releases the anchors (in one round trip).
-async fn release(s: &Session, anchors: impl IntoIterator<Item = Option<Anchor>>) {
-    futures::future::join_all(anchors.into_iter().flatten().map(|a| a.release(s))).await;
+async fn release(inner: &Inner, s: &Session, anchors: impl IntoIterator<Item = Option<Anchor>>) {
+    futures::future::join_all(anchors.into_iter().flatten().map(|a| a.release(inner, s))).await;
 }
 
 async fn stat_entry(inner: &Inner, s: &Session, rel: &RelPath) -> Result<Entry, SftpError> {
@@ -787,7 +967,12 @@ fn check_name(rel: &RelPath) -> Result<()> {
 struct TempFile {
     inner: Arc<Inner>,
     session: Arc<Session>,
+    /// Its plain path: removed by it after a cancellation (the anchor may be gone then; the
+    /// name is unique, see `Anchor::release`).
     path: String,
+    /// Its path through the write's anchor (see `write_pinned`), held while the write runs:
+    /// a failed write removes it by this one, which a swap cannot hide.
+    pinned: String,
     handle: Option<String>,
     armed: bool,
 }
@@ -800,7 +985,7 @@ impl TempFile {
             self.inner.clone(),
             self.session.clone(),
             self.handle.take(),
-            self.path.clone(),
+            self.pinned.clone(),
         )
         .await;
     }
@@ -832,7 +1017,7 @@ async fn cleanup(inner: Arc<Inner>, session: Arc<Session>, handle: Option<String
         if let Some(h) = handle {
             let _ = session.run(session.raw.close(h)).await;
         }
-        match session.run(session.raw.remove(path.as_str())).await {
+        match remove_hidden(&session, &path).await {
             Ok(_) => return,
             Err(e) if e.is_no_such_file() => return,
             Err(e) if !e.is_connection_error() => {
@@ -845,12 +1030,28 @@ async fn cleanup(inner: Arc<Inner>, session: Arc<Session>, handle: Option<String
     // The connection died mid-write: reconnect to remove the temporary file.
     drop(session);
     match inner.pool.get().await {
-        Ok(s) => match s.run(s.raw.remove(path.as_str())).await {
+        Ok(s) => match remove_hidden(&s, &path).await {
             Ok(_) => {}
             Err(e) if e.is_no_such_file() => {}
             Err(e) => tracing::warn!(%path, "could not remove a temporary file: {e}"),
         },
         Err(e) => tracing::warn!(%path, "could not reconnect to remove a temporary file: {e}"),
+    }
+}
+
+/// Removes the file at `path`, which a swap of a folder on its way (see [`Anchor`]) may hide
+/// for a moment: "no such file" is retried for a while (about a second), as
+/// [`Anchor::release`] does.
+async fn remove_hidden(s: &Session, path: &str) -> Result<(), SftpError> {
+    let mut attempt = 0u32;
+    loop {
+        match s.run(s.raw.remove(path)).await {
+            Err(e) if e.is_no_such_file() && attempt < 199 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            done => return done.map(|_| ()),
+        }
     }
 }
 
@@ -1040,7 +1241,12 @@ impl Walk {
                                 .map(to_system_time);
                             let location =
                                 format!("{}/{}", remote.trim_end_matches('/'), f.filename);
-                            self.inner.stale.consider(location, &f.filename, newest);
+                            if is_dir(&f.attrs) {
+                                // An anchor an interrupted operation left (see `Anchor`).
+                                self.inner.stale.consider_dir(location, &f.filename, newest);
+                            } else {
+                                self.inner.stale.consider(location, &f.filename, newest);
+                            }
                             continue;
                         }
                         let child_path = match dir {
@@ -1325,29 +1531,28 @@ impl StorageClient for SftpClient {
         let s = self.inner.pool.get().await.map_err(|e| to_core(e, ""))?;
         let mut removed = 0;
         for path in found {
-            match s.run(s.raw.remove(path.as_str())).await {
-                Ok(_) => {
+            match remove_temp(&self.inner, &s, &path).await {
+                Ok(true) => {
                     tracing::info!(%path, "removed a temp file untouched for a day");
                     removed += 1;
                 }
-                Err(e) if e.is_no_such_file() => {}
+                Ok(false) => {}
                 Err(e) => return Err(to_core(e, &path)),
             }
         }
         Ok(removed)
     }
 
-    /// The engine's temp files anywhere under the root (trash folders excepted) untouched
-    /// (modified or read) for longer than the given age, by the core's
+    /// The engine's temp files and left-behind anchor folders (removed only while empty,
+    /// and the folders above them that this leaves empty) anywhere under the root (trash
+    /// folders excepted) untouched (modified or read) for longer than the given age, by the core's
     /// [`clean_up_temps`](syncengine_core::cleanup::clean_up_temps).
     async fn clean_up(&self, opts: &CleanupOptions) -> Result<CleanupReport> {
         clean_up_temps(self, &self.inner.stale, opts, |path| async move {
             let s = self.inner.pool.get().await.map_err(|e| to_core(e, ""))?;
-            match s.run(s.raw.remove(path.as_str())).await {
-                Ok(_) => Ok(true),
-                Err(e) if e.is_no_such_file() => Ok(false),
-                Err(e) => Err(to_core(e, &path)),
-            }
+            remove_temp(&self.inner, &s, &path)
+                .await
+                .map_err(|e| to_core(e, &path))
         })
         .await
     }
@@ -1476,7 +1681,7 @@ impl StorageClient for SftpClient {
         // them (a checked replace: owner-only until its lookup tells them) and set to them
         // exactly with the mtime. A new file is created with the bits asked for (the
         // source's), which the server cuts by its umask; none asked: the server's default.
-        let mut mode = existing
+        let mode = existing
             .filter(is_regular)
             .and_then(|attrs| attrs.permissions)
             .map(|perm| perm & 0o777);
@@ -1485,32 +1690,101 @@ impl StorageClient for SftpClient {
         } else {
             mode.or(opts.permissions.map(|bits| bits & 0o777))
         };
-        let dir = remote_parent(&target).to_owned();
-        let temp_path = temp_name(&dir);
+        // Every request that creates or replaces goes through the pinned folder (created,
+        // anchored, first if missing): a symlink swapped in for it, or for a folder above it,
+        // since the check cannot make the write create its temp, or put the file, outside
+        // the root.
+        let mut anchor = pin_parent(&self.inner, &s, path).await.map_err(err)?;
+        let outcome = self
+            .write_pinned(&s, path, body, &opts, &mut anchor, create_mode, mode)
+            .await;
+        // Released here unless `write_pinned` did (overlapped with its last lookup).
+        release(&self.inner, &s, [anchor]).await;
+        outcome
+    }
+
+    async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
+        self.delete_file(path).await
+    }
+
+    async fn copy_opts(
+        &self,
+        _from: &RelPath,
+        _to: &RelPath,
+        _opts: TransferOptions,
+    ) -> Result<Entry> {
+        Err(Error::Unsupported {
+            backend: BACKEND,
+            operation: "copy",
+        })
+    }
+
+    async fn preserve(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
+        self.preserve_file(from, to).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        self.rename_file(from, to, opts).await
+    }
+}
+
+impl SftpClient {
+    /// The rest of [`write_opts`](StorageClient::write_opts) once the target's folder is
+    /// pinned by `anchor` (`None` in the root): the temp file is created, given its
+    /// attributes and renamed into place through it. Once the file is in place, the anchor
+    /// is taken and released in the round trip of the last lookup.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_pinned(
+        &self,
+        s: &Arc<Session>,
+        path: &RelPath,
+        body: ByteStream,
+        opts: &WriteOptions,
+        pinned: &mut Option<Anchor>,
+        create_mode: Option<u32>,
+        mut mode: Option<u32>,
+    ) -> Result<Entry> {
+        let err = |e: SftpError| to_core(e, path.as_str());
+        let s = s.clone();
+        let create_only = matches!(opts.mode, WriteMode::Create);
+        let checked_replace = matches!(opts.mode, WriteMode::IfUnchanged(_));
+        let anchor = pinned.as_ref();
+        let target = anchored(&self.inner, anchor, path);
+        let dir = remote_parent(&self.inner.remote(Some(path))).to_owned();
+        // The temp's plain path, for removing it after a cancellation (its name is unique,
+        // see `Anchor::release`), and the pinned one every request uses.
+        let temp_plain = temp_name(&dir);
+        let temp_file = temp_plain.rsplit('/').next().unwrap_or(&temp_plain);
+        let temp_path = match anchor {
+            Some(a) => a.at(temp_file),
+            None => temp_plain.clone(),
+        };
         let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
         let create_attrs = FileAttributes {
             permissions: create_mode,
             ..FileAttributes::empty()
         };
-        let mut attempt = 0;
-        let handle = loop {
-            attempt += 1;
-            match s
-                .run(s.raw.open(temp_path.as_str(), flags, create_attrs.clone()))
-                .await
-            {
-                Ok(h) => break h.handle,
-                // A missing parent (or one pruned by a concurrent delete): create and retry.
-                Err(e) if e.is_no_such_file() && attempt < 4 => {
-                    mkdir_all(&s, &dir).await.map_err(err)?;
-                }
-                Err(e) => return Err(err(e)),
-            }
-        };
+        let mut opened = s
+            .run(s.raw.open(temp_path.as_str(), flags, create_attrs.clone()))
+            .await;
+        if anchor.is_none() && opened.as_ref().is_err_and(SftpError::is_no_such_file) {
+            // A file in a root that does not exist yet.
+            mkdir_all(&s, &dir).await.map_err(err)?;
+            opened = s
+                .run(s.raw.open(temp_path.as_str(), flags, create_attrs))
+                .await;
+        }
+        let handle = opened.map_err(err)?.handle;
         let mut temp = TempFile {
             inner: self.inner.clone(),
             session: s.clone(),
-            path: temp_path.clone(),
+            path: temp_plain.clone(),
+            pinned: temp_path.clone(),
             handle: Some(handle.clone()),
             armed: true,
         };
@@ -1576,9 +1850,9 @@ impl StorageClient for SftpClient {
             };
             match place().await {
                 // Seen on rclone's server under concurrent writes into a new folder: the
-                // folder made by another request is not visible yet. Make sure, then retry.
+                // folder made by another request is not visible yet. Wait a moment, retry.
                 Err(e) if e.is_no_such_file() => {
-                    mkdir_all(&s, &dir).await?;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     place().await
                 }
                 placed => placed,
@@ -1589,7 +1863,7 @@ impl StorageClient for SftpClient {
             Ok(replaced) => replaced,
             Err(e) => {
                 temp.discard().await;
-                return Err(err(e));
+                return Err(err(unanchor_error(e)));
             }
         };
         temp.armed = false;
@@ -1607,11 +1881,17 @@ impl StorageClient for SftpClient {
             }
         };
         // The replaced version's removal shares its round trip with the lookup.
-        let ((), written) = tokio::join!(replaced.finish(&s), written);
+        let anchor = pinned.take();
+        let ((), written, ()) = tokio::join!(
+            replaced.finish(&s),
+            written,
+            release(&self.inner, &s, [anchor])
+        );
         written
     }
 
-    async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
+    /// [`delete_opts`](StorageClient::delete_opts).
+    async fn delete_file(&self, path: &RelPath) -> Result<()> {
         let err = |e: SftpError| to_core(e, path.as_str());
         let s = self.inner.pool.get().await.map_err(err)?;
         check_no_symlinked_folder(&self.inner, &s, path)
@@ -1627,7 +1907,7 @@ impl StorageClient for SftpClient {
         };
         let remote = anchored(&self.inner, anchor.as_ref(), path);
         let removed = s.run(s.raw.remove(remote.as_str())).await;
-        release(&s, [anchor]).await;
+        release(&self.inner, &s, [anchor]).await;
         match removed {
             Ok(_) => {
                 prune_parents(&self.inner, &s, path).await;
@@ -1638,21 +1918,9 @@ impl StorageClient for SftpClient {
         }
     }
 
-    async fn copy_opts(
-        &self,
-        _from: &RelPath,
-        _to: &RelPath,
-        _opts: TransferOptions,
-    ) -> Result<Entry> {
-        Err(Error::Unsupported {
-            backend: BACKEND,
-            operation: "copy",
-        })
-    }
-
     /// `hardlink@openssh.com` where the server offers it, checked afterwards (rclone's server
     /// answers OK without making the link); else a copy through the client.
-    async fn preserve(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
+    async fn preserve_file(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
         check_name(to)?;
         let err = |e: SftpError| to_core(e, from.as_str());
         let err_to = |e: SftpError| to_core(e, to.as_str());
@@ -1665,14 +1933,24 @@ impl StorageClient for SftpClient {
         to_ok.map_err(err_to)?;
         if s.hardlink {
             let source = stat_entry(&self.inner, &s, from).await.map_err(err)?;
-            let remote_from = self.inner.remote(Some(from));
-            let remote_to = self.inner.remote(Some(to));
-            if lstat_opt(&s, &remote_to).await.map_err(err_to)?.is_some() {
+            if lstat_opt(&s, &self.inner.remote(Some(to)))
+                .await
+                .map_err(err_to)?
+                .is_some()
+            {
                 return Err(err_to(SftpError::Exists));
             }
-            mkdir_all(&s, remote_parent(&remote_to))
-                .await
-                .map_err(err_to)?;
+            // Both ends through their pinned folders (see `rename_file`).
+            let from_anchor = anchor_parent(&self.inner, &s, from).await.map_err(err)?;
+            let to_anchor = match pin_parent(&self.inner, &s, to).await {
+                Ok(a) => a,
+                Err(e) => {
+                    release(&self.inner, &s, [from_anchor]).await;
+                    return Err(err_to(e));
+                }
+            };
+            let remote_from = anchored(&self.inner, from_anchor.as_ref(), from);
+            let remote_to = anchored(&self.inner, to_anchor.as_ref(), to);
             let linked = s
                 .run(s.raw.extended(
                     "hardlink@openssh.com",
@@ -1680,6 +1958,7 @@ impl StorageClient for SftpClient {
                 ))
                 .await
                 .and_then(status_ok);
+            release(&self.inner, &s, [from_anchor, to_anchor]).await;
             match linked {
                 Ok(()) => match stat_entry(&self.inner, &s, to).await {
                     Ok(entry) if entry.size == source.size => return Ok(entry),
@@ -1694,7 +1973,8 @@ impl StorageClient for SftpClient {
         syncengine_core::client::preserve_by_copy(self, from, to).await
     }
 
-    async fn rename_opts(
+    /// [`rename_opts`](StorageClient::rename_opts).
+    async fn rename_file(
         &self,
         from: &RelPath,
         to: &RelPath,
@@ -1715,24 +1995,21 @@ impl StorageClient for SftpClient {
         if from == to {
             return stat_entry(&self.inner, &s, to).await.map_err(err_to);
         }
-        mkdir_all(&s, remote_parent(&self.inner.remote(Some(to))))
-            .await
-            .map_err(err_to)?;
         // Both ends go through their pinned folders: a symlink swapped in for either since
         // the checks cannot make the move take a file from outside the root, nor put one
         // there.
         let (from_anchor, to_anchor) = tokio::join!(
             anchor_parent(&self.inner, &s, from),
-            anchor_parent(&self.inner, &s, to)
+            pin_parent(&self.inner, &s, to)
         );
         let (from_anchor, to_anchor) = match (from_anchor, to_anchor) {
             (Ok(f), Ok(t)) => (f, t),
             (Err(e), t) => {
-                release(&s, [t.ok().flatten()]).await;
+                release(&self.inner, &s, [t.ok().flatten()]).await;
                 return Err(err(e));
             }
             (Ok(f), Err(e)) => {
-                release(&s, [f]).await;
+                release(&self.inner, &s, [f]).await;
                 return Err(err_to(e));
             }
         };
@@ -1750,8 +2027,8 @@ impl StorageClient for SftpClient {
             }
         }
         .await;
-        release(&s, [from_anchor, to_anchor]).await;
-        moved.map_err(err_to)?;
+        release(&self.inner, &s, [from_anchor, to_anchor]).await;
+        moved.map_err(|e| err_to(unanchor_error(e)))?;
         prune_parents(&self.inner, &s, from).await;
         stat_entry(&self.inner, &s, to).await.map_err(err_to)
     }

@@ -108,28 +108,36 @@
 //!   SFTP has no `openat`: the lookup and the operation are separate requests, and a folder
 //!   swapped for a symlink between them used to redirect the operation (a test swapping a
 //!   folder in a tight loop saw 248 of 600 files outside the root deleted or moved into the
-//!   trash, `tests/symlink_swap.rs`). **Deletes and renames (trash moves included)** therefore
-//!   go through an *anchor*: a fresh, uniquely named empty folder
+//!   trash, `tests/symlink_swap.rs`). **Deletes, renames (trash moves included), writes (the
+//!   temp file's creation, attributes and rename into place), hard links (`preserve`),
+//!   folder creation and the pruning of emptied folders** therefore go through an *anchor*: a fresh, uniquely named empty folder
 //!   (`.syncengine-tmp-anchor-<hex>`) made in the file's folder, whose real path
 //!   (`realpath`, same round trip) must be the root's real path plus the folder's relative
 //!   path; the operation then names the file `<anchor>/../<name>`. The server's file system
 //!   resolves `..` from the anchor to the folder that holds it, and a swapped-in folder holds
 //!   no such anchor, so each system call of the operation (OpenSSH's plain rename is three:
 //!   lstat, link, unlink) reaches the verified folder or fails with "no such file". The
-//!   anchor is removed afterwards. Cost: two more round trips per delete or rename (making
-//!   the anchor with its lookup, removing it; both ends of a rename share them), plus one
-//!   `realpath` of the root per client. Residual risks:
+//!   anchor is removed afterwards. A new folder is made as `<anchor in its parent>/../<name>`,
+//!   an emptied one removed the same way (nothing is anchored in the root itself: the
+//!   user's choice). Cost: two more round trips per delete or rename (making the anchor with
+//!   its lookup, removing it; both ends of a rename share them), one more per write into a
+//!   folder (the removal shares the write's last lookup), two more per pruning attempt of a
+//!   folder below a folder, plus one `realpath` of the root per client. A failed write removes
+//!   its temp through the anchor, retrying while a swap hides it. Residual risks:
 //!   - the anchor itself can land in a swapped-in folder outside the root for a moment: an
 //!     empty folder of ours, removed at once by its real path (retried for about a second;
 //!     if the swap hides it all that time, it stays, empty, with a name listings skip);
+//!     an anchor left by a kill or a dead server is the core's temp-folder format
+//!     (`temp_dir_name`): `remove_stale_temps` and `clean_up` remove it once it is as old as
+//!     a stale temp file (only while empty, with `rmdir`), then the folders above it that
+//!     this leaves empty, and the pruning of an emptied folder removes a stale one inside it
+//!     (one this run's listing noted), so a folder deleted on the other side does not stay;
 //!   - the anchor pins the folder the run found inside the root: if that very folder is
 //!     moved out of the root and a symlink to it put in its place, it is still operated on;
 //!   - servers that resolve paths themselves instead of the OS (rclone's: a virtual tree
 //!     that cleans `..` textually) gain nothing from the anchor; they are as before;
-//!   - **writes, hard links (`preserve`), folder creation and the pruning of emptied
-//!     folders are not anchored yet**: a swap between their lookup and the operation can
-//!     still create a temp or empty folder outside the root, replace a file there with the
-//!     written one, or remove an empty folder there.
+//!   - a write cancelled mid-way (its future dropped) removes its temp by its plain path and
+//!     leaves its anchor (an empty folder, removed once stale, see above).
 //! - **Reads** fetch the size the file has when it is opened; data that ends (EOF) before
 //!   that size (the file shrank while read) fails the read with `Error::Transient`, never a
 //!   short body.

@@ -163,3 +163,161 @@ async fn clean_up_removes_old_exact_temps_outside_the_trash() {
         "b"
     );
 }
+
+/// Makes an empty anchor folder (as a killed delete or rename leaves) `age` old.
+fn anchor_left(dir: &Path, name: &str, age: Duration) -> std::path::PathBuf {
+    let anchor = dir.join(name);
+    fs::create_dir_all(&anchor).unwrap();
+    let t = SystemTime::now() - age;
+    fs::File::open(&anchor)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+        .unwrap();
+    anchor
+}
+
+/// An anchor left by a killed delete (a day and more old) does not keep a folder deleted
+/// on the source alive on the SFTP side after the next run: whether the killed delete had
+/// removed the file (the folder holds only the anchor: the stale removal after the run
+/// takes both) or not (the run's delete prunes the folder, anchor and all). A young
+/// anchor (maybe another machine's operation in progress) stays, and keeps its folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_anchor_does_not_keep_a_deleted_folder_alive() {
+    use syncengine_core::SyncMode;
+    use syncengine_core::engine::SyncEngine;
+    use syncengine_core::pair::{SyncOptions, SyncPair};
+
+    let Some((dest, guard)) = support::sshd().await else {
+        return;
+    };
+    let (source, _src_dir) = support::local().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let pair = SyncPair::new(source.clone(), dest.clone(), SyncMode::SourceToDestination)
+        .with_options(SyncOptions::default().with_max_delete_percent(100));
+    for f in ["keep.txt", "gone/a.txt", "emptied/b.txt", "young/c.txt"] {
+        source
+            .put(&RelPath::new(f).unwrap(), Bytes::from(f))
+            .await
+            .unwrap();
+    }
+    let stats = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!((stats.uploaded, stats.errors), (4, 0), "{stats:?}");
+
+    let root = guard.0.clone();
+    let day = Duration::from_secs(24 * 3600);
+    let old = day + Duration::from_secs(3600);
+    // A killed delete of gone/a.txt left its anchor, the file still there.
+    anchor_left(
+        &root.join("gone"),
+        ".syncengine-tmp-anchor-0123456789abcdef",
+        old,
+    );
+    // One of emptied/b.txt got as far as removing the file.
+    fs::remove_file(root.join("emptied/b.txt")).unwrap();
+    anchor_left(
+        &root.join("emptied"),
+        ".syncengine-tmp-anchor-00000000000000ee",
+        old,
+    );
+    // Young: kept, with its folder.
+    let young = anchor_left(
+        &root.join("young"),
+        ".syncengine-tmp-anchor-00000000000000aa",
+        day / 2,
+    );
+    for f in ["gone/a.txt", "emptied/b.txt", "young/c.txt"] {
+        source.delete(&RelPath::new(f).unwrap()).await.unwrap();
+    }
+    let stats = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    assert!(
+        !root.join("gone").exists(),
+        "a stale anchor kept gone/ alive"
+    );
+    assert!(
+        !root.join("emptied").exists(),
+        "a stale anchor kept emptied/ alive"
+    );
+    assert!(young.exists(), "a young anchor was removed");
+    assert!(!root.join("young/c.txt").exists());
+    assert!(root.join("keep.txt").exists());
+}
+
+/// `clean_up` removes left-behind anchors older than its age (and the folders this leaves
+/// empty), never a younger one, never a folder with that name that holds something (no
+/// recursion), never a file with that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_up_removes_old_empty_anchors_only() {
+    use syncengine_core::cleanup::CleanupOptions;
+
+    let Some((client, guard)) = support::sshd().await else {
+        return;
+    };
+    client
+        .put(&RelPath::new("a/b.txt").unwrap(), Bytes::from("b"))
+        .await
+        .unwrap();
+    let root = guard.0.clone();
+    let hour = Duration::from_secs(3600);
+    let old = anchor_left(
+        &root.join("a"),
+        ".syncengine-tmp-anchor-0123456789abcdef",
+        2 * hour,
+    );
+    let alone = anchor_left(
+        &root.join("x/y"),
+        ".syncengine-tmp-anchor-00000000000000bb",
+        2 * hour,
+    );
+    let young = anchor_left(
+        &root.join("a"),
+        ".syncengine-tmp-anchor-fedcba9876543210",
+        hour / 6,
+    );
+    let full = anchor_left(
+        &root.join("a"),
+        ".syncengine-tmp-anchor-00000000000000cc",
+        2 * hour,
+    );
+    fs::write(full.join("keep"), "mine").unwrap();
+    let file = root.join("a/.syncengine-tmp-anchor-00000000000000dd");
+    fs::write(&file, "mine").unwrap();
+    set_age(&file, 2 * hour);
+    anchor_left(
+        &root.join("a"),
+        ".syncengine-tmp-anchor-00000000000000cc",
+        2 * hour,
+    );
+
+    let opts = CleanupOptions::new(hour);
+    let dry = client
+        .clean_up(&opts.clone().with_dry_run(true))
+        .await
+        .unwrap();
+    assert_eq!(dry.found.len(), 3, "{dry:?}");
+    assert!(
+        old.exists() && alone.exists(),
+        "a dry run removed an anchor"
+    );
+    let done = client.clean_up(&opts).await.unwrap();
+    let mut found: Vec<&str> = done.found.iter().map(|l| l.location.as_str()).collect();
+    found.sort();
+    assert!(
+        found.len() == 2
+            && found[0].ends_with("/a/.syncengine-tmp-anchor-0123456789abcdef")
+            && found[1].ends_with("/x/y/.syncengine-tmp-anchor-00000000000000bb"),
+        "{done:?}"
+    );
+    // The one that holds a file cannot be removed: reported, left with its content.
+    assert_eq!(done.failed.len(), 1, "{done:?}");
+    assert!(!old.exists(), "an old anchor was left");
+    assert!(
+        !root.join("x").exists(),
+        "the folders only an anchor kept were left"
+    );
+    assert!(young.exists(), "a young anchor was removed");
+    assert_eq!(fs::read_to_string(full.join("keep")).unwrap(), "mine");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "mine");
+    assert!(root.join("a/b.txt").exists());
+}
