@@ -275,8 +275,18 @@ async fn lstat_opt(s: &Session, path: &str) -> Result<Option<FileAttributes>, Sf
     }
 }
 
+/// `stat` (symlinks followed), with "no such file" as `None`.
+async fn stat_opt(s: &Session, path: &str) -> Result<Option<FileAttributes>, SftpError> {
+    match s.run(s.raw.stat(path)).await {
+        Ok(a) => Ok(Some(a.attrs)),
+        Err(e) if e.is_no_such_file() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates the root folder `dir` and its missing ancestors, by their plain paths (the root is
-/// the user's choice, not checked); an existing directory is fine.
+/// the user's choice, not checked: it may be a symlink to a folder); an existing directory
+/// is fine.
 async fn mkdir_all(s: &Session, dir: &str) -> Result<(), SftpError> {
     let mut missing: Vec<&str> = Vec::new();
     let mut cur = dir;
@@ -287,7 +297,7 @@ async fn mkdir_all(s: &Session, dir: &str) -> Result<(), SftpError> {
         }
         match s.run(s.raw.mkdir(cur, FileAttributes::empty())).await {
             Ok(_) => break,
-            Err(e) => match lstat_opt(s, cur).await? {
+            Err(e) => match stat_opt(s, cur).await? {
                 Some(a) if is_dir(&a) => break,
                 Some(_) => {
                     return Err(SftpError::Message(format!(
@@ -307,7 +317,7 @@ async fn mkdir_all(s: &Session, dir: &str) -> Result<(), SftpError> {
     }
     for d in missing.into_iter().rev() {
         if let Err(e) = s.run(s.raw.mkdir(d, FileAttributes::empty())).await {
-            match lstat_opt(s, d).await? {
+            match stat_opt(s, d).await? {
                 Some(a) if is_dir(&a) => {}
                 _ => return Err(e),
             }
