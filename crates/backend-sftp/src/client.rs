@@ -18,6 +18,7 @@ use syncengine_core::{
 use syncengine_core::cleanup::{CleanupOptions, CleanupReport, clean_up_temps};
 use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, is_temp_dir_name, temp_dir_name, temp_file_name};
+use syncengine_core::prune::prune_empty_parents;
 
 use crate::config::SftpConfig;
 use crate::conn::{Pool, Session};
@@ -672,13 +673,10 @@ async fn rename_onto_absent(s: &Session, from: &str, to: &str) -> Result<(), Sft
 /// they are removed (only while empty) and the folder tried again. A folder already gone (a
 /// concurrent delete pruned it) counts as pruned: the one above is tried.
 async fn prune_parents(inner: &Inner, s: &Session, rel: &RelPath) {
-    let mut dir = rel.parent();
-    while let Some(d) = dir {
-        if !prune_one(inner, s, &d).await {
-            break;
-        }
-        dir = d.parent();
-    }
+    let walk = prune_empty_parents(rel, |dir| async move {
+        Ok::<_, std::convert::Infallible>(prune_one(inner, s, &dir).await)
+    });
+    let Ok(()) = walk.await;
 }
 
 /// Removes the folder `dir` if it is empty (see [`prune_parents`]); true when it is gone.

@@ -48,6 +48,7 @@ pub mod pair;
 pub mod path;
 pub mod plan;
 pub mod progress;
+pub mod prune;
 pub mod reconcile;
 pub mod redact;
 pub mod stall;
