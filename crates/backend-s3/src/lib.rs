@@ -69,21 +69,24 @@
 //!   copy.
 //! - **Folder markers** (zero-byte objects named `folder/`, made by the AWS and GCS consoles
 //!   and many GUIs, the root prefix's own `prefix/` included) are not listed: they are not
-//!   files. On S3 the listing reads raw keys (its own `ListObjectsV2`, with
-//!   `encoding-type=url`), so a marker is told by its trailing `/` at no extra cost. Azure
-//!   and GCS list through object_store, which drops the trailing `/` of listed keys: there
-//!   each zero-byte object costs one HEAD in a listing to tell a marker from an empty file of
-//!   the same name, and a marker next to an object of its name (`photos` and `photos/`) lists
-//!   right after it in key order and is left out; the object is listed once.
-//! - **Keys that cannot be a path here** (S3): an empty segment (`a//b`), a `.` or `..`
-//!   segment, a `/` right after the root's prefix, a control character, or an object with
-//!   content whose key ends in `/`. Each is reported as an unknown path
+//!   files. The listing reads raw keys (its own `ListObjectsV2` on S3 and GCS, with
+//!   `encoding-type=url`; List Blobs on Azure), so a marker is told by its trailing `/` at no
+//!   extra cost. Only an Azure client whose credential this crate cannot sign with (one
+//!   object_store finds by itself) lists through object_store, which drops the trailing `/`
+//!   of listed keys: there each zero-byte object costs one HEAD in a listing to tell a marker
+//!   from an empty file of the same name, and a marker next to an object of its name
+//!   (`photos` and `photos/`) lists right after it in key order and is left out.
+//! - **Keys that cannot be a path here**: an empty segment (`a//b`), a `.` or `..` segment,
+//!   a `/` right after the root's prefix, a control character, an object with content whose
+//!   key ends in `/`, or a name a server sent unencoded with U+FFFD in place of a character
+//!   it could not put in XML. Each is reported as an unknown path
 //!   ([`Error::Unlisted`](syncengine_core::Error), under its own name, where it sorts) and
 //!   the listing goes on: the engine leaves the object alone, syncs the rest and reports it;
-//!   it is never read as another path (`a//b` is not `a/b`). On Azure and GCS such a key
-//!   still fails the whole listing: object_store rejects the page that holds it.
+//!   it is never read as another path (`a//b` is not `a/b`).
 //! - **Deletes** of missing objects are `Ok` on every store (Azure's 404 included).
-//! - **Listing order**: AWS S3, MinIO, moto, Azure and GCS list in byte order. Servers that do
+//! - **Listing order**: AWS S3, MinIO, moto, Azure and GCS list in byte order, but a client
+//!   that encodes `\` (Azure by default) never claims it: encoded names list in the order
+//!   of their keys, not of their decoded paths, so the engine sorts. Servers that do
 //!   not (SeaweedFS) must be declared with [`S3Builder::with_ordered_listing`]`(false)` (or
 //!   `SYNCENGINE_UNORDERED_LISTING=1`): the engine then sorts the listing. Declared ordered
 //!   but not ordered, the engine's order check catches the listing out of order before

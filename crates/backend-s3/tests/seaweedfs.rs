@@ -59,6 +59,8 @@ async fn misdeclared_ordered_listing_is_sorted_automatically_and_remembered() {
     let Some(builder) = common::seaweed_builder(true) else {
         return;
     };
+    // A client that encodes `\` never claims an ordered listing; these names have none.
+    let builder = builder.with_encode_backslash(false);
     let source: Arc<dyn StorageClient> = Arc::new(builder.build().unwrap());
     let (destination, _dir) = common::local().await;
     for name in TRICKY {
