@@ -47,6 +47,9 @@ const PROPFIND_BODY: &str = concat!(
 /// The known-collections cache is cleared rather than grown past this many entries.
 const KNOWN_DIRS_MAX: usize = 10_000;
 
+/// Given-up temporary uploads remembered for [`StorageClient::settle`] at most.
+const GIVEN_UP_MAX: usize = 10_000;
+
 /// How many stacked items a listing scans for directories to prefetch.
 const PREFETCH_SCAN: usize = 256;
 
@@ -96,6 +99,10 @@ struct Inner {
     /// Folders moved aside to be removed that listings found empty (by URL; see [`Inner::prune`]),
     /// removed when the engine asks.
     empty_asides: Mutex<BTreeSet<(String, Vec<String>)>>,
+    /// Temporary files (by URL) of uploads this client gave up on (stalled, failed mid-body or
+    /// cancelled): deleted right away, and again by [`StorageClient::settle`], because the
+    /// server may still complete such an upload later from what the link had buffered.
+    given_up: Mutex<BTreeSet<String>>,
 }
 
 impl WebDavClient {
@@ -123,6 +130,7 @@ impl WebDavClient {
                 destination_mangles: AtomicU8::new(0),
                 stale: StaleTemps::default(),
                 empty_asides: Mutex::default(),
+                given_up: Mutex::default(),
                 busy_dirs: Mutex::default(),
             }),
         }
@@ -999,6 +1007,16 @@ impl Inner {
             .map_err(|e| map_error(e, path, Ctx::Plain))
     }
 
+    /// Remembers the temporary file of an upload given up on, for [`StorageClient::settle`]
+    /// to delete again (see [`Inner::given_up`]). Bounded: past [`GIVEN_UP_MAX`] names the
+    /// oldest are left to the stale-temp removal and `syncengine cleanup`.
+    fn give_up(&self, url: &str) {
+        let mut given_up = self.given_up.lock().unwrap_or_else(PoisonError::into_inner);
+        if given_up.len() < GIVEN_UP_MAX {
+            given_up.insert(url.to_owned());
+        }
+    }
+
     async fn delete_quietly(&self, url: &str) {
         match self
             .send("DELETE", self.request(Method::DELETE, url), url)
@@ -1669,6 +1687,8 @@ impl Drop for TempGuard {
             return;
         };
         let url = std::mem::take(&mut self.url);
+        // A write cancelled mid-upload may still complete on the server later.
+        inner.give_up(&url);
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move { inner.delete_quietly(&url).await });
@@ -1804,6 +1824,33 @@ impl StorageClient for WebDavClient {
             }
         }
         Ok(removed)
+    }
+
+    /// Deletes again the temporary files of the uploads this client gave up on (stalled,
+    /// failed mid-body or cancelled), for `limit` at most: such an upload's body may have
+    /// sat whole in the link's buffers and reached the server after the client's first
+    /// delete, completing there as a full temporary file. Best effort; a temp file that an
+    /// upload completes after this delete stays until the stale-temp removal (a day) or
+    /// `syncengine cleanup`.
+    async fn settle(&self, limit: Duration) {
+        let inner = &self.inner;
+        let urls = std::mem::take(
+            &mut *inner
+                .given_up
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if urls.is_empty() {
+            return;
+        }
+        let all = futures::stream::iter(urls)
+            .for_each_concurrent(4, |url| async move { inner.delete_quietly(&url).await });
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!(
+                "deleting the temp files of given-up uploads took too long; the stale-temp \
+                 removal or `syncengine cleanup` removes what is left"
+            );
+        }
     }
 
     /// The engine's temp files anywhere under the root (trash folders excepted) whose
@@ -2014,6 +2061,10 @@ impl StorageClient for WebDavClient {
         let status = match inner.upload(&temp_url, body, p, |rb| rb).await {
             Ok(status) => status,
             Err(e) => {
+                // The body may sit whole in the link's buffers (a stall is seen only once
+                // the client has handed everything over): the server can still complete
+                // the upload after this delete finds nothing.
+                inner.give_up(&temp_url);
                 guard.cleanup().await;
                 return Err(e);
             }

@@ -78,7 +78,15 @@
 //!   `.syncengine-tmp-<random hex>`, gets its mtime, and is `MOVE`d onto the target. Missing
 //!   parents are made with `MKCOL` first (the body is a stream and cannot be replayed after a
 //!   409). A failed write deletes its temporary file; a cancelled one (future dropped) spawns
-//!   the delete. Temporary names are never listed, and writing one is `InvalidPath`. A temp
+//!   the delete. An upload given up on (no progress for the idle timeout, failed mid-body, or
+//!   cancelled) may still complete on the server afterwards, from what the link had buffered
+//!   (the last bytes handed over drain unseen): the client remembers its temporary name and
+//!   deletes it again when the engine settles the client at the end of the run
+//!   ([`StorageClient::settle`](syncengine_core::StorageClient::settle)). Each retry uses a
+//!   new name. **Residual:** an upload that completes on the server after that second delete
+//!   (a server or link slower than the rest of the run) stays as a temp file until the
+//!   stale-temp removal below or `syncengine cleanup`; it never reaches the real path, the
+//!   listing or the state. Temporary names are never listed, and writing one is `InvalidPath`. A temp
 //!   left by a killed write is removed by `remove_stale_temps` (after a run, never in a dry
 //!   run) once the server's last-modified time is a day old (the core's `is_stale_temp`).
 //! - **Write modes**: `Create` is `MOVE` with `Overwrite: F` (412 → `AlreadyExists`), atomic on

@@ -116,3 +116,81 @@ async fn an_upload_that_goes_silent_fails_as_transient_and_writes_nothing() {
         after.map(|b| b.len())
     );
 }
+
+/// The raw names in the collection at `url` (temporary names included), its own entry left
+/// out; empty when the server answers 404.
+async fn raw_names(url: &str) -> Vec<String> {
+    let resp = reqwest::Client::new()
+        .request(reqwest::Method::from_bytes(b"PROPFIND").unwrap(), url)
+        .basic_auth("dav", Some("davpass"))
+        .header("Depth", "1")
+        .send()
+        .await
+        .unwrap();
+    if resp.status().as_u16() == 404 {
+        return Vec::new();
+    }
+    assert_eq!(resp.status().as_u16(), 207, "PROPFIND {url}");
+    let body = resp.bytes().await.unwrap();
+    let base = url::Url::parse(url).unwrap();
+    let own = syncengine_backend_webdav::multistatus::decode_href(base.path(), &base)
+        .unwrap()
+        .0;
+    syncengine_backend_webdav::multistatus::parse(&body, &base)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.segments != own)
+        .filter_map(|r| r.segments.last().cloned())
+        .collect()
+}
+
+/// Red team 11, F3: an upload given up for lack of progress whose body already sat whole in
+/// the link's buffers reaches the server after all, and completes there as a full temporary
+/// file after the client's delete of it (which found nothing yet). The client remembers the
+/// temporary names it gave up on and deletes them again when the engine settles it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_up_upload_that_completes_late_leaves_no_temp_after_settle() {
+    let Some(url) = common::server_url(APACHE) else {
+        return;
+    };
+    let root = format!("syncengine-tests/late-up-{:016x}", rand::random::<u64>());
+    let root_url = format!("{}/{root}/", url.trim_end_matches('/'));
+    let proxy = Proxy::start(&url).unwrap();
+    let client = dav_through(&proxy, &root, Duration::from_secs(1));
+    client.put(&p("other.txt"), Bytes::from("x")).await.unwrap();
+    // 64 KiB fit in the loopback buffers at once (the proxy's receive buffer alone holds
+    // 128 KiB); at 16 KiB/s they drain in about 4 s, so the client sees no progress for its
+    // 1 s idle timeout and gives up, while the proxy still delivers the whole body.
+    proxy.throttle(Matcher::method("PUT"), 16 * 1024);
+    let e = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.put(&p("late.bin"), content(64 * 1024)),
+    )
+    .await
+    .expect("a throttled upload hung instead of giving up")
+    .expect_err("the upload was not given up: the test needs a stall");
+    assert!(chain(&e).contains("no progress"), "{}", chain(&e));
+    // The late completion: the temp file appears on the server after the client gave up.
+    let mut waited = 0;
+    let temp = loop {
+        let names = raw_names(&root_url).await;
+        if let Some(t) = names.iter().find(|n| n.starts_with(".syncengine-tmp-")) {
+            break t.clone();
+        }
+        waited += 1;
+        assert!(
+            waited < 300,
+            "the given-up upload never completed late: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("late temp {temp} appeared after {} ms", waited * 100);
+    proxy.clear();
+    syncengine_core::StorageClient::settle(&client, Duration::from_secs(10)).await;
+    let names = raw_names(&root_url).await;
+    assert!(
+        !names.iter().any(|n| n.starts_with(".syncengine-tmp-")),
+        "the given-up upload's temp file stayed after settle: {names:?}"
+    );
+    assert!(names.contains(&"other.txt".to_owned()), "{names:?}");
+}

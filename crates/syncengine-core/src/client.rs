@@ -312,8 +312,10 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// for `limit` at most: the S3 client aborts the multipart upload of a write whose future
     /// was dropped (a cancelled run) from a spawned task, which a program that exits or drops
     /// its runtime right after the run would otherwise cut short, leaving the upload's parts
-    /// stored (and billed). The engine calls it on both sides before a run returns, cancelled
-    /// or not. The default has nothing to wait for.
+    /// stored (and billed); the WebDAV client deletes again the temporary files of uploads it
+    /// gave up on, which the server may still have completed after the first delete. The
+    /// engine calls it on both sides before a run returns, cancelled or not. The default has
+    /// nothing to wait for.
     async fn settle(&self, limit: std::time::Duration) {
         let _ = limit;
     }
