@@ -223,6 +223,55 @@ fn a_silent_server_is_given_up_on_after_the_timeouts_given() {
     }
 }
 
+/// `cleanup` takes the same `--timeout` and `--contimeout` as `sync` (red team 11: it had
+/// neither, so a silent server held it for the default 5 minutes per request, retries
+/// included): on a server that accepts connections and says nothing, it gives up after the
+/// timeout given, with exit 4 (unreachable, nothing removed).
+#[cfg(all(feature = "sftp", feature = "webdav"))]
+#[test]
+fn cleanup_gives_up_on_a_silent_server_after_the_timeouts_given() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    for (url, flags) in [
+        (
+            format!("sftp://me@127.0.0.1:{port}/x"),
+            ["--contimeout", "2s"],
+        ),
+        (format!("webdav://127.0.0.1:{port}/x"), ["--timeout", "2s"]),
+    ] {
+        let mut child = Command::new(cli::BIN)
+            .arg("cleanup")
+            .arg(&url)
+            .args(flags)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A safety net, not a measurement: without the flags each wait would be minutes.
+        let mut waited = 0;
+        while child.try_wait().unwrap().is_none() {
+            if waited > 1200 {
+                child.kill().unwrap();
+                panic!("{url}: cleanup still waiting after 2 minutes");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            waited += 1;
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{url}: {err}");
+        assert!(err.contains("cannot reach"), "{url}: {err}");
+    }
+}
+
 /// The same on S3: `--timeout` reaches object stores too (object_store's own timeouts are
 /// off; a request without progress fails after it, and the side is unreachable).
 #[cfg(feature = "s3")]

@@ -167,7 +167,11 @@ WHAT IS REMOVED:
     modification (or access) time. A file that only resembles that name is left alone.
   - S3: multipart uploads under the URL's prefix that were started and never completed (a
     killed upload's parts stay stored, and billed, until they are aborted), by the time
-    they were started.
+    they were started. S3 does not record which program started an upload, so this aborts
+    every one under the prefix older than --older-than, another tool's included: one still
+    running after that long fails (its completed objects are never touched). rclone's
+    cleanup does the same with the same 24h default; give a longer age if other tools make
+    day-long uploads under the prefix.
   Never removed: any other file or object, the trash (.syncengine/trash/, pruned by age by
   sync runs) and the pair state. Azure and GCS have nothing to clean (the services expire
   uncommitted uploads themselves). Sync runs already remove temp files a day old that their
@@ -204,6 +208,22 @@ struct CleanupArgs {
     /// Only list what would be removed; remove nothing.
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    timeouts: TimeoutArgs,
+}
+
+/// `--timeout` and `--contimeout`, shared by `sync` and `cleanup`.
+#[derive(Debug, Args)]
+struct TimeoutArgs {
+    /// Fail a request to a remote side after this long without progress (no byte sent or
+    /// received), then retry it; never a limit on a whole transfer. Default 5m, or
+    /// SYNCENGINE_TIMEOUT. Units: ms, s, m, h (e.g. 90s, 10m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    timeout: Option<Duration>,
+    /// Give up connecting to a remote side after this long. Default 60s, or
+    /// SYNCENGINE_CONTIMEOUT.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    contimeout: Option<Duration>,
 }
 
 /// The `sync` subcommand's arguments.
@@ -278,15 +298,8 @@ struct SyncArgs {
     /// planned again by itself, with a note, and the pair remembers it.
     #[arg(long)]
     sort_listings: bool,
-    /// Fail a request to a remote side after this long without progress (no byte sent or
-    /// received), then retry it; never a limit on a whole transfer. Default 5m, or
-    /// SYNCENGINE_TIMEOUT. Units: ms, s, m, h (e.g. 90s, 10m).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
-    timeout: Option<Duration>,
-    /// Give up connecting to a remote side after this long. Default 60s, or
-    /// SYNCENGINE_CONTIMEOUT.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
-    contimeout: Option<Duration>,
+    #[command(flatten)]
+    timeouts: TimeoutArgs,
     /// Accept a root that is not the storage this pair last synced with (source, destination
     /// or both): this run ignores the old state, deletes nothing, and records the new root.
     #[arg(long, value_name = "SIDE", value_parser = parse_accept)]
@@ -432,7 +445,7 @@ fn parse_duration_arg(text: &str) -> Result<Duration, String> {
 }
 
 /// The timeouts for remote sides: the environment's, then the flags'.
-fn timeouts_of(args: &SyncArgs) -> Result<Timeouts, (u8, String)> {
+fn timeouts_of(args: &TimeoutArgs) -> Result<Timeouts, (u8, String)> {
     let mut t = Timeouts::from_env().map_err(|e| (EXIT_USAGE, e))?;
     if let Some(d) = args.timeout {
         t.idle = d;
@@ -561,7 +574,7 @@ fn run_sync(args: SyncArgs, verbosity: Verbosity) -> u8 {
 
 /// Builds the pair from the arguments, or returns the exit status and message of the failure.
 fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
-    let timeouts = timeouts_of(args)?;
+    let timeouts = timeouts_of(&args.timeouts)?;
     let source = open_side("source", &args.source, timeouts)?;
     let destination = open_side("destination", &args.destination, timeouts)?;
     if let (Some(s), Some(d)) = (
@@ -713,9 +726,9 @@ fn run_cleanup(args: CleanupArgs, verbosity: Verbosity) -> u8 {
 }
 
 async fn cleanup_async(args: CleanupArgs, verbosity: Verbosity) -> u8 {
-    let timeouts = match Timeouts::from_env() {
+    let timeouts = match timeouts_of(&args.timeouts) {
         Ok(t) => t,
-        Err(e) => return usage_error_in("cleanup", e),
+        Err((_, e)) => return usage_error_in("cleanup", e),
     };
     let opened = match open_side("the root", &args.root, timeouts) {
         Ok(o) => o,
