@@ -1410,7 +1410,8 @@ impl Inner {
     /// file fails: listings would find it empty, and the run would fail later at its first
     /// write. Servers answer a file's URL with a trailing slash either as the file (wsgidav)
     /// or with 400 (Apache), so a root not found as a collection is looked up once more
-    /// without the slash. Any other failure (refused connection, credentials, TLS) is the
+    /// without the slash. A missing root below a file fails too ([`Inner::check_missing_root`]):
+    /// it could never be made. Any other failure (refused connection, credentials, TLS) is the
     /// request's own error.
     async fn check_root(&self) -> Result<()> {
         let url = self.dir_url(None);
@@ -1448,14 +1449,52 @@ impl Inner {
                 Some(r) if !r.is_collection => Err(not_a_folder(bare)),
                 _ => Ok(()),
             },
-            // Not there as anything: a missing root, which the first write creates.
+            // Not there as anything: a missing root, which the first write creates, unless
+            // a file above it makes it impossible.
             Err(DavError::Status { status, .. })
                 if matches!(status.as_u16(), 400 | 404 | 409 | 300..=399) =>
             {
-                Ok(())
+                self.check_missing_root(bare, &own).await
             }
             Err(e) => Err(map_error(e, "", Ctx::Plain)),
         }
+    }
+
+    /// For a root that is not there (at `bare`, its URL without the trailing slash, with
+    /// the decoded segments `own`): walks up its ancestors until one is found. A file there
+    /// means the root can never be made (`MKCOL` below a file fails), so the check fails as
+    /// for a root that is a file, naming it; a collection, or an ancestor that cannot be
+    /// read (no right to list above the root is common), passes as before: the first write
+    /// creates the root.
+    async fn check_missing_root(&self, bare: &str, own: &[String]) -> Result<()> {
+        let mut url = bare;
+        for depth in (1..own.len()).rev() {
+            let Some(cut) = url.rfind('/') else {
+                return Ok(());
+            };
+            url = &url[..cut];
+            let segments = &own[..depth];
+            match self.propfind(url, "0").await {
+                Ok(resources) => {
+                    return match resources.iter().find(|r| r.segments == segments) {
+                        Some(r) if !r.is_collection => Err(Error::other(
+                            BACKEND,
+                            "",
+                            format!(
+                                "the root {} cannot exist: {url} above it is a file, not a \
+                                 folder",
+                                self.base
+                            ),
+                        )),
+                        _ => Ok(()),
+                    };
+                }
+                Err(DavError::Status { status, .. })
+                    if matches!(status.as_u16(), 400 | 404 | 409 | 300..=399) => {}
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
     }
 }
 

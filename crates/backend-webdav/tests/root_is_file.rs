@@ -79,6 +79,34 @@ async fn a_file_root_is_unreachable(server: Server) {
     );
     assert_eq!(std::fs::read_dir(&local_root).unwrap().count(), 1);
 
+    // A root below the file cannot exist (red team 11: Apache's 400 passed as a missing
+    // root, and the run failed at its first write, exit 1): unreachable, naming the file.
+    for below in ["afile/sub", "afile/sub/deeper"] {
+        let client = common::dav(&format!("{parent_url}/{below}"));
+        let err = client
+            .check_access()
+            .await
+            .expect_err("a root below a file cannot exist");
+        let text = err.to_string();
+        assert!(
+            text.contains("is a file") && text.contains("afile") && text.contains("cannot exist"),
+            "{}: {below}: {text}",
+            server.name
+        );
+    }
+    let below = SyncPair::new(
+        Arc::new(LocalClient::new(&local_root)),
+        Arc::new(common::dav(&format!("{parent_url}/afile/sub"))),
+        SyncMode::TwoWay,
+    );
+    match SyncEngine::new(tmp.path().join("state2"))
+        .sync_pair(&below)
+        .await
+    {
+        Err(e @ SyncError::Unreachable { .. }) => assert!(e.to_string().contains("cannot exist")),
+        other => panic!("{}: a root below a file: {other:?}", server.name),
+    }
+
     // A root that is not there yet passes, one or two levels deep; an existing one too.
     for missing in ["missing", "missing/deeper"] {
         let client = common::dav(&format!("{parent_url}/{missing}"));
