@@ -403,8 +403,17 @@ impl SyncEngine {
             checksum: opts.checksum,
             conflict_names: Default::default(),
             reach: Default::default(),
+            vanished: Default::default(),
         };
         let executed = executor.run(plan, &mut stats).await;
+        let vanished = executor.vanished.load(Ordering::Relaxed);
+        if vanished > 0 {
+            stats.warnings.push(format!(
+                "{vanished} file(s) to delete were gone by the time of the delete (moved or \
+                 deleted during the run); not counted as deleted, and the next run looks at \
+                 them again"
+            ));
+        }
         // A side lost during the run is not written to again.
         let lost = match &executed {
             Err(SyncError::Unreachable { side, .. }) => Some(*side),

@@ -110,6 +110,9 @@ pub struct Executor {
     /// Whether both sides are still there, checked after an action fails with a transient
     /// error ([`Reach`]).
     pub(crate) reach: Reach,
+    /// Deletes that found their file gone since the listing (moved or deleted during the
+    /// run): neither counted nor recorded (see [`Executor::remove`]).
+    pub(crate) vanished: std::sync::atomic::AtomicU64,
 }
 
 /// Whether a side was lost during the run.
@@ -169,6 +172,9 @@ struct Done {
     /// Intents the action recorded itself (the copies of conflict copies, whose names are
     /// chosen as it runs), cleared once its updates are written.
     intents: Vec<IntentBatch>,
+    /// A delete that found its file gone since the listing: nothing was done, so it is not
+    /// counted as done.
+    vanished: bool,
 }
 
 impl Done {
@@ -177,6 +183,7 @@ impl Done {
             updates,
             follow_ups: Vec::new(),
             intents: Vec::new(),
+            vanished: false,
         }
     }
 }
@@ -492,7 +499,12 @@ impl Executor {
                     writer.settle(batch, Vec::new());
                 }
                 failures.succeeded();
-                action.count_into(stats);
+                if done.vanished {
+                    self.vanished
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    action.count_into(stats);
+                }
                 self.emit(ProgressEvent::Done {
                     path: action.path().clone(),
                     kind: action.kind(),
@@ -756,8 +768,19 @@ impl Executor {
                 ))]))
             }
             Action::Delete { side, entry } => {
-                self.remove(*side, entry).await?;
-                Ok(Done::updates(vec![BaseUpdate::Remove(entry.path.clone())]))
+                if self.remove(*side, entry).await? {
+                    Ok(Done::updates(vec![BaseUpdate::Remove(entry.path.clone())]))
+                } else {
+                    // Gone since the listing, by someone else's hand: perhaps deleted, perhaps
+                    // moved away for a moment (a folder renamed and back). The base keeps its
+                    // record, so the next run looks at the path again instead of taking a
+                    // file that comes back for a new one.
+                    tracing::info!(%side, path = %entry.path, "the file to delete was gone already; not recorded");
+                    Ok(Done {
+                        vanished: true,
+                        ..Done::updates(Vec::new())
+                    })
+                }
             }
             Action::Rename {
                 seen_on,
@@ -959,26 +982,38 @@ impl Executor {
         }
     }
 
-    /// Deletes `entry` on `side`, through the side's recovery.
-    async fn remove(&self, side: Side, entry: &Entry) -> Result<(), Error> {
+    /// Deletes `entry` on `side`, through the side's recovery. Returns false when the file
+    /// was gone before this delete touched it (found missing by the check, or by the move to
+    /// the trash): the delete did nothing, and must not be recorded as done.
+    ///
+    /// Without a trash, a file that goes between the check and the `delete` (which is `Ok`
+    /// on a missing path) still counts as deleted: the client cannot tell.
+    async fn remove(&self, side: Side, entry: &Entry) -> Result<bool, Error> {
         if !self.still_as_listed(side, entry).await? {
-            return Ok(());
+            return Ok(false);
         }
         let client = self.client(side);
         match self.recovery(side) {
             ResolvedRecovery::Trash => {
-                let trashed = self.move_to_trash(side, &entry.path).await?;
-                self.check_trashed(side, entry, trashed).await
+                let Some(trashed) = self.move_to_trash(side, &entry.path).await? else {
+                    return Ok(false);
+                };
+                self.check_trashed(side, entry, Some(trashed)).await?;
+                Ok(true)
             }
             ResolvedRecovery::BackupDir(backup) => {
                 self.copy_to_backup(side, entry, backup).await?;
                 // The copy took a while: a version saved meanwhile is not the one backed up.
                 if !self.still_as_listed(side, entry).await? {
-                    return Ok(());
+                    return Ok(false);
                 }
-                self.retry(|| client.delete(&entry.path)).await
+                self.retry(|| client.delete(&entry.path)).await?;
+                Ok(true)
             }
-            ResolvedRecovery::None => self.retry(|| client.delete(&entry.path)).await,
+            ResolvedRecovery::None => {
+                self.retry(|| client.delete(&entry.path)).await?;
+                Ok(true)
+            }
         }
     }
 
@@ -1083,8 +1118,12 @@ impl Executor {
                     // The file is gone (nothing left to trash), or the trash path is in the
                     // way — which some backends report as "not found" too (a file where a
                     // folder of the path should be: ENOTDIR). The file itself tells which.
+                    // Gone may be this move's own doing: an attempt that went through before
+                    // its reply was lost, retried. Then the target holds it.
                     match client.stat(path).await {
-                        Err(gone) if gone.is_not_found() => return Ok(None),
+                        Err(gone) if gone.is_not_found() => {
+                            return Ok(self.exists(side, &target).await.then_some(target));
+                        }
                         _ => {}
                     }
                     if n < 100 && in_the_way(client.as_ref(), &target).await {
@@ -1477,6 +1516,7 @@ impl Executor {
             updates: vec![BaseUpdate::Put(record(winner, win, &written))],
             follow_ups,
             intents: Vec::new(),
+            vanished: false,
         })
     }
 
@@ -1519,6 +1559,7 @@ impl Executor {
             updates,
             follow_ups: Vec::new(),
             intents,
+            vanished: false,
         })
     }
 
@@ -1727,6 +1768,7 @@ impl Executor {
             updates,
             follow_ups,
             intents: Vec::new(),
+            vanished: false,
         })
     }
 

@@ -1,0 +1,111 @@
+//! Red team 10, finding 5: a folder renamed away and back during a mirror run. The deletes
+//! under it found nothing (the folder was elsewhere at that moment) and were counted and
+//! recorded as done: the base forgot the files, which then came back as new files once the
+//! folder was back (a later two-way run copied them to the side that had deleted them).
+//! A delete that finds its file gone since the listing did nothing: it is neither counted nor
+//! recorded, so the next run looks at the path again.
+#![cfg(feature = "testing")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use syncengine_core::testing::{FaultClient, FaultConfig, Op};
+use syncengine_core::{
+    MemoryClient, RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncOptions,
+    SyncPair,
+};
+
+fn rel(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+const MOVED: usize = 10;
+
+async fn exists(client: &MemoryClient, path: &str) -> bool {
+    client.stat(&rel(path)).await.is_ok()
+}
+
+/// Moves every `dir/…` file of `client` to `to/…`.
+fn move_dir(client: &MemoryClient, from: &str, to: &str) {
+    futures::executor::block_on(async {
+        for i in 0..MOVED {
+            let name = format!("f{i}.txt");
+            client
+                .rename(
+                    &rel(&format!("{from}/{name}")),
+                    &rel(&format!("{to}/{name}")),
+                )
+                .await
+                .unwrap();
+        }
+    });
+}
+
+async fn run(
+    mode: SyncMode,
+    s: &Arc<MemoryClient>,
+    d: Arc<dyn StorageClient>,
+    engine: &SyncEngine,
+) -> syncengine_core::SyncStats {
+    let mut pair = SyncPair::new(s.clone(), d, mode);
+    pair.options = SyncOptions::default().with_transfers(1);
+    engine.sync_pair(&pair).await.unwrap()
+}
+
+#[tokio::test]
+async fn deletes_under_a_folder_renamed_away_and_back_are_not_recorded_as_done() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let s = Arc::new(MemoryClient::new());
+    let d = Arc::new(MemoryClient::new());
+    for i in 0..MOVED {
+        s.put(&rel(&format!("dir/f{i}.txt")), Bytes::from(format!("f{i}")))
+            .await
+            .unwrap();
+    }
+    for i in 0..30 {
+        s.put(&rel(&format!("keep{i}.txt")), Bytes::from("kept"))
+            .await
+            .unwrap();
+    }
+    run(SyncMode::SourceToDestination, &s, d.clone(), &engine).await;
+    assert!(exists(&d, "dir/f0.txt").await);
+
+    // The source deletes the folder's files; on the destination someone renames the folder
+    // away right as the mirror starts deleting under it.
+    for i in 0..MOVED {
+        s.delete(&rel(&format!("dir/f{i}.txt"))).await.unwrap();
+    }
+    let faulty = Arc::new(FaultClient::new(d.clone(), FaultConfig::none()));
+    let mover = d.clone();
+    faulty.before(
+        Op::Stat,
+        rel("dir/f0.txt"),
+        Arc::new(move |_| move_dir(&mover, "dir", "dir2")),
+    );
+    let stats = run(SyncMode::SourceToDestination, &s, faulty, &engine).await;
+    assert_eq!(
+        stats.deleted_destination, 0,
+        "deletes that found nothing were reported done: {stats:?}"
+    );
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    assert!(
+        stats
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("10 file(s) to delete were gone")),
+        "{stats:?}"
+    );
+
+    // ... and back. The base still knows the files: the next run deletes them (the source
+    // deleted them), where old code had forgotten them and a two-way run copied them back.
+    move_dir(&d, "dir2", "dir");
+    let stats = run(SyncMode::TwoWay, &s, d.clone(), &engine).await;
+    assert!(
+        !exists(&s, "dir/f0.txt").await,
+        "a file the source deleted came back: {stats:?}"
+    );
+    assert!(!exists(&d, "dir/f0.txt").await, "{stats:?}");
+    assert_eq!(stats.deleted_destination, MOVED as u64, "{stats:?}");
+}
