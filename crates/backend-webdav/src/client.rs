@@ -1008,8 +1008,8 @@ impl Inner {
     }
 
     /// Remembers the temporary file of an upload given up on, for [`StorageClient::settle`]
-    /// to delete again (see [`Inner::given_up`]). Bounded: past [`GIVEN_UP_MAX`] names the
-    /// oldest are left to the stale-temp removal and `syncengine cleanup`.
+    /// to delete again (see [`Inner::given_up`]). Bounded: names past [`GIVEN_UP_MAX`] (until
+    /// the next settle) are left to the stale-temp removal and `syncengine cleanup`.
     fn give_up(&self, url: &str) {
         let mut given_up = self.given_up.lock().unwrap_or_else(PoisonError::into_inner);
         if given_up.len() < GIVEN_UP_MAX {

@@ -193,6 +193,12 @@ impl SyncEngine {
             let s = store.clone();
             blocking(move || s.initial_sync_pending()).await?
         };
+        // Records with the initial sync still pending: a first run stopped partway (a side
+        // lost, a cancel, a kill). It is still the initial sync, and the notes say so.
+        let resumed = initial && {
+            let s = store.clone();
+            blocking(move || s.count()).await? > 0
+        };
 
         let policy = Policy {
             mode: pair.mode,
@@ -302,6 +308,9 @@ impl SyncEngine {
             && let Some(w) = risk_warning(plan.source_files, plan.destination_files)
         {
             plan.warnings.push(w);
+            if resumed {
+                plan.warnings.push(UNFINISHED_FIRST_SYNC.to_owned());
+            }
         }
         if !initial
             && let Some(p) = opts.initial_preference
@@ -767,6 +776,11 @@ fn folding_note(caps: &[Capabilities; 2]) -> Option<String> {
 }
 
 /// The seed's risk warning for a first `TWO_WAY` run without an explicit preference.
+/// Said with the risk warning of a first sync that an earlier run began and did not finish.
+const UNFINISHED_FIRST_SYNC: &str = "this pair's first sync did not finish (an earlier run \
+    stopped partway, after syncing some files): this run goes on with it, so the initial-sync \
+    rules above (and --initial) apply to the files not synced yet";
+
 fn risk_warning(source_files: u64, destination_files: u64) -> Option<String> {
     let (big, big_n, small, small_n, pref, flag) = if destination_files > source_files {
         (
