@@ -14,6 +14,7 @@ use syncengine_core::cleanup::{CleanupOptions, CleanupReport, clean_up_temps};
 use syncengine_core::entry::{nanos_to_system_time, normalize_etag, system_time_to_nanos};
 use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, TEMP_FILE_PREFIX, temp_file_name};
+use syncengine_core::prune::prune_empty_parents;
 use syncengine_core::stall::{MarkProgress, Progress, until_stalled};
 use syncengine_core::{
     ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
@@ -1030,8 +1031,8 @@ impl Inner {
         }
     }
 
-    /// Removes the collections that `dir` and its ancestors left empty, up to (not including)
-    /// the root.
+    /// Removes the collections above `path` that are now empty, bottom up, up to (not
+    /// including) the root (the walk is core's [`prune_empty_parents`]).
     ///
     /// A `DELETE` of a collection is recursive: a file another machine uploads into it
     /// between the emptiness check and the delete would go with it. So a collection is never
@@ -1048,15 +1049,15 @@ impl Inner {
     /// Only when a collection moved aside turned out not to be empty and could not be moved
     /// back: its contents stay at the aside name, which the error names (and listings report
     /// the folder's path as unknown until the user puts them back).
-    async fn prune(&self, mut dir: Option<RelPath>) -> Result<()> {
-        while let Some(d) = dir {
+    async fn prune(&self, path: &RelPath) -> Result<()> {
+        prune_empty_parents(path, |d| async move {
             let url = self.dir_url(Some(&d));
             let Ok(resources) = self.propfind(&url, "1").await else {
-                return Ok(());
+                return Ok(false);
             };
             let own = self.segments_of(Some(&d));
             if resources.iter().any(|r| r.segments != own) || self.is_busy(&url) {
-                return Ok(());
+                return Ok(false);
             }
             let removed = match resources.iter().find_map(|r| r.etag.clone()) {
                 Some(etag) => {
@@ -1070,14 +1071,13 @@ impl Inner {
                 }
                 None => self.remove_aside(&d, &url).await?,
             };
-            if !removed {
-                return Ok(());
+            if removed {
+                tracing::debug!(url, "removed empty collection");
+                self.forget_dir(&url);
             }
-            tracing::debug!(url, "removed empty collection");
-            self.forget_dir(&url);
-            dir = d.parent();
-        }
-        Ok(())
+            Ok(removed)
+        })
+        .await
     }
 
     /// Removes the collection `dir` (at `url`, just seen empty) on a server that gives it no
@@ -2213,7 +2213,7 @@ impl StorageClient for WebDavClient {
             s if s.is_success() || s == StatusCode::NOT_FOUND => {}
             s => return Err(map_error(status_err("DELETE", &url, s), p, Ctx::Plain)),
         }
-        inner.prune(path.parent()).await
+        inner.prune(path).await
     }
 
     async fn copy_opts(
@@ -2232,7 +2232,7 @@ impl StorageClient for WebDavClient {
         opts: TransferOptions,
     ) -> Result<Entry> {
         let entry = self.transfer_file("MOVE", from, to, opts.overwrite).await?;
-        self.inner.prune(from.parent()).await?;
+        self.inner.prune(from).await?;
         Ok(entry)
     }
 }
