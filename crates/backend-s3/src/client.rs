@@ -15,7 +15,7 @@ use object_store::{
     ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
     UpdateVersion,
 };
-use syncengine_core::cleanup::{CleanupOptions, CleanupReport};
+use syncengine_core::cleanup::{CleanupOptions, CleanupReport, remove_in_background};
 use syncengine_core::entry::{md5_of_etag, normalize_etag};
 use syncengine_core::identity::{Location, endpoint_authority};
 use syncengine_core::{
@@ -679,24 +679,22 @@ impl Drop for Multipart {
     fn drop(&mut self) {
         self.tasks.abort_all();
         if let Some(mut upload) = self.upload.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
-                    // Tracked, so the client's `settle` (which the engine awaits before a run
-                    // returns) can wait for it: a program that exits right after a cancelled
-                    // run would otherwise drop it unsent, and the parts would stay stored.
-                    rt.spawn(self.aborts.track_future(async move {
-                        match upload.abort().await {
-                            Ok(()) => tracing::debug!("aborted a cancelled multipart upload"),
-                            Err(e) => tracing::warn!(
-                                error = %e,
-                                "aborting a cancelled multipart upload failed; `syncengine \
-                                 cleanup` removes it later"
-                            ),
-                        }
-                    }));
-                }
-                Err(_) => tracing::warn!("multipart upload dropped outside a runtime; not aborted"),
-            }
+            // Tracked, so the client's `settle` (which the engine awaits before a run returns)
+            // can wait for it: a program that exits right after a cancelled run would
+            // otherwise drop it unsent, and the parts would stay stored.
+            remove_in_background(
+                "a cancelled multipart upload",
+                self.aborts.track_future(async move {
+                    match upload.abort().await {
+                        Ok(()) => tracing::debug!("aborted a cancelled multipart upload"),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "aborting a cancelled multipart upload failed; `syncengine \
+                             cleanup` removes it later"
+                        ),
+                    }
+                }),
+            );
         }
     }
 }

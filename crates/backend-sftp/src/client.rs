@@ -15,7 +15,9 @@ use syncengine_core::{
     RelPath, Result, StorageClient, TransferOptions, Version, WriteMode, WriteOptions,
 };
 
-use syncengine_core::cleanup::{CleanupOptions, CleanupReport, clean_up_temps};
+use syncengine_core::cleanup::{
+    CleanupOptions, CleanupReport, clean_up_temps, remove_in_background,
+};
 use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, is_temp_dir_name, temp_dir_name, temp_file_name};
 use syncengine_core::prune::prune_empty_parents;
@@ -1011,12 +1013,7 @@ impl Drop for TempFile {
             self.handle.take(),
             self.path.clone(),
         );
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(job);
-            }
-            Err(_) => tracing::warn!(path = %self.path, "no runtime to remove a temporary file"),
-        }
+        remove_in_background(&self.path, job);
     }
 }
 

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
-use syncengine_core::cleanup::{CleanupOptions, CleanupReport, clean_up_temps};
+use syncengine_core::cleanup::{
+    CleanupOptions, CleanupReport, clean_up_temps, remove_in_background,
+};
 use syncengine_core::entry::{nanos_to_system_time, normalize_etag, system_time_to_nanos};
 use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, TEMP_FILE_PREFIX, temp_file_name};
@@ -1728,12 +1730,10 @@ impl Drop for TempGuard {
         let url = std::mem::take(&mut self.url);
         // A write cancelled mid-upload may still complete on the server later.
         inner.give_up(&url);
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move { inner.delete_quietly(&url).await });
-            }
-            Err(_) => tracing::warn!(url, "no runtime to delete a temporary upload"),
-        }
+        remove_in_background(
+            &url.clone(),
+            async move { inner.delete_quietly(&url).await },
+        );
     }
 }
 

@@ -38,6 +38,32 @@ use crate::error::Result;
 use crate::ignore_rules::{STALE_TEMP_AGE, STATE_DIR_NAME, StaleTemps};
 use crate::path::RelPath;
 
+/// Starts `job`, the removal of what a cancelled operation leaves behind (a temporary file, an
+/// anchor folder, an unfinished multipart upload), in the background on the current tokio
+/// runtime. For `Drop` implementations, which cannot await: a write whose future is dropped
+/// (a cancelled run, a timeout) cleans up after itself this way. Wrap `job` in a
+/// [`TaskTracker`](tokio_util::task::TaskTracker)'s `track_future` when the client's
+/// [`settle`](StorageClient::settle) should wait for it.
+///
+/// Outside a runtime (a process already shutting down) nothing can run: `what` is logged as
+/// left behind, for [`StorageClient::clean_up`] and the next run's removal of stale temps.
+/// Returns whether the job was started.
+pub fn remove_in_background(what: &str, job: impl Future<Output = ()> + Send + 'static) -> bool {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(job);
+            true
+        }
+        Err(_) => {
+            tracing::warn!(
+                what,
+                "no async runtime to remove it: left for `syncengine cleanup`"
+            );
+            false
+        }
+    }
+}
+
 /// The name of the trash folder inside a root's `.syncengine/` folder.
 pub const TRASH_DIR_NAME: &str = "trash";
 
@@ -242,6 +268,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removals_run_in_the_background_only_inside_a_runtime() {
+        // Outside a runtime: not started (and logged as left behind).
+        assert!(!remove_in_background("t", async {}));
+        // Inside one: started, and it runs although nobody awaits it.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rt.block_on(async move {
+            assert!(remove_in_background("t", async move {
+                tx.send(()).unwrap();
+            }));
+            rx.await.expect("the job ran");
+        });
+    }
 
     #[test]
     fn trash_locations_are_recognised_in_every_form() {
