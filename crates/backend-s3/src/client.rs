@@ -853,6 +853,55 @@ fn raw_metas(
         .boxed()
 }
 
+impl S3Client {
+    /// For Azure and GCS configured with no credentials at all: what object_store falls back
+    /// to, and how to give credentials instead. `None` when any were given.
+    fn no_credentials_hint(&self) -> Option<&'static str> {
+        let c = &self.config;
+        match c.kind {
+            StoreKind::Azure
+                if c.secret_access_key.is_none()
+                    && c.session_token.is_none()
+                    && !c.use_azure_cli
+                    && c.msi_endpoint.is_none()
+                    && c.client_id.is_none()
+                    && c.federated_token_file.is_none()
+                    && !c.use_emulator
+                    && !c.skip_signature =>
+            {
+                Some(
+                    "No Azure credentials were given (no AZURE_STORAGE_ACCOUNT_KEY, \
+                     AZURE_STORAGE_SAS_TOKEN, AZURE_USE_AZURE_CLI, service principal or \
+                     workload identity), so a managed identity was asked of the instance \
+                     metadata service, as on an Azure VM. Fix: set AZURE_STORAGE_ACCOUNT_KEY \
+                     or AZURE_STORAGE_SAS_TOKEN, or run `az login` and set \
+                     AZURE_USE_AZURE_CLI=true (see docs/backends/azure.md).",
+                )
+            }
+            StoreKind::Gcs
+                if c.service_account_path.is_none()
+                    && c.service_account_key.is_none()
+                    && c.application_credentials.is_none()
+                    && !c.skip_signature =>
+            {
+                Some(
+                    "No Google credentials were given (no GOOGLE_APPLICATION_CREDENTIALS or \
+                     GOOGLE_SERVICE_ACCOUNT, and no gcloud application default credentials \
+                     file), so the metadata server was asked, as on a GCE VM. Fix: set \
+                     GOOGLE_APPLICATION_CREDENTIALS to a service account key, or run `gcloud \
+                     auth application-default login` (see docs/backends/gcs.md).",
+                )
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Whether an error text is about a request to the cloud's instance metadata service.
+fn mentions_instance_metadata(text: &str) -> bool {
+    text.contains("169.254.169.254") || text.contains("metadata.google.internal")
+}
+
 #[async_trait]
 impl StorageClient for S3Client {
     fn backend(&self) -> &'static str {
@@ -888,6 +937,25 @@ impl StorageClient for S3Client {
             authority,
             format!("{account}/{}/{}", c.bucket, c.prefix),
         ))
+    }
+
+    /// The default check (the first item of the root's listing), with the cause and the fix
+    /// spelled out when Azure or GCS were given no credentials at all and the token request
+    /// their fallback makes (a managed identity, the metadata server) failed: without this
+    /// the user reads only about a request to 169.254.169.254.
+    async fn check_access(&self) -> Result<()> {
+        let mut listing = self.list_pruned(None, Arc::new(|_: &RelPath| true));
+        match listing.next().await {
+            Some(Err(e)) if !e.is_not_found() && !e.is_unlisted() => {
+                Err(match self.no_credentials_hint() {
+                    Some(hint) if mentions_instance_metadata(&e.to_string()) => {
+                        Error::other(self.backend_name(), "", format!("{hint} That failed: {e}"))
+                    }
+                    _ => e,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -1493,6 +1561,57 @@ mod tests {
         assert_eq!(ct("p.jpg"), "image/jpeg");
         assert_eq!(ct("noext"), "application/octet-stream");
         assert_eq!(ct("x.unknownext"), "application/octet-stream");
+    }
+
+    #[cfg(all(feature = "azure", feature = "gcs"))]
+    #[test]
+    fn a_store_given_no_credentials_explains_its_metadata_fallback() {
+        let client = |url: &str, vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            crate::S3Builder::from_env_with(url, |name| {
+                vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            })
+            .unwrap()
+            .build()
+            .unwrap()
+        };
+        let bare = client("az://c/p", &[("AZURE_STORAGE_ACCOUNT_NAME", "acct")]);
+        assert!(
+            bare.no_credentials_hint()
+                .unwrap()
+                .contains("AZURE_STORAGE_ACCOUNT_KEY")
+        );
+        let keyed = client(
+            "az://c/p",
+            &[
+                ("AZURE_STORAGE_ACCOUNT_NAME", "acct"),
+                ("AZURE_STORAGE_ACCOUNT_KEY", "a2V5"),
+            ],
+        );
+        assert!(keyed.no_credentials_hint().is_none());
+        let cli = client(
+            "az://c/p",
+            &[
+                ("AZURE_STORAGE_ACCOUNT_NAME", "acct"),
+                ("AZURE_USE_AZURE_CLI", "true"),
+            ],
+        );
+        assert!(cli.no_credentials_hint().is_none());
+        let gcs = client("gs://b/p", &[]);
+        assert!(
+            gcs.no_credentials_hint()
+                .unwrap()
+                .contains("GOOGLE_APPLICATION_CREDENTIALS")
+        );
+        let gcs = client("gs://b/p", &[("GOOGLE_SKIP_SIGNATURE", "true")]);
+        assert!(gcs.no_credentials_hint().is_none());
+        assert!(mentions_instance_metadata(
+            "Error performing GET http://169.254.169.254/metadata/identity/oauth2/token"
+        ));
+        assert!(!mentions_instance_metadata("403 AuthorizationFailure"));
     }
 
     #[test]
