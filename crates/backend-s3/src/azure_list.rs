@@ -15,12 +15,12 @@
 use chrono::{DateTime, Utc};
 use object_store::azure::{AzureAccessKey, AzureAuthorizer, AzureCredential, split_sas};
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use serde::Deserialize;
 use syncengine_core::path::percent_decode;
 
 use crate::config::S3Config;
-use crate::raw_list::{RawObject, RawPage, generic};
+use crate::raw_list::{RawObject, RawPage, STRICT, generic};
 
 /// Azurite's well-known account and key (public, the same in every emulator).
 const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
@@ -29,13 +29,6 @@ const EMULATOR_KEY: &str =
 
 /// The service version object_store sends.
 const VERSION: &str = "2023-11-03";
-
-/// Everything but the unreserved characters, for query values.
-const STRICT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// Lists one container's blobs raw.
 pub(crate) struct AzureLister {
@@ -118,19 +111,10 @@ impl AzureLister {
         prefix: &str,
         marker: Option<&str>,
     ) -> object_store::Result<RawPage> {
-        let mut attempt = 0;
-        loop {
-            match self.list_page_once(prefix, marker).await {
-                Err((e, retry)) if retry && attempt < self.max_retries => {
-                    attempt += 1;
-                    let wait = std::time::Duration::from_millis(100 << attempt.min(5));
-                    tracing::debug!(error = %e, attempt, "retrying List Blobs");
-                    tokio::time::sleep(wait).await;
-                }
-                Err((e, _)) => return Err(e),
-                Ok(page) => return Ok(page),
-            }
-        }
+        crate::raw_list::retrying("List Blobs", self.max_retries, || {
+            self.list_page_once(prefix, marker)
+        })
+        .await
     }
 
     async fn list_page_once(

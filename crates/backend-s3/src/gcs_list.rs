@@ -9,20 +9,13 @@
 
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody};
 use object_store::gcp::{GcpCredentialProvider, GoogleCloudStorageBuilder};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 
 use crate::config::S3Config;
-use crate::raw_list::{RawPage, generic, parse_page};
+use crate::raw_list::{RawPage, STRICT, generic, parse_page};
 
 /// object_store's default GCS address.
 const DEFAULT_BASE_URL: &str = "https://storage.googleapis.com";
-
-/// Everything but the unreserved characters, for the bucket and query values.
-const STRICT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// Lists one bucket's objects raw.
 pub(crate) struct GcsLister {
@@ -95,19 +88,10 @@ impl GcsLister {
         prefix: &str,
         token: Option<&str>,
     ) -> object_store::Result<RawPage> {
-        let mut attempt = 0;
-        loop {
-            match self.list_page_once(prefix, token).await {
-                Err((e, retry)) if retry && attempt < self.max_retries => {
-                    attempt += 1;
-                    let wait = std::time::Duration::from_millis(100 << attempt.min(5));
-                    tracing::debug!(error = %e, attempt, "retrying a GCS listing");
-                    tokio::time::sleep(wait).await;
-                }
-                Err((e, _)) => return Err(e),
-                Ok(page) => return Ok(page),
-            }
-        }
+        crate::raw_list::retrying("a GCS listing", self.max_retries, || {
+            self.list_page_once(prefix, token)
+        })
+        .await
     }
 
     async fn list_page_once(

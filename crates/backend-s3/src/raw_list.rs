@@ -19,7 +19,9 @@ use object_store::aws::AwsAuthorizer;
 #[cfg(feature = "s3")]
 use object_store::client::HttpRequestBody;
 #[cfg(feature = "s3")]
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 #[cfg(any(feature = "s3", feature = "gcs"))]
 use serde::Deserialize;
 #[cfg(any(feature = "s3", feature = "gcs"))]
@@ -58,9 +60,10 @@ impl RawLister {
     }
 }
 
-/// Everything but the unreserved characters (`A-Z a-z 0-9 - _ . ~`), as SigV4 encodes.
-#[cfg(feature = "s3")]
-const STRICT: &AsciiSet = &NON_ALPHANUMERIC
+/// Everything but the unreserved characters (`A-Z a-z 0-9 - _ . ~`), as SigV4 encodes:
+/// query values of every raw listing (S3, Azure, GCS).
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
+pub(crate) const STRICT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')
@@ -175,6 +178,35 @@ pub(crate) fn parse_page(body: &[u8]) -> object_store::Result<RawPage> {
     Ok(RawPage { objects, next })
 }
 
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
+/// Runs one raw listing request (`once`) until it succeeds, fails for good, or has been
+/// retried `max_retries` times, waiting 200 ms, then twice as long each time up to 3.2 s:
+/// `once` says with each failure whether it is worth retrying (a lost connection, 429, 5xx),
+/// as object_store's own client decides.
+pub(crate) async fn retrying<F, Fut>(
+    what: &str,
+    max_retries: usize,
+    mut once: F,
+) -> object_store::Result<RawPage>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<RawPage, (object_store::Error, bool)>>,
+{
+    let mut attempt = 0;
+    loop {
+        match once().await {
+            Err((e, retry)) if retry && attempt < max_retries => {
+                attempt += 1;
+                let wait = std::time::Duration::from_millis(100 << attempt.min(5));
+                tracing::debug!(error = %e, attempt, "retrying {what}");
+                tokio::time::sleep(wait).await;
+            }
+            Err((e, _)) => return Err(e),
+            Ok(page) => return Ok(page),
+        }
+    }
+}
+
 #[cfg(feature = "s3")]
 impl BigCopy {
     /// Lists one page of keys that start with `prefix` (raw, not a `Path`), after the page
@@ -184,19 +216,10 @@ impl BigCopy {
         prefix: &str,
         token: Option<&str>,
     ) -> object_store::Result<RawPage> {
-        let mut attempt = 0;
-        loop {
-            match self.list_page_once(prefix, token).await {
-                Err((e, retry)) if retry && attempt < self.max_retries => {
-                    attempt += 1;
-                    let wait = std::time::Duration::from_millis(100 << attempt.min(5));
-                    tracing::debug!(error = %e, attempt, "retrying ListObjectsV2");
-                    tokio::time::sleep(wait).await;
-                }
-                Err((e, _)) => return Err(e),
-                Ok(page) => return Ok(page),
-            }
-        }
+        retrying("ListObjectsV2", self.max_retries, || {
+            self.list_page_once(prefix, token)
+        })
+        .await
     }
 
     /// One request; on failure also whether it is worth retrying.
