@@ -20,7 +20,7 @@ use serde::Deserialize;
 use syncengine_core::path::percent_decode;
 
 use crate::config::S3Config;
-use crate::raw_list::{RawObject, RawPage, STRICT, generic};
+use crate::raw_list::{RawObject, RawPage, STRICT, failed_listing, generic};
 
 /// Azurite's well-known account and key (public, the same in every emulator).
 const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
@@ -153,24 +153,13 @@ impl AzureLister {
         if status.is_success() {
             return parse_page(&body).map_err(|e| (e, false));
         }
-        let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
-        let msg = format!(
-            "List Blobs of {prefix:?} failed: status code: {}: {text}",
-            status.as_u16()
-        );
-        let retry = status.as_u16() == 429 || status.is_server_error();
-        let err = match status {
-            http::StatusCode::FORBIDDEN => object_store::Error::PermissionDenied {
-                path: prefix.to_owned(),
-                source: msg.into(),
-            },
-            http::StatusCode::UNAUTHORIZED => object_store::Error::Unauthenticated {
-                path: prefix.to_owned(),
-                source: msg.into(),
-            },
-            _ => generic_az(msg),
-        };
-        Err((err, retry))
+        Err(failed_listing(
+            "MicrosoftAzure",
+            "List Blobs",
+            prefix,
+            status,
+            &body,
+        ))
     }
 }
 

@@ -12,7 +12,7 @@ use object_store::gcp::{GcpCredentialProvider, GoogleCloudStorageBuilder};
 use percent_encoding::utf8_percent_encode;
 
 use crate::config::S3Config;
-use crate::raw_list::{RawPage, STRICT, generic, parse_page};
+use crate::raw_list::{RawPage, STRICT, failed_listing, generic, parse_page};
 
 /// object_store's default GCS address.
 const DEFAULT_BASE_URL: &str = "https://storage.googleapis.com";
@@ -132,24 +132,13 @@ impl GcsLister {
         if status.is_success() {
             return parse_page(&body).map_err(|e| (e, false));
         }
-        let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
-        let msg = format!(
-            "listing {prefix:?} failed: status code: {}: {text}",
-            status.as_u16()
-        );
-        let retry = status.as_u16() == 429 || status.is_server_error();
-        let err = match status {
-            http::StatusCode::FORBIDDEN => object_store::Error::PermissionDenied {
-                path: prefix.to_owned(),
-                source: msg.into(),
-            },
-            http::StatusCode::UNAUTHORIZED => object_store::Error::Unauthenticated {
-                path: prefix.to_owned(),
-                source: msg.into(),
-            },
-            _ => generic(msg),
-        };
-        Err((err, retry))
+        Err(failed_listing(
+            "GCS",
+            "a GCS listing",
+            prefix,
+            status,
+            &body,
+        ))
     }
 }
 

@@ -179,6 +179,41 @@ pub(crate) fn parse_page(body: &[u8]) -> object_store::Result<RawPage> {
 }
 
 #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
+/// A listing request the server answered with an error status: the error (permission,
+/// authentication, else generic for `store`), carrying the first 300 characters of the
+/// server's answer, which names its reason (`AccessDenied`, `NoSuchBucket`…), and whether it
+/// is worth retrying (429, 5xx).
+pub(crate) fn failed_listing(
+    store: &'static str,
+    what: &str,
+    prefix: &str,
+    status: http::StatusCode,
+    body: &[u8],
+) -> (object_store::Error, bool) {
+    let text: String = String::from_utf8_lossy(body).chars().take(300).collect();
+    let msg = format!(
+        "{what} of {prefix:?} failed: status code: {}: {text}",
+        status.as_u16()
+    );
+    let retry = status.as_u16() == 429 || status.is_server_error();
+    let err = match status {
+        http::StatusCode::FORBIDDEN => object_store::Error::PermissionDenied {
+            path: prefix.to_owned(),
+            source: msg.into(),
+        },
+        http::StatusCode::UNAUTHORIZED => object_store::Error::Unauthenticated {
+            path: prefix.to_owned(),
+            source: msg.into(),
+        },
+        _ => object_store::Error::Generic {
+            store,
+            source: msg.into(),
+        },
+    };
+    (err, retry)
+}
+
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
 /// Runs one raw listing request (`once`) until it succeeds, fails for good, or has been
 /// retried `max_retries` times, waiting 200 ms, then twice as long each time up to 3.2 s:
 /// `once` says with each failure whether it is worth retrying (a lost connection, 429, 5xx),
@@ -284,24 +319,7 @@ impl BigCopy {
         if status.is_success() {
             return parse_page(&body).map_err(|e| (e, false));
         }
-        let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
-        let msg = format!(
-            "ListObjectsV2 of {prefix:?} failed: status code: {}: {text}",
-            status.as_u16()
-        );
-        let retry = status.as_u16() == 429 || status.is_server_error();
-        let err = match status {
-            http::StatusCode::FORBIDDEN => object_store::Error::PermissionDenied {
-                path: prefix.to_owned(),
-                source: msg.into(),
-            },
-            http::StatusCode::UNAUTHORIZED => object_store::Error::Unauthenticated {
-                path: prefix.to_owned(),
-                source: msg.into(),
-            },
-            _ => generic(msg),
-        };
-        Err((err, retry))
+        Err(failed_listing("S3", "ListObjectsV2", prefix, status, &body))
     }
 }
 
