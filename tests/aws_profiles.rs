@@ -266,3 +266,94 @@ fn no_credentials_anywhere_says_what_was_tried_and_the_fix() {
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("EC2 instance metadata: no answer"), "{out}");
 }
+
+/// Red team (red12): a `credential_process` that fails prints on stderr whatever its tool
+/// prints (a vault or SSO helper may echo a token or a password there); the run's error
+/// message must not repeat that stderr verbatim.
+#[test]
+fn redteam12_credential_process_stderr_is_not_echoed() {
+    let Some(endpoint) = moto() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("creds.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'vault: token=SUPERSECRETSTDERR123 rejected' >&2\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = Home::new(
+        Some(&format!(
+            "[default]\nregion = us-east-1\nendpoint_url = {endpoint}\ncredential_process = {}\n",
+            script.display()
+        )),
+        None,
+    );
+    let up = home.folder("up", true);
+    let (code, out) = home.sync(
+        s(&up),
+        &unique("process-stderr"),
+        "state",
+        &[("AWS_EC2_METADATA_DISABLED", "true")],
+    );
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        !out.contains("SUPERSECRETSTDERR123"),
+        "the credential_process's stderr is printed: {out}"
+    );
+}
+
+/// Red team (red12): a `credential_process` that never answers (a helper waiting for a
+/// password prompt or an MFA push nobody sees) hangs the run forever, even with
+/// `--contimeout 2s`; it should fail (exit 4) having changed nothing. The 60 s wait is a
+/// safety net, not a measurement: the hang is unbounded.
+#[test]
+fn redteam12_hanging_credential_process_ends_the_run() {
+    let Some(endpoint) = moto() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("creds.sh");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 100000\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = Home::new(
+        Some(&format!(
+            "[default]\nregion = us-east-1\nendpoint_url = {endpoint}\ncredential_process = {}\n",
+            script.display()
+        )),
+        None,
+    );
+    let up = home.folder("up", true);
+    let mut child = Command::new(cli::BIN)
+        .args([
+            "sync",
+            s(&up),
+            &unique("process-hang"),
+            "--contimeout",
+            "2s",
+        ])
+        .arg("--state-dir")
+        .arg(home.dir.path().join("state"))
+        .env_clear()
+        .env("HOME", home.home())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let status = status.expect("the run still hung on credential_process after 60 s");
+    assert_eq!(status.code(), Some(4));
+}
