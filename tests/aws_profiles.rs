@@ -303,6 +303,45 @@ fn redteam12_credential_process_stderr_is_not_echoed() {
     );
 }
 
+/// Red team (red12): a `credential_process` whose credentials have already expired was run
+/// again for every request (41 times for 30 uploads); now the run stops at the check with
+/// the cause, having changed nothing.
+#[test]
+fn expired_credentials_from_a_credential_process_stop_the_run_with_the_cause() {
+    let Some(endpoint) = moto() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("creds.sh");
+    let runs = tmp.path().join("runs");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho run >> {}\necho '{{\"Version\":1,\"AccessKeyId\":\"a\",\"SecretAccessKey\":\"b\",\"SessionToken\":\"c\",\"Expiration\":\"2020-01-01T00:00:00Z\"}}'\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = Home::new(
+        Some(&format!(
+            "[default]\nregion = us-east-1\nendpoint_url = {endpoint}\ncredential_process = {}\n",
+            script.display()
+        )),
+        None,
+    );
+    let up = home.folder("up", true);
+    let (code, out) = home.sync(
+        s(&up),
+        &unique("process-expired"),
+        "state",
+        &[("AWS_EC2_METADATA_DISABLED", "true")],
+    );
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("already expired"), "{out}");
+    let runs = std::fs::read_to_string(&runs).unwrap().lines().count();
+    assert!(runs <= 3, "the helper ran {runs} times");
+}
+
 /// Red team (red12): a `credential_process` that never answers (a helper waiting for a
 /// password prompt or an MFA push nobody sees) hangs the run forever, even with
 /// `--contimeout 2s`; it should fail (exit 4) having changed nothing. The 60 s wait is a

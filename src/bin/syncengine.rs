@@ -375,12 +375,14 @@ fn main() -> ExitCode {
 fn init_logging(verbosity: Verbosity) {
     use tracing_subscriber::EnvFilter;
     let default = match verbosity {
-        Verbosity::Quiet => "error",
-        Verbosity::Normal => "warn",
+        // The AWS SDK's own logs stay off: they quote a failing credential_process's
+        // stderr, which may hold secrets; the error the run prints says what failed.
+        Verbosity::Quiet => "error,aws_config=off",
+        Verbosity::Normal => "warn,aws_config=off",
         // Target directives match by prefix: `syncengine` covers syncengine_core and the
         // backend crates too.
-        Verbosity::Verbose(1) => "warn,syncengine=debug",
-        Verbosity::Verbose(_) => "warn,syncengine=trace",
+        Verbosity::Verbose(1) => "warn,aws_config=off,syncengine=debug",
+        Verbosity::Verbose(_) => "warn,aws_config=off,syncengine=trace",
     };
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v).unwrap_or_else(|_| EnvFilter::new(default)),

@@ -186,6 +186,25 @@ impl AwsShared {
     }
 }
 
+/// An SDK error text without what a `credential_process` printed: the SDK quotes the
+/// process's stderr, which may hold a token or a password the helper was given.
+fn without_process_output(text: &str) -> String {
+    match text.find("Stderr:") {
+        Some(i) => format!(
+            "{} (its stderr is not shown: it may hold secrets)",
+            text[..i].trim_end().trim_end_matches('.')
+        ),
+        None => text.to_owned(),
+    }
+}
+
+/// A time as an RFC 3339 UTC timestamp, to the second.
+fn humantime_utc(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t)
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
 /// An SDK error with its causes, on one line.
 fn aws_smithy_error_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
@@ -206,6 +225,9 @@ fn aws_smithy_error_text(e: &(dyn std::error::Error + 'static)) -> String {
 pub(crate) struct SdkCredentials {
     shared: AwsShared,
     region: String,
+    /// The longest a source may take to answer (the connect timeout, `--contimeout`): a
+    /// `credential_process` waiting for a prompt nobody sees must not hang the run.
+    answer_within: Duration,
     chain: tokio::sync::OnceCell<CredentialsProviderChain>,
     cached: tokio::sync::Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
 }
@@ -221,10 +243,11 @@ impl fmt::Debug for SdkCredentials {
 }
 
 impl SdkCredentials {
-    pub(crate) fn new(shared: AwsShared, region: String) -> Self {
+    pub(crate) fn new(shared: AwsShared, region: String, answer_within: Duration) -> Self {
         SdkCredentials {
             shared,
             region,
+            answer_within,
             chain: tokio::sync::OnceCell::new(),
             cached: tokio::sync::Mutex::new(None),
         }
@@ -349,7 +372,27 @@ impl SdkCredentials {
             return Err(msg);
         }
         let chain = self.chain.get_or_init(|| async { self.make_chain() }).await;
-        match chain.provide_credentials().await {
+        let Ok(answer) =
+            tokio::time::timeout(self.answer_within, chain.provide_credentials()).await
+        else {
+            return Err(format!(
+                "the AWS credential sources for {} in {} gave no answer within {:?} (the \
+                 connect timeout, --contimeout): a credential_process waiting for input (a \
+                 password or MFA prompt) never answers here. Fix: make it answer without a \
+                 prompt, or log in first (`aws sso login`)",
+                self.shared.profile_named(),
+                self.shared.where_(),
+                self.answer_within
+            ));
+        };
+        match answer {
+            Ok(c) if c.expiry().is_some_and(|t| t <= SystemTime::now()) => Err(format!(
+                "the AWS credentials from {} in {} had already expired when they were given \
+                 (at {}). Fix: make the credential source return current credentials",
+                self.shared.profile_named(),
+                self.shared.where_(),
+                humantime_utc(c.expiry().unwrap_or(SystemTime::UNIX_EPOCH))
+            )),
             Ok(c) => Ok((
                 Arc::new(AwsCredential {
                     key_id: c.access_key_id().to_owned(),
@@ -360,7 +403,7 @@ impl SdkCredentials {
             )),
             Err(e) => {
                 use aws_credential_types::provider::error::CredentialsError as CE;
-                let text = aws_smithy_error_text(&e);
+                let text = without_process_output(&aws_smithy_error_text(&e));
                 Err(match e {
                     CE::CredentialsNotLoaded(_) => self.nothing_found(&text),
                     _ => format!(

@@ -447,6 +447,7 @@ fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
                 b = b.with_credentials(Arc::new(crate::aws_profile::SdkCredentials::new(
                     shared.clone(),
                     region,
+                    c.timeouts.connect,
                 )));
             }
             let s3 = Arc::new(b.build().map_err(StoreError::Store)?);
