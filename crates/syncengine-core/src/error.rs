@@ -47,7 +47,7 @@ pub enum Error {
         source: Option<BoxError>,
     },
     /// The backend refused access.
-    #[error("{backend}: permission denied: {path}")]
+    #[error("{backend}: permission denied: {}", path_and_reason(path, source.as_ref()))]
     PermissionDenied {
         /// Backend name.
         backend: &'static str,
@@ -279,9 +279,50 @@ impl Error {
     }
 }
 
+/// A path for a message (`the root` when it is the root), then the server's reason when
+/// there is one: a refusal without its reason (`AccessDenied`, `AuthorizationFailure`, an
+/// expired token) leaves the user guessing.
+fn path_and_reason(path: &str, source: Option<&BoxError>) -> String {
+    let path = if path.is_empty() || path == "." {
+        "the root"
+    } else {
+        path
+    };
+    match source {
+        // Redacted: a server's answer can quote the request's URL, SAS token included.
+        Some(reason) => format!("{path} ({})", crate::redact::redact(&reason.to_string())),
+        None => path.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_names_the_path_and_the_servers_reason() {
+        let e = Error::PermissionDenied {
+            backend: "azure",
+            path: ".".into(),
+            source: Some("403 AuthorizationFailure: signature mismatch".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "azure: permission denied: the root (403 AuthorizationFailure: signature mismatch)"
+        );
+        let e = Error::PermissionDenied {
+            backend: "local",
+            path: "a/b".into(),
+            source: None,
+        };
+        assert_eq!(e.to_string(), "local: permission denied: a/b");
+        let e = Error::PermissionDenied {
+            backend: "azure",
+            path: "x".into(),
+            source: Some("GET https://a.blob.core.windows.net/c?sv=1&sig=SECRETSIG failed".into()),
+        };
+        assert!(!e.to_string().contains("SECRETSIG"), "{e}");
+    }
 
     #[test]
     fn other_errors_name_a_path_only_when_there_is_one() {
