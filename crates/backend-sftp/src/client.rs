@@ -707,11 +707,34 @@ async fn prune_one(inner: &Inner, s: &Session, dir: &RelPath) -> bool {
     }
 }
 
+/// Whether the folder at `location` holds anything (an unreadable one counts as holding
+/// something: it is not known to be an empty anchor).
+async fn folder_holds_something(s: &Session, location: &str) -> bool {
+    let Ok(handle) = s.run(s.raw.opendir(location)).await.map(|h| h.handle) else {
+        return true;
+    };
+    let listed = s.run(s.raw.readdir(handle.as_str())).await;
+    let _ = s.run(s.raw.close(handle)).await;
+    match listed {
+        Ok(name) => name
+            .files
+            .iter()
+            .any(|f| f.filename != "." && f.filename != ".."),
+        // An empty folder answers its first read with end-of-file.
+        Err(SftpError::Sftp(russh_sftp::client::error::Error::Status(st))) => {
+            st.status_code != StatusCode::Eof
+        }
+        Err(_) => true,
+    }
+}
+
 /// Removes a left-behind temp file or anchor folder at the server path `location` (as a
 /// listing noted it); false when it was gone already. An anchor is removed with `rmdir`
-/// (only while empty), and then the folders above it that this left empty, as the
-/// interrupted operation would have.
-async fn remove_temp(inner: &Inner, s: &Session, location: &str) -> Result<bool, SftpError> {
+/// (only while empty), and nothing above it: a folder it leaves empty may be the user's
+/// own empty folder, which the engine cannot tell from one an interrupted delete would have
+/// pruned. (A delete's own prune removes stale anchors in the folder it empties, see
+/// [`prune_one`].)
+async fn remove_temp(s: &Session, location: &str) -> Result<bool, SftpError> {
     let name = location.rsplit('/').next().unwrap_or(location);
     if !is_temp_dir_name(name) {
         return match s.run(s.raw.remove(location)).await {
@@ -721,20 +744,10 @@ async fn remove_temp(inner: &Inner, s: &Session, location: &str) -> Result<bool,
         };
     }
     match s.run(s.raw.rmdir(location)).await {
-        Ok(_) => {}
-        Err(e) if e.is_no_such_file() => return Ok(false),
-        Err(e) => return Err(e),
+        Ok(_) => Ok(true),
+        Err(e) if e.is_no_such_file() => Ok(false),
+        Err(e) => Err(e),
     }
-    let root = inner.remote(None);
-    let below = if root == "." {
-        Some(location.strip_prefix("./").unwrap_or(location))
-    } else {
-        location.strip_prefix(&format!("{}/", root.trim_end_matches('/')))
-    };
-    if let Some(rel) = below.and_then(|b| RelPath::new(b).ok()) {
-        prune_parents(inner, s, &rel).await;
-    }
-    Ok(true)
 }
 
 /// Refuses `rel` when a folder on its way below the root is a symlink
@@ -1222,6 +1235,9 @@ impl Walk {
         };
         let mut children = Vec::new();
         let mut unnamed = Vec::new();
+        // Folders with a temp name that hold something: not an anchor of ours (always
+        // empty), so the user's, and reported rather than skipped in silence.
+        let mut reserved = Vec::new();
         // Replaced files a replace moved aside and did not remove: (the name they were moved
         // from, if it says, their own name).
         let mut asides: Vec<(Option<String>, String)> = Vec::new();
@@ -1247,8 +1263,15 @@ impl Walk {
                             let location =
                                 format!("{}/{}", remote.trim_end_matches('/'), f.filename);
                             if is_dir(&f.attrs) {
-                                // An anchor an interrupted operation left (see `Anchor`).
-                                self.inner.stale.consider_dir(location, &f.filename, newest);
+                                // An anchor an interrupted operation left (see `Anchor`),
+                                // when empty. Its age is its mtime only: looking into it
+                                // (here, or any `find`) sets its access time.
+                                if folder_holds_something(s, &location).await {
+                                    reserved.push(format!("{:?}", f.filename));
+                                } else {
+                                    let made = f.attrs.mtime.map(to_system_time);
+                                    self.inner.stale.consider_dir(location, &f.filename, made);
+                                }
                             } else {
                                 self.inner.stale.consider(location, &f.filename, newest);
                             }
@@ -1307,6 +1330,13 @@ impl Walk {
             why.push(format!(
                 "names that are not UTF-8 or not valid paths: {}",
                 name_some(unnamed)
+            ));
+        }
+        if !reserved.is_empty() {
+            why.push(format!(
+                "folders with files in them whose names start with {TEMP_PREFIX}, which this \
+                 engine reserves for its temporary files and never syncs (rename them): {}",
+                name_some(reserved)
             ));
         }
         if !unplaced.is_empty() {
@@ -1536,7 +1566,7 @@ impl StorageClient for SftpClient {
         let s = self.inner.pool.get().await.map_err(|e| to_core(e, ""))?;
         let mut removed = 0;
         for path in found {
-            match remove_temp(&self.inner, &s, &path).await {
+            match remove_temp(&s, &path).await {
                 Ok(true) => {
                     tracing::info!(%path, "removed a temp file untouched for a day");
                     removed += 1;
@@ -1555,9 +1585,7 @@ impl StorageClient for SftpClient {
     async fn clean_up(&self, opts: &CleanupOptions) -> Result<CleanupReport> {
         clean_up_temps(self, &self.inner.stale, opts, |path| async move {
             let s = self.inner.pool.get().await.map_err(|e| to_core(e, ""))?;
-            remove_temp(&self.inner, &s, &path)
-                .await
-                .map_err(|e| to_core(e, &path))
+            remove_temp(&s, &path).await.map_err(|e| to_core(e, &path))
         })
         .await
     }

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use syncengine_core::StorageClientExt;
 
 fn set_age(path: &Path, age: Duration) {
     let t = SystemTime::now() - age;
@@ -53,7 +52,9 @@ async fn removing_a_stale_anchor_keeps_the_users_empty_folders() {
     let Some((client, guard)) = support::sshd().await else {
         return;
     };
-    let anchor = guard.0.join("e/sub/.syncengine-tmp-anchor-0123456789abcdee");
+    let anchor = guard
+        .0
+        .join("e/sub/.syncengine-tmp-anchor-0123456789abcdee");
     fs::create_dir_all(&anchor).unwrap();
     fs::write(guard.0.join("top.txt"), "x").unwrap();
     set_age(&anchor, Duration::from_secs(3 * 24 * 3600));
