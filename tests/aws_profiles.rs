@@ -126,30 +126,36 @@ fn a_named_profile_gives_keys_region_and_endpoint() {
     home.round_trip(&unique("named"), &[("AWS_PROFILE", "x")]);
 }
 
+/// A home whose default profile gets its credentials from a `credential_process` script
+/// with `body` (written into `dir`), against `endpoint`.
+fn credential_process_home(endpoint: &str, dir: &std::path::Path, body: &str) -> Home {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("creds.sh");
+    std::fs::write(&script, body).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Home::new(
+        Some(&format!(
+            "[default]\nregion = us-east-1\nendpoint_url = {endpoint}\ncredential_process = {}\n",
+            script.display()
+        )),
+        None,
+    )
+}
+
 /// `credential_process`: the SDK runs the command and takes the JSON it prints.
 #[test]
 fn credential_process_is_run_for_the_profile() {
     let Some(endpoint) = moto() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let marker = tmp.path().join("ran");
-    let script = tmp.path().join("creds.sh");
-    std::fs::write(
-        &script,
-        format!(
+    let home = credential_process_home(
+        &endpoint,
+        tmp.path(),
+        &format!(
             "#!/bin/sh\ntouch '{}'\necho '{{\"Version\": 1, \"AccessKeyId\": \"proc-key\", \
              \"SecretAccessKey\": \"proc-secret\"}}'\n",
             marker.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let home = Home::new(
-        Some(&format!(
-            "[default]\nregion = us-east-1\nendpoint_url = {endpoint}\ncredential_process = {}\n",
-            script.display()
-        )),
-        None,
     );
     // No AWS_PROFILE: the default profile.
     home.round_trip(&unique("process"), &[]);
@@ -274,20 +280,10 @@ fn no_credentials_anywhere_says_what_was_tried_and_the_fix() {
 fn redteam12_credential_process_stderr_is_not_echoed() {
     let Some(endpoint) = moto() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let script = tmp.path().join("creds.sh");
-    std::fs::write(
-        &script,
+    let home = credential_process_home(
+        &endpoint,
+        tmp.path(),
         "#!/bin/sh\necho 'vault: token=SUPERSECRETSTDERR123 rejected' >&2\nexit 1\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let home = Home::new(
-        Some(&format!(
-            "[default]\nregion = us-east-1\nendpoint_url = {endpoint}\ncredential_process = {}\n",
-            script.display()
-        )),
-        None,
     );
     let up = home.folder("up", true);
     let (code, out) = home.sync(
@@ -310,24 +306,14 @@ fn redteam12_credential_process_stderr_is_not_echoed() {
 fn expired_credentials_from_a_credential_process_stop_the_run_with_the_cause() {
     let Some(endpoint) = moto() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let script = tmp.path().join("creds.sh");
     let runs = tmp.path().join("runs");
-    std::fs::write(
-        &script,
-        format!(
+    let home = credential_process_home(
+        &endpoint,
+        tmp.path(),
+        &format!(
             "#!/bin/sh\necho run >> {}\necho '{{\"Version\":1,\"AccessKeyId\":\"a\",\"SecretAccessKey\":\"b\",\"SessionToken\":\"c\",\"Expiration\":\"2020-01-01T00:00:00Z\"}}'\n",
             runs.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let home = Home::new(
-        Some(&format!(
-            "[default]\nregion = us-east-1\nendpoint_url = {endpoint}\ncredential_process = {}\n",
-            script.display()
-        )),
-        None,
     );
     let up = home.folder("up", true);
     let (code, out) = home.sync(
@@ -350,17 +336,7 @@ fn expired_credentials_from_a_credential_process_stop_the_run_with_the_cause() {
 fn redteam12_hanging_credential_process_ends_the_run() {
     let Some(endpoint) = moto() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let script = tmp.path().join("creds.sh");
-    std::fs::write(&script, "#!/bin/sh\nexec sleep 100000\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let home = Home::new(
-        Some(&format!(
-            "[default]\nregion = us-east-1\nendpoint_url = {endpoint}\ncredential_process = {}\n",
-            script.display()
-        )),
-        None,
-    );
+    let home = credential_process_home(&endpoint, tmp.path(), "#!/bin/sh\nexec sleep 100000\n");
     let up = home.folder("up", true);
     let mut child = Command::new(cli::BIN)
         .args([
