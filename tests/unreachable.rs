@@ -177,27 +177,33 @@ fn passwords_in_urls_stay_out_of_errors_and_trace_logs() {
     }
 }
 
-/// A server that accepts connections and then says nothing: `--contimeout` bounds the SSH
-/// handshake, `--timeout` a WebDAV request without progress; both end in exit 4, promptly.
+/// A server on 127.0.0.1 that accepts and holds every connection, never answering, as an
+/// SFTP and a WebDAV URL, each with the timeout flag (2 s) that must bound waiting on it.
 #[cfg(all(feature = "sftp", feature = "webdav"))]
-#[test]
-fn a_silent_server_is_given_up_on_after_the_timeouts_given() {
+fn silent_server_cases() -> [(String, [&'static str; 2]); 2] {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    // Accept and hold every connection, never answering.
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for stream in listener.incoming() {
             held.push(stream);
         }
     });
-    for (url, flags) in [
+    [
         (
             format!("sftp://me@127.0.0.1:{port}/x"),
             ["--contimeout", "2s"],
         ),
         (format!("webdav://127.0.0.1:{port}/x"), ["--timeout", "2s"]),
-    ] {
+    ]
+}
+
+/// A server that accepts connections and then says nothing: `--contimeout` bounds the SSH
+/// handshake, `--timeout` a WebDAV request without progress; both end in exit 4, promptly.
+#[cfg(all(feature = "sftp", feature = "webdav"))]
+#[test]
+fn a_silent_server_is_given_up_on_after_the_timeouts_given() {
+    for (url, flags) in silent_server_cases() {
         let (_tmp, local, state) = local_side();
         let started = std::time::Instant::now();
         let out = Command::new(cli::BIN)
@@ -230,21 +236,7 @@ fn a_silent_server_is_given_up_on_after_the_timeouts_given() {
 #[cfg(all(feature = "sftp", feature = "webdav"))]
 #[test]
 fn cleanup_gives_up_on_a_silent_server_after_the_timeouts_given() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming() {
-            held.push(stream);
-        }
-    });
-    for (url, flags) in [
-        (
-            format!("sftp://me@127.0.0.1:{port}/x"),
-            ["--contimeout", "2s"],
-        ),
-        (format!("webdav://127.0.0.1:{port}/x"), ["--timeout", "2s"]),
-    ] {
+    for (url, flags) in silent_server_cases() {
         let mut child = Command::new(cli::BIN)
             .arg("cleanup")
             .arg(&url)
