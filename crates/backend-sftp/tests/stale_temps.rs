@@ -176,11 +176,11 @@ fn anchor_left(dir: &Path, name: &str, age: Duration) -> std::path::PathBuf {
     anchor
 }
 
-/// An anchor left by a killed delete (a day and more old) does not keep a folder deleted
-/// on the source alive on the SFTP side after the next run: whether the killed delete had
-/// removed the file (the folder holds only the anchor: the stale removal after the run
-/// takes both) or not (the run's delete prunes the folder, anchor and all). A young
-/// anchor (maybe another machine's operation in progress) stays, and keeps its folder.
+/// Anchors left by killed deletes (a day and more old) after the next run: where the run's
+/// delete empties the folder, the prune takes it, anchor and all; where the killed delete
+/// had already removed the file, the stale removal takes the anchor and leaves the folder,
+/// empty, as it would a user's own (red team 12). A young anchor (maybe another machine's
+/// operation in progress) stays, and keeps its folder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_anchor_does_not_keep_a_deleted_folder_alive() {
     use syncengine_core::SyncMode;
@@ -251,8 +251,8 @@ async fn a_stale_anchor_does_not_keep_a_deleted_folder_alive() {
 }
 
 /// `clean_up` removes left-behind anchors older than its age (not the folders this leaves
-/// empty: they may be the user's), never a younger one, never a folder with that name that holds something (no
-/// recursion), never a file with that name.
+/// empty: they may be the user's), never a younger one, never a folder with that name that
+/// holds something (no recursion: it is the user's), never a file with that name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_up_removes_old_empty_anchors_only() {
     use syncengine_core::cleanup::CleanupOptions;
