@@ -21,7 +21,7 @@ use syncengine_core::identity::{Location, endpoint_authority};
 use syncengine_core::{
     ByteStream, Capabilities, ContentHash, DeleteOptions, Entry, EntryStream, Error, HashKind,
     ReadOptions, RelPath, Result, StorageClient, TransferOptions, WriteMode, WriteOptions,
-    checked_by_etag,
+    check_access_by_listing, checked_by_etag,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -944,18 +944,14 @@ impl StorageClient for S3Client {
     /// their fallback makes (a managed identity, the metadata server) failed: without this
     /// the user reads only about a request to 169.254.169.254.
     async fn check_access(&self) -> Result<()> {
-        let mut listing = self.list_pruned(None, Arc::new(|_: &RelPath| true));
-        match listing.next().await {
-            Some(Err(e)) if !e.is_not_found() && !e.is_unlisted() => {
-                Err(match self.no_credentials_hint() {
-                    Some(hint) if mentions_instance_metadata(&e.to_string()) => {
-                        Error::other(self.backend_name(), "", format!("{hint} That failed: {e}"))
-                    }
-                    _ => e,
-                })
-            }
-            _ => Ok(()),
-        }
+        check_access_by_listing(self)
+            .await
+            .map_err(|e| match self.no_credentials_hint() {
+                Some(hint) if mentions_instance_metadata(&e.to_string()) => {
+                    Error::other(self.backend_name(), "", format!("{hint} That failed: {e}"))
+                }
+                _ => e,
+            })
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -215,11 +215,7 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// # Errors
     /// The backend's error, with the server's own reason where it gave one.
     async fn check_access(&self) -> Result<()> {
-        let mut listing = self.list_pruned(None, Arc::new(|_: &RelPath| true));
-        match listing.next().await {
-            Some(Err(e)) if !e.is_not_found() && !e.is_unlisted() => Err(e),
-            _ => Ok(()),
-        }
+        check_access_by_listing(self).await
     }
 
     /// How many entries this client's listings have left out on purpose so far, counting
@@ -542,6 +538,20 @@ pub trait StorageClientExt: StorageClient {
 }
 
 impl<T: StorageClient + ?Sized> StorageClientExt for T {}
+
+/// The default [`StorageClient::check_access`]: the first item of the root's listing, every
+/// folder pruned; a missing root or an unreadable entry passes, any other error fails. For
+/// backends that override the check only to explain its failure better.
+///
+/// # Errors
+/// The listing's error, as the default check returns it.
+pub async fn check_access_by_listing<C: StorageClient + ?Sized>(client: &C) -> Result<()> {
+    let mut listing = client.list_pruned(None, Arc::new(|_: &RelPath| true));
+    match listing.next().await {
+        Some(Err(e)) if !e.is_not_found() && !e.is_unlisted() => Err(e),
+        _ => Ok(()),
+    }
+}
 
 /// The default [`StorageClient::preserve`]: a server-side copy without overwrite, else a
 /// copy through the client, checked against the size (and MD5, where listed) of `from`.

@@ -63,7 +63,8 @@ pub mod verify;
 pub use capabilities::Capabilities;
 pub use client::{
     ByteStream, DeleteOptions, EntryStream, PruneFn, ReadOptions, StorageClient, StorageClientExt,
-    TransferOptions, WriteMode, WriteOptions, bytes_stream, checked_by_etag,
+    TransferOptions, WriteMode, WriteOptions, bytes_stream, check_access_by_listing,
+    checked_by_etag,
 };
 pub use engine::{SyncEngine, default_state_dir};
 pub use entry::{ContentHash, Entry, HashKind, Version};
