@@ -240,6 +240,99 @@ impl BigCopy {
     }
 }
 
+/// What a [`BigCopy::copy_object`] did.
+#[derive(Debug)]
+pub(crate) enum Copied {
+    /// The copy is in place; its ETag, when the server sent one.
+    Yes(Option<String>),
+    /// The server refused a condition (412), or does not support the request or one of its
+    /// headers (501, 400 `NotImplemented`): nothing was written.
+    Declined(String),
+}
+
+impl BigCopy {
+    /// `CopyObject` of `from` in `source_bucket` (version `e_tag` only:
+    /// `x-amz-copy-source-if-match`) to `to` in this bucket, the metadata replaced by
+    /// `content_type` and `meta` (`x-amz-meta-` headers), with `condition` (`If-None-Match: *`
+    /// or `If-Match`) on the target. Signed with object_store's [`AwsAuthorizer`].
+    pub(crate) async fn copy_object(
+        &self,
+        source_bucket: &str,
+        from: &Path,
+        to: &Path,
+        e_tag: &str,
+        content_type: &str,
+        meta: &[(&str, String)],
+        condition: Option<(http::HeaderName, String)>,
+    ) -> object_store::Result<Copied> {
+        let mut url = self
+            .s3
+            .signed_url(http::Method::PUT, to, PRESIGN_FOR)
+            .await?;
+        url.set_query(None);
+        let header = |v: &str| {
+            http::HeaderValue::from_str(v).map_err(|e| generic(format!("copy header {v:?}: {e}")))
+        };
+        let source = format!("/{source_bucket}/{}", encode_key(from.as_ref()));
+        let mut request = http::Request::builder()
+            .method(http::Method::PUT)
+            .uri(url.as_str())
+            .header("x-amz-copy-source", header(&source)?)
+            .header("x-amz-copy-source-if-match", header(e_tag)?)
+            .header("x-amz-metadata-directive", "REPLACE")
+            .header(http::header::CONTENT_TYPE, header(content_type)?)
+            .header(http::header::CONTENT_LENGTH, "0");
+        for (k, v) in meta {
+            request = request.header(format!("x-amz-meta-{k}"), header(v)?);
+        }
+        if let Some((name, value)) = condition {
+            request = request.header(name, header(&value)?);
+        }
+        let mut request = request
+            .body(HttpRequestBody::empty())
+            .map_err(|e| generic(format!("building CopyObject: {e}")))?;
+        if !self.skip_signature {
+            let credential = self.s3.credentials().get_credential().await?;
+            AwsAuthorizer::new(&credential, "s3", &self.region)
+                .try_authorize(&mut request, None)?;
+        }
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| generic(format!("CopyObject {source} to {to}: {e}")))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .bytes()
+            .await
+            .map_err(|e| generic(format!("CopyObject {source} to {to}: {e}")))?;
+        let text = String::from_utf8_lossy(&body);
+        let short = || text.chars().take(300).collect::<String>();
+        if status == http::StatusCode::PRECONDITION_FAILED
+            || status == http::StatusCode::NOT_IMPLEMENTED
+            || text.contains("<Code>NotImplemented</Code>")
+        {
+            return Ok(Copied::Declined(format!("{status}: {}", short())));
+        }
+        if status == http::StatusCode::NOT_FOUND {
+            return Err(object_store::Error::NotFound {
+                path: from.to_string(),
+                source: format!("CopyObject: {}", short()).into(),
+            });
+        }
+        // S3 may answer 200 and still report an error in the body.
+        if status.is_success() && !text.contains("<Error>") {
+            return Ok(Copied::Yes(etag_of(&text)));
+        }
+        Err(generic(format!(
+            "CopyObject {source} to {to} failed: status code: {}: {}",
+            status.as_u16(),
+            short()
+        )))
+    }
+}
+
 impl BigCopy {
     /// Deletes `key` only if it is still version `e_tag` (`DeleteObject` with `If-Match`).
     ///

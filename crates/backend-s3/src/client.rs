@@ -463,6 +463,108 @@ impl S3Client {
         self.stat_key(to, &tk).await
     }
 
+    /// True when `other` reaches the same S3 endpoint and region with the same access key
+    /// (signed requests only): a `CopyObject` from its bucket, signed with this client's
+    /// key, reads nothing that key could not read through `other`.
+    #[cfg(feature = "s3")]
+    fn same_store_as(&self, other: &S3Client) -> bool {
+        let (a, b) = (&*self.config, &*other.config);
+        a.kind == StoreKind::S3
+            && b.kind == StoreKind::S3
+            && !a.skip_signature
+            && !b.skip_signature
+            && a.endpoint.is_some()
+            && a.endpoint == b.endpoint
+            && a.region == b.region
+            && a.access_key_id.is_some()
+            && a.access_key_id == b.access_key_id
+            && a.aws_shared.is_none()
+            && b.aws_shared.is_none()
+    }
+
+    /// [`StorageClient::copy_from_same_store`] on S3: a `CopyObject` from `source`'s bucket,
+    /// of the listed version only, with the write's mtime metadata and its mode checked as a
+    /// multipart write checks it (a HEAD before) and also sent as a condition the server
+    /// checks where it can. `Ok(None)` whenever that is not possible or the server declines.
+    #[cfg(feature = "s3")]
+    async fn copy_within_store(
+        &self,
+        source: &dyn StorageClient,
+        from: &RelPath,
+        listed: &Entry,
+        to: &RelPath,
+        opts: &WriteOptions,
+    ) -> Result<Option<Entry>> {
+        let Some(big) = &self.big_copy else {
+            return Ok(None);
+        };
+        let Some(other) = source.as_any().and_then(|a| a.downcast_ref::<S3Client>()) else {
+            return Ok(None);
+        };
+        let Some(e_tag) = listed.etag.as_deref() else {
+            return Ok(None);
+        };
+        if !self.same_store_as(other) || listed.size > crate::config::COPY_OBJECT_LIMIT {
+            return Ok(None);
+        }
+        let opts = checked_by_etag(self, to, opts.clone()).await?;
+        let condition = match &opts.mode {
+            WriteMode::Overwrite => None,
+            WriteMode::Create => Some((http::header::IF_NONE_MATCH, "*".to_owned())),
+            WriteMode::Update(etag) => Some((http::header::IF_MATCH, etag.clone())),
+            _ => return Ok(None),
+        };
+        let fk = other.key(from)?;
+        let tk = self.key(to)?;
+        self.check_mode(to, &tk, &opts.mode).await?;
+        let meta: Vec<(&str, String)> = opts
+            .mtime
+            .map(|t| (mtime::MTIME_KEY, mtime::format(StoreKind::S3, t)))
+            .into_iter()
+            .collect();
+        let copied = big
+            .copy_object(
+                &other.config.bucket,
+                &fk,
+                &tk,
+                &normalize_etag(e_tag),
+                content_type(to),
+                &meta,
+                condition,
+            )
+            .await
+            .map_err(|e| other.err(from, e))?;
+        let new_etag = match copied {
+            crate::big_copy::Copied::Yes(etag) => etag,
+            crate::big_copy::Copied::Declined(why) => {
+                // A changed source, a target that appeared, a header the server lacks: the
+                // streamed write decides, with its own checks.
+                tracing::debug!(from = %from, to = %to, %why, "server-side copy declined; streaming");
+                return Ok(None);
+            }
+        };
+        let mut e = Entry::new(to.clone(), listed.size);
+        if let Some(h) = listed.hash.clone() {
+            e = e.with_hash(h);
+        }
+        if let Some(tag) = new_etag {
+            if e.hash.is_none()
+                && self.etag_is_md5()
+                && let Some(h) = md5_of_etag(&tag)
+            {
+                e = e.with_hash(h);
+            }
+            e = e.with_etag(normalize_etag(&tag));
+        }
+        if self.config.mtime_from_metadata {
+            e = e.with_mtime(
+                opts.mtime
+                    .unwrap_or_else(|| whole_seconds(SystemTime::now())),
+            );
+        }
+        Ok(Some(e))
+    }
+
     /// True when `copy` (the target of a copy, as stat'ed) is the version `source` was: same
     /// size, and the same MD5 where both ETags are MD5s (S3 single-part objects). Other ETags
     /// differ between an object and its copy by design (Azure, GCS, multipart).
@@ -952,6 +1054,29 @@ impl StorageClient for S3Client {
                 }
                 _ => e,
             })
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    async fn copy_from_same_store(
+        &self,
+        source: &dyn StorageClient,
+        from: &RelPath,
+        listed: &Entry,
+        to: &RelPath,
+        opts: &WriteOptions,
+    ) -> Result<Option<Entry>> {
+        #[cfg(feature = "s3")]
+        {
+            self.copy_within_store(source, from, listed, to, opts).await
+        }
+        #[cfg(not(feature = "s3"))]
+        {
+            let _ = (source, from, listed, to, opts);
+            Ok(None)
+        }
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -442,6 +442,44 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
         opts: TransferOptions,
     ) -> Result<Entry>;
 
+    /// This client as [`Any`](std::any::Any), for a backend's
+    /// [`copy_from_same_store`](Self::copy_from_same_store) to recognise another client of its
+    /// own kind. `None` (the default): the client takes part in no same-store copy. A wrapper
+    /// that changes no content may forward its inner client's answer.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
+    /// Writes the version `listed` of `from` on `source` (another client) to `to` on this
+    /// client without moving its bytes through this machine, where both are clients of the
+    /// same store with the same credentials (an S3 `CopyObject` between two buckets or
+    /// prefixes of one endpoint). The engine tries it before it streams a file from one side
+    /// to the other.
+    ///
+    /// # Behavior
+    /// - `Ok(None)` (the default): not possible here; nothing was written, and the caller
+    ///   streams the file instead.
+    /// - `Ok(Some(entry))`: `to` now holds exactly the version `listed` (a source changed
+    ///   since it was listed is never copied), with `opts.mtime` recorded as
+    ///   [`write_opts`](Self::write_opts) would, and `entry` is the new file.
+    /// - `opts.mode` is honoured as [`write_opts`](Self::write_opts) honours it, with the
+    ///   same errors; a mode the server cannot check in a copy gives `Ok(None)`.
+    ///
+    /// # Errors
+    /// As [`write_opts`](Self::write_opts); `PreconditionFailed` also when the source is no
+    /// longer the version `listed`.
+    async fn copy_from_same_store(
+        &self,
+        source: &dyn StorageClient,
+        from: &RelPath,
+        listed: &Entry,
+        to: &RelPath,
+        opts: &WriteOptions,
+    ) -> Result<Option<Entry>> {
+        let _ = (source, from, listed, to, opts);
+        Ok(None)
+    }
+
     /// Keeps the current version of the file at `from` also at `to`, as cheaply as the
     /// backend can: a hard link where it has them, else a server-side copy, else a copy
     /// through the client. `from` is left as it is.

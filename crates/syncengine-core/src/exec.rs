@@ -1226,40 +1226,35 @@ impl Executor {
         let mode = &mode;
         // The copy keeps the file's own modification time, which some listings lack.
         let mtime = self.retry(|| src.recorded_mtime(listed)).await?;
-        let written = self
-            .retry(|| async move {
-                let body = src.read(from_path).await?;
-                // Checked inside the stream: a short or corrupt read fails the body before its
-                // end, so the write aborts instead of committing it over the old version.
-                let body = verify_body(
-                    body,
-                    Expected::of(listed, &src.capabilities()),
-                    src.backend(),
-                    from_path.as_str(),
-                );
-                let progress = self.progress.clone();
-                let path = to_path.clone();
-                let body = body
-                    .inspect(move |chunk| {
-                        if let (Some(tx), Ok(bytes)) = (&progress, chunk) {
-                            let _ = tx.send(ProgressEvent::Bytes {
-                                path: path.clone(),
-                                delta: bytes.len() as u64,
-                            });
-                        }
-                    })
-                    .boxed();
-                let mut opts = WriteOptions::default()
-                    .with_mode(mode.clone())
-                    .with_size_hint(listed.size);
-                opts.mtime = mtime;
-                // A file this creates gets the source's permission bits (where it has
-                // them): a private file stays private. An overwrite keeps the
-                // destination's own bits (the backend's rule).
-                opts.permissions = listed.permissions;
-                dst.write_opts(to_path, body, opts).await
+        // Two clients of one store (two buckets or prefixes of one S3 endpoint, the same
+        // credentials): the server copies, no byte passes through here. `None`: stream it.
+        let mut same_store_opts = WriteOptions::default()
+            .with_mode(mode.clone())
+            .with_size_hint(listed.size);
+        same_store_opts.mtime = mtime;
+        same_store_opts.permissions = listed.permissions;
+        let same_store_opts = &same_store_opts;
+        let copied = self
+            .retry(|| {
+                dst.copy_from_same_store(src.as_ref(), from_path, listed, to_path, same_store_opts)
             })
             .await;
+        let written = match copied {
+            Ok(Some(entry)) => {
+                if let Some(tx) = &self.progress {
+                    let _ = tx.send(ProgressEvent::Bytes {
+                        path: to_path.clone(),
+                        delta: entry.size,
+                    });
+                }
+                Ok(entry)
+            }
+            Err(e) => Err(e),
+            Ok(None) => {
+                self.stream_file(src, from_path, dst, to_path, mode, listed, mtime)
+                    .await
+            }
+        };
         let written = match written {
             Ok(written) => written,
             // The write was not tried: the caller falls back to another mode.
@@ -1300,6 +1295,53 @@ impl Executor {
             ));
         }
         Ok(written)
+    }
+
+    /// Streams `from_path` on `src` through this machine into `to_path` on `dst`.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_file(
+        &self,
+        src: &Arc<dyn StorageClient>,
+        from_path: &RelPath,
+        dst: &Arc<dyn StorageClient>,
+        to_path: &RelPath,
+        mode: &WriteMode,
+        listed: &Entry,
+        mtime: Option<std::time::SystemTime>,
+    ) -> Result<Entry, Error> {
+        self.retry(|| async move {
+            let body = src.read(from_path).await?;
+            // Checked inside the stream: a short or corrupt read fails the body before its
+            // end, so the write aborts instead of committing it over the old version.
+            let body = verify_body(
+                body,
+                Expected::of(listed, &src.capabilities()),
+                src.backend(),
+                from_path.as_str(),
+            );
+            let progress = self.progress.clone();
+            let path = to_path.clone();
+            let body = body
+                .inspect(move |chunk| {
+                    if let (Some(tx), Ok(bytes)) = (&progress, chunk) {
+                        let _ = tx.send(ProgressEvent::Bytes {
+                            path: path.clone(),
+                            delta: bytes.len() as u64,
+                        });
+                    }
+                })
+                .boxed();
+            let mut opts = WriteOptions::default()
+                .with_mode(mode.clone())
+                .with_size_hint(listed.size);
+            opts.mtime = mtime;
+            // A file this creates gets the source's permission bits (where it has
+            // them): a private file stays private. An overwrite keeps the
+            // destination's own bits (the backend's rule).
+            opts.permissions = listed.permissions;
+            dst.write_opts(to_path, body, opts).await
+        })
+        .await
     }
 
     /// After a write to `to_path` on side `to` failed: the entry there, when it holds
