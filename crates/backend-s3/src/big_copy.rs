@@ -255,6 +255,7 @@ impl BigCopy {
     /// `x-amz-copy-source-if-match`) to `to` in this bucket, the metadata replaced by
     /// `content_type` and `meta` (`x-amz-meta-` headers), with `condition` (`If-None-Match: *`
     /// or `If-Match`) on the target. Signed with object_store's [`AwsAuthorizer`].
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn copy_object(
         &self,
         source_bucket: &str,
