@@ -245,8 +245,10 @@ impl BigCopy {
 pub(crate) enum Copied {
     /// The copy is in place; its ETag, when the server sent one.
     Yes(Option<String>),
-    /// The server refused a condition (412), or does not support the request or one of its
-    /// headers (501, 400 `NotImplemented`): nothing was written.
+    /// The server refused a condition (412): nothing was written.
+    ConditionFailed(String),
+    /// The server does not support the request or one of its headers (501, 400
+    /// `NotImplemented`), or refuses it (403): nothing was written.
     Declined(String),
 }
 
@@ -310,8 +312,12 @@ impl BigCopy {
             .map_err(|e| generic(format!("CopyObject {source} to {to}: {e}")))?;
         let text = String::from_utf8_lossy(&body);
         let short = || text.chars().take(300).collect::<String>();
-        if status == http::StatusCode::PRECONDITION_FAILED
-            || status == http::StatusCode::NOT_IMPLEMENTED
+        if status == http::StatusCode::PRECONDITION_FAILED {
+            return Ok(Copied::ConditionFailed(format!("{status}: {}", short())));
+        }
+        // A policy may refuse a copy between buckets that plain reads and writes pass.
+        if status == http::StatusCode::NOT_IMPLEMENTED
+            || status == http::StatusCode::FORBIDDEN
             || text.contains("<Code>NotImplemented</Code>")
         {
             return Ok(Copied::Declined(format!("{status}: {}", short())));

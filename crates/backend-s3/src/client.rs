@@ -102,6 +102,11 @@ pub struct S3Client {
     /// Aborts of multipart uploads whose write was dropped (a cancelled run), running in the
     /// background; [`StorageClient::settle`] waits for them. Shared by clones.
     aborts: TaskTracker,
+    /// Whether this endpoint refuses a `CopyObject` whose source is not the version named
+    /// (`x-amz-copy-source-if-match`), found out by the first same-store copy; shared by
+    /// clones. moto ignores the header, AWS, MinIO and SeaweedFS honour it.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    copy_source_checked: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl fmt::Debug for S3Client {
@@ -259,6 +264,7 @@ impl S3Client {
             etag_not_md5: Arc::new(AtomicBool::new(false)),
             upload_budget: Arc::new(Semaphore::new(config.upload_buffer.clamp(1, MAX_BUDGET))),
             aborts: TaskTracker::new(),
+            copy_source_checked: Arc::new(tokio::sync::OnceCell::new()),
             config: Arc::new(config),
         }
     }
@@ -473,7 +479,7 @@ impl S3Client {
             && b.kind == StoreKind::S3
             && !a.skip_signature
             && !b.skip_signature
-            && a.endpoint.is_some()
+            // Both `None`: AWS itself, one region.
             && a.endpoint == b.endpoint
             && a.region == b.region
             && a.access_key_id.is_some()
@@ -516,6 +522,12 @@ impl S3Client {
         };
         let fk = other.key(from)?;
         let tk = self.key(to)?;
+        if !self
+            .honours_copy_source_condition(big, &other.config.bucket, &fk)
+            .await
+        {
+            return Ok(None);
+        }
         self.check_mode(to, &tk, &opts.mode).await?;
         let meta: Vec<(&str, String)> = opts
             .mtime
@@ -536,13 +548,29 @@ impl S3Client {
             .map_err(|e| other.err(from, e))?;
         let new_etag = match copied {
             crate::big_copy::Copied::Yes(etag) => etag,
-            crate::big_copy::Copied::Declined(why) => {
+            crate::big_copy::Copied::ConditionFailed(why)
+            | crate::big_copy::Copied::Declined(why) => {
                 // A changed source, a target that appeared, a header the server lacks: the
                 // streamed write decides, with its own checks.
                 tracing::debug!(from = %from, to = %to, %why, "server-side copy declined; streaming");
                 return Ok(None);
             }
         };
+        // A plain MD5 ETag is the content's digest, in the copy as in the source: one that
+        // differs means another version was copied, whatever the server said of the condition.
+        if let Some(tag) = &new_etag
+            && self.etag_is_md5()
+            && let (Some(copied), Some(wanted)) = (md5_of_etag(tag), md5_of_etag(e_tag))
+            && copied != wanted
+        {
+            return Err(Error::other(
+                self.backend_name(),
+                to.as_str(),
+                format!(
+                    "the server-side copy of {from} is not the version listed: it changed during the copy; the next run copies it again"
+                ),
+            ));
+        }
         let mut e = Entry::new(to.clone(), listed.size);
         if let Some(h) = listed.hash.clone() {
             e = e.with_hash(h);
@@ -563,6 +591,111 @@ impl S3Client {
             );
         }
         Ok(Some(e))
+    }
+
+    /// The temp-named objects at the root (the leftovers of copy probes, see
+    /// [`Self::honours_copy_source_condition`]) older than the clean-up's age: removed, or
+    /// listed on a dry run.
+    #[cfg(feature = "s3")]
+    async fn clean_up_probes(
+        &self,
+        opts: &CleanupOptions,
+        report: &mut CleanupReport,
+    ) -> Result<()> {
+        use syncengine_core::cleanup::{Leftover, LeftoverKind};
+        let backend = self.backend_name();
+        let root =
+            (!self.config.prefix.is_empty()).then(|| Path::from(self.config.prefix.as_str()));
+        let listed = self
+            .store
+            .list_with_delimiter(root.as_ref())
+            .await
+            .map_err(|e| StoreError::Store(e).into_core(backend, ""))?;
+        let now = SystemTime::now();
+        for object in listed.objects {
+            let Some(name) = object.location.filename() else {
+                continue;
+            };
+            let started = SystemTime::from(object.last_modified);
+            if !syncengine_core::ignore_rules::is_temp_file_name(name)
+                || !now
+                    .duration_since(started)
+                    .is_ok_and(|age| age > opts.older_than)
+            {
+                continue;
+            }
+            let leftover = Leftover::new(
+                LeftoverKind::TempFile,
+                format!("s3://{}/{}", self.config.bucket, object.location),
+                Some(started),
+            );
+            if opts.dry_run {
+                report.found.push(leftover);
+                continue;
+            }
+            match self.store.delete(&object.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => report.found.push(leftover),
+                Err(e) => {
+                    let e = StoreError::Store(e).into_core(backend, object.location.as_ref());
+                    report.failed.push((leftover, e.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when this endpoint refuses a `CopyObject` whose source is not the version
+    /// named: without that, a file changed since the listing would be copied unchecked, so
+    /// the engine streams (and verifies) instead. Found out once per client, by copying
+    /// `from` under a wrong `x-amz-copy-source-if-match` to a temp name of this root, which
+    /// must fail with 412; a copy the server makes anyway is deleted at once (a run killed in
+    /// between leaves a temp-named object, which `cleanup` removes). A failed probe (the
+    /// source gone, a lost connection) is not remembered: this file streams and the next
+    /// copy asks again.
+    #[cfg(feature = "s3")]
+    async fn honours_copy_source_condition(
+        &self,
+        big: &BigCopy,
+        source_bucket: &str,
+        from: &Path,
+    ) -> bool {
+        let probe = self
+            .copy_source_checked
+            .get_or_try_init(|| async {
+                let name = syncengine_core::ignore_rules::temp_file_name(rand::random::<u64>());
+                let rel = RelPath::new(name).map_err(|_| ())?;
+                let key = self.key(&rel).map_err(|_| ())?;
+                let copied = big
+                    .copy_object(
+                        source_bucket,
+                        from,
+                        &key,
+                        "\"00000000000000000000000000000000\"",
+                        "application/octet-stream",
+                        &[],
+                        None,
+                    )
+                    .await;
+                match copied {
+                    Ok(crate::big_copy::Copied::ConditionFailed(_)) => Ok(true),
+                    Ok(crate::big_copy::Copied::Declined(why)) => {
+                        tracing::debug!(%why, "server-side copies declined; streaming");
+                        Ok(false)
+                    }
+                    Ok(crate::big_copy::Copied::Yes(_)) => {
+                        tracing::debug!(
+                            "the server ignores x-amz-copy-source-if-match; streaming copies"
+                        );
+                        if let Err(e) = self.store.delete(&key).await {
+                            tracing::warn!(key = %key, error = %e, "could not remove a copy probe; `syncengine cleanup` removes it");
+                        }
+                        Ok(false)
+                    }
+                    Err(_) => Err(()),
+                }
+            })
+            .await;
+        matches!(probe, Ok(true))
     }
 
     /// True when `copy` (the target of a copy, as stat'ed) is the version `source` was: same
@@ -1110,8 +1243,9 @@ impl StorageClient for S3Client {
 
     /// S3: the multipart uploads under the root's prefix that were started longer ago than
     /// the given age and never completed (`ListMultipartUploads`), aborted
-    /// (`AbortMultipartUpload`) unless it is a dry run. Objects are never touched. Azure and
-    /// GCS: nothing (their services expire uncommitted uploads by themselves).
+    /// (`AbortMultipartUpload`) unless it is a dry run; and the temp-named objects at the root
+    /// older than the age (copy probes a killed run left). No other object is touched. Azure
+    /// and GCS: nothing (their services expire uncommitted uploads by themselves).
     async fn clean_up(&self, opts: &CleanupOptions) -> Result<CleanupReport> {
         #[cfg_attr(not(feature = "s3"), allow(unused_mut))]
         let mut report = CleanupReport::empty(opts);
@@ -1168,6 +1302,7 @@ impl StorageClient for S3Client {
                     }
                 }
             }
+            self.clean_up_probes(opts, &mut report).await?;
         }
         Ok(report)
     }

@@ -216,3 +216,60 @@ fn a_cancelled_run_leaves_no_multipart_upload() {
     );
     proxy.clear();
 }
+
+/// A same-store copy probe left by a killed run (a temp-named object at the root) is
+/// removed once older than the age; names that only look alike, and deeper temp names
+/// (not where probes go), stay.
+#[tokio::test]
+async fn a_copy_probe_left_at_the_root_is_removed_and_nothing_else() {
+    let Some(builder) = common::moto_builder() else {
+        return;
+    };
+    let client = builder.build().unwrap();
+    let prefix = client.config().prefix.clone();
+    let store = client.object_store().clone();
+    let probe = format!("{prefix}/.syncengine-tmp-0123456789abcdef");
+    let kept = [
+        format!("{prefix}/.syncengine-tmp-notours"),
+        format!("{prefix}/sub/.syncengine-tmp-0123456789abcdef"),
+        format!("{prefix}/file.txt"),
+        format!("{prefix}-sibling/.syncengine-tmp-0123456789abcdef"),
+    ];
+    for key in std::iter::once(&probe).chain(&kept) {
+        store
+            .put(&Path::parse(key).unwrap(), Bytes::from_static(b"x").into())
+            .await
+            .unwrap();
+    }
+    // Younger than the age: kept.
+    let young = client
+        .clean_up(&CleanupOptions::new(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert!(young.found.is_empty(), "{young:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let dry = client
+        .clean_up(&CleanupOptions::new(Duration::from_millis(1)).with_dry_run(true))
+        .await
+        .unwrap();
+    assert_eq!(dry.found.len(), 1, "{dry:?}");
+    assert_eq!(dry.found[0].kind, LeftoverKind::TempFile);
+    assert!(store.head(&Path::parse(&probe).unwrap()).await.is_ok());
+    let report = client
+        .clean_up(&CleanupOptions::new(Duration::from_millis(1)))
+        .await
+        .unwrap();
+    assert_eq!(report.found.len(), 1, "{report:?}");
+    assert!(
+        report.found[0]
+            .location
+            .ends_with(".syncengine-tmp-0123456789abcdef")
+    );
+    assert!(store.head(&Path::parse(&probe).unwrap()).await.is_err());
+    for key in &kept {
+        assert!(
+            store.head(&Path::parse(key).unwrap()).await.is_ok(),
+            "{key} was removed"
+        );
+    }
+}

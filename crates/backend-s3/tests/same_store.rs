@@ -147,13 +147,53 @@ async fn sync_and_count(src: Arc<dyn StorageClient>, dst: Arc<dyn StorageClient>
     reads
 }
 
+/// Makes `bucket` on SeaweedFS (signed by curl) if it is missing.
+fn seaweed_bucket(bucket: &str) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .args([
+            "--aws-sigv4",
+            "aws:amz:us-east-1:s3",
+            "--user",
+            "weedak:weedsk",
+        ])
+        .arg(format!("{}/{bucket}", common::endpoint(common::SEAWEED)))
+        .output()
+        .expect("run curl");
+    let code = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        code == "200" || code == "409",
+        "making bucket {bucket}: {code}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_endpoint_and_key_copies_on_the_server() {
-    let (Some(a), Some(b)) = (common::moto_builder(), common::moto_builder()) else {
+    let (Some(a), Some(b)) = (
+        common::seaweed_builder(false),
+        common::seaweed_builder(false),
+    ) else {
         return;
     };
     let src: Arc<dyn StorageClient> = Arc::new(a.build().unwrap());
     let dst: Arc<dyn StorageClient> = Arc::new(b.build().unwrap());
+    let reads = sync_and_count(src, dst).await;
+    assert_eq!(reads, 0, "file content passed through the client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_bucket_of_the_same_endpoint_copies_on_the_server() {
+    let (Some(a), Some(b)) = (
+        common::seaweed_builder(false),
+        common::seaweed_builder(false),
+    ) else {
+        return;
+    };
+    seaweed_bucket("test-same-store");
+    let src: Arc<dyn StorageClient> = Arc::new(a.build().unwrap());
+    let dst = b.with_bucket("test-same-store").build().unwrap();
+    assert_eq!(dst.config().bucket, "test-same-store");
+    let dst: Arc<dyn StorageClient> = Arc::new(dst);
     let reads = sync_and_count(src, dst).await;
     assert_eq!(reads, 0, "file content passed through the client");
 }
@@ -173,5 +213,206 @@ async fn other_credentials_stream_the_files() {
     assert_eq!(
         reads, FILES as u64,
         "other credentials must stream each file"
+    );
+}
+
+/// moto copies whatever the source holds, ignoring `x-amz-copy-source-if-match`: a copy
+/// there could not be held to the version listed, so every file streams (and is verified),
+/// and the probe that found it out leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ignores_the_source_condition_streams_the_files() {
+    let (Some(a), Some(b)) = (common::moto_builder(), common::moto_builder()) else {
+        return;
+    };
+    let src: Arc<dyn StorageClient> = Arc::new(a.build().unwrap());
+    let dst = b.build().unwrap();
+    let (store, prefix) = (dst.object_store().clone(), dst.config().prefix.clone());
+    let dst: Arc<dyn StorageClient> = Arc::new(dst);
+    let reads = sync_and_count(src, dst).await;
+    assert_eq!(
+        reads, FILES as u64,
+        "a copy the server cannot hold to the listed version"
+    );
+    let root = object_store::path::Path::from(prefix.as_str());
+    let keys: Vec<String> = futures::TryStreamExt::try_collect::<Vec<_>>(
+        object_store::ObjectStore::list(store.as_ref(), Some(&root)),
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|m| m.location.to_string())
+    .collect();
+    assert!(
+        !keys.iter().any(|k| k.contains(".syncengine-tmp-")),
+        "the probe left something: {keys:?}"
+    );
+    assert_eq!(
+        keys.iter().filter(|k| k.contains("/d/")).count(),
+        FILES,
+        "{keys:?}"
+    );
+}
+
+/// Two clients of one store, the source holding `f.txt`: on SeaweedFS (which honours the
+/// source condition), and with `moto` also on moto (which ignores it).
+async fn pairs_with_a_source_file(
+    moto: bool,
+) -> Vec<(Arc<dyn StorageClient>, Arc<dyn StorageClient>, Entry)> {
+    let mut pairs = Vec::new();
+    let mut builders = vec![(
+        common::seaweed_builder(false),
+        common::seaweed_builder(false),
+    )];
+    if moto {
+        builders.push((common::moto_builder(), common::moto_builder()));
+    }
+    for (a, b) in builders {
+        let (Some(a), Some(b)) = (a, b) else { continue };
+        let src: Arc<dyn StorageClient> = Arc::new(a.build().unwrap());
+        let dst: Arc<dyn StorageClient> = Arc::new(b.build().unwrap());
+        let path = RelPath::new("f.txt").unwrap();
+        src.write_opts(
+            &path,
+            syncengine_core::bytes_stream(Bytes::from_static(b"version one")),
+            WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+        let listed = src.stat(&path).await.unwrap();
+        pairs.push((src, dst, listed));
+    }
+    pairs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_changed_since_it_was_listed_is_never_copied() {
+    for (src, dst, listed) in pairs_with_a_source_file(true).await {
+        let path = listed.path.clone();
+        // Same size, other content: only the version check can tell.
+        src.write_opts(
+            &path,
+            syncengine_core::bytes_stream(Bytes::from_static(b"version two")),
+            WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+        let opts = WriteOptions::default().with_mode(syncengine_core::WriteMode::Create);
+        let copied = dst
+            .copy_from_same_store(src.as_ref(), &path, &listed, &path, &opts)
+            .await;
+        assert!(
+            matches!(copied, Ok(None)),
+            "{src}: a changed source was copied: {copied:?}"
+        );
+        let err = dst.stat(&path).await.unwrap_err();
+        assert!(err.is_not_found(), "{src}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_never_replaces_a_target_other_than_the_one_expected() {
+    // SeaweedFS only: where copies are made on the server.
+    for (src, dst, listed) in pairs_with_a_source_file(false).await {
+        let path = listed.path.clone();
+        dst.write_opts(
+            &path,
+            syncengine_core::bytes_stream(Bytes::from_static(b"the user's own file")),
+            WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+        let theirs = dst.stat(&path).await.unwrap();
+        // Create: the target must not exist.
+        let create = WriteOptions::default().with_mode(syncengine_core::WriteMode::Create);
+        let copied = dst
+            .copy_from_same_store(src.as_ref(), &path, &listed, &path, &create)
+            .await;
+        assert!(
+            matches!(&copied, Err(syncengine_core::Error::AlreadyExists { .. })),
+            "{dst}: {copied:?}"
+        );
+        // Update: only the version named.
+        let update = WriteOptions::default().with_mode(syncengine_core::WriteMode::Update(
+            "\"not-its-etag\"".into(),
+        ));
+        let copied = dst
+            .copy_from_same_store(src.as_ref(), &path, &listed, &path, &update)
+            .await;
+        assert!(
+            matches!(
+                &copied,
+                Err(syncengine_core::Error::PreconditionFailed { .. })
+            ),
+            "{dst}: {copied:?}"
+        );
+        assert_eq!(
+            dst.read_to_bytes(&path).await.unwrap(),
+            Bytes::from_static(b"the user's own file"),
+            "{dst}: the user's file was replaced"
+        );
+        assert_eq!(dst.stat(&path).await.unwrap().etag, theirs.etag);
+        // Update with its ETag: the copy replaces exactly that version.
+        let update = WriteOptions::default().with_mode(syncengine_core::WriteMode::Update(
+            theirs.etag.clone().unwrap(),
+        ));
+        let copied = dst
+            .copy_from_same_store(src.as_ref(), &path, &listed, &path, &update)
+            .await
+            .unwrap();
+        assert!(copied.is_some(), "{dst}: declined a copy it can make");
+        assert_eq!(
+            dst.read_to_bytes(&path).await.unwrap(),
+            Bytes::from_static(b"version one")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_side_copy_carries_the_content_type() {
+    let (Some(a), Some(b)) = (
+        common::seaweed_builder(false),
+        common::seaweed_builder(false),
+    ) else {
+        return;
+    };
+    let src: Arc<dyn StorageClient> = Arc::new(a.build().unwrap());
+    let dst = b.build().unwrap();
+    let (store, prefix) = (dst.object_store().clone(), dst.config().prefix.clone());
+    let dst: Arc<dyn StorageClient> = Arc::new(dst);
+    let path = RelPath::new("site/index.html").unwrap();
+    src.write_opts(
+        &path,
+        syncengine_core::bytes_stream(Bytes::from_static(b"<html></html>")),
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let listed = src.stat(&path).await.unwrap();
+    let copied = dst
+        .copy_from_same_store(
+            src.as_ref(),
+            &path,
+            &listed,
+            &path,
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(copied.is_some());
+    let head = object_store::ObjectStore::get_opts(
+        store.as_ref(),
+        &object_store::path::Path::parse(format!("{prefix}/site/index.html")).unwrap(),
+        object_store::GetOptions {
+            head: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        head.attributes
+            .get(&object_store::Attribute::ContentType)
+            .map(|v| v.as_ref()),
+        Some("text/html")
     );
 }
