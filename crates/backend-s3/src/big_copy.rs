@@ -108,6 +108,37 @@ fn etag_of(body: &str) -> Option<String> {
 }
 
 impl BigCopy {
+    /// Sends `request` (empty body), signed with object_store's [`AwsAuthorizer`] when
+    /// `sign` (and the store signs at all), and returns the status and the body as text.
+    /// `what` names the request in errors.
+    async fn send(
+        &self,
+        request: http::request::Builder,
+        sign: bool,
+        what: &str,
+    ) -> object_store::Result<(http::StatusCode, String)> {
+        let mut request = request
+            .body(HttpRequestBody::empty())
+            .map_err(|e| generic(format!("building {what}: {e}")))?;
+        if sign && !self.skip_signature {
+            let credential = self.s3.credentials().get_credential().await?;
+            AwsAuthorizer::new(&credential, "s3", &self.region)
+                .try_authorize(&mut request, None)?;
+        }
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| generic(format!("{what}: {e}")))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .bytes()
+            .await
+            .map_err(|e| generic(format!("{what}: {e}")))?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
     /// The part size for an object of `size` bytes: the threshold, within S3's limits.
     pub(crate) fn part_size(&self, size: u64) -> u64 {
         self.threshold
@@ -209,21 +240,10 @@ impl BigCopy {
         if let Some(tag) = e_tag {
             request = request.header(copy_if, header(tag)?);
         }
-        let request = request
-            .body(HttpRequestBody::empty())
-            .map_err(|e| generic(format!("building UploadPartCopy: {e}")))?;
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| generic(format!("UploadPartCopy {number} of {to}: {e}")))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .bytes()
-            .await
-            .map_err(|e| generic(format!("UploadPartCopy {number} of {to}: {e}")))?;
-        let text = String::from_utf8_lossy(&body);
+        // Presigned with its copy headers: no signature to add.
+        let (status, text) = self
+            .send(request, false, &format!("UploadPartCopy {number} of {to}"))
+            .await?;
         if status == http::StatusCode::PRECONDITION_FAILED {
             return Err(precondition(from, "the source changed while it was copied"));
         }
@@ -291,26 +311,9 @@ impl BigCopy {
         if let Some((name, value)) = condition {
             request = request.header(name, header(&value)?);
         }
-        let mut request = request
-            .body(HttpRequestBody::empty())
-            .map_err(|e| generic(format!("building CopyObject: {e}")))?;
-        if !self.skip_signature {
-            let credential = self.s3.credentials().get_credential().await?;
-            AwsAuthorizer::new(&credential, "s3", &self.region)
-                .try_authorize(&mut request, None)?;
-        }
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| generic(format!("CopyObject {source} to {to}: {e}")))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .bytes()
-            .await
-            .map_err(|e| generic(format!("CopyObject {source} to {to}: {e}")))?;
-        let text = String::from_utf8_lossy(&body);
+        let (status, text) = self
+            .send(request, true, &format!("CopyObject {source} to {to}"))
+            .await?;
         let short = || text.chars().take(300).collect::<String>();
         if status == http::StatusCode::PRECONDITION_FAILED {
             return Ok(Copied::ConditionFailed(format!("{status}: {}", short())));
@@ -359,28 +362,13 @@ impl BigCopy {
         url.set_query(None);
         let if_match = http::HeaderValue::from_str(e_tag)
             .map_err(|e| generic(format!("If-Match {e_tag:?}: {e}")))?;
-        let mut request = http::Request::builder()
+        let request = http::Request::builder()
             .method(http::Method::DELETE)
             .uri(url.as_str())
-            .header(http::header::IF_MATCH, if_match)
-            .body(HttpRequestBody::empty())
-            .map_err(|e| generic(format!("building DeleteObject: {e}")))?;
-        if !self.skip_signature {
-            let credential = self.s3.credentials().get_credential().await?;
-            AwsAuthorizer::new(&credential, "s3", &self.region)
-                .try_authorize(&mut request, None)?;
-        }
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| generic(format!("DeleteObject {key}: {e}")))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .bytes()
-            .await
-            .map_err(|e| generic(format!("DeleteObject {key}: {e}")))?;
+            .header(http::header::IF_MATCH, if_match);
+        let (status, text) = self
+            .send(request, true, &format!("DeleteObject {key}"))
+            .await?;
         match status {
             s if s.is_success() || s == http::StatusCode::NOT_FOUND => Ok(Deleted::Yes),
             // 409: AWS, when a write or delete of the object won the race with this one.
@@ -391,10 +379,7 @@ impl BigCopy {
             s => Ok(Deleted::Refused(generic(format!(
                 "DeleteObject {key} failed: status code: {}: {}",
                 s.as_u16(),
-                String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
+                text.chars().take(300).collect::<String>()
             )))),
         }
     }
