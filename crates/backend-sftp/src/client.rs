@@ -897,9 +897,15 @@ async fn anchor(inner: &Inner, s: &Session, dir: &RelPath) -> Result<Anchor, Sft
         permissions: Some(0o700),
         ..FileAttributes::empty()
     };
-    // One round trip: the server answers in order, so the lookup sees the new folder.
-    let (made, real) = tokio::join!(
+    // One round trip: the server answers in order, so the lookups see the new folder. The
+    // server's realpath walks the path one `lstat` at a time, each resolving it anew: a
+    // folder swapped for a symlink between two of those steps makes one lookup report the
+    // inside path for an anchor that landed outside (seen against OpenSSH under a swapping
+    // loop). Each lookup that follows must be fooled again by a swap of its own.
+    let (made, real, again, third) = tokio::join!(
         s.run(s.raw.mkdir(path.as_str(), attrs)),
+        realpath(s, &probe),
+        realpath(s, &probe),
         realpath(s, &probe)
     );
     if let Err(e) = made {
@@ -914,15 +920,18 @@ async fn anchor(inner: &Inner, s: &Session, dir: &RelPath) -> Result<Anchor, Sft
         };
     }
     let expected = format!("{}/{dir}/{name}", root.trim_end_matches('/'));
-    let real = match real {
-        Ok(real) if real == expected => return Ok(Anchor { path }),
-        Ok(real) => Some(real),
-        // The anchor was not where the lookup went: a swap between the two requests.
-        Err(_) => None,
-    };
+    let found_inside = |r: &Result<String, SftpError>| r.as_ref().is_ok_and(|r| *r == expected);
+    if found_inside(&again) && found_inside(&third) && found_inside(&real) {
+        return Ok(Anchor { path });
+    }
+    // Where a lookup found it elsewhere (a failed lookup: the anchor was not where it went,
+    // a swap between the requests).
+    let elsewhere = [real, again, third]
+        .into_iter()
+        .find_map(|r| r.ok().filter(|r| *r != expected));
     // The anchor is not (provably) in the folder inside the root: remove it where it landed
-    // (by its real path where the lookup found one) and refuse.
-    match real {
+    // (by its real path where a lookup found one) and refuse.
+    match elsewhere {
         Some(real) => match s.run(s.raw.rmdir(real.as_str())).await {
             Ok(_) => {}
             Err(_) => Anchor { path }.release(inner, s).await,

@@ -108,29 +108,22 @@ fn swapper(
     })
 }
 
-/// Deletes (even files) and trash moves (odd files) of every file in `root/dir`, retried
-/// while the swap makes them fail, until all are done or the budget is spent.
-async fn delete_and_trash_all(client: Arc<dyn StorageClient>) -> (usize, usize) {
+/// Runs `op` on each of `0..count`, 8 at a time, and again on those that failed (the swap
+/// makes operations fail), until all succeeded or the budget is spent: (successes,
+/// failures).
+async fn retry_all<F, Fut>(count: usize, op: F) -> (usize, usize)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let started = Instant::now();
-    let mut left: Vec<usize> = (0..FILES).collect();
+    let mut left: Vec<usize> = (0..count).collect();
     let (mut ok, mut failed) = (0, 0);
     while !left.is_empty() && started.elapsed() < BUDGET {
         let results: Vec<(usize, bool)> = futures::stream::iter(left.clone())
             .map(|i| {
-                let client = client.clone();
-                async move {
-                    let from = p(&format!("dir/f{i:04}"));
-                    let done = if i % 2 == 0 {
-                        client.delete(&from).await.map(|_| ())
-                    } else {
-                        let to = p(&format!(".syncengine/trash/20260101T000000Z/dir/f{i:04}"));
-                        client
-                            .rename_opts(&from, &to, TransferOptions::default())
-                            .await
-                            .map(|_| ())
-                    };
-                    (i, done.is_ok())
-                }
+                let done = op(i);
+                async move { (i, done.await) }
             })
             .buffer_unordered(8)
             .collect()
@@ -147,6 +140,27 @@ async fn delete_and_trash_all(client: Arc<dyn StorageClient>) -> (usize, usize) 
         left.sort_unstable();
     }
     (ok, failed)
+}
+
+/// Deletes (even files) and trash moves (odd files) of every file in `root/dir`, retried
+/// while the swap makes them fail, until all are done or the budget is spent.
+async fn delete_and_trash_all(client: Arc<dyn StorageClient>) -> (usize, usize) {
+    retry_all(FILES, |i| {
+        let client = client.clone();
+        async move {
+            let from = p(&format!("dir/f{i:04}"));
+            if i % 2 == 0 {
+                client.delete(&from).await.is_ok()
+            } else {
+                let to = p(&format!(".syncengine/trash/20260101T000000Z/dir/f{i:04}"));
+                client
+                    .rename_opts(&from, &to, TransferOptions::default())
+                    .await
+                    .is_ok()
+            }
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,40 +253,20 @@ async fn a_folder_swapped_for_a_symlink_never_lets_a_file_outside_be_touched() {
 /// makes them fail, until all are done or the budget is spent.
 async fn write_all(client: Arc<dyn StorageClient>, count: usize) -> (usize, usize) {
     use syncengine_core::{WriteMode, WriteOptions, bytes_stream};
-    let started = Instant::now();
-    let mut left: Vec<usize> = (0..count).collect();
-    let (mut ok, mut failed) = (0, 0);
-    while !left.is_empty() && started.elapsed() < BUDGET {
-        let results: Vec<(usize, bool)> = futures::stream::iter(left.clone())
-            .map(|i| {
-                let client = client.clone();
-                async move {
-                    let (path, mode) = match i % 3 {
-                        0 => (format!("dir/f{i:04}"), WriteMode::Overwrite),
-                        1 => (format!("dir/n{i:04}"), WriteMode::Create),
-                        _ => (format!("dir/new{i:04}/f"), WriteMode::Create),
-                    };
-                    let opts = WriteOptions::default().with_mode(mode);
-                    let body = bytes_stream(bytes::Bytes::from(format!("WRITTEN-{i:04}")));
-                    let done = client.write_opts(&p(&path), body, opts).await;
-                    (i, done.is_ok())
-                }
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        left.clear();
-        for (i, done) in results {
-            if done {
-                ok += 1;
-            } else {
-                failed += 1;
-                left.push(i);
-            }
+    retry_all(count, |i| {
+        let client = client.clone();
+        async move {
+            let (path, mode) = match i % 3 {
+                0 => (format!("dir/f{i:04}"), WriteMode::Overwrite),
+                1 => (format!("dir/n{i:04}"), WriteMode::Create),
+                _ => (format!("dir/new{i:04}/f"), WriteMode::Create),
+            };
+            let opts = WriteOptions::default().with_mode(mode);
+            let body = bytes_stream(bytes::Bytes::from(format!("WRITTEN-{i:04}")));
+            client.write_opts(&p(&path), body, opts).await.is_ok()
         }
-        left.sort_unstable();
-    }
-    (ok, failed)
+    })
+    .await
 }
 
 /// The same swap while the client writes into the folder (overwrites, new files, new
