@@ -515,9 +515,56 @@ fn prune_empty_dirs(root: &Path, mut dir: &Path) {
 
 fn create_parent(target: &Path, rel: &str) -> Result<()> {
     match target.parent() {
-        Some(parent) => fs::create_dir_all(parent).map_err(io_on(rel)),
+        Some(parent) => fs::create_dir_all(parent).map_err(|e| in_the_folders_way(target, rel, e)),
         None => Ok(()),
     }
+}
+
+/// The error for a file that could not be put at `target` because a folder it needs is in
+/// the way. When one of the folders `rel` needs is a file here (an object store can hold a
+/// key `x` and keys under `x/` side by side; a disk cannot), names that clash and what to do
+/// instead of a bare "not found"; nothing is deleted or overwritten to make room. Any other
+/// failure maps as usual.
+fn in_the_folders_way(target: &Path, rel: &str, e: io::Error) -> Error {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::NotADirectory | io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
+    ) && let Some(file) = file_among_folders(target, rel)
+    {
+        return Error::other(
+            BACKEND,
+            rel,
+            format!(
+                "`{file}` is a file here, so it cannot also be the folder that holds \
+                 `{rel}` (the other side, or an object store, has a folder `{file}/`); a \
+                 path cannot be a file and a folder at once on this side, and nothing is \
+                 deleted or overwritten to make room: rename or move away the file `{file}` \
+                 or the folder `{file}/` on the side that holds it, or exclude one of them \
+                 ({e})"
+            ),
+        );
+    }
+    map_io(rel, e)
+}
+
+/// The first of the folders `rel` needs (`a`, `a/b`, … below the root `target` is in) that
+/// is something other than a folder here (not following symlinks), as a relative path.
+fn file_among_folders(target: &Path, rel: &str) -> Option<String> {
+    let depth = rel.split('/').count();
+    let root = target.ancestors().nth(depth)?;
+    let mut prefix = String::new();
+    for part in rel.split('/').take(depth - 1) {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+        match fs::symlink_metadata(root.join(&prefix)) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => return Some(prefix),
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 #[async_trait]
@@ -766,6 +813,9 @@ impl StorageClient for LocalClient {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     create_parent(target, rel)?;
                     TempFile::create(dir, mode).map_err(io_on(rel))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                    Err(in_the_folders_way(target, rel, e))
                 }
                 other => other.map_err(io_on(rel)),
             }?;
