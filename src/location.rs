@@ -98,6 +98,15 @@ pub enum LocationError {
         /// What is wrong with it (the backend's own reason where it gave one).
         reason: String,
     },
+    /// A well-formed location whose credentials, as given, cannot be used (a key file that
+    /// does not parse): the side cannot be logged into. Not a usage error: the command line
+    /// is right, the credentials are not.
+    CannotLogIn {
+        /// The argument as given (a password in it redacted).
+        given: String,
+        /// Why, and the fix (the backend's own words).
+        reason: String,
+    },
 }
 
 impl fmt::Display for LocationError {
@@ -122,6 +131,9 @@ impl fmt::Display for LocationError {
             ),
             LocationError::Invalid { given, reason } => {
                 write!(f, "invalid location {given:?}: {reason}")
+            }
+            LocationError::CannotLogIn { given, reason } => {
+                write!(f, "cannot log in to {given}: {reason}")
             }
         }
     }
@@ -369,13 +381,20 @@ fn open_object_store(
     syncengine_backend_s3::S3Builder::from_env(url)
         .and_then(|b| b.with_timeouts(timeouts).build())
         .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
-        .map_err(|e| LocationError::Invalid {
-            given: scrub(url, url),
-            reason: format!(
-                "not a usable bucket URL or store configuration (see the AWS_*, \
-                 AZURE_STORAGE_* and GOOGLE_* variables): {}",
-                scrub(&e.to_string(), url)
-            ),
+        .map_err(|e| match e {
+            // Credentials given but unusable: the side cannot be logged into.
+            syncengine_core::Error::PermissionDenied { .. } => LocationError::CannotLogIn {
+                given: scrub(url, url),
+                reason: scrub(&e.to_string(), url),
+            },
+            e => LocationError::Invalid {
+                given: scrub(url, url),
+                reason: format!(
+                    "not a usable bucket URL or store configuration (see the AWS_*, \
+                     AZURE_STORAGE_* and GOOGLE_* variables): {}",
+                    scrub(&e.to_string(), url)
+                ),
+            },
         })
 }
 

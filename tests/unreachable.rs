@@ -323,3 +323,30 @@ fn a_timeout_of_nothing_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{flag} 0s");
     }
 }
+
+/// Credentials that were given but cannot be used are a side that cannot be logged into
+/// (exit 4, the variable and the cause named), not a usage error (exit 2: the command line
+/// is right). Here `GOOGLE_APPLICATION_CREDENTIALS` points at a file that is not JSON, with
+/// fake-gcs-server as the endpoint (the run never gets as far as asking it).
+#[cfg(feature = "gcs")]
+#[test]
+fn unparsable_google_credentials_exit_4_naming_the_variable() {
+    let endpoint = std::env::var("SYNCENGINE_TEST_GCS_ENDPOINT")
+        .unwrap_or_else(|_| "http://127.0.0.1:4443".to_owned());
+    let (tmp, local, state) = local_side();
+    let key = tmp.path().join("adc.json");
+    std::fs::write(&key, "this is not a key file").unwrap();
+    let key = key.to_str().unwrap();
+    let env = [
+        ("GOOGLE_APPLICATION_CREDENTIALS", key),
+        ("GOOGLE_BASE_URL", endpoint.as_str()),
+        ("GOOGLE_ALLOW_HTTP", "true"),
+    ];
+    let (code, err) = sync_with(&local, "gs://test/unparsable-adc", &state, &env);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("cannot reach the destination"), "{err}");
+    assert!(err.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{err}");
+    assert!(err.contains(key), "the file is named: {err}");
+    assert!(err.contains("decode"), "the cause is named: {err}");
+    assert_nothing_changed(&local, &state);
+}

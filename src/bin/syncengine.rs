@@ -474,6 +474,12 @@ fn open_side(what: &str, arg: &str, timeouts: Timeouts) -> Result<Opened, (u8, S
             LocationError::UnknownScheme { .. }
             | LocationError::MissingFeature { .. }
             | LocationError::Invalid { .. } => EXIT_USAGE,
+            LocationError::CannotLogIn { .. } => EXIT_UNREACHABLE,
+        };
+        let what = match (code, what.starts_with("the ")) {
+            (EXIT_UNREACHABLE, true) => format!("cannot reach {what}"),
+            (EXIT_UNREACHABLE, false) => format!("cannot reach the {what}"),
+            _ => what.to_owned(),
         };
         (code, format!("{what}: {e}"))
     })?;

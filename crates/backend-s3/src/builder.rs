@@ -528,7 +528,41 @@ fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
             if let Some(p) = &c.application_credentials {
                 b = b.with_application_credentials(p);
             }
-            Ok((Arc::new(b.build().map_err(StoreError::Store)?), None))
+            // The bucket is checked above, so what the builder refuses is the credentials it
+            // was given (a file that cannot be read or does not parse): the side cannot be
+            // logged into, named with the variable that pointed there.
+            let given = [
+                (
+                    "GOOGLE_SERVICE_ACCOUNT (service account key file)",
+                    c.service_account_path.clone(),
+                ),
+                (
+                    "GOOGLE_SERVICE_ACCOUNT_KEY (service account key)",
+                    c.service_account_key
+                        .as_ref()
+                        .map(|_| "(inline JSON)".to_owned()),
+                ),
+                (
+                    "GOOGLE_APPLICATION_CREDENTIALS (application default credentials)",
+                    c.application_credentials.clone(),
+                ),
+            ];
+            let store = b.build().map_err(|e| {
+                let named: Vec<String> = given
+                    .iter()
+                    .filter_map(|(what, v)| v.as_ref().map(|v| format!("{what} {v}")))
+                    .collect();
+                if named.is_empty() {
+                    return StoreError::Store(e);
+                }
+                StoreError::Login(format!(
+                    "cannot use the Google credentials given in {}: {e}. Fix: point the \
+                     variable at a valid JSON key file (a service account key, or the file \
+                     `gcloud auth application-default login` writes), or unset it",
+                    named.join(" and ")
+                ))
+            })?;
+            Ok((Arc::new(store), None))
         }
         #[allow(unreachable_patterns)]
         kind => Err(StoreError::FeatureOff(kind)),

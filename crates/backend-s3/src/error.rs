@@ -17,6 +17,9 @@ pub(crate) enum StoreError {
     FeatureOff(StoreKind),
     /// A key the server returned that is not a valid relative path.
     BadKey { key: String, reason: String },
+    /// Credentials that were given but cannot be used (a key file that does not parse):
+    /// the side cannot be logged into, which is not a usage error.
+    Login(String),
 }
 
 impl StoreError {
@@ -38,6 +41,13 @@ impl StoreError {
                         StoreKind::Azure => "azure (cargo feature `azure` is off)",
                         StoreKind::Gcs => "gcs (cargo feature `gcs` is off)",
                     },
+                };
+            }
+            StoreError::Login(msg) => {
+                return Error::PermissionDenied {
+                    backend,
+                    path,
+                    source: Some(msg.into()),
                 };
             }
             StoreError::BadKey { key, reason } => {
