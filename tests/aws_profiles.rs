@@ -332,11 +332,19 @@ fn expired_credentials_from_a_credential_process_stop_the_run_with_the_cause() {
 /// password prompt or an MFA push nobody sees) hangs the run forever, even with
 /// `--contimeout 2s`; it should fail (exit 4) having changed nothing. The 60 s wait is a
 /// safety net, not a measurement: the hang is unbounded.
+///
+/// Red team (red13): and the helper the run gave up on, with what it started, must not keep
+/// running after the run has exited (the SDK spawns it without kill-on-drop).
 #[test]
 fn redteam12_hanging_credential_process_ends_the_run() {
     let Some(endpoint) = moto() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let home = credential_process_home(&endpoint, tmp.path(), "#!/bin/sh\nexec sleep 100000\n");
+    let pids = tmp.path().join("pids");
+    let body = format!(
+        "#!/bin/sh\necho $$ >> {p}\nsleep 100000 &\necho $! >> {p}\nwait\n",
+        p = pids.display()
+    );
+    let home = credential_process_home(&endpoint, tmp.path(), &body);
     let up = home.folder("up", true);
     let mut child = Command::new(cli::BIN)
         .args([
@@ -371,4 +379,26 @@ fn redteam12_hanging_credential_process_ends_the_run() {
     };
     let status = status.expect("the run still hung on credential_process after 60 s");
     assert_eq!(status.code(), Some(4));
+    let pids = std::fs::read_to_string(&pids).expect("the helper ran and wrote its pids");
+    // The kill happens before the run exits; a few seconds' grace covers a loaded machine
+    // (a safety net, not a measurement).
+    for pid in pids.split_whitespace() {
+        let mut waited = 0;
+        while running(pid) {
+            assert!(
+                waited < 50,
+                "the helper (pid {pid}, of {pids:?}) still runs after the run exited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            waited += 1;
+        }
+    }
+}
+
+/// True when process `pid` exists and has not ended (a zombie waiting to be reaped has).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }

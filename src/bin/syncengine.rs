@@ -5,6 +5,8 @@
 //! side could not be reached or logged into.
 
 // The binary's own modules live beside it in `src/bin/syncengine/`.
+#[path = "syncengine/children.rs"]
+mod children;
 #[path = "syncengine/progress.rs"]
 mod progress;
 
@@ -367,6 +369,8 @@ fn main() -> ExitCode {
         Command::Sync(args) => run_sync(args, verbosity),
         Command::Cleanup(args) => run_cleanup(args, verbosity),
     };
+    // A credential_process the run stopped waiting for would outlive it.
+    children::end_abandoned();
     ExitCode::from(code)
 }
 
