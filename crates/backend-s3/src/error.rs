@@ -19,6 +19,7 @@ pub(crate) enum StoreError {
     BadKey { key: String, reason: String },
     /// Credentials that were given but cannot be used (a key file that does not parse):
     /// the side cannot be logged into, which is not a usage error.
+    #[cfg(feature = "gcs")]
     Login(String),
 }
 
@@ -43,6 +44,7 @@ impl StoreError {
                     },
                 };
             }
+            #[cfg(feature = "gcs")]
             StoreError::Login(msg) => {
                 return Error::PermissionDenied {
                     backend,
