@@ -514,10 +514,49 @@ fn prune_empty_dirs(root: &Path, mut dir: &Path) {
 }
 
 fn create_parent(target: &Path, rel: &str) -> Result<()> {
-    match target.parent() {
-        Some(parent) => fs::create_dir_all(parent).map_err(|e| in_the_folders_way(target, rel, e)),
-        None => Ok(()),
+    create_parent_with(target, rel, &WriteOptions::default())
+}
+
+/// Creates the missing folders above `target` (the file `rel`), each with the bits `opts`
+/// asks for it ([`WriteOptions::folder_mode`]: the source folder's), less the umask, else
+/// the default; folders that exist are left as they are.
+fn create_parent_with(target: &Path, rel: &str, opts: &WriteOptions) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(parent) = target.parent() else {
+        return Ok(());
+    };
+    let folders = rel.split('/').count() - 1;
+    if opts.folder_permissions.is_empty() || folders == 0 {
+        return fs::create_dir_all(parent).map_err(|e| in_the_folders_way(target, rel, e));
     }
+    // Missing folders, nearest the root first (depth 0 is the top one).
+    let mut missing = Vec::new();
+    let mut dir = parent;
+    for depth in (0..folders).rev() {
+        if fs::symlink_metadata(dir).is_ok() {
+            break;
+        }
+        missing.push((depth, dir));
+        match dir.parent() {
+            Some(up) => dir = up,
+            None => break,
+        }
+    }
+    // The root, when it is missing too (a no-op when `dir` is a folder that exists).
+    fs::create_dir_all(dir).map_err(|e| in_the_folders_way(target, rel, e))?;
+    for (depth, dir) in missing.into_iter().rev() {
+        let mut builder = fs::DirBuilder::new();
+        if let Some(mode) = opts.folder_mode(depth) {
+            builder.mode(mode);
+        }
+        match builder.create(dir) {
+            Ok(()) => {}
+            // Made meanwhile by another write.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(in_the_folders_way(target, rel, e)),
+        }
+    }
+    Ok(())
 }
 
 /// The error for a file that could not be put at `target` because a folder it needs is in
@@ -601,6 +640,27 @@ impl StorageClient for LocalClient {
 
     fn local_root(&self) -> Option<PathBuf> {
         Some(self.root.clone())
+    }
+
+    /// The folder's permission bits (`0o777` of them), not following a symlink; `None` for
+    /// anything but a folder.
+    async fn folder_permissions(&self, path: &RelPath) -> Result<Option<u32>> {
+        let dir = self.abs(path);
+        let rel = path.as_str().to_owned();
+        blocking(move || match fs::symlink_metadata(&dir) {
+            Ok(md) if md.is_dir() => Ok(Some(md.permissions().mode() & 0o777)),
+            Ok(_) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(map_io(&rel, e)),
+        })
+        .await
     }
 
     async fn remove_stale_temps(&self) -> Result<u64> {
@@ -795,6 +855,8 @@ impl StorageClient for LocalClient {
         let root = self.root.clone();
         let checked = path.clone();
         let requested = opts.permissions;
+        let folders =
+            WriteOptions::default().with_folder_permissions(opts.folder_permissions.clone());
         let open_temp = move |target: &Path, rel: &str| -> Result<(TempFile, File)> {
             check_no_symlinked_folder(&root, &checked)?;
             let dir = target.parent().unwrap_or(Path::new("/"));
@@ -811,7 +873,7 @@ impl StorageClient for LocalClient {
             // The parent usually exists: try first, create it only when missing.
             let (temp, file) = match TempFile::create(dir, mode) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    create_parent(target, rel)?;
+                    create_parent_with(target, rel, &folders)?;
                     TempFile::create(dir, mode).map_err(io_on(rel))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotADirectory => {

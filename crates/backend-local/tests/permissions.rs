@@ -258,3 +258,44 @@ async fn the_temporary_file_is_never_more_permissive_than_the_final_one() {
     write.await.unwrap().unwrap();
     assert_eq!(mode_of(&d.dst.join("id_ed25519")), 0o600 & !umask());
 }
+
+/// Folders the engine creates get the source folder's bits (less the umask, the owner's
+/// `rwx` always kept): a private `0o700` folder stays private instead of becoming `0o755`
+/// (red team 13). Folders that exist keep theirs, and a later change of a folder's bits alone
+/// is not synced.
+#[tokio::test]
+async fn new_folders_get_the_source_folder_bits() {
+    let d = dirs();
+    let mask = umask();
+    write_with_mode(&d.src.join("private/deeper/key"), "secret", 0o600);
+    write_with_mode(&d.src.join("shared/notes.txt"), "plain", 0o644);
+    fs::set_permissions(d.src.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(
+        d.src.join("private/deeper"),
+        fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    fs::set_permissions(d.src.join("shared"), fs::Permissions::from_mode(0o775)).unwrap();
+    // Read-only for its owner too: the copy's owner still gets rwx, or nothing could be
+    // written into it.
+    write_with_mode(&d.src.join("frozen/f"), "x", 0o444);
+    fs::set_permissions(d.src.join("frozen"), fs::Permissions::from_mode(0o555)).unwrap();
+    let pair = SyncPair::new(
+        Arc::new(LocalClient::new(&d.src)),
+        Arc::new(LocalClient::new(&d.dst)),
+        SyncMode::SourceToDestination,
+    );
+    let stats = d.engine.sync_pair(&pair).await.unwrap();
+    fs::set_permissions(d.src.join("frozen"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!((stats.uploaded, stats.errors), (3, 0), "{stats:?}");
+    assert_eq!(mode_of(&d.dst.join("private")), 0o700);
+    assert_eq!(mode_of(&d.dst.join("private/deeper")), 0o750 & !mask);
+    assert_eq!(mode_of(&d.dst.join("shared")), 0o775 & !mask);
+    assert_eq!(mode_of(&d.dst.join("frozen")), 0o755 & !mask);
+
+    // A folder's bits changed alone: nothing to sync, the copy keeps its own.
+    fs::set_permissions(d.src.join("shared"), fs::Permissions::from_mode(0o700)).unwrap();
+    let stats = d.engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(stats.uploaded, 0, "{stats:?}");
+    assert_eq!(mode_of(&d.dst.join("shared")), 0o775 & !mask);
+}

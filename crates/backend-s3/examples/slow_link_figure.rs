@@ -58,7 +58,11 @@ async fn main() {
     println!(
         "download {size_mib} MiB at {rate_kib} KiB/s per connection: {:.1} s, {}",
         down_took.as_secs_f64(),
-        if same { "succeeded, content equal" } else { "FAILED" }
+        if same {
+            "succeeded, content equal"
+        } else {
+            "FAILED"
+        }
     );
     proxy.clear();
     let _ = client.delete(&path).await;

@@ -332,8 +332,14 @@ async fn mkdir_all(s: &Session, dir: &str) -> Result<(), SftpError> {
 /// Creates the folder `dir` below the root and its missing ancestors; an existing folder is
 /// fine. Each missing folder is made through an [`Anchor`] in its parent (none for a folder
 /// in the root), so a symlink swapped in for a folder on the way cannot make it create a
-/// folder outside the root.
-async fn mkdir_anchored(inner: &Inner, s: &Session, dir: &RelPath) -> Result<(), SftpError> {
+/// folder outside the root. A write's `opts` give the new folders their bits
+/// ([`WriteOptions::folder_mode`], by depth), else the server's default.
+async fn mkdir_anchored(
+    inner: &Inner,
+    s: &Session,
+    dir: &RelPath,
+    opts: Option<&WriteOptions>,
+) -> Result<(), SftpError> {
     let mut missing = Vec::new();
     let mut cur = Some(dir.clone());
     loop {
@@ -364,9 +370,12 @@ async fn mkdir_anchored(inner: &Inner, s: &Session, dir: &RelPath) -> Result<(),
     for d in missing.into_iter().rev() {
         let a = anchor_parent(inner, s, &d).await?;
         let at = anchored(inner, a.as_ref(), &d);
-        let made = s
-            .run(s.raw.mkdir(at.as_str(), FileAttributes::empty()))
-            .await;
+        let depth = d.as_str().matches('/').count();
+        let attrs = FileAttributes {
+            permissions: opts.and_then(|o| o.folder_mode(depth)),
+            ..FileAttributes::empty()
+        };
+        let made = s.run(s.raw.mkdir(at.as_str(), attrs)).await;
         release(inner, s, [a]).await;
         if let Err(e) = made {
             match lstat_opt(s, &inner.remote(Some(&d))).await? {
@@ -386,6 +395,7 @@ async fn pin_parent(
     inner: &Inner,
     s: &Session,
     rel: &RelPath,
+    opts: Option<&WriteOptions>,
 ) -> Result<Option<Anchor>, SftpError> {
     let mut attempt = 0;
     loop {
@@ -393,7 +403,7 @@ async fn pin_parent(
         match anchor_parent(inner, s, rel).await {
             Err(e) if e.is_no_such_file() && attempt < 4 => {
                 if let Some(dir) = rel.parent() {
-                    mkdir_anchored(inner, s, &dir).await?;
+                    mkdir_anchored(inner, s, &dir, opts).await?;
                 }
             }
             Err(SftpError::NotAFile) => {
@@ -1736,7 +1746,9 @@ impl StorageClient for SftpClient {
         // anchored, first if missing): a symlink swapped in for it, or for a folder above it,
         // since the check cannot make the write create its temp, or put the file, outside
         // the root.
-        let mut anchor = pin_parent(&self.inner, &s, path).await.map_err(err)?;
+        let mut anchor = pin_parent(&self.inner, &s, path, Some(&opts))
+            .await
+            .map_err(err)?;
         let outcome = self
             .write_pinned(&s, path, body, &opts, &mut anchor, create_mode, mode)
             .await;
@@ -1984,7 +1996,7 @@ impl SftpClient {
             }
             // Both ends through their pinned folders (see `rename_file`).
             let from_anchor = anchor_parent(&self.inner, &s, from).await.map_err(err)?;
-            let to_anchor = match pin_parent(&self.inner, &s, to).await {
+            let to_anchor = match pin_parent(&self.inner, &s, to, None).await {
                 Ok(a) => a,
                 Err(e) => {
                     release(&self.inner, &s, [from_anchor]).await;
@@ -2042,7 +2054,7 @@ impl SftpClient {
         // there.
         let (from_anchor, to_anchor) = tokio::join!(
             anchor_parent(&self.inner, &s, from),
-            pin_parent(&self.inner, &s, to)
+            pin_parent(&self.inner, &s, to, None)
         );
         let (from_anchor, to_anchor) = match (from_anchor, to_anchor) {
             (Ok(f), Ok(t)) => (f, t),

@@ -214,3 +214,40 @@ async fn a_server_that_ignores_permission_bits_never_gets_a_private_file() {
         .collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
+
+/// local → SFTP: folders the engine creates get the source folder's bits (less the server's
+/// umask, the owner's `rwx` always kept): a private `0o700` folder stays private instead of
+/// becoming the server's default `0o755` (red team 13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_folders_get_the_source_folder_bits() {
+    if !available(Server::Sshd) {
+        return;
+    }
+    let (sftp, cleanup) = fixture_with(Server::Sshd, |b| b);
+    let remote = cleanup.0.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    write_with_mode(&local.join("private/deeper/key"), "secret", 0o600);
+    write_with_mode(&local.join("shared/notes.txt"), "plain", 0o644);
+    fs::set_permissions(local.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(
+        local.join("private/deeper"),
+        fs::Permissions::from_mode(0o710),
+    )
+    .unwrap();
+    let engine = SyncEngine::new(tmp.path().join("state"));
+    let pair = SyncPair::new(
+        Arc::new(LocalClient::new(&local)),
+        sftp.clone(),
+        SyncMode::TwoWay,
+    );
+    let stats = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!((stats.uploaded, stats.errors), (2, 0), "{stats:?}");
+    assert_eq!(mode_of(&remote.join("private")), 0o700);
+    assert_bits(
+        mode_of(&remote.join("private/deeper")),
+        0o710,
+        "nested folder",
+    );
+    assert_bits(mode_of(&remote.join("shared")), 0o755, "a plain folder");
+}

@@ -87,6 +87,14 @@ pub struct WriteOptions {
     ///
     /// A write that replaces an existing file keeps that file's permission bits instead.
     pub permissions: Option<u32>,
+    /// Unix permission bits for the folders this write has to create, where the backend
+    /// keeps them: entry `i` is for the `i`-th folder above the file (`a`, then `a/b` for
+    /// `a/b/f`), `None` or a missing entry for the backend's default. The engine passes the
+    /// source's folder bits ([`StorageClient::folder_permissions`]), so a private folder
+    /// stays private. Only `bits & 0o777` is used, the owner's `rwx` always added (the
+    /// engine writes into the folder), less the destination's umask. Folders that exist
+    /// already are left as they are.
+    pub folder_permissions: Vec<Option<u32>>,
 }
 
 impl WriteOptions {
@@ -110,6 +118,22 @@ impl WriteOptions {
     pub fn with_permissions(mut self, bits: u32) -> Self {
         self.permissions = Some(bits);
         self
+    }
+    /// Sets the permission bits of the folders the write creates (see
+    /// [`WriteOptions::folder_permissions`]).
+    pub fn with_folder_permissions(mut self, bits: Vec<Option<u32>>) -> Self {
+        self.folder_permissions = bits;
+        self
+    }
+    /// The bits to create the `depth`-th folder above the written file with (see
+    /// [`WriteOptions::folder_permissions`]): the requested ones, owner `rwx` added, or
+    /// `None` for the backend's default.
+    pub fn folder_mode(&self, depth: usize) -> Option<u32> {
+        self.folder_permissions
+            .get(depth)
+            .copied()
+            .flatten()
+            .map(|bits| (bits & 0o777) | 0o700)
     }
 
     /// For backends that compare version tokens (ETags) themselves: turns
@@ -240,6 +264,19 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// The backend's error when the flush fails; the engine then records nothing.
     async fn sync_written(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// The Unix permission bits of the folder at `path`, where the backend keeps them (local
+    /// disk); `None` (the default) where it has none, or when `path` is no folder here. The
+    /// engine gives them to the folders a copy creates on the other side
+    /// ([`WriteOptions::folder_permissions`]). Only new folders get them: a later change of
+    /// a folder's bits is not synced, as for files.
+    ///
+    /// # Errors
+    /// The backend's error when asking fails.
+    async fn folder_permissions(&self, path: &RelPath) -> Result<Option<u32>> {
+        let _ = path;
+        Ok(None)
     }
 
     /// The folder on this machine's filesystem that the client is rooted at, for clients of
@@ -624,6 +661,30 @@ pub async fn preserve_by_copy<C: StorageClient + ?Sized>(
     // The kept copy is as private as the file.
     opts.permissions = listed.permissions;
     client.write_opts(to, body, opts).await
+}
+
+/// The permission bits of the folders above `path` on `source` (`a`, then `a/b` for
+/// `a/b/f`), for the folders a copy of it creates on the other side
+/// ([`WriteOptions::folder_permissions`]). Empty when the source keeps none; a folder that
+/// cannot be asked about gets the destination's default.
+pub(crate) async fn source_folder_permissions(
+    source: &dyn StorageClient,
+    path: &RelPath,
+) -> Vec<Option<u32>> {
+    let mut bits = Vec::new();
+    let text = path.as_str();
+    for (at, _) in text.match_indices('/') {
+        let Ok(folder) = RelPath::new(&text[..at]) else {
+            break;
+        };
+        match source.folder_permissions(&folder).await {
+            Ok(Some(b)) => bits.push(Some(b)),
+            // The first folder without bits: a source that keeps none asks no more.
+            Ok(None) if bits.is_empty() => return bits,
+            _ => bits.push(None),
+        }
+    }
+    bits
 }
 
 /// For backends that compare version tokens (ETags) but may list a file without one: turns
