@@ -56,7 +56,14 @@ pub struct LocalClient {
     root: PathBuf,
     fsync: bool,
     stale: Arc<StaleTemps>,
+    /// Folders' permission bits already looked up ([`StorageClient::folder_permissions`] is
+    /// asked for every folder above every file a run copies; files of one folder come
+    /// together). Bounded: cleared when full.
+    folder_bits: Arc<std::sync::Mutex<std::collections::HashMap<RelPath, Option<u32>>>>,
 }
+
+/// How many folders' bits [`LocalClient`] keeps before it forgets them all.
+const FOLDER_BITS_KEPT: usize = 1024;
 
 impl LocalClient {
     /// Creates a client rooted at `root`, without touching the disk.
@@ -71,6 +78,7 @@ impl LocalClient {
             root,
             fsync: false,
             stale: Arc::new(StaleTemps::default()),
+            folder_bits: Arc::default(),
         }
     }
 
@@ -645,9 +653,17 @@ impl StorageClient for LocalClient {
     /// The folder's permission bits (`0o777` of them), not following a symlink; `None` for
     /// anything but a folder.
     async fn folder_permissions(&self, path: &RelPath) -> Result<Option<u32>> {
+        if let Some(bits) = self
+            .folder_bits
+            .lock()
+            .ok()
+            .and_then(|kept| kept.get(path).copied())
+        {
+            return Ok(bits);
+        }
         let dir = self.abs(path);
         let rel = path.as_str().to_owned();
-        blocking(move || match fs::symlink_metadata(&dir) {
+        let bits = blocking(move || match fs::symlink_metadata(&dir) {
             Ok(md) if md.is_dir() => Ok(Some(md.permissions().mode() & 0o777)),
             Ok(_) => Ok(None),
             Err(e)
@@ -660,7 +676,14 @@ impl StorageClient for LocalClient {
             }
             Err(e) => Err(map_io(&rel, e)),
         })
-        .await
+        .await?;
+        if let Ok(mut kept) = self.folder_bits.lock() {
+            if kept.len() >= FOLDER_BITS_KEPT {
+                kept.clear();
+            }
+            kept.insert(path.clone(), bits);
+        }
+        Ok(bits)
     }
 
     async fn remove_stale_temps(&self) -> Result<u64> {

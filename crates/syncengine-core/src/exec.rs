@@ -1339,9 +1339,11 @@ impl Executor {
             // them): a private file stays private. An overwrite keeps the
             // destination's own bits (the backend's rule).
             opts.permissions = listed.permissions;
-            // So do the folders it creates.
-            opts.folder_permissions =
-                crate::client::source_folder_permissions(src.as_ref(), to_path).await;
+            // So do the folders it creates, on a side that has folders.
+            if dst.capabilities().real_directories {
+                opts.folder_permissions =
+                    crate::client::source_folder_permissions(src.as_ref(), to_path).await;
+            }
             dst.write_opts(to_path, body, opts).await
         })
         .await
