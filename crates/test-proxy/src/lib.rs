@@ -174,6 +174,7 @@ struct Rules {
     edits: Vec<(Matcher, EditFn)>,
     throttles: Vec<(Matcher, u64)>,
     stalls: Vec<(Matcher, Direction, u64)>,
+    cuts: Vec<(Matcher, Direction, u64)>,
 }
 
 /// Which way bytes go through the proxy, for [`Proxy::stall_after`].
@@ -192,6 +193,8 @@ struct Pace {
     rate: Option<u64>,
     /// Bytes after which nothing more goes through (the connection stays open).
     stall_after: Option<u64>,
+    /// Bytes after which the connection is closed both ways, to the client and the server.
+    cut_after: Option<u64>,
 }
 
 /// What the rules say about one request.
@@ -216,6 +219,12 @@ impl Rules {
                 .min(),
             stall_after: self
                 .stalls
+                .iter()
+                .filter(|(m, d, _)| *d == direction && m.matches(request))
+                .map(|(_, _, n)| *n)
+                .min(),
+            cut_after: self
+                .cuts
                 .iter()
                 .filter(|(m, d, _)| *d == direction && m.matches(request))
                 .map(|(_, _, n)| *n)
@@ -461,6 +470,14 @@ impl Proxy {
     pub fn stall_after(&self, matcher: Matcher, direction: Direction, bytes: u64) {
         self.shared.rules().stalls.push((matcher, direction, bytes));
     }
+
+    /// For every request `matcher` takes, lets `bytes` go `direction` (counted as for
+    /// [`stall_after`](Proxy::stall_after)), then closes the connection both ways, to the
+    /// client and to the server: a link cut mid-transfer (the server sees its request body,
+    /// or the client its answer, end early).
+    pub fn cut_after(&self, matcher: Matcher, direction: Direction, bytes: u64) {
+        self.shared.rules().cuts.push((matcher, direction, bytes));
+    }
 }
 
 impl Drop for Proxy {
@@ -535,17 +552,27 @@ fn serve(client: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
     let mut up_write = up.try_clone()?;
     let request_pace = plan.request_pace;
     let for_request = shared.clone();
+    let client_for_request = client.try_clone()?;
     thread::spawn(move || {
-        let _ = pipe(
+        let piped = pipe(
             &mut io::Cursor::new(sent_head).chain(reader),
             &mut up_write,
             request_pace,
             &for_request,
         );
+        if matches!(piped, Ok(Piped::Cut)) {
+            let _ = up_write.shutdown(Shutdown::Both);
+            let _ = client_for_request.shutdown(Shutdown::Both);
+        }
     });
     let mut up = up;
     if plan.edits.is_empty() {
-        let _ = pipe(&mut up, &mut client, plan.answer_pace, &shared);
+        if matches!(
+            pipe(&mut up, &mut client, plan.answer_pace, &shared),
+            Ok(Piped::Cut)
+        ) {
+            let _ = up.shutdown(Shutdown::Both);
+        }
     } else {
         let mut answer = Vec::new();
         let _ = up.read_to_end(&mut answer);
@@ -558,12 +585,25 @@ fn serve(client: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
     Ok(())
 }
 
+/// How a [`pipe`] ended.
+enum Piped {
+    /// The source ended (or the proxy was dropped during a stall).
+    Done,
+    /// The pace's `cut_after` was reached: the caller closes the connection.
+    Cut,
+}
+
 /// Copies `from` to `to` at the pace asked for; when the pace says to stall, waits (bytes
-/// unread, connection open) until the proxy is dropped.
-fn pipe(from: &mut impl Read, to: &mut impl Write, pace: Pace, shared: &Shared) -> io::Result<()> {
-    if pace.rate.is_none() && pace.stall_after.is_none() {
+/// unread, connection open) until the proxy is dropped; when it says to cut, stops there.
+fn pipe(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    pace: Pace,
+    shared: &Shared,
+) -> io::Result<Piped> {
+    if pace.rate.is_none() && pace.stall_after.is_none() && pace.cut_after.is_none() {
         io::copy(from, to)?;
-        return Ok(());
+        return Ok(Piped::Done);
     }
     let started = std::time::Instant::now();
     let mut moved: u64 = 0;
@@ -573,18 +613,25 @@ fn pipe(from: &mut impl Read, to: &mut impl Write, pace: Pace, shared: &Shared) 
         .map_or(64 * 1024, |r| (r / 10).clamp(1, 64 * 1024)) as usize;
     let mut buf = vec![0u8; step];
     loop {
-        let room = pace.stall_after.map_or(step as u64, |limit| {
-            limit.saturating_sub(moved).min(step as u64)
-        });
+        if pace.cut_after.is_some_and(|limit| moved >= limit) {
+            return Ok(Piped::Cut);
+        }
+        let room = [pace.stall_after, pace.cut_after]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(step as u64, |limit| {
+                limit.saturating_sub(moved).min(step as u64)
+            });
         if room == 0 {
             while !shared.stopped.load(Ordering::SeqCst) {
                 thread::sleep(Duration::from_millis(50));
             }
-            return Ok(());
+            return Ok(Piped::Done);
         }
         let n = from.read(&mut buf[..room as usize])?;
         if n == 0 {
-            return Ok(());
+            return Ok(Piped::Done);
         }
         to.write_all(&buf[..n])?;
         moved += n as u64;

@@ -125,3 +125,15 @@ fn clear_forwards_again() {
     assert!(get(&proxy, "MOVE", "/a").contains("MOVE /a"));
     assert!(get(&proxy, "GET", "/a").starts_with("HTTP/1.1 200 "));
 }
+
+#[test]
+fn cut_after_closes_the_connection_mid_answer() {
+    let proxy = Proxy::start(&upstream()).unwrap();
+    proxy.cut_after(Matcher::method("GET"), super::Direction::Answer, 20);
+    // The client sees the first 20 bytes, then the end of the connection (a stall would
+    // never end the read).
+    let answer = get(&proxy, "GET", "/a");
+    assert_eq!(answer, "HTTP/1.1 200 OK\r\nETa");
+    // Other requests pass whole.
+    assert!(get(&proxy, "PUT", "/a").contains("PUT /a"));
+}

@@ -1,0 +1,268 @@
+//! FAILING red-team cases (issue 9, round 13): NOT compiled (not under tests/). Each test
+//! below fails on commit 317dc80 + the red-team commit that adds `Proxy::cut_after`.
+//! To run them: `cp findings/redteam13_failing.rs tests/redteam13_failing.rs` and
+//! `cargo test -p syncengine --all-features --test redteam13_failing` (servers running).
+//!
+//! F1 (CORRUPT, sync state): after a download cut mid-body (Apache, any name), every later
+//!    run reports success with nothing to do, and the local side keeps the old version for
+//!    good while the server holds the new one (the same scenario without the cut downloads
+//!    it). `apache_cut_download_keeps_the_old_local_version_and_leaves_no_temp` (its first
+//!    half, old version whole and no temp, holds; the rerun part fails).
+//! F2 (CORRUPT): on wsgidav, names with `?` or `;` are written with one direct PUT, which
+//!    wsgidav writes in place as the body arrives; a link cut mid-upload leaves a half file at
+//!    the name. The next run takes it for a version of its own: a conflict copy of the half
+//!    file appears on both sides (with `--conflict destination-wins` it replaces the source's
+//!    file, the good one only kept as conflict copy). Also the trash copies of the old
+//!    version (`transfer_through_client` is a direct PUT too) can be half files.
+//!    `wsgidav_cut_direct_upload_leaves_no_half_file_that_the_rerun_spreads`.
+#![cfg(all(feature = "cli", feature = "webdav"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use syncengine_test_proxy::{Direction, Matcher, Proxy};
+
+#[path = "support/cli.rs"]
+mod cli;
+
+const APACHE: (&str, u16) = ("apache", 8082);
+const WSGIDAV: (&str, u16) = ("wsgidav", 8083);
+
+/// The loopback test servers' state folder.
+fn ts_dir() -> PathBuf {
+    std::env::var_os("TS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/syncengine-test-servers"))
+}
+
+/// Where `server` keeps the collection `/<root>` on this machine's disk.
+fn server_disk(server: (&str, u16), root: &str) -> PathBuf {
+    match server.0 {
+        "apache" => ts_dir().join("apache/dav").join(root),
+        _ => ts_dir().join("wsgidav-root").join(root),
+    }
+}
+
+/// True when `server` listens; otherwise skips (or fails under `CI=true`).
+fn up(server: (&str, u16)) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], server.1));
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
+        return true;
+    }
+    let msg = format!(
+        "WebDAV test server {} is not reachable on {addr}; start the servers with \
+         `bash scripts/test-servers.sh start`",
+        server.0
+    );
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "{msg} (CI=true)"
+    );
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+fn fresh_root(tag: &str) -> String {
+    format!("syncengine-tests/rt13-{tag}-{:016x}", rand_u64())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// A `syncengine` command with the WebDAV test credentials in its environment.
+fn command(sub: &str) -> Command {
+    let mut c = Command::new(cli::BIN);
+    c.arg(sub)
+        .env("SYNCENGINE_WEBDAV_USER", "dav")
+        .env("SYNCENGINE_WEBDAV_PASSWORD", "davpass")
+        .env("SYNCENGINE_WEBDAV_ALLOW_INSECURE_BASIC", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs `syncengine sync <a> <b> <extra…>`; returns (exit code, stdout + stderr).
+fn sync(a: &str, b: &str, state: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = command("sync")
+        .args([a, b])
+        .args(extra)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    text(out)
+}
+
+fn text(out: Output) -> (Option<i32>, String) {
+    let mut t = String::from_utf8_lossy(&out.stdout).into_owned();
+    t.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), t)
+}
+
+/// A deterministic body of `size` bytes, different per `seed`.
+fn body(size: usize, seed: u8) -> Vec<u8> {
+    (0..size)
+        .map(|i| ((i % 251) as u8).wrapping_add(seed))
+        .collect()
+}
+
+/// Every file below `dir` (relative paths, any name) with its size.
+fn all_files(dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                found.insert(rel, e.metadata().unwrap().len());
+            }
+        }
+    }
+    found
+}
+
+/// The files below `dir` whose name marks an unfinished write of ours (`.syncengine-tmp-…`).
+/// (Apache's own `.davfs.tmp…` of a stalled `PUT` stay until its `Timeout`: the proxy keeps
+/// the stalled connection to it open.)
+fn temps(dir: &Path) -> Vec<String> {
+    all_files(dir)
+        .into_keys()
+        .filter(|p| {
+            let name = p.rsplit('/').next().unwrap_or(p);
+            name.starts_with(".syncengine-tmp-")
+        })
+        .collect()
+}
+
+/// Waits (up to 20 s) until `dir` holds no temp file; returns those left.
+fn temps_settled(dir: &Path) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = temps(dir);
+        if left.is_empty() || Instant::now() > until {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A download cut mid-body (the connection closed after 100 KiB of the answer) leaves the
+/// local file as it was (the old version, whole) and no temp file; the rerun brings the new
+/// version.
+#[test]
+fn apache_cut_download_keeps_the_old_local_version_and_leaves_no_temp() {
+    if !up(APACHE) {
+        return;
+    }
+    let root = fresh_root("cut-down");
+    let disk = server_disk(APACHE, &root);
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let old = body(1 << 20, 2);
+    std::fs::write(local.join("big.bin"), &old).unwrap();
+    let state = tmp.path().join("state");
+    let proxy = Proxy::start("http://127.0.0.1:8082").unwrap();
+    let url = format!("webdav://{}/{root}", proxy.addr());
+    let (code, out) = sync(local.to_str().unwrap(), &url, &state, &["-q"]);
+    assert_eq!(code, Some(0), "{out}");
+    // A new version on the server (written to its disk, a second later).
+    std::thread::sleep(Duration::from_millis(1100));
+    let new = body(1 << 20, 3);
+    std::fs::write(disk.join("big.bin"), &new).unwrap();
+    proxy.cut_after(
+        Matcher::method("GET").path_contains("/big.bin"),
+        Direction::Answer,
+        100 * 1024,
+    );
+    let (code, out) = sync(
+        local.to_str().unwrap(),
+        &url,
+        &state,
+        &["--timeout", "5s", "--json"],
+    );
+    eprintln!("cut run: {out}");
+    assert_eq!(code, Some(1), "a cut download fails the run: {out}");
+    assert!(
+        std::fs::read(local.join("big.bin")).unwrap() == old,
+        "the old local version must stay whole"
+    );
+    assert!(temps(&local).is_empty(), "{:?}", temps(&local));
+    proxy.clear();
+    let (code, out) = sync(local.to_str().unwrap(), &url, &state, &["--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        std::fs::read(local.join("big.bin")).unwrap() == new,
+        "the rerun did not bring the server's new version: {out}"
+    );
+    assert!(temps(&local).is_empty(), "{:?}", temps(&local));
+    let _ = std::fs::remove_dir_all(&disk);
+}
+
+
+/// wsgidav mis-decodes `?` in `Destination`, so names with it are written with one direct
+/// `PUT` (not a temp file and a `MOVE`); wsgidav writes a `PUT`'s body in place as it
+/// arrives. A link cut mid-upload must not leave a half file at the name, which the next
+/// run then takes for a version of its own (a conflict copy, copied back to the source).
+#[test]
+fn wsgidav_cut_direct_upload_leaves_no_half_file_that_the_rerun_spreads() {
+    if !up(WSGIDAV) {
+        return;
+    }
+    let root = fresh_root("cut-direct");
+    let disk = server_disk(WSGIDAV, &root);
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let full = body(1 << 20, 4);
+    std::fs::write(local.join("a?b.bin"), &full).unwrap();
+    std::fs::write(local.join("plain.txt"), "plain").unwrap();
+    let state = tmp.path().join("state");
+    let proxy = Proxy::start("http://127.0.0.1:8083").unwrap();
+    let url = format!("webdav://{}/{root}", proxy.addr());
+    proxy.cut_after(
+        Matcher::method("PUT")
+            .path_contains("/a%3Fb.bin")
+            .path_lacks("/.syncengine/"),
+        Direction::Request,
+        200_000,
+    );
+    let (code, out) = sync(
+        local.to_str().unwrap(),
+        &url,
+        &state,
+        &["--timeout", "5s", "-q"],
+    );
+    assert_eq!(code, Some(1), "a cut upload fails the run: {out}");
+    proxy.clear();
+    let (code, out) = sync(local.to_str().unwrap(), &url, &state, &["-q"]);
+    assert_eq!(code, Some(0), "{out}");
+    let names: Vec<String> = cli::disk_files(&local).into_keys().collect();
+    assert_eq!(
+        names,
+        ["a?b.bin", "plain.txt"],
+        "the half file came back to the source as a version of its own"
+    );
+    assert_eq!(std::fs::read(local.join("a?b.bin")).unwrap(), full);
+    assert_eq!(std::fs::read(disk.join("a?b.bin")).unwrap(), full);
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&disk);
+}
+
