@@ -1,13 +1,8 @@
-//! FAILING red-team cases (issue 9, round 13): NOT compiled (not under tests/). Each test
-//! below fails on commit 317dc80 + the red-team commit that adds `Proxy::cut_after`.
+//! FAILING red-team cases (issue 9, round 13): NOT compiled (not under tests/). The test
+//! below fails on commit 317dc80 + the red-team commits (`Proxy::cut_after`, the intent fix).
 //! To run them: `cp findings/redteam13_failing.rs tests/redteam13_failing.rs` and
 //! `cargo test -p syncengine --all-features --test redteam13_failing` (servers running).
 //!
-//! F1 (CORRUPT, sync state): after a download cut mid-body (Apache, any name), every later
-//!    run reports success with nothing to do, and the local side keeps the old version for
-//!    good while the server holds the new one (the same scenario without the cut downloads
-//!    it). `apache_cut_download_keeps_the_old_local_version_and_leaves_no_temp` (its first
-//!    half, old version whole and no temp, holds; the rerun part fails).
 //! F2 (CORRUPT): on wsgidav, names with `?` or `;` are written with one direct PUT, which
 //!    wsgidav writes in place as the body arrives; a link cut mid-upload leaves a half file at
 //!    the name. The next run takes it for a version of its own: a conflict copy of the half
@@ -162,60 +157,6 @@ fn temps_settled(dir: &Path) -> Vec<String> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
-
-/// A download cut mid-body (the connection closed after 100 KiB of the answer) leaves the
-/// local file as it was (the old version, whole) and no temp file; the rerun brings the new
-/// version.
-#[test]
-fn apache_cut_download_keeps_the_old_local_version_and_leaves_no_temp() {
-    if !up(APACHE) {
-        return;
-    }
-    let root = fresh_root("cut-down");
-    let disk = server_disk(APACHE, &root);
-    let tmp = tempfile::tempdir().unwrap();
-    let local = tmp.path().join("local");
-    std::fs::create_dir_all(&local).unwrap();
-    let old = body(1 << 20, 2);
-    std::fs::write(local.join("big.bin"), &old).unwrap();
-    let state = tmp.path().join("state");
-    let proxy = Proxy::start("http://127.0.0.1:8082").unwrap();
-    let url = format!("webdav://{}/{root}", proxy.addr());
-    let (code, out) = sync(local.to_str().unwrap(), &url, &state, &["-q"]);
-    assert_eq!(code, Some(0), "{out}");
-    // A new version on the server (written to its disk, a second later).
-    std::thread::sleep(Duration::from_millis(1100));
-    let new = body(1 << 20, 3);
-    std::fs::write(disk.join("big.bin"), &new).unwrap();
-    proxy.cut_after(
-        Matcher::method("GET").path_contains("/big.bin"),
-        Direction::Answer,
-        100 * 1024,
-    );
-    let (code, out) = sync(
-        local.to_str().unwrap(),
-        &url,
-        &state,
-        &["--timeout", "5s", "--json"],
-    );
-    eprintln!("cut run: {out}");
-    assert_eq!(code, Some(1), "a cut download fails the run: {out}");
-    assert!(
-        std::fs::read(local.join("big.bin")).unwrap() == old,
-        "the old local version must stay whole"
-    );
-    assert!(temps(&local).is_empty(), "{:?}", temps(&local));
-    proxy.clear();
-    let (code, out) = sync(local.to_str().unwrap(), &url, &state, &["--json"]);
-    assert_eq!(code, Some(0), "{out}");
-    assert!(
-        std::fs::read(local.join("big.bin")).unwrap() == new,
-        "the rerun did not bring the server's new version: {out}"
-    );
-    assert!(temps(&local).is_empty(), "{:?}", temps(&local));
-    let _ = std::fs::remove_dir_all(&disk);
-}
-
 
 /// wsgidav mis-decodes `?` in `Destination`, so names with it are written with one direct
 /// `PUT` (not a temp file and a `MOVE`); wsgidav writes a `PUT`'s body in place as it

@@ -198,6 +198,63 @@ fn apache_stalled_upload_fails_then_the_rerun_completes_it_without_leftovers() {
     let _ = std::fs::remove_dir_all(&disk);
 }
 
+/// A download cut mid-body (the connection closed after 100 KiB of the answer) leaves the
+/// local file as it was (the old version, whole) and no temp file; the rerun brings the new
+/// version. It used not to: the failed download's intent was taken for a landed copy by the
+/// next run (same size, and Apache keeps the old mtime property across the other client's
+/// overwrite), which recorded both sides as in sync and never downloaded the new version.
+#[test]
+fn apache_cut_download_keeps_the_old_local_version_and_leaves_no_temp() {
+    if !up(APACHE) {
+        return;
+    }
+    let root = fresh_root("cut-down");
+    let disk = server_disk(APACHE, &root);
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let old = body(1 << 20, 2);
+    std::fs::write(local.join("big.bin"), &old).unwrap();
+    let state = tmp.path().join("state");
+    let proxy = Proxy::start("http://127.0.0.1:8082").unwrap();
+    let url = format!("webdav://{}/{root}", proxy.addr());
+    let (code, out) = sync(local.to_str().unwrap(), &url, &state, &["-q"]);
+    assert_eq!(code, Some(0), "{out}");
+    // A new version on the server, same size, written by another client a second later
+    // (straight to the server's disk: Apache keeps our mtime property, as it does for a
+    // PUT of another client).
+    std::thread::sleep(Duration::from_millis(1100));
+    let new = body(1 << 20, 3);
+    std::fs::write(disk.join("big.bin"), &new).unwrap();
+    proxy.cut_after(
+        Matcher::method("GET").path_contains("/big.bin"),
+        Direction::Answer,
+        100 * 1024,
+    );
+    let (code, out) = sync(
+        local.to_str().unwrap(),
+        &url,
+        &state,
+        &["--timeout", "5s", "--json"],
+    );
+    eprintln!("cut run: {out}");
+    assert_eq!(code, Some(1), "a cut download fails the run: {out}");
+    assert!(
+        std::fs::read(local.join("big.bin")).unwrap() == old,
+        "the old local version must stay whole"
+    );
+    assert!(temps(&local).is_empty(), "{:?}", temps(&local));
+    proxy.clear();
+    let (code, out) = sync(local.to_str().unwrap(), &url, &state, &["--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        std::fs::read(local.join("big.bin")).unwrap() == new,
+        "the rerun did not bring the server's new version: {out}"
+    );
+    assert!(temps(&local).is_empty(), "{:?}", temps(&local));
+    let _ = std::fs::remove_dir_all(&disk);
+}
+
 /// A sub-collection whose PROPFIND answer stalls is not an empty folder: a mirror from the
 /// server deletes nothing below it on the local side.
 #[test]

@@ -2525,6 +2525,22 @@ pub async fn recover_intents(
                 continue;
             }
         };
+        // The side still holds exactly the version the base recorded there (its file id or
+        // ETag included): the copy did not land, however alike the two versions look by size
+        // and mtime (a WebDAV server keeps the old mtime property when another client
+        // overwrites a file). Planned again from the base, the copy is simply made again.
+        let before = {
+            let store = store.clone();
+            let path = intent.path.clone();
+            blocking(move || store.get(&path)).await?
+        };
+        if before
+            .as_ref()
+            .and_then(|b| b.present(intent.to))
+            .is_some_and(|r| r.describes(&now))
+        {
+            continue;
+        }
         if !landed(client.as_ref(), &now, &intent.version).await {
             continue;
         }
