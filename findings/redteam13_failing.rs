@@ -1,17 +1,21 @@
-//! FAILING red-team cases (issue 9, round 13): NOT compiled (not under tests/). The test
-//! below fails on commit 317dc80 + the red-team commits (`Proxy::cut_after`, the intent fix).
+//! FAILING red-team cases (issue 9, round 13): NOT compiled (not under tests/). The tests
+//! below fail on commit 317dc80 + the red-team commits (`Proxy::cut_after`, the intent fix).
 //! To run them: `cp findings/redteam13_failing.rs tests/redteam13_failing.rs` and
 //! `cargo test -p syncengine --all-features --test redteam13_failing` (servers running).
 //!
 //! F2 (CORRUPT): on wsgidav, names with `?` or `;` are written with one direct PUT, which
 //!    wsgidav writes in place as the body arrives; a link cut mid-upload leaves a half file at
-//!    the name. The next run takes it for a version of its own: a conflict copy of the half
-//!    file appears on both sides (with `--conflict destination-wins` it replaces the source's
-//!    file, the good one only kept as conflict copy). Also the trash copies of the old
+//!    the name. The next run takes it for a version of its own, a conflict: when the half
+//!    file is newer (a first upload: no stale mtime property) it wins, replaces the source's
+//!    file on both sides, and the good file survives only as `a?b.conflict-…-source.bin`;
+//!    otherwise the half file is spread to the source as a conflict copy. Also the trash copies of the old
 //!    version (`transfer_through_client` is a direct PUT too) can be half files.
 //!    `wsgidav_cut_direct_upload_leaves_no_half_file_that_the_rerun_spreads`.
+//! F3 (CORRUPT, wrong conflict winner): the WebDAV backend reports our mtime dead property,
+//!    which survives another client's overwrite; newest-wins then prefers an older local
+//!    edit. `a_foreign_overwrite_on_webdav_is_newer_than_an_old_local_edit`.
 #![cfg(all(feature = "cli", feature = "webdav"))]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -207,3 +211,60 @@ fn wsgidav_cut_direct_upload_leaves_no_half_file_that_the_rerun_spreads() {
     let _ = std::fs::remove_dir_all(&disk);
 }
 
+
+/// PUTs `body` at `path` on Apache as another WebDAV client would (plain PUT, no properties).
+fn foreign_put(path: &str, body: &[u8]) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", APACHE.1)).unwrap();
+    write!(
+        s,
+        "PUT /{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic ZGF2OmRhdnBhc3M=\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 20"), "{answer}");
+}
+
+/// F3 (CORRUPT: wrong conflict winner): a file another WebDAV client overwrites keeps our
+/// `urn:syncengine:mtime` dead property (Apache and wsgidav keep dead properties across a
+/// PUT), and the backend reports that stale time as the file's mtime. Under newest-wins, a
+/// local edit from an hour ago then beats the server edit made just now: the newer version
+/// becomes the conflict loser (kept as a conflict copy by default; with
+/// `--conflict-loser delete` only the trash keeps it).
+#[test]
+fn a_foreign_overwrite_on_webdav_is_newer_than_an_old_local_edit() {
+    if !up(APACHE) {
+        return;
+    }
+    let root = fresh_root("stale-mtime");
+    let disk = server_disk(APACHE, &root);
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let set_age = |path: &Path, secs: u64| {
+        let t = std::time::SystemTime::now() - Duration::from_secs(secs);
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_modified(t)).unwrap();
+    };
+    std::fs::write(local.join("f.txt"), "v0").unwrap();
+    set_age(&local.join("f.txt"), 7200);
+    let state = tmp.path().join("state");
+    let url = format!("webdav://127.0.0.1:8082/{root}");
+    let (code, out) = sync(local.to_str().unwrap(), &url, &state, &["-q"]);
+    assert_eq!(code, Some(0), "{out}");
+    std::fs::write(local.join("f.txt"), "local edit, an hour ago").unwrap();
+    set_age(&local.join("f.txt"), 3600);
+    foreign_put(&format!("{root}/f.txt"), b"server edit, just now");
+    let (code, out) = sync(local.to_str().unwrap(), &url, &state, &["--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(local.join("f.txt")).unwrap(),
+        "server edit, just now",
+        "the older local edit won the conflict: {out}"
+    );
+    let _ = std::fs::remove_dir_all(&disk);
+}
