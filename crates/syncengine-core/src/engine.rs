@@ -413,6 +413,7 @@ impl SyncEngine {
             conflict_names: Default::default(),
             reach: Default::default(),
             vanished: Default::default(),
+            recent_trash: Default::default(),
         };
         let executed = executor.run(plan, &mut stats).await;
         let vanished = executor.vanished.load(Ordering::Relaxed);
@@ -982,7 +983,12 @@ fn own_dir_below(root: &Path, state_dir: &Path) -> OwnDir {
 
 /// The UTC time now as `YYYYMMDDTHHMMSSZ`.
 fn run_stamp() -> String {
-    let now = time::OffsetDateTime::now_utc();
+    stamp_at(time::OffsetDateTime::now_utc())
+}
+
+/// `time` (in UTC) as `YYYYMMDDTHHMMSSZ`, the form of the trash's stamp folders.
+pub(crate) fn stamp_at(time: time::OffsetDateTime) -> String {
+    let now = time.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
         now.year(),
@@ -1001,16 +1007,7 @@ async fn prune_trash(
     folder: Option<&RelPath>,
     days: u32,
 ) -> Result<u64, Error> {
-    let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
-    let cutoff = format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        cutoff.year(),
-        u8::from(cutoff.month()),
-        cutoff.day(),
-        cutoff.hour(),
-        cutoff.minute(),
-        cutoff.second()
-    );
+    let cutoff = stamp_at(time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days)));
     let mut listing = client.list(folder);
     let mut old = Vec::new();
     while let Some(entry) = listing.next().await {
@@ -1044,7 +1041,7 @@ async fn prune_trash(
 }
 
 /// True for `YYYYMMDDTHHMMSSZ`.
-fn is_stamp(s: &str) -> bool {
+pub(crate) fn is_stamp(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 16
         && b[8] == b'T'

@@ -31,7 +31,7 @@
 //! The write replaces only the version that was listed ([`WriteMode::Update`] with its ETag,
 //! else [`WriteMode::IfUnchanged`]): a file saved meanwhile is left in place and reported.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,6 +113,10 @@ pub struct Executor {
     /// Deletes that found their file gone since the listing (moved or deleted during the
     /// run): neither counted nor recorded (see [`Executor::remove`]).
     pub(crate) vanished: std::sync::atomic::AtomicU64,
+    /// Per side (source, destination), the trash copies that runs since the last completed
+    /// one left, by the path they were trashed from; listed once, at the side's first trash
+    /// move by copy (see [`Executor::drop_extra_copies`]).
+    pub(crate) recent_trash: [tokio::sync::OnceCell<HashMap<RelPath, Vec<RelPath>>>; 2],
 }
 
 /// Whether a side was lost during the run.
@@ -689,7 +693,9 @@ impl Executor {
         if !self.still_as_listed(side, from).await? {
             return Ok(None);
         }
-        let at = self.move_into(side, &from.path, STEPPING_AREA).await?;
+        let at = self
+            .move_into(side, &from.path, STEPPING_AREA, &mut Vec::new())
+            .await?;
         self.check_trashed(side, from, at.clone()).await?;
         Ok(at)
     }
@@ -995,9 +1001,22 @@ impl Executor {
         let client = self.client(side);
         match self.recovery(side) {
             ResolvedRecovery::Trash => {
-                let Some(trashed) = self.move_to_trash(side, &entry.path).await? else {
+                // Where the move is a copy and a delete, an earlier move may have failed
+                // after its copy (the delete of the original failed): that copy is still in
+                // the trash. Found before the move, dropped after it (below).
+                let by_copy = !client.capabilities().native_rename;
+                let mut extra = if by_copy {
+                    self.recent_trash_copies(side, &entry.path).await
+                } else {
+                    Vec::new()
+                };
+                let trashed = self.move_to_trash(side, &entry.path, &mut extra).await?;
+                let Some(trashed) = trashed else {
                     return Ok(false);
                 };
+                if by_copy {
+                    self.drop_extra_copies(side, &trashed, extra).await;
+                }
                 self.check_trashed(side, entry, Some(trashed)).await?;
                 Ok(true)
             }
@@ -1093,17 +1112,26 @@ impl Executor {
     }
 
     /// Moves `path` to the side's trash; returns where it went (`None` when it was gone).
-    async fn move_to_trash(&self, side: Side, path: &RelPath) -> Result<Option<RelPath>, Error> {
-        self.move_into(side, path, "trash").await
+    /// The trash names found taken on the way are added to `taken`.
+    async fn move_to_trash(
+        &self,
+        side: Side,
+        path: &RelPath,
+        taken: &mut Vec<RelPath>,
+    ) -> Result<Option<RelPath>, Error> {
+        self.move_into(side, path, "trash", taken).await
     }
 
     /// Moves `path` into the engine's folder `area` of its root, under this run's stamp;
-    /// returns where it went (`None` when it was gone).
+    /// returns where it went (`None` when it was gone). The names found taken on the way
+    /// (`AlreadyExists`) are added to `taken`: one may hold the copy of a retried move by
+    /// copy and delete whose delete had failed.
     async fn move_into(
         &self,
         side: Side,
         path: &RelPath,
         area: &str,
+        taken: &mut Vec<RelPath>,
     ) -> Result<Option<RelPath>, Error> {
         let client = self.client(side);
         for n in 1u32.. {
@@ -1113,7 +1141,10 @@ impl Executor {
                 .await
             {
                 Ok(_) => return Ok(Some(target)),
-                Err(Error::AlreadyExists { .. }) if n < 100 => continue,
+                Err(Error::AlreadyExists { .. }) if n < 100 => {
+                    taken.push(target);
+                    continue;
+                }
                 Err(e) => {
                     // The file is gone (nothing left to trash), or the trash path is in the
                     // way — which some backends report as "not found" too (a file where a
@@ -1134,6 +1165,126 @@ impl Executor {
             }
         }
         Ok(None)
+    }
+
+    /// The trash copies of `path` on `side` made by this run or the runs since the last
+    /// completed one (all runs, if none completed): only a run that failed can have left a
+    /// copy of a file it did not finish deleting. The side's trash is listed once per run, at
+    /// the first call; a listing that fails finds nothing (the move then works as before).
+    async fn recent_trash_copies(&self, side: Side, path: &RelPath) -> Vec<RelPath> {
+        let index = self.recent_trash[side_index(side)]
+            .get_or_init(|| self.list_recent_trash(side))
+            .await;
+        index.get(path).cloned().unwrap_or_default()
+    }
+
+    /// Lists the stamp folders of the side's trash from the last completed run on (see
+    /// [`recent_trash_copies`](Self::recent_trash_copies)), by the path each file was
+    /// trashed from.
+    async fn list_recent_trash(&self, side: Side) -> HashMap<RelPath, Vec<RelPath>> {
+        let mut index: HashMap<RelPath, Vec<RelPath>> = HashMap::new();
+        let since = {
+            let store = self.store.clone();
+            blocking(move || store.last_completed()).await
+        };
+        let since = match since {
+            Ok(since) => since.map(|t| crate::engine::stamp_at(t.into())),
+            Err(e) => {
+                tracing::debug!(%side, "reading the last completed run: {e}");
+                return index;
+            }
+        };
+        let Ok(folder) = RelPath::new(format!("{STATE_DIR_NAME}/trash")) else {
+            return index;
+        };
+        let recent = Arc::new(move |stamp_folder: &str| {
+            stamp_folder.get(..16).is_some_and(|stamp| {
+                crate::engine::is_stamp(stamp)
+                    && (stamp_folder.len() == 16 || stamp_folder.as_bytes()[16] == b'-')
+                    && since.as_deref().is_none_or(|since| stamp >= since)
+            })
+        });
+        let inside = format!("{folder}/");
+        let prune: crate::client::PruneFn = {
+            let (inside, recent) = (inside.clone(), recent.clone());
+            Arc::new(move |dir: &RelPath| {
+                dir.as_str()
+                    .strip_prefix(inside.as_str())
+                    .is_some_and(|rest| !rest.contains('/') && !recent(rest))
+            })
+        };
+        let client = self.client(side);
+        let mut listing = client.list_pruned(Some(&folder), prune);
+        while let Some(item) = listing.next().await {
+            let entry = match item {
+                Ok(entry) => entry,
+                Err(Error::Unlisted { .. }) => continue,
+                Err(e) => {
+                    tracing::debug!(%side, "listing the recent trash: {e}");
+                    break;
+                }
+            };
+            let Some((stamp_folder, from)) = entry
+                .path
+                .as_str()
+                .strip_prefix(inside.as_str())
+                .and_then(|rest| rest.split_once('/'))
+            else {
+                continue;
+            };
+            if !recent(stamp_folder) {
+                continue;
+            }
+            if let Ok(from) = RelPath::new(from) {
+                index.entry(from).or_default().push(entry.path.clone());
+            }
+        }
+        index
+    }
+
+    /// Deletes, among the trash copies `candidates` on `side`, those that hold exactly what
+    /// `kept` (the copy just made) holds — the same size and MD5 (listed, else computed for
+    /// files up to [`RECOVERY_HASH_LIMIT`]): copies left by earlier moves of the same version
+    /// that failed after their copy. So a version is in the trash once, however often its
+    /// move failed half way, and under the newest stamp (kept the longest). A copy that cannot
+    /// be compared, or whose delete fails, stays: an extra, never a loss.
+    async fn drop_extra_copies(&self, side: Side, kept: &RelPath, candidates: Vec<RelPath>) {
+        if candidates.is_empty() {
+            return;
+        }
+        let client = self.client(side);
+        let Ok(kept) = self.retry(|| client.stat(kept)).await else {
+            return;
+        };
+        let mut kept_md5 = None;
+        for extra in candidates {
+            if extra == kept.path {
+                continue;
+            }
+            let Ok(now) = self.retry(|| client.stat(&extra)).await else {
+                continue;
+            };
+            if now.size != kept.size {
+                continue;
+            }
+            if kept_md5.is_none() {
+                kept_md5 = self.md5_within_limit(side, &kept).await;
+            }
+            let Some(want) = &kept_md5 else {
+                return;
+            };
+            if self.md5_within_limit(side, &now).await.as_ref() != Some(want) {
+                continue;
+            }
+            match self.retry(|| client.delete(&extra)).await {
+                Ok(()) => {
+                    tracing::info!(%side, path = %extra, kept = %kept.path, "removed an extra trash copy an earlier failed move had left");
+                }
+                Err(e) => {
+                    tracing::debug!(%side, path = %extra, "removing an extra trash copy: {e}");
+                }
+            }
+        }
     }
 
     /// Keeps the current version of `existing` in the side's trash while it stays at its
