@@ -506,6 +506,16 @@ impl Executor {
                 if done.vanished {
                     self.vanished
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // A rename whose old file was gone: the new file was copied, and counts
+                    // as a copy; only the delete of the old one did not happen.
+                    if let Action::Rename { seen_on, to, .. } = &action {
+                        Action::Copy {
+                            from: *seen_on,
+                            entry: to.clone(),
+                            target: None,
+                        }
+                        .count_into(stats);
+                    }
                 } else {
                     action.count_into(stats);
                 }
@@ -793,10 +803,7 @@ impl Executor {
                 from,
                 to,
                 keep_old,
-            } => self
-                .mirror_rename(*seen_on, from, to, *keep_old)
-                .await
-                .map(Done::updates),
+            } => self.mirror_rename(*seen_on, from, to, *keep_old).await,
             Action::Conflict {
                 source,
                 destination,
@@ -1560,13 +1567,21 @@ impl Executor {
         self.retry(|| client.md5_of(entry)).await.ok()
     }
 
+    /// Carries out a rename seen on `seen_on` on the other side: `old` there becomes `new`
+    /// (a copy of `old` when `keep_old`), by a server-side move or copy where the backend has
+    /// one, else by copying `new` over and deleting `old`.
+    ///
+    /// An old file that is gone there since the listing (moved or deleted by someone else)
+    /// follows the rule of vanished deletes ([`remove`](Self::remove)): the new file is
+    /// copied over, but the old path is not recorded as removed, the rename is counted as a
+    /// copy, and the old path counts into the run's warning about files that were gone.
     async fn mirror_rename(
         &self,
         seen_on: Side,
         old: &Entry,
         new: &Entry,
         keep_old: bool,
-    ) -> Result<Vec<BaseUpdate>, Error> {
+    ) -> Result<Done, Error> {
         let target_side = seen_on.other();
         let target = self.client(target_side);
         let copy_new = || {
@@ -1579,13 +1594,17 @@ impl Executor {
                 new,
             )
         };
+        // The old file vanished meanwhile: copy the new one instead. The base keeps the old
+        // path's record, so the next run looks at it again (it may come back).
+        let vanished = |written: Entry| {
+            tracing::info!(side = %target_side, path = %old.path, "the old file of a rename was gone already; not recorded");
+            Done {
+                vanished: true,
+                ..Done::updates(vec![BaseUpdate::Put(record(seen_on, new, &written))])
+            }
+        };
         if !self.still_as_listed(target_side, old).await? {
-            // The old file vanished meanwhile: copy the new one instead.
-            let written = copy_new().await?;
-            return Ok(vec![
-                BaseUpdate::Remove(old.path.clone()),
-                BaseUpdate::Put(record(seen_on, new, &written)),
-            ]);
+            return Ok(vanished(copy_new().await?));
         }
         let opts = TransferOptions::default();
         let moved = if keep_old {
@@ -1599,8 +1618,8 @@ impl Executor {
             Ok(e) => e,
             Err(Error::Unsupported { .. }) => {
                 let written = copy_new().await?;
-                if !keep_old {
-                    self.remove(target_side, old).await?;
+                if !keep_old && !self.remove(target_side, old).await? {
+                    return Ok(vanished(written));
                 }
                 written
             }
@@ -1611,6 +1630,11 @@ impl Executor {
                 Some(now) if keep_old || !self.exists(target_side, &old.path).await => {
                     tracing::info!(path = %new.path, side = %target_side, error = %e, "the rename failed but is in place; recorded");
                     now
+                }
+                // The old file went between the check and the move, and the new name does
+                // not hold it: someone else's doing.
+                _ if e.is_not_found() && !self.exists(target_side, &old.path).await => {
+                    return Ok(vanished(copy_new().await?));
                 }
                 _ => return Err(e),
             },
@@ -1625,7 +1649,7 @@ impl Executor {
             updates.push(BaseUpdate::Remove(old.path.clone()));
         }
         updates.push(BaseUpdate::Put(record(seen_on, new, &written)));
-        Ok(updates)
+        Ok(Done::updates(updates))
     }
 
     /// A free conflict name for `path`: free on both sides, since it will be synced, and not

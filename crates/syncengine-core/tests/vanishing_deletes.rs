@@ -109,3 +109,90 @@ async fn deletes_under_a_folder_renamed_away_and_back_are_not_recorded_as_done()
     assert!(!exists(&d, "dir/f0.txt").await, "{stats:?}");
     assert_eq!(stats.deleted_destination, MOVED as u64, "{stats:?}");
 }
+
+/// A pair of memory sides synced by a mirror from the source: `dir/old.txt` and 30 other
+/// files (so one delete stays far below the max-delete limit).
+async fn mirrored(engine: &SyncEngine) -> (Arc<MemoryClient>, Arc<MemoryClient>) {
+    let s = Arc::new(MemoryClient::new());
+    let d = Arc::new(MemoryClient::new());
+    s.put(
+        &rel("dir/old.txt"),
+        Bytes::from("the content of the renamed file"),
+    )
+    .await
+    .unwrap();
+    for i in 0..30 {
+        s.put(&rel(&format!("keep{i}.txt")), Bytes::from("kept"))
+            .await
+            .unwrap();
+    }
+    let stats = run(SyncMode::SourceToDestination, &s, d.clone(), &engine).await;
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    assert!(exists(&d, "dir/old.txt").await);
+    (s, d)
+}
+
+fn gone_warning(stats: &syncengine_core::SyncStats) -> bool {
+    stats
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("1 file(s) to delete were gone"))
+}
+
+/// The source renames `dir/old.txt` to `dir/new.txt`; on the destination someone deletes
+/// `dir/old.txt` right before the engine's `op` on it (the check, or the move itself).
+/// Found: the mirror recorded the old path as removed (the check) or failed the rename (the
+/// move) — it must copy the new file and leave the old path's record, as a delete that
+/// finds its file gone does.
+async fn rename_whose_old_file_vanishes(op: Op) {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let (s, d) = mirrored(&engine).await;
+    s.rename(&rel("dir/old.txt"), &rel("dir/new.txt"))
+        .await
+        .unwrap();
+    let faulty = Arc::new(FaultClient::new(d.clone(), FaultConfig::none()));
+    let other = d.clone();
+    faulty.before(
+        op,
+        rel("dir/old.txt"),
+        Arc::new(move |_| {
+            futures::executor::block_on(other.delete(&rel("dir/old.txt"))).unwrap();
+        }),
+    );
+    let stats = run(SyncMode::SourceToDestination, &s, faulty, &engine).await;
+    assert_eq!(stats.errors, 0, "{op:?}: {stats:?}");
+    assert!(exists(&d, "dir/new.txt").await, "{op:?}: {stats:?}");
+    assert_eq!(
+        (stats.renamed_destination, stats.uploaded),
+        (0, 1),
+        "{op:?}: a rename whose old file was gone is a copy: {stats:?}"
+    );
+    assert!(gone_warning(&stats), "{op:?}: {stats:?}");
+
+    // The old file comes back (it had been moved away for a moment). The base still knows
+    // it: a two-way run sees the source's delete and removes it, where a base that had
+    // forgotten it took it for a new file and copied it back to the source.
+    d.put(
+        &rel("dir/old.txt"),
+        Bytes::from("the content of the renamed file"),
+    )
+    .await
+    .unwrap();
+    let stats = run(SyncMode::TwoWay, &s, d.clone(), &engine).await;
+    assert!(
+        !exists(&s, "dir/old.txt").await,
+        "{op:?}: the renamed-away file came back to the source: {stats:?}"
+    );
+    assert!(!exists(&d, "dir/old.txt").await, "{op:?}: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_rename_whose_old_file_vanished_before_the_check_is_not_recorded_as_done() {
+    rename_whose_old_file_vanishes(Op::Stat).await;
+}
+
+#[tokio::test]
+async fn a_rename_whose_old_file_vanished_before_the_move_is_not_recorded_as_done() {
+    rename_whose_old_file_vanishes(Op::Rename).await;
+}
