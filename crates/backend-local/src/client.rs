@@ -990,7 +990,7 @@ impl StorageClient for LocalClient {
         .await
     }
 
-    async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
+    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
         let abs = self.abs(path);
         let root = self.root.clone();
         let rel = path.as_str().to_owned();
@@ -1008,6 +1008,9 @@ impl StorageClient for LocalClient {
                             | io::ErrorKind::IsADirectory
                     ) =>
                 {
+                    if opts.report_missing {
+                        return Err(Error::not_found("local", &rel));
+                    }
                     return Ok(());
                 }
                 Err(e) => return Err(map_io(&rel, e)),

@@ -159,7 +159,22 @@ impl WriteOptions {
 /// Options for [`StorageClient::delete_opts`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct DeleteOptions {}
+pub struct DeleteOptions {
+    /// Report a missing file as [`Error::NotFound`] instead of `Ok`, where the backend can
+    /// tell (its delete fails on a missing file: local disk, SFTP, WebDAV, memory). A
+    /// backend that cannot (S3's `DeleteObject` answers alike either way) returns `Ok`. The
+    /// engine sets it for deletes without a trash, so a file deleted by someone else between
+    /// its check and the delete is not counted as the engine's delete.
+    pub report_missing: bool,
+}
+
+impl DeleteOptions {
+    /// Sets [`report_missing`](DeleteOptions::report_missing).
+    pub fn with_report_missing(mut self, report: bool) -> Self {
+        self.report_missing = report;
+        self
+    }
+}
 
 /// Options for [`StorageClient::copy_opts`] and [`StorageClient::rename_opts`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -447,7 +462,9 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// Deletes the file at `path`.
     ///
     /// # Behavior
-    /// - Deleting a missing file is `Ok` (idempotent: re-planning after a crash is safe).
+    /// - Deleting a missing file is `Ok` (idempotent: re-planning after a crash is safe),
+    ///   unless [`DeleteOptions::report_missing`] asks for `NotFound` and the backend can
+    ///   tell.
     /// - On backends with [`Capabilities::real_directories`], parent directories the delete
     ///   left empty are removed, up to (not including) the root.
     async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()>;

@@ -41,7 +41,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{
-    EntryStream, StorageClient, StorageClientExt, TransferOptions, WriteMode, WriteOptions,
+    DeleteOptions, EntryStream, StorageClient, StorageClientExt, TransferOptions, WriteMode,
+    WriteOptions,
 };
 use crate::collide::fold_name;
 use crate::decide::kept_copy_goes_back;
@@ -996,11 +997,13 @@ impl Executor {
     }
 
     /// Deletes `entry` on `side`, through the side's recovery. Returns false when the file
-    /// was gone before this delete touched it (found missing by the check, or by the move to
-    /// the trash): the delete did nothing, and must not be recorded as done.
+    /// was gone before this delete touched it (found missing by the check, by the move to
+    /// the trash, or by the delete itself): the delete did nothing, and must not be recorded
+    /// as done.
     ///
-    /// Without a trash, a file that goes between the check and the `delete` (which is `Ok`
-    /// on a missing path) still counts as deleted: the client cannot tell.
+    /// Without a trash, the delete asks to be told of a missing file
+    /// ([`DeleteOptions::report_missing`]); only on a backend that cannot tell (S3) does a
+    /// file that goes between the check and the delete still count as deleted.
     async fn remove(&self, side: Side, entry: &Entry) -> Result<bool, Error> {
         if !self.still_as_listed(side, entry).await? {
             return Ok(false);
@@ -1037,8 +1040,23 @@ impl Executor {
                 Ok(true)
             }
             ResolvedRecovery::None => {
-                self.retry(|| client.delete(&entry.path)).await?;
-                Ok(true)
+                let opts = DeleteOptions::default().with_report_missing(true);
+                let attempts = std::sync::atomic::AtomicU32::new(0);
+                match self
+                    .retry(|| {
+                        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        client.delete_opts(&entry.path, opts.clone())
+                    })
+                    .await
+                {
+                    Ok(()) => Ok(true),
+                    // Missing at the first attempt: gone by someone else's hand. At a retry
+                    // it may be the earlier attempt's doing (its reply lost): counted done.
+                    Err(e) if e.is_not_found() => {
+                        Ok(attempts.load(std::sync::atomic::Ordering::Relaxed) > 1)
+                    }
+                    Err(e) => Err(e),
+                }
             }
         }
     }

@@ -593,10 +593,14 @@ impl StorageClient for MemoryClient {
         Ok(entry)
     }
 
-    async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
+    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
         let mut state = self.lock();
         let removed = state.files.remove(path);
+        let missing = removed.is_none();
         state.free(removed);
+        if missing && opts.report_missing {
+            return Err(Error::not_found(BACKEND, path.as_str()));
+        }
         Ok(())
     }
 

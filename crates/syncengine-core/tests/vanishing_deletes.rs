@@ -12,8 +12,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use syncengine_core::testing::{FaultClient, FaultConfig, Op};
 use syncengine_core::{
-    MemoryClient, RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncOptions,
-    SyncPair,
+    MemoryClient, Recovery, RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode,
+    SyncOptions, SyncPair,
 };
 
 fn rel(s: &str) -> RelPath {
@@ -195,4 +195,34 @@ async fn a_rename_whose_old_file_vanished_before_the_check_is_not_recorded_as_do
 #[tokio::test]
 async fn a_rename_whose_old_file_vanished_before_the_move_is_not_recorded_as_done() {
     rename_whose_old_file_vanishes(Op::Rename).await;
+}
+
+/// With `--no-trash` on the destination, someone deletes the file between the engine's
+/// check and its delete. Found: counted as deleted (the delete of a missing file is `Ok`).
+#[tokio::test]
+async fn a_delete_without_trash_whose_file_vanished_after_the_check_is_not_counted() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let (s, d) = mirrored(&engine).await;
+    s.delete(&rel("dir/old.txt")).await.unwrap();
+    let faulty = Arc::new(FaultClient::new(d.clone(), FaultConfig::none()));
+    let other = d.clone();
+    faulty.before(
+        Op::Delete,
+        rel("dir/old.txt"),
+        Arc::new(move |_| {
+            futures::executor::block_on(other.delete(&rel("dir/old.txt"))).unwrap();
+        }),
+    );
+    let mut pair = SyncPair::new(s.clone(), faulty, SyncMode::SourceToDestination);
+    pair.options = SyncOptions::default()
+        .with_transfers(1)
+        .with_recovery(syncengine_core::Side::Destination, Recovery::None);
+    let stats = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    assert_eq!(
+        stats.deleted_destination, 0,
+        "a delete that found nothing was counted: {stats:?}"
+    );
+    assert!(gone_warning(&stats), "{stats:?}");
 }
