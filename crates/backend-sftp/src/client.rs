@@ -1757,8 +1757,8 @@ impl StorageClient for SftpClient {
         outcome
     }
 
-    async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
-        self.delete_file(path).await
+    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
+        self.delete_file(path, opts.report_missing).await
     }
 
     async fn copy_opts(
@@ -1945,8 +1945,17 @@ impl SftpClient {
     }
 
     /// [`delete_opts`](StorageClient::delete_opts).
-    async fn delete_file(&self, path: &RelPath) -> Result<()> {
+    /// Deletes the file at `path`; a missing one is `Ok`, or `NotFound` when
+    /// `report_missing`.
+    async fn delete_file(&self, path: &RelPath, report_missing: bool) -> Result<()> {
         let err = |e: SftpError| to_core(e, path.as_str());
+        let missing = || {
+            if report_missing {
+                Err(Error::not_found(BACKEND, path.as_str()))
+            } else {
+                Ok(())
+            }
+        };
         let s = self.inner.pool.get().await.map_err(err)?;
         check_no_symlinked_folder(&self.inner, &s, path)
             .await
@@ -1956,7 +1965,7 @@ impl SftpClient {
         let anchor = match anchor_parent(&self.inner, &s, path).await {
             Ok(anchor) => anchor,
             // No folder: no file to delete.
-            Err(e) if e.is_no_such_file() || matches!(e, SftpError::NotAFile) => return Ok(()),
+            Err(e) if e.is_no_such_file() || matches!(e, SftpError::NotAFile) => return missing(),
             Err(e) => return Err(err(e)),
         };
         let remote = anchored(&self.inner, anchor.as_ref(), path);
@@ -1967,7 +1976,7 @@ impl SftpClient {
                 prune_parents(&self.inner, &s, path).await;
                 Ok(())
             }
-            Err(e) if e.is_no_such_file() => Ok(()),
+            Err(e) if e.is_no_such_file() => missing(),
             Err(e) => Err(err(e)),
         }
     }

@@ -2190,9 +2190,16 @@ impl StorageClient for WebDavClient {
         Ok(written)
     }
 
-    async fn delete_opts(&self, path: &RelPath, _opts: DeleteOptions) -> Result<()> {
+    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
         let inner = &self.inner;
         let p = path.as_str();
+        let missing = || {
+            if opts.report_missing {
+                Err(Error::not_found(BACKEND, p))
+            } else {
+                Ok(())
+            }
+        };
         // Fails closed: a lookup that fails is an error, not "already gone".
         match inner
             .presence(path)
@@ -2200,7 +2207,7 @@ impl StorageClient for WebDavClient {
             .map_err(|e| map_error(e, p, Ctx::Plain))?
         {
             // Missing, or a collection: there is no file to delete.
-            Presence::Absent | Presence::Collection => return Ok(()),
+            Presence::Absent | Presence::Collection => return missing(),
             Presence::File => {}
         }
         let url = inner.file_url(path);
@@ -2209,8 +2216,9 @@ impl StorageClient for WebDavClient {
             .await
             .map_err(|e| map_error(e, p, Ctx::Plain))?;
         match resp.status() {
+            s if s.is_success() => {}
             // Gone since the lookup: nothing is left to delete.
-            s if s.is_success() || s == StatusCode::NOT_FOUND => {}
+            StatusCode::NOT_FOUND => return missing(),
             s => return Err(map_error(status_err("DELETE", &url, s), p, Ctx::Plain)),
         }
         inner.prune(path).await

@@ -1077,7 +1077,10 @@ pub async fn cancelled_write_keeps_old_content(client: &dyn StorageClient) {
     );
 }
 
-/// Deleting removes the file (and only it); deleting again is `Ok`.
+/// Deleting removes the file (and only it); deleting again is `Ok`, or `NotFound` when
+/// [`DeleteOptions::report_missing`](crate::DeleteOptions::report_missing) asks for it — on
+/// every backend with a native rename (their deletes fail on a missing file, so they can
+/// tell); a copy-and-delete store may answer `Ok`.
 pub async fn delete_is_idempotent(client: &dyn StorageClient) {
     put(client, "d/a", "a").await;
     put(client, "d/b", "b").await;
@@ -1093,6 +1096,21 @@ pub async fn delete_is_idempotent(client: &dyn StorageClient) {
         .delete(&p("d/a"))
         .await
         .unwrap_or_else(|e| panic!("{client}: deleting twice must be Ok: {e}"));
+    let reported = crate::DeleteOptions::default().with_report_missing(true);
+    match client.delete_opts(&p("d/a"), reported.clone()).await {
+        Err(e) if e.is_not_found() => {}
+        Ok(()) if !client.capabilities().native_rename => {}
+        other => {
+            panic!("{client}: a reported delete of a missing file must be NotFound: {other:?}")
+        }
+    }
+    match client.delete_opts(&p("d/none/x"), reported).await {
+        Err(e) if e.is_not_found() => {}
+        Ok(()) if !client.capabilities().native_rename => {}
+        other => {
+            panic!("{client}: a reported delete below a missing folder must be NotFound: {other:?}")
+        }
+    }
     assert_eq!(
         list_paths(client, None).await,
         ["d/b"],
