@@ -66,6 +66,22 @@ impl StoreError {
             // Our own message, whole: what was tried and the fix.
             return Error::other(backend, path, c.0.clone());
         }
+        // A TLS failure (an untrusted certificate, an `https://` endpoint that speaks plain
+        // HTTP) reaches us as a connection error, which would pass for transient: retried,
+        // then the side taken for unreachable. Every retry meets the same failure: say so.
+        if let Some(tls) = syncengine_core::error::find_in_chain::<rustls::Error>(&err) {
+            let reason = tls.to_string();
+            return Error::Other {
+                backend,
+                path,
+                source: format!(
+                    "TLS failed: {reason} ({err}). Check that the endpoint really speaks \
+                     https (one that speaks plain HTTP is given as http://) and that this \
+                     machine trusts its certificate; a retry meets the same failure"
+                )
+                .into(),
+            };
+        }
         match err {
             E::NotFound { .. } => Error::NotFound {
                 backend,

@@ -80,24 +80,9 @@ pub(crate) enum DavError {
 }
 
 /// The TLS error somewhere in `err`'s chain of sources, if any (rustls reports through
-/// nested `std::io::Error`s, whose `source` skips the error they wrap, so those are looked
-/// into).
+/// nested `std::io::Error`s, which [`find_in_chain`] looks into).
 pub(crate) fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(t) = e.downcast_ref::<rustls::Error>() {
-            return Some(t.to_string());
-        }
-        // An io::Error's `source` skips the error it wraps (often another io::Error).
-        next = match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
-        };
-    }
-    None
+    syncengine_core::error::find_in_chain::<rustls::Error>(err).map(ToString::to_string)
 }
 
 /// What the failed request was trying to do, where one status means different things.

@@ -121,6 +121,30 @@ pub enum Error {
     },
 }
 
+/// The first error of type `T` in `err`'s chain of sources, `err` included. Unlike a walk of
+/// [`source`](std::error::Error::source), it looks inside [`std::io::Error`]s, whose `source`
+/// skips the error they wrap: TLS libraries (rustls) report through nested `io::Error`s, and
+/// a backend that must tell a TLS failure (not transient: a retry meets the same certificate)
+/// from a dropped connection looks for theirs with this.
+pub fn find_in_chain<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
 impl Error {
     /// Returns true when retrying the same operation may succeed.
     pub fn is_transient(&self) -> bool {
