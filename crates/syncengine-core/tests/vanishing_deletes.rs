@@ -126,7 +126,7 @@ async fn mirrored(engine: &SyncEngine) -> (Arc<MemoryClient>, Arc<MemoryClient>)
             .await
             .unwrap();
     }
-    let stats = run(SyncMode::SourceToDestination, &s, d.clone(), &engine).await;
+    let stats = run(SyncMode::SourceToDestination, &s, d.clone(), engine).await;
     assert_eq!(stats.errors, 0, "{stats:?}");
     assert!(exists(&d, "dir/old.txt").await);
     (s, d)
