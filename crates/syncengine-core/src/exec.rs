@@ -1315,26 +1315,43 @@ impl Executor {
     /// Keeps the current version of `existing` in the side's trash while it stays at its
     /// path (see [`StorageClient::preserve`]); returns the copy. A call that failed after the
     /// copy was made (a lost reply) counts as made when the trash holds exactly `existing`.
+    ///
+    /// On a copy-and-delete store, the identical copies that earlier overwrites of the same
+    /// version left when their write failed are dropped once this copy is made
+    /// ([`drop_extra_copies`](Self::drop_extra_copies)), as for deletes.
     async fn preserve_in_trash(&self, side: Side, existing: &Entry) -> Result<Entry, Error> {
         let client = self.client(side);
         let path = &existing.path;
+        let by_copy = !client.capabilities().native_rename;
+        let mut extra = if by_copy {
+            self.recent_trash_copies(side, path).await
+        } else {
+            Vec::new()
+        };
         for n in 1u32..100 {
             let target = self.trash_path(path, n)?;
-            match self.retry(|| client.preserve(path, &target)).await {
-                Err(Error::AlreadyExists { .. }) => continue,
+            let kept = match self.retry(|| client.preserve(path, &target)).await {
+                Err(Error::AlreadyExists { .. }) => {
+                    extra.push(target);
+                    continue;
+                }
                 Err(e @ Error::Unsupported { .. }) => return Err(e),
                 Err(e) => {
-                    if let Some(kept) = self.holds_copy(side, existing, side, &target).await {
-                        tracing::info!(path = %target, error = %e, "the copy failed but is in place; kept");
-                        return Ok(kept);
-                    }
-                    if in_the_way(client.as_ref(), &target).await {
-                        continue;
-                    }
-                    return Err(e);
+                    let Some(kept) = self.holds_copy(side, existing, side, &target).await else {
+                        if in_the_way(client.as_ref(), &target).await {
+                            continue;
+                        }
+                        return Err(e);
+                    };
+                    tracing::info!(path = %target, error = %e, "the copy failed but is in place; kept");
+                    kept
                 }
-                ok => return ok,
+                Ok(kept) => kept,
+            };
+            if by_copy {
+                self.drop_extra_copies(side, &target, extra).await;
             }
+            return Ok(kept);
         }
         Err(Error::other(
             client.backend(),
