@@ -442,3 +442,68 @@ fn a_trash_folder_replaced_by_a_symlink_is_never_written_or_pruned_through() {
     #[cfg(feature = "sftp")]
     let _ = std::fs::remove_dir_all(&sftp_disk);
 }
+
+/// A server lost in the middle of a run (uploads under way, then every connection refused):
+/// the run stops, names the side and the cause, and exits 1 (the run failed; 4 is for a side
+/// the check before the run could not reach, when nothing was changed). The rerun, with the
+/// server back, converges.
+#[test]
+fn a_server_lost_mid_run_exits_1_naming_the_side() {
+    if !up(APACHE) {
+        return;
+    }
+    const FILES: usize = 30;
+    let root = fresh_root("lost");
+    let disk = server_disk(APACHE, &root);
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let state = tmp.path().join("state");
+    let proxy = Proxy::start("http://127.0.0.1:8082").unwrap();
+    let addr = proxy.addr();
+    let url = format!("webdav://{addr}/{root}");
+    // A first run makes the pair (root ids, state); the files come after.
+    std::fs::write(local.join("first.txt"), "first").unwrap();
+    let (code, out) = sync(local.to_str().unwrap(), &url, &state, &["-q"]);
+    assert_eq!(code, Some(0), "{out}");
+    for i in 0..FILES {
+        std::fs::write(local.join(format!("f{i:02}.txt")), format!("file {i}")).unwrap();
+    }
+    for _ in 0..FILES * 2 {
+        proxy.hold(Matcher::method("PUT").path_lacks("/.syncengine/"));
+    }
+    let child = command("sync")
+        .args([local.to_str().unwrap(), &url])
+        .args(["--transfers", "2", "--state-dir"])
+        .arg(&state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while proxy.held() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no upload came"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(proxy);
+    let (code, out) = text(child.wait_with_output().unwrap());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("cannot reach the destination"), "{out}");
+    assert!(
+        out.contains("any more"),
+        "said that it was lost mid-run: {out}"
+    );
+    // The server comes back at the same address: the rerun converges.
+    let proxy = Proxy::start_on("http://127.0.0.1:8082", addr).unwrap();
+    let (code, out) = sync(local.to_str().unwrap(), &url, &state, &["-q"]);
+    assert_eq!(code, Some(0), "{out}");
+    let files = all_files(&disk);
+    // Apache keeps its property files in .DAV/.
+    let synced = files.keys().filter(|k| !k.starts_with('.')).count();
+    assert_eq!(synced, FILES + 1, "{files:?}");
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&disk);
+}

@@ -107,7 +107,8 @@ OUTPUT:
 
 EXIT STATUS:
   0  success
-  1  the run failed, was cancelled (Ctrl-C), or some files failed
+  1  the run failed, was cancelled (Ctrl-C), or some files failed; also a side lost in the
+     middle of the run (what was done is recorded; run again once it is back)
   2  usage error (bad option, unknown mode or URL scheme, backend not compiled in)
   3  stopped by a safety rule: --max-delete, an empty side, another run holds the pair's lock,
      or a root is not the storage the pair's state recorded (see --accept-new-root)
@@ -866,7 +867,14 @@ fn report(
             say!("error: {e}");
             return EXIT_SAFETY_STOP;
         }
-        Err(e) if e.is_unreachable() => {
+        // Lost during the run, after actions had started: the run failed (its message
+        // names the side and the cause). 4 is for a side the check before the run could not
+        // reach, when nothing was changed.
+        Err(
+            e @ SyncError::Unreachable {
+                during_run: false, ..
+            },
+        ) => {
             say!("error: {e}");
             return EXIT_UNREACHABLE;
         }

@@ -1,6 +1,6 @@
 //! A server that goes away in the middle of a run (after planning, while the copies run):
 //! the executor notices the side is gone after the first failures, starts nothing more, runs
-//! no deletion and ends with `SyncError::Unreachable` (CLI exit 4) naming the side. Old code
+//! no deletion and ends with `SyncError::Unreachable` (CLI exit 1) naming the side. Old code
 //! tried every planned action, each with its own retries (about a minute for the red team's
 //! run), and ended "successfully" with one error per action.
 //!

@@ -457,7 +457,8 @@ pub enum SyncError {
     /// A side could not be reached or logged into (see
     /// [`StorageClient::check_access`](crate::StorageClient::check_access)): a connection
     /// refused, a host not found, a TLS failure, wrong credentials, a missing bucket or
-    /// container. The CLI exits 4.
+    /// container. The CLI exits 4 when found by the check before the run, 1 when found
+    /// during it.
     ///
     /// Checked before anything else (`during_run` false): nothing was read or changed. Or
     /// found during the run (`during_run` true), when an action failed with a transient error
