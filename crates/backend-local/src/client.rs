@@ -1126,8 +1126,19 @@ impl StorageClient for LocalClient {
             create_parent(&target, rel)?;
             if opts.overwrite {
                 fs::rename(&src, &target).map_err(io_on(rel))?;
-            } else if let Placed::Linked = link_noreplace(&src, &target).map_err(io_on(rel))? {
-                fs::remove_file(&src).map_err(io_on(&from_rel))?;
+            } else if let Placed::Linked = link_noreplace(&src, &target).map_err(io_on(rel))?
+                && let Err(e) = fs::remove_file(&src)
+            {
+                // The old name stays (a folder this process cannot write to): the move did
+                // not happen, so the link just made goes again — while it is still a second
+                // name of that very file — instead of leaving a second copy at the target
+                // (a trash copy of a file still in place, one more at each retry).
+                if let (Ok(a), Ok(b)) = (fs::symlink_metadata(&src), fs::symlink_metadata(&target))
+                    && (a.dev(), a.ino()) == (b.dev(), b.ino())
+                {
+                    let _ = fs::remove_file(&target);
+                }
+                return Err(map_io(&from_rel, e));
             }
             if src != target
                 && let Some(parent) = src.parent()
