@@ -360,6 +360,8 @@ enum Verbosity {
 fn main() -> ExitCode {
     // clap prints its own errors and exits 2 (0 for --help and --version).
     let cli = Cli::parse();
+    // Children a shell handed over by exec'ing the tool are not ours to end at exit.
+    let inherited = children::inherited();
     let verbosity = match (cli.quiet, cli.verbose) {
         (true, _) => Verbosity::Quiet,
         (false, 0) => Verbosity::Normal,
@@ -371,7 +373,7 @@ fn main() -> ExitCode {
         Command::Cleanup(args) => run_cleanup(args, verbosity),
     };
     // A credential_process the run stopped waiting for would outlive it.
-    children::end_abandoned();
+    children::end_abandoned(&inherited);
     ExitCode::from(code)
 }
 

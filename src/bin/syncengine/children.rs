@@ -12,11 +12,36 @@
 //!
 //! Linux only (`/proc` and pidfds); elsewhere such a helper is left running.
 
+/// The children this process had before it started any: those a shell started and then
+/// handed over by `exec`ing the tool (`helper & exec syncengine …`), each as its process id
+/// and start time. They are not the tool's to end.
+#[derive(Default)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) struct Inherited(Vec<(i32, u64)>);
+
+/// Notes the children this process already has ([`Inherited`]); call it first thing.
+#[cfg(target_os = "linux")]
+pub(crate) fn inherited() -> Inherited {
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    Inherited(
+        children_of(me)
+            .into_iter()
+            .filter_map(|pid| Some((pid, start_time(pid)?)))
+            .collect(),
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn inherited() -> Inherited {
+    Inherited::default()
+}
+
 /// Kills every process still running below this one (children first found, then their
 /// descendants), each through a pidfd opened before its parent was checked, so a process id
-/// reused meanwhile is never signalled.
+/// reused meanwhile is never signalled. A child in `inherited` (the same process id and
+/// start time) is left running, with what it started.
 #[cfg(target_os = "linux")]
-pub(crate) fn end_abandoned() {
+pub(crate) fn end_abandoned(inherited: &Inherited) {
     use rustix::process::{Pid, PidfdFlags, Signal, getpid, pidfd_open, pidfd_send_signal};
     let me = getpid().as_raw_nonzero().get();
     let mut found = Vec::new();
@@ -31,6 +56,12 @@ pub(crate) fn end_abandoned() {
             };
             // The pidfd holds this very process; it is ours if its parent still is.
             if parent_of(pid) == Some(parent) {
+                // Checked after the pidfd was opened: the start time read is this process's.
+                if parent == me
+                    && start_time(pid).is_some_and(|t| inherited.0.contains(&(pid, t)))
+                {
+                    continue;
+                }
                 found.push((pid, fd));
                 parents.push(pid);
             }
@@ -46,7 +77,7 @@ pub(crate) fn end_abandoned() {
 
 /// Elsewhere nothing is done (see the module docs).
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn end_abandoned() {}
+pub(crate) fn end_abandoned(_inherited: &Inherited) {}
 
 /// The processes whose parent is `parent` (from `/proc/<pid>/stat`).
 #[cfg(target_os = "linux")]
@@ -72,4 +103,14 @@ fn parent_of(pid: i32) -> Option<i32> {
         return None;
     }
     fields.next()?.parse().ok()
+}
+
+/// When `pid` started (field 22 of `/proc/<pid>/stat`, in clock ticks since boot): with the
+/// process id, names one process for good.
+#[cfg(target_os = "linux")]
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // Fields from the third (state) on: the start time is the 22nd field, the 20th here.
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
