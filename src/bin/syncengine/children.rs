@@ -57,8 +57,7 @@ pub(crate) fn end_abandoned(inherited: &Inherited) {
             // The pidfd holds this very process; it is ours if its parent still is.
             if parent_of(pid) == Some(parent) {
                 // Checked after the pidfd was opened: the start time read is this process's.
-                if parent == me
-                    && start_time(pid).is_some_and(|t| inherited.0.contains(&(pid, t)))
+                if parent == me && start_time(pid).is_some_and(|t| inherited.0.contains(&(pid, t)))
                 {
                     continue;
                 }
