@@ -482,10 +482,10 @@ impl S3Client {
             // Both `None`: AWS itself, one region.
             && a.endpoint == b.endpoint
             && a.region == b.region
+            // Keys given: the shared profile's credential sources are not used (see the
+            // builder), so a client made from the environment (the CLI's) qualifies too.
             && a.access_key_id.is_some()
             && a.access_key_id == b.access_key_id
-            && a.aws_shared.is_none()
-            && b.aws_shared.is_none()
     }
 
     /// [`StorageClient::copy_from_same_store`] on S3: a `CopyObject` from `source`'s bucket,

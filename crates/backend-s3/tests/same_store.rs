@@ -181,6 +181,39 @@ async fn same_endpoint_and_key_copies_on_the_server() {
     assert_eq!(reads, 0, "file content passed through the client");
 }
 
+/// Red team 14: clients made from the environment, as the CLI makes them (`AWS_*` keys;
+/// the shared-profile lookup is noted even when the keys come from the variables). Old code
+/// took any client with a shared profile for "other credentials", so a CLI run never copied
+/// on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_made_from_the_environment_copy_on_the_server() {
+    if common::seaweed_builder(false).is_none() {
+        return;
+    }
+    let endpoint = common::endpoint(common::SEAWEED);
+    let var = |name: &str| match name {
+        "AWS_ACCESS_KEY_ID" => Some("weedak".to_owned()),
+        "AWS_SECRET_ACCESS_KEY" => Some("weedsk".to_owned()),
+        "AWS_REGION" => Some("us-east-1".to_owned()),
+        "AWS_ENDPOINT" => Some(endpoint.clone()),
+        "AWS_ALLOW_HTTP" => Some("true".to_owned()),
+        // No shared files of this machine's user.
+        "AWS_CONFIG_FILE" | "AWS_SHARED_CREDENTIALS_FILE" => Some("/nonexistent".to_owned()),
+        _ => None,
+    };
+    let prefix = common::fresh_prefix("env");
+    let build = |side: &str| {
+        syncengine_backend_s3::S3Builder::from_env_with(&format!("s3://test/{prefix}/{side}"), var)
+            .unwrap()
+            .build()
+            .unwrap()
+    };
+    let src: Arc<dyn StorageClient> = Arc::new(build("src"));
+    let dst: Arc<dyn StorageClient> = Arc::new(build("dst"));
+    let reads = sync_and_count(src, dst).await;
+    assert_eq!(reads, 0, "file content passed through the client");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_bucket_of_the_same_endpoint_copies_on_the_server() {
     let (Some(a), Some(b)) = (
