@@ -178,6 +178,16 @@ fn status_err(method: &'static str, url: &str, status: StatusCode) -> DavError {
     }
 }
 
+/// True when the mtime dead property of `res` describes the version listed: it names no
+/// ETag (written unbound), or the one the listing gives.
+fn mtime_still_bound(res: &Resource) -> bool {
+    match (&res.mtime_etag, &res.etag) {
+        (None, _) => true,
+        (Some(bound), Some(now)) => normalize_etag(bound) == normalize_etag(now),
+        (Some(_), None) => false,
+    }
+}
+
 /// The etag exactly as the server reports it, quoted, for an `If:` header state token.
 fn if_etag(raw: &str) -> String {
     let t = raw.trim();
@@ -576,7 +586,11 @@ impl Inner {
     fn entry(&self, path: RelPath, res: &Resource) -> Entry {
         let mut entry = Entry::new(path, res.size.unwrap_or(0));
         let mtime = match res.mtime_nanos {
-            Some(n) if self.mtime_property => Some(nanos_to_system_time(n)),
+            Some(n) if self.mtime_property && mtime_still_bound(res) => {
+                Some(nanos_to_system_time(n))
+            }
+            // Not set, or set for another version (another client overwrote the file and the
+            // server kept the dead property): the server's time of the last write.
             _ => res.last_modified,
         };
         if let Some(m) = mtime {
@@ -877,7 +891,38 @@ impl Inner {
         }
     }
 
+    /// Sets the mtime dead property of the file at `url`, bound to the ETag the file has now
+    /// (a `PROPFIND` of it): a listing believes the property only while the file keeps that
+    /// ETag, so another client's plain `PUT`, after which Apache and wsgidav keep the dead
+    /// property, is listed with the server's time of that write, not with our old mtime.
+    /// Apache's and wsgidav's ETags change with the content and not with a `PROPPATCH` or a
+    /// `MOVE`. A server that lists no ETag gets the unbound property, as before.
     async fn set_mtime(&self, url: &str, mtime: SystemTime) -> std::result::Result<(), DavError> {
+        let etag = self
+            .propfind(url, "0")
+            .await?
+            .into_iter()
+            .find(|r| !r.is_collection)
+            .and_then(|r| r.etag);
+        self.set_mtime_bound(url, mtime, etag.as_deref()).await
+    }
+
+    /// `PROPPATCH`es the mtime dead property of `url` to `mtime`, followed by `etag` (the
+    /// version it describes) where one is given.
+    async fn set_mtime_bound(
+        &self,
+        url: &str,
+        mtime: SystemTime,
+        etag: Option<&str>,
+    ) -> std::result::Result<(), DavError> {
+        let value = match etag {
+            Some(etag) => format!(
+                "{} {}",
+                system_time_to_nanos(mtime),
+                quick_xml::escape::escape(normalize_etag(etag))
+            ),
+            None => system_time_to_nanos(mtime).to_string(),
+        };
         let body = format!(
             concat!(
                 r#"<?xml version="1.0" encoding="utf-8"?>"#,
@@ -886,7 +931,7 @@ impl Inner {
             ),
             ns = MTIME_NAMESPACE,
             prop = MTIME_PROPERTY,
-            nanos = system_time_to_nanos(mtime)
+            nanos = value
         );
         let rb = self
             .request(method("PROPPATCH"), url)
@@ -2365,9 +2410,9 @@ impl WebDavClient {
     ) -> Result<Entry> {
         check_not_temp(to)?;
         let inner = &self.inner;
-        if inner.lookup_file(from).await?.is_none() {
+        let Some(source) = inner.lookup_file(from).await? else {
             return Err(Error::not_found(BACKEND, from.as_str()));
-        }
+        };
         let _busy = BusyDir::new(inner, to.parent().as_ref());
         inner
             .ensure_collection(to.parent().as_ref())
@@ -2394,6 +2439,24 @@ impl WebDavClient {
                 } => map_error(e, from.as_str(), Ctx::Plain),
                 e => map_error(e, to.as_str(), ctx),
             })?;
+        // A copy is a new file with a new ETag, and the server copied the mtime property
+        // bound to the source's: bind the source's mtime to the copy's ETag.
+        if let (true, true, Some(nanos)) = (
+            name == "COPY",
+            inner.mtime_property,
+            source.mtime_nanos.filter(|_| mtime_still_bound(&source)),
+        ) && let Some(copy) = inner.lookup_file(to).await?
+            && !(copy.mtime_nanos == Some(nanos) && mtime_still_bound(&copy))
+        {
+            inner
+                .set_mtime_bound(
+                    &inner.file_url(to),
+                    nanos_to_system_time(nanos),
+                    copy.etag.as_deref(),
+                )
+                .await
+                .map_err(|e| map_error(e, to.as_str(), Ctx::Plain))?;
+        }
         inner.stat_entry(to).await
     }
 }

@@ -109,9 +109,16 @@
 //!   `urn:syncengine:` (nanoseconds since the Unix epoch, decimal), set with `PROPPATCH` on the
 //!   temporary file before the `MOVE` (both servers move and copy dead properties with the
 //!   file) and read back in the listing's `PROPFIND`. rclone keeps no mtime on generic WebDAV
-//!   servers, so there is no format to share. Files without the property report
-//!   `getlastmodified` (the upload time, to the second). Servers that refuse dead properties
-//!   need [`WebDavBuilder::with_mtime_property`]`(false)`.
+//!   servers, so there is no format to share. The value is followed by a space and the ETag
+//!   the file had when it was set, and a listing believes it only while the file still has
+//!   that ETag: servers keep dead properties when another client overwrites the file with a
+//!   plain `PUT`, and our old mtime on the foreign new content would let an older edit win a
+//!   newest-wins conflict (Apache's and wsgidav's ETags change with the content, not with a
+//!   `PROPPATCH` or a `MOVE`; a `COPY` gets the source's mtime bound to its own ETag).
+//!   Values without an ETag (older versions, servers that list none) are believed as before.
+//!   Files without the property, or with one bound to another ETag, report
+//!   `getlastmodified` (the server's time of the last write, to the second). Servers that
+//!   refuse dead properties need [`WebDavBuilder::with_mtime_property`]`(false)`.
 //! - **copy** and **rename** are server-side `COPY` / `MOVE` (`Overwrite: F` unless
 //!   overwriting; 412 → `AlreadyExists`).
 //! - **Names a server mangles**: a server that percent-decodes `Destination` before splitting

@@ -77,6 +77,12 @@ pub struct Resource {
     pub last_modified: Option<SystemTime>,
     /// The `urn:syncengine:` `mtime` dead property, in nanoseconds since the Unix epoch.
     pub mtime_nanos: Option<i64>,
+    /// The ETag the file had when the `mtime` property was set (written after the
+    /// nanoseconds, separated by a space), so that the property is believed only for that
+    /// version: a server keeps dead properties when another client overwrites the file with
+    /// a plain `PUT`. `None` for a property written without one (older writers, servers that
+    /// list no ETag).
+    pub mtime_etag: Option<String>,
     /// A response-level `<D:status>` code (no propstat), e.g. 404 for a vanished member.
     pub status: Option<u16>,
     /// The codes of the propstats that were not 2xx (404 for a property the resource lacks;
@@ -338,8 +344,15 @@ impl Parser {
             res.last_modified = httpdate::parse_http_date(&lm).ok();
         }
         if let Some(m) = props.mtime.filter(|s| !s.is_empty()) {
-            // Written by us as a decimal; anything else is someone else's property: ignore it.
-            res.mtime_nanos = m.parse().ok();
+            // Written by us as a decimal, optionally followed by a space and the ETag it is
+            // bound to; anything else is someone else's property: ignore it.
+            let m = m.trim();
+            let (nanos, etag) = match m.split_once(' ') {
+                Some((n, e)) => (n, Some(e.trim()).filter(|e| !e.is_empty())),
+                None => (m, None),
+            };
+            res.mtime_nanos = nanos.parse().ok();
+            res.mtime_etag = res.mtime_nanos.and(etag.map(str::to_owned));
         }
         Ok(())
     }
@@ -513,6 +526,32 @@ mod tests {
         assert_eq!(res[1].segments, ["root", "a b+cé.txt"]);
         assert_eq!(res[1].size, Some(3));
         assert_eq!(res[1].mtime_nanos, Some(1_600_000_000_123_456_789));
+    }
+
+    #[test]
+    fn parses_an_mtime_bound_to_an_etag() {
+        let one = |prop: &str| {
+            let body = format!(
+                r#"<?xml version="1.0"?><D:multistatus xmlns:D="DAV:" xmlns:S="urn:syncengine:">
+<D:response><D:href>/root/f</D:href><D:propstat><D:prop><D:resourcetype/>
+<S:mtime>{prop}</S:mtime></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>
+</D:response></D:multistatus>"#
+            );
+            let res = parse(body.as_bytes(), &origin()).unwrap();
+            (res[0].mtime_nanos, res[0].mtime_etag.clone())
+        };
+        assert_eq!(
+            one("1600000000123456789 W/&quot;3-66&amp;10&quot;"),
+            (
+                Some(1_600_000_000_123_456_789),
+                Some("W/\"3-66&10\"".to_owned())
+            )
+        );
+        assert_eq!(
+            one("1600000000123456789"),
+            (Some(1_600_000_000_123_456_789), None)
+        );
+        assert_eq!(one("soon \"x\""), (None, None), "not ours: ignored");
     }
 
     #[test]
