@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -1016,6 +1016,44 @@ impl Inner {
             }
             // Unknown this time: assume a correct server, probe again next time.
             Err(_) => false,
+        }
+    }
+
+    /// After a direct `PUT` to `url` (no temporary file) that failed: a server that writes the
+    /// body in place as it arrives (wsgidav) may have left part of it at the name, which the
+    /// next run would take for a user's change. Removes what is there when it is not a
+    /// complete version: its ETag is not `before` (the ETag there before the PUT; `None`:
+    /// nothing was there) and its size is not `expected` (the body's length, `None` when
+    /// unknown). The `DELETE` carries `If-Match` on the ETag found, so a version another
+    /// client writes meanwhile is never removed; it goes over a new connection (the client
+    /// drops a connection whose request failed). The engine keeps the version an overwrite
+    /// replaces in its trash first, so nothing is lost. Best effort: a failure is ignored (the
+    /// PUT's own error is what the caller reports).
+    async fn remove_partial(&self, url: &str, before: Option<&str>, expected: Option<u64>) {
+        // A few rounds: the server may still be writing what reached it (a new ETag each time).
+        for _ in 0..3 {
+            let Ok(found) = self.propfind(url, "0").await else {
+                return;
+            };
+            let Some(res) = found.into_iter().find(|r| !r.is_collection) else {
+                return;
+            };
+            let Some(etag) = res.etag else {
+                // Nothing to make the DELETE conditional on: leave it.
+                return;
+            };
+            if before.is_some_and(|b| normalize_etag(b) == normalize_etag(&etag))
+                || (expected.is_some() && res.size == expected)
+            {
+                return;
+            }
+            let rb = self
+                .request(Method::DELETE, url)
+                .header(header::IF_MATCH, normalize_etag(&etag));
+            match self.send("DELETE", rb, url).await {
+                Ok(resp) if resp.status() == StatusCode::PRECONDITION_FAILED => continue,
+                _ => return,
+            }
         }
     }
 
@@ -2336,14 +2374,69 @@ impl WebDavClient {
                 mode.clone()
             }
         };
-        let status = inner
+        // What was at the path before (its ETag; `None`: nothing), for the clean-up of a
+        // failed PUT; an unknown state (a lookup that failed) means no clean-up.
+        let before: Option<Option<String>> = match &mode {
+            WriteMode::Update(etag) => Some(Some(etag.clone())),
+            WriteMode::Create => Some(None),
+            _ => found(inner.lookup(path).await, path)
+                .ok()
+                .map(|r| r.and_then(|r| r.etag)),
+        };
+        let sent = Arc::new(AtomicU64::new(0));
+        let ended = Arc::new(AtomicBool::new(false));
+        let body: ByteStream = {
+            let (sent, ended) = (sent.clone(), ended.clone());
+            body.inspect(move |chunk| {
+                if let Ok(b) = chunk {
+                    sent.fetch_add(b.len() as u64, Ordering::Relaxed);
+                }
+            })
+            .chain(
+                stream::once(async move {
+                    ended.store(true, Ordering::Relaxed);
+                })
+                .filter_map(|()| async { None }),
+            )
+            .boxed()
+        };
+        // The body's length: the size hint, or what it gave when it reached its end.
+        let size_hint = opts.size_hint;
+        let expected = || {
+            size_hint.or_else(|| {
+                ended
+                    .load(Ordering::Relaxed)
+                    .then(|| sent.load(Ordering::Relaxed))
+            })
+        };
+        let status = match inner
             .upload(&url, body, p, move |rb| match mode {
                 WriteMode::Create => rb.header(header::IF_NONE_MATCH, "*"),
                 WriteMode::Update(etag) => rb.header(header::IF_MATCH, normalize_etag(&etag)),
                 _ => rb,
             })
-            .await?;
+            .await
+        {
+            Ok(status) => status,
+            Err(e) => {
+                if let Some(before) = before {
+                    inner
+                        .remove_partial(&url, before.as_deref(), expected())
+                        .await;
+                }
+                return Err(e);
+            }
+        };
         if !status.is_success() {
+            // A 4xx is an answer before the body was taken (a precondition, a refusal): what
+            // is there is not ours. A 5xx may come after part of it was written in place.
+            if status.is_server_error()
+                && let Some(before) = before
+            {
+                inner
+                    .remove_partial(&url, before.as_deref(), expected())
+                    .await;
+            }
             return Err(map_error(status_err("PUT", &url, status), p, ctx));
         }
         if let (true, Some(mtime)) = (inner.mtime_property, opts.mtime) {

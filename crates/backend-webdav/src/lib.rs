@@ -127,7 +127,11 @@
 //!   an ETag checked before the `PUT` starts), and copies and renames of them through the
 //!   client: a rename deletes its source only if it is still the version copied (checked
 //!   right before a `DELETE` guarded by its ETag where it has one), else it is left and the
-//!   rename fails with `PreconditionFailed`.
+//!   rename fails with `PreconditionFailed`. wsgidav writes a `PUT`'s body in place as it
+//!   arrives, so a direct `PUT` that fails (cut, stalled, body error, 5xx) is followed by a
+//!   `PROPFIND` of the name and, when what is there is neither the version from before nor
+//!   of the body's length, a `DELETE` with `If-Match` on its ETag: no half file is left for
+//!   the next run to take for a user's change (the engine trashed the replaced version).
 //! - **Fail closed**: the lookup a delete or an overwrite depends on must prove its answer.
 //!   Only a 404 is "absent"; a redirect is a collection only when `name/` then answers as one,
 //!   and a 400 or 409 is "absent" only when the parent is then seen to be a file (Apache's
