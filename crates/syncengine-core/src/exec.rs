@@ -1014,19 +1014,12 @@ impl Executor {
                 // Where the move is a copy and a delete, an earlier move may have failed
                 // after its copy (the delete of the original failed): that copy is still in
                 // the trash. Found before the move, dropped after it (below).
-                let by_copy = !client.capabilities().native_rename;
-                let mut extra = if by_copy {
-                    self.recent_trash_copies(side, &entry.path).await
-                } else {
-                    Vec::new()
-                };
+                let mut extra = self.earlier_trash_copies(side, &entry.path).await;
                 let trashed = self.move_to_trash(side, &entry.path, &mut extra).await?;
                 let Some(trashed) = trashed else {
                     return Ok(false);
                 };
-                if by_copy {
-                    self.drop_extra_copies(side, &trashed, extra).await;
-                }
+                self.drop_extra_copies(side, &trashed, extra).await;
                 self.check_trashed(side, entry, Some(trashed)).await?;
                 Ok(true)
             }
@@ -1192,6 +1185,16 @@ impl Executor {
         Ok(None)
     }
 
+    /// On a side whose moves are a copy and a delete, the trash copies of `path` that earlier
+    /// moves may have left ([`recent_trash_copies`](Self::recent_trash_copies)); none where
+    /// moves are native (nothing is copied, so nothing can be left).
+    async fn earlier_trash_copies(&self, side: Side, path: &RelPath) -> Vec<RelPath> {
+        if self.client(side).capabilities().native_rename {
+            return Vec::new();
+        }
+        self.recent_trash_copies(side, path).await
+    }
+
     /// The trash copies of `path` on `side` made by this run or the runs since the last
     /// completed one (all runs, if none completed): only a run that failed can have left a
     /// copy of a file it did not finish deleting. The side's trash is listed once per run, at
@@ -1273,11 +1276,14 @@ impl Executor {
     /// that failed after their copy. So a version is in the trash once, however often its
     /// move failed half way, and under the newest stamp (kept the longest). A copy that cannot
     /// be compared, or whose delete fails, stays: an extra, never a loss.
+    ///
+    /// Nothing on a side whose moves are native: no move there leaves a copy behind, and a
+    /// trash name found taken is another deletion's.
     async fn drop_extra_copies(&self, side: Side, kept: &RelPath, candidates: Vec<RelPath>) {
-        if candidates.is_empty() {
+        let client = self.client(side);
+        if candidates.is_empty() || client.capabilities().native_rename {
             return;
         }
-        let client = self.client(side);
         let Ok(kept) = self.retry(|| client.stat(kept)).await else {
             return;
         };
@@ -1322,12 +1328,7 @@ impl Executor {
     async fn preserve_in_trash(&self, side: Side, existing: &Entry) -> Result<Entry, Error> {
         let client = self.client(side);
         let path = &existing.path;
-        let by_copy = !client.capabilities().native_rename;
-        let mut extra = if by_copy {
-            self.recent_trash_copies(side, path).await
-        } else {
-            Vec::new()
-        };
+        let mut extra = self.earlier_trash_copies(side, path).await;
         for n in 1u32..100 {
             let target = self.trash_path(path, n)?;
             let kept = match self.retry(|| client.preserve(path, &target)).await {
@@ -1348,9 +1349,7 @@ impl Executor {
                 }
                 Ok(kept) => kept,
             };
-            if by_copy {
-                self.drop_extra_copies(side, &target, extra).await;
-            }
+            self.drop_extra_copies(side, &target, extra).await;
             return Ok(kept);
         }
         Err(Error::other(
@@ -1419,18 +1418,23 @@ impl Executor {
         let mode = &mode;
         // The copy keeps the file's own modification time, which some listings lack.
         let mtime = self.retry(|| src.recorded_mtime(listed)).await?;
-        // Two clients of one store (two buckets or prefixes of one S3 endpoint, the same
-        // credentials): the server copies, no byte passes through here. `None`: stream it.
-        let mut same_store_opts = WriteOptions::default()
+        let mut opts = WriteOptions::default()
             .with_mode(mode.clone())
             .with_size_hint(listed.size);
-        same_store_opts.mtime = mtime;
-        same_store_opts.permissions = listed.permissions;
-        let same_store_opts = &same_store_opts;
+        opts.mtime = mtime;
+        // A file this creates gets the source's permission bits (where it has them): a
+        // private file stays private. An overwrite keeps the destination's own bits (the
+        // backend's rule). So do the folders it creates, on a side that has folders.
+        opts.permissions = listed.permissions;
+        if dst.capabilities().real_directories {
+            opts.folder_permissions =
+                crate::client::source_folder_permissions(src.as_ref(), to_path).await;
+        }
+        let opts = &opts;
+        // Two clients of one store (two buckets or prefixes of one S3 endpoint, the same
+        // credentials): the server copies, no byte passes through here. `None`: stream it.
         let copied = self
-            .retry(|| {
-                dst.copy_from_same_store(src.as_ref(), from_path, listed, to_path, same_store_opts)
-            })
+            .retry(|| dst.copy_from_same_store(src.as_ref(), from_path, listed, to_path, opts))
             .await;
         let written = match copied {
             Ok(Some(entry)) => {
@@ -1444,7 +1448,7 @@ impl Executor {
             }
             Err(e) => Err(e),
             Ok(None) => {
-                self.stream_file(src, from_path, dst, to_path, mode, listed, mtime)
+                self.stream_file(src, from_path, dst, to_path, listed, opts)
                     .await
             }
         };
@@ -1490,17 +1494,16 @@ impl Executor {
         Ok(written)
     }
 
-    /// Streams `from_path` on `src` through this machine into `to_path` on `dst`.
-    #[allow(clippy::too_many_arguments)]
+    /// Streams `from_path` on `src` through this machine into `to_path` on `dst`, written
+    /// with `opts`.
     async fn stream_file(
         &self,
         src: &Arc<dyn StorageClient>,
         from_path: &RelPath,
         dst: &Arc<dyn StorageClient>,
         to_path: &RelPath,
-        mode: &WriteMode,
         listed: &Entry,
-        mtime: Option<std::time::SystemTime>,
+        opts: &WriteOptions,
     ) -> Result<Entry, Error> {
         self.retry(|| async move {
             let body = src.read(from_path).await?;
@@ -1524,20 +1527,7 @@ impl Executor {
                     }
                 })
                 .boxed();
-            let mut opts = WriteOptions::default()
-                .with_mode(mode.clone())
-                .with_size_hint(listed.size);
-            opts.mtime = mtime;
-            // A file this creates gets the source's permission bits (where it has
-            // them): a private file stays private. An overwrite keeps the
-            // destination's own bits (the backend's rule).
-            opts.permissions = listed.permissions;
-            // So do the folders it creates, on a side that has folders.
-            if dst.capabilities().real_directories {
-                opts.folder_permissions =
-                    crate::client::source_folder_permissions(src.as_ref(), to_path).await;
-            }
-            dst.write_opts(to_path, body, opts).await
+            dst.write_opts(to_path, body, opts.clone()).await
         })
         .await
     }
