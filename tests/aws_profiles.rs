@@ -12,22 +12,6 @@ mod cli;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// moto's address, or `None` (with a note) when it is not running outside CI.
-fn moto() -> Option<String> {
-    let endpoint = std::env::var("SYNCENGINE_TEST_S3_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:9100".to_owned());
-    let authority = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    if std::net::TcpStream::connect(authority).is_err() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "moto is not running on {authority} (CI needs it)"
-        );
-        eprintln!("moto is not running on {authority}: skipped (scripts/test-servers.sh start)");
-        return None;
-    }
-    Some(endpoint)
-}
-
 /// A home folder with `.aws/config` and `.aws/credentials` as given (`None`: no file).
 struct Home {
     dir: tempfile::TempDir,
@@ -116,7 +100,7 @@ fn unique(test: &str) -> String {
 /// is all a run needs (no AWS_ENDPOINT_URL, no AWS_ALLOW_HTTP, no keys in the environment).
 #[test]
 fn a_named_profile_gives_keys_region_and_endpoint() {
-    let Some(endpoint) = moto() else { return };
+    let Some(endpoint) = cli::moto() else { return };
     let home = Home::new(
         Some(&format!(
             "[default]\nregion = eu-west-3\n\n[profile x]\nregion = us-east-1\nendpoint_url = {endpoint}\n"
@@ -145,7 +129,7 @@ fn credential_process_home(endpoint: &str, dir: &std::path::Path, body: &str) ->
 /// `credential_process`: the SDK runs the command and takes the JSON it prints.
 #[test]
 fn credential_process_is_run_for_the_profile() {
-    let Some(endpoint) = moto() else { return };
+    let Some(endpoint) = cli::moto() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let marker = tmp.path().join("ran");
     let home = credential_process_home(
@@ -169,7 +153,7 @@ fn credential_process_is_run_for_the_profile() {
 /// with STS AssumeRole (moto's STS, reached through the profile's `endpoint_url`).
 #[test]
 fn role_arn_with_source_profile_is_assumed_through_sts() {
-    let Some(endpoint) = moto() else { return };
+    let Some(endpoint) = cli::moto() else { return };
     let home = Home::new(
         Some(&format!(
             "[profile base]\nregion = us-east-1\nendpoint_url = {endpoint}\n\n\
@@ -201,7 +185,7 @@ fn role_arn_with_source_profile_is_assumed_through_sts() {
 /// read and the profiles they do define, and nothing is asked of instance metadata.
 #[test]
 fn a_missing_profile_is_named_with_the_files_read() {
-    let Some(endpoint) = moto() else { return };
+    let Some(endpoint) = cli::moto() else { return };
     let home = Home::new(
         Some(&format!(
             "[profile x]\nregion = us-east-1\nendpoint_url = {endpoint}\n"
@@ -236,7 +220,7 @@ fn a_missing_profile_is_named_with_the_files_read() {
 /// nothing answers at 169.254.169.254) it says there was no answer.
 #[test]
 fn no_credentials_anywhere_says_what_was_tried_and_the_fix() {
-    let Some(endpoint) = moto() else { return };
+    let Some(endpoint) = cli::moto() else { return };
     let home = Home::new(None, None);
     let local = home.folder("local", true);
     let vars = [
@@ -278,7 +262,7 @@ fn no_credentials_anywhere_says_what_was_tried_and_the_fix() {
 /// message must not repeat that stderr verbatim.
 #[test]
 fn redteam12_credential_process_stderr_is_not_echoed() {
-    let Some(endpoint) = moto() else { return };
+    let Some(endpoint) = cli::moto() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let home = credential_process_home(
         &endpoint,
@@ -304,7 +288,7 @@ fn redteam12_credential_process_stderr_is_not_echoed() {
 /// the cause, having changed nothing.
 #[test]
 fn expired_credentials_from_a_credential_process_stop_the_run_with_the_cause() {
-    let Some(endpoint) = moto() else { return };
+    let Some(endpoint) = cli::moto() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path().join("runs");
     let home = credential_process_home(
@@ -337,7 +321,7 @@ fn expired_credentials_from_a_credential_process_stop_the_run_with_the_cause() {
 /// running after the run has exited (the SDK spawns it without kill-on-drop).
 #[test]
 fn redteam12_hanging_credential_process_ends_the_run() {
-    let Some(endpoint) = moto() else { return };
+    let Some(endpoint) = cli::moto() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let pids = tmp.path().join("pids");
     let body = format!(

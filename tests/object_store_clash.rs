@@ -12,22 +12,6 @@ mod cli;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// moto's address, or `None` (with a note) when it is not running outside CI.
-fn moto() -> Option<String> {
-    let endpoint = std::env::var("SYNCENGINE_TEST_S3_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:9100".to_owned());
-    let authority = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    if std::net::TcpStream::connect(authority).is_err() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "moto is not running on {authority} (CI needs it)"
-        );
-        eprintln!("moto is not running on {authority}: skipped (scripts/test-servers.sh start)");
-        return None;
-    }
-    Some(endpoint)
-}
-
 /// Runs `syncengine sync a b --json --state-dir state <extra…>` with moto's keys; returns
 /// (exit code, stdout, stderr).
 fn sync(endpoint: &str, a: &str, b: &str, state: &Path, extra: &[&str]) -> (i32, String, String) {
@@ -69,7 +53,7 @@ fn folder(dir: &Path, name: &str, files: &[(&str, &str)]) -> String {
 /// a file here and a folder there, what to do — and leaves both versions alone.
 #[test]
 fn a_file_and_a_folder_of_one_name_on_an_object_store_is_a_named_clash() {
-    let Some(endpoint) = moto() else { return };
+    let Some(endpoint) = cli::moto() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let nanos = std::time::SystemTime::now()

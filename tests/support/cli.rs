@@ -78,3 +78,19 @@ pub fn disk_files(dir: &Path) -> std::collections::BTreeMap<String, u64> {
     }
     found
 }
+
+/// moto's address, or `None` (with a note) when it is not running outside CI.
+pub fn moto() -> Option<String> {
+    let endpoint = std::env::var("SYNCENGINE_TEST_S3_ENDPOINT")
+        .unwrap_or_else(|_| "http://127.0.0.1:9100".to_owned());
+    let authority = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    if std::net::TcpStream::connect(authority).is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "moto is not running on {authority} (CI needs it)"
+        );
+        eprintln!("moto is not running on {authority}: skipped (scripts/test-servers.sh start)");
+        return None;
+    }
+    Some(endpoint)
+}
