@@ -98,6 +98,15 @@ pub enum LocationError {
         /// What is wrong with it (the backend's own reason where it gave one).
         reason: String,
     },
+    /// An rclone-style `NAME:path` argument (a remote name of two or more characters, a
+    /// colon, a path). syncengine takes URLs, not rclone's configured remote names; read as
+    /// a local path it would become a folder named `NAME:path`. `./NAME:path` is a local path.
+    RemoteName {
+        /// The argument as given.
+        given: String,
+        /// The remote name before the colon.
+        name: String,
+    },
     /// A well-formed location whose credentials, as given, cannot be used (a key file that
     /// does not parse): the side cannot be logged into. Not a usage error: the command line
     /// is right, the credentials are not.
@@ -112,6 +121,32 @@ pub enum LocationError {
 impl fmt::Display for LocationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            LocationError::UnknownScheme { scheme }
+                if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+            {
+                let dav = if scheme.eq_ignore_ascii_case("https") {
+                    "webdavs"
+                } else {
+                    "webdav"
+                };
+                write!(
+                    f,
+                    "{scheme}:// is not a storage location; for a WebDAV server write \
+                     {dav}://host[:port]/path (the same address with {dav}:// in front: \
+                     webdav:// speaks http, webdavs:// https)"
+                )
+            }
+            LocationError::RemoteName { given, name } => {
+                let rest = given.split_once(':').map_or("", |(_, r)| r);
+                write!(
+                    f,
+                    "{given:?} looks like an rclone remote ({name}:path), which syncengine does \
+                     not read; give the location as a URL instead: s3://bucket/{rest}, \
+                     gs://bucket/…, az://container/…, webdav://host/…, sftp://user@host/…. For a \
+                     local folder whose name contains a colon, write ./{given}",
+                    rest = rest.trim_start_matches('/')
+                )
+            }
             LocationError::UnknownScheme { scheme } => {
                 let known: Vec<String> = REMOTE_SCHEMES
                     .iter()
@@ -151,6 +186,21 @@ fn split_scheme(arg: &str) -> Option<(&str, &str)> {
     valid.then_some((scheme, rest))
 }
 
+/// The remote name of an rclone-style `NAME:path` argument: a bare identifier of two or more
+/// characters (letters, digits, `_`, `-`, starting with a letter or `_`) before the first
+/// colon. A single letter is a Windows drive (`C:\data`) and is left alone, as is anything
+/// starting with `.` or `/` (`./name:path`).
+fn rclone_remote_name(arg: &str) -> Option<&str> {
+    let (name, _) = arg.split_once(':')?;
+    let mut chars = name.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let identifier =
+        starts_well && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    (identifier && name.len() >= 2).then_some(name)
+}
+
 /// Parses a command-line location: a path, a `file://` URL or a remote URL.
 ///
 /// # Errors
@@ -164,6 +214,12 @@ pub fn parse(arg: &str) -> Result<Location, LocationError> {
         });
     }
     let Some((scheme, rest)) = split_scheme(arg) else {
+        if let Some(name) = rclone_remote_name(arg) {
+            return Err(LocationError::RemoteName {
+                given: arg.to_owned(),
+                name: name.to_owned(),
+            });
+        }
         return Ok(Location::Local(PathBuf::from(arg)));
     };
     let scheme = scheme.to_ascii_lowercase();

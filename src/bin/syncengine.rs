@@ -446,8 +446,9 @@ struct Opened {
 }
 
 /// Parses a location argument and opens its client; local paths are made absolute (see
-/// [`location::normalize_local`]). A missing local folder is left to the backend, which lists
-/// it as empty and creates it on the first write (so a dry run creates nothing).
+/// [`location::normalize_local`]). A missing local folder is left to the engine, which refuses
+/// it where it would read from it and otherwise lets the first write create it, on a pair's
+/// first run only (a dry run creates nothing).
 /// Reads a `--timeout`/`--contimeout` value.
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
     syncengine::timeouts::parse_duration(text)
@@ -480,6 +481,7 @@ fn open_side(what: &str, arg: &str, timeouts: Timeouts) -> Result<Opened, (u8, S
         let code = match e {
             LocationError::UnknownScheme { .. }
             | LocationError::MissingFeature { .. }
+            | LocationError::RemoteName { .. }
             | LocationError::Invalid { .. } => EXIT_USAGE,
             LocationError::CannotLogIn { .. } => EXIT_UNREACHABLE,
         };
@@ -867,7 +869,15 @@ fn report(
         }
         Err(e) if e.is_safety_stop() => {
             say!("error: {e}");
+            if let Some(hint) = restore_hint(args, &e) {
+                say!("{hint}");
+            }
             return EXIT_SAFETY_STOP;
+        }
+        // A typo'd root the mode reads from, on the pair's first run: like a missing bucket.
+        Err(e @ SyncError::MissingRoot { .. }) => {
+            say!("error: {e}");
+            return EXIT_UNREACHABLE;
         }
         // Lost during the run, after actions had started: the run failed (its message
         // names the side and the cause). 4 is for a side the check before the run could not
@@ -929,6 +939,51 @@ fn report(
         EXIT_FAILED
     } else {
         EXIT_OK
+    }
+}
+
+/// For an empty-side stop, the command that restores the emptied side from the other one, with
+/// this run's own arguments: a forced mirror run towards the emptied side, which deletes
+/// nothing on the side that still has the files.
+fn restore_hint(args: &SyncArgs, e: &SyncError) -> Option<String> {
+    let SyncError::EmptySide { side, .. } = e else {
+        return None;
+    };
+    let mut command = vec![
+        "syncengine".to_owned(),
+        "sync".to_owned(),
+        shell_quote(&args.source),
+        shell_quote(&args.destination),
+        "--mode".to_owned(),
+        syncengine::error::restoring_mode(*side).to_string(),
+        "--force".to_owned(),
+    ];
+    if let Some(dir) = &args.state_dir {
+        command.push("--state-dir".to_owned());
+        command.push(shell_quote(&dir.to_string_lossy()));
+    }
+    Some(
+        syncengine::redact::redact(&format!(
+            "hint: once you are sure the {side} lost its files, this restores them from the {}: {}",
+            side.other(),
+            command.join(" ")
+        ))
+        .into_owned(),
+    )
+}
+
+/// `arg` as a shell word: as is when it holds only characters no shell treats specially, else
+/// in single quotes.
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '/' | '.' | '_' | '-' | ':' | '@' | ',' | '=' | '+')
+        });
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
     }
 }
 

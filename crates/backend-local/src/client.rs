@@ -772,6 +772,17 @@ impl StorageClient for LocalClient {
         )
     }
 
+    /// The root folder exists (a symlink to a folder counts, as the root may be one).
+    async fn root_exists(&self) -> Result<bool> {
+        let root = self.root.clone();
+        blocking(move || match fs::metadata(&root) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(map_io("", e)),
+        })
+        .await
+    }
+
     async fn stat(&self, path: &RelPath) -> Result<Entry> {
         let abs = self.abs(path);
         let path = path.clone();

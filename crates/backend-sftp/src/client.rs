@@ -1617,6 +1617,16 @@ impl StorageClient for SftpClient {
         self.walk(prefix, Some(prune))
     }
 
+    /// A `stat` of the root (symlinks followed: the root may be one): "no such file" is a
+    /// missing root.
+    async fn root_exists(&self) -> Result<bool> {
+        let s = self.inner.pool.get().await.map_err(|e| to_core(e, ""))?;
+        stat_opt(&s, &self.inner.remote(None))
+            .await
+            .map(|found| found.is_some())
+            .map_err(|e| to_core(e, ""))
+    }
+
     async fn stat(&self, path: &RelPath) -> Result<Entry> {
         let s = self
             .inner

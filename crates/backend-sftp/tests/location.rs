@@ -7,7 +7,7 @@
 mod support;
 
 use support::{Cleanup, Server, available, builder, fresh_name};
-use syncengine_core::StorageClient;
+use syncengine_core::{StorageClient, StorageClientExt};
 
 #[tokio::test]
 async fn roots_resolve_to_the_servers_canonical_path() {
@@ -53,5 +53,39 @@ async fn roots_resolve_to_the_servers_canonical_path() {
         let there = other.location().await.unwrap();
         assert_eq!(there.authority, "127.0.0.1:2223");
         assert_ne!(there, at);
+    }
+}
+
+/// The engine tells a missing root from an empty one (a typo'd source is refused, a lost root
+/// of a synced pair stops): `root_exists` follows a symlinked root, and is false for a root
+/// that is not there, on both servers.
+#[tokio::test]
+async fn a_missing_root_is_told_from_an_empty_one() {
+    for server in [Server::Sshd, Server::Rclone] {
+        if !available(server) {
+            continue;
+        }
+        let name = fresh_name();
+        let real = server.local_root(&name);
+        let _cleanup = Cleanup(real.clone());
+        // Two names: rclone's server caches what it found missing for a while.
+        let missing = builder(server, &format!("{name}-missing")).build().unwrap();
+        assert!(!missing.root_exists().await.unwrap(), "{server:?}");
+        let _cleanup_missing = Cleanup(server.local_root(&format!("{name}-missing")));
+        // Made through the server (rclone's does not see folders made behind its back soon).
+        let client = builder(server, &name).build().unwrap();
+        let file = syncengine_core::RelPath::new("a.txt").unwrap();
+        client.put(&file, bytes::Bytes::from("a")).await.unwrap();
+        assert!(client.root_exists().await.unwrap(), "{server:?}");
+        let deeper = builder(server, &format!("{name}/no/such")).build().unwrap();
+        assert!(!deeper.root_exists().await.unwrap(), "{server:?}");
+        if server == Server::Rclone {
+            continue;
+        }
+        let link = server.local_root(&format!("{name}-link"));
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let _cleanup_link = Cleanup(link);
+        let via_link = builder(server, &format!("{name}-link")).build().unwrap();
+        assert!(via_link.root_exists().await.unwrap(), "{server:?}");
     }
 }

@@ -2057,6 +2057,18 @@ impl StorageClient for WebDavClient {
         stream::unfold(walk, Walk::next).boxed()
     }
 
+    /// One `PROPFIND Depth: 0` of the root folder: 404 or 409 (a parent missing too) is a
+    /// missing root; any other failure is an error, never read as "missing".
+    async fn root_exists(&self) -> Result<bool> {
+        match self.inner.propfind(&self.inner.dir_url(None), "0").await {
+            Ok(_) => Ok(true),
+            Err(DavError::Status { status, .. }) if matches!(status.as_u16(), 404 | 409) => {
+                Ok(false)
+            }
+            Err(e) => Err(map_error(e, "", Ctx::Plain)),
+        }
+    }
+
     async fn stat(&self, path: &RelPath) -> Result<Entry> {
         self.inner.stat_entry(path).await
     }

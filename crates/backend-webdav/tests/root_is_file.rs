@@ -116,6 +116,23 @@ async fn a_file_root_is_unreachable(server: Server) {
             .unwrap_or_else(|e| panic!("{}: {missing}: {e}", server.name));
     }
     parent.check_access().await.unwrap();
+
+    // The engine tells a missing root from an empty one (a typo'd source is refused, a lost
+    // root of a synced pair stops): `root_exists` is false until something is written there.
+    for missing in ["gone", "gone/deeper"] {
+        let client = common::dav(&format!("{parent_url}/{missing}"));
+        assert!(
+            !client.root_exists().await.unwrap(),
+            "{}: {missing} exists",
+            server.name
+        );
+    }
+    let made = common::dav(&format!("{parent_url}/made"));
+    made.put(&RelPath::new("a.txt").unwrap(), Bytes::from("a"))
+        .await
+        .unwrap();
+    assert!(made.root_exists().await.unwrap(), "{}", server.name);
+    assert!(parent.root_exists().await.unwrap(), "{}", server.name);
 }
 
 #[tokio::test]

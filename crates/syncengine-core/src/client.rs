@@ -257,6 +257,33 @@ pub trait StorageClient: Send + Sync + fmt::Debug + fmt::Display + 'static {
         check_access_by_listing(self).await
     }
 
+    /// Whether the root folder exists. A missing root is not an error of its own (a pair's
+    /// first run may create the receiving side), but the engine refuses a missing root the
+    /// mode reads from, and a missing root of a pair that synced before (an unmounted disk, a
+    /// typo): see [`SyncError::MissingRoot`](crate::SyncError::MissingRoot).
+    ///
+    /// Object stores have no folders: their root is the bucket or container, which
+    /// [`StorageClient::check_access`] already requires, and a prefix with no objects exists
+    /// (it is empty): the default says yes for a client without
+    /// [`Capabilities::real_directories`]. For others it reads the first item of the root's
+    /// listing with every folder pruned: [`Error::NotFound`] there means a missing root.
+    /// Backends whose listing of a missing root is empty (local disk, SFTP, WebDAV) override it
+    /// with a look at the root itself.
+    ///
+    /// # Errors
+    /// Any other error of that listing.
+    async fn root_exists(&self) -> Result<bool> {
+        if !self.capabilities().real_directories {
+            return Ok(true);
+        }
+        let mut listing = self.list_pruned(None, Arc::new(|_: &RelPath| true));
+        match listing.next().await {
+            Some(Err(e)) if e.is_not_found() => Ok(false),
+            Some(Err(e)) if !e.is_unlisted() => Err(e),
+            _ => Ok(true),
+        }
+    }
+
     /// How many entries this client's listings have left out on purpose so far, counting
     /// since the client was created. The engine reads it before and after listing to report
     /// them; backends that never skip keep the default. Paths a listing could not see are

@@ -186,7 +186,14 @@ impl SyncEngine {
                 blocking(move || StateStore::open(&dir, &id)).await?
             }
         };
-        let roots = identity::check_roots(pair, &locations, &store, &id, dry_run).await?;
+        self.check_roots_exist(pair, &store).await?;
+        let roots = match identity::check_roots(pair, &locations, &store, &id, dry_run).await {
+            Err(SyncError::RootChanged { mut changes }) => {
+                note_empty_roots(pair, &store, &mut changes).await?;
+                return Err(SyncError::RootChanged { changes });
+            }
+            other => other?,
+        };
         // The initial-sync preference holds until the pair's first plan has ended normally;
         // a safety stop, a dry run, a kill or a cancellation does not consume it.
         let initial = {
@@ -335,7 +342,7 @@ impl SyncEngine {
             self.emit(ProgressEvent::Warning(w.clone()));
         }
 
-        check_safety(&plan, opts.force, opts.max_delete_percent)?;
+        check_safety(&plan, pair)?;
 
         if dry_run {
             let mut stats = plan.predicted_stats();
@@ -597,6 +604,64 @@ impl SyncEngine {
     /// and in a mirror towards that root moved to the trash while open. Which names are the
     /// engine's cannot be told from a user's `*.db` files, so the run must not start (and is
     /// asked before it creates any state there).
+    /// Refuses a missing root where creating it could hurt. On the pair's first run (no run
+    /// has planned yet and the base is empty) the side the mode reads from must exist
+    /// ([`SyncError::MissingRoot`]: a typo'd source must not be created and filled from the
+    /// destination, or in a mirror empty the destination); a missing receiving root is created
+    /// by the run's first write. Once the pair has synced, a missing root is the empty-side
+    /// stop ([`SyncError::EmptySide`] with `missing`), which `--force` overrides like an empty
+    /// side: an unmounted disk must not be re-created as an empty folder and read as deletions.
+    async fn check_roots_exist(
+        &self,
+        pair: &SyncPair,
+        store: &StateStore,
+    ) -> Result<(), SyncError> {
+        let first_run = {
+            let s = store.clone();
+            blocking(move || Ok(s.initial_sync_pending()? && s.count()? == 0)).await?
+        };
+        for side in [Side::Source, Side::Destination] {
+            let client = pair.client(side);
+            let exists = client
+                .root_exists()
+                .await
+                .map_err(|source| SyncError::Unreachable {
+                    side,
+                    root: client.to_string(),
+                    source,
+                    during_run: false,
+                })?;
+            if exists {
+                continue;
+            }
+            if first_run {
+                if side == read_side(pair.mode) {
+                    return Err(SyncError::MissingRoot {
+                        side,
+                        root: client.to_string(),
+                        mode: pair.mode,
+                    });
+                }
+                continue;
+            }
+            if pair.options.force {
+                continue;
+            }
+            let base_files = {
+                let s = store.clone();
+                blocking(move || s.files_on(side)).await?
+            };
+            return Err(SyncError::EmptySide {
+                side,
+                base_files,
+                root: client.to_string(),
+                missing: true,
+                mode: pair.mode,
+            });
+        }
+        Ok(())
+    }
+
     async fn state_dir_place(&self, pair: &SyncPair, side: Side) -> Result<OwnDir, SyncError> {
         let Some(root) = pair.client(side).local_root() else {
             return Ok(OwnDir::Outside);
@@ -857,8 +922,57 @@ fn skip_deletions(plan: &mut Plan) {
 }
 
 /// The safety rules that stop a run before it changes anything.
-fn check_safety(plan: &Plan, force: bool, max_delete_percent: u8) -> Result<(), SyncError> {
-    if force {
+/// Marks the changed roots that are also empty while the base recorded files for them, so the
+/// stop names both causes: a root that is another storage *and* empty is most likely an
+/// unmounted disk or a wrong prefix, and the first thing to check is the mount.
+async fn note_empty_roots(
+    pair: &SyncPair,
+    store: &StateStore,
+    changes: &mut [identity::RootChange],
+) -> Result<(), SyncError> {
+    for change in changes.iter_mut().filter(|c| !c.older_copy) {
+        let side = change.side;
+        let base_files = {
+            let s = store.clone();
+            blocking(move || s.files_on(side)).await?
+        };
+        if base_files == 0 {
+            continue;
+        }
+        let own: PruneFn = Arc::new(|p: &RelPath| p.as_str() == STATE_DIR_NAME);
+        let mut listing = pair.client(side).list_pruned(None, own);
+        let mut empty = true;
+        while let Some(item) = listing.next().await {
+            match item {
+                Ok(e) if e.path.as_str().starts_with(&format!("{STATE_DIR_NAME}/")) => {}
+                // A file, or a path the listing could not read: not empty. A listing
+                // error leaves the stop as it was.
+                _ => {
+                    empty = false;
+                    break;
+                }
+            }
+        }
+        if empty {
+            change.empty_with_files = Some(base_files);
+        }
+    }
+    Ok(())
+}
+
+/// The side whose root a mode reads from and never creates: the source in two-way (only a
+/// missing destination is created, on a pair's first run) and the authoritative side of a
+/// mirror or backup.
+fn read_side(mode: SyncMode) -> Side {
+    match mode {
+        SyncMode::DestinationToSource | SyncMode::DestinationBackup => Side::Destination,
+        _ => Side::Source,
+    }
+}
+
+fn check_safety(plan: &Plan, pair: &SyncPair) -> Result<(), SyncError> {
+    let opts = &pair.options;
+    if opts.force {
         return Ok(());
     }
     for (side, files, unknown) in [
@@ -875,9 +989,16 @@ fn check_safety(plan: &Plan, force: bool, max_delete_percent: u8) -> Result<(), 
         // those paths is deleted anyway.
         let base_files = plan.base_files_on(side);
         if files == 0 && unknown == 0 && base_files > 0 {
-            return Err(SyncError::EmptySide { side, base_files });
+            return Err(SyncError::EmptySide {
+                side,
+                base_files,
+                root: pair.client(side).to_string(),
+                missing: false,
+                mode: pair.mode,
+            });
         }
     }
+    let max_delete_percent = opts.max_delete_percent;
     for (side, files) in [
         (Side::Source, plan.source_files),
         (Side::Destination, plan.destination_files),

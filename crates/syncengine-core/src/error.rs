@@ -416,16 +416,39 @@ pub enum SyncError {
         /// The configured limit.
         limit: u8,
     },
-    /// One side is empty although the base says it had files.
-    #[error(
-        "stopped before changing anything: the {side} is empty but held {base_files} files at the \
-         last sync (an unmounted disk or a wrong prefix?); re-run with --force if it really was emptied"
-    )]
+    /// One side is empty, or its root folder is missing, although the pair synced with it
+    /// before: an unmounted disk or a wrong path or prefix must not wipe the other side. The
+    /// message says what to check first and which run restores the side from the other one.
+    #[error("{}", empty_side_message(self))]
     EmptySide {
         /// The empty side.
         side: crate::Side,
         /// Files the base recorded for it.
         base_files: u64,
+        /// The side's root as it prints itself (no secrets).
+        root: String,
+        /// The root folder does not exist at all (not only empty).
+        missing: bool,
+        /// The mode of the stopped run.
+        mode: crate::SyncMode,
+    },
+    /// The root of a side the mode reads from does not exist, on a pair's first run: a typo
+    /// in the path must not create an empty side that the other side then fills (or, in two-way,
+    /// empties). Only a missing receiving root is created, and only on the pair's first run.
+    /// Nothing was changed. The CLI exits 4, as for a missing bucket.
+    #[error(
+        "the {side} {root} does not exist, so nothing was changed; check the path (a typo?) or \
+         create the folder. A {mode} run reads from the {side}: syncengine creates only a missing \
+         {other}, and only on a pair's first run",
+        other = side.other()
+    )]
+    MissingRoot {
+        /// The side whose root is missing.
+        side: crate::Side,
+        /// The side's root as it prints itself (no secrets).
+        root: String,
+        /// The mode of the stopped run.
+        mode: crate::SyncMode,
     },
     /// A root is not the storage the pair's state describes (another disk at the same path,
     /// another server behind the same URL, a re-created folder, a state file copied from
@@ -490,6 +513,80 @@ pub enum SyncError {
     },
 }
 
+/// The mode that restores `side` from the other side without deleting anything there: a
+/// mirror run towards `side`. Forced, because `side` is empty.
+pub fn restoring_mode(side: crate::Side) -> crate::SyncMode {
+    match side {
+        crate::Side::Source => crate::SyncMode::DestinationToSource,
+        crate::Side::Destination => crate::SyncMode::SourceToDestination,
+    }
+}
+
+/// The message of [`SyncError::EmptySide`]: what was found, what to check first, how to get
+/// the files back, and only then what `--force` would do in this mode.
+fn empty_side_message(e: &SyncError) -> String {
+    let SyncError::EmptySide {
+        side,
+        base_files,
+        root,
+        missing,
+        mode,
+    } = e
+    else {
+        return String::new();
+    };
+    let (side, other) = (*side, side.other());
+    let found = if *missing {
+        "does not exist"
+    } else {
+        "is empty"
+    };
+    let held = if *base_files == 0 {
+        "was synced with this pair before".to_owned()
+    } else {
+        format!("held {base_files} files at the last sync")
+    };
+    let mut msg = format!(
+        "stopped before changing anything: the {side} ({root}) {found} but {held}. First check that its disk or share is mounted and that the path \
+         or prefix is right, then run again."
+    );
+    // What --force does in this mode, for the side that looks emptied.
+    let deletes_other = match side {
+        crate::Side::Source => mode.allows_destination_delete(),
+        crate::Side::Destination => mode.allows_source_delete(),
+    };
+    // Nothing of the side flows to the other one in this mode: it only receives.
+    let receives_only = match side {
+        crate::Side::Source => !mode.allows_upload() && !mode.allows_destination_delete(),
+        crate::Side::Destination => !mode.allows_download() && !mode.allows_source_delete(),
+    };
+    if receives_only {
+        msg.push_str(&format!(
+            " If the {side}'s files really are gone, re-run with --force: this {mode} run then \
+             copies the {other}'s files back to it and deletes nothing on the {other}."
+        ));
+    } else {
+        let restore = restoring_mode(side);
+        msg.push_str(&format!(
+            " If the {side}'s files really are gone and you want them back, restore them from \
+             the {other}, which still has them: run the same pair with --mode {restore} --force \
+             (it writes only to the {side} and deletes nothing on the {other})."
+        ));
+        if deletes_other {
+            msg.push_str(&format!(
+                " Only if the {side} was emptied on purpose, re-run with --force in {mode}: that \
+                 deletes the {other}'s copies too (they go to its trash)."
+            ));
+        } else {
+            msg.push_str(&format!(
+                " Only if the {side} was emptied on purpose, re-run with --force in {mode}: the \
+                 {other} keeps its copies and the pair records them as deleted on the {side}."
+            ));
+        }
+    }
+    msg
+}
+
 /// The message of [`SyncError::Unreachable`].
 fn unreachable_message(side: crate::Side, root: &str, source: &Error, during_run: bool) -> String {
     if during_run {
@@ -519,9 +616,13 @@ impl SyncError {
         )
     }
 
-    /// True when a side could not be reached or logged into ([`SyncError::Unreachable`]):
-    /// the CLI's exit status 4.
+    /// True when a side could not be reached or logged into ([`SyncError::Unreachable`]), or
+    /// the root of a side the mode reads from does not exist on a pair's first run
+    /// ([`SyncError::MissingRoot`]): the CLI's exit status 4.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, SyncError::Unreachable { .. })
+        matches!(
+            self,
+            SyncError::Unreachable { .. } | SyncError::MissingRoot { .. }
+        )
     }
 }

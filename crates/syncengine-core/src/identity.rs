@@ -280,6 +280,10 @@ pub struct RootChange {
     /// wrote into it: an older copy of the root (a restored backup, a rolled-back snapshot,
     /// a copied folder), whose files would roll the other side back.
     pub older_copy: bool,
+    /// The root holds no file now (outside `.syncengine/`) although the base recorded this
+    /// many files for it: an emptied or unmounted side as well as a changed one. Both causes
+    /// are reported; `None` when the root holds files or the base recorded none.
+    pub empty_with_files: Option<u64>,
 }
 
 /// The message of [`SyncError::RootChanged`].
@@ -308,6 +312,12 @@ pub(crate) fn root_changed_message(changes: &[RootChange]) -> String {
              recorded {}, {found})",
             c.side, c.location, c.recorded
         ));
+        if let Some(files) = c.empty_with_files {
+            msg.push_str(&format!(
+                ", and it is empty although it held {files} files at the last sync: check first \
+                 that its disk or share is mounted and that the path or prefix is right"
+            ));
+        }
     }
     let accept = match changes {
         [one] => AcceptNewRoot::from(one.side),
@@ -744,6 +754,7 @@ pub(crate) async fn check_roots(
                         recorded: identity.clone(),
                         found: Some(identity),
                         older_copy: true,
+                        empty_with_files: None,
                     });
                     continue;
                 }
@@ -781,6 +792,7 @@ pub(crate) async fn check_roots(
                     recorded,
                     found,
                     older_copy: false,
+                    empty_with_files: None,
                 });
                 continue;
             }
@@ -953,6 +965,7 @@ mod tests {
             recorded: RootIdentity::IdFile("aaa".into()),
             found: Some(RootIdentity::IdFile("bbb".into())),
             older_copy: false,
+            empty_with_files: None,
         }]);
         assert!(
             msg.contains("root id aaa") && msg.contains("root id bbb"),
@@ -967,6 +980,7 @@ mod tests {
                 recorded: RootIdentity::IdFile("a".into()),
                 found: None,
                 older_copy: false,
+                empty_with_files: None,
             },
             RootChange {
                 side: Side::Destination,
@@ -974,6 +988,7 @@ mod tests {
                 recorded: RootIdentity::Volume("v".into()),
                 found: None,
                 older_copy: false,
+                empty_with_files: None,
             },
         ]);
         assert!(both.contains("--accept-new-root both"), "{both}");

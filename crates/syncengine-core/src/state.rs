@@ -557,6 +557,23 @@ impl StateStore {
         u64::try_from(n).map_err(|_| SyncError::State(format!("negative record count {n}")))
     }
 
+    /// Counts the base records in which `side` held a version: the files the side had at the
+    /// last sync (a path whose absence on `side` is settled does not count).
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be read.
+    pub fn files_on(&self, side: Side) -> Result<u64, SyncError> {
+        let conn = self.conn()?;
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM base WHERE settled IS NULL OR settled != ?1",
+                params![side_to_sql(side)],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err("counting base records", e))?;
+        u64::try_from(n).map_err(|_| SyncError::State(format!("negative record count {n}")))
+    }
+
     /// Returns the base record of `path`, if there is one.
     ///
     /// # Errors
