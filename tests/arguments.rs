@@ -53,6 +53,14 @@ fn a_typod_source_in_two_way_is_refused_and_nothing_is_created_or_copied() {
         assert!(out.contains("typo"), "{out}");
         assert!(!typo.exists(), "the typo'd source was created");
         assert_eq!(disk_files(&dst).len(), 1);
+        // No state is left for a pair that never ran.
+        let states: Vec<_> = std::fs::read_dir(&state)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            !states.iter().any(|n| n.to_string_lossy().ends_with(".db")),
+            "{states:?}"
+        );
     }
 }
 

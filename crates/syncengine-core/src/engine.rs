@@ -153,6 +153,10 @@ impl SyncEngine {
         let older_id = pair.explicit_id().is_none().then(|| pair.older_id());
         let dry_run = opts.dry_run;
 
+        // Before the state is created: a run refused for a missing root leaves no state file.
+        self.check_roots_exist(pair, &id, older_id.as_deref())
+            .await?;
+
         // A dry run takes no lock and creates no state: it must change nothing.
         // Taken here, not on a blocking thread: a run dropped at this point (a caller's
         // timeout, a crash test) must not leave the lock held by a thread that finishes
@@ -186,7 +190,6 @@ impl SyncEngine {
                 blocking(move || StateStore::open(&dir, &id)).await?
             }
         };
-        self.check_roots_exist(pair, &store).await?;
         let roots = match identity::check_roots(pair, &locations, &store, &id, dry_run).await {
             Err(SyncError::RootChanged { mut changes }) => {
                 note_empty_roots(pair, &store, &mut changes).await?;
@@ -614,11 +617,31 @@ impl SyncEngine {
     async fn check_roots_exist(
         &self,
         pair: &SyncPair,
-        store: &StateStore,
+        id: &str,
+        older_id: Option<&str>,
     ) -> Result<(), SyncError> {
-        let first_run = {
-            let s = store.clone();
-            blocking(move || Ok(s.initial_sync_pending()? && s.count()? == 0)).await?
+        // The pair's state as it is, read without creating it (the id's, else an older id's
+        // that this run would adopt).
+        let store = {
+            let dir = self.state_dir.clone();
+            let (id, older_id) = (id.to_owned(), older_id.map(str::to_owned));
+            blocking(move || {
+                Ok(match StateStore::open_existing(&dir, &id)? {
+                    Some(store) => Some(store),
+                    None => match older_id {
+                        Some(old) => StateStore::open_existing(&dir, &old)?,
+                        None => None,
+                    },
+                })
+            })
+            .await?
+        };
+        let first_run = match &store {
+            None => true,
+            Some(store) => {
+                let s = store.clone();
+                blocking(move || Ok(s.initial_sync_pending()? && s.count()? == 0)).await?
+            }
         };
         for side in [Side::Source, Side::Destination] {
             let client = pair.client(side);
@@ -647,9 +670,12 @@ impl SyncEngine {
             if pair.options.force {
                 continue;
             }
-            let base_files = {
-                let s = store.clone();
-                blocking(move || s.files_on(side)).await?
+            let base_files = match &store {
+                Some(store) => {
+                    let s = store.clone();
+                    blocking(move || s.files_on(side)).await?
+                }
+                None => 0,
             };
             return Err(SyncError::EmptySide {
                 side,
