@@ -2140,7 +2140,7 @@ fn record(from: Side, from_entry: &Entry, written: &Entry) -> BaseRecord {
 /// one).
 /// Whether the file name of `path` ends in the tag of a conflict copy,
 /// `.conflict-<YYYYMMDDTHHMMSSZ>-<source|destination>[-N]`, with no extension after it.
-fn ends_with_conflict_tag(path: &RelPath) -> bool {
+pub(crate) fn ends_with_conflict_tag(path: &RelPath) -> bool {
     let name = path.file_name();
     let Some(at) = name.rfind(".conflict-") else {
         return false;
@@ -2224,7 +2224,7 @@ async fn undo_copy(client: Arc<dyn StorageClient>, copy: RelPath, original: Entr
 /// reverse). Both happen when one stamp folder receives a file and, later in the run or in
 /// another run of the same second, a file below a folder of the same name (a type change).
 /// The caller then takes a fresh stamp folder (`<stamp>-2`), as when the target exists.
-async fn in_the_way(client: &dyn StorageClient, target: &RelPath) -> bool {
+pub(crate) async fn in_the_way(client: &dyn StorageClient, target: &RelPath) -> bool {
     for folder in ancestors(target.as_str()) {
         let Ok(folder) = RelPath::new(folder) else {
             continue;

@@ -57,6 +57,7 @@ pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod timeouts;
+pub mod trash;
 pub(crate) mod unknown;
 pub mod verify;
 
