@@ -9,6 +9,8 @@
 mod children;
 #[path = "syncengine/progress.rs"]
 mod progress;
+#[path = "syncengine/trash.rs"]
+mod trash;
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
@@ -86,7 +88,8 @@ SAFETY AND RECOVERY:
   website would publish its trash: a warning says so when a remote root has an index.html;
   --trash-dir URL keeps the trash elsewhere (URL/source/<UTC time>/<path> and
   URL/destination/<UTC time>/<path>, pruned the same way). --backup-dir URL receives them
-  instead, in the same layout, and is never pruned.
+  instead, in the same layout, and is never pruned. `syncengine trash list|restore|empty ROOT`
+  lists the trash by run, puts files back (never overwriting) and empties old runs.
   Pair state is keyed by where each side really is (canonical local path; endpoint host:port,
   bucket and prefix; server host:port and canonical path), never by credentials, and each
   root gets a random id in <root>/.syncengine/root-id that the state records. A root that does
@@ -158,6 +161,10 @@ enum Command {
     /// (local, SFTP, WebDAV) and unfinished multipart uploads (S3).
     #[command(after_help = CLEANUP_AFTER_HELP)]
     Cleanup(CleanupArgs),
+    /// List, restore or empty the trash of ROOT: the files sync runs deleted or overwrote
+    /// there.
+    #[command(after_help = trash::AFTER_HELP)]
+    Trash(trash::TrashArgs),
 }
 
 const CLEANUP_AFTER_HELP: &str = "\
@@ -371,6 +378,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Sync(args) => run_sync(args, verbosity),
         Command::Cleanup(args) => run_cleanup(args, verbosity),
+        Command::Trash(args) => trash::run(args, verbosity),
     };
     // A credential_process the run stopped waiting for would outlive it.
     children::end_abandoned(&inherited);
