@@ -1148,6 +1148,37 @@ mod tests {
         }
     }
 
+    /// A copy back that reads the trash copy short or changed is not committed, and the
+    /// trash copy stays.
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn a_bad_read_of_the_trash_copy_restores_nothing_and_keeps_it() {
+        use crate::testing::fault::{Fault, FaultClient, FaultConfig};
+        for fault in [Fault::ShortRead, Fault::CorruptRead] {
+            let inner = memory();
+            put(&inner, "20260101T000000Z/n/o.txt", "kept elsewhere").await;
+            let faulty = Arc::new(FaultClient::new(inner.clone(), FaultConfig::none()));
+            let trash = Trash::elsewhere(faulty.clone());
+            let listing = trash.list().await.unwrap();
+            let (_, files) = listing
+                .select(&RestoreWhat::Run("20260101T000000Z".into()))
+                .unwrap();
+            faulty.fail_path(&p("20260101T000000Z/n/o.txt"), fault, 1);
+            let root = memory();
+            let report = trash
+                .restore(&root, &files, &RestoreOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(report.failed(), 1, "{fault:?}: {report:?}");
+            assert_eq!(read(&root, "n/o.txt").await, None, "{fault:?}");
+            assert_eq!(
+                read(&inner, "20260101T000000Z/n/o.txt").await.as_deref(),
+                Some("kept elsewhere"),
+                "{fault:?}"
+            );
+        }
+    }
+
     #[test]
     fn run_names_and_times() {
         assert_eq!(
