@@ -287,6 +287,7 @@ impl Trash {
         }
         // Something may take the place between the look and the move: it stays, and the
         // restored version takes a conflict name.
+        let mut failed = None;
         for _ in 0..3 {
             match self.put_back(root, file, &listed, &place).await {
                 Ok(warning) => {
@@ -300,12 +301,38 @@ impl Trash {
                     if live == Live::None {
                         live = Live::KeptConflictCopy;
                     }
-                    place = conflict_name(root.as_ref(), &file.path, stamp, taken).await?;
+                    match conflict_name(root.as_ref(), &file.path, stamp, taken).await {
+                        Ok(name) => place = name,
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
-        Err(Error::already_exists(root.backend(), place.as_str()))
+        let failed =
+            failed.unwrap_or_else(|| Error::already_exists(root.backend(), place.as_str()));
+        // The live file set aside for nothing: back to its path, if that is still free.
+        if let Live::MovedToTrash(kept) = &live {
+            let back = root
+                .rename_opts(kept, &file.path, TransferOptions::default())
+                .await;
+            let what = match back {
+                Ok(_) => "the live file was put back".to_owned(),
+                Err(_) => format!("the live file stays in the trash as {kept}"),
+            };
+            return Err(Error::other(
+                root.backend(),
+                file.path.as_str(),
+                format!("{failed}; {what}"),
+            ));
+        }
+        Err(failed)
     }
 
     /// `<trash>/<stamp>[-n]/<path>`.
@@ -1177,6 +1204,40 @@ mod tests {
                 "{fault:?}"
             );
         }
+    }
+
+    /// With force, a restore that fails after the live file went to the trash puts the
+    /// live file back at its path.
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn a_failed_forced_restore_puts_the_live_file_back() {
+        use crate::testing::fault::{Fault, FaultClient, FaultConfig, Op};
+        let inner = memory();
+        let stored = format!("{T}/20260101T000000Z/a.txt");
+        put(&inner, &stored, "old").await;
+        put(&inner, "a.txt", "live").await;
+        let faulty = Arc::new(FaultClient::new(inner.clone(), FaultConfig::none()));
+        // Once the live file has been moved aside, the move back of the old one fails.
+        let hook_client = faulty.clone();
+        let stored_path = p(&stored);
+        faulty.before(
+            Op::Rename,
+            p("a.txt"),
+            Arc::new(move |_| hook_client.fail_path(&stored_path, Fault::Error, 1)),
+        );
+        let root: Arc<dyn StorageClient> = faulty.clone();
+        let trash = Trash::of_root(root.clone());
+        let listing = trash.list().await.unwrap();
+        let (_, files) = listing
+            .select(&RestoreWhat::Run("20260101T000000Z".into()))
+            .unwrap();
+        let opts = RestoreOptions::default().with_force(true);
+        let report = trash.restore(&root, &files, &opts).await.unwrap();
+        let err = report.outcomes[0].result.clone().unwrap_err();
+        assert!(err.contains("the live file was put back"), "{err}");
+        assert_eq!(read(&inner, "a.txt").await.as_deref(), Some("live"));
+        assert_eq!(read(&inner, &stored).await.as_deref(), Some("old"));
+        assert_eq!(trash.list().await.unwrap().files(), 1, "only the old copy");
     }
 
     #[test]
