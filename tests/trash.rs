@@ -525,3 +525,80 @@ fn s3_trash_is_listed_restored_and_emptied() {
     let (code, _, err) = trash_env(&["list", &url, "--contimeout", "2s"], &dead);
     assert_eq!(code, 4, "{err}");
 }
+
+/// Against Apache's WebDAV (MOVE back out of the trash): a whole run restored with --force,
+/// the live file moved to the trash first. Skipped (with a note) when the server is not
+/// running outside CI.
+#[cfg(feature = "webdav")]
+#[test]
+fn webdav_trash_is_restored_with_force() {
+    let authority = "127.0.0.1:8082";
+    if std::net::TcpStream::connect(authority).is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "Apache WebDAV is not running (CI needs it)"
+        );
+        eprintln!("Apache WebDAV is not running on {authority}: skipped");
+        return;
+    }
+    let env = [
+        ("SYNCENGINE_WEBDAV_USER", "dav"),
+        ("SYNCENGINE_WEBDAV_PASSWORD", "davpass"),
+        ("SYNCENGINE_WEBDAV_ALLOW_INSECURE_BASIC", "1"),
+    ];
+    let sync = |a: &str, b: &str, state: &Path| {
+        let out = Command::new(cli::BIN)
+            .args(["sync", a, b, "-q", "--max-delete", "100", "--state-dir"])
+            .arg(state)
+            .envs(env)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let url = format!(
+        "webdav://{authority}/syncengine-tests/trash-cli-{}-{nanos}",
+        std::process::id()
+    );
+    let a = tmp.path().join("a");
+    let state = tmp.path().join("st");
+    write(&a, ODD, "odd on webdav");
+    write(&a, "keep.txt", "keep v1");
+    sync(a.to_str().unwrap(), &url, &state);
+    fs::remove_file(a.join(ODD)).unwrap();
+    write(&a, "keep.txt", "keep, the second version");
+    sync(a.to_str().unwrap(), &url, &state);
+
+    let dav = |args: &[&str]| trash_env(args, &env);
+    let (code, out, err) = dav(&["list", &url, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let files = files_of(&serde_json::from_str(&out).unwrap());
+    assert_eq!(files.len(), 2, "{files:?}");
+    let run = files[0].0.clone();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (code, out, err) = dav(&["restore", &url, "--run", &run, "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("restored {ODD}\n")), "{out}");
+    assert!(
+        out.contains("restored keep.txt (moved the live file to "),
+        "{out}"
+    );
+
+    let (code, out, _) = dav(&["list", &url, "--json"]);
+    assert_eq!(code, 0);
+    let left = files_of(&serde_json::from_str(&out).unwrap());
+    assert_eq!(left.len(), 1, "only the live keep.txt: {left:?}");
+    assert_eq!(left[0].1, "keep.txt");
+    assert_ne!(left[0].0, run);
+
+    let check = tmp.path().join("check");
+    sync(&url, check.to_str().unwrap(), &tmp.path().join("st2"));
+    assert_eq!(read(&check, ODD).as_deref(), Some("odd on webdav"));
+    assert_eq!(read(&check, "keep.txt").as_deref(), Some("keep v1"));
+}
