@@ -32,6 +32,7 @@ use crate::pair::{Recovery, SyncPair};
 use crate::path::RelPath;
 use crate::plan::{Action, Plan};
 use crate::progress::ProgressEvent;
+use crate::protect;
 use crate::reconcile::Reconciler;
 use crate::state::{BaseRecord, BaseUpdate, PairLock, StateStore};
 use crate::stats::SyncStats;
@@ -125,6 +126,9 @@ impl SyncEngine {
     }
 
     async fn run(&self, pair: &SyncPair) -> Result<SyncStats, SyncError> {
+        // A protected side is read through a view that refuses every change (`protect`).
+        let guarded = protect::guard(pair)?;
+        let pair = guarded.as_ref().unwrap_or(pair);
         let opts = &pair.options;
         // Each side once, before anything else reads it: an unreachable server, wrong
         // credentials or a missing bucket is its own failure, named for its side.
@@ -142,7 +146,16 @@ impl SyncEngine {
         }
         // Before any state is created: a state directory that is a root is refused.
         for side in [Side::Source, Side::Destination] {
-            self.state_dir_place(pair, side).await?;
+            let place = self.state_dir_place(pair, side).await?;
+            if let OwnDir::Below(dir) = place
+                && opts.is_protected(side)
+                && !opts.dry_run
+            {
+                return Err(SyncError::Config(format!(
+                    "the state directory lies inside the protected {side} root (at {dir}): a \
+                     run writes its state there; pass a --state-dir outside that root"
+                )));
+            }
         }
         let locations = pair.locations().await?;
         let id = match pair.explicit_id() {
@@ -235,9 +248,11 @@ impl SyncEngine {
             if !(caps.case_insensitive || caps.normalization_insensitive) {
                 continue;
             }
-            let found = return_stepped_files(client.as_ref(), side, dry_run)
-                .await
-                .map_err(|source| SyncError::Listing { side, source })?;
+            // A protected side's waiting files stay where they are; the run lists them.
+            let found =
+                return_stepped_files(client.as_ref(), side, dry_run || opts.is_protected(side))
+                    .await
+                    .map_err(|source| SyncError::Listing { side, source })?;
             stepped_warnings.extend(found.warnings);
             waiting[i] = found.waiting;
         }
@@ -298,6 +313,9 @@ impl SyncEngine {
         plan.warnings.extend(stepped_warnings);
         if roots.accepted {
             skip_deletions(&mut plan);
+        }
+        for side in opts.protected.iter().copied() {
+            protect::protect_plan(&mut plan, side, pair.mode);
         }
 
         plan.skipped += ignored.load(Ordering::Relaxed);
@@ -376,6 +394,16 @@ impl SyncEngine {
             || roots.accepted;
         if let Some(file) = roots.generation_file.as_ref().filter(|_| moves_on) {
             for (side, floor) in roots.generations.iter().copied() {
+                if opts.is_protected(side) {
+                    let w = format!(
+                        "this run's generation was not written into the protected {side} \
+                         root: an older copy of that root put back later would not be \
+                         recognised as one"
+                    );
+                    tracing::info!("{w}");
+                    plan.warnings.push(w);
+                    continue;
+                }
                 let client = pair.client(side).as_ref();
                 match identity::advance_generation(client, side, file, floor, &store).await {
                     Ok(written) => generations.push((side, written)),
@@ -402,6 +430,7 @@ impl SyncEngine {
         let mut stats = SyncStats {
             skipped: plan.skipped,
             unknown: plan.source_unknown + plan.destination_unknown,
+            protected: plan.protected,
             warnings: plan.warnings.clone(),
             ..SyncStats::default()
         };
@@ -424,6 +453,8 @@ impl SyncEngine {
             reach: Default::default(),
             vanished: Default::default(),
             recent_trash: Default::default(),
+            protected: opts.protected.first().copied(),
+            protected_follow_ups: Default::default(),
         };
         let executed = executor.run(plan, &mut stats).await;
         let vanished = executor.vanished.load(Ordering::Relaxed);
@@ -440,6 +471,7 @@ impl SyncEngine {
             _ => None,
         };
         if let Some(file) = &roots.generation_file {
+            // (`generations` holds no protected side: none was written there.)
             for (side, floor) in generations.into_iter().filter(|(s, _)| Some(*s) != lost) {
                 let client = pair.client(side).as_ref();
                 identity::note_engine_temps(client, file).await;
@@ -472,6 +504,9 @@ impl SyncEngine {
             blocking(move || s.mark_completed()).await?;
         }
         for side in [Side::Source, Side::Destination] {
+            if opts.is_protected(side) {
+                continue;
+            }
             let client = pair.client(side);
             match client.remove_stale_temps().await {
                 Ok(0) => {}
@@ -492,6 +527,9 @@ impl SyncEngine {
                 let Some((client, folder)) = trash_of(recovery, pair.client(side)) else {
                     continue;
                 };
+                if opts.is_protected(side) {
+                    continue;
+                }
                 match prune_trash(client.as_ref(), folder.as_ref(), days).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(%side, removed = n, days, "pruned old trash"),

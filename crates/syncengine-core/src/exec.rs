@@ -118,6 +118,12 @@ pub struct Executor {
     /// one left, by the path they were trashed from; listed once, at the side's first trash
     /// move by copy (see [`Executor::drop_extra_copies`]).
     pub(crate) recent_trash: [tokio::sync::OnceCell<HashMap<RelPath, Vec<RelPath>>>; 2],
+    /// The side the run never writes to ([`crate::protect`]). The plan holds no action that
+    /// changes it; the copies actions ask for as they run (a kept conflict loser going to the
+    /// other side) are left out here, and counted as protected.
+    pub protected: Option<Side>,
+    /// Follow-up copies left out because they would write to the protected side.
+    pub(crate) protected_follow_ups: std::sync::atomic::AtomicU64,
 }
 
 /// Whether a side was lost during the run.
@@ -524,7 +530,14 @@ impl Executor {
                     path: action.path().clone(),
                     kind: action.kind(),
                 });
-                follow_ups.extend(done.follow_ups);
+                for follow_up in done.follow_ups {
+                    match self.protected {
+                        Some(side) if crate::protect::writes_to(&follow_up, side) => {
+                            self.skip_protected(&follow_up, side, stats);
+                        }
+                        _ => follow_ups.push(follow_up),
+                    }
+                }
                 writer.extend(done.updates).await?;
             }
             Outcome::Failed(error) => {
@@ -558,6 +571,26 @@ impl Executor {
             Outcome::Cancelled | Outcome::NotStarted | Outcome::Fatal(_) => {}
         }
         Ok(())
+    }
+
+    /// Counts a follow-up copy left out because it would write to the protected `side`, and
+    /// names the first few in a warning.
+    fn skip_protected(&self, action: &Action, side: Side, stats: &mut SyncStats) {
+        stats.protected += 1;
+        let n = self
+            .protected_follow_ups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(path = %action.path(), %side, "protected: the kept copy is not copied there");
+        if n < crate::protect::NAMED_PROTECTED as u64 {
+            let w = format!(
+                "{} stays on the {} only: the protected {side} does not get it \
+                 (--protect {side}); the next run reports it again",
+                action.path(),
+                side.other()
+            );
+            self.emit(ProgressEvent::Warning(w.clone()));
+            stats.warnings.push(w);
+        }
     }
 
     /// Checks both sides after an action failed with a transient error at `failed_at`; marks

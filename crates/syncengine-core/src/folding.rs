@@ -397,6 +397,10 @@ impl StorageClient for Folded {
     }
 }
 
+/// How many files of a protected root's listing its read-only probe looks at
+/// ([`read_only_folding`](crate::protect::read_only_folding)).
+const READ_ONLY_PROBE_FILES: usize = 10_000;
+
 /// The folding each side of a run uses, and what the engine must tell the user about it.
 pub(crate) struct RunFolding {
     /// The pair's clients, each wrapped with its probed folding where that differs from what
@@ -458,10 +462,18 @@ pub(crate) async fn resolve(
             ));
             declared
         } else {
-            match probe_folding(client.as_ref()).await {
+            // A protected root gets no probe file: it is probed with reads only, and the
+            // answer (which may be an assumption) is not cached.
+            let protected = pair.options.is_protected(side);
+            let probed = if protected {
+                crate::protect::read_only_folding(client.as_ref(), READ_ONLY_PROBE_FILES).await
+            } else {
+                probe_folding(client.as_ref()).await
+            };
+            match probed {
                 Ok(folding) => {
                     tracing::info!(%side, "the root {client} {folding}");
-                    if let (false, Some(identity)) = (dry_run, &identity) {
+                    if let (false, false, Some(identity)) = (dry_run, protected, &identity) {
                         let store = store.clone();
                         let token = identity.to_token();
                         blocking(move || store.record_root_folding(side, &token, folding)).await?;

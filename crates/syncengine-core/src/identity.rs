@@ -807,6 +807,21 @@ pub(crate) async fn check_roots(
             Some(id) => Some(RootIdentity::IdFile(id)),
             // A dry run creates nothing; the real run will.
             None if dry_run => None,
+            // Nor is anything written to a protected root (`crate::protect`).
+            None if pair.options.is_protected(side) => {
+                let volume = client.volume_id().await.ok().flatten();
+                check.warnings.push(format!(
+                    "the protected {side} root {location} has no identity file \
+                     ({STATE_DIR_NAME}/{ROOT_ID_FILE}) and none is written to it: {}",
+                    if volume.is_some() {
+                        "it is recognised by its volume id only (another folder of the same \
+                         volume at that path would pass)"
+                    } else {
+                        "this run cannot check that it is the storage the state describes"
+                    }
+                ));
+                volume.map(RootIdentity::Volume)
+            }
             None => match create_root_id(client).await {
                 Ok(id) => Some(RootIdentity::IdFile(id)),
                 Err(e) if e.is_transient() => return Err(storage(e)),

@@ -48,6 +48,7 @@ pub mod pair;
 pub mod path;
 pub mod plan;
 pub mod progress;
+pub mod protect;
 pub mod prune;
 pub mod reconcile;
 pub mod redact;

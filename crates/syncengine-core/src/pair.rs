@@ -113,6 +113,13 @@ pub struct SyncOptions {
     /// [`SyncError::RootChanged`]): the run ignores the old base, deletes nothing, and
     /// records the new root's identity.
     pub accept_new_root: Option<AcceptNewRoot>,
+    /// Sides the run never writes to, whatever the mode (see [`crate::protect`]): no copy,
+    /// delete, rename, trash move or conflict rename there, and nothing under its
+    /// `.syncengine/` folder. What the run would have changed there is counted in
+    /// [`SyncStats::protected`](crate::SyncStats::protected) and not recorded; the protected
+    /// side wins its conflicts. Both sides protected is refused
+    /// ([`SyncError::Config`]): use a dry run instead.
+    pub protected: Vec<Side>,
 }
 
 impl Default for SyncOptions {
@@ -133,6 +140,7 @@ impl Default for SyncOptions {
             destination_recovery: Recovery::Auto,
             trash_keep_days: Some(DEFAULT_TRASH_KEEP_DAYS),
             accept_new_root: None,
+            protected: Vec::new(),
         }
     }
 }
@@ -214,6 +222,27 @@ impl SyncOptions {
     pub fn with_trash_keep_days(mut self, days: u32) -> Self {
         self.trash_keep_days = Some(days);
         self
+    }
+    /// Protects `side`: the run never writes to it (see [`SyncOptions::protected`]).
+    ///
+    /// ```
+    /// use syncengine_core::{Side, SyncOptions};
+    ///
+    /// // A backup that never touches the original: with `SyncMode::SourceBackup`, new and
+    /// // changed source files are uploaded, and nothing comes back to the source.
+    /// let opts = SyncOptions::default().with_protected(Side::Source);
+    /// assert!(opts.is_protected(Side::Source));
+    /// assert!(!opts.is_protected(Side::Destination));
+    /// ```
+    pub fn with_protected(mut self, side: Side) -> Self {
+        if !self.protected.contains(&side) {
+            self.protected.push(side);
+        }
+        self
+    }
+    /// Whether `side` is protected (see [`SyncOptions::protected`]).
+    pub fn is_protected(&self, side: Side) -> bool {
+        self.protected.contains(&side)
     }
     /// Keeps trash folders forever (no pruning).
     pub fn with_trash_kept_forever(mut self) -> Self {

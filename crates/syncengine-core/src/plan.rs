@@ -250,6 +250,9 @@ pub struct Plan {
     pub destination_unknown: u64,
     /// Warnings for the user.
     pub warnings: Vec<String>,
+    /// Actions (or parts of actions) left out because they would change a protected side
+    /// (see [`crate::protect`]).
+    pub protected: u64,
 }
 
 impl Plan {
@@ -274,6 +277,7 @@ impl Plan {
         let mut stats = SyncStats {
             skipped: self.skipped,
             unknown: self.source_unknown + self.destination_unknown,
+            protected: self.protected,
             warnings: self.warnings.clone(),
             ..SyncStats::default()
         };

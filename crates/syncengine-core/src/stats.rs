@@ -34,6 +34,11 @@ pub struct SyncStats {
     /// [`SyncStats::warnings`]. A run with unknown paths did not sync everything: the CLI
     /// exits 1, as for errors.
     pub unknown: u64,
+    /// Changes not made because they would have written, deleted or renamed something on a
+    /// protected side ([`SyncOptions::protected`](crate::SyncOptions::protected), `--protect`):
+    /// not recorded in the base, so the next run reports them again. The first few are named
+    /// in [`SyncStats::warnings`].
+    pub protected: u64,
     /// Bytes copied source → destination.
     pub bytes_uploaded: u64,
     /// Bytes copied destination → source.
