@@ -100,6 +100,18 @@ SAFETY AND RECOVERY:
   Conflict losers are kept as <name>.conflict-<UTC time>-<side>.<ext> unless
   --conflict-loser delete. The state directory is never synced, even inside a synced folder.
 
+PROTECTED SIDES:
+  --protect source|destination: that side is never written or deleted, whatever the mode
+  (Unison's -nocreation, -noupdate and -nodeletion for one root in one flag); nothing is
+  written under its .syncengine/ either (no id file, no trash). What the run would have done
+  there is counted as protected (\"protected\" in --json, the first few named in a warning)
+  and not recorded, so each run reports it again. The protected side wins its conflicts: its
+  version is copied to the other side, whose own version is kept there as the conflict loser.
+  --mode source-backup --protect source is a backup that never touches the original: new and
+  changed source files are uploaded, and a file edited on the destination keeps that edit
+  (rclone copy would overwrite it with the source's version). The state directory must lie
+  outside a protected local root. Protecting both sides is refused: use --dry-run.
+
 OUTPUT:
   Progress bars on stderr when it is a terminal (not with --json or -q). When the run ends, a
   one-line summary on stdout, or with --json exactly one JSON object on stdout:
@@ -127,6 +139,8 @@ EXAMPLES:
     syncengine sync ~/photos s3://my-bucket/photos --mode source-backup --exclude '*.raw'
   First sync where the destination is authoritative (a restore):
     syncengine sync ./vault sftp://me@nas:2222/vault --initial destination-wins
+  Back up a folder without ever writing to it (destination edits stay where they are):
+    syncengine sync ~/photos /mnt/backup/photos --mode source-backup --protect source
   Machine-readable result:
     syncengine sync ./a ./b --json -q
 ";
@@ -314,6 +328,12 @@ struct SyncArgs {
     /// or both): this run ignores the old state, deletes nothing, and records the new root.
     #[arg(long, value_name = "SIDE", value_parser = parse_accept)]
     accept_new_root: Option<AcceptNewRoot>,
+    /// Never write to SIDE (source or destination), whatever the mode: no copy, delete,
+    /// rename, trash or conflict copy there, nothing under its .syncengine/ either. What the
+    /// run would have changed there is reported as protected (not recorded: the next run
+    /// reports it again); the protected side wins its conflicts (see PROTECTED SIDES).
+    #[arg(long, value_name = "SIDE", value_parser = parse_protect, action = ArgAction::Append)]
+    protect: Vec<Side>,
 }
 
 /// How long trash folders are kept.
@@ -351,6 +371,20 @@ fn parse_conflict(s: &str) -> Result<ConflictStrategy, String> {
 fn parse_loser(s: &str) -> Result<ConflictLoser, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
+
+/// Parses `--protect`: `source` or `destination`.
+fn parse_protect(s: &str) -> Result<Side, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "source" | "src" => Ok(Side::Source),
+        "destination" | "dest" | "dst" => Ok(Side::Destination),
+        "both" => Err(BOTH_PROTECTED.to_owned()),
+        _ => Err(format!("expected source or destination, got {s:?}")),
+    }
+}
+
+/// Why both sides cannot be protected.
+const BOTH_PROTECTED: &str = "both sides protected: the run could change nothing; use \
+    --dry-run to see what it would do";
 
 fn parse_accept(s: &str) -> Result<AcceptNewRoot, String> {
     s.parse()
@@ -636,6 +670,12 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
     };
     if let Some(sides) = args.accept_new_root {
         options = options.with_accept_new_root(sides);
+    }
+    for side in &args.protect {
+        options = options.with_protected(*side);
+    }
+    if options.is_protected(Side::Source) && options.is_protected(Side::Destination) {
+        return Err((EXIT_USAGE, format!("--protect: {BOTH_PROTECTED}")));
     }
     if args.no_trash {
         options = options
@@ -1037,6 +1077,9 @@ fn summary(stats: &SyncStats, elapsed: Duration) -> String {
     }
     if stats.skipped > 0 {
         line.push_str(&format!(", {} skipped", stats.skipped));
+    }
+    if stats.protected > 0 {
+        line.push_str(&format!(", {} protected", stats.protected));
     }
     line.push_str(&format!(
         " ({} up, {} down) in {:.1}s",
