@@ -16,7 +16,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_syncengine");
 
 /// The keys of the `--json` object, in the CLI contract's order.
-const JSON_KEYS: [&str; 15] = [
+const JSON_KEYS: [&str; 16] = [
     "uploaded",
     "downloaded",
     "deleted_source",
@@ -27,6 +27,7 @@ const JSON_KEYS: [&str; 15] = [
     "skipped",
     "errors",
     "unknown",
+    "protected",
     "bytes_uploaded",
     "bytes_downloaded",
     "dry_run",
@@ -343,7 +344,7 @@ fn json_has_exactly_the_contract_keys_with_the_right_types() {
     let obj = v.as_object().unwrap();
     let keys: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
     assert_eq!(keys, JSON_KEYS.into_iter().collect::<BTreeSet<_>>());
-    for k in &JSON_KEYS[..12] {
+    for k in &JSON_KEYS[..13] {
         assert!(obj[*k].is_u64(), "{k} should be a count: {v}");
     }
     assert_eq!(obj["dry_run"], Value::Bool(false));

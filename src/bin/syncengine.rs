@@ -116,8 +116,8 @@ OUTPUT:
   Progress bars on stderr when it is a terminal (not with --json or -q). When the run ends, a
   one-line summary on stdout, or with --json exactly one JSON object on stdout:
   {\"uploaded\", \"downloaded\", \"deleted_source\", \"deleted_destination\", \"renamed_source\",
-  \"renamed_destination\", \"conflicts\", \"skipped\", \"errors\", \"bytes_uploaded\",
-  \"bytes_downloaded\", \"dry_run\", \"warnings\": [..], \"conflict_paths\": [..]}
+  \"renamed_destination\", \"conflicts\", \"skipped\", \"errors\", \"protected\",
+  \"bytes_uploaded\", \"bytes_downloaded\", \"dry_run\", \"warnings\": [..], \"conflict_paths\": [..]}
   (a failed or stopped run prints nothing on stdout). Warnings, errors and logs go to stderr.
 
 EXIT STATUS:
