@@ -354,6 +354,10 @@ impl SyncEngine {
                 Side::Source => &opts.source_recovery,
                 Side::Destination => &opts.destination_recovery,
             };
+            // A protected side gets no trash: nothing of it can be published.
+            if opts.is_protected(side) {
+                continue;
+            }
             if let Some(w) = served_root_warning(side, pair.client(side), recovery).await {
                 plan.warnings.push(w);
             }

@@ -424,3 +424,54 @@ async fn a_dry_run_predicts_the_protected_count_and_both_sides_protected_is_refu
     assert!(err.to_string().contains("dry run"), "{err}");
     assert_eq!((snapshot(&src).await, snapshot(&dst).await), before);
 }
+
+/// A protected root whose client does not know how it folds names is probed with reads only:
+/// no probe file is written, and the folding is found all the same.
+#[tokio::test]
+async fn a_protected_root_is_probed_for_name_folding_without_a_write() {
+    use syncengine_core::protect::read_only_folding;
+    use syncengine_core::testing::QuirkClient;
+
+    let inner = Arc::new(MemoryClient::new());
+    write(&inner, "Readme.txt", "read me", at(0)).await;
+    write(&inner, "docs/caf\u{e9}.txt", "NFC", at(0)).await;
+    let folding_side = |case: bool, nfc: bool| {
+        Arc::new(
+            QuirkClient::new(inner.clone())
+                .with_case_insensitive(case)
+                .with_normalization_insensitive(nfc)
+                .with_declared_folding(false),
+        )
+    };
+    let before = snapshot(&inner).await;
+    for (case, nfc) in [(true, false), (false, true), (true, true), (false, false)] {
+        let client = folding_side(case, nfc);
+        let found = read_only_folding(client.as_ref(), 1000).await.unwrap();
+        assert_eq!(
+            (found.case_insensitive, found.normalization_insensitive),
+            (case, nfc)
+        );
+    }
+    assert_eq!(snapshot(&inner).await, before, "nothing written");
+
+    // In a run: the protected side gets no probe file and no warning about a failed probe.
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new());
+    write(&src, "new.txt", "from the source", at(10)).await;
+    let dst: Arc<dyn StorageClient> = folding_side(true, false);
+    let opts = SyncOptions::default().with_protected(Side::Destination);
+    let stats = engine
+        .sync_pair(&SyncPair::new(client(&src), dst, SyncMode::TwoWay).with_options(opts))
+        .await
+        .unwrap();
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    assert_eq!(stats.downloaded, 2, "{stats:?}");
+    assert_eq!(stats.protected, 1, "{stats:?}");
+    assert!(
+        !stats.warnings.iter().any(|w| w.contains("probe")),
+        "{:?}",
+        stats.warnings
+    );
+    assert_eq!(snapshot(&inner).await, before, "nothing written in the run");
+}
