@@ -475,3 +475,57 @@ async fn a_protected_root_is_probed_for_name_folding_without_a_write() {
     );
     assert_eq!(snapshot(&inner).await, before, "nothing written in the run");
 }
+
+/// A type change against an edit: the folder keeps the path and the edited file moves aside.
+/// With the folder's side protected, the file moves aside on its own side only (it is not
+/// copied to the protected side) and the folder's files still arrive.
+#[tokio::test]
+async fn a_file_moved_aside_for_a_protected_folder_stays_on_its_side() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = Arc::new(MemoryClient::new().with_disk_folders());
+    let dst = Arc::new(MemoryClient::new().with_disk_folders());
+    write(&src, "x", "a file", at(0)).await;
+    write(&src, "keep.txt", "kept", at(0)).await;
+    let first = sync(&engine, &src, &dst, SyncMode::TwoWay, None)
+        .await
+        .unwrap();
+    assert_eq!(first.uploaded, 2, "{first:?}");
+    write(&src, "x", "the file, edited on the source", at(100)).await;
+    dst.delete(&rel("x")).await.unwrap();
+    write(
+        &dst,
+        "x/inside.txt",
+        "the destination made x a folder",
+        at(100),
+    )
+    .await;
+    let before = snapshot(&dst).await;
+    for run in 0..2 {
+        let stats = sync(
+            &engine,
+            &src,
+            &dst,
+            SyncMode::TwoWay,
+            Some(Side::Destination),
+        )
+        .await
+        .unwrap();
+        assert_eq!(stats.errors, 0, "run {run}: {stats:?}");
+        assert_eq!(snapshot(&dst).await, before, "run {run}");
+        assert!(stats.protected >= 1, "run {run}: {stats:?}");
+    }
+    assert_eq!(
+        text(&src, "x/inside.txt").as_deref(),
+        Some("the destination made x a folder")
+    );
+    let aside: Vec<String> = user_files(&src)
+        .into_iter()
+        .filter(|p| p.starts_with("x.conflict-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{:?}", user_files(&src));
+    assert_eq!(
+        text(&src, &aside[0]).as_deref(),
+        Some("the file, edited on the source")
+    );
+}
