@@ -529,3 +529,57 @@ async fn a_file_moved_aside_for_a_protected_folder_stays_on_its_side() {
         Some("the file, edited on the source")
     );
 }
+
+/// A new file takes the path of a settled deletion (source-backup: the source deleted it, the
+/// backup kept it). With the backup protected, nothing happens there and it is reported; with
+/// the source protected, the kept copy is set aside on the backup and the new file copied.
+#[tokio::test]
+async fn a_set_aside_never_touches_the_protected_side() {
+    for protected in [Side::Source, Side::Destination] {
+        let state = tempfile::tempdir().unwrap();
+        let engine = SyncEngine::new(state.path());
+        let src = Arc::new(MemoryClient::new());
+        let dst = Arc::new(MemoryClient::new());
+        write(&src, "IMG_0001.JPG", "the first photo", at(0)).await;
+        write(&src, "other.JPG", "another photo", at(0)).await;
+        sync(&engine, &src, &dst, SyncMode::SourceBackup, None)
+            .await
+            .unwrap();
+        src.delete(&rel("IMG_0001.JPG")).await.unwrap();
+        sync(&engine, &src, &dst, SyncMode::SourceBackup, None)
+            .await
+            .unwrap();
+        write(&src, "IMG_0001.JPG", "a new photo, same name", at(100)).await;
+        let guarded = match protected {
+            Side::Source => &src,
+            Side::Destination => &dst,
+        };
+        let before = snapshot(guarded).await;
+        let stats = sync(&engine, &src, &dst, SyncMode::SourceBackup, Some(protected))
+            .await
+            .unwrap();
+        assert_eq!(stats.errors, 0, "{protected}: {stats:?}");
+        assert_eq!(snapshot(guarded).await, before, "{protected}");
+        match protected {
+            Side::Destination => {
+                assert_eq!(stats.protected, 1, "{stats:?}");
+                assert_eq!(
+                    text(&dst, "IMG_0001.JPG").as_deref(),
+                    Some("the first photo")
+                );
+            }
+            Side::Source => {
+                assert_eq!(
+                    text(&dst, "IMG_0001.JPG").as_deref(),
+                    Some("a new photo, same name")
+                );
+                let kept: Vec<String> = user_files(&dst)
+                    .into_iter()
+                    .filter(|p| p.starts_with("IMG_0001.conflict-"))
+                    .collect();
+                assert_eq!(kept.len(), 1, "{:?}", user_files(&dst));
+                assert_eq!(text(&dst, &kept[0]).as_deref(), Some("the first photo"));
+            }
+        }
+    }
+}
