@@ -314,6 +314,10 @@ impl StorageClient for Folded {
         self.inner.volume_id().await
     }
 
+    async fn root_exists(&self) -> Result<bool> {
+        self.inner.root_exists().await
+    }
+
     fn skipped_count(&self) -> u64 {
         self.inner.skipped_count()
     }

@@ -399,6 +399,10 @@ impl StorageClient for ReadOnly {
         self.inner.volume_id().await
     }
 
+    async fn root_exists(&self) -> Result<bool> {
+        self.inner.root_exists().await
+    }
+
     async fn check_access(&self) -> Result<()> {
         self.inner.check_access().await
     }

@@ -617,6 +617,10 @@ impl StorageClient for FaultClient {
         self.inner.volume_id().await
     }
 
+    async fn root_exists(&self) -> Result<bool> {
+        self.inner.root_exists().await
+    }
+
     async fn sync_written(&self) -> Result<()> {
         let (fault, _) = self.begin(Op::SyncWritten, "");
         if let Some(e) = fault.and_then(|f| Self::error(f, Op::SyncWritten, "")) {

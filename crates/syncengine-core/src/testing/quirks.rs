@@ -255,6 +255,10 @@ impl StorageClient for QuirkClient {
         self.inner.volume_id().await
     }
 
+    async fn root_exists(&self) -> Result<bool> {
+        self.inner.root_exists().await
+    }
+
     async fn sync_written(&self) -> Result<()> {
         self.inner.sync_written().await
     }
