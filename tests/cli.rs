@@ -16,7 +16,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_syncengine");
 
 /// The keys of the `--json` object, in the CLI contract's order.
-const JSON_KEYS: [&str; 16] = [
+const JSON_KEYS: [&str; 18] = [
     "uploaded",
     "downloaded",
     "deleted_source",
@@ -30,6 +30,8 @@ const JSON_KEYS: [&str; 16] = [
     "protected",
     "bytes_uploaded",
     "bytes_downloaded",
+    "trashed_files",
+    "trashed_bytes",
     "dry_run",
     "warnings",
     "conflict_paths",
@@ -344,7 +346,7 @@ fn json_has_exactly_the_contract_keys_with_the_right_types() {
     let obj = v.as_object().unwrap();
     let keys: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
     assert_eq!(keys, JSON_KEYS.into_iter().collect::<BTreeSet<_>>());
-    for k in &JSON_KEYS[..13] {
+    for k in &JSON_KEYS[..15] {
         assert!(obj[*k].is_u64(), "{k} should be a count: {v}");
     }
     assert_eq!(obj["dry_run"], Value::Bool(false));

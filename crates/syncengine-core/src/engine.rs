@@ -26,12 +26,12 @@ use crate::exec::{
 use crate::folding;
 use crate::identity;
 use crate::ignore_rules::{IgnoreRules, STATE_DIR_NAME, SYNCIGNORE_FILE};
-use crate::mode::{InitialSyncPreference, Side, SyncMode};
+use crate::mode::{ConflictLoser, InitialSyncPreference, Side, SyncMode};
 use crate::order::{OutOfOrder, check_order, sort_listing};
 use crate::pair::{Recovery, SyncPair};
 use crate::path::RelPath;
 use crate::plan::{Action, Plan};
-use crate::progress::ProgressEvent;
+use crate::progress::{ActionReport, PlanGroup, ProgressEvent};
 use crate::protect;
 use crate::reconcile::Reconciler;
 use crate::state::{BaseRecord, BaseUpdate, PairLock, StateStore};
@@ -67,6 +67,7 @@ pub const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10)
 pub struct SyncEngine {
     state_dir: PathBuf,
     progress: Option<UnboundedSender<ProgressEvent>>,
+    listing: Option<tokio::sync::mpsc::Sender<ProgressEvent>>,
     cancel: CancellationToken,
 }
 
@@ -76,6 +77,7 @@ impl SyncEngine {
         SyncEngine {
             state_dir: state_dir.as_ref().to_path_buf(),
             progress: None,
+            listing: None,
             cancel: CancellationToken::new(),
         }
     }
@@ -83,6 +85,17 @@ impl SyncEngine {
     /// Sends progress events to `tx`.
     pub fn with_progress(mut self, tx: UnboundedSender<ProgressEvent>) -> Self {
         self.progress = Some(tx);
+        self
+    }
+
+    /// Sends a dry run's plan to `tx` before the run returns: for each [`PlanGroup`] in
+    /// order that has actions, a [`ProgressEvent::GroupPlanned`], then one
+    /// [`ProgressEvent::WouldDo`] per action of the group. The channel is bounded and the
+    /// engine waits while it is full, so a plan of a million actions is listed without a
+    /// second copy of it in memory. Real runs send nothing here (their actions are reported
+    /// by [`ProgressEvent::Done`] on the progress channel).
+    pub fn with_listing(mut self, tx: tokio::sync::mpsc::Sender<ProgressEvent>) -> Self {
+        self.listing = Some(tx);
         self
     }
 
@@ -370,6 +383,7 @@ impl SyncEngine {
         check_safety(&plan, pair)?;
 
         if dry_run {
+            self.list_plan(&plan, opts.conflict_loser).await;
             let mut stats = plan.predicted_stats();
             stats.dry_run = true;
             return Ok(stats);
@@ -459,8 +473,10 @@ impl SyncEngine {
             recent_trash: Default::default(),
             protected: opts.protected.first().copied(),
             protected_follow_ups: Default::default(),
+            trashed: Default::default(),
         };
         let executed = executor.run(plan, &mut stats).await;
+        executor.trashed.count_into(&mut stats);
         let vanished = executor.vanished.load(Ordering::Relaxed);
         if vanished > 0 {
             stats.warnings.push(format!(
@@ -633,6 +649,37 @@ impl SyncEngine {
         };
         let plan = reconciler.plan(source_list, destination_list, base).await?;
         Ok((plan, ignored, skipped_before, recovered, stale_intents))
+    }
+
+    /// Sends the plan, group by group, to the listing channel (see
+    /// [`SyncEngine::with_listing`]): one walk of the actions to count the groups, then one
+    /// per group that has actions. Stops when the receiver is gone.
+    async fn list_plan(&self, plan: &Plan, loser: ConflictLoser) {
+        let Some(tx) = &self.listing else {
+            return;
+        };
+        let mut counts = [0u64; PlanGroup::ALL.len()];
+        for a in &plan.actions {
+            counts[PlanGroup::of(a).index()] += 1;
+        }
+        for (group, count) in PlanGroup::ALL.into_iter().zip(counts) {
+            if count == 0 {
+                continue;
+            }
+            if tx
+                .send(ProgressEvent::GroupPlanned { group, count })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            for a in plan.actions.iter().filter(|a| PlanGroup::of(a) == group) {
+                let report = ActionReport::planned(a, loser);
+                if tx.send(ProgressEvent::WouldDo(report)).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 
     fn emit(&self, event: ProgressEvent) {

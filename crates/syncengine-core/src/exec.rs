@@ -52,7 +52,7 @@ use crate::ignore_rules::STATE_DIR_NAME;
 use crate::mode::{ConflictLoser, Side, SyncMode};
 use crate::path::RelPath;
 use crate::plan::{Action, Plan};
-use crate::progress::ProgressEvent;
+use crate::progress::{ActionReport, ProgressEvent};
 use crate::reconcile::BaseStream;
 use crate::state::{BaseRecord, BaseUpdate, Intent, IntentBatch, SideRecord, StateStore};
 use crate::stats::SyncStats;
@@ -124,6 +124,32 @@ pub struct Executor {
     pub protected: Option<Side>,
     /// Follow-up copies left out because they would write to the protected side.
     pub(crate) protected_follow_ups: std::sync::atomic::AtomicU64,
+    /// Files (and their bytes) this run moved to a trash or copied to a backup dir before
+    /// deleting or replacing them, counted as the action succeeds
+    /// ([`SyncStats::trashed_files`]).
+    pub(crate) trashed: Trashed,
+}
+
+/// Counts of what a run moved to a trash or a backup dir.
+#[derive(Debug, Default)]
+pub(crate) struct Trashed {
+    files: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Trashed {
+    fn add(&self, size: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.files.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(size, Relaxed);
+    }
+
+    /// Adds the counts to `stats`.
+    pub(crate) fn count_into(&self, stats: &mut SyncStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        stats.trashed_files += self.files.load(Relaxed);
+        stats.trashed_bytes += self.bytes.load(Relaxed);
+    }
 }
 
 /// Whether a side was lost during the run.
@@ -186,6 +212,8 @@ struct Done {
     /// A delete that found its file gone since the listing: nothing was done, so it is not
     /// counted as done.
     vanished: bool,
+    /// The versions a conflict kept under conflict names (side, name), for its report.
+    kept_as: Vec<(Side, RelPath)>,
 }
 
 impl Done {
@@ -195,6 +223,7 @@ impl Done {
             follow_ups: Vec::new(),
             intents: Vec::new(),
             vanished: false,
+            kept_as: Vec::new(),
         }
     }
 }
@@ -529,6 +558,7 @@ impl Executor {
                 self.emit(ProgressEvent::Done {
                     path: action.path().clone(),
                     kind: action.kind(),
+                    report: ActionReport::of(&action, done.kept_as),
                 });
                 for follow_up in done.follow_ups {
                     match self.protected {
@@ -560,12 +590,15 @@ impl Executor {
                 }
                 stats.errors += 1;
                 let message = format!("{}: {}", action.path(), error);
-                tracing::error!(path = %action.path(), %error, "action failed");
+                // Debug only: the error reaches the user once, through the run's result
+                // and the event below (the CLI prints it, or its cause's summary).
+                tracing::debug!(path = %action.path(), %error, "action failed");
                 stats.error_messages.push(message);
                 self.emit(ProgressEvent::Failed {
                     path: action.path().clone(),
                     kind: action.kind(),
                     error: error.to_string(),
+                    report: ActionReport::of(&action, Vec::new()),
                 });
             }
             Outcome::Cancelled | Outcome::NotStarted | Outcome::Fatal(_) => {}
@@ -912,6 +945,8 @@ impl Executor {
                 .await?;
             return Ok((written, None));
         }
+        let to_recovery = matches!(keep, Keep::Recovery)
+            && !matches!(self.recovery(side), ResolvedRecovery::None);
         let kept = match keep {
             Keep::Already(spare) => Some(spare),
             Keep::At(aside) => Some(self.preserve_at(side, existing, aside).await?),
@@ -948,6 +983,9 @@ impl Executor {
         match written {
             Ok(written) => {
                 undo.disarm();
+                if to_recovery {
+                    self.trashed.add(existing.size);
+                }
                 Ok((written, kept))
             }
             // A transient failure (a timeout, a lost reply) may have committed on the server
@@ -1054,6 +1092,7 @@ impl Executor {
                 };
                 self.drop_extra_copies(side, &trashed, extra).await;
                 self.check_trashed(side, entry, Some(trashed)).await?;
+                self.trashed.add(entry.size);
                 Ok(true)
             }
             ResolvedRecovery::BackupDir(backup) => {
@@ -1063,6 +1102,7 @@ impl Executor {
                     return Ok(false);
                 }
                 self.retry(|| client.delete(&entry.path)).await?;
+                self.trashed.add(entry.size);
                 Ok(true)
             }
             ResolvedRecovery::None => {
@@ -1714,19 +1754,7 @@ impl Executor {
     /// handed out before in this run.
     async fn conflict_name(&self, path: &RelPath, loser: Side) -> Result<RelPath, Error> {
         for n in 1u32..1000 {
-            let suffix = if n == 1 {
-                format!(".conflict-{}-{}", self.stamp, loser)
-            } else {
-                format!(".conflict-{}-{}-{n}", self.stamp, loser)
-            };
-            // The suffix goes before the extension, except where the "extension" is the tag
-            // of an earlier conflict copy (`notes.conflict-…-source` has none): a copy of a
-            // copy then reads as one, `notes.conflict-…-source.conflict-…-destination`.
-            let candidate = if ends_with_conflict_tag(path) {
-                path.with_name_suffix_max(&suffix, crate::path::NAME_MAX)?
-            } else {
-                path.with_stem_suffix_max(&suffix, crate::path::NAME_MAX)?
-            };
+            let candidate = conflict_candidate(path, &self.stamp, loser, n)?;
             // Reserved before the check: a concurrent action for another path gets another
             // name even while this one is still being checked.
             let reserved = self
@@ -1772,12 +1800,14 @@ impl Executor {
     ) -> Result<Done, Error> {
         let loser = winner.other();
         let mut follow_ups = Vec::new();
+        let mut kept_as = Vec::new();
         let written = match self.conflict_loser {
             ConflictLoser::Keep => {
                 let aside = self.conflict_name(&lose.path, loser).await?;
                 let (written, kept) = self.replace(winner, win, lose, Keep::At(&aside)).await?;
                 if let Some(kept) = kept {
                     tracing::info!(path = %lose.path, kept_as = %kept.path, "conflict: losing version kept");
+                    kept_as.push((loser, kept.path.clone()));
                     // The kept loser is an addition on its side: where the mode copies
                     // additions that way, it reaches the other side in this run.
                     if self.copies_additions_from(loser) {
@@ -1797,6 +1827,7 @@ impl Executor {
             follow_ups,
             intents: Vec::new(),
             vanished: false,
+            kept_as,
         })
     }
 
@@ -1828,6 +1859,10 @@ impl Executor {
             }
             renamed.push((side, moved));
         }
+        let kept_as = renamed
+            .iter()
+            .map(|(side, moved)| (*side, moved.path.clone()))
+            .collect();
         let mut updates = vec![BaseUpdate::Remove(source.path.clone())];
         let mut intents = Vec::with_capacity(2);
         for (side, moved) in renamed {
@@ -1840,6 +1875,7 @@ impl Executor {
             follow_ups: Vec::new(),
             intents,
             vanished: false,
+            kept_as,
         })
     }
 
@@ -2025,7 +2061,9 @@ impl Executor {
         };
         let mut updates = vec![BaseUpdate::Put(record(new_side, new, &written))];
         let mut follow_ups = Vec::new();
+        let mut kept_as = Vec::new();
         if let Some(moved) = moved {
+            kept_as.push((kept_side, moved.path.clone()));
             tracing::info!(path = %kept.path, kept_as = %moved.path, "a new file took the path of a settled deletion; the kept copy is set aside");
             updates.push(BaseUpdate::Put(BaseRecord::settled_absence(
                 moved.path.clone(),
@@ -2049,6 +2087,7 @@ impl Executor {
             follow_ups,
             intents: Vec::new(),
             vanished: false,
+            kept_as,
         })
     }
 
@@ -2097,6 +2136,7 @@ impl Executor {
         }
         tracing::info!(path = %entry.path, kept_as = %aside, "type change: the folder keeps the path, the file is kept under a conflict name");
         let mut done = Done::updates(vec![BaseUpdate::Remove(entry.path.clone())]);
+        done.kept_as.push((side, moved.path.clone()));
         if share {
             let (written, batch) = self.share_copy(side, &moved).await?;
             done.intents.push(batch);
@@ -2171,6 +2211,33 @@ fn record(from: Side, from_entry: &Entry, written: &Entry) -> BaseRecord {
 
 /// True when `now` is the version `listed` describes (size, mtime, and etag where both have
 /// one).
+/// The `n`th conflict name the executor tries for `path` on the side `loser` in a run whose
+/// UTC time is `stamp` (`YYYYMMDDTHHMMSSZ`): `notes.conflict-<stamp>-<side>.txt`, then
+/// `…-<side>-2.txt` and so on, cut to fit the longest file name.
+///
+/// # Errors
+/// [`Error::InvalidPath`] when no such name can be made.
+pub fn conflict_candidate(
+    path: &RelPath,
+    stamp: &str,
+    loser: Side,
+    n: u32,
+) -> Result<RelPath, Error> {
+    let suffix = if n == 1 {
+        format!(".conflict-{stamp}-{loser}")
+    } else {
+        format!(".conflict-{stamp}-{loser}-{n}")
+    };
+    // The suffix goes before the extension, except where the "extension" is the tag of an
+    // earlier conflict copy (`notes.conflict-…-source` has none): a copy of a copy then reads
+    // as one, `notes.conflict-…-source.conflict-…-destination`.
+    if ends_with_conflict_tag(path) {
+        path.with_name_suffix_max(&suffix, crate::path::NAME_MAX)
+    } else {
+        path.with_stem_suffix_max(&suffix, crate::path::NAME_MAX)
+    }
+}
+
 /// Whether the file name of `path` ends in the tag of a conflict copy,
 /// `.conflict-<YYYYMMDDTHHMMSSZ>-<source|destination>[-N]`, with no extension after it.
 pub(crate) fn ends_with_conflict_tag(path: &RelPath) -> bool {

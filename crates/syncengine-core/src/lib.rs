@@ -77,5 +77,5 @@ pub use memory::MemoryClient;
 pub use mode::{ConflictLoser, ConflictStrategy, InitialSyncPreference, Side, SyncMode};
 pub use pair::{DEFAULT_TRASH_KEEP_DAYS, Recovery, SyncOptions, SyncPair};
 pub use path::RelPath;
-pub use progress::{ActionKind, ProgressEvent};
+pub use progress::{ActionKind, ActionReport, Change, ConflictCause, PlanGroup, ProgressEvent};
 pub use stats::SyncStats;

@@ -43,6 +43,12 @@ pub struct SyncStats {
     pub bytes_uploaded: u64,
     /// Bytes copied destination → source.
     pub bytes_downloaded: u64,
+    /// Files this run moved to a trash (or copied to a backup dir) before deleting or
+    /// replacing them: deletes and overwrites, conflict losers with `--conflict-loser
+    /// delete`. 0 in a dry run.
+    pub trashed_files: u64,
+    /// The bytes of [`SyncStats::trashed_files`].
+    pub trashed_bytes: u64,
     /// True when nothing was changed because this was a dry run.
     pub dry_run: bool,
     /// Warnings for the user (risky first sync, skipped symlinks, …).
