@@ -35,6 +35,7 @@ const JSON_KEYS: [&str; 18] = [
     "dry_run",
     "warnings",
     "conflict_paths",
+    "error_list",
 ];
 
 /// A source folder `a`, a destination folder `b` and a state folder, all temporary.
@@ -114,6 +115,14 @@ fn json_of(out: &Output) -> Value {
         "exactly one line on stdout: {stdout:?}"
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
+}
+
+/// A run that failed or stopped still prints one JSON object with --json: its error and
+/// exit status.
+fn assert_json_failure(out: &Output, code: u64) {
+    let v = json_of(out);
+    assert_eq!(v["exit_status"], code, "{v}");
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
 }
 
 fn stderr_of(out: &Output) -> String {
@@ -521,7 +530,9 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
 
     let real = f.run_json(&[]);
     assert_eq!(real["dry_run"], Value::Bool(false));
-    for k in JSON_KEYS.iter().filter(|k| **k != "dry_run") {
+    // A dry run moves nothing to the trash (its trash counts are 0, not a prediction).
+    let predicted = |k: &&&str| !["dry_run", "trashed_files", "trashed_bytes"].contains(*k);
+    for k in JSON_KEYS.iter().filter(predicted) {
         assert_eq!(dry[*k], real[*k], "{k}: dry {dry} vs real {real}");
     }
     assert_eq!(real["uploaded"], 2, "{real}");
@@ -541,7 +552,7 @@ fn max_delete_stops_with_exit_3_and_force_overrides_it() {
         std::fs::remove_file(f.a.join(format!("f{i}.txt"))).unwrap();
     }
     let out = f.run_expect(&["--json"], 3);
-    assert!(out.stdout.is_empty(), "a stopped run prints no JSON");
+    assert_json_failure(&out, 3);
     assert!(
         stderr_of(&out).contains("max-delete"),
         "{}",
@@ -589,7 +600,7 @@ fn a_replaced_root_exits_3_naming_both_ids_until_accepted() {
     }
     write(&f.b, ".syncengine/root-id", "0123456789abcdef\n");
     let out = f.run_expect(&["--json"], 3);
-    assert!(out.stdout.is_empty(), "a stopped run prints no JSON");
+    assert_json_failure(&out, 3);
     let err = stderr_of(&out);
     assert!(err.contains(recorded.trim()), "{err}");
     assert!(err.contains("0123456789abcdef"), "{err}");
@@ -670,7 +681,7 @@ fn an_unreadable_intent_batch_exits_1_naming_the_state_file_and_changes_nothing(
     let (a_before, b_before) = (tree(&f.a), tree(&f.b));
 
     let out = f.run_expect(&["--json"], 1);
-    assert!(out.stdout.is_empty(), "a failed run prints no JSON");
+    assert_json_failure(&out, 1);
     let err = stderr_of(&out);
     assert!(err.contains(&db.display().to_string()), "{err}");
     assert!(err.contains("copy intents"), "{err}");
@@ -934,7 +945,7 @@ fn ctrl_c_stops_cleanly_with_exit_1_and_the_next_run_finishes() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("cancelled"), "{}", stderr_of(&out));
-    assert!(out.stdout.is_empty(), "a cancelled run prints no JSON");
+    assert_json_failure(&out, 1);
     let partial = names(&f.b).len();
     assert!(
         partial < FILES,

@@ -32,11 +32,17 @@ fn sync_with(local: &Path, remote: &str, state: &Path, env: &[(&str, &str)]) -> 
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success() || out.stdout.is_empty(),
-        "a run that never started prints no summary: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    if !out.status.success() {
+        // A run that never started prints no summary, only its error and exit status.
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        assert_eq!(
+            v.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["error", "exit_status"],
+            "{v}"
+        );
+        assert_eq!(v["exit_status"], out.status.code().unwrap(), "{v}");
+    }
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -7,12 +7,13 @@
 // The binary's own modules live beside it in `src/bin/syncengine/`.
 #[path = "syncengine/children.rs"]
 mod children;
+#[path = "syncengine/output.rs"]
+mod output;
 #[path = "syncengine/progress.rs"]
 mod progress;
 #[path = "syncengine/trash.rs"]
 mod trash;
 
-use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -113,12 +114,27 @@ PROTECTED SIDES:
   outside a protected local root. Protecting both sides is refused: use --dry-run.
 
 OUTPUT:
-  Progress bars on stderr when it is a terminal (not with --json or -q). When the run ends, a
-  one-line summary on stdout, or with --json exactly one JSON object on stdout:
+  Progress bars on stderr when it is a terminal (not with --json or -q, unless --progress;
+  --progress without a terminal prints one plain status line a second instead). --stats 30s
+  prints a one-line status on stderr every 30 s while the bars are off (cron, logs). Nothing
+  printed into a file or a pipe holds colour codes.
+  --dry-run lists every planned action on stdout, grouped (uploads, downloads, renames
+  old → new, conflicts with their winner and the name the loser would be kept under, deletes
+  per side; YYYYMMDDTHHMMSSZ stands for the run's time), then the summary. -v prints each
+  action on stderr as it completes, and each failed file as it fails; --log-file FILE
+  appends them, the warnings, the errors and the summary to FILE (UTC times), whatever -v
+  or -q say. Without -v, failures are summarised once the run ends: one line per cause with
+  its count and first three paths.
+  When the run ends, a one-line summary on stdout (it names up to 5 conflicts and what went
+  to the trash), or with --json exactly one JSON object on stdout:
   {\"uploaded\", \"downloaded\", \"deleted_source\", \"deleted_destination\", \"renamed_source\",
-  \"renamed_destination\", \"conflicts\", \"skipped\", \"errors\", \"protected\",
-  \"bytes_uploaded\", \"bytes_downloaded\", \"dry_run\", \"warnings\": [..], \"conflict_paths\": [..]}
-  (a failed or stopped run prints nothing on stdout). Warnings, errors and logs go to stderr.
+  \"renamed_destination\", \"conflicts\", \"skipped\", \"errors\", \"unknown\", \"protected\",
+  \"bytes_uploaded\", \"bytes_downloaded\", \"trashed_files\", \"trashed_bytes\", \"dry_run\",
+  \"warnings\": [..], \"conflict_paths\": [..], \"error_list\": [{\"path\", \"side\", \"message\"}]}
+  --json --list puts \"actions\": [{\"path\", \"side\", \"action\"}, ..] first (planned in a dry
+  run, done in a real run; \"from\" for renames, \"winner\" and \"kept_as\" for conflicts),
+  written as the actions come. A run that fails or stops prints {\"error\", \"exit_status\"}
+  (after \"actions\" with --list) instead. Warnings, errors and logs go to stderr.
 
 EXIT STATUS:
   0  success
@@ -143,6 +159,10 @@ EXAMPLES:
     syncengine sync ~/photos /mnt/backup/photos --mode source-backup --protect source
   Machine-readable result:
     syncengine sync ./a ./b --json -q
+  Every planned action, for a script:
+    syncengine sync ./a ./b --dry-run --json --list
+  Nightly from cron, each action logged, a status line every 5 minutes:
+    syncengine sync ~/docs s3://bucket/docs -q --log-file ~/sync.log --stats 5m
 ";
 
 /// Keep two storage locations in sync: two-way, mirror and backup modes, with conflict
@@ -150,7 +170,8 @@ EXAMPLES:
 #[derive(Debug, Parser)]
 #[command(name = "syncengine", version, propagate_version = true)]
 struct Cli {
-    /// More logging on stderr (-v debug, -vv trace). RUST_LOG overrides.
+    /// More on stderr: each action as it completes, each failure as it happens, and logs
+    /// (-v debug, -vv trace; RUST_LOG overrides the logs).
     #[arg(short, long, action = ArgAction::Count, global = true, display_order = 100)]
     verbose: u8,
     /// Print only errors: no progress, no warnings, no summary (--json still prints).
@@ -287,6 +308,22 @@ struct SyncArgs {
     /// Print the result as one JSON object on stdout (see OUTPUT).
     #[arg(long)]
     json: bool,
+    /// With --json: add the actions (planned in a dry run, done in a real run) as
+    /// "actions": [{"path", "side", "action"}, …].
+    #[arg(long, requires = "json")]
+    list: bool,
+    /// Also write each action, warning and error to FILE (appended; UTC times; no colour
+    /// codes), whatever -v or -q say.
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// Show the live progress display even with --json or -q; without a terminal, one
+    /// plain status line a second instead.
+    #[arg(long)]
+    progress: bool,
+    /// Print a one-line status on stderr every DURATION (e.g. 30s, 5m) while the live
+    /// display is off (cron jobs, logs).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    stats: Option<Duration>,
     /// Actions in flight at once.
     #[arg(long, value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -399,8 +436,23 @@ enum Verbosity {
 }
 
 fn main() -> ExitCode {
-    // clap prints its own errors and exits 2 (0 for --help and --version).
-    let cli = Cli::parse();
+    // clap prints its own errors and exits 2 (0 for --help and --version); with --json a
+    // usage error also prints its JSON object, so that scripts have one to parse.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            if e.use_stderr() && std::env::args_os().any(|a| a == "--json") {
+                let first = e.kind().to_string();
+                let text = e.to_string();
+                let message = text
+                    .lines()
+                    .next()
+                    .map_or(first, |l| l.trim_start_matches("error: ").to_owned());
+                output::print_json_failure(&message, EXIT_USAGE, false);
+            }
+            e.exit()
+        }
+    };
     // Children a shell handed over by exec'ing the tool are not ours to end at exit.
     let inherited = children::inherited();
     let verbosity = match (cli.quiet, cli.verbose) {
@@ -613,7 +665,9 @@ fn check_roots_apart(source: &Path, destination: &Path) -> Result<(), String> {
 /// Runs `syncengine sync` and returns the exit status.
 fn run_sync(args: SyncArgs, verbosity: Verbosity) -> u8 {
     let Some(state_dir) = args.state_dir.clone().or_else(default_state_dir) else {
-        return usage_error(
+        return sync_failed(
+            &args,
+            EXIT_USAGE,
             "no state directory: pass --state-dir DIR or set SYNCENGINE_STATE_DIR \
              (neither XDG_STATE_HOME nor HOME is set)",
         );
@@ -624,11 +678,29 @@ fn run_sync(args: SyncArgs, verbosity: Verbosity) -> u8 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            say!("error: cannot start the async runtime: {e}");
-            return EXIT_FAILED;
+            return sync_failed(
+                &args,
+                EXIT_FAILED,
+                format!("cannot start the async runtime: {e}"),
+            );
         }
     };
     runtime.block_on(sync_async(args, state_dir, verbosity))
+}
+
+/// Reports a sync that failed before it ran (usage error, unreachable side): the message on
+/// stderr, and with --json the JSON object with `error` and `exit_status` on stdout. Returns
+/// the exit status.
+fn sync_failed(args: &SyncArgs, code: u8, msg: impl std::fmt::Display) -> u8 {
+    if args.json {
+        output::print_json_failure(&msg.to_string(), code, false);
+    }
+    if code == EXIT_USAGE {
+        usage_error(msg)
+    } else {
+        say!("error: {msg}");
+        code
+    }
 }
 
 /// Builds the pair from the arguments, or returns the exit status and message of the failure.
@@ -719,25 +791,33 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
 }
 
 async fn sync_async(args: SyncArgs, state_dir: PathBuf, verbosity: Verbosity) -> u8 {
+    let log = match args.log_file.as_deref().map(output::LogFile::open) {
+        Some(Err(e)) => return sync_failed(&args, EXIT_USAGE, e),
+        Some(Ok(log)) => Some(log),
+        None => None,
+    };
     let pair = match build_pair(&args) {
         Ok(p) => p,
-        Err((EXIT_USAGE, msg)) => return usage_error(msg),
-        Err((code, msg)) => {
-            say!("error: {msg}");
-            return code;
-        }
+        Err((code, msg)) => return sync_failed(&args, code, msg),
     };
 
     let cancel = CancellationToken::new();
     let mut engine = SyncEngine::new(&state_dir).with_cancellation(cancel.clone());
-    let show_bars = verbosity != Verbosity::Quiet && !args.json && std::io::stderr().is_terminal();
-    let renderer = if show_bars {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        engine = engine.with_progress(tx);
-        Some(tokio::spawn(progress::render(rx)))
+    let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
+    engine = engine.with_progress(progress_tx);
+    // A dry run's plan comes through a bounded channel: the engine waits while the printing
+    // catches up, so a long plan is never copied into the channel.
+    let (listing_tx, listing_rx) = tokio::sync::mpsc::channel(256);
+    if args.dry_run {
+        engine = engine.with_listing(listing_tx);
     } else {
-        None
-    };
+        drop(listing_tx);
+    }
+    let renderer = tokio::spawn(output::run(
+        output_config(&args, verbosity, log),
+        progress_rx,
+        listing_rx,
+    ));
 
     // First Ctrl-C: stop cleanly (the base stays true for what was done). Second: abort now.
     let interrupt = tokio::spawn({
@@ -759,10 +839,7 @@ async fn sync_async(args: SyncArgs, state_dir: PathBuf, verbosity: Verbosity) ->
     let elapsed = started.elapsed();
     // Dropping the engine drops the progress sender, which ends the renderer.
     drop(engine);
-    let already_printed = match renderer {
-        Some(handle) => handle.await.unwrap_or_default(),
-        None => HashSet::new(),
-    };
+    let collected = renderer.await.unwrap_or_default();
     interrupt.abort();
 
     report(
@@ -770,9 +847,53 @@ async fn sync_async(args: SyncArgs, state_dir: PathBuf, verbosity: Verbosity) ->
         verbosity,
         result,
         elapsed,
-        &already_printed,
+        collected,
         cancel.is_cancelled(),
     )
+}
+
+/// How the run is shown: the live display when asked for or when stderr is a terminal (not
+/// with --json or -q unless --progress), `--stats` lines when it is off.
+fn output_config(
+    args: &SyncArgs,
+    verbosity: Verbosity,
+    log: Option<output::LogFile>,
+) -> output::Config {
+    let terminal = std::io::stderr().is_terminal();
+    let live = args.progress || (verbosity != Verbosity::Quiet && !args.json);
+    let bars = live && terminal;
+    let stats_every = if bars {
+        None
+    } else {
+        args.stats
+            .or(args.progress.then_some(Duration::from_secs(1)))
+    };
+    output::Config {
+        json: args.json,
+        list: args.list,
+        dry_run: args.dry_run,
+        quiet: verbosity == Verbosity::Quiet,
+        verbose: matches!(verbosity, Verbosity::Verbose(_)),
+        bars,
+        stats_every,
+        loser_fate: if args.no_trash {
+            "is deleted"
+        } else if args.backup_dir.is_some() {
+            "goes to the backup dir"
+        } else {
+            "goes to the trash"
+        },
+        log,
+    }
+}
+
+/// Where this run's deleted and replaced files went, for the summary.
+fn trash_place(args: &SyncArgs) -> &'static str {
+    if args.backup_dir.is_some() {
+        "the backup dir"
+    } else {
+        "the trash"
+    }
 }
 
 /// Runs `syncengine cleanup` and returns the exit status.
@@ -906,54 +1027,72 @@ fn report(
     verbosity: Verbosity,
     result: Result<SyncStats, SyncError>,
     elapsed: Duration,
-    already_printed: &HashSet<String>,
+    mut collected: output::Collected,
     cancelled: bool,
 ) -> u8 {
     let stats = match result {
         Ok(stats) => stats,
-        Err(SyncError::Cancelled) => {
-            say!("cancelled: {}", SyncError::Cancelled);
-            return EXIT_FAILED;
-        }
-        Err(e) if e.is_safety_stop() => {
-            say!("error: {e}");
-            if let Some(hint) = restore_hint(args, &e) {
+        Err(e) => {
+            let code = match &e {
+                SyncError::Cancelled => EXIT_FAILED,
+                e if e.is_safety_stop() => EXIT_SAFETY_STOP,
+                // Lost during the run, after actions had started: the run failed (its
+                // message names the side and the cause). 4 is for a side the check before
+                // the run could not reach, when nothing was changed.
+                SyncError::Unreachable {
+                    during_run: false, ..
+                } => EXIT_UNREACHABLE,
+                // A typo'd root the mode reads from, on the pair's first run: like a missing
+                // bucket.
+                SyncError::MissingRoot { .. } => EXIT_UNREACHABLE,
+                _ => EXIT_FAILED,
+            };
+            let line = if matches!(e, SyncError::Cancelled) {
+                format!("cancelled: {e}")
+            } else {
+                format!("error: {e}")
+            };
+            say!("{line}");
+            let hint = restore_hint(args, &e);
+            if let Some(hint) = &hint {
                 say!("{hint}");
             }
-            return EXIT_SAFETY_STOP;
-        }
-        // A typo'd root the mode reads from, on the pair's first run: like a missing bucket.
-        Err(e @ SyncError::MissingRoot { .. }) => {
-            say!("error: {e}");
-            return EXIT_UNREACHABLE;
-        }
-        // Lost during the run, after actions had started: the run failed (its message
-        // names the side and the cause). 4 is for a side the check before the run could not
-        // reach, when nothing was changed.
-        Err(
-            e @ SyncError::Unreachable {
-                during_run: false, ..
-            },
-        ) => {
-            say!("error: {e}");
-            return EXIT_UNREACHABLE;
-        }
-        Err(e) => {
-            say!("error: {e}");
-            return EXIT_FAILED;
+            if let Some(log) = collected.log.as_mut() {
+                log.line(&line);
+                if let Some(hint) = &hint {
+                    log.line(hint);
+                }
+                log.flush();
+            }
+            if args.json {
+                output::print_json_failure(&e.to_string(), code, collected.json_open);
+            }
+            return code;
         }
     };
     if verbosity != Verbosity::Quiet {
         for w in stats
             .warnings
             .iter()
-            .filter(|w| !already_printed.contains(*w))
+            .filter(|w| !collected.printed_warnings.contains(*w))
         {
-            say!("warning: {w}");
+            say!("{}", warning_line(w));
         }
     }
-    for e in &stats.error_messages {
-        say!("error: {e}");
+    // Each failure was printed as it happened with -v; else once here, by cause.
+    let error_lines = collected.failures.summary_lines();
+    if !matches!(verbosity, Verbosity::Verbose(_)) {
+        for line in &error_lines {
+            say!("{line}");
+        }
+    }
+    let line = summary(&stats, elapsed, trash_place(args));
+    if let Some(log) = collected.log.as_mut() {
+        for w in &stats.warnings {
+            log.line(&warning_line(w));
+        }
+        log.line(&line);
+        log.flush();
     }
     if args.json {
         // Secrets can only come in through messages: redact those, before serialising (a
@@ -962,20 +1101,12 @@ fn report(
         for w in &mut shown.warnings {
             *w = syncengine::redact::redact(w).into_owned();
         }
-        match serde_json::to_string(&shown) {
-            Ok(json) => {
-                let mut out = std::io::stdout().lock();
-                if writeln!(out, "{json}").and_then(|()| out.flush()).is_err() {
-                    return EXIT_FAILED;
-                }
-            }
-            Err(e) => {
-                say!("error: cannot serialise the result: {e}");
-                return EXIT_FAILED;
-            }
+        if let Err(e) = output::print_json(&shown, &mut collected) {
+            say!("error: cannot print the result: {e}");
+            return EXIT_FAILED;
         }
     } else if verbosity != Verbosity::Quiet {
-        println!("{}", summary(&stats, elapsed));
+        println!("{line}");
     }
     if cancelled {
         // The engine finished despite the interrupt; still report it as the user asked.
@@ -1056,8 +1187,9 @@ fn plural(n: u64, word: &str) -> String {
     }
 }
 
-/// The one-line human summary of a run.
-fn summary(stats: &SyncStats, elapsed: Duration) -> String {
+/// The one-line human summary of a run: the counts, the conflicts' paths (up to 5), what
+/// went to `trash` ("the trash" or "the backup dir").
+fn summary(stats: &SyncStats, elapsed: Duration, trash: &str) -> String {
     let lead = if stats.dry_run {
         "dry run, nothing changed; would sync"
     } else {
@@ -1081,12 +1213,35 @@ fn summary(stats: &SyncStats, elapsed: Duration) -> String {
     if stats.protected > 0 {
         line.push_str(&format!(", {} protected", stats.protected));
     }
+    if stats.trashed_files > 0 {
+        line.push_str(&format!(
+            ", {} ({}) moved to {trash}",
+            plural(stats.trashed_files, "file"),
+            human_bytes(stats.trashed_bytes)
+        ));
+    }
     line.push_str(&format!(
         " ({} up, {} down) in {:.1}s",
         human_bytes(stats.bytes_uploaded),
         human_bytes(stats.bytes_downloaded),
         elapsed.as_secs_f64()
     ));
+    if !stats.conflict_paths.is_empty() {
+        const NAMED: usize = 5;
+        // In path order, not the order the actions happened to finish in.
+        let mut paths: Vec<&syncengine::RelPath> = stats.conflict_paths.iter().collect();
+        paths.sort_unstable();
+        let mut named = paths
+            .iter()
+            .take(NAMED)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if paths.len() > NAMED {
+            named.push_str(&format!(" and {} more", paths.len() - NAMED));
+        }
+        line.push_str(&format!("; conflicts: {named}"));
+    }
     line
 }
 
@@ -1173,12 +1328,24 @@ mod tests {
         s.conflicts = 1;
         s.bytes_uploaded = 12_595;
         assert_eq!(
-            summary(&s, Duration::from_millis(400)),
+            summary(&s, Duration::from_millis(400), "the trash"),
             "synced: 3 uploaded, 1 downloaded, 0 deleted, 0 renamed, 1 conflict, 0 errors \
              (12.3 KiB up, 0 B down) in 0.4s"
         );
         s.dry_run = true;
-        assert!(summary(&s, Duration::ZERO).starts_with("dry run, nothing changed"));
+        assert!(summary(&s, Duration::ZERO, "the trash").starts_with("dry run, nothing changed"));
+        for i in 0..7 {
+            s.conflict_paths
+                .push(syncengine::RelPath::new(format!("c{i}.txt")).unwrap());
+        }
+        s.trashed_files = 2;
+        s.trashed_bytes = 2048;
+        let line = summary(&s, Duration::ZERO, "the trash");
+        assert!(
+            line.contains(", 2 files (2.0 KiB) moved to the trash (")
+                && line.ends_with("; conflicts: c0.txt, c1.txt, c2.txt, c3.txt, c4.txt and 2 more"),
+            "{line}"
+        );
     }
 
     #[test]
