@@ -590,9 +590,10 @@ impl Executor {
                 }
                 stats.errors += 1;
                 let message = format!("{}: {}", action.path(), error);
-                // Debug only: the error reaches the user once, through the run's result
-                // and the event below (the CLI prints it, or its cause's summary).
-                tracing::debug!(path = %action.path(), %error, "action failed");
+                // Trace only: the error reaches the user once, through the run's result
+                // and the event below (the CLI prints it, with -v as it happens, or its
+                // cause's summary); -v shows debug logs, which would print it twice.
+                tracing::trace!(path = %action.path(), %error, "action failed");
                 stats.error_messages.push(message);
                 self.emit(ProgressEvent::Failed {
                     path: action.path().clone(),
