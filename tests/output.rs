@@ -487,6 +487,14 @@ fn runs_that_stop_before_planning_still_print_one_json_object() {
     // Without --json, stdout stays empty.
     let out = f.run_expect(&[], 3);
     assert!(out.stdout.is_empty());
+    // `cleanup` has no --json: its usage error prints no JSON.
+    let out = Command::new(BIN)
+        .args(["cleanup", "--json"])
+        .arg(&f.a)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{}", stdout_of(&out));
 }
 
 #[test]

@@ -441,7 +441,9 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            if e.use_stderr() && std::env::args_os().any(|a| a == "--json") {
+            let args: Vec<_> = std::env::args_os().collect();
+            let sync_json = args.iter().any(|a| a == "sync") && args.iter().any(|a| a == "--json");
+            if e.use_stderr() && sync_json {
                 let first = e.kind().to_string();
                 let text = e.to_string();
                 let message = text
