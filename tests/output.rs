@@ -574,3 +574,36 @@ fn help_documents_the_output_flags_with_examples() {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
 }
+
+#[test]
+fn a_type_change_is_listed_as_a_conflict_with_the_files_kept_name() {
+    let f = Fixture::new();
+    write_aged(&f.a, "t", "file", 100);
+    for i in 0..6 {
+        write_aged(&f.a, &format!("k{i}"), "k", 100);
+    }
+    f.run_expect(&["-q"], 0);
+    write_aged(&f.a, "t", "edited file", 10);
+    std::fs::remove_file(f.b.join("t")).unwrap();
+    write(&f.b, "t/inner.txt", "in");
+    let out = f.run_expect(&["--dry-run"], 0);
+    let stdout = stdout_of(&out);
+    assert!(
+        stdout.contains(
+            "conflicts (1):\n  t: a file on the source, a folder on the destination; the \
+             folder takes the path, the file is kept as t.conflict-YYYYMMDDTHHMMSSZ-source\n"
+        ),
+        "{stdout}"
+    );
+    let out = f.run_expect(&["-v"], 0);
+    let err = stderr_of(&out);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("conflict t: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    let kept = line.rsplit_once("kept as ").unwrap().1;
+    assert_eq!(
+        std::fs::read_to_string(f.a.join(kept)).unwrap(),
+        "edited file"
+    );
+}
