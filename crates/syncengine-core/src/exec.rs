@@ -2210,8 +2210,6 @@ fn record(from: Side, from_entry: &Entry, written: &Entry) -> BaseRecord {
     )
 }
 
-/// True when `now` is the version `listed` describes (size, mtime, and etag where both have
-/// one).
 /// The `n`th conflict name the executor tries for `path` on the side `loser` in a run whose
 /// UTC time is `stamp` (`YYYYMMDDTHHMMSSZ`): `notes.conflict-<stamp>-<side>.txt`, then
 /// `…-<side>-2.txt` and so on, cut to fit the longest file name.
@@ -2269,6 +2267,8 @@ pub(crate) fn ends_with_conflict_tag(path: &RelPath) -> bool {
         })
 }
 
+/// True when `now` is the version `listed` describes (size, mtime, and etag where both have
+/// one).
 fn same_version(now: &Entry, listed: &Entry) -> bool {
     Version::of(listed).matches(now)
 }
