@@ -647,6 +647,17 @@ impl SyncEngine {
         } else {
             overlay_base(store.stream(), recovered.clone())
         };
+        // The base of a path the rules exclude stays as it is, unseen by the reconciler: it
+        // is in neither listing, and would be read as deleted on both sides and forgotten, so
+        // lifting the exclusion later turned an edit made meanwhile into a conflict, and a
+        // deletion into a file copied back.
+        let base = {
+            let rules = rules.clone();
+            base.filter(move |r| {
+                futures::future::ready(!matches!(r, Ok(r) if rules.is_ignored(&r.path)))
+            })
+            .boxed()
+        };
         let plan = reconciler.plan(source_list, destination_list, base).await?;
         Ok((plan, ignored, skipped_before, recovered, stale_intents))
     }
