@@ -18,6 +18,7 @@ use crate::client::{EntryStream, PruneFn, StorageClient, StorageClientExt};
 use crate::collide::{Collisions, drop_crossing_collisions, find_collisions, mark_collisions};
 use crate::decide::Policy;
 use crate::entry::Entry;
+use crate::entry_filter::EntryFilter;
 use crate::error::{Error, SyncError};
 use crate::exec::{
     Executor, ResolvedRecovery, overlay_base, recover_intents, return_stepped_files,
@@ -622,7 +623,8 @@ impl SyncEngine {
         );
 
         let reconciler =
-            Reconciler::new(policy, opts.checksum, source.clone(), destination.clone());
+            Reconciler::new(policy, opts.checksum, source.clone(), destination.clone())
+                .with_filter(EntryFilter::from_options(opts));
         // Copies an interrupted run left behind: those that landed count as synced. An
         // accepted new root is not what the base describes: plan as if there were none.
         let (recovered, stale_intents) = recover_intents(store, source, destination).await?;
@@ -810,6 +812,7 @@ impl SyncEngine {
     /// Builds the ignore rules: the options' patterns plus `.syncignore` at either root.
     async fn ignore_rules(&self, pair: &SyncPair) -> Result<IgnoreRules, SyncError> {
         let mut rules = IgnoreRules::new(&pair.options.excludes)
+            .and_then(|r| r.with_includes(&pair.options.includes))
             .map_err(|e| SyncError::Config(e.to_string()))?;
         // The default state directory lies inside the home folder, which people sync: its
         // database, WAL and lock files are ours, never synced.

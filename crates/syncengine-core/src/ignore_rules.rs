@@ -33,6 +33,9 @@
 //! - A path is ignored when it, or any of its parent directories, is ignored. As in git, a
 //!   file cannot be re-included when a parent directory is excluded (`build/` then
 //!   `!build/keep.txt` still ignores `build/keep.txt`; write `build/*` to allow that).
+//! - Include patterns ([`IgnoreRules::with_includes`], `--include`), when there are any,
+//!   exclude every file that does not match one; excludes still apply to the files they
+//!   let through (an exclude always wins). They never exclude a folder.
 //! - Always ignored, whatever the patterns: the `.syncengine` folder at the root (trash and
 //!   state) with everything under it (a root entry of that name, even a file, is left alone
 //!   too, as it would collide with our folder), every path with a segment starting with
@@ -270,6 +273,9 @@ pub struct IgnoreRules {
     own_dirs: Vec<RelPath>,
     /// Sides whose root had no readable `.syncignore` when the rules were loaded.
     missing_files: Vec<Side>,
+    /// Include patterns ([`IgnoreRules::with_includes`]): when there are any, a file is synced
+    /// only if it or one of its folders matches one.
+    includes: Gitignore,
 }
 
 impl Default for IgnoreRules {
@@ -281,6 +287,7 @@ impl Default for IgnoreRules {
             files: Gitignore::empty(),
             own_dirs: Vec::new(),
             missing_files: Vec::new(),
+            includes: Gitignore::empty(),
         }
     }
 }
@@ -309,6 +316,58 @@ impl IgnoreRules {
             explicit,
             ..IgnoreRules::default()
         })
+    }
+
+    /// Limits the rules to files matching `patterns` (rclone's `--include`): with at least one
+    /// pattern, a file is synced only when it, or one of its parent folders, matches one;
+    /// every other file is excluded as if by an exclude pattern. Folders are still traversed
+    /// (an include never prunes a folder), and excludes still apply on top: a file must be
+    /// included *and* not excluded.
+    ///
+    /// Patterns use the gitignore syntax of excludes: `*.jpg` matches at any depth, a pattern
+    /// with a `/` (`photos/*.jpg`, `/todo.txt`) is anchored at the root, `photos/` includes
+    /// everything below every folder of that name, `**` crosses folders.
+    ///
+    /// ```
+    /// use syncengine_core::{IgnoreRules, RelPath};
+    ///
+    /// let rules = IgnoreRules::new(&["tmp/".to_string()])?
+    ///     .with_includes(&["*.jpg".to_string(), "/docs/".to_string()])?;
+    /// let ignored = |p: &str| rules.is_ignored(&RelPath::new(p).unwrap());
+    /// assert!(!ignored("a/b/cat.jpg") && !ignored("docs/x/notes.txt"));
+    /// assert!(ignored("notes.txt") && ignored("a/docs/notes.txt"));
+    /// // An exclude wins over an include.
+    /// assert!(ignored("tmp/cat.jpg"));
+    /// // Folders are not pruned by includes: their included files must be found.
+    /// assert!(!rules.is_ignored_dir(&RelPath::new("a/b").unwrap()));
+    /// # Ok::<(), syncengine_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Other`] naming the pattern when one does not parse, contains a line break,
+    /// or starts with `!` (an include cannot be negated: exclude the files instead; write
+    /// `\!` for a name that starts with `!`).
+    pub fn with_includes(mut self, patterns: &[String]) -> Result<IgnoreRules> {
+        let mut b = builder();
+        for pattern in patterns {
+            let problem = if pattern.contains(['\n', '\r']) {
+                Some("contains a line break")
+            } else if pattern.starts_with('!') {
+                Some("an include cannot be negated; exclude those files with --exclude instead")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(Error::other(
+                    ERROR_SOURCE,
+                    "--include",
+                    format!("invalid include pattern {pattern:?}: {problem}"),
+                ));
+            }
+            add_line(&mut b, None, pattern, "--include")?;
+        }
+        self.includes = build(&b, "--include")?;
+        Ok(self)
     }
 
     /// Notes that `side`'s root had no `.syncignore` to read. A listing that then shows one
@@ -374,6 +433,9 @@ impl IgnoreRules {
     /// `is_dir`) or one of its parent directories; the engine's own files are not considered.
     /// A listing filter that has already called [`IgnoreRules::is_own`] asks this.
     pub fn matches_patterns(&self, path: &RelPath, is_dir: bool) -> bool {
+        if !is_dir && !self.included(path) {
+            return true;
+        }
         if self.explicit.is_empty() && self.files.is_empty() {
             return false;
         }
@@ -386,6 +448,19 @@ impl IgnoreRules {
             }
         }
         self.matched(Path::new(s), is_dir).is_ignore()
+    }
+
+    /// True when there are no includes, or the file at `path` or one of its parent folders
+    /// matches one.
+    fn included(&self, path: &RelPath) -> bool {
+        if self.includes.is_empty() {
+            return true;
+        }
+        let s = path.as_str();
+        s.match_indices('/')
+            .map(|(i, _)| &s[..i])
+            .any(|parent| self.includes.matched(Path::new(parent), true).is_ignore())
+            || self.includes.matched(Path::new(s), false).is_ignore()
     }
 
     fn matched(&self, path: &Path, is_dir: bool) -> Match<()> {
@@ -772,6 +847,79 @@ mod tests {
         );
         // Nothing of the failed file was applied.
         assert_ignored(&r, &["a.log"], &["a.bak"]);
+    }
+
+    fn with_includes(r: IgnoreRules, includes: &[&str]) -> IgnoreRules {
+        let owned: Vec<String> = includes.iter().map(|s| s.to_string()).collect();
+        match r.with_includes(&owned) {
+            Ok(r) => r,
+            Err(e) => panic!("bad test includes {includes:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn includes_keep_only_matching_files_at_any_depth_and_never_prune_folders() {
+        let r = with_includes(IgnoreRules::default(), &["*.jpg", "*.png"]);
+        assert_ignored(
+            &r,
+            &["a.txt", "x/y/notes.md", SYNCIGNORE_FILE, "jpg", "a.jpg.bak"],
+            &["a.jpg", "x/y/z/b.png", "a b/ü.jpg"],
+        );
+        for dir in ["x", "x/y", "photos.jpg"] {
+            assert!(!r.is_ignored_dir(&p(dir)), "{dir} pruned");
+        }
+        // The engine's own files stay out even when a pattern matches them.
+        let r = with_includes(IgnoreRules::default(), &["*"]);
+        assert_ignored(&r, &[".syncengine/root-id", "a/.syncengine-tmp-1"], &["a"]);
+    }
+
+    #[test]
+    fn anchored_and_folder_includes() {
+        let r = with_includes(IgnoreRules::default(), &["/top.txt", "docs/*.md", "keep/"]);
+        assert_ignored(
+            &r,
+            &[
+                "x/top.txt",
+                "x/docs/a.md",
+                "docs/sub/a.md",
+                "keep",
+                "keeper/a",
+            ],
+            &["top.txt", "docs/a.md", "keep/a", "x/keep/b/c"],
+        );
+        let r = with_includes(IgnoreRules::default(), &["photos/**"]);
+        assert_ignored(
+            &r,
+            &["a/photos/x", "photos"],
+            &["photos/x", "photos/y/z.jpg"],
+        );
+    }
+
+    #[test]
+    fn an_exclude_wins_over_an_include_from_either_source() {
+        let mut r = with_includes(rules(&["tmp/", "secret*"]), &["*.jpg"]);
+        assert_ignored(&r, &["tmp/a.jpg", "x/secret.jpg", "a.txt"], &["a.jpg"]);
+        assert!(r.add_file(SYNCIGNORE_FILE, "raw/\n!a.txt\n").is_ok());
+        // A file's negation cannot include what the includes leave out.
+        assert_ignored(&r, &["raw/b.jpg", "a.txt"], &["b.jpg"]);
+    }
+
+    #[test]
+    fn invalid_or_negated_include_is_an_error_naming_it() {
+        for (bad, says) in [
+            ("!*.jpg", "cannot be negated"),
+            ("[z-a]", "[z-a]"),
+            ("a\nb", "line break"),
+        ] {
+            let err = match IgnoreRules::default().with_includes(&[bad.to_string()]) {
+                Ok(_) => panic!("{bad:?} accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(says) && err.contains("--include"), "{err}");
+        }
+        // An escaped `!` is a name.
+        let r = with_includes(IgnoreRules::default(), &["\\!bang"]);
+        assert_ignored(&r, &["bang"], &["!bang"]);
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod conformance;
 pub mod decide;
 pub mod engine;
 pub mod entry;
+pub mod entry_filter;
 pub mod error;
 pub mod exec;
 pub mod folding;

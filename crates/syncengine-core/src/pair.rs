@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -79,6 +80,14 @@ pub struct SyncOptions {
     pub conflict_loser: ConflictLoser,
     /// Extra ignore patterns (gitignore syntax), on top of each root's `.syncignore`.
     pub excludes: Vec<String>,
+    /// Include patterns (gitignore syntax, see [`SyncOptions::with_includes`]): when any is
+    /// given, only files matching one are synced.
+    pub includes: Vec<String>,
+    /// Files larger than this many bytes are left alone (see [`SyncOptions::with_max_size`]).
+    pub max_size: Option<u64>,
+    /// Files modified less than this long ago are left alone (see
+    /// [`SyncOptions::with_min_age`]).
+    pub min_age: Option<Duration>,
     /// Plan and report, change nothing (not even the state).
     pub dry_run: bool,
     /// Actions in flight at once.
@@ -129,6 +138,9 @@ impl Default for SyncOptions {
             conflict: ConflictStrategy::NewestWins,
             conflict_loser: ConflictLoser::Keep,
             excludes: Vec::new(),
+            includes: Vec::new(),
+            max_size: None,
+            min_age: None,
             dry_run: false,
             transfers: 8,
             max_delete_percent: 50,
@@ -168,6 +180,74 @@ impl SyncOptions {
         S: Into<String>,
     {
         self.excludes.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+    /// Adds include patterns, as rclone's `--include`: once any is given, a file is synced
+    /// only when it, or one of its parent folders, matches one, and every other file is left
+    /// alone on both sides (never copied, never deleted, its base kept). Excludes still apply
+    /// to included files: an exclude always wins. Folders are always traversed.
+    ///
+    /// Patterns are gitignore syntax, as for [`with_excludes`](Self::with_excludes): `*.jpg`
+    /// matches at any depth, a pattern with a `/` is anchored at the root (`/todo.txt`,
+    /// `docs/*.md`), `photos/` takes everything below each folder of that name, `**` crosses
+    /// folders. A pattern cannot start with `!`.
+    ///
+    /// ```
+    /// use syncengine_core::SyncOptions;
+    ///
+    /// // Only photos, wherever they are, and never the thumbnails.
+    /// let opts = SyncOptions::default()
+    ///     .with_includes(["*.jpg", "*.png"])
+    ///     .with_excludes(["thumbs/"]);
+    /// assert_eq!(opts.includes, ["*.jpg", "*.png"]);
+    /// ```
+    pub fn with_includes<I, S>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.includes.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+    /// Leaves files larger than `bytes` alone, as rclone's `--max-size`.
+    ///
+    /// # Behavior
+    /// Decided per path once both listings are read: when the file is over the limit on
+    /// either side, the path is skipped on both sides for the run (counted in
+    /// [`SyncStats::skipped`](crate::SyncStats::skipped)) and its base is kept. A file that
+    /// grew past the limit on one side is therefore never read as deleted, nor is the other
+    /// side's copy deleted or overwritten; a file deleted on one side while the other side's
+    /// copy is over the limit is not deleted there. A skipped file is never half of a rename.
+    ///
+    /// ```
+    /// use syncengine_core::SyncOptions;
+    ///
+    /// let opts = SyncOptions::default().with_max_size(100 * 1024 * 1024); // 100 MiB
+    /// assert_eq!(opts.max_size, Some(104_857_600));
+    /// ```
+    pub fn with_max_size(mut self, bytes: u64) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+    /// Leaves files modified less than `age` ago alone, as rclone's `--min-age`: only files
+    /// older than `age` are synced (say, files still being written).
+    ///
+    /// # Behavior
+    /// As [`with_max_size`](Self::with_max_size): a path whose file is too young on either
+    /// side is skipped on both sides and keeps its base, so a file just edited on one side
+    /// is never read as deleted and never makes the other side's copy go. Ages are measured
+    /// from the start of the run against each side's listed modification time; a file
+    /// whose listing has no modification time, or one in the future, counts as too young.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use syncengine_core::SyncOptions;
+    ///
+    /// let opts = SyncOptions::default().with_min_age(Duration::from_secs(10 * 60));
+    /// assert_eq!(opts.min_age, Some(Duration::from_secs(600)));
+    /// ```
+    pub fn with_min_age(mut self, age: Duration) -> Self {
+        self.min_age = Some(age);
         self
     }
     /// Sets dry-run.

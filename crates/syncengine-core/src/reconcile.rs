@@ -22,6 +22,7 @@ use crate::decide::{
     decide_type_change, kept_copy_stays,
 };
 use crate::entry::{ContentHash, Entry, md5_of_etag, truncate_nanos};
+use crate::entry_filter::EntryFilter;
 use crate::error::SyncError;
 use crate::mode::Side;
 use crate::path::RelPath;
@@ -40,6 +41,8 @@ pub struct Reconciler {
     destination: Arc<dyn StorageClient>,
     source_caps: Capabilities,
     destination_caps: Capabilities,
+    /// Size and age limits, decided per path (see [`Reconciler::with_filter`]).
+    filter: EntryFilter,
 }
 
 /// A path gone from `side` whose twin on the other side is unchanged: half of a rename.
@@ -172,7 +175,16 @@ impl Reconciler {
             destination,
             source_caps,
             destination_caps,
+            filter: EntryFilter::default(),
         }
+    }
+
+    /// Leaves alone every path whose file fails `filter` on either side (see
+    /// [`crate::entry_filter`]): no action, no base update, counted in [`Plan::skipped`].
+    /// Such a file is never half of a rename.
+    pub fn with_filter(mut self, filter: EntryFilter) -> Self {
+        self.filter = filter;
+        self
     }
 
     fn caps(&self, side: Side) -> &Capabilities {
@@ -282,6 +294,17 @@ impl Reconciler {
                 continue;
             }
             let present = [s.is_some(), d.is_some()];
+            // A file too large or too young on either side: left alone on both, base kept,
+            // like a path the listing could not see (a file waiting for its folder still
+            // learns that something is there).
+            if !self.filter.admits_path([s.as_ref(), d.as_ref()]) {
+                plan.skipped += 1;
+                for waiting in &mut pending {
+                    waiting.visiting_child = is_below(&waiting.entry.path, &path);
+                    waiting.note(present, Decision::Nothing);
+                }
+                continue;
+            }
             let one_sided = match (&s, &d) {
                 (Some(e), None) => Some((Side::Source, e.clone())),
                 (None, Some(e)) => Some((Side::Destination, e.clone())),
@@ -915,13 +938,16 @@ impl Reconciler {
             return listing;
         }
         let client = self.client(side).clone();
+        let filter = self.filter.clone();
         listing
             .map(move |item| {
                 let client = client.clone();
                 let caps = caps.clone();
+                // A file the filter leaves alone is not read just to be hashed.
+                let wanted = item.as_ref().is_ok_and(|e| filter.admits(e));
                 async move {
                     let mut entry = item?;
-                    if entry.content_hash(&caps).is_none() {
+                    if wanted && entry.content_hash(&caps).is_none() {
                         match client.md5_of(&entry).await {
                             Ok(h) => entry.hash = Some(h),
                             // A file that vanished or cannot be read since it was listed

@@ -167,7 +167,80 @@ async fn a_mirror_does_not_delete_what_is_excluded_even_when_the_source_lost_it(
     assert_eq!(user_files(&p.d)["keep.log"], "log");
 }
 
-#[allow(dead_code)]
 fn hour_ago() -> SystemTime {
     SystemTime::now() - Duration::from_secs(3600)
+}
+
+/// Puts `data` at `path` with an mtime an hour ago (old enough for `min_age` of minutes).
+async fn put_old(c: &MemoryClient, path: &str, data: &str) {
+    put(c, path, data).await;
+    c.set_mtime(&rel(path), hour_ago()).unwrap();
+}
+
+#[tokio::test]
+async fn includes_sync_only_matching_files_at_any_depth_and_leave_the_rest_alone() {
+    let p = Pair::new();
+    put(&p.s, "a.jpg", "a").await;
+    put(&p.s, "deep/er/b.jpg", "b").await;
+    put(&p.s, "deep/er/b.txt", "text").await;
+    put(&p.s, "thumbs/c.jpg", "c").await;
+    put(&p.d, "only-here.txt", "dest").await;
+    let opts = || {
+        SyncOptions::default()
+            .with_includes(["*.jpg"])
+            .with_excludes(["thumbs/"])
+    };
+    let stats = p.run(SyncMode::SourceToDestination, opts()).await;
+    assert_eq!(stats.uploaded, 2, "{stats:?}");
+    assert_eq!(
+        user_files(&p.d).into_keys().collect::<Vec<_>>(),
+        ["a.jpg", "deep/er/b.jpg", "only-here.txt"],
+        "a mirror deletes nothing an include leaves out"
+    );
+    // A file left out is skipped, not deleted, when it goes on one side.
+    p.s.delete(&rel("deep/er/b.txt")).await.unwrap();
+    let stats = p.run(SyncMode::SourceToDestination, opts()).await;
+    assert_eq!(stats.deleted_destination, 0, "{stats:?}");
+    assert!(stats.skipped >= 1, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_file_that_grew_past_max_size_keeps_the_other_sides_copy_and_syncs_later() {
+    let p = Pair::synced(&[("small.txt", "s"), ("video.bin", "0123456789")]).await;
+    put(&p.s, "video.bin", &"x".repeat(100)).await;
+    for mode in SyncMode::ALL {
+        let stats = p.run(mode, SyncOptions::default().with_max_size(50)).await;
+        assert!(stats.is_noop(), "{mode}: {stats:?}");
+        assert_eq!(stats.skipped, 1, "{mode}: {stats:?}");
+        assert_eq!(user_files(&p.d)["video.bin"], "0123456789", "{mode}");
+        assert!(trash(&p.d).is_empty(), "{mode}");
+    }
+    // Without the limit the growth is an ordinary edit of a known file.
+    let stats = p.run(SyncMode::TwoWay, SyncOptions::default()).await;
+    assert_eq!((stats.uploaded, stats.conflicts), (1, 0), "{stats:?}");
+    assert_eq!(user_files(&p.d)["video.bin"], "x".repeat(100));
+}
+
+#[tokio::test]
+async fn a_file_just_edited_waits_for_min_age_and_is_never_a_delete() {
+    let p = Pair::new();
+    put_old(&p.s, "old.txt", "old").await;
+    put_old(&p.s, "doc.txt", "v1").await;
+    put(&p.s, "fresh.txt", "fresh").await;
+    let ten_min = || SyncOptions::default().with_min_age(Duration::from_secs(600));
+    let stats = p.run(SyncMode::TwoWay, ten_min()).await;
+    assert_eq!(stats.uploaded, 2, "{stats:?}");
+    assert!(!user_files(&p.d).contains_key("fresh.txt"));
+    // The destination edits doc.txt just now; the source deletes its copy.
+    put(&p.d, "doc.txt", "v2 being written").await;
+    p.s.delete(&rel("doc.txt")).await.unwrap();
+    let stats = p.run(SyncMode::TwoWay, ten_min()).await;
+    assert_eq!(stats.deleted_destination, 0, "{stats:?}");
+    assert_eq!(user_files(&p.d)["doc.txt"], "v2 being written");
+    // Ten minutes on (the mtime moved back), the edit wins over the deletion as it would
+    // have without the filter: a file changed on one side and deleted on the other is kept.
+    p.d.set_mtime(&rel("doc.txt"), hour_ago()).unwrap();
+    let stats = p.run(SyncMode::TwoWay, ten_min()).await;
+    assert_eq!(stats.deleted_destination, 0, "{stats:?}");
+    assert_eq!(user_files(&p.s)["doc.txt"], "v2 being written");
 }
