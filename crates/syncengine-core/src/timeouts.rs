@@ -73,8 +73,9 @@ impl Timeouts {
 }
 
 /// Reads a duration as rclone and the config file write them: a number with a unit (`ms`,
-/// `s`, `m`, `h`, `d`), several in a row (`1h30m`), or a bare number of seconds. Zero is
-/// refused: a timeout of nothing would fail everything.
+/// `s`, `m`, `h`, `d`, `w`), several in a row (`1h30m`), or a bare number of seconds. Zero
+/// is refused: a timeout of nothing would fail everything (and `--min-age 0` filters
+/// nothing).
 ///
 /// # Errors
 /// A message saying what is wrong, with an example.
@@ -105,6 +106,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
             "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            "w" => Duration::from_secs(n.saturating_mul(7 * 86_400)),
             _ => return Err(bad()),
         };
         total = total.saturating_add(unit);
@@ -115,7 +117,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn positive(d: Duration, text: &str) -> Result<Duration, String> {
     if d.is_zero() {
-        Err(format!("{text:?}: a timeout must be longer than zero"))
+        Err(format!("{text:?}: a duration must be longer than zero"))
     } else {
         Ok(d)
     }
@@ -133,6 +135,7 @@ mod tests {
             ("5m", 300),
             ("1h30m", 5400),
             ("2d", 172_800),
+            ("1w", 604_800),
         ] {
             assert_eq!(
                 parse_duration(text).unwrap(),
