@@ -136,6 +136,16 @@ fn note_fresh_unknown(unknown: &mut UnknownScopes, pending: &mut [PendingFile]) 
     unknown.clear_fresh();
 }
 
+/// Which sides (`[source, destination]`) a base record counts a file on: both, or only the
+/// kept side of a settled deletion.
+fn base_sides(b: Option<&BaseRecord>) -> [bool; 2] {
+    match b.and_then(|b| b.settled) {
+        Some(Side::Source) => [false, true],
+        Some(Side::Destination) => [true, false],
+        None => [true, true],
+    }
+}
+
 /// True when `path` lies below the folder `name/`.
 fn is_below(name: &RelPath, path: &RelPath) -> bool {
     let (n, p) = (name.as_str().as_bytes(), path.as_str().as_bytes());
@@ -256,14 +266,9 @@ impl Reconciler {
             };
             let b = if b_head.as_ref().is_some_and(|b| b.path == path) {
                 plan.base_files += 1;
-                match b_head.as_ref().and_then(|b| b.settled) {
-                    Some(Side::Source) => plan.base_destination_files += 1,
-                    Some(Side::Destination) => plan.base_source_files += 1,
-                    None => {
-                        plan.base_source_files += 1;
-                        plan.base_destination_files += 1;
-                    }
-                }
+                let [on_source, on_destination] = base_sides(b_head.as_ref());
+                plan.base_source_files += u64::from(on_source);
+                plan.base_destination_files += u64::from(on_destination);
                 std::mem::replace(&mut b_head, base.next().await.transpose()?)
             } else {
                 None
@@ -299,6 +304,16 @@ impl Reconciler {
             // learns that something is there).
             if !self.filter.admits_path([s.as_ref(), d.as_ref()]) {
                 plan.skipped += 1;
+                // Not part of the run, as an excluded path is not: the safety rules' counts
+                // leave it out, so filtered files cannot dilute the max-delete percentage.
+                plan.source_files -= u64::from(s.is_some());
+                plan.destination_files -= u64::from(d.is_some());
+                if b.is_some() {
+                    let [on_source, on_destination] = base_sides(b.as_ref());
+                    plan.base_files -= 1;
+                    plan.base_source_files -= u64::from(on_source);
+                    plan.base_destination_files -= u64::from(on_destination);
+                }
                 for waiting in &mut pending {
                     waiting.visiting_child = is_below(&waiting.entry.path, &path);
                     waiting.note(present, Decision::Nothing);

@@ -244,3 +244,37 @@ async fn a_file_just_edited_waits_for_min_age_and_is_never_a_delete() {
     assert_eq!(stats.deleted_destination, 0, "{stats:?}");
     assert_eq!(user_files(&p.s)["doc.txt"], "v2 being written");
 }
+
+/// The safety rules count only what the run manages: files a size or age filter leaves out
+/// do not dilute `max_delete_percent`, as excluded files do not.
+#[tokio::test]
+async fn filtered_files_do_not_dilute_the_max_delete_percentage() {
+    let mut files: Vec<(String, String)> = (0..8)
+        .map(|i| (format!("big{i}.bin"), "x".repeat(100)))
+        .collect();
+    files.extend((0..3).map(|i| (format!("s{i}.txt"), format!("small {i}"))));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, d)| (&**p, &**d)).collect();
+    let p = Pair::synced(&refs).await;
+    p.s.delete(&rel("s0.txt")).await.unwrap();
+    p.s.delete(&rel("s1.txt")).await.unwrap();
+    let pair = SyncPair::new(p.s.clone(), p.d.clone(), SyncMode::SourceToDestination)
+        .with_options(SyncOptions::default().with_max_size(50));
+    let result = SyncEngine::new(p.state.path()).sync_pair(&pair).await;
+    // 2 of the 3 files the run manages on the destination: 66% > 50%.
+    match result {
+        Err(e) => assert!(e.is_safety_stop(), "{e}"),
+        Ok(stats) => panic!("deleted 2 of 3 managed files without a stop: {stats:?}"),
+    }
+    assert_eq!(user_files(&p.d).len(), 11);
+    // Counted against the managed files only, one deletion of three passes.
+    p.s.delete(&rel("s2.txt")).await.unwrap();
+    put(&p.s, "s0.txt", "small 0").await;
+    put(&p.s, "s1.txt", "small 1").await;
+    let stats = p
+        .run(
+            SyncMode::SourceToDestination,
+            SyncOptions::default().with_max_size(50),
+        )
+        .await;
+    assert_eq!(stats.deleted_destination, 1, "{stats:?}");
+}
