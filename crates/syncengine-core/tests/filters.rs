@@ -278,3 +278,32 @@ async fn filtered_files_do_not_dilute_the_max_delete_percentage() {
         .await;
     assert_eq!(stats.deleted_destination, 1, "{stats:?}");
 }
+
+/// An excluded file is never half of a rename: moving `keep.dat` (excluded) to `moved.txt`
+/// on the source copies `moved.txt`; the destination's excluded `keep.dat` is not moved.
+#[tokio::test]
+async fn an_excluded_file_is_not_paired_as_a_rename() {
+    let body = "the same bytes under both names";
+    let p = Pair::synced(&[("a.txt", "a"), ("keep.dat", body)]).await;
+    p.s.delete(&rel("keep.dat")).await.unwrap();
+    put(&p.s, "moved.txt", body).await;
+    let stats = p
+        .run(
+            SyncMode::TwoWay,
+            SyncOptions::default().with_excludes(["*.dat"]),
+        )
+        .await;
+    assert_eq!(
+        (stats.renamed_destination, stats.uploaded),
+        (0, 1),
+        "{stats:?}"
+    );
+    assert_eq!(user_files(&p.d)["keep.dat"], body);
+    assert_eq!(user_files(&p.d)["moved.txt"], body);
+    // Without the exclusion the same move is a rename.
+    let p = Pair::synced(&[("a.txt", "a"), ("keep.dat", body)]).await;
+    p.s.delete(&rel("keep.dat")).await.unwrap();
+    put(&p.s, "moved.txt", body).await;
+    let stats = p.run(SyncMode::TwoWay, SyncOptions::default()).await;
+    assert_eq!(stats.renamed_destination, 1, "{stats:?}");
+}
