@@ -430,8 +430,9 @@ impl IgnoreRules {
     }
 
     /// Returns true when the user's patterns exclude `path` (a file, or a directory when
-    /// `is_dir`) or one of its parent directories; the engine's own files are not considered.
-    /// A listing filter that has already called [`IgnoreRules::is_own`] asks this.
+    /// `is_dir`) or one of its parent directories, or when includes are set and the file
+    /// matches none (includes never exclude a directory); the engine's own files are not
+    /// considered. A listing filter that has already called [`IgnoreRules::is_own`] asks this.
     pub fn matches_patterns(&self, path: &RelPath, is_dir: bool) -> bool {
         if !is_dir && !self.included(path) {
             return true;
