@@ -810,7 +810,7 @@ impl SyncEngine {
     }
 
     /// Builds the ignore rules: the options' patterns plus `.syncignore` at either root.
-    async fn ignore_rules(&self, pair: &SyncPair) -> Result<IgnoreRules, SyncError> {
+    pub(crate) async fn ignore_rules(&self, pair: &SyncPair) -> Result<IgnoreRules, SyncError> {
         let mut rules = IgnoreRules::new(&pair.options.excludes)
             .and_then(|r| r.with_includes(&pair.options.includes))
             .map_err(|e| SyncError::Config(e.to_string()))?;
@@ -841,8 +841,9 @@ impl SyncEngine {
         Ok(rules)
     }
 
-    /// One side's listing: without our own files and ignored paths, in canonical order.
-    async fn listing(
+    /// One side's listing: without our own files and ignored paths, in canonical order. Also
+    /// what `syncengine check` compares ([`crate::check`]): a filter added here applies there.
+    pub(crate) async fn listing(
         &self,
         pair: &SyncPair,
         side: Side,

@@ -28,6 +28,7 @@
 //! ```
 
 pub mod capabilities;
+pub mod check;
 pub mod cleanup;
 pub mod client;
 pub mod collide;
