@@ -524,6 +524,17 @@ impl SyncEngine {
             let s = store.clone();
             blocking(move || s.mark_completed()).await?;
         }
+        // What `syncengine pairs` shows: never worth failing the run for.
+        let (s, mode) = (store.clone(), pair.mode);
+        let (roots, counts) = (
+            locations.clone().map(|l| l.to_string()),
+            crate::state::pairs::RunCounts::of(&stats),
+        );
+        if let Err(e) = blocking(move || s.record_run(mode, &roots, &counts)).await {
+            stats
+                .warnings
+                .push(format!("could not record the pair's roots and mode: {e}"));
+        }
         for side in [Side::Source, Side::Destination] {
             if opts.is_protected(side) {
                 continue;

@@ -58,6 +58,7 @@ use crate::error::SyncError;
 use crate::mode::Side;
 use crate::path::RelPath;
 
+pub mod pairs;
 mod roots;
 pub use roots::RootRecord;
 
@@ -880,7 +881,11 @@ impl PairLock {
                 state_dir.display()
             ))
         })?;
-        let path = state_dir.join(format!("{}.lock", file_stem(pair_id)));
+        PairLock::acquire_at(state_dir.join(format!("{}.lock", file_stem(pair_id))))
+    }
+
+    /// Takes the run lock whose file is `path` (see [`acquire`](PairLock::acquire)).
+    pub(crate) fn acquire_at(path: PathBuf) -> Result<PairLock, SyncError> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
