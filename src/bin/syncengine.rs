@@ -5,6 +5,8 @@
 //! side could not be reached or logged into.
 
 // The binary's own modules live beside it in `src/bin/syncengine/`.
+#[path = "syncengine/check.rs"]
+mod check;
 #[path = "syncengine/children.rs"]
 mod children;
 #[path = "syncengine/filters.rs"]
@@ -222,6 +224,10 @@ enum Command {
     /// there.
     #[command(after_help = trash::AFTER_HELP)]
     Trash(trash::TrashArgs),
+    /// Verify that SOURCE and DESTINATION hold the same files with the same content,
+    /// changing nothing (exit 0 when equal, 1 otherwise).
+    #[command(after_help = check::CHECK_AFTER_HELP)]
+    Check(check::CheckArgs),
 }
 
 const CLEANUP_AFTER_HELP: &str = "\
@@ -506,6 +512,7 @@ fn main() -> ExitCode {
         Command::Sync(args) => run_sync(*args, verbosity),
         Command::Cleanup(args) => run_cleanup(args, verbosity),
         Command::Trash(args) => trash::run(args, verbosity),
+        Command::Check(args) => check::run_check(args, verbosity),
     };
     // A credential_process the run stopped waiting for would outlive it.
     children::end_abandoned(&inherited);

@@ -292,6 +292,7 @@ impl SyncEngine {
             base,
             base_head: None,
             started: false,
+            ended: [false; 2],
             unknown: [Vec::new(), Vec::new()],
         };
         let items = futures::stream::unfold(walk, |mut walk| async move {
@@ -358,15 +359,29 @@ impl SyncEngine {
     }
 }
 
-/// A listing caught out of canonical order ends the check with a hint to sort.
+/// A listing caught out of canonical order ends the check with a hint to sort (a sync sorts
+/// and plans again by itself; a check has already reported paths by then).
 fn explain_order(e: SyncError) -> SyncError {
     match e {
-        SyncError::Listing { side, source } if matches!(&source, Error::Other { source: inner, .. } if inner.is::<OutOfOrder>()) => {
-            SyncError::Config(format!(
-                "the {side} listed out of canonical order ({source}); check again with \
-                 --sort-listings (the engine then sorts both listings itself)"
-            ))
-        }
+        SyncError::Listing {
+            side,
+            source:
+                Error::Other {
+                    backend,
+                    path,
+                    source,
+                },
+        } if source.is::<OutOfOrder>() => SyncError::Listing {
+            side,
+            source: Error::other(
+                backend,
+                path,
+                format!(
+                    "{source}; check again with --sort-listings (the engine then sorts both \
+                     listings itself)"
+                ),
+            ),
+        },
         other => other,
     }
 }
@@ -395,6 +410,8 @@ struct Walk {
     base: Option<futures::stream::BoxStream<'static, Result<BaseRecord, SyncError>>>,
     base_head: Option<BaseRecord>,
     started: bool,
+    /// Listings that have ended (never polled again).
+    ended: [bool; 2],
     /// Paths each side could not list (`path`, contents only): one-sided files below them are
     /// not reported missing on that side.
     unknown: [Vec<(String, bool)>; 2],
@@ -413,8 +430,14 @@ enum Listed {
 impl Walk {
     async fn pull(&mut self, i: usize) -> Result<Option<Listed>, SyncError> {
         let side = [Side::Source, Side::Destination][i];
+        if self.ended[i] {
+            return Ok(None);
+        }
         match self.streams[i].next().await {
-            None => Ok(None),
+            None => {
+                self.ended[i] = true;
+                Ok(None)
+            }
             Some(Ok(e)) => Ok(Some(Listed::Entry(e))),
             Some(Err(Error::Unlisted {
                 path,
