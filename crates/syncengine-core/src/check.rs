@@ -387,6 +387,8 @@ fn explain_order(e: SyncError) -> SyncError {
 }
 
 /// One path of the merged walk.
+// Few are alive at once (one per comparison in flight): boxing would cost an allocation per path.
+#[allow(clippy::large_enum_variant)]
 enum Item {
     /// The path with what each side (source, destination) lists there, and which side's
     /// absence the base settled.
@@ -488,58 +490,56 @@ impl Walk {
         }
         // Unlisted items come out as soon as they are read; the heads are filled before a
         // path is chosen, so no side's entry is skipped.
-        loop {
-            for i in 0..2 {
-                if self.heads[i].is_none()
-                    && let Some(item) = self.fill(i).await?
-                {
-                    return Ok(Some(item));
-                }
+        for i in 0..2 {
+            if self.heads[i].is_none()
+                && let Some(item) = self.fill(i).await?
+            {
+                return Ok(Some(item));
             }
-            let Some(path) = self.heads.iter().flatten().map(|e| &e.path).min().cloned() else {
-                return Ok(None);
-            };
-            let mut entries: [Option<Entry>; 2] = [None, None];
-            for (i, slot) in entries.iter_mut().enumerate() {
-                if self.heads[i].as_ref().is_some_and(|e| e.path == path) {
-                    *slot = self.heads[i].take();
-                }
-            }
-            // The base moves along: records before this path concern paths neither side has.
-            let mut settled = None;
-            while let Some(record) = &self.base_head {
-                if record.path < path {
-                    self.base_head = self.next_base().await?;
-                    continue;
-                }
-                if record.path == path {
-                    settled = record.settled;
-                    self.base_head = self.next_base().await?;
-                }
-                break;
-            }
-            // A file missing on a side that could not list its folder is unknown, not missing.
-            for (i, entry) in entries.iter().enumerate() {
-                let other = 1 - i;
-                if entry.is_some()
-                    && entries[other].is_none()
-                    && let Some((below, _)) = self.unknown[other]
-                        .iter()
-                        .find(|(u, contents_only)| covers(u, *contents_only, path.as_str()))
-                {
-                    return Ok(Some(Item::Unknown {
-                        side: [Side::Source, Side::Destination][other],
-                        path: path.to_string(),
-                        reason: format!("below {below}, which could not be listed"),
-                    }));
-                }
-            }
-            return Ok(Some(Item::Path {
-                path,
-                entries,
-                settled,
-            }));
         }
+        let Some(path) = self.heads.iter().flatten().map(|e| &e.path).min().cloned() else {
+            return Ok(None);
+        };
+        let mut entries: [Option<Entry>; 2] = [None, None];
+        for (i, slot) in entries.iter_mut().enumerate() {
+            if self.heads[i].as_ref().is_some_and(|e| e.path == path) {
+                *slot = self.heads[i].take();
+            }
+        }
+        // The base moves along: records before this path concern paths neither side has.
+        let mut settled = None;
+        while let Some(record) = &self.base_head {
+            if record.path < path {
+                self.base_head = self.next_base().await?;
+                continue;
+            }
+            if record.path == path {
+                settled = record.settled;
+                self.base_head = self.next_base().await?;
+            }
+            break;
+        }
+        // A file missing on a side that could not list its folder is unknown, not missing.
+        for (i, entry) in entries.iter().enumerate() {
+            let other = 1 - i;
+            if entry.is_some()
+                && entries[other].is_none()
+                && let Some((below, _)) = self.unknown[other]
+                    .iter()
+                    .find(|(u, contents_only)| covers(u, *contents_only, path.as_str()))
+            {
+                return Ok(Some(Item::Unknown {
+                    side: [Side::Source, Side::Destination][other],
+                    path: path.to_string(),
+                    reason: format!("below {below}, which could not be listed"),
+                }));
+            }
+        }
+        Ok(Some(Item::Path {
+            path,
+            entries,
+            settled,
+        }))
     }
 
     async fn next_base(&mut self) -> Result<Option<BaseRecord>, SyncError> {
@@ -912,10 +912,14 @@ mod tests {
 
     #[test]
     fn methods_follow_what_both_sides_provide() {
-        let mut local = Capabilities::default();
-        local.local_reads = true;
-        let mut s3 = Capabilities::default();
-        s3.etag_is_md5 = true;
+        let local = Capabilities {
+            local_reads: true,
+            ..Capabilities::default()
+        };
+        let s3 = Capabilities {
+            etag_is_md5: true,
+            ..Capabilities::default()
+        };
         let plain = Capabilities::default();
         assert_eq!(
             method_for(&local, &s3, false),
