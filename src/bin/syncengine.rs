@@ -13,6 +13,8 @@ mod children;
 mod filters;
 #[path = "syncengine/output.rs"]
 mod output;
+#[path = "syncengine/pairs.rs"]
+mod pairs;
 #[path = "syncengine/progress.rs"]
 mod progress;
 #[path = "syncengine/trash.rs"]
@@ -228,6 +230,10 @@ enum Command {
     /// changing nothing (exit 0 when equal, 1 otherwise).
     #[command(after_help = check::CHECK_AFTER_HELP)]
     Check(check::CheckArgs),
+    /// List the pairs known in the state directory; `pairs show` details one, `pairs forget`
+    /// drops its state.
+    #[command(after_help = pairs::PAIRS_AFTER_HELP)]
+    Pairs(pairs::PairsArgs),
 }
 
 const CLEANUP_AFTER_HELP: &str = "\
@@ -513,6 +519,7 @@ fn main() -> ExitCode {
         Command::Cleanup(args) => run_cleanup(args, verbosity),
         Command::Trash(args) => trash::run(args, verbosity),
         Command::Check(args) => check::run_check(args, verbosity),
+        Command::Pairs(args) => pairs::run_pairs(args, verbosity),
     };
     // A credential_process the run stopped waiting for would outlive it.
     children::end_abandoned(&inherited);

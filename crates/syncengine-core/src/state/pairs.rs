@@ -372,6 +372,20 @@ pub fn forget(state_dir: &Path, id: &str) -> Result<Vec<PathBuf>, SyncError> {
     Ok(removed)
 }
 
+/// `t` in UTC as `2026-12-04T16:31:03Z` (RFC 3339, whole seconds), for showing recorded times.
+pub fn utc_text(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t).to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,5 +498,11 @@ mod tests {
         assert_eq!(info.last_counts.as_ref().map(|c| c.uploaded), Some(1));
         assert_eq!(info.files, 1);
         assert!(!info.initial_sync_pending && info.last_completed.is_some());
+    }
+
+    #[test]
+    fn times_read_as_utc() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_401_863);
+        assert_eq!(utc_text(t), "2026-12-04T16:31:03Z");
     }
 }
