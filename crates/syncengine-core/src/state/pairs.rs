@@ -203,6 +203,12 @@ pub fn ids(state_dir: &Path) -> Result<Vec<String>, SyncError> {
 /// # Errors
 /// [`SyncError::Config`] when no pair or more than one matches (naming them).
 pub fn resolve(state_dir: &Path, query: &str) -> Result<String, SyncError> {
+    // An empty prefix would name the only pair there is, whichever it is.
+    if query.is_empty() {
+        return Err(SyncError::Config(
+            "no pair id given; `syncengine pairs` lists them".to_owned(),
+        ));
+    }
     let ids = ids(state_dir)?;
     if ids.iter().any(|id| id == query) {
         return Ok(query.to_owned());
@@ -453,6 +459,10 @@ mod tests {
 
         assert_eq!(resolve(dir.path(), "bb").unwrap(), "bbb222");
         assert!(resolve(dir.path(), "c").is_err());
+        assert!(
+            resolve(dir.path(), "").is_err(),
+            "an empty prefix names no pair"
+        );
         std::fs::write(dir.path().join("bbb333.db"), b"").unwrap();
         let err = resolve(dir.path(), "bbb").unwrap_err().to_string();
         assert!(err.contains("bbb222") && err.contains("bbb333"), "{err}");
@@ -462,6 +472,8 @@ mod tests {
     fn forget_waits_for_no_run_and_removes_the_files() {
         let dir = tempfile::tempdir().unwrap();
         drop(StateStore::open(dir.path(), "p1").unwrap());
+        // The only pair there is, yet an empty prefix does not name it.
+        assert!(resolve(dir.path(), "").is_err());
         let held = PairLock::acquire(dir.path(), "p1").unwrap();
         assert!(matches!(
             forget(dir.path(), "p1"),
