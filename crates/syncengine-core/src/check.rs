@@ -30,7 +30,7 @@ use futures::StreamExt;
 use crate::capabilities::Capabilities;
 use crate::client::{EntryStream, StorageClient, StorageClientExt};
 use crate::engine::SyncEngine;
-use crate::entry::{ContentHash, Entry, HashKind};
+use crate::entry::{Entry, HashKind};
 use crate::error::{Error, SyncError};
 use crate::identity;
 use crate::mode::Side;
@@ -660,24 +660,25 @@ async fn compare(
     match method {
         CheckMethod::Size => Compared::Equal { size_only: false },
         CheckMethod::Hash(_) => {
-            let mut hashes: [Option<ContentHash>; 2] = [None, None];
-            for (i, (entry, side)) in [(s, Side::Source), (d, Side::Destination)]
-                .into_iter()
-                .enumerate()
-            {
-                hashes[i] = match entry.content_hash(&caps[i]) {
-                    Some(h) => Some(h),
-                    None if caps[i].local_reads => match clients[i].md5_of(entry).await {
-                        Ok(h) => Some(h),
-                        Err(e) => return Compared::Failed(side, format!("could not hash: {e}")),
-                    },
-                    None => None,
-                };
+            let entries = [s, d];
+            let mut hashes = [s.content_hash(&caps[0]), d.content_hash(&caps[1])];
+            // A side that lists no hash for this file and cannot compute one (an S3 multipart
+            // upload): size only, without hashing the other side for nothing.
+            if (0..2).any(|i| hashes[i].is_none() && !caps[i].local_reads) {
+                return Compared::Equal { size_only: true };
             }
-            match hashes {
-                [Some(a), Some(b)] if a == b => Compared::Equal { size_only: false },
-                [Some(_), Some(_)] => Compared::Differs("md5"),
-                _ => Compared::Equal { size_only: true },
+            for (i, side) in [Side::Source, Side::Destination].into_iter().enumerate() {
+                if hashes[i].is_none() {
+                    match clients[i].md5_of(entries[i]).await {
+                        Ok(h) => hashes[i] = Some(h),
+                        Err(e) => return Compared::Failed(side, format!("could not hash: {e}")),
+                    }
+                }
+            }
+            if hashes[0] == hashes[1] {
+                Compared::Equal { size_only: false }
+            } else {
+                Compared::Differs("md5")
             }
         }
         CheckMethod::Bytes => match same_bytes(s, d, clients).await {
@@ -908,6 +909,37 @@ mod tests {
         dst.delete(&rp("extra")).await.unwrap();
         let (report, _) = run(&engine, &pair, CheckOptions::default()).await;
         assert!(report.is_equal(), "{report:?}");
+    }
+
+    /// A folder the source cannot list is an error there, and the destination's files below
+    /// it are not reported missing on the source (they may well be there).
+    #[tokio::test]
+    async fn an_unlisted_folder_is_an_error_not_missing_files() {
+        let src = Arc::new(MemoryClient::new());
+        let dst = Arc::new(MemoryClient::new());
+        for c in [&src, &dst] {
+            c.put(&rp("dir/a"), Bytes::from("a")).await.unwrap();
+            c.put(&rp("z"), Bytes::from("z")).await.unwrap();
+        }
+        dst.put(&rp("dir/b"), Bytes::from("b")).await.unwrap();
+        src.set_unlisted(&rp("dir"), Some("a symlink (not followed)"));
+        let state = tempfile::tempdir().unwrap();
+        let engine = SyncEngine::new(state.path());
+        let pair = SyncPair::new(src, dst, SyncMode::TwoWay);
+        let (report, found) = run(&engine, &pair, CheckOptions::default()).await;
+        assert!(
+            found.iter().all(|d| matches!(
+                d.kind,
+                DifferenceKind::Error {
+                    side: Side::Source,
+                    ..
+                }
+            )),
+            "{found:?}"
+        );
+        assert!(found.iter().any(|d| d.path == "dir"), "{found:?}");
+        assert_eq!((report.missing_on_source, report.matched), (0, 1));
+        assert!(report.errors > 0 && !report.is_equal());
     }
 
     #[test]
