@@ -236,6 +236,51 @@ fn a_state_file_from_an_older_version_is_listed_with_unknown_roots() {
     assert_eq!(v, 1);
 }
 
+/// On a terminal, forget asks: anything but yes keeps the state, `y` drops it. The terminal
+/// is util-linux `script`'s pseudo-terminal.
+#[test]
+fn forget_on_a_terminal_asks_first() {
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(std::env::var("CI").is_err(), "CI needs util-linux script");
+        eprintln!("no `script` to make a terminal: skipped");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let a = folder(t.path(), "a", &[("f", "x")]);
+    let (code, out) = cli::sync(&a, &t.path().join("b"), &state, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let id = listed(&state)[0]["id"].as_str().unwrap().to_owned();
+    let forget = |answer: &str| {
+        let cmd = format!(
+            "{} pairs forget {id} --state-dir '{}'",
+            cli::BIN,
+            state.display()
+        );
+        let mut child = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), answer.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = forget("n\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("Forget the pair {id}")), "{out}");
+    assert!(out.contains("not forgotten"), "{out}");
+    assert_eq!(listed(&state).len(), 1);
+    let (code, out) = forget("y\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("forgot the pair"), "{out}");
+    assert!(listed(&state).is_empty());
+}
+
 #[test]
 fn help_has_examples() {
     for args in [&["pairs", "--help"][..], &["pairs", "forget", "--help"]] {

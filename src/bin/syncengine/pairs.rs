@@ -372,10 +372,15 @@ fn forget(state_dir: &Path, id: &str, yes: bool, verbosity: Verbosity) -> u8 {
                 ),
             );
         }
-        let roots = info
-            .as_ref()
-            .map(|p| roots_text(p).join(", "))
-            .unwrap_or_else(|| "roots unknown".to_owned());
+        let unknown = "unknown";
+        let roots = match &info {
+            Some(p) if p.source_root.is_some() || p.destination_root.is_some() => format!(
+                "{} → {}",
+                p.source_root.as_deref().unwrap_or(unknown),
+                p.destination_root.as_deref().unwrap_or(unknown)
+            ),
+            _ => "roots unknown".to_owned(),
+        };
         eprint!(
             "{}",
             syncengine::redact::redact(&format!(
