@@ -171,6 +171,41 @@ fn excluded_files_and_the_engines_own_folder_never_appear() {
 }
 
 #[test]
+fn the_sync_filters_apply_as_a_sync_applies_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let big = "x".repeat(4096);
+    let a = folder(
+        tmp.path(),
+        "a",
+        &[("doc.md", "same"), ("pic.jpg", "a"), ("big.md", &big)],
+    );
+    let b = folder(tmp.path(), "b", &[("doc.md", "same"), ("pic.jpg", "b")]);
+    let patterns = tmp.path().join("patterns");
+    std::fs::write(&patterns, "# pictures are not compared\n*.jpg\n").unwrap();
+
+    // Unfiltered: the picture differs and the big file is missing.
+    let (code, out, _) = check(&a, &b, &state, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("pic.jpg") && out.contains("big.md"), "{out}");
+
+    // --exclude-from drops the picture; --max-size 1K the big file, on both sides.
+    let p = patterns.to_str().unwrap();
+    let (code, out, err) = check(&a, &b, &state, &["--exclude-from", p, "--max-size", "1K"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 left out by --max-size"), "{out}");
+    // --include keeps only the markdown files: the picture is not compared either.
+    let (code, out, err) = check(&a, &b, &state, &["--include", "*.md", "--max-size", "1K"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // --min-age: a file just written on either side is left out.
+    let (code, out, _) = check(&a, &b, &state, &["--min-age", "1h"]);
+    assert_eq!(code, 0, "{out}");
+    // A bad filter is a usage error, as for sync.
+    let (code, _, err) = check(&a, &b, &state, &["--exclude-from", "/no/such/file"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
 fn a_copy_kept_by_a_backup_mode_is_labelled_and_not_a_difference() {
     let t = tempfile::tempdir().unwrap();
     let a = folder(t.path(), "a", &[("old", "o"), ("stays", "s")]);

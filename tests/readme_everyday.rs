@@ -13,7 +13,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_syncengine");
 fn everyday_script() -> String {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = &readme[readme.find("\n## Everyday use\n").expect("no Everyday use section")..];
+    let section = &readme[readme
+        .find("\n## Everyday use\n")
+        .expect("no Everyday use section")..];
     let start = section.find("```sh\n").expect("no sh block") + "```sh\n".len();
     let len = section[start..].find("```").expect("unclosed block");
     section[start..start + len].to_owned()

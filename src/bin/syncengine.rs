@@ -328,27 +328,8 @@ struct SyncArgs {
     /// What happens to a conflict's losing version: keep (renamed aside) or delete.
     #[arg(long, value_name = "POLICY", default_value = "keep", value_parser = parse_loser)]
     conflict_loser: ConflictLoser,
-    /// Ignore paths matching PATTERN (gitignore syntax) on both sides; repeatable. Adds to
-    /// each root's .syncignore.
-    #[arg(long, value_name = "PATTERN")]
-    exclude: Vec<String>,
-    /// Read --exclude patterns from FILE, one per line (# comments and blank lines
-    /// skipped); repeatable. A missing FILE is a usage error.
-    #[arg(long, value_name = "FILE")]
-    exclude_from: Vec<PathBuf>,
-    /// Sync only files matching PATTERN (gitignore syntax: any depth unless it holds a /),
-    /// as rclone's --include; repeatable. Other files are left alone on both sides; an
-    /// --exclude or .syncignore pattern still wins (see FILTERS).
-    #[arg(long, value_name = "PATTERN")]
-    include: Vec<String>,
-    /// Leave alone files larger than SIZE on either side: KiB, or with a suffix B, K, M,
-    /// G, T, P (binary units, as rclone: 500K, 100M, 1.5G).
-    #[arg(long, value_name = "SIZE", value_parser = filters::parse_size)]
-    max_size: Option<u64>,
-    /// Leave alone files modified less than DURATION ago on either side (only older files
-    /// are synced, as rclone). Units: ms, s, m, h, d, w (e.g. 10m, 2h, 1d).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
-    min_age: Option<Duration>,
+    #[command(flatten)]
+    filters: filters::FilterArgs,
     /// Where pair state is kept [default: $SYNCENGINE_STATE_DIR, else
     /// $XDG_STATE_HOME/syncengine, else ~/.local/state/syncengine].
     #[arg(long, value_name = "DIR")]
@@ -760,9 +741,11 @@ fn sync_failed(args: &SyncArgs, code: u8, msg: impl std::fmt::Display) -> u8 {
 
 /// Builds the pair from the arguments, or returns the exit status and message of the failure.
 fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
-    let mut excludes = args.exclude.clone();
-    excludes.extend(filters::read_exclude_from(&args.exclude_from).map_err(|e| (EXIT_USAGE, e))?);
-    filters::check_patterns(&excludes, &args.include).map_err(|e| (EXIT_USAGE, e))?;
+    // The filters first: a typo in a pattern is a usage error before anything is opened.
+    let filtered = args
+        .filters
+        .apply(SyncOptions::default())
+        .map_err(|e| (EXIT_USAGE, e))?;
     let timeouts = timeouts_of(&args.timeouts)?;
     let source = open_side("source", &args.source, timeouts)?;
     let destination = open_side("destination", &args.destination, timeouts)?;
@@ -780,11 +763,9 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
     )
     .map_err(|e| (EXIT_USAGE, e))?;
 
-    let mut options = SyncOptions::default()
+    let mut options = filtered
         .with_conflict(args.conflict)
         .with_conflict_loser(args.conflict_loser)
-        .with_excludes(excludes)
-        .with_includes(args.include.iter().cloned())
         .with_dry_run(args.dry_run)
         // The parser bounds it to 1..=1024, so it fits in usize on every platform.
         .with_transfers(usize::try_from(args.transfers).unwrap_or(8))
@@ -794,12 +775,6 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
         .with_sort_listings(args.sort_listings);
     if let Some(p) = args.initial {
         options = options.with_initial_preference(p);
-    }
-    if let Some(bytes) = args.max_size {
-        options = options.with_max_size(bytes);
-    }
-    if let Some(age) = args.min_age {
-        options = options.with_min_age(age);
     }
     options = match args.trash_keep {
         TrashKeep::Days(days) => options.with_trash_keep_days(days),

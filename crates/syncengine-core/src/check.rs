@@ -31,6 +31,7 @@ use crate::capabilities::Capabilities;
 use crate::client::{EntryStream, StorageClient, StorageClientExt};
 use crate::engine::SyncEngine;
 use crate::entry::{Entry, HashKind};
+use crate::entry_filter::EntryFilter;
 use crate::error::{Error, SyncError};
 use crate::identity;
 use crate::mode::Side;
@@ -183,6 +184,10 @@ pub struct CheckReport {
     pub kept_by_backup: u64,
     /// Paths that could not be listed, hashed or read.
     pub errors: u64,
+    /// Paths left out on both sides by the pair's size or age filter
+    /// ([`SyncOptions::with_max_size`](crate::SyncOptions::with_max_size),
+    /// [`with_min_age`](crate::SyncOptions::with_min_age)), as a sync leaves them.
+    pub skipped: u64,
 }
 
 impl CheckReport {
@@ -304,12 +309,24 @@ impl SyncEngine {
         });
         let clients = [pair.source.clone(), pair.destination.clone()];
         let one_way = opts.one_way;
+        // The pair's size and age filters, as a sync applies them: a path where either side's
+        // file is too large or too young is left out on both sides.
+        let filter = Arc::new(EntryFilter::from_options(&pair.options));
         let mut outcomes = items
             .map(move |item| {
                 let clients = clients.clone();
                 let caps = caps.clone();
+                let filter = filter.clone();
                 async move {
                     let item = item?;
+                    if let Item::Path { entries, .. } = &item
+                        && !filter.admits_path([entries[0].as_ref(), entries[1].as_ref()])
+                    {
+                        return Ok(Outcome {
+                            skipped: true,
+                            ..Outcome::default()
+                        });
+                    }
                     Ok::<_, SyncError>(judge(item, &clients, &caps, method, one_way).await)
                 }
             })
@@ -317,6 +334,7 @@ impl SyncEngine {
             .boxed();
         while let Some(outcome) = outcomes.next().await {
             let outcome = outcome.map_err(explain_order)?;
+            report.skipped += u64::from(outcome.skipped);
             report.source_files += u64::from(outcome.on[0]);
             report.destination_files += u64::from(outcome.on[1]);
             if outcome.compared {
@@ -562,7 +580,10 @@ fn covers(unknown: &str, contents_only: bool, path: &str) -> bool {
 }
 
 /// What one path came to.
+#[derive(Default)]
 struct Outcome {
+    /// Left out by the pair's size or age filter.
+    skipped: bool,
     /// Listed on the source, on the destination.
     on: [bool; 2],
     /// Present on both sides, contents compared.
@@ -585,6 +606,7 @@ async fn judge(
                 on: [false, false],
                 compared: false,
                 size_only: false,
+                skipped: false,
                 difference: Some(Difference {
                     path,
                     kind: DifferenceKind::Error {
@@ -605,6 +627,7 @@ async fn judge(
         on,
         compared: false,
         size_only: false,
+        skipped: false,
         difference: None,
     };
     let kind = match entries {

@@ -16,8 +16,10 @@ use super::{
 
 pub(crate) const CHECK_AFTER_HELP: &str = "\
 WHAT IS COMPARED:
-  The files of both roots, after the pair's filters: --exclude patterns and each root's
-  .syncignore, as sync applies them. Excluded files never appear; the engine's .syncengine/
+  The files of both roots, after the pair's filters, the same flags as sync's and applied as
+  sync applies them: --exclude, --exclude-from, --include and each root's .syncignore, and
+  --max-size / --min-age (a path where either side's file is too large or too young is left
+  out on both sides, counted as skipped). Excluded files never appear; the engine's .syncengine/
   folders (trash, root id) and temp files are never compared. Content is compared by a hash
   both sides provide (MD5: listed by S3 for files uploaded in one part; computed on demand on
   local disk, which reads every local file of equal size), else by size only, and the summary
@@ -42,7 +44,7 @@ OUTPUT:
    \"differs\": [{\"path\", \"by\"}], \"kept_by_backup\": [{\"path\", \"deleted_on\"}],
    \"errors\": [{\"path\", \"side\", \"message\"}], \"counts\": {\"source_files\",
    \"destination_files\", \"compared\", \"size_only\", \"matched\", \"missing_on_destination\",
-   \"missing_on_source\", \"differs\", \"kept_by_backup\", \"errors\"}}
+   \"missing_on_source\", \"differs\", \"kept_by_backup\", \"errors\", \"skipped\"}}
 
 EXIT STATUS:
   0  both sides hold the same files with the same content
@@ -70,10 +72,8 @@ pub(crate) struct CheckArgs {
     /// The destination: a local path or a URL.
     #[arg(value_name = "DESTINATION")]
     destination: String,
-    /// Ignore paths matching PATTERN (gitignore syntax) on both sides; repeatable. Adds to
-    /// each root's .syncignore, as for sync.
-    #[arg(long, value_name = "PATTERN")]
-    exclude: Vec<String>,
+    #[command(flatten)]
+    filters: crate::filters::FilterArgs,
     /// Compare the bytes of both files instead of hashes (reads every file present on both
     /// sides with equal sizes).
     #[arg(long)]
@@ -134,6 +134,12 @@ fn say(msg: &str) {
 }
 
 fn build_pair(args: &CheckArgs) -> Result<SyncPair, (u8, String)> {
+    // The mode plays no part in a check (the pair's id is its two roots); the options carry
+    // the pair's filters, the same flags as sync's.
+    let options = args
+        .filters
+        .apply(SyncOptions::default())
+        .map_err(|e| (EXIT_USAGE, e))?;
     let timeouts = timeouts_of(&args.timeouts)?;
     let source = open_side("source", &args.source, timeouts)?;
     let destination = open_side("destination", &args.destination, timeouts)?;
@@ -150,9 +156,6 @@ fn build_pair(args: &CheckArgs) -> Result<SyncPair, (u8, String)> {
         false,
     )
     .map_err(|e| (EXIT_USAGE, e))?;
-    // The mode plays no part in a check (the pair's id is its two roots); the options carry
-    // the pair's filters. Filters added to sync's options belong here too.
-    let options = SyncOptions::default().with_excludes(args.exclude.iter().cloned());
     Ok(SyncPair::new(source.client, destination.client, SyncMode::TwoWay).with_options(options))
 }
 
@@ -293,6 +296,12 @@ fn summary(r: &CheckReport, one_way: bool) -> String {
         line.push_str(&format!(
             "; {} kept by backup (not differences)",
             grouped(r.kept_by_backup)
+        ));
+    }
+    if r.skipped > 0 {
+        line.push_str(&format!(
+            "; {} left out by --max-size/--min-age",
+            grouped(r.skipped)
         ));
     }
     line

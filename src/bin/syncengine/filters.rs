@@ -1,9 +1,60 @@
-//! The filter flags of `syncengine sync`: `--exclude-from` files, `--include` and
+//! The filter flags of `syncengine sync` and `check`: `--exclude-from` files, `--include` and
 //! `--exclude` patterns checked before the run, and `--max-size` values in rclone's units.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use syncengine::IgnoreRules;
+use syncengine::{IgnoreRules, SyncOptions};
+
+/// The filter flags, shared by `sync` and `check` (a check compares what a sync with the
+/// same flags would sync).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct FilterArgs {
+    /// Ignore paths matching PATTERN (gitignore syntax) on both sides; repeatable. Adds to
+    /// each root's .syncignore.
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) exclude: Vec<String>,
+    /// Read --exclude patterns from FILE, one per line (# comments and blank lines
+    /// skipped); repeatable. A missing FILE is a usage error.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) exclude_from: Vec<PathBuf>,
+    /// Sync only files matching PATTERN (gitignore syntax: any depth unless it holds a /),
+    /// as rclone's --include; repeatable. Other files are left alone on both sides; an
+    /// --exclude or .syncignore pattern still wins (see FILTERS).
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) include: Vec<String>,
+    /// Leave alone files larger than SIZE on either side: KiB, or with a suffix B, K, M,
+    /// G, T, P (binary units, as rclone: 500K, 100M, 1.5G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_size: Option<u64>,
+    /// Leave alone files modified less than DURATION ago on either side (only older files
+    /// are synced, as rclone). Units: ms, s, m, h, d, w (e.g. 10m, 2h, 1d).
+    #[arg(long, value_name = "DURATION", value_parser = syncengine::timeouts::parse_duration)]
+    pub(crate) min_age: Option<Duration>,
+}
+
+impl FilterArgs {
+    /// `options` with these filters: the `--exclude-from` files read, every pattern checked.
+    ///
+    /// # Errors
+    /// A usage message: an `--exclude-from` file that cannot be read, or a pattern that does
+    /// not parse (named with its flag, file and line).
+    pub(crate) fn apply(&self, options: SyncOptions) -> Result<SyncOptions, String> {
+        let mut excludes = self.exclude.clone();
+        excludes.extend(read_exclude_from(&self.exclude_from)?);
+        check_patterns(&excludes, &self.include)?;
+        let mut options = options
+            .with_excludes(excludes)
+            .with_includes(self.include.iter().cloned());
+        if let Some(bytes) = self.max_size {
+            options = options.with_max_size(bytes);
+        }
+        if let Some(age) = self.min_age {
+            options = options.with_min_age(age);
+        }
+        Ok(options)
+    }
+}
 
 /// The patterns of `--exclude-from` files, in the order the files were given, each file's
 /// lines top to bottom: one pattern per line, leading whitespace, blank lines and `#`
