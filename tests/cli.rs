@@ -16,7 +16,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_syncengine");
 
 /// The keys of the `--json` object, in the CLI contract's order.
-const JSON_KEYS: [&str; 18] = [
+const JSON_KEYS: [&str; 19] = [
     "uploaded",
     "downloaded",
     "deleted_source",
