@@ -570,7 +570,7 @@ fn usage_error_in(command: &str, msg: impl std::fmt::Display) -> u8 {
 }
 
 /// One side, parsed and opened.
-struct Opened {
+pub(crate) struct Opened {
     location: Location,
     client: Arc<dyn StorageClient>,
 }
@@ -739,16 +739,15 @@ fn sync_failed(args: &SyncArgs, code: u8, msg: impl std::fmt::Display) -> u8 {
     }
 }
 
-/// Builds the pair from the arguments, or returns the exit status and message of the failure.
-fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
-    // The filters first: a typo in a pattern is a usage error before anything is opened.
-    let filtered = args
-        .filters
-        .apply(SyncOptions::default())
-        .map_err(|e| (EXIT_USAGE, e))?;
-    let timeouts = timeouts_of(&args.timeouts)?;
-    let source = open_side("source", &args.source, timeouts)?;
-    let destination = open_side("destination", &args.destination, timeouts)?;
+/// Opens a pair's two sides, refusing roots that are the same folder or nested (local or
+/// remote).
+pub(crate) fn open_sides(
+    source: &str,
+    destination: &str,
+    timeouts: Timeouts,
+) -> Result<(Opened, Opened), (u8, String)> {
+    let source = open_side("source", source, timeouts)?;
+    let destination = open_side("destination", destination, timeouts)?;
     if let (Some(s), Some(d)) = (
         source.location.local_path(),
         destination.location.local_path(),
@@ -762,6 +761,18 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
         false,
     )
     .map_err(|e| (EXIT_USAGE, e))?;
+    Ok((source, destination))
+}
+
+/// Builds the pair from the arguments, or returns the exit status and message of the failure.
+fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
+    // The filters first: a typo in a pattern is a usage error before anything is opened.
+    let filtered = args
+        .filters
+        .apply(SyncOptions::default())
+        .map_err(|e| (EXIT_USAGE, e))?;
+    let timeouts = timeouts_of(&args.timeouts)?;
+    let (source, destination) = open_sides(&args.source, &args.destination, timeouts)?;
 
     let mut options = filtered
         .with_conflict(args.conflict)
@@ -936,8 +947,10 @@ fn trash_place(args: &SyncArgs) -> &'static str {
     }
 }
 
-/// Runs `syncengine cleanup` and returns the exit status.
-fn run_cleanup(args: CleanupArgs, verbosity: Verbosity) -> u8 {
+/// Runs `work` to its exit status on a new async runtime; exit 1 when none can be started.
+/// With `interruptible`, a Ctrl-C ends the work at once ("cancelled", exit 1): for commands
+/// whose steps each leave things whole (sync handles Ctrl-C itself, to stop cleanly).
+pub(crate) fn block_on(work: impl std::future::Future<Output = u8>, interruptible: bool) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -948,7 +961,23 @@ fn run_cleanup(args: CleanupArgs, verbosity: Verbosity) -> u8 {
             return EXIT_FAILED;
         }
     };
-    runtime.block_on(cleanup_async(args, verbosity))
+    runtime.block_on(async {
+        if !interruptible {
+            return work.await;
+        }
+        tokio::select! {
+            code = work => code,
+            _ = tokio::signal::ctrl_c() => {
+                say!("\ncancelled: interrupted");
+                EXIT_FAILED
+            }
+        }
+    })
+}
+
+/// Runs `syncengine cleanup` and returns the exit status.
+fn run_cleanup(args: CleanupArgs, verbosity: Verbosity) -> u8 {
+    block_on(cleanup_async(args, verbosity), false)
 }
 
 async fn cleanup_async(args: CleanupArgs, verbosity: Verbosity) -> u8 {

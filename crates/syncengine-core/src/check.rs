@@ -253,18 +253,7 @@ impl SyncEngine {
         opts: &CheckOptions,
         sink: &mut (dyn FnMut(Difference) + Send),
     ) -> Result<CheckReport, SyncError> {
-        for side in [Side::Source, Side::Destination] {
-            let client = pair.client(side);
-            client
-                .check_access()
-                .await
-                .map_err(|source| SyncError::Unreachable {
-                    side,
-                    root: client.to_string(),
-                    source,
-                    during_run: false,
-                })?;
-        }
+        crate::engine::check_reachable(pair).await?;
         let store = self.existing_store(pair).await?;
         let sort = match &store {
             Some(s) => {
@@ -362,18 +351,7 @@ impl SyncEngine {
             None => identity::pair_id(&locations[0], &locations[1]),
         };
         let older = pair.explicit_id().is_none().then(|| pair.older_id());
-        let dir = self.state_dir().to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            Ok(match StateStore::open_existing(&dir, &id)? {
-                Some(s) => Some(s),
-                None => match older {
-                    Some(old) => StateStore::open_existing(&dir, &old)?,
-                    None => None,
-                },
-            })
-        })
-        .await
-        .map_err(|e| SyncError::State(format!("blocking task failed: {e}")))?
+        crate::engine::existing_state(self.state_dir(), &id, older.as_deref()).await
     }
 }
 

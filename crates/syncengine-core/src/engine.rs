@@ -144,20 +144,7 @@ impl SyncEngine {
         let guarded = protect::guard(pair)?;
         let pair = guarded.as_ref().unwrap_or(pair);
         let opts = &pair.options;
-        // Each side once, before anything else reads it: an unreachable server, wrong
-        // credentials or a missing bucket is its own failure, named for its side.
-        for side in [Side::Source, Side::Destination] {
-            let client = pair.client(side);
-            client
-                .check_access()
-                .await
-                .map_err(|source| SyncError::Unreachable {
-                    side,
-                    root: client.to_string(),
-                    source,
-                    during_run: false,
-                })?;
-        }
+        check_reachable(pair).await?;
         // Before any state is created: a state directory that is a root is refused.
         for side in [Side::Source, Side::Destination] {
             let place = self.state_dir_place(pair, side).await?;
@@ -202,17 +189,9 @@ impl SyncEngine {
             let dir = self.state_dir.clone();
             let id = id.clone();
             if dry_run {
-                blocking(move || {
-                    Ok(match StateStore::open_existing(&dir, &id)? {
-                        Some(store) => Some(store),
-                        None => match older_id {
-                            Some(old) => StateStore::open_existing(&dir, &old)?,
-                            None => None,
-                        },
-                    })
-                })
-                .await?
-                .map_or_else(StateStore::open_in_memory, Ok)?
+                existing_state(&dir, &id, older_id.as_deref())
+                    .await?
+                    .map_or_else(StateStore::open_in_memory, Ok)?
             } else {
                 blocking(move || StateStore::open(&dir, &id)).await?
             }
@@ -733,22 +712,7 @@ impl SyncEngine {
         id: &str,
         older_id: Option<&str>,
     ) -> Result<(), SyncError> {
-        // The pair's state as it is, read without creating it (the id's, else an older id's
-        // that this run would adopt).
-        let store = {
-            let dir = self.state_dir.clone();
-            let (id, older_id) = (id.to_owned(), older_id.map(str::to_owned));
-            blocking(move || {
-                Ok(match StateStore::open_existing(&dir, &id)? {
-                    Some(store) => Some(store),
-                    None => match older_id {
-                        Some(old) => StateStore::open_existing(&dir, &old)?,
-                        None => None,
-                    },
-                })
-            })
-            .await?
-        };
+        let store = existing_state(&self.state_dir, id, older_id).await?;
         let first_run = match &store {
             None => true,
             Some(store) => {
@@ -1063,6 +1027,46 @@ fn skip_deletions(plan: &mut Plan) {
 }
 
 /// The safety rules that stop a run before it changes anything.
+/// Checks each side once, before anything else reads it: an unreachable server, wrong
+/// credentials or a missing bucket is its own failure ([`SyncError::Unreachable`]), named for
+/// its side.
+pub(crate) async fn check_reachable(pair: &SyncPair) -> Result<(), SyncError> {
+    for side in [Side::Source, Side::Destination] {
+        let client = pair.client(side);
+        client
+            .check_access()
+            .await
+            .map_err(|source| SyncError::Unreachable {
+                side,
+                root: client.to_string(),
+                source,
+                during_run: false,
+            })?;
+    }
+    Ok(())
+}
+
+/// The pair's state as it is: opened only if it exists, under `id`, else under the `older_id`
+/// a real run would adopt. Creates nothing (dry runs, checks, the missing-root check).
+pub(crate) async fn existing_state(
+    state_dir: &Path,
+    id: &str,
+    older_id: Option<&str>,
+) -> Result<Option<StateStore>, SyncError> {
+    let dir = state_dir.to_path_buf();
+    let (id, older_id) = (id.to_owned(), older_id.map(str::to_owned));
+    blocking(move || {
+        Ok(match StateStore::open_existing(&dir, &id)? {
+            Some(store) => Some(store),
+            None => match older_id {
+                Some(old) => StateStore::open_existing(&dir, &old)?,
+                None => None,
+            },
+        })
+    })
+    .await
+}
+
 /// Marks the changed roots that are also empty while the base recorded files for them, so the
 /// stop names both causes: a root that is another storage *and* empty is most likely an
 /// unmounted disk or a wrong prefix, and the first thing to check is the mount.

@@ -9,9 +9,8 @@ use syncengine::check::{CheckOptions, CheckReport, Difference, DifferenceKind};
 use syncengine::{SyncEngine, SyncError, SyncMode, SyncOptions, SyncPair};
 
 use super::{
-    EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, TimeoutArgs, Verbosity,
-    check_remote_overlap, check_roots_apart, default_state_dir, open_side, timeouts_of,
-    usage_error_in,
+    EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, TimeoutArgs, Verbosity, default_state_dir,
+    timeouts_of, usage_error_in,
 };
 
 pub(crate) const CHECK_AFTER_HELP: &str = "\
@@ -107,25 +106,7 @@ pub(crate) fn run_check(args: CheckArgs, verbosity: Verbosity) -> u8 {
              (neither XDG_STATE_HOME nor HOME is set)",
         );
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            say(&format!("error: cannot start the async runtime: {e}"));
-            return EXIT_FAILED;
-        }
-    };
-    runtime.block_on(async {
-        tokio::select! {
-            code = check_async(&args, state_dir, verbosity) => code,
-            _ = tokio::signal::ctrl_c() => {
-                say("\ncancelled: interrupted");
-                EXIT_FAILED
-            }
-        }
-    })
+    crate::block_on(check_async(&args, state_dir, verbosity), true)
 }
 
 /// `eprintln!` with secrets redacted.
@@ -141,21 +122,7 @@ fn build_pair(args: &CheckArgs) -> Result<SyncPair, (u8, String)> {
         .apply(SyncOptions::default())
         .map_err(|e| (EXIT_USAGE, e))?;
     let timeouts = timeouts_of(&args.timeouts)?;
-    let source = open_side("source", &args.source, timeouts)?;
-    let destination = open_side("destination", &args.destination, timeouts)?;
-    if let (Some(s), Some(d)) = (
-        source.location.local_path(),
-        destination.location.local_path(),
-    ) {
-        check_roots_apart(s, d).map_err(|e| (EXIT_USAGE, e))?;
-    }
-    check_remote_overlap(
-        "the source",
-        &source.location,
-        &[&destination.location],
-        false,
-    )
-    .map_err(|e| (EXIT_USAGE, e))?;
+    let (source, destination) = crate::open_sides(&args.source, &args.destination, timeouts)?;
     Ok(SyncPair::new(source.client, destination.client, SyncMode::TwoWay).with_options(options))
 }
 

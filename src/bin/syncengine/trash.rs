@@ -175,25 +175,7 @@ fn say(msg: &str) {
 
 /// Runs `syncengine trash …` and returns the exit status.
 pub(crate) fn run(args: TrashArgs, verbosity: Verbosity) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            say(&format!("error: cannot start the async runtime: {e}"));
-            return EXIT_FAILED;
-        }
-    };
-    runtime.block_on(async {
-        tokio::select! {
-            code = run_async(args, verbosity) => code,
-            _ = tokio::signal::ctrl_c() => {
-                say("\ncancelled: interrupted");
-                EXIT_FAILED
-            }
-        }
-    })
+    crate::block_on(run_async(args, verbosity), true)
 }
 
 /// A usage error of `syncengine trash ACTION`: exit 2.
