@@ -54,7 +54,10 @@ fn a_log_file_inside_a_synced_root_is_refused_before_it_is_created() {
         );
         assert_eq!(code, Some(2), "{side} {mode}: {out}");
         assert!(out.contains("--log-file"), "{side} {mode}: {out}");
-        assert!(!log.exists(), "{side} {mode}: the refused log file was created");
+        assert!(
+            !log.exists(),
+            "{side} {mode}: the refused log file was created"
+        );
         assert!(disk_files(&f.b).is_empty(), "{side} {mode}: {out}");
         // Under the root's .syncengine/ folder it is not synced: allowed.
         let inner = root.join(".syncengine").join("sync.log");

@@ -345,7 +345,8 @@ struct SyncArgs {
     #[arg(long, requires = "json")]
     list: bool,
     /// Also write each action, warning and error to FILE (appended; UTC times; no colour
-    /// codes), whatever -v or -q say.
+    /// codes), whatever -v or -q say. Not inside a synced local root (except its
+    /// .syncengine/ folder).
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
     /// Show the live progress display even with --json or -q; without a terminal, one
@@ -647,6 +648,23 @@ fn check_backup_overlap(flag: &str, backup: &Path, roots: &[&Location]) -> Resul
     Ok(())
 }
 
+/// Refuses a `--log-file` inside a synced local root (outside its `.syncengine/` folder),
+/// before the file is created: the log would be synced like any file, a run could overwrite
+/// (and trash) the log it is writing, and every run would trash one more copy of it.
+fn check_log_overlap(args: &SyncArgs) -> Result<(), String> {
+    let Some(log) = &args.log_file else {
+        return Ok(());
+    };
+    let roots: Vec<Location> = [&args.source, &args.destination]
+        .into_iter()
+        .filter_map(|arg| match location::parse(arg) {
+            Ok(Location::Local(path)) => Some(Location::Local(location::normalize_local(&path))),
+            _ => None,
+        })
+        .collect();
+    check_backup_overlap("--log-file", log, &roots.iter().collect::<Vec<_>>())
+}
+
 /// Refuses a remote backup or trash folder that lies inside a synced remote root (outside its
 /// `.syncengine/` folder), or that contains one, and two remote roots that are the same folder
 /// or nested: the trash would be synced back as user files, or every run would copy the tree
@@ -842,6 +860,9 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
 }
 
 async fn sync_async(args: SyncArgs, state_dir: PathBuf, verbosity: Verbosity) -> u8 {
+    if let Err(e) = check_log_overlap(&args) {
+        return sync_failed(&args, EXIT_USAGE, e);
+    }
     let log = match args.log_file.as_deref().map(output::LogFile::open) {
         Some(Err(e)) => return sync_failed(&args, EXIT_USAGE, e),
         Some(Ok(log)) => Some(log),
