@@ -77,3 +77,62 @@ fn a_log_file_inside_a_synced_root_is_refused_before_it_is_created() {
         assert_eq!(text.matches("synced:").count(), 2, "{text}");
     }
 }
+
+/// Runs `syncengine <args…>` with a dummy AWS identity; returns (exit code, stdout).
+fn run_bin(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(cli::BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("AWS_ACCESS_KEY_ID", "AKIAREDTEAM16EXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "redteam16SECRETredteam16SECRET")
+        .env("AWS_REGION", "us-east-1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `check --json` printed nothing on stdout when it stopped early (a usage error found by
+/// clap or after parsing, an unreachable side), where `sync --json` prints
+/// `{"error", "exit_status"}`: a script reading the object got no JSON at all.
+#[test]
+fn check_json_prints_one_object_when_it_stops_early() {
+    let f = Fixture::new();
+    let (a, b, state) = (
+        f.a.to_str().unwrap(),
+        f.b.to_str().unwrap(),
+        f.state.to_str().unwrap(),
+    );
+    let cases: [(&[&str], i32); 3] = [
+        (
+            &["check", a, b, "--json", "--state-dir", state, "--bogus"],
+            2,
+        ),
+        (&["check", a, "foo://x", "--json", "--state-dir", state], 2),
+        (
+            &[
+                "check",
+                a,
+                "s3://127.0.0.1:1/bucket",
+                "--json",
+                "--contimeout",
+                "2s",
+                "--state-dir",
+                state,
+            ],
+            4,
+        ),
+    ];
+    for (args, code) in cases {
+        let (got, out) = run_bin(args);
+        assert_eq!(got, Some(code), "{args:?}: {out}");
+        let v: serde_json::Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON object ({e}): {out:?}"));
+        assert_eq!(v["exit_status"], code, "{args:?}: {out}");
+        assert!(v["error"].is_string(), "{args:?}: {out}");
+        assert!(!out.contains("SECRET"), "{out}");
+    }
+}
