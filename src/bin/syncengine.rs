@@ -475,7 +475,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let args: Vec<_> = std::env::args_os().collect();
-            let sync_json = args.iter().any(|a| a == "sync") && args.iter().any(|a| a == "--json");
+            // The global options (-v, -q) take no value: the first other word is the command.
+            let command = args
+                .iter()
+                .skip(1)
+                .find(|a| !a.to_string_lossy().starts_with('-'));
+            let json_command = command.is_some_and(|c| c == "sync" || c == "check");
+            let sync_json = json_command && args.iter().any(|a| a == "--json");
             if e.use_stderr() && sync_json {
                 let first = e.kind().to_string();
                 let text = e.to_string();

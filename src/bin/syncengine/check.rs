@@ -10,7 +10,7 @@ use syncengine::{SyncEngine, SyncError, SyncMode, SyncOptions, SyncPair};
 
 use super::{
     EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, TimeoutArgs, Verbosity, default_state_dir,
-    timeouts_of, usage_error_in,
+    output, timeouts_of, usage_error_in,
 };
 
 pub(crate) const CHECK_AFTER_HELP: &str = "\
@@ -100,13 +100,28 @@ pub(crate) struct CheckArgs {
 /// Runs `syncengine check` and returns the exit status.
 pub(crate) fn run_check(args: CheckArgs, verbosity: Verbosity) -> u8 {
     let Some(state_dir) = args.state_dir.clone().or_else(default_state_dir) else {
-        return usage_error_in(
-            "check",
+        return stopped(
+            &args,
+            EXIT_USAGE,
             "no state directory: pass --state-dir DIR or set SYNCENGINE_STATE_DIR \
              (neither XDG_STATE_HOME nor HOME is set)",
         );
     };
     crate::block_on(check_async(&args, state_dir, verbosity), true)
+}
+
+/// A check that stopped before its report: with `--json`, stdout still gets one object,
+/// `{"error", "exit_status"}`, as for `sync --json`.
+fn stopped(args: &CheckArgs, code: u8, msg: &str) -> u8 {
+    if args.json {
+        output::print_json_failure(msg, code, false);
+    }
+    if code == EXIT_USAGE {
+        usage_error_in("check", msg)
+    } else {
+        say(&format!("error: {msg}"));
+        code
+    }
 }
 
 /// `eprintln!` with secrets redacted.
@@ -129,11 +144,7 @@ fn build_pair(args: &CheckArgs) -> Result<SyncPair, (u8, String)> {
 async fn check_async(args: &CheckArgs, state_dir: PathBuf, verbosity: Verbosity) -> u8 {
     let pair = match build_pair(args) {
         Ok(p) => p,
-        Err((EXIT_USAGE, msg)) => return usage_error_in("check", msg),
-        Err((code, msg)) => {
-            say(&format!("error: {msg}"));
-            return code;
-        }
+        Err((code, msg)) => return stopped(args, code, &msg),
     };
     let engine = SyncEngine::new(&state_dir);
     let opts = CheckOptions::default()
@@ -161,14 +172,10 @@ async fn check_async(args: &CheckArgs, state_dir: PathBuf, verbosity: Verbosity)
     let report = match result {
         Ok(r) => r,
         Err(e @ SyncError::Unreachable { .. }) => {
-            say(&format!("error: {e}"));
-            return EXIT_UNREACHABLE;
+            return stopped(args, EXIT_UNREACHABLE, &e.to_string());
         }
-        Err(SyncError::Config(msg)) => return usage_error_in("check", msg),
-        Err(e) => {
-            say(&format!("error: {e}"));
-            return EXIT_FAILED;
-        }
+        Err(SyncError::Config(msg)) => return stopped(args, EXIT_USAGE, &msg),
+        Err(e) => return stopped(args, EXIT_FAILED, &e.to_string()),
     };
     if json {
         let value = json_of(&report, &collected, args.one_way);
