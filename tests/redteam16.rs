@@ -136,3 +136,39 @@ fn check_json_prints_one_object_when_it_stops_early() {
         assert!(!out.contains("SECRET"), "{out}");
     }
 }
+
+/// `pairs forget` took any `*.db` file of the state directory for a pair ("an unreadable state
+/// file can be forgotten too"): with a state directory shared with other programs, `pairs
+/// forget n --yes` deleted another program's `notes.db` (and its `notes.lock`). A file that is
+/// not a syncengine state database is left alone; a real pair beside it is still forgotten.
+#[test]
+fn pairs_forget_leaves_a_database_that_is_not_a_pair_state_alone() {
+    let f = Fixture::new();
+    std::fs::write(f.a.join("x"), "x").unwrap();
+    let (code, out) = sync(&f.a, &f.b, &f.state, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let notes = f.state.join("notes.db");
+    let notes_lock = f.state.join("notes.lock");
+    std::fs::write(&notes, "precious: not a syncengine file").unwrap();
+    std::fs::write(&notes_lock, "another program's lock").unwrap();
+    let state = f.state.to_str().unwrap();
+    for query in ["n", "notes"] {
+        let (code, out) = run_bin(&["pairs", "forget", query, "--yes", "--state-dir", state]);
+        assert_ne!(code, Some(0), "{query}: {out}");
+        assert_eq!(
+            std::fs::read_to_string(&notes).ok().as_deref(),
+            Some("precious: not a syncengine file"),
+            "{query}: {out}"
+        );
+        assert!(notes_lock.exists(), "{query}: {out}");
+    }
+    // The pair itself is still forgotten by its roots.
+    let (a, b) = (f.a.to_str().unwrap(), f.b.to_str().unwrap());
+    let (code, out) = run_bin(&["pairs", "forget", a, b, "--yes", "--state-dir", state]);
+    assert_eq!(code, Some(0), "{out}");
+    let left: Vec<String> = std::fs::read_dir(&f.state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+}
