@@ -345,13 +345,25 @@ pub fn read(state_dir: &Path, id: &str) -> Result<PairInfo, SyncError> {
 /// its lock file), holding the pair's run lock meanwhile; returns the files removed. The next
 /// sync of the pair is a first sync.
 ///
+/// A `*.db` file that is not a syncengine state database (another program's file in a shared
+/// state directory) is left alone, with its neighbours; an empty, unreadable or corrupt state
+/// database can still be forgotten.
+///
 /// # Errors
 /// [`SyncError::Locked`] when a run of the pair holds the lock (nothing is removed);
-/// [`SyncError::State`] when a file cannot be removed.
+/// [`SyncError::State`] when a file cannot be removed, or the `.db` file is not a syncengine
+/// state database (nothing is removed).
 pub fn forget(state_dir: &Path, id: &str) -> Result<Vec<PathBuf>, SyncError> {
+    let db = file_of(state_dir, id);
+    if let Some(why) = foreign(&db) {
+        return Err(SyncError::State(format!(
+            "{} is not a syncengine state database ({why}); nothing removed (delete it by hand \
+             if it really is a pair's state)",
+            db.display()
+        )));
+    }
     let lock_path = state_dir.join(format!("{id}.lock"));
     let _lock = PairLock::acquire_at(lock_path.clone())?;
-    let db = file_of(state_dir, id);
     let mut removed = Vec::new();
     // The database after its log files: a crash half way leaves a database without its log
     // (a base that may miss the last batches, as after a crash), never a log without its
@@ -376,6 +388,38 @@ pub fn forget(state_dir: &Path, id: &str) -> Result<Vec<PathBuf>, SyncError> {
         }
     }
     Ok(removed)
+}
+
+/// Why `file` is surely not a syncengine state database, or `None` when it may be one: an
+/// empty file (a state that was never written), an SQLite database with the `meta` and `base`
+/// tables or no tables at all, or one SQLite cannot read (a corrupt state). Another program's
+/// file is not SQLite, or is an SQLite database with other tables.
+fn foreign(file: &Path) -> Option<&'static str> {
+    use std::io::Read;
+    let mut header = [0u8; 16];
+    let mut f = std::fs::File::open(file).ok()?;
+    let n = f.read(&mut header).ok()?;
+    if n == 0 {
+        return None;
+    }
+    if n < header.len() || &header != b"SQLite format 3\0" {
+        return Some("not an SQLite database");
+    }
+    let conn = Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut st| {
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .ok()?;
+    let ours = |t: &str| tables.iter().any(|n| n == t);
+    (!tables.is_empty() && !(ours("meta") && ours("base")))
+        .then_some("an SQLite database without syncengine's meta and base tables")
 }
 
 /// `t` in UTC as `2026-12-04T16:31:03Z` (RFC 3339, whole seconds), for showing recorded times.
