@@ -172,3 +172,43 @@ fn pairs_forget_leaves_a_database_that_is_not_a_pair_state_alone() {
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
 }
+
+/// The counts of a dry run are the counts of the real run that follows. A two-way conflict
+/// whose loser is kept: the real run copies the kept loser to the other side too (one more
+/// upload or download), which the dry run's counts leave out (it said 0 uploaded, the run
+/// then uploaded 1).
+#[test]
+fn a_dry_run_counts_what_the_real_run_then_does_for_a_kept_conflict() {
+    let f = Fixture::new();
+    std::fs::write(f.a.join("y"), "y").unwrap();
+    let (code, out) = sync(&f.a, &f.b, &f.state, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    std::fs::write(f.a.join("y"), "edited on the source").unwrap();
+    std::fs::write(f.b.join("y"), "edited on the destination, later").unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(f.b.join("y"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let counts = |extra: &[&str]| {
+        let (code, out) = sync(&f.a, &f.b, &f.state, extra);
+        assert_eq!(code, Some(0), "{out}");
+        let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        [
+            "uploaded",
+            "downloaded",
+            "conflicts",
+            "deleted_source",
+            "deleted_destination",
+        ]
+        .map(|k| v[k].as_u64().unwrap())
+    };
+    let planned = counts(&["--dry-run"]);
+    let done = counts(&[]);
+    assert_eq!(
+        planned, done,
+        "[uploaded, downloaded, conflicts, deleted_source, deleted_destination]"
+    );
+}
