@@ -212,3 +212,50 @@ fn a_dry_run_counts_what_the_real_run_then_does_for_a_kept_conflict() {
         "[uploaded, downloaded, conflicts, deleted_source, deleted_destination]"
     );
 }
+
+/// `check` against a side without a shared hash (Apache WebDAV: size only) said "equal",
+/// exit 0, for a file whose content changed at the same size, while `sync --dry-run` on the
+/// same pair says it would upload that very file (its modification time moved on). A check
+/// that cannot see content should not call a pair equal that the sync itself knows differs.
+#[cfg(feature = "webdav")]
+#[test]
+fn check_by_size_does_not_call_equal_a_file_the_sync_would_copy() {
+    let Ok(base) = std::env::var("SYNCENGINE_TEST_WEBDAV_APACHE") else {
+        eprintln!("SYNCENGINE_TEST_WEBDAV_APACHE unset: the Apache WebDAV server is not running");
+        return;
+    };
+    let f = Fixture::new();
+    let host = base.trim_start_matches("http://");
+    let unique = f.a.parent().unwrap().file_name().unwrap().to_string_lossy();
+    let dav = format!(
+        "webdav://dav:davpass@{host}/rt16-{}",
+        unique.trim_start_matches('.')
+    );
+    let state = f.state.to_str().unwrap();
+    let a = f.a.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(cli::BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("SYNCENGINE_WEBDAV_ALLOW_INSECURE_BASIC", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    };
+    std::fs::write(f.a.join("f"), "aaaa").unwrap();
+    let (code, out) = run(&["sync", a, &dav, "-q", "--state-dir", state]);
+    assert_eq!(code, Some(0), "{out}");
+    std::fs::write(f.a.join("f"), "bbbb").unwrap();
+    let (code, out) = run(&["sync", a, &dav, "--dry-run", "--state-dir", state]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("would upload"), "{out}");
+    let (code, out) = run(&["check", a, &dav, "--state-dir", state]);
+    assert_ne!(
+        code,
+        Some(0),
+        "check called equal what the sync would upload: {out}"
+    );
+}
