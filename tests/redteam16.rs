@@ -259,3 +259,23 @@ fn check_by_size_does_not_call_equal_a_file_the_sync_would_copy() {
         "check called equal what the sync would upload: {out}"
     );
 }
+
+/// `pairs --json` and `pairs show --json` printed nothing on stdout when they failed (an
+/// unknown pair, a usage error): one `{error, exit_status}` object, as `sync --json` prints.
+#[test]
+fn pairs_json_prints_one_object_when_it_fails() {
+    let f = Fixture::new();
+    let state = f.state.to_str().unwrap();
+    let cases: [(&[&str], i32); 3] = [
+        (&["pairs", "show", "zz", "--json", "--state-dir", state], 2),
+        (&["pairs", "--json", "--state-dir", state, "--bogus"], 2),
+        (&["pairs", "show", "--json", "--state-dir", state], 2),
+    ];
+    for (args, code) in cases {
+        let (got, out) = run_bin(args);
+        assert_eq!(got, Some(code), "{args:?}: {out}");
+        let v: serde_json::Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON object ({e}): {out:?}"));
+        assert_eq!(v["exit_status"], code, "{args:?}: {out}");
+    }
+}
