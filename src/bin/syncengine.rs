@@ -480,7 +480,7 @@ fn main() -> ExitCode {
                 .iter()
                 .skip(1)
                 .find(|a| !a.to_string_lossy().starts_with('-'));
-            let json_command = command.is_some_and(|c| c == "sync" || c == "check");
+            let json_command = command.is_some_and(|c| c == "sync" || c == "check" || c == "pairs");
             let sync_json = json_command && args.iter().any(|a| a == "--json");
             if e.use_stderr() && sync_json {
                 let first = e.kind().to_string();

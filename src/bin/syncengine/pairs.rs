@@ -10,7 +10,7 @@ use syncengine::state::pairs::{self, PairInfo, utc_text};
 
 use super::{
     EXIT_FAILED, EXIT_OK, EXIT_SAFETY_STOP, EXIT_UNREACHABLE, EXIT_USAGE, TimeoutArgs, Verbosity,
-    default_state_dir, open_side, timeouts_of, usage_error_in,
+    default_state_dir, open_side, output, timeouts_of, usage_error_in,
 };
 
 pub(crate) const PAIRS_AFTER_HELP: &str = "\
@@ -100,8 +100,10 @@ struct PairRef {
 /// Runs `syncengine pairs …` and returns the exit status.
 pub(crate) fn run_pairs(args: PairsArgs, verbosity: Verbosity) -> u8 {
     let Some(state_dir) = args.state_dir.clone().or_else(default_state_dir) else {
-        return usage_error_in(
+        return fail(
             "pairs",
+            args.json,
+            EXIT_USAGE,
             "no state directory: pass --state-dir DIR or set SYNCENGINE_STATE_DIR \
              (neither XDG_STATE_HOME nor HOME is set)",
         );
@@ -110,11 +112,11 @@ pub(crate) fn run_pairs(args: PairsArgs, verbosity: Verbosity) -> u8 {
         None => list(&state_dir, args.json, verbosity),
         Some(PairsAction::Show(which)) => match find(&state_dir, which) {
             Ok(id) => show(&state_dir, &id, args.json),
-            Err((code, msg)) => fail("pairs show", code, &msg),
+            Err((code, msg)) => fail("pairs show", args.json, code, &msg),
         },
         Some(PairsAction::Forget { pair, yes }) => match find(&state_dir, pair) {
             Ok(id) => forget(&state_dir, &id, *yes, verbosity),
-            Err((code, msg)) => fail("pairs forget", code, &msg),
+            Err((code, msg)) => fail("pairs forget", args.json, code, &msg),
         },
     }
 }
@@ -124,7 +126,12 @@ fn say(msg: &str) {
     eprintln!("{}", syncengine::redact::redact(msg));
 }
 
-fn fail(command: &str, code: u8, msg: &str) -> u8 {
+/// A failed `pairs` command: with `--json`, one `{"error", "exit_status"}` object on stdout
+/// (as `sync --json` prints), and the message on stderr.
+fn fail(command: &str, json: bool, code: u8, msg: &str) -> u8 {
+    if json {
+        output::print_json_failure(msg, code, false);
+    }
     if code == EXIT_USAGE {
         usage_error_in(command, msg)
     } else {
@@ -240,10 +247,7 @@ fn print(text: &str) -> u8 {
 fn list(state_dir: &Path, json: bool, verbosity: Verbosity) -> u8 {
     let all = match pairs::list(state_dir) {
         Ok(all) => all,
-        Err(e) => {
-            say(&format!("error: {e}"));
-            return EXIT_FAILED;
-        }
+        Err(e) => return fail("pairs", json, EXIT_FAILED, &e.to_string()),
     };
     let unreadable: Vec<_> = all.iter().filter_map(|p| p.as_ref().err()).collect();
     for u in &unreadable {
@@ -313,10 +317,7 @@ fn list(state_dir: &Path, json: bool, verbosity: Verbosity) -> u8 {
 fn show(state_dir: &Path, id: &str, json: bool) -> u8 {
     let p = match pairs::read(state_dir, id) {
         Ok(p) => p,
-        Err(e) => {
-            say(&format!("error: {e}"));
-            return EXIT_FAILED;
-        }
+        Err(e) => return fail("pairs show", json, EXIT_FAILED, &e.to_string()),
     };
     if json {
         return print(&json_of(&p).to_string());
