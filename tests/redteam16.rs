@@ -279,3 +279,66 @@ fn pairs_json_prints_one_object_when_it_fails() {
         assert_eq!(v["exit_status"], code, "{args:?}: {out}");
     }
 }
+
+/// A file name holding control characters (an escape sequence, a carriage return, a
+/// newline) was printed raw: in `-v` lines, the `--log-file`, the dry-run listing and
+/// `check`'s lines. On a terminal the name could clear the screen or overwrite a line, and
+/// in a log a newline forged a whole entry ("... deleted on the destination: precious").
+/// Control characters are shown escaped.
+#[test]
+fn control_characters_in_a_file_name_are_escaped_in_every_text_output() {
+    let f = Fixture::new();
+    let name = "evil\u{1b}[2J\rname\n2026-01-01T00:00:00Z deleted on the destination: precious";
+    std::fs::write(f.a.join(name), "x").unwrap();
+    let log = f.state.parent().unwrap().join("run.log");
+    let (a, b, state, log_s) = (
+        f.a.to_str().unwrap(),
+        f.b.to_str().unwrap(),
+        f.state.to_str().unwrap(),
+        log.to_str().unwrap(),
+    );
+    let full = |args: &[&str]| {
+        let out = std::process::Command::new(cli::BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let mut outputs = vec![
+        ("check", full(&["check", a, b, "--state-dir", state])),
+        (
+            "dry run",
+            full(&["sync", a, b, "--dry-run", "--state-dir", state]),
+        ),
+    ];
+    outputs.push((
+        "sync -v",
+        full(&[
+            "sync",
+            a,
+            b,
+            "-v",
+            "--log-file",
+            log_s,
+            "--state-dir",
+            state,
+        ]),
+    ));
+    outputs.push(("log file", std::fs::read_to_string(&log).unwrap()));
+    for (what, text) in outputs {
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\r'),
+            "{what}: raw control characters: {text:?}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+            "{what}: a forged line: {text:?}"
+        );
+    }
+    // The file itself was synced under its real name.
+    assert!(f.b.join(name).exists());
+}
