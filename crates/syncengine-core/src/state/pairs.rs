@@ -418,8 +418,8 @@ fn foreign(file: &Path) -> Option<&'static str> {
         })
         .ok()?;
     let ours = |t: &str| tables.iter().any(|n| n == t);
-    (!tables.is_empty() && !(ours("meta") && ours("base")))
-        .then_some("an SQLite database without syncengine's meta and base tables")
+    let maybe_ours = tables.is_empty() || (ours("meta") && ours("base"));
+    (!maybe_ours).then_some("an SQLite database without syncengine's meta and base tables")
 }
 
 /// `t` in UTC as `2026-12-04T16:31:03Z` (RFC 3339, whole seconds), for showing recorded times.
