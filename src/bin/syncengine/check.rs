@@ -165,7 +165,7 @@ async fn check_async(args: &CheckArgs, state_dir: PathBuf, verbosity: Verbosity)
             && let Some(line) = line_of(&d)
         {
             let mut out = std::io::stdout().lock();
-            broken_pipe = writeln!(out, "{line}").is_err();
+            broken_pipe = writeln!(out, "{}", output::one_line(&line)).is_err();
         }
     };
     let result = engine.check_pair(&pair, &opts, &mut sink).await;

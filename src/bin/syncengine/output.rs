@@ -63,7 +63,7 @@ impl LogFile {
 
     /// Writes one line, secrets redacted. A log that cannot be written does not stop the run.
     pub fn line(&mut self, text: &str) {
-        let text = syncengine::redact::redact(text);
+        let text = one_line(&syncengine::redact::redact(text)).into_owned();
         let _ = writeln!(self.0, "{} {text}", utc_now());
     }
 
@@ -71,6 +71,24 @@ impl LogFile {
     pub fn flush(&mut self) {
         let _ = self.0.flush();
     }
+}
+
+/// `text` with its control characters (escape sequences, carriage returns, newlines…) written
+/// as Rust escapes (`\u{1b}`, `\r`, `\n`), so a file name cannot drive the terminal or forge a
+/// line of a log; other text is unchanged.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// What the run's events left for the final report.
@@ -461,7 +479,7 @@ fn out(collected: &mut Collected, text: &str) {
 
 /// A line on stderr, above the bars when they are shown.
 fn err_line(bars: Option<&Bars>, line: &str) {
-    let line = syncengine::redact::redact(line);
+    let line = one_line(&syncengine::redact::redact(line)).into_owned();
     if bars.is_some_and(|b| b.println(&line)) {
         return;
     }
@@ -565,7 +583,7 @@ pub async fn run(
             ProgressEvent::GroupPlanned { group, count } => {
                 let heading = group_heading(group, count);
                 if listing_text {
-                    out(&mut collected, &format!("{heading}\n"));
+                    out(&mut collected, &format!("{}\n", one_line(&heading)));
                 }
                 if let Some(log) = collected.log.as_mut() {
                     log.line(&heading);
@@ -574,7 +592,7 @@ pub async fn run(
             ProgressEvent::WouldDo(report) => {
                 let line = planned_line(&report, cfg.loser_fate);
                 if listing_text {
-                    out(&mut collected, &format!("{line}\n"));
+                    out(&mut collected, &format!("{}\n", one_line(&line)));
                 }
                 if let Some(log) = collected.log.as_mut() {
                     log.line(line.trim_start());
