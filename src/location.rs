@@ -225,10 +225,14 @@ pub fn parse(arg: &str) -> Result<Location, LocationError> {
     let scheme = scheme.to_ascii_lowercase();
     if scheme == "file" {
         // file:///abs/path or file://localhost/abs/path; other hosts are not local.
+        // The host is everything up to the first `/`: `file://localhost.backup/x` names the
+        // host `localhost.backup`, not the relative path `.backup/x`. Host names are
+        // case-insensitive.
+        let host_end = rest.find('/').unwrap_or(rest.len());
         let path = if rest.starts_with('/') {
             rest
-        } else if let Some(p) = rest.strip_prefix("localhost") {
-            p
+        } else if rest[..host_end].eq_ignore_ascii_case("localhost") {
+            &rest[host_end..]
         } else {
             return Err(LocationError::Invalid {
                 given: arg.to_owned(),
