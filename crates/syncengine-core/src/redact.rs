@@ -82,6 +82,12 @@ fn ends_url(c: char) -> bool {
     c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`' | ')' | ']' | '}' | ',')
 }
 
+/// Characters that end the text searched for a URL's `user:password@`: white space and the
+/// delimiters that cannot be in an unquoted password typed on a command line.
+fn ends_token(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '"' | '<' | '>' | '`')
+}
+
 /// Replaces the password of each `scheme://user:password@host` in `text`.
 fn redact_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -94,7 +100,10 @@ fn redact_userinfo(text: &str) -> String {
         // password holding an unencoded `/` (a URL a user mistyped, echoed back by the error
         // that says so) would end it early: when `user:` and an `@` further on in the same URL
         // say so, the authority runs to that last `@`'s host instead.
-        let token_end = after.find(ends_url).unwrap_or(after.len());
+        // The URL's token runs to white space or a quote-like delimiter only: a password may
+        // hold `,`, `)`, `]`, `}` or `'` (and a shell-quoted URL turns `'` into `'\''`), which
+        // end a URL in running text but must not end the search for the `@` after `user:`.
+        let token_end = after.find(ends_token).unwrap_or(after.len());
         let token = &after[..token_end];
         let mut end = after
             .find(|c: char| matches!(c, '/' | '?' | '#') || ends_url(c))
@@ -223,6 +232,32 @@ mod tests {
         assert_eq!(
             redact("s3://bucket/me@example.com/x"),
             "s3://bucket/me@example.com/x"
+        );
+    }
+
+    #[test]
+    fn a_password_holding_url_ending_punctuation_is_replaced_whole() {
+        // Failed before: the search for the `@` stopped at the `,` (or `)`, `'`), and the
+        // whole password was printed.
+        for (given, want) in [
+            (
+                "webdav://dav:top,secret@h:8083/x",
+                "webdav://dav:<redacted>@h:8083/x",
+            ),
+            ("sftp://me:a)b]c}d@nas/p", "sftp://me:<redacted>@nas/p"),
+            ("webdav://me:pa'ss@h/x", "webdav://me:<redacted>@h/x"),
+            // As the empty-side stop's hint shell-quotes it.
+            (
+                "run: syncengine sync 'webdav://me:pa'\\''ss@h/x' b",
+                "run: syncengine sync 'webdav://me:<redacted>@h/x' b",
+            ),
+        ] {
+            assert_eq!(redact(given), want, "{given}");
+        }
+        // Running text around URLs without passwords is left alone.
+        assert_eq!(
+            redact("(see http://h:80/x), mail me@example.com"),
+            "(see http://h:80/x), mail me@example.com"
         );
     }
 
