@@ -253,3 +253,67 @@ fn trash_restore_refuses_a_symlinked_target_folder_and_empty_keeps_odd_folders()
         );
     }
 }
+
+/// The state files in `st` (one per pair id).
+fn state_files(st: &Path) -> Vec<String> {
+    tree(st)
+        .into_iter()
+        .filter(|p| p.ends_with(".db"))
+        .collect()
+}
+
+/// A destination given as a symlink (`link -> mnt/usb/backup`) whose target is gone (the disk
+/// unmounted) was spelled by its link path instead of the canonical path of the earlier runs:
+/// another pair id, so a "first run" that made a second state file, wrote a generation file
+/// into the source root and failed every copy with "already exists" (exit 1) instead of the
+/// empty-side stop (exit 3) that names the mount.
+#[test]
+fn a_dangling_symlinked_root_is_the_empty_side_stop_of_the_same_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (a, st) = (t.join("a"), t.join("st"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(t.join("mnt/usb/backup")).unwrap();
+    fs::write(a.join("f1"), "1").unwrap();
+    std::os::unix::fs::symlink(t.join("mnt/usb/backup"), t.join("link")).unwrap();
+    let (code, out) = cli::sync(&a, &t.join("link"), &st, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let states = state_files(&st);
+    let source_before = tree(&a);
+    fs::remove_dir_all(t.join("mnt/usb/backup")).unwrap();
+    let (code, out) = cli::sync(&a, &t.join("link"), &st, &[]);
+    assert_eq!(code, Some(3), "{out}");
+    assert_eq!(state_files(&st), states, "a second pair state: {out}");
+    assert_eq!(tree(&a), source_before, "the source root changed: {out}");
+    assert!(tree(&t.join("mnt/usb")).is_empty(), "{out}");
+}
+
+/// A destination below a symlinked folder (`link/photos/2024`, `link -> mnt/usb`) whose own
+/// parent is gone (the disk unmounted, its mount point `mnt/usb` left empty) got another pair
+/// id than the canonical `mnt/usb/photos/2024` of the earlier runs: a "first run" re-created
+/// the folder on the mount point and filled it from the source, instead of the empty-side
+/// stop.
+#[test]
+fn a_missing_root_below_a_symlinked_folder_is_the_empty_side_stop_of_the_same_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (a, st) = (t.join("a"), t.join("st"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(t.join("mnt/usb")).unwrap();
+    fs::write(a.join("f1"), "1").unwrap();
+    std::os::unix::fs::symlink(t.join("mnt/usb"), t.join("link")).unwrap();
+    let dest = t.join("link/photos/2024");
+    let (code, out) = cli::sync(&a, &dest, &st, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(t.join("mnt/usb/photos/2024/f1").exists(), "{out}");
+    let states = state_files(&st);
+    fs::remove_dir_all(t.join("mnt/usb/photos")).unwrap();
+    let (code, out) = cli::sync(&a, &dest, &st, &[]);
+    assert_eq!(code, Some(3), "{out}");
+    assert_eq!(state_files(&st), states, "a second pair state: {out}");
+    assert!(
+        tree(&t.join("mnt/usb")).is_empty(),
+        "the unmounted disk's folder was re-created on the mount point: {:?} {out}",
+        tree(&t.join("mnt/usb"))
+    );
+}
