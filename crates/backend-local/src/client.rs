@@ -131,10 +131,15 @@ pub(crate) fn entry_from_metadata(path: RelPath, metadata: &Metadata) -> Entry {
 }
 
 /// `path` with symlinks and `..` resolved as far as it exists; missing trailing components
-/// are appended as given (a root the first write will create).
+/// are appended as given (a root the first write will create). A dangling symlink on the way
+/// is followed to where it points (a link to an unmounted disk's folder is that folder: the
+/// same pair as when the disk was there).
 fn canonical_path(path: &Path) -> PathBuf {
     let mut missing = Vec::new();
+    let mut followed: PathBuf;
     let mut cur = path;
+    // As many links as the kernel follows in one lookup.
+    let mut links_left = 40;
     loop {
         if let Ok(real) = fs::canonicalize(cur) {
             let mut out = real;
@@ -142,6 +147,17 @@ fn canonical_path(path: &Path) -> PathBuf {
                 out.push(part);
             }
             return out;
+        }
+        let dangling = fs::symlink_metadata(cur).is_ok_and(|m| m.file_type().is_symlink());
+        if dangling
+            && links_left > 0
+            && let Ok(target) = fs::read_link(cur)
+        {
+            links_left -= 1;
+            // A relative target is relative to the link's folder.
+            followed = cur.parent().map_or(target.clone(), |p| p.join(&target));
+            cur = &followed;
+            continue;
         }
         match (cur.parent(), cur.file_name()) {
             (Some(parent), Some(name)) => {
