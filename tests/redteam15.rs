@@ -317,3 +317,44 @@ fn a_missing_root_below_a_symlinked_folder_is_the_empty_side_stop_of_the_same_pa
         tree(&t.join("mnt/usb"))
     );
 }
+
+/// A trash run holding a root-level `.syncengine/root-id` (a crafted run, or a `--trash-dir`
+/// pointed at the wrong folder) restored with `--force` moved the root's live id file to the
+/// trash and put the other one in its place: the pair then saw another storage at the root.
+/// A restore never writes into the engine's own folder.
+#[test]
+fn a_forced_whole_run_restore_never_writes_the_roots_own_syncengine_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (a, b, st) = (t.join("a"), t.join("b"), t.join("st"));
+    fs::create_dir_all(&a).unwrap();
+    fs::write(a.join("f"), "1").unwrap();
+    let (code, out) = cli::sync(&a, &b, &st, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let id = fs::read(b.join(".syncengine/root-id")).unwrap();
+    let run = b.join(".syncengine/trash/20261204T100000Z");
+    fs::create_dir_all(run.join(".syncengine")).unwrap();
+    fs::write(run.join(".syncengine/root-id"), "EVIL").unwrap();
+    fs::write(run.join("kept.txt"), "k").unwrap();
+    let r = b.to_str().unwrap();
+    for force in [false, true] {
+        let mut args = vec!["trash", "restore", r, "--run", "20261204T100000Z"];
+        if force {
+            args.push("--force");
+        }
+        let (_, out) = run_in(t, &args);
+        assert_eq!(
+            fs::read(b.join(".syncengine/root-id")).unwrap(),
+            id,
+            "force {force}: {out}"
+        );
+        let written: Vec<String> = tree(&b.join(".syncengine"))
+            .into_iter()
+            .filter(|p| !p.starts_with("trash") && !p.starts_with("generation"))
+            .collect();
+        assert_eq!(written, ["root-id"], "force {force}: {out}");
+    }
+    assert_eq!(fs::read_to_string(b.join("kept.txt")).unwrap(), "k");
+    let (code, out) = cli::sync(&a, &b, &st, &[]);
+    assert_eq!(code, Some(0), "{out}");
+}
