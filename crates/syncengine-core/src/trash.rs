@@ -237,6 +237,19 @@ impl Trash {
         stamp: &str,
         taken: &mut HashSet<RelPath>,
     ) -> Result<Restored> {
+        // The engine's own folder (id file, generation, trash) is never restored into: a
+        // trash that holds such a path was not filled by a sync run of this root.
+        let first = file.path.as_str().split('/').next().unwrap_or_default();
+        if first.eq_ignore_ascii_case(STATE_DIR_NAME) {
+            return Err(Error::other(
+                root.backend(),
+                file.path.as_str(),
+                format!(
+                    "not restored: {STATE_DIR_NAME}/ at the root is syncengine's own folder, \
+                     which a restore never writes"
+                ),
+            ));
+        }
         let listed = match self.client.stat(&file.stored).await {
             Ok(now) => now,
             Err(e) if e.is_not_found() => {
