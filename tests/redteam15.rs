@@ -358,3 +358,41 @@ fn a_forced_whole_run_restore_never_writes_the_roots_own_syncengine_folder() {
     let (code, out) = cli::sync(&a, &b, &st, &[]);
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// `--backup-dir`/`--trash-dir` under a protected root's `.syncengine/` folder was accepted
+/// (as for any root), and the destination's deleted and overwritten files were written there:
+/// into the protected side, which gets nothing under its `.syncengine/`.
+#[test]
+fn a_backup_dir_inside_a_protected_roots_syncengine_folder_is_refused() {
+    for flag in ["--backup-dir", "--trash-dir"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (b, c, st) = (t.join("b"), t.join("c"), t.join("st"));
+        fs::create_dir_all(&b).unwrap();
+        fs::create_dir_all(&c).unwrap();
+        fs::write(b.join("f"), "1").unwrap();
+        fs::write(c.join("f"), "x").unwrap();
+        fs::write(c.join("extra"), "old").unwrap();
+        let bk = b.join(".syncengine/bk");
+        let (code, out) = cli::sync(
+            &b,
+            &c,
+            &st,
+            &[
+                "--mode",
+                "std",
+                "--protect",
+                "source",
+                flag,
+                bk.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, Some(2), "{flag}: {out}");
+        assert_eq!(
+            tree(&b),
+            ["f"],
+            "{flag}: the protected root was written: {out}"
+        );
+        assert_eq!(fs::read_to_string(c.join("extra")).unwrap(), "old");
+    }
+}
