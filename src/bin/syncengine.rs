@@ -848,6 +848,27 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
             check_backup_overlap(flag, path, &[&source.location, &destination.location])
                 .map_err(|e| (EXIT_USAGE, e))?;
         }
+        // Not even under a protected root's .syncengine/ folder: that side gets nothing.
+        for (side, root) in [
+            (Side::Source, &source.location),
+            (Side::Destination, &destination.location),
+        ] {
+            let local_inside = base
+                .local_path()
+                .zip(root.local_path())
+                .is_some_and(|(b, r)| location::normalize_local(b).starts_with(r));
+            let remote_inside = check_remote_overlap(flag, &base, &[root], false).is_err();
+            if options.is_protected(side) && (local_inside || remote_inside) {
+                return Err((
+                    EXIT_USAGE,
+                    format!(
+                        "{flag} {base} is inside the protected {side} root {root}, which is \
+                         never written (not even its .syncengine/ folder); put it outside both \
+                         roots"
+                    ),
+                ));
+            }
+        }
         check_remote_overlap(
             flag,
             &base,
