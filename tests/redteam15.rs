@@ -396,3 +396,53 @@ fn a_backup_dir_inside_a_protected_roots_syncengine_folder_is_refused() {
         assert_eq!(fs::read_to_string(c.join("extra")).unwrap(), "old");
     }
 }
+
+/// The empty-side stop's hint is a command to paste: a root given as `-- -src` was printed
+/// as a bare `-src`, which the pasted command reads as options (and `--state-dir -st` the
+/// same way). It is printed as `./-src` and `--state-dir=…`.
+#[test]
+fn the_restore_hint_runs_as_printed_for_a_root_starting_with_a_dash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    fs::create_dir_all(t.join("-src")).unwrap();
+    fs::create_dir_all(t.join("dst")).unwrap();
+    fs::write(t.join("-src/f"), "1").unwrap();
+    let sync = |extra: &[&str]| {
+        let mut args = vec!["sync", "--state-dir=-st"];
+        args.extend(extra);
+        args.extend(["--", "-src", "dst"]);
+        run_in(t, &args)
+    };
+    let (code, out) = sync(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    fs::remove_dir_all(t.join("-src")).unwrap();
+    let (code, out) = sync(&[]);
+    assert_eq!(code, Some(3), "{out}");
+    let hint = out
+        .lines()
+        .find_map(|l| l.split_once("from the destination: syncengine "))
+        .map(|(_, cmd)| cmd.to_owned())
+        .unwrap_or_else(|| panic!("no hint: {out}"));
+    // Run the hint as a shell would (no word in it needs quotes here).
+    let words: Vec<&str> = hint.split_whitespace().collect();
+    let (code, out2) = run_in(t, &words);
+    assert_eq!(code, Some(0), "the hint `{hint}` did not run: {out2}");
+    assert_eq!(fs::read_to_string(t.join("-src/f")).unwrap(), "1");
+}
+
+/// The empty-side stop names the root as the user wrote it, not as a Rust debug form
+/// (`the source (LocalClient(/tmp/…/s)) does not exist`).
+#[test]
+fn the_empty_side_stop_names_a_local_root_by_its_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (a, b, st) = (t.join("a"), t.join("b"), t.join("st"));
+    fs::create_dir_all(&a).unwrap();
+    fs::write(a.join("f"), "1").unwrap();
+    let (code, out) = cli::sync(&a, &b, &st, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    fs::remove_dir_all(&a).unwrap();
+    let (code, out) = cli::sync(&a, &b, &st, &[]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(!out.contains("LocalClient("), "{out}");
+}
