@@ -399,9 +399,11 @@ fn a_backup_dir_inside_a_protected_roots_syncengine_folder_is_refused() {
 
 /// The empty-side stop's hint is a command to paste: a root given as `-- -src` was printed
 /// as a bare `-src`, which the pasted command reads as options (and `--state-dir -st` the
-/// same way). It is printed as `./-src` and `--state-dir=…`.
+/// same way). It is printed as `./-src` and `--state-dir=…`. And for a root folder that is
+/// missing altogether (not only emptied) the printed command only met the next stop: the
+/// re-created root has no id file, "not the storage this pair was last synced with".
 #[test]
-fn the_restore_hint_runs_as_printed_for_a_root_starting_with_a_dash() {
+fn the_restore_hint_for_a_missing_root_runs_as_printed_even_for_a_dash_name() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     fs::create_dir_all(t.join("-src")).unwrap();
