@@ -1242,21 +1242,31 @@ fn report(
 /// this run's own arguments: a forced mirror run towards the emptied side, which deletes
 /// nothing on the side that still has the files.
 fn restore_hint(args: &SyncArgs, e: &SyncError) -> Option<String> {
-    let SyncError::EmptySide { side, .. } = e else {
+    let SyncError::EmptySide { side, missing, .. } = e else {
         return None;
     };
     let mut command = vec![
         "syncengine".to_owned(),
         "sync".to_owned(),
-        shell_quote(&args.source),
-        shell_quote(&args.destination),
+        // A root given after `--` as `-name` is a relative path: `./-name` is read as one.
+        shell_quote(&hint_root(&args.source)),
+        shell_quote(&hint_root(&args.destination)),
         "--mode".to_owned(),
         syncengine::error::restoring_mode(*side).to_string(),
         "--force".to_owned(),
     ];
+    // A missing root comes back without its id file: the run that re-creates it accepts it
+    // as the side's new root (it deletes nothing), or it would stop at the identity check.
+    if *missing {
+        command.push("--accept-new-root".to_owned());
+        command.push(side.to_string());
+    }
     if let Some(dir) = &args.state_dir {
-        command.push("--state-dir".to_owned());
-        command.push(shell_quote(&dir.to_string_lossy()));
+        // One word, so that a value starting with `-` is not read as an option.
+        command.push(format!(
+            "--state-dir={}",
+            shell_quote(&dir.to_string_lossy())
+        ));
     }
     Some(
         syncengine::redact::redact(&format!(
@@ -1266,6 +1276,16 @@ fn restore_hint(args: &SyncArgs, e: &SyncError) -> Option<String> {
         ))
         .into_owned(),
     )
+}
+
+/// A root argument as the restore hint prints it: a relative path starting with `-` (given
+/// after `--`) gets `./` in front, so the printed command does not read it as options.
+fn hint_root(arg: &str) -> String {
+    if arg.starts_with('-') {
+        format!("./{arg}")
+    } else {
+        arg.to_owned()
+    }
 }
 
 /// `arg` as a shell word: as is when it holds only characters no shell treats specially, else
