@@ -448,3 +448,40 @@ fn the_empty_side_stop_names_a_local_root_by_its_path() {
     assert_eq!(code, Some(3), "{out}");
     assert!(!out.contains("LocalClient("), "{out}");
 }
+
+/// The restore hint dropped the run's `--exclude` patterns: run as printed, the forced
+/// mirror towards the emptied side saw the user's excluded files there as extra and moved
+/// them to the trash (and would copy the other side's excluded files over).
+#[test]
+fn the_restore_hint_keeps_the_runs_exclude_patterns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    fs::create_dir_all(t.join("a")).unwrap();
+    fs::write(t.join("a/f"), "1").unwrap();
+    fs::write(t.join("a/notes.tmp"), "mine").unwrap();
+    let args = ["sync", "a", "b", "--state-dir=st", "--exclude", "*.tmp"];
+    let (code, out) = run_in(t, &args);
+    assert_eq!(code, Some(0), "{out}");
+    fs::remove_file(t.join("a/f")).unwrap();
+    let (code, out) = run_in(t, &args);
+    assert_eq!(code, Some(3), "{out}");
+    let hint = out
+        .lines()
+        .find_map(|l| l.split_once("from the destination: syncengine "))
+        .map(|(_, cmd)| cmd.to_owned())
+        .unwrap_or_else(|| panic!("no hint: {out}"));
+    // `'*.tmp'` as a shell passes it.
+    let words: Vec<String> = hint
+        .split_whitespace()
+        .map(|w| w.trim_matches('\'').to_owned())
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let (code, out2) = run_in(t, &words);
+    assert_eq!(code, Some(0), "`{hint}`: {out2}");
+    assert_eq!(fs::read_to_string(t.join("a/f")).unwrap(), "1");
+    assert_eq!(
+        fs::read_to_string(t.join("a/notes.tmp")).ok().as_deref(),
+        Some("mine"),
+        "the hint `{hint}` moved the excluded file to the trash: {out2}"
+    );
+}
