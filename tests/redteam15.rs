@@ -470,10 +470,10 @@ fn the_restore_hint_keeps_the_runs_exclude_patterns() {
         .find_map(|l| l.split_once("from the destination: syncengine "))
         .map(|(_, cmd)| cmd.to_owned())
         .unwrap_or_else(|| panic!("no hint: {out}"));
-    // `'*.tmp'` as a shell passes it.
+    // `--exclude='*.tmp'` as a shell passes it.
     let words: Vec<String> = hint
         .split_whitespace()
-        .map(|w| w.trim_matches('\'').to_owned())
+        .map(|w| w.replace('\'', ""))
         .collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let (code, out2) = run_in(t, &words);
