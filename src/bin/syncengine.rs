@@ -1261,6 +1261,19 @@ fn restore_hint(args: &SyncArgs, e: &SyncError) -> Option<String> {
         command.push("--accept-new-root".to_owned());
         command.push(side.to_string());
     }
+    // The same files in view (an excluded file on the emptied side is no extra to remove),
+    // and deletions kept where this run keeps them.
+    for pattern in &args.exclude {
+        command.push(format!("--exclude={}", shell_quote(pattern)));
+    }
+    for (flag, dir) in [
+        ("--backup-dir", &args.backup_dir),
+        ("--trash-dir", &args.trash_dir),
+    ] {
+        if let Some(dir) = dir {
+            command.push(format!("{flag}={}", shell_quote(dir)));
+        }
+    }
     if let Some(dir) = &args.state_dir {
         // One word, so that a value starting with `-` is not read as an option.
         command.push(format!(
