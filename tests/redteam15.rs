@@ -485,3 +485,34 @@ fn the_restore_hint_keeps_the_runs_exclude_patterns() {
         "the hint `{hint}` moved the excluded file to the trash: {out2}"
     );
 }
+
+/// A run that stops at the identity check of one side ("stopped before changing anything")
+/// had already created the other, missing, root folder and written a new id file into it
+/// (that side given to --accept-new-root): the state does not record that id, so the next
+/// run finds that root changed as well and asks to accept both.
+#[test]
+fn a_run_stopped_by_the_identity_check_creates_no_root_and_writes_no_id_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (a, b, st) = (t.join("a"), t.join("b"), t.join("st"));
+    fs::create_dir_all(&a).unwrap();
+    fs::write(a.join("f"), "1").unwrap();
+    let (code, out) = cli::sync(&a, &b, &st, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    fs::remove_file(a.join(".syncengine/root-id")).unwrap();
+    fs::remove_dir_all(&b).unwrap();
+    let (code, out) = cli::sync(
+        &a,
+        &b,
+        &st,
+        &[
+            "--mode",
+            "std",
+            "--force",
+            "--accept-new-root",
+            "destination",
+        ],
+    );
+    assert_eq!(code, Some(3), "{out}");
+    assert!(!b.exists(), "the stopped run created {:?}: {out}", tree(&b));
+}
