@@ -677,6 +677,7 @@ pub(crate) async fn check_roots(
         .transpose()
         .map_err(|e| SyncError::State(format!("naming the generation file: {e}")))?;
     let mut changes = Vec::new();
+    let mut to_create = Vec::new();
     for (side, recorded, location) in [
         (Side::Source, recorded_source, &locations[0]),
         (Side::Destination, recorded_destination, &locations[1]),
@@ -822,21 +823,41 @@ pub(crate) async fn check_roots(
                 ));
                 volume.map(RootIdentity::Volume)
             }
-            None => match create_root_id(client).await {
-                Ok(id) => Some(RootIdentity::IdFile(id)),
-                Err(e) if e.is_transient() => return Err(storage(e)),
-                Err(e) => match client.volume_id().await {
-                    Ok(Some(v)) => Some(RootIdentity::Volume(v)),
-                    Ok(None) | Err(_) => {
-                        check.warnings.push(format!(
-                            "cannot write the {side}'s identity file {STATE_DIR_NAME}/\
-                             {ROOT_ID_FILE} ({e}) and the backend offers no volume id: this \
-                             run cannot check that the {side} root {location} is the storage \
-                             the state describes"
-                        ));
-                        None
-                    }
-                },
+            // Written once both sides passed: a run stopped by the other side's check
+            // creates nothing (not even a missing root folder).
+            None => {
+                to_create.push((side, location));
+                continue;
+            }
+        };
+        if let Some(identity) = identity {
+            if matches!(identity, RootIdentity::IdFile(_)) {
+                check.generations.push((side, 0));
+            }
+            check.identities.push((side, identity.clone()));
+            check.record.push((side, identity, location.to_string()));
+        }
+    }
+    if !changes.is_empty() {
+        to_create.clear();
+    }
+    for (side, location) in to_create {
+        let client = pair.client(side).as_ref();
+        let storage = |source| SyncError::Storage { side, source };
+        let identity = match create_root_id(client).await {
+            Ok(id) => Some(RootIdentity::IdFile(id)),
+            Err(e) if e.is_transient() => return Err(storage(e)),
+            Err(e) => match client.volume_id().await {
+                Ok(Some(v)) => Some(RootIdentity::Volume(v)),
+                Ok(None) | Err(_) => {
+                    check.warnings.push(format!(
+                        "cannot write the {side}'s identity file {STATE_DIR_NAME}/\
+                         {ROOT_ID_FILE} ({e}) and the backend offers no volume id: this \
+                         run cannot check that the {side} root {location} is the storage \
+                         the state describes"
+                    ));
+                    None
+                }
             },
         };
         if let Some(identity) = identity {
