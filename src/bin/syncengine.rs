@@ -116,8 +116,9 @@ PROTECTED SIDES:
   version is copied to the other side, whose own version is kept there as the conflict loser.
   --mode source-backup --protect source is a backup that never touches the original: new and
   changed source files are uploaded, and a file edited on the destination keeps that edit
-  (rclone copy would overwrite it with the source's version). The state directory must lie
-  outside a protected local root. Protecting both sides is refused: use --dry-run.
+  (rclone copy would overwrite it with the source's version). The state directory, and a
+  --backup-dir or --trash-dir, must lie outside a protected root. Protecting both sides is
+  refused: use --dry-run.
 
 FILTERS:
   Patterns use gitignore syntax: *.jpg matches at any depth, a pattern holding a / is anchored
