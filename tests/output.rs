@@ -607,3 +607,19 @@ fn a_type_change_is_listed_as_a_conflict_with_the_files_kept_name() {
         "edited file"
     );
 }
+
+/// A log that cannot be written (a full disk) is said, and the run exits 1: a cron job that
+/// relies on its log must not go on with an incomplete one unnoticed. The sync itself is done.
+#[test]
+fn a_log_file_that_cannot_be_written_is_an_error_of_the_run() {
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let f = Fixture::new();
+    write(&f.a, "a.txt", "a");
+    let out = f.run_expect(&["--log-file", "/dev/full"], 1);
+    let err = stderr_of(&out);
+    assert!(err.contains("/dev/full"), "{err}");
+    assert!(err.contains("incomplete"), "{err}");
+    assert_eq!(std::fs::read_to_string(f.b.join("a.txt")).unwrap(), "a");
+}

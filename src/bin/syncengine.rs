@@ -1212,6 +1212,11 @@ fn report(
         log.line(&line);
         log.flush();
     }
+    // A log the user relies on (cron) that could not be written is an error of the run.
+    let log_failure = collected.log.as_ref().and_then(output::LogFile::failure);
+    if let Some(failure) = &log_failure {
+        say!("error: {failure}");
+    }
     if args.json {
         // Secrets can only come in through messages: redact those, before serialising (a
         // redaction of the JSON text could break its quoting, and would alter paths).
@@ -1232,7 +1237,7 @@ fn report(
         return EXIT_FAILED;
     }
     // Paths that could not be listed were left alone: the pair is not fully in sync.
-    if stats.errors > 0 || stats.unknown > 0 {
+    if stats.errors > 0 || stats.unknown > 0 || log_failure.is_some() {
         EXIT_FAILED
     } else {
         EXIT_OK
@@ -1264,8 +1269,24 @@ fn restore_hint(args: &SyncArgs, e: &SyncError) -> Option<String> {
     }
     // The same files in view (an excluded file on the emptied side is no extra to remove),
     // and deletions kept where this run keeps them.
-    for pattern in &args.exclude {
+    let filters = &args.filters;
+    for pattern in &filters.exclude {
         command.push(format!("--exclude={}", shell_quote(pattern)));
+    }
+    for file in &filters.exclude_from {
+        command.push(format!(
+            "--exclude-from={}",
+            shell_quote(&file.to_string_lossy())
+        ));
+    }
+    for pattern in &filters.include {
+        command.push(format!("--include={}", shell_quote(pattern)));
+    }
+    if let Some(bytes) = filters.max_size {
+        command.push(format!("--max-size={bytes}B"));
+    }
+    if let Some(age) = filters.min_age {
+        command.push(format!("--min-age={}ms", age.as_millis()));
     }
     for (flag, dir) in [
         ("--backup-dir", &args.backup_dir),

@@ -391,7 +391,8 @@ enum Item {
     Path {
         path: RelPath,
         entries: [Option<Entry>; 2],
-        settled: Option<Side>,
+        /// The path's base record, if the pair's state has one.
+        base: Option<BaseRecord>,
     },
     /// A path a side could not list.
     Unknown {
@@ -503,15 +504,15 @@ impl Walk {
             }
         }
         // The base moves along: records before this path concern paths neither side has.
-        let mut settled = None;
+        let mut base = None;
         while let Some(record) = &self.base_head {
             if record.path < path {
                 self.base_head = self.next_base().await?;
                 continue;
             }
             if record.path == path {
-                settled = record.settled;
-                self.base_head = self.next_base().await?;
+                let next = self.next_base().await?;
+                base = std::mem::replace(&mut self.base_head, next);
             }
             break;
         }
@@ -534,7 +535,7 @@ impl Walk {
         Ok(Some(Item::Path {
             path,
             entries,
-            settled,
+            base,
         }))
     }
 
@@ -578,7 +579,7 @@ async fn judge(
     method: CheckMethod,
     one_way: bool,
 ) -> Outcome {
-    let (path, entries, settled) = match item {
+    let (path, entries, base) = match item {
         Item::Unknown { side, path, reason } => {
             return Outcome {
                 on: [false, false],
@@ -597,9 +598,10 @@ async fn judge(
         Item::Path {
             path,
             entries,
-            settled,
-        } => (path, entries, settled),
+            base,
+        } => (path, entries, base),
     };
+    let settled = base.as_ref().and_then(|b| b.settled);
     let on = [entries[0].is_some(), entries[1].is_some()];
     let mut outcome = Outcome {
         on,
@@ -625,6 +627,19 @@ async fn judge(
         [Some(s), Some(d)] => {
             outcome.compared = true;
             match compare(&s, &d, clients, caps, method).await {
+                // Equal sizes say little: where the base shows one side changed since the
+                // last sync and the other not, the sync would copy it — not equal.
+                Compared::Equal { size_only }
+                    if (size_only || method == CheckMethod::Size)
+                        && let Some(changed) = changed_on_one_side(base.as_ref(), [&s, &d]) =>
+                {
+                    Some(DifferenceKind::Differs {
+                        by: match changed {
+                            Side::Source => "changed on the source since the last sync",
+                            Side::Destination => "changed on the destination since the last sync",
+                        },
+                    })
+                }
                 Compared::Equal { size_only } => {
                     outcome.size_only = size_only;
                     None
@@ -640,6 +655,22 @@ async fn judge(
         kind,
     });
     outcome
+}
+
+/// The one side whose file no longer is the version the base recorded, when the other side's
+/// still is: a change the next sync copies over. `None` without a base record of both sides,
+/// or when neither or both changed.
+fn changed_on_one_side(base: Option<&BaseRecord>, entries: [&Entry; 2]) -> Option<Side> {
+    let base = base.filter(|b| b.settled.is_none())?;
+    let changed = [
+        !base.source.describes(entries[0]),
+        !base.destination.describes(entries[1]),
+    ];
+    match changed {
+        [true, false] => Some(Side::Source),
+        [false, true] => Some(Side::Destination),
+        _ => None,
+    }
 }
 
 enum Compared {

@@ -168,7 +168,7 @@ impl SyncEngine {
         let dry_run = opts.dry_run;
 
         // Before the state is created: a run refused for a missing root leaves no state file.
-        self.check_roots_exist(pair, &id, older_id.as_deref())
+        self.check_roots_exist(pair, &locations, &id, older_id.as_deref())
             .await?;
 
         // A dry run takes no lock and creates no state: it must change nothing.
@@ -360,11 +360,15 @@ impl SyncEngine {
             self.emit(ProgressEvent::Warning(w.clone()));
         }
 
-        check_safety(&plan, pair)?;
+        check_safety(&plan, pair, &locations)?;
 
         if dry_run {
             self.list_plan(&plan, opts.conflict_loser).await;
-            let mut stats = plan.predicted_stats();
+            let mut stats = plan.predicted_stats_in(
+                pair.mode,
+                opts.conflict_loser,
+                opts.protected.first().copied(),
+            );
             stats.dry_run = true;
             return Ok(stats);
         }
@@ -691,14 +695,6 @@ impl SyncEngine {
         }
     }
 
-    /// Where the state directory lies relative to `side`'s root, when that is a local one.
-    ///
-    /// # Errors
-    /// [`SyncError::Config`] when the state directory is the root itself: its databases, WAL
-    /// and lock files would be the root's user files — synced (a live WAL fails every run),
-    /// and in a mirror towards that root moved to the trash while open. Which names are the
-    /// engine's cannot be told from a user's `*.db` files, so the run must not start (and is
-    /// asked before it creates any state there).
     /// Refuses a missing root where creating it could hurt. On the pair's first run (no run
     /// has planned yet and the base is empty) the side the mode reads from must exist
     /// ([`SyncError::MissingRoot`]: a typo'd source must not be created and filled from the
@@ -709,6 +705,7 @@ impl SyncEngine {
     async fn check_roots_exist(
         &self,
         pair: &SyncPair,
+        locations: &[crate::identity::Location; 2],
         id: &str,
         older_id: Option<&str>,
     ) -> Result<(), SyncError> {
@@ -734,11 +731,13 @@ impl SyncEngine {
             if exists {
                 continue;
             }
+            // Named by its location (`file:///…`, a URL without secrets), as the user gave it.
+            let root = locations[side_index(side)].to_string();
             if first_run {
                 if side == read_side(pair.mode) {
                     return Err(SyncError::MissingRoot {
                         side,
-                        root: client.to_string(),
+                        root,
                         mode: pair.mode,
                     });
                 }
@@ -757,7 +756,7 @@ impl SyncEngine {
             return Err(SyncError::EmptySide {
                 side,
                 base_files,
-                root: client.to_string(),
+                root,
                 missing: true,
                 mode: pair.mode,
             });
@@ -765,6 +764,14 @@ impl SyncEngine {
         Ok(())
     }
 
+    /// Where the state directory lies relative to `side`'s root, when that is a local one.
+    ///
+    /// # Errors
+    /// [`SyncError::Config`] when the state directory is the root itself: its databases, WAL
+    /// and lock files would be the root's user files — synced (a live WAL fails every run),
+    /// and in a mirror towards that root moved to the trash while open. Which names are the
+    /// engine's cannot be told from a user's `*.db` files, so the run must not start (and is
+    /// asked before it creates any state there).
     async fn state_dir_place(&self, pair: &SyncPair, side: Side) -> Result<OwnDir, SyncError> {
         let Some(root) = pair.client(side).local_root() else {
             return Ok(OwnDir::Outside);
@@ -1115,7 +1122,11 @@ fn read_side(mode: SyncMode) -> Side {
     }
 }
 
-fn check_safety(plan: &Plan, pair: &SyncPair) -> Result<(), SyncError> {
+fn check_safety(
+    plan: &Plan,
+    pair: &SyncPair,
+    locations: &[crate::identity::Location; 2],
+) -> Result<(), SyncError> {
     let opts = &pair.options;
     if opts.force {
         return Ok(());
@@ -1137,7 +1148,7 @@ fn check_safety(plan: &Plan, pair: &SyncPair) -> Result<(), SyncError> {
             return Err(SyncError::EmptySide {
                 side,
                 base_files,
-                root: pair.client(side).to_string(),
+                root: locations[side_index(side)].to_string(),
                 missing: false,
                 mode: pair.mode,
             });

@@ -1802,7 +1802,15 @@ impl Executor {
         let loser = winner.other();
         let mut follow_ups = Vec::new();
         let mut kept_as = Vec::new();
-        let written = match self.conflict_loser {
+        // Under protection the protected side wins whatever the strategy said: the other
+        // side's version is then always kept under a conflict name, never only trashed
+        // (--conflict-loser delete chose between versions the strategy ranked, not this).
+        let policy = if self.protected == Some(winner) {
+            ConflictLoser::Keep
+        } else {
+            self.conflict_loser
+        };
+        let written = match policy {
             ConflictLoser::Keep => {
                 let aside = self.conflict_name(&lose.path, loser).await?;
                 let (written, kept) = self.replace(winner, win, lose, Keep::At(&aside)).await?;

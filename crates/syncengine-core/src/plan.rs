@@ -5,7 +5,7 @@
 //! dry run's prediction and the real run's tally, so the two cannot drift apart.
 
 use crate::entry::Entry;
-use crate::mode::Side;
+use crate::mode::{ConflictLoser, Side, SyncMode};
 use crate::path::RelPath;
 use crate::progress::ActionKind;
 use crate::state::BaseUpdate;
@@ -283,6 +283,50 @@ impl Plan {
         };
         for a in &self.actions {
             a.count_into(&mut stats);
+        }
+        stats
+    }
+
+    /// [`predicted_stats`](Plan::predicted_stats) with the copies a run adds as it goes: a
+    /// conflict loser kept under a conflict name is an addition on its side, which the
+    /// executor copies to the other side in the same run where `mode` copies additions that
+    /// way (or counts as protected when that side is protected). A dry run reports these, so
+    /// its counts are the real run's.
+    pub fn predicted_stats_in(
+        &self,
+        mode: SyncMode,
+        conflict_loser: ConflictLoser,
+        protected: Option<Side>,
+    ) -> SyncStats {
+        let mut stats = self.predicted_stats();
+        for a in &self.actions {
+            let Action::Conflict {
+                source,
+                destination,
+                winner: Some(winner),
+            } = a
+            else {
+                continue;
+            };
+            let loser = winner.other();
+            // Under protection the protected winner's loser is always kept (exec).
+            let kept = conflict_loser == ConflictLoser::Keep || protected == Some(*winner);
+            let copied = match loser {
+                Side::Source => mode.allows_upload(),
+                Side::Destination => mode.allows_download(),
+            };
+            if !(kept && copied) {
+                continue;
+            }
+            if protected == Some(*winner) {
+                stats.protected += 1;
+            } else {
+                let size = match loser {
+                    Side::Source => source.size,
+                    Side::Destination => destination.size,
+                };
+                count_copy(&mut stats, loser, size);
+            }
         }
         stats
     }

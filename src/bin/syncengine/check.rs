@@ -24,7 +24,10 @@ WHAT IS COMPARED:
   local disk, which reads every local file of equal size), else by size only, and the summary
   says which. --download reads both files and compares their bytes (every file present on
   both sides with equal sizes is read in full: slow and, on cloud storage, billed). Files of
-  different sizes differ without being read. Modification times are not compared.
+  different sizes differ without being read. Modification times are not compared; but where
+  only sizes could be compared and the pair's state shows that one side's file changed since
+  the last sync while the other's did not, it differs (\"changed on the source since the last
+  sync\"): the next sync would copy it.
 
 KEPT BY BACKUP:
   A file on one side only whose deletion on the other side a backup mode kept on purpose

@@ -48,7 +48,13 @@ pub struct Config {
 
 /// The `--log-file`: action lines, warnings and errors, each with its UTC time, never with
 /// colour codes. Appended to, so that a cron job's runs follow each other.
-pub struct LogFile(BufWriter<File>);
+pub struct LogFile {
+    out: BufWriter<File>,
+    /// The file as given, for messages.
+    path: std::path::PathBuf,
+    /// The first write that failed: the log is incomplete from there on.
+    failed: Option<String>,
+}
 
 impl LogFile {
     /// Opens (creates, appends to) `path`.
@@ -57,19 +63,43 @@ impl LogFile {
             .create(true)
             .append(true)
             .open(path)
-            .map(|f| LogFile(BufWriter::new(f)))
+            .map(|f| LogFile {
+                out: BufWriter::new(f),
+                path: path.to_path_buf(),
+                failed: None,
+            })
             .map_err(|e| format!("--log-file {}: cannot open it: {e}", path.display()))
     }
 
-    /// Writes one line, secrets redacted. A log that cannot be written does not stop the run.
+    /// Writes one line, secrets redacted. A log that cannot be written does not stop the run;
+    /// the first failure is kept for [`LogFile::failure`].
     pub fn line(&mut self, text: &str) {
         let text = one_line(&syncengine::redact::redact(text)).into_owned();
-        let _ = writeln!(self.0, "{} {text}", utc_now());
+        let written = writeln!(self.out, "{} {text}", utc_now());
+        self.note(written);
     }
 
     /// Writes what is buffered.
     pub fn flush(&mut self) {
-        let _ = self.0.flush();
+        let flushed = self.out.flush();
+        self.note(flushed);
+    }
+
+    fn note(&mut self, result: std::io::Result<()>) {
+        if let (Err(e), None) = (result, &self.failed) {
+            self.failed = Some(e.to_string());
+        }
+    }
+
+    /// Why the log is incomplete (a full disk, a removed mount), naming the file; `None` when
+    /// every line was written.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.as_ref().map(|e| {
+            format!(
+                "--log-file {}: could not write to it ({e}); the log of this run is incomplete",
+                self.path.display()
+            )
+        })
     }
 }
 
