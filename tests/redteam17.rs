@@ -273,3 +273,78 @@ fn check_by_size_does_not_call_equal_a_file_changed_on_both_sides() {
         "check called equal a file both sides changed (contents differ): {out}{err}"
     );
 }
+
+/// A two-way conflict with a `keep` loser (no protection): a real run with `--list` lists the
+/// conflict and then the upload of the kept loser to the other side; the dry run's `--list`
+/// (and its text listing) shows only the conflict, while its counts do include that upload
+/// ("1 uploaded" with no upload listed). The listing and the counts of one dry run disagree.
+#[test]
+fn a_dry_runs_listing_holds_the_kept_losers_copy_its_counts_include() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    fs::create_dir_all(t.join("a")).unwrap();
+    fs::write(t.join("a/f.txt"), "base").unwrap();
+    let (code, out, err) = run_in(t, &["sync", "a", "b", "--state-dir=st", "-q"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    fs::write(t.join("a/f.txt"), "SOURCE-EDIT").unwrap();
+    fs::write(t.join("b/f.txt"), "DESTINATION-EDIT, newer").unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    let file = fs::File::options().write(true).open(t.join("b/f.txt"));
+    file.unwrap().set_modified(later).unwrap();
+    let run = |dry: bool| {
+        let mut args = vec!["sync", "a", "b", "--state-dir=st", "--json", "--list", "-q"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let (code, out, err) = run_in(t, &args);
+        assert_eq!(code, Some(0), "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let kinds: Vec<String> = v["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| format!("{} {}", a["action"], a["side"]))
+            .collect();
+        (kinds, v["uploaded"].as_u64().unwrap())
+    };
+    let planned = run(true);
+    let done = run(false);
+    assert_eq!(done.1, 1, "{done:?}");
+    assert_eq!(
+        planned, done,
+        "dry run (actions, uploaded) vs real run: the dry run counts an upload it does not list"
+    );
+}
+
+/// An `--exclude` pattern for conflict copies (a natural way to keep them on the side that
+/// made them): the kept loser `f.conflict-…-source.txt` is excluded on both sides, yet the run
+/// copies it to the destination — README: "A filtered path is never copied". The same with
+/// `--include f.txt`, which the conflict copy does not match.
+#[test]
+fn an_excluded_conflict_copy_is_not_copied_to_the_other_side() {
+    for filter in [["--exclude", "*.conflict-*"], ["--include", "f.txt"]] {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        fs::create_dir_all(t.join("a")).unwrap();
+        fs::write(t.join("a/f.txt"), "base").unwrap();
+        let mut args = vec!["sync", "a", "b", "--state-dir=st", "-q"];
+        args.extend(filter);
+        let (code, out, err) = run_in(t, &args);
+        assert_eq!(code, Some(0), "{out}{err}");
+        fs::write(t.join("a/f.txt"), "SOURCE-EDIT").unwrap();
+        fs::write(t.join("b/f.txt"), "DESTINATION-EDIT, newer").unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        let file = fs::File::options().write(true).open(t.join("b/f.txt"));
+        file.unwrap().set_modified(later).unwrap();
+        let (code, out, err) = run_in(t, &args);
+        assert_eq!(code, Some(0), "{out}{err}");
+        let on_b: Vec<String> = tree(&t.join("b"))
+            .into_iter()
+            .filter(|p| p.contains(".conflict-"))
+            .collect();
+        assert!(
+            on_b.is_empty(),
+            "{filter:?}: the filtered conflict copy was copied to the destination: {on_b:?}"
+        );
+    }
+}
