@@ -348,3 +348,28 @@ fn an_excluded_conflict_copy_is_not_copied_to_the_other_side() {
         );
     }
 }
+
+/// Under `--protect source` nothing is written under the protected root's `.syncengine/`
+/// folder (README), and a `--backup-dir` there is refused ("never written (not even its
+/// .syncengine/ folder)"); a `--log-file` there is accepted and written into the protected
+/// root on every run.
+#[test]
+fn a_log_file_inside_a_protected_roots_syncengine_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    fs::create_dir_all(t.join("a/.syncengine")).unwrap();
+    fs::write(t.join("a/f"), "1").unwrap();
+    let mut args = vec!["sync", "a", "b", "--state-dir=st", "--mode", "sb"];
+    args.extend(["--protect", "source", "-q"]);
+    let mut with_backup = args.clone();
+    with_backup.extend(["--backup-dir", "a/.syncengine/bk"]);
+    let (code, out, err) = run_in(t, &with_backup);
+    assert_eq!(code, Some(2), "{out}{err}");
+    args.extend(["--log-file", "a/.syncengine/sync.log"]);
+    let (code, out, err) = run_in(t, &args);
+    assert!(
+        !t.join("a/.syncengine/sync.log").exists(),
+        "exit {code:?}: the log was written into the protected source: {out}{err}"
+    );
+    assert_eq!(code, Some(2), "{out}{err}");
+}
