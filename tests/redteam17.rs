@@ -373,3 +373,36 @@ fn a_log_file_inside_a_protected_roots_syncengine_folder_is_refused() {
     );
     assert_eq!(code, Some(2), "{out}{err}");
 }
+
+/// A `--log-file` inside a synced root is refused (redteam16) — but not when given as a
+/// symlink whose target inside the root does not exist yet (a dangling link: the check cannot
+/// resolve it, the open follows it). A mirror run then created the log inside the destination
+/// and moved it to the trash as an extra file while writing it (`1 deleted`), and as the link
+/// dangles again, every run does the same: one more trashed log per run, no log where the
+/// user looks.
+#[cfg(unix)]
+#[test]
+fn a_log_file_given_as_a_symlink_into_a_synced_root_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    fs::create_dir_all(t.join("a")).unwrap();
+    for i in 1..=3 {
+        fs::write(t.join(format!("a/f{i}")), "x").unwrap();
+    }
+    let args = ["sync", "a", "b", "--state-dir=st", "--mode", "std", "-q"];
+    let (code, out, err) = run_in(t, &args);
+    assert_eq!(code, Some(0), "{out}{err}");
+    std::os::unix::fs::symlink("b/sync.log", t.join("loglink")).unwrap();
+    let mut with_log = args.to_vec();
+    with_log.extend(["--log-file", "loglink", "--json"]);
+    let (code, out, err) = run_in(t, &with_log);
+    let trashed: Vec<String> = tree(&t.join("b/.syncengine"))
+        .into_iter()
+        .filter(|p| p.ends_with("sync.log"))
+        .collect();
+    assert!(
+        trashed.is_empty(),
+        "exit {code:?}: the run trashed its own log in the destination {trashed:?}: {out}{err}"
+    );
+    assert_eq!(code, Some(2), "{out}{err}");
+}
