@@ -406,3 +406,36 @@ fn a_log_file_given_as_a_symlink_into_a_synced_root_is_refused() {
     );
     assert_eq!(code, Some(2), "{out}{err}");
 }
+
+/// Two-way under `--protect source`, the destination emptied: the empty-side stop says "re-run
+/// with --force in two-way: that deletes the source's copies too (they go to its trash)". The
+/// source is protected: `--force` deletes nothing there, counts the deletes as `protected` and
+/// records nothing, so every later run stops again with the same advice.
+#[test]
+fn the_empty_side_stop_under_protect_does_not_promise_deletes_on_the_protected_side() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    fs::create_dir_all(t.join("a")).unwrap();
+    fs::write(t.join("a/f"), "1").unwrap();
+    fs::write(t.join("a/g"), "2").unwrap();
+    let args = ["sync", "a", "b", "--state-dir=st", "--protect", "source"];
+    let (code, out, err) = run_in(t, &args);
+    assert_eq!(code, Some(0), "{out}{err}");
+    fs::remove_file(t.join("b/f")).unwrap();
+    fs::remove_file(t.join("b/g")).unwrap();
+    let (code, stop_out, stop_err) = run_in(t, &args);
+    assert_eq!(code, Some(3), "{stop_out}{stop_err}");
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let (code, out, err) = run_in(t, &forced);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        t.join("a/f").exists(),
+        "--force deleted on the protected source"
+    );
+    assert!(
+        !stop_err.contains("deletes the source's copies"),
+        "the stop promises what --force does not do under --protect source: {stop_err}\n\
+         the forced run: {out}{err}"
+    );
+}
