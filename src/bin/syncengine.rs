@@ -658,18 +658,51 @@ fn check_backup_overlap(flag: &str, backup: &Path, roots: &[&Location]) -> Resul
 /// Refuses a `--log-file` inside a synced local root (outside its `.syncengine/` folder),
 /// before the file is created: the log would be synced like any file, a run could overwrite
 /// (and trash) the log it is writing, and every run would trash one more copy of it.
+/// A log file under a protected root is refused even in its `.syncengine/` folder (that side
+/// gets nothing). The log's path is followed through symlinks, a dangling one included: the
+/// file is created where the link points.
 fn check_log_overlap(args: &SyncArgs) -> Result<(), String> {
     let Some(log) = &args.log_file else {
         return Ok(());
     };
-    let roots: Vec<Location> = [&args.source, &args.destination]
-        .into_iter()
-        .filter_map(|arg| match location::parse(arg) {
-            Ok(Location::Local(path)) => Some(Location::Local(location::normalize_local(&path))),
-            _ => None,
-        })
-        .collect();
-    check_backup_overlap("--log-file", log, &roots.iter().collect::<Vec<_>>())
+    let log = follow_links(log);
+    let mut roots = Vec::new();
+    for (side, arg) in [
+        (Side::Source, &args.source),
+        (Side::Destination, &args.destination),
+    ] {
+        let Ok(Location::Local(path)) = location::parse(arg) else {
+            continue;
+        };
+        let root = location::normalize_local(&path);
+        if args.protect.contains(&side) && location::normalize_local(&log).starts_with(&root) {
+            return Err(format!(
+                "--log-file {} is inside the protected {side} root {}, which is never written \
+                 (not even its .syncengine/ folder); put the log outside both roots",
+                log.display(),
+                root.display()
+            ));
+        }
+        roots.push(Location::Local(root));
+    }
+    check_backup_overlap("--log-file", &log, &roots.iter().collect::<Vec<_>>())
+}
+
+/// `path` with every symlink at its end followed, dangling ones included (relative targets
+/// from the link's folder); gives up after 40 links, as the kernel does.
+fn follow_links(path: &Path) -> PathBuf {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let Some(target) = is_link.then(|| std::fs::read_link(&path).ok()).flatten() else {
+            break;
+        };
+        path = match path.parent() {
+            Some(parent) => parent.join(target),
+            None => target,
+        };
+    }
+    path
 }
 
 /// Refuses a remote backup or trash folder that lies inside a synced remote root (outside its
@@ -1221,6 +1254,8 @@ fn report(
         // Secrets can only come in through messages: redact those, before serialising (a
         // redaction of the JSON text could break its quoting, and would alter paths).
         let mut shown = stats.clone();
+        // An incomplete log makes the run exit 1: the object says why.
+        shown.warnings.extend(log_failure.iter().cloned());
         for w in &mut shown.warnings {
             *w = syncengine::redact::redact(w).into_owned();
         }
@@ -1251,6 +1286,9 @@ fn restore_hint(args: &SyncArgs, e: &SyncError) -> Option<String> {
     let SyncError::EmptySide { side, missing, .. } = e else {
         return None;
     };
+    // The protection stays, except on the emptied side itself, which the restore writes to.
+    let kept_protection: Vec<Side> = args.protect.iter().copied().filter(|p| p != side).collect();
+    let lifts = args.protect.contains(side);
     let mut command = vec![
         "syncengine".to_owned(),
         "sync".to_owned(),
@@ -1296,6 +1334,10 @@ fn restore_hint(args: &SyncArgs, e: &SyncError) -> Option<String> {
             command.push(format!("{flag}={}", shell_quote(dir)));
         }
     }
+    for p in &kept_protection {
+        command.push("--protect".to_owned());
+        command.push(p.to_string());
+    }
     if let Some(dir) = &args.state_dir {
         // One word, so that a value starting with `-` is not read as an option.
         command.push(format!(
@@ -1305,8 +1347,13 @@ fn restore_hint(args: &SyncArgs, e: &SyncError) -> Option<String> {
     }
     Some(
         syncengine::redact::redact(&format!(
-            "hint: once you are sure the {side} lost its files, this restores them from the {}: {}",
+            "hint: once you are sure the {side} lost its files, this restores them from the {}{}: {}",
             side.other(),
+            if lifts {
+                format!(" (it lifts --protect {side} for that run: it writes to the {side})")
+            } else {
+                String::new()
+            },
             command.join(" ")
         ))
         .into_owned(),

@@ -631,14 +631,9 @@ async fn judge(
                 // last sync and the other not, the sync would copy it — not equal.
                 Compared::Equal { size_only }
                     if (size_only || method == CheckMethod::Size)
-                        && let Some(changed) = changed_on_one_side(base.as_ref(), [&s, &d]) =>
+                        && let Some(by) = changed_since_the_base(base.as_ref(), [&s, &d]) =>
                 {
-                    Some(DifferenceKind::Differs {
-                        by: match changed {
-                            Side::Source => "changed on the source since the last sync",
-                            Side::Destination => "changed on the destination since the last sync",
-                        },
-                    })
+                    Some(DifferenceKind::Differs { by })
                 }
                 Compared::Equal { size_only } => {
                     outcome.size_only = size_only;
@@ -657,18 +652,27 @@ async fn judge(
     outcome
 }
 
-/// The one side whose file no longer is the version the base recorded, when the other side's
-/// still is: a change the next sync copies over. `None` without a base record of both sides,
-/// or when neither or both changed.
-fn changed_on_one_side(base: Option<&BaseRecord>, entries: [&Entry; 2]) -> Option<Side> {
+/// Why two files of equal size are not the same as far as the pair's base can tell, for a
+/// comparison by size only: one side's file is no longer the version the base recorded while
+/// the other's still is (the next sync copies it over), or both moved away from it with
+/// different modification times (the next sync finds a conflict). `None` without a base
+/// record of both sides, when neither changed, or when both changed to the same size and
+/// time (a copy of one another, which the sync records without a transfer).
+fn changed_since_the_base(base: Option<&BaseRecord>, entries: [&Entry; 2]) -> Option<&'static str> {
     let base = base.filter(|b| b.settled.is_none())?;
     let changed = [
         !base.source.describes(entries[0]),
         !base.destination.describes(entries[1]),
     ];
     match changed {
-        [true, false] => Some(Side::Source),
-        [false, true] => Some(Side::Destination),
+        [true, false] => Some("changed on the source since the last sync"),
+        [false, true] => Some("changed on the destination since the last sync"),
+        [true, true]
+            if entries[0].mtime_nanos().is_none()
+                || entries[0].mtime_nanos() != entries[1].mtime_nanos() =>
+        {
+            Some("changed on both sides since the last sync")
+        }
         _ => None,
     }
 }

@@ -27,7 +27,7 @@ use crate::exec::{
 use crate::folding;
 use crate::identity;
 use crate::ignore_rules::{IgnoreRules, STATE_DIR_NAME, SYNCIGNORE_FILE};
-use crate::mode::{ConflictLoser, InitialSyncPreference, Side, SyncMode};
+use crate::mode::{InitialSyncPreference, Side, SyncMode};
 use crate::order::{OutOfOrder, check_order, sort_listing};
 use crate::pair::{Recovery, SyncPair};
 use crate::path::RelPath;
@@ -363,11 +363,12 @@ impl SyncEngine {
         check_safety(&plan, pair, &locations)?;
 
         if dry_run {
-            self.list_plan(&plan, opts.conflict_loser).await;
+            self.list_plan(&plan, pair, &rules).await;
             let mut stats = plan.predicted_stats_in(
                 pair.mode,
                 opts.conflict_loser,
                 opts.protected.first().copied(),
+                &rules,
             );
             stats.dry_run = true;
             return Ok(stats);
@@ -458,6 +459,7 @@ impl SyncEngine {
             protected: opts.protected.first().copied(),
             protected_follow_ups: Default::default(),
             trashed: Default::default(),
+            rules: rules.clone(),
         };
         let executed = executor.run(plan, &mut stats).await;
         executor.trashed.count_into(&mut stats);
@@ -661,13 +663,22 @@ impl SyncEngine {
     /// Sends the plan, group by group, to the listing channel (see
     /// [`SyncEngine::with_listing`]): one walk of the actions to count the groups, then one
     /// per group that has actions. Stops when the receiver is gone.
-    async fn list_plan(&self, plan: &Plan, loser: ConflictLoser) {
+    async fn list_plan(&self, plan: &Plan, pair: &SyncPair, rules: &IgnoreRules) {
         let Some(tx) = &self.listing else {
             return;
         };
+        let loser = pair.options.conflict_loser;
+        let protected = pair.options.protected.first().copied();
+        // A conflict whose kept loser the run then copies over lists that copy right after
+        // it, as the real run reports it (not a copy to a protected side: it is not made).
+        let follow_up = |a: &Action| {
+            crate::plan::kept_loser_copy(a, pair.mode, loser, protected, rules).filter(
+                |c| !matches!(c, Action::Copy { from, .. } if protected == Some(from.other())),
+            )
+        };
         let mut counts = [0u64; PlanGroup::ALL.len()];
         for a in &plan.actions {
-            counts[PlanGroup::of(a).index()] += 1;
+            counts[PlanGroup::of(a).index()] += 1 + u64::from(follow_up(a).is_some());
         }
         for (group, count) in PlanGroup::ALL.into_iter().zip(counts) {
             if count == 0 {
@@ -684,6 +695,12 @@ impl SyncEngine {
                 let report = ActionReport::planned(a, loser);
                 if tx.send(ProgressEvent::WouldDo(report)).await.is_err() {
                     return;
+                }
+                if let Some(copy) = follow_up(a) {
+                    let report = ActionReport::planned(&copy, loser);
+                    if tx.send(ProgressEvent::WouldDo(report)).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
@@ -759,6 +776,7 @@ impl SyncEngine {
                 root,
                 missing: true,
                 mode: pair.mode,
+                protected: pair.options.protected.first().copied(),
             });
         }
         Ok(())
@@ -1151,6 +1169,7 @@ fn check_safety(
                 root: locations[side_index(side)].to_string(),
                 missing: false,
                 mode: pair.mode,
+                protected: pair.options.protected.first().copied(),
             });
         }
     }

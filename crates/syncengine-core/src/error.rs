@@ -431,6 +431,9 @@ pub enum SyncError {
         missing: bool,
         /// The mode of the stopped run.
         mode: crate::SyncMode,
+        /// The side the run protects ([`SyncOptions::with_protected`](crate::SyncOptions::with_protected)),
+        /// if any: `--force` deletes nothing there.
+        protected: Option<crate::Side>,
     },
     /// The root of a side the mode reads from does not exist, on a pair's first run: a typo
     /// in the path must not create an empty side that the other side then fills (or, in two-way,
@@ -531,6 +534,7 @@ fn empty_side_message(e: &SyncError) -> String {
         root,
         missing,
         mode,
+        protected,
     } = e
     else {
         return String::new();
@@ -565,6 +569,11 @@ fn empty_side_message(e: &SyncError) -> String {
             " If the {side}'s files really are gone, re-run with --force: this {mode} run then \
              copies the {other}'s files back to it and deletes nothing on the {other}."
         ));
+        if *protected == Some(side) {
+            msg.push_str(&format!(
+                " The {side} is protected: that run needs to be made without --protect {side}."
+            ));
+        }
     } else {
         let restore = restoring_mode(side);
         msg.push_str(&format!(
@@ -572,7 +581,18 @@ fn empty_side_message(e: &SyncError) -> String {
              the {other}, which still has them: run the same pair with --mode {restore} --force \
              (it writes only to the {side} and deletes nothing on the {other})."
         ));
-        if deletes_other {
+        if *protected == Some(side) {
+            msg.push_str(&format!(
+                " The {side} is protected: that run, and --force in {mode}, need the run \
+                 without --protect {side}, which lets it write to the {side}."
+            ));
+        } else if *protected == Some(other) {
+            msg.push_str(&format!(
+                " The {other} is protected: --force in {mode} deletes nothing there (its \
+                 copies are counted as protected, and this stop comes back until the {side} \
+                 is restored)."
+            ));
+        } else if deletes_other {
             msg.push_str(&format!(
                 " Only if the {side} was emptied on purpose, re-run with --force in {mode}: that \
                  deletes the {other}'s copies too (they go to its trash)."

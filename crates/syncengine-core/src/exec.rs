@@ -128,6 +128,8 @@ pub struct Executor {
     /// deleting or replacing them, counted as the action succeeds
     /// ([`SyncStats::trashed_files`]).
     pub(crate) trashed: Trashed,
+    /// The run's ignore rules: a kept conflict loser whose name they exclude stays on its side.
+    pub(crate) rules: Arc<crate::ignore_rules::IgnoreRules>,
 }
 
 /// Counts of what a run moved to a trash or a backup dir.
@@ -1818,8 +1820,9 @@ impl Executor {
                     tracing::info!(path = %lose.path, kept_as = %kept.path, "conflict: losing version kept");
                     kept_as.push((loser, kept.path.clone()));
                     // The kept loser is an addition on its side: where the mode copies
-                    // additions that way, it reaches the other side in this run.
-                    if self.copies_additions_from(loser) {
+                    // additions that way, it reaches the other side in this run, unless the
+                    // filters exclude its name (then it stays where it was kept).
+                    if self.copies_additions_from(loser) && !self.rules.is_ignored(&kept.path) {
                         follow_ups.push(Action::Copy {
                             from: loser,
                             entry: kept,

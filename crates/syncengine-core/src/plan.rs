@@ -5,6 +5,7 @@
 //! dry run's prediction and the real run's tally, so the two cannot drift apart.
 
 use crate::entry::Entry;
+use crate::ignore_rules::IgnoreRules;
 use crate::mode::{ConflictLoser, Side, SyncMode};
 use crate::path::RelPath;
 use crate::progress::ActionKind;
@@ -287,47 +288,81 @@ impl Plan {
         stats
     }
 
-    /// [`predicted_stats`](Plan::predicted_stats) with the copies a run adds as it goes: a
-    /// conflict loser kept under a conflict name is an addition on its side, which the
-    /// executor copies to the other side in the same run where `mode` copies additions that
-    /// way (or counts as protected when that side is protected). A dry run reports these, so
-    /// its counts are the real run's.
+    /// [`predicted_stats`](Plan::predicted_stats) with the copies a run adds as it goes
+    /// ([`kept_loser_copy`]): a conflict loser kept under a conflict name is an addition on
+    /// its side, which the executor copies to the other side in the same run where `mode`
+    /// copies additions that way and `rules` do not exclude the name (or counts as protected
+    /// when that side is protected). A dry run reports these, so its counts are the real run's.
     pub fn predicted_stats_in(
         &self,
         mode: SyncMode,
         conflict_loser: ConflictLoser,
         protected: Option<Side>,
+        rules: &IgnoreRules,
     ) -> SyncStats {
         let mut stats = self.predicted_stats();
         for a in &self.actions {
-            let Action::Conflict {
-                source,
-                destination,
-                winner: Some(winner),
-            } = a
-            else {
+            let Some(copy) = kept_loser_copy(a, mode, conflict_loser, protected, rules) else {
                 continue;
             };
-            let loser = winner.other();
-            // Under protection the protected winner's loser is always kept (exec).
-            let kept = conflict_loser == ConflictLoser::Keep || protected == Some(*winner);
-            let copied = match loser {
-                Side::Source => mode.allows_upload(),
-                Side::Destination => mode.allows_download(),
-            };
-            if !(kept && copied) {
-                continue;
-            }
-            if protected == Some(*winner) {
-                stats.protected += 1;
-            } else {
-                let size = match loser {
-                    Side::Source => source.size,
-                    Side::Destination => destination.size,
-                };
-                count_copy(&mut stats, loser, size);
+            match copy {
+                Action::Copy { from, .. } if protected == Some(from.other()) => {
+                    stats.protected += 1;
+                }
+                copy => copy.count_into(&mut stats),
             }
         }
         stats
     }
+}
+
+/// The copy a run makes after `action` when it settles a conflict whose losing version is kept
+/// under a conflict name on its side and the mode copies such an addition to the other side:
+/// that name (with [`PLANNED_STAMP`](crate::progress::PLANNED_STAMP) for the run's time)
+/// copied from the loser's side. `None` for other actions, a loser that is deleted, a mode
+/// that does not copy that way, or a conflict name `rules` exclude. Under protection the
+/// protected winner's loser is always kept (the executor's rule), and its copy is returned:
+/// the caller counts it as protected.
+pub fn kept_loser_copy(
+    action: &Action,
+    mode: SyncMode,
+    conflict_loser: ConflictLoser,
+    protected: Option<Side>,
+    rules: &IgnoreRules,
+) -> Option<Action> {
+    let Action::Conflict {
+        source,
+        destination,
+        winner: Some(winner),
+    } = action
+    else {
+        return None;
+    };
+    let loser = winner.other();
+    let kept = conflict_loser == ConflictLoser::Keep || protected == Some(*winner);
+    let copied = match loser {
+        Side::Source => mode.allows_upload(),
+        Side::Destination => mode.allows_download(),
+    };
+    if !(kept && copied) {
+        return None;
+    }
+    let lost = match loser {
+        Side::Source => source,
+        Side::Destination => destination,
+    };
+    let name =
+        crate::exec::conflict_candidate(&lost.path, crate::progress::PLANNED_STAMP, loser, 1)
+            .ok()?;
+    if rules.is_ignored(&name) {
+        return None;
+    }
+    Some(Action::Copy {
+        from: loser,
+        entry: Entry {
+            path: name,
+            ..lost.clone()
+        },
+        target: None,
+    })
 }

@@ -96,7 +96,11 @@ async fn a_dry_run_lists_its_plan_group_by_group_through_a_bounded_channel() {
         |i: usize| -> Vec<String> { seen[i].1.iter().map(|r| r.path.to_string()).collect() };
     assert_eq!(paths(0), ["a.txt", "e.txt"]);
     assert_eq!(paths(1), ["b.txt"]);
-    assert_eq!(paths(2), ["c.txt"]);
+    // The conflict, then the copy of its kept loser that two-way makes in the same run.
+    assert_eq!(
+        paths(2),
+        ["c.txt", "c.conflict-YYYYMMDDTHHMMSSZ-destination.txt"]
+    );
     assert_eq!(paths(3), ["d.txt"]);
     assert_eq!(seen[0].1[1].change, Change::Upload { replaces: true });
     assert_eq!(seen[0].1[0].side, Some(Side::Destination));
