@@ -739,12 +739,7 @@ impl SyncEngine {
             let exists = client
                 .root_exists()
                 .await
-                .map_err(|source| SyncError::Unreachable {
-                    side,
-                    root: client.to_string(),
-                    source,
-                    during_run: false,
-                })?;
+                .map_err(|source| unreachable_before_run(side, client.as_ref(), source))?;
             if exists {
                 continue;
             }
@@ -1061,14 +1056,19 @@ pub(crate) async fn check_reachable(pair: &SyncPair) -> Result<(), SyncError> {
         client
             .check_access()
             .await
-            .map_err(|source| SyncError::Unreachable {
-                side,
-                root: client.to_string(),
-                source,
-                during_run: false,
-            })?;
+            .map_err(|source| unreachable_before_run(side, client.as_ref(), source))?;
     }
     Ok(())
+}
+
+/// A side found unreachable by a check before the run read anything (CLI exit 4).
+fn unreachable_before_run(side: Side, client: &dyn StorageClient, source: Error) -> SyncError {
+    SyncError::Unreachable {
+        side,
+        root: client.to_string(),
+        source,
+        during_run: false,
+    }
 }
 
 /// The pair's state as it is: opened only if it exists, under `id`, else under the `older_id`
@@ -1284,15 +1284,23 @@ fn run_stamp() -> String {
 
 /// `time` (in UTC) as `YYYYMMDDTHHMMSSZ`, the form of the trash's stamp folders.
 pub(crate) fn stamp_at(time: time::OffsetDateTime) -> String {
-    let now = time.to_offset(time::UtcOffset::UTC);
+    utc_written(time, ["", "T", "", "Z"])
+}
+
+/// `time` in UTC, to the second, written with `marks`: between the date's fields, between
+/// date and time, between the time's fields, and at the end (`["-", "T", ":", "Z"]` is RFC
+/// 3339). The one writer of the run stamps, the pairs' recorded times and the trash's runs.
+pub(crate) fn utc_written(time: time::OffsetDateTime, marks: [&str; 4]) -> String {
+    let t = time.to_offset(time::UtcOffset::UTC);
+    let [date, mid, clock, end] = marks;
     format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
+        "{:04}{date}{:02}{date}{:02}{mid}{:02}{clock}{:02}{clock}{:02}{end}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
     )
 }
 

@@ -653,15 +653,7 @@ impl TrashRun {
     /// The run's UTC time, written for people: `2026-12-04 16:30:05 UTC`.
     pub fn time_text(&self) -> String {
         match stamp_time(self.stamp()) {
-            Some(t) => format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            ),
+            Some(t) => crate::engine::utc_written(t, ["-", " ", ":", " UTC"]),
             None => self.name.clone(),
         }
     }

@@ -424,16 +424,7 @@ fn foreign(file: &Path) -> Option<&'static str> {
 
 /// `t` in UTC as `2026-12-04T16:31:03Z` (RFC 3339, whole seconds), for showing recorded times.
 pub fn utc_text(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t).to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    crate::engine::utc_written(t.into(), ["-", "T", ":", "Z"])
 }
 
 #[cfg(test)]
