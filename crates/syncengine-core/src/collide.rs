@@ -307,7 +307,14 @@ const MAX_NAMED: usize = 20;
 /// both sides hold is the same name on both, and one side's listing shows any collision it
 /// has. A rename whose new name collides leaves that name alone and becomes the delete of
 /// its old name (a backup mode's rename, which keeps the old name, is dropped).
-pub fn drop_crossing_collisions(plan: &mut Plan, folds: [bool; 2], side_note: &str) {
+///
+/// # Errors
+/// When the plan's spilled actions cannot be read back or written again.
+pub fn drop_crossing_collisions(
+    plan: &mut Plan,
+    folds: [bool; 2],
+    side_note: &str,
+) -> std::io::Result<()> {
     for (i, folding) in [Side::Source, Side::Destination].into_iter().enumerate() {
         if !folds[i] {
             continue;
@@ -315,7 +322,11 @@ pub fn drop_crossing_collisions(plan: &mut Plan, folds: [bool; 2], side_note: &s
         // Folded name → the names, spelled as listed, new on the folding side (any level:
         // `A/x` brings the folder `A`): its additions and the new names of its renames.
         let mut theirs: HashMap<String, Vec<String>> = HashMap::new();
-        for (from_folding, path) in plan.actions.iter().filter_map(new_name) {
+        for action in plan.actions.iter() {
+            let action = action?;
+            let Some((from_folding, path)) = new_name(&action) else {
+                continue;
+            };
             if from_folding != folding {
                 continue;
             }
@@ -331,7 +342,11 @@ pub fn drop_crossing_collisions(plan: &mut Plan, folds: [bool; 2], side_note: &s
         }
         // Pairs (name on the plain side, name on the folding side) that collide.
         let mut clashes: BTreeMap<String, String> = BTreeMap::new();
-        for (from, path) in plan.actions.iter().filter_map(new_name) {
+        for action in plan.actions.iter() {
+            let action = action?;
+            let Some((from, path)) = new_name(&action) else {
+                continue;
+            };
             if from == folding {
                 continue;
             }
@@ -358,29 +373,31 @@ pub fn drop_crossing_collisions(plan: &mut Plan, folds: [bool; 2], side_note: &s
             }
         };
         // Rare (only when names cross): the list is rebuilt rather than edited in place.
-        let actions = std::mem::take(&mut plan.actions);
-        plan.actions = actions
-            .into_iter()
-            .filter_map(|a| match a {
-                Action::Copy {
-                    from,
-                    ref entry,
-                    target: None,
-                } if hidden(from, entry.path.as_str()) => None,
-                // The new name is left alone like an addition; the old name goes as the
-                // renaming side deleted it (a backup mode's rename keeps it anyway).
-                Action::Rename {
-                    seen_on,
-                    from,
-                    to,
-                    keep_old,
-                } if hidden(seen_on, to.path.as_str()) => (!keep_old).then(|| Action::Delete {
-                    side: seen_on.other(),
-                    entry: from,
-                }),
-                other => Some(other),
-            })
-            .collect();
+        plan.actions.rewrite(|a| match a {
+            Action::Copy {
+                from,
+                ref entry,
+                target: None,
+            } if hidden(from, entry.path.as_str()) => Vec::new(),
+            // The new name is left alone like an addition; the old name goes as the
+            // renaming side deleted it (a backup mode's rename keeps it anyway).
+            Action::Rename {
+                seen_on,
+                from,
+                to,
+                keep_old,
+            } if hidden(seen_on, to.path.as_str()) => {
+                if keep_old {
+                    Vec::new()
+                } else {
+                    vec![Action::Delete {
+                        side: seen_on.other(),
+                        entry: from,
+                    }]
+                }
+            }
+            other => vec![other],
+        })?;
         let (plain_count, folding_count) = (clashes.len() as u64, on_folding.len() as u64);
         match plain {
             Side::Source => {
@@ -406,6 +423,7 @@ pub fn drop_crossing_collisions(plan: &mut Plan, folds: [bool; 2], side_note: &s
             ));
         }
     }
+    Ok(())
 }
 
 /// The name an action brings new to the side it writes, with the side it comes from: an

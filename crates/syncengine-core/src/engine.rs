@@ -35,6 +35,7 @@ use crate::plan::{Action, Plan};
 use crate::progress::{ActionReport, PlanGroup, ProgressEvent};
 use crate::protect;
 use crate::reconcile::Reconciler;
+use crate::spill::{SpillVec, spill_error};
 use crate::state::{BaseRecord, BaseUpdate, PairLock, StateStore};
 use crate::stats::SyncStats;
 use crate::verify::read_own_file;
@@ -299,16 +300,16 @@ impl SyncEngine {
         let caps = [source.capabilities(), destination.capabilities()];
         if let Some(note) = folding_note(&caps) {
             let folds = caps.map(|c| c.case_insensitive || c.normalization_insensitive);
-            drop_crossing_collisions(&mut plan, folds, &note);
+            drop_crossing_collisions(&mut plan, folds, &note).map_err(spill_error)?;
         }
         plan.warnings.extend(roots.warnings.iter().cloned());
         plan.warnings.extend(folding.warnings);
         plan.warnings.extend(stepped_warnings);
         if roots.accepted {
-            skip_deletions(&mut plan);
+            skip_deletions(&mut plan).map_err(spill_error)?;
         }
         for side in opts.protected.iter().copied() {
-            protect::protect_plan(&mut plan, side, pair.mode);
+            protect::protect_plan(&mut plan, side, pair.mode).map_err(spill_error)?;
         }
 
         plan.skipped += ignored.load(Ordering::Relaxed);
@@ -363,13 +364,17 @@ impl SyncEngine {
         check_safety(&plan, pair, &locations)?;
 
         if dry_run {
-            self.list_plan(&plan, pair, &rules).await;
-            let mut stats = plan.predicted_stats_in(
-                pair.mode,
-                opts.conflict_loser,
-                opts.protected.first().copied(),
-                &rules,
-            );
+            self.list_plan(&plan, pair, &rules)
+                .await
+                .map_err(spill_error)?;
+            let mut stats = plan
+                .predicted_stats_in(
+                    pair.mode,
+                    opts.conflict_loser,
+                    opts.protected.first().copied(),
+                    &rules,
+                )
+                .map_err(spill_error)?;
             stats.dry_run = true;
             return Ok(stats);
         }
@@ -389,7 +394,7 @@ impl SyncEngine {
         // both sides, a deletion a backup mode keeps, a landed copy recovered) does: a copy
         // of a root taken before it would otherwise pass for current under the new base. So
         // does one that accepted a root: an accepted older copy is current from now on.
-        let changed = sides_changed_by(&plan.actions);
+        let (changed, planned_bytes) = sides_changed_by(&plan.actions).map_err(spill_error)?;
         let mut generations = Vec::new();
         let moves_on = !plan.actions.is_empty()
             || !plan.state_updates.is_empty()
@@ -428,7 +433,7 @@ impl SyncEngine {
             .splice(0..0, recovered.into_iter().map(BaseUpdate::Put));
         self.emit(ProgressEvent::Planned {
             actions: plan.actions.len() as u64,
-            bytes: plan.actions.iter().map(|a| a.bytes()).sum(),
+            bytes: planned_bytes,
         });
         let mut stats = SyncStats {
             skipped: plan.skipped,
@@ -663,9 +668,14 @@ impl SyncEngine {
     /// Sends the plan, group by group, to the listing channel (see
     /// [`SyncEngine::with_listing`]): one walk of the actions to count the groups, then one
     /// per group that has actions. Stops when the receiver is gone.
-    async fn list_plan(&self, plan: &Plan, pair: &SyncPair, rules: &IgnoreRules) {
+    async fn list_plan(
+        &self,
+        plan: &Plan,
+        pair: &SyncPair,
+        rules: &IgnoreRules,
+    ) -> std::io::Result<()> {
         let Some(tx) = &self.listing else {
-            return;
+            return Ok(());
         };
         let loser = pair.options.conflict_loser;
         let protected = pair.options.protected.first().copied();
@@ -677,8 +687,9 @@ impl SyncEngine {
             )
         };
         let mut counts = [0u64; PlanGroup::ALL.len()];
-        for a in &plan.actions {
-            counts[PlanGroup::of(a).index()] += 1 + u64::from(follow_up(a).is_some());
+        for a in plan.actions.iter() {
+            let a = a?;
+            counts[PlanGroup::of(&a).index()] += 1 + u64::from(follow_up(&a).is_some());
         }
         for (group, count) in PlanGroup::ALL.into_iter().zip(counts) {
             if count == 0 {
@@ -689,21 +700,26 @@ impl SyncEngine {
                 .await
                 .is_err()
             {
-                return;
+                return Ok(());
             }
-            for a in plan.actions.iter().filter(|a| PlanGroup::of(a) == group) {
-                let report = ActionReport::planned(a, loser);
-                if tx.send(ProgressEvent::WouldDo(report)).await.is_err() {
-                    return;
+            for a in plan.actions.iter() {
+                let a = a?;
+                if PlanGroup::of(&a) != group {
+                    continue;
                 }
-                if let Some(copy) = follow_up(a) {
+                let report = ActionReport::planned(&a, loser);
+                if tx.send(ProgressEvent::WouldDo(report)).await.is_err() {
+                    return Ok(());
+                }
+                if let Some(copy) = follow_up(&a) {
                     let report = ActionReport::planned(&copy, loser);
                     if tx.send(ProgressEvent::WouldDo(report)).await.is_err() {
-                        return;
+                        return Ok(());
                     }
                 }
             }
         }
+        Ok(())
     }
 
     fn emit(&self, event: ProgressEvent) {
@@ -1008,15 +1024,18 @@ fn risk_warning(source_files: u64, destination_files: u64) -> Option<String> {
 /// and with them the actions that need one first (a type change whose old file or folder
 /// stays in the way), so that they wait for the next run instead of failing on a path
 /// that is still taken.
-fn skip_deletions(plan: &mut Plan) {
-    let skipped: std::collections::BTreeSet<RelPath> = plan
-        .actions
-        .iter()
-        .filter(|a| a.is_delete())
-        .map(|a| a.path().clone())
-        .collect();
+fn skip_deletions(plan: &mut Plan) -> std::io::Result<()> {
+    let mut skipped = std::collections::BTreeSet::new();
+    let mut deletions = 0;
+    for a in plan.actions.iter() {
+        let a = a?;
+        if a.is_delete() {
+            deletions += 1;
+            skipped.insert(a.path().clone());
+        }
+    }
     if skipped.is_empty() {
-        return;
+        return Ok(());
     }
     let in_the_way = |path: &RelPath| {
         // A skipped deletion at or above the path (a file where a folder should go), or
@@ -1027,10 +1046,9 @@ fn skip_deletions(plan: &mut Plan) {
                 .take_while(|p| p.as_str().starts_with(path.as_str()))
                 .any(|p| p.is_below(path))
     };
-    let deletions = plan.actions.iter().filter(|a| a.is_delete()).count();
     let before = plan.actions.len();
     plan.actions
-        .retain(|a| !a.is_delete() && !in_the_way(a.path()));
+        .retain(|a| !a.is_delete() && !in_the_way(a.path()))?;
     let waiting = before - plan.actions.len() - deletions;
     plan.warnings.push(format!(
         "{deletions} deletions the mode would make were skipped because a new root was \
@@ -1044,6 +1062,7 @@ fn skip_deletions(plan: &mut Plan) {
             String::new()
         }
     ));
+    Ok(())
 }
 
 /// The safety rules that stop a run before it changes anything.
@@ -1178,7 +1197,7 @@ fn check_safety(
         (Side::Source, plan.source_files),
         (Side::Destination, plan.destination_files),
     ] {
-        let deletes = plan.deletes_on(side);
+        let deletes = plan.deletes_on(side).map_err(spill_error)?;
         if files > 0 && deletes * 100 > u64::from(max_delete_percent) * files {
             return Err(SyncError::MaxDelete {
                 side,
@@ -1379,20 +1398,21 @@ pub fn default_state_dir() -> Option<PathBuf> {
 
 /// Which roots (`[source, destination]`) a plan may change: where it writes, deletes or
 /// renames (conflicts and set-asides may touch both).
-fn sides_changed_by(actions: &[Action]) -> [bool; 2] {
+/// The sides `actions` change (`[source, destination]`), and the bytes they move.
+fn sides_changed_by(actions: &SpillVec<Action>) -> std::io::Result<([bool; 2], u64)> {
     let mut changed = [false; 2];
-    for action in actions {
-        match action {
+    let mut bytes = 0;
+    for action in actions.iter() {
+        let action = action?;
+        bytes += action.bytes();
+        match &*action {
             Action::Copy { from, .. } => changed[side_index(from.other())] = true,
             Action::Delete { side, .. } => changed[side_index(*side)] = true,
             Action::Rename { seen_on, .. } => changed[side_index(seen_on.other())] = true,
             _ => changed = [true; 2],
         }
-        if changed == [true; 2] {
-            break;
-        }
     }
-    changed
+    Ok((changed, bytes))
 }
 
 fn side_index(side: Side) -> usize {

@@ -263,7 +263,7 @@ mod tests {
         let plan = planned(1000).await;
         assert!(
             matches!(
-                plan.actions.as_slice(),
+                plan.actions.to_vec().unwrap().as_slice(),
                 [Action::Delete {
                     side: Side::Destination,
                     ..

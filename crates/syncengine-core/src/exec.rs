@@ -54,6 +54,7 @@ use crate::path::RelPath;
 use crate::plan::{Action, Plan};
 use crate::progress::{ActionReport, ProgressEvent};
 use crate::reconcile::BaseStream;
+use crate::spill::{SpillVec, spill_error};
 use crate::state::{BaseRecord, BaseUpdate, Intent, IntentBatch, SideRecord, StateStore};
 use crate::stats::SyncStats;
 use crate::verify::{Expected, verify_body};
@@ -330,18 +331,36 @@ impl Executor {
             blocking(move || store.clear_all_intents()).await?;
         }
 
-        // The few that must go first are taken out of the plan's list in place: partitioning
-        // into new lists would hold every action twice at the run's peak.
-        let mut others = plan.actions;
-        let first: Vec<Action> = others.extract_if(.., |a| a.makes_room()).collect();
-        let deletes: Vec<Action> = others.extract_if(.., |a| a.is_delete()).collect();
+        // One pass over the plan sorts its actions into the groups that run in turn. The long
+        // groups (copies, deletes) stay in temporary files like the plan itself; the few that
+        // must go first and the renames (which the pairing appended last) are kept in memory.
+        let mut first = Vec::new();
+        let mut renames = Vec::new();
+        let mut deletes = SpillVec::new();
+        let mut others = SpillVec::new();
+        for action in plan.actions.into_items() {
+            let action = action.map_err(spill_error)?;
+            if action.makes_room() {
+                first.push(action);
+            } else if action.is_delete() {
+                deletes.push(action);
+                deletes.relieve().map_err(spill_error)?;
+            } else if matches!(action, Action::Rename { .. }) {
+                renames.push(action);
+            } else {
+                others.push(action);
+                others.relieve().map_err(spill_error)?;
+            }
+        }
         let folds = [Side::Source, Side::Destination].map(|side| {
             let caps = self.client(side).capabilities();
             caps.case_insensitive || caps.normalization_insensitive
         });
-        let (room, deletes) = split_making_room(deletes, &others, folds);
-        let mut vacating = take_renames_making_room(&mut others, folds);
-        let stepped = take_renames_in_two_steps([&mut vacating, &mut others], folds);
+        let (room, deletes) =
+            split_making_room(deletes, &others, &renames, folds).map_err(spill_error)?;
+        let mut vacating =
+            take_renames_making_room(&mut renames, &others, folds).map_err(spill_error)?;
+        let stepped = take_renames_in_two_steps([&mut vacating, &mut renames], folds);
         let early: Vec<Action> = first.into_iter().chain(room).chain(vacating).collect();
         let mut failures = Failures::default();
         let mut follow_ups = Vec::new();
@@ -350,7 +369,13 @@ impl Executor {
         // A side lost during a batch ends the run after it ([`Reach`]): nothing later runs,
         // the deletes least of all.
         let mut cancelled = self
-            .run_batch(early, stats, &mut writer, &mut failures, &mut follow_ups)
+            .run_batch(
+                early.into_iter().map(Ok),
+                stats,
+                &mut writer,
+                &mut failures,
+                &mut follow_ups,
+            )
             .await?;
         self.stop_if_lost(&mut writer).await?;
         if !cancelled && !stepped.is_empty() {
@@ -359,15 +384,23 @@ impl Executor {
                 .await?;
         }
         if !cancelled {
+            // The renames go after the other actions, where the pairing put them.
+            let actions = others.into_items().chain(renames.into_iter().map(Ok));
             cancelled = self
-                .run_batch(others, stats, &mut writer, &mut failures, &mut follow_ups)
+                .run_batch(actions, stats, &mut writer, &mut failures, &mut follow_ups)
                 .await?;
             self.stop_if_lost(&mut writer).await?;
         }
         if !cancelled && !follow_ups.is_empty() {
             let batch = std::mem::take(&mut follow_ups);
             cancelled = self
-                .run_batch(batch, stats, &mut writer, &mut failures, &mut follow_ups)
+                .run_batch(
+                    batch.into_iter().map(Ok),
+                    stats,
+                    &mut writer,
+                    &mut failures,
+                    &mut follow_ups,
+                )
                 .await?;
             self.stop_if_lost(&mut writer).await?;
         }
@@ -384,22 +417,35 @@ impl Executor {
                     deletes.len()
                 ));
             }
-            Vec::new()
+            SpillVec::new()
         } else {
-            let (blocked, free): (Vec<Action>, Vec<Action>) =
-                deletes.into_iter().partition(|d| failures.blocks(d.path()));
-            if !blocked.is_empty() {
-                stats.skipped += blocked.len() as u64;
+            let mut deletes = deletes;
+            let mut blocked = 0u64;
+            deletes
+                .retain(|d| {
+                    let blocks = failures.blocks(d.path());
+                    blocked += u64::from(blocks);
+                    !blocks
+                })
+                .map_err(spill_error)?;
+            if blocked > 0 {
+                stats.skipped += blocked;
                 stats.warnings.push(format!(
-                    "{} deletion(s) postponed because an action they depend on (same path, a \
-                     folder above or below, a rename pair) failed; the next run retries them",
-                    blocked.len()
+                    "{blocked} deletion(s) postponed because an action they depend on (same \
+                     path, a folder above or below, a rename pair) failed; the next run \
+                     retries them"
                 ));
             }
-            free
+            deletes
         };
         let cancelled = self
-            .run_batch(deletes, stats, &mut writer, &mut failures, &mut follow_ups)
+            .run_batch(
+                deletes.into_items(),
+                stats,
+                &mut writer,
+                &mut failures,
+                &mut follow_ups,
+            )
             .await?;
         self.stop_if_lost(&mut writer).await?;
         if cancelled {
@@ -422,7 +468,7 @@ impl Executor {
     /// Runs actions with bounded concurrency; returns true if the run was cancelled.
     async fn run_batch(
         &self,
-        actions: Vec<Action>,
+        actions: impl Iterator<Item = std::io::Result<Action>> + Send,
         stats: &mut SyncStats,
         writer: &mut BaseWriter,
         failures: &mut Failures,
@@ -443,6 +489,15 @@ impl Executor {
             .then(move |batch| {
                 let store = store.clone();
                 async move {
+                    // The plan's temporary file failed: the run stops before this batch.
+                    let batch: Vec<Action> = match batch.into_iter().collect() {
+                        Ok(batch) => batch,
+                        Err(e) => {
+                            let items: Vec<Result<(Action, Option<BatchShare>), SyncError>> =
+                                vec![Err(spill_error(e))];
+                            return futures::stream::iter(items);
+                        }
+                    };
                     let intents: Vec<Intent> = batch.iter().filter_map(intent_of).collect();
                     let count = intents.len();
                     let recorded = if intents.is_empty() {
@@ -2383,96 +2438,129 @@ fn written_paths(action: &Action) -> Vec<(Side, &RelPath)> {
 /// (`Readme` deleted, `README` coming: the disk holds them as one file, so the write would
 /// fail on the old one) — and the rest.
 fn split_making_room(
-    deletes: Vec<Action>,
-    others: &[Action],
+    deletes: SpillVec<Action>,
+    others: &SpillVec<Action>,
+    renames: &[Action],
     folds: [bool; 2],
-) -> (Vec<Action>, Vec<Action>) {
+) -> std::io::Result<(Vec<Action>, SpillVec<Action>)> {
     if deletes.is_empty() {
-        return (Vec::new(), deletes);
+        return Ok((Vec::new(), deletes));
     }
-    let mut targets: [HashSet<&str>; 2] = [HashSet::new(), HashSet::new()];
-    let mut folders: [HashSet<&str>; 2] = [HashSet::new(), HashSet::new()];
-    let mut folded: [HashSet<String>; 2] = [HashSet::new(), HashSet::new()];
-    for (side, path) in others.iter().flat_map(written_paths) {
+    let mut targets: [HashSet<String>; 2] = Default::default();
+    let mut folders: [HashSet<String>; 2] = Default::default();
+    let mut folded: [HashSet<String>; 2] = Default::default();
+    visit_written(others, renames, |side, path| {
         let i = side_index(side);
-        targets[i].insert(path.as_str());
-        folders[i].extend(ancestors(path.as_str()));
+        targets[i].insert(path.to_owned());
+        folders[i].extend(ancestors(path).map(str::to_owned));
         if folds[i] {
-            folded[i].insert(fold_name(path.as_str()));
+            folded[i].insert(fold_name(path));
+        }
+    })?;
+    let mut room = Vec::new();
+    let mut rest = SpillVec::new();
+    for d in deletes.into_items() {
+        let d = d?;
+        let early = match &d {
+            Action::Delete { side, entry } => {
+                let i = side_index(*side);
+                let p = entry.path.as_str();
+                folders[i].contains(p)
+                    || ancestors(p).any(|a| targets[i].contains(a))
+                    || (folds[i] && folded[i].contains(&fold_name(p)))
+            }
+            _ => false,
+        };
+        if early {
+            room.push(d);
+        } else {
+            rest.push(d);
+            rest.relieve()?;
         }
     }
-    deletes.into_iter().partition(|d| match d {
-        Action::Delete { side, entry } => {
-            let i = side_index(*side);
-            let p = entry.path.as_str();
-            folders[i].contains(p)
-                || ancestors(p).any(|a| targets[i].contains(a))
-                || (folds[i] && folded[i].contains(&fold_name(p)))
-        }
-        _ => false,
-    })
+    Ok((room, rest))
 }
 
-/// Takes out of `others` the renames that free a name another action needs on the side
-/// they rename on, so they run first: an old name with something written below it (`f`
-/// renamed to `b.txt` while `f/x` is copied in: a file where a folder must be), an old name
-/// below a file written there (`x/y` renamed away while a file `x` arrives), or, on a side
-/// that folds names (`folds`, per side), an old name folding to one written there (`B.txt`
-/// renamed to `r.txt` while `b.txt` is copied in: the disk holds both names as one file).
-/// Each time the write would fail on the old name unless the rename runs first.
-fn take_renames_making_room(others: &mut Vec<Action>, folds: [bool; 2]) -> Vec<Action> {
-    if !others.iter().any(|a| matches!(a, Action::Rename { .. })) {
-        return Vec::new();
-    }
-    let early: Vec<bool> = {
-        let mut targets: [HashSet<&str>; 2] = Default::default();
-        // Folder → how many written paths lie below it.
-        let mut below: [std::collections::HashMap<&str, usize>; 2] = Default::default();
-        let mut folded: [std::collections::HashMap<String, usize>; 2] = Default::default();
-        for (side, path) in others.iter().flat_map(written_paths) {
-            let i = side_index(side);
-            let p = path.as_str();
-            targets[i].insert(p);
-            for folder in ancestors(p) {
-                *below[i].entry(folder).or_default() += 1;
-            }
-            if folds[i] {
-                *folded[i].entry(fold_name(p)).or_default() += 1;
-            }
+/// Calls `f` with each path (and the side it is written on) that an action of `others` or
+/// `renames` writes.
+fn visit_written(
+    others: &SpillVec<Action>,
+    renames: &[Action],
+    mut f: impl FnMut(Side, &str),
+) -> std::io::Result<()> {
+    for action in others.iter() {
+        let action = action?;
+        for (side, path) in written_paths(&action) {
+            f(side, path.as_str());
         }
-        others
-            .iter()
-            .map(|a| match a {
-                Action::Rename {
-                    seen_on,
-                    from,
-                    to,
-                    keep_old,
-                } => {
-                    let i = side_index(seen_on.other());
-                    let (old, new) = (from.path.as_str(), to.path.as_str());
-                    // Its own new name does not count (`x` renamed to `x/y`, `X` to `x`).
-                    let own_below = usize::from(ancestors(new).any(|f| f == old));
-                    let written_below = below[i].get(old).copied().unwrap_or(0) > own_below;
-                    let written_above = ancestors(old).any(|f| f != new && targets[i].contains(f));
-                    let freed = fold_name(old);
-                    let own = usize::from(fold_name(new) == freed);
-                    let folded_written =
-                        folds[i] && folded[i].get(&freed).copied().unwrap_or(0) > own;
-                    (!keep_old && (written_below || written_above)) || folded_written
-                }
-                _ => false,
-            })
-            .collect()
-    };
+    }
+    for (side, path) in renames.iter().flat_map(written_paths) {
+        f(side, path.as_str());
+    }
+    Ok(())
+}
+
+/// Takes out of `renames` those that free a name another action (of `others` or `renames`)
+/// needs on the side they rename on, so they run first: an old name with something written
+/// below it (`f` renamed to `b.txt` while `f/x` is copied in: a file where a folder must
+/// be), an old name below a file written there (`x/y` renamed away while a file `x`
+/// arrives), or, on a side that folds names (`folds`, per side), an old name folding to one
+/// written there (`B.txt` renamed to `r.txt` while `b.txt` is copied in: the disk holds both
+/// names as one file). Each time the write would fail on the old name unless the rename
+/// runs first.
+fn take_renames_making_room(
+    renames: &mut Vec<Action>,
+    others: &SpillVec<Action>,
+    folds: [bool; 2],
+) -> std::io::Result<Vec<Action>> {
+    if renames.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut targets: [HashSet<String>; 2] = Default::default();
+    // Folder → how many written paths lie below it.
+    let mut below: [std::collections::HashMap<String, usize>; 2] = Default::default();
+    let mut folded: [std::collections::HashMap<String, usize>; 2] = Default::default();
+    visit_written(others, renames, |side, p| {
+        let i = side_index(side);
+        targets[i].insert(p.to_owned());
+        for folder in ancestors(p) {
+            *below[i].entry(folder.to_owned()).or_default() += 1;
+        }
+        if folds[i] {
+            *folded[i].entry(fold_name(p)).or_default() += 1;
+        }
+    })?;
+    let early: Vec<bool> = renames
+        .iter()
+        .map(|a| match a {
+            Action::Rename {
+                seen_on,
+                from,
+                to,
+                keep_old,
+            } => {
+                let i = side_index(seen_on.other());
+                let (old, new) = (from.path.as_str(), to.path.as_str());
+                // Its own new name does not count (`x` renamed to `x/y`, `X` to `x`).
+                let own_below = usize::from(ancestors(new).any(|f| f == old));
+                let written_below = below[i].get(old).copied().unwrap_or(0) > own_below;
+                let written_above = ancestors(old).any(|f| f != new && targets[i].contains(f));
+                let freed = fold_name(old);
+                let own = usize::from(fold_name(new) == freed);
+                let folded_written = folds[i] && folded[i].get(&freed).copied().unwrap_or(0) > own;
+                (!keep_old && (written_below || written_above)) || folded_written
+            }
+            _ => false,
+        })
+        .collect();
     let mut next = 0;
-    others
+    Ok(renames
         .extract_if(.., |_| {
             let take = early.get(next).copied().unwrap_or(false);
             next += 1;
             take
         })
-        .collect()
+        .collect())
 }
 
 /// Takes out of `lists` the renames that cannot go in one step on a side that folds names:

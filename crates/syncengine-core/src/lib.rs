@@ -54,6 +54,7 @@ pub mod protect;
 pub mod prune;
 pub mod reconcile;
 pub mod redact;
+pub mod spill;
 pub mod stall;
 pub mod state;
 pub mod stats;

@@ -9,6 +9,7 @@ use crate::ignore_rules::IgnoreRules;
 use crate::mode::{ConflictLoser, Side, SyncMode};
 use crate::path::RelPath;
 use crate::progress::ActionKind;
+use crate::spill::SpillVec;
 use crate::state::BaseUpdate;
 use crate::stats::SyncStats;
 
@@ -227,8 +228,9 @@ fn count_copy(stats: &mut SyncStats, from: Side, size: u64) {
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct Plan {
-    /// Changes to the storage, in canonical path order.
-    pub actions: Vec<Action>,
+    /// Changes to the storage, in canonical path order. A long list keeps most of its actions
+    /// in a temporary file ([`SpillVec`]), so memory does not grow with the tree.
+    pub actions: SpillVec<Action>,
     /// Base updates that need no storage change (identical content, both deleted, refreshed
     /// metadata).
     pub state_updates: Vec<BaseUpdate>,
@@ -266,15 +268,22 @@ impl Plan {
     }
 
     /// Files the plan deletes on `side` (renames are not deletes).
-    pub fn deletes_on(&self, side: Side) -> u64 {
-        self.actions
-            .iter()
-            .filter(|a| matches!(a, Action::Delete { side: s, .. } if *s == side))
-            .count() as u64
+    ///
+    /// # Errors
+    /// When the plan's spilled actions cannot be read back.
+    pub fn deletes_on(&self, side: Side) -> std::io::Result<u64> {
+        let mut n = 0;
+        for a in self.actions.iter() {
+            n += u64::from(matches!(&*a?, Action::Delete { side: s, .. } if *s == side));
+        }
+        Ok(n)
     }
 
     /// The stats the plan would produce if every action succeeded.
-    pub fn predicted_stats(&self) -> SyncStats {
+    ///
+    /// # Errors
+    /// When the plan's spilled actions cannot be read back.
+    pub fn predicted_stats(&self) -> std::io::Result<SyncStats> {
         let mut stats = SyncStats {
             skipped: self.skipped,
             unknown: self.source_unknown + self.destination_unknown,
@@ -282,10 +291,10 @@ impl Plan {
             warnings: self.warnings.clone(),
             ..SyncStats::default()
         };
-        for a in &self.actions {
-            a.count_into(&mut stats);
+        for a in self.actions.iter() {
+            a?.count_into(&mut stats);
         }
-        stats
+        Ok(stats)
     }
 
     /// [`predicted_stats`](Plan::predicted_stats) with the copies a run adds as it goes
@@ -299,10 +308,11 @@ impl Plan {
         conflict_loser: ConflictLoser,
         protected: Option<Side>,
         rules: &IgnoreRules,
-    ) -> SyncStats {
-        let mut stats = self.predicted_stats();
-        for a in &self.actions {
-            let Some(copy) = kept_loser_copy(a, mode, conflict_loser, protected, rules) else {
+    ) -> std::io::Result<SyncStats> {
+        let mut stats = self.predicted_stats()?;
+        for a in self.actions.iter() {
+            let a = a?;
+            let Some(copy) = kept_loser_copy(&a, mode, conflict_loser, protected, rules) else {
                 continue;
             };
             match copy {
@@ -312,7 +322,7 @@ impl Plan {
                 copy => copy.count_into(&mut stats),
             }
         }
-        stats
+        Ok(stats)
     }
 }
 

@@ -139,7 +139,7 @@ fn describe(action: &Action, protected: Side) -> String {
 ///
 /// Dropping an action also drops its base update (the executor makes it only after the
 /// action), so later runs report the same difference again.
-pub fn protect_plan(plan: &mut Plan, protected: Side, mode: SyncMode) {
+pub fn protect_plan(plan: &mut Plan, protected: Side, mode: SyncMode) -> std::io::Result<()> {
     let mut named = Vec::new();
     let mut count = 0u64;
     let mut won = 0u64;
@@ -150,11 +150,9 @@ pub fn protect_plan(plan: &mut Plan, protected: Side, mode: SyncMode) {
             named.push(describe(action, protected));
         }
     };
-    let actions = std::mem::take(&mut plan.actions);
-    for mut action in actions {
+    plan.actions.rewrite(|mut action| {
         if !writes_to(&action, protected) {
-            plan.actions.push(action);
-            continue;
+            return vec![action];
         }
         let goes_over = matches!(action, Action::Conflict { .. }) && copies_from(mode, protected);
         let unshare = matches!(&action, Action::MoveAside { side, .. } if *side != protected);
@@ -163,7 +161,7 @@ pub fn protect_plan(plan: &mut Plan, protected: Side, mode: SyncMode) {
                 *winner = Some(protected);
             }
             won += 1;
-            plan.actions.push(action);
+            vec![action]
         } else if unshare {
             // The file moves aside on the other side as planned (the protected side's folder
             // takes the path there); only its copy to the protected side is left out.
@@ -171,11 +169,12 @@ pub fn protect_plan(plan: &mut Plan, protected: Side, mode: SyncMode) {
             if let Action::MoveAside { share, .. } = &mut action {
                 *share = false;
             }
-            plan.actions.push(action);
+            vec![action]
         } else {
             note(&action, &mut named);
+            Vec::new()
         }
-    }
+    })?;
     plan.protected += count;
     if won > 0 {
         plan.warnings.push(format!(
@@ -188,6 +187,7 @@ pub fn protect_plan(plan: &mut Plan, protected: Side, mode: SyncMode) {
         plan.warnings
             .push(protected_warning(protected, count, &named));
     }
+    Ok(())
 }
 
 /// The warning naming what protection kept from being done.

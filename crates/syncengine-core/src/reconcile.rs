@@ -27,6 +27,7 @@ use crate::error::SyncError;
 use crate::mode::Side;
 use crate::path::RelPath;
 use crate::plan::{Action, Plan};
+use crate::spill::spill_error;
 use crate::state::{BaseRecord, BaseUpdate, SideRecord};
 use crate::unknown::{Coverage, UnknownScopes, strongest};
 
@@ -60,9 +61,12 @@ struct Gone {
 }
 
 /// A path new on `side` and absent on the other: the other half of a rename. The entry is
-/// the one in the copy action at `copy_action` (not cloned: on a first run every file is new).
+/// the one in the copy action at `copy_action` (not cloned: the action may live in the plan's
+/// temporary file, and is read back only when a vanished file of its size waits for a pair).
+/// None are kept on a first run (an empty base): nothing can have vanished, so no rename.
 struct Appeared {
     side: Side,
+    size: u64,
     copy_action: usize,
 }
 
@@ -236,8 +240,14 @@ impl Reconciler {
         let mut s_head = next_entry(&mut source, &mut s_unknown).await?;
         let mut d_head = next_entry(&mut destination, &mut d_unknown).await?;
         let mut b_head = base.next().await.transpose()?;
+        // Without a base nothing vanished, so no new path can be half of a rename: none is
+        // kept as a candidate, and a first run's memory does not grow with the tree.
+        let no_base = b_head.is_none();
 
         loop {
+            // Between paths no index into the plan's last actions is held for editing: the
+            // list may write them out here.
+            plan.actions.relieve().map_err(spill_error)?;
             let min: Option<RelPath> = [
                 s_head.as_ref().map(|e| &e.path),
                 d_head.as_ref().map(|e| &e.path),
@@ -329,7 +339,7 @@ impl Reconciler {
             for waiting in &mut pending {
                 waiting.visiting_child = is_below(&waiting.entry.path, &path);
             }
-            let before = plan.actions.len();
+            let before = plan.actions.next_index();
             let marks = (before, plan.state_updates.len(), gone.len());
             let old_base = if one_sided.is_some() { b.clone() } else { None };
             let mut decision = self
@@ -341,7 +351,10 @@ impl Reconciler {
                     decision = Decision::Nothing;
                 }
             }
-            let action = (plan.actions.len() > before).then_some(before);
+            if no_base {
+                appeared.clear();
+            }
+            let action = (plan.actions.next_index() > before).then_some(before);
             for waiting in &mut pending {
                 waiting.note(present, decision);
             }
@@ -388,7 +401,9 @@ impl Reconciler {
         }
         self.resolve_passed(None, &mut pending, &mut plan, &mut held);
 
-        self.pair_renames(&mut plan, gone, appeared, &held).await;
+        self.pair_renames(&mut plan, gone, appeared, &held)
+            .await
+            .map_err(spill_error)?;
         Ok(plan)
     }
 
@@ -453,9 +468,11 @@ impl Reconciler {
                     share,
                     settled,
                 };
-                match waiting.action.and_then(|i| plan.actions.get_mut(i)) {
-                    Some(slot) => *slot = aside,
-                    None => plan.actions.push(aside),
+                match waiting.action {
+                    Some(i) => plan.actions.replace(i, aside),
+                    None => {
+                        plan.actions.push(aside);
+                    }
                 }
             }
         }
@@ -614,7 +631,7 @@ impl Reconciler {
                     Side::Destination => (d.clone(), s.clone()),
                 };
                 if let Some(entry) = entry {
-                    let index = plan.actions.len();
+                    let index = plan.actions.next_index();
                     let change = match from {
                         Side::Source => sc,
                         Side::Destination => dc,
@@ -626,6 +643,7 @@ impl Reconciler {
                     if change == Change::Added && other == Change::Absent {
                         appeared.push(Appeared {
                             side: from,
+                            size: entry.size,
                             copy_action: index,
                         });
                     }
@@ -642,7 +660,7 @@ impl Reconciler {
                     Side::Destination => d.clone(),
                 };
                 if let Some(entry) = entry {
-                    let index = plan.actions.len();
+                    let index = plan.actions.next_index();
                     plan.actions.push(Action::Delete { side, entry });
                     if let Some(base) = &b {
                         self.note_gone(sc, dc, &s, &d, base, Some(index), gone);
@@ -712,29 +730,43 @@ impl Reconciler {
         mut gone: Vec<Gone>,
         mut appeared: Vec<Appeared>,
         held: &[usize],
-    ) {
-        if held.is_empty() && (gone.is_empty() || appeared.is_empty()) {
-            return;
+    ) -> std::io::Result<()> {
+        for &i in held {
+            plan.actions.remove(i);
+        }
+        if gone.is_empty() || appeared.is_empty() {
+            return Ok(());
         }
         appeared.retain(|a| !held.contains(&a.copy_action));
         let mut by_size: HashMap<(Side, u64), Vec<usize>> = HashMap::new();
         for (i, g) in gone.iter().enumerate() {
             by_size.entry((g.side, g.base.size)).or_default().push(i);
         }
-        let mut removed = vec![false; plan.actions.len()];
-        for &i in held {
-            if let Some(r) = removed.get_mut(i) {
-                *r = true;
+        // Only new paths of a vanished file's size can be its new name: their entries are
+        // read back from the plan in one pass (in index order, as `appeared` is).
+        appeared.retain(|a| by_size.contains_key(&(a.side, a.size)));
+        let mut entries: HashMap<usize, Entry> = HashMap::new();
+        if !appeared.is_empty() {
+            let mut wanted = appeared.iter().map(|a| a.copy_action).peekable();
+            for (i, action) in plan.actions.iter().enumerate() {
+                let Some(&next) = wanted.peek() else { break };
+                let action = action?;
+                if i < next {
+                    continue;
+                }
+                wanted.next();
+                if let Action::Copy { entry, .. } = &*action {
+                    entries.insert(i, entry.clone());
+                }
             }
         }
         // Each vanished file's content hash, looked up or computed at most once.
         let mut old_hashes: Vec<Option<Option<ContentHash>>> = vec![None; gone.len()];
         let mut renames = Vec::new();
         for a in appeared {
-            let Some(Action::Copy { entry, .. }) = plan.actions.get(a.copy_action) else {
+            let Some(entry) = entries.remove(&a.copy_action) else {
                 continue;
             };
-            let entry = entry.clone();
             let Some(candidates) = by_size.get(&(a.side, entry.size)) else {
                 continue;
             };
@@ -781,7 +813,7 @@ impl Reconciler {
             let Some(gi) = found else { continue };
             let g = &mut gone[gi];
             g.matched = true;
-            removed[a.copy_action] = true;
+            plan.actions.remove(a.copy_action);
             if g.settled {
                 // Nothing to rename on the other side, which deleted it for good: the new name
                 // inherits the settlement, and the copy back is dropped.
@@ -794,7 +826,7 @@ impl Reconciler {
                 continue;
             }
             if let Some(di) = g.delete_action {
-                removed[di] = true;
+                plan.actions.remove(di);
             }
             renames.push(Action::Rename {
                 seen_on: a.side,
@@ -803,16 +835,10 @@ impl Reconciler {
                 keep_old: g.delete_action.is_none(),
             });
         }
-        if !removed.iter().any(|r| *r) {
-            return;
+        for rename in renames {
+            plan.actions.push(rename);
         }
-        let mut i = 0;
-        plan.actions.retain(|_| {
-            let keep = !removed[i];
-            i += 1;
-            keep
-        });
-        plan.actions.extend(renames);
+        Ok(())
     }
 
     /// What metadata alone tells about whether `now` (a new path on `side`) is the file the
@@ -1038,13 +1064,13 @@ fn spare_deletes(
     gone: &mut Vec<Gone>,
     appeared: &mut Vec<Appeared>,
 ) {
-    let tail: Vec<Action> = plan.actions.drain(actions..).collect();
+    let tail: Vec<Action> = plan.actions.split_off_memory(actions);
     let mut new_index = Vec::with_capacity(tail.len());
     for action in tail {
         if action.is_delete() {
             new_index.push(None);
         } else {
-            new_index.push(Some(plan.actions.len()));
+            new_index.push(Some(plan.actions.next_index()));
             plan.actions.push(action);
         }
     }
@@ -1233,6 +1259,8 @@ mod tests {
 
     fn renames(plan: &Plan) -> usize {
         plan.actions
+            .to_vec()
+            .unwrap()
             .iter()
             .filter(|a| matches!(a, Action::Rename { .. }))
             .count()
@@ -1479,7 +1507,10 @@ mod tests {
         };
         let differ = plan("one", "two", record.clone()).await;
         assert!(
-            matches!(differ.actions.as_slice(), [Action::Conflict { .. }]),
+            matches!(
+                differ.actions.to_vec().unwrap().as_slice(),
+                [Action::Conflict { .. }]
+            ),
             "{:?}",
             differ.actions
         );
@@ -1516,7 +1547,7 @@ mod tests {
         let with = plan(true, record.clone()).await;
         assert!(
             matches!(
-                with.actions.as_slice(),
+                with.actions.to_vec().unwrap().as_slice(),
                 [Action::Copy {
                     from: Side::Source,
                     ..
@@ -1558,11 +1589,8 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(plan.destination_unknown, 1);
-            let x: Vec<&Action> = plan
-                .actions
-                .iter()
-                .filter(|a| a.path().as_str() == "x")
-                .collect();
+            let all = plan.actions.to_vec().unwrap();
+            let x: Vec<&Action> = all.iter().filter(|a| a.path().as_str() == "x").collect();
             assert!(
                 matches!(
                     x.as_slice(),
