@@ -429,8 +429,6 @@ impl SyncEngine {
             }
         }
 
-        plan.state_updates
-            .splice(0..0, recovered.into_iter().map(BaseUpdate::Put));
         self.emit(ProgressEvent::Planned {
             actions: plan.actions.len() as u64,
             bytes: planned_bytes,
@@ -466,7 +464,8 @@ impl SyncEngine {
             trashed: Default::default(),
             rules: rules.clone(),
         };
-        let executed = executor.run(plan, &mut stats).await;
+        let recovered = recovered.into_iter().map(BaseUpdate::Put).collect();
+        let executed = executor.run(plan, recovered, &mut stats).await;
         executor.trashed.count_into(&mut stats);
         let vanished = executor.vanished.load(Ordering::Relaxed);
         if vanished > 0 {

@@ -310,19 +310,30 @@ impl Executor {
         }
     }
 
-    /// Carries out `plan`, adding what was done to `stats`.
+    /// Carries out `plan`, adding what was done to `stats`. The base updates `recovered`
+    /// (copies an interrupted run landed, found again) are written first, then the plan's.
     ///
     /// # Errors
     /// [`SyncError::Cancelled`] after a cancellation (the base is true for what was done),
     /// [`SyncError::State`] when the base cannot be written. Failed actions are counted in
     /// `stats.errors`, not returned.
-    pub async fn run(&self, plan: Plan, stats: &mut SyncStats) -> Result<(), SyncError> {
+    pub async fn run(
+        &self,
+        plan: Plan,
+        recovered: Vec<BaseUpdate>,
+        stats: &mut SyncStats,
+    ) -> Result<(), SyncError> {
         let mut writer = BaseWriter::new(
             self.store.clone(),
             [self.source.clone(), self.destination.clone()],
             self.attempts,
         );
-        writer.extend(plan.state_updates).await?;
+        writer.extend(recovered).await?;
+        for update in plan.state_updates.into_items() {
+            writer
+                .extend(std::iter::once(update.map_err(spill_error)?))
+                .await?;
+        }
         if self.stale_intents {
             // What the old intents told us is in the updates above: once those are written,
             // the intents have served.
@@ -2741,7 +2752,10 @@ impl BaseWriter {
         }
     }
 
-    async fn extend(&mut self, updates: Vec<BaseUpdate>) -> Result<(), SyncError> {
+    async fn extend(
+        &mut self,
+        updates: impl IntoIterator<Item = BaseUpdate>,
+    ) -> Result<(), SyncError> {
         self.pending.extend(updates);
         if self.pending.len() >= FLUSH_EVERY || self.last_flush.elapsed() >= FLUSH_AFTER {
             self.flush().await?;

@@ -233,7 +233,7 @@ pub struct Plan {
     pub actions: SpillVec<Action>,
     /// Base updates that need no storage change (identical content, both deleted, refreshed
     /// metadata).
-    pub state_updates: Vec<BaseUpdate>,
+    pub state_updates: SpillVec<BaseUpdate>,
     /// Files listed on the source (after ignore rules).
     pub source_files: u64,
     /// Files listed on the destination (after ignore rules).

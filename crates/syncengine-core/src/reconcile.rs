@@ -27,7 +27,7 @@ use crate::error::SyncError;
 use crate::mode::Side;
 use crate::path::RelPath;
 use crate::plan::{Action, Plan};
-use crate::spill::spill_error;
+use crate::spill::{Spill, SpillVec, spill_error};
 use crate::state::{BaseRecord, BaseUpdate, SideRecord};
 use crate::unknown::{Coverage, UnknownScopes, strongest};
 
@@ -47,6 +47,7 @@ pub struct Reconciler {
 }
 
 /// A path gone from `side` whose twin on the other side is unchanged: half of a rename.
+#[derive(Clone)]
 struct Gone {
     side: Side,
     base: SideRecord,
@@ -227,7 +228,10 @@ impl Reconciler {
         mut base: BaseStream,
     ) -> Result<Plan, SyncError> {
         let mut plan = Plan::default();
-        let mut gone: Vec<Gone> = Vec::new();
+        // Kept in a temporary file like the plan: a run that finds a tenth of a million files
+        // deleted has a hundred thousand of them. Read back only when new paths of their sizes
+        // appeared.
+        let mut gone: SpillVec<Gone> = SpillVec::new();
         let mut appeared: Vec<Appeared> = Vec::new();
         let mut pending: Vec<PendingFile> = Vec::new();
         let mut held: Vec<usize> = Vec::new();
@@ -248,6 +252,8 @@ impl Reconciler {
             // Between paths no index into the plan's last actions is held for editing: the
             // list may write them out here.
             plan.actions.relieve().map_err(spill_error)?;
+            plan.state_updates.relieve().map_err(spill_error)?;
+            gone.relieve().map_err(spill_error)?;
             let min: Option<RelPath> = [
                 s_head.as_ref().map(|e| &e.path),
                 d_head.as_ref().map(|e| &e.path),
@@ -340,13 +346,13 @@ impl Reconciler {
                 waiting.visiting_child = is_below(&waiting.entry.path, &path);
             }
             let before = plan.actions.next_index();
-            let marks = (before, plan.state_updates.len(), gone.len());
+            let marks = (before, plan.state_updates.next_index(), gone.next_index());
             let old_base = if one_sided.is_some() { b.clone() } else { None };
             let mut decision = self
                 .visit(path, s, d, b, &mut plan, &mut gone, &mut appeared)
                 .await;
             if cover == Some(Coverage::NoDelete) {
-                spare_deletes(marks, &mut plan, &mut gone, &mut appeared);
+                spare_deletes(marks, &mut plan, &mut gone, &mut appeared).map_err(spill_error)?;
                 if matches!(decision, Decision::Delete(_)) {
                     decision = Decision::Nothing;
                 }
@@ -360,7 +366,9 @@ impl Reconciler {
             }
             if let Some((file_side, entry)) = one_sided.filter(|_| cover.is_none()) {
                 let settle_update = match (decision, old_base) {
-                    (Decision::Settle(_), Some(old)) if plan.state_updates.len() == marks.1 + 1 => {
+                    (Decision::Settle(_), Some(old))
+                        if plan.state_updates.next_index() == marks.1 + 1 =>
+                    {
                         Some((marks.1, old))
                     }
                     _ => None,
@@ -456,11 +464,17 @@ impl Reconciler {
                 plan.warnings.push(w);
             }
             TypeDecision::MoveAside { share, settled } => {
-                if let Some((i, old)) = waiting.settle_update
-                    && let Some(BaseUpdate::Put(r)) = plan.state_updates.get(i)
-                    && r.path == waiting.entry.path
-                {
-                    plan.state_updates[i] = BaseUpdate::Put(old);
+                if let Some((i, old)) = waiting.settle_update {
+                    match plan.state_updates.get_mut(i) {
+                        Some(slot) => {
+                            if matches!(slot, BaseUpdate::Put(r) if r.path == waiting.entry.path) {
+                                *slot = BaseUpdate::Put(old);
+                            }
+                        }
+                        // Written out meanwhile: the index is the one update the file's
+                        // visit made (`settle_update`), its settlement.
+                        None => plan.state_updates.replace(i, BaseUpdate::Put(old)),
+                    }
                 }
                 let aside = Action::MoveAside {
                     side: f,
@@ -488,7 +502,7 @@ impl Reconciler {
         mut d: Option<Entry>,
         b: Option<BaseRecord>,
         plan: &mut Plan,
-        gone: &mut Vec<Gone>,
+        gone: &mut SpillVec<Gone>,
         appeared: &mut Vec<Appeared>,
     ) -> Decision {
         // A side whose absence the base settled is classified as if it had no base: absent
@@ -534,7 +548,7 @@ impl Reconciler {
         sc: Change,
         dc: Change,
         plan: &mut Plan,
-        gone: &mut Vec<Gone>,
+        gone: &mut SpillVec<Gone>,
         appeared: &mut Vec<Appeared>,
     ) {
         match decision {
@@ -691,7 +705,7 @@ impl Reconciler {
         d: &Option<Entry>,
         base: &BaseRecord,
         delete_action: Option<usize>,
-        gone: &mut Vec<Gone>,
+        gone: &mut SpillVec<Gone>,
     ) {
         let (side, other_entry, record) = match (sc, dc) {
             (Change::Deleted, Change::Unchanged) => (Side::Source, d, &base.source),
@@ -727,7 +741,7 @@ impl Reconciler {
     async fn pair_renames(
         &self,
         plan: &mut Plan,
-        mut gone: Vec<Gone>,
+        gone: SpillVec<Gone>,
         mut appeared: Vec<Appeared>,
         held: &[usize],
     ) -> std::io::Result<()> {
@@ -738,6 +752,17 @@ impl Reconciler {
             return Ok(());
         }
         appeared.retain(|a| !held.contains(&a.copy_action));
+        // Only vanished files of a new path's size can have moved there.
+        let sizes: std::collections::HashSet<(Side, u64)> =
+            appeared.iter().map(|a| (a.side, a.size)).collect();
+        let mut candidates = Vec::new();
+        for g in gone.into_items() {
+            let g = g?;
+            if sizes.contains(&(g.side, g.base.size)) {
+                candidates.push(g);
+            }
+        }
+        let mut gone = candidates;
         let mut by_size: HashMap<(Side, u64), Vec<usize>> = HashMap::new();
         for (i, g) in gone.iter().enumerate() {
             by_size.entry((g.side, g.base.size)).or_default().push(i);
@@ -1061,10 +1086,10 @@ async fn next_entry(
 fn spare_deletes(
     (actions, updates, gone_mark): (usize, usize, usize),
     plan: &mut Plan,
-    gone: &mut Vec<Gone>,
+    gone: &mut SpillVec<Gone>,
     appeared: &mut Vec<Appeared>,
-) {
-    let tail: Vec<Action> = plan.actions.split_off_memory(actions);
+) -> std::io::Result<()> {
+    let tail: Vec<Action> = plan.actions.split_off_memory(actions)?;
     let mut new_index = Vec::with_capacity(tail.len());
     for action in tail {
         if action.is_delete() {
@@ -1074,15 +1099,12 @@ fn spare_deletes(
             plan.actions.push(action);
         }
     }
-    let mut i = updates;
-    while i < plan.state_updates.len() {
-        if matches!(plan.state_updates[i], BaseUpdate::Remove(_)) {
-            plan.state_updates.remove(i);
-        } else {
-            i += 1;
+    for update in plan.state_updates.split_off_memory(updates)? {
+        if !matches!(update, BaseUpdate::Remove(_)) {
+            plan.state_updates.push(update);
         }
     }
-    gone.truncate(gone_mark);
+    drop(gone.split_off_memory(gone_mark)?);
     appeared.retain_mut(|a| {
         if a.copy_action < actions {
             return true;
@@ -1095,6 +1117,39 @@ fn spare_deletes(
             None => false,
         }
     });
+    Ok(())
+}
+
+impl Spill for Gone {
+    fn encode(&self, out: &mut Vec<u8>) {
+        Side::encode(&self.side, out);
+        self.base.encode(out);
+        self.other_entry.encode(out);
+        self.delete_action.map(|i| i as u64).encode(out);
+        out.push(u8::from(self.matched) | (u8::from(self.settled) << 1));
+    }
+
+    fn decode(input: &mut &[u8]) -> std::io::Result<Self> {
+        let side = Side::decode(input)?;
+        let base = SideRecord::decode(input)?;
+        let other_entry = Entry::decode(input)?;
+        let delete_action = Option::<u64>::decode(input)?
+            .map(usize::try_from)
+            .transpose()
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+        let (flags, rest) = input
+            .split_first()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+        *input = rest;
+        Ok(Gone {
+            side,
+            base,
+            other_entry,
+            delete_action,
+            matched: flags & 1 != 0,
+            settled: flags & 2 != 0,
+        })
+    }
 }
 
 /// Classifies one side of one path against the base.

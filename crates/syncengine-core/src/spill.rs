@@ -218,10 +218,10 @@ impl<T: Spill> SpillVec<T> {
             if let Some(None) = self.changed.remove(&index) {
                 self.removed -= 1;
             }
-        } else if index < self.written {
-            if let Some(None) = self.changed.insert(index, Some(item)) {
-                self.removed -= 1;
-            }
+        } else if index < self.written
+            && let Some(None) = self.changed.insert(index, Some(item))
+        {
+            self.removed -= 1;
         }
     }
 
@@ -246,12 +246,14 @@ impl<T: Spill> SpillVec<T> {
     /// Takes out every item from `from` on, which must all be in memory (pushed since the
     /// last [`SpillVec::relieve`]).
     ///
-    /// # Panics
-    /// When an item from `from` on was written out.
-    pub fn split_off_memory(&mut self, from: usize) -> Vec<T> {
-        let i = from
-            .checked_sub(self.written)
-            .expect("only items still in memory can be taken back");
+    /// # Errors
+    /// When an item from `from` on was written out already (nothing is taken then).
+    pub fn split_off_memory(&mut self, from: usize) -> io::Result<Vec<T>> {
+        let Some(i) = from.checked_sub(self.written) else {
+            return Err(io::Error::other(
+                "items written out to the temporary file cannot be taken back",
+            ));
+        };
         let tail = self.memory.split_off(i.min(self.memory.len()));
         let gone: Vec<usize> = self.changed.range(from..).map(|(k, _)| *k).collect();
         let mut dropped = std::collections::HashSet::new();
@@ -262,11 +264,12 @@ impl<T: Spill> SpillVec<T> {
             }
         }
         // Items removed meanwhile are not handed back.
-        tail.into_iter()
+        Ok(tail
+            .into_iter()
             .enumerate()
             .filter(|(n, _)| !dropped.contains(&(from + n)))
             .map(|(_, item)| item)
-            .collect()
+            .collect())
     }
 
     /// The items in order, read back from the file as needed.
@@ -317,7 +320,7 @@ impl<T: Spill> SpillVec<T> {
     pub fn rewrite(&mut self, mut f: impl FnMut(T) -> Vec<T>) -> io::Result<()> {
         let mut out = SpillVec::new().with_limit(self.limit);
         out.dir = self.dir.clone();
-        let old = std::mem::replace(self, SpillVec::new());
+        let old = std::mem::take(self);
         for item in old.into_items() {
             for made in f(item?) {
                 out.push(made);
@@ -601,6 +604,26 @@ fn put_side(out: &mut Vec<u8>, side: Side) {
         Side::Source => 0,
         Side::Destination => 1,
     });
+}
+
+impl Spill for Side {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_side(out, *self);
+    }
+
+    fn decode(input: &mut &[u8]) -> io::Result<Self> {
+        get_side(input)
+    }
+}
+
+impl Spill for Option<u64> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_opt(out, *self, put_u64);
+    }
+
+    fn decode(input: &mut &[u8]) -> io::Result<Self> {
+        get_opt(input, get_u64)
+    }
 }
 
 fn get_side(input: &mut &[u8]) -> io::Result<Side> {
@@ -974,12 +997,17 @@ mod tests {
             list.push(a.clone());
         }
         list.remove(mark + 1);
-        let tail = list.split_off_memory(mark);
+        let tail = list.split_off_memory(mark).unwrap();
         let mut want = items[10..].to_vec();
         want.remove(1);
         assert_eq!(tail, want, "without the item removed meanwhile");
         assert_eq!(list.len(), 10, "the removal in the tail went with it");
         assert_eq!(list.to_vec().unwrap(), items[..10].to_vec());
+        assert!(
+            list.split_off_memory(0).is_err(),
+            "written-out items cannot be taken back"
+        );
+        assert_eq!(list.len(), 10);
     }
 
     #[test]
