@@ -624,7 +624,8 @@ impl SyncEngine {
 
         let reconciler =
             Reconciler::new(policy, opts.checksum, source.clone(), destination.clone())
-                .with_filter(EntryFilter::from_options(opts));
+                .with_filter(EntryFilter::from_options(opts))
+                .with_spill_dir(&self.state_dir);
         // Copies an interrupted run left behind: those that landed count as synced. An
         // accepted new root is not what the base describes: plan as if there were none.
         let (recovered, stale_intents) = recover_intents(store, source, destination).await?;
@@ -1192,11 +1193,12 @@ fn check_safety(
         }
     }
     let max_delete_percent = opts.max_delete_percent;
+    let deletes_on = plan.deletes().map_err(spill_error)?;
     for (side, files) in [
         (Side::Source, plan.source_files),
         (Side::Destination, plan.destination_files),
     ] {
-        let deletes = plan.deletes_on(side).map_err(spill_error)?;
+        let deletes = deletes_on[side_index(side)];
         if files > 0 && deletes * 100 > u64::from(max_delete_percent) * files {
             return Err(SyncError::MaxDelete {
                 side,

@@ -342,27 +342,25 @@ impl Executor {
             blocking(move || store.clear_all_intents()).await?;
         }
 
-        // One pass over the plan sorts its actions into the groups that run in turn. The long
-        // groups (copies, deletes) stay in temporary files like the plan itself; the few that
-        // must go first and the renames (which the pairing appended last) are kept in memory.
+        // One pass over the plan takes out the groups that run apart: the few that must go
+        // first and the renames (which the pairing appended last) into memory, the deletes
+        // into a temporary file like the plan's. The rest (the copies: all of a first run)
+        // stays in the plan's file and is read from there as it runs.
         let mut first = Vec::new();
         let mut renames = Vec::new();
-        let mut deletes = SpillVec::new();
-        let mut others = SpillVec::new();
-        for action in plan.actions.into_items() {
+        let mut deletes = plan.actions.sibling();
+        for action in plan.actions.iter() {
             let action = action.map_err(spill_error)?;
             if action.makes_room() {
-                first.push(action);
+                first.push(action.into_owned());
             } else if action.is_delete() {
-                deletes.push(action);
+                deletes.push(action.into_owned());
                 deletes.relieve().map_err(spill_error)?;
-            } else if matches!(action, Action::Rename { .. }) {
-                renames.push(action);
-            } else {
-                others.push(action);
-                others.relieve().map_err(spill_error)?;
+            } else if matches!(&*action, Action::Rename { .. }) {
+                renames.push(action.into_owned());
             }
         }
+        let others = plan.actions;
         let folds = [Side::Source, Side::Destination].map(|side| {
             let caps = self.client(side).capabilities();
             caps.case_insensitive || caps.normalization_insensitive
@@ -396,7 +394,10 @@ impl Executor {
         }
         if !cancelled {
             // The renames go after the other actions, where the pairing put them.
-            let actions = others.into_items().chain(renames.into_iter().map(Ok));
+            let actions = others
+                .into_items()
+                .filter(|a| a.as_ref().map_or(true, runs_with_the_others))
+                .chain(renames.into_iter().map(Ok));
             cancelled = self
                 .run_batch(actions, stats, &mut writer, &mut failures, &mut follow_ups)
                 .await?;
@@ -2469,7 +2470,7 @@ fn split_making_room(
         }
     })?;
     let mut room = Vec::new();
-    let mut rest = SpillVec::new();
+    let mut rest = deletes.sibling();
     for d in deletes.into_items() {
         let d = d?;
         let early = match &d {
@@ -2492,15 +2493,24 @@ fn split_making_room(
     Ok((room, rest))
 }
 
-/// Calls `f` with each path (and the side it is written on) that an action of `others` or
-/// `renames` writes.
+/// True for the actions that run in the main group: not those that make room, deletes or
+/// renames, which [`Executor::run`] takes out of the plan to run apart.
+fn runs_with_the_others(action: &Action) -> bool {
+    !(action.makes_room() || action.is_delete() || matches!(action, Action::Rename { .. }))
+}
+
+/// Calls `f` with each path (and the side it is written on) that an action of the main group
+/// (those of `plan` that [`runs_with_the_others`]) or of `renames` writes.
 fn visit_written(
-    others: &SpillVec<Action>,
+    plan: &SpillVec<Action>,
     renames: &[Action],
     mut f: impl FnMut(Side, &str),
 ) -> std::io::Result<()> {
-    for action in others.iter() {
+    for action in plan.iter() {
         let action = action?;
+        if !runs_with_the_others(&action) {
+            continue;
+        }
         for (side, path) in written_paths(&action) {
             f(side, path.as_str());
         }

@@ -267,14 +267,24 @@ impl Plan {
         }
     }
 
-    /// Files the plan deletes on `side` (renames are not deletes).
+    /// Files the plan deletes on each side (`[source, destination]`; renames are not
+    /// deletes).
     ///
     /// # Errors
     /// When the plan's spilled actions cannot be read back.
-    pub fn deletes_on(&self, side: Side) -> std::io::Result<u64> {
-        let mut n = 0;
+    pub fn deletes(&self) -> std::io::Result<[u64; 2]> {
+        let mut n = [0; 2];
         for a in self.actions.iter() {
-            n += u64::from(matches!(&*a?, Action::Delete { side: s, .. } if *s == side));
+            match &*a? {
+                Action::Delete {
+                    side: Side::Source, ..
+                } => n[0] += 1,
+                Action::Delete {
+                    side: Side::Destination,
+                    ..
+                } => n[1] += 1,
+                _ => {}
+            }
         }
         Ok(n)
     }

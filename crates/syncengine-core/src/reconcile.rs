@@ -44,6 +44,8 @@ pub struct Reconciler {
     destination_caps: Capabilities,
     /// Size and age limits, decided per path (see [`Reconciler::with_filter`]).
     filter: EntryFilter,
+    /// Where a long plan's temporary files go (see [`Reconciler::with_spill_dir`]).
+    spill_dir: Option<std::path::PathBuf>,
 }
 
 /// A path gone from `side` whose twin on the other side is unchanged: half of a rename.
@@ -191,6 +193,23 @@ impl Reconciler {
             source_caps,
             destination_caps,
             filter: EntryFilter::default(),
+            spill_dir: None,
+        }
+    }
+
+    /// Puts the temporary files of a long plan ([`SpillVec`]) in `dir` (the engine passes
+    /// its state directory: on disk, where the system's temporary folder may be memory).
+    /// Without it, or where `dir` refuses them, they go to the system's temporary folder.
+    pub fn with_spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// An empty list whose temporary file goes where this reconciler's do.
+    fn spill_vec<T: Spill>(&self) -> SpillVec<T> {
+        match &self.spill_dir {
+            Some(dir) => SpillVec::new().in_dir(dir),
+            None => SpillVec::new(),
         }
     }
 
@@ -227,11 +246,15 @@ impl Reconciler {
         destination: EntryStream,
         mut base: BaseStream,
     ) -> Result<Plan, SyncError> {
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            actions: self.spill_vec(),
+            state_updates: self.spill_vec(),
+            ..Plan::default()
+        };
         // Kept in a temporary file like the plan: a run that finds a tenth of a million files
         // deleted has a hundred thousand of them. Read back only when new paths of their sizes
         // appeared.
-        let mut gone: SpillVec<Gone> = SpillVec::new();
+        let mut gone: SpillVec<Gone> = self.spill_vec();
         let mut appeared: Vec<Appeared> = Vec::new();
         let mut pending: Vec<PendingFile> = Vec::new();
         let mut held: Vec<usize> = Vec::new();

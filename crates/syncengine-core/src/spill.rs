@@ -133,6 +133,13 @@ impl<T: Spill> SpillVec<T> {
         self
     }
 
+    /// An empty list whose file goes where this one's does, with the same limit.
+    pub fn sibling<U: Spill>(&self) -> SpillVec<U> {
+        let mut list = SpillVec::new().with_limit(self.limit);
+        list.dir = self.dir.clone();
+        list
+    }
+
     /// Keeps at most `limit` items in memory (tests use small limits).
     pub fn with_limit(mut self, limit: usize) -> Self {
         self.limit = limit.max(1);
@@ -318,8 +325,7 @@ impl<T: Spill> SpillVec<T> {
     /// # Errors
     /// When the temporary file cannot be read or the new one written.
     pub fn rewrite(&mut self, mut f: impl FnMut(T) -> Vec<T>) -> io::Result<()> {
-        let mut out = SpillVec::new().with_limit(self.limit);
-        out.dir = self.dir.clone();
+        let mut out = self.sibling();
         let old = std::mem::take(self);
         for item in old.into_items() {
             for made in f(item?) {
