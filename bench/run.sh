@@ -9,7 +9,7 @@
 #   bash bench/run.sh remote                 # SFTP (sshd) and WebDAV (wsgidav) rows
 #   bash bench/run.sh all N=100000           # every suite; KEY=VALUE arguments set the env
 #
-# Suites (arguments, or SUITE="local s3"): local, s3, remote, all (= local s3 remote).
+# Suites (arguments, or SUITE="local s3" / ROWS=...): local, s3, remote, all (= local s3 remote).
 # Env:
 #   N        local tree sizes, space-separated (default "100000 1000000"). Trees under 1 000 000
 #            files use small files of ~10 KiB on average (gen_tree.py profile 10k), 1 000 000 and
@@ -53,7 +53,15 @@ for a in "$@"; do
     *) echo "bench/run.sh: unknown argument '$a' (suites: local s3 remote all; or KEY=VALUE)" >&2; exit 2 ;;
     esac
 done
-if ((${#SUITES[@]} == 0)); then read -ra SUITES <<<"${SUITE:-local}"; fi
+if ((${#SUITES[@]} == 0)); then
+    for a in ${SUITE:-${ROWS:-local}}; do
+        case $a in
+        local | s3 | remote) SUITES+=("$a") ;;
+        all) SUITES+=(local s3 remote) ;;
+        *) echo "bench/run.sh: unknown suite '$a' in SUITE (local s3 remote all)" >&2; exit 2 ;;
+        esac
+    done
+fi
 
 N=${N:-100000 1000000}
 R=${R:-3}
