@@ -768,10 +768,10 @@ impl Reconciler {
         mut appeared: Vec<Appeared>,
         held: &[usize],
     ) -> std::io::Result<()> {
-        for &i in held {
-            plan.actions.remove(i);
-        }
         if gone.is_empty() || appeared.is_empty() {
+            for &i in held {
+                plan.actions.remove(i);
+            }
             return Ok(());
         }
         appeared.retain(|a| !held.contains(&a.copy_action));
@@ -807,6 +807,11 @@ impl Reconciler {
                     entries.insert(i, entry.clone());
                 }
             }
+        }
+        // Dropped only now: the pass above counts positions, and the list's iterator skips
+        // removed items, so a held copy dropped before it shifted every later index.
+        for &i in held {
+            plan.actions.remove(i);
         }
         // Each vanished file's content hash, looked up or computed at most once.
         let mut old_hashes: Vec<Option<Option<ContentHash>>> = vec![None; gone.len()];
