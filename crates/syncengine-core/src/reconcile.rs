@@ -768,10 +768,10 @@ impl Reconciler {
         mut appeared: Vec<Appeared>,
         held: &[usize],
     ) -> std::io::Result<()> {
+        for &i in held {
+            plan.actions.remove(i);
+        }
         if gone.is_empty() || appeared.is_empty() {
-            for &i in held {
-                plan.actions.remove(i);
-            }
             return Ok(());
         }
         appeared.retain(|a| !held.contains(&a.copy_action));
@@ -795,11 +795,14 @@ impl Reconciler {
         appeared.retain(|a| by_size.contains_key(&(a.side, a.size)));
         let mut entries: HashMap<usize, Entry> = HashMap::new();
         if !appeared.is_empty() {
+            // By the indices the actions were pushed with: removed ones (held type changes)
+            // shift nothing.
             let mut wanted = appeared.iter().map(|a| a.copy_action).peekable();
-            for (i, action) in plan.actions.iter().enumerate() {
+            for item in plan.actions.iter_indexed() {
+                let (i, action) = item?;
+                while wanted.next_if(|&w| w < i).is_some() {}
                 let Some(&next) = wanted.peek() else { break };
-                let action = action?;
-                if i < next {
+                if i != next {
                     continue;
                 }
                 wanted.next();
@@ -807,11 +810,6 @@ impl Reconciler {
                     entries.insert(i, entry.clone());
                 }
             }
-        }
-        // Dropped only now: the pass above counts positions, and the list's iterator skips
-        // removed items, so a held copy dropped before it shifted every later index.
-        for &i in held {
-            plan.actions.remove(i);
         }
         // Each vanished file's content hash, looked up or computed at most once.
         let mut old_hashes: Vec<Option<Option<ContentHash>>> = vec![None; gone.len()];

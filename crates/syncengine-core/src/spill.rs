@@ -291,6 +291,12 @@ impl<T: Spill> SpillVec<T> {
         }
     }
 
+    /// The items in order with their indices (those [`SpillVec::push`] returned): removed
+    /// items are skipped, and the others keep their indices.
+    pub fn iter_indexed(&self) -> Indexed<'_, T> {
+        Indexed(self.iter())
+    }
+
     /// Reads every item into a `Vec`.
     ///
     /// # Errors
@@ -395,6 +401,17 @@ fn next_record<T: Spill>(
     Ok(item)
 }
 
+/// Iterator over a [`SpillVec`]'s items with their indices ([`SpillVec::iter_indexed`]).
+pub struct Indexed<'a, T: Spill>(Iter<'a, T>);
+
+impl<'a, T: Spill> Iterator for Indexed<'a, T> {
+    type Item = io::Result<(usize, Cow<'a, T>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next_indexed()
+    }
+}
+
 /// Iterator over a [`SpillVec`]'s items ([`SpillVec::iter`]).
 pub struct Iter<'a, T: Spill> {
     list: &'a SpillVec<T>,
@@ -409,6 +426,13 @@ impl<'a, T: Spill> Iterator for Iter<'a, T> {
     type Item = io::Result<Cow<'a, T>>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.next_indexed().map(|r| r.map(|(_, item)| item))
+    }
+}
+
+impl<'a, T: Spill> Iter<'a, T> {
+    /// The next item with its index (removed items keep theirs, so indices skip them).
+    fn next_indexed(&mut self) -> Option<io::Result<(usize, Cow<'a, T>)>> {
         loop {
             if self.failed {
                 return None;
@@ -428,15 +452,18 @@ impl<'a, T: Spill> Iterator for Iter<'a, T> {
                         }
                     };
                 match self.list.changed.get(&i) {
-                    None => return Some(Ok(Cow::Owned(item))),
-                    Some(Some(changed)) => return Some(Ok(Cow::Borrowed(changed))),
+                    None => return Some(Ok((i, Cow::Owned(item)))),
+                    Some(Some(changed)) => return Some(Ok((i, Cow::Borrowed(changed)))),
                     Some(None) => continue,
                 }
             }
             if let Some(None) = self.list.changed.get(&i) {
                 continue;
             }
-            return Some(Ok(Cow::Borrowed(&self.list.memory[i - self.list.written])));
+            return Some(Ok((
+                i,
+                Cow::Borrowed(&self.list.memory[i - self.list.written]),
+            )));
         }
     }
 }
@@ -963,6 +990,20 @@ mod tests {
             list.remove(i); // twice: counted once
             expected[i] = None;
         }
+        let indexed: Vec<(usize, Action)> = list
+            .iter_indexed()
+            .map(|r| r.map(|(i, a)| (i, a.into_owned())))
+            .collect::<io::Result<_>>()
+            .unwrap();
+        let want_indexed: Vec<(usize, Action)> = expected
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.clone().map(|a| (i, a)))
+            .collect();
+        assert_eq!(
+            indexed, want_indexed,
+            "removed items keep the others' indices"
+        );
         // Replacing a removed item puts it back, in the file and in memory.
         list.replace(2, items[9].clone());
         expected[2] = Some(items[9].clone());
