@@ -6,7 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -26,6 +26,7 @@ use syncengine_core::ignore_rules::{StaleTemps, temp_file_name};
 
 use crate::TEMP_PREFIX;
 use crate::error::{BACKEND, io_on, map_io};
+use crate::kernel_copy::{Abandon, KernelCopy, copy_bytes};
 use crate::list::list_stream;
 
 /// Chunk size of read streams.
@@ -60,6 +61,12 @@ pub struct LocalClient {
     /// asked for every folder above every file a run copies; files of one folder come
     /// together). Bounded: cleared when full.
     folder_bits: Arc<std::sync::Mutex<std::collections::HashMap<RelPath, Option<u32>>>>,
+    /// What the kernel could not copy between the filesystems of a same-store copy's source
+    /// and this root ([`StorageClient::copy_from_same_store`]).
+    kernel_copy: Arc<KernelCopy>,
+    /// Set once this root's filesystem refused an unnamed temporary file (`O_TMPFILE`):
+    /// later writes go straight to named ones.
+    unnamed_refused: Arc<AtomicBool>,
 }
 
 /// How many folders' bits [`LocalClient`] keeps before it forgets them all.
@@ -79,6 +86,8 @@ impl LocalClient {
             fsync: false,
             stale: Arc::new(StaleTemps::default()),
             folder_bits: Arc::default(),
+            kernel_copy: Arc::default(),
+            unnamed_refused: Arc::default(),
         }
     }
 
@@ -284,8 +293,19 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///
 /// Held across the whole write, so an error, a failing body or a dropped (cancelled) future
 /// all remove it; the target is only ever touched by the final rename or link.
+///
+/// An unnamed one ([`TempFile::create_unnamed`], `O_TMPFILE`) has no name at all until it is
+/// linked at its target: the kernel frees it when its last descriptor closes, so a failed,
+/// cancelled or killed write leaves nothing behind, not even a temp to clean up.
 struct TempFile {
     path: Option<PathBuf>,
+    unnamed: bool,
+}
+
+/// The pid in temp names, looked up once (`getpid` is a syscall per call).
+fn temp_pid() -> u64 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    u64::from(*PID.get_or_init(std::process::id))
 }
 
 impl TempFile {
@@ -297,8 +317,7 @@ impl TempFile {
             // recognise the temps of a write killed midway (SIGKILL, power loss) and remove
             // them once they are a day old.
             let path = dir.join(temp_file_name(
-                (u64::from(std::process::id()) << 32)
-                    | (TEMP_COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff),
+                (temp_pid() << 32) | (TEMP_COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff),
             ));
             match OpenOptions::new()
                 .write(true)
@@ -306,11 +325,78 @@ impl TempFile {
                 .mode(mode & 0o777)
                 .open(&path)
             {
-                Ok(file) => return Ok((TempFile { path: Some(path) }, file)),
+                Ok(file) => {
+                    return Ok((
+                        TempFile {
+                            path: Some(path),
+                            unnamed: false,
+                        },
+                        file,
+                    ));
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Creates a new, empty file without a name in `dir` (`O_TMPFILE`), with permission bits
+    /// as [`create`](Self::create) gives them; placed by [`link_unnamed`]. `Ok(None)` where
+    /// the filesystem (or the kernel, or a missing `/proc`) cannot: `refused` then remembers
+    /// it for the client's later writes.
+    #[cfg(target_os = "linux")]
+    fn create_unnamed(
+        dir: &Path,
+        mode: u32,
+        refused: &AtomicBool,
+    ) -> io::Result<Option<(TempFile, File)>> {
+        // The link goes through /proc/self/fd (`AT_EMPTY_PATH` needs a capability).
+        static PROC_FD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if refused.load(Ordering::Relaxed)
+            || !*PROC_FD.get_or_init(|| Path::new("/proc/self/fd").is_dir())
+        {
+            return Ok(None);
+        }
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::TMPFILE.bits() as i32)
+            .mode(mode & 0o777)
+            .open(dir)
+        {
+            Ok(file) => Ok(Some((
+                TempFile {
+                    path: None,
+                    unnamed: true,
+                },
+                file,
+            ))),
+            // Not here: a filesystem without it (EOPNOTSUPP), a kernel before 3.11 (which
+            // took the flag for O_DIRECTORY: EISDIR), or EINVAL.
+            Err(e)
+                if matches!(
+                    e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
+                    Some(
+                        rustix::io::Errno::OPNOTSUPP
+                            | rustix::io::Errno::ISDIR
+                            | rustix::io::Errno::INVAL
+                    )
+                ) =>
+            {
+                tracing::debug!(dir = %dir.display(), "no unnamed temporary files here ({e}); using named ones");
+                refused.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn create_unnamed(
+        _dir: &Path,
+        _mode: u32,
+        _refused: &AtomicBool,
+    ) -> io::Result<Option<(TempFile, File)>> {
+        Ok(None)
     }
 
     fn path(&self) -> &Path {
@@ -332,6 +418,27 @@ impl Drop for TempFile {
             tracing::warn!(path = %path.display(), "could not remove temporary file: {e}");
         }
     }
+}
+
+/// Gives the unnamed file `file` ([`TempFile::create_unnamed`]) the name `to`, failing with
+/// `AlreadyExists` if `to` exists: `linkat(2)` checks and links in one step.
+#[cfg(target_os = "linux")]
+fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let from = format!("/proc/self/fd/{}", file.as_raw_fd());
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        from.as_str(),
+        rustix::fs::CWD,
+        to,
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    )
+    .map_err(io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn link_unnamed(_file: &File, _to: &Path) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// How [`link_noreplace`] put the file in place.
@@ -384,6 +491,107 @@ fn link_noreplace(from: &Path, to: &Path) -> io::Result<Placed> {
     }
 }
 
+/// How [`commit`] places a write of `path` in `mode`: whether it replaces an existing file,
+/// and the version it may replace only. `None` for a mode this backend cannot check
+/// ([`WriteMode::Update`]: a local file has no version token).
+fn commit_mode(path: &RelPath, mode: &WriteMode) -> Option<(bool, Option<(RelPath, Version)>)> {
+    match mode {
+        WriteMode::Overwrite => Some((true, None)),
+        WriteMode::Create => Some((false, None)),
+        WriteMode::IfUnchanged(version) => Some((true, Some((path.clone(), version.clone())))),
+        _ => None,
+    }
+}
+
+/// Creates the temporary file of a write of `path` (at `target`, below `root`): refused
+/// through a symlinked folder, its missing folders created with `folders`' bits.
+///
+/// An overwrite keeps the file's permission bits (not setuid, setgid or sticky); a new file
+/// gets the `requested` bits (the source's), else the process's default. The temp is created
+/// with them (less the umask), before any of the new content is written: a private file
+/// stays private, and is never readable by others under its temporary name either.
+fn open_temp(
+    root: &Path,
+    path: &RelPath,
+    target: &Path,
+    rel: &str,
+    requested: Option<u32>,
+    folders: &WriteOptions,
+    unnamed: Option<&AtomicBool>,
+) -> Result<(TempFile, File)> {
+    check_no_symlinked_folder(root, path)?;
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    // A write that only creates has no old file whose bits it would keep (one there fails it).
+    let old = if unnamed.is_some() {
+        None
+    } else {
+        fs::symlink_metadata(target)
+            .ok()
+            .filter(Metadata::is_file)
+            .map(|old| old.permissions().mode() & 0o777)
+    };
+    let mode = old.or(requested).map_or(0o666, |bits| bits & 0o777);
+    let create = || -> io::Result<(TempFile, File)> {
+        if let Some(refused) = unnamed
+            && let Some(made) = TempFile::create_unnamed(dir, mode, refused)?
+        {
+            return Ok(made);
+        }
+        TempFile::create(dir, mode)
+    };
+    // The parent usually exists: try first, create it only when missing.
+    let (temp, file) = match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_parent_with(target, rel, folders)?;
+            create().map_err(io_on(rel))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            Err(in_the_folders_way(target, rel, e))
+        }
+        other => other.map_err(io_on(rel)),
+    }?;
+    if let Some(old) = old {
+        // Exactly the old bits, which the umask may have cut at creation (never more).
+        file.set_permissions(fs::Permissions::from_mode(old))
+            .map_err(io_on(rel))?;
+    }
+    Ok((temp, file))
+}
+
+/// Opens the file at `abs` for reading, never through a symlink at its last component
+/// (symlinks are not synced: one there is not found), and checks the opened handle is a
+/// regular file (the path may have been swapped for a directory).
+fn open_source(abs: &Path, rel: &str) -> Result<File> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(abs)
+    {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(Error::not_found(BACKEND, rel));
+        }
+        Err(e) => return Err(map_io(rel, e)),
+    };
+    Ok(file)
+}
+
+/// The error of a same-store copy whose source is not the version listed (`when`: "since it
+/// was listed", "while it was copied"): nothing was committed.
+fn source_changed(rel: &str, when: &str) -> Error {
+    Error::PreconditionFailed {
+        backend: BACKEND,
+        path: rel.to_owned(),
+        source: Some(
+            format!(
+                "the source file changed {when}; nothing was copied, and the next run syncs \
+                 its new version"
+            )
+            .into(),
+        ),
+    }
+}
+
 /// Finishes a temporary file: mtime, flush, then rename (or no-replace link) onto `target` —
 /// with `unless_changed`, only while `target` is still that version. Returns the metadata of
 /// the file now at `target`.
@@ -405,7 +613,6 @@ fn commit(
         file.sync_all().map_err(io_on(rel))?;
     }
     let metadata = file.metadata().map_err(io_on(rel))?;
-    drop(file);
     if let Some((path, expected)) = unless_changed {
         // The last moment before the rename: a file saved meanwhile (new inode, mtime or
         // size) is left in place and the temporary file is removed when `temp` drops.
@@ -422,7 +629,10 @@ fn commit(
     // files only), so nothing can be lost by removing it; left there, it would block the file
     // at its path on every run ("already exists").
     let place = |temp: &TempFile| -> io::Result<bool> {
-        if replace {
+        if temp.unnamed {
+            // Never replaces: unnamed files are only made for writes that create.
+            link_unnamed(&file, target).map(|()| true)
+        } else if replace {
             fs::rename(temp.path(), target).map(|()| true)
         } else {
             // On `Linked` the temporary name is still there and `temp` removes it when dropped.
@@ -440,6 +650,7 @@ fn commit(
         other => other,
     }
     .map_err(|e| in_the_way(target, rel, e))?;
+    drop(file);
     if renamed {
         temp.keep();
     }
@@ -870,16 +1081,11 @@ impl StorageClient for LocalClient {
         opts: WriteOptions,
     ) -> Result<Entry> {
         check_not_reserved(path)?;
-        let (replace, unless_changed) = match &opts.mode {
-            WriteMode::Overwrite => (true, None),
-            WriteMode::Create => (false, None),
-            WriteMode::IfUnchanged(version) => (true, Some((path.clone(), version.clone()))),
-            _ => {
-                return Err(Error::Unsupported {
-                    backend: BACKEND,
-                    operation: "conditional write (WriteMode::Update)",
-                });
-            }
+        let Some((replace, unless_changed)) = commit_mode(path, &opts.mode) else {
+            return Err(Error::Unsupported {
+                backend: BACKEND,
+                operation: "conditional write (WriteMode::Update)",
+            });
         };
         let target = self.abs(path);
         let rel = path.as_str().to_owned();
@@ -907,36 +1113,18 @@ impl StorageClient for LocalClient {
         let requested = opts.permissions;
         let folders =
             WriteOptions::default().with_folder_permissions(opts.folder_permissions.clone());
+        // A write that only creates stages its content in an unnamed file.
+        let unnamed = (!replace).then(|| self.unnamed_refused.clone());
         let open_temp = move |target: &Path, rel: &str| -> Result<(TempFile, File)> {
-            check_no_symlinked_folder(&root, &checked)?;
-            let dir = target.parent().unwrap_or(Path::new("/"));
-            // An overwrite keeps the file's permission bits (not setuid, setgid or sticky); a
-            // new file gets the requested bits (the source's), else the process's default.
-            // The temp is created with them (less the umask), before any of the new content
-            // is written: a private file stays private, and is never readable by others
-            // under its temporary name either.
-            let old = fs::symlink_metadata(target)
-                .ok()
-                .filter(Metadata::is_file)
-                .map(|old| old.permissions().mode() & 0o777);
-            let mode = old.or(requested).map_or(0o666, |bits| bits & 0o777);
-            // The parent usually exists: try first, create it only when missing.
-            let (temp, file) = match TempFile::create(dir, mode) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    create_parent_with(target, rel, &folders)?;
-                    TempFile::create(dir, mode).map_err(io_on(rel))
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
-                    Err(in_the_folders_way(target, rel, e))
-                }
-                other => other.map_err(io_on(rel)),
-            }?;
-            if let Some(old) = old {
-                // Exactly the old bits, which the umask may have cut at creation (never more).
-                file.set_permissions(fs::Permissions::from_mode(old))
-                    .map_err(io_on(rel))?;
-            }
-            Ok((temp, file))
+            open_temp(
+                &root,
+                &checked,
+                target,
+                rel,
+                requested,
+                &folders,
+                unnamed.as_deref(),
+            )
         };
         if done {
             let path = path.clone();
@@ -1015,6 +1203,110 @@ impl StorageClient for LocalClient {
             Ok(entry_from_metadata(path, &metadata))
         })
         .await
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    /// From another [`LocalClient`] (any root, any filesystem of this machine): the kernel
+    /// copies the bytes — a reflink where the filesystem shares blocks (btrfs, XFS), else
+    /// `copy_file_range(2)`, else reads and writes — into the same temporary file, commit and
+    /// checks as [`write_opts`](StorageClient::write_opts), in one blocking call. A sparse
+    /// source stays sparse.
+    ///
+    /// # Behavior
+    /// - The source is opened once (never through a symlink at its last component) and must be
+    ///   the version `listed` (size, mtime, inode) when opened and still be it, unchanged,
+    ///   after its bytes are copied: else nothing is committed and the copy fails with
+    ///   `PreconditionFailed`.
+    /// - `opts.mode`, `opts.mtime`, `opts.permissions` and `opts.folder_permissions` as in
+    ///   `write_opts`; [`WriteMode::Update`] gives `Ok(None)` (it is not supported either way).
+    /// - A dropped (cancelled) call stops the copy at its next 8 MiB and commits nothing; a
+    ///   killed process leaves only the temporary file, which `remove_stale_temps` removes
+    ///   once it is a day old.
+    /// - Any other source: `Ok(None)`.
+    async fn copy_from_same_store(
+        &self,
+        source: &dyn StorageClient,
+        from: &RelPath,
+        listed: &Entry,
+        to: &RelPath,
+        opts: &WriteOptions,
+    ) -> Result<Option<Entry>> {
+        let Some(src) = source
+            .as_any()
+            .and_then(|any| any.downcast_ref::<LocalClient>())
+        else {
+            return Ok(None);
+        };
+        let Some((replace, unless_changed)) = commit_mode(to, &opts.mode) else {
+            return Ok(None);
+        };
+        check_not_reserved(to)?;
+        let (src_abs, target) = (src.abs(from), self.abs(to));
+        let (from, to, expected) = (from.clone(), to.clone(), Version::of(listed));
+        let (root, fsync, memo) = (self.root.clone(), self.fsync, self.kernel_copy.clone());
+        let unnamed = (!replace).then(|| self.unnamed_refused.clone());
+        let (mtime, requested) = (opts.mtime, opts.permissions);
+        let folders =
+            WriteOptions::default().with_folder_permissions(opts.folder_permissions.clone());
+        let abandon = Abandon::default();
+        let abandoned = abandon.flag();
+        let copied = blocking(move || {
+            let from_rel = from.as_str();
+            let rel = to.as_str();
+            let reader = open_source(&src_abs, from_rel)?;
+            let before = reader.metadata().map_err(io_on(from_rel))?;
+            let changed = |now: &Metadata| {
+                !now.is_file() || !expected.matches(&entry_from_metadata(from.clone(), now))
+            };
+            if changed(&before) {
+                return Err(source_changed(from_rel, "since it was listed"));
+            }
+            let (temp, file) = open_temp(
+                &root,
+                &to,
+                &target,
+                rel,
+                requested,
+                &folders,
+                unnamed.as_deref(),
+            )?;
+            let got = copy_bytes(
+                &reader,
+                &file,
+                before.len(),
+                before.dev(),
+                before.blocks(),
+                &memo,
+                &abandoned,
+            )
+            .map_err(io_on(from_rel))?;
+            // The second look: a source written to while it was copied (its mtime moves on
+            // every write) is not the version listed, whatever the copy holds.
+            let after = reader.metadata().map_err(io_on(from_rel))?;
+            if got != before.len() || changed(&after) {
+                return Err(source_changed(from_rel, "while it was copied"));
+            }
+            if abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(map_io(rel, crate::kernel_copy::abandoned()));
+            }
+            let metadata = commit(
+                temp,
+                file,
+                &target,
+                rel,
+                mtime,
+                fsync,
+                replace,
+                unless_changed,
+            )?;
+            Ok(entry_from_metadata(to, &metadata))
+        })
+        .await?;
+        drop(abandon);
+        Ok(Some(copied))
     }
 
     async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {

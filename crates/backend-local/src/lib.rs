@@ -33,6 +33,16 @@
 //!   as `Error::Unlisted { contents_only: true, .. }` before its first member. The engine
 //!   leaves everything at or below them alone on both sides and reports them. Only a failure
 //!   to read the root (or the listed prefix) ends the listing with an error.
+//! - **Writes that create a file** (`WriteMode::Create`) stage its content in an unnamed file
+//!   (`O_TMPFILE`, Linux, where the filesystem has it) that `linkat(2)` gives its name at the
+//!   end — failing if the name exists, so they never replace anything; a failed, cancelled or
+//!   killed write leaves nothing at all behind. Elsewhere they use a named temp as below.
+//! - **Copies between two local roots** (`copy_from_same_store` from another `LocalClient`)
+//!   are done by the kernel: a reflink (`FICLONE`) where the filesystem shares blocks, else
+//!   `copy_file_range(2)`, else reads and writes (between filesystems that cannot do better);
+//!   holes stay holes. The source must be the listed version (size, mtime, inode) when it is
+//!   opened and still after its bytes are copied, else nothing is committed
+//!   (`PreconditionFailed`). Modes, mtime and permission bits as for a write.
 //! - **Writes** go to a hidden temporary sibling `.syncengine-tmp-<random hex>`, are flushed to
 //!   disk (`fsync`, see [`LocalClient::with_fsync`]), get their mtime, and are then renamed into
 //!   place: a reader sees the old or the new content, never a part. A failed or cancelled
@@ -73,6 +83,7 @@
 
 mod client;
 mod error;
+mod kernel_copy;
 mod list;
 
 pub use client::LocalClient;
