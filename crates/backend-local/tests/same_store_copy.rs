@@ -667,3 +667,42 @@ async fn a_killed_copy_leaves_nothing_partial() {
     }
     assert_eq!(fs::read(t2.b.join("big.bin")).unwrap(), b"the old version");
 }
+
+/// A root whose probed folding differs from what the backend declares (a FAT stick, a
+/// casefolded folder) runs behind the core's folding wrapper, which changes names, never
+/// content: a kernel copy to and from it still happens, and the source folders' bits are
+/// still read through it. (Before, the wrapper answered neither: such roots streamed every
+/// file and created folders with default bits.)
+#[tokio::test]
+async fn the_folding_wrapper_keeps_kernel_copies_and_folder_bits() {
+    use std::sync::Arc;
+    use syncengine_core::folding::{Folding, with_folding};
+    let t = pair();
+    fs::create_dir_all(t.a.join("private")).unwrap();
+    fs::set_permissions(t.a.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(t.a.join("private/f"), "content").unwrap();
+    let folds = Folding {
+        case_insensitive: true,
+        normalization_insensitive: true,
+    };
+    let src: Arc<dyn StorageClient> = with_folding(Arc::new(t.src.clone()), folds);
+    let dst: Arc<dyn StorageClient> = with_folding(Arc::new(t.dst.clone()), folds);
+    assert!(src.capabilities().case_insensitive, "not wrapped");
+    assert_eq!(
+        src.folder_permissions(&p("private")).await.unwrap(),
+        Some(0o700)
+    );
+    let entry = listed(&t.src, "private/f").await;
+    let written = dst
+        .copy_from_same_store(
+            src.as_ref(),
+            &entry.path,
+            &entry,
+            &entry.path,
+            &opts_for(&entry, WriteMode::Create),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.map(|w| w.size), Some(7));
+    assert_eq!(fs::read(t.b.join("private/f")).unwrap(), b"content");
+}

@@ -399,6 +399,29 @@ impl StorageClient for Folded {
     async fn preserve(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
         self.inner.preserve(from, to).await
     }
+
+    async fn folder_permissions(&self, path: &RelPath) -> Result<Option<u32>> {
+        self.inner.folder_permissions(path).await
+    }
+
+    // The wrapper changes names' folding, never content: a same-store copy from or to it is
+    // the inner client's.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        self.inner.as_any()
+    }
+
+    async fn copy_from_same_store(
+        &self,
+        source: &dyn StorageClient,
+        from: &RelPath,
+        listed: &Entry,
+        to: &RelPath,
+        opts: &WriteOptions,
+    ) -> Result<Option<Entry>> {
+        self.inner
+            .copy_from_same_store(source, from, listed, to, opts)
+            .await
+    }
 }
 
 /// How many files of a protected root's listing its read-only probe looks at
