@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,10 +28,22 @@ use crate::error::{SftpError, to_core};
 use crate::{BACKEND, TEMP_PREFIX};
 use syncengine_core::path::{NAME_MAX, check_name_lengths};
 
-/// Bytes per SFTP read or write request (every server accepts 32 KiB).
-const CHUNK: usize = 32 * 1024;
-/// Requests in flight per read or write.
-const PIPELINE: usize = 16;
+/// Bytes of one file's reads or writes in flight at once: 64 requests of 32 KiB (what
+/// rclone keeps in flight), or 8 of OpenSSH's 255 KiB. The SSH window (`conn::WINDOW_SIZE`)
+/// holds several transfers' worth.
+const IN_FLIGHT: usize = 2 * 1024 * 1024;
+
+/// [`Inner::attrs_with_close`]: not known yet.
+const ATTRS_UNKNOWN: u8 = 0;
+/// [`Inner::attrs_with_close`]: the server keeps them.
+const ATTRS_KEPT: u8 = 1;
+/// [`Inner::attrs_with_close`]: the server refused or lost them; set by path after the close.
+const ATTRS_LOST: u8 = 2;
+
+/// Requests of `chunk` bytes in flight per read or write.
+fn pipeline(chunk: usize) -> usize {
+    (IN_FLIGHT / chunk.max(1)).clamp(4, 64)
+}
 
 /// A [`StorageClient`] for a directory on an SFTP server.
 ///
@@ -51,6 +63,11 @@ struct Inner {
     /// open asked for: the server honours them (less its umask), and later writes need not
     /// look (see `restrict_temp`).
     open_mode_honoured: AtomicBool,
+    /// Whether the server keeps the attributes (mtime, permission bits) an `fsetstat` gives
+    /// a temp file right before its close ([`ATTRS_UNKNOWN`], [`ATTRS_KEPT`] or
+    /// [`ATTRS_LOST`]): the first write looks (one `lstat`); where they are kept, later
+    /// writes send them with the close and save the round trip of a `setstat` by path.
+    attrs_with_close: AtomicU8,
     /// The root's real path as the server resolves it (`realpath`), once known: what an
     /// [`Anchor`] checks a folder against.
     real_root: OnceLock<String>,
@@ -65,6 +82,7 @@ impl SftpClient {
                 cfg,
                 stale: StaleTemps::default(),
                 open_mode_honoured: AtomicBool::new(false),
+                attrs_with_close: AtomicU8::new(ATTRS_UNKNOWN),
                 real_root: OnceLock::new(),
             }),
         }
@@ -1669,7 +1687,8 @@ impl StorageClient for SftpClient {
             None => (0, size),
         };
         let end = end.max(start);
-        let chunk = CHUNK as u64;
+        let chunk = s.read_chunk as u64;
+        let depth = pipeline(s.read_chunk);
         let offsets = (0..(end - start).div_ceil(chunk)).map(move |i| {
             let at = start + i * chunk;
             (at, (end - at).min(chunk) as usize)
@@ -1690,7 +1709,7 @@ impl StorageClient for SftpClient {
                     Ok(data)
                 }
             })
-            .buffered(PIPELINE)
+            .buffered(depth)
             .map_err(move |e| to_core(e, &path_owned))
             .try_filter(|b| futures::future::ready(!b.is_empty()));
         Ok(stop_after_error(body))
@@ -1859,20 +1878,75 @@ impl SftpClient {
             return Err(err(e));
         }
 
-        match upload(&s, &handle, body).await {
-            Ok(()) => {}
-            Err(UploadError::Body(e)) => {
-                temp.discard().await;
-                return Err(e);
+        // The temp's final attributes: its permission bits and, with the mtime, an access
+        // time of now (until the rename below, a temp whose mtime is the source's, often
+        // old, must not look stale to another machine).
+        let attrs_of = |mode: Option<u32>| {
+            let mut attrs = FileAttributes {
+                permissions: mode,
+                ..FileAttributes::empty()
+            };
+            if let Some(mtime) = opts.mtime {
+                attrs.atime = Some(to_secs(SystemTime::now()));
+                attrs.mtime = Some(to_secs(mtime));
             }
-            Err(UploadError::Sftp(e)) => {
+            (attrs.permissions.is_some() || attrs.mtime.is_some()).then_some(attrs)
+        };
+        // They go out with the close (one round trip less) unless a checked replace must
+        // first look at the target for its bits, or the server was seen to drop them.
+        let with_close = if checked_replace
+            || self.inner.attrs_with_close.load(Ordering::Relaxed) == ATTRS_LOST
+        {
+            None
+        } else {
+            attrs_of(mode)
+        };
+        let uploaded = match upload(&s, &handle, body, with_close.clone()).await {
+            Ok(uploaded) => uploaded,
+            Err(failed) => {
+                if failed.closed {
+                    temp.handle = None;
+                }
                 temp.discard().await;
-                return Err(err(e));
+                return Err(match failed.error {
+                    UploadError::Body(e) => e,
+                    UploadError::Sftp(e) => err(e),
+                });
             }
-        }
+        };
+        temp.handle = None;
         let finished = async {
-            let h = temp.handle.take().unwrap_or_default();
-            s.run(s.raw.close(h)).await?;
+            let attrs_done = match (&with_close, uploaded.attrs_set) {
+                (Some(sent), Some(Ok(()))) => {
+                    match self.inner.attrs_with_close.load(Ordering::Relaxed) {
+                        ATTRS_KEPT => true,
+                        _ => {
+                            // The first time: does the server keep what it was given?
+                            let got = lstat(&s, &temp_path).await?;
+                            let kept = sent.mtime.is_none_or(|m| got.mtime == Some(m))
+                                && sent.permissions.is_none_or(|p| {
+                                    got.permissions.is_none_or(|g| g & 0o777 == p & 0o777)
+                                });
+                            let verdict = if kept { ATTRS_KEPT } else { ATTRS_LOST };
+                            self.inner
+                                .attrs_with_close
+                                .store(verdict, Ordering::Relaxed);
+                            kept
+                        }
+                    }
+                }
+                (Some(_), Some(Err(e))) => {
+                    if e.is_connection_error() {
+                        return Err(e);
+                    }
+                    tracing::debug!("fsetstat of a temp file failed ({e}); setting by path");
+                    self.inner
+                        .attrs_with_close
+                        .store(ATTRS_LOST, Ordering::Relaxed);
+                    false
+                }
+                _ => false,
+            };
             if let WriteMode::IfUnchanged(expected) = &opts.mode {
                 // Checked once the body is on the server, right before the temp gets its
                 // attributes and is renamed: a file the user saved meanwhile is left in
@@ -1886,17 +1960,7 @@ impl SftpClient {
                 };
                 mode = now.permissions.map(|perm| perm & 0o777);
             }
-            let mut attrs = FileAttributes {
-                permissions: mode,
-                ..FileAttributes::empty()
-            };
-            if let Some(mtime) = opts.mtime {
-                // The access time says "touched now": until the rename below, a temp whose
-                // mtime is the source's (often old) must not look stale to another machine.
-                attrs.atime = Some(to_secs(SystemTime::now()));
-                attrs.mtime = Some(to_secs(mtime));
-            }
-            if attrs.permissions.is_some() || attrs.mtime.is_some() {
+            if !attrs_done && let Some(attrs) = attrs_of(mode) {
                 s.run(s.raw.setstat(temp_path.as_str(), attrs)).await?;
             }
             let expected = match &opts.mode {
@@ -2114,30 +2178,70 @@ enum UploadError {
     Sftp(SftpError),
 }
 
-/// Streams `body` into the open handle, `PIPELINE` writes of `CHUNK` bytes in flight.
-async fn upload(s: &Session, handle: &str, mut body: ByteStream) -> Result<(), UploadError> {
+/// How an upload ended: the handle closed, and what became of the attributes sent with it.
+struct Uploaded {
+    /// The answer to the `fsetstat` sent after the last write (`None`: none was sent).
+    attrs_set: Option<Result<(), SftpError>>,
+}
+
+/// A failed upload, and whether the handle was closed (the close went out with the last
+/// writes): a closed handle must not be closed again, its id may name another file by then.
+struct UploadFailed {
+    error: UploadError,
+    closed: bool,
+}
+
+type Pending<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SftpError>> + Send + 'a>>;
+
+/// Polls `request` once, so that it goes out now (russh-sftp sends a request when it is
+/// first polled); the answer is awaited later. `Err` holds an answer that came at once.
+fn send_now(mut request: Pending<'_>) -> Result<Pending<'_>, Result<(), SftpError>> {
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    match request.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(done) => Err(done),
+        std::task::Poll::Pending => Ok(request),
+    }
+}
+
+/// Streams `body` into the open handle, writes of the server's write size in flight
+/// ([`pipeline`]), then closes the handle. `attrs`, when given, go out as an `fsetstat`
+/// right after the last write and before the close, in the same round trip: the server
+/// handles the requests on one handle in order, so the times set are not touched by a write.
+async fn upload(
+    s: &Session,
+    handle: &str,
+    mut body: ByteStream,
+    attrs: Option<FileAttributes>,
+) -> Result<Uploaded, UploadFailed> {
+    let open = |error| UploadFailed {
+        error,
+        closed: false,
+    };
+    let chunk_len = s.write_chunk;
+    let depth = pipeline(chunk_len);
     let mut offset = 0u64;
     let mut pending = BytesMut::new();
-    let mut inflight = FuturesUnordered::new();
+    let mut inflight: FuturesUnordered<Pending<'_>> = FuturesUnordered::new();
     let mut body_done = false;
     loop {
         // Send every full chunk we have (and the rest at the end), keeping the pipeline bounded.
-        while pending.len() >= CHUNK || (body_done && !pending.is_empty()) {
-            if inflight.len() >= PIPELINE
+        while pending.len() >= chunk_len || (body_done && !pending.is_empty()) {
+            if inflight.len() >= depth
                 && let Some(r) = inflight.next().await
             {
-                let r: Result<(), SftpError> = r;
-                r.map_err(UploadError::Sftp)?;
+                r.map_err(|e| open(UploadError::Sftp(e)))?;
             }
-            let take = pending.len().min(CHUNK);
-            let piece = pending.split_to(take).freeze();
+            let take = pending.len().min(chunk_len);
+            let piece = pending.split_to(take).to_vec();
             let at = offset;
             offset += piece.len() as u64;
-            inflight.push(async move {
-                s.run(s.raw.write(handle, at, piece.to_vec()))
-                    .await
-                    .map(|_| ())
-            });
+            let write: Pending<'_> =
+                Box::pin(async move { s.run(s.raw.write(handle, at, piece)).await.map(|_| ()) });
+            match send_now(write) {
+                Ok(sent) => inflight.push(sent),
+                Err(answered) => answered.map_err(|e| open(UploadError::Sftp(e)))?,
+            }
         }
         if body_done {
             break;
@@ -2151,20 +2255,40 @@ async fn upload(s: &Session, handle: &str, mut body: ByteStream) -> Result<(), U
                 }
                 tokio::select! {
                     chunk = &mut next_chunk => break chunk,
-                    Some(r) = inflight.next() => r.map_err(UploadError::Sftp)?,
+                    Some(r) = inflight.next() => r.map_err(|e| open(UploadError::Sftp(e)))?,
                 }
             }
         };
         match next {
             Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
-            Some(Err(e)) => return Err(UploadError::Body(e)),
+            Some(Err(e)) => return Err(open(UploadError::Body(e))),
             None => body_done = true,
         }
     }
-    while let Some(r) = inflight.next().await {
-        r.map_err(UploadError::Sftp)?;
-    }
-    Ok(())
+    // Every write is on its way: the attributes and the close follow in the same round trip.
+    let writes = async {
+        let mut first_error = None;
+        while let Some(r) = inflight.next().await {
+            if let Err(e) = r {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    };
+    let set = async {
+        match attrs {
+            Some(attrs) => Some(s.run(s.raw.fsetstat(handle, attrs)).await.map(|_| ())),
+            None => None,
+        }
+    };
+    let (written, attrs_set, closed) = tokio::join!(writes, set, s.run(s.raw.close(handle)));
+    let failed = |e| UploadFailed {
+        error: UploadError::Sftp(e),
+        closed: true,
+    };
+    written.map_err(failed)?;
+    closed.map_err(failed)?;
+    Ok(Uploaded { attrs_set })
 }
 
 /// Ends a byte stream after its first error, as the contract asks.

@@ -46,8 +46,16 @@
 //!   not say where it came from makes its directory's contents partly unknown). The engine
 //!   leaves all of them alone on both sides.
 //!   A failure of the root or of the connection ends the listing with an error.
-//! - **Writes** go to a temporary sibling `.syncengine-tmp-<random>`, get their mtime with
-//!   `setstat`, and are renamed into place. An unchecked replace (`WriteMode::Overwrite`, a
+//! - **Transfers** use the request size the server states in `limits@openssh.com` (OpenSSH:
+//!   255 KiB), else 32 KiB, with about 2 MiB of a file's requests in flight. The client
+//!   prefers AES-GCM ciphers (OpenSSH's ChaCha20-Poly1305, russh's first choice, is several
+//!   times slower on the server side), allows 64 KiB SSH packets and an 8 MiB window.
+//! - **Writes** go to a temporary sibling `.syncengine-tmp-<random>`, get their mtime (and
+//!   permission bits) with an `fsetstat` sent right after the last write and before the
+//!   close, in the same round trip (the first write of a client checks with an `lstat` that
+//!   the server kept them; one that did not, or refused the `fsetstat`, gets a `setstat` by
+//!   path after the close from then on, as every checked replace does), and are renamed into
+//!   place. An unchecked replace (`WriteMode::Overwrite`, a
 //!   rename over a file) is one `posix-rename@openssh.com` where the server offers it (atomic);
 //!   otherwise, and for every checked replace (below), the old file is renamed aside (to
 //!   `.syncengine-tmp-old-<hex>-<its name>`), the new one renamed in, and only then is the old
