@@ -50,6 +50,13 @@ const PROPFIND_BODY: &str = concat!(
 /// The known-collections cache is cleared rather than grown past this many entries.
 const KNOWN_DIRS_MAX: usize = 10_000;
 
+/// [`Inner::put_etag_listed`]: not seen yet.
+const PUT_ETAG_UNKNOWN: u8 = 0;
+/// [`Inner::put_etag_listed`]: a `PUT` answer's ETag is the one a `PROPFIND` lists.
+const PUT_ETAG_LISTED: u8 = 1;
+/// [`Inner::put_etag_listed`]: it was not; every upload looks its ETag up.
+const PUT_ETAG_DIFFERS: u8 = 2;
+
 /// Given-up temporary uploads remembered for [`StorageClient::settle`] at most.
 const GIVEN_UP_MAX: usize = 10_000;
 
@@ -93,6 +100,10 @@ struct Inner {
     /// (see [`risky_name`]):
     /// 0 not yet probed, 1 no, 2 yes.
     destination_mangles: AtomicU8,
+    /// Whether this server's `PUT` answers carry the ETag a `PROPFIND` of the file then
+    /// lists: [`PUT_ETAG_UNKNOWN`], [`PUT_ETAG_LISTED`] or [`PUT_ETAG_DIFFERS`] (see
+    /// [`Inner::set_mtime_after_put`]).
+    put_etag_listed: AtomicU8,
     /// Stale temp files the listings came across (by URL), removed when the engine asks.
     stale: StaleTemps,
     /// Collections (by URL) a write or transfer of this client is putting a file into, with
@@ -131,6 +142,7 @@ impl WebDavClient {
                 list_concurrency,
                 known_dirs: Mutex::new(HashSet::new()),
                 destination_mangles: AtomicU8::new(0),
+                put_etag_listed: AtomicU8::new(PUT_ETAG_UNKNOWN),
                 stale: StaleTemps::default(),
                 empty_asides: Mutex::default(),
                 given_up: Mutex::default(),
@@ -907,6 +919,48 @@ impl Inner {
         self.set_mtime_bound(url, mtime, etag.as_deref()).await
     }
 
+    /// [`set_mtime`](Self::set_mtime) of a file just uploaded, whose `PUT` was answered
+    /// with `put_etag`: once this server's `PUT` answers were seen to carry the ETag a
+    /// `PROPFIND` then lists ([`Inner::put_etag_listed`]), the answer's is used and the
+    /// `PROPFIND` saved. The first upload with an ETag in its answer looks and compares.
+    async fn set_mtime_after_put(
+        &self,
+        url: &str,
+        mtime: SystemTime,
+        put_etag: Option<&str>,
+    ) -> std::result::Result<(), DavError> {
+        let Some(answered) = put_etag else {
+            return self.set_mtime(url, mtime).await;
+        };
+        if self.put_etag_listed.load(Ordering::Relaxed) == PUT_ETAG_LISTED {
+            return self.set_mtime_bound(url, mtime, Some(answered)).await;
+        }
+        let listed = self
+            .propfind(url, "0")
+            .await?
+            .into_iter()
+            .find(|r| !r.is_collection)
+            .and_then(|r| r.etag);
+        let same = listed
+            .as_deref()
+            .is_some_and(|l| normalize_etag(l) == normalize_etag(answered));
+        // Only a first verdict is recorded: a mismatch later (another client's write in
+        // between) must not undo what the first upload proved, and it never binds wrongly,
+        // since the listed one is used here.
+        let verdict = if same {
+            PUT_ETAG_LISTED
+        } else {
+            PUT_ETAG_DIFFERS
+        };
+        let _ = self.put_etag_listed.compare_exchange(
+            PUT_ETAG_UNKNOWN,
+            verdict,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        self.set_mtime_bound(url, mtime, listed.as_deref()).await
+    }
+
     /// `PROPPATCH`es the mtime dead property of `url` to `mtime`, followed by `etag` (the
     /// version it describes) where one is given.
     async fn set_mtime_bound(
@@ -1058,17 +1112,27 @@ impl Inner {
     }
 
     /// Streams `body` to `url` with PUT. A failure of `body` itself is returned as it was.
+    ///
+    /// With `length` (the write's size hint), the request carries it as `Content-Length`
+    /// instead of chunked framing (servers take a body of known length faster: wsgidav
+    /// parses every chunk in Python), and a body that gives more or fewer bytes fails before
+    /// its end reaches the server. Returns the answer's status and its `ETag`, if any.
     async fn upload(
         &self,
         url: &str,
         body: ByteStream,
+        length: Option<u64>,
         path: &str,
         extra: impl FnOnce(RequestBuilder) -> RequestBuilder,
-    ) -> Result<StatusCode> {
+    ) -> Result<(StatusCode, Option<String>)> {
         // The body streams and cannot be sent again after a 401.
         self.ensure_authenticated()
             .await
             .map_err(|e| map_error(e, path, Ctx::Plain))?;
+        let body = match length {
+            Some(n) => exact_length(body, n, "PUT", url.to_owned(), path.to_owned()),
+            None => body,
+        };
         let body_error: Arc<Mutex<Option<Error>>> = Arc::default();
         let slot = body_error.clone();
         let body = body.map(move |chunk| {
@@ -1080,7 +1144,11 @@ impl Inner {
         });
         let progress = Progress::new();
         let body = MarkProgress::new(body, progress.clone());
-        let rb = extra(self.request(Method::PUT, url)).body(reqwest::Body::wrap_stream(body));
+        let mut rb = extra(self.request(Method::PUT, url));
+        if let Some(n) = length {
+            rb = rb.header(header::CONTENT_LENGTH, n);
+        }
+        let rb = rb.body(reqwest::Body::wrap_stream(body));
         let sent = self.send_upload(rb, url, &progress).await;
         let taken = body_error
             .lock()
@@ -1089,8 +1157,15 @@ impl Inner {
         if let Some(e) = taken {
             return Err(e);
         }
-        sent.map(|resp| resp.status())
-            .map_err(|e| map_error(e, path, Ctx::Plain))
+        sent.map(|resp| {
+            let etag = resp
+                .headers()
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            (resp.status(), etag)
+        })
+        .map_err(|e| map_error(e, path, Ctx::Plain))
     }
 
     /// Remembers the temporary file of an upload given up on, for [`StorageClient::settle`]
@@ -1822,7 +1897,13 @@ impl Drop for TempGuard {
 
 /// Passes `body` on, failing it (transient) when it ends before `expected` bytes or runs past
 /// them: a `GET` body cut short is never a short file.
-fn exact_length(body: ByteStream, expected: u64, url: String, path: String) -> ByteStream {
+fn exact_length(
+    body: ByteStream,
+    expected: u64,
+    method: &'static str,
+    url: String,
+    path: String,
+) -> ByteStream {
     let fail = move |got: u64, ended: bool| {
         let what = if ended {
             format!("the body ended after {got} of {expected} bytes")
@@ -1830,7 +1911,7 @@ fn exact_length(body: ByteStream, expected: u64, url: String, path: String) -> B
             format!("the body ran past its {expected} bytes")
         };
         map_error(
-            DavError::Truncated(format!("GET {url}: {what}")),
+            DavError::Truncated(format!("{method} {url}: {what}")),
             &path,
             Ctx::Plain,
         )
@@ -2144,7 +2225,7 @@ impl StorageClient for WebDavClient {
             })
             .boxed();
         let body = match expected {
-            Some(n) => exact_length(body, n, url_for_check, path.to_string()),
+            Some(n) => exact_length(body, n, "GET", url_for_check, path.to_string()),
             None => body,
         };
         Ok(match &opts.range {
@@ -2192,8 +2273,11 @@ impl StorageClient for WebDavClient {
             url: temp_url.clone(),
         };
 
-        let status = match inner.upload(&temp_url, body, p, |rb| rb).await {
-            Ok(status) => status,
+        let (status, put_etag) = match inner
+            .upload(&temp_url, body, opts.size_hint, p, |rb| rb)
+            .await
+        {
+            Ok(answer) => answer,
             Err(e) => {
                 // The body may sit whole in the link's buffers (a stall is seen only once
                 // the client has handed everything over): the server can still complete
@@ -2216,7 +2300,9 @@ impl StorageClient for WebDavClient {
         }
 
         if let (true, Some(mtime)) = (inner.mtime_property, opts.mtime)
-            && let Err(e) = inner.set_mtime(&temp_url, mtime).await
+            && let Err(e) = inner
+                .set_mtime_after_put(&temp_url, mtime, put_etag.as_deref())
+                .await
         {
             guard.cleanup().await;
             return Err(map_error(e, p, Ctx::Plain));
@@ -2422,14 +2508,14 @@ impl WebDavClient {
             })
         };
         let status = match inner
-            .upload(&url, body, p, move |rb| match mode {
+            .upload(&url, body, None, p, move |rb| match mode {
                 WriteMode::Create => rb.header(header::IF_NONE_MATCH, "*"),
                 WriteMode::Update(etag) => rb.header(header::IF_MATCH, normalize_etag(&etag)),
                 _ => rb,
             })
             .await
         {
-            Ok(status) => status,
+            Ok((status, _)) => status,
             Err(e) => {
                 if let Some(before) = before {
                     inner

@@ -74,8 +74,11 @@
 //!   (each collection is read when the walk reaches its plain name), and the walk goes on:
 //!   its files are never taken for deleted. Only the start collection's own failure ends the
 //!   listing with an error (a missing start collection lists as empty).
-//! - **Writes** are atomic: the body streams (`PUT`, chunked) to a hidden temporary sibling
-//!   `.syncengine-tmp-<random hex>`, gets its mtime, and is `MOVE`d onto the target. Missing
+//! - **Writes** are atomic: the body streams (`PUT`) to a hidden temporary sibling
+//!   `.syncengine-tmp-<random hex>`, gets its mtime, and is `MOVE`d onto the target. A body
+//!   of known size (the write's size hint, which the engine always gives) goes with
+//!   `Content-Length`, and one that gives more or fewer bytes fails the write before its end
+//!   reaches the server; one of unknown size goes chunked. Missing
 //!   parents are made with `MKCOL` first (the body is a stream and cannot be replayed after a
 //!   409). A failed write deletes its temporary file; a cancelled one (future dropped) spawns
 //!   the delete. An upload given up on (no progress for the idle timeout, failed mid-body, or
@@ -108,7 +111,10 @@
 //! - **mtimes** are kept, to the nanosecond, in the dead property `mtime` in the namespace
 //!   `urn:syncengine:` (nanoseconds since the Unix epoch, decimal), set with `PROPPATCH` on the
 //!   temporary file before the `MOVE` (both servers move and copy dead properties with the
-//!   file) and read back in the listing's `PROPFIND`. rclone keeps no mtime on generic WebDAV
+//!   file) and read back in the listing's `PROPFIND`. The ETag it is bound to (below) is the
+//!   one the `PUT`'s answer carries once the client's first upload saw that a `PROPFIND`
+//!   lists the same (Apache and wsgidav), else a `PROPFIND` of the temporary file's: one
+//!   request less per file. rclone keeps no mtime on generic WebDAV
 //!   servers, so there is no format to share. The value is followed by a space and the ETag
 //!   the file had when it was set, and a listing believes it only while the file still has
 //!   that ETag: servers keep dead properties when another client overwrites the file with a
