@@ -1129,6 +1129,9 @@ impl Inner {
         self.ensure_authenticated()
             .await
             .map_err(|e| map_error(e, path, Ctx::Plain))?;
+        // An empty body goes chunked: with `Content-Length: 0` the HTTP client would not
+        // poll it at all, and an error it gives (a failed verification) would go unseen.
+        let length = length.filter(|&n| n > 0);
         let body = match length {
             Some(n) => exact_length(body, n, "PUT", url.to_owned(), path.to_owned()),
             None => body,
@@ -1896,7 +1899,9 @@ impl Drop for TempGuard {
 }
 
 /// Passes `body` on, failing it (transient) when it ends before `expected` bytes or runs past
-/// them: a `GET` body cut short is never a short file.
+/// them: a `GET` body cut short is never a short file, and a `PUT` body is exactly its
+/// `Content-Length`. The chunk that completes `expected` is held back until `body` has
+/// ended, so an error after the last byte still fails the stream before it looks complete.
 fn exact_length(
     body: ByteStream,
     expected: u64,
@@ -1927,6 +1932,23 @@ fn exact_length(
                     let got = got + chunk.len() as u64;
                     if got > expected {
                         return Some((Err(fail(got, false)), (body, got, true)));
+                    }
+                    if got == expected && !chunk.is_empty() {
+                        // The last bytes are held back until `body` has ended: an upload
+                        // whose `Content-Length` is reached is complete to the server (the
+                        // HTTP client polls no further), so an error `body` gives after its
+                        // last byte (a failed verification) must come before that byte.
+                        loop {
+                            match body.next().await {
+                                None => return Some((Ok(chunk), (body, got, true))),
+                                Some(Ok(more)) if more.is_empty() => {}
+                                Some(Ok(more)) => {
+                                    let past = got + more.len() as u64;
+                                    return Some((Err(fail(past, false)), (body, past, true)));
+                                }
+                                Some(Err(e)) => return Some((Err(e), (body, got, true))),
+                            }
+                        }
                     }
                     Some((Ok(chunk), (body, got, false)))
                 }
