@@ -358,10 +358,10 @@ struct SyncArgs {
     /// display is off (cron jobs, logs).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     stats: Option<Duration>,
-    /// Actions in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 8,
+    /// Actions in flight at once [default: 8, or 64 with an S3, Azure or GCS side].
+    #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=1024))]
-    transfers: u64,
+    transfers: Option<u64>,
     /// Stop before changing anything if the run would delete more than PERCENT of the files
     /// on either side.
     #[arg(long, value_name = "PERCENT", default_value_t = 50,
@@ -822,6 +822,25 @@ pub(crate) fn open_sides(
     Ok((source, destination))
 }
 
+/// The actions a run keeps in flight: `--transfers` when given, else the larger of the
+/// sides' own preference (`Capabilities::preferred_transfers`: 64 for object stores, whose
+/// every request waits a round trip) and the engine's default of 8.
+fn transfers_for(
+    given: Option<u64>,
+    source: &Arc<dyn StorageClient>,
+    destination: &Arc<dyn StorageClient>,
+) -> usize {
+    let default = SyncOptions::default().transfers;
+    match given {
+        // The parser bounds it to 1..=1024, so it fits in usize on every platform.
+        Some(n) => usize::try_from(n).unwrap_or(default),
+        None => [source, destination]
+            .iter()
+            .filter_map(|c| c.capabilities().preferred_transfers)
+            .fold(default, usize::max),
+    }
+}
+
 /// Builds the pair from the arguments, or returns the exit status and message of the failure.
 fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
     // The filters first: a typo in a pattern is a usage error before anything is opened.
@@ -836,8 +855,11 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
         .with_conflict(args.conflict)
         .with_conflict_loser(args.conflict_loser)
         .with_dry_run(args.dry_run)
-        // The parser bounds it to 1..=1024, so it fits in usize on every platform.
-        .with_transfers(usize::try_from(args.transfers).unwrap_or(8))
+        .with_transfers(transfers_for(
+            args.transfers,
+            &source.client,
+            &destination.client,
+        ))
         .with_max_delete_percent(args.max_delete)
         .with_force(args.force)
         .with_checksum(args.checksum)
@@ -1489,6 +1511,32 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn transfers_default_to_the_sides_preference() {
+        let mem: Arc<dyn StorageClient> = Arc::new(syncengine::MemoryClient::new());
+        assert_eq!(transfers_for(None, &mem, &mem), 8);
+        assert_eq!(transfers_for(Some(3), &mem, &mem), 3);
+        #[cfg(feature = "s3")]
+        {
+            use syncengine::s3::{DEFAULT_TRANSFERS, S3Builder, StoreKind};
+            let s3: Arc<dyn StorageClient> = Arc::new(
+                S3Builder::for_store(StoreKind::S3, "b")
+                    .with_endpoint("http://127.0.0.1:9")
+                    .with_region("us-east-1")
+                    .with_credentials("a", "b")
+                    .with_allow_http(true)
+                    .build()
+                    .unwrap(),
+            );
+            assert_eq!(DEFAULT_TRANSFERS, 64);
+            assert_eq!(transfers_for(None, &mem, &s3), DEFAULT_TRANSFERS);
+            assert_eq!(transfers_for(None, &s3, &mem), DEFAULT_TRANSFERS);
+            // Named on the command line: that number, larger or smaller.
+            assert_eq!(transfers_for(Some(2), &s3, &mem), 2);
+            assert_eq!(transfers_for(Some(200), &s3, &mem), 200);
+        }
     }
 
     #[test]

@@ -36,6 +36,10 @@ use crate::mtime;
 /// may be folder markers).
 const METADATA_HEADS_IN_FLIGHT: usize = 16;
 
+/// How many actions a run keeps in flight on an object store when the user named no
+/// number (see [`Capabilities::preferred_transfers`]).
+pub const DEFAULT_TRANSFERS: usize = 64;
+
 /// The largest upload budget (a tokio semaphore's limit, and `u32` permits per request).
 const MAX_BUDGET: usize = u32::MAX as usize;
 
@@ -1238,6 +1242,12 @@ impl StorageClient for S3Client {
         caps.conditional_write = true;
         // Object keys are exact byte strings: no folding, and no probe needed.
         caps.folding_known = true;
+        // Each request waits a round trip on the server (SeaweedFS: about 40 ms for a
+        // small PUT on a loaded 2-core machine), so 8 at once leave it idle: 10 000 small
+        // files took 2.2× longer at 8 than at 64, and 256 gained nothing over 64 while
+        // costing 15 MiB more (bench/s3_speed.sh). Part buffers stay within the upload
+        // budget whatever the number.
+        caps.preferred_transfers = Some(DEFAULT_TRANSFERS);
         caps
     }
 

@@ -134,7 +134,7 @@ mod uploads;
 #[cfg(feature = "s3")]
 pub use aws_profile::AwsShared;
 pub use builder::S3Builder;
-pub use client::S3Client;
+pub use client::{DEFAULT_TRANSFERS, S3Client};
 pub use config::{
     COPY_OBJECT_LIMIT, DEFAULT_PART_SIZE, DEFAULT_UPLOAD_BUFFER, S3Config, Secret, StoreKind,
 };

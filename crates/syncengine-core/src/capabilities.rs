@@ -58,6 +58,14 @@ pub struct Capabilities {
     pub folding_known: bool,
     /// The backend has real directories (they can exist empty and are removed when emptied).
     pub real_directories: bool,
+    /// How many actions this backend keeps busy at once when the user named no number
+    /// (`--transfers`): object stores answer each request after a round trip of their own,
+    /// so small files upload many at a time (S3: 64); `None` keeps the caller's default.
+    /// Memory does not grow with it where the backend bounds its buffers by itself (the S3
+    /// client's shared upload budget). A hint for front ends such as the CLI, which take the
+    /// larger of the two sides'; [`SyncOptions::transfers`](crate::SyncOptions) is what a
+    /// run uses.
+    pub preferred_transfers: Option<usize>,
 }
 
 impl Default for Capabilities {
@@ -80,6 +88,7 @@ impl Default for Capabilities {
             normalization_insensitive: false,
             folding_known: false,
             real_directories: false,
+            preferred_transfers: None,
         }
     }
 }

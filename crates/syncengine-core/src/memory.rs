@@ -432,6 +432,7 @@ impl StorageClient for MemoryClient {
             // Keys are exact strings in a map.
             folding_known: true,
             real_directories: false,
+            preferred_transfers: None,
         }
     }
 
