@@ -104,8 +104,8 @@ for step in $STEPS; do
         for rep in $(seq 1 "$REPS"); do
             measure se-small "$SE" sync "$WORK/small" "s3://test/$P/se-small-$rep" \
                 --mode source-to-destination --state-dir "$WORK/state-small-$rep" -q
-            measure s5cmd-small s5 cp "$WORK/small/*" "s3://test/$P/s5-small-$rep/"
-            measure rclone-small rc copy "$WORK/small" "$RCLONE_REMOTE:test/$P/rc-small-$rep"
+            measure s5cmd-small "$S5CMD" --endpoint-url "$ENDPOINT" cp "$WORK/small/*" "s3://test/$P/s5-small-$rep/"
+            measure rclone-small "$RCLONE" --config /dev/null copy "$WORK/small" "$RCLONE_REMOTE:test/$P/rc-small-$rep"
         done
         for t in se s5 rc; do expect "$P/$t-small-1" "$N_SMALL"; done
         row "first upload, $N_SMALL small" se-small s5cmd-small rclone-small
@@ -119,8 +119,8 @@ for step in $STEPS; do
         for rep in $(seq 1 "$REPS"); do
             measure se-big "$SE" sync "$WORK/big" "s3://test/$P/se-big-$rep" \
                 --mode source-to-destination --state-dir "$WORK/state-big-$rep" -q
-            measure s5cmd-big s5 cp "$WORK/big/*" "s3://test/$P/s5-big-$rep/"
-            measure rclone-big rc copy "$WORK/big" "$RCLONE_REMOTE:test/$P/rc-big-$rep"
+            measure s5cmd-big "$S5CMD" --endpoint-url "$ENDPOINT" cp "$WORK/big/*" "s3://test/$P/s5-big-$rep/"
+            measure rclone-big "$RCLONE" --config /dev/null copy "$WORK/big" "$RCLONE_REMOTE:test/$P/rc-big-$rep"
         done
         for t in se s5 rc; do expect "$P/$t-big-1" "$BIG_FILES"; done
         row "first upload, $BIG_FILES × $BIG_MIB MiB" se-big s5cmd-big rclone-big
@@ -135,8 +135,8 @@ for step in $STEPS; do
         for rep in $(seq 1 "$REPS"); do
             measure se-nochange "$SE" sync "$WORK/nc" "s3://test/$P/se-nc" \
                 --mode source-to-destination --state-dir "$WORK/state-nc" -q
-            measure s5cmd-nochange s5 sync "$WORK/nc/" "s3://test/$P/s5-nc/"
-            measure rclone-nochange rc copy "$WORK/nc" "$RCLONE_REMOTE:test/$P/rc-nc"
+            measure s5cmd-nochange "$S5CMD" --endpoint-url "$ENDPOINT" sync "$WORK/nc/" "s3://test/$P/s5-nc/"
+            measure rclone-nochange "$RCLONE" --config /dev/null copy "$WORK/nc" "$RCLONE_REMOTE:test/$P/rc-nc"
         done
         for t in se s5 rc; do expect "$P/$t-nc" "$N_NOCHANGE"; done
         row "no change, $N_NOCHANGE files" se-nochange s5cmd-nochange rclone-nochange
@@ -163,9 +163,9 @@ EOF
         fi
         for rep in $(seq 1 "$REPS"); do
             measure se-list "$LIST" "s3://test/$L"
-            measure s5cmd-list s5 ls "s3://test/$L/*"
+            measure s5cmd-list "$S5CMD" --endpoint-url "$ENDPOINT" ls "s3://test/$L/*"
             if [[ "${LIST_RCLONE:-0}" == 1 ]]; then
-                measure rclone-list rc lsf -R --files-only --fast-list "$RCLONE_REMOTE:test/$L"
+                measure rclone-list "$RCLONE" --config /dev/null lsf -R --files-only --fast-list "$RCLONE_REMOTE:test/$L"
             fi
         done
         got=$(cat "$WORK/out.txt" | wc -l)
