@@ -176,8 +176,8 @@ impl<T: Spill> SpillVec<T> {
 
     /// Writes the items in memory out to the file once there are more than the limit.
     /// Called at points where no index into the in-memory part is held for editing (the
-    /// reconciler calls it between paths), so that [`SpillVec::last_mut`] and
-    /// [`SpillVec::truncate`] always find what the current step pushed.
+    /// reconciler calls it between paths), so that [`SpillVec::get_mut`] and
+    /// [`SpillVec::split_off_memory`] always find what the current step pushed.
     ///
     /// # Errors
     /// When the temporary file cannot be created or written.
