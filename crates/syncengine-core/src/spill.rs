@@ -30,7 +30,9 @@ use crate::state::{BaseRecord, BaseUpdate, SideRecord};
 pub(crate) fn spill_error(e: io::Error) -> crate::error::SyncError {
     crate::error::SyncError::State(format!(
         "could not keep the plan in a temporary file ({e}); check the free space and \
-         permissions of the temporary folder (TMPDIR)"
+         permissions of the state directory (--state-dir), where a long plan's temporary \
+         files go, and of the temporary folder (TMPDIR), where they go when the state \
+         directory refuses them"
     ))
 }
 
@@ -60,6 +62,8 @@ pub struct SpillVec<T: Spill> {
     written: usize,
     /// The file and its length in bytes.
     file: Option<(BufWriter<File>, u64)>,
+    /// The folder the file was created in, named by the errors of writing and reading it.
+    place: Option<PathBuf>,
     /// Replacements (`Some`) and removals (`None`) of items the file holds, by index.
     changed: BTreeMap<usize, Option<T>>,
     /// Where the file goes (the system's temporary folder when `None`).
@@ -120,6 +124,7 @@ impl<T: Spill> SpillVec<T> {
             memory: Vec::new(),
             written: 0,
             file: None,
+            place: None,
             changed: BTreeMap::new(),
             dir: None,
             limit: IN_MEMORY,
@@ -182,15 +187,42 @@ impl<T: Spill> SpillVec<T> {
     /// # Errors
     /// When the temporary file cannot be created or written.
     pub fn relieve(&mut self) -> io::Result<()> {
+        self.write_out().map_err(|e| self.located(e))
+    }
+
+    /// `e` with the folder of the file it concerns, so that the run's error says where the
+    /// space or the permission is missing.
+    fn located(&self, e: io::Error) -> io::Error {
+        match &self.place {
+            Some(place) => io::Error::new(e.kind(), format!("{e}, in {}", place.display())),
+            None => e,
+        }
+    }
+
+    /// [`SpillVec::relieve`]'s work, its errors not yet [`located`](Self::located).
+    fn write_out(&mut self) -> io::Result<()> {
         if self.memory.len() < self.limit {
             return Ok(());
         }
         let (file, length) = match &mut self.file {
             Some(f) => f,
             None => {
+                // `place` is set before each attempt, so a failed one is named too.
                 let f = match &self.dir {
-                    Some(dir) => tempfile::tempfile_in(dir).or_else(|_| tempfile::tempfile())?,
-                    None => tempfile::tempfile()?,
+                    Some(dir) => {
+                        self.place = Some(dir.clone());
+                        match tempfile::tempfile_in(dir) {
+                            Ok(f) => f,
+                            Err(_) => {
+                                self.place = Some(std::env::temp_dir());
+                                tempfile::tempfile()?
+                            }
+                        }
+                    }
+                    None => {
+                        self.place = Some(std::env::temp_dir());
+                        tempfile::tempfile()?
+                    }
                 };
                 self.file
                     .insert((BufWriter::with_capacity(256 * 1024, f), 0))
@@ -385,7 +417,9 @@ fn next_record<T: Spill>(
     at: &mut usize,
 ) -> io::Result<T> {
     if *at >= chunk.len() {
-        *offset = list.read_chunk(*offset, chunk)?;
+        *offset = list
+            .read_chunk(*offset, chunk)
+            .map_err(|e| list.located(e))?;
         *at = 0;
         if chunk.is_empty() {
             return Err(io::Error::new(
