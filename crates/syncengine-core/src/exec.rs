@@ -2738,6 +2738,13 @@ fn systemic_cause(error: &Error) -> Option<&'static str> {
 }
 
 /// Batches base updates into transactions, each after a durability barrier on both sides.
+///
+/// A batch is made durable and written in the background while the run goes on: a barrier
+/// (`syncfs` on a local disk) can take seconds, and the copies need not wait for it. One
+/// batch is in flight at a time, so batches are written in the order they were cut; the
+/// next is cut when it is due and the one in flight has ended, or the run waits for it once
+/// [`MAX_PENDING`] updates are waiting. [`BaseWriter::flush`] waits for the one in flight,
+/// then writes the rest: everything handed in before it is written when it returns.
 struct BaseWriter {
     store: StateStore,
     clients: [Arc<dyn StorageClient>; 2],
@@ -2748,6 +2755,22 @@ struct BaseWriter {
     /// (failed copies'), settled after the next batch of updates is written.
     clears: Vec<(IntentBatch, Vec<Intent>)>,
     last_flush: Instant,
+    /// The batch being made durable and written. Dropping the writer (an ended or dropped
+    /// run) aborts it before its write if the barrier has not ended: its updates are then
+    /// not recorded, as any update the run had not written yet.
+    in_flight: Option<AbortOnDrop<Result<(), SyncError>>>,
+}
+
+/// Base updates that may wait while a batch is in flight before the run waits for it.
+const MAX_PENDING: usize = 4 * FLUSH_EVERY;
+
+/// A spawned task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl BaseWriter {
@@ -2759,6 +2782,7 @@ impl BaseWriter {
             pending: Vec::new(),
             clears: Vec::new(),
             last_flush: Instant::now(),
+            in_flight: None,
         }
     }
 
@@ -2767,8 +2791,17 @@ impl BaseWriter {
         updates: impl IntoIterator<Item = BaseUpdate>,
     ) -> Result<(), SyncError> {
         self.pending.extend(updates);
-        if self.pending.len() >= FLUSH_EVERY || self.last_flush.elapsed() >= FLUSH_AFTER {
-            self.flush().await?;
+        // A batch that failed in the background stops the run at the next update, as a
+        // failed write of the base always has.
+        if self.in_flight.as_ref().is_some_and(|t| t.0.is_finished()) {
+            self.wait_in_flight().await?;
+        }
+        let due = self.pending.len() >= FLUSH_EVERY || self.last_flush.elapsed() >= FLUSH_AFTER;
+        if due && self.in_flight.is_some() && self.pending.len() >= MAX_PENDING {
+            self.wait_in_flight().await?;
+        }
+        if due && self.in_flight.is_none() {
+            self.start_batch();
         }
         Ok(())
     }
@@ -2779,38 +2812,80 @@ impl BaseWriter {
         self.clears.push((batch, remaining));
     }
 
-    async fn flush(&mut self) -> Result<(), SyncError> {
-        self.last_flush = Instant::now();
-        if self.pending.is_empty() {
-            if !self.clears.is_empty() {
-                let clears = std::mem::take(&mut self.clears);
-                let store = self.store.clone();
-                blocking(move || settle_all(&store, &clears)).await?;
-            }
+    /// Waits for the batch in flight, if any, and returns its result.
+    async fn wait_in_flight(&mut self) -> Result<(), SyncError> {
+        let Some(mut task) = self.in_flight.take() else {
             return Ok(());
-        }
-        // The base may only claim what a power loss cannot take back. A transient failure of
-        // the barrier (a dropped connection) is retried like any other call: giving up at once
-        // would leave every copy of the batch unrecorded, and a user's edit of one of them
-        // before the next run would then look like a conflict (issue 8, behaviour 12). A
-        // backend reports a failed flush of its own disk (EIO from fsync) as a permanent
-        // error, which is never retried: a second flush could succeed without the data.
-        for (client, side) in self.clients.iter().zip([Side::Source, Side::Destination]) {
-            retry_transient(self.attempts, || client.sync_written())
-                .await
-                .map_err(|source| SyncError::Storage { side, source })?;
-        }
+        };
+        let joined = (&mut task.0).await;
+        joined.map_err(|e| SyncError::State(format!("state task failed: {e}")))?
+    }
+
+    /// Cuts a batch of everything waiting and writes it in the background.
+    fn start_batch(&mut self) {
+        self.last_flush = Instant::now();
         let batch = std::mem::take(&mut self.pending);
         let clears = std::mem::take(&mut self.clears);
-        let store = self.store.clone();
-        // The intents go only after the updates that settle their copies are in: a crash in
-        // between leaves an intent whose copy is recorded, which the next run re-records.
-        blocking(move || {
-            store.apply(&batch)?;
-            settle_all(&store, &clears)
-        })
+        let write = write_batch(
+            self.store.clone(),
+            self.clients.clone(),
+            self.attempts,
+            batch,
+            clears,
+        );
+        self.in_flight = Some(AbortOnDrop(tokio::spawn(write)));
+    }
+
+    /// Writes everything handed in so far: waits for the batch in flight, then writes the
+    /// rest.
+    async fn flush(&mut self) -> Result<(), SyncError> {
+        self.wait_in_flight().await?;
+        self.last_flush = Instant::now();
+        let batch = std::mem::take(&mut self.pending);
+        let clears = std::mem::take(&mut self.clears);
+        write_batch(
+            self.store.clone(),
+            self.clients.clone(),
+            self.attempts,
+            batch,
+            clears,
+        )
         .await
     }
+}
+
+/// Makes both sides durable, then writes `batch` to the base and settles `clears`.
+async fn write_batch(
+    store: StateStore,
+    clients: [Arc<dyn StorageClient>; 2],
+    attempts: u32,
+    batch: Vec<BaseUpdate>,
+    clears: Vec<(IntentBatch, Vec<Intent>)>,
+) -> Result<(), SyncError> {
+    if batch.is_empty() {
+        if !clears.is_empty() {
+            blocking(move || settle_all(&store, &clears)).await?;
+        }
+        return Ok(());
+    }
+    // The base may only claim what a power loss cannot take back. A transient failure of
+    // the barrier (a dropped connection) is retried like any other call: giving up at once
+    // would leave every copy of the batch unrecorded, and a user's edit of one of them
+    // before the next run would then look like a conflict (issue 8, behaviour 12). A
+    // backend reports a failed flush of its own disk (EIO from fsync) as a permanent
+    // error, which is never retried: a second flush could succeed without the data.
+    for (client, side) in clients.iter().zip([Side::Source, Side::Destination]) {
+        retry_transient(attempts, || client.sync_written())
+            .await
+            .map_err(|source| SyncError::Storage { side, source })?;
+    }
+    // The intents go only after the updates that settle their copies are in: a crash in
+    // between leaves an intent whose copy is recorded, which the next run re-records.
+    blocking(move || {
+        store.apply(&batch)?;
+        settle_all(&store, &clears)
+    })
+    .await
 }
 
 /// Settles each intent batch of `clears` with what remains of it (see

@@ -1,0 +1,205 @@
+//! The base is written in batches, each after a durability barrier on both sides, in the
+//! background while the copies go on (issue 11): a barrier (`syncfs` on a local disk) can
+//! take seconds, and a run that waited for each one stalled every copy meanwhile. What the
+//! base records must still be what the barriers covered, and a failed barrier must still end
+//! the run with nothing past it recorded.
+
+// Test helpers outside #[test] fns unwrap freely: a panic is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use syncengine_core::state::StateStore;
+use syncengine_core::{
+    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, MemoryClient, ReadOptions,
+    RelPath, Result, StorageClient, StorageClientExt, SyncEngine, SyncError, SyncMode, SyncPair,
+    TransferOptions, WriteOptions,
+};
+
+/// More files than one batch of base updates holds (4096), so a batch is cut part way.
+const FILES: usize = 6000;
+
+/// How long the first barrier waits for a copy to land while it runs: far longer than a copy
+/// takes, short enough that a run whose copies wait for the barrier still ends.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Wraps a client and watches its durability barriers: the first one waits until a write
+/// lands while it runs (or [`PATIENCE`] passes) and counts the writes that did; barriers
+/// from number `fail_from` on fail as a disk's failed flush does.
+#[derive(Debug)]
+struct WatchedBarrier {
+    inner: Arc<MemoryClient>,
+    writes: AtomicU64,
+    barriers: AtomicU64,
+    writes_during_first: AtomicU64,
+    fail_from: Option<u64>,
+}
+
+impl WatchedBarrier {
+    fn new(inner: Arc<MemoryClient>, fail_from: Option<u64>) -> Self {
+        WatchedBarrier {
+            inner,
+            writes: AtomicU64::new(0),
+            barriers: AtomicU64::new(0),
+            writes_during_first: AtomicU64::new(0),
+            fail_from,
+        }
+    }
+}
+
+impl std::fmt::Display for WatchedBarrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WatchedBarrier({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl StorageClient for WatchedBarrier {
+    fn backend(&self) -> &'static str {
+        "watched"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
+        self.inner.list(prefix)
+    }
+    async fn stat(&self, path: &RelPath) -> Result<Entry> {
+        self.inner.stat(path).await
+    }
+    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
+        self.inner.read_opts(path, opts).await
+    }
+    async fn write_opts(
+        &self,
+        path: &RelPath,
+        body: ByteStream,
+        opts: WriteOptions,
+    ) -> Result<Entry> {
+        let entry = self.inner.write_opts(path, body, opts).await?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(entry)
+    }
+    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
+        self.inner.delete_opts(path, opts).await
+    }
+    async fn sync_written(&self) -> Result<()> {
+        let number = self.barriers.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.fail_from.is_some_and(|from| number >= from) {
+            return Err(syncengine_core::Error::other(
+                "watched",
+                "",
+                "disk flush failed",
+            ));
+        }
+        if number == 1 {
+            let before = self.writes.load(Ordering::SeqCst);
+            let started = Instant::now();
+            while self.writes.load(Ordering::SeqCst) == before && started.elapsed() < PATIENCE {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            self.writes_during_first.store(
+                self.writes.load(Ordering::SeqCst) - before,
+                Ordering::SeqCst,
+            );
+        }
+        Ok(())
+    }
+    async fn copy_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        self.inner.copy_opts(from, to, opts).await
+    }
+    async fn rename_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        self.inner.rename_opts(from, to, opts).await
+    }
+}
+
+async fn source_with_files() -> Arc<MemoryClient> {
+    let source = Arc::new(MemoryClient::new());
+    for i in 0..FILES {
+        let path = RelPath::new(format!("d{}/f{i}", i % 50)).unwrap();
+        source
+            .put(&path, Bytes::from(format!("content {i}")))
+            .await
+            .unwrap();
+    }
+    source
+}
+
+fn recorded(state: &std::path::Path, pair_id: &str) -> u64 {
+    StateStore::open(state, pair_id).unwrap().count().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_go_on_while_a_batch_is_made_durable() {
+    let state = tempfile::tempdir().unwrap();
+    let source = source_with_files().await;
+    let destination = Arc::new(WatchedBarrier::new(Arc::new(MemoryClient::new()), None));
+    let pair = SyncPair::new(
+        source.clone(),
+        destination.clone(),
+        SyncMode::SourceToDestination,
+    );
+    let engine = SyncEngine::new(state.path());
+    let stats = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(stats.uploaded, FILES as u64, "{stats:?}");
+    assert!(
+        destination.barriers.load(Ordering::SeqCst) >= 2,
+        "expected a batch cut part way and a last one at the end"
+    );
+    assert!(
+        destination.writes_during_first.load(Ordering::SeqCst) > 0,
+        "no copy landed while the first batch was made durable: the copies waited for it"
+    );
+    let pair_id = pair.id().await.unwrap();
+    assert_eq!(recorded(state.path(), &pair_id), FILES as u64);
+    let again = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(again.uploaded + again.downloaded, 0, "{again:?}");
+}
+
+/// A barrier that fails in the background ends the run, and the base records nothing the
+/// failed barrier was to cover: with the first barrier failing, nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_background_barrier_records_nothing_it_covered() {
+    for fail_from in [1, 2] {
+        let state = tempfile::tempdir().unwrap();
+        let source = source_with_files().await;
+        let destination = Arc::new(WatchedBarrier::new(
+            Arc::new(MemoryClient::new()),
+            Some(fail_from),
+        ));
+        let pair = SyncPair::new(
+            source.clone(),
+            destination.clone(),
+            SyncMode::SourceToDestination,
+        );
+        let err = SyncEngine::new(state.path())
+            .sync_pair(&pair)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SyncError::Storage { .. }), "{err}");
+        let count = recorded(state.path(), &pair.id().await.unwrap());
+        if fail_from == 1 {
+            assert_eq!(count, 0, "the base recorded copies no barrier covered");
+        } else {
+            // The first batch passed its barrier; the rest never did.
+            assert!(
+                count > 0 && count < FILES as u64,
+                "expected only the first batch recorded, found {count} of {FILES}"
+            );
+        }
+    }
+}
