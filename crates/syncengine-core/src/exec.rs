@@ -328,6 +328,25 @@ impl Executor {
             [self.source.clone(), self.destination.clone()],
             self.attempts,
         );
+        let result = self.run_with(&mut writer, plan, recovered, stats).await;
+        if result.is_err() {
+            // A run that ends by an error leaves no batch behind it: the one in flight is
+            // written (or fails) before the run returns, never after, when the next run may
+            // already have read the base. Its own error matters less than the run's.
+            if let Err(e) = writer.wait_in_flight().await {
+                tracing::warn!(error = %e, "a batch of base updates failed as the run ended");
+            }
+        }
+        result
+    }
+
+    async fn run_with(
+        &self,
+        writer: &mut BaseWriter,
+        plan: Plan,
+        recovered: Vec<BaseUpdate>,
+        stats: &mut SyncStats,
+    ) -> Result<(), SyncError> {
         writer.extend(recovered).await?;
         for update in plan.state_updates.into_items() {
             writer
@@ -381,15 +400,15 @@ impl Executor {
             .run_batch(
                 early.into_iter().map(Ok),
                 stats,
-                &mut writer,
+                writer,
                 &mut failures,
                 &mut follow_ups,
             )
             .await?;
-        self.stop_if_lost(&mut writer).await?;
+        self.stop_if_lost(writer).await?;
         if !cancelled && !stepped.is_empty() {
             cancelled = self
-                .run_stepped(stepped, stats, &mut writer, &mut failures, &mut follow_ups)
+                .run_stepped(stepped, stats, writer, &mut failures, &mut follow_ups)
                 .await?;
         }
         if !cancelled {
@@ -399,9 +418,9 @@ impl Executor {
                 .filter(|a| a.as_ref().map_or(true, runs_with_the_others))
                 .chain(renames.into_iter().map(Ok));
             cancelled = self
-                .run_batch(actions, stats, &mut writer, &mut failures, &mut follow_ups)
+                .run_batch(actions, stats, writer, &mut failures, &mut follow_ups)
                 .await?;
-            self.stop_if_lost(&mut writer).await?;
+            self.stop_if_lost(writer).await?;
         }
         if !cancelled && !follow_ups.is_empty() {
             let batch = std::mem::take(&mut follow_ups);
@@ -409,12 +428,12 @@ impl Executor {
                 .run_batch(
                     batch.into_iter().map(Ok),
                     stats,
-                    &mut writer,
+                    writer,
                     &mut failures,
                     &mut follow_ups,
                 )
                 .await?;
-            self.stop_if_lost(&mut writer).await?;
+            self.stop_if_lost(writer).await?;
         }
         if cancelled {
             writer.flush().await?;
@@ -454,12 +473,12 @@ impl Executor {
             .run_batch(
                 deletes.into_items(),
                 stats,
-                &mut writer,
+                writer,
                 &mut failures,
                 &mut follow_ups,
             )
             .await?;
-        self.stop_if_lost(&mut writer).await?;
+        self.stop_if_lost(writer).await?;
         if cancelled {
             writer.flush().await?;
             return Err(SyncError::Cancelled);
