@@ -258,7 +258,11 @@ fn parse_page(body: &[u8]) -> object_store::Result<RawPage> {
         });
     }
     let next = page.next_marker.filter(|m| !m.is_empty());
-    Ok(RawPage { objects, next })
+    Ok(RawPage {
+        objects,
+        prefixes: Vec::new(),
+        next,
+    })
 }
 
 #[cfg(test)]

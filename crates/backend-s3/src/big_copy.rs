@@ -52,6 +52,8 @@ pub(crate) struct BigCopy {
     pub(crate) bucket_endpoint: String,
     /// Retries of a listing request that failed for a transient reason.
     pub(crate) max_retries: usize,
+    /// Keys asked for per listing request (`max-keys`; sent only when not 1000).
+    pub(crate) list_page_keys: usize,
 }
 
 /// What a conditional delete did.

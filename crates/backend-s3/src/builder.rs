@@ -92,7 +92,9 @@ impl S3Builder {
     ///   metadata in listings (one HEAD per object), `SYNCENGINE_ENCODE_BACKSLASH=1|0` switches
     ///   rclone's `\\` → `＼` name encoding (on by default for Azure only).
     /// - S3: `SYNCENGINE_S3_ETAG_IS_MD5=0` declares that single-part ETags are not MD5s
-    ///   (buckets with SSE-KMS or SSE-C encryption), so they are never taken for content.
+    ///   (buckets with SSE-KMS or SSE-C encryption), so they are never taken for content;
+    ///   `SYNCENGINE_S3_LIST_CONCURRENCY=N` lists up to N folders of a listing at once (see
+    ///   [`S3Config::list_concurrency`]; 1: one page after another).
     ///
     /// Variables not listed here are ignored; in particular `AWS_CA_BUNDLE` is not read.
     ///
@@ -189,6 +191,16 @@ impl S3Builder {
         }
         if let Some(v) = first(&["SYNCENGINE_S3_ETAG_IS_MD5"]) {
             c.etag_is_md5 = c.kind == StoreKind::S3 && truthy(&v);
+        }
+        if let Some(v) = first(&["SYNCENGINE_S3_LIST_CONCURRENCY"]) {
+            c.list_concurrency = v.trim().parse::<usize>().map_err(|_| {
+                Error::other(
+                    "object store",
+                    "",
+                    format!("SYNCENGINE_S3_LIST_CONCURRENCY={v:?} is not a number of folders"),
+                )
+            })?;
+            c.list_concurrency = c.list_concurrency.max(1);
         }
         c.timeouts = syncengine_core::timeouts::Timeouts::from_vars(&var)
             .map_err(|reason| Error::other("object store", "", reason))?;
@@ -337,6 +349,21 @@ impl S3Builder {
         self
     }
 
+    /// S3 only: how many folders a listing lists at once (see
+    /// [`S3Config::list_concurrency`]); 1 lists one page after another. At least 1.
+    pub fn with_list_concurrency(mut self, folders: usize) -> Self {
+        self.config.list_concurrency = folders.max(1);
+        self
+    }
+
+    /// S3 only: how many keys each listing request asks for (`max-keys`; default and S3's
+    /// maximum 1000). Fewer makes more requests; tests use it to list small trees in many
+    /// pages.
+    pub fn with_list_page_keys(mut self, keys: usize) -> Self {
+        self.config.list_page_keys = keys.clamp(1, 1000);
+        self
+    }
+
     /// Sets object_store's own retries per HTTP request and their time limit.
     pub fn with_retries(mut self, max_retries: usize, retry_timeout: Duration) -> Self {
         self.config.max_retries = max_retries;
@@ -463,6 +490,7 @@ fn make_store(c: &S3Config) -> std::result::Result<Made, StoreError> {
                 threshold: c.multipart_copy_threshold,
                 bucket_endpoint: bucket_endpoint(c),
                 max_retries: c.max_retries,
+                list_page_keys: c.list_page_keys,
             };
             Ok((s3, Some(Arc::new(big_copy))))
         }

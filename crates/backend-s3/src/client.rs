@@ -992,7 +992,9 @@ fn odd_key(rel: &str) -> Option<String> {
 /// folder marker and left out (the root's own included); a key that cannot be a path here
 /// (see [`odd_key`], and an object with content whose key ends in `/`) is reported as an
 /// unknown path under its own name, where it sorts, and the listing goes on: it is never
-/// read as another path (`a//b` is not `a/b`). Everything else lists as a file.
+/// read as another path (`a//b` is not `a/b`). Everything else lists as a file. An S3
+/// listing is split by folder and listed `concurrency` folders at a time when that is more
+/// than 1 (see [`crate::split_list`]); Azure and GCS list one page after another.
 #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
 fn raw_metas(
     raw: crate::raw_list::RawLister,
@@ -1000,7 +1002,18 @@ fn raw_metas(
     request_prefix: String,
     strip: String,
     decode: bool,
+    concurrency: usize,
 ) -> futures::stream::BoxStream<'static, Result<Option<(RelPath, ObjectMeta)>>> {
+    #[cfg(feature = "s3")]
+    if let crate::raw_list::RawLister::S3(s3) = &raw
+        && concurrency > 1
+    {
+        let pages = crate::split_list::split_listing(s3.clone(), request_prefix, concurrency)
+            .map_err(move |e| StoreError::Store(e).into_core(backend, ""));
+        return raw_objects(pages.boxed(), backend, strip, decode);
+    }
+    #[cfg(not(feature = "s3"))]
+    let _ = concurrency;
     // (next token, done)
     let pages = stream::try_unfold((None::<String>, false), move |(token, done)| {
         let raw = raw.clone();
@@ -1017,6 +1030,17 @@ fn raw_metas(
             Ok::<_, Error>(Some((page.objects, (page.next, done))))
         }
     });
+    raw_objects(pages.boxed(), backend, strip, decode)
+}
+
+/// The entries of raw listed objects, in batches (see [`raw_metas`]).
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
+fn raw_objects(
+    pages: futures::stream::BoxStream<'static, Result<Vec<crate::raw_list::RawObject>>>,
+    backend: &'static str,
+    strip: String,
+    decode: bool,
+) -> futures::stream::BoxStream<'static, Result<Option<(RelPath, ObjectMeta)>>> {
     pages
         .map_ok(|objects| stream::iter(objects.into_iter().map(Ok::<_, Error>)))
         .try_flatten()
@@ -1374,7 +1398,14 @@ impl StorageClient for S3Client {
                         Some(p) => format!("{p}/"),
                         None => String::new(),
                     };
-                    raw_metas(raw, backend, request_prefix, strip, decode)
+                    raw_metas(
+                        raw,
+                        backend,
+                        request_prefix,
+                        strip,
+                        decode,
+                        self.config.list_concurrency,
+                    )
                 }
                 _ => {
                     let root_marker = root.clone();

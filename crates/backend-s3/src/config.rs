@@ -147,6 +147,15 @@ pub struct S3Config {
     pub upload_buffer: usize,
     /// Retries object_store makes per HTTP request before the error reaches the engine.
     pub max_retries: usize,
+    /// S3 only: how many folders (key prefixes ending in `/`) a listing lists at once
+    /// (`SYNCENGINE_S3_LIST_CONCURRENCY`, default [`DEFAULT_LIST_CONCURRENCY`]). A listing
+    /// is split at the root's folders (one level deeper when the root has few) and handed
+    /// on in key order, as a sequential listing gives it; 1 lists sequentially, one page
+    /// after another.
+    pub list_concurrency: usize,
+    /// S3 only: keys asked for per listing request (`max-keys`, 1 to 1000; default 1000,
+    /// S3's own default and maximum).
+    pub list_page_keys: usize,
     /// Upper bound on the time object_store spends retrying one request.
     pub retry_timeout: Duration,
     /// How long to wait to connect, and how long a request may go without a byte moving
@@ -169,6 +178,10 @@ pub struct S3Config {
 /// The largest object one S3 CopyObject request may copy (S3's documented limit); larger
 /// objects are copied in parts (see [`S3Config::multipart_copy_threshold`]).
 pub const COPY_OBJECT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
+
+/// Default number of folders an S3 listing lists at once (see
+/// [`S3Config::list_concurrency`]).
+pub const DEFAULT_LIST_CONCURRENCY: usize = 16;
 
 /// Default multipart part size: 8 MiB (S3's minimum is 5 MiB).
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
@@ -209,6 +222,8 @@ impl S3Config {
             parts_in_flight: 2,
             upload_buffer: DEFAULT_UPLOAD_BUFFER,
             max_retries: 2,
+            list_concurrency: DEFAULT_LIST_CONCURRENCY,
+            list_page_keys: 1000,
             retry_timeout: Duration::from_secs(30),
             timeouts: syncengine_core::timeouts::Timeouts::default(),
             multipart_copy_threshold: COPY_OBJECT_LIMIT,

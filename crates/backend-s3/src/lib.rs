@@ -129,6 +129,8 @@ mod progress_http;
 #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
 mod raw_list;
 #[cfg(feature = "s3")]
+mod split_list;
+#[cfg(feature = "s3")]
 mod uploads;
 
 #[cfg(feature = "s3")]
@@ -136,7 +138,8 @@ pub use aws_profile::AwsShared;
 pub use builder::S3Builder;
 pub use client::{DEFAULT_TRANSFERS, S3Client};
 pub use config::{
-    COPY_OBJECT_LIMIT, DEFAULT_PART_SIZE, DEFAULT_UPLOAD_BUFFER, S3Config, Secret, StoreKind,
+    COPY_OBJECT_LIMIT, DEFAULT_LIST_CONCURRENCY, DEFAULT_PART_SIZE, DEFAULT_UPLOAD_BUFFER,
+    S3Config, Secret, StoreKind,
 };
 
 /// The URL schemes this crate serves: `s3`, `az`, `gs`.

@@ -86,6 +86,9 @@ pub(crate) struct RawObject {
 #[derive(Debug)]
 pub(crate) struct RawPage {
     pub(crate) objects: Vec<RawObject>,
+    /// The common prefixes of a listing with a delimiter (each ends with it), decoded;
+    /// empty without one.
+    pub(crate) prefixes: Vec<String>,
     /// The token of the next page; `None` on the last one.
     pub(crate) next: Option<String>,
 }
@@ -97,11 +100,20 @@ struct ListBucketResult {
     #[serde(default)]
     contents: Vec<Contents>,
     #[serde(default)]
+    common_prefixes: Vec<CommonPrefix>,
+    #[serde(default)]
     is_truncated: Option<bool>,
     #[serde(default)]
     next_continuation_token: Option<String>,
     #[serde(default)]
     encoding_type: Option<String>,
+}
+
+#[cfg(any(feature = "s3", feature = "gcs"))]
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CommonPrefix {
+    prefix: String,
 }
 
 #[cfg(any(feature = "s3", feature = "gcs"))]
@@ -175,7 +187,16 @@ pub(crate) fn parse_page(body: &[u8]) -> object_store::Result<RawPage> {
         }
         _ => None,
     };
-    Ok(RawPage { objects, next })
+    let prefixes = page
+        .common_prefixes
+        .into_iter()
+        .map(|p| decode(p.prefix))
+        .collect::<object_store::Result<Vec<_>>>()?;
+    Ok(RawPage {
+        objects,
+        prefixes,
+        next,
+    })
 }
 
 #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
@@ -251,8 +272,19 @@ impl BigCopy {
         prefix: &str,
         token: Option<&str>,
     ) -> object_store::Result<RawPage> {
+        self.list_page_delimited(prefix, token, false).await
+    }
+
+    /// [`list_page`](Self::list_page), with `delimited`: keys with a `/` after `prefix` are
+    /// not listed but rolled into [`RawPage::prefixes`] (S3's `delimiter=/`).
+    pub(crate) async fn list_page_delimited(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+        delimited: bool,
+    ) -> object_store::Result<RawPage> {
         retrying("ListObjectsV2", self.max_retries, || {
-            self.list_page_once(prefix, token)
+            self.list_page_once(prefix, token, delimited)
         })
         .await
     }
@@ -262,6 +294,7 @@ impl BigCopy {
         &self,
         prefix: &str,
         token: Option<&str>,
+        delimited: bool,
     ) -> Result<RawPage, (object_store::Error, bool)> {
         // The query in SigV4's canonical order and encoding.
         let enc = |v: &str| utf8_percent_encode(v, STRICT).to_string();
@@ -269,7 +302,13 @@ impl BigCopy {
         if let Some(t) = token {
             query.push_str(&format!("continuation-token={}&", enc(t)));
         }
+        if delimited {
+            query.push_str("delimiter=%2F&");
+        }
         query.push_str("encoding-type=url&list-type=2");
+        if self.list_page_keys != 1000 {
+            query.push_str(&format!("&max-keys={}", self.list_page_keys));
+        }
         if !prefix.is_empty() {
             query.push_str(&format!("&prefix={}", enc(prefix)));
         }
