@@ -629,6 +629,24 @@ mod tests {
     }
 
     #[test]
+    fn list_concurrency_comes_from_the_environment() {
+        let c = |v: &str| {
+            S3Builder::from_env_with("s3://b/p", env(&[("SYNCENGINE_S3_LIST_CONCURRENCY", v)]))
+                .map(|b| b.config().list_concurrency)
+        };
+        assert_eq!(c("12").unwrap(), 12);
+        assert_eq!(c("0").unwrap(), 1, "at least one folder at a time");
+        assert!(c("many").is_err());
+        let default = S3Builder::from_env_with("s3://b/p", env(&[])).unwrap();
+        assert_eq!(
+            default.config().list_concurrency,
+            crate::config::DEFAULT_LIST_CONCURRENCY
+        );
+        let set = S3Builder::new().with_list_concurrency(0);
+        assert_eq!(set.config().list_concurrency, 1);
+    }
+
+    #[test]
     fn env_reads_ecosystem_variables() {
         let b = S3Builder::from_env_with(
             "s3://b/p",
