@@ -1,4 +1,4 @@
-//! A listing split by folder and listed concurrently (the default on S3) gives exactly what
+//! A listing split by folder and listed concurrently (S3, `with_list_concurrency`) gives exactly what
 //! a sequential listing (one page after another) gives: the same entries, and on a server
 //! that lists in byte order (moto) in the same order. The tree has keys at the top level,
 //! many folders, nested folders, names that sort trickily around `/` (`a`, `a-b`, `a.b`,
