@@ -1,0 +1,390 @@
+//! Red team 20: the base written in the background (dba1b2a, issue 11). A destination that
+//! models a disk cache: what its durability barrier covered (a snapshot taken when the
+//! barrier starts, kept once it ends) is what a power loss leaves. Runs are dropped at random
+//! moments (mid-barrier, mid-write of a batch) or cancelled, the barrier fails, fails
+//! transiently or panics; the base must never record a file the last completed barrier did
+//! not cover, and the next run, started at once on the same state, must converge without a
+//! conflict and without copying again what the base recorded.
+
+// Test helpers outside #[test] fns unwrap freely: a panic is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use syncengine_core::state::StateStore;
+use syncengine_core::{
+    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, MemoryClient, ReadOptions,
+    RelPath, Result, StorageClient, StorageClientExt, SyncEngine, SyncError, SyncMode, SyncPair,
+    TransferOptions, WriteOptions,
+};
+use tokio_util::sync::CancellationToken;
+
+/// More files than one batch of base updates (4096): batches are cut while copies go on.
+const FILES: usize = 9000;
+
+/// How the barrier behaves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Barrier {
+    /// Ends after a short sleep.
+    Normal,
+    /// Barrier number `n` never ends (signals `hanging` first).
+    HangAt(u64),
+    /// Barrier number `n` fails with a transient error once, then works.
+    TransientAt(u64),
+    /// Barrier number `n` panics.
+    PanicAt(u64),
+    /// Barrier number `n` and all later fail as a failed disk flush.
+    FailFrom(u64),
+}
+
+/// A destination whose writes are volatile until a barrier covers them.
+#[derive(Debug)]
+struct CachedDisk {
+    inner: Arc<MemoryClient>,
+    /// What a power loss would leave: the files as of the start of the last completed
+    /// barrier.
+    durable: Mutex<BTreeMap<RelPath, Bytes>>,
+    barriers: AtomicU64,
+    mode: Mutex<Barrier>,
+    hanging: tokio::sync::Notify,
+    hung: AtomicBool,
+    /// Barrier duration, microseconds.
+    sleep_us: AtomicU64,
+}
+
+impl CachedDisk {
+    fn new(mode: Barrier) -> Self {
+        CachedDisk {
+            inner: Arc::new(MemoryClient::new()),
+            durable: Mutex::new(BTreeMap::new()),
+            barriers: AtomicU64::new(0),
+            mode: Mutex::new(mode),
+            hanging: tokio::sync::Notify::new(),
+            hung: AtomicBool::new(false),
+            sleep_us: AtomicU64::new(2000),
+        }
+    }
+    fn set_mode(&self, mode: Barrier) {
+        *self.mode.lock().unwrap() = mode;
+    }
+}
+
+impl std::fmt::Display for CachedDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CachedDisk({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl StorageClient for CachedDisk {
+    fn backend(&self) -> &'static str {
+        "cached"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
+        self.inner.list(prefix)
+    }
+    async fn stat(&self, path: &RelPath) -> Result<Entry> {
+        self.inner.stat(path).await
+    }
+    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
+        self.inner.read_opts(path, opts).await
+    }
+    async fn write_opts(
+        &self,
+        path: &RelPath,
+        body: ByteStream,
+        opts: WriteOptions,
+    ) -> Result<Entry> {
+        self.inner.write_opts(path, body, opts).await
+    }
+    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
+        self.inner.delete_opts(path, opts).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        self.inner.copy_opts(from, to, opts).await
+    }
+    async fn rename_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        self.inner.rename_opts(from, to, opts).await
+    }
+    async fn sync_written(&self) -> Result<()> {
+        let number = self.barriers.fetch_add(1, Ordering::SeqCst) + 1;
+        // What the barrier covers: what was written before it started.
+        let snapshot = self.inner.files();
+        let mode = *self.mode.lock().unwrap();
+        match mode {
+            Barrier::HangAt(n) if n == number => {
+                self.hung.store(true, Ordering::SeqCst);
+                self.hanging.notify_one();
+                // Until the test changes the mode (never, for a run it drops).
+                while *self.mode.lock().unwrap() == mode {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            Barrier::TransientAt(n) if n == number => {
+                return Err(syncengine_core::Error::transient(
+                    "cached",
+                    "",
+                    "connection reset during flush",
+                ));
+            }
+            Barrier::PanicAt(n) if n == number => panic!("barrier {n} panics"),
+            Barrier::FailFrom(n) if number >= n => {
+                return Err(syncengine_core::Error::other(
+                    "cached",
+                    "",
+                    "disk flush failed",
+                ));
+            }
+            _ => {}
+        }
+        let us = self.sleep_us.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_micros(us)).await;
+        let mut durable = self.durable.lock().unwrap();
+        for (path, body) in snapshot {
+            durable.insert(path, body);
+        }
+        Ok(())
+    }
+}
+
+async fn source_with_files() -> Arc<MemoryClient> {
+    let source = Arc::new(MemoryClient::new());
+    for i in 0..FILES {
+        let path = RelPath::new(format!("d{}/f{i}", i % 50)).unwrap();
+        source
+            .put(
+                &path,
+                Bytes::from(format!("content {i} {}", "x".repeat(i % 7))),
+            )
+            .await
+            .unwrap();
+    }
+    source
+}
+
+/// The records of the base whose destination file a power loss now would take back or
+/// leave with other content: none may exist.
+fn claims_not_durable(state: &std::path::Path, pair_id: &str, disk: &CachedDisk) -> Vec<String> {
+    let store = StateStore::open(state, pair_id).unwrap();
+    let records = store.records_with_prefix("").unwrap();
+    let durable = disk.durable.lock().unwrap();
+    records
+        .iter()
+        .filter(|r| durable.get(&r.path).map(|b| b.len() as u64) != Some(r.destination.size))
+        .map(|r| r.path.to_string())
+        .collect()
+}
+
+fn recorded(state: &std::path::Path, pair_id: &str) -> u64 {
+    StateStore::open(state, pair_id).unwrap().count().unwrap()
+}
+
+/// After an interrupted run: the next run, at once on the same state, finishes with no
+/// conflict, copies nothing the base recorded, and a third does nothing; the trees match.
+async fn converges(
+    state: &std::path::Path,
+    pair: &SyncPair,
+    source: &MemoryClient,
+    disk: &CachedDisk,
+    what: &str,
+) {
+    let pair_id = pair.id().await.unwrap();
+    disk.set_mode(Barrier::Normal);
+    let before = recorded(state, &pair_id);
+    let stats = SyncEngine::new(state).sync_pair(pair).await.unwrap();
+    assert_eq!(stats.conflicts, 0, "{what}: {stats:?}");
+    assert_eq!(stats.errors, 0, "{what}: {stats:?}");
+    assert!(
+        stats.uploaded <= FILES as u64 - before.min(FILES as u64),
+        "{what}: {} uploaded with {before} of {FILES} recorded before",
+        stats.uploaded
+    );
+    let again = SyncEngine::new(state).sync_pair(pair).await.unwrap();
+    assert_eq!(again.uploaded + again.conflicts, 0, "{what}: {again:?}");
+    let user_files = |c: &MemoryClient| -> BTreeMap<RelPath, Bytes> {
+        c.files()
+            .into_iter()
+            .filter(|(p, _)| !p.as_str().starts_with(".syncengine/"))
+            .collect()
+    };
+    let (src, dst) = (user_files(source), user_files(&disk.inner));
+    let differ = src.iter().filter(|(p, b)| dst.get(*p) != Some(*b)).count();
+    assert!(
+        differ == 0 && src.len() == dst.len(),
+        "{what}: {differ} files differ, {} vs {}",
+        src.len(),
+        dst.len()
+    );
+    assert_eq!(recorded(state, &pair_id), FILES as u64, "{what}");
+    let store = StateStore::open(state, &pair_id).unwrap();
+    assert!(store.intents().unwrap().is_empty(), "{what}: intents left");
+    assert!(
+        claims_not_durable(state, &pair_id, disk).is_empty(),
+        "{what}"
+    );
+}
+
+/// A run dropped while a barrier hangs (the first, or one cut part way), then a second run
+/// started at once on the same state: nothing the hung barrier was to cover is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_dropped_mid_barrier_records_nothing_the_barrier_did_not_cover() {
+    for hang in [1, 2, 3] {
+        let state = tempfile::tempdir().unwrap();
+        let source = source_with_files().await;
+        let disk = Arc::new(CachedDisk::new(Barrier::HangAt(hang)));
+        let pair = SyncPair::new(source.clone(), disk.clone(), SyncMode::SourceToDestination);
+        let engine = SyncEngine::new(state.path());
+        tokio::select! {
+            r = engine.sync_pair(&pair) => {
+                // Fewer barriers than `hang`: the run ended without it.
+                assert!(!disk.hung.load(Ordering::SeqCst), "{r:?}");
+                continue;
+            }
+            () = disk.hanging.notified() => {}
+        }
+        // The run is dropped here, its barrier hanging.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pair_id = pair.id().await.unwrap();
+        let bad = claims_not_durable(state.path(), &pair_id, &disk);
+        assert!(
+            bad.is_empty(),
+            "hang at barrier {hang}: {} records not durable, e.g. {:?}",
+            bad.len(),
+            &bad[..bad.len().min(3)]
+        );
+        converges(state.path(), &pair, &source, &disk, &format!("hang {hang}")).await;
+    }
+}
+
+/// Runs dropped at random moments (in a barrier, in the write of a batch, between), each
+/// followed at once by a run on the same state: at every drop, the base claims only what
+/// the barriers covered; the runs converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_dropped_at_random_moments_claim_only_durable_files() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20);
+    for round in 0..12 {
+        let state = tempfile::tempdir().unwrap();
+        let source = source_with_files().await;
+        let disk = Arc::new(CachedDisk::new(Barrier::Normal));
+        disk.sleep_us
+            .store(rng.random_range(0..50_000), Ordering::SeqCst);
+        let pair = SyncPair::new(source.clone(), disk.clone(), SyncMode::SourceToDestination);
+        let pair_id = pair.id().await.unwrap();
+        // Several drops in a row on the same state, then a run to the end.
+        for drop_no in 0..3 {
+            let after = Duration::from_millis(rng.random_range(1..1500));
+            let engine = SyncEngine::new(state.path());
+            let _ = tokio::time::timeout(after, engine.sync_pair(&pair)).await;
+            let bad = claims_not_durable(state.path(), &pair_id, &disk);
+            assert!(
+                bad.is_empty(),
+                "round {round} drop {drop_no} after {after:?}: {} records not durable",
+                bad.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let bad = claims_not_durable(state.path(), &pair_id, &disk);
+        assert!(bad.is_empty(), "round {round}: {} not durable", bad.len());
+        converges(
+            state.path(),
+            &pair,
+            &source,
+            &disk,
+            &format!("round {round}"),
+        )
+        .await;
+    }
+}
+
+/// A cancel fired while a barrier runs: the run ends cancelled, once the barrier ends; what
+/// it recorded is durable, and the next run converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_mid_barrier_records_only_durable_files() {
+    for hang in [1, 2] {
+        let state = tempfile::tempdir().unwrap();
+        let source = source_with_files().await;
+        let disk = Arc::new(CachedDisk::new(Barrier::HangAt(hang)));
+        let pair = SyncPair::new(source.clone(), disk.clone(), SyncMode::SourceToDestination);
+        let token = CancellationToken::new();
+        let engine = SyncEngine::new(state.path()).with_cancellation(token.clone());
+        let run = engine.sync_pair(&pair);
+        let disk2 = disk.clone();
+        let cancel = async move {
+            disk2.hanging.notified().await;
+            token.cancel();
+            // Let the hung barrier end: the run must then finish cancelled.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            disk2.set_mode(Barrier::Normal);
+        };
+        // The hung barrier never ends by itself: a run that waits for it cannot finish, so
+        // bound the wait and count that as the run hanging on a cancel.
+        let (r, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(10), run), cancel);
+        let pair_id = pair.id().await.unwrap();
+        assert!(
+            matches!(r, Ok(Err(SyncError::Cancelled))),
+            "hang {hang}: {r:?}"
+        );
+        let bad = claims_not_durable(state.path(), &pair_id, &disk);
+        assert!(bad.is_empty(), "hang {hang}: {} not durable", bad.len());
+        converges(
+            state.path(),
+            &pair,
+            &source,
+            &disk,
+            &format!("cancel {hang}"),
+        )
+        .await;
+    }
+}
+
+/// A barrier that fails transiently once is retried: the run ends well and records all.
+/// One that panics or fails ends the run with an error and nothing past the last good
+/// barrier recorded; the next run converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_barriers_record_only_durable_files() {
+    for mode in [
+        Barrier::TransientAt(1),
+        Barrier::TransientAt(2),
+        Barrier::PanicAt(1),
+        Barrier::PanicAt(2),
+        Barrier::FailFrom(2),
+        Barrier::FailFrom(3),
+    ] {
+        let state = tempfile::tempdir().unwrap();
+        let source = source_with_files().await;
+        let disk = Arc::new(CachedDisk::new(mode));
+        let pair = SyncPair::new(source.clone(), disk.clone(), SyncMode::SourceToDestination);
+        let pair_id = pair.id().await.unwrap();
+        let r = SyncEngine::new(state.path()).sync_pair(&pair).await;
+        match mode {
+            Barrier::TransientAt(_) => {
+                let stats = r.unwrap();
+                assert_eq!(stats.uploaded, FILES as u64, "{mode:?}");
+                assert_eq!(recorded(state.path(), &pair_id), FILES as u64, "{mode:?}");
+            }
+            _ => assert!(r.is_err(), "{mode:?}: {r:?}"),
+        }
+        let bad = claims_not_durable(state.path(), &pair_id, &disk);
+        assert!(bad.is_empty(), "{mode:?}: {} not durable", bad.len());
+        converges(state.path(), &pair, &source, &disk, &format!("{mode:?}")).await;
+    }
+}
