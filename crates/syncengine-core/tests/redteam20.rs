@@ -344,14 +344,10 @@ async fn a_cancel_mid_barrier_records_only_durable_files() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             disk2.set_mode(Barrier::Normal);
         };
-        // The hung barrier never ends by itself: a run that waits for it cannot finish, so
-        // bound the wait and count that as the run hanging on a cancel.
-        let (r, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(10), run), cancel);
+        // The barrier ends once the mode changes: the cancelled run must then end.
+        let (r, ()) = tokio::join!(run, cancel);
         let pair_id = pair.id().await.unwrap();
-        assert!(
-            matches!(r, Ok(Err(SyncError::Cancelled))),
-            "hang {hang}: {r:?}"
-        );
+        assert!(matches!(r, Err(SyncError::Cancelled)), "hang {hang}: {r:?}");
         let bad = claims_not_durable(state.path(), &pair_id, &disk);
         assert!(bad.is_empty(), "hang {hang}: {} not durable", bad.len());
         converges(
