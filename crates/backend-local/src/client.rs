@@ -67,6 +67,62 @@ pub struct LocalClient {
     /// Set once this root's filesystem refused an unnamed temporary file (`O_TMPFILE`):
     /// later writes go straight to named ones.
     unnamed_refused: Arc<AtomicBool>,
+    /// A descriptor on the root's filesystem opened before the client's first write, through
+    /// which [`StorageClient::sync_written`] flushes it (see [`WritebackWatch`]).
+    writeback: Arc<WritebackWatch>,
+}
+
+/// A descriptor held on a root's filesystem from before any write to it, for `syncfs`.
+///
+/// Since Linux 5.8 `syncfs` fails with the filesystem's writeback error only if the error
+/// happened after the descriptor it is given was opened. A descriptor opened at each barrier
+/// would miss an error of the background writeback of files copied before it (the kernel
+/// writes dirty pages back on its own), and the engine would then record those files as
+/// durable. So the client opens one descriptor when it first looks at its root (listing,
+/// `root_exists`, `check_access`, or at the latest its first barrier), on the root or, while
+/// the root does not exist yet, its nearest existing folder above, and keeps it.
+#[derive(Debug, Default)]
+struct WritebackWatch(std::sync::Mutex<Option<File>>);
+
+impl WritebackWatch {
+    /// Opens the descriptor if none is held yet.
+    fn start(&self, root: &Path) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_some() {
+            return;
+        }
+        let mut dir = Some(root);
+        while let Some(d) = dir {
+            if let Ok(file) = File::open(d) {
+                *held = Some(file);
+                return;
+            }
+            dir = d.parent();
+        }
+    }
+
+    /// Flushes the filesystem of `root` (an open descriptor on it): through the held
+    /// descriptor when it is on the same filesystem, which reports every writeback error
+    /// since it was opened; else through `root` itself, which is held from then on.
+    fn syncfs(&self, root: File) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let root_dev = root.metadata()?.dev();
+        let same = match held.as_ref() {
+            Some(file) => file
+                .metadata()
+                .map(|m| m.dev() == root_dev)
+                .unwrap_or(false),
+            None => false,
+        };
+        if !same {
+            // A root made on another filesystem than the folder held (a mount point created
+            // meanwhile): errors from before this call are not seen there, as before.
+            *held = Some(root);
+        }
+        let file = held.as_ref().unwrap_or_else(|| unreachable!("set above"));
+        rustix::fs::syncfs(file).map_err(io::Error::from)
+    }
 }
 
 /// How many folders' bits [`LocalClient`] keeps before it forgets them all.
@@ -88,6 +144,7 @@ impl LocalClient {
             folder_bits: Arc::default(),
             kernel_copy: Arc::default(),
             unnamed_refused: Arc::default(),
+            writeback: Arc::default(),
         }
     }
 
@@ -974,6 +1031,7 @@ impl StorageClient for LocalClient {
 
     async fn sync_written(&self) -> Result<()> {
         let root = self.root.clone();
+        let writeback = self.writeback.clone();
         blocking(move || {
             // A missing root has nothing written under it.
             let dir = match File::open(&root) {
@@ -981,16 +1039,18 @@ impl StorageClient for LocalClient {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(e) => return Err(map_io("", e)),
             };
-            rustix::fs::syncfs(&dir).map_err(|e| map_io("", io::Error::from(e)))
+            writeback.syncfs(dir).map_err(|e| map_io("", e))
         })
         .await
     }
 
     fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
+        self.writeback.start(&self.root);
         list_stream(self.root.clone(), prefix.cloned(), self.stale.clone(), None)
     }
 
     fn list_pruned(&self, prefix: Option<&RelPath>, prune: PruneFn) -> EntryStream {
+        self.writeback.start(&self.root);
         list_stream(
             self.root.clone(),
             prefix.cloned(),
@@ -1002,6 +1062,7 @@ impl StorageClient for LocalClient {
     /// The root folder exists (a symlink to a folder counts, as the root may be one).
     async fn root_exists(&self) -> Result<bool> {
         let root = self.root.clone();
+        self.writeback.start(&root);
         blocking(move || match fs::metadata(&root) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -1468,5 +1529,57 @@ impl StorageClient for LocalClient {
             Ok(entry_from_metadata(to_path, &metadata))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod writeback_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use syncengine_core::StorageClientExt;
+
+    /// The descriptor `syncfs` reports writeback errors through is opened when the client
+    /// first looks at its root, before any write — on the nearest existing folder while the
+    /// root is missing — and is the one each barrier uses afterwards.
+    #[tokio::test]
+    async fn the_barrier_descriptor_is_held_from_before_the_first_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = LocalClient::new(dir.path().join("not-yet"));
+        assert!(client.writeback.0.lock().unwrap().is_none());
+        assert!(!client.root_exists().await.unwrap());
+        let held_ino = {
+            use std::os::unix::fs::MetadataExt;
+            let held = client.writeback.0.lock().unwrap();
+            held.as_ref()
+                .expect("opened on the nearest folder")
+                .metadata()
+                .unwrap()
+                .ino()
+        };
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(held_ino, fs::metadata(dir.path()).unwrap().ino());
+        client
+            .put(
+                &RelPath::new("a/b.txt").unwrap(),
+                bytes::Bytes::from_static(b"x"),
+            )
+            .await
+            .unwrap();
+        client.sync_written().await.unwrap();
+        // Same filesystem: the descriptor held from before the write is kept.
+        let after = client
+            .writeback
+            .0
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .metadata()
+            .unwrap()
+            .ino();
+        assert_eq!(
+            after, held_ino,
+            "the barrier replaced the descriptor held before the write"
+        );
     }
 }
