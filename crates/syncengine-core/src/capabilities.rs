@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::entry::HashKind;
+use crate::parallel_read::ParallelReads;
 
 /// What a storage client can do. Plain facts; the engine branches on these, never on names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +67,12 @@ pub struct Capabilities {
     /// larger of the two sides'; [`SyncOptions::transfers`](crate::SyncOptions) is what a
     /// run uses.
     pub preferred_transfers: Option<usize>,
+    /// Large files are read as several ranges at once, with these settings
+    /// ([`crate::parallel_read`]). Set only where a range read
+    /// ([`ReadOptions::range`](crate::client::ReadOptions)) transfers just its range and a
+    /// read honours [`ReadOptions::version`](crate::client::ReadOptions), so the ranges of one
+    /// copy come from one version of the file or the copy fails. `None`: one stream per file.
+    pub parallel_reads: Option<ParallelReads>,
 }
 
 impl Default for Capabilities {
@@ -89,6 +96,7 @@ impl Default for Capabilities {
             folding_known: false,
             real_directories: false,
             preferred_transfers: None,
+            parallel_reads: None,
         }
     }
 }

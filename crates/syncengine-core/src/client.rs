@@ -58,12 +58,26 @@ pub enum WriteMode {
 pub struct ReadOptions {
     /// Byte range to read; the whole file when `None`. A range past the end is clamped.
     pub range: Option<Range<u64>>,
+    /// Read only while the file is still this version: a backend whose
+    /// [`Capabilities::parallel_reads`] is set checks it when the read starts (an ETag
+    /// condition on the request, or the size and mtime of the file it opened) and fails with
+    /// [`Error::PreconditionFailed`] for another version, or with [`Error::Unsupported`] when
+    /// it cannot tell versions of this file apart (no ETag listed). Other backends ignore it.
+    /// The engine sets it on every range of a file it reads in parallel
+    /// ([`crate::parallel_read`]), so the ranges of one copy all come from one version.
+    pub version: Option<Version>,
 }
 
 impl ReadOptions {
     /// Reads only `range`.
     pub fn with_range(mut self, range: Range<u64>) -> Self {
         self.range = Some(range);
+        self
+    }
+
+    /// Reads only while the file is still `version` (see [`ReadOptions::version`]).
+    pub fn with_version(mut self, version: Version) -> Self {
+        self.version = Some(version);
         self
     }
 }

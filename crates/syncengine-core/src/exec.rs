@@ -1668,7 +1668,9 @@ impl Executor {
         opts: &WriteOptions,
     ) -> Result<Entry, Error> {
         self.retry(|| async move {
-            let body = src.read(from_path).await?;
+            // A large file comes as parallel ranges where the source offers them, each of the
+            // listed version; the check below covers the whole either way.
+            let body = crate::parallel_read::read_for_copy(src, from_path, listed).await?;
             // Checked inside the stream: a short or corrupt read fails the body before its
             // end, so the write aborts instead of committing it over the old version.
             let body = verify_body(

@@ -433,6 +433,8 @@ impl StorageClient for MemoryClient {
             folding_known: true,
             real_directories: false,
             preferred_transfers: None,
+            // Reads cost nothing here; a test wrapper turns it on.
+            parallel_reads: None,
         }
     }
 
@@ -513,12 +515,19 @@ impl StorageClient for MemoryClient {
     }
 
     async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
-        let data = self
-            .lock()
-            .files
-            .get(path)
-            .map(|stored| stored.data.clone())
-            .ok_or_else(|| Error::not_found(BACKEND, path.as_str()))?;
+        let data = {
+            let state = self.lock();
+            let stored = state
+                .files
+                .get(path)
+                .ok_or_else(|| Error::not_found(BACKEND, path.as_str()))?;
+            if let Some(version) = &opts.version
+                && !version.matches(&stored.entry(path))
+            {
+                return Err(Error::precondition_failed(BACKEND, path.as_str()));
+            }
+            stored.data.clone()
+        };
         let len = data.len();
         let (start, end) = match opts.range {
             None => (0, len),
