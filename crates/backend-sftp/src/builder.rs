@@ -51,7 +51,8 @@ impl SftpBuilder {
 
     /// Creates a builder with the settings from `SYNCENGINE_SFTP_KEY`,
     /// `SYNCENGINE_SFTP_KEY_PASSPHRASE`, `SYNCENGINE_SFTP_PASSWORD`,
-    /// `SYNCENGINE_SFTP_KNOWN_HOSTS` and `SYNCENGINE_SFTP_TOFU` (where set).
+    /// `SYNCENGINE_SFTP_KNOWN_HOSTS` and `SYNCENGINE_SFTP_TOFU` (where set), and parallel
+    /// reads from `SYNCENGINE_MULTI_THREAD_*` ([`syncengine_core::ParallelReads::from_env`]).
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let mut b = SftpBuilder::new();
@@ -72,6 +73,10 @@ impl SftpBuilder {
         if let Ok(t) = syncengine_core::timeouts::Timeouts::from_env() {
             b = b.with_timeouts(t);
         }
+        // As for the timeouts: an unreadable value keeps the default.
+        if let Ok(p) = syncengine_core::ParallelReads::from_env(b.cfg.parallel_reads.clone()) {
+            b.cfg.parallel_reads = p;
+        }
         if let Some(t) = var(ENV_TOFU) {
             b = b.with_trust_on_first_use(matches!(
                 t.to_ascii_lowercase().as_str(),
@@ -79,6 +84,13 @@ impl SftpBuilder {
             ));
         }
         b
+    }
+
+    /// Reads large files as several ranges at once with these settings, or as one stream
+    /// (`None`, the default); see [`SftpConfig::parallel_reads`](crate::SftpConfig).
+    pub fn with_parallel_reads(mut self, settings: Option<syncengine_core::ParallelReads>) -> Self {
+        self.cfg.parallel_reads = settings;
+        self
     }
 
     /// Sets host, port, user, root (and a password, if the URL has one) from an `sftp://` URL.

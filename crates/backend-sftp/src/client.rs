@@ -1592,6 +1592,8 @@ impl StorageClient for SftpClient {
         // the engine probes the root (`folding_known` stays false).
         caps.case_insensitive = false;
         caps.real_directories = true;
+        // Each range checks the size and mtime of the handle it opened (see `read_opts`).
+        caps.parallel_reads = self.inner.cfg.parallel_reads.clone();
         caps
     }
 
@@ -1680,6 +1682,13 @@ impl StorageClient for SftpClient {
             .attrs;
         if !is_regular(&attrs) {
             return Err(err(SftpError::NotAFile));
+        }
+        // The handle reads the file it opened, whatever is renamed over the path later: its
+        // size and mtime are those of the version asked for, or nothing is read.
+        if let Some(version) = &opts.version
+            && !version.matches(&entry_from(path.clone(), &attrs))
+        {
+            return Err(err(SftpError::Changed));
         }
         let size = attrs.size.unwrap_or(0);
         let (start, end) = match opts.range {

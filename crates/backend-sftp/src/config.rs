@@ -44,6 +44,11 @@ pub struct SftpConfig {
     /// Use `posix-rename@openssh.com` when the server offers it. Turning it off forces the
     /// portable replace (old file moved aside until the new one is in place); for tests.
     pub use_posix_rename: bool,
+    /// Reads large files as several ranges at once (each on its own open handle, whose size
+    /// and mtime must still be the listed ones), or as one stream (`None`, the default: one
+    /// SFTP read already keeps many requests in flight). See
+    /// [`syncengine_core::parallel_read`].
+    pub parallel_reads: Option<syncengine_core::ParallelReads>,
 }
 
 impl Default for SftpConfig {
@@ -63,6 +68,7 @@ impl Default for SftpConfig {
             connect_timeout: syncengine_core::timeouts::Timeouts::default().connect,
             timeout: syncengine_core::timeouts::Timeouts::default().idle,
             use_posix_rename: true,
+            parallel_reads: None,
         }
     }
 }
@@ -125,6 +131,7 @@ impl fmt::Debug for SftpConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
             .field("use_posix_rename", &self.use_posix_rename)
+            .field("parallel_reads", &self.parallel_reads)
             .finish()
     }
 }

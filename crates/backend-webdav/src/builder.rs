@@ -1,6 +1,6 @@
 //! [`WebDavBuilder`]: turns a URL, credentials and options into a [`WebDavClient`].
 
-use syncengine_core::{Error, Result};
+use syncengine_core::{Error, ParallelReads, Result};
 use url::Url;
 
 use crate::auth::{Auth, Credentials};
@@ -44,6 +44,8 @@ pub struct WebDavBuilder {
     /// An unparseable `SYNCENGINE_WEBDAV_ALLOW_INSECURE_BASIC`, reported by
     /// [`WebDavBuilder::build`] unless [`WebDavBuilder::with_allow_insecure_basic`] replaces it.
     env_insecure_error: Option<String>,
+    /// Parallel range reads of large files; `None` until set: the default settings.
+    parallel_reads: Option<Option<ParallelReads>>,
 }
 
 impl WebDavBuilder {
@@ -59,7 +61,9 @@ impl WebDavBuilder {
     ///
     /// Also reads `SYNCENGINE_WEBDAV_ALLOW_INSECURE_BASIC` (`1` lets Basic credentials go over
     /// plain http, see [`WebDavBuilder::with_allow_insecure_basic`]) and a CA file from
-    /// `SYNCENGINE_WEBDAV_CA_FILE`, else `SSL_CERT_FILE` (see [`WebDavBuilder::with_ca_file`]).
+    /// `SYNCENGINE_WEBDAV_CA_FILE`, else `SSL_CERT_FILE` (see [`WebDavBuilder::with_ca_file`]),
+    /// and the parallel reads of large files from `SYNCENGINE_MULTI_THREAD_STREAMS` and
+    /// `SYNCENGINE_MULTI_THREAD_CUTOFF` ([`ParallelReads::from_env`]).
     pub fn from_env() -> Self {
         let mut b = WebDavBuilder::new();
         if let Ok(v) = std::env::var(ENV_ALLOW_INSECURE_BASIC) {
@@ -74,6 +78,10 @@ impl WebDavBuilder {
         }
         match syncengine_core::timeouts::Timeouts::from_env() {
             Ok(t) => b.config.timeouts = t,
+            Err(e) => b.env_error = Some(e),
+        }
+        match ParallelReads::from_env(Some(ParallelReads::default())) {
+            Ok(p) => b.parallel_reads = Some(p),
             Err(e) => b.env_error = Some(e),
         }
         b.config.ca_file = [ENV_CA_FILE, "SSL_CERT_FILE"]
@@ -110,6 +118,7 @@ impl WebDavBuilder {
             config,
             env_error: None,
             env_insecure_error: None,
+            parallel_reads: None,
         }
     }
 
@@ -175,6 +184,17 @@ impl WebDavBuilder {
         self
     }
 
+    /// Reads large files as several ranges at once with these settings, or as one stream
+    /// (`None`). Default: [`ParallelReads::default`] (files of 256 MiB and more, 4 ranges at
+    /// once, like rclone's `--multi-thread-*`). Each range is a `GET` with `Range` whose
+    /// answer must carry the listed ETag, so all ranges of a copy come from one version of the
+    /// file (see [`syncengine_core::parallel_read`]). A server that ignores `Range` would send
+    /// the whole file for every range: turn it off for such a server.
+    pub fn with_parallel_reads(mut self, settings: Option<ParallelReads>) -> Self {
+        self.parallel_reads = Some(settings);
+        self
+    }
+
     /// Builds the client. No request is made until the client is used.
     ///
     /// # Errors
@@ -235,6 +255,8 @@ impl WebDavBuilder {
             Auth::new(credentials, self.config.auth, basic_allowed),
             self.config.mtime_property,
             self.config.list_concurrency.max(1),
+            self.parallel_reads
+                .unwrap_or_else(|| Some(ParallelReads::default())),
         ))
     }
 }

@@ -19,8 +19,8 @@ use syncengine_core::ignore_rules::{StaleTemps, TEMP_FILE_PREFIX, temp_file_name
 use syncengine_core::prune::prune_empty_parents;
 use syncengine_core::stall::{MarkProgress, Progress, until_stalled};
 use syncengine_core::{
-    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
-    Result, StorageClient, TransferOptions, Version, WriteMode, WriteOptions,
+    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ParallelReads, ReadOptions,
+    RelPath, Result, StorageClient, TransferOptions, Version, WriteMode, WriteOptions,
 };
 use tokio::task::JoinHandle;
 use url::Url;
@@ -94,6 +94,8 @@ struct Inner {
     auth: Auth,
     mtime_property: bool,
     list_concurrency: usize,
+    /// See [`WebDavBuilder::with_parallel_reads`](crate::WebDavBuilder::with_parallel_reads).
+    parallel_reads: Option<ParallelReads>,
     /// Collection URLs known to exist, so that a write costs no MKCOL in the common case.
     known_dirs: Mutex<HashSet<String>>,
     /// Whether the server mangles `Destination` names with `?`, `;` or control characters
@@ -126,6 +128,7 @@ impl WebDavClient {
         auth: Auth,
         mtime_property: bool,
         list_concurrency: usize,
+        parallel_reads: Option<ParallelReads>,
     ) -> Self {
         let base_segments = multistatus::decode_href(base.path(), &base)
             .map(|(segments, _)| segments)
@@ -140,6 +143,7 @@ impl WebDavClient {
                 auth,
                 mtime_property,
                 list_concurrency,
+                parallel_reads,
                 known_dirs: Mutex::new(HashSet::new()),
                 destination_mangles: AtomicU8::new(0),
                 put_etag_listed: AtomicU8::new(PUT_ETAG_UNKNOWN),
@@ -2146,6 +2150,8 @@ impl StorageClient for WebDavClient {
         caps.native_rename = true;
         caps.conditional_write = true;
         caps.real_directories = true;
+        // Ranges carry `If-Match` on the listed ETag (see `read_opts`).
+        caps.parallel_reads = self.inner.parallel_reads.clone();
         caps
     }
 
@@ -2180,6 +2186,21 @@ impl StorageClient for WebDavClient {
         let inner = &self.inner;
         let url = inner.file_url(path);
         let mut rb = inner.request(Method::GET, &url);
+        // A read of one version: the answer's ETag (Apache: size and mtime; wsgidav: path,
+        // mtime and size), which describes the file the server is sending, must be the listed
+        // one. Not `If-Match`: Apache calls the ETag of a file changed in the last second weak
+        // (`W/"…"`), and a weak ETag never matches `If-Match`, so a file just written would
+        // fail every read. Without a listed ETag this read cannot tell versions apart.
+        let want_etag = match opts.version.as_ref().map(|v| v.etag.as_deref()) {
+            None => None,
+            Some(Some(etag)) => Some(normalize_etag(etag)),
+            Some(None) => {
+                return Err(Error::Unsupported {
+                    backend: BACKEND,
+                    operation: "a read of one version without a listed ETag",
+                });
+            }
+        };
         if let Some(range) = &opts.range {
             if range.start >= range.end {
                 inner.stat_entry(path).await?;
@@ -2205,6 +2226,31 @@ impl StorageClient for WebDavClient {
                 path.as_str(),
                 Ctx::Lookup,
             ));
+        }
+        if let Some(want) = &want_etag {
+            let got = resp
+                .headers()
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(normalize_etag);
+            match got {
+                Some(got) if &got == want => {}
+                Some(got) => {
+                    return Err(Error::PreconditionFailed {
+                        backend: BACKEND,
+                        path: path.to_string(),
+                        source: Some(
+                            format!("GET {url}: ETag {got}, not the listed {want}").into(),
+                        ),
+                    });
+                }
+                None => {
+                    return Err(Error::Unsupported {
+                        backend: BACKEND,
+                        operation: "a read of one version from a server that sends no ETag",
+                    });
+                }
+            }
         }
         let partial = status == StatusCode::PARTIAL_CONTENT;
         if partial {

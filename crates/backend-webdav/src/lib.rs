@@ -171,6 +171,10 @@
 //! - **Reads** check the body's length: a `GET` body that ends before its `Content-Length`,
 //!   or (without one, ending when the connection closes) before its `Content-Range` or the
 //!   size a `PROPFIND` of the file reports, fails the read as `Transient`, never a short file.
+//!   A read of one version ([`ReadOptions::version`](syncengine_core::ReadOptions)) checks
+//!   the answer's ETag against the listed one (another version: `PreconditionFailed`; no
+//!   ETag: `Unsupported`). The engine reads files of 256 MiB and more as 4 such ranges at once
+//!   ([`WebDavBuilder::with_parallel_reads`], [`syncengine_core::parallel_read`]).
 //! - **Errors**: 404 `NotFound`, 412 `PreconditionFailed`, 401/403 `PermissionDenied`,
 //!   408/429/5xx and connection failures `Transient`; the rest `Other`.
 
