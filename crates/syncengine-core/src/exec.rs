@@ -131,6 +131,10 @@ pub struct Executor {
     pub(crate) trashed: Trashed,
     /// The run's ignore rules: a kept conflict loser whose name they exclude stays on its side.
     pub(crate) rules: Arc<crate::ignore_rules::IgnoreRules>,
+    /// Files read in parallel ranges at once: one, so the run's largest buffers are held
+    /// for one file however many large files it copies at once
+    /// ([`crate::parallel_read::read_for_copy_bounded`]).
+    pub(crate) ranged_files: Arc<tokio::sync::Semaphore>,
 }
 
 /// Counts of what a run moved to a trash or a backup dir.
@@ -1670,7 +1674,13 @@ impl Executor {
         self.retry(|| async move {
             // A large file comes as parallel ranges where the source offers them, each of the
             // listed version; the check below covers the whole either way.
-            let body = crate::parallel_read::read_for_copy(src, from_path, listed).await?;
+            let body = crate::parallel_read::read_for_copy_bounded(
+                src,
+                from_path,
+                listed,
+                &self.ranged_files,
+            )
+            .await?;
             // Checked inside the stream: a short or corrupt read fails the body before its
             // end, so the write aborts instead of committing it over the old version.
             let body = verify_body(

@@ -177,12 +177,47 @@ pub async fn read_for_copy(
     path: &RelPath,
     listed: &Entry,
 ) -> Result<ByteStream> {
+    read_ranged(client, path, listed, None).await
+}
+
+/// [`read_for_copy`], reading at most as many files in ranges at once as `files` has
+/// permits: a file that finds none is read as one stream. A run copies several files at
+/// once, and the parts of a file read in ranges are the largest buffers it holds; the
+/// executor allows one such file at a time, so a run's memory stays within its budget
+/// however many large files it copies.
+///
+/// # Errors
+/// As [`read_for_copy`].
+pub async fn read_for_copy_bounded(
+    client: &Arc<dyn StorageClient>,
+    path: &RelPath,
+    listed: &Entry,
+    files: &Arc<tokio::sync::Semaphore>,
+) -> Result<ByteStream> {
+    read_ranged(client, path, listed, Some(files)).await
+}
+
+async fn read_ranged(
+    client: &Arc<dyn StorageClient>,
+    path: &RelPath,
+    listed: &Entry,
+    files: Option<&Arc<tokio::sync::Semaphore>>,
+) -> Result<ByteStream> {
     let Some(settings) = client
         .capabilities()
         .parallel_reads
         .filter(|p| p.applies_to(listed.size))
     else {
         return client.read_opts(path, ReadOptions::default()).await;
+    };
+    // Where the caller bounds the files read in ranges at once, a file without a permit is
+    // read as one stream.
+    let permit = match files {
+        Some(files) => match files.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => return client.read_opts(path, ReadOptions::default()).await,
+        },
+        None => None,
     };
     let mut reader = Parts {
         client: client.clone(),
@@ -209,29 +244,32 @@ pub async fn read_for_copy(
         other => other?,
     };
     reader.spawn_next();
-    let state = (reader, VecDeque::from(first), false);
-    let body = stream::unfold(state, |(mut reader, mut current, failed)| async move {
-        if failed {
-            return None;
-        }
-        loop {
-            if let Some(chunk) = current.pop_front() {
-                return Some((Ok(chunk), (reader, current, false)));
+    let state = (reader, VecDeque::from(first), false, permit);
+    let body = stream::unfold(
+        state,
+        |(mut reader, mut current, failed, permit)| async move {
+            if failed {
+                return None;
             }
-            let task = reader.in_flight.pop_front()?;
-            match joined(task, &reader).await {
-                Ok(chunks) => {
-                    current = VecDeque::from(chunks);
-                    reader.spawn_next();
+            loop {
+                if let Some(chunk) = current.pop_front() {
+                    return Some((Ok(chunk), (reader, current, false, permit)));
                 }
-                Err(e) => {
-                    // Stop the other ranges now, not when the stream is dropped.
-                    reader.in_flight.clear();
-                    return Some((Err(e), (reader, current, true)));
+                let task = reader.in_flight.pop_front()?;
+                match joined(task, &reader).await {
+                    Ok(chunks) => {
+                        current = VecDeque::from(chunks);
+                        reader.spawn_next();
+                    }
+                    Err(e) => {
+                        // Stop the other ranges now, not when the stream is dropped.
+                        reader.in_flight.clear();
+                        return Some((Err(e), (reader, current, true, permit)));
+                    }
                 }
             }
-        }
-    });
+        },
+    );
     Ok(body.boxed())
 }
 

@@ -51,6 +51,9 @@ struct Ranged {
     ranges: AtomicUsize,
     versioned: AtomicUsize,
     whole: AtomicUsize,
+    /// Range reads going on now, by path, and the most paths read in ranges at one time.
+    active: Mutex<std::collections::HashMap<String, usize>>,
+    most_files_at_once: AtomicUsize,
 }
 
 impl Ranged {
@@ -61,6 +64,8 @@ impl Ranged {
             ranges: AtomicUsize::new(0),
             versioned: AtomicUsize::new(0),
             whole: AtomicUsize::new(0),
+            active: Mutex::default(),
+            most_files_at_once: AtomicUsize::new(0),
         })
     }
 
@@ -117,6 +122,23 @@ impl StorageClient for Ranged {
         self.ranges.fetch_add(1, Ordering::SeqCst);
         if opts.version.is_some() {
             self.versioned.fetch_add(1, Ordering::SeqCst);
+        }
+        {
+            let mut active = self.active.lock().unwrap();
+            *active.entry(path.as_str().to_owned()).or_default() += 1;
+            self.most_files_at_once
+                .fetch_max(active.len(), Ordering::SeqCst);
+        }
+        // Long enough for other copies of the run to overlap this one.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        {
+            let mut active = self.active.lock().unwrap();
+            if let Some(n) = active.get_mut(path.as_str()) {
+                *n -= 1;
+                if *n == 0 {
+                    active.remove(path.as_str());
+                }
+            }
         }
         let hook = {
             let mut hooks = self.hooks.lock().unwrap();
@@ -358,4 +380,44 @@ async fn ranges_are_read_only_a_few_parts_ahead_of_the_writer() {
     // stays bounded by the streams, not by the file.
     assert_eq!(ranged.ranges.load(Ordering::SeqCst), 4);
     drop(body);
+}
+
+/// A run copying several large files at once reads one of them in ranges at a time, the
+/// others as one stream each: the parts of a file read in ranges are a run's largest
+/// buffers, and the memory budget holds for one such file, not for every copy at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_file_at_a_time_is_read_in_ranges() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let src = webdav_like();
+    let dst = webdav_like();
+    let len = (8 * PART) as usize;
+    for i in 0..6u8 {
+        put(&src, &format!("big{i}"), data(i, len), 1_500_000_000).await;
+    }
+    let ranged = Ranged::new(src.clone());
+    let stats = engine
+        .sync_pair(
+            &pair(ranged.clone(), dst.clone())
+                .with_options(SyncOptions::default().with_attempts(2).with_transfers(6)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stats.errors, 0, "{:?}", stats.error_messages);
+    assert_eq!(stats.uploaded, 6);
+    for i in 0..6u8 {
+        assert_eq!(
+            dst.read_to_bytes(&rel(&format!("big{i}"))).await.unwrap(),
+            data(i, len)
+        );
+    }
+    assert!(
+        ranged.ranges.load(Ordering::SeqCst) > 0,
+        "no file was read in ranges"
+    );
+    assert_eq!(
+        ranged.most_files_at_once.load(Ordering::SeqCst),
+        1,
+        "several files were read in ranges at once"
+    );
 }
