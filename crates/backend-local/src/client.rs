@@ -39,8 +39,10 @@ enum Opened {
     Whole(Bytes),
     Stream(File, u64),
 }
-/// Bytes of body collected before one blocking write call.
-const WRITE_BATCH: usize = 1024 * 1024;
+/// Bytes of body collected before one blocking write call. A write holds two batches at
+/// most (one being written while the next is received): 1 MiB, as one 1 MiB batch did when
+/// the body waited for each write.
+const WRITE_BATCH: usize = 512 * 1024;
 
 /// A [`StorageClient`] over a local directory.
 ///
@@ -275,6 +277,13 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::other(BACKEND, "", format!("blocking filesystem task failed: {e}")))?
+}
+
+/// The file of a batch write started with `spawn_blocking`, once the batch is written.
+async fn joined_write(handle: tokio::task::JoinHandle<Result<File>>) -> Result<File> {
+    handle
         .await
         .map_err(|e| Error::other(BACKEND, "", format!("blocking filesystem task failed: {e}")))?
 }
@@ -1212,7 +1221,7 @@ impl StorageClient for LocalClient {
         // A large body: stream it in batches. `temp` lives in this future until `commit`: if
         // the body fails or the future is dropped, it removes the temporary file and the
         // target is never touched.
-        let (temp, mut file) = {
+        let (temp, file) = {
             let (target, rel) = (target.clone(), rel.clone());
             blocking(move || {
                 let (temp, mut file) = open_temp(&target, &rel)?;
@@ -1223,8 +1232,14 @@ impl StorageClient for LocalClient {
             })
             .await?
         };
+        // One batch is written while the next is received: the body (a download) is not
+        // paused for the disk. Batches are written in order, one at a time. A failed body
+        // or a dropped call leaves the write in flight to finish into the temporary file,
+        // which `temp` removes; nothing is committed.
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batched = 0usize;
+        let mut writing: Option<tokio::task::JoinHandle<Result<File>>> = None;
+        let mut idle = Some(file);
         loop {
             let chunk = body.next().await.transpose()?;
             let done = chunk.is_none();
@@ -1235,19 +1250,28 @@ impl StorageClient for LocalClient {
             if batched >= WRITE_BATCH || (done && !batch.is_empty()) {
                 let chunks = std::mem::take(&mut batch);
                 batched = 0;
+                let mut file = match (writing.take(), idle.take()) {
+                    (Some(previous), _) => joined_write(previous).await?,
+                    (None, Some(file)) => file,
+                    (None, None) => unreachable!("the file is either idle or being written"),
+                };
                 let rel = rel.clone();
-                file = blocking(move || {
+                writing = Some(tokio::task::spawn_blocking(move || {
                     for chunk in &chunks {
                         file.write_all(chunk).map_err(io_on(&rel))?;
                     }
                     Ok(file)
-                })
-                .await?;
+                }));
             }
             if done {
                 break;
             }
         }
+        let file = match (writing.take(), idle.take()) {
+            (Some(last), _) => joined_write(last).await?,
+            (None, Some(file)) => file,
+            (None, None) => unreachable!("the file is either idle or being written"),
+        };
 
         let path = path.clone();
         blocking(move || {
