@@ -95,7 +95,13 @@ impl WritebackWatch {
         }
         let mut dir = Some(root);
         while let Some(d) = dir {
-            if let Ok(file) = File::open(d) {
+            // Folders only (`O_DIRECTORY`): opening anything else for reading may block — a
+            // named pipe waits for a writer — and this runs on the runtime's thread.
+            let opened = OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
+                .open(d);
+            if let Ok(file) = opened {
                 *held = Some(file);
                 return;
             }
