@@ -253,3 +253,103 @@ mod streamed_writes {
         }
     }
 }
+
+mod barrier_across_mounts {
+    //! `sync_written` is the barrier the base trusts: every file it reports written is on
+    //! disk. A listing descends into folders where another filesystem is mounted below the
+    //! root, and writes go there; `syncfs` on the root's filesystem does not flush that one.
+    //!
+    //! Mounting needs CAP_SYS_ADMIN: where the test may not mount it says so and checks
+    //! nothing (as tests/mounts.rs).
+
+    use std::path::Path;
+    use std::process::Command;
+
+    use bytes::Bytes;
+    use syncengine_backend_local::LocalClient;
+    use syncengine_core::{RelPath, StorageClient, StorageClientExt};
+
+    struct Mounted<'a>(&'a Path);
+
+    impl Drop for Mounted<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+
+    /// A file written into an ext4 filesystem mounted below the root (a loop image) is in the
+    /// image once `sync_written` returned: the barrier flushed that filesystem too. The data
+    /// is unique, so finding it in the image means the loop device received it; without a
+    /// flush the kernel writes dirty pages back only after ~30 s (`dirty_expire_centisecs`),
+    /// so the check does not pass by the kernel's own writeback within this test.
+    #[tokio::test]
+    async fn the_barrier_flushes_a_filesystem_mounted_below_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, image) = (tmp.path().join("root"), tmp.path().join("disk.img"));
+        std::fs::create_dir_all(root.join("usb")).unwrap();
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&image)
+            .output();
+        if !mkfs.is_ok_and(|o| o.status.success()) {
+            eprintln!("skipped: no mkfs.ext4 here");
+            return;
+        }
+        let out = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(root.join("usb"))
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            eprintln!(
+                "skipped: cannot mount here ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return;
+        }
+        let usb = root.join("usb");
+        let _mounted = Mounted(&usb);
+        // The mount is fresh and synced: nothing of the data below is in the image yet.
+        let marker: Vec<u8> = format!(
+            "rt21-{}-{:?}-",
+            std::process::id(),
+            std::time::Instant::now()
+        )
+        .bytes()
+        .cycle()
+        .take(64 * 1024)
+        .collect();
+        let client = LocalClient::new(&root);
+        assert!(client.root_exists().await.unwrap());
+        client
+            .put(
+                &RelPath::new("usb/photo.jpg").unwrap(),
+                Bytes::from(marker.clone()),
+            )
+            .await
+            .unwrap();
+        client.sync_written().await.unwrap();
+        let needle = &marker[..4096];
+        let in_image = || {
+            let on_disk = std::fs::read(&image).unwrap();
+            on_disk.windows(needle.len()).any(|w| w == needle)
+        };
+        let after_barrier = in_image();
+        // The harness: flushing the mounted filesystem itself puts the data in the image.
+        rustix::fs::syncfs(std::fs::File::open(&usb).unwrap()).unwrap();
+        assert!(
+            in_image(),
+            "the harness cannot see the file in the image even after syncfs"
+        );
+        assert!(
+            after_barrier,
+            "sync_written returned but the file written to the filesystem mounted at usb/ is \
+             not on that disk: the base would record it as durable"
+        );
+    }
+}
