@@ -83,8 +83,67 @@ pub struct LocalClient {
 /// durable. So the client opens one descriptor when it first looks at its root (listing,
 /// `root_exists`, `check_access`, or at the latest its first barrier), on the root or, while
 /// the root does not exist yet, its nearest existing folder above, and keeps it.
+///
+/// Another filesystem mounted below the root is listed and written like the rest, but
+/// `syncfs` on the root's does not flush it: the barrier also flushes each filesystem
+/// mounted below the root (`/proc/self/mountinfo`), through descriptors held the same way
+/// (the second field, by mount point).
 #[derive(Debug, Default)]
-struct WritebackWatch(std::sync::Mutex<Option<File>>);
+struct WritebackWatch(
+    std::sync::Mutex<Option<File>>,
+    std::sync::Mutex<std::collections::HashMap<PathBuf, File>>,
+);
+
+/// Opens the folder `dir` for `syncfs`: folders only (`O_DIRECTORY`), as opening anything
+/// else for reading may block (a named pipe waits for a writer).
+fn open_folder(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
+        .open(dir)
+}
+
+/// The mount points strictly below `root` (made canonical), from `/proc/self/mountinfo`;
+/// `None` where that cannot be read (no `/proc`, not Linux).
+fn mounts_below(root: &Path) -> Option<Vec<PathBuf>> {
+    use std::os::unix::ffi::OsStringExt;
+    let root = fs::canonicalize(root).ok()?;
+    let info = fs::read("/proc/self/mountinfo").ok()?;
+    let mut below = Vec::new();
+    for line in info.split(|&b| b == b'\n') {
+        // The fifth field is the mount point, with space, tab, newline and backslash
+        // written as octal escapes (`\040`).
+        let Some(field) = line.split(|&b| b == b' ').nth(4) else {
+            continue;
+        };
+        let mut path = Vec::with_capacity(field.len());
+        let mut i = 0;
+        while i < field.len() {
+            let octal = field
+                .get(i + 1..i + 4)
+                .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
+                .and_then(|d| {
+                    let v = d.iter().fold(0u16, |v, c| v * 8 + u16::from(c - b'0'));
+                    u8::try_from(v).ok()
+                });
+            match (field[i], octal) {
+                (b'\\', Some(byte)) => {
+                    path.push(byte);
+                    i += 4;
+                }
+                (b, _) => {
+                    path.push(b);
+                    i += 1;
+                }
+            }
+        }
+        let path = PathBuf::from(std::ffi::OsString::from_vec(path));
+        if path != root && path.starts_with(&root) {
+            below.push(path);
+        }
+    }
+    Some(below)
+}
 
 impl WritebackWatch {
     /// Opens the descriptor if none is held yet.
@@ -93,15 +152,16 @@ impl WritebackWatch {
         if held.is_some() {
             return;
         }
+        let mut below = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        for mount in mounts_below(root).unwrap_or_default() {
+            if let Ok(file) = open_folder(&mount) {
+                below.insert(mount, file);
+            }
+        }
         let mut dir = Some(root);
         while let Some(d) = dir {
-            // Folders only (`O_DIRECTORY`): opening anything else for reading may block — a
-            // named pipe waits for a writer — and this runs on the runtime's thread.
-            let opened = OpenOptions::new()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
-                .open(d);
-            if let Ok(file) = opened {
+            // Folders only: this runs on the runtime's thread, and a named pipe would block.
+            if let Ok(file) = open_folder(d) {
                 *held = Some(file);
                 return;
             }
@@ -112,7 +172,7 @@ impl WritebackWatch {
     /// Flushes the filesystem of `root` (an open descriptor on it): through the held
     /// descriptor when it is on the same filesystem, which reports every writeback error
     /// since it was opened; else through `root` itself, which is held from then on.
-    fn syncfs(&self, root: File) -> io::Result<()> {
+    fn syncfs(&self, root: File, root_path: &Path) -> io::Result<()> {
         use std::os::unix::fs::MetadataExt;
         let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let root_dev = root.metadata()?.dev();
@@ -129,7 +189,44 @@ impl WritebackWatch {
             *held = Some(root);
         }
         let file = held.as_ref().unwrap_or_else(|| unreachable!("set above"));
-        rustix::fs::syncfs(file).map_err(io::Error::from)
+        rustix::fs::syncfs(file).map_err(io::Error::from)?;
+        drop(held);
+        self.sync_mounts_below(root_path, root_dev)
+    }
+
+    /// Flushes each other filesystem mounted below `root` (whose own is `root_dev`), each
+    /// once, through the descriptor held on its mount point when it is still that
+    /// filesystem. Where the mounts cannot be read, flushes every filesystem (`sync`, which
+    /// reports no error).
+    fn sync_mounts_below(&self, root: &Path, root_dev: u64) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(mounts) = mounts_below(root) else {
+            rustix::fs::sync();
+            return Ok(());
+        };
+        let mut below = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let mut flushed = std::collections::HashSet::from([root_dev]);
+        for mount in mounts {
+            // Unmounted meanwhile, or not ours to open: nothing of the run can be there.
+            let Ok(now) = open_folder(&mount) else {
+                continue;
+            };
+            let dev = now.metadata()?.dev();
+            if !flushed.insert(dev) {
+                continue;
+            }
+            let same = below
+                .get(&mount)
+                .is_some_and(|held| held.metadata().is_ok_and(|m| m.dev() == dev));
+            if !same {
+                below.insert(mount.clone(), now);
+            }
+            let file = below
+                .get(&mount)
+                .unwrap_or_else(|| unreachable!("set above"));
+            rustix::fs::syncfs(file).map_err(io::Error::from)?;
+        }
+        Ok(())
     }
 }
 
@@ -1054,7 +1151,7 @@ impl StorageClient for LocalClient {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(e) => return Err(map_io("", e)),
             };
-            writeback.syncfs(dir).map_err(|e| map_io("", e))
+            writeback.syncfs(dir, &root).map_err(|e| map_io("", e))
         })
         .await
     }

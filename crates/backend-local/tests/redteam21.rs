@@ -286,7 +286,7 @@ mod barrier_across_mounts {
     async fn the_barrier_flushes_a_filesystem_mounted_below_the_root() {
         let tmp = tempfile::tempdir().unwrap();
         let (root, image) = (tmp.path().join("root"), tmp.path().join("disk.img"));
-        std::fs::create_dir_all(root.join("usb")).unwrap();
+        std::fs::create_dir_all(root.join("my usb")).unwrap();
         std::fs::File::create(&image)
             .unwrap()
             .set_len(16 << 20)
@@ -302,7 +302,7 @@ mod barrier_across_mounts {
         let out = Command::new("mount")
             .args(["-o", "loop"])
             .arg(&image)
-            .arg(root.join("usb"))
+            .arg(root.join("my usb"))
             .output()
             .unwrap();
         if !out.status.success() {
@@ -312,7 +312,8 @@ mod barrier_across_mounts {
             );
             return;
         }
-        let usb = root.join("usb");
+        // A space in the mount point: mountinfo writes it as `\040`.
+        let usb = root.join("my usb");
         let _mounted = Mounted(&usb);
         // The mount is fresh and synced: nothing of the data below is in the image yet.
         let marker: Vec<u8> = format!(
@@ -328,7 +329,7 @@ mod barrier_across_mounts {
         assert!(client.root_exists().await.unwrap());
         client
             .put(
-                &RelPath::new("usb/photo.jpg").unwrap(),
+                &RelPath::new("my usb/photo.jpg").unwrap(),
                 Bytes::from(marker.clone()),
             )
             .await
