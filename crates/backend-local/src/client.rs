@@ -391,6 +391,22 @@ async fn joined_write(handle: tokio::task::JoinHandle<Result<File>>) -> Result<F
         .map_err(|e| Error::other(BACKEND, "", format!("blocking filesystem task failed: {e}")))?
 }
 
+/// The error of a failed `syncfs` barrier: never transient, whatever the errno. The
+/// filesystem reports a writeback error once per descriptor, and the barrier's descriptor is
+/// held ([`WritebackWatch`]): a retry would succeed without the data (an `ETIMEDOUT` of a
+/// soft NFS mount or a FUSE daemon's `ECONNRESET` mapped to a transient error was retried,
+/// and the base then recorded the batch as durable).
+fn flush_failed(e: io::Error) -> Error {
+    Error::other(
+        BACKEND,
+        "",
+        format!(
+            "flushing the disk failed ({e}); files written since the last good flush may not \
+             be on disk"
+        ),
+    )
+}
+
 /// Refuses names the backend reserves for its temporary files: they could never be listed.
 fn check_not_reserved(path: &RelPath) -> Result<()> {
     if path.file_name().starts_with(TEMP_PREFIX) {
@@ -1151,7 +1167,7 @@ impl StorageClient for LocalClient {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(e) => return Err(map_io("", e)),
             };
-            writeback.syncfs(dir, &root).map_err(|e| map_io("", e))
+            writeback.syncfs(dir, &root).map_err(flush_failed)
         })
         .await
     }
@@ -1708,5 +1724,28 @@ mod writeback_tests {
             after, held_ino,
             "the barrier replaced the descriptor held before the write"
         );
+    }
+
+    /// A failed barrier is never retried: its error is reported once, through the held
+    /// descriptor, and a second `syncfs` would succeed without the data.
+    #[test]
+    fn a_failed_flush_is_not_transient_whatever_the_errno() {
+        let errno = |e: rustix::io::Errno| io::Error::from_raw_os_error(e.raw_os_error());
+        // What the barrier mapped its error with before: a timeout was retried.
+        assert!(map_io("", errno(rustix::io::Errno::TIMEDOUT)).is_transient());
+        for e in [
+            rustix::io::Errno::TIMEDOUT,
+            rustix::io::Errno::INTR,
+            rustix::io::Errno::CONNRESET,
+            rustix::io::Errno::PIPE,
+            rustix::io::Errno::AGAIN,
+            rustix::io::Errno::IO,
+            rustix::io::Errno::NOSPC,
+        ] {
+            assert!(
+                !flush_failed(errno(e)).is_transient(),
+                "{e:?} would be retried"
+            );
+        }
     }
 }
