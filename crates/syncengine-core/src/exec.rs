@@ -1556,7 +1556,11 @@ impl Executor {
                 })
                 .await;
             match result {
-                Ok(_) => return Ok(()),
+                // The copy is all that will be left of this version: durable before the
+                // caller deletes or overwrites the original. The run's barriers flush only
+                // the two sides, and the backup dir may be another disk (one flush per
+                // file; a no-op where writes are durable when they return).
+                Ok(_) => return self.retry(|| backup.sync_written()).await,
                 Err(Error::AlreadyExists { .. }) => continue,
                 Err(_) if in_the_way(backup.as_ref(), &target).await => continue,
                 Err(e) => return Err(e),
