@@ -2793,20 +2793,11 @@ struct BaseWriter {
     /// The batch being made durable and written. Dropping the writer (an ended or dropped
     /// run) aborts it before its write if the barrier has not ended: its updates are then
     /// not recorded, as any update the run had not written yet.
-    in_flight: Option<AbortOnDrop<Result<(), SyncError>>>,
+    in_flight: Option<tokio_util::task::AbortOnDropHandle<Result<(), SyncError>>>,
 }
 
 /// Base updates that may wait while a batch is in flight before the run waits for it.
 const MAX_PENDING: usize = 4 * FLUSH_EVERY;
-
-/// A spawned task that is aborted when its handle is dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 impl BaseWriter {
     fn new(store: StateStore, clients: [Arc<dyn StorageClient>; 2], attempts: u32) -> Self {
@@ -2828,7 +2819,7 @@ impl BaseWriter {
         self.pending.extend(updates);
         // A batch that failed in the background stops the run at the next update, as a
         // failed write of the base always has.
-        if self.in_flight.as_ref().is_some_and(|t| t.0.is_finished()) {
+        if self.in_flight.as_ref().is_some_and(|t| t.is_finished()) {
             self.wait_in_flight().await?;
         }
         let due = self.pending.len() >= FLUSH_EVERY || self.last_flush.elapsed() >= FLUSH_AFTER;
@@ -2849,10 +2840,10 @@ impl BaseWriter {
 
     /// Waits for the batch in flight, if any, and returns its result.
     async fn wait_in_flight(&mut self) -> Result<(), SyncError> {
-        let Some(mut task) = self.in_flight.take() else {
+        let Some(task) = self.in_flight.take() else {
             return Ok(());
         };
-        let joined = (&mut task.0).await;
+        let joined = task.await;
         joined.map_err(|e| SyncError::State(format!("state task failed: {e}")))?
     }
 
@@ -2868,7 +2859,9 @@ impl BaseWriter {
             batch,
             clears,
         );
-        self.in_flight = Some(AbortOnDrop(tokio::spawn(write)));
+        self.in_flight = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+            write,
+        )));
     }
 
     /// Writes everything handed in so far: waits for the batch in flight, then writes the
