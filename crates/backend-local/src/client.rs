@@ -27,12 +27,17 @@ use syncengine_core::ignore_rules::{StaleTemps, temp_file_name};
 use crate::TEMP_PREFIX;
 use crate::error::{BACKEND, io_on, map_io};
 use crate::kernel_copy::{Abandon, KernelCopy, copy_bytes};
+use crate::lane::Lane;
 use crate::list::list_stream;
 
 /// Chunk size of read streams.
 const READ_CHUNK: usize = 64 * 1024;
 /// Files up to this size are read whole in one blocking call.
 const SMALL_READ: u64 = 256 * 1024;
+/// Same-store copies of files up to this size run on the client's [`Lane`]; larger ones take
+/// a blocking thread of their own (a long copy would hold a lane runner, and queued small
+/// copies behind it).
+const LANE_COPY: u64 = 1 << 20;
 
 /// An opened file: small ones already read, larger ones to stream.
 enum Opened {
@@ -72,6 +77,9 @@ pub struct LocalClient {
     /// A descriptor on the root's filesystem opened before the client's first write, through
     /// which [`StorageClient::sync_written`] flushes it (see [`WritebackWatch`]).
     writeback: Arc<WritebackWatch>,
+    /// Short blocking calls (stats, small reads, writes and copies, deletes) run one after
+    /// another on a few blocking threads instead of one hand-off each (see [`Lane`]).
+    lane: Lane,
 }
 
 /// A descriptor held on a root's filesystem from before any write to it, for `syncfs`.
@@ -250,6 +258,7 @@ impl LocalClient {
             kernel_copy: Arc::default(),
             unnamed_refused: Arc::default(),
             writeback: Arc::default(),
+            lane: Lane::default(),
         }
     }
 
@@ -1075,20 +1084,22 @@ impl StorageClient for LocalClient {
         }
         let dir = self.abs(path);
         let rel = path.as_str().to_owned();
-        let bits = blocking(move || match fs::symlink_metadata(&dir) {
-            Ok(md) if md.is_dir() => Ok(Some(md.permissions().mode() & 0o777)),
-            Ok(_) => Ok(None),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(map_io(&rel, e)),
-        })
-        .await?;
+        let bits = self
+            .lane
+            .run(move || match fs::symlink_metadata(&dir) {
+                Ok(md) if md.is_dir() => Ok(Some(md.permissions().mode() & 0o777)),
+                Ok(_) => Ok(None),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(map_io(&rel, e)),
+            })
+            .await?;
         if let Ok(mut kept) = self.folder_bits.lock() {
             if kept.len() >= FOLDER_BITS_KEPT {
                 kept.clear();
@@ -1202,56 +1213,59 @@ impl StorageClient for LocalClient {
     async fn stat(&self, path: &RelPath) -> Result<Entry> {
         let abs = self.abs(path);
         let path = path.clone();
-        blocking(move || {
-            let metadata = file_metadata(&abs, path.as_str())?;
-            Ok(entry_from_metadata(path, &metadata))
-        })
-        .await
+        self.lane
+            .run(move || {
+                let metadata = file_metadata(&abs, path.as_str())?;
+                Ok(entry_from_metadata(path, &metadata))
+            })
+            .await
     }
 
     async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
         let abs = self.abs(path);
         let rel = path.as_str().to_owned();
         let range = opts.range;
-        let opened = blocking(move || {
-            // Never through a symlink at the last component: symlinks are not synced.
-            let mut file = match OpenOptions::new()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&abs)
-            {
-                Ok(file) => file,
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-                    return Err(Error::not_found(BACKEND, rel));
+        let opened = self
+            .lane
+            .run(move || {
+                // Never through a symlink at the last component: symlinks are not synced.
+                let mut file = match OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&abs)
+                {
+                    Ok(file) => file,
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                        return Err(Error::not_found(BACKEND, rel));
+                    }
+                    Err(e) => return Err(map_io(&rel, e)),
+                };
+                // Check the opened handle too: the path may have been swapped for a directory.
+                let size = match file.metadata() {
+                    Ok(md) if md.is_file() => md.len(),
+                    Ok(_) => return Err(Error::not_found(BACKEND, rel)),
+                    Err(e) => return Err(map_io(&rel, e)),
+                };
+                let (start, end) = match range {
+                    None => (0, size),
+                    Some(r) => (r.start.min(size), r.end.min(size).max(r.start.min(size))),
+                };
+                if start > 0 {
+                    file.seek(SeekFrom::Start(start)).map_err(io_on(&rel))?;
                 }
-                Err(e) => return Err(map_io(&rel, e)),
-            };
-            // Check the opened handle too: the path may have been swapped for a directory.
-            let size = match file.metadata() {
-                Ok(md) if md.is_file() => md.len(),
-                Ok(_) => return Err(Error::not_found(BACKEND, rel)),
-                Err(e) => return Err(map_io(&rel, e)),
-            };
-            let (start, end) = match range {
-                None => (0, size),
-                Some(r) => (r.start.min(size), r.end.min(size).max(r.start.min(size))),
-            };
-            if start > 0 {
-                file.seek(SeekFrom::Start(start)).map_err(io_on(&rel))?;
-            }
-            let len = end - start;
-            if len <= SMALL_READ {
-                // Small files (most of a typical tree) are read in the same blocking call.
-                let mut data = Vec::with_capacity(len as usize);
-                (&mut file)
-                    .take(len)
-                    .read_to_end(&mut data)
-                    .map_err(io_on(&rel))?;
-                return Ok(Opened::Whole(Bytes::from(data)));
-            }
-            Ok(Opened::Stream(file, len))
-        })
-        .await?;
+                let len = end - start;
+                if len <= SMALL_READ {
+                    // Small files (most of a typical tree) are read in the same blocking call.
+                    let mut data = Vec::with_capacity(len as usize);
+                    (&mut file)
+                        .take(len)
+                        .read_to_end(&mut data)
+                        .map_err(io_on(&rel))?;
+                    return Ok(Opened::Whole(Bytes::from(data)));
+                }
+                Ok(Opened::Stream(file, len))
+            })
+            .await?;
         let (file, len) = match opened {
             Opened::Whole(data) => return Ok(bytes_stream(data)),
             Opened::Stream(file, len) => (file, len),
@@ -1317,24 +1331,26 @@ impl StorageClient for LocalClient {
         };
         if done {
             let path = path.clone();
-            return blocking(move || {
-                let (temp, mut file) = open_temp(&target, &rel)?;
-                for chunk in &batch {
-                    file.write_all(chunk).map_err(io_on(&rel))?;
-                }
-                let metadata = commit(
-                    temp,
-                    file,
-                    &target,
-                    &rel,
-                    opts.mtime,
-                    fsync,
-                    replace,
-                    unless_changed,
-                )?;
-                Ok(entry_from_metadata(path, &metadata))
-            })
-            .await;
+            return self
+                .lane
+                .run(move || {
+                    let (temp, mut file) = open_temp(&target, &rel)?;
+                    for chunk in &batch {
+                        file.write_all(chunk).map_err(io_on(&rel))?;
+                    }
+                    let metadata = commit(
+                        temp,
+                        file,
+                        &target,
+                        &rel,
+                        opts.mtime,
+                        fsync,
+                        replace,
+                        unless_changed,
+                    )?;
+                    Ok(entry_from_metadata(path, &metadata))
+                })
+                .await;
         }
 
         // A large body: stream it in batches. `temp` lives in this future until `commit`: if
@@ -1457,7 +1473,7 @@ impl StorageClient for LocalClient {
             WriteOptions::default().with_folder_permissions(opts.folder_permissions.clone());
         let abandon = Abandon::default();
         let abandoned = abandon.flag();
-        let copied = blocking(move || {
+        let work = move || {
             let from_rel = from.as_str();
             let rel = to.as_str();
             let reader = open_source(&src_abs, from_rel)?;
@@ -1507,8 +1523,12 @@ impl StorageClient for LocalClient {
                 unless_changed,
             )?;
             Ok(entry_from_metadata(to, &metadata))
-        })
-        .await?;
+        };
+        let copied = if listed.size <= LANE_COPY {
+            self.lane.run(work).await?
+        } else {
+            blocking(work).await?
+        };
         drop(abandon);
         Ok(Some(copied))
     }
@@ -1518,32 +1538,33 @@ impl StorageClient for LocalClient {
         let root = self.root.clone();
         let rel = path.as_str().to_owned();
         let checked = path.clone();
-        blocking(move || {
-            check_no_symlinked_folder(&root, &checked)?;
-            match fs::remove_file(&abs) {
-                Ok(()) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound
+        self.lane
+            .run(move || {
+                check_no_symlinked_folder(&root, &checked)?;
+                match fs::remove_file(&abs) {
+                    Ok(()) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::NotFound
                             | io::ErrorKind::NotADirectory
                             // A directory is not a file: there is no file here to delete.
                             | io::ErrorKind::IsADirectory
-                    ) =>
-                {
-                    if opts.report_missing {
-                        return Err(Error::not_found("local", &rel));
+                        ) =>
+                    {
+                        if opts.report_missing {
+                            return Err(Error::not_found("local", &rel));
+                        }
+                        return Ok(());
                     }
-                    return Ok(());
+                    Err(e) => return Err(map_io(&rel, e)),
                 }
-                Err(e) => return Err(map_io(&rel, e)),
-            }
-            if let Some(parent) = abs.parent() {
-                prune_empty_dirs(&root, parent);
-            }
-            Ok(())
-        })
-        .await
+                if let Some(parent) = abs.parent() {
+                    prune_empty_dirs(&root, parent);
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn copy_opts(

@@ -84,6 +84,7 @@
 mod client;
 mod error;
 mod kernel_copy;
+mod lane;
 mod list;
 
 pub use client::LocalClient;

@@ -526,6 +526,11 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
     }
 }
 
+/// Progress events taken from the channel at once.
+const PROGRESS_BATCH: usize = 4096;
+/// The pause between two batches of progress events.
+const PROGRESS_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Consumes the engine's events until both channels close (the engine is dropped), showing
 /// them as `cfg` says; returns what the final report needs.
 pub async fn run(
@@ -554,11 +559,29 @@ pub async fn run(
         t
     });
     let (mut progress_open, mut listing_open) = (true, true);
-    while progress_open || listing_open {
-        let event = tokio::select! {
-            e = progress.recv(), if progress_open => match e {
-                Some(e) => e,
-                None => { progress_open = false; continue; }
+    // Progress events are taken in batches, at most every PROGRESS_PAUSE: a run of many
+    // small files sends two events per file, and waking for each one cost a thread wake-up
+    // per event.
+    let mut queued = std::collections::VecDeque::new();
+    let mut next_batch = tokio::time::Instant::now();
+    while progress_open || listing_open || !queued.is_empty() {
+        let event = if let Some(e) = queued.pop_front() {
+            e
+        } else {
+            tokio::select! {
+            batch = async {
+                tokio::time::sleep_until(next_batch).await;
+                let mut batch = Vec::new();
+                progress.recv_many(&mut batch, PROGRESS_BATCH).await;
+                batch
+            }, if progress_open => {
+                if batch.is_empty() {
+                    progress_open = false;
+                } else {
+                    next_batch = tokio::time::Instant::now() + PROGRESS_PAUSE;
+                    queued.extend(batch);
+                }
+                continue;
             },
             e = listing.recv(), if listing_open => match e {
                 Some(e) => e,
@@ -567,6 +590,7 @@ pub async fn run(
             () = tick(&mut ticker) => {
                 eprintln!("{}", stats_line(&tally, started.elapsed(), cfg.dry_run));
                 continue;
+            }
             }
         };
         if let Some(b) = bars.as_mut() {
