@@ -218,4 +218,3 @@ mod tests {
         assert_eq!(ran.load(Ordering::SeqCst), 0);
     }
 }
-
