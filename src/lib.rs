@@ -2,6 +2,7 @@
 
 pub use syncengine_core::*;
 
+pub mod config;
 pub mod location;
 
 /// The local-disk backend (feature `local`, on by default).

@@ -140,8 +140,10 @@ impl fmt::Display for LocationError {
                 let rest = given.split_once(':').map_or("", |(_, r)| r);
                 write!(
                     f,
-                    "{given:?} looks like an rclone remote ({name}:path), which syncengine does \
-                     not read; give the location as a URL instead: s3://bucket/{rest}, \
+                    "{given:?} looks like a named remote or an rclone remote ({name}:path), but \
+                     no remote `{name}` is defined: define it in the config file as \
+                     [remotes.{name}] with url = \"s3://bucket/prefix\" (see `syncengine run \
+                     --help`), or give the location as a URL: s3://bucket/{rest}, \
                      gs://bucket/…, az://container/…, webdav://host/…, sftp://user@host/…. For a \
                      local folder whose name contains a colon, write ./{given}",
                     rest = rest.trim_start_matches('/')
@@ -186,11 +188,15 @@ fn split_scheme(arg: &str) -> Option<(&str, &str)> {
     valid.then_some((scheme, rest))
 }
 
-/// The remote name of an rclone-style `NAME:path` argument: a bare identifier of two or more
-/// characters (letters, digits, `_`, `-`, starting with a letter or `_`) before the first
-/// colon. A single letter is a Windows drive (`C:\data`) and is left alone, as is anything
-/// starting with `.` or `/` (`./name:path`).
-fn rclone_remote_name(arg: &str) -> Option<&str> {
+/// The remote name of a `NAME:path` argument (a remote of the config file, or an rclone-style
+/// one): a bare identifier of two or more ASCII characters (letters, digits, `_`, `-`,
+/// starting with a letter or `_`) before the first colon; `None` for anything else. A single
+/// letter is a Windows drive (`C:\data`) and is left alone, as is anything starting with `.`
+/// or `/` (`./name:path`) and a URL (`s3://…`).
+pub fn remote_name(arg: &str) -> Option<&str> {
+    if split_scheme(arg).is_some() {
+        return None;
+    }
     let (name, _) = arg.split_once(':')?;
     let mut chars = name.chars();
     let starts_well = chars
@@ -214,7 +220,7 @@ pub fn parse(arg: &str) -> Result<Location, LocationError> {
         });
     }
     let Some((scheme, rest)) = split_scheme(arg) else {
-        if let Some(name) = rclone_remote_name(arg) {
+        if let Some(name) = remote_name(arg) {
             return Err(LocationError::RemoteName {
                 given: arg.to_owned(),
                 name: name.to_owned(),
@@ -358,7 +364,72 @@ pub fn open(loc: &Location) -> Result<Arc<dyn StorageClient>, LocationError> {
 /// As [`open`].
 pub fn open_with_timeouts(
     loc: &Location,
+    timeouts: Timeouts,
+) -> Result<Arc<dyn StorageClient>, LocationError> {
+    open_with_settings(loc, timeouts, &EnvOverlay::default())
+}
+
+/// Settings for one remote given as the environment variables its backend reads, over the
+/// process environment: a variable set here wins over the environment, one hidden here is
+/// read as unset, any other comes from the environment. A named remote of the config file
+/// ([`crate::config`]) is opened this way, so its `endpoint`, `profile` or credentials apply
+/// to it alone. `Debug` shows the names, never the values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EnvOverlay {
+    vars: std::collections::BTreeMap<String, Option<String>>,
+}
+
+impl EnvOverlay {
+    /// Sets `name` to `value` for this remote.
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.vars.insert(name.into(), Some(value.into()));
+    }
+
+    /// Makes `name` read as unset for this remote, whatever the environment says.
+    pub fn hide(&mut self, name: impl Into<String>) {
+        self.vars.insert(name.into(), None);
+    }
+
+    /// Whether `name` is set or hidden here (not left to the environment).
+    pub fn overrides(&self, name: &str) -> bool {
+        self.vars.contains_key(name)
+    }
+
+    /// The value of `name`: this overlay's, else the environment's; empty reads as unset.
+    pub fn var(&self, name: &str) -> Option<String> {
+        match self.vars.get(name) {
+            Some(value) => value.clone(),
+            None => std::env::var(name).ok(),
+        }
+        .filter(|v| !v.is_empty())
+    }
+
+    /// Whether nothing is set or hidden.
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+}
+
+impl fmt::Debug for EnvOverlay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.vars.iter().map(|(k, v)| match v {
+                Some(_) => format!("{k}=<set>"),
+                None => format!("{k} hidden"),
+            }))
+            .finish()
+    }
+}
+
+/// Opens a client for `loc` as [`open_with_timeouts`] does, reading the backend's variables
+/// through `settings` (see [`EnvOverlay`]) instead of straight from the environment.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_with_settings(
+    loc: &Location,
     #[allow(unused_variables)] timeouts: Timeouts,
+    #[allow(unused_variables)] settings: &EnvOverlay,
 ) -> Result<Arc<dyn StorageClient>, LocationError> {
     match loc {
         #[cfg(feature = "local")]
@@ -371,29 +442,61 @@ pub fn open_with_timeouts(
         Location::Remote { scheme, url: _url } => match scheme.as_str() {
             // Remote backends add their feature-gated arm here, above the fallback.
             #[cfg(feature = "s3")]
-            "s3" => open_object_store(_url, timeouts),
+            "s3" => open_object_store(_url, timeouts, settings),
             #[cfg(feature = "azure")]
-            "az" => open_object_store(_url, timeouts),
+            "az" => open_object_store(_url, timeouts, settings),
             #[cfg(feature = "gcs")]
-            "gs" => open_object_store(_url, timeouts),
+            "gs" => open_object_store(_url, timeouts, settings),
             #[cfg(feature = "webdav")]
-            "webdav" | "webdavs" => open_webdav(_url, timeouts),
+            "webdav" | "webdavs" => open_webdav(_url, timeouts, settings),
             #[cfg(feature = "sftp")]
-            "sftp" => syncengine_backend_sftp::SftpBuilder::from_env()
-                .with_timeouts(timeouts)
-                .with_url(_url.as_str())
-                .build()
-                .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
-                .map_err(|e| LocationError::Invalid {
-                    given: scrub(_url, _url),
-                    reason: format!(
-                        "not a usable sftp:// URL (sftp://user@host[:port]/path): {}",
-                        scrub(&e.to_string(), _url)
-                    ),
-                }),
+            "sftp" => open_sftp(_url, timeouts, settings),
             other => Err(missing_feature(other)),
         },
     }
+}
+
+/// Opens `sftp://user@host[:port]/path` with settings from `SYNCENGINE_SFTP_*` (through
+/// `settings`).
+#[cfg(feature = "sftp")]
+fn open_sftp(
+    url: &str,
+    timeouts: Timeouts,
+    settings: &EnvOverlay,
+) -> Result<Arc<dyn StorageClient>, LocationError> {
+    use syncengine_backend_sftp as sftp;
+    let mut builder = sftp::SftpBuilder::from_env();
+    // Only what the remote sets: the rest was read from the environment already.
+    let given = |name| {
+        settings
+            .overrides(name)
+            .then(|| settings.var(name))
+            .flatten()
+    };
+    if let Some(v) = given(sftp::ENV_KEY) {
+        builder = builder.with_key_file(v);
+    }
+    if let Some(v) = given(sftp::ENV_KEY_PASSPHRASE) {
+        builder = builder.with_key_passphrase(v);
+    }
+    if let Some(v) = given(sftp::ENV_PASSWORD) {
+        builder = builder.with_password(v);
+    }
+    if let Some(v) = given(sftp::ENV_KNOWN_HOSTS) {
+        builder = builder.with_known_hosts(v);
+    }
+    builder
+        .with_timeouts(timeouts)
+        .with_url(url)
+        .build()
+        .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
+        .map_err(|e| LocationError::Invalid {
+            given: scrub(url, url),
+            reason: format!(
+                "not a usable sftp:// URL (sftp://user@host[:port]/path): {}",
+                scrub(&e.to_string(), url)
+            ),
+        })
 }
 
 /// Parses `arg` (see [`parse`]) and opens it (see [`open`]): the one call an embedding
@@ -437,8 +540,9 @@ fn scrub(message: &str, url: &str) -> String {
 fn open_object_store(
     url: &str,
     timeouts: Timeouts,
+    settings: &EnvOverlay,
 ) -> Result<Arc<dyn StorageClient>, LocationError> {
-    syncengine_backend_s3::S3Builder::from_env(url)
+    syncengine_backend_s3::S3Builder::from_env_with(url, |name| settings.var(name))
         .and_then(|b| b.with_timeouts(timeouts).build())
         .map(|c| Arc::new(c) as Arc<dyn StorageClient>)
         .map_err(|e| match e {
@@ -461,8 +565,36 @@ fn open_object_store(
 /// Opens `webdav://` (HTTP) or `webdavs://` (HTTPS), with credentials from
 /// `SYNCENGINE_WEBDAV_USER` / `SYNCENGINE_WEBDAV_PASSWORD` or `user:password@` in the URL.
 #[cfg(feature = "webdav")]
-fn open_webdav(url: &str, timeouts: Timeouts) -> Result<Arc<dyn StorageClient>, LocationError> {
-    syncengine_backend_webdav::WebDavBuilder::from_env()
+fn open_webdav(
+    url: &str,
+    timeouts: Timeouts,
+    settings: &EnvOverlay,
+) -> Result<Arc<dyn StorageClient>, LocationError> {
+    use syncengine_backend_webdav as dav;
+    let mut builder = dav::WebDavBuilder::from_env();
+    let overridden = |name| settings.overrides(name);
+    if overridden(dav::ENV_USER) || overridden(dav::ENV_PASSWORD) {
+        if let (Some(user), Some(password)) =
+            (settings.var(dav::ENV_USER), settings.var(dav::ENV_PASSWORD))
+        {
+            builder = builder.with_credentials(user, password);
+        }
+    }
+    if overridden(dav::ENV_CA_FILE)
+        && let Some(file) = settings.var(dav::ENV_CA_FILE)
+    {
+        builder = builder.with_ca_file(file);
+    }
+    if overridden(dav::ENV_AUTH)
+        && let Some(auth) = settings.var(dav::ENV_AUTH)
+    {
+        let auth = auth.parse().map_err(|e| LocationError::Invalid {
+            given: scrub(url, url),
+            reason: format!("auth: {e}"),
+        })?;
+        builder = builder.with_auth(auth);
+    }
+    builder
         .with_timeouts(timeouts)
         .with_url(url)
         .build()

@@ -17,6 +17,8 @@ mod output;
 mod pairs;
 #[path = "syncengine/progress.rs"]
 mod progress;
+#[path = "syncengine/run.rs"]
+mod run;
 #[path = "syncengine/trash.rs"]
 mod trash;
 
@@ -24,6 +26,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -48,6 +51,9 @@ const EXIT_SAFETY_STOP: u8 = 3;
 /// Exit status: a side could not be reached or logged into (connection, credentials, missing
 /// bucket), found by the check before the run reads anything.
 const EXIT_UNREACHABLE: u8 = 4;
+
+/// Set when Ctrl-C stops a sync run: `syncengine run` starts no further pair.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// `eprintln!` with every secret the core's redaction helper recognises replaced: nothing the
 /// CLI prints shows a password, a signature or a token (see `syncengine::redact`).
@@ -209,6 +215,16 @@ struct Cli {
         display_order = 100
     )]
     quiet: bool,
+    /// The config file (remotes for NAME:path locations, pairs for `run`) [default:
+    /// $XDG_CONFIG_HOME/syncengine/config.toml, else ~/.config/syncengine/config.toml].
+    #[arg(
+        long,
+        value_name = "PATH",
+        global = true,
+        env = "SYNCENGINE_CONFIG",
+        display_order = 100
+    )]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -235,6 +251,10 @@ enum Command {
     /// drops its state.
     #[command(after_help = pairs::PAIRS_AFTER_HELP)]
     Pairs(pairs::PairsArgs),
+    /// Sync the pairs of the config file once each ([pairs.NAME]; all of them by default, in
+    /// name order) and exit with the worst status.
+    #[command(after_help = run::RUN_AFTER_HELP)]
+    Run(run::RunArgs),
 }
 
 const CLEANUP_AFTER_HELP: &str = "\
@@ -476,11 +496,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let args: Vec<_> = std::env::args_os().collect();
-            // The global options (-v, -q) take no value: the first other word is the command.
-            let command = args
-                .iter()
-                .skip(1)
-                .find(|a| !a.to_string_lossy().starts_with('-'));
+            // The global options: -v and -q take no value, --config takes one (unless written
+            // --config=PATH); the first other word is the command.
+            let mut words = args.iter().skip(1);
+            let mut command = None;
+            while let Some(a) = words.next() {
+                if a == "--config" {
+                    words.next();
+                } else if !a.to_string_lossy().starts_with('-') {
+                    command = Some(a);
+                    break;
+                }
+            }
             let json_command = command.is_some_and(|c| c == "sync" || c == "check" || c == "pairs");
             let sync_json = json_command && args.iter().any(|a| a == "--json");
             if e.use_stderr() && sync_json {
@@ -503,12 +530,14 @@ fn main() -> ExitCode {
         (false, n) => Verbosity::Verbose(n),
     };
     init_logging(verbosity);
+    run::set_config_path(cli.config);
     let code = match cli.command {
         Command::Sync(args) => run_sync(*args, verbosity),
         Command::Cleanup(args) => run_cleanup(args, verbosity),
         Command::Trash(args) => trash::run(args, verbosity),
         Command::Check(args) => check::run_check(args, verbosity),
         Command::Pairs(args) => pairs::run_pairs(args, verbosity),
+        Command::Run(args) => run::run_pairs(args, verbosity),
     };
     // A credential_process the run stopped waiting for would outlive it.
     children::end_abandoned(&inherited);
@@ -605,7 +634,9 @@ fn timeouts_of(args: &TimeoutArgs) -> Result<Timeouts, (u8, String)> {
 }
 
 fn open_side(what: &str, arg: &str, timeouts: Timeouts) -> Result<Opened, (u8, String)> {
-    let mut loc = location::parse(arg).map_err(|e| (EXIT_USAGE, format!("{what}: {e}")))?;
+    // `NAME:path` through the config file's remotes, with their settings.
+    let resolved = run::resolve(arg).map_err(|e| (EXIT_USAGE, format!("{what}: {e}")))?;
+    let mut loc = resolved.location;
     if let Location::Local(path) = &loc {
         if path.exists() && !path.is_dir() {
             return Err((
@@ -615,7 +646,7 @@ fn open_side(what: &str, arg: &str, timeouts: Timeouts) -> Result<Opened, (u8, S
         }
         loc = Location::Local(location::normalize_local(path));
     }
-    let client = location::open_with_timeouts(&loc, timeouts).map_err(|e| {
+    let client = location::open_with_settings(&loc, timeouts, &resolved.settings).map_err(|e| {
         let code = match e {
             LocationError::UnknownScheme { .. }
             | LocationError::MissingFeature { .. }
@@ -671,7 +702,7 @@ fn check_log_overlap(args: &SyncArgs) -> Result<(), String> {
         (Side::Source, &args.source),
         (Side::Destination, &args.destination),
     ] {
-        let Ok(Location::Local(path)) = location::parse(arg) else {
+        let Ok(Location::Local(path)) = run::resolve(arg).map(|r| r.location) else {
             continue;
         };
         let root = location::normalize_local(&path);
@@ -899,7 +930,8 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
     ];
     for (flag, url, recovery) in elsewhere {
         let Some(url) = url else { continue };
-        let base = location::parse(url).map_err(|e| (EXIT_USAGE, format!("{flag}: {e}")))?;
+        let resolved = run::resolve(url).map_err(|e| (EXIT_USAGE, format!("{flag}: {e}")))?;
+        let base = resolved.location;
         if let Some(path) = base.local_path() {
             check_backup_overlap(flag, path, &[&source.location, &destination.location])
                 .map_err(|e| (EXIT_USAGE, e))?;
@@ -934,7 +966,7 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
         .map_err(|e| (EXIT_USAGE, e))?;
         for side in [Side::Source, Side::Destination] {
             let loc = base.join(side.as_str());
-            let client = location::open_with_timeouts(&loc, timeouts)
+            let client = location::open_with_settings(&loc, timeouts, &resolved.settings)
                 .map_err(|e| (EXIT_USAGE, format!("{flag}: {e}")))?;
             options = options.with_recovery(side, recovery(client));
         }
@@ -980,6 +1012,7 @@ async fn sync_async(args: SyncArgs, state_dir: PathBuf, verbosity: Verbosity) ->
         async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 say!("\ninterrupted: stopping cleanly (press Ctrl-C again to abort at once)");
+                INTERRUPTED.store(true, Ordering::SeqCst);
                 cancel.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
                     say!("cancelled: aborted");

@@ -1,0 +1,270 @@
+//! The configuration file in the command line tool: `--config`, `NAME:path` locations for the
+//! remotes it defines, and `syncengine run [PAIR...]`, which syncs its pairs once each through
+//! the `sync` command's own code.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use clap::Parser;
+use syncengine::config::{self, Config, Resolved};
+use syncengine::location::{self, EnvOverlay};
+
+use crate::{
+    Cli, Command, EXIT_FAILED, EXIT_OK, EXIT_SAFETY_STOP, EXIT_UNREACHABLE, EXIT_USAGE,
+    INTERRUPTED, Verbosity, run_sync, usage_error_in,
+};
+
+pub(crate) const RUN_AFTER_HELP: &str = "\
+THE CONFIG FILE:
+  $XDG_CONFIG_HOME/syncengine/config.toml (else ~/.config/syncengine/config.toml), or the file
+  --config PATH or SYNCENGINE_CONFIG names. [remotes.NAME] tables name remote locations with
+  their settings; [pairs.NAME] tables are the pairs this command syncs. A pair's keys are the
+  long flags of `syncengine sync` with _ for - (source, destination, mode, conflict, exclude,
+  include, max_delete, transfers, ...; see `syncengine sync --help`); watch, poll_interval,
+  rescan_interval and paused are read and checked now, for the continuous service.
+  Durations are written \"90s\", \"5m\", \"1h\"; ~ is your home directory; local paths must be
+  absolute (or ~/...). A location written NAME:path is the remote NAME's url with /path
+  appended, here and on the `sync` command line; a NAME no [remotes.NAME] defines is refused.
+  A pair run by a remote's name and the same pair run by its URL share one state.
+
+  Remote settings: url (required); s3: endpoint, region, profile, access_key_id,
+  secret_access_key, session_token, allow_http; az: endpoint, account, account_key,
+  sas_token, allow_http; gs: endpoint, application_credentials, service_account_key,
+  allow_http; webdav(s): user, password, auth, ca_file; sftp: key_file, key_passphrase,
+  password, known_hosts. Any of them may be written KEY_env = \"VARIABLE\" to read it from that
+  environment variable instead: keep secrets out of the file (a secret written in it works,
+  with a warning). Without them the backends read their usual variables and credential
+  files (AWS_*, ~/.aws/config, ...), as on the command line.
+
+  Unknown keys, missing keys, bad modes, durations or locations are errors naming the file,
+  line and column (with the closest key for a typo); nothing is synced then.
+
+EXAMPLE CONFIG:
+  [remotes.photos-bucket]
+  url = \"s3://family-photos/archive\"
+  endpoint = \"https://s3.eu-central-1.amazonaws.com\"   # optional
+  profile = \"home\"                                      # optional; or env-var names for secrets
+
+  [pairs.photos]
+  source = \"~/Pictures\"
+  destination = \"photos-bucket:2026\"
+  mode = \"source-backup\"
+  exclude = [\"*.tmp\", \".DS_Store\"]
+  poll_interval = \"60s\"
+  watch = true
+
+  [pairs.notes]
+  source = \"~/notes\"
+  destination = \"webdav://nas.local/notes\"
+  mode = \"two-way\"
+  conflict = \"keep-both\"
+
+OUTPUT:
+  Each pair's run prints what `syncengine sync` prints, after a line naming the pair; then one
+  result line per pair (\"photos: ok\", \"notes: stopped by a safety rule (exit 3)\").
+
+EXIT STATUS:
+  The highest of the pairs' exit statuses (those of `syncengine sync`: 0 success, 1 failed,
+  2 usage error, 3 stopped by a safety rule, 4 a side could not be reached), so one pair
+  stopped by --max-delete makes the command exit 3 while the other pairs still run.
+  2 also for a config file that cannot be read or has a mistake, or an unknown PAIR.
+  Ctrl-C stops the pair running (cleanly, as sync does) and runs no further pair (exit 1).
+
+EXAMPLES:
+  Sync every configured pair once, in name order:
+    syncengine run
+  Only the photos pair, showing what it would do:
+    syncengine run photos --dry-run
+  From cron, with another config file:
+    syncengine --config ~/sync/nightly.toml run -q
+  A configured remote on the sync command line:
+    syncengine sync ~/Pictures photos-bucket:2026 --mode source-backup
+";
+
+/// The `run` subcommand's arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The pairs to sync, by name ([pairs.NAME] in the config file); all of them, in name
+    /// order, when none is given.
+    #[arg(value_name = "PAIR")]
+    pairs: Vec<String>,
+    /// Plan and report what each pair's run would do; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Where pair state is kept [default: $SYNCENGINE_STATE_DIR, else
+    /// $XDG_STATE_HOME/syncengine, else ~/.local/state/syncengine].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// The config file named by `--config` or `SYNCENGINE_CONFIG` (set once by `main`).
+static EXPLICIT: OnceLock<Option<PathBuf>> = OnceLock::new();
+/// The config file, read at most once per process.
+static LOADED: OnceLock<Result<Option<Arc<Config>>, String>> = OnceLock::new();
+
+/// Records the config file the command line or the environment names (`None`: the default).
+pub(crate) fn set_config_path(path: Option<PathBuf>) {
+    let _ = EXPLICIT.set(path);
+}
+
+/// The config file, read on first use: `None` when none was named and the default one does
+/// not exist. Its warnings (secrets written in it) are logged once, when it is read.
+///
+/// # Errors
+/// The message of a config file that was named but cannot be read, or that has a mistake.
+pub(crate) fn config() -> Result<Option<Arc<Config>>, String> {
+    LOADED
+        .get_or_init(|| {
+            let explicit = EXPLICIT.get().cloned().flatten();
+            let path = match explicit {
+                Some(p) => p,
+                None => match config::default_path() {
+                    Some(p) if p.exists() || p.is_symlink() => p,
+                    _ => return Ok(None),
+                },
+            };
+            let config = Config::load(&path).map_err(|e| e.to_string())?;
+            for w in config.warnings() {
+                tracing::warn!("{w}");
+            }
+            Ok(Some(Arc::new(config)))
+        })
+        .clone()
+}
+
+/// Resolves a location argument: `NAME:path` through the config file's remotes (the file is
+/// read only for such an argument, so a plain path or URL never depends on it), anything else
+/// as [`location::parse`] reads it.
+///
+/// # Errors
+/// A usage message: a config file that cannot be used, an undefined remote name (the message
+/// says how to define it), a malformed location.
+pub(crate) fn resolve(arg: &str) -> Result<Resolved, String> {
+    if location::remote_name(arg).is_some()
+        && let Some(config) = config()?
+    {
+        return config.resolve(arg).map_err(|e| e.to_string());
+    }
+    location::parse(arg)
+        .map(|location| Resolved {
+            location,
+            remote: None,
+            settings: EnvOverlay::default(),
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// What an exit status means, for the result line of a pair.
+fn outcome(code: u8) -> String {
+    match code {
+        EXIT_OK => "ok".to_owned(),
+        EXIT_FAILED => "failed (exit 1)".to_owned(),
+        EXIT_USAGE => "not run: usage error (exit 2)".to_owned(),
+        EXIT_SAFETY_STOP => "stopped by a safety rule (exit 3)".to_owned(),
+        EXIT_UNREACHABLE => "a side could not be reached (exit 4)".to_owned(),
+        other => format!("exit {other}"),
+    }
+}
+
+/// Runs `syncengine run` and returns the exit status: the highest of the pairs'.
+pub(crate) fn run_pairs(args: RunArgs, verbosity: Verbosity) -> u8 {
+    let config = match config() {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            let default = config::default_path().map_or_else(
+                || "~/.config/syncengine/config.toml".to_owned(),
+                |p| p.display().to_string(),
+            );
+            return usage_error_in(
+                "run",
+                format!(
+                    "no config file: {default} does not exist; create it with [pairs.NAME] \
+                     tables (see `syncengine run --help`), or name one with --config PATH or \
+                     SYNCENGINE_CONFIG"
+                ),
+            );
+        }
+        Err(e) => return usage_error_in("run", e),
+    };
+    let pairs = match config.select(&args.pairs) {
+        Ok(p) => p,
+        Err(e) => return usage_error_in("run", e),
+    };
+    if pairs.is_empty() {
+        return usage_error_in(
+            "run",
+            format!(
+                "{} defines no pairs; add a [pairs.NAME] table with source and destination \
+                 (see `syncengine run --help`)",
+                config.path.display()
+            ),
+        );
+    }
+    let mut results: Vec<(String, Option<u8>)> = Vec::new();
+    for pair in pairs {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            results.push((pair.name.clone(), None));
+            continue;
+        }
+        if verbosity != Verbosity::Quiet {
+            println!(
+                "{}",
+                syncengine::redact::redact(&format!(
+                    "==> {}: {} -> {} ({})",
+                    pair.name, pair.source, pair.destination, pair.mode
+                ))
+            );
+        }
+        let mut argv: Vec<String> = vec!["syncengine".into(), "sync".into()];
+        argv.extend(pair.sync_flags());
+        if args.dry_run {
+            argv.push("--dry-run".into());
+        }
+        if let Some(dir) = &args.state_dir {
+            argv.push(format!("--state-dir={}", dir.display()));
+        }
+        argv.extend(["--".into(), pair.source.clone(), pair.destination.clone()]);
+        // The `sync` command's own parser and code: the same options as on its command line.
+        let code = match Cli::try_parse_from(&argv) {
+            Ok(Cli {
+                command: Command::Sync(sync),
+                ..
+            }) => run_sync(*sync, verbosity),
+            Ok(_) => EXIT_USAGE,
+            Err(e) => {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                eprintln!(
+                    "{}",
+                    syncengine::redact::redact(&format!(
+                        "error: config file {}, line {}: [pairs.{}]: {}",
+                        config.path.display(),
+                        pair.line,
+                        pair.name,
+                        first.trim_start_matches("error: ")
+                    ))
+                );
+                EXIT_USAGE
+            }
+        };
+        results.push((pair.name.clone(), Some(code)));
+    }
+    let mut worst = EXIT_OK;
+    for (name, code) in &results {
+        let line = match code {
+            Some(code) => {
+                worst = worst.max(*code);
+                format!("{name}: {}", outcome(*code))
+            }
+            None => {
+                worst = worst.max(EXIT_FAILED);
+                format!("{name}: not run (interrupted)")
+            }
+        };
+        if verbosity != Verbosity::Quiet {
+            println!("{line}");
+        }
+    }
+    worst
+}
