@@ -573,12 +573,11 @@ fn open_webdav(
     use syncengine_backend_webdav as dav;
     let mut builder = dav::WebDavBuilder::from_env();
     let overridden = |name| settings.overrides(name);
-    if overridden(dav::ENV_USER) || overridden(dav::ENV_PASSWORD) {
-        if let (Some(user), Some(password)) =
+    if (overridden(dav::ENV_USER) || overridden(dav::ENV_PASSWORD))
+        && let (Some(user), Some(password)) =
             (settings.var(dav::ENV_USER), settings.var(dav::ENV_PASSWORD))
-        {
-            builder = builder.with_credentials(user, password);
-        }
+    {
+        builder = builder.with_credentials(user, password);
     }
     if overridden(dav::ENV_CA_FILE)
         && let Some(file) = settings.var(dav::ENV_CA_FILE)

@@ -2,6 +2,9 @@
 //! suggestion and the line, bad durations and modes, secrets written in the file), `NAME:path`
 //! locations on the command line and in the file, one state for a pair run by a remote's name
 //! and by its URL (local and S3 on moto), and `syncengine run [PAIR...]` with its exit status.
+#![cfg(feature = "cli")]
+// Test helpers panic on purpose: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/cli.rs"]
 mod cli;
@@ -601,9 +604,9 @@ fn odd_names_and_files_give_clear_errors() {
         assert_eq!(err.line, Some(2), "{bad}: {err}");
     }
     // A NAME:path for a remote the file does not define, with a suggestion.
-    let err = parse(&format!(
-        "[remotes.usb]\nurl = \"/mnt/usb\"\n[pairs.p]\nsource = \"/data/a\"\ndestination = \"ubs:x\"\n"
-    ))
+    let err = parse(
+        "[remotes.usb]\nurl = \"/mnt/usb\"\n[pairs.p]\nsource = \"/data/a\"\ndestination = \"ubs:x\"\n",
+    )
     .unwrap_err();
     assert!(
         err.message.contains("remote `ubs`") && err.message.contains("did you mean `usb`?"),
