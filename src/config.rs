@@ -554,7 +554,11 @@ impl Config {
     /// value of the wrong type, a bad mode, duration or location, an undefined remote in
     /// `NAME:path`, a relative local path, a name that cannot be used.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let p = Parser { text, file: path };
+        let p = Parser {
+            text,
+            file: path,
+            warnings: std::cell::RefCell::default(),
+        };
         let doc = DeTable::parse(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             p.error(span, e.message().trim_end().to_owned())
@@ -590,7 +594,7 @@ impl Config {
         };
         if let Some(remotes) = table("remotes") {
             for (name, body) in remotes {
-                let remote = p.remote(name, body, &mut config.warnings)?;
+                let remote = p.remote(name, body)?;
                 config.remotes.insert(remote.name.clone(), remote);
             }
         }
@@ -600,6 +604,7 @@ impl Config {
                 config.pairs.insert(pair.name.clone(), pair);
             }
         }
+        config.warnings = p.warnings.into_inner();
         Ok(config)
     }
 
@@ -741,6 +746,8 @@ fn valid_pair_name(name: &str) -> bool {
 struct Parser<'a> {
     text: &'a str,
     file: &'a Path,
+    /// Warnings so far (secrets written in the file).
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 type Key<'i> = Spanned<toml::de::DeString<'i>>;
@@ -900,8 +907,16 @@ impl Parser<'_> {
             return Err(at("empty location".into()));
         }
         let text = expand_tilde(&text).map_err(at)?;
+        self.warn_url_password(key, place, &text, &v.span());
         if let Some(name) = location::remote_name(&text) {
             if remotes.contains_key(name) {
+                let rest = text.split_once(':').map_or("", |(_, r)| r);
+                if rest.split('/').any(|s| s == "..") {
+                    return Err(at(format!(
+                        "{text:?}: `..` would leave the folder of the remote `{name}`; name a \
+                         path inside it"
+                    )));
+                }
                 return Ok(text);
             }
             let defined: Vec<&str> = remotes.keys().map(String::as_str).collect();
@@ -938,12 +953,20 @@ impl Parser<'_> {
         Ok(text)
     }
 
-    fn remote(
-        &self,
-        name: &Key<'_>,
-        body: &Value<'_>,
-        warnings: &mut Vec<String>,
-    ) -> Result<Remote, ConfigError> {
+    /// Warns when the URL `text` (the value at `span`) holds a password.
+    fn warn_url_password(&self, key: &str, place: &str, text: &str, span: &Range<usize>) {
+        if syncengine_core::identity::redact_url(text) != text {
+            self.warnings.borrow_mut().push(format!(
+                "config file {}, line {}: the `{key}` of {place} holds a password (user:password@); \
+                 it works, but anyone who can read the file can read it: keep it in an \
+                 environment variable (a [remotes.NAME] table with password_env = \"VARIABLE\")",
+                self.file.display(),
+                self.line(span.start)
+            ));
+        }
+    }
+
+    fn remote(&self, name: &Key<'_>, body: &Value<'_>) -> Result<Remote, ConfigError> {
         let id = name.get_ref().to_string();
         let place = format!("[remotes.{id}]");
         let name_error = |why: &str| {
@@ -987,6 +1010,7 @@ impl Parser<'_> {
         let at =
             |message: String| self.error(url_value.span(), format!("`url` in {place}: {message}"));
         let url = expand_tilde(&url).map_err(at)?;
+        self.warn_url_password("url", &place, &url, &url_value.span());
         let location = match location::parse(&url) {
             Ok(Location::Local(path)) if !path.is_absolute() => {
                 return Err(at(format!(
@@ -1072,7 +1096,7 @@ impl Parser<'_> {
                 };
                 if spec.secret {
                     let line = self.line(k.span().start);
-                    warnings.push(format!(
+                    self.warnings.borrow_mut().push(format!(
                         "config file {}, line {line}: the secret `{given}` of {place} is written \
                          in the file; it works, but anyone who can read the file can read it: \
                          keep it in an environment variable and write {given}_env = \"VARIABLE\" \

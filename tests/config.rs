@@ -767,3 +767,60 @@ fn an_s3_remote_by_name_and_by_url_shares_one_state() {
         "{err}"
     );
 }
+
+/// Found by attacking the first version: a `..` in a pair's `REMOTE:path` is refused when the
+/// file is read (with its line), not only when the pair runs; a URL with a password in the
+/// file gets the secret warning too; `SYNCENGINE_CONFIG` set but empty means the default file
+/// (it made every command a usage error); a `paused` pair is skipped unless named.
+#[test]
+fn findings_of_the_attack() {
+    let parse = |text: &str| Config::parse(text, Path::new("c.toml"));
+    let err = parse(
+        "[remotes.usb]\nurl = \"/mnt/usb\"\n[pairs.p]\nsource = \"/data/a\"\ndestination = \"usb:x/../../etc\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.line, Some(5), "{err}");
+    assert!(err.message.contains("would leave the folder"), "{err}");
+
+    let config = parse(
+        "[remotes.nas]\nurl = \"webdav://me:pa55word@nas/dav\"\n[pairs.p]\nsource = \"/data/a\"\ndestination = \"sftp://me:other-pass@host/x\"\n",
+    )
+    .unwrap();
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("line 2") && warnings[0].contains("`url` of [remotes.nas]"));
+    assert!(warnings[1].contains("line 5") && warnings[1].contains("`destination` of [pairs.p]"));
+    assert!(
+        warnings
+            .iter()
+            .all(|w| !w.contains("pa55word") && !w.contains("other-pass"))
+    );
+
+    let sb = Sandbox::new();
+    write_files(&sb.path("a"), &[("x.txt", "x")]);
+    write_files(&sb.path("c"), &[("y.txt", "y")]);
+    let (a, b) = (sb.p("a"), sb.p("b"));
+    let (code, _, err) = sb.run(&["sync", &a, &b, "-q"], &[("SYNCENGINE_CONFIG", "")]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = sb.run(&["run"], &[("SYNCENGINE_CONFIG", "")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no config file"), "{err}");
+
+    sb.config(&format!(
+        "[pairs.on]\nsource = \"{}\"\ndestination = \"{}\"\n[pairs.off]\nsource = \"{}\"\ndestination = \"{}\"\npaused = true\n",
+        sb.p("a"),
+        sb.p("b"),
+        sb.p("c"),
+        sb.p("d"),
+    ));
+    let (code, out, err) = sb.with_config(&["run"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("off: paused in the config file, not run"),
+        "{out}"
+    );
+    assert!(!sb.path("d").exists(), "a paused pair ran");
+    let (code, out, err) = sb.with_config(&["run", "off"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(sb.path("d/y.txt").exists(), "{out}");
+}

@@ -216,14 +216,11 @@ struct Cli {
     )]
     quiet: bool,
     /// The config file (remotes for NAME:path locations, pairs for `run`) [default:
-    /// $XDG_CONFIG_HOME/syncengine/config.toml, else ~/.config/syncengine/config.toml].
-    #[arg(
-        long,
-        value_name = "PATH",
-        global = true,
-        env = "SYNCENGINE_CONFIG",
-        display_order = 100
-    )]
+    /// $SYNCENGINE_CONFIG, else $XDG_CONFIG_HOME/syncengine/config.toml, else
+    /// ~/.config/syncengine/config.toml].
+    // SYNCENGINE_CONFIG is read by `run::set_config_path`, not by clap: set but empty, it means
+    // the default, instead of a usage error for every command.
+    #[arg(long, value_name = "PATH", global = true, display_order = 100)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,

@@ -22,7 +22,8 @@ THE CONFIG FILE:
   their settings; [pairs.NAME] tables are the pairs this command syncs. A pair's keys are the
   long flags of `syncengine sync` with _ for - (source, destination, mode, conflict, exclude,
   include, max_delete, transfers, ...; see `syncengine sync --help`); watch, poll_interval,
-  rescan_interval and paused are read and checked now, for the continuous service.
+  rescan_interval and paused are read and checked now, for the continuous service; a pair
+  with paused = true is skipped by `syncengine run` unless named on its command line.
   Durations are written \"90s\", \"5m\", \"1h\"; ~ is your home directory; local paths must be
   absolute (or ~/...). A location written NAME:path is the remote NAME's url with /path
   appended, here and on the `sync` command line; a NAME no [remotes.NAME] defines is refused.
@@ -103,8 +104,14 @@ static EXPLICIT: OnceLock<Option<PathBuf>> = OnceLock::new();
 /// The config file, read at most once per process.
 static LOADED: OnceLock<Result<Option<Arc<Config>>, String>> = OnceLock::new();
 
-/// Records the config file the command line or the environment names (`None`: the default).
-pub(crate) fn set_config_path(path: Option<PathBuf>) {
+/// Records the config file `--config` names, else the one `SYNCENGINE_CONFIG` names (set and
+/// not empty); `None`: the default file.
+pub(crate) fn set_config_path(flag: Option<PathBuf>) {
+    let path = flag.or_else(|| {
+        std::env::var_os(config::CONFIG_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
     let _ = EXPLICIT.set(path);
 }
 
@@ -155,6 +162,16 @@ pub(crate) fn resolve(arg: &str) -> Result<Resolved, String> {
         .map_err(|e| e.to_string())
 }
 
+/// What became of one pair of a `run`.
+enum Outcome {
+    /// It ran, with this exit status.
+    Ran(u8),
+    /// Not run: Ctrl-C stopped an earlier pair.
+    Interrupted,
+    /// Not run: `paused = true` in the file, and not named on the command line.
+    Paused,
+}
+
 /// What an exit status means, for the result line of a pair.
 fn outcome(code: u8) -> String {
     match code {
@@ -201,10 +218,16 @@ pub(crate) fn run_pairs(args: RunArgs, verbosity: Verbosity) -> u8 {
             ),
         );
     }
-    let mut results: Vec<(String, Option<u8>)> = Vec::new();
+    // A pair marked `paused` in the file is left alone unless named.
+    let named = !args.pairs.is_empty();
+    let mut results: Vec<(String, Outcome)> = Vec::new();
     for pair in pairs {
         if INTERRUPTED.load(Ordering::SeqCst) {
-            results.push((pair.name.clone(), None));
+            results.push((pair.name.clone(), Outcome::Interrupted));
+            continue;
+        }
+        if pair.paused && !named {
+            results.push((pair.name.clone(), Outcome::Paused));
             continue;
         }
         if verbosity != Verbosity::Quiet {
@@ -248,18 +271,23 @@ pub(crate) fn run_pairs(args: RunArgs, verbosity: Verbosity) -> u8 {
                 EXIT_USAGE
             }
         };
-        results.push((pair.name.clone(), Some(code)));
+        results.push((pair.name.clone(), Outcome::Ran(code)));
     }
     let mut worst = EXIT_OK;
     for (name, code) in &results {
         let line = match code {
-            Some(code) => {
+            Outcome::Ran(code) => {
                 worst = worst.max(*code);
                 format!("{name}: {}", outcome(*code))
             }
-            None => {
+            Outcome::Interrupted => {
                 worst = worst.max(EXIT_FAILED);
                 format!("{name}: not run (interrupted)")
+            }
+            Outcome::Paused => {
+                format!(
+                    "{name}: paused in the config file, not run (`syncengine run {name}` runs it)"
+                )
             }
         };
         if verbosity != Verbosity::Quiet {
