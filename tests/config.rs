@@ -824,3 +824,55 @@ fn findings_of_the_attack() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(sb.path("d/y.txt").exists(), "{out}");
 }
+
+/// The sample's `profile` key against moto: the remote's profile gives endpoint, region and
+/// keys from ~/.aws, with no AWS_PROFILE in the environment (without it the run would go to
+/// AWS itself and fail). moto takes any key, so that the profile's keys win over the
+/// environment's is checked on the overlay, in `the_issue_sample_parses_as_written`.
+#[test]
+#[cfg(feature = "s3")]
+fn a_remote_profile_gives_its_endpoint_and_keys() {
+    let Some(endpoint) = cli::moto() else { return };
+    let sb = Sandbox::new();
+    let aws = sb.path("home/.aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("config"),
+        format!("[profile home]\nregion = us-east-1\nendpoint_url = {endpoint}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        aws.join("credentials"),
+        "[home]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("config-profile-{}-{nanos}", std::process::id());
+    write_files(&sb.path("a"), &[("x.txt", "x")]);
+    sb.config(&format!(
+        "[remotes.bucket]\nurl = \"s3://test/{prefix}\"\nprofile = \"home\"\n\n\
+         [pairs.p]\nsource = \"{}\"\ndestination = \"bucket:\"\nmode = \"source-backup\"\n",
+        sb.p("a")
+    ));
+    let config = sb.p("config.toml");
+    let env = [
+        ("AWS_PROFILE", ""),
+        ("AWS_ENDPOINT_URL", ""),
+        ("AWS_ENDPOINT_URL_S3", ""),
+        ("AWS_ENDPOINT", ""),
+        ("AWS_REGION", ""),
+        ("AWS_ALLOW_HTTP", ""),
+        ("AWS_CONFIG_FILE", ""),
+        ("AWS_SHARED_CREDENTIALS_FILE", ""),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        // Meant for another store (moto would accept them anyway).
+        ("AWS_ACCESS_KEY_ID", "wrong-key"),
+        ("AWS_SECRET_ACCESS_KEY", "wrong-secret"),
+    ];
+    let (code, out, err) = sb.run(&["--config", &config, "run"], &env);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("p: ok") && out.contains("1 uploaded"), "{out}");
+}
