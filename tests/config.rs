@@ -876,3 +876,32 @@ fn a_remote_profile_gives_its_endpoint_and_keys() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("p: ok") && out.contains("1 uploaded"), "{out}");
 }
+
+/// The empty-side hint of a pair with a `NAME:path` root names the config file that defines
+/// NAME, so the printed command runs as printed; and it restores the files.
+#[test]
+fn the_restore_hint_of_a_named_remote_keeps_the_config() {
+    let sb = Sandbox::new();
+    write_files(
+        &sb.path("a"),
+        &[("1.txt", "1"), ("2.txt", "2"), ("3.txt", "3")],
+    );
+    sb.config(&format!("[remotes.usb]\nurl = \"{}\"\n", sb.p("usb")));
+    let a = sb.p("a");
+    let (code, _, err) = sb.with_config(&["sync", &a, "usb:b", "-q"]);
+    assert_eq!(code, Some(0), "{err}");
+    for i in 1..=3 {
+        std::fs::remove_file(sb.path(&format!("a/{i}.txt"))).unwrap();
+    }
+    let (code, _, err) = sb.with_config(&["sync", &a, "usb:b"]);
+    assert_eq!(code, Some(3), "{err}");
+    let hint = err.lines().find(|l| l.starts_with("hint:")).unwrap();
+    let command = &hint[hint.find("syncengine ").unwrap()..];
+    let expected = format!("syncengine --config={} sync {a} usb:b", sb.p("config.toml"));
+    assert!(command.starts_with(&expected), "{hint}");
+    // Run it as printed (no quoting needed for these paths).
+    let words: Vec<&str> = command.split(' ').skip(1).collect();
+    let (code, _, err) = sb.run(&words, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(cli::disk_files(&sb.path("a")).len(), 3);
+}

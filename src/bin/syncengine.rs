@@ -1341,8 +1341,19 @@ fn restore_hint(args: &SyncArgs, e: &SyncError) -> Option<String> {
     // The protection stays, except on the emptied side itself, which the restore writes to.
     let kept_protection: Vec<Side> = args.protect.iter().copied().filter(|p| p != side).collect();
     let lifts = args.protect.contains(side);
-    let mut command = vec![
-        "syncengine".to_owned(),
+    let mut command = vec!["syncengine".to_owned()];
+    // A NAME:path root needs the config file that defines NAME.
+    if let Some(config) = run::explicit_path()
+        && [&args.source, &args.destination]
+            .iter()
+            .any(|a| location::remote_name(a).is_some())
+    {
+        command.push(format!(
+            "--config={}",
+            shell_quote(&config.to_string_lossy())
+        ));
+    }
+    command.extend([
         "sync".to_owned(),
         // A root given after `--` as `-name` is a relative path: `./-name` is read as one.
         shell_quote(&hint_root(&args.source)),
@@ -1350,7 +1361,7 @@ fn restore_hint(args: &SyncArgs, e: &SyncError) -> Option<String> {
         "--mode".to_owned(),
         syncengine::error::restoring_mode(*side).to_string(),
         "--force".to_owned(),
-    ];
+    ]);
     // A missing root comes back without its id file: the run that re-creates it accepts it
     // as the side's new root (it deletes nothing), or it would stop at the identity check.
     if *missing {

@@ -115,6 +115,11 @@ pub(crate) fn set_config_path(flag: Option<PathBuf>) {
     let _ = EXPLICIT.set(path);
 }
 
+/// The config file `--config` or `SYNCENGINE_CONFIG` names, if one does.
+pub(crate) fn explicit_path() -> Option<PathBuf> {
+    EXPLICIT.get().cloned().flatten()
+}
+
 /// The config file, read on first use: `None` when none was named and the default one does
 /// not exist. Its warnings (secrets written in it) are logged once, when it is read.
 ///
@@ -123,8 +128,7 @@ pub(crate) fn set_config_path(flag: Option<PathBuf>) {
 pub(crate) fn config() -> Result<Option<Arc<Config>>, String> {
     LOADED
         .get_or_init(|| {
-            let explicit = EXPLICIT.get().cloned().flatten();
-            let path = match explicit {
+            let path = match explicit_path() {
                 Some(p) => p,
                 None => match config::default_path() {
                     Some(p) if p.exists() || p.is_symlink() => p,
