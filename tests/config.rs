@@ -905,3 +905,37 @@ fn the_restore_hint_of_a_named_remote_keeps_the_config() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(cli::disk_files(&sb.path("a")).len(), 3);
 }
+
+/// `--trash-dir NAME:path` on sync and on `trash list` reaches the same place: the remote's
+/// folder.
+#[test]
+fn a_trash_dir_on_a_named_remote() {
+    let sb = Sandbox::new();
+    write_files(
+        &sb.path("a"),
+        &[("x.txt", "x"), ("y.txt", "y"), ("z.txt", "z")],
+    );
+    sb.config(&format!("[remotes.vault]\nurl = \"{}\"\n", sb.p("vault")));
+    let (a, b) = (sb.p("a"), sb.p("b"));
+    let sync = ["sync", &a, &b, "--trash-dir", "vault:trash", "-q"];
+    let (code, _, err) = sb.with_config(&sync);
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::remove_file(sb.path("a/x.txt")).unwrap();
+    let (code, _, err) = sb.with_config(&sync);
+    assert_eq!(code, Some(0), "{err}");
+    // Under the remote's folder, the destination's side.
+    let kept = cli::disk_files(&sb.path("vault/trash/destination"));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept.keys().all(|k| k.ends_with("x.txt")), "{kept:?}");
+    let (code, out, err) = sb.with_config(&[
+        "trash",
+        "list",
+        &b,
+        "--trash-dir",
+        "vault:trash",
+        "--side",
+        "destination",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("x.txt"), "{out}");
+}

@@ -205,28 +205,32 @@ async fn open(action: &str, place: &Place) -> Result<Opened, u8> {
             return Err(code);
         }
     };
-    let (trash, shown) = match (&place.trash_dir, &place.side) {
-        (Some(url), Some(side)) => {
-            let mut base =
-                location::parse(url).map_err(|e| usage(action, &format!("--trash-dir: {e}")))?;
-            if let Some(path) = base.local_path() {
-                base = location::Location::Local(location::normalize_local(path));
-            }
-            let loc = base.join(side);
-            let client = location::open_with_timeouts(&loc, timeouts).map_err(|e| match e {
-                location::LocationError::CannotLogIn { .. } => {
-                    say(&format!("error: cannot reach the trash {loc}: {e}"));
-                    EXIT_UNREACHABLE
+    let (trash, shown) =
+        match (&place.trash_dir, &place.side) {
+            (Some(url), Some(side)) => {
+                // NAME:path through the config file's remotes, as for sync's --trash-dir.
+                let resolved = crate::run::resolve(url)
+                    .map_err(|e| usage(action, &format!("--trash-dir: {e}")))?;
+                let mut base = resolved.location;
+                if let Some(path) = base.local_path() {
+                    base = location::Location::Local(location::normalize_local(path));
                 }
-                _ => usage(action, &format!("--trash-dir: {e}")),
-            })?;
-            (Trash::elsewhere(client), loc.to_string())
-        }
-        _ => (
-            Trash::of_root(root.client.clone()),
-            format!("the trash of {}", root.location),
-        ),
-    };
+                let loc = base.join(side);
+                let client = location::open_with_settings(&loc, timeouts, &resolved.settings)
+                    .map_err(|e| match e {
+                        location::LocationError::CannotLogIn { .. } => {
+                            say(&format!("error: cannot reach the trash {loc}: {e}"));
+                            EXIT_UNREACHABLE
+                        }
+                        _ => usage(action, &format!("--trash-dir: {e}")),
+                    })?;
+                (Trash::elsewhere(client), loc.to_string())
+            }
+            _ => (
+                Trash::of_root(root.client.clone()),
+                format!("the trash of {}", root.location),
+            ),
+        };
     for client in [&root.client, trash.client()] {
         if let Err(e) = client.check_access().await {
             say(&format!("error: cannot reach {client}: {e}"));
