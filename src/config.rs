@@ -561,7 +561,13 @@ impl Config {
         };
         let doc = DeTable::parse(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            p.error(span, e.message().trim_end().to_owned())
+            let message = e.message().trim_end();
+            let message = if message == "duplicate key" {
+                "duplicate key: this key or table is already defined above; keep one".to_owned()
+            } else {
+                message.to_owned()
+            };
+            p.error(span, message)
         })?;
         let mut config = Config {
             path: path.to_path_buf(),
@@ -931,6 +937,10 @@ impl Parser<'_> {
             )));
         }
         match location::parse(&text) {
+            Ok(Location::Local(_)) if remotes.contains_key(&text) => Err(at(format!(
+                "{text:?} is a relative path; for the root of the remote `{text}` write \
+                 \"{text}:\""
+            ))),
             Ok(Location::Local(path)) if !path.is_absolute() => Err(at(format!(
                 "{text:?} is a relative path, which would depend on the folder the command \
                  runs in; write an absolute path or ~/…"

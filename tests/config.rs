@@ -612,6 +612,16 @@ fn odd_names_and_files_give_clear_errors() {
         err.message.contains("remote `ubs`") && err.message.contains("did you mean `usb`?"),
         "{err}"
     );
+    // A remote's name without its colon is a relative path: the message says so.
+    let err = parse(
+        "[remotes.usb]\nurl = \"/mnt/usb\"\n[pairs.p]\nsource = \"/data/a\"\ndestination = \"usb\"\n",
+    )
+    .unwrap_err();
+    assert!(err.message.contains("write \"usb:\""), "{err}");
+    // A pair defined twice.
+    let err = parse(&format!("[pairs.p]\n{pair}[pairs.p]\n")).unwrap_err();
+    assert_eq!(err.line, Some(4), "{err}");
+    assert!(err.message.contains("already defined"), "{err}");
     // A remote's url naming another remote, or relative.
     assert!(
         parse("[remotes.aa]\nurl = \"bb:x\"\n")
@@ -682,16 +692,25 @@ fn odd_names_and_files_give_clear_errors() {
     assert!(err.contains("not UTF-8"), "{err}");
 }
 
-/// An unreadable config file (mode 000): an error that says so. Root reads any file, so the
-/// case only exists for other users: skipped with a message when running as root.
+/// A config file that cannot be read: an error that says why and what to do. A path through
+/// a file (not a folder) cannot be read by anyone, root included; a mode-000 file only by
+/// other users than root (that part is skipped, with a message, when running as root).
 #[test]
 fn an_unreadable_config_is_an_error() {
     use std::os::unix::fs::PermissionsExt;
     let sb = Sandbox::new();
+    std::fs::write(sb.path("plain"), "x").unwrap();
+    let through_a_file = sb.p("plain/config.toml");
+    let (code, _, err) = sb.run(&["--config", &through_a_file, "run"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("plain/config.toml") && err.contains("cannot read the file"),
+        "{err}"
+    );
     let path = sb.config("[pairs]\n");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
     if std::fs::read(&path).is_ok() {
-        eprintln!("running as root: a mode-000 file is still readable; skipped");
+        eprintln!("running as root: a mode-000 file is still readable; that part skipped");
         return;
     }
     let (code, _, err) = sb.with_config(&["run"]);
