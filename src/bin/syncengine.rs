@@ -77,6 +77,8 @@ LOCATIONS:
   A local path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
   webdav://host[:port]/path, webdavs://host[:port]/path, sftp://user@host[:port]/path.
   Remote schemes need the backend's cargo feature (s3, gcs, azure, webdav, sftp).
+  NAME:path is the url of the remote NAME that the config file defines ([remotes.NAME], with
+  its settings; see `syncengine run --help`) with /path appended; ./NAME:path is local.
   A missing local folder counts as empty; the first file written creates it.
 
 CREDENTIALS:
