@@ -462,6 +462,7 @@ impl SyncEngine {
             reach: Default::default(),
             vanished: Default::default(),
             recent_trash: Default::default(),
+            backup_flushes: Default::default(),
             protected: opts.protected.first().copied(),
             protected_follow_ups: Default::default(),
             trashed: Default::default(),

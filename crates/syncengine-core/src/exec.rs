@@ -54,6 +54,7 @@ use crate::path::RelPath;
 use crate::plan::{Action, Plan};
 use crate::progress::{ActionReport, ProgressEvent};
 use crate::reconcile::BaseStream;
+use crate::shared_flush::SharedFlush;
 use crate::spill::{SpillVec, spill_error};
 use crate::state::{BaseRecord, BaseUpdate, Intent, IntentBatch, SideRecord, StateStore};
 use crate::stats::SyncStats;
@@ -119,6 +120,9 @@ pub struct Executor {
     /// one left, by the path they were trashed from; listed once, at the side's first trash
     /// move by copy (see [`Executor::drop_extra_copies`]).
     pub(crate) recent_trash: [tokio::sync::OnceCell<HashMap<RelPath, Vec<RelPath>>>; 2],
+    /// Per side (source, destination), the barriers of its backup dir, shared by the copies
+    /// waiting on one at the same time ([`SharedFlush`]).
+    pub(crate) backup_flushes: [SharedFlush; 2],
     /// The side the run never writes to ([`crate::protect`]). The plan holds no action that
     /// changes it; the copies actions ask for as they run (a kept conflict loser going to the
     /// other side) are left out here, and counted as protected.
@@ -1558,9 +1562,19 @@ impl Executor {
             match result {
                 // The copy is all that will be left of this version: durable before the
                 // caller deletes or overwrites the original. The run's barriers flush only
-                // the two sides, and the backup dir may be another disk (one flush per
-                // file; a no-op where writes are durable when they return).
-                Ok(_) => return self.retry(|| backup.sync_written()).await,
+                // the two sides, and the backup dir may be another disk: a barrier of the
+                // backup dir's own, shared with the copies waiting at the same time (a no-op
+                // where writes are durable when they return).
+                Ok(_) => {
+                    let flushes = &self.backup_flushes[side_index(side)];
+                    let ticket = flushes.written();
+                    let (backup, attempts) = (backup.clone(), self.attempts);
+                    return flushes
+                        .flushed(ticket, backup.backend(), move || async move {
+                            retry_transient(attempts, || backup.sync_written()).await
+                        })
+                        .await;
+                }
                 Err(Error::AlreadyExists { .. }) => continue,
                 Err(_) if in_the_way(backup.as_ref(), &target).await => continue,
                 Err(e) => return Err(e),

@@ -55,6 +55,7 @@ pub mod protect;
 pub mod prune;
 pub mod reconcile;
 pub mod redact;
+pub(crate) mod shared_flush;
 pub mod spill;
 pub mod stall;
 pub mod state;

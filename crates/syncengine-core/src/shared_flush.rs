@@ -1,0 +1,195 @@
+//! [`SharedFlush`]: one [`sync_written`](crate::StorageClient::sync_written) barrier for the
+//! writes of many actions waiting on it at once.
+//!
+//! A copy into a backup dir must be durable before its original is deleted or overwritten,
+//! so each such action waits for a barrier after its copy. One barrier per file made a mass
+//! deletion with a backup dir pay one `syncfs` per file. Here the actions that wait together
+//! share one: a barrier serves every write that had returned before it started, and an
+//! action whose write an earlier barrier already covered does not wait for a new one.
+//!
+//! A failed barrier fails every write it covered (a filesystem reports a writeback error
+//! once: a second barrier would succeed without the data). A barrier runs to its end in a
+//! task of its own, so its outcome is kept even when the action that started it is dropped.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::Error;
+
+/// The last barrier's outcome: the writes it covered (tickets up to this one) and its error
+/// message, if it failed.
+type Outcome = (u64, Result<(), String>);
+
+/// Shared barriers over one client's writes. See the [module docs](self).
+#[derive(Debug, Default)]
+pub(crate) struct SharedFlush {
+    /// Writes that returned so far; a write's ticket is the count once it is counted.
+    written: AtomicU64,
+    last: Arc<tokio::sync::Mutex<Option<Outcome>>>,
+}
+
+impl SharedFlush {
+    /// Counts a write that returned; pass the ticket to [`flushed`](Self::flushed).
+    pub(crate) fn written(&self) -> u64 {
+        self.written.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Returns once a barrier (`barrier`, of the client `backend` names) that started after
+    /// the write with `ticket` returned has succeeded; the error of the barrier that covered
+    /// it otherwise. `barrier` is called only when no finished barrier covers the write.
+    pub(crate) async fn flushed<F>(
+        &self,
+        ticket: u64,
+        backend: &'static str,
+        barrier: impl FnOnce() -> F,
+    ) -> Result<(), Error>
+    where
+        F: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        let mut guard = self.last.clone().lock_owned().await;
+        if let Some((covered, outcome)) = guard.as_ref()
+            && *covered >= ticket
+        {
+            return rebuilt(backend, outcome);
+        }
+        // Under the lock: every write counted by now has returned, and this barrier starts
+        // after them.
+        let covers = self.written.load(Ordering::SeqCst);
+        let barrier = barrier();
+        let task = tokio::spawn(async move {
+            let outcome = barrier.await.map_err(|e| e.to_string());
+            *guard = Some((covers, outcome.clone()));
+            outcome
+        });
+        match task.await {
+            Ok(outcome) => rebuilt(backend, &outcome),
+            Err(e) => Err(Error::other(backend, "", format!("the flush failed: {e}"))),
+        }
+    }
+}
+
+fn rebuilt(backend: &'static str, outcome: &Result<(), String>) -> Result<(), Error> {
+    outcome
+        .as_ref()
+        .map(|_| ())
+        .map_err(|message| Error::other(backend, "", message.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    /// A barrier that counts its calls, takes `pause`, and fails when `fail` is set.
+    fn barrier(
+        calls: &Arc<AtomicUsize>,
+        pause: Duration,
+        fail: bool,
+    ) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> {
+        let calls = calls.clone();
+        move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::time::sleep(pause).await;
+                if fail {
+                    Err(Error::other("test", "", "writeback error"))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_waiting_together_share_a_barrier_and_a_later_write_gets_its_own() {
+        let flush = SharedFlush::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let tickets: Vec<u64> = (0..10).map(|_| flush.written()).collect();
+        let waits = tickets.iter().map(|&t| {
+            flush.flushed(
+                t,
+                "test",
+                barrier(&calls, Duration::from_millis(100), false),
+            )
+        });
+        let outcomes = futures::future::join_all(waits).await;
+        assert!(outcomes.iter().all(Result::is_ok));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "ten waiting writes, one barrier"
+        );
+        // A write that returns after that barrier started is not covered by it.
+        let later = flush.written();
+        flush
+            .flushed(later, "test", barrier(&calls, Duration::ZERO, false))
+            .await
+            .expect("flushed");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_made_while_a_barrier_runs_waits_for_the_next_one() {
+        let flush = Arc::new(SharedFlush::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let first = flush.written();
+        let running = tokio::spawn({
+            let (flush, calls) = (flush.clone(), calls.clone());
+            async move {
+                flush
+                    .flushed(
+                        first,
+                        "test",
+                        barrier(&calls, Duration::from_secs(1), false),
+                    )
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let during = flush.written();
+        flush
+            .flushed(during, "test", barrier(&calls, Duration::ZERO, false))
+            .await
+            .expect("flushed");
+        assert!(running.await.expect("joined").is_ok());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "the second write needed its own barrier"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_barrier_fails_every_write_it_covered_even_if_its_starter_went_away() {
+        let flush = Arc::new(SharedFlush::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (a, b) = (flush.written(), flush.written());
+        // The action that starts the barrier is dropped while it runs.
+        let starter = tokio::spawn({
+            let (flush, calls) = (flush.clone(), calls.clone());
+            async move {
+                flush
+                    .flushed(a, "test", barrier(&calls, Duration::from_secs(1), true))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        starter.abort();
+        // The other write it covered gets its error, not a fresh barrier's success.
+        let covered = flush
+            .flushed(b, "test", barrier(&calls, Duration::ZERO, false))
+            .await;
+        assert!(covered.is_err_and(|e| e.to_string().contains("writeback error")));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A later write gets a new barrier.
+        let later = flush.written();
+        assert!(
+            flush
+                .flushed(later, "test", barrier(&calls, Duration::ZERO, false))
+                .await
+                .is_ok()
+        );
+    }
+}
