@@ -852,25 +852,6 @@ pub(crate) fn open_sides(
     Ok((source, destination))
 }
 
-/// The actions a run keeps in flight: `--transfers` when given, else the larger of the
-/// sides' own preference (`Capabilities::preferred_transfers`: 64 for object stores, whose
-/// every request waits a round trip) and the engine's default of 8.
-fn transfers_for(
-    given: Option<u64>,
-    source: &Arc<dyn StorageClient>,
-    destination: &Arc<dyn StorageClient>,
-) -> usize {
-    let default = SyncOptions::default().transfers;
-    match given {
-        // The parser bounds it to 1..=1024, so it fits in usize on every platform.
-        Some(n) => usize::try_from(n).unwrap_or(default),
-        None => [source, destination]
-            .iter()
-            .filter_map(|c| c.capabilities().preferred_transfers)
-            .fold(default, usize::max),
-    }
-}
-
 /// Builds the pair from the arguments, or returns the exit status and message of the failure.
 fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
     // The filters first: a typo in a pattern is a usage error before anything is opened.
@@ -885,15 +866,16 @@ fn build_pair(args: &SyncArgs) -> Result<SyncPair, (u8, String)> {
         .with_conflict(args.conflict)
         .with_conflict_loser(args.conflict_loser)
         .with_dry_run(args.dry_run)
-        .with_transfers(transfers_for(
-            args.transfers,
-            &source.client,
-            &destination.client,
-        ))
         .with_max_delete_percent(args.max_delete)
         .with_force(args.force)
         .with_checksum(args.checksum)
         .with_sort_listings(args.sort_listings);
+    // Not given: the engine takes the larger of its default and the sides' own preference
+    // (`SyncOptions::transfers_for`).
+    if let Some(n) = args.transfers {
+        // The parser bounds it to 1..=1024, so it fits in usize on every platform.
+        options = options.with_transfers(usize::try_from(n).unwrap_or(usize::MAX));
+    }
     if let Some(p) = args.initial {
         options = options.with_initial_preference(p);
     }
@@ -1558,27 +1540,28 @@ mod tests {
 
     #[test]
     fn transfers_default_to_the_sides_preference() {
-        let mem: Arc<dyn StorageClient> = Arc::new(syncengine::MemoryClient::new());
-        assert_eq!(transfers_for(None, &mem, &mem), 8);
-        assert_eq!(transfers_for(Some(3), &mem, &mem), 3);
+        use syncengine::SyncOptions;
+        let mem = syncengine::MemoryClient::new();
+        let given = |n: u64| SyncOptions::default().with_transfers(n as usize);
+        assert_eq!(SyncOptions::default().transfers_for(&mem, &mem), 8);
+        assert_eq!(given(3).transfers_for(&mem, &mem), 3);
         #[cfg(feature = "s3")]
         {
             use syncengine::s3::{DEFAULT_TRANSFERS, S3Builder, StoreKind};
-            let s3: Arc<dyn StorageClient> = Arc::new(
-                S3Builder::for_store(StoreKind::S3, "b")
-                    .with_endpoint("http://127.0.0.1:9")
-                    .with_region("us-east-1")
-                    .with_credentials("a", "b")
-                    .with_allow_http(true)
-                    .build()
-                    .unwrap(),
-            );
+            let s3 = S3Builder::for_store(StoreKind::S3, "b")
+                .with_endpoint("http://127.0.0.1:9")
+                .with_region("us-east-1")
+                .with_credentials("a", "b")
+                .with_allow_http(true)
+                .build()
+                .unwrap();
             assert_eq!(DEFAULT_TRANSFERS, 64);
-            assert_eq!(transfers_for(None, &mem, &s3), DEFAULT_TRANSFERS);
-            assert_eq!(transfers_for(None, &s3, &mem), DEFAULT_TRANSFERS);
+            let default = SyncOptions::default();
+            assert_eq!(default.transfers_for(&mem, &s3), DEFAULT_TRANSFERS);
+            assert_eq!(default.transfers_for(&s3, &mem), DEFAULT_TRANSFERS);
             // Named on the command line: that number, larger or smaller.
-            assert_eq!(transfers_for(Some(2), &s3, &mem), 2);
-            assert_eq!(transfers_for(Some(200), &s3, &mem), 200);
+            assert_eq!(given(2).transfers_for(&s3, &mem), 2);
+            assert_eq!(given(200).transfers_for(&s3, &mem), 200);
         }
     }
 

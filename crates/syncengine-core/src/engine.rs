@@ -443,6 +443,7 @@ impl SyncEngine {
             warnings: plan.warnings.clone(),
             ..SyncStats::default()
         };
+        let transfers = opts.transfers_for(source.as_ref(), destination.as_ref());
         let executor = Executor {
             source,
             destination,
@@ -453,7 +454,7 @@ impl SyncEngine {
             source_recovery: resolve_recovery(&opts.source_recovery),
             destination_recovery: resolve_recovery(&opts.destination_recovery),
             conflict_loser: opts.conflict_loser,
-            transfers: opts.transfers,
+            transfers,
             attempts: opts.attempts,
             mode: pair.mode,
             stale_intents: stale_intents > 0,

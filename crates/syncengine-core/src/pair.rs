@@ -90,8 +90,13 @@ pub struct SyncOptions {
     pub min_age: Option<Duration>,
     /// Plan and report, change nothing (not even the state).
     pub dry_run: bool,
-    /// Actions in flight at once.
+    /// Actions in flight at once, at least: the run raises it to the sides' own preference
+    /// ([`Capabilities::preferred_transfers`](crate::Capabilities::preferred_transfers): 64
+    /// for object stores, whose every request waits a round trip) unless it was set with
+    /// [`SyncOptions::with_transfers`]. See [`SyncOptions::transfers_for`].
     pub transfers: usize,
+    /// Set by [`SyncOptions::with_transfers`]: `transfers` is exactly what runs.
+    transfers_chosen: bool,
     /// Stop before changing anything if a run would delete more than this percentage of the
     /// files on either side (counted after rename matching).
     pub max_delete_percent: u8,
@@ -143,6 +148,7 @@ impl Default for SyncOptions {
             min_age: None,
             dry_run: false,
             transfers: 8,
+            transfers_chosen: false,
             max_delete_percent: 50,
             force: false,
             checksum: false,
@@ -255,10 +261,38 @@ impl SyncOptions {
         self.dry_run = dry_run;
         self
     }
-    /// Sets the number of actions in flight (at least 1).
+    /// Sets the number of actions in flight (at least 1), exactly: the sides' preference no
+    /// longer raises it.
     pub fn with_transfers(mut self, n: usize) -> Self {
         self.transfers = n.max(1);
+        self.transfers_chosen = true;
         self
+    }
+
+    /// The actions a run between `source` and `destination` keeps in flight: the number
+    /// given to [`with_transfers`](Self::with_transfers), else the larger of
+    /// [`transfers`](Self::transfers) (8 by default) and the sides'
+    /// [`preferred_transfers`](crate::Capabilities::preferred_transfers).
+    ///
+    /// ```
+    /// use syncengine_core::{MemoryClient, SyncOptions};
+    ///
+    /// let (a, b) = (MemoryClient::new(), MemoryClient::new());
+    /// assert_eq!(SyncOptions::default().transfers_for(&a, &b), 8);
+    /// assert_eq!(SyncOptions::default().with_transfers(3).transfers_for(&a, &b), 3);
+    /// ```
+    pub fn transfers_for(
+        &self,
+        source: &dyn crate::StorageClient,
+        destination: &dyn crate::StorageClient,
+    ) -> usize {
+        if self.transfers_chosen {
+            return self.transfers.max(1);
+        }
+        [source, destination]
+            .iter()
+            .filter_map(|c| c.capabilities().preferred_transfers)
+            .fold(self.transfers.max(1), usize::max)
     }
     /// Sets the max-delete percentage.
     pub fn with_max_delete_percent(mut self, p: u8) -> Self {
