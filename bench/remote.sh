@@ -4,7 +4,8 @@
 # Rows, per server: 1 000 small files up (local -> remote) and down (remote -> local), and
 # one 1 GiB file up and down. Each row runs syncengine (`sync --mode source-to-destination`,
 # a first run with a fresh state folder) and rclone alternately, REPEATS times, and prints
-# medians of wall time and peak RSS (`/usr/bin/time -v`) and the ratio ours / rclone. Every
+# medians of wall time and peak RSS (`/usr/bin/time -v`) and the ratio ours / rclone (download
+# rows also `rclone copy && sync`, at our durability, and the ratio to it). Every
 # run's destination is checked (file count and total bytes) before the figure counts.
 #
 #   bash scripts/test-servers.sh start            # sshd :2222, wsgidav :8083 (and rclone sftp :2223)
@@ -149,9 +150,14 @@ for server in $SERVERS; do
     for row in $ROWS_WANTED; do
         kind=${row%-*} dir=${row#*-}
         if [[ $kind == small ]]; then expect=$SMALL_STATS; else expect=$BIG_STATS; fi
-        ours_w=() ours_r=() peer_w=() peer_r=() before_w=() before_r=()
+        ours_w=() ours_r=() peer_w=() peer_r=() before_w=() before_r=() durable_w=()
+        # A download lands on this machine's disk: ours is durable when it ends (the engine
+        # flushes the filesystem before it records a copy), rclone's is not. `rclone copy &&
+        # sync` is the peer at the same durability, measured beside it.
+        durable=
+        if [[ $dir == down ]]; then durable=rclone-sync; fi
         for i in $(seq 1 "$REPEATS"); do
-            for tool in ${SE_BEFORE:+before} ours rclone; do
+            for tool in ${SE_BEFORE:+before} ours rclone $durable; do
                 if [[ $dir == up ]]; then
                     rd=$(remote_dir "$server" "$row-$tool-$i")
                     src_ours=$WORK/$kind src_peer=$WORK/$kind
@@ -161,7 +167,7 @@ for server in $SERVERS; do
                     src_ours=$SE_BASE/$rs src_peer=$RC_BASE$rs
                     dst_ours=$WORK/down-$tool dst_peer=$WORK/down-$tool dest_disk=$WORK/down-$tool
                 fi
-                if [[ $tool != rclone ]]; then
+                if [[ $tool == ours || $tool == before ]]; then
                     bin=$SE
                     if [[ $tool == before ]]; then bin=$SE_BEFORE; fi
                     res=$(run_one "$server $row $tool #$i" "$expect" "$dest_disk" \
@@ -172,10 +178,15 @@ for server in $SERVERS; do
                     else
                         ours_w+=("${res% *}") ours_r+=("${res#* }")
                     fi
-                else
+                elif [[ $tool == rclone ]]; then
                     res=$(run_one "$server $row rclone #$i" "$expect" "$dest_disk" \
                         "$RCLONE" copy "$src_peer" "$dst_peer")
                     peer_w+=("${res% *}") peer_r+=("${res#* }")
+                else
+                    # shellcheck disable=SC2016 # expanded by the inner shell
+                    res=$(run_one "$server $row rclone && sync #$i" "$expect" "$dest_disk" \
+                        bash -c '"$0" copy "$1" "$2" && sync' "$RCLONE" "$src_peer" "$dst_peer")
+                    durable_w+=("${res% *}")
                 fi
                 echo "  $server $row $tool #$i: $res" >&2
                 rm -rf "$dest_disk" "$WORK/state-$row-$i"
@@ -184,6 +195,12 @@ for server in $SERVERS; do
         mw=$(printf '%s\n' "${ours_w[@]}" | median) mr=$(printf '%s\n' "${ours_r[@]}" | median)
         pw=$(printf '%s\n' "${peer_w[@]}" | median) pr=$(printf '%s\n' "${peer_r[@]}" | median)
         ratio=$(awk -v a="$mw" -v b="$pw" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+        dw=- dratio=-
+        if [[ -n $durable ]]; then
+            dw=$(printf '%s\n' "${durable_w[@]}" | median)
+            dratio=$(awk -v a="$mw" -v b="$dw" 'BEGIN { printf "%.2f×", (b > 0 ? a / b : 0) }')
+            dw="$dw s"
+        fi
         case $row in
         small-up) what="$N small files, local -> $server" ;;
         small-down) what="$N small files, $server -> local" ;;
@@ -196,8 +213,8 @@ for server in $SERVERS; do
             bratio=$(awk -v a="$bw" -v b="$pw" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
             before=$(printf ' %7s s | %6s MiB | %5s× |' "$bw" "$br" "$bratio")
         fi
-        TABLE+=("$(printf '| %-34s |%s %7s s | %6s MiB | %7s s | %6s MiB | %5s× |' \
-            "$what" "$before" "$mw" "$mr" "$pw" "$pr" "$ratio")")
+        TABLE+=("$(printf '| %-34s |%s %7s s | %6s MiB | %7s s | %6s MiB | %5s× | %9s | %6s |' \
+            "$what" "$before" "$mw" "$mr" "$pw" "$pr" "$ratio" "$dw" "$dratio")")
         echo "${TABLE[-1]}" >&2
     done
 done
@@ -208,10 +225,12 @@ echo "ours: $SE_VERSION; peer: $RCLONE_VERSION (defaults; SFTP hash check $([[ $
 if [[ -n ${SE_BEFORE:-} ]]; then
     echo "before: $SE_BEFORE"
     printf '| %-34s | %9s | %10s | %6s ' "work" "before" "before RSS" "ratio"
-    printf '| %9s | %10s | %9s | %10s | %6s |\n' "ours" "ours RSS" "rclone" "rclone RSS" "ratio"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    printf '| %9s | %10s | %9s | %10s | %6s | %9s | %6s |\n' "ours" "ours RSS" "rclone" "rclone RSS" "ratio" \
+        "rclone && sync" "ratio"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
 else
-    printf '| %-34s | %9s | %10s | %9s | %10s | %6s |\n' "work" "ours" "ours RSS" "rclone" "rclone RSS" "ratio"
-    echo "|---|---|---|---|---|---|"
+    printf '| %-34s | %9s | %10s | %9s | %10s | %6s | %9s | %6s |\n' "work" "ours" "ours RSS" "rclone" \
+        "rclone RSS" "ratio" "rclone && sync" "ratio"
+    echo "|---|---|---|---|---|---|---|---|"
 fi
 printf '%s\n' "${TABLE[@]}"
