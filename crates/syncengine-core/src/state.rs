@@ -1115,13 +1115,44 @@ fn migrate_2_to_3(tx: &rusqlite::Transaction<'_>, has_intents: bool) -> rusqlite
 }
 
 /// The copy intents: one row per batch, its intents as a JSON array of [`StoredIntent`].
-const INTENT_BATCHES_TABLE: &str =
-    "CREATE TABLE IF NOT EXISTS intent_batches(id INTEGER PRIMARY KEY, intents TEXT NOT NULL);";
+///
+/// Batch ids are never used twice (`AUTOINCREMENT`): a run that was dropped may still settle
+/// its batch after the next run recorded one (its blocking call lands late), and with a
+/// reused id it would clear the next run's intents.
+const INTENT_BATCHES_TABLE: &str = "CREATE TABLE IF NOT EXISTS intent_batches(\
+     id INTEGER PRIMARY KEY AUTOINCREMENT, intents TEXT NOT NULL);";
 
-/// Creates the intents table where it is missing (it holds nothing a run cannot do without).
+/// Creates the intents table where it is missing (it holds nothing a run cannot do without),
+/// and gives one made before batch ids were never reused its `AUTOINCREMENT`, its batches
+/// kept.
 fn init_intents(conn: &Connection) -> Result<(), SyncError> {
-    conn.execute_batch(INTENT_BATCHES_TABLE)
-        .map_err(|e| SyncError::State(format!("creating the intents table: {e}")))
+    let failed = |e: rusqlite::Error| SyncError::State(format!("creating the intents table: {e}"));
+    let existing: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'intent_batches'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(failed)?;
+    match existing {
+        Some(sql) if !sql.contains("AUTOINCREMENT") => conn
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 CREATE TABLE intent_batches_numbered(
+                     id INTEGER PRIMARY KEY AUTOINCREMENT, intents TEXT NOT NULL);
+                 INSERT INTO intent_batches_numbered(id, intents)
+                     SELECT id, intents FROM intent_batches;
+                 DROP TABLE intent_batches;
+                 ALTER TABLE intent_batches_numbered RENAME TO intent_batches;
+                 COMMIT;",
+            )
+            .map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK;");
+                failed(e)
+            }),
+        _ => conn.execute_batch(INTENT_BATCHES_TABLE).map_err(failed),
+    }
 }
 
 fn side_to_sql(side: Side) -> i64 {
@@ -1880,6 +1911,57 @@ mod tests {
         write_v1(dir.path(), "fresh", &[], false);
         let store = StateStore::open(dir.path(), "fresh").unwrap();
         assert!(store.initial_sync_pending().unwrap());
+    }
+
+    #[test]
+    fn intent_batch_ids_are_never_reused_also_in_a_table_made_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let intent = Intent {
+            path: rp("x"),
+            to: Side::Destination,
+            version: side(1),
+        };
+        let store = StateStore::open(dir.path(), "ids").unwrap();
+        let path = store.path().unwrap().to_path_buf();
+        store.record_intents(std::slice::from_ref(&intent)).unwrap();
+        let last = store.record_intents(std::slice::from_ref(&intent)).unwrap();
+        // The newest batch settled: its id must not come back for the next one.
+        store.settle_intents(last, &[]).unwrap();
+        let next = store.record_intents(std::slice::from_ref(&intent)).unwrap();
+        assert!(next.0 > last.0, "{next:?} reuses {last:?}");
+        drop(store);
+
+        // A table made by an earlier version (no AUTOINCREMENT), holding batches 1 and 7.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE intent_batches;
+             CREATE TABLE intent_batches(id INTEGER PRIMARY KEY, intents TEXT NOT NULL);",
+        )
+        .unwrap();
+        let json = intents_to_json(std::slice::from_ref(&intent)).unwrap();
+        for id in [1, 7] {
+            conn.execute(
+                "INSERT INTO intent_batches(id, intents) VALUES (?1, ?2)",
+                params![id, json],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let store = StateStore::open(dir.path(), "ids").unwrap();
+        assert_eq!(
+            store.intents().unwrap(),
+            std::slice::from_ref(&intent),
+            "batches kept"
+        );
+        store.settle_intents(IntentBatch(7), &[]).unwrap();
+        let next = store.record_intents(std::slice::from_ref(&intent)).unwrap();
+        assert!(next.0 > 7, "{next:?} reuses batch 7 of the migrated table");
+        drop(store);
+        // Opened again: already migrated, nothing lost.
+        let store = StateStore::open(dir.path(), "ids").unwrap();
+        store.settle_intents(IntentBatch(1), &[]).unwrap();
+        store.settle_intents(next, &[]).unwrap();
+        assert!(store.intents().unwrap().is_empty());
     }
 
     #[test]
