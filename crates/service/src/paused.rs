@@ -1,0 +1,101 @@
+//! The paused pairs, kept in `<state dir>/service-paused.json` so a pause survives restarts.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::ServiceError;
+
+/// The file's name in the state directory.
+pub const PAUSED_FILE: &str = "service-paused.json";
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct PausedFile {
+    paused: BTreeSet<String>,
+}
+
+/// The set of paused pair names and the file that keeps it.
+#[derive(Debug)]
+pub(crate) struct PausedPairs {
+    path: PathBuf,
+    names: BTreeSet<String>,
+}
+
+fn state_error(path: &Path, source: std::io::Error) -> ServiceError {
+    ServiceError::State {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl PausedPairs {
+    /// Reads the file in `state_dir`; a missing file means nothing is paused. A damaged file
+    /// is an error: starting every pair it paused would override the user's pause.
+    pub(crate) fn load(state_dir: &Path) -> Result<Self, ServiceError> {
+        let path = state_dir.join(PAUSED_FILE);
+        let names = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: PausedFile = serde_json::from_slice(&bytes).map_err(|e| {
+                    state_error(
+                        &path,
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    )
+                })?;
+                file.paused
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+            Err(e) => return Err(state_error(&path, e)),
+        };
+        Ok(PausedPairs { path, names })
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Marks `name` paused or not and writes the file if that changed it.
+    pub(crate) fn set(&mut self, name: &str, paused: bool) -> Result<(), ServiceError> {
+        let changed = if paused {
+            self.names.insert(name.to_owned())
+        } else {
+            self.names.remove(name)
+        };
+        if !changed {
+            return Ok(());
+        }
+        let result = self.write();
+        if result.is_err() {
+            // The set keeps matching the file.
+            if paused {
+                self.names.remove(name);
+            } else {
+                self.names.insert(name.to_owned());
+            }
+        }
+        result
+    }
+
+    /// Writes the file atomically: a temp file, flushed, renamed over the old one, and the
+    /// folder flushed, so a crash leaves the old set or the new one, never a torn file.
+    fn write(&self) -> Result<(), ServiceError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let err = |e| state_error(&self.path, e);
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let body = serde_json::to_vec_pretty(&PausedFile {
+            paused: self.names.clone(),
+        })
+        .map_err(|e| err(std::io::Error::other(e)))?;
+        let tmp = dir.join(format!("{PAUSED_FILE}.tmp-{}", std::process::id()));
+        let written = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            std::fs::File::open(dir)?.sync_all()
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(err)
+    }
+}

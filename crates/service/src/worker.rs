@@ -1,0 +1,799 @@
+//! The task that drives one pair: its triggers, its runs one at a time, pause, back-off and
+//! safety stops.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use syncengine_core::{ActionKind, Change, ProgressEvent, Side, SyncEngine, SyncError, SyncStats};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::ServiceOptions;
+use crate::spec::PairSpec;
+use crate::status::{
+    CompletedRun, PairState, PairStatus, RunOutcome, RunReason, ServiceEvent, StopKind, StopReason,
+    Watching,
+};
+use crate::watch::{self, Watch, WatchMsg};
+
+/// At most this many distinct changed paths are remembered while a run is in progress; past
+/// it the run is followed by another one (the details are lost, not the change).
+const MAX_PENDING_PATHS: usize = 100_000;
+/// At most this many paths written by a run are remembered; past it, any change seen during
+/// the run is taken as the user's (one extra run rather than a missed change).
+const MAX_WRITTEN_PATHS: usize = 200_000;
+
+/// What the service shares with every pair's task.
+pub(crate) struct Shared {
+    pub(crate) state_dir: PathBuf,
+    pub(crate) options: ServiceOptions,
+    pub(crate) runs: Arc<Semaphore>,
+    pub(crate) events: broadcast::Sender<ServiceEvent>,
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, event: ServiceEvent) {
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
+    }
+}
+
+/// A request to a pair's task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Trigger,
+    Pause,
+    Resume { force_once: bool },
+}
+
+/// The paths a run wrote, per side, with their parent folders (created or removed by it).
+#[derive(Default)]
+pub(crate) struct Written {
+    paths: HashSet<(Side, String)>,
+    dirs: HashSet<(Side, String)>,
+    saturated: bool,
+}
+
+impl Written {
+    fn add(&mut self, side: Side, path: &str) {
+        if self.saturated {
+            return;
+        }
+        if self.paths.len() + self.dirs.len() >= MAX_WRITTEN_PATHS {
+            self.saturated = true;
+            self.paths.clear();
+            self.dirs.clear();
+            return;
+        }
+        self.paths.insert((side, path.to_owned()));
+        let mut p = path;
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            if !self.dirs.insert((side, parent.to_owned())) {
+                break;
+            }
+            p = parent;
+        }
+    }
+
+    /// True when a change seen at `path` can be the run's own write.
+    fn covers(&self, side: Side, path: &str) -> bool {
+        let key = (side, path.to_owned());
+        !path.is_empty() && (self.paths.contains(&key) || self.dirs.contains(&key))
+    }
+
+    /// Records what `event` changes.
+    fn record(&mut self, event: &ProgressEvent) {
+        let (path, kind, report) = match event {
+            ProgressEvent::Started { path, kind, .. } => (path, kind, None),
+            ProgressEvent::Done {
+                path, kind, report, ..
+            }
+            | ProgressEvent::Failed {
+                path, kind, report, ..
+            } => (path, kind, Some(report)),
+            _ => return,
+        };
+        let side = match kind {
+            ActionKind::Upload => Some(Side::Destination),
+            ActionKind::Download => Some(Side::Source),
+            ActionKind::Delete(s) | ActionKind::Rename(s) | ActionKind::ConflictRename(s) => {
+                Some(*s)
+            }
+            // A later kind: it may write either side.
+            _ => None,
+        };
+        let sides: Vec<Side> = match side {
+            Some(s) => vec![s],
+            None => vec![Side::Source, Side::Destination],
+        };
+        for s in &sides {
+            self.add(*s, path.as_str());
+        }
+        let Some(report) = report else { return };
+        let report_sides: Vec<Side> = match report.side {
+            Some(s) => vec![s],
+            None => vec![Side::Source, Side::Destination],
+        };
+        for s in &report_sides {
+            self.add(*s, report.path.as_str());
+        }
+        match &report.change {
+            Change::Rename { from, .. } => {
+                for s in &report_sides {
+                    self.add(*s, from.as_str());
+                }
+            }
+            Change::Conflict { kept_as, .. } => {
+                for (s, p) in kept_as {
+                    self.add(*s, p.as_str());
+                }
+                // The winner's version lands at the path on the other side too.
+                for s in [Side::Source, Side::Destination] {
+                    self.add(s, report.path.as_str());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a run task hands back.
+struct RunEnd {
+    result: Result<SyncStats, SyncError>,
+    written: Written,
+    duration: Duration,
+}
+
+/// A run in progress.
+struct Running {
+    handle: JoinHandle<RunEnd>,
+    token: CancellationToken,
+    /// Set on pause: the run is cancelled if it has not ended by then.
+    cancel_at: Option<Instant>,
+    /// Changes seen while it runs, judged against its writes when it ends.
+    seen: HashSet<(Side, String)>,
+    /// Changes were seen whose paths were not kept (too many, a queue overflow, a root event).
+    seen_lost: bool,
+    /// A trigger arrived meanwhile: run again after it.
+    retrigger: bool,
+}
+
+/// A run that is due.
+#[derive(Clone, Copy)]
+struct Pending {
+    first: Instant,
+    last: Instant,
+    reason: RunReason,
+    immediate: bool,
+}
+
+/// The window after a run in which changes are still matched against its writes.
+struct Settle {
+    until: Instant,
+    written: Written,
+}
+
+pub(crate) struct Worker {
+    pub(crate) name: String,
+    pub(crate) spec: PairSpec,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) status: Arc<Mutex<PairStatus>>,
+    pub(crate) cmds: mpsc::UnboundedReceiver<Command>,
+    pub(crate) cancel: CancellationToken,
+    /// The local roots to watch, by side.
+    pub(crate) local_roots: Vec<(Side, PathBuf)>,
+    /// A side that cannot be watched (a remote root): the pair is polled.
+    pub(crate) has_remote: bool,
+    pub(crate) paused: bool,
+}
+
+/// Locks `status`, which is only ever held for a field update (a poisoned lock still holds a
+/// usable status).
+pub(crate) fn lock(status: &Mutex<PairStatus>) -> std::sync::MutexGuard<'_, PairStatus> {
+    status.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Loop {
+    w: Worker,
+    watch: Option<Watch>,
+    watch_tx: mpsc::Sender<WatchMsg>,
+    watch_rx: mpsc::Receiver<WatchMsg>,
+    overflow: Arc<AtomicBool>,
+    /// Local roots are polled (watching off or fallen back).
+    local_polled: bool,
+    run: Option<Running>,
+    pending: Option<Pending>,
+    settle: Option<Settle>,
+    stop: Option<StopReason>,
+    force: Option<StopKind>,
+    backoff: Option<(Instant, u32)>,
+    next_poll: Option<Instant>,
+    next_rescan: Instant,
+}
+
+impl Worker {
+    /// Runs the pair until it is removed or the service shuts down.
+    pub(crate) async fn run(self) {
+        let (watch_tx, watch_rx) = mpsc::channel(watch::QUEUE);
+        let now = Instant::now();
+        let rescan = self.spec.rescan_interval;
+        let mut l = Loop {
+            w: self,
+            watch: None,
+            watch_tx,
+            watch_rx,
+            overflow: Arc::new(AtomicBool::new(false)),
+            local_polled: false,
+            run: None,
+            pending: Some(Pending {
+                first: now,
+                last: now,
+                reason: RunReason::Added,
+                immediate: true,
+            }),
+            settle: None,
+            stop: None,
+            force: None,
+            backoff: None,
+            next_poll: None,
+            next_rescan: now + rescan,
+        };
+        l.start_watch().await;
+        l.main().await;
+    }
+}
+
+async fn join_run(run: &mut Option<Running>) -> Result<RunEnd, tokio::task::JoinError> {
+    match run {
+        Some(r) => (&mut r.handle).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Loop {
+    fn emit(&self, event: ServiceEvent) {
+        self.w.shared.emit(event);
+    }
+
+    fn set_state(&self, state: PairState) {
+        lock(&self.w.status).state = state;
+    }
+
+    fn polling(&self) -> bool {
+        self.w.has_remote || self.local_polled
+    }
+
+    async fn start_watch(&mut self) {
+        self.watch = None;
+        if !self.w.spec.watch || self.w.local_roots.is_empty() {
+            self.local_polled = !self.w.local_roots.is_empty();
+            lock(&self.w.status).watching = Watching::Polled;
+            self.arm_poll();
+            return;
+        }
+        let roots = self.w.local_roots.clone();
+        let state_dir = self.w.shared.state_dir.clone();
+        let tx = self.watch_tx.clone();
+        let overflow = self.overflow.clone();
+        let simulate = self.w.shared.options.simulate_watch_limit;
+        // A recursive watch walks the whole tree: not on the runtime's threads.
+        let started = tokio::task::spawn_blocking(move || {
+            watch::start(&roots, &state_dir, tx, overflow, simulate)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("watching failed: {e}")));
+        match started {
+            Ok(w) => {
+                self.watch = Some(w);
+                self.local_polled = false;
+                // Remote roots (if any) are polled beside the watch.
+                lock(&self.w.status).watching = Watching::Watched;
+                self.arm_poll();
+            }
+            Err(reason) => self.fall_back(reason),
+        }
+    }
+
+    fn fall_back(&mut self, reason: String) {
+        self.watch = None;
+        self.local_polled = true;
+        tracing::warn!(pair = %self.w.name, "{reason}; polling the pair every {:?} instead", self.w.spec.poll_interval);
+        lock(&self.w.status).watching = Watching::FellBack(reason.clone());
+        self.emit(ServiceEvent::WatchFallback {
+            pair: self.w.name.clone(),
+            reason,
+        });
+        self.arm_poll();
+    }
+
+    fn arm_poll(&mut self) {
+        self.next_poll = self
+            .polling()
+            .then(|| Instant::now() + self.w.spec.poll_interval);
+    }
+
+    fn may_start(&self) -> bool {
+        self.run.is_none() && !self.w.paused && self.stop.is_none()
+    }
+
+    /// When the next run is due, with why; `None` when none is.
+    fn due(&self) -> Option<(Instant, RunReason)> {
+        if !self.may_start() {
+            return None;
+        }
+        if let Some((at, _)) = self.backoff {
+            // Only a trigger from the user comes before the retry.
+            return match self.pending {
+                Some(p) if p.immediate && p.reason == RunReason::Trigger => {
+                    Some((p.first, p.reason))
+                }
+                _ => Some((at, RunReason::Retry)),
+            };
+        }
+        let d = self.w.spec.debounce;
+        let mut best: Option<(Instant, RunReason)> = self.pending.map(|p| {
+            let at = if p.immediate {
+                p.first
+            } else {
+                (p.last + d.quiet).min(p.first + d.max)
+            };
+            (at, p.reason)
+        });
+        for (at, reason) in [
+            self.next_poll.map(|t| (t, RunReason::Poll)),
+            Some((self.next_rescan, RunReason::Rescan)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if best.is_none_or(|(b, _)| at < b) {
+                best = Some((at, reason));
+            }
+        }
+        best
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.due().map(|(at, _)| at),
+            self.settle.as_ref().map(|s| s.until),
+            self.run.as_ref().and_then(|r| r.cancel_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    async fn main(&mut self) {
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                _ = self.w.cancel.cancelled() => break,
+                cmd = self.w.cmds.recv() => match cmd {
+                    Some(cmd) => self.command(cmd).await,
+                    None => break,
+                },
+                Some(msg) = self.watch_rx.recv() => {
+                    self.on_watch(msg);
+                    // A burst is taken in one go, not one select round per event.
+                    for _ in 0..4096 {
+                        match self.watch_rx.try_recv() {
+                            Ok(msg) => self.on_watch(msg),
+                            Err(_) => break,
+                        }
+                    }
+                    if self.overflow.swap(false, Ordering::Relaxed) {
+                        self.on_watch(WatchMsg::Overflow);
+                    }
+                }
+                ended = join_run(&mut self.run) => self.run_ended(ended),
+                _ = sleep_until(deadline) => self.on_timer(),
+            }
+        }
+        // Removed or shutting down: a run in progress is cancelled cleanly and awaited.
+        if let Some(run) = self.run.take() {
+            run.token.cancel();
+            let _ = run.handle.await;
+            self.emit(ServiceEvent::RunFinished {
+                pair: self.w.name.clone(),
+                outcome: RunOutcome::Cancelled,
+            });
+        }
+        self.watch = None;
+    }
+
+    fn mark_pending(&mut self, reason: RunReason, immediate: bool) {
+        let now = Instant::now();
+        self.pending = Some(match self.pending {
+            Some(p) => Pending {
+                first: p.first,
+                last: now,
+                reason: if immediate { reason } else { p.reason },
+                immediate: p.immediate || immediate,
+            },
+            None => Pending {
+                first: now,
+                last: now,
+                reason,
+                immediate,
+            },
+        });
+    }
+
+    fn on_watch(&mut self, msg: WatchMsg) {
+        match msg {
+            WatchMsg::Changed { side, path } => {
+                if let Some(run) = &mut self.run {
+                    if path.is_empty() || run.seen.len() >= MAX_PENDING_PATHS {
+                        run.seen_lost = true;
+                    } else {
+                        run.seen.insert((side, path));
+                    }
+                    return;
+                }
+                if let Some(settle) = &self.settle
+                    && settle.until > Instant::now()
+                    && !settle.written.saturated
+                    && settle.written.covers(side, &path)
+                {
+                    return;
+                }
+                self.mark_pending(RunReason::Changed, false);
+            }
+            WatchMsg::Overflow => {
+                if let Some(run) = &mut self.run {
+                    run.seen_lost = true;
+                } else {
+                    self.mark_pending(RunReason::Changed, false);
+                }
+            }
+            WatchMsg::Broken(reason) => {
+                self.fall_back(reason);
+                if let Some(run) = &mut self.run {
+                    run.seen_lost = true;
+                } else {
+                    self.mark_pending(RunReason::Changed, false);
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Trigger => {
+                if let Some(run) = &mut self.run {
+                    run.retrigger = true;
+                } else {
+                    self.mark_pending(RunReason::Trigger, true);
+                }
+            }
+            Command::Pause => {
+                if self.w.paused {
+                    return;
+                }
+                self.w.paused = true;
+                lock(&self.w.status).paused = true;
+                match &mut self.run {
+                    Some(run) => {
+                        run.cancel_at = Some(Instant::now() + self.w.shared.options.pause_grace)
+                    }
+                    None => self.set_state(PairState::Paused),
+                }
+                tracing::info!(pair = %self.w.name, "paused");
+                self.emit(ServiceEvent::Paused {
+                    pair: self.w.name.clone(),
+                });
+            }
+            Command::Resume { force_once } => {
+                let was_stopped = self.stop.take();
+                lock(&self.w.status).stopped = None;
+                if !self.w.paused && was_stopped.is_none() && !force_once {
+                    return;
+                }
+                self.w.paused = false;
+                let force = force_once
+                    .then(|| was_stopped.as_ref().map(|s| s.kind.clone()))
+                    .flatten()
+                    .filter(StopKind::can_force);
+                self.force = force.clone();
+                self.backoff = None;
+                {
+                    let mut st = lock(&self.w.status);
+                    st.paused = false;
+                    if self.run.is_none() {
+                        st.state = PairState::Idle;
+                    }
+                }
+                // A resumed pair watches again: the root may be back, the limit raised.
+                self.start_watch().await;
+                match &mut self.run {
+                    // Paused during a run that is still in its grace period: it goes on.
+                    Some(run) => run.cancel_at = None,
+                    None => self.mark_pending(
+                        if force.is_some() {
+                            RunReason::ForcedOnce
+                        } else {
+                            RunReason::Resumed
+                        },
+                        true,
+                    ),
+                }
+                tracing::info!(pair = %self.w.name, force_once = force.is_some(), "resumed");
+                self.emit(ServiceEvent::Resumed {
+                    pair: self.w.name.clone(),
+                    force_once: force.is_some(),
+                });
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if let Some(run) = &mut self.run
+            && run.cancel_at.is_some_and(|t| t <= now)
+        {
+            run.cancel_at = None;
+            tracing::info!(pair = %self.w.name, "pause grace period over: cancelling the run");
+            run.token.cancel();
+        }
+        if self.settle.as_ref().is_some_and(|s| s.until <= now) {
+            self.settle = None;
+        }
+        if let Some((at, reason)) = self.due()
+            && at <= now
+        {
+            self.start_run(reason);
+        }
+    }
+
+    fn start_run(&mut self, reason: RunReason) {
+        self.pending = None;
+        self.settle = None;
+        let token = self.w.cancel.child_token();
+        let force = self.force.take();
+        {
+            let mut st = lock(&self.w.status);
+            st.runs += 1;
+            st.state = PairState::Waiting;
+        }
+        tracing::info!(pair = %self.w.name, ?reason, "run starting");
+        self.emit(ServiceEvent::RunStarted {
+            pair: self.w.name.clone(),
+            reason,
+        });
+        let handle = tokio::spawn(run_once(
+            self.w.name.clone(),
+            self.w.spec.clone(),
+            self.w.shared.clone(),
+            self.w.status.clone(),
+            token.clone(),
+            force,
+        ));
+        self.run = Some(Running {
+            handle,
+            token,
+            cancel_at: None,
+            seen: HashSet::new(),
+            seen_lost: false,
+            retrigger: false,
+        });
+    }
+
+    fn run_ended(&mut self, ended: Result<RunEnd, tokio::task::JoinError>) {
+        let Some(run) = self.run.take() else { return };
+        let now = Instant::now();
+        let end = match ended {
+            Ok(end) => end,
+            Err(e) => RunEnd {
+                result: Err(SyncError::State(format!("the run's task failed: {e}"))),
+                written: Written::default(),
+                duration: Duration::ZERO,
+            },
+        };
+        // Changes seen during the run that are not its own writes start the next one (the
+        // written set is complete only now: the watcher's events and the engine's progress
+        // come by different channels).
+        let own_only = !run.seen_lost
+            && !end.written.saturated
+            && run.seen.iter().all(|(s, p)| end.written.covers(*s, p));
+        if !own_only {
+            self.mark_pending(RunReason::Changed, false);
+        }
+        if run.retrigger {
+            self.mark_pending(RunReason::Trigger, true);
+        }
+        self.next_rescan = now + self.w.spec.rescan_interval;
+        self.arm_poll();
+        let name = self.w.name.clone();
+        let outcome = match end.result {
+            Ok(stats) => {
+                self.settle = Some(Settle {
+                    until: now + self.w.shared.options.settle,
+                    written: end.written,
+                });
+                let retry = stats.errors > 0;
+                let mut st = lock(&self.w.status);
+                st.last_run = Some(CompletedRun {
+                    finished_at: SystemTime::now(),
+                    duration: end.duration,
+                    stats: stats.clone(),
+                });
+                if retry {
+                    // Failed files are tried again, backing off like a failed run.
+                    let msg = stats
+                        .error_messages
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| format!("{} files failed", stats.errors));
+                    st.last_error = Some(msg);
+                    drop(st);
+                    self.back_off();
+                } else {
+                    st.last_error = None;
+                    st.state = if self.w.paused {
+                        PairState::Paused
+                    } else {
+                        PairState::Idle
+                    };
+                    drop(st);
+                    self.backoff = None;
+                }
+                tracing::info!(pair = %name, uploaded = stats.uploaded, downloaded = stats.downloaded, errors = stats.errors, "run finished");
+                RunOutcome::Completed(stats)
+            }
+            Err(SyncError::Cancelled) => {
+                // What the cancelled run did not get to is done by the next one.
+                self.mark_pending(RunReason::Changed, false);
+                self.set_state(if self.w.paused {
+                    PairState::Paused
+                } else {
+                    PairState::Idle
+                });
+                RunOutcome::Cancelled
+            }
+            Err(e) => match StopKind::of(&e) {
+                Some(kind) => {
+                    let reason = StopReason {
+                        kind,
+                        message: e.to_string(),
+                    };
+                    tracing::warn!(pair = %name, "stopped by a safety rule, waiting for the user: {e}");
+                    self.stop = Some(reason.clone());
+                    self.pending = None;
+                    self.backoff = None;
+                    {
+                        let mut st = lock(&self.w.status);
+                        st.last_error = Some(reason.message.clone());
+                        st.stopped = Some(reason.clone());
+                        st.state = if self.w.paused {
+                            PairState::Paused
+                        } else {
+                            PairState::Stopped(reason.clone())
+                        };
+                    }
+                    self.emit(ServiceEvent::Stopped {
+                        pair: name.clone(),
+                        reason: reason.clone(),
+                    });
+                    RunOutcome::Stopped(reason)
+                }
+                None => {
+                    lock(&self.w.status).last_error = Some(e.to_string());
+                    let retry_in = self.back_off();
+                    tracing::warn!(pair = %name, "run failed, retrying in {retry_in:?}: {e}");
+                    RunOutcome::Failed {
+                        error: e.to_string(),
+                        retry_in,
+                    }
+                }
+            },
+        };
+        self.emit(ServiceEvent::RunFinished {
+            pair: name,
+            outcome,
+        });
+    }
+
+    /// Schedules the next attempt after a failure; returns the delay.
+    fn back_off(&mut self) -> Duration {
+        let o = &self.w.shared.options;
+        let attempt = self.backoff.map_or(1, |(_, n)| n + 1);
+        let factor = 1u32 << (attempt - 1).min(20);
+        let delay = o.backoff_initial.saturating_mul(factor).min(o.backoff_max);
+        self.backoff = Some((Instant::now() + delay, attempt));
+        self.set_state(if self.w.paused {
+            PairState::Paused
+        } else {
+            PairState::BackingOff {
+                retry_at: SystemTime::now() + delay,
+            }
+        });
+        delay
+    }
+}
+
+/// One run: waits for a slot, builds the pair, runs the engine, forwards its progress.
+async fn run_once(
+    name: String,
+    spec: PairSpec,
+    shared: Arc<Shared>,
+    status: Arc<Mutex<PairStatus>>,
+    token: CancellationToken,
+    force: Option<StopKind>,
+) -> RunEnd {
+    let mut written = Written::default();
+    let started = Instant::now();
+    let end = |result, written| RunEnd {
+        result,
+        written,
+        duration: started.elapsed(),
+    };
+    let _permit = tokio::select! {
+        p = shared.runs.clone().acquire_owned() => match p {
+            Ok(p) => p,
+            Err(_) => return end(Err(SyncError::Cancelled), written),
+        },
+        _ = token.cancelled() => return end(Err(SyncError::Cancelled), written),
+    };
+    lock(&status).state = PairState::Scanning;
+    let mut pair = match spec.build().await {
+        Ok(p) => p,
+        Err(e) => return end(Err(e), written),
+    };
+    match force {
+        Some(StopKind::MaxDelete | StopKind::EmptySide) => {
+            pair.options.force = true;
+        }
+        Some(StopKind::RootChanged(sides)) => {
+            pair.options.accept_new_root = Some(sides);
+        }
+        _ => {}
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let engine = SyncEngine::new(&shared.state_dir)
+        .with_progress(tx)
+        .with_cancellation(token);
+    let run = async move {
+        let r = engine.sync_pair(&pair).await;
+        drop(engine);
+        r
+    };
+    let mut run = std::pin::pin!(run);
+    let forward = |event: ProgressEvent, written: &mut Written| {
+        if matches!(event, ProgressEvent::Planned { .. }) {
+            lock(&status).state = PairState::Syncing;
+        }
+        written.record(&event);
+        shared.emit(ServiceEvent::Progress {
+            pair: name.clone(),
+            event,
+        });
+    };
+    let mut open = true;
+    let result = loop {
+        tokio::select! {
+            biased;
+            ev = rx.recv(), if open => match ev {
+                Some(ev) => forward(ev, &mut written),
+                None => open = false,
+            },
+            r = &mut run => break r,
+        }
+    };
+    while let Ok(ev) = rx.try_recv() {
+        forward(ev, &mut written);
+    }
+    end(result, written)
+}
