@@ -24,3 +24,8 @@ pub use syncengine_backend_webdav as webdav;
 /// The SFTP backend (feature `sftp`).
 #[cfg(feature = "sftp")]
 pub use syncengine_backend_sftp as sftp;
+
+/// Keeps many pairs in sync continuously: watched local roots, polled remote roots, pause and
+/// resume, back-off and safety stops per pair (feature `service`, on by default).
+#[cfg(feature = "service")]
+pub use syncengine_service as service;

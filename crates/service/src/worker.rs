@@ -71,6 +71,10 @@ impl Written {
             return;
         }
         self.paths.insert((side, path.to_owned()));
+        if !path.contains('/') {
+            // Something was written at the top of the root (see `covers`).
+            self.dirs.insert((side, String::new()));
+        }
         let mut p = path;
         while let Some((parent, _)) = p.rsplit_once('/') {
             if !self.dirs.insert((side, parent.to_owned())) {
@@ -82,8 +86,18 @@ impl Written {
 
     /// True when a change seen at `path` can be the run's own write.
     fn covers(&self, side: Side, path: &str) -> bool {
+        if path.is_empty() {
+            return false;
+        }
         let key = (side, path.to_owned());
-        !path.is_empty() && (self.paths.contains(&key) || self.dirs.contains(&key))
+        if self.paths.contains(&key) || self.dirs.contains(&key) {
+            return true;
+        }
+        // A write through an unnamed temporary file (`O_TMPFILE`, the local backend's
+        // first choice) is reported by inotify as `#<inode>` in its folder until it is
+        // linked under its name: the run's own when it wrote into that folder.
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        is_unnamed_temp(name) && self.dirs.contains(&(side, parent.to_owned()))
     }
 
     /// Records what `event` changes.
@@ -140,6 +154,12 @@ impl Written {
             _ => {}
         }
     }
+}
+
+/// `#` and digits: how inotify names a file opened with `O_TMPFILE`.
+fn is_unnamed_temp(name: &str) -> bool {
+    name.strip_prefix('#')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// What a run task hands back.
@@ -796,4 +816,57 @@ async fn run_once(
         forward(ev, &mut written);
     }
     end(result, written)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use syncengine_core::RelPath;
+
+    use super::*;
+
+    fn started(path: &str, kind: ActionKind) -> ProgressEvent {
+        ProgressEvent::Started {
+            path: RelPath::new(path).unwrap(),
+            kind,
+            bytes: 1,
+        }
+    }
+
+    #[test]
+    fn a_runs_writes_cover_their_paths_and_folders_on_their_side_only() {
+        let mut w = Written::default();
+        w.record(&started("docs/a/x.txt", ActionKind::Upload));
+        // The file, the folders the run created for it, its O_TMPFILE while unnamed.
+        assert!(w.covers(Side::Destination, "docs/a/x.txt"));
+        assert!(w.covers(Side::Destination, "docs/a"));
+        assert!(w.covers(Side::Destination, "docs"));
+        assert!(w.covers(Side::Destination, "docs/a/#123456"));
+        // The user's changes: the same path on the side the run read from, another file in
+        // the same folder, a file named like a temp elsewhere, the root itself.
+        assert!(!w.covers(Side::Source, "docs/a/x.txt"));
+        assert!(!w.covers(Side::Destination, "docs/a/y.txt"));
+        assert!(!w.covers(Side::Destination, "other/#123456"));
+        assert!(!w.covers(Side::Destination, "#123456"));
+        assert!(!w.covers(Side::Destination, ""));
+        assert!(!w.covers(Side::Destination, "docs/a/#12x"));
+        // A download writes the source; a write at the top of the root covers its temps.
+        w.record(&started("top.txt", ActionKind::Download));
+        assert!(w.covers(Side::Source, "top.txt"));
+        assert!(w.covers(Side::Source, "#99"));
+        assert!(!w.covers(Side::Destination, "top.txt"));
+        w.record(&started("gone/x.txt", ActionKind::Delete(Side::Source)));
+        assert!(w.covers(Side::Source, "gone"));
+    }
+
+    #[test]
+    fn too_many_writes_saturate_rather_than_grow() {
+        let mut w = Written::default();
+        for i in 0..MAX_WRITTEN_PATHS + 10 {
+            w.add(Side::Source, &format!("f{i}"));
+        }
+        assert!(w.saturated);
+        assert!(w.paths.is_empty());
+    }
 }
