@@ -34,9 +34,9 @@ pub enum ServiceError {
     Setup {
         /// The pair.
         pair: String,
-        /// What failed.
+        /// What failed (boxed: the error type stays small).
         #[source]
-        source: SyncError,
+        source: Box<SyncError>,
     },
     /// `resume_force_once` on a pair that no safety rule stopped: there is nothing to force.
     #[error("pair {0:?} is not stopped by a safety rule; nothing to force")]

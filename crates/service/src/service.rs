@@ -203,7 +203,7 @@ impl SyncService {
         let name = spec.name.clone();
         let setup = |source| ServiceError::Setup {
             pair: name.clone(),
-            source,
+            source: Box::new(source),
         };
         let pair = spec.build().await.map_err(setup)?;
         let roots = pair.locations().await.map_err(setup)?;

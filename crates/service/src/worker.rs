@@ -229,7 +229,10 @@ struct Loop {
     run: Option<Running>,
     pending: Option<Pending>,
     settle: Option<Settle>,
+    /// The last safety stop, until the next run starts.
     stop: Option<StopReason>,
+    /// Stopped by `stop`, waiting for the user.
+    held: bool,
     force: Option<StopKind>,
     backoff: Option<(Instant, u32)>,
     next_poll: Option<Instant>,
@@ -258,6 +261,7 @@ impl Worker {
             }),
             settle: None,
             stop: None,
+            held: false,
             force: None,
             backoff: None,
             next_poll: None,
@@ -345,7 +349,7 @@ impl Loop {
     }
 
     fn may_start(&self) -> bool {
-        self.run.is_none() && !self.w.paused && self.stop.is_none()
+        self.run.is_none() && !self.w.paused && !self.held
     }
 
     /// When the next run is due, with why; `None` when none is.
@@ -517,14 +521,16 @@ impl Loop {
                 });
             }
             Command::Resume { force_once } => {
-                let was_stopped = self.stop.take();
+                // The stop is kept until the next run starts: a `resume` followed at once by
+                // `resume_force_once` still forces that run.
+                let was_held = std::mem::take(&mut self.held);
                 lock(&self.w.status).stopped = None;
-                if !self.w.paused && was_stopped.is_none() && !force_once {
+                if !self.w.paused && !was_held && !force_once {
                     return;
                 }
                 self.w.paused = false;
                 let force = force_once
-                    .then(|| was_stopped.as_ref().map(|s| s.kind.clone()))
+                    .then(|| self.stop.as_ref().map(|s| s.kind.clone()))
                     .flatten()
                     .filter(StopKind::can_force);
                 self.force = force.clone();
@@ -581,6 +587,7 @@ impl Loop {
     fn start_run(&mut self, reason: RunReason) {
         self.pending = None;
         self.settle = None;
+        self.stop = None;
         let token = self.w.cancel.child_token();
         let force = self.force.take();
         {
@@ -691,6 +698,7 @@ impl Loop {
                     };
                     tracing::warn!(pair = %name, "stopped by a safety rule, waiting for the user: {e}");
                     self.stop = Some(reason.clone());
+                    self.held = true;
                     self.pending = None;
                     self.backoff = None;
                     {

@@ -49,12 +49,17 @@ pub fn spec(name: &str, a: &Path, b: &Path) -> PairSpec {
 
 /// Three fresh folders: state, source, destination.
 pub struct Dirs {
+    /// Holds the folders (removed when dropped).
     pub _tmp: tempfile::TempDir,
+    /// The state directory.
     pub state: PathBuf,
+    /// The source root.
     pub a: PathBuf,
+    /// The destination root.
     pub b: PathBuf,
 }
 
+/// Makes fresh [`Dirs`].
 pub fn dirs() -> Dirs {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
