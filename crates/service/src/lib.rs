@@ -16,14 +16,27 @@
 //! [`ServiceOptions::max_concurrent_runs`] at once. Pairs whose roots overlap are refused.
 //!
 //! # The engine's own writes
-//! A run writes to the roots it watches. Changes seen while a run is in progress, and for
-//! [`ServiceOptions::settle`] after it, are compared with the paths the run itself wrote
-//! (from its progress events, with their parent folders): a change at any other path starts
-//! the next run, so a user's edit made during a run is not lost; the run's own writes start
-//! nothing. A change the user makes to the very path a run wrote, during that run, is taken
-//! for the run's own and is picked up by the next change or the hourly rescan.
-//! (Comparing paths rather than dropping everything seen during a run costs a set of the
-//! run's written paths; a post-run rescan would cost a second full listing after every run.)
+//! A run writes to the roots it watches, and must not trigger a run of its own. Changes seen
+//! while a run is in progress, and for [`ServiceOptions::settle`] after it, are compared with
+//! what the run itself did, taken from its progress events:
+//!
+//! - a change at a path the run did not touch (nor a parent folder of one) is the user's and
+//!   starts the next run: a user's edit made during a run is not lost;
+//! - a change at a path the run wrote counts as the run's own only while the path still looks
+//!   as the run left it: a file it put there must still exist with a modification time from
+//!   before the run finished with it (the engine gives copies the other side's time), a path
+//!   it deleted or renamed away must still be absent. A user who deletes, edits or re-creates
+//!   the file right after the run starts the next run;
+//! - a folder created where the run wrote is its own only if everything in it is: a user's
+//!   new folder may hold files written before its watch was in place, which the watcher never
+//!   reports.
+//!
+//! Why not drop everything seen during a run, then rescan? A rescan after every run is a
+//! second full listing of both sides for each change; comparing costs a set of the run's
+//! written paths (at most 200 000; past that, a change seen during the run makes one more
+//! run) and a `stat` per path the run wrote and saw change. What it cannot tell apart: an
+//! edit of a file the run wrote, made in the few milliseconds between the run's write and
+//! its report of it; the hourly rescan catches that.
 //!
 //! # Pause, safety stops and errors
 //! [`SyncService::pause`] holds a pair (a run in progress gets [`ServiceOptions::pause_grace`]

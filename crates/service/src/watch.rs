@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use notify::event::{EventKind, Flag};
+use notify::event::{CreateKind, EventKind, Flag};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use syncengine_core::ignore_rules::is_always_ignored;
 use syncengine_core::{RelPath, Side};
@@ -19,7 +19,13 @@ pub(crate) const QUEUE: usize = 16_384;
 #[derive(Debug)]
 pub(crate) enum WatchMsg {
     /// Something changed at `path` (relative to the side's root, `""` for the root itself).
-    Changed { side: Side, path: String },
+    /// `folder_created`: a folder was created there, whose first files may have been written
+    /// before its own watch was in place (and so were never reported).
+    Changed {
+        side: Side,
+        path: String,
+        folder_created: bool,
+    },
     /// Changes were lost (the kernel's queue or ours overflowed): the pair must run.
     Overflow,
     /// Watching broke (the watch limit reached while adding a new folder, an error): the pair
@@ -88,12 +94,17 @@ pub(crate) fn start(
             if matches!(event.kind, EventKind::Access(_)) {
                 return;
             }
+            let folder_created = matches!(event.kind, EventKind::Create(CreateKind::Folder));
             for path in &event.paths {
                 if path.starts_with(&state_dir) {
                     continue;
                 }
                 if let Some((side, rel)) = relative(&roots_for_handler, path) {
-                    handler_sink.send(WatchMsg::Changed { side, path: rel });
+                    handler_sink.send(WatchMsg::Changed {
+                        side,
+                        path: rel,
+                        folder_created,
+                    });
                 }
             }
         }

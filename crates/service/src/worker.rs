@@ -1,13 +1,16 @@
 //! The task that drives one pair: its triggers, its runs one at a time, pause, back-off and
 //! safety stops.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use syncengine_core::{ActionKind, Change, ProgressEvent, Side, SyncEngine, SyncError, SyncStats};
+use syncengine_core::ignore_rules::is_always_ignored;
+use syncengine_core::{
+    ActionKind, Change, ProgressEvent, RelPath, Side, SyncEngine, SyncError, SyncStats,
+};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -51,16 +54,28 @@ pub(crate) enum Command {
     Resume { force_once: bool },
 }
 
+/// What a path a run wrote should look like once the run is done with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// The action failed or is not understood here: any change there is taken as the run's.
+    Unknown,
+    /// The run put a file there, done at this time: the engine gives it the other side's
+    /// modification time, so a later one is a user's edit.
+    Present(SystemTime),
+    /// The run deleted or renamed away what was there.
+    Absent,
+}
+
 /// The paths a run wrote, per side, with their parent folders (created or removed by it).
 #[derive(Default)]
 pub(crate) struct Written {
-    paths: HashSet<(Side, String)>,
+    paths: HashMap<(Side, String), Expect>,
     dirs: HashSet<(Side, String)>,
     saturated: bool,
 }
 
 impl Written {
-    fn add(&mut self, side: Side, path: &str) {
+    fn add(&mut self, side: Side, path: &str, expect: Expect) {
         if self.saturated {
             return;
         }
@@ -70,7 +85,7 @@ impl Written {
             self.dirs.clear();
             return;
         }
-        self.paths.insert((side, path.to_owned()));
+        self.paths.insert((side, path.to_owned()), expect);
         if !path.contains('/') {
             // Something was written at the top of the root (see `covers`).
             self.dirs.insert((side, String::new()));
@@ -84,13 +99,20 @@ impl Written {
         }
     }
 
+    /// Notes an action started at `path` (known only once it is done).
+    fn touch(&mut self, side: Side, path: &str) {
+        if !self.paths.contains_key(&(side, path.to_owned())) {
+            self.add(side, path, Expect::Unknown);
+        }
+    }
+
     /// True when a change seen at `path` can be the run's own write.
     fn covers(&self, side: Side, path: &str) -> bool {
         if path.is_empty() {
             return false;
         }
         let key = (side, path.to_owned());
-        if self.paths.contains(&key) || self.dirs.contains(&key) {
+        if self.paths.contains_key(&key) || self.dirs.contains(&key) {
             return true;
         }
         // A write through an unnamed temporary file (`O_TMPFILE`, the local backend's
@@ -100,16 +122,24 @@ impl Written {
         is_unnamed_temp(name) && self.dirs.contains(&(side, parent.to_owned()))
     }
 
+    /// What the run left at `path`, when it wrote a file there.
+    fn expect(&self, side: Side, path: &str) -> Expect {
+        self.paths
+            .get(&(side, path.to_owned()))
+            .copied()
+            .unwrap_or(Expect::Unknown)
+    }
+
     /// Records what `event` changes.
     fn record(&mut self, event: &ProgressEvent) {
-        let (path, kind, report) = match event {
-            ProgressEvent::Started { path, kind, .. } => (path, kind, None),
+        let (path, kind, report, done) = match event {
+            ProgressEvent::Started { path, kind, .. } => (path, kind, None, false),
             ProgressEvent::Done {
                 path, kind, report, ..
-            }
-            | ProgressEvent::Failed {
+            } => (path, kind, Some(report), true),
+            ProgressEvent::Failed {
                 path, kind, report, ..
-            } => (path, kind, Some(report)),
+            } => (path, kind, Some(report), false),
             _ => return,
         };
         let side = match kind {
@@ -125,33 +155,56 @@ impl Written {
             Some(s) => vec![s],
             None => vec![Side::Source, Side::Destination],
         };
-        for s in &sides {
-            self.add(*s, path.as_str());
-        }
-        let Some(report) = report else { return };
+        let Some(report) = report else {
+            for s in &sides {
+                self.touch(*s, path.as_str());
+            }
+            return;
+        };
         let report_sides: Vec<Side> = match report.side {
             Some(s) => vec![s],
             None => vec![Side::Source, Side::Destination],
         };
-        for s in &report_sides {
-            self.add(*s, report.path.as_str());
-        }
+        let now = SystemTime::now();
+        // A failed action may have done anything, or nothing: no expectation.
+        let known = |e: Expect| if done { e } else { Expect::Unknown };
         match &report.change {
-            Change::Rename { from, .. } => {
+            Change::Upload { .. } | Change::Download { .. } => {
+                for s in &sides {
+                    self.add(*s, path.as_str(), known(Expect::Present(now)));
+                }
+            }
+            Change::Delete => {
                 for s in &report_sides {
-                    self.add(*s, from.as_str());
+                    self.add(*s, report.path.as_str(), known(Expect::Absent));
+                }
+            }
+            Change::Rename { from, keep_old } => {
+                for s in &report_sides {
+                    self.add(*s, report.path.as_str(), known(Expect::Present(now)));
+                    let old = if *keep_old {
+                        Expect::Unknown
+                    } else {
+                        known(Expect::Absent)
+                    };
+                    self.add(*s, from.as_str(), old);
                 }
             }
             Change::Conflict { kept_as, .. } => {
                 for (s, p) in kept_as {
-                    self.add(*s, p.as_str());
+                    self.add(*s, p.as_str(), Expect::Unknown);
                 }
                 // The winner's version lands at the path on the other side too.
                 for s in [Side::Source, Side::Destination] {
-                    self.add(s, report.path.as_str());
+                    self.add(s, report.path.as_str(), Expect::Unknown);
                 }
             }
-            _ => {}
+            _ => {
+                for s in sides.iter().chain(&report_sides) {
+                    self.add(*s, path.as_str(), Expect::Unknown);
+                    self.add(*s, report.path.as_str(), Expect::Unknown);
+                }
+            }
         }
     }
 }
@@ -177,6 +230,8 @@ struct Running {
     cancel_at: Option<Instant>,
     /// Changes seen while it runs, judged against its writes when it ends.
     seen: HashSet<(Side, String)>,
+    /// Which of `seen` were folders created.
+    seen_folders: HashSet<(Side, String)>,
     /// Changes were seen whose paths were not kept (too many, a queue overflow, a root event).
     seen_lost: bool,
     /// A trigger arrived meanwhile: run again after it.
@@ -438,6 +493,46 @@ impl Loop {
         self.watch = None;
     }
 
+    /// True when a change seen at `path` is the run's own write. A folder created where the
+    /// run wrote is the run's own only while everything in it is: a user's new folder there
+    /// (the run removed the old one) may hold files written before the watcher saw the
+    /// folder, which it never reports.
+    fn is_own(&self, written: &Written, side: Side, path: &str, folder_created: bool) -> bool {
+        if !written.covers(side, path) {
+            return false;
+        }
+        let Some((_, root)) = self.w.local_roots.iter().find(|(s, _)| *s == side) else {
+            return true;
+        };
+        // The very path the run wrote: the user's change when the path no longer looks as
+        // the run left it (deleted again, edited after the run put it there, re-created).
+        match written.expect(side, path) {
+            Expect::Unknown => {}
+            Expect::Present(done_at) => match std::fs::symlink_metadata(root.join(path)) {
+                Ok(m) if m.modified().is_ok_and(|t| t > done_at) => return false,
+                Ok(_) => {}
+                Err(_) => return false,
+            },
+            Expect::Absent => {
+                if std::fs::symlink_metadata(root.join(path)).is_ok() {
+                    return false;
+                }
+            }
+        }
+        if !folder_created {
+            return true;
+        }
+        // One folder's names, only for folders a run created: cheap next to the run.
+        let Ok(entries) = std::fs::read_dir(root.join(path)) else {
+            // Gone again: nothing in it to miss.
+            return true;
+        };
+        entries.flatten().all(|e| {
+            let child = format!("{path}/{}", e.file_name().to_string_lossy());
+            written.covers(side, &child) || RelPath::new(child).is_ok_and(|p| is_always_ignored(&p))
+        })
+    }
+
     fn mark_pending(&mut self, reason: RunReason, immediate: bool) {
         let now = Instant::now();
         self.pending = Some(match self.pending {
@@ -458,11 +553,18 @@ impl Loop {
 
     fn on_watch(&mut self, msg: WatchMsg) {
         match msg {
-            WatchMsg::Changed { side, path } => {
+            WatchMsg::Changed {
+                side,
+                path,
+                folder_created,
+            } => {
                 if let Some(run) = &mut self.run {
                     if path.is_empty() || run.seen.len() >= MAX_PENDING_PATHS {
                         run.seen_lost = true;
                     } else {
+                        if folder_created {
+                            run.seen_folders.insert((side, path.clone()));
+                        }
                         run.seen.insert((side, path));
                     }
                     return;
@@ -470,13 +572,15 @@ impl Loop {
                 if let Some(settle) = &self.settle
                     && settle.until > Instant::now()
                     && !settle.written.saturated
-                    && settle.written.covers(side, &path)
+                    && self.is_own(&settle.written, side, &path, folder_created)
                 {
                     return;
                 }
+                tracing::debug!(pair = %self.w.name, %side, path, "change seen");
                 self.mark_pending(RunReason::Changed, false);
             }
             WatchMsg::Overflow => {
+                tracing::debug!(pair = %self.w.name, "watch queue overflowed");
                 if let Some(run) = &mut self.run {
                     run.seen_lost = true;
                 } else {
@@ -613,6 +717,7 @@ impl Loop {
             token,
             cancel_at: None,
             seen: HashSet::new(),
+            seen_folders: HashSet::new(),
             seen_lost: false,
             retrigger: false,
         });
@@ -632,10 +737,20 @@ impl Loop {
         // Changes seen during the run that are not its own writes start the next one (the
         // written set is complete only now: the watcher's events and the engine's progress
         // come by different channels).
-        let own_only = !run.seen_lost
-            && !end.written.saturated
-            && run.seen.iter().all(|(s, p)| end.written.covers(*s, p));
+        let own = |(s, p): &&(Side, String)| {
+            let folder = run.seen_folders.contains(&(*s, p.clone()));
+            self.is_own(&end.written, *s, p, folder)
+        };
+        let own_only = !run.seen_lost && !end.written.saturated && run.seen.iter().all(|x| own(&x));
         if !own_only {
+            let foreign = run.seen.iter().find(|x| !own(x));
+            tracing::debug!(
+                pair = %self.w.name,
+                lost = run.seen_lost,
+                saturated = end.written.saturated,
+                ?foreign,
+                "changes seen during the run were not all its own: running again"
+            );
             self.mark_pending(RunReason::Changed, false);
         }
         if run.retrigger {
@@ -830,8 +945,6 @@ async fn run_once(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use syncengine_core::RelPath;
-
     use super::*;
 
     fn started(path: &str, kind: ActionKind) -> ProgressEvent {
@@ -872,7 +985,7 @@ mod tests {
     fn too_many_writes_saturate_rather_than_grow() {
         let mut w = Written::default();
         for i in 0..MAX_WRITTEN_PATHS + 10 {
-            w.add(Side::Source, &format!("f{i}"));
+            w.add(Side::Source, &format!("f{i}"), Expect::Unknown);
         }
         assert!(w.saturated);
         assert!(w.paths.is_empty());

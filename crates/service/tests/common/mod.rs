@@ -22,8 +22,15 @@ pub fn debounce() -> Debounce {
 /// interval (the debounce's 500 ms max, the 1 s poll), rounded up.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Service options for tests: quick settle and back-off.
+/// Service options for tests: quick settle and back-off. Also sends the service's logs to
+/// the test output when `RUST_LOG` is set.
 pub fn options() -> ServiceOptions {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     ServiceOptions::default()
         .with_settle(Duration::from_millis(300))
         .with_backoff(Duration::from_millis(200), Duration::from_millis(800))
@@ -77,11 +84,16 @@ pub fn dirs() -> Dirs {
 }
 
 /// Waits until `cond` holds, checking every 50 ms, up to [`WAIT`]; panics with `what` then.
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
+pub async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_until_within(WAIT, what, cond).await
+}
+
+/// [`wait_until`] with another limit.
+pub async fn wait_until_within(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
     while !cond() {
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {WAIT:?} waiting for: {what}");
+            panic!("timed out after {limit:?} waiting for: {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
