@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use syncengine_core::{Location, Side};
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -101,7 +101,7 @@ impl ServiceOptions {
 }
 
 struct Handle {
-    cmds: mpsc::UnboundedSender<Command>,
+    cmds: mpsc::UnboundedSender<(Command, Option<oneshot::Sender<()>>)>,
     status: Arc<Mutex<PairStatus>>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -289,14 +289,15 @@ impl SyncService {
     /// Pauses a pair, and remembers it in the state directory: it stays paused across
     /// restarts of the service until [`resume`](Self::resume). A run in progress may go on
     /// for [`ServiceOptions::pause_grace`]; if it has not ended by then it is cancelled
-    /// cleanly. Changes seen while paused are synced on resume.
+    /// cleanly. Changes seen while paused are synced on resume. Returns once the pair's
+    /// task has taken the pause (its status says `paused`).
     ///
     /// # Errors
     /// [`ServiceError::UnknownPair`]; [`ServiceError::State`] when the paused state cannot be
     /// written (the pair is then not paused).
     pub async fn pause(&self, name: &str) -> Result<(), ServiceError> {
         self.set_paused(name, true).await?;
-        self.send(name, Command::Pause)
+        self.request(name, Command::Pause).await
     }
 
     /// Resumes a paused pair, or one stopped by a safety rule (which then runs again as it
@@ -306,7 +307,8 @@ impl SyncService {
     /// As [`pause`](Self::pause).
     pub async fn resume(&self, name: &str) -> Result<(), ServiceError> {
         self.set_paused(name, false).await?;
-        self.send(name, Command::Resume { force_once: false })
+        self.request(name, Command::Resume { force_once: false })
+            .await
     }
 
     /// Resumes a pair stopped by a safety rule and runs it once past that rule: with
@@ -326,7 +328,8 @@ impl SyncService {
             return Err(ServiceError::NotStopped(name.to_owned()));
         }
         self.set_paused(name, false).await?;
-        self.send(name, Command::Resume { force_once: true })
+        self.request(name, Command::Resume { force_once: true })
+            .await
     }
 
     /// Starts a run of the pair now (after the run in progress, if any), without waiting for
@@ -390,7 +393,22 @@ impl SyncService {
         let h = pairs
             .get(name)
             .ok_or_else(|| ServiceError::UnknownPair(name.to_owned()))?;
-        h.cmds.send(cmd).map_err(|_| ServiceError::ShutDown)
+        h.cmds.send((cmd, None)).map_err(|_| ServiceError::ShutDown)
+    }
+
+    /// Sends `cmd` and waits until the pair's task has carried it out.
+    async fn request(&self, name: &str, cmd: Command) -> Result<(), ServiceError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let pairs = lock_map(&self.pairs);
+            let h = pairs
+                .get(name)
+                .ok_or_else(|| ServiceError::UnknownPair(name.to_owned()))?;
+            h.cmds
+                .send((cmd, Some(tx)))
+                .map_err(|_| ServiceError::ShutDown)?;
+        }
+        rx.await.map_err(|_| ServiceError::ShutDown)
     }
 }
 

@@ -11,7 +11,7 @@ use syncengine_core::ignore_rules::is_always_ignored;
 use syncengine_core::{
     ActionKind, Change, ProgressEvent, RelPath, Side, SyncEngine, SyncError, SyncStats,
 };
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -220,6 +220,9 @@ struct RunEnd {
     result: Result<SyncStats, SyncError>,
     written: Written,
     duration: Duration,
+    /// The run's slot, given back once the pair's status says the run is over (so the
+    /// statuses never show more runs in progress than the limit).
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// A run in progress.
@@ -258,7 +261,8 @@ pub(crate) struct Worker {
     pub(crate) spec: PairSpec,
     pub(crate) shared: Arc<Shared>,
     pub(crate) status: Arc<Mutex<PairStatus>>,
-    pub(crate) cmds: mpsc::UnboundedReceiver<Command>,
+    /// Requests, each with an optional acknowledgement sent once it is carried out.
+    pub(crate) cmds: mpsc::UnboundedReceiver<(Command, Option<oneshot::Sender<()>>)>,
     pub(crate) cancel: CancellationToken,
     /// The local roots to watch, by side.
     pub(crate) local_roots: Vec<(Side, PathBuf)>,
@@ -461,7 +465,12 @@ impl Loop {
             tokio::select! {
                 _ = self.w.cancel.cancelled() => break,
                 cmd = self.w.cmds.recv() => match cmd {
-                    Some(cmd) => self.command(cmd).await,
+                    Some((cmd, ack)) => {
+                        self.command(cmd).await;
+                        if let Some(ack) = ack {
+                            let _ = ack.send(());
+                        }
+                    }
                     None => break,
                 },
                 Some(msg) = self.watch_rx.recv() => {
@@ -732,6 +741,7 @@ impl Loop {
                 result: Err(SyncError::State(format!("the run's task failed: {e}"))),
                 written: Written::default(),
                 duration: Duration::ZERO,
+                _permit: None,
             },
         };
         // Changes seen during the run that are not its own writes start the next one (the
@@ -876,20 +886,32 @@ async fn run_once(
     token: CancellationToken,
     force: Option<StopKind>,
 ) -> RunEnd {
-    let mut written = Written::default();
+    let written = Written::default();
     let started = Instant::now();
-    let end = |result, written| RunEnd {
+    let permit = tokio::select! {
+        p = shared.runs.clone().acquire_owned() => match p {
+            Ok(p) => p,
+            Err(_) => return RunEnd {
+                result: Err(SyncError::Cancelled),
+                written,
+                duration: started.elapsed(),
+                _permit: None,
+            },
+        },
+        _ = token.cancelled() => return RunEnd {
+            result: Err(SyncError::Cancelled),
+            written,
+            duration: started.elapsed(),
+            _permit: None,
+        },
+    };
+    let end = move |result, written| RunEnd {
         result,
         written,
         duration: started.elapsed(),
+        _permit: Some(permit),
     };
-    let _permit = tokio::select! {
-        p = shared.runs.clone().acquire_owned() => match p {
-            Ok(p) => p,
-            Err(_) => return end(Err(SyncError::Cancelled), written),
-        },
-        _ = token.cancelled() => return end(Err(SyncError::Cancelled), written),
-    };
+    let mut written = written;
     lock(&status).state = PairState::Scanning;
     let mut pair = match spec.build().await {
         Ok(p) => p,

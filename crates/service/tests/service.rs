@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use common::Dirs;
 use common::*;
 use syncengine_core::{ProgressEvent, SyncError};
 use syncengine_service::{
@@ -523,5 +524,47 @@ async fn a_folder_recreated_right_after_the_run_removed_it_is_synced() {
         std::fs::remove_file(d.a.join(&name)).unwrap();
         wait_until("its deletion to arrive", || !d.b.join(&name).exists()).await;
     }
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_over_all_pairs_stay_under_the_global_limit() {
+    let dirs: Vec<Dirs> = (0..3).map(|_| common::dirs()).collect();
+    for d in &dirs {
+        let a = d.a.clone();
+        blocking(move || {
+            for i in 0..500 {
+                write(&a.join(format!("f{i}.txt")), "x");
+            }
+        })
+        .await;
+    }
+    let service =
+        SyncService::with_options(&dirs[0].state, options().with_max_concurrent_runs(1)).unwrap();
+    for (i, d) in dirs.iter().enumerate() {
+        service
+            .add(spec(&format!("p{i}"), &d.a, &d.b))
+            .await
+            .unwrap();
+    }
+    let mut most = 0;
+    let mut waited = false;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !dirs.iter().all(|d| count_files(&d.b) == 500) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pairs did not sync"
+        );
+        let statuses = service.statuses();
+        let active = statuses
+            .iter()
+            .filter(|(_, s)| matches!(s.state, PairState::Scanning | PairState::Syncing))
+            .count();
+        waited |= statuses.iter().any(|(_, s)| s.state == PairState::Waiting);
+        most = most.max(active);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(most, 1, "runs in progress at once with a limit of 1");
+    println!("a pair was seen waiting for a slot: {waited}");
     service.shutdown().await;
 }
