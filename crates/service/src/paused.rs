@@ -99,3 +99,51 @@ impl PausedPairs {
         written.map_err(err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_set_survives_a_reload_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = PausedPairs::load(dir.path()).unwrap();
+        assert!(!p.contains("a"));
+        p.set("a", true).unwrap();
+        p.set("b", true).unwrap();
+        p.set("b", false).unwrap();
+        let again = PausedPairs::load(dir.path()).unwrap();
+        assert!(again.contains("a") && !again.contains("b"));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, [PAUSED_FILE]);
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_not_an_empty_set() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PAUSED_FILE), b"{\"paused\": [\"a\"").unwrap();
+        assert!(matches!(
+            PausedPairs::load(dir.path()),
+            Err(ServiceError::State { .. })
+        ));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_set_as_the_file_says() {
+        let dir = tempfile::tempdir().unwrap();
+        // The state "directory" is a file: nothing can be written below it.
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, b"x").unwrap();
+        let mut p = PausedPairs {
+            path: not_a_dir.join(PAUSED_FILE),
+            names: BTreeSet::new(),
+        };
+        assert!(p.set("a", true).is_err());
+        assert!(!p.contains("a"));
+    }
+}
