@@ -34,8 +34,8 @@ pub struct ServiceOptions {
     /// [`SyncOptions::transfers`](syncengine_core::SyncOptions::transfers) actions in flight,
     /// so at most `max_concurrent_runs × transfers` transfers run at once.
     pub max_concurrent_runs: usize,
-    /// How long a run in progress may go on after its pair is paused before it is cancelled
-    /// (default 10 s). A run that ends within it completes normally.
+    /// How long the transfers in flight of a run may go on after its pair is paused (the run
+    /// starts no new one) before they are cancelled (default 10 s).
     pub pause_grace: Duration,
     /// How long after a run its own writes may still be reported by the watcher (default
     /// 1 s): changes seen then at paths the run wrote are taken as its own.
@@ -287,9 +287,9 @@ impl SyncService {
     }
 
     /// Pauses a pair, and remembers it in the state directory: it stays paused across
-    /// restarts of the service until [`resume`](Self::resume). A run in progress may go on
-    /// for [`ServiceOptions::pause_grace`]; if it has not ended by then it is cancelled
-    /// cleanly. Changes seen while paused are synced on resume. Returns once the pair's
+    /// restarts of the service until [`resume`](Self::resume). A run in progress starts no
+    /// new transfer, and those in flight get [`ServiceOptions::pause_grace`] to finish; if
+    /// the run has not ended by then it is cancelled cleanly. Changes seen while paused are synced on resume. Returns once the pair's
     /// task has taken the pause (its status says `paused`).
     ///
     /// # Errors

@@ -229,6 +229,9 @@ struct RunEnd {
 struct Running {
     handle: JoinHandle<RunEnd>,
     token: CancellationToken,
+    /// Cancelled on pause: the run starts no new action and lets those in flight finish
+    /// (`SyncEngine::with_stop_starting`).
+    stop_starting: CancellationToken,
     /// Set on pause: the run is cancelled if it has not ended by then.
     cancel_at: Option<Instant>,
     /// Changes seen while it runs, judged against its writes when it ends.
@@ -624,7 +627,8 @@ impl Loop {
                 lock(&self.w.status).paused = true;
                 match &mut self.run {
                     Some(run) => {
-                        run.cancel_at = Some(Instant::now() + self.w.shared.options.pause_grace)
+                        run.stop_starting.cancel();
+                        run.cancel_at = Some(Instant::now() + self.w.shared.options.pause_grace);
                     }
                     None => self.set_state(PairState::Paused),
                 }
@@ -658,7 +662,9 @@ impl Loop {
                 // A resumed pair watches again: the root may be back, the limit raised.
                 self.start_watch().await;
                 match &mut self.run {
-                    // Paused during a run that is still in its grace period: it goes on.
+                    // Paused during a run that is still in its grace period: it is not
+                    // cancelled, but it started nothing new since the pause and ends as
+                    // cancelled; the next run (marked pending when it ends) does the rest.
                     Some(run) => run.cancel_at = None,
                     None => self.mark_pending(
                         if force.is_some() {
@@ -702,6 +708,7 @@ impl Loop {
         self.settle = None;
         self.stop = None;
         let token = self.w.cancel.child_token();
+        let stop_starting = CancellationToken::new();
         let force = self.force.take();
         {
             let mut st = lock(&self.w.status);
@@ -719,11 +726,13 @@ impl Loop {
             self.w.shared.clone(),
             self.w.status.clone(),
             token.clone(),
+            stop_starting.clone(),
             force,
         ));
         self.run = Some(Running {
             handle,
             token,
+            stop_starting,
             cancel_at: None,
             seen: HashSet::new(),
             seen_folders: HashSet::new(),
@@ -884,6 +893,7 @@ async fn run_once(
     shared: Arc<Shared>,
     status: Arc<Mutex<PairStatus>>,
     token: CancellationToken,
+    stop_starting: CancellationToken,
     force: Option<StopKind>,
 ) -> RunEnd {
     let written = Written::default();
@@ -929,6 +939,7 @@ async fn run_once(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let engine = SyncEngine::new(&shared.state_dir)
         .with_progress(tx)
+        .with_stop_starting(stop_starting)
         .with_cancellation(token);
     let run = async move {
         let r = engine.sync_pair(&pair).await;

@@ -74,6 +74,7 @@ pub struct SyncEngine {
     progress: Option<UnboundedSender<ProgressEvent>>,
     listing: Option<tokio::sync::mpsc::Sender<ProgressEvent>>,
     cancel: CancellationToken,
+    stop_starting: Option<CancellationToken>,
 }
 
 impl SyncEngine {
@@ -84,6 +85,7 @@ impl SyncEngine {
             progress: None,
             listing: None,
             cancel: CancellationToken::new(),
+            stop_starting: None,
         }
     }
 
@@ -109,6 +111,34 @@ impl SyncEngine {
     /// is true for what was done. The run then returns [`SyncError::Cancelled`].
     pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
         self.cancel = token;
+        self
+    }
+
+    /// Winds runs down gently when `token` is cancelled: no new action starts, and the
+    /// actions in flight finish (a pause that lets transfers end). The run then returns
+    /// [`SyncError::Cancelled`], the base true for what was done; what it did not start, the
+    /// next run does. Cancel the [`with_cancellation`](Self::with_cancellation) token as
+    /// well to abandon the actions in flight (after a grace period, say).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use syncengine_core::SyncEngine;
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// let (stop_starting, cancel) = (CancellationToken::new(), CancellationToken::new());
+    /// let engine = SyncEngine::new("/var/lib/myapp/sync")
+    ///     .with_stop_starting(stop_starting.clone())
+    ///     .with_cancellation(cancel.clone());
+    /// // To pause: let the transfers in flight finish, abandon them after 10 s.
+    /// let pause = async move {
+    ///     stop_starting.cancel();
+    ///     tokio::time::sleep(Duration::from_secs(10)).await;
+    ///     cancel.cancel();
+    /// };
+    /// # drop((engine, pause));
+    /// ```
+    pub fn with_stop_starting(mut self, token: CancellationToken) -> Self {
+        self.stop_starting = Some(token);
         self
     }
 
@@ -469,6 +499,7 @@ impl SyncEngine {
             trashed: Default::default(),
             rules: rules.clone(),
             ranged_files: Arc::new(tokio::sync::Semaphore::new(1)),
+            stop_starting: self.stop_starting.clone(),
         };
         let recovered = recovered.into_iter().map(BaseUpdate::Put).collect();
         let executed = executor.run(plan, recovered, &mut stats).await;

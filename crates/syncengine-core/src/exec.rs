@@ -123,6 +123,9 @@ pub struct Executor {
     /// Per side (source, destination), the barriers of its backup dir, shared by the copies
     /// waiting on one at the same time ([`SharedFlush`]).
     pub(crate) backup_flushes: [SharedFlush; 2],
+    /// Once cancelled, no new action starts; those in flight finish, and the run then ends
+    /// as cancelled ([`crate::SyncEngine::with_stop_starting`]).
+    pub(crate) stop_starting: Option<CancellationToken>,
     /// The side the run never writes to ([`crate::protect`]). The plan holds no action that
     /// changes it; the copies actions ask for as they run (a kept conflict loser going to the
     /// other side) are left out here, and counted as protected.
@@ -245,6 +248,8 @@ enum Outcome {
     Cancelled,
     /// Not started: a side was lost ([`Reach`]).
     NotStarted,
+    /// Not started: the run is winding down ([`Executor::stop_starting`]).
+    HeldBack,
     /// Recording intents failed: the run cannot go on safely.
     Fatal(SyncError),
 }
@@ -504,6 +509,13 @@ impl Executor {
         }
     }
 
+    /// True once the run starts no new action ([`Executor::stop_starting`]).
+    fn winding_down(&self) -> bool {
+        self.stop_starting
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+    }
+
     /// Runs actions with bounded concurrency; returns true if the run was cancelled.
     async fn run_batch(
         &self,
@@ -564,6 +576,9 @@ impl Executor {
                 if self.reach.lost_before_start().await {
                     return (Some((action, share)), Outcome::NotStarted);
                 }
+                if self.winding_down() {
+                    return (Some((action, share)), Outcome::HeldBack);
+                }
                 let outcome = match self.unless_cancelled(self.perform(&action)).await {
                     None => Outcome::Cancelled,
                     Some(Ok(done)) => Outcome::Done(done),
@@ -610,6 +625,11 @@ impl Executor {
                 // Its intent (if any) stays, as a cancelled copy's does: the next run finds
                 // nothing landed and copies it.
                 Outcome::NotStarted => continue,
+                // So does a held back one's; the run ends as cancelled.
+                Outcome::HeldBack => {
+                    cancelled = true;
+                    continue;
+                }
                 _ => {}
             }
             self.account(action, outcome, stats, writer, failures, follow_ups)
@@ -698,7 +718,7 @@ impl Executor {
                     report: ActionReport::of(&action, Vec::new()),
                 });
             }
-            Outcome::Cancelled | Outcome::NotStarted | Outcome::Fatal(_) => {}
+            Outcome::Cancelled | Outcome::NotStarted | Outcome::HeldBack | Outcome::Fatal(_) => {}
         }
         Ok(())
     }
@@ -807,6 +827,11 @@ impl Executor {
         follow_ups: &mut Vec<Action>,
     ) -> Result<bool, SyncError> {
         let mut cancelled = false;
+        // Both steps of a rename belong together: once the first has started, the second
+        // runs even while the run winds down.
+        if self.winding_down() {
+            return Ok(true);
+        }
         let transfers = self.transfers.max(1);
         let first = futures::stream::iter(renames)
             .map(|action| async move {
