@@ -40,8 +40,8 @@
 //!
 //! # Pause, safety stops and errors
 //! [`SyncService::pause`] holds a pair (a run in progress starts no new transfer and gets
-//! [`ServiceOptions::pause_grace`] to finish those in flight, then is cancelled cleanly); the pause is written to the state directory and
-//! survives restarts. A run stopped by a safety rule of the engine (max-delete, an emptied or
+//! [`ServiceOptions::pause_grace`] to finish those in flight, then is cancelled cleanly); the
+//! pause is written to the state directory and survives restarts. A run stopped by a safety rule of the engine (max-delete, an emptied or
 //! missing side, a changed root: [`StopKind`]) stops only its pair, which waits for
 //! [`SyncService::resume`] or [`SyncService::resume_force_once`] and is never retried into
 //! the rule. Other failures (a server down, the pair's lock held by another process) are
