@@ -118,6 +118,48 @@ async fn pausing_during_a_run_then_shutting_down_is_clean() {
     service.shutdown().await;
 }
 
+/// A pause lets the transfers in flight finish but starts no new one: with a grace period
+/// far longer than the copy, the run still ends (as cancelled) with files left to copy, and
+/// nothing more arrives while the pair is paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_run_starts_no_new_transfer_during_its_grace_period() {
+    let d = dirs();
+    bulk(&d.a, 3000).await;
+    let service = SyncService::with_options(
+        &d.state,
+        options().with_pause_grace(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    let mut events = service.subscribe();
+    service.add(spec("p", &d.a, &d.b)).await.unwrap();
+    planned(&mut events).await;
+    service.pause("p").await.unwrap();
+    let ev = next_event(&mut events, "the run's end", |e| {
+        matches!(e, ServiceEvent::RunFinished { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            ev,
+            ServiceEvent::RunFinished {
+                outcome: RunOutcome::Cancelled,
+                ..
+            }
+        ),
+        "the paused run went on instead of winding down: {ev:?}"
+    );
+    let copied = count_files(&d.b);
+    assert!(copied < 3000, "the whole copy ran after the pause");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(count_files(&d.b), copied, "transfers went on while paused");
+    service.resume("p").await.unwrap();
+    wait_until("the copy to complete after resume", || {
+        count_files(&d.b) == 3000
+    })
+    .await;
+    service.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_storm_makes_few_runs() {
     let d = dirs();
