@@ -13,6 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::bandwidth::Bandwidth;
 use crate::capabilities::Capabilities;
 use crate::client::{EntryStream, PruneFn, StorageClient, StorageClientExt};
 use crate::collide::{Collisions, drop_crossing_collisions, find_collisions, mark_collisions};
@@ -75,6 +76,7 @@ pub struct SyncEngine {
     listing: Option<tokio::sync::mpsc::Sender<ProgressEvent>>,
     cancel: CancellationToken,
     stop_starting: Option<CancellationToken>,
+    bandwidth: Bandwidth,
 }
 
 impl SyncEngine {
@@ -86,7 +88,32 @@ impl SyncEngine {
             listing: None,
             cancel: CancellationToken::new(),
             stop_starting: None,
+            bandwidth: Bandwidth::unlimited(),
         }
+    }
+
+    /// Limits the bandwidth of every run to `budget` (rclone's `--bwlimit`): each pair's
+    /// remote sides (or a local↔local pair's destination) are throttled with
+    /// [`Bandwidth::throttle_pair`] for the run. The budget is shared with every clone of it,
+    /// so runs of several pairs, concurrent or not, in this engine or in others given the
+    /// same budget, spend one limit together. See [`crate::bandwidth`].
+    ///
+    /// ```
+    /// use syncengine_core::SyncEngine;
+    /// use syncengine_core::bandwidth::Bandwidth;
+    ///
+    /// let budget = Bandwidth::new("10M:1M".parse().unwrap());
+    /// let engine = SyncEngine::new("/tmp/state").with_bandwidth(budget.clone());
+    /// assert_eq!(engine.bandwidth().limit().to_string(), "10Mi:1Mi");
+    /// ```
+    pub fn with_bandwidth(mut self, budget: Bandwidth) -> Self {
+        self.bandwidth = budget;
+        self
+    }
+
+    /// The bandwidth budget runs spend ([`Bandwidth::unlimited`] by default).
+    pub fn bandwidth(&self) -> &Bandwidth {
+        &self.bandwidth
     }
 
     /// Sends progress events to `tx`.
@@ -153,6 +180,15 @@ impl SyncEngine {
     /// See [`SyncError`]. Failures of single files do not fail the run: they are counted in
     /// [`SyncStats::errors`] and described in [`SyncStats::error_messages`].
     pub async fn sync_pair(&self, pair: &SyncPair) -> Result<SyncStats, SyncError> {
+        // Throttled clients forward everything but the bytes of reads and writes: the pair's
+        // id, state and checks are those of the pair as given.
+        let throttled;
+        let pair = if self.bandwidth.is_unlimited() {
+            pair
+        } else {
+            throttled = self.bandwidth.throttle_pair(pair);
+            &throttled
+        };
         let span = tracing::info_span!(
             "sync_pair",
             source = %pair.source,

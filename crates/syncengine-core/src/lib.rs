@@ -27,6 +27,7 @@
 //! # }).unwrap();
 //! ```
 
+pub mod bandwidth;
 pub mod capabilities;
 pub mod check;
 pub mod cleanup;
