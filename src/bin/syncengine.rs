@@ -381,6 +381,12 @@ struct SyncArgs {
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     transfers: Option<u64>,
+    /// Limit transfers to RATE bytes per second, in rclone's form: RATE each way or UP:DOWN
+    /// (UP = sent to a remote side, DOWN = received from one; in a local-to-local pair, to
+    /// and from the destination), binary units, a bare number in KiB/s, off = no limit.
+    /// Examples: 1M, 10M:off, 512k:2M.
+    #[arg(long, value_name = "RATE", value_parser = str::parse::<syncengine::bandwidth::BandwidthLimit>)]
+    bwlimit: Option<syncengine::bandwidth::BandwidthLimit>,
     /// Stop before changing anything if the run would delete more than PERCENT of the files
     /// on either side.
     #[arg(long, value_name = "PERCENT", default_value_t = 50,
@@ -971,6 +977,9 @@ async fn sync_async(args: SyncArgs, state_dir: PathBuf, verbosity: Verbosity) ->
 
     let cancel = CancellationToken::new();
     let mut engine = SyncEngine::new(&state_dir).with_cancellation(cancel.clone());
+    if let Some(limit) = args.bwlimit {
+        engine = engine.with_bandwidth(syncengine::bandwidth::Bandwidth::new(limit));
+    }
     let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
     engine = engine.with_progress(progress_tx);
     // A dry run's plan comes through a bounded channel: the engine waits while the printing

@@ -223,9 +223,8 @@ fn parse_rate(text: &str) -> std::result::Result<Option<u64>, String> {
                 .is_some()
             {
                 return Err(format!(
-                    "{text:?} would be bits or decimal units; rates are bytes per second \
-                     with binary units: write {}",
-                    &text[..text.len() - 1]
+                    "write {} or {}iB: rates are bytes per second in binary units, as in rclone",
+                    number, number
                 ));
             }
             (number, 1)
@@ -814,7 +813,7 @@ mod tests {
             (":1M", "empty"),
             ("-1M", "negative"),
             ("-5", "negative"),
-            ("10MB", "write 10M"),
+            ("10MB", "write 10M or 10MiB"),
             ("1kb", "write 1k"),
             ("10X", "unknown unit"),
             ("1Xi", "unknown unit"),
