@@ -229,3 +229,85 @@ fn uploads_and_downloads_over_webdav_are_held_to_the_limit() {
     );
     assert_eq!(std::fs::read(c.join("big.bin")).unwrap(), big());
 }
+
+/// Ctrl-C during an overwrite that waits for tokens (4 MiB at 1 KiB/s: over an hour) stops
+/// the run cleanly (exit 1, "cancelled"): the old version stays in place, no temp file is
+/// left, and the next run without a limit copies the file. (An overwrite, because the old
+/// version it keeps in the trash first shows when the copy is under way.)
+#[test]
+fn ctrl_c_while_throttled_stops_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, state) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("s"),
+    );
+    std::fs::create_dir_all(&a).unwrap();
+    let data: Vec<u8> = big().repeat(4);
+    std::fs::write(a.join("huge.bin"), &data).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(b.join("huge.bin"), "old").unwrap();
+    let mirror = ["--mode", "source-to-destination", "--state-dir", s(&state)];
+    let child = Command::new(BIN)
+        .args(["sync", s(&a), s(&b), "--bwlimit", "1k"])
+        .args(mirror)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let temp_in_b = || {
+        std::fs::read_dir(&b).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".syncengine-tmp-")
+            })
+        })
+    };
+    // Until the copy is under way: the old version is kept in the trash right before it.
+    let trash = b.join(".syncengine/trash");
+    let kept = || {
+        std::fs::read_dir(&trash)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|d| d.path().join("huge.bin").exists())
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !kept() {
+        assert!(
+            Instant::now() < deadline,
+            "the copy did not start within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Waiting for tokens now: 4 MiB at 1 KiB/s.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Not a speed assertion: a run that waited for its tokens would take over an hour.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the interrupted run kept waiting for bandwidth")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cancelled"), "{err}");
+    assert_eq!(std::fs::read(b.join("huge.bin")).unwrap(), b"old");
+    assert!(!temp_in_b(), "a temp file was left behind");
+
+    let mut again = vec!["sync", s(&a), s(&b), "-q"];
+    again.extend(mirror);
+    let (code, out, _) = run(&again, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(std::fs::read(b.join("huge.bin")).unwrap(), data);
+}

@@ -425,9 +425,11 @@ impl TokenBucket {
                     level.tokens -= want;
                     return;
                 }
-                // Positive and finite: `needed > tokens` and `rate >= 1`.
+                // At least a millisecond (the timer's resolution): a wait that rounds to
+                // zero at a huge rate would spin without time passing on a paused clock.
                 Duration::try_from_secs_f64((needed - level.tokens) / bucket.rate)
                     .unwrap_or(Duration::from_secs(3600))
+                    .max(Duration::from_millis(1))
             };
             tokio::time::sleep(wait).await;
         }
@@ -951,6 +953,35 @@ mod tests {
         }
         // 1000 KiB at 100 KiB/s.
         assert!(start.elapsed() >= Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn huge_and_tiny_rates_neither_spin_nor_overflow() {
+        let huge: BandwidthLimit = "15E".parse().unwrap();
+        let b = TokenBucket::new(huge.up.unwrap());
+        let start = Instant::now();
+        for _ in 0..1000 {
+            b.acquire(1 << 20).await;
+        }
+        // Each wait is at least the timer's millisecond; a zero wait would spin forever.
+        assert!(
+            start.elapsed() <= Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(b.piece(), 256 << 10);
+
+        let tiny = bucket(1);
+        assert_eq!(tiny.piece(), 1 << 10);
+        let start = Instant::now();
+        tiny.acquire(1 << 10).await;
+        tiny.acquire(1).await;
+        // One byte of burst, then 1023 bytes of debt to pay at 1 byte per second.
+        assert!(
+            start.elapsed() >= Duration::from_secs(1024),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]
