@@ -121,7 +121,7 @@ for rate in $RATES; do
                 start=$(date +%s.%N)
                 if [[ $tool == ours ]]; then
                     "$SE" sync "$src" "$URL" --mode source-to-destination --state-dir "$state" \
-                        --bwlimit "$rate" -q
+                        --bwlimit "$rate" -v --stats 5s >"$WORK/log" 2>&1
                 else
                     "$RCLONE" copy "$src" "$URL" --bwlimit "$rate" --transfers "$FILES" -q
                 fi
@@ -133,6 +133,10 @@ for rate in $RATES; do
                 rm -rf "$DISK" "$state"
                 got=$(python3 -c "print(f'{$total / ($end - $start) / 1048576:.3f}')")
                 echo "  $rate $server $tool #$i: $got MiB/s" >&2
+                # A run more than 10% slow shows what it said (retries, warnings, its rate).
+                if [[ $tool == ours ]] && python3 -c "import sys; sys.exit($got * 1048576 >= 0.9 * $bps)"; then
+                    grep -v '^\s*$' "$WORK/log" | tail -n 20 | sed 's/^/    | /' >&2
+                fi
                 if [[ $tool == ours ]]; then ours+=("$got"); else theirs+=("$got"); fi
             done
         done
