@@ -17,16 +17,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Error;
 
-/// The last barrier's outcome: the writes it covered (tickets up to this one) and its error
-/// message, if it failed.
-type Outcome = (u64, Result<(), String>);
+/// What the barriers so far showed: the writes a successful barrier covered (tickets up to
+/// this one), and the writes a failed one may have lost, with its error message.
+#[derive(Debug, Default)]
+struct Outcomes {
+    /// Tickets up to this one were covered by a barrier that succeeded.
+    flushed: u64,
+    /// Tickets up to this one had returned by the end of a barrier that failed: that barrier
+    /// covered them, or ran while they were written back, and the filesystem reports a
+    /// writeback error once, so a later barrier's success says nothing about them.
+    failed: Option<(u64, String)>,
+}
 
 /// Shared barriers over one client's writes. See the [module docs](self).
 #[derive(Debug, Default)]
 pub(crate) struct SharedFlush {
     /// Writes that returned so far; a write's ticket is the count once it is counted.
-    written: AtomicU64,
-    last: Arc<tokio::sync::Mutex<Option<Outcome>>>,
+    written: Arc<AtomicU64>,
+    outcomes: Arc<tokio::sync::Mutex<Outcomes>>,
 }
 
 impl SharedFlush {
@@ -36,8 +44,10 @@ impl SharedFlush {
     }
 
     /// Returns once a barrier (`barrier`, of the client `backend` names) that started after
-    /// the write with `ticket` returned has succeeded; the error of the barrier that covered
-    /// it otherwise. `barrier` is called only when no finished barrier covers the write.
+    /// the write with `ticket` returned has succeeded; the error of a failed barrier that
+    /// covered it, or ran while it was written, otherwise (also when this write asks only after
+    /// a later barrier succeeded). `barrier` is called only when no finished barrier answers
+    /// for the write.
     pub(crate) async fn flushed<F>(
         &self,
         ticket: u64,
@@ -47,19 +57,30 @@ impl SharedFlush {
     where
         F: Future<Output = Result<(), Error>> + Send + 'static,
     {
-        let mut guard = self.last.clone().lock_owned().await;
-        if let Some((covered, outcome)) = guard.as_ref()
-            && *covered >= ticket
+        let mut guard = self.outcomes.clone().lock_owned().await;
+        if let Some((upto, message)) = &guard.failed
+            && *upto >= ticket
         {
-            return rebuilt(backend, outcome);
+            return Err(Error::other(backend, "", message.clone()));
+        }
+        if guard.flushed >= ticket {
+            return Ok(());
         }
         // Under the lock: every write counted by now has returned, and this barrier starts
         // after them.
         let covers = self.written.load(Ordering::SeqCst);
         let barrier = barrier();
+        let written = self.written.clone();
         let task = tokio::spawn(async move {
             let outcome = barrier.await.map_err(|e| e.to_string());
-            *guard = Some((covers, outcome.clone()));
+            match &outcome {
+                Ok(()) => guard.flushed = guard.flushed.max(covers),
+                Err(message) => {
+                    // Also the writes that returned while it ran (see `Outcomes::failed`).
+                    let upto = written.load(Ordering::SeqCst);
+                    guard.failed = Some((upto, message.clone()));
+                }
+            }
             outcome
         });
         match task.await {
@@ -188,6 +209,69 @@ mod tests {
         assert!(
             flush
                 .flushed(later, "test", barrier(&calls, Duration::ZERO, false))
+                .await
+                .is_ok()
+        );
+    }
+
+    /// A write covered by a failed barrier gets its error even when it asks only after a
+    /// later barrier succeeded (its action was slow to reach the lock: another thread took a
+    /// later ticket and the lock first): that later barrier ran after the filesystem had
+    /// reported the error, so its success says nothing about this write.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_covered_by_a_failed_barrier_fails_also_after_a_later_barrier_succeeded() {
+        let flush = SharedFlush::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (slow, failing) = (flush.written(), flush.written());
+        let failed = flush
+            .flushed(failing, "test", barrier(&calls, Duration::ZERO, true))
+            .await;
+        assert!(failed.is_err());
+        let later = flush.written();
+        flush
+            .flushed(later, "test", barrier(&calls, Duration::ZERO, false))
+            .await
+            .expect("a later write, a later barrier");
+        let covered = flush
+            .flushed(slow, "test", barrier(&calls, Duration::ZERO, false))
+            .await;
+        assert!(
+            covered.is_err_and(|e| e.to_string().contains("writeback error")),
+            "the write the failed barrier covered was taken as flushed"
+        );
+    }
+
+    /// A write that returned while a barrier ran and failed: the filesystem may have reported
+    /// this write's writeback error to that barrier (once), so a next barrier's success does
+    /// not show it durable.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_made_while_a_barrier_failed_is_not_taken_as_flushed_by_the_next_one() {
+        let flush = Arc::new(SharedFlush::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let first = flush.written();
+        let running = tokio::spawn({
+            let (flush, calls) = (flush.clone(), calls.clone());
+            async move {
+                flush
+                    .flushed(first, "test", barrier(&calls, Duration::from_secs(1), true))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let during = flush.written();
+        let outcome = flush
+            .flushed(during, "test", barrier(&calls, Duration::ZERO, false))
+            .await;
+        assert!(running.await.expect("joined").is_err());
+        assert!(
+            outcome.is_err_and(|e| e.to_string().contains("writeback error")),
+            "a write made during the failed barrier was taken as flushed"
+        );
+        // A write after the failure gets a barrier of its own again.
+        let after = flush.written();
+        assert!(
+            flush
+                .flushed(after, "test", barrier(&calls, Duration::ZERO, false))
                 .await
                 .is_ok()
         );
