@@ -1,0 +1,170 @@
+//! Red team 22: the backup dir's barriers are shared by the copies waiting on one at the same
+//! time (`shared_flush`). A filesystem reports a writeback error once, to the barrier that
+//! asks first: the writes that returned before that barrier ended may be lost, and a later
+//! barrier succeeds without them. No original may go whose backup copy was among them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use syncengine_core::client::{
+    ByteStream, DeleteOptions, EntryStream, ReadOptions, TransferOptions, WriteOptions,
+};
+use syncengine_core::{
+    Capabilities, Entry, Error, MemoryClient, Recovery, RelPath, Result, Side, StorageClient,
+    StorageClientExt, SyncEngine, SyncMode, SyncOptions, SyncPair,
+};
+
+fn rel(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+/// A backup disk whose first barrier fails: every write that returned before that barrier
+/// ended is lost (removed), as a writeback error would lose it; a write a successful barrier
+/// started after is durable.
+#[derive(Debug)]
+struct LossyDisk {
+    inner: Arc<MemoryClient>,
+    /// Writes returned and not yet made durable by a barrier, numbered in the order they
+    /// returned.
+    pending: Mutex<Vec<(u64, RelPath)>>,
+    /// Writes returned so far.
+    count: std::sync::atomic::AtomicU64,
+    failed: AtomicBool,
+}
+
+impl std::fmt::Display for LossyDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("lossy backup disk")
+    }
+}
+
+#[async_trait]
+impl StorageClient for LossyDisk {
+    fn backend(&self) -> &'static str {
+        "lossy"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
+        self.inner.list(prefix)
+    }
+    async fn stat(&self, path: &RelPath) -> Result<Entry> {
+        self.inner.stat(path).await
+    }
+    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
+        self.inner.read_opts(path, opts).await
+    }
+    async fn write_opts(
+        &self,
+        path: &RelPath,
+        body: ByteStream,
+        opts: WriteOptions,
+    ) -> Result<Entry> {
+        let written = self.inner.write_opts(path, body, opts).await?;
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        self.pending.lock().unwrap().push((n, path.clone()));
+        Ok(written)
+    }
+    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
+        self.inner.delete_opts(path, opts).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        self.inner.copy_opts(from, to, opts).await
+    }
+    async fn rename_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        self.inner.rename_opts(from, to, opts).await
+    }
+    async fn sync_written(&self) -> Result<()> {
+        let started = self.count.load(Ordering::SeqCst);
+        // The barrier takes a while: other copies return meanwhile.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            let lost: Vec<(u64, RelPath)> = self.pending.lock().unwrap().drain(..).collect();
+            for (_, path) in lost {
+                self.inner.delete(&path).await?;
+            }
+            return Err(Error::other("lossy", "", "writeback error"));
+        }
+        self.pending.lock().unwrap().retain(|(n, _)| *n > started);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_original_goes_whose_backup_copy_a_failed_barrier_lost() {
+    let state = tempfile::tempdir().unwrap();
+    let s = Arc::new(MemoryClient::new());
+    let d = Arc::new(MemoryClient::new());
+    for i in 0..300 {
+        s.put(
+            &rel(&format!("f{i:03}")),
+            Bytes::from(format!("version of f{i:03}")),
+        )
+        .await
+        .unwrap();
+    }
+    let plain = SyncPair::new(s.clone(), d.clone(), SyncMode::SourceToDestination);
+    SyncEngine::new(state.path())
+        .sync_pair(&plain)
+        .await
+        .unwrap();
+    for i in 0..100 {
+        s.delete(&rel(&format!("f{i:03}"))).await.unwrap();
+    }
+    let disk = Arc::new(MemoryClient::new());
+    let backup = Arc::new(LossyDisk {
+        inner: disk.clone(),
+        pending: Mutex::default(),
+        count: Default::default(),
+        failed: AtomicBool::new(false),
+    });
+    let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::SourceToDestination).with_options(
+        SyncOptions::default()
+            .with_transfers(16)
+            .with_recovery(Side::Destination, Recovery::BackupDir(backup.clone())),
+    );
+    let result = SyncEngine::new(state.path()).sync_pair(&pair).await;
+    let kept = disk.files();
+    let at_dst = d.files();
+    let mut gone_without_backup = Vec::new();
+    for i in 0..100 {
+        let name = format!("f{i:03}");
+        if at_dst.contains_key(&rel(&name)) {
+            continue;
+        }
+        let want = format!("version of {name}");
+        let backed_up = kept
+            .iter()
+            .any(|(p, body)| p.as_str().ends_with(&format!("/{name}")) && body == want.as_bytes());
+        if !backed_up {
+            gone_without_backup.push(name);
+        }
+    }
+    assert!(
+        gone_without_backup.is_empty(),
+        "{} originals deleted although the failed barrier lost their backup copies: {:?} \
+         (run: {result:?})",
+        gone_without_backup.len(),
+        &gone_without_backup[..gone_without_backup.len().min(10)]
+    );
+    assert!(
+        backup.failed.load(Ordering::SeqCst),
+        "the barrier was called"
+    );
+}
