@@ -1554,6 +1554,22 @@ impl Executor {
         ))
     }
 
+    /// The shared barriers of `side`'s backup dir client `backup`: the source's when both
+    /// sides back up to the same client object, whose barrier reports a writeback error once,
+    /// to whichever side's barrier asks first (separate barriers per side let the other side
+    /// take its next barrier's success for writes that error lost).
+    fn backup_flush(&self, side: Side, backup: &Arc<dyn StorageClient>) -> &SharedFlush {
+        let shared = matches!(
+            &self.source_recovery,
+            ResolvedRecovery::BackupDir(c) if std::ptr::addr_eq(Arc::as_ptr(c), Arc::as_ptr(backup))
+        );
+        if shared {
+            &self.backup_flushes[side_index(Side::Source)]
+        } else {
+            &self.backup_flushes[side_index(side)]
+        }
+    }
+
     async fn copy_to_backup(
         &self,
         side: Side,
@@ -1591,7 +1607,7 @@ impl Executor {
                 // backup dir's own, shared with the copies waiting at the same time (a no-op
                 // where writes are durable when they return).
                 Ok(_) => {
-                    let flushes = &self.backup_flushes[side_index(side)];
+                    let flushes = self.backup_flush(side, backup);
                     let ticket = flushes.written();
                     let (backup, attempts) = (backup.clone(), self.attempts);
                     return flushes

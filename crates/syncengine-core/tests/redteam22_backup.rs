@@ -35,6 +35,8 @@ struct LossyDisk {
     /// Writes returned so far.
     count: std::sync::atomic::AtomicU64,
     failed: AtomicBool,
+    /// The first barrier that starts after this many writes fails.
+    fail_after: u64,
 }
 
 impl std::fmt::Display for LossyDisk {
@@ -94,7 +96,7 @@ impl StorageClient for LossyDisk {
         let started = self.count.load(Ordering::SeqCst);
         // The barrier takes a while: other copies return meanwhile.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if !self.failed.swap(true, Ordering::SeqCst) {
+        if started >= self.fail_after && !self.failed.swap(true, Ordering::SeqCst) {
             let lost: Vec<(u64, RelPath)> = self.pending.lock().unwrap().drain(..).collect();
             for (_, path) in lost {
                 self.inner.delete(&path).await?;
@@ -133,6 +135,7 @@ async fn no_original_goes_whose_backup_copy_a_failed_barrier_lost() {
         pending: Mutex::default(),
         count: Default::default(),
         failed: AtomicBool::new(false),
+        fail_after: 0,
     });
     let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::SourceToDestination).with_options(
         SyncOptions::default()
@@ -146,6 +149,79 @@ async fn no_original_goes_whose_backup_copy_a_failed_barrier_lost() {
     for i in 0..100 {
         let name = format!("f{i:03}");
         if at_dst.contains_key(&rel(&name)) {
+            continue;
+        }
+        let want = format!("version of {name}");
+        let backed_up = kept
+            .iter()
+            .any(|(p, body)| p.as_str().ends_with(&format!("/{name}")) && body == want.as_bytes());
+        if !backed_up {
+            gone_without_backup.push(name);
+        }
+    }
+    assert!(
+        gone_without_backup.is_empty(),
+        "{} originals deleted although the failed barrier lost their backup copies: {:?} \
+         (run: {result:?})",
+        gone_without_backup.len(),
+        &gone_without_backup[..gone_without_backup.len().min(10)]
+    );
+    assert!(
+        backup.failed.load(Ordering::SeqCst),
+        "the barrier was called"
+    );
+}
+
+/// Both sides back up to one client (two-way, library use): its barrier reports the disk's
+/// writeback error once, to whichever side's barrier asks first, so the sides must share
+/// their barriers' outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sides_backing_up_to_one_client_share_a_failed_barrier() {
+    let state = tempfile::tempdir().unwrap();
+    let s = Arc::new(MemoryClient::new());
+    let d = Arc::new(MemoryClient::new());
+    for i in 0..300 {
+        s.put(
+            &rel(&format!("f{i:03}")),
+            Bytes::from(format!("version of f{i:03}")),
+        )
+        .await
+        .unwrap();
+    }
+    let plain = SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay);
+    SyncEngine::new(state.path())
+        .sync_pair(&plain)
+        .await
+        .unwrap();
+    // The source deletes f000..f049 (gone from the destination by the run), the destination
+    // f050..f099 (gone from the source).
+    for i in 0..50 {
+        s.delete(&rel(&format!("f{i:03}"))).await.unwrap();
+        d.delete(&rel(&format!("f{:03}", i + 50))).await.unwrap();
+    }
+    let disk = Arc::new(MemoryClient::new());
+    let backup = Arc::new(LossyDisk {
+        inner: disk.clone(),
+        pending: Mutex::default(),
+        count: Default::default(),
+        failed: AtomicBool::new(false),
+        // While the copies of both sides' deletions go (each side has 50).
+        fail_after: 52,
+    });
+    let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay).with_options(
+        SyncOptions::default()
+            .with_transfers(16)
+            .with_recovery(Side::Source, Recovery::BackupDir(backup.clone()))
+            .with_recovery(Side::Destination, Recovery::BackupDir(backup.clone())),
+    );
+    let result = SyncEngine::new(state.path()).sync_pair(&pair).await;
+    let kept = disk.files();
+    let (at_src, at_dst) = (s.files(), d.files());
+    let mut gone_without_backup = Vec::new();
+    for i in 0..100 {
+        let name = format!("f{i:03}");
+        let side = if i < 50 { &at_dst } else { &at_src };
+        if side.contains_key(&rel(&name)) {
             continue;
         }
         let want = format!("version of {name}");
