@@ -409,6 +409,7 @@ pub const PAIR_KEYS: &[&str] = &[
     "max_size",
     "min_age",
     "transfers",
+    "bwlimit",
     "max_delete",
     "checksum",
     "no_trash",
@@ -1302,6 +1303,17 @@ impl Parser<'_> {
                 "transfers" => {
                     let n = self.integer(given, &place, v, 1..=1024)?;
                     pair.flags.push(format!("{flag}={n}"));
+                }
+                "bwlimit" => {
+                    // rclone's form: "1M", "10M:off"; a bare number is KiB/s.
+                    let text = match v.get_ref() {
+                        DeValue::Integer(n) => n.as_str().to_owned(),
+                        _ => self.string(given, &place, v)?,
+                    };
+                    if let Err(e) = text.parse::<syncengine_core::bandwidth::BandwidthLimit>() {
+                        return Err(self.error(v.span(), format!("`bwlimit` in {place}: {e}")));
+                    }
+                    pair.flags.push(format!("{flag}={text}"));
                 }
                 "max_delete" => {
                     let n = self.integer(given, &place, v, 0..=100)?;

@@ -261,6 +261,7 @@ fn bad_values_name_the_line_and_the_fix() {
         ("conflict = \"coin-flip\"", "valid values"),
         ("max_delete = 150", "from 0 to 100"),
         ("transfers = 0", "from 1 to 1024"),
+        ("bwlimit = \"10MB\"", "10MiB"),
         ("watch = \"yes\"", "true or false"),
         ("exclude = [\"*.tmp\", 3]", "list of strings"),
         ("force = true", "applies to one run"),
@@ -298,6 +299,17 @@ fn bad_values_name_the_line_and_the_fix() {
         Some(std::time::Duration::from_secs(3600))
     );
     assert!(p.sync_flags().contains(&"--min-age=300000ms".to_owned()));
+    // A bandwidth limit in rclone's form goes to the run as `--bwlimit`.
+    let ok = Config::parse(
+        &format!("{base}bwlimit = \"1M:off\"\n"),
+        Path::new("c.toml"),
+    )
+    .unwrap();
+    assert!(
+        ok.pairs["p"]
+            .sync_flags()
+            .contains(&"--bwlimit=1M:off".to_owned())
+    );
 }
 
 #[test]

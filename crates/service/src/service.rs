@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use syncengine_core::bandwidth::Bandwidth;
 use syncengine_core::{Location, Side};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ServiceError;
+
 use crate::paused::PausedPairs;
 use crate::spec::PairSpec;
 use crate::status::{PairStatus, ServiceEvent};
@@ -49,6 +51,9 @@ pub struct ServiceOptions {
     /// Acts as if every watch hit the inotify watch limit, so every pair falls back to
     /// polling (for testing that fallback without exhausting the system's limit).
     pub simulate_watch_limit: bool,
+    /// The bandwidth budget every transfer of every pair spends together (unlimited by
+    /// default): `--bwlimit` for the whole service. See [`syncengine_core::bandwidth`].
+    pub bandwidth: Bandwidth,
 }
 
 impl Default for ServiceOptions {
@@ -61,6 +66,7 @@ impl Default for ServiceOptions {
             backoff_max: Duration::from_secs(600),
             event_capacity: 4096,
             simulate_watch_limit: false,
+            bandwidth: Bandwidth::unlimited(),
         }
     }
 }
@@ -96,6 +102,12 @@ impl ServiceOptions {
     /// [`ServiceOptions::simulate_watch_limit`]).
     pub fn with_simulated_watch_limit(mut self, on: bool) -> Self {
         self.simulate_watch_limit = on;
+        self
+    }
+    /// Shares `budget` among all transfers of all pairs (e.g. `"1M:4M".parse()` into
+    /// [`Bandwidth::new`]).
+    pub fn with_bandwidth(mut self, budget: Bandwidth) -> Self {
+        self.bandwidth = budget;
         self
     }
 }

@@ -940,6 +940,7 @@ async fn run_once(
     let engine = SyncEngine::new(&shared.state_dir)
         .with_progress(tx)
         .with_stop_starting(stop_starting)
+        .with_bandwidth(shared.options.bandwidth.clone())
         .with_cancellation(token);
     let run = async move {
         let r = engine.sync_pair(&pair).await;

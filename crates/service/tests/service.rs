@@ -568,3 +568,35 @@ async fn runs_over_all_pairs_stay_under_the_global_limit() {
     println!("a pair was seen waiting for a slot: {waited}");
     service.shutdown().await;
 }
+
+/// The service's bandwidth budget is spent by its pairs' transfers: two pairs of 512 KiB
+/// each at 256 KiB/s shared take at least 3 s together (the bucket starts empty), however
+/// the pairs overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairs_share_the_service_bandwidth_budget() {
+    use syncengine_core::bandwidth::Bandwidth;
+    let (one, two) = (dirs(), dirs());
+    let payload = "x".repeat(512 * 1024);
+    write(&one.a.join("big.bin"), &payload);
+    write(&two.a.join("big.bin"), &payload);
+    let budget = Bandwidth::new("256k".parse().unwrap());
+    let service = SyncService::with_options(
+        &one.state,
+        options().with_max_concurrent_runs(2).with_bandwidth(budget),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    service.add(spec("one", &one.a, &one.b)).await.unwrap();
+    service.add(spec("two", &two.a, &two.b)).await.unwrap();
+    wait_until("both copies", || {
+        read(&one.b.join("big.bin")).is_some_and(|b| b == payload)
+            && read(&two.b.join("big.bin")).is_some_and(|b| b == payload)
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "1 MiB at 256 KiB/s arrived in {took:?}: the budget was not applied or not shared"
+    );
+    service.shutdown().await;
+}
