@@ -94,7 +94,10 @@ impl WriteBehind {
 
 /// A [`StorageClient`] over a local directory.
 ///
-/// See the [crate docs](crate) for the behaviour of each operation. Cloning is cheap.
+/// See the [crate docs](crate) for the behaviour of each operation. Cloning is cheap. Its
+/// calls run within a tokio runtime with the time driver (`#[tokio::main]` and
+/// `Builder::enable_all` have it, as the other backends' HTTP and SSH clients need too): a
+/// call that waits on the filesystem for long gets help on a timer (see `lane.rs`).
 ///
 /// ```
 /// use syncengine_backend_local::LocalClient;
