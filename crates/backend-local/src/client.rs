@@ -81,13 +81,7 @@ impl WriteBehind {
         if written - kicked < WRITE_BEHIND {
             return;
         }
-        // Advice only: a filesystem that ignores it loses nothing.
-        let _ = rustix::fs::fadvise(
-            file,
-            kicked,
-            std::num::NonZeroU64::new(written - kicked),
-            rustix::fs::Advice::DontNeed,
-        );
+        crate::kernel_copy::write_behind(file, kicked, written);
         at.1 = written;
     }
 }

@@ -219,7 +219,7 @@ fn copy_range(
 /// Starts the disk writes of `dst`'s bytes `from..to` without waiting for them (and drops
 /// those pages once written), so that the barrier that makes the copy durable finds little
 /// left to write: see `WriteBehind` in the client. Advice only; nothing committed changes.
-fn write_behind(dst: &File, from: u64, to: u64) {
+pub(crate) fn write_behind(dst: &File, from: u64, to: u64) {
     if let Some(len) = std::num::NonZeroU64::new(to.saturating_sub(from)) {
         let _ = rustix::fs::fadvise(dst, from, Some(len), rustix::fs::Advice::DontNeed);
     }

@@ -107,8 +107,7 @@ impl Lane {
             wanted
         };
         if start_runner {
-            let lane = self.clone();
-            tokio::task::spawn_blocking(move || lane.work_through());
+            self.start_runner();
         }
         let mut answer = answer;
         loop {
@@ -141,9 +140,14 @@ impl Lane {
         };
         replies.into_iter().for_each(|reply| reply());
         if start_runner {
-            let lane = self.clone();
-            tokio::task::spawn_blocking(move || lane.work_through());
+            self.start_runner();
         }
+    }
+
+    /// Starts a runner, already counted in `runners`.
+    fn start_runner(&self) {
+        let lane = self.clone();
+        tokio::task::spawn_blocking(move || lane.work_through());
     }
 
     /// A runner: takes queued jobs until there are none, then ends.

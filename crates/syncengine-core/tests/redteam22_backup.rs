@@ -39,6 +39,42 @@ struct LossyDisk {
     fail_after: u64,
 }
 
+impl LossyDisk {
+    /// A disk over `inner` whose first barrier starting after `fail_after` writes fails.
+    fn new(inner: Arc<MemoryClient>, fail_after: u64) -> Self {
+        LossyDisk {
+            inner,
+            pending: Mutex::default(),
+            count: Default::default(),
+            failed: AtomicBool::new(false),
+            fail_after,
+        }
+    }
+}
+
+/// The names among f000..f099 gone from the side that held them (`side_of`) with no backup
+/// copy of their version in `kept`.
+fn gone_without_backup<'a>(
+    kept: &std::collections::BTreeMap<RelPath, Bytes>,
+    side_of: impl Fn(usize) -> &'a std::collections::BTreeMap<RelPath, Bytes>,
+) -> Vec<String> {
+    let mut gone = Vec::new();
+    for i in 0..100 {
+        let name = format!("f{i:03}");
+        if side_of(i).contains_key(&rel(&name)) {
+            continue;
+        }
+        let want = format!("version of {name}");
+        let backed_up = kept
+            .iter()
+            .any(|(p, body)| p.as_str().ends_with(&format!("/{name}")) && body == want.as_bytes());
+        if !backed_up {
+            gone.push(name);
+        }
+    }
+    gone
+}
+
 impl std::fmt::Display for LossyDisk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("lossy backup disk")
@@ -130,35 +166,15 @@ async fn no_original_goes_whose_backup_copy_a_failed_barrier_lost() {
         s.delete(&rel(&format!("f{i:03}"))).await.unwrap();
     }
     let disk = Arc::new(MemoryClient::new());
-    let backup = Arc::new(LossyDisk {
-        inner: disk.clone(),
-        pending: Mutex::default(),
-        count: Default::default(),
-        failed: AtomicBool::new(false),
-        fail_after: 0,
-    });
+    let backup = Arc::new(LossyDisk::new(disk.clone(), 0));
     let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::SourceToDestination).with_options(
         SyncOptions::default()
             .with_transfers(16)
             .with_recovery(Side::Destination, Recovery::BackupDir(backup.clone())),
     );
     let result = SyncEngine::new(state.path()).sync_pair(&pair).await;
-    let kept = disk.files();
     let at_dst = d.files();
-    let mut gone_without_backup = Vec::new();
-    for i in 0..100 {
-        let name = format!("f{i:03}");
-        if at_dst.contains_key(&rel(&name)) {
-            continue;
-        }
-        let want = format!("version of {name}");
-        let backed_up = kept
-            .iter()
-            .any(|(p, body)| p.as_str().ends_with(&format!("/{name}")) && body == want.as_bytes());
-        if !backed_up {
-            gone_without_backup.push(name);
-        }
-    }
+    let gone_without_backup = gone_without_backup(&disk.files(), |_| &at_dst);
     assert!(
         gone_without_backup.is_empty(),
         "{} originals deleted although the failed barrier lost their backup copies: {:?} \
@@ -200,14 +216,8 @@ async fn two_sides_backing_up_to_one_client_share_a_failed_barrier() {
         d.delete(&rel(&format!("f{:03}", i + 50))).await.unwrap();
     }
     let disk = Arc::new(MemoryClient::new());
-    let backup = Arc::new(LossyDisk {
-        inner: disk.clone(),
-        pending: Mutex::default(),
-        count: Default::default(),
-        failed: AtomicBool::new(false),
-        // While the copies of both sides' deletions go (each side has 50).
-        fail_after: 52,
-    });
+    // While the copies of both sides' deletions go (each side has 50).
+    let backup = Arc::new(LossyDisk::new(disk.clone(), 52));
     let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay).with_options(
         SyncOptions::default()
             .with_transfers(16)
@@ -215,23 +225,9 @@ async fn two_sides_backing_up_to_one_client_share_a_failed_barrier() {
             .with_recovery(Side::Destination, Recovery::BackupDir(backup.clone())),
     );
     let result = SyncEngine::new(state.path()).sync_pair(&pair).await;
-    let kept = disk.files();
     let (at_src, at_dst) = (s.files(), d.files());
-    let mut gone_without_backup = Vec::new();
-    for i in 0..100 {
-        let name = format!("f{i:03}");
-        let side = if i < 50 { &at_dst } else { &at_src };
-        if side.contains_key(&rel(&name)) {
-            continue;
-        }
-        let want = format!("version of {name}");
-        let backed_up = kept
-            .iter()
-            .any(|(p, body)| p.as_str().ends_with(&format!("/{name}")) && body == want.as_bytes());
-        if !backed_up {
-            gone_without_backup.push(name);
-        }
-    }
+    let gone_without_backup =
+        gone_without_backup(&disk.files(), |i| if i < 50 { &at_dst } else { &at_src });
     assert!(
         gone_without_backup.is_empty(),
         "{} originals deleted although the failed barrier lost their backup copies: {:?} \
