@@ -462,15 +462,18 @@ pub struct PairConfig {
     pub destination: String,
     /// The mode (default two-way, as for `sync`).
     pub mode: SyncMode,
-    /// Keep the pair in sync continuously (the service), default false.
+    /// Under `syncengine watch`, watch the pair's local roots for changes (`watch`, default
+    /// true); `false` polls them every `poll_interval` like remote roots (for network
+    /// filesystems, where change notifications do not arrive).
     pub watch: bool,
-    /// How often the service polls a remote root (`poll_interval`); `None`: the service's
-    /// default.
+    /// How often `syncengine watch` polls a remote root, or a local one with `watch = false`
+    /// (`poll_interval`); `None`: the service's default (60 s).
     pub poll_interval: Option<Duration>,
-    /// How often the service rescans both roots in full (`rescan_interval`); `None`: the
-    /// service's default.
+    /// How often `syncengine watch` runs the pair in full even when nothing was seen to
+    /// change (`rescan_interval`); `None`: the service's default (1 h).
     pub rescan_interval: Option<Duration>,
-    /// The pair starts paused in the service (`paused`), default false.
+    /// The pair is paused (`paused`, default false): `syncengine watch` starts it paused
+    /// until `syncengine resume NAME`, and `syncengine run` skips it unless it is named.
     pub paused: bool,
     /// The `sync` flags other than `--mode`, in key order.
     flags: Vec<String>,
@@ -1158,7 +1161,7 @@ impl Parser<'_> {
             source: String::new(),
             destination: String::new(),
             mode: SyncMode::TwoWay,
-            watch: false,
+            watch: true,
             poll_interval: None,
             rescan_interval: None,
             paused: false,

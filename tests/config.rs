@@ -164,7 +164,8 @@ fn the_issue_sample_parses_as_written() {
         notes.sync_flags(),
         ["--mode=two-way", "--conflict=keep-both"]
     );
-    assert!(!notes.watch);
+    // Local roots are watched unless `watch = false`.
+    assert!(notes.watch);
 
     // `photos-bucket:2026` is the remote's URL with /2026.
     let resolved = config.resolve("photos-bucket:2026").unwrap();

@@ -9,6 +9,9 @@
 mod check;
 #[path = "syncengine/children.rs"]
 mod children;
+#[cfg(unix)]
+#[path = "syncengine/control.rs"]
+mod control;
 #[path = "syncengine/filters.rs"]
 mod filters;
 #[path = "syncengine/output.rs"]
@@ -21,6 +24,9 @@ mod progress;
 mod run;
 #[path = "syncengine/trash.rs"]
 mod trash;
+#[cfg(unix)]
+#[path = "syncengine/watch.rs"]
+mod watch;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -254,6 +260,24 @@ enum Command {
     /// name order) and exit with the worst status.
     #[command(after_help = run::RUN_AFTER_HELP)]
     Run(run::RunArgs),
+    /// Keep the pairs of the config file in sync until stopped: local roots watched, remote
+    /// ones polled; SIGHUP reloads the file.
+    #[cfg(unix)]
+    #[command(after_help = watch::WATCH_AFTER_HELP)]
+    Watch(watch::WatchArgs),
+    /// Pause a pair of the running `syncengine watch` (kept across restarts).
+    #[cfg(unix)]
+    #[command(after_help = watch::PAUSE_AFTER_HELP)]
+    Pause(watch::PauseArgs),
+    /// Resume a paused pair, or one stopped by a safety rule.
+    #[cfg(unix)]
+    #[command(after_help = watch::RESUME_AFTER_HELP)]
+    Resume(watch::ResumeArgs),
+    /// Show the config file's pairs: what the running watch does with them, or what the
+    /// last one saw.
+    #[cfg(unix)]
+    #[command(after_help = watch::STATUS_AFTER_HELP)]
+    Status(watch::StatusArgs),
 }
 
 const CLEANUP_AFTER_HELP: &str = "\
@@ -543,6 +567,14 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run_check(args, verbosity),
         Command::Pairs(args) => pairs::run_pairs(args, verbosity),
         Command::Run(args) => run::run_pairs(args, verbosity),
+        #[cfg(unix)]
+        Command::Watch(args) => watch::run_watch(args, verbosity),
+        #[cfg(unix)]
+        Command::Pause(args) => watch::run_pause(args),
+        #[cfg(unix)]
+        Command::Resume(args) => watch::run_resume(args),
+        #[cfg(unix)]
+        Command::Status(args) => watch::run_status(args),
     };
     // A credential_process the run stopped waiting for would outlive it.
     children::end_abandoned(&inherited);

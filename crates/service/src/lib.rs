@@ -96,7 +96,7 @@ mod watch;
 mod worker;
 
 pub use error::ServiceError;
-pub use paused::PAUSED_FILE;
+pub use paused::{PAUSED_FILE, paused_pairs, set_paused};
 pub use service::{ServiceOptions, SyncService, default_state_dir};
 pub use spec::{DEFAULT_POLL_INTERVAL, DEFAULT_RESCAN_INTERVAL, Debounce, PairBuilder, PairSpec};
 pub use status::{

@@ -100,6 +100,38 @@ impl PausedPairs {
     }
 }
 
+/// The pairs recorded as paused in `state_dir` (by [`SyncService::pause`](crate::SyncService::pause)
+/// or [`set_paused`]), for a tool that shows or changes them while no service runs there.
+///
+/// # Errors
+/// [`ServiceError::State`] when the file cannot be read or is damaged.
+pub fn paused_pairs(state_dir: &Path) -> Result<BTreeSet<String>, ServiceError> {
+    Ok(PausedPairs::load(state_dir)?.names)
+}
+
+/// Records the pair `name` as paused (or not) in `state_dir`, as
+/// [`SyncService::pause`](crate::SyncService::pause) and
+/// [`resume`](crate::SyncService::resume) do, for when no service runs there: a service
+/// started later finds the pair paused. The file is replaced atomically and flushed.
+///
+/// A service running on the same state directory does not see the change (it reads the file
+/// when it starts) and may write its own set over it: change a running service's pairs
+/// through its own [`pause`](crate::SyncService::pause) and
+/// [`resume`](crate::SyncService::resume).
+///
+/// ```
+/// let state = tempfile::tempdir()?;
+/// syncengine_service::set_paused(state.path(), "photos", true)?;
+/// assert!(syncengine_service::paused_pairs(state.path())?.contains("photos"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`ServiceError::State`] when the file cannot be read, is damaged or cannot be written.
+pub fn set_paused(state_dir: &Path, name: &str, paused: bool) -> Result<(), ServiceError> {
+    PausedPairs::load(state_dir)?.set(name, paused)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -247,7 +247,7 @@ impl SyncService {
                 }
             }
         }
-        let paused = lock_paused(&self.paused).contains(&name);
+        let paused = spec.start_paused || lock_paused(&self.paused).contains(&name);
         let status = Arc::new(Mutex::new(PairStatus::new(paused)));
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = self.shutdown.child_token();

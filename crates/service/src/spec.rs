@@ -81,6 +81,7 @@ pub struct PairSpec {
     pub(crate) poll_interval: Duration,
     pub(crate) rescan_interval: Duration,
     pub(crate) debounce: Debounce,
+    pub(crate) start_paused: bool,
 }
 
 impl fmt::Debug for PairSpec {
@@ -92,6 +93,7 @@ impl fmt::Debug for PairSpec {
             .field("poll_interval", &self.poll_interval)
             .field("rescan_interval", &self.rescan_interval)
             .field("debounce", &self.debounce)
+            .field("start_paused", &self.start_paused)
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +122,7 @@ impl PairSpec {
             poll_interval: DEFAULT_POLL_INTERVAL,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             debounce: Debounce::default(),
+            start_paused: false,
         }
     }
 
@@ -155,6 +158,16 @@ impl PairSpec {
     /// Sets how watch events are gathered into runs (default 2 s quiet, 10 s at most).
     pub fn with_debounce(mut self, debounce: Debounce) -> Self {
         self.debounce = debounce;
+        self
+    }
+
+    /// Adds the pair paused (`true`) without recording a pause in the state directory: a
+    /// pause that comes from the pair's configuration (`paused = true` in the config file)
+    /// rather than from [`SyncService::pause`](crate::SyncService::pause). No run starts
+    /// until [`SyncService::resume`](crate::SyncService::resume). A pair paused with
+    /// `pause` stays paused whatever this says.
+    pub fn with_paused(mut self, paused: bool) -> Self {
+        self.start_paused = paused;
         self
     }
 

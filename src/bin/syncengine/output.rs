@@ -713,9 +713,14 @@ pub fn print_json_failure(message: &str, exit_status: u8, json_open: bool) {
         .and_then(|()| stdout.flush());
 }
 
-/// The UTC time as `2026-12-04T16:31:03Z`.
-fn utc_now() -> String {
-    let secs = SystemTime::now()
+/// The UTC time now as `2026-12-04T16:31:03Z`.
+pub(crate) fn utc_now() -> String {
+    utc_time(SystemTime::now())
+}
+
+/// `t` in UTC as `2026-12-04T16:31:03Z`.
+pub(crate) fn utc_time(t: SystemTime) -> String {
+    let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);

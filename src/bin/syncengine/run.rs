@@ -4,15 +4,15 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use clap::Parser;
-use syncengine::config::{self, Config, Resolved};
+use syncengine::config::{self, Config, PairConfig, Resolved};
 use syncengine::location::{self, EnvOverlay};
 
 use crate::{
     Cli, Command, EXIT_FAILED, EXIT_OK, EXIT_SAFETY_STOP, EXIT_UNREACHABLE, EXIT_USAGE,
-    INTERRUPTED, Verbosity, run_sync, usage_error_in,
+    INTERRUPTED, SyncArgs, Verbosity, run_sync, usage_error_in,
 };
 
 pub(crate) const RUN_AFTER_HELP: &str = "\
@@ -101,8 +101,9 @@ pub(crate) struct RunArgs {
 
 /// The config file named by `--config` or `SYNCENGINE_CONFIG` (set once by `main`).
 static EXPLICIT: OnceLock<Option<PathBuf>> = OnceLock::new();
-/// The config file, read at most once per process.
-static LOADED: OnceLock<Result<Option<Arc<Config>>, String>> = OnceLock::new();
+/// The config file, read on first use and replaced by [`replace_config`] (a `watch` that
+/// reloads it).
+static LOADED: Mutex<Option<Result<Option<Arc<Config>>, String>>> = Mutex::new(None);
 
 /// Records the config file `--config` names, else the one `SYNCENGINE_CONFIG` names (set and
 /// not empty); `None`: the default file.
@@ -120,28 +121,40 @@ pub(crate) fn explicit_path() -> Option<PathBuf> {
     EXPLICIT.get().cloned().flatten()
 }
 
-/// The config file, read on first use: `None` when none was named and the default one does
-/// not exist. Its warnings (secrets written in it) are logged once, when it is read.
+/// Reads the config file: `None` when none was named and the default one does not exist.
+/// Its warnings (secrets written in it) are logged.
 ///
 /// # Errors
 /// The message of a config file that was named but cannot be read, or that has a mistake.
+pub(crate) fn load_config() -> Result<Option<Arc<Config>>, String> {
+    let path = match explicit_path() {
+        Some(p) => p,
+        None => match config::default_path() {
+            Some(p) if p.exists() || p.is_symlink() => p,
+            _ => return Ok(None),
+        },
+    };
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    Ok(Some(Arc::new(config)))
+}
+
+/// The config file, read on first use ([`load_config`]); after a [`replace_config`], the
+/// config it set.
+///
+/// # Errors
+/// As [`load_config`].
 pub(crate) fn config() -> Result<Option<Arc<Config>>, String> {
-    LOADED
-        .get_or_init(|| {
-            let path = match explicit_path() {
-                Some(p) => p,
-                None => match config::default_path() {
-                    Some(p) if p.exists() || p.is_symlink() => p,
-                    _ => return Ok(None),
-                },
-            };
-            let config = Config::load(&path).map_err(|e| e.to_string())?;
-            for w in config.warnings() {
-                tracing::warn!("{w}");
-            }
-            Ok(Some(Arc::new(config)))
-        })
-        .clone()
+    let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
+    loaded.get_or_insert_with(load_config).clone()
+}
+
+/// Makes `config` the one [`config`] returns (and `NAME:path` locations resolve through)
+/// from now on: a `watch` that reloaded its file.
+pub(crate) fn replace_config(config: Arc<Config>) {
+    *LOADED.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ok(Some(config)));
 }
 
 /// Resolves a location argument: `NAME:path` through the config file's remotes (the file is
@@ -164,6 +177,43 @@ pub(crate) fn resolve(arg: &str) -> Result<Resolved, String> {
             settings: EnvOverlay::default(),
         })
         .map_err(|e| e.to_string())
+}
+
+/// The `sync` command's arguments for a configured pair, parsed by that command's own
+/// parser (so the pair builds the options its `sync` command line would), with `extra`
+/// flags (`--dry-run`, `--state-dir=…`) added.
+///
+/// # Errors
+/// The parser's complaint, naming the file, the pair's line and the pair.
+pub(crate) fn sync_args_of(
+    config: &Config,
+    pair: &PairConfig,
+    extra: &[String],
+) -> Result<SyncArgs, String> {
+    let mut argv: Vec<String> = vec!["syncengine".into(), "sync".into()];
+    argv.extend(pair.sync_flags());
+    argv.extend(extra.iter().cloned());
+    argv.extend(["--".into(), pair.source.clone(), pair.destination.clone()]);
+    let complaint = |text: &str| {
+        format!(
+            "config file {}, line {}: [pairs.{}]: {}",
+            config.path.display(),
+            pair.line,
+            pair.name,
+            text.trim_start_matches("error: ")
+        )
+    };
+    match Cli::try_parse_from(&argv) {
+        Ok(Cli {
+            command: Command::Sync(sync),
+            ..
+        }) => Ok(*sync),
+        Ok(_) => Err(complaint("not a sync command")),
+        Err(e) => {
+            let text = e.to_string();
+            Err(complaint(text.lines().next().unwrap_or_default()))
+        }
+    }
 }
 
 /// What became of one pair of a `run`.
@@ -243,35 +293,17 @@ pub(crate) fn run_pairs(args: RunArgs, verbosity: Verbosity) -> u8 {
                 ))
             );
         }
-        let mut argv: Vec<String> = vec!["syncengine".into(), "sync".into()];
-        argv.extend(pair.sync_flags());
+        let mut extra = Vec::new();
         if args.dry_run {
-            argv.push("--dry-run".into());
+            extra.push("--dry-run".into());
         }
         if let Some(dir) = &args.state_dir {
-            argv.push(format!("--state-dir={}", dir.display()));
+            extra.push(format!("--state-dir={}", dir.display()));
         }
-        argv.extend(["--".into(), pair.source.clone(), pair.destination.clone()]);
-        // The `sync` command's own parser and code: the same options as on its command line.
-        let code = match Cli::try_parse_from(&argv) {
-            Ok(Cli {
-                command: Command::Sync(sync),
-                ..
-            }) => run_sync(*sync, verbosity),
-            Ok(_) => EXIT_USAGE,
+        let code = match sync_args_of(&config, pair, &extra) {
+            Ok(sync) => run_sync(sync, verbosity),
             Err(e) => {
-                let text = e.to_string();
-                let first = text.lines().next().unwrap_or_default();
-                eprintln!(
-                    "{}",
-                    syncengine::redact::redact(&format!(
-                        "error: config file {}, line {}: [pairs.{}]: {}",
-                        config.path.display(),
-                        pair.line,
-                        pair.name,
-                        first.trim_start_matches("error: ")
-                    ))
-                );
+                eprintln!("{}", syncengine::redact::redact(&format!("error: {e}")));
                 EXIT_USAGE
             }
         };
