@@ -21,9 +21,10 @@ THE CONFIG FILE:
   --config PATH or SYNCENGINE_CONFIG names. [remotes.NAME] tables name remote locations with
   their settings; [pairs.NAME] tables are the pairs this command syncs. A pair's keys are the
   long flags of `syncengine sync` with _ for - (source, destination, mode, conflict, exclude,
-  include, max_delete, transfers, ...; see `syncengine sync --help`); watch, poll_interval,
-  rescan_interval and paused are read and checked now, for the continuous service; a pair
-  with paused = true is skipped by `syncengine run` unless named on its command line.
+  include, max_delete, transfers, bwlimit, ...; see `syncengine sync --help`); watch
+  (default true), poll_interval (60s), rescan_interval (1h) and paused are for
+  `syncengine watch` (see its --help); a pair with paused = true is skipped by
+  `syncengine run` unless named on its command line.
   Durations are written \"90s\", \"5m\", \"1h\"; ~ is your home directory; local paths must be
   absolute (or ~/...). A location written NAME:path is the remote NAME's url with /path
   appended, here and on the `sync` command line; a NAME no [remotes.NAME] defines is refused.
