@@ -217,6 +217,40 @@ pub(crate) fn sync_args_of(
     }
 }
 
+/// The config file, for a `command` that cannot go without one.
+///
+/// # Errors
+/// The exit status of the usage error printed (no file, or one with a mistake).
+pub(crate) fn need_config(command: &str) -> Result<Arc<Config>, u8> {
+    match config() {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => {
+            let default = config::default_path().map_or_else(
+                || "~/.config/syncengine/config.toml".to_owned(),
+                |p| p.display().to_string(),
+            );
+            Err(usage_error_in(
+                command,
+                format!(
+                    "no config file: {default} does not exist; create it with [pairs.NAME] \
+                     tables (see `syncengine run --help`), or name one with --config PATH or \
+                     SYNCENGINE_CONFIG"
+                ),
+            ))
+        }
+        Err(e) => Err(usage_error_in(command, e)),
+    }
+}
+
+/// The complaint about a config file without pairs.
+pub(crate) fn no_pairs(config: &Config) -> String {
+    format!(
+        "{} defines no pairs; add a [pairs.NAME] table with source and destination (see \
+         `syncengine run --help`)",
+        config.path.display()
+    )
+}
+
 /// What became of one pair of a `run`.
 enum Outcome {
     /// It ran, with this exit status.
@@ -241,37 +275,16 @@ fn outcome(code: u8) -> String {
 
 /// Runs `syncengine run` and returns the exit status: the highest of the pairs'.
 pub(crate) fn run_pairs(args: RunArgs, verbosity: Verbosity) -> u8 {
-    let config = match config() {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            let default = config::default_path().map_or_else(
-                || "~/.config/syncengine/config.toml".to_owned(),
-                |p| p.display().to_string(),
-            );
-            return usage_error_in(
-                "run",
-                format!(
-                    "no config file: {default} does not exist; create it with [pairs.NAME] \
-                     tables (see `syncengine run --help`), or name one with --config PATH or \
-                     SYNCENGINE_CONFIG"
-                ),
-            );
-        }
-        Err(e) => return usage_error_in("run", e),
+    let config = match need_config("run") {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let pairs = match config.select(&args.pairs) {
         Ok(p) => p,
         Err(e) => return usage_error_in("run", e),
     };
     if pairs.is_empty() {
-        return usage_error_in(
-            "run",
-            format!(
-                "{} defines no pairs; add a [pairs.NAME] table with source and destination \
-                 (see `syncengine run --help`)",
-                config.path.display()
-            ),
-        );
+        return usage_error_in("run", no_pairs(&config));
     }
     // A pair marked `paused` in the file is left alone unless named.
     let named = !args.pairs.is_empty();

@@ -225,28 +225,6 @@ fn state_dir_of(flag: Option<&PathBuf>, command: &str) -> Result<PathBuf, u8> {
         })
 }
 
-/// The config file, which `watch` and `status` need.
-fn need_config(command: &str) -> Result<Arc<Config>, u8> {
-    match run::config() {
-        Ok(Some(c)) => Ok(c),
-        Ok(None) => {
-            let default = syncengine::config::default_path().map_or_else(
-                || "~/.config/syncengine/config.toml".to_owned(),
-                |p| p.display().to_string(),
-            );
-            Err(usage_error_in(
-                command,
-                format!(
-                    "no config file: {default} does not exist; create it with [pairs.NAME] \
-                     tables (see `syncengine run --help`), or name one with --config PATH or \
-                     SYNCENGINE_CONFIG"
-                ),
-            ))
-        }
-        Err(e) => Err(usage_error_in(command, e)),
-    }
-}
-
 /// Runs `syncengine watch` and returns its exit status.
 pub(crate) fn run_watch(args: WatchArgs, verbosity: Verbosity) -> u8 {
     block_on(watch_async(args, verbosity), false)
@@ -489,7 +467,7 @@ async fn watch_async(args: WatchArgs, verbosity: Verbosity) -> u8 {
         Ok(d) => d,
         Err(code) => return code,
     };
-    let mut config = match need_config("watch") {
+    let mut config = match run::need_config("watch") {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -497,14 +475,7 @@ async fn watch_async(args: WatchArgs, verbosity: Verbosity) -> u8 {
         return usage_error_in("watch", e);
     }
     if config.pairs.is_empty() {
-        return usage_error_in(
-            "watch",
-            format!(
-                "{} defines no pairs; add a [pairs.NAME] table with source and destination \
-                 (see `syncengine run --help`)",
-                config.path.display()
-            ),
-        );
+        return usage_error_in("watch", run::no_pairs(&config));
     }
     let control = match Control::bind(&state_dir) {
         Ok(c) => c,
@@ -924,7 +895,7 @@ fn set_paused(
         }
     }
     // No watch runs: the pair must be one the config file defines.
-    let config = match need_config(command) {
+    let config = match run::need_config(command) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -978,7 +949,7 @@ pub(crate) fn run_status(args: StatusArgs) -> u8 {
         Ok(d) => d,
         Err(code) => return code,
     };
-    let config = match need_config("status") {
+    let config = match run::need_config("status") {
         Ok(c) => c,
         Err(code) => return code,
     };
