@@ -1964,6 +1964,58 @@ mod tests {
         assert!(store.intents().unwrap().is_empty());
     }
 
+    /// The rebuild of an old intents table fails midway (a table in the way of its new one):
+    /// the open fails naming it, and the old table keeps its batches, to migrate once the
+    /// obstacle is gone. A half-done rebuild would lose the intents of an interrupted run.
+    #[test]
+    fn a_failed_intents_migration_keeps_the_old_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let intent = Intent {
+            path: rp("x"),
+            to: Side::Destination,
+            version: side(1),
+        };
+        let store = StateStore::open(dir.path(), "stuck").unwrap();
+        let path = store.path().unwrap().to_path_buf();
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let json = intents_to_json(std::slice::from_ref(&intent)).unwrap();
+        conn.execute_batch(
+            "DROP TABLE intent_batches;
+             CREATE TABLE intent_batches(id INTEGER PRIMARY KEY, intents TEXT NOT NULL);
+             CREATE TABLE intent_batches_numbered(x);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO intent_batches(id, intents) VALUES (4, ?1)",
+            params![json],
+        )
+        .unwrap();
+        drop(conn);
+
+        let err = StateStore::open(dir.path(), "stuck").unwrap_err();
+        assert!(err.to_string().contains("intents table"), "{err}");
+        let conn = Connection::open(&path).unwrap();
+        let (sql, rows): (String, i64) = conn
+            .query_row(
+                "SELECT (SELECT sql FROM sqlite_master WHERE name = 'intent_batches'), \
+                        (SELECT count(*) FROM intent_batches WHERE id = 4)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(!sql.contains("AUTOINCREMENT"), "half migrated: {sql}");
+        assert_eq!(rows, 1, "the old batch is gone");
+        conn.execute_batch("DROP TABLE intent_batches_numbered;")
+            .unwrap();
+        drop(conn);
+
+        let store = StateStore::open(dir.path(), "stuck").unwrap();
+        assert_eq!(store.intents().unwrap(), [intent]);
+        let next = store.record_intents(&[]).unwrap();
+        assert!(next.0 > 4, "{next:?} reuses batch 4");
+    }
+
     #[test]
     fn intents_round_trip_and_clear() {
         let dir = tempfile::tempdir().unwrap();
