@@ -33,20 +33,15 @@ impl PausedPairs {
     /// is an error: starting every pair it paused would override the user's pause.
     pub(crate) fn load(state_dir: &Path) -> Result<Self, ServiceError> {
         let path = state_dir.join(PAUSED_FILE);
-        let names = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let file: PausedFile = serde_json::from_slice(&bytes).map_err(|e| {
-                    state_error(
-                        &path,
-                        std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                    )
-                })?;
-                file.paused
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
-            Err(e) => return Err(state_error(&path, e)),
-        };
+        let names = read_names(&path)?;
         Ok(PausedPairs { path, names })
+    }
+
+    /// Reads the file again: another writer of the state directory (another service, the
+    /// command line) may have paused or resumed pairs since. On error the set is unchanged.
+    pub(crate) fn refresh(&mut self) -> Result<(), ServiceError> {
+        self.names = read_names(&self.path)?;
+        Ok(())
     }
 
     pub(crate) fn contains(&self, name: &str) -> bool {
@@ -54,35 +49,43 @@ impl PausedPairs {
     }
 
     /// Marks `name` paused or not and writes the file if that changed it.
+    ///
+    /// Several writers may share a state directory (two services with two config files, the
+    /// command line): the change is made to the file as it is now, read again while holding
+    /// an advisory lock on `service-paused.json.lock`, not to this service's copy of it, so
+    /// no writer drops the pauses and resumes of another. The set then matches the file.
     pub(crate) fn set(&mut self, name: &str, paused: bool) -> Result<(), ServiceError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let err = |e| state_error(&self.path, e);
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{PAUSED_FILE}.lock")))
+            .map_err(err)?;
+        // Released when `lock` is closed, also on an error below.
+        lock.lock().map_err(err)?;
+        let mut names = read_names(&self.path)?;
         let changed = if paused {
-            self.names.insert(name.to_owned())
+            names.insert(name.to_owned())
         } else {
-            self.names.remove(name)
+            names.remove(name)
         };
-        if !changed {
-            return Ok(());
+        if changed {
+            self.write(&names)?;
         }
-        let result = self.write();
-        if result.is_err() {
-            // The set keeps matching the file.
-            if paused {
-                self.names.remove(name);
-            } else {
-                self.names.insert(name.to_owned());
-            }
-        }
-        result
+        self.names = names;
+        Ok(())
     }
 
     /// Writes the file atomically: a temp file, flushed, renamed over the old one, and the
     /// folder flushed, so a crash leaves the old set or the new one, never a torn file.
-    fn write(&self) -> Result<(), ServiceError> {
+    fn write(&self, names: &BTreeSet<String>) -> Result<(), ServiceError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let err = |e| state_error(&self.path, e);
-        std::fs::create_dir_all(dir).map_err(err)?;
         let body = serde_json::to_vec_pretty(&PausedFile {
-            paused: self.names.clone(),
+            paused: names.clone(),
         })
         .map_err(|e| err(std::io::Error::other(e)))?;
         let tmp = dir.join(format!("{PAUSED_FILE}.tmp-{}", std::process::id()));
@@ -114,10 +117,10 @@ pub fn paused_pairs(state_dir: &Path) -> Result<BTreeSet<String>, ServiceError> 
 /// [`resume`](crate::SyncService::resume) do, for when no service runs there: a service
 /// started later finds the pair paused. The file is replaced atomically and flushed.
 ///
-/// A service running on the same state directory does not see the change (it reads the file
-/// when it starts) and may write its own set over it: change a running service's pairs
-/// through its own [`pause`](crate::SyncService::pause) and
-/// [`resume`](crate::SyncService::resume).
+/// A service running on the same state directory keeps the change (its own pauses and
+/// resumes rewrite the file under a lock, from what is on disk), but acts on it only for a
+/// pair added after it: change a running service's pairs through its own
+/// [`pause`](crate::SyncService::pause) and [`resume`](crate::SyncService::resume).
 ///
 /// ```
 /// let state = tempfile::tempdir()?;
@@ -130,6 +133,24 @@ pub fn paused_pairs(state_dir: &Path) -> Result<BTreeSet<String>, ServiceError> 
 /// [`ServiceError::State`] when the file cannot be read, is damaged or cannot be written.
 pub fn set_paused(state_dir: &Path, name: &str, paused: bool) -> Result<(), ServiceError> {
     PausedPairs::load(state_dir)?.set(name, paused)
+}
+
+/// The names in the paused file at `path`; a missing file holds none, a damaged one is an
+/// error.
+fn read_names(path: &Path) -> Result<BTreeSet<String>, ServiceError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let file: PausedFile = serde_json::from_slice(&bytes).map_err(|e| {
+                state_error(
+                    path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                )
+            })?;
+            Ok(file.paused)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(e) => Err(state_error(path, e)),
+    }
 }
 
 #[cfg(test)]
@@ -152,7 +173,12 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names, [PAUSED_FILE]);
+        let mut names = names;
+        names.sort();
+        assert_eq!(
+            names,
+            [PAUSED_FILE.to_owned(), format!("{PAUSED_FILE}.lock")]
+        );
     }
 
     #[test]

@@ -207,6 +207,8 @@ impl SyncService {
     ///   one, or holds one (compared on resolved locations: canonical local paths, normalized
     ///   remote URLs). Each pair's writes would trigger the other.
     /// - [`ServiceError::Setup`]: the pair could not be built or its roots resolved.
+    /// - [`ServiceError::State`]: the paused-pairs file cannot be read (it is read again here,
+    ///   as another service or the command line may have paused the pair meanwhile).
     /// - [`ServiceError::ShutDown`] after [`shutdown`](Self::shutdown).
     pub async fn add(&self, spec: PairSpec) -> Result<(), ServiceError> {
         if self.shutdown.is_cancelled() {
@@ -219,6 +221,12 @@ impl SyncService {
         };
         let pair = spec.build().await.map_err(setup)?;
         let roots = pair.locations().await.map_err(setup)?;
+        // The paused file as it is now: another writer of the state directory may have
+        // paused this pair since the service read it.
+        let file = self.paused.clone();
+        tokio::task::spawn_blocking(move || lock_paused(&file).refresh())
+            .await
+            .map_err(|_| ServiceError::ShutDown)??;
         let mut local_roots = Vec::new();
         let mut has_remote = false;
         for side in [Side::Source, Side::Destination] {
