@@ -209,6 +209,31 @@ impl Written {
     }
 }
 
+/// True when the file `m` describes was changed after `t`, when the run was done with it: its
+/// modification time is later (an edit), or, on Unix, its inode's change time is (which no
+/// user sets: a file put back with an old modification time by `cp -p`, `rsync -t`, `tar`
+/// or a restore from a backup has a new change time). The engine's own write, rename and
+/// time setting all come before the run reports the action done.
+fn changed_after(m: &std::fs::Metadata, t: SystemTime) -> bool {
+    if m.modified().is_ok_and(|modified| modified > t) {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let changed = u64::try_from(m.ctime())
+            .ok()
+            .zip(u32::try_from(m.ctime_nsec()).ok())
+            .and_then(|(s, ns)| {
+                std::time::UNIX_EPOCH.checked_add(Duration::new(s, ns.min(999_999_999)))
+            });
+        if changed.is_some_and(|c| c > t) {
+            return true;
+        }
+    }
+    false
+}
+
 /// `#` and digits: how inotify names a file opened with `O_TMPFILE`.
 fn is_unnamed_temp(name: &str) -> bool {
     name.strip_prefix('#')
@@ -521,7 +546,7 @@ impl Loop {
         match written.expect(side, path) {
             Expect::Unknown => {}
             Expect::Present(done_at) => match std::fs::symlink_metadata(root.join(path)) {
-                Ok(m) if m.modified().is_ok_and(|t| t > done_at) => return false,
+                Ok(m) if changed_after(&m, done_at) => return false,
                 Ok(_) => {}
                 Err(_) => return false,
             },
