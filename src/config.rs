@@ -646,6 +646,12 @@ impl Config {
             reason,
         };
         let rest = arg.split_once(':').map_or("", |(_, r)| r);
+        if leaves_folder(rest) {
+            return Err(invalid(format!(
+                "`..` would leave the folder of the remote `{}`; name a path inside it",
+                remote.name
+            )));
+        }
         let mut location = remote.location.clone();
         for segment in rest.split('/') {
             match segment {
@@ -698,6 +704,17 @@ impl Config {
         }
         Ok(chosen)
     }
+}
+
+/// True when the path of a `NAME:path` has a `..` segment as a server may read it: two dots
+/// between `/`, also percent-encoded (`%2e%2e`, `.%2e`: URL parsers, the WebDAV client's
+/// among them, take them as `..`) or between `\` (a separator in `http(s)` URLs, which the
+/// WebDAV client makes of its URL). The path would leave the remote's folder.
+fn leaves_folder(rest: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(rest).decode_utf8_lossy();
+    [rest, decoded.as_ref()]
+        .iter()
+        .any(|text| text.split(['/', '\\']).any(|s| s == ".."))
 }
 
 /// The closest of `known` to `given`, when close enough to be a typo.
@@ -921,7 +938,7 @@ impl Parser<'_> {
         if let Some(name) = location::remote_name(&text) {
             if remotes.contains_key(name) {
                 let rest = text.split_once(':').map_or("", |(_, r)| r);
-                if rest.split('/').any(|s| s == "..") {
+                if leaves_folder(rest) {
                     return Err(at(format!(
                         "{text:?}: `..` would leave the folder of the remote `{name}`; name a \
                          path inside it"
