@@ -45,6 +45,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use syncengine_core::redact::redact;
 use syncengine_core::{ConflictLoser, ConflictStrategy, InitialSyncPreference, SyncMode};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -319,8 +320,9 @@ enum SettingValue {
     FromEnv(String),
 }
 
-/// A `[remotes.NAME]` table.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A `[remotes.NAME]` table. `Debug` shows no secret: the values of secret settings and the
+/// password of a URL are `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Remote {
     /// The remote's name.
     pub name: String,
@@ -330,6 +332,45 @@ pub struct Remote {
     pub line: usize,
     /// Its settings: (key, backend variable, value).
     settings: Vec<(&'static str, &'static str, SettingValue)>,
+}
+
+/// `{value:?}` with secrets in it (a URL's password) replaced, for `Debug` prints.
+fn redacted_debug(value: &dyn fmt::Debug) -> String {
+    redact(&format!("{value:?}")).into_owned()
+}
+
+/// Shows a pre-formatted text as is inside a `Debug` print.
+struct Shown(String);
+
+impl fmt::Debug for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let settings: Vec<Shown> = self
+            .settings
+            .iter()
+            .map(|(key, variable, value)| {
+                let secret = REMOTE_KEYS
+                    .iter()
+                    .any(|k| k.key == *key && k.variable == *variable && k.secret);
+                Shown(match value {
+                    SettingValue::Given(_) if secret => format!("{key}=<redacted>"),
+                    SettingValue::Given(v) => format!("{key}={}", redacted_debug(v)),
+                    SettingValue::FromEnv(var) => format!("{key}_env={var:?}"),
+                })
+            })
+            .collect();
+        f.debug_struct("Remote")
+            .field("name", &self.name)
+            .field("location", &Shown(redacted_debug(&self.location)))
+            .field("line", &self.line)
+            .field("settings", &settings)
+            .finish()
+    }
 }
 
 impl Remote {
@@ -449,8 +490,8 @@ const RUN_ONLY_KEYS: &[(&str, &str)] = &[
     ),
 ];
 
-/// A `[pairs.NAME]` table.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A `[pairs.NAME]` table. `Debug` shows no URL's password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PairConfig {
     /// The pair's name.
     pub name: String,
@@ -479,6 +520,23 @@ pub struct PairConfig {
     flags: Vec<String>,
 }
 
+impl fmt::Debug for PairConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PairConfig")
+            .field("name", &self.name)
+            .field("line", &self.line)
+            .field("source", &Shown(redacted_debug(&self.source)))
+            .field("destination", &Shown(redacted_debug(&self.destination)))
+            .field("mode", &self.mode)
+            .field("watch", &self.watch)
+            .field("poll_interval", &self.poll_interval)
+            .field("rescan_interval", &self.rescan_interval)
+            .field("paused", &self.paused)
+            .field("flags", &Shown(redacted_debug(&self.flags)))
+            .finish()
+    }
+}
+
 impl PairConfig {
     /// The flags of `syncengine sync` this pair stands for (`--mode=…`, `--exclude=…`, …), each
     /// one word `--flag=value` or a bare switch; the source and destination are not in it.
@@ -504,7 +562,8 @@ pub struct Config {
 }
 
 /// A location resolved by [`Config::resolve`]: where it is, and the settings to open it with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` shows no secret (a URL's password is `<redacted>`, settings show names only).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Resolved {
     /// The location (a `REMOTE:path` turned into the remote's URL joined with the path).
     pub location: Location,
@@ -512,6 +571,16 @@ pub struct Resolved {
     pub remote: Option<String>,
     /// The remote's settings (empty for a plain path or URL).
     pub settings: EnvOverlay,
+}
+
+impl fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolved")
+            .field("location", &Shown(redacted_debug(&self.location)))
+            .field("remote", &self.remote)
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 impl Config {
@@ -791,7 +860,8 @@ impl Parser<'_> {
             file: self.file.to_path_buf(),
             line: Some(line),
             column: Some(column),
-            message,
+            // A value quoted in the message may be a URL with its password.
+            message: redact(&message).into_owned(),
         }
     }
 
