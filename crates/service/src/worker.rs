@@ -57,8 +57,12 @@ pub(crate) enum Command {
 /// What a path a run wrote should look like once the run is done with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Expect {
-    /// The action failed or is not understood here: any change there is taken as the run's.
+    /// The action started and its end was not seen: any change there is taken as the run's.
     Unknown,
+    /// The action ended at this time, leaving the path in a state not known here (it failed,
+    /// it settled a conflict, a kind of change this code does not know): a file there changed
+    /// after that time is a user's edit; a missing or untouched one is the run's doing.
+    Touched(SystemTime),
     /// The run put a file there, done at this time: the engine gives it the other side's
     /// modification time, so a later one is a user's edit.
     Present(SystemTime),
@@ -167,7 +171,7 @@ impl Written {
         };
         let now = SystemTime::now();
         // A failed action may have done anything, or nothing: no expectation.
-        let known = |e: Expect| if done { e } else { Expect::Unknown };
+        let known = |e: Expect| if done { e } else { Expect::Touched(now) };
         match &report.change {
             Change::Upload { .. } | Change::Download { .. } => {
                 for s in &sides {
@@ -183,7 +187,7 @@ impl Written {
                 for s in &report_sides {
                     self.add(*s, report.path.as_str(), known(Expect::Present(now)));
                     let old = if *keep_old {
-                        Expect::Unknown
+                        Expect::Touched(now)
                     } else {
                         known(Expect::Absent)
                     };
@@ -192,17 +196,17 @@ impl Written {
             }
             Change::Conflict { kept_as, .. } => {
                 for (s, p) in kept_as {
-                    self.add(*s, p.as_str(), Expect::Unknown);
+                    self.add(*s, p.as_str(), Expect::Touched(now));
                 }
                 // The winner's version lands at the path on the other side too.
                 for s in [Side::Source, Side::Destination] {
-                    self.add(s, report.path.as_str(), Expect::Unknown);
+                    self.add(s, report.path.as_str(), Expect::Touched(now));
                 }
             }
             _ => {
                 for s in sides.iter().chain(&report_sides) {
-                    self.add(*s, path.as_str(), Expect::Unknown);
-                    self.add(*s, report.path.as_str(), Expect::Unknown);
+                    self.add(*s, path.as_str(), Expect::Touched(now));
+                    self.add(*s, report.path.as_str(), Expect::Touched(now));
                 }
             }
         }
@@ -552,6 +556,13 @@ impl Loop {
             },
             Expect::Absent => {
                 if std::fs::symlink_metadata(root.join(path)).is_ok() {
+                    return false;
+                }
+            }
+            Expect::Touched(done_at) => {
+                if std::fs::symlink_metadata(root.join(path))
+                    .is_ok_and(|m| changed_after(&m, done_at))
+                {
                     return false;
                 }
             }

@@ -148,3 +148,54 @@ async fn a_restored_file_with_an_old_time_after_a_run_starts_the_next_run() {
     .await;
     service.shutdown().await;
 }
+
+/// A user who edits a file right after the run settled a conflict at its path (the likely
+/// moment: the user looks at the conflict): the run's conflict actions were recorded with no
+/// expectation, so any change at those paths during the rest of the run and its settle window
+/// was taken as the run's own, even a plain edit with a new time, and waited for the hourly
+/// rescan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_right_after_a_conflict_was_settled_starts_the_next_run() {
+    let d = dirs();
+    // Both sides hold the file, different: the first run is a conflict.
+    write(&d.a.join("doc.txt"), "the source's version");
+    write(&d.b.join("doc.txt"), "the destination's own version");
+    let service =
+        SyncService::with_options(&d.state, options().with_settle(Duration::from_secs(60)))
+            .unwrap();
+    let mut events = service.subscribe();
+    service.add(spec("p", &d.a, &d.b)).await.unwrap();
+    let mut conflict = false;
+    loop {
+        let ev = next_event(&mut events, "the first run", |_| true).await;
+        if let ServiceEvent::Progress { event, .. } = &ev
+            && format!("{event:?}").contains("Conflict")
+        {
+            conflict = true;
+        }
+        if matches!(ev, ServiceEvent::RunFinished { .. }) {
+            assert!(
+                matches!(
+                    ev,
+                    ServiceEvent::RunFinished {
+                        outcome: RunOutcome::Completed(_),
+                        ..
+                    }
+                ),
+                "{ev:?}"
+            );
+            break;
+        }
+    }
+    assert!(conflict, "the first run settled no conflict");
+    let same = || read(&d.a.join("doc.txt")) == read(&d.b.join("doc.txt"));
+    assert!(same(), "the conflict left the two sides different");
+    // The user's edit, now, with the current time.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    write(&d.b.join("doc.txt"), "the user's edit after the conflict");
+    wait_until("the edit reaches the source", || {
+        read(&d.a.join("doc.txt")).as_deref() == Some("the user's edit after the conflict")
+    })
+    .await;
+    service.shutdown().await;
+}
