@@ -340,6 +340,28 @@ fn pause_holds_changes_back_and_resume_delivers_them() {
     let (code, _) = w.stop();
     assert_eq!(code, Some(0));
 
+    // With no watch running, a pause is recorded: `run` skips the pair unless named.
+    let (code, out, err) = sb.run(&["pause", "p"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("no `syncengine watch` is running"), "{out}");
+    write(&sb.path("a/later.txt"), "later");
+    let (code, out, err) = sb.run(&["run"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("p: paused (`syncengine pause`), not run"),
+        "{out}"
+    );
+    assert!(!sb.path("b/later.txt").exists());
+    let (code, out, err) = sb.run(&["run", "p"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(sb.path("b/later.txt").exists(), "{out}");
+    // A damaged record runs no unnamed pair.
+    std::fs::write(sb.path("state/service-paused.json"), "{").unwrap();
+    let (code, _, err) = sb.run(&["run"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("service-paused.json"), "{err}");
+    std::fs::remove_file(sb.path("state/service-paused.json")).unwrap();
+
     // Unknown pairs are usage errors, with or without a watch.
     let (code, _, err) = sb.run(&["pause", "nope"]);
     assert_eq!(code, Some(2), "{err}");

@@ -259,6 +259,9 @@ enum Outcome {
     Interrupted,
     /// Not run: `paused = true` in the file, and not named on the command line.
     Paused,
+    /// Not run: paused by `syncengine pause` (recorded in the state directory), and not
+    /// named on the command line.
+    PausedByCommand,
 }
 
 /// What an exit status means, for the result line of a pair.
@@ -286,8 +289,31 @@ pub(crate) fn run_pairs(args: RunArgs, verbosity: Verbosity) -> u8 {
     if pairs.is_empty() {
         return usage_error_in("run", no_pairs(&config));
     }
-    // A pair marked `paused` in the file is left alone unless named.
+    // A pair marked `paused` in the file, or paused by `syncengine pause` (recorded in the
+    // state directory), is left alone unless named. A record that cannot be read runs
+    // nothing unnamed: it may pause any of them.
     let named = !args.pairs.is_empty();
+    let recorded = match args
+        .state_dir
+        .clone()
+        .or_else(syncengine::default_state_dir)
+    {
+        Some(dir) if !named => match syncengine::service::paused_pairs(&dir) {
+            Ok(set) => set,
+            Err(e) => {
+                eprintln!(
+                    "{}",
+                    syncengine::redact::redact(&format!(
+                        "error: {e}; it says which pairs `syncengine pause` paused, so no pair \
+                         runs: fix or remove the file (removing it resumes every paused pair), \
+                         or name the pairs to run"
+                    ))
+                );
+                return EXIT_FAILED;
+            }
+        },
+        _ => Default::default(),
+    };
     let mut results: Vec<(String, Outcome)> = Vec::new();
     for pair in pairs {
         if INTERRUPTED.load(Ordering::SeqCst) {
@@ -296,6 +322,10 @@ pub(crate) fn run_pairs(args: RunArgs, verbosity: Verbosity) -> u8 {
         }
         if pair.paused && !named {
             results.push((pair.name.clone(), Outcome::Paused));
+            continue;
+        }
+        if recorded.contains(&pair.name) && !named {
+            results.push((pair.name.clone(), Outcome::PausedByCommand));
             continue;
         }
         if verbosity != Verbosity::Quiet {
@@ -337,6 +367,12 @@ pub(crate) fn run_pairs(args: RunArgs, verbosity: Verbosity) -> u8 {
             Outcome::Paused => {
                 format!(
                     "{name}: paused in the config file, not run (`syncengine run {name}` runs it)"
+                )
+            }
+            Outcome::PausedByCommand => {
+                format!(
+                    "{name}: paused (`syncengine pause`), not run (`syncengine run {name}` runs \
+                     it; `syncengine resume {name}` resumes it)"
                 )
             }
         };
