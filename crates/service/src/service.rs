@@ -118,6 +118,8 @@ struct Handle {
     cancel: CancellationToken,
     task: JoinHandle<()>,
     roots: [Location; 2],
+    /// The local roots' folder identities, for roots that are one folder under two paths.
+    local_ids: Vec<(PathBuf, FolderChain)>,
 }
 
 /// Keeps many pairs in sync continuously, each with the ordinary
@@ -235,6 +237,20 @@ impl SyncService {
                 None => has_remote = true,
             }
         }
+        let local_ids = {
+            let roots: Vec<PathBuf> = local_roots.iter().map(|(_, r)| r.to_path_buf()).collect();
+            tokio::task::spawn_blocking(move || {
+                roots
+                    .into_iter()
+                    .map(|r| {
+                        let chain = FolderChain::of(&r);
+                        (r, chain)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|_| ServiceError::ShutDown)?
+        };
         let mut pairs = lock_map(&self.pairs);
         if pairs.contains_key(&name) {
             return Err(ServiceError::Duplicate(name));
@@ -250,6 +266,20 @@ impl SyncService {
                             root: root.to_string(),
                             other: other.clone(),
                             other_root: other_root.to_string(),
+                        });
+                    }
+                }
+            }
+            // One folder under two paths (a bind mount, a case-insensitive mount, a
+            // symlinked parent resolved differently): the same device and inode.
+            for (root, ids) in &local_ids {
+                for (other_root, other_ids) in &handle.local_ids {
+                    if ids.overlaps(other_ids) {
+                        return Err(ServiceError::Overlap {
+                            pair: name,
+                            root: format!("{} (by its device and inode)", root.display()),
+                            other: other.clone(),
+                            other_root: other_root.display().to_string(),
                         });
                     }
                 }
@@ -279,6 +309,7 @@ impl SyncService {
                 cancel,
                 task,
                 roots,
+                local_ids,
             },
         );
         drop(pairs);
@@ -450,6 +481,126 @@ fn lock_paused(m: &Mutex<PausedPairs>) -> std::sync::MutexGuard<'_, PausedPairs>
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A local folder's identity beyond its path: its device and inode (one folder under two
+/// names: a case-insensitive mount, a hard-to-canonicalize path) and, on Linux, where it lies
+/// in its filesystem (a bind mount shows a folder of one filesystem at another path:
+/// `/proc/self/mountinfo` gives the mount's root inside the filesystem).
+#[derive(Debug, Default)]
+pub(crate) struct FolderChain {
+    /// Device and inode, when the folder exists.
+    own: Option<(u64, u64)>,
+    /// The filesystem (`major:minor`) and the folder's path inside it.
+    in_fs: Option<(String, PathBuf)>,
+}
+
+impl FolderChain {
+    #[cfg(unix)]
+    fn of(path: &Path) -> FolderChain {
+        use std::os::unix::fs::MetadataExt;
+        let own = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        FolderChain {
+            own,
+            in_fs: place_in_filesystem(path),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn of(_path: &Path) -> FolderChain {
+        FolderChain::default()
+    }
+
+    /// True when one folder is the other or lies inside it.
+    fn overlaps(&self, other: &FolderChain) -> bool {
+        if self.own.is_some() && self.own == other.own {
+            return true;
+        }
+        match (&self.in_fs, &other.in_fs) {
+            (Some((fs, a)), Some((other_fs, b))) => {
+                fs == other_fs && (a.starts_with(b) || b.starts_with(a))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Where `path` lies inside its filesystem: the filesystem's `major:minor` and the path from
+/// the filesystem's root, through the mount (a bind mount's root is a folder inside the
+/// filesystem). `None` where `/proc/self/mountinfo` cannot be read or the path resolved.
+#[cfg(target_os = "linux")]
+fn place_in_filesystem(path: &Path) -> Option<(String, PathBuf)> {
+    // The existing part of the path, resolved; what does not exist yet is appended as is.
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    let resolved = loop {
+        match std::fs::canonicalize(&existing) {
+            Ok(p) => break p,
+            Err(_) => {
+                rest.push(existing.file_name()?.to_owned());
+                existing = existing.parent()?.to_path_buf();
+            }
+        }
+    };
+    let resolved = rest.iter().rev().fold(resolved, |p, n| p.join(n));
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // The mount whose mount point holds the path and is the deepest; of equal ones the last
+    // (mounted over the others).
+    let mut best: Option<(usize, String, PathBuf, PathBuf)> = None;
+    for line in table.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(dev), Some(root), Some(point)) = (fields.get(2), fields.get(3), fields.get(4))
+        else {
+            continue;
+        };
+        let point = PathBuf::from(unescape_mountinfo(point));
+        if !resolved.starts_with(&point) {
+            continue;
+        }
+        let depth = point.components().count();
+        if best.as_ref().is_none_or(|b| depth >= b.0) {
+            best = Some((
+                depth,
+                (*dev).to_owned(),
+                PathBuf::from(unescape_mountinfo(root)),
+                point,
+            ));
+        }
+    }
+    let (_, dev, root, point) = best?;
+    let inside = resolved.strip_prefix(&point).ok()?;
+    Some((dev, root.join(inside)))
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn place_in_filesystem(_path: &Path) -> Option<(String, PathBuf)> {
+    None
+}
+
+/// `/proc/self/mountinfo` writes space, tab, newline and backslash as `\ooo` (octal).
+#[cfg(target_os = "linux")]
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value = bytes[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |v, b| v * 8 + u32::from(b - b'0'));
+            out.push(u8::try_from(value).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// True when `a` and `b` are the same root or one lies inside the other.
 pub(crate) fn overlaps(a: &Location, b: &Location) -> bool {
     if a.scheme != b.scheme || a.authority != b.authority {
@@ -468,4 +619,34 @@ pub(crate) fn overlaps(a: &Location, b: &Location) -> bool {
 /// Where the state of a service lives when none is given: [`syncengine_core::default_state_dir`].
 pub fn default_state_dir() -> Option<PathBuf> {
     syncengine_core::default_state_dir()
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(
+            unescape_mountinfo(r"/mnt/my\040disk\134x"),
+            r"/mnt/my disk\x"
+        );
+        assert_eq!(unescape_mountinfo(r"/a\04"), r"/a\04");
+    }
+
+    #[test]
+    fn sibling_folders_do_not_overlap_and_nested_ones_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(a.join("inner")).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let of = |p: &Path| FolderChain::of(p);
+        assert!(!of(&a).overlaps(&of(&b)));
+        assert!(of(&a).overlaps(&of(&a.join("inner"))));
+        // A root that does not exist yet lies where its path says.
+        assert!(of(&a).overlaps(&of(&a.join("missing/deeper"))));
+        assert!(!of(&b).overlaps(&of(&a.join("missing"))));
+    }
 }

@@ -373,6 +373,47 @@ async fn overlapping_roots_are_refused() {
     service.shutdown().await;
 }
 
+/// One folder under two paths that no canonicalization joins (a bind mount) is one root: the
+/// second pair is refused by the folders' device and inode (RT23: only paths were compared).
+/// Needs `mount --bind` (root); skipped with a note elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_bind_mounted_into_another_pair_is_refused() {
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let d = dirs();
+    let (inner, view, c) = (
+        d.a.join("inner"),
+        d._tmp.path().join("view"),
+        d._tmp.path().join("c"),
+    );
+    for dir in [&inner, &view, &c] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let mounted = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(&inner)
+        .arg(&view)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: `mount --bind` is not allowed here (it needs root)");
+        return;
+    }
+    let _unmount = Unmount(view.clone());
+    let service = SyncService::with_options(&d.state, options()).unwrap();
+    service.add(spec("first", &d.a, &d.b)).await.unwrap();
+    // `view` is `a/inner`: inside the first pair's root.
+    let err = service.add(spec("bound", &view, &c)).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Overlap { .. }), "{err}");
+    assert!(err.to_string().contains("device and inode"), "{err}");
+    service.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_pair_backs_off_and_the_other_keeps_running() {
     let d = dirs();
