@@ -407,7 +407,8 @@ struct SyncArgs {
     transfers: Option<u64>,
     /// Limit transfers to RATE bytes per second, in rclone's form: RATE each way or UP:DOWN
     /// (UP = sent to a remote side, DOWN = received from one; in a local-to-local pair, to
-    /// and from the destination), binary units, a bare number in KiB/s, off = no limit.
+    /// and from the destination), binary units, a bare number in KiB/s, off (or 0, as in
+    /// rclone) = no limit.
     /// Examples: 1M, 10M:off, 512k:2M.
     #[arg(long, value_name = "RATE", value_parser = str::parse::<syncengine::bandwidth::BandwidthLimit>)]
     bwlimit: Option<syncengine::bandwidth::BandwidthLimit>,
