@@ -11,12 +11,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use syncengine::service::{PairState, PairStatus, StopKind, Watching};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 
 /// The socket's name in the state directory.
 pub(crate) const SOCKET_FILE: &str = "watch.sock";
@@ -28,6 +30,8 @@ pub(crate) const STATUS_FILE: &str = "watch-status.json";
 const MAX_REQUEST: u64 = 64 * 1024;
 /// How long either end waits for the other.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections read at once; more are closed unanswered.
+const MAX_CLIENTS: usize = 32;
 
 /// The control end of a running watch: its lock and its listening socket.
 pub(crate) struct Control {
@@ -36,7 +40,12 @@ pub(crate) struct Control {
     pub(crate) listener: UnixListener,
     socket: PathBuf,
     owner: u32,
+    /// One permit per connection being read.
+    readers: Arc<Semaphore>,
 }
+
+/// A request read from a control connection, with the connection to answer on.
+pub(crate) type Request = (UnixStream, Value);
 
 impl Control {
     /// Takes the state directory's watch lock and listens on its socket.
@@ -92,33 +101,57 @@ impl Control {
             listener,
             socket,
             owner,
+            readers: Arc::new(Semaphore::new(MAX_CLIENTS)),
         })
     }
 
-    /// Reads one request from `stream`: `None` for a peer of another user, a request too
-    /// long or not JSON (answered with an error), or one that took too long.
-    pub(crate) async fn read_request(&self, stream: &mut UnixStream) -> Option<Value> {
-        if stream.peer_cred().map(|c| c.uid()).ok() != Some(self.owner) {
-            tracing::warn!("refused a control connection from another user");
-            return None;
-        }
-        let mut line = String::new();
-        let mut reader = tokio::io::BufReader::new(&mut *stream).take(MAX_REQUEST);
-        let read = tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line)).await;
-        match read {
-            Ok(Ok(_)) => {}
-            _ => return None,
-        }
-        match serde_json::from_str(&line) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                reply(
-                    stream,
-                    &json!({"ok": false, "error": format!("bad request: {e}")}),
-                )
-                .await;
-                None
+    /// Reads the request of an accepted connection in a task of its own, and sends it with
+    /// the connection to `requests`: a client slow to send (or sending nothing) holds up
+    /// neither the watch (its signals, its log) nor other clients. Past [`MAX_CLIENTS`]
+    /// connections being read, the connection is closed unanswered.
+    pub(crate) fn read_in_background(
+        &self,
+        mut stream: UnixStream,
+        requests: tokio::sync::mpsc::Sender<Request>,
+    ) {
+        let Ok(permit) = self.readers.clone().try_acquire_owned() else {
+            tracing::warn!("too many control connections at once: one closed unanswered");
+            return;
+        };
+        let owner = self.owner;
+        tokio::spawn(async move {
+            let request = read_request(owner, &mut stream).await;
+            drop(permit);
+            if let Some(request) = request {
+                let _ = requests.send((stream, request)).await;
             }
+        });
+    }
+}
+
+/// Reads one request from `stream`: `None` for a peer of another user than `owner`, a
+/// request too long or not JSON (answered with an error), or one that took too long.
+async fn read_request(owner: u32, stream: &mut UnixStream) -> Option<Value> {
+    if stream.peer_cred().map(|c| c.uid()).ok() != Some(owner) {
+        tracing::warn!("refused a control connection from another user");
+        return None;
+    }
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(&mut *stream).take(MAX_REQUEST);
+    let read = tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line)).await;
+    match read {
+        Ok(Ok(_)) => {}
+        _ => return None,
+    }
+    match serde_json::from_str(&line) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            reply(
+                stream,
+                &json!({"ok": false, "error": format!("bad request: {e}")}),
+            )
+            .await;
+            None
         }
     }
 }

@@ -534,6 +534,8 @@ async fn watch_async(args: WatchArgs, verbosity: Verbosity) -> u8 {
     status_tick.tick().await;
     let mut retry_tick = tokio::time::interval(Duration::from_secs(60));
     retry_tick.tick().await;
+    // Control requests, each read by a task of its own (see `Control::read_in_background`).
+    let (requests_tx, mut requests) = tokio::sync::mpsc::channel::<control::Request>(16);
     loop {
         tokio::select! {
             _ = sigint.recv() => {
@@ -562,12 +564,14 @@ async fn watch_async(args: WatchArgs, verbosity: Verbosity) -> u8 {
                 }
             }
             accepted = control.listener.accept() => {
-                if let Ok((mut stream, _)) = accepted
-                    && let Some(request) = control.read_request(&mut stream).await
-                {
-                    let answer = answer(&service, &config, &request).await;
-                    control::reply(&mut stream, &answer).await;
+                if let Ok((stream, _)) = accepted {
+                    control.read_in_background(stream, requests_tx.clone());
                 }
+            }
+            Some((mut stream, request)) = requests.recv() => {
+                let answer = answer(&service, &config, &request).await;
+                // A client slow to read its answer holds nothing up either.
+                tokio::spawn(async move { control::reply(&mut stream, &answer).await });
             }
             event = events.recv() => match event {
                 Ok(event) => {
@@ -600,6 +604,9 @@ async fn watch_async(args: WatchArgs, verbosity: Verbosity) -> u8 {
             }
         }
     }
+    // Requests not answered yet are closed unanswered (their clients say so) rather than
+    // kept waiting while the runs wind down.
+    drop(requests);
     // A second SIGINT while the runs wind down aborts.
     let abort = tokio::spawn(async move {
         if sigint.recv().await.is_some() {

@@ -1,0 +1,254 @@
+//! Red team 24: `syncengine watch`, `pause`, `resume` and `status` pushed where they may
+//! break: the control socket, signals, racing commands. Real `syncengine` binary, local
+//! folders; each wait is bounded (ten times the 2 s debounce, with room for a debug build),
+//! nothing asserts how fast anything is.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/cli.rs"]
+mod cli;
+
+use std::io::{BufRead, BufReader, Read as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Ten times the debounce's 2 s quiet time (a local change), with room for a slow debug
+/// build's run.
+const WAIT: Duration = Duration::from_secs(40);
+
+/// A temporary folder with a config file and a state directory.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn p(&self, rel: &str) -> String {
+        self.path(rel).display().to_string()
+    }
+
+    fn config(&self, text: &str) {
+        std::fs::write(self.path("config.toml"), text).unwrap();
+    }
+
+    /// A two-way pair `name` between the folders `a` and `b` of the sandbox, with `extra`
+    /// keys.
+    fn pair(&self, name: &str, a: &str, b: &str, extra: &str) -> String {
+        std::fs::create_dir_all(self.path(a)).unwrap();
+        std::fs::create_dir_all(self.path(b)).unwrap();
+        format!(
+            "[pairs.{name}]\nsource = \"{}\"\ndestination = \"{}\"\n{extra}\n",
+            self.p(a),
+            self.p(b)
+        )
+    }
+
+    /// A syncengine command with this sandbox's config and state.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_syncengine"));
+        cmd.arg("--config").arg(self.path("config.toml"));
+        cmd.args(args);
+        cmd.arg("--state-dir").arg(self.path("state"));
+        cmd.env_remove("SYNCENGINE_STATE_DIR")
+            .env_remove("RUST_LOG")
+            .env("HOME", self.path("home"));
+        cmd
+    }
+
+    /// Runs a short command: (exit status, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = self.command(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn watch(&self, args: &[&str]) -> Watch {
+        self.watch_with(args, &[])
+    }
+
+    /// `syncengine watch ARGS` with `env` set, printing into the returned [`Watch`].
+    fn watch_with(&self, args: &[&str], env: &[(&str, &str)]) -> Watch {
+        let mut all = vec!["watch"];
+        all.extend(args);
+        let mut child = self
+            .command(&all)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for (stream, tag) in [
+            (
+                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+                "",
+            ),
+            (Box::new(child.stderr.take().unwrap()), "stderr: "),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().unwrap().push(format!("{tag}{line}"));
+                }
+            });
+        }
+        Watch { child, lines }
+    }
+}
+
+/// A running `syncengine watch` and the lines it printed.
+struct Watch {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Watch {
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Log lines about `pair` containing `text`.
+    fn count(&self, pair: &str, text: &str) -> usize {
+        let prefix = format!(" {pair}: ");
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| {
+                l.find(&prefix)
+                    .is_some_and(|i| l[i + prefix.len()..].starts_with(text))
+            })
+            .count()
+    }
+
+    /// Runs of `pair` that ended (synced, up to date, failed or cancelled).
+    fn runs(&self, pair: &str) -> usize {
+        ["synced", "up to date", "run failed", "run cancelled"]
+            .iter()
+            .map(|t| self.count(pair, t))
+            .sum()
+    }
+
+    /// Waits until `cond` holds; panics with the log after `limit`.
+    fn wait(&self, what: &str, limit: Duration, cond: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < limit,
+                "{what}: not within {limit:?}\n--- watch log ---\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> (Option<i32>, String) {
+        self.signal("TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The readers drain what is left.
+                std::thread::sleep(Duration::from_millis(200));
+                return (status.code(), self.log());
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "watch did not stop on SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// True while the watch has neither answered nor closed `stream` (a client that sent
+/// nothing).
+fn still_waiting(stream: &UnixStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let waiting = matches!(
+        (&*stream).read(&mut buf),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    );
+    stream.set_nonblocking(false).unwrap();
+    waiting
+}
+
+/// A client that connects to the control socket and sends nothing holds nothing up: `status`
+/// from another client is answered while the silent one is still connected (and not yet
+/// given up on), and SIGTERM stops the watch with three silent clients connected (each was
+/// waited on for 30 s in turn, one after the other, before anything else was looked at).
+#[test]
+fn a_silent_control_client_does_not_stall_the_watch() {
+    let sb = Sandbox::new();
+    sb.config(&sb.pair("p", "a", "b", ""));
+    let w = sb.watch(&[]);
+    w.wait("the first run", WAIT, || w.runs("p") == 1);
+    let socket = sb.path("state/watch.sock");
+    // Connected first: the watch accepts it before the `status` below.
+    let silent = UnixStream::connect(&socket).unwrap();
+    let (code, out, err) = sb.run(&["status", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["running"], true, "{out}{err}");
+    assert!(
+        still_waiting(&silent),
+        "`status` was answered only after the watch gave up on a silent client"
+    );
+    // Changes still arrive and are reported.
+    write(&sb.path("a/new.txt"), "new");
+    w.wait("a change", WAIT, || {
+        read(&sb.path("b/new.txt")).as_deref() == Some("new")
+    });
+    let _more: Vec<UnixStream> = (0..3)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!socket.exists(), "{log}");
+    drop(silent);
+}
