@@ -252,3 +252,44 @@ fn a_silent_control_client_does_not_stall_the_watch() {
     assert!(!socket.exists(), "{log}");
     drop(silent);
 }
+
+/// Copies the files of the folder `from` into `to` (a fresh folder), recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A watched root replaced by a new folder at the same path (deleted and put back from a
+/// copy, as a restore from a backup does) is watched again: a file created in it afterwards
+/// arrives with the debounce, not with the hourly rescan. (The watch stayed on the deleted
+/// folder; status still said "watched".)
+#[test]
+fn a_root_replaced_by_a_new_folder_is_watched_again() {
+    let sb = Sandbox::new();
+    write(&sb.path("a/one.txt"), "1");
+    sb.config(&sb.pair("p", "a", "b", ""));
+    let w = sb.watch(&[]);
+    w.wait("the first run", WAIT, || {
+        w.runs("p") == 1 && read(&sb.path("b/one.txt")).as_deref() == Some("1")
+    });
+    copy_tree(&sb.path("a"), &sb.path("a.new"));
+    std::fs::remove_dir_all(sb.path("a")).unwrap();
+    std::fs::rename(sb.path("a.new"), sb.path("a")).unwrap();
+    // The replacement is a change: the run it starts finds the same files.
+    w.wait("the run after the replacement", WAIT, || w.runs("p") >= 2);
+    assert_eq!(w.count("p", "STOPPED"), 0, "{}", w.log());
+    write(&sb.path("a/after.txt"), "after");
+    w.wait("a file created in the new root", WAIT, || {
+        read(&sb.path("b/after.txt")).as_deref() == Some("after")
+    });
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+}

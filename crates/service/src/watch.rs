@@ -36,6 +36,34 @@ pub(crate) enum WatchMsg {
 /// A running watch; dropping it stops watching.
 pub(crate) struct Watch {
     _watcher: RecommendedWatcher,
+    /// Each root's folder as it was when the watch started ([`folder_id`]), by root.
+    folders: Vec<(PathBuf, Option<(u64, u64)>)>,
+}
+
+impl Watch {
+    /// True when a root is now another folder than the one watched (deleted and made
+    /// again, or replaced by a rename): the watch follows the old folder and sees nothing
+    /// of the new one. A root that is missing now is not (the pair's run stops on it).
+    pub(crate) fn root_replaced(&self) -> bool {
+        self.folders
+            .iter()
+            .any(|(root, watched)| folder_id(root).is_some_and(|now| *watched != Some(now)))
+    }
+}
+
+/// The device and inode of the folder at `path` (following symbolic links); `None` when it
+/// cannot be read, and where the platform has no inodes.
+fn folder_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// The shared end of the watcher's queue.
@@ -72,6 +100,12 @@ pub(crate) fn start(
                     ServiceOptions::simulate_watch_limit)"
             .to_owned());
     }
+    // Taken before the watch is set up: a root replaced while it is set up is seen as
+    // replaced afterwards.
+    let folders = roots
+        .iter()
+        .map(|(_, root)| (root.clone(), folder_id(root)))
+        .collect();
     let mut canon = Vec::new();
     for (side, root) in roots {
         let c = root
@@ -116,7 +150,10 @@ pub(crate) fn start(
             .watch(root, RecursiveMode::Recursive)
             .map_err(|e| describe(&e))?;
     }
-    Ok(Watch { _watcher: watcher })
+    Ok(Watch {
+        _watcher: watcher,
+        folders,
+    })
 }
 
 /// The side and relative path of `path`, unless it is one of the engine's own files.

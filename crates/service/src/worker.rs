@@ -519,7 +519,16 @@ impl Loop {
                     }
                 }
                 ended = join_run(&mut self.run) => self.run_ended(ended),
-                _ = sleep_until(deadline) => self.on_timer(),
+                _ = sleep_until(deadline) => {
+                    // A root replaced by a new folder (a change at the root started this
+                    // timer) is watched again before a run scans it: what changes in it
+                    // from now on is seen.
+                    if self.run.is_none() && self.watch.as_ref().is_some_and(Watch::root_replaced) {
+                        tracing::info!(pair = %self.w.name, "a root is a new folder: watching it again");
+                        self.start_watch().await;
+                    }
+                    self.on_timer();
+                }
             }
         }
         // Removed or shutting down: a run in progress is cancelled cleanly and awaited.
