@@ -293,3 +293,44 @@ fn a_root_replaced_by_a_new_folder_is_watched_again() {
     let (code, log) = w.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// `pause` decides whether a watch runs by the state directory's watch lock, not by the
+/// socket alone: with the socket gone (removed by a cleaner of temporary files; or not yet
+/// made by a watch that is starting), it used to record the pause in the file, say "no
+/// watch is running ... the next one starts it paused" and exit 0, while the running
+/// watch went on running the pair and later wrote its own set of paused pairs over the
+/// file. Now it reports that it cannot reach the watch (exit 1) and records nothing.
+#[test]
+fn pause_does_not_go_behind_a_running_watch_whose_socket_is_gone() {
+    let sb = Sandbox::new();
+    sb.config(&sb.pair("p", "a", "b", ""));
+    let w = sb.watch(&[]);
+    w.wait("the first run", WAIT, || w.runs("p") == 1);
+    std::fs::remove_file(sb.path("state/watch.sock")).unwrap();
+    let (code, out, err) = sb.run(&["pause", "p"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("does not answer"), "{out}{err}");
+    assert!(
+        !read(&sb.path("state/service-paused.json")).is_some_and(|t| t.contains("\"p\"")),
+        "the pause was recorded behind the running watch's back"
+    );
+    // The watch still runs the pair, as `pause` said it would.
+    write(&sb.path("a/new.txt"), "new");
+    w.wait("a change", WAIT, || {
+        read(&sb.path("b/new.txt")).as_deref() == Some("new")
+    });
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    // With no watch, the pause is recorded, and the next watch starts the pair paused.
+    let (code, out, err) = sb.run(&["pause", "p"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("no `syncengine watch` is running"), "{out}");
+    let w = sb.watch(&[]);
+    w.wait("the watch to start", WAIT, || w.count("p", "added") == 1);
+    let (_, out, _) = sb.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["pairs"][0]["status"]["state"], "paused", "{out}");
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+}

@@ -32,6 +32,10 @@ const MAX_REQUEST: u64 = 64 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections read at once; more are closed unanswered.
 const MAX_CLIENTS: usize = 32;
+/// How long `pause` and `resume` wait for a watch that holds the lock to answer (one that is
+/// starting listens within moments), and a starting watch for a `pause` or `resume` that
+/// holds the lock while it changes the recorded state.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// The control end of a running watch: its lock and its listening socket.
 pub(crate) struct Control {
@@ -67,7 +71,7 @@ impl Control {
             .write(true)
             .open(&lock_path)
             .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        match lock.try_lock() {
+        match lock_within(&lock, LOCK_WAIT / 5) {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(format!(
@@ -160,6 +164,77 @@ impl Drop for Control {
     /// The socket goes with the watch (the lock is released by closing its file).
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Takes the lock on `file`, trying again for up to `wait` while it is held (by a `pause` or
+/// `resume` changing the recorded state: a few milliseconds).
+fn lock_within(file: &std::fs::File, wait: Duration) -> Result<(), std::fs::TryLockError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How `pause` and `resume` reach a state directory.
+pub(crate) enum Reached {
+    /// The running watch's reply.
+    Reply(Value),
+    /// No watch runs there, and none starts while this lock is held: the recorded state is
+    /// the caller's to change.
+    NoWatch(#[allow(dead_code, reason = "held, not read")] std::fs::File),
+}
+
+/// Sends `request` to the watch running on `state_dir`; with no watch running, takes the
+/// watch lock instead, so that none starts (and reads the recorded state) while the caller
+/// changes that state. Whether a watch runs is the lock's to say: a socket that is missing
+/// while a watch holds the lock (one starting, or a socket removed by hand) is waited for,
+/// then reported.
+///
+/// # Errors
+/// A watch runs but did not answer, or the lock could not be taken.
+pub(crate) fn request_or_lock(state_dir: &Path, request: &Value) -> Result<Reached, String> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let lock_path = state_dir.join(LOCK_FILE);
+    loop {
+        if let Some(reply) = self::request(state_dir, request)? {
+            return Ok(Reached::Reply(reply));
+        }
+        std::fs::create_dir_all(state_dir).map_err(|e| {
+            format!(
+                "cannot create the state directory {}: {e}",
+                state_dir.display()
+            )
+        })?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => return Ok(Reached::NoWatch(lock)),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("cannot lock {}: {e}", lock_path.display()));
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "a `syncengine watch` runs with the state directory {} (it holds {}) but does \
+                 not answer on {}: was the socket removed? Stop that watch (SIGTERM) and start \
+                 it again",
+                state_dir.display(),
+                lock_path.display(),
+                state_dir.join(SOCKET_FILE).display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

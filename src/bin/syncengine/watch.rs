@@ -893,14 +893,16 @@ fn set_paused(
         (false, false) => "resume",
         (false, true) => "resume-force-once",
     };
-    match control::request(&state_dir, &json!({"cmd": cmd, "pair": pair})) {
-        Ok(Some(reply)) => return print_reply(command, &reply),
-        Ok(None) => {}
+    // With no watch running, none starts until `_lock` is dropped: the recorded state
+    // changed below is the one the next watch reads.
+    let _lock = match control::request_or_lock(&state_dir, &json!({"cmd": cmd, "pair": pair})) {
+        Ok(control::Reached::Reply(reply)) => return print_reply(command, &reply),
+        Ok(control::Reached::NoWatch(lock)) => lock,
         Err(e) => {
             say(&format!("error: {e}"));
             return EXIT_FAILED;
         }
-    }
+    };
     // No watch runs: the pair must be one the config file defines.
     let config = match run::need_config(command) {
         Ok(c) => c,
