@@ -334,3 +334,68 @@ fn pause_does_not_go_behind_a_running_watch_whose_socket_is_gone() {
     let (code, log) = w.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// `resume --force-once` after a max-delete stop passes that stop, not a bigger one: when the
+/// source is emptied between the stop and the resume (its disk unmounted, leaving an empty
+/// mount point), the forced run stops again on the empty side instead of deleting every file
+/// of the destination. (It ran as `sync --force`, which passes the empty-side rule too.)
+#[test]
+fn force_once_after_a_max_delete_stop_does_not_pass_an_emptied_side() {
+    let sb = Sandbox::new();
+    for i in 0..5 {
+        write(&sb.path(&format!("a/f{i}.txt")), "keep");
+    }
+    sb.config(&sb.pair("p", "a", "b", "mode = \"source-to-destination\""));
+    let w = sb.watch(&[]);
+    w.wait("the first run", WAIT, || {
+        w.runs("p") == 1 && cli::disk_files(&sb.path("b")).len() == 5
+    });
+    // 3 of 5 (60%) is past the default max-delete of 50%.
+    for i in 0..3 {
+        std::fs::remove_file(sb.path(&format!("a/f{i}.txt"))).unwrap();
+    }
+    w.wait("the stop", WAIT, || w.count("p", "STOPPED") == 1);
+    // The user checks the stop ("3 of 5"); meanwhile the source empties.
+    let (_, out, _) = sb.run(&["status", "p"]);
+    assert!(out.contains("3 of 5"), "{out}");
+    for i in 3..5 {
+        std::fs::remove_file(sb.path(&format!("a/f{i}.txt"))).unwrap();
+    }
+    let runs = w.runs("p");
+    let (code, out, err) = sb.run(&["resume", "p", "--force-once"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    w.wait("the forced run's end", WAIT, || {
+        w.count("p", "STOPPED") == 2 || w.runs("p") > runs
+    });
+    let left: Vec<String> = cli::disk_files(&sb.path("b"))
+        .into_keys()
+        .filter(|k| k.ends_with(".txt") && !k.contains(".syncengine"))
+        .collect();
+    assert_eq!(
+        left.len(),
+        5,
+        "the run forced past a 3-of-5 max-delete stop deleted {} files of the destination \
+         when the source was empty: {left:?}\n{}",
+        5 - left.len(),
+        w.log()
+    );
+    assert!(w.log().contains("empty"), "{}", w.log());
+
+    // The source back as it was when the first stop was seen: run as it is, the pair stops
+    // on the same 3 of 5 again, and the forced run deletes those 3 files (to the trash).
+    for i in 3..5 {
+        write(&sb.path(&format!("a/f{i}.txt")), "keep");
+    }
+    let (code, out, err) = sb.run(&["resume", "p"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    w.wait("the third stop", WAIT, || w.count("p", "STOPPED") == 3);
+    assert!(w.log().matches("3 of 5").count() >= 2, "{}", w.log());
+    let (code, out, err) = sb.run(&["resume", "p", "--force-once"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    w.wait("the forced run", WAIT, || {
+        (0..3).all(|i| !sb.path(&format!("b/f{i}.txt")).exists())
+    });
+    assert!((3..5).all(|i| sb.path(&format!("b/f{i}.txt")).exists()));
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+}

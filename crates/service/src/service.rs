@@ -362,10 +362,12 @@ impl SyncService {
             .await
     }
 
-    /// Resumes a pair stopped by a safety rule and runs it once past that rule: with
-    /// `force` for a max-delete or empty-side stop (as the CLI's `--force`), accepting the
-    /// new roots for a changed-root stop (as `--accept-new-root`). Only that one run is
-    /// forced; a later stop stops the pair again.
+    /// Resumes a pair stopped by a safety rule and runs it once past that rule: for a
+    /// max-delete stop with the max-delete share raised to what the stopped run would have
+    /// deleted (more deleted since, or a side emptied, stops it again: the user agreed to the
+    /// stop they saw), with `force` for an empty-side stop (as the CLI's `--force`),
+    /// accepting the new roots for a changed-root stop (as `--accept-new-root`). Only that one
+    /// run is forced; a later stop stops the pair again.
     ///
     /// # Errors
     /// [`ServiceError::NotStopped`] when the pair is not stopped by a rule that can be forced

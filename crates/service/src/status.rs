@@ -44,7 +44,8 @@ pub struct StopReason {
 #[non_exhaustive]
 pub enum StopKind {
     /// The run would delete more than the max-delete share of a side
-    /// ([`SyncError::MaxDelete`]). `resume_force_once` runs once with `force`.
+    /// ([`SyncError::MaxDelete`]). `resume_force_once` runs once allowed to delete the share
+    /// the stopped run would have (no more, and not past an emptied side).
     MaxDelete,
     /// A side is empty or its root is missing although it held files
     /// ([`SyncError::EmptySide`]). `resume_force_once` runs once with `force`.

@@ -322,9 +322,12 @@ struct Loop {
     settle: Option<Settle>,
     /// The last safety stop, until the next run starts.
     stop: Option<StopReason>,
+    /// For a max-delete `stop`: the share of a side (percent, rounded up) that run would
+    /// have deleted.
+    stop_share: Option<u8>,
     /// Stopped by `stop`, waiting for the user.
     held: bool,
-    force: Option<StopKind>,
+    force: Option<Force>,
     backoff: Option<(Instant, u32)>,
     next_poll: Option<Instant>,
     next_rescan: Instant,
@@ -352,6 +355,7 @@ impl Worker {
             }),
             settle: None,
             stop: None,
+            stop_share: None,
             held: false,
             force: None,
             backoff: None,
@@ -695,7 +699,10 @@ impl Loop {
                     .then(|| self.stop.as_ref().map(|s| s.kind.clone()))
                     .flatten()
                     .filter(StopKind::can_force);
-                self.force = force.clone();
+                self.force = force.clone().map(|kind| Force {
+                    kind,
+                    max_delete: self.stop_share,
+                });
                 self.backoff = None;
                 {
                     let mut st = lock(&self.w.status);
@@ -752,6 +759,7 @@ impl Loop {
         self.pending = None;
         self.settle = None;
         self.stop = None;
+        self.stop_share = None;
         let token = self.w.cancel.child_token();
         let stop_starting = CancellationToken::new();
         let force = self.force.take();
@@ -877,6 +885,16 @@ impl Loop {
                     };
                     tracing::warn!(pair = %name, "stopped by a safety rule, waiting for the user: {e}");
                     self.stop = Some(reason.clone());
+                    self.stop_share = match &e {
+                        SyncError::MaxDelete {
+                            would_delete,
+                            total,
+                            ..
+                        } if *total > 0 => {
+                            u8::try_from((would_delete * 100).div_ceil(*total).min(100)).ok()
+                        }
+                        _ => None,
+                    };
                     self.held = true;
                     self.pending = None;
                     self.backoff = None;
@@ -931,6 +949,15 @@ impl Loop {
     }
 }
 
+/// How a run resumed with `resume_force_once` gets past the stop its pair was held at.
+#[derive(Clone, Debug)]
+struct Force {
+    kind: StopKind,
+    /// For a max-delete stop: the share of a side (percent, rounded up) that the stopped run
+    /// would have deleted, which the forced run may delete (as with that --max-delete).
+    max_delete: Option<u8>,
+}
+
 /// One run: waits for a slot, builds the pair, runs the engine, forwards its progress.
 async fn run_once(
     name: String,
@@ -939,7 +966,7 @@ async fn run_once(
     status: Arc<Mutex<PairStatus>>,
     token: CancellationToken,
     stop_starting: CancellationToken,
-    force: Option<StopKind>,
+    force: Option<Force>,
 ) -> RunEnd {
     let written = Written::default();
     let started = Instant::now();
@@ -972,11 +999,16 @@ async fn run_once(
         Ok(p) => p,
         Err(e) => return end(Err(e), written),
     };
-    match force {
-        Some(StopKind::MaxDelete | StopKind::EmptySide) => {
+    match force.map(|f| (f.kind, f.max_delete)) {
+        // Past the stop the user saw, not past a bigger one: the run may delete the share of
+        // a side that stop reported; more deleted since, or a side emptied, stops it again.
+        Some((StopKind::MaxDelete, Some(share))) => {
+            pair.options.max_delete_percent = pair.options.max_delete_percent.max(share);
+        }
+        Some((StopKind::MaxDelete | StopKind::EmptySide, _)) => {
             pair.options.force = true;
         }
-        Some(StopKind::RootChanged(sides)) => {
+        Some((StopKind::RootChanged(sides), _)) => {
             pair.options.accept_new_root = Some(sides);
         }
         _ => {}

@@ -109,8 +109,10 @@ EXIT STATUS:
 pub(crate) const RESUME_AFTER_HELP: &str = "\
 Acts on the `syncengine watch` running with the same state directory: a paused pair, or one
 stopped by a safety rule, runs again at once. A stopped pair that runs into the same rule
-stops again; --force-once runs it once past a --max-delete or empty-side stop (as `sync
---force`) or a changed root (as `sync --accept-new-root`), after which the rules hold again.
+stops again; --force-once runs it once past the stop it waits at: a --max-delete stop (as
+`sync --max-delete` with the share that run would have deleted: more deleted since, or a side
+emptied, stops it again), an empty-side stop (as `sync --force`) or a changed root (as `sync
+--accept-new-root`), after which the rules hold again.
 Check what the stop said first (`syncengine status PAIR`): it stopped because the run would
 have deleted or overwritten many files. With no watch running, the pause recorded for the
 pair is removed.
