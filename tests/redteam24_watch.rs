@@ -399,3 +399,37 @@ fn force_once_after_a_max_delete_stop_does_not_pass_an_emptied_side() {
     let (code, log) = w.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// A pair with `paused = true` in the file, resumed on the running watch, runs: `status`
+/// says so (it said "idle (paused)" and `"paused": true`, from the file, while the pair ran).
+#[test]
+fn status_of_a_pair_paused_in_the_file_and_resumed_says_it_runs() {
+    let sb = Sandbox::new();
+    sb.config(&sb.pair("p", "a", "b", "paused = true"));
+    let w = sb.watch(&[]);
+    w.wait("the watch to start", WAIT, || w.count("p", "added") == 1);
+    let (_, out, _) = sb.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["pairs"][0]["paused"], true, "{out}");
+
+    let (code, out, err) = sb.run(&["resume", "p"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    write(&sb.path("a/x.txt"), "x");
+    w.wait("the resumed pair's run", WAIT, || {
+        read(&sb.path("b/x.txt")).as_deref() == Some("x")
+    });
+    w.wait("its report", WAIT, || w.runs("p") >= 1);
+    let (_, out, _) = sb.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["pairs"][0]["status"]["paused"], false, "{out}");
+    assert_eq!(status["pairs"][0]["paused"], false, "{out}");
+    let (_, out, _) = sb.run(&["status"]);
+    assert!(!out.contains("paused"), "{out}");
+
+    // When the watch stops, the file pauses the pair again for the next one: so says status.
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let (_, out, _) = sb.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["pairs"][0]["paused"], true, "{out}");
+}

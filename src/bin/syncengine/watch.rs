@@ -828,8 +828,9 @@ async fn answer(service: &SyncService, config: &Config, request: &Value) -> Valu
                     let mut message = format!("{pair}: resumed; a run starts now");
                     if config.pairs.get(pair).is_some_and(|p| p.paused) {
                         message.push_str(&format!(
-                            " (paused = true in {} pauses it again when the watch restarts or \
-                             reloads the file; remove that line to resume it for good)",
+                            " (paused = true in {} pauses it again when the watch restarts, or \
+                             reloads the file with the pair changed; remove that line to resume \
+                             it for good)",
                             config.path.display()
                         ));
                     }
@@ -1005,6 +1006,10 @@ pub(crate) fn run_status(args: StatusArgs) -> u8 {
             Some(s) => {
                 entry["live"] = json!(running);
                 entry["status"] = s.clone();
+                // A running watch knows: paused = true in the file, then `resume`, runs.
+                if running && let Some(p) = s.get("paused").and_then(Value::as_bool) {
+                    entry["paused"] = json!(p);
+                }
             }
             None => {
                 entry["live"] = json!(false);
