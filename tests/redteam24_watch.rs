@@ -433,3 +433,64 @@ fn status_of_a_pair_paused_in_the_file_and_resumed_says_it_runs() {
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["pairs"][0]["paused"], true, "{out}");
 }
+
+/// `pause` of a pair of the file that the running watch could not start (here its root
+/// overlaps another pair's) is taken: the pair starts paused once the file is fixed and
+/// reloaded, and stays paused across a restart. (It was refused with "the running watch has
+/// no pair", so the pair ran as soon as it started.)
+#[test]
+fn a_pair_not_started_yet_can_be_paused() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path("a/sub")).unwrap();
+    write(&sb.path("d/x.txt"), "x");
+    let outer = sb.pair("a-outer", "a", "b", "");
+    sb.config(&format!("{outer}{}", sb.pair("b-inner", "a/sub", "c", "")));
+    let w = sb.watch(&[]);
+    w.wait("the refusal", WAIT, || {
+        w.count("b-inner", "not started") == 1
+    });
+
+    let (code, out, err) = sb.run(&["pause", "b-inner"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("b-inner: paused"), "{out}");
+    // Kept when the watch stops before the pair could start.
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let (_, out, _) = sb.run(&["status", "--json", "b-inner"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["pairs"][0]["paused"], true, "{out}");
+    let w = sb.watch(&[]);
+    w.wait("the refusal again", WAIT, || {
+        w.count("b-inner", "not started") == 1
+    });
+    // Fixed and reloaded: the pair starts, paused.
+    sb.config(&format!("{outer}{}", sb.pair("b-inner", "d", "c", "")));
+    w.signal("HUP");
+    w.wait("the fixed pair's start", WAIT, || {
+        w.count("b-inner", "added") == 1
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !sb.path("c/x.txt").exists(),
+        "a paused pair ran\n{}",
+        w.log()
+    );
+    let (_, out, _) = sb.run(&["status", "--json", "b-inner"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["pairs"][0]["status"]["state"], "paused", "{out}");
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+    // Recorded: the next watch starts it paused too; resume lets it run.
+    let w = sb.watch(&[]);
+    w.wait("the restart", WAIT, || w.count("b-inner", "added") == 1);
+    let (_, out, _) = sb.run(&["status", "--json", "b-inner"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["pairs"][0]["status"]["state"], "paused", "{out}");
+    let (code, out, err) = sb.run(&["resume", "b-inner"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    w.wait("the resumed pair's run", WAIT, || {
+        read(&sb.path("c/x.txt")).as_deref() == Some("x")
+    });
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+}

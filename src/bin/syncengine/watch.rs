@@ -340,6 +340,9 @@ fn setup_error(code: u8, msg: String) -> SyncError {
 struct Pairs {
     running: BTreeMap<String, Running>,
     not_started: BTreeMap<String, bool>,
+    /// `pause` (true) or `resume` (false) asked for a pair not started: carried out when it
+    /// starts.
+    wanted: BTreeMap<String, bool>,
 }
 
 impl Pairs {
@@ -351,7 +354,10 @@ impl Pairs {
         pair: &PairConfig,
         state_dir: &Path,
     ) {
+        let wanted = self.wanted.get(&pair.name).copied();
         let spec = match spec_of(config, pair, state_dir) {
+            // Asked to pause before it started: it starts paused (no first run).
+            Ok(s) if wanted == Some(true) => s.with_paused(true),
             Ok(s) => s,
             Err(e) => {
                 log_line(&format!("{}: not started: {e}", pair.name));
@@ -362,6 +368,16 @@ impl Pairs {
         match service.add(spec).await {
             Ok(()) => {
                 self.not_started.remove(&pair.name);
+                // The pause or resume asked for before it started, recorded as the watch
+                // records its own.
+                let carried = match self.wanted.remove(&pair.name) {
+                    Some(true) => service.pause(&pair.name).await,
+                    Some(false) => service.resume(&pair.name).await,
+                    None => Ok(()),
+                };
+                if let Err(e) = carried {
+                    log_line(&format!("{}: {e}", pair.name));
+                }
                 self.running
                     .insert(pair.name.clone(), Running::of(config, pair));
                 log_line(&format!(
@@ -432,6 +448,7 @@ impl Pairs {
                 .await;
         }
         self.not_started.retain(|n, _| keep.contains(&n.as_str()));
+        self.wanted.retain(|n, _| keep.contains(&n.as_str()));
         // Changed pairs stop before any starts: a pair may move its root to where another
         // one was.
         let mut to_start = Vec::new();
@@ -453,6 +470,34 @@ impl Pairs {
         for pair in to_start {
             self.start(service, config, pair, state_dir).await;
         }
+    }
+
+    /// The answer to a `pause` or `resume` of a pair the watch could not start (yet): taken,
+    /// and carried out when it starts; `None` for any other request.
+    fn not_started_request(&mut self, request: &Value) -> Option<Value> {
+        let cmd = request.get("cmd").and_then(Value::as_str)?;
+        let pair = request.get("pair").and_then(Value::as_str)?;
+        if self.running.contains_key(pair) || !self.not_started.contains_key(pair) {
+            return None;
+        }
+        let paused = match cmd {
+            "pause" => true,
+            "resume" => false,
+            _ => return None,
+        };
+        self.wanted.insert(pair.to_owned(), paused);
+        let message = if paused {
+            format!(
+                "{pair}: paused (the watch has not started it: see its log; it starts paused, \
+                 until `syncengine resume {pair}`)"
+            )
+        } else {
+            format!(
+                "{pair}: resumed (the watch has not started it: see its log; it runs once it starts)"
+            )
+        };
+        log_line(&message);
+        Some(json!({"ok": true, "message": message}))
     }
 
     async fn stop(&mut self, service: &SyncService, name: &str, why: &str) {
@@ -515,6 +560,7 @@ async fn watch_async(args: WatchArgs, verbosity: Verbosity) -> u8 {
     let mut pairs = Pairs {
         running: BTreeMap::new(),
         not_started: BTreeMap::new(),
+        wanted: BTreeMap::new(),
     };
     pairs
         .apply(&service, &config, &args.pairs, &state_dir)
@@ -571,7 +617,10 @@ async fn watch_async(args: WatchArgs, verbosity: Verbosity) -> u8 {
                 }
             }
             Some((mut stream, request)) = requests.recv() => {
-                let answer = answer(&service, &config, &request).await;
+                let answer = match pairs.not_started_request(&request) {
+                    Some(answer) => answer,
+                    None => answer(&service, &config, &request).await,
+                };
                 // A client slow to read its answer holds nothing up either.
                 tokio::spawn(async move { control::reply(&mut stream, &answer).await });
             }
@@ -622,6 +671,13 @@ async fn watch_async(args: WatchArgs, verbosity: Verbosity) -> u8 {
         .map(|(n, s)| control::status_json(n, s))
         .collect();
     service.shutdown().await;
+    // Pauses and resumes asked for pairs that never started, kept for the next watch (which
+    // cannot start before the lock is released).
+    for (name, paused) in &pairs.wanted {
+        if let Err(e) = syncengine::service::set_paused(&state_dir, name, *paused) {
+            say(&format!("error: {name}: {e}"));
+        }
+    }
     abort.abort();
     control::write_status_file(&state_dir, &statuses, false);
     drop(control);
