@@ -239,6 +239,25 @@ fn a_silent_control_client_does_not_stall_the_watch() {
         still_waiting(&silent),
         "`status` was answered only after the watch gave up on a silent client"
     );
+    // A burst of requests beside it: each is answered (none closed unanswered).
+    let answered: Vec<bool> = (0..100)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                use std::io::Write as _;
+                let mut s = UnixStream::connect(&socket).unwrap();
+                s.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+                let mut line = String::new();
+                BufReader::new(s).read_line(&mut line).unwrap();
+                line.contains("\"ok\":true")
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert!(answered.iter().all(|a| *a), "{answered:?}");
+    assert!(still_waiting(&silent));
     // Changes still arrive and are reported.
     write(&sb.path("a/new.txt"), "new");
     w.wait("a change", WAIT, || {

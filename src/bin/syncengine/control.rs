@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use syncengine::service::{PairState, PairStatus, StopKind, Watching};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The socket's name in the state directory.
 pub(crate) const SOCKET_FILE: &str = "watch.sock";
@@ -30,8 +30,9 @@ pub(crate) const STATUS_FILE: &str = "watch-status.json";
 const MAX_REQUEST: u64 = 64 * 1024;
 /// How long either end waits for the other.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections read at once; more are closed unanswered.
-const MAX_CLIENTS: usize = 32;
+/// Connections read at once; more wait to be accepted (in the socket's backlog, then in
+/// their `connect`).
+const MAX_CLIENTS: usize = 64;
 /// How long `pause` and `resume` wait for a watch that holds the lock to answer (one that is
 /// starting listens within moments), and a starting watch for a `pause` or `resume` that
 /// holds the lock while it changes the recorded state.
@@ -41,7 +42,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 pub(crate) struct Control {
     /// Held (locked) for as long as the watch runs.
     _lock: std::fs::File,
-    pub(crate) listener: UnixListener,
+    listener: UnixListener,
     socket: PathBuf,
     owner: u32,
     /// One permit per connection being read.
@@ -109,19 +110,27 @@ impl Control {
         })
     }
 
+    /// Accepts the next connection once fewer than [`MAX_CLIENTS`] are being read. Cancel
+    /// safe (for `select!`): a connection is accepted only when the future completes.
+    pub(crate) async fn accept(&self) -> std::io::Result<(UnixStream, OwnedSemaphorePermit)> {
+        let permit = self
+            .readers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(std::io::Error::other)?;
+        let (stream, _) = self.listener.accept().await?;
+        Ok((stream, permit))
+    }
+
     /// Reads the request of an accepted connection in a task of its own, and sends it with
     /// the connection to `requests`: a client slow to send (or sending nothing) holds up
-    /// neither the watch (its signals, its log) nor other clients. Past [`MAX_CLIENTS`]
-    /// connections being read, the connection is closed unanswered.
+    /// neither the watch (its signals, its log) nor other clients.
     pub(crate) fn read_in_background(
         &self,
-        mut stream: UnixStream,
+        (mut stream, permit): (UnixStream, OwnedSemaphorePermit),
         requests: tokio::sync::mpsc::Sender<Request>,
     ) {
-        let Ok(permit) = self.readers.clone().try_acquire_owned() else {
-            tracing::warn!("too many control connections at once: one closed unanswered");
-            return;
-        };
         let owner = self.owner;
         tokio::spawn(async move {
             let request = read_request(owner, &mut stream).await;

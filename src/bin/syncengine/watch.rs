@@ -611,11 +611,14 @@ async fn watch_async(args: WatchArgs, verbosity: Verbosity) -> u8 {
                     )),
                 }
             }
-            accepted = control.listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    control.read_in_background(stream, requests_tx.clone());
+            accepted = control.accept() => match accepted {
+                Ok(accepted) => control.read_in_background(accepted, requests_tx.clone()),
+                Err(e) => {
+                    // Out of file descriptors, most likely: not a loop at full speed.
+                    tracing::warn!("cannot accept a control connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            }
+            },
             Some((mut stream, request)) = requests.recv() => {
                 let answer = match pairs.not_started_request(&request) {
                     Some(answer) => answer,
