@@ -513,3 +513,41 @@ fn a_pair_not_started_yet_can_be_paused() {
     let (code, log) = w.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// SIGTERM during a run: the log says the run was cancelled, and the status left for
+/// `status` says the pair was idle, not "syncing" (the run was cut short; it said "when the
+/// watch stopped: syncing" and the log ended at "SIGTERM: stopping cleanly"). Nothing half
+/// copied is left on the destination.
+#[test]
+fn sigterm_during_a_run_is_logged_and_leaves_no_run_in_the_status() {
+    let sb = Sandbox::new();
+    // 64 MiB at 4 MiB/s: a run of some 16 s.
+    write(&sb.path("a/small.txt"), "s");
+    std::fs::write(sb.path("a/big.bin"), vec![7u8; 64 << 20]).unwrap();
+    sb.config(&sb.pair(
+        "p",
+        "a",
+        "b",
+        "mode = \"source-to-destination\"\nbwlimit = \"4M\"",
+    ));
+    let w = sb.watch(&[]);
+    let state = || {
+        let (_, out, _) = sb.run(&["status", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["pairs"][0]["status"]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    w.wait("the run to sync", WAIT, || state() == "syncing");
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("p: run cancelled"), "{log}");
+    let (_, out, _) = sb.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["running"], false, "{out}");
+    assert_eq!(status["pairs"][0]["status"]["state"], "idle", "{out}");
+    assert!(
+        read(&sb.path("b/big.bin")).is_none_or(|t| t.len() == 64 << 20),
+        "half a file on the destination"
+    );
+}

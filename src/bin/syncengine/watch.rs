@@ -668,12 +668,36 @@ async fn watch_async(args: WatchArgs, verbosity: Verbosity) -> u8 {
             std::process::exit(i32::from(EXIT_FAILED));
         }
     });
-    let statuses: Vec<Value> = service
+    let mut statuses: Vec<Value> = service
         .statuses()
         .iter()
         .map(|(n, s)| control::status_json(n, s))
         .collect();
     service.shutdown().await;
+    // The runs the shutdown ended, said in the log; none is in progress any more.
+    loop {
+        match events.try_recv() {
+            Ok(ServiceEvent::RunFinished { pair, outcome }) => log_line(&match outcome {
+                RunOutcome::Cancelled => format!(
+                    "{pair}: run cancelled (the watch is stopping); the next run does the rest"
+                ),
+                RunOutcome::Completed(_) => format!("{pair}: run completed as the watch stopped"),
+                RunOutcome::Failed { error, .. } => format!("{pair}: run failed: {error}"),
+                _ => format!("{pair}: run ended"),
+            }),
+            Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => break,
+        }
+    }
+    for status in &mut statuses {
+        if matches!(
+            status["state"].as_str(),
+            Some("waiting" | "scanning" | "syncing")
+        ) {
+            let paused = status["paused"].as_bool() == Some(true);
+            status["state"] = json!(if paused { "paused" } else { "idle" });
+        }
+    }
     // Pauses and resumes asked for pairs that never started, kept for the next watch (which
     // cannot start before the lock is released).
     for (name, paused) in &pairs.wanted {
