@@ -325,6 +325,9 @@ struct Loop {
     /// For a max-delete `stop`: the share of a side (percent, rounded up) that run would
     /// have deleted.
     stop_share: Option<u8>,
+    /// A root itself changed (deleted, moved, made): whether it is another folder now is
+    /// checked before the next run.
+    root_event: bool,
     /// Stopped by `stop`, waiting for the user.
     held: bool,
     force: Option<Force>,
@@ -356,6 +359,7 @@ impl Worker {
             settle: None,
             stop: None,
             stop_share: None,
+            root_event: false,
             held: false,
             force: None,
             backoff: None,
@@ -527,7 +531,9 @@ impl Loop {
                     // A root replaced by a new folder (a change at the root started this
                     // timer) is watched again before a run scans it: what changes in it
                     // from now on is seen.
-                    if self.run.is_none() && self.watch.as_ref().is_some_and(Watch::root_replaced) {
+                    if self.run.is_none() && std::mem::take(&mut self.root_event)
+                        && self.watch.as_ref().is_some_and(Watch::root_replaced)
+                    {
                         tracing::info!(pair = %self.w.name, "a root is a new folder: watching it again");
                         self.start_watch().await;
                     }
@@ -619,6 +625,9 @@ impl Loop {
                 path,
                 folder_created,
             } => {
+                if path.is_empty() {
+                    self.root_event = true;
+                }
                 if let Some(run) = &mut self.run {
                     if path.is_empty() || run.seen.len() >= MAX_PENDING_PATHS {
                         run.seen_lost = true;
