@@ -551,3 +551,16 @@ fn sigterm_during_a_run_is_logged_and_leaves_no_run_in_the_status() {
         "half a file on the destination"
     );
 }
+
+/// A state directory that cannot be made (a file is in its way) is exit status 1, as the
+/// help says ("the state directory cannot be written"), not a usage error (2); a second
+/// watch on the same state directory is still a usage error.
+#[test]
+fn a_state_directory_that_cannot_be_made_is_exit_status_1() {
+    let sb = Sandbox::new();
+    sb.config(&sb.pair("p", "a", "b", ""));
+    write(&sb.path("state"), "a file, not a folder");
+    let (code, out, err) = sb.run(&["watch"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("cannot create the state directory"), "{err}");
+}

@@ -52,13 +52,31 @@ pub(crate) struct Control {
 /// A request read from a control connection, with the connection to answer on.
 pub(crate) type Request = (UnixStream, Value);
 
+/// Why [`Control::bind`] failed.
+pub(crate) struct BindError {
+    /// A usage error (exit 2: another watch runs there, or the path is too long for a
+    /// socket); else the state directory cannot be used (exit 1).
+    pub(crate) usage: bool,
+    pub(crate) message: String,
+}
+
+impl From<String> for BindError {
+    fn from(message: String) -> Self {
+        BindError {
+            usage: false,
+            message,
+        }
+    }
+}
+
 impl Control {
     /// Takes the state directory's watch lock and listens on its socket.
     ///
     /// # Errors
-    /// A message saying another watch runs on `state_dir` (with how to reach or stop it), or
-    /// why the lock or socket could not be set up.
-    pub(crate) fn bind(state_dir: &Path) -> Result<Control, String> {
+    /// A usage error saying another watch runs on `state_dir` (with how to reach or stop
+    /// it), or that its path is too long for a socket; else why the state directory, the
+    /// lock or the socket could not be set up.
+    pub(crate) fn bind(state_dir: &Path) -> Result<Control, BindError> {
         std::fs::create_dir_all(state_dir).map_err(|e| {
             format!(
                 "cannot create the state directory {}: {e}",
@@ -75,24 +93,32 @@ impl Control {
         match lock_within(&lock, LOCK_WAIT / 5) {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(format!(
-                    "another `syncengine watch` is running with the state directory {}; \
+                return Err(BindError {
+                    usage: true,
+                    message: format!(
+                        "another `syncengine watch` is running with the state directory {}; \
                      `syncengine status` shows its pairs, and `syncengine pause` / `resume` act \
                      on it. Stop it first (SIGTERM), or give this one another --state-dir",
-                    state_dir.display()
-                ));
+                        state_dir.display()
+                    ),
+                });
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(format!("cannot lock {}: {e}", lock_path.display()));
+                return Err(format!("cannot lock {}: {e}", lock_path.display()).into());
             }
         }
         let socket = state_dir.join(SOCKET_FILE);
-        check_socket_path(&socket)?;
+        check_socket_path(&socket).map_err(|message| BindError {
+            usage: true,
+            message,
+        })?;
         // Ours now: a socket file still there was left by a watch that died.
         match std::fs::remove_file(&socket) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot remove the stale {}: {e}", socket.display())),
+            Err(e) => {
+                return Err(format!("cannot remove the stale {}: {e}", socket.display()).into());
+            }
         }
         let listener = UnixListener::bind(&socket)
             .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;

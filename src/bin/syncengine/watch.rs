@@ -526,7 +526,11 @@ async fn watch_async(args: WatchArgs, verbosity: Verbosity) -> u8 {
     }
     let control = match Control::bind(&state_dir) {
         Ok(c) => c,
-        Err(e) => return usage_error_in("watch", e),
+        Err(e) if e.usage => return usage_error_in("watch", e.message),
+        Err(e) => {
+            say(&format!("error: {}", e.message));
+            return EXIT_FAILED;
+        }
     };
     let mut options =
         ServiceOptions::default().with_max_concurrent_runs(usize::from(args.max_runs));
