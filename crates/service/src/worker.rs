@@ -505,8 +505,8 @@ impl Loop {
             tokio::select! {
                 _ = self.w.cancel.cancelled() => break,
                 cmd = self.w.cmds.recv() => match cmd {
-                    Some((cmd, ack)) => {
-                        self.command(cmd).await;
+                    Some((cmd, mut ack)) => {
+                        self.command(cmd, &mut ack).await;
                         if let Some(ack) = ack {
                             let _ = ack.send(());
                         }
@@ -668,7 +668,8 @@ impl Loop {
         }
     }
 
-    async fn command(&mut self, cmd: Command) {
+    /// Carries out `cmd`; `ack` is sent (by the caller, unless sent here) once it is.
+    async fn command(&mut self, cmd: Command, ack: &mut Option<oneshot::Sender<()>>) {
         match cmd {
             Command::Trigger => {
                 if let Some(run) = &mut self.run {
@@ -719,6 +720,11 @@ impl Loop {
                     if self.run.is_none() {
                         st.state = PairState::Idle;
                     }
+                }
+                // The resume is taken (the status says so): the caller need not wait for
+                // the watch below, a walk of the whole tree (seconds for a big one).
+                if let Some(ack) = ack.take() {
+                    let _ = ack.send(());
                 }
                 // A resumed pair watches again: the root may be back, the limit raised.
                 self.start_watch().await;
