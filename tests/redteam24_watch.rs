@@ -564,3 +564,58 @@ fn a_state_directory_that_cannot_be_made_is_exit_status_1() {
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("cannot create the state directory"), "{err}");
 }
+
+/// inotify watches the watch process holds (Linux: the `inotify` lines of its descriptors'
+/// fdinfo).
+fn inotify_watches(pid: u32) -> usize {
+    let mut n = 0;
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        if std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == "anon_inode:inotify")
+        {
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            n += info.lines().filter(|l| l.starts_with("inotify")).count();
+        }
+    }
+    n
+}
+
+/// A symbolic link inside a root to a folder elsewhere is not followed by the watch, as the
+/// runs do not follow it ("a symlink (not followed)"): the watch held one inotify watch per
+/// folder of the linked tree (a link to /usr: 15 000 of the user's fs.inotify.max_user_watches,
+/// shared with every other program), and a change out there started runs of the pair.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_symlink_in_a_root_is_not_followed_by_the_watch() {
+    let sb = Sandbox::new();
+    write(&sb.path("a/mine.txt"), "mine");
+    for i in 0..300 {
+        std::fs::create_dir_all(sb.path(&format!("elsewhere/d{i}"))).unwrap();
+    }
+    std::os::unix::fs::symlink(sb.path("elsewhere"), sb.path("a/link")).unwrap();
+    sb.config(&sb.pair("p", "a", "b", "mode = \"source-to-destination\""));
+    let w = sb.watch(&[]);
+    w.wait("the first run", WAIT, || w.runs("p") == 1);
+    let watches = inotify_watches(w.child.id());
+    assert!(
+        watches < 50,
+        "{watches} inotify watches for a pair of a few folders"
+    );
+    write(&sb.path("elsewhere/d7/x.txt"), "not the pair's");
+    // Three times the debounce: a change the watch saw would have started a run by then.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(w.runs("p"), 1, "{}", w.log());
+    // The pair's own changes still arrive.
+    write(&sb.path("a/new.txt"), "new");
+    w.wait("a change in the root", WAIT, || {
+        read(&sb.path("b/new.txt")).as_deref() == Some("new")
+    });
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+}

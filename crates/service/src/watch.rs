@@ -144,7 +144,14 @@ pub(crate) fn start(
         }
         Err(e) => handler_sink.send(WatchMsg::Broken(describe(&e))),
     };
-    let mut watcher = notify::recommended_watcher(handler).map_err(|e| describe(&e))?;
+    // Symbolic links are not followed, as runs do not follow them: a link to a big tree
+    // elsewhere would take one inotify watch per folder of it (of the user's limit, shared
+    // with every program) and start runs for changes that are not the pair's.
+    let mut watcher = RecommendedWatcher::new(
+        handler,
+        notify::Config::default().with_follow_symlinks(false),
+    )
+    .map_err(|e| describe(&e))?;
     for (_, root) in &canon {
         watcher
             .watch(root, RecursiveMode::Recursive)
