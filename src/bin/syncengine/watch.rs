@@ -1151,6 +1151,10 @@ fn status_text(entry: &Value, running: bool) -> String {
         "when the watch stopped: "
     };
     let mut now = format!("  {prefix}{state}");
+    if let Some(at) = status["retry_at"].as_u64() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(at);
+        now.push_str(&format!(", next try {}", crate::output::utc_time(at)));
+    }
     if paused && state != "paused" {
         now.push_str(" (paused)");
     }
@@ -1199,4 +1203,35 @@ fn status_text(entry: &Value, running: bool) -> String {
         lines.push(format!("  last error: {e}"));
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_says_when_a_backing_off_pair_tries_again() {
+        let entry = json!({
+            "name": "p",
+            "source": "/a",
+            "destination": "s3://b/c",
+            "mode": "two-way",
+            "paused": false,
+            "status": {
+                "state": "backing-off",
+                "retry_at": 1_796_506_290u64,
+                "watching": "watched",
+                "last_error": "s3: connection refused",
+            },
+        });
+        let text = status_text(&entry, true);
+        assert!(
+            text.contains("backing-off, next try 2026-12-05T21:31:30Z"),
+            "{text}"
+        );
+        assert!(
+            text.contains("last error: s3: connection refused"),
+            "{text}"
+        );
+    }
 }
