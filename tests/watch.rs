@@ -62,6 +62,7 @@ impl Sandbox {
         cmd.arg("--state-dir").arg(self.path("state"));
         cmd.env_remove("SYNCENGINE_STATE_DIR")
             .env_remove("RUST_LOG")
+            .env_remove("GLIBC_TUNABLES")
             .env("HOME", self.path("home"));
         cmd
     }
@@ -264,6 +265,26 @@ fn changes_on_either_side_arrive_and_own_writes_start_no_run() {
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("watch stopped"), "{log}");
     assert!(!sb.path("state/watch.sock").exists());
+}
+
+/// The watch runs with glibc's malloc limited to 2 arenas (it restarts itself in place with
+/// the tunable): what a long-lived process keeps after its first runs stays small.
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn the_watch_runs_with_two_malloc_arenas() {
+    let sb = Sandbox::new();
+    sb.config(&sb.pair("p", "a", "b", ""));
+    let w = sb.watch(&[]);
+    w.wait("the first run", WAIT, || w.runs("p") == 1);
+    let environ = std::fs::read(format!("/proc/{}/environ", w.child.id())).unwrap();
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(
+        vars.contains(&&b"GLIBC_TUNABLES=glibc.malloc.arena_max=2"[..]),
+        "{:?}",
+        String::from_utf8_lossy(&environ)
+    );
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
 }
 
 /// A burst of 10 000 file creations makes at most 3 runs, and all of them arrive.
