@@ -14,7 +14,7 @@
 #               write, the destination is polled every POLL_MS (default 10) ms until it holds
 #               the new content, then the next write follows at once. Median, 90th percentile
 #               and worst latency, for local <-> local and for local <-> S3 on each server of
-#               LATENCY_S3 (default "seaweedfs"; "seaweedfs moto" adds moto). The poller is
+#               LATENCY_S3 (default "seaweedfs moto"). The poller is
 #               bench/watch_probe.py, one Python process: a local destination is read with
 #               open/read, an S3 one with a SigV4-signed GET over one kept-alive connection
 #               (its own cost per poll is printed). The S3 pair keeps the default poll
@@ -49,7 +49,7 @@ PROJECT=$(pwd)
 PARTS=${PARTS:-latency idle-local idle-s3}
 EDITS=${EDITS:-100}
 POLL_MS=${POLL_MS:-10}
-LATENCY_S3=${LATENCY_S3:-seaweedfs}
+LATENCY_S3=${LATENCY_S3:-seaweedfs moto}
 IDLE_PAIRS=${IDLE_PAIRS:-3}
 FILES=${FILES:-100000}
 DIRS=${DIRS:-100}
@@ -336,13 +336,13 @@ idle_local() {
     extra=$((extra - IDLE_PAIRS))
     local watches dirs
     watches=$(inotify_watches "$pid")
-    dirs=$(find "$D/idle" -type d -not -path '*/.syncengine*' | wc -l)
+    dirs=$(find "$D/idle" -mindepth 2 -type d | wc -l)
     log "idle window: ${IDLE_SECS}s"
     idle_window "$pid" "$wlog" "$IDLE_SECS"
     IDLE_ROWS+=("| $IDLE_PAIRS local ↔ local pairs × $FILES files (watched) | ${WALL} s | **${CPU} %** | **$(mib "$RSS_NOW") MiB** ($(mib "$RSS_MIN")–$(mib "$RSS_MAX")) | $(mib "$HWM") MiB | $RUNS | $watches | $LOAD0 → $LOAD1 |")
     log "${IDLE_ROWS[-1]}"
     NOTES+=("runs after the first runs, before the window: $extra (own writes that started a run would show here)")
-    NOTES+=("inotify: $watches watches held for $IDLE_PAIRS pairs ($dirs folders on both sides, roots included: inotify watches folders, not files); fs.inotify.max_user_watches = $(cat /proc/sys/fs/inotify/max_user_watches), max_user_instances = $(cat /proc/sys/fs/inotify/max_user_instances)")
+    NOTES+=("inotify: $watches watches held for $IDLE_PAIRS pairs ($dirs folders in their roots, both sides, the roots and the engine's .syncengine folders included: inotify watches folders, not files); fs.inotify.max_user_watches = $(cat /proc/sys/fs/inotify/max_user_watches), max_user_instances = $(cat /proc/sys/fs/inotify/max_user_instances)")
     stop_watch "$pid" idle-local
     rm -rf "$D/idle"
 }
@@ -408,6 +408,7 @@ $(awk '/MemTotal/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo), kerne
 work dir on $(findmnt -no FSTYPE -T "$WORK" 2>/dev/null || df -T "$WORK" | awk 'NR==2 { print $2 }'); \
 load average $START_LOAD at the start, $(loadavg) at the end (1, 5, 15 min)."
     echo "Versions: $(IFS=';'; echo "${versions[*]}" | sed 's/;/ · /g')."
+    echo "Run: PARTS=\"$PARTS\" EDITS=$EDITS POLL_MS=$POLL_MS LATENCY_S3=\"$LATENCY_S3\" IDLE_PAIRS=$IDLE_PAIRS FILES=$FILES DIRS=$DIRS IDLE_SECS=$IDLE_SECS SETTLE=$SETTLE S3_IDLE_SERVER=$S3_IDLE_SERVER S3_POLL=$S3_POLL S3_POLLS=$S3_POLLS bash bench/watch.sh"
     echo "Watch: \`syncengine --config FILE [-v] watch --state-dir DIR\`, defaults (2 s debounce, 10 s cap; two-way pairs);"
     echo "-v (run starts in the log, debug logs on stderr) for the latency pairs, ${IDLE_VERBOSE:-no -v} for the idle ones."
     if ((${#LAT_ROWS[@]})); then
