@@ -18,8 +18,8 @@
 #               bench/watch_probe.py, one Python process: a local destination is read with
 #               open/read, an S3 one with a SigV4-signed GET over one kept-alive connection
 #               (its own cost per poll is printed). The S3 pair keeps the default poll
-#               interval of its bucket side (60s), so a poll run may now and then carry an
-#               edit before its debounce ends.
+#               interval of its bucket side (60s); every run restarts that timer, so with an
+#               edit every ~2 s no poll run happens during the edits.
 #   idle-local  IDLE_PAIRS (default 3) two-way local <-> local pairs, each of FILES (default
 #               100 000) files of 0-2 KiB (bench/gen_tree.py profile 1k) in DIRS (default 100)
 #               folders, copied by the watch's first runs; once the log has been quiet for
@@ -27,11 +27,13 @@
 #               (utime + stime) delta of /proc/PID/stat over the wall time, in % of one core;
 #               VmRSS and VmHWM from /proc/PID/status (VmRSS sampled every second: its lowest
 #               and highest in the window); the inotify watches the process holds (from
-#               /proc/PID/fdinfo) against fs.inotify.max_user_watches.
+#               /proc/PID/fdinfo) against fs.inotify.max_user_watches. Then the watch is
+#               stopped and started again on the synced trees (its first runs find nothing
+#               to do) and measured the same way: the idle cost without the first copy's peak.
 #   idle-s3     One two-way local <-> S3 pair of FILES objects on S3_IDLE_SERVER (default
 #               seaweedfs; moto is slow with 100 000 objects), its bucket polled every S3_POLL
 #               (default 60s). The window starts SETTLE s after the first run (the upload)
-#               and ends when S3_POLLS (default 2) poll runs after its start have ended: about
+#               and ends when S3_POLLS (default 3) poll runs after its start have ended: about
 #               S3_POLLS whole poll periods, so the CPU figure includes the polls. Each poll
 #               run's duration comes from its "up to date (X s)" log line.
 # The load average (/proc/loadavg) is recorded at the start and end of every measurement: the
@@ -57,7 +59,7 @@ IDLE_SECS=${IDLE_SECS:-60}
 SETTLE=${SETTLE:-10}
 S3_IDLE_SERVER=${S3_IDLE_SERVER:-seaweedfs}
 S3_POLL=${S3_POLL:-60s}
-S3_POLLS=${S3_POLLS:-2}
+S3_POLLS=${S3_POLLS:-3}
 FIRST_RUN_TIMEOUT=${FIRST_RUN_TIMEOUT:-5400}
 IDLE_VERBOSE=${IDLE_VERBOSE:-} # e.g. -v: the idle watches' log then shows each run's start
 WORK=${WORK:-/work/bench-work}
@@ -139,14 +141,15 @@ remote_table() {
 }
 
 # ---- the watch -----------------------------------------------------------------------------
-# start_watch NAME CONFIG_TEXT [ENV...]: starts `syncengine watch -v` on a config file holding
-# CONFIG_TEXT; its stdout goes to $D/NAME.log, stderr to $D/NAME.err. Sets WPID, WLOG.
+# start_watch NAME CONFIG_TEXT [ENV...]: starts `syncengine [$VERBOSE] watch` on a config file
+# holding CONFIG_TEXT, with the state directory $D/${STATE_NAME:-NAME}-state; its stdout goes to
+# $D/NAME.log, stderr to $D/NAME.err. Sets WPID, WLOG.
 start_watch() {
     local name=$1 text=$2; shift 2
     printf '%s' "$text" >"$D/$name.toml"
     WLOG=$D/$name.log
     env -u AWS_PROFILE -u AWS_CA_BUNDLE -u SYNCENGINE_STATE_DIR -u SYNCENGINE_CONFIG "$@" \
-        "$SE" --config "$D/$name.toml" ${VERBOSE:+"$VERBOSE"} watch --state-dir "$D/$name-state" \
+        "$SE" --config "$D/$name.toml" ${VERBOSE:+"$VERBOSE"} watch --state-dir "$D/${STATE_NAME:-$name}-state" \
         >"$WLOG" 2>"$D/$name.err" &
     WPID=$!
     WATCH_PIDS+=("$WPID")
@@ -206,14 +209,16 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 lines() { wc -l <"$1"; }
 # idle_window PID LOG SECS [PAIR POLLS]: measures PID from now for SECS seconds, or, with PAIR,
 # until POLLS runs of PAIR have ended after now (and at least SECS). Sets CPU (% of a core),
-# WALL, RSS_NOW, HWM, RSS_MIN, RSS_MAX (KiB), LOAD0, LOAD1, RUNS (runs that ended in the
-# window), L0 (the log's line count at the start).
+# WALL, RSS_NOW, HWM, RSS_MIN, RSS_MAX, RSS_ANON, RSS_FILE (KiB), LOAD0, LOAD1, RUNS (runs that
+# ended in the window), RSS_AT_RUNS (VmRSS in MiB at the first sample after each of those runs
+# ended), L0 (the log's line count at the start).
 idle_window() {
     local pid=$1 wlog=$2 secs=$3 pair=${4:-} polls=${5:-0} t0 s0 t1 s1 r n
     LOAD0=$(loadavg)
     L0=$(lines "$wlog")
     t0=$(date +%s.%N) s0=$(ticks "$pid")
-    RSS_MIN=$(status_kb "$pid" VmRSS) RSS_MAX=$RSS_MIN
+    RSS_MIN=$(status_kb "$pid" VmRSS) RSS_MAX=$RSS_MIN RSS_AT_RUNS=""
+    local seen=0 ended
     while :; do
         sleep 1
         kill -0 "$pid" 2>/dev/null || { echo "watch $pid died during the window" >&2; exit 1; }
@@ -221,6 +226,11 @@ idle_window() {
         ((r < RSS_MIN)) && RSS_MIN=$r
         ((r > RSS_MAX)) && RSS_MAX=$r
         t1=$(date +%s.%N)
+        ended=$(tail -n +$((L0 + 1)) "$wlog" | grep -cE ": (synced|up to date|run failed|run cancelled)" || true)
+        if ((ended > seen)); then
+            seen=$ended
+            RSS_AT_RUNS+="${RSS_AT_RUNS:+, }$(mib "$r")"
+        fi
         if [[ -n $pair ]]; then
             n=$(tail -n +$((L0 + 1)) "$wlog" | grep -cE " $pair: (synced|up to date|run failed)" || true)
             if tail -n +$((L0 + 1)) "$wlog" | grep -qE " $pair: (run failed|STOPPED)"; then
@@ -234,6 +244,7 @@ idle_window() {
     s1=$(ticks "$pid")
     LOAD1=$(loadavg)
     RSS_NOW=$(status_kb "$pid" VmRSS) HWM=$(status_kb "$pid" VmHWM)
+    RSS_ANON=$(status_kb "$pid" RssAnon) RSS_FILE=$(status_kb "$pid" RssFile)
     WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
     CPU=$(awk -v d=$((s1 - s0)) -v hz="$CLK_TCK" -v w="$WALL" 'BEGIN { printf "%.2f", d / hz / w * 100 }')
     RUNS=$(tail -n +$((L0 + 1)) "$wlog" | grep -cE ": (synced|up to date|run failed|run cancelled)" || true)
@@ -339,11 +350,32 @@ idle_local() {
     dirs=$(find "$D/idle" -mindepth 2 -type d | wc -l)
     log "idle window: ${IDLE_SECS}s"
     idle_window "$pid" "$wlog" "$IDLE_SECS"
-    IDLE_ROWS+=("| $IDLE_PAIRS local ↔ local pairs × $FILES files (watched) | ${WALL} s | **${CPU} %** | **$(mib "$RSS_NOW") MiB** ($(mib "$RSS_MIN")–$(mib "$RSS_MAX")) | $(mib "$HWM") MiB | $RUNS | $watches | $LOAD0 → $LOAD1 |")
+    IDLE_ROWS+=("| $IDLE_PAIRS local ↔ local pairs × $FILES files (watched), after the first copy | ${WALL} s | **${CPU} %** | **$(mib "$RSS_NOW") MiB** ($(mib "$RSS_MIN")–$(mib "$RSS_MAX")) | $(mib "$RSS_ANON") / $(mib "$RSS_FILE") MiB | $(mib "$HWM") MiB | $RUNS | $watches | $LOAD0 → $LOAD1 |")
     log "${IDLE_ROWS[-1]}"
-    NOTES+=("runs after the first runs, before the window: $extra (own writes that started a run would show here)")
+    if ((extra > 0)); then
+        NOTES+=("runs after the first runs, before the window: $extra: $(grep -E " p[0-9]+: (synced|up to date)" "$wlog" | tail -n +$((IDLE_PAIRS + 1)) | cut -d' ' -f2- | paste -sd';' | sed 's/;/; /g') (IDLE_VERBOSE=-v shows why on stderr: \"changes seen during the run were not all its own: running again\", with lost=true when the watch's event queue overflowed during the copy)")
+    else
+        NOTES+=("runs after the first runs, before the window: 0")
+    fi
     NOTES+=("inotify: $watches watches held for $IDLE_PAIRS pairs ($dirs folders in their roots, both sides, the roots and the engine's .syncengine folders included: inotify watches folders, not files); fs.inotify.max_user_watches = $(cat /proc/sys/fs/inotify/max_user_watches), max_user_instances = $(cat /proc/sys/fs/inotify/max_user_instances)")
     stop_watch "$pid" idle-local
+    # The same pairs again, on the synced trees: no copy, so no copy's peak.
+    log "watch restarted on the synced trees"
+    load0=$(loadavg)
+    STATE_NAME=idle-local start_watch idle-local-again "$cfg"
+    pid=$WPID wlog=$WLOG
+    for i in $(seq 1 "$IDLE_PAIRS"); do wait_runs "$pid" "$wlog" "p$i" 1 600; done
+    load1=$(loadavg)
+    if grep -qE " p[0-9]+: synced" "$wlog"; then
+        echo "the restarted watch changed something:" >&2; grep -E " p[0-9]+: synced" "$wlog" >&2; exit 1
+    fi
+    FIRST_ROWS+=("| the same, watch restarted on the synced trees: first runs (nothing to do) | $(grep -oE " p[0-9]+: up to date \([0-9.]+s\)" "$wlog" | grep -oE '[0-9.]+s' | paste -sd, | sed 's/,/, /g') (each run) | $(mib "$(status_kb "$pid" VmHWM)") MiB | $load0 → $load1 |")
+    quiet "$wlog" "$SETTLE"
+    log "idle window: ${IDLE_SECS}s"
+    idle_window "$pid" "$wlog" "$IDLE_SECS"
+    IDLE_ROWS+=("| the same, watch restarted on the synced trees | ${WALL} s | **${CPU} %** | **$(mib "$RSS_NOW") MiB** ($(mib "$RSS_MIN")–$(mib "$RSS_MAX")) | $(mib "$RSS_ANON") / $(mib "$RSS_FILE") MiB | $(mib "$HWM") MiB | $RUNS | $(inotify_watches "$pid") | $LOAD0 → $LOAD1 |")
+    log "${IDLE_ROWS[-1]}"
+    stop_watch "$pid" idle-local-again
     rm -rf "$D/idle"
 }
 
@@ -373,9 +405,9 @@ $(printf '[pairs.s3]\nsource = "%s"\ndestination = "bench:"\npoll_interval = "%s
     idle_window "$pid" "$wlog" 1 s3 "$S3_POLLS"
     local durs
     durs=$(tail -n +$((L0 + 1)) "$wlog" | grep -oE " s3: up to date \([0-9.]+s\)" | grep -oE '[0-9.]+s' | paste -sd, | sed 's/,/, /g')
-    IDLE_ROWS+=("| 1 local ↔ S3 ($S3_IDLE_SERVER) pair × $FILES objects, polled every $S3_POLL | ${WALL} s | **${CPU} %** | **$(mib "$RSS_NOW") MiB** ($(mib "$RSS_MIN")–$(mib "$RSS_MAX")) | $(mib "$HWM") MiB | $RUNS (polls) | $(inotify_watches "$pid") | $LOAD0 → $LOAD1 |")
+    IDLE_ROWS+=("| 1 local ↔ S3 ($S3_IDLE_SERVER) pair × $FILES objects, polled every $S3_POLL | ${WALL} s | **${CPU} %** | **$(mib "$RSS_NOW") MiB** ($(mib "$RSS_MIN")–$(mib "$RSS_MAX")) | $(mib "$RSS_ANON") / $(mib "$RSS_FILE") MiB | $(mib "$HWM") MiB | $RUNS (polls) | $(inotify_watches "$pid") | $LOAD0 → $LOAD1 |")
     log "${IDLE_ROWS[-1]}"
-    NOTES+=("no-change poll runs of the S3 pair in the window ($S3_IDLE_SERVER, $FILES objects): ${durs:-none} (from the \"up to date (X s)\" lines)")
+    NOTES+=("no-change poll runs of the S3 pair in the window ($S3_IDLE_SERVER, $FILES objects): ${durs:-none} (from the \"up to date (X s)\" lines); VmRSS after each: ${RSS_AT_RUNS:-} MiB")
     NOTES+=("S3 pair's log in the window: $(tail -n +$((L0 + 1)) "$wlog" | cut -d' ' -f1-6 | paste -sd'|' | sed 's/|/; /g')")
     stop_watch "$pid" idle-s3
     rm -rf "$D/idle-s3"
@@ -430,10 +462,11 @@ load average $START_LOAD at the start, $(loadavg) at the end (1, 5, 15 min)."
         echo "Trees: ${TREE_DESC:-} (bench/gen_tree.py profile 1k: 0-2 KiB files), a hard-link copy per pair's source;"
         echo "the first runs copy them, then the log is left quiet ${SETTLE} s before the window."
         echo "CPU = (utime + stime) delta / wall time, % of one core; VmRSS at the window's end (lowest–highest"
-        echo "sampled every second in it); VmHWM = peak RSS since the watch started (the first runs included)."
+        echo "sampled every second in it), split into anonymous memory and mapped files (the binary's pages);"
+        echo "VmHWM = peak RSS since the watch started (its first runs included)."
         echo
-        echo "| watch | window | CPU | VmRSS (min–max) | VmHWM | runs in window | inotify watches | load start → end |"
-        echo "|---|---|---|---|---|---|---|---|"
+        echo "| watch | window | CPU | VmRSS (min–max) | RssAnon / RssFile | VmHWM | runs in window | inotify watches | load start → end |"
+        echo "|---|---|---|---|---|---|---|---|---|"
         printf '%s\n' "${IDLE_ROWS[@]}"
         echo
         echo "| first runs | wall | VmHWM after | load start → end |"
