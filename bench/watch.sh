@@ -353,7 +353,7 @@ idle_local() {
     IDLE_ROWS+=("| $IDLE_PAIRS local ↔ local pairs × $FILES files (watched), after the first copy | ${WALL} s | **${CPU} %** | **$(mib "$RSS_NOW") MiB** ($(mib "$RSS_MIN")–$(mib "$RSS_MAX")) | $(mib "$RSS_ANON") / $(mib "$RSS_FILE") MiB | $(mib "$HWM") MiB | $RUNS | $watches | $LOAD0 → $LOAD1 |")
     log "${IDLE_ROWS[-1]}"
     if ((extra > 0)); then
-        NOTES+=("runs after the first runs, before the window: $extra: $(grep -E " p[0-9]+: (synced|up to date)" "$wlog" | tail -n +$((IDLE_PAIRS + 1)) | cut -d' ' -f2- | paste -sd';' | sed 's/;/; /g') (IDLE_VERBOSE=-v shows why on stderr: \"changes seen during the run were not all its own: running again\", with lost=true when the watch's event queue overflowed during the copy)")
+        NOTES+=("runs after the first runs, before the window: $extra: $(grep -E " p[0-9]+: (synced|up to date)" "$wlog" | awk '{ if (seen[$2]++) print }' | cut -d' ' -f2- | paste -sd';' | sed 's/;/; /g') (IDLE_VERBOSE=-v shows why on stderr: \"changes seen during the run were not all its own: running again\", with lost=true when the watch's event queue overflowed during the copy)")
     else
         NOTES+=("runs after the first runs, before the window: 0")
     fi
