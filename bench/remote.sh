@@ -110,7 +110,9 @@ python3 bench/gen_tree.py "$WORK/small" "$N" >/dev/null
 mkdir -p "$WORK/big"
 head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom >"$WORK/big/big.bin"
 tree_stats() { # files and bytes under $1, the engine's .syncengine folders left out
-    find "$1" -name .syncengine -prune -o -type f -printf '%s\n' |
+    # Apache's mod_dav_fs keeps each file's dead properties (the modification time set by
+    # PROPPATCH) in .DAV/ folders beside it: the server's, not files of the tree.
+    find "$1" \( -name .syncengine -o -name .DAV \) -prune -o -type f -printf '%s\n' |
         awk '{ n++; s += $1 } END { printf "%d %d\n", n, s }'
 }
 SMALL_STATS=$(tree_stats "$WORK/small")
@@ -146,6 +148,9 @@ for server in $SERVERS; do
         mkdir -p "$DISK/$src"
         REMOTE_DIRS+=("$DISK/${src%%/src-*}")
         cp -r "$WORK/$kind/." "$DISK/$src/"
+        # Written as this user: the server (Apache runs as www-data) must own its folders to
+        # create the upload rows' collections beside them.
+        if [[ -n $DISK ]]; then chown -R --reference="$DISK" "$DISK/${src%%/src-*}"; fi
     done
     for row in $ROWS_WANTED; do
         kind=${row%-*} dir=${row#*-}
