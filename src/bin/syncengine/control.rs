@@ -77,19 +77,7 @@ impl Control {
     /// it), or that its path is too long for a socket; else why the state directory, the
     /// lock or the socket could not be set up.
     pub(crate) fn bind(state_dir: &Path) -> Result<Control, BindError> {
-        std::fs::create_dir_all(state_dir).map_err(|e| {
-            format!(
-                "cannot create the state directory {}: {e}",
-                state_dir.display()
-            )
-        })?;
-        let lock_path = state_dir.join(LOCK_FILE);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        let (lock_path, lock) = open_lock(state_dir)?;
         match lock_within(&lock, LOCK_WAIT / 5) {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -235,23 +223,11 @@ pub(crate) enum Reached {
 /// A watch runs but did not answer, or the lock could not be taken.
 pub(crate) fn request_or_lock(state_dir: &Path, request: &Value) -> Result<Reached, String> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
-    let lock_path = state_dir.join(LOCK_FILE);
     loop {
         if let Some(reply) = self::request(state_dir, request)? {
             return Ok(Reached::Reply(reply));
         }
-        std::fs::create_dir_all(state_dir).map_err(|e| {
-            format!(
-                "cannot create the state directory {}: {e}",
-                state_dir.display()
-            )
-        })?;
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        let (lock_path, lock) = open_lock(state_dir)?;
         match lock.try_lock() {
             Ok(()) => return Ok(Reached::NoWatch(lock)),
             Err(std::fs::TryLockError::WouldBlock) => {}
@@ -271,6 +247,25 @@ pub(crate) fn request_or_lock(state_dir: &Path, request: &Value) -> Result<Reach
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Creates the state directory if needed and opens (creating) its watch lock file, not
+/// locked yet: its path and the file.
+fn open_lock(state_dir: &Path) -> Result<(PathBuf, std::fs::File), String> {
+    std::fs::create_dir_all(state_dir).map_err(|e| {
+        format!(
+            "cannot create the state directory {}: {e}",
+            state_dir.display()
+        )
+    })?;
+    let lock_path = state_dir.join(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    Ok((lock_path, lock))
 }
 
 /// Writes `value` as one line to `stream` (giving up after a while on a peer that reads
