@@ -11,14 +11,12 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::{StreamExt, TryStreamExt};
+use futures::stream::StreamExt;
 use syncengine_core::{
     ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, PruneFn, ReadOptions,
     RelPath, Result, StorageClient, TransferOptions, Version, WriteMode, WriteOptions,
     bytes_stream,
 };
-use tokio::io::AsyncReadExt;
-use tokio_util::io::ReaderStream;
 
 use syncengine_core::cleanup::{CleanupOptions, CleanupReport, clean_up_temps};
 use syncengine_core::identity::Location;
@@ -29,9 +27,8 @@ use crate::error::{BACKEND, io_on, map_io};
 use crate::kernel_copy::{Abandon, KernelCopy, copy_bytes};
 use crate::lane::Lane;
 use crate::list::list_stream;
+use crate::read_ahead::read_ahead;
 
-/// Chunk size of read streams.
-const READ_CHUNK: usize = 64 * 1024;
 /// Files up to this size are read whole in one blocking call.
 const SMALL_READ: u64 = 256 * 1024;
 /// Same-store copies of files up to this size run on the client's [`Lane`]; larger ones take
@@ -1310,11 +1307,7 @@ impl StorageClient for LocalClient {
             Opened::Whole(data) => return Ok(bytes_stream(data)),
             Opened::Stream(file, len) => (file, len),
         };
-        let rel = path.as_str().to_owned();
-        let reader = tokio::fs::File::from_std(file).take(len);
-        Ok(ReaderStream::with_capacity(reader, READ_CHUNK)
-            .map_err(move |e| map_io(&rel, e))
-            .boxed())
+        Ok(read_ahead(file, len, path.as_str().to_owned()))
     }
 
     async fn write_opts(

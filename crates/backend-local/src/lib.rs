@@ -86,6 +86,7 @@ mod error;
 mod kernel_copy;
 mod lane;
 mod list;
+mod read_ahead;
 
 pub use client::LocalClient;
 
