@@ -23,11 +23,11 @@ use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, temp_file_name};
 
 use crate::TEMP_PREFIX;
+use crate::chunked_read::read_chunks;
 use crate::error::{BACKEND, io_on, map_io};
 use crate::kernel_copy::{Abandon, KernelCopy, copy_bytes};
 use crate::lane::Lane;
 use crate::list::list_stream;
-use crate::read_ahead::read_ahead;
 
 /// Files up to this size are read whole in one blocking call.
 const SMALL_READ: u64 = 256 * 1024;
@@ -1307,7 +1307,7 @@ impl StorageClient for LocalClient {
             Opened::Whole(data) => return Ok(bytes_stream(data)),
             Opened::Stream(file, len) => (file, len),
         };
-        Ok(read_ahead(file, len, path.as_str().to_owned()))
+        Ok(read_chunks(file, len, path.as_str().to_owned()))
     }
 
     async fn write_opts(

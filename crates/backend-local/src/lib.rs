@@ -81,12 +81,12 @@
 //!   reads what a listing showed). A symlink swapped in between the check and the operation
 //!   is not caught.
 
+mod chunked_read;
 mod client;
 mod error;
 mod kernel_copy;
 mod lane;
 mod list;
-mod read_ahead;
 
 pub use client::LocalClient;
 

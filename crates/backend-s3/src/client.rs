@@ -1707,8 +1707,15 @@ impl StorageClient for S3Client {
             if ended {
                 break;
             }
-            // The next part's buffer (what is left over from the last chunk included).
-            if let Err(e) = reserve(&budget, budget_total, &mut held, part_size).await {
+            // The next part's buffer (what is left over from the last chunk included): a part,
+            // or what the size hint says is left of the body if that is less (the 2 MiB
+            // tail of a 10 MiB file held 8 MiB of the budget, and uploads waiting for it
+            // each held their left-over chunk meanwhile).
+            let want = opts.size_hint.map_or(part_size, |size| {
+                let left = usize::try_from(size.saturating_sub(total)).unwrap_or(usize::MAX);
+                left.saturating_add(buffered).min(part_size).max(1)
+            });
+            if let Err(e) = reserve(&budget, budget_total, &mut held, want).await {
                 mp.abort().await;
                 return Err(e);
             }
