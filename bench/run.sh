@@ -29,7 +29,7 @@
 #            unison bisync"): the local suite's tools, e.g. TWO_WAY_TOOLS=syncengine at 1 000 000
 #            files, where Unison's first run takes the better part of an hour.
 #   S3_SMALL (10000) S3_BIG_FILES (100) S3_BIG_MIB (10) S3_HUGE_MIB (1024: one file)
-#   S3_NOCHANGE (100000) S3_LARGE (1000000: upload, no-change, listing)
+#   S3_NOCHANGE (100000) S3_LARGE (1000000: upload, no-change, listing, 1% changed, 10% deleted)
 #   S3_ROWS  which s3 rows (default "small big huge nochange large")
 #   REMOTE_SMALL (1000) REMOTE_BIG_MIB (1024): the s3 and remote suites' sizes. On SFTP rclone
 #            runs twice: as it comes (it checks each transfer by running md5sum on the server)
@@ -415,12 +415,15 @@ s3_nochange() {
     done
     drop_bucket "$b"
 }
-# local -> S3 at 1 000 000 files: first run, no-change; then listing that bucket
+# local -> S3 at 1 000 000 files: first run, no-change, listing that bucket, then 1% changed
+# and 10% deleted (on a hard-link copy of the tree: edits replace files, the tree stays as is)
 s3_large() {
-    local src n b
+    local src n b a=$WORK/s3a n_del
     n=$S3_LARGE
     src=$(tree "$n")
     describe_tree "$src"
+    fresh "$a"
+    cp -al "$src" "$a"
     local r
     for r in $(seq 1 "$R_LARGE"); do
         REP=$r
@@ -428,12 +431,12 @@ s3_large() {
         b=$BUCKET
         rm -rf "$WORK/s3state-large"
         measure "local→S3 first run, $n files" "syncengine (source-to-destination)" "want_objects $b/p $n" \
-            "$SE" sync "$src" "s3://$b/p" --mode source-to-destination --state-dir "$WORK/s3state-large" -q
+            "$SE" sync "$a" "s3://$b/p" --mode source-to-destination --state-dir "$WORK/s3state-large" -q
         if ((r < R_LARGE)); then drop_bucket "$b"; fi
     done
     for REP in $(seq 1 "$R"); do
         measure "local→S3 no-change, $n files" "syncengine (source-to-destination)" "want_objects $b/p $n" \
-            "$SE" sync "$src" "s3://$b/p" --mode source-to-destination --state-dir "$WORK/s3state-large" -q
+            "$SE" sync "$a" "s3://$b/p" --mode source-to-destination --state-dir "$WORK/s3state-large" -q
     done
     # Listing: syncengine has no list command; a dry run that would download the bucket into
     # an empty folder lists every object and plans it, writing nothing.
@@ -449,7 +452,36 @@ s3_large() {
             "[[ \$(grep -vc '^\\.syncengine/' $WORK/out.txt) -eq $n ]]" \
             "$RCLONE" lsf -R --files-only --fast-list "bs3:$b/p"
     done
+    REP=1
+    python3 "$PROJECT/bench/tree_ops.py" change "$a" "$PCT_CHANGED" "$WORK/changed.txt" >/dev/null
+    measure "local→S3 1% changed, $n files" "syncengine (source-to-destination)" \
+        "want_objects $b/p $n && s3_sizes_match $b/p $a $WORK/changed.txt" \
+        "$SE" sync "$a" "s3://$b/p" --mode source-to-destination --state-dir "$WORK/s3state-large" -q
+    n_del=$(python3 "$PROJECT/bench/tree_ops.py" delete "$a" "$PCT_DELETED" "$WORK/deleted.txt")
+    measure "local→S3 10% deleted, $n files" "syncengine (source-to-destination)" \
+        "want_objects $b/p $((n - n_del))" \
+        "$SE" sync "$a" "s3://$b/p" --mode source-to-destination --state-dir "$WORK/s3state-large" -q
     drop_bucket "$b"
+    fresh "$a"
+}
+# s3_sizes_match BUCKET/PREFIX ROOT LIST: every path in LIST has an object of its local size.
+s3_sizes_match() {
+    "${S5[@]}" ls "s3://$1/*" >"$WORK/s3ls.txt"
+    python3 - "$1" "$2" "$3" "$WORK/s3ls.txt" <<'PY'
+import os, sys
+bucket_prefix, root, listing, ls = sys.argv[1:]
+prefix = "s3://" + bucket_prefix + "/"
+sizes = {}
+for line in open(ls):
+    parts = line.split(None, 3)
+    if len(parts) == 4 and parts[2] != "DIR":
+        key = parts[3].strip()
+        key = key[len(prefix):] if key.startswith(prefix) else key
+        sizes[key] = int(parts[2])
+wrong = [p for p in open(listing).read().split() if sizes.get(p) != os.path.getsize(os.path.join(root, p))]
+if wrong:
+    sys.exit(f"{len(wrong)} changed files have no object of their size, e.g. {wrong[0]}")
+PY
 }
 
 # ---- remote suite (SFTP: OpenSSH sshd; WebDAV: wsgidav) ----------------------------------
