@@ -185,6 +185,8 @@ async fn local_ranged_reads_at_odd_offsets_and_past_the_end() {
     let local = LocalClient::new(dir.path());
     let path = RelPath::new("f").unwrap();
     let s = size as u64;
+    // A reversed range (end before start) is read as empty too.
+    #[allow(clippy::reversed_empty_ranges)]
     let ranges = [
         0..s,
         1..s,
@@ -239,7 +241,7 @@ async fn dropped_local_streams_close_their_files() {
         drop(local.read(&p).await.unwrap());
         // One chunk taken.
         let mut s = local.read(&p).await.unwrap();
-        assert!(s.next().await.unwrap().unwrap().len() > 0);
+        assert!(!s.next().await.unwrap().unwrap().is_empty());
         drop(s);
         // A read started and abandoned: polled once, then dropped.
         let mut s = local.read(&p).await.unwrap();
