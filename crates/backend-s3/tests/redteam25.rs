@@ -235,6 +235,14 @@ async fn dropped_local_streams_close_their_files() {
         std::fs::write(dir.path().join(format!("f{i}")), &data).unwrap();
     }
     let local = LocalClient::new(dir.path());
+    // The count sees a stream's descriptor (so that 0 below means closed, not unseen).
+    let held = local.read(&RelPath::new("f0").unwrap()).await.unwrap();
+    assert_eq!(
+        open_under(dir.path()),
+        1,
+        "an open stream's file is counted"
+    );
+    drop(held);
     for round in 0..50 {
         let p = RelPath::new(format!("f{}", round % 3)).unwrap();
         // Never polled.
