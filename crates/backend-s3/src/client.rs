@@ -1711,10 +1711,14 @@ impl StorageClient for S3Client {
             // or what the size hint says is left of the body if that is less (the 2 MiB
             // tail of a 10 MiB file held 8 MiB of the budget, and uploads waiting for it
             // each held their left-over chunk meanwhile).
-            let want = opts.size_hint.map_or(part_size, |size| {
-                let left = usize::try_from(size.saturating_sub(total)).unwrap_or(usize::MAX);
-                left.saturating_add(buffered).min(part_size).max(1)
-            });
+            // A body already longer than its hint reserves a whole part again.
+            let want = match opts.size_hint {
+                Some(size) if total <= size => {
+                    let left = usize::try_from(size - total).unwrap_or(usize::MAX);
+                    left.saturating_add(buffered).min(part_size).max(1)
+                }
+                _ => part_size,
+            };
             if let Err(e) = reserve(&budget, budget_total, &mut held, want).await {
                 mp.abort().await;
                 return Err(e);
