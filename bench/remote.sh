@@ -66,8 +66,8 @@ if [[ -z ${RCLONE:-} ]]; then
     fi
     RCLONE=$VENV/bin/rclone
 fi
-RCLONE_VERSION=$("$RCLONE" version | head -1)
-SE_VERSION=$("$SE" --version | head -1)
+RCLONE_VERSION=$("$RCLONE" version | sed -n 1p) # sed reads it all: head -1 could end rclone by SIGPIPE under pipefail
+SE_VERSION=$("$SE" --version | sed -n 1p)
 
 # --- servers: our URL, rclone's remote, and the folder on disk the URL's root is ---------
 # Credentials: the same key / user and password for both tools.
