@@ -26,6 +26,29 @@ use syncengine_core::{
 
 const MIB: usize = 1024 * 1024;
 
+/// Uploads `body` (read from `local` at `path`, listed as `listed`) to `s3` as the engine
+/// does: checked inside the stream against the listing, with the listed size as the hint.
+async fn upload_checked(
+    s3: &dyn StorageClient,
+    local: &LocalClient,
+    path: &RelPath,
+    listed: &syncengine_core::Entry,
+    body: ByteStream,
+) -> syncengine_core::Result<syncengine_core::Entry> {
+    let body = verify_body(
+        body,
+        Expected::of(listed, &local.capabilities()),
+        local.backend(),
+        path.as_str(),
+    );
+    s3.write_opts(
+        path,
+        body,
+        WriteOptions::default().with_size_hint(listed.size),
+    )
+    .await
+}
+
 /// `len` bytes of a pattern that differs per `seed` and per position, in odd-sized chunks.
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
@@ -153,19 +176,7 @@ async fn a_local_file_truncated_mid_upload_leaves_the_old_object() {
             }
         })
         .boxed();
-    let body = verify_body(
-        body,
-        Expected::of(&listed, &local.capabilities()),
-        local.backend(),
-        path.as_str(),
-    );
-    let result = s3
-        .write_opts(
-            &path,
-            body,
-            WriteOptions::default().with_size_hint(listed.size),
-        )
-        .await;
+    let result = upload_checked(&s3, &local, &path, &listed, body).await;
     assert!(
         result.is_err(),
         "a truncated read was committed: {result:?}"
@@ -396,19 +407,7 @@ async fn a_local_file_grown_or_replaced_mid_upload_commits_the_listed_version_or
                 }
             })
             .boxed();
-        let body = verify_body(
-            body,
-            Expected::of(&listed, &local.capabilities()),
-            local.backend(),
-            path.as_str(),
-        );
-        let result = s3
-            .write_opts(
-                &path,
-                body,
-                WriteOptions::default().with_size_hint(listed.size),
-            )
-            .await;
+        let result = upload_checked(&s3, &local, &path, &listed, body).await;
         match result {
             Ok(entry) => {
                 assert_eq!(entry.size, size as u64, "{how}");
