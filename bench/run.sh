@@ -18,8 +18,9 @@
 #   R        repetitions of every measurement (default 3); medians are printed. R_LARGE
 #            (default 1) for the 1 000 000-object S3 uploads, which take many minutes each.
 #   SETTLE   seconds a first copy waits after a tree was deleted, so that it does not pay for
-#            ext4 skipping the inodes freed in the last minute (default 65 from 100 000 files
-#            up, else 0; the earlier rows of a run never paid it, the later ones did).
+#            ext4 skipping recently freed inodes (up to 360 s while their inode-table block is
+#            dirty): default 370 at 1 000 000 files, 65 from 100 000, else 0 (without it the
+#            earlier rows of a run never paid it, the later ones did).
 #   WORK     scratch folder (default a new temp dir under $TMPDIR or /work), removed at the end
 #            unless KEEP=1. Peak disk: the tree, one hard-link copy and one destination at a
 #            time (~10 GiB at 1 000 000 files), plus what the S3 server stores.
@@ -75,9 +76,11 @@ R_LARGE=${R_LARGE:-1}
 read -ra SIZES <<<"$N"
 NMAX=0
 for n in "${SIZES[@]}"; do if ((n > NMAX)); then NMAX=$n; fi; done
-# Seconds a first copy waits after a tree was deleted (see settle_deletes): 65 from 100 000
-# files up, where it shows; 0 turns the wait off.
-SETTLE=${SETTLE:-$((NMAX >= 100000 ? 65 : 0))}
+# Seconds a first copy waits after a tree was deleted (see settle_deletes): 370 at 1 000 000
+# files (the copy's own allocations dirty the inode-table blocks again, and ext4 then skips
+# inodes freed in the last 360 s: after 65 s a quarter of a 1M copy's samples were still that
+# scan), 65 from 100 000; 0 turns the wait off.
+SETTLE=${SETTLE:-$((NMAX >= 1000000 ? 370 : NMAX >= 100000 ? 65 : 0))}
 min() { echo $(($1 < $2 ? $1 : $2)); }
 S3_SMALL=${S3_SMALL:-$(min 10000 "$NMAX")}
 S3_NOCHANGE=${S3_NOCHANGE:-$(min 100000 "$NMAX")}
@@ -203,7 +206,7 @@ describe_tree() { # once per tree, before the engine writes its .syncengine/ fol
 }
 # fresh PATH...: removes them. A later first copy then waits (settle_deletes) until ext4 no
 # longer skips the freed inodes: its allocator passes over inodes freed in the last 60 s (360 s
-# while their table block is dirty; `sync` cleans it), which made a copy right after a
+# while their table block is dirty, as a copy's own allocations make it), which made a copy right after a
 # million-file delete take twice as long as the same copy on a quiet filesystem, and the rows
 # measured first (cp -a) were not paying it.
 DELETED=0
