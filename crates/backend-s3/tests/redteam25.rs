@@ -26,6 +26,15 @@ use syncengine_core::{
 
 const MIB: usize = 1024 * 1024;
 
+/// Asserts that the object `name` holds exactly `want`.
+async fn assert_holds(client: &dyn StorageClient, name: &str, want: Vec<u8>, label: &str) {
+    let got = client
+        .read_to_bytes(&RelPath::new(name).unwrap())
+        .await
+        .unwrap();
+    assert!(got[..] == want[..], "{label}: holds other bytes");
+}
+
 /// Uploads `body` (read from `local` at `path`, listed as `listed`) to `s3` as the engine
 /// does: checked inside the stream against the listing, with the listed size as the hint.
 async fn upload_checked(
@@ -123,16 +132,14 @@ async fn lying_size_hints_under_a_tight_budget_neither_hang_nor_corrupt() {
             .unwrap()
             .unwrap_or_else(|e| panic!("f{i} ({:?}): {e}", hints[i]));
         assert_eq!(entry.size, size as u64, "f{i} hint {:?}", hints[i]);
-        let got = client
-            .read_to_bytes(&RelPath::new(format!("f{i}")).unwrap())
-            .await
-            .unwrap();
-        let seed = u8::try_from(i).unwrap() + 1;
-        assert!(
-            got[..] == pattern(seed, size)[..],
-            "f{i} (hint {:?}) holds other bytes",
-            hints[i]
-        );
+        let label = format!("f{i} (hint {:?})", hints[i]);
+        assert_holds(
+            client.as_ref(),
+            &format!("f{i}"),
+            pattern(u8::try_from(i).unwrap() + 1, size),
+            &label,
+        )
+        .await;
     }
 }
 
@@ -341,15 +348,14 @@ async fn part_boundary_sizes_under_budgets_below_one_part() {
                 .unwrap()
                 .unwrap_or_else(|e| panic!("{server} budget {budget} b{i}: {e}"));
             assert_eq!(entry.size, sizes[i] as u64);
-            let got = client
-                .read_to_bytes(&RelPath::new(format!("b{i}")).unwrap())
-                .await
-                .unwrap();
-            let seed = u8::try_from(i).unwrap() + 11;
-            assert!(
-                got[..] == pattern(seed, sizes[i])[..],
-                "{server} budget {budget} b{i}: other bytes"
-            );
+            let label = format!("{server} budget {budget} b{i}");
+            assert_holds(
+                client.as_ref(),
+                &format!("b{i}"),
+                pattern(u8::try_from(i).unwrap() + 11, sizes[i]),
+                &label,
+            )
+            .await;
         }
     }
 }
