@@ -164,17 +164,25 @@ fn copy_range(
 ) -> io::Result<u64> {
     let end = at + len;
     let (mut off_in, mut off_out) = (at, at);
+    // Writeback is kicked for every RANGE_CHUNK copied, never for less: a small file's pages
+    // wait for the flusher threads (or the barrier), as `cp`'s do. Kicked per file, each
+    // small file had its blocks allocated and its write submitted in this thread: a sixth
+    // of a 58 000-file first copy's CPU.
+    let mut kicked = off_out;
     if !memo.lacks(dev, NO_RANGE) {
         while off_in < end {
             if abandon.load(Ordering::Relaxed) {
                 return Err(abandoned());
             }
             let want = (end - off_in).min(RANGE_CHUNK) as usize;
-            let chunk_at = off_out;
             match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want)
             {
                 Ok(0) => return Ok(off_in - at),
-                Ok(_) => write_behind(dst, chunk_at, off_out),
+                Ok(_) if off_out - kicked >= RANGE_CHUNK => {
+                    write_behind(dst, kicked, off_out);
+                    kicked = off_out;
+                }
+                Ok(_) => {}
                 Err(Errno::INTR) => {}
                 // Not between these filesystems (or not at all): the rest through user
                 // space. Offsets did not move on the failed call.
@@ -193,7 +201,6 @@ fn copy_range(
         }
     }
     let mut buf = vec![0u8; (end - off_in).min(BUFFER) as usize];
-    let mut kicked = off_out;
     while off_in < end {
         if abandon.load(Ordering::Relaxed) {
             return Err(abandoned());
@@ -221,6 +228,8 @@ fn copy_range(
 /// left to write: see `WriteBehind` in the client. Advice only; nothing committed changes.
 pub(crate) fn write_behind(dst: &File, from: u64, to: u64) {
     if let Some(len) = std::num::NonZeroU64::new(to.saturating_sub(from)) {
+        #[cfg(test)]
+        tests::KICKS.with(|kicks| kicks.set(kicks.get() + 1));
         let _ = rustix::fs::fadvise(dst, from, Some(len), rustix::fs::Advice::DontNeed);
     }
 }
@@ -240,5 +249,65 @@ impl Abandon {
 impl Drop for Abandon {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+
+    thread_local! {
+        /// Writeback kicks made by this thread ([`write_behind`]).
+        pub(super) static KICKS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Copies a `len`-byte file within one temporary folder and returns the kicks made.
+    fn kicks_copying(len: usize) -> u32 {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        File::create(&from).unwrap().write_all(&body).unwrap();
+        let src = File::open(&from).unwrap();
+        let dst = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&to)
+            .unwrap();
+        let listed = src.metadata().unwrap();
+        let (dev, blocks) = (listed.dev(), listed.blocks());
+        let memo = KernelCopy::default();
+        KICKS.with(|kicks| kicks.set(0));
+        let got = copy_bytes(
+            &src,
+            &dst,
+            len as u64,
+            dev,
+            blocks,
+            &memo,
+            &AtomicBool::new(false),
+        );
+        assert_eq!(got.unwrap(), len as u64);
+        assert_eq!(
+            std::fs::read(&to).unwrap(),
+            body,
+            "the copy holds the source's bytes"
+        );
+        KICKS.with(Cell::get)
+    }
+
+    #[test]
+    fn small_copies_leave_writeback_to_the_kernel_and_large_ones_kick_it_per_chunk() {
+        // Kicked per file, each small file's blocks were allocated and written in the
+        // copying thread: a sixth of a many-small-files copy's CPU.
+        assert_eq!(kicks_copying(1024), 0);
+        assert_eq!(kicks_copying(RANGE_CHUNK as usize - 1), 0);
+        // Reflinks (btrfs, XFS) copy without writing anything to kick.
+        if kicks_copying(RANGE_CHUNK as usize) == 0 {
+            return;
+        }
+        assert_eq!(kicks_copying(2 * RANGE_CHUNK as usize + 5), 2);
     }
 }
