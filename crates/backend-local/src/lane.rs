@@ -331,12 +331,28 @@ mod tests {
             tokio::task::yield_now().await;
         }
         // A quick call, then a hung one, queued behind the first: a second runner takes both.
-        let mut quick = Box::pin(lane.run(|| Ok(3)));
+        // The quick call finishes only once the hung one is queued (else a runner may answer
+        // it before the hung call exists, and the test proves nothing; once it answered
+        // before its first poll returned, and the assertion below failed).
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let mut quick = Box::pin(lane.run(move || {
+            let _ = wait.recv();
+            Ok(3)
+        }));
         assert!(futures::poll!(&mut quick).is_pending());
         let second = tokio::spawn({
             let (lane, job) = (lane.clone(), hung(&gate));
             async move { lane.run(job).await }
         });
+        // Queued, or already taken by a runner its caller started after waiting (HELP_AFTER).
+        let queued = || {
+            let queue = lane.0.lock().unwrap_or_else(PoisonError::into_inner);
+            !queue.jobs.is_empty() || queue.runners > 2
+        };
+        while !queued() {
+            tokio::task::yield_now().await;
+        }
+        let _ = go.send(());
         let quick = answered(quick).await;
         let _ = release.send(());
         let _ = release.send(());
