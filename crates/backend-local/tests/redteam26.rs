@@ -184,3 +184,82 @@ async fn chunk_edge_sizes_and_sparse_files_copy_across_filesystems() {
     copies_hold(&on_disk.path().join("a"), &on_shm.path().join("b")).await;
     copies_hold(&on_shm.path().join("a"), &on_disk.path().join("b")).await;
 }
+
+/// Mounts a tmpfs at `target`; false (and says why) where this process may not mount.
+fn mount_tmpfs(target: &Path) -> bool {
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(target)
+        .output()
+        .expect("run mount");
+    if !out.status.success() {
+        eprintln!(
+            "skipped: cannot mount here ({}); run as root with CAP_SYS_ADMIN",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    out.status.success()
+}
+
+/// Unmounts on drop, also when an assertion fails.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Whether `filefrag -v` shows blocks of `path` not yet allocated (ext4's delayed
+/// allocation: written to the page cache only, not to disk). `None` where `filefrag` is
+/// missing.
+fn delayed_allocation(path: &Path) -> Option<bool> {
+    let out = std::process::Command::new("filefrag")
+        .arg("-v")
+        .arg(path)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).contains("delalloc"))
+}
+
+/// The copy `preserve` makes where it cannot hard-link (the file is on another filesystem
+/// mounted below the root, and the trash is on the root's) is on disk when `preserve`
+/// returns. The engine overwrites the original right after it (an atomic rename on the
+/// mount's filesystem, whose journal commits on its own): a copy still in the page cache of
+/// the root's filesystem could be lost to a power cut while the overwrite is not, and the old
+/// version, kept nowhere else (in mirror mode, the destination's own edit), would be gone.
+/// Observed through ext4's delayed allocation; where the temp folder is not ext4 (a freshly
+/// written file shows no `delalloc`), the test can tell nothing and says so.
+#[tokio::test]
+async fn a_preserved_copy_across_a_mount_is_on_disk_when_preserve_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control");
+    fs::write(&control, vec![1u8; 100_000]).unwrap();
+    if delayed_allocation(&control) != Some(true) {
+        eprintln!("skipped: no ext4 delayed allocation to observe in the temp folder");
+        return;
+    }
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("t")).unwrap();
+    if !mount_tmpfs(&root.join("t")) {
+        return;
+    }
+    let _mounted = Mounted(root.join("t"));
+    let client = LocalClient::new(&root);
+    let body: Vec<u8> = (0..MIB + 7).map(byte_at).collect();
+    fs::write(root.join("t/f.bin"), &body).unwrap();
+    let trash = p(".syncengine/trash/20261206T000000Z/t/f.bin");
+    client.preserve(&p("t/f.bin"), &trash).await.unwrap();
+    let kept = root.join(trash.as_str());
+    assert!(
+        fs::read(&kept).unwrap() == body,
+        "the copy holds other bytes"
+    );
+    assert_eq!(
+        delayed_allocation(&kept),
+        Some(false),
+        "the preserved copy is still only in the page cache when preserve returns"
+    );
+}
