@@ -1650,7 +1650,7 @@ impl StorageClient for LocalClient {
 
     /// A hard link: no bytes copied, and the old version keeps its inode. Where the
     /// filesystem has no hard links (FAT, some network mounts) or `to` is on another device,
-    /// a copy.
+    /// a copy, flushed to disk (with its name) before this returns.
     async fn preserve(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
         check_not_reserved(to)?;
         let (src, target) = (self.abs(from), self.abs(to));
@@ -1682,10 +1682,37 @@ impl StorageClient for LocalClient {
             }
         })
         .await?;
-        match linked {
-            Some(entry) => Ok(entry),
-            None => self.copy_opts(from, to, TransferOptions::default()).await,
+        if let Some(entry) = linked {
+            return Ok(entry);
         }
+        let copied = self.copy_opts(from, to, TransferOptions::default()).await?;
+        // A link shares the old version's blocks, on disk as they were; a copy is new data.
+        // The engine replaces the original right after this returns, with no barrier between
+        // (on another filesystem, whose journal commits on its own): the copy, its name and
+        // the folders made for it are flushed first (`fsync`, `syncfs`), or a power cut could
+        // keep the replacement and lose the only other copy of the old version.
+        let target = self.abs(to);
+        let rel = to.as_str().to_owned();
+        blocking(move || {
+            let flushed = open_source(&target, &rel)
+                .map_err(io::Error::other)
+                .and_then(|file| {
+                    file.sync_all()?;
+                    rustix::fs::syncfs(&file).map_err(io::Error::from)
+                });
+            if let Err(e) = flushed {
+                // Not left for the engine to take as made: nothing replaces the original.
+                let _ = fs::remove_file(&target);
+                return Err(Error::other(
+                    BACKEND,
+                    rel,
+                    format!("the copy of the old version could not be flushed to disk: {e}"),
+                ));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(copied)
     }
 
     async fn rename_opts(
