@@ -11,25 +11,13 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use syncengine_backend_local::{LocalClient, TEMP_PREFIX};
-use syncengine_core::{Entry, RelPath, StorageClient, StorageClientExt, WriteMode, WriteOptions};
+use syncengine_core::{StorageClient, WriteMode, WriteOptions};
+
+mod support;
+use support::{listed, p};
 
 const MIB: u64 = 1 << 20;
 const CHUNK: u64 = 8 * MIB;
-
-fn p(s: &str) -> RelPath {
-    RelPath::new(s).unwrap()
-}
-
-/// The listed entry of `path` on `client`, as the engine has it when it plans a copy.
-async fn listed(client: &LocalClient, path: &str) -> Entry {
-    client
-        .list_all(None)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|e| e.path.as_str() == path)
-        .unwrap_or_else(|| panic!("{path} is not listed"))
-}
 
 /// Names of temporary files anywhere below `dir`.
 fn temp_files(dir: &Path) -> Vec<PathBuf> {

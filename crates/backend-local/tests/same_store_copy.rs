@@ -16,23 +16,11 @@ use bytes::Bytes;
 use syncengine_backend_local::{LocalClient, TEMP_PREFIX};
 use syncengine_core::memory::MemoryClient;
 use syncengine_core::{
-    Entry, Error, RelPath, StorageClient, StorageClientExt, Version, WriteMode, WriteOptions,
+    Entry, Error, StorageClient, StorageClientExt, Version, WriteMode, WriteOptions,
 };
 
-fn p(s: &str) -> RelPath {
-    RelPath::new(s).unwrap()
-}
-
-/// The listed entry of `path` on `client`, as the engine has it when it plans a copy.
-async fn listed(client: &LocalClient, path: &str) -> Entry {
-    client
-        .list_all(None)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|e| e.path.as_str() == path)
-        .unwrap_or_else(|| panic!("{path} is not listed"))
-}
+mod support;
+use support::{listed, p};
 
 /// The options the engine's transfer gives a copy of `listed`.
 fn opts_for(listed: &Entry, mode: WriteMode) -> WriteOptions {
