@@ -907,6 +907,61 @@ fn in_the_way(target: &Path, rel: &str, e: io::Error) -> Error {
     )
 }
 
+/// The error of a move of `from` (at `src`, below `root`) to `to` (at `target`) that would
+/// cross filesystems (`EXDEV`): one of them is on a filesystem mounted inside the root. The
+/// engine moves a file into the root's trash before it deletes or overwrites it, so such a
+/// file is left as it is, run after run; the error says where the mount is and what to do.
+fn across_filesystems(
+    root: &Path,
+    src: &Path,
+    target: &Path,
+    from: &str,
+    to: &str,
+    e: io::Error,
+) -> Error {
+    let Some(mount) = mount_below(root, src).or_else(|| mount_below(root, target)) else {
+        return map_io(to, e);
+    };
+    let mount = mount.display();
+    Error::other(
+        BACKEND,
+        from,
+        format!(
+            "cannot be moved to {to}: a filesystem is mounted at {mount} inside the root, and \
+             a file cannot be moved between filesystems; it was left as it is ({e}). A delete \
+             or an overwrite first moves the old version into the root's .syncengine/trash, so \
+             those fail below {mount} on every run: sync {mount} as a pair of its own, or \
+             exclude it"
+        ),
+    )
+}
+
+/// The folder below `root` where the filesystem holding `path` (or its nearest existing
+/// folder) is mounted, relative to `root`; `None` when that is the root's own filesystem.
+fn mount_below<'a>(root: &Path, path: &'a Path) -> Option<&'a Path> {
+    let dev = |p: &Path| fs::symlink_metadata(p).ok().map(|md| md.dev());
+    // The root itself may be a symlink: its filesystem is where it leads.
+    let root_dev = fs::metadata(root).ok()?.dev();
+    let mut at = path.parent()?;
+    let at_dev = loop {
+        match dev(at) {
+            Some(d) => break d,
+            None => at = at.parent()?,
+        }
+    };
+    if at_dev == root_dev || !at.starts_with(root) {
+        return None;
+    }
+    // The topmost folder below the root still on that filesystem.
+    while let Some(up) = at.parent()
+        && up != root
+        && dev(up) == Some(at_dev)
+    {
+        at = up;
+    }
+    at.strip_prefix(root).ok()
+}
+
 /// Removes `dir` if it is a real directory (not a symlink) holding nothing but directories
 /// with the same property; true if it did. Anything else below it (a file, a symlink, an
 /// unreadable folder, another filesystem mounted there) keeps it all in place. A file created
@@ -1731,9 +1786,16 @@ impl StorageClient for LocalClient {
             check_no_symlinked_folder(&root, &to_path)?;
             file_metadata(&src, &from_rel)?;
             create_parent(&target, rel)?;
+            let moved = |e: io::Error| {
+                if e.kind() == io::ErrorKind::CrossesDevices {
+                    across_filesystems(&root, &src, &target, &from_rel, rel, e)
+                } else {
+                    map_io(rel, e)
+                }
+            };
             if opts.overwrite {
-                fs::rename(&src, &target).map_err(io_on(rel))?;
-            } else if let Placed::Linked = link_noreplace(&src, &target).map_err(io_on(rel))?
+                fs::rename(&src, &target).map_err(moved)?;
+            } else if let Placed::Linked = link_noreplace(&src, &target).map_err(moved)?
                 && let Err(e) = fs::remove_file(&src)
             {
                 // The old name stays (a folder this process cannot write to): the move did

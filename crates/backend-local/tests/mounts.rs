@@ -13,7 +13,7 @@ use std::process::Command;
 
 use bytes::Bytes;
 use syncengine_backend_local::LocalClient;
-use syncengine_core::{RelPath, StorageClientExt};
+use syncengine_core::{RelPath, StorageClient, StorageClientExt};
 
 /// Mounts with `mount ARGS… target`; false when this process may not mount.
 fn mount(args: &[&str], target: &Path) -> bool {
@@ -81,4 +81,54 @@ async fn empty_folders_are_not_removed_across_a_mount() {
         .await
         .unwrap();
     assert!(root.join("z").is_file());
+}
+
+/// A file on a filesystem mounted below the root cannot be moved into the root's trash (a
+/// rename cannot cross filesystems): it stays where it is, whole, and the error says where the
+/// mount is and what to do, instead of the bare "Invalid cross-device link" (red team 26).
+#[tokio::test]
+async fn a_move_off_a_mount_below_the_root_names_the_mount_and_leaves_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("photos/disk")).unwrap();
+    if !mount(&["-t", "tmpfs", "tmpfs"], &root.join("photos/disk")) {
+        return;
+    }
+    let _mounted = Mounted(&root.join("photos/disk"));
+    fs::create_dir_all(root.join("photos/disk/2024")).unwrap();
+    fs::write(root.join("photos/disk/2024/a.jpg"), b"only copy").unwrap();
+    let client = LocalClient::new(&root);
+    let from = RelPath::new("photos/disk/2024/a.jpg").unwrap();
+    let trash = RelPath::new(".syncengine/trash/20261206T000000Z/photos/disk/2024/a.jpg").unwrap();
+    for overwrite in [false, true] {
+        let opts = syncengine_core::TransferOptions::default().with_overwrite(overwrite);
+        let err = client
+            .rename_opts(&from, &trash, opts)
+            .await
+            .expect_err("a rename cannot cross filesystems");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("mounted at photos/disk inside the root") && msg.contains("exclude"),
+            "the error names the mount and the fix: {msg}"
+        );
+        assert_eq!(
+            fs::read(root.join("photos/disk/2024/a.jpg")).unwrap(),
+            b"only copy",
+            "the file stays, whole"
+        );
+        assert!(!root.join(trash.as_str()).exists(), "nothing in the trash");
+    }
+    // Moving onto the mount from the root's own filesystem names it too.
+    fs::write(root.join("b.jpg"), b"b").unwrap();
+    let into = RelPath::new("photos/disk/b.jpg").unwrap();
+    let err = client
+        .rename_opts(
+            &RelPath::new("b.jpg").unwrap(),
+            &into,
+            syncengine_core::TransferOptions::default(),
+        )
+        .await
+        .expect_err("a rename cannot cross filesystems");
+    assert!(err.to_string().contains("mounted at photos/disk"), "{err}");
+    assert_eq!(fs::read(root.join("b.jpg")).unwrap(), b"b");
 }
