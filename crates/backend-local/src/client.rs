@@ -50,23 +50,21 @@ const WRITE_BATCH: usize = 512 * 1024;
 /// the barrier that makes it durable ([`StorageClient::sync_written`]) finds little left to
 /// write: a 1 GiB download otherwise ended with the whole gigabyte to flush.
 ///
-/// Every [`WRITE_BEHIND`] bytes, the range written since the last kick is handed to the
-/// kernel's writeback (`posix_fadvise(POSIX_FADV_DONTNEED)`, which starts writing dirty pages
-/// without waiting for them, and drops the file's pages once clean: a big copy does not push
-/// the user's working set out of the page cache). Nothing about what is committed changes.
+/// Every [`WRITE_BEHIND`](crate::kernel_copy::WRITE_BEHIND) bytes, the range written since
+/// the last kick is handed to the kernel's writeback (`posix_fadvise(POSIX_FADV_DONTNEED)`,
+/// which starts writing dirty pages without waiting for them, and drops the file's pages once
+/// clean: a big copy does not push the user's working set out of the page cache), as kernel
+/// copies do ([`Kicks`](crate::kernel_copy::Kicks)). Nothing about what is committed changes.
 #[derive(Debug)]
 struct WriteBehind {
-    /// Bytes written so far, and how many of them were handed to writeback.
-    at: std::sync::Mutex<(u64, u64)>,
+    /// Bytes written so far, and where writeback was last kicked.
+    at: std::sync::Mutex<(u64, crate::kernel_copy::Kicks)>,
 }
-
-/// Bytes between two kicks of [`WriteBehind`].
-const WRITE_BEHIND: u64 = 8 << 20;
 
 impl WriteBehind {
     fn new(written: u64) -> Self {
         WriteBehind {
-            at: std::sync::Mutex::new((written, 0)),
+            at: std::sync::Mutex::new((written, crate::kernel_copy::Kicks::from(0))),
         }
     }
 
@@ -74,12 +72,8 @@ impl WriteBehind {
     fn wrote(&self, file: &File, len: u64) {
         let mut at = self.at.lock().unwrap_or_else(|e| e.into_inner());
         at.0 += len;
-        let (written, kicked) = *at;
-        if written - kicked < WRITE_BEHIND {
-            return;
-        }
-        crate::kernel_copy::write_behind(file, kicked, written);
-        at.1 = written;
+        let written = at.0;
+        at.1.wrote(file, written);
     }
 }
 
@@ -919,7 +913,24 @@ fn across_filesystems(
     to: &str,
     e: io::Error,
 ) -> Error {
-    let Some(mount) = mount_below(root, src).or_else(|| mount_below(root, target)) else {
+    // The deepest mount point (from the mount table, as the barrier finds them) holding
+    // either end.
+    let mount = fs::canonicalize(root)
+        .ok()
+        .zip(mounts_below(root))
+        .and_then(|(root, mounts)| {
+            [src, target]
+                .iter()
+                .filter_map(|p| p.parent().and_then(|dir| fs::canonicalize(dir).ok()))
+                .find_map(|dir| {
+                    let mount = mounts
+                        .iter()
+                        .filter(|m| dir.starts_with(m))
+                        .max_by_key(|m| m.as_os_str().len())?;
+                    mount.strip_prefix(&root).ok().map(Path::to_path_buf)
+                })
+        });
+    let Some(mount) = mount else {
         return map_io(to, e);
     };
     let mount = mount.display();
@@ -934,32 +945,6 @@ fn across_filesystems(
              exclude it"
         ),
     )
-}
-
-/// The folder below `root` where the filesystem holding `path` (or its nearest existing
-/// folder) is mounted, relative to `root`; `None` when that is the root's own filesystem.
-fn mount_below<'a>(root: &Path, path: &'a Path) -> Option<&'a Path> {
-    let dev = |p: &Path| fs::symlink_metadata(p).ok().map(|md| md.dev());
-    // The root itself may be a symlink: its filesystem is where it leads.
-    let root_dev = fs::metadata(root).ok()?.dev();
-    let mut at = path.parent()?;
-    let at_dev = loop {
-        match dev(at) {
-            Some(d) => break d,
-            None => at = at.parent()?,
-        }
-    };
-    if at_dev == root_dev || !at.starts_with(root) {
-        return None;
-    }
-    // The topmost folder below the root still on that filesystem.
-    while let Some(up) = at.parent()
-        && up != root
-        && dev(up) == Some(at_dev)
-    {
-        at = up;
-    }
-    at.strip_prefix(root).ok()
 }
 
 /// Removes `dir` if it is a real directory (not a symlink) holding nothing but directories

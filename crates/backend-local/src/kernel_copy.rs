@@ -164,11 +164,7 @@ fn copy_range(
 ) -> io::Result<u64> {
     let end = at + len;
     let (mut off_in, mut off_out) = (at, at);
-    // Writeback is kicked for every RANGE_CHUNK copied, never for less: a small file's pages
-    // wait for the flusher threads (or the barrier), as `cp`'s do. Kicked per file, each
-    // small file had its blocks allocated and its write submitted in this thread: a sixth
-    // of a 58 000-file first copy's CPU.
-    let mut kicked = off_out;
+    let mut kicks = Kicks::from(off_out);
     if !memo.lacks(dev, NO_RANGE) {
         while off_in < end {
             if abandon.load(Ordering::Relaxed) {
@@ -178,11 +174,7 @@ fn copy_range(
             match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want)
             {
                 Ok(0) => return Ok(off_in - at),
-                Ok(_) if off_out - kicked >= RANGE_CHUNK => {
-                    write_behind(dst, kicked, off_out);
-                    kicked = off_out;
-                }
-                Ok(_) => {}
+                Ok(_) => kicks.wrote(dst, off_out),
                 Err(Errno::INTR) => {}
                 // Not between these filesystems (or not at all): the rest through user
                 // space. Offsets did not move on the failed call.
@@ -215,18 +207,42 @@ fn copy_range(
         dst.write_all_at(&buf[..n], off_out)?;
         off_in += n as u64;
         off_out += n as u64;
-        if off_out - kicked >= RANGE_CHUNK {
-            write_behind(dst, kicked, off_out);
-            kicked = off_out;
-        }
+        kicks.wrote(dst, off_out);
     }
     Ok(off_in - at)
+}
+
+/// Bytes between two writeback kicks ([`Kicks`]).
+pub(crate) const WRITE_BEHIND: u64 = 8 << 20;
+
+/// Where a file's writeback was last kicked. [`Kicks::wrote`] hands the kernel every
+/// [`WRITE_BEHIND`] bytes written since, never fewer: a small file's pages wait for the
+/// flusher threads (or the barrier), as `cp`'s do. Kicked per small file, each had its blocks
+/// allocated and its write submitted in the writing thread: a sixth of a 58 000-file first
+/// copy's CPU.
+#[derive(Debug)]
+pub(crate) struct Kicks(u64);
+
+impl Kicks {
+    /// Nothing kicked before offset `at`.
+    pub(crate) fn from(at: u64) -> Kicks {
+        Kicks(at)
+    }
+
+    /// `dst` now holds bytes up to `written`: kicks writeback of those not kicked yet once
+    /// there are [`WRITE_BEHIND`] of them.
+    pub(crate) fn wrote(&mut self, dst: &File, written: u64) {
+        if written.saturating_sub(self.0) >= WRITE_BEHIND {
+            write_behind(dst, self.0, written);
+            self.0 = written;
+        }
+    }
 }
 
 /// Starts the disk writes of `dst`'s bytes `from..to` without waiting for them (and drops
 /// those pages once written), so that the barrier that makes the copy durable finds little
 /// left to write: see `WriteBehind` in the client. Advice only; nothing committed changes.
-pub(crate) fn write_behind(dst: &File, from: u64, to: u64) {
+fn write_behind(dst: &File, from: u64, to: u64) {
     if let Some(len) = std::num::NonZeroU64::new(to.saturating_sub(from)) {
         #[cfg(test)]
         tests::KICKS.with(|kicks| kicks.set(kicks.get() + 1));
