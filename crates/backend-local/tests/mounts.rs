@@ -8,38 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::path::Path;
-use std::process::Command;
 
 use bytes::Bytes;
 use syncengine_backend_local::LocalClient;
 use syncengine_core::{RelPath, StorageClient, StorageClientExt};
 
-/// Mounts with `mount ARGS… target`; false when this process may not mount.
-fn mount(args: &[&str], target: &Path) -> bool {
-    let out = Command::new("mount")
-        .args(args)
-        .arg(target)
-        .output()
-        .expect("run mount");
-    if !out.status.success() {
-        eprintln!(
-            "skipped: cannot mount here ({}); run as root with CAP_SYS_ADMIN to check that \
-             empty-folder removal stops at mounts",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    out.status.success()
-}
-
-/// Unmounts on drop, also when an assertion fails.
-struct Mounted<'a>(&'a Path);
-
-impl Drop for Mounted<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0).status();
-    }
-}
+mod support;
+use support::{Mounted, mount};
 
 #[tokio::test]
 async fn empty_folders_are_not_removed_across_a_mount() {
@@ -52,14 +27,14 @@ async fn empty_folders_are_not_removed_across_a_mount() {
     if !mount(&["--bind", outside_arg], &root.join("x/m")) {
         return;
     }
-    let _bind = Mounted(&root.join("x/m"));
+    let _bind = Mounted(root.join("x/m"));
     // A tmpfs mounted right at the path of the file, holding empty folders.
     fs::create_dir_all(root.join("y")).unwrap();
     assert!(
         mount(&["-t", "tmpfs", "tmpfs"], &root.join("y")),
         "bind mounts work but tmpfs does not"
     );
-    let _tmpfs = Mounted(&root.join("y"));
+    let _tmpfs = Mounted(root.join("y"));
     fs::create_dir_all(root.join("y/a/b")).unwrap();
 
     let client = LocalClient::new(&root);
@@ -94,7 +69,7 @@ async fn a_move_off_a_mount_below_the_root_names_the_mount_and_leaves_the_file()
     if !mount(&["-t", "tmpfs", "tmpfs"], &root.join("photos/disk")) {
         return;
     }
-    let _mounted = Mounted(&root.join("photos/disk"));
+    let _mounted = Mounted(root.join("photos/disk"));
     fs::create_dir_all(root.join("photos/disk/2024")).unwrap();
     fs::write(root.join("photos/disk/2024/a.jpg"), b"only copy").unwrap();
     let client = LocalClient::new(&root);

@@ -14,7 +14,7 @@ use syncengine_backend_local::{LocalClient, TEMP_PREFIX};
 use syncengine_core::{StorageClient, WriteMode, WriteOptions};
 
 mod support;
-use support::{listed, p};
+use support::{Mounted, listed, mount, p};
 
 const MIB: u64 = 1 << 20;
 const CHUNK: u64 = 8 * MIB;
@@ -173,31 +173,6 @@ async fn chunk_edge_sizes_and_sparse_files_copy_across_filesystems() {
     copies_hold(&on_shm.path().join("a"), &on_disk.path().join("b")).await;
 }
 
-/// Mounts a tmpfs at `target`; false (and says why) where this process may not mount.
-fn mount_tmpfs(target: &Path) -> bool {
-    let out = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "tmpfs"])
-        .arg(target)
-        .output()
-        .expect("run mount");
-    if !out.status.success() {
-        eprintln!(
-            "skipped: cannot mount here ({}); run as root with CAP_SYS_ADMIN",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    out.status.success()
-}
-
-/// Unmounts on drop, also when an assertion fails.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Whether `filefrag -v` shows blocks of `path` not yet allocated (ext4's delayed
 /// allocation: written to the page cache only, not to disk). `None` where `filefrag` is
 /// missing.
@@ -231,7 +206,7 @@ async fn a_preserved_copy_across_a_mount_is_on_disk_when_preserve_returns() {
     }
     let root = dir.path().join("root");
     fs::create_dir_all(root.join("t")).unwrap();
-    if !mount_tmpfs(&root.join("t")) {
+    if !mount(&["-t", "tmpfs", "tmpfs"], &root.join("t")) {
         return;
     }
     let _mounted = Mounted(root.join("t"));

@@ -1,5 +1,11 @@
 //! Helpers shared by this crate's integration tests.
 
+// Each test binary uses some of them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
 use syncengine_backend_local::LocalClient;
 use syncengine_core::{Entry, RelPath, StorageClientExt};
 
@@ -17,4 +23,30 @@ pub async fn listed(client: &LocalClient, path: &str) -> Entry {
         .into_iter()
         .find(|e| e.path.as_str() == path)
         .unwrap_or_else(|| panic!("{path} is not listed"))
+}
+
+/// Mounts with `mount ARGS… target`; false (and says why) where this process may not mount
+/// (an unprivileged user, a container without CAP_SYS_ADMIN): the test then checks nothing.
+pub fn mount(args: &[&str], target: &Path) -> bool {
+    let out = Command::new("mount")
+        .args(args)
+        .arg(target)
+        .output()
+        .expect("run mount");
+    if !out.status.success() {
+        eprintln!(
+            "skipped: cannot mount here ({}); run as root with CAP_SYS_ADMIN",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    out.status.success()
+}
+
+/// Unmounts on drop, also when an assertion fails.
+pub struct Mounted(pub PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
 }
