@@ -401,7 +401,8 @@ struct SyncArgs {
     /// display is off (cron jobs, logs).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     stats: Option<Duration>,
-    /// Actions in flight at once [default: 8, or 64 with an S3, Azure or GCS side].
+    /// Actions in flight at once [default: 8; 32 between two local folders; 64 with an S3,
+    /// Azure or GCS side].
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     transfers: Option<u64>,
@@ -1587,6 +1588,15 @@ mod tests {
         let given = |n: u64| SyncOptions::default().with_transfers(n as usize);
         assert_eq!(SyncOptions::default().transfers_for(&mem, &mem), 8);
         assert_eq!(given(3).transfers_for(&mem, &mem), 3);
+        // Between two local roots, the local disk's own number; with anything else, not.
+        let (a, b) = (
+            syncengine::LocalClient::new("/a"),
+            syncengine::LocalClient::new("/b"),
+        );
+        assert_eq!(syncengine::local::SAME_KIND_TRANSFERS, 32);
+        assert_eq!(SyncOptions::default().transfers_for(&a, &b), 32);
+        assert_eq!(SyncOptions::default().transfers_for(&a, &mem), 8);
+        assert_eq!(given(3).transfers_for(&a, &b), 3);
         #[cfg(feature = "s3")]
         {
             use syncengine::s3::{DEFAULT_TRANSFERS, S3Builder, StoreKind};

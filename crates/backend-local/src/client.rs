@@ -3,6 +3,7 @@
 use std::fmt;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use syncengine_core::identity::Location;
 use syncengine_core::ignore_rules::{StaleTemps, temp_file_name};
 
 use crate::TEMP_PREFIX;
+use crate::beneath;
 use crate::chunked_read::read_chunks;
 use crate::error::{BACKEND, io_on, map_io};
 use crate::kernel_copy::{Abandon, KernelCopy, copy_bytes};
@@ -35,6 +37,14 @@ const SMALL_READ: u64 = 256 * 1024;
 /// a blocking thread of their own (a long copy would hold a lane runner, and queued small
 /// copies behind it).
 const LANE_COPY: u64 = 1 << 20;
+/// Actions in flight between two local roots ([`Capabilities::same_kind_transfers`]): enough
+/// that the lane's runners find the next small copy queued when they finish one.
+pub const SAME_KIND_TRANSFERS: usize = 32;
+/// Same-store copies larger than [`LANE_COPY`] that run at once, however many the run keeps
+/// in flight: a disk seeks between them, and a copy between filesystems the kernel cannot
+/// copy between holds a 1 MiB buffer each (8 was the run's own number before
+/// [`SAME_KIND_TRANSFERS`]).
+const BIG_COPIES: usize = 8;
 
 /// An opened file: small ones already read, larger ones to stream.
 enum Opened {
@@ -111,6 +121,8 @@ pub struct LocalClient {
     /// Short blocking calls (stats, small reads, writes and copies, deletes) run one after
     /// another on a few blocking threads instead of one hand-off each (see [`Lane`]).
     lane: Lane,
+    /// Permits for same-store copies larger than [`LANE_COPY`] ([`BIG_COPIES`]).
+    big_copies: Arc<tokio::sync::Semaphore>,
 }
 
 /// A descriptor held on a root's filesystem from before any write to it, for `syncfs`.
@@ -290,6 +302,7 @@ impl LocalClient {
             unnamed_refused: Arc::default(),
             writeback: Arc::default(),
             lane: Lane::default(),
+            big_copies: Arc::new(tokio::sync::Semaphore::new(BIG_COPIES)),
         }
     }
 
@@ -525,6 +538,9 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 struct TempFile {
     path: Option<PathBuf>,
     unnamed: bool,
+    /// The folder an unnamed file was made in and is linked into, where it was opened
+    /// without following symlinks ([`beneath::open_folder_of`]).
+    folder: Option<OwnedFd>,
 }
 
 /// The pid in temp names, looked up once (`getpid` is a syscall per call).
@@ -555,6 +571,7 @@ impl TempFile {
                         TempFile {
                             path: Some(path),
                             unnamed: false,
+                            folder: None,
                         },
                         file,
                     ));
@@ -565,33 +582,46 @@ impl TempFile {
         }
     }
 
-    /// Creates a new, empty file without a name in `dir` (`O_TMPFILE`), with permission bits
-    /// as [`create`](Self::create) gives them; placed by [`link_unnamed`]. `Ok(None)` where
-    /// the filesystem (or the kernel, or a missing `/proc`) cannot: `refused` then remembers
-    /// it for the client's later writes.
+    /// Creates a new, empty file without a name (`O_TMPFILE`) in `folder` where it was
+    /// opened ([`beneath::open_folder_of`]), else in `dir`, with permission bits as
+    /// [`create`](Self::create) gives them; placed by [`link_unnamed`]. `Ok(None)` where the
+    /// filesystem (or the kernel, or a missing `/proc`) cannot: `refused` then remembers it
+    /// for the client's later writes.
     #[cfg(target_os = "linux")]
     fn create_unnamed(
         dir: &Path,
+        folder: Option<OwnedFd>,
         mode: u32,
         refused: &AtomicBool,
     ) -> io::Result<Option<(TempFile, File)>> {
-        // The link goes through /proc/self/fd (`AT_EMPTY_PATH` needs a capability).
+        use rustix::fs::{Mode, OFlags};
+        // Where linking by descriptor (`AT_EMPTY_PATH`) is refused, the link goes through
+        // /proc/self/fd.
         static PROC_FD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         if refused.load(Ordering::Relaxed)
             || !*PROC_FD.get_or_init(|| Path::new("/proc/self/fd").is_dir())
         {
             return Ok(None);
         }
-        match OpenOptions::new()
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::TMPFILE.bits() as i32)
-            .mode(mode & 0o777)
-            .open(dir)
-        {
+        let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+        let opened = match &folder {
+            Some(folder) => {
+                rustix::fs::openat(folder, ".", flags, Mode::from_raw_mode(mode & 0o777))
+                    .map(File::from)
+                    .map_err(io::Error::from)
+            }
+            None => OpenOptions::new()
+                .write(true)
+                .custom_flags(OFlags::TMPFILE.bits() as i32)
+                .mode(mode & 0o777)
+                .open(dir),
+        };
+        match opened {
             Ok(file) => Ok(Some((
                 TempFile {
                     path: None,
                     unnamed: true,
+                    folder,
                 },
                 file,
             ))),
@@ -618,6 +648,7 @@ impl TempFile {
     #[cfg(not(target_os = "linux"))]
     fn create_unnamed(
         _dir: &Path,
+        _folder: Option<OwnedFd>,
         _mode: u32,
         _refused: &AtomicBool,
     ) -> io::Result<Option<(TempFile, File)>> {
@@ -647,22 +678,53 @@ impl Drop for TempFile {
 
 /// Gives the unnamed file `file` ([`TempFile::create_unnamed`]) the name `to`, failing with
 /// `AlreadyExists` if `to` exists: `linkat(2)` checks and links in one step.
+///
+/// Into `folder` where the file was made in one opened without following symlinks: by the
+/// file's descriptor (`AT_EMPTY_PATH`), which kernels before 6.10 refuse without
+/// `CAP_DAC_READ_SEARCH` (`ENOENT`); those link through `/proc/self/fd`, as everywhere
+/// without `folder`.
 #[cfg(target_os = "linux")]
-fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
+fn link_unnamed(file: &File, folder: Option<&OwnedFd>, to: &Path) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, linkat};
     use std::os::fd::AsRawFd;
-    let from = format!("/proc/self/fd/{}", file.as_raw_fd());
-    rustix::fs::linkat(
-        rustix::fs::CWD,
-        from.as_str(),
-        rustix::fs::CWD,
-        to,
-        rustix::fs::AtFlags::SYMLINK_FOLLOW,
-    )
-    .map_err(io::Error::from)
+    /// Whether linking by descriptor works here: not tried yet, yes, or refused.
+    static BY_FD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    const WORKS: u8 = 1;
+    const REFUSED: u8 = 2;
+    let through_proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let (Some(folder), Some(name)) = (folder, to.file_name()) else {
+        return linkat(CWD, through_proc.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW)
+            .map_err(io::Error::from);
+    };
+    let tried = BY_FD.load(Ordering::Relaxed);
+    if tried != REFUSED {
+        match linkat(file, "", folder, name, AtFlags::EMPTY_PATH) {
+            Ok(()) => {
+                BY_FD.store(WORKS, Ordering::Relaxed);
+                return Ok(());
+            }
+            // Refused by an older kernel, or the folder is gone: the link through /proc
+            // tells which.
+            Err(e) if e == rustix::io::Errno::NOENT && tried != WORKS => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    linkat(
+        CWD,
+        through_proc.as_str(),
+        folder,
+        name,
+        AtFlags::SYMLINK_FOLLOW,
+    )?;
+    if tried != REFUSED {
+        tracing::debug!("linking by descriptor is refused here; linking through /proc");
+        BY_FD.store(REFUSED, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
-fn link_unnamed(_file: &File, _to: &Path) -> io::Result<()> {
+fn link_unnamed(_file: &File, _folder: Option<&OwnedFd>, _to: &Path) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
@@ -744,7 +806,12 @@ fn open_temp(
     folders: &WriteOptions,
     unnamed: Option<&AtomicBool>,
 ) -> Result<(TempFile, File)> {
-    check_no_symlinked_folder(root, path)?;
+    // Where it can, one lookup refuses a symlinked folder on the way and opens the folder
+    // the file is made and linked in (`beneath`); elsewhere each folder is checked first.
+    let by_folder = beneath::available();
+    if !by_folder {
+        check_no_symlinked_folder(root, path)?;
+    }
     let dir = target.parent().unwrap_or(Path::new("/"));
     // A write that only creates has no old file whose bits it would keep (one there fails it).
     let old = if unnamed.is_some() {
@@ -757,23 +824,37 @@ fn open_temp(
     };
     let mode = old.or(requested).map_or(0o666, |bits| bits & 0o777);
     let create = || -> io::Result<(TempFile, File)> {
+        let folder = if by_folder {
+            Some(beneath::open_folder_of(root, path)?)
+        } else {
+            None
+        };
         if let Some(refused) = unnamed
-            && let Some(made) = TempFile::create_unnamed(dir, mode, refused)?
+            && let Some(made) = TempFile::create_unnamed(dir, folder, mode, refused)?
         {
             return Ok(made);
         }
         TempFile::create(dir, mode)
     };
+    let failed = |e: io::Error| -> Error {
+        if e.kind() == io::ErrorKind::NotADirectory {
+            in_the_folders_way(target, rel, e)
+        } else if beneath::is_symlinked_folder(&e) {
+            // Name the link; if it is gone already, the lookup's own error.
+            check_no_symlinked_folder(root, path)
+                .err()
+                .unwrap_or_else(|| map_io(rel, e))
+        } else {
+            map_io(rel, e)
+        }
+    };
     // The parent usually exists: try first, create it only when missing.
     let (temp, file) = match create() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             create_parent_with(target, rel, folders)?;
-            create().map_err(io_on(rel))
+            create().map_err(failed)
         }
-        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
-            Err(in_the_folders_way(target, rel, e))
-        }
-        other => other.map_err(io_on(rel)),
+        other => other.map_err(failed),
     }?;
     if let Some(old) = old {
         // Exactly the old bits, which the umask may have cut at creation (never more).
@@ -856,7 +937,7 @@ fn commit(
     let place = |temp: &TempFile| -> io::Result<bool> {
         if temp.unnamed {
             // Never replaces: unnamed files are only made for writes that create.
-            link_unnamed(&file, target).map(|()| true)
+            link_unnamed(&file, temp.folder.as_ref(), target).map(|()| true)
         } else if replace {
             fs::rename(temp.path(), target).map(|()| true)
         } else {
@@ -1141,6 +1222,7 @@ impl StorageClient for LocalClient {
         caps.case_insensitive = cfg!(target_os = "macos");
         caps.normalization_insensitive = cfg!(target_os = "macos");
         caps.real_directories = true;
+        caps.same_kind_transfers = Some(SAME_KIND_TRANSFERS);
         caps
     }
 
@@ -1603,6 +1685,8 @@ impl StorageClient for LocalClient {
         let copied = if listed.size <= LANE_COPY {
             self.lane.run(work).await?
         } else {
+            // Never closed: the client holds it.
+            let _permit = self.big_copies.acquire().await.ok();
             blocking(work).await?
         };
         drop(abandon);
@@ -1878,5 +1962,51 @@ mod writeback_tests {
                 "{e:?} would be retried"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod beneath_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A folder swapped for a symlink while a new file is written into it (after its folder
+    /// was looked up, before the file is linked) cannot lead the file outside the root: the
+    /// file is linked into the folder that was looked up, wherever that went. Linked by path,
+    /// as before `beneath`, it followed the new symlink out of the root.
+    #[test]
+    fn a_folder_swapped_for_a_symlink_mid_write_leads_nowhere_outside() {
+        assert!(
+            !cfg!(target_os = "linux") || beneath::available(),
+            "openat2 (Linux 5.6) is refused here: the folder check falls back to lstat"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        fs::create_dir_all(root.join("a")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        let path = RelPath::new("a/f").unwrap();
+        let target = root.join("a/f");
+        let refused = AtomicBool::new(false);
+        let (temp, mut file) = open_temp(
+            &root,
+            &path,
+            &target,
+            "a/f",
+            None,
+            &WriteOptions::default(),
+            Some(&refused),
+        )
+        .unwrap();
+        file.write_all(b"new").unwrap();
+        fs::rename(root.join("a"), root.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("a")).unwrap();
+        let placed = commit(temp, file, &target, "a/f", None, false, false, None);
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "the file went through the symlink, out of the root"
+        );
+        placed.unwrap();
+        assert_eq!(fs::read(root.join("moved/f")).unwrap(), b"new");
     }
 }

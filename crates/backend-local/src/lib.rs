@@ -81,6 +81,7 @@
 //!   reads what a listing showed). A symlink swapped in between the check and the operation
 //!   is not caught.
 
+mod beneath;
 mod chunked_read;
 mod client;
 mod error;
@@ -88,7 +89,7 @@ mod kernel_copy;
 mod lane;
 mod list;
 
-pub use client::LocalClient;
+pub use client::{LocalClient, SAME_KIND_TRANSFERS};
 
 /// URL scheme of this backend (`file:///path`); bare paths mean the same.
 pub const SCHEME: &str = "file";

@@ -433,6 +433,7 @@ impl StorageClient for MemoryClient {
             folding_known: true,
             real_directories: false,
             preferred_transfers: None,
+            same_kind_transfers: None,
             // Reads cost nothing here; a test wrapper turns it on.
             parallel_reads: None,
         }

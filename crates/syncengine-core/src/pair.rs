@@ -272,7 +272,9 @@ impl SyncOptions {
     /// The actions a run between `source` and `destination` keeps in flight: the number
     /// given to [`with_transfers`](Self::with_transfers), else the larger of
     /// [`transfers`](Self::transfers) (8 by default) and the sides'
-    /// [`preferred_transfers`](crate::Capabilities::preferred_transfers).
+    /// [`preferred_transfers`](crate::Capabilities::preferred_transfers), and, between two
+    /// roots of the same backend, their
+    /// [`same_kind_transfers`](crate::Capabilities::same_kind_transfers).
     ///
     /// ```
     /// use syncengine_core::{MemoryClient, SyncOptions};
@@ -289,9 +291,13 @@ impl SyncOptions {
         if self.transfers_chosen {
             return self.transfers.max(1);
         }
-        [source, destination]
-            .iter()
-            .filter_map(|c| c.capabilities().preferred_transfers)
+        let (from, to) = (source.capabilities(), destination.capabilities());
+        let same_kind = (source.backend() == destination.backend())
+            .then(|| from.same_kind_transfers.min(to.same_kind_transfers))
+            .flatten();
+        [from.preferred_transfers, to.preferred_transfers, same_kind]
+            .into_iter()
+            .flatten()
             .fold(self.transfers.max(1), usize::max)
     }
     /// Sets the max-delete percentage.

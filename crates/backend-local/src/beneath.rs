@@ -1,0 +1,82 @@
+//! The folder that holds a path below a root, opened without following a symlink on the
+//! way, in one lookup (`openat2(2)` with `RESOLVE_NO_SYMLINKS`, Linux 5.6 and later).
+//!
+//! Nothing is written through a symlinked folder inside a root: it may lead outside it. A
+//! write that creates a file makes its unnamed temporary file in the folder this opens and
+//! links it there by the same descriptor, so the check and the use are one step: a folder
+//! swapped for a symlink after the lookup cannot redirect the file. It is also cheaper than
+//! the check it replaces (an `lstat` of every folder from the root down, each a lookup from
+//! `/`), which a first copy of many small files paid for every file.
+//!
+//! Where `openat2` is missing (an older kernel, another Unix, or a seccomp filter that
+//! refuses it: [`available`]), the caller checks each folder with `lstat`
+//! instead, as before.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use syncengine_core::RelPath;
+
+/// Whether `openat2` works here (looked up once).
+#[cfg(target_os = "linux")]
+pub(crate) fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        use rustix::fs::{CWD, Mode, OFlags, ResolveFlags, openat2};
+        // Missing before Linux 5.6 (ENOSYS); a seccomp filter may refuse it (EPERM).
+        let probe = openat2(
+            CWD,
+            "/",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS,
+        );
+        if let Err(e) = &probe {
+            tracing::debug!("openat2 is not available ({e}); folders are checked with lstat");
+        }
+        probe.is_ok()
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn available() -> bool {
+    false
+}
+
+/// Opens (`O_PATH`) the folder holding `rel` below `root`, where [`available`]. The root
+/// itself is opened as any path is (it may be a symlink); no folder between it and `rel`'s
+/// own name may be one.
+///
+/// # Errors
+/// The lookup's: `ELOOP` when a folder on the way is a symlink ([`is_symlinked_folder`]),
+/// `NotFound` when one is missing, `NotADirectory` when a file is in a folder's place.
+#[cfg(target_os = "linux")]
+pub(crate) fn open_folder_of(root: &Path, rel: &RelPath) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, open, openat2};
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root_fd = open(root, flags, Mode::empty())?;
+    let Some((folders, _)) = rel.as_str().rsplit_once('/') else {
+        return Ok(root_fd);
+    };
+    // Not `RESOLVE_BENEATH`: a `RelPath` has no `..` to escape by, and a scoped lookup may
+    // fail with `EAGAIN` when anything on the machine is renamed meanwhile.
+    Ok(openat2(
+        &root_fd,
+        folders,
+        flags,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    )?)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn open_folder_of(_root: &Path, _rel: &RelPath) -> io::Result<OwnedFd> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Whether an error of [`open_folder_of`] means a folder on the way is a symlink.
+pub(crate) fn is_symlinked_folder(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
