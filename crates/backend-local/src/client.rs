@@ -2010,3 +2010,44 @@ mod beneath_tests {
         assert_eq!(fs::read(root.join("moved/f")).unwrap(), b"new");
     }
 }
+
+#[cfg(test)]
+mod redteam27_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Red team 27: a new file whose folder is deleted and replaced by a symlink to a folder
+    /// outside the root after its folder was looked up (the link then fails: the folder it
+    /// was made in is gone) must not lead the clean-up that follows a failed link outside
+    /// the root either: the empty folders `remove_empty_folders` clears "in the way of the
+    /// file" were looked up by path, through the new symlink, and removed outside the root.
+    #[test]
+    fn a_failed_link_clears_no_empty_folders_outside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        fs::create_dir_all(root.join("a")).unwrap();
+        fs::create_dir_all(outside.join("f/empty")).unwrap();
+        let path = RelPath::new("a/f").unwrap();
+        let target = root.join("a/f");
+        let refused = AtomicBool::new(false);
+        let (temp, mut file) = open_temp(
+            &root,
+            &path,
+            &target,
+            "a/f",
+            None,
+            &WriteOptions::default(),
+            Some(&refused),
+        )
+        .unwrap();
+        file.write_all(b"new").unwrap();
+        fs::remove_dir(root.join("a")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("a")).unwrap();
+        let placed = commit(temp, file, &target, "a/f", None, false, false, None);
+        assert!(
+            outside.join("f/empty").is_dir(),
+            "empty folders outside the root were removed through the symlink"
+        );
+        assert!(placed.is_err(), "the folder the file was made in is gone");
+    }
+}
