@@ -945,8 +945,20 @@ fn commit(
             link_noreplace(temp.path(), target).map(|placed| matches!(placed, Placed::Renamed))
         }
     };
+    // An unnamed file is linked into the folder it was made in, wherever that is now: what
+    // is in its way is looked up there too (through the folder's descriptor), never by a
+    // path a symlink swapped in meanwhile would lead outside the root.
+    let in_its_way = match (&temp.folder, target.file_name()) {
+        (Some(folder), Some(name)) if temp.unnamed => {
+            use std::os::fd::AsRawFd;
+            Path::new("/proc/self/fd")
+                .join(folder.as_raw_fd().to_string())
+                .join(name)
+        }
+        _ => target.to_path_buf(),
+    };
     let renamed = match place(&temp) {
-        Err(e) if remove_empty_folders(target) => {
+        Err(e) if remove_empty_folders(&in_its_way) => {
             tracing::debug!(
                 path = rel,
                 "removed empty folders in the way of a file ({e})"
@@ -2049,5 +2061,31 @@ mod redteam27_tests {
             "empty folders outside the root were removed through the symlink"
         );
         assert!(placed.is_err(), "the folder the file was made in is gone");
+    }
+
+    /// Empty folders in the way of a new file inside the root are still cleared (through the
+    /// folder's descriptor) and the file linked in their place.
+    #[test]
+    fn empty_folders_in_the_way_of_a_new_file_are_still_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("a/f/empty/deeper")).unwrap();
+        let path = RelPath::new("a/f").unwrap();
+        let target = root.join("a/f");
+        let refused = AtomicBool::new(false);
+        let (temp, mut file) = open_temp(
+            &root,
+            &path,
+            &target,
+            "a/f",
+            None,
+            &WriteOptions::default(),
+            Some(&refused),
+        )
+        .unwrap();
+        assert!(temp.unnamed && temp.folder.is_some());
+        file.write_all(b"new").unwrap();
+        commit(temp, file, &target, "a/f", None, false, false, None).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new");
     }
 }
