@@ -836,18 +836,7 @@ fn open_temp(
         }
         TempFile::create(dir, mode)
     };
-    let failed = |e: io::Error| -> Error {
-        if e.kind() == io::ErrorKind::NotADirectory {
-            in_the_folders_way(target, rel, e)
-        } else if beneath::is_symlinked_folder(&e) {
-            // Name the link; if it is gone already, the lookup's own error.
-            check_no_symlinked_folder(root, path)
-                .err()
-                .unwrap_or_else(|| map_io(rel, e))
-        } else {
-            map_io(rel, e)
-        }
-    };
+    let failed = |e| folder_not_opened(root, path, target, rel, e);
     // The parent usually exists: try first, create it only when missing.
     let (temp, file) = match create() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -862,6 +851,21 @@ fn open_temp(
             .map_err(io_on(rel))?;
     }
     Ok((temp, file))
+}
+
+/// The error of a write of `path` (at `target`, below `root`) whose temporary file could not
+/// be made: a file in a folder's place, or a symlinked folder on the way, named.
+fn folder_not_opened(root: &Path, path: &RelPath, target: &Path, rel: &str, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotADirectory {
+        in_the_folders_way(target, rel, e)
+    } else if beneath::is_symlinked_folder(&e) {
+        // Name the link; if it is gone already, the lookup's own error.
+        check_no_symlinked_folder(root, path)
+            .err()
+            .unwrap_or_else(|| map_io(rel, e))
+    } else {
+        map_io(rel, e)
+    }
 }
 
 /// Opens the file at `abs` for reading, never through a symlink at its last component
@@ -901,6 +905,11 @@ fn source_changed(rel: &str, when: &str) -> Error {
 /// Finishes a temporary file: mtime, flush, then rename (or no-replace link) onto `target` —
 /// with `unless_changed`, only while `target` is still that version. Returns the metadata of
 /// the file now at `target`.
+///
+/// An unnamed file whose folder was removed meanwhile (a delete beside this write pruned
+/// the folder it left empty: an unnamed file is no entry of it) is linked into the folder
+/// made again, looked up as [`open_temp`] does, its missing folders created with `folders`'
+/// bits; without `folders`, that fails as a missing folder.
 #[allow(clippy::too_many_arguments)]
 fn commit(
     temp: TempFile,
@@ -911,6 +920,7 @@ fn commit(
     fsync: bool,
     replace: bool,
     unless_changed: Option<(RelPath, Version)>,
+    folders: Option<&WriteOptions>,
 ) -> Result<Metadata> {
     if let Some(mtime) = mtime {
         file.set_modified(mtime).map_err(io_on(rel))?;
@@ -934,10 +944,12 @@ fn commit(
     // A folder holding nothing but empty folders is nothing a listing shows (listings are
     // files only), so nothing can be lost by removing it; left there, it would block the file
     // at its path on every run ("already exists").
-    let place = |temp: &TempFile| -> io::Result<bool> {
+    // `folder`: the unnamed file's folder looked up again (see below), else the one it was
+    // made in.
+    let place = |temp: &TempFile, folder: Option<&OwnedFd>| -> io::Result<bool> {
         if temp.unnamed {
             // Never replaces: unnamed files are only made for writes that create.
-            link_unnamed(&file, temp.folder.as_ref(), target).map(|()| true)
+            link_unnamed(&file, folder.or(temp.folder.as_ref()), target).map(|()| true)
         } else if replace {
             fs::rename(temp.path(), target).map(|()| true)
         } else {
@@ -945,10 +957,24 @@ fn commit(
             link_noreplace(temp.path(), target).map(|placed| matches!(placed, Placed::Renamed))
         }
     };
+    let mut again = None;
+    let placed = match (place(&temp, None), folders) {
+        (Err(e), Some(folders))
+            if temp.unnamed && e.kind() == io::ErrorKind::NotFound && folder_gone(&temp) =>
+        {
+            tracing::debug!(
+                path = rel,
+                "the folder of a new file was removed meanwhile; made again"
+            );
+            again = find_folder_again(target, rel, folders)?;
+            place(&temp, again.as_ref())
+        }
+        (placed, _) => placed,
+    };
     // An unnamed file is linked into the folder it was made in, wherever that is now: what
     // is in its way is looked up there too (through the folder's descriptor), never by a
     // path a symlink swapped in meanwhile would lead outside the root.
-    let in_its_way = match (&temp.folder, target.file_name()) {
+    let in_its_way = match (again.as_ref().or(temp.folder.as_ref()), target.file_name()) {
         (Some(folder), Some(name)) if temp.unnamed => {
             use std::os::fd::AsRawFd;
             Path::new("/proc/self/fd")
@@ -957,13 +983,13 @@ fn commit(
         }
         _ => target.to_path_buf(),
     };
-    let renamed = match place(&temp) {
+    let renamed = match placed {
         Err(e) if remove_empty_folders(&in_its_way) => {
             tracing::debug!(
                 path = rel,
                 "removed empty folders in the way of a file ({e})"
             );
-            place(&temp)
+            place(&temp, again.as_ref())
         }
         other => other,
     }
@@ -973,6 +999,41 @@ fn commit(
         temp.keep();
     }
     Ok(metadata)
+}
+
+/// Whether the folder an unnamed file was made in is gone (removed: no name links it), or,
+/// where it was not opened, whether the folder of the file's path is missing.
+fn folder_gone(temp: &TempFile) -> bool {
+    match &temp.folder {
+        Some(folder) => rustix::fs::fstat(folder).is_ok_and(|st| st.st_nlink == 0),
+        None => false,
+    }
+}
+
+/// The folder of `rel` (at `target`) looked up again, as [`open_temp`] does (a symlinked
+/// folder on the way is refused and named), its missing folders created with `folders`'
+/// bits: where an unnamed file whose folder was removed meanwhile is linked instead. `None`
+/// where folders are not opened ([`beneath::available`]): the link goes by path.
+fn find_folder_again(target: &Path, rel: &str, folders: &WriteOptions) -> Result<Option<OwnedFd>> {
+    let path = RelPath::new(rel)?;
+    let Some(root) = target.ancestors().nth(rel.split('/').count()) else {
+        return Err(Error::not_found(BACKEND, rel));
+    };
+    if !beneath::available() {
+        check_no_symlinked_folder(root, &path)?;
+        create_parent_with(target, rel, folders)?;
+        return Ok(None);
+    }
+    let failed = |e| folder_not_opened(root, &path, target, rel, e);
+    match beneath::open_folder_of(root, &path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_parent_with(target, rel, folders)?;
+            beneath::open_folder_of(root, &path)
+                .map(Some)
+                .map_err(failed)
+        }
+        other => other.map(Some).map_err(failed),
+    }
 }
 
 /// The error for a file that could not be put at `target`. When a folder that could not be
@@ -1485,23 +1546,24 @@ impl StorageClient for LocalClient {
             WriteOptions::default().with_folder_permissions(opts.folder_permissions.clone());
         // A write that only creates stages its content in an unnamed file.
         let unnamed = (!replace).then(|| self.unnamed_refused.clone());
-        let open_temp = move |target: &Path, rel: &str| -> Result<(TempFile, File)> {
-            open_temp(
-                &root,
-                &checked,
-                target,
-                rel,
-                requested,
-                &folders,
-                unnamed.as_deref(),
-            )
-        };
+        let open_temp =
+            move |target: &Path, rel: &str, folders: &WriteOptions| -> Result<(TempFile, File)> {
+                open_temp(
+                    &root,
+                    &checked,
+                    target,
+                    rel,
+                    requested,
+                    folders,
+                    unnamed.as_deref(),
+                )
+            };
         if done {
             let path = path.clone();
             return self
                 .lane
                 .run(move || {
-                    let (temp, mut file) = open_temp(&target, &rel)?;
+                    let (temp, mut file) = open_temp(&target, &rel, &folders)?;
                     for chunk in &batch {
                         file.write_all(chunk).map_err(io_on(&rel))?;
                     }
@@ -1514,6 +1576,7 @@ impl StorageClient for LocalClient {
                         fsync,
                         replace,
                         unless_changed,
+                        Some(&folders),
                     )?;
                     Ok(entry_from_metadata(path, &metadata))
                 })
@@ -1524,14 +1587,14 @@ impl StorageClient for LocalClient {
         // the body fails or the future is dropped, it removes the temporary file and the
         // target is never touched.
         let behind = Arc::new(WriteBehind::new(batched as u64));
-        let (temp, file) = {
+        let (temp, file, folders) = {
             let (target, rel) = (target.clone(), rel.clone());
             blocking(move || {
-                let (temp, mut file) = open_temp(&target, &rel)?;
+                let (temp, mut file) = open_temp(&target, &rel, &folders)?;
                 for chunk in &batch {
                     file.write_all(chunk).map_err(io_on(&rel))?;
                 }
-                Ok((temp, file))
+                Ok((temp, file, folders))
             })
             .await?
         };
@@ -1589,6 +1652,7 @@ impl StorageClient for LocalClient {
                 fsync,
                 replace,
                 unless_changed,
+                Some(&folders),
             )?;
             Ok(entry_from_metadata(path, &metadata))
         })
@@ -1691,6 +1755,7 @@ impl StorageClient for LocalClient {
                 fsync,
                 replace,
                 unless_changed,
+                Some(&folders),
             )?;
             Ok(entry_from_metadata(to, &metadata))
         };
@@ -1778,7 +1843,17 @@ impl StorageClient for LocalClient {
             // copy_file_range(2) where the filesystem has it: no bytes through user space.
             io::copy(&mut reader, &mut file).map_err(io_on(&from_rel))?;
             let mtime = source.modified().ok();
-            let metadata = commit(temp, file, &target, rel, mtime, fsync, opts.overwrite, None)?;
+            let metadata = commit(
+                temp,
+                file,
+                &target,
+                rel,
+                mtime,
+                fsync,
+                opts.overwrite,
+                None,
+                None,
+            )?;
             Ok(entry_from_metadata(to_path, &metadata))
         })
         .await
@@ -2012,7 +2087,7 @@ mod beneath_tests {
         file.write_all(b"new").unwrap();
         fs::rename(root.join("a"), root.join("moved")).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("a")).unwrap();
-        let placed = commit(temp, file, &target, "a/f", None, false, false, None);
+        let placed = commit(temp, file, &target, "a/f", None, false, false, None, None);
         assert_eq!(
             fs::read_dir(&outside).unwrap().count(),
             0,
@@ -2055,7 +2130,7 @@ mod redteam27_tests {
         file.write_all(b"new").unwrap();
         fs::remove_dir(root.join("a")).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("a")).unwrap();
-        let placed = commit(temp, file, &target, "a/f", None, false, false, None);
+        let placed = commit(temp, file, &target, "a/f", None, false, false, None, None);
         assert!(
             outside.join("f/empty").is_dir(),
             "empty folders outside the root were removed through the symlink"
@@ -2085,7 +2160,81 @@ mod redteam27_tests {
         .unwrap();
         assert!(temp.unnamed && temp.folder.is_some());
         file.write_all(b"new").unwrap();
-        commit(temp, file, &target, "a/f", None, false, false, None).unwrap();
+        commit(temp, file, &target, "a/f", None, false, false, None, None).unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"new");
+    }
+
+    /// A new file whose folder was removed and replaced by a symlink to a folder outside the
+    /// root before it was linked is not linked through the symlink when its folder is looked
+    /// up again: refused, naming the link, and nothing lands outside.
+    #[test]
+    fn a_folder_made_again_as_a_symlink_is_refused_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        let path = RelPath::new("a/b/f").unwrap();
+        let target = root.join("a/b/f");
+        let refused = AtomicBool::new(false);
+        let folders = WriteOptions::default();
+        let (temp, mut file) = open_temp(
+            &root,
+            &path,
+            &target,
+            "a/b/f",
+            None,
+            &folders,
+            Some(&refused),
+        )
+        .unwrap();
+        file.write_all(b"new").unwrap();
+        fs::remove_dir(root.join("a/b")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("a/b")).unwrap();
+        let placed = commit(
+            temp,
+            file,
+            &target,
+            "a/b/f",
+            None,
+            false,
+            false,
+            None,
+            Some(&folders),
+        );
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "linked outside");
+        let e = placed.unwrap_err().to_string();
+        assert!(e.contains("\"a/b\" is a symlink"), "{e}");
+    }
+
+    /// Where the folder is made again, it gets the requested bits (a private folder stays
+    /// private).
+    #[test]
+    fn a_folder_made_again_gets_the_requested_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("a")).unwrap();
+        let path = RelPath::new("a/f").unwrap();
+        let target = root.join("a/f");
+        let refused = AtomicBool::new(false);
+        let folders = WriteOptions::default().with_folder_permissions(vec![Some(0o700)]);
+        let (temp, mut file) =
+            open_temp(&root, &path, &target, "a/f", None, &folders, Some(&refused)).unwrap();
+        file.write_all(b"new").unwrap();
+        fs::remove_dir(root.join("a")).unwrap();
+        commit(
+            temp,
+            file,
+            &target,
+            "a/f",
+            None,
+            false,
+            false,
+            None,
+            Some(&folders),
+        )
+        .unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        let bits = fs::metadata(root.join("a")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(bits, 0o700);
     }
 }
