@@ -71,3 +71,46 @@ async fn a_new_file_lands_though_a_sibling_delete_pruned_its_folder_meanwhile() 
     assert_eq!(written.size, 2 << 20);
     assert_eq!(fs::read(root.join("a/new")).unwrap().len(), 2 << 20);
 }
+
+/// The same through the engine: a run that moves each folder's only file to another folder
+/// (a detected rename: the move prunes the folder it leaves empty) while it copies a new
+/// large file into that folder, with the 32 actions in flight of two local roots, copies
+/// every new file. Before the fix, a few of 60 such copies failed with "not found" (their
+/// folder pruned between their lookup and their link), run after run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_moves_a_folders_only_file_away_still_copies_new_files_into_it() {
+    use syncengine_core::{SyncEngine, SyncMode, SyncOptions, SyncPair};
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let engine = SyncEngine::new(dir.path().join("state"));
+    let pair = || {
+        SyncPair::new(
+            std::sync::Arc::new(LocalClient::new(&src)),
+            std::sync::Arc::new(LocalClient::new(&dst)),
+            SyncMode::SourceToDestination,
+        )
+        .with_options(SyncOptions::default())
+    };
+    const FOLDERS: usize = 60;
+    for i in 0..FOLDERS {
+        fs::create_dir_all(src.join(format!("d{i}"))).unwrap();
+        let body: Vec<u8> = (0..5000u32).map(|b| (b * 7 + i as u32) as u8).collect();
+        fs::write(src.join(format!("d{i}/x")), body).unwrap();
+    }
+    fs::create_dir_all(&dst).unwrap();
+    engine.sync_pair(&pair()).await.unwrap();
+    for i in 0..FOLDERS {
+        fs::create_dir_all(src.join(format!("m{i}"))).unwrap();
+        fs::rename(src.join(format!("d{i}/x")), src.join(format!("m{i}/x"))).unwrap();
+        fs::write(src.join(format!("d{i}/new")), vec![i as u8; 3 << 20]).unwrap();
+    }
+    let stats = engine.sync_pair(&pair()).await.unwrap();
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    for i in 0..FOLDERS {
+        assert_eq!(
+            fs::read(dst.join(format!("d{i}/new"))).unwrap(),
+            vec![i as u8; 3 << 20]
+        );
+        assert!(dst.join(format!("m{i}/x")).is_file());
+    }
+}
