@@ -2237,4 +2237,20 @@ mod redteam27_tests {
         let bits = fs::metadata(root.join("a")).unwrap().permissions().mode() & 0o777;
         assert_eq!(bits, 0o700);
     }
+
+    /// A write refused because a folder on its way was a symlink at the lookup names the
+    /// folders even where the link is gone by the time the error is made (a symlink swapped
+    /// in and out meanwhile): under a swapping loop a third of the refusals said only "Too
+    /// many levels of symbolic links (os error 40)".
+    #[test]
+    fn a_refusal_names_the_folders_though_the_link_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        let path = RelPath::new("a/b/f").unwrap();
+        let e = io::Error::from_raw_os_error(rustix::io::Errno::LOOP.raw_os_error());
+        let e = folder_not_opened(&root, &path, &root.join("a/b/f"), "a/b/f", e).to_string();
+        assert!(e.contains("\"a/b\""), "{e}");
+        assert!(e.contains("symlink"), "{e}");
+    }
 }
