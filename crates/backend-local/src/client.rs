@@ -859,10 +859,22 @@ fn folder_not_opened(root: &Path, path: &RelPath, target: &Path, rel: &str, e: i
     if e.kind() == io::ErrorKind::NotADirectory {
         in_the_folders_way(target, rel, e)
     } else if beneath::is_symlinked_folder(&e) {
-        // Name the link; if it is gone already, the lookup's own error.
+        // Name the link; if it is gone already (swapped in and out meanwhile), the folders
+        // one of which it was.
         check_no_symlinked_folder(root, path)
             .err()
-            .unwrap_or_else(|| map_io(rel, e))
+            .unwrap_or_else(|| {
+                let folders = rel.rsplit_once('/').map_or("", |(folders, _)| folders);
+                Error::other(
+                    BACKEND,
+                    rel,
+                    format!(
+                        "a folder of {folders:?} was a symlink when this file was written, and is \
+                     none now (replaced meanwhile): nothing is written through a symlinked \
+                     folder inside the root (it may lead outside it), and nothing was ({e})"
+                    ),
+                )
+            })
     } else {
         map_io(rel, e)
     }
@@ -2251,6 +2263,9 @@ mod redteam27_tests {
         let e = io::Error::from_raw_os_error(rustix::io::Errno::LOOP.raw_os_error());
         let e = folder_not_opened(&root, &path, &root.join("a/b/f"), "a/b/f", e).to_string();
         assert!(e.contains("\"a/b\""), "{e}");
-        assert!(e.contains("symlink"), "{e}");
+        assert!(
+            e.contains("was a symlink when this file was written, and is none now"),
+            "{e}"
+        );
     }
 }
