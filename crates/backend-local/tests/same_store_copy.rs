@@ -694,3 +694,63 @@ async fn the_folding_wrapper_keeps_kernel_copies_and_folder_bits() {
     assert_eq!(written.map(|w| w.size), Some(7));
     assert_eq!(fs::read(t.b.join("private/f")).unwrap(), b"content");
 }
+
+/// How many of this process's descriptors are open on files below `dir` (not on `dir`
+/// itself, which the client holds for its barrier).
+fn open_below(dir: &Path) -> usize {
+    fs::read_dir("/proc/self/fd")
+        .map(|fds| {
+            fds.flatten()
+                .filter(|fd| {
+                    fs::read_link(fd.path()).is_ok_and(|to| to.starts_with(dir) && to != dir)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Copies of large files run 8 at a time whatever the run keeps in flight (32 between two
+/// local roots): a disk seeks between them, and a copy between filesystems the kernel
+/// cannot copy between holds a buffer each. Sixteen 16 MiB copies asked at once never have
+/// more than 8 sources open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_copies_run_eight_at_a_time() {
+    let pair = pair();
+    for i in 0..16 {
+        write_pattern(&pair.a.join(format!("big{i:02}")), 16 << 20);
+    }
+    let listed = pair.src.list_all(None).await.unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (done, a) = (done.clone(), pair.a.canonicalize().unwrap());
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(open_below(&a));
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            most
+        })
+    };
+    let copies = listed.iter().map(|entry| {
+        let opts = opts_for(entry, WriteMode::Create);
+        let (src, dst) = (&pair.src, &pair.dst);
+        async move {
+            dst.copy_from_same_store(src, &entry.path, entry, &entry.path, &opts)
+                .await
+        }
+    });
+    let copied = futures::future::join_all(copies).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = watcher.join().unwrap();
+    for (entry, copied) in listed.iter().zip(copied) {
+        assert!(copied.unwrap().is_some(), "{} was not copied", entry.path);
+        let to = pair.b.join(entry.path.as_str());
+        assert_eq!(fs::metadata(&to).unwrap().len(), 16 << 20);
+    }
+    assert!(most <= 8, "{most} large copies ran at once");
+    assert!(
+        most >= 2,
+        "the copies ran one by one ({most} at most): the test saw nothing"
+    );
+}
