@@ -2065,9 +2065,47 @@ mod writeback_tests {
 }
 
 #[cfg(test)]
-mod beneath_tests {
+mod create_tests {
+    //! A write that creates a file, between its folder's lookup and its link: what a folder
+    //! swapped, removed or made again meanwhile does (`beneath`; red team 27).
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A root below a new temp dir, holding `folders` (`../x` makes `x` beside the root), and
+    /// the dir (drop it last).
+    fn root_with(folders: &[&str]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for folder in folders {
+            fs::create_dir_all(root.join(folder)).unwrap();
+        }
+        (dir, root)
+    }
+
+    /// A write that creates `rel` below `root`, up to its commit: the unnamed file holds
+    /// "new". Returns it with the target path.
+    fn staged(root: &Path, rel: &str, folders: &WriteOptions) -> (TempFile, File, PathBuf) {
+        let target = root.join(rel);
+        let refused = AtomicBool::new(false);
+        let path = RelPath::new(rel).unwrap();
+        let (temp, mut file) =
+            open_temp(root, &path, &target, rel, None, folders, Some(&refused)).unwrap();
+        assert!(
+            temp.unnamed && temp.folder.is_some(),
+            "not made in its folder"
+        );
+        file.write_all(b"new").unwrap();
+        (temp, file, target)
+    }
+
+    /// The commit of a write that creates `rel` (`folders`: where its folder is made again).
+    fn commit_new(
+        (temp, file, target): (TempFile, File, PathBuf),
+        rel: &str,
+        folders: Option<&WriteOptions>,
+    ) -> Result<Metadata> {
+        commit(temp, file, &target, rel, None, false, false, None, folders)
+    }
 
     /// A folder swapped for a symlink while a new file is written into it (after its folder
     /// was looked up, before the file is linked) cannot lead the file outside the root: the
@@ -2079,27 +2117,12 @@ mod beneath_tests {
             !cfg!(target_os = "linux") || beneath::available(),
             "openat2 (Linux 5.6) is refused here: the folder check falls back to lstat"
         );
-        let dir = tempfile::tempdir().unwrap();
-        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
-        fs::create_dir_all(root.join("a")).unwrap();
-        fs::create_dir_all(&outside).unwrap();
-        let path = RelPath::new("a/f").unwrap();
-        let target = root.join("a/f");
-        let refused = AtomicBool::new(false);
-        let (temp, mut file) = open_temp(
-            &root,
-            &path,
-            &target,
-            "a/f",
-            None,
-            &WriteOptions::default(),
-            Some(&refused),
-        )
-        .unwrap();
-        file.write_all(b"new").unwrap();
+        let (dir, root) = root_with(&["a", "../outside"]);
+        let outside = dir.path().join("outside");
+        let write = staged(&root, "a/f", &WriteOptions::default());
         fs::rename(root.join("a"), root.join("moved")).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("a")).unwrap();
-        let placed = commit(temp, file, &target, "a/f", None, false, false, None, None);
+        let placed = commit_new(write, "a/f", None);
         assert_eq!(
             fs::read_dir(&outside).unwrap().count(),
             0,
@@ -2108,41 +2131,20 @@ mod beneath_tests {
         placed.unwrap();
         assert_eq!(fs::read(root.join("moved/f")).unwrap(), b"new");
     }
-}
 
-#[cfg(test)]
-mod redteam27_tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    /// Red team 27: a new file whose folder is deleted and replaced by a symlink to a folder
-    /// outside the root after its folder was looked up (the link then fails: the folder it
-    /// was made in is gone) must not lead the clean-up that follows a failed link outside
-    /// the root either: the empty folders `remove_empty_folders` clears "in the way of the
-    /// file" were looked up by path, through the new symlink, and removed outside the root.
+    /// A new file whose folder is deleted and replaced by a symlink to a folder outside the
+    /// root after its folder was looked up (the link then fails: the folder it was made in
+    /// is gone) must not lead the clean-up that follows a failed link outside the root
+    /// either: the empty folders `remove_empty_folders` clears "in the way of the file" were
+    /// looked up by path, through the new symlink, and removed outside the root.
     #[test]
     fn a_failed_link_clears_no_empty_folders_outside_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
-        fs::create_dir_all(root.join("a")).unwrap();
-        fs::create_dir_all(outside.join("f/empty")).unwrap();
-        let path = RelPath::new("a/f").unwrap();
-        let target = root.join("a/f");
-        let refused = AtomicBool::new(false);
-        let (temp, mut file) = open_temp(
-            &root,
-            &path,
-            &target,
-            "a/f",
-            None,
-            &WriteOptions::default(),
-            Some(&refused),
-        )
-        .unwrap();
-        file.write_all(b"new").unwrap();
+        let (dir, root) = root_with(&["a", "../outside/f/empty"]);
+        let outside = dir.path().join("outside");
+        let write = staged(&root, "a/f", &WriteOptions::default());
         fs::remove_dir(root.join("a")).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("a")).unwrap();
-        let placed = commit(temp, file, &target, "a/f", None, false, false, None, None);
+        let placed = commit_new(write, "a/f", None);
         assert!(
             outside.join("f/empty").is_dir(),
             "empty folders outside the root were removed through the symlink"
@@ -2154,26 +2156,10 @@ mod redteam27_tests {
     /// folder's descriptor) and the file linked in their place.
     #[test]
     fn empty_folders_in_the_way_of_a_new_file_are_still_cleared() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        fs::create_dir_all(root.join("a/f/empty/deeper")).unwrap();
-        let path = RelPath::new("a/f").unwrap();
-        let target = root.join("a/f");
-        let refused = AtomicBool::new(false);
-        let (temp, mut file) = open_temp(
-            &root,
-            &path,
-            &target,
-            "a/f",
-            None,
-            &WriteOptions::default(),
-            Some(&refused),
-        )
-        .unwrap();
-        assert!(temp.unnamed && temp.folder.is_some());
-        file.write_all(b"new").unwrap();
-        commit(temp, file, &target, "a/f", None, false, false, None, None).unwrap();
-        assert_eq!(fs::read(&target).unwrap(), b"new");
+        let (_dir, root) = root_with(&["a/f/empty/deeper"]);
+        let write = staged(&root, "a/f", &WriteOptions::default());
+        commit_new(write, "a/f", None).unwrap();
+        assert_eq!(fs::read(root.join("a/f")).unwrap(), b"new");
     }
 
     /// A new file whose folder was removed and replaced by a symlink to a folder outside the
@@ -2181,38 +2167,13 @@ mod redteam27_tests {
     /// up again: refused, naming the link, and nothing lands outside.
     #[test]
     fn a_folder_made_again_as_a_symlink_is_refused_and_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
-        fs::create_dir_all(root.join("a/b")).unwrap();
-        fs::create_dir_all(&outside).unwrap();
-        let path = RelPath::new("a/b/f").unwrap();
-        let target = root.join("a/b/f");
-        let refused = AtomicBool::new(false);
+        let (dir, root) = root_with(&["a/b", "../outside"]);
+        let outside = dir.path().join("outside");
         let folders = WriteOptions::default();
-        let (temp, mut file) = open_temp(
-            &root,
-            &path,
-            &target,
-            "a/b/f",
-            None,
-            &folders,
-            Some(&refused),
-        )
-        .unwrap();
-        file.write_all(b"new").unwrap();
+        let write = staged(&root, "a/b/f", &folders);
         fs::remove_dir(root.join("a/b")).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("a/b")).unwrap();
-        let placed = commit(
-            temp,
-            file,
-            &target,
-            "a/b/f",
-            None,
-            false,
-            false,
-            None,
-            Some(&folders),
-        );
+        let placed = commit_new(write, "a/b/f", Some(&folders));
         assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "linked outside");
         let e = placed.unwrap_err().to_string();
         assert!(e.contains("\"a/b\" is a symlink"), "{e}");
@@ -2222,30 +2183,12 @@ mod redteam27_tests {
     /// private).
     #[test]
     fn a_folder_made_again_gets_the_requested_bits() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        fs::create_dir_all(root.join("a")).unwrap();
-        let path = RelPath::new("a/f").unwrap();
-        let target = root.join("a/f");
-        let refused = AtomicBool::new(false);
+        let (_dir, root) = root_with(&["a"]);
         let folders = WriteOptions::default().with_folder_permissions(vec![Some(0o700)]);
-        let (temp, mut file) =
-            open_temp(&root, &path, &target, "a/f", None, &folders, Some(&refused)).unwrap();
-        file.write_all(b"new").unwrap();
+        let write = staged(&root, "a/f", &folders);
         fs::remove_dir(root.join("a")).unwrap();
-        commit(
-            temp,
-            file,
-            &target,
-            "a/f",
-            None,
-            false,
-            false,
-            None,
-            Some(&folders),
-        )
-        .unwrap();
-        assert_eq!(fs::read(&target).unwrap(), b"new");
+        commit_new(write, "a/f", Some(&folders)).unwrap();
+        assert_eq!(fs::read(root.join("a/f")).unwrap(), b"new");
         let bits = fs::metadata(root.join("a")).unwrap().permissions().mode() & 0o777;
         assert_eq!(bits, 0o700);
     }
@@ -2256,9 +2199,7 @@ mod redteam27_tests {
     /// many levels of symbolic links (os error 40)".
     #[test]
     fn a_refusal_names_the_folders_though_the_link_is_gone() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        fs::create_dir_all(root.join("a/b")).unwrap();
+        let (_dir, root) = root_with(&["a/b"]);
         let path = RelPath::new("a/b/f").unwrap();
         let e = io::Error::from_raw_os_error(rustix::io::Errno::LOOP.raw_os_error());
         let e = folder_not_opened(&root, &path, &root.join("a/b/f"), "a/b/f", e).to_string();
