@@ -691,9 +691,9 @@ fn link_unnamed(file: &File, folder: Option<&OwnedFd>, to: &Path) -> io::Result<
     static BY_FD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
     const WORKS: u8 = 1;
     const REFUSED: u8 = 2;
-    let through_proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let through_proc = || format!("/proc/self/fd/{}", file.as_raw_fd());
     let (Some(folder), Some(name)) = (folder, to.file_name()) else {
-        return linkat(CWD, through_proc.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW)
+        return linkat(CWD, through_proc(), CWD, to, AtFlags::SYMLINK_FOLLOW)
             .map_err(io::Error::from);
     };
     let tried = BY_FD.load(Ordering::Relaxed);
@@ -709,13 +709,7 @@ fn link_unnamed(file: &File, folder: Option<&OwnedFd>, to: &Path) -> io::Result<
             Err(e) => return Err(e.into()),
         }
     }
-    linkat(
-        CWD,
-        through_proc.as_str(),
-        folder,
-        name,
-        AtFlags::SYMLINK_FOLLOW,
-    )?;
+    linkat(CWD, through_proc(), folder, name, AtFlags::SYMLINK_FOLLOW)?;
     if tried != REFUSED {
         tracing::debug!("linking by descriptor is refused here; linking through /proc");
         BY_FD.store(REFUSED, Ordering::Relaxed);
@@ -1013,8 +1007,8 @@ fn commit(
     Ok(metadata)
 }
 
-/// Whether the folder an unnamed file was made in is gone (removed: no name links it), or,
-/// where it was not opened, whether the folder of the file's path is missing.
+/// Whether the folder an unnamed file was made in is gone (removed: no name links it).
+/// False where it was not opened: a link by path reports a missing folder itself.
 fn folder_gone(temp: &TempFile) -> bool {
     match &temp.folder {
         Some(folder) => rustix::fs::fstat(folder).is_ok_and(|st| st.st_nlink == 0),
