@@ -92,8 +92,10 @@ pub struct SyncOptions {
     pub dry_run: bool,
     /// Actions in flight at once, at least: the run raises it to the sides' own preference
     /// ([`Capabilities::preferred_transfers`](crate::Capabilities::preferred_transfers): 64
-    /// for object stores, whose every request waits a round trip) unless it was set with
-    /// [`SyncOptions::with_transfers`]. See [`SyncOptions::transfers_for`].
+    /// for object stores, whose every request waits a round trip; between two roots of one
+    /// backend, [`Capabilities::same_kind_transfers`](crate::Capabilities::same_kind_transfers):
+    /// 32 for two local folders) unless it was set with [`SyncOptions::with_transfers`]. See
+    /// [`SyncOptions::transfers_for`].
     pub transfers: usize,
     /// Set by [`SyncOptions::with_transfers`]: `transfers` is exactly what runs.
     transfers_chosen: bool,
