@@ -1597,6 +1597,14 @@ mod tests {
         assert_eq!(SyncOptions::default().transfers_for(&a, &b), 32);
         assert_eq!(SyncOptions::default().transfers_for(&a, &mem), 8);
         assert_eq!(given(3).transfers_for(&a, &b), 3);
+        // Under --bwlimit the destination streams through the budget: no more in flight.
+        let limit = syncengine::bandwidth::BandwidthLimit::both(1 << 20);
+        let throttled =
+            syncengine::bandwidth::Bandwidth::new(limit).throttle(std::sync::Arc::new(b));
+        assert_eq!(
+            SyncOptions::default().transfers_for(&a, throttled.as_ref()),
+            8
+        );
         #[cfg(feature = "s3")]
         {
             use syncengine::s3::{DEFAULT_TRANSFERS, S3Builder, StoreKind};

@@ -618,7 +618,14 @@ impl StorageClient for Throttled {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+        let mut caps = self.inner.capabilities();
+        if self.is_local() {
+            // Copies into or out of this local root stream through the budget, not the
+            // kernel's copy (see `copy_from_same_store`): more of them in flight only holds
+            // more buffers, so the run keeps its default.
+            caps.same_kind_transfers = None;
+        }
+        caps
     }
 
     async fn location(&self) -> Result<Location> {
