@@ -972,7 +972,7 @@ fn commit(
                 path = rel,
                 "the folder of a new file was removed meanwhile; made again"
             );
-            again = find_folder_again(target, rel, folders)?;
+            again = Some(find_folder_again(target, rel, folders)?);
             place(&temp, again.as_ref())
         }
         (placed, _) => placed,
@@ -1018,27 +1018,20 @@ fn folder_gone(temp: &TempFile) -> bool {
 
 /// The folder of `rel` (at `target`) looked up again, as [`open_temp`] does (a symlinked
 /// folder on the way is refused and named), its missing folders created with `folders`'
-/// bits: where an unnamed file whose folder was removed meanwhile is linked instead. `None`
-/// where folders are not opened ([`beneath::available`]): the link goes by path.
-fn find_folder_again(target: &Path, rel: &str, folders: &WriteOptions) -> Result<Option<OwnedFd>> {
+/// bits: where an unnamed file whose folder was removed meanwhile is linked instead. Only
+/// asked where the file was made in an opened folder ([`beneath::available`]).
+fn find_folder_again(target: &Path, rel: &str, folders: &WriteOptions) -> Result<OwnedFd> {
     let path = RelPath::new(rel)?;
     let Some(root) = target.ancestors().nth(rel.split('/').count()) else {
         return Err(Error::not_found(BACKEND, rel));
     };
-    if !beneath::available() {
-        check_no_symlinked_folder(root, &path)?;
-        create_parent_with(target, rel, folders)?;
-        return Ok(None);
-    }
     let failed = |e| folder_not_opened(root, &path, target, rel, e);
     match beneath::open_folder_of(root, &path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             create_parent_with(target, rel, folders)?;
-            beneath::open_folder_of(root, &path)
-                .map(Some)
-                .map_err(failed)
+            beneath::open_folder_of(root, &path).map_err(failed)
         }
-        other => other.map(Some).map_err(failed),
+        other => other.map_err(failed),
     }
 }
 
