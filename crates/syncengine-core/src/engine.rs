@@ -346,9 +346,9 @@ impl SyncEngine {
                 .await;
             match attempt {
                 Err(SyncError::Listing { side, source: e })
-                    if is_out_of_order(&e) && !sort[side_index(side)] =>
+                    if is_out_of_order(&e) && !sort[side.index()] =>
                 {
-                    sort[side_index(side)] = true;
+                    sort[side.index()] = true;
                     let note = format!(
                         "the {side} ({}) listed out of canonical order ({e}); the engine \
                          sorted its listing and planned again, and sorts it from now on for \
@@ -484,7 +484,7 @@ impl SyncEngine {
                 let client = pair.client(side).as_ref();
                 match identity::advance_generation(client, side, file, floor, &store).await {
                     Ok(written) => generations.push((side, written)),
-                    Err(e) if changed[side_index(side)] => return Err(e),
+                    Err(e) if changed[side.index()] => return Err(e),
                     Err(e) => {
                         let w = format!(
                             "could not write this run's generation into the {side} root ({e}); \
@@ -523,7 +523,7 @@ impl SyncEngine {
             transfers,
             attempts: opts.attempts,
             mode: pair.mode,
-            stale_intents: stale_intents > 0,
+            stale_intents,
             checksum: opts.checksum,
             conflict_names: Default::default(),
             reach: Default::default(),
@@ -695,18 +695,21 @@ impl SyncEngine {
             destination_collisions,
         );
 
+        // Copies an interrupted run left behind: those that landed count as synced, those
+        // a failed flush may have lost are made again. An accepted new root is not what the
+        // base describes: plan as if there were none.
+        let found = recover_intents(store, source, destination).await?;
+        let stale_intents = found.found > 0 || found.unflushed;
+        let (recovered, rewrites) = if roots.accepted {
+            (Vec::new(), Vec::new())
+        } else {
+            (found.records, found.rewrites)
+        };
         let reconciler =
             Reconciler::new(policy, opts.checksum, source.clone(), destination.clone())
                 .with_filter(EntryFilter::from_options(opts))
-                .with_spill_dir(&self.state_dir);
-        // Copies an interrupted run left behind: those that landed count as synced. An
-        // accepted new root is not what the base describes: plan as if there were none.
-        let (recovered, stale_intents) = recover_intents(store, source, destination).await?;
-        let recovered = if roots.accepted {
-            Vec::new()
-        } else {
-            recovered
-        };
+                .with_spill_dir(&self.state_dir)
+                .with_rewrites(rewrites);
         let base = if roots.accepted {
             // What a side that was not replaced deleted on purpose stays deleted.
             let replaced = roots.accepted_sides.clone();
@@ -833,7 +836,7 @@ impl SyncEngine {
                 continue;
             }
             // Named by its location (`file:///…`, a URL without secrets), as the user gave it.
-            let root = locations[side_index(side)].to_string();
+            let root = locations[side.index()].to_string();
             if first_run {
                 if side == read_side(pair.mode) {
                     return Err(SyncError::MissingRoot {
@@ -1033,9 +1036,9 @@ struct PlanInputs<'a> {
 }
 
 /// A plan and what the run needs from its planning pass: the ignored-entry counter, the
-/// clients' skipped counts before it, the copies recovered from intents and the number of
-/// stale intents.
-type Planned = (Plan, Arc<AtomicU64>, [u64; 2], Vec<BaseRecord>, usize);
+/// clients' skipped counts before it, the copies recovered from intents and whether intents
+/// (or the mark of a failed flush) were left to clear.
+type Planned = (Plan, Arc<AtomicU64>, [u64; 2], Vec<BaseRecord>, bool);
 
 /// Whether a listing error is the order check's (see [`check_order`]).
 fn is_out_of_order(e: &Error) -> bool {
@@ -1265,7 +1268,7 @@ fn check_safety(
             return Err(SyncError::EmptySide {
                 side,
                 base_files,
-                root: locations[side_index(side)].to_string(),
+                root: locations[side.index()].to_string(),
                 missing: false,
                 mode: pair.mode,
                 protected: pair.options.protected.first().copied(),
@@ -1278,7 +1281,7 @@ fn check_safety(
         (Side::Source, plan.source_files),
         (Side::Destination, plan.destination_files),
     ] {
-        let deletes = deletes_on[side_index(side)];
+        let deletes = deletes_on[side.index()];
         if files > 0 && deletes * 100 > u64::from(max_delete_percent) * files {
             return Err(SyncError::MaxDelete {
                 side,
@@ -1487,20 +1490,13 @@ fn sides_changed_by(actions: &SpillVec<Action>) -> std::io::Result<([bool; 2], u
         let action = action?;
         bytes += action.bytes();
         match &*action {
-            Action::Copy { from, .. } => changed[side_index(from.other())] = true,
-            Action::Delete { side, .. } => changed[side_index(*side)] = true,
-            Action::Rename { seen_on, .. } => changed[side_index(seen_on.other())] = true,
+            Action::Copy { from, .. } => changed[from.other().index()] = true,
+            Action::Delete { side, .. } => changed[side.index()] = true,
+            Action::Rename { seen_on, .. } => changed[seen_on.other().index()] = true,
             _ => changed = [true; 2],
         }
     }
     Ok((changed, bytes))
-}
-
-fn side_index(side: Side) -> usize {
-    match side {
-        Side::Source => 0,
-        Side::Destination => 1,
-    }
 }
 
 #[cfg(test)]

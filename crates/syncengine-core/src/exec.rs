@@ -1395,7 +1395,7 @@ impl Executor {
     /// copy of a file it did not finish deleting. The side's trash is listed once per run, at
     /// the first call; a listing that fails finds nothing (the move then works as before).
     async fn recent_trash_copies(&self, side: Side, path: &RelPath) -> Vec<RelPath> {
-        let index = self.recent_trash[side_index(side)]
+        let index = self.recent_trash[side.index()]
             .get_or_init(|| self.list_recent_trash(side))
             .await;
         index.get(path).cloned().unwrap_or_default()
@@ -1564,9 +1564,9 @@ impl Executor {
             ResolvedRecovery::BackupDir(c) if std::ptr::addr_eq(Arc::as_ptr(c), Arc::as_ptr(backup))
         );
         if shared {
-            &self.backup_flushes[side_index(Side::Source)]
+            &self.backup_flushes[Side::Source.index()]
         } else {
-            &self.backup_flushes[side_index(side)]
+            &self.backup_flushes[side.index()]
         }
     }
 
@@ -2511,13 +2511,6 @@ fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('/').map(move |(i, _)| &path[..i])
 }
 
-fn side_index(side: Side) -> usize {
-    match side {
-        Side::Source => 0,
-        Side::Destination => 1,
-    }
-}
-
 /// The paths an action writes, with the side they are written on.
 fn written_paths(action: &Action) -> Vec<(Side, &RelPath)> {
     match action {
@@ -2552,7 +2545,7 @@ fn split_making_room(
     let mut folders: [HashSet<String>; 2] = Default::default();
     let mut folded: [HashSet<String>; 2] = Default::default();
     visit_written(others, renames, |side, path| {
-        let i = side_index(side);
+        let i = side.index();
         targets[i].insert(path.to_owned());
         folders[i].extend(ancestors(path).map(str::to_owned));
         if folds[i] {
@@ -2565,7 +2558,7 @@ fn split_making_room(
         let d = d?;
         let early = match &d {
             Action::Delete { side, entry } => {
-                let i = side_index(*side);
+                let i = side.index();
                 let p = entry.path.as_str();
                 folders[i].contains(p)
                     || ancestors(p).any(|a| targets[i].contains(a))
@@ -2632,7 +2625,7 @@ fn take_renames_making_room(
     let mut below: [std::collections::HashMap<String, usize>; 2] = Default::default();
     let mut folded: [std::collections::HashMap<String, usize>; 2] = Default::default();
     visit_written(others, renames, |side, p| {
-        let i = side_index(side);
+        let i = side.index();
         targets[i].insert(p.to_owned());
         for folder in ancestors(p) {
             *below[i].entry(folder.to_owned()).or_default() += 1;
@@ -2650,7 +2643,7 @@ fn take_renames_making_room(
                 to,
                 keep_old,
             } => {
-                let i = side_index(seen_on.other());
+                let i = seen_on.other().index();
                 let (old, new) = (from.path.as_str(), to.path.as_str());
                 // Its own new name does not count (`x` renamed to `x/y`, `X` to `x`).
                 let own_below = usize::from(ancestors(new).any(|f| f == old));
@@ -2696,7 +2689,7 @@ fn take_renames_in_two_steps(lists: [&mut Vec<Action>; 2], folds: [bool; 2]) -> 
             ..
         } = action
         {
-            let i = side_index(seen_on.other());
+            let i = seen_on.other().index();
             if folds[i] {
                 olds[i].insert(fold_name(from.path.as_str()));
             }
@@ -2711,7 +2704,7 @@ fn take_renames_in_two_steps(lists: [&mut Vec<Action>; 2], folds: [bool; 2]) -> 
                 to,
                 keep_old,
             } => {
-                let i = side_index(seen_on.other());
+                let i = seen_on.other().index();
                 let new = fold_name(to.path.as_str());
                 if *keep_old {
                     // A backup mode keeps the old name, but there both names are one file,
@@ -2958,9 +2951,24 @@ async fn write_batch(
     // backend reports a failed flush of its own disk (EIO from fsync) as a permanent
     // error, which is never retried: a second flush could succeed without the data.
     for (client, side) in clients.iter().zip([Side::Source, Side::Destination]) {
-        retry_transient(attempts, || client.sync_written())
-            .await
-            .map_err(|source| SyncError::Storage { side, source })?;
+        if let Err(source) = retry_transient(attempts, || client.sync_written()).await {
+            // What this run wrote on `side` may be lost on its disk and still read back
+            // whole from the page cache: the next run must not take those copies for
+            // landed by their size and mtime (see `recover_intents`).
+            let marked = {
+                let store = store.clone();
+                blocking(move || store.mark_unflushed(side)).await
+            };
+            if let Err(e) = marked {
+                tracing::error!(
+                    %side,
+                    error = %e,
+                    "a flush failed and could not be noted in the state: the next run may \
+                     take copies this run made for landed"
+                );
+            }
+            return Err(SyncError::Storage { side, source });
+        }
     }
     // The intents go only after the updates that settle their copies are in: a crash in
     // between leaves an intent whose copy is recorded, which the next run re-records.
@@ -3047,6 +3055,25 @@ fn intended(action: &Action) -> Option<(&RelPath, Side, &Entry)> {
 /// lost, where a side lists no hash.
 const RECOVERY_HASH_LIMIT: u64 = 64 * 1024 * 1024;
 
+/// What [`recover_intents`] found of an interrupted run's copies.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Base records of the copies that landed, in path order.
+    pub records: Vec<BaseRecord>,
+    /// Copies that look landed on a side whose flush failed (see
+    /// [`StateStore::mark_unflushed`]), with the side written, in path order: what they
+    /// read back may be the page cache's alone. They are recorded like the others (an edit
+    /// of either side since is then a change of one side, not a conflict), and where
+    /// neither side changed since they are made again
+    /// ([`Reconciler::with_rewrites`](crate::reconcile::Reconciler::with_rewrites)).
+    pub rewrites: Vec<(RelPath, Side)>,
+    /// Intents found.
+    pub found: usize,
+    /// A side's flush failed since the intents were last cleared: the run clears the mark
+    /// with the intents, even where none were left.
+    pub unflushed: bool,
+}
+
 /// Turns the intents an interrupted run left into base records, for the copies that landed.
 ///
 /// For each intent, the side written to is asked what it holds at the path. When that is
@@ -3057,7 +3084,10 @@ const RECOVERY_HASH_LIMIT: u64 = 64 * 1024 * 1024;
 /// since as a change of one side, not as a conflict. Anything else (the copy did not land, or
 /// it cannot be told) yields no record: the path is planned from the old base, which is safe.
 ///
-/// Returns the records (in path order) and the number of intents found.
+/// Where a durability barrier of the side written failed ([`StateStore::mark_unflushed`]),
+/// a copy that looks landed is also returned in [`Recovered::rewrites`], to be made again:
+/// a writeback error may have lost it on the disk while the page cache still serves it
+/// whole, so neither its size and mtime nor its content as read can vouch for it.
 ///
 /// # Errors
 /// [`SyncError::State`] when the intents cannot be read.
@@ -3065,12 +3095,17 @@ pub async fn recover_intents(
     store: &StateStore,
     source: &Arc<dyn StorageClient>,
     destination: &Arc<dyn StorageClient>,
-) -> Result<(Vec<BaseRecord>, usize), SyncError> {
+) -> Result<Recovered, SyncError> {
+    let unflushed = {
+        let store = store.clone();
+        blocking(move || store.unflushed_sides()).await?
+    };
     let intents = {
         let store = store.clone();
         blocking(move || store.intents()).await?
     };
     let found = intents.len();
+    let mut rewrites = Vec::new();
     // On a side that folds names a stat of `report.txt` finds `Report.txt`: what is there
     // under the exact name is read from the folders' listings instead.
     let mut exact: [Option<HashSet<String>>; 2] = [None, None];
@@ -3126,14 +3161,24 @@ pub async fn recover_intents(
         if !landed(client.as_ref(), &now, &intent.version).await {
             continue;
         }
-        tracing::info!(path = %intent.path, side = %intent.to, "an interrupted copy had landed; recorded");
+        if unflushed[intent.to.index()] {
+            tracing::info!(path = %intent.path, side = %intent.to, "a copy made before a failed flush is made again");
+            rewrites.push((intent.path.clone(), intent.to));
+        } else {
+            tracing::info!(path = %intent.path, side = %intent.to, "an interrupted copy had landed; recorded");
+        }
         let (source, destination) = match intent.to {
             Side::Destination => (intent.version, SideRecord::from_entry(&now)),
             Side::Source => (SideRecord::from_entry(&now), intent.version),
         };
         records.push(BaseRecord::new(intent.path, source, destination));
     }
-    Ok((records, found))
+    Ok(Recovered {
+        records,
+        rewrites,
+        found,
+        unflushed: unflushed.contains(&true),
+    })
 }
 
 /// The engine's folder (below `.syncengine/`) where the old names of two-step renames wait

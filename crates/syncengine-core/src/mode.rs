@@ -70,6 +70,15 @@ impl SyncMode {
         !matches!(self, SyncMode::SourceToDestination)
     }
 
+    /// Files are copied to `side`: [`allows_upload`](SyncMode::allows_upload) for the
+    /// destination, [`allows_download`](SyncMode::allows_download) for the source.
+    pub fn copies_to(self, side: Side) -> bool {
+        match side {
+            Side::Destination => self.allows_upload(),
+            Side::Source => self.allows_download(),
+        }
+    }
+
     /// Files may be deleted on the source.
     pub fn allows_source_delete(self) -> bool {
         matches!(self, SyncMode::TwoWay | SyncMode::DestinationToSource)
@@ -293,6 +302,14 @@ impl Side {
         match self {
             Side::Source => Side::Destination,
             Side::Destination => Side::Source,
+        }
+    }
+
+    /// The side's position in `[source, destination]` arrays: 0 or 1.
+    pub fn index(self) -> usize {
+        match self {
+            Side::Source => 0,
+            Side::Destination => 1,
         }
     }
 

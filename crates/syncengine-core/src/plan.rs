@@ -256,6 +256,9 @@ pub struct Plan {
     /// Actions (or parts of actions) left out because they would change a protected side
     /// (see [`crate::protect`]).
     pub protected: u64,
+    /// Files copied again because the flush after their last copy failed (see
+    /// [`Reconciler::with_rewrites`](crate::reconcile::Reconciler::with_rewrites)).
+    pub copied_again: u64,
 }
 
 impl Plan {

@@ -46,6 +46,8 @@ pub struct Reconciler {
     filter: EntryFilter,
     /// Where a long plan's temporary files go (see [`Reconciler::with_spill_dir`]).
     spill_dir: Option<std::path::PathBuf>,
+    /// Paths to copy again to a side, in path order (see [`Reconciler::with_rewrites`]).
+    rewrites: Vec<(RelPath, Side)>,
 }
 
 /// A path gone from `side` whose twin on the other side is unchanged: half of a rename.
@@ -108,7 +110,7 @@ impl PendingFile {
             return;
         }
         for side in [Side::Source, Side::Destination] {
-            let i = index(side);
+            let i = side.index();
             let stays = present[i] && decision != Decision::Delete(side);
             let arrives = decision == Decision::Copy(side.other());
             self.children_now[i] |= present[i];
@@ -123,8 +125,8 @@ impl PendingFile {
     /// symlink, an unreadable sub-folder, undecodable names) looked absent, and the file was
     /// copied onto it: an error on every run.
     fn note_unknown_member(&mut self, side: Side) {
-        self.children_now[index(side)] = true;
-        self.children_after[index(side)] = true;
+        self.children_now[side.index()] = true;
+        self.children_after[side.index()] = true;
     }
 }
 
@@ -159,14 +161,6 @@ fn is_below(name: &RelPath, path: &RelPath) -> bool {
     p.len() > n.len() + 1 && p.starts_with(n) && p[n.len()] == b'/'
 }
 
-/// Index of a side in `[source, destination]` arrays.
-fn index(side: Side) -> usize {
-    match side {
-        Side::Source => 0,
-        Side::Destination => 1,
-    }
-}
-
 /// True when `path` sorts between `name` and the end of `name/`'s subtree: it starts with
 /// `name` followed by a byte up to `/` (`name-1`, `name.txt`, `name/x`). Such paths come
 /// before the merge has seen all of `name/`.
@@ -194,6 +188,7 @@ impl Reconciler {
             destination_caps,
             filter: EntryFilter::default(),
             spill_dir: None,
+            rewrites: Vec::new(),
         }
     }
 
@@ -219,6 +214,26 @@ impl Reconciler {
     pub fn with_filter(mut self, filter: EntryFilter) -> Self {
         self.filter = filter;
         self
+    }
+
+    /// Copies each `(path, side)` of `rewrites` to `side` again where the plan would leave
+    /// the two sides' files as they are (neither changed since the base, or both hold the
+    /// same version): the copy an interrupted run made there was followed by a failed flush,
+    /// so the file may hold what the disk lost while it reads back whole from the page cache
+    /// (see [`crate::exec::recover_intents`]). Where a side changed the plan stands as it is
+    /// (an edit wins as any edit does), and nothing is written to a side the mode does not
+    /// write to. Counted in [`Plan::copied_again`].
+    ///
+    /// `rewrites` must be in path order, as [`crate::exec::Recovered::rewrites`] is.
+    pub fn with_rewrites(mut self, rewrites: Vec<(RelPath, Side)>) -> Self {
+        self.rewrites = rewrites;
+        self
+    }
+
+    /// The side `path` is to be copied to again, if any (see [`Reconciler::with_rewrites`]).
+    fn rewrite_of(&self, path: &RelPath) -> Option<Side> {
+        let at = self.rewrites.binary_search_by(|(p, _)| p.cmp(path)).ok()?;
+        Some(self.rewrites[at].1)
     }
 
     fn caps(&self, side: Side) -> &Capabilities {
@@ -418,6 +433,13 @@ impl Reconciler {
                 pending.push(waiting);
             }
         }
+        if plan.copied_again > 0 {
+            plan.warnings.push(format!(
+                "{} files an earlier run copied before its flush failed are copied again: \
+                 the disk may have lost them while they still read back whole",
+                plan.copied_again
+            ));
+        }
         plan.source_unknown = s_unknown.count;
         plan.destination_unknown = d_unknown.count;
         let named = (s_unknown.messages.len() + d_unknown.messages.len()) as u64;
@@ -464,7 +486,7 @@ impl Reconciler {
         let f = waiting.file_side;
         let folder_side = f.other();
         // Only a clean type change: the file on one side, a folder (and no file) on the other.
-        if !waiting.children_now[index(folder_side)] || waiting.children_now[index(f)] {
+        if !waiting.children_now[folder_side.index()] || waiting.children_now[f.index()] {
             return;
         }
         let change = TypeChange {
@@ -555,7 +577,16 @@ impl Reconciler {
             }
         }
 
-        let decision = decide(&self.policy, &obs);
+        let mut decision = decide(&self.policy, &obs);
+        if let Some(written) = self.rewrite_of(&path)
+            && s.is_some()
+            && d.is_some()
+            && matches!(decision, Decision::Nothing | Decision::Record)
+            && self.policy.mode.copies_to(written)
+        {
+            decision = Decision::Copy(written.other());
+            plan.copied_again += 1;
+        }
         self.add_to_plan(decision, path, s, d, b, sc, dc, plan, gone, appeared);
         decision
     }

@@ -787,15 +787,67 @@ impl StateStore {
         Ok(())
     }
 
-    /// Forgets every intent.
+    /// Forgets every intent, and the marks of failed flushes that made them suspect
+    /// ([`mark_unflushed`](StateStore::mark_unflushed)).
     ///
     /// # Errors
     /// [`SyncError::State`] when the database cannot be written.
     pub fn clear_all_intents(&self) -> Result<(), SyncError> {
+        let mut conn = self.conn()?;
+        let ctx = |e| self.err("clearing copy intents", e);
+        let tx = conn.transaction().map_err(ctx)?;
+        tx.execute_batch("DELETE FROM intent_batches;")
+            .map_err(ctx)?;
+        for side in [Side::Source, Side::Destination] {
+            tx.execute(
+                "DELETE FROM meta WHERE key = ?1",
+                params![unflushed_key(side)],
+            )
+            .map_err(ctx)?;
+        }
+        tx.commit().map_err(ctx)
+    }
+
+    /// Records that a durability barrier of `side` failed (a writeback error: `syncfs`
+    /// returned `EIO`). Whatever a run wrote there since its last good barrier may be lost
+    /// on the disk while it still reads back whole from the page cache, so the intents left
+    /// for that side cannot be trusted by size and mtime: the next run copies those files
+    /// again instead of recording them as landed ([`crate::exec::recover_intents`]). The mark
+    /// goes with the intents ([`clear_all_intents`](StateStore::clear_all_intents)).
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be written.
+    pub fn mark_unflushed(&self, side: Side) -> Result<(), SyncError> {
+        let now = system_time_to_nanos(SystemTime::now());
         let conn = self.conn()?;
-        conn.execute_batch("DELETE FROM intent_batches;")
-            .map_err(|e| self.err("clearing copy intents", e))?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
+            params![unflushed_key(side), now],
+        )
+        .map_err(|e| self.err("recording a failed flush", e))?;
         Ok(())
+    }
+
+    /// Which sides (source, destination) had a barrier fail since the intents were last
+    /// cleared (see [`mark_unflushed`](StateStore::mark_unflushed)).
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be read.
+    pub fn unflushed_sides(&self) -> Result<[bool; 2], SyncError> {
+        let conn = self.conn()?;
+        let mut found = [false; 2];
+        for (i, side) in [Side::Source, Side::Destination].into_iter().enumerate() {
+            found[i] = conn
+                .query_row(
+                    "SELECT 1 FROM meta WHERE key = ?1",
+                    params![unflushed_key(side)],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(|e| self.err("reading the marks of failed flushes", e))?
+                .is_some();
+        }
+        Ok(found)
     }
 
     /// Returns the intents recorded and not settled, in path order; where two batches hold
@@ -1163,6 +1215,13 @@ fn side_to_sql(side: Side) -> i64 {
 }
 
 /// The `meta` key that marks `side` as listing out of canonical order.
+fn unflushed_key(side: Side) -> &'static str {
+    match side {
+        Side::Source => "unflushed_source",
+        Side::Destination => "unflushed_destination",
+    }
+}
+
 fn unordered_key(side: Side) -> &'static str {
     match side {
         Side::Source => "unordered_listing_source",

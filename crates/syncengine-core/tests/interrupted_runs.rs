@@ -485,9 +485,9 @@ async fn an_intent_is_recovered_only_under_its_exact_name_on_a_folding_side() {
             },
         ])
         .unwrap();
-    let (records, found) = recover_intents(&store, &src, &dst).await.unwrap();
-    assert_eq!(found, 3);
-    let recovered: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
+    let found = recover_intents(&store, &src, &dst).await.unwrap();
+    assert_eq!(found.found, 3);
+    let recovered: Vec<&str> = found.records.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(recovered, ["Docs/exact.txt"]);
 }
 
