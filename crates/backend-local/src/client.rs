@@ -455,7 +455,8 @@ fn flush_failed(e: io::Error) -> Error {
         "",
         format!(
             "flushing the disk failed ({e}); files written since the last good flush may not \
-             be on disk"
+             be on disk: check the disk (the kernel log names the device) before the next \
+             run, which writes those files again"
         ),
     )
 }
