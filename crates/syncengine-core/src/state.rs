@@ -514,20 +514,7 @@ impl StateStore {
     /// # Errors
     /// [`SyncError::State`] when the database cannot be read.
     pub fn unordered_listings(&self) -> Result<[bool; 2], SyncError> {
-        let conn = self.conn()?;
-        let mut found = [false; 2];
-        for (i, side) in [Side::Source, Side::Destination].into_iter().enumerate() {
-            found[i] = conn
-                .query_row(
-                    "SELECT 1 FROM meta WHERE key = ?1",
-                    params![unordered_key(side)],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(|e| self.err("reading the listing-order marks", e))?
-                .is_some();
-        }
-        Ok(found)
+        self.side_marks(unordered_key, "reading the listing-order marks")
     }
 
     /// Records that `side` listed out of canonical order (see
@@ -536,14 +523,7 @@ impl StateStore {
     /// # Errors
     /// [`SyncError::State`] when the database cannot be written.
     pub fn record_unordered_listing(&self, side: Side) -> Result<(), SyncError> {
-        let now = system_time_to_nanos(SystemTime::now());
-        let conn = self.conn()?;
-        conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
-            params![unordered_key(side), now],
-        )
-        .map_err(|e| self.err("recording an unordered listing", e))?;
-        Ok(())
+        self.set_mark(unordered_key(side), "recording an unordered listing")
     }
 
     /// Returns the number of base records.
@@ -837,14 +817,7 @@ impl StateStore {
     /// # Errors
     /// [`SyncError::State`] when the database cannot be written.
     pub fn mark_unflushed(&self, side: Side) -> Result<(), SyncError> {
-        let now = system_time_to_nanos(SystemTime::now());
-        let conn = self.conn()?;
-        conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
-            params![unflushed_key(side), now],
-        )
-        .map_err(|e| self.err("recording a failed flush", e))?;
-        Ok(())
+        self.set_mark(unflushed_key(side), "recording a failed flush")
     }
 
     /// Which sides (source, destination) had a barrier fail since the intents were last
@@ -853,20 +826,41 @@ impl StateStore {
     /// # Errors
     /// [`SyncError::State`] when the database cannot be read.
     pub fn unflushed_sides(&self) -> Result<[bool; 2], SyncError> {
+        self.side_marks(unflushed_key, "reading the marks of failed flushes")
+    }
+
+    /// Which sides (source, destination) have the mark `key(side)` in `meta`.
+    fn side_marks(
+        &self,
+        key: fn(Side) -> &'static str,
+        what: &str,
+    ) -> Result<[bool; 2], SyncError> {
         let conn = self.conn()?;
         let mut found = [false; 2];
-        for (i, side) in [Side::Source, Side::Destination].into_iter().enumerate() {
-            found[i] = conn
+        for side in [Side::Source, Side::Destination] {
+            found[side.index()] = conn
                 .query_row(
                     "SELECT 1 FROM meta WHERE key = ?1",
-                    params![unflushed_key(side)],
+                    params![key(side)],
                     |_| Ok(()),
                 )
                 .optional()
-                .map_err(|e| self.err("reading the marks of failed flushes", e))?
+                .map_err(|e| self.err(what, e))?
                 .is_some();
         }
         Ok(found)
+    }
+
+    /// Sets the mark `key` in `meta` (with the time), keeping an earlier one.
+    fn set_mark(&self, key: &str, what: &str) -> Result<(), SyncError> {
+        let now = system_time_to_nanos(SystemTime::now());
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
+            params![key, now],
+        )
+        .map_err(|e| self.err(what, e))?;
+        Ok(())
     }
 
     /// Returns the intents recorded and not settled, in path order; where two batches hold
