@@ -686,16 +686,13 @@ impl Drop for TempFile {
 /// without `folder`.
 #[cfg(target_os = "linux")]
 fn link_unnamed(file: &File, folder: Option<&OwnedFd>, to: &Path) -> io::Result<()> {
-    use rustix::fs::{AtFlags, CWD, linkat};
-    use std::os::fd::AsRawFd;
+    use rustix::fs::{AtFlags, linkat};
     /// Whether linking by descriptor works here: not tried yet, yes, or refused.
     static BY_FD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
     const WORKS: u8 = 1;
     const REFUSED: u8 = 2;
-    let through_proc = || format!("/proc/self/fd/{}", file.as_raw_fd());
     let (Some(folder), Some(name)) = (folder, to.file_name()) else {
-        return linkat(CWD, through_proc(), CWD, to, AtFlags::SYMLINK_FOLLOW)
-            .map_err(io::Error::from);
+        return link_through_proc(file, None, to);
     };
     let tried = BY_FD.load(Ordering::Relaxed);
     if tried != REFUSED {
@@ -710,12 +707,27 @@ fn link_unnamed(file: &File, folder: Option<&OwnedFd>, to: &Path) -> io::Result<
             Err(e) => return Err(e.into()),
         }
     }
-    linkat(CWD, through_proc(), folder, name, AtFlags::SYMLINK_FOLLOW)?;
+    link_through_proc(file, Some(folder), to)?;
     if tried != REFUSED {
         tracing::debug!("linking by descriptor is refused here; linking through /proc");
         BY_FD.store(REFUSED, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Links the unnamed `file` at `to` through `/proc/self/fd` (`linkat` following the magic
+/// link, which every kernel allows its owner): into `folder` by its descriptor where the
+/// file was made in one, else by path.
+#[cfg(target_os = "linux")]
+fn link_through_proc(file: &File, folder: Option<&OwnedFd>, to: &Path) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, linkat};
+    use std::os::fd::AsRawFd;
+    let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+    match (folder, to.file_name()) {
+        (Some(folder), Some(name)) => linkat(CWD, proc, folder, name, AtFlags::SYMLINK_FOLLOW),
+        _ => linkat(CWD, proc, CWD, to, AtFlags::SYMLINK_FOLLOW),
+    }
+    .map_err(io::Error::from)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -2117,6 +2129,33 @@ mod create_tests {
             "the file went through the symlink, out of the root"
         );
         placed.unwrap();
+        assert_eq!(fs::read(root.join("moved/f")).unwrap(), b"new");
+    }
+
+    /// The link kernels before 6.10 make for an unprivileged user (by descriptor is refused
+    /// there: `/proc/self/fd`, into the folder's descriptor) is as safe as the one by
+    /// descriptor: a folder swapped for a symlink after the lookup leads the file nowhere
+    /// outside the root. This machine's kernel links by descriptor, so the commit alone
+    /// would not run this route.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_link_through_proc_follows_the_folder_not_a_symlink() {
+        let (dir, root) = root_with(&["a", "../outside"]);
+        let outside = dir.path().join("outside");
+        let (temp, file, target) = staged(&root, "a/f", &WriteOptions::default());
+        fs::rename(root.join("a"), root.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("a")).unwrap();
+        link_through_proc(&file, temp.folder.as_ref(), &target).unwrap();
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "the file went through the symlink, out of the root"
+        );
+        assert_eq!(fs::read(root.join("moved/f")).unwrap(), b"new");
+        // A name that is taken is never replaced.
+        let (temp, file, _) = staged(&root, "moved/g", &WriteOptions::default());
+        let taken = link_through_proc(&file, temp.folder.as_ref(), &root.join("moved/f"));
+        assert_eq!(taken.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(root.join("moved/f")).unwrap(), b"new");
     }
 
