@@ -8,6 +8,9 @@
 //! the check it replaces (an `lstat` of every folder from the root down, each a lookup from
 //! `/`), which a first copy of many small files paid for every file.
 //!
+//! The folders such a write makes where they are missing are made the same way
+//! ([`make_folders_of`]): each in the descriptor of the one above it.
+//!
 //! Where `openat2` is missing (an older kernel, another Unix, or a seccomp filter that
 //! refuses it: [`available`]), the caller checks each folder with `lstat`
 //! instead, as before.
@@ -92,7 +95,130 @@ pub(crate) fn open_folder_of(_root: &Path, _rel: &RelPath) -> io::Result<OwnedFd
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
+/// Makes the missing folders that hold `rel` below `root` and opens (`O_PATH`) the one that
+/// holds it, where [`available`]: the same folder [`open_folder_of`] finds.
+///
+/// Each folder is looked up in the one above it without following a symlink, and a missing
+/// one is made there (`mkdirat`) with the bits `mode(depth)` gives (depth 0 is the top one;
+/// `None`: `0o777` less the umask). So a folder swapped for a symlink while the folders are
+/// made leads no new folder outside the root, as a `mkdir` of the whole path would. A root
+/// that is missing is made by path, as its own path may hold symlinks.
+///
+/// # Errors
+/// As [`open_folder_of`]'s: `ELOOP` for a symlinked folder on the way, `NotADirectory` for
+/// a file in a folder's place; or what `mkdirat` says (`PermissionDenied`, …).
+#[cfg(target_os = "linux")]
+pub(crate) fn make_folders_of(
+    root: &Path,
+    rel: &RelPath,
+    mode: impl Fn(usize) -> Option<u32>,
+) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, mkdirat, open, openat2};
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut folder = match open(root, flags, Mode::empty()) {
+        Err(rustix::io::Errno::NOENT) => {
+            std::fs::create_dir_all(root)?;
+            open(root, flags, Mode::empty())?
+        }
+        opened => opened?,
+    };
+    let Some((folders, _)) = rel.as_str().rsplit_once('/') else {
+        return Ok(folder);
+    };
+    for (depth, name) in folders.split('/').enumerate() {
+        let step =
+            |at: &OwnedFd| openat2(at, name, flags, Mode::empty(), ResolveFlags::NO_SYMLINKS);
+        folder = match step(&folder) {
+            Err(rustix::io::Errno::NOENT) => {
+                let bits = Mode::from_raw_mode(mode(depth).unwrap_or(0o777));
+                match mkdirat(&folder, name, bits) {
+                    // Made meanwhile by another write: looked up as any folder is.
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                step(&folder)?
+            }
+            opened => opened?,
+        };
+    }
+    Ok(folder)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn make_folders_of(
+    _root: &Path,
+    _rel: &RelPath,
+    _mode: impl Fn(usize) -> Option<u32>,
+) -> io::Result<OwnedFd> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// Whether an error of [`open_folder_of`] means a folder on the way is a symlink.
 pub(crate) fn is_symlinked_folder(e: &io::Error) -> bool {
     e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    /// Missing folders are made one in another: with the bits asked for per depth, and the
+    /// folder opened is the one `open_folder_of` finds.
+    #[test]
+    fn missing_folders_are_made_with_their_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let bits = |depth: usize| {
+            [Some(0o750), None, Some(0o700)]
+                .get(depth)
+                .copied()
+                .flatten()
+        };
+        let made = make_folders_of(&root, &rel("a/b/c/f"), bits).unwrap();
+        let found = open_folder_of(&root, &rel("a/b/c/f")).unwrap();
+        let (made, found) = (
+            rustix::fs::fstat(&made).unwrap(),
+            rustix::fs::fstat(&found).unwrap(),
+        );
+        assert_eq!((made.st_dev, made.st_ino), (found.st_dev, found.st_ino));
+        let mode = |p: &str| {
+            std::fs::metadata(root.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("a"), 0o750);
+        assert_eq!(mode("a/b/c"), 0o700);
+        // Made again: nothing changes, nothing fails.
+        make_folders_of(&root, &rel("a/b/c/g"), bits).unwrap();
+        assert_eq!(mode("a"), 0o750);
+    }
+
+    /// A symlinked folder on the way (a folder swapped for one after the lookup that found
+    /// a folder missing) leads no new folder outside the root: the walk refuses it. A `mkdir`
+    /// of the whole path, as before, made `outside/b`.
+    #[test]
+    fn no_folder_is_made_through_a_symlinked_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("a")).unwrap();
+        let refused = make_folders_of(&root, &rel("a/b/f"), |_| None).unwrap_err();
+        assert!(is_symlinked_folder(&refused), "{refused}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // A file in a folder's place is named as such.
+        std::fs::write(root.join("x"), b"file").unwrap();
+        let in_the_way = make_folders_of(&root, &rel("x/y/f"), |_| None).unwrap_err();
+        assert_eq!(in_the_way.kind(), io::ErrorKind::NotADirectory);
+        assert_eq!(std::fs::metadata(root.join("x")).unwrap().size(), 4);
+    }
 }

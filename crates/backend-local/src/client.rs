@@ -847,7 +847,12 @@ fn open_temp(
     // The parent usually exists: try first, create it only when missing.
     let (temp, file) = match create() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            create_parent_with(target, rel, folders)?;
+            if by_folder {
+                beneath::make_folders_of(root, path, |depth| folders.folder_mode(depth))
+                    .map_err(failed)?;
+            } else {
+                create_parent_with(target, rel, folders)?;
+            }
             create().map_err(failed)
         }
         other => other.map_err(failed),
@@ -1038,14 +1043,8 @@ fn find_folder_again(target: &Path, rel: &str, folders: &WriteOptions) -> Result
     let Some(root) = target.ancestors().nth(rel.split('/').count()) else {
         return Err(Error::not_found(BACKEND, rel));
     };
-    let failed = |e| folder_not_opened(root, &path, target, rel, e);
-    match beneath::open_folder_of(root, &path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            create_parent_with(target, rel, folders)?;
-            beneath::open_folder_of(root, &path).map_err(failed)
-        }
-        other => other.map_err(failed),
-    }
+    beneath::make_folders_of(root, &path, |depth| folders.folder_mode(depth))
+        .map_err(|e| folder_not_opened(root, &path, target, rel, e))
 }
 
 /// The error for a file that could not be put at `target`. When a folder that could not be

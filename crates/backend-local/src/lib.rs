@@ -81,9 +81,10 @@
 //!   reads what a listing showed). A write that creates a file (Linux 5.6 and later) needs no
 //!   separate check: its folder is opened in one lookup that refuses any symlink below the
 //!   root (`openat2` with `RESOLVE_NO_SYMLINKS`), and the file is made and linked in that
-//!   folder by descriptor, so a symlink swapped in meanwhile cannot redirect it. Elsewhere
-//!   (overwrites, deletes, renames, folders being created) a symlink swapped in between the
-//!   check and the operation is not caught.
+//!   folder by descriptor, so a symlink swapped in meanwhile cannot redirect it. The folders
+//!   such a write makes are made the same way, each in the one above it, opened without
+//!   following a symlink. Elsewhere (overwrites, deletes, renames, the folders they make) a
+//!   symlink swapped in between the check and the operation is not caught.
 
 mod beneath;
 mod chunked_read;
