@@ -2005,7 +2005,7 @@ impl Executor {
                     // The kept loser is an addition on its side: where the mode copies
                     // additions that way, it reaches the other side in this run, unless the
                     // filters exclude its name (then it stays where it was kept).
-                    if self.copies_additions_from(loser) && !self.rules.is_ignored(&kept.path) {
+                    if self.mode.copies_to(loser.other()) && !self.rules.is_ignored(&kept.path) {
                         follow_ups.push(Action::Copy {
                             from: loser,
                             entry: kept,
@@ -2024,14 +2024,6 @@ impl Executor {
             vanished: false,
             kept_as,
         })
-    }
-
-    /// True when the mode copies files added on `side` to the other side.
-    fn copies_additions_from(&self, side: Side) -> bool {
-        match side {
-            Side::Source => self.mode.allows_upload(),
-            Side::Destination => self.mode.allows_download(),
-        }
     }
 
     async fn keep_both(&self, source: &Entry, destination: &Entry) -> Result<Done, Error> {
