@@ -22,7 +22,7 @@ use crate::entry::Entry;
 use crate::entry_filter::EntryFilter;
 use crate::error::{Error, SyncError};
 use crate::exec::{
-    Executor, ResolvedRecovery, StaleIntents, overlay_base, recover_intents, return_stepped_files,
+    Executor, ResolvedRecovery, overlay_base, recover_intents, return_stepped_files,
     with_waiting_files,
 };
 use crate::folding;
@@ -699,23 +699,12 @@ impl SyncEngine {
         // a failed flush may have lost are made again. An accepted new root is not what the
         // base describes: plan as if there were none.
         let found = recover_intents(store, source, destination).await?;
-        let stale_intents = found.stale();
+        let stale_intents = found.found > 0 || found.unflushed;
         let (recovered, rewrites) = if roots.accepted {
             (Vec::new(), Vec::new())
         } else {
             (found.records, found.rewrites)
         };
-        // The plan sees the records of the copies to make again; the base gets only the
-        // records of the copies made.
-        let overlay: Vec<BaseRecord> = recovered
-            .iter()
-            .cloned()
-            .chain(rewrites.iter().map(|(r, _)| r.clone()))
-            .collect();
-        let rewrites = rewrites
-            .into_iter()
-            .map(|(r, side)| (r.path, side))
-            .collect();
         let reconciler =
             Reconciler::new(policy, opts.checksum, source.clone(), destination.clone())
                 .with_filter(EntryFilter::from_options(opts))
@@ -735,7 +724,7 @@ impl SyncEngine {
                 })
                 .boxed()
         } else {
-            overlay_base(store.stream(), overlay)
+            overlay_base(store.stream(), recovered.clone())
         };
         // The base of a path the rules exclude stays as it is, unseen by the reconciler: it
         // is in neither listing, and would be read as deleted on both sides and forgotten, so
@@ -1047,15 +1036,9 @@ struct PlanInputs<'a> {
 }
 
 /// A plan and what the run needs from its planning pass: the ignored-entry counter, the
-/// clients' skipped counts before it, the copies recovered from intents and the intents
-/// (or the mark of a failed flush) left to clear.
-type Planned = (
-    Plan,
-    Arc<AtomicU64>,
-    [u64; 2],
-    Vec<BaseRecord>,
-    Option<StaleIntents>,
-);
+/// clients' skipped counts before it, the copies recovered from intents and whether intents
+/// (or the mark of a failed flush) were left to clear.
+type Planned = (Plan, Arc<AtomicU64>, [u64; 2], Vec<BaseRecord>, bool);
 
 /// Whether a listing error is the order check's (see [`check_order`]).
 fn is_out_of_order(e: &Error) -> bool {

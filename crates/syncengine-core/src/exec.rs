@@ -72,20 +72,6 @@ pub enum ResolvedRecovery {
     BackupDir(Arc<dyn StorageClient>),
 }
 
-/// Intents an earlier run left, for [`Executor::stale_intents`].
-#[derive(Clone, Copy, Debug)]
-pub struct StaleIntents {
-    /// The last of their batches ([`Recovered::last`]): this run's own come after it.
-    pub last: Option<IntentBatch>,
-    /// Some are copies a failed flush may have lost, planned again
-    /// ([`Recovered::rewrites`]). The intents and the mark of the failed flush then stay
-    /// until the run has ended with every action done and its base written: a run killed,
-    /// cancelled or failing part way leaves the suspicion to the next run, which plans the
-    /// copies not made yet again. Otherwise they go once the plan's base updates (which
-    /// include the records recovered from them) are written.
-    pub until_the_end: bool,
-}
-
 /// Runs a plan.
 pub struct Executor {
     /// Source client.
@@ -113,9 +99,10 @@ pub struct Executor {
     /// The pair's mode: a kept conflict loser goes to the other side in the same run when the
     /// mode copies additions in that direction.
     pub mode: SyncMode,
-    /// Intents an earlier, interrupted run left (see [`recover_intents`]), to clear once
-    /// they have served; `None` when there are none.
-    pub stale_intents: Option<StaleIntents>,
+    /// The state holds intents of an earlier, interrupted run (see [`recover_intents`]):
+    /// they are cleared once the plan's base updates (which include what was recovered from
+    /// them) are written.
+    pub stale_intents: bool,
     /// `--checksum`: the base keeps a content hash for every file it records where one is
     /// cheap to have, so an edit that keeps size and mtime is seen.
     pub checksum: bool,
@@ -379,11 +366,12 @@ impl Executor {
                 .extend(std::iter::once(update.map_err(spill_error)?))
                 .await?;
         }
-        if let Some(stale) = self.stale_intents.filter(|s| !s.until_the_end) {
+        if self.stale_intents {
             // What the old intents told us is in the updates above: once those are written,
             // the intents have served.
             writer.flush().await?;
-            self.clear_intents_through(stale.last).await?;
+            let store = self.store.clone();
+            blocking(move || store.clear_all_intents()).await?;
         }
 
         // One pass over the plan takes out the groups that run apart: the few that must go
@@ -508,21 +496,7 @@ impl Executor {
             writer.flush().await?;
             return Err(SyncError::Cancelled);
         }
-        writer.flush().await?;
-        if let Some(stale) = self.stale_intents.filter(|s| s.until_the_end)
-            && stats.errors == 0
-        {
-            // Every copy made again is durable and recorded.
-            self.clear_intents_through(stale.last).await?;
-        }
-        Ok(())
-    }
-
-    /// Forgets the intents an earlier run left, through batch `last`, and the marks of
-    /// failed flushes.
-    async fn clear_intents_through(&self, last: Option<IntentBatch>) -> Result<(), SyncError> {
-        let store = self.store.clone();
-        blocking(move || store.clear_intents_through(last)).await
+        writer.flush().await
     }
 
     /// Runs `work` unless the run is cancelled first (or while it runs): `None` then. A
@@ -3079,31 +3053,17 @@ pub struct Recovered {
     /// Base records of the copies that landed, in path order.
     pub records: Vec<BaseRecord>,
     /// Copies that look landed on a side whose flush failed (see
-    /// [`StateStore::mark_unflushed`]), each with its record and the side written, in
-    /// path order: what they read back may be the page cache's alone. The plan takes the
-    /// records like the others (an edit of either side since is then a change of one side,
-    /// not a conflict) and makes the copies again where neither side changed since
-    /// ([`Reconciler::with_rewrites`](crate::reconcile::Reconciler::with_rewrites)); the
-    /// base is not given the records; it records the copies made again.
-    pub rewrites: Vec<(BaseRecord, Side)>,
+    /// [`StateStore::mark_unflushed`]), with the side written, in path order: what they
+    /// read back may be the page cache's alone. They are recorded like the others (an edit
+    /// of either side since is then a change of one side, not a conflict), and where
+    /// neither side changed since they are made again
+    /// ([`Reconciler::with_rewrites`](crate::reconcile::Reconciler::with_rewrites)).
+    pub rewrites: Vec<(RelPath, Side)>,
     /// Intents found.
     pub found: usize,
     /// A side's flush failed since the intents were last cleared: the run clears the mark
     /// with the intents, even where none were left.
     pub unflushed: bool,
-    /// The last batch of the intents read: what the run clears once they have served
-    /// ([`StateStore::clear_intents_through`]), leaving its own.
-    pub last: Option<IntentBatch>,
-}
-
-impl Recovered {
-    /// What the run must clear of the intents, and when; `None` when nothing was left.
-    pub fn stale(&self) -> Option<StaleIntents> {
-        (self.found > 0 || self.unflushed).then_some(StaleIntents {
-            last: self.last,
-            until_the_end: !self.rewrites.is_empty(),
-        })
-    }
 }
 
 /// Turns the intents an interrupted run left into base records, for the copies that landed.
@@ -3128,9 +3088,9 @@ pub async fn recover_intents(
     source: &Arc<dyn StorageClient>,
     destination: &Arc<dyn StorageClient>,
 ) -> Result<Recovered, SyncError> {
-    let (unflushed, last) = {
+    let unflushed = {
         let store = store.clone();
-        blocking(move || Ok((store.unflushed_sides()?, store.last_intent_batch()?))).await?
+        blocking(move || store.unflushed_sides()).await?
     };
     let intents = {
         let store = store.clone();
@@ -3193,26 +3153,23 @@ pub async fn recover_intents(
         if !landed(client.as_ref(), &now, &intent.version).await {
             continue;
         }
-        let to = intent.to;
-        let (source, destination) = match to {
+        if unflushed[intent.to.index()] {
+            tracing::info!(path = %intent.path, side = %intent.to, "a copy made before a failed flush is made again");
+            rewrites.push((intent.path.clone(), intent.to));
+        } else {
+            tracing::info!(path = %intent.path, side = %intent.to, "an interrupted copy had landed; recorded");
+        }
+        let (source, destination) = match intent.to {
             Side::Destination => (intent.version, SideRecord::from_entry(&now)),
             Side::Source => (SideRecord::from_entry(&now), intent.version),
         };
-        let record = BaseRecord::new(intent.path, source, destination);
-        if unflushed[to.index()] {
-            tracing::info!(path = %record.path, side = %to, "a copy made before a failed flush is made again");
-            rewrites.push((record, to));
-        } else {
-            tracing::info!(path = %record.path, side = %to, "an interrupted copy had landed; recorded");
-            records.push(record);
-        }
+        records.push(BaseRecord::new(intent.path, source, destination));
     }
     Ok(Recovered {
         records,
         rewrites,
         found,
         unflushed: unflushed.contains(&true),
-        last,
     })
 }
 

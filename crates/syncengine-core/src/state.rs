@@ -767,36 +767,17 @@ impl StateStore {
         Ok(())
     }
 
-    /// The last batch of intents recorded and not settled, if any: what
-    /// [`clear_intents_through`](StateStore::clear_intents_through) takes to clear what an
-    /// earlier run left and nothing recorded after.
-    ///
-    /// # Errors
-    /// [`SyncError::State`] when the database cannot be read.
-    pub fn last_intent_batch(&self) -> Result<Option<IntentBatch>, SyncError> {
-        let conn = self.conn()?;
-        conn.query_row("SELECT MAX(id) FROM intent_batches", [], |r| {
-            r.get::<_, Option<i64>>(0)
-        })
-        .map(|id| id.map(IntentBatch))
-        .map_err(|e| self.err("reading copy intents", e))
-    }
-
-    /// Forgets the intent batches up to `last` (every one when it is the
-    /// [`last_intent_batch`](StateStore::last_intent_batch)), and the marks of failed
-    /// flushes that made them suspect ([`mark_unflushed`](StateStore::mark_unflushed)), in
-    /// one transaction. Batches recorded after `last` stay. With `None` only the marks go.
+    /// Forgets every intent, and the marks of failed flushes that made them suspect
+    /// ([`mark_unflushed`](StateStore::mark_unflushed)).
     ///
     /// # Errors
     /// [`SyncError::State`] when the database cannot be written.
-    pub fn clear_intents_through(&self, last: Option<IntentBatch>) -> Result<(), SyncError> {
+    pub fn clear_all_intents(&self) -> Result<(), SyncError> {
         let mut conn = self.conn()?;
         let ctx = |e| self.err("clearing copy intents", e);
         let tx = conn.transaction().map_err(ctx)?;
-        if let Some(last) = last {
-            tx.execute("DELETE FROM intent_batches WHERE id <= ?1", params![last.0])
-                .map_err(ctx)?;
-        }
+        tx.execute_batch("DELETE FROM intent_batches;")
+            .map_err(ctx)?;
         for side in [Side::Source, Side::Destination] {
             tx.execute(
                 "DELETE FROM meta WHERE key = ?1",
@@ -811,8 +792,8 @@ impl StateStore {
     /// returned `EIO`). Whatever a run wrote there since its last good barrier may be lost
     /// on the disk while it still reads back whole from the page cache, so the intents left
     /// for that side cannot be trusted by size and mtime: the next run copies those files
-    /// again instead of trusting them ([`crate::exec::recover_intents`]). The mark goes with
-    /// the intents ([`clear_intents_through`](StateStore::clear_intents_through)).
+    /// again instead of recording them as landed ([`crate::exec::recover_intents`]). The mark
+    /// goes with the intents ([`clear_all_intents`](StateStore::clear_all_intents)).
     ///
     /// # Errors
     /// [`SyncError::State`] when the database cannot be written.
@@ -2121,25 +2102,14 @@ mod tests {
         store
             .settle_intents(first, std::slice::from_ref(&a))
             .unwrap();
-        assert_eq!(store.intents().unwrap(), std::slice::from_ref(&newer));
+        assert_eq!(store.intents().unwrap(), [newer]);
         store.settle_intents(second, &[]).unwrap();
         assert_eq!(store.intents().unwrap(), [a]);
         store.settle_intents(first, &[]).unwrap();
         assert!(store.intents().unwrap().is_empty());
-        // Clearing what an earlier run left keeps what was recorded after it, and takes the
-        // marks of failed flushes with it.
-        let left = store.record_intents(std::slice::from_ref(&b)).unwrap();
-        store.mark_unflushed(Side::Source).unwrap();
-        assert_eq!(store.unflushed_sides().unwrap(), [true, false]);
-        assert_eq!(store.last_intent_batch().unwrap(), Some(left));
-        let own = store.record_intents(std::slice::from_ref(&newer)).unwrap();
-        store.clear_intents_through(Some(left)).unwrap();
-        assert_eq!(store.intents().unwrap(), [newer]);
-        assert_eq!(store.unflushed_sides().unwrap(), [false, false]);
-        assert_eq!(store.last_intent_batch().unwrap(), Some(own));
-        store.clear_intents_through(Some(own)).unwrap();
+        store.record_intents(&[b]).unwrap();
+        store.clear_all_intents().unwrap();
         assert!(store.intents().unwrap().is_empty());
-        assert_eq!(store.last_intent_batch().unwrap(), None);
         // The base is untouched by all of it.
         assert_eq!(store.count().unwrap(), 0);
     }
@@ -2189,9 +2159,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!((version, legacy), (SCHEMA_VERSION, 0));
-        store
-            .clear_intents_through(store.last_intent_batch().unwrap())
-            .unwrap();
+        store.clear_all_intents().unwrap();
         assert!(store.intents().unwrap().is_empty());
     }
 
