@@ -1,0 +1,447 @@
+//! Red team 28: the copies a failed flush covered (`StateStore::mark_unflushed`) are made
+//! again by the next run (`Recovered::rewrites`, `Reconciler::with_rewrites`). What may they
+//! not do: leave a file the disk lost taken for synced, however that next run goes (a
+//! re-copy that fails, a run stopped before its re-copies, a run that may not write there,
+//! a rename on the other side, a second failed flush), or mark only one of two failing sides.
+//!
+//! The sides are [`LossyDisk`]s: a memory store with a page cache in front of a disk. A
+//! write lands in the cache (it reads back whole at once) and is dirty until a barrier; a
+//! barrier of a failing disk loses every dirty write (the disk lost it, the cache still
+//! serves it) and fails, once, as `syncfs` reports a writeback error. [`LossyDisk::lost`]
+//! names the files whose content the disk does not hold: what a reader finds once the cache
+//! is dropped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use syncengine_core::state::StateStore;
+use syncengine_core::{
+    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, MemoryClient, ReadOptions,
+    RelPath, Result, Side, StorageClient, StorageClientExt, SyncEngine, SyncError, SyncMode,
+    SyncOptions, SyncPair, TransferOptions, WriteOptions,
+};
+use tokio_util::sync::CancellationToken;
+
+fn rel(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+/// A memory store behind a page cache (see the module's doc).
+#[derive(Debug)]
+struct LossyDisk {
+    inner: Arc<MemoryClient>,
+    /// Files written since the last barrier: in the cache only.
+    dirty: Mutex<BTreeSet<RelPath>>,
+    /// Files whose content the disk lost (they read back whole from the cache).
+    lost: Mutex<BTreeSet<RelPath>>,
+    /// The disk fails its writeback: a barrier loses what is dirty and fails.
+    failing: AtomicBool,
+    /// Paths whose writes fail (a permission error, say).
+    failing_writes: Mutex<HashSet<RelPath>>,
+    name: &'static str,
+}
+
+impl LossyDisk {
+    fn new(inner: Arc<MemoryClient>, name: &'static str) -> Arc<Self> {
+        Arc::new(LossyDisk {
+            inner,
+            dirty: Mutex::default(),
+            lost: Mutex::default(),
+            failing: AtomicBool::new(false),
+            failing_writes: Mutex::default(),
+            name,
+        })
+    }
+
+    fn fail(&self, on: bool) {
+        self.failing.store(on, Ordering::SeqCst);
+    }
+
+    fn fail_write(&self, path: &str) {
+        self.failing_writes.lock().unwrap().insert(rel(path));
+    }
+
+    fn heal_writes(&self) {
+        self.failing_writes.lock().unwrap().clear();
+    }
+
+    /// The kernel's own writeback between runs: what is dirty reaches the disk, or is lost
+    /// if the disk fails (nobody is told: no barrier asked).
+    fn writeback(&self) {
+        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap());
+        if self.failing.load(Ordering::SeqCst) {
+            self.lost.lock().unwrap().extend(dirty);
+        }
+    }
+
+    /// The user's files (not the engine's own folder) whose content the disk lost.
+    fn lost(&self) -> Vec<String> {
+        self.lost
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| !p.as_str().starts_with(".syncengine"))
+            .map(|p| p.as_str().to_owned())
+            .collect()
+    }
+
+    fn wrote(&self, path: &RelPath) {
+        self.lost.lock().unwrap().remove(path);
+        self.dirty.lock().unwrap().insert(path.clone());
+    }
+}
+
+impl std::fmt::Display for LossyDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "lossy disk {}", self.name)
+    }
+}
+
+#[async_trait]
+impl StorageClient for LossyDisk {
+    fn backend(&self) -> &'static str {
+        "lossy"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
+        self.inner.list(prefix)
+    }
+    async fn stat(&self, path: &RelPath) -> Result<Entry> {
+        self.inner.stat(path).await
+    }
+    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
+        self.inner.read_opts(path, opts).await
+    }
+    async fn write_opts(
+        &self,
+        path: &RelPath,
+        body: ByteStream,
+        opts: WriteOptions,
+    ) -> Result<Entry> {
+        if self.failing_writes.lock().unwrap().contains(path) {
+            return Err(Error::other("lossy", path.as_str(), "permission denied"));
+        }
+        let entry = self.inner.write_opts(path, body, opts).await?;
+        self.wrote(path);
+        Ok(entry)
+    }
+    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
+        self.inner.delete_opts(path, opts).await?;
+        self.lost.lock().unwrap().remove(path);
+        self.dirty.lock().unwrap().remove(path);
+        Ok(())
+    }
+    async fn sync_written(&self) -> Result<()> {
+        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap());
+        if self.failing.load(Ordering::SeqCst) {
+            self.lost.lock().unwrap().extend(dirty);
+            return Err(Error::other("lossy", "", "disk flush failed (EIO)"));
+        }
+        Ok(())
+    }
+    async fn copy_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        // Read from the cache: the copy holds the whole content, and is dirty itself.
+        let entry = self.inner.copy_opts(from, to, opts).await?;
+        self.wrote(to);
+        Ok(entry)
+    }
+    async fn rename_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        // The file moves with whatever the disk holds of it.
+        let entry = self.inner.rename_opts(from, to, opts).await?;
+        for set in [&self.lost, &self.dirty] {
+            let mut set = set.lock().unwrap();
+            let had = set.remove(from);
+            set.remove(to);
+            if had {
+                set.insert(to.clone());
+            }
+        }
+        Ok(entry)
+    }
+}
+
+/// A source with `n` files `d/fNN` and an empty destination, both lossy.
+async fn pair_of_disks(n: usize) -> (Arc<LossyDisk>, Arc<LossyDisk>) {
+    let source = LossyDisk::new(Arc::new(MemoryClient::new()), "source");
+    for i in 0..n {
+        source
+            .inner
+            .put(
+                &rel(&format!("d/f{i:02}")),
+                Bytes::from(format!("content {i}")),
+            )
+            .await
+            .unwrap();
+    }
+    let destination = LossyDisk::new(Arc::new(MemoryClient::new()), "destination");
+    (source, destination)
+}
+
+fn pair(source: &Arc<LossyDisk>, destination: &Arc<LossyDisk>, mode: SyncMode) -> SyncPair {
+    SyncPair::new(source.clone(), destination.clone(), mode)
+}
+
+/// Run 1 of a mirror: the destination's disk fails, so every copy is lost there while it
+/// reads back whole. Returns how many copies the disk lost.
+async fn failed_mirror(
+    engine: &SyncEngine,
+    source: &Arc<LossyDisk>,
+    destination: &Arc<LossyDisk>,
+) -> usize {
+    destination.fail(true);
+    let err = engine
+        .sync_pair(&pair(source, destination, SyncMode::SourceToDestination))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SyncError::Storage {
+                side: Side::Destination,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    destination.writeback();
+    destination.fail(false);
+    let lost = destination.lost().len();
+    assert!(
+        lost > 0,
+        "the failed flush lost nothing: the test tests nothing"
+    );
+    lost
+}
+
+/// Runs healthy mirrors until one has nothing to do (at most three).
+async fn settle(engine: &SyncEngine, source: &Arc<LossyDisk>, destination: &Arc<LossyDisk>) {
+    for _ in 0..3 {
+        let stats = engine
+            .sync_pair(&pair(source, destination, SyncMode::SourceToDestination))
+            .await
+            .unwrap();
+        if stats.uploaded + stats.downloaded + stats.errors == 0 {
+            return;
+        }
+    }
+}
+
+/// A re-copy that fails (a permission error on that one file) does not make the file
+/// trusted: the run after it, healthy, copies it again. Before: run 2 recorded the suspect
+/// copy from its intent and cleared the mark at its start, so the file was synced for good
+/// while the disk held none of it.
+#[tokio::test]
+async fn a_recopy_that_fails_leaves_the_file_suspect() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let (source, destination) = pair_of_disks(12).await;
+    failed_mirror(&engine, &source, &destination).await;
+
+    destination.fail_write("d/f07");
+    let stats = engine
+        .sync_pair(&pair(&source, &destination, SyncMode::SourceToDestination))
+        .await
+        .unwrap();
+    assert_eq!(stats.errors, 1, "{stats:?}");
+    assert_eq!(destination.lost(), ["d/f07"], "{stats:?}");
+    destination.heal_writes();
+
+    settle(&engine, &source, &destination).await;
+    assert!(
+        destination.lost().is_empty(),
+        "the disk lost {:?} and the engine takes them for synced",
+        destination.lost()
+    );
+}
+
+/// A re-copy run stopped before its copies start (a pause of `watch`, Ctrl-C) leaves them
+/// to the next run. Before: the mark and the intents were cleared as the run began, and
+/// the next run found nothing to do.
+#[tokio::test]
+async fn a_recopy_run_stopped_before_its_copies_leaves_them_suspect() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let (source, destination) = pair_of_disks(12).await;
+    let lost = failed_mirror(&engine, &source, &destination).await;
+
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let stopped = SyncEngine::new(state.path()).with_stop_starting(stop);
+    let err = stopped
+        .sync_pair(&pair(&source, &destination, SyncMode::SourceToDestination))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SyncError::Cancelled), "{err}");
+    assert_eq!(destination.lost().len(), lost);
+
+    settle(&engine, &source, &destination).await;
+    assert!(
+        destination.lost().is_empty(),
+        "the disk lost {:?} and the engine takes them for synced",
+        destination.lost()
+    );
+}
+
+/// A run that may not write the suspect copies (the destination protected, a mode that
+/// copies the other way, the files excluded) leaves them suspect, and a later mirror makes
+/// them again. Before: that run cleared the mark, and the copies were trusted from then on.
+#[tokio::test]
+async fn a_run_that_may_not_recopy_keeps_the_suspicion() {
+    type Twist = fn(SyncPair) -> SyncPair;
+    let twists: [(&str, Twist); 3] = [
+        ("protected destination", |p| {
+            p.with_options(SyncOptions::default().with_protected(Side::Destination))
+        }),
+        ("destination-to-source", |mut p| {
+            p.mode = SyncMode::DestinationToSource;
+            p
+        }),
+        ("excluded", |p| {
+            p.with_options(SyncOptions::default().with_excludes(["d/"]))
+        }),
+    ];
+    for (name, twist) in twists {
+        let state = tempfile::tempdir().unwrap();
+        let engine = SyncEngine::new(state.path());
+        let (source, destination) = pair_of_disks(6).await;
+        let lost = failed_mirror(&engine, &source, &destination).await;
+
+        let stats = engine
+            .sync_pair(&twist(pair(
+                &source,
+                &destination,
+                SyncMode::SourceToDestination,
+            )))
+            .await
+            .unwrap();
+        assert_eq!(stats.uploaded, 0, "{name}: {stats:?}");
+        assert_eq!(destination.lost().len(), lost, "{name}");
+        // Nothing the disk lost went to the other side.
+        assert!(source.lost().is_empty(), "{name}");
+
+        settle(&engine, &source, &destination).await;
+        assert!(
+            destination.lost().is_empty(),
+            "{name}: the disk lost {:?} and the engine takes them for synced",
+            destination.lost()
+        );
+    }
+}
+
+/// Both sides on one failing disk (two folders of one filesystem): each side's barrier
+/// fails, and both are marked. Before: the source's failure ended the barriers, the
+/// destination's was never asked, and its copies were trusted by the next run.
+#[tokio::test]
+async fn both_failing_sides_are_marked() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let source = LossyDisk::new(Arc::new(MemoryClient::new()), "source");
+    let destination = LossyDisk::new(Arc::new(MemoryClient::new()), "destination");
+    for i in 0..6 {
+        source
+            .inner
+            .put(&rel(&format!("s/f{i}")), Bytes::from(format!("s {i}")))
+            .await
+            .unwrap();
+        destination
+            .inner
+            .put(&rel(&format!("d/f{i}")), Bytes::from(format!("d {i}")))
+            .await
+            .unwrap();
+    }
+    source.fail(true);
+    destination.fail(true);
+    let p = pair(&source, &destination, SyncMode::TwoWay);
+    let err = engine.sync_pair(&p).await.unwrap_err();
+    assert!(matches!(err, SyncError::Storage { .. }), "{err}");
+    source.writeback();
+    destination.writeback();
+    source.fail(false);
+    destination.fail(false);
+    assert!(!source.lost().is_empty() && !destination.lost().is_empty());
+
+    let store = StateStore::open(state.path(), &p.id().await.unwrap()).unwrap();
+    assert_eq!(store.unflushed_sides().unwrap(), [true, true]);
+    drop(store);
+
+    for _ in 0..3 {
+        engine.sync_pair(&p).await.unwrap();
+    }
+    assert!(
+        source.lost().is_empty() && destination.lost().is_empty(),
+        "lost and taken for synced: source {:?}, destination {:?}",
+        source.lost(),
+        destination.lost()
+    );
+}
+
+/// A file renamed on the source after the failed run: the rename detection must not carry
+/// the destination's suspect copy to the new name (it is the lost content under a new
+/// name). Before: the destination's `d/f03` was renamed to `d/g03` and recorded.
+#[tokio::test]
+async fn a_rename_on_the_origin_does_not_carry_a_suspect_copy() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let (source, destination) = pair_of_disks(6).await;
+    failed_mirror(&engine, &source, &destination).await;
+
+    source
+        .inner
+        .rename(&rel("d/f03"), &rel("d/g03"))
+        .await
+        .unwrap();
+    settle(&engine, &source, &destination).await;
+    assert_eq!(
+        destination
+            .inner
+            .read_to_bytes(&rel("d/g03"))
+            .await
+            .unwrap(),
+        Bytes::from("content 3")
+    );
+    assert!(
+        destination.lost().is_empty(),
+        "the disk lost {:?} and the engine takes them for synced",
+        destination.lost()
+    );
+}
+
+/// A dry run after the failed flush lists the copies to be made again, and leaves the mark
+/// and the intents for the real run.
+#[tokio::test]
+async fn a_dry_run_keeps_the_mark_and_lists_the_recopies() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let (source, destination) = pair_of_disks(6).await;
+    let lost = failed_mirror(&engine, &source, &destination).await;
+
+    let p = pair(&source, &destination, SyncMode::SourceToDestination)
+        .with_options(SyncOptions::default().with_dry_run(true));
+    let stats = engine.sync_pair(&p).await.unwrap();
+    assert!(stats.dry_run);
+    assert_eq!(stats.uploaded, lost as u64, "{stats:?}");
+    let store = StateStore::open(state.path(), &p.id().await.unwrap()).unwrap();
+    assert_eq!(store.unflushed_sides().unwrap(), [false, true]);
+    assert_eq!(store.intents().unwrap().len(), lost);
+    drop(store);
+
+    settle(&engine, &source, &destination).await;
+    assert!(destination.lost().is_empty(), "{:?}", destination.lost());
+}
