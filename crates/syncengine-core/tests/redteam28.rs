@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -25,6 +25,7 @@ use syncengine_core::{
     RelPath, Result, Side, StorageClient, StorageClientExt, SyncEngine, SyncError, SyncMode,
     SyncOptions, SyncPair, TransferOptions, WriteOptions,
 };
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 fn rel(s: &str) -> RelPath {
@@ -43,6 +44,12 @@ struct LossyDisk {
     failing: AtomicBool,
     /// Paths whose writes fail (a permission error, say).
     failing_writes: Mutex<HashSet<RelPath>>,
+    /// Barriers asked so far, and the number of the first to fail (0: none), besides
+    /// `failing`.
+    barriers: AtomicU64,
+    fail_from_barrier: AtomicU64,
+    /// Once this many more writes of the user's files have returned, `killed` is notified.
+    kill_after: Mutex<Option<(usize, Arc<Notify>)>>,
     name: &'static str,
 }
 
@@ -54,6 +61,9 @@ impl LossyDisk {
             lost: Mutex::default(),
             failing: AtomicBool::new(false),
             failing_writes: Mutex::default(),
+            barriers: AtomicU64::new(0),
+            fail_from_barrier: AtomicU64::new(0),
+            kill_after: Mutex::default(),
             name,
         })
     }
@@ -90,9 +100,23 @@ impl LossyDisk {
             .collect()
     }
 
-    fn wrote(&self, path: &RelPath) {
+    /// Notes a write of `path` that returned; true when the run is to be killed now.
+    fn wrote(&self, path: &RelPath) -> bool {
         self.lost.lock().unwrap().remove(path);
         self.dirty.lock().unwrap().insert(path.clone());
+        if path.as_str().starts_with(".syncengine") {
+            return false;
+        }
+        let mut kill = self.kill_after.lock().unwrap();
+        if let Some((left, killed)) = kill.as_mut() {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                killed.notify_one();
+                *kill = None;
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -129,7 +153,10 @@ impl StorageClient for LossyDisk {
             return Err(Error::other("lossy", path.as_str(), "permission denied"));
         }
         let entry = self.inner.write_opts(path, body, opts).await?;
-        self.wrote(path);
+        if self.wrote(path) {
+            // Killed: the run goes no further.
+            std::future::pending::<()>().await;
+        }
         Ok(entry)
     }
     async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
@@ -140,7 +167,9 @@ impl StorageClient for LossyDisk {
     }
     async fn sync_written(&self) -> Result<()> {
         let dirty = std::mem::take(&mut *self.dirty.lock().unwrap());
-        if self.failing.load(Ordering::SeqCst) {
+        let number = self.barriers.fetch_add(1, Ordering::SeqCst) + 1;
+        let from = self.fail_from_barrier.load(Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) || (from > 0 && number >= from) {
             self.lost.lock().unwrap().extend(dirty);
             return Err(Error::other("lossy", "", "disk flush failed (EIO)"));
         }
@@ -154,7 +183,9 @@ impl StorageClient for LossyDisk {
     ) -> Result<Entry> {
         // Read from the cache: the copy holds the whole content, and is dirty itself.
         let entry = self.inner.copy_opts(from, to, opts).await?;
-        self.wrote(to);
+        if self.wrote(to) {
+            std::future::pending::<()>().await;
+        }
         Ok(entry)
     }
     async fn rename_opts(
@@ -444,4 +475,93 @@ async fn a_dry_run_keeps_the_mark_and_lists_the_recopies() {
 
     settle(&engine, &source, &destination).await;
     assert!(destination.lost().is_empty(), "{:?}", destination.lost());
+}
+
+/// The re-copy run killed part way (its future dropped, as SIGKILL ends a process: no
+/// state is written after). The kernel writes its re-copies back meanwhile (the disk works
+/// again); the run after it must still make the others again. Before: the mark and the
+/// intents went as the killed run began, and the copies it had not reached were trusted.
+#[tokio::test]
+async fn a_recopy_run_killed_part_way_leaves_the_rest_suspect() {
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let (source, destination) = pair_of_disks(12).await;
+    failed_mirror(&engine, &source, &destination).await;
+
+    let killed = Arc::new(Notify::new());
+    *destination.kill_after.lock().unwrap() = Some((3, killed.clone()));
+    let one = SyncEngine::new(state.path());
+    let p = pair(&source, &destination, SyncMode::SourceToDestination)
+        .with_options(SyncOptions::default().with_transfers(1));
+    tokio::select! {
+        biased;
+        _ = killed.notified() => {}
+        r = one.sync_pair(&p) => panic!("the run ended before the kill: {r:?}"),
+    }
+    destination.writeback();
+    let left = destination.lost().len();
+    assert!(left > 0 && left < 12, "{left} lost after the kill");
+
+    settle(&engine, &source, &destination).await;
+    assert!(
+        destination.lost().is_empty(),
+        "the disk lost {:?} and the engine takes them for synced",
+        destination.lost()
+    );
+}
+
+/// A second failed flush while the copies are made again: the first barrier of the re-copy
+/// run passes, a later one fails before every re-copy is made. The copies it had not
+/// reached stay suspect. Before: they were trusted by the run after it (no intent was left
+/// for them, their base records said synced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_failed_flush_during_the_recopies_leaves_the_rest_suspect() {
+    // More than one batch of base updates (4096): the re-copy run's second barrier comes
+    // before its last copies.
+    const FILES: usize = 5000;
+    let state = tempfile::tempdir().unwrap();
+    let engine = SyncEngine::new(state.path());
+    let source = LossyDisk::new(Arc::new(MemoryClient::new()), "source");
+    for i in 0..FILES {
+        source
+            .inner
+            .put(
+                &rel(&format!("d{}/f{i}", i % 50)),
+                Bytes::from(format!("c {i}")),
+            )
+            .await
+            .unwrap();
+    }
+    let destination = LossyDisk::new(Arc::new(MemoryClient::new()), "destination");
+    // (The failed barrier ends the run before its last copies: some were never made.)
+    failed_mirror(&engine, &source, &destination).await;
+
+    destination.barriers.store(0, Ordering::SeqCst);
+    destination.fail_from_barrier.store(2, Ordering::SeqCst);
+    let p = pair(&source, &destination, SyncMode::SourceToDestination);
+    let err = engine.sync_pair(&p).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SyncError::Storage {
+                side: Side::Destination,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    destination.writeback();
+    destination.fail_from_barrier.store(0, Ordering::SeqCst);
+    let store = StateStore::open(state.path(), &p.id().await.unwrap()).unwrap();
+    assert_eq!(store.unflushed_sides().unwrap(), [false, true]);
+    drop(store);
+
+    settle(&engine, &source, &destination).await;
+    let left = destination.lost();
+    assert!(
+        left.is_empty(),
+        "the disk lost {} files (first {:?}) and the engine takes them for synced",
+        left.len(),
+        left.first()
+    );
 }
