@@ -22,7 +22,7 @@ use crate::entry::Entry;
 use crate::entry_filter::EntryFilter;
 use crate::error::{Error, SyncError};
 use crate::exec::{
-    Executor, ResolvedRecovery, overlay_base, recover_intents, return_stepped_files,
+    Executor, ResolvedRecovery, Suspects, overlay_base, recover_intents, return_stepped_files,
     with_waiting_files,
 };
 use crate::folding;
@@ -37,7 +37,7 @@ use crate::progress::{ActionReport, PlanGroup, ProgressEvent};
 use crate::protect;
 use crate::reconcile::Reconciler;
 use crate::spill::{SpillVec, spill_error};
-use crate::state::{BaseRecord, BaseUpdate, PairLock, StateStore};
+use crate::state::{BaseRecord, BaseUpdate, Intent, PairLock, StateStore};
 use crate::stats::SyncStats;
 use crate::verify::read_own_file;
 
@@ -329,7 +329,7 @@ impl SyncEngine {
         };
         let mut sort = remembered.map(|r| r || opts.sort_listings);
         let mut order_notes = Vec::new();
-        let (mut plan, ignored, skipped_before, recovered, stale_intents) = loop {
+        let (mut plan, ignored, skipped_before, recovered, stale_intents, suspects) = loop {
             let attempt = self
                 .plan_once(
                     PlanInputs {
@@ -524,6 +524,7 @@ impl SyncEngine {
             attempts: opts.attempts,
             mode: pair.mode,
             stale_intents,
+            suspects: Suspects::new(suspects),
             checksum: opts.checksum,
             conflict_names: Default::default(),
             reach: Default::default(),
@@ -700,11 +701,28 @@ impl SyncEngine {
         // base describes: plan as if there were none.
         let found = recover_intents(store, source, destination).await?;
         let stale_intents = found.found > 0 || found.unflushed;
-        let (recovered, rewrites) = if roots.accepted {
-            (Vec::new(), Vec::new())
+        let (recovered, rewrites, suspects) = if roots.accepted {
+            // The copies a failed flush covered on a side that was not replaced stay
+            // suspect: this run (which plans as if nothing was recorded) does not make them
+            // again, a later one does.
+            let kept = found
+                .suspects
+                .into_iter()
+                .filter(|i| !roots.accepted_sides.contains(&i.to))
+                .collect();
+            (Vec::new(), Vec::new(), kept)
         } else {
-            (found.records, found.rewrites)
+            (found.records, found.rewrites, found.suspects)
         };
+        // A side this run may not write to (protected, or not written by the mode) keeps
+        // its suspect copies for a run that may: said, not counted as copied again.
+        let mut rewrites = rewrites;
+        let mut held = [0u64; 2];
+        rewrites.retain(|(_, side)| {
+            let writes = pair.mode.copies_to(*side) && !opts.is_protected(*side);
+            held[side.index()] += u64::from(!writes);
+            writes
+        });
         let reconciler =
             Reconciler::new(policy, opts.checksum, source.clone(), destination.clone())
                 .with_filter(EntryFilter::from_options(opts))
@@ -737,8 +755,25 @@ impl SyncEngine {
             })
             .boxed()
         };
-        let plan = reconciler.plan(source_list, destination_list, base).await?;
-        Ok((plan, ignored, skipped_before, recovered, stale_intents))
+        let mut plan = reconciler.plan(source_list, destination_list, base).await?;
+        for side in [Side::Source, Side::Destination] {
+            let n = held[side.index()];
+            if n > 0 {
+                plan.warnings.push(format!(
+                    "{n} files an earlier run copied to the {side} before its flush failed may \
+                     not be on its disk; this run does not write to the {side}, and the next \
+                     run that does copies them again"
+                ));
+            }
+        }
+        Ok((
+            plan,
+            ignored,
+            skipped_before,
+            recovered,
+            stale_intents,
+            suspects,
+        ))
     }
 
     /// Sends the plan, group by group, to the listing channel (see
@@ -1036,9 +1071,17 @@ struct PlanInputs<'a> {
 }
 
 /// A plan and what the run needs from its planning pass: the ignored-entry counter, the
-/// clients' skipped counts before it, the copies recovered from intents and whether intents
-/// (or the mark of a failed flush) were left to clear.
-type Planned = (Plan, Arc<AtomicU64>, [u64; 2], Vec<BaseRecord>, bool);
+/// clients' skipped counts before it, the copies recovered from intents, whether intents
+/// (or the mark of a failed flush) were left to clear, and the copies a failed flush covered
+/// (kept suspect until the run has made them again).
+type Planned = (
+    Plan,
+    Arc<AtomicU64>,
+    [u64; 2],
+    Vec<BaseRecord>,
+    bool,
+    Vec<Intent>,
+);
 
 /// Whether a listing error is the order check's (see [`check_order`]).
 fn is_out_of_order(e: &Error) -> bool {

@@ -101,8 +101,10 @@ pub struct Executor {
     pub mode: SyncMode,
     /// The state holds intents of an earlier, interrupted run (see [`recover_intents`]):
     /// they are cleared once the plan's base updates (which include what was recovered from
-    /// them) are written.
+    /// them) are written, all but the [`suspects`](Executor::suspects).
     pub stale_intents: bool,
+    /// The copies a failed flush covered that this run makes again ([`Recovered::suspects`]).
+    pub suspects: Suspects,
     /// `--checksum`: the base keeps a content hash for every file it records where one is
     /// cheap to have, so an edit that keeps size and mtime is seen.
     pub checksum: bool,
@@ -211,6 +213,85 @@ impl Reach {
 
     fn take_lost(&self) -> Option<(Side, Error)> {
         self.lost.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// The copies a failed flush covered, which a run makes again ([`Recovered::suspects`]):
+/// they stay in the state, suspect, until the run has replaced each of them (made it again,
+/// or overwritten or deleted it for a change of the other side) and a barrier has passed
+/// after ([`StateStore::settle_suspects`]).
+#[derive(Debug, Default)]
+pub struct Suspects {
+    /// The suspect copies' intents, in path order (one per path).
+    intents: Vec<Intent>,
+    /// The batch the state keeps them in, once the run has cleared the other intents.
+    batch: std::sync::Mutex<Option<IntentBatch>>,
+    /// Which of `intents` this run replaced.
+    replaced: std::sync::Mutex<Vec<bool>>,
+}
+
+impl Suspects {
+    /// The suspects of `intents`, which must be in path order with one intent per path (as
+    /// [`Recovered::suspects`] is).
+    pub fn new(intents: Vec<Intent>) -> Self {
+        let replaced = std::sync::Mutex::new(vec![false; intents.len()]);
+        Suspects {
+            intents,
+            batch: Default::default(),
+            replaced,
+        }
+    }
+
+    fn find(&self, side: Side, path: &RelPath) -> Option<usize> {
+        let at = self.intents.binary_search_by(|i| i.path.cmp(path)).ok()?;
+        (self.intents[at].to == side).then_some(at)
+    }
+
+    /// True when `path` on `side` holds a suspect copy this run has not replaced: it may be
+    /// what the disk lost, so it never passes for a copy just made (see
+    /// [`Executor::holds_copy`]).
+    fn holds(&self, side: Side, path: &RelPath) -> bool {
+        if self.intents.is_empty() {
+            return false;
+        }
+        self.find(side, path).is_some_and(|at| {
+            !self
+                .replaced
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)[at]
+        })
+    }
+
+    /// Notes the suspects `action`, done, replaced: a file written over one, or one deleted.
+    fn done(&self, action: &Action) {
+        if self.intents.is_empty() {
+            return;
+        }
+        let mut hit: Vec<(Side, &RelPath)> = written_paths(action);
+        if let Action::Delete { side, entry } = action {
+            hit.push((*side, &entry.path));
+        }
+        for (side, path) in hit {
+            if let Some(at) = self.find(side, path) {
+                self.replaced
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)[at] = true;
+            }
+        }
+    }
+
+    /// The suspects not replaced.
+    fn remaining(&self) -> Vec<Intent> {
+        let replaced = self
+            .replaced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.intents
+            .iter()
+            .zip(replaced.iter())
+            .filter(|(_, r)| !**r)
+            .map(|(i, _)| i.clone())
+            .collect()
     }
 }
 
@@ -370,8 +451,16 @@ impl Executor {
             // What the old intents told us is in the updates above: once those are written,
             // the intents have served.
             writer.flush().await?;
+            // Except the copies a failed flush covered, which stay suspect (with the mark)
+            // until this run has made them again.
             let store = self.store.clone();
-            blocking(move || store.clear_all_intents()).await?;
+            let suspects = self.suspects.intents.clone();
+            let batch = blocking(move || store.restart_intents(&suspects)).await?;
+            *self
+                .suspects
+                .batch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = batch;
         }
 
         // One pass over the plan takes out the groups that run apart: the few that must go
@@ -450,6 +539,7 @@ impl Executor {
         }
         if cancelled {
             writer.flush().await?;
+            self.settle_suspects().await?;
             return Err(SyncError::Cancelled);
         }
 
@@ -492,11 +582,28 @@ impl Executor {
             )
             .await?;
         self.stop_if_lost(writer).await?;
+        writer.flush().await?;
+        self.settle_suspects().await?;
         if cancelled {
-            writer.flush().await?;
             return Err(SyncError::Cancelled);
         }
-        writer.flush().await
+        Ok(())
+    }
+
+    /// Once the run's last barrier has passed: the suspect copies it replaced are no longer
+    /// suspect, and a side left with none loses its mark ([`StateStore::settle_suspects`]).
+    async fn settle_suspects(&self) -> Result<(), SyncError> {
+        let batch = *self
+            .suspects
+            .batch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(batch) = batch else {
+            return Ok(());
+        };
+        let remaining = self.suspects.remaining();
+        let store = self.store.clone();
+        blocking(move || store.settle_suspects(batch, &remaining)).await
     }
 
     /// Runs `work` unless the run is cancelled first (or while it runs): `None` then. A
@@ -654,6 +761,7 @@ impl Executor {
                 for batch in done.intents {
                     writer.settle(batch, Vec::new());
                 }
+                self.suspects.done(&action);
                 failures.succeeded();
                 if done.vanished {
                     self.vanished
@@ -1777,6 +1885,11 @@ impl Executor {
         to: Side,
         to_path: &RelPath,
     ) -> Option<Entry> {
+        // A copy a failed flush covered reads back as the version it was to be, whether or
+        // not the disk holds it: this run is making it again, and only its own write counts.
+        if self.suspects.holds(to, to_path) {
+            return None;
+        }
         let dst = self.client(to);
         let now = self.retry(|| dst.stat(to_path)).await.ok()?;
         if now.size != listed.size {
@@ -2942,6 +3055,11 @@ async fn write_batch(
     // before the next run would then look like a conflict (issue 8, behaviour 12). A
     // backend reports a failed flush of its own disk (EIO from fsync) as a permanent
     // error, which is never retried: a second flush could succeed without the data.
+    //
+    // Both sides are asked even when the first fails: two folders of one failing disk both
+    // lose what was written there, and a side not asked is never told (its error goes to
+    // the next `syncfs` of the same open file, and the run ends here).
+    let mut failed = None;
     for (client, side) in clients.iter().zip([Side::Source, Side::Destination]) {
         if let Err(source) = retry_transient(attempts, || client.sync_written()).await {
             // What this run wrote on `side` may be lost on its disk and still read back
@@ -2959,8 +3077,11 @@ async fn write_batch(
                      take copies this run made for landed"
                 );
             }
-            return Err(SyncError::Storage { side, source });
+            failed.get_or_insert(SyncError::Storage { side, source });
         }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     // The intents go only after the updates that settle their copies are in: a crash in
     // between leaves an intent whose copy is recorded, which the next run re-records.
@@ -3059,6 +3180,11 @@ pub struct Recovered {
     /// neither side changed since they are made again
     /// ([`Reconciler::with_rewrites`](crate::reconcile::Reconciler::with_rewrites)).
     pub rewrites: Vec<(RelPath, Side)>,
+    /// The intents of [`rewrites`](Recovered::rewrites): the run keeps them (and the mark
+    /// of the failed flush) until it has made those copies again
+    /// ([`StateStore::restart_intents`]), so a run that ends before (a kill, a failed
+    /// re-copy, a pause, a run that may not write there) leaves them suspect.
+    pub suspects: Vec<Intent>,
     /// Intents found.
     pub found: usize,
     /// A side's flush failed since the intents were last cleared: the run clears the mark
@@ -3098,6 +3224,7 @@ pub async fn recover_intents(
     };
     let found = intents.len();
     let mut rewrites = Vec::new();
+    let mut suspects = Vec::new();
     // On a side that folds names a stat of `report.txt` finds `Report.txt`: what is there
     // under the exact name is read from the folders' listings instead.
     let mut exact: [Option<HashSet<String>>; 2] = [None, None];
@@ -3138,7 +3265,12 @@ pub async fn recover_intents(
         // ETag included): the copy did not land, however alike the two versions look by size
         // and mtime (a WebDAV server keeps the old mtime property when another client
         // overwrites a file). Planned again from the base, the copy is simply made again.
-        let before = {
+        // Not on a side whose flush failed: a copy still suspect since an earlier run
+        // (which recorded it, see `StateStore::restart_intents`) is described by the base
+        // too, and is made again like the others (at worst a copy of the same version).
+        let before = if unflushed[intent.to.index()] {
+            None
+        } else {
             let store = store.clone();
             let path = intent.path.clone();
             blocking(move || store.get(&path)).await?
@@ -3156,6 +3288,7 @@ pub async fn recover_intents(
         if unflushed[intent.to.index()] {
             tracing::info!(path = %intent.path, side = %intent.to, "a copy made before a failed flush is made again");
             rewrites.push((intent.path.clone(), intent.to));
+            suspects.push(intent.clone());
         } else {
             tracing::info!(path = %intent.path, side = %intent.to, "an interrupted copy had landed; recorded");
         }
@@ -3168,6 +3301,7 @@ pub async fn recover_intents(
     Ok(Recovered {
         records,
         rewrites,
+        suspects,
         found,
         unflushed: unflushed.contains(&true),
     })

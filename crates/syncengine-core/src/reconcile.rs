@@ -222,7 +222,8 @@ impl Reconciler {
     /// so the file may hold what the disk lost while it reads back whole from the page cache
     /// (see [`crate::exec::recover_intents`]). Where a side changed the plan stands as it is
     /// (an edit wins as any edit does), and nothing is written to a side the mode does not
-    /// write to. Counted in [`Plan::copied_again`].
+    /// write to. Counted in [`Plan::copied_again`]. Such a copy is never the old name of a
+    /// rename either: moved to the new name, it would carry what the disk may have lost.
     ///
     /// `rewrites` must be in path order, as [`crate::exec::Recovered::rewrites`] is.
     pub fn with_rewrites(mut self, rewrites: Vec<(RelPath, Side)>) -> Self {
@@ -766,6 +767,11 @@ impl Reconciler {
             (Change::Unchanged, Change::Deleted) => (Side::Destination, s, &base.destination),
             _ => return,
         };
+        // A copy a failed flush covered is not moved to the new name: it may be what the
+        // disk lost. It is deleted, and the new name copied.
+        if self.rewrite_of(&base.path) == Some(side.other()) {
+            return;
+        }
         if let Some(other_entry) = other_entry {
             gone.push(Gone {
                 side,

@@ -788,6 +788,85 @@ impl StateStore {
         tx.commit().map_err(ctx)
     }
 
+    /// Forgets every intent but `suspects`, the copies a failed flush covered that a run is
+    /// about to make again (see [`crate::exec::Recovered::suspects`]): they are kept in one
+    /// new batch, whose id this returns (`None` when there are none), and the mark of a
+    /// failed flush ([`mark_unflushed`](StateStore::mark_unflushed)) stays on each side they
+    /// were written to; the other side's mark goes. Until the run has made them again (and a
+    /// barrier has covered that), a run that ends any other way (a kill, a failed re-copy, a
+    /// pause) leaves them for the next run to make again, not to trust by size and mtime.
+    /// [`settle_suspects`](StateStore::settle_suspects) ends them.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be written (nothing changes).
+    pub fn restart_intents(&self, suspects: &[Intent]) -> Result<Option<IntentBatch>, SyncError> {
+        let mut conn = self.conn()?;
+        let ctx = |e| self.err("clearing copy intents", e);
+        let tx = conn.transaction().map_err(ctx)?;
+        tx.execute_batch("DELETE FROM intent_batches;")
+            .map_err(ctx)?;
+        for side in [Side::Source, Side::Destination] {
+            if !suspects.iter().any(|i| i.to == side) {
+                tx.execute(
+                    "DELETE FROM meta WHERE key = ?1",
+                    params![unflushed_key(side)],
+                )
+                .map_err(ctx)?;
+            }
+        }
+        let batch = if suspects.is_empty() {
+            None
+        } else {
+            let json = intents_to_json(suspects)?;
+            tx.execute(
+                "INSERT INTO intent_batches(intents) VALUES (?1)",
+                params![json],
+            )
+            .map_err(ctx)?;
+            Some(IntentBatch(tx.last_insert_rowid()))
+        };
+        tx.commit().map_err(ctx)?;
+        Ok(batch)
+    }
+
+    /// Settles the batch of suspect copies [`restart_intents`](StateStore::restart_intents)
+    /// kept: it keeps `remaining` (those the run did not make again, or replace, with a
+    /// barrier after), and the mark of a failed flush goes from each side none of them is
+    /// written to. Call it once the run's last barrier has passed.
+    ///
+    /// # Errors
+    /// [`SyncError::State`] when the database cannot be written (nothing changes).
+    pub fn settle_suspects(
+        &self,
+        batch: IntentBatch,
+        remaining: &[Intent],
+    ) -> Result<(), SyncError> {
+        let mut conn = self.conn()?;
+        let ctx = |e| self.err("clearing copy intents", e);
+        let tx = conn.transaction().map_err(ctx)?;
+        if remaining.is_empty() {
+            tx.execute("DELETE FROM intent_batches WHERE id = ?1", params![batch.0])
+                .map_err(ctx)?;
+        } else {
+            let json = intents_to_json(remaining)?;
+            tx.execute(
+                "UPDATE intent_batches SET intents = ?2 WHERE id = ?1",
+                params![batch.0, json],
+            )
+            .map_err(ctx)?;
+        }
+        for side in [Side::Source, Side::Destination] {
+            if !remaining.iter().any(|i| i.to == side) {
+                tx.execute(
+                    "DELETE FROM meta WHERE key = ?1",
+                    params![unflushed_key(side)],
+                )
+                .map_err(ctx)?;
+            }
+        }
+        tx.commit().map_err(ctx)
+    }
+
     /// Records that a durability barrier of `side` failed (a writeback error: `syncfs`
     /// returned `EIO`). Whatever a run wrote there since its last good barrier may be lost
     /// on the disk while it still reads back whole from the page cache, so the intents left
@@ -1208,7 +1287,7 @@ fn side_to_sql(side: Side) -> i64 {
     }
 }
 
-/// The `meta` key that marks `side` as listing out of canonical order.
+/// The `meta` key that marks a failed flush of `side` ([`StateStore::mark_unflushed`]).
 fn unflushed_key(side: Side) -> &'static str {
     match side {
         Side::Source => "unflushed_source",
@@ -1216,6 +1295,7 @@ fn unflushed_key(side: Side) -> &'static str {
     }
 }
 
+/// The `meta` key that marks `side` as listing out of canonical order.
 fn unordered_key(side: Side) -> &'static str {
     match side {
         Side::Source => "unordered_listing_source",

@@ -363,6 +363,24 @@ async fn a_run_that_may_not_recopy_keeps_the_suspicion() {
             .await
             .unwrap();
         assert_eq!(stats.uploaded, 0, "{name}: {stats:?}");
+        // The run says what it left, and claims no copy it did not make.
+        assert!(
+            !stats
+                .warnings
+                .iter()
+                .any(|w| w.contains("are copied again")),
+            "{name}: {:?}",
+            stats.warnings
+        );
+        if name != "excluded" {
+            assert!(
+                stats.warnings.iter().any(|w| w.starts_with(&format!(
+                    "{lost} files an earlier run copied to the destination"
+                ))),
+                "{name}: {:?}",
+                stats.warnings
+            );
+        }
         assert_eq!(destination.lost().len(), lost, "{name}");
         // Nothing the disk lost went to the other side.
         assert!(source.lost().is_empty(), "{name}");
