@@ -27,9 +27,9 @@ const FILES: usize = 6000;
 /// takes, short enough that a run whose copies wait for the barrier still ends.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// Wraps a client and watches its durability barriers: the first one waits until a write
-/// lands while it runs (or [`PATIENCE`] passes) and counts the writes that did; barriers
-/// from number `fail_from` on fail as a disk's failed flush does.
+/// Wraps a client and watches its durability barriers: made [`patient`](Self::patient), the
+/// first one waits until a write lands while it runs (or [`PATIENCE`] passes) and counts the
+/// writes that did; barriers from number `fail_from` on fail as a disk's failed flush does.
 #[derive(Debug)]
 struct WatchedBarrier {
     inner: Arc<MemoryClient>,
@@ -37,6 +37,12 @@ struct WatchedBarrier {
     barriers: AtomicU64,
     writes_during_first: AtomicU64,
     fail_from: Option<u64>,
+    /// Writes from this number on never end (a run killed in the middle of them); the
+    /// first one to start wakes [`WatchedBarrier::hung`].
+    hang_from: Option<u64>,
+    hung: tokio::sync::Notify,
+    /// The first barrier waits for a write to land while it runs ([`PATIENCE`]).
+    patient: bool,
 }
 
 impl WatchedBarrier {
@@ -47,7 +53,20 @@ impl WatchedBarrier {
             barriers: AtomicU64::new(0),
             writes_during_first: AtomicU64::new(0),
             fail_from,
+            hang_from: None,
+            hung: tokio::sync::Notify::new(),
+            patient: false,
         }
+    }
+
+    fn patient(mut self) -> Self {
+        self.patient = true;
+        self
+    }
+
+    fn hanging_from(mut self, write: u64) -> Self {
+        self.hang_from = Some(write);
+        self
     }
 }
 
@@ -80,6 +99,13 @@ impl StorageClient for WatchedBarrier {
         body: ByteStream,
         opts: WriteOptions,
     ) -> Result<Entry> {
+        if self
+            .hang_from
+            .is_some_and(|from| self.writes.load(Ordering::SeqCst) >= from)
+        {
+            self.hung.notify_one();
+            std::future::pending::<()>().await;
+        }
         let entry = self.inner.write_opts(path, body, opts).await?;
         self.writes.fetch_add(1, Ordering::SeqCst);
         Ok(entry)
@@ -96,7 +122,7 @@ impl StorageClient for WatchedBarrier {
                 "disk flush failed",
             ));
         }
-        if number == 1 {
+        if number == 1 && self.patient {
             let before = self.writes.load(Ordering::SeqCst);
             let started = Instant::now();
             while self.writes.load(Ordering::SeqCst) == before && started.elapsed() < PATIENCE {
@@ -147,7 +173,7 @@ fn recorded(state: &std::path::Path, pair_id: &str) -> u64 {
 async fn copies_go_on_while_a_batch_is_made_durable() {
     let state = tempfile::tempdir().unwrap();
     let source = source_with_files().await;
-    let destination = Arc::new(WatchedBarrier::new(Arc::new(MemoryClient::new()), None));
+    let destination = Arc::new(WatchedBarrier::new(Arc::new(MemoryClient::new()), None).patient());
     let pair = SyncPair::new(
         source.clone(),
         destination.clone(),
@@ -276,4 +302,40 @@ async fn copies_made_before_a_failed_barrier_are_made_again() {
         let again = engine.sync_pair(&pair).await.unwrap();
         assert_eq!(again.uploaded + again.downloaded, 0, "{again:?}");
     }
+}
+
+/// The suspicion a failed barrier leaves must outlive a run killed before the copies it
+/// makes again are durable: that run's copies are no better than the first ones until a
+/// barrier covers them. Here the run that copies again stops for good at its 100th write,
+/// before any barrier, and is dropped (a kill). The run after it must still copy every
+/// file again (none of them was recorded durably), then the pair is in sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_while_copying_again_leaves_the_suspicion_in_place() {
+    let state = tempfile::tempdir().unwrap();
+    let source = source_with_files().await;
+    let target = Arc::new(MemoryClient::new());
+    let engine = SyncEngine::new(state.path());
+    let run = |destination: Arc<WatchedBarrier>| {
+        let pair = SyncPair::new(source.clone(), destination, SyncMode::SourceToDestination);
+        let engine = &engine;
+        async move { engine.sync_pair(&pair).await }
+    };
+    let failing = Arc::new(WatchedBarrier::new(target.clone(), Some(1)));
+    run(failing.clone()).await.unwrap_err();
+    assert!(failing.writes.load(Ordering::SeqCst) > 100);
+
+    let killed = Arc::new(WatchedBarrier::new(target.clone(), None).hanging_from(100));
+    tokio::select! {
+        result = run(killed.clone()) => panic!("the run was to hang: {result:?}"),
+        () = killed.hung.notified() => {}
+    }
+
+    let healthy = Arc::new(WatchedBarrier::new(target.clone(), None));
+    let stats = run(healthy.clone()).await.unwrap();
+    assert_eq!(
+        stats.uploaded, FILES as u64,
+        "files taken for landed after the killed run: {stats:?}"
+    );
+    let again = run(healthy).await.unwrap();
+    assert_eq!(again.uploaded + again.downloaded, 0, "{again:?}");
 }
