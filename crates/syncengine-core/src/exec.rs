@@ -1687,6 +1687,7 @@ impl Executor {
         let client = self.client(side);
         for n in 1u32..100 {
             let target = RelPath::new(format!("{}/{}", self.stamped_folder(n), entry.path))?;
+            let started = self.backup_flush(side, backup).starting();
             let result = self
                 .retry(|| async {
                     let target = &target;
@@ -1716,7 +1717,7 @@ impl Executor {
                 // where writes are durable when they return).
                 Ok(_) => {
                     let flushes = self.backup_flush(side, backup);
-                    let ticket = flushes.written();
+                    let ticket = flushes.written(started);
                     let (backup, attempts) = (backup.clone(), self.attempts);
                     return flushes
                         .flushed(ticket, backup.backend(), move || async move {

@@ -8,7 +8,8 @@
 //! action whose write an earlier barrier already covered does not wait for a new one.
 //!
 //! A failed barrier fails every write it covered (a filesystem reports a writeback error
-//! once: a second barrier would succeed without the data). A barrier runs to its end in a
+//! once: a second barrier would succeed without the data), and every write that was under
+//! way while it ran, counted or not yet ([`SharedFlush::starting`]). A barrier runs to its end in a
 //! task of its own, so its outcome is kept even when the action that started it is dropped.
 
 use std::future::Future;
@@ -34,13 +35,39 @@ struct Outcomes {
 pub(crate) struct SharedFlush {
     /// Writes that returned so far; a write's ticket is the count once it is counted.
     written: Arc<AtomicU64>,
+    /// Barriers that failed so far.
+    failures: Arc<AtomicU64>,
     outcomes: Arc<tokio::sync::Mutex<Outcomes>>,
 }
 
+/// A write's place among the barriers: see [`SharedFlush::starting`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket {
+    /// The count of writes once this one was counted.
+    number: u64,
+    /// Barriers that had failed when the write started.
+    failures_before: u64,
+}
+
+/// What [`SharedFlush::starting`] noted before a write: pass it to
+/// [`written`](SharedFlush::written).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Starting(u64);
+
 impl SharedFlush {
+    /// Notes the barriers failed so far, before a write starts: a barrier that fails while
+    /// the write runs, or before it is counted, may have taken its writeback error (reported
+    /// once), so its ticket fails with it whatever a later barrier says.
+    pub(crate) fn starting(&self) -> Starting {
+        Starting(self.failures.load(Ordering::SeqCst))
+    }
+
     /// Counts a write that returned; pass the ticket to [`flushed`](Self::flushed).
-    pub(crate) fn written(&self) -> u64 {
-        self.written.fetch_add(1, Ordering::SeqCst) + 1
+    pub(crate) fn written(&self, started: Starting) -> Ticket {
+        Ticket {
+            number: self.written.fetch_add(1, Ordering::SeqCst) + 1,
+            failures_before: started.0,
+        }
     }
 
     /// Returns once a barrier (`barrier`, of the client `backend` names) that started after
@@ -50,7 +77,7 @@ impl SharedFlush {
     /// for the write.
     pub(crate) async fn flushed<F>(
         &self,
-        ticket: u64,
+        ticket: Ticket,
         backend: &'static str,
         barrier: impl FnOnce() -> F,
     ) -> Result<(), Error>
@@ -58,11 +85,13 @@ impl SharedFlush {
         F: Future<Output = Result<(), Error>> + Send + 'static,
     {
         let mut guard = self.outcomes.clone().lock_owned().await;
+        let failed_since = self.failures.load(Ordering::SeqCst) > ticket.failures_before;
         if let Some((upto, message)) = &guard.failed
-            && *upto >= ticket
+            && (*upto >= ticket.number || failed_since)
         {
             return Err(Error::other(backend, "", message.clone()));
         }
+        let ticket = ticket.number;
         if guard.flushed >= ticket {
             return Ok(());
         }
@@ -70,15 +99,17 @@ impl SharedFlush {
         // after them.
         let covers = self.written.load(Ordering::SeqCst);
         let barrier = barrier();
-        let written = self.written.clone();
+        let (written, failures) = (self.written.clone(), self.failures.clone());
         let task = tokio::spawn(async move {
             let outcome = barrier.await.map_err(|e| e.to_string());
             match &outcome {
                 Ok(()) => guard.flushed = guard.flushed.max(covers),
                 Err(message) => {
-                    // Also the writes that returned while it ran (see `Outcomes::failed`).
+                    // Also the writes that returned while it ran (see `Outcomes::failed`),
+                    // and those still running or not counted yet (see `starting`).
                     let upto = written.load(Ordering::SeqCst);
                     guard.failed = Some((upto, message.clone()));
+                    failures.fetch_add(1, Ordering::SeqCst);
                 }
             }
             outcome
@@ -127,7 +158,7 @@ mod tests {
     async fn writes_waiting_together_share_a_barrier_and_a_later_write_gets_its_own() {
         let flush = SharedFlush::default();
         let calls = Arc::new(AtomicUsize::new(0));
-        let tickets: Vec<u64> = (0..10).map(|_| flush.written()).collect();
+        let tickets: Vec<Ticket> = (0..10).map(|_| flush.written(flush.starting())).collect();
         let waits = tickets.iter().map(|&t| {
             flush.flushed(
                 t,
@@ -143,7 +174,7 @@ mod tests {
             "ten waiting writes, one barrier"
         );
         // A write that returns after that barrier started is not covered by it.
-        let later = flush.written();
+        let later = flush.written(flush.starting());
         flush
             .flushed(later, "test", barrier(&calls, Duration::ZERO, false))
             .await
@@ -155,7 +186,7 @@ mod tests {
     async fn a_write_made_while_a_barrier_runs_waits_for_the_next_one() {
         let flush = Arc::new(SharedFlush::default());
         let calls = Arc::new(AtomicUsize::new(0));
-        let first = flush.written();
+        let first = flush.written(flush.starting());
         let running = tokio::spawn({
             let (flush, calls) = (flush.clone(), calls.clone());
             async move {
@@ -169,7 +200,7 @@ mod tests {
             }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let during = flush.written();
+        let during = flush.written(flush.starting());
         flush
             .flushed(during, "test", barrier(&calls, Duration::ZERO, false))
             .await
@@ -186,7 +217,10 @@ mod tests {
     async fn a_failed_barrier_fails_every_write_it_covered_even_if_its_starter_went_away() {
         let flush = Arc::new(SharedFlush::default());
         let calls = Arc::new(AtomicUsize::new(0));
-        let (a, b) = (flush.written(), flush.written());
+        let (a, b) = (
+            flush.written(flush.starting()),
+            flush.written(flush.starting()),
+        );
         // The action that starts the barrier is dropped while it runs.
         let starter = tokio::spawn({
             let (flush, calls) = (flush.clone(), calls.clone());
@@ -205,7 +239,7 @@ mod tests {
         assert!(covered.is_err_and(|e| e.to_string().contains("writeback error")));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // A later write gets a new barrier.
-        let later = flush.written();
+        let later = flush.written(flush.starting());
         assert!(
             flush
                 .flushed(later, "test", barrier(&calls, Duration::ZERO, false))
@@ -222,12 +256,15 @@ mod tests {
     async fn a_write_covered_by_a_failed_barrier_fails_also_after_a_later_barrier_succeeded() {
         let flush = SharedFlush::default();
         let calls = Arc::new(AtomicUsize::new(0));
-        let (slow, failing) = (flush.written(), flush.written());
+        let (slow, failing) = (
+            flush.written(flush.starting()),
+            flush.written(flush.starting()),
+        );
         let failed = flush
             .flushed(failing, "test", barrier(&calls, Duration::ZERO, true))
             .await;
         assert!(failed.is_err());
-        let later = flush.written();
+        let later = flush.written(flush.starting());
         flush
             .flushed(later, "test", barrier(&calls, Duration::ZERO, false))
             .await
@@ -248,7 +285,7 @@ mod tests {
     async fn a_write_made_while_a_barrier_failed_is_not_taken_as_flushed_by_the_next_one() {
         let flush = Arc::new(SharedFlush::default());
         let calls = Arc::new(AtomicUsize::new(0));
-        let first = flush.written();
+        let first = flush.written(flush.starting());
         let running = tokio::spawn({
             let (flush, calls) = (flush.clone(), calls.clone());
             async move {
@@ -258,7 +295,7 @@ mod tests {
             }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let during = flush.written();
+        let during = flush.written(flush.starting());
         let outcome = flush
             .flushed(during, "test", barrier(&calls, Duration::ZERO, false))
             .await;
@@ -268,12 +305,41 @@ mod tests {
             "a write made during the failed barrier was taken as flushed"
         );
         // A write after the failure gets a barrier of its own again.
-        let after = flush.written();
+        let after = flush.written(flush.starting());
         assert!(
             flush
                 .flushed(after, "test", barrier(&calls, Duration::ZERO, false))
                 .await
                 .is_ok()
         );
+    }
+
+    /// A write that started before a barrier failed but was counted only after it (its
+    /// action was slow between the write's return and its ticket): the failed barrier may
+    /// have taken its writeback error, so it fails too, where a next barrier's success
+    /// passed it before. A write started after the failure gets a barrier of its own.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_counted_after_a_failed_barrier_it_overlapped_fails_too() {
+        let flush = SharedFlush::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let slow = flush.starting();
+        let failing = flush.written(flush.starting());
+        let failed = flush
+            .flushed(failing, "test", barrier(&calls, Duration::ZERO, true))
+            .await;
+        assert!(failed.is_err());
+        let slow = flush.written(slow);
+        let covered = flush
+            .flushed(slow, "test", barrier(&calls, Duration::ZERO, false))
+            .await;
+        assert!(
+            covered.is_err_and(|e| e.to_string().contains("writeback error")),
+            "a write the failed barrier overlapped was taken as flushed"
+        );
+        let later = flush.written(flush.starting());
+        flush
+            .flushed(later, "test", barrier(&calls, Duration::ZERO, false))
+            .await
+            .expect("a write started after the failure, a barrier of its own");
     }
 }
