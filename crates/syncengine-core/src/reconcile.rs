@@ -437,7 +437,9 @@ impl Reconciler {
         if plan.copied_again > 0 {
             plan.warnings.push(format!(
                 "{} files an earlier run copied before its flush failed are copied again: \
-                 the disk may have lost them while they still read back whole",
+                 the disk may have lost them while they still read back whole. The versions \
+                 they replace go to the trash (or backup dir) as any replaced file does, and \
+                 may be damaged: check one before you restore it",
                 plan.copied_again
             ));
         }
