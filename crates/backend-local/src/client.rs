@@ -1523,6 +1523,11 @@ impl StorageClient for LocalClient {
         opts: WriteOptions,
     ) -> Result<Entry> {
         check_not_reserved(path)?;
+        // A client that never looked at its root (a backup dir's: only the sides are listed)
+        // holds its barrier's descriptor from before its first write, not from its first
+        // barrier: one opened after another flush on the disk took a writeback error would
+        // not report it (red team 29).
+        self.writeback.start(&self.root);
         let Some((replace, unless_changed)) = commit_mode(path, &opts.mode) else {
             return Err(Error::Unsupported {
                 backend: BACKEND,
@@ -1709,6 +1714,7 @@ impl StorageClient for LocalClient {
             return Ok(None);
         };
         check_not_reserved(to)?;
+        self.writeback.start(&self.root);
         let (src_abs, target) = (src.abs(from), self.abs(to));
         let (from, to, expected) = (from.clone(), to.clone(), Version::of(listed));
         let (root, fsync, memo) = (self.root.clone(), self.fsync, self.kernel_copy.clone());
@@ -1822,6 +1828,7 @@ impl StorageClient for LocalClient {
         opts: TransferOptions,
     ) -> Result<Entry> {
         check_not_reserved(to)?;
+        self.writeback.start(&self.root);
         let (src, target) = (self.abs(from), self.abs(to));
         let (from_rel, to_path) = (from.as_str().to_owned(), to.clone());
         let fsync = self.fsync;
@@ -1875,6 +1882,7 @@ impl StorageClient for LocalClient {
     /// a copy, flushed to disk (with its name) before this returns.
     async fn preserve(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
         check_not_reserved(to)?;
+        self.writeback.start(&self.root);
         let (src, target) = (self.abs(from), self.abs(to));
         let (from_rel, to_path) = (from.as_str().to_owned(), to.clone());
         let (root, from_path) = (self.root.clone(), from.clone());

@@ -90,7 +90,10 @@ mod backup_barrier_after_another_flush {
         let backup = LocalClient::new(mnt.join("backup/destination"));
         let body: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
         backup
-            .put(&RelPath::new("stamp/only-copy.bin").unwrap(), Bytes::from(body))
+            .put(
+                &RelPath::new("stamp/only-copy.bin").unwrap(),
+                Bytes::from(body),
+            )
             .await
             .unwrap();
         // The destination's barrier (its own writes, or the run's checkpoint) runs first and
