@@ -111,3 +111,143 @@ mod backup_barrier_after_another_flush {
         );
     }
 }
+
+mod folders_swapped_under_many_writes {
+    //! 32 writes in flight into new nested folders (a first copy) while the top folders are
+    //! moved out of the root and replaced by symlinks to folders outside that already hold
+    //! the same subfolders (6a568e4's `make_folders_of`, e7a376a's link): no file and no
+    //! folder of a write may appear outside the root, whatever fails. Holds for writes that
+    //! create (an unnamed file linked by its folder's descriptor); failed for overwrites.
+
+    use std::fs;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use syncengine_backend_local::LocalClient;
+    use syncengine_core::{RelPath, StorageClient, WriteMode, WriteOptions};
+
+    /// Every entry below `dir` (files and folders, relative), without following symlinks.
+    fn entries(dir: &Path) -> Vec<String> {
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+            let Ok(rd) = fs::read_dir(dir) else { return };
+            for e in rd.flatten() {
+                out.push(
+                    e.path()
+                        .strip_prefix(base)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+                if e.file_type().unwrap().is_dir() {
+                    walk(base, &e.path(), out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(dir, dir, &mut out);
+        out.sort();
+        out
+    }
+
+    /// `rounds` of 32 writes; each symlink stays `hold` (else the swapper only yields).
+    async fn race(mode: WriteMode, folder_bits: bool, rounds: usize, hold: Option<Duration>) {
+        const TOPS: usize = 4;
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, outside, moved) = (
+            tmp.path().join("root"),
+            tmp.path().join("outside"),
+            tmp.path().join("moved"),
+        );
+        fs::create_dir_all(&root).unwrap();
+        fs::create_dir_all(&moved).unwrap();
+        for i in 0..TOPS {
+            fs::create_dir_all(outside.join(format!("m{i}/b/c"))).unwrap();
+        }
+        let before = entries(&outside);
+        let client = Arc::new(LocalClient::new(&root));
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = std::thread::spawn({
+            let (root, outside, moved, stop) =
+                (root.clone(), outside.clone(), moved.clone(), stop.clone());
+            move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..TOPS {
+                        let top = root.join(format!("d{i}"));
+                        n += 1;
+                        if fs::rename(&top, moved.join(format!("d{i}-{n}"))).is_ok() {
+                            let _ = std::os::unix::fs::symlink(outside.join(format!("m{i}")), &top);
+                            match hold {
+                                Some(hold) => std::thread::sleep(hold),
+                                None => std::thread::yield_now(),
+                            }
+                            let _ = fs::remove_file(&top);
+                        }
+                    }
+                }
+                n
+            }
+        });
+        let mut failed = 0usize;
+        for round in 0..rounds {
+            let writes = (0..32).map(|k| {
+                let client = client.clone();
+                let mode = mode.clone();
+                tokio::spawn(async move {
+                    let path = RelPath::new(format!("d{}/b/c/f{round}-{k}", k % TOPS)).unwrap();
+                    let mut opts = WriteOptions::default().with_mode(mode);
+                    if folder_bits {
+                        opts = opts.with_folder_permissions(vec![Some(0o750), Some(0o700)]);
+                    }
+                    let body: syncengine_core::ByteStream =
+                        futures::stream::iter(vec![Ok(Bytes::from(format!("{round}-{k}")))])
+                            .boxed();
+                    client.write_opts(&path, body, opts).await
+                })
+            });
+            for w in futures::future::join_all(writes).await {
+                failed += usize::from(w.unwrap().is_err());
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        assert!(swaps > 0);
+        assert_eq!(
+            entries(&outside),
+            before,
+            "written outside the root ({failed} writes failed, {swaps} swaps)"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn creates_racing_folder_swaps_write_nothing_outside() {
+        race(WriteMode::Create, false, 40, None).await;
+        race(WriteMode::Create, true, 40, None).await;
+        race(
+            WriteMode::Create,
+            false,
+            200,
+            Some(Duration::from_micros(200)),
+        )
+        .await;
+    }
+
+    /// The same for overwrites (of files not there yet; an update's checked replace makes
+    /// its temporary file the same way): the named temporary file was made in the folder by
+    /// path after the folder's lookup, and renamed by path, so a swap between the two led
+    /// both outside the root (two files and a temporary file in one run).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn overwrites_racing_folder_swaps_write_nothing_outside() {
+        race(
+            WriteMode::Overwrite,
+            false,
+            400,
+            Some(Duration::from_micros(200)),
+        )
+        .await;
+    }
+}
