@@ -539,8 +539,9 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 struct TempFile {
     path: Option<PathBuf>,
     unnamed: bool,
-    /// The folder an unnamed file was made in and is linked into, where it was opened
-    /// without following symlinks ([`beneath::open_folder_of`]).
+    /// The folder the file was made in and is linked or renamed into, where it was opened
+    /// without following symlinks ([`beneath::open_folder_of`]); a named one's `path` then
+    /// goes through it ([`in_folder`]).
     folder: Option<OwnedFd>,
 }
 
@@ -591,7 +592,7 @@ impl TempFile {
     #[cfg(target_os = "linux")]
     fn create_unnamed(
         dir: &Path,
-        folder: Option<OwnedFd>,
+        folder: &mut Option<OwnedFd>,
         mode: u32,
         refused: &AtomicBool,
     ) -> io::Result<Option<(TempFile, File)>> {
@@ -605,7 +606,7 @@ impl TempFile {
             return Ok(None);
         }
         let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
-        let opened = match &folder {
+        let opened = match &*folder {
             Some(folder) => {
                 rustix::fs::openat(folder, ".", flags, Mode::from_raw_mode(mode & 0o777))
                     .map(File::from)
@@ -622,7 +623,7 @@ impl TempFile {
                 TempFile {
                     path: None,
                     unnamed: true,
-                    folder,
+                    folder: folder.take(),
                 },
                 file,
             ))),
@@ -649,7 +650,7 @@ impl TempFile {
     #[cfg(not(target_os = "linux"))]
     fn create_unnamed(
         _dir: &Path,
-        _folder: Option<OwnedFd>,
+        _folder: &mut Option<OwnedFd>,
         _mode: u32,
         _refused: &AtomicBool,
     ) -> io::Result<Option<(TempFile, File)>> {
@@ -831,17 +832,27 @@ fn open_temp(
     };
     let mode = old.or(requested).map_or(0o666, |bits| bits & 0o777);
     let create = || -> io::Result<(TempFile, File)> {
-        let folder = if by_folder {
+        let mut folder = if by_folder {
             Some(beneath::open_folder_of(root, path)?)
         } else {
             None
         };
         if let Some(refused) = unnamed
-            && let Some(made) = TempFile::create_unnamed(dir, folder, mode, refused)?
+            && let Some(made) = TempFile::create_unnamed(dir, &mut folder, mode, refused)?
         {
             return Ok(made);
         }
-        TempFile::create(dir, mode)
+        // A named one in the folder looked up, by its descriptor (through /proc), and renamed
+        // or linked there: a folder moved out of the root and linked back meanwhile leads
+        // the new version nowhere outside it (red team 29).
+        match folder.and_then(|folder| in_folder(&folder, Path::new(".")).map(|at| (at, folder))) {
+            Some((at, folder)) => {
+                let (mut temp, file) = TempFile::create(&at, mode)?;
+                temp.folder = Some(folder);
+                Ok((temp, file))
+            }
+            None => TempFile::create(dir, mode),
+        }
     };
     let failed = |e| folder_not_opened(root, path, target, rel, e);
     // The parent usually exists: try first, create it only when missing.
@@ -953,10 +964,18 @@ fn commit(
         file.sync_all().map_err(io_on(rel))?;
     }
     let metadata = file.metadata().map_err(io_on(rel))?;
+    // A named temporary file made in an opened folder is renamed or linked there, and what
+    // is at the target is looked at there, never by a path a symlink swapped in meanwhile
+    // would lead outside the root.
+    let named_at = match (&temp.folder, target.file_name()) {
+        (Some(folder), Some(name)) if !temp.unnamed => in_folder(folder, Path::new(name)),
+        _ => None,
+    };
+    let at = named_at.as_deref().unwrap_or(target);
     if let Some((path, expected)) = unless_changed {
         // The last moment before the rename: a file saved meanwhile (new inode, mtime or
         // size) is left in place and the temporary file is removed when `temp` drops.
-        let unchanged = match fs::symlink_metadata(target) {
+        let unchanged = match fs::symlink_metadata(at) {
             Ok(now) => now.is_file() && expected.matches(&entry_from_metadata(path, &now)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(map_io(rel, e)),
@@ -975,10 +994,10 @@ fn commit(
             // Never replaces: unnamed files are only made for writes that create.
             link_unnamed(&file, folder.or(temp.folder.as_ref()), target).map(|()| true)
         } else if replace {
-            fs::rename(temp.path(), target).map(|()| true)
+            fs::rename(temp.path(), at).map(|()| true)
         } else {
             // On `Linked` the temporary name is still there and `temp` removes it when dropped.
-            link_noreplace(temp.path(), target).map(|placed| matches!(placed, Placed::Renamed))
+            link_noreplace(temp.path(), at).map(|placed| matches!(placed, Placed::Renamed))
         }
     };
     let mut again = None;
@@ -1005,7 +1024,7 @@ fn commit(
                 .join(folder.as_raw_fd().to_string())
                 .join(name)
         }
-        _ => target.to_path_buf(),
+        _ => at.to_path_buf(),
     };
     let renamed = match placed {
         Err(e) if remove_empty_folders(&in_its_way) => {
@@ -1023,6 +1042,20 @@ fn commit(
         temp.keep();
     }
     Ok(metadata)
+}
+
+/// `name` in the opened `folder`, as a path through `/proc/self/fd` (the folder itself,
+/// wherever it is now: its path is not looked up again); `None` without `/proc`.
+fn in_folder(folder: &OwnedFd, name: &Path) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    static PROC_FD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    PROC_FD
+        .get_or_init(|| Path::new("/proc/self/fd").is_dir())
+        .then(|| {
+            Path::new("/proc/self/fd")
+                .join(folder.as_raw_fd().to_string())
+                .join(name)
+        })
 }
 
 /// Whether the folder an unnamed file was made in is gone (removed: no name links it).
