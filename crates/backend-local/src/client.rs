@@ -1058,6 +1058,34 @@ fn in_folder(folder: &OwnedFd, name: &Path) -> Option<PathBuf> {
         })
 }
 
+/// The folders of `from` (at `src`) and `to` (at `target`) below `root`, opened without
+/// following a symlink (`to`'s missing folders made, with the default bits), and the two
+/// files as paths through them ([`in_folder`]); `None` where [`beneath::available`] is not.
+#[allow(clippy::type_complexity)]
+fn beneath_pair(
+    root: &Path,
+    from: &RelPath,
+    src: &Path,
+    to: &RelPath,
+    target: &Path,
+) -> Result<Option<(OwnedFd, OwnedFd, PathBuf, PathBuf)>> {
+    if !beneath::available() {
+        return Ok(None);
+    }
+    let to_rel = to.as_str();
+    let to_folder = beneath::make_folders_of(root, to, |_| None)
+        .map_err(|e| folder_not_opened(root, to, target, to_rel, e))?;
+    let from_folder = beneath::open_folder_of(root, from)
+        .map_err(|e| folder_not_opened(root, from, src, from.as_str(), e))?;
+    let (Some(src_at), Some(target_at)) = (
+        in_folder(&from_folder, Path::new(from.file_name())),
+        in_folder(&to_folder, Path::new(to.file_name())),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some((from_folder, to_folder, src_at, target_at)))
+}
+
 /// Whether the folder an unnamed file was made in is gone (removed: no name links it).
 /// False where it was not opened: a link by path reports a missing folder itself.
 fn folder_gone(temp: &TempFile) -> bool {
@@ -1992,8 +2020,19 @@ impl StorageClient for LocalClient {
             let rel = to_path.as_str();
             check_no_symlinked_folder(&root, &from_path)?;
             check_no_symlinked_folder(&root, &to_path)?;
+            // Where it can, the two folders are opened without following a symlink (the
+            // target's made where missing) and the file is moved between them by their
+            // descriptors: a folder swapped for a symlink after the check leads nothing
+            // outside the root (red team 29). Else by path, as checked above.
             file_metadata(&src, &from_rel)?;
-            create_parent(&target, rel)?;
+            let folders = beneath_pair(&root, &from_path, &src, &to_path, &target)?;
+            let (src_at, target_at) = match &folders {
+                Some((_, _, src_at, target_at)) => (src_at.clone(), target_at.clone()),
+                None => {
+                    create_parent(&target, rel)?;
+                    (src.clone(), target.clone())
+                }
+            };
             let moved = |e: io::Error| {
                 if e.kind() == io::ErrorKind::CrossesDevices {
                     across_filesystems(&root, &src, &target, &from_rel, rel, e)
@@ -2002,18 +2041,20 @@ impl StorageClient for LocalClient {
                 }
             };
             if opts.overwrite {
-                fs::rename(&src, &target).map_err(moved)?;
-            } else if let Placed::Linked = link_noreplace(&src, &target).map_err(moved)?
-                && let Err(e) = fs::remove_file(&src)
+                fs::rename(&src_at, &target_at).map_err(moved)?;
+            } else if let Placed::Linked = link_noreplace(&src_at, &target_at).map_err(moved)?
+                && let Err(e) = fs::remove_file(&src_at)
             {
                 // The old name stays (a folder this process cannot write to): the move did
                 // not happen, so the link just made goes again — while it is still a second
                 // name of that very file — instead of leaving a second copy at the target
                 // (a trash copy of a file still in place, one more at each retry).
-                if let (Ok(a), Ok(b)) = (fs::symlink_metadata(&src), fs::symlink_metadata(&target))
-                    && (a.dev(), a.ino()) == (b.dev(), b.ino())
+                if let (Ok(a), Ok(b)) = (
+                    fs::symlink_metadata(&src_at),
+                    fs::symlink_metadata(&target_at),
+                ) && (a.dev(), a.ino()) == (b.dev(), b.ino())
                 {
-                    let _ = fs::remove_file(&target);
+                    let _ = fs::remove_file(&target_at);
                 }
                 return Err(map_io(&from_rel, e));
             }
@@ -2022,7 +2063,7 @@ impl StorageClient for LocalClient {
             {
                 prune_empty_dirs(&root, parent);
             }
-            let metadata = file_metadata(&target, rel)?;
+            let metadata = file_metadata(&target_at, rel)?;
             Ok(entry_from_metadata(to_path, &metadata))
         })
         .await
