@@ -45,6 +45,15 @@ mod backup_barrier_after_another_flush {
         }
     }
 
+    /// Skips the test with `why`, except in CI (`CI=true`), where the machine is set up to
+    /// run it (root, loop devices, tmpfs, mkfs.ext4) and a skip would hide that it did not.
+    fn skip(why: &str) {
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("{why}: this test needs root, loop devices, tmpfs and mkfs.ext4 in CI");
+        }
+        eprintln!("{why}; run as root on Linux with e2fsprogs to run it");
+    }
+
     /// A real writeback error: ext4 (no journal) on a loop image in an 8 MiB tmpfs, so the
     /// disk's writeback of a 24 MiB backup copy fails while the page cache holds it all. The
     /// destination side's client (its root on the same disk, listed before the run's writes
@@ -57,7 +66,7 @@ mod backup_barrier_after_another_flush {
         std::fs::create_dir_all(&back).unwrap();
         std::fs::create_dir_all(&mnt).unwrap();
         if let Err(e) = mount(&["-t", "tmpfs", "-o", "size=8M"], Path::new("tmpfs"), &back) {
-            eprintln!("skipped: cannot mount a tmpfs here ({e})");
+            skip(&format!("skipped: cannot mount a tmpfs here ({e})"));
             return;
         }
         let _back = Mounted(&back);
@@ -71,11 +80,11 @@ mod backup_barrier_after_another_flush {
             .arg(&image)
             .output();
         if !mkfs.is_ok_and(|o| o.status.success()) {
-            eprintln!("skipped: no mkfs.ext4 here");
+            skip("skipped: no mkfs.ext4 here");
             return;
         }
         if let Err(e) = mount(&["-o", "loop,errors=continue"], &image, &mnt) {
-            eprintln!("skipped: cannot mount a loop image here ({e})");
+            skip(&format!("skipped: cannot mount a loop image here ({e})"));
             return;
         }
         let _mnt = Mounted(&mnt);
@@ -99,7 +108,7 @@ mod backup_barrier_after_another_flush {
         // The destination's barrier (its own writes, or the run's checkpoint) runs first and
         // takes the writeback error of the full disk.
         if side.sync_written().await.is_ok() {
-            eprintln!("skipped: the disk's writeback did not fail here");
+            skip("skipped: the disk's writeback did not fail here");
             return;
         }
         let backup_barrier = backup.sync_written().await;
