@@ -78,13 +78,13 @@
 //!   root with `lstat`, and a symlink among them fails the operation with an error naming it
 //!   (such a folder may lead outside the root). Listings do not follow them either (above).
 //!   A symlinked root itself is resolved and used. Reads are not checked (the engine only
-//!   reads what a listing showed). A write that creates a file (Linux 5.6 and later) needs no
-//!   separate check: its folder is opened in one lookup that refuses any symlink below the
-//!   root (`openat2` with `RESOLVE_NO_SYMLINKS`), and the file is made and linked in that
-//!   folder by descriptor, so a symlink swapped in meanwhile cannot redirect it. The folders
-//!   such a write makes are made the same way, each in the one above it, opened without
-//!   following a symlink. Elsewhere (overwrites, deletes, renames, the folders they make) a
-//!   symlink swapped in between the check and the operation is not caught.
+//!   reads what a listing showed). Writes and renames (Linux 5.6 and later) go further: the
+//!   folders they use are opened in one lookup that refuses any symlink below the root
+//!   (`openat2` with `RESOLVE_NO_SYMLINKS`), and the file is made, linked, replaced or moved
+//!   in those folders by descriptor, so a symlink swapped in after the check cannot redirect
+//!   it. The folders they make are made the same way, each in the one above it. Elsewhere
+//!   (deletes, server-side copies and trash links, the pruning of emptied folders) a symlink
+//!   swapped in between the check and the operation is not caught.
 
 mod beneath;
 mod chunked_read;
