@@ -262,6 +262,19 @@ async fn failed_mirror(
 }
 
 /// Runs healthy mirrors until one has nothing to do (at most three).
+impl LossyDisk {
+    /// Fails the test (`what` names the case) when the disk lost files the engine now takes
+    /// for synced.
+    fn assert_nothing_lost(&self, what: &str) {
+        let lost = self.lost();
+        assert!(
+            lost.is_empty(),
+            "{what}{}the disk lost {lost:?} and the engine takes them for synced",
+            if what.is_empty() { "" } else { ": " }
+        );
+    }
+}
+
 async fn settle(engine: &SyncEngine, source: &Arc<LossyDisk>, destination: &Arc<LossyDisk>) {
     for _ in 0..3 {
         let stats = engine
@@ -295,11 +308,7 @@ async fn a_recopy_that_fails_leaves_the_file_suspect() {
     destination.heal_writes();
 
     settle(&engine, &source, &destination).await;
-    assert!(
-        destination.lost().is_empty(),
-        "the disk lost {:?} and the engine takes them for synced",
-        destination.lost()
-    );
+    destination.assert_nothing_lost("");
 }
 
 /// A re-copy run stopped before its copies start (a pause of `watch`, Ctrl-C) leaves them
@@ -323,11 +332,7 @@ async fn a_recopy_run_stopped_before_its_copies_leaves_them_suspect() {
     assert_eq!(destination.lost().len(), lost);
 
     settle(&engine, &source, &destination).await;
-    assert!(
-        destination.lost().is_empty(),
-        "the disk lost {:?} and the engine takes them for synced",
-        destination.lost()
-    );
+    destination.assert_nothing_lost("");
 }
 
 /// A run that may not write the suspect copies (the destination protected, a mode that
@@ -386,11 +391,7 @@ async fn a_run_that_may_not_recopy_keeps_the_suspicion() {
         assert!(source.lost().is_empty(), "{name}");
 
         settle(&engine, &source, &destination).await;
-        assert!(
-            destination.lost().is_empty(),
-            "{name}: the disk lost {:?} and the engine takes them for synced",
-            destination.lost()
-        );
+        destination.assert_nothing_lost(name);
     }
 }
 
@@ -465,11 +466,7 @@ async fn a_rename_on_the_origin_does_not_carry_a_suspect_copy() {
             .unwrap(),
         Bytes::from("content 3")
     );
-    assert!(
-        destination.lost().is_empty(),
-        "the disk lost {:?} and the engine takes them for synced",
-        destination.lost()
-    );
+    destination.assert_nothing_lost("");
 }
 
 /// A dry run after the failed flush lists the copies to be made again, and leaves the mark
@@ -521,11 +518,7 @@ async fn a_recopy_run_killed_part_way_leaves_the_rest_suspect() {
     assert!(left > 0 && left < 12, "{left} lost after the kill");
 
     settle(&engine, &source, &destination).await;
-    assert!(
-        destination.lost().is_empty(),
-        "the disk lost {:?} and the engine takes them for synced",
-        destination.lost()
-    );
+    destination.assert_nothing_lost("");
 }
 
 /// A second failed flush while the copies are made again: the first barrier of the re-copy
