@@ -599,10 +599,7 @@ impl TempFile {
         use rustix::fs::{Mode, OFlags};
         // Where linking by descriptor (`AT_EMPTY_PATH`) is refused, the link goes through
         // /proc/self/fd.
-        static PROC_FD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if refused.load(Ordering::Relaxed)
-            || !*PROC_FD.get_or_init(|| Path::new("/proc/self/fd").is_dir())
-        {
+        if refused.load(Ordering::Relaxed) || !proc_fd_available() {
             return Ok(None);
         }
         let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
@@ -1018,14 +1015,10 @@ fn commit(
     // is in its way is looked up there too (through the folder's descriptor), never by a
     // path a symlink swapped in meanwhile would lead outside the root.
     let in_its_way = match (again.as_ref().or(temp.folder.as_ref()), target.file_name()) {
-        (Some(folder), Some(name)) if temp.unnamed => {
-            use std::os::fd::AsRawFd;
-            Path::new("/proc/self/fd")
-                .join(folder.as_raw_fd().to_string())
-                .join(name)
-        }
-        _ => at.to_path_buf(),
-    };
+        (Some(folder), Some(name)) if temp.unnamed => in_folder(folder, Path::new(name)),
+        _ => None,
+    }
+    .unwrap_or_else(|| at.to_path_buf());
     let renamed = match placed {
         Err(e) if remove_empty_folders(&in_its_way) => {
             tracing::debug!(
@@ -1048,14 +1041,18 @@ fn commit(
 /// wherever it is now: its path is not looked up again); `None` without `/proc`.
 fn in_folder(folder: &OwnedFd, name: &Path) -> Option<PathBuf> {
     use std::os::fd::AsRawFd;
+    proc_fd_available().then(|| {
+        Path::new("/proc/self/fd")
+            .join(folder.as_raw_fd().to_string())
+            .join(name)
+    })
+}
+
+/// Whether `/proc/self/fd` is there (looked up once): the links through it that unnamed
+/// files and [`in_folder`] need.
+fn proc_fd_available() -> bool {
     static PROC_FD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    PROC_FD
-        .get_or_init(|| Path::new("/proc/self/fd").is_dir())
-        .then(|| {
-            Path::new("/proc/self/fd")
-                .join(folder.as_raw_fd().to_string())
-                .join(name)
-        })
+    *PROC_FD.get_or_init(|| Path::new("/proc/self/fd").is_dir())
 }
 
 /// The folders of `from` (at `src`) and `to` (at `target`) below `root`, opened without
