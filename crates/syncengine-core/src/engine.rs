@@ -712,11 +712,16 @@ impl SyncEngine {
                 .collect();
             (Vec::new(), Vec::new(), kept)
         } else {
-            (found.records, found.rewrites, found.suspects)
+            let rewrites = found
+                .suspects
+                .iter()
+                .map(|i| (i.path.clone(), i.to))
+                .collect();
+            (found.records, rewrites, found.suspects)
         };
         // A side this run may not write to (protected, or not written by the mode) keeps
         // its suspect copies for a run that may: said, not counted as copied again.
-        let mut rewrites = rewrites;
+        let mut rewrites: Vec<(RelPath, Side)> = rewrites;
         let mut held = [0u64; 2];
         rewrites.retain(|(_, side)| {
             let writes = pair.mode.copies_to(*side) && !opts.is_protected(*side);

@@ -3174,16 +3174,14 @@ const RECOVERY_HASH_LIMIT: u64 = 64 * 1024 * 1024;
 pub struct Recovered {
     /// Base records of the copies that landed, in path order.
     pub records: Vec<BaseRecord>,
-    /// Copies that look landed on a side whose flush failed (see
-    /// [`StateStore::mark_unflushed`]), with the side written, in path order: what they
-    /// read back may be the page cache's alone. They are recorded like the others (an edit
-    /// of either side since is then a change of one side, not a conflict), and where
-    /// neither side changed since they are made again
-    /// ([`Reconciler::with_rewrites`](crate::reconcile::Reconciler::with_rewrites)).
-    pub rewrites: Vec<(RelPath, Side)>,
-    /// The intents of [`rewrites`](Recovered::rewrites): the run keeps them (and the mark
-    /// of the failed flush) until it has made those copies again
-    /// ([`StateStore::restart_intents`]), so a run that ends before (a kill, a failed
+    /// The intents of copies that look landed on a side whose flush failed (see
+    /// [`StateStore::mark_unflushed`]), in path order: what they read back may be the page
+    /// cache's alone. They are recorded like the others (an edit of either side since is
+    /// then a change of one side, not a conflict), and where neither side changed since they
+    /// are made again
+    /// ([`Reconciler::with_rewrites`](crate::reconcile::Reconciler::with_rewrites)). The
+    /// run keeps them (and the mark of the failed flush) until it has made those copies
+    /// again ([`StateStore::restart_intents`]), so a run that ends before (a kill, a failed
     /// re-copy, a pause, a run that may not write there) leaves them suspect.
     pub suspects: Vec<Intent>,
     /// Intents found.
@@ -3204,7 +3202,7 @@ pub struct Recovered {
 /// it cannot be told) yields no record: the path is planned from the old base, which is safe.
 ///
 /// Where a durability barrier of the side written failed ([`StateStore::mark_unflushed`]),
-/// a copy that looks landed is also returned in [`Recovered::rewrites`], to be made again:
+/// a copy that looks landed is also returned in [`Recovered::suspects`], to be made again:
 /// a writeback error may have lost it on the disk while the page cache still serves it
 /// whole, so neither its size and mtime nor its content as read can vouch for it.
 ///
@@ -3224,7 +3222,6 @@ pub async fn recover_intents(
         blocking(move || store.intents()).await?
     };
     let found = intents.len();
-    let mut rewrites = Vec::new();
     let mut suspects = Vec::new();
     // On a side that folds names a stat of `report.txt` finds `Report.txt`: what is there
     // under the exact name is read from the folders' listings instead.
@@ -3288,7 +3285,6 @@ pub async fn recover_intents(
         }
         if unflushed[intent.to.index()] {
             tracing::info!(path = %intent.path, side = %intent.to, "a copy made before a failed flush is made again");
-            rewrites.push((intent.path.clone(), intent.to));
             suspects.push(intent.clone());
         } else {
             tracing::info!(path = %intent.path, side = %intent.to, "an interrupted copy had landed; recorded");
@@ -3301,7 +3297,6 @@ pub async fn recover_intents(
     }
     Ok(Recovered {
         records,
-        rewrites,
         suspects,
         found,
         unflushed: unflushed.contains(&true),

@@ -225,7 +225,7 @@ impl Reconciler {
     /// write to. Counted in [`Plan::copied_again`]. Such a copy is never the old name of a
     /// rename either: moved to the new name, it would carry what the disk may have lost.
     ///
-    /// `rewrites` must be in path order, as [`crate::exec::Recovered::rewrites`] is.
+    /// `rewrites` must be in path order, as [`crate::exec::Recovered::suspects`] are.
     pub fn with_rewrites(mut self, rewrites: Vec<(RelPath, Side)>) -> Self {
         self.rewrites = rewrites;
         self
