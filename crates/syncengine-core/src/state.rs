@@ -773,19 +773,7 @@ impl StateStore {
     /// # Errors
     /// [`SyncError::State`] when the database cannot be written.
     pub fn clear_all_intents(&self) -> Result<(), SyncError> {
-        let mut conn = self.conn()?;
-        let ctx = |e| self.err("clearing copy intents", e);
-        let tx = conn.transaction().map_err(ctx)?;
-        tx.execute_batch("DELETE FROM intent_batches;")
-            .map_err(ctx)?;
-        for side in [Side::Source, Side::Destination] {
-            tx.execute(
-                "DELETE FROM meta WHERE key = ?1",
-                params![unflushed_key(side)],
-            )
-            .map_err(ctx)?;
-        }
-        tx.commit().map_err(ctx)
+        self.restart_intents(&[]).map(drop)
     }
 
     /// Forgets every intent but `suspects`, the copies a failed flush covered that a run is
@@ -805,15 +793,7 @@ impl StateStore {
         let tx = conn.transaction().map_err(ctx)?;
         tx.execute_batch("DELETE FROM intent_batches;")
             .map_err(ctx)?;
-        for side in [Side::Source, Side::Destination] {
-            if !suspects.iter().any(|i| i.to == side) {
-                tx.execute(
-                    "DELETE FROM meta WHERE key = ?1",
-                    params![unflushed_key(side)],
-                )
-                .map_err(ctx)?;
-            }
-        }
+        clear_unflushed_marks(&tx, suspects).map_err(ctx)?;
         let batch = if suspects.is_empty() {
             None
         } else {
@@ -855,15 +835,7 @@ impl StateStore {
             )
             .map_err(ctx)?;
         }
-        for side in [Side::Source, Side::Destination] {
-            if !remaining.iter().any(|i| i.to == side) {
-                tx.execute(
-                    "DELETE FROM meta WHERE key = ?1",
-                    params![unflushed_key(side)],
-                )
-                .map_err(ctx)?;
-            }
-        }
+        clear_unflushed_marks(&tx, remaining).map_err(ctx)?;
         tx.commit().map_err(ctx)
     }
 
@@ -1285,6 +1257,20 @@ fn side_to_sql(side: Side) -> i64 {
         Side::Source => 0,
         Side::Destination => 1,
     }
+}
+
+/// Removes the mark of a failed flush ([`StateStore::mark_unflushed`]) from each side that
+/// none of the intents `kept` is written to.
+fn clear_unflushed_marks(tx: &rusqlite::Transaction<'_>, kept: &[Intent]) -> rusqlite::Result<()> {
+    for side in [Side::Source, Side::Destination] {
+        if !kept.iter().any(|i| i.to == side) {
+            tx.execute(
+                "DELETE FROM meta WHERE key = ?1",
+                params![unflushed_key(side)],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The `meta` key that marks a failed flush of `side` ([`StateStore::mark_unflushed`]).
