@@ -52,6 +52,8 @@ install() {
     command -v ssh-keygen >/dev/null || need+=(openssh-client)
     python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
     command -v npm >/dev/null || need+=(npm)
+    # The real-disk tests (a writeback error on ext4 in a loop file) need mkfs.ext4.
+    command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
     if ((${#need[@]})); then
         log "apt-get install ${need[*]}"
         apt-get update -q >/dev/null
