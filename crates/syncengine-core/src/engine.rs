@@ -32,11 +32,11 @@ use crate::mode::{InitialSyncPreference, Side, SyncMode};
 use crate::order::{OutOfOrder, check_order, sort_listing};
 use crate::pair::{Recovery, SyncPair};
 use crate::path::RelPath;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Plan, PlanTally};
 use crate::progress::{ActionReport, PlanGroup, ProgressEvent};
 use crate::protect;
 use crate::reconcile::Reconciler;
-use crate::spill::{SpillVec, spill_error};
+use crate::spill::spill_error;
 use crate::state::{BaseRecord, BaseUpdate, Intent, PairLock, StateStore};
 use crate::stats::SyncStats;
 use crate::verify::read_own_file;
@@ -430,7 +430,9 @@ impl SyncEngine {
             self.emit(ProgressEvent::Warning(w.clone()));
         }
 
-        check_safety(&plan, pair, &locations)?;
+        // One pass over the actions for all that must be known before the first one starts.
+        let tally = plan.tally().map_err(spill_error)?;
+        check_safety(&plan, &tally, pair, &locations)?;
 
         if dry_run {
             self.list_plan(&plan, pair, &rules)
@@ -463,7 +465,7 @@ impl SyncEngine {
         // both sides, a deletion a backup mode keeps, a landed copy recovered) does: a copy
         // of a root taken before it would otherwise pass for current under the new base. So
         // does one that accepted a root: an accepted older copy is current from now on.
-        let (changed, planned_bytes) = sides_changed_by(&plan.actions).map_err(spill_error)?;
+        let (changed, planned_bytes) = (tally.changes, tally.bytes);
         let mut generations = Vec::new();
         let moves_on = !plan.actions.is_empty()
             || !plan.state_updates.is_empty()
@@ -524,6 +526,7 @@ impl SyncEngine {
             attempts: opts.attempts,
             mode: pair.mode,
             stale_intents,
+            actions_apart: tally.apart,
             suspects: Suspects::new(suspects),
             checksum: opts.checksum,
             conflict_names: Default::default(),
@@ -1292,6 +1295,7 @@ fn read_side(mode: SyncMode) -> Side {
 
 fn check_safety(
     plan: &Plan,
+    tally: &PlanTally,
     pair: &SyncPair,
     locations: &[crate::identity::Location; 2],
 ) -> Result<(), SyncError> {
@@ -1324,7 +1328,7 @@ fn check_safety(
         }
     }
     let max_delete_percent = opts.max_delete_percent;
-    let deletes_on = plan.deletes().map_err(spill_error)?;
+    let deletes_on = tally.deletes;
     for (side, files) in [
         (Side::Source, plan.source_files),
         (Side::Destination, plan.destination_files),
@@ -1526,25 +1530,6 @@ pub fn default_state_dir() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|d| !d.is_empty())
         .map(|h| PathBuf::from(h).join(".local/state/syncengine"))
-}
-
-/// Which roots (`[source, destination]`) a plan may change: where it writes, deletes or
-/// renames (conflicts and set-asides may touch both).
-/// The sides `actions` change (`[source, destination]`), and the bytes they move.
-fn sides_changed_by(actions: &SpillVec<Action>) -> std::io::Result<([bool; 2], u64)> {
-    let mut changed = [false; 2];
-    let mut bytes = 0;
-    for action in actions.iter() {
-        let action = action?;
-        bytes += action.bytes();
-        match &*action {
-            Action::Copy { from, .. } => changed[from.other().index()] = true,
-            Action::Delete { side, .. } => changed[side.index()] = true,
-            Action::Rename { seen_on, .. } => changed[seen_on.other().index()] = true,
-            _ => changed = [true; 2],
-        }
-    }
-    Ok((changed, bytes))
 }
 
 #[cfg(test)]

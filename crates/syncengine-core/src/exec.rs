@@ -103,6 +103,9 @@ pub struct Executor {
     /// they are cleared once the plan's base updates (which include what was recovered from
     /// them) are written, all but the [`suspects`](Executor::suspects).
     pub stale_intents: bool,
+    /// The plan's actions that run apart from the rest ([`PlanTally::apart`](crate::plan::PlanTally::apart)): with none, the
+    /// plan is read once, in order, instead of once more to take them out first.
+    pub(crate) actions_apart: u64,
     /// The copies a failed flush covered that this run makes again ([`Recovered::suspects`]).
     pub suspects: Suspects,
     /// `--checksum`: the base keeps a content hash for every file it records where one is
@@ -466,11 +469,13 @@ impl Executor {
         // One pass over the plan takes out the groups that run apart: the few that must go
         // first and the renames (which the pairing appended last) into memory, the deletes
         // into a temporary file like the plan's. The rest (the copies: all of a first run)
-        // stays in the plan's file and is read from there as it runs.
+        // stays in the plan's file and is read from there as it runs. A plan with no such
+        // group (one of copies only, as a first run's) skips this pass.
         let mut first = Vec::new();
         let mut renames = Vec::new();
         let mut deletes = plan.actions.sibling();
-        for action in plan.actions.iter() {
+        let apart = (self.actions_apart > 0).then(|| plan.actions.iter());
+        for action in apart.into_iter().flatten() {
             let action = action.map_err(spill_error)?;
             if action.makes_room() {
                 first.push(action.into_owned());
@@ -515,9 +520,15 @@ impl Executor {
         }
         if !cancelled {
             // The renames go after the other actions, where the pairing put them.
+            let none_apart = self.actions_apart == 0;
             let actions = others
                 .into_items()
-                .filter(|a| a.as_ref().map_or(true, runs_with_the_others))
+                .filter(move |a| {
+                    let with_the_others = a.as_ref().map_or(true, runs_with_the_others);
+                    // The engine's tally said there are none: one here would not run at all.
+                    debug_assert!(with_the_others || !none_apart, "an action the tally missed");
+                    with_the_others
+                })
                 .chain(renames.into_iter().map(Ok));
             cancelled = self
                 .run_batch(actions, stats, writer, &mut failures, &mut follow_ups)
@@ -2685,7 +2696,7 @@ fn split_making_room(
 /// True for the actions that run in the main group: not those that make room, deletes or
 /// renames, which [`Executor::run`] takes out of the plan to run apart.
 fn runs_with_the_others(action: &Action) -> bool {
-    !(action.makes_room() || action.is_delete() || matches!(action, Action::Rename { .. }))
+    !action.runs_apart()
 }
 
 /// Calls `f` with each path (and the side it is written on) that an action of the main group

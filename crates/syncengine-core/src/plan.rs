@@ -154,6 +154,24 @@ impl Action {
         matches!(self, Action::Delete { .. })
     }
 
+    /// True for the actions the executor takes out of the plan to run apart from the rest:
+    /// those that make room for a type change ([`makes_room`](Action::makes_room)) go first,
+    /// renames after the rest, deletes last.
+    pub fn runs_apart(&self) -> bool {
+        self.makes_room() || self.is_delete() || matches!(self, Action::Rename { .. })
+    }
+
+    /// The side this action changes, or `None` for one that may change both (a conflict,
+    /// a file set or moved aside).
+    pub fn changed_side(&self) -> Option<Side> {
+        match self {
+            Action::Copy { from, .. } => Some(from.other()),
+            Action::Delete { side, .. } => Some(*side),
+            Action::Rename { seen_on, .. } => Some(seen_on.other()),
+            Action::Conflict { .. } | Action::SetAside { .. } | Action::MoveAside { .. } => None,
+        }
+    }
+
     /// True for actions that clear a path for a type change and must finish before the other
     /// actions start ([`Action::MoveAside`]). Deletes that make room for a type change (file
     /// `x` deleted on the side that receives `x/…`, or `x/…` deleted on the side that
@@ -261,6 +279,21 @@ pub struct Plan {
     pub copied_again: u64,
 }
 
+/// What one pass over a plan's actions finds ([`Plan::tally`]): what the safety checks, the
+/// roots' generations and the executor need to know before the first action starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanTally {
+    /// Files deleted on each side (`[source, destination]`; renames are not deletes).
+    pub deletes: [u64; 2],
+    /// Whether any action changes each side (`[source, destination]`).
+    pub changes: [bool; 2],
+    /// The bytes the actions move ([`Action::bytes`]).
+    pub bytes: u64,
+    /// Actions that run apart from the rest ([`Action::runs_apart`]): none means the
+    /// executor reads the plan once, in order.
+    pub apart: u64,
+}
+
 impl Plan {
     /// Base records that hold a version on `side`: what that side had after the last sync.
     pub fn base_files_on(&self, side: Side) -> u64 {
@@ -276,20 +309,43 @@ impl Plan {
     /// # Errors
     /// When the plan's spilled actions cannot be read back.
     pub fn deletes(&self) -> std::io::Result<[u64; 2]> {
-        let mut n = [0; 2];
+        Ok(self.tally()?.deletes)
+    }
+
+    /// Counts what the run needs to know of the actions before the first one starts, in one
+    /// pass over them (a long plan is read back from its temporary file for each pass).
+    ///
+    /// ```
+    /// use syncengine_core::{Entry, RelPath, Side};
+    /// use syncengine_core::plan::{Action, Plan};
+    ///
+    /// let file = Entry::new(RelPath::new("a.txt").unwrap(), 3);
+    /// let mut plan = Plan::default();
+    /// plan.actions.push(Action::Copy { from: Side::Source, entry: file.clone(), target: None });
+    /// plan.actions.push(Action::Delete { side: Side::Source, entry: file });
+    /// let tally = plan.tally().unwrap();
+    /// assert_eq!(tally.deletes, [1, 0]);
+    /// assert_eq!(tally.changes, [true, true]);
+    /// assert_eq!((tally.bytes, tally.apart), (3, 1));
+    /// ```
+    ///
+    /// # Errors
+    /// When the plan's spilled actions cannot be read back.
+    pub fn tally(&self) -> std::io::Result<PlanTally> {
+        let mut tally = PlanTally::default();
         for a in self.actions.iter() {
-            match &*a? {
-                Action::Delete {
-                    side: Side::Source, ..
-                } => n[0] += 1,
-                Action::Delete {
-                    side: Side::Destination,
-                    ..
-                } => n[1] += 1,
-                _ => {}
+            let a = a?;
+            tally.bytes += a.bytes();
+            tally.apart += u64::from(a.runs_apart());
+            if let Action::Delete { side, .. } = &*a {
+                tally.deletes[side.index()] += 1;
+            }
+            match a.changed_side() {
+                Some(side) => tally.changes[side.index()] = true,
+                None => tally.changes = [true; 2],
             }
         }
-        Ok(n)
+        Ok(tally)
     }
 
     /// The stats the plan would produce if every action succeeded.
