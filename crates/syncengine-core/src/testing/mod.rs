@@ -6,12 +6,16 @@
 //!   schedule or a script of "fault at call N".
 //! - [`QuirkClient`]: gives any client case-insensitive names or exclusive file/folder names,
 //!   the name rules of real filesystems that `MemoryClient` lacks.
+//! - [`Forwarding`] and [`Hooks`]: a test double that forwards every call to an inner client
+//!   and overrides only the calls it changes (a barrier that fails, writes counted or lost).
 //!
 //! The model-based state-machine test of the engine (`tests/model.rs` in this crate) and the
 //! campaign scripts under `scripts/` are built on it.
 
 pub mod fault;
+pub mod forwarding;
 pub mod quirks;
 
 pub use fault::{BodyEndHook, Fault, FaultClient, FaultConfig, Injected, Op};
+pub use forwarding::{Forwarding, Hooks};
 pub use quirks::QuirkClient;
