@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use syncengine_core::state::StateStore;
+use syncengine_core::testing::{Forwarding, Hooks};
 use syncengine_core::{
-    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, MemoryClient, ReadOptions,
-    RelPath, Result, Side, StorageClient, StorageClientExt, SyncEngine, SyncError, SyncMode,
-    SyncPair, TransferOptions, WriteOptions,
+    ByteStream, Entry, MemoryClient, RelPath, Result, Side, StorageClient, StorageClientExt,
+    SyncEngine, SyncError, SyncMode, SyncPair, WriteOptions,
 };
 
 /// More files than one batch of base updates holds (4096), so a batch is cut part way.
@@ -77,21 +77,12 @@ impl std::fmt::Display for WatchedBarrier {
 }
 
 #[async_trait]
-impl StorageClient for WatchedBarrier {
+impl Hooks for WatchedBarrier {
+    fn inner(&self) -> &dyn StorageClient {
+        &*self.inner
+    }
     fn backend(&self) -> &'static str {
         "watched"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        self.inner.list(prefix)
-    }
-    async fn stat(&self, path: &RelPath) -> Result<Entry> {
-        self.inner.stat(path).await
-    }
-    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
-        self.inner.read_opts(path, opts).await
     }
     async fn write_opts(
         &self,
@@ -109,9 +100,6 @@ impl StorageClient for WatchedBarrier {
         let entry = self.inner.write_opts(path, body, opts).await?;
         self.writes.fetch_add(1, Ordering::SeqCst);
         Ok(entry)
-    }
-    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
-        self.inner.delete_opts(path, opts).await
     }
     async fn sync_written(&self) -> Result<()> {
         let number = self.barriers.fetch_add(1, Ordering::SeqCst) + 1;
@@ -135,22 +123,6 @@ impl StorageClient for WatchedBarrier {
         }
         Ok(())
     }
-    async fn copy_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        self.inner.copy_opts(from, to, opts).await
-    }
-    async fn rename_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        self.inner.rename_opts(from, to, opts).await
-    }
 }
 
 async fn source_with_files() -> Arc<MemoryClient> {
@@ -173,7 +145,9 @@ fn recorded(state: &std::path::Path, pair_id: &str) -> u64 {
 async fn copies_go_on_while_a_batch_is_made_durable() {
     let state = tempfile::tempdir().unwrap();
     let source = source_with_files().await;
-    let destination = Arc::new(WatchedBarrier::new(Arc::new(MemoryClient::new()), None).patient());
+    let destination = Arc::new(Forwarding::new(
+        WatchedBarrier::new(Arc::new(MemoryClient::new()), None).patient(),
+    ));
     let pair = SyncPair::new(
         source.clone(),
         destination.clone(),
@@ -203,10 +177,10 @@ async fn a_failed_background_barrier_records_nothing_it_covered() {
     for fail_from in [1, 2] {
         let state = tempfile::tempdir().unwrap();
         let source = source_with_files().await;
-        let destination = Arc::new(WatchedBarrier::new(
+        let destination = Arc::new(Forwarding::new(WatchedBarrier::new(
             Arc::new(MemoryClient::new()),
             Some(fail_from),
-        ));
+        )));
         let pair = SyncPair::new(
             source.clone(),
             destination.clone(),
@@ -242,7 +216,7 @@ async fn copies_made_before_a_failed_barrier_are_made_again() {
         let state = tempfile::tempdir().unwrap();
         let origin = source_with_files().await;
         let target = Arc::new(MemoryClient::new());
-        let sides = |barrier: Arc<WatchedBarrier>| -> [Arc<dyn StorageClient>; 2] {
+        let sides = |barrier: Arc<Forwarding<WatchedBarrier>>| -> [Arc<dyn StorageClient>; 2] {
             match written {
                 Side::Destination => [origin.clone(), barrier],
                 Side::Source => [barrier, origin.clone()],
@@ -252,7 +226,10 @@ async fn copies_made_before_a_failed_barrier_are_made_again() {
             Side::Destination => SyncMode::SourceToDestination,
             Side::Source => SyncMode::TwoWay,
         };
-        let failing = Arc::new(WatchedBarrier::new(target.clone(), Some(1)));
+        let failing = Arc::new(Forwarding::new(WatchedBarrier::new(
+            target.clone(),
+            Some(1),
+        )));
         let [source, destination] = sides(failing.clone());
         let pair = SyncPair::new(source, destination, mode);
         let engine = SyncEngine::new(state.path());
@@ -270,7 +247,7 @@ async fn copies_made_before_a_failed_barrier_are_made_again() {
         assert_eq!(store.unflushed_sides().unwrap(), marked);
         drop(store);
 
-        let healthy = Arc::new(WatchedBarrier::new(target.clone(), None));
+        let healthy = Arc::new(Forwarding::new(WatchedBarrier::new(target.clone(), None)));
         let [source, destination] = sides(healthy.clone());
         let pair = SyncPair::new(source, destination, mode);
         let stats = engine.sync_pair(&pair).await.unwrap();
@@ -315,22 +292,27 @@ async fn a_run_killed_while_copying_again_leaves_the_suspicion_in_place() {
     let source = source_with_files().await;
     let target = Arc::new(MemoryClient::new());
     let engine = SyncEngine::new(state.path());
-    let run = |destination: Arc<WatchedBarrier>| {
+    let run = |destination: Arc<Forwarding<WatchedBarrier>>| {
         let pair = SyncPair::new(source.clone(), destination, SyncMode::SourceToDestination);
         let engine = &engine;
         async move { engine.sync_pair(&pair).await }
     };
-    let failing = Arc::new(WatchedBarrier::new(target.clone(), Some(1)));
+    let failing = Arc::new(Forwarding::new(WatchedBarrier::new(
+        target.clone(),
+        Some(1),
+    )));
     run(failing.clone()).await.unwrap_err();
     assert!(failing.writes.load(Ordering::SeqCst) > 100);
 
-    let killed = Arc::new(WatchedBarrier::new(target.clone(), None).hanging_from(100));
+    let killed = Arc::new(Forwarding::new(
+        WatchedBarrier::new(target.clone(), None).hanging_from(100),
+    ));
     tokio::select! {
         result = run(killed.clone()) => panic!("the run was to hang: {result:?}"),
         () = killed.hung.notified() => {}
     }
 
-    let healthy = Arc::new(WatchedBarrier::new(target.clone(), None));
+    let healthy = Arc::new(Forwarding::new(WatchedBarrier::new(target.clone(), None)));
     let stats = run(healthy.clone()).await.unwrap();
     assert_eq!(
         stats.uploaded, FILES as u64,
