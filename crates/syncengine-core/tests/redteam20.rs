@@ -18,10 +18,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use syncengine_core::state::StateStore;
+use syncengine_core::testing::{Forwarding, Hooks};
 use syncengine_core::{
-    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, MemoryClient, ReadOptions,
-    RelPath, Result, StorageClient, StorageClientExt, SyncEngine, SyncError, SyncMode, SyncPair,
-    TransferOptions, WriteOptions,
+    DeleteOptions, MemoryClient, RelPath, Result, StorageClient, StorageClientExt, SyncEngine,
+    SyncError, SyncMode, SyncPair,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -91,48 +91,12 @@ impl std::fmt::Display for CachedDisk {
 }
 
 #[async_trait]
-impl StorageClient for CachedDisk {
+impl Hooks for CachedDisk {
+    fn inner(&self) -> &dyn StorageClient {
+        &*self.inner
+    }
     fn backend(&self) -> &'static str {
         "cached"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        self.inner.list(prefix)
-    }
-    async fn stat(&self, path: &RelPath) -> Result<Entry> {
-        self.inner.stat(path).await
-    }
-    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
-        self.inner.read_opts(path, opts).await
-    }
-    async fn write_opts(
-        &self,
-        path: &RelPath,
-        body: ByteStream,
-        opts: WriteOptions,
-    ) -> Result<Entry> {
-        self.inner.write_opts(path, body, opts).await
-    }
-    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
-        self.inner.delete_opts(path, opts).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        self.inner.copy_opts(from, to, opts).await
-    }
-    async fn rename_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        self.inner.rename_opts(from, to, opts).await
     }
     async fn sync_written(&self) -> Result<()> {
         let number = self.barriers.fetch_add(1, Ordering::SeqCst) + 1;
@@ -259,7 +223,7 @@ async fn a_run_dropped_mid_barrier_records_nothing_the_barrier_did_not_cover() {
     for hang in [1, 2, 3] {
         let state = tempfile::tempdir().unwrap();
         let source = source_with_files().await;
-        let disk = Arc::new(CachedDisk::new(Barrier::HangAt(hang)));
+        let disk = Arc::new(Forwarding::new(CachedDisk::new(Barrier::HangAt(hang))));
         let pair = SyncPair::new(source.clone(), disk.clone(), SyncMode::SourceToDestination);
         let engine = SyncEngine::new(state.path());
         tokio::select! {
@@ -293,7 +257,7 @@ async fn runs_dropped_at_random_moments_claim_only_durable_files() {
     for round in 0..6 {
         let state = tempfile::tempdir().unwrap();
         let source = source_with_files().await;
-        let disk = Arc::new(CachedDisk::new(Barrier::Normal));
+        let disk = Arc::new(Forwarding::new(CachedDisk::new(Barrier::Normal)));
         disk.sleep_us
             .store(rng.random_range(0..50_000), Ordering::SeqCst);
         let pair = SyncPair::new(source.clone(), disk.clone(), SyncMode::SourceToDestination);
@@ -331,7 +295,7 @@ async fn a_cancel_mid_barrier_records_only_durable_files() {
     for hang in [1, 2] {
         let state = tempfile::tempdir().unwrap();
         let source = source_with_files().await;
-        let disk = Arc::new(CachedDisk::new(Barrier::HangAt(hang)));
+        let disk = Arc::new(Forwarding::new(CachedDisk::new(Barrier::HangAt(hang))));
         let pair = SyncPair::new(source.clone(), disk.clone(), SyncMode::SourceToDestination);
         let token = CancellationToken::new();
         let engine = SyncEngine::new(state.path()).with_cancellation(token.clone());
@@ -376,7 +340,7 @@ async fn failing_barriers_record_only_durable_files() {
     ] {
         let state = tempfile::tempdir().unwrap();
         let source = source_with_files().await;
-        let disk = Arc::new(CachedDisk::new(mode));
+        let disk = Arc::new(Forwarding::new(CachedDisk::new(mode)));
         let pair = SyncPair::new(source.clone(), disk.clone(), SyncMode::SourceToDestination);
         let pair_id = pair.id().await.unwrap();
         let r = SyncEngine::new(state.path()).sync_pair(&pair).await;
@@ -428,8 +392,12 @@ async fn two_way_runs_dropped_at_random_moments_lose_nothing() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(2020);
     for round in 0..4 {
         let state = tempfile::tempdir().unwrap();
-        let source = Arc::new(CachedDisk::holding(Arc::new(MemoryClient::new())));
-        let destination = Arc::new(CachedDisk::holding(Arc::new(MemoryClient::new())));
+        let source = Arc::new(Forwarding::new(CachedDisk::holding(Arc::new(
+            MemoryClient::new(),
+        ))));
+        let destination = Arc::new(Forwarding::new(CachedDisk::holding(Arc::new(
+            MemoryClient::new(),
+        ))));
         for d in [&source, &destination] {
             d.sleep_us
                 .store(rng.random_range(0..30_000), Ordering::SeqCst);
