@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use syncengine_core::client::{
-    ByteStream, DeleteOptions, EntryStream, ReadOptions, TransferOptions, WriteOptions,
-};
+use syncengine_core::client::{ByteStream, WriteOptions};
+use syncengine_core::testing::{Forwarding, Hooks};
 use syncengine_core::{
-    Capabilities, Entry, Error, MemoryClient, Recovery, RelPath, Result, Side, StorageClient,
-    StorageClientExt, SyncEngine, SyncMode, SyncOptions, SyncPair,
+    Entry, Error, MemoryClient, Recovery, RelPath, Result, Side, StorageClient, StorageClientExt,
+    SyncEngine, SyncMode, SyncOptions, SyncPair,
 };
 
 fn rel(s: &str) -> RelPath {
@@ -82,21 +81,12 @@ impl std::fmt::Display for LossyDisk {
 }
 
 #[async_trait]
-impl StorageClient for LossyDisk {
+impl Hooks for LossyDisk {
+    fn inner(&self) -> &dyn StorageClient {
+        &*self.inner
+    }
     fn backend(&self) -> &'static str {
         "lossy"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        self.inner.list(prefix)
-    }
-    async fn stat(&self, path: &RelPath) -> Result<Entry> {
-        self.inner.stat(path).await
-    }
-    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
-        self.inner.read_opts(path, opts).await
     }
     async fn write_opts(
         &self,
@@ -108,25 +98,6 @@ impl StorageClient for LossyDisk {
         let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
         self.pending.lock().unwrap().push((n, path.clone()));
         Ok(written)
-    }
-    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
-        self.inner.delete_opts(path, opts).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        self.inner.copy_opts(from, to, opts).await
-    }
-    async fn rename_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        self.inner.rename_opts(from, to, opts).await
     }
     async fn sync_written(&self) -> Result<()> {
         let started = self.count.load(Ordering::SeqCst);
@@ -166,7 +137,7 @@ async fn no_original_goes_whose_backup_copy_a_failed_barrier_lost() {
         s.delete(&rel(&format!("f{i:03}"))).await.unwrap();
     }
     let disk = Arc::new(MemoryClient::new());
-    let backup = Arc::new(LossyDisk::new(disk.clone(), 0));
+    let backup = Arc::new(Forwarding::new(LossyDisk::new(disk.clone(), 0)));
     let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::SourceToDestination).with_options(
         SyncOptions::default()
             .with_transfers(16)
@@ -217,7 +188,7 @@ async fn two_sides_backing_up_to_one_client_share_a_failed_barrier() {
     }
     let disk = Arc::new(MemoryClient::new());
     // While the copies of both sides' deletions go (each side has 50).
-    let backup = Arc::new(LossyDisk::new(disk.clone(), 52));
+    let backup = Arc::new(Forwarding::new(LossyDisk::new(disk.clone(), 52)));
     let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::TwoWay).with_options(
         SyncOptions::default()
             .with_transfers(16)
