@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use syncengine_core::state::StateStore;
+use syncengine_core::testing::{Forwarding, Hooks};
 use syncengine_core::{
-    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, MemoryClient, ReadOptions,
-    RelPath, Result, Side, StorageClient, StorageClientExt, SyncEngine, SyncError, SyncMode,
-    SyncOptions, SyncPair, TransferOptions, WriteOptions,
+    ByteStream, DeleteOptions, Entry, Error, MemoryClient, RelPath, Result, Side, StorageClient,
+    StorageClientExt, SyncEngine, SyncError, SyncMode, SyncOptions, SyncPair, TransferOptions,
+    WriteOptions,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -54,8 +55,8 @@ struct LossyDisk {
 }
 
 impl LossyDisk {
-    fn new(inner: Arc<MemoryClient>, name: &'static str) -> Arc<Self> {
-        Arc::new(LossyDisk {
+    fn new(inner: Arc<MemoryClient>, name: &'static str) -> Arc<Forwarding<Self>> {
+        Arc::new(Forwarding::new(LossyDisk {
             inner,
             dirty: Mutex::default(),
             lost: Mutex::default(),
@@ -65,7 +66,7 @@ impl LossyDisk {
             fail_from_barrier: AtomicU64::new(0),
             kill_after: Mutex::default(),
             name,
-        })
+        }))
     }
 
     fn fail(&self, on: bool) {
@@ -127,21 +128,12 @@ impl std::fmt::Display for LossyDisk {
 }
 
 #[async_trait]
-impl StorageClient for LossyDisk {
+impl Hooks for LossyDisk {
+    fn inner(&self) -> &dyn StorageClient {
+        &*self.inner
+    }
     fn backend(&self) -> &'static str {
         "lossy"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        self.inner.list(prefix)
-    }
-    async fn stat(&self, path: &RelPath) -> Result<Entry> {
-        self.inner.stat(path).await
-    }
-    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
-        self.inner.read_opts(path, opts).await
     }
     async fn write_opts(
         &self,
@@ -209,7 +201,7 @@ impl StorageClient for LossyDisk {
 }
 
 /// A source with `n` files `d/fNN` and an empty destination, both lossy.
-async fn pair_of_disks(n: usize) -> (Arc<LossyDisk>, Arc<LossyDisk>) {
+async fn pair_of_disks(n: usize) -> (Arc<Forwarding<LossyDisk>>, Arc<Forwarding<LossyDisk>>) {
     let source = LossyDisk::new(Arc::new(MemoryClient::new()), "source");
     for i in 0..n {
         source
@@ -225,7 +217,11 @@ async fn pair_of_disks(n: usize) -> (Arc<LossyDisk>, Arc<LossyDisk>) {
     (source, destination)
 }
 
-fn pair(source: &Arc<LossyDisk>, destination: &Arc<LossyDisk>, mode: SyncMode) -> SyncPair {
+fn pair(
+    source: &Arc<Forwarding<LossyDisk>>,
+    destination: &Arc<Forwarding<LossyDisk>>,
+    mode: SyncMode,
+) -> SyncPair {
     SyncPair::new(source.clone(), destination.clone(), mode)
 }
 
@@ -233,8 +229,8 @@ fn pair(source: &Arc<LossyDisk>, destination: &Arc<LossyDisk>, mode: SyncMode) -
 /// reads back whole. Returns how many copies the disk lost.
 async fn failed_mirror(
     engine: &SyncEngine,
-    source: &Arc<LossyDisk>,
-    destination: &Arc<LossyDisk>,
+    source: &Arc<Forwarding<LossyDisk>>,
+    destination: &Arc<Forwarding<LossyDisk>>,
 ) -> usize {
     destination.fail(true);
     let err = engine
@@ -275,7 +271,11 @@ impl LossyDisk {
     }
 }
 
-async fn settle(engine: &SyncEngine, source: &Arc<LossyDisk>, destination: &Arc<LossyDisk>) {
+async fn settle(
+    engine: &SyncEngine,
+    source: &Arc<Forwarding<LossyDisk>>,
+    destination: &Arc<Forwarding<LossyDisk>>,
+) {
     for _ in 0..3 {
         let stats = engine
             .sync_pair(&pair(source, destination, SyncMode::SourceToDestination))
