@@ -12,10 +12,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use proptest::prelude::*;
+use syncengine_core::testing::{Forwarding, Hooks};
 use syncengine_core::{
-    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, MemoryClient, ReadOptions,
-    RelPath, Result, StorageClient, StorageClientExt, SyncEngine, SyncError, SyncMode, SyncOptions,
-    SyncPair, TransferOptions, WriteOptions,
+    ByteStream, Entry, MemoryClient, RelPath, Result, StorageClient, StorageClientExt, SyncEngine,
+    SyncError, SyncMode, SyncOptions, SyncPair, WriteOptions,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -286,21 +286,12 @@ impl std::fmt::Display for SlowWrites {
 }
 
 #[async_trait]
-impl StorageClient for SlowWrites {
+impl Hooks for SlowWrites {
+    fn inner(&self) -> &dyn StorageClient {
+        &*self.0
+    }
     fn backend(&self) -> &'static str {
         "slow"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
-    }
-    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        self.0.list(prefix)
-    }
-    async fn stat(&self, path: &RelPath) -> Result<Entry> {
-        self.0.stat(path).await
-    }
-    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
-        self.0.read_opts(path, opts).await
     }
     async fn write_opts(
         &self,
@@ -310,9 +301,6 @@ impl StorageClient for SlowWrites {
     ) -> Result<Entry> {
         tokio::time::sleep(Duration::from_millis(20)).await;
         self.0.write_opts(path, body, opts).await
-    }
-    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
-        self.0.delete_opts(path, opts).await
     }
     async fn sync_written(&self) -> Result<()> {
         if self.1 {
@@ -324,22 +312,6 @@ impl StorageClient for SlowWrites {
         } else {
             Ok(())
         }
-    }
-    async fn copy_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        self.0.copy_opts(from, to, opts).await
-    }
-    async fn rename_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        self.0.rename_opts(from, to, opts).await
     }
 }
 
@@ -370,7 +342,7 @@ async fn cancelled_run_resumes_without_redoing_work() {
     let engine = SyncEngine::new(state.path())
         .with_progress(tx)
         .with_cancellation(token.clone());
-    let slow_dst: Arc<dyn StorageClient> = Arc::new(SlowWrites(d.clone(), false));
+    let slow_dst: Arc<dyn StorageClient> = Arc::new(Forwarding::new(SlowWrites(d.clone(), false)));
     let pair = SyncPair::new(s.clone(), slow_dst, SyncMode::TwoWay)
         .with_options(SyncOptions::default().with_transfers(4));
     let run = tokio::spawn(async move { engine.sync_pair(&pair).await });
@@ -421,7 +393,7 @@ async fn base_waits_for_the_durability_barrier() {
             .await
             .unwrap();
     }
-    let failing: Arc<dyn StorageClient> = Arc::new(SlowWrites(d.clone(), true));
+    let failing: Arc<dyn StorageClient> = Arc::new(Forwarding::new(SlowWrites(d.clone(), true)));
     let pair = SyncPair::new(s.clone(), failing, SyncMode::TwoWay);
     let err = SyncEngine::new(state.path())
         .sync_pair(&pair)
