@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use syncengine_core::testing::{Forwarding, Hooks};
 use syncengine_core::{
-    ByteStream, Capabilities, DeleteOptions, EntryStream, Error, InitialSyncPreference,
-    MemoryClient, ReadOptions, Recovery, RelPath, Result, Side, StorageClient, StorageClientExt,
-    SyncEngine, SyncError, SyncMode, SyncOptions, SyncPair, SyncStats, TransferOptions,
-    WriteOptions,
+    ByteStream, Error, InitialSyncPreference, MemoryClient, ReadOptions, Recovery, RelPath, Result,
+    Side, StorageClient, StorageClientExt, SyncEngine, SyncError, SyncMode, SyncOptions, SyncPair,
+    SyncStats,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -425,51 +425,18 @@ impl fmt::Display for FailRead {
 }
 
 #[async_trait]
-impl StorageClient for FailRead {
+impl Hooks for FailRead {
+    fn inner(&self) -> &dyn StorageClient {
+        &self.inner
+    }
     fn backend(&self) -> &'static str {
         "failread"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        self.inner.list(prefix)
-    }
-    async fn stat(&self, path: &RelPath) -> Result<syncengine_core::Entry> {
-        self.inner.stat(path).await
     }
     async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
         if *path == self.path && self.failing.load(Ordering::Relaxed) {
             return Err(Error::other("failread", path.as_str(), "unreadable (test)"));
         }
         self.inner.read_opts(path, opts).await
-    }
-    async fn write_opts(
-        &self,
-        path: &RelPath,
-        body: ByteStream,
-        opts: WriteOptions,
-    ) -> Result<syncengine_core::Entry> {
-        self.inner.write_opts(path, body, opts).await
-    }
-    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
-        self.inner.delete_opts(path, opts).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<syncengine_core::Entry> {
-        self.inner.copy_opts(from, to, opts).await
-    }
-    async fn rename_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<syncengine_core::Entry> {
-        self.inner.rename_opts(from, to, opts).await
     }
 }
 
@@ -481,11 +448,11 @@ fn source_wins() -> SyncOptions {
 async fn initial_source_wins_with_a_permanent_error_applies_once() {
     let state = tempfile::tempdir().unwrap();
     let engine = SyncEngine::new(state.path());
-    let s = Arc::new(FailRead {
+    let s = Arc::new(Forwarding::new(FailRead {
         inner: MemoryClient::new(),
         path: rel("unreadable.txt"),
         failing: AtomicBool::new(true),
-    });
+    }));
     let d = Arc::new(MemoryClient::new());
     for i in 0..4 {
         put(s.as_ref(), &format!("f{i}.txt"), "x").await;
