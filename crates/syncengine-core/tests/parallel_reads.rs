@@ -8,17 +8,17 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use syncengine_core::client::WriteMode;
 use syncengine_core::parallel_read::read_for_copy;
+use syncengine_core::testing::{Forwarding, Hooks};
 use syncengine_core::{
-    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, MemoryClient,
-    ParallelReads, ReadOptions, RelPath, Result, StorageClient, StorageClientExt, SyncEngine,
-    SyncMode, SyncOptions, SyncPair, TransferOptions, WriteOptions,
+    ByteStream, Capabilities, Error, MemoryClient, ParallelReads, ReadOptions, RelPath, Result,
+    StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncOptions, SyncPair, WriteOptions,
 };
 
 const PART: u64 = 64 << 10;
@@ -57,8 +57,8 @@ struct Ranged {
 }
 
 impl Ranged {
-    fn new(inner: Arc<MemoryClient>) -> Arc<Ranged> {
-        Arc::new(Ranged {
+    fn new(inner: Arc<MemoryClient>) -> Arc<Forwarding<Ranged>> {
+        Arc::new(Forwarding::new(Ranged {
             inner,
             hooks: Mutex::new(Vec::new()),
             ranges: AtomicUsize::new(0),
@@ -66,7 +66,7 @@ impl Ranged {
             whole: AtomicUsize::new(0),
             active: Mutex::default(),
             most_files_at_once: AtomicUsize::new(0),
-        })
+        }))
     }
 
     fn hook(&self, at: u64, hook: Hook) {
@@ -87,9 +87,9 @@ impl std::fmt::Debug for Ranged {
 }
 
 #[async_trait]
-impl StorageClient for Ranged {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
+impl Hooks for Ranged {
+    fn inner(&self) -> &dyn StorageClient {
+        &*self.inner
     }
     fn capabilities(&self) -> Capabilities {
         let mut caps = self.inner.capabilities();
@@ -101,15 +101,6 @@ impl StorageClient for Ranged {
                 .with_part_size(PART),
         );
         caps
-    }
-    async fn recorded_mtime(&self, listed: &Entry) -> Result<Option<SystemTime>> {
-        self.inner.recorded_mtime(listed).await
-    }
-    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        self.inner.list(prefix)
-    }
-    async fn stat(&self, path: &RelPath) -> Result<Entry> {
-        self.inner.stat(path).await
     }
     async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
         let Some(range) = opts.range.clone() else {
@@ -172,33 +163,6 @@ impl StorageClient for Ranged {
             }
         }
     }
-    async fn write_opts(
-        &self,
-        path: &RelPath,
-        body: ByteStream,
-        opts: WriteOptions,
-    ) -> Result<Entry> {
-        self.inner.write_opts(path, body, opts).await
-    }
-    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
-        self.inner.delete_opts(path, opts).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        self.inner.copy_opts(from, to, opts).await
-    }
-    async fn rename_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        self.inner.rename_opts(from, to, opts).await
-    }
 }
 
 fn webdav_like() -> Arc<MemoryClient> {
@@ -219,7 +183,7 @@ async fn put(c: &MemoryClient, path: &str, content: Bytes, secs: u64) {
     .unwrap();
 }
 
-fn pair(src: Arc<Ranged>, dst: Arc<MemoryClient>) -> SyncPair {
+fn pair(src: Arc<Forwarding<Ranged>>, dst: Arc<MemoryClient>) -> SyncPair {
     SyncPair::new(src, dst, SyncMode::SourceToDestination)
         .with_options(SyncOptions::default().with_attempts(2))
 }
@@ -230,7 +194,7 @@ async fn setup(
 ) -> (
     tempfile::TempDir,
     SyncEngine,
-    Arc<Ranged>,
+    Arc<Forwarding<Ranged>>,
     Arc<MemoryClient>,
 ) {
     let state = tempfile::tempdir().unwrap();
