@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use syncengine_core::state::{BaseRecord, BaseUpdate, SideRecord, StateStore};
+use syncengine_core::testing::{Forwarding, Hooks};
 use syncengine_core::{
-    AcceptNewRoot, ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, Location,
-    MemoryClient, ReadOptions, RelPath, Result, RootIdentity, Side, StorageClient,
-    StorageClientExt, SyncEngine, SyncError, SyncMode, SyncOptions, SyncPair, TransferOptions,
+    AcceptNewRoot, ByteStream, Entry, Error, MemoryClient, RelPath, Result, RootIdentity, Side,
+    StorageClient, StorageClientExt, SyncEngine, SyncError, SyncMode, SyncOptions, SyncPair,
     WriteOptions,
 };
 
@@ -417,27 +417,15 @@ impl std::fmt::Display for ReadOnlyRoot {
 }
 
 #[async_trait]
-impl StorageClient for ReadOnlyRoot {
+impl Hooks for ReadOnlyRoot {
+    fn inner(&self) -> &dyn StorageClient {
+        &*self.inner
+    }
     fn backend(&self) -> &'static str {
         "readonly"
     }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn location(&self) -> Result<Location> {
-        self.inner.location().await
-    }
     async fn volume_id(&self) -> Result<Option<String>> {
         Ok(self.volume.clone())
-    }
-    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        self.inner.list(prefix)
-    }
-    async fn stat(&self, path: &RelPath) -> Result<Entry> {
-        self.inner.stat(path).await
-    }
-    async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
-        self.inner.read_opts(path, opts).await
     }
     async fn write_opts(
         &self,
@@ -454,25 +442,6 @@ impl StorageClient for ReadOnlyRoot {
         }
         self.inner.write_opts(path, body, opts).await
     }
-    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
-        self.inner.delete_opts(path, opts).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        self.inner.copy_opts(from, to, opts).await
-    }
-    async fn rename_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        self.inner.rename_opts(from, to, opts).await
-    }
 }
 
 #[tokio::test]
@@ -483,10 +452,10 @@ async fn read_only_roots_fall_back_to_the_volume_id_or_warn() {
     fill(&store_a, ten()).await;
     let d = Arc::new(MemoryClient::new());
     let ro = |inner: &Arc<MemoryClient>, volume: &str| -> Arc<dyn StorageClient> {
-        Arc::new(ReadOnlyRoot {
+        Arc::new(Forwarding::new(ReadOnlyRoot {
             inner: inner.clone(),
             volume: Some(volume.to_owned()),
-        })
+        }))
     };
     let pair = SyncPair::new(
         ro(&store_a, "vol-A"),
@@ -521,10 +490,10 @@ async fn read_only_roots_fall_back_to_the_volume_id_or_warn() {
 
     // Without a volume id the run warns and goes on.
     let state2 = tempfile::tempdir().unwrap();
-    let bare: Arc<dyn StorageClient> = Arc::new(ReadOnlyRoot {
+    let bare: Arc<dyn StorageClient> = Arc::new(Forwarding::new(ReadOnlyRoot {
         inner: store_a.clone(),
         volume: None,
-    });
+    }));
     let stats = SyncEngine::new(state2.path())
         .sync_pair(&SyncPair::new(
             bare,
