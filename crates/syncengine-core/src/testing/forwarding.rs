@@ -31,12 +31,6 @@
 //!     writes: AtomicU64,
 //! }
 //!
-//! impl std::fmt::Display for CountingWrites {
-//!     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-//!         write!(f, "CountingWrites({})", self.inner)
-//!     }
-//! }
-//!
 //! #[async_trait]
 //! impl Hooks for CountingWrites {
 //!     fn inner(&self) -> &dyn StorageClient {
@@ -64,6 +58,7 @@
 //! assert_eq!(client.read_to_bytes(&RelPath::new("b.txt")?).await?, "hello");
 //! // The hooks' own fields, through the wrapper.
 //! assert_eq!(client.writes.load(Ordering::SeqCst), 1);
+//! assert!(client.to_string().starts_with("CountingWrites(MemoryClient("));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! ```
@@ -91,9 +86,18 @@ use crate::path::RelPath;
 ///
 /// Every method is the [`StorageClient`] method of the same name, with the same contract.
 #[async_trait]
-pub trait Hooks: Send + Sync + fmt::Debug + fmt::Display + 'static {
+pub trait Hooks: Send + Sync + fmt::Debug + 'static {
     /// The client every call not overridden goes to.
     fn inner(&self) -> &dyn StorageClient;
+
+    /// Writes the client's `Display` form: by default the name of the hooks' type and the
+    /// inner client's, as in `CountingWrites(MemoryClient(3))`.
+    ///
+    /// # Errors
+    /// Those of the formatter.
+    fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", short_type_name::<Self>(), self.inner())
+    }
 
     /// [`StorageClient::backend`]; the inner client's by default.
     fn backend(&self) -> &'static str {
@@ -234,11 +238,19 @@ impl<H> Deref for Forwarding<H> {
     }
 }
 
-/// The hooks' own `Display`.
-impl<H: fmt::Display> fmt::Display for Forwarding<H> {
+/// As [`Hooks::describe`] writes it.
+impl<H: Hooks> fmt::Display for Forwarding<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        self.0.describe(f)
     }
+}
+
+/// The last segment of `T`'s path, without generic arguments: `CountingWrites` for
+/// `my_test::CountingWrites`.
+fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let path = full.split('<').next().unwrap_or(full);
+    path.rsplit("::").next().unwrap_or(path)
 }
 
 #[async_trait]
@@ -360,16 +372,13 @@ mod tests {
         copies: AtomicU64,
     }
 
-    impl fmt::Display for Counting {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "counting {}", self.inner)
-        }
-    }
-
     #[async_trait]
     impl Hooks for Counting {
         fn inner(&self) -> &dyn StorageClient {
             &*self.inner
+        }
+        fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "counting {}", self.inner)
         }
         async fn write_opts(
             &self,
@@ -389,6 +398,23 @@ mod tests {
             self.copies.fetch_add(1, Ordering::SeqCst);
             self.inner.copy_opts(from, to, opts).await
         }
+    }
+
+    /// Forwards everything.
+    #[derive(Debug)]
+    struct Plain(MemoryClient);
+
+    impl Hooks for Plain {
+        fn inner(&self) -> &dyn StorageClient {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn shows_the_hooks_type_and_the_inner_client_by_default() {
+        let client = Forwarding::new(Plain(MemoryClient::new()));
+        assert_eq!(client.to_string(), format!("Plain({})", client.0.0));
+        assert_eq!(short_type_name::<Forwarding<Plain>>(), "Forwarding");
     }
 
     fn p(s: &str) -> RelPath {
