@@ -70,12 +70,6 @@ impl WatchedBarrier {
     }
 }
 
-impl std::fmt::Display for WatchedBarrier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WatchedBarrier({})", self.inner)
-    }
-}
-
 #[async_trait]
 impl Hooks for WatchedBarrier {
     fn inner(&self) -> &dyn StorageClient {

@@ -279,12 +279,6 @@ async fn failed_listing_deletes_nothing() {
 #[derive(Debug)]
 struct SlowWrites(Arc<MemoryClient>, bool);
 
-impl std::fmt::Display for SlowWrites {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SlowWrites({})", self.0)
-    }
-}
-
 #[async_trait]
 impl Hooks for SlowWrites {
     fn inner(&self) -> &dyn StorageClient {

@@ -418,16 +418,13 @@ struct FailRead {
     failing: AtomicBool,
 }
 
-impl fmt::Display for FailRead {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "failread+{}", self.inner)
-    }
-}
-
 #[async_trait]
 impl Hooks for FailRead {
     fn inner(&self) -> &dyn StorageClient {
         &self.inner
+    }
+    fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "failread+{}", self.inner)
     }
     fn backend(&self) -> &'static str {
         "failread"

@@ -74,12 +74,6 @@ impl Ranged {
     }
 }
 
-impl std::fmt::Display for Ranged {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Ranged({})", self.inner)
-    }
-}
-
 impl std::fmt::Debug for Ranged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Ranged({:?})", self.inner)

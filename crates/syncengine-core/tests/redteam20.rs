@@ -84,12 +84,6 @@ impl CachedDisk {
     }
 }
 
-impl std::fmt::Display for CachedDisk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CachedDisk({})", self.inner)
-    }
-}
-
 #[async_trait]
 impl Hooks for CachedDisk {
     fn inner(&self) -> &dyn StorageClient {

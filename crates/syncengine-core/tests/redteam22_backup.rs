@@ -74,16 +74,13 @@ fn gone_without_backup<'a>(
     gone
 }
 
-impl std::fmt::Display for LossyDisk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("lossy backup disk")
-    }
-}
-
 #[async_trait]
 impl Hooks for LossyDisk {
     fn inner(&self) -> &dyn StorageClient {
         &*self.inner
+    }
+    fn describe(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("lossy backup disk")
     }
     fn backend(&self) -> &'static str {
         "lossy"

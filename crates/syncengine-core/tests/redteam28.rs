@@ -121,16 +121,13 @@ impl LossyDisk {
     }
 }
 
-impl std::fmt::Display for LossyDisk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "lossy disk {}", self.name)
-    }
-}
-
 #[async_trait]
 impl Hooks for LossyDisk {
     fn inner(&self) -> &dyn StorageClient {
         &*self.inner
+    }
+    fn describe(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "lossy disk {}", self.name)
     }
     fn backend(&self) -> &'static str {
         "lossy"

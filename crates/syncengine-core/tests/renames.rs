@@ -266,12 +266,6 @@ struct CountingReads {
     reads: AtomicU64,
 }
 
-impl std::fmt::Display for CountingReads {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CountingReads({})", self.inner)
-    }
-}
-
 #[async_trait]
 impl Hooks for CountingReads {
     fn inner(&self) -> &dyn StorageClient {

@@ -410,12 +410,6 @@ struct ReadOnlyRoot {
     volume: Option<String>,
 }
 
-impl std::fmt::Display for ReadOnlyRoot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ReadOnlyRoot({})", self.inner)
-    }
-}
-
 #[async_trait]
 impl Hooks for ReadOnlyRoot {
     fn inner(&self) -> &dyn StorageClient {
