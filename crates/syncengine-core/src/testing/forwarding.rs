@@ -6,12 +6,13 @@
 //! inner client ([`Hooks::inner`]) and overrides only the calls it changes; every other call
 //! goes to the inner client unchanged. [`Forwarding`] turns it into a client.
 //!
-//! The calls that are built from other calls are not hooks: [`Forwarding`] keeps the
-//! [`StorageClient`] defaults for [`list_pruned`](StorageClient::list_pruned),
-//! [`check_access`](StorageClient::check_access) and [`preserve`](StorageClient::preserve),
-//! so they pass through the hooks of the calls they make (a `preserve` is a `copy_opts`, or a
-//! read and a `write_opts`), and takes part in no same-store copy
-//! ([`as_any`](StorageClient::as_any) is `None`), which would write past `write_opts`.
+//! The calls that are built from other calls run over the [`Forwarding`] client itself, so
+//! they pass through the hooks of the calls they make: [`list_pruned`](StorageClient::list_pruned)
+//! and [`check_access`](StorageClient::check_access) are the [`StorageClient`] defaults, and
+//! so is [`preserve`](StorageClient::preserve) unless [`Hooks::preserve`] says otherwise (a
+//! `preserve` is then a `copy_opts`, or a read and a `write_opts`). The client takes part in
+//! no same-store copy ([`as_any`](StorageClient::as_any) is `None`), which would write past
+//! `write_opts`.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -53,7 +54,7 @@
 //!     writes: AtomicU64::new(0),
 //! }));
 //! client.put(&RelPath::new("a.txt")?, Bytes::from("hello")).await?;
-//! // Not a hook: `preserve` copies on the inner client through `copy_opts`.
+//! // `preserve` copies through the `copy_opts` call (forwarded here).
 //! client.preserve(&RelPath::new("a.txt")?, &RelPath::new("b.txt")?).await?;
 //! assert_eq!(client.read_to_bytes(&RelPath::new("b.txt")?).await?, "hello");
 //! // The hooks' own fields, through the wrapper.
@@ -74,7 +75,7 @@ use crate::capabilities::Capabilities;
 use crate::cleanup::{CleanupOptions, CleanupReport};
 use crate::client::{
     ByteStream, DeleteOptions, EntryStream, ReadOptions, StorageClient, TransferOptions,
-    WriteOptions,
+    WriteOptions, preserve_by_copy,
 };
 use crate::entry::Entry;
 use crate::error::Result;
@@ -214,6 +215,19 @@ pub trait Hooks: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Entry> {
         self.inner().rename_opts(from, to, opts).await
     }
+
+    /// [`StorageClient::preserve`], where `client` is the [`Forwarding`] client itself. The
+    /// default is the trait's, [`preserve_by_copy`] over `client`: the copy passes the hooks
+    /// of `copy_opts` (or of `stat`, `read_opts` and `write_opts`). Override it to forward
+    /// to the inner client's own (a hard link on local disk).
+    async fn preserve(
+        &self,
+        client: &dyn StorageClient,
+        from: &RelPath,
+        to: &RelPath,
+    ) -> Result<Entry> {
+        preserve_by_copy(client, from, to).await
+    }
 }
 
 /// A [`StorageClient`] made of [`Hooks`]: every call goes to the hooks, which forward it to
@@ -349,6 +363,10 @@ impl<H: Hooks> StorageClient for Forwarding<H> {
     ) -> Result<Entry> {
         self.0.rename_opts(from, to, opts).await
     }
+
+    async fn preserve(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
+        self.0.preserve(self, from, to).await
+    }
 }
 
 #[cfg(test)]
@@ -364,12 +382,25 @@ mod tests {
     use crate::client::StorageClientExt;
     use crate::memory::MemoryClient;
 
-    /// Counts the calls of two hooks; forwards everything.
+    /// Counts the calls of two hooks; forwards everything, `preserve` to the inner client's
+    /// own when `forward_preserve` is set.
     #[derive(Debug)]
     struct Counting {
         inner: Arc<MemoryClient>,
         writes: AtomicU64,
         copies: AtomicU64,
+        forward_preserve: bool,
+    }
+
+    impl Counting {
+        fn new(inner: Arc<MemoryClient>, forward_preserve: bool) -> Forwarding<Counting> {
+            Forwarding::new(Counting {
+                inner,
+                writes: AtomicU64::new(0),
+                copies: AtomicU64::new(0),
+                forward_preserve,
+            })
+        }
     }
 
     #[async_trait]
@@ -398,6 +429,18 @@ mod tests {
             self.copies.fetch_add(1, Ordering::SeqCst);
             self.inner.copy_opts(from, to, opts).await
         }
+        async fn preserve(
+            &self,
+            client: &dyn StorageClient,
+            from: &RelPath,
+            to: &RelPath,
+        ) -> Result<Entry> {
+            if self.forward_preserve {
+                self.inner.preserve(from, to).await
+            } else {
+                preserve_by_copy(client, from, to).await
+            }
+        }
     }
 
     /// Forwards everything.
@@ -424,11 +467,7 @@ mod tests {
     #[tokio::test]
     async fn forwards_what_is_not_overridden_and_derived_calls_pass_the_hooks() {
         let inner = Arc::new(MemoryClient::new().with_location("shared"));
-        let client = Forwarding::new(Counting {
-            inner: inner.clone(),
-            writes: AtomicU64::new(0),
-            copies: AtomicU64::new(0),
-        });
+        let client = Counting::new(inner.clone(), false);
         client.put(&p("a"), Bytes::from("one")).await.unwrap();
         assert_eq!(inner.read_to_bytes(&p("a")).await.unwrap(), "one");
         // Forwarded: rename, stat, listing, location, backend, capabilities.
@@ -444,10 +483,23 @@ mod tests {
         assert_eq!(client.to_string(), format!("counting {inner}"));
         // Derived: preserve goes through the copy hook, not past it.
         client.preserve(&p("b"), &p("c")).await.unwrap();
+        assert_eq!(inner.read_to_bytes(&p("c")).await.unwrap(), "one");
         assert_eq!(client.copies.load(Ordering::SeqCst), 1);
         assert_eq!(client.writes.load(Ordering::SeqCst), 1);
         assert!(client.as_any().is_none());
         client.check_access().await.unwrap();
         assert!(client.root_exists().await.unwrap());
+    }
+
+    /// A `preserve` hook that forwards reaches the inner client's own, past the wrapper's
+    /// copy hook.
+    #[tokio::test]
+    async fn a_preserve_hook_may_forward_to_the_inner_client() {
+        let inner = Arc::new(MemoryClient::new());
+        inner.put(&p("a"), Bytes::from("one")).await.unwrap();
+        let client = Counting::new(inner.clone(), true);
+        client.preserve(&p("a"), &p("b")).await.unwrap();
+        assert_eq!(inner.read_to_bytes(&p("b")).await.unwrap(), "one");
+        assert_eq!(client.copies.load(Ordering::SeqCst), 0);
     }
 }
