@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use faulty::{Faulty, ReadFault};
 use syncengine_backend_local::LocalClient;
+use syncengine_core::testing::Forwarding;
 use syncengine_core::{
     StorageClient, SyncEngine, SyncError, SyncMode, SyncOptions, SyncPair, SyncStats,
 };
@@ -57,7 +58,7 @@ struct Fixture {
     state: std::path::PathBuf,
     src: std::path::PathBuf,
     dst: std::path::PathBuf,
-    faulty_src: Arc<Faulty>,
+    faulty_src: Arc<Forwarding<Faulty>>,
 }
 
 impl Fixture {

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use support::faulty::{Faulty, ReadFault};
+use syncengine_core::testing::Forwarding;
 use syncengine_core::{
     MemoryClient, Recovery, RelPath, Side, StorageClient, StorageClientExt, SyncEngine, SyncError,
     SyncMode, SyncOptions, SyncPair, SyncStats,
@@ -71,9 +72,9 @@ async fn synced(
     tempfile::TempDir,
     SyncEngine,
     Arc<MemoryClient>,
-    Arc<Faulty>,
+    Arc<Forwarding<Faulty>>,
     Arc<MemoryClient>,
-    Arc<Faulty>,
+    Arc<Forwarding<Faulty>>,
 ) {
     let state = tempfile::tempdir().unwrap();
     let engine = SyncEngine::new(state.path());
@@ -325,7 +326,12 @@ async fn a_kept_conflict_loser_reaches_the_other_side_in_the_same_run() {
 
 /// Runs a sync that "crashes" right after the write of `path` committed on the destination,
 /// before the base records it.
-async fn crash_after_copy_of(state: &Path, fs: &Arc<Faulty>, fd: &Arc<Faulty>, path: &str) {
+async fn crash_after_copy_of(
+    state: &Path,
+    fs: &Arc<Forwarding<Faulty>>,
+    fd: &Arc<Forwarding<Faulty>>,
+    path: &str,
+) {
     let token = CancellationToken::new();
     fd.crash_after_write(path, token.clone());
     let crashing = SyncEngine::new(state).with_cancellation(token);

@@ -5,15 +5,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream;
+use syncengine_core::testing::{Forwarding, Hooks};
 use syncengine_core::{
-    ByteStream, Capabilities, DeleteOptions, Entry, EntryStream, Error, ReadOptions, RelPath,
-    Result, StorageClient, TransferOptions, WriteOptions,
+    ByteStream, Entry, Error, ReadOptions, RelPath, Result, StorageClient, WriteOptions,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -44,11 +43,11 @@ pub struct Faulty {
 }
 
 impl Faulty {
-    pub fn new(inner: Arc<dyn StorageClient>) -> Arc<Faulty> {
-        Arc::new(Faulty {
+    pub fn new(inner: Arc<dyn StorageClient>) -> Arc<Forwarding<Faulty>> {
+        Arc::new(Forwarding::new(Faulty {
             inner,
             faults: Mutex::new(Faults::default()),
-        })
+        }))
     }
 
     pub fn break_read(&self, path: &str, fault: ReadFault) {
@@ -78,12 +77,6 @@ impl Faulty {
     }
 }
 
-impl std::fmt::Display for Faulty {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Faulty({})", self.inner)
-    }
-}
-
 impl std::fmt::Debug for Faulty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Faulty({:?})", self.inner)
@@ -91,27 +84,9 @@ impl std::fmt::Debug for Faulty {
 }
 
 #[async_trait]
-impl StorageClient for Faulty {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn skipped_count(&self) -> u64 {
-        self.inner.skipped_count()
-    }
-    async fn sync_written(&self) -> Result<()> {
-        self.inner.sync_written().await
-    }
-    async fn recorded_mtime(&self, listed: &Entry) -> Result<Option<SystemTime>> {
-        self.inner.recorded_mtime(listed).await
-    }
-    fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        self.inner.list(prefix)
-    }
-    async fn stat(&self, path: &RelPath) -> Result<Entry> {
-        self.inner.stat(path).await
+impl Hooks for Faulty {
+    fn inner(&self) -> &dyn StorageClient {
+        &*self.inner
     }
     async fn read_opts(&self, path: &RelPath, opts: ReadOptions) -> Result<ByteStream> {
         let fault = self
@@ -193,26 +168,12 @@ impl StorageClient for Faulty {
         }
         Ok(entry)
     }
-    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
-        self.inner.delete_opts(path, opts).await
-    }
-    async fn copy_opts(
+    async fn preserve(
         &self,
+        _client: &dyn StorageClient,
         from: &RelPath,
         to: &RelPath,
-        opts: TransferOptions,
     ) -> Result<Entry> {
-        self.inner.copy_opts(from, to, opts).await
-    }
-    async fn rename_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        self.inner.rename_opts(from, to, opts).await
-    }
-    async fn preserve(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
         self.inner.preserve(from, to).await
     }
 }
