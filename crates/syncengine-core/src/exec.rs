@@ -1327,7 +1327,15 @@ impl Executor {
                 // after its copy (the delete of the original failed): that copy is still in
                 // the trash. Found before the move, dropped after it (below).
                 let mut extra = self.earlier_trash_copies(side, &entry.path).await;
-                let trashed = self.move_to_trash(side, &entry.path, &mut extra).await?;
+                let trashed = match self.move_to_trash(side, &entry.path, &mut extra).await {
+                    // No move there (a file on a filesystem mounted inside a local root,
+                    // whose trash is on the root's): kept in the trash by a link or a flushed
+                    // copy, then deleted as a backup dir's original is.
+                    Err(Error::Unsupported { .. }) => {
+                        return self.keep_in_trash_and_delete(side, entry).await;
+                    }
+                    moved => moved?,
+                };
                 let Some(trashed) = trashed else {
                     return Ok(false);
                 };
@@ -1366,6 +1374,38 @@ impl Executor {
                 }
             }
         }
+    }
+
+    /// Deletes `entry` on `side` where the backend cannot move it into the trash
+    /// ([`Error::Unsupported`]): the trash keeps it by [`StorageClient::preserve`] (a link, or
+    /// a copy flushed to disk before this goes on), then the file is deleted if it is still
+    /// the version listed — as a backup dir's original is ([`ResolvedRecovery::BackupDir`]).
+    /// A version saved after the preserve is left in place (and the trash keeps the listed
+    /// one); the delete fails with the check's error so the next run sees the new version.
+    async fn keep_in_trash_and_delete(&self, side: Side, entry: &Entry) -> Result<bool, Error> {
+        let kept = self.preserve_in_trash(side, entry).await?;
+        // The trash must hold the version listed, not one saved between the first check and
+        // the preserve: a copy is a new file (its own id), so size and time are compared.
+        let listed = Version {
+            etag: None,
+            file_id: None,
+            ..Version::of(entry)
+        };
+        let client = self.client(side);
+        if !listed.matches(&kept) {
+            return Err(Error::PreconditionFailed {
+                backend: client.backend(),
+                path: entry.path.to_string(),
+                source: Some("the file changed while it was kept in the trash; left alone".into()),
+            });
+        }
+        // Changed meanwhile: the check's error; gone: not this delete's doing.
+        if !self.still_as_listed(side, entry).await? {
+            return Ok(false);
+        }
+        self.retry(|| client.delete(&entry.path)).await?;
+        self.trashed.add(entry.size);
+        Ok(true)
     }
 
     /// The run's folder name in the trash or backup dir; `n` > 1 picks a fresh one when the
