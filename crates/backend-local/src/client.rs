@@ -1083,6 +1083,173 @@ fn beneath_pair(
     Ok(Some((from_folder, to_folder, src_at, target_at)))
 }
 
+/// Where an operation that checked `rel`'s folders ([`check_no_symlinked_folder`]) acts on
+/// the file: by its name in its folder, opened without following a symlink
+/// ([`beneath::open_folder_of`]), so a folder swapped for a symlink after the check leads
+/// nothing outside the root (red team 30); else, where [`beneath::available`] is not, by its
+/// path, as checked.
+struct Spot {
+    /// The file's folder, where it was opened beneath the root.
+    folder: Option<OwnedFd>,
+    /// The file's name in `folder`, else its whole path.
+    name: PathBuf,
+}
+
+impl Spot {
+    /// The spot of `rel` (at `abs`) below `root`: its folder opened where it can be.
+    ///
+    /// # Errors
+    /// The lookup's ([`beneath::open_folder_of`]).
+    fn of(root: &Path, rel: &RelPath, abs: &Path) -> io::Result<Spot> {
+        if !beneath::available() {
+            return Ok(Spot::by_path(abs));
+        }
+        Ok(Spot {
+            folder: Some(beneath::open_folder_of(root, rel)?),
+            name: PathBuf::from(rel.file_name()),
+        })
+    }
+
+    /// The spot of the source `rel` (at `abs`) below `root`: a missing folder, or a file in
+    /// a folder's place, is `NotFound` (no file there), a symlinked one named.
+    fn source(root: &Path, rel: &RelPath, abs: &Path) -> Result<Spot> {
+        Spot::of(root, rel, abs).map_err(|e| {
+            if beneath::is_symlinked_folder(&e) {
+                folder_not_opened(root, rel, abs, rel.as_str(), e)
+            } else {
+                map_io(rel.as_str(), e)
+            }
+        })
+    }
+
+    /// The spot of the new file `rel` (at `abs`) below `root`, its missing folders made
+    /// (with the default bits) as a write makes them: each in the one above it where the
+    /// folders are opened beneath the root ([`beneath::make_folders_of`]).
+    fn made(root: &Path, rel: &RelPath, abs: &Path) -> Result<Spot> {
+        if !beneath::available() {
+            create_parent(abs, rel.as_str())?;
+            return Ok(Spot::by_path(abs));
+        }
+        let folder = beneath::make_folders_of(root, rel, |_| None)
+            .map_err(|e| folder_not_opened(root, rel, abs, rel.as_str(), e))?;
+        Ok(Spot {
+            folder: Some(folder),
+            name: PathBuf::from(rel.file_name()),
+        })
+    }
+
+    fn by_path(abs: &Path) -> Spot {
+        Spot {
+            folder: None,
+            name: abs.to_path_buf(),
+        }
+    }
+
+    /// The folder to look `name` up in (the working directory for a whole path) and `name`.
+    fn at(&self) -> (std::os::fd::BorrowedFd<'_>, &Path) {
+        use std::os::fd::AsFd;
+        let folder = self
+            .folder
+            .as_ref()
+            .map_or(rustix::fs::CWD, |folder| folder.as_fd());
+        (folder, &self.name)
+    }
+
+    /// What is there, without following a symlink.
+    fn metadata(&self) -> io::Result<Metadata> {
+        match &self.folder {
+            Some(folder) => metadata_in(folder, &self.name),
+            None => fs::symlink_metadata(&self.name),
+        }
+    }
+
+    /// The regular file there; anything else (a folder, a symlink, nothing) is `NotFound`,
+    /// as [`file_metadata`] says.
+    fn file_metadata(&self, rel: &str) -> Result<Metadata> {
+        match self.metadata() {
+            Ok(md) if md.is_file() => Ok(md),
+            Ok(_) => Err(Error::not_found(BACKEND, rel)),
+            Err(e) => Err(map_io(rel, e)),
+        }
+    }
+
+    /// Gives the file here the second name `to` (`linkat(2)`, failing if `to` exists), not
+    /// following a symlink here: one is linked as itself.
+    fn link_to(&self, to: &Spot) -> io::Result<()> {
+        let ((from_folder, from), (to_folder, to)) = (self.at(), to.at());
+        rustix::fs::linkat(
+            from_folder,
+            from,
+            to_folder,
+            to,
+            rustix::fs::AtFlags::empty(),
+        )
+        .map_err(io::Error::from)
+    }
+
+    /// Removes the name (`unlinkat(2)`).
+    fn remove(&self) -> io::Result<()> {
+        let (folder, name) = self.at();
+        rustix::fs::unlinkat(folder, name, rustix::fs::AtFlags::empty()).map_err(io::Error::from)
+    }
+}
+
+/// Links the file at `from_at` (`from`, whose look was `source`) at `to_at` (`to`) for
+/// [`StorageClient::preserve`], and returns what is now at `to_at`: the very file `source`
+/// described. `None` where the filesystem has no hard links or `to_at` is on another device
+/// (the caller copies instead).
+///
+/// # Errors
+/// `PreconditionFailed` when another file (or a symlink, linked as itself) was put at `from`
+/// between the look and the link: the link is removed, as the engine would take it for the
+/// version at `from` it is about to overwrite or delete. Else the link's.
+fn link_checked(
+    from_at: &Spot,
+    source: &Metadata,
+    to_at: &Spot,
+    from: &str,
+    to: &str,
+) -> Result<Option<Metadata>> {
+    match from_at.link_to(to_at) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Unsupported
+                    | io::ErrorKind::PermissionDenied
+                    | io::ErrorKind::CrossesDevices
+            ) =>
+        {
+            tracing::debug!(to, "hard link failed ({e}); copying instead");
+            return Ok(None);
+        }
+        Err(e) => return Err(map_io(to, e)),
+    }
+    let linked = to_at.metadata().map_err(io_on(to))?;
+    if !linked.is_file() || (linked.dev(), linked.ino()) != (source.dev(), source.ino()) {
+        if let Err(e) = to_at.remove() {
+            tracing::warn!(path = to, "could not remove the link of another file: {e}");
+        }
+        return Err(source_changed(from, "while it was linked"));
+    }
+    Ok(Some(linked))
+}
+
+/// The metadata of `name` in `folder`, not following a symlink there: opened `O_PATH` and
+/// looked at through its descriptor, so it is std's (with the birth time, as
+/// [`fs::symlink_metadata`] gives it).
+#[cfg(target_os = "linux")]
+fn metadata_in(folder: &OwnedFd, name: &Path) -> io::Result<Metadata> {
+    use rustix::fs::{Mode, OFlags, openat};
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    File::from(openat(folder, name, flags, Mode::empty())?).metadata()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn metadata_in(_folder: &OwnedFd, _name: &Path) -> io::Result<Metadata> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// Whether the folder an unnamed file was made in is gone (removed: no name links it).
 /// False where it was not opened: a link by path reports a missing folder itself.
 fn folder_gone(temp: &TempFile) -> bool {
@@ -1948,26 +2115,15 @@ impl StorageClient for LocalClient {
             let rel = to_path.as_str();
             check_no_symlinked_folder(&root, &from_path)?;
             check_no_symlinked_folder(&root, &to_path)?;
-            file_metadata(&src, &from_rel)?;
-            create_parent(&target, rel)?;
-            match fs::hard_link(&src, &target) {
-                Ok(()) => {
-                    let metadata = file_metadata(&target, rel)?;
-                    Ok(Some(entry_from_metadata(to_path, &metadata)))
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Unsupported
-                            | io::ErrorKind::PermissionDenied
-                            | io::ErrorKind::CrossesDevices
-                    ) =>
-                {
-                    tracing::debug!(to = rel, "hard link failed ({e}); copying instead");
-                    Ok(None)
-                }
-                Err(e) => Err(map_io(rel, e)),
-            }
+            // Where it can, linked from the source's folder into the target's (made where
+            // missing), both opened without following a symlink, by their descriptors: a
+            // folder swapped for a symlink after the check links no file from outside the
+            // root into the trash, and plants no link outside it (red team 30).
+            let from_at = Spot::source(&root, &from_path, &src)?;
+            let source = from_at.file_metadata(&from_rel)?;
+            let to_at = Spot::made(&root, &to_path, &target)?;
+            let linked = link_checked(&from_at, &source, &to_at, &from_rel, rel)?;
+            Ok(linked.map(|linked| entry_from_metadata(to_path, &linked)))
         })
         .await?;
         if let Some(entry) = linked {
@@ -2313,5 +2469,91 @@ mod create_tests {
             e.contains("was a symlink when this file was written, and is none now"),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod spot_tests {
+    //! Trash links, copies, deletes and pruning through folders opened beneath the root
+    //! ([`Spot`]; red team 30).
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    /// A root holding `a/f` ("old") and the empty folder `t`, below a new temp dir (drop it
+    /// last).
+    fn root_with_file() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("a")).unwrap();
+        fs::create_dir_all(root.join("t")).unwrap();
+        fs::write(root.join("a/f"), b"old").unwrap();
+        (dir, root)
+    }
+
+    /// A trash link of the file looked at: the very file, in the folder opened beneath the
+    /// root.
+    #[test]
+    fn a_trash_link_is_the_file_looked_at() {
+        let (_dir, root) = root_with_file();
+        let from = Spot::source(&root, &rel("a/f"), &root.join("a/f")).unwrap();
+        let source = from.file_metadata("a/f").unwrap();
+        let to = Spot::made(&root, &rel("t/x/f"), &root.join("t/x/f")).unwrap();
+        let linked = link_checked(&from, &source, &to, "a/f", "t/x/f")
+            .unwrap()
+            .unwrap();
+        assert_eq!(linked.ino(), source.ino());
+        assert_eq!(fs::read(root.join("t/x/f")).unwrap(), b"old");
+    }
+
+    /// A file put at `from` between the look at it and the link (saved by the user: a new
+    /// inode) is not left in the trash for the version the engine looked at: the link is
+    /// removed and the call fails. Nor is a symlink put there (linked as itself).
+    #[test]
+    fn a_file_replaced_before_its_trash_link_is_not_kept_for_it() {
+        let (_dir, root) = root_with_file();
+        let from = Spot::source(&root, &rel("a/f"), &root.join("a/f")).unwrap();
+        let source = from.file_metadata("a/f").unwrap();
+        fs::write(root.join("a/new"), b"new").unwrap();
+        fs::rename(root.join("a/new"), root.join("a/f")).unwrap();
+        let to = Spot::made(&root, &rel("t/f"), &root.join("t/f")).unwrap();
+        let e = link_checked(&from, &source, &to, "a/f", "t/f").unwrap_err();
+        assert!(matches!(e, Error::PreconditionFailed { .. }), "{e}");
+        assert!(fs::symlink_metadata(root.join("t/f")).is_err(), "left");
+        fs::remove_file(root.join("a/f")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("a/f")).unwrap();
+        let e = link_checked(&from, &source, &to, "a/f", "t/f").unwrap_err();
+        assert!(matches!(e, Error::PreconditionFailed { .. }), "{e}");
+        assert!(fs::symlink_metadata(root.join("t/f")).is_err(), "left");
+    }
+
+    /// A folder swapped for a symlink after the spots were found leads the link nowhere
+    /// outside the root: it goes from and into the folders looked up, wherever they went.
+    #[test]
+    fn a_trash_link_follows_the_folders_not_a_symlink() {
+        assert!(
+            !cfg!(target_os = "linux") || beneath::available(),
+            "openat2 (Linux 5.6) is refused here: the folder check falls back to lstat"
+        );
+        let (dir, root) = root_with_file();
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(outside.join("x")).unwrap();
+        fs::write(outside.join("f"), b"outside").unwrap();
+        let from = Spot::source(&root, &rel("a/f"), &root.join("a/f")).unwrap();
+        let source = from.file_metadata("a/f").unwrap();
+        let to = Spot::made(&root, &rel("t/x/f"), &root.join("t/x/f")).unwrap();
+        for top in ["a", "t"] {
+            fs::rename(root.join(top), dir.path().join(format!("moved-{top}"))).unwrap();
+            std::os::unix::fs::symlink(&outside, root.join(top)).unwrap();
+        }
+        link_checked(&from, &source, &to, "a/f", "t/x/f")
+            .unwrap()
+            .unwrap();
+        assert_eq!(fs::read(dir.path().join("moved-t/x/f")).unwrap(), b"old");
+        assert!(fs::symlink_metadata(outside.join("x/f")).is_err());
+        assert_eq!(fs::metadata(outside.join("f")).unwrap().nlink(), 1);
     }
 }
