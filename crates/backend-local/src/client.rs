@@ -839,17 +839,7 @@ fn open_temp(
         {
             return Ok(made);
         }
-        // A named one in the folder looked up, by its descriptor (through /proc), and renamed
-        // or linked there: a folder moved out of the root and linked back meanwhile leads
-        // the new version nowhere outside it (red team 29).
-        match folder.and_then(|folder| in_folder(&folder, Path::new(".")).map(|at| (at, folder))) {
-            Some((at, folder)) => {
-                let (mut temp, file) = TempFile::create(&at, mode)?;
-                temp.folder = Some(folder);
-                Ok((temp, file))
-            }
-            None => TempFile::create(dir, mode),
-        }
+        named_temp(folder, dir, mode)
     };
     let failed = |e| folder_not_opened(root, path, target, rel, e);
     // The parent usually exists: try first, create it only when missing.
@@ -871,6 +861,21 @@ fn open_temp(
             .map_err(io_on(rel))?;
     }
     Ok((temp, file))
+}
+
+/// A named temporary file ([`TempFile::create`]) in `folder` where it was opened beneath the
+/// root, by its descriptor (through /proc), renamed or linked there by [`commit`]: a folder
+/// moved out of the root and linked back meanwhile leads the new version nowhere outside it
+/// (red team 29). Else (or without /proc) in `dir`, by path.
+fn named_temp(folder: Option<OwnedFd>, dir: &Path, mode: u32) -> io::Result<(TempFile, File)> {
+    match folder.and_then(|folder| in_folder(&folder, Path::new(".")).map(|at| (at, folder))) {
+        Some((at, folder)) => {
+            let (mut temp, file) = TempFile::create(&at, mode)?;
+            temp.folder = Some(folder);
+            Ok((temp, file))
+        }
+        None => TempFile::create(dir, mode),
+    }
 }
 
 /// The error of a write of `path` (at `target`, below `root`) whose temporary file could not
@@ -1173,6 +1178,15 @@ impl Spot {
         }
     }
 
+    /// Opens the file here for reading, never through a symlink here (`ELOOP`), as
+    /// [`open_source`] does.
+    fn open_read(&self) -> io::Result<File> {
+        use rustix::fs::{Mode, OFlags, openat};
+        let (folder, name) = self.at();
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Ok(File::from(openat(folder, name, flags, Mode::empty())?))
+    }
+
     /// Gives the file here the second name `to` (`linkat(2)`, failing if `to` exists), not
     /// following a symlink here: one is linked as itself.
     fn link_to(&self, to: &Spot) -> io::Result<()> {
@@ -1233,6 +1247,94 @@ fn link_checked(
         return Err(source_changed(from, "while it was linked"));
     }
     Ok(Some(linked))
+}
+
+/// A server-side copy of `from` to `to` below `root` ([`StorageClient::copy_opts`]): the
+/// source's bytes, mtime and permission bits (less setuid, setgid, sticky and the umask).
+///
+/// Where it can, the source is opened in its folder and the copy made in its own, both
+/// opened without following a symlink (the target's made where missing), by their
+/// descriptors: a folder swapped for a symlink after the check copies nothing from outside
+/// the root in, and nothing out (red team 30). Else by path, as checked.
+///
+/// `flush`: for [`StorageClient::preserve`] where it cannot link. A link shares the old
+/// version's blocks, on disk as they were; a copy is new data. The engine replaces the
+/// original right after `preserve` returns, with no barrier between (on another filesystem,
+/// whose journal commits on its own): the copy, its name and the folders made for it are
+/// flushed first (`fsync`, `syncfs`), or a power cut could keep the replacement and lose the
+/// only other copy of the old version. A copy that cannot be flushed is removed again.
+fn copy_in_root(
+    root: &Path,
+    from: &RelPath,
+    to: &RelPath,
+    overwrite: bool,
+    fsync: bool,
+    flush: bool,
+) -> Result<Entry> {
+    let (src, target) = (root.join(from.as_str()), root.join(to.as_str()));
+    let (from_rel, rel) = (from.as_str(), to.as_str());
+    check_no_symlinked_folder(root, from)?;
+    check_no_symlinked_folder(root, to)?;
+    let mut reader = Spot::source(root, from, &src)?.open_read().map_err(|e| {
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            Error::not_found(BACKEND, from_rel)
+        } else {
+            map_io(from_rel, e)
+        }
+    })?;
+    let source = reader.metadata().map_err(io_on(from_rel))?;
+    if !source.is_file() {
+        return Err(Error::not_found(BACKEND, from_rel));
+    }
+    let to_at = Spot::made(root, to, &target)?;
+    // Where the copy is removed again if it cannot be flushed.
+    let folder = match (&to_at.folder, flush) {
+        (Some(folder), true) => Some(folder.try_clone().map_err(io_on(rel))?),
+        _ => None,
+    };
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    // The copy gets the source's permission bits (less setuid, setgid, sticky and the
+    // umask) from its creation on, never more while the content goes in.
+    let (temp, mut file) =
+        named_temp(to_at.folder, dir, source.permissions().mode()).map_err(io_on(rel))?;
+    // copy_file_range(2) where the filesystem has it: no bytes through user space.
+    io::copy(&mut reader, &mut file).map_err(io_on(from_rel))?;
+    let copy = if flush {
+        Some(file.try_clone().map_err(io_on(rel))?)
+    } else {
+        None
+    };
+    let mtime = source.modified().ok();
+    let metadata = commit(
+        temp, file, &target, rel, mtime, fsync, overwrite, None, None,
+    )?;
+    if let Some(copy) = copy {
+        let flushed = copy
+            .sync_all()
+            .and_then(|()| rustix::fs::syncfs(&copy).map_err(io::Error::from));
+        if let Err(e) = flushed {
+            // Not left for the engine to take as made: nothing replaces the original. Only
+            // the copy itself, in the folder it was put in.
+            let at = match folder {
+                Some(folder) => Spot {
+                    folder: Some(folder),
+                    name: PathBuf::from(to.file_name()),
+                },
+                None => Spot::by_path(&target),
+            };
+            if let (Ok(there), Ok(made)) = (at.metadata(), copy.metadata())
+                && (there.dev(), there.ino()) == (made.dev(), made.ino())
+            {
+                let _ = at.remove();
+            }
+            return Err(Error::other(
+                BACKEND,
+                rel,
+                format!("the copy of the old version could not be flushed to disk: {e}"),
+            ));
+        }
+    }
+    Ok(entry_from_metadata(to.clone(), &metadata))
 }
 
 /// The metadata of `name` in `folder`, not following a symlink there: opened `O_PATH` and
@@ -2054,52 +2156,8 @@ impl StorageClient for LocalClient {
     ) -> Result<Entry> {
         check_not_reserved(to)?;
         self.writeback.start(&self.root);
-        let (src, target) = (self.abs(from), self.abs(to));
-        let (from_rel, to_path) = (from.as_str().to_owned(), to.clone());
-        let fsync = self.fsync;
-        let (root, from_path) = (self.root.clone(), from.clone());
-        blocking(move || {
-            let rel = to_path.as_str();
-            check_no_symlinked_folder(&root, &from_path)?;
-            check_no_symlinked_folder(&root, &to_path)?;
-            let mut reader = OpenOptions::new()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&src)
-                .map_err(|e| {
-                    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
-                        Error::not_found(BACKEND, from_rel.clone())
-                    } else {
-                        map_io(&from_rel, e)
-                    }
-                })?;
-            let source = reader.metadata().map_err(io_on(&from_rel))?;
-            if !source.is_file() {
-                return Err(Error::not_found(BACKEND, from_rel));
-            }
-            create_parent(&target, rel)?;
-            let dir = target.parent().unwrap_or(Path::new("/"));
-            // The copy gets the source's permission bits (less setuid, setgid, sticky and the
-            // umask) from its creation on, never more while the content goes in.
-            let (temp, mut file) =
-                TempFile::create(dir, source.permissions().mode()).map_err(io_on(rel))?;
-            // copy_file_range(2) where the filesystem has it: no bytes through user space.
-            io::copy(&mut reader, &mut file).map_err(io_on(&from_rel))?;
-            let mtime = source.modified().ok();
-            let metadata = commit(
-                temp,
-                file,
-                &target,
-                rel,
-                mtime,
-                fsync,
-                opts.overwrite,
-                None,
-                None,
-            )?;
-            Ok(entry_from_metadata(to_path, &metadata))
-        })
-        .await
+        let (root, from, to, fsync) = (self.root.clone(), from.clone(), to.clone(), self.fsync);
+        blocking(move || copy_in_root(&root, &from, &to, opts.overwrite, fsync, false)).await
     }
 
     /// A hard link: no bytes copied, and the old version keeps its inode. Where the
@@ -2129,34 +2187,9 @@ impl StorageClient for LocalClient {
         if let Some(entry) = linked {
             return Ok(entry);
         }
-        let copied = self.copy_opts(from, to, TransferOptions::default()).await?;
-        // A link shares the old version's blocks, on disk as they were; a copy is new data.
-        // The engine replaces the original right after this returns, with no barrier between
-        // (on another filesystem, whose journal commits on its own): the copy, its name and
-        // the folders made for it are flushed first (`fsync`, `syncfs`), or a power cut could
-        // keep the replacement and lose the only other copy of the old version.
-        let target = self.abs(to);
-        let rel = to.as_str().to_owned();
-        blocking(move || {
-            let flushed = open_source(&target, &rel)
-                .map_err(io::Error::other)
-                .and_then(|file| {
-                    file.sync_all()?;
-                    rustix::fs::syncfs(&file).map_err(io::Error::from)
-                });
-            if let Err(e) = flushed {
-                // Not left for the engine to take as made: nothing replaces the original.
-                let _ = fs::remove_file(&target);
-                return Err(Error::other(
-                    BACKEND,
-                    rel,
-                    format!("the copy of the old version could not be flushed to disk: {e}"),
-                ));
-            }
-            Ok(())
-        })
-        .await?;
-        Ok(copied)
+        // No hard links here, or `to` on another device: a copy, flushed to disk.
+        let (root, from, to, fsync) = (self.root.clone(), from.clone(), to.clone(), self.fsync);
+        blocking(move || copy_in_root(&root, &from, &to, false, fsync, true)).await
     }
 
     async fn rename_opts(
