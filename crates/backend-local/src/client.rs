@@ -1494,20 +1494,31 @@ fn is_mount_root(dir: &Path) -> bool {
     }
 }
 
-/// Removes the directories between `dir` and `root` (exclusive) that are empty, bottom up.
-fn prune_empty_dirs(root: &Path, mut dir: &Path) {
-    while dir != root && dir.starts_with(root) {
-        match fs::remove_dir(dir) {
-            // Gone already: a concurrent delete pruned it; its parent may still be empty.
+/// Removes the folders of `rel` below `root` that are empty, bottom up, up to (not
+/// including) the root: each by its name in the folder above it, opened without following
+/// a symlink, where it can ([`beneath::open_folder_of`]), so a folder swapped for a symlink
+/// meanwhile leads to no empty folder outside the root (red team 30). Else by path.
+fn prune_empty_dirs(root: &Path, rel: &RelPath) {
+    let mut below = rel.as_str();
+    while let Some((dir, _)) = below.rsplit_once('/') {
+        let removed = if beneath::available() {
+            RelPath::new(dir).map_err(io::Error::other).and_then(|dir| {
+                let up = beneath::open_folder_of(root, &dir)?;
+                rustix::fs::unlinkat(&up, dir.file_name(), rustix::fs::AtFlags::REMOVEDIR)
+                    .map_err(io::Error::from)
+            })
+        } else {
+            fs::remove_dir(root.join(dir))
+        };
+        match removed {
+            // Gone already (or a folder above it): a concurrent delete pruned it; its parent
+            // may still be empty.
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             // Not empty (or not ours to remove): stop here.
             Err(_) => return,
         }
-        match dir.parent() {
-            Some(parent) => dir = parent,
-            None => return,
-        }
+        below = dir;
     }
 }
 
@@ -2122,7 +2133,17 @@ impl StorageClient for LocalClient {
         self.lane
             .run(move || {
                 check_no_symlinked_folder(&root, &checked)?;
-                match fs::remove_file(&abs) {
+                // Where it can, the file is removed by its name in its folder, opened without
+                // following a symlink, and so are the folders it empties: a folder swapped for
+                // a symlink after the check removes nothing outside the root (red team 30).
+                let removed = match Spot::of(&root, &checked, &abs) {
+                    Ok(at) => at.remove(),
+                    Err(e) if beneath::is_symlinked_folder(&e) => {
+                        return Err(folder_not_opened(&root, &checked, &abs, &rel, e));
+                    }
+                    Err(e) => Err(e),
+                };
+                match removed {
                     Ok(()) => {}
                     Err(e)
                         if matches!(
@@ -2140,9 +2161,7 @@ impl StorageClient for LocalClient {
                     }
                     Err(e) => return Err(map_io(&rel, e)),
                 }
-                if let Some(parent) = abs.parent() {
-                    prune_empty_dirs(&root, parent);
-                }
+                prune_empty_dirs(&root, &checked);
                 Ok(())
             })
             .await
@@ -2244,10 +2263,8 @@ impl StorageClient for LocalClient {
                 }
                 return Err(map_io(&from_rel, e));
             }
-            if src != target
-                && let Some(parent) = src.parent()
-            {
-                prune_empty_dirs(&root, parent);
+            if src != target {
+                prune_empty_dirs(&root, &from_path);
             }
             let metadata = file_metadata(&target_at, rel)?;
             Ok(entry_from_metadata(to_path, &metadata))
