@@ -410,6 +410,61 @@ async fn deletes_racing_folder_swaps_remove_nothing_outside() {
     assert_none(&problems, deleted, results.len() - deleted);
 }
 
+/// 32 overwrites in flight of files inside the root (bits `0o600`) whose look-alikes outside
+/// have other bits (`0o755`), while the top folders are swapped: an overwrite keeps the
+/// bits of the file it replaces, which were read by path (after the folder's lookup), so a
+/// swap between the two gave the new version the bits of the file outside (a private file
+/// made world-readable and executable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overwrites_racing_folder_swaps_keep_the_bits_of_the_file_inside() {
+    use std::os::unix::fs::PermissionsExt;
+    const ROUNDS: usize = 300;
+    let tree = sources(ROUNDS);
+    for round in 0..ROUNDS {
+        for k in 0..PER_ROUND {
+            let from = source(round, k).0;
+            let bits =
+                |at: PathBuf, mode| fs::set_permissions(at, fs::Permissions::from_mode(mode));
+            bits(tree.root.join(&from), 0o600).unwrap();
+            bits(tree.outside.join(&from), 0o755).unwrap();
+        }
+    }
+    let before = snapshot(&tree.outside);
+    let client = Arc::new(LocalClient::new(&tree.root));
+    let results = tree
+        .race(ROUNDS, |round, k| {
+            let client = client.clone();
+            async move {
+                let from = p(&source(round, k).0);
+                client
+                    .put(&from, bytes::Bytes::from(format!("new {round}-{k}")))
+                    .await
+            }
+        })
+        .await;
+    let mut problems = changes(&before, &tree.outside);
+    let mut written = 0;
+    for ((round, k), result) in &results {
+        let (from, inside, _) = source(*round, *k);
+        let at = tree.root.join(&from);
+        let content = fs::read_to_string(&at).unwrap();
+        let expected = if result.is_ok() {
+            written += 1;
+            format!("new {round}-{k}")
+        } else {
+            inside
+        };
+        if content != expected {
+            problems.push(format!("{from} holds {content:?}, not {expected:?}"));
+        }
+        let mode = fs::metadata(&at).unwrap().permissions().mode() & 0o7777;
+        if mode != 0o600 {
+            problems.push(format!("{from} has the bits {mode:o}, not 600"));
+        }
+    }
+    assert_none(&problems, written, results.len() - written);
+}
+
 mod unchanged {
     //! What these operations do without any race stays as it was.
 
