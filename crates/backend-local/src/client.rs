@@ -818,32 +818,34 @@ fn open_temp(
         check_no_symlinked_folder(root, path)?;
     }
     let dir = target.parent().unwrap_or(Path::new("/"));
-    // A write that only creates has no old file whose bits it would keep (one there fails it).
-    let old = if unnamed.is_some() {
-        None
-    } else {
-        fs::symlink_metadata(target)
-            .ok()
-            .filter(Metadata::is_file)
-            .map(|old| old.permissions().mode() & 0o777)
-    };
-    let mode = old.or(requested).map_or(0o666, |bits| bits & 0o777);
-    let create = || -> io::Result<(TempFile, File)> {
+    let create = || -> io::Result<(TempFile, File, Option<u32>)> {
         let mut folder = if by_folder {
             Some(beneath::open_folder_of(root, path)?)
         } else {
             None
         };
-        if let Some(refused) = unnamed
-            && let Some(made) = TempFile::create_unnamed(dir, &mut folder, mode, refused)?
-        {
-            return Ok(made);
+        // A write that only creates has no old file whose bits it would keep (one there
+        // fails it). An overwrite looks at the old file in the folder looked up, never by a
+        // path a symlink swapped in meanwhile would lead outside the root (red team 30).
+        let old = match &folder {
+            _ if unnamed.is_some() => None,
+            Some(folder) => metadata_in(folder, Path::new(path.file_name())).ok(),
+            None => fs::symlink_metadata(target).ok(),
         }
-        named_temp(folder, dir, mode)
+        .filter(Metadata::is_file)
+        .map(|old| old.permissions().mode() & 0o777);
+        let mode = old.or(requested).map_or(0o666, |bits| bits & 0o777);
+        if let Some(refused) = unnamed
+            && let Some((temp, file)) = TempFile::create_unnamed(dir, &mut folder, mode, refused)?
+        {
+            return Ok((temp, file, old));
+        }
+        let (temp, file) = named_temp(folder, dir, mode)?;
+        Ok((temp, file, old))
     };
     let failed = |e| folder_not_opened(root, path, target, rel, e);
     // The parent usually exists: try first, create it only when missing.
-    let (temp, file) = match create() {
+    let (temp, file, old) = match create() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if by_folder {
                 beneath::make_folders_of(root, path, |depth| folders.folder_mode(depth))
