@@ -478,7 +478,8 @@ fn check_not_reserved(path: &RelPath) -> Result<()> {
 /// folder from the root down is checked with `lstat`; missing ones are created as real
 /// folders by the caller. The root itself may be a symlink (it is resolved); the last
 /// component is the caller's business. A symlink made between this check and the operation
-/// is not caught.
+/// is caught where the operation then opens its folders beneath the root ([`beneath`],
+/// [`Spot`]); elsewhere it is not.
 fn check_no_symlinked_folder(root: &Path, rel: &RelPath) -> Result<()> {
     let Some((folders, _)) = rel.as_str().rsplit_once('/') else {
         return Ok(());
@@ -2607,5 +2608,32 @@ mod spot_tests {
         assert_eq!(fs::read(dir.path().join("moved-t/x/f")).unwrap(), b"old");
         assert!(fs::symlink_metadata(outside.join("x/f")).is_err());
         assert_eq!(fs::metadata(outside.join("f")).unwrap().nlink(), 1);
+    }
+
+    /// Where the folders cannot be opened beneath the root (no `openat2`), the spots are
+    /// paths and act as before, checks included: a link of the file looked at, a refused one
+    /// of a file put there since, a read, a remove.
+    #[test]
+    fn spots_by_path_act_as_before() {
+        let (_dir, root) = root_with_file();
+        let (from, to) = (
+            Spot::by_path(&root.join("a/f")),
+            Spot::by_path(&root.join("t/f")),
+        );
+        let source = from.file_metadata("a/f").unwrap();
+        let linked = link_checked(&from, &source, &to, "a/f", "t/f")
+            .unwrap()
+            .unwrap();
+        assert_eq!(linked.ino(), source.ino());
+        let mut read = String::new();
+        to.open_read().unwrap().read_to_string(&mut read).unwrap();
+        assert_eq!(read, "old");
+        to.remove().unwrap();
+        assert!(to.file_metadata("t/f").unwrap_err().is_not_found());
+        fs::write(root.join("a/new"), b"new").unwrap();
+        fs::rename(root.join("a/new"), root.join("a/f")).unwrap();
+        let e = link_checked(&from, &source, &to, "a/f", "t/f").unwrap_err();
+        assert!(matches!(e, Error::PreconditionFailed { .. }), "{e}");
+        assert!(fs::symlink_metadata(root.join("t/f")).is_err(), "left");
     }
 }

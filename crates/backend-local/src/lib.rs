@@ -78,13 +78,19 @@
 //!   root with `lstat`, and a symlink among them fails the operation with an error naming it
 //!   (such a folder may lead outside the root). Listings do not follow them either (above).
 //!   A symlinked root itself is resolved and used. Reads are not checked (the engine only
-//!   reads what a listing showed). Writes and renames (Linux 5.6 and later) go further: the
-//!   folders they use are opened in one lookup that refuses any symlink below the root
-//!   (`openat2` with `RESOLVE_NO_SYMLINKS`), and the file is made, linked, replaced or moved
-//!   in those folders by descriptor, so a symlink swapped in after the check cannot redirect
-//!   it. The folders they make are made the same way, each in the one above it. Elsewhere
-//!   (deletes, server-side copies and trash links, the pruning of emptied folders) a symlink
-//!   swapped in between the check and the operation is not caught.
+//!   reads what a listing showed). Beyond the check (Linux 5.6 and later, where it replaces
+//!   the check for writes), the folders each of these operations uses are opened in one
+//!   lookup that refuses any symlink below the root (`openat2` with `RESOLVE_NO_SYMLINKS`),
+//!   and the file is made, linked, replaced, moved, removed, or read as the source of a
+//!   server-side `copy`, in those folders by descriptor (a named temporary file and a rename
+//!   through `/proc/self/fd`), as are the emptied folders a delete or rename prunes, each in
+//!   the one above it; the folders they make are made the same way. So a folder swapped for
+//!   a symlink after the check leads nothing outside the root (red teams 29 and 30). A trash
+//!   link is checked to be the very file looked at in the source's folder (device and
+//!   inode), else it is removed and `preserve` fails with `PreconditionFailed`: the engine
+//!   never takes another file for the old version it is about to replace. Elsewhere (no
+//!   `openat2`; for renames and named temporary files, no `/proc`) they act by path after
+//!   the check, and a symlink swapped in between is not caught.
 
 mod beneath;
 mod chunked_read;
