@@ -1397,9 +1397,10 @@ fn in_the_way(target: &Path, rel: &str, e: io::Error) -> Error {
 }
 
 /// The error of a move of `from` (at `src`, below `root`) to `to` (at `target`) that would
-/// cross filesystems (`EXDEV`): one of them is on a filesystem mounted inside the root. The
-/// engine moves a file into the root's trash before it deletes or overwrites it, so such a
-/// file is left as it is, run after run; the error says where the mount is and what to do.
+/// cross filesystems (`EXDEV`): one of them is on a filesystem mounted inside the root.
+/// [`Error::Unsupported`], so the engine does it another way: a file it deletes is kept in
+/// the trash by [`preserve`](StorageClient::preserve) (a flushed copy there) instead of a
+/// move, and a rename is a copy and a delete. Where the mount is goes to the log.
 fn across_filesystems(
     root: &Path,
     src: &Path,
@@ -1408,6 +1409,26 @@ fn across_filesystems(
     to: &str,
     e: io::Error,
 ) -> Error {
+    tracing::info!(
+        "{}; the engine copies instead",
+        mount_in_the_way(root, src, target, from, to, e)
+    );
+    Error::Unsupported {
+        backend: BACKEND,
+        operation: "a move between filesystems (one is mounted inside the root)",
+    }
+}
+
+/// What [`across_filesystems`] logs: the mount inside the root that a move from `from` to
+/// `to` crosses, where the mount table names it.
+fn mount_in_the_way(
+    root: &Path,
+    src: &Path,
+    target: &Path,
+    from: &str,
+    to: &str,
+    e: io::Error,
+) -> String {
     // The deepest mount point (from the mount table, as the barrier finds them) holding
     // either end.
     let mount = fs::canonicalize(root)
@@ -1425,21 +1446,14 @@ fn across_filesystems(
                     mount.strip_prefix(&root).ok().map(Path::to_path_buf)
                 })
         });
-    let Some(mount) = mount else {
-        return map_io(to, e);
-    };
-    let mount = mount.display();
-    Error::other(
-        BACKEND,
-        from,
-        format!(
-            "cannot be moved to {to}: a filesystem is mounted at {mount} inside the root, and \
-             a file cannot be moved between filesystems; it was left as it is ({e}). A delete \
-             or an overwrite first moves the old version into the root's .syncengine/trash, so \
-             those fail below {mount} on every run: sync {mount} as a pair of its own, or \
-             exclude it"
+    match mount {
+        Some(mount) => format!(
+            "{from} cannot be moved to {to}: a filesystem is mounted at {} inside the root, and \
+             a file cannot be moved between filesystems ({e})",
+            mount.display()
         ),
-    )
+        None => format!("{from} cannot be moved to {to}: {e}"),
+    }
 }
 
 /// Removes `dir` if it is a real directory (not a symlink) holding nothing but directories

@@ -72,6 +72,11 @@
 //!   the write fails with `PreconditionFailed`. Only the moment between that check and the
 //!   rename remains open.
 //! - **Deletes** remove the directories they leave empty, up to (not including) the root.
+//! - **A move between filesystems** (a filesystem mounted inside the root, `EXDEV`) is
+//!   `Error::Unsupported`, and the file stays as it was; the log names the mount. The engine
+//!   then does it another way: a file it deletes there goes to the root's trash as a copy,
+//!   flushed to disk before the file is deleted (and only if it is still the version listed),
+//!   and a rename across the mount is a copy and a delete.
 //! - **Symlinked folders inside the root** are never written, moved or deleted through:
 //!   every write (and the folders it creates), delete (and the pruning of emptied folders),
 //!   rename, copy and trash link first checks each existing folder on the path below the
