@@ -6,7 +6,8 @@
 #   bash bench/local_first_copy.sh OLD_BINARY NEW_BINARY   # several binaries side by side
 #   N=2000 RUNS=1 bash bench/local_first_copy.sh           # a quick check of the script
 #
-# Env: N (files, default 100000), DIRS (folders, default N/30), RUNS (default 3), WORK (scratch
+# Env: N (files, default 100000), DIRS (folders, default N/30), PROFILE (file sizes: 10k, the
+# default, or 1k for 1 000 000 files; see gen_tree.py), RUNS (default 3), WORK (scratch
 # folder, default a new temp dir on the same disk as TMPDIR, removed at the end unless KEEP=1).
 # Every destination is a new folder next to the source (same filesystem); each step starts
 # after a `sync`, so no step pays for the previous one's writes. syncengine flushes what it
@@ -34,7 +35,7 @@ else
 fi
 
 SRC="$WORK/src"
-python3 bench/gen_tree.py "$SRC" "$N" "$DIRS" >&2
+python3 bench/gen_tree.py "$SRC" "$N" "$DIRS" ${PROFILE:+--profile "$PROFILE"} >&2
 
 # measure LABEL COMMAND...: runs it under /usr/bin/time -v and appends "wall rss" to LABEL's file.
 measure() {
