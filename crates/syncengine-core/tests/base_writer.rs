@@ -23,6 +23,10 @@ use syncengine_core::{
 /// More files than one batch of base updates holds (4096), so a batch is cut part way.
 const FILES: usize = 6000;
 
+/// Copies from this number on wait for the first barrier to start when the watch is patient:
+/// past the first batch (4096) and the copies in flight with it.
+const HELD_FROM: u64 = 5000;
+
 /// How long the first barrier waits for a copy to land while it runs: far longer than a copy
 /// takes, short enough that a run whose copies wait for the barrier still ends.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -90,6 +94,15 @@ impl Hooks for WatchedBarrier {
         {
             self.hung.notify_one();
             std::future::pending::<()>().await;
+        }
+        // Made patient, the copies after the first batch's wait (up to PATIENCE) until its
+        // barrier has started: on a loaded machine they could all be done before it starts,
+        // and none could land while it runs.
+        if self.patient && self.writes.load(Ordering::SeqCst) >= HELD_FROM {
+            let started = Instant::now();
+            while self.barriers.load(Ordering::SeqCst) == 0 && started.elapsed() < PATIENCE {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
         }
         let entry = self.inner.write_opts(path, body, opts).await?;
         self.writes.fetch_add(1, Ordering::SeqCst);
