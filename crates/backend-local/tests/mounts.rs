@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use syncengine_backend_local::LocalClient;
+use syncengine_core::trash::{RestoreOptions, Trash};
 use syncengine_core::{
     Error, RelPath, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncPair,
 };
@@ -158,6 +159,34 @@ async fn a_delete_on_a_mount_below_the_root_keeps_a_copy_in_the_trash() {
         (again.errors, again.deleted_destination),
         (0, 0),
         "{again:?}"
+    );
+    // Restored from the trash onto the mount: by a copy too, the trash copy removed after.
+    let root: Arc<dyn StorageClient> = Arc::new(LocalClient::new(&dst));
+    let trash = Trash::of_root(root.clone());
+    let listing = trash.list().await.unwrap();
+    let files: Vec<_> = listing
+        .runs
+        .iter()
+        .flat_map(|r| &r.files)
+        .filter(|f| f.path.as_str() == "photos/disk/2024/a.jpg")
+        .collect();
+    assert_eq!(files.len(), 1, "{listing:?}");
+    let report = trash
+        .restore(&root, &files, &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.failed(), 0, "{report:?}");
+    assert_eq!(
+        fs::read(dst.join("photos/disk/2024/a.jpg")).unwrap(),
+        b"only copy of a"
+    );
+    let left: Vec<_> = walkdir(&dst.join(".syncengine/trash"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "a.jpg"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the trash copy goes once restored: {left:?}"
     );
 }
 

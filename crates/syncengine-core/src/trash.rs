@@ -402,10 +402,20 @@ impl Trash {
         place: &RelPath,
     ) -> Result<Option<String>> {
         let caps = root.capabilities();
-        if self.in_root && caps.native_rename {
-            let moved = root
+        // A move the root cannot make (a place on a filesystem mounted inside a local root)
+        // is a copy below, as where the root has no native rename.
+        let moved = if self.in_root && caps.native_rename {
+            match root
                 .rename_opts(&file.stored, place, TransferOptions::default())
-                .await?;
+                .await
+            {
+                Err(Error::Unsupported { .. }) => None,
+                moved => Some(moved?),
+            }
+        } else {
+            None
+        };
+        if let Some(moved) = moved {
             if moved.size != listed.size {
                 return Err(Error::other(
                     root.backend(),
