@@ -1392,7 +1392,7 @@ impl Executor {
             ..Version::of(entry)
         };
         let client = self.client(side);
-        if !listed.matches(&kept) {
+        if !listed.matches(&kept) && !coarser_copy_of(entry, &kept) {
             return Err(Error::PreconditionFailed {
                 backend: client.backend(),
                 path: entry.path.to_string(),
@@ -1634,8 +1634,20 @@ impl Executor {
     /// Nothing on a side whose moves are native: no move there leaves a copy behind, and a
     /// trash name found taken is another deletion's.
     async fn drop_extra_copies(&self, side: Side, kept: &RelPath, candidates: Vec<RelPath>) {
+        if self.client(side).capabilities().native_rename {
+            return;
+        }
+        self.drop_identical_copies(side, kept, candidates).await;
+    }
+
+    /// Deletes, among the trash copies `candidates` on `side`, those that hold exactly what
+    /// `kept` holds (see [`drop_extra_copies`](Self::drop_extra_copies)), on any backend: the
+    /// same size and MD5 — or, for a file too big to hash, the same size and time, as the
+    /// copies of one version made by [`StorageClient::preserve`] on the same disk have (a
+    /// hard link, or a copy given the original's time). An extra at worst, never a loss.
+    async fn drop_identical_copies(&self, side: Side, kept: &RelPath, candidates: Vec<RelPath>) {
         let client = self.client(side);
-        if candidates.is_empty() || client.capabilities().native_rename {
+        if candidates.is_empty() {
             return;
         }
         let Ok(kept) = self.retry(|| client.stat(kept)).await else {
@@ -1652,14 +1664,23 @@ impl Executor {
             if now.size != kept.size {
                 continue;
             }
-            if kept_md5.is_none() {
-                kept_md5 = self.md5_within_limit(side, &kept).await;
-            }
-            let Some(want) = &kept_md5 else {
-                return;
-            };
-            if self.md5_within_limit(side, &now).await.as_ref() != Some(want) {
-                continue;
+            if now.size > RECOVERY_HASH_LIMIT && kept.content_hash(&client.capabilities()).is_none()
+            {
+                // Too big to hash: the same size and time, both known, as a preserved copy
+                // of the same version has.
+                if kept.mtime.is_none() || now.mtime != kept.mtime {
+                    continue;
+                }
+            } else {
+                if kept_md5.is_none() {
+                    kept_md5 = self.md5_within_limit(side, &kept).await;
+                }
+                let Some(want) = &kept_md5 else {
+                    return;
+                };
+                if self.md5_within_limit(side, &now).await.as_ref() != Some(want) {
+                    continue;
+                }
             }
             match self.retry(|| client.delete(&extra)).await {
                 Ok(()) => {
@@ -1676,13 +1697,16 @@ impl Executor {
     /// path (see [`StorageClient::preserve`]); returns the copy. A call that failed after the
     /// copy was made (a lost reply) counts as made when the trash holds exactly `existing`.
     ///
-    /// On a copy-and-delete store, the identical copies that earlier overwrites of the same
-    /// version left when their write failed are dropped once this copy is made
-    /// ([`drop_extra_copies`](Self::drop_extra_copies)), as for deletes.
+    /// The identical copies that earlier runs left of the same version when the write or
+    /// delete after their preserve failed are dropped once this copy is made
+    /// ([`drop_identical_copies`](Self::drop_identical_copies)), on every backend: a
+    /// preserve is a copy on a local disk too where it cannot link (a file on a filesystem
+    /// mounted inside the root), and a delete or overwrite that fails there on every run (a
+    /// read-only mount) would otherwise leave one more full copy in the trash per run.
     async fn preserve_in_trash(&self, side: Side, existing: &Entry) -> Result<Entry, Error> {
         let client = self.client(side);
         let path = &existing.path;
-        let mut extra = self.earlier_trash_copies(side, path).await;
+        let mut extra = self.recent_trash_copies(side, path).await;
         for n in 1u32..100 {
             let target = self.trash_path(path, n)?;
             let kept = match self.retry(|| client.preserve(path, &target)).await {
@@ -1703,7 +1727,7 @@ impl Executor {
                 }
                 Ok(kept) => kept,
             };
-            self.drop_extra_copies(side, &target, extra).await;
+            self.drop_identical_copies(side, &target, extra).await;
             return Ok(kept);
         }
         Err(Error::other(
@@ -2731,6 +2755,26 @@ fn split_making_room(
         }
     }
     Ok((room, rest))
+}
+
+/// Whether `kept`, a copy of `listed` made on a filesystem that keeps times more coarsely
+/// than the one `listed` is on, holds that version by size and time: its time is the listed
+/// one cut to the precision of a common filesystem (NTFS 100 ns, exFAT 10 ms, whole seconds
+/// for ext4 with 128-byte inodes, two for FAT). A version saved meanwhile is caught all the
+/// same by the check of the file itself before its delete.
+fn coarser_copy_of(listed: &Entry, kept: &Entry) -> bool {
+    let (Some(listed_t), Some(kept_t)) = (listed.mtime_nanos(), kept.mtime_nanos()) else {
+        return false;
+    };
+    listed.size == kept.size
+        && [
+            Duration::from_nanos(100),
+            Duration::from_millis(10),
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        ]
+        .into_iter()
+        .any(|p| kept_t == truncate_nanos(listed_t, p))
 }
 
 /// True for the actions that run in the main group: not those that make room, deletes or
