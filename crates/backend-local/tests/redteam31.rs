@@ -51,13 +51,15 @@ fn keepers(root: &Path) {
     }
 }
 
-/// Sets the modification time of `path` (to a time with a fraction of a second).
+/// Sets the modification and access times of `path` (to a time with a fraction of a
+/// second, or long ago).
 fn set_mtime(path: &Path, t: SystemTime) {
+    let times = fs::FileTimes::new().set_modified(t).set_accessed(t);
     fs::File::options()
         .write(true)
         .open(path)
         .unwrap()
-        .set_modified(t)
+        .set_times(times)
         .unwrap();
 }
 
@@ -226,4 +228,58 @@ async fn a_trash_copy_on_a_filesystem_of_whole_seconds_counts_as_the_version() {
     assert!(!dst.join("media/a.txt").exists(), "deleted");
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert_eq!(fs::read(&copies[0]).unwrap(), b"only copy");
+}
+
+/// A run killed while it copied a file into the trash (a delete or an overwrite on a
+/// filesystem mounted inside the root) leaves the copy's temporary file in the trash's
+/// stamp folder (shown with the CLI: four runs killed 30-150 ms in left 310 MiB of
+/// `.syncengine-tmp-*` files there). Nothing removed them: the trash's pruning by age goes
+/// by the files listed (temporary files are never listed), the removal of stale temps skips
+/// the trash, and `syncengine trash list`/`empty` never show them. The pruning of an old run
+/// folder takes what such a run left in it too.
+#[tokio::test]
+async fn the_trash_pruning_takes_the_temporary_files_killed_runs_left_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    keepers(&src);
+    let old = time::OffsetDateTime::now_utc() - time::Duration::days(40);
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        old.year(),
+        u8::from(old.month()),
+        old.day(),
+        old.hour(),
+        old.minute(),
+        old.second()
+    );
+    let folder = dst.join(".syncengine/trash").join(&stamp).join("media");
+    fs::create_dir_all(&folder).unwrap();
+    // What a killed copy leaves (the name form of the local backend's temporary files), and
+    // a file trashed by the same run.
+    let temp = folder.join(".syncengine-tmp-00005c0600000002");
+    fs::write(&temp, vec![0u8; 4096]).unwrap();
+    fs::write(folder.join("old.txt"), b"old").unwrap();
+    let long_ago = SystemTime::now() - Duration::from_secs(40 * 86_400);
+    for f in [&temp, &folder.join("old.txt")] {
+        set_mtime(f, long_ago);
+    }
+    let engine = SyncEngine::new(tmp.path().join("state"));
+    let pair = SyncPair::new(
+        Arc::new(LocalClient::new(&src)),
+        Arc::new(LocalClient::new(&dst)),
+        SyncMode::SourceToDestination,
+    );
+    let stats = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    assert!(
+        !folder.join("old.txt").exists(),
+        "the old run's file is pruned"
+    );
+    let left = walkdir(&dst.join(".syncengine/trash"));
+    assert!(
+        left.is_empty(),
+        "the pruning of a 40-day-old run left {left:?}"
+    );
 }
