@@ -635,6 +635,20 @@ impl SyncEngine {
                         .warnings
                         .push(format!("pruning the {side} trash failed: {e}")),
                 }
+                // The pruning's listing of the whole trash noted the temp files that runs
+                // killed while they copied into it left there, untouched for a day: no other
+                // listing sees them (the removal of stale temps above ran before this one,
+                // and a backup dir is not listed otherwise), and no pruning by files listed
+                // takes them.
+                match client.remove_stale_temps().await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(%side, removed = n, "removed temp files left in the trash")
+                    }
+                    Err(e) => stats.warnings.push(format!(
+                        "removing stale temp files in the {side} trash failed: {e}"
+                    )),
+                }
             }
         }
         Ok(stats)
