@@ -283,3 +283,66 @@ async fn the_trash_pruning_takes_the_temporary_files_killed_runs_left_there() {
         "the pruning of a 40-day-old run left {left:?}"
     );
 }
+
+/// A file deleted on a filesystem mounted inside the root is in the root's trash (a copy):
+/// `syncengine trash restore` moved it back by a rename, which cannot cross into the mount
+/// (`Unsupported`): the restore failed ("a move between filesystems") and left the folders
+/// it made for it on the mount. It is put back by a copy, checked, as a trash kept elsewhere
+/// is.
+#[tokio::test]
+async fn a_file_trashed_from_a_mount_below_the_root_is_restored() {
+    use syncengine_core::trash::{RestoreOptions, RestoreWhat, Trash};
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(src.join("media/sub")).unwrap();
+    fs::create_dir_all(dst.join("media")).unwrap();
+    if !mount(&["-t", "tmpfs", "tmpfs"], &dst.join("media")) {
+        return;
+    }
+    let _mounted = Mounted(dst.join("media"));
+    fs::write(src.join("media/sub/a.txt"), b"only copy of a").unwrap();
+    keepers(&src);
+    let engine = SyncEngine::new(tmp.path().join("state"));
+    let dst_client: Arc<dyn syncengine_core::StorageClient> = Arc::new(LocalClient::new(&dst));
+    let pair = SyncPair::new(
+        Arc::new(LocalClient::new(&src)),
+        dst_client.clone(),
+        SyncMode::SourceToDestination,
+    );
+    let first = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(first.errors, 0, "{first:?}");
+    fs::remove_dir_all(src.join("media/sub")).unwrap();
+    let second = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(
+        (second.errors, second.deleted_destination),
+        (0, 1),
+        "{second:?}"
+    );
+    assert!(
+        !dst.join("media/sub").exists(),
+        "the emptied folder went too"
+    );
+
+    let trash = Trash::of_root(dst_client.clone());
+    let listing = trash.list().await.unwrap();
+    let what = RestoreWhat::Path {
+        path: syncengine_core::RelPath::new("media/sub/a.txt").unwrap(),
+        run: None,
+    };
+    let (_, files) = listing.select(&what).unwrap();
+    let report = trash
+        .restore(&dst_client, &files, &RestoreOptions::default())
+        .await
+        .unwrap();
+    let results: Vec<_> = report.outcomes.iter().map(|o| &o.result).collect();
+    assert_eq!(report.failed(), 0, "{results:?}");
+    assert_eq!(
+        fs::read(dst.join("media/sub/a.txt")).unwrap(),
+        b"only copy of a",
+        "restored at its path"
+    );
+    assert!(
+        trash_copies(&dst, "a.txt").is_empty(),
+        "taken out of the trash"
+    );
+}
