@@ -368,6 +368,16 @@ fn usage_errors_exit_2_and_nothing_to_restore_exits_1() {
     assert_eq!(code, 0);
     assert!(out.contains("EXAMPLES:") && out.contains("syncengine trash restore"));
     assert!(out.contains("next sync"), "{out}");
+    // ROOT comes first, as the command takes it (clap's own usage put PATH first).
+    let usage = out
+        .lines()
+        .find(|l| l.starts_with("Usage:"))
+        .unwrap_or_default();
+    let (root_at, path_at) = (usage.find("<ROOT>"), usage.find("<PATH>"));
+    assert!(
+        root_at.is_some() && path_at.is_some() && root_at < path_at,
+        "{usage}"
+    );
 }
 
 #[test]

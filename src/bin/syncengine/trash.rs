@@ -82,7 +82,12 @@ enum TrashAction {
     #[command(after_help = AFTER_HELP)]
     List(ListArgs),
     /// Put back a file, a folder or a whole run from ROOT's trash, never overwriting.
-    #[command(after_help = AFTER_HELP)]
+    // clap would put the required PATH-or-RUN group before ROOT in the usage line.
+    #[command(
+        after_help = AFTER_HELP,
+        override_usage = "syncengine trash restore [OPTIONS] <ROOT> <PATH>\n       \
+                          syncengine trash restore [OPTIONS] --run <RUN> <ROOT> [PATH]"
+    )]
     Restore(RestoreArgs),
     /// Remove the runs older than DAYS days from ROOT's trash for good.
     #[command(after_help = AFTER_HELP)]
