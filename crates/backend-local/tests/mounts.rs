@@ -18,7 +18,7 @@ use syncengine_core::{
 };
 
 mod support;
-use support::{Mounted, mount};
+use support::{Mounted, files_below, mount};
 
 #[tokio::test]
 async fn empty_folders_are_not_removed_across_a_mount() {
@@ -143,7 +143,7 @@ async fn a_delete_on_a_mount_below_the_root_keeps_a_copy_in_the_trash() {
     assert!(!dst.join("photos/disk/2024/a.jpg").exists(), "deleted");
     assert!(!dst.join("top.jpg").exists(), "renamed away");
     assert_eq!(fs::read(dst.join("photos/disk/top.jpg")).unwrap(), b"top");
-    let trashed: Vec<Vec<u8>> = walkdir(&dst.join(".syncengine/trash"))
+    let trashed: Vec<Vec<u8>> = files_below(&dst.join(".syncengine/trash"))
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n == "a.jpg"))
         .map(|p| fs::read(p).unwrap())
@@ -180,7 +180,7 @@ async fn a_delete_on_a_mount_below_the_root_keeps_a_copy_in_the_trash() {
         fs::read(dst.join("photos/disk/2024/a.jpg")).unwrap(),
         b"only copy of a"
     );
-    let left: Vec<_> = walkdir(&dst.join(".syncengine/trash"))
+    let left: Vec<_> = files_below(&dst.join(".syncengine/trash"))
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n == "a.jpg"))
         .collect();
@@ -188,21 +188,4 @@ async fn a_delete_on_a_mount_below_the_root_keeps_a_copy_in_the_trash() {
         left.is_empty(),
         "the trash copy goes once restored: {left:?}"
     );
-}
-
-/// Every file below `dir`.
-fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(read) = fs::read_dir(dir) else {
-        return out;
-    };
-    for e in read.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walkdir(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -17,28 +17,11 @@ use syncengine_backend_local::LocalClient;
 use syncengine_core::{SyncEngine, SyncMode, SyncPair};
 
 mod support;
-use support::{Mounted, mount};
-
-/// Every file below `dir`.
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(read) = fs::read_dir(dir) else {
-        return out;
-    };
-    for e in read.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walkdir(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
+use support::{Mounted, files_below, mount};
 
 /// The files named `name` in the trash of `root`.
 fn trash_copies(root: &Path, name: &str) -> Vec<PathBuf> {
-    walkdir(&root.join(".syncengine/trash"))
+    files_below(&root.join(".syncengine/trash"))
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n == name))
         .collect()
@@ -277,7 +260,7 @@ async fn the_trash_pruning_takes_the_temporary_files_killed_runs_left_there() {
         !folder.join("old.txt").exists(),
         "the old run's file is pruned"
     );
-    let left = walkdir(&dst.join(".syncengine/trash"));
+    let left = files_below(&dst.join(".syncengine/trash"));
     assert!(
         left.is_empty(),
         "the pruning of a 40-day-old run left {left:?}"
