@@ -2154,7 +2154,22 @@ impl StorageClient for LocalClient {
                 // following a symlink, and so are the folders it empties: a folder swapped for
                 // a symlink after the check removes nothing outside the root (red team 30).
                 let removed = match Spot::of(&root, &checked, &abs) {
-                    Ok(at) => at.remove(),
+                    // Still the version the engine checked, looked at in the folder just
+                    // before the unlink: a save that landed since is not deleted.
+                    Ok(at) => match (&opts.if_version, at.metadata()) {
+                        (Some(want), Ok(md))
+                            if !want.matches(&entry_from_metadata(checked.clone(), &md)) =>
+                        {
+                            return Err(Error::PreconditionFailed {
+                                backend: BACKEND,
+                                path: rel,
+                                source: Some(
+                                    "the file changed since it was checked; not deleted".into(),
+                                ),
+                            });
+                        }
+                        _ => at.remove(),
+                    },
                     Err(e) if beneath::is_symlinked_folder(&e) => {
                         return Err(folder_not_opened(&root, &checked, &abs, &rel, e));
                     }

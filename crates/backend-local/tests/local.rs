@@ -618,3 +618,37 @@ async fn overwrites_keep_the_files_permission_bits() {
         assert_eq!(mode_of(name), mode, "{name} after a checked overwrite");
     }
 }
+
+/// A delete asked for one version (`DeleteOptions::if_version`) checks the file in its folder
+/// right before the unlink: a version saved since stays, and the delete fails.
+#[tokio::test]
+async fn a_delete_for_one_version_leaves_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let client = LocalClient::new(tmp.path());
+    let path = RelPath::new("d/a.txt").unwrap();
+    client.put(&path, Bytes::from("old")).await.unwrap();
+    let checked = client.stat(&path).await.unwrap();
+    // Saved again, as an editor does: a new file under the name.
+    fs::write(tmp.path().join("d/a.txt.new"), b"new and longer").unwrap();
+    fs::rename(tmp.path().join("d/a.txt.new"), tmp.path().join("d/a.txt")).unwrap();
+    let opts = syncengine_core::DeleteOptions::default()
+        .with_if_version(syncengine_core::Version::of(&checked));
+    let err = client
+        .delete_opts(&path, opts)
+        .await
+        .expect_err("another version is not deleted");
+    assert!(
+        matches!(err, syncengine_core::Error::PreconditionFailed { .. }),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(tmp.path().join("d/a.txt")).unwrap(),
+        b"new and longer"
+    );
+    // The version asked for goes, and its emptied folder with it.
+    let now = client.stat(&path).await.unwrap();
+    let opts = syncengine_core::DeleteOptions::default()
+        .with_if_version(syncengine_core::Version::of(&now));
+    client.delete_opts(&path, opts).await.unwrap();
+    assert!(!tmp.path().join("d").exists());
+}

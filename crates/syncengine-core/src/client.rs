@@ -180,12 +180,24 @@ pub struct DeleteOptions {
     /// engine sets it for deletes without a trash, so a file deleted by someone else between
     /// its check and the delete is not counted as the engine's delete.
     pub report_missing: bool,
+    /// Delete only if the file is still this version ([`Version::matches`]), checked by the
+    /// backend right before its delete where it can (local disk: in the file's folder, just
+    /// before the unlink); another version gives [`Error::PreconditionFailed`] and stays. A
+    /// backend that cannot check ignores it: the engine checks the file before it asks for
+    /// the delete anyway, and this only narrows the moment between the two.
+    pub if_version: Option<Version>,
 }
 
 impl DeleteOptions {
     /// Sets [`report_missing`](DeleteOptions::report_missing).
     pub fn with_report_missing(mut self, report: bool) -> Self {
         self.report_missing = report;
+        self
+    }
+
+    /// Sets [`if_version`](DeleteOptions::if_version).
+    pub fn with_if_version(mut self, version: Version) -> Self {
+        self.if_version = Some(version);
         self
     }
 }

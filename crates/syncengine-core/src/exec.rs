@@ -1350,12 +1350,16 @@ impl Executor {
                 if !self.still_as_listed(side, entry).await? {
                     return Ok(false);
                 }
-                self.retry(|| client.delete(&entry.path)).await?;
+                let opts = DeleteOptions::default().with_if_version(Version::of(entry));
+                self.retry(|| client.delete_opts(&entry.path, opts.clone()))
+                    .await?;
                 self.trashed.add(entry.size);
                 Ok(true)
             }
             ResolvedRecovery::None => {
-                let opts = DeleteOptions::default().with_report_missing(true);
+                let opts = DeleteOptions::default()
+                    .with_report_missing(true)
+                    .with_if_version(Version::of(entry));
                 let attempts = std::sync::atomic::AtomicU32::new(0);
                 match self
                     .retry(|| {
@@ -1403,7 +1407,9 @@ impl Executor {
         if !self.still_as_listed(side, entry).await? {
             return Ok(false);
         }
-        self.retry(|| client.delete(&entry.path)).await?;
+        let opts = DeleteOptions::default().with_if_version(Version::of(entry));
+        self.retry(|| client.delete_opts(&entry.path, opts.clone()))
+            .await?;
         self.trashed.add(entry.size);
         Ok(true)
     }

@@ -606,6 +606,15 @@ impl StorageClient for MemoryClient {
 
     async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
         let mut state = self.lock();
+        if let (Some(want), Some(now)) = (&opts.if_version, state.files.get(path))
+            && !want.matches(&now.entry(path))
+        {
+            return Err(Error::PreconditionFailed {
+                backend: BACKEND,
+                path: path.to_string(),
+                source: Some("the file changed since it was checked; not deleted".into()),
+            });
+        }
         let removed = state.files.remove(path);
         let missing = removed.is_none();
         state.free(removed);
@@ -676,6 +685,26 @@ mod tests {
     use futures::TryStreamExt;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_delete_for_one_version_leaves_another() {
+        let client = MemoryClient::new();
+        let path = RelPath::new("a.txt").unwrap();
+        client.put(&path, Bytes::from("old")).await.unwrap();
+        let checked = client.stat(&path).await.unwrap();
+        client
+            .put(&path, Bytes::from("saved meanwhile"))
+            .await
+            .unwrap();
+        let opts = DeleteOptions::default().with_if_version(crate::Version::of(&checked));
+        let err = client.delete_opts(&path, opts).await.unwrap_err();
+        assert!(matches!(err, Error::PreconditionFailed { .. }), "{err}");
+        assert!(client.files().contains_key(&path));
+        let now = client.stat(&path).await.unwrap();
+        let opts = DeleteOptions::default().with_if_version(crate::Version::of(&now));
+        client.delete_opts(&path, opts).await.unwrap();
+        assert!(!client.files().contains_key(&path));
+    }
     use crate::client::StorageClientExt;
 
     fn p(s: &str) -> RelPath {
