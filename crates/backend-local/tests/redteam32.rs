@@ -1,0 +1,146 @@
+//! Red team 32: the trash's dropping of "identical" earlier copies (`drop_identical_copies`)
+//! and the deletes for one version (`DeleteOptions::if_version`), on real local folders.
+//!
+//! Mounting needs CAP_SYS_ADMIN (and `mkfs.ext4`, `chattr` for the loop image): where the
+//! test may not mount it says so and checks nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use syncengine_backend_local::LocalClient;
+use syncengine_core::{SyncEngine, SyncMode, SyncPair};
+
+mod support;
+use support::{Mounted, files_below, mount};
+
+/// Over the engine's hash limit for trash copies (64 MiB): compared by size and time only.
+const BIG: usize = 64 * 1024 * 1024 + 4096;
+
+/// Writes `BIG` bytes of `byte` to `path`, with the modification time `t`.
+fn write_big(path: &Path, byte: u8, t: SystemTime) {
+    fs::write(path, vec![byte; BIG]).unwrap();
+    let times = fs::FileTimes::new().set_modified(t).set_accessed(t);
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_times(times)
+        .unwrap();
+}
+
+/// The first byte of each file named `name` in the trash of `root`.
+fn trashed_versions(root: &Path, name: &str) -> Vec<u8> {
+    files_below(&root.join(".syncengine/trash"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == name))
+        .map(|p| {
+            use std::io::Read;
+            let mut b = [0u8; 1];
+            fs::File::open(&p).unwrap().read_exact(&mut b).unwrap();
+            b[0]
+        })
+        .collect()
+}
+
+/// The destination root keeps whole seconds (ext4 with 128-byte inodes; FAT keeps two,
+/// exFAT 10 ms, SMB shares often one). A big file (over the 64 MiB hash limit) saved twice
+/// within one second on the source, at the same size (a disk image, a database, a
+/// preallocated recording), is two versions with two times on the source, and one time on
+/// the destination. The engine overwrote the first version (kept in the trash), and the
+/// run had an error elsewhere (so it is not a completed run); the next run overwrites the
+/// second version, keeps it in the trash, and `drop_identical_copies` takes the first
+/// version's trash copy for an identical copy (same size, same whole-second time) and
+/// deletes it: the only copy of that version anywhere is gone.
+#[tokio::test]
+async fn a_big_file_version_whose_time_matches_another_only_in_whole_seconds_stays_in_the_trash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("root.img");
+    let dst = tmp.path().join("dst");
+    fs::create_dir_all(&dst).unwrap();
+    let made = Command::new("truncate")
+        .args(["-s", "400M"])
+        .arg(&image)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-I", "128"])
+            .arg(&image)
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !made {
+        eprintln!("skipped: no mkfs.ext4 here");
+        return;
+    }
+    if !mount(&["-o", "loop", image.to_str().unwrap()], &dst) {
+        return;
+    }
+    let _root = Mounted(dst.clone());
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for name in ["k1", "k2", "k3", "stuck"] {
+        fs::write(src.join(name), name).unwrap();
+    }
+    let second = 1_700_000_000;
+    write_big(
+        &src.join("disk.img"),
+        1,
+        SystemTime::UNIX_EPOCH + Duration::new(second, 200_000_000),
+    );
+    let engine = SyncEngine::new(tmp.path().join("state"));
+    let pair = SyncPair::new(
+        Arc::new(LocalClient::new(&src)),
+        Arc::new(LocalClient::new(&dst)),
+        SyncMode::SourceToDestination,
+    );
+    let first = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(first.errors, 0, "{first:?}");
+    // A file on the destination that cannot be changed (immutable): every run from now on
+    // has one error, so none is a completed run.
+    let chattr = Command::new("chattr")
+        .arg("+i")
+        .arg(dst.join("stuck"))
+        .status()
+        .unwrap();
+    assert!(chattr.success(), "chattr +i");
+    fs::write(src.join("stuck"), "changed").unwrap();
+
+    // Version 2, saved 0.4 s after version 1, the same size.
+    write_big(
+        &src.join("disk.img"),
+        2,
+        SystemTime::UNIX_EPOCH + Duration::new(second, 600_000_000),
+    );
+    let run1 = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(run1.errors, 1, "only the immutable file fails: {run1:?}");
+    assert_eq!(
+        trashed_versions(&dst, "disk.img"),
+        vec![1],
+        "version 1 in the trash"
+    );
+
+    // Version 3, later.
+    write_big(
+        &src.join("disk.img"),
+        3,
+        SystemTime::UNIX_EPOCH + Duration::new(second + 100, 0),
+    );
+    let run2 = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(run2.errors, 1, "only the immutable file fails: {run2:?}");
+    let _ = Command::new("chattr")
+        .arg("-i")
+        .arg(dst.join("stuck"))
+        .status();
+    let mut kept = trashed_versions(&dst, "disk.img");
+    kept.sort_unstable();
+    assert_eq!(
+        kept,
+        vec![1, 2],
+        "versions 1 and 2 were both overwritten by the engine and exist nowhere else; the \
+         trash holds {kept:?}"
+    );
+}
