@@ -1648,9 +1648,11 @@ impl Executor {
 
     /// Deletes, among the trash copies `candidates` on `side`, those that hold exactly what
     /// `kept` holds (see [`drop_extra_copies`](Self::drop_extra_copies)), on any backend: the
-    /// same size and MD5 — or, for a file too big to hash, the same size and time, as the
-    /// copies of one version made by [`StorageClient::preserve`] on the same disk have (a
-    /// hard link, or a copy given the original's time). An extra at worst, never a loss.
+    /// same size and MD5. A file too big to hash on every run is read only when its size and
+    /// time are those of `kept` (as the copies of one version made by
+    /// [`StorageClient::preserve`] have: a hard link, or a copy given the original's time),
+    /// and not at all when it is `kept`'s own file (a hard link): a time alone can be shared
+    /// by two versions. An extra at worst, never a loss.
     async fn drop_identical_copies(&self, side: Side, kept: &RelPath, candidates: Vec<RelPath>) {
         let client = self.client(side);
         if candidates.is_empty() {
@@ -1672,10 +1674,20 @@ impl Executor {
             }
             if now.size > RECOVERY_HASH_LIMIT && kept.content_hash(&client.capabilities()).is_none()
             {
-                // Too big to hash: the same size and time, both known, as a preserved copy
-                // of the same version has.
+                // Too big to hash on every run: the same size and time, both known, as a
+                // preserved copy of the same version has, is only a hint. Two versions saved
+                // within one tick of the trash's filesystem (whole seconds on ext4 with
+                // 128-byte inodes, two on FAT) have the same size and time too (red team
+                // 32): the same file (a hard link) is identical, else both are read.
                 if kept.mtime.is_none() || now.mtime != kept.mtime {
                     continue;
+                }
+                let same_file = kept.file_id.is_some() && now.file_id == kept.file_id;
+                if !same_file {
+                    let want = self.md5_any_size(side, &kept).await;
+                    if want.is_none() || self.md5_any_size(side, &now).await != want {
+                        continue;
+                    }
                 }
             } else {
                 if kept_md5.is_none() {
