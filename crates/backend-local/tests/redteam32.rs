@@ -9,11 +9,15 @@
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
 use syncengine_backend_local::LocalClient;
-use syncengine_core::{SyncEngine, SyncMode, SyncPair};
+use syncengine_core::client::{DeleteOptions, TransferOptions};
+use syncengine_core::testing::{Forwarding, Hooks};
+use syncengine_core::trash::{RestoreOptions, Trash};
+use syncengine_core::{Entry, RelPath, Result, StorageClient, SyncEngine, SyncMode, SyncPair};
 
 mod support;
 use support::{Mounted, files_below, mount};
@@ -142,5 +146,110 @@ async fn a_big_file_version_whose_time_matches_another_only_in_whole_seconds_sta
         vec![1, 2],
         "versions 1 and 2 were both overwritten by the engine and exist nowhere else; the \
          trash holds {kept:?}"
+    );
+}
+
+/// A local root that notes its copies, preserves and deletes, in order.
+#[derive(Debug)]
+struct Noting {
+    inner: LocalClient,
+    calls: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Hooks for Noting {
+    fn inner(&self) -> &dyn StorageClient {
+        &self.inner
+    }
+    async fn copy_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        self.calls.lock().unwrap().push(format!("copy_opts {to}"));
+        self.inner.copy_opts(from, to, opts).await
+    }
+    async fn preserve(
+        &self,
+        _client: &dyn StorageClient,
+        from: &RelPath,
+        to: &RelPath,
+    ) -> Result<Entry> {
+        self.calls.lock().unwrap().push(format!("preserve {to}"));
+        self.inner.preserve(from, to).await
+    }
+    async fn delete_opts(&self, path: &RelPath, opts: DeleteOptions) -> Result<()> {
+        self.calls.lock().unwrap().push(format!("delete {path}"));
+        self.inner.delete_opts(path, opts).await
+    }
+}
+
+/// A file deleted on a filesystem mounted inside the root is restored from the root's trash
+/// by a copy (the move back would cross filesystems), and then the trash copy is deleted.
+/// The copy was made by `copy_opts`, which does not flush it (the local client's `fsync` is
+/// off by default): the trash copy's unlink, on another filesystem, may reach its disk
+/// before the restored bytes reach theirs, and a crash between leaves the file empty and no
+/// trash copy. The trash's own copies across a mount are made by `preserve`, flushed to
+/// disk before the original goes; the restore must be as careful before the trash copy goes.
+#[tokio::test]
+async fn a_restore_across_a_mount_flushes_its_copy_before_the_trash_copy_goes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(src.join("media")).unwrap();
+    fs::create_dir_all(dst.join("media")).unwrap();
+    if !mount(&["-t", "tmpfs", "tmpfs"], &dst.join("media")) {
+        return;
+    }
+    let _mounted = Mounted(dst.join("media"));
+    fs::write(src.join("media/a.txt"), b"only copy of a").unwrap();
+    for name in ["k1", "k2", "k3"] {
+        fs::write(src.join(name), name).unwrap();
+    }
+    let engine = SyncEngine::new(tmp.path().join("state"));
+    let pair = SyncPair::new(
+        Arc::new(LocalClient::new(&src)),
+        Arc::new(LocalClient::new(&dst)),
+        SyncMode::SourceToDestination,
+    );
+    let first = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(first.errors, 0, "{first:?}");
+    fs::remove_file(src.join("media/a.txt")).unwrap();
+    let second = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(second.errors, 0, "{second:?}");
+    assert!(!dst.join("media/a.txt").exists());
+
+    let noting = Arc::new(Forwarding::new(Noting {
+        inner: LocalClient::new(&dst),
+        calls: Mutex::new(Vec::new()),
+    }));
+    let root: Arc<dyn StorageClient> = noting.clone();
+    let trash = Trash::of_root(root.clone());
+    let listing = trash.list().await.unwrap();
+    let files: Vec<_> = listing
+        .runs
+        .iter()
+        .flat_map(|r| &r.files)
+        .filter(|f| f.path.as_str() == "media/a.txt")
+        .collect();
+    assert_eq!(files.len(), 1, "{listing:?}");
+    let report = trash
+        .restore(&root, &files, &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.failed(), 0, "{report:?}");
+    assert_eq!(
+        fs::read(dst.join("media/a.txt")).unwrap(),
+        b"only copy of a"
+    );
+    let calls = noting.calls.lock().unwrap().clone();
+    let deleted = calls
+        .iter()
+        .position(|c| c.starts_with("delete .syncengine/trash/"))
+        .expect("the trash copy is deleted");
+    assert!(
+        calls[..deleted].iter().any(|c| c == "preserve media/a.txt"),
+        "the restored copy was not flushed (made by preserve) before the trash copy was \
+         deleted: {calls:?}"
     );
 }
