@@ -403,13 +403,20 @@ impl Trash {
     ) -> Result<Option<String>> {
         let caps = root.capabilities();
         // A move the root cannot make (a place on a filesystem mounted inside a local root)
-        // is a copy below, as where the root has no native rename.
+        // is a copy below, as where the root has no native rename — one flushed to disk
+        // (with its name) before the trash copy goes: the two are on different filesystems,
+        // and the trash copy's removal could otherwise reach its disk before the restored
+        // bytes reach theirs (red team 32).
+        let mut across = false;
         let moved = if self.in_root && caps.native_rename {
             match root
                 .rename_opts(&file.stored, place, TransferOptions::default())
                 .await
             {
-                Err(Error::Unsupported { .. }) => None,
+                Err(Error::Unsupported { .. }) => {
+                    across = true;
+                    None
+                }
                 moved => Some(moved?),
             }
         } else {
@@ -428,7 +435,10 @@ impl Trash {
             }
             return Ok(None);
         }
-        if self.in_root && caps.server_side_copy {
+        if across {
+            // Never over a file: the preserve makes `place` only where it is free.
+            root.preserve(&file.stored, place).await?;
+        } else if self.in_root && caps.server_side_copy {
             match root
                 .copy_opts(&file.stored, place, TransferOptions::default())
                 .await
