@@ -2777,9 +2777,10 @@ fn split_making_room(
 
 /// Whether `kept`, a copy of `listed` made on a filesystem that keeps times more coarsely
 /// than the one `listed` is on, holds that version by size and time: its time is the listed
-/// one cut to the precision of a common filesystem (NTFS 100 ns, exFAT 10 ms, whole seconds
-/// for ext4 with 128-byte inodes, two for FAT). A version saved meanwhile is caught all the
-/// same by the check of the file itself before its delete.
+/// one cut to the precision of a common filesystem (NTFS 100 ns, UDF and those set by
+/// `utimes(2)` 1 µs, 1 ms, exFAT 10 ms, whole seconds for ext4 with 128-byte inodes, two for
+/// FAT). A version saved meanwhile is caught all the same by the check of the file itself
+/// before its delete.
 fn coarser_copy_of(listed: &Entry, kept: &Entry) -> bool {
     let (Some(listed_t), Some(kept_t)) = (listed.mtime_nanos(), kept.mtime_nanos()) else {
         return false;
@@ -2787,6 +2788,8 @@ fn coarser_copy_of(listed: &Entry, kept: &Entry) -> bool {
     listed.size == kept.size
         && [
             Duration::from_nanos(100),
+            Duration::from_micros(1),
+            Duration::from_millis(1),
             Duration::from_millis(10),
             Duration::from_secs(1),
             Duration::from_secs(2),
