@@ -253,3 +253,67 @@ async fn a_restore_across_a_mount_flushes_its_copy_before_the_trash_copy_goes() 
          deleted: {calls:?}"
     );
 }
+
+/// `trash restore --force` of a file on a filesystem mounted inside the root, where a live
+/// file holds the place: the live file is to be set aside in the trash first, by a move —
+/// which crosses filesystems there, so the restore failed ("a move between filesystems")
+/// where the same restore on the root's own filesystem works. The live file is kept in the
+/// trash by a flushed copy, then deleted if still the version looked at.
+#[tokio::test]
+async fn a_forced_restore_onto_a_mount_sets_the_live_file_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(src.join("media")).unwrap();
+    fs::create_dir_all(dst.join("media")).unwrap();
+    if !mount(&["-t", "tmpfs", "tmpfs"], &dst.join("media")) {
+        return;
+    }
+    let _mounted = Mounted(dst.join("media"));
+    fs::write(src.join("media/a.txt"), b"only copy of a").unwrap();
+    for name in ["k1", "k2", "k3"] {
+        fs::write(src.join(name), name).unwrap();
+    }
+    let engine = SyncEngine::new(tmp.path().join("state"));
+    let pair = SyncPair::new(
+        Arc::new(LocalClient::new(&src)),
+        Arc::new(LocalClient::new(&dst)),
+        SyncMode::SourceToDestination,
+    );
+    let first = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(first.errors, 0, "{first:?}");
+    fs::remove_file(src.join("media/a.txt")).unwrap();
+    let second = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(second.errors, 0, "{second:?}");
+    fs::write(dst.join("media/a.txt"), b"a new live file").unwrap();
+
+    let root: Arc<dyn StorageClient> = Arc::new(LocalClient::new(&dst));
+    let trash = Trash::of_root(root.clone());
+    let listing = trash.list().await.unwrap();
+    let files: Vec<_> = listing
+        .runs
+        .iter()
+        .flat_map(|r| &r.files)
+        .filter(|f| f.path.as_str() == "media/a.txt")
+        .collect();
+    assert_eq!(files.len(), 1, "{listing:?}");
+    let report = trash
+        .restore(&root, &files, &RestoreOptions::default().with_force(true))
+        .await
+        .unwrap();
+    let mut in_trash: Vec<Vec<u8>> = files_below(&dst.join(".syncengine/trash"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "a.txt"))
+        .map(|p| fs::read(p).unwrap())
+        .collect();
+    in_trash.sort();
+    assert_eq!(report.failed(), 0, "{report:?}; trash holds {in_trash:?}");
+    assert_eq!(
+        fs::read(dst.join("media/a.txt")).unwrap(),
+        b"only copy of a"
+    );
+    assert_eq!(
+        in_trash,
+        vec![b"a new live file".to_vec()],
+        "the live file, set aside"
+    );
+}
