@@ -50,9 +50,11 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use crate::client::{StorageClient, StorageClientExt, TransferOptions, WriteMode, WriteOptions};
+use crate::client::{
+    DeleteOptions, StorageClient, StorageClientExt, TransferOptions, WriteMode, WriteOptions,
+};
 use crate::engine::{is_stamp, stamp_at};
-use crate::entry::Entry;
+use crate::entry::{Entry, Version};
 use crate::error::{Error, Result};
 use crate::exec::{ends_with_conflict_tag, in_the_way};
 use crate::ignore_rules::STATE_DIR_NAME;
@@ -377,6 +379,13 @@ impl Trash {
             {
                 Ok(_) => return Ok(target),
                 Err(Error::AlreadyExists { .. }) => {}
+                // No move into the trash (a file on a filesystem mounted inside a local
+                // root): kept there by a flushed copy, then deleted if still as looked at.
+                Err(Error::Unsupported { .. }) => {
+                    if self.set_aside_by_copy(root, path, &target).await? {
+                        return Ok(target);
+                    }
+                }
                 Err(e) => {
                     if !in_the_way(root.as_ref(), &target).await {
                         return Err(e);
@@ -389,6 +398,44 @@ impl Trash {
             path.as_str(),
             "no free name in the trash for the live file",
         ))
+    }
+
+    /// Sets the live file at `path` aside at `target` in the trash where it cannot be moved
+    /// there: a copy by [`StorageClient::preserve`] (flushed to disk), then the file is
+    /// deleted only if it is still the version looked at before the copy, and the copy has
+    /// its size. False when `target` is taken (the caller tries the next name); an error,
+    /// with the live file in place, when it changed meanwhile.
+    async fn set_aside_by_copy(
+        &self,
+        root: &Arc<dyn StorageClient>,
+        path: &RelPath,
+        target: &RelPath,
+    ) -> Result<bool> {
+        let live = root.stat(path).await?;
+        let kept = match root.preserve(path, target).await {
+            Ok(kept) => kept,
+            Err(Error::AlreadyExists { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let changed = || {
+            Error::other(
+                root.backend(),
+                path.as_str(),
+                format!(
+                    "the live file changed while it was set aside; it stays, and a copy of it \
+                     is in the trash as {target}"
+                ),
+            )
+        };
+        if kept.size != live.size {
+            return Err(changed());
+        }
+        let opts = DeleteOptions::default().with_if_version(Version::of(&live));
+        match root.delete_opts(path, opts).await {
+            Ok(()) => Ok(true),
+            Err(Error::PreconditionFailed { .. }) => Err(changed()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Puts the trashed `file` (now `listed`) at `place` on `root`, never overwriting, and
