@@ -17,7 +17,7 @@ use syncengine_backend_local::LocalClient;
 use syncengine_core::{SyncEngine, SyncMode, SyncPair};
 
 mod support;
-use support::{Mounted, files_below, mount};
+use support::{Mounted, files_below, mount, whole_second_ext4};
 
 /// The files named `name` in the trash of `root`.
 fn trash_copies(root: &Path, name: &str) -> Vec<PathBuf> {
@@ -154,24 +154,9 @@ async fn a_trash_copy_on_a_filesystem_of_whole_seconds_counts_as_the_version() {
     let image = tmp.path().join("root.img");
     let dst = tmp.path().join("dst");
     fs::create_dir_all(&dst).unwrap();
-    let made = Command::new("truncate")
-        .args(["-s", "32M"])
-        .arg(&image)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-I", "128"])
-            .arg(&image)
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !made {
-        eprintln!("skipped: no mkfs.ext4 here");
+    let Some(_root) = whole_second_ext4(&image, "32M", &dst) else {
         return;
-    }
-    if !mount(&["-o", "loop", image.to_str().unwrap()], &dst) {
-        return;
-    }
-    let _root = Mounted(dst.clone());
+    };
     fs::create_dir_all(dst.join("media")).unwrap();
     assert!(
         mount(&["-t", "tmpfs", "tmpfs"], &dst.join("media")),

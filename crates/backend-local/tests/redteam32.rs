@@ -20,7 +20,7 @@ use syncengine_core::trash::{RestoreOptions, Trash};
 use syncengine_core::{Entry, RelPath, Result, StorageClient, SyncEngine, SyncMode, SyncPair};
 
 mod support;
-use support::{Mounted, files_below, mount};
+use support::{Mounted, files_below, mount, whole_second_ext4};
 
 /// Over the engine's hash limit for trash copies (64 MiB): compared by size and time only.
 const BIG: usize = 64 * 1024 * 1024 + 4096;
@@ -66,24 +66,9 @@ async fn a_big_file_version_whose_time_matches_another_only_in_whole_seconds_sta
     let image = tmp.path().join("root.img");
     let dst = tmp.path().join("dst");
     fs::create_dir_all(&dst).unwrap();
-    let made = Command::new("truncate")
-        .args(["-s", "400M"])
-        .arg(&image)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-I", "128"])
-            .arg(&image)
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !made {
-        eprintln!("skipped: no mkfs.ext4 here");
+    let Some(_root) = whole_second_ext4(&image, "400M", &dst) else {
         return;
-    }
-    if !mount(&["-o", "loop", image.to_str().unwrap()], &dst) {
-        return;
-    }
-    let _root = Mounted(dst.clone());
+    };
     let src = tmp.path().join("src");
     fs::create_dir_all(&src).unwrap();
     for name in ["k1", "k2", "k3", "stuck"] {
