@@ -1300,8 +1300,14 @@ fn copy_in_root(
     // umask) from its creation on, never more while the content goes in.
     let (temp, mut file) =
         named_temp(to_at.folder, dir, source.permissions().mode()).map_err(io_on(rel))?;
-    // copy_file_range(2) where the filesystem has it: no bytes through user space.
-    io::copy(&mut reader, &mut file).map_err(io_on(from_rel))?;
+    // copy_file_range(2) where the filesystem has it: no bytes through user space. A full,
+    // over-quota or read-only target is named as the copy's, not the source's, fault.
+    io::copy(&mut reader, &mut file).map_err(|e| match e.kind() {
+        io::ErrorKind::StorageFull
+        | io::ErrorKind::QuotaExceeded
+        | io::ErrorKind::ReadOnlyFilesystem => map_io(rel, e),
+        _ => map_io(from_rel, e),
+    })?;
     let copy = if flush {
         Some(file.try_clone().map_err(io_on(rel))?)
     } else {

@@ -189,3 +189,33 @@ async fn a_delete_on_a_mount_below_the_root_keeps_a_copy_in_the_trash() {
         "the trash copy goes once restored: {left:?}"
     );
 }
+
+/// A trash copy that does not fit (the trash's filesystem is full) fails naming the copy,
+/// not the file it copies, and leaves that file as it was.
+#[tokio::test]
+async fn a_copy_into_a_full_filesystem_names_the_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join(".syncengine/trash")).unwrap();
+    if !mount(
+        &["-t", "tmpfs", "-o", "size=64k", "tmpfs"],
+        &root.join(".syncengine/trash"),
+    ) {
+        return;
+    }
+    let _mounted = Mounted(root.join(".syncengine/trash"));
+    let big = vec![7u8; 1 << 20];
+    fs::write(root.join("big.bin"), &big).unwrap();
+    let client = LocalClient::new(&root);
+    let to = RelPath::new(".syncengine/trash/20261206T000000Z/big.bin").unwrap();
+    let err = client
+        .preserve(&RelPath::new("big.bin").unwrap(), &to)
+        .await
+        .expect_err("1 MiB does not fit in 64 KiB");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(".syncengine/trash/20261206T000000Z/big.bin"),
+        "the error names the copy: {msg}"
+    );
+    assert_eq!(fs::read(root.join("big.bin")).unwrap(), big);
+}
