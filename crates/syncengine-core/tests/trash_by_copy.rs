@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,10 +25,13 @@ fn rel(s: &str) -> RelPath {
 /// A memory client that cannot move files into its trash, as a local root cannot move a file
 /// on a filesystem mounted inside it into the root's trash; and, when `save_after_preserve`
 /// is set, a user saves a new version of the file right after the engine kept it there.
+/// With `trash_micros`, its trash copies keep their time to the microsecond only (a root on
+/// UDF, or on a FUSE filesystem or NFSv2 share that sets times by `utimes(2)`).
 #[derive(Debug)]
 struct NoTrashMoves {
     inner: Arc<MemoryClient>,
     save_after_preserve: AtomicBool,
+    trash_micros: bool,
 }
 
 #[async_trait]
@@ -80,6 +84,7 @@ async fn deleted_at_source() -> (
     let d = Arc::new(Forwarding::new(NoTrashMoves {
         inner: disk.clone(),
         save_after_preserve: AtomicBool::new(false),
+        trash_micros: false,
     }));
     s.put(&rel("a.txt"), Bytes::from("old a")).await.unwrap();
     s.put(&rel("b.txt"), Bytes::from("b")).await.unwrap();
@@ -141,4 +146,44 @@ async fn a_version_saved_after_the_trash_copy_is_not_deleted() {
         vec![Bytes::from("old a")],
         "the trash keeps the version listed"
     );
+}
+
+/// Red team 32: the file's time has nanoseconds; its trash copy keeps microseconds. The copy
+/// holds the listed version, but `coarser_copy_of` knew only 100 ns, 10 ms, 1 s and 2 s: the
+/// delete failed on every run ("changed while it was kept in the trash") and the file was
+/// never deleted.
+#[tokio::test]
+async fn a_trash_copy_on_a_filesystem_of_microseconds_counts_as_the_version() {
+    let state = tempfile::tempdir().unwrap();
+    let s = Arc::new(MemoryClient::new());
+    let disk = Arc::new(MemoryClient::new());
+    let d = Arc::new(Forwarding::new(NoTrashMoves {
+        inner: disk.clone(),
+        save_after_preserve: AtomicBool::new(false),
+        trash_micros: true,
+    }));
+    s.put(&rel("a.txt"), Bytes::from("only copy of a"))
+        .await
+        .unwrap();
+    s.set_mtime(
+        &rel("a.txt"),
+        UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789),
+    )
+    .unwrap();
+    for name in ["k1", "k2", "k3"] {
+        s.put(&rel(name), Bytes::from(name)).await.unwrap();
+    }
+    let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::SourceToDestination);
+    let engine = SyncEngine::new(state.path());
+    let first = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(first.errors, 0, "{first:?}");
+    assert_eq!(
+        disk.stat(&rel("a.txt")).await.unwrap().mtime,
+        Some(UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789)),
+        "the destination keeps nanoseconds"
+    );
+    s.delete(&rel("a.txt")).await.unwrap();
+    let second = engine.sync_pair(&pair).await.unwrap();
+    assert_eq!(second.errors, 0, "the delete goes through: {second:?}");
+    assert!(!disk.files().contains_key(&rel("a.txt")), "deleted");
 }
