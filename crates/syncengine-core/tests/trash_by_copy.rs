@@ -66,7 +66,14 @@ impl Hooks for NoTrashMoves {
                 .put(from, Bytes::from("saved meanwhile, longer"))
                 .await?;
         }
-        kept
+        let kept = kept?;
+        let Some(t) = kept.mtime.filter(|_| self.trash_micros) else {
+            return Ok(kept);
+        };
+        let since = t.duration_since(UNIX_EPOCH).unwrap();
+        let micros = UNIX_EPOCH + Duration::from_micros(since.as_micros() as u64);
+        self.inner.set_mtime(to, micros)?;
+        self.inner.stat(to).await
     }
 }
 
