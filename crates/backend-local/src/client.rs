@@ -912,17 +912,27 @@ fn folder_not_opened(root: &Path, path: &RelPath, target: &Path, rel: &str, e: i
 /// (symlinks are not synced: one there is not found), and checks the opened handle is a
 /// regular file (the path may have been swapped for a directory).
 fn open_source(abs: &Path, rel: &str) -> Result<File> {
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(abs)
-    {
+    let file = match open_to_read(abs) {
         Ok(file) => file,
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
             return Err(Error::not_found(BACKEND, rel));
         }
         Err(e) => return Err(map_io(rel, e)),
     };
+    Ok(file)
+}
+
+/// Opens the file at `abs` to read it, never through a symlink at its last component
+/// (`ELOOP`). Without waiting: a FIFO swapped in where a file was listed opens at once (and
+/// its caller, which checks the opened handle is a file, refuses it) instead of blocking
+/// until something writes to it. Reads then block as usual.
+fn open_to_read(abs: &Path) -> io::Result<File> {
+    use rustix::fs::OFlags;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+        .open(abs)?;
+    rustix::fs::fcntl_setfl(&file, OFlags::empty())?;
     Ok(file)
 }
 
@@ -1833,11 +1843,7 @@ impl StorageClient for LocalClient {
             .lane
             .run(move || {
                 // Never through a symlink at the last component: symlinks are not synced.
-                let mut file = match OpenOptions::new()
-                    .read(true)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&abs)
-                {
+                let mut file = match open_to_read(&abs) {
                     Ok(file) => file,
                     Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
                         return Err(Error::not_found(BACKEND, rel));

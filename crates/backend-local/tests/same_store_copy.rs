@@ -292,6 +292,47 @@ async fn a_source_changed_since_the_listing_is_refused() {
     assert!(err.is_not_found(), "{err:?}");
 }
 
+/// A listed file swapped for a FIFO before it is copied or read is refused at once: the copy
+/// and the read open it without waiting for a writer. Before, the open blocked until
+/// something wrote to the FIFO, and the run could never end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_swapped_for_a_fifo_is_refused_without_waiting() {
+    let t = pair();
+    fs::write(t.a.join("pipe"), "v1").unwrap();
+    let entry = listed(&t.src, "pipe").await;
+    fs::remove_file(t.a.join("pipe")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(t.a.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let opts = opts_for(&entry, WriteMode::Create);
+    let copy = t
+        .dst
+        .copy_from_same_store(&t.src, &entry.path, &entry, &entry.path, &opts);
+    let fifo = t.a.join("pipe");
+    // On failure, a writer releases the blocked open, so the test fails instead of hanging
+    // in the runtime's shutdown.
+    let release = || {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || drop(fs::OpenOptions::new().write(true).open(fifo)));
+    };
+    let Ok(copied) = tokio::time::timeout(Duration::from_secs(10), copy).await else {
+        release();
+        panic!("the copy waited for a writer to the FIFO");
+    };
+    let err = copied.unwrap_err();
+    assert!(matches!(err, Error::PreconditionFailed { .. }), "{err:?}");
+    assert!(!t.b.join("pipe").exists());
+    assert!(temp_files(&t.b).is_empty(), "{:?}", temp_files(&t.b));
+    let Ok(read) = tokio::time::timeout(Duration::from_secs(10), t.src.read(&entry.path)).await
+    else {
+        release();
+        panic!("the read waited for a writer to the FIFO");
+    };
+    assert!(read.is_err_and(|e| e.is_not_found()));
+}
+
 /// A source written to while its bytes are copied is refused: the copy is not committed, so
 /// the listed version is never claimed for content that is not it. The writes start once the
 /// copy's temporary file is open (the first look at the source has passed); a copy that
