@@ -176,8 +176,9 @@ impl Lane {
     /// Whether the caller runs its call itself, on its own thread, instead of queuing it:
     /// when [`CALLER_RUNS_AT`] calls already wait while every runner is busy, and the
     /// runners' calls are quick ([`QUICK_CALL`]) and one ended within [`LIVE_WITHIN`]. Only
-    /// in a multi-threaded runtime, where the caller's thread is one of several: should the
-    /// filesystem hang in that very call, it holds up that thread, not the whole runtime.
+    /// in a multi-threaded runtime with two workers or more, where the caller's thread is
+    /// one of several: should the filesystem hang in that very call, it holds up that thread,
+    /// not the whole runtime.
     fn caller_may_run(&self) -> bool {
         let should = self
             .0
@@ -187,6 +188,7 @@ impl Lane {
         should
             && tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
                 runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                    && runtime.metrics().num_workers() >= 2
             })
     }
 
@@ -384,7 +386,8 @@ mod tests {
     }
 
     /// A slow filesystem (calls of milliseconds), runners that ended no call lately (the
-    /// filesystem may hang) or a runtime of one thread: the call is queued for a runner.
+    /// filesystem may hang) or a runtime of one thread (current-thread, or multi-threaded
+    /// with one worker): the call is queued for a runner.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_caller_queues_its_call_when_the_runners_are_slow_or_silent() {
         let caller = std::thread::current().id();
@@ -396,19 +399,27 @@ mod tests {
             piled_up(&lane, typical, ago);
             assert_ne!(thread_of_call(&lane).await, caller, "{typical:?}, {ago:?}");
         }
-        let one_thread = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (on, caller) = std::thread::spawn(move || {
-            let lane = Lane::default();
-            piled_up(&lane, Duration::from_micros(40), Duration::ZERO);
-            let on = one_thread.block_on(thread_of_call(&lane));
-            (on, std::thread::current().id())
-        })
-        .join()
-        .expect("joined");
-        assert_ne!(on, caller);
+        let one_thread = [
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build(),
+        ];
+        for runtime in one_thread {
+            let runtime = runtime.expect("runtime");
+            let (on, caller) = std::thread::spawn(move || {
+                let lane = Lane::default();
+                piled_up(&lane, Duration::from_micros(40), Duration::ZERO);
+                let on = runtime.block_on(thread_of_call(&lane));
+                (on, std::thread::current().id())
+            })
+            .join()
+            .expect("joined");
+            assert_ne!(on, caller);
+        }
     }
 
     /// Deadlock detector only (not a speed check): a call that never answers fails the test
