@@ -926,14 +926,26 @@ fn open_source(abs: &Path, rel: &str) -> Result<File> {
 /// (`ELOOP`). Without waiting: a FIFO swapped in where a file was listed opens at once (and
 /// its caller, which checks the opened handle is a file, refuses it) instead of blocking
 /// until something writes to it. Reads then block as usual.
+///
+/// A file under a lease (Samba's oplocks, an NFS server's delegations) refuses such an open
+/// (`EWOULDBLOCK`) while its holder is asked to let go; it is then opened the usual way, which
+/// waits for that, as before. A FIFO never answers so.
 fn open_to_read(abs: &Path) -> io::Result<File> {
     use rustix::fs::OFlags;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
-        .open(abs)?;
-    rustix::fs::fcntl_setfl(&file, OFlags::empty())?;
-    Ok(file)
+    let open = |flags: OFlags| {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(flags.bits() as i32)
+            .open(abs)
+    };
+    match open(OFlags::NOFOLLOW | OFlags::NONBLOCK) {
+        Ok(file) => {
+            rustix::fs::fcntl_setfl(&file, OFlags::empty())?;
+            Ok(file)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => open(OFlags::NOFOLLOW),
+        Err(e) => Err(e),
+    }
 }
 
 /// The error of a same-store copy whose source is not the version listed (`when`: "since it

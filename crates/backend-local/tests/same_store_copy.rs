@@ -333,6 +333,58 @@ async fn a_source_swapped_for_a_fifo_is_refused_without_waiting() {
     assert!(read.is_err_and(|e| e.is_not_found()));
 }
 
+/// A source under a write lease (as Samba's oplocks or an NFS server's delegations take) is
+/// copied once the lease's holder lets it go: the open that does not wait for a FIFO's writer
+/// is refused while the lease is broken (`EWOULDBLOCK`), and the copy then waits for the
+/// holder as it always did, instead of failing the file for the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_under_a_lease_is_copied_once_its_holder_lets_go() {
+    use std::io::BufRead;
+    let t = pair();
+    fs::write(t.a.join("leased"), "held by a file server").unwrap();
+    let entry = listed(&t.src, "leased").await;
+    // The holder, another process as a file server is: takes a write lease, says so, and
+    // lets go 300 ms after it is asked to (the kernel's SIGIO).
+    let holder = r#"
+import fcntl, signal, sys, time
+asked = []
+signal.signal(signal.SIGIO, lambda *_: asked.append(1))
+f = open(sys.argv[1])
+fcntl.fcntl(f, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+print("held", flush=True)
+while not asked:
+    time.sleep(0.01)
+time.sleep(0.3)
+fcntl.fcntl(f, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+"#;
+    let mut holder = std::process::Command::new("python3")
+        .args(["-c", holder])
+        .arg(t.a.join("leased"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the lease holder");
+    let mut said = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert_eq!(said.trim(), "held", "the holder could not take its lease");
+    let opts = opts_for(&entry, WriteMode::Create);
+    let copied = tokio::time::timeout(
+        Duration::from_secs(60),
+        t.dst
+            .copy_from_same_store(&t.src, &entry.path, &entry, &entry.path, &opts),
+    )
+    .await;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let copied = copied.expect("the copy waited longer than the kernel's lease break time");
+    assert!(copied.is_ok(), "{copied:?}");
+    assert_eq!(
+        fs::read(t.b.join("leased")).unwrap(),
+        b"held by a file server"
+    );
+}
+
 /// A source written to while its bytes are copied is refused: the copy is not committed, so
 /// the listed version is never claimed for content that is not it. The writes start once the
 /// copy's temporary file is open (the first look at the source has passed); a copy that
