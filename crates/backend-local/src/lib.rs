@@ -43,6 +43,10 @@
 //!   holes stay holes. The source must be the listed version (size, mtime, inode) when it is
 //!   opened and still after its bytes are copied, else nothing is committed
 //!   (`PreconditionFailed`). Modes, mtime and permission bits as for a write.
+//! - **Reads and copies open their file without waiting**: a FIFO swapped in where a file was
+//!   listed is refused at once (it is not a file) instead of blocking until something writes
+//!   to it. A file under a lease (Samba's oplocks, an NFS server's delegations) is then
+//!   opened the usual way, which waits for the lease's holder to let go.
 //! - **Writes** go to a hidden temporary sibling `.syncengine-tmp-<random hex>`, are flushed to
 //!   disk (`fsync`, see [`LocalClient::with_fsync`]), get their mtime, and are then renamed into
 //!   place: a reader sees the old or the new content, never a part. A failed or cancelled
