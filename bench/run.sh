@@ -268,9 +268,11 @@ suite_local() {
             fresh "$b"
             make_room "$src" "$n"
             warm "$src"
+            measure "one-way first copy, $n files" "cp -a" "want_files $b $n" cp -a "$src" "$b"
             fresh "$b"
             make_room "$src" "$n"
             warm "$src"
+            measure "one-way first copy, $n files" "cp -a && sync (durable)" "want_files $b $n" \
                 sh -c 'cp -a "$1" "$2" && sync' _ "$src" "$b"
             fresh "$b"
             local tool
@@ -292,6 +294,7 @@ suite_local() {
                 esac
                 make_room "$src" "$n"
                 warm "$src"
+                measure "one-way first copy, $n files" "$label" "want_files $b $n" "${first[@]}"
                 measure "one-way no-change, $n files" "$label" "want_files $b $n" "${nochange[@]}"
                 listing=$WORK/changed.txt
                 python3 "$PROJECT/bench/tree_ops.py" change "$a" "$PCT_CHANGED" "$listing" >/dev/null
@@ -321,6 +324,7 @@ suite_local() {
                 esac
                 make_room "$src" "$n"
                 warm "$src"
+                measure "two-way first run, $n files" "$label" "want_files $b $n && want_files $a $n" "${first[@]}"
                 measure "two-way no-change, $n files" "$label" "want_files $b $n" "${again[@]}"
                 python3 "$PROJECT/bench/tree_ops.py" change "$a" "$PCT_CHANGED" "$WORK/changed.txt" >/dev/null
                 measure "two-way 1% changed, $n files" "$label" \
