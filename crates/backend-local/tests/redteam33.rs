@@ -21,7 +21,7 @@ use syncengine_core::{SyncEngine, SyncMode, SyncPair};
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::{Mounted, files_below, mount};
+use support::{Mounted, files_below, new_ext4};
 
 /// Thaws a frozen filesystem on drop, also when an assertion fails, so that no test leaves
 /// a frozen mount (or a process waiting on one) behind. Dropped before the [`Mounted`] guard.
@@ -41,25 +41,7 @@ impl Drop for Thaw {
 
 /// Mounts a new ext4 filesystem (room for 40 000 files) made in `image` at `at`.
 fn ext4(image: &Path, at: &Path) -> Option<Mounted> {
-    let made = Command::new("truncate")
-        .args(["-s", "256M"])
-        .arg(image)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-N", "40000"])
-            .arg(image)
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !made {
-        eprintln!("skipped: no mkfs.ext4 here");
-        return None;
-    }
-    fs::create_dir_all(at).unwrap();
-    if !mount(&["-o", "loop", image.to_str()?], at) {
-        return None;
-    }
-    Some(Mounted(at.to_path_buf()))
+    new_ext4(image, "256M", &["-N", "40000"], at)
 }
 
 /// A first copy of many small files onto a disk that goes silent mid-run is cancelled (as

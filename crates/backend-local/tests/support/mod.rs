@@ -76,17 +76,17 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Mounts at `at` a new ext4 filesystem of `size` (as `truncate -s` takes it) made in the
-/// file `image`, with 128-byte inodes, so it keeps whole seconds (as mke2fs once made small
-/// filesystems); unmounted when the guard drops. `None` (and says why) where this process
-/// cannot make or mount it.
-pub fn whole_second_ext4(image: &Path, size: &str, at: &Path) -> Option<Mounted> {
+/// file `image` with `mkfs.ext4` and `options`; unmounted when the guard drops. `None` (and
+/// says why) where this process cannot make or mount it.
+pub fn new_ext4(image: &Path, size: &str, options: &[&str], at: &Path) -> Option<Mounted> {
     let made = Command::new("truncate")
         .args(["-s", size])
         .arg(image)
         .status()
         .is_ok_and(|s| s.success())
         && Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-I", "128"])
+            .args(["-q", "-F"])
+            .args(options)
             .arg(image)
             .output()
             .is_ok_and(|o| o.status.success());
@@ -94,8 +94,15 @@ pub fn whole_second_ext4(image: &Path, size: &str, at: &Path) -> Option<Mounted>
         eprintln!("skipped: no mkfs.ext4 here");
         return None;
     }
+    std::fs::create_dir_all(at).ok()?;
     if !mount(&["-o", "loop", image.to_str()?], at) {
         return None;
     }
     Some(Mounted(at.to_path_buf()))
+}
+
+/// [`new_ext4`] with 128-byte inodes, so it keeps whole seconds (as mke2fs once made small
+/// filesystems).
+pub fn whole_second_ext4(image: &Path, size: &str, at: &Path) -> Option<Mounted> {
+    new_ext4(image, size, &["-I", "128"], at)
 }
