@@ -77,6 +77,18 @@ impl Hooks for NoTrashMoves {
     }
 }
 
+/// A destination disk and, over it, the client the engine uses: one whose trash moves are
+/// refused ([`NoTrashMoves`]), its trash copies keeping microseconds when `trash_micros`.
+fn destination(trash_micros: bool) -> (Arc<MemoryClient>, Arc<Forwarding<NoTrashMoves>>) {
+    let disk = Arc::new(MemoryClient::new());
+    let d = Arc::new(Forwarding::new(NoTrashMoves {
+        inner: disk.clone(),
+        save_after_preserve: AtomicBool::new(false),
+        trash_micros,
+    }));
+    (disk, d)
+}
+
 /// Synced `a.txt` and `b.txt` to the destination (wrapped in [`NoTrashMoves`]), then deleted
 /// `a.txt` at the source: the next mirror run deletes it at the destination.
 async fn deleted_at_source() -> (
@@ -87,12 +99,7 @@ async fn deleted_at_source() -> (
 ) {
     let state = tempfile::tempdir().unwrap();
     let s = Arc::new(MemoryClient::new());
-    let disk = Arc::new(MemoryClient::new());
-    let d = Arc::new(Forwarding::new(NoTrashMoves {
-        inner: disk.clone(),
-        save_after_preserve: AtomicBool::new(false),
-        trash_micros: false,
-    }));
+    let (disk, d) = destination(false);
     s.put(&rel("a.txt"), Bytes::from("old a")).await.unwrap();
     s.put(&rel("b.txt"), Bytes::from("b")).await.unwrap();
     let pair = SyncPair::new(s.clone(), d.clone(), SyncMode::SourceToDestination);
@@ -163,12 +170,7 @@ async fn a_version_saved_after_the_trash_copy_is_not_deleted() {
 async fn a_trash_copy_on_a_filesystem_of_microseconds_counts_as_the_version() {
     let state = tempfile::tempdir().unwrap();
     let s = Arc::new(MemoryClient::new());
-    let disk = Arc::new(MemoryClient::new());
-    let d = Arc::new(Forwarding::new(NoTrashMoves {
-        inner: disk.clone(),
-        save_after_preserve: AtomicBool::new(false),
-        trash_micros: true,
-    }));
+    let (disk, d) = destination(true);
     s.put(&rel("a.txt"), Bytes::from("only copy of a"))
         .await
         .unwrap();
