@@ -908,18 +908,18 @@ fn folder_not_opened(root: &Path, path: &RelPath, target: &Path, rel: &str, e: i
     }
 }
 
-/// Opens the file at `abs` for reading, never through a symlink at its last component
-/// (symlinks are not synced: one there is not found), and checks the opened handle is a
-/// regular file (the path may have been swapped for a directory).
+/// Opens the file at `abs` for reading ([`open_to_read`]), never through a symlink at its
+/// last component (symlinks are not synced: one there is not found). Its callers check the
+/// opened handle is a regular file (the path may have been swapped for a directory or a
+/// FIFO).
 fn open_source(abs: &Path, rel: &str) -> Result<File> {
-    let file = match open_to_read(abs) {
-        Ok(file) => file,
+    match open_to_read(abs) {
+        Ok(file) => Ok(file),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Err(Error::not_found(BACKEND, rel));
+            Err(Error::not_found(BACKEND, rel))
         }
-        Err(e) => return Err(map_io(rel, e)),
-    };
-    Ok(file)
+        Err(e) => Err(map_io(rel, e)),
+    }
 }
 
 /// Opens the file at `abs` to read it, never through a symlink at its last component
@@ -1854,14 +1854,7 @@ impl StorageClient for LocalClient {
         let opened = self
             .lane
             .run(move || {
-                // Never through a symlink at the last component: symlinks are not synced.
-                let mut file = match open_to_read(&abs) {
-                    Ok(file) => file,
-                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-                        return Err(Error::not_found(BACKEND, rel));
-                    }
-                    Err(e) => return Err(map_io(&rel, e)),
-                };
+                let mut file = open_source(&abs, &rel)?;
                 // Check the opened handle too: the path may have been swapped for a directory.
                 let size = match file.metadata() {
                     Ok(md) if md.is_file() => md.len(),
