@@ -3,7 +3,7 @@
 use std::fmt;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -502,6 +502,17 @@ fn check_no_symlinked_folder(root: &Path, rel: &RelPath) -> Result<()> {
     Ok(())
 }
 
+/// [`check_no_symlinked_folder`] where the operation's own lookups cannot refuse a
+/// symlinked folder: where [`beneath::available`], each folder is opened without following
+/// one ([`Spot`]), which refuses it and names it ([`folder_not_opened`]) in the same step
+/// that finds the folder, so a check by path first would only repeat it.
+fn check_folders_by_path(root: &Path, rel: &RelPath) -> Result<()> {
+    if beneath::available() {
+        return Ok(());
+    }
+    check_no_symlinked_folder(root, rel)
+}
+
 /// The error for an operation on `rel` refused because the folder `link` is a symlink.
 fn symlinked_folder(rel: &str, link: &str) -> Error {
     Error::other(
@@ -743,14 +754,20 @@ enum Placed {
     Renamed,
 }
 
-/// Gives `from` the new name `to`, failing with `AlreadyExists` if `to` exists.
+/// Gives `from` the new name `to`, failing with `AlreadyExists` if `to` exists. Each is a
+/// name in a folder's descriptor, or a path (in [`rustix::fs::CWD`]), as [`Spot::at`]
+/// gives them.
 ///
 /// `renameat2(RENAME_NOREPLACE)` and `link(2)` check and create in one step, so no concurrent
 /// writer can slip in between.
-fn link_noreplace(from: &Path, to: &Path) -> io::Result<Placed> {
+fn link_noreplace(
+    from: (BorrowedFd<'_>, &Path),
+    to: (BorrowedFd<'_>, &Path),
+) -> io::Result<Placed> {
+    use rustix::fs::{AtFlags, RenameFlags, linkat, renameat, renameat_with, statat};
+    let ((from_folder, from), (to_folder, to)) = (from, to);
     // One atomic step where the filesystem supports it (ext4, XFS, btrfs, tmpfs).
-    use rustix::fs::{CWD, RenameFlags, renameat_with};
-    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+    match renameat_with(from_folder, from, to_folder, to, RenameFlags::NOREPLACE) {
         Ok(()) => return Ok(Placed::Renamed),
         Err(e) if e == rustix::io::Errno::EXIST => {
             return Err(io::Error::from(io::ErrorKind::AlreadyExists));
@@ -758,7 +775,7 @@ fn link_noreplace(from: &Path, to: &Path) -> io::Result<Placed> {
         // Not supported here (EINVAL on some filesystems, ENOSYS on old kernels): link instead.
         Err(_) => {}
     }
-    match fs::hard_link(from, to) {
+    match linkat(from_folder, from, to_folder, to, AtFlags::empty()).map_err(io::Error::from) {
         Ok(()) => Ok(Placed::Linked),
         Err(e)
             if matches!(
@@ -772,12 +789,12 @@ fn link_noreplace(from: &Path, to: &Path) -> io::Result<Placed> {
                 to = %to.display(),
                 "hard link failed ({e}); falling back to a check-then-rename"
             );
-            match fs::symlink_metadata(to) {
+            match statat(to_folder, to, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(_) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::rename(from, to).map(|()| Placed::Renamed)
-                }
-                Err(e) => Err(e),
+                Err(rustix::io::Errno::NOENT) => renameat(from_folder, from, to_folder, to)
+                    .map(|()| Placed::Renamed)
+                    .map_err(io::Error::from),
+                Err(e) => Err(e.into()),
             }
         }
         Err(e) => Err(e),
@@ -815,9 +832,7 @@ fn open_temp(
     // Where it can, one lookup refuses a symlinked folder on the way and opens the folder
     // the file is made and linked in (`beneath`); elsewhere each folder is checked first.
     let by_folder = beneath::available();
-    if !by_folder {
-        check_no_symlinked_folder(root, path)?;
-    }
+    check_folders_by_path(root, path)?;
     let dir = target.parent().unwrap_or(Path::new("/"));
     let create = || -> io::Result<(TempFile, File, Option<u32>)> {
         let mut folder = if by_folder {
@@ -1024,7 +1039,8 @@ fn commit(
             fs::rename(temp.path(), at).map(|()| true)
         } else {
             // On `Linked` the temporary name is still there and `temp` removes it when dropped.
-            link_noreplace(temp.path(), at).map(|placed| matches!(placed, Placed::Renamed))
+            link_noreplace((rustix::fs::CWD, temp.path()), (rustix::fs::CWD, at))
+                .map(|placed| matches!(placed, Placed::Renamed))
         }
     };
     let mut again = None;
@@ -1085,39 +1101,11 @@ fn proc_fd_available() -> bool {
     *PROC_FD.get_or_init(|| Path::new("/proc/self/fd").is_dir())
 }
 
-/// The folders of `from` (at `src`) and `to` (at `target`) below `root`, opened without
-/// following a symlink (`to`'s missing folders made, with the default bits), and the two
-/// files as paths through them ([`in_folder`]); `None` where [`beneath::available`] is not.
-#[allow(clippy::type_complexity)]
-fn beneath_pair(
-    root: &Path,
-    from: &RelPath,
-    src: &Path,
-    to: &RelPath,
-    target: &Path,
-) -> Result<Option<(OwnedFd, OwnedFd, PathBuf, PathBuf)>> {
-    if !beneath::available() {
-        return Ok(None);
-    }
-    let to_rel = to.as_str();
-    let to_folder = beneath::make_folders_of(root, to, |_| None)
-        .map_err(|e| folder_not_opened(root, to, target, to_rel, e))?;
-    let from_folder = beneath::open_folder_of(root, from)
-        .map_err(|e| folder_not_opened(root, from, src, from.as_str(), e))?;
-    let (Some(src_at), Some(target_at)) = (
-        in_folder(&from_folder, Path::new(from.file_name())),
-        in_folder(&to_folder, Path::new(to.file_name())),
-    ) else {
-        return Ok(None);
-    };
-    Ok(Some((from_folder, to_folder, src_at, target_at)))
-}
-
-/// Where an operation that checked `rel`'s folders ([`check_no_symlinked_folder`]) acts on
-/// the file: by its name in its folder, opened without following a symlink
-/// ([`beneath::open_folder_of`]), so a folder swapped for a symlink after the check leads
-/// nothing outside the root (red team 30); else, where [`beneath::available`] is not, by its
-/// path, as checked.
+/// Where an operation acts on a file below the root: by its name in its folder, opened
+/// without following a symlink ([`beneath::open_folder_of`]), so a symlinked folder on the
+/// way, there at the lookup or swapped in later, leads nothing outside the root (red team
+/// 30); else, where [`beneath::available`] is not, by its path, checked first
+/// ([`check_folders_by_path`]).
 struct Spot {
     /// The file's folder, where it was opened beneath the root.
     folder: Option<OwnedFd>,
@@ -1279,8 +1267,8 @@ fn link_checked(
 ///
 /// Where it can, the source is opened in its folder and the copy made in its own, both
 /// opened without following a symlink (the target's made where missing), by their
-/// descriptors: a folder swapped for a symlink after the check copies nothing from outside
-/// the root in, and nothing out (red team 30). Else by path, as checked.
+/// descriptors: a symlinked folder, there at the lookup or swapped in later, copies nothing
+/// from outside the root in, and nothing out (red team 30). Else by path, checked first.
 ///
 /// `flush`: for [`StorageClient::preserve`] where it cannot link. A link shares the old
 /// version's blocks, on disk as they were; a copy is new data. The engine replaces the
@@ -1298,8 +1286,8 @@ fn copy_in_root(
 ) -> Result<Entry> {
     let (src, target) = (root.join(from.as_str()), root.join(to.as_str()));
     let (from_rel, rel) = (from.as_str(), to.as_str());
-    check_no_symlinked_folder(root, from)?;
-    check_no_symlinked_folder(root, to)?;
+    check_folders_by_path(root, from)?;
+    check_folders_by_path(root, to)?;
     let mut reader = Spot::source(root, from, &src)?.open_read().map_err(|e| {
         if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
             Error::not_found(BACKEND, from_rel)
@@ -2166,10 +2154,11 @@ impl StorageClient for LocalClient {
         let checked = path.clone();
         self.lane
             .run(move || {
-                check_no_symlinked_folder(&root, &checked)?;
+                check_folders_by_path(&root, &checked)?;
                 // Where it can, the file is removed by its name in its folder, opened without
-                // following a symlink, and so are the folders it empties: a folder swapped for
-                // a symlink after the check removes nothing outside the root (red team 30).
+                // following a symlink, and so are the folders it empties: a symlinked folder,
+                // there at the lookup or swapped in later, removes nothing outside the root
+                // (red team 30).
                 let removed = match Spot::of(&root, &checked, &abs) {
                     // Still the version the engine checked, looked at in the folder just
                     // before the unlink: a save that landed since is not deleted.
@@ -2239,12 +2228,12 @@ impl StorageClient for LocalClient {
         let (root, from_path) = (self.root.clone(), from.clone());
         let linked = blocking(move || {
             let rel = to_path.as_str();
-            check_no_symlinked_folder(&root, &from_path)?;
-            check_no_symlinked_folder(&root, &to_path)?;
+            check_folders_by_path(&root, &from_path)?;
+            check_folders_by_path(&root, &to_path)?;
             // Where it can, linked from the source's folder into the target's (made where
             // missing), both opened without following a symlink, by their descriptors: a
-            // folder swapped for a symlink after the check links no file from outside the
-            // root into the trash, and plants no link outside it (red team 30).
+            // symlinked folder, there at the lookup or swapped in later, links no file from
+            // outside the root into the trash, and plants no link outside it (red team 30).
             let from_at = Spot::source(&root, &from_path, &src)?;
             let source = from_at.file_metadata(&from_rel)?;
             let to_at = Spot::made(&root, &to_path, &target)?;
@@ -2267,59 +2256,59 @@ impl StorageClient for LocalClient {
         opts: TransferOptions,
     ) -> Result<Entry> {
         check_not_reserved(to)?;
-        let (src, target, root) = (self.abs(from), self.abs(to), self.root.clone());
-        let (from_rel, to_path) = (from.as_str().to_owned(), to.clone());
-        let from_path = from.clone();
-        blocking(move || {
-            let rel = to_path.as_str();
-            check_no_symlinked_folder(&root, &from_path)?;
-            check_no_symlinked_folder(&root, &to_path)?;
-            // Where it can, the two folders are opened without following a symlink (the
-            // target's made where missing) and the file is moved between them by their
-            // descriptors: a folder swapped for a symlink after the check leads nothing
-            // outside the root (red team 29). Else by path, as checked above.
-            file_metadata(&src, &from_rel)?;
-            let folders = beneath_pair(&root, &from_path, &src, &to_path, &target)?;
-            let (src_at, target_at) = match &folders {
-                Some((_, _, src_at, target_at)) => (src_at.clone(), target_at.clone()),
-                None => {
-                    create_parent(&target, rel)?;
-                    (src.clone(), target.clone())
-                }
-            };
-            let moved = |e: io::Error| {
-                if e.kind() == io::ErrorKind::CrossesDevices {
-                    across_filesystems(&root, &src, &target, &from_rel, rel, e)
-                } else {
-                    map_io(rel, e)
-                }
-            };
-            if opts.overwrite {
-                fs::rename(&src_at, &target_at).map_err(moved)?;
-            } else if let Placed::Linked = link_noreplace(&src_at, &target_at).map_err(moved)?
-                && let Err(e) = fs::remove_file(&src_at)
-            {
-                // The old name stays (a folder this process cannot write to): the move did
-                // not happen, so the link just made goes again — while it is still a second
-                // name of that very file — instead of leaving a second copy at the target
-                // (a trash copy of a file still in place, one more at each retry).
-                if let (Ok(a), Ok(b)) = (
-                    fs::symlink_metadata(&src_at),
-                    fs::symlink_metadata(&target_at),
-                ) && (a.dev(), a.ino()) == (b.dev(), b.ino())
-                {
-                    let _ = fs::remove_file(&target_at);
-                }
-                return Err(map_io(&from_rel, e));
-            }
-            if src != target {
-                prune_empty_dirs(&root, &from_path);
-            }
-            let metadata = file_metadata(&target_at, rel)?;
-            Ok(entry_from_metadata(to_path, &metadata))
-        })
-        .await
+        let (root, from, to) = (self.root.clone(), from.clone(), to.clone());
+        self.lane
+            .run(move || rename_in_root(&root, &from, &to, opts.overwrite))
+            .await
     }
+}
+
+/// Moves `from` to `to` below `root` ([`StorageClient::rename_opts`]): over a file at `to`
+/// only with `overwrite`.
+///
+/// Where it can, the two folders are opened without following a symlink (the target's
+/// made where missing) and the file is moved between them by their descriptors, so a
+/// folder swapped for a symlink leads nothing outside the root (red team 29): one lookup of
+/// each folder is both the check and the use. Else by path, each folder checked first.
+fn rename_in_root(root: &Path, from: &RelPath, to: &RelPath, overwrite: bool) -> Result<Entry> {
+    let (src, target) = (root.join(from.as_str()), root.join(to.as_str()));
+    let (from_rel, rel) = (from.as_str(), to.as_str());
+    check_folders_by_path(root, from)?;
+    check_folders_by_path(root, to)?;
+    // The source first: a missing one makes no folders for its target.
+    let from_at = Spot::source(root, from, &src)?;
+    from_at.file_metadata(from_rel)?;
+    let to_at = Spot::made(root, to, &target)?;
+    let moved = |e: io::Error| {
+        if e.kind() == io::ErrorKind::CrossesDevices {
+            across_filesystems(root, &src, &target, from_rel, rel, e)
+        } else {
+            map_io(rel, e)
+        }
+    };
+    if overwrite {
+        let ((from_folder, from_name), (to_folder, to_name)) = (from_at.at(), to_at.at());
+        rustix::fs::renameat(from_folder, from_name, to_folder, to_name)
+            .map_err(|e| moved(e.into()))?;
+    } else if let Placed::Linked = link_noreplace(from_at.at(), to_at.at()).map_err(moved)?
+        && let Err(e) = from_at.remove()
+    {
+        // The old name stays (a folder this process cannot write to): the move did not
+        // happen, so the link just made goes again — while it is still a second name of
+        // that very file — instead of leaving a second copy at the target (a trash copy of
+        // a file still in place, one more at each retry).
+        if let (Ok(a), Ok(b)) = (from_at.metadata(), to_at.metadata())
+            && (a.dev(), a.ino()) == (b.dev(), b.ino())
+        {
+            let _ = to_at.remove();
+        }
+        return Err(map_io(from_rel, e));
+    }
+    if src != target {
+        prune_empty_dirs(root, from);
+    }
+    let metadata = to_at.file_metadata(rel)?;
+    Ok(entry_from_metadata(to.clone(), &metadata))
 }
 
 #[cfg(test)]

@@ -151,12 +151,28 @@ async fn renames_copies_and_trash_links_through_a_symlinked_folder_are_refused()
             .await,
         "a",
     );
+    // A move into the trash out of it is refused before the trash's folders are made: no
+    // empty run folder is left behind by a refused move.
+    assert_refused(
+        l.client
+            .rename(&p("a/x"), &p(".syncengine/trash/t/a/x"))
+            .await,
+        "a",
+    );
+    assert!(!l.root.join(".syncengine").exists());
     assert_eq!(files(&l.outside), vec!["x".to_owned()]);
     assert_eq!(fs::read_to_string(l.root.join("real/y")).unwrap(), "y");
 
     // A symlinked trash folder is a symlinked folder too.
     fs::create_dir_all(l.root.join(".syncengine")).unwrap();
     std::os::unix::fs::symlink(&l.outside, l.root.join(".syncengine/trash")).unwrap();
+    assert_refused(
+        l.client
+            .rename(&p("real/y"), &p(".syncengine/trash/t/real/y"))
+            .await,
+        ".syncengine/trash",
+    );
+    assert_eq!(fs::read_to_string(l.root.join("real/y")).unwrap(), "y");
     assert_refused(
         l.client
             .preserve(&p("real/y"), &p(".syncengine/trash/t/real/y"))
