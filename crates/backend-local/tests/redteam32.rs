@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use syncengine_backend_local::LocalClient;
 use syncengine_core::client::{DeleteOptions, TransferOptions};
 use syncengine_core::testing::{Forwarding, Hooks};
-use syncengine_core::trash::{RestoreOptions, Trash};
+use syncengine_core::trash::{RestoreOptions, RestoreWhat, Trash};
 use syncengine_core::{Entry, RelPath, Result, StorageClient, SyncEngine, SyncMode, SyncPair};
 
 mod support;
@@ -301,4 +301,45 @@ async fn a_forced_restore_onto_a_mount_sets_the_live_file_aside() {
         vec![b"a new live file".to_vec()],
         "the live file, set aside"
     );
+}
+
+/// A forced restore onto a mount that fails after the live file was set aside (here the
+/// trash copy does not fit on the mount) puts the live file back by a flushed copy, as a
+/// move would on the root's own filesystem. Before, the move back crossed filesystems too:
+/// the live file stayed in the trash and its place was left empty.
+#[tokio::test]
+async fn a_failed_forced_restore_onto_a_mount_puts_the_live_file_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dst = tmp.path().join("dst");
+    fs::create_dir_all(dst.join("media")).unwrap();
+    if !mount(
+        &["-t", "tmpfs", "-o", "size=64k", "tmpfs"],
+        &dst.join("media"),
+    ) {
+        return;
+    }
+    let _mounted = Mounted(dst.join("media"));
+    let run = "20260101T000000Z";
+    let old = dst.join(format!(".syncengine/trash/{run}/media/a.txt"));
+    fs::create_dir_all(old.parent().unwrap()).unwrap();
+    fs::write(&old, vec![b'o'; 1 << 20]).unwrap();
+    fs::write(dst.join("media/a.txt"), b"the live file").unwrap();
+
+    let root: Arc<dyn StorageClient> = Arc::new(LocalClient::new(&dst));
+    let trash = Trash::of_root(root.clone());
+    let listing = trash.list().await.unwrap();
+    let (_, files) = listing.select(&RestoreWhat::Run(run.into())).unwrap();
+    let report = trash
+        .restore(&root, &files, &RestoreOptions::default().with_force(true))
+        .await
+        .unwrap();
+    let err = report.outcomes[0].result.clone().unwrap_err();
+    assert!(err.contains("the live file was put back"), "{err}");
+    assert_eq!(fs::read(dst.join("media/a.txt")).unwrap(), b"the live file");
+    // The trash holds the old version, and no second copy of the live file.
+    let in_trash: Vec<u64> = files_below(&dst.join(".syncengine/trash"))
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .collect();
+    assert_eq!(in_trash, vec![1 << 20]);
 }

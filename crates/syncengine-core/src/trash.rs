@@ -334,9 +334,7 @@ impl Trash {
             failed.unwrap_or_else(|| Error::already_exists(root.backend(), place.as_str()));
         // The live file set aside for nothing: back to its path, if that is still free.
         if let Live::MovedToTrash(kept) = &live {
-            let back = root
-                .rename_opts(kept, &file.path, TransferOptions::default())
-                .await;
+            let back = self.put_live_back(root, kept, &file.path).await;
             let what = match back {
                 Ok(_) => "the live file was put back".to_owned(),
                 Err(_) => format!("the live file stays in the trash as {kept}"),
@@ -348,6 +346,44 @@ impl Trash {
             ));
         }
         Err(failed)
+    }
+
+    /// Puts the live file that a forced restore set aside at `kept` back at `path` once the
+    /// restore failed, never over a file: by a move, else (where the root cannot move it
+    /// there: `path` is on a filesystem mounted inside a local root) by
+    /// [`StorageClient::preserve`], a copy flushed to disk, after which the trash copy goes
+    /// if it is still the one copied.
+    async fn put_live_back(
+        &self,
+        root: &Arc<dyn StorageClient>,
+        kept: &RelPath,
+        path: &RelPath,
+    ) -> Result<()> {
+        match root
+            .rename_opts(kept, path, TransferOptions::default())
+            .await
+        {
+            Err(Error::Unsupported { .. }) => {}
+            moved => return moved.map(|_| ()),
+        }
+        let copied = root.stat(kept).await?;
+        let back = root.preserve(kept, path).await?;
+        if back.size != copied.size {
+            return Err(Error::other(
+                root.backend(),
+                path.as_str(),
+                format!(
+                    "the copy put back has {} bytes, the live file had {}",
+                    back.size, copied.size
+                ),
+            ));
+        }
+        let opts = DeleteOptions::default().with_if_version(Version::of(&copied));
+        if let Err(e) = root.delete_opts(kept, opts).await {
+            // The live file is back; a spare copy in the trash loses nothing.
+            tracing::warn!(path = %kept, "the live file was put back, but its copy in the trash stays: {e}");
+        }
+        Ok(())
     }
 
     /// `<trash>/<stamp>[-n]/<path>`.
