@@ -1532,8 +1532,17 @@ fn is_mount_root(dir: &Path) -> bool {
 /// a symlink, where it can ([`beneath::open_folder_of`]), so a folder swapped for a symlink
 /// meanwhile leads to no empty folder outside the root (red team 30). Else by path.
 fn prune_empty_dirs(root: &Path, rel: &RelPath) {
+    remove_empty_folders_above(root, rel, usize::MAX);
+}
+
+/// Removes up to `limit` folders above `rel` below `root`, nearest first, each only while it
+/// is empty; stops at the first that is not (see [`prune_empty_dirs`]).
+fn remove_empty_folders_above(root: &Path, rel: &RelPath, limit: usize) {
     let mut below = rel.as_str();
-    while let Some((dir, _)) = below.rsplit_once('/') {
+    for _ in 0..limit {
+        let Some((dir, _)) = below.rsplit_once('/') else {
+            return;
+        };
         let removed = if beneath::available() {
             RelPath::new(dir).map_err(io::Error::other).and_then(|dir| {
                 let up = beneath::open_folder_of(root, &dir)?;
@@ -2219,10 +2228,44 @@ impl StorageClient for LocalClient {
 
     /// A hard link: no bytes copied, and the old version keeps its inode. Where the
     /// filesystem has no hard links (FAT, some network mounts) or `to` is on another device,
-    /// a copy, flushed to disk (with its name) before this returns.
+    /// a copy, flushed to disk (with its name) before this returns. One that fails removes
+    /// the folders it made for `to` again, each while it is empty.
     async fn preserve(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
         check_not_reserved(to)?;
         self.writeback.start(&self.root);
+        // The folders a failed preserve made go again (a copy that did not fit in the trash
+        // left an empty run folder per run): only those missing before it, each while empty.
+        let (root, to_path) = (self.root.clone(), to.clone());
+        let missing = blocking(move || Ok(missing_folders(&root, &to_path))).await?;
+        let kept = self.preserve_in_place(from, to).await;
+        if kept.is_err() && missing > 0 {
+            let (root, to_path) = (self.root.clone(), to.clone());
+            blocking(move || {
+                remove_empty_folders_above(&root, &to_path, missing);
+                Ok(())
+            })
+            .await?;
+        }
+        kept
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        opts: TransferOptions,
+    ) -> Result<Entry> {
+        check_not_reserved(to)?;
+        let (root, from, to) = (self.root.clone(), from.clone(), to.clone());
+        self.lane
+            .run(move || rename_in_root(&root, &from, &to, opts.overwrite))
+            .await
+    }
+}
+
+impl LocalClient {
+    /// [`StorageClient::preserve`], all but the removal of the folders a failed one made.
+    async fn preserve_in_place(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
         let (src, target) = (self.abs(from), self.abs(to));
         let (from_rel, to_path) = (from.as_str().to_owned(), to.clone());
         let (root, from_path) = (self.root.clone(), from.clone());
@@ -2248,19 +2291,21 @@ impl StorageClient for LocalClient {
         let (root, from, to, fsync) = (self.root.clone(), from.clone(), to.clone(), self.fsync);
         blocking(move || copy_in_root(&root, &from, &to, false, fsync, true)).await
     }
+}
 
-    async fn rename_opts(
-        &self,
-        from: &RelPath,
-        to: &RelPath,
-        opts: TransferOptions,
-    ) -> Result<Entry> {
-        check_not_reserved(to)?;
-        let (root, from, to) = (self.root.clone(), from.clone(), to.clone());
-        self.lane
-            .run(move || rename_in_root(&root, &from, &to, opts.overwrite))
-            .await
+/// How many of the folders that hold `rel` below `root` are missing, counted from its own
+/// folder up to the first one there (by path: a symlinked one counts as there).
+fn missing_folders(root: &Path, rel: &RelPath) -> usize {
+    let mut missing = 0;
+    let mut below = rel.as_str();
+    while let Some((dir, _)) = below.rsplit_once('/') {
+        if fs::symlink_metadata(root.join(dir)).is_ok() {
+            break;
+        }
+        missing += 1;
+        below = dir;
     }
+    missing
 }
 
 /// Moves `from` to `to` below `root` ([`StorageClient::rename_opts`]): over a file at `to`

@@ -191,7 +191,9 @@ async fn a_delete_on_a_mount_below_the_root_keeps_a_copy_in_the_trash() {
 }
 
 /// A trash copy that does not fit (the trash's filesystem is full) fails naming the copy,
-/// not the file it copies, and leaves that file as it was.
+/// not the file it copies, and leaves that file as it was, and no folder it made for the
+/// copy: each failed run left an empty folder tree in the trash, which nothing removed.
+/// A folder that was there before stays, empty as it is.
 #[tokio::test]
 async fn a_copy_into_a_full_filesystem_names_the_copy() {
     let tmp = tempfile::tempdir().unwrap();
@@ -205,17 +207,22 @@ async fn a_copy_into_a_full_filesystem_names_the_copy() {
     }
     let _mounted = Mounted(root.join(".syncengine/trash"));
     let big = vec![7u8; 1 << 20];
-    fs::write(root.join("big.bin"), &big).unwrap();
+    fs::create_dir_all(root.join("a/b")).unwrap();
+    fs::write(root.join("a/b/big.bin"), &big).unwrap();
+    let run = root.join(".syncengine/trash/20261206T000000Z");
+    fs::create_dir_all(&run).unwrap();
     let client = LocalClient::new(&root);
-    let to = RelPath::new(".syncengine/trash/20261206T000000Z/big.bin").unwrap();
+    let to = RelPath::new(".syncengine/trash/20261206T000000Z/a/b/big.bin").unwrap();
     let err = client
-        .preserve(&RelPath::new("big.bin").unwrap(), &to)
+        .preserve(&RelPath::new("a/b/big.bin").unwrap(), &to)
         .await
         .expect_err("1 MiB does not fit in 64 KiB");
     let msg = err.to_string();
     assert!(
-        msg.contains(".syncengine/trash/20261206T000000Z/big.bin"),
+        msg.contains(".syncengine/trash/20261206T000000Z/a/b/big.bin"),
         "the error names the copy: {msg}"
     );
-    assert_eq!(fs::read(root.join("big.bin")).unwrap(), big);
+    assert_eq!(fs::read(root.join("a/b/big.bin")).unwrap(), big);
+    assert!(!run.join("a").exists(), "the folders made for the copy go");
+    assert!(run.is_dir(), "the run folder that was there stays");
 }
