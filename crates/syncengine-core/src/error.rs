@@ -36,7 +36,7 @@ pub enum Error {
         source: Option<BoxError>,
     },
     /// A conditional operation found a different version than expected.
-    #[error("{backend}: precondition failed (changed since it was listed): {path}")]
+    #[error("{backend}: precondition failed (changed since it was listed): {}", path_and_reason(path, source.as_ref()))]
     PreconditionFailed {
         /// Backend name.
         backend: &'static str,
@@ -346,6 +346,27 @@ mod tests {
             source: Some("GET https://a.blob.core.windows.net/c?sv=1&sig=SECRETSIG failed".into()),
         };
         assert!(!e.to_string().contains("SECRETSIG"), "{e}");
+    }
+
+    /// A refused conditional operation says why where its maker knew: the trash copy that
+    /// did not match the file, the save that landed during a delete. Only the plain
+    /// "changed since it was listed" reached the user before.
+    #[test]
+    fn a_precondition_failure_says_why() {
+        let e = Error::PreconditionFailed {
+            backend: "local",
+            path: "a/b".into(),
+            source: Some("the file changed while it was kept in the trash; left alone".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "local: precondition failed (changed since it was listed): a/b (the file changed \
+             while it was kept in the trash; left alone)"
+        );
+        assert_eq!(
+            Error::precondition_failed("s3", "x").to_string(),
+            "s3: precondition failed (changed since it was listed): x"
+        );
     }
 
     #[test]
