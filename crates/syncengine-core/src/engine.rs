@@ -196,7 +196,21 @@ impl SyncEngine {
             mode = %pair.mode,
             dry_run = pair.options.dry_run,
         );
-        let result = self.run(pair).instrument(span.clone()).await;
+        // A call that never answers (a hung disk or mount, which no timeout ends) must not
+        // hold a cancelled run. While actions are in flight the executor abandons them
+        // itself; at any other time (the checks, listings and planning before them, the
+        // notes after them) the run is dropped where it waits, as a kill would stop it there:
+        // every step is made to survive that, and the next run takes over.
+        let (actions, mut actions_watch) = tokio::sync::watch::channel(false);
+        let cancelled_outside_actions = async {
+            self.cancel.cancelled().await;
+            let _ = actions_watch.wait_for(|in_flight| !in_flight).await;
+        };
+        let result = tokio::select! {
+            biased;
+            result = self.run(pair, &actions).instrument(span.clone()) => result,
+            () = cancelled_outside_actions => Err(SyncError::Cancelled),
+        };
         // Writes dropped by a cancellation may have left clean-up (an S3 multipart abort)
         // running in the background: it finishes before the run returns, so a program that
         // exits right after (the CLI on Ctrl-C) does not cut it short.
@@ -209,7 +223,13 @@ impl SyncEngine {
         result
     }
 
-    async fn run(&self, pair: &SyncPair) -> Result<SyncStats, SyncError> {
+    /// One run; `actions` is set while the executor has actions in flight (see
+    /// [`sync_pair`](Self::sync_pair)).
+    async fn run(
+        &self,
+        pair: &SyncPair,
+        actions: &tokio::sync::watch::Sender<bool>,
+    ) -> Result<SyncStats, SyncError> {
         // A protected side is read through a view that refuses every change (`protect`).
         let guarded = protect::guard(pair)?;
         let pair = guarded.as_ref().unwrap_or(pair);
@@ -542,7 +562,9 @@ impl SyncEngine {
             stop_starting: self.stop_starting.clone(),
         };
         let recovered = recovered.into_iter().map(BaseUpdate::Put).collect();
+        actions.send_replace(true);
         let executed = executor.run(plan, recovered, &mut stats).await;
+        actions.send_replace(false);
         executor.trashed.count_into(&mut stats);
         let vanished = executor.vanished.load(Ordering::Relaxed);
         if vanished > 0 {
