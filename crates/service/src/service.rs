@@ -54,6 +54,18 @@ pub struct ServiceOptions {
     /// The bandwidth budget every transfer of every pair spends together (unlimited by
     /// default): `--bwlimit` for the whole service. See [`syncengine_core::bandwidth`].
     pub bandwidth: Bandwidth,
+    /// How long a run may show no progress (no event of the engine: no action started,
+    /// advanced or ended, and no plan) before it gives its run slot to the other pairs
+    /// (default 5 min, the backends' idle timeout). A hung local disk or mount (a frozen
+    /// filesystem, an NFS server gone) has no timeout that would end its run: it then holds
+    /// up its own pair only, not every pair behind the
+    /// [`max_concurrent_runs`](Self::max_concurrent_runs) limit. The run itself goes on when
+    /// its storage answers ([`PairStatus::no_progress_since`](crate::PairStatus::no_progress_since)
+    /// says since when it has not; pausing the pair cancels it after
+    /// [`pause_grace`](Self::pause_grace)). A run still listing a very large remote tree
+    /// shows no progress either, and may start another pair's run beside it: over the limit
+    /// by one, for a while.
+    pub stalled_after: Duration,
 }
 
 impl Default for ServiceOptions {
@@ -67,6 +79,7 @@ impl Default for ServiceOptions {
             event_capacity: 4096,
             simulate_watch_limit: false,
             bandwidth: Bandwidth::unlimited(),
+            stalled_after: Duration::from_secs(300),
         }
     }
 }
@@ -108,6 +121,12 @@ impl ServiceOptions {
     /// [`Bandwidth::new`]).
     pub fn with_bandwidth(mut self, budget: Bandwidth) -> Self {
         self.bandwidth = budget;
+        self
+    }
+    /// Sets how long a run may show no progress before it gives its slot to the other pairs
+    /// (see [`ServiceOptions::stalled_after`]).
+    pub fn with_stalled_after(mut self, after: Duration) -> Self {
+        self.stalled_after = after;
         self
     }
 }

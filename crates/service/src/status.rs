@@ -134,6 +134,11 @@ pub struct PairStatus {
     pub last_run: Option<CompletedRun>,
     /// Runs started since the pair was added (completed, failed or cancelled).
     pub runs: u64,
+    /// Since when the run in progress has shown no progress, once that has lasted
+    /// [`ServiceOptions::stalled_after`](crate::ServiceOptions::stalled_after) (it then gave
+    /// its run slot to the other pairs): its storage does not answer, or a listing is very
+    /// long. `None` while it moves, and when no run is in progress.
+    pub no_progress_since: Option<SystemTime>,
 }
 
 impl PairStatus {
@@ -150,6 +155,7 @@ impl PairStatus {
             last_error: None,
             last_run: None,
             runs: 0,
+            no_progress_since: None,
         }
     }
 }
@@ -256,6 +262,15 @@ pub enum ServiceEvent {
         /// The pair.
         pair: String,
     },
+    /// A run of the pair has shown no progress for
+    /// [`ServiceOptions::stalled_after`](crate::ServiceOptions::stalled_after): it gave its
+    /// run slot to the other pairs, and goes on when its storage answers.
+    Stalled {
+        /// The pair.
+        pair: String,
+        /// How long it has shown no progress.
+        silent_for: Duration,
+    },
 }
 
 impl ServiceEvent {
@@ -270,7 +285,8 @@ impl ServiceEvent {
             | ServiceEvent::Stopped { pair, .. }
             | ServiceEvent::WatchFallback { pair, .. }
             | ServiceEvent::Added { pair }
-            | ServiceEvent::Removed { pair } => pair,
+            | ServiceEvent::Removed { pair }
+            | ServiceEvent::Stalled { pair, .. } => pair,
         }
     }
 }

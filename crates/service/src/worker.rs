@@ -1002,17 +1002,19 @@ async fn run_once(
             _permit: None,
         },
     };
-    let end = move |result, written| RunEnd {
+    // Given to the other pairs when the run shows no progress for `stalled_after`.
+    let mut permit = Some(permit);
+    let end = move |result, written, permit| RunEnd {
         result,
         written,
         duration: started.elapsed(),
-        _permit: Some(permit),
+        _permit: permit,
     };
     let mut written = written;
     lock(&status).state = PairState::Scanning;
     let mut pair = match spec.build().await {
         Ok(p) => p,
-        Err(e) => return end(Err(e), written),
+        Err(e) => return end(Err(e), written, permit),
     };
     match force.map(|f| (f.kind, f.max_delete)) {
         // Past the stop the user saw, not past a bigger one: the run may delete the share of
@@ -1051,20 +1053,48 @@ async fn run_once(
         });
     };
     let mut open = true;
+    let stalled_after = shared.options.stalled_after;
+    let mut moved = Instant::now();
+    let mut stalled = false;
     let result = loop {
         tokio::select! {
             biased;
             ev = rx.recv(), if open => match ev {
-                Some(ev) => forward(ev, &mut written),
+                Some(ev) => {
+                    moved = Instant::now();
+                    if std::mem::take(&mut stalled) {
+                        lock(&status).no_progress_since = None;
+                        tracing::info!(pair = %name, "the stalled run moves again");
+                    }
+                    forward(ev, &mut written);
+                }
                 None => open = false,
             },
             r = &mut run => break r,
+            () = tokio::time::sleep_until(moved + stalled_after), if !stalled => {
+                stalled = true;
+                let since = SystemTime::now().checked_sub(stalled_after);
+                lock(&status).no_progress_since = since.or(Some(SystemTime::UNIX_EPOCH));
+                if permit.take().is_some() {
+                    tracing::warn!(
+                        pair = %name,
+                        "no progress for {}s (its storage does not answer?): its run slot goes \
+                         to the other pairs",
+                        stalled_after.as_secs()
+                    );
+                }
+                shared.emit(ServiceEvent::Stalled {
+                    pair: name.clone(),
+                    silent_for: stalled_after,
+                });
+            }
         }
     };
     while let Ok(ev) = rx.try_recv() {
         forward(ev, &mut written);
     }
-    end(result, written)
+    lock(&status).no_progress_since = None;
+    end(result, written, permit)
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use common::Dirs;
 use common::*;
-use syncengine_core::{ProgressEvent, SyncError};
+use syncengine_core::testing::{Forwarding, Hooks};
+use syncengine_core::{EntryStream, ProgressEvent, RelPath, StorageClient, SyncError};
 use syncengine_service::{
     Debounce, PairSpec, PairState, RunOutcome, ServiceError, ServiceEvent, StopKind, SyncService,
     Watching,
@@ -470,6 +471,58 @@ async fn a_failing_pair_backs_off_and_the_other_keeps_running() {
 
     write(&e.a.join("fine.txt"), "ok");
     wait_until("the healthy pair to sync", || e.b.join("fine.txt").exists()).await;
+    service.shutdown().await;
+}
+
+/// A client whose listing never answers: a hung disk or mount, which no timeout ends.
+#[derive(Debug)]
+struct Hung(Arc<dyn StorageClient>);
+
+#[async_trait::async_trait]
+impl Hooks for Hung {
+    fn inner(&self) -> &dyn StorageClient {
+        self.0.as_ref()
+    }
+    fn list(&self, _prefix: Option<&RelPath>) -> EntryStream {
+        Box::pin(futures::stream::pending())
+    }
+}
+
+/// A pair whose storage stops answering gives its run slot to the other pairs once it has
+/// shown no progress for `stalled_after`, and its status says since when. With one slot
+/// (or two hung pairs and the default two), every other pair waited behind it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_pair_gives_its_run_slot_to_the_others() {
+    let (d, e) = (dirs(), dirs());
+    let (a, b) = (d.a.clone(), d.b.clone());
+    let hung = PairSpec::with_builder("hung", move || {
+        let mut pair = local_pair(&a, &b);
+        pair.source = Arc::new(Forwarding::new(Hung(pair.source.clone())));
+        async move { Ok(pair) }
+    })
+    .with_debounce(debounce());
+    let opts = options()
+        .with_max_concurrent_runs(1)
+        .with_stalled_after(Duration::from_millis(300));
+    let service = SyncService::with_options(&d.state, opts).unwrap();
+    let mut events = service.subscribe();
+    service.add(hung).await.unwrap();
+    next_event(
+        &mut events,
+        "the hung pair's run to stall",
+        |e| matches!(e, ServiceEvent::Stalled { pair, .. } if pair == "hung"),
+    )
+    .await;
+    let st = service.status("hung").unwrap();
+    assert_eq!(st.state, PairState::Scanning, "its run goes on");
+    assert!(st.no_progress_since.is_some(), "{st:?}");
+
+    write(&e.a.join("fine.txt"), "ok");
+    service.add(spec("healthy", &e.a, &e.b)).await.unwrap();
+    wait_until("the healthy pair to sync beside the hung one", || {
+        e.b.join("fine.txt").exists()
+    })
+    .await;
     service.shutdown().await;
 }
 

@@ -411,6 +411,7 @@ pub(crate) fn status_json(name: &str, status: &PairStatus) -> Value {
         "watching": watching,
         "stopped": stopped,
         "retry_at": retry_at,
+        "no_progress_since": status.no_progress_since.map(unix_secs),
         "last_error": status.last_error.as_deref().map(syncengine::redact::redact),
         "last_run": last_run,
         "runs": status.runs,

@@ -851,6 +851,15 @@ fn report_event(service: &SyncService, event: &ServiceEvent, verbosity: Verbosit
             log_line(&format!("{pair}: polled instead of watched: {reason}"));
             true
         }
+        ServiceEvent::Stalled { pair, silent_for } => {
+            log_line(&format!(
+                "{pair}: no progress for {}s: its storage does not answer (a hung disk, mount or \
+                 server?); its run slot goes to the other pairs, and the run goes on when the \
+                 storage answers (`syncengine pause {pair}` cancels it)",
+                silent_for.as_secs()
+            ));
+            true
+        }
         ServiceEvent::Progress { pair, event } => {
             match event {
                 syncengine::ProgressEvent::Failed { path, error, .. } => {
@@ -884,6 +893,12 @@ fn describe(status: &syncengine::service::PairStatus) -> String {
     };
     if status.paused && status.state != PairState::Paused {
         text.push_str(" (paused; the run in progress is finishing)");
+    }
+    if let Some(since) = status.no_progress_since {
+        text.push_str(&format!(
+            " (no progress since {}: its storage does not answer?)",
+            crate::output::utc_time(since)
+        ));
     }
     text.push_str(match &status.watching {
         Watching::Watched => ", watched",
@@ -1200,6 +1215,13 @@ fn status_text(entry: &Value, running: bool) -> String {
     }
     if paused && state != "paused" {
         now.push_str(" (paused)");
+    }
+    if let Some(since) = status["no_progress_since"].as_u64() {
+        let since = SystemTime::UNIX_EPOCH + Duration::from_secs(since);
+        now.push_str(&format!(
+            ", no progress since {} (its storage does not answer?)",
+            crate::output::utc_time(since)
+        ));
     }
     match &status["watching"] {
         Value::String(w) => now.push_str(&format!(", {w}")),
