@@ -116,9 +116,14 @@ pub(crate) fn make_folders_of(
 ) -> io::Result<OwnedFd> {
     use rustix::fs::{Mode, OFlags, ResolveFlags, mkdirat, open, openat2};
     // Where the folders are there already (every file after the first of a folder), one
-    // lookup finds them; only a missing one takes the walk that makes it.
+    // lookup finds them; only a missing one takes the walk that makes it. So does a path
+    // too long for one lookup (`ENAMETOOLONG`: 4096 bytes with the root's path), which the
+    // walk, a name at a time, still finds: a file near that length moved into the trash
+    // gets a longer folder there than its own (red team 34).
     match open_folder_of(root, rel) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(rustix::io::Errno::NAMETOOLONG.raw_os_error()) => {}
         found => return found,
     }
     let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
