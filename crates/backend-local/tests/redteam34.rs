@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use syncengine_backend_local::LocalClient;
-use syncengine_core::{RelPath, StorageClient, StorageClientExt};
+use syncengine_core::{RelPath, StorageClientExt};
 
 fn p(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
@@ -64,4 +64,80 @@ fn read_deep(root: &Path, rel: &str) -> Vec<u8> {
     let mut out = Vec::new();
     std::io::Read::read_to_end(&mut fs::File::from(file), &mut out).unwrap();
     out
+}
+
+/// A folder swapped in where the file was, between the move's look at the file and the move
+/// itself (a checkout that turns a file into a folder; here an exchange, over and over), is
+/// not taken into the trash: the move took whatever was at the path, and the engine, then
+/// finding no file at either path, counted the file as gone while the folder and all it
+/// held sat in the trash (at the 43rd of 3000 moves). What the trash gets is a file; the
+/// folder stays in place with its content, and no empty trash folder is left for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_swapped_in_for_the_file_stays_in_place() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("a/spare")).unwrap();
+    fs::write(root.join("a/spare/inner"), b"user data in a folder").unwrap();
+    let client = LocalClient::new(&root);
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = std::thread::spawn({
+        let (a, stop) = (root.join("a"), stop.clone());
+        move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    a.join("x"),
+                    rustix::fs::CWD,
+                    a.join("spare"),
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .is_ok()
+                {
+                    n += 1;
+                }
+            }
+            n
+        }
+    });
+    let mut moved = 0;
+    for i in 0..3000 {
+        // A file at `a/x` or at `a/spare`, whichever the folder is not at.
+        let free = if fs::symlink_metadata(root.join("a/x")).is_ok_and(|m| m.is_dir()) {
+            "a/spare"
+        } else {
+            "a/x"
+        };
+        let _ = fs::write(root.join(free), b"file");
+        let to = p(&format!(".syncengine/trash/t{i}/a/x"));
+        moved += usize::from(client.rename(&p("a/x"), &to).await.is_ok());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 0 && moved > 0, "{swaps} swaps, {moved} moves");
+    // Each trash folder holds one file, `a/x`, and nothing else.
+    let trash = root.join(".syncengine/trash");
+    for run in fs::read_dir(&trash).unwrap() {
+        let run = run.unwrap().path();
+        let held: Vec<_> = fs::read_dir(run.join("a"))
+            .unwrap_or_else(|e| panic!("{}: {e} ({swaps} swaps)", run.display()))
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(held, vec!["x"], "{} ({swaps} swaps)", run.display());
+        let x = fs::symlink_metadata(run.join("a/x")).unwrap();
+        assert!(
+            x.is_file(),
+            "{} holds a folder ({swaps} swaps)",
+            run.display()
+        );
+    }
+    assert_eq!(fs::read_dir(&trash).unwrap().count(), moved);
+    // The folder is still in place, with its content.
+    let inner = ["a/x/inner", "a/spare/inner"]
+        .iter()
+        .filter_map(|at| fs::read(root.join(at)).ok())
+        .collect::<Vec<_>>();
+    assert_eq!(inner, vec![b"user data in a folder".to_vec()]);
 }
