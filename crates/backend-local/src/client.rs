@@ -2349,11 +2349,47 @@ fn rename_in_root(root: &Path, from: &RelPath, to: &RelPath, overwrite: bool) ->
         }
         return Err(map_io(from_rel, e));
     }
+    // The move takes whatever is at `from` by then: a folder, a symlink or a FIFO put there
+    // since the look above (a checkout that turns a file into a folder) went into the trash
+    // with all it held, and the engine, finding no file at either path, took the file as
+    // gone (red team 34). Only a file is moved: anything else goes back.
+    if let Ok(moved) = to_at.metadata()
+        && !moved.is_file()
+    {
+        return Err(put_back(root, from, &from_at, to, &to_at));
+    }
     if src != target {
         prune_empty_dirs(root, from);
     }
     let metadata = to_at.file_metadata(rel)?;
     Ok(entry_from_metadata(to.clone(), &metadata))
+}
+
+/// Puts back at `from` what [`rename_in_root`] moved to `to` that is not a regular file,
+/// without replacing anything put at `from` since, and removes the folders made for it
+/// that are empty again. Returns the move's error: `NotFound` (no file was at `from`) once
+/// it is back, else one that says where it is.
+fn put_back(root: &Path, from: &RelPath, from_at: &Spot, to: &RelPath, to_at: &Spot) -> Error {
+    match link_noreplace(to_at.at(), from_at.at()) {
+        Ok(placed) => {
+            if let Placed::Linked = placed
+                && let Err(e) = to_at.remove()
+            {
+                tracing::warn!(path = to.as_str(), "could not remove a second name: {e}");
+            }
+            prune_empty_dirs(root, to);
+            Error::not_found(BACKEND, from.as_str())
+        }
+        Err(e) => Error::other(
+            BACKEND,
+            from.as_str(),
+            format!(
+                "not a file when it was moved (a folder or a link was put there meanwhile): \
+                 it could not be put back ({e}) and is at {:?}",
+                to.as_str()
+            ),
+        ),
+    }
 }
 
 #[cfg(test)]
