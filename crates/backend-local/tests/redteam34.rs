@@ -141,3 +141,98 @@ async fn a_folder_swapped_in_for_the_file_stays_in_place() {
         .collect::<Vec<_>>();
     assert_eq!(inner, vec![b"user data in a folder".to_vec()]);
 }
+
+/// Where the filesystem has no `RENAME_NOREPLACE` (NFS, many FUSE filesystems: ntfs-3g,
+/// sshfs), a move without overwrite is a hard link at the target and an unlink of the old
+/// name. A save that replaces the file between the two (an editor's rename over it) is a
+/// new file at the old name: the unlink removed it, and the trash held the old version
+/// only, which the engine found as listed — the save was lost. The save must still be
+/// somewhere once the move returns.
+///
+/// Run under `strace`, which makes `renameat2` fail with `EINVAL` (no `RENAME_NOREPLACE`
+/// here) and holds each `unlinkat` for 300 ms, so the save lands between the link and the
+/// unlink; the test runs itself so.
+#[test]
+fn a_save_between_the_link_and_the_unlink_of_a_move_is_kept() {
+    const NAME: &str = "a_save_between_the_link_and_the_unlink_of_a_move_is_kept";
+    if std::env::var_os("REDTEAM34_UNDER_STRACE").is_none() {
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-o",
+                "/dev/null",
+                "-e",
+                "trace=renameat2,unlinkat",
+            ])
+            .args(["-e", "inject=renameat2:error=EINVAL"])
+            .args(["-e", "inject=unlinkat:delay_enter=300000"])
+            .arg(&exe)
+            .args([NAME, "--exact", "--nocapture"])
+            .env("REDTEAM34_UNDER_STRACE", "1")
+            .output();
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                assert!(
+                    !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+                    "strace is needed in CI: {e}"
+                );
+                eprintln!("skipped: strace could not run ({e})");
+                return;
+            }
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "the run under strace failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("a")).unwrap();
+    fs::write(root.join("a/x"), b"old version").unwrap();
+    let to = ".syncengine/trash/t/a/x";
+    let mover = std::thread::spawn({
+        let root = root.clone();
+        move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async { LocalClient::new(&root).rename(&p("a/x"), &p(to)).await })
+        }
+    });
+    // The link is made: the save lands (by rename over the old name, as editors save).
+    while !root.join(to).exists() {
+        std::thread::yield_now();
+    }
+    fs::write(root.join("a/new"), b"saved meanwhile").unwrap();
+    rustix::fs::renameat(
+        rustix::fs::CWD,
+        &root.join("a/new"),
+        rustix::fs::CWD,
+        &root.join("a/x"),
+    )
+    .unwrap();
+    let moved = mover.join().unwrap();
+    let held: Vec<Vec<u8>> = [root.join("a/x"), root.join(to)]
+        .iter()
+        .filter_map(|at| fs::read(at).ok())
+        .collect();
+    assert!(
+        held.contains(&b"saved meanwhile".to_vec()),
+        "the save is gone (the move: {moved:?}); left: {:?}",
+        held.iter()
+            .map(|h| String::from_utf8_lossy(h))
+            .collect::<Vec<_>>()
+    );
+    // The old version in the trash, the save in place, and no other name left.
+    assert_eq!(fs::read(root.join(to)).unwrap(), b"old version");
+    assert_eq!(fs::read(root.join("a/x")).unwrap(), b"saved meanwhile");
+    let names: Vec<_> = fs::read_dir(root.join("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec!["x"]);
+}
