@@ -2336,7 +2336,7 @@ fn rename_in_root(root: &Path, from: &RelPath, to: &RelPath, overwrite: bool) ->
         rustix::fs::renameat(from_folder, from_name, to_folder, to_name)
             .map_err(|e| moved(e.into()))?;
     } else if let Placed::Linked = link_noreplace(from_at.at(), to_at.at()).map_err(moved)?
-        && let Err(e) = from_at.remove()
+        && let Err(e) = remove_linked(&from_at, &to_at)
     {
         // The old name stays (a folder this process cannot write to): the move did not
         // happen, so the link just made goes again — while it is still a second name of
@@ -2363,6 +2363,52 @@ fn rename_in_root(root: &Path, from: &RelPath, to: &RelPath, overwrite: bool) ->
     }
     let metadata = to_at.file_metadata(rel)?;
     Ok(entry_from_metadata(to.clone(), &metadata))
+}
+
+/// After a move by a link at `to_at` ([`Placed::Linked`]): removes the old name at
+/// `from_at`, only while it is a name of the file linked.
+///
+/// An unlink of the old name would remove whatever is there by then: a save that replaced
+/// the file since the link (an editor's rename over it) was deleted, and the trash held the
+/// old version only, as the engine listed it (red team 34). So the old name is first moved
+/// aside to a temporary name in its folder (one step: whatever is there goes), then that
+/// name is removed if it is the file linked, else put back at the old name
+/// ([`link_noreplace`], which replaces nothing: where another save came meanwhile, the one
+/// moved aside keeps its temporary name). Killed between the two steps, the temporary name is left, removed with
+/// the stale temporary files a day later; it is a second name of the file at `to_at`
+/// unless a save landed in the same moment.
+///
+/// # Errors
+/// The move aside's (a folder this process cannot write to): the old name is then there
+/// as it was.
+fn remove_linked(from_at: &Spot, to_at: &Spot) -> io::Result<()> {
+    use rustix::fs::{AtFlags, renameat, statat, unlinkat};
+    let (folder, name) = from_at.at();
+    let aside = name.with_file_name(temp_file_name(
+        (temp_pid() << 32) | (TEMP_COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff),
+    ));
+    renameat(folder, name, folder, &aside)?;
+    let was = statat(folder, &aside, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from);
+    let same = match (to_at.metadata(), was) {
+        (Ok(linked), Ok(was)) => Ok((was.st_dev, was.st_ino) == (linked.dev(), linked.ino())),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    if let Ok(true) = same {
+        unlinkat(folder, &aside, AtFlags::empty())?;
+        return Ok(());
+    }
+    // Another file, or not known: back where it was (the caller then removes the link of
+    // an unknown one, a second name of the file still in place).
+    match link_noreplace((folder, &aside), (folder, name)) {
+        Ok(Placed::Linked) => unlinkat(folder, &aside, AtFlags::empty())?,
+        Ok(Placed::Renamed) => {}
+        Err(e) => tracing::warn!(
+            aside = %aside.display(),
+            "a version saved while the file was moved could not be put back ({e}): it keeps \
+             its temporary name"
+        ),
+    }
+    same.map(|_| ())
 }
 
 /// Puts back at `from` what [`rename_in_root`] moved to `to` that is not a regular file,
