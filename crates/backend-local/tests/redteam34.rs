@@ -210,9 +210,9 @@ fn a_save_between_the_link_and_the_unlink_of_a_move_is_kept() {
     fs::write(root.join("a/new"), b"saved meanwhile").unwrap();
     rustix::fs::renameat(
         rustix::fs::CWD,
-        &root.join("a/new"),
+        root.join("a/new"),
         rustix::fs::CWD,
-        &root.join("a/x"),
+        root.join("a/x"),
     )
     .unwrap();
     let moved = mover.join().unwrap();
