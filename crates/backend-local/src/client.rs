@@ -2374,9 +2374,9 @@ fn rename_in_root(root: &Path, from: &RelPath, to: &RelPath, overwrite: bool) ->
 /// aside to a temporary name in its folder (one step: whatever is there goes), then that
 /// name is removed if it is the file linked, else put back at the old name
 /// ([`link_noreplace`], which replaces nothing: where another save came meanwhile, the one
-/// moved aside keeps its temporary name). Killed between the two steps, the temporary name is left, removed with
-/// the stale temporary files a day later; it is a second name of the file at `to_at`
-/// unless a save landed in the same moment.
+/// moved aside keeps its temporary name). Killed between the two steps, the temporary name
+/// is left, removed with the stale temporary files a day later; it is a second name of the
+/// file at `to_at` unless a save landed in the same moment.
 ///
 /// # Errors
 /// The move aside's (a folder this process cannot write to): the old name is then there
