@@ -495,7 +495,21 @@ pub(crate) async fn resolve(
             let probed = if protected {
                 crate::protect::read_only_folding(client.as_ref(), READ_ONLY_PROBE_FILES).await
             } else {
-                probe_folding(client.as_ref()).await
+                // In a task of its own: a run cancelled meanwhile is dropped where it waits
+                // (`SyncEngine::sync_pair`), and the probe, dropped between its write and its
+                // delete, left its file for good (the next probe, under a new name, removes
+                // only files older than a day, and a cached answer probes no more). Left to
+                // itself, it ends as it would have: its file deleted.
+                let (backend, client) = (client.backend(), client.clone());
+                tokio::spawn(async move { probe_folding(client.as_ref()).await })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Error::other(
+                            backend,
+                            "",
+                            format!("the name-folding probe failed: {e}"),
+                        ))
+                    })
             };
             match probed {
                 Ok(folding) => {
