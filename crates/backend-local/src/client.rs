@@ -139,10 +139,17 @@ pub struct LocalClient {
 /// `syncfs` on the root's does not flush it: the barrier also flushes each filesystem
 /// mounted below the root (`/proc/self/mountinfo`), through descriptors held the same way
 /// (the second field, by mount point).
+///
+/// The third field is set once the root's descriptor is held: the callers on the runtime's
+/// threads then skip [`WritebackWatch::start`], which they otherwise run on a blocking thread
+/// ([`LocalClient::watch_writeback`]): its opens wait on the filesystem, and one mounted
+/// below the root that hangs (a frozen network mount) would hold the runtime's thread, and
+/// with it the run's cancellation.
 #[derive(Debug, Default)]
-struct WritebackWatch(
+pub(crate) struct WritebackWatch(
     std::sync::Mutex<Option<File>>,
     std::sync::Mutex<std::collections::HashMap<PathBuf, File>>,
+    std::sync::atomic::AtomicBool,
 );
 
 /// Opens the folder `dir` for `syncfs`: folders only (`O_DIRECTORY`), as opening anything
@@ -197,10 +204,16 @@ fn mounts_below(root: &Path) -> Option<Vec<PathBuf>> {
 }
 
 impl WritebackWatch {
-    /// Opens the descriptor if none is held yet.
-    fn start(&self, root: &Path) {
+    /// Opens the descriptor if none is held yet. Waits on the filesystem: never on the
+    /// runtime's threads (see [`LocalClient::watch_writeback`]).
+    pub(crate) fn start(&self, root: &Path) {
+        use std::sync::atomic::Ordering;
+        if self.2.load(Ordering::Acquire) {
+            return;
+        }
         let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if held.is_some() {
+            self.2.store(true, Ordering::Release);
             return;
         }
         let mut below = self.1.lock().unwrap_or_else(|e| e.into_inner());
@@ -211,9 +224,10 @@ impl WritebackWatch {
         }
         let mut dir = Some(root);
         while let Some(d) = dir {
-            // Folders only: this runs on the runtime's thread, and a named pipe would block.
+            // Folders only: a named pipe would block.
             if let Ok(file) = open_folder(d) {
                 *held = Some(file);
+                self.2.store(true, Ordering::Release);
                 return;
             }
             dir = d.parent();
@@ -1807,28 +1821,36 @@ impl StorageClient for LocalClient {
     }
 
     fn list(&self, prefix: Option<&RelPath>) -> EntryStream {
-        self.writeback.start(&self.root);
-        list_stream(self.root.clone(), prefix.cloned(), self.stale.clone(), None)
+        list_stream(
+            self.root.clone(),
+            prefix.cloned(),
+            self.stale.clone(),
+            None,
+            Some(self.writeback.clone()),
+        )
     }
 
     fn list_pruned(&self, prefix: Option<&RelPath>, prune: PruneFn) -> EntryStream {
-        self.writeback.start(&self.root);
         list_stream(
             self.root.clone(),
             prefix.cloned(),
             self.stale.clone(),
             Some(prune),
+            Some(self.writeback.clone()),
         )
     }
 
     /// The root folder exists (a symlink to a folder counts, as the root may be one).
     async fn root_exists(&self) -> Result<bool> {
         let root = self.root.clone();
-        self.writeback.start(&root);
-        blocking(move || match fs::metadata(&root) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(map_io("", e)),
+        let watch = self.writeback.clone();
+        blocking(move || {
+            watch.start(&root);
+            match fs::metadata(&root) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(map_io("", e)),
+            }
         })
         .await
     }
@@ -1896,7 +1918,7 @@ impl StorageClient for LocalClient {
         // holds its barrier's descriptor from before its first write, not from its first
         // barrier: one opened after another flush on the disk took a writeback error would
         // not report it (red team 29).
-        self.writeback.start(&self.root);
+        self.watch_writeback().await;
         let Some((replace, unless_changed)) = commit_mode(path, &opts.mode) else {
             return Err(Error::Unsupported {
                 backend: BACKEND,
@@ -2083,7 +2105,7 @@ impl StorageClient for LocalClient {
             return Ok(None);
         };
         check_not_reserved(to)?;
-        self.writeback.start(&self.root);
+        self.watch_writeback().await;
         let (src_abs, target) = (src.abs(from), self.abs(to));
         let (from, to, expected) = (from.clone(), to.clone(), Version::of(listed));
         let (root, fsync, memo) = (self.root.clone(), self.fsync, self.kernel_copy.clone());
@@ -2221,7 +2243,7 @@ impl StorageClient for LocalClient {
         opts: TransferOptions,
     ) -> Result<Entry> {
         check_not_reserved(to)?;
-        self.writeback.start(&self.root);
+        self.watch_writeback().await;
         let (root, from, to, fsync) = (self.root.clone(), from.clone(), to.clone(), self.fsync);
         blocking(move || copy_in_root(&root, &from, &to, opts.overwrite, fsync, false)).await
     }
@@ -2232,7 +2254,7 @@ impl StorageClient for LocalClient {
     /// the folders it made for `to` again, each while it is empty.
     async fn preserve(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
         check_not_reserved(to)?;
-        self.writeback.start(&self.root);
+        self.watch_writeback().await;
         // The folders a failed preserve made go again (a copy that did not fit in the trash
         // left an empty run folder per run): only those missing before it, each while empty.
         let (root, to_path) = (self.root.clone(), to.clone());
@@ -2264,6 +2286,19 @@ impl StorageClient for LocalClient {
 }
 
 impl LocalClient {
+    /// Opens the descriptors the barrier reports writeback errors through
+    /// ([`WritebackWatch::start`]) if none is held yet, on a blocking thread: the opens wait
+    /// on the filesystem, and a hung one (a frozen mount below the root) must hold neither
+    /// the runtime's thread nor a cancelled run, which is dropped where it waits.
+    async fn watch_writeback(&self) {
+        if self.writeback.2.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let (watch, root) = (self.writeback.clone(), self.root.clone());
+        // A panic there leaves the descriptor to the first barrier, as before any look.
+        let _ = tokio::task::spawn_blocking(move || watch.start(&root)).await;
+    }
+
     /// [`StorageClient::preserve`], all but the removal of the folders a failed one made.
     async fn preserve_in_place(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
         let (src, target) = (self.abs(from), self.abs(to));

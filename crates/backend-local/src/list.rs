@@ -27,7 +27,7 @@ use syncengine_core::{EntryStream, Error, PruneFn, RelPath, Result};
 use tokio::sync::mpsc;
 
 use crate::TEMP_PREFIX;
-use crate::client::entry_from_metadata;
+use crate::client::{WritebackWatch, entry_from_metadata};
 use crate::error::{BACKEND, map_io};
 
 /// Entries per message on the channel.
@@ -42,26 +42,39 @@ struct Batch {
 }
 
 /// Lists `prefix` (or the whole root) below `root` as a lazily started stream.
-/// Folders for which `prune` is true are not read.
+/// Folders for which `prune` is true are not read. `watch` is started
+/// ([`WritebackWatch::start`]) on the walker's thread before the walk.
 pub(crate) fn list_stream(
     root: PathBuf,
     prefix: Option<RelPath>,
     stale: Arc<StaleTemps>,
     prune: Option<PruneFn>,
+    watch: Option<Arc<WritebackWatch>>,
 ) -> EntryStream {
+    type Start = (
+        PathBuf,
+        Option<RelPath>,
+        Arc<StaleTemps>,
+        Option<PruneFn>,
+        Option<Arc<WritebackWatch>>,
+    );
     enum State {
-        Start(PathBuf, Option<RelPath>, Arc<StaleTemps>, Option<PruneFn>),
+        Start(Box<Start>),
         Running(mpsc::Receiver<Batch>),
         Done,
     }
     // The worker starts on first poll, so `list` itself needs no runtime.
     stream::unfold(
-        State::Start(root, prefix, stale, prune),
+        State::Start(Box::new((root, prefix, stale, prune, watch))),
         |state| async move {
             let mut rx = match state {
-                State::Start(root, prefix, stale, prune) => {
+                State::Start(start) => {
+                    let (root, prefix, stale, prune, watch) = *start;
                     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
                     tokio::task::spawn_blocking(move || {
+                        if let Some(watch) = watch {
+                            watch.start(&root);
+                        }
                         let mut out = Sender {
                             tx,
                             buf: Vec::with_capacity(BATCH),
