@@ -849,8 +849,16 @@ fn run_sync(args: SyncArgs, verbosity: Verbosity) -> u8 {
             );
         }
     };
-    runtime.block_on(sync_async(args, state_dir, verbosity))
+    let code = runtime.block_on(sync_async(args, state_dir, verbosity));
+    runtime.shutdown_timeout(EXIT_WAIT);
+    code
 }
+
+/// How long a command that has ended waits for calls still running on blocking threads
+/// before it exits without them, as a kill would stop them: those of a run dropped on
+/// Ctrl-C, where a listing of a hung mount never ends. Dropping the runtime waited for them
+/// for good, and Ctrl-C, no longer listened to, could not end the program.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
 
 /// Reports a sync that failed before it ran (usage error, unreachable side): the message on
 /// stderr, and with --json the JSON object with `error` and `exit_status` on stdout. Returns
@@ -1122,7 +1130,7 @@ pub(crate) fn block_on(work: impl std::future::Future<Output = u8>, interruptibl
             return EXIT_FAILED;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         if !interruptible {
             return work.await;
         }
@@ -1133,7 +1141,9 @@ pub(crate) fn block_on(work: impl std::future::Future<Output = u8>, interruptibl
                 EXIT_FAILED
             }
         }
-    })
+    });
+    runtime.shutdown_timeout(EXIT_WAIT);
+    code
 }
 
 /// Runs `syncengine cleanup` and returns the exit status.
