@@ -77,7 +77,13 @@ pub struct SyncEngine {
     cancel: CancellationToken,
     stop_starting: Option<CancellationToken>,
     bandwidth: Bandwidth,
+    cancel_grace: std::time::Duration,
 }
+
+/// How long a cancelled run may take to end the actions it had in flight (abandoning them,
+/// then recording what was done) before it is dropped where it waits: see
+/// [`SyncEngine::with_cancel_grace`].
+pub const DEFAULT_CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl SyncEngine {
     /// Creates an engine keeping each pair's state database under `state_dir`.
@@ -89,7 +95,20 @@ impl SyncEngine {
             cancel: CancellationToken::new(),
             stop_starting: None,
             bandwidth: Bandwidth::unlimited(),
+            cancel_grace: DEFAULT_CANCEL_GRACE,
         }
+    }
+
+    /// How long a cancelled run ([`with_cancellation`](Self::with_cancellation)) may take to
+    /// end the actions it had in flight, abandoning them and recording what was done
+    /// (default [`DEFAULT_CANCEL_GRACE`], 30 s), before it is dropped where it waits, as a
+    /// kill would stop it. Past the grace the run returns [`SyncError::Cancelled`] even if a
+    /// call does not answer (a flush of a hung disk, which no timeout ends); what it did not
+    /// record, the next run finds and records. Outside its actions (listing, planning) a
+    /// cancelled run is dropped at once.
+    pub fn with_cancel_grace(mut self, grace: std::time::Duration) -> Self {
+        self.cancel_grace = grace;
+        self
     }
 
     /// Limits the bandwidth of every run to `budget` (rclone's `--bwlimit`): each pair's
@@ -198,13 +217,16 @@ impl SyncEngine {
         );
         // A call that never answers (a hung disk or mount, which no timeout ends) must not
         // hold a cancelled run. While actions are in flight the executor abandons them
-        // itself; at any other time (the checks, listings and planning before them, the
-        // notes after them) the run is dropped where it waits, as a kill would stop it there:
-        // every step is made to survive that, and the next run takes over.
+        // itself, for the grace at most (its record of what was done ends with a flush,
+        // which a hung disk never ends); at any other time (the checks, listings and
+        // planning before them, the notes after them) the run is dropped where it waits, as
+        // a kill would stop it there: every step is made to survive that, and the next run
+        // takes over.
         let (actions, mut actions_watch) = tokio::sync::watch::channel(false);
         let cancelled_outside_actions = async {
             self.cancel.cancelled().await;
-            let _ = actions_watch.wait_for(|in_flight| !in_flight).await;
+            let ended = actions_watch.wait_for(|in_flight| !in_flight);
+            let _ = tokio::time::timeout(self.cancel_grace, ended).await;
         };
         let result = tokio::select! {
             biased;

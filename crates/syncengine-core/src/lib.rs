@@ -74,7 +74,7 @@ pub use client::{
     TransferOptions, WriteMode, WriteOptions, bytes_stream, check_access_by_listing,
     checked_by_etag,
 };
-pub use engine::{SyncEngine, default_state_dir};
+pub use engine::{DEFAULT_CANCEL_GRACE, SyncEngine, default_state_dir};
 pub use entry::{ContentHash, Entry, HashKind, Version};
 pub use error::{BoxError, Error, Result, SyncError};
 pub use identity::{AcceptNewRoot, Location, RootChange, RootIdentity};
