@@ -63,8 +63,9 @@ pub struct ServiceOptions {
     /// its storage answers ([`PairStatus::no_progress_since`](crate::PairStatus::no_progress_since)
     /// says since when it has not; pausing the pair cancels it after
     /// [`pause_grace`](Self::pause_grace)). A run still listing a very large remote tree
-    /// shows no progress either, and may start another pair's run beside it: over the limit
-    /// by one, for a while.
+    /// shows no progress either: each run that gives its slot away lets one more run start
+    /// beside it, over the limit for a while; it takes a slot back as soon as one is free
+    /// once it moves again.
     pub stalled_after: Duration,
 }
 

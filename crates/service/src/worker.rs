@@ -1066,6 +1066,10 @@ async fn run_once(
                         lock(&status).no_progress_since = None;
                         tracing::info!(pair = %name, "the stalled run moves again");
                     }
+                    // A run that gave its slot away takes one back as soon as one is free.
+                    if permit.is_none() {
+                        permit = shared.runs.clone().try_acquire_owned().ok();
+                    }
                     forward(ev, &mut written);
                 }
                 None => open = false,
