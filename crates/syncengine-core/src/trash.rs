@@ -373,7 +373,8 @@ impl Trash {
                 root.backend(),
                 path.as_str(),
                 format!(
-                    "the copy put back has {} bytes, the live file had {}",
+                    "the copy put back at its path has {} bytes where the live file had {} (it \
+                     changed in the trash meanwhile?)",
                     back.size, copied.size
                 ),
             ));
