@@ -8,61 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A FUSE filesystem whose server never answers, until [`HungMount::release`].
-struct HungMount {
-    device: Option<File>,
-    at: PathBuf,
-}
-
-impl HungMount {
-    fn mount(at: &Path) -> Option<HungMount> {
-        let device = match OpenOptions::new().read(true).write(true).open("/dev/fuse") {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("skipped: cannot open /dev/fuse ({e})");
-                return None;
-            }
-        };
-        let data = std::ffi::CString::new(format!(
-            "fd={},rootmode=40000,user_id=0,group_id=0",
-            device.as_raw_fd()
-        ))
-        .unwrap();
-        if let Err(e) = rustix::mount::mount(
-            "redteam35-hung",
-            at,
-            "fuse",
-            rustix::mount::MountFlags::empty(),
-            data.as_c_str(),
-        ) {
-            eprintln!("skipped: cannot mount a FUSE filesystem here ({e}); run as root");
-            return None;
-        }
-        Some(HungMount {
-            device: Some(device),
-            at: at.to_owned(),
-        })
-    }
-
-    /// Closes the device (the kernel fails every waiting call) and unmounts.
-    fn release(&mut self) {
-        if self.device.take().is_some() {
-            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
-        }
-    }
-}
-
-impl Drop for HungMount {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
+use syncengine_core::testing::HungMount;
 
 #[test]
 fn sync_interrupted_while_a_mount_below_the_source_hangs_exits() {

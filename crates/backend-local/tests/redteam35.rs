@@ -7,69 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::fs;
 use std::sync::Arc;
 use std::time::Duration;
 
 use syncengine_backend_local::LocalClient;
+use syncengine_core::testing::HungMount;
 use syncengine_core::{SyncEngine, SyncError, SyncMode, SyncPair};
 use tokio_util::sync::CancellationToken;
-
-/// A FUSE filesystem mounted at a path whose server never answers: every call that reaches
-/// it waits, until [`HungMount::release`] closes the device (the kernel then fails them all)
-/// and unmounts it.
-struct HungMount {
-    device: Option<File>,
-    at: PathBuf,
-}
-
-impl HungMount {
-    fn mount(at: &Path) -> Option<HungMount> {
-        let device = match OpenOptions::new().read(true).write(true).open("/dev/fuse") {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("skipped: cannot open /dev/fuse ({e})");
-                return None;
-            }
-        };
-        let data = std::ffi::CString::new(format!(
-            "fd={},rootmode=40000,user_id=0,group_id=0",
-            device.as_raw_fd()
-        ))
-        .unwrap();
-        if let Err(e) = rustix::mount::mount(
-            "redteam35-hung",
-            at,
-            "fuse",
-            rustix::mount::MountFlags::empty(),
-            data.as_c_str(),
-        ) {
-            eprintln!("skipped: cannot mount a FUSE filesystem here ({e}); run as root");
-            return None;
-        }
-        Some(HungMount {
-            device: Some(device),
-            at: at.to_owned(),
-        })
-    }
-
-    fn release(&mut self) {
-        if self.device.take().is_some() {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.at)
-                .status();
-        }
-    }
-}
-
-impl Drop for HungMount {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_cancelled_while_a_mount_below_its_root_hangs_ends() {

@@ -8,14 +8,20 @@
 //!   the name rules of real filesystems that `MemoryClient` lacks.
 //! - [`Forwarding`] and [`Hooks`]: a test double that forwards every call to an inner client
 //!   and overrides only the calls it changes (a barrier that fails, writes counted or lost).
+//! - [`HungMount`] (Linux): a real mounted filesystem that never answers, as a hung disk or
+//!   network mount.
 //!
 //! The model-based state-machine test of the engine (`tests/model.rs` in this crate) and the
 //! campaign scripts under `scripts/` are built on it.
 
 pub mod fault;
 pub mod forwarding;
+#[cfg(target_os = "linux")]
+pub mod hung_mount;
 pub mod quirks;
 
 pub use fault::{BodyEndHook, Fault, FaultClient, FaultConfig, Injected, Op};
 pub use forwarding::{Forwarding, Hooks};
+#[cfg(target_os = "linux")]
+pub use hung_mount::HungMount;
 pub use quirks::QuirkClient;
