@@ -98,10 +98,10 @@ pub(crate) fn open_folder_of(_root: &Path, _rel: &RelPath) -> io::Result<OwnedFd
 /// Makes the missing folders that hold `rel` below `root` and opens (`O_PATH`) the one that
 /// holds it, where [`available`]: the same folder [`open_folder_of`] finds.
 ///
-/// Where they are all there, one lookup finds it ([`open_folder_of`]). Else each folder is
-/// looked up in the one above it without following a symlink, and a missing one is made
-/// there (`mkdirat`) with the bits `mode(depth)` gives (depth 0 is the top one; `None`:
-/// `0o777` less the umask). So a folder swapped for a symlink while the folders are made
+/// Each folder is looked up in the one above it without following a symlink (a name at a
+/// time: this also finds a path too long for [`open_folder_of`]'s one lookup), and a missing
+/// one is made there (`mkdirat`) with the bits `mode(depth)` gives (depth 0 is the top one;
+/// `None`: `0o777` less the umask). So a folder swapped for a symlink while the folders are made
 /// leads no new folder outside the root, as a `mkdir` of the whole path would. A root that
 /// is missing is made by path, as its own path may hold symlinks.
 ///
@@ -115,17 +115,6 @@ pub(crate) fn make_folders_of(
     mode: impl Fn(usize) -> Option<u32>,
 ) -> io::Result<OwnedFd> {
     use rustix::fs::{Mode, OFlags, ResolveFlags, mkdirat, open, openat2};
-    // Where the folders are there already (every file after the first of a folder), one
-    // lookup finds them; only a missing one takes the walk that makes it. So does a path
-    // too long for one lookup (`ENAMETOOLONG`: 4096 bytes with the root's path), which the
-    // walk, a name at a time, still finds: a file near that length moved into the trash
-    // gets a longer folder there than its own (red team 34).
-    match open_folder_of(root, rel) {
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound
-                || e.raw_os_error() == Some(rustix::io::Errno::NAMETOOLONG.raw_os_error()) => {}
-        found => return found,
-    }
     let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let mut folder = match open(root, flags, Mode::empty()) {
         Err(rustix::io::Errno::NOENT) => {

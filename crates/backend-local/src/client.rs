@@ -1174,8 +1174,21 @@ impl Spot {
             create_parent(abs, rel.as_str())?;
             return Ok(Spot::by_path(abs));
         }
-        let folder = beneath::make_folders_of(root, rel, |_| None)
-            .map_err(|e| folder_not_opened(root, rel, abs, rel.as_str(), e))?;
+        // Where the folders are there already (every file after the first of a folder), one
+        // lookup finds them; only a missing one takes the walk that makes it. So does a path
+        // too long for one lookup (`ENAMETOOLONG`: 4096 bytes with the root's path): a file
+        // near that length moved into the trash gets a longer folder there (red team 34).
+        // The writes that found their folder missing call the walk at once.
+        let folder = match beneath::open_folder_of(root, rel) {
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(rustix::io::Errno::NAMETOOLONG.raw_os_error()) =>
+            {
+                beneath::make_folders_of(root, rel, |_| None)
+            }
+            found => found,
+        }
+        .map_err(|e| folder_not_opened(root, rel, abs, rel.as_str(), e))?;
         Ok(Spot {
             folder: Some(folder),
             name: PathBuf::from(rel.file_name()),
