@@ -21,9 +21,10 @@ use syncengine_core::{
 
 use syncengine_core::cleanup::{CleanupOptions, CleanupReport, clean_up_temps};
 use syncengine_core::identity::Location;
-use syncengine_core::ignore_rules::{StaleTemps, temp_file_name};
+use syncengine_core::ignore_rules::temp_file_name;
 
 use crate::TEMP_PREFIX;
+use crate::aside::{Leftovers, Recovered, aside_name};
 use crate::beneath;
 use crate::chunked_read::read_chunks;
 use crate::error::{BACKEND, io_on, map_io};
@@ -104,7 +105,8 @@ impl WriteBehind {
 pub struct LocalClient {
     root: PathBuf,
     fsync: bool,
-    stale: Arc<StaleTemps>,
+    /// Temp files and files moved aside that listings found ([`Leftovers`]).
+    leftovers: Arc<Leftovers>,
     /// Folders' permission bits already looked up ([`StorageClient::folder_permissions`] is
     /// asked for every folder above every file a run copies; files of one folder come
     /// together). Bounded: cleared when full.
@@ -310,7 +312,7 @@ impl LocalClient {
         LocalClient {
             root,
             fsync: false,
-            stale: Arc::new(StaleTemps::default()),
+            leftovers: Arc::default(),
             folder_bits: Arc::default(),
             kernel_copy: Arc::default(),
             unnamed_refused: Arc::default(),
@@ -772,7 +774,7 @@ fn link_unnamed(_file: &File, _folder: Option<&OwnedFd>, _to: &Path) -> io::Resu
 }
 
 /// How [`link_noreplace`] put the file in place.
-enum Placed {
+pub(crate) enum Placed {
     /// A second name was made; the caller removes the old one.
     Linked,
     /// The file was renamed: atomically with `RENAME_NOREPLACE` where the filesystem has it,
@@ -786,7 +788,7 @@ enum Placed {
 ///
 /// `renameat2(RENAME_NOREPLACE)` and `link(2)` check and create in one step, so no concurrent
 /// writer can slip in between.
-fn link_noreplace(
+pub(crate) fn link_noreplace(
     from: (BorrowedFd<'_>, &Path),
     to: (BorrowedFd<'_>, &Path),
 ) -> io::Result<Placed> {
@@ -1771,10 +1773,18 @@ impl StorageClient for LocalClient {
         Ok(bits)
     }
 
+    /// Removes the stale temp files the run's listings found, and recovers the files an
+    /// interrupted move left aside ([`Leftovers::recover_asides`]): a second name is
+    /// removed (and counted), a file's only name goes back to where it was.
     async fn remove_stale_temps(&self) -> Result<u64> {
-        let found = self.stale.take();
+        let found = self.leftovers.temps.take();
+        let leftovers = self.leftovers.clone();
         blocking(move || {
-            let mut removed = 0;
+            let mut removed = leftovers
+                .recover_asides()
+                .iter()
+                .filter(|(_, done)| *done == Recovered::SecondNameRemoved)
+                .count() as u64;
             for path in found {
                 match fs::remove_file(&path) {
                     Ok(()) => {
@@ -1794,7 +1804,7 @@ impl StorageClient for LocalClient {
     /// (modified or read) for longer than the given age, by the core's
     /// [`clean_up_temps`](syncengine_core::cleanup::clean_up_temps).
     async fn clean_up(&self, opts: &CleanupOptions) -> Result<CleanupReport> {
-        clean_up_temps(self, &self.stale, opts, |path| {
+        clean_up_temps(self, &self.leftovers.temps, opts, |path| {
             blocking(move || match fs::remove_file(&path) {
                 Ok(()) => Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -1849,7 +1859,7 @@ impl StorageClient for LocalClient {
         list_stream(
             self.root.clone(),
             prefix.cloned(),
-            self.stale.clone(),
+            self.leftovers.clone(),
             None,
             Some(self.writeback.clone()),
         )
@@ -1859,7 +1869,7 @@ impl StorageClient for LocalClient {
         list_stream(
             self.root.clone(),
             prefix.cloned(),
-            self.stale.clone(),
+            self.leftovers.clone(),
             Some(prune),
             Some(self.writeback.clone()),
         )
@@ -2431,12 +2441,13 @@ fn rename_in_root(root: &Path, from: &RelPath, to: &RelPath, overwrite: bool) ->
 /// An unlink of the old name would remove whatever is there by then: a save that replaced
 /// the file since the link (an editor's rename over it) was deleted, and the trash held the
 /// old version only, as the engine listed it (red team 34). So the old name is first moved
-/// aside to a temporary name in its folder (one step: whatever is there goes), then that
-/// name is removed if it is the file linked, else put back at the old name
+/// aside to an aside name in its folder ([`aside_name`]; one step: whatever is there goes),
+/// then that name is removed if it is the file linked, else put back at the old name
 /// ([`link_noreplace`], which replaces nothing: where another save came meanwhile, the one
-/// moved aside keeps its temporary name). Killed between the two steps, the temporary name
-/// is left, removed with the stale temporary files a day later; it is a second name of the
-/// file at `to_at` unless a save landed in the same moment.
+/// moved aside keeps its aside name). Killed between the two steps, the aside name is left:
+/// it is a second name of the file at `to_at`, unless a save landed in the same moment. The
+/// next run recovers it by its link count (see `aside.rs`): it never has the stale-temp
+/// format, so it is never removed as a temp file.
 ///
 /// # Errors
 /// The move aside's (a folder this process cannot write to): the old name is then there
@@ -2444,7 +2455,8 @@ fn rename_in_root(root: &Path, from: &RelPath, to: &RelPath, overwrite: bool) ->
 fn remove_linked(from_at: &Spot, to_at: &Spot) -> io::Result<()> {
     use rustix::fs::{AtFlags, renameat, statat, unlinkat};
     let (folder, name) = from_at.at();
-    let aside = name.with_file_name(temp_file_name(
+    let aside = name.with_file_name(aside_name(
+        name.file_name().unwrap_or_default(),
         (temp_pid() << 32) | (TEMP_COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff),
     ));
     renameat(folder, name, folder, &aside)?;
@@ -2465,7 +2477,7 @@ fn remove_linked(from_at: &Spot, to_at: &Spot) -> io::Result<()> {
         Err(e) => tracing::warn!(
             aside = %aside.display(),
             "a version saved while the file was moved could not be put back ({e}): it keeps \
-             its temporary name"
+             its aside name until the next run recovers it"
         ),
     }
     same.map(|_| ())

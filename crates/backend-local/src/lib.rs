@@ -56,6 +56,12 @@
 //!   writing into a shared folder): listings note it and `remove_stale_temps` removes it, as
 //!   the engine does after every run that is not a dry run. Names that merely start with the
 //!   prefix are never removed (the core's `is_stale_temp`).
+//! - **A move killed midway on a filesystem without `RENAME_NOREPLACE`** (NFS, many FUSE
+//!   filesystems) can leave the old name at `.syncengine-tmp-aside-<hex>-<name>`: the move
+//!   sets the old name aside before removing it, so a save that landed there meanwhile is
+//!   never removed. The next run removes such a name only while the file has another name
+//!   (the link the move made); a file's only name goes back to `<name>`, or, where that is
+//!   taken, to a visible `recovered-by-syncengine-<hex>-<name>`.
 //! - **Permissions**: listings and `stat` carry each file's permission bits
 //!   (`Entry::permissions`). A file that is overwritten keeps its own bits (`0o777`; setuid,
 //!   setgid and sticky are dropped). A new file gets the bits the write asks for
@@ -101,6 +107,7 @@
 //!   `openat2`; for renames and named temporary files, no `/proc`) they act by path after
 //!   the check, and a symlink swapped in between is not caught.
 
+mod aside;
 mod beneath;
 mod chunked_read;
 mod client;

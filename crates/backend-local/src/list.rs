@@ -21,8 +21,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::aside::Leftovers;
 use futures::stream::{self, StreamExt};
-use syncengine_core::ignore_rules::StaleTemps;
 use syncengine_core::{EntryStream, Error, PruneFn, RelPath, Result};
 use tokio::sync::mpsc;
 
@@ -47,14 +47,14 @@ struct Batch {
 pub(crate) fn list_stream(
     root: PathBuf,
     prefix: Option<RelPath>,
-    stale: Arc<StaleTemps>,
+    leftovers: Arc<Leftovers>,
     prune: Option<PruneFn>,
     watch: Option<Arc<WritebackWatch>>,
 ) -> EntryStream {
     type Start = (
         PathBuf,
         Option<RelPath>,
-        Arc<StaleTemps>,
+        Arc<Leftovers>,
         Option<PruneFn>,
         Option<Arc<WritebackWatch>>,
     );
@@ -65,11 +65,11 @@ pub(crate) fn list_stream(
     }
     // The worker starts on first poll, so `list` itself needs no runtime.
     stream::unfold(
-        State::Start(Box::new((root, prefix, stale, prune, watch))),
+        State::Start(Box::new((root, prefix, leftovers, prune, watch))),
         |state| async move {
             let mut rx = match state {
                 State::Start(start) => {
-                    let (root, prefix, stale, prune, watch) = *start;
+                    let (root, prefix, leftovers, prune, watch) = *start;
                     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
                     tokio::task::spawn_blocking(move || {
                         if let Some(watch) = watch {
@@ -79,7 +79,7 @@ pub(crate) fn list_stream(
                             tx,
                             buf: Vec::with_capacity(BATCH),
                         };
-                        walk(&root, prefix.as_ref(), &stale, prune.as_ref(), &mut out);
+                        walk(&root, prefix.as_ref(), &leftovers, prune.as_ref(), &mut out);
                         out.finish();
                     });
                     rx
@@ -164,29 +164,8 @@ struct Members {
     unnamed: Option<String>,
 }
 
-/// Notes a temp file for removal when it is stale by the core's one rule
-/// ([`is_stale_temp`](syncengine_core::ignore_rules::is_stale_temp)): the exact temp format,
-/// untouched for a day. The access time counts as a touch: a write in progress sets its
-/// temp's modification time to the source's (often years ago) just before renaming it into
-/// place, and leaves the access time at the temp's creation. Nothing is removed here: a dry
-/// run lists too.
-fn note_if_stale(stale: &StaleTemps, path: &Path, name: &std::ffi::OsStr) {
-    let Some(name) = name.to_str() else { return };
-    let Ok(md) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if !md.is_file() {
-        return;
-    }
-    let newest = [md.modified().ok(), md.accessed().ok()]
-        .into_iter()
-        .flatten()
-        .max();
-    stale.consider(path.to_string_lossy().into_owned(), name, newest);
-}
-
 /// Reads one directory's members, sorted in canonical order.
-fn read_children(dir: &Path, stale: &StaleTemps) -> io::Result<Members> {
+fn read_children(dir: &Path, leftovers: &Leftovers) -> io::Result<Members> {
     let mut children = Vec::new();
     let mut unnamed: Vec<String> = Vec::new();
     for dirent in fs::read_dir(dir)? {
@@ -196,7 +175,7 @@ fn read_children(dir: &Path, stale: &StaleTemps) -> io::Result<Members> {
             .as_encoded_bytes()
             .starts_with(TEMP_PREFIX.as_bytes())
         {
-            note_if_stale(stale, &dirent.path(), &os_name);
+            leftovers.note(&dirent.path(), &os_name);
             continue;
         }
         let Some(name) = os_name.to_str() else {
@@ -348,7 +327,7 @@ fn enter(stack: &mut Vec<Frame>, rel: String, members: Members, out: &mut Sender
 fn walk(
     root: &Path,
     prefix: Option<&RelPath>,
-    stale: &StaleTemps,
+    leftovers: &Leftovers,
     prune: Option<&PruneFn>,
     out: &mut Sender,
 ) {
@@ -361,7 +340,7 @@ fn walk(
         }
     };
     let start_rel = prefix.map(|p| p.as_str().to_owned()).unwrap_or_default();
-    let members = match read_children(&start, stale) {
+    let members = match read_children(&start, leftovers) {
         Ok(members) => members,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
         Err(e) => {
@@ -392,7 +371,7 @@ fn walk(
             {
                 continue;
             }
-            Step::Probe(dirent) => match read_children(&dirent.path(), stale) {
+            Step::Probe(dirent) => match read_children(&dirent.path(), leftovers) {
                 Ok(members) => {
                     frame.probed.push((name, members));
                     continue;
