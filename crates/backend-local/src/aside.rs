@@ -9,20 +9,25 @@
 //! in that same moment, it is the only name of the user's new version. So an aside name is
 //! never taken for a stale temp file: it has a format of its own, and the run after a
 //! listing found one ([`Leftovers::recover_asides`]) removes it only while it is a second
-//! name (link count above one), and otherwise puts the file back at its old name, or, where
-//! something is there by then, at a visible recovery name.
+//! name (link count above one) or was one when listed (the run may have deleted the other
+//! name since: a deletion with no trash must not bring the file back under its old name),
+//! and otherwise puts the file back at its old name, or, where something is there by then,
+//! at a visible recovery name.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use syncengine_core::RelPath;
 use syncengine_core::ignore_rules::StaleTemps;
 
 use crate::TEMP_PREFIX;
+use crate::beneath;
 
 /// What follows [`TEMP_PREFIX`] in an aside name: never the 16 hex digits of a temp file,
 /// so the stale-temp rule never matches it.
@@ -76,8 +81,19 @@ pub(crate) fn aside_origin(name: &OsStr) -> Option<Option<&OsStr>> {
 pub(crate) struct Leftovers {
     /// Temp files, by the core's one rule.
     pub(crate) temps: StaleTemps,
-    /// Files moved aside, by path.
-    asides: Mutex<BTreeSet<PathBuf>>,
+    /// Files moved aside, by path: the file listed there.
+    asides: Mutex<BTreeMap<PathBuf, Noted>>,
+}
+
+/// The file a listing found under an aside name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Noted {
+    /// Its device and inode: the recovery acts only on that file.
+    id: (u64, u64),
+    /// It had another name then (a link count above one): the file a move linked at its
+    /// target, never a save. The run may remove that other name since (a deletion with no
+    /// trash, or a trash elsewhere); the aside name is still no file of its own.
+    second_name: bool,
 }
 
 /// What [`Leftovers::recover_asides`] did with one file moved aside.
@@ -104,8 +120,19 @@ impl Leftovers {
             return;
         }
         if aside_origin(name).is_some() {
+            let noted = Noted {
+                id: (md.dev(), md.ino()),
+                second_name: md.nlink() > 1,
+            };
             if let Ok(mut asides) = self.asides.lock() {
-                asides.insert(path.to_path_buf());
+                let entry = asides.entry(path.to_path_buf()).or_insert(noted);
+                // Listed again (a second listing of the run): a second name once is one
+                // for good, as long as it is the same file.
+                if entry.id == noted.id {
+                    entry.second_name |= noted.second_name;
+                } else {
+                    *entry = noted;
+                }
             }
             return;
         }
@@ -124,14 +151,18 @@ impl Leftovers {
     /// Recovers every file moved aside that listings found since the last call (see the
     /// module's docs), each by [`recover_aside`]. Returns what was done, by path; a file
     /// that could not be recovered is logged and stays for the next run.
-    pub(crate) fn recover_asides(&self) -> Vec<(PathBuf, Recovered)> {
+    ///
+    /// `root` is the client's root, the one the listings walked: each aside's folder is
+    /// opened below it without following a symlink where it can be ([`beneath`]), so a
+    /// folder swapped for a symlink since the listing leads nowhere outside the root.
+    pub(crate) fn recover_asides(&self, root: &Path) -> Vec<(PathBuf, Recovered)> {
         let found = match self.asides.lock() {
             Ok(mut asides) => std::mem::take(&mut *asides),
             Err(_) => return Vec::new(),
         };
         let mut done = Vec::new();
-        for path in found {
-            match recover_aside(&path) {
+        for (path, noted) in found {
+            match recover_aside(root, &path, Some(noted)) {
                 Ok(recovered) => {
                     match &recovered {
                         Recovered::SecondNameRemoved => tracing::info!(
@@ -162,38 +193,99 @@ impl Leftovers {
     }
 }
 
-/// Recovers one file moved aside at `path` (see [`Leftovers::recover_asides`]).
+/// Opens (`O_PATH`) the folder of `path`, below `root` without following a symlink where
+/// [`beneath::available`] (else by path, as before).
+fn open_folder(root: &Path, path: &Path) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags, open};
+    let folder = path.parent().unwrap_or(path);
+    if beneath::available()
+        && let Ok(below) = folder.strip_prefix(root)
+    {
+        let Some(below) = below.to_str() else {
+            return Err(io::Error::from(io::ErrorKind::InvalidFilename));
+        };
+        // `open_folder_of` opens the folder of a path: any name in it.
+        let rel = if below.is_empty() {
+            RelPath::new("x")
+        } else {
+            RelPath::new(format!("{below}/x"))
+        }
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidFilename, e.to_string()))?;
+        return beneath::open_folder_of(root, &rel);
+    }
+    Ok(open(
+        folder,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// The visible name a file moved aside as `name` gets where its old name is taken or
+/// unknown: `recovered-by-syncengine-<16 hex>-<old name>`, or without `-<old name>` where
+/// that would be longer than a file name may be (the prefix is longer than the aside's).
+fn recovery_name(name: &OsStr, origin: Option<&OsStr>) -> OsString {
+    let hex = &name.as_bytes()[TEMP_PREFIX.len() + ASIDE_TAG.len()..][..16];
+    let mut visible = RECOVERED_PREFIX.as_bytes().to_vec();
+    visible.extend_from_slice(hex);
+    if let Some(origin) = origin
+        && visible.len() + 1 + origin.len() <= NAME_MAX
+    {
+        visible.push(b'-');
+        visible.extend_from_slice(origin.as_bytes());
+    }
+    OsString::from_vec(visible)
+}
+
+/// Recovers one file moved aside at `path` below `root` (see [`Leftovers::recover_asides`]),
+/// only if it is still the file a listing found there (`noted`, where one did).
 ///
-/// Only a name of a file with other names is removed: the link count is read from the file
-/// itself just before, and a file with one name is only ever renamed, never replacing
-/// anything ([`crate::client::link_noreplace`]).
-pub(crate) fn recover_aside(path: &Path) -> io::Result<Recovered> {
-    use rustix::fs::CWD;
+/// Only a name of a file with other names is removed, or of one that had others when the
+/// listing found it: the link count is read from the file itself just before, and a file
+/// that never had another name is only ever renamed, never replacing anything
+/// ([`crate::client::link_noreplace`]). Every step is taken in the folder opened once.
+pub(crate) fn recover_aside(
+    root: &Path,
+    path: &Path,
+    noted: Option<Noted>,
+) -> io::Result<Recovered> {
+    use rustix::fs::{AtFlags, FileType, statat, unlinkat};
     let (Some(folder), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(Recovered::Left);
     };
     let Some(origin) = aside_origin(name) else {
         return Ok(Recovered::Left);
     };
-    let md = match std::fs::symlink_metadata(path) {
-        Ok(md) => md,
+    let at = match open_folder(root, path) {
+        Ok(at) => at,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recovered::Left),
         Err(e) => return Err(e),
     };
-    if !md.is_file() {
+    let md = match statat(&at, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(md) => md,
+        Err(rustix::io::Errno::NOENT) => return Ok(Recovered::Left),
+        Err(e) => return Err(e.into()),
+    };
+    if FileType::from_raw_mode(md.st_mode) != FileType::RegularFile {
         return Ok(Recovered::Left);
     }
-    if md.nlink() > 1 {
-        return match std::fs::remove_file(path) {
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    let id = (md.st_dev as u64, md.st_ino as u64);
+    if noted.is_some_and(|noted| noted.id != id) {
+        // Another file than the one listed: the next listing tells.
+        return Ok(Recovered::Left);
+    }
+    if md.st_nlink > 1 || noted.is_some_and(|noted| noted.second_name) {
+        return match unlinkat(&at, name, AtFlags::empty()) {
             Ok(()) => Ok(Recovered::SecondNameRemoved),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Recovered::Left),
-            Err(e) => Err(e),
+            Err(rustix::io::Errno::NOENT) => Ok(Recovered::Left),
+            Err(e) => Err(e.into()),
         };
     }
-    let place = |to: &Path| -> io::Result<bool> {
-        match crate::client::link_noreplace((CWD, path), (CWD, to)) {
+    let place = |to: &OsStr| -> io::Result<bool> {
+        let (from, to) = (Path::new(name), Path::new(to));
+        match crate::client::link_noreplace((at.as_fd(), from), (at.as_fd(), to)) {
             Ok(crate::client::Placed::Linked) => {
-                std::fs::remove_file(path)?;
+                unlinkat(&at, from, AtFlags::empty())?;
                 Ok(true)
             }
             Ok(crate::client::Placed::Renamed) => Ok(true),
@@ -201,23 +293,19 @@ pub(crate) fn recover_aside(path: &Path) -> io::Result<Recovered> {
             Err(e) => Err(e),
         }
     };
-    if let Some(origin) = origin {
-        let to = folder.join(origin);
-        if place(&to)? {
-            return Ok(Recovered::PutBack(to));
-        }
+    if let Some(origin) = origin
+        && place(origin)?
+    {
+        return Ok(Recovered::PutBack(folder.join(origin)));
     }
     // The 16 hex digits of the aside name keep the recovery name unique.
-    let tail = &name.as_bytes()[TEMP_PREFIX.len() + ASIDE_TAG.len()..];
-    let mut visible = RECOVERED_PREFIX.as_bytes().to_vec();
-    visible.extend_from_slice(tail);
-    let to = folder.join(OsStr::from_bytes(&visible));
-    if place(&to)? {
-        return Ok(Recovered::Renamed(to));
+    let visible = recovery_name(name, origin);
+    if place(&visible)? {
+        return Ok(Recovered::Renamed(folder.join(visible)));
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        format!("{} is taken", to.display()),
+        format!("{} is taken", folder.join(visible).display()),
     ))
 }
 

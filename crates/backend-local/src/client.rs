@@ -1778,10 +1778,10 @@ impl StorageClient for LocalClient {
     /// removed (and counted), a file's only name goes back to where it was.
     async fn remove_stale_temps(&self) -> Result<u64> {
         let found = self.leftovers.temps.take();
-        let leftovers = self.leftovers.clone();
+        let (leftovers, root) = (self.leftovers.clone(), self.root.clone());
         blocking(move || {
             let mut removed = leftovers
-                .recover_asides()
+                .recover_asides(&root)
                 .iter()
                 .filter(|(_, done)| *done == Recovered::SecondNameRemoved)
                 .count() as u64;

@@ -60,8 +60,11 @@
 //!   filesystems) can leave the old name at `.syncengine-tmp-aside-<hex>-<name>`: the move
 //!   sets the old name aside before removing it, so a save that landed there meanwhile is
 //!   never removed. The next run removes such a name only while the file has another name
-//!   (the link the move made); a file's only name goes back to `<name>`, or, where that is
-//!   taken, to a visible `recovered-by-syncengine-<hex>-<name>`.
+//!   (the link the move made), or had one when the run listed it (the run may delete that
+//!   other name); a file's only name goes back to `<name>`, or, where that is taken, to a
+//!   visible `recovered-by-syncengine-<hex>-<name>` (without `-<name>` where too long). The
+//!   recovery acts only on the file the listing found, in its folder opened below the root
+//!   without following a symlink.
 //! - **Permissions**: listings and `stat` carry each file's permission bits
 //!   (`Entry::permissions`). A file that is overwritten keeps its own bits (`0o777`; setuid,
 //!   setgid and sticky are dropped). A new file gets the bits the write asks for

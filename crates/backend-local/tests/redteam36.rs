@@ -53,7 +53,10 @@ async fn a_save_aside_with_a_216_byte_name_whose_name_is_taken_gets_a_visible_na
     );
     let visible: Vec<&String> = left.iter().filter(|n| **n != long).collect();
     assert_eq!(visible.len(), 1, "{left:?}");
-    assert!(visible[0].starts_with("recovered-by-syncengine-"), "{left:?}");
+    assert!(
+        visible[0].starts_with("recovered-by-syncengine-"),
+        "{left:?}"
+    );
     assert_eq!(
         fs::read(root.join("docs").join(visible[0])).unwrap(),
         b"the save"
