@@ -178,3 +178,85 @@ async fn a_folder_swapped_for_a_symlink_before_recovery_leads_nothing_outside() 
     expected.sort();
     assert_eq!(names(&outside), expected, "outside the root");
 }
+
+/// Held: a save left aside whose old name is now a folder, or a symlink (dangling or not),
+/// gets a visible name next to them; neither is followed nor replaced.
+#[tokio::test]
+async fn a_save_aside_whose_old_name_is_a_folder_or_a_symlink_gets_a_visible_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(root.join("docs/folder")).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("docs/linked")).unwrap();
+    std::os::unix::fs::symlink(outside.join("missing"), root.join("docs/dangling")).unwrap();
+    for (i, old) in ["folder", "linked", "dangling"].iter().enumerate() {
+        fs::write(
+            root.join(format!(
+                "docs/.syncengine-tmp-aside-000012340000000{i}-{old}"
+            )),
+            format!("save {i}"),
+        )
+        .unwrap();
+    }
+    let client = LocalClient::new(&root);
+    // The listing reports the symlinks as not followed; it noted the aside names.
+    let _ = client.list_all(None).await;
+    assert_eq!(client.remove_stale_temps().await.unwrap(), 0);
+
+    assert_eq!(
+        names(&root.join("docs")),
+        [
+            "dangling",
+            "folder",
+            "linked",
+            "recovered-by-syncengine-0000123400000000-folder",
+            "recovered-by-syncengine-0000123400000001-linked",
+            "recovered-by-syncengine-0000123400000002-dangling",
+        ]
+    );
+    assert!(names(&outside).is_empty(), "{:?}", names(&outside));
+    assert!(names(&root.join("docs/folder")).is_empty());
+    assert_eq!(
+        fs::read(root.join("docs/recovered-by-syncengine-0000123400000001-linked")).unwrap(),
+        b"save 1"
+    );
+}
+
+/// Held: a dry run changes nothing, neither a save left aside nor a second name.
+#[tokio::test]
+async fn a_dry_run_leaves_every_aside_name_as_it_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("keep.txt"), b"keep").unwrap();
+    let engine = SyncEngine::new(tmp.path().join("state"));
+    let pair = |dry_run: bool| {
+        SyncPair::new(
+            Arc::new(LocalClient::new(&a)),
+            Arc::new(LocalClient::new(&b)),
+            SyncMode::TwoWay,
+        )
+        .with_options(SyncOptions::default().with_dry_run(dry_run))
+    };
+    let first = engine.sync_pair(&pair(false)).await.unwrap();
+    assert_eq!(first.errors, 0, "{first:?}");
+    let save = ".syncengine-tmp-aside-0000123400000001-notes.txt";
+    let second = ".syncengine-tmp-aside-0000123400000002-keep.txt";
+    fs::write(b.join(save), b"the save").unwrap();
+    fs::hard_link(b.join("keep.txt"), b.join(second)).unwrap();
+    let before = names(&b);
+
+    let dry = engine.sync_pair(&pair(true)).await.unwrap();
+    assert_eq!(dry.errors, 0, "{dry:?}");
+    assert_eq!(names(&b), before);
+    assert_eq!(fs::metadata(b.join(second)).unwrap().nlink(), 2);
+
+    // The real run after recovers both.
+    let real = engine.sync_pair(&pair(false)).await.unwrap();
+    assert_eq!(real.errors, 0, "{real:?}");
+    assert_eq!(fs::read(b.join("notes.txt")).unwrap(), b"the save");
+    assert!(!b.join(save).exists() && !b.join(second).exists());
+    assert_eq!(fs::metadata(b.join("keep.txt")).unwrap().nlink(), 1);
+}
