@@ -1774,8 +1774,8 @@ impl StorageClient for LocalClient {
     }
 
     /// Removes the stale temp files the run's listings found, and recovers the files an
-    /// interrupted move left aside ([`Leftovers::recover_asides`]): a second name is
-    /// removed (and counted), a file's only name goes back to where it was.
+    /// interrupted move left aside (see the crate's docs): a second name is removed (and
+    /// counted), a file's only name goes back to where it was.
     async fn remove_stale_temps(&self) -> Result<u64> {
         let found = self.leftovers.temps.take();
         let (leftovers, root) = (self.leftovers.clone(), self.root.clone());
