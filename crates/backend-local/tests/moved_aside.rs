@@ -9,11 +9,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use support::names;
 use syncengine_backend_local::LocalClient;
 use syncengine_core::{StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncPair};
 
@@ -32,16 +35,6 @@ fn make_old(path: &Path) {
             .set_modified(long_ago()),
     )
     .unwrap();
-}
-
-/// The names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
 }
 
 /// The kill came with no save: the aside name is a second name of the file the move linked

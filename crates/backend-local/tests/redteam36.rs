@@ -4,26 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use support::names;
 use syncengine_backend_local::LocalClient;
 use syncengine_core::{
     Recovery, RelPath, Side, StorageClient, StorageClientExt, SyncEngine, SyncMode, SyncOptions,
     SyncPair,
 };
-
-/// The names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
 
 /// The longest old name an aside name still carries (38 bytes of prefix and hex, a dash,
 /// 216 bytes: 255). Its recovery name (`recovered-by-syncengine-`, two bytes longer than

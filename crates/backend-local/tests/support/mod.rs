@@ -58,6 +58,16 @@ impl Drop for Mounted {
     }
 }
 
+/// The names in `dir`, sorted (UTF-8 names only).
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Every file below `dir` (none where it cannot be read).
 pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
