@@ -162,7 +162,7 @@ impl Leftovers {
         };
         let mut done = Vec::new();
         for (path, noted) in found {
-            match recover_aside(root, &path, Some(noted)) {
+            match recover_aside(root, &path, noted) {
                 Ok(recovered) => {
                     match &recovered {
                         Recovered::SecondNameRemoved => tracing::info!(
@@ -197,24 +197,17 @@ impl Leftovers {
 /// [`beneath::available`] (else by path, as before).
 fn open_folder(root: &Path, path: &Path) -> io::Result<OwnedFd> {
     use rustix::fs::{Mode, OFlags, open};
-    let folder = path.parent().unwrap_or(path);
     if beneath::available()
-        && let Ok(below) = folder.strip_prefix(root)
+        && let Ok(below) = path.strip_prefix(root)
     {
-        let Some(below) = below.to_str() else {
-            return Err(io::Error::from(io::ErrorKind::InvalidFilename));
-        };
-        // `open_folder_of` opens the folder of a path: any name in it.
-        let rel = if below.is_empty() {
-            RelPath::new("x")
-        } else {
-            RelPath::new(format!("{below}/x"))
-        }
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidFilename, e.to_string()))?;
+        let rel = below
+            .to_str()
+            .and_then(|below| RelPath::new(below).ok())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidFilename))?;
         return beneath::open_folder_of(root, &rel);
     }
     Ok(open(
-        folder,
+        path.parent().unwrap_or(path),
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
@@ -237,17 +230,13 @@ fn recovery_name(name: &OsStr, origin: Option<&OsStr>) -> OsString {
 }
 
 /// Recovers one file moved aside at `path` below `root` (see [`Leftovers::recover_asides`]),
-/// only if it is still the file a listing found there (`noted`, where one did).
+/// only if it is still the file a listing found there (`noted`).
 ///
 /// Only a name of a file with other names is removed, or of one that had others when the
 /// listing found it: the link count is read from the file itself just before, and a file
 /// that never had another name is only ever renamed, never replacing anything
 /// ([`crate::client::link_noreplace`]). Every step is taken in the folder opened once.
-pub(crate) fn recover_aside(
-    root: &Path,
-    path: &Path,
-    noted: Option<Noted>,
-) -> io::Result<Recovered> {
+fn recover_aside(root: &Path, path: &Path, noted: Noted) -> io::Result<Recovered> {
     use rustix::fs::{AtFlags, FileType, statat, unlinkat};
     let (Some(folder), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(Recovered::Left);
@@ -270,11 +259,11 @@ pub(crate) fn recover_aside(
     }
     #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
     let id = (md.st_dev as u64, md.st_ino as u64);
-    if noted.is_some_and(|noted| noted.id != id) {
+    if noted.id != id {
         // Another file than the one listed: the next listing tells.
         return Ok(Recovered::Left);
     }
-    if md.st_nlink > 1 || noted.is_some_and(|noted| noted.second_name) {
+    if md.st_nlink > 1 || noted.second_name {
         return match unlinkat(&at, name, AtFlags::empty()) {
             Ok(()) => Ok(Recovered::SecondNameRemoved),
             Err(rustix::io::Errno::NOENT) => Ok(Recovered::Left),
