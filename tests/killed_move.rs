@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 /// How long `strace` holds each `linkat` (before and after) and each `unlinkat` (before), in
 /// microseconds: the test's time to act between the steps of the move.
-const HOLD_US: u64 = 1_500_000;
+const HOLD_US: u64 = 1_000_000;
 
 /// The prefix of the name a move sets the old name aside under.
 const ASIDE: &str = ".syncengine-tmp-aside-";
@@ -206,7 +206,11 @@ fn kill9(pid: u32) {
 /// A child of process `parent` (from `/proc/*/stat`), if there is one.
 fn child_of(parent: u32) -> Option<u32> {
     for entry in fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
@@ -400,7 +404,10 @@ fn a_second_name_left_by_a_killed_move_is_removed_and_the_delete_stays() {
         "the aside name was removed before the kill: {stderr}"
     );
     assert!(!pair.b.join("x").exists());
-    let (held, linked) = (fs::metadata(&aside).unwrap(), fs::metadata(&trashed).unwrap());
+    let (held, linked) = (
+        fs::metadata(&aside).unwrap(),
+        fs::metadata(&trashed).unwrap(),
+    );
     assert_eq!((held.dev(), held.ino()), (linked.dev(), linked.ino()));
     assert_eq!(held.nlink(), 2);
     assert_eq!(fs::read_to_string(&trashed).unwrap(), "v1");
@@ -426,6 +433,67 @@ fn a_second_name_left_by_a_killed_move_is_removed_and_the_delete_stays() {
         assert!(!pair.b.join("x").exists(), "{run}: x came back on b");
     }
     assert!(v1_in_trash(&pair.b), "v1 is not in b's trash");
+    assert_eq!(fs::read_to_string(&trashed).unwrap(), "v1");
+    assert_eq!(fs::metadata(&trashed).unwrap().nlink(), 1);
+}
+
+/// The move of `b/x` into the trash is killed after the aside rename of the old file, with
+/// a save landed at `b/x` after that rename: the aside name is a second name of the trashed
+/// file, and `b/x` holds the save. The next run removes the aside name and, the save being
+/// an edit the delete on `a` never saw, copies it to `a` (modify beats delete); the run
+/// after changes nothing.
+#[test]
+fn a_save_after_the_aside_rename_of_a_killed_move_wins_over_the_delete() {
+    let pair = Pair::synced();
+    fs::remove_file(pair.a.join("x")).unwrap();
+    let Some(mut traced) = pair.sync_under_strace() else {
+        return;
+    };
+    let trashed = wait_for(&mut traced, "the link into the trash", || {
+        trashed_x(&pair.b).pop()
+    });
+    let aside = wait_for(&mut traced, "the aside rename", || asides(&pair.b).pop());
+    // The unlinkat of the aside name is held: the save lands at the free old name.
+    fs::write(pair.b.join("x.new"), "saved meanwhile").unwrap();
+    fs::rename(pair.b.join("x.new"), pair.b.join("x")).unwrap();
+    let stderr = traced.kill();
+    assert!(
+        aside.exists(),
+        "the aside name was removed before the kill: {stderr}"
+    );
+    assert_eq!(fs::metadata(&aside).unwrap().nlink(), 2);
+    assert_eq!(fs::read_to_string(&aside).unwrap(), "v1");
+    assert_eq!(
+        fs::read_to_string(pair.b.join("x")).unwrap(),
+        "saved meanwhile"
+    );
+
+    let (code, out) = pair.sync(true);
+    assert_eq!(code, Some(0), "run 3: {out}");
+    let stats: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(stats["downloaded"], 1, "run 3: {out}");
+    assert_eq!(stats["errors"], 0, "run 3: {out}");
+    nothing_hidden_left(&pair, "run 3");
+    let (code, out) = pair.sync(true);
+    assert_eq!(code, Some(0), "run 4: {out}");
+    let stats: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    for count in [
+        "uploaded",
+        "downloaded",
+        "deleted_source",
+        "deleted_destination",
+    ] {
+        assert_eq!(stats[count], 0, "run 4: {out}");
+    }
+    nothing_hidden_left(&pair, "run 4");
+    for root in [&pair.a, &pair.b] {
+        assert_eq!(
+            fs::read_to_string(root.join("x")).unwrap(),
+            "saved meanwhile",
+            "{}",
+            root.display()
+        );
+    }
     assert_eq!(fs::read_to_string(&trashed).unwrap(), "v1");
     assert_eq!(fs::metadata(&trashed).unwrap().nlink(), 1);
 }
