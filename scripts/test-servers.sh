@@ -54,6 +54,9 @@ install() {
     command -v npm >/dev/null || need+=(npm)
     # The real-disk tests (a writeback error on ext4 in a loop file) need mkfs.ext4.
     command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+    # The tests that kill or hold a run at one system call (a move without RENAME_NOREPLACE)
+    # run it under strace.
+    command -v strace >/dev/null || need+=(strace)
     if ((${#need[@]})); then
         log "apt-get install ${need[*]}"
         apt-get update -q >/dev/null
