@@ -51,19 +51,28 @@ fn changes_on_either_side_arrive_and_own_writes_start_no_run() {
             w.log()
         );
 
+        // Each change below also waits for its run's report, which can come a moment after
+        // the file: the next side counts runs from after the last one (on a loaded machine a
+        // late report of the delete was once counted as the next creation's run).
+        let before = w.runs("p");
         write(&at(here, "new.txt"), &format!("{here} edited"));
         w.wait(&format!("an edit in {here}"), WAIT, || {
             read(&at(there, "new.txt")) == Some(format!("{here} edited"))
         });
+        w.wait("the edit's report", WAIT, || w.runs("p") > before);
+        let before = w.runs("p");
         std::fs::rename(at(here, "new.txt"), at(here, "renamed.txt")).unwrap();
         w.wait(&format!("a rename in {here}"), WAIT, || {
             !at(there, "new.txt").exists()
                 && read(&at(there, "renamed.txt")) == Some(format!("{here} edited"))
         });
+        w.wait("the rename's report", WAIT, || w.runs("p") > before);
+        let before = w.runs("p");
         std::fs::remove_file(at(here, "renamed.txt")).unwrap();
         w.wait(&format!("a delete in {here}"), WAIT, || {
             !at(there, "renamed.txt").exists()
         });
+        w.wait("the delete's report", WAIT, || w.runs("p") > before);
     }
     // The deleted and overwritten versions are in the trash, not lost.
     let trashed = |side: &str| {
