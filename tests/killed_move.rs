@@ -86,6 +86,18 @@ impl Pair {
         cli::run_sync(&args, &self.state)
     }
 
+    /// Deletes `a/x` and starts a run under `strace` that moves `b/x` into the trash; returns
+    /// once the link into the trash is made, with the trash's name (`None` as
+    /// [`Self::sync_under_strace`]).
+    fn delete_x_until_its_trash_link(&self) -> Option<(Traced, PathBuf)> {
+        fs::remove_file(self.a.join("x")).unwrap();
+        let mut traced = self.sync_under_strace()?;
+        let trashed = wait_for(&mut traced, "the link into the trash", || {
+            trashed_x(&self.b).pop()
+        });
+        Some((traced, trashed))
+    }
+
     /// Starts a two-way run under `strace` (see the module's docs), or `None` where strace
     /// cannot run (outside CI).
     fn sync_under_strace(&self) -> Option<Traced> {
@@ -314,15 +326,11 @@ fn v1_in_trash(root: &Path) -> bool {
 #[test]
 fn a_save_held_by_an_aside_name_when_the_move_is_killed_comes_back() {
     let pair = Pair::synced();
-    fs::remove_file(pair.a.join("x")).unwrap();
-    let Some(mut traced) = pair.sync_under_strace() else {
-        return;
-    };
     // The link into the trash is made (strace holds the linkat's return): an editor saves
     // over `b/x`, by a rename over it.
-    let trashed = wait_for(&mut traced, "the link into the trash", || {
-        trashed_x(&pair.b).pop()
-    });
+    let Some((mut traced, trashed)) = pair.delete_x_until_its_trash_link() else {
+        return;
+    };
     assert!(
         asides(&pair.b).is_empty(),
         "the old name was set aside before the save could land"
@@ -389,13 +397,9 @@ fn a_save_held_by_an_aside_name_when_the_move_is_killed_comes_back() {
 #[test]
 fn a_second_name_left_by_a_killed_move_is_removed_and_the_delete_stays() {
     let pair = Pair::synced();
-    fs::remove_file(pair.a.join("x")).unwrap();
-    let Some(mut traced) = pair.sync_under_strace() else {
+    let Some((mut traced, trashed)) = pair.delete_x_until_its_trash_link() else {
         return;
     };
-    let trashed = wait_for(&mut traced, "the link into the trash", || {
-        trashed_x(&pair.b).pop()
-    });
     // The old name set aside: killed before its unlinkat (held by strace) runs.
     let aside = wait_for(&mut traced, "the aside rename", || asides(&pair.b).pop());
     let stderr = traced.kill();
@@ -445,13 +449,9 @@ fn a_second_name_left_by_a_killed_move_is_removed_and_the_delete_stays() {
 #[test]
 fn a_save_after_the_aside_rename_of_a_killed_move_wins_over_the_delete() {
     let pair = Pair::synced();
-    fs::remove_file(pair.a.join("x")).unwrap();
-    let Some(mut traced) = pair.sync_under_strace() else {
+    let Some((mut traced, trashed)) = pair.delete_x_until_its_trash_link() else {
         return;
     };
-    let trashed = wait_for(&mut traced, "the link into the trash", || {
-        trashed_x(&pair.b).pop()
-    });
     let aside = wait_for(&mut traced, "the aside rename", || asides(&pair.b).pop());
     // The unlinkat of the aside name is held: the save lands at the free old name.
     fs::write(pair.b.join("x.new"), "saved meanwhile").unwrap();
